@@ -1,0 +1,1 @@
+"""Pieces every promring component shares: logging, the ops HTTP endpoints, time parsing."""

@@ -1,0 +1,43 @@
+"""The endpoints every component serves: ``/metrics``, ``/-/healthy``, ``/-/ready``."""
+from __future__ import annotations
+
+from typing import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+def add_ops_routes(app: web.Application, registry: CollectorRegistry,
+                   is_ready: Callable[[], bool]) -> None:
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def ready(_: web.Request) -> web.Response:
+        if is_ready():
+            return web.Response(text="OK")
+        return web.Response(status=503, text="not ready")
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+
+
+async def start_site(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (port 0 picks a free one); returns the runner and port."""
+    host, port = split_address(address)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, bound
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return (host.strip("[]") or "0.0.0.0"), int(port)

@@ -1,0 +1,3 @@
+from promring.cli import main
+
+main()

@@ -1,0 +1,202 @@
+"""Prometheus HTTP API v1 over the StoreAPI fan-out, shaped byte for byte like Prometheus's."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+from aiohttp import web
+
+from querier.promql import Engine, EngineOptions, PromQLError, QueryResult
+
+from .config import QueryConfig
+from .fanout import FanoutQueryable, StoreSet
+from .jsonfmt import format_value, ts_fragment
+from .params import MAX_TIME_MS, MIN_TIME_MS, BadParam, parse_duration_ms, parse_matchers, parse_time
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+MAX_POINTS = 11000
+
+_STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "canceled": 503, "internal": 500}
+
+
+def _json(payload: dict, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def error_response(kind: str, msg: str) -> web.Response:
+    return _json({"status": "error", "errorType": kind, "error": msg}, _STATUS.get(kind, 422))
+
+
+def _points(ts, vals) -> orjson.Fragment:
+    pts = ",".join(f'[{ts_fragment(t)},"{format_value(v)}"]' for t, v in zip(ts.tolist(), vals.tolist()))
+    return orjson.Fragment(f"[{pts}]")
+
+
+def result_payload(res: QueryResult) -> dict:
+    if res.kind == "vector":
+        result = [{"metric": dict(lbls), "value": orjson.Fragment(f'[{ts_fragment(t)},"{format_value(v)}"]')}
+                  for lbls, t, v in res.series]
+    elif res.kind == "matrix":
+        result = [{"metric": dict(lbls), "values": _points(ts, vals)} for lbls, ts, vals in res.series]
+    elif res.kind == "scalar":
+        t, v = res.series
+        result = orjson.Fragment(f'[{ts_fragment(t)},"{format_value(v)}"]')
+    else:
+        t, s = res.series
+        result = orjson.Fragment(f"[{ts_fragment(t)},{orjson.dumps(s).decode()}]")
+    payload: dict = {"status": "success", "data": {"resultType": res.kind, "result": result}}
+    if res.warnings:
+        payload["warnings"] = list(res.warnings)
+    if res.infos:
+        payload["infos"] = list(res.infos)
+    return payload
+
+
+class QueryAPI:
+    def __init__(self, cfg: QueryConfig, stores: StoreSet) -> None:
+        self.cfg = cfg
+        self.stores = stores
+        self.engine = Engine(EngineOptions(lookback_delta_ms=cfg.lookback_delta_ms,
+                                           max_samples=cfg.max_samples, timeout_s=cfg.timeout_s))
+        self._slots = asyncio.Semaphore(cfg.max_concurrent)
+
+    def register(self, app: web.Application) -> None:
+        r = app.router
+        for path, handler in (("/api/v1/query", self.query), ("/api/v1/query_range", self.query_range),
+                              ("/api/v1/series", self.series), ("/api/v1/labels", self.labels)):
+            r.add_get(path, handler)
+            r.add_post(path, handler)
+        r.add_get("/api/v1/label/{name}/values", self.label_values)
+        r.add_get("/api/v1/status/buildinfo", self.buildinfo)
+        r.add_get("/api/v1/metadata", self.empty_dict)
+        r.add_get("/api/v1/rules", self.rules)
+        r.add_get("/api/v1/alerts", self.alerts)
+
+    @staticmethod
+    async def _params(request: web.Request) -> dict[str, list[str]]:
+        params: dict[str, list[str]] = {}
+        for k, v in request.query.items():
+            params.setdefault(k, []).append(v)
+        if request.method == "POST":
+            form = await request.post()
+            for k, v in form.items():
+                params.setdefault(k, []).append(str(v))
+        return params
+
+    async def _evaluate(self, fn, *args) -> web.Response:
+        loop = asyncio.get_running_loop()
+        queryable = FanoutQueryable(self.stores, loop)
+        async with self._slots:
+            try:
+                res = await asyncio.wait_for(asyncio.to_thread(fn, queryable, *args),
+                                             timeout=self.cfg.timeout_s)
+            except PromQLError as e:
+                return error_response(e.kind, str(e))
+            except asyncio.TimeoutError:
+                return error_response("timeout", "query timed out in expression evaluation")
+            except Exception as e:  # an engine bug must not become a 5xx for the user's query
+                log.exception("query evaluation failed")
+                return error_response("execution", str(e))
+        return _json(result_payload(res))
+
+    async def query(self, request: web.Request) -> web.Response:
+        p = await self._params(request)
+        try:
+            q = _one(p, "query")
+            t = parse_time(_first(p, "time"), "time", default_ms=int(time.time() * 1000))
+        except BadParam as e:
+            return error_response("bad_data", str(e))
+        return await self._evaluate(self.engine.instant, q, t)
+
+    async def query_range(self, request: web.Request) -> web.Response:
+        p = await self._params(request)
+        try:
+            q = _one(p, "query")
+            start = parse_time(_first(p, "start"), "start")
+            end = parse_time(_first(p, "end"), "end")
+            if end < start:
+                raise BadParam('invalid parameter "end": end timestamp must not be before start time')
+            step = parse_duration_ms(_first(p, "step"), "step")
+            if step <= 0:
+                raise BadParam('invalid parameter "step": zero or negative query resolution step '
+                               "widths are not accepted. Try a positive integer")
+            if (end - start) / step > MAX_POINTS:
+                raise BadParam("exceeded maximum resolution of 11,000 points per timeseries. "
+                               "Try decreasing the query resolution (?step=XX)")
+        except BadParam as e:
+            return error_response("bad_data", str(e))
+        return await self._evaluate(self.engine.range, q, start, end, step)
+
+    def _range(self, p: dict) -> tuple[int, int]:
+        return (parse_time(_first(p, "start"), "start", MIN_TIME_MS),
+                parse_time(_first(p, "end"), "end", MAX_TIME_MS))
+
+    async def series(self, request: web.Request) -> web.Response:
+        p = await self._params(request)
+        try:
+            selectors = p.get("match[]") or []
+            if not selectors:
+                raise BadParam("no match[] parameter provided")
+            mint, maxt = self._range(p)
+            sets = [parse_matchers(s) for s in selectors]
+        except BadParam as e:
+            return error_response("bad_data", str(e))
+        seen: dict = {}
+        results = await asyncio.gather(*(self.stores.series(mint, maxt, ms, skip_chunks=True) for ms in sets))
+        for raw in results:
+            for s in raw:
+                seen.setdefault(s.labels, None)
+        data = [dict(lbls) for lbls in sorted(seen)]
+        return _json({"status": "success", "data": data})
+
+    async def labels(self, request: web.Request) -> web.Response:
+        p = await self._params(request)
+        try:
+            mint, maxt = self._range(p)
+            sets = [parse_matchers(s) for s in p.get("match[]") or []] or [[]]
+        except BadParam as e:
+            return error_response("bad_data", str(e))
+        results = await asyncio.gather(*(self.stores.label_names(mint, maxt, ms) for ms in sets))
+        return _json({"status": "success", "data": sorted(set().union(*results))})
+
+    async def label_values(self, request: web.Request) -> web.Response:
+        p = await self._params(request)
+        name = request.match_info["name"]
+        try:
+            mint, maxt = self._range(p)
+            sets = [parse_matchers(s) for s in p.get("match[]") or []] or [[]]
+        except BadParam as e:
+            return error_response("bad_data", str(e))
+        results = await asyncio.gather(*(self.stores.label_values(name, mint, maxt, ms) for ms in sets))
+        return _json({"status": "success", "data": sorted(set().union(*results))})
+
+    async def buildinfo(self, _: web.Request) -> web.Response:
+        return _json({"status": "success", "data": {
+            "version": VERSION, "revision": "", "branch": "", "buildUser": "", "buildDate": "",
+            "goVersion": "python"}})
+
+    async def empty_dict(self, _: web.Request) -> web.Response:
+        return _json({"status": "success", "data": {}})
+
+    async def rules(self, _: web.Request) -> web.Response:
+        return _json({"status": "success", "data": {"groups": []}})
+
+    async def alerts(self, _: web.Request) -> web.Response:
+        return _json({"status": "success", "data": {"alerts": []}})
+
+
+def _first(p: dict, name: str) -> str | None:
+    v = p.get(name)
+    return v[0] if v else None
+
+
+def _one(p: dict, name: str) -> str:
+    v = _first(p, name)
+    if v is None or v == "":
+        raise BadParam(f'invalid parameter "{name}": query must not be empty' if name == "query"
+                       else f'invalid parameter "{name}"')
+    return v

@@ -1,0 +1,5 @@
+"""PromQL engine: parse with promql_parser, evaluate every node for all steps at once with numpy."""
+from querier.promql.engine import Engine
+from querier.promql.types import EngineOptions, PromQLError, Queryable, QueryResult, Series
+
+__all__ = ["Engine", "EngineOptions", "PromQLError", "Queryable", "QueryResult", "Series"]

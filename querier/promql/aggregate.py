@@ -1,0 +1,173 @@
+"""Aggregation operators, vectorised over steps per output group."""
+from __future__ import annotations
+
+import numpy as np
+import promql_parser as pp
+
+from querier.promql.types import PromQLError
+from querier.promql.values import Scalar, Str, Vec, empty_vec, get_label
+from receiver.tsdb.labels import METRIC_NAME, Labels
+
+
+def fmt_float(v: float) -> str:
+    """Go's strconv.FormatFloat(v, 'f', -1, 64)."""
+    if np.isnan(v):
+        return "NaN"
+    if np.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    s = np.format_float_positional(v, trim="-", unique=True)
+    return s
+
+
+def _grouper(mod):
+    if mod is None:
+        return lambda l: ()
+    names = set(mod.labels)
+    if mod.type == pp.AggModifierType.By:
+        return lambda l: tuple(p for p in l if p[0] in names)
+    names.add(METRIC_NAME)
+    return lambda l: tuple(p for p in l if p[0] not in names)
+
+
+def quantile_sorted(srt: np.ndarray, n: np.ndarray, q) -> np.ndarray:
+    """Prometheus's quantile over the first n entries of each column of an ascending-sorted array."""
+    q = np.broadcast_to(np.asarray(q, dtype=np.float64), n.shape)
+    with np.errstate(all="ignore"):
+        rank = q * (n - 1)
+        lower = np.clip(np.floor(np.nan_to_num(rank)), 0, None).astype(np.int64)
+        lower = np.minimum(lower, np.maximum(n - 1, 0))
+        upper = np.minimum(np.maximum(n - 1, 0), lower + 1)
+        w = rank - np.floor(rank)
+        cols = np.arange(srt.shape[1])
+        lv, uv = srt[lower, cols], srt[upper, cols]
+        r = lv * (1 - w) + uv * w
+        r = np.where(n == 1, srt[0, cols], r)
+    r = np.where(q < 0, -np.inf, np.where(q > 1, np.inf, r))
+    return np.where(np.isnan(q) | (n == 0), np.nan, r)
+
+
+def aggregate(ev, e) -> Vec:
+    op = str(e.op)
+    v = ev.eval(e.expr)
+    if isinstance(v, Scalar):
+        raise PromQLError("bad_data", f"expected type instant vector in aggregation expression, got scalar")
+    param = ev.eval(e.param) if e.param is not None else None
+    T = ev.T
+    if op in ("topk", "bottomk", "limitk", "limit_ratio"):
+        return _select_k(ev, op, v, param, e.modifier)
+    key = _grouper(e.modifier)
+    groups: dict[Labels, list[int]] = {}
+    for i, l in enumerate(v.labels):
+        groups.setdefault(key(l), []).append(i)
+    if op == "count_values":
+        return _count_values(v, groups, param, T)
+    if op == "quantile":
+        q = param.vals
+        bad = q[(q < 0) | (q > 1) | np.isnan(q)]
+        if len(bad) and len(v.labels):
+            ev.warn(f"quantile value should be between 0 and 1, got {fmt_float(bad[0])}")
+    n_g = len(groups)
+    if n_g == 0:
+        return empty_vec(T)
+    out_v = np.zeros((n_g, T))
+    out_p = np.zeros((n_g, T), bool)
+    labels, drops = [], []
+    for gi, (gl, idx) in enumerate(groups.items()):
+        x, p = v.vals[idx], v.present[idx]
+        cnt = p.sum(0)
+        with np.errstate(all="ignore"):
+            if op == "sum":
+                r = np.where(p, x, 0.0).sum(0)
+            elif op == "avg":
+                r = np.where(p, x, 0.0).sum(0) / cnt
+                over = ~np.isfinite(r) & np.all(np.isfinite(np.where(p, x, 0.0)), 0)
+                if over.any():
+                    r = np.where(over, np.where(p, x / np.maximum(cnt, 1), 0.0).sum(0), r)
+            elif op == "count":
+                r = cnt.astype(np.float64)
+            elif op == "group":
+                r = np.ones(T)
+            elif op == "min":
+                r = np.fmin.reduce(np.where(p, x, np.nan), axis=0)
+            elif op == "max":
+                r = np.fmax.reduce(np.where(p, x, np.nan), axis=0)
+            elif op in ("stddev", "stdvar"):
+                mean = np.where(p, x, 0.0).sum(0) / cnt
+                var = np.where(p, (x - mean) ** 2, 0.0).sum(0) / cnt
+                r = np.sqrt(var) if op == "stddev" else var
+            elif op == "quantile":
+                srt = np.sort(np.where(p, x, np.inf), axis=0)
+                r = quantile_sorted(srt, cnt, param.vals)
+            else:
+                raise PromQLError("bad_data", f"unsupported aggregation {op}")
+        out_v[gi] = r
+        out_p[gi] = cnt > 0
+        labels.append(gl)
+        drops.append(bool(v.drop[idx].any()) and any(k == METRIC_NAME for k, _ in gl))
+    return Vec(labels, out_v, out_p, np.array(drops, dtype=bool))
+
+
+def _count_values(v: Vec, groups, param, T: int) -> Vec:
+    if not isinstance(param, Str):
+        raise PromQLError("bad_data", "count_values needs a string parameter")
+    name = param.val
+    labels, vals, pres = [], [], []
+    for gl, idx in groups.items():
+        x, p = v.vals[idx], v.present[idx]
+        for u in np.unique(x[p]):
+            hit = p & ((x == u) if not np.isnan(u) else np.isnan(x))
+            c = hit.sum(0)
+            d = dict(gl)
+            d[name] = fmt_float(float(u))
+            labels.append(tuple(sorted(d.items())))
+            vals.append(c.astype(np.float64))
+            pres.append(c > 0)
+        if np.isnan(x[p]).any() and not np.isnan(np.unique(x[p])).any():
+            pass
+    if not labels:
+        return empty_vec(T)
+    from querier.promql.values import merge_rows
+    out = Vec(labels, np.array(vals), np.array(pres), np.zeros(len(labels), bool))
+    return merge_rows(out, "vector cannot contain metrics with the same labelset")
+
+
+def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
+    if not isinstance(param, Scalar):
+        raise PromQLError("bad_data", f"expected scalar parameter for {op}")
+    kv = param.vals
+    T = ev.T
+    if op != "limit_ratio":
+        if np.isnan(kv).any() and len(v.labels):
+            raise PromQLError("execution", f"Parameter value is NaN for {op}")
+        k = np.trunc(np.clip(kv, -1, 1e18)).astype(np.int64)
+    key = _grouper(mod)
+    groups: dict[Labels, list[int]] = {}
+    for i, l in enumerate(v.labels):
+        groups.setdefault(key(l), []).append(i)
+    pres = v.present.copy()
+    for idx in groups.values():
+        x, p = v.vals[idx], v.present[idx]
+        if op == "limit_ratio":
+            r = np.clip(kv, -1, 1)
+            for j, i in enumerate(idx):
+                s = _ratio_hash(v.labels[i])
+                keep = np.where(r >= 0, s < r, s >= 1 + r)
+                pres[i] &= keep
+            continue
+        if op == "limitk":
+            rank = np.cumsum(p, axis=0) - 1
+        else:
+            nan = np.isnan(x)
+            vv = np.where(nan, 0.0, x)
+            order = np.lexsort((-vv if op == "topk" else vv, nan, ~p), axis=0)
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(len(idx))[:, None].repeat(T, 1), axis=0)
+        pres[idx] = p & (rank < k[None, :])
+    return Vec(v.labels, v.vals, pres, v.drop)
+
+
+def _ratio_hash(l: Labels) -> float:
+    """Deterministic per-series value in [0, 1) for limit_ratio sampling."""
+    import hashlib
+    h = hashlib.blake2b(repr(l).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2.0 ** 64

@@ -1,0 +1,311 @@
+"""PromQL evaluation: walk the promql_parser AST once, each node computed for every step."""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import promql_parser as pp
+
+from querier.promql import aggregate, binops, functions
+from querier.promql.types import (TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
+                                  QueryResult)
+from querier.promql.values import Matrix, Scalar, Str, Vec, empty_vec, finalize, is_stale
+from receiver.tsdb.labels import Matcher, MatchType
+
+DEFAULT_SUBQUERY_STEP_MS = 60_000
+
+_OPS = {pp.MatchOp.Equal: MatchType.EQ, pp.MatchOp.NotEqual: MatchType.NEQ,
+        pp.MatchOp.Re: MatchType.RE, pp.MatchOp.NotRe: MatchType.NRE}
+_SYSTIME = re.compile(r"tv_sec: (-?\d+),\s*tv_nsec: (\d+)")
+
+
+def dur_ms(d: timedelta | None) -> int:
+    if d is None:
+        return 0
+    return (d.days * 86400 + d.seconds) * 1000 + d.microseconds // 1000
+
+
+def unparen(e):
+    while isinstance(e, pp.ParenExpr):
+        e = e.expr
+    return e
+
+
+@dataclass
+class _Shared:
+    """Per-query state shared by nested (subquery) evaluators."""
+
+    q: Queryable
+    opts: EngineOptions
+    start: int
+    end: int
+    deadline: float
+    samples: int = 0
+    warnings: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
+
+
+class Evaluator:
+    def __init__(self, shared: _Shared, steps: np.ndarray) -> None:
+        self.sh = shared
+        self.steps = steps
+        self.T = len(steps)
+
+    # -- annotations -------------------------------------------------------------------------
+    def warn(self, msg: str) -> None:
+        m = "PromQL warning: " + msg
+        if m not in self.sh.warnings:
+            self.sh.warnings.append(m)
+
+    def info(self, msg: str) -> None:
+        m = "PromQL info: " + msg
+        if m not in self.sh.infos:
+            self.sh.infos.append(m)
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def eval(self, e):
+        if time.monotonic() > self.sh.deadline:
+            raise PromQLError("timeout", "query timed out in expression evaluation")
+        if isinstance(e, pp.ParenExpr):
+            return self.eval(e.expr)
+        if isinstance(e, pp.NumberLiteral):
+            return Scalar(np.full(self.T, e.val))
+        if isinstance(e, pp.StringLiteral):
+            return Str(e.val)
+        if isinstance(e, pp.VectorSelector):
+            return self.vector_selector(e)
+        if isinstance(e, pp.MatrixSelector):
+            return self.matrix_selector(e)
+        if isinstance(e, pp.SubqueryExpr):
+            return self.subquery(e)
+        if isinstance(e, pp.UnaryExpr):
+            v = self.eval(e.expr)
+            if isinstance(v, Scalar):
+                return Scalar(-v.vals)
+            return Vec(v.labels, -v.vals, v.present, np.ones(len(v.labels), dtype=bool))
+        if isinstance(e, pp.BinaryExpr):
+            return binops.binary(self, e)
+        if isinstance(e, pp.AggregateExpr):
+            return aggregate.aggregate(self, e)
+        if isinstance(e, pp.Call):
+            return functions.call(self, e)
+        raise PromQLError("bad_data", f"unsupported expression {type(e).__name__}")
+
+    # -- time helpers ------------------------------------------------------------------------
+    def at_ms(self, node) -> int | None:
+        at = node.at
+        if at is None:
+            return None
+        if at.type == pp.AtModifierType.Start:
+            return self.sh.start
+        if at.type == pp.AtModifierType.End:
+            return self.sh.end
+        # Read the timestamp from the AST dump: the datetime getter panics before 1970.
+        m = _SYSTIME.findall(repr(node))
+        sec, nsec = m[-1]
+        return int(sec) * 1000 + int(nsec) // 1_000_000
+
+    def _times(self, node) -> np.ndarray:
+        """The time each step is evaluated at, after @ and offset."""
+        at = self.at_ms(node)
+        base = self.steps if at is None else np.full(self.T, at, dtype=np.int64)
+        return base - dur_ms(node.offset)
+
+    def _eval_ts(self, node) -> np.ndarray:
+        at = self.at_ms(node)
+        return self.steps if at is None else np.full(self.T, at, dtype=np.int64)
+
+    # -- selectors ---------------------------------------------------------------------------
+    def _select(self, vs, mint: int, maxt: int):
+        ms = [Matcher(_OPS.get(m.op, None) or _op_of(m), m.name, m.value) for m in vs.matchers.matchers]
+        if vs.name is not None and not any(m.name == "__name__" for m in ms):
+            ms.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
+        out = []
+        for s in self.sh.q.select(ms, mint, maxt):
+            ts = np.asarray(s.ts, dtype=np.int64)
+            lo, hi = np.searchsorted(ts, [mint, maxt], side="left")[0], np.searchsorted(ts, maxt, side="right")
+            ts, vals = ts[lo:hi], np.asarray(s.vals, dtype=np.float64)[lo:hi]
+            self.sh.samples += len(ts)
+            if self.sh.samples > self.sh.opts.max_samples:
+                raise PromQLError("execution", TOO_MANY_SAMPLES)
+            if len(ts):
+                out.append((s.labels, ts, vals))
+        out.sort(key=lambda x: x[0])
+        return out
+
+    def vector_selector(self, vs) -> Vec:
+        E = self._times(vs)
+        lb = self.sh.opts.lookback_delta_ms
+        if self.T == 0:
+            return empty_vec(0)
+        series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
+        n = len(series)
+        vals = np.zeros((n, self.T))
+        pres = np.zeros((n, self.T), dtype=bool)
+        sts = np.zeros((n, self.T), dtype=np.int64)
+        labels = []
+        for i, (l, ts, v) in enumerate(series):
+            idx = np.searchsorted(ts, E, side="right") - 1
+            ok = idx >= 0
+            ic = np.where(ok, idx, 0)
+            ok &= ts[ic] > E - lb
+            ok &= ~is_stale(v[ic])
+            vals[i] = v[ic]
+            pres[i] = ok
+            sts[i] = ts[ic]
+            labels.append(l)
+        keep = pres.any(1)
+        if not keep.all():
+            labels = [l for l, k in zip(labels, keep) if k]
+            vals, pres, sts = vals[keep], pres[keep], sts[keep]
+        return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts)
+
+    def matrix_selector(self, ms) -> Matrix:
+        vs = ms.vector_selector
+        rng = dur_ms(ms.range)
+        E = self._times(vs)
+        if self.T == 0:
+            return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs))
+        series = self._select(vs, int(E.min()) - rng + 1, int(E.max()))
+        labels, tss, valss = [], [], []
+        for l, ts, v in series:
+            st = is_stale(v)
+            if st.any():
+                ts, v = ts[~st], v[~st]
+            if len(ts):
+                labels.append(l)
+                tss.append(ts)
+                valss.append(v)
+        return Matrix(labels, tss, valss, np.zeros(len(labels), bool), E, rng, self._eval_ts(vs))
+
+    def subquery(self, sq) -> Matrix:
+        rng = dur_ms(sq.range)
+        step = dur_ms(sq.step) or DEFAULT_SUBQUERY_STEP_MS
+        E = self._times(sq)
+        if self.T == 0:
+            return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(sq))
+        lo = int(E.min()) - rng
+        first = (lo // step + 1) * step  # windows are left-open: first aligned time > lo
+        last = (int(E.max()) // step) * step
+        grid = np.arange(first, last + 1, step, dtype=np.int64)
+        inner = Evaluator(self.sh, grid).eval(sq.expr)
+        if isinstance(inner, Scalar):
+            inner = Vec([()], inner.vals[None, :], np.ones((1, len(grid)), bool), np.zeros(1, bool))
+        if not isinstance(inner, Vec):
+            raise PromQLError("bad_data", "subquery is only allowed on instant vector")
+        labels, tss, valss, drop = [], [], [], []
+        for i, l in enumerate(inner.labels):
+            p = inner.present[i]
+            if p.any():
+                labels.append(l)
+                tss.append(grid[p])
+                valss.append(inner.vals[i][p])
+                drop.append(inner.drop[i])
+        return Matrix(labels, tss, valss, np.array(drop, dtype=bool), E, rng, self._eval_ts(sq))
+
+
+def _op_of(m) -> MatchType:
+    s = str(m)
+    for tok, t in (("!~", MatchType.NRE), ("=~", MatchType.RE), ("!=", MatchType.NEQ)):
+        if tok in s.split('"', 1)[0]:
+            return t
+    return MatchType.EQ
+
+
+def parse(query: str):
+    try:
+        return pp.parse(query)
+    except BaseException as ex:  # the parser raises ValueError, or panics on odd input
+        if isinstance(ex, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise PromQLError("bad_data", f"invalid parameter \"query\": {ex}") from None
+
+
+def _kind(e) -> str:
+    e = unparen(e)
+    if isinstance(e, (pp.MatrixSelector, pp.SubqueryExpr)):
+        return "matrix"
+    if isinstance(e, pp.StringLiteral):
+        return "string"
+    return "other"
+
+
+class Engine:
+    def __init__(self, opts: EngineOptions = EngineOptions()) -> None:
+        self.opts = opts
+
+    def _shared(self, q: Queryable, start: int, end: int) -> _Shared:
+        return _Shared(q, self.opts, start, end, time.monotonic() + self.opts.timeout_s)
+
+    def instant(self, q: Queryable, query: str, t_ms: int) -> QueryResult:
+        expr = parse(query)
+        sh = self._shared(q, t_ms, t_ms)
+        ev = Evaluator(sh, np.array([t_ms], dtype=np.int64))
+        v = ev.eval(expr)
+        if isinstance(v, Scalar):
+            return QueryResult("scalar", (t_ms, float(v.vals[0])), sh.warnings, sh.infos)
+        if isinstance(v, Str):
+            return QueryResult("string", (t_ms, v.val), sh.warnings, sh.infos)
+        if isinstance(v, Matrix):
+            out = []
+            keep = [not d for d in v.drop]
+            from querier.promql.values import drop_name
+            seen = set()
+            for i, l in enumerate(v.labels):
+                ts, vals = v.ts[i], v.vals[i]
+                end = int(v.end[0])
+                lo, hi = np.searchsorted(ts, [end - v.rng, end], side="right")
+                if hi > lo:
+                    ll = l if keep[i] else drop_name(l)
+                    if ll in seen:
+                        raise PromQLError("execution", "vector cannot contain metrics with the same labelset")
+                    seen.add(ll)
+                    out.append((ll, ts[lo:hi].copy(), vals[lo:hi].copy()))
+            out.sort(key=lambda x: x[0])
+            return QueryResult("matrix", out, sh.warnings, sh.infos)
+        v = finalize(v)
+        rows = [(l, t_ms, float(v.vals[i, 0])) for i, l in enumerate(v.labels) if v.present[i, 0]]
+        rows = _order(expr, rows)
+        return QueryResult("vector", rows, sh.warnings, sh.infos)
+
+    def range(self, q: Queryable, query: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
+        expr = parse(query)
+        if step_ms <= 0:
+            raise PromQLError("bad_data", "zero or negative query resolution step widths are not accepted")
+        if end_ms < start_ms:
+            raise PromQLError("bad_data", "end timestamp must not be before start time")
+        k = _kind(expr)
+        if k != "other":
+            t = "range vector" if k == "matrix" else "string"
+            raise PromQLError("bad_data", f"invalid expression type \"{t}\" for range query, must be Scalar or instant Vector")
+        sh = self._shared(q, start_ms, end_ms)
+        steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
+        ev = Evaluator(sh, steps)
+        v = ev.eval(expr)
+        if isinstance(v, Scalar):
+            return QueryResult("matrix", [((), steps.copy(), v.vals.copy())], sh.warnings, sh.infos)
+        v = finalize(v)
+        out = []
+        for i, l in enumerate(v.labels):
+            p = v.present[i]
+            if p.any():
+                out.append((l, steps[p], v.vals[i][p]))
+        out.sort(key=lambda x: x[0])
+        return QueryResult("matrix", out, sh.warnings, sh.infos)
+
+
+def _order(expr, rows):
+    """Instant results of sort()/topk() etc. come back in their value order."""
+    e = unparen(expr)
+    if isinstance(e, pp.Call) and e.func.name in ("sort", "sort_desc"):
+        desc = e.func.name == "sort_desc"
+        return sorted(rows, key=lambda r: (np.isnan(r[2]), -r[2] if desc else r[2]))
+    if isinstance(e, pp.Call) and e.func.name in ("sort_by_label", "sort_by_label_desc"):
+        return rows  # functions.py already ordered them
+    if isinstance(e, pp.AggregateExpr) and str(e.op) in ("topk", "bottomk"):
+        desc = str(e.op) == "topk"
+        return sorted(rows, key=lambda r: (np.isnan(r[2]), -r[2] if desc else r[2]))
+    return sorted(rows, key=lambda r: r[0])

@@ -1,0 +1,52 @@
+"""Public data types of the PromQL engine: what callers and storage adapters code against."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from receiver.tsdb.labels import Labels, Matcher
+
+
+@dataclass
+class Series:
+    """One series as storage returns it: raw samples, stale NaNs included (the engine needs them)."""
+
+    labels: Labels
+    ts: np.ndarray  # int64 ms, ascending
+    vals: np.ndarray  # float64
+
+
+class Queryable(Protocol):
+    def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series]: ...
+
+
+@dataclass
+class EngineOptions:
+    lookback_delta_ms: int = 300_000
+    max_samples: int = 50_000_000
+    timeout_s: float = 120.0
+
+
+@dataclass
+class QueryResult:
+    """vector: [(labels, t_ms, value)]; matrix: [(labels, ts, vals)] sorted by labels;
+    scalar/string: (t_ms, value)."""
+
+    kind: str
+    series: Any
+    warnings: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
+
+
+class PromQLError(Exception):
+    """kind maps to the HTTP status: bad_data 400, execution 422, timeout 503."""
+
+    def __init__(self, kind: str, msg: str) -> None:
+        super().__init__(msg)
+        self.kind = kind
+        self.msg = msg
+
+
+TOO_MANY_SAMPLES = "query processing would load too many samples into memory in query execution"

@@ -1,0 +1,37 @@
+"""``promring query``: the Prometheus HTTP API over a set of StoreAPI endpoints."""
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from common.ops import add_ops_routes, start_site
+
+from .api import QueryAPI
+from .config import QueryConfig
+from .fanout import StoreSet
+
+
+class Querier:
+    def __init__(self, cfg: QueryConfig, registry: CollectorRegistry | None = None,
+                 stores: StoreSet | None = None) -> None:
+        self.cfg = cfg
+        self.registry = registry or CollectorRegistry()
+        self.stores = stores or StoreSet(cfg.endpoints, timeout_s=cfg.store_timeout_s)
+        self.api = QueryAPI(cfg, self.stores)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 << 20)
+        self.api.register(app)
+        add_ops_routes(app, self.registry, lambda: True)
+        return app
+
+    async def start(self) -> None:
+        self._runner, self.port = await start_site(self.app(), self.cfg.http_address)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.stores.close()

@@ -1,0 +1,24 @@
+"""Configuration of ``promring receive`` (flag names are Thanos's)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .tsdb.labels import Labels
+
+
+@dataclass
+class ReceiveConfig:
+    remote_write_address: str = "0.0.0.0:19291"
+    grpc_address: str = "0.0.0.0:10901"
+    http_address: str = "0.0.0.0:10902"
+    tsdb_path: Path = Path("./data")
+    external_labels: Labels = ()
+    tenant_header: str = "THANOS-TENANT"
+    default_tenant: str = "default-tenant"
+    tenant_label_name: str = "tenant_id"
+    max_request_bytes: int = 32 << 20          # compressed body; over it: 413
+    max_decompressed_bytes: int = 256 << 20    # snappy bomb guard; over it: 413
+    wal_fsync: str = "none"                    # "none": write() before ack; "batch": group fsync
+    chunk_range_ms: int = 2 * 3600 * 1000
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,255 @@
+"""Per-tenant TSDBs of an ingestor: a head and a WAL each, under ``<tsdb.path>/<tenant>``.
+
+Every tenant's series carry the external labels ``<tenant label>=<tenant>`` plus the ``--label``s,
+added at query time (as Thanos does), so the head stores only what Prometheus sent.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .remotewrite import DecodedWrite
+from .tsdb.head import DUPLICATE, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
+from .tsdb.labels import Labels, Matcher
+from .wal import WAL, SamplesRecord, SeriesRecord, WALConfig
+
+log = logging.getLogger(__name__)
+
+_TENANT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,256}$")
+
+# series_status codes from the remote-write decoder (Thanos labelpb.ValidateLabels).
+SERIES_EMPTY_LABELS, SERIES_DUPLICATE_LABELS, SERIES_UNSORTED_LABELS = 1, 2, 3
+
+
+class InvalidTenant(ValueError):
+    pass
+
+
+def validate_tenant(tenant: str) -> None:
+    """Tenants name directories; refuse anything that could escape or collide."""
+    if not _TENANT_RE.match(tenant) or tenant in (".", ".."):
+        raise InvalidTenant(f"invalid tenant ID {tenant!r}")
+
+
+@dataclass
+class TSDBOptions:
+    path: Path
+    external_labels: Labels = ()
+    tenant_label_name: str = "tenant_id"
+    head: HeadOptions = field(default_factory=HeadOptions)
+    wal_fsync: str = "none"
+    wal_segment_bytes: int = 128 << 20
+
+
+@dataclass
+class WriteOutcome:
+    """Counts of one request's fate, enough to choose Thanos's status code and message."""
+
+    appended: int = 0
+    out_of_order: int = 0
+    duplicate: int = 0
+    too_old: int = 0
+    empty_labels: int = 0
+    duplicate_labels: int = 0
+    unsorted_labels: int = 0
+    dropped_samples: int = 0  # samples of series rejected for their labels
+
+    @property
+    def conflicts(self) -> list[str]:
+        msgs = []
+        for n, what in ((self.out_of_order, "out of order samples"),
+                        (self.duplicate, "duplicate sample for timestamp"),
+                        (self.too_old, "out of bounds samples (too old)"),
+                        (self.empty_labels, "series with empty labels, label names or label values"),
+                        (self.duplicate_labels, "series with duplicate label names"),
+                        (self.unsorted_labels, "series with out-of-order label names")):
+            if n:
+                msgs.append(f"{n} {what}")
+        return msgs
+
+
+class TenantTSDB:
+    """One tenant: head + WAL. All mutation happens on the event loop thread."""
+
+    def __init__(self, tenant: str, opts: TSDBOptions) -> None:
+        self.tenant = tenant
+        self.dir = opts.path / tenant
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.head = Head(opts.head)
+        self.wal = WAL(WALConfig(dir=self.dir / "wal", fsync=opts.wal_fsync,
+                                 segment_bytes=opts.wal_segment_bytes))
+        ext = dict(opts.external_labels)
+        ext[opts.tenant_label_name] = tenant
+        self.external_labels: Labels = tuple(sorted(ext.items()))
+
+    def replay(self) -> int:
+        """Load the WAL into the head; returns samples restored."""
+        # A logged ref normally comes back unchanged; a lookup table covers the rare series
+        # that was logged twice under different refs.
+        lut = np.zeros(0, dtype=np.int64)
+        remapped = False
+        restored = 0
+        for rec in self.wal.replay():
+            if isinstance(rec, SeriesRecord):
+                refs = rec.refs.tolist()
+                if refs and max(refs) >= len(lut):
+                    grown = np.arange(max(max(refs) + 1, 2 * len(lut)), dtype=np.int64)
+                    grown[:len(lut)] = lut
+                    lut = grown
+                for ref, key in zip(refs, rec.keys):
+                    got = self.head.restore_series(ref, key)
+                    if got != ref:
+                        lut[ref] = got
+                        remapped = True
+            else:
+                refs = lut[rec.refs] if remapped else rec.refs
+                st = self.head.append(refs, rec.ts, rec.vals, min_valid_time=int(np.iinfo(np.int64).min))
+                restored += int(np.count_nonzero(st == OK))
+        return restored
+
+    def write(self, req: DecodedWrite) -> WriteOutcome:
+        """Append what is valid, log it to the WAL, and report the rest (caller then syncs)."""
+        out = WriteOutcome()
+        status = req.series_status
+        good_series = status == 0
+        if not good_series.all():
+            out.empty_labels = int(np.count_nonzero(status == SERIES_EMPTY_LABELS))
+            out.duplicate_labels = int(np.count_nonzero(status == SERIES_DUPLICATE_LABELS))
+            out.unsorted_labels = int(np.count_nonzero(status == SERIES_UNSORTED_LABELS))
+        keys = req.keys
+        idx = np.flatnonzero(good_series)
+        good_keys = keys if len(idx) == len(keys) else [keys[i] for i in idx.tolist()]
+        refs, new_refs, new_keys = self.head.refs_for(good_keys)
+        # Map each sample's series index to a ref; samples of rejected series are dropped.
+        series_ref = np.full(len(keys), -1, dtype=np.int64)
+        series_ref[idx] = refs
+        sample_refs = series_ref[req.sample_series] if len(req.sample_series) else series_ref[:0]
+        keep = sample_refs >= 0
+        ts, vals = req.ts, req.vals
+        if not keep.all():
+            out.dropped_samples = int(np.count_nonzero(~keep))
+            sample_refs, ts, vals = sample_refs[keep], ts[keep], vals[keep]
+        st = self.head.append(sample_refs, ts, vals)
+        ok = st == OK
+        out.appended = int(np.count_nonzero(ok))
+        if out.appended != len(st):
+            out.out_of_order = int(np.count_nonzero(st == OUT_OF_ORDER))
+            out.duplicate = int(np.count_nonzero(st == DUPLICATE))
+            out.too_old = int(np.count_nonzero(st == TOO_OLD))
+        series_rec = SeriesRecord(new_refs, new_keys) if len(new_keys) else None
+        samples_rec = None
+        if out.appended:
+            if out.appended == len(st):
+                samples_rec = SamplesRecord(sample_refs, ts, vals)
+            else:
+                samples_rec = SamplesRecord(sample_refs[ok], ts[ok], vals[ok])
+        if series_rec is not None or samples_rec is not None:
+            self.wal.log(series_rec, samples_rec)
+        return out
+
+    async def sync(self) -> None:
+        await self.wal.sync()
+
+    def close(self) -> None:
+        self.wal.close()
+
+
+class MultiTSDB:
+    """All tenants of an ingestor, opened lazily on first write and eagerly on start."""
+
+    def __init__(self, opts: TSDBOptions) -> None:
+        self.opts = opts
+        self.tenants: dict[str, TenantTSDB] = {}
+        opts.path.mkdir(parents=True, exist_ok=True)
+
+    def open_existing(self) -> int:
+        """Open and replay every tenant found on disk; returns samples restored."""
+        restored = 0
+        for d in sorted(p for p in self.opts.path.iterdir() if (p / "wal").is_dir()):
+            t = TenantTSDB(d.name, self.opts)
+            restored += t.replay()
+            self.tenants[d.name] = t
+            log.info("replayed tenant WAL", extra={"tenant": d.name, "series": t.head.num_series})
+        return restored
+
+    def tenant(self, name: str) -> TenantTSDB:
+        t = self.tenants.get(name)
+        if t is None:
+            validate_tenant(name)
+            t = self.tenants[name] = TenantTSDB(name, self.opts)
+        return t
+
+    def num_series(self) -> int:
+        return sum(t.head.num_series for t in self.tenants.values())
+
+    def memory_bytes(self) -> int:
+        return sum(t.head.memory_bytes() for t in self.tenants.values())
+
+    def close(self) -> None:
+        for t in self.tenants.values():
+            t.close()
+
+
+class MultiTSDBSource:
+    """StoreAPI view over every tenant: external-label matchers pick tenants, the rest series."""
+
+    def __init__(self, db: MultiTSDB) -> None:
+        self.db = db
+
+    def _tenants_for(self, matchers: list[Matcher]) -> Iterable[tuple[TenantTSDB, list[Matcher]]]:
+        for t in list(self.db.tenants.values()):
+            ext = dict(t.external_labels)
+            inner = []
+            for m in matchers:
+                if m.name in ext:
+                    if not m.matches(ext[m.name]):
+                        break
+                else:
+                    inner.append(m)
+            else:
+                yield t, inner
+
+    def label_sets(self) -> list[Labels]:
+        return [t.external_labels for t in self.db.tenants.values()]
+
+    def time_range(self) -> tuple[int, int]:
+        heads = [t.head for t in self.db.tenants.values() if t.head.num_series]
+        if not heads:
+            return (np.iinfo(np.int64).max, np.iinfo(np.int64).min)
+        return (min(h.min_time for h in heads), max(h.max_time for h in heads))
+
+    def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool):
+        out = []
+        for t, inner in self._tenants_for(matchers):
+            ext = t.external_labels
+            ext_names = {n for n, _ in ext}
+            for lbls, chunks in t.head.series(inner, mint, maxt, skip_chunks):
+                merged = tuple(sorted([p for p in lbls if p[0] not in ext_names] + list(ext)))
+                out.append((merged, chunks))
+        out.sort(key=lambda s: s[0])
+        return out
+
+    def label_names(self, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]:
+        names: set[str] = set()
+        for t, inner in self._tenants_for(matchers):
+            got = t.head.label_names(inner)
+            if got or not inner:
+                names.update(got)
+                names.update(n for n, _ in t.external_labels)
+        return sorted(names)
+
+    def label_values(self, name: str, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]:
+        values: set[str] = set()
+        for t, inner in self._tenants_for(matchers):
+            ext = dict(t.external_labels)
+            if name in ext:
+                if t.head.num_series and (not inner or len(t.head.select_refs(inner))):
+                    values.add(ext[name])
+            else:
+                values.update(t.head.label_values(name, inner))
+        return sorted(values)

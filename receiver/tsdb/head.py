@@ -1,0 +1,160 @@
+"""The in-memory head of one tenant's TSDB: series index plus XOR chunks.
+
+Series are identified by their canonical label key (see ``labels.encode_labels_key``) and get a
+dense integer ref on first sight. Samples live in C (``HeadChunks``), appended in batches, so the
+write path costs one dict lookup per series and no Python work per sample.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .chunkenc import HeadChunks
+from .labels import Labels, Matcher, decode_labels_key
+from .postings import MemPostings
+
+# Per-sample status codes returned by HeadChunks.append.
+OK, OUT_OF_ORDER, DUPLICATE, TOO_OLD, SAME_DUPLICATE = 0, 1, 2, 3, 4
+
+NO_TIME_MIN = np.iinfo(np.int64).max
+NO_TIME_MAX = np.iinfo(np.int64).min
+
+
+@dataclass
+class HeadOptions:
+    chunk_range_ms: int = 2 * 3600 * 1000
+    samples_per_chunk: int = 120
+
+
+@dataclass
+class AppendResult:
+    """What happened to one batch: refs of new series and each sample's status."""
+
+    new_refs: np.ndarray
+    new_keys: list[bytes]
+    status: np.ndarray
+
+
+class Head:
+    def __init__(self, opts: HeadOptions | None = None) -> None:
+        self.opts = opts or HeadOptions()
+        self._refs: dict[bytes, int] = {}
+        self._keys: list[bytes | None] = []
+        self._postings = MemPostings()
+        self._chunks = HeadChunks(self.opts.samples_per_chunk, self.opts.chunk_range_ms)
+        self.min_time = int(NO_TIME_MIN)
+        self.max_time = int(NO_TIME_MAX)
+        self._symbols: dict[str, str] = {}
+
+    # -- series -------------------------------------------------------------------------------
+
+    @property
+    def num_series(self) -> int:
+        return len(self._refs)
+
+    def _create(self, key: bytes, ref: int | None = None) -> int:
+        if ref is None:
+            ref = len(self._keys)
+        if ref >= len(self._keys):
+            self._keys.extend([None] * (ref + 1 - len(self._keys)))
+            self._chunks.resize(len(self._keys))
+        self._keys[ref] = key
+        self._refs[key] = ref
+        intern = self._symbols.setdefault
+        lbls = tuple((intern(n, n), intern(v, v)) for n, v in decode_labels_key(key))
+        self._postings.add(ref, lbls)
+        return ref
+
+    def refs_for(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        """Refs for label keys, creating unseen series; also returns the new refs and keys."""
+        found = list(map(self._refs.get, keys))
+        new_refs: list[int] = []
+        new_keys: list[bytes] = []
+        if None in found:
+            for i, r in enumerate(found):
+                if r is None:
+                    key = keys[i]
+                    r = self._refs.get(key)  # the same new series twice in one request
+                    if r is None:
+                        r = self._create(key)
+                        new_refs.append(r)
+                        new_keys.append(key)
+                    found[i] = r
+        return (np.array(found, dtype=np.int64), np.array(new_refs, dtype=np.int64), new_keys)
+
+    def restore_series(self, ref: int, key: bytes) -> int:
+        """WAL replay: recreate a series under its logged ref; returns the ref it now has."""
+        existing = self._refs.get(key)
+        if existing is not None:
+            return existing
+        if ref < len(self._keys) and self._keys[ref] is not None:
+            return self._create(key)
+        return self._create(key, ref)
+
+    def labels(self, ref: int) -> Labels:
+        key = self._keys[ref]
+        return decode_labels_key(key) if key is not None else ()
+
+    # -- samples ------------------------------------------------------------------------------
+
+    def min_valid_time(self) -> int:
+        """Prometheus rejects samples older than half a chunk range behind the head's newest."""
+        if self.max_time == NO_TIME_MAX:
+            return int(NO_TIME_MAX)
+        return self.max_time - self.opts.chunk_range_ms // 2
+
+    def append(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray,
+               min_valid_time: int | None = None) -> np.ndarray:
+        """Append a batch in order; returns one status per sample (OK, OUT_OF_ORDER, ...)."""
+        if len(refs) == 0:
+            return np.zeros(0, dtype=np.uint8)
+        mvt = self.min_valid_time() if min_valid_time is None else min_valid_time
+        status = np.frombuffer(
+            self._chunks.append(np.ascontiguousarray(refs, dtype=np.int64),
+                                np.ascontiguousarray(ts, dtype=np.int64),
+                                np.ascontiguousarray(vals, dtype=np.float64), int(mvt)),
+            dtype=np.uint8)
+        ok_ts = ts[status == OK]
+        if len(ok_ts):
+            self.min_time = min(self.min_time, int(ok_ts.min()))
+            self.max_time = max(self.max_time, int(ok_ts.max()))
+        return status
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def select_refs(self, matchers: list[Matcher]) -> np.ndarray:
+        return self._postings.select(matchers)
+
+    def series(self, matchers: list[Matcher], mint: int, maxt: int, skip_chunks: bool = False
+               ) -> list[tuple[Labels, list[tuple[int, int, bytes]]]]:
+        """Matching series with data in [mint, maxt], sorted by labels."""
+        out = []
+        for ref in self.select_refs(matchers).tolist():
+            chunks = self._chunks.chunks(ref, mint, maxt)
+            if not chunks:
+                continue
+            out.append((self.labels(ref), [] if skip_chunks else chunks))
+        out.sort(key=lambda s: s[0])
+        return out
+
+    def label_names(self, matchers: list[Matcher] | None = None) -> list[str]:
+        if not matchers:
+            return self._postings.label_names()
+        names: set[str] = set()
+        for ref in self.select_refs(matchers).tolist():
+            names.update(n for n, _ in self.labels(ref))
+        return sorted(names)
+
+    def label_values(self, name: str, matchers: list[Matcher] | None = None) -> list[str]:
+        if not matchers:
+            return self._postings.label_values(name)
+        values: set[str] = set()
+        for ref in self.select_refs(matchers).tolist():
+            for n, v in self.labels(ref):
+                if n == name:
+                    values.add(v)
+        return sorted(values)
+
+    def memory_bytes(self) -> int:
+        return self._chunks.memory_bytes()

@@ -1,0 +1,5 @@
+"""Write-ahead log of the ingestor: remote-write requests are acknowledged only once logged here."""
+from .records import SamplesRecord, SeriesRecord
+from .wal import WAL, WALConfig, WALCorruptionError
+
+__all__ = ["WAL", "WALConfig", "WALCorruptionError", "SamplesRecord", "SeriesRecord"]

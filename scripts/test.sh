@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh machine, then runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null
+fi
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+# pytest exits 5 when it collected no tests: that is a failure here.
+[ "$rc" -eq 5 ] && echo "no tests ran" >&2
+exit "$rc"

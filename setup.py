@@ -1,0 +1,11 @@
+"""Builds promring's small compiled core (C, buffer protocol only, no numpy headers)."""
+from setuptools import Extension, setup
+
+CFLAGS = ["-O3", "-std=c11", "-Wall", "-Wno-unused-function"]
+
+setup(
+    ext_modules=[
+        Extension("receiver.tsdb._chunkenc", ["receiver/tsdb/_chunkenc.c"], extra_compile_args=CFLAGS),
+        Extension("receiver._rwdecode", ["receiver/_rwdecode.c"], extra_compile_args=CFLAGS),
+    ]
+)

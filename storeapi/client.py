@@ -1,0 +1,180 @@
+"""Asyncio StoreAPI client (grpc.aio) used by the querier; talks to promring or Thanos stores."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+
+from receiver.tsdb.labels import Labels, Matcher
+from storeapi import info_pb2, rpc_pb2, types_pb2
+from storeapi.convert import labels_from_pb, matchers_to_pb
+from storeapi.server import GRPC_OPTIONS
+
+_XOR = types_pb2.Chunk.XOR
+
+
+@dataclass
+class RawSeries:
+    labels: Labels
+    chunks: list[tuple[int, int, bytes]]  # (mint, maxt, raw XOR bytes), in the store's order
+
+
+@dataclass
+class StoreInfo:
+    label_sets: list[Labels]
+    min_time: int
+    max_time: int
+    component_type: str = ""
+    supports_without_replica_labels: bool = False
+
+
+@dataclass
+class SeriesResult:
+    series: list[RawSeries]
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Stubs:
+    """Callables for each StoreAPI method on one channel (no generated *_pb2_grpc needed)."""
+
+    def __init__(self, ch: grpc.aio.Channel) -> None:
+        def uu(path: str, req, resp):
+            return ch.unary_unary(path, request_serializer=req.SerializeToString,
+                                  response_deserializer=resp.FromString)
+
+        self.info = uu("/thanos.info.Info/Info", info_pb2.InfoRequest, info_pb2.InfoResponse)
+        self.store_info = uu("/thanos.Store/Info", rpc_pb2.InfoRequest, rpc_pb2.InfoResponse)
+        self.label_names = uu("/thanos.Store/LabelNames", rpc_pb2.LabelNamesRequest,
+                              rpc_pb2.LabelNamesResponse)
+        self.label_values = uu("/thanos.Store/LabelValues", rpc_pb2.LabelValuesRequest,
+                               rpc_pb2.LabelValuesResponse)
+        self.series = ch.unary_stream(
+            "/thanos.Store/Series", request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
+            response_deserializer=rpc_pb2.SeriesResponse.FromString)
+
+
+class StoreClient:
+    """One StoreAPI endpoint. The channel is created lazily so that it binds to the running loop.
+
+    ``series_batch_size`` asks the store for SeriesBatch frames (honoured by promring and by
+    recent Thanos; older stores ignore it and send one series per frame, which also works).
+    """
+
+    def __init__(self, address: str, timeout_s: float = 120.0, series_batch_size: int = 256) -> None:
+        self.address = address
+        self._timeout = timeout_s
+        self._batch = series_batch_size
+        self._channel: grpc.aio.Channel | None = None
+        self._stubs: _Stubs | None = None
+
+    def _rpc(self) -> _Stubs:
+        if self._stubs is None:
+            self._channel = grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS)
+            self._stubs = _Stubs(self._channel)
+        return self._stubs
+
+    async def info(self) -> StoreInfo:
+        """thanos.info.Info; falls back to the deprecated Store.Info of Thanos < 0.37 peers."""
+        try:
+            r = await self._rpc().info(info_pb2.InfoRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            old = await self._rpc().store_info(rpc_pb2.InfoRequest(), timeout=self._timeout)
+            return StoreInfo(
+                label_sets=[labels_from_pb(ls.labels) for ls in old.label_sets],
+                min_time=old.min_time, max_time=old.max_time,
+                component_type=rpc_pb2.StoreType.Name(old.storeType).lower())
+        return StoreInfo(
+            label_sets=[labels_from_pb(ls.labels) for ls in r.label_sets],
+            min_time=r.store.min_time, max_time=r.store.max_time,
+            component_type=r.ComponentType,
+            supports_without_replica_labels=r.store.supports_without_replica_labels)
+
+    async def iter_series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
+                          skip_chunks: bool = False, without_replica_labels: Iterable[str] = (),
+                          limit: int = 0, partial_response: bool = False,
+                          ) -> AsyncIterator[RawSeries | str]:
+        """Yields each complete series (frames of a series split by the store are merged) and
+        each warning string, in stream order.
+
+        With ``partial_response`` a store that proxies others (a Thanos querier or store gateway)
+        may report failures as warnings instead of failing the call (strategy WARN vs ABORT).
+        """
+        request = rpc_pb2.SeriesRequest(
+            min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
+            skip_chunks=skip_chunks, without_replica_labels=list(without_replica_labels),
+            limit=limit, response_batch_size=self._batch,
+            partial_response_disabled=not partial_response,
+            partial_response_strategy=rpc_pb2.WARN if partial_response else rpc_pb2.ABORT)
+        call = self._rpc().series(request, timeout=self._timeout)
+        cur: RawSeries | None = None
+        dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
+        async for resp in call:
+            kind = resp.WhichOneof("result")
+            if kind == "series":
+                group = (resp.series,)
+            elif kind == "batch":
+                group = resp.batch.series
+            elif kind == "warning":
+                yield resp.warning
+                continue
+            else:  # hints, or a frame type from a newer peer
+                continue
+            for s in group:
+                lbls = labels_from_pb(s.labels)
+                chunks = [(c.min_time, c.max_time, c.raw.data) for c in s.chunks
+                          if c.HasField("raw") and c.raw.type == _XOR]
+                dropped += len(s.chunks) - len(chunks)
+                if cur is not None and cur.labels == lbls:
+                    cur.chunks.extend(chunks)
+                    continue
+                if cur is not None:
+                    yield cur
+                cur = RawSeries(lbls, chunks)
+        if cur is not None:
+            yield cur
+        if dropped:
+            yield f"{self.address}: ignored {dropped} chunks that are not raw XOR float chunks"
+
+    async def series_with_warnings(self, mint: int, maxt: int, matchers: Iterable[Matcher],
+                                   skip_chunks: bool = False,
+                                   without_replica_labels: Iterable[str] = (),
+                                   limit: int = 0, partial_response: bool = False) -> SeriesResult:
+        out = SeriesResult([])
+        async for item in self.iter_series(mint, maxt, matchers, skip_chunks,
+                                           without_replica_labels, limit, partial_response):
+            if isinstance(item, str):
+                out.warnings.append(item)
+            else:
+                out.series.append(item)
+        return out
+
+    async def series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
+                     skip_chunks: bool = False) -> list[RawSeries]:
+        """All matching series (sorted by labels as the store sends them); warnings dropped."""
+        return (await self.series_with_warnings(mint, maxt, matchers, skip_chunks)).series
+
+    async def label_names(self, mint: int, maxt: int, matchers: Iterable[Matcher] = ()) -> list[str]:
+        r = await self._rpc().label_names(
+            rpc_pb2.LabelNamesRequest(start=mint, end=maxt, matchers=matchers_to_pb(matchers),
+                                      partial_response_strategy=rpc_pb2.ABORT),
+            timeout=self._timeout)
+        return list(r.names)
+
+    async def label_values(self, name: str, mint: int, maxt: int,
+                           matchers: Iterable[Matcher] = ()) -> list[str]:
+        r = await self._rpc().label_values(
+            rpc_pb2.LabelValuesRequest(label=name, start=mint, end=maxt,
+                                       matchers=matchers_to_pb(matchers),
+                                       partial_response_strategy=rpc_pb2.ABORT),
+            timeout=self._timeout)
+        return list(r.values)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._stubs = None

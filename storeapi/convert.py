@@ -1,0 +1,43 @@
+"""Conversions between the StoreAPI messages and promring's label/matcher vocabulary."""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from receiver.tsdb.labels import Labels, Matcher, MatchType
+from storeapi import labels_pb2, types_pb2
+
+_PB_TO_TYPE: dict[int, MatchType] = {
+    types_pb2.LabelMatcher.EQ: MatchType.EQ,
+    types_pb2.LabelMatcher.NEQ: MatchType.NEQ,
+    types_pb2.LabelMatcher.RE: MatchType.RE,
+    types_pb2.LabelMatcher.NRE: MatchType.NRE,
+}
+_TYPE_TO_PB: dict[MatchType, int] = {v: k for k, v in _PB_TO_TYPE.items()}
+
+
+def matchers_from_pb(pbs: Iterable[types_pb2.LabelMatcher]) -> list[Matcher]:
+    """Raises ValueError on an unknown matcher type or a regex that does not compile."""
+    out: list[Matcher] = []
+    for m in pbs:
+        mtype = _PB_TO_TYPE.get(m.type)
+        if mtype is None:
+            raise ValueError(f"unknown matcher type {m.type} for label {m.name!r}")
+        try:
+            out.append(Matcher(mtype, m.name, m.value))
+        except re.error as e:
+            raise ValueError(f"invalid regex {m.value!r} for label {m.name!r}: {e}") from e
+    return out
+
+
+def matchers_to_pb(matchers: Iterable[Matcher]) -> list[types_pb2.LabelMatcher]:
+    return [types_pb2.LabelMatcher(type=_TYPE_TO_PB[MatchType(m.type)], name=m.name, value=m.value)
+            for m in matchers]
+
+
+def labels_to_pb(lbls: Labels) -> list[labels_pb2.Label]:
+    return [labels_pb2.Label(name=n, value=v) for n, v in lbls]
+
+
+def labels_from_pb(pbs: Iterable[labels_pb2.Label]) -> Labels:
+    return tuple([(lb.name, lb.value) for lb in pbs])

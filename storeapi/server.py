@@ -1,0 +1,244 @@
+"""StoreAPI gRPC server (``thanos.Store`` + ``thanos.info.Info``) over an abstract series source.
+
+Handlers are registered by method path with our own (de)serializers instead of the generated
+``*_pb2_grpc`` servicers, so that Series frames can be hand-encoded bytes (see wire.py) and the
+server does not depend on the exact grpcio version the stubs were generated with.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Protocol
+
+import grpc
+import grpc.aio
+
+from receiver.tsdb.labels import Labels, Matcher
+from storeapi import info_pb2, labels_pb2, rpc_pb2
+from storeapi.convert import labels_to_pb, matchers_from_pb
+from storeapi.wire import SeriesEncoder
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 256 << 20
+GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
+STORE_SERVICE = "thanos.Store"
+INFO_SERVICE = "thanos.info.Info"
+WRITEABLE_STORE_SERVICE = "thanos.WriteableStore"
+
+# Deprecated Store.Info reports the component as an enum; thanos.info.Info as a string.
+_STORE_TYPES = {
+    "query": rpc_pb2.QUERY, "rule": rpc_pb2.RULE, "sidecar": rpc_pb2.SIDECAR,
+    "store": rpc_pb2.STORE, "receive": rpc_pb2.RECEIVE, "debug": rpc_pb2.DEBUG,
+}
+
+Chunks = list[tuple[int, int, bytes]]
+
+
+class SeriesSource(Protocol):
+    """What a StoreAPI server serves (the ingestor's heads now, blocks later)."""
+
+    def label_sets(self) -> list[Labels]:
+        """External label sets (one per tenant for an ingestor)."""
+        ...
+
+    def time_range(self) -> tuple[int, int]:
+        """(min_t, max_t) in ms; (max int64, min int64) means empty."""
+        ...
+
+    def series(self, mint: int, maxt: int, matchers: list[Matcher],
+               skip_chunks: bool) -> Iterable[tuple[Labels, Chunks]]:
+        """Matching series sorted by labels (external labels included), each with its
+        (mint, maxt, XOR bytes) chunks sorted by time."""
+        ...
+
+    def label_names(self, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]: ...
+
+    def label_values(self, name: str, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]: ...
+
+
+WriteHandler = Callable[[rpc_pb2.WriteRequest, grpc.aio.ServicerContext], Awaitable[rpc_pb2.WriteResponse]]
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+class StoreServer:
+    """Serves a SeriesSource as ``thanos.Store`` and ``thanos.info.Info``."""
+
+    def __init__(self, source: SeriesSource, component_type: str = "receive") -> None:
+        self._source = source
+        self._component = component_type
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        store = grpc.method_handlers_generic_handler(STORE_SERVICE, {
+            "Info": grpc.unary_unary_rpc_method_handler(
+                self.store_info, rpc_pb2.InfoRequest.FromString,
+                rpc_pb2.InfoResponse.SerializeToString),
+            "Series": grpc.unary_stream_rpc_method_handler(
+                self.series, rpc_pb2.SeriesRequest.FromString, _identity),
+            "LabelNames": grpc.unary_unary_rpc_method_handler(
+                self.label_names, rpc_pb2.LabelNamesRequest.FromString,
+                rpc_pb2.LabelNamesResponse.SerializeToString),
+            "LabelValues": grpc.unary_unary_rpc_method_handler(
+                self.label_values, rpc_pb2.LabelValuesRequest.FromString,
+                rpc_pb2.LabelValuesResponse.SerializeToString),
+        })
+        info = grpc.method_handlers_generic_handler(INFO_SERVICE, {
+            "Info": grpc.unary_unary_rpc_method_handler(
+                self.info, info_pb2.InfoRequest.FromString,
+                info_pb2.InfoResponse.SerializeToString),
+        })
+        return [store, info]
+
+    def register(self, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers(self.handlers())
+
+    # --- Info -------------------------------------------------------------------------------
+
+    def _label_sets_pb(self) -> list[labels_pb2.LabelSet]:
+        return [labels_pb2.LabelSet(labels=labels_to_pb(ls)) for ls in self._source.label_sets()]
+
+    async def store_info(self, request: rpc_pb2.InfoRequest,
+                         context: grpc.aio.ServicerContext) -> rpc_pb2.InfoResponse:
+        mint, maxt = self._source.time_range()
+        return rpc_pb2.InfoResponse(
+            min_time=mint, max_time=maxt,
+            storeType=_STORE_TYPES.get(self._component, rpc_pb2.UNKNOWN),
+            label_sets=self._label_sets_pb())
+
+    async def info(self, request: info_pb2.InfoRequest,
+                   context: grpc.aio.ServicerContext) -> info_pb2.InfoResponse:
+        mint, maxt = self._source.time_range()
+        sets = [labels_pb2.ZLabelSet(labels=labels_to_pb(ls)) for ls in self._source.label_sets()]
+        return info_pb2.InfoResponse(
+            label_sets=sets, ComponentType=self._component,
+            store=info_pb2.StoreInfo(min_time=mint, max_time=maxt,
+                                     supports_without_replica_labels=True))
+
+    # --- Series -----------------------------------------------------------------------------
+
+    async def _matchers(self, pbs, context: grpc.aio.ServicerContext) -> list[Matcher]:
+        try:
+            return matchers_from_pb(pbs)
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise  # unreachable: abort raises
+
+    def _replica_labels(self, requested: Iterable[str]) -> set[str]:
+        """Names from without_replica_labels that are external labels (only those are stripped,
+        as in Thanos: the server decides what a replica label is)."""
+        wanted = set(requested)
+        if not wanted:
+            return set()
+        return {n for ls in self._source.label_sets() for n, _ in ls if n in wanted}
+
+    async def series(self, request: rpc_pb2.SeriesRequest,
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        matchers = await self._matchers(request.matchers, context)
+        mint, maxt, skip = request.min_time, request.max_time, request.skip_chunks
+        strip = self._replica_labels(request.without_replica_labels)
+        batch = max(1, request.response_batch_size)
+        limit = request.limit if request.limit > 0 else -1
+        enc = SeriesEncoder()
+        pending: list[bytes] = []
+        try:
+            it: Iterable[tuple[Labels, Chunks]] = self._source.series(mint, maxt, matchers, skip)
+            if strip:
+                it = _strip_and_sort(it, strip)
+            for lbls, chunks in it:
+                if skip:
+                    chunks = []
+                elif chunks and (chunks[0][1] < mint or chunks[-1][0] > maxt):
+                    chunks = [c for c in chunks if c[1] >= mint and c[0] <= maxt]
+                    if not chunks:
+                        continue
+                body = enc.series(lbls, chunks)
+                if batch == 1:
+                    yield enc.series_response(body)
+                else:
+                    pending.append(body)
+                    if len(pending) >= batch:
+                        yield enc.batch_response(pending)
+                        pending = []
+                if limit > 0:
+                    limit -= 1
+                    if limit == 0:
+                        break
+        except Exception as e:  # noqa: BLE001 -- any source failure becomes a gRPC status
+            log.exception("Series failed")
+            err = e
+        else:
+            err = None
+            if pending:
+                yield enc.batch_response(pending)
+        if err is not None:
+            await context.abort(grpc.StatusCode.INTERNAL, f"series: {err}")
+
+    # --- labels -----------------------------------------------------------------------------
+
+    async def label_names(self, request: rpc_pb2.LabelNamesRequest,
+                          context: grpc.aio.ServicerContext) -> rpc_pb2.LabelNamesResponse:
+        matchers = await self._matchers(request.matchers, context)
+        try:
+            names = self._source.label_names(request.start, request.end, matchers)
+        except Exception as e:  # noqa: BLE001
+            log.exception("LabelNames failed")
+            await context.abort(grpc.StatusCode.INTERNAL, f"label names: {e}")
+        strip = self._replica_labels(request.without_replica_labels)
+        names = sorted(n for n in set(names) if n not in strip)
+        if request.limit > 0:
+            names = names[:request.limit]
+        return rpc_pb2.LabelNamesResponse(names=names)
+
+    async def label_values(self, request: rpc_pb2.LabelValuesRequest,
+                           context: grpc.aio.ServicerContext) -> rpc_pb2.LabelValuesResponse:
+        if not request.label:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "label name parameter cannot be empty")
+        matchers = await self._matchers(request.matchers, context)
+        try:
+            values = self._source.label_values(request.label, request.start, request.end, matchers)
+        except Exception as e:  # noqa: BLE001
+            log.exception("LabelValues failed")
+            await context.abort(grpc.StatusCode.INTERNAL, f"label values: {e}")
+        values = sorted(set(values))
+        if request.limit > 0:
+            values = values[:request.limit]
+        return rpc_pb2.LabelValuesResponse(values=values)
+
+
+def _strip_and_sort(it: Iterable[tuple[Labels, Chunks]],
+                     strip: set[str]) -> list[tuple[Labels, Chunks]]:
+    """Drop replica labels; their removal can reorder series, so sort again."""
+    out = [(tuple(p for p in lbls if p[0] not in strip), chunks) for lbls, chunks in it]
+    out.sort(key=lambda s: s[0])
+    return out
+
+
+def writeable_store_handler(handler: WriteHandler) -> grpc.GenericRpcHandler:
+    """``thanos.WriteableStore/RemoteWrite`` backed by ``handler`` (for ingestors/routers)."""
+    return grpc.method_handlers_generic_handler(WRITEABLE_STORE_SERVICE, {
+        "RemoteWrite": grpc.unary_unary_rpc_method_handler(
+            handler, rpc_pb2.WriteRequest.FromString, rpc_pb2.WriteResponse.SerializeToString),
+    })
+
+
+async def serve(source: SeriesSource, address: str, component_type: str = "receive",
+                writer: WriteHandler | None = None) -> tuple[grpc.aio.Server, int]:
+    """Start a grpc.aio server with Store + Info (and WriteableStore when ``writer`` is given)
+    on ``address``; returns the started server and the bound port (useful for ``host:0``)."""
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    StoreServer(source, component_type).register(server)
+    if writer is not None:
+        server.add_generic_rpc_handlers((writeable_store_handler(writer),))
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind StoreAPI gRPC server to {address}")
+    await server.start()
+    return server, port

@@ -1,0 +1,97 @@
+"""Hand-built protobuf encoding of ``thanos.SeriesResponse`` frames.
+
+Series is the StoreAPI's hot path: one frame per series (or per batch of series). Building
+upb message objects costs ~7 us per small series, while concatenating pre-encoded fields costs
+~2.5 us -- label pairs repeat across series, so each distinct pair is encoded once per request.
+The output is byte-identical to ``rpc_pb2.SeriesResponse(...).SerializeToString()`` (proto3:
+zero scalars omitted, fields in number order); tests/unit/test_storeapi.py checks that.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from receiver.tsdb.labels import Labels
+
+_U64 = 0xFFFFFFFFFFFFFFFF
+_SMALL = tuple(bytes((i,)) for i in range(128))
+
+# Field tags (field_number << 3 | wire_type), named after the Thanos messages they belong to.
+_TAG_LABEL = b"\x0a"        # Series.labels = 1 (LEN)          / SeriesResponse.series = 1
+_TAG_NAME = b"\x0a"         # Label.name = 1 (LEN)
+_TAG_VALUE = b"\x12"        # Label.value = 2 (LEN)
+_TAG_CHUNKS = b"\x12"       # Series.chunks = 2 (LEN)
+_TAG_MINT = b"\x08"         # AggrChunk.min_time = 1 (VARINT)
+_TAG_MAXT = b"\x10"         # AggrChunk.max_time = 2 (VARINT)
+_TAG_RAW = b"\x1a"          # AggrChunk.raw = 3 (LEN)
+_TAG_DATA = b"\x12"         # Chunk.data = 2 (LEN); Chunk.type = 1 is XOR = 0, so omitted
+_TAG_SERIES = b"\x0a"       # SeriesResponse.series = 1 (LEN)
+_TAG_WARNING = b"\x12"      # SeriesResponse.warning = 2 (LEN)
+_TAG_BATCH = b"\x22"        # SeriesResponse.batch = 4 (LEN)
+_TAG_BATCH_SERIES = b"\x0a"  # SeriesBatch.series = 1 (LEN)
+
+
+def uvarint(x: int) -> bytes:
+    """Protobuf varint; negative int64 values take their 10-byte two's-complement form."""
+    if 0 <= x < 0x80:
+        return _SMALL[x]
+    x &= _U64
+    out = bytearray()
+    while x >= 0x80:
+        out.append((x & 0x7F) | 0x80)
+        x >>= 7
+    out.append(x)
+    return bytes(out)
+
+
+def _len_field(tag: bytes, body: bytes) -> bytes:
+    return tag + uvarint(len(body)) + body
+
+
+class SeriesEncoder:
+    """Encodes Series frames for one request; caches the encoding of each label pair."""
+
+    __slots__ = ("_labels",)
+
+    def __init__(self) -> None:
+        self._labels: dict[tuple[str, str], bytes] = {}
+
+    def _label(self, pair: tuple[str, str]) -> bytes:
+        enc = self._labels.get(pair)
+        if enc is None:
+            name, value = pair
+            body = b""
+            if name:
+                body += _len_field(_TAG_NAME, name.encode())
+            if value:
+                body += _len_field(_TAG_VALUE, value.encode())
+            enc = self._labels[pair] = _len_field(_TAG_LABEL, body)
+        return enc
+
+    def series(self, labels: Labels, chunks: Iterable[tuple[int, int, bytes]]) -> bytes:
+        """The body of one ``thanos.Series`` with raw XOR AggrChunks."""
+        get = self._labels.get
+        parts = [get(p) or self._label(p) for p in labels]
+        for mint, maxt, data in chunks:
+            raw = _len_field(_TAG_DATA, data) if data else b""
+            agg = (
+                (_TAG_MINT + uvarint(mint) if mint else b"")
+                + (_TAG_MAXT + uvarint(maxt) if maxt else b"")
+                + _TAG_RAW + uvarint(len(raw)) + raw
+            )
+            parts.append(_TAG_CHUNKS + uvarint(len(agg)) + agg)
+        return b"".join(parts)
+
+    @staticmethod
+    def series_response(series_body: bytes) -> bytes:
+        """A ``SeriesResponse`` frame holding one series."""
+        return _TAG_SERIES + uvarint(len(series_body)) + series_body
+
+    @staticmethod
+    def batch_response(series_bodies: Sequence[bytes]) -> bytes:
+        """A ``SeriesResponse`` frame holding a ``SeriesBatch``."""
+        body = b"".join([_TAG_BATCH_SERIES + uvarint(len(b)) + b for b in series_bodies])
+        return _TAG_BATCH + uvarint(len(body)) + body
+
+    @staticmethod
+    def warning_response(message: str) -> bytes:
+        return _len_field(_TAG_WARNING, message.encode())

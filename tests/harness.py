@@ -1,0 +1,133 @@
+"""Starting and talking to real processes from tests: promring and Debian's Prometheus."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def promring_cmd() -> list[str]:
+    exe = shutil.which("promring", path=os.path.dirname(sys.executable))
+    return [exe] if exe else [sys.executable, "-m", "promring"]
+
+
+def wait_ready(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
+        try:
+            r = requests.get(url, timeout=1)
+            if r.status_code == 200:
+                return
+            last = r.status_code
+        except requests.RequestException as e:
+            last = e
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout}s: {last}")
+
+
+class PromringProcess:
+    """``promring up`` as a child process with its own log file."""
+
+    def __init__(self, args: list[str], data_dir: Path, rw_port: int, http_port: int) -> None:
+        self.args, self.data_dir = args, data_dir
+        self.rw_port, self.http_port = rw_port, http_port
+        self.log_path = data_dir.parent / f"promring-{rw_port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def up(cls, data_dir: Path, *extra: str) -> "PromringProcess":
+        rw, http = free_port(), free_port()
+        args = promring_cmd() + ["up", "--data-dir", str(data_dir),
+                                 "--remote-write.address", f"127.0.0.1:{rw}",
+                                 "--http-address", f"127.0.0.1:{http}", *extra]
+        p = cls(args, data_dir, rw, http)
+        p.start()
+        return p
+
+    @property
+    def write_url(self) -> str:
+        return f"http://127.0.0.1:{self.rw_port}/api/v1/receive"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/api/v1"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir.parent)
+        log.close()
+        wait_ready(f"http://127.0.0.1:{self.rw_port}/-/ready", proc=self.proc)
+        wait_ready(f"http://127.0.0.1:{self.http_port}/-/ready", proc=self.proc)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class PrometheusProcess:
+    """Debian's Prometheus 2.42 with a config we write; stopped by the test that starts it."""
+
+    def __init__(self, workdir: Path, config_yaml: str, *extra: str) -> None:
+        self.port = free_port()
+        self.dir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "prometheus.yml").write_text(config_yaml.replace("$SELF", f"127.0.0.1:{self.port}"))
+        self.args = ["prometheus", f"--config.file={workdir / 'prometheus.yml'}",
+                     f"--storage.tsdb.path={workdir / 'tsdb'}",
+                     f"--web.listen-address=127.0.0.1:{self.port}", *extra]
+        self.log_path = workdir / "prometheus.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def start(self) -> "PrometheusProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_ready(f"http://127.0.0.1:{self.port}/-/ready", proc=self.proc, timeout=60)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
