@@ -5,7 +5,8 @@ Measures, for records of N samples (default 2000):
   * write, fsync "batch", 4 concurrent writers (log() + await sync(): group commit)
   * replay of everything written (warm page cache)
 The LMDB variant stores each record's payload (same encoding as the WAL) under an 8-byte
-big-endian sequence key; "none" = sync=False env, "batch" = the same env plus a shared
+big-endian sequence key (LMDB keeps no checksums, so "lmdb+crc32" adds the WAL's crc32 per
+value to compare like with like); "none" = sync=False env, "batch" = the same env plus a shared
 env.sync(True) in a worker thread (the same group-commit scheme), and additionally one fsync
 per commit (sync=True), which is how LMDB is usually run.
 
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
+import statistics
 import struct
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import lmdb
@@ -86,8 +90,9 @@ def seg_replay(d: Path) -> tuple[float, int]:
 class LmdbLog:
     """Minimal LMDB-backed log with the WAL's log/sync/replay shape."""
 
-    def __init__(self, d: Path, sync: str) -> None:
+    def __init__(self, d: Path, sync: str, checksum: bool = False) -> None:
         self.mode = sync  # "none" | "batch" | "commit"
+        self.checksum = checksum  # crc32 per value, to compare like with like
         self.env = lmdb.open(str(d), map_size=64 << 30, sync=(sync == "commit"), metasync=(sync == "commit"),
                              lock=True, max_dbs=0)
         self.seq = 0
@@ -96,7 +101,13 @@ class LmdbLog:
         self.fsyncs = 0
 
     def log(self, rec: SamplesRecord) -> None:
-        payload = b"".join(samples_parts(rec))
+        parts = samples_parts(rec)
+        if self.checksum:
+            crc = 0
+            for p in parts:
+                crc = zlib.crc32(p, crc)
+            parts.append(struct.pack("<I", crc))
+        payload = b"".join(parts)
         with self.env.begin(write=True) as txn:
             txn.put(struct.pack(">Q", self.seq), payload, append=True)
         self.seq += 1
@@ -123,7 +134,12 @@ class LmdbLog:
         total = 0
         with self.env.begin(buffers=True) as txn:
             for _, v in txn.cursor():
-                rec, _ = decode_samples(memoryview(v), 0, len(v))
+                n = len(v)
+                if self.checksum:
+                    n -= 4
+                    if zlib.crc32(v[:n]) != struct.unpack_from("<I", v, n)[0]:
+                        raise ValueError("checksum mismatch")
+                rec, _ = decode_samples(memoryview(v), 0, n)
                 total += len(rec.refs)
         return total
 
@@ -131,8 +147,8 @@ class LmdbLog:
         self.env.close()
 
 
-def lmdb_write(d: Path, recs: list, n: int, mode: str) -> tuple[float, int]:
-    db = LmdbLog(d, mode)
+def lmdb_write(d: Path, recs: list, n: int, mode: str, checksum: bool = False) -> tuple[float, int]:
+    db = LmdbLog(d, mode, checksum)
     if mode == "none":
         t = time.perf_counter()
         for i in range(n):
@@ -155,8 +171,8 @@ def lmdb_write(d: Path, recs: list, n: int, mode: str) -> tuple[float, int]:
     return dt, fs
 
 
-def lmdb_replay(d: Path) -> tuple[float, int]:
-    db = LmdbLog(d, "none")
+def lmdb_replay(d: Path, checksum: bool = False) -> tuple[float, int]:
+    db = LmdbLog(d, "none", checksum)
     t = time.perf_counter()
     total = db.replay_samples()
     dt = time.perf_counter() - t
@@ -172,42 +188,45 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=5000)
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--commit-records", type=int, default=1000, help="records for lmdb sync=True")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per case; the median is reported")
     ap.add_argument("--dir", type=Path, default=None, help="scratch dir (default: a temp dir)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_wal_", dir=args.dir))
     recs = make_records(args.samples)
     n, s = args.records, args.samples
-    rows: list[tuple[str, int, float, str]] = []
+    print(f"{n} records x {s} samples ({n * s * 24 / 2**20:.0f} MiB of columns), "
+          f"{WRITERS} writers for batch, median of {args.repeat}")
 
-    def row(name: str, records: int, dt: float, extra: str = "") -> None:
-        rows.append((name, records, dt, extra))
-        print(f"{name:<34} {records * s / dt / 1e6:9.2f} M samples/s  {records / dt:9.0f} rec/s  "
-              f"{dt:7.3f} s  {extra}", flush=True)
+    def case(name: str, records: int, write, replay=None) -> None:
+        """Run write (and replay) ``repeat`` times on fresh dirs; print the medians."""
+        w_times, r_times, syncs = [], [], []
+        for k in range(args.repeat):
+            d = root / f"{name.split()[0]}{k}"
+            os.sync()  # start each run without the previous run's dirty pages being flushed
+            dt, fs = write(d)
+            w_times.append(dt)
+            syncs.append(fs)
+            if replay is not None:
+                dt, total = replay(d)
+                assert total == records * s
+                r_times.append(dt)
+            shutil.rmtree(d)
+        for what, times, extra in (("write", w_times, f"{int(statistics.median(syncs))} fsyncs"),
+                                   ("replay", r_times, "")):
+            if times:
+                dt = statistics.median(times)
+                print(f"{name + ' ' + what:<40} {records * s / dt / 1e6:8.2f} M samples/s "
+                      f"{records / dt:9.0f} rec/s {dt:7.3f} s  {extra if what == 'write' else ''}", flush=True)
 
     try:
-        print(f"{n} records x {s} samples ({n * s * 24 / 2**20:.0f} MiB of columns), {WRITERS} writers for batch")
-        d = root / "seg_none"
-        row("segments  write fsync=none", n, seg_write_none(d, recs, n))
-        dt, total = seg_replay(d)
-        assert total == n * s
-        row("segments  replay", n, dt)
-        d = root / "seg_batch"
-        dt, fs = seg_write_batch(d, recs, n)
-        row("segments  write fsync=batch x4", n, dt, f"{fs} fsyncs")
-        shutil.rmtree(root / "seg_none"), shutil.rmtree(d)
-
-        d = root / "lmdb_none"
-        dt, _ = lmdb_write(d, recs, n, "none")
-        row("lmdb      write sync=False", n, dt)
-        dt, total = lmdb_replay(d)
-        assert total == n * s
-        row("lmdb      replay", n, dt)
-        d = root / "lmdb_batch"
-        dt, fs = lmdb_write(d, recs, n, "batch")
-        row("lmdb      write group env.sync x4", n, dt, f"{fs} fsyncs")
-        d = root / "lmdb_commit"
-        dt, fs = lmdb_write(d, recs, args.commit_records, "commit")
-        row("lmdb      write sync=True x4", args.commit_records, dt, f"{fs} fsyncs")
+        case("segments fsync=none", n, lambda d: (seg_write_none(d, recs, n), 0), seg_replay)
+        case("segments fsync=batch x4", n, lambda d: seg_write_batch(d, recs, n))
+        case("lmdb sync=False", n, lambda d: lmdb_write(d, recs, n, "none"), lmdb_replay)
+        case("lmdb+crc32 sync=False", n, lambda d: lmdb_write(d, recs, n, "none", True),
+             lambda d: lmdb_replay(d, True))
+        case("lmdb sync=False+group env.sync x4", n, lambda d: lmdb_write(d, recs, n, "batch"))
+        nc = args.commit_records
+        case("lmdb sync=True x4", nc, lambda d: lmdb_write(d, recs, nc, "commit"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -7,6 +7,7 @@ import time
 
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult
 
@@ -57,14 +58,19 @@ def result_payload(res: QueryResult) -> dict:
 
 
 class QueryAPI:
-    def __init__(self, cfg: QueryConfig, stores: StoreSet) -> None:
+    def __init__(self, cfg: QueryConfig, stores: StoreSet, registry: CollectorRegistry) -> None:
         self.cfg = cfg
         self.stores = stores
+        self.requests = Counter("http_requests", "Query API requests by handler and code.",
+                                ["handler", "code"], registry=registry)
+        self.latency = Histogram("http_request_duration_seconds", "Query API latency.",
+                                 ["handler"], registry=registry)
         self.engine = Engine(EngineOptions(lookback_delta_ms=cfg.lookback_delta_ms,
                                            max_samples=cfg.max_samples, timeout_s=cfg.timeout_s))
         self._slots = asyncio.Semaphore(cfg.max_concurrent)
 
     def register(self, app: web.Application) -> None:
+        app.middlewares.append(self._instrument)
         r = app.router
         for path, handler in (("/api/v1/query", self.query), ("/api/v1/query_range", self.query_range),
                               ("/api/v1/series", self.series), ("/api/v1/labels", self.labels)):
@@ -75,6 +81,16 @@ class QueryAPI:
         r.add_get("/api/v1/metadata", self.empty_dict)
         r.add_get("/api/v1/rules", self.rules)
         r.add_get("/api/v1/alerts", self.alerts)
+
+    @web.middleware
+    async def _instrument(self, request: web.Request, handler) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        resp = await handler(request)
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "other"
+        self.requests.labels(name, str(resp.status)).inc()
+        self.latency.labels(name).observe(time.perf_counter() - t0)
+        return resp
 
     @staticmethod
     async def _params(request: web.Request) -> dict[str, list[str]]:

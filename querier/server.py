@@ -17,7 +17,7 @@ class Querier:
         self.cfg = cfg
         self.registry = registry or CollectorRegistry()
         self.stores = stores or StoreSet(cfg.endpoints, timeout_s=cfg.store_timeout_s)
-        self.api = QueryAPI(cfg, self.stores)
+        self.api = QueryAPI(cfg, self.stores, self.registry)
         self._runner: web.AppRunner | None = None
         self.port = 0
 

@@ -1,12 +1,11 @@
 /*
  * Prometheus remote-write 1.0 (prometheus.WriteRequest) decoder straight into flat arrays.
  *
- * Why C: a 2000-sample request is ~300 KB of protobuf; decoding it into Python message objects
- * costs far more than ingesting the samples. Here one call walks the bytes twice -- a counting
- * pass sizes the outputs exactly, a filling pass writes samples into preallocated bytes objects
- * and builds one canonical label key per series (the same bytes receiver.tsdb.labels
- * .encode_labels_key produces), so the Python side does one dict lookup per series and stays
- * vectorised per sample.
+ * Why C: a 2000-sample request is ~450 KB of protobuf; decoding it into Python message objects
+ * costs far more than ingesting the samples. Here one pass over the bytes writes samples into
+ * growable bytes objects (handed to numpy without copying) and builds one canonical label key
+ * per series (the same bytes receiver.tsdb.labels.encode_labels_key produces), so the Python
+ * side does one dict lookup per series and stays vectorised per sample.
  *
  * Strictness follows the gogoproto code Prometheus and Thanos run: unknown fields of wire types
  * 0/1/2/5 are skipped, groups (3/4) and wire types 6/7 are rejected, a known field carrying the
@@ -150,57 +149,14 @@ static inline int expect_wt(Ctx *c, const uint8_t *at, unsigned got, unsigned wa
     return 0;
 }
 
-/* ---------------------------------------------------------------- pass 1: counting */
+/* ---------------------------------------------------------------- decoding */
 
-static int count_series(Ctx *c, const uint8_t *p, const uint8_t *end, Py_ssize_t *n_samples)
-{
-    static const char W[] = "TimeSeries";
-    while (p < end) {
-        const uint8_t *at = p;
-        uint32_t f;
-        unsigned wt;
-        if (read_tag(c, &p, end, &f, &wt, W) < 0)
-            return -1;
-        if (f >= 1 && f <= 4 && expect_wt(c, at, wt, WT_LEN, W) < 0)
-            return -1;
-        if (f == 2)
-            (*n_samples)++;
-        if (skip_field(c, &p, end, wt, W) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-static int count_request(Ctx *c, const uint8_t *p, const uint8_t *end, Py_ssize_t *n_series,
-                         Py_ssize_t *n_samples)
-{
-    static const char W[] = "WriteRequest";
-    while (p < end) {
-        const uint8_t *at = p;
-        uint32_t f;
-        unsigned wt;
-        if (read_tag(c, &p, end, &f, &wt, W) < 0)
-            return -1;
-        if ((f == 1 || f == 3) && expect_wt(c, at, wt, WT_LEN, W) < 0)
-            return -1;
-        if (f == 1) {
-            size_t n;
-            if (read_len(c, &p, end, &n, W) < 0)
-                return -1;
-            (*n_series)++;
-            if (count_series(c, p, p + n, n_samples) < 0)
-                return -1;
-            p += n;
-        } else if (skip_field(c, &p, end, wt, W) < 0) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* ---------------------------------------------------------------- pass 2: filling */
-
+/*
+ * Sample outputs live directly in bytes objects that grow geometrically and are trimmed once at
+ * the end, so there is no counting pass and no final copy.
+ */
 typedef struct {
+    PyObject *series_obj, *ts_obj, *vals_obj;
     int32_t *series;
     int64_t *ts;
     uint64_t *vals;  /* raw IEEE-754 bits so NaN payloads (stale markers) survive untouched */
@@ -209,6 +165,19 @@ typedef struct {
     Py_ssize_t n_histograms;
     Py_ssize_t n_exemplars;
 } Out;
+
+static int out_resize(Out *o, Py_ssize_t cap)
+{
+    if (_PyBytes_Resize(&o->series_obj, cap * (Py_ssize_t)sizeof(int32_t)) < 0 ||
+        _PyBytes_Resize(&o->ts_obj, cap * (Py_ssize_t)sizeof(int64_t)) < 0 ||
+        _PyBytes_Resize(&o->vals_obj, cap * (Py_ssize_t)sizeof(uint64_t)) < 0)
+        return -1;
+    o->series = (int32_t *)PyBytes_AS_STRING(o->series_obj);
+    o->ts = (int64_t *)PyBytes_AS_STRING(o->ts_obj);
+    o->vals = (uint64_t *)PyBytes_AS_STRING(o->vals_obj);
+    o->cap = cap;
+    return 0;
+}
 
 static inline uint64_t load_le64(const uint8_t *p)
 {
@@ -322,14 +291,39 @@ static inline uint8_t *put_uvarint(uint8_t *o, size_t x)
     return o;
 }
 
-/* Bytewise comparison, the order Go uses for strings. */
+/* Bytewise comparison, the order Go uses for strings. Label names are short and usually
+   differ within a few bytes, so a plain loop beats a libc call. */
 static inline int cmp_bytes(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
 {
     size_t m = al < bl ? al : bl;
-    int r = m ? memcmp(a, b, m) : 0;
-    if (r)
-        return r;
+    for (size_t i = 0; i < m; i++) {
+        if (a[i] != b[i])
+            return (int)a[i] - (int)b[i];
+    }
     return (al > bl) - (al < bl);
+}
+
+/* memcpy for the short strings labels are; stays inside [0, n) of both buffers. */
+static inline void copy_short(uint8_t *dst, const uint8_t *src, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t x, y;
+        memcpy(&x, src, 8);
+        memcpy(&y, src + n - 8, 8);
+        memcpy(dst, &x, 8);
+        memcpy(dst + n - 8, &y, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t x, y;
+        memcpy(&x, src, 4);
+        memcpy(&y, src + n - 4, 4);
+        memcpy(dst, &x, 4);
+        memcpy(dst + n - 4, &y, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            dst[i] = src[i];
+    } else {
+        memcpy(dst, src, n);
+    }
 }
 
 /* Same checks, in the same order, as Thanos labelpb.ValidateLabels; first failure wins. */
@@ -395,8 +389,8 @@ static int fill_series(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx
                     return -2;
             } else if (f == 2) {
                 Py_ssize_t k = out->n;
-                if (k >= out->cap)  /* cannot happen: pass 1 counted the same fields */
-                    return fail(c, at, W, "internal error: sample count changed between passes");
+                if (k >= out->cap && out_resize(out, out->cap * 2 + 64) < 0)
+                    return -2;
                 if (parse_sample(c, p, p + n, &out->vals[k], &out->ts[k]) < 0)
                     return -1;
                 out->series[k] = idx;
@@ -428,12 +422,10 @@ static PyObject *make_key(const LabelVec *lv)
     for (size_t i = 0; i < lv->len; i++) {
         const LabelRef *l = &lv->items[i];
         o = put_uvarint(o, l->name_len);
-        if (l->name_len)
-            memcpy(o, l->name, l->name_len);
+        copy_short(o, l->name, l->name_len);
         o += l->name_len;
         o = put_uvarint(o, l->value_len);
-        if (l->value_len)
-            memcpy(o, l->value, l->value_len);
+        copy_short(o, l->value, l->value_len);
         o += l->value_len;
     }
     return key;
@@ -446,6 +438,13 @@ static PyObject *raise_malformed(const Ctx *c)
     return NULL;
 }
 
+/* Series outputs: one key per series in a list, one status byte per series. */
+typedef struct {
+    PyObject *keys;
+    uint8_t *status;
+    Py_ssize_t cap;
+} SeriesOut;
+
 static PyObject *decode(PyObject *self, PyObject *arg)
 {
     (void)self;
@@ -454,83 +453,85 @@ static PyObject *decode(PyObject *self, PyObject *arg)
         return NULL;
     const uint8_t *start = (const uint8_t *)buf.buf, *end = start + buf.len;
     Ctx c = {start, NULL, NULL, 0};
-    PyObject *keys = NULL, *status = NULL, *series = NULL, *ts = NULL, *vals = NULL;
-    PyObject *result = NULL;
+    PyObject *status = NULL, *result = NULL;
     LabelVec lv = {NULL, 0, 0};
-
-    Py_ssize_t n_series = 0, n_samples = 0;
-    if (count_request(&c, start, end, &n_series, &n_samples) < 0) {
-        raise_malformed(&c);
-        goto done;
-    }
-    if (n_series > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "malformed remote-write protobuf: too many series");
-        goto done;
-    }
-    keys = PyList_New(n_series);
-    status = PyBytes_FromStringAndSize(NULL, n_series);
-    series = PyBytes_FromStringAndSize(NULL, n_samples * (Py_ssize_t)sizeof(int32_t));
-    ts = PyBytes_FromStringAndSize(NULL, n_samples * (Py_ssize_t)sizeof(int64_t));
-    vals = PyBytes_FromStringAndSize(NULL, n_samples * (Py_ssize_t)sizeof(double));
-    if (!keys || !status || !series || !ts || !vals)
+    SeriesOut so = {PyList_New(0), NULL, 0};
+    /* Start at one sample per 48 request bytes: label-heavy requests (the usual 1-sample
+       series, ~230 bytes each) then never grow, and sample-dense ones (~18 bytes per sample)
+       grow twice. A large overestimate costs more than it saves: fresh big blocks fault pages. */
+    Out out = {PyBytes_FromStringAndSize(NULL, 0), PyBytes_FromStringAndSize(NULL, 0),
+               PyBytes_FromStringAndSize(NULL, 0), NULL, NULL, NULL, 0, 0, 0, 0};
+    if (!so.keys || !out.series_obj || !out.ts_obj || !out.vals_obj ||
+        out_resize(&out, buf.len / 48 + 16) < 0)
         goto done;
 
-    Out out = {(int32_t *)PyBytes_AS_STRING(series), (int64_t *)PyBytes_AS_STRING(ts),
-               (uint64_t *)PyBytes_AS_STRING(vals), n_samples, 0, 0, 0};
-    uint8_t *st = (uint8_t *)PyBytes_AS_STRING(status);
-    Py_ssize_t si = 0;
     const uint8_t *p = start;
     while (p < end) {
         const uint8_t *at = p;
         uint32_t f;
         unsigned wt;
         size_t n;
-        if (read_tag(&c, &p, end, &f, &wt, "WriteRequest") < 0) {
-            raise_malformed(&c);
-            goto done;
-        }
-        if (f != 1) {
-            if (skip_field(&c, &p, end, wt, "WriteRequest") < 0) {
-                raise_malformed(&c);
-                goto done;
-            }
+        if (read_tag(&c, &p, end, &f, &wt, "WriteRequest") < 0)
+            goto malformed;
+        if (f != 1 && f != 3) {
+            if (skip_field(&c, &p, end, wt, "WriteRequest") < 0)
+                goto malformed;
             continue;
         }
         if (expect_wt(&c, at, wt, WT_LEN, "WriteRequest") < 0 ||
-            read_len(&c, &p, end, &n, "WriteRequest") < 0 || si >= n_series) {
-            if (!c.err)
-                fail(&c, at, "WriteRequest", "internal error: series count changed between passes");
-            raise_malformed(&c);
-            goto done;
+            read_len(&c, &p, end, &n, "WriteRequest") < 0)
+            goto malformed;
+        if (f == 3) {  /* metadata: not ingested */
+            p += n;
+            continue;
+        }
+        Py_ssize_t si = PyList_GET_SIZE(so.keys);
+        if (si >= INT32_MAX) {
+            fail(&c, at, "WriteRequest", "too many series");
+            goto malformed;
         }
         int r = fill_series(&c, p, p + n, (int32_t)si, &lv, &out);
         if (r == -1)
-            raise_malformed(&c);
+            goto malformed;
         if (r < 0)
             goto done;
         PyObject *key = make_key(&lv);
         if (!key)
             goto done;
-        PyList_SET_ITEM(keys, si, key);
-        st[si] = validate_labels(lv.items, lv.len);
-        si++;
+        int ar = PyList_Append(so.keys, key);
+        Py_DECREF(key);
+        if (ar < 0)
+            goto done;
+        if (si >= so.cap) {
+            Py_ssize_t ncap = so.cap * 2 + 64;
+            uint8_t *ns = PyMem_Realloc(so.status, (size_t)ncap);
+            if (!ns) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            so.status = ns;
+            so.cap = ncap;
+        }
+        so.status[si] = validate_labels(lv.items, lv.len);
         p += n;
     }
-    if (si != n_series || out.n != n_samples) {
-        PyErr_SetString(PyExc_ValueError,
-                        "malformed remote-write protobuf: internal count mismatch");
+    status = PyBytes_FromStringAndSize((const char *)so.status, PyList_GET_SIZE(so.keys));
+    if (!status || out_resize(&out, out.n) < 0)
         goto done;
-    }
-    result = Py_BuildValue("(OOOOOnn)", keys, status, series, ts, vals, out.n_histograms,
-                           out.n_exemplars);
+    result = Py_BuildValue("(OOOOOnn)", so.keys, status, out.series_obj, out.ts_obj, out.vals_obj,
+                           out.n_histograms, out.n_exemplars);
+    goto done;
 
+malformed:
+    raise_malformed(&c);
 done:
     PyMem_Free(lv.items);
-    Py_XDECREF(keys);
+    PyMem_Free(so.status);
+    Py_XDECREF(so.keys);
     Py_XDECREF(status);
-    Py_XDECREF(series);
-    Py_XDECREF(ts);
-    Py_XDECREF(vals);
+    Py_XDECREF(out.series_obj);
+    Py_XDECREF(out.ts_obj);
+    Py_XDECREF(out.vals_obj);
     PyBuffer_Release(&buf);
     return result;
 }

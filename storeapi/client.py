@@ -108,7 +108,7 @@ class StoreClient:
             skip_chunks=skip_chunks, without_replica_labels=list(without_replica_labels),
             limit=limit, response_batch_size=self._batch,
             partial_response_disabled=not partial_response,
-            partial_response_strategy=rpc_pb2.WARN if partial_response else rpc_pb2.ABORT)
+            partial_response_strategy=types_pb2.WARN if partial_response else types_pb2.ABORT)
         call = self._rpc().series(request, timeout=self._timeout)
         cur: RawSeries | None = None
         dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
@@ -160,7 +160,7 @@ class StoreClient:
     async def label_names(self, mint: int, maxt: int, matchers: Iterable[Matcher] = ()) -> list[str]:
         r = await self._rpc().label_names(
             rpc_pb2.LabelNamesRequest(start=mint, end=maxt, matchers=matchers_to_pb(matchers),
-                                      partial_response_strategy=rpc_pb2.ABORT),
+                                      partial_response_strategy=types_pb2.ABORT),
             timeout=self._timeout)
         return list(r.names)
 
@@ -169,7 +169,7 @@ class StoreClient:
         r = await self._rpc().label_values(
             rpc_pb2.LabelValuesRequest(label=name, start=mint, end=maxt,
                                        matchers=matchers_to_pb(matchers),
-                                       partial_response_strategy=rpc_pb2.ABORT),
+                                       partial_response_strategy=types_pb2.ABORT),
             timeout=self._timeout)
         return list(r.values)
 

@@ -71,7 +71,7 @@ class PromringProcess:
         return f"http://127.0.0.1:{self.http_port}/api/v1"
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir.parent)
         log.close()

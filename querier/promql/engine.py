@@ -17,8 +17,8 @@ from receiver.tsdb.labels import Matcher, MatchType
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 
-_OPS = {pp.MatchOp.Equal: MatchType.EQ, pp.MatchOp.NotEqual: MatchType.NEQ,
-        pp.MatchOp.Re: MatchType.RE, pp.MatchOp.NotRe: MatchType.NRE}
+_OPS = ((pp.MatchOp.Equal, MatchType.EQ), (pp.MatchOp.NotEqual, MatchType.NEQ),
+        (pp.MatchOp.Re, MatchType.RE), (pp.MatchOp.NotRe, MatchType.NRE))
 _SYSTIME = re.compile(r"tv_sec: (-?\d+),\s*tv_nsec: (\d+)")
 
 
@@ -120,7 +120,7 @@ class Evaluator:
 
     # -- selectors ---------------------------------------------------------------------------
     def _select(self, vs, mint: int, maxt: int):
-        ms = [Matcher(_OPS.get(m.op, None) or _op_of(m), m.name, m.value) for m in vs.matchers.matchers]
+        ms = [Matcher(_op_of(m), m.name, m.value) for m in vs.matchers.matchers]
         if vs.name is not None and not any(m.name == "__name__" for m in ms):
             ms.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
         out = []
@@ -208,11 +208,10 @@ class Evaluator:
 
 
 def _op_of(m) -> MatchType:
-    s = str(m)
-    for tok, t in (("!~", MatchType.NRE), ("=~", MatchType.RE), ("!=", MatchType.NEQ)):
-        if tok in s.split('"', 1)[0]:
+    for op, t in _OPS:
+        if m.op == op:
             return t
-    return MatchType.EQ
+    raise PromQLError("bad_data", f"unknown matcher {m}")
 
 
 def parse(query: str):

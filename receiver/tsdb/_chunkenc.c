@@ -29,7 +29,9 @@
  * A series owns its open chunk buffer (grown geometrically, appended to incrementally with the
  * encoder state kept in the struct: last t, last t-delta, last value bits, leading, trailing, bit
  * count) and an array of completed chunks {mint, maxt, data, len}, oldest first, whose data
- * buffers are shrunk to their exact size when the chunk is cut. The open chunk's first two bytes
+ * buffers are shrunk to their exact size when the chunk is cut. Open buffers grow by 1.5x; a new
+ * chunk starts at the size of the series' previous chunk plus 1/8, so steady series rarely
+ * reallocate and carry little slack. The open chunk's first two bytes
  * always hold the current sample count, so a snapshot is a plain copy of its written bytes.
  * An open chunk with zero samples means the series holds no samples at all (a cut immediately
  * appends the sample that caused it). The GIL guards all HeadChunks state.
@@ -602,8 +604,16 @@ static int series_cut(Series *s) {
 static int series_reserve(Series *s) {
     size_t need = (size_t)(s->enc.nbits >> 3) + MAX_SAMPLE_BYTES + WRITE_SLACK;
     if (need <= s->cap) return 0;
-    size_t nc = s->cap ? (size_t)s->cap * 2 : 48;
-    while (nc < need) nc *= 2;
+    size_t nc;
+    if (s->cap) {
+        nc = (size_t)s->cap + s->cap / 2;            /* 1.5x: the open chunk is most of the memory */
+    } else if (s->ndone) {
+        uint32_t prev = s->done[s->ndone - 1].len;  /* series repeat themselves: size like the last */
+        nc = prev + prev / 8 + MAX_SAMPLE_BYTES + WRITE_SLACK;
+    } else {
+        nc = 64;
+    }
+    if (nc < need) nc = need + need / 2;
     if (nc > UINT32_MAX) return -1;
     uint8_t *b = realloc(s->buf, nc);
     if (!b) return -1;

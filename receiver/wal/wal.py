@@ -143,14 +143,16 @@ class _SegmentView:
                 self._mm.madvise(mmap.MADV_SEQUENTIAL)
 
     def __enter__(self) -> memoryview:
-        return memoryview(self._mm) if self._mm is not None else memoryview(b"")
+        self._mv = memoryview(self._mm) if self._mm is not None else memoryview(b"")
+        return self._mv
 
     def __exit__(self, *exc: object) -> None:
-        if self._mm is not None:
-            try:
+        try:
+            self._mv.release()
+            if self._mm is not None:
                 self._mm.close()
-            except BufferError:
-                pass  # a decode traceback still holds a view; the mapping goes with it
+        except BufferError:
+            pass  # a decode traceback still holds a view; the mapping is freed with it
 
 
 def _fsync_all(fds: list[int], dirpath: Path | None) -> None:

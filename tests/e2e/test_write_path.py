@@ -108,3 +108,18 @@ def test_kill9_loses_no_acknowledged_sample(promring_up, tmp_path):
     served = {(f"{dict(k)['w']}/{dict(k)['s']}", int(round(p[0] * 1000))) for k, v in got.items() for p in v}
     missing = set(acked) - served
     assert not missing, f"{len(missing)} acknowledged samples lost, e.g. {sorted(missing)[:5]}"
+
+
+def test_staleness_marker_passes_through(promring_up):
+    """A stale NaN ends the series for instant queries, exactly as in Prometheus."""
+    import struct
+
+    stale = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+    pr = promring_up()
+    t0 = 1_700_000_000_000
+    lbls = (("__name__", "flappy"), ("job", "t"))
+    assert push(pr.write_url, [(lbls, [t0, t0 + 1000, t0 + 2000], [1.0, 2.0, stale])]).status_code == 200
+    from rw import query
+    assert [s["value"][1] for s in query(pr.api, "flappy", (t0 + 1500) / 1000)] == ["2"]
+    assert query(pr.api, "flappy", (t0 + 2500) / 1000) == []
+    assert [s["value"][1] for s in query(pr.api, "count_over_time(flappy[1m])", (t0 + 2500) / 1000)] == ["2"]

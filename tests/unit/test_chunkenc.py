@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -401,8 +400,8 @@ def test_head_memory_per_series_is_compact() -> None:
     for i in range(120):
         _append(h, refs, np.full(n, i * 15_000), refs + i * 0.25)
     per_series = h.memory_bytes() / n
-    # 64 bytes of state plus one 120-sample chunk of slowly changing values
-    assert per_series < 64 + 2 * len(h.chunks(0, 0, 10**9)[0][2]) + 64
+    # 64 bytes of state plus one open 120-sample chunk with bounded growth slack
+    assert per_series < 64 + 1.6 * len(h.chunks(0, 0, 10**9)[0][2]) + 64
 
 
 # -- bit-exactness against real Prometheus ----------------------------------------------------

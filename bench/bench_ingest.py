@@ -1,0 +1,145 @@
+"""Remote-write ingest, side by side: ``promring receive`` vs Prometheus 2.42's own receiver.
+
+Both get the same pre-encoded snappy payloads from the same asyncio client with the same number
+of requests in flight; each server runs alone on the machine while measured. Also reports resident
+memory per active series after the load (RSS growth over the idle process).
+
+    python bench/bench_ingest.py --series 20000 --rounds 60 --inflight 4
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+from harness import free_port, promring_cmd, wait_ready  # noqa: E402
+from receiver.remotewrite import encode_write_request, snappy_compress  # noqa: E402
+
+HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+           "X-Prometheus-Remote-Write-Version": "0.1.0"}
+
+
+def make_payloads(n_series: int, rounds: int, per_request: int, t0: int) -> list[bytes]:
+    """Every series gets one sample per 15 s round; requests carry ``per_request`` samples."""
+    rng = np.random.default_rng(1)
+    labels = [(("__name__", f"bench_metric_{i % 200}_total"), ("cluster", "eu-1"),
+               ("instance", f"10.0.{i // 250 % 256}.{i % 250}:9100"), ("job", "node"),
+               ("pod", f"pod-{i // 7}"), ("series", str(i))) for i in range(n_series)]
+    values = rng.integers(0, 1000, size=n_series).astype(np.float64)
+    out = []
+    for r in range(rounds):
+        values += rng.integers(0, 100, size=n_series)
+        t = t0 + r * 15_000
+        for lo in range(0, n_series, per_request):
+            hi = min(lo + per_request, n_series)
+            out.append(snappy_compress(encode_write_request(
+                (labels[i], np.array([t], dtype=np.int64), values[i:i + 1]) for i in range(lo, hi))))
+    return out
+
+
+async def blast(url: str, payloads: list[bytes], inflight: int) -> tuple[float, int, list[float]]:
+    errors = 0
+    lat: list[float] = []
+    queue = iter(payloads)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=inflight)) as s:
+        async def worker() -> None:
+            nonlocal errors
+            for p in queue:
+                t = time.perf_counter()
+                async with s.post(url, data=p, headers=HEADERS) as r:
+                    await r.read()
+                    if r.status // 100 != 2:
+                        errors += 1
+                lat.append(time.perf_counter() - t)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(inflight)))
+        return time.perf_counter() - t0, errors, lat
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_target(name: str, args: list[str], ready: str, url: str, payloads, warm, inflight, n_series):
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(ready, timeout=60, proc=proc)
+        time.sleep(1)
+        rss0 = rss_bytes(proc.pid)
+        asyncio.run(blast(url, warm, inflight))       # creates every series
+        secs, errors, lat = asyncio.run(blast(url, payloads, inflight))
+        time.sleep(1)
+        rss1 = rss_bytes(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    n = sum(1 for _ in payloads)
+    return {"name": name, "seconds": secs, "errors": errors, "requests": n,
+            "p50_ms": 1000 * float(np.percentile(lat, 50)), "p99_ms": 1000 * float(np.percentile(lat, 99)),
+            "rss_per_series": (rss1 - rss0) / n_series}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--series", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--per-request", type=int, default=2000)
+    ap.add_argument("--inflight", type=int, default=4)
+    ap.add_argument("--wal-fsync", default="none")
+    a = ap.parse_args()
+    t0 = int(time.time() * 1000) - (a.rounds + 2) * 15_000
+    t_enc = time.perf_counter()
+    warm = make_payloads(a.series, 1, a.per_request, t0 - 15_000)
+    payloads = make_payloads(a.series, a.rounds, a.per_request, t0)
+    samples = a.series * a.rounds
+    print(f"encoded {len(payloads)} requests ({samples} samples) in {time.perf_counter() - t_enc:.1f}s")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rw, grpc, http = free_port(), free_port(), free_port()
+        results.append(run_target(
+            "promring receive",
+            promring_cmd() + ["receive", "--tsdb.path", f"{tmp}/promring",
+                              "--remote-write.address", f"127.0.0.1:{rw}",
+                              "--grpc-address", f"127.0.0.1:{grpc}", "--http-address", f"127.0.0.1:{http}",
+                              "--tsdb.wal-fsync", a.wal_fsync, "--log.level", "warn"],
+            f"http://127.0.0.1:{rw}/-/ready", f"http://127.0.0.1:{rw}/api/v1/receive",
+            payloads, warm, a.inflight, a.series))
+        if shutil.which("prometheus"):
+            port = free_port()
+            Path(f"{tmp}/prom.yml").write_text("global: {}\n")
+            results.append(run_target(
+                "prometheus 2.42",
+                ["prometheus", f"--config.file={tmp}/prom.yml", f"--storage.tsdb.path={tmp}/prom",
+                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver"],
+                f"http://127.0.0.1:{port}/-/ready", f"http://127.0.0.1:{port}/api/v1/write",
+                payloads, warm, a.inflight, a.series))
+    print(f"\n{a.series} active series, {a.per_request} samples/request, {a.inflight} in flight, "
+          f"{samples} samples, WAL fsync={a.wal_fsync}\n")
+    print("| target | samples/s | p50 ms | p99 ms | errors | RSS bytes/series |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['name']} | {samples / r['seconds']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+              f"| {r['errors']} | {r['rss_per_series']:,.0f} |")
+    if len(results) == 2:
+        a_, b_ = results
+        print(f"\nratio promring/prometheus: throughput {b_['seconds'] / a_['seconds']:.2f}x, "
+              f"memory per series {a_['rss_per_series'] / max(b_['rss_per_series'], 1):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

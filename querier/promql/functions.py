@@ -1,0 +1,274 @@
+"""Function calls: range-vector functions (via rangefuncs) and instant-vector/scalar functions."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import promql_parser as pp
+
+from querier.promql import histogram
+from querier.promql.rangefuncs import KEEP_NAME, RANGE_FUNCS, bounds
+from querier.promql.types import PromQLError
+from querier.promql.values import Matrix, Scalar, Str, Vec, empty_vec, get_label, set_label
+from receiver.tsdb.labels import METRIC_NAME, MatchType, convert_go_regex
+
+_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _round(x, to=1.0):
+    with np.errstate(all="ignore"):
+        inv = 1.0 / to
+        return np.floor(x * inv + 0.5) / inv
+
+
+MATH = {
+    "abs": np.abs, "ceil": np.ceil, "floor": np.floor, "exp": np.exp, "sqrt": np.sqrt,
+    "ln": np.log, "log2": np.log2, "log10": np.log10, "sgn": np.sign,
+    "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
+    "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh, "asinh": np.arcsinh,
+    "acosh": np.arccosh, "atanh": np.arctanh, "deg": np.degrees, "rad": np.radians,
+}
+DATE = {"day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "minute", "month", "year"}
+COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
+
+
+def call(ev, e):
+    name = e.func.name
+    args = e.args
+    if name in RANGE_FUNCS:
+        return _range_call(ev, name, args)
+    if name in ("absent_over_time",):
+        m = ev.eval(args[0])
+        anyp = np.zeros(ev.T, bool)
+        for ts in m.ts:
+            lo, hi = bounds(ts, m.end, m.rng)
+            anyp |= hi > lo
+        return _absent_result(ev, args[0], ~anyp)
+    if name == "time":
+        return Scalar(ev.steps / 1000.0)
+    if name == "pi":
+        return Scalar(np.full(ev.T, np.pi))
+    if name == "vector":
+        s = ev.eval(args[0])
+        return Vec([()], s.vals[None, :].copy(), np.ones((1, ev.T), bool), np.zeros(1, bool))
+    if name == "scalar":
+        v = ev.eval(args[0])
+        cnt = v.present.sum(0)
+        idx = v.present.argmax(0) if len(v.labels) else np.zeros(ev.T, int)
+        vals = v.vals[idx, np.arange(ev.T)] if len(v.labels) else np.full(ev.T, np.nan)
+        return Scalar(np.where(cnt == 1, vals, np.nan))
+    if name == "absent":
+        v = ev.eval(args[0])
+        return _absent_result(ev, args[0], ~v.present.any(0) if len(v.labels) else np.ones(ev.T, bool))
+    if name in MATH:
+        v = ev.eval(args[0])
+        with np.errstate(all="ignore"):
+            r = MATH[name](v.vals)
+        return Vec(v.labels, r, v.present, np.ones(len(v.labels), bool))
+    if name == "round":
+        v = ev.eval(args[0])
+        to = ev.eval(args[1]).vals[None, :] if len(args) > 1 else 1.0
+        return Vec(v.labels, _round(v.vals, to), v.present, np.ones(len(v.labels), bool))
+    if name in ("clamp", "clamp_min", "clamp_max"):
+        v = ev.eval(args[0])
+        a = [ev.eval(x).vals[None, :] for x in args[1:]]
+        with np.errstate(all="ignore"):
+            if name == "clamp":
+                r = np.maximum(a[0], np.minimum(a[1], v.vals))
+                pres = v.present & ~(a[1] < a[0])
+            elif name == "clamp_min":
+                r, pres = np.maximum(a[0], v.vals), v.present
+            else:
+                r, pres = np.minimum(a[0], v.vals), v.present
+        return Vec(v.labels, r, pres, np.ones(len(v.labels), bool))
+    if name == "timestamp":
+        v = ev.eval(args[0])
+        if v.sample_ts is not None:
+            r = v.sample_ts / 1000.0
+        else:
+            r = np.broadcast_to(ev.steps / 1000.0, v.vals.shape).copy()
+        return Vec(v.labels, r, v.present, np.ones(len(v.labels), bool))
+    if name in DATE:
+        if args:
+            v = ev.eval(args[0])
+        else:
+            v = Vec([()], (ev.steps / 1000.0)[None, :], np.ones((1, ev.T), bool), np.zeros(1, bool))
+        return Vec(v.labels, _date(name, v.vals), v.present, np.ones(len(v.labels), bool))
+    if name in ("sort", "sort_desc"):
+        if ev.sh.start != ev.sh.end:
+            ev.warn("sort is ineffective for range queries since results are always ordered by labels")
+        return ev.eval(args[0])
+    if name in ("sort_by_label", "sort_by_label_desc"):
+        v = ev.eval(args[0])
+        names = [ev.eval(a).val for a in args[1:]]
+        key = [(tuple(get_label(l, n) for n in names), l) for l in v.labels]
+        order = sorted(range(len(key)), key=lambda i: key[i], reverse=name.endswith("desc"))
+        return Vec([v.labels[i] for i in order], v.vals[order], v.present[order], v.drop[order])
+    if name == "label_replace":
+        return _label_replace(ev, args)
+    if name == "label_join":
+        return _label_join(ev, args)
+    if name == "histogram_quantile":
+        return histogram.histogram_quantile(ev, ev.eval(args[0]), ev.eval(args[1]))
+    raise PromQLError("bad_data", f"function {name!r} is not supported")
+
+
+def _range_call(ev, name: str, args) -> Vec:
+    m = ev.eval(args[0])
+    extra = [ev.eval(a) for a in args[1:]]
+    extra_vals = [x.vals for x in extra]
+    if name in ("holt_winters", "double_exponential_smoothing") and len(m.labels):
+        for x, what in zip(extra_vals, ("smoothing", "trend")):
+            if ((x <= 0) | (x >= 1)).any():
+                raise PromQLError("execution", f"invalid {what} factor. Expected: 0 < sf < 1, got: {x[0]:f}")
+    if name == "quantile_over_time" and len(m.labels):
+        q = extra_vals[0]
+        bad = q[(q < 0) | (q > 1) | np.isnan(q)]
+        if len(bad):
+            from querier.promql.aggregate import fmt_float
+            ev.warn(f"quantile value should be between 0 and 1, got {fmt_float(bad[0])}")
+    if name in ("rate", "increase") and isinstance(m, Matrix):
+        warned = set()
+        for l in m.labels:
+            mn = get_label(l, METRIC_NAME)
+            if mn and not mn.endswith(COUNTER_SUFFIXES) and mn not in warned:
+                warned.add(mn)
+                ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
+    fn = RANGE_FUNCS[name]
+    n = len(m.labels)
+    vals = np.zeros((n, ev.T))
+    pres = np.zeros((n, ev.T), bool)
+    for i in range(n):
+        ts, x = m.ts[i], m.vals[i]
+        lo, hi = bounds(ts, m.end, m.rng)
+        if not (hi > lo).any():
+            continue
+        r, ok = fn(ts, x, lo, hi, m, extra_vals)
+        vals[i] = r
+        pres[i] = ok
+    drop = m.drop.copy() if name in KEEP_NAME else np.ones(n, bool)
+    return Vec(list(m.labels), vals, pres, drop)
+
+
+def _absent_result(ev, arg, mask: np.ndarray) -> Vec:
+    a = arg
+    while isinstance(a, pp.ParenExpr):
+        a = a.expr
+    if isinstance(a, pp.MatrixSelector):
+        a = a.vector_selector
+    lbls: dict[str, str] = {}
+    if isinstance(a, pp.VectorSelector):
+        seen: set[str] = set()
+        for m in a.matchers.matchers:
+            if m.name == METRIC_NAME:
+                continue
+            if m.op == pp.MatchOp.Equal and m.name not in seen:
+                lbls[m.name] = m.value
+            elif m.name in lbls:
+                del lbls[m.name]
+            seen.add(m.name)
+    l = tuple(sorted((k, v) for k, v in lbls.items() if v))
+    return Vec([l], np.ones((1, ev.T)), mask[None, :].copy(), np.zeros(1, bool))
+
+
+def _date(name: str, x: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(x)
+    secs = np.where(ok, np.floor(x), 0).astype(np.int64).astype("datetime64[s]")
+    D = secs.astype("datetime64[D]")
+    M = secs.astype("datetime64[M]")
+    Y = secs.astype("datetime64[Y]")
+    if name == "year":
+        r = Y.astype(np.int64) + 1970
+    elif name == "month":
+        r = (M - Y.astype("datetime64[M]")).astype(np.int64) + 1
+    elif name == "day_of_month":
+        r = (D - M.astype("datetime64[D]")).astype(np.int64) + 1
+    elif name == "day_of_year":
+        r = (D - Y.astype("datetime64[D]")).astype(np.int64) + 1
+    elif name == "day_of_week":
+        r = (D.astype(np.int64) + 4) % 7
+    elif name == "hour":
+        r = (secs - D.astype("datetime64[s]")).astype(np.int64) // 3600
+    elif name == "minute":
+        r = ((secs - D.astype("datetime64[s]")).astype(np.int64) // 60) % 60
+    else:
+        r = ((M + 1).astype("datetime64[D]") - M.astype("datetime64[D]")).astype(np.int64)
+    return np.where(ok, r.astype(np.float64), np.nan)
+
+
+def _go_expand(template: str, m: re.Match) -> str:
+    """Expand $1, ${1}, $name, ${name} like Go's Regexp.Expand (unknown groups expand to "")."""
+    out = []
+    i = 0
+    gd = m.groupdict()
+    while i < len(template):
+        c = template[i]
+        if c != "$" or i + 1 >= len(template):
+            out.append(c)
+            i += 1
+            continue
+        nxt = template[i + 1]
+        if nxt == "$":
+            out.append("$")
+            i += 2
+            continue
+        if nxt == "{":
+            j = template.find("}", i + 2)
+            if j < 0:
+                out.append(c)
+                i += 1
+                continue
+            name = template[i + 2:j]
+            i = j + 1
+        else:
+            j = i + 1
+            while j < len(template) and (template[j].isalnum() or template[j] == "_"):
+                j += 1
+            if j == i + 1:
+                out.append(c)
+                i += 1
+                continue
+            name = template[i + 1:j]
+            i = j
+        if name.isdigit():
+            k = int(name)
+            out.append((m.group(k) or "") if k <= (m.re.groups or 0) else "")
+        else:
+            out.append(gd.get(name) or "")
+    return "".join(out)
+
+
+def _label_replace(ev, args) -> Vec:
+    v = ev.eval(args[0])
+    dst, repl, src, regex = (ev.eval(a).val for a in args[1:5])
+    try:
+        rx = re.compile(convert_go_regex(regex), re.DOTALL)
+    except re.error as ex:
+        raise PromQLError("execution", f"invalid regular expression in label_replace(): {regex}") from ex
+    if not _NAME_RE.match(dst):
+        raise PromQLError("execution", f"invalid destination label name in label_replace(): {dst}")
+    labels, drop = [], v.drop.copy()
+    for i, l in enumerate(v.labels):
+        mt = rx.fullmatch(get_label(l, src))
+        if mt is not None:
+            l = set_label(l, dst, _go_expand(repl, mt))
+            if dst == METRIC_NAME:
+                drop[i] = False
+        labels.append(l)
+    from querier.promql.values import merge_rows
+    return merge_rows(Vec(labels, v.vals, v.present, drop), "vector cannot contain metrics with the same labelset")
+
+
+def _label_join(ev, args) -> Vec:
+    v = ev.eval(args[0])
+    dst, sep = ev.eval(args[1]).val, ev.eval(args[2]).val
+    srcs = [ev.eval(a).val for a in args[3:]]
+    if not _NAME_RE.match(dst):
+        raise PromQLError("execution", f"invalid destination label name in label_join(): {dst}")
+    labels, drop = [], v.drop.copy()
+    for i, l in enumerate(v.labels):
+        labels.append(set_label(l, dst, sep.join(get_label(l, s) for s in srcs)))
+        if dst == METRIC_NAME:
+            drop[i] = False
+    from querier.promql.values import merge_rows
+    return merge_rows(Vec(labels, v.vals, v.present, drop), "vector cannot contain metrics with the same labelset")

@@ -1,0 +1,305 @@
+"""Functions over range vectors, vectorised across steps per series.
+
+Each window is (end - range, end]; ``lo``/``hi`` are its sample index bounds found with
+searchsorted, so sums/min/max use ufunc.reduceat over (lo, hi) pairs, counter corrections
+use prefix sums, and order statistics use one gathered, segment-sorted array.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from querier.promql.aggregate import quantile_sorted
+
+
+def bounds(ts: np.ndarray, end: np.ndarray, rng: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.searchsorted(ts, end - rng, side="right"), np.searchsorted(ts, end, side="right")
+
+
+def reduceat(uf, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """uf-reduction of x[lo:hi] per window; garbage where lo == hi (callers mask it)."""
+    a = np.append(x, 0.0)
+    idx = np.empty(2 * len(lo), dtype=np.intp)
+    idx[0::2] = lo
+    idx[1::2] = hi
+    return uf.reduceat(a, idx)[0::2]
+
+
+def gather(lo: np.ndarray, hi: np.ndarray):
+    """Flat indices of every window's samples, their window ids, and window sizes."""
+    n = hi - lo
+    starts = np.cumsum(n) - n
+    seg = np.repeat(np.arange(len(lo)), n)
+    flat = np.arange(int(n.sum())) - starts[seg] + lo[seg]
+    return flat, seg, n
+
+
+def _seg_sorted(x: np.ndarray, lo, hi):
+    """Per-window sorted values padded into a [max_n, W] array (NaN-free inputs sort as Go does)."""
+    flat, seg, n = gather(lo, hi)
+    W = len(lo)
+    mx = int(n.max()) if W else 0
+    out = np.full((max(mx, 1), W), np.inf)
+    if len(flat):
+        v = x[flat]
+        order = np.lexsort((v, seg))
+        v, s = v[order], seg[order]
+        pos = np.arange(len(v)) - (np.cumsum(n) - n)[s]
+        out[pos, s] = v
+    return out, n
+
+
+def _nonempty(lo, hi, k: int = 1):
+    return (hi - lo) >= k
+
+
+def f_sum(ts, x, lo, hi, m, a):
+    return reduceat(np.add, x, lo, hi), _nonempty(lo, hi)
+
+
+def f_count(ts, x, lo, hi, m, a):
+    return (hi - lo).astype(np.float64), _nonempty(lo, hi)
+
+
+def f_avg(ts, x, lo, hi, m, a):
+    n = hi - lo
+    with np.errstate(all="ignore"):
+        r = reduceat(np.add, x, lo, hi) / n
+        bad = ~np.isfinite(r) & _nonempty(lo, hi)
+        if bad.any() and np.isfinite(x).all():
+            flat, seg, _ = gather(lo, hi)
+            alt = np.bincount(seg, weights=x[flat] / n[seg], minlength=len(lo))
+            r = np.where(bad, alt, r)
+    return r, n > 0
+
+
+def f_min(ts, x, lo, hi, m, a):
+    return reduceat(np.fmin, x, lo, hi), _nonempty(lo, hi)
+
+
+def f_max(ts, x, lo, hi, m, a):
+    return reduceat(np.fmax, x, lo, hi), _nonempty(lo, hi)
+
+
+def f_last(ts, x, lo, hi, m, a):
+    return x[np.maximum(hi - 1, 0)] if len(x) else np.zeros(len(lo)), _nonempty(lo, hi)
+
+
+def f_first(ts, x, lo, hi, m, a):
+    return x[np.minimum(lo, len(x) - 1)], _nonempty(lo, hi)
+
+
+def f_ts_last(ts, x, lo, hi, m, a):
+    return ts[np.maximum(hi - 1, 0)] / 1000.0, _nonempty(lo, hi)
+
+
+def f_present(ts, x, lo, hi, m, a):
+    return np.ones(len(lo)), _nonempty(lo, hi)
+
+
+def _var(x, lo, hi):
+    flat, seg, n = gather(lo, hi)
+    W = len(lo)
+    with np.errstate(all="ignore"):
+        v = x[flat]
+        mean = np.bincount(seg, weights=v, minlength=W) / n
+        dev = v - mean[seg]
+        return np.bincount(seg, weights=dev * dev, minlength=W) / n
+
+
+def f_stdvar(ts, x, lo, hi, m, a):
+    return _var(x, lo, hi), _nonempty(lo, hi)
+
+
+def f_stddev(ts, x, lo, hi, m, a):
+    return np.sqrt(_var(x, lo, hi)), _nonempty(lo, hi)
+
+
+def f_quantile(ts, x, lo, hi, m, a):
+    srt, n = _seg_sorted(x, lo, hi)
+    return quantile_sorted(srt, n, a[0]), _nonempty(lo, hi)
+
+
+def f_mad(ts, x, lo, hi, m, a):
+    srt, n = _seg_sorted(x, lo, hi)
+    med = quantile_sorted(srt, n, 0.5)
+    flat, seg, _ = gather(lo, hi)
+    dev = np.abs(x - 0.0)
+    d = np.abs(x[flat] - med[seg])
+    tmp = np.zeros(len(flat) + 1)
+    # re-sort the absolute deviations per window
+    W = len(lo)
+    mx = int(n.max()) if W else 0
+    out = np.full((max(mx, 1), W), np.inf)
+    if len(flat):
+        order = np.lexsort((d, seg))
+        dd, s = d[order], seg[order]
+        pos = np.arange(len(dd)) - (np.cumsum(n) - n)[s]
+        out[pos, s] = dd
+    del dev, tmp
+    return quantile_sorted(out, n, 0.5), _nonempty(lo, hi)
+
+
+def _pair_prefix(cond: np.ndarray) -> np.ndarray:
+    """C[i] = number (or sum) of marks on pairs (j-1, j) with j <= i."""
+    return np.concatenate([[0.0], np.cumsum(cond)])
+
+
+def f_changes(ts, x, lo, hi, m, a):
+    ch = (x[1:] != x[:-1]) & ~(np.isnan(x[1:]) & np.isnan(x[:-1]))
+    C = _pair_prefix(ch)
+    ok = _nonempty(lo, hi)
+    l = np.maximum(hi - 1, 0)
+    return np.where(ok, C[l] - C[np.minimum(lo, l)], 0.0), ok
+
+
+def f_resets(ts, x, lo, hi, m, a):
+    C = _pair_prefix(x[1:] < x[:-1])
+    ok = _nonempty(lo, hi)
+    l = np.maximum(hi - 1, 0)
+    return np.where(ok, C[l] - C[np.minimum(lo, l)], 0.0), ok
+
+
+def _extrapolated(ts, x, lo, hi, m, counter: bool, rate: bool):
+    n = hi - lo
+    ok = n >= 2
+    f = np.minimum(lo, len(x) - 1)
+    l = np.maximum(hi - 1, 0)
+    fv, lv = x[f], x[l]
+    ft, lt = ts[f], ts[l]
+    with np.errstate(all="ignore"):
+        res = lv - fv
+        if counter:
+            C = _pair_prefix(np.where(x[1:] < x[:-1], x[:-1], 0.0))
+            res = res + (C[l] - C[f])
+        sampled = (lt - ft) / 1000.0
+        avg = sampled / (n - 1)
+        dstart = (ft - (m.end - m.rng)) / 1000.0
+        dend = (m.end - lt) / 1000.0
+        if counter:
+            dz = sampled * (fv / res)
+            use = (res > 0) & (fv >= 0) & (dz < dstart)
+            dstart = np.where(use, dz, dstart)
+        thr = avg * 1.1
+        dstart = np.where(dstart >= thr, avg / 2, dstart)
+        dend = np.where(dend >= thr, avg / 2, dend)
+        factor = (sampled + dstart + dend) / sampled
+        if rate:
+            factor = factor / (m.rng / 1000.0)
+        return res * factor, ok
+
+
+def f_rate(ts, x, lo, hi, m, a):
+    return _extrapolated(ts, x, lo, hi, m, True, True)
+
+
+def f_increase(ts, x, lo, hi, m, a):
+    return _extrapolated(ts, x, lo, hi, m, True, False)
+
+
+def f_delta(ts, x, lo, hi, m, a):
+    return _extrapolated(ts, x, lo, hi, m, False, False)
+
+
+def _instant(ts, x, lo, hi, rate: bool):
+    ok = (hi - lo) >= 2
+    l = np.maximum(hi - 1, 1) if len(x) > 1 else np.zeros_like(hi)
+    p = np.maximum(l - 1, 0)
+    lv, pv = x[l], x[p]
+    with np.errstate(all="ignore"):
+        r = lv - pv
+        if rate:
+            r = np.where(lv < pv, lv, r)
+        dt = (ts[l] - ts[p]).astype(np.float64)
+        ok &= dt != 0
+        if rate:
+            r = r / (dt / 1000.0)
+    return r, ok
+
+
+def f_irate(ts, x, lo, hi, m, a):
+    return _instant(ts, x, lo, hi, True)
+
+
+def f_idelta(ts, x, lo, hi, m, a):
+    return _instant(ts, x, lo, hi, False)
+
+
+def _linreg(ts, x, lo, hi, t0):
+    """Least-squares slope/intercept per window with x measured in seconds from t0 (per window)."""
+    flat, seg, n = gather(lo, hi)
+    W = len(lo)
+    with np.errstate(all="ignore"):
+        xs = (ts[flat] - t0[seg]) / 1000.0
+        ys = x[flat]
+        sx = np.bincount(seg, xs, W)
+        sy = np.bincount(seg, ys, W)
+        sxy = np.bincount(seg, xs * ys, W)
+        sx2 = np.bincount(seg, xs * xs, W)
+        cov = sxy - sx * sy / n
+        var = sx2 - sx * sx / n
+        slope = cov / var
+        icpt = sy / n - slope * sx / n
+        mn = reduceat(np.minimum, x, lo, hi)
+        mx = reduceat(np.maximum, x, lo, hi)
+        const = (mn == mx) & (n > 0)
+        slope = np.where(const, 0.0, slope)
+        icpt = np.where(const, x[np.minimum(lo, len(x) - 1)], icpt)
+    return slope, icpt
+
+
+def f_deriv(ts, x, lo, hi, m, a):
+    slope, _ = _linreg(ts, x, lo, hi, ts[np.minimum(lo, len(ts) - 1)])
+    return slope, _nonempty(lo, hi, 2)
+
+
+def f_predict_linear(ts, x, lo, hi, m, a):
+    slope, icpt = _linreg(ts, x, lo, hi, m.eval_ts)
+    return slope * a[0] + icpt, _nonempty(lo, hi, 2)
+
+
+def f_holt(ts, x, lo, hi, m, a):
+    sf, tf = a[0], a[1]
+    out = np.zeros(len(lo))
+    ok = _nonempty(lo, hi, 2)
+    for w in np.nonzero(ok)[0]:  # a recurrence: inherently sequential per window
+        s, t = float(sf[w]), float(tf[w])
+        v = x[lo[w]:hi[w]]
+        s0, s1 = v[0], v[0]
+        b = v[1] - v[0]
+        for i in range(1, len(v)):
+            if i > 1:
+                b = t * (s1 - s0) + (1 - t) * b
+            s0, s1 = s1, s * v[i] + (1 - s) * (s1 + b)
+        out[w] = s1
+    return out, ok
+
+
+def f_ts_min(ts, x, lo, hi, m, a):
+    return _ts_of(ts, x, lo, hi, np.fmin)
+
+
+def f_ts_max(ts, x, lo, hi, m, a):
+    return _ts_of(ts, x, lo, hi, np.fmax)
+
+
+def _ts_of(ts, x, lo, hi, uf):
+    ext = reduceat(uf, x, lo, hi)
+    flat, seg, n = gather(lo, hi)
+    hit = x[flat] == ext[seg]
+    t = np.full(len(lo), -1, dtype=np.int64)
+    np.maximum.at(t, seg[hit], ts[flat][hit])
+    return t / 1000.0, _nonempty(lo, hi)
+
+
+RANGE_FUNCS = {
+    "sum_over_time": f_sum, "count_over_time": f_count, "avg_over_time": f_avg,
+    "min_over_time": f_min, "max_over_time": f_max, "last_over_time": f_last,
+    "first_over_time": f_first, "present_over_time": f_present, "stddev_over_time": f_stddev,
+    "stdvar_over_time": f_stdvar, "quantile_over_time": f_quantile, "mad_over_time": f_mad,
+    "changes": f_changes, "resets": f_resets, "rate": f_rate, "increase": f_increase,
+    "delta": f_delta, "irate": f_irate, "idelta": f_idelta, "deriv": f_deriv,
+    "predict_linear": f_predict_linear, "holt_winters": f_holt,
+    "double_exponential_smoothing": f_holt, "ts_of_last_over_time": f_ts_last,
+    "ts_of_min_over_time": f_ts_min, "ts_of_max_over_time": f_ts_max,
+}
+KEEP_NAME = {"last_over_time", "first_over_time"}

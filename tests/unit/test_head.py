@@ -1,0 +1,76 @@
+"""The head: series creation, postings with every matcher type, append statuses, ranges."""
+from __future__ import annotations
+
+import numpy as np
+
+from receiver.tsdb.chunkenc import decode_many
+from receiver.tsdb.head import DUPLICATE, OK, OUT_OF_ORDER, SAME_DUPLICATE, TOO_OLD, Head
+from receiver.tsdb.labels import Matcher, encode_labels_key
+
+
+def key(**kw) -> bytes:
+    return encode_labels_key(tuple(sorted(kw.items())))
+
+
+def make_head() -> tuple[Head, list[bytes]]:
+    h = Head()
+    keys = [key(__name__="up", job="a", instance="1"), key(__name__="up", job="b", instance="2"),
+            key(__name__="req", job="a"), key(__name__="req", job="b", code="500")]
+    refs, new_refs, new_keys = h.refs_for(keys)
+    assert refs.tolist() == [0, 1, 2, 3] and new_refs.tolist() == [0, 1, 2, 3] and new_keys == keys
+    again, new_again, _ = h.refs_for(list(reversed(keys)))
+    assert again.tolist() == [3, 2, 1, 0] and len(new_again) == 0
+    return h, keys
+
+
+def names(h: Head, ms) -> list[str]:
+    return [dict(h.labels(r)).get("__name__", "") + "/" + dict(h.labels(r)).get("job", "")
+            for r in h.select_refs(ms).tolist()]
+
+
+def test_postings_every_matcher_type():
+    h, _ = make_head()
+    assert names(h, [Matcher("=", "__name__", "up")]) == ["up/a", "up/b"]
+    assert names(h, [Matcher("=", "job", "a"), Matcher("!=", "__name__", "up")]) == ["req/a"]
+    assert names(h, [Matcher("=~", "job", "a|b"), Matcher("=~", "__name__", "r.*")]) == ["req/a", "req/b"]
+    assert names(h, [Matcher("!~", "job", "a")]) == ["up/b", "req/b"]
+    # A matcher on a missing label sees "": code="" selects series without a code label.
+    assert names(h, [Matcher("=", "code", "")]) == ["up/a", "up/b", "req/a"]
+    assert names(h, [Matcher("!=", "code", "")]) == ["req/b"]
+    assert names(h, [Matcher("=~", "code", "5.*|")]) == ["up/a", "up/b", "req/a", "req/b"]
+    assert names(h, [Matcher("=", "nope", "x")]) == []
+    assert h.label_names() == ["__name__", "code", "instance", "job"]
+    assert h.label_values("job") == ["a", "b"]
+    assert h.label_values("job", [Matcher("=", "__name__", "req"), Matcher("=", "code", "500")]) == ["b"]
+
+
+def test_append_statuses_and_query_ranges():
+    h, _ = make_head()
+    refs = np.array([0, 0, 0, 1], dtype=np.int64)
+    st = h.append(refs, np.array([1000, 2000, 3000, 1000]), np.array([1.0, 2.0, 3.0, 5.0]))
+    assert st.tolist() == [OK] * 4
+    st = h.append(np.array([0, 0, 0, 1]), np.array([2500, 3000, 3000, 4000]),
+                  np.array([9.0, 7.0, 3.0, 6.0]))
+    assert st.tolist() == [OUT_OF_ORDER, DUPLICATE, SAME_DUPLICATE, OK]
+    # Older than half a chunk range behind the newest sample is too old.
+    st = h.append(np.array([2]), np.array([4000 - h.opts.chunk_range_ms // 2 - 1]), np.array([1.0]))
+    assert st.tolist() == [TOO_OLD]
+    assert (h.min_time, h.max_time) == (1000, 4000)
+    series = h.series([Matcher("=", "__name__", "up")], 1500, 3500)
+    # Selection is by chunk overlap, as in Prometheus; job b's chunk overlaps but has no sample.
+    assert [dict(l)["job"] for l, _ in series] == ["a", "b"]
+    ts, vals = decode_many([c[2] for c in series[0][1]], 1500, 3500)
+    assert ts.tolist() == [2000, 3000] and vals.tolist() == [2.0, 3.0]
+    assert len(decode_many([c[2] for c in series[1][1]], 1500, 3500)[0]) == 0
+    assert h.series([Matcher("=", "__name__", "up")], 5000, 6000) == []
+
+
+def test_restore_series_keeps_logged_refs():
+    h = Head()
+    k1, k2 = key(a="1"), key(a="2")
+    assert h.restore_series(5, k1) == 5
+    assert h.restore_series(2, k2) == 2
+    assert h.restore_series(9, k1) == 5  # logged twice: keeps the first ref
+    refs, new, _ = h.refs_for([key(a="3")])
+    assert refs.tolist() == [6] and new.tolist() == [6]
+    assert names(h, [Matcher("=~", "a", ".+")]) == ["/", "/", "/"]
