@@ -459,10 +459,12 @@ static PyObject *decode(PyObject *self, PyObject *arg)
     /* Start at one sample per 48 request bytes: label-heavy requests (the usual 1-sample
        series, ~230 bytes each) then never grow, and sample-dense ones (~18 bytes per sample)
        grow twice. A large overestimate costs more than it saves: fresh big blocks fault pages. */
-    Out out = {PyBytes_FromStringAndSize(NULL, 0), PyBytes_FromStringAndSize(NULL, 0),
-               PyBytes_FromStringAndSize(NULL, 0), NULL, NULL, NULL, 0, 0, 0, 0};
-    if (!so.keys || !out.series_obj || !out.ts_obj || !out.vals_obj ||
-        out_resize(&out, buf.len / 48 + 16) < 0)
+    Py_ssize_t cap0 = buf.len / 48 + 16;
+    Out out = {PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(int32_t)),
+               PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(int64_t)),
+               PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(uint64_t)),
+               NULL, NULL, NULL, 0, 0, 0, 0};
+    if (!so.keys || !out.series_obj || !out.ts_obj || !out.vals_obj || out_resize(&out, cap0) < 0)
         goto done;
 
     const uint8_t *p = start;

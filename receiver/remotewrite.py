@@ -129,7 +129,8 @@ def decode_body(
     size = snappy_uncompressed_length(body)
     if size > max_decompressed_bytes:
         raise RemoteWriteError(
-            f"decompressed request would be {size} bytes, over the {max_decompressed_bytes} byte limit")
+            f"decompressed request would be {size} bytes, over the {max_decompressed_bytes} byte limit",
+            status=413)
     try:
         raw = cramjam.snappy.decompress_raw(body)
     except Exception as e:  # cramjam raises its own DecompressionError

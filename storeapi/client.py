@@ -125,9 +125,13 @@ class StoreClient:
                 continue
             for s in group:
                 lbls = labels_from_pb(s.labels)
-                chunks = [(c.min_time, c.max_time, c.raw.data) for c in s.chunks
-                          if c.HasField("raw") and c.raw.type == _XOR]
-                dropped += len(s.chunks) - len(chunks)
+                chunks = []
+                for c in s.chunks:
+                    raw = c.raw  # an absent raw (downsampled-only chunk) reads as empty
+                    if raw.type == _XOR and raw.data:
+                        chunks.append((c.min_time, c.max_time, raw.data))
+                    else:
+                        dropped += 1
                 if cur is not None and cur.labels == lbls:
                     cur.chunks.extend(chunks)
                     continue

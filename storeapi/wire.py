@@ -14,9 +14,11 @@ from receiver.tsdb.labels import Labels
 
 _U64 = 0xFFFFFFFFFFFFFFFF
 _SMALL = tuple(bytes((i,)) for i in range(128))
+_MAX_CACHED_TIMES = 1 << 16
+_MAX_CACHED_LABELS = 1 << 18
 
 # Field tags (field_number << 3 | wire_type), named after the Thanos messages they belong to.
-_TAG_LABEL = b"\x0a"        # Series.labels = 1 (LEN)          / SeriesResponse.series = 1
+_TAG_LABEL = b"\x0a"        # Series.labels = 1 (LEN)
 _TAG_NAME = b"\x0a"         # Label.name = 1 (LEN)
 _TAG_VALUE = b"\x12"        # Label.value = 2 (LEN)
 _TAG_CHUNKS = b"\x12"       # Series.chunks = 2 (LEN)
@@ -50,14 +52,25 @@ def _len_field(tag: bytes, body: bytes) -> bytes:
 class SeriesEncoder:
     """Encodes Series frames for one request; caches the encoding of each label pair."""
 
-    __slots__ = ("_labels",)
+    __slots__ = ("_labels", "_times")
 
     def __init__(self) -> None:
         self._labels: dict[tuple[str, str], bytes] = {}
+        # Varints of chunk min/max times: series scraped together share chunk boundaries, and a
+        # cache hit (~0.1 us) beats encoding a 6-byte varint in Python (~0.5 us).
+        self._times: dict[int, bytes] = {}
+
+    def _time(self, t: int) -> bytes:
+        if len(self._times) >= _MAX_CACHED_TIMES:  # bound memory when times never repeat
+            self._times.clear()
+        enc = self._times[t] = uvarint(t)
+        return enc
 
     def _label(self, pair: tuple[str, str]) -> bytes:
         enc = self._labels.get(pair)
         if enc is None:
+            if len(self._labels) >= _MAX_CACHED_LABELS:  # e.g. a unique id label per series
+                self._labels.clear()
             name, value = pair
             body = b""
             if name:
@@ -71,11 +84,12 @@ class SeriesEncoder:
         """The body of one ``thanos.Series`` with raw XOR AggrChunks."""
         get = self._labels.get
         parts = [get(p) or self._label(p) for p in labels]
+        tget = self._times.get
         for mint, maxt, data in chunks:
             raw = _len_field(_TAG_DATA, data) if data else b""
             agg = (
-                (_TAG_MINT + uvarint(mint) if mint else b"")
-                + (_TAG_MAXT + uvarint(maxt) if maxt else b"")
+                (_TAG_MINT + (tget(mint) or self._time(mint)) if mint else b"")
+                + (_TAG_MAXT + (tget(maxt) or self._time(maxt)) if maxt else b"")
                 + _TAG_RAW + uvarint(len(raw)) + raw
             )
             parts.append(_TAG_CHUNKS + uvarint(len(agg)) + agg)

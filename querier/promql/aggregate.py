@@ -46,6 +46,19 @@ def quantile_sorted(srt: np.ndarray, n: np.ndarray, q) -> np.ndarray:
     return np.where(np.isnan(q) | (n == 0), np.nan, r)
 
 
+def kahan_rows(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Kahan-compensated sum over rows (series), vectorised over steps, like Prometheus's sum."""
+    s = np.zeros(x.shape[1])
+    c = np.zeros(x.shape[1])
+    with np.errstate(all="ignore"):
+        for i in range(x.shape[0]):
+            inc = np.where(p[i], x[i], 0.0)
+            t = s + inc
+            c = np.where(np.isinf(t), 0.0, np.where(np.abs(s) >= np.abs(inc), c + ((s - t) + inc), c + ((inc - t) + s)))
+            s = t
+    return s + c
+
+
 def aggregate(ev, e) -> Vec:
     op = str(e.op)
     v = ev.eval(e.expr)
@@ -77,9 +90,9 @@ def aggregate(ev, e) -> Vec:
         cnt = p.sum(0)
         with np.errstate(all="ignore"):
             if op == "sum":
-                r = np.where(p, x, 0.0).sum(0)
+                r = kahan_rows(x, p)
             elif op == "avg":
-                r = np.where(p, x, 0.0).sum(0) / cnt
+                r = kahan_rows(x, p) / cnt
                 over = ~np.isfinite(r) & np.all(np.isfinite(np.where(p, x, 0.0)), 0)
                 if over.any():
                     r = np.where(over, np.where(p, x / np.maximum(cnt, 1), 0.0).sum(0), r)
@@ -92,11 +105,15 @@ def aggregate(ev, e) -> Vec:
             elif op == "max":
                 r = np.fmax.reduce(np.where(p, x, np.nan), axis=0)
             elif op in ("stddev", "stdvar"):
-                mean = np.where(p, x, 0.0).sum(0) / cnt
-                var = np.where(p, (x - mean) ** 2, 0.0).sum(0) / cnt
+                ref = x[p.argmax(0), np.arange(T)]  # shift: constant inputs give exactly 0
+                d = np.where(p, x - ref, 0.0)
+                mean = d.sum(0) / cnt
+                var = np.where(p, (d - mean) ** 2, 0.0).sum(0) / cnt
                 r = np.sqrt(var) if op == "stddev" else var
             elif op == "quantile":
-                srt = np.sort(np.where(p, x, np.inf), axis=0)
+                xa = np.where(p, x, np.inf)
+                order = np.argsort(np.where(np.isnan(xa), -np.inf, xa), axis=0, kind="stable")
+                srt = np.take_along_axis(xa, order, axis=0)
                 r = quantile_sorted(srt, cnt, param.vals)
             else:
                 raise PromQLError("bad_data", f"unsupported aggregation {op}")
@@ -137,17 +154,21 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
     kv = param.vals
     T = ev.T
     if op != "limit_ratio":
-        if np.isnan(kv).any() and len(v.labels):
+        if np.isnan(kv).any():
             raise PromQLError("execution", f"Parameter value is NaN for {op}")
         k = np.trunc(np.clip(kv, -1, 1e18)).astype(np.int64)
     key = _grouper(mod)
     groups: dict[Labels, list[int]] = {}
     for i, l in enumerate(v.labels):
         groups.setdefault(key(l), []).append(i)
+    if op == "limit_ratio" and np.isnan(kv).any():
+        raise PromQLError("execution", "Ratio value is NaN")
     pres = v.present.copy()
     for idx in groups.values():
         x, p = v.vals[idx], v.present[idx]
         if op == "limit_ratio":
+            if np.isnan(kv).any():
+                raise PromQLError("execution", "Ratio value is NaN")
             r = np.clip(kv, -1, 1)
             for j, i in enumerate(idx):
                 s = _ratio_hash(v.labels[i])

@@ -93,18 +93,18 @@ def _set_op(op: str, lhs, rhs, mod) -> Vec:
         rs[k] = rs.get(k, np.zeros(T, bool)) | rhs.present[i]
     if op == "and":
         none = np.zeros(T, bool)
-        pres = np.array([lhs.present[i] & rs.get(sig(l), none) for i, l in enumerate(lhs.labels)]).reshape(lhs.present.shape)
+        pres = np.array([lhs.present[i] & rs.get(sig(l), none) for i, l in enumerate(lhs.labels)], dtype=bool).reshape(lhs.present.shape)
         return Vec(lhs.labels, lhs.vals, pres, lhs.drop)
     if op == "unless":
         none = np.zeros(T, bool)
-        pres = np.array([lhs.present[i] & ~rs.get(sig(l), none) for i, l in enumerate(lhs.labels)]).reshape(lhs.present.shape)
+        pres = np.array([lhs.present[i] & ~rs.get(sig(l), none) for i, l in enumerate(lhs.labels)], dtype=bool).reshape(lhs.present.shape)
         return Vec(lhs.labels, lhs.vals, pres, lhs.drop)
     ls: dict = {}
     for i, l in enumerate(lhs.labels):
         k = sig(l)
         ls[k] = ls.get(k, np.zeros(T, bool)) | lhs.present[i]
     none = np.zeros(T, bool)
-    rp = np.array([rhs.present[i] & ~ls.get(sig(l), none) for i, l in enumerate(rhs.labels)]).reshape(rhs.present.shape)
+    rp = np.array([rhs.present[i] & ~ls.get(sig(l), none) for i, l in enumerate(rhs.labels)], dtype=bool).reshape(rhs.present.shape)
     out = Vec(lhs.labels + rhs.labels, np.concatenate([lhs.vals, rhs.vals]), np.concatenate([lhs.present, rp]),
               np.concatenate([lhs.drop, rhs.drop]))
     return merge_rows(out, "vector cannot contain metrics with the same labelset")

@@ -43,6 +43,7 @@ class _Shared:
     start: int
     end: int
     deadline: float
+    step: int = 0
     samples: int = 0
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
@@ -115,12 +116,14 @@ class Evaluator:
         return base - dur_ms(node.offset)
 
     def _eval_ts(self, node) -> np.ndarray:
-        at = self.at_ms(node)
-        return self.steps if at is None else np.full(self.T, at, dtype=np.int64)
+        return self.steps
 
     # -- selectors ---------------------------------------------------------------------------
     def _select(self, vs, mint: int, maxt: int):
-        ms = [Matcher(_op_of(m), m.name, m.value) for m in vs.matchers.matchers]
+        ms = []
+        for m in vs.matchers.matchers:
+            t = _op_of(m)
+            ms.append(Matcher(t, m.name, scope_inline_flags(m.value) if t in (MatchType.RE, MatchType.NRE) else m.value))
         if vs.name is not None and not any(m.name == "__name__" for m in ms):
             ms.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
         out = []
@@ -207,6 +210,59 @@ class Evaluator:
         return Matrix(labels, tss, valss, np.array(drop, dtype=bool), E, rng, self._eval_ts(sq))
 
 
+def scope_inline_flags(rx: str) -> str:
+    """RE2 lets "(?i)" appear mid-pattern (it applies to the rest of the enclosing group);
+    Python only accepts it at the start, so rewrite it as a scoped "(?i:...)" group."""
+    if "(?" not in rx[1:]:
+        return rx
+    out: list[str] = []
+    closers: list[int] = [0]  # scoped groups to close at the end of each nesting level
+    i = 0
+    while i < len(rx):
+        c = rx[i]
+        if c == "\\":
+            out.append(rx[i:i + 2])
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            if j < len(rx) and rx[j] == "^":
+                j += 1
+            if j < len(rx) and rx[j] == "]":
+                j += 1
+            while j < len(rx) and rx[j] != "]":
+                j += 2 if rx[j] == "\\" else 1
+            out.append(rx[i:j + 1])
+            i = j + 1
+            continue
+        if c == "(":
+            m = re.match(r"\(\?([imsU-]+)\)", rx[i:])
+            if m and i > 0:
+                out.append(f"(?{m[1]}:")
+                closers[-1] += 1
+                i += len(m[0])
+                continue
+            closers.append(0)
+            out.append(c)
+            i += 1
+            continue
+        if c == ")":
+            out.append(")" * closers.pop() + ")")
+            if not closers:
+                closers.append(0)
+            i += 1
+            continue
+        if c == "|" and closers[-1]:
+            out.append(")" * closers[-1] + "|")
+            closers[-1] = 0
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    out.append(")" * closers[-1])
+    return "".join(out)
+
+
 def _op_of(m) -> MatchType:
     for op, t in _OPS:
         if m.op == op:
@@ -282,6 +338,7 @@ class Engine:
             raise PromQLError("bad_data", f"invalid expression type \"{t}\" for range query, must be Scalar or instant Vector")
         sh = self._shared(q, start_ms, end_ms)
         steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
+        sh.step = step_ms
         ev = Evaluator(sh, steps)
         v = ev.eval(expr)
         if isinstance(v, Scalar):

@@ -46,6 +46,14 @@ def call(ev, e):
         return _absent_result(ev, args[0], ~anyp)
     if name == "time":
         return Scalar(ev.steps / 1000.0)
+    if name in ("step", "range", "start", "end"):
+        sh = ev.sh
+        v = {"step": sh.step, "range": sh.end - sh.start, "start": sh.start, "end": sh.end}[name]
+        return Scalar(np.full(ev.T, v / 1000.0))
+    if name in ("min_of", "max_of"):
+        a, b = (ev.eval(x).vals for x in args[:2])
+        with np.errstate(all="ignore"):
+            return Scalar((np.minimum if name == "min_of" else np.maximum)(a, b))
     if name == "pi":
         return Scalar(np.full(ev.T, np.pi))
     if name == "vector":
@@ -99,9 +107,11 @@ def call(ev, e):
             ev.warn("sort is ineffective for range queries since results are always ordered by labels")
         return ev.eval(args[0])
     if name in ("sort_by_label", "sort_by_label_desc"):
+        if ev.sh.start != ev.sh.end:
+            ev.warn("sort is ineffective for range queries since results are always ordered by labels")
         v = ev.eval(args[0])
         names = [ev.eval(a).val for a in args[1:]]
-        key = [(tuple(get_label(l, n) for n in names), l) for l in v.labels]
+        key = [(tuple(_natural(get_label(l, n)) for n in names), l) for l in v.labels]
         order = sorted(range(len(key)), key=lambda i: key[i], reverse=name.endswith("desc"))
         return Vec([v.labels[i] for i in order], v.vals[order], v.present[order], v.drop[order])
     if name == "label_replace":
@@ -114,6 +124,8 @@ def call(ev, e):
 
 
 def _range_call(ev, name: str, args) -> Vec:
+    if name == "quantile_over_time":
+        args = [args[1], args[0]]
     m = ev.eval(args[0])
     extra = [ev.eval(a) for a in args[1:]]
     extra_vals = [x.vals for x in extra]
@@ -148,6 +160,11 @@ def _range_call(ev, name: str, args) -> Vec:
         pres[i] = ok
     drop = m.drop.copy() if name in KEEP_NAME else np.ones(n, bool)
     return Vec(list(m.labels), vals, pres, drop)
+
+
+def _natural(s: str) -> tuple:
+    """Natural sort key: digit runs compare numerically."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.findall(r"\d+|\D+", s))
 
 
 def _absent_result(ev, arg, mask: np.ndarray) -> Vec:

@@ -41,7 +41,7 @@ def _seg_sorted(x: np.ndarray, lo, hi):
     out = np.full((max(mx, 1), W), np.inf)
     if len(flat):
         v = x[flat]
-        order = np.lexsort((v, seg))
+        order = np.lexsort((np.where(np.isnan(v), -np.inf, v), np.isnan(v) == 0, seg))
         v, s = v[order], seg[order]
         pos = np.arange(len(v)) - (np.cumsum(n) - n)[s]
         out[pos, s] = v
@@ -52,8 +52,36 @@ def _nonempty(lo, hi, k: int = 1):
     return (hi - lo) >= k
 
 
+def _needs_kahan(x: np.ndarray) -> bool:
+    """Plain summation is exact enough unless magnitudes differ wildly."""
+    if not len(x):
+        return False
+    ax = np.abs(x)
+    nz = ax[(ax > 0) & np.isfinite(ax)]
+    return len(nz) > 0 and bool(nz.max() > 2.0 ** 40 * nz.min())
+
+
+def kahan_windows(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Kahan-compensated window sums, iterating over window positions (not steps)."""
+    s = np.zeros(len(lo))
+    c = np.zeros(len(lo))
+    last = len(x) - 1
+    with np.errstate(all="ignore"):
+        for k in range(int((hi - lo).max())):
+            idx = lo + k
+            inc = np.where(idx < hi, x[np.minimum(idx, last)], 0.0)
+            t = s + inc
+            c = np.where(np.isinf(t), 0.0, np.where(np.abs(s) >= np.abs(inc), c + ((s - t) + inc), c + ((inc - t) + s)))
+            s = t
+    return s + c
+
+
+def window_sum(x, lo, hi):
+    return kahan_windows(x, lo, hi) if _needs_kahan(x) else reduceat(np.add, x, lo, hi)
+
+
 def f_sum(ts, x, lo, hi, m, a):
-    return reduceat(np.add, x, lo, hi), _nonempty(lo, hi)
+    return window_sum(x, lo, hi), _nonempty(lo, hi)
 
 
 def f_count(ts, x, lo, hi, m, a):
@@ -63,7 +91,7 @@ def f_count(ts, x, lo, hi, m, a):
 def f_avg(ts, x, lo, hi, m, a):
     n = hi - lo
     with np.errstate(all="ignore"):
-        r = reduceat(np.add, x, lo, hi) / n
+        r = window_sum(x, lo, hi) / n
         bad = ~np.isfinite(r) & _nonempty(lo, hi)
         if bad.any() and np.isfinite(x).all():
             flat, seg, _ = gather(lo, hi)
@@ -88,6 +116,10 @@ def f_first(ts, x, lo, hi, m, a):
     return x[np.minimum(lo, len(x) - 1)], _nonempty(lo, hi)
 
 
+def f_ts_first(ts, x, lo, hi, m, a):
+    return ts[np.minimum(lo, len(x) - 1)] / 1000.0, _nonempty(lo, hi)
+
+
 def f_ts_last(ts, x, lo, hi, m, a):
     return ts[np.maximum(hi - 1, 0)] / 1000.0, _nonempty(lo, hi)
 
@@ -100,7 +132,7 @@ def _var(x, lo, hi):
     flat, seg, n = gather(lo, hi)
     W = len(lo)
     with np.errstate(all="ignore"):
-        v = x[flat]
+        v = x[flat] - x[np.minimum(lo, len(x) - 1)][seg]  # shift: constant windows give exactly 0
         mean = np.bincount(seg, weights=v, minlength=W) / n
         dev = v - mean[seg]
         return np.bincount(seg, weights=dev * dev, minlength=W) / n
@@ -131,12 +163,13 @@ def f_mad(ts, x, lo, hi, m, a):
     mx = int(n.max()) if W else 0
     out = np.full((max(mx, 1), W), np.inf)
     if len(flat):
-        order = np.lexsort((d, seg))
+        order = np.lexsort((np.where(np.isnan(d), -np.inf, d), np.isnan(d) == 0, seg))
         dd, s = d[order], seg[order]
         pos = np.arange(len(dd)) - (np.cumsum(n) - n)[s]
         out[pos, s] = dd
     del dev, tmp
-    return quantile_sorted(out, n, 0.5), _nonempty(lo, hi)
+    has_nan = reduceat(np.add, np.isnan(x).astype(np.float64), lo, hi) > 0
+    return np.where(has_nan, np.nan, quantile_sorted(out, n, 0.5)), _nonempty(lo, hi)
 
 
 def _pair_prefix(cond: np.ndarray) -> np.ndarray:
@@ -175,12 +208,12 @@ def _extrapolated(ts, x, lo, hi, m, counter: bool, rate: bool):
         avg = sampled / (n - 1)
         dstart = (ft - (m.end - m.rng)) / 1000.0
         dend = (m.end - lt) / 1000.0
+        thr = avg * 1.1
+        dstart = np.where(dstart >= thr, avg / 2, dstart)
         if counter:
             dz = sampled * (fv / res)
             use = (res > 0) & (fv >= 0) & (dz < dstart)
             dstart = np.where(use, dz, dstart)
-        thr = avg * 1.1
-        dstart = np.where(dstart >= thr, avg / 2, dstart)
         dend = np.where(dend >= thr, avg / 2, dend)
         factor = (sampled + dstart + dend) / sampled
         if rate:
@@ -299,7 +332,7 @@ RANGE_FUNCS = {
     "changes": f_changes, "resets": f_resets, "rate": f_rate, "increase": f_increase,
     "delta": f_delta, "irate": f_irate, "idelta": f_idelta, "deriv": f_deriv,
     "predict_linear": f_predict_linear, "holt_winters": f_holt,
-    "double_exponential_smoothing": f_holt, "ts_of_last_over_time": f_ts_last,
+    "double_exponential_smoothing": f_holt, "ts_of_last_over_time": f_ts_last, "ts_of_first_over_time": f_ts_first,
     "ts_of_min_over_time": f_ts_min, "ts_of_max_over_time": f_ts_max,
 }
 KEEP_NAME = {"last_over_time", "first_over_time"}

@@ -75,9 +75,7 @@ def set_label(lbls: Labels, name: str, value: str) -> Labels:
 
 
 def fmt_labels(lbls: Labels) -> str:
-    name = get_label(lbls, METRIC_NAME)
-    rest = ", ".join(f'{k}="{v}"' for k, v in lbls if k != METRIC_NAME)
-    return f"{name}{{{rest}}}"
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in lbls) + "}"
 
 
 def merge_rows(v: Vec, err: str) -> Vec:

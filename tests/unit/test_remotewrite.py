@@ -200,6 +200,15 @@ def test_round_trip_many_series_and_special_values():
     assert (d.n_histograms, d.n_exemplars) == (0, 0)
 
 
+def test_label_keys_for_every_short_length():
+    # The key builder has separate copy paths for <4, 4-7, 8-16 and longer strings.
+    series = [((("n" * k, "v" * (40 - k)),), [k], [float(k)]) for k in range(41)]
+    series += [((("a" * 300, "b" * 70000),), [1], [1.0])]  # multi-byte uvarint lengths
+    d = decode(encode_write_request(series))
+    assert d.keys == [encode_labels_key(lbls) for lbls, _, _ in series]
+    assert d.series_status.tolist() == [1] + [0] * 39 + [1, 0]
+
+
 def test_decode_body_round_trip_through_snappy():
     series = [((("__name__", "up"), ("job", "node")), np.arange(100, dtype=np.int64) * 15000,
                np.linspace(0, 1, 100))]
@@ -513,7 +522,7 @@ def test_decompression_bomb_is_refused_before_decompressing():
     assert decode_body(body, "snappy", None, max_decompressed_bytes=len(raw)).n_samples == 5000
     with pytest.raises(RemoteWriteError, match="limit") as ei:
         decode_body(body, "snappy", None, max_decompressed_bytes=len(raw) - 1)
-    assert ei.value.status == 400
+    assert ei.value.status == 413  # too large, like an oversized body
     # A header claiming 4 GiB with no data behind it is refused from the header alone.
     with pytest.raises(RemoteWriteError, match="limit"):
         decode_body(_uvarint(1 << 32) + b"\x00", "snappy", None)

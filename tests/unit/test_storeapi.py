@@ -41,7 +41,7 @@ class FakeSource:
         self._sets = list(label_sets)
         self._range = trange
         self.calls: list[tuple] = []
-        self.fail = False
+        self.fail_after: int | None = None  # raise after yielding this many series
 
     def label_sets(self) -> list[Labels]:
         return self._sets
@@ -51,8 +51,8 @@ class FakeSource:
 
     def series(self, mint, maxt, matchers, skip_chunks):
         self.calls.append(("series", mint, maxt, list(matchers), skip_chunks))
-        for s in self._series:
-            if self.fail:
+        for i, s in enumerate(self._series):
+            if self.fail_after is not None and i >= self.fail_after:
                 raise RuntimeError("disk on fire")
             if matches_all(s[0], matchers):
                 yield s
@@ -397,10 +397,18 @@ def test_errors_bad_regex_unknown_type_and_source_failure():
             _ = [f async for f in stub.Series(rpc_pb2.SeriesRequest(matchers=[
                 types_pb2.LabelMatcher(type=9, name="job", value="x")]))]
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        src.fail = True
+        for fail_after in (0, 2):  # before the first frame, and mid-stream
+            src.fail_after = fail_after
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await client.series(0, 10_000, [Matcher(MatchType.RE, "job", ".*")])
+            assert e.value.code() == grpc.StatusCode.INTERNAL
+            assert "disk on fire" in e.value.details()
+        frames = []
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await client.series(0, 10_000, [Matcher(MatchType.RE, "job", ".*")])
-        assert e.value.code() == grpc.StatusCode.INTERNAL and "disk on fire" in e.value.details()
+            async for f in stub.Series(rpc_pb2.SeriesRequest(max_time=10_000, matchers=[
+                    types_pb2.LabelMatcher(type=types_pb2.LabelMatcher.RE, name="job", value=".*")])):
+                frames.append(f)
+        assert len(frames) == 2 and e.value.code() == grpc.StatusCode.INTERNAL
 
     run(lambda: with_store(src, body))
 
