@@ -31,8 +31,11 @@ HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf
            "X-Prometheus-Remote-Write-Version": "0.1.0"}
 
 
-def make_payloads(n_series: int, rounds: int, per_request: int, t0: int) -> list[bytes]:
-    """Every series gets one sample per 15 s round; requests carry ``per_request`` samples."""
+def make_payloads(n_series: int, rounds: int, per_request: int, t0: int) -> list[tuple[int, bytes]]:
+    """Every series gets one sample per 15 s round; requests carry ``per_request`` samples.
+
+    Each request is tagged with its block of series: like Prometheus's shards, one sender owns
+    a block and sends its requests in order, so no series ever goes backwards in time."""
     rng = np.random.default_rng(1)
     labels = [(("__name__", f"bench_metric_{i % 200}_total"), ("cluster", "eu-1"),
                ("instance", f"10.0.{i // 250 % 256}.{i % 250}:9100"), ("job", "node"),
@@ -44,27 +47,33 @@ def make_payloads(n_series: int, rounds: int, per_request: int, t0: int) -> list
         t = t0 + r * 15_000
         for lo in range(0, n_series, per_request):
             hi = min(lo + per_request, n_series)
-            out.append(snappy_compress(encode_write_request(
-                (labels[i], np.array([t], dtype=np.int64), values[i:i + 1]) for i in range(lo, hi))))
+            out.append((lo // per_request, snappy_compress(encode_write_request(
+                (labels[i], np.array([t], dtype=np.int64), values[i:i + 1]) for i in range(lo, hi)))))
     return out
 
 
-async def blast(url: str, payloads: list[bytes], inflight: int) -> tuple[float, int, list[float]]:
+async def blast(url: str, payloads: list[tuple[int, bytes]], inflight: int
+                ) -> tuple[float, int, list[float]]:
     errors = 0
+    first_error: list[str] = []
     lat: list[float] = []
-    queue = iter(payloads)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=inflight)) as s:
-        async def worker() -> None:
+        async def worker(shard: int) -> None:
             nonlocal errors
-            for p in queue:
+            for block, p in payloads:
+                if block % inflight != shard:
+                    continue
                 t = time.perf_counter()
                 async with s.post(url, data=p, headers=HEADERS) as r:
                     await r.read()
                     if r.status // 100 != 2:
                         errors += 1
+                        if not first_error:
+                            first_error.append(f"{r.status} {(await r.text())[:300]}")
+                            print(f"  {url}: first error: {first_error[0]}", file=sys.stderr)
                 lat.append(time.perf_counter() - t)
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(inflight)))
+        await asyncio.gather(*(worker(w) for w in range(inflight)))
         return time.perf_counter() - t0, errors, lat
 
 

@@ -12,12 +12,9 @@ from receiver.tsdb.labels import Matcher, MatchType
 MIN_TIME_MS = -9223372036854775808 // 1_000_000 * 1000  # as Prometheus's minTime, ms
 MAX_TIME_MS = 9223372036854775807 // 1_000_000 * 1000
 
-_OPS = {
-    promql_parser.MatchOp.Equal: MatchType.EQ,
-    promql_parser.MatchOp.NotEqual: MatchType.NEQ,
-    promql_parser.MatchOp.Re: MatchType.RE,
-    promql_parser.MatchOp.NotRe: MatchType.NRE,
-}
+# promql_parser's MatchOp is not hashable; key by its printed name.
+_OPS = {"MatchOp.Equal": MatchType.EQ, "MatchOp.NotEqual": MatchType.NEQ,
+        "MatchOp.Re": MatchType.RE, "MatchOp.NotRe": MatchType.NRE}
 
 _DURATION_RE = re.compile(r"^(?:\d+(?:ms|[smhdwy]))+$")
 
@@ -71,7 +68,7 @@ def parse_matchers(selector: str) -> list[Matcher]:
         raise BadParam(f"invalid parameter \"match[]\": {e}") from None
     if not isinstance(expr, promql_parser.VectorSelector):
         raise BadParam(f'invalid parameter "match[]": expected a series selector, got {selector!r}')
-    out = [Matcher(_OPS[m.op], m.name, m.value) for m in expr.matchers.matchers]
+    out = [Matcher(_OPS[str(m.op)], m.name, m.value) for m in expr.matchers.matchers]
     if expr.name is not None and not any(m.name == "__name__" for m in out):
         out.append(Matcher(MatchType.EQ, "__name__", expr.name))
     if all(m.matches_empty() for m in out):

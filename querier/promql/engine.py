@@ -123,9 +123,11 @@ class Evaluator:
         ms = []
         for m in vs.matchers.matchers:
             t = _op_of(m)
-            ms.append(Matcher(t, m.name, scope_inline_flags(m.value) if t in (MatchType.RE, MatchType.NRE) else m.value))
+            ms.append(Matcher(t, m.name, m.value))
         if vs.name is not None and not any(m.name == "__name__" for m in ms):
             ms.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
+        if all(m.matches_empty() for m in ms):
+            raise PromQLError("bad_data", "vector selector must contain at least one non-empty matcher")
         out = []
         for s in self.sh.q.select(ms, mint, maxt):
             ts = np.asarray(s.ts, dtype=np.int64)
@@ -208,59 +210,6 @@ class Evaluator:
                 valss.append(inner.vals[i][p])
                 drop.append(inner.drop[i])
         return Matrix(labels, tss, valss, np.array(drop, dtype=bool), E, rng, self._eval_ts(sq))
-
-
-def scope_inline_flags(rx: str) -> str:
-    """RE2 lets "(?i)" appear mid-pattern (it applies to the rest of the enclosing group);
-    Python only accepts it at the start, so rewrite it as a scoped "(?i:...)" group."""
-    if "(?" not in rx[1:]:
-        return rx
-    out: list[str] = []
-    closers: list[int] = [0]  # scoped groups to close at the end of each nesting level
-    i = 0
-    while i < len(rx):
-        c = rx[i]
-        if c == "\\":
-            out.append(rx[i:i + 2])
-            i += 2
-            continue
-        if c == "[":
-            j = i + 1
-            if j < len(rx) and rx[j] == "^":
-                j += 1
-            if j < len(rx) and rx[j] == "]":
-                j += 1
-            while j < len(rx) and rx[j] != "]":
-                j += 2 if rx[j] == "\\" else 1
-            out.append(rx[i:j + 1])
-            i = j + 1
-            continue
-        if c == "(":
-            m = re.match(r"\(\?([imsU-]+)\)", rx[i:])
-            if m and i > 0:
-                out.append(f"(?{m[1]}:")
-                closers[-1] += 1
-                i += len(m[0])
-                continue
-            closers.append(0)
-            out.append(c)
-            i += 1
-            continue
-        if c == ")":
-            out.append(")" * closers.pop() + ")")
-            if not closers:
-                closers.append(0)
-            i += 1
-            continue
-        if c == "|" and closers[-1]:
-            out.append(")" * closers[-1] + "|")
-            closers[-1] = 0
-            i += 1
-            continue
-        out.append(c)
-        i += 1
-    out.append(")" * closers[-1])
-    return "".join(out)
 
 
 def _op_of(m) -> MatchType:

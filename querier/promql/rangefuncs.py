@@ -21,7 +21,8 @@ def reduceat(uf, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     idx = np.empty(2 * len(lo), dtype=np.intp)
     idx[0::2] = lo
     idx[1::2] = hi
-    return uf.reduceat(a, idx)[0::2]
+    with np.errstate(all="ignore"):
+        return uf.reduceat(a, idx)[0::2]
 
 
 def gather(lo: np.ndarray, hi: np.ndarray):
@@ -58,7 +59,7 @@ def _needs_kahan(x: np.ndarray) -> bool:
         return False
     ax = np.abs(x)
     nz = ax[(ax > 0) & np.isfinite(ax)]
-    return len(nz) > 0 and bool(nz.max() > 2.0 ** 40 * nz.min())
+    return len(nz) > 0 and bool(nz.max() / 2.0 ** 40 > nz.min())
 
 
 def kahan_windows(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -155,10 +156,7 @@ def f_mad(ts, x, lo, hi, m, a):
     srt, n = _seg_sorted(x, lo, hi)
     med = quantile_sorted(srt, n, 0.5)
     flat, seg, _ = gather(lo, hi)
-    dev = np.abs(x - 0.0)
-    d = np.abs(x[flat] - med[seg])
-    tmp = np.zeros(len(flat) + 1)
-    # re-sort the absolute deviations per window
+    d = np.abs(x[flat] - med[seg])  # re-sorted per window below
     W = len(lo)
     mx = int(n.max()) if W else 0
     out = np.full((max(mx, 1), W), np.inf)
@@ -167,7 +165,6 @@ def f_mad(ts, x, lo, hi, m, a):
         dd, s = d[order], seg[order]
         pos = np.arange(len(dd)) - (np.cumsum(n) - n)[s]
         out[pos, s] = dd
-    del dev, tmp
     has_nan = reduceat(np.add, np.isnan(x).astype(np.float64), lo, hi) > 0
     return np.where(has_nan, np.nan, quantile_sorted(out, n, 0.5)), _nonempty(lo, hi)
 

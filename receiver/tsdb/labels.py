@@ -112,7 +112,60 @@ class Matcher:
 def convert_go_regex(expr: str) -> str:
     """Translate the few RE2 spellings Python's ``re`` reads differently."""
     # RE2 named groups (?P<name>...) are valid in Python too; \z is RE2's end of text.
-    return expr.replace(r"\z", r"\Z")
+    return scope_inline_flags(expr.replace(r"\z", r"\Z"))
+
+
+def scope_inline_flags(rx: str) -> str:
+    """RE2 lets "(?i)" appear mid-pattern (it applies to the rest of the enclosing group);
+    Python only accepts it at the start, so rewrite it as a scoped "(?i:...)" group."""
+    if "(?" not in rx[1:]:
+        return rx
+    out: list[str] = []
+    closers: list[int] = [0]  # scoped groups to close at the end of each nesting level
+    i = 0
+    while i < len(rx):
+        c = rx[i]
+        if c == "\\":
+            out.append(rx[i:i + 2])
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            if j < len(rx) and rx[j] == "^":
+                j += 1
+            if j < len(rx) and rx[j] == "]":
+                j += 1
+            while j < len(rx) and rx[j] != "]":
+                j += 2 if rx[j] == "\\" else 1
+            out.append(rx[i:j + 1])
+            i = j + 1
+            continue
+        if c == "(":
+            m = re.match(r"\(\?([imsU-]+)\)", rx[i:])
+            if m and i > 0:
+                out.append(f"(?{m[1]}:")
+                closers[-1] += 1
+                i += len(m[0])
+                continue
+            closers.append(0)
+            out.append(c)
+            i += 1
+            continue
+        if c == ")":
+            out.append(")" * closers.pop() + ")")
+            if not closers:
+                closers.append(0)
+            i += 1
+            continue
+        if c == "|" and closers[-1]:
+            out.append(")" * closers[-1] + "|")
+            closers[-1] = 0
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    out.append(")" * closers[-1])
+    return "".join(out)
 
 
 def matches_all(lbls: Labels, matchers: list[Matcher]) -> bool:

@@ -1,0 +1,136 @@
+"""The object storage contract every backend (filesystem, S3, prefixed views) fulfils.
+
+Semantics follow Thanos's objstore.Bucket so that block layouts written by one tool are read the
+same way by another: flat object names with "/" as a virtual directory separator, ``iter``
+listing one directory level with sub-directories reported as ``"dir/"`` unless recursive, and a
+single "not found" error type callers can test for regardless of backend.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple, Protocol, Union, runtime_checkable
+
+DIR_DELIM = "/"
+
+# What ``upload`` accepts: in-memory bytes, or a local file streamed from disk (large blocks).
+UploadData = Union[bytes, bytearray, memoryview, Path, "os.PathLike[str]"]
+
+
+class BucketError(Exception):
+    """Any failure reported by a bucket (after retries, where the backend retries)."""
+
+
+class ObjectNotFound(BucketError):
+    """The named object does not exist."""
+
+    def __init__(self, name: str, detail: str = "") -> None:
+        super().__init__(f"object not found: {name}" + (f" ({detail})" if detail else ""))
+        self.name = name
+
+
+class AccessDenied(BucketError):
+    """The backend refused access to the object or bucket (S3 403)."""
+
+
+class InvalidObjectName(BucketError, ValueError):
+    """The object name cannot be stored portably (empty parts, '..', leading '/', ...)."""
+
+
+def is_not_found(err: BaseException) -> bool:
+    """True if ``err`` means the object does not exist (Thanos's IsObjNotFoundErr)."""
+    return isinstance(err, ObjectNotFound)
+
+
+def is_access_denied(err: BaseException) -> bool:
+    return isinstance(err, AccessDenied)
+
+
+class ObjectAttributes(NamedTuple):
+    """Unpacks as ``size, last_modified``; ``last_modified`` is timezone-aware (UTC)."""
+
+    size: int
+    last_modified: datetime
+
+
+@runtime_checkable
+class Bucket(Protocol):
+    """Async object store. Objects are immutable blobs; uploads replace whole objects."""
+
+    @property
+    def name(self) -> str:
+        """Human-readable bucket identity for logs (e.g. ``fs: /data`` or the S3 bucket)."""
+        ...
+
+    async def get(self, name: str) -> bytes:
+        """Whole object. Raises ObjectNotFound."""
+        ...
+
+    async def get_range(self, name: str, off: int, length: int) -> bytes:
+        """``length`` bytes from ``off`` (fewer at the end; ``length=-1`` reads to the end).
+
+        Reading at or past the end yields ``b""``. Raises ObjectNotFound.
+        """
+        ...
+
+    async def upload(self, name: str, data: UploadData) -> None:
+        """Create or replace ``name`` atomically: readers see the old or the new object, never a part."""
+        ...
+
+    async def exists(self, name: str) -> bool:
+        ...
+
+    async def delete(self, name: str) -> None:
+        """Remove the object. Deleting a missing object is not an error (S3 semantics), so that
+        concurrent cleanups of the same block do not fail each other."""
+        ...
+
+    async def iter(self, prefix: str = "", recursive: bool = False) -> list[str]:
+        """Sorted full names under directory ``prefix`` ("" is the root; "a" means "a/").
+
+        Not recursive: objects directly in the directory plus sub-directories as ``"a/sub/"``.
+        Recursive: every object below, no directory entries. A missing directory lists empty.
+        """
+        ...
+
+    async def attributes(self, name: str) -> ObjectAttributes:
+        """Size and last-modified time. Raises ObjectNotFound."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+def check_name(name: str) -> str:
+    """Validate an object name so every backend stores it under the same key.
+
+    Names like ``a//b``, ``./a`` or ``a/../b`` would be distinct keys on S3 but collapse (or escape
+    the root) on a filesystem, so they are refused everywhere.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidObjectName(f"object name must be a non-empty string, got {name!r}")
+    if "\x00" in name:
+        raise InvalidObjectName(f"object name contains NUL: {name!r}")
+    parts = name.split(DIR_DELIM)
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidObjectName(
+            f"object name {name!r} has an empty, '.' or '..' path element (or a leading/trailing '/')"
+        )
+    return name
+
+
+def dir_prefix(prefix: str) -> str:
+    """Normalise an iter directory: "" stays "", "a" and "a/" become "a/"; validated like names."""
+    if prefix == "":
+        return ""
+    stripped = prefix[:-1] if prefix.endswith(DIR_DELIM) else prefix
+    check_name(stripped)
+    return stripped + DIR_DELIM
+
+
+def check_range(off: int, length: int) -> None:
+    if off < 0:
+        raise ValueError(f"negative offset {off}")
+    if length < -1:
+        raise ValueError(f"invalid length {length} (use -1 to read to the end)")

@@ -1,0 +1,229 @@
+"""A bucket stored in a local directory: for single-node setups, tests and debugging.
+
+Object ``a/b/c`` is the file ``<root>/a/b/c``. Blocking file I/O runs in worker threads so the
+event loop of the server using the bucket keeps serving. Uploads write a hidden temp file in the
+target directory and rename it into place, so a reader never sees a half-written object.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import stat
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .bucket import (
+    DIR_DELIM,
+    BucketError,
+    InvalidObjectName,
+    ObjectAttributes,
+    ObjectNotFound,
+    UploadData,
+    check_name,
+    check_range,
+    dir_prefix,
+)
+
+# Temp files live next to their target (same filesystem, so rename is atomic) and are hidden
+# from listings by this prefix.
+TMP_PREFIX = ".objstore-tmp-"
+_COPY_CHUNK = 1 << 20
+
+
+class FilesystemBucket:
+    """Bucket rooted at ``directory`` (created if missing). Symbolic links are not followed."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        if not str(directory):
+            raise ValueError("missing directory for filesystem bucket")
+        os.makedirs(directory, exist_ok=True)
+        self._root = os.path.realpath(directory)
+
+    @property
+    def name(self) -> str:
+        return f"fs: {self._root}"
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    # -- path handling -------------------------------------------------------------------------
+
+    def _inside(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == self._root or real.startswith(self._root + os.sep)
+
+    def _path(self, name: str) -> str:
+        """Absolute path of object ``name``; refuses names that would land outside the root."""
+        check_name(name)
+        parts = name.split(DIR_DELIM)
+        if parts[-1].startswith(TMP_PREFIX):
+            raise InvalidObjectName(f"object name {name!r} uses the reserved prefix {TMP_PREFIX!r}")
+        path = os.path.join(self._root, *parts)
+        if not self._inside(path):
+            raise InvalidObjectName(f"object name {name!r} resolves outside the bucket root")
+        return path
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def _read(self, name: str, off: int, length: int) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise ObjectNotFound(name, "not a regular file")
+                if off:
+                    f.seek(off)
+                return f.read(length if length >= 0 else -1)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+            raise ObjectNotFound(name) from e
+        except OSError as e:
+            raise BucketError(f"read {name}: {e}") from e
+
+    async def get(self, name: str) -> bytes:
+        return await asyncio.to_thread(self._read, name, 0, -1)
+
+    async def get_range(self, name: str, off: int, length: int) -> bytes:
+        check_range(off, length)
+        return await asyncio.to_thread(self._read, name, off, length)
+
+    def _stat(self, name: str) -> os.stat_result | None:
+        try:
+            st = os.stat(self._path(name), follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise BucketError(f"stat {name}: {e}") from e
+        return st if stat.S_ISREG(st.st_mode) else None
+
+    async def exists(self, name: str) -> bool:
+        return await asyncio.to_thread(self._stat, name) is not None
+
+    async def attributes(self, name: str) -> ObjectAttributes:
+        st = await asyncio.to_thread(self._stat, name)
+        if st is None:
+            raise ObjectNotFound(name)
+        return ObjectAttributes(st.st_size, datetime.fromtimestamp(st.st_mtime, tz=timezone.utc))
+
+    # -- listing ---------------------------------------------------------------------------------
+
+    def _has_objects(self, directory: str) -> bool:
+        """A directory counts only if some object lives below it (empty leftovers are hidden)."""
+        for _, _, files in os.walk(directory):
+            if any(not f.startswith(TMP_PREFIX) for f in files):
+                return True
+        return False
+
+    def _iter(self, prefix: str, recursive: bool) -> list[str]:
+        d = dir_prefix(prefix)
+        base = os.path.join(self._root, *d[:-1].split(DIR_DELIM)) if d else self._root
+        if not self._inside(base) or not os.path.isdir(base) or os.path.islink(base):
+            return []
+        out: list[str] = []
+        if recursive:
+            for dirpath, _, files in os.walk(base):
+                rel = os.path.relpath(dirpath, base)
+                head = d if rel == "." else d + rel.replace(os.sep, DIR_DELIM) + DIR_DELIM
+                for f in files:
+                    full = os.path.join(dirpath, f)
+                    if not f.startswith(TMP_PREFIX) and not os.path.islink(full):
+                        out.append(head + f)
+        else:
+            with os.scandir(base) as it:
+                for entry in it:
+                    if entry.name.startswith(TMP_PREFIX):
+                        continue
+                    if entry.is_file(follow_symlinks=False):
+                        out.append(d + entry.name)
+                    elif entry.is_dir(follow_symlinks=False) and self._has_objects(entry.path):
+                        out.append(d + entry.name + DIR_DELIM)
+        out.sort()
+        return out
+
+    async def iter(self, prefix: str = "", recursive: bool = False) -> list[str]:
+        return await asyncio.to_thread(self._iter, prefix, recursive)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def _upload(self, name: str, data: UploadData) -> None:
+        path = self._path(name)
+        parent = os.path.dirname(path)
+        for attempt in range(3):
+            try:
+                os.makedirs(parent, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=parent)
+                break
+            except FileNotFoundError:
+                # A concurrent delete pruned the freshly made parent; make it again.
+                if attempt == 2:
+                    raise
+            except (FileExistsError, NotADirectoryError) as e:
+                raise BucketError(f"upload {name}: a parent path is an object: {e}") from e
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o644)
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    f.write(data)
+                else:
+                    with open(os.fspath(data), "rb") as src:
+                        shutil.copyfileobj(src, f, _COPY_CHUNK)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(e, IsADirectoryError):
+                raise BucketError(f"upload {name}: a directory has that name") from e
+            raise
+        _fsync_dir(parent)
+
+    async def upload(self, name: str, data: UploadData) -> None:
+        await asyncio.to_thread(self._upload, name, data)
+
+    def _delete(self, name: str) -> None:
+        path = self._path(name)
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return
+        except OSError as e:
+            raise BucketError(f"delete {name}: {e}") from e
+        # Prune directories the deletion left empty, as object stores have no empty "dirs".
+        d = os.path.dirname(path)
+        while d != self._root and d.startswith(self._root + os.sep):
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
+            d = os.path.dirname(d)
+
+    async def delete(self, name: str) -> None:
+        await asyncio.to_thread(self._delete, name)
+
+    async def close(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"FilesystemBucket({self._root!r})"
+
+
+def _fsync_dir(path: str) -> None:
+    """Persist the rename itself; best effort (some filesystems refuse directory fsync)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = ["FilesystemBucket", "TMP_PREFIX", "Path"]

@@ -1,0 +1,179 @@
+"""Focused tests of the PromQL engine's core features with hand-computed expectations."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from querier.promql import Engine, EngineOptions, PromQLError, Series
+from receiver.tsdb.labels import STALE_NAN_BITS, Matcher, matches_all
+
+STALE = np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0]
+
+
+class Mem:
+    def __init__(self, series: dict) -> None:
+        self.series = [Series(tuple(sorted(l.items())), np.array(ts, dtype=np.int64), np.array(v, dtype=np.float64))
+                       for l, (ts, v) in series]
+        self.calls: list[tuple[int, int]] = []
+
+    def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series]:
+        self.calls.append((mint, maxt))
+        return [s for s in self.series if matches_all(s.labels, matchers)]
+
+
+def mk(*items):
+    return Mem(list(items))
+
+
+def L(**kw):
+    return kw
+
+
+E = Engine()
+# counter c: 0, 10, 20, ... every 15s for 10 minutes
+TS = list(range(0, 600_001, 15_000))
+Q = mk((L(__name__="c_total", job="a"), (TS, [i * 10.0 for i in range(len(TS))])),
+       (L(__name__="c_total", job="b"), (TS, [i * 20.0 for i in range(len(TS))])),
+       (L(__name__="g", job="a", inst="1"), ([0, 60_000], [1.0, 5.0])),
+       (L(__name__="g", job="b", inst="2"), ([0, 60_000], [3.0, 7.0])))
+
+
+def vec(res):
+    assert res.kind == "vector"
+    return {tuple(l): v for l, _, v in res.series}
+
+
+def test_selector_lookback_and_staleness():
+    q = mk((L(__name__="m"), ([0, 10_000, 20_000], [1.0, STALE, 2.0])))
+    assert vec(E.instant(q, "m", 5_000)) == {(("__name__", "m"),): 1.0}
+    assert vec(E.instant(q, "m", 15_000)) == {}  # stale marker ends the series
+    assert vec(E.instant(q, "m", 20_000 + 299_999)) == {(("__name__", "m"),): 2.0}
+    assert vec(E.instant(q, "m", 20_000 + 300_000)) == {}  # lookback is left-open
+
+
+def test_matchers_offset_and_at():
+    assert vec(E.instant(Q, 'g{job=~"a|x", inst!="2"}', 60_000)) == {(("__name__", "g"), ("inst", "1"), ("job", "a")): 5.0}
+    assert set(vec(E.instant(Q, 'g{job!~"a"}', 60_000)).values()) == {7.0}
+    assert set(vec(E.instant(Q, "g offset 1m", 60_000)).values()) == {1.0, 3.0}
+    assert set(vec(E.instant(Q, "g @ 0", 60_000)).values()) == {1.0, 3.0}
+    r = E.range(Q, "g @ end()", 0, 60_000, 30_000)
+    assert all(list(v) == [v[-1]] * 3 for _, _, v in r.series)
+
+
+def test_rate_increase_delta():
+    # perfectly linear counter: rate = 10/15 per second for job a
+    r = vec(E.instant(Q, "rate(c_total[1m])", 300_000))
+    assert r[(("job", "a"),)] == pytest.approx(10 / 15)
+    assert r[(("job", "b"),)] == pytest.approx(20 / 15)
+    assert vec(E.instant(Q, 'increase(c_total{job="a"}[1m])', 300_000))[(("job", "a"),)] == pytest.approx(40.0)
+    assert vec(E.instant(Q, 'irate(c_total{job="a"}[1m])', 300_000))[(("job", "a"),)] == pytest.approx(10 / 15)
+    # samples 1@0s, 5@60s in (-60s, 60s]: the 60s gap to the window start is under 1.1x the
+    # sample interval, so delta extrapolates all the way: 4 * 120/60
+    assert vec(E.instant(Q, 'delta(g{job="a"}[2m])', 60_000))[(("inst", "1"), ("job", "a"))] == pytest.approx(8.0)
+
+
+def test_rate_counter_reset():
+    q = mk((L(__name__="x_total"), ([0, 10_000, 20_000, 30_000], [5.0, 10.0, 2.0, 7.0])))
+    # window (-10s, 30s] holds all four samples; raw increase across the reset is
+    # (7 - 5) + 10 = 12 over 30s sampled; the 10s to the window start is below 1.1x the 10s
+    # interval and zero is reached only 12.5s back, so it extrapolates to 40s: 12 * 40/30
+    r = vec(E.instant(q, "increase(x_total[40s])", 30_000))
+    assert r[()] == pytest.approx(12 * 40 / 30)
+    assert vec(E.instant(q, "resets(x_total[1m])", 30_000))[()] == 1
+    assert vec(E.instant(q, "changes(x_total[1m])", 30_000))[()] == 3
+
+
+def test_range_window_left_open():
+    q = mk((L(__name__="m"), ([0, 10_000, 20_000], [1.0, 2.0, 4.0])))
+    assert vec(E.instant(q, "count_over_time(m[10s])", 20_000))[()] == 1
+    assert vec(E.instant(q, "sum_over_time(m[20s])", 20_000))[()] == 6
+    assert vec(E.instant(q, "avg_over_time(m[1m])", 20_000))[()] == pytest.approx(7 / 3)
+    assert vec(E.instant(q, "max_over_time(m[1m])", 20_000))[()] == 4
+    assert vec(E.instant(q, "quantile_over_time(0.5, m[1m])", 20_000))[()] == 2
+    assert vec(E.instant(q, "last_over_time(m[1m])", 20_000)) == {(("__name__", "m"),): 4.0}
+    assert vec(E.instant(q, "stddev_over_time(m[1m])", 20_000))[()] == pytest.approx(np.std([1, 2, 4]))
+
+
+def test_aggregations():
+    assert vec(E.instant(Q, "sum(g)", 60_000)) == {(): 12.0}
+    assert vec(E.instant(Q, "sum by (job) (g)", 60_000)) == {(("job", "a"),): 5.0, (("job", "b"),): 7.0}
+    assert vec(E.instant(Q, "avg without (inst) (g)", 60_000)) == {(("job", "a"),): 5.0, (("job", "b"),): 7.0}
+    assert vec(E.instant(Q, "count(g)", 60_000)) == {(): 2.0}
+    assert vec(E.instant(Q, "stddev(g)", 60_000)) == {(): 1.0}
+    assert vec(E.instant(Q, "quantile(0.5, g)", 60_000)) == {(): 6.0}
+    top = E.instant(Q, "topk(1, g)", 60_000)
+    assert [v for _, _, v in top.series] == [7.0]
+    cv = vec(E.instant(Q, 'count_values("v", g)', 60_000))
+    assert cv == {(("v", "5"),): 1.0, (("v", "7"),): 1.0}
+
+
+def test_binary_ops_and_matching():
+    q = mk((L(__name__="a", i="1", x="p"), ([0], [10.0])), (L(__name__="a", i="2", x="q"), ([0], [20.0])),
+           (L(__name__="b", i="1"), ([0], [2.0])), (L(__name__="b", i="2"), ([0], [4.0])))
+    assert vec(E.instant(q, "a / on(i) b", 0)) == {(("i", "1"),): 5.0, (("i", "2"),): 5.0}
+    r = vec(E.instant(q, "a * on(i) group_left b", 0))
+    assert r == {(("i", "1"), ("x", "p")): 20.0, (("i", "2"), ("x", "q")): 80.0}
+    assert vec(E.instant(q, "a > 15", 0)) == {(("__name__", "a"), ("i", "2"), ("x", "q")): 20.0}
+    assert vec(E.instant(q, "a > bool 15", 0)) == {(("i", "1"), ("x", "p")): 0.0, (("i", "2"), ("x", "q")): 1.0}
+    assert len(vec(E.instant(q, "a and on(i) b", 0))) == 2
+    assert len(vec(E.instant(q, 'a unless on(i) b{i="1"}', 0))) == 1
+    assert len(vec(E.instant(q, "a or b", 0))) == 4
+    assert E.instant(q, "2 ^ 3 + 1", 0).series == (0, 9.0)
+    with pytest.raises(PromQLError) as ei:
+        E.instant(q, "a + on() b", 0)
+    assert ei.value.kind == "execution"
+
+
+def test_functions_misc():
+    q = mk((L(__name__="m", a="x-y"), ([0], [-2.5])))
+    assert vec(E.instant(q, "abs(m)", 0)) == {(("a", "x-y"),): 2.5}
+    assert vec(E.instant(q, "clamp(m, -1, 1)", 0))[(("a", "x-y"),)] == -1
+    r = vec(E.instant(q, 'label_replace(m, "b", "$2", "a", "(.*)-(.*)")', 0))
+    assert r == {(("__name__", "m"), ("a", "x-y"), ("b", "y")): -2.5}
+    assert vec(E.instant(q, 'absent(nope{job="j"})', 0)) == {(("job", "j"),): 1.0}
+    assert vec(E.instant(q, "absent(m)", 0)) == {}
+    assert E.instant(q, "scalar(m)", 0).series == (0, -2.5)
+    assert vec(E.instant(q, "timestamp(m)", 1000))[(("a", "x-y"),)] == 0.0
+    assert E.instant(q, "time()", 2500).series == (2500, 2.5)
+
+
+def test_histogram_quantile_classic():
+    q = mk(*[(L(__name__="h_bucket", le=le), ([0], [c])) for le, c in (("1", 10.0), ("2", 20.0), ("+Inf", 20.0))])
+    assert vec(E.instant(q, "histogram_quantile(0.75, h_bucket)", 0)) == {(): 1.5}
+    assert vec(E.instant(q, "histogram_quantile(1, h_bucket)", 0)) == {(): 2.0}
+
+
+def test_range_query_and_subquery():
+    r = E.range(Q, 'g{job="a"}', 0, 120_000, 30_000)
+    assert r.kind == "matrix"
+    (_, ts, vals), = r.series
+    assert list(ts) == [0, 30_000, 60_000, 90_000, 120_000] and list(vals) == [1, 1, 5, 5, 5]
+    s = vec(E.instant(Q, 'max_over_time(rate(c_total{job="a"}[1m])[5m:1m])', 300_000))
+    assert s[(("job", "a"),)] == pytest.approx(10 / 15)
+
+
+def test_errors_and_limits():
+    with pytest.raises(PromQLError) as ei:
+        E.instant(Q, "sum(", 0)
+    assert ei.value.kind == "bad_data"
+    with pytest.raises(PromQLError) as ei:
+        E.range(Q, "g[1m]", 0, 10, 1)
+    assert ei.value.kind == "bad_data"
+    small = Engine(EngineOptions(max_samples=5))
+    with pytest.raises(PromQLError) as ei:
+        small.instant(Q, "c_total[10m]", 600_000)
+    assert ei.value.kind == "execution" and "too many samples" in str(ei.value)
+
+
+def test_selector_fetched_once_for_range():
+    q = mk((L(__name__="m"), (TS, [1.0] * len(TS))))
+    E.range(q, "rate(m[1m])", 120_000, 600_000, 15_000)
+    assert q.calls == [(120_000 - 60_000 + 1, 600_000)]
+
+
+def test_info_annotation_non_counter():
+    r = E.instant(Q, "rate(g[1m])", 60_000)
+    assert any("might not be a counter" in i for i in r.infos)
+    assert not E.instant(Q, "rate(c_total[1m])", 60_000).infos
