@@ -27,10 +27,11 @@ def add_ops_routes(app: web.Application, registry: CollectorRegistry,
     app.router.add_get("/-/ready", ready)
 
 
-async def start_site(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
+async def start_site(app: web.Application, address: str, **handler_args
+                     ) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on ``host:port`` (port 0 picks a free one); returns the runner and port."""
     host, port = split_address(address)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **handler_args)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -134,3 +134,78 @@ def check_range(off: int, length: int) -> None:
         raise ValueError(f"negative offset {off}")
     if length < -1:
         raise ValueError(f"invalid length {length} (use -1 to read to the end)")
+
+
+class PrefixedBucket:
+    """A view of ``bucket`` where every name lives under ``prefix/`` (the YAML ``prefix`` key).
+
+    Lets several clusters or tenants share one bucket without seeing each other's blocks.
+    """
+
+    def __init__(self, bucket: Bucket, prefix: str) -> None:
+        trimmed = prefix.strip(DIR_DELIM)
+        if not trimmed:
+            raise ValueError("prefix must contain something other than '/'")
+        check_name(trimmed)
+        self._bkt = bucket
+        self._prefix = trimmed + DIR_DELIM
+
+    @property
+    def name(self) -> str:
+        return self._bkt.name
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix[:-1]
+
+    @property
+    def inner(self) -> Bucket:
+        return self._bkt
+
+    def _full(self, name: str) -> str:
+        return self._prefix + check_name(name)
+
+    async def get(self, name: str) -> bytes:
+        try:
+            return await self._bkt.get(self._full(name))
+        except ObjectNotFound as e:
+            raise ObjectNotFound(name) from e
+
+    async def get_range(self, name: str, off: int, length: int) -> bytes:
+        try:
+            return await self._bkt.get_range(self._full(name), off, length)
+        except ObjectNotFound as e:
+            raise ObjectNotFound(name) from e
+
+    async def upload(self, name: str, data: UploadData) -> None:
+        await self._bkt.upload(self._full(name), data)
+
+    async def exists(self, name: str) -> bool:
+        return await self._bkt.exists(self._full(name))
+
+    async def delete(self, name: str) -> None:
+        await self._bkt.delete(self._full(name))
+
+    async def iter(self, prefix: str = "", recursive: bool = False) -> list[str]:
+        names = await self._bkt.iter(self._prefix + dir_prefix(prefix), recursive)
+        n = len(self._prefix)
+        return [s[n:] for s in names if s.startswith(self._prefix)]
+
+    async def attributes(self, name: str) -> ObjectAttributes:
+        try:
+            return await self._bkt.attributes(self._full(name))
+        except ObjectNotFound as e:
+            raise ObjectNotFound(name) from e
+
+    async def close(self) -> None:
+        await self._bkt.close()
+
+    def __repr__(self) -> str:
+        return f"PrefixedBucket({self._bkt!r}, {self.prefix!r})"
+
+
+def with_prefix(bucket: Bucket, prefix: str) -> Bucket:
+    """``bucket`` itself when ``prefix`` is empty or only slashes (as Thanos does), else a view."""
+    if not prefix.replace(DIR_DELIM, ""):
+        return bucket
+    return PrefixedBucket(bucket, prefix)

@@ -12,7 +12,6 @@ import shutil
 import stat
 import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
 
 from .bucket import (
     DIR_DELIM,
@@ -226,4 +225,4 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-__all__ = ["FilesystemBucket", "TMP_PREFIX", "Path"]
+__all__ = ["FilesystemBucket", "TMP_PREFIX"]

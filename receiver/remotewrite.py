@@ -127,6 +127,10 @@ def decode_body(
     check_content_type(content_type)
     check_content_encoding(content_encoding)
     size = snappy_uncompressed_length(body)
+    # A snappy copy element of 3 bytes expands to at most 64: a header claiming more than ~22x
+    # the body is corrupt input (400), not a large request (413).
+    if size > len(body) * 22 + 64:
+        raise RemoteWriteError(f"snappy: corrupt input (header claims {size} bytes from {len(body)})")
     if size > max_decompressed_bytes:
         raise RemoteWriteError(
             f"decompressed request would be {size} bytes, over the {max_decompressed_bytes} byte limit",

@@ -65,7 +65,9 @@ class Receiver:
         write_app = web.Application(client_max_size=self.cfg.max_request_bytes)
         write_app.router.add_post("/api/v1/receive", self.handle_write)
         add_ops_routes(write_app, self.registry, lambda: self.ready)
-        runner, self.ports["remote_write"] = await start_site(write_app, self.cfg.remote_write_address)
+        # The body is snappy by protocol; aiohttp must not try to gunzip a mislabelled one.
+        runner, self.ports["remote_write"] = await start_site(
+            write_app, self.cfg.remote_write_address, auto_decompress=False)
         self._runners.append(runner)
         if self.cfg.http_address:
             http_app = web.Application()
@@ -107,6 +109,8 @@ class Receiver:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413, text=f"request body exceeds {self.cfg.max_request_bytes} bytes\n")
+        except Exception as e:  # a body that cannot even be read is the client's problem
+            return web.Response(status=400, text=f"cannot read request body: {e}\n")
         try:
             req = decode_body(body, request.headers.get("Content-Encoding"),
                               request.headers.get("Content-Type"),

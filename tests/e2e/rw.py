@@ -16,11 +16,11 @@ def body(series) -> bytes:
         for lbls, ts, vals in series))
 
 
-def push(url: str, series, tenant: str | None = None, **kw) -> requests.Response:
+def push(url: str, series, tenant: str | None = None, timeout: float = 30) -> requests.Response:
     headers = dict(HEADERS)
     if tenant:
         headers["THANOS-TENANT"] = tenant
-    return requests.post(url, data=body(series), headers=headers, timeout=30, **kw)
+    return requests.post(url, data=body(series), headers=headers, timeout=timeout)
 
 
 def query(api: str, q: str, t: float) -> list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import cramjam
 import requests
@@ -26,7 +27,7 @@ def test_bad_input_gets_4xx_and_loses_nothing(promring_up):
 
     bad = {
         "undecodable snappy": (b"\xff\xff\xff\xffgarbage", HEADERS, 400),
-        "undecodable protobuf": (cramjam.snappy.compress_raw(b"\x0a\xff\xff\xff").tobytes(), HEADERS, 400),
+        "undecodable protobuf": (bytes(cramjam.snappy.compress_raw(b"\x0a\xff\xff\xff")), HEADERS, 400),
         "wrong content-encoding": (body([series("x", 1, t0)]), {**HEADERS, "Content-Encoding": "gzip"}, 415),
     }
     for what, (data, headers, code) in bad.items():
@@ -53,8 +54,11 @@ def test_bad_input_gets_4xx_and_loses_nothing(promring_up):
     dup = (series("ooo", 1, t0 + 14_000)[0], [t0 + 14_000], [99.0])
     r = push(url, [dup])
     assert r.status_code == 409 and "duplicate" in r.text, r.text
-    # Resending the identical sample is not an error (Prometheus retries do exactly that).
-    assert push(url, [series("before", 10, t0)]).status_code == 200
+    # Resending a series' newest sample unchanged is not an error; older ones are out of order,
+    # as in Prometheus and Thanos.
+    lbls, ts, vals = series("before", 10, t0)
+    assert push(url, [(lbls, ts[-1:], vals[-1:])]).status_code == 200
+    assert push(url, [(lbls, ts, vals)]).status_code == 409
 
     too_big = requests.post(url, data=b"\0" * (40 << 20), headers=HEADERS, timeout=30)
     assert too_big.status_code == 413, too_big.status_code
@@ -84,10 +88,10 @@ def test_kill9_loses_no_acknowledged_sample(promring_up, tmp_path):
         while not stop.is_set():
             name = f"s{w}_{rng.randrange(50)}"
             try:
-                r = push(pr.write_url, [((("__name__", "kill"), ("w", str(w)), ("s", name)),
+                r = push(pr.write_url, [((("__name__", "kill"), ("s", name), ("w", str(w))),
                                           [t0 + i * 1000], [float(i)])], timeout=5)
             except requests.RequestException:
-                return
+                return  # the server was killed mid-request: that request was never acknowledged
             if r.status_code == 200:
                 acked.append((f"{w}/{name}", t0 + i * 1000))
             i += 1
@@ -95,7 +99,6 @@ def test_kill9_loses_no_acknowledged_sample(promring_up, tmp_path):
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
     for t in threads:
         t.start()
-    import time
     time.sleep(3)
     pr.kill9()
     stop.set()

@@ -523,6 +523,7 @@ def test_decompression_bomb_is_refused_before_decompressing():
     with pytest.raises(RemoteWriteError, match="limit") as ei:
         decode_body(body, "snappy", None, max_decompressed_bytes=len(raw) - 1)
     assert ei.value.status == 413  # too large, like an oversized body
-    # A header claiming 4 GiB with no data behind it is refused from the header alone.
-    with pytest.raises(RemoteWriteError, match="limit"):
+    # A header claiming 4 GiB with no data behind it is corrupt, refused from the header alone.
+    with pytest.raises(RemoteWriteError, match="corrupt") as ei:
         decode_body(_uvarint(1 << 32) + b"\x00", "snappy", None)
+    assert ei.value.status == 400

@@ -1,0 +1,549 @@
+/* Byte-level kernels for Prometheus TSDB block files (index + chunk segments).
+ *
+ * Why C: every section of a block carries a CRC32C, and the index is a long run of varints
+ * (series entries, postings offset table, symbols). Doing those per item in Python would make
+ * block writes and index loads a per-series/per-chunk interpreter loop; here they are single
+ * passes over buffers. Only the CPython C API and the buffer protocol are used.
+ *
+ * All integers passed as "i64 buffers" are native-endian int64 arrays (numpy int64 .data).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- CRC32C (Castagnoli) */
+
+static uint32_t crc_tab[8][256];
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+        crc_tab[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xFF];
+}
+
+/* Slicing-by-8 software path. */
+static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t n) {
+    crc = ~crc;
+    while (n && ((uintptr_t)p & 7)) { crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xFF]; n--; }
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        w ^= crc;  /* little-endian hosts only; guarded below */
+        crc = crc_tab[7][w & 0xFF] ^ crc_tab[6][(w >> 8) & 0xFF] ^ crc_tab[5][(w >> 16) & 0xFF] ^
+              crc_tab[4][(w >> 24) & 0xFF] ^ crc_tab[3][(w >> 32) & 0xFF] ^ crc_tab[2][(w >> 40) & 0xFF] ^
+              crc_tab[1][(w >> 48) & 0xFF] ^ crc_tab[0][w >> 56];
+        p += 8; n -= 8;
+    }
+    while (n--) crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xFF];
+    return ~crc;
+}
+
+static uint32_t crc_bytewise(uint32_t crc, const uint8_t *p, size_t n) {
+    crc = ~crc;
+    while (n--) crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xFF];
+    return ~crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+__attribute__((target("sse4.2")))
+static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t n) {
+    uint64_t c = ~crc;
+    while (n && ((uintptr_t)p & 7)) { c = _mm_crc32_u8((uint32_t)c, *p++); n--; }
+    while (n >= 8) { uint64_t w; memcpy(&w, p, 8); c = _mm_crc32_u64(c, w); p += 8; n -= 8; }
+    while (n--) c = _mm_crc32_u8((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+#define HAVE_HW 1
+#else
+#define HAVE_HW 0
+#endif
+
+static uint32_t (*crc32c)(uint32_t, const uint8_t *, size_t) = crc_bytewise;
+
+/* ---------------------------------------------------------------- growable output buffer */
+
+typedef struct { uint8_t *b; size_t n, cap; } Buf;
+
+static int buf_reserve(Buf *o, size_t extra) {
+    if (o->n + extra <= o->cap) return 0;
+    size_t cap = o->cap ? o->cap : 4096;
+    while (cap < o->n + extra) cap *= 2;
+    uint8_t *nb = PyMem_Realloc(o->b, cap);
+    if (!nb) { PyErr_NoMemory(); return -1; }
+    o->b = nb; o->cap = cap;
+    return 0;
+}
+static inline void put_u8(Buf *o, uint8_t v) { o->b[o->n++] = v; }
+static inline void put_be32(Buf *o, uint32_t v) {
+    o->b[o->n++] = v >> 24; o->b[o->n++] = v >> 16; o->b[o->n++] = v >> 8; o->b[o->n++] = v;
+}
+static inline void put_uvarint(Buf *o, uint64_t v) {
+    while (v >= 0x80) { o->b[o->n++] = (uint8_t)(v | 0x80); v >>= 7; }
+    o->b[o->n++] = (uint8_t)v;
+}
+static inline void put_varint(Buf *o, int64_t v) {
+    put_uvarint(o, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
+static inline size_t uvarint_len(uint64_t v) { size_t n = 1; while (v >= 0x80) { v >>= 7; n++; } return n; }
+
+static PyObject *buf_to_bytes(Buf *o) {
+    PyObject *r = PyBytes_FromStringAndSize((const char *)o->b, (Py_ssize_t)o->n);
+    PyMem_Free(o->b); o->b = NULL; o->n = o->cap = 0;
+    return r;
+}
+
+/* Decoding helpers: return 0 on success, -1 when running past the end. */
+static inline int get_uvarint(const uint8_t *p, size_t n, size_t *i, uint64_t *out) {
+    uint64_t x = 0; int shift = 0;
+    while (*i < n) {
+        uint8_t c = p[(*i)++];
+        if (shift == 63 && c > 1) return -1;
+        x |= (uint64_t)(c & 0x7F) << shift;
+        if (c < 0x80) { *out = x; return 0; }
+        shift += 7;
+        if (shift > 63) return -1;
+    }
+    return -1;
+}
+static inline int get_varint(const uint8_t *p, size_t n, size_t *i, int64_t *out) {
+    uint64_t u;
+    if (get_uvarint(p, n, i, &u)) return -1;
+    *out = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+    return 0;
+}
+static inline uint32_t be32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static int get_i64(PyObject *obj, Py_buffer *v, const char *what) {
+    if (PyObject_GetBuffer(obj, v, PyBUF_SIMPLE) < 0) return -1;
+    if (v->len % 8) {
+        PyErr_Format(PyExc_ValueError, "%s: not an int64 buffer", what);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- crc32c(data, crc=0) */
+
+static PyObject *py_crc32c(PyObject *self, PyObject *args) {
+    Py_buffer v; unsigned int crc = 0;
+    if (!PyArg_ParseTuple(args, "y*|I", &v, &crc)) return NULL;
+    uint32_t r;
+    Py_BEGIN_ALLOW_THREADS
+    r = crc32c(crc, v.buf, (size_t)v.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&v);
+    return PyLong_FromUnsignedLong(r);
+}
+
+/* ---------------------------------------------------------------- chunk segments */
+
+/* pack_chunks(chunks, start, pos, limit, encoding) -> (payload, offsets_i64, n_packed, n_samples)
+ * Packs chunks[start:] as segment records `uvarint(len) enc data crc32c(enc+data)` while the
+ * segment stays <= limit bytes; a record always goes into a segment that holds only its header
+ * (pos == 8) so an oversized chunk cannot stall the writer. n_samples sums XOR sample counts. */
+static PyObject *py_pack_chunks(PyObject *self, PyObject *args) {
+    PyObject *seq; Py_ssize_t start; long long pos, limit; int enc;
+    if (!PyArg_ParseTuple(args, "OnLLi", &seq, &start, &pos, &limit, &enc)) return NULL;
+    PyObject *fast = PySequence_Fast(seq, "chunks must be a sequence");
+    if (!fast) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    Buf out = {0}, offs = {0};
+    long long nsamples = 0;
+    Py_ssize_t i = start;
+    for (; i < n; i++) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(items[i], &v, PyBUF_SIMPLE) < 0) goto fail;
+        size_t dl = (size_t)v.len;
+        size_t rec = uvarint_len(dl) + 1 + dl + 4;
+        if (pos + (long long)rec > limit && pos > 8) { PyBuffer_Release(&v); break; }
+        if (buf_reserve(&out, rec) || buf_reserve(&offs, 8)) { PyBuffer_Release(&v); goto fail; }
+        int64_t at = pos;
+        memcpy(offs.b + offs.n, &at, 8); offs.n += 8;
+        put_uvarint(&out, dl);
+        uint8_t *crc_start = out.b + out.n;
+        put_u8(&out, (uint8_t)enc);
+        memcpy(out.b + out.n, v.buf, dl); out.n += dl;
+        if (enc == 1 && dl >= 2) nsamples += ((const uint8_t *)v.buf)[0] << 8 | ((const uint8_t *)v.buf)[1];
+        put_be32(&out, crc32c(0, crc_start, dl + 1));
+        pos += (long long)rec;
+        PyBuffer_Release(&v);
+    }
+    Py_DECREF(fast);
+    PyObject *a = buf_to_bytes(&out), *b = buf_to_bytes(&offs);
+    if (!a || !b) { Py_XDECREF(a); Py_XDECREF(b); return NULL; }
+    return Py_BuildValue("(NNnL)", a, b, i - start, nsamples);
+fail:
+    Py_DECREF(fast);
+    PyMem_Free(out.b); PyMem_Free(offs.b);
+    return NULL;
+}
+
+/* read_chunk(buf, off, verify) -> (encoding, bytes): one record of a segment file. */
+static PyObject *py_read_chunk(PyObject *self, PyObject *args) {
+    Py_buffer v; long long off; int verify;
+    if (!PyArg_ParseTuple(args, "y*Lp", &v, &off, &verify)) return NULL;
+    const uint8_t *p = v.buf; size_t n = (size_t)v.len, i = (size_t)off;
+    uint64_t dl;
+    if (off < 0 || get_uvarint(p, n, &i, &dl) || i + 1 + dl + 4 > n) {
+        PyBuffer_Release(&v);
+        PyErr_Format(PyExc_ValueError, "chunk at offset %lld runs past the end of its segment", off);
+        return NULL;
+    }
+    if (verify && crc32c(0, p + i, dl + 1) != be32(p + i + 1 + dl)) {
+        PyBuffer_Release(&v);
+        PyErr_Format(PyExc_ValueError, "chunk at offset %lld: checksum mismatch", off);
+        return NULL;
+    }
+    PyObject *r = Py_BuildValue("(iy#)", p[i], (const char *)p + i + 1, (Py_ssize_t)dl);
+    PyBuffer_Release(&v);
+    return r;
+}
+
+/* ---------------------------------------------------------------- index writing */
+
+/* pack_strings(list[bytes]) -> bytes: uvarint(len) + bytes for each (symbol table body). */
+static PyObject *py_pack_strings(PyObject *self, PyObject *arg) {
+    PyObject *fast = PySequence_Fast(arg, "expected a sequence of bytes");
+    if (!fast) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    Buf out = {0};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char *s; Py_ssize_t l;
+        if (PyBytes_AsStringAndSize(items[i], &s, &l) < 0 || buf_reserve(&out, (size_t)l + 10)) {
+            Py_DECREF(fast); PyMem_Free(out.b); return NULL;
+        }
+        put_uvarint(&out, (uint64_t)l);
+        memcpy(out.b + out.n, s, (size_t)l); out.n += (size_t)l;
+    }
+    Py_DECREF(fast);
+    return buf_to_bytes(&out);
+}
+
+/* series_entries(label_syms, label_counts, c_mint, c_maxt, c_ref, chunk_counts, pos)
+ *   -> (bytes, series_ids_i64)
+ * label_syms: i64 (name, value) symbol pairs for all series, flattened; label_counts: pairs per
+ * series; chunk arrays flattened with chunk_counts per series. pos = file offset of the blob's
+ * first byte (for 16-byte alignment). Each entry: padding, uvarint len, body, crc32c(body). */
+static PyObject *py_series_entries(PyObject *self, PyObject *args) {
+    PyObject *o[6]; long long pos;
+    if (!PyArg_ParseTuple(args, "OOOOOOL", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &pos)) return NULL;
+    Py_buffer b[6]; int got = 0;
+    static const char *names[6] = {"label_syms", "label_counts", "c_mint", "c_maxt", "c_ref", "chunk_counts"};
+    for (; got < 6; got++) if (get_i64(o[got], &b[got], names[got]) < 0) goto release;
+    const int64_t *syms = b[0].buf, *lc = b[1].buf, *mint = b[2].buf, *maxt = b[3].buf, *ref = b[4].buf, *cc = b[5].buf;
+    size_t nser = (size_t)b[1].len / 8, nsym = (size_t)b[0].len / 8, nchk = (size_t)b[2].len / 8;
+    if ((size_t)b[5].len / 8 != nser || (size_t)b[3].len / 8 != nchk || (size_t)b[4].len / 8 != nchk) {
+        PyErr_SetString(PyExc_ValueError, "series_entries: array lengths disagree");
+        goto release;
+    }
+    Buf out = {0}, ids = {0}, body = {0};
+    size_t si = 0, ci = 0;
+    for (size_t s = 0; s < nser; s++) {
+        size_t nl = (size_t)lc[s], nc = (size_t)cc[s];
+        if (si + 2 * nl > nsym || ci + nc > nchk) {
+            PyErr_SetString(PyExc_ValueError, "series_entries: counts exceed arrays");
+            goto fail;
+        }
+        body.n = 0;
+        if (buf_reserve(&body, 10 + nl * 10 + nc * 30)) goto fail;
+        put_uvarint(&body, nl);
+        for (size_t k = 0; k < 2 * nl; k++) put_uvarint(&body, (uint64_t)syms[si + k]);
+        si += 2 * nl;
+        put_uvarint(&body, nc);
+        int64_t prev_maxt = 0, prev_ref = 0;
+        for (size_t k = 0; k < nc; k++, ci++) {
+            int64_t a = mint[ci], z = maxt[ci], r = ref[ci];
+            if (z < a) { PyErr_Format(PyExc_ValueError, "chunk maxt %lld < mint %lld", (long long)z, (long long)a); goto fail; }
+            if (k == 0) {
+                put_varint(&body, a);
+                put_uvarint(&body, (uint64_t)(z - a));
+                put_uvarint(&body, (uint64_t)r);
+            } else {
+                if (a <= prev_maxt) {
+                    PyErr_Format(PyExc_ValueError, "chunk mint %lld not after previous chunk maxt %lld", (long long)a, (long long)prev_maxt);
+                    goto fail;
+                }
+                if (r < prev_ref) { PyErr_SetString(PyExc_ValueError, "chunk refs not increasing"); goto fail; }
+                put_uvarint(&body, (uint64_t)(a - prev_maxt));
+                put_uvarint(&body, (uint64_t)(z - a));
+                put_varint(&body, r - prev_ref);
+            }
+            prev_maxt = z; prev_ref = r;
+        }
+        size_t pad = (size_t)((16 - (pos + (long long)out.n) % 16) % 16);
+        if (buf_reserve(&out, pad + 10 + body.n + 4) || buf_reserve(&ids, 8)) goto fail;
+        memset(out.b + out.n, 0, pad); out.n += pad;
+        int64_t id = (pos + (long long)out.n) / 16;
+        memcpy(ids.b + ids.n, &id, 8); ids.n += 8;
+        put_uvarint(&out, body.n);
+        memcpy(out.b + out.n, body.b, body.n); out.n += body.n;
+        put_be32(&out, crc32c(0, body.b, body.n));
+    }
+    PyMem_Free(body.b);
+    for (int k = 0; k < 6; k++) PyBuffer_Release(&b[k]);
+    PyObject *x = buf_to_bytes(&out), *y = buf_to_bytes(&ids);
+    if (!x || !y) { Py_XDECREF(x); Py_XDECREF(y); return NULL; }
+    return Py_BuildValue("(NN)", x, y);
+fail:
+    PyMem_Free(out.b); PyMem_Free(ids.b); PyMem_Free(body.b);
+release:
+    for (int k = 0; k < got; k++) PyBuffer_Release(&b[k]);
+    return NULL;
+}
+
+/* postings_lists(refs_i64, bounds_i64, pos) -> (bytes, offsets_i64)
+ * List j holds refs[bounds[j]:bounds[j+1]]; each is written 4-byte aligned as
+ * `len<4B> count<4B> ref<4B>* crc32c(count+refs)`; offsets are absolute file positions. */
+static PyObject *py_postings_lists(PyObject *self, PyObject *args) {
+    PyObject *ro, *bo; long long pos;
+    if (!PyArg_ParseTuple(args, "OOL", &ro, &bo, &pos)) return NULL;
+    Py_buffer rb, bb;
+    if (get_i64(ro, &rb, "refs") < 0) return NULL;
+    if (get_i64(bo, &bb, "bounds") < 0) { PyBuffer_Release(&rb); return NULL; }
+    const int64_t *refs = rb.buf, *bounds = bb.buf;
+    size_t nref = (size_t)rb.len / 8, nb = (size_t)bb.len / 8;
+    Buf out = {0}, offs = {0};
+    for (size_t j = 0; j + 1 < nb; j++) {
+        int64_t a = bounds[j], z = bounds[j + 1];
+        if (a < 0 || z < a || (size_t)z > nref) { PyErr_SetString(PyExc_ValueError, "postings bounds out of range"); goto fail; }
+        size_t cnt = (size_t)(z - a);
+        size_t pad = (size_t)((4 - (pos + (long long)out.n) % 4) % 4);
+        if (buf_reserve(&out, pad + 12 + 4 * cnt) || buf_reserve(&offs, 8)) goto fail;
+        memset(out.b + out.n, 0, pad); out.n += pad;
+        int64_t at = pos + (long long)out.n;
+        memcpy(offs.b + offs.n, &at, 8); offs.n += 8;
+        put_be32(&out, (uint32_t)(4 + 4 * cnt));
+        uint8_t *start = out.b + out.n;
+        put_be32(&out, (uint32_t)cnt);
+        for (size_t k = 0; k < cnt; k++) {
+            int64_t r = refs[a + k];
+            if (r < 0 || r > 0xFFFFFFFFll) { PyErr_SetString(PyExc_ValueError, "series ref exceeds 4 bytes"); goto fail; }
+            put_be32(&out, (uint32_t)r);
+        }
+        put_be32(&out, crc32c(0, start, 4 + 4 * cnt));
+    }
+    PyBuffer_Release(&rb); PyBuffer_Release(&bb);
+    PyObject *x = buf_to_bytes(&out), *y = buf_to_bytes(&offs);
+    if (!x || !y) { Py_XDECREF(x); Py_XDECREF(y); return NULL; }
+    return Py_BuildValue("(NN)", x, y);
+fail:
+    PyBuffer_Release(&rb); PyBuffer_Release(&bb);
+    PyMem_Free(out.b); PyMem_Free(offs.b);
+    return NULL;
+}
+
+/* offset_table_entries(symbols: list[bytes], name_ids_i64, value_ids_i64, offsets_i64) -> bytes
+ * Postings offset table entries `2, len+name, len+value, uvarint offset` (no count, no CRC). */
+static PyObject *py_offset_table_entries(PyObject *self, PyObject *args) {
+    PyObject *symo, *o[3];
+    if (!PyArg_ParseTuple(args, "OOOO", &symo, &o[0], &o[1], &o[2])) return NULL;
+    PyObject *fast = PySequence_Fast(symo, "symbols must be a sequence");
+    if (!fast) return NULL;
+    Py_ssize_t nsym = PySequence_Fast_GET_SIZE(fast);
+    PyObject **syms = PySequence_Fast_ITEMS(fast);
+    Py_buffer b[3]; int got = 0;
+    Buf out = {0};
+    for (; got < 3; got++) if (get_i64(o[got], &b[got], "offset table arrays") < 0) goto fail;
+    size_t n = (size_t)b[0].len / 8;
+    if ((size_t)b[1].len / 8 != n || (size_t)b[2].len / 8 != n) { PyErr_SetString(PyExc_ValueError, "array lengths disagree"); goto fail; }
+    const int64_t *ni = b[0].buf, *vi = b[1].buf, *off = b[2].buf;
+    for (size_t k = 0; k < n; k++) {
+        if (ni[k] < 0 || ni[k] >= nsym || vi[k] < 0 || vi[k] >= nsym) { PyErr_SetString(PyExc_IndexError, "symbol id out of range"); goto fail; }
+        char *s1, *s2; Py_ssize_t l1, l2;
+        if (PyBytes_AsStringAndSize(syms[ni[k]], &s1, &l1) < 0 || PyBytes_AsStringAndSize(syms[vi[k]], &s2, &l2) < 0) goto fail;
+        if (buf_reserve(&out, 1 + 10 + (size_t)l1 + 10 + (size_t)l2 + 10)) goto fail;
+        put_u8(&out, 2);
+        put_uvarint(&out, (uint64_t)l1); memcpy(out.b + out.n, s1, (size_t)l1); out.n += (size_t)l1;
+        put_uvarint(&out, (uint64_t)l2); memcpy(out.b + out.n, s2, (size_t)l2); out.n += (size_t)l2;
+        put_uvarint(&out, (uint64_t)off[k]);
+    }
+    for (int k = 0; k < got; k++) PyBuffer_Release(&b[k]);
+    Py_DECREF(fast);
+    return buf_to_bytes(&out);
+fail:
+    for (int k = 0; k < got; k++) PyBuffer_Release(&b[k]);
+    Py_DECREF(fast);
+    PyMem_Free(out.b);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- index reading */
+
+/* parse_strings(buf, off, count, end) -> list[str]: `count` uvarint-prefixed UTF-8 strings
+ * starting at off, none reaching past end. */
+static PyObject *py_parse_strings(PyObject *self, PyObject *args) {
+    Py_buffer v; long long off, end; Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*LnL", &v, &off, &count, &end)) return NULL;
+    const uint8_t *p = v.buf;
+    size_t n = (size_t)(end < v.len ? end : v.len), i = (size_t)off;
+    PyObject *list = NULL;
+    if (off < 0 || count < 0 || (size_t)off > n || (size_t)count > n - (size_t)off) {
+        PyErr_SetString(PyExc_ValueError, "symbol count exceeds its section");
+        goto done;
+    }
+    list = PyList_New(count);
+    if (!list) goto done;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        uint64_t l;
+        if (get_uvarint(p, n, &i, &l) || i + l > n) {
+            PyErr_SetString(PyExc_ValueError, "symbol table runs past its section");
+            Py_CLEAR(list); goto done;
+        }
+        PyObject *s = PyUnicode_DecodeUTF8((const char *)p + i, (Py_ssize_t)l, "strict");
+        if (!s) { Py_CLEAR(list); goto done; }
+        PyList_SET_ITEM(list, k, s);
+        i += l;
+    }
+done:
+    PyBuffer_Release(&v);
+    return list;
+}
+
+/* parse_offset_table(buf, off, count, end) -> (names: list[str], values: list[str], offsets_i64)
+ * Consecutive equal names share one str object. */
+static PyObject *py_parse_offset_table(PyObject *self, PyObject *args) {
+    Py_buffer v; long long off, end; Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*LnL", &v, &off, &count, &end)) return NULL;
+    const uint8_t *p = v.buf;
+    size_t n = (size_t)(end < v.len ? end : v.len), i = (size_t)off;
+    if (off < 0 || count < 0 || (size_t)off > n || (size_t)count > (n - (size_t)off) / 4) {
+        PyBuffer_Release(&v);
+        PyErr_SetString(PyExc_ValueError, "postings offset table count exceeds its section");
+        return NULL;
+    }
+    PyObject *names = PyList_New(count), *values = PyList_New(count), *offs = NULL, *last = NULL;
+    const uint8_t *last_p = NULL; uint64_t last_l = 0;
+    int64_t *o = NULL;
+    if (!names || !values) goto fail;
+    offs = PyBytes_FromStringAndSize(NULL, count * 8);
+    if (!offs) goto fail;
+    o = (int64_t *)PyBytes_AS_STRING(offs);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        uint64_t keys, l1, l2, at;
+        if (get_uvarint(p, n, &i, &keys)) goto corrupt;
+        if (keys != 2) { PyErr_Format(PyExc_ValueError, "postings offset table: unexpected key count %llu", (unsigned long long)keys); goto fail; }
+        if (get_uvarint(p, n, &i, &l1) || i + l1 > n) goto corrupt;
+        const uint8_t *np_ = p + i; i += l1;
+        if (get_uvarint(p, n, &i, &l2) || i + l2 > n) goto corrupt;
+        const uint8_t *vp = p + i; i += l2;
+        if (get_uvarint(p, n, &i, &at)) goto corrupt;
+        if (!(last && l1 == last_l && memcmp(np_, last_p, l1) == 0)) {
+            PyObject *s = PyUnicode_DecodeUTF8((const char *)np_, (Py_ssize_t)l1, "strict");
+            if (!s) goto fail;
+            last = s; last_p = np_; last_l = l1;
+        } else {
+            Py_INCREF(last);
+        }
+        PyList_SET_ITEM(names, k, last);
+        PyObject *s2 = PyUnicode_DecodeUTF8((const char *)vp, (Py_ssize_t)l2, "strict");
+        if (!s2) goto fail;
+        PyList_SET_ITEM(values, k, s2);
+        o[k] = (int64_t)at;
+    }
+    PyBuffer_Release(&v);
+    return Py_BuildValue("(NNN)", names, values, offs);
+corrupt:
+    PyErr_SetString(PyExc_ValueError, "postings offset table runs past its section");
+fail:
+    PyBuffer_Release(&v);
+    Py_XDECREF(names); Py_XDECREF(values); Py_XDECREF(offs);
+    return NULL;
+}
+
+/* decode_series(buf, off) -> (sym_ids: list[int], chunks: list[(mint, maxt, ref)])
+ * Reads one v2 series entry at byte offset off and checks its CRC. */
+static PyObject *py_decode_series(PyObject *self, PyObject *args) {
+    Py_buffer v; long long off;
+    if (!PyArg_ParseTuple(args, "y*L", &v, &off)) return NULL;
+    const uint8_t *p = v.buf; size_t n = (size_t)v.len, i = (size_t)off;
+    PyObject *syms = NULL, *chks = NULL;
+    uint64_t blen, nl, nc;
+    if (off < 0 || get_uvarint(p, n, &i, &blen) || i + blen + 4 > n) goto corrupt;
+    if (crc32c(0, p + i, blen) != be32(p + i + blen)) {
+        PyErr_Format(PyExc_ValueError, "series entry at offset %lld: checksum mismatch", off);
+        goto fail;
+    }
+    n = i + blen;
+    if (get_uvarint(p, n, &i, &nl) || nl > blen) goto corrupt;
+    syms = PyList_New((Py_ssize_t)(2 * nl));
+    if (!syms) goto fail;
+    for (uint64_t k = 0; k < 2 * nl; k++) {
+        uint64_t s;
+        if (get_uvarint(p, n, &i, &s)) goto corrupt;
+        PyObject *x = PyLong_FromUnsignedLongLong(s);
+        if (!x) goto fail;
+        PyList_SET_ITEM(syms, (Py_ssize_t)k, x);
+    }
+    if (get_uvarint(p, n, &i, &nc) || nc > blen) goto corrupt;
+    chks = PyList_New((Py_ssize_t)nc);
+    if (!chks) goto fail;
+    int64_t t0 = 0, r0 = 0;
+    for (uint64_t k = 0; k < nc; k++) {
+        int64_t mint, maxt, ref;
+        uint64_t d, u;
+        if (k == 0) {
+            if (get_varint(p, n, &i, &mint) || get_uvarint(p, n, &i, &d) || get_uvarint(p, n, &i, &u)) goto corrupt;
+            maxt = mint + (int64_t)d; ref = (int64_t)u;
+        } else {
+            int64_t dr;
+            if (get_uvarint(p, n, &i, &u) || get_uvarint(p, n, &i, &d) || get_varint(p, n, &i, &dr)) goto corrupt;
+            mint = t0 + (int64_t)u; maxt = mint + (int64_t)d; ref = r0 + dr;
+        }
+        t0 = maxt; r0 = ref;
+        PyObject *t = Py_BuildValue("(LLK)", (long long)mint, (long long)maxt, (unsigned long long)ref);
+        if (!t) goto fail;
+        PyList_SET_ITEM(chks, (Py_ssize_t)k, t);
+    }
+    PyBuffer_Release(&v);
+    return Py_BuildValue("(NN)", syms, chks);
+corrupt:
+    PyErr_Format(PyExc_ValueError, "series entry at offset %lld is malformed", off);
+fail:
+    PyBuffer_Release(&v);
+    Py_XDECREF(syms); Py_XDECREF(chks);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- module */
+
+static PyMethodDef methods[] = {
+    {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, crc=0) -> int: CRC-32C (Castagnoli), chainable."},
+    {"pack_chunks", py_pack_chunks, METH_VARARGS, "Pack chunks into segment records until the segment limit."},
+    {"read_chunk", py_read_chunk, METH_VARARGS, "read_chunk(buf, off, verify) -> (encoding, data)."},
+    {"pack_strings", py_pack_strings, METH_O, "uvarint-length-prefixed concatenation of byte strings."},
+    {"series_entries", py_series_entries, METH_VARARGS, "Encode 16-byte aligned index series entries."},
+    {"postings_lists", py_postings_lists, METH_VARARGS, "Encode postings lists with CRCs."},
+    {"offset_table_entries", py_offset_table_entries, METH_VARARGS, "Encode postings offset table entries."},
+    {"parse_strings", py_parse_strings, METH_VARARGS, "Decode uvarint-prefixed UTF-8 strings."},
+    {"parse_offset_table", py_parse_offset_table, METH_VARARGS, "Decode postings offset table entries."},
+    {"decode_series", py_decode_series, METH_VARARGS, "Decode one v2 series entry (CRC checked)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_blockio", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__blockio(void) {
+    crc_init();
+#if HAVE_HW
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("sse4.2")) crc32c = crc_hw;
+    else
+#endif
+    {
+        const uint16_t one = 1;
+        crc32c = (*(const uint8_t *)&one == 1) ? crc_sw : crc_bytewise;
+    }
+    return PyModule_Create(&moduledef);
+}
