@@ -5,8 +5,10 @@ added at query time (as Thanos does), so the head stores only what Prometheus se
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -14,9 +16,11 @@ from typing import Iterable
 import numpy as np
 
 from .remotewrite import DecodedWrite
-from .tsdb.head import DUPLICATE, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
+from .tsdb.block import BlockMeta, BlockReader, write_block
+from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
 from .tsdb.labels import Labels, Matcher
 from .wal import WAL, SamplesRecord, SeriesRecord, WALConfig
+from .wal.checkpoint import checkpoints, replay_checkpoint, write_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,9 @@ class TSDBOptions:
     head: HeadOptions = field(default_factory=HeadOptions)
     wal_fsync: str = "none"
     wal_segment_bytes: int = 128 << 20
+    # Local blocks older than this (by max time) are deleted once shipped (or always, with no
+    # shipper: then they are the only copy and retention is all there is). 0 = keep forever.
+    retention_ms: int = 15 * 86_400_000
 
 
 @dataclass
@@ -86,15 +93,173 @@ class TenantTSDB:
         ext = dict(opts.external_labels)
         ext[opts.tenant_label_name] = tenant
         self.external_labels: Labels = tuple(sorted(ext.items()))
+        self.block_range_ms = opts.head.chunk_range_ms
+        self.retention_ms = opts.retention_ms
+        self.blocks: dict[str, BlockReader] = {}
+        self._load_blocks()
+
+    # -- local blocks -------------------------------------------------------------------------
+
+    def _load_blocks(self) -> None:
+        for d in sorted(self.dir.iterdir()):
+            if d.name.endswith(".tmp") and d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)  # an interrupted block write
+            elif (d / "meta.json").is_file() and d.name not in self.blocks:
+                self.blocks[d.name] = BlockReader(d)
+
+    @property
+    def blocks_max_time(self) -> int:
+        """Samples before this are in blocks; the head refuses them."""
+        return max((b.meta.max_time for b in self.blocks.values()), default=int(NO_TIME_MAX))
+
+    def thanos_meta(self) -> dict:
+        return {"labels": dict(self.external_labels), "downsample": {"resolution": 0},
+                "source": "receive"}
+
+    def _persist(self, bmin: int, bmax: int) -> BlockMeta | None:
+        series = self.head.block_series(bmin, bmax)
+        if not series:
+            return None
+        meta = write_block(self.dir, series, bmin, bmax, thanos_meta=self.thanos_meta())
+        self.blocks[meta.ulid] = BlockReader(self.dir / meta.ulid)
+        log.info("persisted head block", extra={"tenant": self.tenant, "ulid": meta.ulid,
+                                                "mint": bmin, "maxt": bmax,
+                                                "series": meta.num_series, "samples": meta.num_samples})
+        return meta
+
+    def _checkpoint(self, upto: int) -> None:
+        """Truncate the head below ``upto`` and replace old WAL segments by a checkpoint."""
+        self.head.truncate(upto)
+        seg = self.wal.rotate()
+
+        def records():
+            refs = self.head.live_refs()
+            for i in range(0, len(refs), 5000):
+                batch = refs[i:i + 5000]
+                keys = [self.head.key(r) for r in batch]
+                parts = [self.head.samples(r, upto, np.iinfo(np.int64).max) for r in batch]
+                counts = [len(p[0]) for p in parts]
+                ts = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+                vals = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float64)
+                sample_refs = np.repeat(np.array(batch, dtype=np.int64), counts)
+                yield (SeriesRecord(np.array(batch, dtype=np.int64), keys),
+                       SamplesRecord(sample_refs, ts, vals) if len(ts) else None)
+
+        write_checkpoint(self.wal.cfg.dir, seg, records())
+        self.wal.truncate_before(seg)
+
+    def compact(self) -> list[BlockMeta]:
+        """Cut the oldest block range out of the head once the head spans 1.5 ranges, as
+        Prometheus does, so late samples within half a range are still accepted."""
+        out: list[BlockMeta] = []
+        r = self.block_range_ms
+        h = self.head
+        upto = None
+        while h.num_series and h.min_time != NO_TIME_MIN and h.max_time - h.min_time > r * 3 // 2:
+            bmin = (h.min_time // r) * r
+            meta = self._persist(bmin, bmin + r)
+            if meta is not None:
+                out.append(meta)
+            upto = bmin + r
+            h.min_time = upto
+        if upto is not None:
+            self._checkpoint(upto)
+        return out
+
+    def flush(self) -> list[BlockMeta]:
+        """Persist everything in the head (on shutdown), one block per aligned range."""
+        out: list[BlockMeta] = []
+        h = self.head
+        if not h.num_series or h.min_time == NO_TIME_MIN:
+            return out
+        r = self.block_range_ms
+        upto = (h.max_time // r + 1) * r
+        for bmin in range((h.min_time // r) * r, upto, r):
+            meta = self._persist(bmin, bmin + r)
+            if meta is not None:
+                out.append(meta)
+        self._checkpoint(upto)
+        return out
+
+    def delete_block(self, ulid: str) -> None:
+        b = self.blocks.pop(ulid, None)
+        if b is not None:
+            b.close()
+        shutil.rmtree(self.dir / ulid, ignore_errors=True)
+
+    def expired_blocks(self, now_ms: int) -> list[str]:
+        if not self.retention_ms:
+            return []
+        return [u for u, b in self.blocks.items() if b.meta.max_time < now_ms - self.retention_ms]
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def series(self, matchers: list[Matcher], mint: int, maxt: int, skip_chunks: bool = False):
+        """Head and local blocks merged: one entry per label set, chunks in time order."""
+        parts = [self.head.series(matchers, mint, maxt, skip_chunks)]
+        for b in list(self.blocks.values()):
+            if b.meta.max_time > mint and b.meta.min_time <= maxt:
+                got = b.series(mint, maxt, matchers)
+                parts.append([(l, []) for l, _ in got] if skip_chunks else got)
+        if len(parts) == 1:
+            return parts[0]
+        merged: dict[Labels, list] = {}
+        for part in parts:
+            for lbls, chunks in part:
+                merged.setdefault(lbls, []).extend(chunks)
+        return sorted((l, sorted(c, key=lambda x: x[0])) for l, c in merged.items())
+
+    def label_names(self, matchers: list[Matcher]) -> set[str]:
+        names = set(self.head.label_names(matchers))
+        for b in list(self.blocks.values()):
+            if matchers:
+                names.update(n for l, _ in b.series(-(1 << 62), 1 << 62, matchers) for n, _ in l)
+            else:
+                names.update(b.index.label_names())
+        return names
+
+    def label_values(self, name: str, matchers: list[Matcher]) -> set[str]:
+        values = set(self.head.label_values(name, matchers))
+        for b in list(self.blocks.values()):
+            if matchers:
+                values.update(v for l, _ in b.series(-(1 << 62), 1 << 62, matchers)
+                              for n, v in l if n == name)
+            else:
+                values.update(b.index.label_values(name))
+        return values
+
+    @property
+    def num_series(self) -> int:
+        return self.head.num_series
+
+    def time_range(self) -> tuple[int, int] | None:
+        lo, hi = [], []
+        if self.head.num_series and self.head.min_time != NO_TIME_MIN:
+            lo.append(self.head.min_time)
+            hi.append(self.head.max_time)
+        for b in self.blocks.values():
+            lo.append(b.meta.min_time)
+            hi.append(b.meta.max_time - 1)
+        return (min(lo), max(hi)) if lo else None
+
+    # -- WAL ----------------------------------------------------------------------------------
 
     def replay(self) -> int:
-        """Load the WAL into the head; returns samples restored."""
+        """Load the newest checkpoint and the WAL after it into the head; returns samples
+        restored. Samples already in local blocks are skipped."""
         # A logged ref normally comes back unchanged; a lookup table covers the rare series
         # that was logged twice under different refs.
         lut = np.zeros(0, dtype=np.int64)
         remapped = False
         restored = 0
-        for rec in self.wal.replay():
+        floor = self.blocks_max_time
+        cps = checkpoints(self.wal.cfg.dir)
+        records: Iterable = self.wal.replay()
+        if cps:
+            seg, path = cps[-1]
+            self.wal.truncate_before(seg)  # a crash may have left segments the checkpoint covers
+            records = itertools.chain(replay_checkpoint(path), self.wal.replay())
+        for rec in records:
             if isinstance(rec, SeriesRecord):
                 refs = rec.refs.tolist()
                 if refs and max(refs) >= len(lut):
@@ -108,7 +273,7 @@ class TenantTSDB:
                         remapped = True
             else:
                 refs = lut[rec.refs] if remapped else rec.refs
-                st = self.head.append(refs, rec.ts, rec.vals, min_valid_time=int(np.iinfo(np.int64).min))
+                st = self.head.append(refs, rec.ts, rec.vals, min_valid_time=floor)
                 restored += int(np.count_nonzero(st == OK))
         return restored
 
@@ -134,7 +299,8 @@ class TenantTSDB:
         if not keep.all():
             out.dropped_samples = int(np.count_nonzero(~keep))
             sample_refs, ts, vals = sample_refs[keep], ts[keep], vals[keep]
-        st = self.head.append(sample_refs, ts, vals)
+        st = self.head.append(sample_refs, ts, vals,
+                              max(self.head.min_valid_time(), self.blocks_max_time))
         ok = st == OK
         out.appended = int(np.count_nonzero(ok))
         if out.appended != len(st):
@@ -157,6 +323,8 @@ class TenantTSDB:
 
     def close(self) -> None:
         self.wal.close()
+        for b in self.blocks.values():
+            b.close()
 
 
 class MultiTSDB:
@@ -170,7 +338,8 @@ class MultiTSDB:
     def open_existing(self) -> int:
         """Open and replay every tenant found on disk; returns samples restored."""
         restored = 0
-        for d in sorted(p for p in self.opts.path.iterdir() if (p / "wal").is_dir()):
+        for d in sorted(p for p in self.opts.path.iterdir()
+                        if (p / "wal").is_dir() or any(p.glob("*/meta.json"))):
             t = TenantTSDB(d.name, self.opts)
             restored += t.replay()
             self.tenants[d.name] = t
@@ -218,17 +387,17 @@ class MultiTSDBSource:
         return [t.external_labels for t in self.db.tenants.values()]
 
     def time_range(self) -> tuple[int, int]:
-        heads = [t.head for t in self.db.tenants.values() if t.head.num_series]
-        if not heads:
+        ranges = [r for r in (t.time_range() for t in self.db.tenants.values()) if r]
+        if not ranges:
             return (np.iinfo(np.int64).max, np.iinfo(np.int64).min)
-        return (min(h.min_time for h in heads), max(h.max_time for h in heads))
+        return (min(r[0] for r in ranges), max(r[1] for r in ranges))
 
     def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool):
         out = []
         for t, inner in self._tenants_for(matchers):
             ext = t.external_labels
             ext_names = {n for n, _ in ext}
-            for lbls, chunks in t.head.series(inner, mint, maxt, skip_chunks):
+            for lbls, chunks in t.series(inner, mint, maxt, skip_chunks):
                 merged = tuple(sorted([p for p in lbls if p[0] not in ext_names] + list(ext)))
                 out.append((merged, chunks))
         out.sort(key=lambda s: s[0])
@@ -237,7 +406,7 @@ class MultiTSDBSource:
     def label_names(self, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]:
         names: set[str] = set()
         for t, inner in self._tenants_for(matchers):
-            got = t.head.label_names(inner)
+            got = t.label_names(inner)
             if got or not inner:
                 names.update(got)
                 names.update(n for n, _ in t.external_labels)
@@ -248,8 +417,9 @@ class MultiTSDBSource:
         for t, inner in self._tenants_for(matchers):
             ext = dict(t.external_labels)
             if name in ext:
-                if t.head.num_series and (not inner or len(t.head.select_refs(inner))):
-                    values.add(ext[name])
+                if t.num_series or t.blocks:
+                    if not inner or t.label_names(inner):
+                        values.add(ext[name])
             else:
-                values.update(t.head.label_values(name, inner))
+                values.update(t.label_values(name, inner))
         return sorted(values)

@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -45,6 +46,12 @@ def free_port(host: str = HOST) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 class MotoServer:
@@ -77,6 +84,8 @@ class MotoServer:
             [exe, "-H", self.host, "-p", str(self.port)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
+        # Never outlive the test process, even if a test forgets stop() or the run is aborted.
+        weakref.finalize(self, _terminate, self._proc)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self._proc.poll() is not None:

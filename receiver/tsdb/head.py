@@ -158,3 +158,50 @@ class Head:
 
     def memory_bytes(self) -> int:
         return self._chunks.memory_bytes()
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def live_refs(self) -> list[int]:
+        return [r for r, k in enumerate(self._keys) if k is not None]
+
+    def key(self, ref: int) -> bytes | None:
+        return self._keys[ref]
+
+    def samples(self, ref: int, mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+        ts, vals = self._chunks.samples(ref, mint, maxt)
+        return np.frombuffer(ts, dtype=np.int64), np.frombuffer(vals, dtype=np.float64)
+
+    def block_series(self, bmin: int, bmax: int) -> list[tuple[Labels, list[tuple[int, int, bytes]]]]:
+        """Every series' chunks inside the block range [bmin, bmax), sorted by labels.
+
+        Chunks are cut at chunk-range boundaries, so with the block range equal to the chunk
+        range no chunk straddles ``bmax``.
+        """
+        out = []
+        for ref in self.live_refs():
+            chunks = [c for c in self._chunks.chunks(ref, bmin, bmax - 1) if c[0] >= bmin and c[1] < bmax]
+            if chunks:
+                out.append((self.labels(ref), chunks))
+        out.sort(key=lambda s: s[0])
+        return out
+
+    def truncate(self, t: int) -> int:
+        """Drop everything older than ``t`` (now in a block) and series left empty; returns
+        how many series were removed. Refs are never reused, so WAL refs stay unambiguous."""
+        self._chunks.truncate_before(t, include_open=True)
+        removed = 0
+        self._postings = MemPostings()
+        for ref, key in enumerate(self._keys):
+            if key is None:
+                continue
+            if self._chunks.num_samples(ref) == 0:
+                self._keys[ref] = None
+                del self._refs[key]
+                removed += 1
+            else:
+                self._postings.add(ref, decode_labels_key(key))
+        if self.max_time >= t:
+            self.min_time = max(self.min_time, t)
+        else:
+            self.min_time = int(NO_TIME_MIN)
+        return removed
