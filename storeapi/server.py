@@ -6,6 +6,7 @@ server does not depend on the exact grpcio version the stubs were generated with
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Protocol
@@ -40,7 +41,11 @@ Chunks = list[tuple[int, int, bytes]]
 
 
 class SeriesSource(Protocol):
-    """What a StoreAPI server serves (the ingestor's heads now, blocks later)."""
+    """What a StoreAPI server serves (the ingestor's heads, the store gateway's blocks).
+
+    ``series``, ``label_names`` and ``label_values`` may also be ``async def`` (the store
+    gateway reads object storage); the server awaits whatever awaitable they return.
+    """
 
     def label_sets(self) -> list[Labels]:
         """External label sets (one per tenant for an ingestor)."""
@@ -148,7 +153,8 @@ class StoreServer:
         enc = SeriesEncoder()
         pending: list[bytes] = []
         try:
-            it: Iterable[tuple[Labels, Chunks]] = self._source.series(mint, maxt, matchers, skip)
+            it: Iterable[tuple[Labels, Chunks]] = await _resolve(
+                self._source.series(mint, maxt, matchers, skip))
             if strip:
                 it = _strip_and_sort(it, strip)
             for lbls, chunks in it:
@@ -186,7 +192,8 @@ class StoreServer:
                           context: grpc.aio.ServicerContext) -> rpc_pb2.LabelNamesResponse:
         matchers = await self._matchers(request.matchers, context)
         try:
-            names = self._source.label_names(request.start, request.end, matchers)
+            names = await _resolve(
+                self._source.label_names(request.start, request.end, matchers))
         except Exception as e:  # noqa: BLE001
             log.exception("LabelNames failed")
             await context.abort(grpc.StatusCode.INTERNAL, f"label names: {e}")
@@ -203,7 +210,8 @@ class StoreServer:
                                 "label name parameter cannot be empty")
         matchers = await self._matchers(request.matchers, context)
         try:
-            values = self._source.label_values(request.label, request.start, request.end, matchers)
+            values = await _resolve(self._source.label_values(
+                request.label, request.start, request.end, matchers))
         except Exception as e:  # noqa: BLE001
             log.exception("LabelValues failed")
             await context.abort(grpc.StatusCode.INTERNAL, f"label values: {e}")
@@ -211,6 +219,11 @@ class StoreServer:
         if request.limit > 0:
             values = values[:request.limit]
         return rpc_pb2.LabelValuesResponse(values=values)
+
+
+async def _resolve(result):
+    """A synchronous source's result as is; an async source's result awaited."""
+    return await result if inspect.isawaitable(result) else result
 
 
 def _strip_and_sort(it: Iterable[tuple[Labels, Chunks]],

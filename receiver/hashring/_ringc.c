@@ -396,8 +396,8 @@ static PyObject *py_split_write(PyObject *self, PyObject *arg)
             p = start;
             while (p < end) {
                 const uint8_t *at = p, *pay = NULL;
-                uint32_t f;
-                unsigned wt;
+                uint32_t f = 0;
+                unsigned wt = 0;
                 size_t len = 0;
                 uint64_t v;
                 next_field(&p, end, &f, &wt, &pay, &len, &v);

@@ -1,0 +1,4 @@
+"""Ships locally cut TSDB blocks to object storage, once each, in Thanos's bucket layout."""
+from .shipper import Shipper, ShipperState
+
+__all__ = ["Shipper", "ShipperState"]
