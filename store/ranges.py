@@ -1,0 +1,53 @@
+"""Coalescing many small byte ranges into few object-storage requests.
+
+A request to S3 costs tens of milliseconds regardless of size, so neighbouring items (series
+entries of one metric, chunks of consecutive series) are fetched together when the gap between
+them is small; the waste is bounded by ``max_gap`` bytes per merge.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+# (start, end, first item index, last item index + 1) over items sorted by start.
+Group = tuple[int, int, int, int]
+
+
+def coalesce(starts: np.ndarray, ends: np.ndarray, max_gap: int) -> list[Group]:
+    """Groups of items sorted by ``starts`` whose ranges are at most ``max_gap`` apart."""
+    n = len(starts)
+    if n == 0:
+        return []
+    reach = np.maximum.accumulate(ends)
+    cut = np.flatnonzero(starts[1:] - reach[:-1] > max_gap) + 1
+    first = np.r_[0, cut]
+    last = np.r_[cut, n]
+    return [(int(starts[a]), int(reach[z - 1]), int(a), int(z))
+            for a, z in zip(first.tolist(), last.tolist())]
+
+
+async def fetch_groups(get_range: Callable[[int, int], Awaitable[bytes]], groups: list[Group],
+                       limit: asyncio.Semaphore) -> list[bytes]:
+    """Fetch each group's [start, end) concurrently, at most ``limit`` requests in flight."""
+    async def one(g: Group) -> bytes:
+        async with limit:
+            return await get_range(g[0], g[1] - g[0])
+    return list(await asyncio.gather(*(one(g) for g in groups)))
+
+
+def uvarint_at(buf: bytes | memoryview, i: int) -> tuple[int, int] | None:
+    """(value, next position) of the uvarint at ``i``, or None when ``buf`` ends inside it."""
+    x = shift = 0
+    n = len(buf)
+    while i < n:
+        c = buf[i]
+        i += 1
+        x |= (c & 0x7F) << shift
+        if c < 0x80:
+            return x, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("uvarint overflows 64 bits")
+    return None
