@@ -21,4 +21,25 @@ class ReceiveConfig:
     max_decompressed_bytes: int = 256 << 20    # snappy bomb guard; over it: 413
     wal_fsync: str = "none"                    # "none": write() before ack; "batch": group fsync
     chunk_range_ms: int = 2 * 3600 * 1000
+    # Routing (a hashrings file makes this receiver a router; with a local endpoint in the ring,
+    # a router+ingestor).
+    hashrings_file: Path | None = None
+    hashrings_algorithm: str = "hashmod"
+    hashrings_refresh_s: float = 1.0
+    replication_factor: int = 1
+    local_endpoint: str = ""
+    forward_timeout_s: float = 5.0
+    forward_retries: int = 2
+    limits_file: Path | None = None
+    # Blocks (wired by the block-lifecycle work; declared here so the CLI can pass them).
+    objstore_config: str | None = None
+    retention_ms: int = 15 * 86_400_000
     extra: dict = field(default_factory=dict)
+
+    @property
+    def is_router(self) -> bool:
+        return self.hashrings_file is not None
+
+    @property
+    def is_ingestor(self) -> bool:
+        return self.hashrings_file is None or bool(self.local_endpoint)

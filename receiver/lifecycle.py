@@ -59,11 +59,11 @@ class BlockLifecycle:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
             try:
                 await self.run_once()
             except Exception:
                 log.exception("block lifecycle round failed; will retry")
+            await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())

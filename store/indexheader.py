@@ -209,10 +209,9 @@ class IndexHeader:
         return [(vals[i], int(starts[i]), int(ends[i])) for i in idx]
 
     def lookup_labels(self, sym_ids: list[int]) -> tuple[tuple[str, str], ...]:
-        syms = self.symbols
         try:
-            it = iter(sym_ids)
-            return tuple((syms[a], syms[b]) for a, b in zip(it, it))
+            it = map(self.symbols.__getitem__, sym_ids)
+            return tuple(zip(it, it))
         except IndexError:
             raise CorruptionError("index: series names an unknown symbol") from None
 

@@ -15,13 +15,21 @@ import numpy as np
 Group = tuple[int, int, int, int]
 
 
-def coalesce(starts: np.ndarray, ends: np.ndarray, max_gap: int) -> list[Group]:
-    """Groups of items sorted by ``starts`` whose ranges are at most ``max_gap`` apart."""
+def coalesce(starts: np.ndarray, ends: np.ndarray, max_gap: int,
+             max_size: int = 1 << 62) -> list[Group]:
+    """Groups of items sorted by ``starts`` whose ranges are at most ``max_gap`` apart.
+
+    A group is also cut (at an item boundary) about every ``max_size`` bytes, so one huge
+    read becomes several that run in parallel.
+    """
     n = len(starts)
     if n == 0:
         return []
     reach = np.maximum.accumulate(ends)
-    cut = np.flatnonzero(starts[1:] - reach[:-1] > max_gap) + 1
+    brk = starts[1:] - reach[:-1] > max_gap
+    if n > 1 and reach[-1] - starts[0] > max_size:
+        brk |= (starts[1:] - starts[0]) // max_size != (starts[:-1] - starts[0]) // max_size
+    cut = np.flatnonzero(brk) + 1
     first = np.r_[0, cut]
     last = np.r_[cut, n]
     return [(int(starts[a]), int(reach[z - 1]), int(a), int(z))

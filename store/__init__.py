@@ -1,0 +1,1 @@
+"""Store gateway: serves blocks from object storage over the StoreAPI (``promring store``)."""

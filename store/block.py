@@ -1,0 +1,405 @@
+"""One block in object storage, queried through its index-header and ranged reads.
+
+Postings lists, series entries and chunks are each located by the index-header or by refs,
+their extent estimated (up to the next known item, or a size bound), nearby ranges coalesced
+into one request, and anything longer than its estimate re-read exactly. Raw item bytes go to
+the shared LRU, so repeated queries touch no bucket at all.
+"""
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter
+
+from objstore import Bucket
+from receiver.tsdb._blockio import crc32c, decode_series, read_chunk
+from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, BlockMeta
+from receiver.tsdb.chunkenc import ENCODING_XOR
+from receiver.tsdb.chunks import CorruptionError, segment_name
+from receiver.tsdb.index import EMPTY, SERIES_ALIGN, ChunkMeta
+from receiver.tsdb.labels import Labels, Matcher, MatchType
+
+from .cache import LRUCache
+from .indexheader import HEADER_FILENAME, IndexHeader
+from .ranges import coalesce, fetch_groups, uvarint_at
+
+# Read-ahead bounds when an item's end is unknown (Thanos uses 64 KiB and 16000 B); an item
+# longer than its estimate costs one more exact request, never a wrong answer.
+SERIES_SIZE_ESTIMATE = 16 << 10
+CHUNK_SIZE_ESTIMATE = 16000
+DEFAULT_MAX_GAP = 512 << 10
+DEFAULT_MAX_RANGE = 8 << 20  # bigger coalesced reads are split to run in parallel
+
+Chunk = tuple[int, int, bytes]
+LengthAt = Callable[[memoryview, int], "int | None"]
+
+
+class FetchMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.bytes = Counter("promring_store_bucket_fetched_bytes",
+                             "Bytes read from object storage by queries.", ["item_type"],
+                             registry=registry)
+        self.requests = Counter("promring_store_bucket_range_requests",
+                                "Ranged reads issued by queries.", ["item_type"],
+                                registry=registry)
+        self.refetches = Counter("promring_store_bucket_refetches",
+                                 "Items longer than their size estimate, read again.",
+                                 ["item_type"], registry=registry)
+        self.skipped_chunks = Counter("promring_store_skipped_chunks",
+                                      "Chunks not served because their encoding is not XOR.",
+                                      registry=registry)
+
+
+@dataclass
+class FetchOptions:
+    max_gap: int = DEFAULT_MAX_GAP
+    series_estimate: int = SERIES_SIZE_ESTIMATE
+    chunk_estimate: int = CHUNK_SIZE_ESTIMATE
+    max_range: int = DEFAULT_MAX_RANGE
+
+
+# -- item framing: total length of the item starting at buf[i], None if its prefix is cut off.
+
+def _postings_len(buf: memoryview, i: int) -> int | None:
+    if i + 4 > len(buf):
+        return None
+    return 8 + struct.unpack_from(">I", buf, i)[0]
+
+
+def _series_len(buf: memoryview, i: int) -> int | None:
+    r = uvarint_at(buf, i)
+    return None if r is None else (r[1] - i) + r[0] + 4
+
+
+def _chunk_len(buf: memoryview, i: int) -> int | None:
+    r = uvarint_at(buf, i)
+    return None if r is None else (r[1] - i) + 1 + r[0] + 4
+
+
+def _decode_postings(raw: bytes) -> np.ndarray:
+    (ln,) = struct.unpack_from(">I", raw, 0)
+    if crc32c(memoryview(raw)[4:4 + ln]) != struct.unpack_from(">I", raw, 4 + ln)[0]:
+        raise CorruptionError("postings list: checksum mismatch")
+    (count,) = struct.unpack_from(">I", raw, 4)
+    if ln != 4 + 4 * count:
+        raise CorruptionError("postings list: length disagrees with count")
+    return np.frombuffer(raw, dtype=">u4", count=count, offset=8).astype(np.int64)
+
+
+def merge_external(lbls: Labels, ext: Labels) -> Labels:
+    """Series labels with the block's external labels added; external ones win on clashes."""
+    if not ext:
+        return lbls
+    merged = dict(lbls)
+    merged.update(ext)
+    return tuple(sorted(merged.items()))
+
+
+class BucketBlock:
+    """Query access to one uploaded block; all I/O is ranged reads through ``bucket``."""
+
+    def __init__(self, bucket: Bucket, meta: BlockMeta, header: IndexHeader, cache: LRUCache,
+                 limit: asyncio.Semaphore, opts: FetchOptions,
+                 metrics: FetchMetrics | None = None) -> None:
+        self.bucket = bucket
+        self.meta = meta
+        self.ulid = meta.ulid
+        self.header = header
+        self._cache = cache
+        self._limit = limit
+        self._opts = opts
+        self._m = metrics
+        thanos = meta.thanos or {}
+        self.ext_labels: Labels = tuple(sorted((str(k), str(v)) for k, v in
+                                               (thanos.get("labels") or {}).items() if v != ""))
+        self._ext = dict(self.ext_labels)
+        self.resolution = int((thanos.get("downsample") or {}).get("resolution", 0))
+        self._index_name = f"{self.ulid}/{INDEX_FILENAME}"
+        self._seg_sizes = {f["rel_path"]: int(f["size_bytes"])
+                           for f in thanos.get("files") or [] if f.get("size_bytes")}
+
+    @classmethod
+    async def open(cls, bucket: Bucket, meta: BlockMeta, local_dir: Path, cache: LRUCache,
+                   limit: asyncio.Semaphore, opts: FetchOptions,
+                   metrics: FetchMetrics | None = None) -> BucketBlock:
+        """Load (or build from the bucket) the block's index-header under ``local_dir``."""
+        index_name = f"{meta.ulid}/{INDEX_FILENAME}"
+        size = next((int(f["size_bytes"]) for f in (meta.thanos or {}).get("files") or []
+                     if f.get("rel_path") == INDEX_FILENAME and f.get("size_bytes")), None)
+        if size is None:
+            size = (await bucket.attributes(index_name)).size
+        header, _ = await IndexHeader.load_or_fetch(bucket, index_name, size,
+                                                    local_dir / HEADER_FILENAME)
+        return cls(bucket, meta, header, cache, limit, opts, metrics)
+
+    # -- block-level filters
+
+    @property
+    def min_time(self) -> int:
+        return self.meta.min_time
+
+    @property
+    def max_time(self) -> int:
+        return self.meta.max_time
+
+    def overlaps(self, mint: int, maxt: int) -> bool:
+        """[min_time, max_time) of the block against the inclusive query range."""
+        return self.meta.min_time <= maxt and self.meta.max_time > mint
+
+    def index_matchers(self, matchers: Sequence[Matcher]) -> list[Matcher] | None:
+        """Matchers left for the index once those on external labels are decided here; None
+        when an external label rules the whole block out."""
+        rest = []
+        for m in matchers:
+            v = self._ext.get(m.name)
+            if v is None:
+                rest.append(m)
+            elif not m.matches(v):
+                return None
+        return rest
+
+    # -- generic ranged item reads
+
+    async def _read_items(self, obj: str, kind: str, ids: list[int], starts: np.ndarray,
+                          ends: np.ndarray, length_at: LengthAt) -> list[bytes]:
+        """Raw bytes of items at ``starts`` (sorted) of object ``obj``, each assumed to end
+        by ``ends``; cached under ``(block, kind, id)``."""
+        keys = [(self.ulid, kind, i) for i in ids]
+        out = self._cache.get_many(keys, kind)
+        miss = [j for j, v in enumerate(out) if v is None]
+        if not miss:
+            return out  # type: ignore[return-value]
+        ms = starts[miss]
+        me = ends[miss]
+        groups = coalesce(ms, me, self._opts.max_gap, self._opts.max_range)
+
+        async def get(off: int, ln: int) -> bytes:
+            return await self.bucket.get_range(obj, off, ln)
+
+        bufs = await fetch_groups(get, groups, self._limit)
+        if self._m is not None:
+            self._m.requests.labels(kind).inc(len(groups))
+            self._m.bytes.labels(kind).inc(sum(map(len, bufs)))
+        again: list[tuple[int, int | None]] = []
+        for (gs, _, a, z), buf in zip(groups, bufs):
+            mv = memoryview(buf)
+            for k in range(a, z):
+                j = miss[k]
+                rel = int(ms[k]) - gs
+                ln = length_at(mv, rel)
+                if ln is None or rel + ln > len(buf):
+                    again.append((j, ln))
+                    continue
+                raw = bytes(mv[rel:rel + ln])
+                out[j] = raw
+                self._cache.put(keys[j], raw, kind)
+        if again:
+            raws = await asyncio.gather(*(self._read_exact(obj, kind, int(starts[j]), ln,
+                                                           length_at) for j, ln in again))
+            for (j, _), raw in zip(again, raws):
+                out[j] = raw
+                self._cache.put(keys[j], raw, kind)
+        return out  # type: ignore[return-value]
+
+    async def _read_exact(self, obj: str, kind: str, off: int, ln: int | None,
+                          length_at: LengthAt) -> bytes:
+        if self._m is not None:
+            self._m.refetches.labels(kind).inc()
+        async with self._limit:
+            if ln is None:
+                head = await self.bucket.get_range(obj, off, 16)
+                ln = length_at(memoryview(head), 0)
+                if ln is None:
+                    raise CorruptionError(f"{obj}: item at {off} has no valid length prefix")
+            raw = await self.bucket.get_range(obj, off, ln)
+        if self._m is not None:
+            self._m.requests.labels(kind).inc()
+            self._m.bytes.labels(kind).inc(len(raw))
+        if len(raw) != ln:
+            raise CorruptionError(f"{obj}: item at {off} runs past the end of the object")
+        return raw
+
+    # -- postings
+
+    async def _postings(self, ranges: list[tuple[int, int]]) -> dict[int, np.ndarray]:
+        """Postings lists by their start offset."""
+        uniq = sorted(set(ranges))
+        if not uniq:
+            return {}
+        starts = np.array([r[0] for r in uniq], dtype=np.int64)
+        ends = np.array([r[1] for r in uniq], dtype=np.int64)
+        raws = await self._read_items(self._index_name, "postings", starts.tolist(), starts,
+                                      ends, _postings_len)
+        return {s: _decode_postings(r) for s, r in zip(starts.tolist(), raws)}
+
+    async def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
+        """Sorted series refs matching all ``matchers`` (an absent label matches as "")."""
+        h = self.header
+        plans: list[tuple[Matcher, list[tuple[int, int]]]] = []
+        for m in matchers:
+            if m.matches_empty():
+                rngs = [(s, e) for _, s, e in h.postings_ranges(m.name,
+                                                              lambda v, m=m: not m.matches(v))]
+            elif m.type is MatchType.EQ:
+                r = h.postings_range(m.name, m.value)
+                rngs = [r] if r is not None else []
+            else:
+                rngs = [(s, e) for _, s, e in h.postings_ranges(m.name, m.matches)]
+            if not rngs and not m.matches_empty():
+                return EMPTY  # nothing has this label value: no reads at all
+            plans.append((m, rngs))
+        need_all = not plans or all(m.matches_empty() for m, _ in plans)
+        all_rng = h.postings_range("", "")
+        wanted = [r for _, rs in plans for r in rs]
+        if need_all:
+            if all_rng is None:
+                return EMPTY
+            wanted.append(all_rng)
+        lists = await self._postings(wanted)
+
+        def union(rs: list[tuple[int, int]]) -> np.ndarray:
+            if not rs:
+                return EMPTY
+            if len(rs) == 1:
+                return lists[rs[0][0]]
+            return np.unique(np.concatenate([lists[r[0]] for r in rs]))
+
+        result: np.ndarray | None = None
+        # Non-empty matchers first: they narrow; empty-matching ones subtract.
+        for m, rs in sorted(plans, key=lambda p: p[0].matches_empty()):
+            if m.matches_empty():
+                base = lists[all_rng[0]] if result is None else result  # type: ignore[index]
+                bad = union(rs)
+                result = np.setdiff1d(base, bad, assume_unique=True) if len(bad) else base
+            else:
+                hit = union(rs)
+                result = hit if result is None else np.intersect1d(result, hit,
+                                                                   assume_unique=True)
+            if len(result) == 0:
+                return EMPTY
+        if result is None:
+            return lists[all_rng[0]]  # type: ignore[index]
+        return result
+
+    # -- series entries and chunks
+
+    async def series_entries(self, refs: np.ndarray) -> list[tuple[Labels, list[ChunkMeta]]]:
+        """Labels (without external labels) and chunk metas of each series ref (sorted)."""
+        if len(refs) == 0:
+            return []
+        starts = refs.astype(np.int64) * SERIES_ALIGN
+        h = self.header
+        if starts[0] < h.toc.series or starts[-1] >= h.series_end:
+            raise CorruptionError(f"block {self.ulid}: series ref outside the series section")
+        nxt = np.r_[starts[1:], h.series_end]
+        ends = np.minimum(np.minimum(nxt, starts + self._opts.series_estimate), h.series_end)
+        raws = await self._read_items(self._index_name, "series", refs.tolist(), starts, ends,
+                                      _series_len)
+        out = []
+        lookup = h.lookup_labels
+        for raw in raws:
+            try:
+                ids, metas = decode_series(raw, 0)
+            except ValueError as e:
+                raise CorruptionError(f"block {self.ulid}: {e}") from None
+            out.append((lookup(ids), metas))
+        return out
+
+    async def chunks(self, refs: list[int]) -> dict[int, bytes | None]:
+        """Chunk data by ref; None for chunks whose encoding is not XOR."""
+        if not refs:
+            return {}
+        arr = np.unique(np.array(refs, dtype=np.uint64)).astype(np.int64)
+        seqs = arr >> 32
+        offs = arr & 0xFFFFFFFF
+        cuts = np.flatnonzero(np.r_[True, seqs[1:] != seqs[:-1]]).tolist() + [len(arr)]
+        est = self._opts.chunk_estimate
+        jobs = []
+        for a, z in zip(cuts[:-1], cuts[1:]):
+            rel = f"{CHUNKS_DIRNAME}/{segment_name(int(seqs[a]))}"
+            o = offs[a:z]
+            ends = np.minimum(np.r_[o[1:], o[-1] + est], o + est)
+            size = self._seg_sizes.get(rel)
+            if size is not None:
+                ends = np.minimum(ends, size)
+            jobs.append(self._read_items(f"{self.ulid}/{rel}", "chunks", arr[a:z].tolist(), o,
+                                         ends, _chunk_len))
+        out: dict[int, bytes | None] = {}
+        skipped = 0
+        for (a, z), raws in zip(zip(cuts[:-1], cuts[1:]), await asyncio.gather(*jobs)):
+            for ref, raw in zip(arr[a:z].tolist(), raws):
+                try:
+                    enc, data = read_chunk(raw, 0, True)
+                except ValueError as e:
+                    raise CorruptionError(f"block {self.ulid}: chunk {ref:#x}: {e}") from None
+                if enc == ENCODING_XOR:
+                    out[ref] = data
+                else:
+                    out[ref] = None
+                    skipped += 1
+        if skipped and self._m is not None:
+            self._m.skipped_chunks.inc(skipped)
+        return out
+
+    # -- queries
+
+    async def series(self, mint: int, maxt: int, matchers: Sequence[Matcher],
+                     skip_chunks: bool) -> list[tuple[Labels, list[Chunk]]]:
+        """Matching series (external labels merged in) with their chunks overlapping
+        [mint, maxt]; with ``skip_chunks`` the chunk lists are empty."""
+        if not self.overlaps(mint, maxt):
+            return []
+        ms = self.index_matchers(matchers)
+        if ms is None:
+            return []
+        refs = await self.select(ms)
+        entries = await self.series_entries(refs)
+        if mint <= self.min_time and maxt >= self.max_time - 1:
+            picked = [e for e in entries if e[1]]  # every chunk lies inside the query range
+        else:
+            picked = []
+            for lbls, metas in entries:
+                sel = [c for c in metas if c[0] <= maxt and c[1] >= mint]
+                if sel:
+                    picked.append((lbls, sel))
+        ext = self.ext_labels
+        if skip_chunks:
+            return [(merge_external(lbls, ext), []) for lbls, _ in picked]
+        data = await self.chunks([c[2] for _, sel in picked for c in sel])
+        out = []
+        for lbls, sel in picked:
+            cs = [(a, z, d) for a, z, r in sel if (d := data[r]) is not None]
+            if cs:
+                out.append((merge_external(lbls, ext), cs))
+        return out
+
+    async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> set[str]:
+        if not self.overlaps(mint, maxt):
+            return set()
+        ms = self.index_matchers(matchers)
+        if ms is None:
+            return set()
+        if not ms:
+            return set(self.header.label_names()) | set(self._ext)
+        return {n for lbls, _ in await self.series(mint, maxt, ms, True) for n, _ in lbls}
+
+    async def label_values(self, name: str, mint: int, maxt: int,
+                           matchers: Sequence[Matcher]) -> set[str]:
+        if not self.overlaps(mint, maxt):
+            return set()
+        ms = self.index_matchers(matchers)
+        if ms is None:
+            return set()
+        if name in self._ext:
+            if ms and not await self.series(mint, maxt, ms, True):
+                return set()
+            return {self._ext[name]}
+        if not ms:
+            return set(self.header.label_values(name))
+        return {v for lbls, _ in await self.series(mint, maxt, ms, True)
+                for n, v in lbls if n == name}

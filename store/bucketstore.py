@@ -1,0 +1,219 @@
+"""The set of blocks a store gateway serves, kept in step with the bucket, as a SeriesSource.
+
+Sync follows Thanos's meta fetcher: every top-level ``<ULID>/`` directory with a ``meta.json``
+is a block; one without is a partial upload (skipped until complete); one with a
+``deletion-mark.json`` older than the ignore delay is on its way out (dropped). Metas are
+immutable, so only new blocks cost a ``meta.json`` read and an index-header build; known blocks
+cost one deletion-mark probe per sync.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from objstore import Bucket, ObjectNotFound
+from receiver.tsdb.block import META_FILENAME, BlockMeta, parse_ulid
+from receiver.tsdb.labels import Labels, Matcher
+
+from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
+from .cache import LRUCache
+
+log = logging.getLogger(__name__)
+
+DELETION_MARK_FILENAME = "deletion-mark.json"
+MAX_INT64 = (1 << 63) - 1
+MIN_INT64 = -(1 << 63)
+
+
+class SyncMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.syncs = Counter("thanos_blocks_meta_syncs", "Bucket syncs.", registry=registry)
+        self.failures = Counter("thanos_blocks_meta_sync_failures", "Failed bucket syncs.",
+                                registry=registry)
+        self.duration = Histogram("thanos_blocks_meta_sync_duration_seconds",
+                                  "Duration of bucket syncs.", registry=registry)
+        self.synced = Gauge("thanos_blocks_meta_synced", "Blocks seen at the last sync by state.",
+                            ["state"], registry=registry)
+        self.loaded = Gauge("thanos_bucket_store_blocks_loaded", "Blocks being served.",
+                            registry=registry)
+        self.loads = Counter("thanos_bucket_store_block_loads", "Blocks loaded.",
+                             registry=registry)
+        self.load_failures = Counter("thanos_bucket_store_block_load_failures",
+                                     "Blocks that failed to load.", registry=registry)
+        self.drops = Counter("thanos_bucket_store_block_drops", "Blocks no longer served.",
+                             registry=registry)
+
+
+def _is_ulid(s: str) -> bool:
+    try:
+        parse_ulid(s)
+        return True
+    except ValueError:
+        return False
+
+
+class BucketStore:
+    """Blocks of one bucket; ``series``/``label_*`` are async, as storeapi.server allows."""
+
+    def __init__(self, bucket: Bucket, data_dir: Path, cache: LRUCache,
+                 registry: CollectorRegistry, *, opts: FetchOptions | None = None,
+                 sync_concurrency: int = 20, fetch_concurrency: int = 32,
+                 ignore_deletion_marks_delay_s: float = 0.0) -> None:
+        self.bucket = bucket
+        self.data_dir = Path(data_dir)
+        self.cache = cache
+        self.blocks: dict[str, BucketBlock] = {}
+        self._opts = opts or FetchOptions()
+        self._sync_limit = asyncio.Semaphore(sync_concurrency)
+        self._fetch_limit = asyncio.Semaphore(fetch_concurrency)
+        self._mark_delay = ignore_deletion_marks_delay_s
+        self._lock = asyncio.Lock()
+        self.sync_metrics = SyncMetrics(registry)
+        self.fetch_metrics = FetchMetrics(registry)
+
+    # -- sync
+
+    async def _deletion_marked(self, ulid: str) -> bool:
+        try:
+            raw = await self.bucket.get(f"{ulid}/{DELETION_MARK_FILENAME}")
+        except ObjectNotFound:
+            return False
+        if self._mark_delay <= 0:
+            return True
+        try:
+            marked_at = float(json.loads(raw)["deletion_time"])
+        except (ValueError, KeyError, TypeError):
+            return True  # unreadable mark: treat the block as going away, like Thanos
+        return time.time() - marked_at >= self._mark_delay
+
+    async def _inspect(self, ulid: str) -> tuple[str, BucketBlock | None]:
+        """State of one bucket directory and, for a newly loadable block, the opened block."""
+        async with self._sync_limit:
+            if await self._deletion_marked(ulid):
+                return "marked-for-deletion", None
+            if ulid in self.blocks:
+                return "loaded", self.blocks[ulid]
+            try:
+                raw = await self.bucket.get(f"{ulid}/{META_FILENAME}")
+            except ObjectNotFound:
+                return "no-meta-json", None
+            try:
+                meta = BlockMeta.from_dict(json.loads(raw))
+                if meta.ulid != ulid:
+                    raise ValueError(f"meta.json names block {meta.ulid}")
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("skipping block with a bad meta.json",
+                            extra={"block": ulid, "err": str(e)})
+                return "corrupted-meta-json", None
+            res = int(((meta.thanos or {}).get("downsample") or {}).get("resolution", 0))
+            if res != 0:
+                return "downsampled", None  # served once downsampling lands
+            try:
+                block = await BucketBlock.open(self.bucket, meta, self.data_dir / ulid,
+                                               self.cache, self._fetch_limit, self._opts,
+                                               self.fetch_metrics)
+            except Exception as e:  # noqa: BLE001 -- a bad block must not stop the others
+                log.warning("block load failed", extra={"block": ulid, "err": repr(e)})
+                self.sync_metrics.load_failures.inc()
+                return "failed", None
+            self.sync_metrics.loads.inc()
+            log.info("loaded block", extra={"block": ulid, "mint": meta.min_time,
+                                            "maxt": meta.max_time,
+                                            "index_header_bytes": block.header.nbytes})
+            return "loaded", block
+
+    async def sync_once(self) -> None:
+        """List the bucket, load new blocks, drop vanished or deletion-marked ones."""
+        async with self._lock:
+            m = self.sync_metrics
+            t0 = time.perf_counter()
+            m.syncs.inc()
+            try:
+                entries = await self.bucket.iter("")
+            except Exception:
+                m.failures.inc()
+                raise
+            ulids = [e[:-1] for e in entries if e.endswith("/") and _is_ulid(e[:-1])]
+            states = await asyncio.gather(*(self._inspect(u) for u in ulids))
+            fresh: dict[str, BucketBlock] = {}
+            counts: dict[str, int] = {}
+            for u, (state, block) in zip(ulids, states):
+                counts[state] = counts.get(state, 0) + 1
+                if block is not None:
+                    fresh[u] = block
+            dropped = set(self.blocks) - set(fresh)
+            self.blocks = dict(sorted(fresh.items(), key=lambda kv: kv[1].min_time))
+            for u in dropped:
+                log.info("dropped block", extra={"block": u})
+            m.drops.inc(len(dropped))
+            m.loaded.set(len(self.blocks))
+            for state in ("loaded", "no-meta-json", "marked-for-deletion", "corrupted-meta-json",
+                          "failed", "downsampled"):
+                m.synced.labels(state).set(counts.get(state, 0))
+            await asyncio.to_thread(self._remove_stale_dirs)
+            m.duration.observe(time.perf_counter() - t0)
+
+    def _remove_stale_dirs(self) -> None:
+        """Local index-headers of blocks not served any more."""
+        if not self.data_dir.is_dir():
+            return
+        for p in self.data_dir.iterdir():
+            if p.is_dir() and _is_ulid(p.name) and p.name not in self.blocks:
+                shutil.rmtree(p, ignore_errors=True)
+
+    # -- SeriesSource
+
+    def label_sets(self) -> list[Labels]:
+        return sorted({b.ext_labels for b in self.blocks.values()})
+
+    def time_range(self) -> tuple[int, int]:
+        if not self.blocks:
+            return MAX_INT64, MIN_INT64
+        return (min(b.min_time for b in self.blocks.values()),
+                max(b.max_time for b in self.blocks.values()))
+
+    def _blocks_for(self, mint: int, maxt: int, max_resolution_ms: int = 0) -> list[BucketBlock]:
+        return [b for b in self.blocks.values()
+                if b.overlaps(mint, maxt) and b.resolution <= max_resolution_ms]
+
+    async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool,
+                     max_resolution_ms: int = 0) -> list[tuple[Labels, list[Chunk]]]:
+        """Series of all overlapping blocks sorted by labels; one series found in several
+        blocks comes back once, its chunks in time order (exact duplicates dropped)."""
+        blocks = self._blocks_for(mint, maxt, max_resolution_ms)
+        results = await asyncio.gather(*(b.series(mint, maxt, matchers, skip_chunks)
+                                         for b in blocks))
+        if len(results) == 1:
+            return sorted(results[0])
+        merged: dict[Labels, list[Chunk]] = {}
+        multi: set[Labels] = set()
+        for res in results:
+            for lbls, cs in res:
+                cur = merged.get(lbls)
+                if cur is None:
+                    merged[lbls] = cs
+                else:
+                    merged[lbls] = cur + cs
+                    multi.add(lbls)
+        for lbls in multi:
+            cs = sorted(merged[lbls], key=lambda c: (c[0], c[1]))
+            merged[lbls] = [c for i, c in enumerate(cs) if i == 0 or c != cs[i - 1]]
+        return sorted(merged.items())
+
+    async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
+        sets = await asyncio.gather(*(b.label_names(mint, maxt, matchers)
+                                      for b in self._blocks_for(mint, maxt)))
+        return sorted(set().union(*sets))
+
+    async def label_values(self, name: str, mint: int, maxt: int,
+                           matchers: Sequence[Matcher]) -> list[str]:
+        sets = await asyncio.gather(*(b.label_values(name, mint, maxt, matchers)
+                                      for b in self._blocks_for(mint, maxt)))
+        return sorted(set().union(*sets))

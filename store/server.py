@@ -1,0 +1,128 @@
+"""``promring store``: the store gateway -- blocks in object storage served over the StoreAPI.
+
+Mirrors Thanos's store gateway: the bucket is synced before the component reports ready and
+then every ``sync_interval_s``; per block only a small index-header lives on local disk, and
+postings, series and chunks are read by range on demand through a bounded LRU.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from common.ops import add_ops_routes, start_site
+from objstore import Bucket, bucket_from_config
+from storeapi.server import serve as serve_storeapi
+
+from .block import (
+    CHUNK_SIZE_ESTIMATE,
+    DEFAULT_MAX_GAP,
+    DEFAULT_MAX_RANGE,
+    SERIES_SIZE_ESTIMATE,
+    FetchOptions,
+)
+from .bucketstore import BucketStore
+from .cache import CacheMetrics, LRUCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StoreConfig:
+    data_dir: Path
+    objstore_config: str  # bucket YAML, as Thanos's --objstore.config
+    grpc_address: str = "0.0.0.0:10901"
+    http_address: str = "0.0.0.0:10902"
+    sync_interval_s: float = 180.0  # Thanos --sync-block-duration=3m
+    cache_bytes: int = 256 << 20  # postings + series + chunks
+    block_sync_concurrency: int = 20
+    fetch_concurrency: int = 32  # ranged reads in flight
+    max_gap_bytes: int = DEFAULT_MAX_GAP  # merge ranged reads closer than this
+    max_range_bytes: int = DEFAULT_MAX_RANGE  # ...but split merged reads bigger than this
+    series_size_estimate: int = SERIES_SIZE_ESTIMATE
+    chunk_size_estimate: int = CHUNK_SIZE_ESTIMATE
+    ignore_deletion_marks_delay_s: float = 0.0
+
+
+class StoreGateway:
+    """HTTP ops endpoints, the StoreAPI over a BucketStore, and the periodic bucket sync."""
+
+    def __init__(self, cfg: StoreConfig, registry: CollectorRegistry | None = None,
+                 bucket: Bucket | None = None) -> None:
+        self.cfg = cfg
+        self.registry = registry or CollectorRegistry()
+        self.ready = False
+        self.ports: dict[str, int] = {}
+        self._bucket = bucket
+        self._own_bucket = bucket is None
+        self.cache = LRUCache(cfg.cache_bytes, CacheMetrics(self.registry))
+        self.store: BucketStore | None = None
+        self._runner: web.AppRunner | None = None
+        self._grpc = None
+        self._sync_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        if self._bucket is None:
+            self._bucket = bucket_from_config(cfg.objstore_config)
+        Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+        self.store = BucketStore(
+            self._bucket, Path(cfg.data_dir), self.cache, self.registry,
+            opts=FetchOptions(cfg.max_gap_bytes, cfg.series_size_estimate,
+                              cfg.chunk_size_estimate, cfg.max_range_bytes),
+            sync_concurrency=cfg.block_sync_concurrency,
+            fetch_concurrency=cfg.fetch_concurrency,
+            ignore_deletion_marks_delay_s=cfg.ignore_deletion_marks_delay_s)
+        if cfg.http_address:
+            app = web.Application()
+            add_ops_routes(app, self.registry, lambda: self.ready)
+            self._runner, self.ports["http"] = await start_site(app, cfg.http_address)
+        # Ready only after a first complete sync (as Thanos); if the bucket is unreachable the
+        # component still starts, reports not-ready, and the sync loop keeps retrying.
+        await self._sync_logged()
+        self._grpc, self.ports["grpc"] = await serve_storeapi(self.store, cfg.grpc_address,
+                                                              component_type="store")
+        self._sync_task = asyncio.create_task(self._sync_loop(), name="store-sync")
+
+    async def sync_once(self) -> None:
+        """One bucket sync now (tests call this instead of waiting for the interval)."""
+        assert self.store is not None, "start() first"
+        await self.store.sync_once()
+        self.ready = True
+
+    async def _sync_logged(self) -> bool:
+        try:
+            await self.sync_once()
+            return True
+        except Exception as e:  # noqa: BLE001 -- keep serving what we have; retry later
+            log.error("bucket sync failed", extra={"err": repr(e)})
+            return False
+
+    async def _sync_loop(self) -> None:
+        # Until the first sync succeeds, retry sooner than the full interval.
+        while True:
+            delay = self.cfg.sync_interval_s if self.ready else min(5.0, self.cfg.sync_interval_s)
+            await asyncio.sleep(delay)
+            await self._sync_logged()
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+            self._sync_task = None
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+            self._grpc = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._own_bucket and self._bucket is not None:
+            await self._bucket.close()
+            self._bucket = None

@@ -1,0 +1,207 @@
+"""Blocks end to end: ours open in promtool, Prometheus's are served by `promring store`, and
+S3 (a real moto_server on loopback) carries blocks from the ingestor to the store gateway."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from harness import PrometheusProcess, free_port, promring_cmd, wait_ready
+from moto import MotoNotInstalled, MotoServer
+from rw import push, raw_samples
+
+needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
+                                    reason="Debian's prometheus package is not installed "
+                                           "(the README's test command installs it)")
+
+HOUR = 3_600_000
+
+
+def known_series(t0: int, n_series: int = 30, n_samples: int = 200, step: int = 15_000):
+    rng = np.random.default_rng(3)
+    out = []
+    for i in range(n_series):
+        lbls = (("__name__", "blk_metric"), ("i", f"{i:03d}"), ("job", "blocks"))
+        ts = t0 + np.arange(n_samples) * step
+        vals = np.round(rng.normal(100, 20, n_samples), 3)
+        out.append((lbls, ts.tolist(), vals.tolist()))
+    return out
+
+
+def push_in_rounds(url: str, series, per_round: int = 20) -> None:
+    """Time-ordered pushes, as Prometheus sends them."""
+    n = len(series[0][1])
+    for lo in range(0, n, per_round):
+        r = push(url, [(l, ts[lo:lo + per_round], vs[lo:lo + per_round]) for l, ts, vs in series])
+        assert r.status_code == 200, r.text
+
+
+def expected(series) -> dict:
+    return {tuple(sorted(dict(l).items())): list(zip(ts, vs)) for l, ts, vs in series}
+
+
+def served(api: str, t_end_ms: int, window: str = "2h") -> dict:
+    got = raw_samples(api, '{__name__="blk_metric"}', t_end_ms / 1000, window)
+    return {tuple(sorted((k, v) for k, v in key if k != "tenant_id")):
+            [(int(round(p[0] * 1000)), float(p[1])) for p in pts] for key, pts in got.items()}
+
+
+def parse_dump(text: str) -> dict:
+    out: dict = {}
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
+        lbl_part, rest = line.rsplit("} ", 1)
+        value, ts = rest.split()
+        lbls = tuple(sorted((k, v.strip('"')) for k, v in
+                            (p.split("=", 1) for p in lbl_part[1:].split(", "))))
+        out.setdefault(lbls, []).append((int(ts), float(value)))
+    return out
+
+
+@needs_promtool
+def test_our_blocks_open_in_promtool_and_survive_restart(promring_up, tmp_path):
+    data = tmp_path / "data"
+    t0 = (int(time.time() * 1000) // HOUR - 1) * HOUR
+    series = known_series(t0)
+    pr = promring_up(data)
+    push_in_rounds(pr.write_url, series)
+    assert pr.stop() == 0  # SIGTERM: the head is flushed into blocks and shipped
+    tenant_dir = data / "receive" / "default-tenant"
+    blocks = [p for p in tenant_dir.iterdir() if (p / "meta.json").exists()]
+    assert blocks, list(tenant_dir.iterdir())
+    for b in blocks:
+        subprocess.run(["promtool", "tsdb", "analyze", str(tenant_dir), b.name], check=True,
+                       capture_output=True)
+        meta = json.loads((b / "meta.json").read_text())
+        assert meta["thanos"]["source"] == "receive"
+        assert meta["thanos"]["labels"] == {"tenant_id": "default-tenant"}
+        assert (data / "bucket" / b.name / "meta.json").exists()  # shipped
+    dump = subprocess.run(["promtool", "tsdb", "dump", str(tenant_dir)], check=True,
+                          capture_output=True, text=True).stdout
+    want = expected(series)
+    assert parse_dump(dump) == {k: [(t, v) for t, v in pts] for k, pts in want.items()}
+
+    pr2 = promring_up(data)
+    assert served(pr2.api, t0 + 4 * HOUR, "5h") == want
+
+
+def _openmetrics(series) -> str:
+    lines = ["# TYPE om_gauge gauge", "# TYPE om_requests counter"]
+    for name, lbls, ts, vals in series:
+        for t, v in zip(ts, vals):
+            lbl = ",".join(f'{k}="{v_}"' for k, v_ in lbls)
+            lines.append(f"{name}{{{lbl}}} {v} {t / 1000:.3f}")
+    lines.sort(key=lambda l: float(l.rsplit(" ", 1)[1]) if not l.startswith("#") else -1)
+    return "\n".join(lines) + "\n# EOF\n"
+
+
+def _start(args: list[str], ready_url: str, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
+    wait_ready(ready_url, proc=proc, timeout=60)
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(30)
+
+
+def store_and_query(tmp_path: Path, objstore_yaml: str) -> tuple[list[subprocess.Popen], str]:
+    cfg = tmp_path / "objstore.yml"
+    cfg.write_text(objstore_yaml)
+    sg, sh, qh = free_port(), free_port(), free_port()
+    store = _start(promring_cmd() + ["store", "--data-dir", str(tmp_path / "store"),
+                                     "--objstore.config-file", str(cfg),
+                                     "--grpc-address", f"127.0.0.1:{sg}", "--http-address", f"127.0.0.1:{sh}"],
+                   f"http://127.0.0.1:{sh}/-/ready", tmp_path / "store.log")
+    query = _start(promring_cmd() + ["query", "--endpoint", f"127.0.0.1:{sg}",
+                                     "--http-address", f"127.0.0.1:{qh}"],
+                   f"http://127.0.0.1:{qh}/-/ready", tmp_path / "query.log")
+    return [query, store], f"http://127.0.0.1:{qh}/api/v1"
+
+
+@needs_promtool
+def test_prometheus_blocks_served_like_prometheus(tmp_path):
+    t0 = (int(time.time() * 1000) // HOUR - 6) * HOUR
+    rng = np.random.default_rng(5)
+    data = []
+    for i in range(8):
+        ts = t0 + np.arange(0, 4 * HOUR, 30_000)
+        data.append(("om_gauge", (("instance", f"h{i}"), ("job", "om")), ts.tolist(),
+                     np.round(rng.normal(50, 10, len(ts)), 2).tolist()))
+        data.append(("om_requests_total", (("code", "200" if i % 2 else "500"), ("instance", f"h{i}"), ("job", "om")),
+                     ts.tolist(), np.cumsum(rng.integers(0, 10, len(ts))).astype(float).tolist()))
+    om = tmp_path / "data.om"
+    om.write_text(_openmetrics(data))
+    prom_dir = tmp_path / "prom-tsdb"
+    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(prom_dir)],
+                   check=True, capture_output=True)
+    bucket = tmp_path / "bucket"
+    shutil.copytree(prom_dir, bucket)  # plain Prometheus blocks: no thanos section in meta.json
+    procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
+    prom = PrometheusProcess(tmp_path / "prom", "global: {}\n", "--storage.tsdb.retention.time=10y")
+    shutil.copytree(prom_dir, tmp_path / "prom" / "tsdb")
+    prom.start()
+    try:
+        t = (t0 + 3 * HOUR + 7_500) / 1000
+        for q in ["om_gauge", "rate(om_requests_total[5m])", "sum by (code) (increase(om_requests_total[1h]))",
+                  "avg_over_time(om_gauge[30m])", "max(om_gauge) by (job)", "om_gauge offset 1h",
+                  "histogram_quantile(0.5, om_gauge)", 'count({job="om"})']:
+            theirs = requests.get(f"{prom.api}/query", params={"query": q, "time": t}).json()
+            ours = requests.get(f"{api}/query", params={"query": q, "time": t}).json()
+            assert ours["status"] == "success", (q, ours)
+            norm = lambda d: sorted((tuple(sorted(s["metric"].items())), s["value"][1]) for s in d["data"]["result"])
+            assert norm(ours) == norm(theirs), q
+        params = {"query": "rate(om_requests_total[10m])", "start": (t0 + HOUR) / 1000 + 7.5,
+                  "end": (t0 + 3 * HOUR) / 1000, "step": 60}
+        theirs = requests.get(f"{prom.api}/query_range", params=params).json()["data"]["result"]
+        ours = requests.get(f"{api}/query_range", params=params).json()["data"]["result"]
+        assert sorted((tuple(sorted(s["metric"].items())), s["values"]) for s in ours) == \
+            sorted((tuple(sorted(s["metric"].items())), s["values"]) for s in theirs)
+    finally:
+        prom.stop()
+        for p in procs:
+            _stop(p)
+
+
+def test_blocks_through_s3_reach_the_store_gateway(tmp_path):
+    try:
+        server = MotoServer().start()
+    except MotoNotInstalled as e:
+        pytest.skip(f"moto_server is not installed: {e}")
+    procs: list[subprocess.Popen] = []
+    try:
+        server.create_bucket("thanos")
+        yaml = (f"type: S3\nconfig:\n  bucket: thanos\n  endpoint: {server.endpoint}\n  insecure: true\n"
+                f"  access_key: key\n  secret_key: secret\nprefix: tenant-blocks\n")
+        cfg = tmp_path / "s3.yml"
+        cfg.write_text(yaml)
+        rw, grpc, http = free_port(), free_port(), free_port()
+        recv = _start(promring_cmd() + ["receive", "--tsdb.path", str(tmp_path / "recv"),
+                                        "--objstore.config-file", str(cfg),
+                                        "--remote-write.address", f"127.0.0.1:{rw}",
+                                        "--grpc-address", f"127.0.0.1:{grpc}", "--http-address", f"127.0.0.1:{http}",
+                                        "--label", 'replica="a"'],
+                      f"http://127.0.0.1:{rw}/-/ready", tmp_path / "recv.log")
+        t0 = (int(time.time() * 1000) // HOUR - 1) * HOUR
+        series = known_series(t0, n_series=10, n_samples=100)
+        push_in_rounds(f"http://127.0.0.1:{rw}/api/v1/receive", series)
+        _stop(recv)  # flush + ship to S3
+        assert recv.returncode == 0
+        procs, api = store_and_query(tmp_path, yaml)
+        got = served(api, t0 + 3 * HOUR, "4h")
+        want = expected(series)
+        assert {k: v for k, v in got.items()} == {tuple(sorted(k + (("replica", "a"),))): v for k, v in want.items()}
+    finally:
+        for p in procs:
+            _stop(p)
+        server.stop()

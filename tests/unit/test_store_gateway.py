@@ -1,0 +1,581 @@
+"""Store gateway: blocks in a bucket (directory or moto S3) queried through the real StoreAPI."""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from objstore import Bucket, FilesystemBucket  # noqa: E402
+from receiver.tsdb.block import new_ulid, write_block_from_samples  # noqa: E402
+from receiver.tsdb.chunkenc import decode_many  # noqa: E402
+from receiver.tsdb.index import IndexReader  # noqa: E402
+from receiver.tsdb.labels import Labels, Matcher, matches_all  # noqa: E402
+from store.block import merge_external  # noqa: E402
+from store.indexheader import HEADER_FILENAME, IndexHeader  # noqa: E402
+from store.ranges import coalesce  # noqa: E402
+from store.server import StoreConfig, StoreGateway  # noqa: E402
+from storeapi.client import StoreClient  # noqa: E402
+
+PROMTOOL = shutil.which("promtool")
+H2 = 2 * 3600 * 1000
+T0 = 1_700_000_000_000 - 1_700_000_000_000 % H2  # block-aligned
+ALL = (-(1 << 62), 1 << 62)
+
+Series = list[tuple[Labels, np.ndarray, np.ndarray]]
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def make_series(n: int, t0: int, span: int, step: int = 15_000, seed: int = 1,
+                names: int = 5) -> Series:
+    """Sorted series with jittered timestamps over [t0, t0 + span)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    k = span // step
+    for i in range(n):
+        d = {"__name__": f"metric_{i % names}", "job": f"job{i % 3}", "instance": f"host-{i:05d}"}
+        if i % 4 == 0:
+            d["env"] = "prod" if i % 8 == 0 else "dev"
+        ts = t0 + np.arange(k, dtype=np.int64) * step + rng.integers(0, 1000, k)
+        vals = np.round(rng.normal(100, 20, k), 2)
+        out.append((tuple(sorted(d.items())), ts, vals))
+    out.sort(key=lambda s: s[0])
+    return out
+
+
+async def upload_dir(bucket: Bucket, block_dir: Path, *, skip_meta: bool = False) -> None:
+    """Upload a block like a shipper: everything else first, meta.json last."""
+    files = sorted(p for p in block_dir.rglob("*") if p.is_file())
+    for p in files:
+        if p.name != "meta.json":
+            await bucket.upload(f"{block_dir.name}/{p.relative_to(block_dir).as_posix()}", p)
+    if not skip_meta:
+        await bucket.upload(f"{block_dir.name}/meta.json", block_dir / "meta.json")
+
+
+def write(tmp: Path, series: Series, mint: int, maxt: int,
+          ext: dict[str, str] | None = None) -> Path:
+    thanos = None if ext is None else {"labels": ext, "source": "test"}
+    meta = write_block_from_samples(tmp / "blocks", series, mint, maxt, thanos_meta=thanos)
+    return tmp / "blocks" / meta.ulid
+
+
+class CountingBucket:
+    """A real bucket plus byte/request counters (a wrapper, not a mock: every call goes through)."""
+
+    def __init__(self, inner: Bucket) -> None:
+        self.inner = inner
+        self.range_bytes = 0
+        self.range_calls = 0
+        self.get_bytes = 0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def reset(self) -> None:
+        self.range_bytes = self.range_calls = self.get_bytes = 0
+
+    async def get(self, name: str) -> bytes:
+        b = await self.inner.get(name)
+        self.get_bytes += len(b)
+        return b
+
+    async def get_range(self, name: str, off: int, length: int) -> bytes:
+        b = await self.inner.get_range(name, off, length)
+        self.range_bytes += len(b)
+        self.range_calls += 1
+        return b
+
+    async def upload(self, name, data) -> None:
+        await self.inner.upload(name, data)
+
+    async def exists(self, name: str) -> bool:
+        return await self.inner.exists(name)
+
+    async def delete(self, name: str) -> None:
+        await self.inner.delete(name)
+
+    async def iter(self, prefix: str = "", recursive: bool = False) -> list[str]:
+        return await self.inner.iter(prefix, recursive)
+
+    async def attributes(self, name: str):
+        return await self.inner.attributes(name)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def with_gateway(tmp: Path, bucket: Bucket,
+                       body: Callable[[StoreGateway, StoreClient], Awaitable[None]],
+                       **cfg) -> None:
+    gw = StoreGateway(StoreConfig(data_dir=tmp / "store-data", objstore_config="",
+                                  grpc_address="127.0.0.1:0", http_address="127.0.0.1:0",
+                                  sync_interval_s=3600, **cfg), bucket=bucket)
+    await gw.start()
+    client = StoreClient(f"127.0.0.1:{gw.ports['grpc']}", timeout_s=60)
+    try:
+        await body(gw, client)
+    finally:
+        await client.close()
+        await gw.stop()
+
+
+def expected(parts: list[tuple[Series, dict[str, str], int, int]], mint: int, maxt: int
+             ) -> dict[Labels, tuple[np.ndarray, np.ndarray]]:
+    """What a store holding these (series, external labels, block range) parts must return."""
+    acc: dict[Labels, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for series, ext, bmin, bmax in parts:
+        for lbls, ts, vals in series:
+            keep = (ts >= max(mint, bmin)) & (ts <= maxt) & (ts < bmax)
+            if keep.any():
+                key = merge_external(lbls, tuple(sorted(ext.items())))
+                acc.setdefault(key, []).append((ts[keep], vals[keep]))
+    out = {}
+    for k, ps in acc.items():
+        ps.sort(key=lambda p: p[0][0])
+        out[k] = (np.concatenate([p[0] for p in ps]), np.concatenate([p[1] for p in ps]))
+    return out
+
+
+async def check_series(client: StoreClient, want: dict, mint: int, maxt: int,
+                       matchers: list[Matcher]) -> None:
+    got = await client.series(mint, maxt, matchers)
+    want_keys = sorted(k for k in want if matches_all(k, matchers))
+    assert [s.labels for s in got] == want_keys, matchers
+    for s in got:
+        assert [c[0] for c in s.chunks] == sorted(c[0] for c in s.chunks)
+        t, v = decode_many([c[2] for c in s.chunks], mint, maxt)
+        wt, wv = want[s.labels]
+        assert np.array_equal(t, wt), s.labels
+        assert np.array_equal(v, wv), s.labels
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+def test_coalesce_merges_small_gaps_and_splits_big_groups() -> None:
+    s = np.array([0, 10, 100, 1000, 1010, 5000], dtype=np.int64)
+    e = np.array([10, 50, 120, 1010, 1100, 6000], dtype=np.int64)
+    assert coalesce(s, e, 0) == [(0, 50, 0, 2), (100, 120, 2, 3), (1000, 1100, 3, 5),
+                                 (5000, 6000, 5, 6)]
+    assert coalesce(s, e, 1000) == [(0, 1100, 0, 5), (5000, 6000, 5, 6)]
+    assert coalesce(s, e, 10_000) == [(0, 6000, 0, 6)]
+    # Cut about every max_size bytes, only at item boundaries; nothing lost.
+    assert coalesce(s, e, 10_000, max_size=1000) == [(0, 120, 0, 3), (1000, 1100, 3, 5),
+                                                     (5000, 6000, 5, 6)]
+    assert coalesce(s[:0], e[:0], 10) == []
+
+
+# --------------------------------------------------------------------------- index-header
+
+
+def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
+    series = make_series(300, T0, H2, step=60_000)
+    bdir = write(tmp_path, series, T0, T0 + H2, {"cluster": "a"})
+    data = (bdir / "index").read_bytes()
+    ir = IndexReader(data)
+
+    async def main() -> None:
+        bkt = CountingBucket(FilesystemBucket(tmp_path / "bucket"))
+        await upload_dir(bkt, bdir)
+        bkt.reset()
+        path = tmp_path / "hdr" / HEADER_FILENAME
+        h, fetched = await IndexHeader.load_or_fetch(bkt, f"{bdir.name}/index", len(data), path)
+        assert fetched and bkt.range_calls == 3 and bkt.get_bytes == 0
+        assert bkt.range_bytes < len(data)  # never the series section
+        assert h.symbols == ir.symbols()
+        assert h.label_names() == ir.label_names()
+        for n in ir.label_names():
+            assert h.label_values(n) == ir.label_values(n)
+            for v in ir.label_values(n):
+                s, e = h.postings_range(n, v)
+                assert int.from_bytes(data[s:s + 4], "big") == 4 + 4 * len(ir.postings(n, v))
+                assert s + 8 + 4 * len(ir.postings(n, v)) <= e
+        bkt.reset()
+        h2, fetched = await IndexHeader.load_or_fetch(bkt, f"{bdir.name}/index", len(data), path)
+        assert not fetched and bkt.range_calls == 0 and h2.symbols == h.symbols
+        path.write_bytes(path.read_bytes()[:-1] + b"\0")  # corrupt: rebuilt from the bucket
+        _, fetched = await IndexHeader.load_or_fetch(bkt, f"{bdir.name}/index", len(data), path)
+        assert fetched
+
+    run(main())
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def _matcher_cases() -> list[list[Matcher]]:
+    M = Matcher
+    return [
+        [M("=", "__name__", "metric_1")],
+        [M("=", "__name__", "metric_1"), M("=", "job", "job2")],
+        [M("!=", "job", "job0")],
+        [M("=~", "__name__", "metric_[13]"), M("!~", "instance", "host-0000.*")],
+        [M("=~", "__name__", ".+"), M("=", "env", "")],
+        [M("=~", "__name__", ".+"), M("!=", "env", "")],
+        [M("=", "env", "prod")],
+        [M("=", "cluster", "a")],
+        [M("=", "cluster", "b"), M("=", "__name__", "metric_2")],
+        [M("=~", "cluster", "a|c"), M("!=", "__name__", "metric_0")],
+        [M("!=", "cluster", "a"), M("=~", "job", "job[12]")],
+        [M("=", "cluster", "")],
+        [M("=", "cluster", "nope")],
+        [M("=", "__name__", "no_such_metric")],
+        [M("=", "job", "job1"), M("=", "cluster", "b"), M("=~", "env", "dev|")],
+    ]
+
+
+def test_series_matchers_merge_time_filter_labels_and_info(tmp_path: Path) -> None:
+    s1 = make_series(200, T0, 2 * H2, seed=1)
+    s2 = make_series(60, T0, H2, seed=2)
+    blocks = [write(tmp_path, s1, T0, T0 + H2, {"cluster": "a"}),
+              write(tmp_path, s1, T0 + H2, T0 + 2 * H2, {"cluster": "a"}),
+              write(tmp_path, s2, T0, T0 + H2, {"cluster": "b", "replica": "x"})]
+    parts = [(s1, {"cluster": "a"}, T0, T0 + H2), (s1, {"cluster": "a"}, T0 + H2, T0 + 2 * H2),
+             (s2, {"cluster": "b", "replica": "x"}, T0, T0 + H2)]
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        assert gw.ready and len(gw.store.blocks) == 3
+        info = await client.info()
+        assert info.component_type == "store"
+        assert info.label_sets == [(("cluster", "a"),), (("cluster", "b"), ("replica", "x"))]
+        assert (info.min_time, info.max_time) == (T0, T0 + 2 * H2)
+
+        # Every sample back; s1 series span two blocks and come back as one series.
+        want = expected(parts, *ALL)
+        await check_series(client, want, *ALL, [Matcher("=~", "__name__", ".+")])
+        one = await client.series(*ALL, [Matcher("=", "instance", "host-00001"),
+                                         Matcher("=", "cluster", "a")])
+        assert len(one) == 1 and len(one[0].chunks) == 2 * (H2 // 15_000 // 120)
+
+        for ms in _matcher_cases():
+            await check_series(client, want, *ALL, ms)
+
+        # Time filtering: inside one block, across the boundary, and outside everything.
+        for mint, maxt in ((T0 + 1000, T0 + 40 * 60_000), (T0 + H2 - 600_000, T0 + H2 + 600_000),
+                           (T0 + 2 * H2 - 1, T0 + 3 * H2)):
+            w = expected(parts, mint, maxt)
+            await check_series(client, w, mint, maxt, [Matcher("=~", "job", "job[01]")])
+        assert await client.series(T0 + 3 * H2, T0 + 4 * H2, [Matcher("=~", "job", ".+")]) == []
+        late = await client.series(T0 + H2 + 1, T0 + 2 * H2, [Matcher("=~", "job", ".+")])
+        assert {dict(s.labels)["cluster"] for s in late} == {"a"}  # the b block ends at T0+H2
+
+        skip = await client.series(*ALL, [Matcher("=", "__name__", "metric_3")], skip_chunks=True)
+        assert [s.labels for s in skip] == sorted(k for k in want if dict(k)["__name__"] == "metric_3")
+        assert all(s.chunks == [] for s in skip)
+
+        # Label names and values, with external labels and matchers.
+        names = await client.label_names(*ALL)
+        assert names == sorted({n for k in want for n, _ in k})
+        assert "cluster" in names and "replica" in names
+        assert await client.label_names(*ALL, [Matcher("=", "cluster", "a")]) == \
+            ["__name__", "cluster", "env", "instance", "job"]
+        assert await client.label_values("cluster", *ALL) == ["a", "b"]
+        assert await client.label_values("replica", *ALL) == ["x"]
+        assert await client.label_values("cluster", *ALL, [Matcher("=", "instance", "host-00150")]) \
+            == ["a"]
+        assert await client.label_values("instance", *ALL, [Matcher("=", "cluster", "b")]) == \
+            sorted({dict(k)["instance"] for k in want if dict(k)["cluster"] == "b"})
+        assert await client.label_values("env", *ALL) == ["dev", "prod"]
+        assert await client.label_values("job", T0 + 5 * H2, T0 + 6 * H2) == []
+        assert await client.label_values("nope", *ALL) == []
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        for b in blocks:
+            await upload_dir(bkt, b)
+        await with_gateway(tmp_path, bkt, body)
+
+    run(main())
+
+
+def test_tiny_size_estimates_force_exact_rereads(tmp_path: Path) -> None:
+    """Items longer than their read-ahead estimate are re-read exactly, never cut short."""
+    series = make_series(50, T0, H2, seed=5)
+    bdir = write(tmp_path, series, T0, T0 + H2, {"cluster": "a"})
+    want = expected([(series, {"cluster": "a"}, T0, T0 + H2)], *ALL)
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        await check_series(client, want, *ALL, [Matcher("=~", "instance", "host-000[0-3].")])
+        refetch = gw.store.fetch_metrics.refetches
+        assert refetch.labels("series")._value.get() > 0
+        assert refetch.labels("chunks")._value.get() > 0
+
+    async def body_split(gw: StoreGateway, client: StoreClient) -> None:
+        bkt = CountingBucket(gw.store.bucket)
+        for b in gw.store.blocks.values():
+            b.bucket = bkt
+        await check_series(client, want, *ALL, [Matcher("=~", "job", ".+")])
+        assert bkt.range_calls > 10  # ~100 KiB of chunks in 4 KiB pieces
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        await upload_dir(bkt, bdir)
+        await with_gateway(tmp_path, bkt, body, series_size_estimate=3, chunk_size_estimate=5,
+                           max_gap_bytes=0)
+        await with_gateway(tmp_path, bkt, body_split, max_range_bytes=4096)
+
+    run(main())
+
+
+def openmetrics(series: Series) -> str:
+    lines = []
+    by_name: dict[str, list] = {}
+    for lbls, ts, vals in series:
+        by_name.setdefault(dict(lbls)["__name__"], []).append((lbls, ts, vals))
+    for name, group in by_name.items():
+        lines.append(f"# TYPE {name} gauge")
+        for lbls, ts, vals in group:
+            ls = ",".join(f'{k}="{v}"' for k, v in lbls if k != "__name__")
+            for t, v in zip(ts.tolist(), vals.tolist()):
+                lines.append(f"{name}{{{ls}}} {v!r} {t // 1000}.{t % 1000:03d}")
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Prometheus) not installed")
+def test_plain_prometheus_block_from_promtool(tmp_path: Path) -> None:
+    series = make_series(40, T0 + 600_000, H2, step=30_000, seed=7)
+    src = tmp_path / "in.om"
+    src.write_text(openmetrics(series))
+    out = tmp_path / "prom"
+    res = subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(src), str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    bdirs = sorted(p for p in out.iterdir() if (p / "meta.json").exists())
+    assert len(bdirs) >= 2  # the data crosses a 2h boundary
+    assert all("thanos" not in json.loads((b / "meta.json").read_text()) for b in bdirs)
+    want = expected([(series, {}, *ALL)], *ALL)
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        assert len(gw.store.blocks) == len(bdirs)
+        info = await client.info()
+        assert info.label_sets == [()]
+        await check_series(client, want, *ALL, [Matcher("=~", "__name__", "metric_.*")])
+        for ms in _matcher_cases():
+            if not any(m.name == "cluster" and not m.matches("") for m in ms):
+                await check_series(client, want, *ALL, ms)
+        mint, maxt = T0 + H2 - 300_000, T0 + H2 + 300_000
+        await check_series(client, expected([(series, {}, *ALL)], mint, maxt), mint, maxt,
+                           [Matcher("=", "job", "job2")])
+        assert await client.label_values("job", *ALL) == ["job0", "job1", "job2"]
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        for b in bdirs:
+            await upload_dir(bkt, b)
+        await with_gateway(tmp_path, bkt, body)
+
+    run(main())
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def test_sync_skips_partial_and_marked_blocks_and_picks_up_changes(tmp_path: Path) -> None:
+    s = make_series(20, T0, H2, step=60_000)
+    good = write(tmp_path, s, T0, T0 + H2, {"cluster": "good"})
+    partial = write(tmp_path, s, T0, T0 + H2, {"cluster": "partial"})
+    marked = write(tmp_path, s, T0, T0 + H2, {"cluster": "marked"})
+    later = write(tmp_path, s, T0, T0 + H2, {"cluster": "later"})
+    data_dir = tmp_path / "store-data"
+
+    async def clusters(client: StoreClient) -> list[str]:
+        return await client.label_values("cluster", *ALL)
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        bkt = gw.store.bucket
+        assert await clusters(client) == ["good"]
+        assert sorted(gw.store.blocks) == [good.name]
+        assert (data_dir / good.name / HEADER_FILENAME).is_file()
+        assert not (data_dir / marked.name).exists()
+
+        await upload_dir(bkt, later)
+        assert await clusters(client) == ["good"]  # not before a sync
+        await gw.sync_once()
+        assert await clusters(client) == ["good", "later"]
+        assert len(await client.series(*ALL, [Matcher("=", "cluster", "later")])) == 20
+
+        # The partial upload completes; the good block gets marked, then the later one vanishes.
+        await bkt.upload(f"{partial.name}/meta.json", partial / "meta.json")
+        await bkt.upload(f"{good.name}/deletion-mark.json",
+                         json.dumps({"id": good.name, "deletion_time": 1, "version": 1}).encode())
+        await gw.sync_once()
+        assert await clusters(client) == ["later", "partial"]
+        assert not (data_dir / good.name).exists()  # its index-header is cleaned up
+        for name in await bkt.iter(later.name, recursive=True):
+            await bkt.delete(name)
+        await gw.sync_once()
+        assert await clusters(client) == ["partial"]
+        info = await client.info()
+        assert info.label_sets == [(("cluster", "partial"),)]
+
+        text = await _get(gw, "/metrics")
+        assert "thanos_bucket_store_blocks_loaded 1.0" in text
+        assert 'thanos_blocks_meta_synced{state="marked-for-deletion"} 2.0' in text
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        await upload_dir(bkt, good)
+        await upload_dir(bkt, partial, skip_meta=True)
+        await upload_dir(bkt, marked)
+        await bkt.upload(f"{marked.name}/deletion-mark.json",
+                         json.dumps({"id": marked.name, "deletion_time": 1, "version": 1}).encode())
+        await bkt.upload("debug/metas/x.json", b"{}")  # not a block directory
+        (data_dir / new_ulid()).mkdir(parents=True)  # stale local state from a vanished block
+        await with_gateway(tmp_path, bkt, body)
+        assert sorted(p.name for p in data_dir.iterdir()) == [partial.name]
+
+    run(main())
+
+
+async def _get(gw: StoreGateway, path: str) -> str:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{gw.ports['http']}{path}") as r:
+            assert r.status == 200
+            return await r.text()
+
+
+# --------------------------------------------------------------------------- I/O and caching
+
+
+def test_ranged_reads_cache_hits_and_restart_from_local_headers(tmp_path: Path) -> None:
+    series = make_series(2000, T0, H2, seed=11, names=20)
+    bdir = write(tmp_path, series, T0, T0 + H2, {"cluster": "a"})
+    block_bytes = sum(p.stat().st_size for p in bdir.rglob("*") if p.is_file())
+    want = expected([(series, {"cluster": "a"}, T0, T0 + H2)], *ALL)
+    query = [Matcher("=", "__name__", "metric_7"), Matcher("=~", "instance", "host-00[0-4].*")]
+    sync_bytes: list[int] = []
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        bkt = gw.store.bucket
+        assert isinstance(bkt, CountingBucket)
+        sync_bytes.append(bkt.range_bytes)
+        assert (await _get(gw, "/-/ready")) == "OK" and (await _get(gw, "/-/healthy")) == "OK"
+        bkt.reset()
+        await check_series(client, want, *ALL, query)
+        cold = bkt.range_bytes
+        assert 0 < cold < block_bytes / 20, (cold, block_bytes)
+        assert bkt.get_bytes == 0  # nothing read whole
+
+        bkt.reset()
+        await check_series(client, want, *ALL, query)
+        assert bkt.range_bytes == 0 and bkt.range_calls == 0  # all from the cache
+        text = await _get(gw, "/metrics")
+        for t in ("postings", "series", "chunks"):
+            hits = _metric(text, f'thanos_store_index_cache_hits_total{{item_type="{t}"}}')
+            assert hits > 0, t
+
+    async def main() -> None:
+        bkt = CountingBucket(FilesystemBucket(tmp_path / "bucket"))
+        await upload_dir(bkt, bdir)
+        bkt.reset()
+        await with_gateway(tmp_path, bkt, body)
+        # The index-header came from ranged reads of a fraction of the index.
+        assert 0 < sync_bytes[0] < (bdir / "index").stat().st_size / 2
+        # A restart reuses the local index-header: no ranged reads at all during sync.
+        bkt.reset()
+        await with_gateway(tmp_path, bkt, _noop)
+        assert bkt.range_calls == 0
+
+    run(main())
+
+
+async def _noop(gw: StoreGateway, client: StoreClient) -> None:
+    assert len(gw.store.blocks) == 1
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not exported")
+
+
+def test_small_cache_evicts_and_still_answers(tmp_path: Path) -> None:
+    series = make_series(300, T0, H2, seed=13)
+    bdir = write(tmp_path, series, T0, T0 + H2, {"cluster": "a"})
+    want = expected([(series, {"cluster": "a"}, T0, T0 + H2)], *ALL)
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        for _ in range(2):
+            await check_series(client, want, *ALL, [Matcher("=~", "job", ".+")])
+        assert gw.cache.size <= 64 << 10
+        text = await _get(gw, "/metrics")
+        assert _metric(text, 'thanos_store_index_cache_items_evicted_total{item_type="chunks"}') > 0
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        await upload_dir(bkt, bdir)
+        await with_gateway(tmp_path, bkt, body, cache_bytes=64 << 10)
+
+    run(main())
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+
+
+def test_s3_bucket_via_objstore_config(tmp_path: Path) -> None:
+    from moto import MotoNotInstalled, MotoServer  # tests/moto.py
+
+    server = MotoServer()
+    try:
+        server.start()
+    except MotoNotInstalled as e:
+        pytest.skip(f"moto_server is not installed: {e}")
+    try:
+        name = "blocks-" + uuid.uuid4().hex[:8]
+        yaml = (f"type: S3\nconfig:\n  bucket: {name}\n  endpoint: {server.endpoint}\n"
+                f"  insecure: true\n  region: us-east-1\n  access_key: test\n  secret_key: test\n")
+        series = make_series(100, T0, H2, seed=17)
+        bdir = write(tmp_path, series, T0, T0 + H2, {"cluster": "s3"})
+        want = expected([(series, {"cluster": "s3"}, T0, T0 + H2)], *ALL)
+
+        async def main() -> None:
+            from objstore import bucket_from_config
+            gw = StoreGateway(StoreConfig(data_dir=tmp_path / "sd", objstore_config=yaml,
+                                          grpc_address="127.0.0.1:0",
+                                          http_address="127.0.0.1:0"))
+            await gw.start()  # the bucket does not exist yet: up, but not ready
+            client = StoreClient(f"127.0.0.1:{gw.ports['grpc']}")
+            try:
+                assert not gw.ready
+                async with aiohttp.ClientSession() as s:
+                    url = f"http://127.0.0.1:{gw.ports['http']}/-/ready"
+                    async with s.get(url) as r:
+                        assert r.status == 503
+                server.create_bucket(name)
+                up = bucket_from_config(yaml)
+                await upload_dir(up, bdir)
+                await up.close()
+                await gw.sync_once()
+                assert gw.ready and len(gw.store.blocks) == 1
+                assert await _get(gw, "/-/ready") == "OK"
+                await check_series(client, want, *ALL, [Matcher("=~", "__name__", ".+")])
+                w = expected([(series, {"cluster": "s3"}, T0, T0 + H2)], T0 + 1_000_000,
+                             T0 + 2_000_000)
+                await check_series(client, w, T0 + 1_000_000, T0 + 2_000_000,
+                                   [Matcher("=", "cluster", "s3"), Matcher("!=", "job", "job1")])
+            finally:
+                await client.close()
+                await gw.stop()
+
+        run(main())
+    finally:
+        server.stop()
