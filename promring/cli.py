@@ -33,7 +33,30 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
     p.add_argument("--tsdb.wal-fsync", dest="wal_fsync", default="none", choices=["none", "batch"],
                    help="none: acknowledge once the WAL write reached the OS (survives a process "
                         "crash); batch: also fsync, shared by concurrent requests (survives power loss).")
-    p.add_argument("--tsdb.min-block-duration", dest="min_block_duration", default="2h")
+    p.add_argument("--tsdb.min-block-duration", dest="min_block_duration", default="2h",
+                   help="Block length the head is cut into (Thanos: equal to max).")
+    p.add_argument("--tsdb.max-block-duration", dest="max_block_duration", default="2h")
+    p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
+                   help="How long shipped blocks stay on local disk.")
+    p.add_argument("--objstore.config-file", dest="objstore_config_file", default=None,
+                   help="Thanos objstore YAML; blocks are shipped there when given.")
+    p.add_argument("--receive.limits-config-file", dest="limits_file", default=None,
+                   help="Thanos limits YAML (request size/series/samples -> 413, head series -> 429); "
+                        "re-read when it changes.")
+
+
+def _routing_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--receive.hashrings-file", dest="hashrings_file", default=None,
+                   help="Thanos hashrings JSON; makes this receiver a router (re-read when it changes).")
+    p.add_argument("--receive.hashrings-algorithm", dest="hashrings_algorithm", default="hashmod",
+                   choices=["hashmod", "ketama"])
+    p.add_argument("--receive.hashrings-file-refresh-interval", dest="hashrings_refresh",
+                   default="1s", help="How often the hashrings and limits files are checked.")
+    p.add_argument("--receive.replication-factor", dest="replication_factor", type=int, default=1)
+    p.add_argument("--receive.local-endpoint", dest="local_endpoint", default="",
+                   help="This receiver's address in the hashring: router+ingestor mode.")
+    p.add_argument("--receive-forward-timeout", dest="forward_timeout", default="5s",
+                   help="Timeout of one forwarded write to an ingestor.")
 
 
 def _query_flags(p: argparse.ArgumentParser) -> None:
@@ -41,6 +64,20 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
+    p.add_argument("--query.replica-label", dest="replica_labels", action="append", default=[],
+                   help="Label naming a replica; series differing only in it are deduplicated "
+                        "(repeatable).")
+    p.add_argument("--deduplication.func", dest="dedup_func", default="penalty",
+                   choices=["penalty", "chain"],
+                   help="penalty: Thanos's algorithm for HA Prometheus pairs; chain: union of "
+                        "identical replicas (receive replication).")
+    p.add_argument("--query.partial-response", dest="partial_response", action="store_true",
+                   help="Answer with warnings when some endpoints fail (default of partial_response).")
+    p.add_argument("--query.tenant-header", dest="query_tenant_header", default="THANOS-TENANT")
+    p.add_argument("--query.default-tenant-id", dest="query_default_tenant", default="default-tenant")
+    p.add_argument("--query.tenant-label-name", dest="query_tenant_label", default="tenant_id")
+    p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", action="store_true",
+                   help="A query sees only series of the tenant in its tenant header.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grpc-address", default="0.0.0.0:10901")
     r.add_argument("--http-address", default="0.0.0.0:10902")
     r.add_argument("--tsdb.path", dest="tsdb_path", default="./data")
+    _routing_flags(r)
 
     q = sub.add_parser("query", help="Answer PromQL over StoreAPI endpoints (Prometheus HTTP API).")
     _common(q)
@@ -61,7 +99,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--endpoint", dest="endpoints", action="append", default=[],
                    help="StoreAPI gRPC address (repeatable).")
 
-    u = sub.add_parser("up", help="Everything on one machine: ingestor + querier.")
+    st = sub.add_parser("store", help="Serve blocks from object storage over the StoreAPI.")
+    _common(st)
+    st.add_argument("--data-dir", default="./data", help="Local cache of index-headers.")
+    st.add_argument("--objstore.config-file", dest="objstore_config_file", required=True)
+    st.add_argument("--grpc-address", default="0.0.0.0:10901")
+    st.add_argument("--http-address", default="0.0.0.0:10902")
+    st.add_argument("--sync-block-duration", dest="sync_block_duration", default="3m",
+                    help="How often the bucket is scanned for new and deleted blocks.")
+
+    t = sub.add_parser("tools", help="Utilities.")
+    tsub = t.add_subparsers(dest="tool", required=True)
+    b = tsub.add_parser("bucket", help="Inspect a bucket.")
+    bsub = b.add_subparsers(dest="bucket_cmd", required=True)
+    for name, what in (("ls", "List blocks."), ("inspect", "Blocks with time ranges, labels, resolution, sizes.")):
+        c = bsub.add_parser(name, help=what)
+        _common(c)
+        c.add_argument("--objstore.config-file", dest="objstore_config_file", required=True)
+        c.add_argument("--output", "-o", default="table", choices=["table", "json"])
+
+    u = sub.add_parser("up", help="Everything on one machine: ingestor, store gateway and querier "
+                                  "over a filesystem bucket in the data dir.")
     _common(u)
     _receive_flags(u, up=True)
     _query_flags(u)
@@ -72,15 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grpc_address: str):
+def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grpc_address: str,
+                   objstore_config: str | None = None):
     from receiver.config import ReceiveConfig
     labels = tuple(sorted(dict(parse_label_flag(x) for x in a.labels).items()))
+    if objstore_config is None and a.objstore_config_file:
+        objstore_config = Path(a.objstore_config_file).read_text()
     return ReceiveConfig(
+        objstore_config=objstore_config, retention_ms=parse_duration_ms(a.tsdb_retention),
         remote_write_address=a.remote_write_address, grpc_address=grpc_address,
         http_address=http_address, tsdb_path=Path(tsdb_path), external_labels=labels,
         tenant_header=a.tenant_header, default_tenant=a.default_tenant,
         tenant_label_name=a.tenant_label_name, max_request_bytes=parse_bytes(a.max_request_size),
-        wal_fsync=a.wal_fsync, chunk_range_ms=parse_duration_ms(a.min_block_duration))
+        wal_fsync=a.wal_fsync, chunk_range_ms=parse_duration_ms(a.min_block_duration),
+        limits_file=Path(a.limits_file) if a.limits_file else None,
+        **_routing_config(a))
+
+
+def _routing_config(a: argparse.Namespace) -> dict:
+    if getattr(a, "hashrings_file", None) is None:
+        return {}
+    if a.replication_factor < 1:
+        raise SystemExit("--receive.replication-factor must be at least 1")
+    return dict(hashrings_file=Path(a.hashrings_file), hashrings_algorithm=a.hashrings_algorithm,
+                hashrings_refresh_s=parse_duration_ms(a.hashrings_refresh) / 1000,
+                replication_factor=a.replication_factor, local_endpoint=a.local_endpoint,
+                forward_timeout_s=parse_duration_ms(a.forward_timeout) / 1000)
 
 
 def query_config(a: argparse.Namespace, endpoints: list[str]):
@@ -89,7 +164,10 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         http_address=a.http_address, endpoints=endpoints,
         lookback_delta_ms=parse_duration_ms(a.lookback_delta),
         timeout_s=parse_duration_ms(a.query_timeout) / 1000, max_concurrent=a.max_concurrent,
-        max_samples=a.max_samples)
+        max_samples=a.max_samples, replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
+        partial_response=a.partial_response, tenant_header=a.query_tenant_header,
+        default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
+        enforce_tenancy=a.enforce_tenancy)
 
 
 async def _run_until_signal(components: list) -> None:
@@ -110,20 +188,45 @@ async def _run_until_signal(components: list) -> None:
             await c.stop()
 
 
+def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grpc_address: str,
+                 http_address: str):
+    from store.server import StoreConfig
+    return StoreConfig(data_dir=Path(data_dir), objstore_config=objstore_config,
+                       grpc_address=grpc_address, http_address=http_address,
+                       sync_interval_s=parse_duration_ms(getattr(a, "sync_block_duration", "3m")) / 1000)
+
+
 class _Up:
-    """Ingestor then querier, the querier pointed at the ingestor's bound gRPC port."""
+    """Ingestor, store gateway and querier on one machine.
+
+    Layout under ``--data-dir``: ``receive/<tenant>/`` (WAL, head checkpoints, local blocks),
+    ``bucket/`` (the filesystem bucket blocks are shipped to), ``store/`` (index-headers).
+    The querier fans out to the ingestor and the store gateway on loopback gRPC ports.
+    """
 
     def __init__(self, a: argparse.Namespace) -> None:
         from receiver.server import Receiver
         self.a = a
-        self.receiver = Receiver(receive_config(a, a.data_dir, "", a.grpc_address))
+        root = Path(a.data_dir)
+        self.bucket_dir = root / "bucket"
+        self.bucket_dir.mkdir(parents=True, exist_ok=True)
+        self.objstore = f"type: FILESYSTEM\nconfig:\n  directory: {self.bucket_dir.resolve()}\n"
+        if a.objstore_config_file:
+            self.objstore = Path(a.objstore_config_file).read_text()
+        self.receiver = Receiver(receive_config(a, str(root / "receive"), "", a.grpc_address,
+                                                objstore_config=self.objstore))
+        self.store = None
         self.querier = None
 
     async def start(self) -> None:
         from querier.server import Querier
+        from store.server import StoreGateway
         await self.receiver.start()
-        endpoint = f"127.0.0.1:{self.receiver.ports['grpc']}"
-        self.querier = Querier(query_config(self.a, [endpoint]), registry=self.receiver.registry)
+        self.store = StoreGateway(store_config(self.a, str(Path(self.a.data_dir) / "store"),
+                                               self.objstore, "127.0.0.1:0", ""))
+        await self.store.start()
+        endpoints = [f"127.0.0.1:{self.receiver.ports['grpc']}", f"127.0.0.1:{self.store.ports['grpc']}"]
+        self.querier = Querier(query_config(self.a, endpoints), registry=self.receiver.registry)
         await self.querier.start()
         log.info("listening", extra={"remote_write": self.receiver.ports["remote_write"],
                                      "http": self.querier.port, "grpc": self.receiver.ports["grpc"]})
@@ -131,6 +234,8 @@ class _Up:
     async def stop(self) -> None:
         if self.querier is not None:
             await self.querier.stop()
+        if self.store is not None:
+            await self.store.stop()
         await self.receiver.stop()
 
 
@@ -143,6 +248,14 @@ def main(argv: list[str] | None = None) -> None:
     elif a.command == "query":
         from querier.server import Querier
         comps = [Querier(query_config(a, a.endpoints))]
+    elif a.command == "store":
+        from store.server import StoreGateway
+        comps = [StoreGateway(store_config(a, a.data_dir, Path(a.objstore_config_file).read_text(),
+                                           a.grpc_address, a.http_address))]
+    elif a.command == "tools":
+        from promring.tools import run_bucket_tool
+        print(run_bucket_tool(a.bucket_cmd, a.objstore_config_file, a.output))
+        return
     else:
         comps = [_Up(a)]
     try:

@@ -12,9 +12,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult
 
 from .config import QueryConfig
-from .fanout import FanoutQueryable, StoreSet
+from .fanout import FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
 from .jsonfmt import format_value, ts_fragment
 from .params import MAX_TIME_MS, MIN_TIME_MS, BadParam, parse_duration_ms, parse_matchers, parse_time
+from receiver.tsdb.labels import Matcher, MatchType
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,24 @@ class QueryAPI:
                 params.setdefault(k, []).append(str(v))
         return params
 
-    async def _evaluate(self, fn, *args) -> web.Response:
+    def _options(self, request: web.Request, p: dict) -> SelectOptions:
+        """Thanos's read parameters: ``dedup``, ``replicaLabels[]``, ``partial_response``, and the
+        tenant (from ``--query.tenant-header``) when ``--query.enforce-tenancy`` is on."""
+        replicas = tuple(p.get("replicaLabels[]") or self.cfg.replica_labels)
+        if not _flag(_first(p, "dedup"), True):
+            replicas = ()
+        extra: tuple[Matcher, ...] = ()
+        if self.cfg.enforce_tenancy:
+            tenant = request.headers.get(self.cfg.tenant_header) or self.cfg.default_tenant
+            extra = (Matcher(MatchType.EQ, self.cfg.tenant_label_name, tenant),)
+        return SelectOptions(replica_labels=replicas, dedup_func=self.cfg.dedup_func,
+                             partial_response=_flag(_first(p, "partial_response"),
+                                                    self.cfg.partial_response),
+                             extra_matchers=extra)
+
+    async def _evaluate(self, fn, *args, opts: SelectOptions | None = None) -> web.Response:
         loop = asyncio.get_running_loop()
-        queryable = FanoutQueryable(self.stores, loop)
+        queryable = FanoutQueryable(self.stores, loop, opts or SelectOptions())
         async with self._slots:
             try:
                 res = await asyncio.wait_for(asyncio.to_thread(fn, queryable, *args),
@@ -114,9 +130,14 @@ class QueryAPI:
                 return error_response(e.kind, str(e))
             except asyncio.TimeoutError:
                 return error_response("timeout", "query timed out in expression evaluation")
+            except StoreUnavailable as e:
+                return error_response("execution", str(e))
             except Exception as e:  # an engine bug must not become a 5xx for the user's query
                 log.exception("query evaluation failed")
                 return error_response("execution", str(e))
+        for w in queryable.warnings:
+            if w not in res.warnings:
+                res.warnings.append(w)
         return _json(result_payload(res))
 
     async def query(self, request: web.Request) -> web.Response:
@@ -126,7 +147,7 @@ class QueryAPI:
             t = parse_time(_first(p, "time"), "time", default_ms=int(time.time() * 1000))
         except BadParam as e:
             return error_response("bad_data", str(e))
-        return await self._evaluate(self.engine.instant, q, t)
+        return await self._evaluate(self.engine.instant, q, t, opts=self._options(request, p))
 
     async def query_range(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -145,7 +166,8 @@ class QueryAPI:
                                "Try decreasing the query resolution (?step=XX)")
         except BadParam as e:
             return error_response("bad_data", str(e))
-        return await self._evaluate(self.engine.range, q, start, end, step)
+        return await self._evaluate(self.engine.range, q, start, end, step,
+                                    opts=self._options(request, p))
 
     def _range(self, p: dict) -> tuple[int, int]:
         return (parse_time(_first(p, "start"), "start", MIN_TIME_MS),
@@ -162,12 +184,17 @@ class QueryAPI:
         except BadParam as e:
             return error_response("bad_data", str(e))
         seen: dict = {}
-        results = await asyncio.gather(*(self.stores.series(mint, maxt, ms, skip_chunks=True) for ms in sets))
+        opts, warnings = self._options(request, p), []
+        try:
+            results = await asyncio.gather(*(self.stores.series(
+                mint, maxt, ms, skip_chunks=True, opts=opts, warnings=warnings) for ms in sets))
+        except StoreUnavailable as e:
+            return error_response("execution", str(e))
         for raw in results:
             for s in raw:
                 seen.setdefault(s.labels, None)
         data = [dict(lbls) for lbls in sorted(seen)]
-        return _json({"status": "success", "data": data})
+        return _json(_with_warnings({"status": "success", "data": data}, warnings))
 
     async def labels(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -176,8 +203,14 @@ class QueryAPI:
             sets = [parse_matchers(s) for s in p.get("match[]") or []] or [[]]
         except BadParam as e:
             return error_response("bad_data", str(e))
-        results = await asyncio.gather(*(self.stores.label_names(mint, maxt, ms) for ms in sets))
-        return _json({"status": "success", "data": sorted(set().union(*results))})
+        opts, warnings = self._options(request, p), []
+        try:
+            results = await asyncio.gather(*(self.stores.label_names(
+                mint, maxt, ms, opts=opts, warnings=warnings) for ms in sets))
+        except StoreUnavailable as e:
+            return error_response("execution", str(e))
+        return _json(_with_warnings({"status": "success", "data": sorted(set().union(*results))},
+                                    warnings))
 
     async def label_values(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -187,8 +220,14 @@ class QueryAPI:
             sets = [parse_matchers(s) for s in p.get("match[]") or []] or [[]]
         except BadParam as e:
             return error_response("bad_data", str(e))
-        results = await asyncio.gather(*(self.stores.label_values(name, mint, maxt, ms) for ms in sets))
-        return _json({"status": "success", "data": sorted(set().union(*results))})
+        opts, warnings = self._options(request, p), []
+        try:
+            results = await asyncio.gather(*(self.stores.label_values(
+                name, mint, maxt, ms, opts=opts, warnings=warnings) for ms in sets))
+        except StoreUnavailable as e:
+            return error_response("execution", str(e))
+        return _json(_with_warnings({"status": "success", "data": sorted(set().union(*results))},
+                                    warnings))
 
     async def buildinfo(self, _: web.Request) -> web.Response:
         return _json({"status": "success", "data": {
@@ -216,3 +255,15 @@ def _one(p: dict, name: str) -> str:
         raise BadParam(f'invalid parameter "{name}": query must not be empty' if name == "query"
                        else f'invalid parameter "{name}"')
     return v
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "t", "true", "yes", "on")
+
+
+def _with_warnings(payload: dict, warnings: list[str]) -> dict:
+    if warnings:
+        payload["warnings"] = sorted(set(warnings))
+    return payload

@@ -13,3 +13,12 @@ class QueryConfig:
     max_samples: int = 50_000_000
     max_concurrent: int = 20
     store_timeout_s: float = 120.0
+    # Deduplication: series differing only in these labels are replicas of one series.
+    replica_labels: list[str] = field(default_factory=list)
+    dedup_func: str = "chain"                  # chain (receive replicas) | penalty (HA Prometheus)
+    partial_response: bool = False             # default of the partial_response parameter
+    # Tenancy of reads: with enforcement a query sees only its tenant's series.
+    tenant_header: str = "THANOS-TENANT"
+    default_tenant: str = "default-tenant"
+    tenant_label_name: str = "tenant_id"
+    enforce_tenancy: bool = False

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from querier.dedup import chain, penalty, strip_labels
 from querier.promql import Series
 from receiver.tsdb.chunkenc import decode_many
 from receiver.tsdb.labels import Labels, Matcher
@@ -20,24 +22,85 @@ from storeapi.client import StoreClient
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class SelectOptions:
+    """Per-request read options: deduplication, partial responses, the enforced tenant."""
+
+    replica_labels: tuple[str, ...] = ()       # empty: no deduplication
+    dedup_func: str = "chain"
+    partial_response: bool = False
+    extra_matchers: tuple[Matcher, ...] = ()   # e.g. tenant_id="<tenant>" under enforcement
+    counter: bool = False                      # penalty dedup: adjust counter resets at switches
+
+
+DEFAULT_OPTIONS = SelectOptions()
+
+
+class StoreUnavailable(RuntimeError):
+    """An endpoint failed and partial responses are not allowed."""
+
+
 class StoreSet:
     """Clients for the configured ``--endpoint`` addresses."""
 
     def __init__(self, addresses: Sequence[str], timeout_s: float = 120.0) -> None:
         self.clients = [StoreClient(a, timeout_s=timeout_s) for a in addresses]
 
-    async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool = False):
-        results = await asyncio.gather(
-            *(c.series(mint, maxt, matchers, skip_chunks=skip_chunks) for c in self.clients))
-        return [s for r in results for s in r]
+    async def _gather(self, calls, opts: SelectOptions, warnings: list[str] | None) -> list:
+        """Every endpoint's answer; a failed endpoint becomes a warning with partial responses."""
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        out = []
+        for c, r in zip(self.clients, results):
+            if isinstance(r, BaseException):
+                if isinstance(r, asyncio.CancelledError):
+                    raise r
+                msg = f"endpoint {c.address}: {_describe(r)}"
+                if not opts.partial_response:
+                    raise StoreUnavailable(msg) from r
+                log.warning("partial response", extra={"endpoint": c.address, "err": _describe(r)})
+                if warnings is not None:
+                    warnings.append(msg)
+                continue
+            out.append(r)
+        return out
 
-    async def label_names(self, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]:
-        results = await asyncio.gather(*(c.label_names(mint, maxt, matchers) for c in self.clients))
-        return sorted(set().union(*results)) if results else []
+    async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool = False,
+                     opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None):
+        ms = list(matchers) + list(opts.extra_matchers)
+        results = await self._gather(
+            [c.series_with_warnings(mint, maxt, ms, skip_chunks=skip_chunks,
+                                    without_replica_labels=opts.replica_labels,
+                                    partial_response=opts.partial_response) for c in self.clients],
+            opts, warnings)
+        out = []
+        strip = frozenset(opts.replica_labels)
+        for r in results:
+            if warnings is not None:
+                warnings.extend(r.warnings)
+            if strip:  # stores that do not strip replica labels themselves
+                for s in r.series:
+                    if any(n in strip for n, _ in s.labels):
+                        s.labels = strip_labels(s.labels, strip)
+            out.extend(r.series)
+        return out
 
-    async def label_values(self, name: str, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]:
-        results = await asyncio.gather(
-            *(c.label_values(name, mint, maxt, matchers) for c in self.clients))
+    async def label_names(self, mint: int, maxt: int, matchers: list[Matcher],
+                          opts: SelectOptions = DEFAULT_OPTIONS,
+                          warnings: list[str] | None = None) -> list[str]:
+        ms = list(matchers) + list(opts.extra_matchers)
+        results = await self._gather([c.label_names(mint, maxt, ms) for c in self.clients],
+                                     opts, warnings)
+        names = set().union(*results) if results else set()
+        return sorted(names - set(opts.replica_labels))
+
+    async def label_values(self, name: str, mint: int, maxt: int, matchers: list[Matcher],
+                           opts: SelectOptions = DEFAULT_OPTIONS,
+                           warnings: list[str] | None = None) -> list[str]:
+        if name in opts.replica_labels:
+            return []
+        ms = list(matchers) + list(opts.extra_matchers)
+        results = await self._gather([c.label_values(name, mint, maxt, ms) for c in self.clients],
+                                     opts, warnings)
         return sorted(set().union(*results)) if results else []
 
     async def close(self) -> None:
@@ -45,8 +108,20 @@ class StoreSet:
             await c.close()
 
 
-def merge_raw_series(raw, mint: int, maxt: int) -> list[Series]:
-    """Decode each series' chunks; series with equal labels from several stores are merged."""
+def _describe(e: BaseException) -> str:
+    details = getattr(e, "details", None)
+    if callable(details):
+        try:
+            return f"{e.code().name}: {details()}"  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001
+            pass
+    return str(e) or type(e).__name__
+
+
+def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
+                     counter: bool = False) -> list[Series]:
+    """Decode each series' chunks; series with equal labels (from several stores, or replicas
+    once their replica labels are stripped) are merged by ``dedup_func``."""
     by_labels: dict[Labels, list] = {}
     for s in raw:
         by_labels.setdefault(s.labels, []).append(s.chunks)
@@ -56,10 +131,10 @@ def merge_raw_series(raw, mint: int, maxt: int) -> list[Series]:
             ts, vals = decode_many([c[2] for c in chunk_lists[0]], mint, maxt)
         else:
             parts = [decode_many([c[2] for c in cl], mint, maxt) for cl in chunk_lists]
-            ts = np.concatenate([p[0] for p in parts])
-            vals = np.concatenate([p[1] for p in parts])
-            ts, first = np.unique(ts, return_index=True)
-            vals = vals[first]
+            if dedup_func == "penalty":
+                ts, vals = penalty([p for p in parts if len(p[0])] or parts[:1], counter=counter)
+            else:
+                ts, vals = chain(parts)
         if len(ts):
             out.append(Series(lbls, ts, vals))
     out.sort(key=lambda s: s.labels)
@@ -67,12 +142,21 @@ def merge_raw_series(raw, mint: int, maxt: int) -> list[Series]:
 
 
 class FanoutQueryable:
-    """A synchronous ``Queryable`` for the engine thread, backed by the async StoreSet."""
+    """A synchronous ``Queryable`` for the engine thread, backed by the async StoreSet.
 
-    def __init__(self, stores: StoreSet, loop: asyncio.AbstractEventLoop) -> None:
+    Warnings of partial responses collect in ``warnings`` for the API to report.
+    """
+
+    def __init__(self, stores: StoreSet, loop: asyncio.AbstractEventLoop,
+                 opts: SelectOptions = DEFAULT_OPTIONS) -> None:
         self.stores = stores
         self.loop = loop
+        self.opts = opts
+        self.warnings: list[str] = []
 
     def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series]:
-        fut = asyncio.run_coroutine_threadsafe(self.stores.series(mint, maxt, matchers), self.loop)
-        return merge_raw_series(fut.result(), mint, maxt)
+        fut = asyncio.run_coroutine_threadsafe(
+            self.stores.series(mint, maxt, matchers, opts=self.opts, warnings=self.warnings),
+            self.loop)
+        dedup = self.opts.dedup_func if self.opts.replica_labels else "chain"
+        return merge_raw_series(fut.result(), mint, maxt, dedup, self.opts.counter)

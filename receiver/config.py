@@ -31,9 +31,9 @@ class ReceiveConfig:
     forward_timeout_s: float = 5.0
     forward_retries: int = 2
     limits_file: Path | None = None
-    # Blocks (wired by the block-lifecycle work; declared here so the CLI can pass them).
-    objstore_config: str | None = None
-    retention_ms: int = 15 * 86_400_000
+    objstore_config: str | None = None          # Thanos objstore YAML; None: no shipping
+    retention_ms: int = 15 * 86_400_000          # local blocks (shipped ones) older than this go
+    lifecycle_interval_s: float = 30.0           # how often heads are cut and blocks shipped
     extra: dict = field(default_factory=dict)
 
     @property

@@ -1,8 +1,13 @@
-"""``promring receive`` in ingestor mode: the remote-write HTTP endpoint and the StoreAPI.
+"""``promring receive``: the remote-write HTTP endpoint, and in ingestor modes the StoreAPI.
 
-A request is answered only after its accepted samples are in the WAL (and fsynced, with
+Thanos's three modes: without a hashrings file this is an ingestor; with one it is a router
+(stateless, no WAL) that spreads series over the ingestors' gRPC endpoints; with a hashrings file
+and ``--receive.local-endpoint`` naming itself in the ring, a router+ingestor.
+
+An ingestor answers only after its accepted samples are in the WAL (and fsynced, with
 ``--tsdb.wal-fsync=batch``). Status codes follow Thanos: 400 undecodable, 409 conflicts
-(out-of-order, duplicates, too old, bad label sets), 413 too large, 503 not ready. Valid series
+(out-of-order, duplicates, too old, bad label sets), 413 over a size/series/sample limit, 429
+tenant over its head-series limit, 503 not ready or replication quorum missed. Valid series
 in a request are appended even when others in it are rejected.
 """
 from __future__ import annotations
@@ -11,15 +16,24 @@ import asyncio
 import logging
 import time
 
+import cramjam
+import grpc
+import grpc.aio
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.ops import add_ops_routes, start_site
-from storeapi.server import serve as serve_storeapi
+from storeapi.server import GRPC_OPTIONS, WRITEABLE_STORE_SERVICE, StoreServer
 
 from .config import ReceiveConfig
-from .multitsdb import InvalidTenant, MultiTSDB, MultiTSDBSource, TSDBOptions
-from .remotewrite import RemoteWriteError, decode_body
+from .lifecycle import BlockLifecycle
+from .hashring import _ringc
+from .hashring.watch import HashringsFile
+from .limits import LimitsFile
+from .multitsdb import InvalidTenant, MultiTSDB, MultiTSDBSource, TenantTSDB, TSDBOptions
+from .remotewrite import (DecodedWrite, RemoteWriteError, check_content_encoding, check_content_type,
+                          decode, snappy_uncompressed_length)
+from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tsdb.head import HeadOptions
 
 log = logging.getLogger(__name__)
@@ -38,26 +52,75 @@ class ReceiveMetrics:
         self.series = Gauge("prometheus_tsdb_head_series", "Series in the heads.", registry=registry)
         self.head_bytes = Gauge("promring_head_chunk_bytes", "Bytes held by head chunks.",
                                 registry=registry)
+        self.limited = Counter("thanos_receive_limited_requests", "Requests refused by a limit.",
+                               ["tenant", "limit"], registry=registry)
+
+
+def decompress_body(body: bytes, content_encoding: str | None, content_type: str | None,
+                    max_decompressed_bytes: int) -> bytes:
+    """The uncompressed WriteRequest (the router needs its bytes, not only the decoded arrays)."""
+    check_content_type(content_type)
+    check_content_encoding(content_encoding)
+    size = snappy_uncompressed_length(body)
+    if size > len(body) * 22 + 64:
+        raise RemoteWriteError(f"snappy: corrupt input (header claims {size} bytes from {len(body)})")
+    if size > max_decompressed_bytes:
+        raise RemoteWriteError(
+            f"decompressed request would be {size} bytes, over the {max_decompressed_bytes} byte limit",
+            status=413)
+    try:
+        return bytes(cramjam.snappy.decompress_raw(body))
+    except Exception as e:  # cramjam raises its own DecompressionError
+        raise RemoteWriteError(f"snappy: {e}") from None
 
 
 class Receiver:
-    """Owns the tenants' TSDBs and the HTTP + gRPC servers of one ingestor."""
+    """One ``promring receive``: ingestor, router, or both."""
 
     def __init__(self, cfg: ReceiveConfig, registry: CollectorRegistry | None = None) -> None:
         self.cfg = cfg
         self.registry = registry or CollectorRegistry()
         self.metrics = ReceiveMetrics(self.registry)
-        self.db = MultiTSDB(TSDBOptions(
-            path=cfg.tsdb_path, external_labels=cfg.external_labels,
-            tenant_label_name=cfg.tenant_label_name,
-            head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms), wal_fsync=cfg.wal_fsync))
-        self.source = MultiTSDBSource(self.db)
+        self.db: MultiTSDB | None = None
+        self.source: MultiTSDBSource | None = None
+        if cfg.is_ingestor:
+            self.db = MultiTSDB(TSDBOptions(
+                path=cfg.tsdb_path, external_labels=cfg.external_labels,
+                tenant_label_name=cfg.tenant_label_name,
+                head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms), wal_fsync=cfg.wal_fsync,
+                retention_ms=cfg.retention_ms))
+            self.source = MultiTSDBSource(self.db)
+            self.metrics.series.set_function(self.db.num_series)
+            self.metrics.head_bytes.set_function(self.db.memory_bytes)
+        self.limits = LimitsFile(cfg.limits_file)
+        self._gate = self._new_gate()
+        self.rings: HashringsFile | None = None
+        self.router: Router | None = None
+        if cfg.is_router:
+            self.rings = HashringsFile(cfg.hashrings_file, cfg.hashrings_algorithm,
+                                       cfg.replication_factor, on_change=self._rings_changed)
+            self.router = Router(
+                lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries),
+                local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
+                local_writer=self._write_local_body if cfg.is_ingestor else None,
+                registry=self.registry)
         self.ready = False
         self._runners: list[web.AppRunner] = []
-        self._grpc = None
+        self._grpc: grpc.aio.Server | None = None
+        self._refresher: asyncio.Task | None = None
+        self._ext_applied: set[str] = set()
         self.ports: dict[str, int] = {}
-        self.metrics.series.set_function(self.db.num_series)
-        self.metrics.head_bytes.set_function(self.db.memory_bytes)
+        self.bucket = None
+        self.lifecycle: BlockLifecycle | None = None
+
+    def _new_gate(self) -> asyncio.Semaphore | None:
+        n = self.limits.limits.max_concurrency
+        return asyncio.Semaphore(n) if n > 0 else None
+
+    def _rings_changed(self, rings) -> None:
+        if self.router is not None:
+            asyncio.get_running_loop().create_task(self.router.forwarder.retain(rings.all_endpoints()))
+        self._ext_applied.clear()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -74,29 +137,75 @@ class Receiver:
             add_ops_routes(http_app, self.registry, lambda: self.ready)
             runner, self.ports["http"] = await start_site(http_app, self.cfg.http_address)
             self._runners.append(runner)
-        t0 = time.monotonic()
-        restored = await asyncio.to_thread(self.db.open_existing)
-        log.info("WAL replay done", extra={"samples": restored, "series": self.db.num_series(),
-                                           "seconds": round(time.monotonic() - t0, 3)})
-        if self.cfg.grpc_address:
-            self._grpc, self.ports["grpc"] = await serve_storeapi(self.source, self.cfg.grpc_address)
+        if self.db is not None:
+            t0 = time.monotonic()
+            restored = await asyncio.to_thread(self.db.open_existing)
+            log.info("WAL replay done", extra={"samples": restored, "series": self.db.num_series(),
+                                               "seconds": round(time.monotonic() - t0, 3)})
+            if self.cfg.objstore_config is not None:
+                from objstore import bucket_from_config
+                self.bucket = bucket_from_config(self.cfg.objstore_config)
+            self.lifecycle = BlockLifecycle(self.db, self.bucket, self.cfg.lifecycle_interval_s)
+            self.lifecycle.start()  # its first round ships what a previous run left behind
+            if self.cfg.grpc_address:
+                await self._serve_grpc()
+        self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
         self.ready = True
+
+    async def _serve_grpc(self) -> None:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        StoreServer(self.source, "receive").register(server)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            WRITEABLE_STORE_SERVICE, {"RemoteWrite": grpc.unary_unary_rpc_method_handler(
+                self.grpc_remote_write, request_deserializer=None, response_serializer=None)}),))
+        port = server.add_insecure_port(self.cfg.grpc_address)
+        if port == 0:
+            raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}")
+        await server.start()
+        self._grpc, self.ports["grpc"] = server, port
+
+    async def _refresh_loop(self) -> None:
+        """Re-read the hashrings and limits files when they change (no restart needed)."""
+        while True:
+            await asyncio.sleep(self.cfg.hashrings_refresh_s)
+            try:
+                if self.rings is not None:
+                    self.rings.refresh()
+                if self.limits.refresh():
+                    self._gate = self._new_gate()
+                    log.info("limits reloaded")
+            except Exception as e:  # noqa: BLE001 -- a bad edit must not stop the loop
+                log.error("config reload failed", extra={"err": str(e)})
 
     async def stop(self) -> None:
         self.ready = False
+        if self._refresher is not None:
+            self._refresher.cancel()
         for r in self._runners:
             await r.cleanup()
         self._runners.clear()
+        if self.router is not None:
+            await self.router.close()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
             self._grpc = None
-        self.db.close()
+        # No write can arrive any more: flush every head into blocks and ship them.
+        if self.lifecycle is not None:
+            await self.lifecycle.shutdown()
+        if self.db is not None:
+            self.db.close()
+        if self.bucket is not None:
+            await self.bucket.close()
 
     # -- write path ---------------------------------------------------------------------------
 
     async def handle_write(self, request: web.Request) -> web.Response:
         t0 = time.perf_counter()
-        resp = await self._write(request)
+        if self._gate is not None:
+            async with self._gate:
+                resp = await self._write(request)
+        else:
+            resp = await self._write(request)
         self.metrics.requests.labels(str(resp.status)).inc()
         self.metrics.duration.observe(time.perf_counter() - t0)
         return resp
@@ -111,16 +220,84 @@ class Receiver:
             return web.Response(status=413, text=f"request body exceeds {self.cfg.max_request_bytes} bytes\n")
         except Exception as e:  # a body that cannot even be read is the client's problem
             return web.Response(status=400, text=f"cannot read request body: {e}\n")
+        limits = self.limits.limits
+        why = limits.check_request(tenant, len(body), 0, 0)
+        if why:
+            self.metrics.limited.labels(tenant, "size").inc()
+            return web.Response(status=413, text=f"{why}\n")
         try:
-            req = decode_body(body, request.headers.get("Content-Encoding"),
-                              request.headers.get("Content-Type"),
-                              max_decompressed_bytes=self.cfg.max_decompressed_bytes)
+            raw = decompress_body(body, request.headers.get("Content-Encoding"),
+                                  request.headers.get("Content-Type"), self.cfg.max_decompressed_bytes)
+            req = decode(raw)
         except RemoteWriteError as e:
             return web.Response(status=getattr(e, "status", 400), text=f"{e}\n")
-        try:
-            db = self.db.tenant(tenant)
-        except InvalidTenant as e:
+        except ValueError as e:
             return web.Response(status=400, text=f"{e}\n")
+        why = limits.check_request(tenant, 0, len(req.keys), req.n_samples)
+        if why:
+            self.metrics.limited.labels(tenant, "request").inc()
+            return web.Response(status=413, text=f"{why}\n")
+        if self.router is not None:
+            res = await self.router.write(tenant, raw, req)
+            status, msg = res.status, res.message
+        else:
+            status, msg = await self._write_local(tenant, req)
+        if status in (200, 204):
+            return web.Response(status=200)
+        return web.Response(status=status, text=f"{msg}\n")
+
+    async def grpc_remote_write(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """``thanos.WriteableStore/RemoteWrite``, parsed from the raw bytes: field 1 is exactly a
+        remote-write body's field 1, so the C decoder of the HTTP path reads it unchanged."""
+        try:
+            body, tenant, replica = _ringc.split_write(data)
+            req = decode(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed write request: {e}")
+        tenant = tenant or self.cfg.default_tenant
+        if self.router is not None and replica == 0:
+            res = await self.router.write(tenant, body, req)  # not yet replicated: route it
+            status, msg = res.status, res.message
+        elif self.db is None:
+            status, msg = 503, "router without a local TSDB cannot store a replicated write"
+        else:
+            status, msg = await self._write_local(tenant, req)
+        if status not in (200, 204):
+            await context.abort(GRPC_FOR_HTTP.get(status, grpc.StatusCode.INTERNAL), msg)
+        return b""
+
+    async def _write_local_body(self, tenant: str, body: bytes) -> tuple[int, str]:
+        try:
+            req = decode(body)
+        except ValueError as e:
+            return 400, str(e)
+        return await self._write_local(tenant, req)
+
+    def _tenant_db(self, tenant: str) -> TenantTSDB:
+        assert self.db is not None
+        db = self.db.tenant(tenant)
+        if self.rings is not None and tenant not in self._ext_applied:
+            # A hashring's external_labels belong to its tenants' blocks and series.
+            found = self.rings.rings.for_tenant(tenant)
+            if found is not None and found[0].external_labels:
+                ext = dict(db.external_labels)
+                ext.update(found[0].external_labels)
+                ext[self.cfg.tenant_label_name] = tenant
+                db.external_labels = tuple(sorted(ext.items()))
+            self._ext_applied.add(tenant)
+        return db
+
+    async def _write_local(self, tenant: str, req: DecodedWrite) -> tuple[int, str]:
+        if not self.ready or self.db is None:
+            return 503, "receiver is not ready"
+        try:
+            db = self._tenant_db(tenant)
+        except InvalidTenant as e:
+            return 400, str(e)
+        why = self.limits.limits.check_head(tenant, db.head.num_series)
+        if why:
+            self.metrics.limited.labels(tenant, "head_series").inc()
+            return 429, why
         out = db.write(req)
         await db.sync()
         self.metrics.samples.labels(tenant).inc(out.appended)
@@ -132,5 +309,5 @@ class Receiver:
         if conflicts:
             msg = "; ".join(conflicts)
             log.debug("write conflicts", extra={"tenant": tenant, "detail": msg})
-            return web.Response(status=409, text=f"{msg} (appended {out.appended} samples)\n")
-        return web.Response(status=200)
+            return 409, f"{msg} (appended {out.appended} samples)"
+        return 200, ""

@@ -131,3 +131,56 @@ class PrometheusProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+class ServerProcess:
+    """Any ``promring`` subcommand as a child process, ready when its ready URLs answer 200.
+
+    ``ports`` names the loopback ports it was given (remote_write, grpc, http) so that a test can
+    restart it on the same addresses after ``kill9``.
+    """
+
+    def __init__(self, args: list[str], workdir: Path, name: str, ports: dict[str, int],
+                 ready_urls: list[str]) -> None:
+        self.args, self.workdir, self.name = args, workdir, name
+        self.ports, self.ready_urls = ports, ready_urls
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ServerProcess":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        log.close()
+        for url in self.ready_urls:
+            wait_ready(url, proc=self.proc)
+        return self
+
+    def url(self, port: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[port]}{path}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.ports['grpc']}"
+
+    kill9 = PromringProcess.kill9
+    stop = PromringProcess.stop
+    log_text = PromringProcess.log_text
+
+
+def receive_process(workdir: Path, name: str, *extra: str, router_only: bool = False) -> ServerProcess:
+    """``promring receive`` on fresh loopback ports (ingestor unless a hashrings file is passed)."""
+    ports = {"remote_write": free_port(), "grpc": free_port(), "http": free_port()}
+    args = promring_cmd() + ["receive", "--tsdb.path", str(workdir / name),
+                             "--remote-write.address", f"127.0.0.1:{ports['remote_write']}",
+                             "--grpc-address", f"127.0.0.1:{ports['grpc']}",
+                             "--http-address", f"127.0.0.1:{ports['http']}", *extra]
+    ready = [f"http://127.0.0.1:{ports['remote_write']}/-/ready"]
+    return ServerProcess(args, workdir, name, ports, ready)
+
+
+def query_process(workdir: Path, name: str, endpoints: list[str], *extra: str) -> ServerProcess:
+    ports = {"http": free_port()}
+    args = promring_cmd() + ["query", "--http-address", f"127.0.0.1:{ports['http']}",
+                             *[f"--endpoint={e}" for e in endpoints], *extra]
+    return ServerProcess(args, workdir, name, ports, [f"http://127.0.0.1:{ports['http']}/-/ready"])

@@ -6,6 +6,7 @@
 """
 from .config import Endpoint, HashringSpec, HashringConfigError, load_hashrings, parse_hashrings
 from .ring import Hashrings, HashmodRing, KetamaRing, Ring, build_ring, hash_series
+from .watch import HashringsFile
 
 __all__ = ["Endpoint", "HashringSpec", "HashringConfigError", "load_hashrings", "parse_hashrings",
-           "Hashrings", "HashmodRing", "KetamaRing", "Ring", "build_ring", "hash_series"]
+           "Hashrings", "HashringsFile", "HashmodRing", "KetamaRing", "Ring", "build_ring", "hash_series"]

@@ -1,0 +1,234 @@
+"""The receive router: split a remote-write request by hashring owner and replicate it.
+
+Each series goes to the ``replication_factor`` endpoints the tenant's hashring assigns to
+xxhash64(tenant + labels). Every endpoint gets one ``thanos.WriteableStore/RemoteWrite`` per
+request holding exactly its series, cut out of the original protobuf bytes (no re-encoding), and
+carrying a non-zero ``replica`` so that the receiver stores it instead of routing it again. The
+request succeeds once every series is acknowledged by a quorum of its replicas; the answer then
+does not wait for slower replicas, whose writes finish in the background.
+
+Status aggregation follows Thanos, so Prometheus retries exactly what can succeed later:
+conflicts acknowledged by a quorum (out-of-order, duplicates, bad labels: retrying cannot help)
+answer 409; a quorum refusing bad input answers 400, or 429 for an exhausted tenant limit;
+anything else short of a quorum answers 503.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+import grpc.aio
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter
+
+from storeapi.server import GRPC_OPTIONS
+
+from .hashring import _ringc
+from .hashring.ring import Hashrings, hash_series
+from .remotewrite import DecodedWrite
+
+log = logging.getLogger(__name__)
+
+REMOTE_WRITE_METHOD = "/thanos.WriteableStore/RemoteWrite"
+
+# Outcome of one endpoint's share of a request.
+PENDING, OK, CONFLICT, BAD, LIMIT, UNAVAILABLE, ERROR = range(7)
+_NAMES = {OK: "ok", CONFLICT: "conflict", BAD: "bad_request", LIMIT: "limit",
+          UNAVAILABLE: "unavailable", ERROR: "error"}
+
+_FROM_GRPC = {
+    grpc.StatusCode.ALREADY_EXISTS: CONFLICT,
+    grpc.StatusCode.INVALID_ARGUMENT: BAD,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: LIMIT,
+    grpc.StatusCode.UNAVAILABLE: UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UNAVAILABLE,
+    grpc.StatusCode.CANCELLED: UNAVAILABLE,
+}
+_FROM_HTTP = {200: OK, 204: OK, 409: CONFLICT, 400: BAD, 413: BAD, 429: LIMIT, 503: UNAVAILABLE}
+
+# What an ingestor answers over gRPC for the HTTP status its local write produced.
+GRPC_FOR_HTTP = {409: grpc.StatusCode.ALREADY_EXISTS, 400: grpc.StatusCode.INVALID_ARGUMENT,
+                 413: grpc.StatusCode.INVALID_ARGUMENT, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 503: grpc.StatusCode.UNAVAILABLE}
+
+CHANNEL_OPTIONS = GRPC_OPTIONS + (
+    # Reconnect quickly to an ingestor that comes back, instead of gRPC's 2-minute ceiling.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),
+)
+
+LocalWriter = Callable[[str, bytes], Awaitable[tuple[int, str]]]
+
+
+def quorum(replication_factor: int) -> int:
+    """Acknowledgements a series needs: a majority, but one of two replicas suffices."""
+    return 1 if replication_factor == 2 else replication_factor // 2 + 1
+
+
+def _uvarint(x: int) -> bytes:
+    out = bytearray()
+    while x >= 0x80:
+        out.append((x & 0x7F) | 0x80)
+        x >>= 7
+    out.append(x)
+    return bytes(out)
+
+
+def write_request_tail(tenant: str, replica: int) -> bytes:
+    """Fields 2 (tenant) and 3 (replica) of a thanos.WriteRequest."""
+    t = tenant.encode()
+    out = b"\x12" + _uvarint(len(t)) + t if t else b""
+    return out + (b"\x18" + _uvarint(replica) if replica else b"")
+
+
+class Forwarder:
+    """One gRPC channel per ingestor; sends raw thanos.WriteRequest bytes."""
+
+    def __init__(self, timeout_s: float = 5.0, retries: int = 2) -> None:
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._channels: dict[str, tuple[grpc.aio.Channel, object]] = {}
+
+    def _stub(self, address: str):
+        got = self._channels.get(address)
+        if got is None:
+            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            stub = ch.unary_unary(REMOTE_WRITE_METHOD, request_serializer=None,
+                                  response_deserializer=None)
+            got = self._channels[address] = (ch, stub)
+        return got[1]
+
+    async def send(self, address: str, payload: bytes) -> tuple[int, str]:
+        """Deliver once; only refused connections are retried (a timed-out call may have landed
+        and a resend would turn its samples into conflicts)."""
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                await self._stub(address)(payload, timeout=self.timeout_s)
+                return OK, ""
+            except grpc.aio.AioRpcError as e:
+                res = _FROM_GRPC.get(e.code(), ERROR)
+                msg = f"{address}: {e.details() or e.code().name}"
+                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                    return res, msg
+            await asyncio.sleep(delay)
+            delay *= 4
+        return UNAVAILABLE, f"{address}: unreachable"
+
+    async def retain(self, addresses: set[str]) -> None:
+        """Close channels of endpoints no longer in any hashring."""
+        for a in [a for a in self._channels if a not in addresses]:
+            ch, _ = self._channels.pop(a)
+            await ch.close()
+
+    async def close(self) -> None:
+        await self.retain(set())
+
+
+@dataclass
+class RouteResult:
+    status: int
+    message: str = ""
+
+
+class Router:
+    """Routes decoded requests over the hashrings that ``rings()`` returns at call time."""
+
+    def __init__(self, rings: Callable[[], Hashrings], forwarder: Forwarder,
+                 local_endpoint: str = "", local_writer: LocalWriter | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self._rings = rings
+        self.forwarder = forwarder
+        self.local_endpoint = local_endpoint
+        self.local_writer = local_writer
+        self._background: set[asyncio.Task] = set()
+        self.forwards = Counter("thanos_receive_forward_requests", "Per-endpoint writes by result.",
+                                ["result"], registry=registry) if registry is not None else None
+
+    async def write(self, tenant: str, raw: bytes, dec: DecodedWrite) -> RouteResult:
+        """``raw`` is the uncompressed prometheus.WriteRequest that ``dec`` was decoded from."""
+        n = len(dec.keys)
+        if n == 0:
+            return RouteResult(200)
+        found = self._rings().for_tenant(tenant)
+        if found is None:
+            return RouteResult(500, f"no hashring configured for tenant {tenant!r}")
+        spec, ring = found
+        spans = _ringc.series_spans(raw)
+        if len(spans) != 16 * n:
+            return RouteResult(400, "cannot split request: series count mismatch")
+        assign = ring.assign(hash_series(tenant, dec.keys))  # (n, rf) endpoint indices
+        rf = assign.shape[1]
+        need = quorum(rf)
+        tasks: dict[asyncio.Task, int] = {}
+        for node in np.unique(assign).tolist():
+            hit = assign == node
+            rows = np.flatnonzero(hit.any(axis=1)).astype(np.int32)
+            replica = int(hit[rows].argmax(axis=1).min()) + 1
+            body = _ringc.gather(raw, spans, rows.tobytes())
+            addr = spec.endpoints[node].address
+            tasks[asyncio.create_task(self._send(addr, tenant, body, replica))] = node
+        results = np.full(len(spec.endpoints), PENDING, dtype=np.int8)
+        messages: dict[int, str] = {}
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                node = tasks[t]
+                res, msg = t.result()
+                results[node] = res
+                if msg:
+                    messages[node] = msg
+            if not pending:
+                break
+            per = results[assign]
+            acked = ((per == OK) | (per == CONFLICT)).sum(axis=1)
+            open_ = (per == PENDING).sum(axis=1)
+            if (acked >= need).all() or ((acked + open_) < need).any():
+                break
+        for t in pending:  # slower replicas finish on their own
+            self._background.add(t)
+            t.add_done_callback(self._background.discard)
+        return self._verdict(results[assign], need, messages)
+
+    async def _send(self, address: str, tenant: str, body: bytes, replica: int) -> tuple[int, str]:
+        if address == self.local_endpoint and self.local_writer is not None:
+            try:
+                status, msg = await self.local_writer(tenant, body)
+            except Exception as e:  # noqa: BLE001 -- a local failure is one replica's failure
+                log.exception("local write failed")
+                status, msg = 500, str(e)
+            res = _FROM_HTTP.get(status, ERROR)
+        else:
+            res, msg = await self.forwarder.send(address, body + write_request_tail(tenant, replica))
+        if self.forwards is not None:
+            self.forwards.labels(_NAMES.get(res, "error")).inc()
+        if res not in (OK, CONFLICT) and msg:
+            log.debug("replica write failed", extra={"endpoint": address, "err": msg})
+        return res, msg
+
+    @staticmethod
+    def _verdict(per: np.ndarray, need: int, messages: dict[int, str]) -> RouteResult:
+        detail = "; ".join(sorted(set(messages.values())))
+        acked = ((per == OK) | (per == CONFLICT)).sum(axis=1)
+        if (acked >= need).all():
+            if ((per == CONFLICT).sum(axis=1) >= need).any():
+                return RouteResult(409, detail or "conflict")
+            return RouteResult(200)
+        short = per[acked < need]
+        for code, status in ((BAD, 400), (LIMIT, 429)):
+            if ((short == code).sum(axis=1) >= need).any():
+                return RouteResult(status, detail)
+        return RouteResult(503, f"quorum not reached ({need} of {per.shape[1]} replicas): {detail}")
+
+    async def close(self) -> None:
+        for t in list(self._background):
+            t.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.forwarder.close()
