@@ -40,17 +40,68 @@ class StoreUnavailable(RuntimeError):
     """An endpoint failed and partial responses are not allowed."""
 
 
+INFO_TTL_S = 5.0
+UNBOUNDED = (-(1 << 63), (1 << 63) - 1)
+
+
+@dataclass
+class _Info:
+    fetched: float
+    min_time: int
+    max_time: int
+    label_sets: list[Labels]
+
+
+def store_may_match(info: _Info | None, mint: int, maxt: int, matchers: Sequence[Matcher]) -> bool:
+    """Thanos's store selection: skip a store whose time range or external labels rule it out.
+    An unknown store (no Info yet, or Info failed) is always asked."""
+    if info is None:
+        return True
+    if info.max_time < mint or info.min_time > maxt:
+        return False
+    if not info.label_sets:
+        return True
+    for ls in info.label_sets:
+        ext = dict(ls)
+        if all(m.matches(ext[m.name]) for m in matchers if m.name in ext):
+            return True
+    return False
+
+
 class StoreSet:
-    """Clients for the configured ``--endpoint`` addresses."""
+    """Clients for the configured ``--endpoint`` addresses, with each one's Info cached briefly
+    so a query only goes to stores whose time range and external labels can match."""
 
     def __init__(self, addresses: Sequence[str], timeout_s: float = 120.0) -> None:
         self.clients = [StoreClient(a, timeout_s=timeout_s) for a in addresses]
+        self._info: dict[str, _Info | None] = {}
+        self._fetched: dict[str, float] = {}
 
-    async def _gather(self, calls, opts: SelectOptions, warnings: list[str] | None) -> list:
+    async def _refresh(self, c: StoreClient, now: float) -> None:
+        self._fetched[c.address] = now
+        try:
+            i = await asyncio.wait_for(c.info(), timeout=2.0)
+        except Exception:  # noqa: BLE001 -- a down store is handled by the query itself
+            self._info[c.address] = None
+            return
+        lo, hi = i.min_time, i.max_time
+        if i.component_type in ("receive", "RECEIVE"):
+            hi = UNBOUNDED[1]  # a receiver's head grows all the time (Thanos does the same)
+        self._info[c.address] = _Info(now, lo, hi, list(i.label_sets))
+
+    async def select_clients(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[StoreClient]:
+        now = asyncio.get_running_loop().time()
+        stale = [c for c in self.clients if now - self._fetched.get(c.address, -INFO_TTL_S - 1) > INFO_TTL_S]
+        if stale:
+            await asyncio.gather(*(self._refresh(c, now) for c in stale))
+        return [c for c in self.clients if store_may_match(self._info.get(c.address), mint, maxt, matchers)]
+
+    async def _gather(self, clients: list[StoreClient], calls, opts: SelectOptions,
+                      warnings: list[str] | None) -> list:
         """Every endpoint's answer; a failed endpoint becomes a warning with partial responses."""
         results = await asyncio.gather(*calls, return_exceptions=True)
         out = []
-        for c, r in zip(self.clients, results):
+        for c, r in zip(clients, results):
             if isinstance(r, BaseException):
                 if isinstance(r, asyncio.CancelledError):
                     raise r
@@ -67,10 +118,12 @@ class StoreSet:
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool = False,
                      opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None):
         ms = list(matchers) + list(opts.extra_matchers)
+        clients = await self.select_clients(mint, maxt, ms)
         results = await self._gather(
+            clients,
             [c.series_with_warnings(mint, maxt, ms, skip_chunks=skip_chunks,
                                     without_replica_labels=opts.replica_labels,
-                                    partial_response=opts.partial_response) for c in self.clients],
+                                    partial_response=opts.partial_response) for c in clients],
             opts, warnings)
         out = []
         strip = frozenset(opts.replica_labels)
@@ -88,7 +141,8 @@ class StoreSet:
                           opts: SelectOptions = DEFAULT_OPTIONS,
                           warnings: list[str] | None = None) -> list[str]:
         ms = list(matchers) + list(opts.extra_matchers)
-        results = await self._gather([c.label_names(mint, maxt, ms) for c in self.clients],
+        clients = await self.select_clients(mint, maxt, ms)
+        results = await self._gather(clients, [c.label_names(mint, maxt, ms) for c in clients],
                                      opts, warnings)
         names = set().union(*results) if results else set()
         return sorted(names - set(opts.replica_labels))
@@ -99,7 +153,8 @@ class StoreSet:
         if name in opts.replica_labels:
             return []
         ms = list(matchers) + list(opts.extra_matchers)
-        results = await self._gather([c.label_values(name, mint, maxt, ms) for c in self.clients],
+        clients = await self.select_clients(mint, maxt, ms)
+        results = await self._gather(clients, [c.label_values(name, mint, maxt, ms) for c in clients],
                                      opts, warnings)
         return sorted(set().union(*results)) if results else []
 

@@ -90,3 +90,18 @@ def test_merge_raw_series_deduplicates_replicas_with_either_function():
         assert len(out) == 1
         assert out[0].ts.tolist() == [0, 15_000, 30_000, 45_000]
         assert out[0].vals.tolist() == [1, 2, 3, 4]
+
+
+def test_store_selection_by_time_range_and_external_labels():
+    from querier.fanout import _Info, store_may_match
+    from receiver.tsdb.labels import Matcher
+
+    info = _Info(0.0, 1000, 2000, [(("region", "eu"), ("tenant_id", "a"))])
+    assert store_may_match(info, 1500, 3000, [])
+    assert not store_may_match(info, 2001, 3000, [])  # entirely after the store's data
+    assert not store_may_match(info, 0, 999, [])       # entirely before
+    assert store_may_match(info, 0, 5000, [Matcher("=", "tenant_id", "a"), Matcher("=", "job", "x")])
+    assert not store_may_match(info, 0, 5000, [Matcher("=", "tenant_id", "b")])
+    assert not store_may_match(info, 0, 5000, [Matcher("=~", "region", "us.*")])
+    assert store_may_match(None, 0, 1, [Matcher("=", "tenant_id", "zz")])  # unknown: ask it
+    assert store_may_match(_Info(0.0, 0, 10, []), 0, 5, [Matcher("=", "tenant_id", "zz")])
