@@ -91,6 +91,26 @@ def test_our_blocks_open_in_promtool_and_survive_restart(promring_up, tmp_path):
 
     pr2 = promring_up(data)
     assert served(pr2.api, t0 + 4 * HOUR, "5h") == want
+    pr2.stop()
+    # Past local retention the shipped blocks leave the ingestor; the store gateway serves them.
+    pr3 = promring_up(data, "--tsdb.retention", "1s")
+    deadline = time.monotonic() + 20
+    while any((p / "meta.json").exists() for p in tenant_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any((p / "meta.json").exists() for p in tenant_dir.iterdir())
+    assert served(pr3.api, t0 + 4 * HOUR, "5h") == want
+    out = subprocess.run(promring_cmd() + ["tools", "bucket", "inspect", "--objstore.config-file",
+                                           str(_fs_config(tmp_path, data / "bucket"))],
+                         check=True, capture_output=True, text=True).stdout
+    for b in blocks:
+        assert b.name in out
+    assert 'tenant_id="default-tenant"' in out and "receive" in out
+
+
+def _fs_config(tmp_path: Path, bucket: Path) -> Path:
+    cfg = tmp_path / "fs-objstore.yml"
+    cfg.write_text(f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
+    return cfg
 
 
 def _norm(resp: dict) -> list:
