@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 
 from querier.dedup import chain, penalty, strip_labels
 from querier.promql import Series

@@ -116,14 +116,15 @@ def snappy_uncompressed_length(body: bytes | bytearray | memoryview) -> int:
     raise RemoteWriteError("snappy: corrupt input: missing or invalid length header")
 
 
-def decode_body(
+def decompress_body(
     body: bytes | bytearray | memoryview,
     content_encoding: str | None,
     content_type: str | None,
     *,
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
-) -> DecodedWrite:
-    """Turn an HTTP remote-write body into arrays; every refusal is a RemoteWriteError."""
+) -> bytes:
+    """The uncompressed WriteRequest of an HTTP remote-write body (a router forwards these
+    bytes as they are); every refusal is a RemoteWriteError."""
     check_content_type(content_type)
     check_content_encoding(content_encoding)
     size = snappy_uncompressed_length(body)
@@ -136,9 +137,21 @@ def decode_body(
             f"decompressed request would be {size} bytes, over the {max_decompressed_bytes} byte limit",
             status=413)
     try:
-        raw = cramjam.snappy.decompress_raw(body)
+        return bytes(cramjam.snappy.decompress_raw(body))
     except Exception as e:  # cramjam raises its own DecompressionError
         raise RemoteWriteError(f"snappy: {e}") from None
+
+
+def decode_body(
+    body: bytes | bytearray | memoryview,
+    content_encoding: str | None,
+    content_type: str | None,
+    *,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+) -> DecodedWrite:
+    """Turn an HTTP remote-write body into arrays; every refusal is a RemoteWriteError."""
+    raw = decompress_body(body, content_encoding, content_type,
+                          max_decompressed_bytes=max_decompressed_bytes)
     try:
         return decode(raw)
     except ValueError as e:

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 
-import cramjam
 import grpc
 import grpc.aio
 from aiohttp import web
@@ -31,8 +30,7 @@ from .hashring import _ringc
 from .hashring.watch import HashringsFile
 from .limits import LimitsFile
 from .multitsdb import InvalidTenant, MultiTSDB, MultiTSDBSource, TenantTSDB, TSDBOptions
-from .remotewrite import (DecodedWrite, RemoteWriteError, check_content_encoding, check_content_type,
-                          decode, snappy_uncompressed_length)
+from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tsdb.head import HeadOptions
 
@@ -54,24 +52,6 @@ class ReceiveMetrics:
                                 registry=registry)
         self.limited = Counter("thanos_receive_limited_requests", "Requests refused by a limit.",
                                ["tenant", "limit"], registry=registry)
-
-
-def decompress_body(body: bytes, content_encoding: str | None, content_type: str | None,
-                    max_decompressed_bytes: int) -> bytes:
-    """The uncompressed WriteRequest (the router needs its bytes, not only the decoded arrays)."""
-    check_content_type(content_type)
-    check_content_encoding(content_encoding)
-    size = snappy_uncompressed_length(body)
-    if size > len(body) * 22 + 64:
-        raise RemoteWriteError(f"snappy: corrupt input (header claims {size} bytes from {len(body)})")
-    if size > max_decompressed_bytes:
-        raise RemoteWriteError(
-            f"decompressed request would be {size} bytes, over the {max_decompressed_bytes} byte limit",
-            status=413)
-    try:
-        return bytes(cramjam.snappy.decompress_raw(body))
-    except Exception as e:  # cramjam raises its own DecompressionError
-        raise RemoteWriteError(f"snappy: {e}") from None
 
 
 class Receiver:
@@ -227,7 +207,8 @@ class Receiver:
             return web.Response(status=413, text=f"{why}\n")
         try:
             raw = decompress_body(body, request.headers.get("Content-Encoding"),
-                                  request.headers.get("Content-Type"), self.cfg.max_decompressed_bytes)
+                                  request.headers.get("Content-Type"),
+                                  max_decompressed_bytes=self.cfg.max_decompressed_bytes)
             req = decode(raw)
         except RemoteWriteError as e:
             return web.Response(status=getattr(e, "status", 400), text=f"{e}\n")
