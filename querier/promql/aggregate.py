@@ -1,11 +1,14 @@
 """Aggregation operators, vectorised over steps per output group."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import promql_parser as pp
 
+from querier.promql import nhist
 from querier.promql.types import PromQLError
-from querier.promql.values import Scalar, Str, Vec, empty_vec, get_label
+from querier.promql.values import Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist
 from receiver.tsdb.labels import METRIC_NAME, Labels
 
 
@@ -66,6 +69,10 @@ def aggregate(ev, e) -> Vec:
         raise PromQLError("bad_data", f"expected type instant vector in aggregation expression, got scalar")
     param = ev.eval(e.param) if e.param is not None else None
     T = ev.T
+    hm = is_hist(v)
+    if hm.any() and op in ("min", "max", "stddev", "stdvar", "quantile", "topk", "bottomk"):
+        ev.info(f"ignored histogram in {op} aggregation")
+        v = floats_only(v)
     if op in ("topk", "bottomk", "limitk", "limit_ratio"):
         return _select_k(ev, op, v, param, e.modifier)
     key = _grouper(e.modifier)
@@ -85,8 +92,20 @@ def aggregate(ev, e) -> Vec:
     out_v = np.zeros((n_g, T))
     out_p = np.zeros((n_g, T), bool)
     labels, drops = [], []
+    out_h = np.full((n_g, T), None, dtype=object) if hm.any() and op in ("sum", "avg") else None
     for gi, (gl, idx) in enumerate(groups.items()):
         x, p = v.vals[idx], v.present[idx]
+        if out_h is not None:
+            hp = hm[idx]
+            hcols = hp.any(0)
+            if hcols.any():
+                mixed = hcols & (p & ~hp).any(0)
+                if mixed.any():
+                    ev.warn("encountered a mix of histograms and floats for aggregation")
+                for t in np.nonzero(hcols & ~mixed)[0]:
+                    out_h[gi, t] = _hist_sum(ev, [v.hist[idx[k], t] for k in np.nonzero(hp[:, t])[0]],
+                                             op == "avg", v.labels[idx[0]])
+                p = p & ~hcols[None, :]
         cnt = p.sum(0)
         with np.errstate(all="ignore"):
             if op == "sum":
@@ -119,33 +138,60 @@ def aggregate(ev, e) -> Vec:
                 raise PromQLError("bad_data", f"unsupported aggregation {op}")
         out_v[gi] = r
         out_p[gi] = cnt > 0
+        if out_h is not None:
+            out_p[gi] |= out_h[gi] != None  # noqa: E711
         labels.append(gl)
         drops.append(bool(v.drop[idx].any()) and any(k == METRIC_NAME for k, _ in gl))
-    return Vec(labels, out_v, out_p, np.array(drops, dtype=bool))
+    return Vec(labels, out_v, out_p, np.array(drops, dtype=bool), None, out_h)
+
+
+def _hist_sum(ev, hs: list, avg: bool, example_labels):
+    """sum/avg of native histograms at one step, with Prometheus's hint and layout rules."""
+    from querier.promql import nhist
+    res, notes = nhist.sum_hists(hs, avg)
+    annotate_sum(ev, notes, get_label(example_labels, METRIC_NAME))
+    return res
+
+
+def annotate_sum(ev, notes: set, mname: str) -> None:
+    if "mixed_schema" in notes:
+        ev.warn(f'vector contains a mix of histograms with exponential and custom buckets schemas for metric name "{mname}"')
+    if "reconciled" in notes:
+        ev.info("mismatched custom buckets were reconciled during aggregation")
+    if "collision" in notes:
+        ev.warn("conflicting counter resets during histogram aggregation")
 
 
 def _count_values(v: Vec, groups, param, T: int) -> Vec:
     if not isinstance(param, Str):
         raise PromQLError("bad_data", "count_values needs a string parameter")
     name = param.val
-    labels, vals, pres = [], [], []
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
+        quoted = "".join(f"\\x{ord(ch):02x}" if 0x80 <= ord(ch) <= 0xFF else ch for ch in name)
+        raise PromQLError("execution", f'invalid label name "{quoted}"')
+    counts: dict = {}
+    hm = is_hist(v)
+
+    def bump(gl, val: str, c: np.ndarray) -> None:
+        d = dict(gl)
+        d[name] = val
+        key = tuple(sorted(d.items()))
+        counts[key] = counts.get(key, 0) + c
     for gl, idx in groups.items():
-        x, p = v.vals[idx], v.present[idx]
+        x, p = v.vals[idx], v.present[idx] & ~hm[idx]
         for u in np.unique(x[p]):
             hit = p & ((x == u) if not np.isnan(u) else np.isnan(x))
-            c = hit.sum(0)
-            d = dict(gl)
-            d[name] = fmt_float(float(u))
-            labels.append(tuple(sorted(d.items())))
-            vals.append(c.astype(np.float64))
-            pres.append(c > 0)
-        if np.isnan(x[p]).any() and not np.isnan(np.unique(x[p])).any():
-            pass
-    if not labels:
+            bump(gl, fmt_float(float(u)), hit.sum(0))
+        ph = hm[idx]
+        for r, t in zip(*np.nonzero(ph)):
+            c = np.zeros(T, dtype=np.int64)
+            c[t] = 1
+            bump(gl, v.hist[idx[r], t].go_string(), c)
+    if not counts:
         return empty_vec(T)
-    from querier.promql.values import merge_rows
-    out = Vec(labels, np.array(vals), np.array(pres), np.zeros(len(labels), bool))
-    return merge_rows(out, "vector cannot contain metrics with the same labelset")
+    labels = list(counts)
+    vals = np.array([np.asarray(counts[k], dtype=np.float64) for k in labels])
+    return Vec(labels, vals, vals > 0, np.zeros(len(labels), bool))
 
 
 def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
@@ -163,6 +209,11 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
         groups.setdefault(key(l), []).append(i)
     if op == "limit_ratio" and np.isnan(kv).any():
         raise PromQLError("execution", "Ratio value is NaN")
+    if op == "limit_ratio":
+        bad = kv[(kv < -1) | (kv > 1)]
+        if len(bad):
+            ev.warn(f"ratio value should be between -1 and 1, got {nhist.go_g(float(bad[0]))}, "
+                    f"capping to {nhist.go_g(float(np.clip(bad[0], -1, 1)))}")
     pres = v.present.copy()
     for idx in groups.values():
         x, p = v.vals[idx], v.present[idx]
@@ -184,7 +235,7 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
             rank = np.empty_like(order)
             np.put_along_axis(rank, order, np.arange(len(idx))[:, None].repeat(T, 1), axis=0)
         pres[idx] = p & (rank < k[None, :])
-    return Vec(v.labels, v.vals, pres, v.drop)
+    return Vec(v.labels, v.vals, pres, v.drop, None, v.hist)
 
 
 def _ratio_hash(l: Labels) -> float:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import promql_parser as pp
 
+from querier.promql import nhist
 from querier.promql.types import PromQLError
-from querier.promql.values import Scalar, Vec, drop_name, fmt_labels, get_label, merge_rows
+from querier.promql.values import Scalar, Vec, drop_name, fmt_labels, get_label, is_hist, merge_rows
 from receiver.tsdb.labels import METRIC_NAME, Labels
 
 CMP = {"==", "!=", ">", "<", ">=", "<="}
@@ -43,6 +44,48 @@ def arith(op: str, a, b):
     raise PromQLError("bad_data", f"unknown operator {op}")
 
 
+def elem(ev, op: str, fl: float, fr: float, hl, hr):
+    """One element of a binary operation involving a native histogram (Prometheus's
+    vectorElemBinop): returns (float, histogram, keep, failed); failed samples are dropped
+    even under bool, after an annotation."""
+    lt = "float" if hl is None else "histogram"
+    rt = "float" if hr is None else "histogram"
+
+    def incompatible():
+        ev.info(f'incompatible sample types encountered for binary operator "{op}": {lt} {op} {rt}')
+        return 0.0, None, False, True
+    if hl is None and hr is not None:
+        if op == "*":
+            return 0.0, hr.copy().mul(fl).compact(), True, False
+        return incompatible()
+    if hl is not None and hr is None:
+        if op == "*":
+            return 0.0, hl.copy().mul(fr).compact(), True, False
+        if op == "/":
+            return 0.0, hl.copy().div(fr).compact(), True, False
+        return incompatible()
+    if op in ("+", "-"):
+        res = hl.copy()
+        what = "addition" if op == "+" else "subtraction"
+        try:
+            coll, rec = res.add(hr, 1.0 if op == "+" else -1.0)
+        except nhist.IncompatibleSchema:
+            ev.warn(f"incompatible bucket layout encountered for binary operator {op}")
+            return 0.0, None, False, True
+        if op == "-":
+            res.hint = nhist.GAUGE
+        if rec:
+            ev.info(f"mismatched custom buckets were reconciled during {what}")
+        if coll:
+            ev.warn(f"conflicting counter resets during histogram {what}")
+            return 0.0, None, False, True
+        return 0.0, res.compact(), True, False
+    if op in ("==", "!="):
+        eq = hl.equals(hr)
+        return 0.0, hl, eq if op == "==" else not eq, False
+    return incompatible()
+
+
 def binary(ev, e) -> object:
     op = str(e.op)
     mod = e.modifier
@@ -55,20 +98,49 @@ def binary(ev, e) -> object:
     if op in SET:
         return _set_op(op, lhs, rhs, mod)
     if isinstance(lhs, Scalar) or isinstance(rhs, Scalar):
-        return _vec_scalar(op, lhs, rhs, ret_bool)
+        return _vec_scalar(ev, op, lhs, rhs, ret_bool)
     return _vec_vec(ev, op, lhs, rhs, mod, ret_bool)
 
 
-def _vec_scalar(op: str, lhs, rhs, ret_bool: bool) -> Vec:
+def _vec_scalar(ev, op: str, lhs, rhs, ret_bool: bool) -> Vec:
     vec, swap = (rhs, True) if isinstance(lhs, Scalar) else (lhs, False)
     s = (lhs if swap else rhs).vals[None, :]
     a, b = (s, vec.vals) if swap else (vec.vals, s)
     r = arith(op, a, b)
+    hm = is_hist(vec)
+    if hm.any():
+        return _vec_scalar_hist(ev, op, vec, s[0], swap, ret_bool, r, hm)
     if op in CMP:
         if ret_bool:
             return Vec(vec.labels, r.astype(np.float64), vec.present, np.ones(len(vec.labels), bool))
         return Vec(vec.labels, vec.vals, vec.present & r, vec.drop)
     return Vec(vec.labels, r, vec.present, np.ones(len(vec.labels), bool))
+
+
+def _vec_scalar_hist(ev, op, vec: Vec, s, swap: bool, ret_bool: bool, r, hm) -> Vec:
+    """The vector-scalar case when some samples are native histograms (elementwise for those)."""
+    is_cmp = op in CMP
+    pres = vec.present.copy()
+    vals = (r.astype(np.float64) if ret_bool or not is_cmp else vec.vals.copy())
+    if is_cmp and not ret_bool:
+        pres &= np.asarray(r, dtype=bool) | hm
+    else:
+        vals = np.array(vals, dtype=np.float64)
+    hist = np.full(vec.vals.shape, None, dtype=object)
+    for i, t in zip(*np.nonzero(hm)):
+        h = vec.hist[i, t]
+        f, hh, keep, failed = elem(ev, op, float(s[t]), 0.0, None, h) if swap else elem(ev, op, 0.0, float(s[t]), h, None)
+        if failed or (not keep and not ret_bool):
+            pres[i, t] = False
+            continue
+        if ret_bool:
+            vals[i, t] = 1.0 if keep else 0.0
+        elif is_cmp:
+            hist[i, t] = h
+        else:
+            hist[i, t] = hh
+    drop = vec.drop if is_cmp and not ret_bool else np.ones(len(vec.labels), bool)
+    return Vec(vec.labels, vals, pres, drop, None, hist)
 
 
 def _sig_fn(mod):
@@ -94,19 +166,24 @@ def _set_op(op: str, lhs, rhs, mod) -> Vec:
     if op == "and":
         none = np.zeros(T, bool)
         pres = np.array([lhs.present[i] & rs.get(sig(l), none) for i, l in enumerate(lhs.labels)], dtype=bool).reshape(lhs.present.shape)
-        return Vec(lhs.labels, lhs.vals, pres, lhs.drop)
+        return Vec(lhs.labels, lhs.vals, pres, lhs.drop, None, lhs.hist)
     if op == "unless":
         none = np.zeros(T, bool)
         pres = np.array([lhs.present[i] & ~rs.get(sig(l), none) for i, l in enumerate(lhs.labels)], dtype=bool).reshape(lhs.present.shape)
-        return Vec(lhs.labels, lhs.vals, pres, lhs.drop)
+        return Vec(lhs.labels, lhs.vals, pres, lhs.drop, None, lhs.hist)
     ls: dict = {}
     for i, l in enumerate(lhs.labels):
         k = sig(l)
         ls[k] = ls.get(k, np.zeros(T, bool)) | lhs.present[i]
     none = np.zeros(T, bool)
     rp = np.array([rhs.present[i] & ~ls.get(sig(l), none) for i, l in enumerate(rhs.labels)], dtype=bool).reshape(rhs.present.shape)
+    hist = None
+    if lhs.hist is not None or rhs.hist is not None:
+        hl = lhs.hist if lhs.hist is not None else np.full(lhs.vals.shape, None, dtype=object)
+        hr = rhs.hist if rhs.hist is not None else np.full(rhs.vals.shape, None, dtype=object)
+        hist = np.concatenate([hl, hr])
     out = Vec(lhs.labels + rhs.labels, np.concatenate([lhs.vals, rhs.vals]), np.concatenate([lhs.present, rp]),
-              np.concatenate([lhs.drop, rhs.drop]))
+              np.concatenate([lhs.drop, rhs.drop]), None, hist)
     return merge_rows(out, "vector cannot contain metrics with the same labelset")
 
 
@@ -137,8 +214,9 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
         sel[k] = (np.asarray(idx)[p.argmax(0)], cnt == 1)
     is_cmp = op in CMP
     drop_op = (not is_cmp) or ret_bool
+    has_h = lhs.hist is not None or rhs.hist is not None
     labels: list[Labels] = []
-    vals, pres, drops = [], [], []
+    vals, pres, drops, hists = [], [], [], []
     matched_cnt: dict = {}
     for j, l in enumerate(many.labels):
         k = sig(l)
@@ -155,12 +233,36 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
         ov = one.vals[ridx, ar]
         a, b = (ov, mv) if swap else (mv, ov)
         r = arith(op, a, b)
+        rh = None
+        if has_h:
+            mh = many.hist[j] if many.hist is not None else np.full(T, None, dtype=object)
+            oh = one.hist[ridx, ar] if one.hist is not None else np.full(T, None, dtype=object)
+            cells = m & ((mh != None) | (oh != None))  # noqa: E711
         if is_cmp:
             if ret_bool:
                 r = r.astype(np.float64)
             else:
                 m = m & r
                 r = a
+        if has_h and cells.any():
+            r = np.array(r, dtype=np.float64)
+            m = m.copy()
+            rh = np.full(T, None, dtype=object)
+            ha, hb = (oh, mh) if swap else (mh, oh)
+            for t in np.nonzero(cells)[0]:
+                f, hh, keep, failed = elem(ev, op, float(a[t]), float(b[t]), ha[t], hb[t])
+                if failed or (not keep and not ret_bool):
+                    m[t] = False
+                    continue
+                m[t] = True
+                if ret_bool:
+                    r[t] = 1.0 if keep else 0.0
+                elif is_cmp:
+                    rh[t] = ha[t]
+                    r[t] = 0.0
+                else:
+                    rh[t] = hh
+                    r[t] = f
         base = _result_labels(l, card, on, mnames, drop_op)
         if include:
             for ri in np.unique(ridx[m]):
@@ -175,15 +277,23 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
                         d.pop(n, None)
                     ll = tuple(sorted(d.items()))
                 labels.append(ll), vals.append(r), pres.append(mm), drops.append(drop_op or many.drop[j])
+                hists.append(rh)
         else:
             labels.append(base), vals.append(r), pres.append(m), drops.append(drop_op or many.drop[j])
+            hists.append(rh)
     for k, c in matched_cnt.items():
         if (c > 1).any():
             raise PromQLError("execution", "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
     if not labels:
         from querier.promql.values import empty_vec
         return empty_vec(T)
-    out = Vec(labels, np.array(vals, dtype=np.float64), np.array(pres), np.array(drops, dtype=bool))
+    hist = None
+    if any(h is not None for h in hists):
+        hist = np.full((len(labels), T), None, dtype=object)
+        for k, h in enumerate(hists):
+            if h is not None:
+                hist[k] = h
+    out = Vec(labels, np.array(vals, dtype=np.float64), np.array(pres), np.array(drops, dtype=bool), None, hist)
     err = ("multiple matches for labels: grouping labels must ensure unique matches"
            if card != pp.VectorMatchCardinality.OneToOne else "vector cannot contain metrics with the same labelset")
     return merge_rows(out, err)

@@ -12,7 +12,7 @@ import promql_parser as pp
 from querier.promql import aggregate, binops, functions
 from querier.promql.types import (TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
                                   QueryResult)
-from querier.promql.values import Matrix, Scalar, Str, Vec, empty_vec, finalize, is_stale
+from querier.promql.values import Matrix, Scalar, Str, Vec, empty_vec, finalize, is_stale, row_values
 from receiver.tsdb.labels import Matcher, MatchType
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
@@ -54,6 +54,9 @@ class Evaluator:
         self.sh = shared
         self.steps = steps
         self.T = len(steps)
+        # Inside histogram_count/sum/avg (and no subquery or bucket-needing function in between)
+        # selectors re-derive counter-reset hints like Prometheus's HistogramStatsIterator.
+        self.stats = False
 
     # -- annotations -------------------------------------------------------------------------
     def warn(self, msg: str) -> None:
@@ -86,7 +89,12 @@ class Evaluator:
             v = self.eval(e.expr)
             if isinstance(v, Scalar):
                 return Scalar(-v.vals)
-            return Vec(v.labels, -v.vals, v.present, np.ones(len(v.labels), dtype=bool))
+            hist = None
+            if v.hist is not None:
+                hist = np.full(v.hist.shape, None, dtype=object)
+                for i, t in zip(*np.nonzero(v.hist != None)):  # noqa: E711
+                    hist[i, t] = v.hist[i, t].copy().mul(-1.0)
+            return Vec(v.labels, -v.vals, v.present, np.ones(len(v.labels), dtype=bool), None, hist)
         if isinstance(e, pp.BinaryExpr):
             return binops.binary(self, e)
         if isinstance(e, pp.AggregateExpr):
@@ -133,11 +141,14 @@ class Evaluator:
             ts = np.asarray(s.ts, dtype=np.int64)
             lo, hi = np.searchsorted(ts, [mint, maxt], side="left")[0], np.searchsorted(ts, maxt, side="right")
             ts, vals = ts[lo:hi], np.asarray(s.vals, dtype=np.float64)[lo:hi]
+            hs = None if s.hists is None else s.hists[lo:hi]
+            if hs is not None and self.stats:
+                hs = _stats_hints(hs)
             self.sh.samples += len(ts)
             if self.sh.samples > self.sh.opts.max_samples:
                 raise PromQLError("execution", TOO_MANY_SAMPLES)
             if len(ts):
-                out.append((s.labels, ts, vals))
+                out.append((s.labels, ts, vals, hs))
         out.sort(key=lambda x: x[0])
         return out
 
@@ -151,8 +162,9 @@ class Evaluator:
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         sts = np.zeros((n, self.T), dtype=np.int64)
+        hist = None
         labels = []
-        for i, (l, ts, v) in enumerate(series):
+        for i, (l, ts, v, hs) in enumerate(series):
             idx = np.searchsorted(ts, E, side="right") - 1
             ok = idx >= 0
             ic = np.where(ok, idx, 0)
@@ -161,12 +173,17 @@ class Evaluator:
             vals[i] = v[ic]
             pres[i] = ok
             sts[i] = ts[ic]
+            if hs is not None:
+                if hist is None:
+                    hist = np.full((n, self.T), None, dtype=object)
+                hist[i] = np.where(ok, hs[ic], None)
             labels.append(l)
         keep = pres.any(1)
         if not keep.all():
             labels = [l for l, k in zip(labels, keep) if k]
             vals, pres, sts = vals[keep], pres[keep], sts[keep]
-        return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts)
+            hist = None if hist is None else hist[keep]
+        return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts, hist)
 
     def matrix_selector(self, ms) -> Matrix:
         vs = ms.vector_selector
@@ -175,16 +192,20 @@ class Evaluator:
         if self.T == 0:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs))
         series = self._select(vs, int(E.min()) - rng + 1, int(E.max()))
-        labels, tss, valss = [], [], []
-        for l, ts, v in series:
+        labels, tss, valss, hss = [], [], [], []
+        for l, ts, v, hs in series:
             st = is_stale(v)
             if st.any():
                 ts, v = ts[~st], v[~st]
+                hs = None if hs is None else hs[~st]
             if len(ts):
                 labels.append(l)
                 tss.append(ts)
                 valss.append(v)
-        return Matrix(labels, tss, valss, np.zeros(len(labels), bool), E, rng, self._eval_ts(vs))
+                hss.append(hs)
+        any_h = any(h is not None for h in hss)
+        return Matrix(labels, tss, valss, np.zeros(len(labels), bool), E, rng, self._eval_ts(vs),
+                      hss if any_h else None)
 
     def subquery(self, sq) -> Matrix:
         rng = dur_ms(sq.range)
@@ -201,7 +222,7 @@ class Evaluator:
             inner = Vec([()], inner.vals[None, :], np.ones((1, len(grid)), bool), np.zeros(1, bool))
         if not isinstance(inner, Vec):
             raise PromQLError("bad_data", "subquery is only allowed on instant vector")
-        labels, tss, valss, drop = [], [], [], []
+        labels, tss, valss, drop, hss = [], [], [], [], []
         for i, l in enumerate(inner.labels):
             p = inner.present[i]
             if p.any():
@@ -209,7 +230,38 @@ class Evaluator:
                 tss.append(grid[p])
                 valss.append(inner.vals[i][p])
                 drop.append(inner.drop[i])
-        return Matrix(labels, tss, valss, np.array(drop, dtype=bool), E, rng, self._eval_ts(sq))
+                hss.append(None if inner.hist is None else _unknown_hints(inner.hist[i][p]))
+        any_h = any(h is not None for h in hss)
+        return Matrix(labels, tss, valss, np.array(drop, dtype=bool), E, rng, self._eval_ts(sq),
+                      hss if any_h else None)
+
+
+def _stats_hints(hs: np.ndarray) -> np.ndarray:
+    """Unknown hints become reset/not_reset by comparing with the previous histogram."""
+    from querier.promql import nhist
+    out = hs.copy()
+    last = None
+    for k, h in enumerate(hs):
+        if h is None:
+            continue
+        if h.hint == nhist.UNKNOWN and last is not None:
+            h = h.copy()
+            h.hint = nhist.RESET if h.detect_reset(last) else nhist.NOT_RESET
+            out[k] = h
+        last = h
+    return out
+
+
+def _unknown_hints(hs: np.ndarray) -> np.ndarray:
+    """Subquery output forgets reset/not_reset hints: samples may be skipped or repeated."""
+    from querier.promql import nhist
+    out = hs.copy()
+    for k, h in enumerate(hs):
+        if h is not None and h.hint in (nhist.RESET, nhist.NOT_RESET):
+            h = h.copy()
+            h.hint = nhist.UNKNOWN
+            out[k] = h
+    return out
 
 
 def _op_of(m) -> MatchType:
@@ -267,11 +319,19 @@ class Engine:
                     if ll in seen:
                         raise PromQLError("execution", "vector cannot contain metrics with the same labelset")
                     seen.add(ll)
-                    out.append((ll, ts[lo:hi].copy(), vals[lo:hi].copy()))
+                    vv = vals[lo:hi].copy()
+                    if v.hists is not None and v.hists[i] is not None:
+                        hh = v.hists[i][lo:hi]
+                        if any(h is not None for h in hh):
+                            vv = vv.astype(object)
+                            m = hh != None  # noqa: E711
+                            vv[m] = hh[m]
+                    out.append((ll, ts[lo:hi].copy(), vv))
             out.sort(key=lambda x: x[0])
             return QueryResult("matrix", out, sh.warnings, sh.infos)
         v = finalize(v)
-        rows = [(l, t_ms, float(v.vals[i, 0])) for i, l in enumerate(v.labels) if v.present[i, 0]]
+        rows = [(l, t_ms, float(v.vals[i, 0]) if v.hist is None or v.hist[i, 0] is None else v.hist[i, 0])
+                for i, l in enumerate(v.labels) if v.present[i, 0]]
         rows = _order(expr, rows)
         return QueryResult("vector", rows, sh.warnings, sh.infos)
 
@@ -297,7 +357,7 @@ class Engine:
         for i, l in enumerate(v.labels):
             p = v.present[i]
             if p.any():
-                out.append((l, steps[p], v.vals[i][p]))
+                out.append((l, steps[p], row_values(v, i, p)))
         out.sort(key=lambda x: x[0])
         return QueryResult("matrix", out, sh.warnings, sh.infos)
 

@@ -9,7 +9,9 @@ import promql_parser as pp
 from querier.promql import histogram
 from querier.promql.rangefuncs import KEEP_NAME, RANGE_FUNCS, bounds
 from querier.promql.types import PromQLError
-from querier.promql.values import Matrix, Scalar, Str, Vec, empty_vec, get_label, set_label
+from querier.promql import nhist, rangehist
+from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
+                                   select_rows, set_label, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, MatchType, convert_go_regex
 
 _NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -35,6 +37,12 @@ COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
 def call(ev, e):
     name = e.func.name
     args = e.args
+    if ev.stats and name in ("histogram_quantile", "histogram_quantiles", "histogram_fraction"):
+        ev.stats = False
+        try:
+            return call(ev, e)
+        finally:
+            ev.stats = True
     if name in RANGE_FUNCS:
         return _range_call(ev, name, args)
     if name in ("absent_over_time",):
@@ -60,7 +68,7 @@ def call(ev, e):
         s = ev.eval(args[0])
         return Vec([()], s.vals[None, :].copy(), np.ones((1, ev.T), bool), np.zeros(1, bool))
     if name == "scalar":
-        v = ev.eval(args[0])
+        v = floats_only(ev.eval(args[0]))
         cnt = v.present.sum(0)
         idx = v.present.argmax(0) if len(v.labels) else np.zeros(ev.T, int)
         vals = v.vals[idx, np.arange(ev.T)] if len(v.labels) else np.full(ev.T, np.nan)
@@ -69,16 +77,16 @@ def call(ev, e):
         v = ev.eval(args[0])
         return _absent_result(ev, args[0], ~v.present.any(0) if len(v.labels) else np.ones(ev.T, bool))
     if name in MATH:
-        v = ev.eval(args[0])
+        v = floats_only(ev.eval(args[0]))
         with np.errstate(all="ignore"):
             r = MATH[name](v.vals)
         return Vec(v.labels, r, v.present, np.ones(len(v.labels), bool))
     if name == "round":
-        v = ev.eval(args[0])
+        v = floats_only(ev.eval(args[0]))
         to = ev.eval(args[1]).vals[None, :] if len(args) > 1 else 1.0
         return Vec(v.labels, _round(v.vals, to), v.present, np.ones(len(v.labels), bool))
     if name in ("clamp", "clamp_min", "clamp_max"):
-        v = ev.eval(args[0])
+        v = floats_only(ev.eval(args[0]))
         a = [ev.eval(x).vals[None, :] for x in args[1:]]
         with np.errstate(all="ignore"):
             if name == "clamp":
@@ -98,14 +106,14 @@ def call(ev, e):
         return Vec(v.labels, r, v.present, np.ones(len(v.labels), bool))
     if name in DATE:
         if args:
-            v = ev.eval(args[0])
+            v = floats_only(ev.eval(args[0]))
         else:
             v = Vec([()], (ev.steps / 1000.0)[None, :], np.ones((1, ev.T), bool), np.zeros(1, bool))
         return Vec(v.labels, _date(name, v.vals), v.present, np.ones(len(v.labels), bool))
     if name in ("sort", "sort_desc"):
         if ev.sh.start != ev.sh.end:
             ev.warn("sort is ineffective for range queries since results are always ordered by labels")
-        return ev.eval(args[0])
+        return floats_only(ev.eval(args[0]))
     if name in ("sort_by_label", "sort_by_label_desc"):
         if ev.sh.start != ev.sh.end:
             ev.warn("sort is ineffective for range queries since results are always ordered by labels")
@@ -113,13 +121,28 @@ def call(ev, e):
         names = [ev.eval(a).val for a in args[1:]]
         key = [(tuple(_natural(get_label(l, n)) for n in names), l) for l in v.labels]
         order = sorted(range(len(key)), key=lambda i: key[i], reverse=name.endswith("desc"))
-        return Vec([v.labels[i] for i in order], v.vals[order], v.present[order], v.drop[order])
+        return select_rows(v, order)
     if name == "label_replace":
         return _label_replace(ev, args)
     if name == "label_join":
         return _label_join(ev, args)
     if name == "histogram_quantile":
         return histogram.histogram_quantile(ev, ev.eval(args[0]), ev.eval(args[1]))
+    if name == "histogram_quantiles":
+        v = ev.eval(args[0])
+        lbl = ev.eval(args[1]).val
+        qs = [ev.eval(a).vals for a in args[2:]]
+        return histogram.histogram_family(ev, name, v, qs, lbl)
+    if name == "histogram_fraction":
+        lo, hi = ev.eval(args[0]).vals, ev.eval(args[1]).vals
+        return histogram.histogram_family(ev, name, ev.eval(args[2]), [lo, hi])
+    if name in HIST_STATS:
+        saved, ev.stats = ev.stats, True
+        try:
+            v = ev.eval(args[0])
+        finally:
+            ev.stats = saved
+        return _hist_stat(ev, name, v)
     raise PromQLError("bad_data", f"function {name!r} is not supported")
 
 
@@ -141,17 +164,33 @@ def _range_call(ev, name: str, args) -> Vec:
             ev.warn(f"quantile value should be between 0 and 1, got {fmt_float(bad[0])}")
     if name in ("rate", "increase") and isinstance(m, Matrix):
         warned = set()
-        for l in m.labels:
+        for i, l in enumerate(m.labels):
             mn = get_label(l, METRIC_NAME)
             if mn and not mn.endswith(COUNTER_SUFFIXES) and mn not in warned:
-                warned.add(mn)
-                ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
+                hs = m.hists[i] if m.hists is not None else None
+                ts = m.ts[i] if hs is None else m.ts[i][hs == None]  # noqa: E711
+                lo, hi = bounds(ts, m.end, m.rng)
+                if (hi > lo).any():
+                    warned.add(mn)
+                    ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
     fn = RANGE_FUNCS[name]
     n = len(m.labels)
     vals = np.zeros((n, ev.T))
     pres = np.zeros((n, ev.T), bool)
+    hist = None
     for i in range(n):
         ts, x = m.ts[i], m.vals[i]
+        hs = m.hists[i] if m.hists is not None else None
+        if hs is not None and not (hs != None).any():  # noqa: E711
+            hs = None
+        if hs is not None:
+            r, ok, hrow = rangehist.hist_range(ev, name, m.labels[i], ts, x, hs, m, extra_vals)
+            vals[i], pres[i] = r, ok
+            if hrow is not None:
+                if hist is None:
+                    hist = np.full((n, ev.T), None, dtype=object)
+                hist[i] = hrow
+            continue
         lo, hi = bounds(ts, m.end, m.rng)
         if not (hi > lo).any():
             continue
@@ -159,7 +198,7 @@ def _range_call(ev, name: str, args) -> Vec:
         vals[i] = r
         pres[i] = ok
     drop = m.drop.copy() if name in KEEP_NAME else np.ones(n, bool)
-    return Vec(list(m.labels), vals, pres, drop)
+    return Vec(list(m.labels), vals, pres, drop, None, hist)
 
 
 def _natural(s: str) -> tuple:
@@ -273,7 +312,7 @@ def _label_replace(ev, args) -> Vec:
                 drop[i] = False
         labels.append(l)
     from querier.promql.values import merge_rows
-    return merge_rows(Vec(labels, v.vals, v.present, drop), "vector cannot contain metrics with the same labelset")
+    return merge_rows(with_hist(v, labels, None, drop), "vector cannot contain metrics with the same labelset")
 
 
 def _label_join(ev, args) -> Vec:
@@ -288,4 +327,24 @@ def _label_join(ev, args) -> Vec:
         if dst == METRIC_NAME:
             drop[i] = False
     from querier.promql.values import merge_rows
-    return merge_rows(Vec(labels, v.vals, v.present, drop), "vector cannot contain metrics with the same labelset")
+    return merge_rows(with_hist(v, labels, None, drop), "vector cannot contain metrics with the same labelset")
+
+
+HIST_STATS = {
+    "histogram_count": lambda h: h.count,
+    "histogram_sum": lambda h: h.sum,
+    "histogram_avg": lambda h: nhist._div(h.sum, h.count),
+    "histogram_stdvar": nhist.variance,
+    "histogram_stddev": lambda h: np.sqrt(nhist.variance(h)),
+}
+
+
+def _hist_stat(ev, name: str, v: Vec) -> Vec:
+    """Per-sample statistics of native histograms; float samples are dropped."""
+    hm = is_hist(v)
+    vals = np.zeros(v.vals.shape)
+    f = HIST_STATS[name]
+    with np.errstate(all="ignore"):
+        for i, t in zip(*np.nonzero(hm)):
+            vals[i, t] = f(v.hist[i, t])
+    return Vec(v.labels, vals, hm, np.ones(len(v.labels), bool))

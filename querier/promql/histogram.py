@@ -64,57 +64,178 @@ def bucket_quantile(q: np.ndarray, upper: np.ndarray, C: np.ndarray) -> tuple[np
     return np.where(np.isnan(q), np.nan, res), forced
 
 
-def histogram_quantile(ev, qv, v) -> Vec:
-    if not isinstance(qv, Scalar) or not isinstance(v, Vec):
-        raise PromQLError("bad_data", "histogram_quantile expects (scalar, instant vector)")
-    q = qv.vals
-    T = ev.T
-    if True:
-        bad = q[(q < 0) | (q > 1) | np.isnan(q)]
-        if len(bad):
-            ev.warn(f"quantile value should be between 0 and 1, got {fmt_float(bad[0])}")
+def fmt_om_float(q: float) -> str:
+    """Prometheus's labels.FormatOpenMetricsFloat (quantile label values)."""
+    if np.isnan(q):
+        return "NaN"
+    if np.isinf(q):
+        return "+Inf" if q > 0 else "-Inf"
+    r = repr(float(q))
+    return r if ("." in r or "e" in r or "inf" in r) else r + ".0"
+
+
+def bucket_fraction(lower: float, upper: float, ub: np.ndarray, c: np.ndarray) -> float:
+    """Prometheus's BucketFraction for one classic histogram (ub ascending, coalesced)."""
+    if not np.isposinf(ub[-1]):
+        return np.nan
+    count = c[-1]
+    if count == 0 or np.isnan(lower) or np.isnan(upper):
+        return np.nan
+    if lower >= upper:
+        return 0.0
+    rank = lr = ur = 0.0
+    ls = us = False
+    lb = -np.inf if ub[0] <= 0 else 0.0
+    for i in range(len(ub)):
+        if i > 0:
+            lb = ub[i - 1]
+        up, bc = ub[i], c[i]
+
+        def interp(x: float) -> float:
+            if lb == -np.inf:
+                return bc
+            return rank + (bc - rank) * (x - lb) / (up - lb)
+        if not ls and lb >= lower:
+            lr, ls = rank, True
+        if not us and lb >= upper:
+            ur, us = rank, True
+        if ls and us:
+            break
+        if not ls and lb < lower < up:
+            lr, ls = interp(lower), True
+        if not us and lb < upper < up:
+            ur, us = interp(upper), True
+        if ls and us:
+            break
+        rank = bc
+    if not ls or lr > count:
+        lr = count
+    if not us or ur > count:
+        ur = count
+    return (ur - lr) / count
+
+
+def _classic_groups(ev, v: Vec, hm: np.ndarray):
+    """Group float (classic bucket) rows by their labels without le; warn about bad le labels."""
     groups: dict = {}
     for i, l in enumerate(v.labels):
+        pf = v.present[i] & ~hm[i]
+        if not pf.any():
+            continue
         le = get_label(l, "le")
         ub = _parse_le(le)
         if ub is None:
             ev.warn(f'bucket label "le" is missing or has a malformed value of "{le}" for metric name '
                     f'"{get_label(l, METRIC_NAME)}"')
             continue
-        key = tuple(p for p in l if p[0] not in ("le", METRIC_NAME))
+        key = tuple(p for p in l if p[0] != "le")
         groups.setdefault(key, ([], []))
         groups[key][0].append(i)
         groups[key][1].append(ub)
-    if not groups:
+    return groups
+
+
+def histogram_family(ev, name: str, v, params: list, qlabel: str | None = None) -> Vec:
+    """histogram_quantile / histogram_quantiles / histogram_fraction over classic and native histograms.
+
+    params: one or more quantile arrays [T], or (lower [T], upper [T]) for histogram_fraction.
+    """
+    from querier.promql import nhist
+    from querier.promql.values import is_hist, merge_rows
+    if not isinstance(v, Vec):
+        raise PromQLError("bad_data", f"{name} expects an instant vector")
+    T = ev.T
+    frac = name == "histogram_fraction"
+    if not frac:
+        for q in params:
+            bad = q[(q < 0) | (q > 1) | np.isnan(q)]
+            if len(bad):
+                ev.warn(f"quantile value should be between 0 and 1, got {fmt_float(bad[0])}")
+    hm = is_hist(v)
+    pres = v.present & ~hm
+    groups = _classic_groups(ev, v, hm)
+    hm = hm.copy()
+    for i, l in enumerate(v.labels):  # a native and a classic histogram of the same series: neither
+        if hm[i].any() and l in groups:
+            idx = groups[l][0]
+            clash = hm[i] & pres[idx].any(0)
+            if clash.any():
+                ev.warn(f'vector contains a mix of classic and native histograms for metric name "{get_label(l, METRIC_NAME)}"')
+                hm[i] &= ~clash
+                pres[idx] &= ~clash
+    qsets = [None] if frac else params
+    labels, vals, prs, drops = [], [], [], []
+    for qi, q in enumerate(qsets):
+        def lab(l):
+            if qlabel is None:
+                return l
+            d = dict(l)
+            d[qlabel] = fmt_om_float(float(q[0]))
+            return tuple(sorted(d.items()))
+        for key, (idx, ubs) in groups.items():
+            ubs_a = np.array(ubs)
+            order = np.argsort(ubs_a, kind="stable")
+            idx_a = np.asarray(idx)[order]
+            ubs_a = ubs_a[order]
+            x, p = v.vals[idx_a], pres[idx_a]
+            out = np.zeros(T)
+            op = p.any(0)
+            pats: dict = {}
+            for t in np.nonzero(op)[0]:
+                pats.setdefault(p[:, t].tobytes(), []).append(t)
+            for pat, cols in pats.items():
+                rows = np.frombuffer(pat, dtype=bool)
+                ub = ubs_a[rows]
+                C = x[rows][:, cols]
+                uniq, inv = np.unique(ub, return_inverse=True)
+                if len(uniq) != len(ub):  # coalesce duplicate bounds
+                    C2 = np.zeros((len(uniq), len(cols)))
+                    np.add.at(C2, inv, C)
+                    C, ub = C2, uniq
+                if frac:
+                    lo_, hi_ = params
+                    out[cols] = [bucket_fraction(lo_[t], hi_[t], ub, C[:, k]) for k, t in enumerate(cols)]
+                    continue
+                r, forced = bucket_quantile(q[cols], ub, C)
+                if forced:
+                    ev.info("input to histogram_quantile needed to be fixed for monotonicity (see "
+                            "https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) "
+                            f'for metric name "{get_label(v.labels[idx_a[0]], METRIC_NAME)}"')
+                out[cols] = r
+            if op.any():
+                labels.append(lab(tuple(pp for pp in key if pp[0] != METRIC_NAME)))
+                vals.append(out)
+                prs.append(op)
+                drops.append(False)
+        for i in np.nonzero(hm.any(1))[0]:
+            out = np.zeros(T)
+            mname = get_label(v.labels[i], METRIC_NAME)
+            for t in np.nonzero(hm[i])[0]:
+                h = v.hist[i, t]
+                if frac:
+                    r, nan_info = nhist.fraction(float(params[0][t]), float(params[1][t]), h)
+                    if nan_info:
+                        ev.info("input to histogram_fraction has NaN observations, which are excluded from all "
+                                f'fractions for metric name "{mname}"')
+                else:
+                    r, anno = nhist.quantile(float(q[t]), h)
+                    if anno == "nan_result":
+                        ev.info(f'input to histogram_quantile has NaN observations, result is NaN for metric name "{mname}"')
+                    elif anno == "nan_skew":
+                        ev.info("input to histogram_quantile has NaN observations, result is skewed higher for "
+                                f'metric name "{mname}"')
+                out[t] = r
+            labels.append(lab(v.labels[i]))
+            vals.append(out)
+            prs.append(hm[i].copy())
+            drops.append(True)
+    if not labels:
         return empty_vec(T)
-    labels, vals, pres = [], [], []
-    for key, (idx, ubs) in groups.items():
-        ubs_a = np.array(ubs)
-        order = np.argsort(ubs_a, kind="stable")
-        idx_a = np.asarray(idx)[order]
-        ubs_a = ubs_a[order]
-        x, p = v.vals[idx_a], v.present[idx_a]
-        out = np.zeros(T)
-        op = p.any(0)
-        pats = {}
-        for t in np.nonzero(op)[0]:
-            pats.setdefault(p[:, t].tobytes(), []).append(t)
-        for pat, cols in pats.items():
-            rows = np.frombuffer(pat, dtype=bool)
-            ub = ubs_a[rows]
-            C = np.where(True, x[rows][:, cols], 0)
-            uniq, inv = np.unique(ub, return_inverse=True)
-            if len(uniq) != len(ub):  # coalesce duplicate bounds
-                C2 = np.zeros((len(uniq), len(cols)))
-                np.add.at(C2, inv, C)
-                C, ub = C2, uniq
-            r, forced = bucket_quantile(q[cols], ub, C)
-            if forced:
-                ev.info("input to histogram_quantile needed to be fixed for monotonicity (see "
-                        "https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) "
-                        f'for metric name "{get_label(v.labels[idx_a[0]], METRIC_NAME)}"')
-            out[cols] = r
-        labels.append(key)
-        vals.append(out)
-        pres.append(op)
-    return Vec(labels, np.array(vals), np.array(pres), np.zeros(len(labels), bool))
+    return merge_rows(Vec(labels, np.array(vals), np.array(prs), np.array(drops, dtype=bool)),
+                      "vector cannot contain metrics with the same labelset")
+
+
+def histogram_quantile(ev, qv, v) -> Vec:
+    if not isinstance(qv, Scalar) or not isinstance(v, Vec):
+        raise PromQLError("bad_data", "histogram_quantile expects (scalar, instant vector)")
+    return histogram_family(ev, "histogram_quantile", v, [qv.vals])

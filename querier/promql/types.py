@@ -16,6 +16,7 @@ class Series:
     labels: Labels
     ts: np.ndarray  # int64 ms, ascending
     vals: np.ndarray  # float64
+    hists: np.ndarray | None = None  # object array parallel to ts: a histogram, or None for a float
 
 
 class Queryable(Protocol):
@@ -32,7 +33,8 @@ class EngineOptions:
 @dataclass
 class QueryResult:
     """vector: [(labels, t_ms, value)]; matrix: [(labels, ts, vals)] sorted by labels;
-    scalar/string: (t_ms, value)."""
+    scalar/string: (t_ms, value). A native-histogram value is a querier.promql.nhist.H (then a
+    matrix row's vals is an object array)."""
 
     kind: str
     series: Any

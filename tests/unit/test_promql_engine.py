@@ -177,3 +177,59 @@ def test_info_annotation_non_counter():
     r = E.instant(Q, "rate(g[1m])", 60_000)
     assert any("might not be a counter" in i for i in r.infos)
     assert not E.instant(Q, "rate(c_total[1m])", 60_000).infos
+
+
+# -- native histograms -----------------------------------------------------------------------------
+from querier.promql import nhist  # noqa: E402
+
+
+def _hseries(lbls: dict, ts: list[int], hs: list) -> Series:
+    return Series(tuple(sorted(lbls.items())), np.array(ts, dtype=np.int64), np.full(len(ts), np.nan),
+                  np.array(hs + [None], dtype=object)[:-1])
+
+
+class HMem:
+    def __init__(self, *series: Series) -> None:
+        self.series = list(series)
+
+    def select(self, matchers, mint, maxt):
+        return [s for s in self.series if matches_all(s.labels, matchers)]
+
+
+def _h(count: float, s: float, pos: dict, schema: int = 0, hint: int = nhist.UNKNOWN) -> nhist.H:
+    return nhist.H(schema=schema, count=count, sum=s, pos=dict(pos), hint=hint)
+
+
+def test_native_histogram_functions_and_arithmetic():
+    # buckets (0.5,1]:1 (1,2]:2 (2,4]:1 at schema 0
+    h = _h(4, 6, {0: 1, 1: 2, 2: 1})
+    q = HMem(_hseries({"__name__": "lat", "job": "a"}, [0], [h]))
+    assert E.instant(q, "histogram_count(lat)", 10_000).series[0][2] == 4
+    assert E.instant(q, "histogram_avg(lat)", 10_000).series[0][2] == 1.5
+    # the median falls in (1,2], half way in log2 scale: 2**0.5
+    assert E.instant(q, "histogram_quantile(0.5, lat)", 10_000).series[0][2] == pytest.approx(math.sqrt(2))
+    assert E.instant(q, "histogram_fraction(0, 2, lat)", 10_000).series[0][2] == pytest.approx(0.75)
+    doubled = E.instant(q, "lat * 2", 10_000).series[0][2]
+    assert isinstance(doubled, nhist.H) and doubled.count == 8 and doubled.pos == {0: 2, 1: 4, 2: 2}
+    diff = E.instant(q, "lat - lat", 10_000).series[0][2]
+    assert diff.count == 0 and diff.hint == nhist.GAUGE
+    r = E.instant(q, "lat + 1", 10_000)
+    assert r.series == [] and any("incompatible sample types" in i for i in r.infos)
+
+
+def test_native_histogram_rate_and_sum_with_schema_reduction():
+    a = [_h(10 * i, 10 * i, {1: 10 * i}, schema=1) for i in range(5)]  # (2**0.5, 2]
+    b = [_h(5 * i, 5 * i, {0: 5 * i}, schema=0) for i in range(5)]  # (0.5, 1]
+    q = HMem(_hseries({"__name__": "h", "x": "a"}, [i * 60_000 for i in range(5)], a),
+             _hseries({"__name__": "h", "x": "b"}, [i * 60_000 for i in range(5)], b))
+    r = E.instant(q, "rate(h[4m])", 240_000)
+    rates = {dict(l)["x"]: v for l, _, v in r.series}
+    # window (0, 4m]: samples at 1..4m, increase 30 over 180 s, extrapolated 60 s to the left edge
+    assert rates["a"].count == pytest.approx(30 * (240 / 180) / 240)
+    assert rates["a"].hint == nhist.GAUGE and rates["a"].pos == {1: pytest.approx(30 * (240 / 180) / 240)}
+    s = E.instant(q, "sum(h)", 240_000).series[0][2]
+    assert s.schema == 0 and s.count == 60 and s.pos == {1: 40, 0: 20}  # schema-1 bucket 1 -> schema-0 bucket 1
+    mixed = HMem(_hseries({"__name__": "h"}, [0], [_h(1, 1, {0: 1})]),
+                 Series((("__name__", "h"), ("f", "1")), np.array([0]), np.array([3.0])))
+    r = E.instant(mixed, "sum(h)", 10_000)
+    assert r.series == [] and any("mix of histograms and floats" in w for w in r.warnings)
