@@ -40,6 +40,7 @@ class StoreUnavailable(RuntimeError):
 
 
 INFO_TTL_S = 5.0
+COUNTER_FUNCS = frozenset({"rate", "increase", "irate", "resets"})
 UNBOUNDED = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -209,8 +210,15 @@ class FanoutQueryable:
         self.warnings: list[str] = []
 
     def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series]:
+        return self.select_with_hints(matchers, mint, maxt)
+
+    def select_with_hints(self, matchers: list[Matcher], mint: int, maxt: int,
+                          func: str | None = None) -> list[Series]:
+        """``func`` is the PromQL function the selector feeds; as in Thanos, penalty
+        deduplication adjusts counter resets only under rate/increase/irate/resets."""
         fut = asyncio.run_coroutine_threadsafe(
             self.stores.series(mint, maxt, matchers, opts=self.opts, warnings=self.warnings),
             self.loop)
         dedup = self.opts.dedup_func if self.opts.replica_labels else "chain"
-        return merge_raw_series(fut.result(), mint, maxt, dedup, self.opts.counter)
+        counter = self.opts.counter or func in COUNTER_FUNCS
+        return merge_raw_series(fut.result(), mint, maxt, dedup, counter)

@@ -57,6 +57,7 @@ class Evaluator:
         # Inside histogram_count/sum/avg (and no subquery or bucket-needing function in between)
         # selectors re-derive counter-reset hints like Prometheus's HistogramStatsIterator.
         self.stats = False
+        self.func_hint: str | None = None  # the function a selector is an argument of
 
     # -- annotations -------------------------------------------------------------------------
     def warn(self, msg: str) -> None:
@@ -100,7 +101,14 @@ class Evaluator:
         if isinstance(e, pp.AggregateExpr):
             return aggregate.aggregate(self, e)
         if isinstance(e, pp.Call):
-            return functions.call(self, e)
+            # Like Prometheus's select hints: a store (or the querier's penalty deduplication,
+            # which adjusts counter resets where replicas switch) may want the function name.
+            prev = self.func_hint
+            self.func_hint = e.func.name
+            try:
+                return functions.call(self, e)
+            finally:
+                self.func_hint = prev
         raise PromQLError("bad_data", f"unsupported expression {type(e).__name__}")
 
     # -- time helpers ------------------------------------------------------------------------
@@ -137,7 +145,10 @@ class Evaluator:
         if all(m.matches_empty() for m in ms):
             raise PromQLError("bad_data", "vector selector must contain at least one non-empty matcher")
         out = []
-        for s in self.sh.q.select(ms, mint, maxt):
+        with_hints = getattr(self.sh.q, "select_with_hints", None)
+        got = (with_hints(ms, mint, maxt, func=self.func_hint) if with_hints is not None
+               else self.sh.q.select(ms, mint, maxt))
+        for s in got:
             ts = np.asarray(s.ts, dtype=np.int64)
             lo, hi = np.searchsorted(ts, [mint, maxt], side="left")[0], np.searchsorted(ts, maxt, side="right")
             ts, vals = ts[lo:hi], np.asarray(s.vals, dtype=np.float64)[lo:hi]

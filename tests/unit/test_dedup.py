@@ -105,3 +105,29 @@ def test_store_selection_by_time_range_and_external_labels():
     assert not store_may_match(info, 0, 5000, [Matcher("=~", "region", "us.*")])
     assert store_may_match(None, 0, 1, [Matcher("=", "tenant_id", "zz")])  # unknown: ask it
     assert store_may_match(_Info(0.0, 0, 10, []), 0, 5, [Matcher("=", "tenant_id", "zz")])
+
+
+def test_engine_tells_the_store_which_function_a_selector_feeds():
+    """Thanos adjusts counter resets during penalty dedup only under rate/increase/irate/resets;
+    the engine passes the function name down with each select."""
+    import numpy as np
+
+    from querier.promql import Engine, Series
+
+    class Recording:
+        def __init__(self):
+            self.funcs = []
+
+        def select(self, matchers, mint, maxt):  # pragma: no cover - select_with_hints wins
+            raise AssertionError("select_with_hints should be used")
+
+        def select_with_hints(self, matchers, mint, maxt, func=None):
+            self.funcs.append(func)
+            ts = np.arange(0, 600_000, 15_000, dtype=np.int64)
+            return [Series((("__name__", "x"),), ts, np.arange(len(ts), dtype=np.float64))]
+
+    q = Recording()
+    e = Engine()
+    for query in ("rate(x[5m])", "x", "sum(increase(x[1m]))", "max_over_time(x[1m])", "resets(x[5m])"):
+        e.instant(q, query, 300_000)
+    assert q.funcs == ["rate", None, "increase", "max_over_time", "resets"]
