@@ -24,6 +24,9 @@ from receiver.tsdb.chunks import CorruptionError, segment_name
 from receiver.tsdb.index import EMPTY, SERIES_ALIGN, ChunkMeta
 from receiver.tsdb.labels import Labels, Matcher, MatchType
 
+from compactor.aggr import ENCODING_AGGR, AggrChunk
+from storeapi.server import AggrData
+
 from .cache import LRUCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .ranges import coalesce, fetch_groups, uvarint_at
@@ -35,7 +38,9 @@ CHUNK_SIZE_ESTIMATE = 16000
 DEFAULT_MAX_GAP = 512 << 10
 DEFAULT_MAX_RANGE = 8 << 20  # bigger coalesced reads are split to run in parallel
 
-Chunk = tuple[int, int, bytes]
+Chunk = tuple[int, int, "bytes | AggrData"]
+# storeapi Aggr enum (COUNT=1 .. COUNTER=5) -> Thanos AggrType index (count=0 .. counter=4).
+_AGGR_FROM_PB = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
 LengthAt = Callable[[memoryview, int], "int | None"]
 
 
@@ -312,6 +317,22 @@ class BucketBlock:
 
     async def chunks(self, refs: list[int]) -> dict[int, bytes | None]:
         """Chunk data by ref; None for chunks whose encoding is not XOR."""
+        raw = await self.stored_chunks(refs)
+        out: dict[int, bytes | None] = {}
+        skipped = 0
+        for ref, (enc, data) in raw.items():
+            if enc == ENCODING_XOR:
+                out[ref] = data
+            else:
+                out[ref] = None
+                skipped += 1
+        if skipped and self._m is not None:
+            self._m.skipped_chunks.inc(skipped)
+        return out
+
+    async def stored_chunks(self, refs: list[int]) -> dict[int, tuple[int, bytes]]:
+        """(encoding byte, data) by chunk ref, any encoding (downsampled blocks hold 0xff
+        aggregate chunks)."""
         if not refs:
             return {}
         arr = np.unique(np.array(refs, dtype=np.uint64)).astype(np.int64)
@@ -329,29 +350,32 @@ class BucketBlock:
                 ends = np.minimum(ends, size)
             jobs.append(self._read_items(f"{self.ulid}/{rel}", "chunks", arr[a:z].tolist(), o,
                                          ends, _chunk_len))
-        out: dict[int, bytes | None] = {}
-        skipped = 0
+        out: dict[int, tuple[int, bytes]] = {}
         for (a, z), raws in zip(zip(cuts[:-1], cuts[1:]), await asyncio.gather(*jobs)):
             for ref, raw in zip(arr[a:z].tolist(), raws):
                 try:
-                    enc, data = read_chunk(raw, 0, True)
+                    out[ref] = read_chunk(raw, 0, True)
                 except ValueError as e:
                     raise CorruptionError(f"block {self.ulid}: chunk {ref:#x}: {e}") from None
-                if enc == ENCODING_XOR:
-                    out[ref] = data
-                else:
-                    out[ref] = None
-                    skipped += 1
-        if skipped and self._m is not None:
-            self._m.skipped_chunks.inc(skipped)
         return out
+
+    def _aggr_data(self, data: bytes, aggregates: Sequence[int]) -> AggrData:
+        """The requested aggregates (storeapi Aggr numbers; none = all) of an aggr chunk."""
+        try:
+            ac = AggrChunk.decode(data)
+        except ValueError as e:
+            raise CorruptionError(f"block {self.ulid}: {e}") from None
+        want = {_AGGR_FROM_PB[a] for a in aggregates if a in _AGGR_FROM_PB} or set(range(5))
+        return AggrData(*(ac.get(i) if i in want else None for i in range(5)))
 
     # -- queries
 
     async def series(self, mint: int, maxt: int, matchers: Sequence[Matcher],
-                     skip_chunks: bool) -> list[tuple[Labels, list[Chunk]]]:
+                     skip_chunks: bool, aggregates: Sequence[int] = ()
+                     ) -> list[tuple[Labels, list[Chunk]]]:
         """Matching series (external labels merged in) with their chunks overlapping
-        [mint, maxt]; with ``skip_chunks`` the chunk lists are empty."""
+        [mint, maxt]; with ``skip_chunks`` the chunk lists are empty. A downsampled block's
+        chunks carry an AggrData (the requested ``aggregates``) instead of XOR bytes."""
         if not self.overlaps(mint, maxt):
             return []
         ms = self.index_matchers(matchers)
@@ -370,6 +394,13 @@ class BucketBlock:
         ext = self.ext_labels
         if skip_chunks:
             return [(merge_external(lbls, ext), []) for lbls, _ in picked]
+        if self.resolution:
+            stored = await self.stored_chunks([c[2] for _, sel in picked for c in sel])
+            aggr = [(merge_external(lbls, ext),
+                     [(a, z, self._aggr_data(stored[r][1], aggregates)) for a, z, r in sel
+                      if stored[r][0] == ENCODING_AGGR])
+                    for lbls, sel in picked]
+            return [s for s in aggr if s[1]]
         data = await self.chunks([c[2] for _, sel in picked for c in sel])
         out = []
         for lbls, sel in picked:

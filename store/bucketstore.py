@@ -5,6 +5,11 @@ is a block; one without is a partial upload (skipped until complete); one with a
 ``deletion-mark.json`` older than the ignore delay is on its way out (dropped). Metas are
 immutable, so only new blocks cost a ``meta.json`` read and an index-header build; known blocks
 cost one deletion-mark probe per sync.
+
+Downsampled blocks (5m/1h, written by the compactor) are served too: a Series request's
+``max_resolution_window`` picks, per external label set and time range, the coarsest
+resolution allowed that has a block there, finer blocks filling the gaps (Thanos's getFor);
+their chunks go out as AggrChunks holding the requested aggregates.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 DELETION_MARK_FILENAME = "deletion-mark.json"
 MAX_INT64 = (1 << 63) - 1
 MIN_INT64 = -(1 << 63)
+_ANY_RES = 1 << 62  # label queries: any resolution will do
 
 
 class SyncMetrics:
@@ -112,9 +118,6 @@ class BucketStore:
                 log.warning("skipping block with a bad meta.json",
                             extra={"block": ulid, "err": str(e)})
                 return "corrupted-meta-json", None
-            res = int(((meta.thanos or {}).get("downsample") or {}).get("resolution", 0))
-            if res != 0:
-                return "downsampled", None  # served once downsampling lands
             try:
                 block = await BucketBlock.open(self.bucket, meta, self.data_dir / ulid,
                                                self.cache, self._fetch_limit, self._opts,
@@ -155,7 +158,7 @@ class BucketStore:
             m.drops.inc(len(dropped))
             m.loaded.set(len(self.blocks))
             for state in ("loaded", "no-meta-json", "marked-for-deletion", "corrupted-meta-json",
-                          "failed", "downsampled"):
+                          "failed"):
                 m.synced.labels(state).set(counts.get(state, 0))
             await asyncio.to_thread(self._remove_stale_dirs)
             m.duration.observe(time.perf_counter() - t0)
@@ -180,15 +183,26 @@ class BucketStore:
                 max(b.max_time for b in self.blocks.values()))
 
     def _blocks_for(self, mint: int, maxt: int, max_resolution_ms: int = 0) -> list[BucketBlock]:
-        return [b for b in self.blocks.values()
-                if b.overlaps(mint, maxt) and b.resolution <= max_resolution_ms]
+        """Blocks to read for [mint, maxt] at the coarsest resolution <= max_resolution_ms,
+        per external label set, gaps filled by finer resolutions (Thanos's getFor)."""
+        by_lset: dict[Labels, list[BucketBlock]] = {}
+        for b in self.blocks.values():
+            if b.overlaps(mint, maxt):
+                by_lset.setdefault(b.ext_labels, []).append(b)
+        out: list[BucketBlock] = []
+        for blocks in by_lset.values():
+            out.extend(_pick_resolution(blocks, mint, maxt, max_resolution_ms))
+        return out
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool,
-                     max_resolution_ms: int = 0) -> list[tuple[Labels, list[Chunk]]]:
+                     max_resolution_ms: int = 0, aggregates: Sequence[int] = ()
+                     ) -> list[tuple[Labels, list[Chunk]]]:
         """Series of all overlapping blocks sorted by labels; one series found in several
-        blocks comes back once, its chunks in time order (exact duplicates dropped)."""
+        blocks comes back once, its chunks in time order (exact duplicates dropped).
+        Chunks of downsampled blocks (chosen by ``max_resolution_ms``) carry AggrData with
+        the requested ``aggregates`` (storeapi Aggr numbers)."""
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
-        results = await asyncio.gather(*(b.series(mint, maxt, matchers, skip_chunks)
+        results = await asyncio.gather(*(b.series(mint, maxt, matchers, skip_chunks, aggregates)
                                          for b in blocks))
         if len(results) == 1:
             return sorted(results[0])
@@ -205,15 +219,45 @@ class BucketStore:
         for lbls in multi:
             cs = sorted(merged[lbls], key=lambda c: (c[0], c[1]))
             merged[lbls] = [c for i, c in enumerate(cs) if i == 0 or c != cs[i - 1]]
-        return sorted(merged.items())
+        return sorted(merged.items(), key=lambda kv: kv[0])
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
         sets = await asyncio.gather(*(b.label_names(mint, maxt, matchers)
-                                      for b in self._blocks_for(mint, maxt)))
+                                      for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 
     async def label_values(self, name: str, mint: int, maxt: int,
                            matchers: Sequence[Matcher]) -> list[str]:
         sets = await asyncio.gather(*(b.label_values(name, mint, maxt, matchers)
-                                      for b in self._blocks_for(mint, maxt)))
+                                      for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
+
+
+def _pick_resolution(blocks: list[BucketBlock], mint: int, maxt: int, max_res: int
+                     ) -> list[BucketBlock]:
+    """Coarsest blocks first, each gap between them filled recursively at the next finer
+    resolution; blocks of one label set only."""
+    ress = sorted({b.resolution for b in blocks}, reverse=True)
+    by_res = {r: sorted((b for b in blocks if b.resolution == r), key=lambda b: b.min_time)
+              for r in ress}
+
+    def get_for(lo: int, hi: int, i: int) -> list[BucketBlock]:
+        if lo > hi:
+            return []
+        out: list[BucketBlock] = []
+        start = lo
+        for b in by_res[ress[i]]:
+            if b.max_time <= lo:
+                continue
+            if b.min_time > hi:
+                break
+            if i + 1 < len(ress):
+                out.extend(get_for(start, b.min_time - 1, i + 1))
+            out.append(b)
+            start = b.max_time
+        if i + 1 < len(ress):
+            out.extend(get_for(start, hi, i + 1))
+        return out
+
+    first = next((i for i, r in enumerate(ress) if r <= max_res), None)
+    return [] if first is None else get_for(mint, maxt, first)

@@ -10,7 +10,7 @@ import grpc.aio
 from receiver.tsdb.labels import Labels, Matcher
 from storeapi import info_pb2, rpc_pb2, types_pb2
 from storeapi.convert import labels_from_pb, matchers_to_pb
-from storeapi.server import GRPC_OPTIONS
+from storeapi.server import GRPC_OPTIONS, AggrData
 
 _XOR = types_pb2.Chunk.XOR
 
@@ -19,6 +19,22 @@ _XOR = types_pb2.Chunk.XOR
 class RawSeries:
     labels: Labels
     chunks: list[tuple[int, int, bytes]]  # (mint, maxt, raw XOR bytes), in the store's order
+
+
+@dataclass
+class AggrSeries:
+    """A series as a downsampling-aware reader needs it: each chunk's data is XOR bytes
+    (a raw chunk) or an AggrData (the aggregates of a downsampled chunk)."""
+    labels: Labels
+    chunks: list[tuple[int, int, bytes | AggrData]]
+
+
+# storeapi Aggr enum values, for series_aggr(aggregates=...).
+AGGR_RAW, AGGR_COUNT, AGGR_SUM, AGGR_MIN, AGGR_MAX, AGGR_COUNTER = range(6)
+
+
+def _xor_or_none(c: types_pb2.Chunk, present: bool) -> bytes | None:
+    return c.data if present and c.type == _XOR and c.data else None
 
 
 @dataclass
@@ -160,6 +176,53 @@ class StoreClient:
                      skip_chunks: bool = False) -> list[RawSeries]:
         """All matching series (sorted by labels as the store sends them); warnings dropped."""
         return (await self.series_with_warnings(mint, maxt, matchers, skip_chunks)).series
+
+    async def series_aggr(self, mint: int, maxt: int, matchers: Iterable[Matcher],
+                          max_resolution_window: int, aggregates: Iterable[int] = (),
+                          without_replica_labels: Iterable[str] = (),
+                          partial_response: bool = False
+                          ) -> tuple[list[AggrSeries], list[str]]:
+        """Series at the coarsest resolution <= ``max_resolution_window`` (ms) the stores
+        have, with raw XOR chunks where they only have raw data; ``aggregates`` are the
+        storeapi Aggr values wanted (Thanos's querier asks per PromQL function, see
+        compactor.downsampled_query.aggrs_from_func). Returns (series, warnings)."""
+        request = rpc_pb2.SeriesRequest(
+            min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
+            max_resolution_window=max_resolution_window, aggregates=list(aggregates),
+            without_replica_labels=list(without_replica_labels),
+            response_batch_size=self._batch, partial_response_disabled=not partial_response,
+            partial_response_strategy=types_pb2.WARN if partial_response else types_pb2.ABORT)
+        call = self._rpc().series(request, timeout=self._timeout)
+        out: list[AggrSeries] = []
+        warnings: list[str] = []
+        async for resp in call:
+            kind = resp.WhichOneof("result")
+            if kind == "series":
+                group = (resp.series,)
+            elif kind == "batch":
+                group = resp.batch.series
+            elif kind == "warning":
+                warnings.append(resp.warning)
+                continue
+            else:
+                continue
+            for s in group:
+                lbls = labels_from_pb(s.labels)
+                chunks: list[tuple[int, int, bytes | AggrData]] = []
+                for c in s.chunks:
+                    if c.HasField("raw"):
+                        if c.raw.type == _XOR and c.raw.data:
+                            chunks.append((c.min_time, c.max_time, c.raw.data))
+                        continue
+                    ad = AggrData(*(_xor_or_none(getattr(c, f), c.HasField(f))
+                                    for f in ("count", "sum", "min", "max", "counter")))
+                    if ad != AggrData():
+                        chunks.append((c.min_time, c.max_time, ad))
+                if out and out[-1].labels == lbls:
+                    out[-1].chunks.extend(chunks)
+                else:
+                    out.append(AggrSeries(lbls, chunks))
+        return out, warnings
 
     async def label_names(self, mint: int, maxt: int, matchers: Iterable[Matcher] = ()) -> list[str]:
         r = await self._rpc().label_names(

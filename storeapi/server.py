@@ -9,13 +9,14 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 import grpc.aio
 
 from receiver.tsdb.labels import Labels, Matcher
-from storeapi import info_pb2, labels_pb2, rpc_pb2
+from storeapi import info_pb2, labels_pb2, rpc_pb2, types_pb2
 from storeapi.convert import labels_to_pb, matchers_from_pb
 from storeapi.wire import SeriesEncoder
 
@@ -37,7 +38,43 @@ _STORE_TYPES = {
     "store": rpc_pb2.STORE, "receive": rpc_pb2.RECEIVE, "debug": rpc_pb2.DEBUG,
 }
 
-Chunks = list[tuple[int, int, bytes]]
+
+
+@dataclass(frozen=True)
+class AggrData:
+    """The aggregate sub-chunks (XOR bytes, None = not sent) of one downsampled chunk.
+
+    A source may return it in place of XOR bytes as a chunk's data; it is sent as the
+    AggrChunk's count/sum/min/max/counter fields (Thanos's downsampled series)."""
+
+    count: bytes | None = None
+    sum: bytes | None = None
+    min: bytes | None = None
+    max: bytes | None = None
+    counter: bytes | None = None
+
+
+Chunks = list[tuple[int, int, "bytes | AggrData"]]
+
+
+def _xor_pb(data: bytes | None) -> types_pb2.Chunk | None:
+    return None if data is None else types_pb2.Chunk(type=types_pb2.Chunk.XOR, data=data)
+
+
+def aggr_series_body(lbls: Labels, chunks: Chunks) -> bytes:
+    """A ``thanos.Series`` body whose chunks may be aggregates (rare: downsampled data, so
+    the generated message classes are fast enough here)."""
+    out = []
+    for mint, maxt, data in chunks:
+        if isinstance(data, AggrData):
+            out.append(types_pb2.AggrChunk(
+                min_time=mint, max_time=maxt, count=_xor_pb(data.count),
+                sum=_xor_pb(data.sum), min=_xor_pb(data.min), max=_xor_pb(data.max),
+                counter=_xor_pb(data.counter)))
+        else:
+            out.append(types_pb2.AggrChunk(min_time=mint, max_time=maxt,
+                                           raw=_xor_pb(bytes(data))))
+    return types_pb2.Series(labels=labels_to_pb(lbls), chunks=out).SerializeToString()
 
 
 class SeriesSource(Protocol):
@@ -79,6 +116,13 @@ class StoreServer:
     def __init__(self, source: SeriesSource, component_type: str = "receive") -> None:
         self._source = source
         self._component = component_type
+        # Sources that understand downsampling say so by their series() parameters.
+        try:
+            params = inspect.signature(source.series).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        self._takes_resolution = "max_resolution_ms" in params
+        self._takes_aggregates = "aggregates" in params
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         store = grpc.method_handlers_generic_handler(STORE_SERVICE, {
@@ -153,8 +197,13 @@ class StoreServer:
         enc = SeriesEncoder()
         pending: list[bytes] = []
         try:
+            kw: dict[str, object] = {}
+            if self._takes_resolution and request.max_resolution_window:
+                kw["max_resolution_ms"] = request.max_resolution_window
+            if self._takes_aggregates and request.aggregates:
+                kw["aggregates"] = list(request.aggregates)
             it: Iterable[tuple[Labels, Chunks]] = await _resolve(
-                self._source.series(mint, maxt, matchers, skip))
+                self._source.series(mint, maxt, matchers, skip, **kw))
             if strip:
                 it = _strip_and_sort(it, strip)
             for lbls, chunks in it:
@@ -164,7 +213,10 @@ class StoreServer:
                     chunks = [c for c in chunks if c[1] >= mint and c[0] <= maxt]
                     if not chunks:
                         continue
-                body = enc.series(lbls, chunks)
+                if chunks and any(isinstance(c[2], AggrData) for c in chunks):
+                    body = aggr_series_body(lbls, chunks)
+                else:
+                    body = enc.series(lbls, chunks)
                 if batch == 1:
                     yield enc.series_response(body)
                 else:

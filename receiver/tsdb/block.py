@@ -14,7 +14,7 @@ import os
 import shutil
 import struct
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .chunkenc import ENCODING_XOR, encode
+from .histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from .chunks import ChunkReader, ChunkWriter, CorruptionError, DEFAULT_SEGMENT_SIZE
 from .index import IndexReader, write_index
 from .labels import Labels, Matcher
@@ -38,6 +39,7 @@ TOMBSTONES_FORMAT_V1 = 1
 EMPTY_TOMBSTONES = struct.pack(">IBI", MAGIC_TOMBSTONES, TOMBSTONES_FORMAT_V1, 0)
 SAMPLES_PER_CHUNK = 120
 
+_HISTOGRAM_ENCODINGS = (ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM)
 ChunkData = tuple[int, int, bytes]  # (mint, inclusive maxt, XOR chunk bytes)
 
 # ---------------------------------------------------------------------------- ULIDs
@@ -185,12 +187,18 @@ def _fsync_path(path: Path) -> None:
 
 def write_block(dir: Path, series: Iterable[tuple[Labels, Sequence[ChunkData]]], mint: int,
                 maxt: int, *, thanos_meta: dict[str, Any] | None = None, ulid: str | None = None,
-                segment_size: int = DEFAULT_SEGMENT_SIZE) -> BlockMeta:
+                segment_size: int = DEFAULT_SEGMENT_SIZE, encoding: int = ENCODING_XOR,
+                count_samples: Callable[[bytes], int] | None = None,
+                compaction: dict[str, Any] | None = None) -> BlockMeta:
     """Write one block of XOR chunks to ``<dir>/<ULID>/`` and return its meta.
 
     ``series`` yields ``(labels, [(chunk mint, inclusive chunk maxt, XOR bytes), ...])`` in
     strictly increasing label order, chunks in time order; every chunk must lie inside the
     block range [mint, maxt). Series without chunks are skipped.
+
+    A block of another chunk encoding (Thanos's downsampled aggregate chunks, 0xff) passes
+    ``encoding`` and ``count_samples`` (samples per chunk, for the meta's stats).
+    ``compaction`` overrides the meta's level/sources/parents (compactor output).
     """
     if maxt <= mint:
         raise ValueError("block maxt must be > mint")
@@ -204,7 +212,8 @@ def write_block(dir: Path, series: Iterable[tuple[Labels, Sequence[ChunkData]]],
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        meta = _write_block_files(tmp, series, mint, maxt, ulid, thanos_meta, segment_size)
+        meta = _write_block_files(tmp, series, mint, maxt, ulid, thanos_meta, segment_size,
+                                  encoding, count_samples, compaction)
         os.replace(tmp, final)
         _fsync_path(dir)
         return meta
@@ -215,13 +224,17 @@ def write_block(dir: Path, series: Iterable[tuple[Labels, Sequence[ChunkData]]],
 
 def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkData]]],
                        mint: int, maxt: int, ulid: str, thanos_meta: dict[str, Any] | None,
-                       segment_size: int) -> BlockMeta:
+                       segment_size: int, encoding: int = ENCODING_XOR,
+                       count_samples: Callable[[bytes], int] | None = None,
+                       compaction: dict[str, Any] | None = None) -> BlockMeta:
     labels: list[Labels] = []
     counts: list[int] = []
     mints: list[int] = []
     maxts: list[int] = []
     refs: list[np.ndarray] = []
     pending: list[bytes] = []
+    pending_enc = encoding
+    extra_samples = 0
     with ChunkWriter(tmp / CHUNKS_DIRNAME, segment_size) as cw:
         for lbls, chunks in series:
             if not chunks:
@@ -231,14 +244,26 @@ def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkD
             cm, cz, cd = zip(*chunks)
             mints.extend(cm)
             maxts.extend(cz)
-            pending.extend(cd)
+            if count_samples is not None:
+                extra_samples += sum(count_samples(d) for d in cd)
+            for d in cd:
+                # Chunks that carry their own encoding (native histograms: EncodedChunk)
+                # are written as such; a run of one encoding is one batch.
+                enc = getattr(d, "encoding", encoding)
+                if enc != pending_enc and pending:
+                    refs.append(cw.write(pending, pending_enc))
+                    pending = []
+                pending_enc = enc
+                pending.append(d)
+                if enc != ENCODING_XOR and count_samples is None and len(d) >= 2:
+                    extra_samples += d[0] << 8 | d[1]
             if len(pending) >= _BATCH_CHUNKS:
-                refs.append(cw.write(pending))
+                refs.append(cw.write(pending, pending_enc))
                 pending = []
         if pending:
-            refs.append(cw.write(pending))
+            refs.append(cw.write(pending, pending_enc))
         segments = cw.close()
-        num_samples, num_chunks = cw.num_samples, cw.num_chunks
+        num_samples, num_chunks = cw.num_samples + extra_samples, cw.num_chunks
 
     c_mint = np.array(mints, dtype=np.int64)
     c_maxt = np.array(maxts, dtype=np.int64)
@@ -254,6 +279,10 @@ def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkD
 
     meta = BlockMeta(ulid=ulid, min_time=mint, max_time=maxt, num_samples=num_samples,
                      num_series=len(labels), num_chunks=num_chunks, sources=[ulid])
+    if compaction is not None:
+        meta.level = int(compaction.get("level", 1))
+        meta.sources = list(compaction.get("sources") or [ulid])
+        meta.parents = list(compaction.get("parents") or [])
     if thanos_meta is not None:
         meta.thanos = _thanos_section(thanos_meta, tmp, segments)
     write_meta(tmp, meta)
@@ -322,12 +351,24 @@ class BlockReader:
             for a, z, cref in metas:
                 if a <= maxt and z >= mint:
                     enc, data = cr.chunk_with_encoding(cref)
-                    if enc != ENCODING_XOR:
+                    if enc in _HISTOGRAM_ENCODINGS:
+                        data = EncodedChunk(data, enc)  # native histograms keep their encoding
+                    elif enc != ENCODING_XOR:
                         raise ValueError(f"series {lbls}: chunk encoding {enc} is not supported")
                     chunks.append((a, z, data))
             if chunks:
                 out.append((lbls, chunks))
         return out
+
+    def iter_series(self, matchers: Sequence[Matcher] = ()
+                    ) -> Iterator[tuple[Labels, list[tuple[int, int, int, bytes]]]]:
+        """Every matching series in label order with all its chunks as
+        ``(mint, inclusive maxt, encoding byte, data)`` -- any encoding (the compactor reads
+        downsampled blocks through this)."""
+        ir, cr = self.index, self.chunks
+        for ref in ir.select(matchers).tolist():
+            lbls, metas = ir.series(ref)
+            yield lbls, [(a, z, *cr.chunk_with_encoding(c)) for a, z, c in metas]
 
     def close(self) -> None:
         self.chunks.close()
