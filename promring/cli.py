@@ -112,11 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = t.add_subparsers(dest="tool", required=True)
     b = tsub.add_parser("bucket", help="Inspect a bucket.")
     bsub = b.add_subparsers(dest="bucket_cmd", required=True)
-    for name, what in (("ls", "List blocks."), ("inspect", "Blocks with time ranges, labels, resolution, sizes.")):
+    for name, what in (("ls", "List blocks."), ("inspect", "Blocks with time ranges, labels, resolution, sizes."),
+                       ("verify", "Report overlaps and broken blocks (exit 1 if any).")):
         c = bsub.add_parser(name, help=what)
         _common(c)
         c.add_argument("--objstore.config-file", dest="objstore_config_file", required=True)
         c.add_argument("--output", "-o", default="table", choices=["table", "json"])
+        if name == "verify":
+            c.add_argument("--deep", action="store_true", help="Also read every chunk and check its CRC.")
+
+    from compactor.config import add_compact_flags
+    cp = sub.add_parser("compact", help="Compact, deduplicate, downsample and apply retention in a bucket.")
+    _common(cp)
+    add_compact_flags(cp)
 
     u = sub.add_parser("up", help="Everything on one machine: ingestor, store gateway and querier "
                                   "over a filesystem bucket in the data dir.")
@@ -239,6 +247,22 @@ class _Up:
         await self.receiver.stop()
 
 
+async def _run_compactor(a: argparse.Namespace) -> int:
+    """One pass (exit 1 if a group halted, as Thanos), or with --wait until SIGTERM."""
+    from compactor import Compactor, cli_config
+    c = Compactor(cli_config(a))
+    task = asyncio.get_running_loop().create_task(c.run())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    try:
+        res = await task
+        return 1 if res.halted else 0
+    except asyncio.CancelledError:
+        return 0
+    finally:
+        await c.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     setup_logging(a.log_level, a.log_format)
@@ -253,9 +277,15 @@ def main(argv: list[str] | None = None) -> None:
         comps = [StoreGateway(store_config(a, a.data_dir, Path(a.objstore_config_file).read_text(),
                                            a.grpc_address, a.http_address))]
     elif a.command == "tools":
-        from promring.tools import run_bucket_tool
+        from promring.tools import run_bucket_tool, run_verify
+        if a.bucket_cmd == "verify":
+            text, ok = run_verify(a.objstore_config_file, a.deep, a.output)
+            print(text)
+            sys.exit(0 if ok else 1)
         print(run_bucket_tool(a.bucket_cmd, a.objstore_config_file, a.output))
         return
+    elif a.command == "compact":
+        sys.exit(asyncio.run(_run_compactor(a)))
     else:
         comps = [_Up(a)]
     try:

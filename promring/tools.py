@@ -78,3 +78,22 @@ def run_bucket_tool(action: str, objstore_config_file: str, output: str = "table
             return json.dumps(metas, indent=1)
         return render_ls(metas) if action == "ls" else render_inspect(metas)
     return asyncio.run(go())
+
+
+def run_verify(objstore_config_file: str, deep: bool, output: str = "table") -> tuple[str, bool]:
+    """``tools bucket verify``: overlaps and broken blocks; ok is False when any are found."""
+    from compactor import verify
+
+    async def go():
+        bucket = bucket_from_config_file(objstore_config_file)
+        try:
+            return await verify(bucket, deep=deep)
+        finally:
+            await bucket.close()
+    issues = asyncio.run(go())
+    if output == "json":
+        return json.dumps([vars(i) for i in issues],
+                          indent=1, default=str), not issues
+    if not issues:
+        return "no issues found", True
+    return "\n".join(f"{i.kind}: {i.message}" for i in issues), False

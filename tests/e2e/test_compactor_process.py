@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness import promring_cmd
+
 import numpy as np
 import pytest
 import requests
@@ -103,7 +105,7 @@ def objstore_file(tmp: Path, bucket: Path) -> Path:
 
 
 def compact_cmd(tmp: Path, bucket: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "compactor", "--data-dir", str(tmp / "work"),
+    return promring_cmd() + ["compact", "--data-dir", str(tmp / "work"),
             "--objstore.config-file", str(objstore_file(tmp, bucket)),
             "--consistency-delay", "0s", "--delete-delay", "0s",
             "--compact.partial-upload-age", "0s", "--http-address", "", *extra]
@@ -184,6 +186,10 @@ def test_promtool_blocks_compact_downsample_and_stay_exact(tmp_path):
     raw = [m for m in metas if res_of(m) == 0]
     five = [m for m in metas if res_of(m) == RES_5M]
     assert len(raw) <= 8 and len(five) == 1
+    v = subprocess.run(promring_cmd() + ["tools", "bucket", "verify", "--objstore.config-file",
+                                         str(objstore_file(tmp_path, bucket))],
+                       capture_output=True, text=True, timeout=120)
+    assert v.returncode == 0 and "no issues found" in v.stdout, (v.stdout, v.stderr)
     assert all(m["thanos"]["source"] == "compactor" for m in five)
     assert_same(served_raw(bucket, tmp_path, lo, hi), series)
 
