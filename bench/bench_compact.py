@@ -25,9 +25,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from compactor import CompactConfig, Compactor
-from compactor.aggr import RES_1H
+from receiver.tsdb.aggr import RES_1H
 from compactor.downsample import downsample_block
-from compactor.downsampled_query import COUNT, SUM, series_samples
+from querier.downsampled import COUNT, SUM, series_samples
 from compactor.merge import merge_blocks
 from objstore import FilesystemBucket
 from receiver.tsdb.block import read_meta, write_block_from_samples

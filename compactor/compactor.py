@@ -37,7 +37,7 @@ from objstore import Bucket, ObjectNotFound, bucket_from_config
 from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, ulid_time
 from receiver.tsdb.chunks import CorruptionError
 
-from .aggr import DOWNSAMPLE_RANGE_1H, DOWNSAMPLE_RANGE_5M, RES_1H, RES_5M
+from receiver.tsdb.aggr import DOWNSAMPLE_RANGE_1H, DOWNSAMPLE_RANGE_5M, RES_1H, RES_5M
 from .config import CompactConfig
 from .downsample import downsample_block
 from .marks import DELETION_MARK, mark_for_deletion

@@ -19,7 +19,7 @@ from receiver.tsdb.block import BlockMeta, BlockReader, write_block
 from receiver.tsdb.chunkenc import ENCODING_XOR as ENCODING_XOR_BYTE, decode, encode
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels
 
-from .aggr import ENCODING_AGGR, AggrChunk, count_samples
+from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk, apply_counter_resets, count_samples
 
 AggrChunkData = tuple[int, int, AggrChunk]  # (mint, inclusive maxt, aggregates)
 _RAW_SCRAPE_MS = 60 * 1000  # Thanos assumes 1m raw resolution when sizing chunks
@@ -105,33 +105,6 @@ def downsample_raw(ts: np.ndarray, vals: np.ndarray, res: int) -> list[AggrChunk
             count=encode(wt, a["count"]), sum=encode(wt, a["sum"]), min=encode(wt, a["min"]),
             max=encode(wt, a["max"]), counter=encode(ct, cv))))
     return out
-
-
-def apply_counter_resets(parts: Sequence[tuple[np.ndarray, np.ndarray]]
-                         ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Thanos's ApplyCounterResetsSeriesIterator over consecutive counter chunks.
-
-    Returns (timestamps, running totals with resets compensated, last raw value). NaNs are
-    skipped; a sample at an already-seen timestamp only replaces the last raw value (the
-    chunk-closing duplicate), one before it is ignored.
-    """
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros(0), float("nan")
-    t = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
-    v = np.concatenate([p[1] for p in parts]).astype(np.float64, copy=False)
-    keep = ~np.isnan(v)
-    t, v = t[keep], v[keep]
-    if len(t) == 0:
-        return t, v, float("nan")
-    prev_max = np.r_[np.iinfo(np.int64).min, np.maximum.accumulate(t)[:-1]]
-    emit = t > prev_max
-    usable = emit | (t == prev_max)
-    t, v, emit = t[usable], v[usable], emit[usable]
-    prev = np.r_[v[:1], v[:-1]]
-    inc = np.where(emit, np.where(v >= prev, v - prev, v), 0.0)
-    inc[0] = v[0]
-    total = np.cumsum(inc)
-    return t[emit], total[emit], float(v[-1])
 
 
 def _decode_sub(chunks: Sequence[AggrChunk], aggr: int) -> list[tuple[np.ndarray, np.ndarray]]:

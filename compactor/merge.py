@@ -21,7 +21,7 @@ from receiver.tsdb.chunkenc import ENCODING_XOR, decode
 from receiver.tsdb.chunks import CorruptionError
 from receiver.tsdb.labels import Labels
 
-from .aggr import ENCODING_AGGR, count_samples
+from receiver.tsdb.aggr import ENCODING_AGGR, count_samples
 
 StoredChunk = tuple[int, int, int, bytes]  # (mint, inclusive maxt, encoding, data)
 

@@ -24,7 +24,7 @@ from receiver.tsdb.chunks import CorruptionError, segment_name
 from receiver.tsdb.index import EMPTY, SERIES_ALIGN, ChunkMeta
 from receiver.tsdb.labels import Labels, Matcher, MatchType
 
-from compactor.aggr import ENCODING_AGGR, AggrChunk
+from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk
 from storeapi.server import AggrData
 
 from .cache import LRUCache

@@ -8,17 +8,22 @@ import grpc
 import grpc.aio
 
 from receiver.tsdb.labels import Labels, Matcher
+from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from storeapi import info_pb2, rpc_pb2, types_pb2
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.server import GRPC_OPTIONS, AggrData
 
 _XOR = types_pb2.Chunk.XOR
+_HIST_ENCODINGS = {types_pb2.Chunk.HISTOGRAM: ENCODING_HISTOGRAM,
+                   types_pb2.Chunk.FLOAT_HISTOGRAM: ENCODING_FLOAT_HISTOGRAM}
 
 
 @dataclass
 class RawSeries:
     labels: Labels
-    chunks: list[tuple[int, int, bytes]]  # (mint, maxt, raw XOR bytes), in the store's order
+    # (mint, maxt, raw chunk bytes), in the store's order: XOR as plain bytes, native
+    # histogram chunks as receiver.tsdb.histogram.EncodedChunk (a bytes with .encoding).
+    chunks: list[tuple[int, int, bytes]]
 
 
 @dataclass
@@ -146,6 +151,10 @@ class StoreClient:
                     raw = c.raw  # an absent raw (downsampled-only chunk) reads as empty
                     if raw.type == _XOR and raw.data:
                         chunks.append((c.min_time, c.max_time, raw.data))
+                    elif raw.type in _HIST_ENCODINGS and raw.data:
+                        # native histograms: the data knows its TSDB chunk encoding
+                        chunks.append((c.min_time, c.max_time,
+                                       EncodedChunk(raw.data, _HIST_ENCODINGS[raw.type])))
                     else:
                         dropped += 1
                 if cur is not None and cur.labels == lbls:
@@ -157,7 +166,7 @@ class StoreClient:
         if cur is not None:
             yield cur
         if dropped:
-            yield f"{self.address}: ignored {dropped} chunks that are not raw XOR float chunks"
+            yield f"{self.address}: ignored {dropped} chunks that are not raw XOR float or native histogram chunks"
 
     async def series_with_warnings(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                                    skip_chunks: bool = False,
@@ -185,7 +194,7 @@ class StoreClient:
         """Series at the coarsest resolution <= ``max_resolution_window`` (ms) the stores
         have, with raw XOR chunks where they only have raw data; ``aggregates`` are the
         storeapi Aggr values wanted (Thanos's querier asks per PromQL function, see
-        compactor.downsampled_query.aggrs_from_func). Returns (series, warnings)."""
+        querier.downsampled.aggrs_from_func). Returns (series, warnings)."""
         request = rpc_pb2.SeriesRequest(
             min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
             max_resolution_window=max_resolution_window, aggregates=list(aggregates),

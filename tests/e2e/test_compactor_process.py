@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry
 from harness import REPO, free_port, wait_ready
 
 from compactor import verify
-from compactor.aggr import RES_5M
-from compactor.downsampled_query import COUNT, SUM, series_samples
+from receiver.tsdb.aggr import RES_5M
+from querier.downsampled import COUNT, SUM, series_samples
 from objstore import FilesystemBucket
 from receiver.tsdb.chunkenc import decode_many
 from receiver.tsdb.labels import Matcher, MatchType

@@ -14,9 +14,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from compactor import CompactConfig, Compactor, add_compact_flags, cli_config, verify
-from compactor.aggr import ENCODING_AGGR, AggrChunk, RES_1H, RES_5M
-from compactor.downsample import apply_counter_resets, downsample_aggr, downsample_raw
-from compactor.downsampled_query import (
+from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk, RES_1H, RES_5M
+from compactor.downsample import downsample_aggr, downsample_raw
+from receiver.tsdb.aggr import apply_counter_resets
+from querier.downsampled import (
     COUNT, COUNTER, MAX, MIN, SUM, aggrs_from_func, lookback_delta_for, max_resolution_for,
     parse_max_source_resolution, series_samples)
 from compactor.marks import NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK, no_compact_mark, no_downsample_mark
@@ -403,7 +404,7 @@ def test_overlapping_downsampled_blocks_halt_and_nothing_is_deleted(tmp_path):
         five = [(l, [(a, z, c.encode()) for a, z, c in downsample_raw(ts, v, RES_5M)
                      if a >= lo and z < hi]) for l, ts, v in data]
         from receiver.tsdb.block import write_block
-        from compactor.aggr import count_samples
+        from receiver.tsdb.aggr import count_samples
         write_block(bdir, five, lo, hi, thanos_meta={"labels": {"c": "1"},
                                                      "downsample": {"resolution": RES_5M}},
                     encoding=ENCODING_AGGR, count_samples=count_samples)

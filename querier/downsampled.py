@@ -21,7 +21,7 @@ from common.units import parse_duration_ms
 from receiver.tsdb.chunkenc import decode
 from storeapi.server import AggrData
 
-from .downsample import apply_counter_resets
+from receiver.tsdb.aggr import apply_counter_resets
 
 # storeapi Aggr enum values.
 COUNT, SUM, MIN, MAX, COUNTER = 1, 2, 3, 4, 5

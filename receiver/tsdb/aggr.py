@@ -9,7 +9,10 @@ us theirs.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 ENCODING_AGGR = 0xFF
 ENCODING_XOR = 1
@@ -96,3 +99,30 @@ def count_samples(data: bytes) -> int:
     """Samples of a stored aggr chunk (its count sub-chunk's), as Thanos counts them."""
     c = AggrChunk.decode(data).count
     return int.from_bytes(c[:2], "big") if c else 0
+
+
+def apply_counter_resets(parts: Sequence[tuple[np.ndarray, np.ndarray]]
+                         ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Thanos's ApplyCounterResetsSeriesIterator over consecutive counter chunks.
+
+    Returns (timestamps, running totals with resets compensated, last raw value). NaNs are
+    skipped; a sample at an already-seen timestamp only replaces the last raw value (the
+    chunk-closing duplicate), one before it is ignored.
+    """
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0), float("nan")
+    t = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
+    v = np.concatenate([p[1] for p in parts]).astype(np.float64, copy=False)
+    keep = ~np.isnan(v)
+    t, v = t[keep], v[keep]
+    if len(t) == 0:
+        return t, v, float("nan")
+    prev_max = np.r_[np.iinfo(np.int64).min, np.maximum.accumulate(t)[:-1]]
+    emit = t > prev_max
+    usable = emit | (t == prev_max)
+    t, v, emit = t[usable], v[usable], emit[usable]
+    prev = np.r_[v[:1], v[:-1]]
+    inc = np.where(emit, np.where(v >= prev, v - prev, v), 0.0)
+    inc[0] = v[0]
+    total = np.cumsum(inc)
+    return t[emit], total[emit], float(v[-1])
