@@ -64,6 +64,8 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
+    p.add_argument("--query.auto-downsampling", dest="auto_downsampling", action="store_true",
+                   help="Read downsampled data when a query's step allows (max_source_resolution=auto).")
     p.add_argument("--query.replica-label", dest="replica_labels", action="append", default=[],
                    help="Label naming a replica; series differing only in it are deduplicated "
                         "(repeatable).")
@@ -172,7 +174,8 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         http_address=a.http_address, endpoints=endpoints,
         lookback_delta_ms=parse_duration_ms(a.lookback_delta),
         timeout_s=parse_duration_ms(a.query_timeout) / 1000, max_concurrent=a.max_concurrent,
-        max_samples=a.max_samples, replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
+        max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
+        replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
         enforce_tenancy=a.enforce_tenancy)

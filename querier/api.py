@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -9,10 +10,12 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from querier.promql import Engine, EngineOptions, PromQLError, QueryResult
+from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, nhist
 
 from .config import QueryConfig
+from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .fanout import FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
+from .histjson import histogram_point, matrix_entry
 from .jsonfmt import format_value, ts_fragment
 from .params import MAX_TIME_MS, MIN_TIME_MS, BadParam, parse_duration_ms, parse_matchers, parse_time
 from receiver.tsdb.labels import Matcher, MatchType
@@ -40,10 +43,13 @@ def _points(ts, vals) -> orjson.Fragment:
 
 def result_payload(res: QueryResult) -> dict:
     if res.kind == "vector":
-        result = [{"metric": dict(lbls), "value": orjson.Fragment(f'[{ts_fragment(t)},"{format_value(v)}"]')}
+        result = [{"metric": dict(lbls), "histogram": orjson.Fragment(histogram_point(t, v))}
+                  if isinstance(v, nhist.H) else
+                  {"metric": dict(lbls), "value": orjson.Fragment(f'[{ts_fragment(t)},"{format_value(v)}"]')}
                   for lbls, t, v in res.series]
     elif res.kind == "matrix":
-        result = [{"metric": dict(lbls), "values": _points(ts, vals)} for lbls, ts, vals in res.series]
+        result = [matrix_entry(dict(lbls), ts, vals) if vals.dtype == object else
+                  {"metric": dict(lbls), "values": _points(ts, vals)} for lbls, ts, vals in res.series]
     elif res.kind == "scalar":
         t, v = res.series
         result = orjson.Fragment(f'[{ts_fragment(t)},"{format_value(v)}"]')
@@ -147,7 +153,11 @@ class QueryAPI:
             t = parse_time(_first(p, "time"), "time", default_ms=int(time.time() * 1000))
         except BadParam as e:
             return error_response("bad_data", str(e))
-        return await self._evaluate(self.engine.instant, q, t, opts=self._options(request, p))
+        try:
+            opts, engine = self._resolution(p, self._options(request, p), None)
+        except BadParam as e:
+            return error_response("bad_data", str(e))
+        return await self._evaluate(engine.instant, q, t, opts=opts)
 
     async def query_range(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -166,8 +176,27 @@ class QueryAPI:
                                "Try decreasing the query resolution (?step=XX)")
         except BadParam as e:
             return error_response("bad_data", str(e))
-        return await self._evaluate(self.engine.range, q, start, end, step,
-                                    opts=self._options(request, p))
+        try:
+            opts, engine = self._resolution(p, self._options(request, p), step)
+        except BadParam as e:
+            return error_response("bad_data", str(e))
+        return await self._evaluate(engine.range, q, start, end, step, opts=opts)
+
+    def _resolution(self, p: dict, opts: SelectOptions, step_ms: int | None
+                    ) -> tuple[SelectOptions, Engine]:
+        """Thanos's ``max_source_resolution`` (0s, 5m, 1h, auto): how coarse the downsampled
+        data may be; coarser data also needs a longer lookback."""
+        try:
+            res = parse_max_source_resolution(_first(p, "max_source_resolution"), step_ms,
+                                              auto=self.cfg.auto_downsampling)
+        except ValueError as e:
+            raise BadParam(f'invalid parameter "max_source_resolution": {e}') from None
+        if res <= 0:
+            return opts, self.engine
+        lookback = lookback_delta_for(self.cfg.lookback_delta_ms, res)
+        engine = self.engine if lookback == self.cfg.lookback_delta_ms else Engine(EngineOptions(
+            lookback_delta_ms=lookback, max_samples=self.cfg.max_samples, timeout_s=self.cfg.timeout_s))
+        return dataclasses.replace(opts, max_resolution_ms=res), engine
 
     def _range(self, p: dict) -> tuple[int, int]:
         return (parse_time(_first(p, "start"), "start", MIN_TIME_MS),

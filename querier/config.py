@@ -15,6 +15,7 @@ class QueryConfig:
     store_timeout_s: float = 120.0
     # Deduplication: series differing only in these labels are replicas of one series.
     replica_labels: list[str] = field(default_factory=list)
+    auto_downsampling: bool = False   # Thanos --query.auto-downsampling: max_source_resolution=auto
     dedup_func: str = "chain"                  # chain (receive replicas) | penalty (HA Prometheus)
     partial_response: bool = False             # default of the partial_response parameter
     # Tenancy of reads: with enforcement a query sees only its tenant's series.

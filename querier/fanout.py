@@ -11,11 +11,14 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 
 from querier.dedup import chain, penalty, strip_labels
+from querier.downsampled import aggrs_from_func, max_resolution_for, series_samples
 from querier.promql import Series
 from receiver.tsdb.chunkenc import decode_many
-from receiver.tsdb.labels import Labels, Matcher
+from receiver.tsdb.histogram import ENCODING_XOR, chunk_encoding, decode_chunk, to_engine
+from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher
 from storeapi.client import StoreClient
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ class SelectOptions:
     partial_response: bool = False
     extra_matchers: tuple[Matcher, ...] = ()   # e.g. tenant_id="<tenant>" under enforcement
     counter: bool = False                      # penalty dedup: adjust counter resets at switches
+    max_resolution_ms: int = 0                 # > 0: downsampled data this coarse may be read
 
 
 DEFAULT_OPTIONS = SelectOptions()
@@ -73,7 +77,8 @@ class StoreSet:
     so a query only goes to stores whose time range and external labels can match."""
 
     def __init__(self, addresses: Sequence[str], timeout_s: float = 120.0) -> None:
-        self.clients = [StoreClient(a, timeout_s=timeout_s) for a in addresses]
+        self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True)
+                        for a in addresses]
         self._info: dict[str, _Info | None] = {}
         self._fetched: dict[str, float] = {}
 
@@ -137,6 +142,28 @@ class StoreSet:
             out.extend(r.series)
         return out
 
+    async def series_downsampled(self, mint: int, maxt: int, matchers: list[Matcher], res_ms: int,
+                                 aggrs: list[int], opts: SelectOptions,
+                                 warnings: list[str] | None = None):
+        """Series at the coarsest resolution <= ``res_ms`` each store has, as (labels, chunks)
+        where chunks are raw XOR bytes or aggregates (Thanos's max_resolution_window)."""
+        ms = list(matchers) + list(opts.extra_matchers)
+        clients = await self.select_clients(mint, maxt, ms)
+        results = await self._gather(
+            clients,
+            [c.series_aggr(mint, maxt, ms, res_ms, aggrs, without_replica_labels=opts.replica_labels,
+                           partial_response=opts.partial_response) for c in clients],
+            opts, warnings)
+        out = []
+        strip = frozenset(opts.replica_labels)
+        for series, warns in results:
+            if warnings is not None:
+                warnings.extend(warns)
+            for s in series:
+                lbls = strip_labels(s.labels, strip) if strip else s.labels
+                out.append((lbls, s.chunks))
+        return out
+
     async def label_names(self, mint: int, maxt: int, matchers: list[Matcher],
                           opts: SelectOptions = DEFAULT_OPTIONS,
                           warnings: list[str] | None = None) -> list[str]:
@@ -182,6 +209,11 @@ def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
         by_labels.setdefault(s.labels, []).append(s.chunks)
     out = []
     for lbls, chunk_lists in by_labels.items():
+        if any(chunk_encoding(c[2]) != ENCODING_XOR for cl in chunk_lists for c in cl):
+            hs = _with_histograms(lbls, chunk_lists, mint, maxt)
+            if hs is not None:
+                out.append(hs)
+            continue
         if len(chunk_lists) == 1:
             ts, vals = decode_many([c[2] for c in chunk_lists[0]], mint, maxt)
         else:
@@ -194,6 +226,55 @@ def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
             out.append(Series(lbls, ts, vals))
     out.sort(key=lambda s: s.labels)
     return out
+
+
+_STALE = np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0]
+
+
+def _decode_mixed(chunks, mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A series' XOR and native histogram chunks as (ts, vals, hists): vals is NaN where
+    hists holds an nhist.H; a stale histogram becomes a float staleness marker."""
+    ts, vals = decode_many([c[2] for c in chunks if chunk_encoding(c[2]) == ENCODING_XOR],
+                           mint, maxt)
+    hts: list[int] = []
+    hobj: list = []
+    hval: list[float] = []
+    for _, _, data in chunks:
+        if chunk_encoding(data) == ENCODING_XOR:
+            continue
+        for t, h in decode_chunk(data):
+            if mint <= t <= maxt:
+                hts.append(t)
+                if h.is_stale:
+                    hobj.append(None)
+                    hval.append(_STALE)
+                else:
+                    hobj.append(to_engine(h))
+                    hval.append(np.nan)
+    all_ts = np.concatenate([ts, np.array(hts, dtype=np.int64)])
+    all_vals = np.concatenate([vals, np.array(hval, dtype=np.float64)])
+    objs = np.empty(len(all_ts), dtype=object)
+    objs[len(ts):] = hobj
+    order = np.argsort(all_ts, kind="stable")
+    all_ts, all_vals, objs = all_ts[order], all_vals[order], objs[order]
+    all_ts, first = np.unique(all_ts, return_index=True)  # overlapping chunks: first wins
+    return all_ts, all_vals[first], objs[first]
+
+
+def _with_histograms(lbls: Labels, chunk_lists, mint: int, maxt: int) -> Series | None:
+    """A series with native histogram chunks. Replicas are merged by timestamp union (the
+    first replica wins a tie), i.e. chain deduplication, whatever ``dedup_func`` says."""
+    parts = [_decode_mixed(cl, mint, maxt) for cl in chunk_lists]
+    ts = np.concatenate([p[0] for p in parts])
+    vals = np.concatenate([p[1] for p in parts])
+    objs = np.concatenate([p[2] for p in parts])
+    order = np.argsort(ts, kind="stable")
+    ts, first = np.unique(ts[order], return_index=True)
+    vals, objs = vals[order][first], objs[order][first]
+    if not len(ts):
+        return None
+    has_hist = any(o is not None for o in objs)
+    return Series(lbls, ts, vals, objs if has_hist else None)
 
 
 class FanoutQueryable:
@@ -213,12 +294,39 @@ class FanoutQueryable:
         return self.select_with_hints(matchers, mint, maxt)
 
     def select_with_hints(self, matchers: list[Matcher], mint: int, maxt: int,
-                          func: str | None = None) -> list[Series]:
+                          func: str | None = None, range_ms: int = 0) -> list[Series]:
         """``func`` is the PromQL function the selector feeds; as in Thanos, penalty
         deduplication adjusts counter resets only under rate/increase/irate/resets."""
+        dedup = self.opts.dedup_func if self.opts.replica_labels else "chain"
+        counter = self.opts.counter or func in COUNTER_FUNCS
+        res = max_resolution_for(self.opts.max_resolution_ms, func or "", range_ms)
+        if res > 0:
+            return self._select_downsampled(matchers, mint, maxt, res, func or "", dedup, counter)
         fut = asyncio.run_coroutine_threadsafe(
             self.stores.series(mint, maxt, matchers, opts=self.opts, warnings=self.warnings),
             self.loop)
-        dedup = self.opts.dedup_func if self.opts.replica_labels else "chain"
-        counter = self.opts.counter or func in COUNTER_FUNCS
         return merge_raw_series(fut.result(), mint, maxt, dedup, counter)
+
+    def _select_downsampled(self, matchers, mint, maxt, res, func, dedup, counter) -> list[Series]:
+        """Thanos's querier over downsampled blocks: ask for the aggregates ``func`` needs and
+        turn them back into one plain sample stream per series (see querier.downsampled)."""
+        aggrs = aggrs_from_func(func)
+        fut = asyncio.run_coroutine_threadsafe(
+            self.stores.series_downsampled(mint, maxt, matchers, res, aggrs, self.opts, self.warnings),
+            self.loop)
+        by_labels: dict[Labels, list] = {}
+        for lbls, chunks in fut.result():
+            ts, vals = series_samples(chunks, aggrs, mint, maxt)
+            by_labels.setdefault(lbls, []).append((ts, vals))
+        out = []
+        for lbls, parts in by_labels.items():
+            if len(parts) == 1:
+                ts, vals = parts[0]
+            elif dedup == "penalty":
+                ts, vals = penalty([p for p in parts if len(p[0])] or parts[:1], counter=counter)
+            else:
+                ts, vals = chain(parts)
+            if len(ts):
+                out.append(Series(lbls, ts, vals))
+        out.sort(key=lambda s: s.labels)
+        return out

@@ -184,3 +184,33 @@ def query_process(workdir: Path, name: str, endpoints: list[str], *extra: str) -
     args = promring_cmd() + ["query", "--http-address", f"127.0.0.1:{ports['http']}",
                              *[f"--endpoint={e}" for e in endpoints], *extra]
     return ServerProcess(args, workdir, name, ports, [f"http://127.0.0.1:{ports['http']}/-/ready"])
+
+
+def start_process(args: list[str], ready_url: str, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
+    wait_ready(ready_url, proc=proc, timeout=60)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(30)
+
+
+def store_and_query(tmp_path: Path, objstore_yaml: str, *query_args: str
+                    ) -> tuple[list[subprocess.Popen], str]:
+    """``promring store`` over a bucket and ``promring query`` over it; returns (processes, API
+    base URL). The caller stops the processes with stop_process."""
+    cfg = tmp_path / "objstore.yml"
+    cfg.write_text(objstore_yaml)
+    sg, sh, qh = free_port(), free_port(), free_port()
+    store = start_process(promring_cmd() + ["store", "--data-dir", str(tmp_path / "store"),
+                                     "--objstore.config-file", str(cfg),
+                                     "--grpc-address", f"127.0.0.1:{sg}", "--http-address", f"127.0.0.1:{sh}"],
+                   f"http://127.0.0.1:{sh}/-/ready", tmp_path / "store.log")
+    query = start_process(promring_cmd() + ["query", "--endpoint", f"127.0.0.1:{sg}",
+                                     "--http-address", f"127.0.0.1:{qh}", *query_args],
+                   f"http://127.0.0.1:{qh}/-/ready", tmp_path / "query.log")
+    return [query, store], f"http://127.0.0.1:{qh}/api/v1"

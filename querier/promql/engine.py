@@ -135,7 +135,7 @@ class Evaluator:
         return self.steps
 
     # -- selectors ---------------------------------------------------------------------------
-    def _select(self, vs, mint: int, maxt: int):
+    def _select(self, vs, mint: int, maxt: int, range_ms: int = 0):
         ms = []
         for m in vs.matchers.matchers:
             t = _op_of(m)
@@ -146,8 +146,8 @@ class Evaluator:
             raise PromQLError("bad_data", "vector selector must contain at least one non-empty matcher")
         out = []
         with_hints = getattr(self.sh.q, "select_with_hints", None)
-        got = (with_hints(ms, mint, maxt, func=self.func_hint) if with_hints is not None
-               else self.sh.q.select(ms, mint, maxt))
+        got = (with_hints(ms, mint, maxt, func=self.func_hint, range_ms=range_ms)
+               if with_hints is not None else self.sh.q.select(ms, mint, maxt))
         for s in got:
             ts = np.asarray(s.ts, dtype=np.int64)
             lo, hi = np.searchsorted(ts, [mint, maxt], side="left")[0], np.searchsorted(ts, maxt, side="right")
@@ -202,7 +202,7 @@ class Evaluator:
         E = self._times(vs)
         if self.T == 0:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs))
-        series = self._select(vs, int(E.min()) - rng + 1, int(E.max()))
+        series = self._select(vs, int(E.min()) - rng + 1, int(E.max()), range_ms=rng)
         labels, tss, valss, hss = [], [], [], []
         for l, ts, v, hs in series:
             st = is_stale(v)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import requests
 
-from harness import PrometheusProcess, free_port, promring_cmd, wait_ready
+from harness import (PrometheusProcess, free_port, promring_cmd, start_process, stop_process,
+                     store_and_query)
 from moto import MotoNotInstalled, MotoServer
 from rw import push, raw_samples
 
@@ -127,33 +128,6 @@ def _openmetrics(series) -> str:
     return "\n".join(lines) + "\n# EOF\n"
 
 
-def _start(args: list[str], ready_url: str, log: Path) -> subprocess.Popen:
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
-    wait_ready(ready_url, proc=proc, timeout=60)
-    return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(30)
-
-
-def store_and_query(tmp_path: Path, objstore_yaml: str) -> tuple[list[subprocess.Popen], str]:
-    cfg = tmp_path / "objstore.yml"
-    cfg.write_text(objstore_yaml)
-    sg, sh, qh = free_port(), free_port(), free_port()
-    store = _start(promring_cmd() + ["store", "--data-dir", str(tmp_path / "store"),
-                                     "--objstore.config-file", str(cfg),
-                                     "--grpc-address", f"127.0.0.1:{sg}", "--http-address", f"127.0.0.1:{sh}"],
-                   f"http://127.0.0.1:{sh}/-/ready", tmp_path / "store.log")
-    query = _start(promring_cmd() + ["query", "--endpoint", f"127.0.0.1:{sg}",
-                                     "--http-address", f"127.0.0.1:{qh}"],
-                   f"http://127.0.0.1:{qh}/-/ready", tmp_path / "query.log")
-    return [query, store], f"http://127.0.0.1:{qh}/api/v1"
-
-
 @needs_promtool
 def test_prometheus_blocks_served_like_prometheus(tmp_path):
     t0 = (int(time.time() * 1000) // HOUR - 6) * HOUR
@@ -201,7 +175,7 @@ def test_prometheus_blocks_served_like_prometheus(tmp_path):
     finally:
         prom.stop()
         for p in procs:
-            _stop(p)
+            stop_process(p)
 
 
 def test_blocks_through_s3_reach_the_store_gateway(tmp_path):
@@ -217,7 +191,7 @@ def test_blocks_through_s3_reach_the_store_gateway(tmp_path):
         cfg = tmp_path / "s3.yml"
         cfg.write_text(yaml)
         rw, grpc, http = free_port(), free_port(), free_port()
-        recv = _start(promring_cmd() + ["receive", "--tsdb.path", str(tmp_path / "recv"),
+        recv = start_process(promring_cmd() + ["receive", "--tsdb.path", str(tmp_path / "recv"),
                                         "--objstore.config-file", str(cfg),
                                         "--remote-write.address", f"127.0.0.1:{rw}",
                                         "--grpc-address", f"127.0.0.1:{grpc}", "--http-address", f"127.0.0.1:{http}",
@@ -226,7 +200,7 @@ def test_blocks_through_s3_reach_the_store_gateway(tmp_path):
         t0 = (int(time.time() * 1000) // HOUR - 1) * HOUR
         series = known_series(t0, n_series=10, n_samples=100)
         push_in_rounds(f"http://127.0.0.1:{rw}/api/v1/receive", series)
-        _stop(recv)  # flush + ship to S3
+        stop_process(recv)  # flush + ship to S3
         assert recv.returncode == 0
         procs, api = store_and_query(tmp_path, yaml)
         got = served(api, t0 + 3 * HOUR, "4h")
@@ -234,5 +208,5 @@ def test_blocks_through_s3_reach_the_store_gateway(tmp_path):
         assert {k: v for k, v in got.items()} == {tuple(sorted(k + (("replica", "a"),))): v for k, v in want.items()}
     finally:
         for p in procs:
-            _stop(p)
+            stop_process(p)
         server.stop()

@@ -13,7 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import promring_cmd
+import requests
+
+from harness import promring_cmd, stop_process, store_and_query
 
 import numpy as np
 import pytest
@@ -217,6 +219,36 @@ def test_promtool_blocks_compact_downsample_and_stay_exact(tmp_path):
         assert len(t) == 6 * 12
         assert np.mean(v) == pytest.approx(np.mean(rv[sel]), rel=1e-6, abs=1e-9)
     assert asyncio.run(verify(FilesystemBucket(str(bucket)), deep=True)) == []
+
+    # The same through `promring store` + `promring query` and max_source_resolution.
+    procs, api = store_and_query(tmp_path, objstore_file(tmp_path, bucket).read_text())
+    try:
+        # 1 ms before the hour: the 6h window then holds exactly 72 whole 5m windows, so the
+        # average of window averages equals the raw average (Thanos feeds sum/count per window).
+        t = (t0 + 16 * H - 1) / 1000
+
+        def ask(q: str, res: str) -> dict:
+            r = requests.get(f"{api}/query", params={"query": q, "time": t, "max_source_resolution": res},
+                             timeout=60).json()
+            assert r["status"] == "success", r
+            return {s["metric"]["i"]: float(s["value"][1]) for s in r["data"]["result"]}
+
+        for q, rel in (("avg_over_time(e2e_temperature[6h])", 1e-6),
+                       ("max_over_time(e2e_temperature[6h])", 0.0),
+                       ("min_over_time(e2e_temperature[6h])", 0.0),
+                       ("increase(e2e_requests_total[6h])", 0.02)):
+            raw, five = ask(q, "0s"), ask(q, "5m")
+            assert set(raw) == set(five) and len(raw) == N, q
+            for i in raw:
+                assert five[i] == pytest.approx(raw[i], rel=rel, abs=1e-9), (q, i)
+        # Proof the 5m blocks were read: like Thanos, count_over_time counts 5m windows there.
+        assert set(ask("count_over_time(e2e_temperature[6h])", "0s").values()) == {360.0}
+        assert set(ask("count_over_time(e2e_temperature[6h])", "5m").values()) == {72.0}
+        bad = requests.get(f"{api}/query", params={"query": "up", "max_source_resolution": "-5m"}).json()
+        assert bad["errorType"] == "bad_data"
+    finally:
+        for p in procs:
+            stop_process(p)
 
 
 def test_three_replicas_dedup_into_one_stream(tmp_path):

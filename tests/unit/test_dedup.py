@@ -121,7 +121,7 @@ def test_engine_tells_the_store_which_function_a_selector_feeds():
         def select(self, matchers, mint, maxt):  # pragma: no cover - select_with_hints wins
             raise AssertionError("select_with_hints should be used")
 
-        def select_with_hints(self, matchers, mint, maxt, func=None):
+        def select_with_hints(self, matchers, mint, maxt, func=None, range_ms=0):
             self.funcs.append(func)
             ts = np.arange(0, 600_000, 15_000, dtype=np.int64)
             return [Series((("__name__", "x"),), ts, np.arange(len(ts), dtype=np.float64))]
