@@ -164,6 +164,11 @@ typedef struct {
     Py_ssize_t n;
     Py_ssize_t n_histograms;
     Py_ssize_t n_exemplars;
+    /* Histogram samples, collected only by decode_with_histograms (hraw != NULL). */
+    PyObject *hraw;   /* list of bytes: each prometheus.Histogram message as sent */
+    int32_t *hser;
+    int64_t *hts;
+    Py_ssize_t hcap;
 } Out;
 
 static int out_resize(Out *o, Py_ssize_t cap)
@@ -362,6 +367,8 @@ static int labelvec_push(LabelVec *v, const LabelRef *l)
     return 0;
 }
 
+static int collect_histogram(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx, Out *out);
+
 /*
  * Parses one TimeSeries: labels into `lv`, samples into `out`. Returns -1 with c->err set for
  * malformed input, -2 with a Python exception set (allocation failure).
@@ -399,12 +406,78 @@ static int fill_series(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx
                 out->n_exemplars++;
             } else {
                 out->n_histograms++;
+                if (out->hraw) {
+                    int r = collect_histogram(c, p, p + n, idx, out);
+                    if (r < 0)
+                        return r;
+                }
             }
             p += n;
         } else if (skip_field(c, &p, end, wt, W) < 0) {
             return -1;
         }
     }
+    return 0;
+}
+
+/* Histogram.timestamp is field 15; the rest of the message is kept as raw bytes. */
+static int histogram_ts(Ctx *c, const uint8_t *p, const uint8_t *end, int64_t *ts)
+{
+    static const char W[] = "Histogram";
+    uint64_t t = 0;
+    while (p < end) {
+        const uint8_t *at = p;
+        uint32_t f;
+        unsigned wt;
+        if (read_tag(c, &p, end, &f, &wt, W) < 0)
+            return -1;
+        if (f == 15) {
+            if (expect_wt(c, at, wt, WT_VARINT, W) < 0 || read_varint(c, &p, end, &t, W) < 0)
+                return -1;
+        } else if (skip_field(c, &p, end, wt, W) < 0) {
+            return -1;
+        }
+    }
+    *ts = (int64_t)t;
+    return 0;
+}
+
+/* Records one histogram sample: -1 malformed (c->err set), -2 Python error. */
+static int collect_histogram(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx, Out *out)
+{
+    int64_t ts;
+    if (histogram_ts(c, p, end, &ts) < 0) {
+        /* A malformed Histogram body does not fail the request here (callers that only count
+           histograms never looked inside); INT64_MIN marks it for the caller to refuse. */
+        c->err = NULL;
+        ts = INT64_MIN;
+    }
+    Py_ssize_t k = PyList_GET_SIZE(out->hraw);
+    if (k >= out->hcap) {
+        Py_ssize_t ncap = out->hcap * 2 + 16;
+        int32_t *ns = PyMem_Realloc(out->hser, (size_t)ncap * sizeof(int32_t));
+        if (!ns) {
+            PyErr_NoMemory();
+            return -2;
+        }
+        out->hser = ns;
+        int64_t *nt = PyMem_Realloc(out->hts, (size_t)ncap * sizeof(int64_t));
+        if (!nt) {
+            PyErr_NoMemory();
+            return -2;
+        }
+        out->hts = nt;
+        out->hcap = ncap;
+    }
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)p, end - p);
+    if (!raw)
+        return -2;
+    int ar = PyList_Append(out->hraw, raw);
+    Py_DECREF(raw);
+    if (ar < 0)
+        return -2;
+    out->hser[k] = idx;
+    out->hts[k] = ts;
     return 0;
 }
 
@@ -445,9 +518,8 @@ typedef struct {
     Py_ssize_t cap;
 } SeriesOut;
 
-static PyObject *decode(PyObject *self, PyObject *arg)
+static PyObject *decode_impl(PyObject *arg, int with_hist)
 {
-    (void)self;
     Py_buffer buf;
     if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -463,7 +535,9 @@ static PyObject *decode(PyObject *self, PyObject *arg)
     Out out = {PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(int32_t)),
                PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(int64_t)),
                PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(uint64_t)),
-               NULL, NULL, NULL, 0, 0, 0, 0};
+               NULL, NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0};
+    if (with_hist && !(out.hraw = PyList_New(0)))
+        goto done;
     if (!so.keys || !out.series_obj || !out.ts_obj || !out.vals_obj || out_resize(&out, cap0) < 0)
         goto done;
 
@@ -520,8 +594,19 @@ static PyObject *decode(PyObject *self, PyObject *arg)
     status = PyBytes_FromStringAndSize((const char *)so.status, PyList_GET_SIZE(so.keys));
     if (!status || out_resize(&out, out.n) < 0)
         goto done;
-    result = Py_BuildValue("(OOOOOnn)", so.keys, status, out.series_obj, out.ts_obj, out.vals_obj,
-                           out.n_histograms, out.n_exemplars);
+    if (with_hist) {
+        Py_ssize_t nh = PyList_GET_SIZE(out.hraw);
+        PyObject *hs = PyBytes_FromStringAndSize((const char *)out.hser, nh * (Py_ssize_t)sizeof(int32_t));
+        PyObject *ht = hs ? PyBytes_FromStringAndSize((const char *)out.hts, nh * (Py_ssize_t)sizeof(int64_t)) : NULL;
+        if (ht)
+            result = Py_BuildValue("(OOOOOnnOOO)", so.keys, status, out.series_obj, out.ts_obj,
+                                   out.vals_obj, out.n_histograms, out.n_exemplars, hs, ht, out.hraw);
+        Py_XDECREF(hs);
+        Py_XDECREF(ht);
+    } else {
+        result = Py_BuildValue("(OOOOOnn)", so.keys, status, out.series_obj, out.ts_obj,
+                               out.vals_obj, out.n_histograms, out.n_exemplars);
+    }
     goto done;
 
 malformed:
@@ -534,8 +619,23 @@ done:
     Py_XDECREF(out.series_obj);
     Py_XDECREF(out.ts_obj);
     Py_XDECREF(out.vals_obj);
+    Py_XDECREF(out.hraw);
+    PyMem_Free(out.hser);
+    PyMem_Free(out.hts);
     PyBuffer_Release(&buf);
     return result;
+}
+
+static PyObject *decode(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    return decode_impl(arg, 0);
+}
+
+static PyObject *decode_with_histograms(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    return decode_impl(arg, 1);
 }
 
 static PyMethodDef methods[] = {
@@ -545,6 +645,11 @@ static PyMethodDef methods[] = {
      "per TimeSeries, labels in request order); series_status: uint8 per series (0 ok, 1 empty,\n"
      "2 duplicate, 3 out of order); sample_series: int32 series index per sample; ts: int64;\n"
      "vals: float64 (all native endian). Raises ValueError on malformed input."},
+    {"decode_with_histograms", decode_with_histograms, METH_O,
+     "decode_with_histograms(data) -> decode(data)'s 7 items + (hist_series, hist_ts, hist_raw)\n\n"
+     "hist_series: int32 series index per histogram sample; hist_ts: int64 timestamps;\n"
+     "hist_raw: list of each prometheus.Histogram message's bytes, in request order.\n"
+     "A Histogram whose body is malformed gets the timestamp INT64_MIN."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,7 +19,8 @@ from .remotewrite import DecodedWrite
 from .tsdb.block import BlockMeta, BlockReader, write_block
 from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
 from .tsdb.labels import Labels, Matcher
-from .wal import WAL, SamplesRecord, SeriesRecord, WALConfig
+from .tsdb.histogram import from_proto_bytes, to_proto_bytes
+from .wal import WAL, HistogramsRecord, SamplesRecord, SeriesRecord, WALConfig
 from .wal.checkpoint import checkpoints, replay_checkpoint, write_checkpoint
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ _TENANT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,256}$")
 
 # series_status codes from the remote-write decoder (Thanos labelpb.ValidateLabels).
 SERIES_EMPTY_LABELS, SERIES_DUPLICATE_LABELS, SERIES_UNSORTED_LABELS = 1, 2, 3
+
+
+_MALFORMED_TS = int(np.iinfo(np.int64).min)  # the decoder's mark for a malformed Histogram
 
 
 class InvalidTenant(ValueError):
@@ -65,6 +69,7 @@ class WriteOutcome:
     duplicate_labels: int = 0
     unsorted_labels: int = 0
     dropped_samples: int = 0  # samples of series rejected for their labels
+    invalid_histograms: int = 0  # native histogram samples whose message is malformed/invalid
 
     @property
     def conflicts(self) -> list[str]:
@@ -74,7 +79,8 @@ class WriteOutcome:
                         (self.too_old, "out of bounds samples (too old)"),
                         (self.empty_labels, "series with empty labels, label names or label values"),
                         (self.duplicate_labels, "series with duplicate label names"),
-                        (self.unsorted_labels, "series with out-of-order label names")):
+                        (self.unsorted_labels, "series with out-of-order label names"),
+                        (self.invalid_histograms, "invalid native histogram samples")):
             if n:
                 msgs.append(f"{n} {what}")
         return msgs
@@ -143,10 +149,29 @@ class TenantTSDB:
                 vals = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float64)
                 sample_refs = np.repeat(np.array(batch, dtype=np.int64), counts)
                 yield (SeriesRecord(np.array(batch, dtype=np.int64), keys),
-                       SamplesRecord(sample_refs, ts, vals) if len(ts) else None)
+                       SamplesRecord(sample_refs, ts, vals) if len(ts) else None,
+                       self._hist_record(batch, upto))
 
         write_checkpoint(self.wal.cfg.dir, seg, records())
         self.wal.truncate_before(seg)
+
+    def _hist_record(self, refs: list[int], upto: int) -> HistogramsRecord | None:
+        """The head's native histogram samples >= ``upto`` of ``refs``, for a checkpoint."""
+        hh = self.head.hists
+        if not hh.num_series:
+            return None
+        r_out: list[int] = []
+        t_out: list[int] = []
+        raw: list[bytes] = []
+        for ref in refs:
+            ts, hs = hh.samples(ref, upto, np.iinfo(np.int64).max)
+            for t, h in zip(ts, hs):
+                r_out.append(ref)
+                t_out.append(t)
+                raw.append(to_proto_bytes(t, h))
+        if not r_out:
+            return None
+        return HistogramsRecord(np.array(r_out, dtype=np.int64), np.array(t_out, dtype=np.int64), raw)
 
     def compact(self) -> list[BlockMeta]:
         """Cut the oldest block range out of the head once the head spans 1.5 ranges, as
@@ -271,6 +296,12 @@ class TenantTSDB:
                     if got != ref:
                         lut[ref] = got
                         remapped = True
+            elif isinstance(rec, HistogramsRecord):
+                refs = lut[rec.refs] if remapped else rec.refs
+                hists = [from_proto_bytes(r)[1] for r in rec.raw]
+                st = self.head.append_histograms(refs.tolist(), rec.ts.tolist(), hists,
+                                                 min_valid_time=floor)
+                restored += int(np.count_nonzero(st == OK))
             else:
                 refs = lut[rec.refs] if remapped else rec.refs
                 st = self.head.append(refs, rec.ts, rec.vals, min_valid_time=floor)
@@ -299,8 +330,8 @@ class TenantTSDB:
         if not keep.all():
             out.dropped_samples = int(np.count_nonzero(~keep))
             sample_refs, ts, vals = sample_refs[keep], ts[keep], vals[keep]
-        st = self.head.append(sample_refs, ts, vals,
-                              max(self.head.min_valid_time(), self.blocks_max_time))
+        mvt = max(self.head.min_valid_time(), self.blocks_max_time)
+        st = self.head.append(sample_refs, ts, vals, mvt)
         ok = st == OK
         out.appended = int(np.count_nonzero(ok))
         if out.appended != len(st):
@@ -314,9 +345,48 @@ class TenantTSDB:
                 samples_rec = SamplesRecord(sample_refs, ts, vals)
             else:
                 samples_rec = SamplesRecord(sample_refs[ok], ts[ok], vals[ok])
-        if series_rec is not None or samples_rec is not None:
+        hist_rec = self._write_histograms(req, series_ref, mvt, out) if req.hist_raw else None
+        if hist_rec is not None:
+            self.wal.log(series_rec, samples_rec, hist_rec)
+        elif series_rec is not None or samples_rec is not None:
             self.wal.log(series_rec, samples_rec)
         return out
+
+    def _write_histograms(self, req: DecodedWrite, series_ref: np.ndarray, mvt: int,
+                          out: WriteOutcome) -> HistogramsRecord | None:
+        """Append a request's native histogram samples (after its floats, as Prometheus
+        does); returns what to log. Counts go into ``out`` next to the float samples'."""
+        refs_all = series_ref[req.hist_series].tolist()
+        ts_all = req.hist_ts.tolist()
+        idx: list[int] = []
+        hists = []
+        for i, (ref, t, raw) in enumerate(zip(refs_all, ts_all, req.hist_raw)):
+            if ref < 0:
+                out.dropped_samples += 1
+                continue
+            try:
+                if t == _MALFORMED_TS:
+                    raise ValueError("malformed histogram message")
+                hists.append(from_proto_bytes(raw)[1])
+            except ValueError:
+                out.invalid_histograms += 1
+                continue
+            idx.append(i)
+        if not idx:
+            return None
+        refs = [refs_all[i] for i in idx]
+        ts = [ts_all[i] for i in idx]
+        st = self.head.append_histograms(refs, ts, hists, mvt).tolist()
+        keep = [k for k, s in enumerate(st) if s == OK]
+        out.appended += len(keep)
+        out.out_of_order += st.count(OUT_OF_ORDER)
+        out.duplicate += st.count(DUPLICATE)
+        out.too_old += st.count(TOO_OLD)
+        if not keep:
+            return None
+        return HistogramsRecord(np.array([refs[k] for k in keep], dtype=np.int64),
+                                np.array([ts[k] for k in keep], dtype=np.int64),
+                                [req.hist_raw[idx[k]] for k in keep])
 
     async def sync(self) -> None:
         await self.wal.sync()

@@ -9,7 +9,7 @@ is for our own clients (tests, benchmarks, load generators); it emits canonical 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cramjam
@@ -55,6 +55,11 @@ class DecodedWrite:
     vals: np.ndarray  # float64 per sample, NaN payloads (stale markers) intact
     n_histograms: int
     n_exemplars: int
+    # Native histogram samples (remote write 1.0 TimeSeries.histograms), column-wise:
+    # hist_series[i] indexes ``keys``; hist_raw[i] is the prometheus.Histogram message's bytes.
+    hist_series: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    hist_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    hist_raw: list[bytes] = field(default_factory=list)
 
     @property
     def n_samples(self) -> int:
@@ -63,7 +68,8 @@ class DecodedWrite:
 
 def decode(data: Any) -> DecodedWrite:
     """Decode an *uncompressed* WriteRequest; raises ValueError if it is malformed."""
-    keys, status, series, ts, vals, n_hist, n_ex = _rwdecode.decode(data)
+    keys, status, series, ts, vals, n_hist, n_ex, h_series, h_ts, h_raw = \
+        _rwdecode.decode_with_histograms(data)
     return DecodedWrite(
         keys=keys,
         series_status=np.frombuffer(status, dtype=np.uint8),
@@ -72,6 +78,9 @@ def decode(data: Any) -> DecodedWrite:
         vals=np.frombuffer(vals, dtype=np.float64),
         n_histograms=n_hist,
         n_exemplars=n_ex,
+        hist_series=np.frombuffer(h_series, dtype=np.int32),
+        hist_ts=np.frombuffer(h_ts, dtype=np.int64),
+        hist_raw=h_raw,
     )
 
 
@@ -255,4 +264,15 @@ def encode_write_request(series: Iterable[tuple[Labels, Any, Any]]) -> bytes:
         out.append(b"\x0a" + _uvarint(len(body)) + body)
         pos += n
         off = end_off
+    return b"".join(out)
+
+
+def encode_histogram_write_request(series: Iterable[tuple[Labels, Iterable[bytes]]]) -> bytes:
+    """Serialise (labels, [prometheus.Histogram message bytes]) pairs as an uncompressed
+    WriteRequest whose series carry only native histogram samples (TimeSeries field 4)."""
+    out = []
+    for labels, hists in series:
+        body = _encode_labels(labels) + b"".join(
+            b"\x22" + _uvarint(len(h)) + h for h in hists)
+        out.append(b"\x0a" + _uvarint(len(body)) + body)
     return b"".join(out)

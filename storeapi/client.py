@@ -83,8 +83,12 @@ class StoreClient:
     recent Thanos; older stores ignore it and send one series per frame, which also works).
     """
 
-    def __init__(self, address: str, timeout_s: float = 120.0, series_batch_size: int = 256) -> None:
+    def __init__(self, address: str, timeout_s: float = 120.0, series_batch_size: int = 256,
+                 native_histograms: bool = False) -> None:
+        """``native_histograms``: keep HISTOGRAM/FLOAT_HISTOGRAM chunks (as EncodedChunk data)
+        instead of dropping them with a warning; for callers that can decode them."""
         self.address = address
+        self.native_histograms = native_histograms
         self._timeout = timeout_s
         self._batch = series_batch_size
         self._channel: grpc.aio.Channel | None = None
@@ -151,7 +155,7 @@ class StoreClient:
                     raw = c.raw  # an absent raw (downsampled-only chunk) reads as empty
                     if raw.type == _XOR and raw.data:
                         chunks.append((c.min_time, c.max_time, raw.data))
-                    elif raw.type in _HIST_ENCODINGS and raw.data:
+                    elif raw.type in _HIST_ENCODINGS and raw.data and self.native_histograms:
                         # native histograms: the data knows its TSDB chunk encoding
                         chunks.append((c.min_time, c.max_time,
                                        EncodedChunk(raw.data, _HIST_ENCODINGS[raw.type])))

@@ -18,6 +18,8 @@ import grpc.aio
 from receiver.tsdb.labels import Labels, Matcher
 from storeapi import info_pb2, labels_pb2, rpc_pb2, types_pb2
 from storeapi.convert import labels_to_pb, matchers_from_pb
+from receiver.tsdb.histogram import (ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk,
+                                     chunk_encoding)
 from storeapi.wire import SeriesEncoder
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,20 @@ def aggr_series_body(lbls: Labels, chunks: Chunks) -> bytes:
         else:
             out.append(types_pb2.AggrChunk(min_time=mint, max_time=maxt,
                                            raw=_xor_pb(bytes(data))))
+    return types_pb2.Series(labels=labels_to_pb(lbls), chunks=out).SerializeToString()
+
+
+# TSDB chunk encodings of native histograms -> StoreAPI Chunk.Encoding.
+_CHUNK_TYPES = {ENCODING_HISTOGRAM: types_pb2.Chunk.HISTOGRAM,
+                ENCODING_FLOAT_HISTOGRAM: types_pb2.Chunk.FLOAT_HISTOGRAM}
+
+
+def typed_series_body(lbls: Labels, chunks: Chunks) -> bytes:
+    """A ``thanos.Series`` body with native histogram chunks (EncodedChunk data) among XOR
+    ones; each chunk's Chunk.type says which."""
+    out = [types_pb2.AggrChunk(min_time=mint, max_time=maxt, raw=types_pb2.Chunk(
+        type=_CHUNK_TYPES.get(chunk_encoding(data), types_pb2.Chunk.XOR), data=bytes(data)))
+        for mint, maxt, data in chunks]
     return types_pb2.Series(labels=labels_to_pb(lbls), chunks=out).SerializeToString()
 
 
@@ -215,6 +231,8 @@ class StoreServer:
                         continue
                 if chunks and any(isinstance(c[2], AggrData) for c in chunks):
                     body = aggr_series_body(lbls, chunks)
+                elif chunks and any(isinstance(c[2], EncodedChunk) for c in chunks):
+                    body = typed_series_body(lbls, chunks)
                 else:
                     body = enc.series(lbls, chunks)
                 if batch == 1:

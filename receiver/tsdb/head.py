@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chunkenc import HeadChunks
+from .histhead import HistogramHead
 from .labels import Labels, Matcher, decode_labels_key
 from .postings import MemPostings
 
@@ -43,6 +44,8 @@ class Head:
         self._keys: list[bytes | None] = []
         self._postings = MemPostings()
         self._chunks = HeadChunks(self.opts.samples_per_chunk, self.opts.chunk_range_ms)
+        # Native histogram samples live beside the float store (see histhead).
+        self.hists = HistogramHead(self.opts.chunk_range_ms, self.opts.samples_per_chunk)
         self.min_time = int(NO_TIME_MIN)
         self.max_time = int(NO_TIME_MAX)
         self._symbols: dict[str, str] = {}
@@ -110,6 +113,18 @@ class Head:
         if len(refs) == 0:
             return np.zeros(0, dtype=np.uint8)
         mvt = self.min_valid_time() if min_valid_time is None else min_valid_time
+        behind = None
+        if self.hists.num_series:
+            # A float may not go at or behind a series' newest histogram sample.
+            hl = self.hists.last_ts(refs)
+            behind = np.asarray(ts) <= hl
+            if behind.any():
+                good = ~behind
+                status = np.empty(len(refs), dtype=np.uint8)
+                status[behind] = np.where(np.asarray(ts)[behind] < hl[behind], OUT_OF_ORDER, DUPLICATE)
+                status[good] = self.append(np.asarray(refs)[good], np.asarray(ts)[good],
+                                           np.asarray(vals)[good], mvt) if good.any() else 0
+                return status
         status = np.frombuffer(
             self._chunks.append(np.ascontiguousarray(refs, dtype=np.int64),
                                 np.ascontiguousarray(ts, dtype=np.int64),
@@ -121,6 +136,32 @@ class Head:
             self.max_time = max(self.max_time, int(ok_ts.max()))
         return status
 
+    def append_histograms(self, refs: list[int], ts: list[int], hists: list,
+                          min_valid_time: int | None = None) -> np.ndarray:
+        """Append native histogram samples in order; one status per sample as ``append``."""
+        if not refs:
+            return np.zeros(0, dtype=np.uint8)
+        mvt = self.min_valid_time() if min_valid_time is None else min_valid_time
+
+        def float_last(ref: int) -> int | None:
+            got = self._chunks.last(ref)
+            return None if got is None else int(got[0])
+
+        status = self.hists.append(refs, ts, hists, int(mvt), float_last)
+        ok_ts = [t for t, st in zip(ts, status.tolist()) if st == OK]
+        if ok_ts:
+            self.min_time = min(self.min_time, min(ok_ts))
+            self.max_time = max(self.max_time, max(ok_ts))
+        return status
+
+    def _all_chunks(self, ref: int, mint: int, maxt: int) -> list:
+        chunks = self._chunks.chunks(ref, mint, maxt)
+        if self.hists.num_series:
+            h = self.hists.chunks(ref, mint, maxt)
+            if h:
+                chunks = sorted(chunks + h, key=lambda c: c[0])
+        return chunks
+
     # -- queries ------------------------------------------------------------------------------
 
     def select_refs(self, matchers: list[Matcher]) -> np.ndarray:
@@ -131,7 +172,7 @@ class Head:
         """Matching series with data in [mint, maxt], sorted by labels."""
         out = []
         for ref in self.select_refs(matchers).tolist():
-            chunks = self._chunks.chunks(ref, mint, maxt)
+            chunks = self._all_chunks(ref, mint, maxt)
             if not chunks:
                 continue
             out.append((self.labels(ref), [] if skip_chunks else chunks))
@@ -179,7 +220,7 @@ class Head:
         """
         out = []
         for ref in self.live_refs():
-            chunks = [c for c in self._chunks.chunks(ref, bmin, bmax - 1) if c[0] >= bmin and c[1] < bmax]
+            chunks = [c for c in self._all_chunks(ref, bmin, bmax - 1) if c[0] >= bmin and c[1] < bmax]
             if chunks:
                 out.append((self.labels(ref), chunks))
         out.sort(key=lambda s: s[0])
@@ -189,12 +230,13 @@ class Head:
         """Drop everything older than ``t`` (now in a block) and series left empty; returns
         how many series were removed. Refs are never reused, so WAL refs stay unambiguous."""
         self._chunks.truncate_before(t, include_open=True)
+        self.hists.truncate(t)
         removed = 0
         self._postings = MemPostings()
         for ref, key in enumerate(self._keys):
             if key is None:
                 continue
-            if self._chunks.num_samples(ref) == 0:
+            if self._chunks.num_samples(ref) == 0 and self.hists.num_samples(ref) == 0:
                 self._keys[ref] = None
                 del self._refs[key]
                 removed += 1

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .records import SamplesRecord, SeriesRecord
+from .records import HistogramsRecord, SamplesRecord, SeriesRecord
 from .wal import WAL, WALConfig
 
 _NAME = re.compile(r"^checkpoint\.(\d{8})$")
@@ -34,15 +34,18 @@ def checkpoints(wal_dir: Path) -> list[tuple[int, Path]]:
 
 
 def write_checkpoint(wal_dir: Path, segment: int,
-                     records: Iterable[tuple[SeriesRecord | None, SamplesRecord | None]]) -> Path:
-    """Write ``checkpoint.<segment>`` atomically and remove older checkpoints and temp dirs."""
+                     records: Iterable[tuple]) -> Path:
+    """Write ``checkpoint.<segment>`` atomically and remove older checkpoints and temp dirs.
+
+    ``records`` yields ``(SeriesRecord | None, SamplesRecord | None)`` or, with native
+    histograms, ``(..., HistogramsRecord | None)`` triples."""
     final = wal_dir / f"checkpoint.{segment:08d}"
     tmp = wal_dir / f"checkpoint.{segment:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     cp = WAL(WALConfig(dir=tmp, fsync="none"))
     try:
-        for series, samples in records:
-            cp.log(series, samples)
+        for rec in records:
+            cp.log(*rec)
     finally:
         cp.close()
     for f in tmp.iterdir():
@@ -66,7 +69,7 @@ def write_checkpoint(wal_dir: Path, segment: int,
     return final
 
 
-def replay_checkpoint(path: Path) -> Iterator[SeriesRecord | SamplesRecord]:
+def replay_checkpoint(path: Path) -> Iterator[SeriesRecord | SamplesRecord | HistogramsRecord]:
     cp = WAL(WALConfig(dir=path, fsync="none"))
     try:
         yield from cp.replay()

@@ -20,6 +20,14 @@ Values are stored as their raw IEEE-754 bits, so NaN payloads (the staleness mar
 Combined payload (type 3) is a series payload immediately followed by a samples payload; it
 is what :meth:`WAL.log` writes when a request created series, so that one checksum covers both
 and the request replays all-or-nothing.
+
+Histograms payload (type 4), native histogram samples::
+
+    u64 n | u64 blob_len | refs: n x <i8 | ts: n x <i8 | lens: n x <u4 | pad to 8 | blob | pad to 8
+
+``blob`` is the concatenation of each sample's ``prometheus.Histogram`` message bytes (as the
+remote-write request carried them). :meth:`WAL.log` writes a type-4 frame right after the
+request's series/samples frame, in the same ``writev``.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ import numpy as np
 TYPE_SERIES = 1
 TYPE_SAMPLES = 2
 TYPE_SERIES_SAMPLES = 3
+TYPE_HISTOGRAMS = 4
 
 _I8 = np.dtype("<i8")
 _F8 = np.dtype("<f8")
@@ -129,3 +138,51 @@ def decode_samples(buf: memoryview, off: int, end: int) -> tuple[SamplesRecord, 
     # One copy of the three columns; views then share it (and not the whole segment buffer).
     cols = np.frombuffer(buf, dtype=_I8, count=3 * n, offset=p).copy()
     return SamplesRecord(cols[:n], cols[n:2 * n], cols[2 * n:].view(_F8)), stop
+
+
+@dataclass
+class HistogramsRecord:
+    """Accepted native histogram samples of one request: ``raw[i]`` is a prometheus.Histogram."""
+
+    refs: np.ndarray
+    ts: np.ndarray
+    raw: list[bytes]
+
+
+def histograms_parts(rec: HistogramsRecord) -> list:
+    """Buffers whose concatenation is the histograms payload."""
+    refs = np.ascontiguousarray(rec.refs, dtype=_I8)
+    ts = np.ascontiguousarray(rec.ts, dtype=_I8)
+    n = len(refs)
+    if len(ts) != n or len(rec.raw) != n:
+        raise ValueError(f"histograms record: lengths differ (refs={n}, ts={len(ts)}, raw={len(rec.raw)})")
+    lens = np.fromiter(map(len, rec.raw), dtype=_U4, count=n)
+    blob = b"".join(rec.raw)
+    parts: list = [_U64x2.pack(n, len(blob)), refs, ts, lens]
+    if p := _pad8(4 * n):
+        parts.append(_ZERO_PAD[:p])
+    parts.append(blob)
+    if p := _pad8(len(blob)):
+        parts.append(_ZERO_PAD[:p])
+    return parts
+
+
+def decode_histograms(buf: memoryview, off: int, end: int) -> tuple[HistogramsRecord, int]:
+    """Decode a histograms payload starting at ``off``; returns the record and the offset after it."""
+    if end - off < 16:
+        raise RecordDecodeError("histograms payload too short")
+    n, blob_len = _U64x2.unpack_from(buf, off)
+    p = off + 16
+    lens_off = p + 16 * n
+    blob_off = lens_off + 4 * n + _pad8(4 * n)
+    stop = blob_off + blob_len + _pad8(blob_len)
+    if stop > end:
+        raise RecordDecodeError("histograms payload sizes exceed record")
+    cols = np.frombuffer(buf, dtype=_I8, count=2 * n, offset=p).copy()
+    lens = np.frombuffer(buf, dtype=_U4, count=n, offset=lens_off)
+    ends = np.cumsum(lens, dtype=np.int64)
+    if (int(ends[-1]) if n else 0) != blob_len:
+        raise RecordDecodeError("histogram lengths do not match blob")
+    blob = bytes(buf[blob_off:blob_off + blob_len])
+    raw = [blob[s:e] for s, e in zip((ends - lens).tolist(), ends.tolist())]
+    return HistogramsRecord(cols[:n], cols[n:], raw), stop

@@ -9,7 +9,8 @@ segment is started when the next frame would push the current one past ``segment
 no segment header::
 
     offset  size  field
-    0       1     type      1 = series, 2 = samples, 3 = series + samples (one request)
+    0       1     type      1 = series, 2 = samples, 3 = series + samples (one request),
+                            4 = native histogram samples
     1       1     version   1
     2       2     reserved  0
     4       4     length    payload bytes, u32 LE (always a multiple of 8)
@@ -51,14 +52,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .records import (
+    TYPE_HISTOGRAMS,
     TYPE_SAMPLES,
     TYPE_SERIES,
     TYPE_SERIES_SAMPLES,
     RecordDecodeError,
     SamplesRecord,
+    HistogramsRecord,
     SeriesRecord,
+    decode_histograms,
     decode_samples,
     decode_series,
+    histograms_parts,
     samples_parts,
     series_parts,
 )
@@ -106,7 +111,8 @@ def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
         if size - off < HEADER_SIZE:
             raise _BadFrame(off, f"short frame header ({size - off} bytes)")
         typ, ver, rsv1, length, crc, rsv2 = HEADER.unpack_from(buf, off)
-        if typ not in (TYPE_SERIES, TYPE_SAMPLES, TYPE_SERIES_SAMPLES) or ver != VERSION or rsv1 or rsv2:
+        if (typ not in (TYPE_SERIES, TYPE_SAMPLES, TYPE_SERIES_SAMPLES, TYPE_HISTOGRAMS)
+                or ver != VERSION or rsv1 or rsv2):
             raise _BadFrame(off, "invalid frame header")
         p = off + HEADER_SIZE
         end = p + length
@@ -119,6 +125,8 @@ def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
                 recs: list = [decode_samples(buf, p, end)]
             elif typ == TYPE_SERIES:
                 recs = [decode_series(buf, p, end)]
+            elif typ == TYPE_HISTOGRAMS:
+                recs = [decode_histograms(buf, p, end)]
             else:
                 s, q = decode_series(buf, p, end)
                 recs = [(s, q), decode_samples(buf, q, end)]
@@ -331,14 +339,21 @@ class WAL:
         self._fd = None
         self._open_segment(self._seg + 1)
 
-    def log(self, series: SeriesRecord | None, samples: SamplesRecord | None) -> None:
-        """Append one request's new series and accepted samples as a single write."""
+    def log(self, series: SeriesRecord | None, samples: SamplesRecord | None,
+            histograms: HistogramsRecord | None = None) -> None:
+        """Append one request's new series and accepted samples (float, then native
+        histogram) as a single write."""
         self._check_usable()
         has_series = series is not None and len(series.refs) > 0
         has_samples = samples is not None and len(samples.refs) > 0
+        hist_frame: list = []
+        if histograms is not None and len(histograms.refs) > 0:
+            hist_frame = self._frame(TYPE_HISTOGRAMS, histograms_parts(histograms))
         if not has_series and not has_samples:
             if series is not None and len(series.keys):
                 raise ValueError("series record: keys without refs")
+            if hist_frame:
+                self._append_frames(hist_frame)
             return
         parts: list = []
         if has_series:
@@ -346,6 +361,11 @@ class WAL:
         if has_samples:
             parts += samples_parts(samples)  # type: ignore[arg-type]
         typ = TYPE_SERIES_SAMPLES if has_series and has_samples else TYPE_SERIES if has_series else TYPE_SAMPLES
+        self._append_frames(self._frame(typ, parts) + hist_frame)
+
+    @staticmethod
+    def _frame(typ: int, parts: list) -> list:
+        """Header + payload buffers of one frame."""
         length = sum(memoryview(p).nbytes for p in parts)
         if length > MAX_PAYLOAD:
             raise ValueError(f"WAL record of {length} bytes is too large")
@@ -353,13 +373,15 @@ class WAL:
         crc = zlib.crc32(head8)
         for p in parts:
             crc = zlib.crc32(p, crc)
-        header = head8 + struct.pack("<II", crc, 0)
-        total = HEADER_SIZE + length
+        return [head8 + struct.pack("<II", crc, 0), *parts]
 
+    def _append_frames(self, bufs: list) -> None:
+        """Write whole frames with one writev (a new segment first if they would overflow)."""
+        total = sum(memoryview(p).nbytes for p in bufs)
         self._open_writer()
         if self._seg_size > 0 and self._seg_size + total > self.cfg.segment_bytes:
             self._next_segment()
-        self._write_all([header, *parts], total)
+        self._write_all(bufs, total)
         self._seg_size += total
         self._wseq += 1
         self.bytes_written += total
