@@ -182,7 +182,8 @@ class TenantTSDB:
         upto = None
         while h.num_series and h.min_time != NO_TIME_MIN and h.max_time - h.min_time > r * 3 // 2:
             bmin = (h.min_time // r) * r
-            meta = self._persist(bmin, bmin + r)
+            # After a shutdown flush the window's first part is already a block: start after it.
+            meta = self._persist(max(bmin, self.blocks_max_time), bmin + r)
             if meta is not None:
                 out.append(meta)
             upto = bmin + r
@@ -192,15 +193,17 @@ class TenantTSDB:
         return out
 
     def flush(self) -> list[BlockMeta]:
-        """Persist everything in the head (on shutdown), one block per aligned range."""
+        """Persist everything in the head (on shutdown), one block per aligned range; the
+        last block ends just after the newest sample (as Prometheus's flush does), so after a
+        restart the head accepts new samples of the same range instead of calling them too old."""
         out: list[BlockMeta] = []
         h = self.head
         if not h.num_series or h.min_time == NO_TIME_MIN:
             return out
         r = self.block_range_ms
-        upto = (h.max_time // r + 1) * r
+        upto = h.max_time + 1
         for bmin in range((h.min_time // r) * r, upto, r):
-            meta = self._persist(bmin, bmin + r)
+            meta = self._persist(max(bmin, self.blocks_max_time), min(bmin + r, upto))
             if meta is not None:
                 out.append(meta)
         self._checkpoint(upto)

@@ -88,3 +88,25 @@ def test_flush_persists_everything_and_promtool_reads_it(tmp_path):
     for m in metas:
         subprocess.run(["promtool", "tsdb", "analyze", str(tmp_path / "t2"), m.ulid],
                        capture_output=True, check=True)
+
+
+def test_after_a_shutdown_flush_the_same_range_still_accepts_new_samples(tmp_path):
+    """The flushed block ends at the newest sample, not at its range's end: a restart in the
+    middle of a block range must not turn the rest of that range into 'too old'."""
+    db = TenantTSDB("t3", opts(tmp_path))
+    for t in range(0, 30_000, 5_000):
+        push(db, t, n_series=3)
+    (flushed,) = db.flush()
+    assert (flushed.min_time, flushed.max_time) == (0, 25_001)
+    db.close()
+    again = TenantTSDB("t3", opts(tmp_path))
+    again.replay()
+    stamps = list(range(30_000, 4 * RANGE, 5_000))
+    for t in stamps:
+        push(again, t, n_series=3)  # asserts every sample is appended
+        again.compact()
+    ranges = sorted((b.meta.min_time, b.meta.max_time) for b in again.blocks.values())
+    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:])), ranges  # no overlaps
+    assert ranges[0] == (0, 25_001) and ranges[1] == (25_001, RANGE)
+    assert all(v == list(range(0, 30_000, 5_000)) + stamps for v in all_samples(again).values())
+    again.close()
