@@ -8,6 +8,8 @@ is for our own clients (tests, benchmarks, load generators); it emits canonical 
 """
 from __future__ import annotations
 
+from common.varint import uvarint
+
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,25 +177,17 @@ def snappy_compress(data: bytes | bytearray | memoryview) -> bytes:
 # ---------------------------------------------------------------- encoding (clients)
 
 
-def _uvarint(x: int) -> bytes:
-    out = bytearray()
-    while x >= 0x80:
-        out.append((x & 0x7F) | 0x80)
-        x >>= 7
-    out.append(x)
-    return bytes(out)
-
 
 def _string_field(tag: int, s: str) -> bytes:
     b = s.encode()
-    return bytes((tag,)) + _uvarint(len(b)) + b if b else b""
+    return bytes((tag,)) + uvarint(len(b)) + b if b else b""
 
 
 def _encode_labels(labels: Labels) -> bytes:
     parts = []
     for name, value in labels:
         body = _string_field(0x0A, name) + _string_field(0x12, value)
-        parts.append(b"\x0a" + _uvarint(len(body)) + body)
+        parts.append(b"\x0a" + uvarint(len(body)) + body)
     return b"".join(parts)
 
 
@@ -261,7 +255,7 @@ def encode_write_request(series: Iterable[tuple[Labels, Any, Any]]) -> bytes:
     for labels, n in items:
         end_off = ends_list[pos + n - 1] if n else off
         body = _encode_labels(labels) + sample_bytes[off:end_off]
-        out.append(b"\x0a" + _uvarint(len(body)) + body)
+        out.append(b"\x0a" + uvarint(len(body)) + body)
         pos += n
         off = end_off
     return b"".join(out)
@@ -273,6 +267,6 @@ def encode_histogram_write_request(series: Iterable[tuple[Labels, Iterable[bytes
     out = []
     for labels, hists in series:
         body = _encode_labels(labels) + b"".join(
-            b"\x22" + _uvarint(len(h)) + h for h in hists)
-        out.append(b"\x0a" + _uvarint(len(body)) + body)
+            b"\x22" + uvarint(len(h)) + h for h in hists)
+        out.append(b"\x0a" + uvarint(len(body)) + body)
     return b"".join(out)

@@ -14,6 +14,8 @@ anything else short of a quorum answers 503.
 """
 from __future__ import annotations
 
+from common.varint import uvarint
+
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
@@ -70,20 +72,12 @@ def quorum(replication_factor: int) -> int:
     return 1 if replication_factor == 2 else replication_factor // 2 + 1
 
 
-def _uvarint(x: int) -> bytes:
-    out = bytearray()
-    while x >= 0x80:
-        out.append((x & 0x7F) | 0x80)
-        x >>= 7
-    out.append(x)
-    return bytes(out)
-
 
 def write_request_tail(tenant: str, replica: int) -> bytes:
     """Fields 2 (tenant) and 3 (replica) of a thanos.WriteRequest."""
     t = tenant.encode()
-    out = b"\x12" + _uvarint(len(t)) + t if t else b""
-    return out + (b"\x18" + _uvarint(replica) if replica else b"")
+    out = b"\x12" + uvarint(len(t)) + t if t else b""
+    return out + (b"\x18" + uvarint(replica) if replica else b"")
 
 
 class Forwarder:

@@ -8,11 +8,12 @@ zero scalars omitted, fields in number order); tests/unit/test_storeapi.py check
 """
 from __future__ import annotations
 
+from common.varint import uvarint as _uvarint
+
 from collections.abc import Iterable, Sequence
 
 from receiver.tsdb.labels import Labels
 
-_U64 = 0xFFFFFFFFFFFFFFFF
 _SMALL = tuple(bytes((i,)) for i in range(128))
 _MAX_CACHED_TIMES = 1 << 16
 _MAX_CACHED_LABELS = 1 << 18
@@ -36,13 +37,7 @@ def uvarint(x: int) -> bytes:
     """Protobuf varint; negative int64 values take their 10-byte two's-complement form."""
     if 0 <= x < 0x80:
         return _SMALL[x]
-    x &= _U64
-    out = bytearray()
-    while x >= 0x80:
-        out.append((x & 0x7F) | 0x80)
-        x >>= 7
-    out.append(x)
-    return bytes(out)
+    return _uvarint(x)
 
 
 def _len_field(tag: bytes, body: bytes) -> bytes:

@@ -9,6 +9,8 @@ us theirs.
 """
 from __future__ import annotations
 
+from common.varint import read_uvarint, uvarint
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,30 +26,6 @@ RES_5M = 5 * 60 * 1000
 RES_1H = 60 * 60 * 1000
 DOWNSAMPLE_RANGE_5M = 40 * 60 * 60 * 1000  # raw blocks at least this long get a 5m copy
 DOWNSAMPLE_RANGE_1H = 10 * 24 * 60 * 60 * 1000  # 5m blocks at least this long get a 1h copy
-
-
-def _uvarint(x: int) -> bytes:
-    out = bytearray()
-    while x >= 0x80:
-        out.append((x & 0x7F) | 0x80)
-        x >>= 7
-    out.append(x)
-    return bytes(out)
-
-
-def _read_uvarint(b: bytes | memoryview, i: int) -> tuple[int, int]:
-    x = shift = 0
-    while True:
-        if i >= len(b):
-            raise ValueError("aggr chunk: truncated length")
-        c = b[i]
-        i += 1
-        x |= (c & 0x7F) << shift
-        if c < 0x80:
-            return x, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("aggr chunk: length overflows")
 
 
 @dataclass(frozen=True)
@@ -70,7 +48,7 @@ class AggrChunk:
             if not sub:
                 parts.append(b"\x00")
             else:
-                parts.append(_uvarint(len(sub)) + bytes((ENCODING_XOR,)) + sub)
+                parts.append(uvarint(len(sub)) + bytes((ENCODING_XOR,)) + sub)
         return b"".join(parts)
 
     @classmethod
@@ -82,7 +60,7 @@ class AggrChunk:
             if i >= len(data):  # trailing absent aggregates may be cut short
                 subs.append(None)
                 continue
-            ln, i = _read_uvarint(data, i)
+            ln, i = read_uvarint(data, i, "aggr chunk length")
             if ln == 0:
                 subs.append(None)
                 continue

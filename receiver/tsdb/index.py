@@ -12,6 +12,8 @@ label pairs into postings lists is numpy. Python loops here are per label value 
 """
 from __future__ import annotations
 
+from common.varint import uvarint
+
 import bisect
 import struct
 from collections.abc import Sequence
@@ -124,7 +126,7 @@ def write_index(path: Path, series_labels: Sequence[Labels], chunk_counts: np.nd
 
     toc_ptable = pos
     # The all-postings key ("", "") is no symbol, so its entry is spelled out here.
-    entries = b"\x02\x00\x00" + _uvarint(int(offs[0])) + offset_table_entries(
+    entries = b"\x02\x00\x00" + uvarint(int(offs[0])) + offset_table_entries(
         sym_bytes, names[order][starts], values[order][starts], offs[1:])
     out.append(_section(struct.pack(">I", len(starts) + 1) + entries))
     pos += len(out[-1])
@@ -136,14 +138,6 @@ def write_index(path: Path, series_labels: Sequence[Labels], chunk_counts: np.nd
         f.writelines(out)
     return pos
 
-
-def _uvarint(x: int) -> bytes:
-    b = bytearray()
-    while x >= 0x80:
-        b.append((x & 0x7F) | 0x80)
-        x >>= 7
-    b.append(x)
-    return bytes(b)
 
 
 class IndexReader:

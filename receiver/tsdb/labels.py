@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
+from common.varint import put_uvarint, read_uvarint
 from enum import Enum
 
 Labels = tuple[tuple[str, str], ...]
@@ -40,7 +42,7 @@ def encode_labels_key(lbls: Labels) -> bytes:
     for name, value in lbls:
         for s in (name, value):
             b = s.encode()
-            _put_uvarint(out, len(b))
+            put_uvarint(out, len(b))
             out += b
     return bytes(out)
 
@@ -50,28 +52,10 @@ def decode_labels_key(key: bytes) -> Labels:
     parts: list[str] = []
     i, n = 0, len(key)
     while i < n:
-        ln, i = _get_uvarint(key, i)
+        ln, i = read_uvarint(key, i, "label key")
         parts.append(key[i:i + ln].decode())
         i += ln
     return tuple(zip(parts[0::2], parts[1::2]))
-
-
-def _put_uvarint(out: bytearray, x: int) -> None:
-    while x >= 0x80:
-        out.append((x & 0x7F) | 0x80)
-        x >>= 7
-    out.append(x)
-
-
-def _get_uvarint(b: bytes, i: int) -> tuple[int, int]:
-    x = shift = 0
-    while True:
-        c = b[i]
-        i += 1
-        x |= (c & 0x7F) << shift
-        if c < 0x80:
-            return x, i
-        shift += 7
 
 
 class MatchType(str, Enum):

@@ -1,0 +1,36 @@
+"""LEB128 unsigned varints (protobuf's and the TSDB formats'), in one place."""
+from __future__ import annotations
+
+_U64 = (1 << 64) - 1
+
+
+def uvarint(x: int) -> bytes:
+    """Encode ``x``; a negative int64 takes its 10-byte two's-complement form, as in protobuf."""
+    x &= _U64
+    out = bytearray()
+    while x >= 0x80:
+        out.append((x & 0x7F) | 0x80)
+        x >>= 7
+    out.append(x)
+    return bytes(out)
+
+
+def put_uvarint(out: bytearray, x: int) -> None:
+    out += uvarint(x)
+
+
+def read_uvarint(buf: bytes | bytearray | memoryview, i: int, what: str = "uvarint") -> tuple[int, int]:
+    """Decode at ``buf[i]``; returns (value, next index). Truncation or >64 bits: ValueError."""
+    x = shift = 0
+    n = len(buf)
+    while True:
+        if i >= n:
+            raise ValueError(f"{what}: truncated")
+        c = buf[i]
+        i += 1
+        x |= (c & 0x7F) << shift
+        if c < 0x80:
+            return x, i
+        shift += 7
+        if shift > 63:
+            raise ValueError(f"{what}: overflows 64 bits")
