@@ -15,7 +15,8 @@ deleted block reads as a partial upload, which the next pass finishes deleting.
 Anything that cannot be compacted safely (overlapping downsampled blocks, overlaps with
 vertical compaction off, corrupt blocks) halts that group: ``thanos_compact_halted`` goes to
 1, the reason is logged, and no block of that group is written, marked or deleted any more
-by this process.
+by this process. Native histogram chunks are not a reason: they are merged like floats, and
+left out of downsampled blocks (logged per block; they remain in the raw blocks).
 """
 from __future__ import annotations
 
@@ -313,7 +314,9 @@ class Compactor:
             self.metrics.samples.labels("compacted").inc(in_samples)
             log.info("compacted group", extra={
                 "group": name, "kind": kind, "sources": [b.ulid for b in blocks],
-                "result": meta.ulid, "series": stats["series"], "samples_in": in_samples,
+                "result": meta.ulid, "series": stats["series"],
+                "histogram_series_merged": stats.get("histogram_series", 0),
+                "histogram_samples_out": meta.num_histogram_samples, "samples_in": in_samples,
                 "samples_out": meta.num_samples, "seconds": round(time.perf_counter() - t0, 3)})
             if meta.num_series == 0:
                 log.info("compaction result is empty; only marking sources",
@@ -369,8 +372,17 @@ class Compactor:
         try:
             d = await self._download(b, work)
             t0 = time.perf_counter()
-            meta, n_in = await asyncio.to_thread(downsample_block, d, work / "out", res)
+            skipped: dict[str, int] = {}
+            meta, n_in = await asyncio.to_thread(downsample_block, d, work / "out", res,
+                                                 skipped)
             self.metrics.samples.labels(f"downsampled-{res}").inc(n_in)
+            if skipped.get("histogram_series"):
+                self.metrics.samples.labels("histograms-not-downsampled").inc(
+                    skipped["histogram_samples"])
+                log.info("native histogram series are not downsampled; they stay in the raw "
+                         "block", extra={"block": b.ulid, "resolution": res,
+                                         "histogram_series": skipped["histogram_series"],
+                                         "histogram_samples": skipped["histogram_samples"]})
             log.info("downsampled block", extra={
                 "block": b.ulid, "resolution": res, "result": meta.ulid, "samples_in": n_in,
                 "samples_out": meta.num_samples, "seconds": round(time.perf_counter() - t0, 3)})

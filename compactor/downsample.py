@@ -7,6 +7,11 @@ whole windows, NaNs are dropped, and the counter sub-chunk starts with the batch
 value and ends with its last raw value repeated at the last timestamp -- that extra pair is
 what lets a reader detect a counter reset across chunk boundaries. All arithmetic is numpy
 over whole batches; Python loops only over chunks.
+
+Native histogram chunks (encodings 2 and 3) are left out of downsampled blocks: Thanos
+aggregates them into float-histogram sum/counter sub-chunks, which neither our aggregate
+chunk format nor our querier reads yet. Their samples stay in the raw blocks (never
+deleted because of this), and the count of series left out is reported to the caller.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import numpy as np
 
 from receiver.tsdb.block import BlockMeta, BlockReader, write_block
 from receiver.tsdb.chunkenc import ENCODING_XOR as ENCODING_XOR_BYTE, decode, encode
+from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels
 
 from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk, apply_counter_resets, count_samples
@@ -24,6 +30,7 @@ from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk, apply_counter_resets, c
 AggrChunkData = tuple[int, int, AggrChunk]  # (mint, inclusive maxt, aggregates)
 _RAW_SCRAPE_MS = 60 * 1000  # Thanos assumes 1m raw resolution when sizing chunks
 _MAX_SAMPLES_PER_AGGR_CHUNK = 140
+_HIST_ENCODINGS = (ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM)
 
 
 def current_window(t: np.ndarray | int, res: int) -> np.ndarray | int:
@@ -170,13 +177,20 @@ def downsample_aggr(chunks: Sequence[AggrChunkData], in_res: int, out_res: int
     return out
 
 
-def downsample_block(block_dir: Path, out_dir: Path, res: int) -> tuple[BlockMeta, int]:
+def downsample_block(block_dir: Path, out_dir: Path, res: int,
+                     skipped: dict[str, int] | None = None) -> tuple[BlockMeta, int]:
     """Write the ``res``-resolution copy of a raw or 5m block into ``out_dir``.
 
     The new block keeps the source block's time range, external labels and compaction
     history (level, sources, parents), as Thanos's does; only the resolution changes.
-    Returns its meta and the number of input samples read.
+    Returns its meta and the number of input samples read. Native histogram chunks are
+    not downsampled; ``skipped`` (if given) receives ``histogram_series`` and
+    ``histogram_samples`` left out.
     """
+    if skipped is None:
+        skipped = {}
+    skipped.setdefault("histogram_series", 0)
+    skipped.setdefault("histogram_samples", 0)
     reader = BlockReader(block_dir)
     try:
         src = reader.meta
@@ -191,6 +205,14 @@ def downsample_block(block_dir: Path, out_dir: Path, res: int) -> tuple[BlockMet
                 if not chunks:
                     continue
                 if in_res == 0:
+                    hist = [c for c in chunks if c[2] in _HIST_ENCODINGS]
+                    if hist:
+                        skipped["histogram_series"] += 1
+                        skipped["histogram_samples"] += sum(
+                            int.from_bytes(c[3][:2], "big") for c in hist)
+                        chunks = [c for c in chunks if c[2] not in _HIST_ENCODINGS]
+                        if not chunks:
+                            continue
                     ts_parts, v_parts = [], []
                     for _, _, enc, data in chunks:
                         if enc != ENCODING_XOR_BYTE:

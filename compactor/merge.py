@@ -6,9 +6,16 @@ blocks (vertical compaction, and offline deduplication of replicas) need sample-
 a series found in several of them is decoded, its samples concatenated, sorted by time and
 cut to one sample per timestamp (the first block's, blocks being ordered by min time), then
 re-encoded into 120-sample chunks. All per-sample work is numpy.
+
+Native histogram chunks (encodings 2 and 3) of raw blocks take the same two paths: copied
+through with their encoding, or -- for a series in several overlapping blocks -- decoded with
+receiver.tsdb.histogram, deduplicated by timestamp together with the series' float samples
+(a series may switch between floats and histograms), and re-cut into histogram chunks.
+Histogram samples are rare and heavy, so that path is plain Python per sample.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,11 +26,18 @@ import numpy as np
 from receiver.tsdb.block import BlockMeta, BlockReader, cut_chunks, write_block
 from receiver.tsdb.chunkenc import ENCODING_XOR, decode
 from receiver.tsdb.chunks import CorruptionError
+from receiver.tsdb.histogram import (ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, HINT_GAUGE,
+                                     HINT_UNKNOWN, EncodedChunk, Hist, decode_chunk)
+from receiver.tsdb.histogram import cut_chunks as cut_hist_chunks
 from receiver.tsdb.labels import Labels
 
 from receiver.tsdb.aggr import ENCODING_AGGR, count_samples
 
 StoredChunk = tuple[int, int, int, bytes]  # (mint, inclusive maxt, encoding, data)
+HIST_ENCODINGS = frozenset((ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM))
+RAW_ENCODINGS = frozenset((ENCODING_XOR,)) | HIST_ENCODINGS
+# Re-cut histogram chunks only by size, layout and resets: the output block is one range.
+_NO_CHUNK_RANGE = 1 << 62
 
 
 class HaltError(Exception):
@@ -46,11 +60,11 @@ def _merged_series(readers: Sequence[BlockReader]
         yield cur, acc
 
 
-def _check_chunks(lbls: Labels, chunks: list[StoredChunk], encoding: int) -> None:
+def _check_chunks(lbls: Labels, chunks: list[StoredChunk], allowed: frozenset[int]) -> None:
     for c in chunks:
-        if c[2] != encoding:
-            raise HaltError(f"series {dict(lbls)}: chunk encoding {c[2]:#x}, expected "
-                            f"{encoding:#x}")
+        if c[2] not in allowed:
+            raise HaltError(f"series {dict(lbls)}: chunk encoding {c[2]:#x}, expected one of "
+                            + ", ".join(f"{e:#x}" for e in sorted(allowed)))
     for a, b in zip(chunks, chunks[1:]):
         if a[1] >= b[0] or a[0] > a[1]:
             raise HaltError(f"series {dict(lbls)}: out-of-order or overlapping chunks")
@@ -72,6 +86,63 @@ def _dedup_samples(lists: list[list[StoredChunk]], mint: int, maxt: int
     return ts[keep], vs[keep]
 
 
+def _dedup_mixed(lists: list[list[StoredChunk]], mint: int, maxt: int
+                 ) -> list[tuple[int, int, bytes]]:
+    """Vertical merge of a series with histogram chunks: every sample (float or histogram)
+    of every block, one per timestamp (earliest block wins, as for floats), re-encoded in
+    time order -- floats into XOR chunks, histograms into histogram chunks."""
+    fts_parts, fv_parts, fsrc_parts = [], [], []
+    hists: list[tuple[int, int, Hist]] = []  # (t, block index, value)
+    for bi, chunks in enumerate(lists):
+        for _, _, enc, data in chunks:
+            if enc in HIST_ENCODINGS:
+                hists.extend((t, bi, h) for t, h in decode_chunk(data, enc))
+            else:
+                t, v = decode(data)
+                fts_parts.append(t)
+                fv_parts.append(v)
+                fsrc_parts.append(np.full(len(t), bi, dtype=np.int64))
+    fts = np.concatenate(fts_parts) if fts_parts else np.zeros(0, dtype=np.int64)
+    fvs = np.concatenate(fv_parts) if fv_parts else np.zeros(0, dtype=np.float64)
+    fsrc = np.concatenate(fsrc_parts) if fsrc_parts else np.zeros(0, dtype=np.int64)
+    hts = np.array([h[0] for h in hists], dtype=np.int64)
+    hsrc = np.array([h[1] for h in hists], dtype=np.int64)
+    # One merged timeline: index >= 0 is a float sample, < 0 the histogram -(i + 1).
+    ts = np.r_[fts, hts]
+    src = np.r_[fsrc, hsrc]
+    idx = np.r_[np.arange(len(fts)), -np.arange(1, len(hts) + 1)]
+    order = np.lexsort((src, ts))
+    ts, idx = ts[order], idx[order]
+    keep = np.r_[True, ts[1:] != ts[:-1]] & (ts >= mint) & (ts < maxt)
+    ts, idx = ts[keep], idx[keep]
+    out: list[tuple[int, int, bytes]] = []
+    if len(ts) == 0:
+        return out
+    is_h = idx < 0
+    cuts = np.flatnonzero(np.r_[True, is_h[1:] != is_h[:-1]]).tolist() + [len(ts)]
+    prev: Hist | None = None
+    for a, z in zip(cuts[:-1], cuts[1:]):
+        if is_h[a]:
+            run = []
+            last_bi = -1
+            for k in range(a, z):
+                _, bi, h = hists[-int(idx[k]) - 1]
+                # A sample following one of another block cannot vouch for a reset or its
+                # absence: its hint is recomputed from the buckets, as Prometheus's merging
+                # iterator does when it switches between sources.
+                if bi != last_bi and h.hint != HINT_GAUGE and h.hint != HINT_UNKNOWN:
+                    h = dataclasses.replace(h, hint=HINT_UNKNOWN)
+                last_bi = bi
+                run.append((int(ts[k]), h))
+            out.extend(cut_hist_chunks(run, prev, chunk_range_ms=_NO_CHUNK_RANGE))
+            prev = run[-1][1]
+        else:
+            sel = idx[a:z]
+            out.extend(cut_chunks(ts[a:z], fvs[sel], mint, maxt))
+            prev = None
+    return out
+
+
 def merge_blocks(block_dirs: Sequence[Path], out_dir: Path, *, vertical: bool,
                  resolution: int, thanos_labels: dict[str, str],
                  metas: Sequence[BlockMeta]) -> tuple[BlockMeta, dict[str, int]]:
@@ -81,6 +152,7 @@ def merge_blocks(block_dirs: Sequence[Path], out_dir: Path, *, vertical: bool,
     anything that must not be compacted automatically (corrupt or unexpected data).
     """
     encoding = ENCODING_XOR if resolution == 0 else ENCODING_AGGR
+    allowed = RAW_ENCODINGS if resolution == 0 else frozenset((ENCODING_AGGR,))
     if vertical and resolution != 0:
         raise HaltError("overlapping downsampled blocks cannot be merged")
     mint = min(m.min_time for m in metas)
@@ -96,14 +168,20 @@ def merge_blocks(block_dirs: Sequence[Path], out_dir: Path, *, vertical: bool,
         def series() -> Iterator[tuple[Labels, list[tuple[int, int, bytes]]]]:
             for lbls, lists in _merged_series(readers):
                 for chunks in lists:
-                    _check_chunks(lbls, chunks, encoding)
+                    _check_chunks(lbls, chunks, allowed)
                     stats["chunks_in"] += len(chunks)
                 stats["series"] += 1
                 if vertical and len(lists) > 1:
+                    if any(c[2] in HIST_ENCODINGS for chunks in lists for c in chunks):
+                        stats["histogram_series"] = stats.get("histogram_series", 0) + 1
+                        yield lbls, _dedup_mixed(lists, mint, maxt)
+                        continue
                     ts, vs = _dedup_samples(lists, mint, maxt)
                     yield lbls, cut_chunks(ts, vs, mint, maxt)
                     continue
-                out = [(a, z, d) for chunks in lists for a, z, _, d in chunks]
+                # Histogram chunks keep their encoding (EncodedChunk) through write_block.
+                out = [(a, z, EncodedChunk(d, e) if e in HIST_ENCODINGS else d)
+                       for chunks in lists for a, z, e, d in chunks]
                 for prev, nxt in zip(out, out[1:]):
                     if prev[1] >= nxt[0]:
                         raise HaltError(f"series {dict(lbls)}: chunks of different blocks "

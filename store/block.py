@@ -21,6 +21,7 @@ from receiver.tsdb._blockio import crc32c, decode_series, read_chunk
 from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, BlockMeta
 from receiver.tsdb.chunkenc import ENCODING_XOR
 from receiver.tsdb.chunks import CorruptionError, segment_name
+from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from receiver.tsdb.index import EMPTY, SERIES_ALIGN, ChunkMeta
 from receiver.tsdb.labels import Labels, Matcher, MatchType
 
@@ -41,6 +42,7 @@ DEFAULT_MAX_RANGE = 8 << 20  # bigger coalesced reads are split to run in parall
 Chunk = tuple[int, int, "bytes | AggrData"]
 # storeapi Aggr enum (COUNT=1 .. COUNTER=5) -> Thanos AggrType index (count=0 .. counter=4).
 _AGGR_FROM_PB = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
+_HISTOGRAM_ENCODINGS = (ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM)
 LengthAt = Callable[[memoryview, int], "int | None"]
 
 
@@ -56,7 +58,8 @@ class FetchMetrics:
                                  "Items longer than their size estimate, read again.",
                                  ["item_type"], registry=registry)
         self.skipped_chunks = Counter("promring_store_skipped_chunks",
-                                      "Chunks not served because their encoding is not XOR.",
+                                      "Chunks not served because their encoding is neither XOR "
+                                      "nor a native histogram one.",
                                       registry=registry)
 
 
@@ -316,13 +319,17 @@ class BucketBlock:
         return out
 
     async def chunks(self, refs: list[int]) -> dict[int, bytes | None]:
-        """Chunk data by ref; None for chunks whose encoding is not XOR."""
+        """Chunk data by ref: XOR chunks as bytes, native histogram chunks as EncodedChunk
+        (so the StoreAPI server sends them as Chunk.HISTOGRAM/FLOAT_HISTOGRAM, as the
+        ingestor's do); None for any other encoding."""
         raw = await self.stored_chunks(refs)
         out: dict[int, bytes | None] = {}
         skipped = 0
         for ref, (enc, data) in raw.items():
             if enc == ENCODING_XOR:
                 out[ref] = data
+            elif enc in _HISTOGRAM_ENCODINGS:
+                out[ref] = EncodedChunk(data, enc)
             else:
                 out[ref] = None
                 skipped += 1
@@ -374,8 +381,9 @@ class BucketBlock:
                      skip_chunks: bool, aggregates: Sequence[int] = ()
                      ) -> list[tuple[Labels, list[Chunk]]]:
         """Matching series (external labels merged in) with their chunks overlapping
-        [mint, maxt]; with ``skip_chunks`` the chunk lists are empty. A downsampled block's
-        chunks carry an AggrData (the requested ``aggregates``) instead of XOR bytes."""
+        [mint, maxt]; with ``skip_chunks`` the chunk lists are empty. A raw block's native
+        histogram chunks come as EncodedChunk (the server sends their Chunk.type); a
+        downsampled block's chunks carry an AggrData (the requested ``aggregates``)."""
         if not self.overlaps(mint, maxt):
             return []
         ms = self.index_matchers(matchers)

@@ -92,6 +92,10 @@ class BlockMeta:
     num_chunks: int = 0
     num_tombstones: int = 0
     level: int = 1
+    # Prometheus splits numSamples by kind (BlockStats, omitempty): XOR chunk samples and
+    # native histogram chunk samples; aggregate (downsampled) blocks set neither.
+    num_float_samples: int = 0
+    num_histogram_samples: int = 0
     sources: list[str] = field(default_factory=list)
     parents: list[dict[str, Any]] = field(default_factory=list)
     version: int = META_VERSION_1
@@ -100,7 +104,10 @@ class BlockMeta:
 
     def to_dict(self) -> dict[str, Any]:
         # Prometheus marks the stats fields omitempty; mirror that.
-        stats = {k: v for k, v in (("numSamples", self.num_samples), ("numSeries", self.num_series),
+        stats = {k: v for k, v in (("numSamples", self.num_samples),
+                                   ("numFloatSamples", self.num_float_samples),
+                                   ("numHistogramSamples", self.num_histogram_samples),
+                                   ("numSeries", self.num_series),
                                    ("numChunks", self.num_chunks),
                                    ("numTombstones", self.num_tombstones)) if v}
         compaction: dict[str, Any] = {"level": self.level, "sources": list(self.sources)}
@@ -133,6 +140,8 @@ class BlockMeta:
                    num_series=int(stats.get("numSeries", 0)),
                    num_chunks=int(stats.get("numChunks", 0)),
                    num_tombstones=int(stats.get("numTombstones", 0)),
+                   num_float_samples=int(stats.get("numFloatSamples", 0)),
+                   num_histogram_samples=int(stats.get("numHistogramSamples", 0)),
                    level=int(comp.get("level", 1)), sources=list(comp.get("sources") or []),
                    parents=list(comp.get("parents") or []), version=d["version"],
                    thanos=d.get("thanos"), extra=extra)
@@ -235,6 +244,7 @@ def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkD
     pending: list[bytes] = []
     pending_enc = encoding
     extra_samples = 0
+    hist_samples = 0
     with ChunkWriter(tmp / CHUNKS_DIRNAME, segment_size) as cw:
         for lbls, chunks in series:
             if not chunks:
@@ -257,6 +267,8 @@ def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkD
                 pending.append(d)
                 if enc != ENCODING_XOR and count_samples is None and len(d) >= 2:
                     extra_samples += d[0] << 8 | d[1]
+                    if enc in _HISTOGRAM_ENCODINGS:
+                        hist_samples += d[0] << 8 | d[1]
             if len(pending) >= _BATCH_CHUNKS:
                 refs.append(cw.write(pending, pending_enc))
                 pending = []
@@ -279,6 +291,9 @@ def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkD
 
     meta = BlockMeta(ulid=ulid, min_time=mint, max_time=maxt, num_samples=num_samples,
                      num_series=len(labels), num_chunks=num_chunks, sources=[ulid])
+    if count_samples is None:
+        meta.num_float_samples = cw.num_samples  # pack_chunks counts XOR chunks only
+        meta.num_histogram_samples = hist_samples
     if compaction is not None:
         meta.level = int(compaction.get("level", 1))
         meta.sources = list(compaction.get("sources") or [ulid])
