@@ -4,8 +4,19 @@ from __future__ import annotations
 from typing import Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector,
+                               generate_latest)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+def new_registry() -> CollectorRegistry:
+    """A component's own registry, with the process_*, python_info and python_gc_* metrics
+    every Prometheus-instrumented process exposes (memory, CPU, file descriptors)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 def add_ops_routes(app: web.Application, registry: CollectorRegistry,

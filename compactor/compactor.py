@@ -33,7 +33,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from common.ops import add_ops_routes, start_site
+from common.ops import add_ops_routes, new_registry, start_site
 from objstore import Bucket, ObjectNotFound, bucket_from_config
 from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, ulid_time
 from receiver.tsdb.chunks import CorruptionError
@@ -111,7 +111,7 @@ class Compactor:
                  bucket: Bucket | None = None, *, hook: Hook | None = None,
                  now: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or new_registry()
         self.metrics = CompactorMetrics(self.registry)
         self.halted: dict[str, str] = {}
         self.ready = False

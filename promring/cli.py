@@ -234,7 +234,8 @@ class _Up:
         from store.server import StoreGateway
         await self.receiver.start()
         self.store = StoreGateway(store_config(self.a, str(Path(self.a.data_dir) / "store"),
-                                               self.objstore, "127.0.0.1:0", ""))
+                                               self.objstore, "127.0.0.1:0", ""),
+                                  registry=self.receiver.registry)
         await self.store.start()
         endpoints = [f"127.0.0.1:{self.receiver.ports['grpc']}", f"127.0.0.1:{self.store.ports['grpc']}"]
         self.querier = Querier(query_config(self.a, endpoints), registry=self.receiver.registry)

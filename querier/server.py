@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from common.ops import add_ops_routes, start_site
+from common.ops import add_ops_routes, new_registry, start_site
 
 from .api import QueryAPI
 from .config import QueryConfig
@@ -15,7 +15,7 @@ class Querier:
     def __init__(self, cfg: QueryConfig, registry: CollectorRegistry | None = None,
                  stores: StoreSet | None = None) -> None:
         self.cfg = cfg
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or new_registry()
         self.stores = stores or StoreSet(cfg.endpoints, timeout_s=cfg.store_timeout_s)
         self.api = QueryAPI(cfg, self.stores, self.registry)
         self._runner: web.AppRunner | None = None

@@ -21,7 +21,7 @@ import grpc.aio
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from common.ops import add_ops_routes, start_site
+from common.ops import add_ops_routes, new_registry, start_site
 from storeapi.server import GRPC_OPTIONS, WRITEABLE_STORE_SERVICE, StoreServer
 
 from .config import ReceiveConfig
@@ -59,7 +59,7 @@ class Receiver:
 
     def __init__(self, cfg: ReceiveConfig, registry: CollectorRegistry | None = None) -> None:
         self.cfg = cfg
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or new_registry()
         self.metrics = ReceiveMetrics(self.registry)
         self.db: MultiTSDB | None = None
         self.source: MultiTSDBSource | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from common.ops import add_ops_routes, start_site
+from common.ops import add_ops_routes, new_registry, start_site
 from objstore import Bucket, bucket_from_config
 from storeapi.server import serve as serve_storeapi
 
@@ -55,7 +55,7 @@ class StoreGateway:
     def __init__(self, cfg: StoreConfig, registry: CollectorRegistry | None = None,
                  bucket: Bucket | None = None) -> None:
         self.cfg = cfg
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or new_registry()
         self.ready = False
         self.ports: dict[str, int] = {}
         self._bucket = bucket

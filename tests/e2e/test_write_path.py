@@ -126,3 +126,15 @@ def test_staleness_marker_passes_through(promring_up):
     assert [s["value"][1] for s in query(pr.api, "flappy", (t0 + 1500) / 1000)] == ["2"]
     assert query(pr.api, "flappy", (t0 + 2500) / 1000) == []
     assert [s["value"][1] for s in query(pr.api, "count_over_time(flappy[1m])", (t0 + 2500) / 1000)] == ["2"]
+
+
+def test_metrics_endpoint_has_process_and_component_metrics(promring_up):
+    pr = promring_up()
+    text = requests.get(f"http://127.0.0.1:{pr.http_port}/metrics", timeout=10).text
+    for name in ("process_resident_memory_bytes", "thanos_receive_http_requests_total",
+                 "prometheus_tsdb_head_series", "thanos_store_index_cache_requests_total",
+                 "http_requests_total"):
+        assert name in text, name
+    for path in ("/-/healthy", "/-/ready"):
+        assert requests.get(f"http://127.0.0.1:{pr.http_port}{path}", timeout=10).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{pr.rw_port}{path}", timeout=10).status_code == 200
