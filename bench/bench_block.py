@@ -82,11 +82,10 @@ def best(fn, repeat: int) -> tuple[float, object]:
     return top, res
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--series", type=int, default=5000)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+def measure(n_series: int = 5000, repeat: int = 3) -> dict[str, float]:
+    """Prints and returns write/read speed and bytes per sample, ours and promtool's."""
+    args = argparse.Namespace(series=n_series, repeat=repeat)
+    out: dict[str, float] = {}
     series = make_series(args.series, np.random.default_rng(42))
     total = sum(len(s[1]) for s in series)
     tmp = Path(tempfile.mkdtemp(prefix="bench_block_"))
@@ -112,13 +111,14 @@ def main() -> None:
         print(f"ours     write (block only)     {total / t_write_chunks / 1e6:7.2f} M samples/s  ({t_write_chunks:.2f} s)")
         print(f"ours     read + decode          {total / t_read / 1e6:7.2f} M samples/s  ({t_read:.2f} s)")
         ob = block_bytes(ours)
+        out.update(samples=total, write=total / t_write, read=total / t_read, bytes=ob, bytes_per_sample=ob / total)
         print(f"ours     size {ob:,} B  {ob / total:.3f} bytes/sample  "
               f"(index {(ours / 'index').stat().st_size:,} B)")
 
         promtool = shutil.which("promtool")
         if promtool is None:
             print("promtool not installed: no comparison")
-            return
+            return out
         om = tmp / "in.om"
         openmetrics(series, om)
 
@@ -139,8 +139,18 @@ def main() -> None:
         print(f"promtool size {pbytes:,} B  {pbytes / total:.3f} bytes/sample  "
               f"(index {(pb / 'index').stat().st_size:,} B)")
         print(f"size ours/promtool: {ob / pbytes:.4f}")
+        out.update(promtool_bytes=pbytes, promtool_bytes_per_sample=pbytes / total, size_ratio=ob / pbytes)
+        return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--series", type=int, default=5000)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    measure(a.series, a.repeat)
 
 
 if __name__ == "__main__":

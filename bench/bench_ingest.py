@@ -103,20 +103,16 @@ def run_target(name: str, args: list[str], ready: str, url: str, payloads, warm,
             "rss_per_series": (rss1 - rss0) / n_series}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--series", type=int, default=20000)
-    ap.add_argument("--rounds", type=int, default=60)
-    ap.add_argument("--per-request", type=int, default=2000)
-    ap.add_argument("--inflight", type=int, default=4)
-    ap.add_argument("--wal-fsync", default="none")
-    a = ap.parse_args()
-    t0 = int(time.time() * 1000) - (a.rounds + 2) * 15_000
+def run(series: int = 20000, rounds: int = 60, per_request: int = 2000, inflight: int = 4,
+        wal_fsync: str = "none", prometheus: bool = True) -> dict:
+    """Both targets under the same payloads; returns per-target figures and the ratios."""
+    t0 = int(time.time() * 1000) - (rounds + 2) * 15_000
     t_enc = time.perf_counter()
-    warm = make_payloads(a.series, 1, a.per_request, t0 - 15_000)
-    payloads = make_payloads(a.series, a.rounds, a.per_request, t0)
-    samples = a.series * a.rounds
-    print(f"encoded {len(payloads)} requests ({samples} samples) in {time.perf_counter() - t_enc:.1f}s")
+    warm = make_payloads(series, 1, per_request, t0 - 15_000)
+    payloads = make_payloads(series, rounds, per_request, t0)
+    samples = series * rounds
+    print(f"encoded {len(payloads)} requests ({samples} samples) in {time.perf_counter() - t_enc:.1f}s",
+          file=sys.stderr)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         rw, grpc, http = free_port(), free_port(), free_port()
@@ -125,10 +121,10 @@ def main() -> None:
             promring_cmd() + ["receive", "--tsdb.path", f"{tmp}/promring",
                               "--remote-write.address", f"127.0.0.1:{rw}",
                               "--grpc-address", f"127.0.0.1:{grpc}", "--http-address", f"127.0.0.1:{http}",
-                              "--tsdb.wal-fsync", a.wal_fsync, "--log.level", "warn"],
+                              "--tsdb.wal-fsync", wal_fsync, "--log.level", "warn"],
             f"http://127.0.0.1:{rw}/-/ready", f"http://127.0.0.1:{rw}/api/v1/receive",
-            payloads, warm, a.inflight, a.series))
-        if shutil.which("prometheus"):
+            payloads, warm, inflight, series))
+        if prometheus and shutil.which("prometheus"):
             port = free_port()
             Path(f"{tmp}/prom.yml").write_text("global: {}\n")
             results.append(run_target(
@@ -136,18 +132,39 @@ def main() -> None:
                 ["prometheus", f"--config.file={tmp}/prom.yml", f"--storage.tsdb.path={tmp}/prom",
                  f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver"],
                 f"http://127.0.0.1:{port}/-/ready", f"http://127.0.0.1:{port}/api/v1/write",
-                payloads, warm, a.inflight, a.series))
+                payloads, warm, inflight, series))
+    for r in results:
+        r["samples_per_s"] = samples / r["seconds"]
+    out = {"series": series, "rounds": rounds, "per_request": per_request, "inflight": inflight,
+           "wal_fsync": wal_fsync, "samples": samples, "promring": results[0],
+           "prometheus": results[1] if len(results) == 2 else None}
+    if out["prometheus"]:
+        a_, b_ = results
+        out["throughput_ratio"] = b_["seconds"] / a_["seconds"]
+        out["memory_ratio"] = a_["rss_per_series"] / max(b_["rss_per_series"], 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--series", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=60)
+    ap.add_argument("--per-request", type=int, default=2000)
+    ap.add_argument("--inflight", type=int, default=4)
+    ap.add_argument("--wal-fsync", default="none")
+    a = ap.parse_args()
+    res = run(a.series, a.rounds, a.per_request, a.inflight, a.wal_fsync)
+    results = [r for r in (res["promring"], res["prometheus"]) if r]
     print(f"\n{a.series} active series, {a.per_request} samples/request, {a.inflight} in flight, "
-          f"{samples} samples, WAL fsync={a.wal_fsync}\n")
+          f"{res['samples']} samples, WAL fsync={a.wal_fsync}\n")
     print("| target | samples/s | p50 ms | p99 ms | errors | RSS bytes/series |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | {samples / r['seconds']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+        print(f"| {r['name']} | {r['samples_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
               f"| {r['errors']} | {r['rss_per_series']:,.0f} |")
-    if len(results) == 2:
-        a_, b_ = results
-        print(f"\nratio promring/prometheus: throughput {b_['seconds'] / a_['seconds']:.2f}x, "
-              f"memory per series {a_['rss_per_series'] / max(b_['rss_per_series'], 1):.2f}x")
+    if res["prometheus"]:
+        print(f"\nratio promring/prometheus: throughput {res['throughput_ratio']:.2f}x, "
+              f"memory per series {res['memory_ratio']:.2f}x")
 
 
 if __name__ == "__main__":

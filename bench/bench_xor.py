@@ -41,12 +41,10 @@ def best_of(fn, repeat: int = 3) -> float:
     return best
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--samples", type=int, default=1_200_000)
-    ap.add_argument("--series", type=int, default=2000)
-    ap.add_argument("--rounds", type=int, default=500)
-    args = ap.parse_args()
+def measure(samples: int = 1_200_000, series: int = 2000, rounds: int = 500) -> dict[str, float]:
+    """Prints and returns samples/s of encode, decode, decode_many and head append."""
+    args = argparse.Namespace(samples=samples, series=series, rounds=rounds)
+    out: dict[str, float] = {}
     rng = np.random.default_rng(1)
 
     tss, vss = make_chunks(args.samples, rng)
@@ -57,17 +55,21 @@ def main() -> None:
         chunks[:] = [xor_encode(t, v) for t, v in zip(tss, vss)]
 
     el = best_of(enc)
+    out["encode"] = n / el
     nbytes = sum(len(c) for c in chunks)
     print(f"encode          {n / el / 1e6:8.2f} M samples/s   ({n} samples, {len(chunks)} chunks, "
           f"{nbytes / n:.2f} B/sample)")
 
     el = best_of(lambda: [xor_decode(c) for c in chunks])
+    out["decode"] = n / el
+    out["bytes_per_sample"] = nbytes / n
     print(f"decode          {n / el / 1e6:8.2f} M samples/s   (one call per chunk)")
 
     # query path: one series spanning many chunks, decoded in one call
     per = CHUNKS_PER_SERIES
     groups = [chunks[i:i + per] for i in range(0, len(chunks), per)]
     el = best_of(lambda: [xor_decode_many(g, -(2**63), 2**63 - 1) for g in groups])
+    out["decode_many"] = n / el
     print(f"decode_many     {n / el / 1e6:8.2f} M samples/s   ({per} chunks per call)")
 
     # a range inside the series: the chunks overlapping it are passed, the edges get filtered
@@ -92,6 +94,8 @@ def main() -> None:
         h.append(refs, bt, bv, 0)
     el = time.perf_counter() - t0
     total = s * args.rounds
+    out["head_append"] = total / el
+    out["head_bytes_per_series"] = h.memory_bytes() / s
     print(f"head append     {total / el / 1e6:8.2f} M samples/s   ({s} series x 1 sample per call, "
           f"{args.rounds} calls, {el / args.rounds * 1e6:.0f} us/call)")
     print(f"head memory     {h.memory_bytes() / s:8.0f} B/series     ({h.num_samples(0)} samples each, "
@@ -101,6 +105,16 @@ def main() -> None:
     print(f"head chunks()   {s / el / 1e6:8.2f} M series/s    (all chunks of every series)")
     el = best_of(lambda: [h.samples(r, -(2**63), 2**63 - 1) for r in range(s)])
     print(f"head samples()  {total / el / 1e6:8.2f} M samples/s")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=1_200_000)
+    ap.add_argument("--series", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=500)
+    a = ap.parse_args()
+    measure(a.samples, a.series, a.rounds)
 
 
 if __name__ == "__main__":
