@@ -165,6 +165,7 @@ def append_history(row: dict, path: Path = BENCH / "history.csv") -> list[dict]:
 
 def plot_history(rows: list[dict], path: Path = BENCH / "history.png") -> None:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -179,6 +180,8 @@ def plot_history(rows: list[dict], path: Path = BENCH / "history.png") -> None:
     a1.axhline(1.0, color="grey", lw=0.8, ls="--")
     a1.set_ylabel("promring ÷ Prometheus 2.42")
     a1.set_yscale("log")
+    a1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    a1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     a1.legend(fontsize=8)
     a1.set_title("promring vs Prometheus 2.42, per benchmark run")
     for key, label in (("xor_encode_per_s", "XOR encode"), ("xor_decode_per_s", "XOR decode")):

@@ -16,7 +16,7 @@ from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .fanout import FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
 from .histjson import histogram_point, matrix_entry
-from .jsonfmt import format_value, ts_fragment
+from .jsonfmt import format_value, points_json, ts_fragment
 from .params import MAX_TIME_MS, MIN_TIME_MS, BadParam, parse_duration_ms, parse_matchers, parse_time
 from receiver.tsdb.labels import Matcher, MatchType
 
@@ -37,8 +37,7 @@ def error_response(kind: str, msg: str) -> web.Response:
 
 
 def _points(ts, vals) -> orjson.Fragment:
-    pts = ",".join(f'[{ts_fragment(t)},"{format_value(v)}"]' for t, v in zip(ts.tolist(), vals.tolist()))
-    return orjson.Fragment(f"[{pts}]")
+    return orjson.Fragment(points_json(ts, vals))
 
 
 def result_payload(res: QueryResult) -> dict:

@@ -43,3 +43,43 @@ def ts_fragment(t_ms: int) -> str:
     s, ms = divmod(t, 1000)
     body = f"{s}.{ms:03d}" if ms else f"{s}"
     return "-" + body if neg else body
+
+
+_EXACT_INT = float(2**53)
+
+
+def format_values_vec(vals: np.ndarray) -> list[str]:
+    """``format_value`` over an array, the common cases classified by numpy, not per sample.
+
+    Whole numbers below 2**53 (counters, most gauges) are printed as ints; other finite values
+    in [1e-4, 1e16) by Python's repr, which needs no fix-up there. Zeros with the sign bit,
+    exponent-range values and NaN/Inf (rare) fall back to ``format_value``.
+    """
+    v = np.ascontiguousarray(vals, dtype=np.float64).reshape(-1)
+    a = np.abs(v)
+    frac = v != np.trunc(v)
+    whole = ~frac & (a < _EXACT_INT) & ~((v == 0) & np.signbit(v))
+    plain = frac & (a >= 1e-4) & (a < 1e16)
+    if whole.all():
+        return list(map(str, v.astype(np.int64).tolist()))
+    if plain.all():
+        return list(map(repr, v.tolist()))
+    out = np.empty(len(v), dtype=object)
+    out[whole] = list(map(str, v[whole].astype(np.int64).tolist()))
+    out[plain] = list(map(repr, v[plain].tolist()))
+    for i in np.flatnonzero(~(whole | plain)).tolist():
+        out[i] = format_value(float(v[i]))
+    return out.tolist()
+
+
+def ts_fragments_vec(ts: np.ndarray) -> list[str]:
+    """``ts_fragment`` over an int64 millisecond array (whole seconds, the usual case, in bulk)."""
+    t = np.ascontiguousarray(ts, dtype=np.int64).reshape(-1)
+    if len(t) and t.min() >= 0 and not (t % 1000).any():
+        return list(map(str, (t // 1000).tolist()))
+    return list(map(ts_fragment, t.tolist()))
+
+
+def points_json(ts: np.ndarray, vals: np.ndarray) -> str:
+    """A matrix series' ``values`` array: ``[[t,"v"],...]`` without a per-point Python frame."""
+    return "[" + ",".join(map('[{},"{}"]'.format, ts_fragments_vec(ts), format_values_vec(vals))) + "]"
