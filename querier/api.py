@@ -225,24 +225,17 @@ class QueryAPI:
         return _json(_with_warnings({"status": "success", "data": data}, warnings))
 
     async def labels(self, request: web.Request) -> web.Response:
-        p = await self._params(request)
-        try:
-            mint, maxt = self._range(p)
-            sets = [parse_matchers(s) for s in p.get("match[]") or []] or [[]]
-        except BadParam as e:
-            return error_response("bad_data", str(e))
-        opts, warnings = self._options(request, p), []
-        try:
-            results = await asyncio.gather(*(self.stores.label_names(
-                mint, maxt, ms, opts=opts, warnings=warnings) for ms in sets))
-        except StoreUnavailable as e:
-            return error_response("execution", str(e))
-        return _json(_with_warnings({"status": "success", "data": sorted(set().union(*results))},
-                                    warnings))
+        return await self._label_query(request, lambda mint, maxt, ms, opts, warnings: (
+            self.stores.label_names(mint, maxt, ms, opts=opts, warnings=warnings)))
 
     async def label_values(self, request: web.Request) -> web.Response:
-        p = await self._params(request)
         name = request.match_info["name"]
+        return await self._label_query(request, lambda mint, maxt, ms, opts, warnings: (
+            self.stores.label_values(name, mint, maxt, ms, opts=opts, warnings=warnings)))
+
+    async def _label_query(self, request: web.Request, fetch) -> web.Response:
+        """``labels`` and ``label/<name>/values``: the union over every ``match[]`` (or all)."""
+        p = await self._params(request)
         try:
             mint, maxt = self._range(p)
             sets = [parse_matchers(s) for s in p.get("match[]") or []] or [[]]
@@ -250,8 +243,7 @@ class QueryAPI:
             return error_response("bad_data", str(e))
         opts, warnings = self._options(request, p), []
         try:
-            results = await asyncio.gather(*(self.stores.label_values(
-                name, mint, maxt, ms, opts=opts, warnings=warnings) for ms in sets))
+            results = await asyncio.gather(*(fetch(mint, maxt, ms, opts, warnings) for ms in sets))
         except StoreUnavailable as e:
             return error_response("execution", str(e))
         return _json(_with_warnings({"status": "success", "data": sorted(set().union(*results))},
