@@ -200,6 +200,16 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+def merge_replicas(parts: list[tuple[np.ndarray, np.ndarray]], dedup_func: str, counter: bool
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One sample stream from the (ts, vals) of the same series from several stores/replicas."""
+    if len(parts) == 1:
+        return parts[0]
+    if dedup_func == "penalty":
+        return penalty([p for p in parts if len(p[0])] or parts[:1], counter=counter)
+    return chain(parts)
+
+
 def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
                      counter: bool = False) -> list[Series]:
     """Decode each series' chunks; series with equal labels (from several stores, or replicas
@@ -214,14 +224,8 @@ def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
             if hs is not None:
                 out.append(hs)
             continue
-        if len(chunk_lists) == 1:
-            ts, vals = decode_many([c[2] for c in chunk_lists[0]], mint, maxt)
-        else:
-            parts = [decode_many([c[2] for c in cl], mint, maxt) for cl in chunk_lists]
-            if dedup_func == "penalty":
-                ts, vals = penalty([p for p in parts if len(p[0])] or parts[:1], counter=counter)
-            else:
-                ts, vals = chain(parts)
+        ts, vals = merge_replicas([decode_many([c[2] for c in cl], mint, maxt) for cl in chunk_lists],
+                                  dedup_func, counter)
         if len(ts):
             out.append(Series(lbls, ts, vals))
     out.sort(key=lambda s: s.labels)
@@ -320,12 +324,7 @@ class FanoutQueryable:
             by_labels.setdefault(lbls, []).append((ts, vals))
         out = []
         for lbls, parts in by_labels.items():
-            if len(parts) == 1:
-                ts, vals = parts[0]
-            elif dedup == "penalty":
-                ts, vals = penalty([p for p in parts if len(p[0])] or parts[:1], counter=counter)
-            else:
-                ts, vals = chain(parts)
+            ts, vals = merge_replicas(parts, dedup, counter)
             if len(ts):
                 out.append(Series(lbls, ts, vals))
         out.sort(key=lambda s: s.labels)
