@@ -74,21 +74,51 @@ def _pad8(n: int) -> int:
     return -n & 7
 
 
-def series_parts(rec: SeriesRecord) -> list:
-    """Buffers whose concatenation is the series payload (ready for ``os.writev``)."""
-    refs = np.ascontiguousarray(rec.refs, dtype=_I8)
-    n = len(refs)
-    if len(rec.keys) != n:
-        raise ValueError(f"series record: {n} refs but {len(rec.keys)} keys")
-    lens = np.fromiter(map(len, rec.keys), dtype=_U4, count=n)
-    blob = b"".join(rec.keys)
-    parts: list = [_U64x2.pack(n, len(blob)), refs, lens]
+def _columns_and_blobs(columns: list[np.ndarray], blobs: list[bytes]) -> list:
+    """The layout series and histogram records share: ``n, len(blob)`` (2 x u64), each int64
+    column, the u32 length of each blob (padded to 8), then the blobs joined (padded to 8)."""
+    n = len(blobs)
+    lens = np.fromiter(map(len, blobs), dtype=_U4, count=n)
+    blob = b"".join(blobs)
+    parts: list = [_U64x2.pack(n, len(blob)), *columns, lens]
     if p := _pad8(4 * n):
         parts.append(_ZERO_PAD[:p])
     parts.append(blob)
     if p := _pad8(len(blob)):
         parts.append(_ZERO_PAD[:p])
     return parts
+
+
+def _decode_columns_and_blobs(buf: memoryview, off: int, end: int, k: int, what: str
+                              ) -> tuple[np.ndarray, list[bytes], int]:
+    """Inverse of :func:`_columns_and_blobs` for ``k`` columns: (columns stacked in one int64
+    array, blobs, offset after the payload)."""
+    if end - off < 16:
+        raise RecordDecodeError(f"{what} payload too short")
+    n, blob_len = _U64x2.unpack_from(buf, off)
+    p = off + 16
+    lens_off = p + 8 * k * n
+    blob_off = lens_off + 4 * n + _pad8(4 * n)
+    stop = blob_off + blob_len + _pad8(blob_len)
+    if stop > end:
+        raise RecordDecodeError(f"{what} payload sizes exceed record")
+    # One copy of the columns; views then share it (and not the whole segment buffer).
+    cols = np.frombuffer(buf, dtype=_I8, count=k * n, offset=p).copy()
+    lens = np.frombuffer(buf, dtype=_U4, count=n, offset=lens_off)
+    ends = np.cumsum(lens, dtype=np.int64)
+    if (int(ends[-1]) if n else 0) != blob_len:
+        raise RecordDecodeError(f"{what} lengths do not match blob")
+    blob = bytes(buf[blob_off:blob_off + blob_len])
+    blobs = [blob[s:e] for s, e in zip((ends - lens).tolist(), ends.tolist())]
+    return cols, blobs, stop
+
+
+def series_parts(rec: SeriesRecord) -> list:
+    """Buffers whose concatenation is the series payload (ready for ``os.writev``)."""
+    refs = np.ascontiguousarray(rec.refs, dtype=_I8)
+    if len(rec.keys) != len(refs):
+        raise ValueError(f"series record: {len(refs)} refs but {len(rec.keys)} keys")
+    return _columns_and_blobs([refs], rec.keys)
 
 
 def samples_parts(rec: SamplesRecord) -> list:
@@ -104,25 +134,7 @@ def samples_parts(rec: SamplesRecord) -> list:
 
 def decode_series(buf: memoryview, off: int, end: int) -> tuple[SeriesRecord, int]:
     """Decode a series payload starting at ``off``; returns the record and the offset after it."""
-    if end - off < 16:
-        raise RecordDecodeError("series payload too short")
-    n, blob_len = _U64x2.unpack_from(buf, off)
-    p = off + 16
-    lens_off = p + 8 * n
-    blob_off = lens_off + 4 * n + _pad8(4 * n)
-    stop = blob_off + blob_len + _pad8(blob_len)
-    if stop > end:
-        raise RecordDecodeError("series payload sizes exceed record")
-    refs = np.frombuffer(buf, dtype=_I8, count=n, offset=p).copy()
-    lens = np.frombuffer(buf, dtype=_U4, count=n, offset=lens_off)
-    ends = np.cumsum(lens, dtype=np.int64)
-    if n and int(ends[-1]) != blob_len:
-        raise RecordDecodeError("series key lengths do not match blob")
-    if not n and blob_len:
-        raise RecordDecodeError("series blob without series")
-    blob = bytes(buf[blob_off:blob_off + blob_len])
-    starts = (ends - lens).tolist()
-    keys = [blob[s:e] for s, e in zip(starts, ends.tolist())]
+    refs, keys, stop = _decode_columns_and_blobs(buf, off, end, 1, "series")
     return SeriesRecord(refs, keys), stop
 
 
@@ -156,33 +168,11 @@ def histograms_parts(rec: HistogramsRecord) -> list:
     n = len(refs)
     if len(ts) != n or len(rec.raw) != n:
         raise ValueError(f"histograms record: lengths differ (refs={n}, ts={len(ts)}, raw={len(rec.raw)})")
-    lens = np.fromiter(map(len, rec.raw), dtype=_U4, count=n)
-    blob = b"".join(rec.raw)
-    parts: list = [_U64x2.pack(n, len(blob)), refs, ts, lens]
-    if p := _pad8(4 * n):
-        parts.append(_ZERO_PAD[:p])
-    parts.append(blob)
-    if p := _pad8(len(blob)):
-        parts.append(_ZERO_PAD[:p])
-    return parts
+    return _columns_and_blobs([refs, ts], rec.raw)
 
 
 def decode_histograms(buf: memoryview, off: int, end: int) -> tuple[HistogramsRecord, int]:
     """Decode a histograms payload starting at ``off``; returns the record and the offset after it."""
-    if end - off < 16:
-        raise RecordDecodeError("histograms payload too short")
-    n, blob_len = _U64x2.unpack_from(buf, off)
-    p = off + 16
-    lens_off = p + 16 * n
-    blob_off = lens_off + 4 * n + _pad8(4 * n)
-    stop = blob_off + blob_len + _pad8(blob_len)
-    if stop > end:
-        raise RecordDecodeError("histograms payload sizes exceed record")
-    cols = np.frombuffer(buf, dtype=_I8, count=2 * n, offset=p).copy()
-    lens = np.frombuffer(buf, dtype=_U4, count=n, offset=lens_off)
-    ends = np.cumsum(lens, dtype=np.int64)
-    if (int(ends[-1]) if n else 0) != blob_len:
-        raise RecordDecodeError("histogram lengths do not match blob")
-    blob = bytes(buf[blob_off:blob_off + blob_len])
-    raw = [blob[s:e] for s, e in zip((ends - lens).tolist(), ends.tolist())]
+    cols, raw, stop = _decode_columns_and_blobs(buf, off, end, 2, "histograms")
+    n = len(raw)
     return HistogramsRecord(cols[:n], cols[n:], raw), stop
