@@ -241,7 +241,7 @@ class TenantTSDB:
         names = set(self.head.label_names(matchers))
         for b in list(self.blocks.values()):
             if matchers:
-                names.update(n for l, _ in b.series(-(1 << 62), 1 << 62, matchers) for n, _ in l)
+                names.update(n for l in _block_labels(b, matchers) for n, _ in l)
             else:
                 names.update(b.index.label_names())
         return names
@@ -250,8 +250,7 @@ class TenantTSDB:
         values = set(self.head.label_values(name, matchers))
         for b in list(self.blocks.values()):
             if matchers:
-                values.update(v for l, _ in b.series(-(1 << 62), 1 << 62, matchers)
-                              for n, v in l if n == name)
+                values.update(v for l in _block_labels(b, matchers) for n, v in l if n == name)
             else:
                 values.update(b.index.label_values(name))
         return values
@@ -398,6 +397,11 @@ class TenantTSDB:
         self.wal.close()
         for b in self.blocks.values():
             b.close()
+
+
+def _block_labels(b: BlockReader, matchers: list[Matcher]) -> Iterable[Labels]:
+    """Label sets of a block's matching series, from the index alone (no chunk reads)."""
+    return (b.index.series(ref)[0] for ref in b.index.select(matchers).tolist())
 
 
 class MultiTSDB:

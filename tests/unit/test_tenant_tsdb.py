@@ -110,3 +110,15 @@ def test_after_a_shutdown_flush_the_same_range_still_accepts_new_samples(tmp_pat
     assert ranges[0] == (0, 25_001) and ranges[1] == (25_001, RANGE)
     assert all(v == list(range(0, 30_000, 5_000)) + stamps for v in all_samples(again).values())
     again.close()
+
+
+def test_label_names_and_values_with_matchers_come_from_blocks_too(tmp_path):
+    db = TenantTSDB("t4", opts(tmp_path))
+    for t in range(0, 20_000, 5_000):
+        push(db, t, n_series=4)
+    db.flush()  # everything now lives in blocks, nothing in the head
+    assert db.head.num_series == 0 and db.blocks
+    assert db.label_names([Matcher("=", "i", "2")]) == {"__name__", "i"}
+    assert db.label_values("i", [Matcher("=~", "i", "[13]")]) == {"1", "3"}
+    assert db.label_values("i", [Matcher("=", "i", "nope")]) == set()
+    db.close()
