@@ -112,11 +112,13 @@ class TenantTSDB:
                 shutil.rmtree(d, ignore_errors=True)  # an interrupted block write
             elif (d / "meta.json").is_file() and d.name not in self.blocks:
                 self.blocks[d.name] = BlockReader(d)
+        self._blocks_changed()
 
-    @property
-    def blocks_max_time(self) -> int:
-        """Samples before this are in blocks; the head refuses them."""
-        return max((b.meta.max_time for b in self.blocks.values()), default=int(NO_TIME_MAX))
+    def _blocks_changed(self) -> None:
+        # Samples before this are in blocks and the head refuses them; kept as a value because
+        # every write needs it.
+        self.blocks_max_time = max((b.meta.max_time for b in self.blocks.values()),
+                                   default=int(NO_TIME_MAX))
 
     def thanos_meta(self) -> dict:
         return {"labels": dict(self.external_labels), "downsample": {"resolution": 0},
@@ -128,6 +130,7 @@ class TenantTSDB:
             return None
         meta = write_block(self.dir, series, bmin, bmax, thanos_meta=self.thanos_meta())
         self.blocks[meta.ulid] = BlockReader(self.dir / meta.ulid)
+        self._blocks_changed()
         log.info("persisted head block", extra={"tenant": self.tenant, "ulid": meta.ulid,
                                                 "mint": bmin, "maxt": bmax,
                                                 "series": meta.num_series, "samples": meta.num_samples})
@@ -214,6 +217,7 @@ class TenantTSDB:
         if b is not None:
             b.close()
         shutil.rmtree(self.dir / ulid, ignore_errors=True)
+        self._blocks_changed()
 
     def expired_blocks(self, now_ms: int) -> list[str]:
         if not self.retention_ms:
