@@ -9,13 +9,13 @@ import itertools
 import logging
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from .remotewrite import DecodedWrite
+from .remotewrite import STATUS_INVALID_UTF8, DecodedWrite
 from .tsdb.block import BlockMeta, BlockReader, write_block
 from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
 from .tsdb.labels import Labels, Matcher
@@ -58,6 +58,21 @@ class TSDBOptions:
 
 
 @dataclass
+class ReplayStats:
+    """What a WAL replay had to skip to start at all (each counted, logged once)."""
+
+    corrupt_segments: int = 0  # segments (or missing ranges) whose rest could not be read
+    invalid_series: int = 0  # series records whose label key does not decode
+    unknown_ref_samples: int = 0  # samples of a series that no record defines
+    invalid_histograms: int = 0  # native histogram samples whose message does not decode
+
+    @property
+    def skipped(self) -> int:
+        return (self.corrupt_segments + self.invalid_series + self.unknown_ref_samples
+                + self.invalid_histograms)
+
+
+@dataclass
 class WriteOutcome:
     """Counts of one request's fate, enough to choose Thanos's status code and message."""
 
@@ -70,6 +85,13 @@ class WriteOutcome:
     unsorted_labels: int = 0
     dropped_samples: int = 0  # samples of series rejected for their labels
     invalid_histograms: int = 0  # native histogram samples whose message is malformed/invalid
+    invalid_utf8_labels: int = 0  # series refused because a label is not valid UTF-8
+
+    @property
+    def http_status(self) -> int:
+        """409 for conflicts (Thanos), but 400 when labels are not UTF-8: Prometheus's remote
+        write handler calls those invalid labels, a client error no retry can fix."""
+        return 400 if self.invalid_utf8_labels else 409
 
     @property
     def conflicts(self) -> list[str]:
@@ -80,6 +102,7 @@ class WriteOutcome:
                         (self.empty_labels, "series with empty labels, label names or label values"),
                         (self.duplicate_labels, "series with duplicate label names"),
                         (self.unsorted_labels, "series with out-of-order label names"),
+                        (self.invalid_utf8_labels, "series with invalid labels (label name or value is not valid UTF-8)"),
                         (self.invalid_histograms, "invalid native histogram samples")):
             if n:
                 msgs.append(f"{n} {what}")
@@ -102,6 +125,7 @@ class TenantTSDB:
         self.block_range_ms = opts.head.chunk_range_ms
         self.retention_ms = opts.retention_ms
         self.blocks: dict[str, BlockReader] = {}
+        self.replay_stats = ReplayStats()
         self._load_blocks()
 
     # -- local blocks -------------------------------------------------------------------------
@@ -277,42 +301,82 @@ class TenantTSDB:
 
     def replay(self) -> int:
         """Load the newest checkpoint and the WAL after it into the head; returns samples
-        restored. Samples already in local blocks are skipped."""
+        restored. Samples already in local blocks are skipped.
+
+        Never refuses to start: a record that does not fit (a series whose labels do not
+        decode, samples of a series never defined, a corrupt segment) is skipped, counted in
+        ``replay_stats`` and logged once per kind."""
         # A logged ref normally comes back unchanged; a lookup table covers the rare series
-        # that was logged twice under different refs.
+        # that was logged twice under different refs. -1 marks refs never (validly) defined.
         lut = np.zeros(0, dtype=np.int64)
-        remapped = False
+        stats = self.replay_stats = ReplayStats()
         restored = 0
         floor = self.blocks_max_time
+
+        def corrupt(msg: str) -> None:
+            stats.corrupt_segments += 1
+            log.error(msg, extra={"tenant": self.tenant})
+
         cps = checkpoints(self.wal.cfg.dir)
-        records: Iterable = self.wal.replay()
+        records: Iterable = self.wal.replay(corrupt)
         if cps:
             seg, path = cps[-1]
             self.wal.truncate_before(seg)  # a crash may have left segments the checkpoint covers
-            records = itertools.chain(replay_checkpoint(path), self.wal.replay())
+            records = itertools.chain(replay_checkpoint(path, corrupt), self.wal.replay(corrupt))
         for rec in records:
             if isinstance(rec, SeriesRecord):
                 refs = rec.refs.tolist()
-                if refs and max(refs) >= len(lut):
-                    grown = np.arange(max(max(refs) + 1, 2 * len(lut)), dtype=np.int64)
+                top = max(refs, default=-1)
+                if top >= len(lut):
+                    grown = np.full(max(top + 1, 2 * len(lut)), -1, dtype=np.int64)
                     grown[:len(lut)] = lut
                     lut = grown
                 for ref, key in zip(refs, rec.keys):
-                    got = self.head.restore_series(ref, key)
-                    if got != ref:
+                    try:
+                        got = self.head.restore_series(ref, key)
+                    except ValueError:
+                        stats.invalid_series += 1
+                        continue
+                    if ref >= 0:
                         lut[ref] = got
-                        remapped = True
-            elif isinstance(rec, HistogramsRecord):
-                refs = lut[rec.refs] if remapped else rec.refs
-                hists = [from_proto_bytes(r)[1] for r in rec.raw]
-                st = self.head.append_histograms(refs.tolist(), rec.ts.tolist(), hists,
-                                                 min_valid_time=floor)
+                continue
+            refs = np.asarray(rec.refs, dtype=np.int64)
+            known = (refs >= 0) & (refs < len(lut))
+            mapped = np.full(len(refs), -1, dtype=np.int64)
+            mapped[known] = lut[refs[known]]
+            good = mapped >= 0
+            if not good.all():
+                stats.unknown_ref_samples += int(np.count_nonzero(~good))
+            if isinstance(rec, HistogramsRecord):
+                restored += self._replay_histograms(rec, mapped, good, floor, stats)
+            elif good.all():
+                st = self.head.append(mapped, rec.ts, rec.vals, min_valid_time=floor)
                 restored += int(np.count_nonzero(st == OK))
-            else:
-                refs = lut[rec.refs] if remapped else rec.refs
-                st = self.head.append(refs, rec.ts, rec.vals, min_valid_time=floor)
+            elif good.any():
+                st = self.head.append(mapped[good], rec.ts[good], rec.vals[good], min_valid_time=floor)
                 restored += int(np.count_nonzero(st == OK))
+        if stats.skipped:
+            log.warning("WAL replay skipped records that do not fit the head",
+                        extra={"tenant": self.tenant, **asdict(stats)})
         return restored
+
+    def _replay_histograms(self, rec: HistogramsRecord, mapped: np.ndarray, good: np.ndarray,
+                           floor: int, stats: ReplayStats) -> int:
+        refs: list[int] = []
+        ts: list[int] = []
+        hists = []
+        for ref, t, raw in zip(mapped.tolist(), rec.ts.tolist(), rec.raw):
+            if ref < 0:
+                continue
+            try:
+                hists.append(from_proto_bytes(raw)[1])
+            except ValueError:
+                stats.invalid_histograms += 1
+                continue
+            refs.append(ref)
+            ts.append(t)
+        st = self.head.append_histograms(refs, ts, hists, min_valid_time=floor)
+        return int(np.count_nonzero(st == OK))
 
     def write(self, req: DecodedWrite) -> WriteOutcome:
         """Append what is valid, log it to the WAL, and report the rest (caller then syncs)."""
@@ -323,10 +387,21 @@ class TenantTSDB:
             out.empty_labels = int(np.count_nonzero(status == SERIES_EMPTY_LABELS))
             out.duplicate_labels = int(np.count_nonzero(status == SERIES_DUPLICATE_LABELS))
             out.unsorted_labels = int(np.count_nonzero(status == SERIES_UNSORTED_LABELS))
+            out.invalid_utf8_labels = int(np.count_nonzero(status == STATUS_INVALID_UTF8))
         keys = req.keys
         idx = np.flatnonzero(good_series)
         good_keys = keys if len(idx) == len(keys) else [keys[i] for i in idx.tolist()]
         refs, new_refs, new_keys = self.head.refs_for(good_keys)
+        try:
+            return self._append(req, out, idx, refs, new_refs, new_keys)
+        except BaseException:
+            if new_keys:  # the head has these series now: the WAL must define them too
+                self.wal.log(SeriesRecord(new_refs, new_keys), None)
+            raise
+
+    def _append(self, req: DecodedWrite, out: WriteOutcome, idx: np.ndarray, refs: np.ndarray,
+                new_refs: np.ndarray, new_keys: list[bytes]) -> WriteOutcome:
+        keys = req.keys
         # Map each sample's series index to a ref; samples of rejected series are dropped.
         series_ref = np.full(len(keys), -1, dtype=np.int64)
         series_ref[idx] = refs

@@ -290,5 +290,5 @@ class Receiver:
         if conflicts:
             msg = "; ".join(conflicts)
             log.debug("write conflicts", extra={"tenant": tenant, "detail": msg})
-            return 409, f"{msg} (appended {out.appended} samples)"
+            return out.http_status, f"{msg} (appended {out.appended} samples)"
         return 200, ""
