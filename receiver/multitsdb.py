@@ -9,7 +9,8 @@ import itertools
 import logging
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable
 
@@ -33,6 +34,12 @@ SERIES_EMPTY_LABELS, SERIES_DUPLICATE_LABELS, SERIES_UNSORTED_LABELS = 1, 2, 3
 
 _MALFORMED_TS = int(np.iinfo(np.int64).min)  # the decoder's mark for a malformed Histogram
 
+# Timestamps beyond +-2^62 ms (146 million years) are refused whatever the flags say: block and
+# chunk-range arithmetic on them (t + 2 ranges, aligned starts) must stay inside int64 here
+# and in every Go reader of our blocks.
+MAX_VALID_TS = 2**62
+MIN_VALID_TS = -(2**62)
+
 
 class InvalidTenant(ValueError):
     pass
@@ -55,6 +62,9 @@ class TSDBOptions:
     # Local blocks older than this (by max time) are deleted once shipped (or always, with no
     # shipper: then they are the only copy and retention is all there is). 0 = keep forever.
     retention_ms: int = 15 * 86_400_000
+    # Samples later than now + this are refused (409 out of bounds), as Thanos's
+    # --tsdb.too-far-in-future.time-window; 0 = off. See README for the default.
+    too_far_in_future_ms: int = 10 * 60_000
 
 
 @dataclass
@@ -68,8 +78,11 @@ class ReplayStats:
 
     @property
     def skipped(self) -> int:
-        return (self.corrupt_segments + self.invalid_series + self.unknown_ref_samples
-                + self.invalid_histograms)
+        return sum(asdict(self).values())
+
+    @staticmethod
+    def kinds() -> list[str]:
+        return [f.name for f in fields(ReplayStats)]
 
 
 @dataclass
@@ -86,6 +99,8 @@ class WriteOutcome:
     dropped_samples: int = 0  # samples of series rejected for their labels
     invalid_histograms: int = 0  # native histogram samples whose message is malformed/invalid
     invalid_utf8_labels: int = 0  # series refused because a label is not valid UTF-8
+    too_far_in_future: int = 0  # samples past now + --tsdb.too-far-in-future.time-window
+    out_of_bounds: int = 0  # samples with absurd timestamps (beyond +-2^62 ms)
 
     @property
     def http_status(self) -> int:
@@ -99,6 +114,8 @@ class WriteOutcome:
         for n, what in ((self.out_of_order, "out of order samples"),
                         (self.duplicate, "duplicate sample for timestamp"),
                         (self.too_old, "out of bounds samples (too old)"),
+                        (self.too_far_in_future, "out of bounds samples (too far in the future)"),
+                        (self.out_of_bounds, "out of bounds samples (timestamp beyond +-2^62 ms)"),
                         (self.empty_labels, "series with empty labels, label names or label values"),
                         (self.duplicate_labels, "series with duplicate label names"),
                         (self.unsorted_labels, "series with out-of-order label names"),
@@ -124,6 +141,7 @@ class TenantTSDB:
         self.external_labels: Labels = tuple(sorted(ext.items()))
         self.block_range_ms = opts.head.chunk_range_ms
         self.retention_ms = opts.retention_ms
+        self.too_far_in_future_ms = opts.too_far_in_future_ms
         self.blocks: dict[str, BlockReader] = {}
         self.replay_stats = ReplayStats()
         self._load_blocks()
@@ -214,7 +232,7 @@ class TenantTSDB:
             if meta is not None:
                 out.append(meta)
             upto = bmin + r
-            h.min_time = upto
+            h.min_time = h.min_time_from(upto)  # jump over empty windows, never step through them
         if upto is not None:
             self._checkpoint(upto)
         return out
@@ -229,10 +247,13 @@ class TenantTSDB:
             return out
         r = self.block_range_ms
         upto = h.max_time + 1
-        for bmin in range((h.min_time // r) * r, upto, r):
+        t = h.min_time
+        while t < upto:  # one block per aligned range that holds data
+            bmin = (t // r) * r
             meta = self._persist(max(bmin, self.blocks_max_time), min(bmin + r, upto))
             if meta is not None:
                 out.append(meta)
+            t = h.min_time_from(bmin + r)
         self._checkpoint(upto)
         return out
 
@@ -411,6 +432,11 @@ class TenantTSDB:
         if not keep.all():
             out.dropped_samples = int(np.count_nonzero(~keep))
             sample_refs, ts, vals = sample_refs[keep], ts[keep], vals[keep]
+        latest = self._latest_valid_time()
+        in_bounds = (ts <= latest) & (ts >= MIN_VALID_TS)
+        if not in_bounds.all():
+            self._count_out_of_bounds(ts[~in_bounds], out)
+            sample_refs, ts, vals = sample_refs[in_bounds], ts[in_bounds], vals[in_bounds]
         mvt = max(self.head.min_valid_time(), self.blocks_max_time)
         st = self.head.append(sample_refs, ts, vals, mvt)
         ok = st == OK
@@ -426,15 +452,27 @@ class TenantTSDB:
                 samples_rec = SamplesRecord(sample_refs, ts, vals)
             else:
                 samples_rec = SamplesRecord(sample_refs[ok], ts[ok], vals[ok])
-        hist_rec = self._write_histograms(req, series_ref, mvt, out) if req.hist_raw else None
+        hist_rec = self._write_histograms(req, series_ref, mvt, latest, out) if req.hist_raw else None
         if hist_rec is not None:
             self.wal.log(series_rec, samples_rec, hist_rec)
         elif series_rec is not None or samples_rec is not None:
             self.wal.log(series_rec, samples_rec)
         return out
 
+    def _latest_valid_time(self) -> int:
+        """Newest timestamp a write may carry now (too far in the future past it)."""
+        if self.too_far_in_future_ms <= 0:
+            return MAX_VALID_TS
+        return min(MAX_VALID_TS, int(time.time() * 1000) + self.too_far_in_future_ms)
+
+    @staticmethod
+    def _count_out_of_bounds(ts: np.ndarray, out: WriteOutcome) -> None:
+        absurd = int(np.count_nonzero((ts > MAX_VALID_TS) | (ts < MIN_VALID_TS)))
+        out.out_of_bounds += absurd
+        out.too_far_in_future += len(ts) - absurd
+
     def _write_histograms(self, req: DecodedWrite, series_ref: np.ndarray, mvt: int,
-                          out: WriteOutcome) -> HistogramsRecord | None:
+                          latest: int, out: WriteOutcome) -> HistogramsRecord | None:
         """Append a request's native histogram samples (after its floats, as Prometheus
         does); returns what to log. Counts go into ``out`` next to the float samples'."""
         refs_all = series_ref[req.hist_series].tolist()
@@ -444,6 +482,9 @@ class TenantTSDB:
         for i, (ref, t, raw) in enumerate(zip(refs_all, ts_all, req.hist_raw)):
             if ref < 0:
                 out.dropped_samples += 1
+                continue
+            if t != _MALFORMED_TS and not MIN_VALID_TS <= t <= latest:
+                self._count_out_of_bounds(np.array([t], dtype=np.int64), out)
                 continue
             try:
                 if t == _MALFORMED_TS:
@@ -514,6 +555,9 @@ class MultiTSDB:
 
     def memory_bytes(self) -> int:
         return sum(t.head.memory_bytes() for t in self.tenants.values())
+
+    def replay_skipped(self, kind: str) -> int:
+        return sum(getattr(t.replay_stats, kind) for t in list(self.tenants.values()))
 
     def close(self) -> None:
         for t in self.tenants.values():

@@ -758,6 +758,26 @@ static PyObject *head_last(HeadChunksObject *self, PyObject *arg) {
     return Py_BuildValue("(Ld)", (long long)s->enc.t, u2f(s->enc.vbits));
 }
 
+/* The earliest chunk start at or after t over every series (INT64_MAX if none): lets the block
+   cut jump straight to the next window that holds data instead of stepping through empty ones.
+   Chunks never straddle a chunk-range boundary, so for an aligned t this is exact per window. */
+static PyObject *head_min_time_from(HeadChunksObject *self, PyObject *arg) {
+    long long t = PyLong_AsLongLong(arg);
+    if (t == -1 && PyErr_Occurred()) return NULL;
+    int64_t best = INT64_MAX;
+    for (Py_ssize_t r = 0; r < self->n; r++) {
+        const Series *s = &self->series[r];
+        int64_t got = INT64_MAX;
+        for (uint32_t i = 0; i < s->ndone; i++) {
+            if (s->done[i].maxt >= t) { got = s->done[i].mint; break; }
+        }
+        if (got == INT64_MAX && s->enc.count > 0 && s->enc.t >= t) got = s->t0;
+        if (got < t) got = t;
+        if (got < best) best = got;
+    }
+    return PyLong_FromLongLong(best);
+}
+
 static PyObject *head_num_samples(HeadChunksObject *self, PyObject *arg) {
     long long ref = PyLong_AsLongLong(arg);
     if (ref == -1 && PyErr_Occurred()) return NULL;
@@ -848,6 +868,8 @@ static PyMethodDef head_methods[] = {
     {"bounds", (PyCFunction)head_bounds, METH_O, "bounds(ref) -> (min t, max t) or None."},
     {"last", (PyCFunction)head_last, METH_O, "last(ref) -> (t, v) or None."},
     {"num_samples", (PyCFunction)head_num_samples, METH_O, "num_samples(ref) -> int."},
+    {"min_time_from", (PyCFunction)head_min_time_from, METH_O,
+     "min_time_from(t) -> earliest chunk start >= t over all series (clipped to t), or int64 max."},
     {"num_chunks", (PyCFunction)head_num_chunks, METH_O,
      "num_chunks(ref) -> completed chunks plus the open one if it has samples."},
     {"truncate_before", (PyCFunction)(void (*)(void))head_truncate_before,

@@ -227,6 +227,13 @@ class Head:
         out.sort(key=lambda s: s[0])
         return out
 
+    def min_time_from(self, t: int) -> int:
+        """Where the head's data resumes at or after ``t`` (NO_TIME_MIN if nothing does)."""
+        got = self._chunks.min_time_from(t)
+        if self.hists.num_series:
+            got = min(got, self.hists.min_time_from(t))
+        return int(got)
+
     def truncate(self, t: int) -> int:
         """Drop everything older than ``t`` (now in a block) and series left empty; returns
         how many series were removed. Refs are never reused, so WAL refs stay unambiguous."""

@@ -122,6 +122,15 @@ class HistogramHead:
         z = bisect.bisect_right(s.ts, maxt)
         return s.ts[a:z], s.hs[a:z]
 
+    def min_time_from(self, t: int) -> int:
+        """The earliest histogram sample at or after ``t`` (int64 max if none)."""
+        best = np.iinfo(np.int64).max
+        for s in self._series.values():
+            k = bisect.bisect_left(s.ts, t)
+            if k < len(s.ts) and s.ts[k] < best:
+                best = s.ts[k]
+        return int(best)
+
     def truncate(self, t: int) -> None:
         """Drop samples older than ``t``; chunks are re-cut from what is left."""
         for ref in list(self._series):
