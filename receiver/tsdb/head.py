@@ -119,6 +119,12 @@ class Head:
             # A float may not go at or behind a series' newest histogram sample.
             hl = self.hists.last_ts(refs)
             behind = np.asarray(ts) <= hl
+            has_hist = hl != np.iinfo(np.int64).min
+            if has_hist.any() and not behind.all():
+                # A float after a histogram starts a new chunk (no overlapping chunks).
+                ahead = has_hist & ~behind
+                self._chunks.cut_after(np.ascontiguousarray(np.asarray(refs)[ahead], dtype=np.int64),
+                                       np.ascontiguousarray(hl[ahead]))
             if behind.any():
                 good = ~behind
                 status = np.empty(len(refs), dtype=np.uint8)

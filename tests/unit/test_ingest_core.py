@@ -174,3 +174,52 @@ def test_a_future_sample_is_refused_and_does_not_lock_the_tenant_out(tmp_path, a
     # Within the window is fine (clock skew of a few minutes).
     assert db.write(decode(good(now + 5 * 60_000))).appended == 1
     db.close()
+
+
+# ---------------------------------------------------------------- 4. float <-> histogram
+
+
+def hist_write(name: str, t: int, count: int) -> bytes:
+    from receiver.remotewrite import encode_histogram_write_request
+    from receiver.tsdb.histogram import Hist, to_proto_bytes
+    h = Hist(False, 0, 0.001, count, 0, 1.5 * count, ((0, 1),), [count], (), [])
+    return encode_histogram_write_request([((("__name__", name),), [to_proto_bytes(t, h)])])
+
+
+def test_float_histogram_float_on_one_series_makes_valid_blocks(tmp_path):
+    import shutil
+    import subprocess
+    db = TenantTSDB("t", opts(tmp_path))
+    steps = [good(1_000, "mix"), hist_write("mix", 2_000, 3), good(3_000, "mix"),
+             hist_write("mix", 4_000, 4), hist_write("mix", 5_000, 5), good(6_000, "mix")]
+    for body in steps:
+        out = write(db, body)
+        assert out.appended == 1 and not out.conflicts, out
+    write(db, good(2 * RANGE, "mix"))  # the head now spans > 1.5 ranges: the first is cut
+    metas = db.compact()  # before: "chunk mint ... not after previous chunk maxt"
+    assert len(metas) == 1 and metas[0].num_samples == 6, metas
+    chunks = [c for _, cs in db.series([Matcher("=", "__name__", "mix")], 0, RANGE - 1)
+              for c in cs]
+    assert all(a[1] < b[0] for a, b in zip(chunks, chunks[1:])), chunks
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool (Debian's prometheus package) is not installed")
+    subprocess.run(["promtool", "tsdb", "analyze", str(tmp_path / "t"), metas[0].ulid],
+                   capture_output=True, check=True)
+    db.close()
+
+
+def test_one_tenants_failing_cut_does_not_stop_the_others(tmp_path):
+    import shutil
+    from receiver.lifecycle import BlockLifecycle
+    from receiver.multitsdb import MultiTSDB
+    mdb = MultiTSDB(opts(tmp_path, retention_ms=0))  # 1970 blocks are not expired
+    for name in ("broken", "fine"):
+        t = mdb.tenant(name)
+        write(t, good(1_000))
+        write(t, good(2 * RANGE))
+    broken = mdb.tenant("broken")
+    shutil.rmtree(broken.dir)
+    broken.dir.write_bytes(b"")  # a file where the tenant's directory was: its cut fails
+    asyncio.run(BlockLifecycle(mdb, None).run_once())
+    assert len(mdb.tenant("fine").blocks) == 1
+    mdb.close()
