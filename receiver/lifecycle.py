@@ -1,15 +1,21 @@
 """What happens to an ingestor's data after it is appended: head -> local block -> bucket -> gone.
 
 Every ``interval`` the heads are cut into blocks (Prometheus's 1.5-range rule), new blocks are
-shipped, and shipped blocks past local retention are deleted. On shutdown every head is flushed
-into blocks and shipped before the process exits. All of it runs on the event loop thread: the
-head is not thread-safe, and a block cut is short next to the range it covers.
+shipped, and shipped blocks past local retention are deleted. The slow parts of a cut (writing
+the block, truncating the head, writing the WAL checkpoint) run in a worker thread; the short
+steps that change what the head holds run on the event loop, between writes, so writes and
+queries go on during a cut and ``/-/ready`` answers.
+
+Shutdown does what Prometheus does: no flush. The head stays in the WAL (synced to disk) and is
+replayed on the next start, so a restart neither takes long nor turns the samples a client
+re-sends after it into "too old" conflicts. Blocks are cut only on the schedule.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from typing import Any, Callable
 
 from objstore import Bucket
 from shipper import Shipper
@@ -17,6 +23,8 @@ from shipper import Shipper
 from .multitsdb import MultiTSDB
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_SHIP_TIMEOUT_S = 10.0
 
 
 class BlockLifecycle:
@@ -26,6 +34,7 @@ class BlockLifecycle:
         self.interval_s = interval_s
         self._shippers: dict[str, Shipper] = {}
         self._task: asyncio.Task | None = None
+        self._inflight: asyncio.Future | None = None  # a cut step running in a worker thread
 
     def _shipper(self, tenant: str) -> Shipper | None:
         if self.bucket is None:
@@ -51,10 +60,16 @@ class BlockLifecycle:
                     log.info("deleting local block past retention", extra={"tenant": name, "ulid": ulid})
                     t.delete_block(ulid)
 
+    async def _off_loop(self, step: Callable[[], Any]) -> Any:
+        """Run one slow cut step in a worker thread. Shielded: cancelling the lifecycle (on
+        shutdown) must not abandon a half-written checkpoint; ``shutdown`` waits for it."""
+        self._inflight = asyncio.ensure_future(asyncio.to_thread(step))
+        return await asyncio.shield(self._inflight)
+
     async def run_once(self, now_ms: int | None = None) -> None:
         for t in list(self.db.tenants.values()):
             try:
-                t.compact()
+                await t.compact_async(self._off_loop)
             except Exception:  # one tenant's broken head or disk must not stop the others
                 log.exception("block cut failed; other tenants go on", extra={"tenant": t.tenant})
         await self.ship()
@@ -72,18 +87,22 @@ class BlockLifecycle:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def shutdown(self) -> None:
-        """Flush every head into blocks and ship them (Thanos receive does the same on exit)."""
+        """Stop cutting (after the step in flight), sync every WAL, ship blocks already cut."""
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._inflight is not None:
+            try:
+                await self._inflight
+            except Exception:
+                log.exception("block cut step failed during shutdown; the WAL still has it all")
         for t in list(self.db.tenants.values()):
-            t.flush()
-            await t.sync()
+            await t.sync(to_disk=True)
         if self.bucket is not None:
             try:
-                await self.ship()
+                await asyncio.wait_for(self.ship(), SHUTDOWN_SHIP_TIMEOUT_S)
             except Exception:
                 log.exception("shipping on shutdown failed; blocks stay local and ship next start")

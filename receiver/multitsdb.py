@@ -12,7 +12,8 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterable
+from functools import partial
+from typing import Any, Awaitable, Callable, Generator, Iterable
 
 import numpy as np
 
@@ -144,6 +145,7 @@ class TenantTSDB:
         self.too_far_in_future_ms = opts.too_far_in_future_ms
         self.blocks: dict[str, BlockReader] = {}
         self.replay_stats = ReplayStats()
+        self.head_floor = int(NO_TIME_MAX)  # the head serves samples from here on
         self._load_blocks()
 
     # -- local blocks -------------------------------------------------------------------------
@@ -166,27 +168,44 @@ class TenantTSDB:
         return {"labels": dict(self.external_labels), "downsample": {"resolution": 0},
                 "source": "receive"}
 
-    def _persist(self, bmin: int, bmax: int) -> BlockMeta | None:
+    def _write_window(self, bmin: int, bmax: int) -> tuple[BlockMeta, BlockReader] | None:
+        """Write the head's samples in [bmin, bmax) as a block. Reads the head only, so it
+        runs in a worker thread while the loop appends (no write can land in a window being
+        cut: the head refuses samples older than half a range behind its newest)."""
         series = self.head.block_series(bmin, bmax)
         if not series:
             return None
         meta = write_block(self.dir, series, bmin, bmax, thanos_meta=self.thanos_meta())
-        self.blocks[meta.ulid] = BlockReader(self.dir / meta.ulid)
-        self._blocks_changed()
-        log.info("persisted head block", extra={"tenant": self.tenant, "ulid": meta.ulid,
-                                                "mint": bmin, "maxt": bmax,
-                                                "series": meta.num_series, "samples": meta.num_samples})
-        return meta
+        return meta, BlockReader(self.dir / meta.ulid)
 
-    def _checkpoint(self, upto: int) -> None:
-        """Truncate the head below ``upto`` and replace old WAL segments by a checkpoint."""
-        self.head.truncate(upto)
-        seg = self.wal.rotate()
+    def _add_block(self, written: tuple[BlockMeta, BlockReader] | None, upto: int) -> None:
+        """Publish a cut window (on the loop, in one step): queries read it from the block and
+        no longer from the head, whose data now resumes at the next window that has any."""
+        if written is not None:
+            meta, reader = written
+            self.blocks[meta.ulid] = reader
+            self._blocks_changed()
+            log.info("persisted head block", extra={
+                "tenant": self.tenant, "ulid": meta.ulid, "mint": meta.min_time,
+                "maxt": meta.max_time, "series": meta.num_series, "samples": meta.num_samples})
+        self.head_floor = max(self.head_floor, upto)
+        self.head.min_time = self.head.min_time_from(upto)  # jump over empty windows
+
+    def _truncate_head(self, upto: int) -> np.ndarray:
+        """Worker thread: free the head's chunks below ``upto``; returns the series left
+        empty, which the loop then removes (``Head.remove_empty_series``)."""
+        self.head.truncate_samples(upto)
+        return self.head.empty_series()
+
+    def _write_checkpoint(self, seg: int, upto: int) -> None:
+        """Worker thread: replace WAL segments before ``seg`` by a checkpoint of the head's
+        series and samples >= ``upto``. Series and samples the loop adds meanwhile are in
+        segments >= ``seg`` (and maybe in the checkpoint too: replaying twice is harmless)."""
 
         def records():
             refs = self.head.live_refs()
             for i in range(0, len(refs), 5000):
-                batch = refs[i:i + 5000]
+                batch = [r for r in refs[i:i + 5000] if self.head.key(r) is not None]
                 keys = [self.head.key(r) for r in batch]
                 parts = [self.head.samples(r, upto, np.iinfo(np.int64).max) for r in batch]
                 counts = [len(p[0]) for p in parts]
@@ -218,44 +237,51 @@ class TenantTSDB:
             return None
         return HistogramsRecord(np.array(r_out, dtype=np.int64), np.array(t_out, dtype=np.int64), raw)
 
-    def compact(self) -> list[BlockMeta]:
-        """Cut the oldest block range out of the head once the head spans 1.5 ranges, as
-        Prometheus does, so late samples within half a range are still accepted."""
+    def _cut(self) -> Generator[Callable[[], Any], Any, list[BlockMeta]]:
+        """The block cut as steps: each yielded callable is the slow part (disk, CPU) and may
+        run in a worker thread; the code between yields mutates the head and runs where the
+        writes run. Cuts the oldest block range once the head spans 1.5 ranges, as Prometheus
+        does, so late samples within half a range are still accepted."""
         out: list[BlockMeta] = []
         r = self.block_range_ms
         h = self.head
         upto = None
         while h.num_series and h.min_time != NO_TIME_MIN and h.max_time - h.min_time > r * 3 // 2:
             bmin = (h.min_time // r) * r
-            # After a shutdown flush the window's first part is already a block: start after it.
-            meta = self._persist(max(bmin, self.blocks_max_time), bmin + r)
-            if meta is not None:
-                out.append(meta)
+            # A block from an older version's shutdown flush may cover the window's start.
+            written = yield partial(self._write_window, max(bmin, self.blocks_max_time), bmin + r)
             upto = bmin + r
-            h.min_time = h.min_time_from(upto)  # jump over empty windows, never step through them
+            self._add_block(written, upto)
+            if written is not None:
+                out.append(written[0])
         if upto is not None:
-            self._checkpoint(upto)
+            empty = yield partial(self._truncate_head, upto)
+            h.remove_empty_series(empty)
+            seg = self.wal.rotate()
+            yield partial(self._write_checkpoint, seg, upto)
         return out
 
-    def flush(self) -> list[BlockMeta]:
-        """Persist everything in the head (on shutdown), one block per aligned range; the
-        last block ends just after the newest sample (as Prometheus's flush does), so after a
-        restart the head accepts new samples of the same range instead of calling them too old."""
-        out: list[BlockMeta] = []
-        h = self.head
-        if not h.num_series or h.min_time == NO_TIME_MIN:
-            return out
-        r = self.block_range_ms
-        upto = h.max_time + 1
-        t = h.min_time
-        while t < upto:  # one block per aligned range that holds data
-            bmin = (t // r) * r
-            meta = self._persist(max(bmin, self.blocks_max_time), min(bmin + r, upto))
-            if meta is not None:
-                out.append(meta)
-            t = h.min_time_from(bmin + r)
-        self._checkpoint(upto)
-        return out
+    def compact(self) -> list[BlockMeta]:
+        """The block cut, all on the calling thread (tests, tools)."""
+        steps = self._cut()
+        result = None
+        try:
+            while True:
+                result = steps.send(result)()
+        except StopIteration as done:
+            return done.value
+
+    async def compact_async(self, run: Callable[[Callable[[], Any]], Awaitable[Any]]
+                            ) -> list[BlockMeta]:
+        """The block cut with its slow steps handed to ``run`` (a worker thread), so the
+        event loop keeps answering writes, queries and /-/ready meanwhile."""
+        steps = self._cut()
+        result = None
+        try:
+            while True:
+                result = await run(steps.send(result))
+        except StopIteration as done:
+            return done.value
 
     def delete_block(self, ulid: str) -> None:
         b = self.blocks.pop(ulid, None)
@@ -273,7 +299,8 @@ class TenantTSDB:
 
     def series(self, matchers: list[Matcher], mint: int, maxt: int, skip_chunks: bool = False):
         """Head and local blocks merged: one entry per label set, chunks in time order."""
-        parts = [self.head.series(matchers, mint, maxt, skip_chunks)]
+        # Below head_floor the data is in blocks (the head still holds it until truncated).
+        parts = [self.head.series(matchers, max(mint, self.head_floor), maxt, skip_chunks)]
         for b in list(self.blocks.values()):
             if b.meta.max_time > mint and b.meta.min_time <= maxt:
                 got = b.series(mint, maxt, matchers)
@@ -510,8 +537,9 @@ class TenantTSDB:
                                 np.array([ts[k] for k in keep], dtype=np.int64),
                                 [req.hist_raw[idx[k]] for k in keep])
 
-    async def sync(self) -> None:
-        await self.wal.sync()
+    async def sync(self, to_disk: bool = False) -> None:
+        """WAL on stable storage per the fsync policy; ``to_disk`` (shutdown) fsyncs anyway."""
+        await self.wal.sync(force=to_disk)
 
     def close(self) -> None:
         self.wal.close()

@@ -175,7 +175,7 @@ class Receiver:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
             self._grpc = None
-        # No write can arrive any more: flush every head into blocks and ship them.
+        # No write can arrive any more: sync every WAL (the heads are replayed on start).
         if self.lifecycle is not None:
             await self.lifecycle.shutdown()
         if self.db is not None:

@@ -214,3 +214,17 @@ def store_and_query(tmp_path: Path, objstore_yaml: str, *query_args: str
                                      "--http-address", f"127.0.0.1:{qh}", *query_args],
                    f"http://127.0.0.1:{qh}/-/ready", tmp_path / "query.log")
     return [query, store], f"http://127.0.0.1:{qh}/api/v1"
+
+
+def wait_for_blocks(tenant_dir: Path, covering_ms: int, timeout: float = 60.0) -> list[Path]:
+    """Block dirs of a tenant once some block reaches past ``covering_ms`` (blocks are cut on
+    the 1.5-range schedule by the ingestor's lifecycle loop, not on shutdown)."""
+    import json
+    deadline = time.monotonic() + timeout
+    while True:
+        metas = list(tenant_dir.glob("*/meta.json")) if tenant_dir.is_dir() else []
+        if metas and max(json.loads(m.read_text())["maxTime"] for m in metas) > covering_ms:
+            return sorted(m.parent for m in metas)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no block past {covering_ms} in {tenant_dir} after {timeout}s")
+        time.sleep(0.2)

@@ -811,6 +811,21 @@ static PyObject *head_min_time_from(HeadChunksObject *self, PyObject *arg) {
     return PyLong_FromLongLong(best);
 }
 
+/* empty_refs() -> bytes of int64 refs of every series slot without a sample (after a
+   truncation: the candidates for removal from the head's index). */
+static PyObject *head_empty_refs(HeadChunksObject *self, PyObject *unused) {
+    (void)unused;
+    Py_ssize_t n = 0;
+    for (Py_ssize_t r = 0; r < self->n; r++) n += !series_has_samples(&self->series[r]);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (!out) return NULL;
+    int64_t *o = (int64_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t r = 0; r < self->n; r++) {
+        if (!series_has_samples(&self->series[r])) *o++ = (int64_t)r;
+    }
+    return out;
+}
+
 static PyObject *head_num_samples(HeadChunksObject *self, PyObject *arg) {
     long long ref = PyLong_AsLongLong(arg);
     if (ref == -1 && PyErr_Occurred()) return NULL;
@@ -903,6 +918,8 @@ static PyMethodDef head_methods[] = {
     {"bounds", (PyCFunction)head_bounds, METH_O, "bounds(ref) -> (min t, max t) or None."},
     {"last", (PyCFunction)head_last, METH_O, "last(ref) -> (t, v) or None."},
     {"num_samples", (PyCFunction)head_num_samples, METH_O, "num_samples(ref) -> int."},
+    {"empty_refs", (PyCFunction)head_empty_refs, METH_NOARGS,
+     "empty_refs() -> bytes: int64 refs of series without samples."},
     {"min_time_from", (PyCFunction)head_min_time_from, METH_O,
      "min_time_from(t) -> earliest chunk start >= t over all series (clipped to t), or int64 max."},
     {"num_chunks", (PyCFunction)head_num_chunks, METH_O,

@@ -243,21 +243,41 @@ class Head:
     def truncate(self, t: int) -> int:
         """Drop everything older than ``t`` (now in a block) and series left empty; returns
         how many series were removed. Refs are never reused, so WAL refs stay unambiguous."""
-        self._chunks.truncate_before(t, include_open=True)
-        self.hists.truncate(t)
-        removed = 0
-        self._postings = MemPostings()
-        for ref, key in enumerate(self._keys):
-            if key is None:
-                continue
-            if self._chunks.num_samples(ref) == 0 and self.hists.num_samples(ref) == 0:
-                self._keys[ref] = None
-                del self._refs[key]
-                removed += 1
-            else:
-                self._postings.add(ref, decode_labels_key(key))
+        self.truncate_samples(t)
         if self.max_time >= t:
             self.min_time = max(self.min_time, t)
         else:
             self.min_time = int(NO_TIME_MIN)
-        return removed
+        return self.remove_empty_series(self.empty_series())
+
+    def truncate_samples(self, t: int) -> None:
+        """Free chunks older than ``t``. Safe in a worker thread while the event loop appends
+        (each store call is atomic; appends at or after ``t`` are untouched)."""
+        self._chunks.truncate_before(t, include_open=True)
+        self.hists.truncate(t)
+
+    def empty_series(self) -> np.ndarray:
+        """Refs of series without any sample (candidates for removal); read-only, any thread."""
+        refs = np.frombuffer(self._chunks.empty_refs(), dtype=np.int64)
+        if len(refs) and self.hists.num_series:
+            has_hist = np.fromiter((self.hists.num_samples(r) > 0 for r in refs.tolist()),
+                                   dtype=bool, count=len(refs))
+            refs = refs[~has_hist]
+        return refs
+
+    def remove_empty_series(self, candidates: np.ndarray) -> int:
+        """Forget ``candidates`` that are still empty (on the thread that appends: a write may
+        have given one a sample since they were found)."""
+        gone: list[int] = []
+        label_sets: list[Labels] = []
+        keys = self._keys
+        for ref in candidates.tolist():
+            key = keys[ref] if ref < len(keys) else None
+            if key is None or self._chunks.num_samples(ref) or self.hists.num_samples(ref):
+                continue
+            keys[ref] = None
+            del self._refs[key]
+            gone.append(ref)
+            label_sets.append(decode_labels_key(key))
+        self._postings.delete(np.array(gone, dtype=np.int64), label_sets)
+        return len(gone)

@@ -10,6 +10,7 @@ histogram samples over time, never hold both at one timestamp).
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -38,6 +39,8 @@ class HistogramHead:
         self.samples_per_chunk = samples_per_chunk
         self._series: dict[int, _Series] = {}
         self._last = np.full(0, _NONE, dtype=np.int64)  # newest histogram t per ref
+        # Block cuts read and truncate from a worker thread while the event loop appends.
+        self._lock = threading.RLock()
 
     @property
     def num_series(self) -> int:
@@ -63,40 +66,41 @@ class HistogramHead:
     def append(self, refs: list[int], ts: list[int], hists: list[Hist], min_valid_time: int,
                float_last: Callable[[int], int | None]) -> np.ndarray:
         """Append histogram samples in order; one status per sample like the float store."""
-        status = np.zeros(len(refs), dtype=np.uint8)
-        if refs and max(refs) >= len(self._last):
-            grown = np.full(max(max(refs) + 1, 2 * len(self._last)), _NONE, dtype=np.int64)
-            grown[:len(self._last)] = self._last
-            self._last = grown
-        for i, (ref, t, h) in enumerate(zip(refs, ts, hists)):
-            if t < min_valid_time:
-                status[i] = TOO_OLD
-                continue
-            s = self._series.get(ref)
-            hl = s.ts[-1] if s and s.ts else None
-            fl = float_last(ref)
-            if fl is not None and (hl is None or fl > hl):
-                if t < fl:
-                    status[i] = OUT_OF_ORDER
-                elif t == fl:
-                    status[i] = DUPLICATE  # a float already holds this timestamp
-                if t <= fl:
+        with self._lock:
+            status = np.zeros(len(refs), dtype=np.uint8)
+            if refs and max(refs) >= len(self._last):
+                grown = np.full(max(max(refs) + 1, 2 * len(self._last)), _NONE, dtype=np.int64)
+                grown[:len(self._last)] = self._last
+                self._last = grown
+            for i, (ref, t, h) in enumerate(zip(refs, ts, hists)):
+                if t < min_valid_time:
+                    status[i] = TOO_OLD
                     continue
-            if hl is not None:
-                if t < hl:
-                    status[i] = OUT_OF_ORDER
-                    continue
-                if t == hl:
-                    status[i] = SAME_DUPLICATE if _same(s.hs[-1], h) else DUPLICATE
-                    continue
-            if s is None:
-                s = self._series[ref] = _Series()
-            if fl is not None and (hl is None or fl > hl) and s.ts:
-                s.breaks.append(len(s.ts))  # floats came between: a new chunk starts here
-            s.ts.append(t)
-            s.hs.append(h)
-            self._last[ref] = t
-        return status
+                s = self._series.get(ref)
+                hl = s.ts[-1] if s and s.ts else None
+                fl = float_last(ref)
+                if fl is not None and (hl is None or fl > hl):
+                    if t < fl:
+                        status[i] = OUT_OF_ORDER
+                    elif t == fl:
+                        status[i] = DUPLICATE  # a float already holds this timestamp
+                    if t <= fl:
+                        continue
+                if hl is not None:
+                    if t < hl:
+                        status[i] = OUT_OF_ORDER
+                        continue
+                    if t == hl:
+                        status[i] = SAME_DUPLICATE if _same(s.hs[-1], h) else DUPLICATE
+                        continue
+                if s is None:
+                    s = self._series[ref] = _Series()
+                if fl is not None and (hl is None or fl > hl) and s.ts:
+                    s.breaks.append(len(s.ts))  # floats came between: a new chunk starts here
+                s.ts.append(t)
+                s.hs.append(h)
+                self._last[ref] = t
+            return status
 
     def _chunks(self, s: _Series) -> list[tuple[int, int, EncodedChunk]]:
         start = s.closed_upto
@@ -112,41 +116,45 @@ class HistogramHead:
 
     def chunks(self, ref: int, mint: int, maxt: int) -> list[tuple[int, int, EncodedChunk]]:
         """Histogram chunks of a series overlapping [mint, maxt]."""
-        s = self._series.get(ref)
-        if not s:
-            return []
-        return [c for c in self._chunks(s) if c[1] >= mint and c[0] <= maxt]
+        with self._lock:
+            s = self._series.get(ref)
+            if not s:
+                return []
+            return [c for c in self._chunks(s) if c[1] >= mint and c[0] <= maxt]
 
     def samples(self, ref: int, mint: int, maxt: int) -> tuple[list[int], list[Hist]]:
-        s = self._series.get(ref)
-        if not s:
-            return [], []
-        a = bisect.bisect_left(s.ts, mint)
-        z = bisect.bisect_right(s.ts, maxt)
-        return s.ts[a:z], s.hs[a:z]
+        with self._lock:
+            s = self._series.get(ref)
+            if not s:
+                return [], []
+            a = bisect.bisect_left(s.ts, mint)
+            z = bisect.bisect_right(s.ts, maxt)
+            return s.ts[a:z], s.hs[a:z]
 
     def min_time_from(self, t: int) -> int:
         """The earliest histogram sample at or after ``t`` (int64 max if none)."""
-        best = np.iinfo(np.int64).max
-        for s in self._series.values():
-            k = bisect.bisect_left(s.ts, t)
-            if k < len(s.ts) and s.ts[k] < best:
-                best = s.ts[k]
-        return int(best)
+        with self._lock:
+            best = np.iinfo(np.int64).max
+            for s in self._series.values():
+                k = bisect.bisect_left(s.ts, t)
+                if k < len(s.ts) and s.ts[k] < best:
+                    best = s.ts[k]
+            return int(best)
 
     def truncate(self, t: int) -> None:
         """Drop samples older than ``t``; chunks are re-cut from what is left."""
-        for ref in list(self._series):
-            s = self._series[ref]
-            k = bisect.bisect_left(s.ts, t)
-            if k == 0:
-                continue
-            if k == len(s.ts):
-                del self._series[ref]
-                continue
-            s.ts, s.hs = s.ts[k:], s.hs[k:]
-            s.closed, s.closed_upto = [], 0
-            s.breaks = [b - k for b in s.breaks if b > k]
+        with self._lock:
+            for ref in list(self._series):
+                s = self._series[ref]
+                k = bisect.bisect_left(s.ts, t)
+                if k == 0:
+                    continue
+                if k == len(s.ts):
+                    del self._series[ref]
+                    continue
+                s.ts, s.hs = s.ts[k:], s.hs[k:]
+                s.closed, s.closed_upto = [], 0
+                s.breaks = [b - k for b in s.breaks if b > k]
 
     def memory_samples(self) -> int:
         return sum(len(s.ts) for s in self._series.values())

@@ -33,6 +33,28 @@ class MemPostings:
                 lst = values[value] = array("q")
             lst.append(ref)
 
+    def delete(self, refs: np.ndarray, label_sets: list[Labels]) -> None:
+        """Drop ``refs`` (whose labels are ``label_sets``): each touched list is filtered once,
+        vectorised, and names/values left without series disappear."""
+        if not len(refs):
+            return
+        gone = np.asarray(refs, dtype=np.int64)
+        touched: dict[tuple[str, str], None] = {}
+        for lbls in label_sets:
+            touched.update(dict.fromkeys(lbls))
+        self._all = _without(self._all, gone)
+        for name, value in touched:
+            values = self._index.get(name)
+            if values is None or value not in values:
+                continue
+            kept = _without(values[value], gone)
+            if len(kept):
+                values[value] = kept
+            else:
+                del values[value]
+                if not values:
+                    del self._index[name]
+
     def label_names(self) -> list[str]:
         return sorted(self._index)
 
@@ -75,3 +97,11 @@ class MemPostings:
             if len(result) == 0:
                 return EMPTY
         return self.all_refs() if result is None else result
+
+
+def _without(lst: array, gone: np.ndarray) -> array:
+    """A new list (never mutated in place: a query may hold a view of the old one)."""
+    a = np.frombuffer(lst, dtype=np.int64) if len(lst) else EMPTY
+    out = array("q")
+    out.frombytes(a[~np.isin(a, gone)].tobytes())
+    return out

@@ -416,13 +416,14 @@ class WAL:
 
     # ---- syncing --------------------------------------------------------------------------
 
-    async def sync(self) -> None:
+    async def sync(self, force: bool = False) -> None:
         """Return once every record logged before this call is on stable storage.
 
         With fsync "batch", callers that arrive while an fsync is running wait for it and then
-        share the next one, so N concurrent requests cost about two fsyncs, not N.
+        share the next one, so N concurrent requests cost about two fsyncs, not N. With "none"
+        only ``force`` (shutdown) fsyncs.
         """
-        if self.cfg.fsync == "none":
+        if self.cfg.fsync == "none" and not force:
             return
         self._check_usable()
         target = self._wseq

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from harness import (PrometheusProcess, free_port, promring_cmd, start_process, stop_process,
-                     store_and_query)
+                     store_and_query, wait_for_blocks)
 from moto import MotoNotInstalled, MotoServer
 from rw import push, raw_samples
 
@@ -67,34 +67,50 @@ def parse_dump(text: str) -> dict:
     return out
 
 
+def blocks_dump(blocks: list[Path], scratch: Path) -> dict:
+    """promtool's dump of just these blocks (it would also try to read our WAL as its own)."""
+    for b in blocks:
+        shutil.copytree(b, scratch / b.name)
+    (scratch / "wal").mkdir()
+    return parse_dump(subprocess.run(["promtool", "tsdb", "dump", str(scratch)], check=True,
+                                     capture_output=True, text=True).stdout)
+
+
+BLOCK_FLAGS = ("--tsdb.min-block-duration", "10m")
+
+
 @needs_promtool
 def test_our_blocks_open_in_promtool_and_survive_restart(promring_up, tmp_path):
     data = tmp_path / "data"
     t0 = (int(time.time() * 1000) // HOUR - 1) * HOUR
-    series = known_series(t0)
-    pr = promring_up(data)
+    series = known_series(t0)  # 50 minutes of samples: five 10-minute block ranges
+    want = expected(series)
+    pr = promring_up(data, *BLOCK_FLAGS)
     push_in_rounds(pr.write_url, series)
-    assert pr.stop() == 0  # SIGTERM: the head is flushed into blocks and shipped
+    assert pr.stop() == 0  # SIGTERM: no flush; the head stays in the WAL
+    pr2 = promring_up(data, *BLOCK_FLAGS)
+    assert served(pr2.api, t0 + 4 * HOUR, "5h") == want  # every acked sample, once
+    # Blocks are cut on the 1.5-range schedule (the start-up round sees the replayed head)
+    # up to 40 minutes in; the last range stays in the head. Then they are shipped.
     tenant_dir = data / "receive" / "default-tenant"
-    blocks = [p for p in tenant_dir.iterdir() if (p / "meta.json").exists()]
-    assert blocks, list(tenant_dir.iterdir())
+    blocks = wait_for_blocks(tenant_dir, t0 + 39 * 60_000)
+    deadline = time.monotonic() + 30
+    while not all((data / "bucket" / b.name / "meta.json").exists() for b in blocks):
+        assert time.monotonic() < deadline, "blocks were not shipped"
+        time.sleep(0.2)
+    cut_upto = max(json.loads((b / "meta.json").read_text())["maxTime"] for b in blocks)
     for b in blocks:
         subprocess.run(["promtool", "tsdb", "analyze", str(tenant_dir), b.name], check=True,
                        capture_output=True)
         meta = json.loads((b / "meta.json").read_text())
         assert meta["thanos"]["source"] == "receive"
         assert meta["thanos"]["labels"] == {"tenant_id": "default-tenant"}
-        assert (data / "bucket" / b.name / "meta.json").exists()  # shipped
-    dump = subprocess.run(["promtool", "tsdb", "dump", str(tenant_dir)], check=True,
-                          capture_output=True, text=True).stdout
-    want = expected(series)
-    assert parse_dump(dump) == {k: [(t, v) for t, v in pts] for k, pts in want.items()}
-
-    pr2 = promring_up(data)
-    assert served(pr2.api, t0 + 4 * HOUR, "5h") == want
+    assert blocks_dump(blocks, tmp_path / "dump") == {
+        k: [(t, v) for t, v in pts if t < cut_upto] for k, pts in want.items()}
+    assert served(pr2.api, t0 + 4 * HOUR, "5h") == want  # blocks + head: still exactly once
     pr2.stop()
     # Past local retention the shipped blocks leave the ingestor; the store gateway serves them.
-    pr3 = promring_up(data, "--tsdb.retention", "1s")
+    pr3 = promring_up(data, "--tsdb.retention", "1s", *BLOCK_FLAGS)
     deadline = time.monotonic() + 20
     while any((p / "meta.json").exists() for p in tenant_dir.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -191,21 +207,27 @@ def test_blocks_through_s3_reach_the_store_gateway(tmp_path):
         cfg = tmp_path / "s3.yml"
         cfg.write_text(yaml)
         rw, grpc, http = free_port(), free_port(), free_port()
-        recv = start_process(promring_cmd() + ["receive", "--tsdb.path", str(tmp_path / "recv"),
-                                        "--objstore.config-file", str(cfg),
-                                        "--remote-write.address", f"127.0.0.1:{rw}",
-                                        "--grpc-address", f"127.0.0.1:{grpc}", "--http-address", f"127.0.0.1:{http}",
-                                        "--label", 'replica="a"'],
-                      f"http://127.0.0.1:{rw}/-/ready", tmp_path / "recv.log")
+        args = promring_cmd() + ["receive", "--tsdb.path", str(tmp_path / "recv"),
+                                 "--objstore.config-file", str(cfg), *BLOCK_FLAGS,
+                                 "--remote-write.address", f"127.0.0.1:{rw}",
+                                 "--grpc-address", f"127.0.0.1:{grpc}", "--http-address", f"127.0.0.1:{http}",
+                                 "--label", 'replica="a"']
+        recv = start_process(args, f"http://127.0.0.1:{rw}/-/ready", tmp_path / "recv.log")
         t0 = (int(time.time() * 1000) // HOUR - 1) * HOUR
-        series = known_series(t0, n_series=10, n_samples=100)
+        series = known_series(t0, n_series=10, n_samples=100)  # 25 minutes: the first range is cut
         push_in_rounds(f"http://127.0.0.1:{rw}/api/v1/receive", series)
-        stop_process(recv)  # flush + ship to S3
+        stop_process(recv)  # no flush: the start-up round of the next run cuts and ships
+        assert recv.returncode == 0
+        recv = start_process(args, f"http://127.0.0.1:{rw}/-/ready", tmp_path / "recv2.log")
+        blocks = wait_for_blocks(tmp_path / "recv" / "default-tenant", t0 + 9 * 60_000)
+        cut_upto = max(json.loads((b / "meta.json").read_text())["maxTime"] for b in blocks)
+        stop_process(recv)  # ships what is cut before it exits
         assert recv.returncode == 0
         procs, api = store_and_query(tmp_path, yaml)
         got = served(api, t0 + 3 * HOUR, "4h")
         want = expected(series)
-        assert {k: v for k, v in got.items()} == {tuple(sorted(k + (("replica", "a"),))): v for k, v in want.items()}
+        assert got == {tuple(sorted(k + (("replica", "a"),))): [p for p in v if p[0] < cut_upto]
+                       for k, v in want.items()}
     finally:
         for p in procs:
             stop_process(p)

@@ -60,7 +60,7 @@ def ingest(path: Path, hists: dict[Labels, list[tuple[int, Hist]]],
            floats: dict[Labels, tuple[np.ndarray, np.ndarray]], *, ext: Labels = (),
            step_ms: int = 2 * H) -> list[Path]:
     """Write samples through a tenant TSDB (remote-write decode, head, WAL) in ``step_ms``
-    slices, cutting blocks as the ingestor does, then flush; the block directories."""
+    slices, cutting blocks as the ingestor does, until all of it is in blocks; the block directories."""
     db = TenantTSDB("t", TSDBOptions(path=path, external_labels=ext,
                                      head=HeadOptions(chunk_range_ms=2 * H)))
     all_t = [t for s in hists.values() for t, _ in s] + \
@@ -76,7 +76,10 @@ def ingest(path: Path, hists: dict[Labels, list[tuple[int, Hist]]],
         out = db.write(decode(req))
         assert out.conflicts == []
         db.compact()
-    db.flush()
+    # A later sample of another series makes every range above old enough to be cut.
+    db.write(decode(encode_write_request(
+        [((("__name__", "zz_later"),), np.array([hi + 4 * H]), np.array([1.0]))])))
+    db.compact()
     dirs = [db.dir / u for u in sorted(db.blocks)]
     db.close()
     return dirs

@@ -37,7 +37,10 @@ def make_blocks(tmp_path, n_ranges: int = 2) -> TenantTSDB:
     for t in range(0, n_ranges * RANGE, 10_000):
         db.write(decode(encode_write_request(
             [((("__name__", "m"), ("i", str(i))), np.array([t]), np.array([1.0])) for i in range(3)])))
-    db.flush()
+    # One later sample makes the head span past 1.5 ranges after each of them: all get cut.
+    db.write(decode(encode_write_request(
+        [((("__name__", "later"),), np.array([(n_ranges + 1) * RANGE + RANGE // 2]), np.array([1.0]))])))
+    db.compact()
     return db
 
 

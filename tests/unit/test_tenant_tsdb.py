@@ -67,48 +67,54 @@ def test_head_cut_into_blocks_checkpointed_and_replayed(tmp_path):
     again.close()
 
 
-def test_flush_persists_everything_and_promtool_reads_it(tmp_path):
+def test_cut_blocks_and_the_head_replay_serve_everything_and_promtool_reads_them(tmp_path):
     db = TenantTSDB("t2", opts(tmp_path))
     stamps = list(range(1_000, 2 * RANGE, 7_000))
     for t in stamps:
         push(db, t, n_series=5)
-    metas = db.flush()
-    assert len(metas) == 2 and db.head.num_series == 0
+    last = 3 * RANGE + RANGE // 2  # makes both earlier ranges old enough to cut
+    push(db, last, n_series=5)
+    metas = db.compact()
+    assert len(metas) == 2 and db.head.num_series == 5
     db.close()
     reopened = TenantTSDB("t2", opts(tmp_path))
-    assert reopened.replay() == 0  # nothing left in the WAL: all of it is in blocks
-    assert all(v == stamps for v in all_samples(reopened).values())
+    assert reopened.replay() == 5  # only what is not in blocks comes back from the WAL
+    assert all(v == stamps + [last] for v in all_samples(reopened).values())
     reopened.close()
     if shutil.which("promtool") is None:
         pytest.skip("promtool (Debian's prometheus package) is not installed")
-    dump = subprocess.run(["promtool", "tsdb", "dump", str(tmp_path / "t2")],
+    blocks_only = tmp_path / "blocks"  # promtool would also read our WAL, not Prometheus's
+    for m in metas:
+        shutil.copytree(tmp_path / "t2" / m.ulid, blocks_only / m.ulid)
+    (blocks_only / "wal").mkdir()
+    dump = subprocess.run(["promtool", "tsdb", "dump", str(blocks_only)],
                           capture_output=True, text=True, check=True).stdout
     lines = [l for l in dump.splitlines() if l.startswith("{")]
     assert len(lines) == 5 * len(stamps)
     for m in metas:
-        subprocess.run(["promtool", "tsdb", "analyze", str(tmp_path / "t2"), m.ulid],
+        subprocess.run(["promtool", "tsdb", "analyze", str(blocks_only), m.ulid],
                        capture_output=True, check=True)
 
 
-def test_after_a_shutdown_flush_the_same_range_still_accepts_new_samples(tmp_path):
-    """The flushed block ends at the newest sample, not at its range's end: a restart in the
-    middle of a block range must not turn the rest of that range into 'too old'."""
+def test_a_restart_mid_range_keeps_accepting_that_range_and_cuts_aligned_blocks(tmp_path):
+    """No flush on close: the head comes back from the WAL, so a restart in the middle of a
+    block range turns nothing into 'too old' and blocks stay aligned and disjoint."""
     db = TenantTSDB("t3", opts(tmp_path))
     for t in range(0, 30_000, 5_000):
         push(db, t, n_series=3)
-    (flushed,) = db.flush()
-    assert (flushed.min_time, flushed.max_time) == (0, 25_001)
+    assert db.compact() == []
     db.close()
     again = TenantTSDB("t3", opts(tmp_path))
     again.replay()
+    push(again, 25_000 + 1, n_series=3)  # later in the same range: accepted
     stamps = list(range(30_000, 4 * RANGE, 5_000))
     for t in stamps:
         push(again, t, n_series=3)  # asserts every sample is appended
         again.compact()
     ranges = sorted((b.meta.min_time, b.meta.max_time) for b in again.blocks.values())
-    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:])), ranges  # no overlaps
-    assert ranges[0] == (0, 25_001) and ranges[1] == (25_001, RANGE)
-    assert all(v == list(range(0, 30_000, 5_000)) + stamps for v in all_samples(again).values())
+    assert ranges == [(i * RANGE, (i + 1) * RANGE) for i in range(3)], ranges
+    want = list(range(0, 30_000, 5_000)) + [25_001] + stamps
+    assert all(v == sorted(want) for v in all_samples(again).values())
     again.close()
 
 
@@ -116,8 +122,9 @@ def test_label_names_and_values_with_matchers_come_from_blocks_too(tmp_path):
     db = TenantTSDB("t4", opts(tmp_path))
     for t in range(0, 20_000, 5_000):
         push(db, t, n_series=4)
-    db.flush()  # everything now lives in blocks, nothing in the head
-    assert db.head.num_series == 0 and db.blocks
+    push(db, 2 * RANGE, n_series=1)  # series i=1..3 now live in blocks only
+    db.compact()
+    assert db.head.num_series == 1 and db.blocks
     assert db.label_names([Matcher("=", "i", "2")]) == {"__name__", "i"}
     assert db.label_values("i", [Matcher("=~", "i", "[13]")]) == {"1", "3"}
     assert db.label_values("i", [Matcher("=", "i", "nope")]) == set()
