@@ -223,3 +223,59 @@ def test_one_tenants_failing_cut_does_not_stop_the_others(tmp_path):
     asyncio.run(BlockLifecycle(mdb, None).run_once())
     assert len(mdb.tenant("fine").blocks) == 1
     mdb.close()
+
+
+# ---------------------------------------------------------------- 5. cuts off the event loop
+
+
+def test_block_cut_in_a_worker_thread_while_the_loop_writes_and_queries(tmp_path):
+    """The slow cut steps run in a thread while writes (existing and new series) and queries
+    go on; afterwards every acknowledged sample is served exactly once, also after a replay."""
+    n = 2_000
+    acked: dict[str, list[int]] = {}
+
+    def batch(t: int, names: list[str]) -> bytes:
+        for nm in names:
+            acked.setdefault(nm, []).append(t)
+        return encode_write_request((((("__name__", "c"), ("s", nm)), np.array([t]), np.array([1.0]))
+                                     for nm in names))
+
+    def all_served(db: TenantTSDB) -> dict[str, list[int]]:
+        got: dict[str, list[int]] = {}
+        for lbls, chunks in db.series([Matcher("=", "__name__", "c")], 0, 1 << 60):
+            ts, _ = decode_many([c[2] for c in chunks], 0, 1 << 60)
+            got[dict(lbls)["s"]] = ts.tolist()
+        return got
+
+    async def main() -> None:
+        db = TenantTSDB("t", opts(tmp_path))
+        names = [str(i) for i in range(n)]
+        for t in range(0, 2 * RANGE, 10_000):
+            assert db.write(decode(batch(t, names))).appended == n
+        clock = iter(range(2 * RANGE, 3 * RANGE, 1_000))
+        steps = 0
+
+        async def run(step):
+            nonlocal steps
+            steps += 1
+            fut = asyncio.ensure_future(asyncio.to_thread(step))
+            while True:  # at least one write and one query per step, more while it runs
+                t = next(clock)
+                out = db.write(decode(batch(t, names[:50] + [f"new{t}"])))
+                assert out.appended == 51 and not out.conflicts, out
+                await db.sync()
+                assert db.series([Matcher("=", "s", "7")], 0, 1 << 60)
+                if fut.done():
+                    return fut.result()
+                await asyncio.sleep(0.001)
+
+        metas = await db.compact_async(run)
+        assert metas and steps >= 3
+        assert all_served(db) == acked
+        db.close()
+        again = TenantTSDB("t", opts(tmp_path))
+        again.replay()
+        assert all_served(again) == acked
+        again.close()
+
+    asyncio.run(main())
