@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -302,4 +303,13 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_run_until_signal(comps))
     except KeyboardInterrupt:
         pass
-    sys.exit(0)
+    _exit_after_clean_stop(0)
+
+
+def _exit_after_clean_stop(code: int) -> None:
+    """Every component stopped (WALs synced and closed); skip the interpreter's teardown of
+    a large heap and of gRPC's threads (most of a second), as a Go server simply exits."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
