@@ -379,14 +379,10 @@ class TenantTSDB:
                     grown = np.full(max(top + 1, 2 * len(lut)), -1, dtype=np.int64)
                     grown[:len(lut)] = lut
                     lut = grown
-                for ref, key in zip(refs, rec.keys):
-                    try:
-                        got = self.head.restore_series(ref, key)
-                    except ValueError:
-                        stats.invalid_series += 1
-                        continue
-                    if ref >= 0:
-                        lut[ref] = got
+                got = np.array(self.head.restore_series(refs, rec.keys), dtype=np.int64)
+                stats.invalid_series += int(np.count_nonzero(got < 0))
+                logged = np.asarray(refs, dtype=np.int64)
+                lut[logged[logged >= 0]] = got[logged >= 0]
                 continue
             refs = np.asarray(rec.refs, dtype=np.int64)
             known = (refs >= 0) & (refs < len(lut))

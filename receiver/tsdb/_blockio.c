@@ -411,6 +411,74 @@ done:
     return list;
 }
 
+/* One canonical label key (uvarint-prefixed name, value, name, value, ...) as a tuple of
+   (name, value) pairs of interned str (via `symbols`); NULL with ValueError if it is not one. */
+static PyObject *label_key_pairs(const uint8_t *p, size_t n, PyObject *symbols) {
+    size_t i = 0, parts = 0;
+    while (i < n) {  /* count first: the tuple is allocated once */
+        uint64_t l;
+        if (get_uvarint(p, n, &i, &l) || l > n - i) goto bad;
+        i += l;
+        parts++;
+    }
+    if (parts % 2) goto bad;
+    PyObject *out = PyTuple_New((Py_ssize_t)(parts / 2));
+    if (!out) return NULL;
+    i = 0;
+    for (size_t k = 0; k < parts / 2; k++) {
+        PyObject *pair = PyTuple_New(2);
+        if (!pair) { Py_DECREF(out); return NULL; }
+        PyTuple_SET_ITEM(out, (Py_ssize_t)k, pair);
+        for (int j = 0; j < 2; j++) {
+            uint64_t l;
+            get_uvarint(p, n, &i, &l);
+            PyObject *str = PyUnicode_DecodeUTF8((const char *)p + i, (Py_ssize_t)l, "strict");
+            if (!str) { Py_DECREF(out); return NULL; }
+            i += l;
+            PyObject *sym = PyDict_SetDefault(symbols, str, str);  /* borrowed */
+            Py_XINCREF(sym);
+            Py_DECREF(str);
+            if (!sym) { Py_DECREF(out); return NULL; }
+            PyTuple_SET_ITEM(pair, j, sym);
+        }
+    }
+    return out;
+bad:
+    PyErr_SetString(PyExc_ValueError, "not a canonical label key");
+    return NULL;
+}
+
+/* decode_label_keys(keys, symbols, strict) -> list of label tuples. A key that does not
+   decode (bad lengths, odd count, not UTF-8) raises ValueError when strict, else gives None:
+   WAL replay skips such series, the write path refuses the batch before changing anything. */
+static PyObject *py_decode_label_keys(PyObject *self, PyObject *args) {
+    PyObject *keys, *symbols;
+    int strict;
+    if (!PyArg_ParseTuple(args, "O!O!p", &PyList_Type, &keys, &PyDict_Type, &symbols, &strict))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *key = PyList_GET_ITEM(keys, k);
+        if (!PyBytes_Check(key)) {
+            PyErr_SetString(PyExc_TypeError, "label keys must be bytes");
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *lbls = label_key_pairs((const uint8_t *)PyBytes_AS_STRING(key),
+                                         (size_t)PyBytes_GET_SIZE(key), symbols);
+        if (!lbls) {
+            if (strict || !PyErr_ExceptionMatches(PyExc_ValueError)) { Py_DECREF(out); return NULL; }
+            PyErr_Clear();  /* UnicodeDecodeError is a ValueError too */
+            lbls = Py_None;
+            Py_INCREF(lbls);
+        }
+        PyList_SET_ITEM(out, k, lbls);
+    }
+    return out;
+}
+
 /* parse_offset_table(buf, off, count, end) -> (names: list[str], values: list[str], offsets_i64)
  * Consecutive equal names share one str object. */
 static PyObject *py_parse_offset_table(PyObject *self, PyObject *args) {
@@ -528,6 +596,8 @@ static PyMethodDef methods[] = {
     {"offset_table_entries", py_offset_table_entries, METH_VARARGS, "Encode postings offset table entries."},
     {"parse_strings", py_parse_strings, METH_VARARGS, "Decode uvarint-prefixed UTF-8 strings."},
     {"parse_offset_table", py_parse_offset_table, METH_VARARGS, "Decode postings offset table entries."},
+    {"decode_label_keys", py_decode_label_keys, METH_VARARGS,
+     "decode_label_keys(keys, symbols, strict) -> [label tuple or None]: canonical keys, interned."},
     {"decode_series", py_decode_series, METH_VARARGS, "Decode one v2 series entry (CRC checked)."},
     {NULL, NULL, 0, NULL},
 };

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._blockio import decode_label_keys
 from .chunkenc import HeadChunks
 from .histhead import HistogramHead
 from .labels import Labels, Matcher, decode_labels_key
@@ -56,9 +57,9 @@ class Head:
     def num_series(self) -> int:
         return len(self._refs)
 
-    def _create(self, key: bytes, lbls: Labels, ref: int | None = None) -> int:
-        """Register a series whose key is already decoded into ``lbls`` (decoding is what can
-        fail, so it happens before any state changes)."""
+    def _create(self, key: bytes, ref: int | None = None) -> int:
+        """Register a series (its postings are added by the caller, batched, from labels
+        decoded before any state changed: decoding is what can fail)."""
         if ref is None:
             ref = len(self._keys)
         if ref >= len(self._keys):
@@ -66,8 +67,6 @@ class Head:
             self._chunks.resize(len(self._keys))
         self._keys[ref] = key
         self._refs[key] = ref
-        intern = self._symbols.setdefault
-        self._postings.add(ref, tuple((intern(n, n), intern(v, v)) for n, v in lbls))
         return ref
 
     def refs_for(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
@@ -78,23 +77,35 @@ class Head:
         if None in found:
             # All-or-nothing: decode every new key first (ValueError if one does not), so a
             # failure never leaves a series in the head whose record is not in the WAL.
-            missing = dict.fromkeys(keys[i] for i, r in enumerate(found) if r is None)
-            decoded = {key: decode_labels_key(key) for key in missing}
-            for key, lbls in decoded.items():
-                new_refs.append(self._create(key, lbls))
-                new_keys.append(key)
+            missing = list(dict.fromkeys(keys[i] for i, r in enumerate(found) if r is None))
+            labels = decode_label_keys(missing, self._symbols, True)
+            new_refs = [self._create(key) for key in missing]
+            new_keys = missing
+            self._postings.add_many(new_refs, labels)
             found = list(map(self._refs.get, keys))
         return (np.array(found, dtype=np.int64), np.array(new_refs, dtype=np.int64), new_keys)
 
-    def restore_series(self, ref: int, key: bytes) -> int:
-        """WAL replay: recreate a series under its logged ref; returns the ref it now has."""
-        existing = self._refs.get(key)
-        if existing is not None:
-            return existing
-        lbls = decode_labels_key(key)  # raises ValueError before anything changes
-        if ref < 0 or (ref < len(self._keys) and self._keys[ref] is not None):
-            return self._create(key, lbls)
-        return self._create(key, lbls, ref)
+    def restore_series(self, refs: list[int], keys: list[bytes]) -> list[int]:
+        """WAL replay: recreate series under their logged refs; returns the ref each now has,
+        -1 for a key that does not decode (skipped)."""
+        out = []
+        created: list[tuple[int, Labels]] = []
+        labels = decode_label_keys(keys, self._symbols, False)
+        for ref, key, lbls in zip(refs, keys, labels):
+            existing = self._refs.get(key)
+            if existing is not None:
+                out.append(existing)
+                continue
+            if lbls is None:
+                out.append(-1)
+                continue
+            taken = ref < 0 or (ref < len(self._keys) and self._keys[ref] is not None)
+            got = self._create(key, None if taken else ref)
+            out.append(got)
+            created.append((got, lbls))
+        created.sort(key=lambda c: c[0])  # postings lists stay sorted
+        self._postings.add_many([c[0] for c in created], [c[1] for c in created])
+        return out
 
     def labels(self, ref: int) -> Labels:
         key = self._keys[ref]

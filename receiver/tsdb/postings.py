@@ -23,15 +23,21 @@ class MemPostings:
         self._all = array("q")
 
     def add(self, ref: int, lbls: Labels) -> None:
-        self._all.append(ref)
-        for name, value in lbls:
-            values = self._index.get(name)
-            if values is None:
-                values = self._index[name] = {}
-            lst = values.get(value)
-            if lst is None:
-                lst = values[value] = array("q")
-            lst.append(ref)
+        self.add_many([ref], [lbls])
+
+    def add_many(self, refs: list[int], label_sets: list[Labels]) -> None:
+        """Index new series (refs ascending, above every ref already added)."""
+        self._all.extend(refs)
+        index = self._index
+        for ref, lbls in zip(refs, label_sets):
+            for name, value in lbls:
+                values = index.get(name)
+                if values is None:
+                    values = index[name] = {}
+                lst = values.get(value)
+                if lst is None:
+                    lst = values[value] = array("q")
+                lst.append(ref)
 
     def delete(self, refs: np.ndarray, label_sets: list[Labels]) -> None:
         """Drop ``refs`` (whose labels are ``label_sets``): each touched list is filtered once,

@@ -68,9 +68,8 @@ def test_append_statuses_and_query_ranges():
 def test_restore_series_keeps_logged_refs():
     h = Head()
     k1, k2 = key(a="1"), key(a="2")
-    assert h.restore_series(5, k1) == 5
-    assert h.restore_series(2, k2) == 2
-    assert h.restore_series(9, k1) == 5  # logged twice: keeps the first ref
+    assert h.restore_series([5, 2], [k1, k2]) == [5, 2]
+    assert h.restore_series([9, 3], [k1, b"\x01a\x01\xff"]) == [5, -1]  # k1 logged twice: first ref
     refs, new, _ = h.refs_for([key(a="3")])
     assert refs.tolist() == [6] and new.tolist() == [6]
     assert names(h, [Matcher("=~", "a", ".+")]) == ["/", "/", "/"]
