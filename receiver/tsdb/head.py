@@ -270,6 +270,9 @@ class Head:
     def empty_series(self) -> np.ndarray:
         """Refs of series without any sample (candidates for removal); read-only, any thread."""
         refs = np.frombuffer(self._chunks.empty_refs(), dtype=np.int64)
+        keys = self._keys  # slots of series removed earlier stay empty: skip them here, not on the loop
+        refs = np.fromiter((r for r in refs.tolist() if r < len(keys) and keys[r] is not None),
+                           dtype=np.int64)
         if len(refs) and self.hists.num_series:
             has_hist = np.fromiter((self.hists.num_samples(r) > 0 for r in refs.tolist()),
                                    dtype=bool, count=len(refs))
