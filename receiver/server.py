@@ -125,7 +125,8 @@ class Receiver:
             if self.cfg.objstore_config is not None:
                 from objstore import bucket_from_config
                 self.bucket = bucket_from_config(self.cfg.objstore_config)
-            self.lifecycle = BlockLifecycle(self.db, self.bucket, self.cfg.lifecycle_interval_s)
+            self.lifecycle = BlockLifecycle(self.db, self.bucket, self.cfg.lifecycle_interval_s,
+                                            registry=self.registry)
             self.lifecycle.start()  # its first round ships what a previous run left behind
             if self.cfg.grpc_address:
                 await self._serve_grpc()

@@ -4,14 +4,25 @@ A block without ``meta.json`` in the bucket is a partial upload that readers ski
 meta.json last makes each block appear atomically. What was shipped is remembered in
 ``<tsdb dir>/thanos.shipper.json`` (Thanos's file and format), so a restart never uploads a
 block twice; a bucket outage only delays uploads to the next sync.
+
+That record is not trusted blindly: a bucket can lose a block after it was shipped (an outage
+that ends with an empty bucket, a wrong lifecycle rule). Each shipped block still on local
+disk is checked in the bucket (one ``meta.json`` existence probe) at the first sync of the
+process and then every ``verify_interval_s``; one that is gone is uploaded again. Local
+retention asks ``confirm_uploaded``, which probes the bucket right then, so nothing is deleted
+locally that the bucket does not hold.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter
 
 from objstore import Bucket
 
@@ -44,6 +55,27 @@ class ShipperState:
         os.replace(tmp, path)
 
 
+@dataclass
+class ShipperOptions:
+    # How often a shipped block that is still local is checked to be in the bucket (one
+    # existence probe per block); the first sync of a process checks them all.
+    verify_interval_s: float = 600.0
+
+
+class ShipperMetrics:
+    """Thanos's shipper counters (per tenant, as Thanos receive wraps them), plus re-uploads."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.uploads = Counter("thanos_shipper_uploads", "Blocks uploaded.", ["tenant"],
+                               registry=registry)
+        self.upload_failures = Counter("thanos_shipper_upload_failures",
+                                       "Block uploads that failed.", ["tenant"],
+                                       registry=registry)
+        self.reuploads = Counter("promring_shipper_reuploads",
+                                 "Blocks recorded as shipped but missing from the bucket, "
+                                 "uploaded again.", ["tenant"], registry=registry)
+
+
 def block_dirs(tsdb_dir: Path) -> list[Path]:
     """Finished local blocks (a ULID directory with meta.json), oldest first."""
     if not tsdb_dir.is_dir():
@@ -53,16 +85,46 @@ def block_dirs(tsdb_dir: Path) -> list[Path]:
 
 
 class Shipper:
-    def __init__(self, bucket: Bucket, tsdb_dir: Path) -> None:
+    def __init__(self, bucket: Bucket, tsdb_dir: Path, *, opts: ShipperOptions | None = None,
+                 metrics: ShipperMetrics | None = None, tenant: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.bucket = bucket
         self.dir = tsdb_dir
+        self.opts = opts or ShipperOptions()
         self.state_path = tsdb_dir / STATE_FILE
         self.state = ShipperState.load(self.state_path)
+        self._m = metrics
+        self._tenant = tenant
+        self._clock = clock
+        self._verified: dict[str, float] = {}  # ulid -> when last seen in the bucket
         self.uploads = 0
         self.failures = 0
+        self.reuploads = 0
 
     def is_uploaded(self, ulid: str) -> bool:
+        """Recorded as shipped (the local record only; see ``confirm_uploaded``)."""
         return ulid in self.state.uploaded
+
+    async def confirm_uploaded(self, ulid: str) -> bool:
+        """Recorded as shipped and present in the bucket now; a block found missing is
+        uploaded again by the next sync. Bucket errors count as "not confirmed"."""
+        if ulid not in self.state.uploaded:
+            return False
+        try:
+            present = await self.bucket.exists(f"{ulid}/meta.json")
+        except Exception as e:  # noqa: BLE001 -- an unreachable bucket confirms nothing
+            log.warning("cannot confirm block in bucket; keeping it locally",
+                        extra={"ulid": ulid, "err": str(e)})
+            return False
+        if present:
+            self._verified[ulid] = self._clock()
+        else:
+            self._verified.pop(ulid, None)
+        return present
+
+    def _inc(self, metric: str) -> None:
+        if self._m is not None:
+            getattr(self._m, metric).labels(self._tenant).inc()
 
     async def _upload_block(self, block: Path) -> None:
         ulid = block.name
@@ -71,30 +133,49 @@ class Shipper:
         await self.bucket.upload(f"{ulid}/index", block / "index")
         await self.bucket.upload(f"{ulid}/meta.json", block / "meta.json")
 
+    def _due(self, ulid: str, now: float) -> bool:
+        seen = self._verified.get(ulid)
+        return seen is None or now - seen >= self.opts.verify_interval_s
+
     async def sync(self) -> int:
-        """Upload every local block not shipped yet; returns how many were uploaded now."""
+        """Upload every local block not shipped yet, and again any shipped one the bucket
+        lost (checked when due); returns how many were uploaded now."""
         shipped = 0
         changed = False
+        now = self._clock()
         for block in block_dirs(self.dir):
             ulid = block.name
-            if ulid in self.state.uploaded:
+            recorded = ulid in self.state.uploaded
+            if recorded and not self._due(ulid, now):
                 continue
             try:
                 if not await self.bucket.exists(f"{ulid}/meta.json"):
+                    if recorded:
+                        log.warning("block recorded as shipped is missing from the bucket; "
+                                    "uploading it again", extra={"ulid": ulid, "dir": str(self.dir)})
                     await self._upload_block(block)
                     shipped += 1
                     self.uploads += 1
+                    self._inc("uploads")
+                    if recorded:
+                        self.reuploads += 1
+                        self._inc("reuploads")
                     log.info("shipped block", extra={"ulid": ulid, "dir": str(self.dir)})
             except Exception as e:  # the bucket is down: keep the block, try again next sync
                 self.failures += 1
+                self._inc("upload_failures")
                 log.warning("block upload failed; will retry", extra={"ulid": ulid, "err": str(e)})
                 break
-            self.state.uploaded.append(ulid)
-            changed = True
+            self._verified[ulid] = now
+            if not recorded:
+                self.state.uploaded.append(ulid)
+                changed = True
         local = {b.name for b in block_dirs(self.dir)}
         if any(u not in local for u in self.state.uploaded):
             self.state.uploaded = [u for u in self.state.uploaded if u in local]
             changed = True
+        for u in [u for u in self._verified if u not in local]:
+            del self._verified[u]
         if changed:
             self.state.save(self.state_path)
         return shipped
