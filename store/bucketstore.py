@@ -6,6 +6,13 @@ is a block; one without is a partial upload (skipped until complete); one with a
 immutable, so only new blocks cost a ``meta.json`` read and an index-header build; known blocks
 cost one deletion-mark probe per sync.
 
+A corrupt block never fails queries over the others: one whose files disagree with its
+meta.json or whose index-header sections fail their checksums is not loaded
+(``thanos_bucket_store_block_load_failures_total``), and one that fails a read later (a
+checksum, a length or a chunk ref out of bounds) is taken out of service at once with a
+warning (``thanos_bucket_store_block_drops_total``) -- that query and all later ones answer
+from the remaining blocks -- and stays out until it disappears from the bucket.
+
 Downsampled blocks (5m/1h, written by the compactor) are served too: a Series request's
 ``max_resolution_window`` picks, per external label set and time range, the coarsest
 resolution allowed that has a block there, finer blocks filling the gaps (Thanos's getFor);
@@ -17,8 +24,9 @@ import asyncio
 import json
 import logging
 import shutil
+import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -36,6 +44,9 @@ DELETION_MARK_FILENAME = "deletion-mark.json"
 MAX_INT64 = (1 << 63) - 1
 MIN_INT64 = -(1 << 63)
 _ANY_RES = 1 << 62  # label queries: any resolution will do
+# What a read of a broken block raises (CorruptionError is a ValueError); bucket outages
+# (other BucketErrors) are not among them: they fail the query and leave the block in place.
+BROKEN_BLOCK_ERRORS = (ValueError, struct.error, IndexError, ObjectNotFound)
 
 
 class SyncMetrics:
@@ -76,6 +87,7 @@ class BucketStore:
         self.data_dir = Path(data_dir)
         self.cache = cache
         self.blocks: dict[str, BucketBlock] = {}
+        self.broken: dict[str, str] = {}  # taken out of service after a read error: ulid -> why
         self._opts = opts or FetchOptions()
         self._sync_limit = asyncio.Semaphore(sync_concurrency)
         self._fetch_limit = asyncio.Semaphore(fetch_concurrency)
@@ -106,6 +118,8 @@ class BucketStore:
                 return "marked-for-deletion", None
             if ulid in self.blocks:
                 return "loaded", self.blocks[ulid]
+            if ulid in self.broken:
+                return "failed", None
             try:
                 raw = await self.bucket.get(f"{ulid}/{META_FILENAME}")
             except ObjectNotFound:
@@ -148,9 +162,13 @@ class BucketStore:
             fresh: dict[str, BucketBlock] = {}
             counts: dict[str, int] = {}
             for u, (state, block) in zip(ulids, states):
+                if u in self.broken:  # taken out while this sync ran
+                    state, block = "failed", None
                 counts[state] = counts.get(state, 0) + 1
                 if block is not None:
                     fresh[u] = block
+            listed = set(ulids)
+            self.broken = {u: why for u, why in self.broken.items() if u in listed}
             dropped = set(self.blocks) - set(fresh)
             self.blocks = dict(sorted(fresh.items(), key=lambda kv: kv[1].min_time))
             for u in dropped:
@@ -170,6 +188,25 @@ class BucketStore:
         for p in self.data_dir.iterdir():
             if p.is_dir() and _is_ulid(p.name) and p.name not in self.blocks:
                 shutil.rmtree(p, ignore_errors=True)
+
+    def _take_out(self, block: BucketBlock, err: Exception) -> None:
+        """Stop serving a block that failed a read (once, however many queries hit it)."""
+        if self.blocks.get(block.ulid) is not block:
+            return
+        del self.blocks[block.ulid]
+        self.broken[block.ulid] = repr(err)
+        log.warning("corrupt block taken out of service; queries answer from the other blocks",
+                    extra={"block": block.ulid, "err": repr(err)})
+        self.sync_metrics.drops.inc()
+        self.sync_metrics.loaded.set(len(self.blocks))
+
+    async def _guarded(self, block: BucketBlock, read: Awaitable, empty):
+        """``read`` of ``block``; if the block turns out broken, ``empty`` and out it goes."""
+        try:
+            return await read
+        except BROKEN_BLOCK_ERRORS as e:
+            self._take_out(block, e)
+            return empty
 
     # -- SeriesSource
 
@@ -202,8 +239,9 @@ class BucketStore:
         Chunks of downsampled blocks (chosen by ``max_resolution_ms``) carry AggrData with
         the requested ``aggregates`` (storeapi Aggr numbers)."""
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
-        results = await asyncio.gather(*(b.series(mint, maxt, matchers, skip_chunks, aggregates)
-                                         for b in blocks))
+        results = await asyncio.gather(*(
+            self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
+            for b in blocks))
         if len(results) == 1:
             return sorted(results[0])
         merged: dict[Labels, list[Chunk]] = {}
@@ -222,14 +260,15 @@ class BucketStore:
         return sorted(merged.items(), key=lambda kv: kv[0])
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
-        sets = await asyncio.gather(*(b.label_names(mint, maxt, matchers)
+        sets = await asyncio.gather(*(self._guarded(b, b.label_names(mint, maxt, matchers), set())
                                       for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 
     async def label_values(self, name: str, mint: int, maxt: int,
                            matchers: Sequence[Matcher]) -> list[str]:
-        sets = await asyncio.gather(*(b.label_values(name, mint, maxt, matchers)
-                                      for b in self._blocks_for(mint, maxt, _ANY_RES)))
+        sets = await asyncio.gather(*(
+            self._guarded(b, b.label_values(name, mint, maxt, matchers), set())
+            for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 
 

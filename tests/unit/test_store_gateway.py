@@ -579,3 +579,82 @@ def test_s3_bucket_via_objstore_config(tmp_path: Path) -> None:
         run(main())
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------- corrupt blocks
+
+
+def _garble(path: Path, start: int, end: int, n: int = 64) -> None:
+    """Overwrite ``n`` bytes in the middle of ``path``'s [start, end) with garbage."""
+    data = bytearray(path.read_bytes())
+    mid = (start + end) // 2
+    data[mid:mid + n] = b"\xab" * n
+    path.write_bytes(bytes(data))
+
+
+def _truncate_chunks(bdir: Path) -> None:
+    seg = bdir / "chunks" / "000001"
+    seg.write_bytes(seg.read_bytes()[: seg.stat().st_size // 2])
+
+
+def _three_blocks(tmp: Path) -> tuple[list, list[Path]]:
+    """Two intact blocks (cluster a over two ranges) and a third (cluster b) to corrupt."""
+    parts = [(make_series(200, T0, H2, seed=21), {"cluster": "a"}, T0, T0 + H2),
+             (make_series(200, T0 + H2, H2, seed=22), {"cluster": "a"}, T0 + H2, T0 + 2 * H2),
+             (make_series(200, T0, H2, seed=23), {"cluster": "b"}, T0, T0 + H2)]
+    return parts, [write(tmp, s, lo, hi, ext) for s, ext, lo, hi in parts]
+
+
+@pytest.mark.parametrize("damage", ["index-series", "index-postings", "index-symbols",
+                                    "chunks-truncated", "chunks-truncated-no-sizes"])
+def test_corrupt_block_is_taken_out_and_other_blocks_answer(tmp_path: Path, damage: str,
+                                                            caplog) -> None:
+    """A block with garbage in its index or a truncated chunks file never fails a query over
+    the intact blocks: it is refused at load (sizes disagree with meta.json) or taken out of
+    service at its first read error, with a warning and a Thanos metric."""
+    parts, dirs = _three_blocks(tmp_path)
+    bad = dirs[2]
+    ir = IndexReader((bad / "index").read_bytes())
+    if damage == "index-series":
+        _garble(bad / "index", ir.toc.series, ir.toc.label_indices)
+    elif damage == "index-postings":  # the list of job="job0", which the query reads
+        off = int(ir._postings["job"][1][0])
+        _garble(bad / "index", off + 8, off + 8)
+    elif damage == "index-symbols":
+        _garble(bad / "index", ir.toc.symbols, ir.toc.series)
+    else:
+        _truncate_chunks(bad)
+        if damage == "chunks-truncated-no-sizes":  # e.g. a plain Prometheus block
+            meta = json.loads((bad / "meta.json").read_text())
+            del meta["thanos"]["files"]
+            (bad / "meta.json").write_text(json.dumps(meta))
+    want = expected(parts[:2], *ALL)
+    at_load = damage in ("chunks-truncated", "index-symbols")
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        text = await _get(gw, "/metrics")
+        assert _metric(text, "thanos_bucket_store_block_load_failures_total") == int(at_load)
+        for _ in range(2):
+            await check_series(client, want, *ALL, [Matcher("=", "cluster", "a")])
+            # Queries that touch the broken block still answer with everything intact.
+            got = await client.series(*ALL, [Matcher("=~", "job", ".+")])
+            assert sorted(s.labels for s in got) == sorted(want)
+        assert sorted(gw.store.blocks) == sorted(d.name for d in dirs[:2])
+        await gw.sync_once()  # a sync does not bring it back
+        assert sorted(gw.store.blocks) == sorted(d.name for d in dirs[:2])
+        assert await client.label_values("cluster", *ALL) == ["a"]
+        text = await _get(gw, "/metrics")
+        assert _metric(text, "thanos_bucket_store_block_drops_total") == int(not at_load)
+        assert _metric(text, "thanos_bucket_store_blocks_loaded") == 2
+        warned = [r for r in caplog.records if r.levelname == "WARNING"
+                  and getattr(r, "block", None) == bad.name]
+        assert warned, "no warning names the corrupt block"
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        for d in dirs:
+            await upload_dir(bkt, d)
+        await with_gateway(tmp_path, bkt, body)
+
+    caplog.set_level("INFO")
+    run(main())
