@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 
-import pytest
 import requests
 
 from harness import query_process, receive_process
@@ -14,14 +13,6 @@ from rw import HEADERS, body, push
 
 M = "__name__"
 T = 1_700_000_000_000
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def _post_raw(port: int, headers: list[tuple[str, str]], data: bytes) -> tuple[int, str]:
