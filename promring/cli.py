@@ -269,6 +269,13 @@ async def _run_compactor(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
+    if a.command != "tools":
+        from promring.flagcheck import FlagError, check_flags
+        try:
+            check_flags(a)
+        except FlagError as e:
+            print(f"promring {a.command}: {e}", file=sys.stderr)
+            sys.exit(2)
     setup_logging(a.log_level, a.log_format)
     if a.command == "receive":
         from receiver.server import Receiver

@@ -29,9 +29,10 @@ from .lifecycle import BlockLifecycle
 from .hashring import _ringc
 from .hashring.watch import HashringsFile
 from .limits import LimitsFile
-from .multitsdb import InvalidTenant, MultiTSDB, MultiTSDBSource, TenantTSDB, TSDBOptions
+from .multitsdb import MultiTSDB, MultiTSDBSource, TenantTSDB, TSDBOptions
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
+from .tenancy import InvalidTenant, tenant_from_headers
 from .tsdb.head import HeadOptions
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,10 @@ class Receiver:
     async def _write(self, request: web.Request) -> web.Response:
         if not self.ready:
             return web.Response(status=503, text="receiver is not ready\n")
-        tenant = request.headers.get(self.cfg.tenant_header) or self.cfg.default_tenant
+        try:
+            tenant = tenant_from_headers(request.headers, self.cfg.tenant_header, self.cfg.default_tenant)
+        except InvalidTenant as e:
+            return web.Response(status=400, text=f"{e}\n")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
