@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import logging
 import signal
 import sys
@@ -12,6 +13,40 @@ from common.logs import setup_logging
 from common.units import parse_bytes, parse_duration_ms, parse_label_flag
 
 log = logging.getLogger("promring")
+
+
+def _version() -> str:
+    """Thanos-style ``--version`` text (prometheus/common version.Print layout)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        v = version("promring")
+    except PackageNotFoundError:
+        v = "unknown"
+    return (f"promring, version {v}\n  python version: {platform.python_version()}\n"
+            f"  platform: {sys.platform}/{platform.machine()}")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every flag's default, also for flags without a help text; keeps line breaks."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and action.option_strings and action.default is not argparse.SUPPRESS:
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command: exact flag names only (no prefix matching, so ``--end`` is not
+    ``--endpoint``), defaults shown in ``--help``, and ``--version`` -- as Thanos's kingpin."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=_version(),
+                          help="Show application version.")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -83,7 +118,7 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promring", description=__doc__)
+    parser = _Parser(prog="promring", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("receive", help="Accept Prometheus remote_write and serve it over the StoreAPI.")

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter
 from storeapi.server import GRPC_OPTIONS
 
 from .hashring import _ringc
-from .hashring.ring import Hashrings, hash_series
+from .hashring.ring import Hashrings, InsufficientNodesError, hash_series
 from .remotewrite import DecodedWrite
 
 log = logging.getLogger(__name__)
@@ -151,12 +151,15 @@ class Router:
             return RouteResult(200)
         found = self._rings().for_tenant(tenant)
         if found is None:
-            return RouteResult(500, f"no hashring configured for tenant {tenant!r}")
-        spec, ring = found
+            return RouteResult(500, "no matching hashring to handle tenant")
+        _, ring = found
         spans = _ringc.series_spans(raw)
         if len(spans) != 16 * n:
             return RouteResult(400, "cannot split request: series count mismatch")
-        assign = ring.assign(hash_series(tenant, dec.keys))  # (n, rf) endpoint indices
+        try:
+            assign = ring.assign(hash_series(tenant, dec.keys))  # (n, rf) endpoint indices
+        except InsufficientNodesError as e:
+            return RouteResult(500, str(e))
         rf = assign.shape[1]
         need = quorum(rf)
         tasks: dict[asyncio.Task, int] = {}
@@ -165,9 +168,9 @@ class Router:
             rows = np.flatnonzero(hit.any(axis=1)).astype(np.int32)
             replica = int(hit[rows].argmax(axis=1).min()) + 1
             body = _ringc.gather(raw, spans, rows.tobytes())
-            addr = spec.endpoints[node].address
+            addr = ring.endpoints[node].address
             tasks[asyncio.create_task(self._send(addr, tenant, body, replica))] = node
-        results = np.full(len(spec.endpoints), PENDING, dtype=np.int8)
+        results = np.full(len(ring.endpoints), PENDING, dtype=np.int8)
         messages: dict[int, str] = {}
         pending = set(tasks)
         while pending:
