@@ -71,6 +71,11 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
     p.add_argument("--tsdb.min-block-duration", dest="min_block_duration", default="2h",
                    help="Block length the head is cut into (Thanos: equal to max).")
     p.add_argument("--tsdb.max-block-duration", dest="max_block_duration", default="2h")
+    p.add_argument("--tsdb.too-far-in-future.time-window", dest="too_far_in_future",
+                   default="10m",
+                   help="Samples later than now + this are refused (409 out of bounds); 0s = off. "
+                        "Thanos defaults to 0s; 10m (Prometheus's own limit for remote write) "
+                        "keeps one bad clock from locking a tenant out.")
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
                    help="How long shipped blocks stay on local disk.")
     p.add_argument("--objstore.config-file", dest="objstore_config_file", default=None,
@@ -189,6 +194,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         tenant_label_name=a.tenant_label_name, max_request_bytes=parse_bytes(a.max_request_size),
         wal_fsync=a.wal_fsync, chunk_range_ms=parse_duration_ms(a.min_block_duration),
         limits_file=Path(a.limits_file) if a.limits_file else None,
+        too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
         **_routing_config(a))
 
 

@@ -62,7 +62,10 @@ class BlockLifecycle:
 
     async def run_once(self, now_ms: int | None = None) -> None:
         for t in list(self.db.tenants.values()):
-            t.compact()
+            try:
+                t.compact()
+            except Exception:  # one tenant's broken head or disk must not stop the others
+                log.exception("block cut failed; other tenants go on", extra={"tenant": t.tenant})
         await self.ship()
         await self._apply_retention(int(time.time() * 1000) if now_ms is None else now_ms)
 

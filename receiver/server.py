@@ -29,7 +29,7 @@ from .lifecycle import BlockLifecycle
 from .hashring import _ringc
 from .hashring.watch import HashringsFile
 from .limits import LimitsFile
-from .multitsdb import MultiTSDB, MultiTSDBSource, TenantTSDB, TSDBOptions
+from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_headers
@@ -69,10 +69,16 @@ class Receiver:
                 path=cfg.tsdb_path, external_labels=cfg.external_labels,
                 tenant_label_name=cfg.tenant_label_name,
                 head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms), wal_fsync=cfg.wal_fsync,
-                retention_ms=cfg.retention_ms))
+                retention_ms=cfg.retention_ms, too_far_in_future_ms=cfg.too_far_in_future_ms))
             self.source = MultiTSDBSource(self.db)
             self.metrics.series.set_function(self.db.num_series)
             self.metrics.head_bytes.set_function(self.db.memory_bytes)
+            skipped = Gauge("promring_tsdb_wal_replay_skipped",
+                            "What the last WAL replay skipped to start (corrupt segments, series "
+                            "whose labels do not decode, samples of unknown series, bad histograms).",
+                            ["kind"], registry=self.registry)
+            for kind in ReplayStats.kinds():
+                skipped.labels(kind).set_function(lambda k=kind: self.db.replay_skipped(k))
         self.limits = LimitsFile(cfg.limits_file)
         self._gate = self._new_gate()
         self.rings: HashringsFile | None = None
@@ -288,12 +294,14 @@ class Receiver:
         await db.sync()
         self.metrics.samples.labels(tenant).inc(out.appended)
         for reason, n in (("out_of_order", out.out_of_order), ("duplicate", out.duplicate),
-                          ("too_old", out.too_old), ("bad_labels", out.dropped_samples)):
+                          ("too_old", out.too_old), ("bad_labels", out.dropped_samples),
+                          ("too_far_in_future", out.too_far_in_future),
+                          ("out_of_bounds", out.out_of_bounds)):
             if n:
                 self.metrics.rejected.labels(reason).inc(n)
         conflicts = out.conflicts
         if conflicts:
             msg = "; ".join(conflicts)
             log.debug("write conflicts", extra={"tenant": tenant, "detail": msg})
-            return 409, f"{msg} (appended {out.appended} samples)"
+            return out.http_status, f"{msg} (appended {out.appended} samples)"
         return 200, ""
