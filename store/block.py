@@ -30,6 +30,7 @@ from storeapi.server import AggrData
 
 from .cache import LRUCache
 from .indexheader import HEADER_FILENAME, IndexHeader
+from .indexverify import verify_index
 from .ranges import coalesce, fetch_groups, uvarint_at
 
 # Read-ahead bounds when an item's end is unknown (Thanos uses 64 KiB and 16000 B); an item
@@ -176,6 +177,10 @@ class BucketBlock:
         header, _ = await IndexHeader.load_or_fetch(bucket, index_name, size,
                                                     local_dir / HEADER_FILENAME)
         return cls(bucket, meta, header, cache, limit, opts, metrics, seg_sizes)
+
+    async def verify_index(self) -> None:
+        """Check every item of the whole index (CorruptionError if one fails)."""
+        await verify_index(self.bucket, self._index_name, self.header, self._seg_sizes)
 
     # -- block-level filters
 

@@ -11,7 +11,9 @@ meta.json or whose index-header sections fail their checksums is not loaded
 (``thanos_bucket_store_block_load_failures_total``), and one that fails a read later (a
 checksum, a length or a chunk ref out of bounds) is taken out of service at once with a
 warning (``thanos_bucket_store_block_drops_total``) -- that query and all later ones answer
-from the remaining blocks -- and stays out until it disappears from the bucket.
+from the remaining blocks -- and stays out until it disappears from the bucket. Every newly
+loaded block's whole index is also checked once in the background (store.indexverify), so
+damage no query has touched yet takes the block out the same way.
 
 Downsampled blocks (5m/1h, written by the compactor) are served too: a Series request's
 ``max_resolution_window`` picks, per external label set and time range, the coarsest
@@ -37,6 +39,7 @@ from receiver.tsdb.labels import Labels, Matcher
 
 from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache
+from .indexverify import is_verified, mark_verified
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,8 @@ class BucketStore:
     def __init__(self, bucket: Bucket, data_dir: Path, cache: LRUCache,
                  registry: CollectorRegistry, *, opts: FetchOptions | None = None,
                  sync_concurrency: int = 20, fetch_concurrency: int = 32,
-                 ignore_deletion_marks_delay_s: float = 0.0) -> None:
+                 ignore_deletion_marks_delay_s: float = 0.0, verify_index: bool = True,
+                 verify_concurrency: int = 2) -> None:
         self.bucket = bucket
         self.data_dir = Path(data_dir)
         self.cache = cache
@@ -93,6 +97,9 @@ class BucketStore:
         self._fetch_limit = asyncio.Semaphore(fetch_concurrency)
         self._mark_delay = ignore_deletion_marks_delay_s
         self._lock = asyncio.Lock()
+        self._verify = verify_index
+        self._verify_limit = asyncio.Semaphore(verify_concurrency)
+        self._verifying: dict[str, asyncio.Task[None]] = {}
         self.sync_metrics = SyncMetrics(registry)
         self.fetch_metrics = FetchMetrics(registry)
 
@@ -179,7 +186,42 @@ class BucketStore:
                           "failed"):
                 m.synced.labels(state).set(counts.get(state, 0))
             await asyncio.to_thread(self._remove_stale_dirs)
+            if self._verify:
+                for u, b in self.blocks.items():
+                    if u not in self._verifying and not is_verified(self.data_dir / u):
+                        self._verifying[u] = asyncio.create_task(self._verify_block(b),
+                                                                 name=f"verify-{u}")
             m.duration.observe(time.perf_counter() - t0)
+
+    async def _verify_block(self, block: BucketBlock) -> None:
+        """Check the whole index of a block being served; out of service if it fails."""
+        try:
+            async with self._verify_limit:
+                if self.blocks.get(block.ulid) is not block:
+                    return
+                t0 = time.perf_counter()
+                await block.verify_index()
+                await asyncio.to_thread(mark_verified, self.data_dir / block.ulid)
+                log.info("verified block index", extra={
+                    "block": block.ulid, "seconds": round(time.perf_counter() - t0, 3)})
+        except BROKEN_BLOCK_ERRORS as e:
+            self._take_out(block, e)
+        except Exception as e:  # noqa: BLE001 -- a bucket outage: the next sync tries again
+            log.warning("block index verification failed; will retry",
+                        extra={"block": block.ulid, "err": repr(e)})
+        finally:
+            self._verifying.pop(block.ulid, None)
+
+    async def wait_verified(self) -> None:
+        """Until the index checks started so far are done (tests, and a clean stop)."""
+        while self._verifying:
+            await asyncio.gather(*self._verifying.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for t in list(self._verifying.values()):
+            t.cancel()
+        await asyncio.gather(*self._verifying.values(), return_exceptions=True)
+        self._verifying.clear()
 
     def _remove_stale_dirs(self) -> None:
         """Local index-headers of blocks not served any more."""

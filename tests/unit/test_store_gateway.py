@@ -25,6 +25,7 @@ from receiver.tsdb.index import IndexReader  # noqa: E402
 from receiver.tsdb.labels import Labels, Matcher, matches_all  # noqa: E402
 from store.block import merge_external  # noqa: E402
 from store.indexheader import HEADER_FILENAME, IndexHeader  # noqa: E402
+from store.indexverify import VERIFIED_MARKER  # noqa: E402
 from store.ranges import coalesce  # noqa: E402
 from store.server import StoreConfig, StoreGateway  # noqa: E402
 from storeapi.client import StoreClient  # noqa: E402
@@ -375,6 +376,10 @@ def test_plain_prometheus_block_from_promtool(tmp_path: Path) -> None:
         await check_series(client, expected([(series, {}, *ALL)], mint, maxt), mint, maxt,
                            [Matcher("=", "job", "job2")])
         assert await client.label_values("job", *ALL) == ["job0", "job1", "job2"]
+        # Prometheus's own index layout passes the whole-index check.
+        await gw.store.wait_verified()
+        assert len(gw.store.blocks) == len(bdirs)
+        assert all((tmp_path / "store-data" / b.name / VERIFIED_MARKER).is_file() for b in bdirs)
 
     async def main() -> None:
         bkt = FilesystemBucket(tmp_path / "bucket")
@@ -486,12 +491,12 @@ def test_ranged_reads_cache_hits_and_restart_from_local_headers(tmp_path: Path) 
         bkt = CountingBucket(FilesystemBucket(tmp_path / "bucket"))
         await upload_dir(bkt, bdir)
         bkt.reset()
-        await with_gateway(tmp_path, bkt, body)
+        await with_gateway(tmp_path, bkt, body, verify_index=False)
         # The index-header came from ranged reads of a fraction of the index.
         assert 0 < sync_bytes[0] < (bdir / "index").stat().st_size / 2
         # A restart reuses the local index-header: no ranged reads at all during sync.
         bkt.reset()
-        await with_gateway(tmp_path, bkt, _noop)
+        await with_gateway(tmp_path, bkt, _noop, verify_index=False)
         assert bkt.range_calls == 0
 
     run(main())
@@ -657,4 +662,41 @@ def test_corrupt_block_is_taken_out_and_other_blocks_answer(tmp_path: Path, dama
         await with_gateway(tmp_path, bkt, body)
 
     caplog.set_level("INFO")
+    run(main())
+
+
+def test_whole_index_check_finds_damage_no_query_touched(tmp_path: Path) -> None:
+    """Garbage in a postings list no query reads is found by the background index check:
+    the block goes out of service; intact blocks pass once and are not read again after a
+    restart (their marker)."""
+    parts, dirs = _three_blocks(tmp_path)
+    bad = dirs[2]
+    ir = IndexReader((bad / "index").read_bytes())
+    off = int(ir._postings["instance"][1][-1])  # host-00199: no query below asks for it
+    _garble(bad / "index", off + 8, off + 8, n=4)
+    want = expected(parts[:2], *ALL)
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        await gw.store.wait_verified()
+        assert sorted(gw.store.blocks) == sorted(d.name for d in dirs[:2])
+        await check_series(client, want, *ALL, [Matcher("=~", "job", ".+")])
+        text = await _get(gw, "/metrics")
+        assert _metric(text, "thanos_bucket_store_block_drops_total") == 1
+        for d in dirs[:2]:
+            assert (tmp_path / "store-data" / d.name / VERIFIED_MARKER).is_file()
+
+    async def restarted(gw: StoreGateway, client: StoreClient) -> None:
+        await gw.store.wait_verified()
+        assert sorted(gw.store.blocks) == sorted(d.name for d in dirs[:2])
+
+    async def main() -> None:
+        bkt = CountingBucket(FilesystemBucket(tmp_path / "bucket"))
+        for d in dirs:
+            await upload_dir(bkt, d)
+        await with_gateway(tmp_path, bkt, body)
+        bkt.reset()
+        await with_gateway(tmp_path, bkt, restarted)
+        # Only the broken block (out of service, so its local state was dropped) is read again.
+        assert bkt.range_bytes <= (bad / "index").stat().st_size
+
     run(main())
