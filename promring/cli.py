@@ -64,7 +64,8 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
-    p.add_argument("--query.auto-downsampling", dest="auto_downsampling", action="store_true",
+    p.add_argument("--query.auto-downsampling", dest="auto_downsampling", default=False,
+                   action=argparse.BooleanOptionalAction,
                    help="Read downsampled data when a query's step allows (max_source_resolution=auto).")
     p.add_argument("--query.replica-label", dest="replica_labels", action="append", default=[],
                    help="Label naming a replica; series differing only in it are deduplicated "
@@ -73,12 +74,15 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
                    choices=["penalty", "chain"],
                    help="penalty: Thanos's algorithm for HA Prometheus pairs; chain: union of "
                         "identical replicas (receive replication).")
-    p.add_argument("--query.partial-response", dest="partial_response", action="store_true",
-                   help="Answer with warnings when some endpoints fail (default of partial_response).")
+    p.add_argument("--query.partial-response", dest="partial_response", default=True,
+                   action=argparse.BooleanOptionalAction,
+                   help="Answer from the endpoints that work, with warnings naming the failed ones "
+                        "(default of partial_response; disable with --no-query.partial-response).")
     p.add_argument("--query.tenant-header", dest="query_tenant_header", default="THANOS-TENANT")
     p.add_argument("--query.default-tenant-id", dest="query_default_tenant", default="default-tenant")
     p.add_argument("--query.tenant-label-name", dest="query_tenant_label", default="tenant_id")
-    p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", action="store_true",
+    p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", default=False,
+                   action=argparse.BooleanOptionalAction,
                    help="A query sees only series of the tenant in its tenant header.")
 
 

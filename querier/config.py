@@ -17,7 +17,7 @@ class QueryConfig:
     replica_labels: list[str] = field(default_factory=list)
     auto_downsampling: bool = False   # Thanos --query.auto-downsampling: max_source_resolution=auto
     dedup_func: str = "chain"                  # chain (receive replicas) | penalty (HA Prometheus)
-    partial_response: bool = False             # default of the partial_response parameter
+    partial_response: bool = True              # default of the partial_response parameter (Thanos: on)
     # Tenancy of reads: with enforcement a query sees only its tenant's series.
     tenant_header: str = "THANOS-TENANT"
     default_tenant: str = "default-tenant"
