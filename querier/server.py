@@ -14,6 +14,7 @@ from .fanout import StoreSet
 class Querier:
     def __init__(self, cfg: QueryConfig, registry: CollectorRegistry | None = None,
                  stores: StoreSet | None = None) -> None:
+        cfg.validate()
         self.cfg = cfg
         self.registry = registry or new_registry()
         self.stores = stores or StoreSet(cfg.endpoints, timeout_s=cfg.store_timeout_s,
