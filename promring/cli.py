@@ -104,7 +104,8 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
-    p.add_argument("--query.auto-downsampling", dest="auto_downsampling", action="store_true",
+    p.add_argument("--query.auto-downsampling", dest="auto_downsampling", default=False,
+                   action=argparse.BooleanOptionalAction,
                    help="Read downsampled data when a query's step allows (max_source_resolution=auto).")
     p.add_argument("--query.replica-label", dest="replica_labels", action="append", default=[],
                    help="Label naming a replica; series differing only in it are deduplicated "
@@ -113,12 +114,15 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
                    choices=["penalty", "chain"],
                    help="penalty: Thanos's algorithm for HA Prometheus pairs; chain: union of "
                         "identical replicas (receive replication).")
-    p.add_argument("--query.partial-response", dest="partial_response", action="store_true",
-                   help="Answer with warnings when some endpoints fail (default of partial_response).")
+    p.add_argument("--query.partial-response", dest="partial_response", default=True,
+                   action=argparse.BooleanOptionalAction,
+                   help="Answer from the endpoints that work, with warnings naming the failed ones "
+                        "(default of partial_response; disable with --no-query.partial-response).")
     p.add_argument("--query.tenant-header", dest="query_tenant_header", default="THANOS-TENANT")
     p.add_argument("--query.default-tenant-id", dest="query_default_tenant", default="default-tenant")
     p.add_argument("--query.tenant-label-name", dest="query_tenant_label", default="tenant_id")
-    p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", action="store_true",
+    p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", default=False,
+                   action=argparse.BooleanOptionalAction,
                    help="A query sees only series of the tenant in its tenant header.")
 
 
@@ -210,16 +214,27 @@ def _routing_config(a: argparse.Namespace) -> dict:
 
 
 def query_config(a: argparse.Namespace, endpoints: list[str]):
+    """The querier's configuration; ValueError (naming the flag) on a value it cannot serve with."""
     from querier.config import QueryConfig
-    return QueryConfig(
+    cfg = QueryConfig(
         http_address=a.http_address, endpoints=endpoints,
-        lookback_delta_ms=parse_duration_ms(a.lookback_delta),
-        timeout_s=parse_duration_ms(a.query_timeout) / 1000, max_concurrent=a.max_concurrent,
+        lookback_delta_ms=_flag_duration_ms(a, "lookback_delta", "--query.lookback-delta"),
+        timeout_s=_flag_duration_ms(a, "query_timeout", "--query.timeout") / 1000,
+        max_concurrent=a.max_concurrent,
         max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
         enforce_tenancy=a.enforce_tenancy)
+    cfg.validate()
+    return cfg
+
+
+def _flag_duration_ms(a: argparse.Namespace, dest: str, flag: str) -> int:
+    try:
+        return parse_duration_ms(getattr(a, dest))
+    except ValueError as e:
+        raise ValueError(f"{flag}: {e}") from None
 
 
 async def _run_until_signal(components: list) -> None:
@@ -308,6 +323,15 @@ async def _run_compactor(a: argparse.Namespace) -> int:
         await c.close()
 
 
+def _or_exit(build, *args):
+    """``build(*args)``, or a one-line error and exit status 2 (as for a bad flag)."""
+    try:
+        return build(*args)
+    except ValueError as e:
+        print(f"promring: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     if a.command != "tools":
@@ -323,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         comps = [Receiver(receive_config(a, a.tsdb_path, a.http_address, a.grpc_address))]
     elif a.command == "query":
         from querier.server import Querier
-        comps = [Querier(query_config(a, a.endpoints))]
+        comps = [Querier(_or_exit(query_config, a, a.endpoints))]
     elif a.command == "store":
         from store.server import StoreGateway
         comps = [StoreGateway(store_config(a, a.data_dir, Path(a.objstore_config_file).read_text(),
@@ -339,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.command == "compact":
         sys.exit(asyncio.run(_run_compactor(a)))
     else:
+        _or_exit(query_config, a, [])  # flag errors before anything starts
         comps = [_Up(a)]
     try:
         asyncio.run(_run_until_signal(comps))

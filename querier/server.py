@@ -14,9 +14,11 @@ from .fanout import StoreSet
 class Querier:
     def __init__(self, cfg: QueryConfig, registry: CollectorRegistry | None = None,
                  stores: StoreSet | None = None) -> None:
+        cfg.validate()
         self.cfg = cfg
         self.registry = registry or new_registry()
-        self.stores = stores or StoreSet(cfg.endpoints, timeout_s=cfg.store_timeout_s)
+        self.stores = stores or StoreSet(cfg.endpoints, timeout_s=cfg.store_timeout_s,
+                                         registry=self.registry)
         self.api = QueryAPI(cfg, self.stores, self.registry)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -28,10 +30,12 @@ class Querier:
         return app
 
     async def start(self) -> None:
+        await self.stores.start()
         self._runner, self.port = await start_site(self.app(), self.cfg.http_address)
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.api.close()
         await self.stores.close()
