@@ -22,7 +22,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.ops import add_ops_routes, new_registry, start_site
-from storeapi.server import GRPC_OPTIONS, WRITEABLE_STORE_SERVICE, StoreServer
+from storeapi.h2server import H2GrpcServer
+from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreServer
 
 from .config import ReceiveConfig
 from .lifecycle import BlockLifecycle
@@ -93,7 +94,7 @@ class Receiver:
                 registry=self.registry)
         self.ready = False
         self._runners: list[web.AppRunner] = []
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: H2GrpcServer | None = None
         self._refresher: asyncio.Task | None = None
         self._ext_applied: set[str] = set()
         self.ports: dict[str, int] = {}
@@ -141,14 +142,17 @@ class Receiver:
         self.ready = True
 
     async def _serve_grpc(self) -> None:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
-        StoreServer(self.source, "receive").register(server)
+        # Our own HTTP/2 gRPC server, not grpc.aio: Thanos routers compress forwarded writes with
+        # snappy, which grpcio's core refuses before any handler runs.
+        server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES)
+        server.add_generic_rpc_handlers(StoreServer(self.source, "receive").handlers())
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             WRITEABLE_STORE_SERVICE, {"RemoteWrite": grpc.unary_unary_rpc_method_handler(
                 self.grpc_remote_write, request_deserializer=None, response_serializer=None)}),))
-        port = server.add_insecure_port(self.cfg.grpc_address)
-        if port == 0:
-            raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}")
+        try:
+            port = await server.bind(self.cfg.grpc_address)
+        except OSError as e:
+            raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}: {e}") from e
         await server.start()
         self._grpc, self.ports["grpc"] = server, port
 
