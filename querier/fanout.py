@@ -76,11 +76,30 @@ class StoreSet:
     """Clients for the configured ``--endpoint`` addresses, with each one's Info cached briefly
     so a query only goes to stores whose time range and external labels can match."""
 
-    def __init__(self, addresses: Sequence[str], timeout_s: float = 120.0) -> None:
+    def __init__(self, addresses: Sequence[str], timeout_s: float = 120.0,
+                 response_timeout_s: float = 0.0) -> None:
+        self.timeout_s = timeout_s
+        self.response_timeout_s = response_timeout_s  # > 0: a slower store is dropped
         self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True)
-                        for a in addresses]
+                        for a in dict.fromkeys(addresses)]
         self._info: dict[str, _Info | None] = {}
         self._fetched: dict[str, float] = {}
+
+    async def set_addresses(self, addresses: Sequence[str]) -> None:
+        """Use exactly these endpoints from now on (file SD): new ones get a client, dropped
+        ones are closed; queries already running keep the clients they picked."""
+        wanted = list(dict.fromkeys(addresses))
+        have = {c.address: c for c in self.clients}
+        gone = [c for a, c in have.items() if a not in wanted]
+        self.clients = [have.get(a) or StoreClient(a, timeout_s=self.timeout_s, native_histograms=True)
+                        for a in wanted]
+        for c in gone:
+            self._info.pop(c.address, None)
+            self._fetched.pop(c.address, None)
+            await c.close()
+
+    def info_of(self, address: str) -> _Info | None:
+        return self._info.get(address)
 
     async def _refresh(self, c: StoreClient, now: float) -> None:
         self._fetched[c.address] = now
@@ -104,6 +123,8 @@ class StoreSet:
     async def _gather(self, clients: list[StoreClient], calls, opts: SelectOptions,
                       warnings: list[str] | None) -> list:
         """Every endpoint's answer; a failed endpoint becomes a warning with partial responses."""
+        if self.response_timeout_s > 0:
+            calls = [asyncio.wait_for(c, self.response_timeout_s) for c in calls]
         results = await asyncio.gather(*calls, return_exceptions=True)
         out = []
         for c, r in zip(clients, results):
