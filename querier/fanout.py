@@ -111,6 +111,8 @@ class StoreSet:
         lo, hi = i.min_time, i.max_time
         if i.component_type in ("receive", "RECEIVE"):
             hi = UNBOUNDED[1]  # a receiver's head grows all the time (Thanos does the same)
+            if lo > i.max_time:
+                lo = UNBOUNDED[0]  # empty now, but not for long: never skip it
         self._info[c.address] = _Info(now, lo, hi, list(i.label_sets))
 
     async def select_clients(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[StoreClient]:

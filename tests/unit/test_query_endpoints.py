@@ -137,3 +137,21 @@ def test_stacked_querier_serves_its_stores_and_the_api_under_the_route_prefix():
             await regional.stop()
             await leaf.stop(None)
     asyncio.run(go())
+
+
+class _EmptyReceive(_Source):
+    def time_range(self):
+        return (1 << 63) - 1, -(1 << 63)  # an ingestor without samples yet
+
+
+def test_an_empty_ingestor_is_still_asked():
+    """Its Info (cached for seconds) must not hide samples written right after it was read."""
+    async def go():
+        srv, port = await serve(_EmptyReceive(0.0), "127.0.0.1:0", "receive")
+        stores = StoreSet([f"127.0.0.1:{port}"])
+        try:
+            assert len(await stores.select_clients(1000, 2000, [])) == 1
+        finally:
+            await stores.close()
+            await srv.stop(None)
+    asyncio.run(go())
