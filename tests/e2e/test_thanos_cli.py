@@ -106,3 +106,40 @@ def test_global_querier_over_regional_querier_found_by_file_sd(tmp_path, procs):
     got = _instant(api, "stacked", now)
     assert sorted(s["metric"]["i"] for s in got) == ["0", "1", "2"]
     assert all(s["metric"]["region"] == "eu" for s in got)
+
+
+def test_replica_header_writes_only_that_replica_with_inline_hashrings(tmp_path, procs):
+    """Two router+ingestors replicating to each other (RF 2) from an inline --receive.hashrings:
+    a plain write lands on both, a write carrying THANOS-REPLICA: 1 only on each series' first
+    replica (Thanos's already-replicated write), so every series is on exactly one of them."""
+    ports = [{"remote_write": free_port(), "grpc": free_port(), "http": free_port()} for _ in range(2)]
+    ring = json.dumps([{"algorithm": "ketama",
+                        "endpoints": [f"127.0.0.1:{p['grpc']}" for p in ports]}])
+    nodes = []
+    for i, p in enumerate(ports):
+        args = promring_cmd() + [
+            "receive", "--tsdb.path", str(tmp_path / f"r{i}"),
+            "--remote-write.address", f"127.0.0.1:{p['remote_write']}",
+            "--grpc-address", f"127.0.0.1:{p['grpc']}", "--http-address", f"127.0.0.1:{p['http']}",
+            f"--receive.hashrings={ring}", "--receive.replication-factor=2",
+            f"--receive.local-endpoint=127.0.0.1:{p['grpc']}"]
+        nodes.append(ServerProcess(args, tmp_path, f"r{i}", p,
+                                   [f"http://127.0.0.1:{p['remote_write']}/-/ready"]))
+    for n in nodes:
+        procs.append(n.start())
+    queriers = [query_process(tmp_path, f"q{i}", [n.grpc]).start() for i, n in enumerate(nodes)]
+    procs.extend(queriers)
+
+    now = int(time.time() * 1000)
+    url = nodes[0].url("remote_write", "/api/v1/receive")
+    both = [(((M, "plain"), ("i", str(i))), [now], [1.0]) for i in range(40)]
+    assert push(url, both).status_code == 200
+    once = body([(((M, "replicated"), ("i", str(i))), [now], [1.0]) for i in range(40)])
+    r = requests.post(url, data=once, headers={**HEADERS, "THANOS-REPLICA": "1"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+    def held(q, name):
+        return {s["metric"]["i"] for s in _instant(q.url("http", "/api/v1"), name, now)}
+    assert held(queriers[0], "plain") == held(queriers[1], "plain") == {str(i) for i in range(40)}
+    a, b = held(queriers[0], "replicated"), held(queriers[1], "replicated")
+    assert a and b and not (a & b) and a | b == {str(i) for i in range(40)}

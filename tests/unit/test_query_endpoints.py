@@ -155,3 +155,32 @@ def test_an_empty_ingestor_is_still_asked():
             await stores.close()
             await srv.stop(None)
     asyncio.run(go())
+
+
+def test_strict_endpoint_down_at_start_is_used_once_it_is_up():
+    async def go():
+        from harness import free_port
+        port = free_port()
+        q = Querier(QueryConfig(http_address="127.0.0.1:0", partial_response=True,
+                                strict_endpoints=[f"127.0.0.1:{port}"]))
+        await q.start()
+        srv = None
+        try:
+            warnings: list[str] = []
+            opts = SelectOptions(partial_response=True)
+            assert await q.stores.series(0, 10_000, [], skip_chunks=True, opts=opts,
+                                         warnings=warnings) == []
+            assert warnings
+            srv, _ = await serve(_Source(0.0), f"127.0.0.1:{port}", "store")
+            got: list = []
+            for _ in range(100):
+                got = await q.stores.series(0, 10_000, [], skip_chunks=True, opts=opts)
+                if got:
+                    break
+                await asyncio.sleep(0.1)
+            assert [s.labels for s in got] == [(("__name__", "up"), ("site", "x"))]
+        finally:
+            await q.stop()
+            if srv is not None:
+                await srv.stop(None)
+    asyncio.run(go())
