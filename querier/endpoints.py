@@ -92,10 +92,20 @@ class EndpointHealth:
         self.opts = opts
         self.status = {c.address: EndpointStatus(c.address) for c in self.clients}
         self._task: asyncio.Task | None = None
+        self._started = False
         if registry is not None:
             registry.register(_ConnectionsCollector(self))
 
+    def set_clients(self, clients: Sequence[StoreClient]) -> None:
+        """Track exactly these endpoints (file SD); known ones keep their state."""
+        self.clients = list(clients)
+        self.status = {c.address: self.status.get(c.address) or EndpointStatus(c.address)
+                       for c in self.clients}
+        if self._task is None and self.clients and self._started:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
     def start(self) -> None:
+        self._started = True
         if self._task is None and self.clients:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 

@@ -144,8 +144,11 @@ class Router:
         self.forwards = Counter("thanos_receive_forward_requests", "Per-endpoint writes by result.",
                                 ["result"], registry=registry) if registry is not None else None
 
-    async def write(self, tenant: str, raw: bytes, dec: DecodedWrite) -> RouteResult:
-        """``raw`` is the uncompressed prometheus.WriteRequest that ``dec`` was decoded from."""
+    async def write(self, tenant: str, raw: bytes, dec: DecodedWrite,
+                    replica: int = 0) -> RouteResult:
+        """``raw`` is the uncompressed prometheus.WriteRequest that ``dec`` was decoded from.
+        ``replica`` > 0 (1-based, from the replica header): an already replicated write; only
+        that replica of each series is written, not replicated again (as Thanos)."""
         n = len(dec.keys)
         if n == 0:
             return RouteResult(200)
@@ -160,16 +163,18 @@ class Router:
             assign = ring.assign(hash_series(tenant, dec.keys))  # (n, rf) endpoint indices
         except InsufficientNodesError as e:
             return RouteResult(500, str(e))
+        if replica > 0:
+            assign = assign[:, replica - 1:replica]
         rf = assign.shape[1]
         need = quorum(rf)
         tasks: dict[asyncio.Task, int] = {}
         for node in np.unique(assign).tolist():
             hit = assign == node
             rows = np.flatnonzero(hit.any(axis=1)).astype(np.int32)
-            replica = int(hit[rows].argmax(axis=1).min()) + 1
+            number = int(hit[rows].argmax(axis=1).min()) + max(replica, 1)
             body = _ringc.gather(raw, spans, rows.tobytes())
             addr = ring.endpoints[node].address
-            tasks[asyncio.create_task(self._send(addr, tenant, body, replica))] = node
+            tasks[asyncio.create_task(self._send(addr, tenant, body, number))] = node
         results = np.full(len(ring.endpoints), PENDING, dtype=np.int8)
         messages: dict[int, str] = {}
         pending = set(tasks)

@@ -86,7 +86,8 @@ class Receiver:
         self.router: Router | None = None
         if cfg.is_router:
             self.rings = HashringsFile(cfg.hashrings_file, cfg.hashrings_algorithm,
-                                       cfg.replication_factor, on_change=self._rings_changed)
+                                       cfg.replication_factor, on_change=self._rings_changed,
+                                       content=cfg.hashrings_content)
             self.router = Router(
                 lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
@@ -209,6 +210,9 @@ class Receiver:
             tenant = tenant_from_headers(request.headers, self.cfg.tenant_header, self.cfg.default_tenant)
         except InvalidTenant as e:
             return web.Response(status=400, text=f"{e}\n")
+        replica = self._replica(request)
+        if isinstance(replica, web.Response):
+            return replica
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -234,13 +238,28 @@ class Receiver:
             self.metrics.limited.labels(tenant, "request").inc()
             return web.Response(status=413, text=f"{why}\n")
         if self.router is not None:
-            res = await self.router.write(tenant, raw, req)
+            res = await self.router.write(tenant, raw, req, replica)
             status, msg = res.status, res.message
         else:
             status, msg = await self._write_local(tenant, req)
         if status in (200, 204):
             return web.Response(status=200)
         return web.Response(status=status, text=f"{msg}\n")
+
+    def _replica(self, request: web.Request) -> int | web.Response:
+        """Thanos's replica header: the 1-based replica of an already replicated write. Only a
+        router+ingestor honours it (in the other modes it is ignored, as in Thanos)."""
+        raw = request.headers.get(self.cfg.replica_header, "")
+        if not raw:
+            return 0
+        if not raw.isdigit() or not raw.isascii() or len(raw) > 20 or int(raw) >= 1 << 64:
+            return web.Response(status=400, text="could not parse replica header\n")
+        if not (self.cfg.is_router and self.cfg.is_ingestor):
+            return 0
+        if int(raw) > self.cfg.replication_factor:
+            return web.Response(
+                status=400, text="request replica exceeds receiver replication factor\n")
+        return int(raw)
 
     async def grpc_remote_write(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """``thanos.WriteableStore/RemoteWrite``, parsed from the raw bytes: field 1 is exactly a
