@@ -41,7 +41,8 @@ def test_bad_query_flags_stop_the_start_with_one_line(cmd, flags, message, capsy
     assert err.endswith("\n") and err.count("\n") == 1 and flag in err, err
     from promring.flagcheck import CHECKS
     if flag in {f for f, _ in CHECKS.values()}:
-        assert err.startswith(f"promring {cmd}: invalid value {flags[1]!r} for {flag}: "), err
+        assert err.startswith(f"promring {cmd}: invalid value "), err
+        assert f" for {flag}: " in err, err
     else:
         assert err == f"promring: error: {message}\n"
     assert not (tmp_path / "data").exists(), "nothing may start before the flags are checked"
