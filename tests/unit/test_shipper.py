@@ -173,14 +173,18 @@ def test_retention_keeps_local_blocks_the_bucket_lacks(tmp_path):
 
     async def main():
         await lc.ship()
-        # The bucket loses one block; retention must keep it locally...
+        # The bucket loses one block and keeps a truncated chunks file of the other (meta.json
+        # still there); retention must keep both locally...
         shutil.rmtree(tmp_path / "bucket" / blocks[0])
+        seg = tmp_path / "bucket" / blocks[1] / "chunks" / "000001"
+        seg.write_bytes(seg.read_bytes()[:20])
         await lc._apply_retention(far_future)
-        assert sorted(t.blocks) == [blocks[0]]
+        assert sorted(t.blocks) == blocks
         assert not (tmp_path / "bucket" / blocks[0]).exists()
-        # ...the next round puts it back in the bucket, and only then deletes it locally.
+        # ...the next round puts them back in the bucket, and only then deletes them locally.
         await lc.run_once(now_ms=far_future)
         assert (tmp_path / "bucket" / blocks[0] / "meta.json").is_file()
+        assert seg.stat().st_size > 20
         await lc.run_once(now_ms=far_future)
         assert t.blocks == {}
 
