@@ -7,8 +7,9 @@ block twice; a bucket outage only delays uploads to the next sync.
 
 That record is not trusted blindly: a bucket can lose a block after it was shipped (an outage
 that ends with an empty bucket, a wrong lifecycle rule). Each shipped block still on local
-disk is checked in the bucket (one ``meta.json`` existence probe) at the first sync of the
-process and then every ``verify_interval_s``; one that is gone is uploaded again. Local
+disk is checked in the bucket (one ``meta.json`` existence probe) soon after the process
+starts and then every ``verify_interval_s``, a few per sync; one that is gone is uploaded
+again. Local
 retention asks ``confirm_uploaded``, which checks right then that the bucket holds every file
 of the block at its local size, so nothing is deleted locally that the bucket does not hold
 (an incomplete copy is uploaded again).
@@ -59,8 +60,10 @@ class ShipperState:
 @dataclass
 class ShipperOptions:
     # How often a shipped block that is still local is checked to be in the bucket (one
-    # existence probe per block); the first sync of a process checks them all.
-    verify_interval_s: float = 600.0
+    # existence probe per block), and at most how many are checked per sync (the longest
+    # unchecked first: after a start, every block once, a few per round).
+    verify_interval_s: float = 3600.0
+    verify_per_sync: int = 8
 
 
 class ShipperMetrics:
@@ -163,10 +166,15 @@ class Shipper:
         shipped = 0
         changed = False
         now = self._clock()
-        for block in block_dirs(self.dir):
+        blocks = block_dirs(self.dir)
+        recorded_set = set(self.state.uploaded)
+        due = sorted((b.name for b in blocks if b.name in recorded_set and self._due(b.name, now)),
+                     key=lambda u: self._verified.get(u, float("-inf")))
+        check = set(due[:self.opts.verify_per_sync]) | self._incomplete
+        for block in blocks:
             ulid = block.name
-            recorded = ulid in self.state.uploaded
-            if recorded and not self._due(ulid, now) and ulid not in self._incomplete:
+            recorded = ulid in recorded_set
+            if recorded and ulid not in check:
                 continue
             try:
                 if (ulid in self._incomplete

@@ -127,8 +127,8 @@ def test_block_lost_by_the_bucket_is_uploaded_again(tmp_path):
     reg = CollectorRegistry()
     clock = Clock()
     bucket = ProbingBucket(FilesystemBucket(tmp_path / "bucket"))
-    s = Shipper(bucket, db.dir, opts=ShipperOptions(verify_interval_s=600), metrics=ShipperMetrics(reg),
-                tenant="team", clock=clock)
+    s = Shipper(bucket, db.dir, opts=ShipperOptions(verify_interval_s=600, verify_per_sync=1),
+                metrics=ShipperMetrics(reg), tenant="team", clock=clock)
     assert asyncio.run(s.sync()) == 2
     assert _counter(reg, "thanos_shipper_uploads_total") == 2
     # The bucket loses everything (an outage that ends with an empty bucket).
@@ -138,10 +138,13 @@ def test_block_lost_by_the_bucket_is_uploaded_again(tmp_path):
     bucket.probes = 0
     bucket.uploaded.clear()
     assert asyncio.run(s.sync()) == 0 and bucket.probes == 0
-    # ...once it is due, the shipped blocks are checked and the lost ones uploaded again.
+    # ...once it is due, the shipped blocks are checked (one per sync here) and the lost ones
+    # uploaded again.
     clock.now += 600
-    assert asyncio.run(s.sync()) == 2
-    assert bucket.probes == 2 and sum(n.endswith("meta.json") for n in bucket.uploaded) == 2
+    assert asyncio.run(s.sync()) == 1 and bucket.probes == 1
+    assert asyncio.run(s.sync()) == 1 and bucket.probes == 2
+    assert asyncio.run(s.sync()) == 0 and bucket.probes == 2
+    assert sum(n.endswith("meta.json") for n in bucket.uploaded) == 2
     for u in db.blocks:
         assert (tmp_path / "bucket" / u / "meta.json").is_file()
         assert (tmp_path / "bucket" / u / "index").is_file()
