@@ -7,10 +7,12 @@ block twice; a bucket outage only delays uploads to the next sync.
 
 That record is not trusted blindly: a bucket can lose a block after it was shipped (an outage
 that ends with an empty bucket, a wrong lifecycle rule). Each shipped block still on local
-disk is checked in the bucket (one ``meta.json`` existence probe) at the first sync of the
-process and then every ``verify_interval_s``; one that is gone is uploaded again. Local
-retention asks ``confirm_uploaded``, which probes the bucket right then, so nothing is deleted
-locally that the bucket does not hold.
+disk is checked in the bucket (one ``meta.json`` existence probe) soon after the process
+starts and then every ``verify_interval_s``, a few per sync; one that is gone is uploaded
+again. Local
+retention asks ``confirm_uploaded``, which checks right then that the bucket holds every file
+of the block at its local size, so nothing is deleted locally that the bucket does not hold
+(an incomplete copy is uploaded again).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter
 
-from objstore import Bucket
+from objstore import Bucket, ObjectNotFound
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,10 @@ class ShipperState:
 @dataclass
 class ShipperOptions:
     # How often a shipped block that is still local is checked to be in the bucket (one
-    # existence probe per block); the first sync of a process checks them all.
-    verify_interval_s: float = 600.0
+    # existence probe per block), and at most how many are checked per sync (the longest
+    # unchecked first: after a start, every block once, a few per round).
+    verify_interval_s: float = 3600.0
+    verify_per_sync: int = 8
 
 
 class ShipperMetrics:
@@ -97,6 +101,7 @@ class Shipper:
         self._tenant = tenant
         self._clock = clock
         self._verified: dict[str, float] = {}  # ulid -> when last seen in the bucket
+        self._incomplete: set[str] = set()  # shipped, but found incomplete in the bucket
         self.uploads = 0
         self.failures = 0
         self.reuploads = 0
@@ -106,21 +111,39 @@ class Shipper:
         return ulid in self.state.uploaded
 
     async def confirm_uploaded(self, ulid: str) -> bool:
-        """Recorded as shipped and present in the bucket now; a block found missing is
-        uploaded again by the next sync. Bucket errors count as "not confirmed"."""
+        """Recorded as shipped, and the bucket holds every file of it now at its local size
+        (one request per file: this runs once per block, before deleting the local copy). A
+        block found incomplete is uploaded again by the next sync. Bucket errors confirm
+        nothing."""
         if ulid not in self.state.uploaded:
             return False
+        block = self.dir / ulid
         try:
-            present = await self.bucket.exists(f"{ulid}/meta.json")
+            held = await self._bucket_holds(block)
         except Exception as e:  # noqa: BLE001 -- an unreachable bucket confirms nothing
             log.warning("cannot confirm block in bucket; keeping it locally",
                         extra={"ulid": ulid, "err": str(e)})
             return False
-        if present:
+        if held:
             self._verified[ulid] = self._clock()
         else:
+            log.warning("block recorded as shipped is incomplete in the bucket; keeping it "
+                        "locally and uploading it again", extra={"ulid": ulid})
             self._verified.pop(ulid, None)
-        return present
+            self._incomplete.add(ulid)
+        return held
+
+    async def _bucket_holds(self, block: Path) -> bool:
+        files = [*sorted((block / "chunks").iterdir()), block / "index", block / "meta.json"]
+        for f in files:
+            rel = f.relative_to(block).as_posix()
+            try:
+                size = (await self.bucket.attributes(f"{block.name}/{rel}")).size
+            except ObjectNotFound:
+                return False
+            if size != f.stat().st_size:
+                return False
+        return True
 
     def _inc(self, metric: str) -> None:
         if self._m is not None:
@@ -143,13 +166,19 @@ class Shipper:
         shipped = 0
         changed = False
         now = self._clock()
-        for block in block_dirs(self.dir):
+        blocks = block_dirs(self.dir)
+        recorded_set = set(self.state.uploaded)
+        due = sorted((b.name for b in blocks if b.name in recorded_set and self._due(b.name, now)),
+                     key=lambda u: self._verified.get(u, float("-inf")))
+        check = set(due[:self.opts.verify_per_sync]) | self._incomplete
+        for block in blocks:
             ulid = block.name
-            recorded = ulid in self.state.uploaded
-            if recorded and not self._due(ulid, now):
+            recorded = ulid in recorded_set
+            if recorded and ulid not in check:
                 continue
             try:
-                if not await self.bucket.exists(f"{ulid}/meta.json"):
+                if (ulid in self._incomplete
+                        or not await self.bucket.exists(f"{ulid}/meta.json")):
                     if recorded:
                         log.warning("block recorded as shipped is missing from the bucket; "
                                     "uploading it again", extra={"ulid": ulid, "dir": str(self.dir)})
@@ -167,6 +196,7 @@ class Shipper:
                 log.warning("block upload failed; will retry", extra={"ulid": ulid, "err": str(e)})
                 break
             self._verified[ulid] = now
+            self._incomplete.discard(ulid)
             if not recorded:
                 self.state.uploaded.append(ulid)
                 changed = True
@@ -176,6 +206,7 @@ class Shipper:
             changed = True
         for u in [u for u in self._verified if u not in local]:
             del self._verified[u]
+        self._incomplete &= local
         if changed:
             self.state.save(self.state_path)
         return shipped

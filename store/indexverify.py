@@ -77,6 +77,8 @@ async def verify_index(bucket: Bucket, index_name: str, header: IndexHeader,
                 used = verify_items(carry, off, kind, end, segs, nsyms, lo, hi)
             except ValueError as e:
                 raise CorruptionError(f"{index_name}: {e}") from None
+            if used == 0 and at >= end:  # nothing left to read yet no progress: never spin
+                raise CorruptionError(f"{index_name}: item at {off} runs past its section")
             off += used
             carry = carry[used:]
 

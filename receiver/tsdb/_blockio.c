@@ -585,6 +585,8 @@ static size_t walk_items(const uint8_t *p, size_t n, Walk *w) {
     for (;;) {
         const size_t start = i;
         i += (align - (size_t)((w->base + (long long)i) % (long long)align)) % align;
+        for (size_t k = start; k < i && k < n; k++)
+            if (p[k]) { w->at = w->base + (long long)k; w->why = "non-zero padding"; return WALK_ERR; }
         w->at = w->base + (long long)(i < n ? i : start);
         size_t body = 0, blen = 0;
         int zero = i >= n;  /* nothing but padding left in buf */
@@ -615,7 +617,10 @@ static size_t walk_items(const uint8_t *p, size_t n, Walk *w) {
             if (!final && n - start > MAX_ZERO_RUN) { w->why = "long run of zeros"; return WALK_ERR; }
             return final ? n : start;
         }
-        if (body + blen + 4 > n) return start;  /* completes in a later piece */
+        if (body + blen + 4 > n) {  /* completes in a later piece, if there is one */
+            if (final) { w->why = "runs past the section end"; return WALK_ERR; }
+            return start;
+        }
         if (crc32c(0, p + body, blen) != be32(p + body + blen)) { w->why = "checksum mismatch"; return WALK_ERR; }
         if (w->kind == 0) {
             if (check_series_body(p + body, blen, w->nsyms, w->seg, w->nseg, &w->why)) return WALK_ERR;

@@ -127,8 +127,8 @@ def test_block_lost_by_the_bucket_is_uploaded_again(tmp_path):
     reg = CollectorRegistry()
     clock = Clock()
     bucket = ProbingBucket(FilesystemBucket(tmp_path / "bucket"))
-    s = Shipper(bucket, db.dir, opts=ShipperOptions(verify_interval_s=600), metrics=ShipperMetrics(reg),
-                tenant="team", clock=clock)
+    s = Shipper(bucket, db.dir, opts=ShipperOptions(verify_interval_s=600, verify_per_sync=1),
+                metrics=ShipperMetrics(reg), tenant="team", clock=clock)
     assert asyncio.run(s.sync()) == 2
     assert _counter(reg, "thanos_shipper_uploads_total") == 2
     # The bucket loses everything (an outage that ends with an empty bucket).
@@ -138,10 +138,13 @@ def test_block_lost_by_the_bucket_is_uploaded_again(tmp_path):
     bucket.probes = 0
     bucket.uploaded.clear()
     assert asyncio.run(s.sync()) == 0 and bucket.probes == 0
-    # ...once it is due, the shipped blocks are checked and the lost ones uploaded again.
+    # ...once it is due, the shipped blocks are checked (one per sync here) and the lost ones
+    # uploaded again.
     clock.now += 600
-    assert asyncio.run(s.sync()) == 2
-    assert bucket.probes == 2 and sum(n.endswith("meta.json") for n in bucket.uploaded) == 2
+    assert asyncio.run(s.sync()) == 1 and bucket.probes == 1
+    assert asyncio.run(s.sync()) == 1 and bucket.probes == 2
+    assert asyncio.run(s.sync()) == 0 and bucket.probes == 2
+    assert sum(n.endswith("meta.json") for n in bucket.uploaded) == 2
     for u in db.blocks:
         assert (tmp_path / "bucket" / u / "meta.json").is_file()
         assert (tmp_path / "bucket" / u / "index").is_file()
@@ -173,14 +176,18 @@ def test_retention_keeps_local_blocks_the_bucket_lacks(tmp_path):
 
     async def main():
         await lc.ship()
-        # The bucket loses one block; retention must keep it locally...
+        # The bucket loses one block and keeps a truncated chunks file of the other (meta.json
+        # still there); retention must keep both locally...
         shutil.rmtree(tmp_path / "bucket" / blocks[0])
+        seg = tmp_path / "bucket" / blocks[1] / "chunks" / "000001"
+        seg.write_bytes(seg.read_bytes()[:20])
         await lc._apply_retention(far_future)
-        assert sorted(t.blocks) == [blocks[0]]
+        assert sorted(t.blocks) == blocks
         assert not (tmp_path / "bucket" / blocks[0]).exists()
-        # ...the next round puts it back in the bucket, and only then deletes it locally.
+        # ...the next round puts them back in the bucket, and only then deletes them locally.
         await lc.run_once(now_ms=far_future)
         assert (tmp_path / "bucket" / blocks[0] / "meta.json").is_file()
+        assert seg.stat().st_size > 20
         await lc.run_once(now_ms=far_future)
         assert t.blocks == {}
 
