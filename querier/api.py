@@ -134,7 +134,10 @@ class QueryAPI:
     @web.middleware
     async def _instrument(self, request: web.Request, handler) -> web.StreamResponse:
         t0 = time.perf_counter()
-        resp = await handler(request)
+        try:
+            resp = await handler(request)
+        except BadParam as e:
+            resp = error_response("bad_data", str(e))
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "other"
         self.requests.labels(name, str(resp.status)).inc()
@@ -147,7 +150,10 @@ class QueryAPI:
         for k, v in request.query.items():
             params.setdefault(k, []).append(v)
         if request.method == "POST":
-            form = await request.post()
+            try:
+                form = await request.post()
+            except (ValueError, UnicodeDecodeError) as e:  # as Prometheus's r.ParseForm()
+                raise BadParam(f"error parsing form values: {e}") from None
             for k, v in form.items():
                 params.setdefault(k, []).append(str(v))
         return params

@@ -208,3 +208,18 @@ def test_ready_answers_while_a_heavy_query_runs(tmp_path):
                   f"p50={_percentile(latencies, 0.5) * 1000:.1f}ms "
                   f"p99={_percentile(latencies, 0.99) * 1000:.1f}ms")
     run(go())
+
+
+def test_malformed_form_bodies_are_400_not_500(tmp_path):
+    async def go():
+        async with cluster(tmp_path) as c:
+            for ctype, body in (("multipart/form-data; boundary=xx", b"garbage"),
+                                ("application/x-www-form-urlencoded", b"\xff\xfe=1")):
+                for path in (Q, QR, "/api/v1/series", "/api/v1/labels"):
+                    async with c.http.post(c.base + path, data=body,
+                                           headers={"Content-Type": ctype}) as r:
+                        got = await r.json(content_type=None)
+                        assert r.status == 400, got
+                        assert got["errorType"] == "bad_data"
+                        assert got["error"].startswith("error parsing form values: "), got
+    run(go())
