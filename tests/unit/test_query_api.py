@@ -223,3 +223,27 @@ def test_malformed_form_bodies_are_400_not_500(tmp_path):
                         assert got["errorType"] == "bad_data"
                         assert got["error"].startswith("error parsing form values: "), got
     run(go())
+
+
+def test_large_bodies_are_encoded_in_pieces_with_the_same_bytes(monkeypatch):
+    """The body is built in ~CHUNK_BYTES pieces (no single GIL-holding dumps of it all), and
+    the pieces together are exactly what one orjson.dumps gives."""
+    import orjson
+
+    from querier import api
+    from querier.promql import QueryResult
+    monkeypatch.setattr(api, "CHUNK_BYTES", 200)
+    ts = np.arange(0, 50_000, 500, dtype=np.int64)
+    rows = [(((f"l{k}", "v"),), ts, np.linspace(0, 1, len(ts))) for k in range(20)]
+    for res in (QueryResult("matrix", rows, ["w1"], ["i1"]), QueryResult("matrix", rows[:1]),
+                QueryResult("matrix", []), QueryResult("vector", [(((("a", "1"),)), 5, 1.5)] * 3),
+                QueryResult("scalar", (1000, 2.0))):
+        payload = api.result_payload(res)
+        chunks = api.result_chunks(payload)
+        assert b"".join(chunks) == orjson.dumps(payload)
+        assert len(chunks) == (21 if len(res.series) == 20 else 1) or res.kind == "vector"
+    data = [{"__name__": "m", "i": str(i)} for i in range(100)]
+    chunks = api.metadata_to_json(data, 0, ["x"])
+    assert len(chunks) > 10
+    assert orjson.loads(b"".join(chunks)) == {"status": "success", "data": data, "warnings": ["x"]}
+    assert orjson.loads(b"".join(api.metadata_to_json([], 0, []))) == {"status": "success", "data": []}
