@@ -173,6 +173,7 @@ class QueryAPI:
         r.add_get("/api/v1/metadata", self.empty_dict)
         r.add_get("/api/v1/rules", self.rules)
         r.add_get("/api/v1/alerts", self.alerts)
+        r.add_get("/api/v1/stores", self.endpoints)
 
     @web.middleware
     async def _instrument(self, request: web.Request, handler) -> web.StreamResponse:
@@ -377,6 +378,11 @@ class QueryAPI:
             return error_response("execution", str(e))
         return await send_chunks(request, await asyncio.to_thread(
             metadata_to_json, sorted(set().union(*results)), limit, warnings))
+
+    async def endpoints(self, _: web.Request) -> web.Response:
+        """Thanos's ``/api/v1/stores``: every endpoint by component type, with its last check
+        and error (``unknown`` before its first successful Info)."""
+        return _json({"status": "success", "data": self.stores.health.by_component()})
 
     async def buildinfo(self, _: web.Request) -> web.Response:
         return _json({"status": "success", "data": {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -159,6 +160,21 @@ class EndpointHealth:
 
     def is_down(self, address: str) -> bool:
         return self.status[address].up is False
+
+    def by_component(self) -> dict[str, list[dict]]:
+        """Each endpoint's state in the shape of Thanos's ``/api/v1/stores``."""
+        out: dict[str, list[dict]] = {}
+        for st in self.status.values():
+            info = st.info
+            out.setdefault(info.component if info and info.component else "unknown", []).append({
+                "name": st.address,
+                "lastCheck": (datetime.fromtimestamp(st.last_check, timezone.utc).isoformat()
+                              .replace("+00:00", "Z") if st.last_check else None),
+                "lastError": st.last_error or None,
+                "labelSets": [dict(ls) for ls in info.label_sets] if info else [],
+                "minTime": info.min_time if info else 0,
+                "maxTime": info.max_time if info else 0})
+        return out
 
     def healthy(self) -> Iterator[EndpointStatus]:
         return (st for st in self.status.values() if st.up)
