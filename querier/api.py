@@ -157,9 +157,14 @@ class QueryAPI:
         # went out: --query.max-concurrent bounds the work running, not just the requests.
         self._slots = asyncio.Semaphore(cfg.max_concurrent)
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent, thread_name_prefix="query")
+        self._running: set[FanoutQueryable] = set()
 
     def close(self) -> None:
+        """Stop taking queries; running ones fail at their next store call, so the process
+        does not wait on them at exit."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for q in list(self._running):
+            q.cancel()
 
     def register(self, app: web.Application) -> None:
         app.middlewares.append(self._instrument)
@@ -242,7 +247,12 @@ class QueryAPI:
         except RuntimeError:  # the pool is shut down: the server is stopping
             self._slots.release()
             return error_response("canceled", "query was canceled in query queue")
-        work.add_done_callback(lambda _: self._slots.release())
+        self._running.add(queryable)
+
+        def done(_) -> None:
+            self._running.discard(queryable)
+            self._slots.release()
+        work.add_done_callback(done)
         try:
             body = await asyncio.wait_for(asyncio.shield(work), timeout=max(left, 0.0))
         except TimeoutError:

@@ -247,3 +247,31 @@ def test_large_bodies_are_encoded_in_pieces_with_the_same_bytes(monkeypatch):
     assert len(chunks) > 10
     assert orjson.loads(b"".join(chunks)) == {"status": "success", "data": data, "warnings": ["x"]}
     assert orjson.loads(b"".join(api.metadata_to_json([], 0, []))) == {"status": "success", "data": []}
+
+
+def test_stopping_the_querier_ends_running_queries(tmp_path):
+    """A query waiting on a hung endpoint must not keep its worker (and so the process exit)
+    until its timeout: closing the API cancels its store calls and the worker ends."""
+    hole = BlackHole()
+
+    async def go():
+        async with cluster(tmp_path, QueryConfig(timeout_s=120), extra_endpoints=(hole.address,),
+                           health=HealthOptions(info_timeout_s=300.0)) as c:
+            api = c.querier.api
+            pending = asyncio.ensure_future(c.get(Q, query="up"))
+            for _ in range(200):  # bounded wait for the query to be running
+                if api._running:
+                    break
+                await asyncio.sleep(0.05)
+            assert api._running
+            api.close()
+            for _ in range(200):  # bounded wait for its worker to end
+                if not api._running:
+                    break
+                await asyncio.sleep(0.05)
+            assert not api._running, "the worker is still waiting on the hung endpoint"
+            assert (await pending)[0] == 503
+    try:
+        run(go())
+    finally:
+        hole.close()
