@@ -135,6 +135,10 @@ def metadata_to_json(data: list, limit: int, warnings: list[str]) -> list[bytes]
                        b'"data":[]')
 
 
+def labels_to_json(results: list[list[str]], limit: int, warnings: list[str]) -> list[bytes]:
+    return metadata_to_json(sorted(set().union(*results)), limit, warnings)
+
+
 def series_to_json(results: list, limit: int, warnings: list[str]) -> list[bytes]:
     seen: dict = {}
     for raw in results:
@@ -387,7 +391,7 @@ class QueryAPI:
         except StoreUnavailable as e:
             return error_response("execution", str(e))
         return await send_chunks(request, await asyncio.to_thread(
-            metadata_to_json, sorted(set().union(*results)), limit, warnings))
+            labels_to_json, results, limit, warnings))
 
     async def endpoints(self, _: web.Request) -> web.Response:
         """Thanos's ``/api/v1/stores``: every endpoint by component type, with its last check
