@@ -34,7 +34,7 @@ class HealthOptions:
     healthy_interval_s: float = 5.0
     backoff_min_s: float = 0.5
     backoff_max_s: float = 10.0
-    info_timeout_s: float = 2.0
+    info_timeout_s: float = 5.0     # Thanos's --endpoint.info-timeout
     tick_s: float = 0.25
 
 
@@ -110,13 +110,21 @@ class EndpointHealth:
             self._task = None
 
     async def _loop(self) -> None:
+        """Each due endpoint is checked in its own task, so a hung one delays no other."""
         loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            due = [c for c in self.clients if self.status[c.address].next_check <= now]
-            if due:
-                await asyncio.gather(*(self.check(c) for c in due))
-            await asyncio.sleep(self.opts.tick_s)
+        checking: dict[str, asyncio.Task] = {}
+        try:
+            while True:
+                now = loop.time()
+                for c in self.clients:
+                    if c.address not in checking and self.status[c.address].next_check <= now:
+                        t = loop.create_task(self.check(c))
+                        checking[c.address] = t
+                        t.add_done_callback(lambda _, a=c.address: checking.pop(a, None))
+                await asyncio.sleep(self.opts.tick_s)
+        finally:
+            for t in list(checking.values()):
+                t.cancel()
 
     async def check(self, c: StoreClient) -> None:
         """One Info call; its outcome sets the endpoint's state and its next check."""

@@ -191,8 +191,12 @@ def test_ready_answers_while_a_heavy_query_runs(tmp_path):
             rng = np.random.default_rng(1)
             await c.push([((("__name__", "heavy"), ("s", str(k))), ts, rng.random(len(ts)))
                           for k in range(40)])
-            heavy = asyncio.ensure_future(c.get(
-                QR, query="heavy", start=str(now / 1000 - 3600), end=str(now / 1000), step="0.5"))
+            async def twice():
+                for _ in range(2):
+                    answer = await c.get(QR, query="heavy", start=str(now / 1000 - 3600),
+                                         end=str(now / 1000), step="0.5")
+                return answer
+            heavy = asyncio.ensure_future(twice())
             latencies: list[float] = []
             while not heavy.done():
                 for path in ("/-/ready", "/-/healthy"):
@@ -200,10 +204,10 @@ def test_ready_answers_while_a_heavy_query_runs(tmp_path):
                     async with c.http.get(c.base + path, timeout=5) as r:  # bounded wait
                         assert r.status == 200
                     latencies.append(time.perf_counter() - t0)
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.001)
             status, body = heavy.result()
             assert status == 200 and len(body["data"]["result"]) == 40
-            assert len(latencies) >= 10, "the probes should run while the query runs"
+            assert len(latencies) >= 5, "the probes should run while the query runs"
             print(f"/-/ready+/-/healthy during a heavy query: n={len(latencies)} "
                   f"p50={_percentile(latencies, 0.5) * 1000:.1f}ms "
                   f"p99={_percentile(latencies, 0.99) * 1000:.1f}ms")
