@@ -116,8 +116,9 @@ def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int
 
 
 async def send_chunks(request: web.Request, chunks: list[bytes]) -> web.StreamResponse:
-    if len(chunks) == 1:
-        return web.Response(body=chunks[0], content_type="application/json")
+    """The body piece by piece (a HEAD answer has none: aiohttp's Response knows that)."""
+    if len(chunks) == 1 or request.method == "HEAD":
+        return web.Response(body=b"".join(chunks), content_type="application/json")
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     resp.content_length = sum(map(len, chunks))
     await resp.prepare(request)

@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import orjson
 import pytest
 
 from querier.config import QueryConfig
@@ -232,8 +233,6 @@ def test_malformed_form_bodies_are_400_not_500(tmp_path):
 def test_large_bodies_are_encoded_in_pieces_with_the_same_bytes(monkeypatch):
     """The body is built in ~CHUNK_BYTES pieces (no single GIL-holding dumps of it all), and
     the pieces together are exactly what one orjson.dumps gives."""
-    import orjson
-
     from querier import api
     from querier.promql import QueryResult
     monkeypatch.setattr(api, "CHUNK_BYTES", 200)
@@ -279,3 +278,25 @@ def test_stopping_the_querier_ends_running_queries(tmp_path):
         run(go())
     finally:
         hole.close()
+
+
+def test_head_of_a_piecewise_body_sends_no_body(tmp_path, monkeypatch):
+    """HEAD gets the headers only; a streamed body after a HEAD answer would be read by the
+    client as the next response on the same connection."""
+    from querier import api
+    monkeypatch.setattr(api, "CHUNK_BYTES", 100)
+
+    async def go():
+        async with cluster(tmp_path) as c:
+            now = int(time.time()) * 1000
+            await c.push([((("__name__", "h"), ("i", str(i))), [now], [1.0]) for i in range(50)])
+            params = {"query": "h", "time": str(now / 1000)}
+            async with c.http.head(c.base + Q, params=params) as r:
+                assert r.status == 200 and await r.read() == b""
+                length = int(r.headers["Content-Length"])
+            for _ in range(2):  # the same keep-alive connection still works
+                async with c.http.get(c.base + Q, params=params) as r:
+                    body = await r.read()
+                    assert r.status == 200 and len(body) == length
+                    assert len(orjson.loads(body)["data"]["result"]) == 50
+    run(go())
