@@ -23,6 +23,14 @@ class QueryConfig:
     default_tenant: str = "default-tenant"
     tenant_label_name: str = "tenant_id"
     enforce_tenancy: bool = False
+    # Endpoint discovery and serving (Thanos's querier flags).
+    strict_endpoints: list[str] = field(default_factory=list)  # --endpoint-strict
+    sd_files: list[str] = field(default_factory=list)          # --store.sd-files (globs)
+    sd_interval_s: float = 300.0                               # --store.sd-interval
+    store_response_timeout_s: float = 0.0                      # 0: no per-store timeout
+    external_prefix: str = ""                                  # --web.external-prefix
+    route_prefix: str = ""                                     # --web.route-prefix (API root)
+    grpc_address: str = ""                                     # StoreAPI over the fan-out
 
     def validate(self) -> None:
         """Refuse values that would make the querier useless (e.g. no query slot at all), with
@@ -34,7 +42,7 @@ class QueryConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
-        for e in self.endpoints:
+        for e in [*self.endpoints, *self.strict_endpoints]:
             check_endpoint(e)
 
 

@@ -93,10 +93,20 @@ class EndpointHealth:
         self.opts = opts
         self.status = {c.address: EndpointStatus(c.address) for c in self.clients}
         self._task: asyncio.Task | None = None
+        self._started = False
         if registry is not None:
             registry.register(_ConnectionsCollector(self))
 
+    def set_clients(self, clients: Sequence[StoreClient]) -> None:
+        """Track exactly these endpoints (file SD); known ones keep their state."""
+        self.clients = list(clients)
+        self.status = {c.address: self.status.get(c.address) or EndpointStatus(c.address)
+                       for c in self.clients}
+        if self._task is None and self.clients and self._started:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
     def start(self) -> None:
+        self._started = True
         if self._task is None and self.clients:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -144,7 +154,9 @@ class EndpointHealth:
         self.mark_up(c.address, Info(lo, hi, list(i.label_sets), i.component_type.lower()))
 
     def mark_up(self, address: str, info: Info | None = None) -> None:
-        st = self.status[address]
+        st = self.status.get(address)
+        if st is None:  # dropped by file SD while its check ran
+            return
         st.last_check, st.last_error, st.failures = time.time(), "", 0
         st.next_check = asyncio.get_running_loop().time() + self.opts.healthy_interval_s
         if info is not None:
@@ -156,7 +168,9 @@ class EndpointHealth:
                 "extLset": label_sets_string(st.info.label_sets) if st.info else ""})
 
     def mark_down(self, address: str, err: BaseException) -> None:
-        st = self.status[address]
+        st = self.status.get(address)
+        if st is None:
+            return
         st.last_check, st.last_error = time.time(), describe_error(err)
         st.failures += 1
         backoff = min(self.opts.backoff_min_s * 2 ** (st.failures - 1), self.opts.backoff_max_s)

@@ -48,6 +48,7 @@ class StoreUnavailable(RuntimeError):
     """An endpoint failed and partial responses are not allowed."""
 
 
+UNBOUNDED = (-(1 << 63), (1 << 63) - 1)
 COUNTER_FUNCS = frozenset({"rate", "increase", "irate", "resets"})
 TIMEOUT_MSG = "query timed out in expression evaluation"
 
@@ -75,13 +76,41 @@ class StoreSet:
 
     def __init__(self, addresses: Sequence[str], timeout_s: float = 120.0,
                  registry: CollectorRegistry | None = None,
-                 health: HealthOptions = HealthOptions()) -> None:
+                 health: HealthOptions = HealthOptions(), response_timeout_s: float = 0.0,
+                 strict: Sequence[str] = ()) -> None:
+        self.timeout_s = timeout_s
+        self.response_timeout_s = response_timeout_s  # > 0: a slower store is dropped
+        self.strict = frozenset(strict)  # --endpoint-strict: asked even while down
         self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True)
-                        for a in addresses]
+                        for a in dict.fromkeys(addresses)]
         self.health = EndpointHealth(self.clients, health, registry)
 
     async def start(self) -> None:
         self.health.start()
+
+    async def set_addresses(self, addresses: Sequence[str]) -> None:
+        """Use exactly these endpoints from now on (file SD): new ones get a client, dropped
+        ones are closed; queries already running keep the clients they picked."""
+        wanted = list(dict.fromkeys(addresses))
+        have = {c.address: c for c in self.clients}
+        gone = [c for a, c in have.items() if a not in wanted]
+        self.clients = [have.get(a) or StoreClient(a, timeout_s=self.timeout_s, native_histograms=True)
+                        for a in wanted]
+        self.health.set_clients(self.clients)
+        for c in gone:
+            await c.close()
+
+    def info_of(self, address: str) -> Info | None:
+        st = self.health.status.get(address)
+        return st.info if st is not None else None
+
+    async def select_clients(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[StoreClient]:
+        """The endpoints a query over this range would ask; endpoints never checked yet are
+        asked for their Info first."""
+        unchecked = [c for c in self.clients if self.health.status[c.address].up is None]
+        if unchecked:
+            await asyncio.gather(*(self.health.check(c) for c in unchecked))
+        return self._targets(mint, maxt, matchers)[0]
 
     def _targets(self, mint: int, maxt: int, matchers: Sequence[Matcher]
                  ) -> tuple[list[StoreClient], list[StoreClient]]:
@@ -90,7 +119,7 @@ class StoreSet:
         for c in self.clients:
             st = self.health.status[c.address]
             if store_may_match(st.info, mint, maxt, matchers):
-                (down if st.up is False else live).append(c)
+                (down if st.up is False and c.address not in self.strict else live).append(c)
         return live, down
 
     async def _fan(self, mint: int, maxt: int, matchers: Sequence[Matcher], call,
@@ -101,7 +130,10 @@ class StoreSet:
         responses becomes a warning naming it; a connection failure also marks it down."""
         live, down = self._targets(mint, maxt, matchers)
         failed = [(c.address, self.health.status[c.address].last_error) for c in down]
-        results = await asyncio.gather(*(call(c) for c in live), return_exceptions=True)
+        calls = [call(c) for c in live]
+        if self.response_timeout_s > 0:
+            calls = [asyncio.wait_for(c, self.response_timeout_s) for c in calls]
+        results = await asyncio.gather(*calls, return_exceptions=True)
         out = []
         for c, r in zip(live, results):
             if isinstance(r, BaseException):

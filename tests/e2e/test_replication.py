@@ -8,7 +8,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import requests
 
 from harness import query_process, receive_process
@@ -76,14 +75,6 @@ class Writer(threading.Thread):
             if 200 <= r.status_code < 300:
                 self.acked.append(i)
             time.sleep(0.01)
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def rf3(tmp_path, procs, router_flags: tuple[str, ...], *query_flags: str):
