@@ -88,7 +88,8 @@ def _routing_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--receive.hashrings-algorithm", dest="hashrings_algorithm", default="hashmod",
                    choices=["hashmod", "ketama"])
     p.add_argument("--receive.hashrings-file-refresh-interval", dest="hashrings_refresh",
-                   default="1s", help="How often the hashrings and limits files are checked.")
+                   default="5m", help="Full re-read interval of the hashrings and limits files "
+                                      "(changes are picked up within a second anyway).")
     p.add_argument("--receive.replication-factor", dest="replication_factor", type=int, default=1)
     p.add_argument("--receive.replica-header", dest="replica_header", default="THANOS-REPLICA",
                    help="HTTP header carrying the replica number of an already replicated write.")
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_objstore_flags(st, required=True)
     st.add_argument("--grpc-address", default="0.0.0.0:10901")
     st.add_argument("--http-address", default="0.0.0.0:10902")
-    st.add_argument("--sync-block-duration", dest="sync_block_duration", default="3m",
+    st.add_argument("--sync-block-duration", dest="sync_block_duration", default="15m",
                     help="How often the bucket is scanned for new and deleted blocks.")
 
     t = sub.add_parser("tools", help="Utilities.")

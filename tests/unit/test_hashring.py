@@ -536,3 +536,21 @@ def test_unknown_algorithm_falls_back_to_hashmod_as_thanos():
     specs = parse_hashrings(json.dumps([{"endpoints": ["b:1", "a:1"], "algorithm": "md5"}]))
     ring = Hashrings(specs, "ketama", 1).rings[0]
     assert isinstance(ring, HashmodRing) and ring.endpoints[0].address == "a:1"
+
+
+def test_forced_refresh_rereads_a_file_whose_stamp_did_not_change(tmp_path):
+    """Thanos's periodic re-read (--receive.hashrings-file-refresh-interval) catches an edit
+    that left mtime, size and inode as they were."""
+    f = tmp_path / "h.json"
+    f.write_text(json.dumps([{"endpoints": ["a:1"]}]))
+    os.utime(f, ns=(5, 5))
+    hf = HashringsFile(f, "hashmod", 1)
+    f.write_text(json.dumps([{"endpoints": ["b:1"]}]))
+    os.utime(f, ns=(5, 5))
+    assert not hf.refresh() and hf.rings.all_endpoints() == {"a:1"}
+    assert hf.refresh(force=True) and hf.rings.all_endpoints() == {"b:1"}
+
+
+def test_inline_hashrings_content_is_fixed():
+    hf = HashringsFile(None, "hashmod", 1, content=json.dumps([{"endpoints": ["a:1"]}]))
+    assert hf.rings.all_endpoints() == {"a:1"} and not hf.refresh(force=True)
