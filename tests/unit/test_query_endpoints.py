@@ -184,3 +184,23 @@ def test_strict_endpoint_down_at_start_is_used_once_it_is_up():
             if srv is not None:
                 await srv.stop(None)
     asyncio.run(go())
+
+
+def test_stacked_querier_passes_a_down_stores_warning_up():
+    async def go():
+        from harness import free_port
+        leaf, leaf_port = await serve(_Source(0.0), "127.0.0.1:0", "store")
+        regional = Querier(QueryConfig(http_address="127.0.0.1:0", grpc_address="127.0.0.1:0",
+                                       partial_response=True,
+                                       endpoints=[f"127.0.0.1:{leaf_port}", f"127.0.0.1:{free_port()}"]))
+        await regional.start()
+        client = StoreClient(f"127.0.0.1:{regional.grpc_port}")
+        try:
+            got = await client.series_with_warnings(0, 10_000, [], skip_chunks=True)
+            assert [s.labels for s in got.series] == [(("__name__", "up"), ("site", "x"))]
+            assert len(got.warnings) == 1 and "endpoint 127.0.0.1:" in got.warnings[0]
+        finally:
+            await client.close()
+            await regional.stop()
+            await leaf.stop(None)
+    asyncio.run(go())
