@@ -133,6 +133,13 @@ def _query_endpoint_flags(p: argparse.ArgumentParser) -> None:
                                     "(repeatable). Re-read when they change.")
     p.add_argument("--store.sd-interval", dest="sd_interval", default="5m",
                    help="Full re-read interval of the file SD files (changes apply sooner).")
+    p.add_argument("--endpoint.sd-config-file", dest="endpoint_sd_config_file", default="",
+                   help="Thanos's endpoint config YAML (endpoints: [{address, strict, group}]), "
+                        "re-read when it changes.")
+    p.add_argument("--endpoint.sd-config", dest="endpoint_sd_config", default="",
+                   help="Alternative to --endpoint.sd-config-file: the YAML itself.")
+    p.add_argument("--endpoint.sd-config-reload-interval", dest="endpoint_sd_config_interval",
+                   default="5m", help="Full re-read interval of the endpoint config file.")
     p.add_argument("--store.response-timeout", dest="store_response_timeout", default="0ms",
                    help="A store not answering within this is dropped from the query (a partial "
                         "response when allowed). 0 disables.")
@@ -252,8 +259,18 @@ def _query_endpoint_config(a: argparse.Namespace) -> dict:
     """QueryConfig fields of _query_endpoint_flags (``promring up`` has none of them)."""
     if not hasattr(a, "strict_endpoints"):
         return {}
+    if a.endpoint_sd_config_file and a.endpoint_sd_config:
+        raise SystemExit("both --endpoint.sd-config-file and --endpoint.sd-config flags set.")
+    if a.endpoint_sd_config:
+        from querier.filesd import FileSDError, parse_endpoint_config
+        try:
+            parse_endpoint_config(a.endpoint_sd_config, "--endpoint.sd-config")
+        except FileSDError as e:
+            raise SystemExit(str(e)) from None
     return dict(strict_endpoints=list(a.strict_endpoints), sd_files=list(a.sd_files),
                 sd_interval_s=parse_duration_ms(a.sd_interval) / 1000,
+                endpoint_config_file=a.endpoint_sd_config_file, endpoint_config=a.endpoint_sd_config,
+                endpoint_config_interval_s=parse_duration_ms(a.endpoint_sd_config_interval) / 1000,
                 store_response_timeout_s=parse_duration_ms(a.store_response_timeout) / 1000,
                 external_prefix=a.web_external_prefix,
                 route_prefix=a.web_route_prefix or a.web_external_prefix,

@@ -115,3 +115,14 @@ def test_inline_hashrings_make_a_router(tmp_path):
     assert cfg.hashrings_content == ring and cfg.hashrings_file is None
     assert cfg.replica_header == "X-Replica"
     assert receive_config(_parse("receive"), str(tmp_path), "", "").is_ingestor
+
+
+def test_endpoint_sd_config_flags():
+    from promring.cli import query_config
+    a = _parse("query", "--endpoint.sd-config=endpoints: [{address: 'a:1'}]")
+    cfg = query_config(a, [])
+    assert cfg.endpoint_config.startswith("endpoints") and cfg.endpoint_config_interval_s == 300
+    with pytest.raises(SystemExit, match="both --endpoint.sd-config-file and --endpoint.sd-config"):
+        query_config(_parse("query", "--endpoint.sd-config-file=x", "--endpoint.sd-config=y"), [])
+    with pytest.raises(SystemExit, match="endpoints must be a list"):
+        query_config(_parse("query", "--endpoint.sd-config=endpoints: 7"), [])
