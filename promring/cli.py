@@ -366,8 +366,12 @@ def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     setup_logging(a.log_level, a.log_format)
     if a.command == "receive":
+        from receiver.hashring import HashringConfigError
         from receiver.server import Receiver
-        comps = [Receiver(receive_config(a, a.tsdb_path, a.http_address, a.grpc_address))]
+        try:
+            comps = [Receiver(receive_config(a, a.tsdb_path, a.http_address, a.grpc_address))]
+        except HashringConfigError as e:  # refused at start, as Thanos does
+            raise SystemExit(f"invalid hashrings configuration: {e}") from None
     elif a.command == "query":
         from querier.server import Querier
         comps = [Querier(query_config(a, a.endpoints))]

@@ -126,3 +126,15 @@ def test_endpoint_sd_config_flags():
         query_config(_parse("query", "--endpoint.sd-config-file=x", "--endpoint.sd-config=y"), [])
     with pytest.raises(SystemExit, match="endpoints must be a list"):
         query_config(_parse("query", "--endpoint.sd-config=endpoints: 7"), [])
+
+
+def test_receive_refuses_azs_with_hashmod_at_start(tmp_path, capsys):
+    """Thanos does not start with an AZ-aware hashmod hashring; neither does promring, with a
+    clear message instead of a traceback."""
+    from promring.cli import main
+    ring = '[{"endpoints": [{"address": "a:1", "az": "x"}]}]'
+    with pytest.raises(SystemExit) as e:
+        main(["receive", "--tsdb.path", str(tmp_path), f"--receive.hashrings={ring}"])
+    assert str(e.value) == ("invalid hashrings configuration: Hashmod algorithm does not support "
+                            "AZ aware hashring configuration. Either use Ketama or remove AZ "
+                            "configuration.")
