@@ -72,6 +72,11 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
     p.add_argument("--tsdb.min-block-duration", dest="min_block_duration", default="2h",
                    help="Block length the head is cut into (Thanos: equal to max).")
     p.add_argument("--tsdb.max-block-duration", dest="max_block_duration", default="2h")
+    p.add_argument("--tsdb.too-far-in-future.time-window", dest="too_far_in_future",
+                   default="10m",
+                   help="Samples later than now + this are refused (409 out of bounds); 0s = off. "
+                        "Thanos defaults to 0s; 10m (Prometheus's own limit for remote write) "
+                        "keeps one bad clock from locking a tenant out.")
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
                    help="How long shipped blocks stay on local disk.")
     add_objstore_flags(p, required=False)  # blocks are shipped to the bucket when given
@@ -104,7 +109,8 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
-    p.add_argument("--query.auto-downsampling", dest="auto_downsampling", action="store_true",
+    p.add_argument("--query.auto-downsampling", dest="auto_downsampling", default=False,
+                   action=argparse.BooleanOptionalAction,
                    help="Read downsampled data when a query's step allows (max_source_resolution=auto).")
     p.add_argument("--query.replica-label", dest="replica_labels", action="append", default=[],
                    help="Label naming a replica; series differing only in it are deduplicated "
@@ -113,12 +119,15 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
                    choices=["penalty", "chain"],
                    help="penalty: Thanos's algorithm for HA Prometheus pairs; chain: union of "
                         "identical replicas (receive replication).")
-    p.add_argument("--query.partial-response", dest="partial_response", action="store_true",
-                   help="Answer with warnings when some endpoints fail (default of partial_response).")
+    p.add_argument("--query.partial-response", dest="partial_response", default=True,
+                   action=argparse.BooleanOptionalAction,
+                   help="Answer from the endpoints that work, with warnings naming the failed ones "
+                        "(default of partial_response; disable with --no-query.partial-response).")
     p.add_argument("--query.tenant-header", dest="query_tenant_header", default="THANOS-TENANT")
     p.add_argument("--query.default-tenant-id", dest="query_default_tenant", default="default-tenant")
     p.add_argument("--query.tenant-label-name", dest="query_tenant_label", default="tenant_id")
-    p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", action="store_true",
+    p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", default=False,
+                   action=argparse.BooleanOptionalAction,
                    help="A query sees only series of the tenant in its tenant header.")
 
 
@@ -226,6 +235,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         tenant_label_name=a.tenant_label_name, max_request_bytes=parse_bytes(a.max_request_size),
         wal_fsync=a.wal_fsync, chunk_range_ms=parse_duration_ms(a.min_block_duration),
         limits_file=Path(a.limits_file) if a.limits_file else None,
+        too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
         **_routing_config(a))
 
 
@@ -243,16 +253,27 @@ def _routing_config(a: argparse.Namespace) -> dict:
 
 
 def query_config(a: argparse.Namespace, endpoints: list[str]):
+    """The querier's configuration; ValueError (naming the flag) on a value it cannot serve with."""
     from querier.config import QueryConfig
-    return QueryConfig(
+    cfg = QueryConfig(
         http_address=a.http_address, endpoints=endpoints,
-        lookback_delta_ms=parse_duration_ms(a.lookback_delta),
-        timeout_s=parse_duration_ms(a.query_timeout) / 1000, max_concurrent=a.max_concurrent,
+        lookback_delta_ms=_flag_duration_ms(a, "lookback_delta", "--query.lookback-delta"),
+        timeout_s=_flag_duration_ms(a, "query_timeout", "--query.timeout") / 1000,
+        max_concurrent=a.max_concurrent,
         max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
         enforce_tenancy=a.enforce_tenancy, **_query_endpoint_config(a))
+    cfg.validate()
+    return cfg
+
+
+def _flag_duration_ms(a: argparse.Namespace, dest: str, flag: str) -> int:
+    try:
+        return parse_duration_ms(getattr(a, dest))
+    except ValueError as e:
+        raise ValueError(f"{flag}: {e}") from None
 
 
 def _query_endpoint_config(a: argparse.Namespace) -> dict:
@@ -362,8 +383,24 @@ async def _run_compactor(a: argparse.Namespace) -> int:
         await c.close()
 
 
+def _or_exit(build, *args):
+    """``build(*args)``, or a one-line error and exit status 2 (as for a bad flag)."""
+    try:
+        return build(*args)
+    except ValueError as e:
+        print(f"promring: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
+    if a.command != "tools":
+        from promring.flagcheck import FlagError, check_flags
+        try:
+            check_flags(a)
+        except FlagError as e:
+            print(f"promring {a.command}: {e}", file=sys.stderr)
+            sys.exit(2)
     setup_logging(a.log_level, a.log_format)
     if a.command == "receive":
         from receiver.hashring import HashringConfigError
@@ -374,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"invalid hashrings configuration: {e}") from None
     elif a.command == "query":
         from querier.server import Querier
-        comps = [Querier(query_config(a, a.endpoints))]
+        comps = [Querier(_or_exit(query_config, a, a.endpoints))]
     elif a.command == "store":
         from store.server import StoreGateway
         comps = [StoreGateway(store_config(a, a.data_dir, objstore_yaml(a),
@@ -390,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.command == "compact":
         sys.exit(asyncio.run(_run_compactor(a)))
     else:
+        _or_exit(query_config, a, [])  # flag errors before anything starts
         comps = [_Up(a)]
     try:
         asyncio.run(_run_until_signal(comps))

@@ -7,7 +7,6 @@ gRPC address, the fan-out is itself served as a StoreAPI so queriers can be stac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import grpc.aio
@@ -19,7 +18,7 @@ from storeapi.server import serve
 
 from .api import QueryAPI
 from .config import QueryConfig
-from .fanout import INFO_TTL_S, UNBOUNDED, StoreSet
+from .fanout import StoreSet
 from .filesd import FileSD, parse_endpoint_config
 from .storesource import FanoutSource
 
@@ -35,6 +34,7 @@ def normalize_prefix(prefix: str) -> str:
 class Querier:
     def __init__(self, cfg: QueryConfig, registry: CollectorRegistry | None = None,
                  stores: StoreSet | None = None) -> None:
+        cfg.validate()
         self.cfg = cfg
         self.registry = registry or new_registry()
         self.discovery = [FileSD(cfg.sd_files, cfg.sd_interval_s)] if cfg.sd_files else []
@@ -42,7 +42,9 @@ class Querier:
             self.discovery.append(FileSD([cfg.endpoint_config_file], cfg.endpoint_config_interval_s,
                                          parse=parse_endpoint_config, any_extension=True))
         self.stores = stores or StoreSet(self._static_endpoints(), timeout_s=cfg.store_timeout_s,
-                                         response_timeout_s=cfg.store_response_timeout_s)
+                                         registry=self.registry,
+                                         response_timeout_s=cfg.store_response_timeout_s,
+                                         strict=cfg.strict_endpoints)
         self.api = QueryAPI(cfg, self.stores, self.registry)
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -71,14 +73,8 @@ class Querier:
         found = [t for sd in self.discovery for t in sd.targets()]
         await self.stores.set_addresses(self._static_endpoints() + found)
 
-    async def _keep_info_fresh(self) -> None:
-        """Store infos for this querier's own Info answer (time range and label sets)."""
-        while True:
-            with contextlib.suppress(Exception):
-                await self.stores.select_clients(UNBOUNDED[0], UNBOUNDED[1], [])
-            await asyncio.sleep(INFO_TTL_S)
-
     async def start(self) -> None:
+        await self.stores.start()
         for sd in self.discovery:
             sd.read()
             self._tasks.append(asyncio.get_running_loop().create_task(sd.run(self._discovered)))
@@ -88,7 +84,6 @@ class Querier:
         if self.cfg.grpc_address:
             source = FanoutSource(self.stores, partial_response=self.cfg.partial_response)
             self._grpc, self.grpc_port = await serve(source, self.cfg.grpc_address, "query")
-            self._tasks.append(asyncio.get_running_loop().create_task(self._keep_info_fresh()))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -101,4 +96,5 @@ class Querier:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.api.close()
         await self.stores.close()

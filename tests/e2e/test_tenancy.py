@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 import requests
 
 from harness import query_process, receive_process
@@ -26,14 +25,6 @@ write:
       request:
         size_bytes_limit: 80
 """
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def series(name: str, n: int, t: int, value: float):
