@@ -235,6 +235,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         tenant_label_name=a.tenant_label_name, max_request_bytes=parse_bytes(a.max_request_size),
         wal_fsync=a.wal_fsync, chunk_range_ms=parse_duration_ms(a.min_block_duration),
         limits_file=Path(a.limits_file) if a.limits_file else None,
+        replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
         **_routing_config(a))
 
@@ -245,7 +246,7 @@ def _routing_config(a: argparse.Namespace) -> dict:
     if a.replication_factor < 1:
         raise SystemExit("--receive.replication-factor must be at least 1")
     return dict(hashrings_file=Path(a.hashrings_file) if a.hashrings_file else None,
-                hashrings_content=a.hashrings_content, replica_header=a.replica_header,
+                hashrings_content=a.hashrings_content,
                 hashrings_algorithm=a.hashrings_algorithm,
                 hashrings_refresh_s=parse_duration_ms(a.hashrings_refresh) / 1000,
                 replication_factor=a.replication_factor, local_endpoint=a.local_endpoint,

@@ -138,3 +138,9 @@ def test_receive_refuses_azs_with_hashmod_at_start(tmp_path, capsys):
     assert str(e.value) == ("invalid hashrings configuration: Hashmod algorithm does not support "
                             "AZ aware hashring configuration. Either use Ketama or remove AZ "
                             "configuration.")
+
+
+def test_replica_header_name_applies_to_an_ingestor_too(tmp_path):
+    from promring.cli import receive_config
+    cfg = receive_config(_parse("receive", "--receive.replica-header=X-Rep"), str(tmp_path), "", "")
+    assert cfg.is_ingestor and not cfg.is_router and cfg.replica_header == "X-Rep"
