@@ -159,11 +159,15 @@ class Receiver:
 
     async def _refresh_loop(self) -> None:
         """Re-read the hashrings and limits files when they change (no restart needed)."""
+        poll = min(1.0, self.cfg.hashrings_refresh_s)  # change checks (Thanos: fsnotify)
+        since = 0.0
         while True:
-            await asyncio.sleep(self.cfg.hashrings_refresh_s)
+            await asyncio.sleep(poll)
+            since += poll
+            full, since = (True, 0.0) if since >= self.cfg.hashrings_refresh_s else (False, since)
             try:
                 if self.rings is not None:
-                    self.rings.refresh()
+                    self.rings.refresh(force=full)
                 if self.limits.refresh():
                     self._gate = self._new_gate()
                     log.info("limits reloaded")

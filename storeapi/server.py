@@ -111,7 +111,8 @@ class SeriesSource(Protocol):
     def series(self, mint: int, maxt: int, matchers: list[Matcher],
                skip_chunks: bool) -> Iterable[tuple[Labels, Chunks]]:
         """Matching series sorted by labels (external labels included), each with its
-        (mint, maxt, XOR bytes) chunks sorted by time."""
+        (mint, maxt, XOR bytes) chunks sorted by time. A ``warnings`` attribute on the result
+        (strings) is sent as warning frames after the series."""
         ...
 
     def label_names(self, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]: ...
@@ -220,6 +221,7 @@ class StoreServer:
                 kw["aggregates"] = list(request.aggregates)
             it: Iterable[tuple[Labels, Chunks]] = await _resolve(
                 self._source.series(mint, maxt, matchers, skip, **kw))
+            warnings = list(getattr(it, "warnings", ()))  # a source may report partial data
             if strip:
                 it = _strip_and_sort(it, strip)
             for lbls, chunks in it:
@@ -253,6 +255,8 @@ class StoreServer:
             err = None
             if pending:
                 yield enc.batch_response(pending)
+            for w in warnings:
+                yield rpc_pb2.SeriesResponse(warning=w).SerializeToString()
         if err is not None:
             await context.abort(grpc.StatusCode.INTERNAL, f"series: {err}")
 
