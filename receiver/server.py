@@ -86,7 +86,8 @@ class Receiver:
             self.rings = HashringsFile(cfg.hashrings_file, cfg.hashrings_algorithm,
                                        cfg.replication_factor, on_change=self._rings_changed)
             self.router = Router(
-                lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries),
+                lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries,
+                                                     cfg.grpc_compression),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
                 local_writer=self._write_local_body if cfg.is_ingestor else None,
                 registry=self.registry)

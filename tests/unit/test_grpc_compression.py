@@ -256,3 +256,32 @@ def test_client_reports_unreachable_as_unavailable_and_reconnects():
         return ei.value.code()
 
     assert _run(main()) == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("compression,expected", [("snappy", "snappy"), ("none", None)])
+def test_router_forwarder_compresses_as_configured(compression, expected):
+    """``--receive.grpc-compression``: snappy by default (as Thanos), none through grpcio."""
+    from receiver.router import OK, Forwarder
+
+    async def main():
+        seen = []
+
+        async def handler(data, context):
+            seen.append((data, dict(context.invocation_metadata()).get("grpc-encoding")))
+            return b""
+
+        srv, addr = await _serve(handler)
+        fwd = Forwarder(timeout_s=5, retries=0, compression=compression)
+        try:
+            res = await fwd.send(addr, b"\x0a\x00" * 1000)
+        finally:
+            await fwd.close()
+            await srv.stop(1)
+        return res, seen
+
+    res, seen = _run(main())
+    assert res == (OK, "")
+    assert seen == [(b"\x0a\x00" * 1000, expected)]
+    assert Forwarder().compression == "snappy"
+    with pytest.raises(ValueError):
+        Forwarder(compression="lz4")
