@@ -50,6 +50,17 @@ async def _serve(write_handler, **kw):
     return srv, f"127.0.0.1:{port}"
 
 
+def _recorder():
+    """A RemoteWrite handler recording (payload, grpc-encoding) of each call."""
+    seen: list[tuple[bytes, str | None]] = []
+
+    async def handler(data, context):
+        seen.append((data, dict(context.invocation_metadata()).get("grpc-encoding")))
+        return b""
+
+    return seen, handler
+
+
 def _run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
@@ -59,12 +70,7 @@ def test_write_arrives_decompressed_for_every_encoding(encoding):
     payload = rpc_pb2.WriteRequest(tenant="t1", replica=1).SerializeToString() + b"\x0a\x00" * 5000
 
     async def main():
-        seen = []
-
-        async def handler(data, context):
-            seen.append((data, dict(context.invocation_metadata()).get("grpc-encoding")))
-            return b""
-
+        seen, handler = _recorder()
         srv, addr = await _serve(handler)
         ch = H2Channel(addr, encoding)
         try:
@@ -264,12 +270,7 @@ def test_router_forwarder_compresses_as_configured(compression, expected):
     from receiver.router import OK, Forwarder
 
     async def main():
-        seen = []
-
-        async def handler(data, context):
-            seen.append((data, dict(context.invocation_metadata()).get("grpc-encoding")))
-            return b""
-
+        seen, handler = _recorder()
         srv, addr = await _serve(handler)
         fwd = Forwarder(timeout_s=5, retries=0, compression=compression)
         try:
