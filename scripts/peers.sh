@@ -4,6 +4,7 @@
 # proxy with the ordinary go command into a git-ignored cache (.peers/ by default).
 # Idempotent: a binary already built for its pinned version is reused, so a second run is instant.
 # Prints one "name=path" line per binary on stdout (progress goes to stderr).
+# `peers.sh --print` builds nothing: it prints the paths and exits 1 if any binary is missing.
 #
 # Knobs (environment):
 #   PEERS_DIR           where binaries go (default: <repo>/.peers)
@@ -20,17 +21,21 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/.peers}
 THANOS_VERSION=${THANOS_VERSION:-v0.42.4}
 PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
 
-if [ -z "${GO:-}" ]; then
-  GO=$(command -v go || true)
-  [ -n "$GO" ] || GO=/usr/local/go/bin/go
+PRINT_ONLY=0
+[ "${1:-}" = "--print" ] && PRINT_ONLY=1
+MISSING=0
+if [ "$PRINT_ONLY" = 0 ]; then
+  if [ -z "${GO:-}" ]; then
+    GO=$(command -v go || true)
+    [ -n "$GO" ] || GO=/usr/local/go/bin/go
+  fi
+  [ -x "$GO" ] || { echo "peers.sh: no go toolchain (looked on PATH and at /usr/local/go/bin/go)" >&2; exit 1; }
+  export GOMODCACHE=${GOMODCACHE:-$("$GO" env GOMODCACHE)}
+  export GOCACHE=${GOCACHE:-$("$GO" env GOCACHE)}
+  export GOFLAGS=${GOFLAGS:--buildvcs=false}
+  export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+  export CGO_ENABLED=${CGO_ENABLED:-0}
 fi
-[ -x "$GO" ] || { echo "peers.sh: no go toolchain (looked on PATH and at /usr/local/go/bin/go)" >&2; exit 1; }
-export GOMODCACHE=${GOMODCACHE:-$("$GO" env GOMODCACHE)}
-export GOCACHE=${GOCACHE:-$("$GO" env GOCACHE)}
-export GOFLAGS=${GOFLAGS:--buildvcs=false}
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
-export CGO_ENABLED=${CGO_ENABLED:-0}
-
 mkdir -p "$PEERS_DIR/bin"
 
 # build_peer MODULE VERSION NAME PACKAGE [TAGS]
@@ -42,6 +47,12 @@ build_peer() {
   local out="$PEERS_DIR/bin/$name-$version"
   if [ -x "$out" ]; then
     echo "$name=$out"
+    return
+  fi
+  if [ "$PRINT_ONLY" = 1 ]; then
+    echo "$name=$out"
+    echo "peers.sh: $out is missing (run: bash scripts/peers.sh)" >&2
+    MISSING=1
     return
   fi
   echo "peers.sh: building $package@$version (slow the first time)" >&2
@@ -80,3 +91,4 @@ build_peer github.com/thanos-io/thanos "$THANOS_VERSION" thanos github.com/thano
 # not needed; the APIs, remote write receiver and promtool are complete without them.
 build_peer github.com/prometheus/prometheus "$PROMETHEUS_VERSION" prometheus github.com/prometheus/prometheus/cmd/prometheus
 build_peer github.com/prometheus/prometheus "$PROMETHEUS_VERSION" promtool github.com/prometheus/prometheus/cmd/promtool
+exit "$MISSING"
