@@ -39,12 +39,13 @@ fi
 mkdir -p "$PEERS_DIR/bin"
 
 # build_peer MODULE VERSION NAME PACKAGE [TAGS]
-# Builds PACKAGE of MODULE@VERSION into $PEERS_DIR/bin/NAME-VERSION (skipped when present) from a
+# Builds PACKAGE of MODULE@VERSION with build TAGS (space separated) into
+# $PEERS_DIR/bin/NAME-VERSION[-TAG_TAG] (skipped when present) from a
 # throwaway module that requires MODULE@VERSION and repeats its replace and exclude directives:
 # `go install pkg@version` refuses modules whose go.mod has them (Thanos's does).
 build_peer() {
   local module=$1 version=$2 name=$3 package=$4 tags=${5:-}
-  local out="$PEERS_DIR/bin/$name-$version"
+  local out="$PEERS_DIR/bin/$name-$version${tags:+-${tags// /_}}"
   if [ -x "$out" ]; then
     echo "$name=$out"
     return
@@ -85,8 +86,11 @@ for e in mod.get("Exclude") or []:
   echo "$name=$out"
 }
 
-# Thanos: one binary with every component (receive, query, store, compact, tools).
-build_peer github.com/thanos-io/thanos "$THANOS_VERSION" thanos github.com/thanos-io/thanos/cmd/thanos
+# Thanos: one binary with every component (receive, query, store, compact, tools). Its releases
+# are built with these tags (.promu.yml): its label conversions assume Prometheus's slice labels
+# and panic on the default representation.
+build_peer github.com/thanos-io/thanos "$THANOS_VERSION" thanos github.com/thanos-io/thanos/cmd/thanos \
+  "netgo slicelabels"
 # Prometheus 3: built without the builtinassets tag, so the web UI assets (not in the module) are
 # not needed; the APIs, remote write receiver and promtool are complete without them.
 build_peer github.com/prometheus/prometheus "$PROMETHEUS_VERSION" prometheus github.com/prometheus/prometheus/cmd/prometheus
