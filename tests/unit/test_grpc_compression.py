@@ -286,3 +286,37 @@ def test_router_forwarder_compresses_as_configured(compression, expected):
     assert Forwarder().compression == "snappy"
     with pytest.raises(ValueError):
         Forwarder(compression="lz4")
+
+
+def test_garbage_and_abrupt_clients_do_not_take_the_server_down():
+    async def main():
+        seen, handler = _recorder()
+        srv, addr = await _serve(handler)
+        host, port = addr.split(":")
+        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64,
+                     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"):  # the last one just hangs up
+            r, w = await asyncio.open_connection(host, int(port))
+            w.write(junk)
+            await w.drain()
+            await asyncio.wait_for(r.read(65536), 10)
+            w.close()
+        # A client that disconnects in the middle of a large upload.
+        r, w = await asyncio.open_connection(host, int(port))
+        import h2.config, h2.connection
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", METHOD),
+                           (":authority", addr), ("content-type", "application/grpc")])
+        c.send_data(1, struct.pack(">BI", 0, 1 << 20) + b"x" * 16000)
+        w.write(c.data_to_send())
+        await w.drain()
+        w.close()
+        ch = H2Channel(addr, "snappy")
+        try:
+            await ch.unary(METHOD, b"still here", timeout=10)
+        finally:
+            await ch.close()
+            await srv.stop(1)
+        return seen
+
+    assert _run(main()) == [(b"still here", "snappy")]
