@@ -102,6 +102,8 @@ def _routing_flags(p: argparse.ArgumentParser) -> None:
                    help="This receiver's address in the hashring: router+ingestor mode.")
     p.add_argument("--receive-forward-timeout", dest="forward_timeout", default="5s",
                    help="Timeout of one forwarded write to an ingestor.")
+    p.add_argument("--receive.grpc-compression", dest="grpc_compression", default="snappy",
+                   choices=["snappy", "none"], help="Compression of forwarded writes (gRPC).")
 
 
 def _query_flags(p: argparse.ArgumentParser) -> None:
@@ -250,7 +252,8 @@ def _routing_config(a: argparse.Namespace) -> dict:
                 hashrings_algorithm=a.hashrings_algorithm,
                 hashrings_refresh_s=parse_duration_ms(a.hashrings_refresh) / 1000,
                 replication_factor=a.replication_factor, local_endpoint=a.local_endpoint,
-                forward_timeout_s=parse_duration_ms(a.forward_timeout) / 1000)
+                forward_timeout_s=parse_duration_ms(a.forward_timeout) / 1000,
+                grpc_compression=a.grpc_compression)
 
 
 def query_config(a: argparse.Namespace, endpoints: list[str]):

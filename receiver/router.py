@@ -27,7 +27,8 @@ import grpc.aio
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
-from storeapi.server import GRPC_OPTIONS
+from storeapi.h2client import H2Channel, RpcError
+from storeapi.server import GRPC_OPTIONS, MAX_MESSAGE_BYTES
 
 from .hashring import _ringc
 from .hashring.ring import Hashrings, InsufficientNodesError, hash_series
@@ -36,6 +37,7 @@ from .remotewrite import DecodedWrite
 log = logging.getLogger(__name__)
 
 REMOTE_WRITE_METHOD = "/thanos.WriteableStore/RemoteWrite"
+GRPC_COMPRESSIONS = ("snappy", "none")  # --receive.grpc-compression, as in Thanos
 
 # Outcome of one endpoint's share of a request.
 PENDING, OK, CONFLICT, BAD, LIMIT, UNAVAILABLE, ERROR = range(7)
@@ -82,20 +84,32 @@ def write_request_tail(tenant: str, replica: int) -> bytes:
 
 
 class Forwarder:
-    """One gRPC channel per ingestor; sends raw thanos.WriteRequest bytes."""
+    """One connection per ingestor; sends raw thanos.WriteRequest bytes.
 
-    def __init__(self, timeout_s: float = 5.0, retries: int = 2) -> None:
+    ``compression`` is ``--receive.grpc-compression``: "snappy" (Thanos's default) goes through
+    our HTTP/2 client, since grpcio cannot compress with snappy; "none" through grpcio.
+    """
+
+    def __init__(self, timeout_s: float = 5.0, retries: int = 2, compression: str = "snappy") -> None:
+        if compression not in GRPC_COMPRESSIONS:
+            raise ValueError(f"unknown gRPC compression {compression!r}")
         self.timeout_s = timeout_s
         self.retries = retries
-        self._channels: dict[str, tuple[grpc.aio.Channel, object]] = {}
+        self.compression = compression
+        self._channels: dict[str, tuple[object, Callable[[bytes], Awaitable[bytes]]]] = {}
 
-    def _stub(self, address: str):
+    def _stub(self, address: str) -> Callable[[bytes], Awaitable[bytes]]:
         got = self._channels.get(address)
         if got is None:
-            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            stub = ch.unary_unary(REMOTE_WRITE_METHOD, request_serializer=None,
-                                  response_deserializer=None)
-            got = self._channels[address] = (ch, stub)
+            if self.compression == "snappy":
+                h2 = H2Channel(address, "snappy", max_message_bytes=MAX_MESSAGE_BYTES)
+                got = (h2, lambda payload: h2.unary(REMOTE_WRITE_METHOD, payload, self.timeout_s))
+            else:
+                ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                stub = ch.unary_unary(REMOTE_WRITE_METHOD, request_serializer=None,
+                                      response_deserializer=None)
+                got = (ch, lambda payload: stub(payload, timeout=self.timeout_s))
+            self._channels[address] = got
         return got[1]
 
     async def send(self, address: str, payload: bytes) -> tuple[int, str]:
@@ -104,9 +118,9 @@ class Forwarder:
         delay = 0.05
         for attempt in range(self.retries + 1):
             try:
-                await self._stub(address)(payload, timeout=self.timeout_s)
+                await self._stub(address)(payload)
                 return OK, ""
-            except grpc.aio.AioRpcError as e:
+            except (grpc.aio.AioRpcError, RpcError) as e:
                 res = _FROM_GRPC.get(e.code(), ERROR)
                 msg = f"{address}: {e.details() or e.code().name}"
                 if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
