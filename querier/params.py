@@ -7,6 +7,7 @@ from datetime import datetime
 
 import promql_parser
 
+from querier.promql.engine import PromQLError, parse as parse_promql
 from receiver.tsdb.labels import Matcher, MatchType
 
 MIN_TIME_MS = -9223372036854775808 // 1_000_000 * 1000  # as Prometheus's minTime, ms
@@ -63,9 +64,9 @@ def parse_duration_ms(value: str | None, name: str) -> int:
 def parse_matchers(selector: str) -> list[Matcher]:
     """A ``match[]`` series selector into matchers (metric name included)."""
     try:
-        expr = promql_parser.parse(selector)
-    except Exception as e:
-        raise BadParam(f"invalid parameter \"match[]\": {e}") from None
+        expr = parse_promql(selector, "match[]")
+    except PromQLError as e:
+        raise BadParam(e.msg) from None
     if not isinstance(expr, promql_parser.VectorSelector):
         raise BadParam(f'invalid parameter "match[]": expected a series selector, got {selector!r}')
     out = [Matcher(_OPS[str(m.op)], m.name, m.value) for m in expr.matchers.matchers]

@@ -10,6 +10,7 @@ import numpy as np
 import promql_parser as pp
 
 from querier.promql import aggregate, binops, functions
+from querier.promql.guard import check_query
 from querier.promql.types import (TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
                                   QueryResult)
 from querier.promql.values import Matrix, Scalar, Str, Vec, empty_vec, finalize, is_stale, row_values
@@ -282,13 +283,15 @@ def _op_of(m) -> MatchType:
     raise PromQLError("bad_data", f"unknown matcher {m}")
 
 
-def parse(query: str):
+def parse(query: str, param: str = "query"):
+    """The syntax tree of a query, after the text passed the bounds the parser needs."""
+    check_query(query, param=param)
     try:
         return pp.parse(query)
     except BaseException as ex:  # the parser raises ValueError, or panics on odd input
         if isinstance(ex, (KeyboardInterrupt, SystemExit)):
             raise
-        raise PromQLError("bad_data", f"invalid parameter \"query\": {ex}") from None
+        raise PromQLError("bad_data", f"invalid parameter \"{param}\": {ex}") from None
 
 
 def _kind(e) -> str:
@@ -310,8 +313,7 @@ class Engine:
     def instant(self, q: Queryable, query: str, t_ms: int) -> QueryResult:
         expr = parse(query)
         sh = self._shared(q, t_ms, t_ms)
-        ev = Evaluator(sh, np.array([t_ms], dtype=np.int64))
-        v = ev.eval(expr)
+        v = _evaluate(Evaluator(sh, np.array([t_ms], dtype=np.int64)), expr)
         if isinstance(v, Scalar):
             return QueryResult("scalar", (t_ms, float(v.vals[0])), sh.warnings, sh.infos)
         if isinstance(v, Str):
@@ -359,8 +361,7 @@ class Engine:
         sh = self._shared(q, start_ms, end_ms)
         steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
         sh.step = step_ms
-        ev = Evaluator(sh, steps)
-        v = ev.eval(expr)
+        v = _evaluate(Evaluator(sh, steps), expr)
         if isinstance(v, Scalar):
             return QueryResult("matrix", [((), steps.copy(), v.vals.copy())], sh.warnings, sh.infos)
         v = finalize(v)
@@ -371,6 +372,14 @@ class Engine:
                 out.append((l, steps[p], row_values(v, i, p)))
         out.sort(key=lambda x: x[0])
         return QueryResult("matrix", out, sh.warnings, sh.infos)
+
+
+def _evaluate(ev: Evaluator, expr):
+    """Evaluate the whole tree; the guard keeps it shallow, this keeps any miss a clean 400."""
+    try:
+        return ev.eval(expr)
+    except RecursionError:
+        raise PromQLError("bad_data", "query nests too deeply to evaluate") from None
 
 
 def _order(expr, rows):
