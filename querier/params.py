@@ -8,7 +8,7 @@ from datetime import datetime
 import promql_parser
 
 from querier.promql.engine import PromQLError, parse as parse_promql
-from receiver.tsdb.labels import Matcher, MatchType
+from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
 
 MIN_TIME_MS = -9223372036854775808 // 1_000_000 * 1000  # as Prometheus's minTime, ms
 MAX_TIME_MS = 9223372036854775807 // 1_000_000 * 1000
@@ -69,7 +69,10 @@ def parse_matchers(selector: str) -> list[Matcher]:
         raise BadParam(e.msg) from None
     if not isinstance(expr, promql_parser.VectorSelector):
         raise BadParam(f'invalid parameter "match[]": expected a series selector, got {selector!r}')
-    out = [Matcher(_OPS[str(m.op)], m.name, m.value) for m in expr.matchers.matchers]
+    try:
+        out = [Matcher(_OPS[str(m.op)], m.name, m.value) for m in expr.matchers.matchers]
+    except InvalidRegex as e:
+        raise BadParam(f'invalid parameter "match[]": {e}') from None
     if expr.name is not None and not any(m.name == "__name__" for m in out):
         out.append(Matcher(MatchType.EQ, "__name__", expr.name))
     if all(m.matches_empty() for m in out):

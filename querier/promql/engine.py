@@ -14,7 +14,7 @@ from querier.promql.guard import check_query
 from querier.promql.types import (TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
                                   QueryResult)
 from querier.promql.values import Matrix, Scalar, Str, Vec, empty_vec, finalize, is_stale, row_values
-from receiver.tsdb.labels import Matcher, MatchType
+from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 
@@ -137,10 +137,10 @@ class Evaluator:
 
     # -- selectors ---------------------------------------------------------------------------
     def _select(self, vs, mint: int, maxt: int, range_ms: int = 0):
-        ms = []
-        for m in vs.matchers.matchers:
-            t = _op_of(m)
-            ms.append(Matcher(t, m.name, m.value))
+        try:
+            ms = [Matcher(_op_of(m), m.name, m.value) for m in vs.matchers.matchers]
+        except InvalidRegex as e:
+            raise PromQLError("bad_data", str(e)) from None
         if vs.name is not None and not any(m.name == "__name__" for m in ms):
             ms.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
         if all(m.matches_empty() for m in ms):

@@ -12,7 +12,7 @@ from querier.promql.types import PromQLError
 from querier.promql import nhist, rangehist
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
                                    select_rows, set_label, with_hist)
-from receiver.tsdb.labels import METRIC_NAME, MatchType, convert_go_regex
+from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
 
 _NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -252,7 +252,7 @@ def _date(name: str, x: np.ndarray) -> np.ndarray:
     return np.where(ok, r.astype(np.float64), np.nan)
 
 
-def _go_expand(template: str, m: re.Match) -> str:
+def _go_expand(template: str, m) -> str:
     """Expand $1, ${1}, $name, ${name} like Go's Regexp.Expand (unknown groups expand to "")."""
     out = []
     i = 0
@@ -298,8 +298,8 @@ def _label_replace(ev, args) -> Vec:
     v = ev.eval(args[0])
     dst, repl, src, regex = (ev.eval(a).val for a in args[1:5])
     try:
-        rx = re.compile(convert_go_regex(regex), re.DOTALL)
-    except re.error as ex:
+        rx = compile_go_regex(regex)
+    except InvalidRegex as ex:
         raise PromQLError("execution", f"invalid regular expression in label_replace(): {regex}") from ex
     if not _NAME_RE.match(dst):
         raise PromQLError("execution", f"invalid destination label name in label_replace(): {dst}")

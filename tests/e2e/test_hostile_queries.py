@@ -50,3 +50,25 @@ def test_deep_series_selector_is_bad_data(served):
     alive(served)
     assert r.status_code == 400, r.text[:300]
     assert r.json()["errorType"] == "bad_data"
+
+
+def test_catastrophic_regexes_answer_at_once(served):
+    """Backtracking took 6 s here ("a"*28+"!", doubling per character); RE2 is linear."""
+    for path, data in (("query", {"query": 'hm{v=~"(a+)+b"}', "time": T0 / 1000 + 60}),
+                       ("query", {"query": 'count(hm{v!~"(a|a)+b"})', "time": T0 / 1000 + 60}),
+                       ("series", {"match[]": 'hm{v=~"(a|a)+b"}'})):
+        r = requests.post(f"{served.api}/{path}", data=data, timeout=60)
+        assert r.status_code == 200, r.text[:300]
+    assert r.json()["data"] == []
+    r = requests.post(f"{served.api}/query", data={"query": 'count(hm{v!~"(a|a)+b"})',
+                                                   "time": T0 / 1000 + 60}, timeout=60)
+    assert r.json()["data"]["result"][0]["value"][1] == "50"
+
+
+@pytest.mark.parametrize("path,param", [("query", "query"), ("series", "match[]")])
+def test_invalid_regex_is_bad_data(served, path, param):
+    r = requests.post(f"{served.api}/{path}", data={param: 'hm{v=~"a)|(b"}'}, timeout=60)
+    alive(served)
+    assert r.status_code == 400, r.text[:300]
+    assert r.json()["errorType"] == "bad_data"
+    assert "error parsing regexp" in r.json()["error"]
