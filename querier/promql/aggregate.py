@@ -80,7 +80,7 @@ def aggregate(ev, e) -> Vec:
     for i, l in enumerate(v.labels):
         groups.setdefault(key(l), []).append(i)
     if op == "count_values":
-        return _count_values(v, groups, param, T)
+        return _count_values(ev, v, groups, param, T)
     if op == "quantile":
         q = param.vals
         bad = q[(q < 0) | (q > 1) | np.isnan(q)]
@@ -162,7 +162,7 @@ def annotate_sum(ev, notes: set, mname: str) -> None:
         ev.warn("conflicting counter resets during histogram aggregation")
 
 
-def _count_values(v: Vec, groups, param, T: int) -> Vec:
+def _count_values(ev, v: Vec, groups, param, T: int) -> Vec:
     if not isinstance(param, Str):
         raise PromQLError("bad_data", "count_values needs a string parameter")
     name = param.val
@@ -176,6 +176,8 @@ def _count_values(v: Vec, groups, param, T: int) -> Vec:
         d = dict(gl)
         d[name] = val
         key = tuple(sorted(d.items()))
+        if key not in counts:
+            ev.sh.reserve(T)  # every distinct value is one more output row
         counts[key] = counts.get(key, 0) + c
     for gl, idx in groups.items():
         x, p = v.vals[idx], v.present[idx] & ~hm[idx]

@@ -13,7 +13,8 @@ from querier.promql import aggregate, binops, functions
 from querier.promql.guard import check_query
 from querier.promql.types import (TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
                                   QueryResult)
-from querier.promql.values import Matrix, Scalar, Str, Vec, empty_vec, finalize, is_stale, row_values
+from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
+                                   row_values)
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
@@ -45,9 +46,23 @@ class _Shared:
     end: int
     deadline: float
     step: int = 0
-    samples: int = 0
+    held: int = 0  # points (samples, per-step values) the evaluation holds right now
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
+
+    def reserve(self, points: int) -> None:
+        """Account ``points`` more held points, refusing past ``--query.max-samples``.
+
+        Called with the size of an array before it is allocated, so a query fails before the
+        memory is spent, as Prometheus's sample limit does."""
+        self.held += points
+        if self.held > self.opts.max_samples:
+            raise PromQLError("execution", TOO_MANY_SAMPLES)
+
+    def fits(self, points: int) -> None:
+        """Refuse if ``points`` more, held only for a moment, would pass the limit."""
+        if self.held + points > self.opts.max_samples:
+            raise PromQLError("execution", TOO_MANY_SAMPLES)
 
 
 class Evaluator:
@@ -73,8 +88,17 @@ class Evaluator:
 
     # -- dispatch ----------------------------------------------------------------------------
     def eval(self, e):
+        """The value of node ``e``. While it is computed its children's values are held; once it
+        is done only its own value is, so that is what stays on the sample budget."""
         if time.monotonic() > self.sh.deadline:
             raise PromQLError("timeout", "query timed out in expression evaluation")
+        before = self.sh.held
+        v = self._node(e)
+        self.sh.held = before
+        self.sh.reserve(held_points(v))
+        return v
+
+    def _node(self, e):
         if isinstance(e, pp.ParenExpr):
             return self.eval(e.expr)
         if isinstance(e, pp.NumberLiteral):
@@ -156,9 +180,7 @@ class Evaluator:
             hs = None if s.hists is None else s.hists[lo:hi]
             if hs is not None and self.stats:
                 hs = _stats_hints(hs)
-            self.sh.samples += len(ts)
-            if self.sh.samples > self.sh.opts.max_samples:
-                raise PromQLError("execution", TOO_MANY_SAMPLES)
+            self.sh.reserve(len(ts))
             if len(ts):
                 out.append((s.labels, ts, vals, hs))
         out.sort(key=lambda x: x[0])
@@ -171,6 +193,7 @@ class Evaluator:
             return empty_vec(0)
         series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
         n = len(series)
+        self.sh.reserve(n * self.T)
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         sts = np.zeros((n, self.T), dtype=np.int64)
@@ -228,6 +251,7 @@ class Evaluator:
         lo = int(E.min()) - rng
         first = (lo // step + 1) * step  # windows are left-open: first aligned time > lo
         last = (int(E.max()) // step) * step
+        self.sh.reserve(max(0, (last - first) // step + 1))  # every inner node holds >= a row
         grid = np.arange(first, last + 1, step, dtype=np.int64)
         inner = Evaluator(self.sh, grid).eval(sq.expr)
         if isinstance(inner, Scalar):

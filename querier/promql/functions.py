@@ -7,7 +7,7 @@ import numpy as np
 import promql_parser as pp
 
 from querier.promql import histogram
-from querier.promql.rangefuncs import KEEP_NAME, RANGE_FUNCS, bounds
+from querier.promql.rangefuncs import KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZING, bounds
 from querier.promql.types import PromQLError
 from querier.promql import nhist, rangehist
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
@@ -175,6 +175,8 @@ def _range_call(ev, name: str, args) -> Vec:
                     ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
     fn = RANGE_FUNCS[name]
     n = len(m.labels)
+    ev.sh.reserve(n * ev.T)
+    whole_windows = name in WINDOW_MATERIALIZING
     vals = np.zeros((n, ev.T))
     pres = np.zeros((n, ev.T), bool)
     hist = None
@@ -194,6 +196,8 @@ def _range_call(ev, name: str, args) -> Vec:
         lo, hi = bounds(ts, m.end, m.rng)
         if not (hi > lo).any():
             continue
+        if whole_windows:  # the function copies every step's window out at once
+            ev.sh.fits(int((hi - lo).max()) * len(lo))
         r, ok = fn(ts, x, lo, hi, m, extra_vals)
         vals[i] = r
         pres[i] = ok

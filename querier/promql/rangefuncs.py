@@ -333,3 +333,7 @@ RANGE_FUNCS = {
     "ts_of_min_over_time": f_ts_min, "ts_of_max_over_time": f_ts_max,
 }
 KEEP_NAME = {"last_over_time", "first_over_time"}
+# Functions that gather() every step's window into one array (size up to widest window x steps).
+WINDOW_MATERIALIZING = frozenset((
+    "avg_over_time", "stddev_over_time", "stdvar_over_time", "quantile_over_time", "mad_over_time",
+    "deriv", "predict_linear", "ts_of_min_over_time", "ts_of_max_over_time"))

@@ -72,3 +72,17 @@ def test_invalid_regex_is_bad_data(served, path, param):
     assert r.status_code == 400, r.text[:300]
     assert r.json()["errorType"] == "bad_data"
     assert "error parsing regexp" in r.json()["error"]
+
+
+@pytest.mark.parametrize("q", ["max_over_time(vector(1)[1d:1ms])", "max_over_time(hm[1h:100ms])",
+                               "count(count_over_time(hm[30d:1ms]))"])
+def test_huge_subquery_grids_are_refused_before_allocating(served, q):
+    """86.4 M points took 2.8 GB; with the default --query.max-samples (50 M) it is refused."""
+    r = requests.post(f"{served.api}/query", data={"query": q, "time": T0 / 1000 + 3600}, timeout=120)
+    alive(served)
+    if q.startswith("max_over_time(hm"):  # 50 series x 36,000 steps = 1.8 M: within budget
+        assert r.status_code == 200, r.text[:300]
+        return
+    assert r.status_code == 422, r.text[:300]
+    assert r.json() == {"status": "error", "errorType": "execution", "error":
+                        "query processing would load too many samples into memory in query execution"}
