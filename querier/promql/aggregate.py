@@ -94,6 +94,7 @@ def aggregate(ev, e) -> Vec:
     labels, drops = [], []
     out_h = np.full((n_g, T), None, dtype=object) if hm.any() and op in ("sum", "avg") else None
     for gi, (gl, idx) in enumerate(groups.items()):
+        ev.sh.check_deadline()
         x, p = v.vals[idx], v.present[idx]
         if out_h is not None:
             hp = hm[idx]
@@ -180,6 +181,7 @@ def _count_values(ev, v: Vec, groups, param, T: int) -> Vec:
             ev.sh.reserve(T)  # every distinct value is one more output row
         counts[key] = counts.get(key, 0) + c
     for gl, idx in groups.items():
+        ev.sh.check_deadline()
         x, p = v.vals[idx], v.present[idx] & ~hm[idx]
         for u in np.unique(x[p]):
             hit = p & ((x == u) if not np.isnan(u) else np.isnan(x))

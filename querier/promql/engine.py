@@ -59,6 +59,12 @@ class _Shared:
         if self.held > self.opts.max_samples:
             raise PromQLError("execution", TOO_MANY_SAMPLES)
 
+    def check_deadline(self) -> None:
+        """Called between nodes and between series in long loops, so a query past its timeout
+        stops promptly instead of running on in its worker thread."""
+        if time.monotonic() > self.deadline:
+            raise PromQLError("timeout", "query timed out in expression evaluation")
+
     def fits(self, points: int) -> None:
         """Refuse if ``points`` more, held only for a moment, would pass the limit."""
         if self.held + points > self.opts.max_samples:
@@ -90,8 +96,7 @@ class Evaluator:
     def eval(self, e):
         """The value of node ``e``. While it is computed its children's values are held; once it
         is done only its own value is, so that is what stays on the sample budget."""
-        if time.monotonic() > self.sh.deadline:
-            raise PromQLError("timeout", "query timed out in expression evaluation")
+        self.sh.check_deadline()
         before = self.sh.held
         v = self._node(e)
         self.sh.held = before
@@ -174,6 +179,7 @@ class Evaluator:
         got = (with_hints(ms, mint, maxt, func=self.func_hint, range_ms=range_ms)
                if with_hints is not None else self.sh.q.select(ms, mint, maxt))
         for s in got:
+            self.sh.check_deadline()
             ts = np.asarray(s.ts, dtype=np.int64)
             lo, hi = np.searchsorted(ts, [mint, maxt], side="left")[0], np.searchsorted(ts, maxt, side="right")
             ts, vals = ts[lo:hi], np.asarray(s.vals, dtype=np.float64)[lo:hi]
@@ -200,6 +206,7 @@ class Evaluator:
         hist = None
         labels = []
         for i, (l, ts, v, hs) in enumerate(series):
+            self.sh.check_deadline()
             idx = np.searchsorted(ts, E, side="right") - 1
             ok = idx >= 0
             ic = np.where(ok, idx, 0)
@@ -260,6 +267,7 @@ class Evaluator:
             raise PromQLError("bad_data", "subquery is only allowed on instant vector")
         labels, tss, valss, drop, hss = [], [], [], [], []
         for i, l in enumerate(inner.labels):
+            self.sh.check_deadline()
             p = inner.present[i]
             if p.any():
                 labels.append(l)

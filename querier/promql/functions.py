@@ -181,6 +181,7 @@ def _range_call(ev, name: str, args) -> Vec:
     pres = np.zeros((n, ev.T), bool)
     hist = None
     for i in range(n):
+        ev.sh.check_deadline()
         ts, x = m.ts[i], m.vals[i]
         hs = m.hists[i] if m.hists is not None else None
         if hs is not None and not (hs != None).any():  # noqa: E711
@@ -309,6 +310,7 @@ def _label_replace(ev, args) -> Vec:
         raise PromQLError("execution", f"invalid destination label name in label_replace(): {dst}")
     labels, drop = [], v.drop.copy()
     for i, l in enumerate(v.labels):
+        ev.sh.check_deadline()
         mt = rx.fullmatch(get_label(l, src))
         if mt is not None:
             l = set_label(l, dst, _go_expand(repl, mt))
