@@ -37,8 +37,8 @@ def quantile_sorted(srt: np.ndarray, n: np.ndarray, q) -> np.ndarray:
     q = np.broadcast_to(np.asarray(q, dtype=np.float64), n.shape)
     with np.errstate(all="ignore"):
         rank = q * (n - 1)
-        lower = np.clip(np.floor(np.nan_to_num(rank)), 0, None).astype(np.int64)
-        lower = np.minimum(lower, np.maximum(n - 1, 0))
+        # clipped as floats: a huge q (1e18) must not overflow the int64 index
+        lower = np.clip(np.floor(np.nan_to_num(rank)), 0, np.maximum(n - 1, 0)).astype(np.int64)
         upper = np.minimum(np.maximum(n - 1, 0), lower + 1)
         w = rank - np.floor(rank)
         cols = np.arange(srt.shape[1])

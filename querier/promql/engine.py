@@ -18,6 +18,9 @@ from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
+# Times (ms) a selector may be evaluated at: about +-146 million years, so that subtracting any
+# range or lookback (a timedelta: under 2**57 ms) stays inside int64.
+MAX_ABS_TIME_MS = 2**62
 
 _OPS = ((pp.MatchOp.Equal, MatchType.EQ), (pp.MatchOp.NotEqual, MatchType.NEQ),
         (pp.MatchOp.Re, MatchType.RE), (pp.MatchOp.NotRe, MatchType.NRE))
@@ -158,8 +161,18 @@ class Evaluator:
     def _times(self, node) -> np.ndarray:
         """The time each step is evaluated at, after @ and offset."""
         at = self.at_ms(node)
+        off = dur_ms(node.offset)
+        if at is not None:
+            lo = hi = at
+        elif self.T:
+            lo, hi = int(self.steps[0]), int(self.steps[-1])
+        else:
+            lo = hi = 0
+        if not -MAX_ABS_TIME_MS <= lo - off <= hi - off <= MAX_ABS_TIME_MS:
+            # far outside any data, and near the end of int64 arithmetic on milliseconds
+            raise PromQLError("bad_data", "evaluation time out of range after @ and offset modifiers")
         base = self.steps if at is None else np.full(self.T, at, dtype=np.int64)
-        return base - dur_ms(node.offset)
+        return base - off
 
     def _eval_ts(self, node) -> np.ndarray:
         return self.steps
@@ -344,6 +357,7 @@ class Engine:
 
     def instant(self, q: Queryable, query: str, t_ms: int) -> QueryResult:
         expr = parse(query)
+        _check_time(t_ms, "time")
         sh = self._shared(q, t_ms, t_ms)
         v = _evaluate(Evaluator(sh, np.array([t_ms], dtype=np.int64)), expr)
         if isinstance(v, Scalar):
@@ -390,7 +404,10 @@ class Engine:
         if k != "other":
             t = "range vector" if k == "matrix" else "string"
             raise PromQLError("bad_data", f"invalid expression type \"{t}\" for range query, must be Scalar or instant Vector")
+        _check_time(start_ms, "start")
+        _check_time(end_ms, "end")
         sh = self._shared(q, start_ms, end_ms)
+        sh.reserve((end_ms - start_ms) // step_ms + 1)
         steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
         sh.step = step_ms
         v = _evaluate(Evaluator(sh, steps), expr)
@@ -404,6 +421,11 @@ class Engine:
                 out.append((l, steps[p], row_values(v, i, p)))
         out.sort(key=lambda x: x[0])
         return QueryResult("matrix", out, sh.warnings, sh.infos)
+
+
+def _check_time(t_ms: int, name: str) -> None:
+    if not -MAX_ABS_TIME_MS <= t_ms <= MAX_ABS_TIME_MS:
+        raise PromQLError("bad_data", f'invalid parameter "{name}": timestamp out of range')
 
 
 def _evaluate(ev: Evaluator, expr):

@@ -34,9 +34,22 @@ DATE = {"day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "
 COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
 
 
+def _is_number(a) -> bool:
+    """A literal number, maybe negated or parenthesised: a scalar even where the parser lets it
+    through as a vector argument (it does for ``log10(-0)``)."""
+    while isinstance(a, (pp.ParenExpr, pp.UnaryExpr)):
+        a = a.expr
+    return isinstance(a, pp.NumberLiteral)
+
+
 def call(ev, e):
     name = e.func.name
     args = e.args
+    types = e.func.arg_types
+    for i, a in enumerate(args):
+        if types and types[min(i, len(types) - 1)] == pp.ValueType.Vector and _is_number(a):
+            raise PromQLError("bad_data", f"expected type vector in call to function '{name}', "
+                                          "got scalar")
     if ev.stats and name in ("histogram_quantile", "histogram_quantiles", "histogram_fraction"):
         ev.stats = False
         try:

@@ -90,3 +90,49 @@ def test_accepted_depth_evaluates_without_recursion_error():
               "sum(" * (d // 2 - 1) + "x" + ")" * (d // 2 - 1)):
         check_query(q)
         Engine().instant(Empty(), q, 0)
+
+
+@pytest.mark.parametrize("q", ["m @ 9223372036854775807", "m @ -9223372036854775807",
+                               "max_over_time(m[1h] @ 9223372036854775807)",
+                               "max_over_time(m[5m:1m] @ 9223372036854775)"])
+def test_extreme_at_and_offset_are_bad_data(q):
+    class Empty:
+        def select(self, ms, mint, maxt):
+            return []
+    with pytest.raises(PromQLError) as e:
+        Engine().instant(Empty(), q, 0)
+    assert e.value.kind == "bad_data", e.value.msg
+
+
+class _Series:
+    def select(self, ms, mint, maxt):
+        import numpy as np
+        from querier.promql import Series
+        return [Series((("__name__", "m"), ("i", str(i))), np.array([0, 15_000], dtype=np.int64),
+                       np.array([1.0, 2.0 + i])) for i in range(3)]
+
+
+@pytest.mark.parametrize("q,kind", [
+    ("quantile_over_time(9223372036854775807, m[1m])", None),  # an int64 index overflowed: 422
+    ("quantile(1e300, m)", None),
+    ("log10(-0)", "bad_data"),  # the parser lets this scalar through as a vector argument
+    ("abs(-(-0))", "bad_data"),
+])
+def test_generated_oddities_answer_cleanly(q, kind):
+    if kind is None:
+        res = Engine().instant(_Series(), q, 30_000)
+        assert all(v == float("inf") for _, _, v in res.series)
+        return
+    with pytest.raises(PromQLError) as e:
+        Engine().instant(_Series(), q, 30_000)
+    assert e.value.kind == kind
+
+
+@pytest.mark.parametrize("t", [2**63, -(2**63) - 1, 10**100])
+def test_out_of_range_evaluation_times_are_bad_data(t):
+    with pytest.raises(PromQLError) as e:
+        Engine().instant(_Series(), "m", t)
+    assert e.value.kind == "bad_data"
+    with pytest.raises(PromQLError) as e:
+        Engine().range(_Series(), "m", min(0, t), max(0, t), 10**12)
+    assert e.value.kind == "bad_data"
