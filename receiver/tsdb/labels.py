@@ -121,9 +121,16 @@ def _regex_test(expr: str) -> Callable[[str], bool]:
     if not prog.ok():  # e.g. too large once wrapped
         raise InvalidRegex(f"error parsing regexp: {prog.error().decode('utf-8', 'replace')}")
     match = prog.Match
+    # Every match lies in [lo, hi] (bytewise): most values of a label are refused by comparing
+    # against that range, far cheaper than a call into RE2.
+    ok, lo, hi = prog.PossibleMatchRange(16)
+    if not ok:
+        lo, hi = b"", None
 
     def test(v: str) -> bool:
         b = v.encode("utf-8", "surrogatepass")
+        if b < lo or (hi is not None and b > hi):
+            return False
         return match(_BOTH, b, 0, len(b))[0][0] >= 0
     return test
 

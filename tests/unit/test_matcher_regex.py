@@ -83,3 +83,24 @@ def test_engine_turns_an_invalid_regex_into_bad_data():
 def test_engine_matches_the_trap_value_quickly():
     assert Engine().instant(_One(), 'm{v=~"(a+)+b"}', 0).series == []
     assert len(Engine().instant(_One(), 'm{v!~"(a|a)+b"}', 0).series) == 1
+
+
+@pytest.mark.parametrize("pattern", ["/api/v[0-9]+/.*", "api_.*_total", "(?i)abc.*", "ab|cd",
+                                     "[a-c]x+", ".*foo", "x*", "é+.*", "(?i)é", "a{2,3}|zz?",
+                                     "\\pL\\d", "[^a]*", "(a|b)*c"])
+def test_range_prefilter_never_changes_an_answer(pattern):
+    """Values outside RE2's possible-match range are refused without calling RE2: compare with
+    plain RE2 full matches over many values around the range's edges."""
+    import random
+
+    import re2
+    rng = random.Random(pattern)
+    alphabet = "abcxz_/09AéÉ\n\x00\U0010ffff"
+    values = ["", "api__total", "/api/v9/", "ABC", "cd", "cxx", "foo", "zz", "é", "É"]
+    values += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 8))) for _ in range(3000)]
+    opts = re2.Options()
+    opts.log_errors = False
+    want = re2.compile("(?s:" + pattern + ")", opts)
+    m = Matcher(MatchType.RE, "v", pattern)
+    for v in values:
+        assert m.matches(v) is (want.fullmatch(v) is not None), (pattern, v)
