@@ -18,9 +18,8 @@ from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
-# Times (ms) a selector may be evaluated at: about +-146 million years, so that subtracting any
-# range or lookback (a timedelta: under 2**57 ms) stays inside int64.
-MAX_ABS_TIME_MS = 2**62
+# Timestamps are int64 milliseconds; every time the engine computes must stay strictly inside.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _OPS = ((pp.MatchOp.Equal, MatchType.EQ), (pp.MatchOp.NotEqual, MatchType.NEQ),
         (pp.MatchOp.Re, MatchType.RE), (pp.MatchOp.NotRe, MatchType.NRE))
@@ -158,8 +157,9 @@ class Evaluator:
         sec, nsec = m[-1]
         return int(sec) * 1000 + int(nsec) // 1_000_000
 
-    def _times(self, node) -> np.ndarray:
-        """The time each step is evaluated at, after @ and offset."""
+    def _times(self, node, span: int) -> np.ndarray:
+        """The time each step is evaluated at, after @ and offset; ``span`` (the range or
+        lookback reaching back from it) must stay within int64 too."""
         at = self.at_ms(node)
         off = dur_ms(node.offset)
         if at is not None:
@@ -168,8 +168,7 @@ class Evaluator:
             lo, hi = int(self.steps[0]), int(self.steps[-1])
         else:
             lo = hi = 0
-        if not -MAX_ABS_TIME_MS <= lo - off <= hi - off <= MAX_ABS_TIME_MS:
-            # far outside any data, and near the end of int64 arithmetic on milliseconds
+        if lo - off - span - 1 <= INT64_MIN or hi - off >= INT64_MAX:
             raise PromQLError("bad_data", "evaluation time out of range after @ and offset modifiers")
         base = self.steps if at is None else np.full(self.T, at, dtype=np.int64)
         return base - off
@@ -206,8 +205,8 @@ class Evaluator:
         return out
 
     def vector_selector(self, vs) -> Vec:
-        E = self._times(vs)
         lb = self.sh.opts.lookback_delta_ms
+        E = self._times(vs, lb)
         if self.T == 0:
             return empty_vec(0)
         series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
@@ -243,7 +242,7 @@ class Evaluator:
     def matrix_selector(self, ms) -> Matrix:
         vs = ms.vector_selector
         rng = dur_ms(ms.range)
-        E = self._times(vs)
+        E = self._times(vs, rng)
         if self.T == 0:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs))
         series = self._select(vs, int(E.min()) - rng + 1, int(E.max()), range_ms=rng)
@@ -265,7 +264,7 @@ class Evaluator:
     def subquery(self, sq) -> Matrix:
         rng = dur_ms(sq.range)
         step = dur_ms(sq.step) or DEFAULT_SUBQUERY_STEP_MS
-        E = self._times(sq)
+        E = self._times(sq, rng + step)
         if self.T == 0:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(sq))
         lo = int(E.min()) - rng
@@ -424,7 +423,7 @@ class Engine:
 
 
 def _check_time(t_ms: int, name: str) -> None:
-    if not -MAX_ABS_TIME_MS <= t_ms <= MAX_ABS_TIME_MS:
+    if not INT64_MIN < t_ms < INT64_MAX:
         raise PromQLError("bad_data", f'invalid parameter "{name}": timestamp out of range')
 
 

@@ -94,7 +94,8 @@ def test_accepted_depth_evaluates_without_recursion_error():
 
 @pytest.mark.parametrize("q", ["m @ 9223372036854775807", "m @ -9223372036854775807",
                                "max_over_time(m[1h] @ 9223372036854775807)",
-                               "max_over_time(m[5m:1m] @ 9223372036854775)"])
+                               "max_over_time(m[5m:1m] @ 9223372036854776)",
+                               "m offset -1000y @ 9223372036854775"])
 def test_extreme_at_and_offset_are_bad_data(q):
     class Empty:
         def select(self, ms, mint, maxt):
