@@ -12,6 +12,9 @@ from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
 
 MIN_TIME_MS = -9223372036854775808 // 1_000_000 * 1000  # as Prometheus's minTime, ms
 MAX_TIME_MS = 9223372036854775807 // 1_000_000 * 1000
+# promql_parser's MatchOp is not hashable; key by its printed name.
+_OPS = {"MatchOp.Equal": MatchType.EQ, "MatchOp.NotEqual": MatchType.NEQ,
+        "MatchOp.Re": MatchType.RE, "MatchOp.NotRe": MatchType.NRE}
 # What clients (client_golang, Grafana) send for "no bound": Prometheus's MinTime/MaxTime printed.
 _BOUND_STRINGS = {"-292273086-05-16T16:47:06Z": MIN_TIME_MS,
                   "292277025-08-18T07:12:54.999999999Z": MAX_TIME_MS}
