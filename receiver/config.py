@@ -25,12 +25,15 @@ class ReceiveConfig:
     # Routing (a hashrings file makes this receiver a router; with a local endpoint in the ring,
     # a router+ingestor).
     hashrings_file: Path | None = None
+    hashrings_content: str | None = None        # --receive.hashrings (used without a file)
+    replica_header: str = "THANOS-REPLICA"
     hashrings_algorithm: str = "hashmod"
     hashrings_refresh_s: float = 1.0
     replication_factor: int = 1
     local_endpoint: str = ""
     forward_timeout_s: float = 5.0
     forward_retries: int = 2
+    grpc_compression: str = "snappy"           # of forwarded writes: snappy | none
     limits_file: Path | None = None
     objstore_config: str | None = None          # Thanos objstore YAML; None: no shipping
     retention_ms: int = 15 * 86_400_000          # local blocks (shipped ones) older than this go
@@ -39,8 +42,8 @@ class ReceiveConfig:
 
     @property
     def is_router(self) -> bool:
-        return self.hashrings_file is not None
+        return self.hashrings_file is not None or bool(self.hashrings_content)
 
     @property
     def is_ingestor(self) -> bool:
-        return self.hashrings_file is None or bool(self.local_endpoint)
+        return not self.is_router or bool(self.local_endpoint)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -18,6 +17,7 @@ from typing import Any, Awaitable, Callable, Generator, Iterable
 import numpy as np
 
 from .remotewrite import STATUS_INVALID_UTF8, DecodedWrite
+from .tenancy import InvalidTenant, validate_tenant  # noqa: F401 -- InvalidTenant re-exported
 from .tsdb.block import BlockMeta, BlockReader, write_block
 from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
 from .tsdb.labels import Labels, Matcher
@@ -26,8 +26,6 @@ from .wal import WAL, HistogramsRecord, SamplesRecord, SeriesRecord, WALConfig
 from .wal.checkpoint import checkpoints, replay_checkpoint, write_checkpoint
 
 log = logging.getLogger(__name__)
-
-_TENANT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,256}$")
 
 # series_status codes from the remote-write decoder (Thanos labelpb.ValidateLabels).
 SERIES_EMPTY_LABELS, SERIES_DUPLICATE_LABELS, SERIES_UNSORTED_LABELS = 1, 2, 3
@@ -40,16 +38,6 @@ _MALFORMED_TS = int(np.iinfo(np.int64).min)  # the decoder's mark for a malforme
 # and in every Go reader of our blocks.
 MAX_VALID_TS = 2**62
 MIN_VALID_TS = -(2**62)
-
-
-class InvalidTenant(ValueError):
-    pass
-
-
-def validate_tenant(tenant: str) -> None:
-    """Tenants name directories; refuse anything that could escape or collide."""
-    if not _TENANT_RE.match(tenant) or tenant in (".", ".."):
-        raise InvalidTenant(f"invalid tenant ID {tenant!r}")
 
 
 @dataclass

@@ -22,19 +22,26 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.ops import add_ops_routes, new_registry, start_site
-from storeapi.server import GRPC_OPTIONS, WRITEABLE_STORE_SERVICE, StoreServer
+from storeapi.h2server import H2GrpcServer
+from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreServer
 
 from .config import ReceiveConfig
 from .lifecycle import BlockLifecycle
-from .hashring import _ringc
 from .hashring.watch import HashringsFile
 from .limits import LimitsFile
-from .multitsdb import InvalidTenant, MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
+from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
+from .tenancy import InvalidTenant, tenant_from_headers
+from .thanoswrite import split_thanos_write
 from .tsdb.head import HeadOptions
 
 log = logging.getLogger(__name__)
+
+
+# Which failure a multi-tenant gRPC write reports when its tenants fail differently: the one a
+# router must treat most seriously (unavailable/internal before limits, bad input, conflicts).
+_SEVERITY = {409: 0, 400: 1, 413: 1, 429: 2, 503: 3}
 
 
 class ReceiveMetrics:
@@ -84,15 +91,17 @@ class Receiver:
         self.router: Router | None = None
         if cfg.is_router:
             self.rings = HashringsFile(cfg.hashrings_file, cfg.hashrings_algorithm,
-                                       cfg.replication_factor, on_change=self._rings_changed)
+                                       cfg.replication_factor, on_change=self._rings_changed,
+                                       content=cfg.hashrings_content)
             self.router = Router(
-                lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries),
+                lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries,
+                                                     cfg.grpc_compression),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
                 local_writer=self._write_local_body if cfg.is_ingestor else None,
                 registry=self.registry)
         self.ready = False
         self._runners: list[web.AppRunner] = []
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: H2GrpcServer | None = None
         self._refresher: asyncio.Task | None = None
         self._ext_applied: set[str] = set()
         self.ports: dict[str, int] = {}
@@ -131,7 +140,8 @@ class Receiver:
             if self.cfg.objstore_config is not None:
                 from objstore import bucket_from_config
                 self.bucket = bucket_from_config(self.cfg.objstore_config)
-            self.lifecycle = BlockLifecycle(self.db, self.bucket, self.cfg.lifecycle_interval_s)
+            self.lifecycle = BlockLifecycle(self.db, self.bucket, self.cfg.lifecycle_interval_s,
+                                            registry=self.registry)
             self.lifecycle.start()  # its first round ships what a previous run left behind
             if self.cfg.grpc_address:
                 await self._serve_grpc()
@@ -139,24 +149,31 @@ class Receiver:
         self.ready = True
 
     async def _serve_grpc(self) -> None:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
-        StoreServer(self.source, "receive").register(server)
+        # Our own HTTP/2 gRPC server, not grpc.aio: Thanos routers compress forwarded writes with
+        # snappy, which grpcio's core refuses before any handler runs.
+        server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES)
+        server.add_generic_rpc_handlers(StoreServer(self.source, "receive").handlers())
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             WRITEABLE_STORE_SERVICE, {"RemoteWrite": grpc.unary_unary_rpc_method_handler(
                 self.grpc_remote_write, request_deserializer=None, response_serializer=None)}),))
-        port = server.add_insecure_port(self.cfg.grpc_address)
-        if port == 0:
-            raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}")
+        try:
+            port = await server.bind(self.cfg.grpc_address)
+        except OSError as e:
+            raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}: {e}") from e
         await server.start()
         self._grpc, self.ports["grpc"] = server, port
 
     async def _refresh_loop(self) -> None:
         """Re-read the hashrings and limits files when they change (no restart needed)."""
+        poll = min(1.0, self.cfg.hashrings_refresh_s)  # change checks (Thanos: fsnotify)
+        since = 0.0
         while True:
-            await asyncio.sleep(self.cfg.hashrings_refresh_s)
+            await asyncio.sleep(poll)
+            since += poll
+            full, since = (True, 0.0) if since >= self.cfg.hashrings_refresh_s else (False, since)
             try:
                 if self.rings is not None:
-                    self.rings.refresh()
+                    self.rings.refresh(force=full)
                 if self.limits.refresh():
                     self._gate = self._new_gate()
                     log.info("limits reloaded")
@@ -199,7 +216,13 @@ class Receiver:
     async def _write(self, request: web.Request) -> web.Response:
         if not self.ready:
             return web.Response(status=503, text="receiver is not ready\n")
-        tenant = request.headers.get(self.cfg.tenant_header) or self.cfg.default_tenant
+        try:
+            tenant = tenant_from_headers(request.headers, self.cfg.tenant_header, self.cfg.default_tenant)
+        except InvalidTenant as e:
+            return web.Response(status=400, text=f"{e}\n")
+        replica = self._replica(request)
+        if isinstance(replica, web.Response):
+            return replica
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -225,7 +248,7 @@ class Receiver:
             self.metrics.limited.labels(tenant, "request").inc()
             return web.Response(status=413, text=f"{why}\n")
         if self.router is not None:
-            res = await self.router.write(tenant, raw, req)
+            res = await self.router.write(tenant, raw, req, replica)
             status, msg = res.status, res.message
         else:
             status, msg = await self._write_local(tenant, req)
@@ -233,23 +256,45 @@ class Receiver:
             return web.Response(status=200)
         return web.Response(status=status, text=f"{msg}\n")
 
+    def _replica(self, request: web.Request) -> int | web.Response:
+        """Thanos's replica header: the 1-based replica of an already replicated write. Only a
+        router+ingestor honours it (in the other modes it is ignored, as in Thanos)."""
+        raw = request.headers.get(self.cfg.replica_header, "")
+        if not raw:
+            return 0
+        if not raw.isdigit() or not raw.isascii() or len(raw) > 20 or int(raw) >= 1 << 64:
+            return web.Response(status=400, text="could not parse replica header\n")
+        if not (self.cfg.is_router and self.cfg.is_ingestor):
+            return 0
+        if int(raw) > self.cfg.replication_factor:
+            return web.Response(
+                status=400, text="request replica exceeds receiver replication factor\n")
+        return int(raw)
+
     async def grpc_remote_write(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        """``thanos.WriteableStore/RemoteWrite``, parsed from the raw bytes: field 1 is exactly a
-        remote-write body's field 1, so the C decoder of the HTTP path reads it unchanged."""
+        """``thanos.WriteableStore/RemoteWrite``, parsed from the raw bytes: series of the legacy
+        form (fields 1, 2) and of each ``timeseriesTenantData`` tuple (field 4) are exactly a
+        remote-write body's field 1, so the C decoder of the HTTP path reads them unchanged.
+        Every tenant's part is written; the call fails with the most severe failure."""
         try:
-            body, tenant, replica = _ringc.split_write(data)
-            req = decode(body)
+            writes, replica = split_thanos_write(data)
+            decoded = [(w.tenant or self.cfg.default_tenant, w.body, decode(w.body))
+                       for w in writes]
         except (ValueError, UnicodeDecodeError) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed write request: {e}")
-        tenant = tenant or self.cfg.default_tenant
-        if self.router is not None and replica == 0:
-            res = await self.router.write(tenant, body, req)  # not yet replicated: route it
-            status, msg = res.status, res.message
-        elif self.db is None:
-            status, msg = 503, "router without a local TSDB cannot store a replicated write"
-        else:
-            status, msg = await self._write_local(tenant, req)
-        if status not in (200, 204):
+        failures: list[tuple[int, str]] = []
+        for tenant, body, req in decoded:
+            if self.router is not None and replica == 0:
+                res = await self.router.write(tenant, body, req)  # not yet replicated: route it
+                status, msg = res.status, res.message
+            elif self.db is None:
+                status, msg = 503, "router without a local TSDB cannot store a replicated write"
+            else:
+                status, msg = await self._write_local(tenant, req)
+            if status not in (200, 204):
+                failures.append((status, msg))
+        if failures:
+            status, msg = max(failures, key=lambda f: _SEVERITY.get(f[0], len(_SEVERITY)))
             await context.abort(GRPC_FOR_HTTP.get(status, grpc.StatusCode.INTERNAL), msg)
         return b""
 

@@ -29,3 +29,12 @@ def promring_up(tmp_path):
 @pytest.fixture
 def port():
     return free_port()
+
+
+@pytest.fixture
+def procs():
+    """Processes a test started (harness ServerProcess and the like): stopped after it."""
+    started: list = []
+    yield started
+    for p in started:
+        p.stop()

@@ -8,7 +8,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import requests
 
 from harness import query_process, receive_process
@@ -78,28 +77,27 @@ class Writer(threading.Thread):
             time.sleep(0.01)
 
 
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    for p in started:
-        p.stop()
-
-
-def test_replicated_writes_survive_kill9_and_dedup_to_one_copy(tmp_path, procs):
+def rf3(tmp_path, procs, router_flags: tuple[str, ...], *query_flags: str):
+    """Three ingestors (receive_replica 0..2), a router at replication factor 3 in front of
+    them, and a querier over all three with ``query_flags``."""
     ingestors = [receive_process(tmp_path, f"ing{i}", f'--label=receive_replica="{i}"').start()
                  for i in range(3)]
     procs.extend(ingestors)
     ring = tmp_path / "hashrings.json"
     ring_file(ring, [p.grpc for p in ingestors])
     router = receive_process(tmp_path, "router", f"--receive.hashrings-file={ring}",
-                             "--receive.hashrings-algorithm=ketama",
-                             "--receive.replication-factor=3").start()
+                             "--receive.replication-factor=3", *router_flags).start()
     procs.append(router)
-    querier = query_process(tmp_path, "querier", [p.grpc for p in ingestors],
-                            "--query.replica-label=receive_replica", "--deduplication.func=chain",
-                            "--query.partial-response").start()
+    querier = query_process(tmp_path, "querier", [p.grpc for p in ingestors], *query_flags).start()
     procs.append(querier)
+    return ingestors, router, querier
+
+
+def test_replicated_writes_survive_kill9_and_dedup_to_one_copy(tmp_path, procs):
+    ingestors, router, querier = rf3(
+        tmp_path, procs, ("--receive.hashrings-algorithm=ketama",),
+        "--query.replica-label=receive_replica", "--deduplication.func=chain",
+        "--query.partial-response")
     api = querier.url("http", "/api/v1")
     write_url = router.url("remote_write", "/api/v1/receive")
 
@@ -231,3 +229,35 @@ def test_router_ingestor_mode_stores_locally_and_replicates_to_its_peer(tmp_path
             time.sleep(0.2)
         assert len(res) == 40 and all(len(s["values"]) == 10 for s in res)
         assert {s["metric"]["ring"] for s in res} == {"blue"}
+
+
+def test_default_querier_answers_every_acked_sample_once_with_one_ingestor_killed(tmp_path, procs):
+    """Replication factor 3, one of three ingestors killed with SIGKILL while writing; a querier
+    with default flags (only the replica label and every endpoint, the dead one included)
+    returns each acknowledged sample exactly once, with a partial-response warning naming the
+    dead endpoint (Thanos's default is partial response on)."""
+    ingestors, router, querier = rf3(tmp_path, procs, (), "--query.replica-label=receive_replica")
+    api = querier.url("http", "/api/v1")
+
+    n_series, n_batches = 20, 150
+    t0 = (int(time.time() * 1000) // 1000 - 1800) * 1000
+    w = Writer(router.url("remote_write", "/api/v1/receive"), "defaults", n_series, t0, n_batches)
+    w.start()
+    while len(w.statuses) < 40:
+        time.sleep(0.02)
+    victim = ingestors[0]
+    victim.kill9()
+    assert len(w.statuses) < n_batches - 20, "the kill should land while data streams in"
+    w.join(120)
+    assert not w.is_alive()
+    assert len(w.acked) == n_batches, [s for s in w.statuses if not 200 <= s[1] < 300][:5]
+
+    t_end = t0 + n_batches * STEP
+    assert got(api, "defaults", t_end) == expected(n_series, w.acked, t0)
+    r = requests.get(f"{api}/query", params={"query": "count(defaults)", "time": t_end / 1000},
+                     timeout=30).json()
+    assert r["data"]["result"][0]["value"][1] == str(n_series)
+    assert any(victim.grpc in x for x in r.get("warnings", [])), r
+    downs = [line for line in querier.log_text().splitlines()
+             if "endpoint unhealthy" in line and victim.grpc in line]
+    assert len(downs) == 1, downs  # logged on the change of state, not per query
