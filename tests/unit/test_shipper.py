@@ -170,7 +170,10 @@ def test_retention_keeps_local_blocks_the_bucket_lacks(tmp_path):
     t = mdb.tenant("team")
     for ts in range(0, 2 * RANGE, 10_000):
         t.write(decode(encode_write_request([((("__name__", "m"),), np.array([ts]), np.array([1.0]))])))
-    t.flush()
+    # A later sample makes both ranges old enough to be cut into blocks.
+    t.write(decode(encode_write_request([((("__name__", "m"),), np.array([3 * RANGE + RANGE // 2]),
+                                          np.array([1.0]))])))
+    t.compact()
     blocks = sorted(t.blocks)
     assert len(blocks) == 2
     bucket = FilesystemBucket(tmp_path / "bucket")
