@@ -109,7 +109,10 @@ class BlockLifecycle:
             except Exception:
                 log.exception("block cut step failed during shutdown; the WAL still has it all")
         for t in list(self.db.tenants.values()):
-            await t.sync(to_disk=True)
+            try:
+                await t.sync(to_disk=True)
+            except Exception:  # a broken disk of one tenant must not keep the others unsynced
+                log.exception("WAL sync on shutdown failed", extra={"tenant": t.tenant})
         if self.bucket is not None:
             try:
                 await asyncio.wait_for(self.ship(), SHUTDOWN_SHIP_TIMEOUT_S)
