@@ -256,9 +256,31 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
-        enforce_tenancy=a.enforce_tenancy, **_query_endpoint_config(a))
+        enforce_tenancy=a.enforce_tenancy, flags=command_flags(a), **_query_endpoint_config(a))
     cfg.validate()
     return cfg
+
+
+SECRET_FLAGS = ("objstore.config",)  # may hold credentials: shown as <secret>
+
+
+def command_flags(a: argparse.Namespace) -> dict[str, str]:
+    """Every flag of ``a``'s subcommand and its value as text, as ``/api/v1/status/flags``
+    shows them (name without the dashes; repeated flags joined by commas)."""
+    command = getattr(a, "command", None)
+    sub = next((act.choices.get(command) for act in build_parser()._actions
+                if isinstance(act, argparse._SubParsersAction)), None) if command else None
+    flags: dict[str, str] = {}
+    for act in sub._actions if sub is not None else []:
+        names = [o for o in act.option_strings if o.startswith("--")]
+        if not names or not hasattr(a, act.dest) or act.dest in ("help", "version"):
+            continue
+        v = getattr(a, act.dest)
+        text = (",".join(map(str, v)) if isinstance(v, (list, tuple)) else
+                str(v).lower() if isinstance(v, bool) else "" if v is None else str(v))
+        name = names[0][2:]
+        flags[name] = "<secret>" if name in SECRET_FLAGS and text else text
+    return flags
 
 
 def _flag_duration_ms(a: argparse.Namespace, dest: str, flag: str) -> int:
