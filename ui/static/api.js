@@ -26,7 +26,8 @@ export async function api(path, params = {}, signal) {
     throw new APIError(`cannot reach the server: ${e.message}`, "network");
   }
   let json;
-  try { json = await res.json(); } catch {
+  try { json = await res.json(); } catch (e) {
+    if (e.name === "AbortError") throw e;
     throw new APIError(`unexpected response (HTTP ${res.status})`, "internal");
   }
   if (json.status !== "success") throw new APIError(json.error || `HTTP ${res.status}`, json.errorType || "error");

@@ -84,6 +84,8 @@ export function renderGraph(root, result, { start, end, step, stacked, hidden, w
   if (stacked) lo = Math.min(lo, 0);
   if (lo === Infinity) { lo = 0; hi = 1; }
   if (lo === hi) { const d = Math.abs(lo) * 0.1 || 1; lo -= d; hi += d; }
+  const ystep = niceStep(hi - lo, 6);
+  lo = Math.floor(lo / ystep) * ystep; hi = Math.ceil(hi / ystep) * ystep;  // whole ticks at both ends
   const W = Math.max(width || 800, 300), H = height;
   const x = (t) => PAD.left + ((t - start) / Math.max(end - start, 1e-9)) * (W - PAD.left - PAD.right);
   const y = (v) => PAD.top + (1 - (v - lo) / (hi - lo)) * (H - PAD.top - PAD.bottom);
@@ -91,7 +93,6 @@ export function renderGraph(root, result, { start, end, step, stacked, hidden, w
 
   const chart = svg("svg", { class: "graph", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img" });
   const axes = svg("g", { class: "axes" });
-  const ystep = niceStep(hi - lo, 6);
   for (let v = Math.ceil(lo / ystep) * ystep; v <= hi + ystep * 1e-9; v += ystep) {
     const py = y(v).toFixed(1);
     axes.append(svg("line", { x1: PAD.left, x2: W - PAD.right, y1: py, y2: py, class: "gridline" }));
@@ -171,7 +172,7 @@ export function renderGraph(root, result, { start, end, step, stacked, hidden, w
     tooltip.replaceChildren(
       h("div", { class: "tt-time" }, new Date(tAt(k) * 1000).toISOString().replace("T", " ").replace(".000Z", "Z")),
       row(near, "tt-near"), ...others.map((s) => row(s, "")),
-      at.length > others.length + 1 ? h("div", { class: "tt-more" }, `+${at.length - others.length - 1} more`) : null);
+      ...(at.length > others.length + 1 ? [h("div", { class: "tt-more" }, `+${at.length - others.length - 1} more`)] : []));
     tooltip.hidden = false;
     const left = px + 14 + 320 > W ? Math.max(px - 334, 0) : px + 14;
     tooltip.style.left = `${left}px`; tooltip.style.top = `${Math.max(my - 10, 0)}px`;

@@ -179,7 +179,7 @@ class Panel {
       if (abort.signal.aborted) return;
       this.last = { ...req, res, ms: Math.round(performance.now() - t0) };
     } catch (e) {
-      if (e.name === "AbortError") return;
+      if (e.name === "AbortError" || abort.signal.aborted) return;
       this.last = { ...req, error: e };
     }
     this.show(this.last);

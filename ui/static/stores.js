@@ -43,7 +43,8 @@ async function load(root) {
         h("td", { title: st.lastCheck }, ago(st.lastCheck)),
         h("td", { class: "error-text" }, st.lastError || ""),
         h("td", {}, labelSets(st.labelSets)),
-        h("td", {}, bound(st.minTime)), h("td", {}, bound(st.maxTime)))))))));
+        ...(st.minTime === 0 && st.maxTime === 0 ? [h("td", {}, "-"), h("td", {}, "-")]
+          : [h("td", {}, bound(st.minTime)), h("td", {}, bound(st.maxTime))]))))))));
 }
 
 export function render(root) {

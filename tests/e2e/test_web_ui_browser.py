@@ -1,0 +1,163 @@
+"""The web UI in a real browser (Debian's headless chromium over the DevTools protocol):
+``promring up`` with data written, the query page as table and graph (hover, legend, stacked,
+completion, errors) and the stores page with one endpoint down. Screenshots land in the test's
+tmp dir, or in $PROMRING_SCREENSHOTS when set (the README's pictures)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from cdp import CHROMIUM, Browser
+from harness import free_port, query_process
+from rw import push
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/test.sh installs it)")
+
+M = "__name__"
+STEP_MS = 15_000
+N = 60  # 15 minutes of samples
+
+
+def _write(up, t_end_ms: int) -> None:
+    ts = [t_end_ms - (N - 1 - i) * STEP_MS for i in range(N)]
+    series = [((("__name__", "ui_demo_requests"), ("code", "200"), ("job", "api")), ts,
+               [float(10 * i) for i in range(N)]),
+              ((("__name__", "ui_demo_requests"), ("code", "500"), ("job", "api")), ts,
+               [float(i % 7) for i in range(N)])]
+    r = push(up.write_url, series)
+    assert r.status_code == 200, r.text
+
+
+def _shots(tmp_path: Path) -> Path:
+    d = Path(os.environ.get("PROMRING_SCREENSHOTS") or tmp_path)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _series_name(metric: dict) -> str:
+    """How the UI names a series (Prometheus's label set text)."""
+    rest = sorted((k, v) for k, v in metric.items() if k != M)
+    return metric.get(M, "") + "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in rest) + "}"
+
+
+def _end_input(t_ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t_ms / 1000))
+
+
+def test_query_page_table_graph_hover_legend_and_completion(promring_up, tmp_path):
+    up = promring_up()
+    t_end = (int(time.time()) - 60) * 1000
+    _write(up, t_end)
+    base = f"http://127.0.0.1:{up.http_port}"
+    end = _end_input(t_end)
+    api = requests.get(f"{up.api}/query", params={"query": "ui_demo_requests", "time": t_end / 1000},
+                       timeout=30).json()["data"]["result"]
+    want = sorted((_series_name(s["metric"]), s["value"][1]) for s in api)
+    names = {s["metric"]["code"]: _series_name(s["metric"]) for s in api}
+    assert [v for _, v in want] == ["590", "3"]
+    shots = _shots(tmp_path)
+
+    async def go():
+        async with Browser() as page:
+            # Table tab from a Prometheus-style link: the rows are the API's series and values.
+            await page.goto(f"{base}/graph?g0.expr=ui_demo_requests&g0.tab=1&g0.moment_input={quote(end)}")
+            await page.wait_for("document.querySelectorAll('table.result tr').length === 2")
+            rows = await page.eval("[...document.querySelectorAll('table.result tr')].map("
+                                   "r => [...r.cells].map(c => c.textContent))")
+            assert sorted(map(tuple, rows)) == want
+            await page.screenshot(shots / "query-table.png")
+
+            # Graph tab: one path per series, hover tooltip, legend toggle, stacked areas.
+            await page.goto(f"{base}/graph?g0.expr={quote('ui_demo_requests')}&g0.tab=0"
+                            f"&g0.range_input=15m&g0.end_input={quote(end)}&g0.step_input=15")
+            await page.wait_for("document.querySelectorAll('svg.graph g.series path.line').length === 2")
+            d = await page.eval("document.querySelector('svg.graph path.line').getAttribute('d')")
+            assert d.count("L") >= N - 2
+            assert await page.eval("document.querySelectorAll('svg.graph circle, svg.graph rect').length") <= 2
+            await page.screenshot(shots / "query-graph.png")
+            box = await page.eval("(() => { const r = document.querySelector('svg.graph .overlay')"
+                                  ".getBoundingClientRect(); return [r.right - 5, r.top + 5]; })()")
+            await page.mouse("mouseMoved", *box)
+            tip = await page.wait_for("(() => { const t = document.querySelector('.tooltip');"
+                                      " return t && !t.hidden && t.textContent; })()")
+            # Top right of the plot is the last sample of the 200 series (590).
+            assert names["200"] in tip and "590" in tip
+            await page.screenshot(shots / "query-graph-hover.png")
+            await page.click('.legend-item[data-series*="500"]')
+            await page.wait_for("document.querySelectorAll('svg.graph g.series').length === 1")
+            assert await page.eval("document.querySelector('svg.graph g.series').dataset.series") == names["200"]
+            assert await page.eval("document.querySelector('.legend-item.off').dataset.series") == names["500"]
+            await page.click('.legend-item[data-series*="500"]')
+            await page.click('input[data-opt="stacked"]')
+            await page.wait_for("document.querySelectorAll('svg.graph path.area').length === 2")
+            assert "g0.stacked=1" in await page.eval("location.search")
+
+            # Completion of a metric name from the API, then run it as a table.
+            await page.click('button[data-tab="1"]')
+            await page.eval("(() => { const t = document.querySelector('textarea.expr'); t.value = '';"
+                            " t.focus(); })()")
+            await page.type("sum by (co")
+            await page.wait_for("[...document.querySelectorAll('.completions li')].some("
+                                "l => l.textContent.startsWith('code'))")
+            await page.eval("document.querySelector('textarea.expr').value = ''")
+            await page.type("ui_demo_re")
+            await page.wait_for("[...document.querySelectorAll('.completions li')].some("
+                                "l => l.textContent.startsWith('ui_demo_requests'))")
+            await page.key("Tab", "Tab", 9)
+            assert await page.eval("document.querySelector('textarea.expr').value") == "ui_demo_requests"
+            assert await page.eval("!!document.querySelector('.hl .t-metric')")
+            await page.key("Enter", "Enter", 13)
+            await page.wait_for("document.querySelectorAll('table.result tr').length === 2")
+            assert "g0.expr=ui_demo_requests" in await page.eval("location.search")
+
+            # A bad expression shows the API's error.
+            await page.eval("document.querySelector('textarea.expr').value = ''")
+            await page.type("sum(ui_demo_requests")
+            await page.click("button[data-run]")
+            err = await page.wait_for("document.querySelector('.alert.error')?.textContent")
+            assert "bad_data" in err
+
+            # Panels: add a second, the URL carries both.
+            await page.click("button[data-add]")
+            await page.type("up")
+            await page.key("Escape", "Escape", 27)
+            await page.key("Enter", "Enter", 13)
+            await page.wait_for("location.search.includes('g1.expr=up')")
+            assert await page.eval("document.querySelectorAll('section.panel').length") == 2
+    asyncio.run(go())
+
+
+def test_stores_page_marks_a_dead_endpoint(promring_up, procs, tmp_path):
+    grpc = free_port()
+    up = promring_up(None, "--grpc-address", f"127.0.0.1:{grpc}")
+    dead = f"127.0.0.1:{free_port()}"
+    q = query_process(tmp_path, "query", [f"127.0.0.1:{grpc}", dead]).start()
+    procs.append(q)
+    base = q.url("http", "")
+    shots = _shots(tmp_path)
+
+    async def go():
+        async with Browser() as page:
+            await page.goto(f"{base}/stores")
+            await page.wait_for(f"!!document.querySelector('tr[data-endpoint=\"{dead}\"] .health.down')")
+            await page.wait_for(f"!!document.querySelector('tr[data-endpoint=\"127.0.0.1:{grpc}\"] .health.up')")
+            row = await page.eval(f"document.querySelector('tr[data-endpoint=\"{dead}\"]').textContent")
+            assert "DOWN" in row and "UNAVAILABLE" in row
+            assert await page.eval("document.querySelector('a[data-nav=\"stores\"]').classList.contains('active')")
+            await page.screenshot(shots / "stores.png")
+            await page.goto(f"{base}/status")
+            await page.wait_for("!!document.querySelector('table.runtimeinfo')")
+            await page.wait_for("!!document.querySelector('table.buildinfo')")
+            await page.screenshot(shots / "status.png")
+            await page.goto(f"{base}/flags")
+            flags = await page.wait_for("document.querySelector('table.flags')?.textContent")
+            assert dead in flags and "query.timeout" in flags
+    asyncio.run(go())
+    assert up.proc.poll() is None
