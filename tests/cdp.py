@@ -87,7 +87,9 @@ class Page:
                             windowsVirtualKeyCode=keycode)
 
     async def screenshot(self, path: Path) -> None:
-        r = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        w, h = await self.eval("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+        r = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                            clip={"x": 0, "y": 0, "width": w, "height": h, "scale": 1})
         path.write_bytes(base64.b64decode(r["data"]))
 
 
@@ -103,7 +105,7 @@ class Browser:
         self.profile = tempfile.TemporaryDirectory(prefix="promring-chromium-")
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-extensions", "--disable-background-networking", "--mute-audio",
+             "--disable-extensions", "--disable-background-networking", "--mute-audio", "--hide-scrollbars",
              f"--user-data-dir={self.profile.name}", "--remote-debugging-port=0",
              f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

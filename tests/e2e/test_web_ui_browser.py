@@ -152,6 +152,14 @@ def test_stores_page_marks_a_dead_endpoint(promring_up, procs, tmp_path):
             assert "DOWN" in row and "UNAVAILABLE" in row
             assert await page.eval("document.querySelector('a[data-nav=\"stores\"]').classList.contains('active')")
             await page.screenshot(shots / "stores.png")
+            # The dead endpoint is left out with a warning; without partial responses it is an error.
+            await page.goto(f"{base}/graph?g0.expr=ui_nothing&g0.tab=1")
+            warning = await page.wait_for("document.querySelector('.alert.warning')?.textContent")
+            assert dead in warning
+            await page.click('input[data-opt="partial_response"]')
+            err = await page.wait_for("document.querySelector('.alert.error')?.textContent")
+            assert dead in err
+            assert "g0.partial_response=0" in await page.eval("location.search")
             await page.goto(f"{base}/status")
             await page.wait_for("!!document.querySelector('table.runtimeinfo')")
             await page.wait_for("!!document.querySelector('table.buildinfo')")

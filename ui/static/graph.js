@@ -153,7 +153,8 @@ export function renderGraph(root, result, { start, end, step, stacked, hidden, w
   overlay.addEventListener("mouseleave", hide);
   overlay.addEventListener("mousemove", (e) => {
     const box = chart.getBoundingClientRect();
-    const mx = e.clientX - box.left, my = e.clientY - box.top;
+    const scale = W / box.width;  // the SVG shrinks with its container (CSS max-width)
+    const mx = (e.clientX - box.left) * scale, my = (e.clientY - box.top) * scale;
     const t = start + ((mx - PAD.left) / (W - PAD.left - PAD.right)) * (end - start);
     const k = Math.min(Math.max(Math.round((t - start) / step), 0), (drawn[0]?.hi.length || 1) - 1);
     const at = drawn.filter((s) => !Number.isNaN(s.hi[k]));
@@ -175,7 +176,7 @@ export function renderGraph(root, result, { start, end, step, stacked, hidden, w
       ...(at.length > others.length + 1 ? [h("div", { class: "tt-more" }, `+${at.length - others.length - 1} more`)] : []));
     tooltip.hidden = false;
     const left = px + 14 + 320 > W ? Math.max(px - 334, 0) : px + 14;
-    tooltip.style.left = `${left}px`; tooltip.style.top = `${Math.max(my - 10, 0)}px`;
+    tooltip.style.left = `${left / scale}px`; tooltip.style.top = `${Math.max(my - 10, 0) / scale}px`;
   });
 
   const legend = h("div", { class: "legend" }, grid.map((s) => h("div", {
