@@ -59,7 +59,9 @@ class Querier:
         if prefix:
             api_app = web.Application(client_max_size=16 << 20)
             self.api.register(api_app)
-            self._web_ui().register(api_app)
+            web_ui = self._web_ui()
+            web_ui.register(api_app)
+            web_ui.register_redirects(app, prefix)
             app.add_subapp(prefix, api_app)
         else:
             self.api.register(app)

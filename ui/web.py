@@ -109,6 +109,11 @@ class WebUI:
         r.add_get("/api/v1/status/flags", self.flag_values)
         r.add_get("/api/v1/status/runtimeinfo", self.runtimeinfo)
 
+    def register_redirects(self, app: web.Application, route_prefix: str) -> None:
+        """With a route prefix, ``/`` and the bare prefix lead to the query page (as Thanos)."""
+        app.router.add_get("/", self.root)
+        app.router.add_get(route_prefix, self.root)
+
     async def root(self, _: web.Request) -> web.Response:
         raise web.HTTPFound(f"{self.prefix}/graph")
 

@@ -48,8 +48,9 @@ def test_pages_honour_route_and_external_prefix(tmp_path):
                 text = await r.text()
                 assert r.status == 200
                 assert 'data-prefix="/proxied"' in text and 'src="/proxied/static/app.js"' in text
-            async with c.http.get(c.base + "/q/", allow_redirects=False) as r:
-                assert (r.status, r.headers["Location"]) == (302, "/proxied/graph")
+            for path in ("/q/", "/q", "/"):
+                async with c.http.get(c.base + path, allow_redirects=False) as r:
+                    assert (r.status, r.headers["Location"]) == (302, "/proxied/graph")
             async with c.http.get(c.base + "/q/static/query.js") as r:
                 assert r.status == 200
             async with c.http.get(c.base + "/graph") as r:
