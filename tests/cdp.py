@@ -73,8 +73,9 @@ class Page:
         await self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, **extra)
 
     async def click(self, selector: str) -> None:
-        box = await self.eval(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-                              ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        box = await self.eval(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                              " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+                              " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
         await self.mouse("mousePressed", *box, button="left", clickCount=1)
         await self.mouse("mouseReleased", *box, button="left", clickCount=1)
 
@@ -102,7 +103,8 @@ class Browser:
 
     async def __aenter__(self) -> Page:
         assert CHROMIUM, "chromium is not installed (scripts/test.sh installs it)"
-        self.profile = tempfile.TemporaryDirectory(prefix="promring-chromium-")
+        self.profile = tempfile.TemporaryDirectory(prefix="promring-chromium-",
+                                                   ignore_cleanup_errors=True)
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-extensions", "--disable-background-networking", "--mute-audio", "--hide-scrollbars",
@@ -129,10 +131,18 @@ class Browser:
         return page
 
     async def __aexit__(self, *exc) -> None:
+        try:
+            await self.page.call("Browser.close", timeout=5)  # lets its helpers exit too
+        except Exception:  # noqa: BLE001 -- killed below anyway
+            pass
         self.page._reader.cancel()
         await self.ws.close()
         await self.http.close()
         if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.profile.name, ignore_errors=True)
         self.profile.cleanup()

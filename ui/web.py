@@ -77,11 +77,19 @@ def runtime_info(start_time: float, registry: CollectorRegistry | None) -> dict[
     except OSError:
         pass
     if registry is not None:
-        for metric, key in HEAD_GAUGES.items():
-            v = registry.get_sample_value(metric)
-            if v is not None:
-                info[key] = int(v)
+        info.update(head_stats(registry))
     return info
+
+
+def head_stats(registry: CollectorRegistry) -> dict[str, int]:
+    """HEAD_GAUGES summed over their label sets (tenants); absent ones are left out."""
+    sums: dict[str, int] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            key = HEAD_GAUGES.get(sample.name)
+            if key is not None:
+                sums[key] = sums.get(key, 0) + int(sample.value)
+    return sums
 
 
 @dataclass

@@ -131,6 +131,16 @@ def test_query_page_table_graph_hover_legend_and_completion(promring_up, tmp_pat
             await page.key("Enter", "Enter", 13)
             await page.wait_for("location.search.includes('g1.expr=up')")
             assert await page.eval("document.querySelectorAll('section.panel').length") == 2
+
+            # Status: the in-process ingestor's head and, on demand, series per metric name.
+            await page.goto(f"{base}/status")
+            head = await page.wait_for("document.querySelector('table.tsdb')?.textContent")
+            assert "headSeries2" in head and f"samplesAppended{2 * N}" in head
+            await page.click("button[data-top-metrics]")
+            top = await page.wait_for("[...document.querySelectorAll('table.top-metrics tbody tr')]"
+                                      ".map(r => r.textContent).join('|')")
+            assert "ui_demo_requests2" in top
+            await page.screenshot(shots / "status.png")
     asyncio.run(go())
 
 
@@ -163,7 +173,6 @@ def test_stores_page_marks_a_dead_endpoint(promring_up, procs, tmp_path):
             await page.goto(f"{base}/status")
             await page.wait_for("!!document.querySelector('table.runtimeinfo')")
             await page.wait_for("!!document.querySelector('table.buildinfo')")
-            await page.screenshot(shots / "status.png")
             await page.goto(f"{base}/flags")
             flags = await page.wait_for("document.querySelector('table.flags')?.textContent")
             assert dead in flags and "query.timeout" in flags
