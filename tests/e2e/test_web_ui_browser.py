@@ -1,12 +1,15 @@
 """The web UI in a real browser (Debian's headless chromium over the DevTools protocol):
 ``promring up`` with data written, the query page as table and graph (hover, legend, stacked,
-completion, errors) and the stores page with one endpoint down. Screenshots land in the test's
-tmp dir, or in $PROMRING_SCREENSHOTS when set (the README's pictures)."""
+completion, errors) and the stores page with one endpoint down; then Prometheus scraping itself
+and remote-writing into ``promring up`` as seen in the UI. Screenshots land in the test's tmp
+dir; those of the Prometheus setup in $PROMRING_SCREENSHOTS when set (the README's pictures:
+``PROMRING_SCREENSHOTS=docs/screenshots pytest tests/e2e/test_web_ui_browser.py``)."""
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -15,7 +18,7 @@ import pytest
 import requests
 
 from cdp import CHROMIUM, Browser
-from harness import free_port, query_process
+from harness import PrometheusProcess, free_port, query_process
 from rw import push
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/test.sh installs it)")
@@ -35,8 +38,8 @@ def _write(up, t_end_ms: int) -> None:
     assert r.status_code == 200, r.text
 
 
-def _shots(tmp_path: Path) -> Path:
-    d = Path(os.environ.get("PROMRING_SCREENSHOTS") or tmp_path)
+def _shots(tmp_path: Path, readme: bool = False) -> Path:
+    d = Path(os.environ.get("PROMRING_SCREENSHOTS") or tmp_path) if readme else tmp_path
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -178,3 +181,65 @@ def test_stores_page_marks_a_dead_endpoint(promring_up, procs, tmp_path):
             assert dead in flags and "query.timeout" in flags
     asyncio.run(go())
     assert up.proc.poll() is None
+
+
+PROMETHEUS = """
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["$SELF"]
+remote_write:
+  - url: "{url}"
+    queue_config:
+      batch_send_deadline: 1s
+"""
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus package")
+def test_prometheus_remote_writing_into_promring_up_as_seen_in_the_ui(promring_up, tmp_path):
+    up = promring_up()
+    prom = PrometheusProcess(tmp_path / "prom", PROMETHEUS.format(url=up.write_url)).start()
+    shots = _shots(tmp_path, readme=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # some 25 scrapes arrived
+            r = requests.get(f"{up.api}/query", params={"query": "count_over_time(up[1m])"}, timeout=10)
+            res = r.json()["data"]["result"]
+            if res and float(res[0]["value"][1]) >= 25:
+                break
+            assert time.monotonic() < deadline, res
+            time.sleep(1)
+        target = f"127.0.0.1:{prom.port}"
+
+        async def go():
+            async with Browser() as page:
+                expr = "sum by (job) (rate(prometheus_http_requests_total[5s]))"
+                await page.goto(f"http://127.0.0.1:{up.http_port}/graph?"
+                                f"g0.expr=go_memstats_heap_alloc_bytes&g0.tab=0&g0.range_input=30s"
+                                f"&g1.expr={quote(expr)}&g1.tab=1&g2.expr=up&g2.tab=1")
+                await page.wait_for("document.querySelectorAll('svg.graph path.line').length === 1")
+                row = await page.wait_for("[...document.querySelectorAll('section.panel')][2]"
+                                          ".querySelector('table.result tr')?.textContent")
+                assert f'instance="{target}"' in row and 'job="prometheus"' in row and row.endswith("1")
+                d = await page.eval("document.querySelector('svg.graph path.line').getAttribute('d')")
+                assert d.count("L") >= 15
+                box = await page.eval("(() => { const r = document.querySelector('svg.graph .overlay')"
+                                      ".getBoundingClientRect(); return [r.x + r.width * 0.8, r.y + r.height / 2]; })()")
+                await page.mouse("mouseMoved", *box)
+                tip = await page.wait_for("(() => { const t = document.querySelector('.tooltip');"
+                                          " return t && !t.hidden && t.textContent; })()")
+                assert "go_memstats_heap_alloc_bytes" in tip
+                await page.screenshot(shots / "query.png")
+                await page.goto(f"http://127.0.0.1:{up.http_port}/stores")
+                await page.wait_for("document.querySelectorAll('.health.up').length === 2")
+                await page.screenshot(shots / "stores.png")
+                await page.goto(f"http://127.0.0.1:{up.http_port}/status")
+                await page.wait_for("!!document.querySelector('table.tsdb')")
+                await page.click("button[data-top-metrics]")
+                await page.wait_for("document.querySelectorAll('table.top-metrics tbody tr').length === 10")
+                await page.screenshot(shots / "status.png")
+        asyncio.run(go())
+    finally:
+        prom.stop()

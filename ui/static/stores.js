@@ -44,6 +44,7 @@ async function load(root) {
         h("td", { class: "error-text" }, st.lastError || ""),
         h("td", {}, labelSets(st.labelSets)),
         ...(st.minTime === 0 && st.maxTime === 0 ? [h("td", {}, "-"), h("td", {}, "-")]
+          : st.minTime > st.maxTime ? [h("td", { class: "muted" }, "no data"), h("td", { class: "muted" }, "no data")]
           : [h("td", {}, bound(st.minTime)), h("td", {}, bound(st.maxTime))]))))))));
 }
 
