@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from cdp import CHROMIUM, Browser
-from harness import PrometheusProcess, free_port, query_process
+from harness import SELF_SCRAPE_REMOTE_WRITE, PrometheusProcess, free_port, query_process
 from rw import push
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/test.sh installs it)")
@@ -183,24 +183,10 @@ def test_stores_page_marks_a_dead_endpoint(promring_up, procs, tmp_path):
     assert up.proc.poll() is None
 
 
-PROMETHEUS = """
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ["$SELF"]
-remote_write:
-  - url: "{url}"
-    queue_config:
-      batch_send_deadline: 1s
-"""
-
-
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus package")
 def test_prometheus_remote_writing_into_promring_up_as_seen_in_the_ui(promring_up, tmp_path):
     up = promring_up()
-    prom = PrometheusProcess(tmp_path / "prom", PROMETHEUS.format(url=up.write_url)).start()
+    prom = PrometheusProcess(tmp_path / "prom", SELF_SCRAPE_REMOTE_WRITE.format(url=up.write_url)).start()
     shots = _shots(tmp_path, readme=True)
     try:
         deadline = time.monotonic() + 90
