@@ -120,6 +120,24 @@ def test_query_page_table_graph_hover_legend_and_completion(promring_up, tmp_pat
             await page.wait_for("document.querySelectorAll('table.result tr').length === 2")
             assert "g0.expr=ui_demo_requests" in await page.eval("location.search")
 
+            # Markup typed into the editor stays text in the highlighting layer.
+            await page.eval("document.querySelector('textarea.expr').value = ''")
+            await page.type('up{a="<img src=x onerror=window.pwned=1>"} <b>')
+            assert await page.eval("document.querySelectorAll('.hl img, .hl b').length") == 0
+            assert await page.eval("document.querySelector('.hl').textContent.startsWith('up{a=\"<img')")
+
+            # URL state: Prometheus's parameters survive a round trip; durations parse as in PromQL.
+            got = await page.eval(
+                "import('/static/query.js').then(m => [m.panelsToURL(m.panelsFromURL("
+                "'g0.expr=rate(x%5B5m%5D)&g0.tab=0&g0.range_input=2h&g0.end_input=2024-01-02%2003%3A04%3A05"
+                "&g0.step_input=30&g1.expr=up&g1.tab=1&g1.deduplicate=0&g1.max_source_resolution=5m')),"
+                " m.parseDuration('1h30m'), m.parseDuration('5x'), m.parseTime('2024-01-02 03:04:05')])")
+            assert got[0] == ("g0.expr=rate%28x%5B5m%5D%29&g0.tab=0&g0.range_input=2h"
+                              "&g0.end_input=2024-01-02+03%3A04%3A05&g0.step_input=30"
+                              "&g1.expr=up&g1.tab=1&g1.range_input=1h&g1.deduplicate=0"
+                              "&g1.max_source_resolution=5m")
+            assert got[1:] == [5_400_000, None, 1_704_164_645_000]
+
             # A bad expression shows the API's error.
             await page.eval("document.querySelector('textarea.expr').value = ''")
             await page.type("sum(ui_demo_requests")
