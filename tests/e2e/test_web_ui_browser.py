@@ -138,6 +138,20 @@ def test_query_page_table_graph_hover_legend_and_completion(promring_up, tmp_pat
                               "&g1.max_source_resolution=5m")
             assert got[1:] == [5_400_000, None, 1_704_164_645_000]
 
+            # A big result (20 series of 11,000 points, the API's maximum) draws one path per
+            # series with a few points per pixel column, not one node or segment per sample.
+            big = await page.eval(
+                "import('/static/graph.js').then(m => { const n = 11000, start = 1e9;"
+                " const res = [...Array(20).keys()].map(i => ({metric: {i: String(i)}, values:"
+                " [...Array(n).keys()].map(k => [start + k, String(Math.sin(k / 50 + i))])}));"
+                " const div = document.createElement('div'); document.body.append(div);"
+                " m.renderGraph(div, m.toGrid(res, start, start + n - 1, 1), {start, end: start + n - 1,"
+                " step: 1, stacked: false, hidden: new Set(), width: 1000, onToggle() {}});"
+                " const paths = [...div.querySelectorAll('path.line')];"
+                " const r = [paths.length, Math.max(...paths.map(p => p.getAttribute('d').split('L').length)),"
+                " div.querySelectorAll('svg *').length]; div.remove(); return r; })")
+            assert big[0] == 20 and big[1] <= 4 * 1000 and big[2] < 150, big
+
             # A bad expression shows the API's error.
             await page.eval("document.querySelector('textarea.expr').value = ''")
             await page.type("sum(ui_demo_requests")

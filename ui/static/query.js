@@ -3,7 +3,7 @@
 // panel in the URL as Prometheus writes it (g0.expr=…&g0.tab=0&g0.range_input=1h…).
 import { api, h, seriesName, formatTime, APIError } from "./api.js";
 import { createEditor } from "./editor.js";
-import { renderGraph } from "./graph.js";
+import { renderGraph, toGrid } from "./graph.js";
 
 const UNIT_MS = { y: 31536000000, w: 604800000, d: 86400000, h: 3600000, m: 60000, s: 1000, ms: 1 };
 const RANGE_STEPS = ["1s", "10s", "1m", "5m", "15m", "30m", "1h", "2h", "6h", "12h", "1d", "2d",
@@ -210,7 +210,8 @@ class Panel {
     }
     if (!data.result.length) { this.body.replaceChildren(h("div", { class: "empty" }, "No datapoints found.")); return; }
     const width = this.body.clientWidth || this.el.clientWidth - 24;
-    renderGraph(this.body, data.result, { start: last.start, end: last.end, step: last.step,
+    last.grid ??= toGrid(data.result, last.start, last.end, last.step);
+    renderGraph(this.body, last.grid, { start: last.start, end: last.end, step: last.step,
       stacked: this.s.stacked === "1", hidden: this.hidden, width,
       onToggle: (name, only, all) => {
         if (only) { const alone = this.hidden.size === all.length - 1 && !this.hidden.has(name); this.hidden = new Set(alone ? [] : all.filter((x) => x !== name)); }
