@@ -113,9 +113,12 @@ class WebUI:
         for page in PAGES:
             r.add_get(f"/{page}", self.page)
         r.add_static("/static", STATIC_DIR, append_version=False)
-        r.add_get("/api/v1/stores", self.stores)
-        r.add_get("/api/v1/status/flags", self.flag_values)
-        r.add_get("/api/v1/status/runtimeinfo", self.runtimeinfo)
+        taken = {res.canonical for res in r.resources()}
+        for path, handler in (("/api/v1/stores", self.stores),
+                              ("/api/v1/status/flags", self.flag_values),
+                              ("/api/v1/status/runtimeinfo", self.runtimeinfo)):
+            if path not in taken:  # the query API may serve these itself
+                r.add_get(path, handler)
 
     def register_redirects(self, app: web.Application, route_prefix: str) -> None:
         """With a route prefix, ``/`` and the bare prefix lead to the query page (as Thanos)."""

@@ -102,3 +102,18 @@ def test_command_flags_lists_every_flag_of_the_subcommand_and_hides_secrets():
     assert "help" not in flags and "version" not in flags
     up = command_flags(build_parser().parse_args(["up", "--objstore.config=type: S3\nsecret_key: x"]))
     assert up["objstore.config"] == "<secret>" and up["data-dir"] == "./data"
+
+
+def test_api_routes_the_query_api_already_serves_are_left_to_it():
+    from aiohttp import web
+
+    from ui import WebUI
+
+    async def theirs(_):
+        return web.Response(text="theirs")
+    app = web.Application()
+    app.router.add_get("/api/v1/status/flags", theirs)
+    WebUI(endpoints=list).register(app)
+    routes = {(r.method, r.resource.canonical): r.handler for r in app.router.routes()}
+    assert routes[("GET", "/api/v1/status/flags")] is theirs
+    assert ("GET", "/api/v1/stores") in routes and ("GET", "/graph") in routes
