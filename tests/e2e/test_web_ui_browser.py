@@ -179,13 +179,15 @@ def test_query_page_table_graph_hover_legend_and_completion(promring_up, tmp_pat
     asyncio.run(go())
 
 
-def test_stores_page_marks_a_dead_endpoint(promring_up, procs, tmp_path):
+def test_stores_page_marks_a_dead_endpoint_under_a_prefix(promring_up, procs, tmp_path):
     grpc = free_port()
     up = promring_up(None, "--grpc-address", f"127.0.0.1:{grpc}")
     dead = f"127.0.0.1:{free_port()}"
-    q = query_process(tmp_path, "query", [f"127.0.0.1:{grpc}", dead]).start()
+    # Served under a prefix (as behind a reverse proxy): pages, assets and API calls all use it.
+    q = query_process(tmp_path, "query", [f"127.0.0.1:{grpc}", dead],
+                      "--web.external-prefix=/thanos").start()
     procs.append(q)
-    base = q.url("http", "")
+    base = q.url("http", "/thanos")
     shots = _shots(tmp_path)
 
     async def go():
