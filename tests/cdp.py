@@ -73,6 +73,7 @@ class Page:
         await self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, **extra)
 
     async def click(self, selector: str) -> None:
+        await self.wait_for(f"!!document.querySelector({json.dumps(selector)})")
         box = await self.eval(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
                               " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
                               " return [r.x + r.width / 2, r.y + r.height / 2]; })()")

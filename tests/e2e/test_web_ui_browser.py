@@ -159,6 +159,16 @@ def test_query_page_table_graph_hover_legend_and_completion(promring_up, tmp_pat
             err = await page.wait_for("document.querySelector('.alert.error')?.textContent")
             assert "bad_data" in err
 
+            # The metrics explorer lists the API's metric names; a click inserts one.
+            await page.eval("document.querySelector('textarea.expr').value = ''")
+            await page.click("button[data-explore]")
+            await page.click(".explorer-filter")
+            await page.type("demo_req")
+            await page.wait_for("document.querySelectorAll('.explorer-list li').length === 1")
+            await page.click(".explorer-list li")
+            assert await page.eval("document.querySelector('textarea.expr').value") == "ui_demo_requests"
+            assert await page.eval("document.querySelector('.explorer').hidden")
+
             # Panels: add a second, the URL carries both.
             await page.click("button[data-add]")
             await page.type("up")

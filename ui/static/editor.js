@@ -81,7 +81,7 @@ function cached(key, load) {
   if (!cache.has(key)) cache.set(key, load().catch(() => { cache.delete(key); return []; }));
   return cache.get(key);
 }
-const metricNames = () => cached("__name__", () => api("/api/v1/label/__name__/values").then((r) => r.data));
+export const metricNames = () => cached("__name__", () => api("/api/v1/label/__name__/values").then((r) => r.data));
 const labelNames = (metric) => cached(`labels:${metric}`, () =>
   api("/api/v1/labels", metric ? { "match[]": metric } : {}).then((r) => r.data.filter((n) => n !== "__name__")));
 const labelValues = (label, metric) => cached(`values:${label}:${metric}`, () =>
@@ -166,5 +166,31 @@ export function createEditor(value, onRun, onChange) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); close(); onRun(); }
   });
   queueMicrotask(sync);
-  return { element: wrap, textarea: ta, get value() { return ta.value; }, refresh: sync };
+  const insert = (text) => {
+    ta.setRangeText(text, ta.selectionStart, ta.selectionEnd, "end");
+    sync(); onChange?.(ta.value); ta.focus();
+  };
+  return { element: wrap, textarea: ta, insert, get value() { return ta.value; }, refresh: sync };
+}
+
+// Prometheus's metrics explorer: a filterable list of every metric name; a click inserts it.
+export function createExplorer(onPick) {
+  const filter = h("input", { type: "search", placeholder: "Filter metric names", class: "explorer-filter" });
+  const list = h("ul", { class: "explorer-list" });
+  const box = h("div", { class: "explorer", hidden: true }, filter, list);
+  let names = [];
+  const show = () => {
+    const q = filter.value.toLowerCase();
+    const hits = names.filter((n) => n.toLowerCase().includes(q));
+    list.replaceChildren(...hits.slice(0, 500).map((n) => h("li", { onclick: () => { box.hidden = true; onPick(n); } }, n)),
+      hits.length > 500 ? h("li", { class: "muted" }, `… ${hits.length - 500} more, filter to narrow`) : "");
+  };
+  filter.addEventListener("input", show);
+  filter.addEventListener("keydown", (e) => { if (e.key === "Escape") box.hidden = true; });
+  return { element: box, async toggle() {
+    box.hidden = !box.hidden;
+    if (box.hidden) return;
+    names = await metricNames();
+    show(); filter.focus();
+  } };
 }

@@ -2,7 +2,7 @@
 // query) tab, Thanos's dedup/partial-response/downsampling toggles, and the state of every
 // panel in the URL as Prometheus writes it (g0.expr=…&g0.tab=0&g0.range_input=1h…).
 import { api, h, seriesName, formatTime, APIError } from "./api.js";
-import { createEditor } from "./editor.js";
+import { createEditor, createExplorer } from "./editor.js";
 import { renderGraph, toGrid } from "./graph.js";
 
 const UNIT_MS = { y: 31536000000, w: 604800000, d: 86400000, h: 3600000, m: 60000, s: 1000, ms: 1 };
@@ -73,6 +73,7 @@ class Panel {
   constructor(state, page) {
     this.s = state; this.page = page; this.hidden = new Set(); this.last = null; this.abort = null;
     this.editor = createEditor(state.expr, () => this.run(), (v) => { this.s.expr = v; });
+    this.explorer = createExplorer((name) => this.editor.insert(name));
     this.el = h("section", { class: "panel" });
     this.render();
   }
@@ -103,9 +104,12 @@ class Panel {
     this.status = h("div", { class: "messages" });
     this.el.replaceChildren(
       h("div", { class: "expr-row" }, this.editor.element,
+        h("button", { type: "button", title: "Metrics explorer", "data-explore": "",
+          onclick: () => this.explorer.toggle() }, "Metrics"),
         h("button", { type: "button", class: "primary", "data-run": "", onclick: () => this.run() }, "Execute"),
         h("button", { type: "button", class: "icon", title: "Remove panel", "data-remove": "",
           onclick: () => this.page.remove(this) }, "✕")),
+      this.explorer.element,
       h("div", { class: "options" }, this.check("Use deduplication", "deduplicate"),
         this.check("Use partial response", "partial_response"), resolution),
       tabs, toolbar, this.status, this.body);
