@@ -1,7 +1,7 @@
 // The query page: panels with an expression editor, a table (instant query) or graph (range
 // query) tab, Thanos's dedup/partial-response/downsampling toggles, and the state of every
 // panel in the URL as Prometheus writes it (g0.expr=…&g0.tab=0&g0.range_input=1h…).
-import { api, h, seriesName, formatTime, APIError } from "./api.js";
+import { api, h, seriesName, APIError } from "./api.js";
 import { createEditor, createExplorer } from "./editor.js";
 import { renderGraph, toGrid } from "./graph.js";
 
@@ -41,7 +41,10 @@ export function formatInputTime(ms) {
 }
 
 const DEFAULTS = { expr: "", tab: 0, range_input: "1h", end_input: "", moment_input: "", step_input: "",
-  stacked: "0", deduplicate: "1", partial_response: "1", max_source_resolution: "" };
+  stacked: "0", deduplicate: "", partial_response: "", max_source_resolution: "" };
+// What the server does for a toggle left at "" (not sent): Thanos's defaults, and the
+// querier's --query.partial-response as its flags say (read once per page).
+const serverDefaults = { deduplicate: true, partial_response: true };
 
 // Panels from the URL's g<N>.<field> parameters, in N order; one empty panel if none.
 export function panelsFromURL(search) {
@@ -78,16 +81,20 @@ class Panel {
     this.render();
   }
 
+  // Thanos's parameters; a toggle the user never touched is not sent (the server's default).
   opts() {
-    const o = { dedup: this.s.deduplicate === "1" ? "true" : "false",
-      partial_response: this.s.partial_response === "1" ? "true" : "false" };
-    if (this.s.max_source_resolution) o.max_source_resolution = this.s.max_source_resolution;
+    const o = {};
+    const bool = (v) => (v === "" ? undefined : v === "1" ? "true" : "false");
+    o.dedup = bool(this.s.deduplicate);
+    o.partial_response = bool(this.s.partial_response);
+    o.max_source_resolution = this.s.max_source_resolution || undefined;
     return o;
   }
 
   check(label, key) {
+    const on = this.s[key] === "" ? serverDefaults[key] : this.s[key] === "1";
     return h("label", { class: "check" }, h("input", { type: "checkbox", "data-opt": key,
-      checked: this.s[key] === "1", onchange: (e) => { this.s[key] = e.target.checked ? "1" : "0"; this.run(); } }), label);
+      checked: on, onchange: (e) => { this.s[key] = e.target.checked ? "1" : "0"; this.run(); } }), label);
   }
 
   render() {
@@ -125,7 +132,7 @@ class Panel {
       const next = dir > 0 ? RANGE_STEPS.find((r) => r > cur) : [...RANGE_STEPS].reverse().find((r) => r < cur);
       if (next) { s.range_input = formatDuration(next); range.value = s.range_input; this.run(); }
     };
-    const end = h("input", { class: "end", value: s.end_input, placeholder: "End time (now)", size: 19,
+    const end = h("input", { class: "end", value: s.end_input, placeholder: "End time, UTC (now)", size: 19,
       onchange: (e) => { const t = parseTime(e.target.value); s.end_input = t === null ? "" : formatInputTime(t); e.target.value = s.end_input; this.run(); } });
     const move = (dir) => {
       const r = parseDuration(s.range_input) || 3600000;
@@ -146,7 +153,7 @@ class Panel {
 
   tableControls() {
     const s = this.s;
-    const at = h("input", { class: "moment", value: s.moment_input, placeholder: "Evaluation time (now)", size: 19,
+    const at = h("input", { class: "moment", value: s.moment_input, placeholder: "Evaluation time, UTC (now)", size: 19,
       onchange: (e) => { const t = parseTime(e.target.value); s.moment_input = t === null ? "" : formatInputTime(t); e.target.value = s.moment_input; this.run(); } });
     const move = (dir) => {
       s.moment_input = formatInputTime((parseTime(s.moment_input) ?? Date.now()) + dir * 3600000);
@@ -281,4 +288,10 @@ class QueryPage {
   }
 }
 
-export function render(root) { return new QueryPage(root); }
+export async function render(root) {
+  try {
+    const { data } = await api("/api/v1/status/flags");
+    if (data["query.partial-response"] !== undefined) serverDefaults.partial_response = data["query.partial-response"] === "true";
+  } catch { /* keep Thanos's default */ }
+  return new QueryPage(root);
+}
