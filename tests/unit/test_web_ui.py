@@ -31,6 +31,7 @@ def test_pages_and_assets_are_served_at_the_root(tmp_path):
                     assert r.status == 200 and r.content_type == "text/html"
                     assert f'data-page="{page}"' in text and 'data-prefix=""' in text
                     assert 'src="/static/app.js"' in text
+                    assert "default-src 'self'" in r.headers["Content-Security-Policy"]
             for asset, ctype in (("app.js", "javascript"), ("style.css", "text/css")):
                 async with c.http.get(f"{c.base}/static/{asset}") as r:
                     assert r.status == 200 and ctype in r.content_type
