@@ -98,9 +98,23 @@ def test_query_page_table_graph_hover_legend_and_completion(promring_up, tmp_pat
             assert await page.eval("document.querySelector('svg.graph g.series').dataset.series") == names["200"]
             assert await page.eval("document.querySelector('.legend-item.off').dataset.series") == names["500"]
             await page.click('.legend-item[data-series*="500"]')
+            await page.wait_for("document.querySelectorAll('svg.graph g.series').length === 2")
+            # Ctrl-click shows only that series; again, all of them.
+            await page.eval("document.querySelector('.legend-item[data-series*=\"200\"]')"
+                            ".dispatchEvent(new MouseEvent('click', {ctrlKey: true, bubbles: true}))")
+            await page.wait_for("document.querySelectorAll('svg.graph g.series').length === 1")
+            assert await page.eval("document.querySelector('svg.graph g.series').dataset.series") == names["200"]
+            await page.eval("document.querySelector('.legend-item[data-series*=\"200\"]')"
+                            ".dispatchEvent(new MouseEvent('click', {ctrlKey: true, bubbles: true}))")
+            await page.wait_for("document.querySelectorAll('svg.graph g.series').length === 2")
             await page.click('input[data-opt="stacked"]')
             await page.wait_for("document.querySelectorAll('svg.graph path.area').length === 2")
             assert "g0.stacked=1" in await page.eval("location.search")
+
+            # A link without g0.tab opens a table, as Prometheus does.
+            await page.goto(f"{base}/graph?g0.expr=ui_demo_requests&g0.moment_input={quote(end)}")
+            await page.wait_for("document.querySelectorAll('table.result tr').length === 2")
+            assert await page.eval("document.querySelector('button[data-tab=\"1\"]').classList.contains('active')")
 
             # Completion of a metric name from the API, then run it as a table.
             await page.click('button[data-tab="1"]')

@@ -40,7 +40,8 @@ export function formatInputTime(ms) {
   return new Date(ms).toISOString().slice(0, 19).replace("T", " ");
 }
 
-const DEFAULTS = { expr: "", tab: 0, range_input: "1h", end_input: "", moment_input: "", step_input: "",
+// A panel without g<N>.tab is a table, as in Prometheus (tab 0 is the graph).
+const DEFAULTS = { expr: "", tab: 1, range_input: "1h", end_input: "", moment_input: "", step_input: "",
   stacked: "0", deduplicate: "", partial_response: "", max_source_resolution: "" };
 // What the server does for a toggle left at "" (not sent): Thanos's defaults, and the
 // querier's --query.partial-response as its flags say (read once per page).
@@ -56,7 +57,7 @@ export function panelsFromURL(search) {
     byIndex.get(+m[1])[m[2]] = v;
   }
   const panels = [...byIndex.keys()].sort((a, b) => a - b).map((i) => byIndex.get(i));
-  for (const p of panels) p.tab = p.tab === "1" || p.tab === 1 ? 1 : 0;
+  for (const p of panels) p.tab = p.tab === "0" || p.tab === 0 ? 0 : 1;
   return panels.length ? panels : [{ ...DEFAULTS }];
 }
 
