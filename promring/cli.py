@@ -205,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--output", "-o", default="table", choices=["table", "json"])
         if name == "verify":
             c.add_argument("--deep", action="store_true", help="Also read every chunk and check its CRC.")
+    w = bsub.add_parser("web", help="Web UI of the bucket's blocks on a timeline (Thanos's bucket UI).")
+    _common(w)
+    add_objstore_flags(w, required=True)
+    w.add_argument("--http-address", default="0.0.0.0:10902", help="Address of the web UI.")
+    w.add_argument("--refresh", default="30m", help="How often the bucket is listed again.")
+    w.add_argument("--label", default="", help="External label whose value names a group of blocks.")
+    w.add_argument("--web.external-prefix", dest="web_external_prefix", default="",
+                   help="Prefix of links behind a reverse proxy.")
 
     from compactor.config import add_compact_flags
     cp = sub.add_parser("compact", help="Compact, deduplicate, downsample and apply retention in a bucket.")
@@ -444,6 +452,14 @@ def main(argv: list[str] | None = None) -> None:
                                            a.grpc_address, a.http_address))]
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
+        if a.bucket_cmd == "web":
+            from promring.bucketweb import BucketWeb
+            from querier.server import normalize_prefix
+            refresh_s = _or_exit(_flag_duration_ms, a, "refresh", "--refresh") / 1000
+            comps = [_or_exit(BucketWeb, objstore_yaml(a), a.http_address, refresh_s, a.label,
+                              normalize_prefix(a.web_external_prefix))]
+            asyncio.run(_run_until_signal(comps))
+            return
         if a.bucket_cmd == "verify":
             text, ok = run_verify(objstore_yaml(a), a.deep, a.output)
             print(text)

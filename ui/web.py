@@ -22,7 +22,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-PAGES = ("graph", "stores", "status", "flags")
+# The querier's pages: path and nav bar title.
+QUERY_PAGES = (("graph", "Query"), ("stores", "Stores"), ("status", "Status"), ("flags", "Flags"))
 STATIC_DIR = Path(str(resources.files(__package__) / "static"))
 # The pages run only their own scripts and talk only to this server, whatever a label holds.
 CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -100,22 +101,28 @@ class WebUI:
     """The UI's routes. ``endpoints`` returns the querier's endpoint states when called;
     ``prefix`` is the path the browser sees in front of every route (--web.external-prefix)."""
 
-    endpoints: Callable[[], Iterable[Any]]
+    endpoints: Callable[[], Iterable[Any]] | None  # None: no endpoint/status API (bucket viewer)
     prefix: str = ""
+    pages: tuple[tuple[str, str], ...] = QUERY_PAGES   # the first is where / leads
     flags: dict[str, str] = field(default_factory=dict)
     version: str = ""
     registry: CollectorRegistry | None = None
     start_time: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        self._shell = (STATIC_DIR / "index.html").read_text()
+        nav = "\n".join(f'  <a href="{{{{PREFIX}}}}/{p}" data-nav="{p}">{html.escape(t)}</a>'
+                        for p, t in self.pages)
+        self._shell = (STATIC_DIR / "index.html").read_text().replace("{{NAV}}", nav)
+        self.home = self.pages[0][0]
 
     def register(self, app: web.Application) -> None:
         r = app.router
         r.add_get("/", self.root)
-        for page in PAGES:
+        for page, _ in self.pages:
             r.add_get(f"/{page}", self.page)
         r.add_static("/static", STATIC_DIR, append_version=False)
+        if self.endpoints is None:
+            return
         taken = {res.canonical for res in r.resources()}
         for path, handler in (("/api/v1/stores", self.stores),
                               ("/api/v1/status/flags", self.flag_values),
@@ -129,17 +136,18 @@ class WebUI:
         app.router.add_get(route_prefix, self.root)
 
     async def root(self, _: web.Request) -> web.Response:
-        raise web.HTTPFound(f"{self.prefix}/graph")
+        raise web.HTTPFound(f"{self.prefix}/{self.home}")
 
     async def page(self, request: web.Request) -> web.Response:
         name = request.path.rstrip("/").rsplit("/", 1)[-1]
         body = (self._shell.replace("{{PREFIX}}", html.escape(self.prefix))
-                .replace("{{PAGE}}", name).replace("{{VERSION}}", html.escape(self.version)))
+                .replace("{{PAGE}}", name).replace("{{HOME}}", self.home)
+                .replace("{{VERSION}}", html.escape(self.version)))
         return web.Response(text=body, content_type="text/html",
                             headers={"Cache-Control": "no-cache", "Content-Security-Policy": CSP})
 
     async def stores(self, _: web.Request) -> web.Response:
-        return _json(store_statuses(self.endpoints()))
+        return _json(store_statuses(self.endpoints() if self.endpoints else ()))
 
     async def flag_values(self, _: web.Request) -> web.Response:
         return _json(self.flags)

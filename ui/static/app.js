@@ -15,7 +15,8 @@ document.getElementById("theme").addEventListener("click", () => {
   localStorage.setItem("promring-theme", next);
 });
 
-const modules = { graph: "./query.js", stores: "./stores.js", status: "./status.js", flags: "./status.js" };
+const modules = { graph: "./query.js", stores: "./stores.js", status: "./status.js", flags: "./status.js",
+  blocks: "./blocks.js" };
 const root = document.getElementById("app");
 import(modules[page] || modules.graph)
   .then((m) => m.render(root, page))
