@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -72,5 +73,7 @@ def test_bucket_web_shows_blocks_by_labels_and_resolution(tmp_path, procs):
             await page.click(f'rect[data-ulid="{raw[1]}"]')
             text = await page.wait_for("document.querySelector('table.block-details')?.textContent")
             assert raw[1] in text and "Series20" in text and "Level1" in text and "Size8.0 KiB" in text
-            await page.screenshot(tmp_path / "blocks.png")
+            shots = Path(os.environ.get("PROMRING_SCREENSHOTS") or tmp_path)  # README's picture
+            shots.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(shots / "blocks.png")
     asyncio.run(go())

@@ -154,7 +154,7 @@ class Panel {
 
   tableControls() {
     const s = this.s;
-    const at = h("input", { class: "moment", value: s.moment_input, placeholder: "Evaluation time, UTC (now)", size: 19,
+    const at = h("input", { class: "moment", value: s.moment_input, placeholder: "Evaluation time, UTC (now)", size: 24,
       onchange: (e) => { const t = parseTime(e.target.value); s.moment_input = t === null ? "" : formatInputTime(t); e.target.value = s.moment_input; this.run(); } });
     const move = (dir) => {
       s.moment_input = formatInputTime((parseTime(s.moment_input) ?? Date.now()) + dir * 3600000);
