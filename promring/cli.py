@@ -206,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--output", "-o", default="table", choices=["table", "json"])
         if name == "verify":
             c.add_argument("--deep", action="store_true", help="Also read every chunk and check its CRC.")
+    w = bsub.add_parser("web", help="Web UI of the bucket's blocks on a timeline (Thanos's bucket UI).")
+    _common(w)
+    add_objstore_flags(w, required=True)
+    w.add_argument("--http-address", default="0.0.0.0:10902", help="Address of the web UI.")
+    w.add_argument("--refresh", default="30m", help="How often the bucket is listed again.")
+    w.add_argument("--label", default="", help="External label whose value names a group of blocks.")
+    w.add_argument("--web.external-prefix", dest="web_external_prefix", default="",
+                   help="Prefix of links behind a reverse proxy.")
 
     from compactor.config import add_compact_flags
     cp = sub.add_parser("compact", help="Compact, deduplicate, downsample and apply retention in a bucket.")
@@ -269,9 +277,31 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
-        enforce_tenancy=a.enforce_tenancy, **_query_endpoint_config(a))
+        enforce_tenancy=a.enforce_tenancy, flags=command_flags(a), **_query_endpoint_config(a))
     cfg.validate()
     return cfg
+
+
+SECRET_FLAGS = ("objstore.config",)  # may hold credentials: shown as <secret>
+
+
+def command_flags(a: argparse.Namespace) -> dict[str, str]:
+    """Every flag of ``a``'s subcommand and its value as text, as ``/api/v1/status/flags``
+    shows them (name without the dashes; repeated flags joined by commas)."""
+    command = getattr(a, "command", None)
+    sub = next((act.choices.get(command) for act in build_parser()._actions
+                if isinstance(act, argparse._SubParsersAction)), None) if command else None
+    flags: dict[str, str] = {}
+    for act in sub._actions if sub is not None else []:
+        names = [o for o in act.option_strings if o.startswith("--")]
+        if not names or not hasattr(a, act.dest) or act.dest in ("help", "version"):
+            continue
+        v = getattr(a, act.dest)
+        text = (",".join(map(str, v)) if isinstance(v, (list, tuple)) else
+                str(v).lower() if isinstance(v, bool) else "" if v is None else str(v))
+        name = names[0][2:]
+        flags[name] = "<secret>" if name in SECRET_FLAGS and text else text
+    return flags
 
 
 def _flag_duration_ms(a: argparse.Namespace, dest: str, flag: str) -> int:
@@ -423,6 +453,14 @@ def main(argv: list[str] | None = None) -> None:
                                            a.grpc_address, a.http_address))]
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
+        if a.bucket_cmd == "web":
+            from promring.bucketweb import BucketWeb
+            from querier.server import normalize_prefix
+            refresh_s = _or_exit(_flag_duration_ms, a, "refresh", "--refresh") / 1000
+            comps = [_or_exit(BucketWeb, objstore_yaml(a), a.http_address, refresh_s, a.label,
+                              normalize_prefix(a.web_external_prefix))]
+            asyncio.run(_run_until_signal(comps))
+            return
         if a.bucket_cmd == "verify":
             text, ok = run_verify(objstore_yaml(a), a.deep, a.output)
             print(text)

@@ -34,6 +34,7 @@ class QueryConfig:
     external_prefix: str = ""                                  # --web.external-prefix
     route_prefix: str = ""                                     # --web.route-prefix (API root)
     grpc_address: str = ""                                     # StoreAPI over the fan-out
+    flags: dict[str, str] = field(default_factory=dict)        # command line, for /api/v1/status/flags
 
     def validate(self) -> None:
         """Refuse values that would make the querier useless (e.g. no query slot at all), with

@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from common.ops import add_ops_routes, new_registry, start_site
 from storeapi.server import serve
+from ui import WebUI
 
-from .api import QueryAPI
+from .api import VERSION, QueryAPI
 from .config import QueryConfig
 from .fanout import StoreSet
 from .filesd import FileSD, parse_endpoint_config
@@ -63,11 +64,21 @@ class Querier:
         if prefix:
             api_app = web.Application(client_max_size=16 << 20)
             self.api.register(api_app)
+            web_ui = self._web_ui()
+            web_ui.register(api_app)
+            web_ui.register_redirects(app, prefix)
             app.add_subapp(prefix, api_app)
         else:
             self.api.register(app)
+            self._web_ui().register(app)
         add_ops_routes(app, self.registry, lambda: True)
         return app
+
+    def _web_ui(self) -> WebUI:
+        """The pages at ``/`` (under the route prefix); links use the prefix the browser sees."""
+        return WebUI(endpoints=lambda: self.stores.health.status.values(),
+                     prefix=normalize_prefix(self.cfg.external_prefix or self.cfg.route_prefix),
+                     flags=self.cfg.flags, version=VERSION, registry=self.registry)
 
     async def _discovered(self, _: list[str] | None = None) -> None:
         found = [t for sd in self.discovery for t in sd.targets()]

@@ -98,6 +98,23 @@ class PromringProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+# Prometheus scraping itself every second and remote-writing to "{url}" (str.format it).
+SELF_SCRAPE_REMOTE_WRITE = """
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["$SELF"]
+remote_write:
+  - url: "{url}"
+    queue_config:
+      batch_send_deadline: 1s
+      max_samples_per_send: 2000
+"""
+
+
 class PrometheusProcess:
     """Debian's Prometheus 2.42 with a config we write; stopped by the test that starts it."""
 

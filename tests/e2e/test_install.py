@@ -36,5 +36,10 @@ def test_plain_pip_install_then_up_from_empty_folder(tmp_path):
         r = requests.get(f"{p.api}/query", params={"query": "installed", "time": 1_700_000_000.5}).json()
         assert [s["value"][1] for s in r["data"]["result"]] == ["42"]
         assert (empty / "data").is_dir()
+        # The web UI's assets are package data of the installed package.
+        base = f"http://127.0.0.1:{http}"
+        assert 'data-page="graph"' in requests.get(f"{base}/graph", timeout=10).text
+        for asset in ("app.js", "query.js", "style.css"):
+            assert requests.get(f"{base}/static/{asset}", timeout=10).status_code == 200, asset
     finally:
         assert p.stop() == 0

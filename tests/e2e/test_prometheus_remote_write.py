@@ -9,26 +9,12 @@ import time
 import pytest
 import requests
 
-from harness import PrometheusProcess
+from harness import SELF_SCRAPE_REMOTE_WRITE as CONFIG, PrometheusProcess
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="Debian's prometheus package is not installed "
                                        "(the README's test command installs it)")
 
-CONFIG = """
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ["$SELF"]
-remote_write:
-  - url: "{url}"
-    queue_config:
-      batch_send_deadline: 1s
-      max_samples_per_send: 2000
-"""
 
 INSTANT_QUERIES = [
     "up",
