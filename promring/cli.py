@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import copy
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -131,6 +132,8 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", default=False,
                    action=argparse.BooleanOptionalAction,
                    help="A query sees only series of the tenant in its tenant header.")
+    p.add_argument("--web.cors.origin", dest="cors_origin", default=".*",
+                   help="Regex of the origins browsers may call the query API from (CORS).")
 
 
 def _query_endpoint_flags(p: argparse.ArgumentParser) -> None:
@@ -268,7 +271,9 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
-        enforce_tenancy=a.enforce_tenancy, **_query_endpoint_config(a))
+        enforce_tenancy=a.enforce_tenancy, cors_origin=a.cors_origin,
+        flags=getattr(a, "flag_map", {}), storage_retention=getattr(a, "tsdb_retention", ""),
+        **_query_endpoint_config(a))
     cfg.validate()
     return cfg
 
@@ -387,6 +392,24 @@ async def _run_compactor(a: argparse.Namespace) -> int:
         await c.close()
 
 
+_SECRET_FLAG = re.compile(r"objstore\.config$|password|secret|token")
+
+
+def flag_map(parser: argparse.ArgumentParser, a: argparse.Namespace) -> dict[str, str]:
+    """The command's flags by name (without dashes) and value, as Prometheus's status/flags."""
+    sub = next(x for x in parser._actions if isinstance(x, argparse._SubParsersAction))
+    out = {}
+    for action in sub.choices[a.command]._actions:
+        long = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
+        if long and hasattr(a, action.dest) and not long[0].startswith("--no-"):
+            v = getattr(a, action.dest)
+            out[long[0][2:]] = ("true" if v else "false") if isinstance(v, bool) else \
+                ",".join(map(str, v)) if isinstance(v, list) else "" if v is None else str(v)
+            if out[long[0][2:]] and _SECRET_FLAG.search(long[0]):
+                out[long[0][2:]] = "<secret>"  # inline bucket configs carry credentials
+    return out
+
+
 def _or_exit(build, *args):
     """``build(*args)``, or a one-line error and exit status 2 (as for a bad flag)."""
     try:
@@ -397,7 +420,10 @@ def _or_exit(build, *args):
 
 
 def main(argv: list[str] | None = None) -> None:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.command in ("query", "up"):
+        a.flag_map = flag_map(parser, a)
     if a.command != "tools":
         from promring.flagcheck import FlagError, check_flags
         try:

@@ -156,3 +156,21 @@ def test_cors_headers_as_prometheus(tmp_path):
                                       headers={"Origin": origin}) as r:
                     assert r.headers.get("Access-Control-Allow-Origin") == (origin if allowed else None)
     run(go())
+
+
+def test_cli_passes_its_flags_and_cors_origin_to_the_querier():
+    from promring.cli import build_parser, flag_map, query_config
+    parser = build_parser()
+    a = parser.parse_args(["query", "--web.cors.origin", r"https://a\.example", "--query.timeout",
+                           "1m", "--endpoint", "127.0.0.1:1"])
+    a.flag_map = flag_map(parser, a)
+    cfg = query_config(a, a.endpoints)
+    assert cfg.cors_origin == r"https://a\.example"
+    assert cfg.flags["query.timeout"] == "1m" and cfg.flags["endpoint"] == "127.0.0.1:1"
+    assert cfg.flags["web.cors.origin"] == r"https://a\.example"
+    assert cfg.flags["query.partial-response"] == "true"
+    a = parser.parse_args(["up", "--objstore.config", "type: S3\nconfig: {secret_key: x}"])
+    assert flag_map(parser, a)["objstore.config"] == "<secret>"
+    a = parser.parse_args(["query", "--web.cors.origin", "(unclosed"])
+    with pytest.raises(ValueError, match="--web.cors.origin"):
+        query_config(a, [])
