@@ -10,8 +10,10 @@ import re
 
 # Messages Prometheus raises when it reaches the end of the input.
 _AT_END = frozenset({"unclosed left parenthesis", "unexpected end of input inside braces",
-                     "unexpected end of input inside brackets", "no expression found in input",
+                     "no expression found in input",
                      "unclosed left bracket", "unexpected end of input"})
+# promql_parser's wording where Prometheus's lexer words it differently.
+_RENAMED = {"unexpected end of input inside brackets": "unclosed left bracket"}
 _DANGLING_OPERATOR = re.compile(
     r"(?:[-+*/%^<>]|==|!=|<=|>=|\b(?:and|or|unless|atan2|bool))\s*$")
 
@@ -26,6 +28,7 @@ def end_position(query: str) -> str:
 def prometheus_parse_error(query: str, msg: str) -> str:
     if msg == "invalid promql query" and _DANGLING_OPERATOR.search(query):
         msg = "unexpected end of input"
+    msg = _RENAMED.get(msg, msg)
     if msg in _AT_END:
         return f"{end_position(query)}: parse error: {msg}"
     return f"parse error: {msg}"

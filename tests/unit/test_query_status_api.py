@@ -79,7 +79,7 @@ def test_format_query_and_query_exemplars(tmp_path):
     ("sum(rate(x[5m])", "1:16: parse error: unclosed left parenthesis"),
     ("foo{", "1:5: parse error: unexpected end of input inside braces"),
     ("1+", "1:3: parse error: unexpected end of input"),
-    ("x[5m", "1:5: parse error: unexpected end of input inside brackets"),
+    ("x[5m", "1:5: parse error: unclosed left bracket"),
     ("rate(x[5m]) +", "1:14: parse error: unexpected end of input"),
 ])
 def test_parse_errors_carry_prometheus_positions(tmp_path, query, error):
