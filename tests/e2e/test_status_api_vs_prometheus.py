@@ -4,15 +4,13 @@ has; Prometheus 3.x adds hostname, serverTime and GOMEMLIMIT to runtimeinfo, whi
 and the same texts where the answer is deterministic."""
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import aiohttp
 import pytest
 
-from harness import PrometheusProcess
+from harness import answers_of_prometheus_and_querier
 from querier.config import QueryConfig
-from querier.server import Querier
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="Debian's prometheus package is not installed")
@@ -67,20 +65,8 @@ async def _answers(base: str) -> dict:
 
 
 def test_status_answers_match_prometheus_242(tmp_path):
-    prom = PrometheusProcess(tmp_path / "prom", "global:\n  scrape_interval: 1m\n").start()
-    try:
-        theirs = asyncio.run(_answers(f"http://127.0.0.1:{prom.port}"))
-    finally:
-        prom.stop()
-
-    async def ours():
-        q = Querier(QueryConfig(http_address="127.0.0.1:0", flags={"query.timeout": "2m"}))
-        await q.start()
-        try:
-            return await _answers(f"http://127.0.0.1:{q.port}")
-        finally:
-            await q.stop()
-    mine = asyncio.run(ours())
+    theirs, mine = answers_of_prometheus_and_querier(
+        tmp_path, _answers, QueryConfig(flags={"query.timeout": "2m"}))
     for path in SHAPES:
         (ts, tb), (ms, mb) = theirs["shapes"][path], mine["shapes"][path]
         assert (ms, mb["status"]) == (ts, tb["status"]) == (200, "success"), (path, mb)
