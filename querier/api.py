@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -227,7 +228,7 @@ class QueryAPI:
         r.add_get("/api/v1/status/runtimeinfo", self.status_runtimeinfo)
         r.add_get("/api/v1/status/tsdb", self.status_tsdb)
         r.add_route("OPTIONS", "/api/v1/{path:.*}", self.options)
-        r.add_get("/api/v1/metadata", self.empty_dict)
+        r.add_get("/api/v1/metadata", self.metadata)
         r.add_get("/api/v1/rules", self.rules)
         r.add_get("/api/v1/alerts", self.alerts)
         r.add_get("/api/v1/stores", self.endpoints)
@@ -518,8 +519,28 @@ class QueryAPI:
             return error_response(e.kind, e.msg.removeprefix('invalid parameter "query": '))
         return _json({"status": "success", "data": []})
 
-    async def empty_dict(self, _: web.Request) -> web.Response:
-        return _json({"status": "success", "data": {}})
+    async def metadata(self, request: web.Request) -> web.Response:
+        """Prometheus's metric metadata (``metric``, ``limit``, ``limit_per_metric``), from the
+        endpoints' Thanos Metadata API."""
+        p = await self._params(request)
+        limit = _metadata_limit(p, "limit")
+        per_metric = _metadata_limit(p, "limit_per_metric")
+        opts = self._options(request, p)
+        warnings: list[str] = []
+        try:
+            found = await self._fetch(self.cfg.timeout_s, [self.stores.metric_metadata(
+                _first(p, "metric") or "", limit, opts, warnings)])
+        except TimeoutError:
+            return error_response("timeout", DEADLINE_MSG)
+        except StoreUnavailable as e:
+            return error_response("execution", str(e))
+        data = {}
+        for name in sorted(found[0]):
+            if 0 <= limit <= len(data):
+                break
+            metas = found[0][name][:per_metric] if per_metric >= 0 else found[0][name]
+            data[name] = [{"type": t, "help": h, "unit": u} for t, h, u in metas]
+        return _json(_with_warnings({"status": "success", "data": data}, warnings))
 
     async def rules(self, _: web.Request) -> web.Response:
         return _json({"status": "success", "data": {"groups": []}})
@@ -539,6 +560,16 @@ def _one(p: dict, name: str) -> str:
         raise BadParam(f'invalid parameter "{name}": query must not be empty' if name == "query"
                        else f'invalid parameter "{name}"')
     return v
+
+
+def _metadata_limit(p: dict, name: str) -> int:
+    """``limit``/``limit_per_metric`` of /api/v1/metadata: an int, negative or absent = none."""
+    raw = _first(p, name)
+    if not raw:
+        return -1
+    if not re.fullmatch(r"[+-]?\d{1,18}", raw):
+        raise BadParam(f"{name} must be a number")
+    return int(raw)
 
 
 def _with_warnings(payload: dict, warnings: list[str]) -> dict:

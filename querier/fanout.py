@@ -208,6 +208,21 @@ class StoreSet:
             name, mint, maxt, ms, partial_response=opts.partial_response), opts, warnings)
         return sorted(set().union(*results)) if results else []
 
+    async def metric_metadata(self, metric: str, limit: int, opts: SelectOptions = DEFAULT_OPTIONS,
+                              warnings: list[str] | None = None
+                              ) -> dict[str, list[tuple[str, str, str]]]:
+        """Thanos's Metadata API over every endpoint: family -> distinct (type, help, unit)."""
+        results = await self._fan(-(1 << 63), (1 << 63) - 1, [], lambda c: c.metric_metadata(
+            metric, limit, partial_response=opts.partial_response), opts, warnings)
+        merged: dict[str, list[tuple[str, str, str]]] = {}
+        for found, warns in results:
+            if warnings is not None:
+                warnings.extend(warns)
+            for name, metas in found.items():
+                have = merged.setdefault(name, [])
+                have.extend(m for m in metas if m not in have)
+        return merged
+
     async def close(self) -> None:
         await self.health.stop()
         for c in self.clients:
