@@ -490,7 +490,7 @@ class QueryAPI:
         try:
             found = await self._fetch(self.cfg.timeout_s, [self.stores.series(
                 mint, maxt, [Matcher(MatchType.RE, "__name__", ".+")], skip_chunks=True,
-                opts=opts, warnings=warnings)])
+                opts=opts, warnings=warnings, limit=TSDB_STATUS_MAX_SERIES)])
         except TimeoutError:
             return error_response("timeout", DEADLINE_MSG)
         except StoreUnavailable as e:

@@ -153,11 +153,13 @@ class StoreSet:
         return out
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool = False,
-                     opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None):
+                     opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None,
+                     limit: int = 0):
+        """``limit`` (0: none) asks each store for at most that many series."""
         ms = list(matchers) + list(opts.extra_matchers)
         results = await self._fan(mint, maxt, ms, lambda c: c.series_with_warnings(
             mint, maxt, ms, skip_chunks=skip_chunks, without_replica_labels=opts.replica_labels,
-            partial_response=opts.partial_response), opts, warnings)
+            limit=limit, partial_response=opts.partial_response), opts, warnings)
         out = []
         strip = frozenset(opts.replica_labels)
         for r in results:
