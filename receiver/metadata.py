@@ -24,6 +24,7 @@ from storeapi import remote_pb2
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PER_TENANT = 50_000
+DEFAULT_MAX_BYTES_PER_TENANT = 32 << 20  # names + help + unit of one tenant's table
 MAX_TEXT_BYTES = 16 << 10  # help/unit past this are cut (a bound, not a Prometheus limit)
 # prompb MetricMetadata.MetricType, as Prometheus's metadata API spells the types.
 TYPE_NAMES = ("unknown", "counter", "gauge", "histogram", "gaugehistogram", "summary", "info",
@@ -48,16 +49,23 @@ def decode_metadata(raw: bytes) -> list[tuple[str, Meta]]:
     return out
 
 
+def _size(name: str, meta: Meta) -> int:
+    return len(name) + len(meta[0]) + len(meta[1]) + len(meta[2])
+
+
 @dataclass
 class TenantMetadata:
     families: dict[str, Meta] = field(default_factory=dict)
-    dropped: int = 0  # new families refused because the tenant was full
+    size: int = 0     # characters held, see DEFAULT_MAX_BYTES_PER_TENANT
+    dropped: int = 0  # entries refused because the tenant was full
 
 
 class MetadataStore:
-    def __init__(self, root: Path, max_per_tenant: int = DEFAULT_MAX_PER_TENANT) -> None:
+    def __init__(self, root: Path, max_per_tenant: int = DEFAULT_MAX_PER_TENANT,
+                 max_bytes_per_tenant: int = DEFAULT_MAX_BYTES_PER_TENANT) -> None:
         self.dir = root / ".metadata"
         self.max_per_tenant = max_per_tenant
+        self.max_bytes = max_bytes_per_tenant
         self.tenants: dict[str, TenantMetadata] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -73,7 +81,7 @@ class MetadataStore:
                 log.warning("skipping unreadable metadata file", extra={"path": str(path),
                                                                         "error": str(e)})
                 continue
-            self.tenants[path.stem] = TenantMetadata(dict(list(fams.items())[:self.max_per_tenant]))
+            self.update(path.stem, list(fams.items()))
 
     def update(self, tenant: str, entries: list[tuple[str, Meta]]) -> bool:
         """Apply entries (latest wins); True if the tenant's table changed."""
@@ -83,10 +91,13 @@ class MetadataStore:
             old = t.families.get(name)
             if old == meta:
                 continue
-            if old is None and len(t.families) >= self.max_per_tenant:
+            grow = _size(name, meta) - (_size(name, old) if old is not None else 0)
+            if (old is None and len(t.families) >= self.max_per_tenant) or \
+                    t.size + grow > self.max_bytes:
                 t.dropped += 1
                 continue
             t.families[name] = meta
+            t.size += grow
             changed = True
         return changed
 

@@ -74,6 +74,10 @@ def test_metadata_store_is_bounded_per_tenant(tmp_path):
     assert len(store.tenants["a"].families) == 2 and store.tenants["a"].dropped == 3
     assert store.update("a", [("m0", ("counter", "x", ""))])  # existing ones still update
     assert not store.update("a", [("m0", ("counter", "x", ""))])  # unchanged: nothing to save
+    small = MetadataStore(tmp_path, max_bytes_per_tenant=100)
+    assert small.update("b", [("m0", ("gauge", "h" * 80, ""))])
+    assert not small.update("b", [("m1", ("gauge", "h" * 80, ""))])  # over the byte budget
+    assert list(small.tenants["b"].families) == ["m0"]
     (tmp_path / ".metadata").mkdir()
     (tmp_path / ".metadata" / "broken.json").write_text("{not json")
     store.load()  # a broken file is skipped, never fatal
