@@ -1,8 +1,9 @@
 """promql_parser's error texts in Prometheus's form: ``<line>:<col>: parse error: <msg>``.
 
-promql_parser reports no positions; the errors it detects at the end of the input (unclosed
-parentheses, braces, brackets, a dangling operator) are placed there exactly as Prometheus's
-lexer does. Others keep Prometheus's ``parse error:`` wording without a position.
+promql_parser reports no positions. Errors it detects at the end of the input (unclosed
+parentheses, braces, brackets, a dangling operator) are placed there, as Prometheus's lexer
+does; errors about a named function (unknown, wrong number of arguments) are placed at that
+call, found in the text. Others keep Prometheus's ``parse error:`` wording without a position.
 """
 from __future__ import annotations
 
@@ -10,19 +11,85 @@ import re
 
 # Messages Prometheus raises when it reaches the end of the input.
 _AT_END = frozenset({"unclosed left parenthesis", "unexpected end of input inside braces",
-                     "no expression found in input",
-                     "unclosed left bracket", "unexpected end of input"})
+                     "no expression found in input", "unclosed left bracket",
+                     "unexpected end of input", "unexpected end of input in offset, expected duration"})
 # promql_parser's wording where Prometheus's lexer words it differently.
 _RENAMED = {"unexpected end of input inside brackets": "unclosed left bracket"}
 _DANGLING_OPERATOR = re.compile(
     r"(?:[-+*/%^<>]|==|!=|<=|>=|\b(?:and|or|unless|atan2|bool))\s*$")
+_UNKNOWN_FUNCTION = re.compile(r"unknown function with name '([^']*)'")
+_ARG_COUNT = re.compile(r"expected (\d+) argument\(s\) in call to '([^']*)', got (\d+)")
+_AGGR_ARGS = re.compile(r"wrong number of arguments for aggregate expression provided, "
+                        r"expected (\d+), got (\d+)")
+_AGGREGATIONS = {1: "sum|avg|count|min|max|group|stddev|stdvar",  # by how many arguments they take
+                 2: "topk|bottomk|count_values|quantile|limitk|limit_ratio"}
+_TYPES = {"matrix": "range vector", "vector": "instant vector", "scalar": "scalar",
+          "string": "string"}
+_ARG_TYPE = re.compile(r"expected type (\w+) in call to function '([^']*)', got (\w+)")
+
+
+def position(query: str, offset: int) -> str:
+    """Prometheus's ``line:column`` of a character offset (columns count bytes, from 1)."""
+    before = query[:offset]
+    line = before.count("\n") + 1
+    return f"{line}:{len(before.rsplit(chr(10), 1)[-1].encode()) + 1}"
 
 
 def end_position(query: str) -> str:
-    """Prometheus's ``line:column`` of the end of the input (columns count bytes, from 1)."""
-    line = query.count("\n") + 1
-    last = query.rsplit("\n", 1)[-1]
-    return f"{line}:{len(last.encode()) + 1}"
+    return position(query, len(query))
+
+
+def _top_level_args(query: str, open_paren: int) -> int:
+    """How many arguments the call whose ``(`` is at ``open_paren`` has (quotes skipped)."""
+    depth, args, seen, i = 0, 0, False, open_paren
+    while i < len(query):
+        ch = query[i]
+        if ch in "\"'`":
+            end = query.find(ch, i + 1)
+            while end > 0 and ch != "`" and query[end - 1] == "\\":
+                end = query.find(ch, end + 1)
+            i = len(query) if end < 0 else end
+            seen = True
+        elif ch in "([{":
+            depth += 1
+            if depth > 1:
+                seen = True
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                return args + (1 if seen else 0)
+        elif ch == "," and depth == 1:
+            args += 1
+        elif not ch.isspace():
+            seen = True
+        i += 1
+    return -1
+
+
+def _call_with_args(query: str, names: str, got: int) -> int | None:
+    """Offset of the first call of one of ``names`` (regex alternatives) with ``got``
+    arguments (an aggregation may have ``by (...)`` before its parenthesis)."""
+    for m in re.finditer(rf"(?<![\w:])(?:{names})\s*(?:(?:by|without)\s*\([^)]*\)\s*)?\(", query):
+        if _top_level_args(query, m.end() - 1) == got:
+            return m.start()
+    return None
+
+
+def _locate(query: str, msg: str) -> tuple[int | None, str]:
+    """(offset of the error or None, Prometheus's text) for the function errors."""
+    if m := _UNKNOWN_FUNCTION.fullmatch(msg):
+        found = re.search(rf"(?<![\w:]){re.escape(m[1])}\s*\(", query)
+        return (found.start() if found else None), f'unknown function with name "{m[1]}"'
+    if m := _ARG_COUNT.fullmatch(msg):
+        text = f'expected {m[1]} argument(s) in call to "{m[2]}", got {m[3]}'
+        return _call_with_args(query, re.escape(m[2]), int(m[3])), text
+    if m := _AGGR_ARGS.fullmatch(msg):
+        names = _AGGREGATIONS.get(int(m[1]))
+        return (_call_with_args(query, names, int(m[2])) if names else None), msg
+    if m := _ARG_TYPE.fullmatch(msg):
+        want, got = _TYPES.get(m[1], m[1]), _TYPES.get(m[3], m[3])
+        return None, f'expected type {want} in call to function "{m[2]}", got {got}'
+    return None, msg
 
 
 def prometheus_parse_error(query: str, msg: str) -> str:
@@ -31,4 +98,7 @@ def prometheus_parse_error(query: str, msg: str) -> str:
     msg = _RENAMED.get(msg, msg)
     if msg in _AT_END:
         return f"{end_position(query)}: parse error: {msg}"
+    offset, msg = _locate(query, msg)
+    if offset is not None:
+        return f"{position(query, offset)}: parse error: {msg}"
     return f"parse error: {msg}"

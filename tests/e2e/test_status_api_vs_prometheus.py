@@ -32,6 +32,12 @@ EXACT = [
     ("/api/v1/query", {"query": "x[5m"}),
     ("/api/v1/query", {"query": "1+"}),
     ("/api/v1/query", {"query": "rate(x[5m]) /\n  "}),
+    ("/api/v1/query", {"query": "x offset"}),
+    ("/api/v1/query", {"query": "sum(x) + foo(y)"}),
+    ("/api/v1/query", {"query": "a\n + foo(b)"}),
+    ("/api/v1/query", {"query": 'abs(x) + abs("a,b", y)'}),
+    ("/api/v1/query", {"query": "label_replace(x)"}),
+    ("/api/v1/query", {"query": "sum by (a) (x) + topk by (a) (x)"}),
 ]
 CORS = ["Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
         "Access-Control-Allow-Headers", "Access-Control-Expose-Headers", "Vary"]

@@ -81,6 +81,12 @@ def test_format_query_and_query_exemplars(tmp_path):
     ("1+", "1:3: parse error: unexpected end of input"),
     ("x[5m", "1:5: parse error: unclosed left bracket"),
     ("rate(x[5m]) +", "1:14: parse error: unexpected end of input"),
+    ("sum(x) + foo(y)", '1:10: parse error: unknown function with name "foo"'),
+    ('abs(x) + abs("a,b", y)', '1:10: parse error: expected 1 argument(s) in call to "abs", got 2'),
+    ("sum by (a) (x) + topk by (a) (x)", "1:18: parse error: wrong number of arguments for "
+                                         "aggregate expression provided, expected 2, got 1"),
+    ("rate(x)", 'parse error: expected type range vector in call to function "rate", got '
+                "instant vector"),
 ])
 def test_parse_errors_carry_prometheus_positions(tmp_path, query, error):
     async def go():
