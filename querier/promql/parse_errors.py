@@ -23,6 +23,7 @@ _AGGR_ARGS = re.compile(r"wrong number of arguments for aggregate expression pro
                         r"expected (\d+), got (\d+)")
 _AGGREGATIONS = {1: "sum|avg|count|min|max|group|stddev|stdvar",  # by how many arguments they take
                  2: "topk|bottomk|count_values|quantile|limitk|limit_ratio"}
+SCAN_BUDGET = 1 << 18  # characters the argument counting may read in all (bounds hostile queries)
 _TYPES = {"matrix": "range vector", "vector": "instant vector", "scalar": "scalar",
           "string": "string"}
 _ARG_TYPE = re.compile(r"expected type (\w+) in call to function '([^']*)', got (\w+)")
@@ -39,10 +40,12 @@ def end_position(query: str) -> str:
     return position(query, len(query))
 
 
-def _top_level_args(query: str, open_paren: int) -> int:
-    """How many arguments the call whose ``(`` is at ``open_paren`` has (quotes skipped)."""
+def _top_level_args(query: str, open_paren: int, stop: int) -> tuple[int, int]:
+    """(how many arguments the call whose ``(`` is at ``open_paren`` has, the offset where
+    reading stopped); quotes are skipped; -1 arguments if its end is not before ``stop``."""
     depth, args, seen, i = 0, 0, False, open_paren
-    while i < len(query):
+    stop = min(len(query), stop)
+    while i < stop:
         ch = query[i]
         if ch in "\"'`":
             end = query.find(ch, i + 1)
@@ -57,21 +60,28 @@ def _top_level_args(query: str, open_paren: int) -> int:
         elif ch in ")]}":
             depth -= 1
             if depth == 0:
-                return args + (1 if seen else 0)
+                return args + (1 if seen else 0), i
         elif ch == "," and depth == 1:
             args += 1
         elif not ch.isspace():
             seen = True
         i += 1
-    return -1
+    return -1, i
 
 
 def _call_with_args(query: str, names: str, got: int) -> int | None:
     """Offset of the first call of one of ``names`` (regex alternatives) with ``got``
-    arguments (an aggregation may have ``by (...)`` before its parenthesis)."""
+    arguments (an aggregation may have ``by (...)`` before its parenthesis). Reads at most
+    SCAN_BUDGET characters over all calls tried."""
+    budget = SCAN_BUDGET
     for m in re.finditer(rf"(?<![\w:])(?:{names})\s*(?:(?:by|without)\s*\([^)]*\)\s*)?\(", query):
-        if _top_level_args(query, m.end() - 1) == got:
+        start = m.end() - 1
+        n, stopped = _top_level_args(query, start, start + budget)
+        if n == got:
             return m.start()
+        budget -= stopped - start + 1
+        if n < 0 or budget <= 0:
+            return None
     return None
 
 

@@ -180,3 +180,12 @@ def test_cli_passes_its_flags_and_cors_origin_to_the_querier():
     a = parser.parse_args(["query", "--web.cors.origin", "(unclosed"])
     with pytest.raises(ValueError, match="--web.cors.origin"):
         query_config(a, [])
+
+
+def test_locating_a_call_reads_a_bounded_amount_of_a_hostile_query():
+    """200 nested calls with 100,000 arguments: the search for the offending call gives up
+    after SCAN_BUDGET characters and answers without a position."""
+    from querier.promql.parse_errors import prometheus_parse_error
+    q = "abs(" * 200 + "x" + ",y" * 100_000 + ")" * 200
+    assert prometheus_parse_error(q, "expected 1 argument(s) in call to 'abs', got 3") == \
+        'parse error: expected 1 argument(s) in call to "abs", got 3'
