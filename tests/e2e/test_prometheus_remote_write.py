@@ -213,6 +213,13 @@ def test_metadata_sent_by_prometheus_is_served_in_its_shape(promring_up, tmp_pat
     finally:
         prom.stop()
     pr.stop()
-    pr = promring_up(tmp_path / "data")
+    pr = promring_up(tmp_path / "data", "--web.cors.origin", r"https://grafana\.example")
     got = requests.get(f"{pr.api}/metadata", params={"metric": "go_goroutines"}).json()
     assert got["data"]["go_goroutines"][0]["type"] == "gauge", got
+    # The process's own flags and retention reach the status endpoints.
+    flags = requests.get(f"{pr.api}/status/flags").json()["data"]
+    assert flags["web.cors.origin"] == r"https://grafana\.example" and flags["tsdb.retention"] == "15d"
+    assert requests.get(f"{pr.api}/status/runtimeinfo").json()["data"]["storageRetention"] == "15d"
+    r = requests.get(f"{pr.api}/query", params={"query": "1"},
+                     headers={"Origin": "https://grafana.example"})
+    assert r.headers["Access-Control-Allow-Origin"] == "https://grafana.example"
