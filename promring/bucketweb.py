@@ -28,7 +28,7 @@ class BucketWeb:
             raise ValueError("--refresh must be greater than 0")
         self.bucket = bucket_from_config(objstore_yaml)
         self.http_address, self.refresh_s, self.label = http_address, refresh_s, label
-        self.ui = WebUI(endpoints=None, prefix=prefix, pages=(("blocks", "Blocks"),))
+        self.ui = WebUI(prefix=prefix, pages=(("blocks", "Blocks"),))
         self.registry = new_registry()
         self.blocks: list[dict] = []
         self.refreshed_at = 0.0

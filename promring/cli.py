@@ -6,6 +6,7 @@ import asyncio
 import copy
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -132,6 +133,8 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", default=False,
                    action=argparse.BooleanOptionalAction,
                    help="A query sees only series of the tenant in its tenant header.")
+    p.add_argument("--web.cors.origin", dest="cors_origin", default=".*",
+                   help="Regex of the origins browsers may call the query API from (CORS).")
 
 
 def _query_endpoint_flags(p: argparse.ArgumentParser) -> None:
@@ -277,12 +280,15 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
-        enforce_tenancy=a.enforce_tenancy, flags=command_flags(a), **_query_endpoint_config(a))
+        enforce_tenancy=a.enforce_tenancy, cors_origin=a.cors_origin,
+        flags=command_flags(a), storage_retention=getattr(a, "tsdb_retention", ""),
+        **_query_endpoint_config(a))
     cfg.validate()
     return cfg
 
 
-SECRET_FLAGS = ("objstore.config",)  # may hold credentials: shown as <secret>
+# Flags that may hold credentials: shown as <secret> (inline bucket configs, passwords, tokens).
+SECRET_FLAGS = re.compile(r"objstore\.config$|password|secret|token")
 
 
 def command_flags(a: argparse.Namespace) -> dict[str, str]:
@@ -300,7 +306,7 @@ def command_flags(a: argparse.Namespace) -> dict[str, str]:
         text = (",".join(map(str, v)) if isinstance(v, (list, tuple)) else
                 str(v).lower() if isinstance(v, bool) else "" if v is None else str(v))
         name = names[0][2:]
-        flags[name] = "<secret>" if name in SECRET_FLAGS and text else text
+        flags[name] = "<secret>" if SECRET_FLAGS.search(name) and text else text
     return flags
 
 
@@ -428,7 +434,8 @@ def _or_exit(build, *args):
 
 
 def main(argv: list[str] | None = None) -> None:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
     if a.command != "tools":
         from promring.flagcheck import FlagError, check_flags
         try:

@@ -4,14 +4,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
+import re2
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, nhist
+from querier.promql.engine import parse as parse_promql
 
 from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
@@ -20,12 +23,18 @@ from .histjson import histogram_point, matrix_entry
 from .jsonfmt import format_value, points_json, ts_fragment
 from .params import (MAX_TIME_MS, MIN_TIME_MS, BadParam, parse_bool, parse_duration_ns,
                      parse_limit, parse_matchers, parse_time)
+from .status import (HEAD_WINDOW_MS, TSDB_STATUS_LIMIT, TSDB_STATUS_MAX_SERIES, ProcessInfo,
+                     buildinfo, config_yaml, runtimeinfo, tsdb_status)
 from receiver.tsdb.labels import Matcher, MatchType
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
 MAX_POINTS = 11000
+GZIP_MIN_BYTES = 1024  # smaller answers are sent as they are: compressing them gains nothing
+# Prometheus's CORS answer headers (web/api/v1 SetCORS).
+CORS_HEADERS = {"Access-Control-Allow-Headers": "Accept, Authorization, Content-Type, Origin",
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Expose-Headers": "Date", "Vary": "Origin"}
 
 TRUNCATED = "results truncated due to limit"
 CHUNK_BYTES = 1 << 20
@@ -106,13 +115,39 @@ def result_chunks(payload: dict) -> list[bytes]:
                        b'"result":[]')
 
 
-def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int) -> list[bytes]:
-    """The whole of a query that costs CPU, in a worker thread: evaluation and JSON encoding."""
+def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int,
+                     stats_queue_s: float | None = None) -> list[bytes]:
+    """The whole of a query that costs CPU, in a worker thread: evaluation and JSON encoding.
+    With ``stats_queue_s`` (the time the query waited for a slot) the answer carries
+    Prometheus's ``stats`` object."""
+    t0 = time.perf_counter()
     res = run(engine, queryable)
+    eval_s = time.perf_counter() - t0
     for w in queryable.warnings:
         if w not in res.warnings:
             res.warnings.append(w)
-    return result_chunks(result_payload(truncate(res, limit)))
+    payload = result_payload(truncate(res, limit))
+    if stats_queue_s is not None:
+        payload["data"]["stats"] = query_stats(engine, stats_queue_s, eval_s)
+    return result_chunks(payload)
+
+
+def query_stats(engine: Engine, queue_s: float, eval_s: float) -> dict:
+    """Prometheus's ``stats`` (stats=all): timings in seconds and the sample counts. Store
+    fetches happen inside the evaluation, so they count as inner evaluation time."""
+    loaded, peak = engine.sample_stats()
+    return {"timings": {"evalTotalTime": eval_s, "resultSortTime": 0, "queryPreparationTime": 0,
+                        "innerEvalTime": eval_s, "execQueueTime": queue_s,
+                        "execTotalTime": queue_s + eval_s},
+            "samples": {"totalQueryableSamples": loaded, "peakSamples": peak}}
+
+
+def maybe_gzip(request: web.Request, resp: web.StreamResponse, size: int) -> None:
+    """gzip when the client accepts it and the body is big enough to gain from it (a HEAD
+    answer has no body to compress)."""
+    if (size >= GZIP_MIN_BYTES and request.method != "HEAD" and "gzip" in request.headers.get("Accept-Encoding", "")
+            and "Content-Encoding" not in resp.headers):
+        resp.enable_compression(web.ContentCoding.gzip)
 
 
 async def send_chunks(request: web.Request, chunks: list[bytes]) -> web.StreamResponse:
@@ -120,7 +155,9 @@ async def send_chunks(request: web.Request, chunks: list[bytes]) -> web.StreamRe
     if len(chunks) == 1 or request.method == "HEAD":
         return web.Response(body=b"".join(chunks), content_type="application/json")
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-    resp.content_length = sum(map(len, chunks))
+    size = sum(map(len, chunks))
+    resp.content_length = size
+    maybe_gzip(request, resp, size)
     await resp.prepare(request)
     for c in chunks:
         await resp.write(c)
@@ -152,6 +189,7 @@ class QueryAPI:
     def __init__(self, cfg: QueryConfig, stores: StoreSet, registry: CollectorRegistry) -> None:
         self.cfg = cfg
         self.stores = stores
+        self.registry = registry
         self.requests = Counter("http_requests", "Query API requests by handler and code.",
                                 ["handler", "code"], registry=registry)
         self.latency = Histogram("http_request_duration_seconds", "Query API latency.",
@@ -163,6 +201,9 @@ class QueryAPI:
         self._slots = asyncio.Semaphore(cfg.max_concurrent)
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent, thread_name_prefix="query")
         self._running: set[FanoutQueryable] = set()
+        self.process = ProcessInfo()
+        self.cors = re2.compile(f"^(?:{cfg.cors_origin})$")
+        self.cors_any = cfg.cors_origin == ".*"
 
     def close(self) -> None:
         """Stop taking queries; running ones fail at their next store call, so the process
@@ -173,14 +214,22 @@ class QueryAPI:
 
     def register(self, app: web.Application) -> None:
         app.middlewares.append(self._instrument)
+        app.on_response_prepare.append(self._on_prepare)
         r = app.router
         for path, handler in (("/api/v1/query", self.query), ("/api/v1/query_range", self.query_range),
-                              ("/api/v1/series", self.series), ("/api/v1/labels", self.labels)):
+                              ("/api/v1/series", self.series), ("/api/v1/labels", self.labels),
+                              ("/api/v1/format_query", self.format_query),
+                              ("/api/v1/query_exemplars", self.query_exemplars)):
             r.add_get(path, handler)
             r.add_post(path, handler)
         r.add_get("/api/v1/label/{name}/values", self.label_values)
         r.add_get("/api/v1/status/buildinfo", self.buildinfo)
-        r.add_get("/api/v1/metadata", self.empty_dict)
+        r.add_get("/api/v1/status/config", self.status_config)
+        r.add_get("/api/v1/status/flags", self.status_flags)
+        r.add_get("/api/v1/status/runtimeinfo", self.status_runtimeinfo)
+        r.add_get("/api/v1/status/tsdb", self.status_tsdb)
+        r.add_route("OPTIONS", "/api/v1/{path:.*}", self.options)
+        r.add_get("/api/v1/metadata", self.metadata)
         r.add_get("/api/v1/rules", self.rules)
         r.add_get("/api/v1/alerts", self.alerts)
         r.add_get("/api/v1/stores", self.endpoints)
@@ -192,11 +241,27 @@ class QueryAPI:
             resp = await handler(request)
         except BadParam as e:
             resp = error_response("bad_data", str(e))
+        if isinstance(resp, web.Response) and not resp.prepared:
+            maybe_gzip(request, resp, len(resp.body or b""))
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "other"
         self.requests.labels(name, str(resp.status)).inc()
         self.latency.labels(name).observe(time.perf_counter() - t0)
         return resp
+
+    async def _on_prepare(self, request: web.Request, resp: web.StreamResponse) -> None:
+        """Just before the headers go out: CORS headers for a browser's request, as Prometheus's
+        --web.cors.origin."""
+        origin = request.headers.get("Origin")
+        if origin:
+            resp.headers.update(CORS_HEADERS)
+            if self.cors_any:
+                resp.headers["Access-Control-Allow-Origin"] = "*"
+            elif self.cors.match(origin):
+                resp.headers["Access-Control-Allow-Origin"] = origin
+
+    async def options(self, _: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     @staticmethod
     async def _params(request: web.Request) -> dict[str, list[str]]:
@@ -235,7 +300,8 @@ class QueryAPI:
                              partial_response=partial, extra_matchers=extra)
 
     async def _evaluate(self, request: web.Request, run, timeout_s: float, opts: SelectOptions,
-                        eopts: EngineOptions, limit: int) -> web.StreamResponse:
+                        eopts: EngineOptions, limit: int, stats: bool = False
+                        ) -> web.StreamResponse:
         """Run ``run(engine, queryable)`` in a worker within ``timeout_s``: at the deadline the
         answer is Prometheus's timeout error whether or not the worker has stopped yet."""
         loop = asyncio.get_running_loop()
@@ -245,10 +311,12 @@ class QueryAPI:
         except TimeoutError:
             return error_response("timeout", "query timed out in query queue")
         left = deadline - loop.time()
+        queued_s = timeout_s - left if stats else None
         queryable = FanoutQueryable(self.stores, loop, opts, deadline=deadline)
         engine = Engine(dataclasses.replace(eopts, timeout_s=left))
         try:
-            work = loop.run_in_executor(self._pool, evaluate_to_json, run, engine, queryable, limit)
+            work = loop.run_in_executor(self._pool, evaluate_to_json, run, engine, queryable,
+                                       limit, queued_s)
         except RuntimeError:  # the pool is shut down: the server is stopping
             self._slots.release()
             return error_response("canceled", "query was canceled in query queue")
@@ -292,7 +360,7 @@ class QueryAPI:
         except BadParam as e:
             return error_response("bad_data", str(e))
         return await self._evaluate(request, lambda engine, qa: engine.instant(qa, q, t),
-                                    timeout_s, opts, eopts, limit)
+                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")))
 
     async def query_range(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -316,7 +384,7 @@ class QueryAPI:
         except BadParam as e:
             return error_response("bad_data", str(e))
         return await self._evaluate(request, lambda engine, qa: engine.range(qa, q, start, end, step),
-                                    timeout_s, opts, eopts, limit)
+                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")))
 
     def _resolution(self, p: dict, opts: SelectOptions, step_ms: int | None
                     ) -> tuple[SelectOptions, EngineOptions]:
@@ -400,12 +468,80 @@ class QueryAPI:
         return _json({"status": "success", "data": self.stores.health.by_component()})
 
     async def buildinfo(self, _: web.Request) -> web.Response:
-        return _json({"status": "success", "data": {
-            "version": VERSION, "revision": "", "branch": "", "buildUser": "", "buildDate": "",
-            "goVersion": "python"}})
+        return _json({"status": "success", "data": buildinfo()})
 
-    async def empty_dict(self, _: web.Request) -> web.Response:
-        return _json({"status": "success", "data": {}})
+    async def status_config(self, _: web.Request) -> web.Response:
+        return _json({"status": "success", "data": config_yaml(self.cfg)})
+
+    async def status_flags(self, _: web.Request) -> web.Response:
+        return _json({"status": "success", "data": self.cfg.flags})
+
+    async def status_runtimeinfo(self, _: web.Request) -> web.Response:
+        return _json({"status": "success", "data": runtimeinfo(self.process, self.cfg, self.registry)})
+
+    async def status_tsdb(self, request: web.Request) -> web.Response:
+        """Head cardinality as Prometheus's status/tsdb, counted over the series the stores hold
+        in the last HEAD_WINDOW_MS (at most TSDB_STATUS_MAX_SERIES of them)."""
+        p = await self._params(request)
+        limit = parse_limit(_first(p, "limit")) or TSDB_STATUS_LIMIT
+        opts = self._options(request, p)
+        maxt = int(time.time() * 1000)
+        mint = maxt - HEAD_WINDOW_MS
+        warnings: list[str] = []
+        try:
+            found = await self._fetch(self.cfg.timeout_s, [self.stores.series(
+                mint, maxt, [Matcher(MatchType.RE, "__name__", ".+")], skip_chunks=True,
+                opts=opts, warnings=warnings, limit=TSDB_STATUS_MAX_SERIES)])
+        except TimeoutError:
+            return error_response("timeout", DEADLINE_MSG)
+        except StoreUnavailable as e:
+            return error_response("execution", str(e))
+        labels = list(dict.fromkeys(s.labels for s in found[0]))[:TSDB_STATUS_MAX_SERIES]
+        data = await asyncio.to_thread(tsdb_status, labels, mint, maxt, limit)
+        return _json(_with_warnings({"status": "success", "data": data}, warnings))
+
+    async def format_query(self, request: web.Request) -> web.Response:
+        p = await self._params(request)
+        try:
+            expr = parse_promql(_first(p, "query") or "")
+        except PromQLError as e:
+            return error_response(e.kind, str(e))
+        return _json({"status": "success", "data": expr.prettify()})
+
+    async def query_exemplars(self, request: web.Request) -> web.Response:
+        """Prometheus's exemplar query; no exemplars are stored yet, so every valid query
+        answers an empty list (errors as Prometheus words them: no parameter prefix)."""
+        p = await self._params(request)
+        parse_time(_first(p, "start"), "start", MIN_TIME_MS)
+        parse_time(_first(p, "end"), "end", MAX_TIME_MS)
+        try:
+            parse_promql(_first(p, "query") or "")
+        except PromQLError as e:
+            return error_response(e.kind, e.msg.removeprefix('invalid parameter "query": '))
+        return _json({"status": "success", "data": []})
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        """Prometheus's metric metadata (``metric``, ``limit``, ``limit_per_metric``), from the
+        endpoints' Thanos Metadata API."""
+        p = await self._params(request)
+        limit = _metadata_limit(p, "limit")
+        per_metric = _metadata_limit(p, "limit_per_metric")
+        opts = self._options(request, p)
+        warnings: list[str] = []
+        try:
+            found = await self._fetch(self.cfg.timeout_s, [self.stores.metric_metadata(
+                _first(p, "metric") or "", limit, opts, warnings)])
+        except TimeoutError:
+            return error_response("timeout", DEADLINE_MSG)
+        except StoreUnavailable as e:
+            return error_response("execution", str(e))
+        data = {}
+        for name in sorted(found[0]):
+            if 0 <= limit <= len(data):
+                break
+            metas = found[0][name][:per_metric] if per_metric >= 0 else found[0][name]
+            data[name] = [{"type": t, "help": h, "unit": u} for t, h, u in metas]
+        return _json(_with_warnings({"status": "success", "data": data}, warnings))
 
     async def rules(self, _: web.Request) -> web.Response:
         return _json({"status": "success", "data": {"groups": []}})
@@ -425,6 +561,16 @@ def _one(p: dict, name: str) -> str:
         raise BadParam(f'invalid parameter "{name}": query must not be empty' if name == "query"
                        else f'invalid parameter "{name}"')
     return v
+
+
+def _metadata_limit(p: dict, name: str) -> int:
+    """``limit``/``limit_per_metric`` of /api/v1/metadata: an int, negative or absent = none."""
+    raw = _first(p, name)
+    if not raw:
+        return -1
+    if not re.fullmatch(r"[+-]?\d{1,18}", raw):
+        raise BadParam(f"{name} must be a number")
+    return int(raw)
 
 
 def _with_warnings(payload: dict, warnings: list[str]) -> dict:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import re2
+
 
 @dataclass
 class QueryConfig:
@@ -34,7 +36,10 @@ class QueryConfig:
     external_prefix: str = ""                                  # --web.external-prefix
     route_prefix: str = ""                                     # --web.route-prefix (API root)
     grpc_address: str = ""                                     # StoreAPI over the fan-out
-    flags: dict[str, str] = field(default_factory=dict)        # command line, for /api/v1/status/flags
+    cors_origin: str = ".*"                                    # --web.cors.origin (regex)
+    # The process's flags by name, for /api/v1/status/flags (set by the CLI).
+    flags: dict[str, str] = field(default_factory=dict)
+    storage_retention: str = ""                                # for status/runtimeinfo
 
     def validate(self) -> None:
         """Refuse values that would make the querier useless (e.g. no query slot at all), with
@@ -48,6 +53,10 @@ class QueryConfig:
                 raise ValueError(msg)
         for e in [*self.endpoints, *self.strict_endpoints]:
             check_endpoint(e)
+        try:
+            re2.compile(f"^(?:{self.cors_origin})$")
+        except re2.error as e:
+            raise ValueError(f"--web.cors.origin {self.cors_origin!r}: {e}") from None
 
 
 def check_endpoint(address: str) -> None:

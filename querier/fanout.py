@@ -153,11 +153,13 @@ class StoreSet:
         return out
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool = False,
-                     opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None):
+                     opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None,
+                     limit: int = 0):
+        """``limit`` (0: none) asks each store for at most that many series."""
         ms = list(matchers) + list(opts.extra_matchers)
         results = await self._fan(mint, maxt, ms, lambda c: c.series_with_warnings(
             mint, maxt, ms, skip_chunks=skip_chunks, without_replica_labels=opts.replica_labels,
-            partial_response=opts.partial_response), opts, warnings)
+            limit=limit, partial_response=opts.partial_response), opts, warnings)
         out = []
         strip = frozenset(opts.replica_labels)
         for r in results:
@@ -207,6 +209,21 @@ class StoreSet:
         results = await self._fan(mint, maxt, ms, lambda c: c.label_values(
             name, mint, maxt, ms, partial_response=opts.partial_response), opts, warnings)
         return sorted(set().union(*results)) if results else []
+
+    async def metric_metadata(self, metric: str, limit: int, opts: SelectOptions = DEFAULT_OPTIONS,
+                              warnings: list[str] | None = None
+                              ) -> dict[str, list[tuple[str, str, str]]]:
+        """Thanos's Metadata API over every endpoint: family -> distinct (type, help, unit)."""
+        results = await self._fan(-(1 << 63), (1 << 63) - 1, [], lambda c: c.metric_metadata(
+            metric, limit, partial_response=opts.partial_response), opts, warnings)
+        merged: dict[str, list[tuple[str, str, str]]] = {}
+        for found, warns in results:
+            if warnings is not None:
+                warnings.extend(warns)
+            for name, metas in found.items():
+                have = merged.setdefault(name, [])
+                have.extend(m for m in metas if m not in have)
+        return merged
 
     async def close(self) -> None:
         await self.health.stop()

@@ -17,7 +17,8 @@ from common.ops import add_ops_routes, new_registry, start_site
 from storeapi.server import serve
 from ui import WebUI
 
-from .api import VERSION, QueryAPI
+from .api import QueryAPI
+from .status import promring_version
 from .config import QueryConfig
 from .fanout import StoreSet
 from .filesd import FileSD, parse_endpoint_config
@@ -76,9 +77,8 @@ class Querier:
 
     def _web_ui(self) -> WebUI:
         """The pages at ``/`` (under the route prefix); links use the prefix the browser sees."""
-        return WebUI(endpoints=lambda: self.stores.health.status.values(),
-                     prefix=normalize_prefix(self.cfg.external_prefix or self.cfg.route_prefix),
-                     flags=self.cfg.flags, version=VERSION, registry=self.registry)
+        return WebUI(prefix=normalize_prefix(self.cfg.external_prefix or self.cfg.route_prefix),
+                     version=promring_version())
 
     async def _discovered(self, _: list[str] | None = None) -> None:
         found = [t for sd in self.discovery for t in sd.targets()]

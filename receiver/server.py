@@ -30,6 +30,7 @@ from .lifecycle import BlockLifecycle
 from .hashring.watch import HashringsFile
 from .limits import LimitsFile
 from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
+from .metadata import MetadataStore, decode_metadata, metadata_handler
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_headers
@@ -70,6 +71,7 @@ class Receiver:
         self.metrics = ReceiveMetrics(self.registry)
         self.db: MultiTSDB | None = None
         self.source: MultiTSDBSource | None = None
+        self.metadata: MetadataStore | None = None
         if cfg.is_ingestor:
             self.db = MultiTSDB(TSDBOptions(
                 path=cfg.tsdb_path, external_labels=cfg.external_labels,
@@ -77,6 +79,7 @@ class Receiver:
                 head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms), wal_fsync=cfg.wal_fsync,
                 retention_ms=cfg.retention_ms, too_far_in_future_ms=cfg.too_far_in_future_ms))
             self.source = MultiTSDBSource(self.db)
+            self.metadata = MetadataStore(cfg.tsdb_path)
             self.metrics.series.set_function(self.db.num_series)
             self.metrics.head_bytes.set_function(self.db.memory_bytes)
             skipped = Gauge("promring_tsdb_wal_replay_skipped",
@@ -135,6 +138,8 @@ class Receiver:
         if self.db is not None:
             t0 = time.monotonic()
             restored = await asyncio.to_thread(self.db.open_existing)
+            if self.metadata is not None:
+                await asyncio.to_thread(self.metadata.load)
             log.info("WAL replay done", extra={"samples": restored, "series": self.db.num_series(),
                                                "seconds": round(time.monotonic() - t0, 3)})
             if self.cfg.objstore_config is not None:
@@ -153,6 +158,8 @@ class Receiver:
         # snappy, which grpcio's core refuses before any handler runs.
         server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES)
         server.add_generic_rpc_handlers(StoreServer(self.source, "receive").handlers())
+        if self.metadata is not None:
+            server.add_generic_rpc_handlers((metadata_handler(self.metadata),))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             WRITEABLE_STORE_SERVICE, {"RemoteWrite": grpc.unary_unary_rpc_method_handler(
                 self.grpc_remote_write, request_deserializer=None, response_serializer=None)}),))
@@ -247,6 +254,8 @@ class Receiver:
         if why:
             self.metrics.limited.labels(tenant, "request").inc()
             return web.Response(status=413, text=f"{why}\n")
+        if not req.keys and raw and self.metadata is not None:
+            return await self._write_metadata(tenant, raw)
         if self.router is not None:
             res = await self.router.write(tenant, raw, req, replica)
             status, msg = res.status, res.message
@@ -255,6 +264,17 @@ class Receiver:
         if status in (200, 204):
             return web.Response(status=200)
         return web.Response(status=status, text=f"{msg}\n")
+
+    async def _write_metadata(self, tenant: str, raw: bytes) -> web.Response:
+        """A request without series: Prometheus's metadata send (WriteRequest field 3)."""
+        try:
+            entries = await asyncio.to_thread(decode_metadata, raw)
+        except ValueError as e:
+            return web.Response(status=400, text=f"{e}\n")
+        assert self.metadata is not None
+        if self.metadata.update(tenant, entries):
+            await self.metadata.save(tenant)
+        return web.Response(status=200)
 
     def _replica(self, request: web.Request) -> int | web.Response:
         """Thanos's replica header: the 1-based replica of an already replicated write. Only a

@@ -9,7 +9,7 @@ import grpc.aio
 
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
-from storeapi import info_pb2, rpc_pb2, types_pb2
+from storeapi import info_pb2, metadata_pb2, rpc_pb2, types_pb2
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.server import GRPC_OPTIONS, AggrData
 
@@ -84,6 +84,10 @@ class _Stubs:
         self.series = ch.unary_stream(
             "/thanos.Store/Series", request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
             response_deserializer=rpc_pb2.SeriesResponse.FromString)
+        self.metadata = ch.unary_stream(
+            "/thanos.Metadata/MetricMetadata",
+            request_serializer=metadata_pb2.MetricMetadataRequest.SerializeToString,
+            response_deserializer=metadata_pb2.MetricMetadataResponse.FromString)
 
 
 class StoreClient:
@@ -266,6 +270,30 @@ class StoreClient:
                                        partial_response_strategy=_strategy(partial_response)),
             timeout=self._timeout)
         return list(r.values)
+
+    async def metric_metadata(self, metric: str = "", limit: int = -1,
+                              partial_response: bool = False
+                              ) -> tuple[dict[str, list[tuple[str, str, str]]], list[str]]:
+        """thanos.Metadata: family -> distinct (type, help, unit), and warnings. An endpoint
+        without the Metadata API (a store gateway) has none."""
+        out: dict[str, list[tuple[str, str, str]]] = {}
+        warnings: list[str] = []
+        req = metadata_pb2.MetricMetadataRequest(
+            metric=metric, limit=max(min(limit, (1 << 31) - 1), -1),
+            partial_response_strategy=_strategy(partial_response))
+        try:
+            async for r in self._rpc().metadata(req, timeout=self._timeout):
+                if r.WhichOneof("result") == "warning":
+                    warnings.append(r.warning)
+                for name, entry in r.metadata.metadata.items():
+                    metas = out.setdefault(name, [])
+                    for m in entry.metas:
+                        if (m.type, m.help, m.unit) not in metas:
+                            metas.append((m.type, m.help, m.unit))
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+        return out, warnings
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -247,3 +247,27 @@ def wait_for_blocks(tenant_dir: Path, covering_ms: int, timeout: float = 60.0) -
         if time.monotonic() > deadline:
             raise TimeoutError(f"no block past {covering_ms} in {tenant_dir} after {timeout}s")
         time.sleep(0.2)
+
+
+def answers_of_prometheus_and_querier(workdir: Path, answers, cfg=None) -> tuple:
+    """``answers(base_url)`` (a coroutine function) run against Debian's Prometheus 2.42 and
+    against an in-process promring querier with ``cfg``: (theirs, ours)."""
+    import asyncio
+    from dataclasses import replace
+
+    from querier.config import QueryConfig
+    from querier.server import Querier
+    prom = PrometheusProcess(workdir / "prom", "global:\n  scrape_interval: 1m\n").start()
+    try:
+        theirs = asyncio.run(answers(f"http://127.0.0.1:{prom.port}"))
+    finally:
+        prom.stop()
+
+    async def ours():
+        q = Querier(replace(cfg or QueryConfig(), http_address="127.0.0.1:0"))
+        await q.start()
+        try:
+            return await answers(f"http://127.0.0.1:{q.port}")
+        finally:
+            await q.stop()
+    return theirs, asyncio.run(ours())

@@ -1,6 +1,6 @@
-"""The querier's web UI: query/graph, stores and status pages as static assets plus the small
-JSON endpoints they read. Hand-written HTML/CSS/JS, no build step, nothing fetched from a CDN:
+"""The querier's web UI: query/graph, stores and status pages as static assets; the JSON they
+read is the query API's (querier/api.py). Hand-written HTML/CSS/JS, no build step, nothing fetched from a CDN:
 it works offline. Depends on no other promring package; the querier hands it what it shows."""
-from .web import WebUI, store_statuses
+from .web import WebUI
 
-__all__ = ["WebUI", "store_statuses"]
+__all__ = ["WebUI"]

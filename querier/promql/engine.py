@@ -11,6 +11,7 @@ import promql_parser as pp
 
 from querier.promql import aggregate, binops, functions
 from querier.promql.guard import check_query
+from querier.promql.parse_errors import prometheus_parse_error
 from querier.promql.types import (TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
                                   QueryResult)
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
@@ -49,6 +50,8 @@ class _Shared:
     deadline: float
     step: int = 0
     held: int = 0  # points (samples, per-step values) the evaluation holds right now
+    peak: int = 0  # the most points held at once (Prometheus's peakSamples)
+    loaded: int = 0  # samples the selectors read (Prometheus's totalQueryableSamples)
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
 
@@ -58,6 +61,7 @@ class _Shared:
         Called with the size of an array before it is allocated, so a query fails before the
         memory is spent, as Prometheus's sample limit does."""
         self.held += points
+        self.peak = max(self.peak, self.held)
         if self.held > self.opts.max_samples:
             raise PromQLError("execution", TOO_MANY_SAMPLES)
 
@@ -199,6 +203,7 @@ class Evaluator:
             if hs is not None and self.stats:
                 hs = _stats_hints(hs)
             self.sh.reserve(len(ts))
+            self.sh.loaded += len(ts)
             if len(ts):
                 out.append((s.labels, ts, vals, hs))
         out.sort(key=lambda x: x[0])
@@ -335,7 +340,8 @@ def parse(query: str, param: str = "query"):
     except BaseException as ex:  # the parser raises ValueError, or panics on odd input
         if isinstance(ex, (KeyboardInterrupt, SystemExit)):
             raise
-        raise PromQLError("bad_data", f"invalid parameter \"{param}\": {ex}") from None
+        raise PromQLError("bad_data", f"invalid parameter \"{param}\": "
+                                      f"{prometheus_parse_error(query, str(ex))}") from None
 
 
 def _kind(e) -> str:
@@ -350,9 +356,15 @@ def _kind(e) -> str:
 class Engine:
     def __init__(self, opts: EngineOptions = EngineOptions()) -> None:
         self.opts = opts
+        self.last: _Shared | None = None  # the state of the last query, for its statistics
 
     def _shared(self, q: Queryable, start: int, end: int) -> _Shared:
-        return _Shared(q, self.opts, start, end, time.monotonic() + self.opts.timeout_s)
+        self.last = _Shared(q, self.opts, start, end, time.monotonic() + self.opts.timeout_s)
+        return self.last
+
+    def sample_stats(self) -> tuple[int, int]:
+        """(samples read, peak samples held) of the last query."""
+        return (self.last.loaded, self.last.peak) if self.last is not None else (0, 0)
 
     def instant(self, q: Queryable, query: str, t_ms: int) -> QueryResult:
         expr = parse(query)

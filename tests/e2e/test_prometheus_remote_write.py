@@ -160,3 +160,52 @@ def test_promring_answers_like_prometheus(promring_up, tmp_path):
                                  "job": "prometheus", "tenant_id": "default-tenant"}]
     finally:
         prom.stop()
+
+
+METADATA_CONFIG = """
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["$SELF"]
+remote_write:
+  - url: "{url}"
+    metadata_config:
+      send_interval: 1s
+"""
+
+
+def test_metadata_sent_by_prometheus_is_served_in_its_shape(promring_up, tmp_path):
+    """Prometheus remote-writes its scraped metadata; /api/v1/metadata answers with the same
+    type/help/unit Prometheus itself reports, and still after a restart of promring."""
+    pr = promring_up()
+    prom = PrometheusProcess(tmp_path / "prom", METADATA_CONFIG.format(url=pr.write_url)).start()
+    try:
+        names = ("prometheus_http_requests_total", "go_goroutines",
+                 "prometheus_http_request_duration_seconds")
+        deadline = time.monotonic() + 60
+        ours: dict = {}
+        while time.monotonic() < deadline and not all(n in ours for n in names):
+            time.sleep(1)
+            ours = requests.get(f"{pr.api}/metadata").json()["data"]
+        for name in names:
+            theirs = requests.get(f"{prom.api}/metadata", params={"metric": name}).json()
+            assert ours[name] == theirs["data"][name], name
+        assert len(ours) >= 50, len(ours)
+        got = requests.get(f"{pr.api}/metadata", params={"metric": "go_goroutines"}).json()
+        assert got == {"status": "success", "data": {"go_goroutines": [
+            {"type": "gauge", "help": "Number of goroutines that currently exist.", "unit": ""}]}}
+    finally:
+        prom.stop()
+    pr.stop()
+    pr = promring_up(tmp_path / "data", "--web.cors.origin", r"https://grafana\.example")
+    got = requests.get(f"{pr.api}/metadata", params={"metric": "go_goroutines"}).json()
+    assert got["data"]["go_goroutines"][0]["type"] == "gauge", got
+    # The process's own flags and retention reach the status endpoints.
+    flags = requests.get(f"{pr.api}/status/flags").json()["data"]
+    assert flags["web.cors.origin"] == r"https://grafana\.example" and flags["tsdb.retention"] == "15d"
+    assert requests.get(f"{pr.api}/status/runtimeinfo").json()["data"]["storageRetention"] == "15d"
+    r = requests.get(f"{pr.api}/query", params={"query": "1"},
+                     headers={"Origin": "https://grafana.example"})
+    assert r.headers["Access-Control-Allow-Origin"] == "https://grafana.example"

@@ -7,15 +7,12 @@ A negative ``timeout`` is left out: 2.42 answers "in query queue" or "in query e
 """
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import aiohttp
 import pytest
 
-from harness import PrometheusProcess
-from querier.config import QueryConfig
-from querier.server import Querier
+from harness import answers_of_prometheus_and_querier
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="Debian's prometheus package is not installed")
@@ -59,19 +56,6 @@ async def _answers(base: str) -> list[tuple[int, dict]]:
 
 
 def test_error_answers_equal_prometheus_242(tmp_path):
-    prom = PrometheusProcess(tmp_path / "prom", "global:\n  scrape_interval: 1m\n").start()
-    try:
-        theirs = asyncio.run(_answers(f"http://127.0.0.1:{prom.port}"))
-    finally:
-        prom.stop()
-
-    async def ours():
-        q = Querier(QueryConfig(http_address="127.0.0.1:0"))
-        await q.start()
-        try:
-            return await _answers(f"http://127.0.0.1:{q.port}")
-        finally:
-            await q.stop()
-    mine = asyncio.run(ours())
+    theirs, mine = answers_of_prometheus_and_querier(tmp_path, _answers)
     diffs = [(req, t, m) for req, t, m in zip(REQUESTS, theirs, mine) if t != m]
     assert not diffs, "\n".join(f"{req}:\n  prometheus {t}\n  promring   {m}" for req, t, m in diffs)

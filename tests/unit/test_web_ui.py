@@ -105,16 +105,13 @@ def test_command_flags_lists_every_flag_of_the_subcommand_and_hides_secrets():
     assert up["objstore.config"] == "<secret>" and up["data-dir"] == "./data"
 
 
-def test_api_routes_the_query_api_already_serves_are_left_to_it():
+def test_the_ui_adds_pages_only_and_leaves_the_json_to_the_query_api():
+    """One implementation of /api/v1/stores, status/flags and runtimeinfo: the query API's."""
     from aiohttp import web
 
     from ui import WebUI
-
-    async def theirs(_):
-        return web.Response(text="theirs")
     app = web.Application()
-    app.router.add_get("/api/v1/status/flags", theirs)
-    WebUI(endpoints=list).register(app)
-    routes = {(r.method, r.resource.canonical): r.handler for r in app.router.routes()}
-    assert routes[("GET", "/api/v1/status/flags")] is theirs
-    assert ("GET", "/api/v1/stores") in routes and ("GET", "/graph") in routes
+    WebUI().register(app)
+    paths = {r.resource.canonical for r in app.router.routes()}
+    assert "/graph" in paths and "/stores" in paths
+    assert not [p for p in paths if p.startswith("/api/")], paths
