@@ -13,8 +13,12 @@ from querier.config import QueryConfig
 from querier.fanout import SelectOptions, StoreSet, StoreUnavailable
 from querier.filesd import FileSD, FileSDError, parse_file_sd
 from querier.server import Querier, normalize_prefix
+from receiver.tsdb.labels import Matcher
 from storeapi.client import StoreClient
 from storeapi.server import serve
+
+# StoreAPI servers refuse a Series call without matchers (as Thanos): ask for one metric.
+UP = [Matcher("=", "__name__", "up")]
 
 
 def test_parse_file_sd_json_and_yaml():
@@ -81,11 +85,11 @@ def test_store_response_timeout_drops_a_silent_store():
         try:
             warnings: list[str] = []
             got = await asyncio.wait_for(stores.series(
-                0, 10_000, [], skip_chunks=True, opts=SelectOptions(partial_response=True),
+                0, 10_000, UP, skip_chunks=True, opts=SelectOptions(partial_response=True),
                 warnings=warnings), 20)
             assert len(got) == 1 and len(warnings) == 1 and str(slow_port) in warnings[0]
             with pytest.raises(StoreUnavailable):
-                await asyncio.wait_for(stores.series(0, 10_000, [], skip_chunks=True,
+                await asyncio.wait_for(stores.series(0, 10_000, UP, skip_chunks=True,
                                                      opts=SelectOptions(partial_response=False)), 20)
         finally:
             await stores.close()
@@ -168,13 +172,13 @@ def test_strict_endpoint_down_at_start_is_used_once_it_is_up():
         try:
             warnings: list[str] = []
             opts = SelectOptions(partial_response=True)
-            assert await q.stores.series(0, 10_000, [], skip_chunks=True, opts=opts,
+            assert await q.stores.series(0, 10_000, UP, skip_chunks=True, opts=opts,
                                          warnings=warnings) == []
             assert warnings
             srv, _ = await serve(_Source(0.0), f"127.0.0.1:{port}", "store")
             got: list = []
             for _ in range(100):
-                got = await q.stores.series(0, 10_000, [], skip_chunks=True, opts=opts)
+                got = await q.stores.series(0, 10_000, UP, skip_chunks=True, opts=opts)
                 if got:
                     break
                 await asyncio.sleep(0.1)
@@ -196,7 +200,7 @@ def test_stacked_querier_passes_a_down_stores_warning_up():
         await regional.start()
         client = StoreClient(f"127.0.0.1:{regional.grpc_port}")
         try:
-            got = await client.series_with_warnings(0, 10_000, [], skip_chunks=True)
+            got = await client.series_with_warnings(0, 10_000, UP, skip_chunks=True)
             assert [s.labels for s in got.series] == [(("__name__", "up"), ("site", "x"))]
             assert len(got.warnings) == 1 and "endpoint 127.0.0.1:" in got.warnings[0]
         finally:
