@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from common.logs import setup_logging
+from common.tls import (add_client_tls_flags, add_server_tls_flags, client_tls_from_flags,
+                        server_tls_from_flags)
 from common.units import parse_bytes, parse_duration_ms, parse_label_flag
 from objstore.flags import add_objstore_flags, objstore_yaml
 
@@ -80,9 +82,21 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
                    help="How long shipped blocks stay on local disk.")
     add_objstore_flags(p, required=False)  # blocks are shipped to the bucket when given
+    add_server_tls_flags(p, "remote-write.server")
+    p.add_argument("--receive.tenant-certificate-field", dest="tenant_certificate_field",
+                   default="", choices=["", "organization", "organizationalUnit", "commonName"],
+                   help="Take the tenant from this field of the verified client certificate "
+                        "(needs --remote-write.server-tls-client-ca); the tenant header is ignored.")
+    _http_config_flag(p)
     p.add_argument("--receive.limits-config-file", dest="limits_file", default=None,
                    help="Thanos limits YAML (request size/series/samples -> 413, head series -> 429); "
                         "re-read when it changes.")
+
+
+def _http_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--http.config", dest="http_config", default="",
+                   help="Prometheus web config file (TLS, basic auth, headers) for the HTTP "
+                        "servers; re-read when it changes.")
 
 
 def _routing_flags(p: argparse.ArgumentParser) -> None:
@@ -104,6 +118,7 @@ def _routing_flags(p: argparse.ArgumentParser) -> None:
                    help="Timeout of one forwarded write to an ingestor.")
     p.add_argument("--receive.grpc-compression", dest="grpc_compression", default="snappy",
                    choices=["snappy", "none"], help="Compression of forwarded writes (gRPC).")
+    add_client_tls_flags(p, "remote-write.client")
 
 
 def _query_flags(p: argparse.ArgumentParser) -> None:
@@ -174,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grpc-address", default="0.0.0.0:10901")
     r.add_argument("--http-address", default="0.0.0.0:10902")
     r.add_argument("--tsdb.path", dest="tsdb_path", default="./data")
+    add_server_tls_flags(r)
     _routing_flags(r)
 
     q = sub.add_parser("query", help="Answer PromQL over StoreAPI endpoints (Prometheus HTTP API).")
@@ -183,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--endpoint", "--store", dest="endpoints", action="append", default=[],
                    help="StoreAPI gRPC address (repeatable).")
     _query_endpoint_flags(q)
+    add_server_tls_flags(q)
+    add_client_tls_flags(q)
+    _http_config_flag(q)
 
     st = sub.add_parser("store", help="Serve blocks from object storage over the StoreAPI.")
     _common(st)
@@ -192,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--http-address", default="0.0.0.0:10902")
     st.add_argument("--sync-block-duration", dest="sync_block_duration", default="15m",
                     help="How often the bucket is scanned for new and deleted blocks.")
+    add_server_tls_flags(st)
+    _http_config_flag(st)
 
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
@@ -239,7 +260,29 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         limits_file=Path(a.limits_file) if a.limits_file else None,
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
+        grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
+        forward_tls=client_tls_from_flags(a, "remote-write.client"),
+        http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
         **_routing_config(a))
+
+
+def _remote_write_tls(a: argparse.Namespace):
+    tls = server_tls_from_flags(a, "remote-write.server")
+    if a.tenant_certificate_field and not (tls and tls.client_ca):
+        from common.webconfig import load_web_config
+        web = load_web_config(a.http_config).tls if a.http_config else None
+        if not (web and web.client_ca):
+            raise ValueError("--receive.tenant-certificate-field needs verified client "
+                             "certificates: set --remote-write.server-tls-client-ca")
+    return tls
+
+
+def _http_config(a: argparse.Namespace) -> str:
+    """--http.config, checked now so that a bad file stops the start with a clear message."""
+    if getattr(a, "http_config", ""):
+        from common.webconfig import load_web_config
+        load_web_config(a.http_config)
+    return getattr(a, "http_config", "")
 
 
 def _routing_config(a: argparse.Namespace) -> dict:
@@ -268,7 +311,9 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
-        enforce_tenancy=a.enforce_tenancy, **_query_endpoint_config(a))
+        enforce_tenancy=a.enforce_tenancy, grpc_server_tls=server_tls_from_flags(a),
+        grpc_client_tls=client_tls_from_flags(a), http_config=_http_config(a),
+        **_query_endpoint_config(a))
     cfg.validate()
     return cfg
 
@@ -325,7 +370,8 @@ def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grp
     from store.server import StoreConfig
     return StoreConfig(data_dir=Path(data_dir), objstore_config=objstore_config,
                        grpc_address=grpc_address, http_address=http_address,
-                       sync_interval_s=parse_duration_ms(getattr(a, "sync_block_duration", "3m")) / 1000)
+                       sync_interval_s=parse_duration_ms(getattr(a, "sync_block_duration", "3m")) / 1000,
+                       grpc_server_tls=server_tls_from_flags(a), http_config=_http_config(a))
 
 
 class _Up:
@@ -410,7 +456,8 @@ def main(argv: list[str] | None = None) -> None:
         from receiver.hashring import HashringConfigError
         from receiver.server import Receiver
         try:
-            comps = [Receiver(receive_config(a, a.tsdb_path, a.http_address, a.grpc_address))]
+            comps = [Receiver(_or_exit(receive_config, a, a.tsdb_path, a.http_address,
+                                       a.grpc_address))]
         except HashringConfigError as e:  # refused at start, as Thanos does
             raise SystemExit(f"invalid hashrings configuration: {e}") from None
     elif a.command == "query":
@@ -418,8 +465,8 @@ def main(argv: list[str] | None = None) -> None:
         comps = [Querier(_or_exit(query_config, a, a.endpoints))]
     elif a.command == "store":
         from store.server import StoreGateway
-        comps = [StoreGateway(store_config(a, a.data_dir, objstore_yaml(a),
-                                           a.grpc_address, a.http_address))]
+        comps = [StoreGateway(_or_exit(store_config, a, a.data_dir, objstore_yaml(a),
+                                       a.grpc_address, a.http_address))]
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
         if a.bucket_cmd == "verify":

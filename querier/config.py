@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.tls import ClientTLS, ServerTLS
+
 
 @dataclass
 class QueryConfig:
@@ -34,6 +36,10 @@ class QueryConfig:
     external_prefix: str = ""                                  # --web.external-prefix
     route_prefix: str = ""                                     # --web.route-prefix (API root)
     grpc_address: str = ""                                     # StoreAPI over the fan-out
+    # Security: --grpc-server-tls-*, --grpc-client-tls-* and --http.config.
+    grpc_server_tls: ServerTLS | None = None
+    grpc_client_tls: ClientTLS | None = None
+    http_config: str = ""
 
     def validate(self) -> None:
         """Refuse values that would make the querier useless (e.g. no query slot at all), with
