@@ -22,7 +22,7 @@ from receiver.tsdb.labels import Matcher, MatchType
 from storeapi.client import StoreClient
 from storeapi.h2client import RpcError
 from storeapi.server import serve
-from tests.certs import PKI
+from certs import PKI
 
 import numpy as np
 
