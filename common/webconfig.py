@@ -213,11 +213,14 @@ class BasicAuth:
         self._waiting += 1
         try:
             async with self._lock:  # one bcrypt at a time, off the event loop
+                hit = self._cache.get(key)  # the same credentials may have been checked meanwhile
+                if hit is not None:
+                    return hit
                 ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed)
+                ok = ok and known
+                self._cache[key] = ok
         finally:
             self._waiting -= 1
-        ok = ok and known
-        self._cache[key] = ok
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
         return ok
