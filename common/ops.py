@@ -8,7 +8,7 @@ from prometheus_client import (CollectorRegistry, GCCollector, PlatformCollector
                                generate_latest)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from common.tls import ReloadingServerContext, ServerTLS
+from common.tls import HTTP1, ReloadingServerContext, ServerTLS
 from common.webconfig import WebConfigFile, web_middleware
 
 
@@ -51,10 +51,10 @@ async def start_site(app: web.Application, address: str, tls: ServerTLS | None =
     host, port = split_address(address)
     ssl_context = None
     if tls is not None and tls.enabled:
-        ssl_context = ReloadingServerContext(lambda: tls).context
+        ssl_context = ReloadingServerContext(lambda: tls, HTTP1).context
     elif web_config is not None and web_config.current().tls is not None:
         first = web_config.current().tls
-        ssl_context = ReloadingServerContext(lambda: web_config.current().tls or first).context
+        ssl_context = ReloadingServerContext(lambda: web_config.current().tls or first, HTTP1).context
     if web_config is not None:
         app.middlewares.append(web_middleware(web_config))
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **handler_args)

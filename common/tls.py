@@ -110,7 +110,11 @@ def _stat(paths: tuple[str, ...]) -> tuple:
     return tuple(out)
 
 
-def build_server_context(cfg: ServerTLS) -> ssl.SSLContext:
+HTTP1 = ("http/1.1",)  # aiohttp servers: announcing h2 would make Go clients speak HTTP/2
+H2 = ("h2",)           # gRPC servers: gRPC clients insist on h2
+
+
+def build_server_context(cfg: ServerTLS, alpn: tuple[str, ...] = H2) -> ssl.SSLContext:
     """A fresh server context from the files as they are now; TLSConfigError if unusable."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = TLS_VERSIONS[cfg.min_version]
@@ -124,7 +128,7 @@ def build_server_context(cfg: ServerTLS) -> ssl.SSLContext:
         ctx.verify_mode = mode
     except (OSError, ssl.SSLError) as e:
         raise TLSConfigError(f"loading TLS files {', '.join(cfg.files())}: {e}") from None
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 
@@ -137,15 +141,16 @@ class ReloadingServerContext:
     connections created after it, so the one handshake that notices it is refused.
     """
 
-    def __init__(self, source: Callable[[], ServerTLS]) -> None:
+    def __init__(self, source: Callable[[], ServerTLS], alpn: tuple[str, ...] = H2) -> None:
         self._source = source
+        self._alpn = alpn
         self._lock = threading.Lock()
         cfg = source()
         self._cfg = cfg
         self._stats = _stat(cfg.files())
         self._checked = time.monotonic()
-        self._current = build_server_context(cfg)
-        self.context = build_server_context(cfg)
+        self._current = build_server_context(cfg, alpn)
+        self.context = build_server_context(cfg, alpn)
         self.context.sni_callback = self._on_hello
 
     def _maybe_reload(self) -> None:
@@ -159,7 +164,7 @@ class ReloadingServerContext:
             if cfg == self._cfg and stats == self._stats:
                 return
             try:
-                ctx = build_server_context(cfg) if cfg.enabled else None
+                ctx = build_server_context(cfg, self._alpn) if cfg.enabled else None
             except TLSConfigError as e:  # a half-written file: keep serving the old one
                 log.error("TLS reload failed, keeping the previous certificates",
                           extra={"err": str(e)})
@@ -184,11 +189,12 @@ class ReloadingServerContext:
         return None
 
 
-def server_ssl_context(cfg: ServerTLS | None) -> ssl.SSLContext | None:
+def server_ssl_context(cfg: ServerTLS | None, alpn: tuple[str, ...] = H2
+                       ) -> ssl.SSLContext | None:
     """An asyncio server's ssl argument (None = plain text)."""
     if cfg is None or not cfg.enabled:
         return None
-    return ReloadingServerContext(lambda: cfg).context
+    return ReloadingServerContext(lambda: cfg, alpn).context
 
 
 def peer_certificate(transport) -> dict | None:
