@@ -288,3 +288,37 @@ def test_bad_web_configs_are_refused_with_a_reason(pki, text, why):
     text = text.format(c=pki.server.cert, k=pki.server.key, ca=pki.ca.cert_path)
     with pytest.raises(WebConfigError, match=why):
         parse_web_config(text)
+
+
+def test_web_config_can_start_requiring_client_certificates_without_restart(tmp_path, pki):
+    web = tmp_path / "web.yml"
+    tls = f"tls_server_config:\n  cert_file: {pki.server.cert}\n  key_file: {pki.server.key}\n"
+    web.write_text(tls)
+
+    async def main():
+        r = Receiver(ReceiveConfig(remote_write_address="127.0.0.1:0", grpc_address="",
+                                   http_address="", tsdb_path=tmp_path / "d",
+                                   http_config=str(web)))
+        await r.start()
+        rw = r.ports["remote_write"]
+
+        async def status(cert) -> int | None:
+            try:
+                return await _post(rw, _client_ctx(pki, cert))
+            except aiohttp.ClientError:
+                return None
+
+        try:
+            assert await status(None) == 200
+            web.write_text(tls + f"  client_auth_type: RequireAndVerifyClientCert\n"
+                                 f"  client_ca_file: {pki.ca.cert_path}\n")
+            deadline = time.monotonic() + 10
+            while await status(None) is not None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert await status(None) is None
+            assert await status(pki.rogue) is None
+            assert await status(pki.client) == 200
+        finally:
+            await r.stop()
+
+    _run(main())
