@@ -280,8 +280,11 @@ def _remote_write_tls(a: argparse.Namespace):
 def _http_config(a: argparse.Namespace) -> str:
     """--http.config, checked now so that a bad file stops the start with a clear message."""
     if getattr(a, "http_config", ""):
-        from common.webconfig import load_web_config
-        load_web_config(a.http_config)
+        from common.webconfig import WebConfigError, load_web_config
+        try:
+            load_web_config(a.http_config)
+        except WebConfigError as e:
+            raise ValueError(f"--http.config: {e}") from None
     return getattr(a, "http_config", "")
 
 
@@ -476,10 +479,11 @@ def main(argv: list[str] | None = None) -> None:
         print(run_bucket_tool(a.bucket_cmd, objstore_yaml(a), a.output))
         return
     elif a.command == "compact":
+        _or_exit(_http_config, a)
         sys.exit(asyncio.run(_run_compactor(a)))
     else:
         _or_exit(query_config, a, [])  # flag errors before anything starts
-        comps = [_Up(a)]
+        comps = [_or_exit(_Up, a)]
     try:
         asyncio.run(_run_until_signal(comps))
     except KeyboardInterrupt:
