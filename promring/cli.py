@@ -261,9 +261,18 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
-        forward_tls=client_tls_from_flags(a, "remote-write.client"),
+        forward_tls=_forward_tls(a),
         http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
         **_routing_config(a))
+
+
+def _forward_tls(a: argparse.Namespace):
+    tls = client_tls_from_flags(a, "remote-write.client")
+    if tls is not None and tls.secure and tls.skip_verify and a.grpc_compression != "snappy":
+        raise ValueError("--remote-write.client-tls-skip-verify works only with "
+                         "--receive.grpc-compression=snappy (gRPC's Python client cannot skip "
+                         "verification); give --remote-write.client-tls-ca instead")
+    return tls
 
 
 def _remote_write_tls(a: argparse.Namespace):
@@ -315,10 +324,19 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
         enforce_tenancy=a.enforce_tenancy, grpc_server_tls=server_tls_from_flags(a),
-        grpc_client_tls=client_tls_from_flags(a), http_config=_http_config(a),
+        grpc_client_tls=_query_client_tls(a), http_config=_http_config(a),
         **_query_endpoint_config(a))
     cfg.validate()
     return cfg
+
+
+def _query_client_tls(a: argparse.Namespace):
+    tls = client_tls_from_flags(a)
+    if tls is not None and tls.secure and tls.skip_verify:
+        raise ValueError("--grpc-client-tls-skip-verify is not supported (gRPC's Python client "
+                         "cannot skip verification); give the endpoints' CA with "
+                         "--grpc-client-tls-ca")
+    return tls
 
 
 def _flag_duration_ms(a: argparse.Namespace, dest: str, flag: str) -> int:

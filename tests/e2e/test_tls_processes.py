@@ -100,3 +100,12 @@ def test_unusable_tls_settings_stop_the_start_with_a_clear_error(tmp_path, args,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
+
+
+def test_query_refuses_skip_verify_at_start_instead_of_failing_every_query(tmp_path):
+    out = subprocess.run(promring_cmd() + ["query", "--endpoint", "127.0.0.1:1",
+                                           "--http-address", "127.0.0.1:0", "--grpc-address", "",
+                                           "--grpc-client-tls-secure",
+                                           "--grpc-client-tls-skip-verify"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--grpc-client-tls-skip-verify" in out.stderr
