@@ -36,9 +36,11 @@ _TLS_VERSIONS = {"TLS10": "1.0", "TLS11": "1.1", "TLS12": "1.2", "TLS13": "1.3"}
 _CLIENT_AUTH = {"": NO_CLIENT_CERT, "NoClientCert": NO_CLIENT_CERT,
                 "VerifyClientCertIfGiven": "VerifyClientCertIfGiven",
                 "RequireAndVerifyClientCert": "RequireAndVerifyClientCert"}
-# exporter-toolkit lets only these security headers be set.
-_HEADERS = ("Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options",
-            "X-XSS-Protection", "Content-Security-Policy")
+# exporter-toolkit lets only these security headers be set, some only to these values.
+_HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (), "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"), "X-XSS-Protection": (),
+    "Content-Security-Policy": ()}
 # Compared against for unknown users so that they cost what known ones do.
 _DUMMY_HASH = bcrypt.hashpw(b"promring-no-such-user", bcrypt.gensalt(rounds=10))
 CACHE_ENTRIES = 1024
@@ -129,6 +131,10 @@ def parse_web_config(text: str, base_dir: str = ".") -> WebConfig:
             raise WebConfigError(f"HTTP header {k!r} can not be configured")
         if any(c in str(v) for c in "\r\n"):
             raise WebConfigError(f"HTTP header {k!r}: value has a line break")
+        allowed = _HEADERS[canon]
+        if allowed and str(v) not in allowed:
+            raise WebConfigError(f"invalid value for {canon}: expected one of {list(allowed)}, "
+                                 f"got {str(v)!r}")
         headers.append((canon, str(v)))
     return WebConfig(_tls_section(tls_d, base_dir), users, tuple(headers))
 

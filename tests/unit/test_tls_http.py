@@ -283,6 +283,7 @@ def test_bcrypt_checks_are_cached_and_serialised(monkeypatch):
      "client_auth_type"),
     ("tls_server_config:\n  cert_file: {c}\n  key_file: {k}\n  min_version: TLS99\n", "min_version"),
     ("bogus: 1\n", "unknown"),
+    ("http_server_config:\n  headers:\n    X-Frame-Options: allow-all\n", "invalid value"),
 ])
 def test_bad_web_configs_are_refused_with_a_reason(pki, text, why):
     text = text.format(c=pki.server.cert, k=pki.server.key, ca=pki.ca.cert_path)
