@@ -23,13 +23,12 @@ log = logging.getLogger(__name__)
 TLS_VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1,
                 "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
-# Go's tls.ClientAuthType names, as Prometheus's web config spells them.
+# Go's tls.ClientAuthType names, as Prometheus's web config spells them. Go's RequestClientCert
+# and RequireAnyClientCert accept unverified certificates, which OpenSSL via Python cannot.
 NO_CLIENT_CERT = "NoClientCert"
 REQUIRE_AND_VERIFY = "RequireAndVerifyClientCert"
 CLIENT_AUTH_TYPES = {
     NO_CLIENT_CERT: ssl.CERT_NONE,
-    "RequestClientCert": ssl.CERT_NONE,        # Go asks without verifying; we cannot ask only
-    "RequireAnyClientCert": ssl.CERT_REQUIRED,
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     REQUIRE_AND_VERIFY: ssl.CERT_REQUIRED,
 }
@@ -120,12 +119,9 @@ def build_server_context(cfg: ServerTLS, alpn: tuple[str, ...] = H2) -> ssl.SSLC
     ctx.minimum_version = TLS_VERSIONS[cfg.min_version]
     try:
         ctx.load_cert_chain(cfg.cert, cfg.key)
-        mode = CLIENT_AUTH_TYPES[cfg.auth_type]
         if cfg.client_ca:
             ctx.load_verify_locations(cfg.client_ca)
-        elif mode != ssl.CERT_NONE:  # RequireAnyClientCert without a CA: nothing to verify with
-            mode = ssl.CERT_NONE
-        ctx.verify_mode = mode
+        ctx.verify_mode = CLIENT_AUTH_TYPES[cfg.auth_type]
     except (OSError, ssl.SSLError) as e:
         raise TLSConfigError(f"loading TLS files {', '.join(cfg.files())}: {e}") from None
     ctx.set_alpn_protocols(list(alpn))
