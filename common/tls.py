@@ -227,6 +227,9 @@ def grpc_server_credentials(cfg: ServerTLS) -> grpc.ServerCredentials:
 
     gRPC negotiates TLS 1.2 or 1.3; its Python API cannot raise the minimum to 1.3."""
     build_server_context(cfg)  # fail early, with our message, on unusable files
+    if TLS_VERSIONS[cfg.min_version] > ssl.TLSVersion.TLSv1_2:
+        log.warning("this gRPC server accepts TLS 1.2 as well: grpcio cannot raise its minimum "
+                    "TLS version", extra={"min_version": cfg.min_version})
     state = {"stats": _stat(cfg.files()), "checked": time.monotonic()}
 
     def fetch() -> grpc.ServerCertificateConfiguration | None:
