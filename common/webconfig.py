@@ -184,10 +184,11 @@ class WebConfigFile:
 class BasicAuth:
     """Checks ``Authorization: Basic`` against the current users (see module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_waiting: int = MAX_WAITING_CHECKS) -> None:
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._lock = asyncio.Lock()
         self._waiting = 0
+        self._max_waiting = max_waiting
 
     @staticmethod
     def _credentials(header: str) -> tuple[str, str] | None:
@@ -214,7 +215,7 @@ class BasicAuth:
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        if self._waiting >= MAX_WAITING_CHECKS:
+        if self._waiting >= self._max_waiting:
             return None
         self._waiting += 1
         try:

@@ -323,3 +323,21 @@ def test_web_config_can_start_requiring_client_certificates_without_restart(tmp_
             await r.stop()
 
     _run(main())
+
+
+def test_a_flood_of_distinct_wrong_passwords_is_bounded_and_does_not_delay_known_users():
+    users = {"u": HASH.encode()}
+
+    async def main():
+        auth = BasicAuth(max_waiting=4)
+        good = _auth("u", "s3cret")["Authorization"]
+        assert await auth.check(users, good) is True  # now cached
+        flood = [asyncio.create_task(auth.check(users, _auth("u", f"guess{i}")["Authorization"]))
+                 for i in range(20)]
+        await asyncio.sleep(0)
+        # while the flood queues, the known user's cached check answers without waiting for it
+        assert await asyncio.wait_for(auth.check(users, good), 5) is True
+        results = await asyncio.gather(*flood)
+        assert results.count(None) == 16 and results.count(False) == 4
+
+    _run(main())
