@@ -1,8 +1,10 @@
-"""Certificates made by the tests themselves: a CA, server and client certificates."""
+"""Certificates made by the tests themselves (a CA, server and client certificates), and the
+hostile bytes a TLS port must survive."""
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +93,19 @@ class PKI:
         return cls(ca, ca.issue("server", "promring.test", server=True),
                    ca.issue("client", "writer-1", org="team-a", ou="unit-a"),
                    rogue_ca.issue("rogue", "mallory", org="team-a"))
+
+
+def send_hostile_bytes(port: int) -> None:
+    """What a TLS port must survive: plain HTTP/1.1 and HTTP/2, broken ClientHellos."""
+    for payload in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00" * 64,
+                    b"\x16\x03\x01\x00\xff" + b"\xde\xad" * 200,  # a broken ClientHello
+                    b"\x16\x03\x03" + b"\xff" * 3000):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(payload)
+            s.settimeout(5)
+            try:
+                while s.recv(4096):
+                    pass
+            except (ConnectionResetError, socket.timeout):
+                pass

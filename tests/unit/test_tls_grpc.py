@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import ssl
 import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from common.tls import ClientTLS, ServerTLS
@@ -22,9 +22,7 @@ from receiver.tsdb.labels import Matcher, MatchType
 from storeapi.client import StoreClient
 from storeapi.h2client import RpcError
 from storeapi.server import serve
-from certs import PKI
-
-import numpy as np
+from certs import PKI, send_hostile_bytes
 
 UP = [Matcher(MatchType.EQ, "__name__", "up")]
 
@@ -139,28 +137,13 @@ def test_router_and_querier_over_mutual_tls_and_clients_without_certificates_ref
     _run(main())
 
 
-def _hostile_bytes(port: int) -> None:
-    for payload in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-                    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00" * 64,
-                    b"\x16\x03\x01\x00\xff" + b"\xde\xad" * 200,  # a broken ClientHello
-                    b"\x16\x03\x03" + b"\xff" * 3000):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(payload)
-            s.settimeout(5)
-            try:
-                while s.recv(4096):
-                    pass
-            except (ConnectionResetError, socket.timeout):
-                pass
-
-
 def test_plain_text_and_handshake_garbage_are_refused_and_servers_keep_serving(tmp_path, pki):
     async def main():
         ing = await _ingestor(tmp_path, pki)
         store, sport = await serve(_Blocks(), "127.0.0.1:0", "store", tls=_mtls_server(pki))
         try:
             for port in (ing.ports["grpc"], sport):
-                await asyncio.to_thread(_hostile_bytes, port)
+                await asyncio.to_thread(send_hostile_bytes, port)
                 # an expired client certificate is refused as well
                 expired = pki.ca.issue("expired", "old", expired=True)
                 with pytest.raises((grpc.aio.AioRpcError, RpcError)):

@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
-from certs import PKI
+from certs import PKI, send_hostile_bytes
 from common.tls import ClientTLS, ServerTLS
 from common.webconfig import BasicAuth, WebConfigError, parse_web_config
 from receiver.config import ReceiveConfig
@@ -102,6 +102,8 @@ http_server_config:
                     async with s.get(f"http://127.0.0.1:{rw}/-/ready") as resp:
                         assert resp.status >= 400
                         raise aiohttp.ClientError("refused by status")
+            await asyncio.to_thread(send_hostile_bytes, rw)
+            assert await _post(rw, ctx, _auth("prometheus", "s3cret"), "after") == 200
         finally:
             await r.stop()
 
