@@ -60,8 +60,9 @@ def tenant_from_certificate(cert: dict | None, field: str) -> str:
                             "no verified client certificate")
     attr = CERTIFICATE_FIELDS[field]
     values = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == attr]
-    if len(values) != 1:
-        raise InvalidTenant(f"could not get required certificate field from client cert: "
-                            f"{len(values)} {field} values, want exactly one")
+    if not values or not values[0]:
+        raise InvalidTenant(f"could not get {field} field from client cert")
+    if len(values) > 1:  # Thanos takes the first; which one a CA lists first is no contract
+        raise InvalidTenant(f"client cert has {len(values)} {field} values; want exactly one")
     validate_tenant(values[0])
     return values[0]
