@@ -8,6 +8,9 @@ from prometheus_client import (CollectorRegistry, GCCollector, PlatformCollector
                                generate_latest)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from common.tls import HTTP1, ReloadingServerContext, ServerTLS
+from common.webconfig import WebConfigFile, web_middleware
+
 
 def new_registry() -> CollectorRegistry:
     """A component's own registry, with the process_*, python_info and python_gc_* metrics
@@ -38,13 +41,25 @@ def add_ops_routes(app: web.Application, registry: CollectorRegistry,
     app.router.add_get("/-/ready", ready)
 
 
-async def start_site(app: web.Application, address: str, **handler_args
+async def start_site(app: web.Application, address: str, tls: ServerTLS | None = None,
+                     web_config: WebConfigFile | None = None, **handler_args
                      ) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on ``host:port`` (port 0 picks a free one); returns the runner and port."""
+    """Serve ``app`` on ``host:port`` (port 0 picks a free one); returns the runner and port.
+
+    ``web_config`` (``--http.config``) adds basic auth and headers, and TLS unless ``tls``
+    (a component's own TLS flags) is enabled; certificates are re-read when they change."""
     host, port = split_address(address)
+    ssl_context = None
+    if tls is not None and tls.enabled:
+        ssl_context = ReloadingServerContext(lambda: tls, HTTP1).context
+    elif web_config is not None and web_config.current().tls is not None:
+        first = web_config.current().tls
+        ssl_context = ReloadingServerContext(lambda: web_config.current().tls or first, HTTP1).context
+    if web_config is not None:
+        app.middlewares.append(web_middleware(web_config))
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **handler_args)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, bound

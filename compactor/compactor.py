@@ -34,6 +34,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.ops import add_ops_routes, new_registry, start_site
+from common.webconfig import WebConfigFile
 from objstore import Bucket, ObjectNotFound, bucket_from_config
 from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, ulid_time
 from receiver.tsdb.chunks import CorruptionError
@@ -141,7 +142,9 @@ class Compactor:
         if self.cfg.http_address and self._runner is None:
             app = web.Application()
             add_ops_routes(app, self.registry, lambda: self.ready)
-            self._runner, self.ports["http"] = await start_site(app, self.cfg.http_address)
+            web = WebConfigFile(self.cfg.http_config) if self.cfg.http_config else None
+            self._runner, self.ports["http"] = await start_site(app, self.cfg.http_address,
+                                                                web_config=web)
 
     async def close(self) -> None:
         if self._runner is not None:

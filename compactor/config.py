@@ -25,6 +25,7 @@ class CompactConfig:
     dedup_replica_labels: list[str] = field(default_factory=list)
     concurrency: int = 1  # groups compacted in parallel
     http_address: str = ""  # "" = no HTTP server
+    http_config: str = ""   # --http.config: Prometheus web config (TLS, basic auth, headers)
     # Thanos defaults below; tests shorten the delays.
     consistency_delay_s: float = 30 * 60.0  # ignore blocks younger than this (upload races)
     partial_upload_age_s: float = 48 * 3600.0  # delete meta-less uploads older than this
@@ -51,6 +52,8 @@ def add_compact_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compact.enable-vertical-compaction", dest="vertical",
                    action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--http-address", dest="http_address", default="0.0.0.0:10902")
+    p.add_argument("--http.config", dest="http_config", default="",
+                   help="Prometheus web config file (TLS, basic auth, headers) for the HTTP server.")
     p.add_argument("--compact.partial-upload-age", dest="partial_upload_age", default="48h",
                    help="Delete block directories without meta.json older than this "
                         "(Thanos hard-codes 2d).")
@@ -78,6 +81,7 @@ def cli_config(a: argparse.Namespace) -> CompactConfig:
         dedup_replica_labels=list(getattr(a, "replica_labels", None) or []),
         concurrency=max(1, int(getattr(a, "compact_concurrency", 1) or 1)),
         http_address=str(getattr(a, "http_address", "") or ""),
+        http_config=str(getattr(a, "http_config", "") or ""),
         enable_vertical_compaction=bool(getattr(a, "vertical", True)),
         partial_upload_age_s=dur_s("partial_upload_age", "48h"),
     )

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from common.logs import setup_logging
+from common.tls import (add_client_tls_flags, add_server_tls_flags, client_tls_from_flags,
+                        server_tls_from_flags)
 from common.units import parse_bytes, parse_duration_ms, parse_label_flag
 from objstore.flags import add_objstore_flags, objstore_yaml
 
@@ -82,9 +84,21 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
                    help="How long shipped blocks stay on local disk.")
     add_objstore_flags(p, required=False)  # blocks are shipped to the bucket when given
+    add_server_tls_flags(p, "remote-write.server")
+    p.add_argument("--receive.tenant-certificate-field", dest="tenant_certificate_field",
+                   default="", choices=["", "organization", "organizationalUnit", "commonName"],
+                   help="Take the tenant from this field of the verified client certificate "
+                        "(needs --remote-write.server-tls-client-ca); the tenant header is ignored.")
+    _http_config_flag(p)
     p.add_argument("--receive.limits-config-file", dest="limits_file", default=None,
                    help="Thanos limits YAML (request size/series/samples -> 413, head series -> 429); "
                         "re-read when it changes.")
+
+
+def _http_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--http.config", dest="http_config", default="",
+                   help="Prometheus web config file (TLS, basic auth, headers) for the HTTP "
+                        "servers; re-read when it changes.")
 
 
 def _routing_flags(p: argparse.ArgumentParser) -> None:
@@ -106,6 +120,7 @@ def _routing_flags(p: argparse.ArgumentParser) -> None:
                    help="Timeout of one forwarded write to an ingestor.")
     p.add_argument("--receive.grpc-compression", dest="grpc_compression", default="snappy",
                    choices=["snappy", "none"], help="Compression of forwarded writes (gRPC).")
+    add_client_tls_flags(p, "remote-write.client")
 
 
 def _query_flags(p: argparse.ArgumentParser) -> None:
@@ -178,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grpc-address", default="0.0.0.0:10901")
     r.add_argument("--http-address", default="0.0.0.0:10902")
     r.add_argument("--tsdb.path", dest="tsdb_path", default="./data")
+    add_server_tls_flags(r)
     _routing_flags(r)
 
     q = sub.add_parser("query", help="Answer PromQL over StoreAPI endpoints (Prometheus HTTP API).")
@@ -187,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--endpoint", "--store", dest="endpoints", action="append", default=[],
                    help="StoreAPI gRPC address (repeatable).")
     _query_endpoint_flags(q)
+    add_server_tls_flags(q)
+    add_client_tls_flags(q)
+    _http_config_flag(q)
 
     st = sub.add_parser("store", help="Serve blocks from object storage over the StoreAPI.")
     _common(st)
@@ -196,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--http-address", default="0.0.0.0:10902")
     st.add_argument("--sync-block-duration", dest="sync_block_duration", default="15m",
                     help="How often the bucket is scanned for new and deleted blocks.")
+    add_server_tls_flags(st)
+    _http_config_flag(st)
 
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
@@ -251,7 +272,41 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         limits_file=Path(a.limits_file) if a.limits_file else None,
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
+        grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
+        forward_tls=_forward_tls(a),
+        http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
         **_routing_config(a))
+
+
+def _forward_tls(a: argparse.Namespace):
+    tls = client_tls_from_flags(a, "remote-write.client")
+    if tls is not None and tls.secure and tls.skip_verify and a.grpc_compression != "snappy":
+        raise ValueError("--remote-write.client-tls-skip-verify works only with "
+                         "--receive.grpc-compression=snappy (gRPC's Python client cannot skip "
+                         "verification); give --remote-write.client-tls-ca instead")
+    return tls
+
+
+def _remote_write_tls(a: argparse.Namespace):
+    tls = server_tls_from_flags(a, "remote-write.server")
+    if a.tenant_certificate_field and not (tls and tls.client_ca):
+        from common.webconfig import load_web_config
+        web = load_web_config(a.http_config).tls if a.http_config else None
+        if not (web and web.client_ca):
+            raise ValueError("--receive.tenant-certificate-field needs verified client "
+                             "certificates: set --remote-write.server-tls-client-ca")
+    return tls
+
+
+def _http_config(a: argparse.Namespace) -> str:
+    """--http.config, checked now so that a bad file stops the start with a clear message."""
+    if getattr(a, "http_config", ""):
+        from common.webconfig import WebConfigError, load_web_config
+        try:
+            load_web_config(a.http_config)
+        except WebConfigError as e:
+            raise ValueError(f"--http.config: {e}") from None
+    return getattr(a, "http_config", "")
 
 
 def _routing_config(a: argparse.Namespace) -> dict:
@@ -282,6 +337,7 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
         enforce_tenancy=a.enforce_tenancy, cors_origin=a.cors_origin,
         flags=command_flags(a), storage_retention=getattr(a, "tsdb_retention", ""),
+        grpc_server_tls=server_tls_from_flags(a), grpc_client_tls=_query_client_tls(a), http_config=_http_config(a),
         **_query_endpoint_config(a))
     cfg.validate()
     return cfg
@@ -308,6 +364,15 @@ def command_flags(a: argparse.Namespace) -> dict[str, str]:
         name = names[0][2:]
         flags[name] = "<secret>" if SECRET_FLAGS.search(name) and text else text
     return flags
+
+
+def _query_client_tls(a: argparse.Namespace):
+    tls = client_tls_from_flags(a)
+    if tls is not None and tls.secure and tls.skip_verify:
+        raise ValueError("--grpc-client-tls-skip-verify is not supported (gRPC's Python client "
+                         "cannot skip verification); give the endpoints' CA with "
+                         "--grpc-client-tls-ca")
+    return tls
 
 
 def _flag_duration_ms(a: argparse.Namespace, dest: str, flag: str) -> int:
@@ -362,7 +427,8 @@ def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grp
     from store.server import StoreConfig
     return StoreConfig(data_dir=Path(data_dir), objstore_config=objstore_config,
                        grpc_address=grpc_address, http_address=http_address,
-                       sync_interval_s=parse_duration_ms(getattr(a, "sync_block_duration", "3m")) / 1000)
+                       sync_interval_s=parse_duration_ms(getattr(a, "sync_block_duration", "3m")) / 1000,
+                       grpc_server_tls=server_tls_from_flags(a), http_config=_http_config(a))
 
 
 class _Up:
@@ -448,7 +514,8 @@ def main(argv: list[str] | None = None) -> None:
         from receiver.hashring import HashringConfigError
         from receiver.server import Receiver
         try:
-            comps = [Receiver(receive_config(a, a.tsdb_path, a.http_address, a.grpc_address))]
+            comps = [Receiver(_or_exit(receive_config, a, a.tsdb_path, a.http_address,
+                                       a.grpc_address))]
         except HashringConfigError as e:  # refused at start, as Thanos does
             raise SystemExit(f"invalid hashrings configuration: {e}") from None
     elif a.command == "query":
@@ -456,8 +523,8 @@ def main(argv: list[str] | None = None) -> None:
         comps = [Querier(_or_exit(query_config, a, a.endpoints))]
     elif a.command == "store":
         from store.server import StoreGateway
-        comps = [StoreGateway(store_config(a, a.data_dir, objstore_yaml(a),
-                                           a.grpc_address, a.http_address))]
+        comps = [StoreGateway(_or_exit(store_config, a, a.data_dir, objstore_yaml(a),
+                                       a.grpc_address, a.http_address))]
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
         if a.bucket_cmd == "web":
@@ -475,10 +542,11 @@ def main(argv: list[str] | None = None) -> None:
         print(run_bucket_tool(a.bucket_cmd, objstore_yaml(a), a.output))
         return
     elif a.command == "compact":
+        _or_exit(_http_config, a)
         sys.exit(asyncio.run(_run_compactor(a)))
     else:
         _or_exit(query_config, a, [])  # flag errors before anything starts
-        comps = [_Up(a)]
+        comps = [_or_exit(_Up, a)]
     try:
         asyncio.run(_run_until_signal(comps))
     except KeyboardInterrupt:

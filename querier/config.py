@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import re2
+from common.tls import ClientTLS, ServerTLS
 
 
 @dataclass
@@ -40,6 +41,10 @@ class QueryConfig:
     # The process's flags by name, for /api/v1/status/flags (set by the CLI).
     flags: dict[str, str] = field(default_factory=dict)
     storage_retention: str = ""                                # for status/runtimeinfo
+    # Security: --grpc-server-tls-*, --grpc-client-tls-* and --http.config.
+    grpc_server_tls: ServerTLS | None = None
+    grpc_client_tls: ClientTLS | None = None
+    http_config: str = ""
 
     def validate(self) -> None:
         """Refuse values that would make the querier useless (e.g. no query slot at all), with

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from common.tls import ClientTLS
 from querier.dedup import chain, penalty, strip_labels
 from querier.downsampled import aggrs_from_func, max_resolution_for, series_samples
 from querier.promql import PromQLError, Series
@@ -77,11 +78,12 @@ class StoreSet:
     def __init__(self, addresses: Sequence[str], timeout_s: float = 120.0,
                  registry: CollectorRegistry | None = None,
                  health: HealthOptions = HealthOptions(), response_timeout_s: float = 0.0,
-                 strict: Sequence[str] = ()) -> None:
+                 strict: Sequence[str] = (), tls: ClientTLS | None = None) -> None:
         self.timeout_s = timeout_s
+        self.tls = tls  # --grpc-client-tls-*
         self.response_timeout_s = response_timeout_s  # > 0: a slower store is dropped
         self.strict = frozenset(strict)  # --endpoint-strict: asked even while down
-        self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True)
+        self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True, tls=tls)
                         for a in dict.fromkeys(addresses)]
         self.health = EndpointHealth(self.clients, health, registry)
 
@@ -94,7 +96,8 @@ class StoreSet:
         wanted = list(dict.fromkeys(addresses))
         have = {c.address: c for c in self.clients}
         gone = [c for a, c in have.items() if a not in wanted]
-        self.clients = [have.get(a) or StoreClient(a, timeout_s=self.timeout_s, native_histograms=True)
+        self.clients = [have.get(a) or StoreClient(a, timeout_s=self.timeout_s,
+                                                   native_histograms=True, tls=self.tls)
                         for a in wanted]
         self.health.set_clients(self.clients)
         for c in gone:

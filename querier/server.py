@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from common.ops import add_ops_routes, new_registry, start_site
+from common.webconfig import WebConfigFile
 from storeapi.server import serve
 from ui import WebUI
 
@@ -46,7 +47,7 @@ class Querier:
         self.stores = stores or StoreSet(self._static_endpoints(), timeout_s=cfg.store_timeout_s,
                                          registry=self.registry,
                                          response_timeout_s=cfg.store_response_timeout_s,
-                                         strict=cfg.strict_endpoints)
+                                         strict=cfg.strict_endpoints, tls=cfg.grpc_client_tls)
         self.api = QueryAPI(cfg, self.stores, self.registry)
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -91,10 +92,13 @@ class Querier:
             self._tasks.append(asyncio.get_running_loop().create_task(sd.run(self._discovered)))
         if self.discovery:
             await self._discovered()
-        self._runner, self.port = await start_site(self.app(), self.cfg.http_address)
+        web_config = WebConfigFile(self.cfg.http_config) if self.cfg.http_config else None
+        self._runner, self.port = await start_site(self.app(), self.cfg.http_address,
+                                                   web_config=web_config)
         if self.cfg.grpc_address:
             source = FanoutSource(self.stores, partial_response=self.cfg.partial_response)
-            self._grpc, self.grpc_port = await serve(source, self.cfg.grpc_address, "query")
+            self._grpc, self.grpc_port = await serve(source, self.cfg.grpc_address, "query",
+                                                     tls=self.cfg.grpc_server_tls)
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.tls import ClientTLS, ServerTLS
+
 from .tsdb.labels import Labels
 
 
@@ -38,6 +40,13 @@ class ReceiveConfig:
     objstore_config: str | None = None          # Thanos objstore YAML; None: no shipping
     retention_ms: int = 15 * 86_400_000          # local blocks (shipped ones) older than this go
     lifecycle_interval_s: float = 30.0           # how often heads are cut and blocks shipped
+    # Security: TLS of the gRPC and remote-write servers, of forwarded writes, the web config
+    # (--http.config) and where a client certificate names the tenant.
+    grpc_server_tls: ServerTLS | None = None
+    remote_write_tls: ServerTLS | None = None
+    forward_tls: ClientTLS | None = None
+    http_config: str = ""
+    tenant_certificate_field: str = ""           # organization | organizationalUnit | commonName
     extra: dict = field(default_factory=dict)
 
     @property

@@ -27,6 +27,7 @@ import grpc.aio
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
+from common.tls import ClientTLS, client_ssl_context, grpc_channel
 from storeapi.h2client import H2Channel, RpcError
 from storeapi.server import GRPC_OPTIONS, MAX_MESSAGE_BYTES
 
@@ -90,22 +91,27 @@ class Forwarder:
     our HTTP/2 client, since grpcio cannot compress with snappy; "none" through grpcio.
     """
 
-    def __init__(self, timeout_s: float = 5.0, retries: int = 2, compression: str = "snappy") -> None:
+    def __init__(self, timeout_s: float = 5.0, retries: int = 2, compression: str = "snappy",
+                 tls: ClientTLS | None = None) -> None:
         if compression not in GRPC_COMPRESSIONS:
             raise ValueError(f"unknown gRPC compression {compression!r}")
         self.timeout_s = timeout_s
         self.retries = retries
         self.compression = compression
+        self.tls = tls
+        self._ssl = client_ssl_context(tls)  # our HTTP/2 client's (snappy)
         self._channels: dict[str, tuple[object, Callable[[bytes], Awaitable[bytes]]]] = {}
 
     def _stub(self, address: str) -> Callable[[bytes], Awaitable[bytes]]:
         got = self._channels.get(address)
         if got is None:
             if self.compression == "snappy":
-                h2 = H2Channel(address, "snappy", max_message_bytes=MAX_MESSAGE_BYTES)
+                h2 = H2Channel(address, "snappy", max_message_bytes=MAX_MESSAGE_BYTES,
+                               ssl_context=self._ssl,
+                               server_name=self.tls.server_name if self.tls else "")
                 got = (h2, lambda payload: h2.unary(REMOTE_WRITE_METHOD, payload, self.timeout_s))
             else:
-                ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                ch = grpc_channel(address, self.tls, CHANNEL_OPTIONS)
                 stub = ch.unary_unary(REMOTE_WRITE_METHOD, request_serializer=None,
                                       response_deserializer=None)
                 got = (ch, lambda payload: stub(payload, timeout=self.timeout_s))

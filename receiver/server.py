@@ -22,6 +22,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.ops import add_ops_routes, new_registry, start_site
+from common.tls import peer_certificate, server_ssl_context
+from common.webconfig import WebConfigFile
 from storeapi.h2server import H2GrpcServer
 from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreServer
 
@@ -33,7 +35,7 @@ from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDB
 from .metadata import MetadataStore, decode_metadata, metadata_handler
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
-from .tenancy import InvalidTenant, tenant_from_headers
+from .tenancy import InvalidTenant, tenant_from_certificate, tenant_from_headers
 from .thanoswrite import split_thanos_write
 from .tsdb.head import HeadOptions
 
@@ -98,10 +100,11 @@ class Receiver:
                                        content=cfg.hashrings_content)
             self.router = Router(
                 lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries,
-                                                     cfg.grpc_compression),
+                                                     cfg.grpc_compression, tls=cfg.forward_tls),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
                 local_writer=self._write_local_body if cfg.is_ingestor else None,
                 registry=self.registry)
+        self.web_config = WebConfigFile(cfg.http_config) if cfg.http_config else None
         self.ready = False
         self._runners: list[web.AppRunner] = []
         self._grpc: H2GrpcServer | None = None
@@ -128,12 +131,14 @@ class Receiver:
         add_ops_routes(write_app, self.registry, lambda: self.ready)
         # The body is snappy by protocol; aiohttp must not try to gunzip a mislabelled one.
         runner, self.ports["remote_write"] = await start_site(
-            write_app, self.cfg.remote_write_address, auto_decompress=False)
+            write_app, self.cfg.remote_write_address, tls=self.cfg.remote_write_tls,
+            web_config=self.web_config, auto_decompress=False)
         self._runners.append(runner)
         if self.cfg.http_address:
             http_app = web.Application()
             add_ops_routes(http_app, self.registry, lambda: self.ready)
-            runner, self.ports["http"] = await start_site(http_app, self.cfg.http_address)
+            runner, self.ports["http"] = await start_site(http_app, self.cfg.http_address,
+                                                          web_config=self.web_config)
             self._runners.append(runner)
         if self.db is not None:
             t0 = time.monotonic()
@@ -164,7 +169,8 @@ class Receiver:
             WRITEABLE_STORE_SERVICE, {"RemoteWrite": grpc.unary_unary_rpc_method_handler(
                 self.grpc_remote_write, request_deserializer=None, response_serializer=None)}),))
         try:
-            port = await server.bind(self.cfg.grpc_address)
+            port = await server.bind(self.cfg.grpc_address,
+                                     server_ssl_context(self.cfg.grpc_server_tls))
         except OSError as e:
             raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}: {e}") from e
         await server.start()
@@ -224,7 +230,12 @@ class Receiver:
         if not self.ready:
             return web.Response(status=503, text="receiver is not ready\n")
         try:
-            tenant = tenant_from_headers(request.headers, self.cfg.tenant_header, self.cfg.default_tenant)
+            if self.cfg.tenant_certificate_field:
+                tenant = tenant_from_certificate(peer_certificate(request.transport),
+                                                 self.cfg.tenant_certificate_field)
+            else:
+                tenant = tenant_from_headers(request.headers, self.cfg.tenant_header,
+                                             self.cfg.default_tenant)
         except InvalidTenant as e:
             return web.Response(status=400, text=f"{e}\n")
         replica = self._replica(request)

@@ -43,3 +43,26 @@ def tenant_from_headers(headers: Mapping, header: str, default: str) -> str:
     tenant = values[0] if values and values[0] else default
     validate_tenant(tenant)
     return tenant
+
+
+# --receive.tenant-certificate-field values (Thanos's) -> the subject attribute they read.
+CERTIFICATE_FIELDS = {"organization": "organizationName",
+                      "organizationalUnit": "organizationalUnitName",
+                      "commonName": "commonName"}
+
+
+def tenant_from_certificate(cert: dict | None, field: str) -> str:
+    """The tenant named by ``field`` of the verified client certificate (the tenant header is
+    then ignored, as in Thanos): a request without a certificate, or whose certificate has no
+    or several values of the field, is refused."""
+    if not cert:
+        raise InvalidTenant("could not get required certificate field from client cert: "
+                            "no verified client certificate")
+    attr = CERTIFICATE_FIELDS[field]
+    values = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == attr]
+    if not values or not values[0]:
+        raise InvalidTenant(f"could not get {field} field from client cert")
+    if len(values) > 1:  # Thanos takes the first; which one a CA lists first is no contract
+        raise InvalidTenant(f"client cert has {len(values)} {field} values; want exactly one")
+    validate_tenant(values[0])
+    return values[0]

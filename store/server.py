@@ -16,6 +16,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from common.ops import add_ops_routes, new_registry, start_site
+from common.tls import ServerTLS
+from common.webconfig import WebConfigFile
 from objstore import Bucket, bucket_from_config
 from storeapi.server import serve as serve_storeapi
 
@@ -50,6 +52,8 @@ class StoreConfig:
     # Read each new block's whole index once in the background and check every checksum
     # and bound (a marker in data_dir remembers blocks that passed).
     verify_index: bool = True
+    grpc_server_tls: ServerTLS | None = None  # --grpc-server-tls-*
+    http_config: str = ""                     # --http.config
 
 
 class StoreGateway:
@@ -85,12 +89,15 @@ class StoreGateway:
         if cfg.http_address:
             app = web.Application()
             add_ops_routes(app, self.registry, lambda: self.ready)
-            self._runner, self.ports["http"] = await start_site(app, cfg.http_address)
+            self._runner, self.ports["http"] = await start_site(
+                app, cfg.http_address,
+                web_config=WebConfigFile(cfg.http_config) if cfg.http_config else None)
         # Ready only after a first complete sync (as Thanos); if the bucket is unreachable the
         # component still starts, reports not-ready, and the sync loop keeps retrying.
         await self._sync_logged()
         self._grpc, self.ports["grpc"] = await serve_storeapi(self.store, cfg.grpc_address,
-                                                              component_type="store")
+                                                              component_type="store",
+                                                              tls=cfg.grpc_server_tls)
         self._sync_task = asyncio.create_task(self._sync_loop(), name="store-sync")
 
     async def sync_once(self) -> None:

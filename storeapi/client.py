@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import grpc
 import grpc.aio
 
+from common.tls import ClientTLS, grpc_channel
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from storeapi import info_pb2, metadata_pb2, rpc_pb2, types_pb2
@@ -98,11 +99,12 @@ class StoreClient:
     """
 
     def __init__(self, address: str, timeout_s: float = 120.0, series_batch_size: int = 256,
-                 native_histograms: bool = False) -> None:
+                 native_histograms: bool = False, tls: ClientTLS | None = None) -> None:
         """``native_histograms``: keep HISTOGRAM/FLOAT_HISTOGRAM chunks (as EncodedChunk data)
         instead of dropping them with a warning; for callers that can decode them."""
         self.address = address
         self.native_histograms = native_histograms
+        self.tls = tls
         self._timeout = timeout_s
         self._batch = series_batch_size
         self._channel: grpc.aio.Channel | None = None
@@ -110,7 +112,7 @@ class StoreClient:
 
     def _rpc(self) -> _Stubs:
         if self._stubs is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            self._channel = grpc_channel(self.address, self.tls, CHANNEL_OPTIONS)
             self._stubs = _Stubs(self._channel)
         return self._stubs
 

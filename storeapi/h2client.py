@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import struct
 from urllib.parse import unquote
 
@@ -53,8 +54,13 @@ class H2Channel:
     """Unary calls to one ``host:port`` with requests compressed by ``encoding``."""
 
     def __init__(self, address: str, encoding: str = grpc_codec.SNAPPY,
-                 max_message_bytes: int = 256 << 20) -> None:
+                 max_message_bytes: int = 256 << 20, ssl_context: ssl.SSLContext | None = None,
+                 server_name: str = "") -> None:
+        """``ssl_context``: dial TLS, checking the certificate against ``server_name`` (default:
+        the dialed host)."""
         self.address = address
+        self.ssl_context = ssl_context
+        self.server_name = server_name
         self.encoding = encoding
         self.max_message_bytes = max_message_bytes
         self._conn: h2.connection.H2Connection | None = None
@@ -70,8 +76,11 @@ class H2Channel:
                 return self._conn
             host, _, port = self.address.rpartition(":")
             try:
-                reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-            except OSError as e:
+                tls = {} if self.ssl_context is None else dict(
+                    ssl=self.ssl_context, server_hostname=self.server_name or host.strip("[]"),
+                    ssl_handshake_timeout=10.0)
+                reader, writer = await asyncio.open_connection(host.strip("[]"), int(port), **tls)
+            except (OSError, ssl.SSLError) as e:
                 raise RpcError(grpc.StatusCode.UNAVAILABLE, f"connect {self.address}: {e}") from None
             conn = h2.connection.H2Connection(h2.config.H2Configuration(
                 client_side=True, header_encoding="utf-8"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
 import time
 from collections.abc import Sequence
@@ -406,12 +407,14 @@ class H2GrpcServer:
                 return found
         return None
 
-    async def bind(self, address: str) -> int:
-        """Listen on ``host:port`` (port 0 picks a free one); returns the bound port."""
+    async def bind(self, address: str, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Listen on ``host:port`` (port 0 picks a free one), over TLS with ``ssl_context``;
+        returns the bound port. A failed handshake closes only that connection."""
         host, port = _host_port(address)
         loop = asyncio.get_running_loop()
         srv = await loop.create_server(lambda: _Connection(self), host, port, reuse_address=True,
-                                       start_serving=False)
+                                       start_serving=False, ssl=ssl_context,
+                                       ssl_handshake_timeout=10.0 if ssl_context else None)
         self._servers.append(srv)
         return srv.sockets[0].getsockname()[1]
 

@@ -19,6 +19,7 @@ from receiver.tsdb.labels import Labels, Matcher
 from google.protobuf import any_pb2
 
 from receiver.hashring._ringc import xxh64
+from common.tls import ServerTLS, grpc_server_credentials
 from storeapi import hints_pb2, info_pb2, labels_pb2, rpc_pb2, types_pb2
 from storeapi.convert import labels_to_pb, matchers_from_pb
 from receiver.tsdb.histogram import (ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk,
@@ -367,14 +368,19 @@ def writeable_store_handler(handler: WriteHandler) -> grpc.GenericRpcHandler:
 
 
 async def serve(source: SeriesSource, address: str, component_type: str = "receive",
-                writer: WriteHandler | None = None) -> tuple[grpc.aio.Server, int]:
+                writer: WriteHandler | None = None, tls: ServerTLS | None = None
+                ) -> tuple[grpc.aio.Server, int]:
     """Start a grpc.aio server with Store + Info (and WriteableStore when ``writer`` is given)
-    on ``address``; returns the started server and the bound port (useful for ``host:0``)."""
+    on ``address`` (TLS when ``tls`` is enabled); returns the started server and the bound port
+    (useful for ``host:0``)."""
     server = grpc.aio.server(options=GRPC_OPTIONS)
     StoreServer(source, component_type).register(server)
     if writer is not None:
         server.add_generic_rpc_handlers((writeable_store_handler(writer),))
-    port = server.add_insecure_port(address)
+    if tls is not None and tls.enabled:
+        port = server.add_secure_port(address, grpc_server_credentials(tls))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind StoreAPI gRPC server to {address}")
     await server.start()

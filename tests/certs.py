@@ -1,0 +1,111 @@
+"""Certificates made by the tests themselves (a CA, server and client certificates), and the
+hostile bytes a TLS port must survive."""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass
+class CertFiles:
+    cert: Path
+    key: Path
+
+
+def _name(cn: str, org: str = "", ou: str = "") -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    if ou:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
+    return x509.Name(attrs)
+
+
+class CA:
+    """A certificate authority writing its certificates into ``directory``."""
+
+    def __init__(self, directory: Path, name: str = "test-ca") -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        subject = _name(name)
+        self._cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                      .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+                      .not_valid_before(now - datetime.timedelta(days=1))
+                      .not_valid_after(now + datetime.timedelta(days=30))
+                      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                      .add_extension(x509.KeyUsage(True, False, False, False, False, True, True,
+                                                   False, False), critical=True)
+                      .sign(self._key, hashes.SHA256()))
+        self.cert_path = self.dir / f"{name}.crt"
+        self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, stem: str, cn: str, *, server: bool = False, org: str = "", ou: str = "",
+              expired: bool = False) -> CertFiles:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        start = now - datetime.timedelta(days=10 if expired else 1)
+        end = now - datetime.timedelta(days=5) if expired else now + datetime.timedelta(days=10)
+        b = (x509.CertificateBuilder().subject_name(_name(cn, org, ou))
+             .issuer_name(self._cert.subject).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(x509.ExtendedKeyUsage(
+                 [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+                 critical=False))
+        if server:
+            b = b.add_extension(x509.SubjectAlternativeName([
+                x509.DNSName(cn), x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        cert = b.sign(self._key, hashes.SHA256())
+        files = CertFiles(self.dir / f"{stem}.crt", self.dir / f"{stem}.key")
+        files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+        return files
+
+
+@dataclass
+class PKI:
+    """What most TLS tests need: one CA, a server certificate, a client certificate, and a
+    client certificate from a CA nobody trusts."""
+
+    ca: CA
+    server: CertFiles
+    client: CertFiles
+    rogue: CertFiles
+
+    @classmethod
+    def make(cls, directory: Path) -> "PKI":
+        ca = CA(directory, "ca")
+        rogue_ca = CA(directory, "rogue-ca")
+        return cls(ca, ca.issue("server", "promring.test", server=True),
+                   ca.issue("client", "writer-1", org="team-a", ou="unit-a"),
+                   rogue_ca.issue("rogue", "mallory", org="team-a"))
+
+
+def send_hostile_bytes(port: int) -> None:
+    """What a TLS port must survive: plain HTTP/1.1 and HTTP/2, broken ClientHellos."""
+    for payload in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00" * 64,
+                    b"\x16\x03\x01\x00\xff" + b"\xde\xad" * 200,  # a broken ClientHello
+                    b"\x16\x03\x03" + b"\xff" * 3000):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(payload)
+            s.settimeout(5)
+            try:
+                while s.recv(4096):
+                    pass
+            except (ConnectionResetError, socket.timeout):
+                pass
