@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from common.logs import setup_logging
+from common.rlimits import raise_open_files_limit
 from common.units import parse_bytes, parse_duration_ms, parse_label_flag
 
 log = logging.getLogger("promring")
@@ -277,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"promring {a.command}: {e}", file=sys.stderr)
             sys.exit(2)
     setup_logging(a.log_level, a.log_format)
+    raise_open_files_limit()
     if a.command == "receive":
         from receiver.server import Receiver
         comps = [Receiver(receive_config(a, a.tsdb_path, a.http_address, a.grpc_address))]
