@@ -38,10 +38,17 @@ def add_ops_routes(app: web.Application, registry: CollectorRegistry,
     app.router.add_get("/-/ready", ready)
 
 
+# A connection idle this long, or this long into a request whose headers have not all arrived,
+# is closed (aiohttp's keep-alive timer runs from the connection's start and after each
+# response). Without it a client that stops mid-request holds its connection forever.
+IDLE_OR_HEADER_TIMEOUT_S = 30.0
+
+
 async def start_site(app: web.Application, address: str, **handler_args
                      ) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on ``host:port`` (port 0 picks a free one); returns the runner and port."""
     host, port = split_address(address)
+    handler_args.setdefault("keepalive_timeout", IDLE_OR_HEADER_TIMEOUT_S)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **handler_args)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)

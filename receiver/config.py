@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.ops import IDLE_OR_HEADER_TIMEOUT_S
+
 from .tsdb.labels import Labels
 
 
@@ -19,6 +21,10 @@ class ReceiveConfig:
     tenant_label_name: str = "tenant_id"
     max_request_bytes: int = 32 << 20          # compressed body; over it: 413
     max_decompressed_bytes: int = 256 << 20    # snappy bomb guard; over it: 413
+    # A connection that is idle, or has not finished sending a request's headers, this long is
+    # closed; a request body not fully received this long after its headers gets 408.
+    http_header_timeout_s: float = IDLE_OR_HEADER_TIMEOUT_S
+    http_read_timeout_s: float = 120.0
     wal_fsync: str = "none"                    # "none": write() before ack; "batch": group fsync
     chunk_range_ms: int = 2 * 3600 * 1000
     # Routing (a hashrings file makes this receiver a router; with a local endpoint in the ring,

@@ -38,6 +38,18 @@ from .tsdb.head import HeadOptions
 log = logging.getLogger(__name__)
 
 
+async def _answer_and_close(request: web.Request, status: int, text: str) -> web.Response:
+    """Send the response, then close the connection at once: the rest of a stalled body is
+    not waited for (aiohttp would otherwise linger reading it)."""
+    resp = web.Response(status=status, text=f"{text}\n")
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    if request.transport is not None:
+        request.transport.close()  # flushes the response first
+    return resp
+
+
 class ReceiveMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter("thanos_receive_http_requests", "Remote-write requests by code.",
@@ -111,7 +123,8 @@ class Receiver:
         add_ops_routes(write_app, self.registry, lambda: self.ready)
         # The body is snappy by protocol; aiohttp must not try to gunzip a mislabelled one.
         runner, self.ports["remote_write"] = await start_site(
-            write_app, self.cfg.remote_write_address, auto_decompress=False)
+            write_app, self.cfg.remote_write_address, auto_decompress=False,
+            keepalive_timeout=self.cfg.http_header_timeout_s)
         self._runners.append(runner)
         if self.cfg.http_address:
             http_app = web.Application()
@@ -199,7 +212,9 @@ class Receiver:
         except InvalidTenant as e:
             return web.Response(status=400, text=f"{e}\n")
         try:
-            body = await request.read()
+            body = await asyncio.wait_for(request.read(), self.cfg.http_read_timeout_s)
+        except asyncio.TimeoutError:
+            return await _answer_and_close(request, 408, "request body not received in time")
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413, text=f"request body exceeds {self.cfg.max_request_bytes} bytes\n")
         except Exception as e:  # a body that cannot even be read is the client's problem
