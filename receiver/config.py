@@ -40,6 +40,7 @@ class ReceiveConfig:
     objstore_config: str | None = None          # Thanos objstore YAML; None: no shipping
     retention_ms: int = 15 * 86_400_000          # local blocks (shipped ones) older than this go
     lifecycle_interval_s: float = 30.0           # how often heads are cut and blocks shipped
+    storage_probe_interval_s: float = 5.0        # how often the data dir is checked for writes
     extra: dict = field(default_factory=dict)
 
     @property

@@ -394,6 +394,23 @@ class TenantTSDB:
     async def sync(self) -> None:
         await self.wal.sync()
 
+    def reopen_wal(self) -> None:
+        """A fresh WAL writer after a storage failure, starting with every live series.
+
+        A write that failed half way may have created series in the head whose record never
+        reached the WAL; logging all of them first keeps every later sample replayable (a
+        series logged twice replays as one)."""
+        cfg = self.wal.cfg
+        try:
+            self.wal.close()
+        except OSError:
+            pass  # the failed writer's state is unknown; the new one cuts any torn tail
+        self.wal = WAL(cfg)
+        refs = self.head.live_refs()
+        if refs:
+            self.wal.log(SeriesRecord(np.array(refs, dtype=np.int64), [self.head.key(r) for r in refs]),
+                         None)
+
     def close(self) -> None:
         self.wal.close()
         for b in self.blocks.values():
@@ -450,6 +467,11 @@ class MultiTSDB:
         for name in list(itertools.islice(self._recent, excess)):
             if self.tenants[name].wal.release():
                 del self._recent[name]
+
+    def reopen_wal(self, name: str) -> None:
+        t = self.tenants.get(name)
+        if t is not None:
+            t.reopen_wal()
 
     def num_series(self) -> int:
         return sum(t.head.num_series for t in self.tenants.values())

@@ -30,6 +30,7 @@ from .hashring import _ringc
 from .hashring.watch import HashringsFile
 from .limits import LimitsFile
 from .multitsdb import MultiTSDB, MultiTSDBSource, TenantTSDB, TSDBOptions
+from .storagehealth import StorageHealth, is_storage_error
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_headers
@@ -76,6 +77,7 @@ class Receiver:
         self.metrics = ReceiveMetrics(self.registry)
         self.db: MultiTSDB | None = None
         self.source: MultiTSDBSource | None = None
+        self.health: StorageHealth | None = None
         if cfg.is_ingestor:
             self.db = MultiTSDB(TSDBOptions(
                 path=cfg.tsdb_path, external_labels=cfg.external_labels,
@@ -83,6 +85,7 @@ class Receiver:
                 head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms), wal_fsync=cfg.wal_fsync,
                 retention_ms=cfg.retention_ms))
             self.source = MultiTSDBSource(self.db)
+            self.health = StorageHealth(cfg.tsdb_path, cfg.storage_probe_interval_s)
             self.metrics.series.set_function(self.db.num_series)
             self.metrics.head_bytes.set_function(self.db.memory_bytes)
         self.limits = LimitsFile(cfg.limits_file)
@@ -101,6 +104,7 @@ class Receiver:
         self._runners: list[web.AppRunner] = []
         self._grpc: grpc.aio.Server | None = None
         self._refresher: asyncio.Task | None = None
+        self._prober: asyncio.Task | None = None
         self._ext_applied: set[str] = set()
         self.ports: dict[str, int] = {}
         self.bucket = None
@@ -120,7 +124,7 @@ class Receiver:
     async def start(self) -> None:
         write_app = web.Application(client_max_size=self.cfg.max_request_bytes)
         write_app.router.add_post("/api/v1/receive", self.handle_write)
-        add_ops_routes(write_app, self.registry, lambda: self.ready)
+        add_ops_routes(write_app, self.registry, self.is_ready)
         # The body is snappy by protocol; aiohttp must not try to gunzip a mislabelled one.
         runner, self.ports["remote_write"] = await start_site(
             write_app, self.cfg.remote_write_address, auto_decompress=False,
@@ -128,7 +132,7 @@ class Receiver:
         self._runners.append(runner)
         if self.cfg.http_address:
             http_app = web.Application()
-            add_ops_routes(http_app, self.registry, lambda: self.ready)
+            add_ops_routes(http_app, self.registry, self.is_ready)
             runner, self.ports["http"] = await start_site(http_app, self.cfg.http_address)
             self._runners.append(runner)
         if self.db is not None:
@@ -143,8 +147,14 @@ class Receiver:
             self.lifecycle.start()  # its first round ships what a previous run left behind
             if self.cfg.grpc_address:
                 await self._serve_grpc()
+            await self.health.check(self.db.reopen_wal)
+            self._prober = asyncio.get_running_loop().create_task(self.health.run(self.db.reopen_wal))
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
         self.ready = True
+
+    def is_ready(self) -> bool:
+        """Started, and (an ingestor) its data dir takes writes."""
+        return self.ready and (self.health is None or self.health.ok)
 
     async def _serve_grpc(self) -> None:
         server = grpc.aio.server(options=GRPC_OPTIONS)
@@ -173,8 +183,9 @@ class Receiver:
 
     async def stop(self) -> None:
         self.ready = False
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in (self._refresher, self._prober):
+            if task is not None:
+                task.cancel()
         for r in self._runners:
             await r.cleanup()
         self._runners.clear()
@@ -288,18 +299,29 @@ class Receiver:
         return db
 
     async def _write_local(self, tenant: str, req: DecodedWrite) -> tuple[int, str]:
-        if not self.ready or self.db is None:
+        if not self.ready or self.db is None or self.health is None:
             return 503, "receiver is not ready"
+        if not self.health.ok:
+            return 503, f"storage unavailable ({self.health.cause}); retry later"
         try:
             db = self._tenant_db(tenant)
         except InvalidTenant as e:
             return 400, str(e)
+        except OSError as e:
+            self.health.failed(f"creating tenant {tenant!r}", e)
+            return 503, f"storage unavailable: {e}"
         why = self.limits.limits.check_head(tenant, db.head.num_series)
         if why:
             self.metrics.limited.labels(tenant, "head_series").inc()
             return 429, why
-        out = db.write(req)
-        await db.sync()
+        try:
+            out = db.write(req)
+            await db.sync()
+        except Exception as e:
+            if not is_storage_error(e):
+                raise
+            self.health.failed(f"writing the WAL of tenant {tenant!r}", e, tenant)
+            return 503, f"storage unavailable: {e}"
         self.metrics.samples.labels(tenant).inc(out.appended)
         for reason, n in (("out_of_order", out.out_of_order), ("duplicate", out.duplicate),
                           ("too_old", out.too_old), ("bad_labels", out.dropped_samples)):
