@@ -104,7 +104,8 @@ def main() -> None:
                 "--grpc-address", f"127.0.0.1:{sg}", "--http-address", f"127.0.0.1:{sh}", "--log.level", "warn"]))
             wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=120, proc=procs[-1])
             procs.append(subprocess.Popen(promring_cmd() + [
-                "query", "--endpoint", f"127.0.0.1:{sg}", "--http-address", f"127.0.0.1:{qh}", "--log.level", "warn"]))
+                "query", "--endpoint", f"127.0.0.1:{sg}", "--grpc-address", "127.0.0.1:0",
+                "--http-address", f"127.0.0.1:{qh}", "--log.level", "warn"]))
             wait_ready(f"http://127.0.0.1:{qh}/-/ready", timeout=60, proc=procs[-1])
             ours = measure(f"http://127.0.0.1:{qh}/api/v1", params_for)
         finally:

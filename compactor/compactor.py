@@ -63,6 +63,10 @@ class CompactorMetrics:
                                    "Group compactions done.", registry=r)
         self.vertical = Counter("thanos_compact_group_vertical_compactions",
                                 "Group compactions that merged overlapping blocks.", registry=r)
+        self.conflicting = Counter("promring_compact_conflicting_samples",
+                                   "Samples dropped by vertical compaction because another "
+                                   "block held a different value at the same timestamp (the "
+                                   "earliest block's sample is kept).", registry=r)
         self.compaction_failures = Counter("thanos_compact_group_compactions_failures",
                                            "Failed group compactions.", registry=r)
         self.downsamples = Counter("thanos_compact_downsample", "Blocks downsampled.",
@@ -317,7 +321,14 @@ class Compactor:
                 "result": meta.ulid, "series": stats["series"],
                 "histogram_series_merged": stats.get("histogram_series", 0),
                 "histogram_samples_out": meta.num_histogram_samples, "samples_in": in_samples,
-                "samples_out": meta.num_samples, "seconds": round(time.perf_counter() - t0, 3)})
+                "samples_out": meta.num_samples, "conflicting_samples": stats["conflicting_samples"],
+                "seconds": round(time.perf_counter() - t0, 3)})
+            if stats["conflicting_samples"]:
+                self.metrics.conflicting.inc(stats["conflicting_samples"])
+                log.warning("overlapping blocks held different values for the same samples; "
+                            "kept the earliest block's", extra={
+                                "group": name, "sources": [b.ulid for b in blocks],
+                                "conflicting_samples": stats["conflicting_samples"]})
             if meta.num_series == 0:
                 log.info("compaction result is empty; only marking sources",
                          extra={"group": name})

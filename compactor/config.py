@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.units import parse_duration_ms
+from objstore.flags import add_objstore_flags, objstore_yaml
 
 from .planner import DEFAULT_RANGES
 
@@ -35,7 +36,7 @@ class CompactConfig:
 def add_compact_flags(p: argparse.ArgumentParser) -> None:
     """Thanos's ``thanos compact`` flags (the subset promring implements)."""
     p.add_argument("--data-dir", default="./data", help="Scratch space for compaction.")
-    p.add_argument("--objstore.config-file", dest="objstore_config_file", required=True)
+    add_objstore_flags(p, required=True)
     p.add_argument("--wait", action="store_true", help="Keep running instead of one pass.")
     p.add_argument("--wait-interval", dest="wait_interval", default="5m")
     p.add_argument("--delete-delay", dest="delete_delay", default="48h")
@@ -63,10 +64,9 @@ def cli_config(a: argparse.Namespace) -> CompactConfig:
     def dur_ms(name: str) -> int:
         return parse_duration_ms(str(getattr(a, name, None) or "0s"))
 
-    cfg_file = getattr(a, "objstore_config_file", None)
     return CompactConfig(
         data_dir=Path(getattr(a, "data_dir", None) or "./data"),
-        objstore_config=Path(cfg_file).read_text() if cfg_file else "",
+        objstore_config=objstore_yaml(a) or "",
         wait=bool(getattr(a, "wait", False)),
         wait_interval_s=dur_s("wait_interval", "5m"),
         delete_delay_s=dur_s("delete_delay", "48h"),

@@ -4,8 +4,16 @@ Blocks that do not overlap in time (the 2h -> 8h -> 2d -> 14d levels) are merged
 chunks: a series' chunks from each block, in block order, without decoding. Overlapping
 blocks (vertical compaction, and offline deduplication of replicas) need sample-level work:
 a series found in several of them is decoded, its samples concatenated, sorted by time and
-cut to one sample per timestamp (the first block's, blocks being ordered by min time), then
-re-encoded into 120-sample chunks. All per-sample work is numpy.
+cut to one sample per timestamp, then re-encoded into 120-sample chunks. All per-sample work
+is numpy.
+
+Which sample is kept when blocks hold different values at one timestamp: Prometheus leaves it
+unspecified (its chained merge keeps "one sample from random overlapped ones", the outcome of
+heap order), so promring fixes it: the sample of the earliest block wins -- blocks ordered by
+min time, then ULID (older first) -- the sample that was written first, as Prometheus's head
+keeps the first value and refuses a different one later. Every dropped sample whose value
+differs (bit for bit, so NaNs with the same bits agree) from the kept one is a conflicting
+sample: counted in the stats, so the compactor logs and exports it.
 
 Native histogram chunks (encodings 2 and 3) of raw blocks take the same two paths: copied
 through with their encoding, or -- for a series in several overlapping blocks -- decoded with
@@ -70,8 +78,22 @@ def _check_chunks(lbls: Labels, chunks: list[StoredChunk], allowed: frozenset[in
             raise HaltError(f"series {dict(lbls)}: out-of-order or overlapping chunks")
 
 
+def _first_per_timestamp(ts: np.ndarray, mint: int, maxt: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For time-sorted ``ts`` (ties in block order): the mask of samples kept (the first of
+    each timestamp, inside [mint, maxt)), the mask of samples dropped as duplicates inside
+    the range, and for each sample the index of the one kept at its timestamp."""
+    first = np.ones(len(ts), dtype=bool)
+    first[1:] = ts[1:] != ts[:-1]
+    inside = (ts >= mint) & (ts < maxt)
+    kept_at = np.flatnonzero(first)[np.cumsum(first) - 1]
+    return first & inside, ~first & inside, kept_at
+
+
 def _dedup_samples(lists: list[list[StoredChunk]], mint: int, maxt: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Samples of one series from several blocks, one per timestamp (the earliest block's),
+    and how many dropped samples disagreed with the kept one."""
     ts_parts, v_parts = [], []
     for chunks in lists:
         for _, _, _, data in chunks:
@@ -82,15 +104,18 @@ def _dedup_samples(lists: list[list[StoredChunk]], mint: int, maxt: int
     vs = np.concatenate(v_parts)
     order = np.argsort(ts, kind="stable")
     ts, vs = ts[order], vs[order]
-    keep = np.r_[True, ts[1:] != ts[:-1]] & (ts >= mint) & (ts < maxt)
-    return ts[keep], vs[keep]
+    keep, dropped, kept_at = _first_per_timestamp(ts, mint, maxt)
+    bits = vs.view(np.uint64)
+    conflicts = int(np.count_nonzero(dropped & (bits != bits[kept_at])))
+    return ts[keep], vs[keep], conflicts
 
 
 def _dedup_mixed(lists: list[list[StoredChunk]], mint: int, maxt: int
-                 ) -> list[tuple[int, int, bytes]]:
+                 ) -> tuple[list[tuple[int, int, bytes]], int]:
     """Vertical merge of a series with histogram chunks: every sample (float or histogram)
     of every block, one per timestamp (earliest block wins, as for floats), re-encoded in
-    time order -- floats into XOR chunks, histograms into histogram chunks."""
+    time order -- floats into XOR chunks, histograms into histogram chunks. Also returns the
+    number of dropped samples that disagreed with the kept one."""
     fts_parts, fv_parts, fsrc_parts = [], [], []
     hists: list[tuple[int, int, Hist]] = []  # (t, block index, value)
     for bi, chunks in enumerate(lists):
@@ -113,11 +138,12 @@ def _dedup_mixed(lists: list[list[StoredChunk]], mint: int, maxt: int
     idx = np.r_[np.arange(len(fts)), -np.arange(1, len(hts) + 1)]
     order = np.lexsort((src, ts))
     ts, idx = ts[order], idx[order]
-    keep = np.r_[True, ts[1:] != ts[:-1]] & (ts >= mint) & (ts < maxt)
+    keep, dropped, kept_at = _first_per_timestamp(ts, mint, maxt)
+    conflicts = _mixed_conflicts(idx[dropped], idx[kept_at[dropped]], fvs, hists)
     ts, idx = ts[keep], idx[keep]
     out: list[tuple[int, int, bytes]] = []
     if len(ts) == 0:
-        return out
+        return out, conflicts
     is_h = idx < 0
     cuts = np.flatnonzero(np.r_[True, is_h[1:] != is_h[:-1]]).tolist() + [len(ts)]
     prev: Hist | None = None
@@ -140,7 +166,23 @@ def _dedup_mixed(lists: list[list[StoredChunk]], mint: int, maxt: int
             sel = idx[a:z]
             out.extend(cut_chunks(ts[a:z], fvs[sel], mint, maxt))
             prev = None
-    return out
+    return out, conflicts
+
+
+def _mixed_conflicts(dropped: np.ndarray, kept: np.ndarray, fvs: np.ndarray,
+                     hists: list[tuple[int, int, Hist]]) -> int:
+    """How many ``dropped`` merged-timeline entries (>= 0 a float, < 0 the histogram -(i+1))
+    differ from the ``kept`` one at their timestamp: floats bit for bit, a float against a
+    histogram always, histograms by value apart from the reset hint (Python: they are few)."""
+    both_f = (dropped >= 0) & (kept >= 0)
+    bits = fvs.view(np.uint64)
+    n = int(np.count_nonzero(bits[dropped[both_f]] != bits[kept[both_f]]))
+    n += int(np.count_nonzero((dropped >= 0) != (kept >= 0)))
+    for d, k in zip(dropped[(dropped < 0) & (kept < 0)].tolist(),
+                    kept[(dropped < 0) & (kept < 0)].tolist()):
+        a, b = hists[-d - 1][2], hists[-k - 1][2]
+        n += dataclasses.replace(a, hint=b.hint) != b
+    return n
 
 
 def merge_blocks(block_dirs: Sequence[Path], out_dir: Path, *, vertical: bool,
@@ -148,7 +190,8 @@ def merge_blocks(block_dirs: Sequence[Path], out_dir: Path, *, vertical: bool,
                  metas: Sequence[BlockMeta]) -> tuple[BlockMeta, dict[str, int]]:
     """Write the merge of ``block_dirs`` (sorted by min time) as a new block in ``out_dir``.
 
-    Returns its meta and stats (series, samples in, samples out). Raises HaltError on
+    Returns its meta and stats (series, chunks in, conflicting samples dropped by a vertical
+    merge, histogram series merged). Raises HaltError on
     anything that must not be compacted automatically (corrupt or unexpected data).
     """
     encoding = ENCODING_XOR if resolution == 0 else ENCODING_AGGR
@@ -158,7 +201,7 @@ def merge_blocks(block_dirs: Sequence[Path], out_dir: Path, *, vertical: bool,
     mint = min(m.min_time for m in metas)
     maxt = max(m.max_time for m in metas)
     readers: list[BlockReader] = []
-    stats = {"series": 0, "chunks_in": 0}
+    stats = {"series": 0, "chunks_in": 0, "conflicting_samples": 0}
     try:
         try:
             readers = [BlockReader(d) for d in block_dirs]
@@ -174,9 +217,12 @@ def merge_blocks(block_dirs: Sequence[Path], out_dir: Path, *, vertical: bool,
                 if vertical and len(lists) > 1:
                     if any(c[2] in HIST_ENCODINGS for chunks in lists for c in chunks):
                         stats["histogram_series"] = stats.get("histogram_series", 0) + 1
-                        yield lbls, _dedup_mixed(lists, mint, maxt)
+                        merged, conflicts = _dedup_mixed(lists, mint, maxt)
+                        stats["conflicting_samples"] += conflicts
+                        yield lbls, merged
                         continue
-                    ts, vs = _dedup_samples(lists, mint, maxt)
+                    ts, vs, conflicts = _dedup_samples(lists, mint, maxt)
+                    stats["conflicting_samples"] += conflicts
                     yield lbls, cut_chunks(ts, vs, mint, maxt)
                     continue
                 # Histogram chunks keep their encoding (EncodedChunk) through write_block.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import logging
 import signal
 import sys
@@ -11,8 +12,43 @@ from pathlib import Path
 from common.logs import setup_logging
 from common.rlimits import raise_open_files_limit
 from common.units import parse_bytes, parse_duration_ms, parse_label_flag
+from objstore.flags import add_objstore_flags, objstore_yaml
 
 log = logging.getLogger("promring")
+
+
+def _version() -> str:
+    """Thanos-style ``--version`` text (prometheus/common version.Print layout)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        v = version("promring")
+    except PackageNotFoundError:
+        v = "unknown"
+    return (f"promring, version {v}\n  python version: {platform.python_version()}\n"
+            f"  platform: {sys.platform}/{platform.machine()}")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every flag's default, also for flags without a help text; keeps line breaks."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and action.option_strings and action.default is not argparse.SUPPRESS:
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command: exact flag names only (no prefix matching, so ``--end`` is not
+    ``--endpoint``), defaults shown in ``--help``, and ``--version`` -- as Thanos's kingpin."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=_version(),
+                          help="Show application version.")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -37,10 +73,14 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
     p.add_argument("--tsdb.min-block-duration", dest="min_block_duration", default="2h",
                    help="Block length the head is cut into (Thanos: equal to max).")
     p.add_argument("--tsdb.max-block-duration", dest="max_block_duration", default="2h")
+    p.add_argument("--tsdb.too-far-in-future.time-window", dest="too_far_in_future",
+                   default="10m",
+                   help="Samples later than now + this are refused (409 out of bounds); 0s = off. "
+                        "Thanos defaults to 0s; 10m (Prometheus's own limit for remote write) "
+                        "keeps one bad clock from locking a tenant out.")
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
                    help="How long shipped blocks stay on local disk.")
-    p.add_argument("--objstore.config-file", dest="objstore_config_file", default=None,
-                   help="Thanos objstore YAML; blocks are shipped there when given.")
+    add_objstore_flags(p, required=False)  # blocks are shipped to the bucket when given
     p.add_argument("--receive.limits-config-file", dest="limits_file", default=None,
                    help="Thanos limits YAML (request size/series/samples -> 413, head series -> 429); "
                         "re-read when it changes.")
@@ -49,11 +89,15 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
 def _routing_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--receive.hashrings-file", dest="hashrings_file", default=None,
                    help="Thanos hashrings JSON; makes this receiver a router (re-read when it changes).")
+    p.add_argument("--receive.hashrings", dest="hashrings_content", default=None,
+                   help="Alternative to --receive.hashrings-file (lower priority): the JSON itself.")
     p.add_argument("--receive.hashrings-algorithm", dest="hashrings_algorithm", default="hashmod",
                    choices=["hashmod", "ketama"])
     p.add_argument("--receive.hashrings-file-refresh-interval", dest="hashrings_refresh",
                    default="1s", help="How often the hashrings and limits files are checked.")
     p.add_argument("--receive.replication-factor", dest="replication_factor", type=int, default=1)
+    p.add_argument("--receive.replica-header", dest="replica_header", default="THANOS-REPLICA",
+                   help="HTTP header carrying the replica number of an already replicated write.")
     p.add_argument("--receive.local-endpoint", dest="local_endpoint", default="",
                    help="This receiver's address in the hashring: router+ingestor mode.")
     p.add_argument("--receive-forward-timeout", dest="forward_timeout", default="5s",
@@ -65,7 +109,8 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
-    p.add_argument("--query.auto-downsampling", dest="auto_downsampling", action="store_true",
+    p.add_argument("--query.auto-downsampling", dest="auto_downsampling", default=False,
+                   action=argparse.BooleanOptionalAction,
                    help="Read downsampled data when a query's step allows (max_source_resolution=auto).")
     p.add_argument("--query.replica-label", dest="replica_labels", action="append", default=[],
                    help="Label naming a replica; series differing only in it are deduplicated "
@@ -74,17 +119,44 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
                    choices=["penalty", "chain"],
                    help="penalty: Thanos's algorithm for HA Prometheus pairs; chain: union of "
                         "identical replicas (receive replication).")
-    p.add_argument("--query.partial-response", dest="partial_response", action="store_true",
-                   help="Answer with warnings when some endpoints fail (default of partial_response).")
+    p.add_argument("--query.partial-response", dest="partial_response", default=True,
+                   action=argparse.BooleanOptionalAction,
+                   help="Answer from the endpoints that work, with warnings naming the failed ones "
+                        "(default of partial_response; disable with --no-query.partial-response).")
     p.add_argument("--query.tenant-header", dest="query_tenant_header", default="THANOS-TENANT")
     p.add_argument("--query.default-tenant-id", dest="query_default_tenant", default="default-tenant")
     p.add_argument("--query.tenant-label-name", dest="query_tenant_label", default="tenant_id")
-    p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", action="store_true",
+    p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", default=False,
+                   action=argparse.BooleanOptionalAction,
                    help="A query sees only series of the tenant in its tenant header.")
 
 
+def _query_endpoint_flags(p: argparse.ArgumentParser) -> None:
+    """The querier's endpoint discovery, timeouts, web prefixes and StoreAPI server."""
+    p.add_argument("--endpoint-strict", dest="strict_endpoints", action="append", default=[],
+                   help="StoreAPI address always used, even while its health check fails "
+                        "(repeatable).")
+    p.add_argument("--store.sd-files", "--endpoint.sd-files", dest="sd_files", action="append",
+                   default=[], help="File SD files (Prometheus file_sd format: a YAML/JSON list "
+                                    "of {targets: [...]}) naming StoreAPI addresses; globs allowed "
+                                    "(repeatable). Re-read when they change.")
+    p.add_argument("--store.sd-interval", dest="sd_interval", default="5m",
+                   help="Full re-read interval of the file SD files (changes apply sooner).")
+    p.add_argument("--store.response-timeout", dest="store_response_timeout", default="0ms",
+                   help="A store not answering within this is dropped from the query (a partial "
+                        "response when allowed). 0 disables.")
+    p.add_argument("--web.external-prefix", dest="web_external_prefix", default="",
+                   help="Static prefix of links and redirects (e.g. behind a reverse proxy).")
+    p.add_argument("--web.route-prefix", dest="web_route_prefix", default="",
+                   help="Prefix under which the HTTP API is served; defaults to "
+                        "--web.external-prefix.")
+    p.add_argument("--grpc-address", dest="grpc_address", default="0.0.0.0:10901",
+                   help="StoreAPI over this querier's endpoints, so queriers can be stacked; "
+                        "empty disables.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promring", description=__doc__)
+    parser = _Parser(prog="promring", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("receive", help="Accept Prometheus remote_write and serve it over the StoreAPI.")
@@ -99,13 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(q)
     _query_flags(q)
     q.add_argument("--http-address", default="0.0.0.0:10902")
-    q.add_argument("--endpoint", dest="endpoints", action="append", default=[],
+    q.add_argument("--endpoint", "--store", dest="endpoints", action="append", default=[],
                    help="StoreAPI gRPC address (repeatable).")
+    _query_endpoint_flags(q)
 
     st = sub.add_parser("store", help="Serve blocks from object storage over the StoreAPI.")
     _common(st)
     st.add_argument("--data-dir", default="./data", help="Local cache of index-headers.")
-    st.add_argument("--objstore.config-file", dest="objstore_config_file", required=True)
+    add_objstore_flags(st, required=True)
     st.add_argument("--grpc-address", default="0.0.0.0:10901")
     st.add_argument("--http-address", default="0.0.0.0:10902")
     st.add_argument("--sync-block-duration", dest="sync_block_duration", default="3m",
@@ -119,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("verify", "Report overlaps and broken blocks (exit 1 if any).")):
         c = bsub.add_parser(name, help=what)
         _common(c)
-        c.add_argument("--objstore.config-file", dest="objstore_config_file", required=True)
+        add_objstore_flags(c, required=True)
         c.add_argument("--output", "-o", default="table", choices=["table", "json"])
         if name == "verify":
             c.add_argument("--deep", action="store_true", help="Also read every chunk and check its CRC.")
@@ -145,8 +218,8 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
                    objstore_config: str | None = None):
     from receiver.config import ReceiveConfig
     labels = tuple(sorted(dict(parse_label_flag(x) for x in a.labels).items()))
-    if objstore_config is None and a.objstore_config_file:
-        objstore_config = Path(a.objstore_config_file).read_text()
+    if objstore_config is None:
+        objstore_config = objstore_yaml(a)
     return ReceiveConfig(
         objstore_config=objstore_config, retention_ms=parse_duration_ms(a.tsdb_retention),
         remote_write_address=a.remote_write_address, grpc_address=grpc_address,
@@ -155,31 +228,57 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         tenant_label_name=a.tenant_label_name, max_request_bytes=parse_bytes(a.max_request_size),
         wal_fsync=a.wal_fsync, chunk_range_ms=parse_duration_ms(a.min_block_duration),
         limits_file=Path(a.limits_file) if a.limits_file else None,
+        too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
         **_routing_config(a))
 
 
 def _routing_config(a: argparse.Namespace) -> dict:
-    if getattr(a, "hashrings_file", None) is None:
+    if getattr(a, "hashrings_file", None) is None and not getattr(a, "hashrings_content", None):
         return {}
     if a.replication_factor < 1:
         raise SystemExit("--receive.replication-factor must be at least 1")
-    return dict(hashrings_file=Path(a.hashrings_file), hashrings_algorithm=a.hashrings_algorithm,
+    return dict(hashrings_file=Path(a.hashrings_file) if a.hashrings_file else None,
+                hashrings_content=a.hashrings_content, replica_header=a.replica_header,
+                hashrings_algorithm=a.hashrings_algorithm,
                 hashrings_refresh_s=parse_duration_ms(a.hashrings_refresh) / 1000,
                 replication_factor=a.replication_factor, local_endpoint=a.local_endpoint,
                 forward_timeout_s=parse_duration_ms(a.forward_timeout) / 1000)
 
 
 def query_config(a: argparse.Namespace, endpoints: list[str]):
+    """The querier's configuration; ValueError (naming the flag) on a value it cannot serve with."""
     from querier.config import QueryConfig
-    return QueryConfig(
+    cfg = QueryConfig(
         http_address=a.http_address, endpoints=endpoints,
-        lookback_delta_ms=parse_duration_ms(a.lookback_delta),
-        timeout_s=parse_duration_ms(a.query_timeout) / 1000, max_concurrent=a.max_concurrent,
+        lookback_delta_ms=_flag_duration_ms(a, "lookback_delta", "--query.lookback-delta"),
+        timeout_s=_flag_duration_ms(a, "query_timeout", "--query.timeout") / 1000,
+        max_concurrent=a.max_concurrent,
         max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
-        enforce_tenancy=a.enforce_tenancy)
+        enforce_tenancy=a.enforce_tenancy, **_query_endpoint_config(a))
+    cfg.validate()
+    return cfg
+
+
+def _flag_duration_ms(a: argparse.Namespace, dest: str, flag: str) -> int:
+    try:
+        return parse_duration_ms(getattr(a, dest))
+    except ValueError as e:
+        raise ValueError(f"{flag}: {e}") from None
+
+
+def _query_endpoint_config(a: argparse.Namespace) -> dict:
+    """QueryConfig fields of _query_endpoint_flags (``promring up`` has none of them)."""
+    if not hasattr(a, "strict_endpoints"):
+        return {}
+    return dict(strict_endpoints=list(a.strict_endpoints), sd_files=list(a.sd_files),
+                sd_interval_s=parse_duration_ms(a.sd_interval) / 1000,
+                store_response_timeout_s=parse_duration_ms(a.store_response_timeout) / 1000,
+                external_prefix=a.web_external_prefix,
+                route_prefix=a.web_route_prefix or a.web_external_prefix,
+                grpc_address=a.grpc_address)
 
 
 async def _run_until_signal(components: list) -> None:
@@ -223,8 +322,7 @@ class _Up:
         self.bucket_dir = root / "bucket"
         self.bucket_dir.mkdir(parents=True, exist_ok=True)
         self.objstore = f"type: FILESYSTEM\nconfig:\n  directory: {self.bucket_dir.resolve()}\n"
-        if a.objstore_config_file:
-            self.objstore = Path(a.objstore_config_file).read_text()
+        self.objstore = objstore_yaml(a) or self.objstore
         self.receiver = Receiver(receive_config(a, str(root / "receive"), "", a.grpc_address,
                                                 objstore_config=self.objstore))
         self.store = None
@@ -268,6 +366,15 @@ async def _run_compactor(a: argparse.Namespace) -> int:
         await c.close()
 
 
+def _or_exit(build, *args):
+    """``build(*args)``, or a one-line error and exit status 2 (as for a bad flag)."""
+    try:
+        return build(*args)
+    except ValueError as e:
+        print(f"promring: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     if a.command != "tools":
@@ -284,22 +391,23 @@ def main(argv: list[str] | None = None) -> None:
         comps = [Receiver(receive_config(a, a.tsdb_path, a.http_address, a.grpc_address))]
     elif a.command == "query":
         from querier.server import Querier
-        comps = [Querier(query_config(a, a.endpoints))]
+        comps = [Querier(_or_exit(query_config, a, a.endpoints))]
     elif a.command == "store":
         from store.server import StoreGateway
-        comps = [StoreGateway(store_config(a, a.data_dir, Path(a.objstore_config_file).read_text(),
+        comps = [StoreGateway(store_config(a, a.data_dir, objstore_yaml(a),
                                            a.grpc_address, a.http_address))]
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
         if a.bucket_cmd == "verify":
-            text, ok = run_verify(a.objstore_config_file, a.deep, a.output)
+            text, ok = run_verify(objstore_yaml(a), a.deep, a.output)
             print(text)
             sys.exit(0 if ok else 1)
-        print(run_bucket_tool(a.bucket_cmd, a.objstore_config_file, a.output))
+        print(run_bucket_tool(a.bucket_cmd, objstore_yaml(a), a.output))
         return
     elif a.command == "compact":
         sys.exit(asyncio.run(_run_compactor(a)))
     else:
+        _or_exit(query_config, a, [])  # flag errors before anything starts
         comps = [_Up(a)]
     try:
         asyncio.run(_run_until_signal(comps))

@@ -116,12 +116,18 @@ CHECKS: dict[str, tuple[str, Callable]] = {
 }
 
 
+# (command, dest) whose empty value switches that server off instead of being an error.
+EMPTY_DISABLES = {("compact", "http_address"), ("query", "grpc_address")}
+
+
 def check_flags(a: argparse.Namespace) -> None:
     """Raise FlagError for the first flag whose value cannot work."""
     for dest, (flag, check) in CHECKS.items():
         if not hasattr(a, dest):
             continue
         value = getattr(a, dest)
+        if value == "" and (getattr(a, "command", None), dest) in EMPTY_DISABLES:
+            continue
         try:
             check(value)
         except (ValueError, OSError) as e:

@@ -5,7 +5,7 @@ import asyncio
 import json
 from datetime import datetime, timezone
 
-from objstore import Bucket, bucket_from_config_file, is_not_found
+from objstore import Bucket, bucket_from_config, is_not_found
 
 
 def _fmt_time(ms: int) -> str:
@@ -67,9 +67,9 @@ def render_inspect(metas: list[dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def run_bucket_tool(action: str, objstore_config_file: str, output: str = "table") -> str:
+def run_bucket_tool(action: str, objstore_yaml: str, output: str = "table") -> str:
     async def go() -> str:
-        bucket = bucket_from_config_file(objstore_config_file)
+        bucket = bucket_from_config(objstore_yaml)
         try:
             metas = await block_metas(bucket)
         finally:
@@ -80,12 +80,12 @@ def run_bucket_tool(action: str, objstore_config_file: str, output: str = "table
     return asyncio.run(go())
 
 
-def run_verify(objstore_config_file: str, deep: bool, output: str = "table") -> tuple[str, bool]:
+def run_verify(objstore_yaml: str, deep: bool, output: str = "table") -> tuple[str, bool]:
     """``tools bucket verify``: overlaps and broken blocks; ok is False when any are found."""
     from compactor import verify
 
     async def go():
-        bucket = bucket_from_config_file(objstore_config_file)
+        bucket = bucket_from_config(objstore_yaml)
         try:
             return await verify(bucket, deep=deep)
         finally:

@@ -5,6 +5,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 from aiohttp import web
@@ -14,16 +15,20 @@ from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, nhis
 
 from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
-from .fanout import FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
+from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
 from .histjson import histogram_point, matrix_entry
 from .jsonfmt import format_value, points_json, ts_fragment
-from .params import MAX_TIME_MS, MIN_TIME_MS, BadParam, parse_duration_ms, parse_matchers, parse_time
+from .params import (MAX_TIME_MS, MIN_TIME_MS, BadParam, parse_bool, parse_duration_ns,
+                     parse_limit, parse_matchers, parse_time)
 from receiver.tsdb.labels import Matcher, MatchType
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 MAX_POINTS = 11000
+
+TRUNCATED = "results truncated due to limit"
+DEADLINE_MSG = "context deadline exceeded"  # what Go's metadata calls fail with
 
 _STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "canceled": 503, "internal": 500}
 
@@ -63,6 +68,38 @@ def result_payload(res: QueryResult) -> dict:
     return payload
 
 
+def truncate(res: QueryResult, limit: int) -> QueryResult:
+    """Prometheus's ``limit`` on a query: at most ``limit`` series, with a warning if cut."""
+    if limit and res.kind in ("vector", "matrix") and len(res.series) > limit:
+        res.series = res.series[:limit]
+        res.warnings.append(TRUNCATED)
+    return res
+
+
+def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int) -> bytes:
+    """The whole of a query that costs CPU, in a worker thread: evaluation and JSON encoding."""
+    res = run(engine, queryable)
+    for w in queryable.warnings:
+        if w not in res.warnings:
+            res.warnings.append(w)
+    return orjson.dumps(result_payload(truncate(res, limit)))
+
+
+def metadata_to_json(data: list, limit: int, warnings: list[str]) -> bytes:
+    if limit and len(data) > limit:
+        data = data[:limit]
+        warnings = warnings + [TRUNCATED]
+    return orjson.dumps(_with_warnings({"status": "success", "data": data}, warnings))
+
+
+def series_to_json(results: list, limit: int, warnings: list[str]) -> bytes:
+    seen: dict = {}
+    for raw in results:
+        for s in raw:
+            seen.setdefault(s.labels, None)
+    return metadata_to_json([dict(lbls) for lbls in sorted(seen)], limit, warnings)
+
+
 class QueryAPI:
     def __init__(self, cfg: QueryConfig, stores: StoreSet, registry: CollectorRegistry) -> None:
         self.cfg = cfg
@@ -71,9 +108,15 @@ class QueryAPI:
                                 ["handler", "code"], registry=registry)
         self.latency = Histogram("http_request_duration_seconds", "Query API latency.",
                                  ["handler"], registry=registry)
-        self.engine = Engine(EngineOptions(lookback_delta_ms=cfg.lookback_delta_ms,
-                                           max_samples=cfg.max_samples, timeout_s=cfg.timeout_s))
+        self.engine_opts = EngineOptions(lookback_delta_ms=cfg.lookback_delta_ms,
+                                         max_samples=cfg.max_samples, timeout_s=cfg.timeout_s)
+        # A query holds its slot until its worker is done, also after its answer (a timeout)
+        # went out: --query.max-concurrent bounds the work running, not just the requests.
         self._slots = asyncio.Semaphore(cfg.max_concurrent)
+        self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent, thread_name_prefix="query")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def register(self, app: web.Application) -> None:
         app.middlewares.append(self._instrument)
@@ -109,80 +152,109 @@ class QueryAPI:
                 params.setdefault(k, []).append(str(v))
         return params
 
+    def _timeout_s(self, p: dict) -> float:
+        """The ``timeout`` parameter, capped by ``--query.timeout`` (<= 0: already expired)."""
+        raw = _first(p, "timeout")
+        if not raw:
+            return self.cfg.timeout_s
+        return min(parse_duration_ns(raw, "timeout") / 1e9, self.cfg.timeout_s)
+
     def _options(self, request: web.Request, p: dict) -> SelectOptions:
         """Thanos's read parameters: ``dedup``, ``replicaLabels[]``, ``partial_response``, and the
         tenant (from ``--query.tenant-header``) when ``--query.enforce-tenancy`` is on."""
         replicas = tuple(p.get("replicaLabels[]") or self.cfg.replica_labels)
-        if not _flag(_first(p, "dedup"), True):
+        if not parse_bool(_first(p, "dedup"), "dedup", True):
             replicas = ()
+        partial = parse_bool(_first(p, "partial_response"), "partial_response",
+                             self.cfg.partial_response)
         extra: tuple[Matcher, ...] = ()
         if self.cfg.enforce_tenancy:
             tenant = request.headers.get(self.cfg.tenant_header) or self.cfg.default_tenant
             extra = (Matcher(MatchType.EQ, self.cfg.tenant_label_name, tenant),)
         return SelectOptions(replica_labels=replicas, dedup_func=self.cfg.dedup_func,
-                             partial_response=_flag(_first(p, "partial_response"),
-                                                    self.cfg.partial_response),
-                             extra_matchers=extra)
+                             partial_response=partial, extra_matchers=extra)
 
-    async def _evaluate(self, fn, *args, opts: SelectOptions | None = None) -> web.Response:
+    async def _evaluate(self, run, timeout_s: float, opts: SelectOptions, eopts: EngineOptions,
+                        limit: int) -> web.Response:
+        """Run ``run(engine, queryable)`` in a worker within ``timeout_s``: at the deadline the
+        answer is Prometheus's timeout error whether or not the worker has stopped yet."""
         loop = asyncio.get_running_loop()
-        queryable = FanoutQueryable(self.stores, loop, opts or SelectOptions())
-        async with self._slots:
-            try:
-                res = await asyncio.wait_for(asyncio.to_thread(fn, queryable, *args),
-                                             timeout=self.cfg.timeout_s)
-            except PromQLError as e:
-                return error_response(e.kind, str(e))
-            except asyncio.TimeoutError:
-                return error_response("timeout", "query timed out in expression evaluation")
-            except StoreUnavailable as e:
-                return error_response("execution", str(e))
-            except Exception as e:  # an engine bug must not become a 5xx for the user's query
-                log.exception("query evaluation failed")
-                return error_response("execution", str(e))
-        for w in queryable.warnings:
-            if w not in res.warnings:
-                res.warnings.append(w)
-        return _json(result_payload(res))
+        deadline = loop.time() + timeout_s
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=timeout_s)
+        except TimeoutError:
+            return error_response("timeout", "query timed out in query queue")
+        left = deadline - loop.time()
+        queryable = FanoutQueryable(self.stores, loop, opts, deadline=deadline)
+        engine = Engine(dataclasses.replace(eopts, timeout_s=left))
+        try:
+            work = loop.run_in_executor(self._pool, evaluate_to_json, run, engine, queryable, limit)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._slots.release()
+            return error_response("canceled", "query was canceled in query queue")
+        work.add_done_callback(lambda _: self._slots.release())
+        try:
+            body = await asyncio.wait_for(asyncio.shield(work), timeout=max(left, 0.0))
+        except TimeoutError:
+            queryable.cancel()
+            return error_response("timeout", TIMEOUT_MSG)
+        except asyncio.CancelledError:
+            queryable.cancel()
+            raise
+        except PromQLError as e:
+            return error_response(e.kind, str(e))
+        except StoreUnavailable as e:
+            return error_response("execution", str(e))
+        except OverflowError:
+            return error_response("bad_data", 'invalid parameter "query": a time or duration '
+                                  "is out of the range of int64 milliseconds")
+        except ValueError as e:
+            return error_response("bad_data", f'invalid parameter "query": {e}')
+        except Exception as e:  # an engine bug must not become a 5xx for the user's query
+            log.exception("query evaluation failed")
+            return error_response("execution", str(e))
+        return web.Response(body=body, content_type="application/json")
 
     async def query(self, request: web.Request) -> web.Response:
         p = await self._params(request)
         try:
+            limit = parse_limit(_first(p, "limit"))
+            t = parse_time(_first(p, "time"), "time", default_ms=int(time.time() * 1000),
+                           labelled=True)
+            timeout_s = self._timeout_s(p)
             q = _one(p, "query")
-            t = parse_time(_first(p, "time"), "time", default_ms=int(time.time() * 1000))
+            opts, eopts = self._resolution(p, self._options(request, p), None)
         except BadParam as e:
             return error_response("bad_data", str(e))
-        try:
-            opts, engine = self._resolution(p, self._options(request, p), None)
-        except BadParam as e:
-            return error_response("bad_data", str(e))
-        return await self._evaluate(engine.instant, q, t, opts=opts)
+        return await self._evaluate(lambda engine, qa: engine.instant(qa, q, t), timeout_s,
+                                    opts, eopts, limit)
 
     async def query_range(self, request: web.Request) -> web.Response:
         p = await self._params(request)
         try:
-            q = _one(p, "query")
+            limit = parse_limit(_first(p, "limit"))
             start = parse_time(_first(p, "start"), "start")
             end = parse_time(_first(p, "end"), "end")
             if end < start:
                 raise BadParam('invalid parameter "end": end timestamp must not be before start time')
-            step = parse_duration_ms(_first(p, "step"), "step")
-            if step <= 0:
+            step_ns = parse_duration_ns(_first(p, "step"), "step")
+            if step_ns <= 0:
                 raise BadParam('invalid parameter "step": zero or negative query resolution step '
                                "widths are not accepted. Try a positive integer")
-            if (end - start) / step > MAX_POINTS:
+            if (end - start) * 1_000_000 // step_ns > MAX_POINTS:
                 raise BadParam("exceeded maximum resolution of 11,000 points per timeseries. "
                                "Try decreasing the query resolution (?step=XX)")
+            step = max(step_ns // 1_000_000, 1)
+            timeout_s = self._timeout_s(p)
+            q = _one(p, "query")
+            opts, eopts = self._resolution(p, self._options(request, p), step)
         except BadParam as e:
             return error_response("bad_data", str(e))
-        try:
-            opts, engine = self._resolution(p, self._options(request, p), step)
-        except BadParam as e:
-            return error_response("bad_data", str(e))
-        return await self._evaluate(engine.range, q, start, end, step, opts=opts)
+        return await self._evaluate(lambda engine, qa: engine.range(qa, q, start, end, step),
+                                    timeout_s, opts, eopts, limit)
 
     def _resolution(self, p: dict, opts: SelectOptions, step_ms: int | None
-                    ) -> tuple[SelectOptions, Engine]:
+                    ) -> tuple[SelectOptions, EngineOptions]:
         """Thanos's ``max_source_resolution`` (0s, 5m, 1h, auto): how coarse the downsampled
         data may be; coarser data also needs a longer lookback."""
         try:
@@ -191,15 +263,20 @@ class QueryAPI:
         except ValueError as e:
             raise BadParam(f'invalid parameter "max_source_resolution": {e}') from None
         if res <= 0:
-            return opts, self.engine
+            return opts, self.engine_opts
         lookback = lookback_delta_for(self.cfg.lookback_delta_ms, res)
-        engine = self.engine if lookback == self.cfg.lookback_delta_ms else Engine(EngineOptions(
-            lookback_delta_ms=lookback, max_samples=self.cfg.max_samples, timeout_s=self.cfg.timeout_s))
-        return dataclasses.replace(opts, max_resolution_ms=res), engine
+        return (dataclasses.replace(opts, max_resolution_ms=res),
+                dataclasses.replace(self.engine_opts, lookback_delta_ms=lookback))
 
-    def _range(self, p: dict) -> tuple[int, int]:
-        return (parse_time(_first(p, "start"), "start", MIN_TIME_MS),
-                parse_time(_first(p, "end"), "end", MAX_TIME_MS))
+    def _metadata_params(self, p: dict) -> tuple[int, int, float, int]:
+        """start, end (ms), timeout (s) and limit of series, labels and label values."""
+        return (parse_time(_first(p, "start"), "start", MIN_TIME_MS, labelled=True),
+                parse_time(_first(p, "end"), "end", MAX_TIME_MS, labelled=True),
+                self._timeout_s(p), parse_limit(_first(p, "limit")))
+
+    async def _fetch(self, timeout_s: float, calls) -> list:
+        """The fan-out of a metadata request, cancelled when its timeout passes."""
+        return await asyncio.wait_for(asyncio.gather(*calls), timeout=max(timeout_s, 0.0))
 
     async def series(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -207,22 +284,21 @@ class QueryAPI:
             selectors = p.get("match[]") or []
             if not selectors:
                 raise BadParam("no match[] parameter provided")
-            mint, maxt = self._range(p)
+            mint, maxt, timeout_s, limit = self._metadata_params(p)
             sets = [parse_matchers(s) for s in selectors]
+            opts = self._options(request, p)
         except BadParam as e:
             return error_response("bad_data", str(e))
-        seen: dict = {}
-        opts, warnings = self._options(request, p), []
+        warnings: list[str] = []
         try:
-            results = await asyncio.gather(*(self.stores.series(
+            results = await self._fetch(timeout_s, (self.stores.series(
                 mint, maxt, ms, skip_chunks=True, opts=opts, warnings=warnings) for ms in sets))
+        except TimeoutError:
+            return error_response("timeout", DEADLINE_MSG)
         except StoreUnavailable as e:
             return error_response("execution", str(e))
-        for raw in results:
-            for s in raw:
-                seen.setdefault(s.labels, None)
-        data = [dict(lbls) for lbls in sorted(seen)]
-        return _json(_with_warnings({"status": "success", "data": data}, warnings))
+        body = await asyncio.to_thread(series_to_json, results, limit, warnings)
+        return web.Response(body=body, content_type="application/json")
 
     async def labels(self, request: web.Request) -> web.Response:
         return await self._label_query(request, lambda mint, maxt, ms, opts, warnings: (
@@ -237,17 +313,22 @@ class QueryAPI:
         """``labels`` and ``label/<name>/values``: the union over every ``match[]`` (or all)."""
         p = await self._params(request)
         try:
-            mint, maxt = self._range(p)
+            mint, maxt, timeout_s, limit = self._metadata_params(p)
             sets = [parse_matchers(s) for s in p.get("match[]") or []] or [[]]
+            opts = self._options(request, p)
         except BadParam as e:
             return error_response("bad_data", str(e))
-        opts, warnings = self._options(request, p), []
+        warnings: list[str] = []
         try:
-            results = await asyncio.gather(*(fetch(mint, maxt, ms, opts, warnings) for ms in sets))
+            results = await self._fetch(timeout_s, (fetch(mint, maxt, ms, opts, warnings)
+                                                    for ms in sets))
+        except TimeoutError:
+            return error_response("timeout", DEADLINE_MSG)
         except StoreUnavailable as e:
             return error_response("execution", str(e))
-        return _json(_with_warnings({"status": "success", "data": sorted(set().union(*results))},
-                                    warnings))
+        body = await asyncio.to_thread(metadata_to_json, sorted(set().union(*results)), limit,
+                                       warnings)
+        return web.Response(body=body, content_type="application/json")
 
     async def buildinfo(self, _: web.Request) -> web.Response:
         return _json({"status": "success", "data": {
@@ -275,12 +356,6 @@ def _one(p: dict, name: str) -> str:
         raise BadParam(f'invalid parameter "{name}": query must not be empty' if name == "query"
                        else f'invalid parameter "{name}"')
     return v
-
-
-def _flag(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in ("1", "t", "true", "yes", "on")
 
 
 def _with_warnings(payload: dict, warnings: list[str]) -> dict:

@@ -17,9 +17,44 @@ class QueryConfig:
     replica_labels: list[str] = field(default_factory=list)
     auto_downsampling: bool = False   # Thanos --query.auto-downsampling: max_source_resolution=auto
     dedup_func: str = "chain"                  # chain (receive replicas) | penalty (HA Prometheus)
-    partial_response: bool = False             # default of the partial_response parameter
+    partial_response: bool = True              # default of the partial_response parameter (Thanos: on)
     # Tenancy of reads: with enforcement a query sees only its tenant's series.
     tenant_header: str = "THANOS-TENANT"
     default_tenant: str = "default-tenant"
     tenant_label_name: str = "tenant_id"
     enforce_tenancy: bool = False
+    # Endpoint discovery and serving (Thanos's querier flags).
+    strict_endpoints: list[str] = field(default_factory=list)  # --endpoint-strict
+    sd_files: list[str] = field(default_factory=list)          # --store.sd-files (globs)
+    sd_interval_s: float = 300.0                               # --store.sd-interval
+    store_response_timeout_s: float = 0.0                      # 0: no per-store timeout
+    external_prefix: str = ""                                  # --web.external-prefix
+    route_prefix: str = ""                                     # --web.route-prefix (API root)
+    grpc_address: str = ""                                     # StoreAPI over the fan-out
+
+    def validate(self) -> None:
+        """Refuse values that would make the querier useless (e.g. no query slot at all), with
+        the flag's name in the message; raises ValueError."""
+        checks = ((self.max_concurrent >= 1, "--query.max-concurrent must be at least 1"),
+                  (self.timeout_s > 0, "--query.timeout must be greater than 0"),
+                  (self.lookback_delta_ms > 0, "--query.lookback-delta must be greater than 0"),
+                  (self.max_samples >= 0, "--query.max-samples must not be negative"))
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        for e in [*self.endpoints, *self.strict_endpoints]:
+            check_endpoint(e)
+
+
+def check_endpoint(address: str) -> None:
+    """``host:port`` (IPv6 as ``[::1]:port``), as gRPC dials it; raises ValueError."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or host in ("[", "[]"):
+        raise ValueError(f"--endpoint {address!r}: want host:port")
+    if host.startswith("[") != host.endswith("]") or ("[" in host[1:-1] or "]" in host[1:-1]):
+        raise ValueError(f"--endpoint {address!r}: bad brackets around the host")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--endpoint {address!r}: port must be a number from 1 to 65535")
+    if any(c.isspace() or c in "/?#@" for c in host):
+        raise ValueError(f"--endpoint {address!r}: not a host name or address")
+

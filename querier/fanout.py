@@ -7,19 +7,24 @@ decodes the returned XOR chunks in C.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from querier.dedup import chain, penalty, strip_labels
 from querier.downsampled import aggrs_from_func, max_resolution_for, series_samples
-from querier.promql import Series
+from querier.promql import PromQLError, Series
 from receiver.tsdb.chunkenc import decode_many
 from receiver.tsdb.histogram import ENCODING_XOR, chunk_encoding, decode_chunk, to_engine
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher
 from storeapi.client import StoreClient
+
+from .endpoints import EndpointHealth, HealthOptions, Info, describe_error, is_connection_error
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +48,12 @@ class StoreUnavailable(RuntimeError):
     """An endpoint failed and partial responses are not allowed."""
 
 
-INFO_TTL_S = 5.0
-COUNTER_FUNCS = frozenset({"rate", "increase", "irate", "resets"})
 UNBOUNDED = (-(1 << 63), (1 << 63) - 1)
+COUNTER_FUNCS = frozenset({"rate", "increase", "irate", "resets"})
+TIMEOUT_MSG = "query timed out in expression evaluation"
 
 
-@dataclass
-class _Info:
-    fetched: float
-    min_time: int
-    max_time: int
-    label_sets: list[Labels]
-
-
-def store_may_match(info: _Info | None, mint: int, maxt: int, matchers: Sequence[Matcher]) -> bool:
+def store_may_match(info: Info | None, mint: int, maxt: int, matchers: Sequence[Matcher]) -> bool:
     """Thanos's store selection: skip a store whose time range or external labels rule it out.
     An unknown store (no Info yet, or Info failed) is always asked."""
     if info is None:
@@ -73,63 +70,94 @@ def store_may_match(info: _Info | None, mint: int, maxt: int, matchers: Sequence
 
 
 class StoreSet:
-    """Clients for the configured ``--endpoint`` addresses, with each one's Info cached briefly
-    so a query only goes to stores whose time range and external labels can match."""
+    """Clients for the configured ``--endpoint`` addresses. Each endpoint's health and Info
+    (see querier.endpoints) decide whether a query asks it: only stores whose time range and
+    external labels can match, and none known to be down."""
 
-    def __init__(self, addresses: Sequence[str], timeout_s: float = 120.0) -> None:
+    def __init__(self, addresses: Sequence[str], timeout_s: float = 120.0,
+                 registry: CollectorRegistry | None = None,
+                 health: HealthOptions = HealthOptions(), response_timeout_s: float = 0.0,
+                 strict: Sequence[str] = ()) -> None:
+        self.timeout_s = timeout_s
+        self.response_timeout_s = response_timeout_s  # > 0: a slower store is dropped
+        self.strict = frozenset(strict)  # --endpoint-strict: asked even while down
         self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True)
-                        for a in addresses]
-        self._info: dict[str, _Info | None] = {}
-        self._fetched: dict[str, float] = {}
+                        for a in dict.fromkeys(addresses)]
+        self.health = EndpointHealth(self.clients, health, registry)
 
-    async def _refresh(self, c: StoreClient, now: float) -> None:
-        self._fetched[c.address] = now
-        try:
-            i = await asyncio.wait_for(c.info(), timeout=2.0)
-        except Exception:  # noqa: BLE001 -- a down store is handled by the query itself
-            self._info[c.address] = None
-            return
-        lo, hi = i.min_time, i.max_time
-        if i.component_type in ("receive", "RECEIVE"):
-            hi = UNBOUNDED[1]  # a receiver's head grows all the time (Thanos does the same)
-        self._info[c.address] = _Info(now, lo, hi, list(i.label_sets))
+    async def start(self) -> None:
+        self.health.start()
+
+    async def set_addresses(self, addresses: Sequence[str]) -> None:
+        """Use exactly these endpoints from now on (file SD): new ones get a client, dropped
+        ones are closed; queries already running keep the clients they picked."""
+        wanted = list(dict.fromkeys(addresses))
+        have = {c.address: c for c in self.clients}
+        gone = [c for a, c in have.items() if a not in wanted]
+        self.clients = [have.get(a) or StoreClient(a, timeout_s=self.timeout_s, native_histograms=True)
+                        for a in wanted]
+        self.health.set_clients(self.clients)
+        for c in gone:
+            await c.close()
+
+    def info_of(self, address: str) -> Info | None:
+        st = self.health.status.get(address)
+        return st.info if st is not None else None
 
     async def select_clients(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[StoreClient]:
-        now = asyncio.get_running_loop().time()
-        stale = [c for c in self.clients if now - self._fetched.get(c.address, -INFO_TTL_S - 1) > INFO_TTL_S]
-        if stale:
-            await asyncio.gather(*(self._refresh(c, now) for c in stale))
-        return [c for c in self.clients if store_may_match(self._info.get(c.address), mint, maxt, matchers)]
+        """The endpoints a query over this range would ask; endpoints never checked yet are
+        asked for their Info first."""
+        unchecked = [c for c in self.clients if self.health.status[c.address].up is None]
+        if unchecked:
+            await asyncio.gather(*(self.health.check(c) for c in unchecked))
+        return self._targets(mint, maxt, matchers)[0]
 
-    async def _gather(self, clients: list[StoreClient], calls, opts: SelectOptions,
-                      warnings: list[str] | None) -> list:
-        """Every endpoint's answer; a failed endpoint becomes a warning with partial responses."""
+    def _targets(self, mint: int, maxt: int, matchers: Sequence[Matcher]
+                 ) -> tuple[list[StoreClient], list[StoreClient]]:
+        """(endpoints to ask, endpoints that may hold matching data but are down)."""
+        live, down = [], []
+        for c in self.clients:
+            st = self.health.status[c.address]
+            if store_may_match(st.info, mint, maxt, matchers):
+                (down if st.up is False and c.address not in self.strict else live).append(c)
+        return live, down
+
+    async def _fan(self, mint: int, maxt: int, matchers: Sequence[Matcher], call,
+                   opts: SelectOptions, warnings: list[str] | None) -> list:
+        """``call(client)`` on every endpoint that may hold matching data, concurrently.
+
+        A failed or down endpoint fails the request (StoreUnavailable), or with partial
+        responses becomes a warning naming it; a connection failure also marks it down."""
+        live, down = self._targets(mint, maxt, matchers)
+        failed = [(c.address, self.health.status[c.address].last_error) for c in down]
+        calls = [call(c) for c in live]
+        if self.response_timeout_s > 0:
+            calls = [asyncio.wait_for(c, self.response_timeout_s) for c in calls]
         results = await asyncio.gather(*calls, return_exceptions=True)
         out = []
-        for c, r in zip(clients, results):
+        for c, r in zip(live, results):
             if isinstance(r, BaseException):
                 if isinstance(r, asyncio.CancelledError):
                     raise r
-                msg = f"endpoint {c.address}: {_describe(r)}"
-                if not opts.partial_response:
-                    raise StoreUnavailable(msg) from r
-                log.warning("partial response", extra={"endpoint": c.address, "err": _describe(r)})
-                if warnings is not None:
-                    warnings.append(msg)
+                if is_connection_error(r):
+                    self.health.mark_down(c.address, r)
+                failed.append((c.address, describe_error(r)))
                 continue
             out.append(r)
+        for address, err in failed:
+            msg = f"endpoint {address}: {err}"
+            if not opts.partial_response:
+                raise StoreUnavailable(msg)
+            if warnings is not None:
+                warnings.append(msg)
         return out
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool = False,
                      opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None):
         ms = list(matchers) + list(opts.extra_matchers)
-        clients = await self.select_clients(mint, maxt, ms)
-        results = await self._gather(
-            clients,
-            [c.series_with_warnings(mint, maxt, ms, skip_chunks=skip_chunks,
-                                    without_replica_labels=opts.replica_labels,
-                                    partial_response=opts.partial_response) for c in clients],
-            opts, warnings)
+        results = await self._fan(mint, maxt, ms, lambda c: c.series_with_warnings(
+            mint, maxt, ms, skip_chunks=skip_chunks, without_replica_labels=opts.replica_labels,
+            partial_response=opts.partial_response), opts, warnings)
         out = []
         strip = frozenset(opts.replica_labels)
         for r in results:
@@ -148,12 +176,9 @@ class StoreSet:
         """Series at the coarsest resolution <= ``res_ms`` each store has, as (labels, chunks)
         where chunks are raw XOR bytes or aggregates (Thanos's max_resolution_window)."""
         ms = list(matchers) + list(opts.extra_matchers)
-        clients = await self.select_clients(mint, maxt, ms)
-        results = await self._gather(
-            clients,
-            [c.series_aggr(mint, maxt, ms, res_ms, aggrs, without_replica_labels=opts.replica_labels,
-                           partial_response=opts.partial_response) for c in clients],
-            opts, warnings)
+        results = await self._fan(mint, maxt, ms, lambda c: c.series_aggr(
+            mint, maxt, ms, res_ms, aggrs, without_replica_labels=opts.replica_labels,
+            partial_response=opts.partial_response), opts, warnings)
         out = []
         strip = frozenset(opts.replica_labels)
         for series, warns in results:
@@ -168,9 +193,8 @@ class StoreSet:
                           opts: SelectOptions = DEFAULT_OPTIONS,
                           warnings: list[str] | None = None) -> list[str]:
         ms = list(matchers) + list(opts.extra_matchers)
-        clients = await self.select_clients(mint, maxt, ms)
-        results = await self._gather(clients, [c.label_names(mint, maxt, ms) for c in clients],
-                                     opts, warnings)
+        results = await self._fan(mint, maxt, ms, lambda c: c.label_names(
+            mint, maxt, ms, partial_response=opts.partial_response), opts, warnings)
         names = set().union(*results) if results else set()
         return sorted(names - set(opts.replica_labels))
 
@@ -180,24 +204,14 @@ class StoreSet:
         if name in opts.replica_labels:
             return []
         ms = list(matchers) + list(opts.extra_matchers)
-        clients = await self.select_clients(mint, maxt, ms)
-        results = await self._gather(clients, [c.label_values(name, mint, maxt, ms) for c in clients],
-                                     opts, warnings)
+        results = await self._fan(mint, maxt, ms, lambda c: c.label_values(
+            name, mint, maxt, ms, partial_response=opts.partial_response), opts, warnings)
         return sorted(set().union(*results)) if results else []
 
     async def close(self) -> None:
+        await self.health.stop()
         for c in self.clients:
             await c.close()
-
-
-def _describe(e: BaseException) -> str:
-    details = getattr(e, "details", None)
-    if callable(details):
-        try:
-            return f"{e.code().name}: {details()}"  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001
-            pass
-    return str(e) or type(e).__name__
 
 
 def merge_replicas(parts: list[tuple[np.ndarray, np.ndarray]], dedup_func: str, counter: bool
@@ -284,15 +298,47 @@ def _with_histograms(lbls: Labels, chunk_lists, mint: int, maxt: int) -> Series 
 class FanoutQueryable:
     """A synchronous ``Queryable`` for the engine thread, backed by the async StoreSet.
 
-    Warnings of partial responses collect in ``warnings`` for the API to report.
+    Warnings of partial responses collect in ``warnings`` for the API to report. Every select
+    waits at most until ``deadline`` (loop time); ``cancel()`` (the API gave up on the query)
+    cancels the selects in flight and fails any later one, so a worker stops fetching.
     """
 
     def __init__(self, stores: StoreSet, loop: asyncio.AbstractEventLoop,
-                 opts: SelectOptions = DEFAULT_OPTIONS) -> None:
+                 opts: SelectOptions = DEFAULT_OPTIONS, deadline: float | None = None) -> None:
         self.stores = stores
         self.loop = loop
         self.opts = opts
+        self.deadline = deadline
         self.warnings: list[str] = []
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._pending: set[concurrent.futures.Future] = set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            pending = list(self._pending)
+        for f in pending:
+            f.cancel()
+
+    def _run(self, coro):
+        """Run a fan-out coroutine on the loop and wait for its result within the deadline."""
+        with self._lock:
+            if self._cancelled:
+                coro.close()
+                raise PromQLError("timeout", TIMEOUT_MSG)
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            self._pending.add(fut)
+        try:
+            left = None if self.deadline is None else max(self.deadline - self.loop.time(), 0.0)
+            return fut.result(timeout=left)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError,
+                asyncio.CancelledError):
+            fut.cancel()
+            raise PromQLError("timeout", TIMEOUT_MSG) from None
+        finally:
+            with self._lock:
+                self._pending.discard(fut)
 
     def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series]:
         return self.select_with_hints(matchers, mint, maxt)
@@ -306,20 +352,18 @@ class FanoutQueryable:
         res = max_resolution_for(self.opts.max_resolution_ms, func or "", range_ms)
         if res > 0:
             return self._select_downsampled(matchers, mint, maxt, res, func or "", dedup, counter)
-        fut = asyncio.run_coroutine_threadsafe(
-            self.stores.series(mint, maxt, matchers, opts=self.opts, warnings=self.warnings),
-            self.loop)
-        return merge_raw_series(fut.result(), mint, maxt, dedup, counter)
+        raw = self._run(self.stores.series(mint, maxt, matchers, opts=self.opts,
+                                           warnings=self.warnings))
+        return merge_raw_series(raw, mint, maxt, dedup, counter)
 
     def _select_downsampled(self, matchers, mint, maxt, res, func, dedup, counter) -> list[Series]:
         """Thanos's querier over downsampled blocks: ask for the aggregates ``func`` needs and
         turn them back into one plain sample stream per series (see querier.downsampled)."""
         aggrs = aggrs_from_func(func)
-        fut = asyncio.run_coroutine_threadsafe(
-            self.stores.series_downsampled(mint, maxt, matchers, res, aggrs, self.opts, self.warnings),
-            self.loop)
+        raw = self._run(self.stores.series_downsampled(mint, maxt, matchers, res, aggrs,
+                                                       self.opts, self.warnings))
         by_labels: dict[Labels, list] = {}
-        for lbls, chunks in fut.result():
+        for lbls, chunks in raw:
             ts, vals = series_samples(chunks, aggrs, mint, maxt)
             by_labels.setdefault(lbls, []).append((ts, vals))
         out = []

@@ -11,53 +11,124 @@ from receiver.tsdb.labels import Matcher, MatchType
 
 MIN_TIME_MS = -9223372036854775808 // 1_000_000 * 1000  # as Prometheus's minTime, ms
 MAX_TIME_MS = 9223372036854775807 // 1_000_000 * 1000
-
-# promql_parser's MatchOp is not hashable; key by its printed name.
-_OPS = {"MatchOp.Equal": MatchType.EQ, "MatchOp.NotEqual": MatchType.NEQ,
-        "MatchOp.Re": MatchType.RE, "MatchOp.NotRe": MatchType.NRE}
-
-_DURATION_RE = re.compile(r"^(?:\d+(?:ms|[smhdwy]))+$")
+# What clients (client_golang, Grafana) send for "no bound": Prometheus's MinTime/MaxTime printed.
+_BOUND_STRINGS = {"-292273086-05-16T16:47:06Z": MIN_TIME_MS,
+                  "292277025-08-18T07:12:54.999999999Z": MAX_TIME_MS}
+# Timestamps are int64 milliseconds; Prometheus's representable range, so that no later
+# arithmetic (steps, offsets, lookback) can leave int64.
+_TIME_LIMIT_MS = 9223309901257974999
+_INT64_MAX = (1 << 63) - 1
+_NS = {"y": 365 * 86400 * 10**9, "w": 7 * 86400 * 10**9, "d": 86400 * 10**9, "h": 3600 * 10**9,
+       "m": 60 * 10**9, "s": 10**9, "ms": 10**6}
+# Prometheus's model.ParseDuration: units in this order, each at most once.
+_MODEL_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?"
+                             r"(?:(\d+)ms)?$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$")
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 
 class BadParam(ValueError):
     """Becomes a 400 ``bad_data`` response."""
 
 
-def parse_time(value: str | None, name: str, default_ms: int | None = None) -> int:
+def _go_float(value: str) -> float | None:
+    """strconv.ParseFloat's accepted spellings (no surrounding blanks), else None."""
+    if value != value.strip():
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def parse_time(value: str | None, name: str, default_ms: int | None = None,
+               labelled: bool = False) -> int:
+    """A timestamp parameter (float seconds or RFC 3339) as int64 ms. ``labelled``: Prometheus
+    words errors of the ``time`` parameter and the metadata ranges as "Invalid time value for"."""
     if value is None or value == "":
-        if default_ms is None:
-            raise BadParam(f'invalid parameter "{name}": cannot parse "" to a valid timestamp')
-        return default_ms
+        if default_ms is not None:
+            return default_ms
+        value = ""
+    elif value in _BOUND_STRINGS:
+        return _BOUND_STRINGS[value]
+    else:
+        ms = _time_ms(value)
+        if ms is not None and -_TIME_LIMIT_MS <= ms <= _TIME_LIMIT_MS:
+            return ms
+    prefix = f"Invalid time value for '{name}': " if labelled else ""
+    raise BadParam(f'invalid parameter "{name}": {prefix}cannot parse "{value}" to a valid timestamp')
+
+
+def _time_ms(value: str) -> int | None:
+    f = _go_float(value)
+    if f is not None:
+        if math.isnan(f) or math.isinf(f) or abs(f) > 1e17:
+            return None
+        sec = math.trunc(f)
+        return sec * 1000 + round((f - sec) * 1000)
+    if not _RFC3339.match(value):
+        return None
     try:
-        f = float(value)
-        if math.isnan(f) or math.isinf(f):
-            raise ValueError
-        return int(round(f * 1000))
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return int(round(dt.timestamp() * 1000))
-    except ValueError:
-        raise BadParam(f'invalid parameter "{name}": cannot parse "{value}" to a valid timestamp') from None
+        return None
+    if dt.tzinfo is None:
+        return None
+    return int(dt.timestamp()) * 1000 + dt.microsecond // 1000
+
+
+def parse_duration_ns(value: str | None, name: str) -> int:
+    """Prometheus's duration parameter (``step``, ``timeout``): float seconds or ``1h30m``, as
+    Go's int64 nanoseconds. NaN, as in Go, comes out negative."""
+    value = value or ""
+    f = _go_float(value)
+    if f is not None:
+        if math.isnan(f):
+            return -_INT64_MAX - 1
+        ns = f * 1e9
+        if ns > _INT64_MAX or ns < -_INT64_MAX - 1:
+            raise BadParam(f'invalid parameter "{name}": cannot parse "{value}" to a valid '
+                           "duration. It overflows int64")
+        return int(ns)
+    m = _MODEL_DURATION.match(value)
+    if value and m:
+        ns = sum(int(n) * _NS[u] for n, u in zip(m.groups(), ("y", "w", "d", "h", "m", "s", "ms"))
+                 if n is not None)
+        if ns <= _INT64_MAX:
+            return ns
+    raise BadParam(f'invalid parameter "{name}": cannot parse "{value}" to a valid duration')
 
 
 def parse_duration_ms(value: str | None, name: str) -> int:
+    """A duration parameter in whole ms (rounded down; at least 1 ms when positive)."""
+    ns = parse_duration_ns(value, name)
+    return max(ns // 1_000_000, 1) if ns > 0 else ns // 1_000_000
+
+
+def parse_limit(value: str | None) -> int:
+    """Prometheus's ``limit`` (series, labels, queries): 0 or absent means no limit."""
     if not value:
-        raise BadParam(f'invalid parameter "{name}": cannot parse "" to a valid duration')
-    try:
-        f = float(value)
-        if math.isnan(f) or math.isinf(f):
-            raise ValueError
-        return int(round(f * 1000))
-    except ValueError:
-        pass
-    if _DURATION_RE.match(value):
-        try:
-            return int(promql_parser.parse_duration(value).total_seconds() * 1000)
-        except Exception:
-            pass
-    raise BadParam(f'invalid parameter "{name}": cannot parse "{value}" to a valid duration')
+        return 0
+    if not re.fullmatch(r"[+-]?\d+", value):
+        raise BadParam(f'invalid parameter "limit": strconv.Atoi: parsing "{value}": invalid syntax')
+    n = int(value)
+    if not -_INT64_MAX - 1 <= n <= _INT64_MAX:
+        raise BadParam(f'invalid parameter "limit": strconv.Atoi: parsing "{value}": value out of range')
+    if n < 0:
+        raise BadParam('invalid parameter "limit": limit must be non-negative')
+    return n
+
+
+def parse_bool(value: str | None, name: str, default: bool) -> bool:
+    """Thanos's boolean parameters (``dedup``, ``partial_response``): Go's strconv.ParseBool."""
+    if value is None or value == "":
+        return default
+    if value in _GO_TRUE:
+        return True
+    if value in _GO_FALSE:
+        return False
+    raise BadParam(f"'{name}' parameter: strconv.ParseBool: parsing \"{value}\": invalid syntax")
 
 
 def parse_matchers(selector: str) -> list[Matcher]:

@@ -1,37 +1,93 @@
-"""``promring query``: the Prometheus HTTP API over a set of StoreAPI endpoints."""
+"""``promring query``: the Prometheus HTTP API over a set of StoreAPI endpoints.
+
+Endpoints come from ``--endpoint``/``--store``, ``--endpoint-strict`` and file SD; the HTTP API
+is served under ``--web.route-prefix`` (ops routes stay at the root, as in Thanos) and, with a
+gRPC address, the fan-out is itself served as a StoreAPI so queriers can be stacked.
+"""
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import grpc.aio
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from common.ops import add_ops_routes, new_registry, start_site
+from storeapi.server import serve
 
 from .api import QueryAPI
 from .config import QueryConfig
 from .fanout import StoreSet
+from .filesd import FileSD
+from .storesource import FanoutSource
+
+log = logging.getLogger(__name__)
+
+
+def normalize_prefix(prefix: str) -> str:
+    """'' or '/x/y' (leading slash, no trailing one), as Thanos's route prefix."""
+    prefix = prefix.strip().rstrip("/")
+    return "" if not prefix else prefix if prefix.startswith("/") else "/" + prefix
 
 
 class Querier:
     def __init__(self, cfg: QueryConfig, registry: CollectorRegistry | None = None,
                  stores: StoreSet | None = None) -> None:
+        cfg.validate()
         self.cfg = cfg
         self.registry = registry or new_registry()
-        self.stores = stores or StoreSet(cfg.endpoints, timeout_s=cfg.store_timeout_s)
+        self.file_sd = FileSD(cfg.sd_files, cfg.sd_interval_s) if cfg.sd_files else None
+        self.stores = stores or StoreSet(self._static_endpoints(), timeout_s=cfg.store_timeout_s,
+                                         registry=self.registry,
+                                         response_timeout_s=cfg.store_response_timeout_s,
+                                         strict=cfg.strict_endpoints)
         self.api = QueryAPI(cfg, self.stores, self.registry)
         self._runner: web.AppRunner | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task] = []
         self.port = 0
+        self.grpc_port = 0
+
+    def _static_endpoints(self) -> list[str]:
+        return list(dict.fromkeys([*self.cfg.endpoints, *self.cfg.strict_endpoints]))
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 << 20)
-        self.api.register(app)
+        prefix = normalize_prefix(self.cfg.route_prefix)
+        if prefix:
+            api_app = web.Application(client_max_size=16 << 20)
+            self.api.register(api_app)
+            app.add_subapp(prefix, api_app)
+        else:
+            self.api.register(app)
         add_ops_routes(app, self.registry, lambda: True)
         return app
 
+    async def _discovered(self, targets: list[str]) -> None:
+        await self.stores.set_addresses(self._static_endpoints() + targets)
+
     async def start(self) -> None:
+        await self.stores.start()
+        if self.file_sd is not None:
+            await self._discovered(self.file_sd.read())
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                self.file_sd.run(self._discovered)))
         self._runner, self.port = await start_site(self.app(), self.cfg.http_address)
+        if self.cfg.grpc_address:
+            source = FanoutSource(self.stores, partial_response=self.cfg.partial_response)
+            self._grpc, self.grpc_port = await serve(source, self.cfg.grpc_address, "query")
 
     async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+            self._grpc = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.api.close()
         await self.stores.close()

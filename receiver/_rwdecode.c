@@ -22,8 +22,9 @@
 /* Wire types. */
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
-/* Label validation results, mirroring Thanos labelpb.ValidateLabels. */
-enum { ST_OK = 0, ST_EMPTY = 1, ST_DUPLICATE = 2, ST_OUT_OF_ORDER = 3 };
+/* Label validation results, mirroring Thanos labelpb.ValidateLabels, plus labels that are not
+   valid UTF-8 (Prometheus refuses those; the head could not even decode them). */
+enum { ST_OK = 0, ST_EMPTY = 1, ST_DUPLICATE = 2, ST_OUT_OF_ORDER = 3, ST_INVALID_UTF8 = 4 };
 
 typedef struct {
     const uint8_t *base;   /* start of the request, for error offsets */
@@ -332,7 +333,7 @@ static inline void copy_short(uint8_t *dst, const uint8_t *src, size_t n)
 }
 
 /* Same checks, in the same order, as Thanos labelpb.ValidateLabels; first failure wins. */
-static uint8_t validate_labels(const LabelRef *ls, size_t n)
+static uint8_t validate_label_order(const LabelRef *ls, size_t n)
 {
     if (n == 0)
         return ST_EMPTY;
@@ -347,6 +348,66 @@ static uint8_t validate_labels(const LabelRef *ls, size_t n)
             return ST_DUPLICATE;
         if (r < 0)
             return ST_OUT_OF_ORDER;
+    }
+    return ST_OK;
+}
+
+/* Strict UTF-8 as Go's utf8.ValidString and Python's decoder agree on: no overlong forms, no
+   surrogates, nothing past U+10FFFF. ASCII (all real label names, most values) goes 8 bytes
+   at a time. */
+static int valid_utf8(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (!(w & 0x8080808080808080ull)) {
+                i += 8;
+                continue;
+            }
+        }
+        uint8_t c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint8_t lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0) lo = 0xA0;
+            else if (c == 0xED) hi = 0x9F;  /* U+D800..U+DFFF are surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0) lo = 0x90;
+            else if (c == 0xF4) hi = 0x8F;
+        } else {
+            return 0;
+        }
+        if (n - i < len || p[i + 1] < lo || p[i + 1] > hi)
+            return 0;
+        for (size_t k = 2; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return 0;
+        }
+        i += len;
+    }
+    return 1;
+}
+
+/* Same checks, in the same order, as Thanos labelpb.ValidateLabels; first failure wins. Then
+   UTF-8, so a key the head stores always decodes. */
+static uint8_t validate_labels(const LabelRef *ls, size_t n)
+{
+    uint8_t st = validate_label_order(ls, n);
+    if (st != ST_OK)
+        return st;
+    for (size_t i = 0; i < n; i++) {
+        if (!valid_utf8(ls[i].name, ls[i].name_len) || !valid_utf8(ls[i].value, ls[i].value_len))
+            return ST_INVALID_UTF8;
     }
     return ST_OK;
 }
@@ -643,7 +704,7 @@ static PyMethodDef methods[] = {
      "decode(data) -> (keys, series_status, sample_series, ts, vals, n_histograms, n_exemplars)\n\n"
      "Decode an uncompressed prometheus.WriteRequest. keys: list of canonical label keys (one\n"
      "per TimeSeries, labels in request order); series_status: uint8 per series (0 ok, 1 empty,\n"
-     "2 duplicate, 3 out of order); sample_series: int32 series index per sample; ts: int64;\n"
+     "2 duplicate, 3 out of order, 4 not UTF-8); sample_series: int32 series index per sample; ts: int64;\n"
      "vals: float64 (all native endian). Raises ValueError on malformed input."},
     {"decode_with_histograms", decode_with_histograms, METH_O,
      "decode_with_histograms(data) -> decode(data)'s 7 items + (hist_series, hist_ts, hist_raw)\n\n"

@@ -27,9 +27,12 @@ class ReceiveConfig:
     http_read_timeout_s: float = 120.0
     wal_fsync: str = "none"                    # "none": write() before ack; "batch": group fsync
     chunk_range_ms: int = 2 * 3600 * 1000
+    too_far_in_future_ms: int = 10 * 60_000    # --tsdb.too-far-in-future.time-window; 0 = off
     # Routing (a hashrings file makes this receiver a router; with a local endpoint in the ring,
     # a router+ingestor).
     hashrings_file: Path | None = None
+    hashrings_content: str | None = None        # --receive.hashrings (used without a file)
+    replica_header: str = "THANOS-REPLICA"
     hashrings_algorithm: str = "hashmod"
     hashrings_refresh_s: float = 1.0
     replication_factor: int = 1
@@ -45,8 +48,8 @@ class ReceiveConfig:
 
     @property
     def is_router(self) -> bool:
-        return self.hashrings_file is not None
+        return self.hashrings_file is not None or bool(self.hashrings_content)
 
     @property
     def is_ingestor(self) -> bool:
-        return self.hashrings_file is None or bool(self.local_endpoint)
+        return not self.is_router or bool(self.local_endpoint)

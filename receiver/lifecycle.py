@@ -11,8 +11,10 @@ import asyncio
 import logging
 import time
 
+from prometheus_client import CollectorRegistry
+
 from objstore import Bucket
-from shipper import Shipper
+from shipper import Shipper, ShipperMetrics, ShipperOptions
 
 from .multitsdb import MultiTSDB
 
@@ -20,10 +22,14 @@ log = logging.getLogger(__name__)
 
 
 class BlockLifecycle:
-    def __init__(self, db: MultiTSDB, bucket: Bucket | None, interval_s: float = 30.0) -> None:
+    def __init__(self, db: MultiTSDB, bucket: Bucket | None, interval_s: float = 30.0,
+                 registry: CollectorRegistry | None = None,
+                 shipper_opts: ShipperOptions | None = None) -> None:
         self.db = db
         self.bucket = bucket
         self.interval_s = interval_s
+        self._shipper_metrics = ShipperMetrics(registry) if registry is not None else None
+        self._shipper_opts = shipper_opts or ShipperOptions()
         self._shippers: dict[str, Shipper] = {}
         self._task: asyncio.Task | None = None
 
@@ -32,7 +38,9 @@ class BlockLifecycle:
             return None
         s = self._shippers.get(tenant)
         if s is None:
-            s = self._shippers[tenant] = Shipper(self.bucket, self.db.tenants[tenant].dir)
+            s = self._shippers[tenant] = Shipper(
+                self.bucket, self.db.tenants[tenant].dir, opts=self._shipper_opts,
+                metrics=self._shipper_metrics, tenant=tenant)
         return s
 
     async def ship(self) -> int:
@@ -43,19 +51,23 @@ class BlockLifecycle:
                 shipped += await s.sync()
         return shipped
 
-    def _apply_retention(self, now_ms: int) -> None:
+    async def _apply_retention(self, now_ms: int) -> None:
+        """Delete expired local blocks; with a bucket, only those it is seen to hold now."""
         for name, t in list(self.db.tenants.items()):
             s = self._shipper(name)
             for ulid in t.expired_blocks(now_ms):
-                if s is None or s.is_uploaded(ulid):
+                if s is None or await s.confirm_uploaded(ulid):
                     log.info("deleting local block past retention", extra={"tenant": name, "ulid": ulid})
                     t.delete_block(ulid)
 
     async def run_once(self, now_ms: int | None = None) -> None:
         for t in list(self.db.tenants.values()):
-            t.compact()
+            try:
+                t.compact()
+            except Exception:  # one tenant's broken head or disk must not stop the others
+                log.exception("block cut failed; other tenants go on", extra={"tenant": t.tenant})
         await self.ship()
-        self._apply_retention(int(time.time() * 1000) if now_ms is None else now_ms)
+        await self._apply_retention(int(time.time() * 1000) if now_ms is None else now_ms)
 
     async def _loop(self) -> None:
         while True:

@@ -9,14 +9,15 @@ import itertools
 import logging
 import os
 import shutil
+import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from .remotewrite import DecodedWrite
+from .remotewrite import STATUS_INVALID_UTF8, DecodedWrite
 from .tenancy import InvalidTenant, validate_tenant  # noqa: F401 -- InvalidTenant re-exported
 from .tsdb.block import BlockMeta, BlockReader, write_block
 from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
@@ -33,6 +34,12 @@ SERIES_EMPTY_LABELS, SERIES_DUPLICATE_LABELS, SERIES_UNSORTED_LABELS = 1, 2, 3
 
 
 _MALFORMED_TS = int(np.iinfo(np.int64).min)  # the decoder's mark for a malformed Histogram
+
+# Timestamps beyond +-2^62 ms (146 million years) are refused whatever the flags say: block and
+# chunk-range arithmetic on them (t + 2 ranges, aligned starts) must stay inside int64 here
+# and in every Go reader of our blocks.
+MAX_VALID_TS = 2**62
+MIN_VALID_TS = -(2**62)
 
 
 @dataclass
@@ -51,6 +58,27 @@ class TSDBOptions:
     # tenants. Each tenant's WAL takes its own lock unless an owner locks the whole path.
     max_open_wals: int = 256
     lock_each_wal: bool = True
+    # Samples later than now + this are refused (409 out of bounds), as Thanos's
+    # --tsdb.too-far-in-future.time-window; 0 = off. See README for the default.
+    too_far_in_future_ms: int = 10 * 60_000
+
+
+@dataclass
+class ReplayStats:
+    """What a WAL replay had to skip to start at all (each counted, logged once)."""
+
+    corrupt_segments: int = 0  # segments (or missing ranges) whose rest could not be read
+    invalid_series: int = 0  # series records whose label key does not decode
+    unknown_ref_samples: int = 0  # samples of a series that no record defines
+    invalid_histograms: int = 0  # native histogram samples whose message does not decode
+
+    @property
+    def skipped(self) -> int:
+        return sum(asdict(self).values())
+
+    @staticmethod
+    def kinds() -> list[str]:
+        return [f.name for f in fields(ReplayStats)]
 
 
 @dataclass
@@ -66,6 +94,15 @@ class WriteOutcome:
     unsorted_labels: int = 0
     dropped_samples: int = 0  # samples of series rejected for their labels
     invalid_histograms: int = 0  # native histogram samples whose message is malformed/invalid
+    invalid_utf8_labels: int = 0  # series refused because a label is not valid UTF-8
+    too_far_in_future: int = 0  # samples past now + --tsdb.too-far-in-future.time-window
+    out_of_bounds: int = 0  # samples with absurd timestamps (beyond +-2^62 ms)
+
+    @property
+    def http_status(self) -> int:
+        """409 for conflicts (Thanos), but 400 when labels are not UTF-8: Prometheus's remote
+        write handler calls those invalid labels, a client error no retry can fix."""
+        return 400 if self.invalid_utf8_labels else 409
 
     @property
     def conflicts(self) -> list[str]:
@@ -73,9 +110,12 @@ class WriteOutcome:
         for n, what in ((self.out_of_order, "out of order samples"),
                         (self.duplicate, "duplicate sample for timestamp"),
                         (self.too_old, "out of bounds samples (too old)"),
+                        (self.too_far_in_future, "out of bounds samples (too far in the future)"),
+                        (self.out_of_bounds, "out of bounds samples (timestamp beyond +-2^62 ms)"),
                         (self.empty_labels, "series with empty labels, label names or label values"),
                         (self.duplicate_labels, "series with duplicate label names"),
                         (self.unsorted_labels, "series with out-of-order label names"),
+                        (self.invalid_utf8_labels, "series with invalid labels (label name or value is not valid UTF-8)"),
                         (self.invalid_histograms, "invalid native histogram samples")):
             if n:
                 msgs.append(f"{n} {what}")
@@ -97,7 +137,9 @@ class TenantTSDB:
         self.external_labels: Labels = tuple(sorted(ext.items()))
         self.block_range_ms = opts.head.chunk_range_ms
         self.retention_ms = opts.retention_ms
+        self.too_far_in_future_ms = opts.too_far_in_future_ms
         self.blocks: dict[str, BlockReader] = {}
+        self.replay_stats = ReplayStats()
         self._load_blocks()
 
     # -- local blocks -------------------------------------------------------------------------
@@ -187,7 +229,7 @@ class TenantTSDB:
             if meta is not None:
                 out.append(meta)
             upto = bmin + r
-            h.min_time = upto
+            h.min_time = h.min_time_from(upto)  # jump over empty windows, never step through them
         if upto is not None:
             self._checkpoint(upto)
         return out
@@ -202,10 +244,13 @@ class TenantTSDB:
             return out
         r = self.block_range_ms
         upto = h.max_time + 1
-        for bmin in range((h.min_time // r) * r, upto, r):
+        t = h.min_time
+        while t < upto:  # one block per aligned range that holds data
+            bmin = (t // r) * r
             meta = self._persist(max(bmin, self.blocks_max_time), min(bmin + r, upto))
             if meta is not None:
                 out.append(meta)
+            t = h.min_time_from(bmin + r)
         self._checkpoint(upto)
         return out
 
@@ -274,42 +319,82 @@ class TenantTSDB:
 
     def replay(self) -> int:
         """Load the newest checkpoint and the WAL after it into the head; returns samples
-        restored. Samples already in local blocks are skipped."""
+        restored. Samples already in local blocks are skipped.
+
+        Never refuses to start: a record that does not fit (a series whose labels do not
+        decode, samples of a series never defined, a corrupt segment) is skipped, counted in
+        ``replay_stats`` and logged once per kind."""
         # A logged ref normally comes back unchanged; a lookup table covers the rare series
-        # that was logged twice under different refs.
+        # that was logged twice under different refs. -1 marks refs never (validly) defined.
         lut = np.zeros(0, dtype=np.int64)
-        remapped = False
+        stats = self.replay_stats = ReplayStats()
         restored = 0
         floor = self.blocks_max_time
+
+        def corrupt(msg: str) -> None:
+            stats.corrupt_segments += 1
+            log.error(msg, extra={"tenant": self.tenant})
+
         cps = checkpoints(self.wal.cfg.dir)
-        records: Iterable = self.wal.replay()
+        records: Iterable = self.wal.replay(corrupt)
         if cps:
             seg, path = cps[-1]
             self.wal.truncate_before(seg)  # a crash may have left segments the checkpoint covers
-            records = itertools.chain(replay_checkpoint(path), self.wal.replay())
+            records = itertools.chain(replay_checkpoint(path, corrupt), self.wal.replay(corrupt))
         for rec in records:
             if isinstance(rec, SeriesRecord):
                 refs = rec.refs.tolist()
-                if refs and max(refs) >= len(lut):
-                    grown = np.arange(max(max(refs) + 1, 2 * len(lut)), dtype=np.int64)
+                top = max(refs, default=-1)
+                if top >= len(lut):
+                    grown = np.full(max(top + 1, 2 * len(lut)), -1, dtype=np.int64)
                     grown[:len(lut)] = lut
                     lut = grown
                 for ref, key in zip(refs, rec.keys):
-                    got = self.head.restore_series(ref, key)
-                    if got != ref:
+                    try:
+                        got = self.head.restore_series(ref, key)
+                    except ValueError:
+                        stats.invalid_series += 1
+                        continue
+                    if ref >= 0:
                         lut[ref] = got
-                        remapped = True
-            elif isinstance(rec, HistogramsRecord):
-                refs = lut[rec.refs] if remapped else rec.refs
-                hists = [from_proto_bytes(r)[1] for r in rec.raw]
-                st = self.head.append_histograms(refs.tolist(), rec.ts.tolist(), hists,
-                                                 min_valid_time=floor)
+                continue
+            refs = np.asarray(rec.refs, dtype=np.int64)
+            known = (refs >= 0) & (refs < len(lut))
+            mapped = np.full(len(refs), -1, dtype=np.int64)
+            mapped[known] = lut[refs[known]]
+            good = mapped >= 0
+            if not good.all():
+                stats.unknown_ref_samples += int(np.count_nonzero(~good))
+            if isinstance(rec, HistogramsRecord):
+                restored += self._replay_histograms(rec, mapped, good, floor, stats)
+            elif good.all():
+                st = self.head.append(mapped, rec.ts, rec.vals, min_valid_time=floor)
                 restored += int(np.count_nonzero(st == OK))
-            else:
-                refs = lut[rec.refs] if remapped else rec.refs
-                st = self.head.append(refs, rec.ts, rec.vals, min_valid_time=floor)
+            elif good.any():
+                st = self.head.append(mapped[good], rec.ts[good], rec.vals[good], min_valid_time=floor)
                 restored += int(np.count_nonzero(st == OK))
+        if stats.skipped:
+            log.warning("WAL replay skipped records that do not fit the head",
+                        extra={"tenant": self.tenant, **asdict(stats)})
         return restored
+
+    def _replay_histograms(self, rec: HistogramsRecord, mapped: np.ndarray, good: np.ndarray,
+                           floor: int, stats: ReplayStats) -> int:
+        refs: list[int] = []
+        ts: list[int] = []
+        hists = []
+        for ref, t, raw in zip(mapped.tolist(), rec.ts.tolist(), rec.raw):
+            if ref < 0:
+                continue
+            try:
+                hists.append(from_proto_bytes(raw)[1])
+            except ValueError:
+                stats.invalid_histograms += 1
+                continue
+            refs.append(ref)
+            ts.append(t)
+        st = self.head.append_histograms(refs, ts, hists, min_valid_time=floor)
+        return int(np.count_nonzero(st == OK))
 
     def write(self, req: DecodedWrite) -> WriteOutcome:
         """Append what is valid, log it to the WAL, and report the rest (caller then syncs)."""
@@ -320,10 +405,21 @@ class TenantTSDB:
             out.empty_labels = int(np.count_nonzero(status == SERIES_EMPTY_LABELS))
             out.duplicate_labels = int(np.count_nonzero(status == SERIES_DUPLICATE_LABELS))
             out.unsorted_labels = int(np.count_nonzero(status == SERIES_UNSORTED_LABELS))
+            out.invalid_utf8_labels = int(np.count_nonzero(status == STATUS_INVALID_UTF8))
         keys = req.keys
         idx = np.flatnonzero(good_series)
         good_keys = keys if len(idx) == len(keys) else [keys[i] for i in idx.tolist()]
         refs, new_refs, new_keys = self.head.refs_for(good_keys)
+        try:
+            return self._append(req, out, idx, refs, new_refs, new_keys)
+        except BaseException:
+            if new_keys:  # the head has these series now: the WAL must define them too
+                self.wal.log(SeriesRecord(new_refs, new_keys), None)
+            raise
+
+    def _append(self, req: DecodedWrite, out: WriteOutcome, idx: np.ndarray, refs: np.ndarray,
+                new_refs: np.ndarray, new_keys: list[bytes]) -> WriteOutcome:
+        keys = req.keys
         # Map each sample's series index to a ref; samples of rejected series are dropped.
         series_ref = np.full(len(keys), -1, dtype=np.int64)
         series_ref[idx] = refs
@@ -333,6 +429,11 @@ class TenantTSDB:
         if not keep.all():
             out.dropped_samples = int(np.count_nonzero(~keep))
             sample_refs, ts, vals = sample_refs[keep], ts[keep], vals[keep]
+        latest = self._latest_valid_time()
+        in_bounds = (ts <= latest) & (ts >= MIN_VALID_TS)
+        if not in_bounds.all():
+            self._count_out_of_bounds(ts[~in_bounds], out)
+            sample_refs, ts, vals = sample_refs[in_bounds], ts[in_bounds], vals[in_bounds]
         mvt = max(self.head.min_valid_time(), self.blocks_max_time)
         st = self.head.append(sample_refs, ts, vals, mvt)
         ok = st == OK
@@ -348,15 +449,27 @@ class TenantTSDB:
                 samples_rec = SamplesRecord(sample_refs, ts, vals)
             else:
                 samples_rec = SamplesRecord(sample_refs[ok], ts[ok], vals[ok])
-        hist_rec = self._write_histograms(req, series_ref, mvt, out) if req.hist_raw else None
+        hist_rec = self._write_histograms(req, series_ref, mvt, latest, out) if req.hist_raw else None
         if hist_rec is not None:
             self.wal.log(series_rec, samples_rec, hist_rec)
         elif series_rec is not None or samples_rec is not None:
             self.wal.log(series_rec, samples_rec)
         return out
 
+    def _latest_valid_time(self) -> int:
+        """Newest timestamp a write may carry now (too far in the future past it)."""
+        if self.too_far_in_future_ms <= 0:
+            return MAX_VALID_TS
+        return min(MAX_VALID_TS, int(time.time() * 1000) + self.too_far_in_future_ms)
+
+    @staticmethod
+    def _count_out_of_bounds(ts: np.ndarray, out: WriteOutcome) -> None:
+        absurd = int(np.count_nonzero((ts > MAX_VALID_TS) | (ts < MIN_VALID_TS)))
+        out.out_of_bounds += absurd
+        out.too_far_in_future += len(ts) - absurd
+
     def _write_histograms(self, req: DecodedWrite, series_ref: np.ndarray, mvt: int,
-                          out: WriteOutcome) -> HistogramsRecord | None:
+                          latest: int, out: WriteOutcome) -> HistogramsRecord | None:
         """Append a request's native histogram samples (after its floats, as Prometheus
         does); returns what to log. Counts go into ``out`` next to the float samples'."""
         refs_all = series_ref[req.hist_series].tolist()
@@ -366,6 +479,9 @@ class TenantTSDB:
         for i, (ref, t, raw) in enumerate(zip(refs_all, ts_all, req.hist_raw)):
             if ref < 0:
                 out.dropped_samples += 1
+                continue
+            if t != _MALFORMED_TS and not MIN_VALID_TS <= t <= latest:
+                self._count_out_of_bounds(np.array([t], dtype=np.int64), out)
                 continue
             try:
                 if t == _MALFORMED_TS:
@@ -478,6 +594,9 @@ class MultiTSDB:
 
     def memory_bytes(self) -> int:
         return sum(t.head.memory_bytes() for t in self.tenants.values())
+
+    def replay_skipped(self, kind: str) -> int:
+        return sum(getattr(t.replay_stats, kind) for t in list(self.tenants.values()))
 
     def close(self) -> None:
         for t in self.tenants.values():

@@ -27,11 +27,13 @@ STATUS_OK = 0
 STATUS_EMPTY_LABELS = 1
 STATUS_DUPLICATE_LABELS = 2
 STATUS_OUT_OF_ORDER_LABELS = 3
+STATUS_INVALID_UTF8 = 4  # a label name or value is not valid UTF-8 (Prometheus refuses these)
 
 STATUS_MESSAGES = {
     STATUS_EMPTY_LABELS: "labelset contains an empty label name or value",
     STATUS_DUPLICATE_LABELS: "label set contains duplicate label names",
     STATUS_OUT_OF_ORDER_LABELS: "labelset is not ordered by label name",
+    STATUS_INVALID_UTF8: "label name or value is not valid UTF-8",
 }
 
 _PROTOBUF_CONTENT_TYPE = "application/x-protobuf"

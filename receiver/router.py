@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter
 from storeapi.server import GRPC_OPTIONS
 
 from .hashring import _ringc
-from .hashring.ring import Hashrings, hash_series
+from .hashring.ring import Hashrings, InsufficientNodesError, hash_series
 from .remotewrite import DecodedWrite
 
 log = logging.getLogger(__name__)
@@ -144,30 +144,38 @@ class Router:
         self.forwards = Counter("thanos_receive_forward_requests", "Per-endpoint writes by result.",
                                 ["result"], registry=registry) if registry is not None else None
 
-    async def write(self, tenant: str, raw: bytes, dec: DecodedWrite) -> RouteResult:
-        """``raw`` is the uncompressed prometheus.WriteRequest that ``dec`` was decoded from."""
+    async def write(self, tenant: str, raw: bytes, dec: DecodedWrite,
+                    replica: int = 0) -> RouteResult:
+        """``raw`` is the uncompressed prometheus.WriteRequest that ``dec`` was decoded from.
+        ``replica`` > 0 (1-based, from the replica header): an already replicated write; only
+        that replica of each series is written, not replicated again (as Thanos)."""
         n = len(dec.keys)
         if n == 0:
             return RouteResult(200)
         found = self._rings().for_tenant(tenant)
         if found is None:
-            return RouteResult(500, f"no hashring configured for tenant {tenant!r}")
-        spec, ring = found
+            return RouteResult(500, "no matching hashring to handle tenant")
+        _, ring = found
         spans = _ringc.series_spans(raw)
         if len(spans) != 16 * n:
             return RouteResult(400, "cannot split request: series count mismatch")
-        assign = ring.assign(hash_series(tenant, dec.keys))  # (n, rf) endpoint indices
+        try:
+            assign = ring.assign(hash_series(tenant, dec.keys))  # (n, rf) endpoint indices
+        except InsufficientNodesError as e:
+            return RouteResult(500, str(e))
+        if replica > 0:
+            assign = assign[:, replica - 1:replica]
         rf = assign.shape[1]
         need = quorum(rf)
         tasks: dict[asyncio.Task, int] = {}
         for node in np.unique(assign).tolist():
             hit = assign == node
             rows = np.flatnonzero(hit.any(axis=1)).astype(np.int32)
-            replica = int(hit[rows].argmax(axis=1).min()) + 1
+            number = int(hit[rows].argmax(axis=1).min()) + max(replica, 1)
             body = _ringc.gather(raw, spans, rows.tobytes())
-            addr = spec.endpoints[node].address
-            tasks[asyncio.create_task(self._send(addr, tenant, body, replica))] = node
-        results = np.full(len(spec.endpoints), PENDING, dtype=np.int8)
+            addr = ring.endpoints[node].address
+            tasks[asyncio.create_task(self._send(addr, tenant, body, number))] = node
+        results = np.full(len(ring.endpoints), PENDING, dtype=np.int8)
         messages: dict[int, str] = {}
         pending = set(tasks)
         while pending:

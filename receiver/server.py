@@ -22,14 +22,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.ops import add_ops_routes, new_registry, start_site
-from storeapi.server import GRPC_OPTIONS, WRITEABLE_STORE_SERVICE, StoreServer
+from storeapi.h2server import H2GrpcServer
+from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreServer
 
 from .config import ReceiveConfig
 from .lifecycle import BlockLifecycle
 from .hashring import _ringc
 from .hashring.watch import HashringsFile
 from .limits import LimitsFile
-from .multitsdb import MultiTSDB, MultiTSDBSource, TenantTSDB, TSDBOptions
+from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
 from .storagehealth import StorageHealth, is_storage_error
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
@@ -83,18 +84,25 @@ class Receiver:
                 path=cfg.tsdb_path, external_labels=cfg.external_labels,
                 tenant_label_name=cfg.tenant_label_name,
                 head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms), wal_fsync=cfg.wal_fsync,
-                retention_ms=cfg.retention_ms))
+                retention_ms=cfg.retention_ms, too_far_in_future_ms=cfg.too_far_in_future_ms))
             self.source = MultiTSDBSource(self.db)
             self.health = StorageHealth(cfg.tsdb_path, cfg.storage_probe_interval_s)
             self.metrics.series.set_function(self.db.num_series)
             self.metrics.head_bytes.set_function(self.db.memory_bytes)
+            skipped = Gauge("promring_tsdb_wal_replay_skipped",
+                            "What the last WAL replay skipped to start (corrupt segments, series "
+                            "whose labels do not decode, samples of unknown series, bad histograms).",
+                            ["kind"], registry=self.registry)
+            for kind in ReplayStats.kinds():
+                skipped.labels(kind).set_function(lambda k=kind: self.db.replay_skipped(k))
         self.limits = LimitsFile(cfg.limits_file)
         self._gate = self._new_gate()
         self.rings: HashringsFile | None = None
         self.router: Router | None = None
         if cfg.is_router:
             self.rings = HashringsFile(cfg.hashrings_file, cfg.hashrings_algorithm,
-                                       cfg.replication_factor, on_change=self._rings_changed)
+                                       cfg.replication_factor, on_change=self._rings_changed,
+                                       content=cfg.hashrings_content)
             self.router = Router(
                 lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
@@ -102,7 +110,7 @@ class Receiver:
                 registry=self.registry)
         self.ready = False
         self._runners: list[web.AppRunner] = []
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: H2GrpcServer | None = None
         self._refresher: asyncio.Task | None = None
         self._prober: asyncio.Task | None = None
         self._ext_applied: set[str] = set()
@@ -143,7 +151,8 @@ class Receiver:
             if self.cfg.objstore_config is not None:
                 from objstore import bucket_from_config
                 self.bucket = bucket_from_config(self.cfg.objstore_config)
-            self.lifecycle = BlockLifecycle(self.db, self.bucket, self.cfg.lifecycle_interval_s)
+            self.lifecycle = BlockLifecycle(self.db, self.bucket, self.cfg.lifecycle_interval_s,
+                                            registry=self.registry)
             self.lifecycle.start()  # its first round ships what a previous run left behind
             if self.cfg.grpc_address:
                 await self._serve_grpc()
@@ -157,14 +166,17 @@ class Receiver:
         return self.ready and (self.health is None or self.health.ok)
 
     async def _serve_grpc(self) -> None:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
-        StoreServer(self.source, "receive").register(server)
+        # Our own HTTP/2 gRPC server, not grpc.aio: Thanos routers compress forwarded writes with
+        # snappy, which grpcio's core refuses before any handler runs.
+        server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES)
+        server.add_generic_rpc_handlers(StoreServer(self.source, "receive").handlers())
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             WRITEABLE_STORE_SERVICE, {"RemoteWrite": grpc.unary_unary_rpc_method_handler(
                 self.grpc_remote_write, request_deserializer=None, response_serializer=None)}),))
-        port = server.add_insecure_port(self.cfg.grpc_address)
-        if port == 0:
-            raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}")
+        try:
+            port = await server.bind(self.cfg.grpc_address)
+        except OSError as e:
+            raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}: {e}") from e
         await server.start()
         self._grpc, self.ports["grpc"] = server, port
 
@@ -222,6 +234,9 @@ class Receiver:
             tenant = tenant_from_headers(request.headers, self.cfg.tenant_header, self.cfg.default_tenant)
         except InvalidTenant as e:
             return web.Response(status=400, text=f"{e}\n")
+        replica = self._replica(request)
+        if isinstance(replica, web.Response):
+            return replica
         try:
             body = await asyncio.wait_for(request.read(), self.cfg.http_read_timeout_s)
         except asyncio.TimeoutError:
@@ -249,13 +264,28 @@ class Receiver:
             self.metrics.limited.labels(tenant, "request").inc()
             return web.Response(status=413, text=f"{why}\n")
         if self.router is not None:
-            res = await self.router.write(tenant, raw, req)
+            res = await self.router.write(tenant, raw, req, replica)
             status, msg = res.status, res.message
         else:
             status, msg = await self._write_local(tenant, req)
         if status in (200, 204):
             return web.Response(status=200)
         return web.Response(status=status, text=f"{msg}\n")
+
+    def _replica(self, request: web.Request) -> int | web.Response:
+        """Thanos's replica header: the 1-based replica of an already replicated write. Only a
+        router+ingestor honours it (in the other modes it is ignored, as in Thanos)."""
+        raw = request.headers.get(self.cfg.replica_header, "")
+        if not raw:
+            return 0
+        if not raw.isdigit() or not raw.isascii() or len(raw) > 20 or int(raw) >= 1 << 64:
+            return web.Response(status=400, text="could not parse replica header\n")
+        if not (self.cfg.is_router and self.cfg.is_ingestor):
+            return 0
+        if int(raw) > self.cfg.replication_factor:
+            return web.Response(
+                status=400, text="request replica exceeds receiver replication factor\n")
+        return int(raw)
 
     async def grpc_remote_write(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """``thanos.WriteableStore/RemoteWrite``, parsed from the raw bytes: field 1 is exactly a
@@ -324,12 +354,14 @@ class Receiver:
             return 503, f"storage unavailable: {e}"
         self.metrics.samples.labels(tenant).inc(out.appended)
         for reason, n in (("out_of_order", out.out_of_order), ("duplicate", out.duplicate),
-                          ("too_old", out.too_old), ("bad_labels", out.dropped_samples)):
+                          ("too_old", out.too_old), ("bad_labels", out.dropped_samples),
+                          ("too_far_in_future", out.too_far_in_future),
+                          ("out_of_bounds", out.out_of_bounds)):
             if n:
                 self.metrics.rejected.labels(reason).inc(n)
         conflicts = out.conflicts
         if conflicts:
             msg = "; ".join(conflicts)
             log.debug("write conflicts", extra={"tenant": tenant, "detail": msg})
-            return 409, f"{msg} (appended {out.appended} samples)"
+            return out.http_status, f"{msg} (appended {out.appended} samples)"
         return 200, ""

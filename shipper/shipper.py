@@ -4,16 +4,29 @@ A block without ``meta.json`` in the bucket is a partial upload that readers ski
 meta.json last makes each block appear atomically. What was shipped is remembered in
 ``<tsdb dir>/thanos.shipper.json`` (Thanos's file and format), so a restart never uploads a
 block twice; a bucket outage only delays uploads to the next sync.
+
+That record is not trusted blindly: a bucket can lose a block after it was shipped (an outage
+that ends with an empty bucket, a wrong lifecycle rule). Each shipped block still on local
+disk is checked in the bucket (one ``meta.json`` existence probe) soon after the process
+starts and then every ``verify_interval_s``, a few per sync; one that is gone is uploaded
+again. Local
+retention asks ``confirm_uploaded``, which checks right then that the bucket holds every file
+of the block at its local size, so nothing is deleted locally that the bucket does not hold
+(an incomplete copy is uploaded again).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from objstore import Bucket
+from prometheus_client import CollectorRegistry, Counter
+
+from objstore import Bucket, ObjectNotFound
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +57,29 @@ class ShipperState:
         os.replace(tmp, path)
 
 
+@dataclass
+class ShipperOptions:
+    # How often a shipped block that is still local is checked to be in the bucket (one
+    # existence probe per block), and at most how many are checked per sync (the longest
+    # unchecked first: after a start, every block once, a few per round).
+    verify_interval_s: float = 3600.0
+    verify_per_sync: int = 8
+
+
+class ShipperMetrics:
+    """Thanos's shipper counters (per tenant, as Thanos receive wraps them), plus re-uploads."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.uploads = Counter("thanos_shipper_uploads", "Blocks uploaded.", ["tenant"],
+                               registry=registry)
+        self.upload_failures = Counter("thanos_shipper_upload_failures",
+                                       "Block uploads that failed.", ["tenant"],
+                                       registry=registry)
+        self.reuploads = Counter("promring_shipper_reuploads",
+                                 "Blocks recorded as shipped but missing from the bucket, "
+                                 "uploaded again.", ["tenant"], registry=registry)
+
+
 def block_dirs(tsdb_dir: Path) -> list[Path]:
     """Finished local blocks (a ULID directory with meta.json), oldest first."""
     if not tsdb_dir.is_dir():
@@ -53,16 +89,65 @@ def block_dirs(tsdb_dir: Path) -> list[Path]:
 
 
 class Shipper:
-    def __init__(self, bucket: Bucket, tsdb_dir: Path) -> None:
+    def __init__(self, bucket: Bucket, tsdb_dir: Path, *, opts: ShipperOptions | None = None,
+                 metrics: ShipperMetrics | None = None, tenant: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.bucket = bucket
         self.dir = tsdb_dir
+        self.opts = opts or ShipperOptions()
         self.state_path = tsdb_dir / STATE_FILE
         self.state = ShipperState.load(self.state_path)
+        self._m = metrics
+        self._tenant = tenant
+        self._clock = clock
+        self._verified: dict[str, float] = {}  # ulid -> when last seen in the bucket
+        self._incomplete: set[str] = set()  # shipped, but found incomplete in the bucket
         self.uploads = 0
         self.failures = 0
+        self.reuploads = 0
 
     def is_uploaded(self, ulid: str) -> bool:
+        """Recorded as shipped (the local record only; see ``confirm_uploaded``)."""
         return ulid in self.state.uploaded
+
+    async def confirm_uploaded(self, ulid: str) -> bool:
+        """Recorded as shipped, and the bucket holds every file of it now at its local size
+        (one request per file: this runs once per block, before deleting the local copy). A
+        block found incomplete is uploaded again by the next sync. Bucket errors confirm
+        nothing."""
+        if ulid not in self.state.uploaded:
+            return False
+        block = self.dir / ulid
+        try:
+            held = await self._bucket_holds(block)
+        except Exception as e:  # noqa: BLE001 -- an unreachable bucket confirms nothing
+            log.warning("cannot confirm block in bucket; keeping it locally",
+                        extra={"ulid": ulid, "err": str(e)})
+            return False
+        if held:
+            self._verified[ulid] = self._clock()
+        else:
+            log.warning("block recorded as shipped is incomplete in the bucket; keeping it "
+                        "locally and uploading it again", extra={"ulid": ulid})
+            self._verified.pop(ulid, None)
+            self._incomplete.add(ulid)
+        return held
+
+    async def _bucket_holds(self, block: Path) -> bool:
+        files = [*sorted((block / "chunks").iterdir()), block / "index", block / "meta.json"]
+        for f in files:
+            rel = f.relative_to(block).as_posix()
+            try:
+                size = (await self.bucket.attributes(f"{block.name}/{rel}")).size
+            except ObjectNotFound:
+                return False
+            if size != f.stat().st_size:
+                return False
+        return True
+
+    def _inc(self, metric: str) -> None:
+        if self._m is not None:
+            getattr(self._m, metric).labels(self._tenant).inc()
 
     async def _upload_block(self, block: Path) -> None:
         ulid = block.name
@@ -71,30 +156,57 @@ class Shipper:
         await self.bucket.upload(f"{ulid}/index", block / "index")
         await self.bucket.upload(f"{ulid}/meta.json", block / "meta.json")
 
+    def _due(self, ulid: str, now: float) -> bool:
+        seen = self._verified.get(ulid)
+        return seen is None or now - seen >= self.opts.verify_interval_s
+
     async def sync(self) -> int:
-        """Upload every local block not shipped yet; returns how many were uploaded now."""
+        """Upload every local block not shipped yet, and again any shipped one the bucket
+        lost (checked when due); returns how many were uploaded now."""
         shipped = 0
         changed = False
-        for block in block_dirs(self.dir):
+        now = self._clock()
+        blocks = block_dirs(self.dir)
+        recorded_set = set(self.state.uploaded)
+        due = sorted((b.name for b in blocks if b.name in recorded_set and self._due(b.name, now)),
+                     key=lambda u: self._verified.get(u, float("-inf")))
+        check = set(due[:self.opts.verify_per_sync]) | self._incomplete
+        for block in blocks:
             ulid = block.name
-            if ulid in self.state.uploaded:
+            recorded = ulid in recorded_set
+            if recorded and ulid not in check:
                 continue
             try:
-                if not await self.bucket.exists(f"{ulid}/meta.json"):
+                if (ulid in self._incomplete
+                        or not await self.bucket.exists(f"{ulid}/meta.json")):
+                    if recorded:
+                        log.warning("block recorded as shipped is missing from the bucket; "
+                                    "uploading it again", extra={"ulid": ulid, "dir": str(self.dir)})
                     await self._upload_block(block)
                     shipped += 1
                     self.uploads += 1
+                    self._inc("uploads")
+                    if recorded:
+                        self.reuploads += 1
+                        self._inc("reuploads")
                     log.info("shipped block", extra={"ulid": ulid, "dir": str(self.dir)})
             except Exception as e:  # the bucket is down: keep the block, try again next sync
                 self.failures += 1
+                self._inc("upload_failures")
                 log.warning("block upload failed; will retry", extra={"ulid": ulid, "err": str(e)})
                 break
-            self.state.uploaded.append(ulid)
-            changed = True
+            self._verified[ulid] = now
+            self._incomplete.discard(ulid)
+            if not recorded:
+                self.state.uploaded.append(ulid)
+                changed = True
         local = {b.name for b in block_dirs(self.dir)}
         if any(u not in local for u in self.state.uploaded):
             self.state.uploaded = [u for u in self.state.uploaded if u in local]
             changed = True
+        for u in [u for u in self._verified if u not in local]:
+            del self._verified[u]
+        self._incomplete &= local
         if changed:
             self.state.save(self.state_path)
         return shipped

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
-from objstore import Bucket
+from objstore import Bucket, ObjectNotFound
 from receiver.tsdb._blockio import crc32c, decode_series, read_chunk
 from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, BlockMeta
 from receiver.tsdb.chunkenc import ENCODING_XOR
-from receiver.tsdb.chunks import CorruptionError, segment_name
+from receiver.tsdb.chunks import SEGMENT_HEADER_SIZE, CorruptionError, segment_name
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from receiver.tsdb.index import EMPTY, SERIES_ALIGN, ChunkMeta
 from receiver.tsdb.labels import Labels, Matcher, MatchType
@@ -30,6 +30,7 @@ from storeapi.server import AggrData
 
 from .cache import LRUCache
 from .indexheader import HEADER_FILENAME, IndexHeader
+from .indexverify import verify_index
 from .ranges import coalesce, fetch_groups, uvarint_at
 
 # Read-ahead bounds when an item's end is unknown (Thanos uses 64 KiB and 16000 B); an item
@@ -99,6 +100,37 @@ def _decode_postings(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=">u4", count=count, offset=8).astype(np.int64)
 
 
+def _meta_sizes(meta: BlockMeta, under: str) -> dict[str, int]:
+    """Sizes meta.json's ``thanos.files`` records for files under ``under`` ("" = all)."""
+    return {f["rel_path"]: int(f["size_bytes"]) for f in (meta.thanos or {}).get("files") or []
+            if f.get("size_bytes") and str(f.get("rel_path", "")).startswith(under)}
+
+
+async def _segment_sizes(bucket: Bucket, meta: BlockMeta) -> dict[str, int]:
+    """Actual sizes of the block's chunk segments (``chunks/NNNNNN`` -> bytes), from one
+    attributes request each. A segment missing or of another size than meta.json records is
+    a broken upload (e.g. a truncated file): CorruptionError."""
+    recorded = _meta_sizes(meta, CHUNKS_DIRNAME + "/")
+    if recorded:
+        rels = sorted(recorded)
+    else:  # no sizes recorded (e.g. a plain Prometheus block): whatever is there
+        prefix = f"{meta.ulid}/"
+        rels = [n[len(prefix):] for n in await bucket.iter(f"{prefix}{CHUNKS_DIRNAME}/")
+                if not n.endswith("/")]
+    try:
+        attrs = await asyncio.gather(*(bucket.attributes(f"{meta.ulid}/{r}") for r in rels))
+    except ObjectNotFound as e:
+        raise CorruptionError(f"block {meta.ulid}: missing chunk segment: {e}") from None
+    sizes = {r: a.size for r, a in zip(rels, attrs)}
+    for rel, size in sizes.items():
+        if rel in recorded and size != recorded[rel]:
+            raise CorruptionError(f"block {meta.ulid}: {rel} has {size} bytes, meta.json "
+                                  f"records {recorded[rel]}")
+        if size < SEGMENT_HEADER_SIZE:
+            raise CorruptionError(f"block {meta.ulid}: {rel} is too short for a chunk segment")
+    return sizes
+
+
 def merge_external(lbls: Labels, ext: Labels) -> Labels:
     """Series labels with the block's external labels added; external ones win on clashes."""
     if not ext:
@@ -113,7 +145,7 @@ class BucketBlock:
 
     def __init__(self, bucket: Bucket, meta: BlockMeta, header: IndexHeader, cache: LRUCache,
                  limit: asyncio.Semaphore, opts: FetchOptions,
-                 metrics: FetchMetrics | None = None) -> None:
+                 metrics: FetchMetrics | None, seg_sizes: dict[str, int]) -> None:
         self.bucket = bucket
         self.meta = meta
         self.ulid = meta.ulid
@@ -128,22 +160,27 @@ class BucketBlock:
         self._ext = dict(self.ext_labels)
         self.resolution = int((thanos.get("downsample") or {}).get("resolution", 0))
         self._index_name = f"{self.ulid}/{INDEX_FILENAME}"
-        self._seg_sizes = {f["rel_path"]: int(f["size_bytes"])
-                           for f in thanos.get("files") or [] if f.get("size_bytes")}
+        self._seg_sizes = seg_sizes  # actual sizes: the bounds of every chunk ref
 
     @classmethod
     async def open(cls, bucket: Bucket, meta: BlockMeta, local_dir: Path, cache: LRUCache,
                    limit: asyncio.Semaphore, opts: FetchOptions,
                    metrics: FetchMetrics | None = None) -> BucketBlock:
-        """Load (or build from the bucket) the block's index-header under ``local_dir``."""
+        """Load (or build from the bucket) the block's index-header under ``local_dir``, after
+        checking the stored files against meta.json. Raises CorruptionError for a block that
+        must not be served (a checksum or size that does not match)."""
         index_name = f"{meta.ulid}/{INDEX_FILENAME}"
-        size = next((int(f["size_bytes"]) for f in (meta.thanos or {}).get("files") or []
-                     if f.get("rel_path") == INDEX_FILENAME and f.get("size_bytes")), None)
+        size = _meta_sizes(meta, "").get(INDEX_FILENAME)
         if size is None:
             size = (await bucket.attributes(index_name)).size
+        seg_sizes = await _segment_sizes(bucket, meta)
         header, _ = await IndexHeader.load_or_fetch(bucket, index_name, size,
                                                     local_dir / HEADER_FILENAME)
-        return cls(bucket, meta, header, cache, limit, opts, metrics)
+        return cls(bucket, meta, header, cache, limit, opts, metrics, seg_sizes)
+
+    async def verify_index(self) -> None:
+        """Check every item of the whole index (CorruptionError if one fails)."""
+        await verify_index(self.bucket, self._index_name, self.header, self._seg_sizes)
 
     # -- block-level filters
 
@@ -351,10 +388,12 @@ class BucketBlock:
         for a, z in zip(cuts[:-1], cuts[1:]):
             rel = f"{CHUNKS_DIRNAME}/{segment_name(int(seqs[a]))}"
             o = offs[a:z]
-            ends = np.minimum(np.r_[o[1:], o[-1] + est], o + est)
             size = self._seg_sizes.get(rel)
-            if size is not None:
-                ends = np.minimum(ends, size)
+            if size is None or o[0] < SEGMENT_HEADER_SIZE or o[-1] >= size:
+                raise CorruptionError(f"block {self.ulid}: chunk ref {int(arr[a]):#x}.."
+                                      f"{int(arr[z - 1]):#x} outside segment {rel} "
+                                      f"({size} bytes)")
+            ends = np.minimum(np.minimum(np.r_[o[1:], o[-1] + est], o + est), size)
             jobs.append(self._read_items(f"{self.ulid}/{rel}", "chunks", arr[a:z].tolist(), o,
                                          ends, _chunk_len))
         out: dict[int, tuple[int, bytes]] = {}

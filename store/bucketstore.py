@@ -6,6 +6,15 @@ is a block; one without is a partial upload (skipped until complete); one with a
 immutable, so only new blocks cost a ``meta.json`` read and an index-header build; known blocks
 cost one deletion-mark probe per sync.
 
+A corrupt block never fails queries over the others: one whose files disagree with its
+meta.json or whose index-header sections fail their checksums is not loaded
+(``thanos_bucket_store_block_load_failures_total``), and one that fails a read later (a
+checksum, a length or a chunk ref out of bounds) is taken out of service at once with a
+warning (``thanos_bucket_store_block_drops_total``) -- that query and all later ones answer
+from the remaining blocks -- and stays out until it disappears from the bucket. Every newly
+loaded block's whole index is also checked once in the background (store.indexverify), so
+damage no query has touched yet takes the block out the same way.
+
 Downsampled blocks (5m/1h, written by the compactor) are served too: a Series request's
 ``max_resolution_window`` picks, per external label set and time range, the coarsest
 resolution allowed that has a block there, finer blocks filling the gaps (Thanos's getFor);
@@ -17,8 +26,9 @@ import asyncio
 import json
 import logging
 import shutil
+import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,6 +39,7 @@ from receiver.tsdb.labels import Labels, Matcher
 
 from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache
+from .indexverify import is_verified, mark_verified
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +47,9 @@ DELETION_MARK_FILENAME = "deletion-mark.json"
 MAX_INT64 = (1 << 63) - 1
 MIN_INT64 = -(1 << 63)
 _ANY_RES = 1 << 62  # label queries: any resolution will do
+# What a read of a broken block raises (CorruptionError is a ValueError); bucket outages
+# (other BucketErrors) are not among them: they fail the query and leave the block in place.
+BROKEN_BLOCK_ERRORS = (ValueError, struct.error, IndexError, ObjectNotFound)
 
 
 class SyncMetrics:
@@ -71,16 +85,21 @@ class BucketStore:
     def __init__(self, bucket: Bucket, data_dir: Path, cache: LRUCache,
                  registry: CollectorRegistry, *, opts: FetchOptions | None = None,
                  sync_concurrency: int = 20, fetch_concurrency: int = 32,
-                 ignore_deletion_marks_delay_s: float = 0.0) -> None:
+                 ignore_deletion_marks_delay_s: float = 0.0, verify_index: bool = True,
+                 verify_concurrency: int = 2) -> None:
         self.bucket = bucket
         self.data_dir = Path(data_dir)
         self.cache = cache
         self.blocks: dict[str, BucketBlock] = {}
+        self.broken: dict[str, str] = {}  # taken out of service after a read error: ulid -> why
         self._opts = opts or FetchOptions()
         self._sync_limit = asyncio.Semaphore(sync_concurrency)
         self._fetch_limit = asyncio.Semaphore(fetch_concurrency)
         self._mark_delay = ignore_deletion_marks_delay_s
         self._lock = asyncio.Lock()
+        self._verify = verify_index
+        self._verify_limit = asyncio.Semaphore(verify_concurrency)
+        self._verifying: dict[str, asyncio.Task[None]] = {}
         self.sync_metrics = SyncMetrics(registry)
         self.fetch_metrics = FetchMetrics(registry)
 
@@ -106,6 +125,8 @@ class BucketStore:
                 return "marked-for-deletion", None
             if ulid in self.blocks:
                 return "loaded", self.blocks[ulid]
+            if ulid in self.broken:
+                return "failed", None
             try:
                 raw = await self.bucket.get(f"{ulid}/{META_FILENAME}")
             except ObjectNotFound:
@@ -148,9 +169,13 @@ class BucketStore:
             fresh: dict[str, BucketBlock] = {}
             counts: dict[str, int] = {}
             for u, (state, block) in zip(ulids, states):
+                if u in self.broken:  # taken out while this sync ran
+                    state, block = "failed", None
                 counts[state] = counts.get(state, 0) + 1
                 if block is not None:
                     fresh[u] = block
+            listed = set(ulids)
+            self.broken = {u: why for u, why in self.broken.items() if u in listed}
             dropped = set(self.blocks) - set(fresh)
             self.blocks = dict(sorted(fresh.items(), key=lambda kv: kv[1].min_time))
             for u in dropped:
@@ -161,7 +186,42 @@ class BucketStore:
                           "failed"):
                 m.synced.labels(state).set(counts.get(state, 0))
             await asyncio.to_thread(self._remove_stale_dirs)
+            if self._verify:
+                for u, b in self.blocks.items():
+                    if u not in self._verifying and not is_verified(self.data_dir / u):
+                        self._verifying[u] = asyncio.create_task(self._verify_block(b),
+                                                                 name=f"verify-{u}")
             m.duration.observe(time.perf_counter() - t0)
+
+    async def _verify_block(self, block: BucketBlock) -> None:
+        """Check the whole index of a block being served; out of service if it fails."""
+        try:
+            async with self._verify_limit:
+                if self.blocks.get(block.ulid) is not block:
+                    return
+                t0 = time.perf_counter()
+                await block.verify_index()
+                await asyncio.to_thread(mark_verified, self.data_dir / block.ulid)
+                log.info("verified block index", extra={
+                    "block": block.ulid, "seconds": round(time.perf_counter() - t0, 3)})
+        except BROKEN_BLOCK_ERRORS as e:
+            self._take_out(block, e)
+        except Exception as e:  # noqa: BLE001 -- a bucket outage: the next sync tries again
+            log.warning("block index verification failed; will retry",
+                        extra={"block": block.ulid, "err": repr(e)})
+        finally:
+            self._verifying.pop(block.ulid, None)
+
+    async def wait_verified(self) -> None:
+        """Until the index checks started so far are done (tests, and a clean stop)."""
+        while self._verifying:
+            await asyncio.gather(*self._verifying.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        for t in list(self._verifying.values()):
+            t.cancel()
+        await asyncio.gather(*self._verifying.values(), return_exceptions=True)
+        self._verifying.clear()
 
     def _remove_stale_dirs(self) -> None:
         """Local index-headers of blocks not served any more."""
@@ -170,6 +230,25 @@ class BucketStore:
         for p in self.data_dir.iterdir():
             if p.is_dir() and _is_ulid(p.name) and p.name not in self.blocks:
                 shutil.rmtree(p, ignore_errors=True)
+
+    def _take_out(self, block: BucketBlock, err: Exception) -> None:
+        """Stop serving a block that failed a read (once, however many queries hit it)."""
+        if self.blocks.get(block.ulid) is not block:
+            return
+        del self.blocks[block.ulid]
+        self.broken[block.ulid] = repr(err)
+        log.warning("corrupt block taken out of service; queries answer from the other blocks",
+                    extra={"block": block.ulid, "err": repr(err)})
+        self.sync_metrics.drops.inc()
+        self.sync_metrics.loaded.set(len(self.blocks))
+
+    async def _guarded(self, block: BucketBlock, read: Awaitable, empty):
+        """``read`` of ``block``; if the block turns out broken, ``empty`` and out it goes."""
+        try:
+            return await read
+        except BROKEN_BLOCK_ERRORS as e:
+            self._take_out(block, e)
+            return empty
 
     # -- SeriesSource
 
@@ -202,8 +281,9 @@ class BucketStore:
         Chunks of downsampled blocks (chosen by ``max_resolution_ms``) carry AggrData with
         the requested ``aggregates`` (storeapi Aggr numbers)."""
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
-        results = await asyncio.gather(*(b.series(mint, maxt, matchers, skip_chunks, aggregates)
-                                         for b in blocks))
+        results = await asyncio.gather(*(
+            self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
+            for b in blocks))
         if len(results) == 1:
             return sorted(results[0])
         merged: dict[Labels, list[Chunk]] = {}
@@ -222,14 +302,15 @@ class BucketStore:
         return sorted(merged.items(), key=lambda kv: kv[0])
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
-        sets = await asyncio.gather(*(b.label_names(mint, maxt, matchers)
+        sets = await asyncio.gather(*(self._guarded(b, b.label_names(mint, maxt, matchers), set())
                                       for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 
     async def label_values(self, name: str, mint: int, maxt: int,
                            matchers: Sequence[Matcher]) -> list[str]:
-        sets = await asyncio.gather(*(b.label_values(name, mint, maxt, matchers)
-                                      for b in self._blocks_for(mint, maxt, _ANY_RES)))
+        sets = await asyncio.gather(*(
+            self._guarded(b, b.label_values(name, mint, maxt, matchers), set())
+            for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 
 

@@ -47,6 +47,9 @@ class StoreConfig:
     series_size_estimate: int = SERIES_SIZE_ESTIMATE
     chunk_size_estimate: int = CHUNK_SIZE_ESTIMATE
     ignore_deletion_marks_delay_s: float = 0.0
+    # Read each new block's whole index once in the background and check every checksum
+    # and bound (a marker in data_dir remembers blocks that passed).
+    verify_index: bool = True
 
 
 class StoreGateway:
@@ -77,7 +80,8 @@ class StoreGateway:
                               cfg.chunk_size_estimate, cfg.max_range_bytes),
             sync_concurrency=cfg.block_sync_concurrency,
             fetch_concurrency=cfg.fetch_concurrency,
-            ignore_deletion_marks_delay_s=cfg.ignore_deletion_marks_delay_s)
+            ignore_deletion_marks_delay_s=cfg.ignore_deletion_marks_delay_s,
+            verify_index=cfg.verify_index)
         if cfg.http_address:
             app = web.Application()
             add_ops_routes(app, self.registry, lambda: self.ready)
@@ -117,6 +121,8 @@ class StoreGateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
             self._sync_task = None
+        if self.store is not None:
+            await self.store.close()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
             self._grpc = None

@@ -38,6 +38,16 @@ class AggrSeries:
 AGGR_RAW, AGGR_COUNT, AGGR_SUM, AGGR_MIN, AGGR_MAX, AGGR_COUNTER = range(6)
 
 
+# A restarted endpoint is reconnected within seconds (gRPC's default backoff grows to 120 s).
+CHANNEL_OPTIONS = GRPC_OPTIONS + (("grpc.initial_reconnect_backoff_ms", 500),
+                                  ("grpc.max_reconnect_backoff_ms", 5000))
+
+
+def _strategy(partial_response: bool) -> int:
+    """The store may answer with warnings (WARN) instead of failing (ABORT)."""
+    return types_pb2.WARN if partial_response else types_pb2.ABORT
+
+
 def _xor_or_none(c: types_pb2.Chunk, present: bool) -> bytes | None:
     return c.data if present and c.type == _XOR and c.data else None
 
@@ -96,7 +106,7 @@ class StoreClient:
 
     def _rpc(self) -> _Stubs:
         if self._stubs is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
             self._stubs = _Stubs(self._channel)
         return self._stubs
 
@@ -133,7 +143,7 @@ class StoreClient:
             skip_chunks=skip_chunks, without_replica_labels=list(without_replica_labels),
             limit=limit, response_batch_size=self._batch,
             partial_response_disabled=not partial_response,
-            partial_response_strategy=types_pb2.WARN if partial_response else types_pb2.ABORT)
+            partial_response_strategy=_strategy(partial_response))
         call = self._rpc().series(request, timeout=self._timeout)
         cur: RawSeries | None = None
         dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
@@ -204,7 +214,7 @@ class StoreClient:
             max_resolution_window=max_resolution_window, aggregates=list(aggregates),
             without_replica_labels=list(without_replica_labels),
             response_batch_size=self._batch, partial_response_disabled=not partial_response,
-            partial_response_strategy=types_pb2.WARN if partial_response else types_pb2.ABORT)
+            partial_response_strategy=_strategy(partial_response))
         call = self._rpc().series(request, timeout=self._timeout)
         out: list[AggrSeries] = []
         warnings: list[str] = []
@@ -237,19 +247,23 @@ class StoreClient:
                     out.append(AggrSeries(lbls, chunks))
         return out, warnings
 
-    async def label_names(self, mint: int, maxt: int, matchers: Iterable[Matcher] = ()) -> list[str]:
+    async def label_names(self, mint: int, maxt: int, matchers: Iterable[Matcher] = (),
+                          partial_response: bool = False) -> list[str]:
         r = await self._rpc().label_names(
             rpc_pb2.LabelNamesRequest(start=mint, end=maxt, matchers=matchers_to_pb(matchers),
-                                      partial_response_strategy=types_pb2.ABORT),
+                                      partial_response_disabled=not partial_response,
+                                      partial_response_strategy=_strategy(partial_response)),
             timeout=self._timeout)
         return list(r.names)
 
     async def label_values(self, name: str, mint: int, maxt: int,
-                           matchers: Iterable[Matcher] = ()) -> list[str]:
+                           matchers: Iterable[Matcher] = (), partial_response: bool = False
+                           ) -> list[str]:
         r = await self._rpc().label_values(
             rpc_pb2.LabelValuesRequest(label=name, start=mint, end=maxt,
                                        matchers=matchers_to_pb(matchers),
-                                       partial_response_strategy=types_pb2.ABORT),
+                                       partial_response_disabled=not partial_response,
+                                       partial_response_strategy=_strategy(partial_response)),
             timeout=self._timeout)
         return list(r.values)
 

@@ -180,8 +180,9 @@ def receive_process(workdir: Path, name: str, *extra: str, router_only: bool = F
 
 
 def query_process(workdir: Path, name: str, endpoints: list[str], *extra: str) -> ServerProcess:
-    ports = {"http": free_port()}
+    ports = {"http": free_port(), "grpc": free_port()}
     args = promring_cmd() + ["query", "--http-address", f"127.0.0.1:{ports['http']}",
+                             "--grpc-address", f"127.0.0.1:{ports['grpc']}",
                              *[f"--endpoint={e}" for e in endpoints], *extra]
     return ServerProcess(args, workdir, name, ports, [f"http://127.0.0.1:{ports['http']}/-/ready"])
 
@@ -211,6 +212,7 @@ def store_and_query(tmp_path: Path, objstore_yaml: str, *query_args: str
                                      "--grpc-address", f"127.0.0.1:{sg}", "--http-address", f"127.0.0.1:{sh}"],
                    f"http://127.0.0.1:{sh}/-/ready", tmp_path / "store.log")
     query = start_process(promring_cmd() + ["query", "--endpoint", f"127.0.0.1:{sg}",
+                                     "--grpc-address", "127.0.0.1:0",
                                      "--http-address", f"127.0.0.1:{qh}", *query_args],
                    f"http://127.0.0.1:{qh}/-/ready", tmp_path / "query.log")
     return [query, store], f"http://127.0.0.1:{qh}/api/v1"

@@ -5,8 +5,10 @@
 ``watch`` reloads the file while the router runs.
 """
 from .config import Endpoint, HashringSpec, HashringConfigError, load_hashrings, parse_hashrings
-from .ring import Hashrings, HashmodRing, KetamaRing, Ring, build_ring, hash_series
+from .ring import (Hashrings, HashmodRing, InsufficientNodesError, KetamaRing, Ring, build_ring,
+                   hash_series)
 from .watch import HashringsFile
 
 __all__ = ["Endpoint", "HashringSpec", "HashringConfigError", "load_hashrings", "parse_hashrings",
-           "Hashrings", "HashringsFile", "HashmodRing", "KetamaRing", "Ring", "build_ring", "hash_series"]
+           "Hashrings", "HashringsFile", "HashmodRing", "InsufficientNodesError", "KetamaRing", "Ring",
+           "build_ring", "hash_series"]

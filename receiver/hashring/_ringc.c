@@ -2,7 +2,9 @@
  * The router's per-request work in C, so that no Python loop runs per series or sample:
  *
  *   xxh64(data, seed=0) -> int                        XXH64 of one buffer
- *   hash_keys(prefix, keys) -> bytes                  uint64 XXH64(prefix + 0xff + key) per key
+ *   hash_series(tenant, keys) -> bytes                uint64 Thanos series hash per canonical key
+ *   hash_many(items) -> bytes                         uint64 XXH64 per bytes item
+ *   ketama_replicas(owners, zones, rf, n_zones)       int32 replica endpoints per ring section
  *   series_spans(write_request) -> bytes              int64 (start, end) of every top-level
  *                                                     field-1 element (a TimeSeries, tag included)
  *   gather(data, spans, index) -> bytes               concatenation of data[spans[i]] for i in index
@@ -159,15 +161,37 @@ static PyObject *py_xxh64(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLongLong(xxh_digest(&s));
 }
 
-static PyObject *py_hash_keys(PyObject *self, PyObject *args)
+static int rd_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out);
+
+/* Thanos labelpb.HashWithPrefix: XXH64(tenant 0xff name1 0xff value1 0xff name2 0xff ...),
+ * labels in request order. Our canonical key is uvarint(len) name uvarint(len) value ...,
+ * so each key is walked and its strings streamed with the separators in between. */
+static int hash_series_key(const XXH *base, const uint8_t *p, size_t len, uint64_t *out)
 {
-    Py_buffer prefix;
+    static const uint8_t sep = 0xff;
+    const uint8_t *end = p + len;
+    XXH s = *base;
+    while (p < end) {
+        uint64_t n;
+        if (rd_varint(&p, end, &n) < 0 || n > (uint64_t)(end - p))
+            return -1;
+        xxh_update(&s, p, (size_t)n);
+        xxh_update(&s, &sep, 1);
+        p += n;
+    }
+    *out = xxh_digest(&s);
+    return 0;
+}
+
+static PyObject *py_hash_series(PyObject *self, PyObject *args)
+{
+    Py_buffer tenant;
     PyObject *keys;
-    if (!PyArg_ParseTuple(args, "y*O", &prefix, &keys))
+    if (!PyArg_ParseTuple(args, "y*O", &tenant, &keys))
         return NULL;
     PyObject *seq = PySequence_Fast(keys, "keys must be a sequence of bytes");
     if (!seq) {
-        PyBuffer_Release(&prefix);
+        PyBuffer_Release(&tenant);
         return NULL;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -177,7 +201,7 @@ static PyObject *py_hash_keys(PyObject *self, PyObject *args)
     uint64_t *h = (uint64_t *)PyBytes_AS_STRING(out);
     XXH base;
     xxh_init(&base, 0);
-    xxh_update(&base, prefix.buf, (size_t)prefix.len);
+    xxh_update(&base, tenant.buf, (size_t)tenant.len);
     static const uint8_t sep = 0xff;
     xxh_update(&base, &sep, 1);
     PyObject **items = PySequence_Fast_ITEMS(seq);
@@ -188,17 +212,125 @@ static PyObject *py_hash_keys(PyObject *self, PyObject *args)
             Py_DECREF(out);
             goto fail;
         }
-        XXH s = base;
-        xxh_update(&s, (const uint8_t *)PyBytes_AS_STRING(k), (size_t)PyBytes_GET_SIZE(k));
-        h[i] = xxh_digest(&s);
+        if (hash_series_key(&base, (const uint8_t *)PyBytes_AS_STRING(k),
+                            (size_t)PyBytes_GET_SIZE(k), &h[i]) < 0) {
+            PyErr_SetString(PyExc_ValueError, "malformed label key");
+            Py_DECREF(out);
+            goto fail;
+        }
     }
     Py_DECREF(seq);
-    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&tenant);
     return out;
 fail:
     Py_DECREF(seq);
-    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&tenant);
     return NULL;
+}
+
+static PyObject *py_hash_many(PyObject *self, PyObject *arg)
+{
+    PyObject *seq = PySequence_Fast(arg, "expected a sequence of bytes");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (out) {
+        uint64_t *h = (uint64_t *)PyBytes_AS_STRING(out);
+        PyObject **items = PySequence_Fast_ITEMS(seq);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (!PyBytes_Check(items[i])) {
+                PyErr_SetString(PyExc_TypeError, "expected bytes");
+                Py_CLEAR(out);
+                break;
+            }
+            XXH s;
+            xxh_init(&s, 0);
+            xxh_update(&s, (const uint8_t *)PyBytes_AS_STRING(items[i]),
+                       (size_t)PyBytes_GET_SIZE(items[i]));
+            h[i] = xxh_digest(&s);
+        }
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
+/* ---------------------------------------------------------------- ketama replica sets */
+
+/* Thanos calculateSectionReplicas: for every section (sorted by hash) walk clockwise from it
+ * and take distinct endpoints, skipping an endpoint whose zone already holds more replicas than
+ * the least occupied zone (when there is more than one zone). Where Thanos would walk forever
+ * (no acceptable endpoint left, e.g. the only under-filled zones are used up), a full fruitless
+ * turn drops the zone rule for that section. */
+static PyObject *py_ketama_replicas(PyObject *self, PyObject *args)
+{
+    Py_buffer owners_b, az_b;
+    int rf, n_azs;
+    if (!PyArg_ParseTuple(args, "y*y*ii", &owners_b, &az_b, &rf, &n_azs))
+        return NULL;
+    const int32_t *owners = owners_b.buf, *az_of = az_b.buf;
+    Py_ssize_t ns = owners_b.len / 4, ne = az_b.len / 4;
+    PyObject *out = NULL;
+    uint8_t *chosen = NULL;
+    int64_t *spread = NULL;
+    if (rf < 1 || rf > ne || n_azs < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad replication factor or zone count");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < ns; i++)
+        if (owners[i] < 0 || owners[i] >= ne) {
+            PyErr_SetString(PyExc_ValueError, "owner out of range");
+            goto done;
+        }
+    for (Py_ssize_t e = 0; e < ne; e++)
+        if (az_of[e] < 0 || az_of[e] >= n_azs) {
+            PyErr_SetString(PyExc_ValueError, "zone out of range");
+            goto done;
+        }
+    chosen = PyMem_Calloc((size_t)ne, 1);
+    spread = PyMem_Calloc((size_t)n_azs, sizeof(int64_t));
+    out = PyBytes_FromStringAndSize(NULL, ns * rf * 4);
+    if (!chosen || !spread || !out) {
+        Py_CLEAR(out);
+        PyErr_NoMemory();
+        goto done;
+    }
+    int32_t *table = (int32_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        int32_t *row = table + i * rf;
+        int have = 0, zone_rule = n_azs > 1;
+        Py_ssize_t j = i - 1, fruitless = 0;
+        memset(chosen, 0, (size_t)ne);
+        memset(spread, 0, (size_t)n_azs * sizeof(int64_t));
+        while (have < rf) {
+            j = (j + 1) % ns;
+            int32_t e = owners[j];
+            if (++fruitless > ns) {
+                zone_rule = 0;
+                fruitless = 0;
+            }
+            if (chosen[e])
+                continue;
+            if (zone_rule) {
+                int64_t least = spread[0];
+                for (int z = 1; z < n_azs; z++)
+                    if (spread[z] < least)
+                        least = spread[z];
+                if (spread[az_of[e]] > least)
+                    continue;
+            }
+            chosen[e] = 1;
+            spread[az_of[e]]++;
+            row[have++] = e;
+            fruitless = 0;
+        }
+    }
+done:
+    PyMem_Free(chosen);
+    PyMem_Free(spread);
+    PyBuffer_Release(&owners_b);
+    PyBuffer_Release(&az_b);
+    return out;
 }
 
 /* ---------------------------------------------------------------- top-level protobuf walking */
@@ -424,8 +556,13 @@ done:
 
 static PyMethodDef methods[] = {
     {"xxh64", py_xxh64, METH_VARARGS, "XXH64 of a buffer (seed optional)."},
-    {"hash_keys", py_hash_keys, METH_VARARGS,
-     "uint64 XXH64(prefix + b'\\xff' + key) for every key, as bytes."},
+    {"hash_series", py_hash_series, METH_VARARGS,
+     "uint64 Thanos series hash (tenant, then every label name and value, 0xff after each) of "
+     "every canonical label key, as bytes."},
+    {"hash_many", py_hash_many, METH_O, "uint64 XXH64 of every bytes item, as bytes."},
+    {"ketama_replicas", py_ketama_replicas, METH_VARARGS,
+     "(owners int32 per sorted section, zone int32 per endpoint, rf, n_zones) -> int32 "
+     "(n_sections, rf) replica endpoints, Thanos's zone-spreading walk."},
     {"series_spans", py_series_spans, METH_O,
      "int64 (start, end) byte spans of the top-level TimeSeries elements, as bytes."},
     {"gather", py_gather, METH_VARARGS, "Concatenate the spans picked by an int32 index."},

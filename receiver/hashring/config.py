@@ -2,17 +2,27 @@
 
 ``[{"hashring": "a", "tenants": ["t1", "team-*"], "tenant_matcher_type": "glob",
 "algorithm": "ketama", "endpoints": ["host:10901", {"address": "h2:10901", "az": "z1"}],
-"external_labels": {"k": "v"}}]``. A hashring without tenants takes every tenant not claimed
-by another; ``algorithm`` overrides ``--receive.hashrings-algorithm`` for that hashring.
+"external_labels": {"k": "v"}}]``. A hashring without tenants takes every tenant that reaches
+it (hashrings are tried in file order); ``algorithm`` overrides ``--receive.hashrings-algorithm``
+for that hashring.
+
+Validation accepts what Thanos accepts, except where Thanos would run with an ill-defined or
+silently dead configuration; those are refused with a clear message instead: an endpoint listed
+twice in one hashring (Thanos's placement then depends on an unstable sort), an unknown
+``tenant_matcher_type`` (Thanos never matches it), a malformed glob pattern (Thanos fails every
+write that reaches it) and ``shuffle_sharding_config`` (not implemented here; ignoring it would
+place series differently from Thanos).
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ALGORITHMS = ("hashmod", "ketama")
-MATCHER_TYPES = ("exact", "glob", "")
+MATCHER_TYPES = ("exact", "glob")
+CAPNPROTO_PORT = "19391"  # Thanos's default Cap'n Proto replication port
 
 
 class HashringConfigError(ValueError):
@@ -23,6 +33,7 @@ class HashringConfigError(ValueError):
 class Endpoint:
     address: str
     az: str = ""
+    capnproto_address: str = ""  # empty: host of ``address`` with Thanos's default port
 
 
 @dataclass(frozen=True)
@@ -35,18 +46,74 @@ class HashringSpec:
     external_labels: tuple[tuple[str, str], ...] = field(default=())
 
 
+def glob_regex(pattern: str) -> re.Pattern:
+    """Go's ``filepath.Match`` pattern (on Linux) as a regex; HashringConfigError if malformed.
+
+    ``*`` and ``?`` do not cross ``/``; ``[^a-z]`` negates; ``\\`` escapes; ``-`` and ``]`` must
+    be escaped inside a class. Python's fnmatch differs (``[!...]``, ``*`` crossing ``/``).
+    """
+    out, i, n = [], 0, len(pattern)
+
+    def esc(i: int) -> tuple[str, int]:
+        if i >= n or pattern[i] in "-]":
+            raise HashringConfigError(f"malformed tenant glob pattern {pattern!r}")
+        if pattern[i] == "\\":
+            i += 1
+            if i >= n:
+                raise HashringConfigError(f"malformed tenant glob pattern {pattern!r}")
+        return pattern[i], i + 1
+
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            i += 1
+            neg = i < n and pattern[i] == "^"
+            i += neg
+            ranges = []
+            while True:
+                if i < n and pattern[i] == "]" and ranges:
+                    i += 1
+                    break
+                lo, i = esc(i)
+                hi = lo
+                if i < n and pattern[i] == "-":
+                    hi, i = esc(i + 1)
+                ranges.append(re.escape(lo) + ("-" + re.escape(hi) if hi != lo else ""))
+            out.append("[" + ("^/" if neg else "") + "".join(ranges) + "]")
+        elif c == "\\":
+            if i + 1 >= n:
+                raise HashringConfigError(f"malformed tenant glob pattern {pattern!r}")
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        else:
+            out.append(re.escape(c))
+            i += 1
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error:  # e.g. a reversed range [z-a]
+        raise HashringConfigError(f"malformed tenant glob pattern {pattern!r}") from None
+
+
 def _endpoint(raw, where: str) -> Endpoint:
+    capnp = ""
     if isinstance(raw, str):
         addr, az = raw, ""
     elif isinstance(raw, dict):
-        addr, az = raw.get("address"), raw.get("az", "") or ""
-        if not isinstance(az, str):
-            raise HashringConfigError(f"{where}: endpoint az must be a string")
+        addr, az, capnp = raw.get("address"), raw.get("az", "") or "", \
+            raw.get("capnproto_address", "") or ""
+        if not isinstance(az, str) or not isinstance(capnp, str):
+            raise HashringConfigError(f"{where}: endpoint az and capnproto_address must be strings")
     else:
         raise HashringConfigError(f"{where}: endpoint must be a string or {{address, az}}")
-    if not isinstance(addr, str) or ":" not in addr:
-        raise HashringConfigError(f"{where}: endpoint address must be host:port, got {addr!r}")
-    return Endpoint(addr, az)
+    if not isinstance(addr, str) or not addr:
+        raise HashringConfigError(f"{where}: endpoint address must be set")
+    return Endpoint(addr, az, capnp or addr.split(":", 1)[0] + ":" + CAPNPROTO_PORT)
 
 
 def parse_hashrings(text: str) -> list[HashringSpec]:
@@ -61,26 +128,34 @@ def parse_hashrings(text: str) -> list[HashringSpec]:
     for i, h in enumerate(data):
         if not isinstance(h, dict):
             raise HashringConfigError(f"hashring {i}: must be an object")
-        name = str(h.get("hashring", "") or f"hashring-{i}")
-        where = f"hashring {name!r}"
+        name = h.get("hashring", "") or ""
+        if not isinstance(name, str):
+            raise HashringConfigError(f"hashring {i}: name must be a string")
+        where = f"hashring {name or i!r}"
         eps = h.get("endpoints") or []
-        if not isinstance(eps, list) or not eps:
-            raise HashringConfigError(f"{where}: needs at least one endpoint")
+        if not isinstance(eps, list):
+            raise HashringConfigError(f"{where}: endpoints must be a list")
         endpoints = tuple(_endpoint(e, where) for e in eps)
         if len({e.address for e in endpoints}) != len(endpoints):
-            raise HashringConfigError(f"{where}: duplicate endpoint addresses")
+            raise HashringConfigError(f"{where}: an endpoint address is listed twice")
         tenants = h.get("tenants") or []
         if not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants):
             raise HashringConfigError(f"{where}: tenants must be a list of strings")
         mtype = h.get("tenant_matcher_type", "") or "exact"
         if mtype not in MATCHER_TYPES:
             raise HashringConfigError(f"{where}: unknown tenant_matcher_type {mtype!r}")
+        if mtype == "glob":
+            for t in tenants:
+                glob_regex(t)
         algo = h.get("algorithm", "") or ""
-        if algo and algo not in ALGORITHMS:
-            raise HashringConfigError(f"{where}: unknown algorithm {algo!r}")
+        if not isinstance(algo, str):
+            raise HashringConfigError(f"{where}: algorithm must be a string")
         ext = h.get("external_labels") or {}
         if not isinstance(ext, dict):
             raise HashringConfigError(f"{where}: external_labels must be an object")
+        shuffle = h.get("shuffle_sharding_config") or {}
+        if isinstance(shuffle, dict) and shuffle.get("shard_size"):
+            raise HashringConfigError(f"{where}: shuffle_sharding_config is not supported")
         out.append(HashringSpec(name, endpoints, tuple(tenants), mtype, algo,
                                 tuple(sorted((str(k), str(v)) for k, v in ext.items()))))
     return out

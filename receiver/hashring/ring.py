@@ -1,27 +1,43 @@
-"""Placing series on ingestors: ketama and hashmod rings over xxhash64(tenant + labels).
+"""Placing series on ingestors exactly as Thanos does (pkg/receive/hashring.go).
 
-Routing runs per request over every series at once: the C module hashes the decoder's canonical
-label keys, then a ring turns the hash array into an ``(n_series, replication_factor)`` array of
-endpoint indices. For ketama the replica set of every ring section is computed when the ring is
-built, so a lookup is one ``searchsorted`` plus a gather.
+The series hash is Thanos's: xxhash64 over ``tenant 0xff name1 0xff value1 0xff ...`` with the
+labels as received (before any external label). Routing runs per request over every series at
+once: the C module hashes the decoder's canonical label keys, then a ring turns the hash array
+into an ``(n_series, replication_factor)`` array of indices into ``ring.endpoints``.
+
+- hashmod: endpoints sorted by address; replica n of a series is ``endpoints[(hash + n) % len]``;
+  availability zones are refused.
+- ketama: 1000 sections per endpoint, section i (1..1000) of an endpoint at
+  ``xxhash64("address:i")``, sorted by hash; a series belongs to the first section whose hash is
+  >= its own (wrapping), and that section's replicas (computed once per ring, in C) are the next
+  distinct endpoints clockwise, spread evenly over zones.
 """
 from __future__ import annotations
 
-import fnmatch
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
 from . import _ringc
-from .config import Endpoint, HashringConfigError, HashringSpec
+from .config import Endpoint, HashringConfigError, HashringSpec, glob_regex
+
+log = logging.getLogger(__name__)
 
 SECTIONS_PER_NODE = 1000
 
 
+class InsufficientNodesError(Exception):
+    """A hashmod ring with fewer endpoints than replicas (Thanos accepts the file, fails writes)."""
+
+    def __init__(self, have: int, want: int) -> None:
+        super().__init__(f"insufficient nodes; have {have}, want {want}")
+
+
 def hash_series(tenant: str, keys: Sequence[bytes]) -> np.ndarray:
-    """xxhash64(tenant + 0xff + canonical label key) per series, as uint64."""
-    return np.frombuffer(_ringc.hash_keys(tenant.encode(), keys), dtype=np.uint64)
+    """Thanos's series hash of every canonical label key, as uint64."""
+    return np.frombuffer(_ringc.hash_series(tenant.encode(), keys), dtype=np.uint64)
 
 
 class Ring(Protocol):
@@ -34,69 +50,48 @@ class Ring(Protocol):
 
 
 class HashmodRing:
-    """Thanos's hashmod: replica i of a series lives on node (hash + i) mod n."""
+    """Thanos's hashmod: endpoints sorted by address, replica n on (hash + n) mod len."""
 
     def __init__(self, endpoints: Sequence[Endpoint], replication_factor: int) -> None:
-        if replication_factor > len(endpoints):
+        if any(e.az for e in endpoints):
             raise HashringConfigError(
-                f"replication factor {replication_factor} exceeds the {len(endpoints)} endpoints")
-        self.endpoints = tuple(endpoints)
+                "Hashmod algorithm does not support AZ aware hashring configuration. "
+                "Either use Ketama or remove AZ configuration.")
+        self.endpoints = tuple(sorted(endpoints, key=lambda e: e.address.encode()))
         self.replication_factor = replication_factor
 
     def assign(self, hashes: np.ndarray) -> np.ndarray:
-        n = np.uint64(len(self.endpoints))
+        n = len(self.endpoints)
+        if self.replication_factor > n:
+            raise InsufficientNodesError(n, self.replication_factor)
         offs = np.arange(self.replication_factor, dtype=np.uint64)
-        return ((hashes[:, None] + offs[None, :]) % n).astype(np.int32)
+        # uint64 wrap-around of hash + n, as Go's.
+        return ((hashes[:, None] + offs[None, :]) % np.uint64(n)).astype(np.int32)
 
 
 class KetamaRing:
-    """Consistent hashing with SECTIONS_PER_NODE points per endpoint.
-
-    A series belongs to the first section clockwise from its hash; its replicas are the next
-    distinct endpoints clockwise, preferring availability zones not yet used. Adding or removing
-    one of n endpoints therefore moves only about 1/n of the primaries.
-    """
+    """Thanos's ketama ring; adding or removing one of n endpoints moves about 1/n of series."""
 
     def __init__(self, endpoints: Sequence[Endpoint], replication_factor: int,
                  sections_per_node: int = SECTIONS_PER_NODE) -> None:
-        if replication_factor > len(endpoints):
+        if len(endpoints) < replication_factor or not endpoints:
             raise HashringConfigError(
-                f"replication factor {replication_factor} exceeds the {len(endpoints)} endpoints")
+                "ketama: amount of endpoints needs to be larger than replication factor")
         self.endpoints = tuple(endpoints)
         self.replication_factor = replication_factor
-        idx = [str(i).encode() for i in range(sections_per_node)]
-        hashes = np.concatenate([np.frombuffer(_ringc.hash_keys(e.address.encode(), idx), np.uint64)
-                                 for e in self.endpoints])
+        names = [f"{e.address}:{i}".encode() for e in self.endpoints
+                 for i in range(1, sections_per_node + 1)]
+        hashes = np.frombuffer(_ringc.hash_many(names), dtype=np.uint64)
         owners = np.repeat(np.arange(len(self.endpoints), dtype=np.int32), sections_per_node)
-        order = np.lexsort((owners, hashes))
+        order = np.argsort(hashes, kind="stable")
         self.points = hashes[order]
         self.owners = owners[order]
-        self.table = self._replica_table()
-
-    def _replica_table(self) -> np.ndarray:
-        """Replica endpoints of every section (built once per ring, so a Python walk is fine)."""
-        rf = self.replication_factor
-        owners = self.owners.tolist()
-        azs = [e.az for e in self.endpoints]
-        n_azs = len(set(azs))
-        n = len(owners)
-        table = np.empty((n, rf), dtype=np.int32)
-        for p in range(n):
-            chosen: list[int] = []
-            used_az: set[str] = set()
-            j = p
-            while len(chosen) < rf:
-                o = owners[j]
-                if o not in chosen and (azs[o] not in used_az or len(used_az) >= n_azs):
-                    chosen.append(o)
-                    used_az.add(azs[o])
-                j += 1
-                if j == n:
-                    j = 0
-                if j == p and len(chosen) < rf:  # zones exhausted: fill with any distinct node
-                    used_az = set(azs)
-            table[p] = chosen
-        return table
+        zones = {az: i for i, az in enumerate(dict.fromkeys(e.az for e in self.endpoints))}
+        zone_of = np.array([zones[e.az] for e in self.endpoints], dtype=np.int32)
+        table = _ringc.ketama_replicas(self.owners.tobytes(), zone_of.tobytes(),
+                                       replication_factor, len(zones))
+        self.table = np.frombuffer(table, dtype=np.int32).reshape(len(self.points),
+                                                                  replication_factor)
 
     def assign(self, hashes: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.points, hashes, side="left")
@@ -108,16 +103,18 @@ def build_ring(spec: HashringSpec, default_algorithm: str, replication_factor: i
     algo = spec.algorithm or default_algorithm
     if algo == "ketama":
         return KetamaRing(spec.endpoints, replication_factor)
-    if algo == "hashmod":
-        return HashmodRing(spec.endpoints, replication_factor)
-    raise HashringConfigError(f"unknown hashring algorithm {algo!r}")
+    if algo != "hashmod":
+        log.warning("unrecognizable hashring algorithm, falling back to hashmod",
+                    extra={"hashring": spec.name, "algorithm": algo})
+    return HashmodRing(spec.endpoints, replication_factor)
 
 
 class Hashrings:
     """Every configured hashring and the tenant-to-hashring choice (Thanos's multi-hashring).
 
-    Tenants listed by a hashring (exactly, or by glob pattern) go to it; every other tenant goes
-    to the first hashring that lists none. A tenant matching nothing cannot be written.
+    A tenant is served by the first hashring in file order that either lists no tenants or
+    matches it (exactly, or by glob pattern for ``tenant_matcher_type: glob``). A tenant matching
+    nothing cannot be written.
     """
 
     def __init__(self, specs: Sequence[HashringSpec], default_algorithm: str,
@@ -125,6 +122,8 @@ class Hashrings:
         self.specs = tuple(specs)
         self.rings = [build_ring(s, default_algorithm, replication_factor) for s in self.specs]
         self.replication_factor = replication_factor
+        self._globs = [[glob_regex(t) for t in s.tenants] if s.tenant_matcher_type == "glob"
+                       else [] for s in self.specs]
         self._cache: dict[str, int] = {}
 
     def index_for(self, tenant: str) -> int:
@@ -136,18 +135,15 @@ class Hashrings:
         return i
 
     def _match(self, tenant: str) -> int:
-        default = -1
         for i, s in enumerate(self.specs):
             if not s.tenants:
-                if default < 0:
-                    default = i
-                continue
+                return i
             if s.tenant_matcher_type == "glob":
-                if any(fnmatch.fnmatchcase(tenant, pat) for pat in s.tenants):
+                if any(g.fullmatch(tenant) for g in self._globs[i]):
                     return i
             elif tenant in s.tenants:
                 return i
-        return default
+        return -1
 
     def for_tenant(self, tenant: str) -> tuple[HashringSpec, Ring] | None:
         i = self.index_for(tenant)

@@ -15,9 +15,12 @@ log = logging.getLogger(__name__)
 class HashringsFile:
     """Polls the file's (mtime, size, inode); a broken edit keeps the previous rings."""
 
-    def __init__(self, path: Path, default_algorithm: str, replication_factor: int,
-                 on_change: Callable[[Hashrings], None] | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | None, default_algorithm: str, replication_factor: int,
+                 on_change: Callable[[Hashrings], None] | None = None,
+                 content: str | None = None) -> None:
+        """Without ``path``, ``content`` (``--receive.hashrings``) is the fixed configuration."""
+        self.path = Path(path) if path is not None else None
+        self.content = content
         self.default_algorithm = default_algorithm
         self.replication_factor = replication_factor
         self.on_change = on_change
@@ -26,6 +29,8 @@ class HashringsFile:
         self._stamp = self._stat()
 
     def _stat(self) -> tuple | None:
+        if self.path is None:
+            return None
         try:
             st = os.stat(self.path)
         except OSError:
@@ -33,7 +38,7 @@ class HashringsFile:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _load(self) -> Hashrings:
-        specs = parse_hashrings(self.path.read_text())
+        specs = parse_hashrings(self.path.read_text() if self.path is not None else self.content or "")
         return Hashrings(specs, self.default_algorithm, self.replication_factor)
 
     def refresh(self) -> bool:

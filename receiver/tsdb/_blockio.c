@@ -516,6 +516,151 @@ fail:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- index verification */
+
+/* Checks one series entry body: symbol ids below nsyms, chunk refs inside their segments
+ * (seg_sizes[seq] bytes, data after the 8-byte segment header). Returns 0 or -1 with *why. */
+static int check_series_body(const uint8_t *p, size_t n, uint64_t nsyms, const int64_t *seg,
+                             size_t nseg, const char **why) {
+    size_t i = 0;
+    uint64_t nl, nc;
+    if (get_uvarint(p, n, &i, &nl) || nl > n) { *why = "malformed labels"; return -1; }
+    for (uint64_t k = 0; k < 2 * nl; k++) {
+        uint64_t sym;
+        if (get_uvarint(p, n, &i, &sym)) { *why = "malformed labels"; return -1; }
+        if (sym >= nsyms) { *why = "unknown symbol"; return -1; }
+    }
+    if (get_uvarint(p, n, &i, &nc) || nc > n) { *why = "malformed chunk list"; return -1; }
+    int64_t ref = 0;
+    for (uint64_t k = 0; k < nc; k++) {
+        uint64_t u, d; int64_t x;
+        if (k == 0) {
+            if (get_varint(p, n, &i, &x) || get_uvarint(p, n, &i, &d) || get_uvarint(p, n, &i, &u)) {
+                *why = "malformed chunk list"; return -1;
+            }
+            ref = (int64_t)u;
+        } else {
+            if (get_uvarint(p, n, &i, &u) || get_uvarint(p, n, &i, &d) || get_varint(p, n, &i, &x)) {
+                *why = "malformed chunk list"; return -1;
+            }
+            ref += x;
+        }
+        uint64_t sq = (uint64_t)ref >> 32, off = (uint64_t)ref & 0xFFFFFFFFu;
+        if (ref < 0 || sq >= nseg || off < 8 || (int64_t)off >= seg[sq]) {
+            *why = "chunk ref outside its segment"; return -1;
+        }
+    }
+    if (i != n) { *why = "trailing bytes"; return -1; }
+    return 0;
+}
+
+/* verify_items(buf, base, kind, section_end, seg_sizes, nsyms, series_lo, series_hi) -> consumed
+ * Walks the items of one index section held (in part) in buf, which starts at file offset
+ * base; the section ends at file offset section_end. kind 0: series entries (16-byte aligned,
+ * uvarint length); 1: postings lists (4-byte aligned, refs must point into [series_lo,
+ * series_hi)); 2: other 4-byte aligned length-prefixed entries (label indices). Every item's
+ * CRC32C is checked. Returns the bytes consumed: the start of the first item not wholly in buf
+ * (all of buf once it reaches the section end, where only zero padding may follow the last
+ * item). Raises ValueError on corruption. */
+#define MAX_ZERO_RUN (1 << 20)  /* padding is a few bytes; a longer run of zeros is damage */
+#define WALK_ERR ((size_t)-1)
+
+typedef struct {
+    long long base, send, slo, shi;  /* file offsets: buf start, section end, series section */
+    int kind;
+    const int64_t *seg;
+    size_t nseg;
+    uint64_t nsyms;
+    const char *why;                 /* set on error, with at */
+    long long at;
+} Walk;
+
+/* The loop of verify_items, free of Python calls (it runs without the GIL). */
+static size_t walk_items(const uint8_t *p, size_t n, Walk *w) {
+    const size_t align = w->kind == 0 ? 16 : 4;
+    const int final = w->base + (long long)n >= w->send;
+    const size_t left = w->send > w->base ? (size_t)(w->send - w->base) : 0;
+    size_t i = 0;
+    if (w->base + (long long)n > w->send) { w->at = w->base; w->why = "buffer runs past the section end"; return WALK_ERR; }
+    for (;;) {
+        const size_t start = i;
+        i += (align - (size_t)((w->base + (long long)i) % (long long)align)) % align;
+        for (size_t k = start; k < i && k < n; k++)
+            if (p[k]) { w->at = w->base + (long long)k; w->why = "non-zero padding"; return WALK_ERR; }
+        w->at = w->base + (long long)(i < n ? i : start);
+        size_t body = 0, blen = 0;
+        int zero = i >= n;  /* nothing but padding left in buf */
+        if (!zero && w->kind == 0) {
+            uint64_t len;
+            size_t j = i;
+            if (get_uvarint(p, n, &j, &len)) {
+                if (n - i >= 10 || final) { w->why = "malformed length"; return WALK_ERR; }
+                return start;
+            }
+            zero = len == 0;
+            body = j; blen = (size_t)len;
+            if (!zero && len > left) { w->why = "runs past the section end"; return WALK_ERR; }
+        } else if (!zero) {
+            if (n - i < 4) {
+                if (!final) return start;
+                zero = 1;
+            } else {
+                blen = be32(p + i);
+                body = i + 4;
+                zero = blen == 0;
+                if (!zero && body + blen + 4 > left) { w->why = "runs past the section end"; return WALK_ERR; }
+            }
+        }
+        if (zero) {  /* padding: zeros up to the end of what we have */
+            for (size_t k = start; k < n; k++)
+                if (p[k]) { w->at = w->base + (long long)k; w->why = "malformed entry"; return WALK_ERR; }
+            if (!final && n - start > MAX_ZERO_RUN) { w->why = "long run of zeros"; return WALK_ERR; }
+            return final ? n : start;
+        }
+        if (body + blen + 4 > n) {  /* completes in a later piece, if there is one */
+            if (final) { w->why = "runs past the section end"; return WALK_ERR; }
+            return start;
+        }
+        if (crc32c(0, p + body, blen) != be32(p + body + blen)) { w->why = "checksum mismatch"; return WALK_ERR; }
+        if (w->kind == 0) {
+            if (check_series_body(p + body, blen, w->nsyms, w->seg, w->nseg, &w->why)) return WALK_ERR;
+        } else if (w->kind == 1) {
+            uint32_t count = blen >= 4 ? be32(p + body) : 0;
+            if (blen != 4 + 4 * (size_t)count) { w->why = "postings length disagrees with count"; return WALK_ERR; }
+            for (uint32_t k = 0; k < count; k++) {
+                long long r = (long long)be32(p + body + 4 + 4 * (size_t)k) * 16;
+                if (r < w->slo || r >= w->shi) { w->why = "postings ref outside the series section"; return WALK_ERR; }
+            }
+        }
+        i = body + blen + 4;
+    }
+}
+
+static PyObject *py_verify_items(PyObject *self, PyObject *args) {
+    Py_buffer v, sz;
+    PyObject *szobj;
+    long long nsyms;
+    Walk w = {0};
+    if (!PyArg_ParseTuple(args, "y*LiLOLLL", &v, &w.base, &w.kind, &w.send, &szobj, &nsyms,
+                          &w.slo, &w.shi))
+        return NULL;
+    if (get_i64(szobj, &sz, "seg_sizes") < 0) { PyBuffer_Release(&v); return NULL; }
+    w.seg = sz.buf;
+    w.nseg = (size_t)sz.len / 8;
+    w.nsyms = nsyms < 0 ? 0 : (uint64_t)nsyms;
+    size_t got;
+    Py_BEGIN_ALLOW_THREADS
+    got = walk_items(v.buf, (size_t)v.len, &w);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&v);
+    PyBuffer_Release(&sz);
+    if (got == WALK_ERR) {
+        PyErr_Format(PyExc_ValueError, "index item at offset %lld: %s", w.at, w.why);
+        return NULL;
+    }
+    return PyLong_FromSize_t(got);
+}
+
 /* ---------------------------------------------------------------- module */
 
 static PyMethodDef methods[] = {
@@ -529,6 +674,7 @@ static PyMethodDef methods[] = {
     {"parse_strings", py_parse_strings, METH_VARARGS, "Decode uvarint-prefixed UTF-8 strings."},
     {"parse_offset_table", py_parse_offset_table, METH_VARARGS, "Decode postings offset table entries."},
     {"decode_series", py_decode_series, METH_VARARGS, "Decode one v2 series entry (CRC checked)."},
+    {"verify_items", py_verify_items, METH_VARARGS, "Check every item of an index section piece; bytes consumed."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -692,6 +692,39 @@ static PyObject *chunk_tuple(int64_t mint, int64_t maxt, const uint8_t *data, Py
     return Py_BuildValue("(LLy#)", (long long)mint, (long long)maxt, (const char *)data, len);
 }
 
+/* cut_after(refs, t): complete the open chunk of each refs[i] whose newest float is older than
+   t[i]. The head passes each series' newest native histogram time, so a float that follows a
+   histogram starts a new chunk, as Prometheus cuts on a sample type change: a block's chunks
+   of one series must not overlap. */
+static PyObject *head_cut_after(HeadChunksObject *self, PyObject *args) {
+    PyObject *orefs, *ots;
+    if (!PyArg_ParseTuple(args, "OO:cut_after", &orefs, &ots)) return NULL;
+    Py_buffer br, bt;
+    Py_ssize_t nr, nt;
+    if (get_buf8(orefs, 'i', &br, &nr, "refs") < 0) return NULL;
+    if (get_buf8(ots, 'i', &bt, &nt, "ts") < 0) { PyBuffer_Release(&br); return NULL; }
+    PyObject *res = NULL;
+    if (nr != nt) {
+        PyErr_SetString(PyExc_ValueError, "refs and ts differ in length");
+        goto done;
+    }
+    const int64_t *refs = br.buf, *ts = bt.buf;
+    for (Py_ssize_t i = 0; i < nr; i++) {
+        if (check_ref(self, refs[i]) < 0) goto done;
+        Series *s = &self->series[refs[i]];
+        if (s->enc.count > 0 && ts[i] > s->enc.t && series_cut(s) < 0) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    res = Py_None;
+    Py_INCREF(res);
+done:
+    PyBuffer_Release(&br);
+    PyBuffer_Release(&bt);
+    return res;
+}
+
 static PyObject *head_chunks(HeadChunksObject *self, PyObject *args) {
     long long ref, mint, maxt;
     if (!PyArg_ParseTuple(args, "LLL:chunks", &ref, &mint, &maxt)) return NULL;
@@ -756,6 +789,26 @@ static PyObject *head_last(HeadChunksObject *self, PyObject *arg) {
     Series *s = &self->series[ref];
     if (!series_has_samples(s)) Py_RETURN_NONE;
     return Py_BuildValue("(Ld)", (long long)s->enc.t, u2f(s->enc.vbits));
+}
+
+/* The earliest chunk start at or after t over every series (INT64_MAX if none): lets the block
+   cut jump straight to the next window that holds data instead of stepping through empty ones.
+   Chunks never straddle a chunk-range boundary, so for an aligned t this is exact per window. */
+static PyObject *head_min_time_from(HeadChunksObject *self, PyObject *arg) {
+    long long t = PyLong_AsLongLong(arg);
+    if (t == -1 && PyErr_Occurred()) return NULL;
+    int64_t best = INT64_MAX;
+    for (Py_ssize_t r = 0; r < self->n; r++) {
+        const Series *s = &self->series[r];
+        int64_t got = INT64_MAX;
+        for (uint32_t i = 0; i < s->ndone; i++) {
+            if (s->done[i].maxt >= t) { got = s->done[i].mint; break; }
+        }
+        if (got == INT64_MAX && s->enc.count > 0 && s->enc.t >= t) got = s->t0;
+        if (got < t) got = t;
+        if (got < best) best = got;
+    }
+    return PyLong_FromLongLong(best);
 }
 
 static PyObject *head_num_samples(HeadChunksObject *self, PyObject *arg) {
@@ -841,6 +894,8 @@ static PyMethodDef head_methods[] = {
     {"append", (PyCFunction)head_append, METH_VARARGS,
      "append(refs, ts, vals, min_valid_ts) -> bytes of per-sample status "
      "(0 ok, 1 out of order, 2 duplicate ts/other value, 3 too old, 4 exact duplicate)."},
+    {"cut_after", (PyCFunction)head_cut_after, METH_VARARGS,
+     "cut_after(refs, ts): complete the open chunk of series whose newest sample is before ts."},
     {"chunks", (PyCFunction)head_chunks, METH_VARARGS,
      "chunks(ref, mint, maxt) -> [(chunk mint, chunk maxt, bytes)] overlapping [mint, maxt]."},
     {"samples", (PyCFunction)head_samples, METH_VARARGS,
@@ -848,6 +903,8 @@ static PyMethodDef head_methods[] = {
     {"bounds", (PyCFunction)head_bounds, METH_O, "bounds(ref) -> (min t, max t) or None."},
     {"last", (PyCFunction)head_last, METH_O, "last(ref) -> (t, v) or None."},
     {"num_samples", (PyCFunction)head_num_samples, METH_O, "num_samples(ref) -> int."},
+    {"min_time_from", (PyCFunction)head_min_time_from, METH_O,
+     "min_time_from(t) -> earliest chunk start >= t over all series (clipped to t), or int64 max."},
     {"num_chunks", (PyCFunction)head_num_chunks, METH_O,
      "num_chunks(ref) -> completed chunks plus the open one if it has samples."},
     {"truncate_before", (PyCFunction)(void (*)(void))head_truncate_before,

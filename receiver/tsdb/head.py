@@ -56,7 +56,9 @@ class Head:
     def num_series(self) -> int:
         return len(self._refs)
 
-    def _create(self, key: bytes, ref: int | None = None) -> int:
+    def _create(self, key: bytes, lbls: Labels, ref: int | None = None) -> int:
+        """Register a series whose key is already decoded into ``lbls`` (decoding is what can
+        fail, so it happens before any state changes)."""
         if ref is None:
             ref = len(self._keys)
         if ref >= len(self._keys):
@@ -65,8 +67,7 @@ class Head:
         self._keys[ref] = key
         self._refs[key] = ref
         intern = self._symbols.setdefault
-        lbls = tuple((intern(n, n), intern(v, v)) for n, v in decode_labels_key(key))
-        self._postings.add(ref, lbls)
+        self._postings.add(ref, tuple((intern(n, n), intern(v, v)) for n, v in lbls))
         return ref
 
     def refs_for(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
@@ -75,15 +76,14 @@ class Head:
         new_refs: list[int] = []
         new_keys: list[bytes] = []
         if None in found:
-            for i, r in enumerate(found):
-                if r is None:
-                    key = keys[i]
-                    r = self._refs.get(key)  # the same new series twice in one request
-                    if r is None:
-                        r = self._create(key)
-                        new_refs.append(r)
-                        new_keys.append(key)
-                    found[i] = r
+            # All-or-nothing: decode every new key first (ValueError if one does not), so a
+            # failure never leaves a series in the head whose record is not in the WAL.
+            missing = dict.fromkeys(keys[i] for i, r in enumerate(found) if r is None)
+            decoded = {key: decode_labels_key(key) for key in missing}
+            for key, lbls in decoded.items():
+                new_refs.append(self._create(key, lbls))
+                new_keys.append(key)
+            found = list(map(self._refs.get, keys))
         return (np.array(found, dtype=np.int64), np.array(new_refs, dtype=np.int64), new_keys)
 
     def restore_series(self, ref: int, key: bytes) -> int:
@@ -91,9 +91,10 @@ class Head:
         existing = self._refs.get(key)
         if existing is not None:
             return existing
-        if ref < len(self._keys) and self._keys[ref] is not None:
-            return self._create(key)
-        return self._create(key, ref)
+        lbls = decode_labels_key(key)  # raises ValueError before anything changes
+        if ref < 0 or (ref < len(self._keys) and self._keys[ref] is not None):
+            return self._create(key, lbls)
+        return self._create(key, lbls, ref)
 
     def labels(self, ref: int) -> Labels:
         key = self._keys[ref]
@@ -118,6 +119,12 @@ class Head:
             # A float may not go at or behind a series' newest histogram sample.
             hl = self.hists.last_ts(refs)
             behind = np.asarray(ts) <= hl
+            has_hist = hl != np.iinfo(np.int64).min
+            if has_hist.any() and not behind.all():
+                # A float after a histogram starts a new chunk (no overlapping chunks).
+                ahead = has_hist & ~behind
+                self._chunks.cut_after(np.ascontiguousarray(np.asarray(refs)[ahead], dtype=np.int64),
+                                       np.ascontiguousarray(hl[ahead]))
             if behind.any():
                 good = ~behind
                 status = np.empty(len(refs), dtype=np.uint8)
@@ -225,6 +232,13 @@ class Head:
                 out.append((self.labels(ref), chunks))
         out.sort(key=lambda s: s[0])
         return out
+
+    def min_time_from(self, t: int) -> int:
+        """Where the head's data resumes at or after ``t`` (NO_TIME_MIN if nothing does)."""
+        got = self._chunks.min_time_from(t)
+        if self.hists.num_series:
+            got = min(got, self.hists.min_time_from(t))
+        return int(got)
 
     def truncate(self, t: int) -> int:
         """Drop everything older than ``t`` (now in a block) and series left empty; returns

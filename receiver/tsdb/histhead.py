@@ -29,6 +29,7 @@ class _Series:
     hs: list[Hist] = field(default_factory=list)
     closed: list[tuple[int, int, EncodedChunk]] = field(default_factory=list)
     closed_upto: int = 0  # samples [0, closed_upto) are in ``closed``
+    breaks: list[int] = field(default_factory=list)  # sample indexes that follow a float
 
 
 class HistogramHead:
@@ -90,6 +91,8 @@ class HistogramHead:
                     continue
             if s is None:
                 s = self._series[ref] = _Series()
+            if fl is not None and (hl is None or fl > hl) and s.ts:
+                s.breaks.append(len(s.ts))  # floats came between: a new chunk starts here
             s.ts.append(t)
             s.hs.append(h)
             self._last[ref] = t
@@ -100,7 +103,7 @@ class HistogramHead:
         if start < len(s.ts):
             prev = s.hs[start - 1] if start else None
             cut = cut_chunks(list(zip(s.ts[start:], s.hs[start:])), prev, self.chunk_range_ms,
-                             self.samples_per_chunk)
+                             self.samples_per_chunk, {b - start for b in s.breaks if b >= start})
             for c in cut[:-1]:
                 s.closed.append(c)
                 s.closed_upto += chunk_len(c[2])
@@ -122,6 +125,15 @@ class HistogramHead:
         z = bisect.bisect_right(s.ts, maxt)
         return s.ts[a:z], s.hs[a:z]
 
+    def min_time_from(self, t: int) -> int:
+        """The earliest histogram sample at or after ``t`` (int64 max if none)."""
+        best = np.iinfo(np.int64).max
+        for s in self._series.values():
+            k = bisect.bisect_left(s.ts, t)
+            if k < len(s.ts) and s.ts[k] < best:
+                best = s.ts[k]
+        return int(best)
+
     def truncate(self, t: int) -> None:
         """Drop samples older than ``t``; chunks are re-cut from what is left."""
         for ref in list(self._series):
@@ -134,6 +146,7 @@ class HistogramHead:
                 continue
             s.ts, s.hs = s.ts[k:], s.hs[k:]
             s.closed, s.closed_upto = [], 0
+            s.breaks = [b - k for b in s.breaks if b > k]
 
     def memory_samples(self) -> int:
         return sum(len(s.ts) for s in self._series.values())

@@ -636,21 +636,26 @@ def is_reset(cur: Hist, prev: Hist) -> bool:
 
 def cut_chunks(samples: Sequence[tuple[int, Hist]], prev: Hist | None = None,
                chunk_range_ms: int = 2 * 3600 * 1000,
-               samples_per_chunk: int = MAX_CHUNK_SAMPLES) -> list[tuple[int, int, EncodedChunk]]:
+               samples_per_chunk: int = MAX_CHUNK_SAMPLES,
+               breaks: set[int] | frozenset[int] = frozenset()) -> list[tuple[int, int, EncodedChunk]]:
     """Cut one series' histogram samples (time order) into chunks as a Prometheus head would:
     a new chunk at every chunk-range boundary, after ``samples_per_chunk`` samples, on a layout
     or integer/float change, on a counter reset (header "reset"), between gauge and counter
-    histograms, and after a stale marker. ``prev`` is the sample before ``samples`` (if any)."""
+    histograms, and after a stale marker. ``prev`` is the sample before ``samples`` (if any).
+    ``breaks``: indexes of samples that follow float samples of the same series -- each starts
+    a new chunk with nothing known about the sample before it."""
     out: list[tuple[int, int, EncodedChunk]] = []
     cur: list[tuple[int, Hist]] = []
     header = HEADER_UNKNOWN
     last = prev
     cur_start = None
-    for t, h in samples:
+    for i, (t, h) in enumerate(samples):
         gauge = h.hint == HINT_GAUGE
         cut = not cur
         reset = False
-        if cur:
+        if breaks and i in breaks:
+            cut, last = True, None
+        elif cur:
             ch = cur[-1][1]
             if (len(cur) >= samples_per_chunk or t // chunk_range_ms != cur_start // chunk_range_ms
                     or ch.is_stale or (not h.is_stale and h.layout() != cur[0][1].layout())

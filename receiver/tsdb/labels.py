@@ -48,13 +48,18 @@ def encode_labels_key(lbls: Labels) -> bytes:
 
 
 def decode_labels_key(key: bytes) -> Labels:
-    """Inverse of :func:`encode_labels_key`."""
+    """Inverse of :func:`encode_labels_key`; ValueError (incl. UnicodeDecodeError) if ``key``
+    is not one."""
     parts: list[str] = []
     i, n = 0, len(key)
     while i < n:
         ln, i = read_uvarint(key, i, "label key")
+        if ln > n - i:
+            raise ValueError("label key: string runs past the end")
         parts.append(key[i:i + ln].decode())
         i += ln
+    if len(parts) % 2:
+        raise ValueError("label key: a name without a value")
     return tuple(zip(parts[0::2], parts[1::2]))
 
 

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .records import HistogramsRecord, SamplesRecord, SeriesRecord
 from .wal import WAL, WALConfig
@@ -69,9 +69,10 @@ def write_checkpoint(wal_dir: Path, segment: int,
     return final
 
 
-def replay_checkpoint(path: Path) -> Iterator[SeriesRecord | SamplesRecord | HistogramsRecord]:
+def replay_checkpoint(path: Path, on_corruption: Callable[[str], None] | None = None
+                      ) -> Iterator[SeriesRecord | SamplesRecord | HistogramsRecord]:
     cp = WAL(WALConfig(dir=path, fsync="none"))
     try:
-        yield from cp.replay()
+        yield from cp.replay(on_corruption)
     finally:
         cp.close()

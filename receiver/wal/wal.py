@@ -47,7 +47,7 @@ import os
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,12 +250,22 @@ class WAL:
 
     # ---- replay ---------------------------------------------------------------------------
 
-    def replay(self) -> Iterator[SeriesRecord | SamplesRecord]:
-        """Yield every valid record in write order, cutting a torn tail in the last segment."""
+    def replay(self, on_corruption: Callable[[str], None] | None = None
+               ) -> Iterator[SeriesRecord | SamplesRecord]:
+        """Yield every valid record in write order, cutting a torn tail in the last segment.
+
+        Corruption elsewhere (a bad frame before the last segment, missing segments) raises
+        :class:`WALCorruptionError`, unless ``on_corruption`` is given: then it is told what was
+        lost and replay goes on with the next segment (an ingestor must start again)."""
+        def corrupt(msg: str) -> None:
+            if on_corruption is None:
+                raise WALCorruptionError(msg)
+            on_corruption(msg)
+
         segs = self.segments()
         for a, b in zip(segs, segs[1:]):
             if b != a + 1:
-                raise WALCorruptionError(f"WAL {self.cfg.dir}: segments {a + 1}..{b - 1} are missing")
+                corrupt(f"WAL {self.cfg.dir}: segments {a + 1}..{b - 1} are missing")
         last = self._last_nonempty(segs)
         for seg in segs:
             bad = None
@@ -266,10 +276,10 @@ class WAL:
                     bad, size = e, len(buf)
             if bad is not None:
                 if seg < last:
-                    raise WALCorruptionError(
-                        f"WAL {self.cfg.dir}: segment {seg:08d} is corrupt at offset {bad.offset} "
-                        f"({bad.reason}) and is not the last segment; refusing to skip data"
-                    )
+                    corrupt(f"WAL {self.cfg.dir}: segment {seg:08d} is corrupt at offset "
+                            f"{bad.offset} ({bad.reason}) and is not the last segment; "
+                            f"the rest of it ({size - bad.offset} bytes) is skipped")
+                    continue
                 self._cut(seg, bad, size)
                 break
         self._tail_checked = True

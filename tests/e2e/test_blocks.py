@@ -93,12 +93,20 @@ def test_our_blocks_open_in_promtool_and_survive_restart(promring_up, tmp_path):
     pr2 = promring_up(data)
     assert served(pr2.api, t0 + 4 * HOUR, "5h") == want
     pr2.stop()
+    # The bucket then loses every block (an outage ending with an empty bucket): the shipper's
+    # record says shipped, but they are uploaded again before retention may delete them.
+    for p in (data / "bucket").iterdir():
+        shutil.rmtree(p)
     # Past local retention the shipped blocks leave the ingestor; the store gateway serves them.
     pr3 = promring_up(data, "--tsdb.retention", "1s")
     deadline = time.monotonic() + 20
     while any((p / "meta.json").exists() for p in tenant_dir.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any((p / "meta.json").exists() for p in tenant_dir.iterdir())
+    for b in blocks:
+        assert (data / "bucket" / b.name / "meta.json").exists()  # shipped again
+    pr3.stop()
+    pr3 = promring_up(data, "--tsdb.retention", "1s")  # its store gateway syncs at start
     assert served(pr3.api, t0 + 4 * HOUR, "5h") == want
     out = subprocess.run(promring_cmd() + ["tools", "bucket", "inspect", "--objstore.config-file",
                                            str(_fs_config(tmp_path, data / "bucket"))],

@@ -83,3 +83,15 @@ def test_the_process_exits_non_zero_with_one_line(tmp_path, command):
     assert r.stderr.strip() == (f"promring {command}: invalid value '0' for --tsdb.min-block-duration: "
                                 "must be greater than 0"), r.stderr
     assert not data.exists()
+
+
+@pytest.mark.parametrize("args", [["compact", "--http-address", ""], ["query", "--grpc-address", ""]])
+def test_an_empty_address_that_switches_a_server_off_is_accepted(args):
+    """Regression: the start-up check refused ``--http-address ''`` for ``promring compact``
+    (no HTTP server) and the querier's ``--grpc-address ''`` (no StoreAPI)."""
+    import argparse
+    from promring.cli import build_parser
+    from promring.flagcheck import check_flags
+    a = build_parser().parse_args(args + (["--objstore.config", "type: FILESYSTEM"] if args[0] == "compact" else []))
+    assert isinstance(a, argparse.Namespace)
+    check_flags(a)  # raises FlagError if refused

@@ -222,3 +222,44 @@ def test_router_ingestor_mode_stores_locally_and_replicates_to_its_peer(tmp_path
             time.sleep(0.2)
         assert len(res) == 40 and all(len(s["values"]) == 10 for s in res)
         assert {s["metric"]["ring"] for s in res} == {"blue"}
+
+
+def test_default_querier_answers_every_acked_sample_once_with_one_ingestor_killed(tmp_path, procs):
+    """Replication factor 3, one of three ingestors killed with SIGKILL while writing; a querier
+    with default flags (only the replica label and every endpoint, the dead one included)
+    returns each acknowledged sample exactly once, with a partial-response warning naming the
+    dead endpoint (Thanos's default is partial response on)."""
+    ingestors = [receive_process(tmp_path, f"ing{i}", f'--label=receive_replica="{i}"').start()
+                 for i in range(3)]
+    procs.extend(ingestors)
+    ring = tmp_path / "hashrings.json"
+    ring_file(ring, [p.grpc for p in ingestors])
+    router = receive_process(tmp_path, "router", f"--receive.hashrings-file={ring}",
+                             "--receive.replication-factor=3").start()
+    procs.append(router)
+    querier = query_process(tmp_path, "querier", [p.grpc for p in ingestors],
+                            "--query.replica-label=receive_replica").start()
+    procs.append(querier)
+    api = querier.url("http", "/api/v1")
+
+    n_series, n_batches = 20, 150
+    t0 = (int(time.time() * 1000) // 1000 - 1800) * 1000
+    w = Writer(router.url("remote_write", "/api/v1/receive"), "defaults", n_series, t0, n_batches)
+    w.start()
+    while len(w.statuses) < 40:
+        time.sleep(0.02)
+    victim = ingestors[0]
+    victim.kill9()
+    assert len(w.statuses) < n_batches - 20, "the kill should land while data streams in"
+    w.join(120)
+    assert not w.is_alive()
+    assert len(w.acked) == n_batches, [s for s in w.statuses if not 200 <= s[1] < 300][:5]
+
+    t_end = t0 + n_batches * STEP
+    assert got(api, "defaults", t_end) == expected(n_series, w.acked, t0)
+    r = requests.get(f"{api}/query", params={"query": "count(defaults)", "time": t_end / 1000},
+                     timeout=30).json()
+    assert r["data"]["result"][0]["value"][1] == str(n_series)
+    assert any(victim.grpc in x for x in r.get("warnings", [])), r
+    log = querier.log_text()
+    assert log.count("endpoint unhealthy") == 1 and victim.grpc in log, log

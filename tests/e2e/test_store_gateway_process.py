@@ -3,6 +3,7 @@ serves uploaded blocks over gRPC, picks up new ones on its sync interval, exits 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -84,3 +85,47 @@ def test_store_process_serves_bucket_and_resyncs(tmp_path: Path) -> None:
             proc.wait()
             raise
     assert rc == 0, (tmp_path / "store.log").read_text()
+
+
+def test_store_and_query_processes_serve_intact_blocks_past_corrupt_ones(tmp_path: Path) -> None:
+    """``promring store`` + ``promring query``: a block with garbage in its index and one with a
+    truncated chunks file (no sizes in its meta.json, so only a read can tell) neither fail the
+    query nor the process; the query answers exactly from the intact block, twice."""
+    from harness import stop_process, store_and_query
+    from receiver.tsdb.index import IndexReader
+
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    intact = _block(tmp_path, bucket, "a", 20)
+    _block(tmp_path, bucket, "b", 20)
+    _block(tmp_path, bucket, "c", 20)
+    by_cluster = {json.loads((d / "meta.json").read_text())["thanos"]["labels"]["cluster"]: d
+                  for d in bucket.iterdir()}
+    index = by_cluster["b"] / "index"
+    toc = IndexReader(index.read_bytes()).toc
+    data = bytearray(index.read_bytes())
+    mid = (toc.series + toc.label_indices) // 2
+    data[mid:mid + 64] = b"\xab" * 64
+    index.write_bytes(bytes(data))
+    seg = by_cluster["c"] / "chunks" / "000001"
+    seg.write_bytes(seg.read_bytes()[: seg.stat().st_size // 2])
+    meta = json.loads((by_cluster["c"] / "meta.json").read_text())
+    del meta["thanos"]["files"]
+    (by_cluster["c"] / "meta.json").write_text(json.dumps(meta))
+
+    procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
+    try:
+        for _ in range(2):
+            r = requests.get(f"{api}/query", params={"query": "count_over_time(up[3h])",
+                                                     "time": (T0 + H2) / 1000}, timeout=30)
+            assert r.status_code == 200, r.text
+            got = {(s["metric"]["cluster"], s["metric"]["instance"]): s["value"][1]
+                   for s in r.json()["data"]["result"]}
+            assert got == {("a", dict(lbls)["instance"]): "480" for lbls, _, _ in intact}
+        store_log = (tmp_path / "store.log").read_text()
+        for d in (by_cluster["b"], by_cluster["c"]):
+            assert d.name in store_log and "corrupt block taken out of service" in store_log
+    finally:
+        for p in procs:
+            stop_process(p)
+    assert all(p.returncode == 0 for p in procs)

@@ -44,7 +44,8 @@ def test_tenants_see_only_their_series_and_limits_are_per_tenant(tmp_path, procs
     ing = receive_process(tmp_path, "ing", f"--receive.limits-config-file={limits}").start()
     procs.append(ing)
     ring = tmp_path / "hashrings.json"
-    ring.write_text(json.dumps([{"hashring": "default", "endpoints": [{"address": ing.grpc, "az": "a"}]}]))
+    ring.write_text(json.dumps([{"hashring": "default", "algorithm": "ketama",
+                                 "endpoints": [{"address": ing.grpc, "az": "a"}]}]))
     router = receive_process(tmp_path, "router", f"--receive.hashrings-file={ring}",
                              f"--receive.limits-config-file={limits}").start()
     procs.append(router)

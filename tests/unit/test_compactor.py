@@ -327,6 +327,7 @@ def test_offline_dedup_of_replicas(tmp_path):
     c, res = run_pass(tmp_path, bdir, dedup_replica_labels=["replica"])
     assert not res.halted
     assert c.metrics.vertical._value.get() >= 1
+    assert c.metrics.conflicting._value.get() == 0  # replicas agree: duplicates, no conflicts
     metas = live_blocks(bdir)
     deduped = [m for m in metas if "replica" not in m.thanos["labels"]]
     assert deduped and all(m.thanos["labels"] == {"cluster": "x"} for m in deduped)
@@ -431,6 +432,40 @@ def test_overlap_with_vertical_compaction_disabled_halts(tmp_path):
     # with vertical compaction (the default) the same bucket is merged
     c, res = run_pass(tmp_path, bdir)
     assert not res.halted and len(live_blocks(bdir)) == 1
+
+
+def test_vertical_compaction_counts_conflicting_samples_and_keeps_the_earliest_block(
+        tmp_path, caplog):
+    """8 blocks of 2h each starting an hour apart, every one with its own values for the same
+    10 series (15 s apart): 38,400 samples in, 21,600 timestamps out. The 16,800 dropped ones
+    all disagree with the kept one: counted, logged for the group, exported; the sample of the
+    earliest block holding a timestamp is the one kept."""
+    bdir = tmp_path / "bucket"
+    bdir.mkdir()
+    t0 = t_aligned()
+    step = 15_000
+    for k in range(8):
+        ts = np.arange(t0 + k * H, t0 + k * H + 2 * H, step, dtype=np.int64)
+        write_block_from_samples(
+            bdir, [((("__name__", "m"), ("i", f"{i}")), ts, np.full(len(ts), 1000.0 * k + i))
+                   for i in range(10)],
+            t0 + k * H, t0 + k * H + 2 * H, thanos_meta={"labels": {"c": "1"}})
+    assert sum(m.num_samples for m in live_blocks(bdir)) == 38_400
+    caplog.set_level("INFO")
+    c, res = run_pass(tmp_path, bdir)
+    assert not res.halted
+    assert c.metrics.vertical._value.get() >= 1
+    assert c.metrics.conflicting._value.get() == 16_800
+    warned = [r for r in caplog.records if r.levelname == "WARNING"
+              and getattr(r, "conflicting_samples", 0) == 16_800]
+    assert len(warned) == 1 and warned[0].group
+    got = raw_samples(bdir)
+    assert sum(len(t) for t, _ in got.values()) == 21_600
+    for (_, (_, i)), (t, v) in ((l, tv) for l, tv in got.items()):
+        want_t = np.arange(t0, t0 + 9 * H, step, dtype=np.int64)
+        earliest_block = np.maximum((want_t - t0) // H - 1, 0)  # block k covers [k, k+2) h
+        np.testing.assert_array_equal(t, want_t)
+        np.testing.assert_array_equal(v, 1000.0 * earliest_block + int(i))
 
 
 def test_corrupt_block_halts_its_group_only(tmp_path):

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from receiver.hashring import (Endpoint, HashmodRing, HashringConfigError, Hashrings, HashringsFile,
-                               KetamaRing, _ringc, hash_series, parse_hashrings)
+                               InsufficientNodesError, KetamaRing, _ringc, hash_series,
+                               parse_hashrings)
 from receiver.limits import LimitsConfigError, parse_limits
 from receiver.remotewrite import decode, encode_write_request
 from receiver.router import (BAD, CONFLICT, LIMIT, OK, PENDING, UNAVAILABLE, Router, quorum,
                              write_request_tail)
-from receiver.tsdb.labels import encode_labels_key
+from receiver.tsdb.labels import decode_labels_key, encode_labels_key
 from storeapi import rpc_pb2
 
 
@@ -47,11 +48,23 @@ def test_xxh64_matches_the_xxhash_package_on_all_lengths():
         assert _ringc.xxh64(data, 42) == xxhash.xxh64_intdigest(data, seed=42), n
 
 
-def test_hash_series_hashes_tenant_separator_and_key(keys):
-    h = hash_series("tenant-a", keys[:100])
+def test_hash_series_is_thanos_hash_with_prefix(keys):
+    """labelpb.HashWithPrefix: tenant 0xff, then name 0xff value 0xff per label, in request
+    order -- also past Thanos's 1 KiB fast-path buffer."""
+    xxhash = pytest.importorskip("xxhash")
+    long = encode_labels_key((("__name__", "m" * 700), ("b", "v" * 500), ("a", "x")))
+    sample = keys[:100] + [long, b""]
+    h = hash_series("tenant-a", sample)
     assert h.dtype == np.uint64
-    assert [int(x) for x in h] == [_ringc.xxh64(b"tenant-a\xff" + k) for k in keys[:100]]
+    want = []
+    for k in sample:
+        raw = b"tenant-a\xff" + b"".join(
+            n.encode() + b"\xff" + v.encode() + b"\xff" for n, v in decode_labels_key(k))
+        want.append(xxhash.xxh64_intdigest(raw))
+    assert [int(x) for x in h] == want
     assert not np.array_equal(h, hash_series("tenant-b", keys[:100]))
+    with pytest.raises(ValueError):
+        hash_series("t", [b"\x05ab"])
 
 
 # ---------------------------------------------------------------- config
@@ -65,15 +78,18 @@ def test_parse_hashrings_thanos_format():
         {"endpoints": ["h3:10901"]},
     ]))
     assert specs[0].name == "a" and specs[0].algorithm == "ketama"
-    assert specs[0].endpoints == (Endpoint("h1:10901"), Endpoint("h2:10901", "z1"))
+    assert specs[0].endpoints == (Endpoint("h1:10901", "", "h1:19391"),
+                                  Endpoint("h2:10901", "z1", "h2:19391"))
     assert specs[0].external_labels == (("ring", "a"),)
     assert specs[1].tenants == () and specs[1].tenant_matcher_type == "exact"
 
 
 @pytest.mark.parametrize("bad", [
-    "not json", "[]", "{}", '[{"endpoints": []}]', '[{"endpoints": ["nohostport"]}]',
-    '[{"endpoints": ["a:1", "a:1"]}]', '[{"endpoints": ["a:1"], "algorithm": "md5"}]',
+    "not json", "[]", "{}", '[{"endpoints": [""]}]', '[{"endpoints": [{"az": "a"}]}]',
+    '[{"endpoints": ["a:1", "a:1"]}]', '[{"endpoints": "a:1"}]',
     '[{"endpoints": ["a:1"], "tenant_matcher_type": "regex"}]', '[{"endpoints": [7]}]',
+    '[{"endpoints": ["a:1"], "tenants": ["x["], "tenant_matcher_type": "glob"}]',
+    '[{"endpoints": ["a:1"], "shuffle_sharding_config": {"shard_size": 1}}]',
 ])
 def test_parse_hashrings_rejects(bad):
     with pytest.raises(HashringConfigError):
@@ -154,11 +170,12 @@ def test_hashmod_is_hash_plus_replica_mod_n(keys):
         assert (a[:, i] == ((h + np.uint64(i)) % np.uint64(5)).astype(np.int32)).all()
 
 
-def test_replication_factor_above_node_count_is_refused():
-    with pytest.raises(HashringConfigError):
+def test_replication_factor_above_node_count():
+    """Thanos refuses such a ketama ring; a hashmod ring loads but fails every write."""
+    with pytest.raises(HashringConfigError, match="ketama: amount of endpoints needs to be larger"):
         KetamaRing(eps(2), 3)
-    with pytest.raises(HashringConfigError):
-        HashmodRing(eps(2), 3)
+    with pytest.raises(InsufficientNodesError, match="insufficient nodes; have 2, want 3"):
+        HashmodRing(eps(2), 3).assign(np.zeros(1, np.uint64))
 
 
 def test_hashrings_file_reloads_and_keeps_old_rings_on_bad_edit(tmp_path):
@@ -260,3 +277,262 @@ write:
     assert parse_limits("").check_request("x", 1 << 40, 1 << 30, 1 << 30) is None
     with pytest.raises(LimitsConfigError):
         parse_limits("write: {default: {head_series_limit: -1}}")
+
+
+# ---------------------------------------------------------------- Thanos's own vectors
+# Cases from Thanos's pkg/receive/hashring_test.go (inputs and expected endpoints), so that a
+# Thanos router and a promring router place every series on the same ingestors.
+
+
+def _ep(*addrs: str, azs: str = "") -> list[Endpoint]:
+    return [Endpoint(a, azs[i] if azs else "") for i, a in enumerate(addrs)]
+
+
+def _place(ring, tenant: str, labels, n: int) -> str:
+    h = hash_series(tenant, [encode_labels_key(tuple(labels))])
+    return ring.endpoints[int(ring.assign(h)[0, n])].address
+
+
+def _spec(eps_, tenants=(), glob=False):
+    return {"endpoints": list(eps_), **({"tenants": list(tenants)} if tenants else {}),
+            **({"tenant_matcher_type": "glob"} if glob else {})}
+
+
+FOO = (("foo", "bar"), ("baz", "qux"))  # as Thanos's test sends it: not sorted
+
+
+@pytest.mark.parametrize("cfg,tenant,nodes", [
+    ([_spec(["node1"])], "", {"node1"}),
+    ([_spec(["node2"], ["tenant2"]), _spec(["node1"])], "tenant2", {"node2"}),
+    ([_spec(["node1"], ["tenant1"]), _spec(["node2"], ["tenant2"]), _spec(["node3"], ["tenant3"])],
+     "tenant1", {"node1"}),
+    ([_spec(["node1"], ["tenant1"]), _spec(["node2"], ["tenant2"]), _spec(["node3"], ["tenant3"])],
+     "tenant4", None),
+    ([_spec(["node1", "node2", "node3"], ["tenant1"]), _spec(["node4", "node5", "node6"])],
+     "tenant1", {"node1", "node2", "node3"}),
+    ([_spec(["node1", "node2", "node3"], ["tenant1"]), _spec(["node4", "node5", "node6"])],
+     "", {"node4", "node5", "node6"}),
+    ([_spec(["node1", "node2", "node3"], ["prefix*"], glob=True), _spec(["node4", "node5", "node6"])],
+     "prefix-1", {"node1", "node2", "node3"}),
+    ([_spec(["node1", "node2", "node3"], ["prefix*"], glob=True), _spec(["node4", "node5", "node6"])],
+     "suffix-1", {"node4", "node5", "node6"}),
+    ([_spec(["node1", "node2", "node3"], ["t1-*", "t2", "t3-*"], glob=True),
+      _spec(["node4", "node5", "node6"])], "t2", {"node1", "node2", "node3"}),
+], ids=["simple", "specific", "many tenants", "many tenants error", "many nodes",
+        "many nodes default", "glob match", "glob not match", "glob multiple matches"])
+def test_thanos_hashring_get(cfg, tenant, nodes):
+    """TestHashringGet: hashmod, replication factor 3 (the file loads even for 1-node rings)."""
+    rings = Hashrings(parse_hashrings(json.dumps(cfg)), "hashmod", 3)
+    found = rings.for_tenant(tenant)
+    if nodes is None:
+        assert found is None
+        return
+    ring = found[1]
+    if len(ring.endpoints) >= 3:
+        assert _place(ring, tenant, FOO, 0) in nodes
+    assert {e.address for e in ring.endpoints} == nodes
+
+
+def test_thanos_hashring_get_empty_config_matches_no_tenant():
+    assert Hashrings([], "hashmod", 3).for_tenant("tenant1") is None
+
+
+NGINX, THANOS = (("pod", "nginx"),), (("pod", "thanos"),)
+
+
+@pytest.mark.parametrize("addrs,labels,n,want", [
+    (("node-1", "node-2", "node-3"), NGINX, 0, "node-2"),
+    (("node-1", "node-2", "node-3"), NGINX, 1, "node-1"),
+    (("node-1", "node-2", "node-3"), NGINX, 2, "node-3"),
+    (("node-1", "node-3", "node-2"), NGINX, 2, "node-3"),
+    (("node-0", "node-1", "node-2", "node-3"), NGINX, 0, "node-2"),
+    (("node-1", "node-2", "node-3", "node-4"), NGINX, 0, "node-2"),
+    (("node-1", "node-2", "node-3"), THANOS, 0, "node-3"),
+])
+def test_thanos_ketama_hashring_get(addrs, labels, n, want):
+    """TestKetamaHashringGet: 10 sections per node, replication factor n+1, tenant "tenant"."""
+    ring = KetamaRing(_ep(*addrs), n + 1, sections_per_node=10)
+    assert _place(ring, "tenant", labels, n) == want
+
+
+def test_thanos_ketama_bad_config_is_rejected():
+    with pytest.raises(HashringConfigError):
+        KetamaRing(_ep("node-1"), 2, sections_per_node=1)
+
+
+def test_thanos_invalid_az_hashring_cfg():
+    """TestInvalidAZHashringCfg: AZs with hashmod refuse to start, with Thanos's message."""
+    specs = parse_hashrings(json.dumps([{"endpoints": [{"address": "a", "az": "1"},
+                                                       {"address": "b", "az": "2"}]}]))
+    with pytest.raises(HashringConfigError) as e:
+        Hashrings(specs, "hashmod", 2)
+    assert str(e.value) == ("Hashmod algorithm does not support AZ aware hashring configuration. "
+                            "Either use Ketama or remove AZ configuration.")
+    assert Hashrings(specs, "ketama", 2).for_tenant("x") is not None
+
+
+@pytest.fixture(scope="module")
+def nginx_hashes() -> np.ndarray:
+    """makeSeries(): 10000 series pod=nginx-i of tenant "tenant"."""
+    return hash_series("tenant", [encode_labels_key((("pod", f"nginx-{i}"),)) for i in range(10000)])
+
+
+def _assignments(ring: KetamaRing, h: np.ndarray) -> dict[str, set[int]]:
+    a = ring.assign(h)
+    return {e.address: set(np.flatnonzero((a == i).any(axis=1)).tolist())
+            for i, e in enumerate(ring.endpoints)}
+
+
+@pytest.mark.parametrize("initial,resized,rf", [
+    (_ep("node-1", "node-2", "node-3"), _ep("node-1", "node-2", "node-3", "node-4", "node-5"), 1),
+    (_ep("node-1", "node-3"), _ep("node-1", "node-2", "node-3"), 1),
+    (_ep("node-1", "node-4", "node-5"), _ep("node-4", "node-3", "node-1", "node-2", "node-5"), 2),
+    (_ep("a", "b", "c", azs="123"), _ep("b", "c", "a", "d", "e", azs="23124"), 3),
+    (_ep("a", "b", "c", azs="123"), _ep("a", "b", "c", "d", "e", "f", azs="123123"), 3),
+    (_ep("a", "b", "c", azs="123"), _ep("a", "b", "c", "d", "e", "f", azs="123456"), 3),
+    (_ep("a", "b", "c", azs="123"), _ep("a", "b", "c", "d", "e", "f", azs="123456"), 2),
+    (_ep("a", "c", "f", azs="123"), _ep("a", "b", "c", "d", "f", azs="11223"), 2),
+])
+def test_thanos_ketama_growing_ring_gives_old_nodes_no_new_series(nginx_hashes, initial, resized, rf):
+    """TestKetamaHashringIncreaseAtEnd/InMiddle/ReplicationConsistency(WithAZs)."""
+    before = _assignments(KetamaRing(initial, rf), nginx_hashes)
+    after = _assignments(KetamaRing(resized, rf), nginx_hashes)
+    for e in initial:
+        assert after[e.address] <= before[e.address], e.address
+
+
+@pytest.mark.parametrize("nodes,rf", [
+    (_ep("a", "b", "c", "d", azs="1212"), 1),
+    (_ep("a", "b", "c", "d"), 1),
+    (_ep("a", "b", "c", "d", azs="1212"), 2),
+    (_ep("a", "b", "c", "d", "e", "f", azs="123123"), 3),
+    (_ep("a", "b", "c", "d", "e", "f", "g"), 3),
+    (_ep(*"abcdefghijkl", azs="123123444555"), 10),
+])
+def test_thanos_ketama_even_az_spread(nodes, rf):
+    """TestKetamaHashringEvenAZSpread: replicas of foo=bar (tenant default-tenant) cover
+    min(rf, zones) zones, each within one replica of the least used."""
+    ring = KetamaRing(nodes, rf)
+    row = ring.assign(hash_series("default-tenant", [encode_labels_key((("foo", "bar"),))]))[0]
+    spread: dict[str, int] = {}
+    for i in row.tolist():
+        spread[ring.endpoints[i].az] = spread.get(ring.endpoints[i].az, 0) + 1
+    assert len(spread) == min(rf, len({e.az for e in nodes}))
+    assert max(spread.values()) - min(spread.values()) <= 1
+
+
+@pytest.mark.parametrize("nodes,rf,n", [
+    (_ep("a", "b", "c", "d", azs="1212"), 2, 1000),
+    (_ep("a", "b", "c", "d"), 2, 1000),
+    (_ep("a", "b", "c", "d", "e", "f", azs="123213"), 3, 10000),
+    (_ep(*"abcdefghi", azs="123213123"), 2, 10000),
+    (_ep(*"abcdefghi", azs="123213123"), 9, 10000),
+])
+def test_thanos_ketama_even_node_spread(nodes, rf, n):
+    """TestKetamaHashringEvenNodeSpread: every node within 10% of its fair share."""
+    h = hash_series("default-tenant", [encode_labels_key((("foo", str(i)),)) for i in range(n)])
+    counts = np.bincount(KetamaRing(nodes, rf).assign(h).ravel(), minlength=len(nodes))
+    optimal = n * rf // len(nodes)
+    assert (np.abs(counts - optimal) / optimal < 0.1).all(), counts
+
+
+def _reference_ketama(endpoints: list[Endpoint], rf: int, sections: int):
+    """Thanos's ketama written out plainly (python xxhash, per-section walk) to cross-check the
+    vectorised/C version on random rings with zones."""
+    xxhash = pytest.importorskip("xxhash")
+    secs = sorted((xxhash.xxh64_intdigest(f"{e.address}:{i}".encode()), k)
+                  for k, e in enumerate(endpoints) for i in range(1, sections + 1))
+    zones = {e.az for e in endpoints}
+    table = []
+    for i in range(len(secs)):
+        reps: list[int] = []
+        spread = dict.fromkeys(zones, 0)
+        j = i - 1
+        while len(reps) < rf:
+            j = (j + 1) % len(secs)
+            k = secs[j][1]
+            if k in reps:
+                continue
+            az = endpoints[k].az
+            if len(spread) > 1 and spread[az] > 0 and spread[az] > min(spread.values()):
+                continue
+            reps.append(k)
+            spread[az] += 1
+        table.append(reps)
+    return [h for h, _ in secs], table
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ketama_matches_a_plain_transcription_of_thanos(seed, keys):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 8))
+    n_az = int(rng.integers(1, 4))
+    nodes = [Endpoint(f"ingestor-{rng.integers(1000)}-{i}.svc:10901",
+                      f"zone-{rng.integers(n_az)}" if n_az > 1 else "") for i in range(n)]
+    # At most one replica per zone: Thanos's walk (and so the reference) always ends then.
+    rf = int(rng.integers(1, min(n, 4, len({e.az for e in nodes})) + 1)) if n_az > 1 \
+        else int(rng.integers(1, min(n, 4) + 1))
+    _check_against_reference(nodes, rf, keys)
+
+
+@pytest.mark.parametrize("azs,rf", [("112233", 5), ("111222", 4), ("1122334", 6), ("12", 2)])
+def test_ketama_matches_the_transcription_with_more_replicas_than_zones(azs, rf, keys):
+    nodes = [Endpoint(f"receive-{i}.receive.svc:10901", az) for i, az in enumerate(azs)]
+    _check_against_reference(nodes, rf, keys)
+
+
+def _check_against_reference(nodes: list[Endpoint], rf: int, keys) -> None:
+    points, table = _reference_ketama(nodes, rf, 50)
+    ring = KetamaRing(nodes, rf, sections_per_node=50)
+    assert ring.points.tolist() == points
+    assert ring.table.tolist() == table
+    h = hash_series("tenant-x", keys[:2000])
+    pos = np.searchsorted(np.array(points, dtype=np.uint64), h, side="left") % len(points)
+    assert (ring.assign(h) == np.array(table)[pos]).all()
+
+
+def test_ketama_zone_walk_that_thanos_never_finishes_still_places():
+    """One node in each of two zones and three in a third, 5 replicas: Thanos's walk never ends
+    (the third zone stays over-filled); here the zone rule yields after a full fruitless turn."""
+    nodes = _ep("a", "b", "c", "d", "e", azs="12333")
+    ring = KetamaRing(nodes, 5, sections_per_node=20)
+    assert (np.sort(ring.table, axis=1) == np.arange(5)).all()
+
+
+def test_hashmod_sorts_endpoints_by_address(keys):
+    h = hash_series("t", keys[:500])
+    ring = HashmodRing(_ep("c:1", "a:1", "b:1"), 2)
+    assert [e.address for e in ring.endpoints] == ["a:1", "b:1", "c:1"]
+    a = ring.assign(h)
+    assert (a[:, 0] == (h % np.uint64(3)).astype(np.int32)).all()
+    assert (a[:, 1] == ((h + np.uint64(1)) % np.uint64(3)).astype(np.int32)).all()
+
+
+def test_first_hashring_without_tenants_takes_every_tenant():
+    """Thanos walks hashrings in file order: a tenant-less hashring listed first wins, even for
+    a tenant a later hashring names."""
+    specs = parse_hashrings(json.dumps([_spec(["a:1"]), _spec(["b:1"], ["acme"])]))
+    assert Hashrings(specs, "hashmod", 1).for_tenant("acme")[0].endpoints[0].address == "a:1"
+
+
+@pytest.mark.parametrize("pattern,tenant,hit", [
+    ("team-*", "team-a", True), ("team-*", "team-", True), ("team-*", "xteam-a", False),
+    ("t?", "t1", True), ("t?", "t12", False), ("t[0-9]", "t5", True), ("t[^0-9]", "t5", False),
+    ("t[^0-9]", "tx", True), ("t[!x]", "t!", True), ("a\\*", "a*", True), ("a\\*", "ab", False),
+    ("*", "a/b", False), ("exact", "exact", True),
+])
+def test_glob_matcher_follows_go_filepath_match(pattern, tenant, hit):
+    specs = parse_hashrings(json.dumps([_spec(["a:1"], [pattern], glob=True)]))
+    assert (Hashrings(specs, "hashmod", 1).for_tenant(tenant) is not None) == hit
+
+
+def test_exact_matcher_does_not_glob():
+    specs = parse_hashrings(json.dumps([_spec(["a:1"], ["team-*"])]))
+    rings = Hashrings(specs, "hashmod", 1)
+    assert rings.for_tenant("team-a") is None and rings.for_tenant("team-*") is not None
+
+
+def test_unknown_algorithm_falls_back_to_hashmod_as_thanos():
+    specs = parse_hashrings(json.dumps([{"endpoints": ["b:1", "a:1"], "algorithm": "md5"}]))
+    ring = Hashrings(specs, "ketama", 1).rings[0]
+    assert isinstance(ring, HashmodRing) and ring.endpoints[0].address == "a:1"

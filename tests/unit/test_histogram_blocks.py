@@ -197,6 +197,8 @@ def test_overlapping_histogram_blocks_merge_vertically(tmp_path: Path) -> None:
     meta, stats = merge_blocks(dirs, tmp_path / "out", vertical=True, resolution=0,
                                thanos_labels={"x": "y"}, metas=metas)
     hs, fs = block_samples([tmp_path / "out" / meta.ulid])
+    # Both blocks hold every 4th step of "h" with other bucket counts, and "f" at t0 + 60s.
+    assert stats["conflicting_samples"] == len(range(0, 200, 4)) + 1
     want = {**{t: hkey(h) for t, h in second.items()}, **{t: hkey(h) for t, h in first.items()}}
     assert hs[name] == dict(sorted(want.items()))
     assert list(hs[name]) == sorted(want)

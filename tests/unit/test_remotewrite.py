@@ -73,7 +73,7 @@ def pb_classes(label_type: str, opaque: bool = False) -> dict[str, type]:
 
 
 def thanos_status(pairs: list[tuple[bytes, bytes]]) -> int:
-    """Reference for labelpb.ValidateLabels, written straight from its description."""
+    """Reference for labelpb.ValidateLabels, written straight from its description, then UTF-8."""
     if not pairs or not pairs[0][0] or not pairs[0][1]:
         return 1
     for (pn, _), (n, v) in zip(pairs, pairs[1:]):
@@ -83,6 +83,11 @@ def thanos_status(pairs: list[tuple[bytes, bytes]]) -> int:
             return 2
         if n < pn:
             return 3
+    try:
+        for n, v in pairs:
+            n.decode("utf-8"), v.decode("utf-8")
+    except UnicodeDecodeError:
+        return 4  # then our own rule: Prometheus refuses labels that are not UTF-8
     return 0
 
 
@@ -360,10 +365,29 @@ def test_malformed_input_raises_value_error(data, msg):
     assert msg in str(ei.value)
 
 
-def test_invalid_utf8_is_accepted_verbatim():
+def test_invalid_utf8_is_decoded_verbatim_and_flagged():
     data = ld(1, ld(1, label(b"\xff\xfe", b"\xc3")))
     d = decode(data)
     assert d.keys == [b"\x02\xff\xfe\x01\xc3"]
+    assert d.series_status.tolist() == [4]
+
+
+@pytest.mark.parametrize("value", [
+    b"\xff", b"\xc3", b"a\xc3(", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80", b"\xf0\x8f\xbf\xbf", b"\xf8\x88\x80\x80\x80", b"abcdefgh\x80",
+    "é".encode(), "€uro".encode(), "𝄞".encode(), "ascii-only-longer-than-8".encode(),
+    b"\xef\xbf\xbf", b"\xf4\x8f\xbf\xbf", b"\xed\x9f\xbf",
+])
+def test_utf8_validation_agrees_with_python(value):
+    """Status 4 exactly when Python (and Go's utf8.ValidString) refuse the bytes, in names too."""
+    try:
+        value.decode("utf-8")
+        want = 0
+    except UnicodeDecodeError:
+        want = 4
+    for pairs in ([(b"__name__", b"m"), (b"k", value)], [(b"__name__", value)], [(b"a" + value, b"v")]):
+        data = ld(1, b"".join(ld(1, label(n, v)) for n, v in pairs))
+        assert decode(data).series_status.tolist() == [want], (value, pairs)
 
 
 def test_random_mutations_never_crash():

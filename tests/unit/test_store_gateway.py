@@ -21,10 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from objstore import Bucket, FilesystemBucket  # noqa: E402
 from receiver.tsdb.block import new_ulid, write_block_from_samples  # noqa: E402
 from receiver.tsdb.chunkenc import decode_many  # noqa: E402
+from receiver.tsdb.chunks import CorruptionError  # noqa: E402
 from receiver.tsdb.index import IndexReader  # noqa: E402
 from receiver.tsdb.labels import Labels, Matcher, matches_all  # noqa: E402
 from store.block import merge_external  # noqa: E402
 from store.indexheader import HEADER_FILENAME, IndexHeader  # noqa: E402
+from store.indexverify import VERIFIED_MARKER  # noqa: E402
 from store.ranges import coalesce  # noqa: E402
 from store.server import StoreConfig, StoreGateway  # noqa: E402
 from storeapi.client import StoreClient  # noqa: E402
@@ -375,6 +377,10 @@ def test_plain_prometheus_block_from_promtool(tmp_path: Path) -> None:
         await check_series(client, expected([(series, {}, *ALL)], mint, maxt), mint, maxt,
                            [Matcher("=", "job", "job2")])
         assert await client.label_values("job", *ALL) == ["job0", "job1", "job2"]
+        # Prometheus's own index layout passes the whole-index check.
+        await gw.store.wait_verified()
+        assert len(gw.store.blocks) == len(bdirs)
+        assert all((tmp_path / "store-data" / b.name / VERIFIED_MARKER).is_file() for b in bdirs)
 
     async def main() -> None:
         bkt = FilesystemBucket(tmp_path / "bucket")
@@ -486,12 +492,12 @@ def test_ranged_reads_cache_hits_and_restart_from_local_headers(tmp_path: Path) 
         bkt = CountingBucket(FilesystemBucket(tmp_path / "bucket"))
         await upload_dir(bkt, bdir)
         bkt.reset()
-        await with_gateway(tmp_path, bkt, body)
+        await with_gateway(tmp_path, bkt, body, verify_index=False)
         # The index-header came from ranged reads of a fraction of the index.
         assert 0 < sync_bytes[0] < (bdir / "index").stat().st_size / 2
         # A restart reuses the local index-header: no ranged reads at all during sync.
         bkt.reset()
-        await with_gateway(tmp_path, bkt, _noop)
+        await with_gateway(tmp_path, bkt, _noop, verify_index=False)
         assert bkt.range_calls == 0
 
     run(main())
@@ -579,3 +585,152 @@ def test_s3_bucket_via_objstore_config(tmp_path: Path) -> None:
         run(main())
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------- corrupt blocks
+
+
+def _garble(path: Path, start: int, end: int, n: int = 64) -> None:
+    """Overwrite ``n`` bytes in the middle of ``path``'s [start, end) with garbage."""
+    data = bytearray(path.read_bytes())
+    mid = (start + end) // 2
+    data[mid:mid + n] = b"\xab" * n
+    path.write_bytes(bytes(data))
+
+
+def _truncate_chunks(bdir: Path) -> None:
+    seg = bdir / "chunks" / "000001"
+    seg.write_bytes(seg.read_bytes()[: seg.stat().st_size // 2])
+
+
+def _three_blocks(tmp: Path) -> tuple[list, list[Path]]:
+    """Two intact blocks (cluster a over two ranges) and a third (cluster b) to corrupt."""
+    parts = [(make_series(200, T0, H2, seed=21), {"cluster": "a"}, T0, T0 + H2),
+             (make_series(200, T0 + H2, H2, seed=22), {"cluster": "a"}, T0 + H2, T0 + 2 * H2),
+             (make_series(200, T0, H2, seed=23), {"cluster": "b"}, T0, T0 + H2)]
+    return parts, [write(tmp, s, lo, hi, ext) for s, ext, lo, hi in parts]
+
+
+@pytest.mark.parametrize("damage", ["index-series", "index-postings", "index-symbols",
+                                    "chunks-truncated", "chunks-truncated-no-sizes"])
+def test_corrupt_block_is_taken_out_and_other_blocks_answer(tmp_path: Path, damage: str,
+                                                            caplog) -> None:
+    """A block with garbage in its index or a truncated chunks file never fails a query over
+    the intact blocks: it is refused at load (sizes disagree with meta.json) or taken out of
+    service at its first read error, with a warning and a Thanos metric."""
+    parts, dirs = _three_blocks(tmp_path)
+    bad = dirs[2]
+    ir = IndexReader((bad / "index").read_bytes())
+    if damage == "index-series":
+        _garble(bad / "index", ir.toc.series, ir.toc.label_indices)
+    elif damage == "index-postings":  # the list of job="job0", which the query reads
+        off = int(ir._postings["job"][1][0])
+        _garble(bad / "index", off + 8, off + 8)
+    elif damage == "index-symbols":
+        _garble(bad / "index", ir.toc.symbols, ir.toc.series)
+    else:
+        _truncate_chunks(bad)
+        if damage == "chunks-truncated-no-sizes":  # e.g. a plain Prometheus block
+            meta = json.loads((bad / "meta.json").read_text())
+            del meta["thanos"]["files"]
+            (bad / "meta.json").write_text(json.dumps(meta))
+    want = expected(parts[:2], *ALL)
+    at_load = damage in ("chunks-truncated", "index-symbols")
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        text = await _get(gw, "/metrics")
+        assert _metric(text, "thanos_bucket_store_block_load_failures_total") == int(at_load)
+        for _ in range(2):
+            await check_series(client, want, *ALL, [Matcher("=", "cluster", "a")])
+            # Queries that touch the broken block still answer with everything intact.
+            got = await client.series(*ALL, [Matcher("=~", "job", ".+")])
+            assert sorted(s.labels for s in got) == sorted(want)
+        assert sorted(gw.store.blocks) == sorted(d.name for d in dirs[:2])
+        await gw.sync_once()  # a sync does not bring it back
+        assert sorted(gw.store.blocks) == sorted(d.name for d in dirs[:2])
+        assert await client.label_values("cluster", *ALL) == ["a"]
+        text = await _get(gw, "/metrics")
+        assert _metric(text, "thanos_bucket_store_block_drops_total") == int(not at_load)
+        assert _metric(text, "thanos_bucket_store_blocks_loaded") == 2
+        warned = [r for r in caplog.records if r.levelname == "WARNING"
+                  and getattr(r, "block", None) == bad.name]
+        assert warned, "no warning names the corrupt block"
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        for d in dirs:
+            await upload_dir(bkt, d)
+        await with_gateway(tmp_path, bkt, body)
+
+    caplog.set_level("INFO")
+    run(main())
+
+
+def test_whole_index_check_finds_damage_no_query_touched(tmp_path: Path) -> None:
+    """Garbage in a postings list no query reads is found by the background index check:
+    the block goes out of service; intact blocks pass once and are not read again after a
+    restart (their marker)."""
+    parts, dirs = _three_blocks(tmp_path)
+    bad = dirs[2]
+    ir = IndexReader((bad / "index").read_bytes())
+    off = int(ir._postings["instance"][1][-1])  # host-00199: no query below asks for it
+    _garble(bad / "index", off + 8, off + 8, n=4)
+    want = expected(parts[:2], *ALL)
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        await gw.store.wait_verified()
+        assert sorted(gw.store.blocks) == sorted(d.name for d in dirs[:2])
+        await check_series(client, want, *ALL, [Matcher("=~", "job", ".+")])
+        text = await _get(gw, "/metrics")
+        assert _metric(text, "thanos_bucket_store_block_drops_total") == 1
+        for d in dirs[:2]:
+            assert (tmp_path / "store-data" / d.name / VERIFIED_MARKER).is_file()
+
+    async def restarted(gw: StoreGateway, client: StoreClient) -> None:
+        await gw.store.wait_verified()
+        assert sorted(gw.store.blocks) == sorted(d.name for d in dirs[:2])
+
+    async def main() -> None:
+        bkt = CountingBucket(FilesystemBucket(tmp_path / "bucket"))
+        for d in dirs:
+            await upload_dir(bkt, d)
+        await with_gateway(tmp_path, bkt, body)
+        bkt.reset()
+        await with_gateway(tmp_path, bkt, restarted)
+        # Only the broken block (out of service, so its local state was dropped) is read again.
+        assert bkt.range_bytes <= (bad / "index").stat().st_size
+
+    run(main())
+
+
+def test_index_check_catches_any_damaged_byte(tmp_path: Path) -> None:
+    """Every byte of the series and postings sections is under a checksum or is padding that
+    must be zero: any one byte changed fails the whole-index check (never hangs, never any
+    other error), and the intact index passes with any read size."""
+    from store.indexverify import verify_index
+
+    bdir = write(tmp_path, make_series(60, T0, H2, step=60_000, seed=5), T0, T0 + H2, {"c": "a"})
+    good = (bdir / "index").read_bytes()
+    segs = {f"chunks/{p.name}": p.stat().st_size for p in (bdir / "chunks").iterdir()}
+    ir = IndexReader(good)
+    name = f"{bdir.name}/index"
+    rng = np.random.default_rng(3)
+    spots = rng.integers(ir.toc.series, ir.toc.postings_table, 150).tolist()
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "blocks")
+        header = await IndexHeader.fetch(bkt, name, len(good))
+        for piece in (1 << 20, 64, 7):
+            await verify_index(bkt, name, header, segs, piece=piece)
+        for at in spots:
+            bad = bytearray(good)
+            bad[at] ^= int(rng.integers(1, 256))
+            (bdir / "index").write_bytes(bytes(bad))
+            with pytest.raises(CorruptionError):
+                await verify_index(bkt, name, header, segs, piece=int(rng.integers(16, 4096)))
+        # A chunk segment shorter than its refs reach is caught through the series entries.
+        (bdir / "index").write_bytes(good)
+        with pytest.raises(CorruptionError, match="chunk ref outside"):
+            await verify_index(bkt, name, header, {k: v // 2 for k, v in segs.items()})
+
+    run(main())

@@ -1,0 +1,34 @@
+"""Thanos's path-or-content objstore flags: ``--objstore.config-file`` or inline ``--objstore.config``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_objstore_flags(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--objstore.config-file", dest="objstore_config_file", default=None,
+                   help="Path to the objstore YAML (Thanos's format).")
+    p.add_argument("--objstore.config", dest="objstore_config", default=None,
+                   help="Alternative to --objstore.config-file: the objstore YAML itself.")
+    p.set_defaults(objstore_required=required)
+
+
+def objstore_yaml(a: argparse.Namespace) -> str | None:
+    """The bucket YAML the flags name; SystemExit with Thanos's messages when both or (where
+    required) neither are given."""
+    path, content = getattr(a, "objstore_config_file", None), getattr(a, "objstore_config", None)
+    if path and content:
+        raise SystemExit("both --objstore.config-file and --objstore.config flags set.")
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise SystemExit(f"cannot read --objstore.config-file: {e}") from None
+    else:
+        text = content or ""
+    if not text.strip():
+        if getattr(a, "objstore_required", False):
+            raise SystemExit("flag --objstore.config-file or --objstore.config is required for "
+                             "running this command and content cannot be empty.")
+        return None
+    return text

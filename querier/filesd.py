@@ -1,0 +1,110 @@
+"""File service discovery of StoreAPI endpoints (``--store.sd-files``), Prometheus's file_sd
+format as Thanos reads it: each file (``*.json``, ``*.yml``/``*.yaml``) holds a list of
+``{targets: ["host:port", ...], labels: {...}}`` groups; paths may be globs.
+
+Files are checked for changes every second (Thanos watches them) and re-read in full every
+``--store.sd-interval``; a file that cannot be read or parsed keeps its previous targets.
+"""
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 16 << 20
+POLL_S = 1.0
+
+
+class FileSDError(ValueError):
+    """A file SD file that is not a list of target groups."""
+
+
+def parse_file_sd(text: str, path: str) -> list[str]:
+    """The targets of one file, in order."""
+    try:
+        groups = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise FileSDError(f"{path}: {e}") from None
+    if groups is None:
+        return []
+    if not isinstance(groups, list):
+        raise FileSDError(f"{path}: expected a list of target groups")
+    out: list[str] = []
+    for g in groups:
+        if not isinstance(g, dict):
+            raise FileSDError(f"{path}: a target group must be a mapping")
+        targets = g.get("targets") or []
+        if not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets):
+            raise FileSDError(f"{path}: targets must be a list of host:port strings")
+        out.extend(targets)
+    return out
+
+
+class FileSD:
+    """The union of targets of every file the patterns match."""
+
+    def __init__(self, patterns: Sequence[str], interval_s: float = 300.0) -> None:
+        self.patterns = list(patterns)
+        self.interval_s = interval_s
+        self._by_file: dict[str, list[str]] = {}
+        self._stamp: tuple = ()
+
+    def _files(self) -> list[str]:
+        return sorted({p for pat in self.patterns for p in glob.glob(pat)
+                       if os.path.splitext(p)[1] in (".json", ".yml", ".yaml")})
+
+    def _stat(self, files: list[str]) -> tuple:
+        out = []
+        for f in files:
+            try:
+                st = os.stat(f)
+                out.append((f, st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append((f, None))
+        return tuple(out)
+
+    def changed(self) -> bool:
+        return self._stat(self._files()) != self._stamp
+
+    def read(self) -> list[str]:
+        """Re-read every file; returns all targets (deduplicated, in file order)."""
+        files = self._files()
+        self._stamp = self._stat(files)
+        by_file: dict[str, list[str]] = {}
+        for f in files:
+            try:
+                if os.path.getsize(f) > MAX_FILE_BYTES:
+                    raise FileSDError(f"{f}: larger than {MAX_FILE_BYTES} bytes")
+                by_file[f] = parse_file_sd(Path(f).read_text(), f)
+            except (OSError, UnicodeDecodeError, FileSDError) as e:
+                log.error("file SD: keeping previous targets", extra={"file": f, "err": str(e)})
+                by_file[f] = self._by_file.get(f, [])
+        self._by_file = by_file
+        return list(dict.fromkeys(t for ts in by_file.values() for t in ts))
+
+    async def run(self, on_change: Callable[[list[str]], Awaitable[None]]) -> None:
+        """Until cancelled: on a file change or every interval, re-read and report new targets."""
+        last = self.targets()
+        since = 0.0
+        while True:
+            await asyncio.sleep(POLL_S)
+            since += POLL_S
+            if since < self.interval_s and not self.changed():
+                continue
+            since = 0.0
+            now = self.read()
+            if now != last:
+                last = now
+                log.info("file SD targets changed", extra={"targets": now})
+                await on_change(now)
+
+    def targets(self) -> list[str]:
+        return list(dict.fromkeys(t for ts in self._by_file.values() for t in ts))

@@ -1,0 +1,234 @@
+"""A unary gRPC client on HTTP/2 (the ``h2`` library) that can compress requests with snappy.
+
+grpcio can only compress with gzip/deflate; Thanos routers compress forwarded writes with snappy
+by default and Thanos ingestors accept it, so a promring router with
+``--receive.grpc-compression=snappy`` sends through this client. One HTTP/2 connection per
+channel carries every concurrent call; a lost connection fails its calls with UNAVAILABLE and the
+next call reconnects.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from urllib.parse import unquote
+
+import grpc
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+
+from storeapi import grpc_codec
+
+_PREFIX = struct.Struct(">BI")
+
+
+class RpcError(Exception):
+    """A failed call; ``code()``/``details()`` as on ``grpc.aio.AioRpcError``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+class _Call:
+    def __init__(self) -> None:
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.headers: dict[str, str] = {}
+        self.body = bytearray()
+
+
+class H2Channel:
+    """Unary calls to one ``host:port`` with requests compressed by ``encoding``."""
+
+    def __init__(self, address: str, encoding: str = grpc_codec.SNAPPY,
+                 max_message_bytes: int = 256 << 20) -> None:
+        self.address = address
+        self.encoding = encoding
+        self.max_message_bytes = max_message_bytes
+        self._conn: h2.connection.H2Connection | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task | None = None
+        self._calls: dict[int, _Call] = {}
+        self._window = asyncio.Event()
+        self._connecting = asyncio.Lock()
+
+    async def _connect(self) -> h2.connection.H2Connection:
+        async with self._connecting:
+            if self._conn is not None:
+                return self._conn
+            host, _, port = self.address.rpartition(":")
+            try:
+                reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            except OSError as e:
+                raise RpcError(grpc.StatusCode.UNAVAILABLE, f"connect {self.address}: {e}") from None
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(
+                client_side=True, header_encoding="utf-8"))
+            conn.initiate_connection()
+            writer.write(conn.data_to_send())
+            self._conn, self._writer = conn, writer
+            self._reader_task = asyncio.get_running_loop().create_task(self._read(conn, reader))
+            return conn
+
+    async def _read(self, conn: h2.connection.H2Connection, reader: asyncio.StreamReader) -> None:
+        reason = "connection closed"
+        try:
+            while True:
+                data = await reader.read(1 << 16)
+                if not data:
+                    break
+                for ev in conn.receive_data(data):
+                    self._event(conn, ev)
+                if self._writer is not None:
+                    self._writer.write(conn.data_to_send())
+                if conn.state_machine.state == h2.connection.ConnectionState.CLOSED:
+                    reason = "server closed the connection (GOAWAY)"
+                    break
+        except (OSError, h2.exceptions.ProtocolError) as e:
+            reason = f"connection error: {e}"
+        finally:
+            self._drop(conn, reason)
+
+    def _event(self, conn: h2.connection.H2Connection, ev) -> None:
+        if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+            call = self._calls.get(ev.stream_id)
+            if call is not None:
+                call.headers.update(dict(ev.headers))
+        elif isinstance(ev, h2.events.DataReceived):
+            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            call = self._calls.get(ev.stream_id)
+            if call is not None:
+                call.body += ev.data
+                if len(call.body) > self.max_message_bytes + 5:
+                    self._fail(ev.stream_id, RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                      "response larger than allowed"))
+        elif isinstance(ev, h2.events.StreamEnded):
+            call = self._calls.pop(ev.stream_id, None)
+            if call is not None and not call.done.done():
+                call.done.set_result(None)
+        elif isinstance(ev, h2.events.StreamReset):
+            self._fail(ev.stream_id, RpcError(grpc.StatusCode.UNAVAILABLE
+                                              if ev.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+                                              else grpc.StatusCode.INTERNAL,
+                                              f"stream reset by server ({ev.error_code!r})"))
+        elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            self._window.set()
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            last = ev.last_stream_id or 0
+            for sid in [s for s in self._calls if s > last]:
+                self._fail(sid, RpcError(grpc.StatusCode.UNAVAILABLE, "server is going away"))
+
+    def _fail(self, sid: int, err: Exception) -> None:
+        call = self._calls.pop(sid, None)
+        if call is not None and not call.done.done():
+            call.done.set_exception(err)
+
+    def _drop(self, conn: h2.connection.H2Connection, reason: str) -> None:
+        if self._conn is conn:
+            self._conn = None
+            if self._writer is not None:
+                self._writer.close()
+            self._writer = None
+        for sid in list(self._calls):
+            self._fail(sid, RpcError(grpc.StatusCode.UNAVAILABLE, f"{self.address}: {reason}"))
+        self._window.set()
+
+    async def unary(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
+        """Call ``method`` (``/pkg.Service/Method``) with the serialized ``request``."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._unary(method, request, timeout)
+        except TimeoutError:
+            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+
+    async def _unary(self, method: str, request: bytes, timeout: float | None) -> bytes:
+        conn = await self._connect()
+        compressed = self.encoding != grpc_codec.IDENTITY
+        payload = grpc_codec.compress(self.encoding, request) if compressed else request
+        data = _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
+        headers = [(":method", "POST"), (":scheme", "http"), (":path", method),
+                   (":authority", self.address), ("content-type", "application/grpc"),
+                   ("te", "trailers"), ("grpc-accept-encoding", "identity")]
+        if compressed:
+            headers.append(("grpc-encoding", self.encoding))
+        if timeout is not None:
+            headers.append(("grpc-timeout", f"{max(1, int(timeout * 1000))}m"))
+        sid = conn.get_next_available_stream_id()
+        call = self._calls[sid] = _Call()
+        try:
+            conn.send_headers(sid, headers)
+            await self._send(conn, sid, data)
+            await call.done
+        except asyncio.CancelledError:
+            self._calls.pop(sid, None)
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                self._flush(conn)
+            raise
+        return self._result(call)
+
+    async def _send(self, conn: h2.connection.H2Connection, sid: int, data: bytes) -> None:
+        view = memoryview(data)
+        while True:
+            if self._conn is not conn:
+                raise RpcError(grpc.StatusCode.UNAVAILABLE, f"{self.address}: connection lost")
+            n = min(conn.local_flow_control_window(sid), len(view), conn.max_outbound_frame_size)
+            if n <= 0 and view:
+                self._window.clear()
+                self._flush(conn)
+                await self._window.wait()
+                continue
+            last = n == len(view)
+            conn.send_data(sid, bytes(view[:n]), end_stream=last)
+            view = view[n:]
+            self._flush(conn)
+            if self._writer is not None:
+                await self._writer.drain()
+            if last:
+                return
+
+    def _flush(self, conn: h2.connection.H2Connection) -> None:
+        if self._writer is not None and self._conn is conn:
+            self._writer.write(conn.data_to_send())
+
+    def _result(self, call: _Call) -> bytes:
+        h = call.headers
+        status = h.get("grpc-status")
+        if status is None:
+            raise RpcError(grpc.StatusCode.UNKNOWN if h.get(":status") == "200" else
+                           grpc.StatusCode.UNAVAILABLE,
+                           f"no grpc-status in response (HTTP {h.get(':status')})")
+        code = _CODES.get(int(status) if status.isdigit() else -1, grpc.StatusCode.UNKNOWN)
+        if code != grpc.StatusCode.OK:
+            raise RpcError(code, unquote(h.get("grpc-message", "")))
+        body = call.body
+        if len(body) < 5:
+            return b""
+        flag, n = _PREFIX.unpack_from(body)
+        msg = bytes(body[5:5 + n])
+        if flag:
+            msg = grpc_codec.decompress(h.get("grpc-encoding", ""), msg, self.max_message_bytes)
+        return msg
+
+    async def close(self) -> None:
+        conn, task = self._conn, self._reader_task
+        if conn is not None:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                conn.close_connection()
+                self._flush(conn)
+            self._drop(conn, "channel closed")
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,437 @@
+"""A gRPC server on HTTP/2 (the ``h2`` library) that accepts snappy-compressed messages.
+
+grpcio's core refuses any ``grpc-encoding`` it does not know ("Error parsing 'grpc-encoding'
+metadata") before Python sees the call, and Thanos routers compress forwarded writes with snappy
+by default. This server speaks the gRPC HTTP/2 protocol itself so that the ingestor's gRPC port
+accepts identity, snappy, gzip and deflate messages. It serves the same ``grpc.GenericRpcHandler``
+objects as a ``grpc.aio`` server (unary-unary and unary-stream methods, which is all the StoreAPI
+and WriteableStore use); handlers get a context whose ``abort`` behaves like grpc.aio's.
+
+Bounds: request messages are limited to ``max_message_bytes`` compressed and decompressed,
+concurrent streams per connection to ``max_concurrent_streams``; header blocks to 64 KiB.
+Responses are sent uncompressed (the client advertises what it accepts; identity always is).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import grpc
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from storeapi import grpc_codec
+
+log = logging.getLogger(__name__)
+
+_ACCEPT_ENCODING = ",".join(grpc_codec.ACCEPTED_ENCODINGS)
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_FLUSH_BYTES = 64 << 10  # coalesce small streamed messages into DATA frames of about this size
+_PREFIX = struct.Struct(">BI")
+
+
+class _Abort(Exception):
+    """Raised by ``_Context.abort``: ends the call with ``code`` and ``details``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+@dataclass(frozen=True)
+class _CallDetails:
+    """What ``grpc.GenericRpcHandler.service`` looks at."""
+
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...]
+
+
+class _Context:
+    """The part of ``grpc.aio.ServicerContext`` that handlers use."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...], deadline: float | None,
+                 peer: str) -> None:
+        self._metadata = metadata
+        self._deadline = deadline
+        self._peer = peer
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata=()) -> None:
+        raise _Abort(code, details)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def peer(self) -> str:
+        return self._peer
+
+
+def parse_timeout(value: str) -> float | None:
+    """Seconds of a ``grpc-timeout`` header (``<digits><unit>``); None if malformed."""
+    if len(value) < 2 or not value[:-1].isdigit() or value[-1] not in _TIMEOUT_UNITS:
+        return None
+    return int(value[:-1]) * _TIMEOUT_UNITS[value[-1]]
+
+
+def _status_message(details: str) -> str:
+    """grpc-message is percent-encoded (printable ASCII except '%' stays as is)."""
+    return quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+@dataclass
+class _Stream:
+    headers: dict[str, str]
+    body: bytearray
+    task: asyncio.Task | None = None
+    sent_headers: bool = False
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection: feeds bytes to h2 and runs one task per request stream."""
+
+    def __init__(self, server: "H2GrpcServer") -> None:
+        self._server = server
+        self._conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        self._transport: asyncio.Transport | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._window_open = asyncio.Event()
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._closed = False
+        self._peer = ""
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._peer = f"ipv4:{peer[0]}:{peer[1]}" if peer else ""
+        srv = self._server
+        self._conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: srv.max_concurrent_streams,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: srv.window_bytes,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 << 10,
+        })
+        self._conn.initiate_connection()
+        self._conn.increment_flow_control_window(srv.window_bytes)
+        self._flush()
+        srv._connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self._closed = True
+        self._server._connections.discard(self)
+        for st in self._streams.values():
+            if st.task is not None:
+                st.task.cancel()
+        self._streams.clear()
+        self._window_open.set()
+        self._can_write.set()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self._conn.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            log.debug("HTTP/2 protocol error from %s: %s", self._peer, e)
+            self._flush()
+            self._close()
+            return
+        for ev in events:
+            if isinstance(ev, h2.events.RequestReceived):
+                self._on_request(ev.stream_id, ev.headers)
+            elif isinstance(ev, h2.events.DataReceived):
+                self._on_data(ev)
+            elif isinstance(ev, h2.events.StreamEnded):
+                self._on_end(ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset):
+                st = self._streams.pop(ev.stream_id, None)
+                if st is not None and st.task is not None:
+                    st.task.cancel()
+            elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+                self._window_open.set()
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self._flush()
+                self._close()
+                return
+        self._flush()
+
+    # --- request handling ---------------------------------------------------------------------
+
+    def _on_request(self, sid: int, headers) -> None:
+        hdrs = {k: v for k, v in headers}
+        self._streams[sid] = _Stream(hdrs, bytearray())
+        ctype = hdrs.get("content-type", "")
+        if hdrs.get(":method") != "POST" or not ctype.startswith("application/grpc"):
+            self._conn.send_headers(sid, [(":status", "415")], end_stream=True)
+            self._streams.pop(sid, None)
+            return
+        enc = hdrs.get("grpc-encoding", grpc_codec.IDENTITY)
+        if enc not in grpc_codec.ACCEPTED_ENCODINGS:
+            self._trailers_only(sid, grpc.StatusCode.UNIMPLEMENTED,
+                                f"grpc-encoding {enc!r} is not supported")
+
+    def _on_data(self, ev: h2.events.DataReceived) -> None:
+        self._conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        st = self._streams.get(ev.stream_id)
+        if st is None or st.task is not None:
+            return
+        st.body += ev.data
+        if len(st.body) > self._server.max_message_bytes + 5:
+            self._trailers_only(ev.stream_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"received message larger than max "
+                                f"({self._server.max_message_bytes} bytes)")
+
+    def _on_end(self, sid: int) -> None:
+        st = self._streams.get(sid)
+        if st is None or st.task is not None:
+            return
+        st.task = asyncio.get_running_loop().create_task(self._run(sid, st))
+
+    def _trailers_only(self, sid: int, code: grpc.StatusCode, details: str) -> None:
+        """Answer a call that never started with status only, and stop reading its body."""
+        if self._closed:
+            return
+        self._streams.pop(sid, None)
+        try:
+            self._conn.send_headers(sid, [
+                (":status", "200"), ("content-type", "application/grpc"),
+                ("grpc-accept-encoding", _ACCEPT_ENCODING),
+                ("grpc-status", str(code.value[0])), ("grpc-message", _status_message(details))],
+                end_stream=True)
+        except h2.exceptions.ProtocolError:
+            pass
+        try:  # a client still sending the body is told to stop
+            self._conn.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
+        except h2.exceptions.ProtocolError:
+            pass
+        self._flush()
+
+    def _message(self, st: _Stream) -> bytes:
+        """The single request message of a unary call, decompressed."""
+        body, limit = st.body, self._server.max_message_bytes
+        if len(body) < 5:
+            raise _Abort(grpc.StatusCode.INTERNAL, "request has no complete message")
+        flag, n = _PREFIX.unpack_from(body)
+        if len(body) != 5 + n:
+            raise _Abort(grpc.StatusCode.UNIMPLEMENTED if len(body) > 5 + n else
+                         grpc.StatusCode.INTERNAL,
+                         "unary call carries more than one message" if len(body) > 5 + n
+                         else "truncated request message")
+        data = bytes(body[5:])
+        if not flag:
+            return data
+        enc = st.headers.get("grpc-encoding", grpc_codec.IDENTITY)
+        if enc == grpc_codec.IDENTITY:
+            raise _Abort(grpc.StatusCode.INTERNAL, "compressed message without grpc-encoding")
+        try:
+            return grpc_codec.decompress(enc, data, limit)
+        except grpc_codec.MessageTooLarge as e:
+            raise _Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
+        except ValueError as e:
+            raise _Abort(grpc.StatusCode.INTERNAL, f"decompressing {enc} message: {e}") from None
+
+    async def _run(self, sid: int, st: _Stream) -> None:
+        path = st.headers.get(":path", "")
+        meta = tuple((k, v) for k, v in st.headers.items() if not k.startswith(":"))
+        timeout = parse_timeout(st.headers.get("grpc-timeout", ""))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            handler = self._server.lookup(_CallDetails(path, meta))
+            if handler is None or handler.request_streaming or (
+                    handler.unary_unary is None and handler.unary_stream is None):
+                raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
+            raw = self._message(st)
+            try:
+                req = handler.request_deserializer(raw) if handler.request_deserializer else raw
+            except Exception:  # noqa: BLE001 -- as grpcio: a bad request is INTERNAL
+                raise _Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
+            ctx = _Context(meta, deadline, self._peer)
+            ser = handler.response_serializer or (lambda b: b)
+            async with asyncio.timeout(timeout):
+                if handler.unary_unary is not None:
+                    resp = await handler.unary_unary(req, ctx)
+                    await self._send(sid, st, _frame(ser(resp)))
+                else:
+                    await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser)
+            self._finish(sid, st, grpc.StatusCode.OK, "")
+        except _Abort as a:
+            self._finish(sid, st, a.code, a.details)
+        except TimeoutError:
+            self._finish(sid, st, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        except asyncio.CancelledError:
+            pass  # the client reset the stream or the connection went away
+        except ConnectionError:
+            pass
+        except Exception as e:  # noqa: BLE001 -- as grpcio: a handler failure is UNKNOWN
+            log.exception("gRPC handler for %s failed", path)
+            self._finish(sid, st, grpc.StatusCode.UNKNOWN, f"Unexpected {type(e).__name__}: {e}")
+        finally:
+            self._streams.pop(sid, None)
+
+    async def _stream_responses(self, sid: int, st: _Stream, it, ser) -> None:
+        pending: list[bytes] = []
+        size = 0
+        async for msg in it:
+            f = _frame(ser(msg))
+            pending.append(f)
+            size += len(f)
+            if size >= _FLUSH_BYTES:
+                await self._send(sid, st, b"".join(pending))
+                pending, size = [], 0
+        if pending:
+            await self._send(sid, st, b"".join(pending))
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def _response_headers(self, sid: int, st: _Stream) -> None:
+        if not st.sent_headers:
+            st.sent_headers = True
+            self._conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
+                                          ("grpc-accept-encoding", _ACCEPT_ENCODING)])
+
+    async def _send(self, sid: int, st: _Stream, data: bytes) -> None:
+        """Send ``data`` on stream ``sid`` as the peer's flow-control windows allow."""
+        if self._closed:
+            raise ConnectionError("connection closed")
+        self._response_headers(sid, st)
+        view = memoryview(data)
+        while view:
+            if self._closed:
+                raise ConnectionError("connection closed")
+            if sid not in self._streams:
+                raise asyncio.CancelledError()
+            window = self._conn.local_flow_control_window(sid)
+            n = min(window, len(view), self._conn.max_outbound_frame_size)
+            if n <= 0:
+                self._window_open.clear()
+                self._flush()
+                await self._window_open.wait()
+                continue
+            self._conn.send_data(sid, bytes(view[:n]))
+            view = view[n:]
+            self._flush()
+            if not self._can_write.is_set():
+                await self._can_write.wait()
+
+    def _finish(self, sid: int, st: _Stream, code: grpc.StatusCode, details: str) -> None:
+        if self._closed or sid not in self._streams:
+            return
+        try:
+            if not st.sent_headers:
+                self._trailers_only(sid, code, details)
+                return
+            trailers = [("grpc-status", str(code.value[0]))]
+            if details:
+                trailers.append(("grpc-message", _status_message(details)))
+            self._conn.send_headers(sid, trailers, end_stream=True)
+        except h2.exceptions.ProtocolError:
+            pass
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self._conn.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    def go_away(self) -> None:
+        """Tell the client to open no new streams (running ones finish)."""
+        if not self._closed:
+            try:
+                self._conn.close_connection()
+            except h2.exceptions.ProtocolError:
+                pass
+            self._flush()
+
+    def tasks(self) -> list[asyncio.Task]:
+        return [st.task for st in self._streams.values() if st.task is not None]
+
+
+def _frame(msg: bytes) -> bytes:
+    return _PREFIX.pack(0, len(msg)) + msg
+
+
+def _host_port(address: str) -> tuple[str | None, int]:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    return (None if host in ("", "0.0.0.0") else host), int(port)
+
+
+class H2GrpcServer:
+    """Serves ``grpc.GenericRpcHandler``s like ``grpc.aio.server()``, accepting snappy too.
+
+    Usage mirrors grpc.aio: ``add_generic_rpc_handlers``, ``add_insecure_port`` (returns the
+    bound port, binding happens there), ``await start()``, ``await stop(grace)``.
+    """
+
+    def __init__(self, max_message_bytes: int = 256 << 20, max_concurrent_streams: int = 1000,
+                 window_bytes: int = 4 << 20) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.max_concurrent_streams = max_concurrent_streams
+        self.window_bytes = window_bytes
+        self._handlers: list[grpc.GenericRpcHandler] = []
+        self._connections: set[_Connection] = set()
+        self._servers: list[asyncio.base_events.Server] = []
+        self._pending: list[tuple[str | None, int]] = []
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._handlers.extend(handlers)
+
+    def lookup(self, details: _CallDetails):
+        for h in self._handlers:
+            found = h.service(details)
+            if found is not None:
+                return found
+        return None
+
+    async def bind(self, address: str) -> int:
+        """Listen on ``host:port`` (port 0 picks a free one); returns the bound port."""
+        host, port = _host_port(address)
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(lambda: _Connection(self), host, port, reuse_address=True,
+                                       start_serving=False)
+        self._servers.append(srv)
+        return srv.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        for srv in self._servers:
+            await srv.start_serving()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting; let running calls finish for up to ``grace`` seconds, then cut."""
+        for srv in self._servers:
+            srv.close()
+        for c in list(self._connections):
+            c.go_away()
+        tasks = [t for c in self._connections for t in c.tasks()]
+        if tasks and grace:
+            await asyncio.wait(tasks, timeout=grace)
+        for t in tasks:
+            t.cancel()
+        for c in list(self._connections):
+            c._close()
+        for srv in self._servers:
+            await srv.wait_closed()
+        self._servers.clear()

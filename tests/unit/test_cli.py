@@ -1,0 +1,117 @@
+"""The ``promring`` command line: Thanos's exact flag names, ``--version`` and defaults in help."""
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+
+from promring.cli import build_parser
+
+
+def _all_parsers(p: argparse.ArgumentParser, path=()):
+    yield path, p
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sp in a.choices.items():
+                yield from _all_parsers(sp, path + (name,))
+
+
+def _leaf_commands():
+    return [path for path, p in _all_parsers(build_parser())
+            if path and not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)]
+
+
+@pytest.mark.parametrize("path", [()] + _leaf_commands(), ids=lambda p: " ".join(p) or "top")
+def test_version_on_every_command(path, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([*path, "--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith("promring, version ")
+
+
+@pytest.mark.parametrize("path", _leaf_commands(), ids=" ".join)
+def test_help_shows_every_flags_default(path):
+    parser = dict(_all_parsers(build_parser()))[path]
+    text = parser.format_help()
+    entries = re.split(r"\n  (?=-)", text[text.index("\noptions:"):])
+    for a in parser._actions:
+        if a.option_strings and a.default is not argparse.SUPPRESS:
+            entry = next(e for e in entries if re.match(re.escape(a.option_strings[0]) + r"[ ,\n]", e))
+            assert "(default: " in " ".join(entry.split()), (path, a.option_strings)
+
+
+@pytest.mark.parametrize("argv", [
+    ["query", "--end=127.0.0.1:1"],                          # would have been --endpoint
+    ["store", "--objstore.config-file=a.yml", "--objstore.config-fi=x.yml"],
+    ["receive", "--receive.hashrings-f=h.json"],
+    ["tools", "bucket", "ls", "--objstore.config-f=x"],
+])
+def test_flag_prefixes_are_not_accepted(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err or "arguments are required" in err
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def test_thanos_defaults_of_the_querier_flags():
+    a = _parse("query")
+    assert (a.grpc_address, a.store_response_timeout, a.sd_interval) == ("0.0.0.0:10901", "0ms", "5m")
+    assert (a.web_route_prefix, a.web_external_prefix, a.strict_endpoints, a.sd_files) == ("", "", [], [])
+    assert _parse("receive").replica_header == "THANOS-REPLICA"
+
+
+def test_store_is_an_alias_of_endpoint_and_sd_files_of_both_names():
+    a = _parse("query", "--store", "a:1", "--endpoint=b:2", "--store=c:3", "--endpoint-strict", "d:4",
+               "--store.sd-files", "x.yml", "--endpoint.sd-files=y.json")
+    assert a.endpoints == ["a:1", "b:2", "c:3"] and a.strict_endpoints == ["d:4"]
+    assert a.sd_files == ["x.yml", "y.json"]
+
+
+def test_route_prefix_defaults_to_external_prefix():
+    from promring.cli import query_config
+    assert query_config(_parse("query", "--web.external-prefix=/thanos"), []).route_prefix == "/thanos"
+    cfg = query_config(_parse("query", "--web.external-prefix=/x", "--web.route-prefix=/y",
+                              "--store.response-timeout=1500ms", "--store.sd-interval=10s"), [])
+    assert (cfg.route_prefix, cfg.external_prefix) == ("/y", "/x")
+    assert (cfg.store_response_timeout_s, cfg.sd_interval_s) == (1.5, 10.0)
+
+
+YAML = "type: FILESYSTEM\nconfig:\n  directory: /tmp/b\n"
+
+
+@pytest.mark.parametrize("cmd", [["store"], ["receive"], ["compact"], ["tools", "bucket", "ls"]])
+def test_inline_objstore_config_is_its_own_flag(cmd, tmp_path):
+    from objstore.flags import objstore_yaml
+    a = _parse(*cmd, f"--objstore.config={YAML}")
+    assert a.objstore_config == YAML and a.objstore_config_file is None
+    assert objstore_yaml(a) == YAML
+    f = tmp_path / "b.yml"
+    f.write_text(YAML)
+    assert objstore_yaml(_parse(*cmd, "--objstore.config-file", str(f))) == YAML
+    with pytest.raises(SystemExit, match="both --objstore.config-file and --objstore.config"):
+        objstore_yaml(_parse(*cmd, "--objstore.config-file", str(f), "--objstore.config", YAML))
+
+
+@pytest.mark.parametrize("cmd", [["store"], ["compact"], ["tools", "bucket", "verify"]])
+def test_objstore_is_required_where_thanos_requires_it(cmd):
+    from objstore.flags import objstore_yaml
+    with pytest.raises(SystemExit, match="--objstore.config-file or --objstore.config is required"):
+        objstore_yaml(_parse(*cmd))
+    assert objstore_yaml(_parse("receive")) is None
+
+
+def test_inline_hashrings_make_a_router(tmp_path):
+    from promring.cli import receive_config
+    ring = '[{"endpoints": ["127.0.0.1:10901"]}]'
+    cfg = receive_config(_parse("receive", f"--receive.hashrings={ring}",
+                                "--receive.replica-header=X-Replica"), str(tmp_path), "", "")
+    assert cfg.is_router and not cfg.is_ingestor
+    assert cfg.hashrings_content == ring and cfg.hashrings_file is None
+    assert cfg.replica_header == "X-Replica"
+    assert receive_config(_parse("receive"), str(tmp_path), "", "").is_ingestor

@@ -1,0 +1,210 @@
+"""The query API against hostile parameters and slow endpoints: Prometheus's error shapes for
+every bad number, timeouts that answer at the deadline and cancel the fan-out, and an event
+loop that keeps answering ``/-/ready`` while a heavy query runs.
+
+Expected errors were taken from Debian's Prometheus 2.42 where it answers (``curl -G
+.../api/v1/query --data-urlencode timeout=bogus`` etc.); where 2.42 overflows silently and
+answers 200 with a garbage timestamp (``time=1e18``), the answer is a 400 with the same wording.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from querier.config import QueryConfig
+from querier.endpoints import HealthOptions
+from querier_cluster import BlackHole, cluster, run
+
+Q, QR = "/api/v1/query", "/api/v1/query_range"
+
+
+def bad(msg: str) -> tuple[int, dict]:
+    return 400, {"status": "error", "errorType": "bad_data", "error": msg}
+
+
+def timeout(msg: str) -> tuple[int, dict]:
+    return 503, {"status": "error", "errorType": "timeout", "error": msg}
+
+
+STEP_NEG = ('invalid parameter "step": zero or negative query resolution step widths are not '
+            "accepted. Try a positive integer")
+TOO_MANY = ("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the "
+            "query resolution (?step=XX)")
+
+CASES = [
+    # timeout: validated like Prometheus (duration or float seconds)
+    (Q, {"query": "1", "timeout": "bogus"},
+     bad('invalid parameter "timeout": cannot parse "bogus" to a valid duration')),
+    (Q, {"query": "1", "timeout": "1e300"},
+     bad('invalid parameter "timeout": cannot parse "1e300" to a valid duration. It overflows int64')),
+    (Q, {"query": "1", "timeout": "-1"}, timeout("query timed out in query queue")),
+    (Q, {"query": "1", "timeout": "NaN"}, timeout("query timed out in query queue")),
+    (QR, {"query": "1", "start": "0", "end": "10", "step": "1", "timeout": "bogus"},
+     bad('invalid parameter "timeout": cannot parse "bogus" to a valid duration')),
+    ("/api/v1/labels", {"timeout": "1.5m"},
+     bad('invalid parameter "timeout": cannot parse "1.5m" to a valid duration')),
+    # times: anything that is not an int64 millisecond timestamp
+    (Q, {"query": "1", "time": "1e18"},
+     bad('invalid parameter "time": Invalid time value for \'time\': cannot parse "1e18" to a valid timestamp')),
+    (Q, {"query": "1", "time": "NaN"},
+     bad('invalid parameter "time": Invalid time value for \'time\': cannot parse "NaN" to a valid timestamp')),
+    (Q, {"query": "1", "time": "-Inf"},
+     bad('invalid parameter "time": Invalid time value for \'time\': cannot parse "-Inf" to a valid timestamp')),
+    (Q, {"query": "1", "time": "2020-01-01"},
+     bad('invalid parameter "time": Invalid time value for \'time\': cannot parse "2020-01-01" to a valid timestamp')),
+    (QR, {"query": "1", "start": "0", "end": "1e300", "step": "1e290"},
+     bad('invalid parameter "end": cannot parse "1e300" to a valid timestamp')),
+    (QR, {"query": "1", "start": "", "end": "0", "step": "1"},
+     bad('invalid parameter "start": cannot parse "" to a valid timestamp')),
+    (QR, {"query": "1", "start": "100", "end": "0", "step": "1"},
+     bad('invalid parameter "end": end timestamp must not be before start time')),
+    ("/api/v1/series", {"match[]": "up", "start": "-1e300"},
+     bad('invalid parameter "start": Invalid time value for \'start\': cannot parse "-1e300" to a valid timestamp')),
+    ("/api/v1/label/job/values", {"end": "1e19"},
+     bad('invalid parameter "end": Invalid time value for \'end\': cannot parse "1e19" to a valid timestamp')),
+    # step
+    (QR, {"query": "1", "start": "0", "end": "100", "step": "0"}, bad(STEP_NEG)),
+    (QR, {"query": "1", "start": "0", "end": "100", "step": "-1"}, bad(STEP_NEG)),
+    (QR, {"query": "1", "start": "0", "end": "100", "step": "NaN"}, bad(STEP_NEG)),
+    (QR, {"query": "1", "start": "0", "end": "100", "step": "Inf"},
+     bad('invalid parameter "step": cannot parse "Inf" to a valid duration. It overflows int64')),
+    (QR, {"query": "1", "start": "0", "end": "100", "step": "1e300"},
+     bad('invalid parameter "step": cannot parse "1e300" to a valid duration. It overflows int64')),
+    (QR, {"query": "1", "start": "0", "end": "100", "step": "bogus"},
+     bad('invalid parameter "step": cannot parse "bogus" to a valid duration')),
+    (QR, {"query": "1", "start": "0", "end": "100000", "step": "1"}, bad(TOO_MANY)),
+    (QR, {"query": "1", "start": "0", "end": "100", "step": "1e-6"}, bad(TOO_MANY)),
+    (QR, {"query": "1", "start": "-9e15", "end": "9e15", "step": "1000000h"}, bad(TOO_MANY)),
+    # limit (Prometheus >= 2.49 and Thanos) and Thanos's boolean parameters
+    (Q, {"query": "1", "limit": "-1"}, bad('invalid parameter "limit": limit must be non-negative')),
+    ("/api/v1/series", {"match[]": "up", "limit": "abc"},
+     bad('invalid parameter "limit": strconv.Atoi: parsing "abc": invalid syntax')),
+    ("/api/v1/labels", {"limit": "99999999999999999999"},
+     bad('invalid parameter "limit": strconv.Atoi: parsing "99999999999999999999": value out of range')),
+    (Q, {"query": "1", "partial_response": "maybe"},
+     bad("'partial_response' parameter: strconv.ParseBool: parsing \"maybe\": invalid syntax")),
+    (Q, {"query": "1", "dedup": "yes"},
+     bad("'dedup' parameter: strconv.ParseBool: parsing \"yes\": invalid syntax")),
+]
+
+
+def test_numeric_parameters_get_prometheus_400s(tmp_path):
+    async def go():
+        async with cluster(tmp_path) as c:
+            for path, params, want in CASES:
+                assert await c.get(path, **params) == want, (path, params)
+                if "/label/" not in path:  # label values are GET only, as in Prometheus
+                    assert await c.post(path, **params) == want, (path, params)
+            # The extremes that are valid still answer (no overflow further down).
+            for t in ("9.2e15", "-9.2e15"):
+                status, body = await c.get(Q, query="up offset -1000y", time=t)
+                assert status == 200, body
+            status, body = await c.get(QR, query="1", start="0", end="0.01", step="1e-6")
+            assert status == 200 and len(body["data"]["result"][0]["values"]) == 11, body
+            # Client libraries' "no bound" spellings of Prometheus's min and max time.
+            status, body = await c.get("/api/v1/series", **{
+                "match[]": "up", "start": "-292273086-05-16T16:47:06Z",
+                "end": "292277025-08-18T07:12:54.999999999Z"})
+            assert status == 200, body
+    run(go())
+
+
+def test_overflow_anywhere_in_a_query_is_a_400_not_a_422_or_500(tmp_path):
+    """Whatever raises OverflowError/ValueError while evaluating (here an @ time past int64
+    milliseconds) is the user's bad input: 400 bad_data, never "Python int too large"."""
+    async def go():
+        async with cluster(tmp_path) as c:
+            for q in ("up @ 9223372036854775", "rate(up[5m] @ 9223372036854775)"):
+                status, body = await c.get(Q, query=q, time="9.2e15")
+                assert (status, body["errorType"]) == (400, "bad_data"), body
+                assert "Python int" not in body["error"], body
+    run(go())
+
+
+def test_limit_truncates_with_a_warning(tmp_path):
+    async def go():
+        async with cluster(tmp_path) as c:
+            now = int(time.time()) * 1000
+            await c.push([((("__name__", "lim"), ("i", str(i))), [now], [1.0]) for i in range(5)])
+            status, body = await c.get(Q, query="lim", time=str(now / 1000), limit="2")
+            assert status == 200 and len(body["data"]["result"]) == 2, body
+            assert body["warnings"] == ["results truncated due to limit"]
+            status, body = await c.get("/api/v1/label/i/values", limit="3")
+            assert body["data"] == ["0", "1", "2"] and body["warnings"], body
+            status, body = await c.get("/api/v1/series", **{"match[]": "lim", "limit": "4"})
+            assert len(body["data"]) == 4 and body["warnings"], body
+            status, body = await c.get("/api/v1/series", **{"match[]": "lim", "limit": "0"})
+            assert len(body["data"]) == 5 and "warnings" not in body, body
+    run(go())
+
+
+def test_timeouts_answer_at_the_deadline_and_cancel_the_fanout(tmp_path):
+    """An endpoint that accepts connections and never answers: the ``timeout`` parameter and
+    ``--query.timeout`` both end every API call with Prometheus's timeout error, and the query
+    slot is free again at once (with one slot, the next query is not stuck in the queue)."""
+    hole = BlackHole()
+    cfg = QueryConfig(timeout_s=1.5, max_concurrent=1)
+    # Health checks must not take the black hole out of the queries during this test.
+    health = HealthOptions(info_timeout_s=300.0)
+
+    async def go():
+        async with cluster(tmp_path, cfg, extra_endpoints=(hole.address,), health=health) as c:
+            for _ in range(3):
+                assert await c.get(Q, query="up", timeout="0.3") == timeout(
+                    "query timed out in expression evaluation")
+            assert await c.get(QR, query="up", start="0", end="100", step="1", timeout="300ms") == \
+                timeout("query timed out in expression evaluation")
+            # No parameter, or a longer one: --query.timeout (1.5 s) applies.
+            assert await c.get(Q, query="up") == timeout("query timed out in expression evaluation")
+            assert await c.post(Q, query="up", timeout="1h") == timeout(
+                "query timed out in expression evaluation")
+            for path, params in (("/api/v1/series", {"match[]": "up"}), ("/api/v1/labels", {}),
+                                 ("/api/v1/label/job/values", {})):
+                assert await c.get(path, timeout="0.3", **params) == timeout(
+                    "context deadline exceeded"), path
+            # The endpoint is still hung, yet nothing of those requests keeps a slot.
+            assert await c.get(Q, query="up", timeout="0.3") == timeout(
+                "query timed out in expression evaluation")
+    try:
+        run(go())
+    finally:
+        hole.close()
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
+
+
+def test_ready_answers_while_a_heavy_query_runs(tmp_path):
+    """A range query over 40 series x 7,200 steps (~290k points of JSON) runs while
+    ``/-/ready`` and ``/-/healthy`` are probed back to back; every probe must answer within a
+    bounded wait (the encoding of the result happens in the worker, not on the event loop)."""
+    async def go():
+        async with cluster(tmp_path, QueryConfig(timeout_s=120)) as c:
+            now = int(time.time()) * 1000
+            ts = np.arange(now - 3_600_000, now, 15_000)
+            rng = np.random.default_rng(1)
+            await c.push([((("__name__", "heavy"), ("s", str(k))), ts, rng.random(len(ts)))
+                          for k in range(40)])
+            heavy = asyncio.ensure_future(c.get(
+                QR, query="heavy", start=str(now / 1000 - 3600), end=str(now / 1000), step="0.5"))
+            latencies: list[float] = []
+            while not heavy.done():
+                for path in ("/-/ready", "/-/healthy"):
+                    t0 = time.perf_counter()
+                    async with c.http.get(c.base + path, timeout=5) as r:  # bounded wait
+                        assert r.status == 200
+                    latencies.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.005)
+            status, body = heavy.result()
+            assert status == 200 and len(body["data"]["result"]) == 40
+            assert len(latencies) >= 10, "the probes should run while the query runs"
+            print(f"/-/ready+/-/healthy during a heavy query: n={len(latencies)} "
+                  f"p50={_percentile(latencies, 0.5) * 1000:.1f}ms "
+                  f"p99={_percentile(latencies, 0.99) * 1000:.1f}ms")
+    run(go())
