@@ -22,11 +22,10 @@ from storeapi import prompb_pb2
 NOW_MS = 1_700_000_000_000
 I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 
-# The write-path fuzz run avoids the three known write-core issues of issue 10 (invalid UTF-8
+# True makes the write-path fuzz run avoid the write-core issues of issue 10 (invalid UTF-8
 # label values, timestamps far from now, one series switching between float and native
-# histogram samples): they are fixed on branch write-core and kept as strict-xfail regression
-# cases in test_known_crashers.py. Set to False once write-core is merged.
-EXCLUDE_KNOWN_WRITE_CORE_ISSUES = True
+# histogram samples) while they are open; they are fixed and kept in test_known_crashers.py.
+EXCLUDE_KNOWN_WRITE_CORE_ISSUES = False
 
 
 @dataclass(frozen=True)

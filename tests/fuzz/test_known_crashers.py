@@ -1,15 +1,13 @@
 """Crashers the write-path fuzzer found, kept as explicit regression cases.
 
-The three below are the known write-core issues of issue 10 (invalid UTF-8 label values,
-extreme timestamps, float/native-histogram type changes). They are fixed on branch write-core;
-until it is merged they are strict xfails, and ``bodies.EXCLUDE_KNOWN_WRITE_CORE_ISSUES`` keeps
-the bounded fuzz run from drawing them. Once merged: drop the marks and flip that switch."""
+The first three are the write-core issues of issue 10 the fuzzer hit at once (invalid UTF-8
+label values, an int64-max timestamp, float/native-histogram type changes on one series):
+each broke a restart or a shutdown, and each is fixed (branch write-core)."""
 from __future__ import annotations
 
 import subprocess
 
 import cramjam
-import pytest
 import requests
 
 from harness import receive_process
@@ -20,7 +18,6 @@ from .bodies import ld
 NOW_MS = 1_700_000_000_000
 HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
            "X-Prometheus-Remote-Write-Version": "0.1.0"}
-WRITE_CORE = pytest.mark.xfail(strict=True, reason="fixed on branch write-core")
 
 
 def _series(labels: list[tuple[bytes, bytes]], samples=(), hists=()) -> bytes:
@@ -50,7 +47,6 @@ def _hist(t: int) -> bytes:
                                 timestamp=t).SerializeToString()
 
 
-@WRITE_CORE
 def test_invalid_utf8_label_value_is_4xx_and_restart_works(tmp_path, procs):
     ing = receive_process(tmp_path, "ing").start()
     procs.append(ing)
@@ -61,7 +57,6 @@ def test_invalid_utf8_label_value_is_4xx_and_restart_works(tmp_path, procs):
     assert all(400 <= c < 500 for c in codes), codes
 
 
-@WRITE_CORE
 def test_int64_max_timestamp_does_not_hang_shutdown(tmp_path, procs):
     ing = receive_process(tmp_path, "ing").start()
     procs.append(ing)
@@ -70,7 +65,6 @@ def test_int64_max_timestamp_does_not_hang_shutdown(tmp_path, procs):
     assert _stop_within(ing, 20) == 0
 
 
-@WRITE_CORE
 def test_float_histogram_float_on_one_series_still_flushes(tmp_path, procs):
     ing = receive_process(tmp_path, "ing").start()
     procs.append(ing)
