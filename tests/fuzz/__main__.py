@@ -68,8 +68,9 @@ def run_write_path(n: int, safe: bool) -> int:
             target.post(body)
         except requests.RequestException:
             stats["hangs"] += 1
-        if stats["bodies"] % 1000 == 0:
-            print(f"  {stats['bodies']} bodies, codes {dict(sorted(target.codes.items()))}, "
+        if stats["bodies"] % 500 == 0:
+            print(f"  {stats['bodies']} bodies, hangs {stats['hangs']}, crashes "
+                  f"{stats['crashes']}, codes {dict(sorted(target.codes.items()))}, "
                   f"RSS {target.rss_kib() // 1024} MiB", flush=True)
 
     try:
