@@ -511,21 +511,21 @@ class TenantTSDB:
         await self.wal.sync()
 
     def reopen_wal(self) -> None:
-        """A fresh WAL writer after a storage failure, starting with every live series.
+        """A fresh WAL writer after a storage failure, starting from a checkpoint of the
+        whole head.
 
-        A write that failed half way may have created series in the head whose record never
-        reached the WAL; logging all of them first keeps every later sample replayable (a
-        series logged twice replays as one)."""
+        A write that failed half way (answered 503) may have put series and samples in the
+        head that never reached the WAL; without them a later sample could name a series the
+        WAL does not define, and a retried batch would be "out of order" yet not durable. The
+        checkpoint makes the WAL hold exactly what the head holds."""
         cfg = self.wal.cfg
         try:
             self.wal.close()
         except OSError:
             pass  # the failed writer's state is unknown; the new one cuts any torn tail
         self.wal = WAL(cfg)
-        refs = self.head.live_refs()
-        if refs:
-            self.wal.log(SeriesRecord(np.array(refs, dtype=np.int64), [self.head.key(r) for r in refs]),
-                         None)
+        if self.head.num_series:
+            self._checkpoint(int(np.iinfo(np.int64).min))
 
     def close(self) -> None:
         self.wal.close()

@@ -7,6 +7,7 @@ up (ENOSPC), and the data dir replaced by a regular file (ENOTDIR)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -53,9 +54,12 @@ def _check_unhealthy_then_recovers(proc, heal, tenant: str) -> None:
     _wait(lambda: _ready(proc) == 200, "ready again")
     assert _write(proc, "after", T + 20_000, tenant).status_code == 200
     assert _write(proc, "after", T + 21_000, "new-tenant").status_code == 200
-    # What was acknowledged replays: the process starts again after kill -9.
+    # What was acknowledged replays: the process starts again after kill -9 and restores at
+    # least the 3 acknowledged writes of 40 samples each.
     proc.kill9()
     proc.start()
+    replayed = [ln for ln in proc.log_text().splitlines() if "WAL replay done" in ln][-1]
+    assert int(re.search(r"samples=(\d+)", replayed).group(1)) >= 120, replayed
     assert _write(proc, "after", T + 22_000, tenant).status_code == 200
 
 
