@@ -94,7 +94,8 @@ def _routing_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--receive.hashrings-algorithm", dest="hashrings_algorithm", default="hashmod",
                    choices=["hashmod", "ketama"])
     p.add_argument("--receive.hashrings-file-refresh-interval", dest="hashrings_refresh",
-                   default="1s", help="How often the hashrings and limits files are checked.")
+                   default="5m", help="Full re-read interval of the hashrings and limits files "
+                                      "(changes are picked up within a second anyway).")
     p.add_argument("--receive.replication-factor", dest="replication_factor", type=int, default=1)
     p.add_argument("--receive.replica-header", dest="replica_header", default="THANOS-REPLICA",
                    help="HTTP header carrying the replica number of an already replicated write.")
@@ -102,6 +103,8 @@ def _routing_flags(p: argparse.ArgumentParser) -> None:
                    help="This receiver's address in the hashring: router+ingestor mode.")
     p.add_argument("--receive-forward-timeout", dest="forward_timeout", default="5s",
                    help="Timeout of one forwarded write to an ingestor.")
+    p.add_argument("--receive.grpc-compression", dest="grpc_compression", default="snappy",
+                   choices=["snappy", "none"], help="Compression of forwarded writes (gRPC).")
 
 
 def _query_flags(p: argparse.ArgumentParser) -> None:
@@ -142,6 +145,13 @@ def _query_endpoint_flags(p: argparse.ArgumentParser) -> None:
                                     "(repeatable). Re-read when they change.")
     p.add_argument("--store.sd-interval", dest="sd_interval", default="5m",
                    help="Full re-read interval of the file SD files (changes apply sooner).")
+    p.add_argument("--endpoint.sd-config-file", dest="endpoint_sd_config_file", default="",
+                   help="Thanos's endpoint config YAML (endpoints: [{address, strict, group}]), "
+                        "re-read when it changes.")
+    p.add_argument("--endpoint.sd-config", dest="endpoint_sd_config", default="",
+                   help="Alternative to --endpoint.sd-config-file: the YAML itself.")
+    p.add_argument("--endpoint.sd-config-reload-interval", dest="endpoint_sd_config_interval",
+                   default="5m", help="Full re-read interval of the endpoint config file.")
     p.add_argument("--store.response-timeout", dest="store_response_timeout", default="0ms",
                    help="A store not answering within this is dropped from the query (a partial "
                         "response when allowed). 0 disables.")
@@ -181,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_objstore_flags(st, required=True)
     st.add_argument("--grpc-address", default="0.0.0.0:10901")
     st.add_argument("--http-address", default="0.0.0.0:10902")
-    st.add_argument("--sync-block-duration", dest="sync_block_duration", default="3m",
+    st.add_argument("--sync-block-duration", dest="sync_block_duration", default="15m",
                     help="How often the bucket is scanned for new and deleted blocks.")
 
     t = sub.add_parser("tools", help="Utilities.")
@@ -228,6 +238,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         tenant_label_name=a.tenant_label_name, max_request_bytes=parse_bytes(a.max_request_size),
         wal_fsync=a.wal_fsync, chunk_range_ms=parse_duration_ms(a.min_block_duration),
         limits_file=Path(a.limits_file) if a.limits_file else None,
+        replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
         **_routing_config(a))
 
@@ -238,11 +249,12 @@ def _routing_config(a: argparse.Namespace) -> dict:
     if a.replication_factor < 1:
         raise SystemExit("--receive.replication-factor must be at least 1")
     return dict(hashrings_file=Path(a.hashrings_file) if a.hashrings_file else None,
-                hashrings_content=a.hashrings_content, replica_header=a.replica_header,
+                hashrings_content=a.hashrings_content,
                 hashrings_algorithm=a.hashrings_algorithm,
                 hashrings_refresh_s=parse_duration_ms(a.hashrings_refresh) / 1000,
                 replication_factor=a.replication_factor, local_endpoint=a.local_endpoint,
-                forward_timeout_s=parse_duration_ms(a.forward_timeout) / 1000)
+                forward_timeout_s=parse_duration_ms(a.forward_timeout) / 1000,
+                grpc_compression=a.grpc_compression)
 
 
 def query_config(a: argparse.Namespace, endpoints: list[str]):
@@ -273,8 +285,18 @@ def _query_endpoint_config(a: argparse.Namespace) -> dict:
     """QueryConfig fields of _query_endpoint_flags (``promring up`` has none of them)."""
     if not hasattr(a, "strict_endpoints"):
         return {}
+    if a.endpoint_sd_config_file and a.endpoint_sd_config:
+        raise SystemExit("both --endpoint.sd-config-file and --endpoint.sd-config flags set.")
+    if a.endpoint_sd_config:
+        from querier.filesd import FileSDError, parse_endpoint_config
+        try:
+            parse_endpoint_config(a.endpoint_sd_config, "--endpoint.sd-config")
+        except FileSDError as e:
+            raise SystemExit(str(e)) from None
     return dict(strict_endpoints=list(a.strict_endpoints), sd_files=list(a.sd_files),
                 sd_interval_s=parse_duration_ms(a.sd_interval) / 1000,
+                endpoint_config_file=a.endpoint_sd_config_file, endpoint_config=a.endpoint_sd_config,
+                endpoint_config_interval_s=parse_duration_ms(a.endpoint_sd_config_interval) / 1000,
                 store_response_timeout_s=parse_duration_ms(a.store_response_timeout) / 1000,
                 external_prefix=a.web_external_prefix,
                 route_prefix=a.web_route_prefix or a.web_external_prefix,
@@ -387,8 +409,12 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(a.log_level, a.log_format)
     raise_open_files_limit()
     if a.command == "receive":
+        from receiver.hashring import HashringConfigError
         from receiver.server import Receiver
-        comps = [Receiver(receive_config(a, a.tsdb_path, a.http_address, a.grpc_address))]
+        try:
+            comps = [Receiver(receive_config(a, a.tsdb_path, a.http_address, a.grpc_address))]
+        except HashringConfigError as e:  # refused at start, as Thanos does
+            raise SystemExit(f"invalid hashrings configuration: {e}") from None
     elif a.command == "query":
         from querier.server import Querier
         comps = [Querier(_or_exit(query_config, a, a.endpoints))]

@@ -28,6 +28,7 @@ VERSION = "0.1.0"
 MAX_POINTS = 11000
 
 TRUNCATED = "results truncated due to limit"
+CHUNK_BYTES = 1 << 20
 DEADLINE_MSG = "context deadline exceeded"  # what Go's metadata calls fail with
 
 _STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "canceled": 503, "internal": 500}
@@ -76,23 +77,70 @@ def truncate(res: QueryResult, limit: int) -> QueryResult:
     return res
 
 
-def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int) -> bytes:
+def json_chunks(payload: dict, items: list, marker: bytes) -> list[bytes]:
+    """``orjson.dumps`` of ``payload`` with ``items`` where it has the empty list at ``marker``
+    (e.g. ``"result":[]``), in pieces of about CHUNK_BYTES. One dumps (or join) of tens of MB
+    holds the GIL for all of it, and the event loop waits that long."""
+    head, _, tail = orjson.dumps(payload).partition(marker)
+    if len(items) < 2:
+        return [head + marker[:-1] + orjson.dumps(items)[1:] + tail]
+    chunks: list[bytes] = []
+    cur, size = [head, marker[:-1]], 0
+    for i, item in enumerate(items):
+        piece = orjson.dumps(item)
+        cur.append(b"," + piece if i else piece)
+        size += len(piece)
+        if size >= CHUNK_BYTES:
+            chunks.append(b"".join(cur))
+            cur, size = [], 0
+    cur.append(b"]" + tail)
+    chunks.append(b"".join(cur))
+    return chunks
+
+
+def result_chunks(payload: dict) -> list[bytes]:
+    result = payload["data"]["result"]
+    if not isinstance(result, list):
+        return [orjson.dumps(payload)]
+    return json_chunks({**payload, "data": {**payload["data"], "result": []}}, result,
+                       b'"result":[]')
+
+
+def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int) -> list[bytes]:
     """The whole of a query that costs CPU, in a worker thread: evaluation and JSON encoding."""
     res = run(engine, queryable)
     for w in queryable.warnings:
         if w not in res.warnings:
             res.warnings.append(w)
-    return orjson.dumps(result_payload(truncate(res, limit)))
+    return result_chunks(result_payload(truncate(res, limit)))
 
 
-def metadata_to_json(data: list, limit: int, warnings: list[str]) -> bytes:
+async def send_chunks(request: web.Request, chunks: list[bytes]) -> web.StreamResponse:
+    """The body piece by piece (a HEAD answer has none: aiohttp's Response knows that)."""
+    if len(chunks) == 1 or request.method == "HEAD":
+        return web.Response(body=b"".join(chunks), content_type="application/json")
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    resp.content_length = sum(map(len, chunks))
+    await resp.prepare(request)
+    for c in chunks:
+        await resp.write(c)
+    await resp.write_eof()
+    return resp
+
+
+def metadata_to_json(data: list, limit: int, warnings: list[str]) -> list[bytes]:
     if limit and len(data) > limit:
         data = data[:limit]
         warnings = warnings + [TRUNCATED]
-    return orjson.dumps(_with_warnings({"status": "success", "data": data}, warnings))
+    return json_chunks(_with_warnings({"status": "success", "data": []}, warnings), data,
+                       b'"data":[]')
 
 
-def series_to_json(results: list, limit: int, warnings: list[str]) -> bytes:
+def labels_to_json(results: list[list[str]], limit: int, warnings: list[str]) -> list[bytes]:
+    return metadata_to_json(sorted(set().union(*results)), limit, warnings)
+
+
+def series_to_json(results: list, limit: int, warnings: list[str]) -> list[bytes]:
     seen: dict = {}
     for raw in results:
         for s in raw:
@@ -114,9 +162,14 @@ class QueryAPI:
         # went out: --query.max-concurrent bounds the work running, not just the requests.
         self._slots = asyncio.Semaphore(cfg.max_concurrent)
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent, thread_name_prefix="query")
+        self._running: set[FanoutQueryable] = set()
 
     def close(self) -> None:
+        """Stop taking queries; running ones fail at their next store call, so the process
+        does not wait on them at exit."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for q in list(self._running):
+            q.cancel()
 
     def register(self, app: web.Application) -> None:
         app.middlewares.append(self._instrument)
@@ -130,11 +183,15 @@ class QueryAPI:
         r.add_get("/api/v1/metadata", self.empty_dict)
         r.add_get("/api/v1/rules", self.rules)
         r.add_get("/api/v1/alerts", self.alerts)
+        r.add_get("/api/v1/stores", self.endpoints)
 
     @web.middleware
     async def _instrument(self, request: web.Request, handler) -> web.StreamResponse:
         t0 = time.perf_counter()
-        resp = await handler(request)
+        try:
+            resp = await handler(request)
+        except BadParam as e:
+            resp = error_response("bad_data", str(e))
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "other"
         self.requests.labels(name, str(resp.status)).inc()
@@ -147,7 +204,10 @@ class QueryAPI:
         for k, v in request.query.items():
             params.setdefault(k, []).append(v)
         if request.method == "POST":
-            form = await request.post()
+            try:
+                form = await request.post()
+            except (ValueError, UnicodeDecodeError) as e:  # as Prometheus's r.ParseForm()
+                raise BadParam(f"error parsing form values: {e}") from None
             for k, v in form.items():
                 params.setdefault(k, []).append(str(v))
         return params
@@ -174,8 +234,8 @@ class QueryAPI:
         return SelectOptions(replica_labels=replicas, dedup_func=self.cfg.dedup_func,
                              partial_response=partial, extra_matchers=extra)
 
-    async def _evaluate(self, run, timeout_s: float, opts: SelectOptions, eopts: EngineOptions,
-                        limit: int) -> web.Response:
+    async def _evaluate(self, request: web.Request, run, timeout_s: float, opts: SelectOptions,
+                        eopts: EngineOptions, limit: int) -> web.StreamResponse:
         """Run ``run(engine, queryable)`` in a worker within ``timeout_s``: at the deadline the
         answer is Prometheus's timeout error whether or not the worker has stopped yet."""
         loop = asyncio.get_running_loop()
@@ -192,7 +252,12 @@ class QueryAPI:
         except RuntimeError:  # the pool is shut down: the server is stopping
             self._slots.release()
             return error_response("canceled", "query was canceled in query queue")
-        work.add_done_callback(lambda _: self._slots.release())
+        self._running.add(queryable)
+
+        def done(_) -> None:
+            self._running.discard(queryable)
+            self._slots.release()
+        work.add_done_callback(done)
         try:
             body = await asyncio.wait_for(asyncio.shield(work), timeout=max(left, 0.0))
         except TimeoutError:
@@ -213,7 +278,7 @@ class QueryAPI:
         except Exception as e:  # an engine bug must not become a 5xx for the user's query
             log.exception("query evaluation failed")
             return error_response("execution", str(e))
-        return web.Response(body=body, content_type="application/json")
+        return await send_chunks(request, body)
 
     async def query(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -226,8 +291,8 @@ class QueryAPI:
             opts, eopts = self._resolution(p, self._options(request, p), None)
         except BadParam as e:
             return error_response("bad_data", str(e))
-        return await self._evaluate(lambda engine, qa: engine.instant(qa, q, t), timeout_s,
-                                    opts, eopts, limit)
+        return await self._evaluate(request, lambda engine, qa: engine.instant(qa, q, t),
+                                    timeout_s, opts, eopts, limit)
 
     async def query_range(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -250,7 +315,7 @@ class QueryAPI:
             opts, eopts = self._resolution(p, self._options(request, p), step)
         except BadParam as e:
             return error_response("bad_data", str(e))
-        return await self._evaluate(lambda engine, qa: engine.range(qa, q, start, end, step),
+        return await self._evaluate(request, lambda engine, qa: engine.range(qa, q, start, end, step),
                                     timeout_s, opts, eopts, limit)
 
     def _resolution(self, p: dict, opts: SelectOptions, step_ms: int | None
@@ -297,8 +362,8 @@ class QueryAPI:
             return error_response("timeout", DEADLINE_MSG)
         except StoreUnavailable as e:
             return error_response("execution", str(e))
-        body = await asyncio.to_thread(series_to_json, results, limit, warnings)
-        return web.Response(body=body, content_type="application/json")
+        return await send_chunks(request, await asyncio.to_thread(
+            series_to_json, results, limit, warnings))
 
     async def labels(self, request: web.Request) -> web.Response:
         return await self._label_query(request, lambda mint, maxt, ms, opts, warnings: (
@@ -326,9 +391,13 @@ class QueryAPI:
             return error_response("timeout", DEADLINE_MSG)
         except StoreUnavailable as e:
             return error_response("execution", str(e))
-        body = await asyncio.to_thread(metadata_to_json, sorted(set().union(*results)), limit,
-                                       warnings)
-        return web.Response(body=body, content_type="application/json")
+        return await send_chunks(request, await asyncio.to_thread(
+            labels_to_json, results, limit, warnings))
+
+    async def endpoints(self, _: web.Request) -> web.Response:
+        """Thanos's ``/api/v1/stores``: every endpoint by component type, with its last check
+        and error (``unknown`` before its first successful Info)."""
+        return _json({"status": "success", "data": self.stores.health.by_component()})
 
     async def buildinfo(self, _: web.Request) -> web.Response:
         return _json({"status": "success", "data": {

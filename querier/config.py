@@ -27,6 +27,9 @@ class QueryConfig:
     strict_endpoints: list[str] = field(default_factory=list)  # --endpoint-strict
     sd_files: list[str] = field(default_factory=list)          # --store.sd-files (globs)
     sd_interval_s: float = 300.0                               # --store.sd-interval
+    endpoint_config_file: str = ""                             # --endpoint.sd-config-file
+    endpoint_config: str = ""                                  # --endpoint.sd-config (inline)
+    endpoint_config_interval_s: float = 300.0   # --endpoint.sd-config-reload-interval
     store_response_timeout_s: float = 0.0                      # 0: no per-store timeout
     external_prefix: str = ""                                  # --web.external-prefix
     route_prefix: str = ""                                     # --web.route-prefix (API root)

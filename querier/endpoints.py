@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -33,7 +34,7 @@ class HealthOptions:
     healthy_interval_s: float = 5.0
     backoff_min_s: float = 0.5
     backoff_max_s: float = 10.0
-    info_timeout_s: float = 2.0
+    info_timeout_s: float = 5.0     # Thanos's --endpoint.info-timeout
     tick_s: float = 0.25
 
 
@@ -119,13 +120,21 @@ class EndpointHealth:
             self._task = None
 
     async def _loop(self) -> None:
+        """Each due endpoint is checked in its own task, so a hung one delays no other."""
         loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            due = [c for c in self.clients if self.status[c.address].next_check <= now]
-            if due:
-                await asyncio.gather(*(self.check(c) for c in due))
-            await asyncio.sleep(self.opts.tick_s)
+        checking: dict[str, asyncio.Task] = {}
+        try:
+            while True:
+                now = loop.time()
+                for c in self.clients:
+                    if c.address not in checking and self.status[c.address].next_check <= now:
+                        t = loop.create_task(self.check(c))
+                        checking[c.address] = t
+                        t.add_done_callback(lambda _, a=c.address: checking.pop(a, None))
+                await asyncio.sleep(self.opts.tick_s)
+        finally:
+            for t in list(checking.values()):
+                t.cancel()
 
     async def check(self, c: StoreClient) -> None:
         """One Info call; its outcome sets the endpoint's state and its next check."""
@@ -145,7 +154,9 @@ class EndpointHealth:
         self.mark_up(c.address, Info(lo, hi, list(i.label_sets), i.component_type.lower()))
 
     def mark_up(self, address: str, info: Info | None = None) -> None:
-        st = self.status[address]
+        st = self.status.get(address)
+        if st is None:  # dropped by file SD while its check ran
+            return
         st.last_check, st.last_error, st.failures = time.time(), "", 0
         st.next_check = asyncio.get_running_loop().time() + self.opts.healthy_interval_s
         if info is not None:
@@ -157,7 +168,9 @@ class EndpointHealth:
                 "extLset": label_sets_string(st.info.label_sets) if st.info else ""})
 
     def mark_down(self, address: str, err: BaseException) -> None:
-        st = self.status[address]
+        st = self.status.get(address)
+        if st is None:
+            return
         st.last_check, st.last_error = time.time(), describe_error(err)
         st.failures += 1
         backoff = min(self.opts.backoff_min_s * 2 ** (st.failures - 1), self.opts.backoff_max_s)
@@ -169,6 +182,21 @@ class EndpointHealth:
 
     def is_down(self, address: str) -> bool:
         return self.status[address].up is False
+
+    def by_component(self) -> dict[str, list[dict]]:
+        """Each endpoint's state in the shape of Thanos's ``/api/v1/stores``."""
+        out: dict[str, list[dict]] = {}
+        for st in self.status.values():
+            info = st.info
+            out.setdefault(info.component if info and info.component else "unknown", []).append({
+                "name": st.address,
+                "lastCheck": (datetime.fromtimestamp(st.last_check, timezone.utc).isoformat()
+                              .replace("+00:00", "Z") if st.last_check else None),
+                "lastError": st.last_error or None,
+                "labelSets": [dict(ls) for ls in info.label_sets] if info else [],
+                "minTime": info.min_time if info else 0,
+                "maxTime": info.max_time if info else 0})
+        return out
 
     def healthy(self) -> Iterator[EndpointStatus]:
         return (st for st in self.status.values() if st.up)

@@ -1,9 +1,10 @@
-"""File service discovery of StoreAPI endpoints (``--store.sd-files``), Prometheus's file_sd
-format as Thanos reads it: each file (``*.json``, ``*.yml``/``*.yaml``) holds a list of
-``{targets: ["host:port", ...], labels: {...}}`` groups; paths may be globs.
+"""File service discovery of StoreAPI endpoints: ``--store.sd-files`` and Thanos's
+``--endpoint.sd-config-file``.
 
+A file_sd file (``*.json``, ``*.yml``/``*.yaml``; paths may be globs) holds a list of
+``{targets: ["host:port", ...], labels: {...}}`` groups, as Prometheus and Thanos read it.
 Files are checked for changes every second (Thanos watches them) and re-read in full every
-``--store.sd-interval``; a file that cannot be read or parsed keeps its previous targets.
+interval; a file that cannot be read or parsed keeps its previous targets.
 """
 from __future__ import annotations
 
@@ -48,18 +49,49 @@ def parse_file_sd(text: str, path: str) -> list[str]:
     return out
 
 
+def parse_endpoint_config(text: str, path: str) -> list[str]:
+    """Thanos's ``--endpoint.sd-config`` YAML: ``endpoints: [{address, strict, group}, ...]``
+    (every endpoint here is asked whatever its health, so ``strict`` and ``group`` need no
+    special handling; TLS client settings are not supported)."""
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise FileSDError(f"{path}: {e}") from None
+    if cfg is None:
+        return []
+    eps = cfg.get("endpoints") if isinstance(cfg, dict) else None
+    if eps is None:
+        eps = []
+    if not isinstance(eps, list):
+        raise FileSDError(f"{path}: endpoints must be a list")
+    out = []
+    for e in eps:
+        addr = e.get("address") if isinstance(e, dict) else None
+        if not isinstance(addr, str) or not addr:
+            raise FileSDError(f"{path}: every endpoint needs an address")
+        if ((e.get("client_config") or {}).get("tls_config") or {}).get("enabled"):
+            raise FileSDError(f"{path}: {addr}: TLS client settings are not supported")
+        out.append(addr)
+    return out
+
+
 class FileSD:
     """The union of targets of every file the patterns match."""
 
-    def __init__(self, patterns: Sequence[str], interval_s: float = 300.0) -> None:
+    def __init__(self, patterns: Sequence[str], interval_s: float = 300.0,
+                 parse: Callable[[str, str], list[str]] = parse_file_sd,
+                 any_extension: bool = False) -> None:
         self.patterns = list(patterns)
         self.interval_s = interval_s
+        self.parse = parse
+        self.any_extension = any_extension
         self._by_file: dict[str, list[str]] = {}
         self._stamp: tuple = ()
 
     def _files(self) -> list[str]:
         return sorted({p for pat in self.patterns for p in glob.glob(pat)
-                       if os.path.splitext(p)[1] in (".json", ".yml", ".yaml")})
+                       if self.any_extension
+                       or os.path.splitext(p)[1] in (".json", ".yml", ".yaml")})
 
     def _stat(self, files: list[str]) -> tuple:
         out = []
@@ -83,7 +115,7 @@ class FileSD:
             try:
                 if os.path.getsize(f) > MAX_FILE_BYTES:
                     raise FileSDError(f"{f}: larger than {MAX_FILE_BYTES} bytes")
-                by_file[f] = parse_file_sd(Path(f).read_text(), f)
+                by_file[f] = self.parse(Path(f).read_text(), f)
             except (OSError, UnicodeDecodeError, FileSDError) as e:
                 log.error("file SD: keeping previous targets", extra={"file": f, "err": str(e)})
                 by_file[f] = self._by_file.get(f, [])

@@ -7,10 +7,14 @@ from datetime import datetime
 
 import promql_parser
 
-from receiver.tsdb.labels import Matcher, MatchType
+from querier.promql.engine import PromQLError, parse as parse_promql
+from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
 
 MIN_TIME_MS = -9223372036854775808 // 1_000_000 * 1000  # as Prometheus's minTime, ms
 MAX_TIME_MS = 9223372036854775807 // 1_000_000 * 1000
+# promql_parser's MatchOp is not hashable; key by its printed name.
+_OPS = {"MatchOp.Equal": MatchType.EQ, "MatchOp.NotEqual": MatchType.NEQ,
+        "MatchOp.Re": MatchType.RE, "MatchOp.NotRe": MatchType.NRE}
 # What clients (client_golang, Grafana) send for "no bound": Prometheus's MinTime/MaxTime printed.
 _BOUND_STRINGS = {"-292273086-05-16T16:47:06Z": MIN_TIME_MS,
                   "292277025-08-18T07:12:54.999999999Z": MAX_TIME_MS}
@@ -134,12 +138,15 @@ def parse_bool(value: str | None, name: str, default: bool) -> bool:
 def parse_matchers(selector: str) -> list[Matcher]:
     """A ``match[]`` series selector into matchers (metric name included)."""
     try:
-        expr = promql_parser.parse(selector)
-    except Exception as e:
-        raise BadParam(f"invalid parameter \"match[]\": {e}") from None
+        expr = parse_promql(selector, "match[]")
+    except PromQLError as e:
+        raise BadParam(e.msg) from None
     if not isinstance(expr, promql_parser.VectorSelector):
         raise BadParam(f'invalid parameter "match[]": expected a series selector, got {selector!r}')
-    out = [Matcher(_OPS[str(m.op)], m.name, m.value) for m in expr.matchers.matchers]
+    try:
+        out = [Matcher(_OPS[str(m.op)], m.name, m.value) for m in expr.matchers.matchers]
+    except InvalidRegex as e:
+        raise BadParam(f'invalid parameter "match[]": {e}') from None
     if expr.name is not None and not any(m.name == "__name__" for m in out):
         out.append(Matcher(MatchType.EQ, "__name__", expr.name))
     if all(m.matches_empty() for m in out):

@@ -19,7 +19,7 @@ from storeapi.server import serve
 from .api import QueryAPI
 from .config import QueryConfig
 from .fanout import StoreSet
-from .filesd import FileSD
+from .filesd import FileSD, parse_endpoint_config
 from .storesource import FanoutSource
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,10 @@ class Querier:
         cfg.validate()
         self.cfg = cfg
         self.registry = registry or new_registry()
-        self.file_sd = FileSD(cfg.sd_files, cfg.sd_interval_s) if cfg.sd_files else None
+        self.discovery = [FileSD(cfg.sd_files, cfg.sd_interval_s)] if cfg.sd_files else []
+        if cfg.endpoint_config_file:
+            self.discovery.append(FileSD([cfg.endpoint_config_file], cfg.endpoint_config_interval_s,
+                                         parse=parse_endpoint_config, any_extension=True))
         self.stores = stores or StoreSet(self._static_endpoints(), timeout_s=cfg.store_timeout_s,
                                          registry=self.registry,
                                          response_timeout_s=cfg.store_response_timeout_s,
@@ -50,7 +53,9 @@ class Querier:
         self.grpc_port = 0
 
     def _static_endpoints(self) -> list[str]:
-        return list(dict.fromkeys([*self.cfg.endpoints, *self.cfg.strict_endpoints]))
+        inline = parse_endpoint_config(self.cfg.endpoint_config, "--endpoint.sd-config") \
+            if self.cfg.endpoint_config else []
+        return list(dict.fromkeys([*self.cfg.endpoints, *self.cfg.strict_endpoints, *inline]))
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 << 20)
@@ -64,15 +69,17 @@ class Querier:
         add_ops_routes(app, self.registry, lambda: True)
         return app
 
-    async def _discovered(self, targets: list[str]) -> None:
-        await self.stores.set_addresses(self._static_endpoints() + targets)
+    async def _discovered(self, _: list[str] | None = None) -> None:
+        found = [t for sd in self.discovery for t in sd.targets()]
+        await self.stores.set_addresses(self._static_endpoints() + found)
 
     async def start(self) -> None:
         await self.stores.start()
-        if self.file_sd is not None:
-            await self._discovered(self.file_sd.read())
-            self._tasks.append(asyncio.get_running_loop().create_task(
-                self.file_sd.run(self._discovered)))
+        for sd in self.discovery:
+            sd.read()
+            self._tasks.append(asyncio.get_running_loop().create_task(sd.run(self._discovered)))
+        if self.discovery:
+            await self._discovered()
         self._runner, self.port = await start_site(self.app(), self.cfg.http_address)
         if self.cfg.grpc_address:
             source = FanoutSource(self.stores, partial_response=self.cfg.partial_response)

@@ -13,6 +13,12 @@ from receiver.tsdb.labels import Labels, Matcher
 from .fanout import UNBOUNDED, SelectOptions, StoreSet
 
 
+class SeriesList(list):
+    """Series plus the warnings of the fan-out that produced them."""
+
+    warnings: list[str]
+
+
 class FanoutSource:
     def __init__(self, stores: StoreSet, partial_response: bool) -> None:
         self.stores = stores
@@ -33,10 +39,12 @@ class FanoutSource:
         return min(i.min_time for i in infos), max(i.max_time for i in infos)
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool):
+        warnings: list[str] = []
         raw = await self.stores.series(mint, maxt, matchers, skip_chunks=skip_chunks,
-                                       opts=self.opts)
-        out = [(tuple(s.labels), list(s.chunks)) for s in raw]
+                                       opts=self.opts, warnings=warnings)
+        out = SeriesList((tuple(s.labels), list(s.chunks)) for s in raw)
         out.sort(key=lambda s: s[0])
+        out.warnings = warnings  # an unreachable store: passed on as a warning frame
         return out
 
     async def label_names(self, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]:
@@ -46,5 +54,3 @@ class FanoutSource:
                            matchers: list[Matcher]) -> list[str]:
         return await self.stores.label_values(name, mint, maxt, matchers, opts=self.opts)
 
-
-__all__ = ["FanoutSource"]

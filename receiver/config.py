@@ -39,6 +39,7 @@ class ReceiveConfig:
     local_endpoint: str = ""
     forward_timeout_s: float = 5.0
     forward_retries: int = 2
+    grpc_compression: str = "snappy"           # of forwarded writes: snappy | none
     limits_file: Path | None = None
     objstore_config: str | None = None          # Thanos objstore YAML; None: no shipping
     retention_ms: int = 15 * 86_400_000          # local blocks (shipped ones) older than this go

@@ -2,8 +2,9 @@
 
 Each series goes to the ``replication_factor`` endpoints the tenant's hashring assigns to
 xxhash64(tenant + labels). Every endpoint gets one ``thanos.WriteableStore/RemoteWrite`` per
-request holding exactly its series, cut out of the original protobuf bytes (no re-encoding), and
-carrying a non-zero ``replica`` so that the receiver stores it instead of routing it again. The
+replica number it holds (as Thanos's router sends them), holding exactly the series it is that
+replica of, cut out of the original protobuf bytes (no re-encoding), and carrying that 1-based
+``replica`` so that the receiver stores it instead of routing it again. The
 request succeeds once every series is acknowledged by a quorum of its replicas; the answer then
 does not wait for slower replicas, whose writes finish in the background.
 
@@ -26,7 +27,8 @@ import grpc.aio
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
-from storeapi.server import GRPC_OPTIONS
+from storeapi.h2client import H2Channel, RpcError
+from storeapi.server import GRPC_OPTIONS, MAX_MESSAGE_BYTES
 
 from .hashring import _ringc
 from .hashring.ring import Hashrings, InsufficientNodesError, hash_series
@@ -35,6 +37,7 @@ from .remotewrite import DecodedWrite
 log = logging.getLogger(__name__)
 
 REMOTE_WRITE_METHOD = "/thanos.WriteableStore/RemoteWrite"
+GRPC_COMPRESSIONS = ("snappy", "none")  # --receive.grpc-compression, as in Thanos
 
 # Outcome of one endpoint's share of a request.
 PENDING, OK, CONFLICT, BAD, LIMIT, UNAVAILABLE, ERROR = range(7)
@@ -81,20 +84,32 @@ def write_request_tail(tenant: str, replica: int) -> bytes:
 
 
 class Forwarder:
-    """One gRPC channel per ingestor; sends raw thanos.WriteRequest bytes."""
+    """One connection per ingestor; sends raw thanos.WriteRequest bytes.
 
-    def __init__(self, timeout_s: float = 5.0, retries: int = 2) -> None:
+    ``compression`` is ``--receive.grpc-compression``: "snappy" (Thanos's default) goes through
+    our HTTP/2 client, since grpcio cannot compress with snappy; "none" through grpcio.
+    """
+
+    def __init__(self, timeout_s: float = 5.0, retries: int = 2, compression: str = "snappy") -> None:
+        if compression not in GRPC_COMPRESSIONS:
+            raise ValueError(f"unknown gRPC compression {compression!r}")
         self.timeout_s = timeout_s
         self.retries = retries
-        self._channels: dict[str, tuple[grpc.aio.Channel, object]] = {}
+        self.compression = compression
+        self._channels: dict[str, tuple[object, Callable[[bytes], Awaitable[bytes]]]] = {}
 
-    def _stub(self, address: str):
+    def _stub(self, address: str) -> Callable[[bytes], Awaitable[bytes]]:
         got = self._channels.get(address)
         if got is None:
-            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            stub = ch.unary_unary(REMOTE_WRITE_METHOD, request_serializer=None,
-                                  response_deserializer=None)
-            got = self._channels[address] = (ch, stub)
+            if self.compression == "snappy":
+                h2 = H2Channel(address, "snappy", max_message_bytes=MAX_MESSAGE_BYTES)
+                got = (h2, lambda payload: h2.unary(REMOTE_WRITE_METHOD, payload, self.timeout_s))
+            else:
+                ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                stub = ch.unary_unary(REMOTE_WRITE_METHOD, request_serializer=None,
+                                      response_deserializer=None)
+                got = (ch, lambda payload: stub(payload, timeout=self.timeout_s))
+            self._channels[address] = got
         return got[1]
 
     async def send(self, address: str, payload: bytes) -> tuple[int, str]:
@@ -103,9 +118,9 @@ class Forwarder:
         delay = 0.05
         for attempt in range(self.retries + 1):
             try:
-                await self._stub(address)(payload, timeout=self.timeout_s)
+                await self._stub(address)(payload)
                 return OK, ""
-            except grpc.aio.AioRpcError as e:
+            except (grpc.aio.AioRpcError, RpcError) as e:
                 res = _FROM_GRPC.get(e.code(), ERROR)
                 msg = f"{address}: {e.details() or e.code().name}"
                 if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
@@ -167,28 +182,33 @@ class Router:
             assign = assign[:, replica - 1:replica]
         rf = assign.shape[1]
         need = quorum(rf)
-        tasks: dict[asyncio.Task, int] = {}
-        for node in np.unique(assign).tolist():
-            hit = assign == node
-            rows = np.flatnonzero(hit.any(axis=1)).astype(np.int32)
-            number = int(hit[rows].argmax(axis=1).min()) + max(replica, 1)
-            body = _ringc.gather(raw, spans, rows.tobytes())
-            addr = ring.endpoints[node].address
-            tasks[asyncio.create_task(self._send(addr, tenant, body, number))] = node
-        results = np.full(len(ring.endpoints), PENDING, dtype=np.int8)
-        messages: dict[int, str] = {}
+        # One request per (endpoint, replica n) as Thanos sends them: the replica number tells a
+        # router+ingestor which replica it holds, so each request carries only series whose
+        # replica n that endpoint is.
+        tasks: dict[asyncio.Task, tuple[int, int]] = {}
+        for r in range(rf):
+            col = assign[:, r]
+            number = replica if replica > 0 else r + 1
+            for node in np.unique(col).tolist():
+                rows = np.flatnonzero(col == node).astype(np.int32)
+                body = _ringc.gather(raw, spans, rows.tobytes())
+                addr = ring.endpoints[node].address
+                tasks[asyncio.create_task(self._send(addr, tenant, body, number))] = (node, r)
+        results = np.full((len(ring.endpoints), rf), PENDING, dtype=np.int8)
+        cols = np.arange(rf)[None, :]
+        messages: dict[tuple[int, int], str] = {}
         pending = set(tasks)
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
-                node = tasks[t]
+                key = tasks[t]
                 res, msg = t.result()
-                results[node] = res
+                results[key] = res
                 if msg:
-                    messages[node] = msg
+                    messages[key] = msg
             if not pending:
                 break
-            per = results[assign]
+            per = results[assign, cols]
             acked = ((per == OK) | (per == CONFLICT)).sum(axis=1)
             open_ = (per == PENDING).sum(axis=1)
             if (acked >= need).all() or ((acked + open_) < need).any():
@@ -196,7 +216,7 @@ class Router:
         for t in pending:  # slower replicas finish on their own
             self._background.add(t)
             t.add_done_callback(self._background.discard)
-        return self._verdict(results[assign], need, messages)
+        return self._verdict(results[assign, cols], need, messages)
 
     async def _send(self, address: str, tenant: str, body: bytes, replica: int) -> tuple[int, str]:
         if address == self.local_endpoint and self.local_writer is not None:
@@ -215,7 +235,7 @@ class Router:
         return res, msg
 
     @staticmethod
-    def _verdict(per: np.ndarray, need: int, messages: dict[int, str]) -> RouteResult:
+    def _verdict(per: np.ndarray, need: int, messages: dict) -> RouteResult:
         detail = "; ".join(sorted(set(messages.values())))
         acked = ((per == OK) | (per == CONFLICT)).sum(axis=1)
         if (acked >= need).all():

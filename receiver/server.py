@@ -27,7 +27,6 @@ from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreSer
 
 from .config import ReceiveConfig
 from .lifecycle import BlockLifecycle
-from .hashring import _ringc
 from .hashring.watch import HashringsFile
 from .limits import LimitsFile
 from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
@@ -35,6 +34,7 @@ from .storagehealth import StorageHealth, is_storage_error
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_headers
+from .thanoswrite import split_thanos_write
 from .tsdb.head import HeadOptions
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,11 @@ async def _answer_and_close(request: web.Request, status: int, text: str) -> web
     if request.transport is not None:
         request.transport.close()  # flushes the response first
     return resp
+
+
+# Which failure a multi-tenant gRPC write reports when its tenants fail differently: the one a
+# router must treat most seriously (unavailable/internal before limits, bad input, conflicts).
+_SEVERITY = {409: 0, 400: 1, 413: 1, 429: 2, 503: 3}
 
 
 class ReceiveMetrics:
@@ -104,7 +109,8 @@ class Receiver:
                                        cfg.replication_factor, on_change=self._rings_changed,
                                        content=cfg.hashrings_content)
             self.router = Router(
-                lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries),
+                lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries,
+                                                     cfg.grpc_compression),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
                 local_writer=self._write_local_body if cfg.is_ingestor else None,
                 registry=self.registry)
@@ -182,11 +188,15 @@ class Receiver:
 
     async def _refresh_loop(self) -> None:
         """Re-read the hashrings and limits files when they change (no restart needed)."""
+        poll = min(1.0, self.cfg.hashrings_refresh_s)  # change checks (Thanos: fsnotify)
+        since = 0.0
         while True:
-            await asyncio.sleep(self.cfg.hashrings_refresh_s)
+            await asyncio.sleep(poll)
+            since += poll
+            full, since = (True, 0.0) if since >= self.cfg.hashrings_refresh_s else (False, since)
             try:
                 if self.rings is not None:
-                    self.rings.refresh()
+                    self.rings.refresh(force=full)
                 if self.limits.refresh():
                     self._gate = self._new_gate()
                     log.info("limits reloaded")
@@ -288,22 +298,29 @@ class Receiver:
         return int(raw)
 
     async def grpc_remote_write(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        """``thanos.WriteableStore/RemoteWrite``, parsed from the raw bytes: field 1 is exactly a
-        remote-write body's field 1, so the C decoder of the HTTP path reads it unchanged."""
+        """``thanos.WriteableStore/RemoteWrite``, parsed from the raw bytes: series of the legacy
+        form (fields 1, 2) and of each ``timeseriesTenantData`` tuple (field 4) are exactly a
+        remote-write body's field 1, so the C decoder of the HTTP path reads them unchanged.
+        Every tenant's part is written; the call fails with the most severe failure."""
         try:
-            body, tenant, replica = _ringc.split_write(data)
-            req = decode(body)
+            writes, replica = split_thanos_write(data)
+            decoded = [(w.tenant or self.cfg.default_tenant, w.body, decode(w.body))
+                       for w in writes]
         except (ValueError, UnicodeDecodeError) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed write request: {e}")
-        tenant = tenant or self.cfg.default_tenant
-        if self.router is not None and replica == 0:
-            res = await self.router.write(tenant, body, req)  # not yet replicated: route it
-            status, msg = res.status, res.message
-        elif self.db is None:
-            status, msg = 503, "router without a local TSDB cannot store a replicated write"
-        else:
-            status, msg = await self._write_local(tenant, req)
-        if status not in (200, 204):
+        failures: list[tuple[int, str]] = []
+        for tenant, body, req in decoded:
+            if self.router is not None and replica == 0:
+                res = await self.router.write(tenant, body, req)  # not yet replicated: route it
+                status, msg = res.status, res.message
+            elif self.db is None:
+                status, msg = 503, "router without a local TSDB cannot store a replicated write"
+            else:
+                status, msg = await self._write_local(tenant, req)
+            if status not in (200, 204):
+                failures.append((status, msg))
+        if failures:
+            status, msg = max(failures, key=lambda f: _SEVERITY.get(f[0], len(_SEVERITY)))
             await context.abort(GRPC_FOR_HTTP.get(status, grpc.StatusCode.INTERNAL), msg)
         return b""
 

@@ -4,6 +4,7 @@
 # proxy with the ordinary go command into a git-ignored cache (.peers/ by default).
 # Idempotent: a binary already built for its pinned version is reused, so a second run is instant.
 # Prints one "name=path" line per binary on stdout (progress goes to stderr).
+# `peers.sh --print` builds nothing: it prints the paths and exits 1 if any binary is missing.
 #
 # Knobs (environment):
 #   PEERS_DIR           where binaries go (default: <repo>/.peers)
@@ -20,28 +21,39 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/.peers}
 THANOS_VERSION=${THANOS_VERSION:-v0.42.4}
 PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
 
-if [ -z "${GO:-}" ]; then
-  GO=$(command -v go || true)
-  [ -n "$GO" ] || GO=/usr/local/go/bin/go
+PRINT_ONLY=0
+[ "${1:-}" = "--print" ] && PRINT_ONLY=1
+MISSING=0
+if [ "$PRINT_ONLY" = 0 ]; then
+  if [ -z "${GO:-}" ]; then
+    GO=$(command -v go || true)
+    [ -n "$GO" ] || GO=/usr/local/go/bin/go
+  fi
+  [ -x "$GO" ] || { echo "peers.sh: no go toolchain (looked on PATH and at /usr/local/go/bin/go)" >&2; exit 1; }
+  export GOMODCACHE=${GOMODCACHE:-$("$GO" env GOMODCACHE)}
+  export GOCACHE=${GOCACHE:-$("$GO" env GOCACHE)}
+  export GOFLAGS=${GOFLAGS:--buildvcs=false}
+  export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+  export CGO_ENABLED=${CGO_ENABLED:-0}
 fi
-[ -x "$GO" ] || { echo "peers.sh: no go toolchain (looked on PATH and at /usr/local/go/bin/go)" >&2; exit 1; }
-export GOMODCACHE=${GOMODCACHE:-$("$GO" env GOMODCACHE)}
-export GOCACHE=${GOCACHE:-$("$GO" env GOCACHE)}
-export GOFLAGS=${GOFLAGS:--buildvcs=false}
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
-export CGO_ENABLED=${CGO_ENABLED:-0}
-
 mkdir -p "$PEERS_DIR/bin"
 
 # build_peer MODULE VERSION NAME PACKAGE [TAGS]
-# Builds PACKAGE of MODULE@VERSION into $PEERS_DIR/bin/NAME-VERSION (skipped when present) from a
+# Builds PACKAGE of MODULE@VERSION with build TAGS (space separated) into
+# $PEERS_DIR/bin/NAME-VERSION[-TAG_TAG] (skipped when present) from a
 # throwaway module that requires MODULE@VERSION and repeats its replace and exclude directives:
 # `go install pkg@version` refuses modules whose go.mod has them (Thanos's does).
 build_peer() {
   local module=$1 version=$2 name=$3 package=$4 tags=${5:-}
-  local out="$PEERS_DIR/bin/$name-$version"
+  local out="$PEERS_DIR/bin/$name-$version${tags:+-${tags// /_}}"
   if [ -x "$out" ]; then
     echo "$name=$out"
+    return
+  fi
+  if [ "$PRINT_ONLY" = 1 ]; then
+    echo "$name=$out"
+    echo "peers.sh: $out is missing (run: bash scripts/peers.sh)" >&2
+    MISSING=1
     return
   fi
   echo "peers.sh: building $package@$version (slow the first time)" >&2
@@ -74,9 +86,13 @@ for e in mod.get("Exclude") or []:
   echo "$name=$out"
 }
 
-# Thanos: one binary with every component (receive, query, store, compact, tools).
-build_peer github.com/thanos-io/thanos "$THANOS_VERSION" thanos github.com/thanos-io/thanos/cmd/thanos
+# Thanos: one binary with every component (receive, query, store, compact, tools). Its releases
+# are built with these tags (.promu.yml): its label conversions assume Prometheus's slice labels
+# and panic on the default representation.
+build_peer github.com/thanos-io/thanos "$THANOS_VERSION" thanos github.com/thanos-io/thanos/cmd/thanos \
+  "netgo slicelabels"
 # Prometheus 3: built without the builtinassets tag, so the web UI assets (not in the module) are
 # not needed; the APIs, remote write receiver and promtool are complete without them.
 build_peer github.com/prometheus/prometheus "$PROMETHEUS_VERSION" prometheus github.com/prometheus/prometheus/cmd/prometheus
 build_peer github.com/prometheus/prometheus "$PROMETHEUS_VERSION" promtool github.com/prometheus/prometheus/cmd/promtool
+exit "$MISSING"

@@ -10,6 +10,10 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
+# Reference peers (pinned Thanos, Prometheus 3) built from the Go module proxy into .peers/;
+# instant once built. The Go module and build caches (~/go, ~/.cache/go-build) persist.
+[ -x /usr/local/go/bin/go ] && PATH="$PATH:/usr/local/go/bin"
+bash scripts/peers.sh
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -273,6 +273,17 @@ class BucketStore:
             out.extend(_pick_resolution(blocks, mint, maxt, max_resolution_ms))
         return out
 
+    def queried_blocks(self, mint: int, maxt: int, max_resolution_ms: int,
+                       matchers: Sequence[Matcher]) -> list[str]:
+        """IDs of the blocks a Series request reads: in range at the chosen resolution, with
+        external labels the request's matchers on those labels accept (SeriesResponseHints)."""
+        out = []
+        for b in self._blocks_for(mint, maxt, max_resolution_ms):
+            ext = dict(b.ext_labels)
+            if all(m.matches(ext[m.name]) for m in matchers if m.name in ext):
+                out.append(str(b.ulid))
+        return sorted(out)
+
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool,
                      max_resolution_ms: int = 0, aggregates: Sequence[int] = ()
                      ) -> list[tuple[Labels, list[Chunk]]]:

@@ -1,10 +1,9 @@
 """Conversions between the StoreAPI messages and promring's label/matcher vocabulary."""
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
-from receiver.tsdb.labels import Labels, Matcher, MatchType
+from receiver.tsdb.labels import InvalidRegex, Labels, Matcher, MatchType
 from storeapi import labels_pb2, types_pb2
 
 _PB_TO_TYPE: dict[int, MatchType] = {
@@ -25,7 +24,7 @@ def matchers_from_pb(pbs: Iterable[types_pb2.LabelMatcher]) -> list[Matcher]:
             raise ValueError(f"unknown matcher type {m.type} for label {m.name!r}")
         try:
             out.append(Matcher(mtype, m.name, m.value))
-        except re.error as e:
+        except InvalidRegex as e:
             raise ValueError(f"invalid regex {m.value!r} for label {m.name!r}: {e}") from e
     return out
 

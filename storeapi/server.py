@@ -16,7 +16,10 @@ import grpc
 import grpc.aio
 
 from receiver.tsdb.labels import Labels, Matcher
-from storeapi import info_pb2, labels_pb2, rpc_pb2, types_pb2
+from google.protobuf import any_pb2
+
+from receiver.hashring._ringc import xxh64
+from storeapi import hints_pb2, info_pb2, labels_pb2, rpc_pb2, types_pb2
 from storeapi.convert import labels_to_pb, matchers_from_pb
 from receiver.tsdb.histogram import (ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk,
                                      chunk_encoding)
@@ -33,6 +36,7 @@ GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
 STORE_SERVICE = "thanos.Store"
 INFO_SERVICE = "thanos.info.Info"
 WRITEABLE_STORE_SERVICE = "thanos.WriteableStore"
+NO_MATCHERS = "no matchers specified (excluding external labels)"
 
 # Deprecated Store.Info reports the component as an enum; thanos.info.Info as a string.
 _STORE_TYPES = {
@@ -111,7 +115,8 @@ class SeriesSource(Protocol):
     def series(self, mint: int, maxt: int, matchers: list[Matcher],
                skip_chunks: bool) -> Iterable[tuple[Labels, Chunks]]:
         """Matching series sorted by labels (external labels included), each with its
-        (mint, maxt, XOR bytes) chunks sorted by time."""
+        (mint, maxt, XOR bytes) chunks sorted by time. A ``warnings`` attribute on the result
+        (strings) is sent as warning frames after the series."""
         ...
 
     def label_names(self, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]: ...
@@ -183,7 +188,7 @@ class StoreServer:
         sets = [labels_pb2.ZLabelSet(labels=labels_to_pb(ls)) for ls in self._source.label_sets()]
         return info_pb2.InfoResponse(
             label_sets=sets, ComponentType=self._component,
-            store=info_pb2.StoreInfo(min_time=mint, max_time=maxt,
+            store=info_pb2.StoreInfo(min_time=mint, max_time=maxt, supports_sharding=True,
                                      supports_without_replica_labels=True))
 
     # --- Series -----------------------------------------------------------------------------
@@ -205,7 +210,10 @@ class StoreServer:
 
     async def series(self, request: rpc_pb2.SeriesRequest,
                      context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        if not request.matchers:  # as Thanos: never "everything" by accident
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_MATCHERS)
         matchers = await self._matchers(request.matchers, context)
+        shard = ShardFilter.of(request)
         mint, maxt, skip = request.min_time, request.max_time, request.skip_chunks
         strip = self._replica_labels(request.without_replica_labels)
         batch = max(1, request.response_batch_size)
@@ -220,9 +228,12 @@ class StoreServer:
                 kw["aggregates"] = list(request.aggregates)
             it: Iterable[tuple[Labels, Chunks]] = await _resolve(
                 self._source.series(mint, maxt, matchers, skip, **kw))
+            warnings = list(getattr(it, "warnings", ()))  # a source may report partial data
             if strip:
                 it = _strip_and_sort(it, strip)
             for lbls, chunks in it:
+                if shard is not None and not shard.keeps(lbls):
+                    continue
                 if skip:
                     chunks = []
                 elif chunks and (chunks[0][1] < mint or chunks[-1][0] > maxt):
@@ -253,8 +264,26 @@ class StoreServer:
             err = None
             if pending:
                 yield enc.batch_response(pending)
+            for w in warnings:
+                yield rpc_pb2.SeriesResponse(warning=w).SerializeToString()
+            hints = self._response_hints(request, matchers)
+            if hints is not None:
+                yield hints
         if err is not None:
             await context.abort(grpc.StatusCode.INTERNAL, f"series: {err}")
+
+    def _response_hints(self, request: rpc_pb2.SeriesRequest,
+                        matchers: list[Matcher]) -> bytes | None:
+        """A final SeriesResponse with SeriesResponseHints (the blocks read), for clients that
+        send SeriesRequestHints and sources that know their blocks (the store gateway)."""
+        queried = getattr(self._source, "queried_blocks", None)
+        if queried is None or not request.hints.Is(hints_pb2.SeriesRequestHints.DESCRIPTOR):
+            return None
+        ids = queried(request.min_time, request.max_time, request.max_resolution_window, matchers)
+        hints = hints_pb2.SeriesResponseHints(queried_blocks=[hints_pb2.Block(id=i) for i in ids])
+        wrapped = any_pb2.Any()
+        wrapped.Pack(hints, type_url_prefix="type.googleapis.com/")
+        return rpc_pb2.SeriesResponse(hints=wrapped).SerializeToString()
 
     # --- labels -----------------------------------------------------------------------------
 
@@ -302,6 +331,31 @@ def _strip_and_sort(it: Iterable[tuple[Labels, Chunks]],
     out = [(tuple(p for p in lbls if p[0] not in strip), chunks) for lbls, chunks in it]
     out.sort(key=lambda s: s[0])
     return out
+
+
+class ShardFilter:
+    """Thanos's series sharding (SeriesRequest.shard_info): a series belongs to shard
+    xxhash64(name 0xff value 0xff ...) mod total_shards over its labels in (``by``) or not in
+    (without) the sharding labels, taken from the final label set (external labels included,
+    replica labels stripped)."""
+
+    __slots__ = ("index", "total", "by", "names")
+
+    def __init__(self, index: int, total: int, by: bool, names: frozenset[str]) -> None:
+        self.index, self.total, self.by, self.names = index, total, by, names
+
+    @classmethod
+    def of(cls, request: rpc_pb2.SeriesRequest) -> "ShardFilter | None":
+        if not request.HasField("shard_info") or request.shard_info.total_shards < 1:
+            return None
+        si = request.shard_info
+        return cls(si.shard_index, si.total_shards, si.by, frozenset(si.labels))
+
+    def keeps(self, lbls: Labels) -> bool:
+        by, names = self.by, self.names
+        key = b"".join(n.encode() + b"\xff" + v.encode() + b"\xff"
+                       for n, v in lbls if (n in names) == by)
+        return xxh64(key) % self.total == self.index
 
 
 def writeable_store_handler(handler: WriteHandler) -> grpc.GenericRpcHandler:

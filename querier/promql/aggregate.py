@@ -37,8 +37,8 @@ def quantile_sorted(srt: np.ndarray, n: np.ndarray, q) -> np.ndarray:
     q = np.broadcast_to(np.asarray(q, dtype=np.float64), n.shape)
     with np.errstate(all="ignore"):
         rank = q * (n - 1)
-        lower = np.clip(np.floor(np.nan_to_num(rank)), 0, None).astype(np.int64)
-        lower = np.minimum(lower, np.maximum(n - 1, 0))
+        # clipped as floats: a huge q (1e18) must not overflow the int64 index
+        lower = np.clip(np.floor(np.nan_to_num(rank)), 0, np.maximum(n - 1, 0)).astype(np.int64)
         upper = np.minimum(np.maximum(n - 1, 0), lower + 1)
         w = rank - np.floor(rank)
         cols = np.arange(srt.shape[1])
@@ -80,7 +80,7 @@ def aggregate(ev, e) -> Vec:
     for i, l in enumerate(v.labels):
         groups.setdefault(key(l), []).append(i)
     if op == "count_values":
-        return _count_values(v, groups, param, T)
+        return _count_values(ev, v, groups, param, T)
     if op == "quantile":
         q = param.vals
         bad = q[(q < 0) | (q > 1) | np.isnan(q)]
@@ -94,6 +94,7 @@ def aggregate(ev, e) -> Vec:
     labels, drops = [], []
     out_h = np.full((n_g, T), None, dtype=object) if hm.any() and op in ("sum", "avg") else None
     for gi, (gl, idx) in enumerate(groups.items()):
+        ev.sh.check_deadline()
         x, p = v.vals[idx], v.present[idx]
         if out_h is not None:
             hp = hm[idx]
@@ -162,7 +163,7 @@ def annotate_sum(ev, notes: set, mname: str) -> None:
         ev.warn("conflicting counter resets during histogram aggregation")
 
 
-def _count_values(v: Vec, groups, param, T: int) -> Vec:
+def _count_values(ev, v: Vec, groups, param, T: int) -> Vec:
     if not isinstance(param, Str):
         raise PromQLError("bad_data", "count_values needs a string parameter")
     name = param.val
@@ -176,8 +177,11 @@ def _count_values(v: Vec, groups, param, T: int) -> Vec:
         d = dict(gl)
         d[name] = val
         key = tuple(sorted(d.items()))
+        if key not in counts:
+            ev.sh.reserve(T)  # every distinct value is one more output row
         counts[key] = counts.get(key, 0) + c
     for gl, idx in groups.items():
+        ev.sh.check_deadline()
         x, p = v.vals[idx], v.present[idx] & ~hm[idx]
         for u in np.unique(x[p]):
             hit = p & ((x == u) if not np.isnan(u) else np.isnan(x))

@@ -201,6 +201,7 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
         groups.setdefault(sig(l), []).append(i)
     sel: dict = {}
     for k, idx in groups.items():
+        ev.sh.check_deadline()
         p = one.present[idx]
         cnt = p.sum(0)
         bad = (cnt > 1) & any_many
@@ -219,6 +220,7 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
     vals, pres, drops, hists = [], [], [], []
     matched_cnt: dict = {}
     for j, l in enumerate(many.labels):
+        ev.sh.check_deadline()
         k = sig(l)
         if k not in sel:
             continue

@@ -10,12 +10,16 @@ import numpy as np
 import promql_parser as pp
 
 from querier.promql import aggregate, binops, functions
+from querier.promql.guard import check_query
 from querier.promql.types import (TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
                                   QueryResult)
-from querier.promql.values import Matrix, Scalar, Str, Vec, empty_vec, finalize, is_stale, row_values
-from receiver.tsdb.labels import Matcher, MatchType
+from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
+                                   row_values)
+from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
 
 DEFAULT_SUBQUERY_STEP_MS = 60_000
+# Timestamps are int64 milliseconds; every time the engine computes must stay strictly inside.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _OPS = ((pp.MatchOp.Equal, MatchType.EQ), (pp.MatchOp.NotEqual, MatchType.NEQ),
         (pp.MatchOp.Re, MatchType.RE), (pp.MatchOp.NotRe, MatchType.NRE))
@@ -44,9 +48,29 @@ class _Shared:
     end: int
     deadline: float
     step: int = 0
-    samples: int = 0
+    held: int = 0  # points (samples, per-step values) the evaluation holds right now
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
+
+    def reserve(self, points: int) -> None:
+        """Account ``points`` more held points, refusing past ``--query.max-samples``.
+
+        Called with the size of an array before it is allocated, so a query fails before the
+        memory is spent, as Prometheus's sample limit does."""
+        self.held += points
+        if self.held > self.opts.max_samples:
+            raise PromQLError("execution", TOO_MANY_SAMPLES)
+
+    def check_deadline(self) -> None:
+        """Called between nodes and between series in long loops, so a query past its timeout
+        stops promptly instead of running on in its worker thread."""
+        if time.monotonic() > self.deadline:
+            raise PromQLError("timeout", "query timed out in expression evaluation")
+
+    def fits(self, points: int) -> None:
+        """Refuse if ``points`` more, held only for a moment, would pass the limit."""
+        if self.held + points > self.opts.max_samples:
+            raise PromQLError("execution", TOO_MANY_SAMPLES)
 
 
 class Evaluator:
@@ -72,8 +96,16 @@ class Evaluator:
 
     # -- dispatch ----------------------------------------------------------------------------
     def eval(self, e):
-        if time.monotonic() > self.sh.deadline:
-            raise PromQLError("timeout", "query timed out in expression evaluation")
+        """The value of node ``e``. While it is computed its children's values are held; once it
+        is done only its own value is, so that is what stays on the sample budget."""
+        self.sh.check_deadline()
+        before = self.sh.held
+        v = self._node(e)
+        self.sh.held = before
+        self.sh.reserve(held_points(v))
+        return v
+
+    def _node(self, e):
         if isinstance(e, pp.ParenExpr):
             return self.eval(e.expr)
         if isinstance(e, pp.NumberLiteral):
@@ -125,21 +157,31 @@ class Evaluator:
         sec, nsec = m[-1]
         return int(sec) * 1000 + int(nsec) // 1_000_000
 
-    def _times(self, node) -> np.ndarray:
-        """The time each step is evaluated at, after @ and offset."""
+    def _times(self, node, span: int) -> np.ndarray:
+        """The time each step is evaluated at, after @ and offset; ``span`` (the range or
+        lookback reaching back from it) must stay within int64 too."""
         at = self.at_ms(node)
+        off = dur_ms(node.offset)
+        if at is not None:
+            lo = hi = at
+        elif self.T:
+            lo, hi = int(self.steps[0]), int(self.steps[-1])
+        else:
+            lo = hi = 0
+        if lo - off - span - 1 <= INT64_MIN or hi - off >= INT64_MAX:
+            raise PromQLError("bad_data", "evaluation time out of range after @ and offset modifiers")
         base = self.steps if at is None else np.full(self.T, at, dtype=np.int64)
-        return base - dur_ms(node.offset)
+        return base - off
 
     def _eval_ts(self, node) -> np.ndarray:
         return self.steps
 
     # -- selectors ---------------------------------------------------------------------------
     def _select(self, vs, mint: int, maxt: int, range_ms: int = 0):
-        ms = []
-        for m in vs.matchers.matchers:
-            t = _op_of(m)
-            ms.append(Matcher(t, m.name, m.value))
+        try:
+            ms = [Matcher(_op_of(m), m.name, m.value) for m in vs.matchers.matchers]
+        except InvalidRegex as e:
+            raise PromQLError("bad_data", str(e)) from None
         if vs.name is not None and not any(m.name == "__name__" for m in ms):
             ms.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
         if all(m.matches_empty() for m in ms):
@@ -149,33 +191,34 @@ class Evaluator:
         got = (with_hints(ms, mint, maxt, func=self.func_hint, range_ms=range_ms)
                if with_hints is not None else self.sh.q.select(ms, mint, maxt))
         for s in got:
+            self.sh.check_deadline()
             ts = np.asarray(s.ts, dtype=np.int64)
             lo, hi = np.searchsorted(ts, [mint, maxt], side="left")[0], np.searchsorted(ts, maxt, side="right")
             ts, vals = ts[lo:hi], np.asarray(s.vals, dtype=np.float64)[lo:hi]
             hs = None if s.hists is None else s.hists[lo:hi]
             if hs is not None and self.stats:
                 hs = _stats_hints(hs)
-            self.sh.samples += len(ts)
-            if self.sh.samples > self.sh.opts.max_samples:
-                raise PromQLError("execution", TOO_MANY_SAMPLES)
+            self.sh.reserve(len(ts))
             if len(ts):
                 out.append((s.labels, ts, vals, hs))
         out.sort(key=lambda x: x[0])
         return out
 
     def vector_selector(self, vs) -> Vec:
-        E = self._times(vs)
         lb = self.sh.opts.lookback_delta_ms
+        E = self._times(vs, lb)
         if self.T == 0:
             return empty_vec(0)
         series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
         n = len(series)
+        self.sh.reserve(n * self.T)
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         sts = np.zeros((n, self.T), dtype=np.int64)
         hist = None
         labels = []
         for i, (l, ts, v, hs) in enumerate(series):
+            self.sh.check_deadline()
             idx = np.searchsorted(ts, E, side="right") - 1
             ok = idx >= 0
             ic = np.where(ok, idx, 0)
@@ -199,7 +242,7 @@ class Evaluator:
     def matrix_selector(self, ms) -> Matrix:
         vs = ms.vector_selector
         rng = dur_ms(ms.range)
-        E = self._times(vs)
+        E = self._times(vs, rng)
         if self.T == 0:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs))
         series = self._select(vs, int(E.min()) - rng + 1, int(E.max()), range_ms=rng)
@@ -221,12 +264,13 @@ class Evaluator:
     def subquery(self, sq) -> Matrix:
         rng = dur_ms(sq.range)
         step = dur_ms(sq.step) or DEFAULT_SUBQUERY_STEP_MS
-        E = self._times(sq)
+        E = self._times(sq, rng + step)
         if self.T == 0:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(sq))
         lo = int(E.min()) - rng
         first = (lo // step + 1) * step  # windows are left-open: first aligned time > lo
         last = (int(E.max()) // step) * step
+        self.sh.reserve(max(0, (last - first) // step + 1))  # every inner node holds >= a row
         grid = np.arange(first, last + 1, step, dtype=np.int64)
         inner = Evaluator(self.sh, grid).eval(sq.expr)
         if isinstance(inner, Scalar):
@@ -235,6 +279,7 @@ class Evaluator:
             raise PromQLError("bad_data", "subquery is only allowed on instant vector")
         labels, tss, valss, drop, hss = [], [], [], [], []
         for i, l in enumerate(inner.labels):
+            self.sh.check_deadline()
             p = inner.present[i]
             if p.any():
                 labels.append(l)
@@ -282,13 +327,15 @@ def _op_of(m) -> MatchType:
     raise PromQLError("bad_data", f"unknown matcher {m}")
 
 
-def parse(query: str):
+def parse(query: str, param: str = "query"):
+    """The syntax tree of a query, after the text passed the bounds the parser needs."""
+    check_query(query, param=param)
     try:
         return pp.parse(query)
     except BaseException as ex:  # the parser raises ValueError, or panics on odd input
         if isinstance(ex, (KeyboardInterrupt, SystemExit)):
             raise
-        raise PromQLError("bad_data", f"invalid parameter \"query\": {ex}") from None
+        raise PromQLError("bad_data", f"invalid parameter \"{param}\": {ex}") from None
 
 
 def _kind(e) -> str:
@@ -309,9 +356,9 @@ class Engine:
 
     def instant(self, q: Queryable, query: str, t_ms: int) -> QueryResult:
         expr = parse(query)
+        _check_time(t_ms, "time")
         sh = self._shared(q, t_ms, t_ms)
-        ev = Evaluator(sh, np.array([t_ms], dtype=np.int64))
-        v = ev.eval(expr)
+        v = _evaluate(Evaluator(sh, np.array([t_ms], dtype=np.int64)), expr)
         if isinstance(v, Scalar):
             return QueryResult("scalar", (t_ms, float(v.vals[0])), sh.warnings, sh.infos)
         if isinstance(v, Str):
@@ -356,11 +403,13 @@ class Engine:
         if k != "other":
             t = "range vector" if k == "matrix" else "string"
             raise PromQLError("bad_data", f"invalid expression type \"{t}\" for range query, must be Scalar or instant Vector")
+        _check_time(start_ms, "start")
+        _check_time(end_ms, "end")
         sh = self._shared(q, start_ms, end_ms)
+        sh.reserve((end_ms - start_ms) // step_ms + 1)
         steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
         sh.step = step_ms
-        ev = Evaluator(sh, steps)
-        v = ev.eval(expr)
+        v = _evaluate(Evaluator(sh, steps), expr)
         if isinstance(v, Scalar):
             return QueryResult("matrix", [((), steps.copy(), v.vals.copy())], sh.warnings, sh.infos)
         v = finalize(v)
@@ -371,6 +420,19 @@ class Engine:
                 out.append((l, steps[p], row_values(v, i, p)))
         out.sort(key=lambda x: x[0])
         return QueryResult("matrix", out, sh.warnings, sh.infos)
+
+
+def _check_time(t_ms: int, name: str) -> None:
+    if not INT64_MIN < t_ms < INT64_MAX:
+        raise PromQLError("bad_data", f'invalid parameter "{name}": timestamp out of range')
+
+
+def _evaluate(ev: Evaluator, expr):
+    """Evaluate the whole tree; the guard keeps it shallow, this keeps any miss a clean 400."""
+    try:
+        return ev.eval(expr)
+    except RecursionError:
+        raise PromQLError("bad_data", "query nests too deeply to evaluate") from None
 
 
 def _order(expr, rows):

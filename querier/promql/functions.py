@@ -7,12 +7,12 @@ import numpy as np
 import promql_parser as pp
 
 from querier.promql import histogram
-from querier.promql.rangefuncs import KEEP_NAME, RANGE_FUNCS, bounds
+from querier.promql.rangefuncs import KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZING, bounds
 from querier.promql.types import PromQLError
 from querier.promql import nhist, rangehist
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
                                    select_rows, set_label, with_hist)
-from receiver.tsdb.labels import METRIC_NAME, MatchType, convert_go_regex
+from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
 
 _NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -34,9 +34,22 @@ DATE = {"day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "
 COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
 
 
+def _is_number(a) -> bool:
+    """A literal number, maybe negated or parenthesised: a scalar even where the parser lets it
+    through as a vector argument (it does for ``log10(-0)``)."""
+    while isinstance(a, (pp.ParenExpr, pp.UnaryExpr)):
+        a = a.expr
+    return isinstance(a, pp.NumberLiteral)
+
+
 def call(ev, e):
     name = e.func.name
     args = e.args
+    types = e.func.arg_types
+    for i, a in enumerate(args):
+        if types and types[min(i, len(types) - 1)] == pp.ValueType.Vector and _is_number(a):
+            raise PromQLError("bad_data", f"expected type vector in call to function '{name}', "
+                                          "got scalar")
     if ev.stats and name in ("histogram_quantile", "histogram_quantiles", "histogram_fraction"):
         ev.stats = False
         try:
@@ -175,10 +188,13 @@ def _range_call(ev, name: str, args) -> Vec:
                     ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
     fn = RANGE_FUNCS[name]
     n = len(m.labels)
+    ev.sh.reserve(n * ev.T)
+    whole_windows = name in WINDOW_MATERIALIZING
     vals = np.zeros((n, ev.T))
     pres = np.zeros((n, ev.T), bool)
     hist = None
     for i in range(n):
+        ev.sh.check_deadline()
         ts, x = m.ts[i], m.vals[i]
         hs = m.hists[i] if m.hists is not None else None
         if hs is not None and not (hs != None).any():  # noqa: E711
@@ -194,6 +210,8 @@ def _range_call(ev, name: str, args) -> Vec:
         lo, hi = bounds(ts, m.end, m.rng)
         if not (hi > lo).any():
             continue
+        if whole_windows:  # the function copies every step's window out at once
+            ev.sh.fits(int((hi - lo).max()) * len(lo))
         r, ok = fn(ts, x, lo, hi, m, extra_vals)
         vals[i] = r
         pres[i] = ok
@@ -252,7 +270,7 @@ def _date(name: str, x: np.ndarray) -> np.ndarray:
     return np.where(ok, r.astype(np.float64), np.nan)
 
 
-def _go_expand(template: str, m: re.Match) -> str:
+def _go_expand(template: str, m) -> str:
     """Expand $1, ${1}, $name, ${name} like Go's Regexp.Expand (unknown groups expand to "")."""
     out = []
     i = 0
@@ -298,13 +316,14 @@ def _label_replace(ev, args) -> Vec:
     v = ev.eval(args[0])
     dst, repl, src, regex = (ev.eval(a).val for a in args[1:5])
     try:
-        rx = re.compile(convert_go_regex(regex), re.DOTALL)
-    except re.error as ex:
+        rx = compile_go_regex(regex)
+    except InvalidRegex as ex:
         raise PromQLError("execution", f"invalid regular expression in label_replace(): {regex}") from ex
     if not _NAME_RE.match(dst):
         raise PromQLError("execution", f"invalid destination label name in label_replace(): {dst}")
     labels, drop = [], v.drop.copy()
     for i, l in enumerate(v.labels):
+        ev.sh.check_deadline()
         mt = rx.fullmatch(get_label(l, src))
         if mt is not None:
             l = set_label(l, dst, _go_expand(repl, mt))

@@ -173,6 +173,7 @@ def histogram_family(ev, name: str, v, params: list, qlabel: str | None = None) 
             d[qlabel] = fmt_om_float(float(q[0]))
             return tuple(sorted(d.items()))
         for key, (idx, ubs) in groups.items():
+            ev.sh.check_deadline()
             ubs_a = np.array(ubs)
             order = np.argsort(ubs_a, kind="stable")
             idx_a = np.asarray(idx)[order]

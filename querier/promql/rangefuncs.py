@@ -288,20 +288,24 @@ def f_predict_linear(ts, x, lo, hi, m, a):
 
 
 def f_holt(ts, x, lo, hi, m, a):
-    sf, tf = a[0], a[1]
-    out = np.zeros(len(lo))
+    """Double exponential smoothing. The recurrence is sequential along a window, so iterate over
+    window positions with every step's window advanced at once (as kahan_windows does)."""
+    sf, tf = np.broadcast_to(a[0], lo.shape), np.broadcast_to(a[1], lo.shape)
     ok = _nonempty(lo, hi, 2)
-    for w in np.nonzero(ok)[0]:  # a recurrence: inherently sequential per window
-        s, t = float(sf[w]), float(tf[w])
-        v = x[lo[w]:hi[w]]
-        s0, s1 = v[0], v[0]
-        b = v[1] - v[0]
-        for i in range(1, len(v)):
+    if not ok.any():
+        return np.zeros(len(lo)), ok
+    n, last = hi - lo, len(x) - 1
+    s1 = x[np.minimum(lo, last)]
+    s0 = s1
+    b = x[np.minimum(lo + 1, last)] - s1
+    with np.errstate(all="ignore"):
+        for i in range(1, int(n.max())):
+            live = i < n
             if i > 1:
-                b = t * (s1 - s0) + (1 - t) * b
-            s0, s1 = s1, s * v[i] + (1 - s) * (s1 + b)
-        out[w] = s1
-    return out, ok
+                b = np.where(live, tf * (s1 - s0) + (1 - tf) * b, b)
+            nxt = sf * x[np.minimum(lo + i, last)] + (1 - sf) * (s1 + b)
+            s0, s1 = np.where(live, s1, s0), np.where(live, nxt, s1)
+    return np.where(ok, s1, 0.0), ok
 
 
 def f_ts_min(ts, x, lo, hi, m, a):
@@ -333,3 +337,7 @@ RANGE_FUNCS = {
     "ts_of_min_over_time": f_ts_min, "ts_of_max_over_time": f_ts_max,
 }
 KEEP_NAME = {"last_over_time", "first_over_time"}
+# Functions that gather() every step's window into one array (size up to widest window x steps).
+WINDOW_MATERIALIZING = frozenset((
+    "avg_over_time", "stddev_over_time", "stdvar_over_time", "quantile_over_time", "mad_over_time",
+    "deriv", "predict_linear", "ts_of_min_over_time", "ts_of_max_over_time"))

@@ -48,6 +48,15 @@ class Matrix:
     hists: list | None = None  # per series: object array parallel to ts (None entries = floats), or None
 
 
+def held_points(v) -> int:
+    """How many points a value holds, for the query's sample budget."""
+    if isinstance(v, (Vec, Scalar)):
+        return v.vals.size
+    if isinstance(v, Matrix):
+        return sum(len(t) for t in v.ts)
+    return 0
+
+
 def empty_vec(T: int) -> Vec:
     return Vec([], np.zeros((0, T)), np.zeros((0, T), dtype=bool), np.zeros(0, dtype=bool))
 

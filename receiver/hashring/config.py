@@ -85,7 +85,7 @@ def glob_regex(pattern: str) -> re.Pattern:
                 if i < n and pattern[i] == "-":
                     hi, i = esc(i + 1)
                 ranges.append(re.escape(lo) + ("-" + re.escape(hi) if hi != lo else ""))
-            out.append("[" + ("^/" if neg else "") + "".join(ranges) + "]")
+            out.append("[" + ("^" if neg else "") + "".join(ranges) + "]")
         elif c == "\\":
             if i + 1 >= n:
                 raise HashringConfigError(f"malformed tenant glob pattern {pattern!r}")

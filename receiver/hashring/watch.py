@@ -38,13 +38,15 @@ class HashringsFile:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _load(self) -> Hashrings:
-        specs = parse_hashrings(self.path.read_text() if self.path is not None else self.content or "")
+        text = self.path.read_text() if self.path is not None else self.content or ""
+        specs = parse_hashrings(text)
         return Hashrings(specs, self.default_algorithm, self.replication_factor)
 
-    def refresh(self) -> bool:
-        """Reload if the file changed; returns whether a new configuration took effect."""
+    def refresh(self, force: bool = False) -> bool:
+        """Reload if the file changed (``force``: re-read it anyway, Thanos's periodic
+        fallback); returns whether a new configuration took effect."""
         stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
+        if stamp is None or (stamp == self._stamp and not force):
             return False
         try:
             rings = self._load()

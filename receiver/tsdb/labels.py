@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable
+
+import re2
+from re2 import _re2
 
 from common.varint import put_uvarint, read_uvarint
-from enum import Enum
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -70,20 +74,90 @@ class MatchType(str, Enum):
     NRE = "!~"
 
 
+class InvalidRegex(ValueError):
+    """A matcher's regex is not valid Go (RE2) syntax; the message is shaped like Go's."""
+
+
+_REGEX_META = frozenset("\\.+*?()|[]{}^$")
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False
+_MATCH_OPTIONS = re2.Options()
+_MATCH_OPTIONS.log_errors = False
+_MATCH_OPTIONS.never_capture = True
+_BOTH = _re2.RE2.Anchor.ANCHOR_BOTH
+_ESCAPES = re.compile(r"\\.", re.DOTALL)
+
+
+def _go_syntax_error(expr: str) -> str | None:
+    """Why ``expr`` alone is not a Go regexp, or None. Compiled on its own (not inside the
+    anchoring group) so that text like ``a)|(b`` cannot escape the group."""
+    if any(p == "\\C" for p in _ESCAPES.findall(expr)):  # RE2's any-byte escape; Go has none
+        return "invalid escape sequence: `\\C`"
+    r = _re2.RE2(expr.encode("utf-8", "surrogatepass"), _OPTIONS)
+    return None if r.ok() else r.error().decode("utf-8", "replace")
+
+
+def compile_go_regex(expr: str) -> re2._Regexp:
+    """``expr`` as Prometheus compiles it: Go syntax, ``.`` matching newlines, for full matches.
+
+    For label_replace(), which needs capture groups; matchers use :class:`Matcher`."""
+    err = _go_syntax_error(expr)
+    if err is not None:
+        raise InvalidRegex(f"error parsing regexp: {err}")
+    return re2.compile("(?s:" + expr + ")", _OPTIONS)
+
+
+def _regex_test(expr: str) -> Callable[[str], bool]:
+    """A full-match test for ``expr``: plain string tests for the shapes dashboards send most
+    (``.*``, ``.+``, ``a|b|c``, ``prefix.*``), else RE2, linear in the input."""
+    if expr == ".*":
+        return lambda v: True
+    if expr == ".+":
+        return lambda v: v != ""
+    if not _REGEX_META.intersection(expr.replace("|", "")):
+        return frozenset(expr.split("|")).__contains__
+    if expr.endswith(".*") and not _REGEX_META.intersection(expr[:-2]):
+        prefix = expr[:-2]
+        return lambda v: v.startswith(prefix)
+    err = _go_syntax_error(expr)
+    if err is not None:
+        raise InvalidRegex(f"error parsing regexp: {err}")
+    prog = _re2.RE2(("(?s:" + expr + ")").encode("utf-8", "surrogatepass"), _MATCH_OPTIONS)
+    if not prog.ok():  # e.g. too large once wrapped
+        raise InvalidRegex(f"error parsing regexp: {prog.error().decode('utf-8', 'replace')}")
+    match = prog.Match
+    # Every match lies in [lo, hi] (bytewise): most values of a label are refused by comparing
+    # against that range, far cheaper than a call into RE2.
+    ok, lo, hi = prog.PossibleMatchRange(16)
+    if not ok:
+        lo, hi = b"", None
+
+    def test(v: str) -> bool:
+        b = v.encode("utf-8", "surrogatepass")
+        if b < lo or (hi is not None and b > hi):
+            return False
+        return match(_BOTH, b, 0, len(b))[0][0] >= 0
+    return test
+
+
 @dataclass(frozen=True)
 class Matcher:
-    """One label matcher; regexes are anchored at both ends like Prometheus's."""
+    """One label matcher; regexes are Go's (RE2) and anchored at both ends like Prometheus's.
+
+    An invalid regex raises :class:`InvalidRegex` (a ValueError) at construction."""
 
     type: MatchType
     name: str
     value: str
-    _re: re.Pattern | None = field(default=None, compare=False, hash=False, repr=False)
+    _test: Callable[[str], bool] | None = field(default=None, compare=False, hash=False, repr=False)
+    _empty: bool = field(default=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, MatchType):
             object.__setattr__(self, "type", MatchType(self.type))
         if self.type in (MatchType.RE, MatchType.NRE):
-            object.__setattr__(self, "_re", re.compile(convert_go_regex(self.value), re.DOTALL))
+            object.__setattr__(self, "_test", _regex_test(self.value))
+        object.__setattr__(self, "_empty", self.matches(""))
 
     def matches(self, value: str) -> bool:
         t = self.type
@@ -91,70 +165,11 @@ class Matcher:
             return value == self.value
         if t is MatchType.NEQ:
             return value != self.value
-        hit = self._re.fullmatch(value) is not None  # type: ignore[union-attr]
+        hit = self._test(value)  # type: ignore[misc]
         return hit if t is MatchType.RE else not hit
 
     def matches_empty(self) -> bool:
-        return self.matches("")
-
-
-def convert_go_regex(expr: str) -> str:
-    """Translate the few RE2 spellings Python's ``re`` reads differently."""
-    # RE2 named groups (?P<name>...) are valid in Python too; \z is RE2's end of text.
-    return scope_inline_flags(expr.replace(r"\z", r"\Z"))
-
-
-def scope_inline_flags(rx: str) -> str:
-    """RE2 lets "(?i)" appear mid-pattern (it applies to the rest of the enclosing group);
-    Python only accepts it at the start, so rewrite it as a scoped "(?i:...)" group."""
-    if "(?" not in rx[1:]:
-        return rx
-    out: list[str] = []
-    closers: list[int] = [0]  # scoped groups to close at the end of each nesting level
-    i = 0
-    while i < len(rx):
-        c = rx[i]
-        if c == "\\":
-            out.append(rx[i:i + 2])
-            i += 2
-            continue
-        if c == "[":
-            j = i + 1
-            if j < len(rx) and rx[j] == "^":
-                j += 1
-            if j < len(rx) and rx[j] == "]":
-                j += 1
-            while j < len(rx) and rx[j] != "]":
-                j += 2 if rx[j] == "\\" else 1
-            out.append(rx[i:j + 1])
-            i = j + 1
-            continue
-        if c == "(":
-            m = re.match(r"\(\?([imsU-]+)\)", rx[i:])
-            if m and i > 0:
-                out.append(f"(?{m[1]}:")
-                closers[-1] += 1
-                i += len(m[0])
-                continue
-            closers.append(0)
-            out.append(c)
-            i += 1
-            continue
-        if c == ")":
-            out.append(")" * closers.pop() + ")")
-            if not closers:
-                closers.append(0)
-            i += 1
-            continue
-        if c == "|" and closers[-1]:
-            out.append(")" * closers[-1] + "|")
-            closers[-1] = 0
-            i += 1
-            continue
-        out.append(c)
-        i += 1
-    out.append(")" * closers[-1])
-    return "".join(out)
+        return self._empty
 
 
 def matches_all(lbls: Labels, matchers: list[Matcher]) -> bool:

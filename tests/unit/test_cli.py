@@ -115,3 +115,32 @@ def test_inline_hashrings_make_a_router(tmp_path):
     assert cfg.hashrings_content == ring and cfg.hashrings_file is None
     assert cfg.replica_header == "X-Replica"
     assert receive_config(_parse("receive"), str(tmp_path), "", "").is_ingestor
+
+
+def test_endpoint_sd_config_flags():
+    from promring.cli import query_config
+    a = _parse("query", "--endpoint.sd-config=endpoints: [{address: 'a:1'}]")
+    cfg = query_config(a, [])
+    assert cfg.endpoint_config.startswith("endpoints") and cfg.endpoint_config_interval_s == 300
+    with pytest.raises(SystemExit, match="both --endpoint.sd-config-file and --endpoint.sd-config"):
+        query_config(_parse("query", "--endpoint.sd-config-file=x", "--endpoint.sd-config=y"), [])
+    with pytest.raises(SystemExit, match="endpoints must be a list"):
+        query_config(_parse("query", "--endpoint.sd-config=endpoints: 7"), [])
+
+
+def test_receive_refuses_azs_with_hashmod_at_start(tmp_path, capsys):
+    """Thanos does not start with an AZ-aware hashmod hashring; neither does promring, with a
+    clear message instead of a traceback."""
+    from promring.cli import main
+    ring = '[{"endpoints": [{"address": "a:1", "az": "x"}]}]'
+    with pytest.raises(SystemExit) as e:
+        main(["receive", "--tsdb.path", str(tmp_path), f"--receive.hashrings={ring}"])
+    assert str(e.value) == ("invalid hashrings configuration: Hashmod algorithm does not support "
+                            "AZ aware hashring configuration. Either use Ketama or remove AZ "
+                            "configuration.")
+
+
+def test_replica_header_name_applies_to_an_ingestor_too(tmp_path):
+    from promring.cli import receive_config
+    cfg = receive_config(_parse("receive", "--receive.replica-header=X-Rep"), str(tmp_path), "", "")
+    assert cfg.is_ingestor and not cfg.is_router and cfg.replica_header == "X-Rep"

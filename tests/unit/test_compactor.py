@@ -528,10 +528,11 @@ def test_no_downsample_mark_is_honoured(tmp_path):
     assert res.downsamples == 1
 
 
-def test_cli_config_mapping():
+def test_cli_config_mapping(tmp_path):
     p = argparse.ArgumentParser()
     add_compact_flags(p)
-    a = p.parse_args(["--objstore.config-file", "/dev/null", "--wait", "--wait-interval", "1m",
+    (tmp_path / "b.yml").write_text("type: FILESYSTEM\nconfig:\n  directory: /tmp\n")
+    a = p.parse_args(["--objstore.config-file", str(tmp_path / "b.yml"), "--wait", "--wait-interval", "1m",
                       "--delete-delay", "2h", "--retention.resolution-raw", "30d",
                       "--retention.resolution-5m", "90d", "--downsampling.disable",
                       "--deduplication.replica-label", "replica",

@@ -93,10 +93,11 @@ def test_merge_raw_series_deduplicates_replicas_with_either_function():
 
 
 def test_store_selection_by_time_range_and_external_labels():
-    from querier.fanout import _Info, store_may_match
+    from querier.endpoints import Info
+    from querier.fanout import store_may_match
     from receiver.tsdb.labels import Matcher
 
-    info = _Info(0.0, 1000, 2000, [(("region", "eu"), ("tenant_id", "a"))])
+    info = Info(1000, 2000, [(("region", "eu"), ("tenant_id", "a"))])
     assert store_may_match(info, 1500, 3000, [])
     assert not store_may_match(info, 2001, 3000, [])  # entirely after the store's data
     assert not store_may_match(info, 0, 999, [])       # entirely before
@@ -104,7 +105,7 @@ def test_store_selection_by_time_range_and_external_labels():
     assert not store_may_match(info, 0, 5000, [Matcher("=", "tenant_id", "b")])
     assert not store_may_match(info, 0, 5000, [Matcher("=~", "region", "us.*")])
     assert store_may_match(None, 0, 1, [Matcher("=", "tenant_id", "zz")])  # unknown: ask it
-    assert store_may_match(_Info(0.0, 0, 10, []), 0, 5, [Matcher("=", "tenant_id", "zz")])
+    assert store_may_match(Info(0, 10, []), 0, 5, [Matcher("=", "tenant_id", "zz")])
 
 
 def test_engine_tells_the_store_which_function_a_selector_feeds():

@@ -50,6 +50,17 @@ async def _serve(write_handler, **kw):
     return srv, f"127.0.0.1:{port}"
 
 
+def _recorder():
+    """A RemoteWrite handler recording (payload, grpc-encoding) of each call."""
+    seen: list[tuple[bytes, str | None]] = []
+
+    async def handler(data, context):
+        seen.append((data, dict(context.invocation_metadata()).get("grpc-encoding")))
+        return b""
+
+    return seen, handler
+
+
 def _run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
@@ -59,12 +70,7 @@ def test_write_arrives_decompressed_for_every_encoding(encoding):
     payload = rpc_pb2.WriteRequest(tenant="t1", replica=1).SerializeToString() + b"\x0a\x00" * 5000
 
     async def main():
-        seen = []
-
-        async def handler(data, context):
-            seen.append((data, dict(context.invocation_metadata()).get("grpc-encoding")))
-            return b""
-
+        seen, handler = _recorder()
         srv, addr = await _serve(handler)
         ch = H2Channel(addr, encoding)
         try:
@@ -256,3 +262,61 @@ def test_client_reports_unreachable_as_unavailable_and_reconnects():
         return ei.value.code()
 
     assert _run(main()) == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("compression,expected", [("snappy", "snappy"), ("none", None)])
+def test_router_forwarder_compresses_as_configured(compression, expected):
+    """``--receive.grpc-compression``: snappy by default (as Thanos), none through grpcio."""
+    from receiver.router import OK, Forwarder
+
+    async def main():
+        seen, handler = _recorder()
+        srv, addr = await _serve(handler)
+        fwd = Forwarder(timeout_s=5, retries=0, compression=compression)
+        try:
+            res = await fwd.send(addr, b"\x0a\x00" * 1000)
+        finally:
+            await fwd.close()
+            await srv.stop(1)
+        return res, seen
+
+    res, seen = _run(main())
+    assert res == (OK, "")
+    assert seen == [(b"\x0a\x00" * 1000, expected)]
+    assert Forwarder().compression == "snappy"
+    with pytest.raises(ValueError):
+        Forwarder(compression="lz4")
+
+
+def test_garbage_and_abrupt_clients_do_not_take_the_server_down():
+    async def main():
+        seen, handler = _recorder()
+        srv, addr = await _serve(handler)
+        host, port = addr.split(":")
+        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64,
+                     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"):  # the last one just hangs up
+            r, w = await asyncio.open_connection(host, int(port))
+            w.write(junk)
+            await w.drain()
+            await asyncio.wait_for(r.read(65536), 10)
+            w.close()
+        # A client that disconnects in the middle of a large upload.
+        r, w = await asyncio.open_connection(host, int(port))
+        import h2.config, h2.connection
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", METHOD),
+                           (":authority", addr), ("content-type", "application/grpc")])
+        c.send_data(1, struct.pack(">BI", 0, 1 << 20) + b"x" * 16000)
+        w.write(c.data_to_send())
+        await w.drain()
+        w.close()
+        ch = H2Channel(addr, "snappy")
+        try:
+            await ch.unary(METHOD, b"still here", timeout=10)
+        finally:
+            await ch.close()
+            await srv.stop(1)
+        return seen
+
+    assert _run(main()) == [(b"still here", "snappy")]

@@ -536,3 +536,75 @@ def test_unknown_algorithm_falls_back_to_hashmod_as_thanos():
     specs = parse_hashrings(json.dumps([{"endpoints": ["b:1", "a:1"], "algorithm": "md5"}]))
     ring = Hashrings(specs, "ketama", 1).rings[0]
     assert isinstance(ring, HashmodRing) and ring.endpoints[0].address == "a:1"
+
+
+def test_forced_refresh_rereads_a_file_whose_stamp_did_not_change(tmp_path):
+    """Thanos's periodic re-read (--receive.hashrings-file-refresh-interval) catches an edit
+    that left mtime, size and inode as they were."""
+    f = tmp_path / "h.json"
+    f.write_text(json.dumps([{"endpoints": ["a:1"]}]))
+    os.utime(f, ns=(5, 5))
+    hf = HashringsFile(f, "hashmod", 1)
+    f.write_text(json.dumps([{"endpoints": ["b:1"]}]))
+    os.utime(f, ns=(5, 5))
+    assert not hf.refresh() and hf.rings.all_endpoints() == {"a:1"}
+    assert hf.refresh(force=True) and hf.rings.all_endpoints() == {"b:1"}
+
+
+def test_inline_hashrings_content_is_fixed():
+    hf = HashringsFile(None, "hashmod", 1, content=json.dumps([{"endpoints": ["a:1"]}]))
+    assert hf.rings.all_endpoints() == {"a:1"} and not hf.refresh(force=True)
+
+
+def test_forwarded_requests_carry_each_series_own_replica_number():
+    """As Thanos's router: one request per (endpoint, replica n) holding exactly the series whose
+    replica n that endpoint is, so a Thanos router+ingestor receiving it (which re-routes by n)
+    keeps every series where we sent it."""
+    import asyncio
+
+    import grpc
+
+    from receiver.router import Forwarder, REMOTE_WRITE_METHOD
+    got: list[tuple[str, int, list[bytes]]] = []
+
+    def recorder(addr: str):
+        async def remote_write(data: bytes, context) -> bytes:
+            body, tenant, replica = _ringc.split_write(data)
+            got.append((addr, replica, decode(body).keys))
+            return b""
+        service, method = REMOTE_WRITE_METHOD.strip("/").split("/")
+        return grpc.method_handlers_generic_handler(service, {method: grpc.unary_unary_rpc_method_handler(
+            remote_write, request_deserializer=None, response_serializer=None)})
+
+    async def go():
+        servers, addrs = [], []
+        for _ in range(3):
+            srv = grpc.aio.server()
+            port = srv.add_insecure_port("127.0.0.1:0")
+            addr = f"127.0.0.1:{port}"
+            srv.add_generic_rpc_handlers((recorder(addr),))
+            await srv.start()
+            servers.append(srv)
+            addrs.append(addr)
+        rings = Hashrings(parse_hashrings(json.dumps([{"endpoints": addrs}])), "ketama", 3)
+        router = Router(lambda: rings, Forwarder(timeout_s=10))
+        raw = _request(60)
+        try:
+            assert (await router.write("t", raw, decode(raw))).status == 200
+            await asyncio.sleep(0.5)  # replicas beyond the quorum finish in the background
+        finally:
+            await router.close()
+            for s in servers:
+                await s.stop(None)
+        return rings
+
+    rings = asyncio.run(go())
+    ring = rings.rings[0]
+    addr_of = [e.address for e in ring.endpoints]
+    seen = 0
+    for addr, replica, keys in got:
+        assert 1 <= replica <= 3
+        a = ring.assign(hash_series("t", keys))
+        assert all(addr_of[i] == addr for i in a[:, replica - 1].tolist()), (addr, replica)
+        seen += len(keys)
+    assert seen == 60 * 3

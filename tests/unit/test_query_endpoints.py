@@ -184,3 +184,57 @@ def test_strict_endpoint_down_at_start_is_used_once_it_is_up():
             if srv is not None:
                 await srv.stop(None)
     asyncio.run(go())
+
+
+def test_stacked_querier_passes_a_down_stores_warning_up():
+    async def go():
+        from harness import free_port
+        leaf, leaf_port = await serve(_Source(0.0), "127.0.0.1:0", "store")
+        regional = Querier(QueryConfig(http_address="127.0.0.1:0", grpc_address="127.0.0.1:0",
+                                       partial_response=True,
+                                       endpoints=[f"127.0.0.1:{leaf_port}", f"127.0.0.1:{free_port()}"]))
+        await regional.start()
+        client = StoreClient(f"127.0.0.1:{regional.grpc_port}")
+        try:
+            got = await client.series_with_warnings(0, 10_000, [], skip_chunks=True)
+            assert [s.labels for s in got.series] == [(("__name__", "up"), ("site", "x"))]
+            assert len(got.warnings) == 1 and "endpoint 127.0.0.1:" in got.warnings[0]
+        finally:
+            await client.close()
+            await regional.stop()
+            await leaf.stop(None)
+    asyncio.run(go())
+
+
+def test_thanos_endpoint_config_file_and_inline():
+    from querier.filesd import parse_endpoint_config
+    text = "endpoints:\n  - address: a:1\n    strict: true\n  - address: b:2\n    group: true\n"
+    assert parse_endpoint_config(text, "e.yml") == ["a:1", "b:2"]
+    assert parse_endpoint_config("", "e.yml") == [] == parse_endpoint_config("endpoints: []", "e")
+    for bad in ("endpoints: a:1", "endpoints: [{strict: true}]",
+                "endpoints: [{address: a:1, client_config: {tls_config: {enabled: true}}}]"):
+        with pytest.raises(FileSDError):
+            parse_endpoint_config(bad, "e.yml")
+
+
+def test_endpoint_config_file_is_reloaded(tmp_path):
+    """--endpoint.sd-config-file: a store added to the file is used without a restart."""
+    async def go():
+        srv, port = await serve(_Source(0.0), "127.0.0.1:0", "store")
+        f = tmp_path / "endpoints.conf"
+        f.write_text("endpoints: []\n")
+        q = Querier(QueryConfig(http_address="127.0.0.1:0", endpoint_config_file=str(f),
+                                endpoint_config="endpoints: [{address: '127.0.0.1:1'}]"))
+        await q.start()
+        try:
+            assert [c.address for c in q.stores.clients] == ["127.0.0.1:1"]
+            f.write_text(f"endpoints:\n  - address: 127.0.0.1:{port}\n")
+            for _ in range(100):
+                if len(q.stores.clients) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert [c.address for c in q.stores.clients] == ["127.0.0.1:1", f"127.0.0.1:{port}"]
+        finally:
+            await q.stop()
+            await srv.stop(None)
+    asyncio.run(go())

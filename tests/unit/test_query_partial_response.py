@@ -79,7 +79,14 @@ def test_one_dead_endpoint_gives_answers_from_the_rest_with_a_warning(tmp_path, 
             st = c.querier.stores.health.status[dead]
             assert st.up is False and st.failures >= 2
             downs = [r for r in caplog.records if r.getMessage().startswith("endpoint unhealthy")]
-            assert [r.address for r in downs] == [dead]
+            # (on a loaded machine a live receiver may miss one early check too: that is a
+            # separate, equally single, log line; the dead one must be logged exactly once)
+            assert [r.address for r in downs].count(dead) == 1, [r.address for r in downs]
+            status, stores = await c.get("/api/v1/stores")
+            assert [e["name"] for e in stores["data"]["unknown"]] == [dead]
+            assert stores["data"]["unknown"][0]["lastError"].startswith("UNAVAILABLE")
+            assert sorted(e["name"] for e in stores["data"]["receive"]) == [c.grpc(0), c.grpc(1)]
+            assert all(e["lastError"] is None for e in stores["data"]["receive"])
             conns = await _metric(c, "thanos_store_nodes_grpc_connections{")
             assert sorted(conns.values()) == [1.0, 1.0], conns
             for i in range(2):
