@@ -5,8 +5,9 @@ The ingestor starts with a soft open-files limit of 1024 (a distro default) unde
 limit: before it raised its soft limit and closed idle WALs, every write failed past ~500
 tenants. While writing, descriptors stay under a bound that does not depend on the tenant
 count. (Local blocks, not cut here, hold two descriptors each for their mmaps, as
-Prometheus's blocks do; the raised limit covers them.) ``MANY_TENANTS`` sets the count
-(default 5,000)."""
+Prometheus's blocks do; the raised limit covers them.) ``MANY_TENANTS`` sets the count: 2,000
+in the suite (4x where the old design failed, 8x the open-WAL cap); ``MANY_TENANTS=5000`` is the
+issue's figure (about a minute on a busy 2-core machine)."""
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ from rw import HEADERS, body
 
 M = "__name__"
 T = 1_700_000_000_000
-N_TENANTS = int(os.environ.get("MANY_TENANTS", "5000"))
+N_TENANTS = int(os.environ.get("MANY_TENANTS", "2000"))
 FD_BOUND = 512  # listening sockets, logs, library files and a bounded set of WAL segments
 
 
