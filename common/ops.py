@@ -41,6 +41,12 @@ def add_ops_routes(app: web.Application, registry: CollectorRegistry,
     app.router.add_get("/-/ready", ready)
 
 
+# A connection idle this long, or this long into a request whose headers have not all arrived,
+# is closed (aiohttp's keep-alive timer runs from the connection's start and after each
+# response). Without it a client that stops mid-request holds its connection forever.
+IDLE_OR_HEADER_TIMEOUT_S = 30.0
+
+
 async def start_site(app: web.Application, address: str, tls: ServerTLS | None = None,
                      web_config: WebConfigFile | None = None, **handler_args
                      ) -> tuple[web.AppRunner, int]:
@@ -57,6 +63,7 @@ async def start_site(app: web.Application, address: str, tls: ServerTLS | None =
         ssl_context = ReloadingServerContext(lambda: web_config.current().tls or first, HTTP1).context
     if web_config is not None:
         app.middlewares.append(web_middleware(web_config))
+    handler_args.setdefault("keepalive_timeout", IDLE_OR_HEADER_TIMEOUT_S)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **handler_args)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)

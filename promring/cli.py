@@ -14,6 +14,7 @@ from pathlib import Path
 from common.logs import setup_logging
 from common.tls import (add_client_tls_flags, add_server_tls_flags, client_tls_from_flags,
                         server_tls_from_flags)
+from common.rlimits import raise_open_files_limit
 from common.units import parse_bytes, parse_duration_ms, parse_label_flag
 from objstore.flags import add_objstore_flags, objstore_yaml
 
@@ -510,6 +511,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"promring {a.command}: {e}", file=sys.stderr)
             sys.exit(2)
     setup_logging(a.log_level, a.log_format)
+    raise_open_files_limit()
     if a.command == "receive":
         from receiver.hashring import HashringConfigError
         from receiver.server import Receiver

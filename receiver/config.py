@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.tls import ClientTLS, ServerTLS
+from common.ops import IDLE_OR_HEADER_TIMEOUT_S
 
 from .tsdb.labels import Labels
 
@@ -21,6 +22,10 @@ class ReceiveConfig:
     tenant_label_name: str = "tenant_id"
     max_request_bytes: int = 32 << 20          # compressed body; over it: 413
     max_decompressed_bytes: int = 256 << 20    # snappy bomb guard; over it: 413
+    # A connection that is idle, or has not finished sending a request's headers, this long is
+    # closed; a request body not fully received this long after its headers gets 408.
+    http_header_timeout_s: float = IDLE_OR_HEADER_TIMEOUT_S
+    http_read_timeout_s: float = 120.0
     wal_fsync: str = "none"                    # "none": write() before ack; "batch": group fsync
     chunk_range_ms: int = 2 * 3600 * 1000
     too_far_in_future_ms: int = 10 * 60_000    # --tsdb.too-far-in-future.time-window; 0 = off
@@ -47,6 +52,7 @@ class ReceiveConfig:
     forward_tls: ClientTLS | None = None
     http_config: str = ""
     tenant_certificate_field: str = ""           # organization | organizationalUnit | commonName
+    storage_probe_interval_s: float = 5.0        # how often the data dir is checked for writes
     extra: dict = field(default_factory=dict)
 
     @property

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from functools import partial
 from typing import Any, Awaitable, Callable, Generator, Iterable
@@ -23,6 +25,7 @@ from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TO
 from .tsdb.labels import Labels, Matcher
 from .tsdb.histogram import from_proto_bytes, to_proto_bytes
 from .wal import WAL, HistogramsRecord, SamplesRecord, SeriesRecord, WALConfig
+from .wal.wal import lock_dir
 from .wal.checkpoint import checkpoints, replay_checkpoint, write_checkpoint
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,11 @@ class TSDBOptions:
     # Local blocks older than this (by max time) are deleted once shipped (or always, with no
     # shipper: then they are the only copy and retention is all there is). 0 = keep forever.
     retention_ms: int = 15 * 86_400_000
+    # At most this many tenants' WAL segment files stay open between writes (the least recently
+    # written are closed and reopened on their next write), so descriptors do not grow with
+    # tenants. Each tenant's WAL takes its own lock unless an owner locks the whole path.
+    max_open_wals: int = 256
+    lock_each_wal: bool = True
     # Samples later than now + this are refused (409 out of bounds), as Thanos's
     # --tsdb.too-far-in-future.time-window; 0 = off. See README for the default.
     too_far_in_future_ms: int = 10 * 60_000
@@ -124,7 +132,7 @@ class TenantTSDB:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.head = Head(opts.head)
         self.wal = WAL(WALConfig(dir=self.dir / "wal", fsync=opts.wal_fsync,
-                                 segment_bytes=opts.wal_segment_bytes))
+                                 segment_bytes=opts.wal_segment_bytes, lock=opts.lock_each_wal))
         ext = dict(opts.external_labels)
         ext[opts.tenant_label_name] = tenant
         self.external_labels: Labels = tuple(sorted(ext.items()))
@@ -206,6 +214,7 @@ class TenantTSDB:
 
         write_checkpoint(self.wal.cfg.dir, seg, records())
         self.wal.truncate_before(seg)
+        self.wal.release()  # an idle tenant keeps no descriptor; the next write reopens it
 
     def _hist_record(self, refs: list[int], upto: int) -> HistogramsRecord | None:
         """The head's native histogram samples >= ``upto`` of ``refs``, for a checkpoint."""
@@ -525,6 +534,23 @@ class TenantTSDB:
         """WAL on stable storage per the fsync policy; ``to_disk`` (shutdown) fsyncs anyway."""
         await self.wal.sync(force=to_disk)
 
+    def reopen_wal(self) -> None:
+        """A fresh WAL writer after a storage failure, starting from a checkpoint of the
+        whole head.
+
+        A write that failed half way (answered 503) may have put series and samples in the
+        head that never reached the WAL; without them a later sample could name a series the
+        WAL does not define, and a retried batch would be "out of order" yet not durable. The
+        checkpoint makes the WAL hold exactly what the head holds."""
+        cfg = self.wal.cfg
+        try:
+            self.wal.close()
+        except OSError:
+            pass  # the failed writer's state is unknown; the new one cuts any torn tail
+        self.wal = WAL(cfg)
+        if self.head.num_series:
+            self._checkpoint(int(np.iinfo(np.int64).min))
+
     def close(self) -> None:
         self.wal.close()
         for b in self.blocks.values():
@@ -537,12 +563,19 @@ def _block_labels(b: BlockReader, matchers: list[Matcher]) -> Iterable[Labels]:
 
 
 class MultiTSDB:
-    """All tenants of an ingestor, opened lazily on first write and eagerly on start."""
+    """All tenants of an ingestor, opened lazily on first write and eagerly on start.
+
+    One ``LOCK`` file guards the whole path (not one per tenant), and only the ``max_open_wals``
+    most recently written tenants keep their WAL segment open: the descriptors an ingestor holds
+    do not grow with its tenants.
+    """
 
     def __init__(self, opts: TSDBOptions) -> None:
-        self.opts = opts
-        self.tenants: dict[str, TenantTSDB] = {}
         opts.path.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = lock_dir(opts.path, "TSDB directory")
+        self.opts = replace(opts, lock_each_wal=False)
+        self.tenants: dict[str, TenantTSDB] = {}
+        self._recent: OrderedDict[str, None] = OrderedDict()  # tenants whose WAL may be open
 
     def open_existing(self) -> int:
         """Open and replay every tenant found on disk; returns samples restored."""
@@ -556,11 +589,29 @@ class MultiTSDB:
         return restored
 
     def tenant(self, name: str) -> TenantTSDB:
+        """The tenant to write to (created on first use); marks it as most recently written."""
         t = self.tenants.get(name)
         if t is None:
             validate_tenant(name)
             t = self.tenants[name] = TenantTSDB(name, self.opts)
+        self._recent[name] = None
+        self._recent.move_to_end(name)
+        if len(self._recent) > self.opts.max_open_wals:
+            self._release_idle_wals()
         return t
+
+    def _release_idle_wals(self) -> None:
+        """Close the least recently written WALs beyond the cap; one still waiting for its
+        fsync stays open until a later call."""
+        excess = len(self._recent) - self.opts.max_open_wals
+        for name in list(itertools.islice(self._recent, excess)):
+            if self.tenants[name].wal.release():
+                del self._recent[name]
+
+    def reopen_wal(self, name: str) -> None:
+        t = self.tenants.get(name)
+        if t is not None:
+            t.reopen_wal()
 
     def num_series(self) -> int:
         return sum(t.head.num_series for t in self.tenants.values())
@@ -574,6 +625,9 @@ class MultiTSDB:
     def close(self) -> None:
         for t in self.tenants.values():
             t.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
 
 class MultiTSDBSource:

@@ -33,6 +33,7 @@ from .hashring.watch import HashringsFile
 from .limits import LimitsFile
 from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
 from .metadata import MetadataStore, decode_metadata, metadata_handler
+from .storagehealth import StorageHealth, is_storage_error
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_certificate, tenant_from_headers
@@ -40,6 +41,18 @@ from .thanoswrite import split_thanos_write
 from .tsdb.head import HeadOptions
 
 log = logging.getLogger(__name__)
+
+
+async def _answer_and_close(request: web.Request, status: int, text: str) -> web.Response:
+    """Send the response, then close the connection at once: the rest of a stalled body is
+    not waited for (aiohttp would otherwise linger reading it)."""
+    resp = web.Response(status=status, text=f"{text}\n")
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    if request.transport is not None:
+        request.transport.close()  # flushes the response first
+    return resp
 
 
 # Which failure a multi-tenant gRPC write reports when its tenants fail differently: the one a
@@ -74,6 +87,7 @@ class Receiver:
         self.db: MultiTSDB | None = None
         self.source: MultiTSDBSource | None = None
         self.metadata: MetadataStore | None = None
+        self.health: StorageHealth | None = None
         if cfg.is_ingestor:
             self.db = MultiTSDB(TSDBOptions(
                 path=cfg.tsdb_path, external_labels=cfg.external_labels,
@@ -82,6 +96,7 @@ class Receiver:
                 retention_ms=cfg.retention_ms, too_far_in_future_ms=cfg.too_far_in_future_ms))
             self.source = MultiTSDBSource(self.db)
             self.metadata = MetadataStore(cfg.tsdb_path)
+            self.health = StorageHealth(cfg.tsdb_path, cfg.storage_probe_interval_s)
             self.metrics.series.set_function(self.db.num_series)
             self.metrics.head_bytes.set_function(self.db.memory_bytes)
             skipped = Gauge("promring_tsdb_wal_replay_skipped",
@@ -109,6 +124,7 @@ class Receiver:
         self._runners: list[web.AppRunner] = []
         self._grpc: H2GrpcServer | None = None
         self._refresher: asyncio.Task | None = None
+        self._prober: asyncio.Task | None = None
         self._ext_applied: set[str] = set()
         self.ports: dict[str, int] = {}
         self.bucket = None
@@ -128,15 +144,16 @@ class Receiver:
     async def start(self) -> None:
         write_app = web.Application(client_max_size=self.cfg.max_request_bytes)
         write_app.router.add_post("/api/v1/receive", self.handle_write)
-        add_ops_routes(write_app, self.registry, lambda: self.ready)
+        add_ops_routes(write_app, self.registry, self.is_ready)
         # The body is snappy by protocol; aiohttp must not try to gunzip a mislabelled one.
         runner, self.ports["remote_write"] = await start_site(
             write_app, self.cfg.remote_write_address, tls=self.cfg.remote_write_tls,
-            web_config=self.web_config, auto_decompress=False)
+            web_config=self.web_config, auto_decompress=False,
+            keepalive_timeout=self.cfg.http_header_timeout_s)
         self._runners.append(runner)
         if self.cfg.http_address:
             http_app = web.Application()
-            add_ops_routes(http_app, self.registry, lambda: self.ready)
+            add_ops_routes(http_app, self.registry, self.is_ready)
             runner, self.ports["http"] = await start_site(http_app, self.cfg.http_address,
                                                           web_config=self.web_config)
             self._runners.append(runner)
@@ -155,8 +172,14 @@ class Receiver:
             self.lifecycle.start()  # its first round ships what a previous run left behind
             if self.cfg.grpc_address:
                 await self._serve_grpc()
+            await self.health.check(self.db.reopen_wal)
+            self._prober = asyncio.get_running_loop().create_task(self.health.run(self.db.reopen_wal))
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
         self.ready = True
+
+    def is_ready(self) -> bool:
+        """Started, and (an ingestor) its data dir takes writes."""
+        return self.ready and (self.health is None or self.health.ok)
 
     async def _serve_grpc(self) -> None:
         # Our own HTTP/2 gRPC server, not grpc.aio: Thanos routers compress forwarded writes with
@@ -195,8 +218,9 @@ class Receiver:
 
     async def stop(self) -> None:
         self.ready = False
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in (self._refresher, self._prober):
+            if task is not None:
+                task.cancel()
         for r in self._runners:
             await r.cleanup()
         self._runners.clear()
@@ -242,7 +266,9 @@ class Receiver:
         if isinstance(replica, web.Response):
             return replica
         try:
-            body = await request.read()
+            body = await asyncio.wait_for(request.read(), self.cfg.http_read_timeout_s)
+        except asyncio.TimeoutError:
+            return await _answer_and_close(request, 408, "request body not received in time")
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413, text=f"request body exceeds {self.cfg.max_request_bytes} bytes\n")
         except Exception as e:  # a body that cannot even be read is the client's problem
@@ -351,18 +377,29 @@ class Receiver:
         return db
 
     async def _write_local(self, tenant: str, req: DecodedWrite) -> tuple[int, str]:
-        if not self.ready or self.db is None:
+        if not self.ready or self.db is None or self.health is None:
             return 503, "receiver is not ready"
+        if not self.health.ok:
+            return 503, f"storage unavailable ({self.health.cause}); retry later"
         try:
             db = self._tenant_db(tenant)
         except InvalidTenant as e:
             return 400, str(e)
+        except OSError as e:
+            self.health.failed(f"creating tenant {tenant!r}", e)
+            return 503, f"storage unavailable: {e}"
         why = self.limits.limits.check_head(tenant, db.head.num_series)
         if why:
             self.metrics.limited.labels(tenant, "head_series").inc()
             return 429, why
-        out = db.write(req)
-        await db.sync()
+        try:
+            out = db.write(req)
+            await db.sync()
+        except Exception as e:
+            if not is_storage_error(e):
+                raise
+            self.health.failed(f"writing the WAL of tenant {tenant!r}", e, tenant)
+            return 503, f"storage unavailable: {e}"
         self.metrics.samples.labels(tenant).inc(out.appended)
         for reason, n in (("out_of_order", out.out_of_order), ("duplicate", out.duplicate),
                           ("too_old", out.too_old), ("bad_labels", out.dropped_samples),

@@ -87,6 +87,7 @@ class WALConfig:
     dir: Path
     segment_bytes: int = 128 << 20
     fsync: str = "batch"  # "none" | "batch"
+    lock: bool = True  # False: the owner holds a lock covering this directory
 
     def __post_init__(self) -> None:
         self.dir = Path(self.dir)
@@ -175,6 +176,17 @@ def _fsync_all(fds: list[int], dirpath: Path | None) -> None:
             os.close(fd)
 
 
+def lock_dir(dirpath: Path, what: str) -> int:
+    """Take the exclusive ``LOCK`` file of ``dirpath``; returns its descriptor (held until closed)."""
+    fd = os.open(dirpath / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"{what} {dirpath} is in use by another process") from None
+    return fd
+
+
 def _fsync_dir(dirpath: Path) -> None:
     dfd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -190,12 +202,7 @@ class WAL:
         self.cfg = cfg
         cfg.dir.mkdir(parents=True, exist_ok=True)
         # One writer per directory: a second ingestor appending would interleave frames.
-        self._lock_fd = os.open(cfg.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise RuntimeError(f"WAL directory {cfg.dir} is in use by another process") from None
+        self._lock_fd = lock_dir(cfg.dir, "WAL directory") if cfg.lock else None
         self._fd: int | None = None  # current segment, O_APPEND; opened on first log()
         self._seg = -1
         self._seg_size = 0
@@ -349,6 +356,18 @@ class WAL:
         self._fd = None
         self._open_segment(self._seg + 1)
 
+    def release(self) -> bool:
+        """Close the segment descriptor if no fsync still needs it (the next ``log`` reopens
+        it), so that thousands of idle WALs hold no descriptors; returns whether it did."""
+        if self._fd is None:
+            return True
+        if self._sync_task is not None or self._pending_fds or (
+                self.cfg.fsync == "batch" and self._synced_seq < self._wseq):
+            return False
+        os.close(self._fd)
+        self._fd = None
+        return True
+
     def log(self, series: SeriesRecord | None, samples: SamplesRecord | None,
             histograms: HistogramsRecord | None = None) -> None:
         """Append one request's new series and accepted samples (float, then native
@@ -471,7 +490,8 @@ class WAL:
                 for fd in fds:
                     os.close(fd)
         finally:
-            os.close(self._lock_fd)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
 
     def __enter__(self) -> WAL:
         return self

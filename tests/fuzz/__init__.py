@@ -1,0 +1,1 @@
+"""Fuzzing the remote-write decoder and the whole write path (see tests/fuzz/README.md)."""
