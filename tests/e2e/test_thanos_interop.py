@@ -21,8 +21,8 @@ from harness import (ServerProcess, free_port, promring_cmd, query_process, rece
 from peers import peer
 from rw import push, raw_samples
 from storeapi import hints_pb2, rpc_pb2, rpc_pb2_grpc, types_pb2
-from test_promql_differential import (INSTANCES, INTERVAL_MS, ROUNDS, compliance_queries, diff,
-                                      make_data, own_queries)
+from test_promql_differential import (INSTANCES, INTERVAL_MS, ROUNDS, compare_all,
+                                      compliance_queries, make_data, own_queries)
 
 STARTUP_S = 120.0  # generous: the suite shares two cores with everything else
 FS_BUCKET = "type: FILESYSTEM\nconfig:\n  directory: {dir}\n"
@@ -204,20 +204,15 @@ def test_thanos_and_promring_queriers_agree_over_each_others_components(tmp_path
 
         instants = [(base + m * 60_000 + 17_000) / 1000 for m in (30, 36, 41, 45, 49)]
         at_s = int(base / 1000) + 35 * 60 + 17
-        queries = list(dict.fromkeys(compliance_queries() + own_queries(at_s)))
+        # Not resets(): Thanos's querier answers 0 for a window holding a counter reset, over its
+        # own receive just the same (seen by hand with v0.42.4), where promring answers 1 as
+        # Prometheus does; that is Thanos's query path, not the StoreAPI under test here.
+        queries = [q for q in dict.fromkeys(compliance_queries() + own_queries(at_s))
+                   if "resets(" not in q]
         start, end = (base + 30 * 60_000 + 17_000) / 1000, (base + 49 * 60_000 + 17_000) / 1000
-        failures, n = [], 0
-        for i, q in enumerate(queries):
-            calls = [("query", {"query": q, "time": instants[i % len(instants)]})]
-            if not q.strip().startswith('"'):
-                calls.append(("query_range", {"query": q, "start": start, "end": end, "step": 60}))
-            for path, params in calls:
-                ans = {k: sess.get(f"{a}/{path}", params=params, timeout=60).json()
-                       for k, a in apis.items()}
-                n += 1
-                d = diff(ans["thanos"], ans["promring"])
-                if d is not None:
-                    failures.append(f"{path} {q!r}: {d}")
+        failures, n_instant, n_range = compare_all(sess, apis, queries, instants, start, end,
+                                                   instant_offsets=(0,))
+        n = n_instant + n_range
         print(f"thanos interop differential: {len(queries)} queries, {n} evaluations, "
               f"{len(failures)} mismatches")
         assert len(queries) >= 200
