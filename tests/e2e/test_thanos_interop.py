@@ -1,7 +1,7 @@
 """promring against the real Thanos binary (built by scripts/peers.sh from the Go module proxy):
 
-- a Thanos receive router with default flags (so gRPC snappy, timeseriesTenantData) forwards
-  into promring ingestors, and every sample lands;
+- a Thanos receive router with default flags (so its writes are snappy-compressed gRPC)
+  forwards into promring ingestors, and every sample lands;
 - a promring router (snappy by default) forwards into a Thanos ingestor, and every sample lands;
 - a Thanos querier over a promring ingestor + promring store gateway and a promring querier over
   a Thanos ingestor + Thanos store gateway give the same answers to the differential query set.
