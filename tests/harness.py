@@ -164,13 +164,13 @@ class ServerProcess:
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "ServerProcess":
+    def start(self, timeout: float = 30.0) -> "ServerProcess":
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         log.close()
         for url in self.ready_urls:
-            wait_ready(url, proc=self.proc)
+            wait_ready(url, timeout=timeout, proc=self.proc)
         return self
 
     def url(self, port: str, path: str) -> str:

@@ -237,6 +237,32 @@ def diff(prom: dict, ours: dict) -> str | None:
     return None
 
 
+def compare_all(sess: requests.Session, apis: dict[str, str], queries: list[str],
+                instants: list[float], start: float, end: float,
+                instant_offsets: tuple[int, ...] = (0, 2)) -> tuple[list[str], int, int]:
+    """Every query as instant queries (at instants picked round-robin) and, unless it is a
+    string literal, as a range query on both APIs (reference first); returns the mismatches
+    and the numbers of instant and range evaluations."""
+    (ref, ref_api), (other, other_api) = apis.items()
+    failures, n_instant, n_range = [], 0, 0
+    for i, q in enumerate(queries):
+        calls = [("query", {"query": q, "time": instants[(i + k) % len(instants)]})
+                 for k in instant_offsets]
+        if not q.strip().startswith('"'):
+            calls.append(("query_range", {"query": q, "start": start, "end": end, "step": 60}))
+        for path, params in calls:
+            a = sess.get(f"{ref_api}/{path}", params=params, timeout=60).json()
+            b = sess.get(f"{other_api}/{path}", params=params, timeout=60).json()
+            if path == "query":
+                n_instant += 1
+            else:
+                n_range += 1
+            d = diff(a, b)
+            if d is not None:
+                failures.append(f"{path} {q!r} @ {params.get('time', params.get('start'))}: {d}")
+    return failures, n_instant, n_range
+
+
 def test_answers_equal_prometheus(tmp_path):
     now_ms = int(time.time() * 1000)
     base = now_ms // 60_000 * 60_000 - ROUNDS * INTERVAL_MS // 60_000 * 60_000
@@ -271,20 +297,7 @@ def test_answers_equal_prometheus(tmp_path):
         at_s = int(base / 1000) + 35 * 60 + 17
         queries = list(dict.fromkeys(compliance_queries() + own_queries(at_s)))
         start, end = (base + 30 * 60_000 + 17_000) / 1000, (base + 49 * 60_000 + 17_000) / 1000
-        failures, n_instant, n_range = [], 0, 0
-        for i, q in enumerate(queries):
-            calls = [("query", {"query": q, "time": instants[(i + k) % len(instants)]}) for k in (0, 2)]
-            if not q.strip().startswith('"'):
-                calls.append(("query_range", {"query": q, "start": start, "end": end, "step": 60}))
-            for path, params in calls:
-                ans = {k: sess.get(f"{a}/{path}", params=params, timeout=60).json() for k, a in apis.items()}
-                d = diff(ans["prometheus"], ans["promring"])
-                if path == "query":
-                    n_instant += 1
-                else:
-                    n_range += 1
-                if d is not None:
-                    failures.append(f"{path} {q!r} @ {params.get('time', params.get('start'))}: {d}")
+        failures, n_instant, n_range = compare_all(sess, apis, queries, instants, start, end)
         print(f"differential: {len(queries)} queries, {n_instant} instant + {n_range} range evaluations, "
               f"{len(failures)} mismatches")
         assert len(queries) >= 300
