@@ -62,7 +62,7 @@ async def verify_index(bucket: Bucket, index_name: str, header: IndexHeader,
                        seg_sizes: dict[str, int], piece: int = DEFAULT_PIECE) -> None:
     """Raise CorruptionError unless every item of the index checks out (see module doc)."""
     segs = segment_size_array(seg_sizes)
-    nsyms = len(header.symbols)
+    nsyms = header.num_symbols
     lo, hi = header.toc.series, header.series_end
     for kind, start, end in _sections(header):
         off, carry = start, b""
