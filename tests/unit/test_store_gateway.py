@@ -219,6 +219,41 @@ def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
     run(main())
 
 
+def test_index_header_memory_is_compact_arrays_not_strings(tmp_path: Path) -> None:
+    """Issue 13: a loaded index-header kept a Python str per symbol and per label value
+    (~150+ bytes each), so a 1M-series block cost hundreds of MiB. The header file is now
+    mmapped and only position arrays (4-8 bytes per entry) stay on the heap; strings are
+    decoded on demand and still answer exactly."""
+    import tracemalloc
+
+    n = 20_000  # one distinct instance value per series
+    span = 2 * 60_000
+    series = [((("__name__", "m"), ("instance", f"host-{i:06d}")),
+               np.array([T0, T0 + 60_000], dtype=np.int64), np.array([1.0, 2.0]))
+              for i in range(n)]
+    bdir = write(tmp_path, series, T0, T0 + span, {"c": "a"})
+    data = (bdir / "index").read_bytes()
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "blocks")
+        path = tmp_path / "hdr" / HEADER_FILENAME
+        h, _ = await IndexHeader.load_or_fetch(bkt, f"{bdir.name}/index", len(data), path)
+        del h
+        tracemalloc.start()
+        try:
+            h = IndexHeader.open(path)
+            heap, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert heap < 20 * n, f"{heap / n:.0f} heap bytes per distinct value"
+        assert h.label_values("instance")[:2] == ["host-000000", "host-000001"]
+        assert h.postings_range("instance", "host-019999") is not None
+        assert h.postings_range("instance", "host-0199990") is None
+        assert h.postings_range("instance", "") is None
+
+    run(main())
+
+
 # --------------------------------------------------------------------------- queries
 
 
