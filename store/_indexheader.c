@@ -233,8 +233,10 @@ static PyObject *py_label_sets(PyObject *self, PyObject *args) {
             if (!pt) { Py_DECREF(pair[0]); Py_DECREF(pair[1]); Py_CLEAR(out); goto done; }
             PyTuple_SET_ITEM(pt, 0, pair[0]);
             PyTuple_SET_ITEM(pt, 1, pair[1]);
+            PyObject_GC_UnTrack(pt);  /* strings only: never part of a cycle */
             PyTuple_SET_ITEM(tup, (Py_ssize_t)k, pt);
         }
+        PyObject_GC_UnTrack(tup);  /* tuples of such tuples: likewise; keeps GC passes short */
     }
 done:
     if (cache) for (size_t h = 0; h < CACHE_SIZE; h++) Py_XDECREF(cache[h]);
