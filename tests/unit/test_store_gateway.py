@@ -187,6 +187,24 @@ def test_coalesce_merges_small_gaps_and_splits_big_groups() -> None:
 # --------------------------------------------------------------------------- index-header
 
 
+def test_block_merge_is_label_sorted_and_joins_series_across_blocks() -> None:
+    """The lazy merge across blocks (issue 13: replaces a dict merge and a full sort):
+    label-sorted output, one entry per series, chunks of consecutive blocks concatenated in
+    time order, overlapping blocks' chunks sorted with exact duplicates dropped."""
+    from store.bucketstore import merge_block_series
+
+    a, b, c = (("n", "a"),), (("n", "b"),), (("n", "c"),)
+    blk1 = [(a, [(0, 9, b"a1")]), (c, [(0, 9, b"c1")])]
+    blk2 = [(a, [(10, 19, b"a2")]), (b, [(10, 19, b"b2")])]
+    overlap = [(a, [(0, 9, b"a1"), (5, 12, b"a3")])]
+    assert list(merge_block_series([blk1, [], blk2])) == [
+        (a, [(0, 9, b"a1"), (10, 19, b"a2")]), (b, [(10, 19, b"b2")]), (c, [(0, 9, b"c1")])]
+    assert list(merge_block_series([blk1, blk2, overlap]))[0] == (
+        a, [(0, 9, b"a1"), (5, 12, b"a3"), (10, 19, b"a2")])
+    assert list(merge_block_series([[], []])) == []
+    assert list(merge_block_series([[(c, []), (a, [])]])) == [(a, []), (c, [])]
+
+
 def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
     series = make_series(300, T0, H2, step=60_000)
     bdir = write(tmp_path, series, T0, T0 + H2, {"cluster": "a"})
