@@ -39,7 +39,8 @@ HEADER_MAGIC = 0x50524948  # "PRIH"
 HEADER_VERSION = 1
 HEADER_FILENAME = "index-header"
 _PREFIX = struct.Struct(">IBBQ")
-FETCH_PIECE = 8 << 20  # ranged reads while building a header: bounded memory for any size
+_WINDOW = 1 << 20  # bytes of the mapped header checked before their pages are let go
+FETCH_PIECE = 1 << 20  # ranged reads while building a header: bounded memory for any size
 
 
 def _section_body(buf: bytes | mmap.mmap, off: int, what: str) -> tuple[int, int]:
@@ -82,9 +83,12 @@ class IndexHeader:
         if len(buf) < _PREFIX.size + TOC_LEN + 12:
             raise CorruptionError("index-header: file too short")
         (want,) = struct.unpack_from(">I", buf, len(buf) - 4)
+        crc = 0
         with memoryview(buf) as mv:
-            ok = crc32c(mv[:-4]) == want
-        if not ok:
+            for a in range(0, len(buf) - 4, _WINDOW):  # a window at a time: bounded RSS
+                crc = crc32c(mv[a:min(a + _WINDOW, len(buf) - 4)], crc)
+                self._drop(a, a + _WINDOW)
+        if crc != want:
             raise CorruptionError("index-header: checksum mismatch")
         magic, version, _, self.index_size = _PREFIX.unpack_from(buf, 0)
         if magic != HEADER_MAGIC or version != HEADER_VERSION:
@@ -108,6 +112,7 @@ class IndexHeader:
             self._sym_pos = np.frombuffer(string_positions(buf, start + 4, count, end), np.uint32)
         except ValueError as e:
             raise CorruptionError(f"index-header: symbols: {e}") from None
+        self._drop(sym_at, end + 4)
 
         start, end = _section_body(buf, pt_at, "postings offset table")
         (count,) = struct.unpack_from(">I", buf, start)
@@ -134,8 +139,16 @@ class IndexHeader:
         self._names: dict[str, tuple[int, int]] = {
             nm: (a, z) for nm, a, z in zip(names, r[:-1], r[1:])}
         self.series_end = _next_boundary(toc, toc.series, self.index_size)
-        if isinstance(buf, mmap.mmap):
-            buf.madvise(mmap.MADV_DONTNEED)  # checked: drop the pages from our RSS again
+        self._drop(0, len(buf))
+
+    def _drop(self, start: int, end: int) -> None:
+        """Let go of the mapped pages of [start, end) once read (they stay in the page cache
+        and come back on the next touch), so loading a big header never holds it all."""
+        if isinstance(self._buf, mmap.mmap):
+            a = start - start % mmap.PAGESIZE
+            z = min(end, len(self._buf))
+            if z > a:
+                self._buf.madvise(mmap.MADV_DONTNEED, a, z - a)
 
     # -- building and persisting
 

@@ -26,7 +26,7 @@ from receiver.tsdb.index import TOC_LEN
 from .indexheader import IndexHeader
 
 VERIFIED_MARKER = "index-verified"
-DEFAULT_PIECE = 8 << 20
+DEFAULT_PIECE = 1 << 20
 _SERIES, _POSTINGS, _ENTRIES = 0, 1, 2
 
 
