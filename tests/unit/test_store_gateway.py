@@ -787,3 +787,22 @@ def test_index_check_catches_any_damaged_byte(tmp_path: Path) -> None:
             await verify_index(bkt, name, header, {k: v // 2 for k, v in segs.items()})
 
     run(main())
+
+
+def test_store_lifts_open_files_soft_limit_for_mapped_headers() -> None:
+    """Each loaded block holds its mmapped index-header (one descriptor in Python's mmap), so
+    the store lifts the soft open-files limit to the hard one, as Thanos (Go) does."""
+    import resource
+
+    from store.server import raise_open_files_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lower = min(hard, max(1024, len(os.listdir("/proc/self/fd")) + 256))
+    if lower >= hard:
+        pytest.skip("hard open-files limit too low to lower the soft one below it")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lower, hard))
+    try:
+        raise_open_files_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
