@@ -163,6 +163,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the markdown table to this file")
     a = ap.parse_args()
     ranges = [h for h in RANGES_H if h <= a.hours]
+    raw_n = f"{round(RAW_SERIES * a.scale):,}"
+    queries = [(name.replace("1,000", raw_n), q) for name, q in QUERIES]
     t0 = (int(time.time() * 1000) // BLOCK_MS - a.hours // 2 - 2) * BLOCK_MS
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     blocks = a.keep or tmp / "blocks"
@@ -213,7 +215,7 @@ def main() -> None:
             step_s = h * 3600 / POINTS
             params = {"start": (end_ms - h * HOUR_MS) / 1000, "end": end_ms / 1000,
                       "step": step_s}
-            for name, q in QUERIES:
+            for name, q in queries:
                 p = dict(params, query=q)
                 pc, pd = run_query(sess, prom.api, p)
                 oc, od = run_query(sess, ours_api, p)
@@ -247,7 +249,7 @@ def main() -> None:
              f"warm = median of {a.warm}.", "",
              "| query | " + " | ".join(f"{h} h cold | {h} h warm" for h in ranges) + " |",
              "|---|" + "---|---|" * len(ranges)]
-    for name, _ in QUERIES:
+    for name, _ in queries:
         cells = []
         for h in ranges:
             r = next(r for r in rows if r[0] == name and r[1] == h)
