@@ -12,17 +12,18 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from objstore import Bucket, ObjectNotFound
-from receiver.tsdb._blockio import crc32c, decode_series, read_chunk
+from receiver.tsdb._blockio import crc32c, decode_series_batch, read_chunk
 from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, BlockMeta
 from receiver.tsdb.chunkenc import ENCODING_XOR
 from receiver.tsdb.chunks import SEGMENT_HEADER_SIZE, CorruptionError, segment_name
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
-from receiver.tsdb.index import EMPTY, SERIES_ALIGN, ChunkMeta
+from receiver.tsdb.index import EMPTY, SERIES_ALIGN
 from receiver.tsdb.labels import Labels, Matcher, MatchType
 
 from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk
@@ -41,6 +42,17 @@ DEFAULT_MAX_GAP = 512 << 10
 DEFAULT_MAX_RANGE = 8 << 20  # bigger coalesced reads are split to run in parallel
 
 Chunk = tuple[int, int, "bytes | AggrData"]
+
+
+class SeriesEntries(NamedTuple):
+    """Decoded series entries of one block: label sets, and chunk metas flat over all series
+    (``chunk_counts[i]`` of them belong to series i, in order)."""
+
+    labels: list[Labels]
+    chunk_counts: np.ndarray
+    c_mint: np.ndarray
+    c_maxt: np.ndarray
+    c_ref: np.ndarray
 # storeapi Aggr enum (COUNT=1 .. COUNTER=5) -> Thanos AggrType index (count=0 .. counter=4).
 _AGGR_FROM_PB = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
 _HISTOGRAM_ENCODINGS = (ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM)
@@ -333,10 +345,11 @@ class BucketBlock:
 
     # -- series entries and chunks
 
-    async def series_entries(self, refs: np.ndarray) -> list[tuple[Labels, list[ChunkMeta]]]:
-        """Labels (without external labels) and chunk metas of each series ref (sorted)."""
+    async def series_entries(self, refs: np.ndarray) -> SeriesEntries:
+        """Labels (without external labels) and chunk metas of each series ref (sorted), as
+        flat arrays decoded in one C call per block."""
         if len(refs) == 0:
-            return []
+            return SeriesEntries([], *(np.zeros(0, np.int64),) * 4)
         starts = refs.astype(np.int64) * SERIES_ALIGN
         h = self.header
         if starts[0] < h.toc.series or starts[-1] >= h.series_end:
@@ -345,15 +358,13 @@ class BucketBlock:
         ends = np.minimum(np.minimum(nxt, starts + self._opts.series_estimate), h.series_end)
         raws = await self._read_items(self._index_name, "series", refs.tolist(), starts, ends,
                                       _series_len)
-        out = []
-        lookup = h.lookup_labels
-        for raw in raws:
-            try:
-                ids, metas = decode_series(raw, 0)
-            except ValueError as e:
-                raise CorruptionError(f"block {self.ulid}: {e}") from None
-            out.append((lookup(ids), metas))
-        return out
+        try:
+            lc, syms, cc, c_mint, c_maxt, c_ref = decode_series_batch(raws)
+        except ValueError as e:
+            raise CorruptionError(f"block {self.ulid}: {e}") from None
+        return SeriesEntries(h.label_sets(lc, syms), np.frombuffer(cc, np.int64),
+                             np.frombuffer(c_mint, np.int64), np.frombuffer(c_maxt, np.int64),
+                             np.frombuffer(c_ref, np.int64))
 
     async def chunks(self, refs: list[int]) -> dict[int, bytes | None]:
         """Chunk data by ref: XOR chunks as bytes, native histogram chunks as EncodedChunk
@@ -429,32 +440,48 @@ class BucketBlock:
         if ms is None:
             return []
         refs = await self.select(ms)
-        entries = await self.series_entries(refs)
+        e = await self.series_entries(refs)
+        n = len(e.labels)
         if mint <= self.min_time and maxt >= self.max_time - 1:
-            picked = [e for e in entries if e[1]]  # every chunk lies inside the query range
+            keep = None  # every chunk lies inside the query range
+            counts = e.chunk_counts
         else:
-            picked = []
-            for lbls, metas in entries:
-                sel = [c for c in metas if c[0] <= maxt and c[1] >= mint]
-                if sel:
-                    picked.append((lbls, sel))
+            keep = (e.c_mint <= maxt) & (e.c_maxt >= mint)
+            counts = np.bincount(np.repeat(np.arange(n), e.chunk_counts)[keep], minlength=n)
+        picked = np.flatnonzero(counts).tolist()
         ext = self.ext_labels
         if skip_chunks:
-            return [(merge_external(lbls, ext), []) for lbls, _ in picked]
+            return [(merge_external(e.labels[i], ext), []) for i in picked]
+        sel = slice(None) if keep is None else keep
+        mints, maxts = e.c_mint[sel].tolist(), e.c_maxt[sel].tolist()
+        refl = e.c_ref[sel].tolist()
+        bounds = np.r_[0, np.cumsum(counts)].tolist()
         if self.resolution:
-            stored = await self.stored_chunks([c[2] for _, sel in picked for c in sel])
-            aggr = [(merge_external(lbls, ext),
-                     [(a, z, self._aggr_data(stored[r][1], aggregates)) for a, z, r in sel
-                      if stored[r][0] == ENCODING_AGGR])
-                    for lbls, sel in picked]
-            return [s for s in aggr if s[1]]
-        data = await self.chunks([c[2] for _, sel in picked for c in sel])
+            stored = await self.stored_chunks(refl)
+            out = []
+            for i in picked:
+                a, z = bounds[i], bounds[i + 1]
+                cs = [(mints[k], maxts[k], self._aggr_data(stored[refl[k]][1], aggregates))
+                      for k in range(a, z) if stored[refl[k]][0] == ENCODING_AGGR]
+                if cs:
+                    out.append((merge_external(e.labels[i], ext), cs))
+            return out
+        data = await self.chunks(refl)
+        datas = [data[r] for r in refl]
         out = []
-        for lbls, sel in picked:
-            cs = [(a, z, d) for a, z, r in sel if (d := data[r]) is not None]
-            if cs:
-                out.append((merge_external(lbls, ext), cs))
-        return out
+        if None in datas:
+            for i in picked:
+                a, z = bounds[i], bounds[i + 1]
+                cs = [(mints[k], maxts[k], datas[k]) for k in range(a, z)
+                      if datas[k] is not None]
+                if cs:
+                    out.append((merge_external(e.labels[i], ext), cs))
+            return out
+        chunks = list(zip(mints, maxts, datas))
+        if ext:
+            return [(merge_external(e.labels[i], ext), chunks[bounds[i]:bounds[i + 1]])
+                    for i in picked]
+        return [(e.labels[i], chunks[bounds[i]:bounds[i + 1]]) for i in picked]
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> set[str]:
         if not self.overlaps(mint, maxt):

@@ -23,12 +23,14 @@ their chunks go out as AggrChunks holding the requested aggregates.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import shutil
 import struct
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -286,31 +288,17 @@ class BucketStore:
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool,
                      max_resolution_ms: int = 0, aggregates: Sequence[int] = ()
-                     ) -> list[tuple[Labels, list[Chunk]]]:
+                     ) -> Iterator[tuple[Labels, list[Chunk]]]:
         """Series of all overlapping blocks sorted by labels; one series found in several
         blocks comes back once, its chunks in time order (exact duplicates dropped).
         Chunks of downsampled blocks (chosen by ``max_resolution_ms``) carry AggrData with
-        the requested ``aggregates`` (storeapi Aggr numbers)."""
+        the requested ``aggregates`` (storeapi Aggr numbers). The merge is lazy, so the
+        StoreAPI server encodes and sends frames while it runs."""
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         results = await asyncio.gather(*(
             self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
             for b in blocks))
-        if len(results) == 1:
-            return sorted(results[0])
-        merged: dict[Labels, list[Chunk]] = {}
-        multi: set[Labels] = set()
-        for res in results:
-            for lbls, cs in res:
-                cur = merged.get(lbls)
-                if cur is None:
-                    merged[lbls] = cs
-                else:
-                    merged[lbls] = cur + cs
-                    multi.add(lbls)
-        for lbls in multi:
-            cs = sorted(merged[lbls], key=lambda c: (c[0], c[1]))
-            merged[lbls] = [c for i, c in enumerate(cs) if i == 0 or c != cs[i - 1]]
-        return sorted(merged.items(), key=lambda kv: kv[0])
+        return merge_block_series(results)
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
         sets = await asyncio.gather(*(self._guarded(b, b.label_names(mint, maxt, matchers), set())
@@ -323,6 +311,36 @@ class BucketStore:
             self._guarded(b, b.label_values(name, mint, maxt, matchers), set())
             for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
+
+
+def merge_block_series(results: list[list[tuple[Labels, list[Chunk]]]]
+                       ) -> Iterator[tuple[Labels, list[Chunk]]]:
+    """One label-sorted stream from per-block lists (each sorted by labels, blocks in time
+    order): a stable sort of the concatenation (timsort merges the sorted runs in C), then
+    equal label sets joined. Chunks of a series spread over blocks that follow each other in
+    time are concatenated as they are; otherwise sorted by time, exact duplicates dropped."""
+    runs = [r for r in results if r]
+    if not runs:
+        return iter(())
+    if len(runs) == 1:
+        return iter(sorted(runs[0], key=itemgetter(0)))
+    every = [s for r in runs for s in r]
+    every.sort(key=itemgetter(0))
+    return _join_equal(every)
+
+
+def _join_equal(every: list[tuple[Labels, list[Chunk]]]) -> Iterator[tuple[Labels, list[Chunk]]]:
+    cur_l, cur_c = every[0]
+    for lbls, cs in itertools.islice(every, 1, None):
+        if lbls != cur_l:
+            yield cur_l, cur_c
+            cur_l, cur_c = lbls, cs
+        elif cur_c and cs and cur_c[-1][0] < cs[0][0]:
+            cur_c = cur_c + cs
+        else:
+            joined = sorted(cur_c + cs, key=lambda c: (c[0], c[1]))
+            cur_c = [c for i, c in enumerate(joined) if i == 0 or c != joined[i - 1]]
+    yield cur_l, cur_c
 
 
 def _pick_resolution(blocks: list[BucketBlock], mint: int, maxt: int, max_res: int

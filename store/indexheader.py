@@ -3,8 +3,14 @@
 To answer a query the store must map label matchers to postings lists and series ids to label
 strings. Those need the symbol table and the postings offset table -- typically a few percent
 of the index. They are fetched once with ranged reads (TOC, then header+symbols, then the
-offset table), persisted to ``<data_dir>/<ULID>/index-header`` so a restart costs no bucket
+offset table), streamed to ``<data_dir>/<ULID>/index-header`` so a restart costs no bucket
 reads, and everything else (postings lists, series entries) is read on demand by range.
+
+The header file is mmapped, not read into memory (as Thanos's index-header reader): per block
+only compact arrays stay in memory -- a uint32 position per symbol and per postings offset
+table value, an int64 offset per postings list, one str per label name. Strings are decoded
+from the mapping when a query needs them (store/_indexheader.c), so a block's resident cost
+is a few bytes per distinct label value instead of a Python object per string.
 
 Own file format (not Thanos's): ``magic u32 | version u8 | index version u8 | index size u64 |
 TOC (52 bytes, verbatim) | u32 len + symbols section | u32 len + postings offset table section |
@@ -13,7 +19,8 @@ own CRCs are checked again on load.
 """
 from __future__ import annotations
 
-import bisect
+import io
+import mmap
 import os
 import struct
 from collections.abc import Callable
@@ -22,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from objstore import Bucket
-from receiver.tsdb._blockio import crc32c, parse_offset_table, parse_strings
+from receiver.tsdb._blockio import crc32c
+
+from ._indexheader import label_sets, offset_table_positions, string_positions, strings_range
 from receiver.tsdb.chunks import CorruptionError
 from receiver.tsdb.index import HEADER_LEN, INDEX_FORMAT_V2, MAGIC_INDEX, TOC, TOC_LEN
 
@@ -30,9 +39,11 @@ HEADER_MAGIC = 0x50524948  # "PRIH"
 HEADER_VERSION = 1
 HEADER_FILENAME = "index-header"
 _PREFIX = struct.Struct(">IBBQ")
+_WINDOW = 1 << 20  # bytes of the mapped header checked before their pages are let go
+FETCH_PIECE = 1 << 20  # ranged reads while building a header: bounded memory for any size
 
 
-def _section_body(buf: bytes, off: int, what: str) -> tuple[int, int]:
+def _section_body(buf: bytes | mmap.mmap, off: int, what: str) -> tuple[int, int]:
     """Check the ``len body crc`` section at ``off`` of ``buf``; return the body's [start, end)."""
     if off + 4 > len(buf):
         raise CorruptionError(f"index-header: {what} truncated")
@@ -41,7 +52,9 @@ def _section_body(buf: bytes, off: int, what: str) -> tuple[int, int]:
     if end + 4 > len(buf):
         raise CorruptionError(f"index-header: {what} runs past its end")
     (want,) = struct.unpack_from(">I", buf, end)
-    if crc32c(memoryview(buf)[start:end]) != want:
+    with memoryview(buf) as mv:
+        ok = crc32c(mv[start:end]) == want
+    if not ok:
         raise CorruptionError(f"index-header: {what}: checksum mismatch")
     return start, end
 
@@ -62,156 +75,247 @@ def _parse_toc(raw: bytes, index_size: int) -> TOC:
 
 
 class IndexHeader:
-    """Symbols and postings offsets of one block's index, plus section bounds for range reads."""
+    """Symbols and postings offsets of one block's index, plus section bounds for range reads,
+    over the bytes of an index-header file (an mmap of it, or bytes)."""
 
-    def __init__(self, index_size: int, toc_raw: bytes, symbols_section: bytes,
-                 ptable_section: bytes) -> None:
-        self.index_size = index_size
-        self._toc_raw = bytes(toc_raw)
-        self._sym_raw = bytes(symbols_section)
-        self._pt_raw = bytes(ptable_section)
-        self.toc = toc = _parse_toc(self._toc_raw, index_size)
+    def __init__(self, buf: bytes | mmap.mmap) -> None:
+        self._buf = buf
+        if len(buf) < _PREFIX.size + TOC_LEN + 12:
+            raise CorruptionError("index-header: file too short")
+        (want,) = struct.unpack_from(">I", buf, len(buf) - 4)
+        crc = 0
+        with memoryview(buf) as mv:
+            for a in range(0, len(buf) - 4, _WINDOW):  # a window at a time: bounded RSS
+                crc = crc32c(mv[a:min(a + _WINDOW, len(buf) - 4)], crc)
+                self._drop(a, a + _WINDOW)
+        if crc != want:
+            raise CorruptionError("index-header: checksum mismatch")
+        magic, version, _, self.index_size = _PREFIX.unpack_from(buf, 0)
+        if magic != HEADER_MAGIC or version != HEADER_VERSION:
+            raise CorruptionError("index-header: bad magic or version")
+        pos = _PREFIX.size
+        self.toc = toc = _parse_toc(bytes(buf[pos:pos + TOC_LEN]), self.index_size)
+        pos += TOC_LEN
+        (n,) = struct.unpack_from(">I", buf, pos)
+        sym_at, pt_at = pos + 4, pos + 8 + n
+        if pt_at > len(buf) - 4:
+            raise CorruptionError("index-header: symbols run past the file")
+        (pt_len,) = struct.unpack_from(">I", buf, pt_at - 4)
+        if pt_at + pt_len != len(buf) - 4:
+            raise CorruptionError("index-header: postings offset table disagrees with the file")
+        self.nbytes = n + pt_len
 
-        start, end = _section_body(self._sym_raw, 0, "symbols")
-        (count,) = struct.unpack_from(">I", self._sym_raw, start)
+        start, end = _section_body(buf, sym_at, "symbols")
+        (count,) = struct.unpack_from(">I", buf, start)
+        self._sym_base = start + 4
         try:
-            self.symbols: list[str] = parse_strings(self._sym_raw, start + 4, count, end)
+            self._sym_pos = np.frombuffer(string_positions(buf, start + 4, count, end), np.uint32)
         except ValueError as e:
             raise CorruptionError(f"index-header: symbols: {e}") from None
+        self._drop(sym_at, end + 4)
 
-        start, end = _section_body(self._pt_raw, 0, "postings offset table")
-        (count,) = struct.unpack_from(">I", self._pt_raw, start)
+        start, end = _section_body(buf, pt_at, "postings offset table")
+        (count,) = struct.unpack_from(">I", buf, start)
+        self._pt_base = start + 4
         try:
-            names, values, offs_b = parse_offset_table(self._pt_raw, start + 4, count, end)
+            names, runs, vpos, offs = offset_table_positions(buf, start + 4, count, end)
         except ValueError as e:
             raise CorruptionError(f"index-header: {e}") from None
-        starts = np.frombuffer(offs_b, dtype=np.int64)
+        self._val_pos = np.frombuffer(vpos, np.uint32)
+        self._starts = starts = np.frombuffer(offs, np.int64)
         # A postings list ends where the next one (in file order) starts; the last one at the
         # next section. Reading that whole span is safe: the list's own length prefix bounds it.
-        self.postings_end = _next_boundary(toc, toc.postings, index_size)
-        order = np.argsort(starts, kind="stable")
-        ends = np.empty_like(starts)
-        ends[order] = np.r_[starts[order][1:], self.postings_end]
+        self.postings_end = _next_boundary(toc, toc.postings, index_size=self.index_size)
         if len(starts) and (starts.min() < toc.postings or starts.max() >= self.postings_end):
             raise CorruptionError("index-header: postings offset outside the postings section")
-        obj = np.fromiter(map(id, names), dtype=np.int64, count=len(names))
-        cuts = np.flatnonzero(np.r_[True, obj[1:] != obj[:-1]]).tolist() + [len(names)]
-        self._postings: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {
-            names[a]: (values[a:z], starts[a:z], ends[a:z]) for a, z in zip(cuts[:-1], cuts[1:])
-        }
-        self.series_end = _next_boundary(toc, toc.series, index_size)
+        # Writers lay postings lists out in table order; only if not is an end array kept.
+        self._ends: np.ndarray | None = None
+        if len(starts) > 1 and not bool(np.all(starts[1:] > starts[:-1])):
+            order = np.argsort(starts, kind="stable")
+            ends = np.empty_like(starts)
+            ends[order] = np.r_[starts[order][1:], self.postings_end]
+            self._ends = ends
+        r = np.frombuffer(runs, np.int64).tolist()
+        self._names: dict[str, tuple[int, int]] = {
+            nm: (a, z) for nm, a, z in zip(names, r[:-1], r[1:])}
+        self.series_end = _next_boundary(toc, toc.series, self.index_size)
+        self._drop(0, len(buf))
+
+    def _drop(self, start: int, end: int) -> None:
+        """Let go of the mapped pages of [start, end) once read (they stay in the page cache
+        and come back on the next touch), so loading a big header never holds it all."""
+        if isinstance(self._buf, mmap.mmap):
+            a = start - start % mmap.PAGESIZE
+            z = min(end, len(self._buf))
+            if z > a:
+                self._buf.madvise(mmap.MADV_DONTNEED, a, z - a)
 
     # -- building and persisting
 
-    @classmethod
-    async def fetch(cls, bucket: Bucket, index_name: str, index_size: int) -> IndexHeader:
-        """Build from three ranged reads of the index object (TOC, head, offset table)."""
+    @staticmethod
+    async def _build(bucket: Bucket, index_name: str, index_size: int,
+                     out: io.RawIOBase | io.BufferedIOBase) -> None:
+        """Write the header file to ``out`` from three (groups of) ranged reads of the index
+        (TOC, head, offset table), in pieces of at most FETCH_PIECE bytes."""
         if index_size < HEADER_LEN + TOC_LEN:
             raise CorruptionError(f"{index_name}: too short for an index")
         toc_raw = await bucket.get_range(index_name, index_size - TOC_LEN, TOC_LEN)
         toc = _parse_toc(toc_raw, index_size)
-        head = await bucket.get_range(index_name, 0, toc.series)
-        if len(head) != toc.series:
-            raise CorruptionError(f"{index_name}: short read of the symbols section")
-        magic, version = struct.unpack_from(">IB", head, 0)
-        if magic != MAGIC_INDEX:
-            raise CorruptionError(f"{index_name}: bad magic {magic:#x}")
-        if version != INDEX_FORMAT_V2:
-            raise CorruptionError(f"{index_name}: unsupported index format version {version}")
+        crc = 0
+
+        def put(b: bytes) -> None:
+            nonlocal crc
+            crc = crc32c(b, crc)
+            out.write(b)
+
+        put(_PREFIX.pack(HEADER_MAGIC, HEADER_VERSION, INDEX_FORMAT_V2, index_size) + toc_raw)
+        put(struct.pack(">I", toc.series - toc.symbols))
+        at = 0
+        while at < toc.series:
+            piece = await bucket.get_range(index_name, at, min(FETCH_PIECE, toc.series - at))
+            if not piece:
+                raise CorruptionError(f"{index_name}: short read of the symbols section")
+            if at == 0:
+                if len(piece) < HEADER_LEN:
+                    raise CorruptionError(f"{index_name}: short read of the index header")
+                magic, version = struct.unpack_from(">IB", piece, 0)
+                if magic != MAGIC_INDEX:
+                    raise CorruptionError(f"{index_name}: bad magic {magic:#x}")
+                if version != INDEX_FORMAT_V2:
+                    raise CorruptionError(
+                        f"{index_name}: unsupported index format version {version}")
+            lo = max(toc.symbols - at, 0)
+            if lo < len(piece):
+                put(piece[lo:])
+            at += len(piece)
         pt_len = index_size - TOC_LEN - toc.postings_table
-        ptable = await bucket.get_range(index_name, toc.postings_table, pt_len)
-        if len(ptable) != pt_len:
-            raise CorruptionError(f"{index_name}: short read of the postings offset table")
-        return cls(index_size, toc_raw, head[toc.symbols:], ptable)
+        put(struct.pack(">I", pt_len))
+        at = toc.postings_table
+        while at < toc.postings_table + pt_len:
+            piece = await bucket.get_range(index_name, at,
+                                           min(FETCH_PIECE, toc.postings_table + pt_len - at))
+            if not piece:
+                raise CorruptionError(f"{index_name}: short read of the postings offset table")
+            put(piece)
+            at += len(piece)
+        out.write(struct.pack(">I", crc))
+
+    @classmethod
+    async def fetch(cls, bucket: Bucket, index_name: str, index_size: int) -> IndexHeader:
+        """Built in memory from ranged reads of the index object (no local file)."""
+        out = io.BytesIO()
+        await cls._build(bucket, index_name, index_size, out)
+        return cls(out.getvalue())
 
     def to_bytes(self) -> bytes:
-        body = b"".join((
-            _PREFIX.pack(HEADER_MAGIC, HEADER_VERSION, INDEX_FORMAT_V2, self.index_size),
-            self._toc_raw, struct.pack(">I", len(self._sym_raw)), self._sym_raw,
-            struct.pack(">I", len(self._pt_raw)), self._pt_raw))
-        return body + struct.pack(">I", crc32c(body))
+        return bytes(self._buf)
 
     @classmethod
     def from_bytes(cls, b: bytes) -> IndexHeader:
-        if len(b) < _PREFIX.size + TOC_LEN + 12:
-            raise CorruptionError("index-header: file too short")
-        (want,) = struct.unpack_from(">I", b, len(b) - 4)
-        if crc32c(memoryview(b)[:-4]) != want:
-            raise CorruptionError("index-header: checksum mismatch")
-        magic, version, _, size = _PREFIX.unpack_from(b, 0)
-        if magic != HEADER_MAGIC or version != HEADER_VERSION:
-            raise CorruptionError("index-header: bad magic or version")
-        pos = _PREFIX.size
-        toc_raw = b[pos:pos + TOC_LEN]
-        pos += TOC_LEN
-        (n,) = struct.unpack_from(">I", b, pos)
-        sym = b[pos + 4:pos + 4 + n]
-        pos += 4 + n
-        (n,) = struct.unpack_from(">I", b, pos)
-        pt = b[pos + 4:pos + 4 + n]
-        return cls(size, toc_raw, sym, pt)
+        return cls(b)
 
-    def write(self, path: Path) -> None:
-        """Atomically (tmp + rename) persist; a torn file would fail its CRC anyway."""
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(self.to_bytes())
-        os.replace(tmp, path)
+    @classmethod
+    def open(cls, path: Path) -> IndexHeader:
+        """The header file at ``path``, mmapped."""
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise CorruptionError("index-header: empty file")
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            return cls(m)
+        except BaseException:
+            m.close()
+            raise
 
     @classmethod
     async def load_or_fetch(cls, bucket: Bucket, index_name: str, index_size: int,
                             path: Path) -> tuple[IndexHeader, bool]:
-        """The header from ``path`` if valid for this index size, else fetched and written.
-        Returns (header, fetched)."""
+        """The header from ``path`` if valid for this index size, else fetched (streamed to
+        a tmp file, renamed into place) and opened. Returns (header, fetched)."""
         try:
-            h = cls.from_bytes(path.read_bytes())
+            h = cls.open(path)
             if h.index_size == index_size:
                 return h, False
-        except (OSError, CorruptionError, struct.error):
+            h.close()
+        except (OSError, ValueError, struct.error):
             pass
-        h = await cls.fetch(bucket, index_name, index_size)
         path.parent.mkdir(parents=True, exist_ok=True)
-        h.write(path)
-        return h, True
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                await cls._build(bucket, index_name, index_size, f)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return cls.open(path), True
+
+    def close(self) -> None:
+        """Unmap the file (a dropped block); lookups fail afterwards."""
+        if isinstance(self._buf, mmap.mmap):
+            self._buf.close()
 
     # -- lookups
 
     @property
-    def nbytes(self) -> int:
-        return len(self._sym_raw) + len(self._pt_raw)
+    def num_symbols(self) -> int:
+        return len(self._sym_pos)
+
+    @property
+    def symbols(self) -> list[str]:
+        """Every symbol, decoded (tests and tools; queries use lookup_labels)."""
+        return strings_range(self._buf, self._sym_base, self._sym_pos, 0, len(self._sym_pos))
 
     def label_names(self) -> list[str]:
-        return sorted(k for k in self._postings if k != "")
+        return sorted(k for k in self._names if k != "")
+
+    def _values(self, lo: int, hi: int) -> list[str]:
+        return strings_range(self._buf, self._pt_base, self._val_pos, lo, hi)
 
     def label_values(self, name: str) -> list[str]:
-        e = self._postings.get(name)
-        return list(e[0]) if e is not None else []
+        e = self._names.get(name)
+        return self._values(*e) if e is not None else []
+
+    def _range_at(self, i: int) -> tuple[int, int]:
+        start = int(self._starts[i])
+        if self._ends is not None:
+            return start, int(self._ends[i])
+        return start, int(self._starts[i + 1]) if i + 1 < len(self._starts) else self.postings_end
 
     def postings_range(self, name: str, value: str) -> tuple[int, int] | None:
         """[start, end) of the postings list for ``name=value`` in the index, or None."""
-        e = self._postings.get(name)
+        e = self._names.get(name)
         if e is None:
             return None
-        vals, starts, ends = e
-        i = bisect.bisect_left(vals, value)
-        if i == len(vals) or vals[i] != value:
+        lo, hi = e
+        while lo < hi:  # values are sorted (byte order = code point order)
+            mid = (lo + hi) // 2
+            if self._values(mid, mid + 1)[0] < value:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == e[1] or self._values(lo, lo + 1)[0] != value:
             return None
-        return int(starts[i]), int(ends[i])
+        return self._range_at(lo)
 
     def postings_ranges(self, name: str, keep: Callable[[str], bool]
                         ) -> list[tuple[str, int, int]]:
         """(value, start, end) of every postings list of ``name`` whose value passes ``keep``."""
-        e = self._postings.get(name)
+        e = self._names.get(name)
         if e is None:
             return []
-        vals, starts, ends = e
-        idx = [i for i, v in enumerate(vals) if keep(v)]
-        return [(vals[i], int(starts[i]), int(ends[i])) for i in idx]
+        lo, hi = e
+        return [(v, *self._range_at(lo + i)) for i, v in enumerate(self._values(lo, hi))
+                if keep(v)]
 
     def lookup_labels(self, sym_ids: list[int]) -> tuple[tuple[str, str], ...]:
+        return self.label_sets(np.array([len(sym_ids) // 2], np.int64),
+                               np.asarray(sym_ids, np.int64))[0]
+
+    def label_sets(self, label_counts: np.ndarray | bytes, sym_ids: np.ndarray | bytes
+                   ) -> list[tuple[tuple[str, str], ...]]:
+        """Label sets of many series from decode_series_batch's flat arrays."""
         try:
-            it = map(self.symbols.__getitem__, sym_ids)
-            return tuple(zip(it, it))
+            return label_sets(self._buf, self._sym_base, self._sym_pos, label_counts, sym_ids)
         except IndexError:
             raise CorruptionError("index: series names an unknown symbol") from None
 

@@ -26,7 +26,7 @@ from receiver.tsdb.index import TOC_LEN
 from .indexheader import IndexHeader
 
 VERIFIED_MARKER = "index-verified"
-DEFAULT_PIECE = 8 << 20
+DEFAULT_PIECE = 1 << 20
 _SERIES, _POSTINGS, _ENTRIES = 0, 1, 2
 
 
@@ -62,7 +62,7 @@ async def verify_index(bucket: Bucket, index_name: str, header: IndexHeader,
                        seg_sizes: dict[str, int], piece: int = DEFAULT_PIECE) -> None:
     """Raise CorruptionError unless every item of the index checks out (see module doc)."""
     segs = segment_size_array(seg_sizes)
-    nsyms = len(header.symbols)
+    nsyms = header.num_symbols
     lo, hi = header.toc.series, header.series_end
     for kind, start, end in _sections(header):
         off, carry = start, b""

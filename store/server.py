@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,18 @@ class StoreConfig:
     http_config: str = ""                     # --http.config
 
 
+def raise_open_files_limit() -> None:
+    """Every loaded block keeps its index-header mmapped, and Python's mmap holds a descriptor
+    per mapping: lift the soft open-files limit to the hard one (as Go programs such as Thanos
+    do at start), so a bucket of thousands of blocks does not run out."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as e:
+        log.warning("cannot raise the open files limit", extra={"err": repr(e)})
+
+
 class StoreGateway:
     """HTTP ops endpoints, the StoreAPI over a BucketStore, and the periodic bucket sync."""
 
@@ -78,6 +91,7 @@ class StoreGateway:
         if self._bucket is None:
             self._bucket = bucket_from_config(cfg.objstore_config)
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+        raise_open_files_limit()
         self.store = BucketStore(
             self._bucket, Path(cfg.data_dir), self.cache, self.registry,
             opts=FetchOptions(cfg.max_gap_bytes, cfg.series_size_estimate,

@@ -9,6 +9,7 @@ zero scalars omitted, fields in number order); tests/unit/test_storeapi.py check
 from __future__ import annotations
 
 from common.varint import uvarint as _uvarint
+from storeapi._wire import xor_chunk_fields
 
 from collections.abc import Iterable, Sequence
 
@@ -79,6 +80,13 @@ class SeriesEncoder:
         """The body of one ``thanos.Series`` with raw XOR AggrChunks."""
         get = self._labels.get
         parts = [get(p) or self._label(p) for p in labels]
+        if not isinstance(chunks, (list, tuple)):
+            chunks = list(chunks)
+        try:
+            parts.append(xor_chunk_fields(chunks))  # all chunks in one C pass
+            return b"".join(parts)
+        except (TypeError, OverflowError, BufferError):
+            pass  # not (int, int, bytes-like) tuples: the same encoding in Python
         tget = self._times.get
         for mint, maxt, data in chunks:
             raw = _len_field(_TAG_DATA, data) if data else b""

@@ -187,6 +187,24 @@ def test_coalesce_merges_small_gaps_and_splits_big_groups() -> None:
 # --------------------------------------------------------------------------- index-header
 
 
+def test_block_merge_is_label_sorted_and_joins_series_across_blocks() -> None:
+    """The lazy merge across blocks (issue 13: replaces a dict merge and a full sort):
+    label-sorted output, one entry per series, chunks of consecutive blocks concatenated in
+    time order, overlapping blocks' chunks sorted with exact duplicates dropped."""
+    from store.bucketstore import merge_block_series
+
+    a, b, c = (("n", "a"),), (("n", "b"),), (("n", "c"),)
+    blk1 = [(a, [(0, 9, b"a1")]), (c, [(0, 9, b"c1")])]
+    blk2 = [(a, [(10, 19, b"a2")]), (b, [(10, 19, b"b2")])]
+    overlap = [(a, [(0, 9, b"a1"), (5, 12, b"a3")])]
+    assert list(merge_block_series([blk1, [], blk2])) == [
+        (a, [(0, 9, b"a1"), (10, 19, b"a2")]), (b, [(10, 19, b"b2")]), (c, [(0, 9, b"c1")])]
+    assert list(merge_block_series([blk1, blk2, overlap]))[0] == (
+        a, [(0, 9, b"a1"), (5, 12, b"a3"), (10, 19, b"a2")])
+    assert list(merge_block_series([[], []])) == []
+    assert list(merge_block_series([[(c, []), (a, [])]])) == [(a, []), (c, [])]
+
+
 def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
     series = make_series(300, T0, H2, step=60_000)
     bdir = write(tmp_path, series, T0, T0 + H2, {"cluster": "a"})
@@ -215,6 +233,41 @@ def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
         path.write_bytes(path.read_bytes()[:-1] + b"\0")  # corrupt: rebuilt from the bucket
         _, fetched = await IndexHeader.load_or_fetch(bkt, f"{bdir.name}/index", len(data), path)
         assert fetched
+
+    run(main())
+
+
+def test_index_header_memory_is_compact_arrays_not_strings(tmp_path: Path) -> None:
+    """Issue 13: a loaded index-header kept a Python str per symbol and per label value
+    (~150+ bytes each), so a 1M-series block cost hundreds of MiB. The header file is now
+    mmapped and only position arrays (4-8 bytes per entry) stay on the heap; strings are
+    decoded on demand and still answer exactly."""
+    import tracemalloc
+
+    n = 20_000  # one distinct instance value per series
+    span = 2 * 60_000
+    series = [((("__name__", "m"), ("instance", f"host-{i:06d}")),
+               np.array([T0, T0 + 60_000], dtype=np.int64), np.array([1.0, 2.0]))
+              for i in range(n)]
+    bdir = write(tmp_path, series, T0, T0 + span, {"c": "a"})
+    data = (bdir / "index").read_bytes()
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "blocks")
+        path = tmp_path / "hdr" / HEADER_FILENAME
+        h, _ = await IndexHeader.load_or_fetch(bkt, f"{bdir.name}/index", len(data), path)
+        del h
+        tracemalloc.start()
+        try:
+            h = IndexHeader.open(path)
+            heap, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert heap < 20 * n, f"{heap / n:.0f} heap bytes per distinct value"
+        assert h.label_values("instance")[:2] == ["host-000000", "host-000001"]
+        assert h.postings_range("instance", "host-019999") is not None
+        assert h.postings_range("instance", "host-0199990") is None
+        assert h.postings_range("instance", "") is None
 
     run(main())
 
@@ -734,3 +787,22 @@ def test_index_check_catches_any_damaged_byte(tmp_path: Path) -> None:
             await verify_index(bkt, name, header, {k: v // 2 for k, v in segs.items()})
 
     run(main())
+
+
+def test_store_lifts_open_files_soft_limit_for_mapped_headers() -> None:
+    """Each loaded block holds its mmapped index-header (one descriptor in Python's mmap), so
+    the store lifts the soft open-files limit to the hard one, as Thanos (Go) does."""
+    import resource
+
+    from store.server import raise_open_files_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lower = min(hard, max(1024, len(os.listdir("/proc/self/fd")) + 256))
+    if lower >= hard:
+        pytest.skip("hard open-files limit too low to lower the soft one below it")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lower, hard))
+    try:
+        raise_open_files_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

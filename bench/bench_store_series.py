@@ -1,0 +1,95 @@
+"""Store gateway alone: time of a StoreAPI Series call, request to last frame, frames not decoded
+(so the figure is the store's, not a client's). For comparing store versions on one bucket,
+e.g. blocks from ``bench_scale.py --keep DIR``:
+
+    python bench/bench_store_series.py --bucket /tmp/blocks
+    PYTHONPATH=/tmp/old-checkout python bench/bench_store_series.py --bucket /tmp/blocks \
+        --cwd /tmp/old-checkout      # the same with another checkout's store
+
+Prints cold (first call after start) and warm (median of ``--warm``) seconds per selector.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+from harness import free_port, wait_ready  # noqa: E402
+from storeapi import rpc_pb2, types_pb2  # noqa: E402
+
+SELECTORS = [("x (2,200 series)", [("__name__", "x")]),
+             ("b (5,400 series)", [("__name__", "b")]),
+             ('x{shard="0"} (1,000 series)', [("__name__", "x"), ("shard", "0")]),
+             ('one series', [("__name__", "x"), ("instance", "i-00007")])]
+
+
+async def series_seconds(addr: str, mint: int, maxt: int, pairs: list[tuple[str, str]]
+                         ) -> tuple[float, int, int]:
+    """(seconds, frames, bytes) of one Series call."""
+    req = rpc_pb2.SeriesRequest(min_time=mint, max_time=maxt, matchers=[
+        types_pb2.LabelMatcher(type=types_pb2.LabelMatcher.EQ, name=n, value=v)
+        for n, v in pairs], response_batch_size=64)
+    async with grpc.aio.insecure_channel(addr, options=[
+            ("grpc.max_receive_message_length", 256 << 20)]) as ch:
+        call = ch.unary_stream("/thanos.Store/Series",
+                               request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
+                               response_deserializer=lambda b: b)
+        t = time.perf_counter()
+        frames = size = 0
+        async for frame in call(req):
+            frames += 1
+            size += len(frame)
+        return time.perf_counter() - t, frames, size
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bucket", type=Path, required=True, help="directory of blocks")
+    ap.add_argument("--warm", type=int, default=5)
+    ap.add_argument("--cwd", type=Path, default=REPO, help="checkout whose store to run")
+    a = ap.parse_args()
+    metas = [json.loads(m.read_text()) for m in a.bucket.glob("*/meta.json")]
+    mint, maxt = min(m["minTime"] for m in metas), max(m["maxTime"] for m in metas)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-store-series-"))
+    (tmp / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {a.bucket}\n")
+    sg, sh = free_port(), free_port()
+    env = dict(os.environ)
+    with open(tmp / "store.log", "ab") as log:
+        p = subprocess.Popen([sys.executable, "-m", "promring", "store", "--data-dir",
+                              str(tmp / "data"), "--objstore.config-file",
+                              str(tmp / "objstore.yml"), "--grpc-address", f"127.0.0.1:{sg}",
+                              "--http-address", f"127.0.0.1:{sh}", "--log.level", "warn"],
+                             stdout=log, stderr=log, cwd=a.cwd, env=env)
+    try:
+        wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=p)
+        print("| selector | frames | MB | cold s | warm s |\n|---|---|---|---|---|")
+        for name, pairs in SELECTORS:
+            cold, frames, size = asyncio.run(series_seconds(f"127.0.0.1:{sg}", mint, maxt, pairs))
+            warm = statistics.median(
+                asyncio.run(series_seconds(f"127.0.0.1:{sg}", mint, maxt, pairs))[0]
+                for _ in range(a.warm))
+            print(f"| {name} | {frames} | {size / 1e6:.1f} | {cold:.3f} | {warm:.3f} |",
+                  flush=True)
+    finally:
+        p.terminate()
+        p.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

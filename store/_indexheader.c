@@ -1,0 +1,259 @@
+/* Kernels of the store gateway's lazy index-header (store/indexheader.py).
+ *
+ * Why C: the index-header's symbol table and postings offset table hold about one entry per
+ * distinct label value -- millions in a large block. Keeping a Python str per entry costs
+ * ~60-100 bytes each; instead the header file stays on disk (mmapped) and only a uint32
+ * position per string is kept in a numpy array. These functions build those position arrays
+ * in one pass and decode just the strings a query needs, in batches.
+ *
+ * Position arrays are native-endian uint32 arrays of offsets relative to a section base.
+ * Only the CPython C API and the buffer protocol are used.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline int get_uvarint(const uint8_t *p, size_t n, size_t *i, uint64_t *out) {
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (*i >= n) return -1;
+        uint8_t c = p[(*i)++];
+        x |= (uint64_t)(c & 0x7F) << shift;
+        if (c < 0x80) { *out = x; return 0; }
+    }
+    return -1;
+}
+
+/* string_positions(buf, off, count, end) -> bytes: uint32[count], the position (relative to
+ * off) of each of `count` uvarint-prefixed strings starting at off, none reaching past end. */
+static PyObject *py_string_positions(PyObject *self, PyObject *args) {
+    Py_buffer v; long long off, end; Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*LnL", &v, &off, &count, &end)) return NULL;
+    const uint8_t *p = v.buf;
+    size_t n = (size_t)(end < v.len ? end : v.len), i = (size_t)off;
+    PyObject *out = NULL;
+    if (off < 0 || count < 0 || (size_t)off > n || (size_t)count > n - (size_t)off
+            || n - (size_t)off > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "string count exceeds its section");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, count * 4);
+    if (!out) goto done;
+    uint32_t *o = (uint32_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        uint64_t l;
+        o[k] = (uint32_t)(i - (size_t)off);
+        if (get_uvarint(p, n, &i, &l) || l > n - i) {
+            PyErr_SetString(PyExc_ValueError, "string table runs past its section");
+            Py_CLEAR(out); goto done;
+        }
+        i += l;
+    }
+done:
+    PyBuffer_Release(&v);
+    return out;
+}
+
+/* offset_table_positions(buf, off, count, end) -> (names, runs, value_pos, postings)
+ * Postings offset table entries (2 keys: name, value; then the postings offset) from off:
+ * names: list[str], one per run of equal consecutive names; runs: int64[len(names) + 1],
+ * entry index where each run starts (and count); value_pos: uint32[count], position of each
+ * value's uvarint prefix relative to off; postings: int64[count], postings list offsets. */
+static PyObject *py_offset_table_positions(PyObject *self, PyObject *args) {
+    Py_buffer v; long long off, end; Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*LnL", &v, &off, &count, &end)) return NULL;
+    const uint8_t *p = v.buf;
+    size_t n = (size_t)(end < v.len ? end : v.len), i = (size_t)off;
+    PyObject *names = NULL, *runs = NULL, *vpos = NULL, *post = NULL;
+    int64_t *r = NULL; size_t nruns = 0, cap = 16;
+    if (off < 0 || count < 0 || (size_t)off > n || (size_t)count > (n - (size_t)off) / 4
+            || n - (size_t)off > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "postings offset table count exceeds its section");
+        goto fail;
+    }
+    names = PyList_New(0);
+    vpos = PyBytes_FromStringAndSize(NULL, count * 4);
+    post = PyBytes_FromStringAndSize(NULL, count * 8);
+    r = PyMem_Malloc(cap * sizeof(int64_t));
+    if (!names || !vpos || !post || !r) { if (!r) PyErr_NoMemory(); goto fail; }
+    uint32_t *vp = (uint32_t *)PyBytes_AS_STRING(vpos);
+    int64_t *po = (int64_t *)PyBytes_AS_STRING(post);
+    const uint8_t *last_p = NULL; uint64_t last_l = 0;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        uint64_t keys, l1, l2, at;
+        if (get_uvarint(p, n, &i, &keys)) goto corrupt;
+        if (keys != 2) {
+            PyErr_Format(PyExc_ValueError, "postings offset table: unexpected key count %llu",
+                         (unsigned long long)keys);
+            goto fail;
+        }
+        if (get_uvarint(p, n, &i, &l1) || l1 > n - i) goto corrupt;
+        const uint8_t *np_ = p + i; i += l1;
+        vp[k] = (uint32_t)(i - (size_t)off);
+        if (get_uvarint(p, n, &i, &l2) || l2 > n - i) goto corrupt;
+        i += l2;
+        if (get_uvarint(p, n, &i, &at) || at > INT64_MAX) goto corrupt;
+        po[k] = (int64_t)at;
+        if (!(last_p && l1 == last_l && memcmp(np_, last_p, l1) == 0)) {
+            PyObject *s = PyUnicode_DecodeUTF8((const char *)np_, (Py_ssize_t)l1, "strict");
+            if (!s) goto fail;
+            int bad = PyList_Append(names, s);
+            Py_DECREF(s);
+            if (bad) goto fail;
+            if (nruns + 2 > cap) {
+                cap *= 2;
+                int64_t *nr = PyMem_Realloc(r, cap * sizeof(int64_t));
+                if (!nr) { PyErr_NoMemory(); goto fail; }
+                r = nr;
+            }
+            r[nruns++] = k;
+            last_p = np_; last_l = l1;
+        }
+    }
+    r[nruns] = count;
+    runs = PyBytes_FromStringAndSize((const char *)r, (Py_ssize_t)((nruns + 1) * 8));
+    if (!runs) goto fail;
+    PyMem_Free(r);
+    PyBuffer_Release(&v);
+    return Py_BuildValue("(NNNN)", names, runs, vpos, post);
+corrupt:
+    PyErr_SetString(PyExc_ValueError, "postings offset table runs past its section");
+fail:
+    PyMem_Free(r);
+    PyBuffer_Release(&v);
+    Py_XDECREF(names); Py_XDECREF(vpos); Py_XDECREF(post);
+    return NULL;
+}
+
+/* Decode the uvarint-prefixed UTF-8 string at p[base + pos], bounded by n. */
+static PyObject *string_at(const uint8_t *p, size_t n, size_t base, uint32_t pos) {
+    size_t i = base + pos;
+    uint64_t l;
+    if (get_uvarint(p, n, &i, &l) || l > n - i) {
+        PyErr_SetString(PyExc_ValueError, "string runs past its section");
+        return NULL;
+    }
+    return PyUnicode_DecodeUTF8((const char *)p + i, (Py_ssize_t)l, "strict");
+}
+
+typedef struct { Py_buffer buf, pos; size_t n, npos, base; } Table;
+
+static int table_open(Table *t, PyObject *buf, long long base, PyObject *pos) {
+    if (PyObject_GetBuffer(buf, &t->buf, PyBUF_SIMPLE)) return -1;
+    if (PyObject_GetBuffer(pos, &t->pos, PyBUF_SIMPLE)) { PyBuffer_Release(&t->buf); return -1; }
+    t->n = (size_t)t->buf.len; t->npos = (size_t)t->pos.len / 4;
+    if (base < 0 || (size_t)base > t->n) {
+        PyBuffer_Release(&t->buf); PyBuffer_Release(&t->pos);
+        PyErr_SetString(PyExc_ValueError, "string table base outside the buffer");
+        return -1;
+    }
+    t->base = (size_t)base;
+    return 0;
+}
+
+static void table_close(Table *t) { PyBuffer_Release(&t->buf); PyBuffer_Release(&t->pos); }
+
+static inline PyObject *table_get(Table *t, uint64_t k) {
+    if (k >= t->npos) {
+        PyErr_SetString(PyExc_IndexError, "unknown string id");
+        return NULL;
+    }
+    return string_at(t->buf.buf, t->n, t->base, ((const uint32_t *)t->pos.buf)[k]);
+}
+
+/* strings_range(buf, base, positions, lo, hi) -> list[str]: strings lo..hi-1 of a table. */
+static PyObject *py_strings_range(PyObject *self, PyObject *args) {
+    PyObject *b, *pos; long long base; Py_ssize_t lo, hi;
+    if (!PyArg_ParseTuple(args, "OLOnn", &b, &base, &pos, &lo, &hi)) return NULL;
+    Table t;
+    if (table_open(&t, b, base, pos)) return NULL;
+    PyObject *out = NULL;
+    if (lo < 0 || hi < lo || (size_t)hi > t.npos) {
+        PyErr_SetString(PyExc_IndexError, "string range outside the table");
+        goto done;
+    }
+    out = PyList_New(hi - lo);
+    if (!out) goto done;
+    for (Py_ssize_t k = lo; k < hi; k++) {
+        PyObject *s = table_get(&t, (uint64_t)k);
+        if (!s) { Py_CLEAR(out); goto done; }
+        PyList_SET_ITEM(out, k - lo, s);
+    }
+done:
+    table_close(&t);
+    return out;
+}
+
+/* label_sets(buf, base, positions, label_counts, sym_ids) -> list[tuple[tuple[str, str], ...]]
+ * The label set of each series from decode_series_batch's flat arrays (int64 buffers): series
+ * i has label_counts[i] (name id, value id) pairs in sym_ids. Decoded strings are shared
+ * through a small direct-mapped cache, so names and common values are decoded once a call. */
+#define CACHE_SIZE 4096
+static PyObject *py_label_sets(PyObject *self, PyObject *args) {
+    PyObject *b, *pos, *lcb, *syb; long long base;
+    if (!PyArg_ParseTuple(args, "OLOOO", &b, &base, &pos, &lcb, &syb)) return NULL;
+    Table t;
+    if (table_open(&t, b, base, pos)) return NULL;
+    Py_buffer lc, sy;
+    if (PyObject_GetBuffer(lcb, &lc, PyBUF_SIMPLE)) { table_close(&t); return NULL; }
+    if (PyObject_GetBuffer(syb, &sy, PyBUF_SIMPLE)) { PyBuffer_Release(&lc); table_close(&t); return NULL; }
+    const int64_t *counts = lc.buf, *ids = sy.buf;
+    size_t ns = (size_t)lc.len / 8, nids = (size_t)sy.len / 8, at = 0;
+    PyObject **cache = PyMem_Calloc(CACHE_SIZE, sizeof(PyObject *));
+    uint64_t *keys = PyMem_Malloc(CACHE_SIZE * sizeof(uint64_t));
+    PyObject *out = (cache && keys) ? PyList_New((Py_ssize_t)ns) : NULL;
+    if (!cache || !keys) PyErr_NoMemory();
+    for (size_t s = 0; out && s < ns; s++) {
+        int64_t m = counts[s];
+        if (m < 0 || (size_t)m > (nids - at) / 2) {
+            PyErr_SetString(PyExc_ValueError, "label counts disagree with the symbol ids");
+            Py_CLEAR(out); break;
+        }
+        PyObject *tup = PyTuple_New((Py_ssize_t)m);
+        if (!tup) { Py_CLEAR(out); break; }
+        PyList_SET_ITEM(out, (Py_ssize_t)s, tup);
+        for (int64_t k = 0; k < m; k++) {
+            PyObject *pair[2];
+            for (int j = 0; j < 2; j++) {
+                uint64_t id = (uint64_t)ids[at++];
+                size_t h = (size_t)(id % CACHE_SIZE);
+                if (cache[h] && keys[h] == id) {
+                    pair[j] = cache[h];
+                } else {
+                    PyObject *str = table_get(&t, id);
+                    if (!str) { if (j) Py_DECREF(pair[0]); Py_CLEAR(out); goto done; }
+                    Py_XSETREF(cache[h], str);
+                    keys[h] = id;
+                    pair[j] = str;
+                }
+                Py_INCREF(pair[j]);
+            }
+            PyObject *pt = PyTuple_New(2);
+            if (!pt) { Py_DECREF(pair[0]); Py_DECREF(pair[1]); Py_CLEAR(out); goto done; }
+            PyTuple_SET_ITEM(pt, 0, pair[0]);
+            PyTuple_SET_ITEM(pt, 1, pair[1]);
+            PyObject_GC_UnTrack(pt);  /* strings only: never part of a cycle */
+            PyTuple_SET_ITEM(tup, (Py_ssize_t)k, pt);
+        }
+        PyObject_GC_UnTrack(tup);  /* tuples of such tuples: likewise; keeps GC passes short */
+    }
+done:
+    if (cache) for (size_t h = 0; h < CACHE_SIZE; h++) Py_XDECREF(cache[h]);
+    PyMem_Free(cache); PyMem_Free(keys);
+    PyBuffer_Release(&lc); PyBuffer_Release(&sy);
+    table_close(&t);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"string_positions", py_string_positions, METH_VARARGS, "Positions (uint32) of uvarint-prefixed strings."},
+    {"offset_table_positions", py_offset_table_positions, METH_VARARGS, "Index a postings offset table without decoding its values."},
+    {"strings_range", py_strings_range, METH_VARARGS, "Decode strings lo..hi-1 of a position table."},
+    {"label_sets", py_label_sets, METH_VARARGS, "Label sets of many series from flat symbol id arrays."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_indexheader", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__indexheader(void) { return PyModule_Create(&moduledef); }
