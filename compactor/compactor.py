@@ -36,10 +36,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from common.ops import add_ops_routes, new_registry, start_site
 from common.webconfig import WebConfigFile
 from objstore import Bucket, ObjectNotFound, bucket_from_config
+from objstore.blocks import block_metas
 from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, ulid_time
 from receiver.tsdb.chunks import CorruptionError
 
 from receiver.tsdb.aggr import DOWNSAMPLE_RANGE_1H, DOWNSAMPLE_RANGE_5M, RES_1H, RES_5M
+from ui.blocks import BlockViewer
 from .config import CompactConfig
 from .downsample import downsample_block
 from .marks import DELETION_MARK, mark_for_deletion
@@ -127,6 +129,7 @@ class Compactor:
         self._now = now
         self._replicas = frozenset(cfg.dedup_replica_labels)
         self._runner: web.AppRunner | None = None
+        self._viewer: BlockViewer | None = None
         self._work = Path(cfg.data_dir) / "compact"
         self._ds_work = Path(cfg.data_dir) / "downsample"
 
@@ -139,14 +142,22 @@ class Compactor:
     # -- lifecycle
 
     async def start_http(self) -> None:
+        """/metrics, health and, as Thanos's compactor, the bucket UI (/blocks, /api/v1/blocks)."""
         if self.cfg.http_address and self._runner is None:
             app = web.Application()
             add_ops_routes(app, self.registry, lambda: self.ready)
-            web = WebConfigFile(self.cfg.http_config) if self.cfg.http_config else None
+            self._viewer = BlockViewer(lambda: block_metas(self.bucket), self.cfg.block_viewer_sync_s,
+                                       self.cfg.bucket_web_label)
+            self._viewer.register(app)
+            web_config = WebConfigFile(self.cfg.http_config) if self.cfg.http_config else None
             self._runner, self.ports["http"] = await start_site(app, self.cfg.http_address,
-                                                                web_config=web)
+                                                                web_config=web_config)
+            self._viewer.start()
 
     async def close(self) -> None:
+        if self._viewer is not None:
+            await self._viewer.stop()
+            self._viewer = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

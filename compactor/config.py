@@ -26,6 +26,8 @@ class CompactConfig:
     concurrency: int = 1  # groups compacted in parallel
     http_address: str = ""  # "" = no HTTP server
     http_config: str = ""   # --http.config: Prometheus web config (TLS, basic auth, headers)
+    block_viewer_sync_s: float = 60.0  # the HTTP port's bucket UI lists the bucket this often
+    bucket_web_label: str = ""  # external label whose value names the bucket UI's groups
     # Thanos defaults below; tests shorten the delays.
     consistency_delay_s: float = 30 * 60.0  # ignore blocks younger than this (upload races)
     partial_upload_age_s: float = 48 * 3600.0  # delete meta-less uploads older than this
@@ -54,6 +56,10 @@ def add_compact_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-address", dest="http_address", default="0.0.0.0:10902")
     p.add_argument("--http.config", dest="http_config", default="",
                    help="Prometheus web config file (TLS, basic auth, headers) for the HTTP server.")
+    p.add_argument("--block-viewer.global.sync-block-interval", dest="block_viewer_sync",
+                   default="1m", help="How often the bucket UI on --http-address lists the bucket.")
+    p.add_argument("--bucket-web-label", dest="bucket_web_label", default="",
+                   help="External label whose value names the bucket UI's groups.")
     p.add_argument("--compact.partial-upload-age", dest="partial_upload_age", default="48h",
                    help="Delete block directories without meta.json older than this "
                         "(Thanos hard-codes 2d).")
@@ -67,6 +73,9 @@ def cli_config(a: argparse.Namespace) -> CompactConfig:
     def dur_ms(name: str) -> int:
         return parse_duration_ms(str(getattr(a, name, None) or "0s"))
 
+    viewer_sync_s = dur_s("block_viewer_sync", "1m")
+    if viewer_sync_s <= 0:
+        raise ValueError("--block-viewer.global.sync-block-interval must be greater than 0")
     return CompactConfig(
         data_dir=Path(getattr(a, "data_dir", None) or "./data"),
         objstore_config=objstore_yaml(a) or "",
@@ -82,6 +91,8 @@ def cli_config(a: argparse.Namespace) -> CompactConfig:
         concurrency=max(1, int(getattr(a, "compact_concurrency", 1) or 1)),
         http_address=str(getattr(a, "http_address", "") or ""),
         http_config=str(getattr(a, "http_config", "") or ""),
+        block_viewer_sync_s=viewer_sync_s,
+        bucket_web_label=str(getattr(a, "bucket_web_label", "") or ""),
         enable_vertical_compaction=bool(getattr(a, "vertical", True)),
         partial_upload_age_s=dur_s("partial_upload_age", "48h"),
     )

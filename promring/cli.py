@@ -544,7 +544,9 @@ def main(argv: list[str] | None = None) -> None:
         print(run_bucket_tool(a.bucket_cmd, objstore_yaml(a), a.output))
         return
     elif a.command == "compact":
+        from compactor import cli_config as compact_config
         _or_exit(_http_config, a)
+        _or_exit(compact_config, a)  # flag errors before anything starts
         sys.exit(asyncio.run(_run_compactor(a)))
     else:
         _or_exit(query_config, a, [])  # flag errors before anything starts

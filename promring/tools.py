@@ -5,7 +5,8 @@ import asyncio
 import json
 from datetime import datetime, timezone
 
-from objstore import Bucket, bucket_from_config, is_not_found
+from objstore import bucket_from_config
+from objstore.blocks import block_metas
 
 
 def _fmt_time(ms: int) -> str:
@@ -18,26 +19,6 @@ def _fmt_dur(ms: int) -> str:
     h, s = divmod(s, 3600)
     m, s = divmod(s, 60)
     return "".join(f"{v}{u}" for v, u in ((d, "d"), (h, "h"), (m, "m"), (s, "s")) if v) or "0s"
-
-
-async def block_metas(bucket: Bucket) -> list[dict]:
-    """meta.json of every complete block; partial uploads are reported, not hidden."""
-    out = []
-    for entry in await bucket.iter(""):
-        ulid = entry.rstrip("/")
-        if len(ulid) != 26:
-            continue
-        try:
-            meta = json.loads(await bucket.get(f"{ulid}/meta.json"))
-        except Exception as e:
-            if is_not_found(e):
-                out.append({"ulid": ulid, "partial": True})
-                continue
-            raise
-        meta["deletion_marked"] = await bucket.exists(f"{ulid}/deletion-mark.json")
-        meta["size_bytes"] = sum(f.get("size_bytes", 0) for f in (meta.get("thanos") or {}).get("files", []))
-        out.append(meta)
-    return sorted(out, key=lambda m: (m.get("minTime", 0), m["ulid"]))
 
 
 def render_ls(metas: list[dict]) -> str:

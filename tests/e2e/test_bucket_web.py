@@ -77,3 +77,31 @@ def test_bucket_web_shows_blocks_by_labels_and_resolution(tmp_path, procs):
             shots.mkdir(parents=True, exist_ok=True)
             await page.screenshot(shots / "blocks.png")
     asyncio.run(go())
+
+
+def test_compactor_http_port_serves_the_bucket_viewer(tmp_path, procs):
+    """As Thanos's compactor: ``compact --wait`` shows its bucket's blocks on --http-address."""
+    bucket = tmp_path / "bucket"
+    # one block per group (raw, 5m, 1h), too short to compact or downsample: the bucket stays put
+    ulids = [_block(bucket, 1, T0, T0 + 2 * H), _block(bucket, 2, T0, T0 + 6 * H, 2, 300_000),
+             _block(bucket, 3, T0, T0 + 6 * H, 2, 3_600_000)]
+    port = free_port()
+    objstore = f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n"
+    p = ServerProcess(promring_cmd() + ["compact", "--wait", "--wait-interval=1h",
+                                        f"--data-dir={tmp_path / 'work'}", f"--objstore.config={objstore}",
+                                        f"--http-address=127.0.0.1:{port}", "--bucket-web-label=cluster"],
+                      tmp_path, "compact", {"http": port}, [f"http://127.0.0.1:{port}/-/ready"]).start()
+    procs.append(p)
+    base = f"http://127.0.0.1:{port}"
+    body = requests.get(f"{base}/api/v1/blocks", timeout=10).json()
+    assert body["status"] == "success" and body["data"]["label"] == "cluster"
+    assert sorted(b["ulid"] for b in body["data"]["blocks"]) == ulids
+    assert "thanos_compact_halted 0.0" in requests.get(f"{base}/metrics", timeout=10).text
+
+    async def go():
+        async with Browser() as page:
+            await page.goto(f"{base}/blocks")
+            await page.wait_for("document.querySelectorAll('svg.timeline rect.block').length === 3")
+            groups = await page.eval("[...document.querySelectorAll('.block-group')].map(g => g.dataset.group)")
+            assert groups == ["cluster=eu · 1h", "cluster=eu · 5m", "cluster=eu · raw"]
+    asyncio.run(go())

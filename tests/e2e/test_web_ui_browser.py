@@ -1,7 +1,7 @@
 """The web UI in a real browser (Debian's headless chromium over the DevTools protocol):
 ``promring up`` with data written, the query page as table and graph (hover, legend, stacked,
 completion, errors) and the stores page with one endpoint down; then Prometheus scraping itself
-and remote-writing into ``promring up`` as seen in the UI. Screenshots land in the test's tmp
+and node-exporter, remote-writing into ``promring up``, as seen in the UI. Screenshots land in the test's tmp
 dir; those of the Prometheus setup in $PROMRING_SCREENSHOTS when set (the README's pictures:
 ``PROMRING_SCREENSHOTS=docs/screenshots pytest tests/e2e/test_web_ui_browser.py``)."""
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from cdp import CHROMIUM, Browser
-from harness import SELF_SCRAPE_REMOTE_WRITE, PrometheusProcess, free_port, query_process
+from harness import (SELF_SCRAPE_REMOTE_WRITE, PrometheusProcess, free_port, query_process,
+                     start_process, stop_process)
 from rw import push
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/test.sh installs it)")
@@ -243,32 +244,57 @@ def test_stores_page_marks_a_dead_endpoint_under_a_prefix(promring_up, procs, tm
     assert up.proc.poll() is None
 
 
+NODE_EXPORTER = shutil.which("prometheus-node-exporter")
+NODE_JOB = """  - job_name: node
+    static_configs:
+      - targets: ["{target}"]
+"""
+
+
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus package")
+@pytest.mark.skipif(NODE_EXPORTER is None,
+                    reason="needs Debian's prometheus-node-exporter (scripts/test.sh installs it)")
 def test_prometheus_remote_writing_into_promring_up_as_seen_in_the_ui(promring_up, tmp_path):
+    """The README's pictures: Prometheus scraping itself and node-exporter, remote-writing into
+    ``promring up``, as the query, stores and status pages show it."""
     up = promring_up()
-    prom = PrometheusProcess(tmp_path / "prom", SELF_SCRAPE_REMOTE_WRITE.format(url=up.write_url)).start()
+    node_port = free_port()
+    node = start_process([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{node_port}"],
+                         f"http://127.0.0.1:{node_port}/metrics", tmp_path / "node-exporter.log")
+    node_target = f"127.0.0.1:{node_port}"
+    config = SELF_SCRAPE_REMOTE_WRITE.format(url=up.write_url).replace(
+        "remote_write:", NODE_JOB.format(target=node_target) + "remote_write:")
+    prom = None
     shots = _shots(tmp_path, readme=True)
     try:
+        prom = PrometheusProcess(tmp_path / "prom", config).start()
         deadline = time.monotonic() + 90
-        while True:  # some 25 scrapes arrived
+        while True:  # some 25 scrapes of each target arrived
             r = requests.get(f"{up.api}/query", params={"query": "count_over_time(up[1m])"}, timeout=10)
             res = r.json()["data"]["result"]
-            if res and float(res[0]["value"][1]) >= 25:
+            if len(res) == 2 and min(float(s["value"][1]) for s in res) >= 25:
                 break
             assert time.monotonic() < deadline, res
             time.sleep(1)
         target = f"127.0.0.1:{prom.port}"
+        cpu = "sum by (mode) (rate(node_cpu_seconds_total[5s]))"
+        now = time.time()
+        modes = requests.get(f"{up.api}/query_range", timeout=10, params={
+            "query": cpu, "start": now - 30, "end": now, "step": 1}).json()["data"]["result"]
+        assert len(modes) >= 4, modes  # user, system, idle, iowait...
 
         async def go():
             async with Browser() as page:
                 expr = "sum by (job) (rate(prometheus_http_requests_total[5s]))"
                 await page.goto(f"http://127.0.0.1:{up.http_port}/graph?"
-                                f"g0.expr=go_memstats_heap_alloc_bytes&g0.tab=0&g0.range_input=30s"
+                                f"g0.expr={quote(cpu)}&g0.tab=0&g0.range_input=30s"
                                 f"&g1.expr={quote(expr)}&g1.tab=1&g2.expr=up&g2.tab=1")
-                await page.wait_for("document.querySelectorAll('svg.graph path.line').length === 1")
-                row = await page.wait_for("[...document.querySelectorAll('section.panel')][2]"
-                                          ".querySelector('table.result tr')?.textContent")
-                assert f'instance="{target}"' in row and 'job="prometheus"' in row and row.endswith("1")
+                await page.wait_for(f"document.querySelectorAll('svg.graph path.line').length === {len(modes)}")
+                rows = await page.wait_for("(() => { const r = [...[...document.querySelectorAll('section.panel')][2]"
+                                           ".querySelectorAll('table.result tr')].map(t => t.textContent);"
+                                           " return r.length === 2 && r; })()")
+                assert any(f'instance="{target}"' in r and 'job="prometheus"' in r and r.endswith("1") for r in rows)
+                assert any(f'instance="{node_target}"' in r and 'job="node"' in r and r.endswith("1") for r in rows)
                 d = await page.eval("document.querySelector('svg.graph path.line').getAttribute('d')")
                 assert d.count("L") >= 15
                 box = await page.eval("(() => { const r = document.querySelector('svg.graph .overlay')"
@@ -276,7 +302,7 @@ def test_prometheus_remote_writing_into_promring_up_as_seen_in_the_ui(promring_u
                 await page.mouse("mouseMoved", *box)
                 tip = await page.wait_for("(() => { const t = document.querySelector('.tooltip');"
                                           " return t && !t.hidden && t.textContent; })()")
-                assert "go_memstats_heap_alloc_bytes" in tip
+                assert 'mode="user"' in tip
                 await page.screenshot(shots / "query.png")
                 await page.goto(f"http://127.0.0.1:{up.http_port}/stores")
                 await page.wait_for("document.querySelectorAll('.health.up').length === 2")
@@ -288,4 +314,6 @@ def test_prometheus_remote_writing_into_promring_up_as_seen_in_the_ui(promring_u
                 await page.screenshot(shots / "status.png")
         asyncio.run(go())
     finally:
-        prom.stop()
+        if prom is not None:
+            prom.stop()
+        stop_process(node)

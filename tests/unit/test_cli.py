@@ -144,3 +144,20 @@ def test_replica_header_name_applies_to_an_ingestor_too(tmp_path):
     from promring.cli import receive_config
     cfg = receive_config(_parse("receive", "--receive.replica-header=X-Rep"), str(tmp_path), "", "")
     assert cfg.is_ingestor and not cfg.is_router and cfg.replica_header == "X-Rep"
+
+
+def test_compactor_block_viewer_flags(tmp_path, capsys):
+    """Thanos's compactor flags for the bucket UI on its HTTP port; a zero interval is refused
+    at start with exit 2, not a traceback once the server is up."""
+    from compactor import cli_config
+    from promring.cli import main
+    objstore = f"--objstore.config=type: FILESYSTEM\nconfig:\n  directory: {tmp_path}\n"
+    cfg = cli_config(_parse("compact", objstore, "--block-viewer.global.sync-block-interval=2m",
+                            "--bucket-web-label=cluster"))
+    assert (cfg.block_viewer_sync_s, cfg.bucket_web_label) == (120.0, "cluster")
+    assert cli_config(_parse("compact", objstore)).block_viewer_sync_s == 60.0
+    with pytest.raises(SystemExit) as e:
+        main(["compact", objstore, "--block-viewer.global.sync-block-interval=0s",
+              f"--data-dir={tmp_path / 'work'}", "--http-address="])
+    assert e.value.code == 2
+    assert "--block-viewer.global.sync-block-interval must be greater than 0" in capsys.readouterr().err
