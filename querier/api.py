@@ -24,7 +24,8 @@ from .jsonfmt import format_value, points_json, ts_fragment
 from .params import (MAX_TIME_MS, MIN_TIME_MS, BadParam, parse_bool, parse_duration_ns,
                      parse_limit, parse_matchers, parse_time)
 from .status import (HEAD_WINDOW_MS, TSDB_STATUS_LIMIT, TSDB_STATUS_MAX_SERIES, ProcessInfo,
-                     buildinfo, config_yaml, runtimeinfo, tsdb_status)
+                     buildinfo, config_yaml, process_status, runtimeinfo,
+                     tsdb_status)
 from receiver.tsdb.labels import Matcher, MatchType
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,7 @@ class QueryAPI:
         r.add_get("/api/v1/status/config", self.status_config)
         r.add_get("/api/v1/status/flags", self.status_flags)
         r.add_get("/api/v1/status/runtimeinfo", self.status_runtimeinfo)
+        r.add_get("/api/v1/status/process", self.status_process)
         r.add_get("/api/v1/status/tsdb", self.status_tsdb)
         r.add_route("OPTIONS", "/api/v1/{path:.*}", self.options)
         r.add_get("/api/v1/metadata", self.metadata)
@@ -476,8 +478,11 @@ class QueryAPI:
     async def status_flags(self, _: web.Request) -> web.Response:
         return _json({"status": "success", "data": self.cfg.flags})
 
+    async def status_process(self, _: web.Request) -> web.Response:
+        return _json({"status": "success", "data": process_status(self.registry)})
+
     async def status_runtimeinfo(self, _: web.Request) -> web.Response:
-        return _json({"status": "success", "data": runtimeinfo(self.process, self.cfg, self.registry)})
+        return _json({"status": "success", "data": runtimeinfo(self.process, self.cfg)})
 
     async def status_tsdb(self, request: web.Request) -> web.Response:
         """Head cardinality as Prometheus's status/tsdb, counted over the series the stores hold

@@ -95,12 +95,13 @@ def process_stats() -> dict:
     return out
 
 
-def runtimeinfo(info: ProcessInfo, cfg: QueryConfig, registry: CollectorRegistry | None = None) -> dict:
-    """Prometheus's runtimeinfo fields, then the process's and the heads' own."""
-    return {**_prometheus_runtimeinfo(info, cfg), **process_stats(), **head_stats(registry)}
+def process_status(registry: CollectorRegistry | None) -> dict:
+    """promring's own ``/api/v1/status/process``: the process's and the heads' figures, kept out
+    of runtimeinfo so that one answers in exactly Prometheus's shape."""
+    return {**process_stats(), **head_stats(registry)}
 
 
-def _prometheus_runtimeinfo(info: ProcessInfo, cfg: QueryConfig) -> dict:
+def runtimeinfo(info: ProcessInfo, cfg: QueryConfig) -> dict:
     return {"startTime": rfc3339(info.start_time), "CWD": info.cwd,
             "hostname": socket.gethostname(), "serverTime": rfc3339(time.time()),
             "reloadConfigSuccess": True, "lastConfigTime": rfc3339(info.start_time, nanos=False),

@@ -567,9 +567,10 @@ def test_store_gateway_serves_resolution_asked(tmp_path):
         bs = BucketStore(FilesystemBucket(str(bdir)), tmp_path / "store",
                          LRUCache(64 << 20, CacheMetrics(reg)), reg)
         await bs.sync_once()
-        raw = await bs.series(lo, hi, ms, False)
-        five = await bs.series(lo, hi, ms, False, max_resolution_ms=RES_5M,
-                               aggregates=[AGGR_COUNT, AGGR_SUM])
+        # BucketStore.series is a lazy merge (an iterator): keep what it yields
+        raw = list(await bs.series(lo, hi, ms, False))
+        five = list(await bs.series(lo, hi, ms, False, max_resolution_ms=RES_5M,
+                                    aggregates=[AGGR_COUNT, AGGR_SUM]))
         server, port = await serve(bs, "127.0.0.1:0", component_type="store")
         cl = StoreClient(f"127.0.0.1:{port}")
         try:

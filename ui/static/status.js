@@ -72,9 +72,10 @@ async function status(root) {
   let head = {};
   const parts = await Promise.all([
     section("Build information", "/api/v1/status/buildinfo", (d) => kvTable(d, "buildinfo")),
-    section("Runtime information", "/api/v1/status/runtimeinfo", (d) => {
+    section("Runtime information", "/api/v1/status/runtimeinfo", (d) => kvTable(pretty(d), "runtimeinfo")),
+    section("Process", "/api/v1/status/process", (d) => {
       head = split(d, HEAD_KEYS, true);
-      return kvTable(pretty(split(d, HEAD_KEYS, false)), "runtimeinfo");
+      return kvTable(pretty(split(d, HEAD_KEYS, false)), "process");
     }),
     section("Endpoints", "/api/v1/stores", (d) => {
       const all = Object.values(d).flat();
@@ -82,7 +83,7 @@ async function status(root) {
       return h("p", {}, `${up} of ${all.length} endpoints healthy. `, h("a", { href: `${document.body.dataset.prefix}/stores` }, "Details"));
     }),
   ]);
-  parts.splice(2, 0, h("section", { class: "card" }, h("h2", {}, "TSDB status"),
+  parts.splice(3, 0, h("section", { class: "card" }, h("h2", {}, "TSDB status"),
     Object.keys(head).length ? kvTable(pretty(head), "tsdb") : null, topMetrics()));
   root.append(...parts);
 }
