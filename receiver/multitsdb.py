@@ -549,7 +549,7 @@ class TenantTSDB:
             pass  # the failed writer's state is unknown; the new one cuts any torn tail
         self.wal = WAL(cfg)
         if self.head.num_series:
-            self._checkpoint(int(np.iinfo(np.int64).min))
+            self._write_checkpoint(self.wal.rotate(), int(np.iinfo(np.int64).min))
 
     def close(self) -> None:
         self.wal.close()

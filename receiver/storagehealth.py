@@ -81,7 +81,10 @@ class StorageHealth:
     async def run(self, reopen: Callable[[str], None]) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            await self.check(reopen)
+            try:
+                await self.check(reopen)
+            except Exception:  # noqa: BLE001 -- the prober must outlive any one bad round
+                log.exception("storage probe round failed; will retry")
 
 
 def is_storage_error(e: BaseException) -> bool:
