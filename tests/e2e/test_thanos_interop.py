@@ -17,6 +17,7 @@ import grpc
 import requests
 
 from harness import (ServerProcess, free_port, promring_cmd, query_process, receive_process,
+                     wait_for_blocks,
                      start_process, stop_process)
 from peers import peer
 from rw import push, raw_samples
@@ -157,11 +158,19 @@ def test_thanos_and_promring_queriers_agree_over_each_others_components(tmp_path
         cfg_a.write_text(FS_BUCKET.format(dir=bucket_a))
         cfg_b = tmp_path / "bucket-b.yml"
         cfg_b.write_text(FS_BUCKET.format(dir=bucket_b))
+        # Blocks are cut on the 1.5-range schedule (not on shutdown): with 10-minute blocks the
+        # 50 minutes of `old` give blocks up to ~35 minutes in; the rest stays in that head, so
+        # neither querier below sees it and both answer alike.
         shipper = receive_process(tmp_path, "shipper", "--objstore.config-file", str(cfg_a),
-                                  "--label", 'store="blocks"').start(STARTUP_S)
+                                  "--label", 'store="blocks"', "--tsdb.min-block-duration", "10m",
+                                  "--tsdb.max-block-duration", "10m").start(STARTUP_S)
         push_all(shipper.url("remote_write", "/api/v1/receive"), old, t0)
+        blocks = wait_for_blocks(tmp_path / "shipper" / "default-tenant", t0 + 29 * 60_000)
+        deadline = time.monotonic() + 60
+        while not all((bucket_a / b.name / "meta.json").exists() for b in blocks):
+            assert time.monotonic() < deadline, "blocks were not shipped"
+            time.sleep(0.2)
         assert shipper.stop() == 0, shipper.log_text()[-2000:]
-        assert list(bucket_a.glob("*/meta.json")), "no block shipped"
         shutil.copytree(bucket_a, bucket_b)
 
         # Heads: the same `head` series into a promring and a Thanos ingestor.
@@ -192,8 +201,11 @@ def test_thanos_and_promring_queriers_agree_over_each_others_components(tmp_path
         apis = {"thanos": t_query.url("http", "/api/v1"), "promring": p_query.url("http", "/api/v1")}
 
         sess = requests.Session()
-        probe = {"query": 'count({job="demo"})', "time": (base + 49 * 60_000 + 17_000) / 1000}
-        want = str(len(data))
+        # (25 minutes in: `old` is in the shipped blocks there, `head` in both ingestors)
+        probe = {"query": 'count({job="demo"})', "time": (base + 25 * 60_000 + 17_000) / 1000}
+        probe_ms = base + 25 * 60_000 + 17_000
+        # series with a sample in the 5-minute lookback window before the probe
+        want = str(sum(1 for _, ts, _ in data if any(probe_ms - 300_000 < t <= probe_ms for t in ts)))
 
         def counts():
             return [sess.get(f"{a}/query", params=probe, timeout=30).json()["data"]["result"]
