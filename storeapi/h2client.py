@@ -185,6 +185,14 @@ class H2Channel:
                 conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
                 self._flush(conn)
             raise
+        except (OSError, h2.exceptions.ProtocolError) as e:
+            # The peer went away mid-send (e.g. killed): an unavailable endpoint, as grpcio
+            # reports it, never a raw socket error for the caller to trip over.
+            self._calls.pop(sid, None)
+            if not call.done.done():
+                call.done.cancel()
+            self._drop(conn, f"connection error: {e}")
+            raise RpcError(grpc.StatusCode.UNAVAILABLE, f"{self.address}: connection error: {e}") from None
         return self._result(call)
 
     async def _send(self, conn: h2.connection.H2Connection, sid: int, data: bytes) -> None:

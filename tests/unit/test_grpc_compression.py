@@ -320,3 +320,30 @@ def test_garbage_and_abrupt_clients_do_not_take_the_server_down():
         return seen
 
     assert _run(main()) == [(b"still here", "snappy")]
+
+
+def test_peer_reset_mid_send_is_unavailable_not_a_socket_error():
+    """Regression: an ingestor killed while the router's HTTP/2 client was sending surfaced as a
+    raw ConnectionResetError from drain(), which the router's write handler turned into a 500.
+    The reset is injected at drain() (the race a kill -9 hits) on a real connection."""
+    async def main():
+        async def handler(data, context):
+            return b""
+
+        srv, addr = await _serve(handler)
+        ch = H2Channel(addr, "identity")
+        try:
+            await ch.unary(METHOD, b"", timeout=5)  # connected
+
+            async def reset():
+                raise ConnectionResetError("Connection lost")
+            ch._writer.drain = reset
+            with pytest.raises(RpcError) as ei:
+                await ch.unary(METHOD, b"x", timeout=5)
+            assert await ch.unary(METHOD, b"", timeout=5) == b""  # reconnects
+        finally:
+            await ch.close()
+            await srv.stop(1)
+        return ei.value.code()
+
+    assert _run(main()) == grpc.StatusCode.UNAVAILABLE
