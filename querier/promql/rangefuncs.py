@@ -225,8 +225,10 @@ def _extrapolated(ts, x, lo, hi, m, counter: bool, rate: bool):
     with np.errstate(all="ignore"):
         res = lv - fv
         if counter:
-            C = _pair_prefix(np.where(x[1:] < x[:-1], x[:-1], 0.0))
-            res = res + (C[l] - C[f])
+            # each window sums its own reset corrections (pair (j-1, j) is stored at j-1): a
+            # prefix sum over many series laid end to end would cancel catastrophically
+            corr = np.where(x[1:] < x[:-1], x[:-1], 0.0)
+            res = res + np.where(ok, reduceat(np.add, corr, f, l), 0.0)
         sampled = (lt - ft) / 1000.0
         avg = sampled / (n - 1)
         dstart = (ft - (m.end - m.rng)) / 1000.0
