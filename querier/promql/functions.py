@@ -113,7 +113,12 @@ def call(ev, e):
         return Vec(v.labels, r, pres, np.ones(len(v.labels), bool))
     if name == "timestamp":
         v = ev.eval(args[0])
-        if v.sample_ts is not None:
+        inner = args[0]
+        while isinstance(inner, pp.ParenExpr):
+            inner = inner.expr
+        # only a selector itself gives its samples' times; any function or operator in between
+        # (label_replace, sort, ...) yields values at the evaluation time, as in Prometheus
+        if v.sample_ts is not None and isinstance(inner, pp.VectorSelector):
             r = v.sample_ts / 1000.0
         else:
             r = np.broadcast_to(ev.steps / 1000.0, v.vals.shape).copy()
