@@ -96,18 +96,29 @@ def _nonempty(lo, hi, k: int = 1):
     return (hi - lo) >= k
 
 
+def kahan_inc(inc: np.ndarray, s: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prometheus's kahanSumInc (Neumaier's variant), elementwise."""
+    t = s + inc
+    c = np.where(np.isinf(t), 0.0,
+                 np.where(np.abs(s) >= np.abs(inc), c + ((s - t) + inc), c + ((inc - t) + s)))
+    return t, c
+
+
+def window_positions(lo: np.ndarray, hi: np.ndarray, last: int):
+    """(index into the samples, live mask) of the k-th sample of every window, k = 0, 1, ...:
+    for recurrences that must run in sample order, vectorised across windows instead of steps."""
+    for k in range(int((hi - lo).max()) if len(lo) else 0):
+        idx = lo + k
+        yield np.minimum(idx, last), idx < hi
+
+
 def kahan_windows(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Kahan-compensated window sums, iterating over window positions (not steps)."""
     s = np.zeros(len(lo))
     c = np.zeros(len(lo))
-    last = len(x) - 1
     with np.errstate(all="ignore"):
-        for k in range(int((hi - lo).max())):
-            idx = lo + k
-            inc = np.where(idx < hi, x[np.minimum(idx, last)], 0.0)
-            t = s + inc
-            c = np.where(np.isinf(t), 0.0, np.where(np.abs(s) >= np.abs(inc), c + ((s - t) + inc), c + ((inc - t) + s)))
-            s = t
+        for idx, live in window_positions(lo, hi, len(x) - 1):
+            s, c = kahan_inc(np.where(live, x[idx], 0.0), s, c)
     return s + c
 
 
@@ -164,13 +175,20 @@ def f_present(ts, x, lo, hi, m, a):
 
 
 def _var(x, lo, hi):
-    flat, seg, n = gather(lo, hi)
+    """Population variance per window by Prometheus's own recurrence (Welford's update with
+    Kahan-compensated mean and sum of squares, in sample order), so answers agree to the digit."""
     W = len(lo)
+    count, mean, cmean, aux, caux = (np.zeros(W) for _ in range(5))
     with np.errstate(all="ignore"):
-        v = x[flat] - x[np.minimum(lo, len(x) - 1)][seg]  # shift: constant windows give exactly 0
-        mean = np.bincount(seg, weights=v, minlength=W) / n
-        dev = v - mean[seg]
-        return np.bincount(seg, weights=dev * dev, minlength=W) / n
+        for idx, live in window_positions(lo, hi, len(x) - 1):
+            v = x[idx]
+            count = count + live
+            delta = v - (mean + cmean)
+            m2, c2 = kahan_inc(delta / count, mean, cmean)
+            mean, cmean = np.where(live, m2, mean), np.where(live, c2, cmean)
+            a2, ca2 = kahan_inc(delta * (v - (mean + cmean)), aux, caux)
+            aux, caux = np.where(live, a2, aux), np.where(live, ca2, caux)
+        return (aux + caux) / count
 
 
 def f_stdvar(ts, x, lo, hi, m, a):
@@ -283,25 +301,32 @@ def f_idelta(ts, x, lo, hi, m, a):
 
 
 def _linreg(ts, x, lo, hi, t0):
-    """Least-squares slope/intercept per window with x measured in seconds from t0 (per window)."""
-    flat, seg, n = gather(lo, hi)
+    """Least-squares slope/intercept per window, x in seconds from t0 (per window), computed as
+    Prometheus's linearRegression does -- Kahan-compensated sums in sample order -- so answers
+    agree to the last digit. A window of one constant value has slope 0 and that value as
+    intercept; both are NaN when the constant is infinite."""
     W = len(lo)
+    z = np.zeros(W)
+    sx, cx, sy, cy, sxy, cxy, sx2, cx2 = (z.copy() for _ in range(8))
+    first = x[np.minimum(lo, len(x) - 1)]
+    const = np.ones(W, bool)
     with np.errstate(all="ignore"):
-        xs = (ts[flat] - t0[seg]) / 1000.0
-        ys = x[flat]
-        sx = np.bincount(seg, xs, W)
-        sy = np.bincount(seg, ys, W)
-        sxy = np.bincount(seg, xs * ys, W)
-        sx2 = np.bincount(seg, xs * xs, W)
-        cov = sxy - sx * sy / n
-        var = sx2 - sx * sx / n
-        slope = cov / var
+        for idx, live in window_positions(lo, hi, len(x) - 1):
+            v = x[idx]
+            const &= ~live | (v == first)
+            xs = np.where(live, (ts[idx] - t0) / 1e3, 0.0)
+            v = np.where(live, v, 0.0)
+            sx, cx = kahan_inc(xs, sx, cx)
+            sy, cy = kahan_inc(v, sy, cy)
+            sxy, cxy = kahan_inc(xs * v, sxy, cxy)
+            sx2, cx2 = kahan_inc(xs * xs, sx2, cx2)
+        n = (hi - lo).astype(np.float64)
+        sx, sy, sxy, sx2 = sx + cx, sy + cy, sxy + cxy, sx2 + cx2
+        slope = (sxy - sx * sy / n) / (sx2 - sx * sx / n)
         icpt = sy / n - slope * sx / n
-        mn = reduceat(np.minimum, x, lo, hi)
-        mx = reduceat(np.maximum, x, lo, hi)
-        const = (mn == mx) & (n > 0)
-        slope = np.where(const, 0.0, slope)
-        icpt = np.where(const, x[np.minimum(lo, len(x) - 1)], icpt)
+    inf = const & np.isinf(first)
+    slope = np.where(inf, np.nan, np.where(const, 0.0, slope))
+    icpt = np.where(inf, np.nan, np.where(const, first, icpt))
     return slope, icpt
 
 

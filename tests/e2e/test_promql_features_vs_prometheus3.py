@@ -65,3 +65,58 @@ def test_feature_flags_answer_as_prometheus_3(promring_up, tmp_path, features):
         assert not diffs, "\n".join(diffs)
     finally:
         prom.stop()
+
+
+EDGE_QUERIES = [
+    "deriv(pinf[2m])", "deriv(ninf[2m])", "predict_linear(pinf[2m], 60)",
+    "predict_linear(ninf[2m], 60)", "rate(cinf[2m])", "increase(cinf[2m])", "irate(cinf[2m])",
+    "increase(long_total[1h])", "rate(long_total[1h])", "delta(long_total[1h])",
+    "deriv(long_total[1h])", "predict_linear(long_total[1h], 3600)",
+    "sum_over_time(long_total[1h])", "avg_over_time(long_total[1h])",
+    "stddev_over_time(long_total[1h])", "quantile_over_time(0.9, long_total[1h])",
+]
+
+
+def _same(a, b) -> bool:
+    """Equal answers; sample values within 1e-12 relative (summation order differs: Prometheus
+    adds with Kahan compensation, promring mostly pairwise), NaN and ±Inf exactly."""
+    if a[0] != b[0] or not isinstance(a[1], list) or not isinstance(b[1], list):
+        return a == b
+    if [s["metric"] for s in a[1]] != [s["metric"] for s in b[1]]:
+        return False
+    for x, y in zip(a[1], b[1]):
+        u, v = float(x["value"][1]), float(y["value"][1])
+        if x["value"][0] != y["value"][0] or not (
+                str(u) == str(v) or abs(u - v) <= 1e-12 * max(abs(u), abs(v))):
+            return False
+    return True
+
+
+def test_edge_values_answer_as_prometheus_3(promring_up, tmp_path):
+    """Constant ±Inf windows, +Inf in a counter and a long increase range, as issue 15 lists."""
+    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
+                             "--web.enable-remote-write-receiver")
+    prom.args[0] = peer("prometheus")
+    prom.start()
+    try:
+        pr = promring_up(tmp_path / "data")
+        now = int(time.time() * 1000)
+        ts = [now - 120_000 + i * 15_000 for i in range(9)]
+        lts = [now - 3_600_000 + i * 15_000 for i in range(241)]
+        inf = float("inf")
+        series = [((("__name__", "pinf"),), ts, [inf] * 9),
+                  ((("__name__", "ninf"),), ts, [-inf] * 9),
+                  ((("__name__", "cinf"),), ts, [1.0, 2.0, inf, inf, 3.0, 4.0, inf, 5.0, 6.0]),
+                  ((("__name__", "long_total"),), lts,
+                   [1e9 + i * 0.1 + (i % 7) * 1e-3 for i in range(241)])]
+        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
+            assert push(url, series).status_code in (200, 204)
+        t = (ts[-1] + 1000) / 1000
+        diffs = []
+        for q in EDGE_QUERIES:
+            theirs, ours = _answer(prom.api, q, t), _answer(pr.api, q, t)
+            if not _same(theirs, ours):
+                diffs.append(f"{q}\n  prometheus {theirs}\n  promring   {ours}")
+        assert not diffs, "\n".join(diffs)
+    finally:
+        prom.stop()
