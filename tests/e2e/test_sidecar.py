@@ -1,0 +1,223 @@
+"""``promring sidecar`` next to Debian's Prometheus 2.42 (the seeds' walkthrough with promring in
+place of Thanos): its live data through the querier, its blocks shipped to the bucket and
+served by the store gateway after Prometheus's retention dropped them, HA replicas
+deduplicated, and a restart that does not upload anything twice."""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import (PrometheusProcess, free_port, query_process, sidecar_process,
+                     store_process)
+
+# Prometheus cuts a block every 5s of data (min = max, as a sidecar requires) so that blocks
+# appear within seconds; Thanos only warns that the block duration is not 2h.
+BLOCKS_5S = ("--storage.tsdb.min-block-duration=5s", "--storage.tsdb.max-block-duration=5s")
+QUERY = "sum by (status) (request_count_total)"
+
+
+class DemoApp:
+    """The walkthrough's small app: ``request_count_total{status=...}``, growing per scrape."""
+
+    def __init__(self) -> None:
+        self.counts = {"200": 0, "500": 0}
+        self.lock = threading.Lock()
+        app = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                with app.lock:
+                    app.counts["200"] += 3
+                    app.counts["500"] += 1
+                    body = "".join(f'request_count_total{{status="{s}"}} {n}\n'
+                                   for s, n in app.counts.items())
+                data = ("# TYPE request_count_total counter\n" + body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def prometheus_config(app: DemoApp, **external: str) -> str:
+    ext = "".join(f'    {k}: "{v}"\n' for k, v in external.items())
+    return (f"global:\n  scrape_interval: 1s\n  external_labels:\n{ext}"
+            f"scrape_configs:\n  - job_name: demo\n    static_configs:\n"
+            f"      - targets: ['{app.address}']\n")
+
+
+def bucket_config(tmp_path: Path) -> Path:
+    (tmp_path / "bucket").mkdir(exist_ok=True)
+    cfg = tmp_path / "objstore.yml"
+    cfg.write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp_path / 'bucket'}\n")
+    return cfg
+
+
+def shipped_metas(bucket: Path) -> dict[str, dict]:
+    return {m.parent.name: json.loads(m.read_text()) for m in bucket.glob("*/meta.json")}
+
+
+def wait_for(what: str, check, timeout: float = 40.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not within {timeout}s")
+        time.sleep(0.25)
+
+
+def range_answer(api: str, start: float, end: float, **extra) -> dict:
+    r = requests.get(f"{api}/query_range", params={"query": QUERY, "start": start, "end": end,
+                                                   "step": "1s", **extra}, timeout=30)
+    assert r.status_code == 200, r.text
+    return {json.dumps(s["metric"], sort_keys=True): s["values"]
+            for s in r.json()["data"]["result"]}
+
+
+def lowest_timestamp_s(prom: PrometheusProcess) -> float:
+    text = requests.get(f"http://127.0.0.1:{prom.port}/metrics", timeout=5).text
+    return float(re.search(r"^prometheus_tsdb_lowest_timestamp_seconds (\S+)$", text, re.M)[1])
+
+
+@pytest.fixture
+def demo_app():
+    app = DemoApp()
+    yield app
+    app.close()
+
+
+def _stop_all(*procs) -> None:
+    for p in procs:
+        if p is not None:
+            p.stop()
+
+
+def test_walkthrough_live_data_then_store_gateway_after_retention(tmp_path, demo_app):
+    prom = PrometheusProcess(tmp_path / "prom", prometheus_config(demo_app, cluster="demo"),
+                             *BLOCKS_5S, "--storage.tsdb.retention.time=1s")
+    sidecar = store = query = None
+    try:
+        prom.start()
+        objstore = bucket_config(tmp_path)
+        sidecar = sidecar_process(tmp_path, "sidecar", f"http://127.0.0.1:{prom.port}",
+                                  prom.dir / "tsdb", f"--objstore.config-file={objstore}").start()
+        store = store_process(tmp_path, "store", objstore, "--sync-block-duration=1s").start()
+        query = query_process(tmp_path, "query", [sidecar.grpc, store.grpc]).start()
+        api = query.url("http", "/api/v1")
+
+        # Live data: the last seconds of scrapes (in Prometheus's head, which keeps at least
+        # 1.5 block ranges, so served by the sidecar) answered exactly as Prometheus answers.
+        first = wait_for("first scrapes", lambda: range_answer(prom.api, time.time() - 60,
+                                                               time.time()))
+        assert set(first) == {'{"status": "200"}', '{"status": "500"}'}
+        time.sleep(3)
+        end = float(int(time.time()) - 1)
+        start = end - 4
+        theirs = range_answer(prom.api, start, end)
+        assert theirs and all(len(v) >= 4 for v in theirs.values())
+        assert range_answer(api, start, end) == theirs
+
+        # Prometheus cuts blocks; each is shipped with the thanos meta section. Once
+        # retention dropped every block holding [start, end] Prometheus itself has nothing
+        # there any more -- and the querier still answers, from the store gateway.
+        wait_for("Prometheus dropped the range", lambda: lowest_timestamp_s(prom) > end + 1,
+                 timeout=45)
+        metas = shipped_metas(tmp_path / "bucket")
+        assert metas and any(m["minTime"] <= start * 1000 for m in metas.values())
+        for m in metas.values():
+            assert m["thanos"]["labels"] == {"cluster": "demo"}
+            assert m["thanos"]["source"] == "sidecar"
+            assert m["thanos"]["downsample"] == {"resolution": 0}
+        assert range_answer(prom.api, start, end) == {}
+        wait_for("store gateway synced", lambda: range_answer(api, start, end) == theirs,
+                 timeout=15)
+        # Recent data still comes live from the sidecar, in agreement with Prometheus.
+        now = float(int(time.time()) - 1)
+        assert range_answer(api, now - 3, now) == range_answer(prom.api, now - 3, now)
+    finally:
+        _stop_all(query, store, sidecar, prom)
+
+
+def test_ha_replicas_are_deduplicated(tmp_path, demo_app):
+    proms, sidecars, query = [], [], None
+    try:
+        for replica in ("0", "1"):
+            p = PrometheusProcess(tmp_path / f"prom{replica}",
+                                  prometheus_config(demo_app, cluster="demo", replica=replica))
+            proms.append(p.start())
+            sidecars.append(sidecar_process(tmp_path, f"sidecar{replica}",
+                                            f"http://127.0.0.1:{p.port}", p.dir / "tsdb").start())
+        query = query_process(tmp_path, "query", [s.grpc for s in sidecars],
+                              "--query.replica-label=replica").start()
+        api = query.url("http", "/api/v1")
+
+        def series(**extra) -> list[dict]:
+            r = requests.get(f"{api}/query", params={"query": "request_count_total", **extra},
+                             timeout=30)
+            assert r.status_code == 200, r.text
+            return sorted((s["metric"] for s in r.json()["data"]["result"]),
+                          key=lambda m: json.dumps(m, sort_keys=True))
+
+        raw = wait_for("both replicas scraped", lambda: len(series(dedup="false")) == 4 and
+                       series(dedup="false"))
+        assert {m["replica"] for m in raw} == {"0", "1"}
+        assert series() == [{"__name__": "request_count_total", "cluster": "demo",
+                             "instance": demo_app.address, "job": "demo", "status": s}
+                            for s in ("200", "500")]
+    finally:
+        _stop_all(query, *sidecars, *proms)
+
+
+def test_restart_does_not_upload_blocks_twice(tmp_path, demo_app):
+    prom = PrometheusProcess(tmp_path / "prom", prometheus_config(demo_app, cluster="demo"),
+                             *BLOCKS_5S)
+    sidecar = None
+    try:
+        prom.start()
+        objstore = bucket_config(tmp_path)
+        sidecar = sidecar_process(tmp_path, "sidecar", f"http://127.0.0.1:{prom.port}",
+                                  prom.dir / "tsdb", f"--objstore.config-file={objstore}").start()
+        bucket = tmp_path / "bucket"
+        wait_for("a shipped block", lambda: shipped_metas(bucket))
+        sidecar.stop()
+        before = {p.relative_to(bucket): p.stat().st_mtime_ns for p in bucket.rglob("*")
+                  if p.is_file()}
+        state = json.loads((prom.dir / "tsdb" / "thanos.shipper.json").read_text())
+        assert sorted(state["uploaded"]) == sorted({p.parts[0] for p in before})
+        wait_for("a block cut while the sidecar was down",
+                 lambda: {b.parent.name for b in (prom.dir / "tsdb").glob("*/meta.json")}
+                 - set(state["uploaded"]), timeout=20)
+
+        sidecar.start()
+        local = {b.parent.name for b in (prom.dir / "tsdb").glob("*/meta.json")}
+        wait_for("the missed block shipped", lambda: local <= set(shipped_metas(bucket)))
+        after = {p.relative_to(bucket): p.stat().st_mtime_ns for p in bucket.rglob("*")
+                 if p.is_file()}
+        assert {k: after[k] for k in before} == before  # nothing shipped before was rewritten
+        text = requests.get(sidecar.url("http", "/metrics"), timeout=5).text
+        uploads = float(re.search(r"^thanos_shipper_uploads_total\S* (\S+)$", text, re.M)[1])
+        new = set(shipped_metas(bucket)) - {p.parts[0] for p in before}
+        assert 1 <= uploads <= len(new)  # only blocks cut since (more may have come by now)
+    finally:
+        _stop_all(sidecar, prom)
