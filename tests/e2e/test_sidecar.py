@@ -221,3 +221,89 @@ def test_restart_does_not_upload_blocks_twice(tmp_path, demo_app):
         assert 1 <= uploads <= len(new)  # only blocks cut since (more may have come by now)
     finally:
         _stop_all(sidecar, prom)
+
+
+def test_storeapi_external_label_matchers_and_reloader(tmp_path, demo_app):
+    """Thanos's rules for matchers on external labels, the Info label set, and the reloader:
+    a changed Prometheus config file is reloaded and its new external labels served."""
+    import asyncio
+
+    import grpc
+
+    from receiver.tsdb import chunkenc
+    from receiver.tsdb.labels import Matcher, MatchType
+    from storeapi.client import StoreClient
+
+    prom = PrometheusProcess(tmp_path / "prom", prometheus_config(demo_app, cluster="demo"),
+                             "--web.enable-lifecycle")
+    sidecar = None
+    try:
+        prom.start()
+        config = prom.dir / "prometheus.yml"
+        sidecar = sidecar_process(tmp_path, "sidecar", f"http://127.0.0.1:{prom.port}",
+                                  prom.dir / "tsdb", f"--reloader.config-file={config}",
+                                  "--prometheus.get_config_interval=1s").start()
+        name = Matcher(MatchType.EQ, "__name__", "request_count_total")
+
+        async def ask(*matchers: Matcher):
+            client = StoreClient(sidecar.grpc)
+            try:
+                return await client.info(), await client.series(0, 1 << 62, list(matchers))
+            finally:
+                await client.close()
+
+        info, got = asyncio.run(ask(name, Matcher(MatchType.EQ, "cluster", "other")))
+        assert info.label_sets == [(("cluster", "demo"),)]
+        assert info.component_type == "sidecar" and info.max_time == (1 << 63) - 1
+        assert got == []  # an external label that does not match: nothing, Prometheus not asked
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            asyncio.run(ask(Matcher(MatchType.RE, "cluster", "de.*")))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "no matchers specified (excluding external labels)" in e.value.details()
+
+        wait_for("scrapes", lambda: len(asyncio.run(ask(name))[1]) == 2)
+        _, got = asyncio.run(ask(name, Matcher(MatchType.EQ, "cluster", "demo")))
+        assert [dict(s.labels)["status"] for s in got] == ["200", "500"]
+        for s in got:
+            assert dict(s.labels)["cluster"] == "demo"
+            ts, vals = chunkenc.decode_many([c[2] for c in s.chunks], 0, 1 << 62)
+            r = requests.get(f"{prom.api}/query", params={
+                "query": f'request_count_total{{status="{dict(s.labels)["status"]}"}}',
+                "time": ts[-1] / 1000}, timeout=10).json()
+            assert float(r["data"]["result"][0]["value"][1]) == vals[-1]
+
+        config.write_text(prometheus_config(demo_app, cluster="demo2"))
+        wait_for("Prometheus reloaded", lambda: "demo2" in requests.get(
+            f"{prom.api}/status/config", timeout=5).json()["data"]["yaml"], timeout=20)
+        wait_for("new external labels served",
+                 lambda: asyncio.run(ask(name))[0].label_sets == [(("cluster", "demo2"),)],
+                 timeout=20)
+    finally:
+        _stop_all(sidecar, prom)
+
+
+def test_refuses_prometheus_without_external_labels_or_with_compaction(tmp_path, demo_app):
+    """As Thanos: no external labels -> exit 1; with a bucket, a Prometheus whose min and max
+    block durations differ (it would compact blocks already shipped) -> never ready."""
+    prom = PrometheusProcess(tmp_path / "prom", "global:\n  scrape_interval: 1s\n")
+    unready = None
+    try:
+        prom.start()
+        url = f"http://127.0.0.1:{prom.port}"
+        lone = sidecar_process(tmp_path, "lone", url, prom.dir / "tsdb")
+        lone.ready_urls = []
+        lone.start()
+        assert lone.proc.wait(30) == 1
+        assert "no external labels configured on Prometheus server" in lone.log_text()
+
+        unready = sidecar_process(tmp_path, "unready", url, prom.dir / "tsdb",
+                                  f"--objstore.config-file={bucket_config(tmp_path)}",
+                                  "--prometheus.get_config_interval=1s")
+        unready.ready_urls = []
+        unready.start()
+        wait_for("the refusal", lambda: "Compaction needs to be disabled" in unready.log_text())
+        r = requests.get(unready.url("http", "/-/ready"), timeout=5)
+        assert r.status_code == 503
+        assert unready.proc.poll() is None
+    finally:
+        _stop_all(unready, prom)
