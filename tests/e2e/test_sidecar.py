@@ -307,3 +307,46 @@ def test_refuses_prometheus_without_external_labels_or_with_compaction(tmp_path,
         assert unready.proc.poll() is None
     finally:
         _stop_all(unready, prom)
+
+
+def test_thanos_command_line_and_thanos_querier(tmp_path, demo_app):
+    """The same ``sidecar`` command line runs as Thanos v0.42.4 and as promring; Thanos's own
+    querier answers the same through either sidecar."""
+    import shlex
+
+    from harness import ServerProcess, promring_cmd
+    from peers import peer
+
+    prom = PrometheusProcess(tmp_path / "prom", prometheus_config(demo_app, cluster="demo"))
+    procs: list[ServerProcess] = []
+    try:
+        prom.start()
+        apis = []
+        for name, cmd in (("promring", None), ("thanos", [peer("thanos")])):
+            g, h, qg, qh = (free_port() for _ in range(4))
+            line = (f"sidecar --prometheus.url http://127.0.0.1:{prom.port} "
+                    f"--tsdb.path {prom.dir / 'tsdb'} --grpc-address 127.0.0.1:{g} "
+                    f"--http-address 127.0.0.1:{h} --min-time=-1h "
+                    f"--prometheus.get_config_interval 5s")
+            sc = ServerProcess((cmd or promring_cmd()) + shlex.split(line), tmp_path,
+                               f"{name}-sidecar", {"http": h},
+                               [f"http://127.0.0.1:{h}/-/ready"])
+            procs.append(sc.start())
+            q = ServerProcess([peer("thanos"), "query", f"--endpoint=127.0.0.1:{g}",
+                               f"--grpc-address=127.0.0.1:{qg}", f"--http-address=127.0.0.1:{qh}"],
+                              tmp_path, f"{name}-query", {"http": qh},
+                              [f"http://127.0.0.1:{qh}/-/ready"])
+            procs.append(q.start())
+            apis.append(q.url("http", "/api/v1"))
+        wait_for("scrapes", lambda: len(range_answer(prom.api, time.time() - 60,
+                                                     time.time())) == 2)
+        time.sleep(3)
+        end = float(int(time.time()) - 1)
+
+        def answers():
+            return [range_answer(api, end - 5, end) for api in (*apis, prom.api)]
+        ours, thanos, prometheus = wait_for(
+            "both sidecars serving", lambda: all(answers()) and answers(), timeout=30)
+        assert ours == thanos == prometheus
+    finally:
+        _stop_all(*reversed(procs), prom)
