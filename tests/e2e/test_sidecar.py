@@ -272,6 +272,21 @@ def test_storeapi_external_label_matchers_and_reloader(tmp_path, demo_app):
                 "time": ts[-1] / 1000}, timeout=10).json()
             assert float(r["data"]["result"][0]["value"][1]) == vals[-1]
 
+        async def labels():
+            client = StoreClient(sidecar.grpc)
+            now = int(time.time() * 1000)
+            try:
+                return (await client.label_names(now - 60_000, now, [name]),
+                        await client.label_values("status", now - 60_000, now, [name]),
+                        await client.label_values("cluster", now - 60_000, now, [name]),
+                        await client.label_values(
+                            "cluster", now - 60_000, now,
+                            [Matcher(MatchType.EQ, "__name__", "no_such_metric")]))
+            finally:
+                await client.close()
+        assert asyncio.run(labels()) == (["__name__", "cluster", "instance", "job", "status"],
+                                         ["200", "500"], ["demo"], [])
+
         config.write_text(prometheus_config(demo_app, cluster="demo2"))
         wait_for("Prometheus reloaded", lambda: "demo2" in requests.get(
             f"{prom.api}/status/config", timeout=5).json()["data"]["yaml"], timeout=20)
