@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 STREAMED_TYPE = "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"
 SAMPLES_PER_CHUNK = 120  # Thanos's MaxSamplesPerChunk for SAMPLES answers
 MAX_SAMPLED_BODY = 1 << 30  # a SAMPLES answer is one message: bound what is buffered
-_READ_PIECE = 1 << 16
 _PB_MATCH = {MatchType.EQ: prompb_pb2.LabelMatcher.EQ, MatchType.NEQ: prompb_pb2.LabelMatcher.NEQ,
              MatchType.RE: prompb_pb2.LabelMatcher.RE, MatchType.NRE: prompb_pb2.LabelMatcher.NRE}
 
@@ -64,12 +63,9 @@ def read_request(matchers: list[Matcher], mint: int, maxt: int) -> bytes:
     return bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
 
 
-def _chunk_data(c) -> bytes:
-    """Prometheus numbers encodings UNKNOWN=0, XOR=1, HISTOGRAM=2, FLOAT_HISTOGRAM=3 like the
-    TSDB; XOR (and unknown) data stays plain bytes, the others say what they are."""
-    if c.type <= prompb_pb2.Chunk.XOR:
-        return c.data
-    return EncodedChunk(c.data, c.type)
+# Prometheus numbers chunk encodings UNKNOWN=0, XOR=1, HISTOGRAM=2, FLOAT_HISTOGRAM=3 like the
+# TSDB: XOR (and unknown) data stays plain bytes, the others become EncodedChunk.
+_XOR = prompb_pb2.Chunk.XOR
 
 
 def sample_chunks(samples) -> Chunks:
@@ -143,14 +139,16 @@ class PrometheusStore:
         reader = FrameReader(self._frame_limit)
         out: list[tuple[Labels, Chunks]] = []
         parse = remote_pb2.ChunkedReadResponse.FromString
-        async for piece in r.content.iter_chunked(_READ_PIECE):
+        async for piece in r.content.iter_any():
             for frame in reader.feed(piece):
                 for cs in parse(frame).chunked_series:
                     if not cs.chunks:
                         continue
                     lbls = with_external([(lb.name, lb.value) for lb in cs.labels], ext)
-                    out.append((lbls, [(c.min_time_ms, c.max_time_ms, _chunk_data(c))
-                                       for c in cs.chunks]))
+                    out.append((lbls, [
+                        (c.min_time_ms, c.max_time_ms,
+                         c.data if c.type <= _XOR else EncodedChunk(c.data, c.type))
+                        for c in cs.chunks]))
         reader.finish()
         return out
 
