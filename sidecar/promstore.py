@@ -2,7 +2,9 @@
 
 Series come from ``/api/v1/read`` asking for STREAMED_XOR_CHUNKS: the body is parsed frame by
 frame as it arrives and each chunk's bytes go out in the Series response as they are (no
-decoding and re-encoding). A Prometheus without streaming answers SAMPLES (one snappy
+decoding and re-encoding; a frame is decoded in C, storeapi/_wire.c). Prometheus numbers
+chunk encodings like the TSDB (XOR=1, HISTOGRAM=2, FLOAT_HISTOGRAM=3): XOR data stays plain
+bytes, the others become EncodedChunk. A Prometheus without streaming answers SAMPLES (one snappy
 ReadResponse), which is cut into XOR chunks of 120 samples as Thanos does. Matchers on
 external labels are decided here against the external labels and not sent to Prometheus.
 """
@@ -18,6 +20,7 @@ from receiver.tsdb import chunkenc
 from receiver.tsdb.histogram import EncodedChunk
 from receiver.tsdb.labels import Labels, Matcher, MatchType
 from storeapi import prompb_pb2, remote_pb2
+from storeapi._wire import chunked_read_series
 from storeapi.server import NO_MATCHERS, Chunks, InvalidRequest
 
 from .chunked import DEFAULT_FRAME_LIMIT, FrameReader
@@ -63,9 +66,6 @@ def read_request(matchers: list[Matcher], mint: int, maxt: int) -> bytes:
     return bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
 
 
-# Prometheus numbers chunk encodings UNKNOWN=0, XOR=1, HISTOGRAM=2, FLOAT_HISTOGRAM=3 like the
-# TSDB: XOR (and unknown) data stays plain bytes, the others become EncodedChunk.
-_XOR = prompb_pb2.Chunk.XOR
 
 
 def sample_chunks(samples) -> Chunks:
@@ -138,17 +138,19 @@ class PrometheusStore:
                         ) -> list[tuple[Labels, Chunks]]:
         reader = FrameReader(self._frame_limit)
         out: list[tuple[Labels, Chunks]] = []
-        parse = remote_pb2.ChunkedReadResponse.FromString
         async for piece in r.content.iter_any():
             for frame in reader.feed(piece):
-                for cs in parse(frame).chunked_series:
-                    if not cs.chunks:
+                try:
+                    found = chunked_read_series(frame)
+                except ValueError as e:
+                    raise PrometheusError(f"remote read: {e}") from e
+                for lbls, chunks, other in found:
+                    if not chunks:
                         continue
-                    lbls = with_external([(lb.name, lb.value) for lb in cs.labels], ext)
-                    out.append((lbls, [
-                        (c.min_time_ms, c.max_time_ms,
-                         c.data if c.type <= _XOR else EncodedChunk(c.data, c.type))
-                        for c in cs.chunks]))
+                    if other:
+                        chunks = [c if len(c) == 3 else (c[0], c[1], EncodedChunk(c[2], c[3]))
+                                  for c in chunks]
+                    out.append((with_external(lbls, ext), chunks))
         reader.finish()
         return out
 

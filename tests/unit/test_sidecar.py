@@ -187,3 +187,26 @@ def test_shipper_level_filter_and_meta_transform(tmp_path, upload_compacted):
     assert "thanos" not in json.loads((local / shipped[0] / "meta.json").read_text())
     # A new Shipper (a restart) ships nothing again.
     assert asyncio.run(Shipper(bucket, local, opts=opts).sync()) == 0
+
+
+def test_frame_decoder_in_c_agrees_with_protobuf_and_refuses_garbage():
+    from storeapi._wire import chunked_read_series
+    series = [prompb_pb2.ChunkedSeries(
+        labels=[{"name": "__name__", "value": "up"}, {"name": "é", "value": ""}],
+        chunks=[prompb_pb2.Chunk(min_time_ms=-5, max_time_ms=1 << 40, type=1, data=b"xor"),
+                prompb_pb2.Chunk(min_time_ms=7, max_time_ms=9, type=2, data=b"hist")]),
+        prompb_pb2.ChunkedSeries(labels=[{"name": "a", "value": "b"}])]
+    frame = remote_pb2.ChunkedReadResponse(chunked_series=series, query_index=1)
+    assert chunked_read_series(frame.SerializeToString()) == [
+        ((("__name__", "up"), ("é", "")),
+         [(-5, 1 << 40, b"xor"), (7, 9, b"hist", 2)], True),
+        ((("a", "b"),), [], False)]
+    good = frame.SerializeToString()
+    for cut in range(1, len(good)):
+        try:
+            chunked_read_series(good[:cut])  # a prefix may happen to be valid protobuf
+        except ValueError:
+            pass
+    for garbage in (b"\x0a\xff\xff\xff\xff\x0f", b"\x0b", b"\x0a\x02\x0a\x80", b"\xff" * 12):
+        with pytest.raises(ValueError):
+            chunked_read_series(garbage)
