@@ -365,3 +365,30 @@ def test_thanos_command_line_and_thanos_querier(tmp_path, demo_app):
         assert ours == thanos == prometheus
     finally:
         _stop_all(*reversed(procs), prom)
+
+
+def test_every_sidecar_flag_is_thanos_sidecars_with_its_default():
+    """Each flag of ``promring sidecar`` is a flag of ``thanos sidecar`` v0.42.4 (help-long,
+    hidden flags included) and, where Thanos shows a default, the same default."""
+    import argparse
+    import subprocess
+
+    from peers import peer
+    from promring.cli import build_parser
+
+    text = subprocess.run([peer("thanos"), "sidecar", "--help-long"], capture_output=True,
+                          text=True, timeout=30).stdout
+    hidden = {"--shipper.ignore-unequal-block-size"}  # Thanos hides it from help
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    checked = 0
+    for act in sub.choices["sidecar"]._actions:
+        flag = next((o for o in act.option_strings if o.startswith("--")), None)
+        if flag in (None, "--help", "--version") or flag in hidden:
+            continue
+        m = re.search(r"^\s+--(?:\[no-\])?" + re.escape(flag[2:]) + r"(?:=(\S*))?\s", text,
+                      re.M)
+        assert m, f"{flag} is not a thanos sidecar flag"
+        if isinstance(act.default, str):  # kingpin shows the default as --flag=default
+            assert (m.group(1) or "").strip('"') == act.default, flag
+        checked += 1
+    assert checked >= 20
