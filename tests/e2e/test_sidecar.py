@@ -223,9 +223,10 @@ def test_restart_does_not_upload_blocks_twice(tmp_path, demo_app):
         _stop_all(sidecar, prom)
 
 
-def test_storeapi_external_label_matchers_and_reloader(tmp_path, demo_app):
+def test_storeapi_external_label_matchers_and_reloader(tmp_path, demo_app, monkeypatch):
     """Thanos's rules for matchers on external labels, the Info label set, and the reloader:
-    a changed Prometheus config file is reloaded and its new external labels served."""
+    a changed config template is env-substituted into Prometheus's config file, Prometheus is
+    reloaded and its new external labels served."""
     import asyncio
 
     import grpc
@@ -239,9 +240,13 @@ def test_storeapi_external_label_matchers_and_reloader(tmp_path, demo_app):
     sidecar = None
     try:
         prom.start()
-        config = prom.dir / "prometheus.yml"
+        template = prom.dir / "prometheus.yml.tmpl"
+        template.write_text(prometheus_config(demo_app, cluster="$(SC_CLUSTER)"))
+        monkeypatch.setenv("SC_CLUSTER", "demo")  # inherited by the sidecar process
         sidecar = sidecar_process(tmp_path, "sidecar", f"http://127.0.0.1:{prom.port}",
-                                  prom.dir / "tsdb", f"--reloader.config-file={config}",
+                                  prom.dir / "tsdb", f"--reloader.config-file={template}",
+                                  "--reloader.config-envsubst-file="
+                                  f"{prom.dir / 'prometheus.yml'}",
                                   "--prometheus.get_config_interval=1s").start()
         name = Matcher(MatchType.EQ, "__name__", "request_count_total")
 
@@ -287,7 +292,7 @@ def test_storeapi_external_label_matchers_and_reloader(tmp_path, demo_app):
         assert asyncio.run(labels()) == (["__name__", "cluster", "instance", "job", "status"],
                                          ["200", "500"], ["demo"], [])
 
-        config.write_text(prometheus_config(demo_app, cluster="demo2"))
+        template.write_text(prometheus_config(demo_app, cluster="$(SC_CLUSTER)2"))
         wait_for("Prometheus reloaded", lambda: "demo2" in requests.get(
             f"{prom.api}/status/config", timeout=5).json()["data"]["yaml"], timeout=20)
         wait_for("new external labels served",
