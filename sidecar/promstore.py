@@ -139,27 +139,33 @@ class PrometheusStore:
         reader = FrameReader(self._frame_limit)
         out: list[tuple[Labels, Chunks]] = []
         async for piece in r.content.iter_any():
-            for frame in reader.feed(piece):
-                try:
-                    found = chunked_read_series(frame)
-                except ValueError as e:
-                    raise PrometheusError(f"remote read: {e}") from e
-                for lbls, chunks, other in found:
-                    if not chunks:
-                        continue
-                    if other:
-                        chunks = [c if len(c) == 3 else (c[0], c[1], EncodedChunk(c[2], c[3]))
-                                  for c in chunks]
-                    out.append((with_external(lbls, ext), chunks))
-        reader.finish()
+            try:
+                found = [s for frame in reader.feed(piece) for s in chunked_read_series(frame)]
+            except ValueError as e:  # FrameError or a malformed frame
+                raise PrometheusError(f"remote read: {e}") from e
+            for lbls, chunks, other in found:
+                if not chunks:
+                    continue
+                if other:
+                    chunks = [c if len(c) == 3 else (c[0], c[1], EncodedChunk(c[2], c[3]))
+                              for c in chunks]
+                out.append((with_external(lbls, ext), chunks))
+        try:
+            reader.finish()
+        except ValueError as e:
+            raise PrometheusError(f"remote read: {e}") from e
         return out
 
     async def _sampled(self, r: aiohttp.ClientResponse, ext: Labels
                        ) -> list[tuple[Labels, Chunks]]:
-        body = await r.content.read(MAX_SAMPLED_BODY + 1)
-        if len(body) > MAX_SAMPLED_BODY:
-            raise PrometheusError("remote read SAMPLES answer larger than "
-                                  f"{MAX_SAMPLED_BODY} bytes")
+        parts, size = [], 0
+        async for piece in r.content.iter_any():
+            size += len(piece)
+            if size > MAX_SAMPLED_BODY:
+                raise PrometheusError("remote read SAMPLES answer larger than "
+                                      f"{MAX_SAMPLED_BODY} bytes")
+            parts.append(piece)
+        body = b"".join(parts)
         try:
             resp = remote_pb2.ReadResponse.FromString(
                 bytes(cramjam.snappy.decompress_raw(body)))

@@ -94,6 +94,7 @@ def test_a_prometheus_without_streaming_is_read_through_samples():
     """An old Prometheus answers a snappy ReadResponse whatever was asked; the series come out
     with external labels winning over Prometheus's own and in label order."""
     got_requests: list[remote_pb2.ReadRequest] = []
+    noise = np.random.default_rng(1).random(60_000)  # a body of ~1 MB: many reads
 
     async def read(request: web.Request) -> web.Response:
         got_requests.append(remote_pb2.ReadRequest.FromString(
@@ -106,6 +107,8 @@ def test_a_prometheus_without_streaming_is_read_through_samples():
             lbl(labels=[{"name": "__name__", "value": "up"}, {"name": "zone", "value": "a"}],
                 samples=[prompb_pb2.Sample(timestamp=6, value=2.0)]),
             lbl(labels=[{"name": "__name__", "value": "up"}, {"name": "zone", "value": "c"}]),
+            lbl(labels=[{"name": "__name__", "value": "up"}, {"name": "zone", "value": "d"}],
+                samples=[prompb_pb2.Sample(timestamp=t, value=v) for t, v in enumerate(noise)]),
         ])])
         return web.Response(body=bytes(cramjam.snappy.compress_raw(resp.SerializeToString())),
                             content_type="application/x-protobuf")
@@ -130,7 +133,10 @@ def test_a_prometheus_without_streaming_is_read_through_samples():
     out = asyncio.run(run())
     assert [s[0] for s in out] == [
         (("__name__", "up"), ("cluster", "eu"), ("zone", "a")),
-        (("__name__", "up"), ("cluster", "eu"), ("zone", "b"))]
+        (("__name__", "up"), ("cluster", "eu"), ("zone", "b")),
+        (("__name__", "up"), ("cluster", "eu"), ("zone", "d"))]
+    t, v = chunkenc.decode_many([c[2] for c in out[2][1]], 0, 1 << 62)
+    assert len(out[2][1]) == 500 and np.array_equal(v, noise) and t[-1] == 59_999
     q = got_requests[0].queries[0]
     assert (q.start_timestamp_ms, q.end_timestamp_ms) == (3, 100)  # not before Prometheus's data
     assert list(got_requests[0].accepted_response_types) == [
