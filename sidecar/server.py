@@ -107,6 +107,10 @@ class Sidecar:
         self.failed = asyncio.get_running_loop().create_future()
         if self.uploads:
             self._bucket = bucket_from_config(self.cfg.objstore_config)
+            wal = Path(self.cfg.tsdb_path) / "wal"
+            if not wal.is_dir():  # as Thanos: said loudly, but not fatal
+                log.error("WAL dir is not accessible. Is this dir a TSDB directory? If yes it "
+                          "is shared with TSDB?", extra={"path": str(wal)})
         else:
             log.info("no supported bucket was configured, uploads will be disabled")
         if self.cfg.http_address:
