@@ -167,7 +167,8 @@ def test_ha_replicas_are_deduplicated(tmp_path, demo_app):
                                   prometheus_config(demo_app, cluster="demo", replica=replica))
             proms.append(p.start())
             sidecars.append(sidecar_process(tmp_path, f"sidecar{replica}",
-                                            f"http://127.0.0.1:{p.port}", p.dir / "tsdb").start())
+                                            f"http://127.0.0.1:{p.port}", p.dir / "tsdb",
+                                            "--prometheus.get_config_interval=1s").start())
         query = query_process(tmp_path, "query", [s.grpc for s in sidecars],
                               "--query.replica-label=replica").start()
         api = query.url("http", "/api/v1")
@@ -185,6 +186,15 @@ def test_ha_replicas_are_deduplicated(tmp_path, demo_app):
         assert series() == [{"__name__": "request_count_total", "cluster": "demo",
                              "instance": demo_app.address, "job": "demo", "status": s}
                             for s in ("200", "500")]
+
+        # Replica 1's Prometheus goes away: its sidecar's heartbeat fails and it is not ready.
+        proms[1].stop()
+        wait_for("sidecar 1 not ready", lambda: requests.get(
+            sidecars[1].url("http", "/-/ready"), timeout=5).status_code == 503, timeout=15)
+        metrics = requests.get(sidecars[1].url("http", "/metrics"), timeout=5).text
+        assert re.search(r"^thanos_sidecar_prometheus_up 0\.0$", metrics, re.M)
+        assert requests.get(sidecars[1].url("http", "/-/healthy"), timeout=5).status_code == 200
+        assert requests.get(sidecars[0].url("http", "/-/ready"), timeout=5).status_code == 200
     finally:
         _stop_all(query, *sidecars, *proms)
 
