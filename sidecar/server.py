@@ -28,10 +28,10 @@ from receiver.tsdb.block import _thanos_section
 from shipper.shipper import Shipper, ShipperMetrics, ShipperOptions, block_dirs
 from storeapi.server import serve as serve_storeapi
 
+from .config import SidecarConfig
 from .meta import PromMetadata
 from .promclient import PrometheusClient, PrometheusError
 from .promstore import PrometheusStore
-from .config import SidecarConfig
 from .reloader import Reloader, ReloaderMetrics
 
 log = logging.getLogger(__name__)
