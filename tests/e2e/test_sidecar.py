@@ -195,6 +195,11 @@ def test_ha_replicas_are_deduplicated(tmp_path, demo_app):
         assert re.search(r"^thanos_sidecar_prometheus_up 0\.0$", metrics, re.M)
         assert requests.get(sidecars[1].url("http", "/-/healthy"), timeout=5).status_code == 200
         assert requests.get(sidecars[0].url("http", "/-/ready"), timeout=5).status_code == 200
+        # ...and the querier still answers from replica 0 (partial response, with a warning).
+        r = requests.get(f"{api}/query", params={"query": "request_count_total"}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert sorted(s["metric"]["status"] for s in r.json()["data"]["result"]) == ["200", "500"]
+        assert r.json().get("warnings")
     finally:
         _stop_all(query, *sidecars, *proms)
 
