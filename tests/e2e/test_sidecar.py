@@ -256,12 +256,15 @@ def test_storeapi_external_label_matchers_and_reloader(tmp_path, demo_app, monke
     try:
         prom.start()
         template = prom.dir / "prometheus.yml.tmpl"
-        template.write_text(prometheus_config(demo_app, cluster="$(SC_CLUSTER)"))
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        with_rules = f"rule_files: ['{rules}/*.yml']\n"
+        template.write_text(prometheus_config(demo_app, cluster="$(SC_CLUSTER)") + with_rules)
         monkeypatch.setenv("SC_CLUSTER", "demo")  # inherited by the sidecar process
         sidecar = sidecar_process(tmp_path, "sidecar", f"http://127.0.0.1:{prom.port}",
                                   prom.dir / "tsdb", f"--reloader.config-file={template}",
                                   "--reloader.config-envsubst-file="
-                                  f"{prom.dir / 'prometheus.yml'}",
+                                  f"{prom.dir / 'prometheus.yml'}", f"--reloader.rule-dir={rules}",
                                   "--prometheus.get_config_interval=1s").start()
         name = Matcher(MatchType.EQ, "__name__", "request_count_total")
 
@@ -307,12 +310,19 @@ def test_storeapi_external_label_matchers_and_reloader(tmp_path, demo_app, monke
         assert asyncio.run(labels()) == (["__name__", "cluster", "instance", "job", "status"],
                                          ["200", "500"], ["demo"], [])
 
-        template.write_text(prometheus_config(demo_app, cluster="$(SC_CLUSTER)2"))
+        template.write_text(prometheus_config(demo_app, cluster="$(SC_CLUSTER)2") + with_rules)
         wait_for("Prometheus reloaded", lambda: "demo2" in requests.get(
             f"{prom.api}/status/config", timeout=5).json()["data"]["yaml"], timeout=20)
         wait_for("new external labels served",
                  lambda: asyncio.run(ask(name))[0].label_sets == [(("cluster", "demo2"),)],
                  timeout=20)
+
+        # A new file in a watched rule directory: Prometheus is reloaded and loads it.
+        (rules / "r.yml").write_text("groups:\n  - name: g\n    rules:\n"
+                                     "      - record: errors:sum\n"
+                                     "        expr: sum(request_count_total{status='500'})\n")
+        wait_for("rule loaded", lambda: requests.get(f"{prom.api}/rules", timeout=5).json()
+                 ["data"]["groups"], timeout=20)
     finally:
         _stop_all(sidecar, prom)
 
