@@ -216,3 +216,12 @@ def test_frame_decoder_in_c_agrees_with_protobuf_and_refuses_garbage():
     for garbage in (b"\x0a\xff\xff\xff\xff\x0f", b"\x0b", b"\x0a\x02\x0a\x80", b"\xff" * 12):
         with pytest.raises(ValueError):
             chunked_read_series(garbage)
+
+
+def test_envsubst_as_thanos_reloader(monkeypatch):
+    from sidecar.reloader import expand_env
+    monkeypatch.setenv("SC_A", "x")
+    assert expand_env(b"a: $(SC_A) $SC_A ${SC_A} $(SC_A)$(SC_A)") == b"a: x $SC_A ${SC_A} xx"
+    monkeypatch.delenv("SC_UNSET", raising=False)
+    with pytest.raises(ValueError, match="SC_UNSET"):
+        expand_env(b"$(SC_UNSET)")
