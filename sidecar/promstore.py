@@ -51,7 +51,11 @@ def split_external(matchers: list[Matcher], ext: Labels) -> tuple[bool, list[Mat
 
 
 def with_external(lbls: Labels | dict[str, str], ext: Labels) -> Labels:
-    """A series' labels with the external labels added; external labels win (as Thanos)."""
+    """A series' labels with the external labels added; external labels win (as Thanos).
+    Prometheus's remote read already merges them into its (sorted) label sets, so usually
+    there is nothing to do."""
+    if isinstance(lbls, tuple) and all(p in lbls for p in ext):
+        return lbls
     d = dict(lbls)
     d.update(ext)
     return tuple(sorted(d.items()))

@@ -225,3 +225,12 @@ def test_envsubst_as_thanos_reloader(monkeypatch):
     monkeypatch.delenv("SC_UNSET", raising=False)
     with pytest.raises(ValueError, match="SC_UNSET"):
         expand_env(b"$(SC_UNSET)")
+
+
+def test_external_labels_win_over_the_series_own():
+    from sidecar.promstore import with_external
+    ext = (("cluster", "eu"),)
+    assert with_external((("a", "1"), ("cluster", "eu")), ext) == (("a", "1"), ("cluster", "eu"))
+    assert with_external((("a", "1"), ("cluster", "own")), ext) == (("a", "1"), ("cluster", "eu"))
+    assert with_external((("z", "1"),), ext) == (("cluster", "eu"), ("z", "1"))
+    assert with_external({"z": "1"}, ext) == (("cluster", "eu"), ("z", "1"))
