@@ -225,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_tls_flags(st)
     _http_config_flag(st)
 
+    sc = sub.add_parser("sidecar", help="Next to a Prometheus: its data over the StoreAPI, its "
+                                        "blocks shipped to the bucket, its config reloaded.")
+    _common(sc)
+    from sidecar.flags import add_sidecar_flags
+    add_sidecar_flags(sc)
+    _http_config_flag(sc)
+
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
     b = tsub.add_parser("bucket", help="Inspect a bucket.")
@@ -543,6 +550,12 @@ def main(argv: list[str] | None = None) -> None:
         from store.server import StoreGateway
         comps = [StoreGateway(_or_exit(store_config, a, a.data_dir, objstore_yaml(a),
                                        a.grpc_address, a.http_address))]
+    elif a.command == "sidecar":
+        from sidecar.flags import sidecar_config
+        from sidecar.server import Sidecar, run_until_signal
+        _or_exit(_http_config, a)
+        code = asyncio.run(run_until_signal(Sidecar(_or_exit(sidecar_config, a))))
+        _exit_after_clean_stop(code)
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
         if a.bucket_cmd == "web":

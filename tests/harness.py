@@ -272,3 +272,25 @@ def answers_of_prometheus_and_querier(workdir: Path, answers, cfg=None) -> tuple
         finally:
             await q.stop()
     return theirs, asyncio.run(ours())
+
+
+def sidecar_process(workdir: Path, name: str, prometheus_url: str, tsdb_path: Path,
+                    *extra: str) -> ServerProcess:
+    """``promring sidecar`` next to the Prometheus at ``prometheus_url`` on fresh ports."""
+    ports = {"grpc": free_port(), "http": free_port()}
+    args = promring_cmd() + ["sidecar", "--prometheus.url", prometheus_url,
+                             "--tsdb.path", str(tsdb_path),
+                             "--grpc-address", f"127.0.0.1:{ports['grpc']}",
+                             "--http-address", f"127.0.0.1:{ports['http']}", *extra]
+    return ServerProcess(args, workdir, name, ports, [f"http://127.0.0.1:{ports['http']}/-/ready"])
+
+
+def store_process(workdir: Path, name: str, objstore_config_file: Path, *extra: str
+                  ) -> ServerProcess:
+    """``promring store`` over a bucket on fresh ports."""
+    ports = {"grpc": free_port(), "http": free_port()}
+    args = promring_cmd() + ["store", "--data-dir", str(workdir / name),
+                             "--objstore.config-file", str(objstore_config_file),
+                             "--grpc-address", f"127.0.0.1:{ports['grpc']}",
+                             "--http-address", f"127.0.0.1:{ports['http']}", *extra]
+    return ServerProcess(args, workdir, name, ports, [f"http://127.0.0.1:{ports['http']}/-/ready"])
