@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from functools import partial
-from typing import Any, Awaitable, Callable, Generator, Iterable
+from typing import Any, Awaitable, Callable, Generator, Iterable, Iterator
 
 import numpy as np
 
@@ -22,9 +22,10 @@ from .remotewrite import STATUS_INVALID_UTF8, DecodedWrite
 from .tenancy import InvalidTenant, validate_tenant  # noqa: F401 -- InvalidTenant re-exported
 from .tsdb.block import BlockMeta, BlockReader, write_block
 from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
+from .tsdb.ooohead import OOO_HINT, OOOHead, is_ooo_block, merge_overlapping, ooo_block_series
 from .tsdb.labels import Labels, Matcher
 from .tsdb.histogram import from_proto_bytes, to_proto_bytes
-from .wal import WAL, HistogramsRecord, SamplesRecord, SeriesRecord, WALConfig
+from .wal import WAL, HistogramsRecord, OOOSamplesRecord, SamplesRecord, SeriesRecord, WALConfig
 from .wal.wal import lock_dir
 from .wal.checkpoint import checkpoints, replay_checkpoint, write_checkpoint
 
@@ -156,9 +157,10 @@ class TenantTSDB:
 
     def _blocks_changed(self) -> None:
         # Samples before this are in blocks and the head refuses them; kept as a value because
-        # every write needs it.
-        self.blocks_max_time = max((b.meta.max_time for b in self.blocks.values()),
-                                   default=int(NO_TIME_MAX))
+        # every write needs it. Out-of-order blocks do not count: their range may reach past
+        # the head's newest sample, and later in-order samples there are still welcome.
+        self.blocks_max_time = max((b.meta.max_time for b in self.blocks.values()
+                                    if not is_ooo_block(b.meta)), default=int(NO_TIME_MAX))
 
     def thanos_meta(self) -> dict:
         return {"labels": dict(self.external_labels), "downsample": {"resolution": 0},
@@ -212,9 +214,22 @@ class TenantTSDB:
                        SamplesRecord(sample_refs, ts, vals) if len(ts) else None,
                        self._hist_record(batch, upto))
 
-        write_checkpoint(self.wal.cfg.dir, seg, records())
+        write_checkpoint(self.wal.cfg.dir, seg, itertools.chain(records(), self._ooo_records()))
         self.wal.truncate_before(seg)
         self.wal.release()  # an idle tenant keeps no descriptor; the next write reopens it
+
+    def _ooo_records(self) -> Iterator[tuple]:
+        """Checkpoint records of the out-of-order samples (of a head being cut too, if its
+        blocks are not in yet), after every series record."""
+        for ooo in self.head.ooo_heads():
+            refs, ts, vals = ooo.columns()
+            uniq, inv = np.unique(refs, return_inverse=True)
+            live = np.fromiter((self.head.key(r) is not None for r in uniq.tolist()), dtype=bool,
+                               count=len(uniq))[inv]
+            refs, ts, vals = refs[live], ts[live], vals[live]
+            for i in range(0, len(refs), 100_000):
+                yield (None, None, None, OOOSamplesRecord(refs[i:i + 100_000], ts[i:i + 100_000],
+                                                          vals[i:i + 100_000]))
 
     def _hist_record(self, refs: list[int], upto: int) -> HistogramsRecord | None:
         """The head's native histogram samples >= ``upto`` of ``refs``, for a checkpoint."""
@@ -252,10 +267,35 @@ class TenantTSDB:
             if written is not None:
                 out.append(written[0])
         if upto is not None:
+            # The rotation and the out-of-order freeze happen in one loop step: every late
+            # sample in the segments the checkpoint replaces is in the frozen head's blocks.
+            seg = self.wal.rotate()
+            if h.ooo_heads():
+                frozen = h.freeze_ooo()
+                written_ooo = yield partial(self._write_ooo_blocks, frozen)
+                for meta, reader in written_ooo:
+                    self.blocks[meta.ulid] = reader
+                    out.append(meta)
+                    log.info("persisted out-of-order block", extra={
+                        "tenant": self.tenant, "ulid": meta.ulid, "mint": meta.min_time,
+                        "maxt": meta.max_time, "series": meta.num_series,
+                        "samples": meta.num_samples})
+                self._blocks_changed()
+                h.ooo_frozen = None
             empty = yield partial(self._truncate_head, upto)
             h.remove_empty_series(empty)
-            seg = self.wal.rotate()
             yield partial(self._write_checkpoint, seg, upto)
+        return out
+
+    def _write_ooo_blocks(self, ooo: OOOHead) -> list[tuple[BlockMeta, BlockReader]]:
+        """Worker thread: the frozen out-of-order head as one block per block range it
+        touches, marked ``from-out-of-order`` (they may overlap in-order blocks)."""
+        out = []
+        for bmin, series in ooo_block_series(ooo, self.head.labels, self.block_range_ms,
+                                             self.head.opts.samples_per_chunk):
+            meta = write_block(self.dir, series, bmin, bmin + self.block_range_ms,
+                               thanos_meta=self.thanos_meta(), compaction={"hints": [OOO_HINT]})
+            out.append((meta, BlockReader(self.dir / meta.ulid)))
         return out
 
     def compact(self) -> list[BlockMeta]:
@@ -295,20 +335,28 @@ class TenantTSDB:
     # -- queries ------------------------------------------------------------------------------
 
     def series(self, matchers: list[Matcher], mint: int, maxt: int, skip_chunks: bool = False):
-        """Head and local blocks merged: one entry per label set, chunks in time order."""
+        """Head, out-of-order head and local blocks merged: one entry per label set, chunks
+        in time order and not overlapping (one sample per timestamp: in-order data wins, then
+        the older out-of-order block)."""
         # Below head_floor the data is in blocks (the head still holds it until truncated).
         parts = [self.head.series(matchers, max(mint, self.head_floor), maxt, skip_chunks)]
-        for b in list(self.blocks.values()):
+        blocks = sorted(self.blocks.items(), key=lambda kv: (is_ooo_block(kv[1].meta), kv[0]))
+        for _, b in blocks:
             if b.meta.max_time > mint and b.meta.min_time <= maxt:
                 got = b.series(mint, maxt, matchers)
                 parts.append([(l, []) for l, _ in got] if skip_chunks else got)
+        for ooo in self.head.ooo_heads():
+            parts.append(self.head.ooo_series(matchers, mint, maxt, ooo))
         if len(parts) == 1:
             return parts[0]
         merged: dict[Labels, list] = {}
         for part in parts:
             for lbls, chunks in part:
                 merged.setdefault(lbls, []).extend(chunks)
-        return sorted((l, sorted(c, key=lambda x: x[0])) for l, c in merged.items())
+        if skip_chunks:
+            return sorted((l, []) for l in merged)
+        spc = self.head.opts.samples_per_chunk
+        return sorted((l, merge_overlapping(c, spc)) for l, c in merged.items())
 
     def label_names(self, matchers: list[Matcher]) -> set[str]:
         names = set(self.head.label_names(matchers))
@@ -340,6 +388,9 @@ class TenantTSDB:
         for b in self.blocks.values():
             lo.append(b.meta.min_time)
             hi.append(b.meta.max_time - 1)
+        for ooo in self.head.ooo_heads():
+            lo.append(ooo.min_time)
+            hi.append(ooo.max_time)
         return (min(lo), max(hi)) if lo else None
 
     # -- WAL ----------------------------------------------------------------------------------
@@ -390,6 +441,8 @@ class TenantTSDB:
                 stats.unknown_ref_samples += int(np.count_nonzero(~good))
             if isinstance(rec, HistogramsRecord):
                 restored += self._replay_histograms(rec, mapped, good, floor, stats)
+            elif isinstance(rec, OOOSamplesRecord):
+                restored += self.head.replay_late(mapped[good], rec.ts[good], rec.vals[good])
             elif good.all():
                 st = self.head.append(mapped, rec.ts, rec.vals, min_valid_time=floor)
                 restored += int(np.count_nonzero(st == OK))
@@ -458,23 +511,32 @@ class TenantTSDB:
             self._count_out_of_bounds(ts[~in_bounds], out)
             sample_refs, ts, vals = sample_refs[in_bounds], ts[in_bounds], vals[in_bounds]
         mvt = max(self.head.min_valid_time(), self.blocks_max_time)
+        head_maxt = self.head.max_time
         st = self.head.append(sample_refs, ts, vals, mvt)
         ok = st == OK
         out.appended = int(np.count_nonzero(ok))
+        ooo_rec = None
         if out.appended != len(st):
+            if self.head.opts.ooo_window_ms > 0:
+                late_st = self.head.append_late(sample_refs, ts, vals, st, head_maxt)
+                late_ok = (late_st == OK) & ~ok
+                if late_ok.any():
+                    ooo_rec = OOOSamplesRecord(sample_refs[late_ok], ts[late_ok], vals[late_ok])
+                    out.appended += len(ooo_rec.refs)
+                st = late_st
             out.out_of_order = int(np.count_nonzero(st == OUT_OF_ORDER))
             out.duplicate = int(np.count_nonzero(st == DUPLICATE))
             out.too_old = int(np.count_nonzero(st == TOO_OLD))
         series_rec = SeriesRecord(new_refs, new_keys) if len(new_keys) else None
         samples_rec = None
-        if out.appended:
-            if out.appended == len(st):
+        if ok.any():
+            if ok.all():
                 samples_rec = SamplesRecord(sample_refs, ts, vals)
             else:
                 samples_rec = SamplesRecord(sample_refs[ok], ts[ok], vals[ok])
         hist_rec = self._write_histograms(req, series_ref, mvt, latest, out) if req.hist_raw else None
-        if hist_rec is not None:
-            self.wal.log(series_rec, samples_rec, hist_rec)
+        if hist_rec is not None or ooo_rec is not None:
+            self.wal.log(series_rec, samples_rec, hist_rec, ooo_rec)
         elif series_rec is not None or samples_rec is not None:
             self.wal.log(series_rec, samples_rec)
         return out

@@ -14,6 +14,7 @@ from ._blockio import decode_label_keys
 from .chunkenc import HeadChunks
 from .histhead import HistogramHead
 from .labels import Labels, Matcher, decode_labels_key
+from .ooohead import OOOHead, encode_chunks, pair_keys
 from .postings import MemPostings
 
 # Per-sample status codes returned by HeadChunks.append.
@@ -27,6 +28,9 @@ NO_TIME_MAX = np.iinfo(np.int64).min
 class HeadOptions:
     chunk_range_ms: int = 2 * 3600 * 1000
     samples_per_chunk: int = 120
+    # --tsdb.out-of-order.time-window: late float samples within this of the head's newest go
+    # to the out-of-order head instead of being refused; 0 = refuse them (Prometheus's default).
+    ooo_window_ms: int = 0
 
 
 @dataclass
@@ -47,6 +51,10 @@ class Head:
         self._chunks = HeadChunks(self.opts.samples_per_chunk, self.opts.chunk_range_ms)
         # Native histogram samples live beside the float store (see histhead).
         self.hists = HistogramHead(self.opts.chunk_range_ms, self.opts.samples_per_chunk)
+        # Late float samples (see ooohead). A block cut freezes it (a fresh one takes new
+        # samples) and drops the frozen one once its blocks are in.
+        self.ooo = OOOHead()
+        self.ooo_frozen: OOOHead | None = None
         self.min_time = int(NO_TIME_MIN)
         self.max_time = int(NO_TIME_MAX)
         self._symbols: dict[str, str] = {}
@@ -154,6 +162,72 @@ class Head:
             self.max_time = max(self.max_time, int(ok_ts.max()))
         return status
 
+    def append_late(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray,
+                    status: np.ndarray, head_maxt: int) -> np.ndarray:
+        """Give the samples ``append`` refused as late (out of order, too old) to the
+        out-of-order head when they are within the window of ``head_maxt`` (the head's newest
+        before the batch, as Prometheus's appender takes it); returns the new statuses.
+
+        With a window, a late sample outside it is "too old" (Prometheus's ErrTooOldSample).
+        Series holding native histograms stay in order only: their late samples keep their
+        status."""
+        window = self.opts.ooo_window_ms
+        late = (status == OUT_OF_ORDER) | (status == TOO_OLD)
+        if window <= 0 or head_maxt == NO_TIME_MAX or not late.any():
+            return status
+        refs = np.asarray(refs, dtype=np.int64)
+        ts = np.asarray(ts, dtype=np.int64)
+        if self.hists.num_series:
+            late &= self.hists.last_ts(refs) == NO_TIME_MAX
+        within = late & (ts >= max(head_maxt - window, int(NO_TIME_MAX)))
+        status = status.copy()
+        status[late & ~within] = TOO_OLD
+        idx = np.flatnonzero(within)
+        if len(idx):
+            taken, taken_vals = self._in_order_at(refs[idx], ts[idx])
+            if self.ooo_frozen is not None:  # a block cut is writing it: still first-written
+                hit, hit_vals = self.ooo_frozen.lookup(refs[idx], ts[idx])
+                if hit is not None:
+                    if taken is None:
+                        taken, taken_vals = hit, hit_vals
+                    else:
+                        taken_vals = np.where(taken, taken_vals, hit_vals)
+                        taken = taken | hit
+            status[idx] = self.ooo.insert(refs[idx], ts[idx], np.asarray(vals)[idx],
+                                          taken, taken_vals)
+        return status
+
+    def _in_order_at(self, refs: np.ndarray, ts: np.ndarray
+                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Which (ref, t) the in-order store already holds, and its value there. One C read
+        per series with late samples in the batch (the late path only)."""
+        uniq, inv = np.unique(refs, return_inverse=True)
+        lo = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full(len(uniq), np.iinfo(np.int64).min, dtype=np.int64)
+        np.minimum.at(lo, inv, ts)
+        np.maximum.at(hi, inv, ts)
+        keys, vals = [], []
+        for r, a, z in zip(uniq.tolist(), lo.tolist(), hi.tolist()):
+            t, v = self.samples(r, a, z)
+            if len(t):
+                keys.append(pair_keys(np.full(len(t), r, dtype=np.int64), t))
+                vals.append(v)
+        if not keys:
+            return None, None
+        held = np.concatenate(keys)  # sorted: refs ascending, times ascending within
+        held_vals = np.concatenate(vals)
+        q = pair_keys(refs, ts)
+        pos = np.searchsorted(held, q)
+        at = np.minimum(pos, len(held) - 1)
+        hit = (pos < len(held)) & (held[at] == q)
+        return hit, np.where(hit, held_vals[at], 0.0)
+
+    def replay_late(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray) -> int:
+        """WAL replay of logged out-of-order samples (acknowledged, so no window check);
+        returns how many were restored."""
+        st = self.ooo.insert(refs, ts, vals)
+        return int(np.count_nonzero(st == OK))
+
     def append_histograms(self, refs: list[int], ts: list[int], hists: list,
                           min_valid_time: int | None = None) -> np.ndarray:
         """Append native histogram samples in order; one status per sample as ``append``."""
@@ -197,6 +271,36 @@ class Head:
         out.sort(key=lambda s: s[0])
         return out
 
+    def ooo_heads(self) -> list[OOOHead]:
+        """The out-of-order heads holding samples: one being cut, then the live one."""
+        return [o for o in (self.ooo_frozen, self.ooo) if o is not None and o.num_samples]
+
+    def freeze_ooo(self) -> OOOHead:
+        """Start a block cut of the out-of-order head: it stays readable as ``ooo_frozen``
+        (until ``ooo_frozen`` is cleared) and late samples go to a fresh one."""
+        if self.ooo_frozen is None:
+            self.ooo_frozen = self.ooo
+        else:  # the last cut failed before its blocks were in: cut both now
+            self.ooo_frozen.insert(*self.ooo.columns())
+        self.ooo = OOOHead()
+        return self.ooo_frozen
+
+    def ooo_series(self, matchers: list[Matcher], mint: int, maxt: int,
+                   ooo: OOOHead | None = None) -> list[tuple[Labels, list[tuple[int, int, bytes]]]]:
+        """Matching series' out-of-order samples in [mint, maxt] as XOR chunks (of ``ooo``,
+        by default the live out-of-order head), sorted by labels."""
+        ooo = self.ooo if ooo is None else ooo
+        if not ooo.num_samples:
+            return []
+        refs = np.intersect1d(self.select_refs(matchers), ooo.series_refs())
+        out = []
+        for ref in refs.tolist():
+            chunks = encode_chunks(*ooo.samples(ref, mint, maxt), self.opts.samples_per_chunk)
+            if chunks and self._keys[ref] is not None:
+                out.append((self.labels(ref), chunks))
+        out.sort(key=lambda s: s[0])
+        return out
+
     def label_names(self, matchers: list[Matcher] | None = None) -> list[str]:
         if not matchers:
             return self._postings.label_names()
@@ -216,7 +320,7 @@ class Head:
         return sorted(values)
 
     def memory_bytes(self) -> int:
-        return self._chunks.memory_bytes()
+        return self._chunks.memory_bytes() + sum(o.memory_bytes() for o in self.ooo_heads())
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -277,6 +381,9 @@ class Head:
             has_hist = np.fromiter((self.hists.num_samples(r) > 0 for r in refs.tolist()),
                                    dtype=bool, count=len(refs))
             refs = refs[~has_hist]
+        for ooo in self.ooo_heads():
+            if len(refs):
+                refs = refs[~ooo.has_refs(refs)]
         return refs
 
     def remove_empty_series(self, candidates: np.ndarray) -> int:
@@ -288,6 +395,8 @@ class Head:
         for ref in candidates.tolist():
             key = keys[ref] if ref < len(keys) else None
             if key is None or self._chunks.num_samples(ref) or self.hists.num_samples(ref):
+                continue
+            if any(o.has_refs(np.array([ref]))[0] for o in self.ooo_heads()):
                 continue
             keys[ref] = None
             del self._refs[key]

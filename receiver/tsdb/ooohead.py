@@ -1,0 +1,199 @@
+"""The out-of-order head: float samples a series' in-order head refused as late but that fall
+inside ``--tsdb.out-of-order.time-window`` of the tenant's newest sample (Prometheus's
+``OutOfOrderTimeWindow``).
+
+Late samples arrive in any order, so they cannot go into the in-order XOR store. They are kept
+as flat numpy columns sorted by (series ref, timestamp): an insert is a vectorised
+``searchsorted`` + ``insert``, a series' samples are one contiguous slice, and the whole store
+is cut into blocks at once (Prometheus's OOO compaction). There are few of them next to the
+in-order samples and they live at most until the next block cut.
+
+A timestamp already held (in this store or passed in as taken by the in-order head) is a
+duplicate: the same value is accepted and not stored twice, another value is refused -- where
+Prometheus would silently drop it, an acknowledged sample that is then not what was stored.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .chunkenc import DUPLICATE, OK, SAME_DUPLICATE, decode, encode
+from .histogram import chunk_encoding
+from .chunkenc import ENCODING_XOR
+
+# meta.json ``compaction.hints`` entry of a block cut from out-of-order samples (Prometheus's
+# CompactionHintFromOutOfOrder): such a block may overlap in-order blocks of its range.
+OOO_HINT = "from-out-of-order"
+
+Chunk = tuple[int, int, Any]  # (mint, inclusive maxt, data)
+
+_KEY = np.dtype([("ref", "<i8"), ("t", "<i8")])
+
+
+def pair_keys(refs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """(ref, t) pairs as one sortable, searchable structured array."""
+    k = np.empty(len(refs), dtype=_KEY)
+    k["ref"] = refs
+    k["t"] = ts
+    return k
+
+
+def _bits(vals: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(vals, dtype=np.float64).view(np.uint64)
+
+
+class OOOHead:
+    """Sorted (ref, t) -> value columns. Never mutated in place: an insert builds new arrays,
+    so a reader in a worker thread (the block cut of a frozen head) sees a consistent view."""
+
+    def __init__(self) -> None:
+        self._keys = np.zeros(0, dtype=_KEY)
+        self._vals = np.zeros(0, dtype=np.float64)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self._keys)
+
+    @property
+    def min_time(self) -> int:
+        return int(self._keys["t"].min()) if len(self._keys) else int(np.iinfo(np.int64).max)
+
+    @property
+    def max_time(self) -> int:
+        return int(self._keys["t"].max()) if len(self._keys) else int(np.iinfo(np.int64).min)
+
+    def insert(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray,
+               taken: np.ndarray | None = None, taken_vals: np.ndarray | None = None
+               ) -> np.ndarray:
+        """Insert a batch; one status per sample: OK, SAME_DUPLICATE (value already there) or
+        DUPLICATE (another value holds the timestamp). ``taken``/``taken_vals`` mark samples
+        whose timestamp the in-order head already holds, with its value. Within the batch the
+        first sample of a timestamp wins."""
+        refs = np.ascontiguousarray(refs, dtype=np.int64)
+        ts = np.ascontiguousarray(ts, dtype=np.int64)
+        vals = np.ascontiguousarray(vals, dtype=np.float64)
+        n = len(refs)
+        status = np.full(n, OK, dtype=np.uint8)
+        if n == 0:
+            return status
+        q = pair_keys(refs, ts)
+        held = np.zeros(n, dtype=bool)
+        held_bits = np.zeros(n, dtype=np.uint64)
+        if taken is not None and taken.any():
+            held |= taken
+            held_bits[taken] = _bits(taken_vals)[taken]
+        hit, hit_vals = self.lookup(refs, ts)
+        if hit is not None:
+            hit &= ~held
+            held |= hit
+            held_bits[hit] = _bits(hit_vals)[hit]
+        # Within the batch: a later sample of a (ref, t) meets the first one's value.
+        order = np.argsort(q, kind="stable")
+        sq = q[order]
+        repeat = np.zeros(n, dtype=bool)
+        repeat[1:] = sq[1:] == sq[:-1]
+        if repeat.any():
+            first = order[np.maximum.accumulate(np.where(repeat, 0, np.arange(n)))]
+            dup = order[repeat]
+            src = first[repeat]
+            fresh = ~held[src]
+            held_bits[dup] = np.where(fresh, _bits(vals)[src], held_bits[src])
+            held[dup] = True
+        status[held] = np.where(held_bits[held] == _bits(vals)[held], SAME_DUPLICATE, DUPLICATE)
+        new = order[status[order] == OK]  # sorted by (ref, t), one per key
+        if len(new):
+            at = np.searchsorted(self._keys, q[new])
+            self._keys = np.insert(self._keys, at, q[new])
+            self._vals = np.insert(self._vals, at, vals[new])
+        return status
+
+    def lookup(self, refs: np.ndarray, ts: np.ndarray
+               ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Which (ref, t) this head holds, and its value there (None, None when empty)."""
+        if not len(self._keys):
+            return None, None
+        q = pair_keys(np.asarray(refs, dtype=np.int64), np.asarray(ts, dtype=np.int64))
+        pos = np.searchsorted(self._keys, q)
+        at = np.minimum(pos, len(self._keys) - 1)
+        hit = (pos < len(self._keys)) & (self._keys[at] == q)
+        return hit, np.where(hit, self._vals[at], 0.0)
+
+    def series_refs(self) -> np.ndarray:
+        """Refs that hold samples, ascending."""
+        return np.unique(self._keys["ref"])
+
+    def has_refs(self, refs: np.ndarray) -> np.ndarray:
+        """Whether each ref holds a sample (vectorised)."""
+        r = self._keys["ref"]
+        refs = np.asarray(refs, dtype=np.int64)
+        return np.searchsorted(r, refs, side="right") > np.searchsorted(r, refs, side="left")
+
+    def samples(self, ref: int, mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+        """One series' samples with mint <= t <= maxt, in time order."""
+        lo = np.searchsorted(self._keys, pair_keys(np.array([ref]), np.array([mint])))[0]
+        hi = np.searchsorted(self._keys, pair_keys(np.array([ref]), np.array([maxt])), side="right")[0]
+        return self._keys["t"][lo:hi].copy(), self._vals[lo:hi].copy()
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All samples as (refs, ts, vals), sorted by (ref, t): for checkpoints and block cuts."""
+        return self._keys["ref"].copy(), self._keys["t"].copy(), self._vals.copy()
+
+    def memory_bytes(self) -> int:
+        return self._keys.nbytes + self._vals.nbytes
+
+
+def encode_chunks(ts: np.ndarray, vals: np.ndarray, samples_per_chunk: int = 120
+                  ) -> list[tuple[int, int, bytes]]:
+    """Time-ordered samples as (mint, inclusive maxt, XOR bytes) chunks."""
+    out = []
+    for i in range(0, len(ts), samples_per_chunk):
+        j = min(i + samples_per_chunk, len(ts))
+        out.append((int(ts[i]), int(ts[j - 1]), encode(ts[i:j], vals[i:j])))
+    return out
+
+
+def is_ooo_block(meta: Any) -> bool:
+    """Whether a block (its BlockMeta) was cut from out-of-order samples."""
+    return OOO_HINT in (meta.extra.get("compaction") or {}).get("hints", ())
+
+
+def merge_overlapping(chunks: list[Chunk], samples_per_chunk: int = 120) -> list[Chunk]:
+    """One series' chunks, given in priority order, as time-ordered chunks that do not
+    overlap: where they do, the float samples are decoded, one kept per timestamp (that of the
+    chunk listed first) and re-encoded. Native histogram chunks are never out of order and
+    are left as they are."""
+    by_time = sorted(chunks, key=lambda c: c[0])
+    if all(by_time[i][0] > by_time[i - 1][1] for i in range(1, len(by_time))):
+        return by_time
+    if any(chunk_encoding(c[2]) != ENCODING_XOR for c in chunks):
+        return by_time
+    parts = [decode(c[2]) for c in chunks]
+    ts = np.concatenate([p[0] for p in parts])
+    vals = np.concatenate([p[1] for p in parts])
+    order = np.argsort(ts, kind="stable")
+    ts, first = np.unique(ts[order], return_index=True)
+    return encode_chunks(ts, vals[order][first], samples_per_chunk)
+
+
+def ooo_block_series(ooo: OOOHead, labels_of: Callable[[int], tuple], block_range_ms: int,
+                     samples_per_chunk: int = 120
+                     ) -> Iterator[tuple[int, list[tuple[tuple, list[Chunk]]]]]:
+    """The out-of-order head cut into block ranges, as Prometheus's OOO compaction does: for
+    each aligned range holding samples, its start and the label-sorted series' chunks."""
+    refs, ts, vals = ooo.columns()
+    if not len(refs):
+        return
+    win = ts // block_range_ms
+    for w in np.unique(win).tolist():
+        sel = np.flatnonzero(win == w)  # still sorted by (ref, t)
+        r, t, v = refs[sel], ts[sel], vals[sel]
+        cuts = np.flatnonzero(np.diff(r)) + 1
+        series = []
+        for a, z in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(r)]]).tolist()):
+            lbls = labels_of(int(r[a]))
+            if lbls:
+                series.append((lbls, encode_chunks(t[a:z], v[a:z], samples_per_chunk)))
+        if series:
+            series.sort(key=lambda s: s[0])
+            yield w * block_range_ms, series
