@@ -201,3 +201,32 @@ def _hist():
     m.positive_spans.add(offset=0, length=1)
     m.positive_deltas.append(1)
     return from_proto_bytes(m.SerializeToString())[1]
+
+
+def test_compactor_merges_out_of_order_blocks_vertically(tmp_path):
+    """An ingestor's in-order and out-of-order blocks of one 2h range, shipped to a bucket,
+    become one block holding every sample once."""
+    import shutil
+
+    from test_compactor import live_blocks, raw_samples, run_pass, t_aligned
+    h2 = 2 * 3_600_000
+    db = TenantTSDB("t", TSDBOptions(path=tmp_path / "ingest", too_far_in_future_ms=0,
+                                     head=HeadOptions(chunk_range_ms=h2, ooo_window_ms=2 * h2)))
+    t0 = t_aligned()
+    ts = list(range(t0, t0 + h2 + h2 // 2 + 120_000, 60_000))
+    write(db, ts, [1.0] * len(ts))
+    late = [t0 + 30_000, t0 + h2 - 30_000, t0 + 90_000]
+    assert write(db, late, [2.0] * 3).appended == 3
+    metas = db.compact()
+    assert len(metas) == 2 and sum(m.num_samples for m in metas) == 120 + 3
+    bucket = tmp_path / "bucket"
+    for m in metas:
+        shutil.copytree(db.dir / m.ulid, bucket / m.ulid)
+    db.close()
+    c, res = run_pass(tmp_path, bucket)
+    assert not res.halted and c.metrics.vertical._value.get() == 1
+    (merged,) = live_blocks(bucket)
+    assert (merged.min_time, merged.max_time, merged.num_samples) == (t0, t0 + h2, 123)
+    ((_, (got_t, got_v)),) = raw_samples(bucket).items()
+    want = sorted([(t, 1.0) for t in ts if t < t0 + h2] + [(t, 2.0) for t in late])
+    assert list(zip(got_t.tolist(), got_v.tolist())) == want
