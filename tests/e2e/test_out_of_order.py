@@ -8,7 +8,7 @@ import json
 import subprocess
 import time
 
-from harness import query_process, receive_process
+from harness import query_process, receive_process, stop_process, store_and_query
 from rw import push, raw_samples
 from test_blocks import blocks_dump, needs_promtool
 
@@ -45,8 +45,11 @@ def write(url: str, pts: list[tuple[int, float]]) -> int:
 @needs_promtool
 def test_late_samples_acknowledged_served_durable_and_cut_into_blocks(tmp_path):
     t0 = (int(time.time() * 1000) // (10 * MIN) - 6) * 10 * MIN  # an hour ago, 10m-aligned
+    bucket_yaml = f"type: FILESYSTEM\nconfig:\n  directory: {tmp_path / 'bucket'}\n"
+    (tmp_path / "bucket.yml").write_text(bucket_yaml)
     recv = receive_process(tmp_path, "recv", "--tsdb.min-block-duration", "10m",
-                           "--tsdb.out-of-order.time-window", "30m").start()
+                           "--tsdb.out-of-order.time-window", "30m",
+                           "--objstore.config-file", str(tmp_path / "bucket.yml")).start()
     query = query_process(tmp_path, "query", [recv.grpc]).start()
     try:
         url = recv.url("remote_write", "/api/v1/receive")
@@ -94,6 +97,19 @@ def test_late_samples_acknowledged_served_durable_and_cut_into_blocks(tmp_path):
         dump = blocks_dump(ooo, tmp_path / "dump")
         assert dump == {tuple(sorted(LBLS)): sorted(late)}
         wait_served(api, t_end, want)  # in-order block + out-of-order blocks + head: once each
+        # Shipped, the overlapping blocks reach a store gateway; its querier merges them too.
+        deadline = time.monotonic() + 30
+        while not all((tmp_path / "bucket" / d.name / "meta.json").exists() for d in metas):
+            assert time.monotonic() < deadline, "blocks were not shipped"
+            time.sleep(0.2)
+        (tmp_path / "sg").mkdir()
+        procs, store_api = store_and_query(tmp_path / "sg", bucket_yaml)
+        try:
+            wait_served(store_api, t0 + 20 * MIN - 1,
+                        sorted([p for p in in_order if p[0] < t0 + 10 * MIN] + late))
+        finally:
+            for p in procs:
+                stop_process(p)
         # The cut late samples are not replayed into the head again.
         recv.kill9()
         recv.start()
