@@ -45,23 +45,26 @@ def _bits(vals: np.ndarray) -> np.ndarray:
 
 class OOOHead:
     """Sorted (ref, t) -> value columns. Never mutated in place: an insert builds new arrays,
-    so a reader in a worker thread (the block cut of a frozen head) sees a consistent view."""
+    so a reader in a worker thread (a block cut, a checkpoint) sees a consistent view."""
 
     def __init__(self) -> None:
-        self._keys = np.zeros(0, dtype=_KEY)
-        self._vals = np.zeros(0, dtype=np.float64)
+        # Keys and values replaced together, in one assignment: a reader takes both at once.
+        self._cols: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=_KEY),
+                                                     np.zeros(0, dtype=np.float64))
 
     @property
     def num_samples(self) -> int:
-        return len(self._keys)
+        return len(self._cols[0])
 
     @property
     def min_time(self) -> int:
-        return int(self._keys["t"].min()) if len(self._keys) else int(np.iinfo(np.int64).max)
+        keys = self._cols[0]
+        return int(keys["t"].min()) if len(keys) else int(np.iinfo(np.int64).max)
 
     @property
     def max_time(self) -> int:
-        return int(self._keys["t"].max()) if len(self._keys) else int(np.iinfo(np.int64).min)
+        keys = self._cols[0]
+        return int(keys["t"].max()) if len(keys) else int(np.iinfo(np.int64).min)
 
     def insert(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray,
                taken: np.ndarray | None = None, taken_vals: np.ndarray | None = None
@@ -103,44 +106,48 @@ class OOOHead:
         status[held] = np.where(held_bits[held] == _bits(vals)[held], SAME_DUPLICATE, DUPLICATE)
         new = order[status[order] == OK]  # sorted by (ref, t), one per key
         if len(new):
-            at = np.searchsorted(self._keys, q[new])
-            self._keys = np.insert(self._keys, at, q[new])
-            self._vals = np.insert(self._vals, at, vals[new])
+            keys, held_vals = self._cols
+            at = np.searchsorted(keys, q[new])
+            self._cols = (np.insert(keys, at, q[new]), np.insert(held_vals, at, vals[new]))
         return status
 
     def lookup(self, refs: np.ndarray, ts: np.ndarray
                ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Which (ref, t) this head holds, and its value there (None, None when empty)."""
-        if not len(self._keys):
+        keys, vals = self._cols
+        if not len(keys):
             return None, None
         q = pair_keys(np.asarray(refs, dtype=np.int64), np.asarray(ts, dtype=np.int64))
-        pos = np.searchsorted(self._keys, q)
-        at = np.minimum(pos, len(self._keys) - 1)
-        hit = (pos < len(self._keys)) & (self._keys[at] == q)
-        return hit, np.where(hit, self._vals[at], 0.0)
+        pos = np.searchsorted(keys, q)
+        at = np.minimum(pos, len(keys) - 1)
+        hit = (pos < len(keys)) & (keys[at] == q)
+        return hit, np.where(hit, vals[at], 0.0)
 
     def series_refs(self) -> np.ndarray:
         """Refs that hold samples, ascending."""
-        return np.unique(self._keys["ref"])
+        r = self._cols[0]["ref"]  # sorted
+        return r[np.r_[True, r[1:] != r[:-1]]] if len(r) else r
 
     def has_refs(self, refs: np.ndarray) -> np.ndarray:
         """Whether each ref holds a sample (vectorised)."""
-        r = self._keys["ref"]
+        r = self._cols[0]["ref"]
         refs = np.asarray(refs, dtype=np.int64)
         return np.searchsorted(r, refs, side="right") > np.searchsorted(r, refs, side="left")
 
     def samples(self, ref: int, mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
         """One series' samples with mint <= t <= maxt, in time order."""
-        lo = np.searchsorted(self._keys, pair_keys(np.array([ref]), np.array([mint])))[0]
-        hi = np.searchsorted(self._keys, pair_keys(np.array([ref]), np.array([maxt])), side="right")[0]
-        return self._keys["t"][lo:hi].copy(), self._vals[lo:hi].copy()
+        keys, vals = self._cols
+        lo = np.searchsorted(keys, pair_keys(np.array([ref]), np.array([mint])))[0]
+        hi = np.searchsorted(keys, pair_keys(np.array([ref]), np.array([maxt])), side="right")[0]
+        return keys["t"][lo:hi].copy(), vals[lo:hi].copy()
 
     def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All samples as (refs, ts, vals), sorted by (ref, t): for checkpoints and block cuts."""
-        return self._keys["ref"].copy(), self._keys["t"].copy(), self._vals.copy()
+        keys, vals = self._cols
+        return keys["ref"].copy(), keys["t"].copy(), vals.copy()
 
     def memory_bytes(self) -> int:
-        return self._keys.nbytes + self._vals.nbytes
+        return self._cols[0].nbytes + self._cols[1].nbytes
 
 
 def encode_chunks(ts: np.ndarray, vals: np.ndarray, samples_per_chunk: int = 120
