@@ -14,7 +14,7 @@ from ._blockio import decode_label_keys
 from .chunkenc import HeadChunks
 from .histhead import HistogramHead
 from .labels import Labels, Matcher, decode_labels_key
-from .ooohead import OOOHead, encode_chunks, pair_keys
+from .ooohead import OOOHead, encode_chunks
 from .postings import MemPostings
 
 # Per-sample status codes returned by HeadChunks.append.
@@ -199,28 +199,13 @@ class Head:
 
     def _in_order_at(self, refs: np.ndarray, ts: np.ndarray
                      ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Which (ref, t) the in-order store already holds, and its value there. One C read
-        per series with late samples in the batch (the late path only)."""
-        uniq, inv = np.unique(refs, return_inverse=True)
-        lo = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
-        hi = np.full(len(uniq), np.iinfo(np.int64).min, dtype=np.int64)
-        np.minimum.at(lo, inv, ts)
-        np.maximum.at(hi, inv, ts)
-        keys, vals = [], []
-        for r, a, z in zip(uniq.tolist(), lo.tolist(), hi.tolist()):
-            t, v = self.samples(r, a, z)
-            if len(t):
-                keys.append(pair_keys(np.full(len(t), r, dtype=np.int64), t))
-                vals.append(v)
-        if not keys:
+        """Which (ref, t) the in-order store already holds, and its value there (in C)."""
+        hit, vals = self._chunks.lookup(np.ascontiguousarray(refs, dtype=np.int64),
+                                        np.ascontiguousarray(ts, dtype=np.int64))
+        hit = np.frombuffer(hit, dtype=np.uint8).astype(bool)
+        if not hit.any():
             return None, None
-        held = np.concatenate(keys)  # sorted: refs ascending, times ascending within
-        held_vals = np.concatenate(vals)
-        q = pair_keys(refs, ts)
-        pos = np.searchsorted(held, q)
-        at = np.minimum(pos, len(held) - 1)
-        hit = (pos < len(held)) & (held[at] == q)
-        return hit, np.where(hit, held_vals[at], 0.0)
+        return hit, np.frombuffer(vals, dtype=np.float64)
 
     def replay_late(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray) -> int:
         """WAL replay of logged out-of-order samples (acknowledged, so no window check);

@@ -28,29 +28,39 @@ OOO_HINT = "from-out-of-order"
 
 Chunk = tuple[int, int, Any]  # (mint, inclusive maxt, data)
 
-_KEY = np.dtype([("ref", "<i8"), ("t", "<i8")])
-
-
-def pair_keys(refs: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """(ref, t) pairs as one sortable, searchable structured array."""
-    k = np.empty(len(refs), dtype=_KEY)
-    k["ref"] = refs
-    k["t"] = ts
-    return k
+def search(col_refs: np.ndarray, col_ts: np.ndarray, refs: np.ndarray, ts: np.ndarray,
+           side: str = "left") -> np.ndarray:
+    """Where each (refs[i], ts[i]) goes in columns sorted by (ref, t): numpy's searchsorted
+    on the refs, then a bisection of every query's run of its ref, all queries at once."""
+    lo = np.searchsorted(col_refs, refs, side="left")
+    hi = np.searchsorted(col_refs, refs, side="right")
+    while True:
+        open_ = lo < hi
+        if not open_.any():
+            return lo
+        mid = (lo + hi) // 2
+        t_mid = col_ts[np.minimum(mid, len(col_ts) - 1)]
+        right = open_ & ((t_mid < ts) if side == "left" else (t_mid <= ts))
+        left = open_ & ~right
+        lo = np.where(right, mid + 1, lo)
+        hi = np.where(left, mid, hi)
 
 
 def _bits(vals: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vals, dtype=np.float64).view(np.uint64)
 
 
+_EMPTY_I8 = np.zeros(0, dtype=np.int64)
+
+
 class OOOHead:
-    """Sorted (ref, t) -> value columns. Never mutated in place: an insert builds new arrays,
-    so a reader in a worker thread (a block cut, a checkpoint) sees a consistent view."""
+    """Columns (refs, ts, vals) sorted by (ref, t). Never mutated in place: an insert builds
+    new arrays and swaps all three in one assignment, so a reader in a worker thread (a block
+    cut, a checkpoint) sees a consistent view."""
 
     def __init__(self) -> None:
-        # Keys and values replaced together, in one assignment: a reader takes both at once.
-        self._cols: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=_KEY),
-                                                     np.zeros(0, dtype=np.float64))
+        self._cols: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+            _EMPTY_I8, _EMPTY_I8, np.zeros(0, dtype=np.float64))
 
     @property
     def num_samples(self) -> int:
@@ -58,13 +68,13 @@ class OOOHead:
 
     @property
     def min_time(self) -> int:
-        keys = self._cols[0]
-        return int(keys["t"].min()) if len(keys) else int(np.iinfo(np.int64).max)
+        ts = self._cols[1]
+        return int(ts.min()) if len(ts) else int(np.iinfo(np.int64).max)
 
     @property
     def max_time(self) -> int:
-        keys = self._cols[0]
-        return int(keys["t"].max()) if len(keys) else int(np.iinfo(np.int64).min)
+        ts = self._cols[1]
+        return int(ts.max()) if len(ts) else int(np.iinfo(np.int64).min)
 
     def insert(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray,
                taken: np.ndarray | None = None, taken_vals: np.ndarray | None = None
@@ -80,7 +90,6 @@ class OOOHead:
         status = np.full(n, OK, dtype=np.uint8)
         if n == 0:
             return status
-        q = pair_keys(refs, ts)
         held = np.zeros(n, dtype=bool)
         held_bits = np.zeros(n, dtype=np.uint64)
         if taken is not None and taken.any():
@@ -92,10 +101,10 @@ class OOOHead:
             held |= hit
             held_bits[hit] = _bits(hit_vals)[hit]
         # Within the batch: a later sample of a (ref, t) meets the first one's value.
-        order = np.argsort(q, kind="stable")
-        sq = q[order]
+        order = np.lexsort((ts, refs))  # stable
+        sr, st = refs[order], ts[order]
         repeat = np.zeros(n, dtype=bool)
-        repeat[1:] = sq[1:] == sq[:-1]
+        repeat[1:] = (sr[1:] == sr[:-1]) & (st[1:] == st[:-1])
         if repeat.any():
             first = order[np.maximum.accumulate(np.where(repeat, 0, np.arange(n)))]
             dup = order[repeat]
@@ -106,48 +115,51 @@ class OOOHead:
         status[held] = np.where(held_bits[held] == _bits(vals)[held], SAME_DUPLICATE, DUPLICATE)
         new = order[status[order] == OK]  # sorted by (ref, t), one per key
         if len(new):
-            keys, held_vals = self._cols
-            at = np.searchsorted(keys, q[new])
-            self._cols = (np.insert(keys, at, q[new]), np.insert(held_vals, at, vals[new]))
+            c_refs, c_ts, c_vals = self._cols
+            at = search(c_refs, c_ts, refs[new], ts[new])
+            self._cols = (np.insert(c_refs, at, refs[new]), np.insert(c_ts, at, ts[new]),
+                          np.insert(c_vals, at, vals[new]))
         return status
 
     def lookup(self, refs: np.ndarray, ts: np.ndarray
                ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Which (ref, t) this head holds, and its value there (None, None when empty)."""
-        keys, vals = self._cols
-        if not len(keys):
+        c_refs, c_ts, c_vals = self._cols
+        if not len(c_refs):
             return None, None
-        q = pair_keys(np.asarray(refs, dtype=np.int64), np.asarray(ts, dtype=np.int64))
-        pos = np.searchsorted(keys, q)
-        at = np.minimum(pos, len(keys) - 1)
-        hit = (pos < len(keys)) & (keys[at] == q)
-        return hit, np.where(hit, vals[at], 0.0)
+        refs = np.asarray(refs, dtype=np.int64)
+        ts = np.asarray(ts, dtype=np.int64)
+        pos = search(c_refs, c_ts, refs, ts)
+        at = np.minimum(pos, len(c_refs) - 1)
+        hit = (pos < len(c_refs)) & (c_refs[at] == refs) & (c_ts[at] == ts)
+        return hit, np.where(hit, c_vals[at], 0.0)
 
     def series_refs(self) -> np.ndarray:
         """Refs that hold samples, ascending."""
-        r = self._cols[0]["ref"]  # sorted
+        r = self._cols[0]  # sorted
         return r[np.r_[True, r[1:] != r[:-1]]] if len(r) else r
 
     def has_refs(self, refs: np.ndarray) -> np.ndarray:
         """Whether each ref holds a sample (vectorised)."""
-        r = self._cols[0]["ref"]
+        r = self._cols[0]
         refs = np.asarray(refs, dtype=np.int64)
         return np.searchsorted(r, refs, side="right") > np.searchsorted(r, refs, side="left")
 
     def samples(self, ref: int, mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
         """One series' samples with mint <= t <= maxt, in time order."""
-        keys, vals = self._cols
-        lo = np.searchsorted(keys, pair_keys(np.array([ref]), np.array([mint])))[0]
-        hi = np.searchsorted(keys, pair_keys(np.array([ref]), np.array([maxt])), side="right")[0]
-        return keys["t"][lo:hi].copy(), vals[lo:hi].copy()
+        c_refs, c_ts, c_vals = self._cols
+        r = np.array([ref], dtype=np.int64)
+        lo = search(c_refs, c_ts, r, np.array([mint], dtype=np.int64))[0]
+        hi = search(c_refs, c_ts, r, np.array([maxt], dtype=np.int64), side="right")[0]
+        return c_ts[lo:hi].copy(), c_vals[lo:hi].copy()
 
     def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All samples as (refs, ts, vals), sorted by (ref, t): for checkpoints and block cuts."""
-        keys, vals = self._cols
-        return keys["ref"].copy(), keys["t"].copy(), vals.copy()
+        c_refs, c_ts, c_vals = self._cols
+        return c_refs.copy(), c_ts.copy(), c_vals.copy()
 
     def memory_bytes(self) -> int:
-        return self._cols[0].nbytes + self._cols[1].nbytes
+        return sum(c.nbytes for c in self._cols)
 
 
 def encode_chunks(ts: np.ndarray, vals: np.ndarray, samples_per_chunk: int = 120

@@ -88,6 +88,15 @@ def test_duplicates_refused_with_another_value_accepted_with_the_same():
                                     (10 * RANGE + 2000, 2.0)]
 
 
+def test_duplicate_check_reaches_completed_in_order_chunks():
+    h, ref = new_head()
+    ts = list(range(10 * RANGE, 10 * RANGE + 300 * 100, 100))  # three chunks, two completed
+    assert append(h, ref, ts, [float(t) for t in ts]) == [OK] * 300
+    probe = [ts[0], ts[119], ts[120], ts[250], ts[0] + 50, ts[299] - 50]
+    assert append(h, ref, probe, [float(t) for t in probe]) == [SAME_DUPLICATE] * 4 + [OK, OK]
+    assert append(h, ref, probe[:4], [-1.0] * 4) == [DUPLICATE] * 4
+
+
 def test_nan_values_compare_by_bits():
     o = OOOHead()
     stale = np.array([0x7FF0000000000002], dtype=np.uint64).view(np.float64)
@@ -230,3 +239,18 @@ def test_compactor_merges_out_of_order_blocks_vertically(tmp_path):
     ((_, (got_t, got_v)),) = raw_samples(bucket).items()
     want = sorted([(t, 1.0) for t in ts if t < t0 + h2] + [(t, 2.0) for t in late])
     assert list(zip(got_t.tolist(), got_v.tolist())) == want
+
+
+def test_search_matches_a_lexicographic_sort():
+    from receiver.tsdb.ooohead import search
+    rng = np.random.default_rng(5)
+    refs = rng.integers(0, 30, 2000)
+    ts = rng.integers(-50, 50, 2000)
+    o = np.lexsort((ts, refs))
+    cr, ct = refs[o], ts[o]
+    qr, qt = rng.integers(-1, 32, 500), rng.integers(-60, 60, 500)
+    pairs = list(zip(cr.tolist(), ct.tolist()))
+    import bisect
+    for side, find in (("left", bisect.bisect_left), ("right", bisect.bisect_right)):
+        want = [find(pairs, (r, t)) for r, t in zip(qr.tolist(), qt.tolist())]
+        assert search(cr, ct, qr, qt, side).tolist() == want
