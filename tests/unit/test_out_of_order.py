@@ -254,3 +254,46 @@ def test_search_matches_a_lexicographic_sort():
     for side, find in (("left", bisect.bisect_left), ("right", bisect.bisect_right)):
         want = [find(pairs, (r, t)) for r, t in zip(qr.tolist(), qt.tolist())]
         assert search(cr, ct, qr, qt, side).tolist() == want
+
+
+def test_reopened_wal_checkpoints_late_samples(tmp_path):
+    """After a storage failure the WAL restarts from a checkpoint of the whole head: the late
+    samples are in it."""
+    db = tenant(tmp_path)
+    write(db, [10 * RANGE, 10 * RANGE + 1000], [1.0, 2.0])
+    write(db, [8 * RANGE, 10 * RANGE + 500], [3.0, 4.0])
+    want = served(db)
+    db.reopen_wal()
+    assert [p.name for p in db.wal.cfg.dir.iterdir() if p.name.startswith("checkpoint.")]
+    db.wal.close()
+    db2 = tenant(tmp_path)
+    db2.replay()
+    assert served(db2) == want and db2.head.ooo.num_samples == 2
+    db2.close()
+
+
+def test_a_failed_out_of_order_block_write_loses_nothing(tmp_path, monkeypatch):
+    db = tenant(tmp_path)
+    write(db, list(range(10 * RANGE, 12 * RANGE + 1, 10_000)), [1.0] * 13)
+    write(db, [10 * RANGE + 5_000], [2.0])
+    want = served(db)
+
+    def broken_disk(ooo):
+        raise OSError("no space left on device")
+    monkeypatch.setattr(db, "_write_ooo_blocks", broken_disk)
+    with pytest.raises(OSError):
+        db.compact()
+    assert served(db) == want  # still read from the frozen out-of-order head
+    assert write(db, [11 * RANGE + 5_000], [3.0]).appended == 1  # a late sample meanwhile
+    want = sorted(want + [(11 * RANGE + 5_000, 3.0)])
+    monkeypatch.undo()
+    write(db, [13 * RANGE], [1.0])
+    want.append((13 * RANGE, 1.0))
+    metas = db.compact()
+    assert sum(m.num_samples for m in metas if m.extra.get("compaction")) == 2
+    assert served(db) == want
+    db.wal.close()
+    db2 = tenant(tmp_path)
+    db2.replay()
+    assert served(db2) == want
+    db2.close()
