@@ -200,6 +200,8 @@ def test_histogram_series_stay_in_order(tmp_path, window):
     h, ref = new_head(window)
     h.append_histograms([ref], [10 * RANGE], [_hist()], h.min_valid_time())
     assert append(h, ref, [10 * RANGE - 1000], [1.0]) == [OUT_OF_ORDER]
+    assert h.append_histograms([ref], [10 * RANGE - 1000], [_hist()]).tolist() == [OUT_OF_ORDER]
+    assert h.ooo.num_samples == 0
 
 
 def _hist():
