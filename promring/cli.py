@@ -86,6 +86,9 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
                    help="Accept float samples older than a series' newest (out of order) when "
                         "within this of the tenant's newest sample, as Prometheus's "
                         "out_of_order_time_window; 0s = refuse them (409).")
+    p.add_argument("--tsdb.out-of-order.cap-max", dest="ooo_cap_max", type=int, default=0,
+                   help="Accepted for Thanos compatibility; no effect (the out-of-order head "
+                        "keeps sorted columns, not capped chunks).")
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
                    help="How long shipped blocks stay on local disk.")
     add_objstore_flags(p, required=False)  # blocks are shipped to the bucket when given

@@ -167,5 +167,6 @@ def test_compactor_block_viewer_flags(tmp_path, capsys):
 def test_out_of_order_time_window_flag(tmp_path, command):
     from promring.cli import receive_config
     assert receive_config(_parse(command), str(tmp_path), "", "").ooo_window_ms == 0
-    cfg = receive_config(_parse(command, "--tsdb.out-of-order.time-window=90m"), str(tmp_path), "", "")
+    cfg = receive_config(_parse(command, "--tsdb.out-of-order.time-window=90m",
+                                "--tsdb.out-of-order.cap-max=64"), str(tmp_path), "", "")
     assert cfg.ooo_window_ms == 90 * 60_000
