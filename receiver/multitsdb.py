@@ -88,6 +88,7 @@ class WriteOutcome:
     """Counts of one request's fate, enough to choose Thanos's status code and message."""
 
     appended: int = 0
+    out_of_order_appended: int = 0  # of ``appended``: late samples the out-of-order head took
     out_of_order: int = 0
     duplicate: int = 0
     too_old: int = 0
@@ -522,7 +523,8 @@ class TenantTSDB:
                 late_ok = (late_st == OK) & ~ok
                 if late_ok.any():
                     ooo_rec = OOOSamplesRecord(sample_refs[late_ok], ts[late_ok], vals[late_ok])
-                    out.appended += len(ooo_rec.refs)
+                    out.out_of_order_appended = len(ooo_rec.refs)
+                    out.appended += out.out_of_order_appended
                 st = late_st
             out.out_of_order = int(np.count_nonzero(st == OUT_OF_ORDER))
             out.duplicate = int(np.count_nonzero(st == DUPLICATE))

@@ -8,6 +8,8 @@ import json
 import subprocess
 import time
 
+import requests
+
 from harness import query_process, receive_process, stop_process, store_and_query
 from rw import push, raw_samples
 from test_blocks import blocks_dump, needs_promtool
@@ -68,6 +70,9 @@ def test_late_samples_acknowledged_served_durable_and_cut_into_blocks(tmp_path):
         assert write(url, [(t0 + 30_000, 100.0)]) == 200
         want = sorted(in_order + late)
         wait_served(api, t_end, want)
+        metrics = requests.get(recv.url("http", "/metrics"), timeout=10).text
+        assert ('prometheus_tsdb_head_out_of_order_samples_appended_total{tenant="default-tenant",'
+                'type="float"} 3.0') in metrics
 
         recv.kill9()
         recv.start()
