@@ -25,7 +25,8 @@ from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TO
 from .tsdb.ooohead import OOO_HINT, OOOHead, is_ooo_block, merge_overlapping, ooo_block_series
 from .tsdb.labels import Labels, Matcher
 from .tsdb.histogram import from_proto_bytes, to_proto_bytes
-from .wal import WAL, HistogramsRecord, OOOSamplesRecord, SamplesRecord, SeriesRecord, WALConfig
+from .wal import (WAL, HistogramsRecord, OOOHistogramsRecord, OOOSamplesRecord, SamplesRecord,
+                  SeriesRecord, WALConfig)
 from .wal.wal import lock_dir
 from .wal.checkpoint import checkpoints, replay_checkpoint, write_checkpoint
 
@@ -89,6 +90,7 @@ class WriteOutcome:
 
     appended: int = 0
     out_of_order_appended: int = 0  # of ``appended``: late samples the out-of-order head took
+    out_of_order_histograms_appended: int = 0  # of those, native histogram samples
     out_of_order: int = 0
     duplicate: int = 0
     too_old: int = 0
@@ -231,6 +233,17 @@ class TenantTSDB:
             for i in range(0, len(refs), 100_000):
                 yield (None, None, None, OOOSamplesRecord(refs[i:i + 100_000], ts[i:i + 100_000],
                                                           vals[i:i + 100_000]))
+            h_refs, h_ts, raw = [], [], []
+            for ref, hts, hhs in ooo.hists.items():
+                if self.head.key(ref) is None:
+                    continue
+                for t, h in zip(hts, hhs):
+                    h_refs.append(ref)
+                    h_ts.append(t)
+                    raw.append(to_proto_bytes(t, h))
+            if raw:
+                yield (None, None, None, None, OOOHistogramsRecord(
+                    np.array(h_refs, dtype=np.int64), np.array(h_ts, dtype=np.int64), raw))
 
     def _hist_record(self, refs: list[int], upto: int) -> HistogramsRecord | None:
         """The head's native histogram samples >= ``upto`` of ``refs``, for a checkpoint."""
@@ -444,6 +457,9 @@ class TenantTSDB:
                 restored += self._replay_histograms(rec, mapped, good, floor, stats)
             elif isinstance(rec, OOOSamplesRecord):
                 restored += self.head.replay_late(mapped[good], rec.ts[good], rec.vals[good])
+            elif isinstance(rec, OOOHistogramsRecord):
+                refs_, ts_, hists_ = self._decode_histograms(rec, mapped, stats)
+                restored += self.head.replay_late_histograms(refs_, ts_, hists_)
             elif good.all():
                 st = self.head.append(mapped, rec.ts, rec.vals, min_valid_time=floor)
                 restored += int(np.count_nonzero(st == OK))
@@ -457,6 +473,14 @@ class TenantTSDB:
 
     def _replay_histograms(self, rec: HistogramsRecord, mapped: np.ndarray, good: np.ndarray,
                            floor: int, stats: ReplayStats) -> int:
+        refs, ts, hists = self._decode_histograms(rec, mapped, stats)
+        st = self.head.append_histograms(refs, ts, hists, min_valid_time=floor)
+        return int(np.count_nonzero(st == OK))
+
+    @staticmethod
+    def _decode_histograms(rec: HistogramsRecord | OOOHistogramsRecord, mapped: np.ndarray,
+                           stats: ReplayStats) -> tuple[list[int], list[int], list]:
+        """A logged histogram record's samples of known series, parsed (bad ones counted)."""
         refs: list[int] = []
         ts: list[int] = []
         hists = []
@@ -470,8 +494,7 @@ class TenantTSDB:
                 continue
             refs.append(ref)
             ts.append(t)
-        st = self.head.append_histograms(refs, ts, hists, min_valid_time=floor)
-        return int(np.count_nonzero(st == OK))
+        return refs, ts, hists
 
     def write(self, req: DecodedWrite) -> WriteOutcome:
         """Append what is valid, log it to the WAL, and report the rest (caller then syncs)."""
@@ -536,9 +559,12 @@ class TenantTSDB:
                 samples_rec = SamplesRecord(sample_refs, ts, vals)
             else:
                 samples_rec = SamplesRecord(sample_refs[ok], ts[ok], vals[ok])
-        hist_rec = self._write_histograms(req, series_ref, mvt, latest, out) if req.hist_raw else None
-        if hist_rec is not None or ooo_rec is not None:
-            self.wal.log(series_rec, samples_rec, hist_rec, ooo_rec)
+        hist_rec = ooo_hist_rec = None
+        if req.hist_raw:
+            hist_rec, ooo_hist_rec = self._write_histograms(req, series_ref, mvt, latest, out,
+                                                            head_maxt)
+        if hist_rec is not None or ooo_rec is not None or ooo_hist_rec is not None:
+            self.wal.log(series_rec, samples_rec, hist_rec, ooo_rec, ooo_hist_rec)
         elif series_rec is not None or samples_rec is not None:
             self.wal.log(series_rec, samples_rec)
         return out
@@ -556,9 +582,11 @@ class TenantTSDB:
         out.too_far_in_future += len(ts) - absurd
 
     def _write_histograms(self, req: DecodedWrite, series_ref: np.ndarray, mvt: int,
-                          latest: int, out: WriteOutcome) -> HistogramsRecord | None:
+                          latest: int, out: WriteOutcome, head_maxt: int
+                          ) -> tuple[HistogramsRecord | None, OOOHistogramsRecord | None]:
         """Append a request's native histogram samples (after its floats, as Prometheus
-        does); returns what to log. Counts go into ``out`` next to the float samples'."""
+        does; late ones within the out-of-order window to the out-of-order head); returns
+        what to log. Counts go into ``out`` next to the float samples'."""
         refs_all = series_ref[req.hist_series].tolist()
         ts_all = req.hist_ts.tolist()
         idx: list[int] = []
@@ -579,20 +607,30 @@ class TenantTSDB:
                 continue
             idx.append(i)
         if not idx:
-            return None
+            return None, None
         refs = [refs_all[i] for i in idx]
         ts = [ts_all[i] for i in idx]
-        st = self.head.append_histograms(refs, ts, hists, mvt).tolist()
-        keep = [k for k, s in enumerate(st) if s == OK]
-        out.appended += len(keep)
+        in_order = self.head.append_histograms(refs, ts, hists, mvt)
+        st = in_order
+        if self.head.opts.ooo_window_ms > 0 and (in_order != OK).any():
+            st = self.head.append_histograms_late(refs, ts, hists, in_order, head_maxt)
+        in_order, st = in_order.tolist(), st.tolist()
+        keep = [k for k, s in enumerate(in_order) if s == OK]
+        late = [k for k, s in enumerate(st) if s == OK and in_order[k] != OK]
+        out.appended += len(keep) + len(late)
+        out.out_of_order_appended += len(late)
+        out.out_of_order_histograms_appended += len(late)
         out.out_of_order += st.count(OUT_OF_ORDER)
         out.duplicate += st.count(DUPLICATE)
         out.too_old += st.count(TOO_OLD)
-        if not keep:
-            return None
-        return HistogramsRecord(np.array([refs[k] for k in keep], dtype=np.int64),
-                                np.array([ts[k] for k in keep], dtype=np.int64),
-                                [req.hist_raw[idx[k]] for k in keep])
+
+        def record(cls, ks: list[int]):
+            if not ks:
+                return None
+            return cls(np.array([refs[k] for k in ks], dtype=np.int64),
+                       np.array([ts[k] for k in ks], dtype=np.int64),
+                       [req.hist_raw[idx[k]] for k in ks])
+        return record(HistogramsRecord, keep), record(OOOHistogramsRecord, late)
 
     async def sync(self, to_disk: bool = False) -> None:
         """WAL on stable storage per the fsync policy; ``to_disk`` (shutdown) fsyncs anyway."""

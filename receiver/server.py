@@ -406,7 +406,10 @@ class Receiver:
             return 503, f"storage unavailable: {e}"
         self.metrics.samples.labels(tenant).inc(out.appended)
         if out.out_of_order_appended:
-            self.metrics.ooo_samples.labels(tenant, "float").inc(out.out_of_order_appended)
+            n_hist = out.out_of_order_histograms_appended
+            self.metrics.ooo_samples.labels(tenant, "float").inc(out.out_of_order_appended - n_hist)
+            if n_hist:
+                self.metrics.ooo_samples.labels(tenant, "histogram").inc(n_hist)
         for reason, n in (("out_of_order", out.out_of_order), ("duplicate", out.duplicate),
                           ("too_old", out.too_old), ("bad_labels", out.dropped_samples),
                           ("too_far_in_future", out.too_far_in_future),

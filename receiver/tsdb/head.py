@@ -13,6 +13,7 @@ import numpy as np
 from ._blockio import decode_label_keys
 from .chunkenc import HeadChunks
 from .histhead import HistogramHead
+from .histogram import cut_chunks as cut_hist_chunks
 from .labels import Labels, Matcher, decode_labels_key
 from .ooohead import OOOHead, encode_chunks
 from .postings import MemPostings
@@ -169,8 +170,8 @@ class Head:
         before the batch, as Prometheus's appender takes it); returns the new statuses.
 
         With a window, a late sample outside it is "too old" (Prometheus's ErrTooOldSample).
-        Series holding native histograms stay in order only: their late samples keep their
-        status."""
+        A series takes late samples of one kind only: late floats of a series holding native
+        histograms keep their status (and the other way round, see append_histograms_late)."""
         window = self.opts.ooo_window_ms
         late = (status == OUT_OF_ORDER) | (status == TOO_OLD)
         if window <= 0 or head_maxt == NO_TIME_MAX or not late.any():
@@ -179,6 +180,9 @@ class Head:
         ts = np.asarray(ts, dtype=np.int64)
         if self.hists.num_series:
             late &= self.hists.last_ts(refs) == NO_TIME_MAX
+        for ooo in self.ooo_heads():
+            if ooo.hists.num_samples:
+                late &= ~np.isin(refs, np.array(ooo.hists.refs(), dtype=np.int64))
         within = late & (ts >= max(head_maxt - window, int(NO_TIME_MAX)))
         status = status.copy()
         status[late & ~within] = TOO_OLD
@@ -206,6 +210,44 @@ class Head:
         if not hit.any():
             return None, None
         return hit, np.frombuffer(vals, dtype=np.float64)
+
+    def append_histograms_late(self, refs: list[int], ts: list[int], hists: list,
+                               status: np.ndarray, head_maxt: int) -> np.ndarray:
+        """``append_late`` for native histogram samples (per sample: they are rare). Only
+        series without float samples (in order or late) take late histograms."""
+        window = self.opts.ooo_window_ms
+        if window <= 0 or head_maxt == NO_TIME_MAX:
+            return status
+        late = np.flatnonzero((status == OUT_OF_ORDER) | (status == TOO_OLD))
+        if not len(late):
+            return status
+        status = status.copy()
+        floor = max(head_maxt - window, int(NO_TIME_MAX))
+        late_refs = np.array([refs[i] for i in late.tolist()], dtype=np.int64)
+        has_floats = np.zeros(len(late), dtype=bool)
+        for ooo in self.ooo_heads():
+            has_floats |= ooo.has_float_refs(late_refs)
+        pending: dict = {}
+        for k, i in enumerate(late.tolist()):
+            ref, t, h = refs[i], ts[i], hists[i]
+            if has_floats[k] or self._chunks.num_samples(ref):
+                continue
+            if t < floor:
+                status[i] = TOO_OLD
+                continue
+            held_ts, held = self.hists.samples(ref, t, t)
+            prior = held[0] if held_ts else (
+                self.ooo_frozen.hists.get(ref, t) if self.ooo_frozen is not None else None)
+            status[i] = self.ooo.hists.insert(ref, t, h, prior, pending)
+        self.ooo.hists.commit(pending)
+        return status
+
+    def replay_late_histograms(self, refs: list[int], ts: list[int], hists: list) -> int:
+        """WAL replay of logged late histogram samples; returns how many were restored."""
+        pending: dict = {}
+        got = [self.ooo.hists.insert(r, t, h, None, pending) for r, t, h in zip(refs, ts, hists)]
+        self.ooo.hists.commit(pending)
+        return got.count(OK)
 
     def replay_late(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray) -> int:
         """WAL replay of logged out-of-order samples (acknowledged, so no window check);
@@ -266,7 +308,7 @@ class Head:
         if self.ooo_frozen is None:
             self.ooo_frozen = self.ooo
         else:  # the last cut failed before its blocks were in: cut both now
-            self.ooo_frozen.insert(*self.ooo.columns())
+            self.ooo_frozen.merge_from(self.ooo)
         self.ooo = OOOHead()
         return self.ooo_frozen
 
@@ -281,6 +323,10 @@ class Head:
         out = []
         for ref in refs.tolist():
             chunks = encode_chunks(*ooo.samples(ref, mint, maxt), self.opts.samples_per_chunk)
+            if ooo.hists.num_samples:
+                hts, hhs = ooo.hists.samples(ref, mint, maxt)
+                chunks += cut_hist_chunks(list(zip(hts, hhs)), None, self.opts.chunk_range_ms,
+                                          self.opts.samples_per_chunk)
             if chunks and self._keys[ref] is not None:
                 out.append((self.labels(ref), chunks))
         out.sort(key=lambda s: s[0])

@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .chunkenc import DUPLICATE, OK, SAME_DUPLICATE, decode, encode
-from .histogram import chunk_encoding
-from .chunkenc import ENCODING_XOR
+from .chunkenc import DUPLICATE, ENCODING_XOR, OK, SAME_DUPLICATE, decode, encode
+from .histogram import chunk_encoding, cut_chunks, decode_chunk
+from .ooohist import OOOHistograms
 
 # meta.json ``compaction.hints`` entry of a block cut from out-of-order samples (Prometheus's
 # CompactionHintFromOutOfOrder): such a block may overlap in-order blocks of its range.
@@ -61,20 +61,34 @@ class OOOHead:
     def __init__(self) -> None:
         self._cols: tuple[np.ndarray, np.ndarray, np.ndarray] = (
             _EMPTY_I8, _EMPTY_I8, np.zeros(0, dtype=np.float64))
+        self.hists = OOOHistograms()  # late native histogram samples
 
     @property
     def num_samples(self) -> int:
-        return len(self._cols[0])
+        return len(self._cols[0]) + self.hists.num_samples
 
     @property
     def min_time(self) -> int:
         ts = self._cols[1]
-        return int(ts.min()) if len(ts) else int(np.iinfo(np.int64).max)
+        got = [int(ts.min())] if len(ts) else []
+        h = self.hists.min_time
+        return min(got + ([h] if h is not None else []), default=int(np.iinfo(np.int64).max))
 
     @property
     def max_time(self) -> int:
         ts = self._cols[1]
-        return int(ts.max()) if len(ts) else int(np.iinfo(np.int64).min)
+        got = [int(ts.max())] if len(ts) else []
+        h = self.hists.max_time
+        return max(got + ([h] if h is not None else []), default=int(np.iinfo(np.int64).min))
+
+    def merge_from(self, other: OOOHead) -> None:
+        """Take ``other``'s samples too (a failed cut's frozen head meets the live one)."""
+        self.insert(*other.columns())
+        pending: dict = {}
+        for ref, ts, hs in other.hists.items():
+            for t, h in zip(ts, hs):
+                self.hists.insert(ref, t, h, None, pending)
+        self.hists.commit(pending)
 
     def insert(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray,
                taken: np.ndarray | None = None, taken_vals: np.ndarray | None = None
@@ -135,12 +149,22 @@ class OOOHead:
         return hit, np.where(hit, c_vals[at], 0.0)
 
     def series_refs(self) -> np.ndarray:
-        """Refs that hold samples, ascending."""
+        """Refs that hold samples (float or histogram), ascending."""
         r = self._cols[0]  # sorted
-        return r[np.r_[True, r[1:] != r[:-1]]] if len(r) else r
+        r = r[np.r_[True, r[1:] != r[:-1]]] if len(r) else r
+        if self.hists.num_samples:
+            r = np.union1d(r, np.array(self.hists.refs(), dtype=np.int64))
+        return r
 
     def has_refs(self, refs: np.ndarray) -> np.ndarray:
-        """Whether each ref holds a sample (vectorised)."""
+        """Whether each ref holds a sample, float or histogram (vectorised)."""
+        refs = np.asarray(refs, dtype=np.int64)
+        got = self.has_float_refs(refs)
+        if self.hists.num_samples:
+            got |= np.isin(refs, np.array(self.hists.refs(), dtype=np.int64))
+        return got
+
+    def has_float_refs(self, refs: np.ndarray) -> np.ndarray:
         r = self._cols[0]
         refs = np.asarray(refs, dtype=np.int64)
         return np.searchsorted(r, refs, side="right") > np.searchsorted(r, refs, side="left")
@@ -159,7 +183,7 @@ class OOOHead:
         return c_refs.copy(), c_ts.copy(), c_vals.copy()
 
     def memory_bytes(self) -> int:
-        return sum(c.nbytes for c in self._cols)
+        return sum(c.nbytes for c in self._cols) + 256 * self.hists.num_samples  # estimate
 
 
 def encode_chunks(ts: np.ndarray, vals: np.ndarray, samples_per_chunk: int = 120
@@ -180,12 +204,19 @@ def is_ooo_block(meta: Any) -> bool:
 def merge_overlapping(chunks: list[Chunk], samples_per_chunk: int = 120) -> list[Chunk]:
     """One series' chunks, given in priority order, as time-ordered chunks that do not
     overlap: where they do, the float samples are decoded, one kept per timestamp (that of the
-    chunk listed first) and re-encoded. Native histogram chunks are never out of order and
-    are left as they are."""
+    chunk listed first) and re-encoded; native histogram chunks likewise, re-cut."""
     by_time = sorted(chunks, key=lambda c: c[0])
     if all(by_time[i][0] > by_time[i - 1][1] for i in range(1, len(by_time))):
         return by_time
-    if any(chunk_encoding(c[2]) != ENCODING_XOR for c in chunks):
+    kinds = {chunk_encoding(c[2]) == ENCODING_XOR for c in chunks}
+    if kinds == {False}:  # native histograms: decoded, first per timestamp, re-cut
+        seen: dict[int, Any] = {}
+        for c in chunks:
+            for t, h in decode_chunk(c[2]):
+                seen.setdefault(t, h)
+        return cut_chunks(sorted(seen.items(), key=lambda p: p[0]), None, 1 << 62,
+                          samples_per_chunk)
+    if kinds != {True}:  # floats and histograms of one series overlap: left to the reader
         return by_time
     parts = [decode(c[2]) for c in chunks]
     ts = np.concatenate([p[0] for p in parts])
@@ -201,18 +232,28 @@ def ooo_block_series(ooo: OOOHead, labels_of: Callable[[int], tuple], block_rang
     """The out-of-order head cut into block ranges, as Prometheus's OOO compaction does: for
     each aligned range holding samples, its start and the label-sorted series' chunks."""
     refs, ts, vals = ooo.columns()
-    if not len(refs):
-        return
+    by_window: dict[int, list] = {}
     win = ts // block_range_ms
     for w in np.unique(win).tolist():
         sel = np.flatnonzero(win == w)  # still sorted by (ref, t)
         r, t, v = refs[sel], ts[sel], vals[sel]
         cuts = np.flatnonzero(np.diff(r)) + 1
-        series = []
         for a, z in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(r)]]).tolist()):
             lbls = labels_of(int(r[a]))
             if lbls:
-                series.append((lbls, encode_chunks(t[a:z], v[a:z], samples_per_chunk)))
-        if series:
-            series.sort(key=lambda s: s[0])
-            yield w * block_range_ms, series
+                by_window.setdefault(w, []).append(
+                    (lbls, encode_chunks(t[a:z], v[a:z], samples_per_chunk)))
+    for ref, hts, hhs in ooo.hists.items():  # a series has late floats or histograms, not both
+        lbls = labels_of(ref)
+        if not lbls:
+            continue
+        for c in cut_chunks(list(zip(hts, hhs)), None, block_range_ms, samples_per_chunk):
+            w = c[0] // block_range_ms
+            got = by_window.setdefault(w, [])
+            if got and got[-1][0] == lbls:
+                got[-1][1].append(c)
+            else:
+                got.append((lbls, [c]))
+    for w in sorted(by_window):
+        series = sorted(by_window[w], key=lambda s: s[0])
+        yield w * block_range_ms, series

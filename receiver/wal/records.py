@@ -33,6 +33,9 @@ Out-of-order samples payload (type 5), float samples the out-of-order head took 
 ``--tsdb.out-of-order.time-window``): the samples payload. Written after the request's series
 frame in the same ``writev``, so a series is always defined before its late samples; replay
 puts them back into the out-of-order head, never into the in-order one.
+
+Out-of-order histograms payload (type 6): the histograms payload, for late native histogram
+samples; written and replayed like type 5.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ TYPE_SAMPLES = 2
 TYPE_SERIES_SAMPLES = 3
 TYPE_HISTOGRAMS = 4
 TYPE_OOO_SAMPLES = 5
+TYPE_OOO_HISTOGRAMS = 6
 
 _I8 = np.dtype("<i8")
 _F8 = np.dtype("<f8")
@@ -176,7 +180,7 @@ class HistogramsRecord:
     raw: list[bytes]
 
 
-def histograms_parts(rec: HistogramsRecord) -> list:
+def histograms_parts(rec: HistogramsRecord | OOOHistogramsRecord) -> list:
     """Buffers whose concatenation is the histograms payload."""
     refs = np.ascontiguousarray(rec.refs, dtype=_I8)
     ts = np.ascontiguousarray(rec.ts, dtype=_I8)
@@ -190,6 +194,20 @@ def decode_ooo_samples(buf: memoryview, off: int, end: int) -> tuple[OOOSamplesR
     """Decode an out-of-order samples payload (the samples layout)."""
     rec, stop = decode_samples(buf, off, end)
     return OOOSamplesRecord(rec.refs, rec.ts, rec.vals), stop
+
+
+@dataclass
+class OOOHistogramsRecord:
+    """Accepted out-of-order native histogram samples: ``raw[i]`` is a prometheus.Histogram."""
+
+    refs: np.ndarray
+    ts: np.ndarray
+    raw: list[bytes]
+
+
+def decode_ooo_histograms(buf: memoryview, off: int, end: int) -> tuple[OOOHistogramsRecord, int]:
+    rec, stop = decode_histograms(buf, off, end)
+    return OOOHistogramsRecord(rec.refs, rec.ts, rec.raw), stop
 
 
 def decode_histograms(buf: memoryview, off: int, end: int) -> tuple[HistogramsRecord, int]:

@@ -53,6 +53,7 @@ from pathlib import Path
 
 from .records import (
     TYPE_HISTOGRAMS,
+    TYPE_OOO_HISTOGRAMS,
     TYPE_OOO_SAMPLES,
     TYPE_SAMPLES,
     TYPE_SERIES,
@@ -61,8 +62,10 @@ from .records import (
     SamplesRecord,
     HistogramsRecord,
     SeriesRecord,
+    OOOHistogramsRecord,
     OOOSamplesRecord,
     decode_histograms,
+    decode_ooo_histograms,
     decode_ooo_samples,
     decode_samples,
     decode_series,
@@ -116,7 +119,7 @@ def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
             raise _BadFrame(off, f"short frame header ({size - off} bytes)")
         typ, ver, rsv1, length, crc, rsv2 = HEADER.unpack_from(buf, off)
         if (typ not in (TYPE_SERIES, TYPE_SAMPLES, TYPE_SERIES_SAMPLES, TYPE_HISTOGRAMS,
-                        TYPE_OOO_SAMPLES)
+                        TYPE_OOO_SAMPLES, TYPE_OOO_HISTOGRAMS)
                 or ver != VERSION or rsv1 or rsv2):
             raise _BadFrame(off, "invalid frame header")
         p = off + HEADER_SIZE
@@ -134,6 +137,8 @@ def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
                 recs = [decode_histograms(buf, p, end)]
             elif typ == TYPE_OOO_SAMPLES:
                 recs = [decode_ooo_samples(buf, p, end)]
+            elif typ == TYPE_OOO_HISTOGRAMS:
+                recs = [decode_ooo_histograms(buf, p, end)]
             else:
                 s, q = decode_series(buf, p, end)
                 recs = [(s, q), decode_samples(buf, q, end)]
@@ -376,9 +381,10 @@ class WAL:
 
     def log(self, series: SeriesRecord | None, samples: SamplesRecord | None,
             histograms: HistogramsRecord | None = None,
-            ooo: OOOSamplesRecord | None = None) -> None:
+            ooo: OOOSamplesRecord | None = None,
+            ooo_histograms: OOOHistogramsRecord | None = None) -> None:
         """Append one request's new series and accepted samples (float, then native
-        histogram, then out-of-order float) as a single write."""
+        histogram, then out-of-order float and native histogram) as a single write."""
         self._check_usable()
         has_series = series is not None and len(series.refs) > 0
         has_samples = samples is not None and len(samples.refs) > 0
@@ -387,6 +393,8 @@ class WAL:
             trailing = self._frame(TYPE_HISTOGRAMS, histograms_parts(histograms))
         if ooo is not None and len(ooo.refs) > 0:
             trailing += self._frame(TYPE_OOO_SAMPLES, samples_parts(ooo))
+        if ooo_histograms is not None and len(ooo_histograms.refs) > 0:
+            trailing += self._frame(TYPE_OOO_HISTOGRAMS, histograms_parts(ooo_histograms))
         if not has_series and not has_samples:
             if series is not None and len(series.keys):
                 raise ValueError("series record: keys without refs")

@@ -193,24 +193,80 @@ def test_block_cut_writes_out_of_order_blocks_and_checkpoints_them_away(tmp_path
     db2.close()
 
 
+def append_hists(h: Head, ref: int, ts: list[int], hists: list) -> list[int]:
+    maxt = h.max_time
+    st = h.append_histograms([ref] * len(ts), ts, hists, h.min_valid_time())
+    return h.append_histograms_late([ref] * len(ts), ts, hists, st, maxt).tolist()
+
+
 @pytest.mark.parametrize("window", [0, WINDOW])
-def test_histogram_series_stay_in_order(tmp_path, window):
-    """Native histograms are accepted in order only (documented): a float behind a series'
-    histogram keeps its 409."""
+def test_late_native_histograms_follow_the_same_rules(window):
+    """Prometheus 3 takes late native histograms too; a series takes late samples of one kind
+    (a float behind a histogram series' samples keeps its 409)."""
     h, ref = new_head(window)
-    h.append_histograms([ref], [10 * RANGE], [_hist()], h.min_valid_time())
+    assert append_hists(h, ref, [10 * RANGE], [_hist(1)]) == [OK]
     assert append(h, ref, [10 * RANGE - 1000], [1.0]) == [OUT_OF_ORDER]
-    assert h.append_histograms([ref], [10 * RANGE - 1000], [_hist()]).tolist() == [OUT_OF_ORDER]
-    assert h.ooo.num_samples == 0
+    late = append_hists(h, ref, [10 * RANGE - 1000, 10 * RANGE - 2000, 10 * RANGE - 1000,
+                                 10 * RANGE - 2000, 10 * RANGE - WINDOW - 1],
+                        [_hist(2), _hist(3), _hist(2), _hist(4), _hist(5)])
+    if not window:
+        assert late == [OUT_OF_ORDER, OUT_OF_ORDER, OUT_OF_ORDER, OUT_OF_ORDER, TOO_OLD]
+        assert h.ooo.num_samples == 0
+        return
+    assert late == [OK, OK, SAME_DUPLICATE, DUPLICATE, TOO_OLD]
+    assert append_hists(h, ref, [10 * RANGE], [_hist(9)]) == [DUPLICATE]  # the in-order newest
+    got = [c for _, cs in h.ooo_series([Matcher("=", "__name__", "m")], 0, 1 << 60) for c in cs]
+    from receiver.tsdb.histogram import decode_chunk
+    assert [(t, x.count) for c in got for t, x in decode_chunk(c[2])] == [
+        (10 * RANGE - 2000, 3), (10 * RANGE - 1000, 2)]
 
 
-def _hist():
+def test_late_histograms_replay_and_cut_into_an_out_of_order_block(tmp_path):
+    from receiver.tsdb.histogram import decode_chunk, to_proto_bytes
+    from storeapi import prompb_pb2, remote_pb2
+    db = tenant(tmp_path)
+
+    def send(ts: list[int], counts: list[int]):
+        hists = [prompb_pb2.Histogram.FromString(to_proto_bytes(t, _hist(c)))
+                 for t, c in zip(ts, counts)]
+        req = remote_pb2.WriteRequest()
+        s = req.timeseries.add()
+        s.labels.add(name="__name__", value="h")
+        s.histograms.extend(hists)
+        return db.write(decode_write(req.SerializeToString()))
+
+    assert send([10 * RANGE, 10 * RANGE + 1000], [1, 2]).appended == 2
+    out = send([9 * RANGE, 10 * RANGE + 500], [3, 4])
+    assert (out.appended, out.out_of_order_histograms_appended) == (2, 2)
+    assert send([9 * RANGE], [5]).duplicate == 1
+
+    def samples(db_: TenantTSDB) -> list[tuple[int, int]]:
+        (got,) = db_.series([Matcher("=", "__name__", "h")], 0, 1 << 60)
+        starts = [c[0] for c in got[1]]
+        assert starts == sorted(starts)
+        return [(t, x.count) for c in got[1] for t, x in decode_chunk(c[2])]
+    want = [(9 * RANGE, 3), (10 * RANGE, 1), (10 * RANGE + 500, 4), (10 * RANGE + 1000, 2)]
+    assert samples(db) == want
+    db.wal.close()
+    db = tenant(tmp_path)
+    db.replay()
+    assert samples(db) == want
+    assert send([12 * RANGE], [6]).appended == 1  # a cut is due
+    metas = [m for m in db.compact() if m.extra.get("compaction")]
+    assert [(m.min_time, m.num_samples, m.num_histogram_samples) for m in sorted(
+        metas, key=lambda m: m.min_time)] == [(9 * RANGE, 1, 1), (10 * RANGE, 1, 1)]
+    assert db.head.ooo.num_samples == 0
+    assert samples(db) == want + [(12 * RANGE, 6)]
+    db.close()
+
+
+def _hist(count: int = 1):
     from receiver.tsdb.histogram import from_proto_bytes
     from storeapi import prompb_pb2
-    m = prompb_pb2.Histogram(count_int=1, sum=1.0, schema=0, zero_threshold=0.0, zero_count_int=0,
-                             timestamp=0)
+    m = prompb_pb2.Histogram(count_int=count, sum=1.0, schema=0, zero_threshold=0.0,
+                             zero_count_int=0, timestamp=0)
     m.positive_spans.add(offset=0, length=1)
-    m.positive_deltas.append(1)
+    m.positive_deltas.append(count)
     return from_proto_bytes(m.SerializeToString())[1]
 
 
