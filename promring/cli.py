@@ -83,7 +83,7 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
                         "Thanos defaults to 0s; 10m (Prometheus's own limit for remote write) "
                         "keeps one bad clock from locking a tenant out.")
     p.add_argument("--tsdb.out-of-order.time-window", dest="ooo_time_window", default="0s",
-                   help="Accept float samples older than a series' newest (out of order) when "
+                   help="Accept samples older than a series' newest (out of order) when "
                         "within this of the tenant's newest sample, as Prometheus's "
                         "out_of_order_time_window; 0s = refuse them (409).")
     p.add_argument("--tsdb.out-of-order.cap-max", dest="ooo_cap_max", type=int, default=0,

@@ -29,7 +29,7 @@ NO_TIME_MAX = np.iinfo(np.int64).min
 class HeadOptions:
     chunk_range_ms: int = 2 * 3600 * 1000
     samples_per_chunk: int = 120
-    # --tsdb.out-of-order.time-window: late float samples within this of the head's newest go
+    # --tsdb.out-of-order.time-window: late samples within this of the head's newest go
     # to the out-of-order head instead of being refused; 0 = refuse them (Prometheus's default).
     ooo_window_ms: int = 0
 

@@ -1,12 +1,13 @@
-"""The out-of-order head: float samples a series' in-order head refused as late but that fall
+"""The out-of-order head: samples a series' in-order head refused as late but that fall
 inside ``--tsdb.out-of-order.time-window`` of the tenant's newest sample (Prometheus's
 ``OutOfOrderTimeWindow``).
 
-Late samples arrive in any order, so they cannot go into the in-order XOR store. They are kept
-as flat numpy columns sorted by (series ref, timestamp): an insert is a vectorised
-``searchsorted`` + ``insert``, a series' samples are one contiguous slice, and the whole store
-is cut into blocks at once (Prometheus's OOO compaction). There are few of them next to the
-in-order samples and they live at most until the next block cut.
+Late samples arrive in any order, so they cannot go into the in-order stores. Floats are kept
+as flat numpy columns sorted by (series ref, timestamp): an insert is a vectorised search +
+``insert``, a series' samples are one contiguous slice, and the whole store is cut into blocks
+at once (Prometheus's OOO compaction). Native histograms go to sorted per-series lists
+(``ooohist``). There are few of them next to the in-order samples and they live at most until
+the next block cut.
 
 A timestamp already held (in this store or passed in as taken by the in-order head) is a
 duplicate: the same value is accepted and not stored twice, another value is refused -- where
