@@ -5,14 +5,19 @@ promtool reads."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
 import requests
 
+from peers import peer
 from harness import query_process, receive_process, stop_process, store_and_query
-from rw import push, raw_samples
+from receiver.remotewrite import encode_histogram_write_request, snappy_compress
+from receiver.tsdb.histogram import to_proto_bytes
+from rw import HEADERS, push, raw_samples
 from test_blocks import blocks_dump, needs_promtool
+from test_native_histograms_e2e import int_hist
 
 MIN = 60_000
 NAME = "ooo_metric"
@@ -44,6 +49,24 @@ def write(url: str, pts: list[tuple[int, float]]) -> int:
     return push(url, [(LBLS, [t for t, _ in pts], [v for _, v in pts])]).status_code
 
 
+def write_hists(url: str, pts: list[tuple[int, int]]) -> int:
+    """Native histogram samples ``int_hist(i)`` at t of series ``ooo_hist``."""
+    body = encode_histogram_write_request(
+        [((("__name__", "ooo_hist"),), [to_proto_bytes(t, int_hist(i)) for t, i in pts])])
+    return requests.post(url, data=snappy_compress(body), headers=HEADERS, timeout=30).status_code
+
+
+def hist_counts(api: str, ts: list[int]) -> list[float | None]:
+    """histogram_count(ooo_hist) at each t (the sample at exactly t, given one per minute)."""
+    out = []
+    for t in ts:
+        r = requests.get(f"{api}/query", params={"query": "histogram_count(ooo_hist)",
+                                                 "time": t / 1000}, timeout=30).json()
+        res = r["data"]["result"]
+        out.append(float(res[0]["value"][1]) if res else None)
+    return out
+
+
 @needs_promtool
 def test_late_samples_acknowledged_served_durable_and_cut_into_blocks(tmp_path):
     t0 = (int(time.time() * 1000) // (10 * MIN) - 6) * 10 * MIN  # an hour ago, 10m-aligned
@@ -70,6 +93,13 @@ def test_late_samples_acknowledged_served_durable_and_cut_into_blocks(tmp_path):
         assert write(url, [(t0 + 30_000, 100.0)]) == 200
         want = sorted(in_order + late)
         wait_served(api, t_end, want)
+        # Native histograms the same way (Prometheus 3 takes them late too).
+        assert write_hists(url, [(t0 + i * MIN, i) for i in range(13)]) == 200
+        assert write_hists(url, [(t0 + 30_000, 100), (t0 + 90_000, 101)]) == 200
+        assert write_hists(url, [(t0 + 12 * MIN - 31 * MIN, 102)]) == 409
+        hist_at = [t0, t0 + 30_000, t0 + MIN, t0 + 90_000]
+        hist_want = [float(int_hist(i).count) for i in (0, 100, 1, 101)]
+        assert hist_counts(api, hist_at) == hist_want
         metrics = requests.get(recv.url("http", "/metrics"), timeout=10).text
         assert ('prometheus_tsdb_head_out_of_order_samples_appended_total{tenant="default-tenant",'
                 'type="float"} 3.0') in metrics
@@ -77,6 +107,7 @@ def test_late_samples_acknowledged_served_durable_and_cut_into_blocks(tmp_path):
         recv.kill9()
         recv.start()
         wait_served(api, t_end, want)  # replayed from the WAL, still exactly once
+        assert hist_counts(api, hist_at) == hist_want
 
         # More in-order samples make the head span over 1.5 block ranges; the cut runs in the
         # first lifecycle round of the next start.
@@ -100,8 +131,18 @@ def test_late_samples_acknowledged_served_durable_and_cut_into_blocks(tmp_path):
             subprocess.run(["promtool", "tsdb", "analyze", str(tenant_dir), d.name], check=True,
                            capture_output=True)
         dump = blocks_dump(ooo, tmp_path / "dump")
-        assert dump == {tuple(sorted(LBLS)): sorted(late)}
+        assert dump == {tuple(sorted(LBLS)): sorted(late)}  # 2.42 does not print histograms
+        # Prometheus 3's promtool does: the late ones, and the first in-order ones, which came
+        # older than the head's in-order window (t0 + 7m) for a new series: late too.
+        text = subprocess.run([peer("promtool"), "tsdb", "dump", str(tmp_path / "dump")],
+                              check=True, capture_output=True, text=True).stdout
+        got_hists = sorted((int(line.rsplit(" ", 1)[1]), float(re.search(r"\{count:([^,]+),", line)[1]))
+                           for line in text.splitlines() if line.startswith('{__name__="ooo_hist"}'))
+        assert got_hists == sorted([(t0 + i * MIN, float(int_hist(i).count)) for i in range(7)]
+                                   + [(t0 + 30_000, float(int_hist(100).count)),
+                                      (t0 + 90_000, float(int_hist(101).count))])
         wait_served(api, t_end, want)  # in-order block + out-of-order blocks + head: once each
+        assert hist_counts(api, hist_at) == hist_want
         # Shipped, the overlapping blocks reach a store gateway; its querier merges them too.
         deadline = time.monotonic() + 30
         while not all((tmp_path / "bucket" / d.name / "meta.json").exists() for d in metas):
