@@ -221,19 +221,24 @@ def test_late_native_histograms_follow_the_same_rules(window):
         (10 * RANGE - 2000, 3), (10 * RANGE - 1000, 2)]
 
 
-def test_late_histograms_replay_and_cut_into_an_out_of_order_block(tmp_path):
-    from receiver.tsdb.histogram import decode_chunk, to_proto_bytes
+def write_hists(db: TenantTSDB, ts: list[int], counts: list[int], name: str = "h"):
+    """Native histogram samples ``_hist(count)`` of series ``name`` through the write path."""
+    from receiver.tsdb.histogram import to_proto_bytes
     from storeapi import prompb_pb2, remote_pb2
+    req = remote_pb2.WriteRequest()
+    s = req.timeseries.add()
+    s.labels.add(name="__name__", value=name)
+    s.histograms.extend(prompb_pb2.Histogram.FromString(to_proto_bytes(t, _hist(c)))
+                        for t, c in zip(ts, counts))
+    return db.write(decode_write(req.SerializeToString()))
+
+
+def test_late_histograms_replay_and_cut_into_an_out_of_order_block(tmp_path):
+    from receiver.tsdb.histogram import decode_chunk
     db = tenant(tmp_path)
 
     def send(ts: list[int], counts: list[int]):
-        hists = [prompb_pb2.Histogram.FromString(to_proto_bytes(t, _hist(c)))
-                 for t, c in zip(ts, counts)]
-        req = remote_pb2.WriteRequest()
-        s = req.timeseries.add()
-        s.labels.add(name="__name__", value="h")
-        s.histograms.extend(hists)
-        return db.write(decode_write(req.SerializeToString()))
+        return write_hists(db, ts, counts)
 
     assert send([10 * RANGE, 10 * RANGE + 1000], [1, 2]).appended == 2
     out = send([9 * RANGE, 10 * RANGE + 500], [3, 4])
@@ -275,7 +280,7 @@ def test_compactor_merges_out_of_order_blocks_vertically(tmp_path):
     become one block holding every sample once."""
     import shutil
 
-    from test_compactor import live_blocks, raw_samples, run_pass, t_aligned
+    from test_compactor import live_blocks, run_pass, t_aligned
     h2 = 2 * 3_600_000
     db = TenantTSDB("t", TSDBOptions(path=tmp_path / "ingest", too_far_in_future_ms=0,
                                      head=HeadOptions(chunk_range_ms=h2, ooo_window_ms=2 * h2)))
@@ -284,8 +289,11 @@ def test_compactor_merges_out_of_order_blocks_vertically(tmp_path):
     write(db, ts, [1.0] * len(ts))
     late = [t0 + 30_000, t0 + h2 - 30_000, t0 + 90_000]
     assert write(db, late, [2.0] * 3).appended == 3
+    h_ts = list(range(t0 + 5 * 60_000, t0 + h2 + h2 // 2, 600_000))  # histograms every 10m
+    assert write_hists(db, h_ts, list(range(1, len(h_ts) + 1))).appended == len(h_ts)
+    assert write_hists(db, [t0 + 60_000, t0 + 600_000], [50, 60]).appended == 2
     metas = db.compact()
-    assert len(metas) == 2 and sum(m.num_samples for m in metas) == 120 + 3
+    assert len(metas) == 2 and sum(m.num_samples for m in metas) == 120 + 3 + 12 + 2
     bucket = tmp_path / "bucket"
     for m in metas:
         shutil.copytree(db.dir / m.ulid, bucket / m.ulid)
@@ -293,10 +301,22 @@ def test_compactor_merges_out_of_order_blocks_vertically(tmp_path):
     c, res = run_pass(tmp_path, bucket)
     assert not res.halted and c.metrics.vertical._value.get() == 1
     (merged,) = live_blocks(bucket)
-    assert (merged.min_time, merged.max_time, merged.num_samples) == (t0, t0 + h2, 123)
-    ((_, (got_t, got_v)),) = raw_samples(bucket).items()
-    want = sorted([(t, 1.0) for t in ts if t < t0 + h2] + [(t, 2.0) for t in late])
-    assert list(zip(got_t.tolist(), got_v.tolist())) == want
+    assert (merged.min_time, merged.max_time, merged.num_samples) == (t0, t0 + h2, 137)
+    from receiver.tsdb.block import BlockReader
+    from receiver.tsdb.histogram import decode_chunk
+    got: dict[str, list] = {}
+    with BlockReader(bucket / merged.ulid) as r:
+        for lbls, cs in r.iter_series():
+            pts = got.setdefault(dict(lbls)["__name__"], [])
+            for _, _, enc, data in cs:
+                if enc == 1:
+                    t, v = decode(data)
+                    pts += zip(t.tolist(), v.tolist())
+                else:
+                    pts += [(t, x.count) for t, x in decode_chunk(data, enc)]
+    assert got["m"] == sorted([(t, 1.0) for t in ts if t < t0 + h2] + [(t, 2.0) for t in late])
+    assert got["h"] == sorted([(t, i + 1) for i, t in enumerate(h_ts) if t < t0 + h2]
+                              + [(t0 + 60_000, 50), (t0 + 600_000, 60)])
 
 
 def test_search_matches_a_lexicographic_sort():
