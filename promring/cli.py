@@ -82,6 +82,13 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
                    help="Samples later than now + this are refused (409 out of bounds); 0s = off. "
                         "Thanos defaults to 0s; 10m (Prometheus's own limit for remote write) "
                         "keeps one bad clock from locking a tenant out.")
+    p.add_argument("--tsdb.out-of-order.time-window", dest="ooo_time_window", default="0s",
+                   help="Accept samples older than a series' newest (out of order) when "
+                        "within this of the tenant's newest sample, as Prometheus's "
+                        "out_of_order_time_window; 0s = refuse them (409).")
+    p.add_argument("--tsdb.out-of-order.cap-max", dest="ooo_cap_max", type=int, default=0,
+                   help="Accepted for Thanos compatibility; no effect (the out-of-order head "
+                        "keeps sorted columns, not capped chunks).")
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
                    help="How long shipped blocks stay on local disk.")
     add_objstore_flags(p, required=False)  # blocks are shipped to the bucket when given
@@ -286,6 +293,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         limits_file=Path(a.limits_file) if a.limits_file else None,
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
+        ooo_window_ms=parse_duration_ms(a.ooo_time_window),
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
         forward_tls=_forward_tls(a),
         http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
