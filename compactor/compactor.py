@@ -204,6 +204,11 @@ class Compactor:
         res.halted = dict(self.halted)
         return res
 
+    async def retention_pass(self) -> int:
+        """Only the retention step (``tools bucket retention``): blocks past retention are
+        marked for deletion; how many were marked now."""
+        return await self._retention(await self._sync())
+
     # -- state
 
     async def _sync(self) -> BucketState:

@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--output", "-o", default="table", choices=["table", "json"])
         if name == "verify":
             c.add_argument("--deep", action="store_true", help="Also read every chunk and check its CRC.")
+    from promring.bucketflags import add_maintenance_commands
+    add_maintenance_commands(bsub, _common)
     w = bsub.add_parser("web", help="Web UI of the bucket's blocks on a timeline (Thanos's bucket UI).")
     _common(w)
     add_objstore_flags(w, required=True)
@@ -536,6 +538,10 @@ def main(argv: list[str] | None = None) -> None:
             comps = [_or_exit(BucketWeb, objstore_yaml(a), a.http_address, refresh_s, a.label,
                               normalize_prefix(a.web_external_prefix))]
             asyncio.run(_run_until_signal(comps))
+            return
+        from promring.bucketflags import MAINTENANCE_COMMANDS, run_maintenance
+        if a.bucket_cmd in MAINTENANCE_COMMANDS:
+            run_maintenance(a)
             return
         if a.bucket_cmd == "verify":
             text, ok = run_verify(objstore_yaml(a), a.deep, a.output)

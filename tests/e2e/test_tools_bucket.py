@@ -1,0 +1,262 @@
+"""``promring tools bucket mark|rewrite|upload-blocks|retention`` as an operator runs them:
+the CLI process on a filesystem bucket, checked through ``promring store`` + ``promring
+query``, Debian's promtool and Prometheus 2.42."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from harness import PrometheusProcess, promring_cmd, stop_process, store_and_query
+from receiver.tsdb.block import new_ulid, write_block_from_samples
+from test_blocks import HOUR, _openmetrics, needs_promtool, om_series, parse_dump
+
+LABELS = {"cluster": "eu1"}
+
+
+def tool(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run(promring_cmd() + ["tools", "bucket", *args], capture_output=True,
+                       text=True, timeout=120)
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def objstore(bucket: Path) -> str:
+    return f"--objstore.config=type: FILESYSTEM\nconfig:\n  directory: {bucket}\n"
+
+
+def make_block(bucket: Path, t0: int, series, labels=LABELS, ulid: str | None = None) -> str:
+    """A level-1 block of ``series`` [(labels, ts, values)] straight into the bucket dir."""
+    meta = write_block_from_samples(bucket, sorted((tuple(sorted(l.items())), np.asarray(ts),
+                                                      np.asarray(vs)) for l, ts, vs in series),
+                                    t0, t0 + 2 * HOUR, ulid=ulid,
+                                    thanos_meta={"labels": dict(labels), "source": "receive"})
+    return meta.ulid
+
+
+def sample_series(t0: int):
+    rng = np.random.default_rng(11)
+    ts = t0 + np.arange(0, 2 * HOUR, 15_000)
+    out = []
+    for name, extra in (("secret_metric", {"team": "x"}), ("secret_metric", {"team": "y"}),
+                        ("kept_metric", {"team": "x"}), ("kept_metric", {"team": "z"}),
+                        ("windowed_metric", {"team": "x"})):
+        out.append(({"__name__": name, "job": "j", **extra}, ts,
+                    np.round(rng.normal(10, 3, len(ts)), 3)))
+    return out
+
+
+def all_samples(api: str, t_end_ms: int, drop=("cluster",)) -> dict:
+    """Every raw sample the querier serves over the last 5h, by labels (minus ``drop``)."""
+    r = requests.get(f"{api}/query", params={"query": '{job="j"}[5h]', "time": t_end_ms / 1000},
+                     timeout=30).json()
+    assert r["status"] == "success", r
+    return {tuple(sorted((k, v) for k, v in s["metric"].items() if k not in drop)):
+            [(int(round(float(t) * 1000)), float(v)) for t, v in s["values"]]
+            for s in r["data"]["result"]}
+
+
+def key(lbls: dict) -> tuple:
+    return tuple(sorted(lbls.items()))
+
+
+@needs_promtool
+def test_rewrite_deletes_series_for_store_gateway_and_promtool(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    t0 = (int(time.time() * 1000) // HOUR - 4) * HOUR
+    series = sample_series(t0)
+    old = make_block(bucket, t0, series)
+    window = (t0 + HOUR, t0 + HOUR + 10 * 60_000)
+    deletions = tmp_path / "delete.yml"
+    deletions.write_text(
+        "- matchers: '{__name__=\"secret_metric\", team=\"x\"}'\n"
+        "  request_id: gdpr-1\n"
+        f"- matchers: '{{__name__=\"windowed_metric\"}}'\n"
+        f"  intervals: [{{mint: {window[0]}, maxt: {window[1]}}}]\n")
+    args = ["rewrite", objstore(bucket), "--id", old, "--rewrite.to-delete-config-file",
+            str(deletions), "--tmp.dir", str(tmp_path / "rw")]
+
+    before = sorted(p.name for p in bucket.iterdir())
+    dry = tool(*args)
+    assert sorted(p.name for p in bucket.iterdir()) == before  # dry run (the default) changes nothing
+    assert 'Deleted {__name__="secret_metric", job="j", team="x"}' in dry.stderr
+    assert "would delete 1 series" in dry.stdout
+
+    tool(*args, "--no-dry-run", "--delete-blocks")
+    new = [p.name for p in bucket.iterdir() if p.name != old]
+    assert len(new) == 1
+    meta = json.loads((bucket / new[0] / "meta.json").read_text())
+    assert meta["thanos"]["source"] == "bucket.rewrite"
+    assert meta["thanos"]["labels"] == LABELS
+    assert meta["compaction"]["sources"] == [new[0]]
+    assert meta["thanos"]["rewrites"][0]["sources"] == [old]
+    assert meta["thanos"]["rewrites"][0]["deletions_applied"][0]["request_id"] == "gdpr-1"
+    assert json.loads((bucket / old / "deletion-mark.json").read_text())["details"] == "block rewritten"
+
+    want = {}
+    for lbls, ts, vs in series:
+        if lbls["__name__"] == "secret_metric" and lbls["team"] == "x":
+            continue
+        keep = ~((ts >= window[0]) & (ts <= window[1])) if lbls["__name__"] == "windowed_metric" \
+            else np.ones(len(ts), bool)
+        want[key(lbls)] = list(zip(ts[keep].tolist(), vs[keep].tolist()))
+    assert meta["stats"]["numSamples"] == sum(len(v) for v in want.values())
+
+    # promtool reads the rewritten block: the series is gone, every other sample is intact.
+    scratch = tmp_path / "dump"
+    shutil.copytree(bucket / new[0], scratch / new[0])
+    (scratch / "wal").mkdir()
+    dump = parse_dump(subprocess.run(["promtool", "tsdb", "dump", str(scratch)], check=True,
+                                     capture_output=True, text=True).stdout)
+    assert dump == want
+
+    # The store gateway drops the deletion-marked original and serves only the rewrite.
+    procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
+    try:
+        assert all_samples(api, t0 + 2 * HOUR) == want
+    finally:
+        for p in procs:
+            stop_process(p)
+
+
+def test_rewrite_refuses_bad_requests_before_touching_the_bucket(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    t0 = (int(time.time() * 1000) // HOUR - 4) * HOUR
+    old = make_block(bucket, t0, sample_series(t0)[:1])
+    before = sorted(str(p) for p in bucket.rglob("*"))
+    for extra, needle in (
+            ([], "rewrite configuration should be provided"),
+            (["--rewrite.to-delete-config", "- matchers: '{__name__=~\"(\"}'"], "entry 0"),
+            (["--rewrite.to-delete-config", "matchers: x"], "non-empty YAML list"),
+            (["--rewrite.to-relabel-config", "- action: labelmap\n  regex: x"], "labelmap"),
+            (["--rewrite.to-delete-config", "- matchers: '{a=\"b\"}'", "--id", "nope"], "ULID")):
+        r = tool("rewrite", objstore(bucket), "--id", old, "--no-dry-run", *extra, ok=False)
+        assert r.returncode == 2, (extra, r.stderr)
+        assert needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert sorted(str(p) for p in bucket.rglob("*")) == before
+
+
+def test_rewrite_relabel_drop_removes_series(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    t0 = (int(time.time() * 1000) // HOUR - 4) * HOUR
+    series = sample_series(t0)
+    old = make_block(bucket, t0, series)
+    tool("rewrite", objstore(bucket), "--id", old, "--no-dry-run", "--tmp.dir",
+         str(tmp_path / "rw"), "--rewrite.to-relabel-config",
+         "- action: drop\n  source_labels: [team]\n  regex: 'x|z'\n")
+    new = [p.name for p in bucket.iterdir() if p.name != old]
+    assert len(new) == 1 and not (bucket / old / "deletion-mark.json").exists()
+    meta = json.loads((bucket / new[0] / "meta.json").read_text())
+    assert meta["stats"]["numSeries"] == 1  # only secret_metric{team="y"} is left
+    assert (tmp_path / "rw" / new[0] / "change.log").read_text().count("Deleted") == 4
+
+
+def test_mark_and_remove_marks(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    t0 = (int(time.time() * 1000) // HOUR - 4) * HOUR
+    a = make_block(bucket, t0, sample_series(t0)[:1])
+    b = make_block(bucket, t0 + 2 * HOUR, [(l, ts + 2 * HOUR, vs) for l, ts, vs in sample_series(t0)[:1]])
+    for marker, field in (("no-compact-mark.json", "no_compact_time"),
+                          ("no-downsample-mark.json", "no_downsample_time"),
+                          ("deletion-mark.json", "deletion_time")):
+        tool("mark", objstore(bucket), "--id", a, "--id", b, "--marker", marker,
+             "--details", "operator says so")
+        for u in (a, b):
+            m = json.loads((bucket / u / marker).read_text())
+            assert m["id"] == u and m["version"] == 1 and m["details"] == "operator says so"
+            assert abs(m[field] - time.time()) < 600
+            if marker != "deletion-mark.json":
+                assert m["reason"] == "manual"
+    # An existing mark keeps its time and details (Thanos: marking twice is a no-op).
+    tool("mark", objstore(bucket), "--id", a, "--marker", "deletion-mark.json", "--details", "again")
+    assert json.loads((bucket / a / "deletion-mark.json").read_text())["details"] == "operator says so"
+    tool("mark", objstore(bucket), "--id", a, "--marker", "no-compact-mark.json", "--remove")
+    assert not (bucket / a / "no-compact-mark.json").exists()
+    assert (bucket / b / "no-compact-mark.json").exists()
+    # The marks take effect: the store gateway serves neither deletion-marked block.
+    procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
+    try:
+        assert all_samples(api, t0 + 4 * HOUR) == {}
+    finally:
+        for p in procs:
+            stop_process(p)
+    for args, needle in ((["--id", a, "--marker", "deletion-mark.json"], "--details"),
+                         (["--id", new_ulid(), "--marker", "deletion-mark.json", "--details", "x"],
+                          "no block"),
+                         (["--id", "x", "--marker", "deletion-mark.json", "--details", "x"], "ULID"),
+                         (["--id", a, "--marker", "bogus.json", "--details", "x"], "invalid choice")):
+        r = tool("mark", objstore(bucket), *args, ok=False)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_retention_marks_only_blocks_past_retention(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    now = int(time.time() * 1000)
+    t_old = (now // HOUR - 30 * 24) * HOUR
+    t_new = (now // HOUR - 4) * HOUR
+    # ULIDs dated at their data (older than the consistency delay, as real uploads are).
+    old = make_block(bucket, t_old, sample_series(t_old)[:1], ulid=new_ulid(t_old + 2 * HOUR))
+    recent = make_block(bucket, t_new, sample_series(t_new)[:1], ulid=new_ulid(t_new + 2 * HOUR))
+    r = tool("retention", objstore(bucket), "--retention.resolution-raw", "7d")
+    assert "marked 1 block" in r.stdout
+    assert json.loads((bucket / old / "deletion-mark.json").read_text())["details"] == "retention policy"
+    assert not (bucket / recent / "deletion-mark.json").exists()
+    r = tool("retention", objstore(bucket), "--retention.resolution-raw", "7days", ok=False)
+    assert r.returncode == 2 and "7days" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@needs_promtool
+def test_upload_blocks_migrates_a_prometheus_data_dir(tmp_path: Path) -> None:
+    t0 = (int(time.time() * 1000) // HOUR - 6) * HOUR
+    data = om_series(t0, 6, seed=7, job="j")
+    om = tmp_path / "data.om"
+    om.write_text(_openmetrics(data))
+    prom = PrometheusProcess(tmp_path / "prom", "global: {}\n", "--storage.tsdb.retention.time=10y")
+    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om),
+                    str(prom.dir / "tsdb")], check=True, capture_output=True)
+    t_end = t0 + 4 * HOUR + 60_000
+    prom.start()  # a real Prometheus data dir: its WAL, head chunks, lock and blocks
+    try:
+        theirs = all_samples(prom.api, t_end)
+    finally:
+        prom.stop()
+    assert sum(len(v) for v in theirs.values()) == 12 * 480
+
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    args = ["upload-blocks", objstore(bucket), "--path", str(prom.dir / "tsdb"),
+            "--label", 'cluster="eu1"', "--shipper.upload-compacted"]
+    r = tool(*args)
+    uploaded = [line.split(":")[0] for line in r.stdout.splitlines() if line.endswith("uploaded")]
+    assert uploaded and sorted(uploaded) == sorted(p.name for p in bucket.iterdir())
+    for u in uploaded:
+        meta = json.loads((bucket / u / "meta.json").read_text())
+        assert meta["thanos"]["labels"] == LABELS and meta["thanos"]["source"] == "bucket.upload"
+        assert {f["rel_path"] for f in meta["thanos"]["files"]} >= {"index", "meta.json"}
+        assert "thanos" not in json.loads((prom.dir / "tsdb" / u / "meta.json").read_text())
+    assert json.loads((prom.dir / "tsdb" / "thanos.shipper.json").read_text())["uploaded"]
+    assert tool(*args).stdout == ""  # nothing new: a second run uploads nothing
+
+    procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
+    try:
+        ours = all_samples(api, t_end, drop=())
+    finally:
+        for p in procs:
+            stop_process(p)
+    assert {k: v for k, v in ours.items()} == {tuple(sorted(k + (("cluster", "eu1"),))): v
+                                              for k, v in theirs.items()}
+    r = tool("upload-blocks", objstore(bucket), "--path", str(prom.dir / "tsdb"), ok=False)
+    assert r.returncode == 2 and "external labels" in r.stderr and "Traceback" not in r.stderr
