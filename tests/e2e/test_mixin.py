@@ -72,6 +72,15 @@ def test_alert_rules_pass_promtool() -> None:
     assert f"SUCCESS: {len(rule_exprs())} rules found" in r.stdout
 
 
+@needs_prometheus
+def test_alerts_fire_as_their_unit_tests_say() -> None:
+    """promtool's rule unit tests: the alerts fire on the failures they name (halted
+    compactor, 5xx writes, lost querier endpoints, shipper failures, no uploads), not before."""
+    r = subprocess.run(["promtool", "test", "rules", "promring-alerts.test.yml"],
+                       cwd=RULES.parent, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+
+
 def test_dashboards_are_provisionable() -> None:
     """Each dashboard has a unique uid, the datasource variable Grafana provisioning fills,
     and panels whose queries all go to that datasource."""

@@ -3,6 +3,7 @@ the CLI process on a filesystem bucket, checked through ``promring store`` + ``p
 query``, Debian's promtool and Prometheus 2.42."""
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -61,6 +62,13 @@ def all_samples(api: str, t_end_ms: int, drop=("cluster",)) -> dict:
     return {tuple(sorted((k, v) for k, v in s["metric"].items() if k not in drop)):
             [(int(round(float(t) * 1000)), float(v)) for t, v in s["values"]]
             for s in r["data"]["result"]}
+
+
+async def _state(bucket, sync_state):
+    try:
+        return await sync_state(bucket, 4)
+    finally:
+        await bucket.close()
 
 
 def key(lbls: dict) -> tuple:
@@ -185,6 +193,14 @@ def test_mark_and_remove_marks(tmp_path: Path) -> None:
     tool("mark", objstore(bucket), "--id", a, "--marker", "no-compact-mark.json", "--remove")
     assert not (bucket / a / "no-compact-mark.json").exists()
     assert (bucket / b / "no-compact-mark.json").exists()
+    # The compactor reads them as its own: b is not compacted or downsampled, a is not compacted
+    # any more but still not downsampled.
+    from compactor.state import sync_state
+    from objstore import bucket_from_config
+    st = asyncio.run(_state(bucket_from_config(objstore(bucket).split("=", 1)[1]), sync_state))
+    assert (st.blocks[b].no_compact, st.blocks[b].no_downsample) == (True, True)
+    assert (st.blocks[a].no_compact, st.blocks[a].no_downsample) == (False, True)
+    assert st.blocks[a].deletion_mark is not None
     # The marks take effect: the store gateway serves neither deletion-marked block.
     procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
     try:
