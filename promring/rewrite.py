@@ -35,7 +35,7 @@ from compactor.marks import mark_for_deletion
 from objstore import Bucket
 from receiver.tsdb.aggr import ENCODING_AGGR, count_samples
 from receiver.tsdb.block import (CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, BlockReader,
-                                 cut_chunks, new_ulid, write_block)
+                                 cut_chunks, new_ulid, read_meta, write_block)
 from receiver.tsdb.chunkenc import ENCODING_XOR, decode
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from receiver.tsdb.labels import Labels, Matcher
@@ -288,14 +288,27 @@ def run_rewrite(objstore_yaml: str, opts: RewriteOptions, out: TextIO = sys.stde
                 lines.append(await asyncio.to_thread(_rewrite_one, bucket, src, u, new_id, opts, out))
                 if opts.dry_run:
                     continue
-                await _upload_rewritten(bucket, opts.tmp_dir / new_id, opts, u)
-                lines.append(f"{u}: uploaded rewritten block {new_id}")
+                if read_meta(opts.tmp_dir / new_id).num_series:
+                    await _upload_rewritten(bucket, opts.tmp_dir / new_id, opts, u)
+                    lines.append(f"{u}: uploaded rewritten block {new_id}")
+                else:  # an empty block serves nothing: none is uploaded
+                    lines.append(f"{u}: every series deleted, no block uploaded")
+                _keep_only_change_log(opts.tmp_dir / new_id)
                 if opts.delete_blocks and await mark_for_deletion(bucket, u, "block rewritten"):
                     lines.append(f"{u}: marked for deletion")
             finally:
                 shutil.rmtree(src, ignore_errors=True)
         return lines
     return asyncio.run(with_bucket(objstore_yaml, go))
+
+
+def _keep_only_change_log(block: Path) -> None:
+    """The uploaded block's local copy is not needed; its change.log is kept for the operator."""
+    for p in block.iterdir():
+        if p.name != "change.log":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if not any(block.iterdir()):
+        block.rmdir()
 
 
 def _rewrite_one(bucket: Bucket, src: Path, ulid: str, new_id: str, opts: RewriteOptions,

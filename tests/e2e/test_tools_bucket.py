@@ -168,6 +168,14 @@ def test_rewrite_relabel_drop_removes_series(tmp_path: Path) -> None:
     meta = json.loads((bucket / new[0] / "meta.json").read_text())
     assert meta["stats"]["numSeries"] == 1  # only secret_metric{team="y"} is left
     assert (tmp_path / "rw" / new[0] / "change.log").read_text().count("Deleted") == 4
+    assert not (tmp_path / "rw" / new[0] / "index").exists()  # uploaded: only the log is kept
+    # Deleting every series uploads no (empty) block; --delete-blocks still marks the original.
+    r = tool("rewrite", objstore(bucket), "--id", new[0], "--no-dry-run", "--delete-blocks",
+             "--tmp.dir", str(tmp_path / "rw"), "--rewrite.to-delete-config",
+             "- matchers: '{job=\"j\"}'")
+    assert "every series deleted, no block uploaded" in r.stdout
+    assert sorted(p.name for p in bucket.iterdir()) == sorted([old, new[0]])
+    assert (bucket / new[0] / "deletion-mark.json").exists()
 
 
 def test_mark_and_remove_marks(tmp_path: Path) -> None:
