@@ -54,13 +54,15 @@ def sample_series(t0: int):
     return out
 
 
-def all_samples(api: str, t_end_ms: int, drop=("cluster",)) -> dict:
-    """Every raw sample the querier serves over the last 5h, by labels (minus ``drop``)."""
-    r = requests.get(f"{api}/query", params={"query": '{job="j"}[5h]', "time": t_end_ms / 1000},
-                     timeout=30).json()
+def all_samples(api: str, t_end_ms: int, drop=("cluster",), selector: str = '{job="j"}',
+                window: str = "5h", as_text: bool = False) -> dict:
+    """Every raw sample the querier serves in ``window`` before ``t_end_ms``, by labels (minus
+    ``drop``); values as floats, or ``as_text`` as the API wrote them (NaN compares equal)."""
+    r = requests.get(f"{api}/query", params={"query": f"{selector}[{window}]",
+                                             "time": t_end_ms / 1000}, timeout=60).json()
     assert r["status"] == "success", r
     return {tuple(sorted((k, v) for k, v in s["metric"].items() if k not in drop)):
-            [(int(round(float(t) * 1000)), float(v)) for t, v in s["values"]]
+            [(int(round(float(t) * 1000)), v if as_text else float(v)) for t, v in s["values"]]
             for s in r["data"]["result"]}
 
 
@@ -254,7 +256,7 @@ def test_upload_blocks_migrates_a_prometheus_data_dir(tmp_path: Path) -> None:
     t_end = t0 + 4 * HOUR + 60_000
     prom.start()  # a real Prometheus data dir: its WAL, head chunks, lock and blocks
     try:
-        theirs = all_samples(prom.api, t_end)
+        theirs = all_samples(prom.api, t_end, as_text=True)
     finally:
         prom.stop()
     assert sum(len(v) for v in theirs.values()) == 12 * 480
@@ -276,7 +278,7 @@ def test_upload_blocks_migrates_a_prometheus_data_dir(tmp_path: Path) -> None:
 
     procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
     try:
-        ours = all_samples(api, t_end, drop=())
+        ours = all_samples(api, t_end, drop=(), as_text=True)
     finally:
         for p in procs:
             stop_process(p)
@@ -284,3 +286,40 @@ def test_upload_blocks_migrates_a_prometheus_data_dir(tmp_path: Path) -> None:
                                               for k, v in theirs.items()}
     r = tool("upload-blocks", objstore(bucket), "--path", str(prom.dir / "tsdb"), ok=False)
     assert r.returncode == 2 and "external labels" in r.stderr and "Traceback" not in r.stderr
+
+
+@needs_promtool
+def test_upload_blocks_of_a_running_prometheus_that_cuts_its_own_blocks(tmp_path: Path) -> None:
+    """Blocks Prometheus 2.42 wrote from its head (10s blocks, scraping itself every second),
+    uploaded while it runs: every sample in them is served as Prometheus serves it."""
+    prom = PrometheusProcess(tmp_path / "prom", "global:\n  scrape_interval: 1s\n"
+                             "scrape_configs:\n  - job_name: prometheus\n"
+                             "    static_configs: [{targets: ['$SELF']}]\n",
+                             "--storage.tsdb.min-block-duration=10s",
+                             "--storage.tsdb.max-block-duration=10s").start()
+    tsdb = prom.dir / "tsdb"
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(tsdb.glob("*/meta.json"))) < 2:
+            assert time.monotonic() < deadline, "Prometheus cut no blocks"
+            time.sleep(0.5)
+        bucket = tmp_path / "bucket"
+        bucket.mkdir()
+        tool("upload-blocks", objstore(bucket), "--path", str(tsdb), "--label", 'cluster="eu1"')
+        metas = [json.loads(m.read_text()) for m in bucket.glob("*/meta.json")]
+        assert len(metas) >= 2
+        lo, hi = min(m["minTime"] for m in metas), max(m["maxTime"] for m in metas)
+        window = f"{hi - lo}ms"  # (lo - 1, hi - 1]: exactly the uploaded blocks' samples
+        theirs = all_samples(prom.api, hi - 1, selector='{__name__=~".+"}', window=window,
+                             as_text=True)
+    finally:
+        prom.stop()
+    assert sum(len(v) for v in theirs.values()) == sum(m["stats"]["numSamples"] for m in metas)
+    procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
+    try:
+        ours = all_samples(api, hi - 1, drop=(), selector='{__name__=~".+"}', window=window,
+                           as_text=True)
+    finally:
+        for p in procs:
+            stop_process(p)
+    assert ours == {tuple(sorted(k + (("cluster", "eu1"),))): v for k, v in theirs.items()}
