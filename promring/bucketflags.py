@@ -114,11 +114,15 @@ def add_maintenance_commands(bsub, common: Callable[[argparse.ArgumentParser], N
 
 def run_maintenance(a: argparse.Namespace) -> None:
     """Run the chosen subcommand; one-line error and exit 2 on a mistake in the flags."""
+    from objstore import BucketError
     try:
         lines = _run(a)
     except ValueError as e:
         print(f"promring tools bucket {a.bucket_cmd}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (BucketError, OSError) as e:  # the bucket or a local directory failed us
+        print(f"promring tools bucket {a.bucket_cmd}: error: {e}", file=sys.stderr)
+        sys.exit(1)
     for line in lines:
         print(line)
 

@@ -99,6 +99,8 @@ def parse_deletion_requests(text: str, flag: str = "--rewrite.to-delete-config"
                                                    for k in ("mint", "maxt")):
                 raise ValueError(f"{where}: each interval needs integer 'mint' and 'maxt' "
                                  "(milliseconds)")
+            if not all(-(1 << 63) <= iv[k] < 1 << 63 for k in ("mint", "maxt")):
+                raise ValueError(f"{where}: interval bounds must be 64-bit millisecond timestamps")
             if iv["mint"] > iv["maxt"]:
                 raise ValueError(f"{where}: interval mint {iv['mint']} > maxt {iv['maxt']}")
             intervals.append((iv["mint"], iv["maxt"]))

@@ -147,12 +147,21 @@ def test_rewrite_refuses_bad_requests_before_touching_the_bucket(tmp_path: Path)
             ([], "rewrite configuration should be provided"),
             (["--rewrite.to-delete-config", "- matchers: '{__name__=~\"(\"}'"], "entry 0"),
             (["--rewrite.to-delete-config", "matchers: x"], "non-empty YAML list"),
+            (["--rewrite.to-delete-config",
+              "- matchers: '{a=\"b\"}'\n  intervals: [{mint: 0, maxt: 99999999999999999999999}]"],
+             "64-bit"),
             (["--rewrite.to-relabel-config", "- action: labelmap\n  regex: x"], "labelmap"),
             (["--rewrite.to-delete-config", "- matchers: '{a=\"b\"}'", "--id", "nope"], "ULID")):
         r = tool("rewrite", objstore(bucket), "--id", old, "--no-dry-run", *extra, ok=False)
         assert r.returncode == 2, (extra, r.stderr)
         assert needle in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # A working directory that cannot be made: one line, exit 1, bucket untouched.
+    (tmp_path / "a-file").write_text("")
+    r = tool("rewrite", objstore(bucket), "--id", old, "--no-dry-run", "--tmp.dir",
+             str(tmp_path / "a-file" / "rw"), "--rewrite.to-delete-config",
+             "- matchers: '{job=\"j\"}'", ok=False)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert sorted(str(p) for p in bucket.rglob("*")) == before
 
 
