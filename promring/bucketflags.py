@@ -106,6 +106,8 @@ def add_maintenance_commands(bsub, common: Callable[[argparse.ArgumentParser], N
                    help="Minimum age of fresh (non-compacted) blocks before they are processed.")
     t.add_argument("--block-sync-concurrency", dest="block_sync_concurrency", type=int,
                    default=20, help="Block metadata read from the bucket at the same time.")
+    _path_or_content(t, "selector.relabel-config", "relabel configs selecting the blocks to "
+                     "act on by their external labels (keep and drop actions)")
     for res, what in (("raw", "raw samples"), ("5m", "5m downsampled samples"),
                       ("1h", "1h downsampled samples")):
         t.add_argument(f"--retention.resolution-{res}", dest=f"retention_{res}", default="0d",
@@ -147,7 +149,10 @@ def _run(a: argparse.Namespace) -> list[str]:
     if cmd == "retention":
         if a.block_sync_concurrency < 1:
             raise ValueError("--block-sync-concurrency must be at least 1")
-        return [f"marked {run_retention(a)} block(s) past retention for deletion"]
+        selector = _content(a, "selector.relabel-config")
+        from .rewrite import parse_relabel_configs
+        rcs = parse_relabel_configs(selector, "--selector.relabel-config") if selector.strip() else []
+        return [f"marked {run_retention(a, rcs)} block(s) past retention for deletion"]
     from .rewrite import RewriteOptions, parse_deletion_requests, parse_relabel_configs, run_rewrite
     deletes = _content(a, "rewrite.to-delete-config")
     relabels = _content(a, "rewrite.to-relabel-config")

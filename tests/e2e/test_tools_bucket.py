@@ -249,6 +249,15 @@ def test_retention_marks_only_blocks_past_retention(tmp_path: Path) -> None:
     assert "marked 1 block" in r.stdout
     assert json.loads((bucket / old / "deletion-mark.json").read_text())["details"] == "retention policy"
     assert not (bucket / recent / "deletion-mark.json").exists()
+    # --selector.relabel-config: only blocks whose external labels it keeps are considered.
+    other = make_block(bucket, t_old, sample_series(t_old)[:1], labels={"cluster": "us1"},
+                       ulid=new_ulid(t_old + 2 * HOUR))
+    r = tool("retention", objstore(bucket), "--retention.resolution-raw", "7d",
+             "--selector.relabel-config", "- action: keep\n  source_labels: [cluster]\n"
+                                          "  regex: eu.*\n")
+    assert "marked 0 block" in r.stdout and not (bucket / other / "deletion-mark.json").exists()
+    tool("retention", objstore(bucket), "--retention.resolution-raw", "7d")
+    assert (bucket / other / "deletion-mark.json").exists()
     r = tool("retention", objstore(bucket), "--retention.resolution-raw", "7days", ok=False)
     assert r.returncode == 2 and "7days" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
