@@ -38,7 +38,7 @@ from receiver.tsdb.block import (CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, 
                                  cut_chunks, new_ulid, read_meta, write_block)
 from receiver.tsdb.chunkenc import ENCODING_XOR, decode
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
-from receiver.tsdb.labels import Labels, Matcher
+from receiver.tsdb.labels import Labels, Matcher, MatchType
 
 from .bucketops import bucket_meta, parse_block_ids, require_blocks, upload_block, with_bucket
 
@@ -55,9 +55,12 @@ class DeletionRequest:
     intervals: list[tuple[int, int]] = field(default_factory=list)
     request_id: str = ""
 
-    def selects(self, lbls: Labels) -> bool:
-        d = dict(lbls)
-        return all(d.get(m.name, "") != "" and m.matches(d[m.name]) for m in self.matchers)
+    def selected(self, index, refs: np.ndarray) -> np.ndarray:
+        """Mask over ``refs`` (series ids of ``index``) of the series this request selects,
+        from the index's postings: every matcher matches and, as in Thanos, its label is
+        present (a matcher on an absent label never matches)."""
+        present = [Matcher(MatchType.NEQ, n, "") for n in sorted({m.name for m in self.matchers})]
+        return np.isin(refs, index.select(list(self.matchers) + present), assume_unique=True)
 
     def to_meta(self) -> dict[str, Any]:
         out: dict[str, Any] = {"matchers": self.selector}
@@ -127,7 +130,7 @@ def parse_relabel_configs(text: str, flag: str = "--rewrite.to-relabel-config"
                           ) -> list[RelabelConfig]:
     """Prometheus relabel configs; only ``keep`` and ``drop`` (series kept whole or deleted
     whole) are supported, anything else is refused by name."""
-    from receiver.tsdb.labels import InvalidRegex, MatchType
+    from receiver.tsdb.labels import InvalidRegex
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -158,18 +161,20 @@ def labels_text(lbls: Labels) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in lbls) + "}"
 
 
-def _deleted_intervals(lbls: Labels, reqs: list[DeletionRequest]) -> list[tuple[int, int]] | None:
-    """None: keep the series; []: delete it whole; else the intervals to cut out of it."""
-    intervals: list[tuple[int, int]] = []
-    hit = False
+def _deletions(index, refs: np.ndarray, reqs: list[DeletionRequest]
+               ) -> tuple[np.ndarray, dict[int, list[tuple[int, int]]]]:
+    """(mask over ``refs`` of series deleted whole, position -> intervals to cut out) for
+    the series every request selects."""
+    whole = np.zeros(len(refs), dtype=bool)
+    cuts: dict[int, list[tuple[int, int]]] = {}
     for r in reqs:
-        if not r.selects(lbls):
-            continue
+        hit = r.selected(index, refs)
         if not r.intervals:
-            return []
-        hit = True
-        intervals.extend(r.intervals)
-    return intervals if hit else None
+            whole |= hit
+            continue
+        for i in np.flatnonzero(hit).tolist():
+            cuts.setdefault(i, []).extend(r.intervals)
+    return whole, cuts
 
 
 def _cut_intervals(lbls: Labels, chunks: list[tuple[int, int, int, bytes]],
@@ -215,9 +220,12 @@ def rewrite_block(src: Path, out_dir: Path, reqs: list[DeletionRequest], new_id:
         meta = r.meta
         resolution = int(((meta.thanos or {}).get("downsample") or {}).get("resolution", 0))
 
+        refs = r.index.select(())  # iter_series() order
+        whole, cuts = _deletions(r.index, refs, reqs)
+
         def series() -> Iterator[tuple[Labels, list]]:
-            for lbls, chunks in r.iter_series():
-                cut = _deleted_intervals(lbls, reqs)
+            for i, (lbls, chunks) in enumerate(r.iter_series()):
+                cut = [] if whole[i] else cuts.get(i)
                 if relabels and not all(rc.keeps(lbls) for rc in relabels):
                     cut = []
                 if cut is None:
