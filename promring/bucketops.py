@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from compactor.marks import put_mark, remove_mark
@@ -126,6 +127,10 @@ def bucket_meta(block: Path, labels: dict[str, str], source: str, hash_func: str
     given.pop("files", None)
     given.update({"labels": dict(labels), "source": source}, **(extra_thanos or {}))
     given.setdefault("downsample", {"resolution": 0})
+    # As Thanos's uploads: the chunk segments (a store need not list them) and the upload time
+    # (Thanos's consistency delay counts from it rather than from an old block's ULID).
+    given["segment_files"] = sorted(p.name for p in (block / CHUNKS_DIRNAME).iterdir())
+    given["upload_time"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
     section = thanos_meta_section(given, block)
     if hash_func:
         for f in section["files"]:
