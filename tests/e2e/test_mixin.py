@@ -149,19 +149,17 @@ def test_every_expression_evaluates_against_a_running_promring(tmp_path: Path) -
                                  f"remote_write:\n  - url: {router.url('remote_write', '/api/v1/receive')}\n"
                                  "    queue_config: {batch_send_deadline: 1s}\n")
         prom.start()
-        try:
-            api = query.url("http", "/api/v1/query")
+        popens.append(prom)
+        api = query.url("http", "/api/v1/query")
 
-            def instant(q: str) -> requests.Response:
-                return requests.get(api, params={"query": q}, timeout=30)
-            deadline = time.monotonic() + 60
-            while not instant('count(rate(prometheus_tsdb_head_samples_appended_total[1m])) '
-                              '>= 1 and count(up{job="promring-compact"}) >= 1').json()["data"]["result"]:
-                assert time.monotonic() < deadline, "promring's own metrics never arrived"
-                time.sleep(0.5)
-            declared, sampled = _metrics_exposed([u + "/metrics" for u in targets.values()])
-        finally:
-            prom.stop()
+        def instant(q: str) -> requests.Response:
+            return requests.get(api, params={"query": q}, timeout=30)
+        deadline = time.monotonic() + 60
+        while not instant('count(rate(prometheus_tsdb_head_samples_appended_total[1m])) '
+                          '>= 1 and count(up{job="promring-compact"}) >= 1').json()["data"]["result"]:
+            assert time.monotonic() < deadline, "promring's own metrics never arrived"
+            time.sleep(0.5)
+        declared, sampled = _metrics_exposed([u + "/metrics" for u in targets.values()])
 
         used = set()
         exprs = [(w, e, True) for w, e in dashboard_exprs()] + \
@@ -174,11 +172,19 @@ def test_every_expression_evaluates_against_a_running_promring(tmp_path: Path) -
             # A panel over metrics that have samples, selecting only by job, shows data.
             only_job = all(m.group(2).strip() in ('job=~".+"', "") for m in SELECTOR.finditer(q))
             if on_dashboard and only_job and metric_names(q) <= sampled:
+                # A series that appeared just now needs a few scrapes to get a rate.
+                deadline = time.monotonic() + 30
+                while not r.json()["data"]["result"] and time.monotonic() < deadline:
+                    time.sleep(1)
+                    r = instant(q)
                 assert r.json()["data"]["result"], (where, q)
         unknown = used - declared - PENDING - {"up"}
         assert not unknown, f"metric names no promring component exports: {sorted(unknown)}"
     finally:
         for p in popens:
-            stop_process(p)
+            if isinstance(p, PrometheusProcess):
+                p.stop()
+            else:
+                stop_process(p)
         for p in reversed(procs):
             p.stop()

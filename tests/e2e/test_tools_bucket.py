@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import requests
 
 from harness import PrometheusProcess, promring_cmd, stop_process, store_and_query
