@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
-    b = tsub.add_parser("bucket", help="Inspect a bucket.")
+    b = tsub.add_parser("bucket", help="Inspect and maintain a bucket.")
     bsub = b.add_subparsers(dest="bucket_cmd", required=True)
     for name, what in (("ls", "List blocks."), ("inspect", "Blocks with time ranges, labels, resolution, sizes."),
                        ("verify", "Report overlaps and broken blocks (exit 1 if any).")):
