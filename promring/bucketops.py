@@ -160,6 +160,10 @@ def _skip_reason(block: Path, upload_compacted: bool) -> str:
         return "compacted block (use --shipper.upload-compacted)"
     if not int((meta.get("stats") or {}).get("numSamples", 0)):
         return "empty block"
+    if int((meta.get("stats") or {}).get("numTombstones", 0)):
+        # Only chunks and index are uploaded: the deleted series would come back in the bucket.
+        return ("it has tombstones (series deleted through Prometheus's admin API); run "
+                "POST /api/v1/admin/tsdb/clean_tombstones on that Prometheus, then upload again")
     return ""
 
 

@@ -329,6 +329,20 @@ def test_upload_blocks_migrates_a_prometheus_data_dir(tmp_path: Path) -> None:
     r = tool("upload-blocks", objstore(bucket), "--path", str(prom.dir / "tsdb"), ok=False)
     assert r.returncode == 2 and "external labels" in r.stderr and "Traceback" not in r.stderr
 
+    # A block with tombstones (Prometheus's delete_series) is not uploaded: its chunks still
+    # hold the deleted series.
+    fresh = tmp_path / "fresh-bucket"
+    fresh.mkdir()
+    (prom.dir / "tsdb" / "thanos.shipper.json").unlink()
+    meta_path = prom.dir / "tsdb" / uploaded[0] / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["stats"]["numTombstones"] = 1
+    meta_path.write_text(json.dumps(meta))
+    r = tool("upload-blocks", objstore(fresh), "--path", str(prom.dir / "tsdb"), "--label",
+             'cluster="eu1"', "--shipper.upload-compacted")
+    assert f"{uploaded[0]}: skipped, it has tombstones" in r.stdout
+    assert not (fresh / uploaded[0]).exists() and len(list(fresh.iterdir())) == len(uploaded) - 1
+
 
 @needs_promtool
 def test_upload_blocks_of_a_running_prometheus_that_cuts_its_own_blocks(tmp_path: Path) -> None:
