@@ -129,6 +129,12 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
+    p.add_argument("--enable-feature", dest="enable_feature", action="append", default=[],
+                   help="Prometheus's PromQL feature flags, comma-separated or repeated: "
+                        "promql-delayed-name-removal, promql-experimental-functions, "
+                        "promql-extended-range-selectors, promql-binop-fill-modifiers, "
+                        "type-and-unit-labels, use-start-timestamps. Default: none (as Prometheus "
+                        "3.14).")
     p.add_argument("--query.auto-downsampling", dest="auto_downsampling", default=False,
                    action=argparse.BooleanOptionalAction,
                    help="Read downsampled data when a query's step allows (max_source_resolution=auto).")
@@ -218,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="How often the bucket is scanned for new and deleted blocks.")
     add_server_tls_flags(st)
     _http_config_flag(st)
+
+    sc = sub.add_parser("sidecar", help="Next to a Prometheus: its data over the StoreAPI, its "
+                                        "blocks shipped to the bucket, its config reloaded.")
+    _common(sc)
+    from sidecar.flags import add_sidecar_flags
+    add_sidecar_flags(sc)
+    _http_config_flag(sc)
 
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
@@ -335,6 +348,7 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         timeout_s=_flag_duration_ms(a, "query_timeout", "--query.timeout") / 1000,
         max_concurrent=a.max_concurrent,
         max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
+        promql_features=_promql_features(a.enable_feature),
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
@@ -344,6 +358,15 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         **_query_endpoint_config(a))
     cfg.validate()
     return cfg
+
+
+def _promql_features(values: list[str]) -> frozenset[str]:
+    """--enable-feature values PromQL knows; others are logged and ignored, as Prometheus does."""
+    from querier.promql.types import PROMQL_FEATURES
+    asked = {f.strip() for v in values for f in v.split(",") if f.strip()}
+    for f in sorted(asked - PROMQL_FEATURES):
+        logging.getLogger("promring").warning("Unknown option for --enable-feature: %s", f)
+    return frozenset(asked & PROMQL_FEATURES)
 
 
 # Flags that may hold credentials: shown as <secret> (inline bucket configs, passwords, tokens).
@@ -529,6 +552,12 @@ def main(argv: list[str] | None = None) -> None:
         from store.server import StoreGateway
         comps = [StoreGateway(_or_exit(store_config, a, a.data_dir, objstore_yaml(a),
                                        a.grpc_address, a.http_address))]
+    elif a.command == "sidecar":
+        from sidecar.flags import sidecar_config
+        from sidecar.server import Sidecar, run_until_signal
+        _or_exit(_http_config, a)
+        code = asyncio.run(run_until_signal(Sidecar(_or_exit(sidecar_config, a))))
+        _exit_after_clean_stop(code)
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
         if a.bucket_cmd == "web":
