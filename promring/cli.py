@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
-    b = tsub.add_parser("bucket", help="Inspect a bucket.")
+    b = tsub.add_parser("bucket", help="Inspect and maintain a bucket.")
     bsub = b.add_subparsers(dest="bucket_cmd", required=True)
     for name, what in (("ls", "List blocks."), ("inspect", "Blocks with time ranges, labels, resolution, sizes."),
                        ("verify", "Report overlaps and broken blocks (exit 1 if any).")):
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--output", "-o", default="table", choices=["table", "json"])
         if name == "verify":
             c.add_argument("--deep", action="store_true", help="Also read every chunk and check its CRC.")
+    from promring.bucketflags import add_maintenance_commands
+    add_maintenance_commands(bsub, _common)
     w = bsub.add_parser("web", help="Web UI of the bucket's blocks on a timeline (Thanos's bucket UI).")
     _common(w)
     add_objstore_flags(w, required=True)
@@ -573,6 +575,10 @@ def main(argv: list[str] | None = None) -> None:
             comps = [_or_exit(BucketWeb, objstore_yaml(a), a.http_address, refresh_s, a.label,
                               normalize_prefix(a.web_external_prefix))]
             asyncio.run(_run_until_signal(comps))
+            return
+        from promring.bucketflags import MAINTENANCE_COMMANDS, run_maintenance
+        if a.bucket_cmd in MAINTENANCE_COMMANDS:
+            run_maintenance(a)
             return
         if a.bucket_cmd == "verify":
             text, ok = run_verify(objstore_yaml(a), a.deep, a.output)

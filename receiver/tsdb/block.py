@@ -181,6 +181,13 @@ def _thanos_section(given: dict[str, Any], block_dir: Path, segments: Sequence[s
     return t
 
 
+def thanos_meta_section(given: dict[str, Any], block_dir: Path) -> dict[str, Any]:
+    """Thanos's meta section for an existing block directory (one written by Prometheus, or
+    rewritten): ``given`` plus defaults and the list of its files with their sizes."""
+    segments = sorted(p.name for p in (Path(block_dir) / CHUNKS_DIRNAME).iterdir())
+    return _thanos_section(given, Path(block_dir), segments)
+
+
 # ---------------------------------------------------------------------------- writing
 
 _BATCH_CHUNKS = 1 << 16
