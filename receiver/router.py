@@ -147,19 +147,19 @@ class Forwarder:
         return UNAVAILABLE, f"{address}: unreachable"
 
     async def send_capnp(self, address: str, tenant: str, body: bytes) -> tuple[int, str]:
-        """Deliver a prometheus.WriteRequest body to a Cap'n Proto Writer; a connection that
-        cannot be opened is retried, as ``send`` retries a refused one."""
+        """Deliver a prometheus.WriteRequest body to a Cap'n Proto Writer. A connection that
+        cannot be opened or that breaks is retried on a new one, as Thanos's capnp client
+        reconnects (a write that did land then answers a conflict, which counts as stored)."""
         client = self._capnp.get(address)
         if client is None:
             client = self._capnp[address] = capnp_rpc.WriterClient(address, MAX_MESSAGE_BYTES)
         delay = 0.05
         for attempt in range(self.retries + 1):
-            was_connected = client.connected
             try:
                 error, detail = await client.write(tenant, body, self.timeout_s)
-            except (OSError, TimeoutError) as e:
+            except (OSError, TimeoutError, capnp_rpc.CallFailed) as e:
                 msg = f"{address}: {e or type(e).__name__}"
-                if was_connected or isinstance(e, TimeoutError) or attempt == self.retries:
+                if not isinstance(e, ConnectionError) or attempt == self.retries:
                     return UNAVAILABLE, msg
                 await asyncio.sleep(delay)
                 delay *= 4

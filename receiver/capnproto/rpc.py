@@ -102,6 +102,10 @@ def abort(reason: str) -> bytes:
     return b.frame()
 
 
+class CallFailed(Exception):
+    """The server answered a call with an RPC exception (e.g. an undecodable request)."""
+
+
 class _Protocol(Exception):
     """The peer broke the protocol; the connection is aborted with this reason."""
 
@@ -367,7 +371,7 @@ class WriterClient:
 
     async def write(self, tenant: str, body: bytes, timeout_s: float) -> tuple[int, str]:
         """Send one prometheus.WriteRequest body; returns (WriteError, context). Raises
-        ConnectionError (never sent, or the connection broke) or TimeoutError."""
+        ConnectionError (never sent, or the connection broke), CallFailed or TimeoutError."""
         async with asyncio.timeout(timeout_s):
             if not self.connected:
                 await self._open()
@@ -392,7 +396,7 @@ class WriterClient:
             self._finish(qid)
         if ret.u16(6) == 1:  # exception
             exc = ret.struct(0)
-            raise ConnectionError(f"{self.address}: {exc.text(0) if exc else 'call failed'}")
+            raise CallFailed(f"{self.address}: {exc.text(0) if exc else 'call failed'}")
         payload = ret.struct(0)
         results = payload.struct(0) if payload is not None else None
         if results is None:

@@ -144,7 +144,7 @@ def test_hostile_bytes_on_the_capnproto_port_leave_the_ingestor_ready(tmp_path):
                     pass
         # A client that stops halfway through a message holds nothing for long either.
         half = socket.create_connection(("127.0.0.1", port), timeout=10)
-        half.sendall(b"\x10\x01\x00\x00")
+        half.sendall(b"\x10\x64")  # a segment table announcing 100 words, then nothing
         assert requests.get(ing.url("remote_write", "/-/ready"), timeout=10).status_code == 200
 
         async def write() -> tuple[int, str]:
