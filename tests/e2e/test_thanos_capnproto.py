@@ -18,9 +18,10 @@ import requests
 from harness import free_port, query_process, receive_process
 from receiver.capnproto.rpc import NONE, WriterClient
 from receiver.hashring import Hashrings, hash_series, parse_hashrings
-from receiver.remotewrite import encode_write_request
+from receiver.remotewrite import encode_histogram_write_request, encode_write_request, snappy_compress
+from receiver.tsdb.histogram import Hist, to_proto_bytes
 from receiver.tsdb.labels import encode_labels_key
-from rw import push, raw_samples
+from rw import HEADERS, push, query, raw_samples
 from test_thanos_interop import STARTUP_S, _wait_equal, rw_url, thanos
 
 N_SERIES, N_SAMPLES = 120, 5
@@ -42,6 +43,30 @@ def _landed(api: str, t_s: float) -> dict:
     return {k: [(float(t), float(v)) for t, v in pts] for k, pts in got.items()}
 
 
+def _push_histograms(url: str, now_ms: int, tenant: str) -> dict:
+    """An integer and a float native histogram series; returns {name: (count, sum)}."""
+    t = now_ms - 30_000
+    hists = {"capnp_int_hist": Hist(False, 0, 0.001, 7, 1, 10.5, ((0, 2), (3, 1)), [2, 1, -2], (), []),
+             "capnp_float_hist": Hist(True, 1, 0.001, 5.0, 0.5, 3.5, ((-1, 2),), [1.5, 3.0],
+                                      ((0, 1),), [0.0])}
+    body = encode_histogram_write_request(
+        [((("__name__", name), ("job", "hist")), [to_proto_bytes(t, h)]) for name, h in hists.items()])
+    r = requests.post(url, data=snappy_compress(body), timeout=30,
+                      headers={**HEADERS, "THANOS-TENANT": tenant})
+    assert r.status_code == 200, r.text
+    return {name: (float(h.count), h.sum) for name, h in hists.items()}
+
+
+def _histograms_landed(api: str, t_s: float, want: dict) -> None:
+    def got() -> dict:
+        out = {}
+        for name in want:
+            pair = [query(api, f"{fn}({name})", t_s) for fn in ("histogram_count", "histogram_sum")]
+            out[name] = tuple(float(r[0]["value"][1]) if len(r) == 1 else None for r in pair)
+        return out
+    assert _wait_equal(got, want) == want
+
+
 def test_thanos_router_replicates_over_capnproto_into_promring_ingestors(tmp_path):
     """Every sample lands exactly once, on the ingestor Thanos's placement names."""
     now = int(time.time() * 1000)
@@ -61,8 +86,9 @@ def test_thanos_router_replicates_over_capnproto_into_promring_ingestors(tmp_pat
         procs.append(router)
         r = push(rw_url(router), data)
         assert r.status_code == 200, r.text
-        query = query_process(tmp_path, "query", [i.grpc for i in ings]).start(STARTUP_S)
-        procs.append(query)
+        hists = _push_histograms(rw_url(router), now, "default-tenant")
+        querier = query_process(tmp_path, "query", [i.grpc for i in ings]).start(STARTUP_S)
+        procs.append(querier)
         rings = Hashrings(parse_hashrings(ring.read_text()), "hashmod", 1)
         _, placement = rings.for_tenant("default-tenant")
         keys = [encode_labels_key(tuple(sorted(lbls))) for lbls, _, _ in data]
@@ -72,9 +98,10 @@ def test_thanos_router_replicates_over_capnproto_into_promring_ingestors(tmp_pat
             ingestor = dead.index(placement.endpoints[owner[j]].address)
             key = lbls + (("ingestor", str(ingestor)), ("tenant_id", "default-tenant"))
             want[tuple(sorted(key))] = [(t / 1000, v) for t, v in zip(ts, vs)]
-        got = _wait_equal(lambda: _landed(query.url("http", "/api/v1"), now / 1000 + 1), want)
+        got = _wait_equal(lambda: _landed(querier.url("http", "/api/v1"), now / 1000 + 1), want)
         assert set(got) == set(want), "series missing, extra or on the wrong ingestor"
         assert got == want  # every sample once
+        _histograms_landed(querier.url("http", "/api/v1"), now / 1000, hists)
         assert len(set(owner.tolist())) == 2  # both ingestors took a share
     finally:
         for p in reversed(procs):
@@ -97,6 +124,7 @@ def test_promring_router_replicates_over_capnproto_into_a_thanos_ingestor(tmp_pa
         procs.append(router)
         r = push(router.url("remote_write", "/api/v1/receive"), data, tenant="team-a")
         assert r.status_code == 200, r.text
+        hists = _push_histograms(router.url("remote_write", "/api/v1/receive"), now, "team-a")
         # A conflict (samples older than what the ingestor has) comes back as Thanos's 409.
         r = push(router.url("remote_write", "/api/v1/receive"),
                  [(data[0][0], [data[0][1][0]], [99.0])], tenant="team-a")
@@ -109,6 +137,7 @@ def test_promring_router_replicates_over_capnproto_into_a_thanos_ingestor(tmp_pa
         got = _wait_equal(lambda: _landed(tq.url("http", "/api/v1"), now / 1000 + 1), want)
         assert set(got) == set(want), "series missing or extra"
         assert got == want
+        _histograms_landed(tq.url("http", "/api/v1"), now / 1000, hists)
     finally:
         for p in reversed(procs):
             p.stop()
