@@ -474,6 +474,7 @@ static PyObject *py_to_remote_write(PyObject *self, PyObject *args) {
     Ptr wr, symp, data, offs, ts, tenant;
     Symbols syms = {NULL, NULL, 0, 0};
     if (msg_init(&m, b.buf, (size_t)b.len) < 0 || word < 0 || follow(&m, seg, (size_t)word, &wr) < 0) goto done;
+    if (buf_reserve(&o, (size_t)b.len * 3 / 2 < o.max ? (size_t)b.len * 3 / 2 : o.max) < 0) goto done;
     if (wr.kind == 2 || wr.kind == 3) { fail("capnp: write request is not a struct"); goto done; }
     memset(&ts, 0, sizeof ts); memset(&tenant, 0, sizeof tenant);
     if (wr.kind == 1) {
@@ -590,8 +591,13 @@ typedef struct {
 } SymTab;
 
 static uint64_t fnv(const uint8_t *p, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ull; }
+    /* 8 bytes per step (a symbol table hash, not a stable one). */
+    uint64_t h = 1469598103934665603ull ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) { h ^= rd64(p + i); h *= 0x9E3779B97F4A7C15ull; h ^= h >> 29; }
+    uint64_t t = 0;
+    memcpy(&t, p + i, n - i);
+    h ^= t; h *= 0x9E3779B97F4A7C15ull; h ^= h >> 32;
     return h;
 }
 static int symtab_grow(SymTab *t) {
@@ -636,21 +642,22 @@ static int symtab_add(SymTab *t, const uint8_t *p, size_t n, uint32_t *idx) {
     return 0;
 }
 
-/* Count the fields numbered ``field`` (length-delimited) in a message. */
-static int pb_count(PB r, uint32_t field, uint32_t *n) {
+/* Count the length-delimited fields numbered 1..4 of a message (counts[f]). */
+static int pb_count(PB r, uint32_t counts[5]) {
     uint32_t f; int wt; uint64_t v; PB sub;
-    *n = 0;
+    memset(counts, 0, 5 * sizeof counts[0]);
     while (r.p < r.end) {
         if (pb_next(&r, &f, &wt, &v, &sub) < 0) return -1;
-        if (f == field && wt == 2) (*n)++;
+        if (wt == 2 && f >= 1 && f <= 4) counts[f]++;
     }
     return 0;
 }
 
-static int labels_in(PB r, uint32_t field, Words *o, size_t ptr_at, SymTab *st) {
-    uint32_t n, f; int wt; uint64_t v; PB sub;
+/* The ``n`` Label messages numbered ``field`` of a message as a List(Label). */
+static int labels_in(PB r, uint32_t field, uint32_t n, Words *o, size_t ptr_at, SymTab *st) {
+    uint32_t f; int wt; uint64_t v; PB sub;
     size_t first;
-    if (pb_count(r, field, &n) < 0 || new_struct_list(o, ptr_at, n, 1, 0, &first) < 0) return -1;
+    if (new_struct_list(o, ptr_at, n, 1, 0, &first) < 0) return -1;
     for (uint32_t k = 0; r.p < r.end;) {
         if (pb_next(&r, &f, &wt, &v, &sub) < 0) return -1;
         if (f != field || wt != 2) continue;
@@ -669,9 +676,13 @@ static int labels_in(PB r, uint32_t field, Words *o, size_t ptr_at, SymTab *st) 
 }
 
 static int spans_in(PB r, uint32_t field, Words *o, size_t ptr_at) {
-    uint32_t n, f; int wt; uint64_t v; PB sub;
+    uint32_t n = 0, f; int wt; uint64_t v; PB sub;
     size_t first;
-    if (pb_count(r, field, &n) < 0 || new_struct_list(o, ptr_at, n, 1, 0, &first) < 0) return -1;
+    for (PB scan = r; scan.p < scan.end;) {
+        if (pb_next(&scan, &f, &wt, &v, &sub) < 0) return -1;
+        n += f == field && wt == 2;
+    }
+    if (new_struct_list(o, ptr_at, n, 1, 0, &first) < 0) return -1;
     for (uint32_t k = 0; r.p < r.end;) {
         if (pb_next(&r, &f, &wt, &v, &sub) < 0) return -1;
         if (f != field || wt != 2) continue;
@@ -743,10 +754,10 @@ static int histogram_in(PB r, Words *o, size_t hw) {
 
 static int series_in(PB r, Words *o, size_t sw, SymTab *st) {
     /* TimeSeries struct: 0 data words, pointers labels, samples, histograms, exemplars. */
-    uint32_t f, n; int wt; uint64_t v; PB sub;
+    uint32_t f, n[5]; int wt; uint64_t v; PB sub;
     size_t first;
-    if (labels_in(r, 1, o, sw, st) < 0) return -1;
-    if (pb_count(r, 2, &n) < 0 || new_struct_list(o, sw + 1, n, 2, 0, &first) < 0) return -1;
+    if (pb_count(r, n) < 0 || labels_in(r, 1, n[1], o, sw, st) < 0) return -1;
+    if (new_struct_list(o, sw + 1, n[2], 2, 0, &first) < 0) return -1;
     PB scan = r;
     for (uint32_t k = 0; scan.p < scan.end;) {
         if (pb_next(&scan, &f, &wt, &v, &sub) < 0) return -1;
@@ -759,24 +770,23 @@ static int series_in(PB r, Words *o, size_t sw, SymTab *st) {
         }
         o->w[first + 2 * k] = t; o->w[first + 2 * k + 1] = val; k++;
     }
-    if (pb_count(r, 4, &n) < 0) return -1;
-    if (n) {
-        if (new_struct_list(o, sw + 2, n, 7, 6, &first) < 0) return -1;
+    if (n[4]) {
+        if (new_struct_list(o, sw + 2, n[4], 7, 6, &first) < 0) return -1;
         scan = r;
         for (uint32_t k = 0; scan.p < scan.end;) {
             if (pb_next(&scan, &f, &wt, &v, &sub) < 0) return -1;
             if (f == 4 && wt == 2 && histogram_in(sub, o, first + (size_t)13 * k++) < 0) return -1;
         }
     }
-    if (pb_count(r, 3, &n) < 0) return -1;
-    if (n) {
-        if (new_struct_list(o, sw + 3, n, 2, 1, &first) < 0) return -1;
+    if (n[3]) {
+        if (new_struct_list(o, sw + 3, n[3], 2, 1, &first) < 0) return -1;
         scan = r;
         for (uint32_t k = 0; scan.p < scan.end;) {
             if (pb_next(&scan, &f, &wt, &v, &sub) < 0) return -1;
             if (f != 3 || wt != 2) continue;
             size_t ew = first + (size_t)3 * k++;
-            if (labels_in(sub, 1, o, ew + 2, st) < 0) return -1;
+            uint32_t en[5];
+            if (pb_count(sub, en) < 0 || labels_in(sub, 1, en[1], o, ew + 2, st) < 0) return -1;
             uint32_t ef; int ewt; uint64_t ev; PB es;
             while (sub.p < sub.end) {
                 if (pb_next(&sub, &ef, &ewt, &ev, &es) < 0) return -1;
@@ -796,12 +806,14 @@ static PyObject *py_from_remote_write(PyObject *self, PyObject *args) {
     memset(&st, 0, sizeof st);
     PyObject *res = NULL;
     size_t root, syms, first, at;
-    uint32_t n;
     PB r = {b.buf, (const uint8_t *)b.buf + b.len};
-    /* WriteRequest: pointers symbols, timeSeries, tenant. */
+    /* WriteRequest: pointers symbols, timeSeries, tenant. About a word per protobuf byte. */
+    if (words_alloc(&o, (size_t)b.len / 8 + 16, &root) < 0) goto done;
+    o.n = 0;
     if (words_alloc(&o, 3, &root) < 0 || words_alloc(&o, 2, &syms) < 0) goto done;
     set_struct_ptr(&o, root, syms, 0, 2);
-    if (pb_count(r, 1, &n) < 0 || new_struct_list(&o, root + 1, n, 0, 4, &first) < 0) goto done;
+    uint32_t counts[5];
+    if (pb_count(r, counts) < 0 || new_struct_list(&o, root + 1, counts[1], 0, 4, &first) < 0) goto done;
     if (tb.len) {
         if (new_prim_list(&o, root + 2, 2, (uint32_t)tb.len + 1, (size_t)tb.len + 1, &at) < 0) goto done;
         memcpy(o.w + at, tb.buf, (size_t)tb.len);

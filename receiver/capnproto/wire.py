@@ -55,18 +55,23 @@ class PackedFrames:
         """The next complete message, or None until more bytes arrive."""
         while True:
             need, final = self._size()
-            if final and len(self._buf) >= need:
-                msg = bytes(self._buf[:need])
+            have = len(self._buf)
+            if final and have >= need:
+                msg = bytes(self._buf[:need]) if have > need else bytes(self._buf)
                 del self._buf[:need]
                 return msg
-            if len(self._buf) >= need:
+            if have >= need:
                 continue
             if not self._raw:
                 return None
-            out, used = _capnpc.unpack(self._raw, need - len(self._buf))
+            out, used = _capnpc.unpack(self._raw, need - have)
             if used == 0:
                 return None  # an incomplete packing unit
             del self._raw[:used]
+            if final and have + len(out) == need:  # the rest of the message in one piece
+                msg = bytes(self._buf) + out
+                self._buf.clear()
+                return msg
             self._buf += out
 
 
