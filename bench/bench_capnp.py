@@ -8,24 +8,15 @@ router's is building the capnp message (symbol table) + packing.
 from __future__ import annotations
 
 import struct
-import time
 
 import cramjam
 
 from bench_rwdecode import make_series
+from bench_xor import best_of
 from receiver import _rwdecode
 from receiver.capnproto import _capnpc
 from receiver.capnproto.wire import PackedFrames
 from receiver.remotewrite import encode_write_request, snappy_compress
-
-
-def best(fn, rounds: int = 30) -> float:
-    out = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t0)
-    return out
 
 
 def main() -> None:
@@ -42,11 +33,11 @@ def main() -> None:
             _rwdecode.decode_with_histograms(b)
 
         compressed = snappy_compress(body)
-        t_decode = best(lambda: _rwdecode.decode_with_histograms(
-            cramjam.snappy.decompress_raw(compressed)))
-        t_ingest = best(ingest_capnp)
-        t_router_pb = best(lambda: snappy_compress(body))
-        t_router_capnp = best(lambda: _capnpc.pack(_capnpc.from_remote_write(body, b"tenant")))
+        t_decode = best_of(lambda: _rwdecode.decode_with_histograms(
+            cramjam.snappy.decompress_raw(compressed)), 30)
+        t_ingest = best_of(ingest_capnp, 30)
+        t_router_pb = best_of(lambda: snappy_compress(body), 30)
+        t_router_capnp = best_of(lambda: _capnpc.pack(_capnpc.from_remote_write(body, b"tenant")), 30)
         print(f"{n_series} series x {per}: protobuf {len(body)} B (snappy {len(snappy_compress(body))} B), "
               f"capnp packed {len(packed)} B | ingestor unsnappy+decode {t_decode * 1e3:.2f} ms, "
               f"capnp unpack+convert+decode {t_ingest * 1e3:.2f} ms ({t_ingest / t_decode:.2f}x) | "
