@@ -45,6 +45,7 @@ class ServerOptions:
     max_message_bytes: int = 256 << 20
     max_calls_in_flight: int = 64     # per connection; reading pauses beyond it
     max_connections: int = 1024
+    max_buffered_bytes: int = 1 << 30  # unfinished messages of all connections together
     message_timeout_s: float = 120.0  # a started message must be complete within this
     idle_timeout_s: float = 900.0     # a connection with no message this long is closed
 
@@ -121,6 +122,7 @@ class WriterServer:
         self.opts = opts or ServerOptions()
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.Task] = set()
+        self.buffered = 0  # bytes of unfinished messages, all connections
 
     async def start(self, address: str) -> int:
         host, _, port = address.rpartition(":")
@@ -149,6 +151,8 @@ class WriterServer:
             await _Connection(self, reader, writer).run()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # stop(): the task ends here (asyncio's stream callback would log the cancel)
         finally:
             self._conns.discard(task)
             writer.close()
@@ -163,6 +167,16 @@ class _Connection:
         self.bootstraps: set[int] = set()
         self.slots = asyncio.Semaphore(self.opts.max_calls_in_flight)
         self.calls: set[asyncio.Task] = set()
+        self.counted = 0  # this connection's share of server.buffered
+
+    def _account(self) -> None:
+        """Track the bytes this connection buffers; over the server's budget it is dropped
+        (the router sees it unavailable and retries) instead of the process running out."""
+        now = self.frames.buffered
+        self.server.buffered += now - self.counted
+        self.counted = now
+        if now and self.server.buffered > self.opts.max_buffered_bytes:
+            raise _Protocol("server busy: too many bytes of unfinished messages buffered")
 
     async def run(self) -> None:
         try:
@@ -175,14 +189,19 @@ class _Connection:
                 if not data:
                     return
                 self.frames.feed(data)
+                self._account()
                 while (msg := self.frames.next()) is not None:
+                    self._account()
                     if not await self._dispatch(msg):
                         return
+                self._account()
         except (FrameError, _Protocol, ValueError) as e:
             log.debug("capnp connection aborted", extra={"err": str(e)})
             self.writer.write(abort(str(e)))
             await self._drain()
         finally:
+            self.server.buffered -= self.counted
+            self.counted = 0
             for t in list(self.calls):
                 t.cancel()
 

@@ -32,6 +32,11 @@ class PackedFrames:
         self._raw += data
 
     @property
+    def buffered(self) -> int:
+        """Bytes held for the unfinished message."""
+        return len(self._raw) + len(self._buf)
+
+    @property
     def partial(self) -> bool:
         """Bytes of an unfinished message are buffered."""
         return bool(self._raw or self._buf)

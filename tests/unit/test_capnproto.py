@@ -16,7 +16,7 @@ import pytest
 from receiver.capnproto import _capnpc
 from receiver.capnproto.rpc import (ALREADY_EXISTS, INVALID_ARGUMENT, NONE, CallFailed,
                                     ServerOptions, WriterClient, WriterServer)
-from receiver.capnproto.wire import PackedFrames
+from receiver.capnproto.wire import PackedFrames, root
 from receiver.config import ReceiveConfig
 from receiver.remotewrite import decode, encode_write_request
 from receiver.router import CONFLICT, OK, UNAVAILABLE, Forwarder
@@ -290,3 +290,38 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _abort_reason(data: bytes) -> str:
+    """The reason of the Abort message a server sent before closing."""
+    frames = PackedFrames(1 << 20)
+    frames.feed(data)
+    msg = root(frames.next())
+    assert msg.u16(0) == 1  # Message.abort
+    return msg.struct(0).text(0)
+
+
+def test_unfinished_messages_of_all_connections_share_one_memory_budget():
+    async def main():
+        async def handler(tenant, body):
+            return 200, ""
+        srv = WriterServer(handler, ServerOptions(max_buffered_bytes=1000, message_timeout_s=30))
+        port = await srv.start("127.0.0.1:0")
+        start = _capnpc.pack(struct.pack("<II", 0, 1000) + b"\x01" * 8 * 70)  # 70 of 1000 words
+        try:
+            ra, wa = await asyncio.open_connection("127.0.0.1", port)
+            wa.write(start)
+            await wa.drain()
+            while srv.buffered == 0:
+                await asyncio.sleep(0.01)
+            rb, wb = await asyncio.open_connection("127.0.0.1", port)
+            wb.write(start)
+            assert "server busy" in _abort_reason(await asyncio.wait_for(rb.read(), 10))
+            assert 0 < srv.buffered <= 1000  # the first connection's message is still held
+            wa.close()
+            wb.close()
+            while srv.buffered:
+                await asyncio.sleep(0.01)
+        finally:
+            await srv.stop()
+    _run(main())
