@@ -251,19 +251,26 @@ def test_a_malformed_request_fails_the_call_not_the_connection(tmp_path, monkeyp
     _run(main())
 
 
+@contextlib.asynccontextmanager
+async def _server(**opts):
+    """A bare Writer server whose writes all succeed; yields (server, port)."""
+    async def handler(tenant: str, body: bytes) -> tuple[int, str]:
+        return 200, ""
+    srv = WriterServer(handler, ServerOptions(**opts))
+    port = await srv.start("127.0.0.1:0")
+    try:
+        yield srv, port
+    finally:
+        await srv.stop()
+
+
 def test_a_stalled_message_is_dropped_after_the_message_timeout():
     async def main():
-        async def handler(tenant, body):
-            return 200, ""
-        srv = WriterServer(handler, ServerOptions(message_timeout_s=0.5, idle_timeout_s=30))
-        port = await srv.start("127.0.0.1:0")
-        try:
+        async with _server(message_timeout_s=0.5, idle_timeout_s=30) as (_, port):
             r, w = await asyncio.open_connection("127.0.0.1", port)
             w.write(b"\x10\x64")  # a segment table announcing 100 words, then nothing
             assert await asyncio.wait_for(r.read(), 10) == b""  # closed by the server
             w.close()
-        finally:
-            await srv.stop()
     _run(main())
 
 
@@ -303,12 +310,8 @@ def _abort_reason(data: bytes) -> str:
 
 def test_unfinished_messages_of_all_connections_share_one_memory_budget():
     async def main():
-        async def handler(tenant, body):
-            return 200, ""
-        srv = WriterServer(handler, ServerOptions(max_buffered_bytes=1000, message_timeout_s=30))
-        port = await srv.start("127.0.0.1:0")
         start = _capnpc.pack(struct.pack("<II", 0, 1000) + b"\x01" * 8 * 70)  # 70 of 1000 words
-        try:
+        async with _server(max_buffered_bytes=1000, message_timeout_s=30) as (srv, port):
             ra, wa = await asyncio.open_connection("127.0.0.1", port)
             wa.write(start)
             await wa.drain()
@@ -322,6 +325,4 @@ def test_unfinished_messages_of_all_connections_share_one_memory_budget():
             wb.close()
             while srv.buffered:
                 await asyncio.sleep(0.01)
-        finally:
-            await srv.stop()
     _run(main())
