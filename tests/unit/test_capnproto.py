@@ -326,3 +326,20 @@ def test_unfinished_messages_of_all_connections_share_one_memory_budget():
             while srv.buffered:
                 await asyncio.sleep(0.01)
     _run(main())
+
+
+def test_flags_and_defaults_are_thanos(tmp_path):
+    from promring.cli import build_parser, receive_config
+    ring = '[{"endpoints": [{"address": "a:10901", "capnproto_address": "a:7000"}, "b:10901"]}]'
+    a = build_parser().parse_args(["receive", f"--receive.hashrings={ring}"])
+    cfg = receive_config(a, str(tmp_path), "", "")
+    assert (cfg.capnproto_address, cfg.replication_protocol) == ("0.0.0.0:19391", "protobuf")
+    a = build_parser().parse_args(["receive", f"--receive.hashrings={ring}",
+                                   "--receive.replication-protocol=capnproto",
+                                   "--receive.capnproto-address=127.0.0.1:7001"])
+    cfg = receive_config(a, str(tmp_path), "", "")
+    assert (cfg.capnproto_address, cfg.replication_protocol) == ("127.0.0.1:7001", "capnproto")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["receive", "--receive.replication-protocol=grpc"])
+    from receiver.hashring import parse_hashrings
+    assert [e.capnproto_address for e in parse_hashrings(ring)[0].endpoints] == ["a:7000", "b:19391"]
