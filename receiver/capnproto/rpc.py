@@ -197,19 +197,25 @@ class _Connection:
                 self._account()
         except (FrameError, _Protocol, ValueError) as e:
             log.debug("capnp connection aborted", extra={"err": str(e)})
-            self.writer.write(abort(str(e)))
-            await self._drain()
+            try:
+                await self._send(abort(str(e)))
+            except ConnectionError:
+                pass
         finally:
             self.server.buffered -= self.counted
             self.counted = 0
             for t in list(self.calls):
                 t.cancel()
 
-    async def _drain(self) -> None:
+    async def _send(self, frame: bytes) -> None:
+        """Write one answer; a peer that does not read its answers (so they would pile up in
+        our buffers) within the message timeout loses the connection (ConnectionError)."""
+        self.writer.write(frame)
         try:
             await asyncio.wait_for(self.writer.drain(), self.opts.message_timeout_s)
-        except (ConnectionError, asyncio.TimeoutError):
-            pass
+        except asyncio.TimeoutError:
+            self.writer.transport.abort()
+            raise ConnectionError("peer does not read its answers") from None
 
     async def _dispatch(self, raw: bytes) -> bool:
         """Handle one message; False ends the connection."""
@@ -225,23 +231,23 @@ class _Connection:
         if which == _BOOTSTRAP:
             qid = body.u32(0)
             self.bootstraps.add(qid)
-            self.writer.write(return_bootstrap(qid, WriterServer.EXPORT_ID))
+            await self._send(return_bootstrap(qid, WriterServer.EXPORT_ID))
             return True
         if which != _CALL:
             raise _Protocol(f"unsupported rpc message (union member {which})")
         qid = body.u32(0)
         if not self._targets_writer(body.struct(0)):
-            self.writer.write(return_exception(qid, "call to an unknown capability"))
+            await self._send(return_exception(qid, "call to an unknown capability"))
             return True
         if body.u64(8) != WRITER_INTERFACE_ID or body.u16(4) != WRITE_METHOD:
-            self.writer.write(return_exception(
+            await self._send(return_exception(
                 qid, f"method {body.u64(8):#x}.{body.u16(4)} not implemented", _EXC_UNIMPLEMENTED))
             return True
         try:
             tenant, wr = self._write_request(raw, body)
         except (ValueError, UnicodeDecodeError) as e:
             # As Thanos: an undecodable request fails the call (its router retries elsewhere).
-            self.writer.write(return_exception(qid, f"malformed write request: {e}"))
+            await self._send(return_exception(qid, f"malformed write request: {e}"))
             return True
         await self.slots.acquire()
         task = asyncio.get_running_loop().create_task(self._write(qid, tenant, wr))
@@ -283,8 +289,7 @@ class _Connection:
             status, detail = 500, str(e)
         error = WRITE_ERROR_FOR_HTTP.get(status, INTERNAL)
         try:
-            self.writer.write(return_results(qid, error, detail if error != NONE else ""))
-            await self._drain()
+            await self._send(return_results(qid, error, detail if error != NONE else ""))
         except (ConnectionError, RuntimeError):
             pass
 

@@ -16,7 +16,7 @@ import pytest
 from receiver.capnproto import _capnpc
 from receiver.capnproto.rpc import (ALREADY_EXISTS, INVALID_ARGUMENT, NONE, CallFailed,
                                     ServerOptions, WriterClient, WriterServer)
-from receiver.capnproto.wire import PackedFrames, root
+from receiver.capnproto.wire import Builder, PackedFrames, root
 from receiver.config import ReceiveConfig
 from receiver.remotewrite import decode, encode_write_request
 from receiver.router import CONFLICT, OK, UNAVAILABLE, Forwarder
@@ -343,3 +343,33 @@ def test_flags_and_defaults_are_thanos(tmp_path):
         build_parser().parse_args(["receive", "--receive.replication-protocol=grpc"])
     from receiver.hashring import parse_hashrings
     assert [e.capnproto_address for e in parse_hashrings(ring)[0].endpoints] == ["a:7000", "b:19391"]
+
+
+def test_a_peer_that_never_reads_its_answers_is_dropped():
+    """Answers cannot pile up in the server's buffers: unread for the message timeout, the
+    connection is closed."""
+    import socket
+
+    async def main():
+        b = Builder()
+        msg = b.struct(0, 1, 1)
+        b.put(msg, 0, "H", 8)  # Message.bootstrap
+        b.struct(msg + 1, 1, 1)
+        bootstrap = b.frame()
+        async with _server(message_timeout_s=0.5) as (srv, port):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            try:
+                for _ in range(200):  # 2,000 bootstraps at a time, answers never read
+                    await loop.sock_sendall(sock, bootstrap * 2000)
+                    if not srv._conns:
+                        break
+            except ConnectionError:
+                pass  # closed by the server while we were still sending
+            while srv._conns:
+                await asyncio.sleep(0.05)
+            sock.close()
+    _run(main())
