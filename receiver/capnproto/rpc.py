@@ -13,6 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from common.tasks import cancel_and_wait
+
 from . import _capnpc
 from .wire import Builder, FrameError, PackedFrames, Struct, root
 
@@ -133,10 +135,7 @@ class WriterServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for t in list(self._conns):
-            t.cancel()
-        if self._conns:
-            await asyncio.gather(*self._conns, return_exceptions=True)
+        await cancel_and_wait(more=list(self._conns))
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -430,6 +429,4 @@ class WriterClient:
     async def close(self) -> None:
         reading = self._reading
         self._close("client closed")
-        if reading is not None:
-            reading.cancel()
-            await asyncio.gather(reading, return_exceptions=True)
+        await cancel_and_wait(reading)
