@@ -178,11 +178,17 @@ class _Connection:
             raise _Protocol("server busy: too many bytes of unfinished messages buffered")
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        started: float | None = None  # when the unfinished message began to arrive
         try:
             while True:
-                timeout = self.opts.message_timeout_s if self.frames.partial else self.opts.idle_timeout_s
+                if self.frames.partial:
+                    started = loop.time() if started is None else started
+                    timeout = started + self.opts.message_timeout_s - loop.time()
+                else:
+                    started, timeout = None, self.opts.idle_timeout_s
                 try:
-                    data = await asyncio.wait_for(self.reader.read(1 << 16), timeout)
+                    data = await asyncio.wait_for(self.reader.read(1 << 16), max(timeout, 0))
                 except asyncio.TimeoutError:
                     return
                 if not data:
@@ -190,6 +196,7 @@ class _Connection:
                 self.frames.feed(data)
                 self._account()
                 while (msg := self.frames.next()) is not None:
+                    started = None
                     self._account()
                     if not await self._dispatch(msg):
                         return
@@ -203,8 +210,10 @@ class _Connection:
         finally:
             self.server.buffered -= self.counted
             self.counted = 0
-            for t in list(self.calls):
-                t.cancel()
+            # Writes under way finish (their answers just cannot be sent), within bounds.
+            if self.calls:
+                await asyncio.wait(list(self.calls), timeout=self.opts.message_timeout_s)
+            await cancel_and_wait(more=list(self.calls))
 
     async def _send(self, frame: bytes) -> None:
         """Write one answer; a peer that does not read its answers (so they would pile up in

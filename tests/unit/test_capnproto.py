@@ -373,3 +373,18 @@ def test_a_peer_that_never_reads_its_answers_is_dropped():
                 await asyncio.sleep(0.05)
             sock.close()
     _run(main())
+
+
+def test_a_message_trickling_in_byte_by_byte_is_dropped_after_the_message_timeout():
+    """The timeout bounds the whole message, not the gap between two bytes of it."""
+    async def main():
+        async with _server(message_timeout_s=0.5, idle_timeout_s=30) as (_, port):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"\x70\x40\x42\x0f")  # a segment table announcing 1,000,000 words
+            closed = asyncio.ensure_future(r.read())
+            while not closed.done():  # then one more byte every 0.1 s, forever
+                w.write(b"\x01\x01")
+                await asyncio.sleep(0.1)
+            assert closed.result() == b""
+            w.close()
+    _run(main())
