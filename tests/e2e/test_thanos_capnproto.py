@@ -61,18 +61,20 @@ def _histograms_landed(api: str, t_s: float, want: dict) -> None:
     def got() -> dict:
         out = {}
         for name in want:
-            pair = [query(api, f"{fn}({name})", t_s) for fn in ("histogram_count", "histogram_sum")]
+            pair = [query(api, f"max({fn}({name}))", t_s)  # max: one value over the replicas
+                    for fn in ("histogram_count", "histogram_sum")]
             out[name] = tuple(float(r[0]["value"][1]) if len(r) == 1 else None for r in pair)
         return out
     assert _wait_equal(got, want) == want
 
 
 def test_thanos_router_replicates_over_capnproto_into_promring_ingestors(tmp_path):
-    """Every sample lands exactly once, on the ingestor Thanos's placement names."""
+    """Replication factor 2 over 3 ingestors (ketama): every sample lands exactly once on each
+    of the two ingestors Thanos's placement names for its series, and nowhere else."""
     now = int(time.time() * 1000)
     data = _data(now)
     ings = [receive_process(tmp_path, f"ing{i}", f'--label=ingestor="{i}"').start(STARTUP_S)
-            for i in range(2)]
+            for i in range(3)]
     procs: list = list(ings)
     try:
         ring = tmp_path / "hashrings.json"
@@ -82,6 +84,7 @@ def test_thanos_router_replicates_over_capnproto_into_promring_ingestors(tmp_pat
             for i, ing in enumerate(ings)]}]))
         router = thanos(tmp_path, "thanos-router", "receive", f"--receive.hashrings-file={ring}",
                         "--receive.replication-protocol=capnproto",
+                        "--receive.replication-factor=2", "--receive.hashrings-algorithm=ketama",
                         '--label=receive="router"').start(STARTUP_S)
         procs.append(router)
         r = push(rw_url(router), data)
@@ -89,20 +92,21 @@ def test_thanos_router_replicates_over_capnproto_into_promring_ingestors(tmp_pat
         hists = _push_histograms(rw_url(router), now, "default-tenant")
         querier = query_process(tmp_path, "query", [i.grpc for i in ings]).start(STARTUP_S)
         procs.append(querier)
-        rings = Hashrings(parse_hashrings(ring.read_text()), "hashmod", 1)
+        rings = Hashrings(parse_hashrings(ring.read_text()), "ketama", 2)
         _, placement = rings.for_tenant("default-tenant")
         keys = [encode_labels_key(tuple(sorted(lbls))) for lbls, _, _ in data]
-        owner = placement.assign(hash_series("default-tenant", keys))[:, 0]
+        owners = placement.assign(hash_series("default-tenant", keys))  # (series, replica)
         want = {}
         for j, (lbls, ts, vs) in enumerate(data):
-            ingestor = dead.index(placement.endpoints[owner[j]].address)
-            key = lbls + (("ingestor", str(ingestor)), ("tenant_id", "default-tenant"))
-            want[tuple(sorted(key))] = [(t / 1000, v) for t, v in zip(ts, vs)]
+            for node in owners[j]:
+                ingestor = dead.index(placement.endpoints[node].address)
+                key = lbls + (("ingestor", str(ingestor)), ("tenant_id", "default-tenant"))
+                want[tuple(sorted(key))] = [(t / 1000, v) for t, v in zip(ts, vs)]
         got = _wait_equal(lambda: _landed(querier.url("http", "/api/v1"), now / 1000 + 1), want)
         assert set(got) == set(want), "series missing, extra or on the wrong ingestor"
         assert got == want  # every sample once
         _histograms_landed(querier.url("http", "/api/v1"), now / 1000, hists)
-        assert len(set(owner.tolist())) == 2  # both ingestors took a share
+        assert len(want) == 2 * N_SERIES and len(set(owners.ravel().tolist())) == 3
     finally:
         for p in reversed(procs):
             p.stop()
