@@ -388,3 +388,14 @@ def test_a_message_trickling_in_byte_by_byte_is_dropped_after_the_message_timeou
             assert closed.result() == b""
             w.close()
     _run(main())
+
+
+def test_concurrent_writes_share_one_connection(tmp_path):
+    async def main():
+        async with _ingestor(tmp_path) as (ing, c):
+            now = int(time.time() * 1000)
+            got = await asyncio.gather(*(c.write("t", _body(f"m{i}", now), 10) for i in range(40)))
+            assert got == [(NONE, "")] * 40
+            assert ing.db.tenant("t").head.num_series == 40
+            assert len(ing._capnp._conns) == 1
+    _run(main())
