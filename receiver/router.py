@@ -158,7 +158,8 @@ class Forwarder:
             try:
                 error, detail = await client.write(tenant, body, self.timeout_s)
             except (OSError, TimeoutError, capnp_rpc.CallFailed) as e:
-                msg = f"{address}: {e or type(e).__name__}"
+                why = str(e) or type(e).__name__
+                msg = why if why.startswith(address) else f"{address}: {why}"
                 if not isinstance(e, ConnectionError) or attempt == self.retries:
                     return UNAVAILABLE, msg
                 await asyncio.sleep(delay)

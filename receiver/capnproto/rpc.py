@@ -340,18 +340,25 @@ class WriterClient:
             answer = self._pending[b_qid] = asyncio.get_running_loop().create_future()
             self._writer.write(boot.frame())
             raw, ret = await answer
-            payload = ret.struct(0)
-            caps = payload.structs(1) if payload is not None else []
-            cap = payload.pointer(0) if payload is not None else None
-            if ret.u16(6) != 0 or cap is None or cap[0] != 3 or cap[1] >= len(caps):
-                self._close("bootstrap did not return a capability")
-                raise ConnectionError(f"{self.address}: bootstrap did not return a capability")
-            desc = caps[cap[1]]
-            if desc.u16(0) not in (1, 2):  # senderHosted / senderPromise
-                self._close("unexpected bootstrap capability")
-                raise ConnectionError(f"{self.address}: unexpected bootstrap capability")
+            try:
+                self._import_id = self._bootstrapped(ret)
+            except ValueError as e:
+                self._close(str(e))
+                raise ConnectionError(f"{self.address}: {e}") from None
             self._finish(b_qid, release_caps=False)
-            self._import_id = desc.u32(4)
+
+    @staticmethod
+    def _bootstrapped(ret: Struct) -> int:
+        """The import id of the Writer a bootstrap Return hands over (ValueError if none)."""
+        payload = ret.struct(0)
+        caps = payload.structs(1) if payload is not None else []
+        cap = payload.pointer(0) if payload is not None else None
+        if ret.u16(6) != 0 or cap is None or cap[0] != 3 or cap[1] >= len(caps):
+            raise ValueError("bootstrap did not return a capability")
+        desc = caps[cap[1]]
+        if desc.u16(0) not in (1, 2):  # senderHosted / senderPromise
+            raise ValueError("unexpected bootstrap capability")
+        return desc.u32(4)
 
     def _question(self) -> int:
         qid = self._next_qid
@@ -426,14 +433,15 @@ class WriterClient:
             finally:
                 self._pending.pop(qid, None)
             self._finish(qid)
-        if ret.u16(6) == 1:  # exception
-            exc = ret.struct(0)
-            raise CallFailed(f"{self.address}: {exc.text(0) if exc else 'call failed'}")
-        payload = ret.struct(0)
-        results = payload.struct(0) if payload is not None else None
-        if results is None:
-            return NONE, ""
-        return results.u16(0), results.text(0)
+        try:
+            if ret.u16(6) == 1:  # exception
+                exc = ret.struct(0)
+                raise CallFailed(f"{self.address}: {exc.text(0) if exc else 'call failed'}")
+            payload = ret.struct(0)
+            results = payload.struct(0) if payload is not None else None
+            return (NONE, "") if results is None else (results.u16(0), results.text(0))
+        except ValueError as e:  # an answer we cannot read
+            raise CallFailed(f"{self.address}: malformed answer: {e}") from None
 
     async def close(self) -> None:
         reading = self._reading

@@ -399,3 +399,27 @@ def test_concurrent_writes_share_one_connection(tmp_path):
             assert ing.db.tenant("t").head.num_series == 40
             assert len(ing._capnp._conns) == 1
     _run(main())
+
+
+def test_a_hostile_ingestor_makes_the_write_unavailable_not_the_router_fail():
+    """Garbage, or a well-formed answer that hands over no capability, from the other end."""
+    from receiver.capnproto.rpc import return_results
+    from receiver.capnproto.wire import frame
+
+    async def main():
+        for answer in (frame(b"\x01" * 64), return_results(1, NONE, "")):
+            async def serve(r, w, answer=answer):
+                await r.read(1)
+                w.write(answer)
+                await w.drain()
+                await r.read()
+            srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+            fw = Forwarder(timeout_s=5, retries=0, protocol="capnproto")
+            try:
+                addr = f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+                res, msg = await fw.send_capnp(addr, "t", _body("up", 1))
+                assert res == UNAVAILABLE and addr in msg
+            finally:
+                await fw.close()
+                srv.close()
+    _run(main())
