@@ -1,0 +1,235 @@
+"""Compaction and downsampling across promring and the real Thanos (v0.42.4), both ways:
+
+- a bucket of promring-written blocks, compacted and downsampled by ``thanos compact``, served by
+  ``promring store`` + ``promring query``;
+- a bucket compacted and downsampled by ``promring compact``, served by ``thanos store`` +
+  ``thanos query``, and passed by ``thanos tools bucket verify`` (every issue kind it checks).
+
+Either way the raw answers equal the written samples exactly, and the 5m answers
+(``max_source_resolution=5m``) of avg/min/max_over_time equal the raw data's.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from harness import ServerProcess, free_port, promring_cmd
+from peers import peer
+from test_compactor_process import live_metas, objstore_file, res_of, run_compactor
+from test_thanos_interop import STARTUP_S, thanos
+
+from receiver.tsdb.aggr import RES_5M
+from receiver.tsdb.block import write_block_from_samples
+
+H = 3_600_000
+STEP = 60_000
+N = 100  # gauges, and as many counters
+HOURS = 52  # one whole 2d block (>= 40h: downsampled to 5m) plus the newest 2h blocks
+EXT = {"cluster": "eu"}
+VERIFY_ISSUES = ("overlapped_blocks", "index_known_issues", "duplicated_compaction")
+
+
+def gen_series(t0: int, hours: int = HOURS) -> dict:
+    """{sorted labels: (ts, values)}: N gauges and N counters (with a reset), one a minute."""
+    ts = np.arange(t0, t0 + hours * H, STEP, dtype=np.int64)
+    rng = np.random.default_rng(7)
+    out = {}
+    for i in range(N):
+        g = np.round(rng.normal(20, 3, len(ts)), 3)
+        c = np.cumsum(rng.integers(0, 9, len(ts))).astype(np.float64)
+        c[len(c) // 3:] -= c[len(c) // 3]
+        for name, v in (("x_temperature", g), ("x_requests_total", c)):
+            out[(("__name__", name), ("i", f"{i:03d}"))] = (ts, v)
+    return out
+
+
+def write_bucket(bucket: Path, series: dict, t0: int, hours: int = HOURS) -> list[str]:
+    """2h blocks from promring's block writer, with its thanos meta section, as a shipper's;
+    returns their ULIDs in time order."""
+    bucket.mkdir()
+    return [write_block_from_samples(bucket, ((k, ts, v) for k, (ts, v) in sorted(series.items())),
+                                 lo, lo + 2 * H, thanos_meta={"labels": EXT, "source": "receive"}).ulid
+            for lo in range(t0, t0 + hours * H, 2 * H)]
+
+
+def start_ms() -> int:
+    """48h-aligned, 8 days back: old enough for any consistency delay."""
+    now = int(time.time() * 1000)
+    return (now // (48 * H) - 4) * 48 * H
+
+
+def assert_compacted_and_downsampled(bucket: Path, t0: int) -> None:
+    metas = live_metas(bucket)
+    raw = [m for m in metas if res_of(m) == 0]
+    five = [m for m in metas if res_of(m) == RES_5M]
+    assert any(m["minTime"] == t0 and m["maxTime"] == t0 + 48 * H for m in raw), \
+        [(m["minTime"], m["maxTime"]) for m in raw]
+    assert [(m["minTime"], m["maxTime"]) for m in five] == [(t0, t0 + 48 * H)]
+    assert all(m["thanos"]["labels"] == EXT for m in metas)
+
+
+# -- asking a querier
+
+def instant(api: str, q: str, t_ms: int, res: str) -> dict:
+    r = requests.get(f"{api}/query", params={"query": q, "time": t_ms / 1000,
+                                             "max_source_resolution": res}, timeout=120).json()
+    assert r["status"] == "success", r
+    return r["data"]["result"]
+
+
+def assert_answers_equal_raw(api: str, series: dict, t0: int) -> None:
+    """Raw: every sample exactly; 5m: avg/min/max_over_time over whole 5m windows as raw."""
+    want = {tuple(sorted(k + tuple(EXT.items()))): v for k, v in series.items()}
+    end = t0 + HOURS * H - 1
+    got = {tuple(sorted(s["metric"].items())): s["values"]
+           for s in instant(api, f'{{__name__=~"x_.+"}}[{HOURS}h]', end, "0s")}
+    assert set(got) == set(want)
+    for k, (ts, vs) in want.items():
+        pts = np.array(got[k], dtype=np.float64)
+        np.testing.assert_array_equal(pts[:, 0], ts / 1000, err_msg=str(k))
+        np.testing.assert_array_equal(pts[:, 1], vs, err_msg=str(k))
+    # Windows ending 1 ms before a whole hour hold whole 5m windows of the 2d block only.
+    for a, z in ((t0, t0 + 48 * H), (t0 + 13 * H, t0 + 19 * H), (t0 + 40 * H, t0 + 47 * H)):
+        span = f"{(z - a) // H}h"
+        sel = {k: (ts >= a) & (ts < z) for k, (ts, _) in want.items()}
+        for fn, agg, rel in (("avg_over_time", np.mean, 1e-9), ("min_over_time", np.min, 0),
+                             ("max_over_time", np.max, 0)):
+            for res in ("0s", "5m"):
+                got = {tuple(sorted(s["metric"].items())): float(s["value"][1])
+                       for s in instant(api, f"{fn}(x_temperature[{span}])", z - 1, res)}
+                exp = {k[1:]: float(agg(v[sel[k]])) for k, (_, v) in want.items()
+                       if k[0] == ("__name__", "x_temperature")}
+                assert set(got) == set(exp), (fn, res)
+                for k, e in exp.items():
+                    assert got[k] == pytest.approx(e, rel=rel, abs=1e-9), (fn, res, span, k)
+        # Proof the 5m blocks were read: count_over_time counts 5m windows there.
+        counts = {float(s["value"][1]) for s in
+                  instant(api, f"count_over_time(x_temperature[{span}])", z - 1, "5m")}
+        assert counts == {(z - a) / 300_000}, (span, counts)
+
+
+def promring_store_and_query(tmp: Path, cfg: Path) -> list[ServerProcess]:
+    ps = {"grpc": free_port(), "http": free_port()}
+    store = ServerProcess(promring_cmd() + [
+        "store", "--data-dir", str(tmp / "p-store"), "--objstore.config-file", str(cfg),
+        "--grpc-address", f"127.0.0.1:{ps['grpc']}", "--http-address", f"127.0.0.1:{ps['http']}"],
+        tmp, "p-store", ps, [f"http://127.0.0.1:{ps['http']}/-/ready"])
+    pq = {"grpc": free_port(), "http": free_port()}
+    query = ServerProcess(promring_cmd() + [
+        "query", "--endpoint", store.grpc, "--grpc-address", f"127.0.0.1:{pq['grpc']}",
+        "--http-address", f"127.0.0.1:{pq['http']}"],
+        tmp, "p-query", pq, [f"http://127.0.0.1:{pq['http']}/-/ready"])
+    return [store, query]
+
+
+def run_all(procs: list[ServerProcess], started: list) -> str:
+    for p in procs:
+        started.append(p.start(STARTUP_S))
+    return procs[-1].url("http", "/api/v1")
+
+
+# -- the bucket promring's compactor made (shared by the Thanos-side tests)
+
+@pytest.fixture(scope="module")
+def promring_compacted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("promring-compacted")
+    t0 = start_ms()
+    series = gen_series(t0)
+    bucket = tmp / "bucket"
+    write_bucket(bucket, series, t0)
+    r = run_compactor(tmp, bucket)
+    assert r.returncode == 0, r.stderr
+    assert_compacted_and_downsampled(bucket, t0)
+    return tmp, bucket, series, t0
+
+
+def test_thanos_compacted_promring_bucket_is_served_by_promring(tmp_path, procs):
+    t0 = start_ms()
+    series = gen_series(t0)
+    bucket = tmp_path / "bucket"
+    write_bucket(bucket, series, t0)
+    cfg = objstore_file(tmp_path, bucket)
+    r = subprocess.run([peer("thanos"), "compact", "--no-wait", f"--objstore.config-file={cfg}",
+                        f"--data-dir={tmp_path / 't-compact'}", "--consistency-delay=0s",
+                        "--delete-delay=0s", "--http-address=127.0.0.1:0", "--log.level=warn"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_compacted_and_downsampled(bucket, t0)
+    assert all(m["thanos"]["source"] == "compactor" for m in live_metas(bucket)
+               if m["compaction"]["level"] > 1 or res_of(m))
+    api = run_all(promring_store_and_query(tmp_path, cfg), procs)
+    assert_answers_equal_raw(api, series, t0)
+
+
+def test_promring_compacted_bucket_is_served_by_thanos(promring_compacted, tmp_path, procs):
+    _, bucket, series, t0 = promring_compacted
+    cfg = objstore_file(tmp_path, bucket)
+    store = thanos(tmp_path, "t-store", "store", f"--objstore.config-file={cfg}",
+                   f"--data-dir={tmp_path / 't-store'}")
+    procs.append(store.start(STARTUP_S))
+    query = thanos(tmp_path, "t-query", "query", f"--endpoint={store.grpc}")
+    api = run_all([query], procs)
+    deadline = time.monotonic() + 60  # the querier's first endpoint check
+    while not instant(api, "count(x_temperature)", t0 + 10 * H, "0s"):
+        assert time.monotonic() < deadline, "thanos query sees no store"
+        time.sleep(0.5)
+    assert_answers_equal_raw(api, series, t0)
+
+
+def test_thanos_bucket_verify_finds_no_issue_in_a_promring_compacted_bucket(promring_compacted):
+    tmp, bucket, _, _ = promring_compacted
+    cfg = objstore_file(tmp, bucket)
+    r = subprocess.run([peer("thanos"), "tools", "bucket", "verify",
+                        f"--objstore.config-file={cfg}", "--delete-delay=0s",
+                        "--log.level=debug", *[f"--issues={i}" for i in VERIFY_ISSUES]],
+                       capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    lines = out.splitlines()
+    for issue in VERIFY_ISSUES:
+        assert any(f"verifier={issue}" in ln and 'msg="started verifying issue"' in ln
+                   for ln in lines), (issue, out[-3000:])
+    assert any('msg="verify task completed"' in ln for ln in lines), out[-3000:]
+    # The index check reads every block and logs each verdict (at debug level).
+    clean = {ln.rsplit("id=", 1)[1].split()[0] for ln in lines
+             if "verifier=index_known_issues" in ln and 'msg="no issue"' in ln}
+    assert clean == {m["ulid"] for m in live_metas(bucket)}
+    bad = [ln for ln in lines if "level=warn" in ln or "level=error" in ln]
+    assert not bad, "\n".join(bad)
+
+
+def test_marks_are_honoured_across_promring_and_thanos(tmp_path):
+    """A Thanos no-compact mark keeps a block out of promring's compaction; the deletion marks
+    promring's compactor leaves (with a delete delay) are what Thanos's compactor deletes by."""
+    t0 = start_ms()
+    bucket = tmp_path / "bucket"
+    ids = write_bucket(bucket, gen_series(t0, 10), t0, 10)
+    cfg = objstore_file(tmp_path, bucket)
+    held = ids[1]
+    r = subprocess.run([peer("thanos"), "tools", "bucket", "mark", f"--objstore.config-file={cfg}",
+                        f"--id={held}", "--marker=no-compact-mark.json", "--details=cross test"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = run_compactor(tmp_path, bucket, "--delete-delay", "1h")
+    assert r.returncode == 0, r.stderr
+    metas = live_metas(bucket)
+    assert held in {m["ulid"] for m in metas}
+    merged = [m for m in metas if m["compaction"]["level"] > 1]
+    assert merged and all(held not in m["compaction"]["sources"] for m in merged)
+    marked = {p.parent.name for p in bucket.glob("*/deletion-mark.json")}
+    assert marked and held not in marked
+    assert marked == {s for m in merged for s in m["compaction"]["sources"]}
+
+    r = subprocess.run([peer("thanos"), "compact", "--no-wait", f"--objstore.config-file={cfg}",
+                        f"--data-dir={tmp_path / 't-compact'}", "--consistency-delay=0s",
+                        "--delete-delay=0s", "--http-address=127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not any((bucket / u).exists() for u in marked), r.stderr[-3000:]
+    assert (bucket / held / "meta.json").exists() and (bucket / held / "no-compact-mark.json").exists()
