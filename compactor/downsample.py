@@ -31,6 +31,7 @@ AggrChunkData = tuple[int, int, AggrChunk]  # (mint, inclusive maxt, aggregates)
 _RAW_SCRAPE_MS = 60 * 1000  # Thanos assumes 1m raw resolution when sizing chunks
 _MAX_SAMPLES_PER_AGGR_CHUNK = 140
 _HIST_ENCODINGS = (ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM)
+_SHORT_WINDOW = 64  # windows up to this many samples are summed position by position
 
 
 def current_window(t: np.ndarray | int, res: int) -> np.ndarray | int:
@@ -57,6 +58,23 @@ def _drop_stale(ts: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ts, vals
 
 
+def _sequential_sums(vals: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each window's sum added up from 0.0 sample by sample in time order, as Thanos's
+    aggregator does, so our sum chunks are bit-identical to Thanos's: reduceat adds in
+    another order, which can differ in the last bit. Short windows (the usual case) are
+    summed column by column over all windows at once; each longer one (>= 64 samples, so at
+    most len/64 of them) by one sequential ``accumulate``."""
+    lens = np.diff(np.r_[starts, len(vals)])
+    acc = np.zeros(len(starts))
+    short = lens <= _SHORT_WINDOW
+    for k in range(int(lens[short].max(initial=0))):
+        live = np.flatnonzero(short & (lens > k))
+        acc[live] += vals[starts[live] + k]
+    for i in np.flatnonzero(~short).tolist():
+        acc[i] = np.add.accumulate(vals[starts[i]:starts[i] + lens[i]])[-1]
+    return acc + 0.0  # the sign of an all-zero sum, as when starting from 0.0
+
+
 def _windows(ts: np.ndarray, vals: np.ndarray, res: int) -> dict[str, np.ndarray]:
     """Per-window aggregates of one batch (sorted ts, no NaN), like Thanos's floatAggregator:
     the counter restarts at the batch's first value and treats any decrease as a reset."""
@@ -68,7 +86,7 @@ def _windows(ts: np.ndarray, vals: np.ndarray, res: int) -> dict[str, np.ndarray
     return {
         "t": np.minimum(w[ends], ts[-1]),
         "count": np.diff(np.r_[starts, len(ts)]).astype(np.float64),
-        "sum": np.add.reduceat(vals, starts),
+        "sum": _sequential_sums(vals, starts),
         "min": np.minimum.reduceat(vals, starts),
         "max": np.maximum.reduceat(vals, starts),
         "counter": counter[ends],

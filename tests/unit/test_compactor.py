@@ -195,6 +195,36 @@ def test_downsample_raw_windows_and_counter():
     assert last == vs[-1]
 
 
+def _sequential(xs) -> float:
+    """A window's sum the way Thanos's aggregator adds it: from 0.0, sample by sample."""
+    acc = 0.0
+    for x in xs:
+        acc += x
+    return acc
+
+
+@pytest.mark.parametrize("step", [60_000, 15_000, 1_000, 100])
+def test_downsampled_sums_are_bit_identical_to_thanos(step):
+    """Thanos adds each window's samples one by one; another order (numpy's reduceat) can
+    differ in the last bit, so the same raw data gave other sum chunks than Thanos's
+    (seen against thanos compact v0.42.4: 103.97200000000001 vs 103.972). Windows of up to
+    3,000 samples (100 ms step) take the long-window path."""
+    t0 = 10 * H
+    ts = np.arange(t0, t0 + 3 * H, step, dtype=np.int64)
+    vs = np.round(np.random.default_rng(3).normal(20, 3, len(ts)), 3)
+    vs[7] = -0.0
+    five = downsample_raw(ts, vs, RES_5M)
+    got = np.concatenate([decode(c.sum)[1] for _, _, c in five])
+    w = ts - ts % RES_5M
+    want = [_sequential(vs[w == x].tolist()) for x in np.unique(w)]
+    assert got.tolist() == want
+    hour = downsample_aggr(five, RES_5M, RES_1H)
+    got_h = np.concatenate([decode(c.sum)[1] for _, _, c in hour])
+    wt = np.concatenate([decode(c.sum)[0] for _, _, c in five])
+    wh = wt - wt % RES_1H
+    assert got_h.tolist() == [_sequential(got[wh == x].tolist()) for x in np.unique(wh)]
+
+
 def test_downsample_aggr_to_1h_keeps_totals():
     t0 = 0
     ts = np.arange(t0, t0 + 11 * 24 * H, 60_000, dtype=np.int64)
