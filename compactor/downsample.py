@@ -58,21 +58,34 @@ def _drop_stale(ts: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ts, vals
 
 
-def _sequential_sums(vals: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def _sequential_sums(vals: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
     """Each window's sum added up from 0.0 sample by sample in time order, as Thanos's
     aggregator does, so our sum chunks are bit-identical to Thanos's: reduceat adds in
-    another order, which can differ in the last bit. Short windows (the usual case) are
-    summed column by column over all windows at once; each longer one (>= 64 samples, so at
-    most len/64 of them) by one sequential ``accumulate``."""
-    lens = np.diff(np.r_[starts, len(vals)])
-    acc = np.zeros(len(starts))
+    another order, which can differ in the last bit. Windows of up to 64 samples (the usual
+    case) are summed together; each longer one (so at most len/64 of them) by one sequential
+    ``accumulate``."""
     short = lens <= _SHORT_WINDOW
-    for k in range(int(lens[short].max(initial=0))):
-        live = np.flatnonzero(short & (lens > k))
-        acc[live] += vals[starts[live] + k]
+    if short.all():
+        return _padded_sums(vals, starts, lens)
+    acc = np.zeros(len(starts))
+    if short.any():
+        acc[short] = _padded_sums(vals, starts[short], lens[short])
     for i in np.flatnonzero(~short).tolist():
-        acc[i] = np.add.accumulate(vals[starts[i]:starts[i] + lens[i]])[-1]
-    return acc + 0.0  # the sign of an all-zero sum, as when starting from 0.0
+        acc[i] = np.add.accumulate(vals[starts[i]:starts[i] + lens[i]])[-1] + 0.0
+    return acc
+
+
+def _padded_sums(vals: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Windows as columns of a zero-padded (longest window x windows) matrix whose rows are
+    added in order; the padding's +0.0 changes no sum (as Thanos, the sums start at 0.0)."""
+    win = np.repeat(np.arange(len(starts)), lens)
+    pos = np.arange(len(win)) - (np.cumsum(lens) - lens)[win]
+    rows = np.zeros((int(lens.max(initial=0)), len(starts)))
+    rows[pos, win] = vals[starts[win] + pos]
+    acc = np.zeros(len(starts))
+    for row in rows:
+        acc += row
+    return acc
 
 
 def _windows(ts: np.ndarray, vals: np.ndarray, res: int) -> dict[str, np.ndarray]:
@@ -83,10 +96,11 @@ def _windows(ts: np.ndarray, vals: np.ndarray, res: int) -> dict[str, np.ndarray
     ends = np.r_[starts[1:], len(ts)] - 1
     inc = np.where(vals[1:] < vals[:-1], vals[1:], vals[1:] - vals[:-1])
     counter = np.cumsum(np.r_[vals[:1], inc])
+    lens = np.diff(np.r_[starts, len(ts)])
     return {
         "t": np.minimum(w[ends], ts[-1]),
-        "count": np.diff(np.r_[starts, len(ts)]).astype(np.float64),
-        "sum": _sequential_sums(vals, starts),
+        "count": lens.astype(np.float64),
+        "sum": _sequential_sums(vals, starts, lens),
         "min": np.minimum.reduceat(vals, starts),
         "max": np.maximum.reduceat(vals, starts),
         "counter": counter[ends],
