@@ -24,7 +24,7 @@ from peers import peer
 from test_compactor_process import live_metas, objstore_file, res_of, run_compactor
 from test_thanos_interop import STARTUP_S, thanos
 
-from receiver.tsdb.aggr import RES_5M
+from receiver.tsdb.aggr import RES_1H, RES_5M
 from receiver.tsdb.block import BlockReader, write_block_from_samples
 
 H = 3_600_000
@@ -35,12 +35,12 @@ EXT = {"cluster": "eu"}
 VERIFY_ISSUES = ("overlapped_blocks", "index_known_issues", "duplicated_compaction")
 
 
-def gen_series(t0: int, hours: int = HOURS) -> dict:
-    """{sorted labels: (ts, values)}: N gauges and N counters (with a reset), one a minute."""
+def gen_series(t0: int, hours: int = HOURS, n: int = N) -> dict:
+    """{sorted labels: (ts, values)}: n gauges and n counters (with a reset), one a minute."""
     ts = np.arange(t0, t0 + hours * H, STEP, dtype=np.int64)
     rng = np.random.default_rng(7)
     out = {}
-    for i in range(N):
+    for i in range(n):
         g = np.round(rng.normal(20, 3, len(ts)), 3)
         c = np.cumsum(rng.integers(0, 9, len(ts))).astype(np.float64)
         c[len(c) // 3:] -= c[len(c) // 3]
@@ -49,13 +49,15 @@ def gen_series(t0: int, hours: int = HOURS) -> dict:
     return out
 
 
-def write_bucket(bucket: Path, series: dict, t0: int, hours: int = HOURS) -> list[str]:
-    """2h blocks from promring's block writer, with its thanos meta section, as a shipper's;
-    returns their ULIDs in time order."""
+def write_bucket(bucket: Path, series: dict, t0: int, hours: int = HOURS,
+                 block_h: int = 2) -> list[str]:
+    """``block_h`` blocks (2h: as a shipper's) from promring's block writer, with its thanos
+    meta section; returns their ULIDs in time order."""
     bucket.mkdir()
     return [write_block_from_samples(bucket, ((k, ts, v) for k, (ts, v) in sorted(series.items())),
-                                 lo, lo + 2 * H, thanos_meta={"labels": EXT, "source": "receive"}).ulid
-            for lo in range(t0, t0 + hours * H, 2 * H)]
+                                 lo, lo + block_h * H,
+                                 thanos_meta={"labels": EXT, "source": "receive"}).ulid
+            for lo in range(t0, t0 + hours * H, block_h * H)]
 
 
 def start_ms() -> int:
@@ -129,9 +131,9 @@ def promring_compacted(tmp_path_factory):
     return tmp, bucket, series, t0
 
 
-def downsampled_chunks(bucket: Path) -> dict:
-    """{labels: [(mint, maxt, encoding, bytes)]} of the bucket's one 5m block."""
-    (m,) = [m for m in live_metas(bucket) if res_of(m) == RES_5M]
+def downsampled_chunks(bucket: Path, res: int = RES_5M) -> dict:
+    """{labels: [(mint, maxt, encoding, bytes)]} of the bucket's one block at ``res``."""
+    (m,) = [m for m in live_metas(bucket) if res_of(m) == res]
     with BlockReader(bucket / m["ulid"]) as br:
         return {lbls: [(a, z, e, bytes(d)) for a, z, e, d in chunks]
                 for lbls, chunks in br.iter_series()}
@@ -143,11 +145,7 @@ def test_thanos_compacted_promring_bucket_is_served_by_promring(promring_compact
     bucket = tmp_path / "bucket"
     write_bucket(bucket, series, t0)
     cfg = objstore_file(tmp_path, bucket)
-    r = subprocess.run([peer("thanos"), "compact", "--no-wait", f"--objstore.config-file={cfg}",
-                        f"--data-dir={tmp_path / 't-compact'}", "--consistency-delay=0s",
-                        "--delete-delay=0s", "--http-address=127.0.0.1:0", "--log.level=warn"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    thanos_compact(tmp_path, cfg)
     assert_compacted_and_downsampled(bucket, t0)
     assert all(m["thanos"]["source"] == "compactor" for m in live_metas(bucket)
                if m["compaction"]["level"] > 1 or res_of(m))
@@ -162,6 +160,37 @@ def test_thanos_compacted_promring_bucket_is_served_by_promring(promring_compact
     finally:
         for p in started:
             stop_process(p)
+
+
+def thanos_compact(tmp: Path, cfg: Path) -> None:
+    r = subprocess.run([peer("thanos"), "compact", "--no-wait", f"--objstore.config-file={cfg}",
+                        f"--data-dir={tmp / 't-compact'}", "--consistency-delay=0s",
+                        "--delete-delay=0s", "--http-address=127.0.0.1:0", "--log.level=warn"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_one_hour_downsampling_writes_the_chunks_thanos_writes(tmp_path):
+    """14 days (+ the newest blocks, never compacted) of 8h blocks: both compactors make one
+    14d block and its 5m and 1h copies; those hold byte-identical aggregate chunks."""
+    span = 14 * 24
+    t0 = (int(time.time() * 1000) // (span * H) - 2) * span * H
+    series = gen_series(t0, span + 16, n=10)
+    buckets = {who: tmp_path / who for who in ("promring", "thanos")}
+    for b in buckets.values():
+        write_bucket(b, series, t0, span + 16, block_h=8)
+    r = run_compactor(tmp_path, buckets["promring"])
+    assert r.returncode == 0, r.stderr
+    thanos_compact(tmp_path, objstore_file(tmp_path, buckets["thanos"]))
+    for res in (RES_5M, RES_1H):
+        mine, theirs = (downsampled_chunks(b, res) for b in buckets.values())
+        assert set(mine) == set(theirs) and len(mine) == 20
+        differ = [k for k in theirs if theirs[k] != mine[k]]
+        assert not differ, f"{res}: {len(differ)} of {len(theirs)} series differ: {differ[:3]}"
+    for b in buckets.values():
+        assert sorted((m["maxTime"] - m["minTime"], res_of(m)) for m in live_metas(b)
+                      if m["minTime"] < t0 + span * H) == [(span * H, 0), (span * H, RES_5M),
+                                                           (span * H, RES_1H)]
 
 
 def test_promring_compacted_bucket_is_served_by_thanos(promring_compacted, tmp_path, procs):
@@ -224,10 +253,6 @@ def test_marks_are_honoured_across_promring_and_thanos(tmp_path):
     assert marked and held not in marked
     assert marked == {s for m in merged for s in m["compaction"]["sources"]}
 
-    r = subprocess.run([peer("thanos"), "compact", "--no-wait", f"--objstore.config-file={cfg}",
-                        f"--data-dir={tmp_path / 't-compact'}", "--consistency-delay=0s",
-                        "--delete-delay=0s", "--http-address=127.0.0.1:0"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert not any((bucket / u).exists() for u in marked), r.stderr[-3000:]
+    thanos_compact(tmp_path, cfg)
+    assert not any((bucket / u).exists() for u in marked)
     assert (bucket / held / "meta.json").exists() and (bucket / held / "no-compact-mark.json").exists()
