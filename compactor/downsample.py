@@ -273,7 +273,6 @@ def downsample_block(block_dir: Path, out_dir: Path, res: int,
 
         thanos["downsample"] = {"resolution": res}
         thanos["source"] = "compactor"
-        thanos.pop("files", None)
         meta = write_block(out_dir, series(), src.min_time, src.max_time, thanos_meta=thanos,
                            encoding=ENCODING_AGGR, count_samples=count_samples,
                            compaction={"level": src.level, "sources": src.sources or [src.ulid],

@@ -164,20 +164,26 @@ def write_meta(block_dir: Path, meta: BlockMeta) -> None:
     os.replace(tmp, path)
 
 
+# Facts about one block's own files and upload: never carried over from another block's meta.
+_PER_BLOCK_THANOS_FIELDS = ("files", "segment_files", "index_stats", "upload_time")
+
+
 def _thanos_section(given: dict[str, Any], block_dir: Path, segments: Sequence[str]
                     ) -> dict[str, Any]:
-    """Fill Thanos's defaults and its file list (sizes let a store skip HEAD requests)."""
+    """Fill Thanos's defaults and this block's file list (sizes let a store skip HEAD
+    requests; ``segment_files``, as Thanos's shipper and compactor write it, lets Thanos's
+    store gateway skip listing chunks/)."""
     t: dict[str, Any] = {"version": 1, "labels": {}, "downsample": {"resolution": 0},
                          "source": ""}
-    t.update(given)
-    if "files" not in t:
-        files = [{"rel_path": f"{CHUNKS_DIRNAME}/{s}",
-                  "size_bytes": (block_dir / CHUNKS_DIRNAME / s).stat().st_size}
-                 for s in segments]
-        files.append({"rel_path": INDEX_FILENAME,
-                      "size_bytes": (block_dir / INDEX_FILENAME).stat().st_size})
-        files.append({"rel_path": META_FILENAME})
-        t["files"] = files
+    t.update({k: v for k, v in given.items() if k not in _PER_BLOCK_THANOS_FIELDS})
+    files = [{"rel_path": f"{CHUNKS_DIRNAME}/{s}",
+              "size_bytes": (block_dir / CHUNKS_DIRNAME / s).stat().st_size}
+             for s in segments]
+    files.append({"rel_path": INDEX_FILENAME,
+                  "size_bytes": (block_dir / INDEX_FILENAME).stat().st_size})
+    files.append({"rel_path": META_FILENAME})
+    t["files"] = files
+    t["segment_files"] = list(segments)
     return t
 
 
