@@ -104,10 +104,12 @@ def write_index(path: Path, series_labels: Sequence[Labels], chunk_counts: np.nd
     pos += len(blob)
     ids = np.frombuffer(ids_b, dtype=np.int64)
 
+    # The postings section starts before the padding that 4-byte-aligns its first list
+    # (Prometheus's TOC says so too; readers find each list through the offset table).
+    toc_postings = pos
     pad = -pos % 4
     out.append(b"\0" * pad)
     pos += pad
-    toc_postings = pos
 
     # One (name, value, series id) triple per label; symbol order is string order, so sorting
     # by (name id, value id) is sorting by (name, value). A stable sort keeps ids ascending.

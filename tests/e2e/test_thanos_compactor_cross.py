@@ -154,6 +154,13 @@ def test_thanos_compacted_promring_bucket_is_served_by_promring(promring_compact
     assert set(theirs) == set(mine)
     differ = [k for k in theirs if theirs[k] != mine[k]]
     assert not differ, f"{len(differ)} of {len(theirs)} series differ, e.g. {differ[:3]}"
+    # ... and the 2d raw block and its 5m copy are byte for byte Thanos's (index and chunks).
+    for res in (0, RES_5M):
+        (a, b) = ([bucket_dir / m["ulid"] for m in live_metas(bucket_dir) if res_of(m) == res
+                   and m["maxTime"] - m["minTime"] == 48 * H] for bucket_dir in (bucket, ours))
+        assert len(a) == len(b) == 1
+        for name in ("index", "chunks/000001"):
+            assert (a[0] / name).read_bytes() == (b[0] / name).read_bytes(), (res, name)
     started, api = store_and_query(tmp_path, cfg.read_text())
     try:
         assert_answers_equal_raw(api, series, t0)

@@ -183,6 +183,25 @@ def test_thanos_section_describes_this_blocks_files_only(tmp_path: Path) -> None
     assert th["labels"] == {"a": "b"} and th["source"] == "compactor"
 
 
+def test_postings_section_starts_before_its_alignment_padding(tmp_path: Path) -> None:
+    """As in Prometheus's (and so Thanos's) TOC: the postings section begins right after the
+    series, and its first list is 4-byte aligned inside it (the TOC differed by that padding,
+    the only byte that kept our compacted index from being Thanos's)."""
+    for n in range(1, 9):  # some series section ends off a 4-byte boundary
+        series = make_series(n, 30, seed=n)
+        meta = write_block(tmp_path, [(lbls, cut_chunks(ts, vals, 0, 10**9))
+                                      for lbls, ts, vals in series], 0, 10**9)
+        buf = (tmp_path / meta.ulid / "index").read_bytes()
+        toc = IndexReader(buf).toc
+        assert toc.label_indices == toc.postings
+        assert buf[toc.postings:toc.postings + (-toc.postings % 4)] == b"\0" * (-toc.postings % 4)
+        with BlockReader(tmp_path / meta.ulid) as br:
+            assert len(br.series(0, 10**9, [Matcher("=~", "__name__", ".+")])) == n
+        if toc.postings % 4:
+            return
+    raise AssertionError("no series section ended off a 4-byte boundary")
+
+
 # --------------------------------------------------------------------------- promtool block → us
 
 
