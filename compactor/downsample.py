@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from receiver.tsdb._chunkenc import window_sums
 from receiver.tsdb.block import BlockMeta, BlockReader, write_block
 from receiver.tsdb.chunkenc import ENCODING_XOR as ENCODING_XOR_BYTE, decode, encode
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM
@@ -31,7 +32,6 @@ AggrChunkData = tuple[int, int, AggrChunk]  # (mint, inclusive maxt, aggregates)
 _RAW_SCRAPE_MS = 60 * 1000  # Thanos assumes 1m raw resolution when sizing chunks
 _MAX_SAMPLES_PER_AGGR_CHUNK = 140
 _HIST_ENCODINGS = (ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM)
-_SHORT_WINDOW = 64  # windows up to this many samples are summed position by position
 
 
 def current_window(t: np.ndarray | int, res: int) -> np.ndarray | int:
@@ -58,34 +58,12 @@ def _drop_stale(ts: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ts, vals
 
 
-def _sequential_sums(vals: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Each window's sum added up from 0.0 sample by sample in time order, as Thanos's
+def _sequential_sums(vals: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each window's sum added up from 0.0 sample by sample in time order (in C), as Thanos's
     aggregator does, so our sum chunks are bit-identical to Thanos's: reduceat adds in
-    another order, which can differ in the last bit. Windows of up to 64 samples (the usual
-    case) are summed together; each longer one (so at most len/64 of them) by one sequential
-    ``accumulate``."""
-    short = lens <= _SHORT_WINDOW
-    if short.all():
-        return _padded_sums(vals, starts, lens)
-    acc = np.zeros(len(starts))
-    if short.any():
-        acc[short] = _padded_sums(vals, starts[short], lens[short])
-    for i in np.flatnonzero(~short).tolist():
-        acc[i] = np.add.accumulate(vals[starts[i]:starts[i] + lens[i]])[-1] + 0.0
-    return acc
-
-
-def _padded_sums(vals: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Windows as columns of a zero-padded (longest window x windows) matrix whose rows are
-    added in order; the padding's +0.0 changes no sum (as Thanos, the sums start at 0.0)."""
-    win = np.repeat(np.arange(len(starts)), lens)
-    pos = np.arange(len(win)) - (np.cumsum(lens) - lens)[win]
-    rows = np.zeros((int(lens.max(initial=0)), len(starts)))
-    rows[pos, win] = vals[starts[win] + pos]
-    acc = np.zeros(len(starts))
-    for row in rows:
-        acc += row
-    return acc
+    another order, which can differ in the last bit."""
+    return np.frombuffer(window_sums(np.ascontiguousarray(vals, dtype=np.float64),
+                                     np.ascontiguousarray(starts, dtype=np.int64)))
 
 
 def _windows(ts: np.ndarray, vals: np.ndarray, res: int) -> dict[str, np.ndarray]:
@@ -100,7 +78,7 @@ def _windows(ts: np.ndarray, vals: np.ndarray, res: int) -> dict[str, np.ndarray
     return {
         "t": np.minimum(w[ends], ts[-1]),
         "count": lens.astype(np.float64),
-        "sum": _sequential_sums(vals, starts, lens),
+        "sum": _sequential_sums(vals, starts),
         "min": np.minimum.reduceat(vals, starts),
         "max": np.maximum.reduceat(vals, starts),
         "counter": counter[ends],

@@ -207,8 +207,8 @@ def _sequential(xs) -> float:
 def test_downsampled_sums_are_bit_identical_to_thanos(step):
     """Thanos adds each window's samples one by one; another order (numpy's reduceat) can
     differ in the last bit, so the same raw data gave other sum chunks than Thanos's
-    (seen against thanos compact v0.42.4: 103.97200000000001 vs 103.972). Windows of up to
-    3,000 samples (100 ms step) take the long-window path."""
+    (seen against thanos compact v0.42.4: 103.97200000000001 vs 103.972). Windows of 5 to
+    3,000 samples."""
     t0 = 10 * H
     ts = np.arange(t0, t0 + 3 * H, step, dtype=np.int64)
     vs = np.round(np.random.default_rng(3).normal(20, 3, len(ts)), 3)
@@ -223,6 +223,18 @@ def test_downsampled_sums_are_bit_identical_to_thanos(step):
     wt = np.concatenate([decode(c.sum)[0] for _, _, c in five])
     wh = wt - wt % RES_1H
     assert got_h.tolist() == [_sequential(got[wh == x].tolist()) for x in np.unique(wh)]
+
+
+def test_window_sums_refuses_bad_offsets():
+    from receiver.tsdb._chunkenc import window_sums
+    vals = np.arange(5, dtype=np.float64)
+    assert np.frombuffer(window_sums(vals, np.array([0, 2], dtype=np.int64))).tolist() == [1, 9]
+    assert window_sums(vals, np.zeros(0, dtype=np.int64)) == b""
+    for bad in ([-1], [3, 2], [0, 6], [9]):
+        with pytest.raises(ValueError):
+            window_sums(vals, np.array(bad, dtype=np.int64))
+    with pytest.raises(TypeError):
+        window_sums(vals, np.array([0], dtype=np.int32))
 
 
 def test_downsample_aggr_to_1h_keeps_totals():
