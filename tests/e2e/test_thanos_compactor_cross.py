@@ -6,11 +6,12 @@
   ``thanos query``, and passed by ``thanos tools bucket verify`` (every issue kind it checks).
 
 Either way the raw answers equal the written samples exactly, and the 5m answers
-(``max_source_resolution=5m``) of avg/min/max_over_time equal the raw data's.
+(``max_source_resolution=5m``) of avg/min/max_over_time equal the raw data's. From the same
+raw blocks both compactors write byte-identical compacted raw blocks and 5m/1h aggregate
+chunks, and each honours the other's no-compact and deletion marks.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
