@@ -69,8 +69,10 @@ def _section(body: bytes | bytearray) -> bytes:
 
 
 def write_index(path: Path, series_labels: Sequence[Labels], chunk_counts: np.ndarray,
-                chunk_mint: np.ndarray, chunk_maxt: np.ndarray, chunk_ref: np.ndarray) -> int:
-    """Write a v2 index for series sorted by labels; returns the file size.
+                chunk_mint: np.ndarray, chunk_maxt: np.ndarray, chunk_ref: np.ndarray
+                ) -> np.ndarray:
+    """Write a v2 index for series sorted by labels; returns the series references (entry
+    offset / 16) in label order.
 
     ``chunk_counts[i]`` chunks of series i sit at consecutive positions of the flattened
     ``chunk_mint``/``chunk_maxt`` (inclusive)/``chunk_ref`` arrays.
@@ -138,7 +140,7 @@ def write_index(path: Path, series_labels: Sequence[Labels], chunk_counts: np.nd
     pos += TOC_LEN
     with open(path, "wb") as f:
         f.writelines(out)
-    return pos
+    return ids
 
 
 

@@ -12,6 +12,7 @@ chunks, and each honours the other's no-compact and deletion marks.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -162,6 +163,12 @@ def test_thanos_compacted_promring_bucket_is_served_by_promring(promring_compact
         assert len(a) == len(b) == 1
         for name in ("index", "chunks/000001"):
             assert (a[0] / name).read_bytes() == (b[0] / name).read_bytes(), (res, name)
+        # meta.json: the same Thanos section but for the upload time Thanos adds
+        ta, tb = (json.loads((d[0] / "meta.json").read_text())["thanos"] for d in (a, b))
+        for t in (ta, tb):
+            t.pop("upload_time", None)
+            t.pop("version", None)  # Thanos's compactor leaves it out (read as 1)
+        assert ta == tb
     started, api = store_and_query(tmp_path, cfg.read_text())
     try:
         assert_answers_equal_raw(api, series, t0)
