@@ -309,7 +309,7 @@ def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkD
             meta.extra["compaction"] = {"hints": sorted(compaction["hints"])}
     if thanos_meta is not None:
         meta.thanos = _thanos_section(thanos_meta, tmp, segments)
-        if compaction is not None:  # Thanos's compactor records them for its outputs
+        if meta.thanos.get("source") == "compactor":  # as Thanos's compactor, for its outputs
             stats = index_stats(series_refs, np.array(counts, dtype=np.int64), c_ref)
             if stats:
                 meta.thanos["index_stats"] = stats
