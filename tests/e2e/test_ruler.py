@@ -1,0 +1,268 @@
+"""``promring rule`` with real parts: Debian's Prometheus 2.42 (the reference evaluation of the
+same rule file over the same data), Debian's Alertmanager (receives the alerts), ``promring up``
+(data and, in stateless mode, the results) and ``promring query`` (stateful mode's StoreAPI and
+the Rules API)."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import (SELF_SCRAPE_REMOTE_WRITE, PrometheusProcess, PromringProcess,
+                     alertmanager_process, query_process, rule_process)
+from rw import push, raw_samples
+
+# Both evaluate this file (same absolute path, so the same group hash and offset). The
+# expressions look 5s back so that both see the same samples although promring receives them
+# by remote write a moment after Prometheus scraped them. (irate, not rate: rate's extrapolation
+# of young counters changed after Prometheus 2.42, and promring's PromQL follows Prometheus 3.)
+RECORDING_RULES = """groups:
+  - name: recording
+    interval: 1s
+    rules:
+      - record: rec_samples
+        expr: sum by (job) (prometheus_tsdb_head_samples_appended_total offset 5s)
+      - record: rec_rate
+        expr: sum by (job) (irate(prometheus_http_requests_total[10s] offset 5s))
+        labels:
+          kind: rate
+"""
+
+# Prometheus scraping itself into promring, its own rule results kept out of promring.
+PROMETHEUS_CONFIG = SELF_SCRAPE_REMOTE_WRITE + """    write_relabel_configs:
+      - source_labels: [__name__]
+        regex: "rec_.*|ALERTS.*"
+        action: drop
+"""
+
+
+def _wait(what: str, check, timeout: float = 45.0, every: float = 0.3):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (requests.RequestException, KeyError, IndexError, ValueError) as e:
+            last = e
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+def _remote_write_config(url: str) -> str:
+    return f"remote_write:\n  - url: {url}\n"
+
+
+@pytest.fixture
+def up(tmp_path: Path):
+    p = PromringProcess.up(tmp_path / "up")
+    yield p
+    p.stop()
+
+
+class Gauge:
+    """Pushes ``test_gauge{instance="i1"}`` with the current value every 0.3s."""
+
+    def __init__(self, url: str, value: float) -> None:
+        self.url, self.value = url, value
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = int(time.time() * 1000)
+            try:
+                push(self.url, [((("__name__", "test_gauge"), ("instance", "i1")), [now],
+                                 [self.value])], timeout=5)
+            except requests.RequestException:
+                pass
+            self._stop.wait(0.3)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(10)
+
+
+def test_recorded_series_equal_prometheus_at_the_same_timestamps(tmp_path: Path, up):
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RECORDING_RULES)
+    prom = PrometheusProcess(tmp_path / "prom", PROMETHEUS_CONFIG.format(url=up.write_url)
+                             + f'rule_files: ["{rules.resolve()}"]\n').start()
+    ruler = rule_process(tmp_path, "ruler", f"--rule-file={rules.resolve()}",
+                         f"--query=127.0.0.1:{up.http_port}", '--label=ruler="promring"',
+                         f"--remote-write.config={_remote_write_config(up.write_url)}")
+    try:
+        ruler.start()
+        started = time.time()
+        prom_api = f"http://127.0.0.1:{prom.port}/api/v1"
+        # Stateless mode: the results are in the receiver (tenant label added by it).
+        sel = '{__name__=~"rec_.*",ruler="promring"}'
+        _wait("ten recorded evaluations in promring", lambda: sum(
+            len(v) for v in raw_samples(up.api, sel, time.time(), "60s").values()) >= 20)
+        t = time.time() - 2
+        ours = raw_samples(up.api, sel, t, "60s")
+        theirs = raw_samples(prom_api, '{__name__=~"rec_.*"}', t, "60s")
+    finally:
+        ruler.stop()
+        prom.stop()
+    assert set(theirs) == {tuple(sorted((k, v) for k, v in key if k not in ("ruler", "tenant_id")))
+                           for key in ours} and len(ours) == 2
+    compared = 0
+    for key, samples in ours.items():
+        mine = dict(samples)
+        ref = dict(theirs[tuple((k, v) for k, v in key if k not in ("ruler", "tenant_id"))])
+        # Evaluations once the 5s-old data of both had settled (a few after the ruler started).
+        settled = [ts for ts in mine if ts > started + 8]
+        assert settled, mine
+        for ts in settled:
+            assert ts in ref, f"{key}: ruler evaluated at {ts}, Prometheus at {sorted(ref)[-5:]}"
+            assert float(mine[ts]) == pytest.approx(float(ref[ts]), rel=1e-9), (key, ts)
+            compared += 1
+    assert compared >= 6
+
+
+ALERT_RULES = """groups:
+  - name: alerts
+    rules:
+      - alert: GaugeHigh
+        expr: test_gauge > 5
+        for: 2s
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.instance }} is at {{ $value }} ({{ $externalLabels.ruler }})"
+"""
+
+
+def test_alert_fires_and_resolves_at_alertmanager(tmp_path: Path, up):
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(ALERT_RULES)
+    am = alertmanager_process(tmp_path).start()
+    gauge = Gauge(up.write_url, 10.0)
+    ruler = rule_process(tmp_path, "ruler", f"--rule-file={rules}", "--eval-interval=1s",
+                         f"--query=127.0.0.1:{up.http_port}", '--label=ruler="r1"',
+                         f"--alertmanagers.url=http://127.0.0.1:{am.ports['http']}",
+                         "--resend-delay=1m", "--alert.query-url=http://query.example",
+                         f"--remote-write.config={_remote_write_config(up.write_url)}")
+    try:
+        ruler.start()
+        am_api = f"http://127.0.0.1:{am.ports['http']}/api/v2"
+
+        def received():
+            return [a for a in requests.get(f"{am_api}/alerts", timeout=5).json()
+                    if a["labels"].get("alertname") == "GaugeHigh"]
+        got = _wait("the firing alert at Alertmanager", received)[0]
+        assert got["labels"] == {"alertname": "GaugeHigh", "instance": "i1", "severity": "page",
+                                 "ruler": "r1", "tenant_id": "default-tenant"}
+        assert got["annotations"] == {"summary": "i1 is at 10 (r1)"}
+        assert got["generatorURL"].startswith("http://query.example/graph?g0.expr=test_gauge")
+        alerts = requests.get(ruler.url("http", "/api/v1/alerts"), timeout=5).json()["data"]
+        assert [(a["state"], a["value"], a["labels"]["alertname"]) for a in alerts["alerts"]] == [
+            ("firing", "1e+01", "GaugeHigh")]
+        rule = requests.get(ruler.url("http", "/api/v1/rules"), timeout=5).json()[
+            "data"]["groups"][0]["rules"][0]
+        assert (rule["state"], rule["type"], rule["duration"], rule["health"]) == (
+            "firing", "alerting", 2.0, "ok")
+        gauge.value = 0.0
+
+        def resolved():
+            m = requests.get(f"http://127.0.0.1:{am.ports['http']}/metrics", timeout=5).text
+            n = sum(float(line.rsplit(" ", 1)[1]) for line in m.splitlines()
+                    if line.startswith('alertmanager_alerts_received_total{status="resolved"'))
+            return n >= 1 and not received()
+        # --resend-delay=1m keeps a firing alert valid for 4 minutes: it is gone this soon only
+        # because the resolved notification arrived.
+        _wait("the resolved notification at Alertmanager", resolved)
+        states = raw_samples(up.api, 'ALERTS{alertname="GaugeHigh"}', time.time(), "2m")
+        assert {dict(k)["alertstate"] for k in states} == {"pending", "firing"}
+    finally:
+        gauge.stop()
+        ruler.stop()
+        am.stop()
+
+
+def test_restart_keeps_the_for_state(tmp_path: Path, up):
+    rules = tmp_path / "slow.yml"
+    rules.write_text(ALERT_RULES.replace("for: 2s", "for: 10m"))
+    gauge = Gauge(up.write_url, 10.0)
+    args = (f"--rule-file={rules}", "--eval-interval=1s", f"--query=127.0.0.1:{up.http_port}",
+            "--for-grace-period=1s",
+            f"--remote-write.config={_remote_write_config(up.write_url)}")
+    ruler = rule_process(tmp_path, "ruler", *args)
+
+    def active_at() -> float:
+        alerts = requests.get(ruler.url("http", "/api/v1/alerts"), timeout=5).json()[
+            "data"]["alerts"]
+        assert [a["state"] for a in alerts] == ["pending"]
+        return _rfc3339(alerts[0]["activeAt"])
+    try:
+        ruler.start()
+        first = _wait("the pending alert", active_at)
+        _wait("ALERTS_FOR_STATE in promring", lambda: raw_samples(
+            up.api, "ALERTS_FOR_STATE", time.time(), "1m"))
+        time.sleep(6)  # pending for a while
+        ruler.stop()
+        restarted = time.time()
+        ruler.start()
+        # The first evaluations make a new pending alert; the one after them restores it.
+        restored = _wait("the restored for-state", lambda: (lambda t: t if t < restarted - 3
+                                                           else None)(active_at()), timeout=30)
+    finally:
+        gauge.stop()
+        ruler.stop()
+    # Restored: the alert's pending time before the restart counts (its activeAt moves only by
+    # the outage), instead of starting again at the restart.
+    assert first <= restored < restarted - 3
+
+
+def _rfc3339(s: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def test_stateful_results_through_the_querier_and_its_rules_api(tmp_path: Path):
+    rules = tmp_path / "both.yml"
+    rules.write_text(RECORDING_RULES.replace("offset 5s", "") + ALERT_RULES.replace(
+        "groups:\n", ""))
+    bucket = tmp_path / "bucket"
+    data = PromringProcess.up(tmp_path / "up", "--grpc-address=127.0.0.1:0")
+    gauge = Gauge(data.write_url, 10.0)
+    prom = PrometheusProcess(tmp_path / "prom", PROMETHEUS_CONFIG.format(url=data.write_url)
+                             ).start()
+    ruler = rule_process(tmp_path, "ruler", f"--rule-file={rules}", "--eval-interval=1s",
+                         f"--query=127.0.0.1:{data.http_port}", '--label=ruler="stateful"',
+                         f"--objstore.config=type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
+    query = None
+    try:
+        ruler.start()
+        ingestor = _wait("the ingestor's gRPC port", lambda: next(
+            (s["name"] for s in requests.get(f"{data.api}/stores", timeout=5).json()[
+                "data"].get("receive", [])), None))
+        query = query_process(tmp_path, "query", [ingestor, ruler.grpc]).start()
+        q_api = query.url("http", "/api/v1")
+        _wait("the ruler's results through the querier", lambda: raw_samples(
+            q_api, '{__name__="rec_samples",ruler="stateful"}', time.time(), "30s"))
+        groups = _wait("the ruler's groups at the querier", lambda: requests.get(
+            f"{q_api}/rules", timeout=5).json()["data"]["groups"])
+        assert sorted(g["name"] for g in groups) == ["alerts", "recording"]
+        rec = next(g for g in groups if g["name"] == "recording")
+        assert [(r["name"], r["type"]) for r in rec["rules"]] == [
+            ("rec_samples", "recording"), ("rec_rate", "recording")]
+        alerts = _wait("the firing alert at the querier", lambda: [
+            a for a in requests.get(f"{q_api}/alerts", timeout=5).json()["data"]["alerts"]
+            if a["state"] == "firing"])
+        assert alerts[0]["labels"]["alertname"] == "GaugeHigh"
+        only_alerts = requests.get(f"{q_api}/rules", params={"type": "alert"}, timeout=5).json()
+        assert [g["name"] for g in only_alerts["data"]["groups"]] == ["alerts"]
+    finally:
+        gauge.stop()
+        if query is not None:
+            query.stop()
+        ruler.stop()
+        prom.stop()
+        data.stop()
