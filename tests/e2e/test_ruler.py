@@ -131,7 +131,7 @@ ALERT_RULES = """groups:
     rules:
       - alert: GaugeHigh
         expr: test_gauge > 5
-        for: 2s
+        for: 4s
         labels:
           severity: page
         annotations:
@@ -167,7 +167,7 @@ def test_alert_fires_and_resolves_at_alertmanager(tmp_path: Path, up):
         rule = requests.get(ruler.url("http", "/api/v1/rules"), timeout=5).json()[
             "data"]["groups"][0]["rules"][0]
         assert (rule["state"], rule["type"], rule["duration"], rule["health"]) == (
-            "firing", "alerting", 2.0, "ok")
+            "firing", "alerting", 4.0, "ok")
         gauge.value = 0.0
 
         def resolved():
@@ -178,6 +178,8 @@ def test_alert_fires_and_resolves_at_alertmanager(tmp_path: Path, up):
         # --resend-delay=1m keeps a firing alert valid for 4 minutes: it is gone this soon only
         # because the resolved notification arrived.
         _wait("the resolved notification at Alertmanager", resolved)
+        # pending from the first evaluation after the for-state restore (Prometheus writes no
+        # ALERTS before it), then firing
         states = raw_samples(up.api, 'ALERTS{alertname="GaugeHigh"}', time.time(), "2m")
         assert {dict(k)["alertstate"] for k in states} == {"pending", "firing"}
     finally:
@@ -188,36 +190,37 @@ def test_alert_fires_and_resolves_at_alertmanager(tmp_path: Path, up):
 
 def test_restart_keeps_the_for_state(tmp_path: Path, up):
     rules = tmp_path / "slow.yml"
-    rules.write_text(ALERT_RULES.replace("for: 2s", "for: 10m"))
+    rules.write_text(ALERT_RULES.replace("for: 4s", "for: 10m"))
     gauge = Gauge(up.write_url, 10.0)
     args = (f"--rule-file={rules}", "--eval-interval=1s", f"--query=127.0.0.1:{up.http_port}",
             "--for-grace-period=1s",
             f"--remote-write.config={_remote_write_config(up.write_url)}")
     ruler = rule_process(tmp_path, "ruler", *args)
 
-    def active_at() -> float:
+    def active_at() -> float | None:
         alerts = requests.get(ruler.url("http", "/api/v1/alerts"), timeout=5).json()[
             "data"]["alerts"]
-        assert [a["state"] for a in alerts] == ["pending"]
+        if [a["state"] for a in alerts] != ["pending"]:
+            return None
         return _rfc3339(alerts[0]["activeAt"])
     try:
         ruler.start()
         first = _wait("the pending alert", active_at)
         _wait("ALERTS_FOR_STATE in promring", lambda: raw_samples(
             up.api, "ALERTS_FOR_STATE", time.time(), "1m"))
-        time.sleep(6)  # pending for a while
+        time.sleep(12)  # pending for a while (longer than the ruler takes to restart)
         ruler.stop()
         restarted = time.time()
         ruler.start()
         # The first evaluations make a new pending alert; the one after them restores it.
-        restored = _wait("the restored for-state", lambda: (lambda t: t if t < restarted - 3
+        restored = _wait("the restored for-state", lambda: (lambda t: t if t and t < restarted
                                                            else None)(active_at()), timeout=30)
     finally:
         gauge.stop()
         ruler.stop()
     # Restored: the alert's pending time before the restart counts (its activeAt moves only by
-    # the outage), instead of starting again at the restart.
-    assert first <= restored < restarted - 3
+    # the outage, a few seconds), instead of starting again after the restart.
+    assert first < restored < restarted
 
 
 def _rfc3339(s: str) -> float:
