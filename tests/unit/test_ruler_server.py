@@ -1,0 +1,151 @@
+"""The ruler as a component: rule files reloaded on change and on /-/reload (a bad file keeps the
+running rules), stateful results cut into blocks shipped with the --label set, start-up refusal
+of a bad rule file, and recording-rule staleness when a result vanishes."""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from harness import promring_cmd
+from ruler.config import RulerConfig
+from ruler.group import Group, GroupContext, eval_timestamp, group_hash
+from ruler.rulefile import parse_rule_file
+from ruler.server import Ruler
+from ruler.storage import TSDBStore, TSDBStoreConfig
+from prometheus_client import CollectorRegistry
+
+RULES = "groups:\n  - name: {name}\n    interval: 1h\n    rules:\n      - record: r\n        expr: vector(1)\n"
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def _groups(port: int) -> list[str]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{port}/api/v1/rules") as r:
+            return [g["name"] for g in (await r.json())["data"]["groups"]]
+
+
+def test_reload_on_change_and_on_request(tmp_path: Path):
+    rules = tmp_path / "r.yml"
+    rules.write_text(RULES.format(name="first"))
+    cfg = RulerConfig(rule_files=[str(tmp_path / "*.yml")], data_dir=tmp_path / "data",
+                      http_address="127.0.0.1:0", grpc_address="", reload_poll_s=0.1)
+
+    async def run():
+        ruler = Ruler(cfg)
+        await ruler.start()
+        port = ruler.ports["http"]
+        try:
+            assert await _groups(port) == ["first"]
+            rules.write_text(RULES.format(name="second"))
+            for _ in range(100):
+                if await _groups(port) == ["second"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert await _groups(port) == ["second"]
+            rules.write_text(RULES.format(name="third").replace("expr: vector(1)", "expr: sum("))
+            async with aiohttp.ClientSession() as s:
+                async with s.post(f"http://127.0.0.1:{port}/-/reload") as r:
+                    assert r.status == 500
+                    text = await r.text()
+            assert text.startswith("failed to reload config: ") and "could not parse" in text
+            assert await _groups(port) == ["second"]  # the running rules stay
+            assert ruler.reload_ok._value.get() == 0
+            rules.write_text(RULES.format(name="fourth"))
+            async with aiohttp.ClientSession() as s:
+                async with s.post(f"http://127.0.0.1:{port}/-/reload") as r:
+                    assert r.status == 200
+            assert await _groups(port) == ["fourth"]
+        finally:
+            await ruler.stop()
+    _run(run())
+
+
+def test_bad_rule_file_stops_the_start_with_one_line(tmp_path: Path):
+    rules = tmp_path / "bad.yml"
+    rules.write_text("groups:\n  - name: g\n    rules:\n      - record: r\n")
+    r = subprocess.run(promring_cmd() + ["rule", f"--rule-file={rules}", "--query=127.0.0.1:1"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"promring rule: {rules}: 0:0: group \"g\", rule 1, \"r\": field 'expr' must be set in rule"]
+    assert not (tmp_path / "data").exists()  # nothing created before the refusal
+
+
+def test_stateful_blocks_are_shipped_with_the_external_labels(tmp_path: Path):
+    bucket = tmp_path / "bucket"
+    cfg = TSDBStoreConfig(data_dir=tmp_path / "data", external_labels=(("ruler", "a"),),
+                          block_duration_ms=1000, objstore_config=(
+                              f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n"),
+                          lifecycle_interval_s=0.1)
+
+    async def run():
+        store = TSDBStore(cfg, CollectorRegistry())
+        await store.start()
+        try:
+            now = int(time.time() * 1000) // 1000 * 1000
+            for i in range(8):
+                await store.append([((("__name__", "r"), ("job", "x")), now - 8000 + i * 1000,
+                                     float(i))])
+            for _ in range(200):
+                metas = list(bucket.glob("*/meta.json"))
+                if metas:
+                    return [json.loads(m.read_text()) for m in metas]
+                await asyncio.sleep(0.05)
+            raise AssertionError("no block shipped")
+        finally:
+            await store.stop()
+    metas = _run(run())
+    assert all(m["thanos"]["labels"] == {"ruler": "a"} for m in metas)
+
+
+class _Queries:
+    def __init__(self, answers):
+        self.answers = list(answers)
+
+    async def instant(self, expr, ts):
+        return self.answers.pop(0)
+
+
+class _Store:
+    def __init__(self):
+        self.points = []
+
+    async def append(self, points):
+        self.points.extend(points)
+
+
+def test_vanished_recording_results_get_stale_markers():
+    spec = parse_rule_file("groups: [{name: g, rules: [{record: r, expr: x}]}]\n", "f")[0]
+    store = _Store()
+
+    async def notify(*_):
+        return None
+    ctx = GroupContext(query=_Queries([[({"a": "1"}, 1.0), ({"a": "2"}, 2.0)], [({"a": "1"}, 3.0)],
+                                       []]), store=store, notify=notify)
+    g = Group(spec, 1000, ctx)
+    for ts in (1000, 2000, 3000):
+        asyncio.run(g.eval(ts))
+    got = [(dict(lb)["a"], ts, "stale" if math.isnan(v) else v) for lb, ts, v in store.points]
+    assert got == [("1", 1000, 1.0), ("2", 1000, 2.0), ("1", 2000, 3.0), ("2", 2000, "stale"),
+                   ("1", 3000, "stale")]
+    stale_bits = {struct.pack("<d", v) for _, _, v in store.points if math.isnan(v)}
+    assert stale_bits == {struct.pack("<Q", 0x7FF0000000000002)}  # Prometheus's StaleNaN
+
+
+def test_eval_timestamps_are_slots_of_the_group_offset():
+    interval = 60_000 * 1_000_000
+    offset = group_hash("g", "/f.yml") % interval
+    for now in (0, 123, interval - 1, 5 * interval + offset, 5 * interval + offset - 1):
+        ts = eval_timestamp(now, interval, offset)
+        assert ts <= now < ts + interval and (ts - offset) % interval == 0
