@@ -558,17 +558,17 @@ class QueryAPI:
         got = await self._rule_groups(request, RULE_TYPES[kind])
         if isinstance(got, web.Response):
             return got
-        groups, warnings = got
+        groups, warnings, replicas = got
         return _json(_with_warnings({"status": "success", "data": {
-            "groups": [group_json(g) for g in merge_groups(groups)]}}, warnings))
+            "groups": [group_json(g) for g in merge_groups(groups, replicas)]}}, warnings))
 
     async def alerts(self, request: web.Request) -> web.Response:
         got = await self._rule_groups(request, RULE_TYPES["alert"])
         if isinstance(got, web.Response):
             return got
-        groups, warnings = got
+        groups, warnings, replicas = got
         return _json(_with_warnings({"status": "success", "data": {
-            "alerts": alerts_json(merge_groups(groups))}}, warnings))
+            "alerts": alerts_json(merge_groups(groups, replicas))}}, warnings))
 
     async def _rule_groups(self, request: web.Request, kind: int):
         p = await self._params(request)
@@ -584,7 +584,7 @@ class QueryAPI:
             return error_response("timeout", DEADLINE_MSG)
         except StoreUnavailable as e:
             return error_response("execution", str(e))
-        return groups, warnings
+        return groups, warnings, opts.replica_labels
 
 
 def _first(p: dict, name: str) -> str | None:

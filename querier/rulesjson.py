@@ -73,17 +73,51 @@ def group_json(g: rules_pb2.RuleGroup) -> dict:
             "partialResponseStrategy": _strategy(g.PartialResponseStrategy)}
 
 
-def merge_groups(groups: Iterable[rules_pb2.RuleGroup]) -> list[rules_pb2.RuleGroup]:
-    """Groups of several rulers by key (file;name), sorted; of equal keys (replicas of one
-    ruler) the most recently evaluated one."""
-    best: dict[tuple[str, str], rules_pb2.RuleGroup] = {}
+def _rule_key(r: rules_pb2.Rule) -> tuple:
+    """Thanos's Rule.Compare: alerting before recording rules, then name, labels, query, for."""
+    kind = r.WhichOneof("result")
+    x = r.alert if kind == "alert" else r.recording
+    return (0 if kind == "alert" else 1, x.name,
+            tuple(sorted((lb.name, lb.value) for lb in x.labels.labels)),
+            x.query, r.alert.duration_seconds if kind == "alert" else 0.0)
+
+
+def _evaluated(r: rules_pb2.Rule) -> tuple[int, int]:
+    x = r.alert if r.WhichOneof("result") == "alert" else r.recording
+    return (x.last_evaluation.seconds, x.last_evaluation.nanos)
+
+
+def merge_groups(groups: Iterable[rules_pb2.RuleGroup],
+                 replica_labels: Iterable[str] = ()) -> list[rules_pb2.RuleGroup]:
+    """Thanos's dedupGroups + dedupRules: groups of several rulers merged by key (file;name),
+    sorted; their rules, without replica labels, sorted, and of equal ones (replicas of one
+    ruler) the most recently evaluated kept."""
+    replicas = set(replica_labels)
+    merged: dict[str, rules_pb2.RuleGroup] = {}
     for g in groups:
-        key = (g.file, g.name)
-        old = best.get(key)
-        if old is None or (g.last_evaluation.seconds, g.last_evaluation.nanos) > (
-                old.last_evaluation.seconds, old.last_evaluation.nanos):
-            best[key] = g
-    return [best[k] for k in sorted(best)]
+        key = f"{g.file};{g.name}"
+        if key in merged:
+            merged[key].rules.extend(g.rules)
+        else:
+            merged[key] = g
+    out = []
+    for key in sorted(merged):
+        g = merged[key]
+        best: dict[tuple, rules_pb2.Rule] = {}
+        for r in g.rules:
+            x = r.alert if r.WhichOneof("result") == "alert" else r.recording
+            if replicas:
+                kept = [lb for lb in x.labels.labels if lb.name not in replicas]
+                del x.labels.labels[:]
+                x.labels.labels.extend(kept)
+            k = _rule_key(r)
+            if k not in best or _evaluated(r) > _evaluated(best[k]):
+                best[k] = r
+        rules = [best[k] for k in sorted(best)]
+        del g.rules[:]
+        g.rules.extend(rules)
+        out.append(g)
+    return out
 
 
 def alerts_json(groups: Iterable[rules_pb2.RuleGroup]) -> list[dict]:

@@ -28,9 +28,15 @@ def _zlabels(labels: Labels | Iterable[tuple[str, str]]) -> labels_pb2.ZLabelSet
 def _ts(seconds: float) -> Timestamp:
     t = Timestamp()
     if seconds:
-        t.FromNanoseconds(int(seconds * 1e9))
+        t.FromNanoseconds(int(round(seconds * 1e6)) * 1000)  # microseconds, as measured
     else:
         t.seconds = -62135596800  # Go's zero time, as an unevaluated rule reports
+    return t
+
+
+def _ts_ms(ms: int) -> Timestamp:
+    t = Timestamp()
+    t.FromMilliseconds(ms)
     return t
 
 
@@ -39,7 +45,7 @@ def rule_pb(rule: RecordingRule | AlertingRule) -> rules_pb2.Rule:
     if isinstance(rule, AlertingRule):
         alerts = [rules_pb2.AlertInstance(
             labels=_zlabels(a.labels), annotations=_zlabels(a.annotations),
-            state=_STATES[a.state], active_at=_ts(a.active_at_ms / 1000), value=format_e(a.value),
+            state=_STATES[a.state], active_at=_ts_ms(a.active_at_ms), value=format_e(a.value),
             PartialResponseStrategy=types_pb2.ABORT) for a in rule.active.values()
             if a.state != "inactive"]
         return rules_pb2.Rule(alert=rules_pb2.Alert(

@@ -269,3 +269,63 @@ def test_stateful_results_through_the_querier_and_its_rules_api(tmp_path: Path):
         ruler.stop()
         prom.stop()
         data.stop()
+
+
+CONSTANT_RULES = """groups:
+  - name: constant
+    interval: 1s
+    rules:
+      - record: one
+        expr: vector(1)
+        labels: {source: rule}
+      - alert: Always
+        expr: vector(3) > 2
+        labels: {severity: info}
+        annotations: {summary: "value {{ $value }}"}
+"""
+
+
+def _normalized(groups: list[dict]) -> list[dict]:
+    """Evaluation times differ between two reads; the rest must not."""
+    out = []
+    for g in groups:
+        g = {k: v for k, v in g.items() if k not in ("evaluationTime", "lastEvaluation")}
+        g["rules"] = [{k: v for k, v in r.items() if k not in ("evaluationTime", "lastEvaluation")}
+                      for r in g["rules"]]
+        out.append(g)
+    return out
+
+
+def test_thanos_querier_lists_the_rulers_rules_like_promring_query(tmp_path: Path):
+    from test_thanos_interop import thanos
+    rules = tmp_path / "constant.yml"
+    rules.write_text(CONSTANT_RULES)
+    evaluator = query_process(tmp_path, "evaluator", []).start()  # vector(1) needs no data
+    ruler = rule_process(tmp_path, "ruler", f"--rule-file={rules}",
+                         f"--query=127.0.0.1:{evaluator.ports['http']}", '--label=ruler="x"')
+    procs = [evaluator, ruler]
+    try:
+        ruler.start()
+        _wait("the alert firing", lambda: requests.get(ruler.url("http", "/api/v1/alerts"),
+                                                      timeout=5).json()["data"]["alerts"])
+        ours = query_process(tmp_path, "ours", [ruler.grpc]).start()
+        procs.append(ours)
+        theirs = thanos(tmp_path, "thanos-query", "query", f"--endpoint={ruler.grpc}").start(120)
+        procs.append(theirs)
+        answers = {}
+        for name, p in (("ours", ours), ("thanos", theirs)):
+            answers[name] = _wait(f"rules at {name}", lambda p=p: requests.get(
+                p.url("http", "/api/v1/rules"), timeout=5).json()["data"]["groups"])
+            answers[name + "_alerts"] = requests.get(p.url("http", "/api/v1/alerts"),
+                                                     timeout=5).json()["data"]["alerts"]
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    assert _normalized(answers["ours"]) == _normalized(answers["thanos"])
+    assert answers["ours_alerts"] == answers["thanos_alerts"]
+    alert = answers["ours_alerts"][0]
+    assert (alert["labels"], alert["annotations"], alert["state"], alert["value"]) == (
+        {"alertname": "Always", "severity": "info"}, {"summary": "value 3"}, "firing", "3e+00")
+    rec = answers["ours"][0]["rules"][1]  # alerting rules first, as Thanos sorts them
+    assert (rec["name"], rec["type"], rec["labels"], rec["health"]) == (
+        "one", "recording", {"source": "rule"}, "ok")

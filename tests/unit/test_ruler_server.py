@@ -149,3 +149,29 @@ def test_eval_timestamps_are_slots_of_the_group_offset():
     for now in (0, 123, interval - 1, 5 * interval + offset, 5 * interval + offset - 1):
         ts = eval_timestamp(now, interval, offset)
         assert ts <= now < ts + interval and (ts - offset) % interval == 0
+
+
+def test_querier_merges_rule_groups_of_replicas_as_thanos():
+    from querier.rulesjson import group_json, merge_groups
+    from storeapi import labels_pb2, rules_pb2
+
+    def group(file, name, evaluated, *rules):
+        g = rules_pb2.RuleGroup(name=name, file=file)
+        for kind, rname, replica in rules:
+            lbls = labels_pb2.ZLabelSet(labels=[labels_pb2.Label(name="replica", value=replica)])
+            if kind == "alert":
+                g.rules.add(alert=rules_pb2.Alert(name=rname, labels=lbls, health=replica))
+                g.rules[-1].alert.last_evaluation.seconds = evaluated
+            else:
+                g.rules.add(recording=rules_pb2.RecordingRule(name=rname, labels=lbls,
+                                                              health=replica))
+                g.rules[-1].recording.last_evaluation.seconds = evaluated
+        return g
+    merged = merge_groups([
+        group("b.yml", "g", 10, ("record", "r", "0"), ("alert", "A", "0")),
+        group("a.yml", "g", 10, ("record", "z", "0")),
+        group("b.yml", "g", 20, ("record", "r", "1"), ("alert", "A", "1"))], ["replica"])
+    got = [(g["file"], [(r["type"], r["name"], r["labels"], r["health"]) for r in g["rules"]])
+           for g in map(group_json, merged)]
+    assert got == [("a.yml", [("recording", "z", {}, "0")]),
+                   ("b.yml", [("alerting", "A", {}, "1"), ("recording", "r", {}, "1")])]
