@@ -21,6 +21,8 @@ from .storage import STALE_NAN, Point, ResultStore
 
 log = logging.getLogger(__name__)
 
+QUERIER_LOOKBACK_MS = 5 * 60_000  # the queriers' default --query.lookback-delta
+
 
 def group_hash(name: str, file: str) -> int:
     """Prometheus's labels{name, file}.Hash(): xxhash64 of ``file 0xff <file> 0xff name 0xff
@@ -201,6 +203,10 @@ class Group:
             return
         _, t_ms, v = max(match, key=lambda f: f[1])
         if math.isnan(v):
+            return
+        # Range selectors skip stale markers: a series whose newest sample is one (the alert had
+        # ended) shows up there but not as an instant vector within the lookback delta.
+        if now_ms - t_ms < QUERIER_LOOKBACK_MS and not await self.ctx.query.instant(sel, now_ms):
             return
         down_ms = (t_ms // 1000) * 1000
         active_ms = int(v) * 1000

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 
 import grpc.aio
@@ -94,10 +95,22 @@ class Ruler:
         self._runner, self.ports["http"] = await start_site(app, self.cfg.http_address)
         await self._apply(specs)
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch()))
+        self._on_sighup()
         self.ready = True
         log.info("ruler started", extra={"groups": len(self.groups), "stateless": self.stateless,
                                          "http": self.ports["http"],
                                          "grpc": self.ports.get("grpc")})
+
+    def _on_sighup(self) -> None:
+        """SIGHUP re-reads the rule files, as for Thanos and Prometheus."""
+        loop = asyncio.get_running_loop()
+
+        def reload() -> None:
+            self._tasks.append(loop.create_task(self.reload()))
+        try:
+            loop.add_signal_handler(signal.SIGHUP, reload)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (an embedding test): /-/reload still works
 
     @staticmethod
     async def _noop(_: list[str]) -> None:
@@ -120,6 +133,10 @@ class Ruler:
 
     async def stop(self) -> None:
         self.ready = False
+        try:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -175,3 +175,39 @@ def test_querier_merges_rule_groups_of_replicas_as_thanos():
            for g in map(group_json, merged)]
     assert got == [("a.yml", [("recording", "z", {}, "0")]),
                    ("b.yml", [("alerting", "A", {}, "1"), ("recording", "r", {}, "1")])]
+
+
+class _RestoreQueries:
+    """ALERTS_FOR_STATE as the queriers would show it: newest non-stale sample of the range,
+    and whether the instant vector (newest sample not stale) has it."""
+
+    def __init__(self, t_ms: int, active_s: int, stale: bool) -> None:
+        self.t_ms, self.active_s, self.stale = t_ms, active_s, stale
+
+    async def last_samples(self, sel, ts, window):
+        return [({"__name__": "ALERTS_FOR_STATE", "alertname": "A", "tenant_id": "t"},
+                 self.t_ms, float(self.active_s))]
+
+    async def instant(self, sel, ts):
+        return [] if self.stale else [({"alertname": "A"}, float(self.active_s))]
+
+
+@pytest.mark.parametrize("stale,want_active_s", [(False, 1000 + 30), (True, 1100)])
+def test_for_state_restore_shifts_by_the_outage_unless_the_alert_had_ended(stale, want_active_s):
+    from ruler.rules import Alert
+    spec = parse_rule_file(
+        "groups: [{name: g, rules: [{alert: A, expr: x, for: 1h}]}]\n", "f")[0]
+    store = _Store()
+
+    async def notify(*_):
+        return None
+    # The old ruler saw the alert pending since t=1000s; its last sample was at t=1070s; the new
+    # ruler restores at t=1100s (a 30s outage): pending time is kept, shifted by the outage.
+    ctx = GroupContext(query=_RestoreQueries(1_070_000, 1000, stale), store=store, notify=notify,
+                       for_grace_period_ms=60_000)
+    g = Group(spec, 1000, ctx)
+    rule = g.rules[0]
+    key = (("alertname", "A"),)
+    rule.active[key] = Alert(labels=key, annotations=(), value=1.0, active_at_ms=1_100_000)
+    asyncio.run(g._restore(1_100_000))
+    assert rule.active[key].active_at_ms == want_active_s * 1000 and rule.restored
