@@ -329,3 +329,43 @@ def test_thanos_querier_lists_the_rulers_rules_like_promring_query(tmp_path: Pat
     rec = answers["ours"][0]["rules"][1]  # alerting rules first, as Thanos sorts them
     assert (rec["name"], rec["type"], rec["labels"], rec["health"]) == (
         "one", "recording", {"source": "rule"}, "ok")
+
+
+def test_querier_ui_alerts_and_rules_pages(tmp_path: Path):
+    import asyncio
+
+    from cdp import CHROMIUM, Browser
+    if CHROMIUM is None:
+        pytest.skip("needs Debian's chromium (scripts/test.sh installs it)")
+    rules = tmp_path / "constant.yml"
+    rules.write_text(CONSTANT_RULES)
+    evaluator = query_process(tmp_path, "evaluator", []).start()
+    ruler = rule_process(tmp_path, "ruler", f"--rule-file={rules}",
+                         f"--query=127.0.0.1:{evaluator.ports['http']}")
+    procs = [evaluator, ruler]
+    try:
+        ruler.start()
+        q = query_process(tmp_path, "query", [ruler.grpc]).start()
+        procs.append(q)
+        _wait("the alert firing at the querier", lambda: requests.get(
+            q.url("http", "/api/v1/alerts"), timeout=5).json()["data"]["alerts"])
+
+        async def go():
+            async with Browser() as page:
+                await page.goto(q.url("http", "/alerts"))
+                row = await page.wait_for(
+                    "document.querySelector('section[data-state=\"firing\"] "
+                    "details[data-rule=\"Always\"] tr[data-state=\"firing\"]')?.textContent")
+                assert 'alertname="Always"' in row and "value 3" in row
+                await page.screenshot(tmp_path / "alerts.png")
+                await page.goto(q.url("http", "/rules"))
+                text = await page.wait_for(
+                    "document.querySelector('section[data-group=\"constant\"] table.rules')"
+                    "?.textContent")
+                assert "record: one" in text and "alert: Always" in text and "OK" in text
+                assert await page.eval(
+                    "document.querySelector('a[data-nav=\"rules\"]').classList.contains('active')")
+        asyncio.run(go())
+    finally:
+        for p in reversed(procs):
+            p.stop()
