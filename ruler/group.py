@@ -66,15 +66,6 @@ class Group:
         self.duration_s = 0.0
         self._task: asyncio.Task | None = None
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.file, self.name)
-
-    @property
-    def offset_ms(self) -> int:
-        interval_ns = self.interval_ms * 1_000_000
-        return (group_hash(self.name, self.file) % interval_ns) // 1_000_000
-
     def eval_timestamp_ms(self, now_ms: int) -> int:
         i_ns = self.interval_ms * 1_000_000
         return eval_timestamp(now_ms * 1_000_000, i_ns,

@@ -608,12 +608,8 @@ class _Exec:
             self.scopes.pop()
 
     def range(self, n: Node, dot: Any) -> None:
-        decl = n.pipe.decl
-        n.pipe.decl = []
-        try:
-            coll = self.pipe(n.pipe, dot)
-        finally:
-            n.pipe.decl = decl
+        decl = n.pipe.decl  # the loop's variables, set per element below
+        coll = self.pipe(n.pipe, dot, set_vars=False)
         if isinstance(coll, dict):
             items = [(k, coll[k]) for k in sorted(coll)]
         elif isinstance(coll, (list, tuple)):
@@ -635,13 +631,13 @@ class _Exec:
                 vars[decl[0]], vars[decl[1]] = k, v
             self.scoped(n.body, v, vars)
 
-    def pipe(self, p: Pipeline, dot: Any) -> Any:
+    def pipe(self, p: Pipeline, dot: Any, set_vars: bool = True) -> Any:
         v: Any = None
         first = True
         for c in p.cmds:
             v = self.cmd(c, dot, None if first else (v,))
             first = False
-        for name in p.decl[:1]:
+        for name in p.decl[:1] if set_vars else ():
             self.set_var(name, v, not p.assign)
         return v
 

@@ -254,8 +254,8 @@ def test_stateful_results_through_the_querier_and_its_rules_api(tmp_path: Path):
             f"{q_api}/rules", timeout=5).json()["data"]["groups"])
         assert sorted(g["name"] for g in groups) == ["alerts", "recording"]
         rec = next(g for g in groups if g["name"] == "recording")
-        assert [(r["name"], r["type"]) for r in rec["rules"]] == [
-            ("rec_samples", "recording"), ("rec_rate", "recording")]
+        assert [(r["name"], r["type"]) for r in rec["rules"]] == [  # sorted, as Thanos does
+            ("rec_rate", "recording"), ("rec_samples", "recording")]
         alerts = _wait("the firing alert at the querier", lambda: [
             a for a in requests.get(f"{q_api}/alerts", timeout=5).json()["data"]["alerts"]
             if a["state"] == "firing"])
@@ -340,8 +340,10 @@ def test_querier_ui_alerts_and_rules_pages(tmp_path: Path):
     rules = tmp_path / "constant.yml"
     rules.write_text(CONSTANT_RULES)
     evaluator = query_process(tmp_path, "evaluator", []).start()
+    sd = tmp_path / "queriers.yml"  # the querier found by file SD instead of --query
+    sd.write_text(f"- targets: ['127.0.0.1:{evaluator.ports['http']}']\n")
     ruler = rule_process(tmp_path, "ruler", f"--rule-file={rules}",
-                         f"--query=127.0.0.1:{evaluator.ports['http']}")
+                         f"--query.sd-files={tmp_path / 'queriers.*'}")
     procs = [evaluator, ruler]
     try:
         ruler.start()
