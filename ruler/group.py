@@ -44,11 +44,17 @@ class GroupContext:
     query: QueryClient
     store: ResultStore
     notify: Callable[[list[Alert], str], Awaitable[None]]  # alerts, the rule's expression
+    # (ALERTS_FOR_STATE labels, now, window) -> newest (timestamp, value) of that series, if any
+    for_state: Callable[[Labels, int, int], Awaitable[tuple[int, float] | None]] | None = None
     alert_ctx: AlertContext = field(default_factory=AlertContext)
     resend_delay_ms: int = 60_000
     for_grace_period_ms: int = 600_000
     outage_tolerance_ms: int = 3_600_000
     restored: bool = False  # False on the first load: alerts' for-state is restored
+
+    def __post_init__(self) -> None:
+        if self.for_state is None:
+            self.for_state = QueriedForState(self.query)
 
 
 class Group:
@@ -185,20 +191,11 @@ class Group:
             rule.restored = True
 
     async def _restore_alert(self, rule: AlertingRule, a: Alert, now_ms: int, hold: int) -> None:
-        want = dict(rule.series_labels(a, FOR_STATE_METRIC))
-        sel = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(want.items())) + "}"
-        found = await self.ctx.query.last_samples(sel, now_ms, self.ctx.outage_tolerance_ms)
-        # the series itself, not one with more labels (external labels of the store aside)
-        match = [f for f in found if all(f[0].get(k) == v for k, v in want.items())]
-        if not match:
+        want = rule.series_labels(a, FOR_STATE_METRIC)
+        last = await self.ctx.for_state(want, now_ms, self.ctx.outage_tolerance_ms)
+        if last is None or math.isnan(last[1]):  # none, or the alert had ended (stale marker)
             return
-        _, t_ms, v = max(match, key=lambda f: f[1])
-        if math.isnan(v):
-            return
-        # Range selectors skip stale markers: a series whose newest sample is one (the alert had
-        # ended) shows up there but not as an instant vector within the lookback delta.
-        if now_ms - t_ms < QUERIER_LOOKBACK_MS and not await self.ctx.query.instant(sel, now_ms):
-            return
+        t_ms, v = last
         down_ms = (t_ms // 1000) * 1000
         active_ms = int(v) * 1000
         remaining = hold - (down_ms - active_ms)
@@ -210,6 +207,29 @@ class Group:
             active_ms += now_ms - down_ms
         a.active_at_ms = active_ms
         log.info("restored alert for-state", extra={"alert": rule.name, "active_at": active_ms})
+
+
+class QueriedForState:
+    """ALERTS_FOR_STATE read through the queriers (stateless mode: the results are elsewhere)."""
+
+    def __init__(self, query: QueryClient) -> None:
+        self.query = query
+
+    async def __call__(self, want: Labels, now_ms: int, window_ms: int
+                       ) -> tuple[int, float] | None:
+        sel = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in want) + "}"
+        found = await self.query.last_samples(sel, now_ms, window_ms)
+        # the series itself, not one with more labels (external labels of the store aside)
+        wanted = dict(want)
+        match = [f for f in found if all(f[0].get(k) == v for k, v in wanted.items())]
+        if not match:
+            return None
+        _, t_ms, v = max(match, key=lambda f: f[1])
+        # Range selectors skip stale markers: a series whose newest sample is one (the alert had
+        # ended) shows up there but not as an instant vector within the lookback delta.
+        if now_ms - t_ms < QUERIER_LOOKBACK_MS and not await self.query.instant(sel, now_ms):
+            return t_ms, STALE_NAN
+        return t_ms, v
 
 
 def _escape(v: str) -> str:

@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from common.ops import add_ops_routes, new_registry, start_site
 from querier.filesd import FileSD, file_stamps
+from querier.status import promring_version
+from ui import WebUI
 
 from .api import RulerAPI
 from .config import RulerConfig
@@ -31,6 +33,8 @@ from .storage import (RemoteWriteStore, ResultStore, TSDBStore, TSDBStoreConfig,
                       parse_remote_write_config)
 
 log = logging.getLogger(__name__)
+
+RULER_PAGES = (("alerts", "Alerts"), ("rules", "Rules"))  # the ruler's own UI, as Thanos's
 
 
 class Ruler:
@@ -54,6 +58,8 @@ class Ruler:
         self.ctx = GroupContext(query=self.query, store=self.store, notify=self.notifier.send,
                                 alert_ctx=AlertContext(ext, cfg.alert_query_url),
                                 resend_delay_ms=cfg.resend_delay_ms,
+                                for_state=(self.store.last_sample
+                                           if isinstance(self.store, TSDBStore) else None),
                                 for_grace_period_ms=cfg.for_grace_period_ms,
                                 outage_tolerance_ms=cfg.for_outage_tolerance_ms)
         self.groups: dict[tuple[str, str], Group] = {}
@@ -91,6 +97,7 @@ class Ruler:
             await self._serve_grpc()
         app = web.Application()
         RulerAPI(self.sorted_groups, self.reload).register(app)
+        WebUI(pages=RULER_PAGES, version=promring_version()).register(app)
         add_ops_routes(app, self.registry, lambda: self.ready)
         self._runner, self.ports["http"] = await start_site(app, self.cfg.http_address)
         await self._apply(specs)

@@ -259,6 +259,24 @@ class TSDBStore:
         if out.conflicts:
             log.warning("rule results not stored", extra={"detail": "; ".join(out.conflicts)})
 
+    async def last_sample(self, want: Labels, now_ms: int, window_ms: int
+                          ) -> tuple[int, float] | None:
+        """Newest sample (stale markers included) of exactly the series ``want`` within
+        ``window_ms`` before ``now_ms``: restoring ``for`` state from the own TSDB, as Thanos's
+        stateful ruler does."""
+        from receiver.tsdb.chunkenc import decode_many
+        from receiver.tsdb.labels import Matcher, MatchType
+        mint = now_ms - window_ms
+        matchers = [Matcher(MatchType.EQ, k, v) for k, v in want]
+        best = None
+        for lbls, chunks in self._tenant().series(matchers, mint, now_ms):
+            if len(lbls) != len(want) or not chunks:
+                continue
+            ts, vals = decode_many([c[2] for c in chunks], mint, now_ms)
+            if len(ts) and (best is None or int(ts[-1]) > best[0]):
+                best = (int(ts[-1]), float(vals[-1]))
+        return best
+
     async def stop(self) -> None:
         if self.lifecycle is not None:
             await self.lifecycle.shutdown()

@@ -47,6 +47,11 @@ def test_reload_on_change_and_on_request(tmp_path: Path):
         port = ruler.ports["http"]
         try:
             assert await _groups(port) == ["first"]
+            async with aiohttp.ClientSession() as s:  # its own UI: the alerts and rules pages
+                async with s.get(f"http://127.0.0.1:{port}/", allow_redirects=False) as r:
+                    assert r.status == 302 and r.headers["Location"] == "/alerts"
+                async with s.get(f"http://127.0.0.1:{port}/rules") as r:
+                    assert r.status == 200 and 'data-page="rules"' in await r.text()
             rules.write_text(RULES.format(name="second"))
             for _ in range(100):
                 if await _groups(port) == ["second"]:
@@ -211,3 +216,24 @@ def test_for_state_restore_shifts_by_the_outage_unless_the_alert_had_ended(stale
     rule.active[key] = Alert(labels=key, annotations=(), value=1.0, active_at_ms=1_100_000)
     asyncio.run(g._restore(1_100_000))
     assert rule.active[key].active_at_ms == want_active_s * 1000 and rule.restored
+
+
+def test_stateful_for_state_is_read_from_the_own_tsdb_stale_markers_included(tmp_path: Path):
+    from ruler.storage import STALE_NAN
+    cfg = TSDBStoreConfig(data_dir=tmp_path / "data", external_labels=(("ruler", "a"),))
+    want = (("__name__", "ALERTS_FOR_STATE"), ("alertname", "A"))
+
+    async def run():
+        store = TSDBStore(cfg, CollectorRegistry())
+        await store.start()
+        try:
+            now = int(time.time() * 1000)
+            await store.append([(want, now - 3000, 1000.0), (want + (("x", "1"),), now - 1000, 7.0)])
+            assert await store.last_sample(want, now, 60_000) == (now - 3000, 1000.0)
+            await store.append([(want, now - 2000, STALE_NAN)])
+            t, v = await store.last_sample(want, now, 60_000)
+            assert t == now - 2000 and struct.pack("<d", v) == struct.pack("<d", STALE_NAN)
+            assert await store.last_sample(want, now, 1000) is None  # outside the window
+        finally:
+            await store.stop()
+    _run(run())
