@@ -31,6 +31,26 @@ RECORDING_RULES = """groups:
           kind: rate
 """
 
+# An alert whose annotation runs the template functions over a value with many digits: Prometheus
+# 2.42 and the ruler must expand it to the same text (Go's number formats included).
+TEMPLATE_RULES = """  - name: templates
+    interval: 1s
+    rules:
+      - alert: Templated
+        expr: prometheus_build_info * 1234567.891
+        annotations:
+          summary: >-
+            {{ $labels.job }} {{ $value }} {{ $value | humanize }} {{ humanize1024 $value }}
+            {{ printf "%.2f|%d|%s|%q|%5.1f|%v" $value 42 $labels.job "x" 3.14159 0.5 }}
+            {{ humanizeDuration 3661.5 }} {{ humanizeDuration 0.0123 }} {{ humanizeDuration 45 }}
+            {{ humanizePercentage 0.123456 }} {{ humanizeTimestamp $value }}
+            {{ $labels.job | toUpper }} {{ title "hello world" }}
+            {{ if gt $value 1e6 }}big{{ else if gt $value 1.0 }}mid{{ else }}small{{ end }}
+            {{ reReplaceAll "(p)rom(.*)" "$1-$2" $labels.job }} {{ humanize 0.0001234 }}
+            {{ 1.5e-7 }} {{ 100000000.0 }} {{ len $labels.job }} {{ $labels.nothing }}|
+            {{ with $labels.job }}{{ . }}{{ end }} {{ index $labels "job" }} {{ match "^pro" $labels.job }}
+"""
+
 # Prometheus scraping itself into promring, its own rule results kept out of promring.
 PROMETHEUS_CONFIG = SELF_SCRAPE_REMOTE_WRITE + """    write_relabel_configs:
       - source_labels: [__name__]
@@ -90,7 +110,7 @@ class Gauge:
 
 def test_recorded_series_equal_prometheus_at_the_same_timestamps(tmp_path: Path, up):
     rules = tmp_path / "rules.yml"
-    rules.write_text(RECORDING_RULES)
+    rules.write_text(RECORDING_RULES + TEMPLATE_RULES)
     prom = PrometheusProcess(tmp_path / "prom", PROMETHEUS_CONFIG.format(url=up.write_url)
                              + f'rule_files: ["{rules.resolve()}"]\n').start()
     ruler = rule_process(tmp_path, "ruler", f"--rule-file={rules.resolve()}",
@@ -107,6 +127,8 @@ def test_recorded_series_equal_prometheus_at_the_same_timestamps(tmp_path: Path,
         t = time.time() - 2
         ours = raw_samples(up.api, sel, t, "60s")
         theirs = raw_samples(prom_api, '{__name__=~"rec_.*"}', t, "60s")
+        our_alerts = requests.get(ruler.url("http", "/api/v1/alerts"), timeout=5).json()
+        their_alerts = requests.get(f"{prom_api}/alerts", timeout=5).json()
     finally:
         ruler.stop()
         prom.stop()
@@ -124,6 +146,9 @@ def test_recorded_series_equal_prometheus_at_the_same_timestamps(tmp_path: Path,
             assert float(mine[ts]) == pytest.approx(float(ref[ts]), rel=1e-9), (key, ts)
             compared += 1
     assert compared >= 6
+    ours_text = [a["annotations"]["summary"] for a in our_alerts["data"]["alerts"]]
+    theirs_text = [a["annotations"]["summary"] for a in their_alerts["data"]["alerts"]]
+    assert ours_text == theirs_text and len(ours_text) == 1
 
 
 ALERT_RULES = """groups:
