@@ -246,6 +246,11 @@ def rule_config(a: argparse.Namespace):
         except OSError as e:
             raise ValueError(f"--remote-write.config-file: {e}") from None
     parse_remote_write_config(rw)
+    if not a.queries and not a.query_sd_files:  # Thanos's messages
+        raise ValueError("no query configuration parameter was given")
+    dup = next((q for i, q in enumerate(a.queries) if q in a.queries[:i]), None)
+    if dup is not None:
+        raise ValueError(f"Address {dup} is duplicated for --query flag.")
     for u in a.alertmanager_urls:
         alertmanager_url(u)
     ms = {flag: _flag_duration_ms(a, dest, flag) for dest, flag in (

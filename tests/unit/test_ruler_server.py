@@ -237,3 +237,17 @@ def test_stateful_for_state_is_read_from_the_own_tsdb_stale_markers_included(tmp
         finally:
             await store.stop()
     _run(run())
+
+
+@pytest.mark.parametrize("args,error", [
+    ([], "no query configuration parameter was given"),
+    (["--query=a:1", "--query=a:1"], "Address a:1 is duplicated for --query flag."),
+    (["--query=a:1", "--alertmanagers.url=am:9093"], "--alertmanagers.url 'am:9093': the scheme"),
+    (["--query=a:1", "--remote-write.config=remote_write: [{name: x}]"], "url is required"),
+    (["--query=a:1", "--eval-interval=0s"], "--eval-interval must be greater than 0"),
+])
+def test_flag_errors_stop_the_start(tmp_path: Path, args, error):
+    r = subprocess.run(promring_cmd() + ["rule", *args], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and error in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()
