@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import promql_parser
 import pytest
 import requests
 
@@ -129,6 +130,8 @@ def test_recorded_series_equal_prometheus_at_the_same_timestamps(tmp_path: Path,
         theirs = raw_samples(prom_api, '{__name__=~"rec_.*"}', t, "60s")
         our_alerts = requests.get(ruler.url("http", "/api/v1/alerts"), timeout=5).json()
         their_alerts = requests.get(f"{prom_api}/alerts", timeout=5).json()
+        our_rules = requests.get(ruler.url("http", "/api/v1/rules"), timeout=5).json()
+        their_rules = requests.get(f"{prom_api}/rules", timeout=5).json()
     finally:
         ruler.stop()
         prom.stop()
@@ -149,6 +152,27 @@ def test_recorded_series_equal_prometheus_at_the_same_timestamps(tmp_path: Path,
     ours_text = [a["annotations"]["summary"] for a in our_alerts["data"]["alerts"]]
     theirs_text = [a["annotations"]["summary"] for a in their_alerts["data"]["alerts"]]
     assert ours_text == theirs_text and len(ours_text) == 1
+    # /api/v1/rules in Prometheus's shape (Thanos adds partialResponseStrategy)
+    assert _rules_shape(our_rules, extra={"partialResponseStrategy"}) == _rules_shape(their_rules)
+
+
+def _rules_shape(doc: dict, extra: set[str] = frozenset()) -> list:
+    """Keys and the static values of groups, rules and alerts. (Thanos, and so promring, always
+    has a recording rule's labels, {} when it has none; Prometheus leaves the key out.)"""
+    def keys(d: dict) -> list[str]:
+        return sorted(set(d) - extra)
+    out = []
+    for g in doc["data"]["groups"]:
+        out.append((keys(g), g["name"], g["interval"], g["limit"]))
+        for r in g["rules"]:
+            if r["type"] == "recording" and r.get("labels") == {}:
+                del r["labels"]
+            static = {k: r.get(k) for k in ("name", "labels", "annotations", "duration",
+                                            "keepFiringFor", "type", "health", "state")}
+            # the same expression (Prometheus reprints it: 1234567.891 as 1.234567891e+06)
+            static["query"] = promql_parser.parse(r["query"]).prettify()
+            out.append((keys(r), static, [keys(a) for a in r.get("alerts", [])]))
+    return out
 
 
 ALERT_RULES = """groups:
