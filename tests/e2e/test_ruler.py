@@ -130,6 +130,8 @@ def test_recorded_series_equal_prometheus_at_the_same_timestamps(tmp_path: Path,
         theirs = raw_samples(prom_api, '{__name__=~"rec_.*"}', t, "60s")
         our_alerts = requests.get(ruler.url("http", "/api/v1/alerts"), timeout=5).json()
         their_alerts = requests.get(f"{prom_api}/alerts", timeout=5).json()
+        our_firing = raw_samples(up.api, 'ALERTS{alertname="Templated"}', t, "60s")
+        their_firing = raw_samples(prom_api, 'ALERTS{alertname="Templated"}', t, "60s")
         our_rules = requests.get(ruler.url("http", "/api/v1/rules"), timeout=5).json()
         their_rules = requests.get(f"{prom_api}/rules", timeout=5).json()
     finally:
@@ -152,6 +154,12 @@ def test_recorded_series_equal_prometheus_at_the_same_timestamps(tmp_path: Path,
     ours_text = [a["annotations"]["summary"] for a in our_alerts["data"]["alerts"]]
     theirs_text = [a["annotations"]["summary"] for a in their_alerts["data"]["alerts"]]
     assert ours_text == theirs_text and len(ours_text) == 1
+    # ALERTS: the same series (but the external labels) at the same evaluation timestamps
+    [(our_key, our_pts)] = our_firing.items()
+    [(their_key, their_pts)] = their_firing.items()
+    assert {k: v for k, v in our_key if k not in ("ruler", "tenant_id")} == dict(their_key)
+    settled = [p for p in our_pts if p[0] > started + 8]
+    assert settled and set(settled) <= set(their_pts)
     # /api/v1/rules in Prometheus's shape (Thanos adds partialResponseStrategy)
     assert _rules_shape(our_rules, extra={"partialResponseStrategy"}) == _rules_shape(their_rules)
 
