@@ -1,6 +1,8 @@
 """The alert state machine (Prometheus's AlertingRule.Eval) and recording-rule results."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ruler.rulefile import RuleSpec
@@ -102,3 +104,30 @@ def test_recording_rule_names_labels_and_conflicts():
         r.eval([({"job": "j1"}, 1.0), ({"job": "j2"}, 2.0)], 0, 0)
     with pytest.raises(RuleError, match="exceeded limit of 1 with 2 series"):
         r.eval([({"k": "1"}, 1.0), ({"k": "2"}, 2.0)], 0, 1)
+
+
+@pytest.mark.parametrize("body,error", [
+    (b"not json", "invalid JSON"),
+    (b"[1]", "not a query result"),
+    (b'{"status":"error","errorType":"bad_data","error":"parse error"}', "bad_data: parse error"),
+    (b'{"status":"success","data":{"resultType":"matrix","result":[]}}', "not a vector or scalar"),
+    (b'{"status":"success","data":{"resultType":"string","result":[1,"x"]}}', "not a vector or scalar"),
+    (b'{"status":"success","data":{"resultType":"vector","result":[{"metric":5,"value":[1,"2"]}]}}',
+     "malformed vector"),
+    (b'{"status":"success","data":{"resultType":"scalar","result":[1]}}', "malformed scalar"),
+])
+def test_querier_answers_that_are_not_a_rule_result(body, error):
+    from ruler.queryclient import parse_instant_result
+    with pytest.raises(RuleError, match=error):
+        parse_instant_result(body)
+
+
+def test_querier_vector_and_scalar_results():
+    from ruler.queryclient import parse_instant_result
+    got = parse_instant_result(b'{"status":"success","data":{"resultType":"vector","result":['
+                               b'{"metric":{"a":"1"},"value":[1,"+Inf"]},'
+                               b'{"metric":{},"value":[1,"2.5"]}]}}')
+    assert got[0][0] == {"a": "1"} and got[0][1] == float("inf") and got[1] == ({}, 2.5)
+    [(labels, value)] = parse_instant_result(b'{"status":"success","data":{"resultType":'
+                                             b'"scalar","result":[1,"NaN"]}}')
+    assert labels == {} and math.isnan(value)
