@@ -164,7 +164,7 @@ class Group:
             if isinstance(rule, AlertingRule):
                 alerts = rule.to_send(ts, self.ctx.resend_delay_ms, self.interval_ms)
                 if alerts:
-                    await self.ctx.notify(alerts, rule.spec.expr)
+                    await self.ctx.notify(alerts, rule.spec.query or rule.spec.expr)
         self.last_eval_s, self.duration_s = started, time.time() - started
 
     async def stale_all(self, ts: int) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import promql_parser
 import yaml
 
+from .exprstring import canonical_query
 from .template import TemplateError, parse_template
 
 MAX_RULE_FILE_BYTES = 16 << 20  # a rule file larger than this is refused, not read into memory
@@ -49,6 +50,7 @@ class RuleSpec:
     keep_firing_for_ms: int = 0
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
+    query: str = ""  # expr as Prometheus prints it (/api/v1/rules, generatorURL)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ def _rule_errors(keys: dict[str, tuple[yaml.Node, yaml.Node]]) -> tuple[list[str
     if errs:
         return errs, None
     return [], RuleSpec(name=alert or record, expr=expr, alert=bool(alert),
+                        query=canonical_query(expr),
                         for_ms=durations["for"], keep_firing_for_ms=durations["keep_firing_for"],
                         labels=tuple(sorted(labels.items())),
                         annotations=tuple(sorted(annotations.items())))

@@ -49,14 +49,14 @@ def rule_pb(rule: RecordingRule | AlertingRule) -> rules_pb2.Rule:
             PartialResponseStrategy=types_pb2.ABORT) for a in rule.active.values()
             if a.state != "inactive"]
         return rules_pb2.Rule(alert=rules_pb2.Alert(
-            state=_STATES[rule.alert_state()], name=rule.name, query=rule.spec.expr,
+            state=_STATES[rule.alert_state()], name=rule.name, query=rule.spec.query or rule.spec.expr,
             duration_seconds=rule.spec.for_ms / 1000, labels=_zlabels(rule.spec.labels),
             annotations=_zlabels(rule.spec.annotations), alerts=alerts, health=st.health,
             last_error=st.last_error, evaluation_duration_seconds=st.duration_s,
             last_evaluation=_ts(st.last_eval_s),
             keep_firing_for_seconds=rule.spec.keep_firing_for_ms / 1000))
     return rules_pb2.Rule(recording=rules_pb2.RecordingRule(
-        name=rule.name, query=rule.spec.expr, labels=_zlabels(rule.spec.labels), health=st.health,
+        name=rule.name, query=rule.spec.query or rule.spec.expr, labels=_zlabels(rule.spec.labels), health=st.health,
         last_error=st.last_error, evaluation_duration_seconds=st.duration_s,
         last_evaluation=_ts(st.last_eval_s)))
 
