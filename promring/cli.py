@@ -230,6 +230,8 @@ def _rule_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tsdb.block-duration", dest="tsdb_block_duration", default="2h")
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="48h",
                    help="How long blocks stay on local disk.")
+    add_server_tls_flags(p)
+    _http_config_flag(p)
 
 
 def rule_config(a: argparse.Namespace):
@@ -275,7 +277,8 @@ def rule_config(a: argparse.Namespace):
         for_outage_tolerance_ms=ms["--for-outage-tolerance"],
         resend_delay_ms=ms["--resend-delay"], http_address=a.http_address,
         grpc_address=a.grpc_address, block_duration_ms=ms["--tsdb.block-duration"] or 7_200_000,
-        retention_ms=ms["--tsdb.retention"], flags=command_flags(a))
+        retention_ms=ms["--tsdb.retention"], grpc_server_tls=server_tls_from_flags(a),
+        http_config=_http_config(a), flags=command_flags(a))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.tls import ServerTLS
+
 from .rules import Labels
 
 
@@ -33,4 +35,6 @@ class RulerConfig:
     retention_ms: int = 48 * 3_600_000
     reload_poll_s: float = 1.0  # rule files are checked for changes this often
     lifecycle_interval_s: float = 30.0
+    grpc_server_tls: ServerTLS | None = None  # --grpc-server-tls-*
+    http_config: str = ""  # --http.config: TLS, basic auth, headers of the HTTP server
     flags: dict[str, str] = field(default_factory=dict)

@@ -18,6 +18,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
 from common.ops import add_ops_routes, new_registry, start_site
+from common.tls import grpc_server_credentials
+from common.webconfig import WebConfigFile
 from querier.filesd import FileSD, file_stamps
 from querier.status import promring_version
 from ui import WebUI
@@ -99,7 +101,9 @@ class Ruler:
         RulerAPI(self.sorted_groups, self.reload).register(app)
         WebUI(pages=RULER_PAGES, version=promring_version()).register(app)
         add_ops_routes(app, self.registry, lambda: self.ready)
-        self._runner, self.ports["http"] = await start_site(app, self.cfg.http_address)
+        web_config = WebConfigFile(self.cfg.http_config) if self.cfg.http_config else None
+        self._runner, self.ports["http"] = await start_site(app, self.cfg.http_address,
+                                                            web_config=web_config)
         await self._apply(specs)
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch()))
         self._on_sighup()
@@ -132,7 +136,9 @@ class Ruler:
         server = grpc.aio.server(options=GRPC_OPTIONS)
         server.add_generic_rpc_handlers(RulesServer(
             self.sorted_groups, store, lambda: [self.cfg.external_labels]).handlers())
-        port = server.add_insecure_port(self.cfg.grpc_address)
+        tls = self.cfg.grpc_server_tls
+        port = (server.add_secure_port(self.cfg.grpc_address, grpc_server_credentials(tls))
+                if tls is not None and tls.enabled else server.add_insecure_port(self.cfg.grpc_address))
         if port == 0:
             raise OSError(f"cannot bind gRPC server to {self.cfg.grpc_address}")
         await server.start()

@@ -7,6 +7,7 @@ remote-write request: the TSDB appends it through the receiver's decoder, remote
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import struct
 from collections import deque
@@ -120,7 +121,9 @@ class _Queue:
                    "X-Prometheus-Remote-Write-Version": "0.1.0", **self.t.headers}
         if self.t.bearer_token:
             headers["Authorization"] = f"Bearer {self.t.bearer_token}"
-        auth = aiohttp.BasicAuth(*self.t.basic_auth) if self.t.basic_auth else None
+        if self.t.basic_auth:
+            user_pass = f"{self.t.basic_auth[0]}:{self.t.basic_auth[1]}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(user_pass).decode()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.t.timeout_s))
         backoff = 0.03
         while True:
@@ -130,8 +133,7 @@ class _Queue:
                 continue
             body = self.batches[0]
             try:
-                async with self.session.post(self.t.url, data=body, headers=headers,
-                                             auth=auth) as r:
+                async with self.session.post(self.t.url, data=body, headers=headers) as r:
                     text = await r.content.read(512)
                     if r.status < 300 or (400 <= r.status < 500 and r.status != 429):
                         if r.status >= 300:

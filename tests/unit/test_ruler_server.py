@@ -4,6 +4,7 @@ of a bad rule file, and recording-rule staleness when a result vanishes."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import struct
@@ -251,3 +252,26 @@ def test_flag_errors_stop_the_start(tmp_path: Path, args, error):
                        timeout=60, cwd=tmp_path)
     assert r.returncode == 2 and error in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "data").exists()
+
+
+def test_http_config_basic_auth_guards_the_api(tmp_path: Path):
+    import bcrypt
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  u: {bcrypt.hashpw(b'pw', bcrypt.gensalt(4)).decode()}\n")
+    cfg = RulerConfig(rule_files=[], data_dir=tmp_path / "data", http_address="127.0.0.1:0",
+                      grpc_address="", http_config=str(web))
+
+    async def run():
+        ruler = Ruler(cfg)
+        await ruler.start()
+        try:
+            url = f"http://127.0.0.1:{ruler.ports['http']}/api/v1/rules"
+            async with aiohttp.ClientSession() as s:
+                async with s.get(url) as r:
+                    assert r.status == 401
+                auth = {"Authorization": "Basic " + base64.b64encode(b"u:pw").decode()}
+                async with s.get(url, headers=auth) as r:
+                    assert r.status == 200
+        finally:
+            await ruler.stop()
+    _run(run())
