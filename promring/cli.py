@@ -82,6 +82,13 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
                    help="Samples later than now + this are refused (409 out of bounds); 0s = off. "
                         "Thanos defaults to 0s; 10m (Prometheus's own limit for remote write) "
                         "keeps one bad clock from locking a tenant out.")
+    p.add_argument("--tsdb.out-of-order.time-window", dest="ooo_time_window", default="0s",
+                   help="Accept samples older than a series' newest (out of order) when "
+                        "within this of the tenant's newest sample, as Prometheus's "
+                        "out_of_order_time_window; 0s = refuse them (409).")
+    p.add_argument("--tsdb.out-of-order.cap-max", dest="ooo_cap_max", type=int, default=0,
+                   help="Accepted for Thanos compatibility; no effect (the out-of-order head "
+                        "keeps sorted columns, not capped chunks).")
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
                    help="How long shipped blocks stay on local disk.")
     add_objstore_flags(p, required=False)  # blocks are shipped to the bucket when given
@@ -129,6 +136,12 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
+    p.add_argument("--enable-feature", dest="enable_feature", action="append", default=[],
+                   help="Prometheus's PromQL feature flags, comma-separated or repeated: "
+                        "promql-delayed-name-removal, promql-experimental-functions, "
+                        "promql-extended-range-selectors, promql-binop-fill-modifiers, "
+                        "type-and-unit-labels, use-start-timestamps. Default: none (as Prometheus "
+                        "3.14).")
     p.add_argument("--query.auto-downsampling", dest="auto_downsampling", default=False,
                    action=argparse.BooleanOptionalAction,
                    help="Read downsampled data when a query's step allows (max_source_resolution=auto).")
@@ -316,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_tls_flags(st)
     _http_config_flag(st)
 
+    sc = sub.add_parser("sidecar", help="Next to a Prometheus: its data over the StoreAPI, its "
+                                        "blocks shipped to the bucket, its config reloaded.")
+    _common(sc)
+    from sidecar.flags import add_sidecar_flags
+    add_sidecar_flags(sc)
+    _http_config_flag(sc)
+
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
     b = tsub.add_parser("bucket", help="Inspect a bucket.")
@@ -375,6 +395,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         limits_file=Path(a.limits_file) if a.limits_file else None,
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
+        ooo_window_ms=parse_duration_ms(a.ooo_time_window),
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
         forward_tls=_forward_tls(a),
         http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
@@ -435,6 +456,7 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         timeout_s=_flag_duration_ms(a, "query_timeout", "--query.timeout") / 1000,
         max_concurrent=a.max_concurrent,
         max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
+        promql_features=_promql_features(a.enable_feature),
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
@@ -444,6 +466,15 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         **_query_endpoint_config(a))
     cfg.validate()
     return cfg
+
+
+def _promql_features(values: list[str]) -> frozenset[str]:
+    """--enable-feature values PromQL knows; others are logged and ignored, as Prometheus does."""
+    from querier.promql.types import PROMQL_FEATURES
+    asked = {f.strip() for v in values for f in v.split(",") if f.strip()}
+    for f in sorted(asked - PROMQL_FEATURES):
+        logging.getLogger("promring").warning("Unknown option for --enable-feature: %s", f)
+    return frozenset(asked & PROMQL_FEATURES)
 
 
 # Flags that may hold credentials: shown as <secret> (inline bucket configs, passwords, tokens).
@@ -639,6 +670,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"promring rule: {e}", file=sys.stderr)
             sys.exit(2)
         comps = [Ruler(cfg)]
+    elif a.command == "sidecar":
+        from sidecar.flags import sidecar_config
+        from sidecar.server import Sidecar, run_until_signal
+        _or_exit(_http_config, a)
+        code = asyncio.run(run_until_signal(Sidecar(_or_exit(sidecar_config, a))))
+        _exit_after_clean_stop(code)
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
         if a.bucket_cmd == "web":

@@ -100,6 +100,7 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "min_block_duration": ("--tsdb.min-block-duration", _duration(positive=True)),
     "max_block_duration": ("--tsdb.max-block-duration", _duration(positive=True)),
     "tsdb_retention": ("--tsdb.retention", _duration(positive=False)),
+    "ooo_time_window": ("--tsdb.out-of-order.time-window", _duration(positive=False)),
     "objstore_config_file": ("--objstore.config-file", _readable_file),
     "limits_file": ("--receive.limits-config-file", _limits_file),
     "hashrings_file": ("--receive.hashrings-file", _hashrings_file),

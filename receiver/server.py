@@ -66,6 +66,9 @@ class ReceiveMetrics:
                                 ["code"], registry=registry)
         self.samples = Counter("prometheus_tsdb_head_samples_appended", "Samples appended.",
                                ["tenant"], registry=registry)
+        self.ooo_samples = Counter("prometheus_tsdb_head_out_of_order_samples_appended",
+                                   "Late samples appended within --tsdb.out-of-order.time-window.",
+                                   ["tenant", "type"], registry=registry)
         self.rejected = Counter("thanos_receive_rejected_samples", "Samples rejected by reason.",
                                 ["reason"], registry=registry)
         self.duration = Histogram("thanos_receive_http_request_duration_seconds",
@@ -92,7 +95,8 @@ class Receiver:
             self.db = MultiTSDB(TSDBOptions(
                 path=cfg.tsdb_path, external_labels=cfg.external_labels,
                 tenant_label_name=cfg.tenant_label_name,
-                head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms), wal_fsync=cfg.wal_fsync,
+                head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms, ooo_window_ms=cfg.ooo_window_ms),
+                wal_fsync=cfg.wal_fsync,
                 retention_ms=cfg.retention_ms, too_far_in_future_ms=cfg.too_far_in_future_ms))
             self.source = MultiTSDBSource(self.db)
             self.metadata = MetadataStore(cfg.tsdb_path)
@@ -401,6 +405,11 @@ class Receiver:
             self.health.failed(f"writing the WAL of tenant {tenant!r}", e, tenant)
             return 503, f"storage unavailable: {e}"
         self.metrics.samples.labels(tenant).inc(out.appended)
+        if out.out_of_order_appended:
+            n_hist = out.out_of_order_histograms_appended
+            self.metrics.ooo_samples.labels(tenant, "float").inc(out.out_of_order_appended - n_hist)
+            if n_hist:
+                self.metrics.ooo_samples.labels(tenant, "histogram").inc(n_hist)
         for reason, n in (("out_of_order", out.out_of_order), ("duplicate", out.duplicate),
                           ("too_old", out.too_old), ("bad_labels", out.dropped_samples),
                           ("too_far_in_future", out.too_far_in_future),

@@ -207,7 +207,8 @@ def write_block(dir: Path, series: Iterable[tuple[Labels, Sequence[ChunkData]]],
 
     A block of another chunk encoding (Thanos's downsampled aggregate chunks, 0xff) passes
     ``encoding`` and ``count_samples`` (samples per chunk, for the meta's stats).
-    ``compaction`` overrides the meta's level/sources/parents (compactor output).
+    ``compaction`` overrides the meta's level/sources/parents (compactor output) and may
+    carry Prometheus's ``hints`` (``["from-out-of-order"]``).
     """
     if maxt <= mint:
         raise ValueError("block maxt must be > mint")
@@ -298,6 +299,8 @@ def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkD
         meta.level = int(compaction.get("level", 1))
         meta.sources = list(compaction.get("sources") or [ulid])
         meta.parents = list(compaction.get("parents") or [])
+        if compaction.get("hints"):
+            meta.extra["compaction"] = {"hints": sorted(compaction["hints"])}
     if thanos_meta is not None:
         meta.thanos = _thanos_section(thanos_meta, tmp, segments)
     write_meta(tmp, meta)

@@ -17,6 +17,8 @@ BAD_RECEIVE = [
     (["--tsdb.max-block-duration", "1h"], "--tsdb.max-block-duration"),
     (["--tsdb.retention", "inf"], "--tsdb.retention"),
     (["--tsdb.retention=-1d"], "--tsdb.retention"),
+    (["--tsdb.out-of-order.time-window=-1h"], "--tsdb.out-of-order.time-window"),
+    (["--tsdb.out-of-order.time-window", "soon"], "--tsdb.out-of-order.time-window"),
     (["--receive.max-request-size", "0"], "--receive.max-request-size"),
     (["--receive.max-request-size", "lots"], "--receive.max-request-size"),
     (["--receive.replication-factor", "0"], "--receive.replication-factor"),
