@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
-from harness import (SELF_SCRAPE_REMOTE_WRITE, PrometheusProcess, PromringProcess,
-                     alertmanager_process, query_process, rule_process)
+from harness import (PrometheusProcess, PromringProcess, alertmanager_process, query_process,
+                     rule_process, self_scrape_remote_write)
 from rw import push, raw_samples
 
 # Both evaluate this file (same absolute path, so the same group hash and offset). The
@@ -51,12 +52,14 @@ TEMPLATE_RULES = """  - name: templates
             {{ with $labels.job }}{{ . }}{{ end }} {{ index $labels "job" }} {{ match "^pro" $labels.job }}
 """
 
-# Prometheus scraping itself into promring, its own rule results kept out of promring.
-PROMETHEUS_CONFIG = SELF_SCRAPE_REMOTE_WRITE + """    write_relabel_configs:
-      - source_labels: [__name__]
-        regex: "rec_.*|ALERTS.*"
-        action: drop
-"""
+def _prometheus_config(url: str, rules: Path | None = None) -> str:
+    """Prometheus scraping itself into promring, its own rule results kept out of promring."""
+    cfg = yaml.safe_load(self_scrape_remote_write(url))
+    cfg["remote_write"][0]["write_relabel_configs"] = [
+        {"source_labels": ["__name__"], "regex": "rec_.*|ALERTS.*", "action": "drop"}]
+    if rules is not None:
+        cfg["rule_files"] = [str(rules)]
+    return yaml.safe_dump(cfg, sort_keys=False)
 
 
 def _wait(what: str, check, timeout: float = 45.0, every: float = 0.3):
@@ -111,8 +114,8 @@ class Gauge:
 def test_recorded_series_equal_prometheus_at_the_same_timestamps(tmp_path: Path, up):
     rules = tmp_path / "rules.yml"
     rules.write_text(RECORDING_RULES + TEMPLATE_RULES)
-    prom = PrometheusProcess(tmp_path / "prom", PROMETHEUS_CONFIG.format(url=up.write_url)
-                             + f'rule_files: ["{rules.resolve()}"]\n').start()
+    prom = PrometheusProcess(tmp_path / "prom",
+                             _prometheus_config(up.write_url, rules.resolve())).start()
     ruler = rule_process(tmp_path, "ruler", f"--rule-file={rules.resolve()}",
                          f"--query=127.0.0.1:{up.http_port}", '--label=ruler="promring"',
                          f"--remote-write.config={_remote_write_config(up.write_url)}")
@@ -289,8 +292,7 @@ def test_stateful_results_through_the_querier_and_its_rules_api(tmp_path: Path):
     bucket = tmp_path / "bucket"
     data = PromringProcess.up(tmp_path / "up", "--grpc-address=127.0.0.1:0")
     gauge = Gauge(data.write_url, 10.0)
-    prom = PrometheusProcess(tmp_path / "prom", PROMETHEUS_CONFIG.format(url=data.write_url)
-                             ).start()
+    prom = PrometheusProcess(tmp_path / "prom", _prometheus_config(data.write_url)).start()
     ruler = rule_process(tmp_path, "ruler", f"--rule-file={rules}", "--eval-interval=1s",
                          f"--query=127.0.0.1:{data.http_port}", '--label=ruler="stateful"',
                          f"--objstore.config=type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
