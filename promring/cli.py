@@ -128,6 +128,10 @@ def _routing_flags(p: argparse.ArgumentParser) -> None:
                    help="Timeout of one forwarded write to an ingestor.")
     p.add_argument("--receive.grpc-compression", dest="grpc_compression", default="snappy",
                    choices=["snappy", "none"], help="Compression of forwarded writes (gRPC).")
+    p.add_argument("--receive.replication-protocol", dest="replication_protocol",
+                   default="protobuf", choices=["protobuf", "capnproto"],
+                   help="Protocol of forwarded writes: protobuf (gRPC) or capnproto (to each "
+                        "endpoint's capnproto_address).")
     add_client_tls_flags(p, "remote-write.client")
 
 
@@ -302,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
     _receive_flags(r, up=False)
     r.add_argument("--grpc-address", default="0.0.0.0:10901")
+    r.add_argument("--receive.capnproto-address", dest="capnproto_address", default="0.0.0.0:19391",
+                   help="Address of the Cap'n Proto server (ingestors; for routers replicating "
+                        "with --receive.replication-protocol=capnproto).")
     r.add_argument("--http-address", default="0.0.0.0:10902")
     r.add_argument("--tsdb.path", dest="tsdb_path", default="./data")
     add_server_tls_flags(r)
@@ -338,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
-    b = tsub.add_parser("bucket", help="Inspect a bucket.")
+    b = tsub.add_parser("bucket", help="Inspect and maintain a bucket.")
     bsub = b.add_subparsers(dest="bucket_cmd", required=True)
     for name, what in (("ls", "List blocks."), ("inspect", "Blocks with time ranges, labels, resolution, sizes."),
                        ("verify", "Report overlaps and broken blocks (exit 1 if any).")):
@@ -348,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--output", "-o", default="table", choices=["table", "json"])
         if name == "verify":
             c.add_argument("--deep", action="store_true", help="Also read every chunk and check its CRC.")
+    from promring.bucketflags import add_maintenance_commands
+    add_maintenance_commands(bsub, _common)
     w = bsub.add_parser("web", help="Web UI of the bucket's blocks on a timeline (Thanos's bucket UI).")
     _common(w)
     add_objstore_flags(w, required=True)
@@ -399,6 +408,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
         forward_tls=_forward_tls(a),
         http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
+        capnproto_address=getattr(a, "capnproto_address", ""),
         **_routing_config(a))
 
 
@@ -444,7 +454,8 @@ def _routing_config(a: argparse.Namespace) -> dict:
                 hashrings_refresh_s=parse_duration_ms(a.hashrings_refresh) / 1000,
                 replication_factor=a.replication_factor, local_endpoint=a.local_endpoint,
                 forward_timeout_s=parse_duration_ms(a.forward_timeout) / 1000,
-                grpc_compression=a.grpc_compression)
+                grpc_compression=a.grpc_compression,
+                replication_protocol=a.replication_protocol)
 
 
 def query_config(a: argparse.Namespace, endpoints: list[str]):
@@ -685,6 +696,10 @@ def main(argv: list[str] | None = None) -> None:
             comps = [_or_exit(BucketWeb, objstore_yaml(a), a.http_address, refresh_s, a.label,
                               normalize_prefix(a.web_external_prefix))]
             asyncio.run(_run_until_signal(comps))
+            return
+        from promring.bucketflags import MAINTENANCE_COMMANDS, run_maintenance
+        if a.bucket_cmd in MAINTENANCE_COMMANDS:
+            run_maintenance(a)
             return
         if a.bucket_cmd == "verify":
             text, ok = run_verify(objstore_yaml(a), a.deep, a.output)

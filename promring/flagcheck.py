@@ -92,6 +92,7 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "remote_write_address": ("--remote-write.address", _address),
     "grpc_address": ("--grpc-address", _address),
     "http_address": ("--http-address", _address),
+    "capnproto_address": ("--receive.capnproto-address", _address),
     "labels": ("--label", _labels),
     "tenant_header": ("--receive.tenant-header", _header),
     "default_tenant": ("--receive.default-tenant-id", _tenant),

@@ -42,6 +42,9 @@ class ReceiveConfig:
     forward_timeout_s: float = 5.0
     forward_retries: int = 2
     grpc_compression: str = "snappy"           # of forwarded writes: snappy | none
+    replication_protocol: str = "protobuf"     # of forwarded writes: protobuf (gRPC) | capnproto
+    # Thanos's Cap'n Proto Writer of an ingestor ("" = none; the CLI's default is 0.0.0.0:19391).
+    capnproto_address: str = ""
     limits_file: Path | None = None
     objstore_config: str | None = None          # Thanos objstore YAML; None: no shipping
     retention_ms: int = 15 * 86_400_000          # local blocks (shipped ones) older than this go

@@ -27,6 +27,7 @@ from common.webconfig import WebConfigFile
 from storeapi.h2server import H2GrpcServer
 from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreServer
 
+from .capnproto.rpc import ServerOptions as CapnpOptions, WriterServer
 from .config import ReceiveConfig
 from .lifecycle import BlockLifecycle
 from .hashring.watch import HashringsFile
@@ -119,7 +120,8 @@ class Receiver:
                                        content=cfg.hashrings_content)
             self.router = Router(
                 lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries,
-                                                     cfg.grpc_compression, tls=cfg.forward_tls),
+                                                     cfg.grpc_compression, tls=cfg.forward_tls,
+                                                     protocol=cfg.replication_protocol),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
                 local_writer=self._write_local_body if cfg.is_ingestor else None,
                 registry=self.registry)
@@ -127,6 +129,7 @@ class Receiver:
         self.ready = False
         self._runners: list[web.AppRunner] = []
         self._grpc: H2GrpcServer | None = None
+        self._capnp: WriterServer | None = None
         self._refresher: asyncio.Task | None = None
         self._prober: asyncio.Task | None = None
         self._ext_applied: set[str] = set()
@@ -140,7 +143,7 @@ class Receiver:
 
     def _rings_changed(self, rings) -> None:
         if self.router is not None:
-            asyncio.get_running_loop().create_task(self.router.forwarder.retain(rings.all_endpoints()))
+            asyncio.get_running_loop().create_task(self.router.forwarder.retain(rings.all_addresses()))
         self._ext_applied.clear()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -176,6 +179,8 @@ class Receiver:
             self.lifecycle.start()  # its first round ships what a previous run left behind
             if self.cfg.grpc_address:
                 await self._serve_grpc()
+            if self.cfg.capnproto_address:
+                await self._serve_capnp()
             await self.health.check(self.db.reopen_wal)
             self._prober = asyncio.get_running_loop().create_task(self.health.run(self.db.reopen_wal))
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
@@ -202,6 +207,17 @@ class Receiver:
             raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}: {e}") from e
         await server.start()
         self._grpc, self.ports["grpc"] = server, port
+
+    async def _serve_capnp(self) -> None:
+        """Thanos's Cap'n Proto Writer (--receive.capnproto-address), for routers replicating
+        with --receive.replication-protocol=capnproto."""
+        server = WriterServer(self.capnp_write, CapnpOptions(
+            max_message_bytes=MAX_MESSAGE_BYTES, message_timeout_s=self.cfg.http_read_timeout_s))
+        try:
+            port = await server.start(self.cfg.capnproto_address)
+        except OSError as e:
+            raise OSError(f"cannot bind Cap'n Proto server to {self.cfg.capnproto_address}: {e}") from e
+        self._capnp, self.ports["capnproto"] = server, port
 
     async def _refresh_loop(self) -> None:
         """Re-read the hashrings and limits files when they change (no restart needed)."""
@@ -233,6 +249,9 @@ class Receiver:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
             self._grpc = None
+        if self._capnp is not None:
+            await self._capnp.stop()
+            self._capnp = None
         # No write can arrive any more: sync every WAL (the heads are replayed on start).
         if self.lifecycle is not None:
             await self.lifecycle.shutdown()
@@ -358,6 +377,12 @@ class Receiver:
             status, msg = max(failures, key=lambda f: _SEVERITY.get(f[0], len(_SEVERITY)))
             await context.abort(GRPC_FOR_HTTP.get(status, grpc.StatusCode.INTERNAL), msg)
         return b""
+
+    async def capnp_write(self, tenant: str, body: bytes) -> tuple[int, str]:
+        """``Writer.write`` of the Cap'n Proto server, its request already converted to a
+        remote-write body: written locally, never routed (as Thanos), with the gRPC path's
+        validation, tenant default and status."""
+        return await self._write_local_body(tenant or self.cfg.default_tenant, body)
 
     async def _write_local_body(self, tenant: str, body: bytes) -> tuple[int, str]:
         try:

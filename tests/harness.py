@@ -188,10 +188,12 @@ class ServerProcess:
 
 def receive_process(workdir: Path, name: str, *extra: str, router_only: bool = False) -> ServerProcess:
     """``promring receive`` on fresh loopback ports (ingestor unless a hashrings file is passed)."""
-    ports = {"remote_write": free_port(), "grpc": free_port(), "http": free_port()}
+    ports = {"remote_write": free_port(), "grpc": free_port(), "http": free_port(),
+             "capnproto": free_port()}
     args = promring_cmd() + ["receive", "--tsdb.path", str(workdir / name),
                              "--remote-write.address", f"127.0.0.1:{ports['remote_write']}",
                              "--grpc-address", f"127.0.0.1:{ports['grpc']}",
+                             "--receive.capnproto-address", f"127.0.0.1:{ports['capnproto']}",
                              "--http-address", f"127.0.0.1:{ports['http']}", *extra]
     ready = [f"http://127.0.0.1:{ports['remote_write']}/-/ready"]
     return ServerProcess(args, workdir, name, ports, ready)

@@ -379,6 +379,44 @@ done:
     return res;
 }
 
+/* window_sums(vals, starts): the sum of each window vals[starts[i]:starts[i+1]] (the last to
+ * the end), added from 0.0 one sample after another in order -- Thanos's downsampling
+ * aggregator's order, so sums are bit-identical to its. Built without -ffast-math, so the
+ * compiler keeps this order. */
+static PyObject *py_window_sums(PyObject *self, PyObject *args) {
+    PyObject *ovs, *ost;
+    if (!PyArg_ParseTuple(args, "OO:window_sums", &ovs, &ost)) return NULL;
+    Py_buffer bv, bs;
+    Py_ssize_t nv, ns;
+    if (get_buf8(ovs, 'f', &bv, &nv, "vals") < 0) return NULL;
+    if (get_buf8(ost, 'i', &bs, &ns, "starts") < 0) { PyBuffer_Release(&bv); return NULL; }
+    PyObject *res = NULL;
+    const double *v = bv.buf;
+    const int64_t *st = bs.buf;
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        int64_t end = i + 1 < ns ? st[i + 1] : (int64_t)nv;
+        if (st[i] < 0 || st[i] > end || end > (int64_t)nv) {
+            PyErr_SetString(PyExc_ValueError, "starts must be ascending offsets into vals");
+            goto done;
+        }
+    }
+    res = PyBytes_FromStringAndSize(NULL, ns * (Py_ssize_t)sizeof(double));
+    if (!res) goto done;
+    double *out = (double *)PyBytes_AS_STRING(res);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        int64_t end = i + 1 < ns ? st[i + 1] : (int64_t)nv;
+        double acc = 0.0;
+        for (int64_t j = st[i]; j < end; j++) acc += v[j];
+        out[i] = acc;
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&bs);
+    return res;
+}
+
 static PyObject *corrupt(void) {
     PyErr_SetString(PyExc_ValueError, "corrupt XOR chunk");
     return NULL;
@@ -1022,6 +1060,8 @@ static PyMethodDef module_methods[] = {
      "xor_encode(ts, vals) -> bytes: a Prometheus XOR chunk of int64 ts / float64 vals."},
     {"xor_decode", py_xor_decode, METH_O,
      "xor_decode(chunk) -> (ts bytes, vals bytes), native int64 / float64."},
+    {"window_sums", py_window_sums, METH_VARARGS,
+     "window_sums(vals, starts) -> float64 bytes: each window's sum, added in order from 0.0."},
     {"xor_decode_many", py_xor_decode_many, METH_VARARGS,
      "xor_decode_many(chunks, mint, maxt) -> (ts bytes, vals bytes) of the samples of the "
      "chunks (one series, time order) with mint <= t <= maxt."},
