@@ -201,6 +201,103 @@ def _query_endpoint_flags(p: argparse.ArgumentParser) -> None:
                         "empty disables.")
 
 
+def _rule_flags(p: argparse.ArgumentParser) -> None:
+    """``thanos rule``'s flags (names and defaults)."""
+    p.add_argument("--rule-file", dest="rule_files", action="append", default=None,
+                   help="Rule file (glob allowed, repeatable); re-read when it changes and on "
+                        "POST /-/reload. (default: rules/)")
+    p.add_argument("--eval-interval", dest="eval_interval", default="1m",
+                   help="Evaluation interval of groups without their own interval.")
+    p.add_argument("--query", dest="queries", action="append", default=[],
+                   help="Querier HTTP address (host:port or URL) the rules are evaluated by "
+                        "(repeatable).")
+    p.add_argument("--query.sd-files", dest="query_sd_files", action="append", default=[],
+                   help="File SD files (glob allowed) naming querier HTTP addresses (repeatable).")
+    p.add_argument("--query.sd-interval", dest="query_sd_interval", default="5m",
+                   help="Full re-read interval of the file SD files (changes apply sooner).")
+    p.add_argument("--query.http-method", dest="query_http_method", default="POST",
+                   choices=["GET", "POST"])
+    p.add_argument("--label", dest="labels", action="append", default=[],
+                   help='External label of every result (and of the blocks), as name="value" '
+                        "(repeatable).")
+    p.add_argument("--data-dir", dest="data_dir", default="data/",
+                   help="The ruler's TSDB (stateful mode).")
+    add_objstore_flags(p, required=False)  # stateful: blocks shipped to the bucket
+    p.add_argument("--remote-write.config-file", dest="remote_write_config_file", default=None,
+                   help="Prometheus remote_write YAML; switches to stateless mode (results "
+                        "remote-written, no TSDB).")
+    p.add_argument("--remote-write.config", dest="remote_write_config", default=None,
+                   help="Alternative to --remote-write.config-file: the YAML itself.")
+    p.add_argument("--alertmanagers.url", dest="alertmanager_urls", action="append", default=[],
+                   help="Alertmanager URL alerts are sent to (v2 API; repeatable).")
+    p.add_argument("--alertmanagers.send-timeout", dest="alertmanager_timeout", default="10s")
+    p.add_argument("--alert.query-url", dest="alert_query_url", default="",
+                   help="Query UI URL put in every alert's generatorURL.")
+    p.add_argument("--alert.label-drop", dest="alert_label_drop", action="append", default=[],
+                   help="Label dropped from alerts before they are sent (repeatable).")
+    p.add_argument("--for-grace-period", dest="for_grace_period", default="10m",
+                   help="Least time between a restart and a restored alert firing.")
+    p.add_argument("--for-outage-tolerance", dest="for_outage_tolerance", default="1h",
+                   help="Longest outage after which an alert's for-state is still restored.")
+    p.add_argument("--resend-delay", dest="resend_delay", default="1m",
+                   help="Least time before a firing alert is sent again.")
+    p.add_argument("--http-address", default="0.0.0.0:10902")
+    p.add_argument("--grpc-address", default="0.0.0.0:10901",
+                   help="Rules API, and in stateful mode the StoreAPI over the rule results.")
+    p.add_argument("--tsdb.block-duration", dest="tsdb_block_duration", default="2h")
+    p.add_argument("--tsdb.retention", dest="tsdb_retention", default="48h",
+                   help="How long blocks stay on local disk.")
+    add_server_tls_flags(p)
+    _http_config_flag(p)
+
+
+def rule_config(a: argparse.Namespace):
+    """The ruler's configuration; ValueError naming the flag on a value it cannot run with."""
+    from ruler.config import RulerConfig
+    from ruler.notifier import alertmanager_url
+    from ruler.storage import parse_remote_write_config
+    if a.remote_write_config_file and a.remote_write_config:
+        raise ValueError("both --remote-write.config-file and --remote-write.config flags set.")
+    rw = a.remote_write_config or ""
+    if a.remote_write_config_file:
+        try:
+            rw = Path(a.remote_write_config_file).read_text()
+        except OSError as e:
+            raise ValueError(f"--remote-write.config-file: {e}") from None
+    parse_remote_write_config(rw)
+    if not a.queries and not a.query_sd_files:  # Thanos's messages
+        raise ValueError("no query configuration parameter was given")
+    dup = next((q for i, q in enumerate(a.queries) if q in a.queries[:i]), None)
+    if dup is not None:
+        raise ValueError(f"Address {dup} is duplicated for --query flag.")
+    for u in a.alertmanager_urls:
+        alertmanager_url(u)
+    ms = {flag: _flag_duration_ms(a, dest, flag) for dest, flag in (
+        ("eval_interval", "--eval-interval"), ("query_sd_interval", "--query.sd-interval"),
+        ("alertmanager_timeout", "--alertmanagers.send-timeout"),
+        ("for_grace_period", "--for-grace-period"),
+        ("for_outage_tolerance", "--for-outage-tolerance"), ("resend_delay", "--resend-delay"),
+        ("tsdb_block_duration", "--tsdb.block-duration"), ("tsdb_retention", "--tsdb.retention"))}
+    if ms["--eval-interval"] <= 0:
+        raise ValueError("--eval-interval must be greater than 0")
+    return RulerConfig(
+        rule_files=a.rule_files or ["rules/"], eval_interval_ms=ms["--eval-interval"],
+        queries=list(a.queries), query_sd_files=list(a.query_sd_files),
+        query_sd_interval_s=ms["--query.sd-interval"] / 1000,
+        query_http_method=a.query_http_method,
+        external_labels=tuple(sorted(dict(parse_label_flag(x) for x in a.labels).items())),
+        data_dir=Path(a.data_dir), objstore_config=objstore_yaml(a), remote_write_config=rw,
+        alertmanager_urls=list(a.alertmanager_urls),
+        alertmanager_timeout_s=ms["--alertmanagers.send-timeout"] / 1000,
+        alert_query_url=a.alert_query_url, alert_label_drop=list(a.alert_label_drop),
+        for_grace_period_ms=ms["--for-grace-period"],
+        for_outage_tolerance_ms=ms["--for-outage-tolerance"],
+        resend_delay_ms=ms["--resend-delay"], http_address=a.http_address,
+        grpc_address=a.grpc_address, block_duration_ms=ms["--tsdb.block-duration"] or 7_200_000,
+        retention_ms=ms["--tsdb.retention"], grpc_server_tls=server_tls_from_flags(a),
+        http_config=_http_config(a), flags=command_flags(a))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="promring", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--label", default="", help="External label whose value names a group of blocks.")
     w.add_argument("--web.external-prefix", dest="web_external_prefix", default="",
                    help="Prefix of links behind a reverse proxy.")
+
+    ru = sub.add_parser("rule", help="Evaluate Prometheus recording and alerting rules against "
+                                     "queriers; store the results and send alerts.")
+    _common(ru)
+    _rule_flags(ru)
 
     from compactor.config import add_compact_flags
     cp = sub.add_parser("compact", help="Compact, deduplicate, downsample and apply retention in a bucket.")
@@ -569,6 +671,16 @@ def main(argv: list[str] | None = None) -> None:
         from store.server import StoreGateway
         comps = [StoreGateway(_or_exit(store_config, a, a.data_dir, objstore_yaml(a),
                                        a.grpc_address, a.http_address))]
+    elif a.command == "rule":
+        from ruler.rulefile import RuleFileError, load_rule_files
+        from ruler.server import Ruler
+        cfg = _or_exit(rule_config, a)
+        try:
+            load_rule_files(cfg.rule_files)  # a bad rule file: one line, exit 2
+        except RuleFileError as e:
+            print(f"promring rule: {e}", file=sys.stderr)
+            sys.exit(2)
+        comps = [Ruler(cfg)]
     elif a.command == "sidecar":
         from sidecar.flags import sidecar_config
         from sidecar.server import Sidecar, run_until_signal

@@ -18,6 +18,7 @@ from querier.promql.engine import parse as parse_promql
 
 from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
+from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
 from .histjson import histogram_point, matrix_entry
 from .jsonfmt import format_value, points_json, ts_fragment
@@ -27,6 +28,7 @@ from .status import (HEAD_WINDOW_MS, TSDB_STATUS_LIMIT, TSDB_STATUS_MAX_SERIES, 
                      buildinfo, config_yaml, process_status, runtimeinfo,
                      tsdb_status)
 from receiver.tsdb.labels import Matcher, MatchType
+from storeapi import rules_pb2
 
 log = logging.getLogger(__name__)
 
@@ -549,11 +551,41 @@ class QueryAPI:
             data[name] = [{"type": t, "help": h, "unit": u} for t, h, u in metas]
         return _json(_with_warnings({"status": "success", "data": data}, warnings))
 
-    async def rules(self, _: web.Request) -> web.Response:
-        return _json({"status": "success", "data": {"groups": []}})
+    async def rules(self, request: web.Request) -> web.Response:
+        """Thanos's fan-out of the Rules API over the rulers among the endpoints."""
+        kind = request.query.get("type", "").lower()
+        if kind not in RULE_TYPES:
+            return error_response("bad_data", f"unsupported type {kind!r}")
+        got = await self._rule_groups(request, RULE_TYPES[kind])
+        if isinstance(got, web.Response):
+            return got
+        groups, warnings, replicas = got
+        return _json(_with_warnings({"status": "success", "data": {
+            "groups": [group_json(g) for g in merge_groups(groups, replicas)]}}, warnings))
 
-    async def alerts(self, _: web.Request) -> web.Response:
-        return _json({"status": "success", "data": {"alerts": []}})
+    async def alerts(self, request: web.Request) -> web.Response:
+        got = await self._rule_groups(request, RULE_TYPES["alert"])
+        if isinstance(got, web.Response):
+            return got
+        groups, warnings, replicas = got
+        return _json(_with_warnings({"status": "success", "data": {
+            "alerts": alerts_json(merge_groups(groups, replicas))}}, warnings))
+
+    async def _rule_groups(self, request: web.Request, kind: int):
+        p = await self._params(request)
+        try:
+            opts = self._options(request, p)
+        except BadParam as e:
+            return error_response("bad_data", str(e))
+        warnings: list[str] = []
+        try:
+            groups = await asyncio.wait_for(self.stores.rule_groups(
+                rules_pb2.RulesRequest(type=kind), opts, warnings), self.cfg.timeout_s)
+        except asyncio.TimeoutError:
+            return error_response("timeout", DEADLINE_MSG)
+        except StoreUnavailable as e:
+            return error_response("execution", str(e))
+        return groups, warnings, opts.replica_labels
 
 
 def _first(p: dict, name: str) -> str | None:

@@ -45,6 +45,9 @@ class SelectOptions:
 DEFAULT_OPTIONS = SelectOptions()
 
 
+_NO_INFO = Info(0, 0, [])
+
+
 class StoreUnavailable(RuntimeError):
     """An endpoint failed and partial responses are not allowed."""
 
@@ -227,6 +230,30 @@ class StoreSet:
                 have = merged.setdefault(name, [])
                 have.extend(m for m in metas if m not in have)
         return merged
+
+    async def rule_groups(self, req, opts: SelectOptions = DEFAULT_OPTIONS,
+                          warnings: list[str] | None = None) -> list:
+        """Thanos's Rules API over every endpoint whose Info announced it (rulers)."""
+        unchecked = [c for c in self.clients if self.health.status[c.address].up is None]
+        if unchecked:
+            await asyncio.gather(*(self.health.check(c) for c in unchecked))
+        rulers = [c for c in self.clients if (self.health.status[c.address].info or _NO_INFO).rules]
+        results = await asyncio.gather(*(c.rules(req) for c in rulers), return_exceptions=True)
+        groups = []
+        for c, r in zip(rulers, results):
+            if isinstance(r, BaseException):
+                if isinstance(r, asyncio.CancelledError):
+                    raise r
+                msg = f"endpoint {c.address}: {describe_error(r)}"
+                if not opts.partial_response:
+                    raise StoreUnavailable(msg)
+                if warnings is not None:
+                    warnings.append(msg)
+                continue
+            groups.extend(r[0])
+            if warnings is not None:
+                warnings.extend(r[1])
+        return groups
 
     async def close(self) -> None:
         await self.health.stop()
