@@ -54,6 +54,10 @@ class _Parser(argparse.ArgumentParser):
         self.add_argument("--version", action="version", version=_version(),
                           help="Show application version.")
 
+    def error(self, message: str):
+        """A usage mistake is one line (kingpin style), not the whole usage text."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log.level", dest="log_level", default="info",
@@ -501,15 +505,14 @@ def _or_exit(build, *args):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    a = parser.parse_args(argv)
-    if a.command != "tools":
-        from promring.flagcheck import FlagError, check_flags
-        try:
-            check_flags(a)
-        except FlagError as e:
-            print(f"promring {a.command}: {e}", file=sys.stderr)
-            sys.exit(2)
+    from promring.startup import run_reporting_errors
+    run_reporting_errors(build_parser().parse_args(argv), _run)
+
+
+def _run(a: argparse.Namespace) -> None:
+    from promring.flagcheck import check_environment, check_flags
+    check_flags(a)  # FlagError: one line, exit 2, before any slow work
+    check_environment(a)
     setup_logging(a.log_level, a.log_format)
     raise_open_files_limit()
     if a.command == "receive":
