@@ -40,6 +40,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         if not action.help and action.option_strings and action.default is not argparse.SUPPRESS:
             action = copy.copy(action)
             action.help = "(default: %(default)s)"
+        if action.option_strings and action.default in (None, "", []):
+            action = copy.copy(action)
+            action.default = "none"  # not "None", "" or "[]"
         return super()._format_action(action)
 
 
@@ -53,6 +56,13 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.add_argument("--version", action="version", version=_version(),
                           help="Show application version.")
+
+    def add_argument(self, *args, **kwargs):
+        """A flag declared without help gets promring.flaghelp's text for it."""
+        if not kwargs.get("help") and args and str(args[0]).startswith("--"):
+            from promring.flaghelp import help_for
+            kwargs["help"] = help_for(self.prog.split()[-1], args[0]) or kwargs.get("help")
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):
         """A usage mistake is one line (kingpin style), not the whole usage text."""
