@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Callable
 
 from aiohttp import web
-from prometheus_client import (CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector,
-                               generate_latest)
+from prometheus_client import (CollectorRegistry, GCCollector, Gauge, PlatformCollector,
+                               ProcessCollector, generate_latest)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from common.tls import HTTP1, ReloadingServerContext, ServerTLS
@@ -16,10 +16,35 @@ def new_registry() -> CollectorRegistry:
     """A component's own registry, with the process_*, python_info and python_gc_* metrics
     every Prometheus-instrumented process exposes (memory, CPU, file descriptors)."""
     registry = CollectorRegistry()
+    add_build_info(registry)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+def build_info_labels() -> dict[str, str]:
+    """prometheus/common's build-info labels; the Go runtime ones name Python's instead."""
+    import platform
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        v = version("promring")
+    except PackageNotFoundError:
+        v = "unknown"
+    return {"version": v, "revision": "unknown", "branch": "unknown", "tags": "unknown",
+            "goversion": f"python{platform.python_version()}", "goos": sys.platform,
+            "goarch": platform.machine()}
+
+
+def add_build_info(registry: CollectorRegistry) -> None:
+    """``thanos_build_info`` (what Thanos dashboards and alerts select on) and
+    ``promring_build_info``, both a constant 1 labelled with the version."""
+    labels = build_info_labels()
+    for prefix in ("thanos", "promring"):
+        Gauge(f"{prefix}_build_info", f"A metric with a constant '1' value labeled by version, "
+              f"revision, branch and the Python version {prefix} runs on.", list(labels),
+              registry=registry).labels(**labels).set(1)
 
 
 def add_ops_routes(app: web.Application, registry: CollectorRegistry,

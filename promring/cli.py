@@ -143,6 +143,9 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
+    p.add_argument("--query.log-queries-longer-than", dest="slow_query", default="10s",
+                   help="Log queries slower than this (one line each, with the query); 0 "
+                        "disables, a negative value logs every query.")
     p.add_argument("--query.auto-downsampling", dest="auto_downsampling", default=False,
                    action=argparse.BooleanOptionalAction,
                    help="Read downsampled data when a query's step allows (max_source_resolution=auto).")
@@ -346,6 +349,7 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         lookback_delta_ms=_flag_duration_ms(a, "lookback_delta", "--query.lookback-delta"),
         timeout_s=_flag_duration_ms(a, "query_timeout", "--query.timeout") / 1000,
         max_concurrent=a.max_concurrent,
+        slow_query_s=_flag_duration_ms(a, "slow_query", "--query.log-queries-longer-than") / 1000,
         max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,

@@ -37,6 +37,11 @@ def _duration(positive: bool) -> Callable[[str], None]:
     return check
 
 
+def _signed_duration(v: str) -> None:
+    """A duration that may be negative (``-1s``: "every query")."""
+    _duration(positive=False)(v.removeprefix("-"))
+
+
 def _size(v: str) -> None:
     n = parse_bytes(v)
     if n <= 0:
@@ -179,6 +184,7 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "query_tenant_header": ("--query.tenant-header", _header),
     "query_default_tenant": ("--query.default-tenant-id", _tenant),
     "query_tenant_label": ("--query.tenant-label-name", _label_name),
+    "slow_query": ("--query.log-queries-longer-than", _signed_duration),
     "too_far_in_future": ("--tsdb.too-far-in-future.time-window", _duration(positive=False)),
     "sync_block_duration": ("--sync-block-duration", _duration(positive=True)),
     "store_response_timeout": ("--store.response-timeout", _duration(positive=False)),

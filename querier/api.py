@@ -20,6 +20,7 @@ from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
 from .histjson import histogram_point, matrix_entry
+from .querymetrics import add_engine_metrics
 from .jsonfmt import format_value, points_json, ts_fragment
 from .params import (MAX_TIME_MS, MIN_TIME_MS, BadParam, parse_bool, parse_duration_ns,
                      parse_limit, parse_matchers, parse_time)
@@ -202,6 +203,7 @@ class QueryAPI:
         self._slots = asyncio.Semaphore(cfg.max_concurrent)
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent, thread_name_prefix="query")
         self._running: set[FanoutQueryable] = set()
+        add_engine_metrics(registry, self._slots, cfg.max_concurrent)
         self.process = ProcessInfo()
         self.cors = re2.compile(f"^(?:{cfg.cors_origin})$")
         self.cors_any = cfg.cors_origin == ".*"
@@ -361,8 +363,11 @@ class QueryAPI:
             opts, eopts = self._resolution(p, self._options(request, p), None)
         except BadParam as e:
             return error_response("bad_data", str(e))
-        return await self._evaluate(request, lambda engine, qa: engine.instant(qa, q, t),
+        t0 = time.monotonic()
+        resp = await self._evaluate(request, lambda engine, qa: engine.instant(qa, q, t),
                                     timeout_s, opts, eopts, limit, bool(_first(p, "stats")))
+        self._log_if_slow(t0, resp, query=q, time=t / 1000)
+        return resp
 
     async def query_range(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -385,8 +390,20 @@ class QueryAPI:
             opts, eopts = self._resolution(p, self._options(request, p), step)
         except BadParam as e:
             return error_response("bad_data", str(e))
-        return await self._evaluate(request, lambda engine, qa: engine.range(qa, q, start, end, step),
+        t0 = time.monotonic()
+        resp = await self._evaluate(request, lambda engine, qa: engine.range(qa, q, start, end, step),
                                     timeout_s, opts, eopts, limit, bool(_first(p, "stats")))
+        self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)
+        return resp
+
+    def _log_if_slow(self, t0: float, resp: web.StreamResponse, **what) -> None:
+        """One line per query slower than --query.log-queries-longer-than (as Thanos's
+        query-frontend logs them)."""
+        took = time.monotonic() - t0
+        limit = self.cfg.slow_query_s
+        if limit < 0 or (limit > 0 and took > limit):
+            log.info("slow query detected", extra={**what, "time_taken_s": round(took, 3),
+                                                   "status": resp.status})
 
     def _resolution(self, p: dict, opts: SelectOptions, step_ms: int | None
                     ) -> tuple[SelectOptions, EngineOptions]:

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from common.ops import add_ops_routes, new_registry, start_site
 from common.tls import peer_certificate, server_ssl_context
 from common.webconfig import WebConfigFile
+from storeapi.grpcmetrics import server_metrics
 from storeapi.h2server import H2GrpcServer
 from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreServer
 
@@ -39,6 +40,7 @@ from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_certificate, tenant_from_headers
 from .thanoswrite import split_thanos_write
 from .tsdb.head import HeadOptions
+from .tsdbmetrics import registry_add_tsdb_metrics
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,6 @@ class ReceiveMetrics:
                                 ["reason"], registry=registry)
         self.duration = Histogram("thanos_receive_http_request_duration_seconds",
                                   "Remote-write request latency.", registry=registry)
-        self.series = Gauge("prometheus_tsdb_head_series", "Series in the heads.", registry=registry)
         self.head_bytes = Gauge("promring_head_chunk_bytes", "Bytes held by head chunks.",
                                 registry=registry)
         self.limited = Counter("thanos_receive_limited_requests", "Requests refused by a limit.",
@@ -97,7 +98,7 @@ class Receiver:
             self.source = MultiTSDBSource(self.db)
             self.metadata = MetadataStore(cfg.tsdb_path)
             self.health = StorageHealth(cfg.tsdb_path, cfg.storage_probe_interval_s)
-            self.metrics.series.set_function(self.db.num_series)
+            registry_add_tsdb_metrics(self.registry, self.db)
             self.metrics.head_bytes.set_function(self.db.memory_bytes)
             skipped = Gauge("promring_tsdb_wal_replay_skipped",
                             "What the last WAL replay skipped to start (corrupt segments, series "
@@ -184,7 +185,8 @@ class Receiver:
     async def _serve_grpc(self) -> None:
         # Our own HTTP/2 gRPC server, not grpc.aio: Thanos routers compress forwarded writes with
         # snappy, which grpcio's core refuses before any handler runs.
-        server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES)
+        server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES,
+                              metrics=server_metrics(self.registry))
         server.add_generic_rpc_handlers(StoreServer(self.source, "receive").handlers())
         if self.metadata is not None:
             server.add_generic_rpc_handlers((metadata_handler(self.metadata),))

@@ -111,7 +111,8 @@ class StoreGateway:
         await self._sync_logged()
         self._grpc, self.ports["grpc"] = await serve_storeapi(self.store, cfg.grpc_address,
                                                               component_type="store",
-                                                              tls=cfg.grpc_server_tls)
+                                                              tls=cfg.grpc_server_tls,
+                                                              registry=self.registry)
         self._sync_task = asyncio.create_task(self._sync_loop(), name="store-sync")
 
     async def sync_once(self) -> None:
