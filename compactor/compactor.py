@@ -152,6 +152,8 @@ class Compactor:
             web_config = WebConfigFile(self.cfg.http_config) if self.cfg.http_config else None
             self._runner, self.ports["http"] = await start_site(app, self.cfg.http_address,
                                                                 web_config=web_config)
+            host = self.cfg.http_address.rpartition(":")[0] or "0.0.0.0"
+            log.info("listening", extra={"http_address": f"{host}:{self.ports['http']}"})
             self._viewer.start()
 
     async def close(self) -> None:

@@ -105,6 +105,9 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
                    help="Take the tenant from this field of the verified client certificate "
                         "(needs --remote-write.server-tls-client-ca); the tenant header is ignored.")
     _http_config_flag(p)
+    p.add_argument("--receive.rejected-log-interval", dest="rejected_log_interval", default="30s",
+                   help="How often rejected writes are summed up in one log line per tenant "
+                        "and reason; 0 disables.")
     p.add_argument("--receive.limits-config-file", dest="limits_file", default=None,
                    help="Thanos limits YAML (request size/series/samples -> 413, head series -> 429); "
                         "re-read when it changes.")
@@ -290,6 +293,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         limits_file=Path(a.limits_file) if a.limits_file else None,
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
+        rejected_log_interval_s=parse_duration_ms(a.rejected_log_interval) / 1000,
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
         forward_tls=_forward_tls(a),
         http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
@@ -349,7 +353,8 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         lookback_delta_ms=_flag_duration_ms(a, "lookback_delta", "--query.lookback-delta"),
         timeout_s=_flag_duration_ms(a, "query_timeout", "--query.timeout") / 1000,
         max_concurrent=a.max_concurrent,
-        slow_query_s=_flag_duration_ms(a, "slow_query", "--query.log-queries-longer-than") / 1000,
+        slow_query_s=(-1 if a.slow_query.startswith("-") else 1) * parse_duration_ms(
+            a.slow_query.removeprefix("-")) / 1000,
         max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
@@ -423,22 +428,39 @@ def _query_endpoint_config(a: argparse.Namespace) -> dict:
                 grpc_address=a.grpc_address)
 
 
-async def _run_until_signal(components: list) -> None:
+def listen_addresses(components: list, a: argparse.Namespace) -> dict[str, str]:
+    """``<server>_address`` fields for the start-up log: the configured host, the bound port."""
+    out: dict[str, str] = {}
+    for c in components:
+        ports = dict(getattr(c, "ports", None) or {})
+        for key, attr in (("http", "port"), ("grpc", "grpc_port")):
+            if getattr(c, attr, 0):
+                ports.setdefault(key, getattr(c, attr))
+        for key, port in ports.items():
+            host = str(getattr(a, f"{key}_address", "") or "").rpartition(":")[0]
+            out[f"{key}_address"] = f"{host or '0.0.0.0'}:{port}"
+    return out
+
+
+async def _run_until_signal(components: list, a: argparse.Namespace | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     started = []
+    what = {"component": " ".join(x for x in (getattr(a, "command", ""), getattr(a, "bucket_cmd", ""))
+                                  if x)}
     try:
         for c in components:
             await c.start()
             started.append(c)
-        log.info("promring is up", extra={"components": [type(c).__name__ for c in components]})
+        log.info("promring is up", extra={**what, **listen_addresses(components, a or argparse.Namespace())})
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down", extra=what)
     finally:
         for c in reversed(started):
             await c.stop()
+    log.info("stopped cleanly", extra=what)
 
 
 def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grpc_address: str,
@@ -470,6 +492,7 @@ class _Up:
                                                 objstore_config=self.objstore))
         self.store = None
         self.querier = None
+        self.ports: dict[str, int] = {}  # bound ports, for the start-up log
 
     async def start(self) -> None:
         from querier.server import Querier
@@ -482,8 +505,8 @@ class _Up:
         endpoints = [f"127.0.0.1:{self.receiver.ports['grpc']}", f"127.0.0.1:{self.store.ports['grpc']}"]
         self.querier = Querier(query_config(self.a, endpoints), registry=self.receiver.registry)
         await self.querier.start()
-        log.info("listening", extra={"remote_write": self.receiver.ports["remote_write"],
-                                     "http": self.querier.port, "grpc": self.receiver.ports["grpc"]})
+        self.ports = {"remote_write": self.receiver.ports["remote_write"],
+                      "http": self.querier.port, "grpc": self.receiver.ports["grpc"]}
 
     async def stop(self) -> None:
         if self.querier is not None:
@@ -502,11 +525,14 @@ async def _run_compactor(a: argparse.Namespace) -> int:
         asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     try:
         res = await task
-        return 1 if res.halted else 0
+        code = 1 if res.halted else 0
     except asyncio.CancelledError:
-        return 0
+        log.info("shutting down", extra={"component": "compact"})
+        code = 0
     finally:
         await c.close()
+    log.info("stopped cleanly", extra={"component": "compact"})
+    return code
 
 
 def _or_exit(build, *args):
@@ -552,7 +578,7 @@ def _run(a: argparse.Namespace) -> None:
             refresh_s = _or_exit(_flag_duration_ms, a, "refresh", "--refresh") / 1000
             comps = [_or_exit(BucketWeb, objstore_yaml(a), a.http_address, refresh_s, a.label,
                               normalize_prefix(a.web_external_prefix))]
-            asyncio.run(_run_until_signal(comps))
+            asyncio.run(_run_until_signal(comps, a))
             return
         if a.bucket_cmd == "verify":
             text, ok = run_verify(objstore_yaml(a), a.deep, a.output)
@@ -569,7 +595,7 @@ def _run(a: argparse.Namespace) -> None:
         _or_exit(query_config, a, [])  # flag errors before anything starts
         comps = [_or_exit(_Up, a)]
     try:
-        asyncio.run(_run_until_signal(comps))
+        asyncio.run(_run_until_signal(comps, a))
     except KeyboardInterrupt:
         pass
     _exit_after_clean_stop(0)

@@ -184,6 +184,7 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "query_tenant_header": ("--query.tenant-header", _header),
     "query_default_tenant": ("--query.default-tenant-id", _tenant),
     "query_tenant_label": ("--query.tenant-label-name", _label_name),
+    "rejected_log_interval": ("--receive.rejected-log-interval", _duration(positive=False)),
     "slow_query": ("--query.log-queries-longer-than", _signed_duration),
     "too_far_in_future": ("--tsdb.too-far-in-future.time-window", _duration(positive=False)),
     "sync_block_duration": ("--sync-block-duration", _duration(positive=True)),

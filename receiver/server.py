@@ -35,6 +35,7 @@ from .limits import LimitsFile
 from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
 from .metadata import MetadataStore, decode_metadata, metadata_handler
 from .storagehealth import StorageHealth, is_storage_error
+from .rejectlog import RejectedWritesLog
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_certificate, tenant_from_headers
@@ -126,6 +127,8 @@ class Receiver:
         self._grpc: H2GrpcServer | None = None
         self._refresher: asyncio.Task | None = None
         self._prober: asyncio.Task | None = None
+        self.rejections = RejectedWritesLog(cfg.rejected_log_interval_s)
+        self._rejections_task: asyncio.Task | None = None
         self._ext_applied: set[str] = set()
         self.ports: dict[str, int] = {}
         self.bucket = None
@@ -176,6 +179,7 @@ class Receiver:
             await self.health.check(self.db.reopen_wal)
             self._prober = asyncio.get_running_loop().create_task(self.health.run(self.db.reopen_wal))
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
+        self._rejections_task = asyncio.get_running_loop().create_task(self.rejections.run())
         self.ready = True
 
     def is_ready(self) -> bool:
@@ -220,7 +224,7 @@ class Receiver:
 
     async def stop(self) -> None:
         self.ready = False
-        for task in (self._refresher, self._prober):
+        for task in (self._refresher, self._prober, self._rejections_task):
             if task is not None:
                 task.cancel()
         for r in self._runners:
@@ -236,6 +240,7 @@ class Receiver:
             await self.lifecycle.shutdown()
         if self.db is not None:
             self.db.close()
+        self.rejections.flush()  # the last interval's, not lost at shutdown
         if self.bucket is not None:
             await self.bucket.close()
 
@@ -279,6 +284,7 @@ class Receiver:
         why = limits.check_request(tenant, len(body), 0, 0)
         if why:
             self.metrics.limited.labels(tenant, "size").inc()
+            self.rejections.add(tenant, "size_limit")
             return web.Response(status=413, text=f"{why}\n")
         try:
             raw = decompress_body(body, request.headers.get("Content-Encoding"),
@@ -292,6 +298,7 @@ class Receiver:
         why = limits.check_request(tenant, 0, len(req.keys), req.n_samples)
         if why:
             self.metrics.limited.labels(tenant, "request").inc()
+            self.rejections.add(tenant, "request_limit")
             return web.Response(status=413, text=f"{why}\n")
         if not req.keys and raw and self.metadata is not None:
             return await self._write_metadata(tenant, raw)
@@ -393,6 +400,7 @@ class Receiver:
         why = self.limits.limits.check_head(tenant, db.head.num_series)
         if why:
             self.metrics.limited.labels(tenant, "head_series").inc()
+            self.rejections.add(tenant, "head_series_limit")
             return 429, why
         try:
             out = db.write(req)
@@ -409,6 +417,7 @@ class Receiver:
                           ("out_of_bounds", out.out_of_bounds)):
             if n:
                 self.metrics.rejected.labels(reason).inc(n)
+                self.rejections.add(tenant, reason, n)
         conflicts = out.conflicts
         if conflicts:
             msg = "; ".join(conflicts)
