@@ -450,16 +450,23 @@ async def _run_until_signal(components: list, a: argparse.Namespace | None = Non
     started = []
     what = {"component": " ".join(x for x in (getattr(a, "command", ""), getattr(a, "bucket_cmd", ""))
                                   if x)}
+    starting = True
     try:
         for c in components:
+            started.append(c)  # stopped below also when its start fails half way
             await c.start()
-            started.append(c)
+        starting = False
         log.info("promring is up", extra={**what, **listen_addresses(components, a or argparse.Namespace())})
         await stop.wait()
         log.info("shutting down", extra=what)
     finally:
         for c in reversed(started):
-            await c.stop()
+            try:
+                await c.stop()
+            except Exception:  # noqa: BLE001 - a half-started one; the start error is reported
+                if not starting:
+                    raise
+                log.debug("stopping a component that failed to start", exc_info=True)
     log.info("stopped cleanly", extra=what)
 
 

@@ -273,12 +273,13 @@ def _bind_check(host: str, port: int) -> None:
             raise ValueError(f"cannot listen there: {e.strerror}") from None
 
 
+_WILDCARD = {"", "0.0.0.0", "[::]", "::"}
 ADDRESS_FLAGS = {"remote_write_address": "--remote-write.address", "grpc_address": "--grpc-address",
                  "http_address": "--http-address"}
 
 
 def _listen_addresses(a: argparse.Namespace) -> None:
-    seen: dict[tuple[str, int], str] = {}
+    seen: dict[int, tuple[str, str]] = {}  # port -> (host, flag)
     for dest, flag in ADDRESS_FLAGS.items():
         value = getattr(a, dest, "")
         if not value:
@@ -286,10 +287,11 @@ def _listen_addresses(a: argparse.Namespace) -> None:
         host, _, port = value.rpartition(":")
         if int(port) == 0:
             continue
-        if (host, int(port)) in seen:
-            raise FlagError(f"{flag} and {seen[host, int(port)]} both use {value}; give each "
-                            "server its own port")
-        seen[host, int(port)] = flag
+        other_host, other = seen.get(int(port), (None, ""))
+        if other_host is not None and (host == other_host or _WILDCARD & {host, other_host}):
+            raise FlagError(f"{flag} and {other} both use port {port}; give each server its "
+                            "own port")
+        seen[int(port)] = (host, flag)
         try:
             _bind_check(host, int(port))
         except ValueError as e:

@@ -92,6 +92,9 @@ MISTAKES = [
      ["--wait-interval"]),
     ("up-data-dir-under-file", "up", ["--data-dir", "{tmp}/afile/up"], ["--data-dir", "is a file"]),
     ("up-bad-log-format", "up", ["--log.format", "yaml"], ["--log.format", "logfmt"]),
+    ("up-same-port-loopback-and-wildcard", "up", ["--remote-write.address", "127.0.0.1:{free}",
+                                                  "--http-address", "0.0.0.0:{free}"],
+     ["--http-address", "--remote-write.address", "port {free}"]),
     ("up-port-in-use", "up", ["--http-address", "{busy}"], ["--http-address", "in use"]),
     ("tools-objstore-missing", "bucket-ls", ["--objstore.config-file", "{tmp}/nope.yaml"],
      ["--objstore.config-file", "no such file"]),
@@ -175,3 +178,18 @@ def test_an_unexpected_error_is_one_line_with_the_traceback_only_at_debug():
     loud = subprocess.run([sys.executable, "-c", code, "debug"], capture_output=True, text=True,
                           timeout=30)
     assert loud.returncode == 1 and "Traceback" in loud.stderr and "in boom" in loud.stderr
+
+
+def test_a_port_taken_while_starting_is_one_line_and_nothing_is_left_running(files):
+    """Two names for one address pass the start-up check; the second bind fails inside the
+    start (after the WAL replay): still one error line, no "Event loop is closed" from servers
+    that had started (they are stopped)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_promring(["up", "--data-dir", f"{files}/data", "--grpc-address", LOOPBACK_ANY,
+                      "--remote-write.address", f"127.0.0.1:{port}",
+                      "--http-address", f"localhost:{port}"])
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "Event loop" not in r.stderr, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("ts=")]
+    assert len(errors) == 1 and "address already in use" in errors[0], r.stderr
