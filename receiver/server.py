@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from common.ops import add_ops_routes, new_registry, start_site
 from common.tls import peer_certificate, server_ssl_context
 from common.webconfig import WebConfigFile
-from storeapi.grpcmetrics import server_metrics
+from storeapi.grpcmetrics import client_metrics, server_metrics
 from storeapi.h2server import H2GrpcServer
 from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreServer
 
@@ -117,7 +117,8 @@ class Receiver:
                                        content=cfg.hashrings_content)
             self.router = Router(
                 lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries,
-                                                     cfg.grpc_compression, tls=cfg.forward_tls),
+                                                     cfg.grpc_compression, tls=cfg.forward_tls,
+                                                     metrics=client_metrics(self.registry)),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
                 local_writer=self._write_local_body if cfg.is_ingestor else None,
                 registry=self.registry)
