@@ -1,7 +1,7 @@
 """The endpoints every component serves: ``/metrics``, ``/-/healthy``, ``/-/ready``."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, TypeVar
 
 from aiohttp import web
 from prometheus_client import (CollectorRegistry, GCCollector, Gauge, PlatformCollector,
@@ -10,6 +10,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from common.tls import HTTP1, ReloadingServerContext, ServerTLS
 from common.webconfig import WebConfigFile, web_middleware
+
+T = TypeVar("T")
 
 
 def new_registry() -> CollectorRegistry:
@@ -100,3 +102,13 @@ async def start_site(app: web.Application, address: str, tls: ServerTLS | None =
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def registry_shared(registry: CollectorRegistry, key: str, make: Callable[[CollectorRegistry], T]
+                    ) -> T:
+    """The one ``make(registry)`` of ``key`` for this registry: ``promring up`` runs several
+    components on one registry, and a metric can be registered only once."""
+    shared = registry.__dict__.setdefault("_promring_shared", {})
+    if key not in shared:
+        shared[key] = make(registry)
+    return shared[key]

@@ -171,7 +171,9 @@ class Receiver:
                                                "seconds": round(time.monotonic() - t0, 3)})
             if self.cfg.objstore_config is not None:
                 from objstore import bucket_from_config
-                self.bucket = bucket_from_config(self.cfg.objstore_config)
+                from objstore.metrics import instrumented
+                self.bucket = instrumented(bucket_from_config(self.cfg.objstore_config),
+                                           self.registry)
             self.lifecycle = BlockLifecycle(self.db, self.bucket, self.cfg.lifecycle_interval_s,
                                             registry=self.registry)
             self.lifecycle.start()  # its first round ships what a previous run left behind

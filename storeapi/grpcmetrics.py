@@ -16,6 +16,8 @@ import grpc
 import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from common.ops import registry_shared
+
 # Thanos's buckets for grpc_server_handling_seconds (and the client's).
 BUCKETS = (0.001, 0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90, 120)
 _GO_NAMES = {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
@@ -172,19 +174,11 @@ class GrpcClientMetrics(_RpcMetrics):
 
 def server_metrics(registry: CollectorRegistry) -> GrpcServerMetrics:
     """The registry's one GrpcServerMetrics (``promring up`` runs several servers on one)."""
-    return _shared(registry, "_promring_grpc_server", GrpcServerMetrics)
+    return registry_shared(registry, "grpc_server", GrpcServerMetrics)
 
 
 def client_metrics(registry: CollectorRegistry) -> GrpcClientMetrics:
-    return _shared(registry, "_promring_grpc_client", GrpcClientMetrics)
-
-
-def _shared(registry: CollectorRegistry, attr: str, make: Callable) -> Any:
-    got = registry.__dict__.get(attr)
-    if got is None:
-        got = make(registry)
-        setattr(registry, attr, got)
-    return got
+    return registry_shared(registry, "grpc_client", GrpcClientMetrics)
 
 
 class _ClientTracker:
@@ -241,4 +235,4 @@ def client_interceptors(registry: CollectorRegistry | None) -> tuple:
     def make(r: CollectorRegistry) -> tuple:
         tracker = _ClientTracker(client_metrics(r))
         return (_UnaryUnary(tracker), _UnaryStream(tracker))
-    return _shared(registry, "_promring_grpc_client_interceptors", make)
+    return registry_shared(registry, "grpc_client_interceptors", make)

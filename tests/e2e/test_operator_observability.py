@@ -125,6 +125,7 @@ def test_store_and_query_metrics_have_thanos_names_and_move(setup):
         value(before["store"], "grpc_server_handled_total", **info_ok)
     assert value(s, "grpc_server_handling_seconds_count", grpc_method="Info") > 0
     assert value(s, "thanos_build_info") == 1 and "thanos_blocks_meta_syncs_total" in s
+    assert value(s, "thanos_objstore_bucket_operations_total", operation="iter") > 0
     series_ok = dict(grpc_service="thanos.Store", grpc_method="Series", grpc_code="OK")
 
     m = scrape(q.url("http", "/metrics"))
