@@ -553,7 +553,27 @@ def _or_exit(build, *args):
 
 def main(argv: list[str] | None = None) -> None:
     from promring.startup import run_reporting_errors
-    run_reporting_errors(build_parser().parse_args(argv), _run)
+    parser = build_parser()
+    a, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(parser, a, unknown)
+    run_reporting_errors(a, _run)
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, a: argparse.Namespace,
+                    unknown: list[str]) -> None:
+    """An unknown flag is named by the subcommand that refused it, with the closest real one."""
+    import difflib
+    for attr in ("command", "tool", "bucket_cmd"):
+        subs = next((act for act in parser._actions
+                     if isinstance(act, argparse._SubParsersAction)), None)
+        if subs is None or getattr(a, attr, None) not in subs.choices:
+            break
+        parser = subs.choices[getattr(a, attr)]
+    known = [o for act in parser._actions for o in act.option_strings]
+    close = difflib.get_close_matches(unknown[0].split("=", 1)[0], known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
 
 
 def _run(a: argparse.Namespace) -> None:
