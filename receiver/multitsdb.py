@@ -556,7 +556,8 @@ class TenantTSDB:
         except OSError:
             pass  # the failed writer's state is unknown; the new one cuts any torn tail
         old, self.wal = self.wal, WAL(cfg)
-        for counter in ("fsyncs", "fsync_seconds", "writes_failed", "repairs"):  # counters never go back
+        for counter in ("fsyncs", "fsync_seconds", "writes_failed", "repairs", "records_written",
+                        "bytes_written"):  # counters never go back
             setattr(self.wal, counter, getattr(old, counter))
         if self.head.num_series:
             self._write_checkpoint(self.wal.rotate(), int(np.iinfo(np.int64).min))

@@ -36,6 +36,11 @@ class TSDBCollector(Collector):
                                       "Series removed from the head.", labels=t)
         fsync = SummaryMetricFamily("prometheus_tsdb_wal_fsync_duration_seconds",
                                     "Duration of WAL fsyncs (group commits).", labels=t)
+        writes = CounterMetricFamily("prometheus_tsdb_wal_record_part_writes",
+                                     "WAL records written.", labels=t)
+        written = CounterMetricFamily("prometheus_tsdb_wal_record_parts_bytes_written",
+                                      "Bytes of WAL records written, headers and CRCs included.",
+                                      labels=t)
         failed = CounterMetricFamily("prometheus_tsdb_wal_writes_failed",
                                      "WAL writes and fsyncs that failed.", labels=t)
         corrupt = CounterMetricFamily("prometheus_tsdb_wal_corruptions",
@@ -54,12 +59,14 @@ class TSDBCollector(Collector):
             created.add_metric(v, head.series_created)
             removed.add_metric(v, head.series_removed)
             fsync.add_metric(v, count_value=wal.fsyncs, sum_value=wal.fsync_seconds)
+            writes.add_metric(v, wal.records_written)
+            written.add_metric(v, wal.bytes_written)
             failed.add_metric(v, wal.writes_failed)
             corrupt.add_metric(v, tsdb.replay_stats.corrupt_segments + wal.repairs)
             segment.add_metric(v, wal.current_segment)
             replay.add_metric(v, tsdb.replay_seconds)
-        yield from (series, min_time, max_time, created, removed, fsync, failed, corrupt,
-                    segment, replay)
+        yield from (series, min_time, max_time, created, removed, fsync, writes, written, failed,
+                    corrupt, segment, replay)
 
 
 def registry_add_tsdb_metrics(registry, db: "MultiTSDB") -> None:

@@ -45,6 +45,8 @@ def test_head_and_wal_metrics_per_tenant(tmp_path):
     assert v("prometheus_tsdb_wal_fsync_duration_seconds_count", "a") >= 2
     assert v("prometheus_tsdb_wal_fsync_duration_seconds_sum", "a") > 0
     assert v("prometheus_tsdb_wal_writes_failed_total", "a") == 0
+    assert v("prometheus_tsdb_wal_record_part_writes_total", "a") == 2
+    assert v("prometheus_tsdb_wal_record_parts_bytes_written_total", "a") > 0
     assert v("prometheus_tsdb_wal_corruptions_total", "a") == 0
     assert v("prometheus_tsdb_wal_segment_current", "a") >= 0
     # "y" has no samples left once the head is truncated past them: removed.
