@@ -543,12 +543,12 @@ async def _run_compactor(a: argparse.Namespace) -> int:
 
 
 def _or_exit(build, *args):
-    """``build(*args)``, or a one-line error and exit status 2 (as for a bad flag)."""
+    """``build(*args)``, or FlagError: one line naming the subcommand, exit status 2."""
+    from promring.flagcheck import FlagError
     try:
         return build(*args)
     except ValueError as e:
-        print(f"promring: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        raise FlagError(" ".join(str(e).split())) from None
 
 
 def main(argv: list[str] | None = None) -> None:
