@@ -11,10 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import re2
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, nhist
 from querier.promql.engine import parse as parse_promql
+
+from common.httpmetrics import http_metrics
 
 from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
@@ -192,10 +194,8 @@ class QueryAPI:
         self.cfg = cfg
         self.stores = stores
         self.registry = registry
-        self.requests = Counter("http_requests", "Query API requests by handler and code.",
-                                ["handler", "code"], registry=registry)
-        self.latency = Histogram("http_request_duration_seconds", "Query API latency.",
-                                 ["handler"], registry=registry)
+        http = http_metrics(registry)
+        self.requests, self.latency = http.requests, http.latency
         self.engine_opts = EngineOptions(lookback_delta_ms=cfg.lookback_delta_ms,
                                          max_samples=cfg.max_samples, timeout_s=cfg.timeout_s)
         # A query holds its slot until its worker is done, also after its answer (a timeout)

@@ -21,6 +21,7 @@ import grpc.aio
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.httpmetrics import http_metrics
 from common.ops import add_ops_routes, new_registry, start_site
 from common.tls import peer_certificate, server_ssl_context
 from common.webconfig import WebConfigFile
@@ -77,6 +78,7 @@ class ReceiveMetrics:
                                 registry=registry)
         self.limited = Counter("thanos_receive_limited_requests", "Requests refused by a limit.",
                                ["tenant", "limit"], registry=registry)
+        self.http = http_metrics(registry)  # Thanos's http_requests_total{handler="receive"}
 
 
 class Receiver:
@@ -256,8 +258,11 @@ class Receiver:
                 resp = await self._write(request)
         else:
             resp = await self._write(request)
+        took = time.perf_counter() - t0
         self.metrics.requests.labels(str(resp.status)).inc()
-        self.metrics.duration.observe(time.perf_counter() - t0)
+        self.metrics.duration.observe(took)
+        self.metrics.http.requests.labels("receive", str(resp.status)).inc()
+        self.metrics.http.latency.labels("receive").observe(took)
         return resp
 
     async def _write(self, request: web.Request) -> web.Response:

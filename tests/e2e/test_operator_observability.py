@@ -102,6 +102,10 @@ def test_receive_metrics_have_prometheus_and_thanos_names_and_move(setup):
                      "prometheus_tsdb_data_replay_duration_seconds"):
             assert name in m and value(m, name, tenant=tenant) == 0 or name.endswith("seconds"), name
     assert value(m, "thanos_build_info") == 1 and value(m, "promring_build_info") == 1
+    # Thanos's HTTP metrics of the remote-write handler (what its receive alerts select).
+    assert value(m, "http_requests_total", handler="receive", code="200") == 2
+    assert value(m, "http_requests_total", handler="receive", code="409") == 1
+    assert value(m, "http_request_duration_seconds_count", handler="receive") == 3
     (labels, _), = m["thanos_build_info"]
     assert {"version", "revision", "branch", "goversion"} <= set(labels)
     # The querier's Series calls reached the ingestor's own HTTP/2 gRPC server.
