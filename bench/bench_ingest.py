@@ -103,6 +103,26 @@ def run_target(name: str, args: list[str], ready: str, url: str, payloads, warm,
             "rss_per_series": (rss1 - rss0) / n_series}
 
 
+def targets(tmp: str, wal_fsync: str = "none", prometheus: bool = True) -> list[tuple]:
+    """(name, command, ready URL, write URL) of promring receive and, when installed and asked
+    for, Debian's Prometheus 2.42 with its remote-write receiver -- both storing under ``tmp``."""
+    rw, grpc, http = free_port(), free_port(), free_port()
+    out = [("promring receive",
+            promring_cmd() + ["receive", "--tsdb.path", f"{tmp}/promring",
+                              "--remote-write.address", f"127.0.0.1:{rw}",
+                              "--grpc-address", f"127.0.0.1:{grpc}", "--http-address", f"127.0.0.1:{http}",
+                              "--tsdb.wal-fsync", wal_fsync, "--log.level", "warn"],
+            f"http://127.0.0.1:{rw}/-/ready", f"http://127.0.0.1:{rw}/api/v1/receive")]
+    if prometheus and shutil.which("prometheus"):
+        port = free_port()
+        Path(f"{tmp}/prom.yml").write_text("global: {}\n")
+        out.append(("prometheus 2.42",
+                    ["prometheus", f"--config.file={tmp}/prom.yml", f"--storage.tsdb.path={tmp}/prom",
+                     f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver"],
+                    f"http://127.0.0.1:{port}/-/ready", f"http://127.0.0.1:{port}/api/v1/write"))
+    return out
+
+
 def run(series: int = 20000, rounds: int = 60, per_request: int = 2000, inflight: int = 4,
         wal_fsync: str = "none", prometheus: bool = True) -> dict:
     """Both targets under the same payloads; returns per-target figures and the ratios."""
@@ -115,24 +135,8 @@ def run(series: int = 20000, rounds: int = 60, per_request: int = 2000, inflight
           file=sys.stderr)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        rw, grpc, http = free_port(), free_port(), free_port()
-        results.append(run_target(
-            "promring receive",
-            promring_cmd() + ["receive", "--tsdb.path", f"{tmp}/promring",
-                              "--remote-write.address", f"127.0.0.1:{rw}",
-                              "--grpc-address", f"127.0.0.1:{grpc}", "--http-address", f"127.0.0.1:{http}",
-                              "--tsdb.wal-fsync", wal_fsync, "--log.level", "warn"],
-            f"http://127.0.0.1:{rw}/-/ready", f"http://127.0.0.1:{rw}/api/v1/receive",
-            payloads, warm, inflight, series))
-        if prometheus and shutil.which("prometheus"):
-            port = free_port()
-            Path(f"{tmp}/prom.yml").write_text("global: {}\n")
-            results.append(run_target(
-                "prometheus 2.42",
-                ["prometheus", f"--config.file={tmp}/prom.yml", f"--storage.tsdb.path={tmp}/prom",
-                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver"],
-                f"http://127.0.0.1:{port}/-/ready", f"http://127.0.0.1:{port}/api/v1/write",
-                payloads, warm, inflight, series))
+        for name, cmd, ready, write in targets(tmp, wal_fsync, prometheus):
+            results.append(run_target(name, cmd, ready, write, payloads, warm, inflight, series))
     for r in results:
         r["samples_per_s"] = samples / r["seconds"]
     out = {"series": series, "rounds": rounds, "per_request": per_request, "inflight": inflight,

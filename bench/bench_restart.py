@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +21,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ingest import blast, make_payloads  # noqa: E402
-from harness import free_port, promring_cmd  # noqa: E402
+from bench_ingest import blast, make_payloads, targets  # noqa: E402
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> float:
@@ -71,24 +69,8 @@ def main() -> None:
     payloads = make_payloads(a.series, a.rounds, a.per_request, t0)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        rw, grpc, http = free_port(), free_port(), free_port()
-        results.append(measure(
-            "promring receive",
-            promring_cmd() + ["receive", "--tsdb.path", f"{tmp}/promring",
-                              "--remote-write.address", f"127.0.0.1:{rw}",
-                              "--grpc-address", f"127.0.0.1:{grpc}", "--http-address", f"127.0.0.1:{http}",
-                              "--log.level", "warn"],
-            f"http://127.0.0.1:{rw}/-/ready", f"http://127.0.0.1:{rw}/api/v1/receive",
-            payloads, a.inflight))
-        if not a.no_prometheus and shutil.which("prometheus"):
-            port = free_port()
-            Path(f"{tmp}/prom.yml").write_text("global: {}\n")
-            results.append(measure(
-                "prometheus 2.42",
-                ["prometheus", f"--config.file={tmp}/prom.yml", f"--storage.tsdb.path={tmp}/prom",
-                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver"],
-                f"http://127.0.0.1:{port}/-/ready", f"http://127.0.0.1:{port}/api/v1/write",
-                payloads, a.inflight))
+        for name, cmd, ready, write in targets(tmp, prometheus=not a.no_prometheus):
+            results.append(measure(name, cmd, ready, write, payloads, a.inflight))
     print(f"\n{a.series} active series, {a.series * a.rounds} samples\n")
     print("| target | shutdown s | restart to ready s | exit code | write errors |")
     print("|---|---|---|---|---|")

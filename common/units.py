@@ -45,3 +45,38 @@ def parse_label_flag(s: str) -> tuple[str, str]:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
         value = value[1:-1]
     return name.strip(), value
+
+
+_RFC3339 = re.compile(r"^(-?\d{4,})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d+)?"
+                      r"([Zz]|[+-]\d\d:\d\d)$")
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (any year, also 0)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def parse_time_or_duration(s: str):
+    """Thanos's time-or-duration flags (``--min-time``): an RFC3339 time, or a duration
+    relative to now such as ``-1d`` or ``2h45m``. Returns a function giving the time in ms
+    (a duration is evaluated anew at each call, as Thanos does)."""
+    import time
+    text = s.strip()
+    m = _RFC3339.match(text)
+    if m:
+        y, mo, d, hh, mm, ss = (int(g) for g in m.groups()[:6])
+        frac = int(round(float(m.group(7) or 0) * 1000))
+        tz = m.group(8)
+        off = 0 if tz in ("Z", "z") else (1 if tz[0] == "+" else -1) * (
+            int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)
+        ms = ((_days_from_civil(y, mo, d) * 86400 + hh * 3600 + mm * 60 + ss - off) * 1000
+              + frac)
+        return lambda: ms
+    sign = -1 if text.startswith("-") else 1
+    dur = parse_duration_ms(text.lstrip("+-")) * sign
+    return lambda: int(time.time() * 1000) + dur

@@ -207,6 +207,15 @@ class Compactor:
         res.halted = dict(self.halted)
         return res
 
+    async def retention_pass(self, selects: Callable[[BlockInfo], bool] | None = None) -> int:
+        """Only the retention step (``tools bucket retention``) over the blocks ``selects``
+        keeps (all by default): those past retention are marked for deletion; how many were
+        marked now."""
+        st = await self._sync()
+        if selects is not None:
+            st.blocks = {u: b for u, b in st.blocks.items() if selects(b)}
+        return await self._retention(st)
+
     # -- state
 
     async def _sync(self) -> BucketState:

@@ -96,6 +96,13 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
                    help="Samples later than now + this are refused (409 out of bounds); 0s = off. "
                         "Thanos defaults to 0s; 10m (Prometheus's own limit for remote write) "
                         "keeps one bad clock from locking a tenant out.")
+    p.add_argument("--tsdb.out-of-order.time-window", dest="ooo_time_window", default="0s",
+                   help="Accept samples older than a series' newest (out of order) when "
+                        "within this of the tenant's newest sample, as Prometheus's "
+                        "out_of_order_time_window; 0s = refuse them (409).")
+    p.add_argument("--tsdb.out-of-order.cap-max", dest="ooo_cap_max", type=int, default=0,
+                   help="Accepted for Thanos compatibility; no effect (the out-of-order head "
+                        "keeps sorted columns, not capped chunks).")
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
                    help="How long shipped blocks stay on local disk.")
     add_objstore_flags(p, required=False)  # blocks are shipped to the bucket when given
@@ -138,6 +145,10 @@ def _routing_flags(p: argparse.ArgumentParser) -> None:
                    help="Timeout of one forwarded write to an ingestor.")
     p.add_argument("--receive.grpc-compression", dest="grpc_compression", default="snappy",
                    choices=["snappy", "none"], help="Compression of forwarded writes (gRPC).")
+    p.add_argument("--receive.replication-protocol", dest="replication_protocol",
+                   default="protobuf", choices=["protobuf", "capnproto"],
+                   help="Protocol of forwarded writes: protobuf (gRPC) or capnproto (to each "
+                        "endpoint's capnproto_address).")
     add_client_tls_flags(p, "remote-write.client")
 
 
@@ -149,6 +160,12 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.log-queries-longer-than", dest="slow_query", default="10s",
                    help="Log queries slower than this (one line each, with the query); 0 "
                         "disables, a negative value logs every query.")
+    p.add_argument("--enable-feature", dest="enable_feature", action="append", default=[],
+                   help="Prometheus's PromQL feature flags, comma-separated or repeated: "
+                        "promql-delayed-name-removal, promql-experimental-functions, "
+                        "promql-extended-range-selectors, promql-binop-fill-modifiers, "
+                        "type-and-unit-labels, use-start-timestamps. Default: none (as Prometheus "
+                        "3.14).")
     p.add_argument("--query.auto-downsampling", dest="auto_downsampling", default=False,
                    action=argparse.BooleanOptionalAction,
                    help="Read downsampled data when a query's step allows (max_source_resolution=auto).")
@@ -212,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
     _receive_flags(r, up=False)
     r.add_argument("--grpc-address", default="0.0.0.0:10901")
+    r.add_argument("--receive.capnproto-address", dest="capnproto_address", default="0.0.0.0:19391",
+                   help="Address of the Cap'n Proto server (ingestors; for routers replicating "
+                        "with --receive.replication-protocol=capnproto).")
     r.add_argument("--http-address", default="0.0.0.0:10902")
     r.add_argument("--tsdb.path", dest="tsdb_path", default="./data")
     add_server_tls_flags(r)
@@ -239,9 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_tls_flags(st)
     _http_config_flag(st)
 
+    sc = sub.add_parser("sidecar", help="Next to a Prometheus: its data over the StoreAPI, its "
+                                        "blocks shipped to the bucket, its config reloaded.")
+    _common(sc)
+    from sidecar.flags import add_sidecar_flags
+    add_sidecar_flags(sc)
+    _http_config_flag(sc)
+
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
-    b = tsub.add_parser("bucket", help="Inspect a bucket.")
+    b = tsub.add_parser("bucket", help="Inspect and maintain a bucket.")
     bsub = b.add_subparsers(dest="bucket_cmd", required=True)
     for name, what in (("ls", "List blocks."), ("inspect", "Blocks with time ranges, labels, resolution, sizes."),
                        ("verify", "Report overlaps and broken blocks (exit 1 if any).")):
@@ -251,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--output", "-o", default="table", choices=["table", "json"])
         if name == "verify":
             c.add_argument("--deep", action="store_true", help="Also read every chunk and check its CRC.")
+    from promring.bucketflags import add_maintenance_commands
+    add_maintenance_commands(bsub, _common)
     w = bsub.add_parser("web", help="Web UI of the bucket's blocks on a timeline (Thanos's bucket UI).")
     _common(w)
     add_objstore_flags(w, required=True)
@@ -294,9 +323,11 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
         rejected_log_interval_s=parse_duration_ms(a.rejected_log_interval) / 1000,
+        ooo_window_ms=parse_duration_ms(a.ooo_time_window),
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
         forward_tls=_forward_tls(a),
         http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
+        capnproto_address=getattr(a, "capnproto_address", ""),
         **_routing_config(a))
 
 
@@ -342,7 +373,8 @@ def _routing_config(a: argparse.Namespace) -> dict:
                 hashrings_refresh_s=parse_duration_ms(a.hashrings_refresh) / 1000,
                 replication_factor=a.replication_factor, local_endpoint=a.local_endpoint,
                 forward_timeout_s=parse_duration_ms(a.forward_timeout) / 1000,
-                grpc_compression=a.grpc_compression)
+                grpc_compression=a.grpc_compression,
+                replication_protocol=a.replication_protocol)
 
 
 def query_config(a: argparse.Namespace, endpoints: list[str]):
@@ -356,6 +388,7 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         slow_query_s=(-1 if a.slow_query.startswith("-") else 1) * parse_duration_ms(
             a.slow_query.removeprefix("-")) / 1000,
         max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
+        promql_features=_promql_features(a.enable_feature),
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
@@ -365,6 +398,15 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         **_query_endpoint_config(a))
     cfg.validate()
     return cfg
+
+
+def _promql_features(values: list[str]) -> frozenset[str]:
+    """--enable-feature values PromQL knows; others are logged and ignored, as Prometheus does."""
+    from querier.promql.types import PROMQL_FEATURES
+    asked = {f.strip() for v in values for f in v.split(",") if f.strip()}
+    for f in sorted(asked - PROMQL_FEATURES):
+        logging.getLogger("promring").warning("Unknown option for --enable-feature: %s", f)
+    return frozenset(asked & PROMQL_FEATURES)
 
 
 # Flags that may hold credentials: shown as <secret> (inline bucket configs, passwords, tokens).
@@ -597,6 +639,12 @@ def _run(a: argparse.Namespace) -> None:
         from store.server import StoreGateway
         comps = [StoreGateway(_or_exit(store_config, a, a.data_dir, objstore_yaml(a),
                                        a.grpc_address, a.http_address))]
+    elif a.command == "sidecar":
+        from sidecar.flags import sidecar_config
+        from sidecar.server import Sidecar, run_until_signal
+        _or_exit(_http_config, a)
+        code = asyncio.run(run_until_signal(Sidecar(_or_exit(sidecar_config, a))))
+        _exit_after_clean_stop(code)
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
         if a.bucket_cmd == "web":
@@ -606,6 +654,10 @@ def _run(a: argparse.Namespace) -> None:
             comps = [_or_exit(BucketWeb, objstore_yaml(a), a.http_address, refresh_s, a.label,
                               normalize_prefix(a.web_external_prefix))]
             asyncio.run(_run_until_signal(comps, a))
+            return
+        from promring.bucketflags import MAINTENANCE_COMMANDS, run_maintenance
+        if a.bucket_cmd in MAINTENANCE_COMMANDS:
+            run_maintenance(a)
             return
         if a.bucket_cmd == "verify":
             text, ok = run_verify(objstore_yaml(a), a.deep, a.output)

@@ -197,7 +197,8 @@ class QueryAPI:
         http = http_metrics(registry)
         self.requests, self.latency = http.requests, http.latency
         self.engine_opts = EngineOptions(lookback_delta_ms=cfg.lookback_delta_ms,
-                                         max_samples=cfg.max_samples, timeout_s=cfg.timeout_s)
+                                         max_samples=cfg.max_samples, timeout_s=cfg.timeout_s,
+                                         features=cfg.promql_features)
         # A query holds its slot until its worker is done, also after its answer (a timeout)
         # went out: --query.max-concurrent bounds the work running, not just the requests.
         self._slots = asyncio.Semaphore(cfg.max_concurrent)

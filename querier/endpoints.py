@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from receiver.tsdb.labels import Labels
 from storeapi.client import StoreClient
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +112,8 @@ class EndpointHealth:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         """Each due endpoint is checked in its own task, so a hung one delays no other."""

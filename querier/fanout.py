@@ -248,6 +248,17 @@ def merge_replicas(parts: list[tuple[np.ndarray, np.ndarray]], dedup_func: str, 
     return chain(parts)
 
 
+def decode_chunks(chunks, mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+    """One store's XOR chunks of a series as time-ordered samples. Chunks may overlap (an
+    out-of-order block beside an in-order one of the same range, in a store gateway's
+    answer): then one sample per timestamp is kept, the first chunk's."""
+    ts, vals = decode_many([c[2] for c in chunks], mint, maxt)
+    if len(ts) > 1 and not (ts[1:] > ts[:-1]).all():
+        ts, first = np.unique(ts, return_index=True)
+        vals = vals[first]
+    return ts, vals
+
+
 def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
                      counter: bool = False) -> list[Series]:
     """Decode each series' chunks; series with equal labels (from several stores, or replicas
@@ -262,7 +273,7 @@ def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
             if hs is not None:
                 out.append(hs)
             continue
-        ts, vals = merge_replicas([decode_many([c[2] for c in cl], mint, maxt) for cl in chunk_lists],
+        ts, vals = merge_replicas([decode_chunks(cl, mint, maxt) for cl in chunk_lists],
                                   dedup_func, counter)
         if len(ts):
             out.append(Series(lbls, ts, vals))

@@ -24,6 +24,7 @@ from .config import QueryConfig
 from .fanout import StoreSet
 from .filesd import FileSD, parse_endpoint_config
 from .storesource import FanoutSource
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,7 @@ class Querier:
                                                      registry=self.registry)
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(more=self._tasks)
         self._tasks.clear()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)

@@ -23,6 +23,7 @@ from objstore import Bucket
 from shipper import Shipper, ShipperMetrics, ShipperOptions
 
 from .multitsdb import MultiTSDB
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,7 @@ class BlockLifecycle:
 
     async def shutdown(self) -> None:
         """Stop cutting (after the step in flight), sync every WAL, ship blocks already cut."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         if self._inflight is not None:
             try:
                 await self._inflight

@@ -29,6 +29,7 @@ from storeapi.grpcmetrics import client_metrics, server_metrics
 from storeapi.h2server import H2GrpcServer
 from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreServer
 
+from .capnproto.rpc import ServerOptions as CapnpOptions, WriterServer
 from .config import ReceiveConfig
 from .lifecycle import BlockLifecycle
 from .hashring.watch import HashringsFile
@@ -70,6 +71,9 @@ class ReceiveMetrics:
                                 ["code"], registry=registry)
         self.samples = Counter("prometheus_tsdb_head_samples_appended", "Samples appended.",
                                ["tenant"], registry=registry)
+        self.ooo_samples = Counter("prometheus_tsdb_head_out_of_order_samples_appended",
+                                   "Late samples appended within --tsdb.out-of-order.time-window.",
+                                   ["tenant", "type"], registry=registry)
         self.rejected = Counter("thanos_receive_rejected_samples", "Samples rejected by reason.",
                                 ["reason"], registry=registry)
         self.duration = Histogram("thanos_receive_http_request_duration_seconds",
@@ -96,7 +100,8 @@ class Receiver:
             self.db = MultiTSDB(TSDBOptions(
                 path=cfg.tsdb_path, external_labels=cfg.external_labels,
                 tenant_label_name=cfg.tenant_label_name,
-                head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms), wal_fsync=cfg.wal_fsync,
+                head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms, ooo_window_ms=cfg.ooo_window_ms),
+                wal_fsync=cfg.wal_fsync,
                 retention_ms=cfg.retention_ms, too_far_in_future_ms=cfg.too_far_in_future_ms))
             self.source = MultiTSDBSource(self.db)
             self.metadata = MetadataStore(cfg.tsdb_path)
@@ -120,6 +125,7 @@ class Receiver:
             self.router = Router(
                 lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries,
                                                      cfg.grpc_compression, tls=cfg.forward_tls,
+                                                     protocol=cfg.replication_protocol,
                                                      metrics=client_metrics(self.registry)),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
                 local_writer=self._write_local_body if cfg.is_ingestor else None,
@@ -128,6 +134,7 @@ class Receiver:
         self.ready = False
         self._runners: list[web.AppRunner] = []
         self._grpc: H2GrpcServer | None = None
+        self._capnp: WriterServer | None = None
         self._refresher: asyncio.Task | None = None
         self._prober: asyncio.Task | None = None
         self.rejections = RejectedWritesLog(cfg.rejected_log_interval_s)
@@ -143,7 +150,7 @@ class Receiver:
 
     def _rings_changed(self, rings) -> None:
         if self.router is not None:
-            asyncio.get_running_loop().create_task(self.router.forwarder.retain(rings.all_endpoints()))
+            asyncio.get_running_loop().create_task(self.router.forwarder.retain(rings.all_addresses()))
         self._ext_applied.clear()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -181,6 +188,8 @@ class Receiver:
             self.lifecycle.start()  # its first round ships what a previous run left behind
             if self.cfg.grpc_address:
                 await self._serve_grpc()
+            if self.cfg.capnproto_address:
+                await self._serve_capnp()
             await self.health.check(self.db.reopen_wal)
             self._prober = asyncio.get_running_loop().create_task(self.health.run(self.db.reopen_wal))
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
@@ -209,6 +218,17 @@ class Receiver:
             raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}: {e}") from e
         await server.start()
         self._grpc, self.ports["grpc"] = server, port
+
+    async def _serve_capnp(self) -> None:
+        """Thanos's Cap'n Proto Writer (--receive.capnproto-address), for routers replicating
+        with --receive.replication-protocol=capnproto."""
+        server = WriterServer(self.capnp_write, CapnpOptions(
+            max_message_bytes=MAX_MESSAGE_BYTES, message_timeout_s=self.cfg.http_read_timeout_s))
+        try:
+            port = await server.start(self.cfg.capnproto_address)
+        except OSError as e:
+            raise OSError(f"cannot bind Cap'n Proto server to {self.cfg.capnproto_address}: {e}") from e
+        self._capnp, self.ports["capnproto"] = server, port
 
     async def _refresh_loop(self) -> None:
         """Re-read the hashrings and limits files when they change (no restart needed)."""
@@ -240,6 +260,9 @@ class Receiver:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
             self._grpc = None
+        if self._capnp is not None:
+            await self._capnp.stop()
+            self._capnp = None
         # No write can arrive any more: sync every WAL (the heads are replayed on start).
         if self.lifecycle is not None:
             await self.lifecycle.shutdown()
@@ -372,6 +395,12 @@ class Receiver:
             await context.abort(GRPC_FOR_HTTP.get(status, grpc.StatusCode.INTERNAL), msg)
         return b""
 
+    async def capnp_write(self, tenant: str, body: bytes) -> tuple[int, str]:
+        """``Writer.write`` of the Cap'n Proto server, its request already converted to a
+        remote-write body: written locally, never routed (as Thanos), with the gRPC path's
+        validation, tenant default and status."""
+        return await self._write_local_body(tenant or self.cfg.default_tenant, body)
+
     async def _write_local_body(self, tenant: str, body: bytes) -> tuple[int, str]:
         try:
             req = decode(body)
@@ -419,6 +448,11 @@ class Receiver:
             self.health.failed(f"writing the WAL of tenant {tenant!r}", e, tenant)
             return 503, f"storage unavailable: {e}"
         self.metrics.samples.labels(tenant).inc(out.appended)
+        if out.out_of_order_appended:
+            n_hist = out.out_of_order_histograms_appended
+            self.metrics.ooo_samples.labels(tenant, "float").inc(out.out_of_order_appended - n_hist)
+            if n_hist:
+                self.metrics.ooo_samples.labels(tenant, "histogram").inc(n_hist)
         for reason, n in (("out_of_order", out.out_of_order), ("duplicate", out.duplicate),
                           ("too_old", out.too_old), ("bad_labels", out.dropped_samples),
                           ("too_far_in_future", out.too_far_in_future),

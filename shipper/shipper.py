@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -64,6 +65,14 @@ class ShipperOptions:
     # unchecked first: after a start, every block once, a few per round).
     verify_interval_s: float = 3600.0
     verify_per_sync: int = 8
+    # A block written by someone else (Prometheus, next to a sidecar) gets its meta.json
+    # rewritten on the way to the bucket (the thanos section); the local file stays as it is.
+    meta_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Only level-1 blocks are shipped unless this is set (Thanos's --shipper.upload-compacted):
+    # a compacted block repeats data already shipped in its sources.
+    upload_compacted: bool = True
+    # Thanos ignores blocks without samples.
+    skip_empty: bool = False
 
 
 class ShipperMetrics:
@@ -144,7 +153,7 @@ class Shipper:
                 size = (await self.bucket.attributes(f"{block.name}/{rel}")).size
             except ObjectNotFound:
                 return False
-            if size != f.stat().st_size:
+            if size != f.stat().st_size and not (rel == "meta.json" and self.opts.meta_transform):
                 return False
         return True
 
@@ -157,7 +166,25 @@ class Shipper:
         for f in sorted((block / "chunks").iterdir()):
             await self.bucket.upload(f"{ulid}/chunks/{f.name}", f)
         await self.bucket.upload(f"{ulid}/index", block / "index")
-        await self.bucket.upload(f"{ulid}/meta.json", block / "meta.json")
+        transform = self.opts.meta_transform
+        if transform is None:
+            await self.bucket.upload(f"{ulid}/meta.json", block / "meta.json")
+        else:
+            meta = transform(json.loads((block / "meta.json").read_text()))
+            await self.bucket.upload(f"{ulid}/meta.json", json.dumps(meta, indent="\t").encode())
+
+    def _wanted(self, block: Path) -> bool:
+        """Whether a block not shipped yet is to be shipped at all (level and emptiness)."""
+        opts = self.opts
+        if opts.upload_compacted and not opts.skip_empty:
+            return True
+        try:
+            meta = json.loads((block / "meta.json").read_text())
+            level = int(meta.get("compaction", {}).get("level", 1))
+            samples = int(meta.get("stats", {}).get("numSamples", 1))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return False  # unreadable now (being written?): look again next sync
+        return (opts.upload_compacted or level <= 1) and not (opts.skip_empty and samples == 0)
 
     def _due(self, ulid: str, now: float) -> bool:
         seen = self._verified.get(ulid)
@@ -178,6 +205,8 @@ class Shipper:
             ulid = block.name
             recorded = ulid in recorded_set
             if recorded and ulid not in check:
+                continue
+            if not recorded and not self._wanted(block):
                 continue
             try:
                 if (ulid in self._incomplete

@@ -42,6 +42,7 @@ from receiver.tsdb.labels import Labels, Matcher
 from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache
 from .indexverify import is_verified, mark_verified
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +230,7 @@ class BucketStore:
             await asyncio.gather(*self._verifying.values(), return_exceptions=True)
 
     async def close(self) -> None:
-        for t in list(self._verifying.values()):
-            t.cancel()
-        await asyncio.gather(*self._verifying.values(), return_exceptions=True)
+        await cancel_and_wait(more=list(self._verifying.values()))
         self._verifying.clear()
 
     def _remove_stale_dirs(self) -> None:

@@ -7,7 +7,6 @@ postings, series and chunks are read by range on demand through a bounded LRU.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import resource
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .block import (
 )
 from .bucketstore import BucketStore
 from .cache import CacheMetrics, LRUCache
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +139,8 @@ class StoreGateway:
 
     async def stop(self) -> None:
         self.ready = False
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
-            self._sync_task = None
+        await cancel_and_wait(self._sync_task)
+        self._sync_task = None
         if self.store is not None:
             await self.store.close()
         if self._grpc is not None:

@@ -40,6 +40,11 @@ INFO_SERVICE = "thanos.info.Info"
 WRITEABLE_STORE_SERVICE = "thanos.WriteableStore"
 NO_MATCHERS = "no matchers specified (excluding external labels)"
 
+
+class InvalidRequest(ValueError):
+    """Raised by a source for a request it refuses (sent as INVALID_ARGUMENT, not INTERNAL)."""
+
+
 # Deprecated Store.Info reports the component as an enum; thanos.info.Info as a string.
 _STORE_TYPES = {
     "query": rpc_pb2.QUERY, "rule": rpc_pb2.RULE, "sidecar": rpc_pb2.SIDECAR,
@@ -259,9 +264,11 @@ class StoreServer:
                     limit -= 1
                     if limit == 0:
                         break
+        except InvalidRequest as e:
+            code, err = grpc.StatusCode.INVALID_ARGUMENT, e
         except Exception as e:  # noqa: BLE001 -- any source failure becomes a gRPC status
             log.exception("Series failed")
-            err = e
+            code, err = grpc.StatusCode.INTERNAL, e
         else:
             err = None
             if pending:
@@ -272,7 +279,8 @@ class StoreServer:
             if hints is not None:
                 yield hints
         if err is not None:
-            await context.abort(grpc.StatusCode.INTERNAL, f"series: {err}")
+            await context.abort(code, str(err) if code is grpc.StatusCode.INVALID_ARGUMENT
+                                else f"series: {err}")
 
     def _response_hints(self, request: rpc_pb2.SeriesRequest,
                         matchers: list[Matcher]) -> bytes | None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import requests
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,20 +100,20 @@ class PromringProcess:
 
 
 # Prometheus scraping itself every second and remote-writing to "{url}" (str.format it).
-SELF_SCRAPE_REMOTE_WRITE = """
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ["$SELF"]
-remote_write:
-  - url: "{url}"
-    queue_config:
-      batch_send_deadline: 1s
-      max_samples_per_send: 2000
-"""
+def self_scrape_remote_write(url: str, *, queue: dict | None = None,
+                             metadata_send_interval: str | None = None,
+                             jobs: dict[str, str] | None = None) -> str:
+    """Prometheus config: scrape itself (and ``jobs``: name -> target) every second and
+    remote-write to ``url``; ``queue`` replaces the fast-flushing default queue_config."""
+    scrape = [{"job_name": "prometheus", "static_configs": [{"targets": ["$SELF"]}]}]
+    scrape += [{"job_name": name, "static_configs": [{"targets": [target]}]}
+               for name, target in (jobs or {}).items()]
+    rw: dict = {"url": url, "queue_config": queue or {"batch_send_deadline": "1s",
+                                                      "max_samples_per_send": 2000}}
+    if metadata_send_interval:
+        rw["metadata_config"] = {"send_interval": metadata_send_interval}
+    return yaml.safe_dump({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                           "scrape_configs": scrape, "remote_write": [rw]}, sort_keys=False)
 
 
 class PrometheusProcess:
@@ -187,10 +188,12 @@ class ServerProcess:
 
 def receive_process(workdir: Path, name: str, *extra: str, router_only: bool = False) -> ServerProcess:
     """``promring receive`` on fresh loopback ports (ingestor unless a hashrings file is passed)."""
-    ports = {"remote_write": free_port(), "grpc": free_port(), "http": free_port()}
+    ports = {"remote_write": free_port(), "grpc": free_port(), "http": free_port(),
+             "capnproto": free_port()}
     args = promring_cmd() + ["receive", "--tsdb.path", str(workdir / name),
                              "--remote-write.address", f"127.0.0.1:{ports['remote_write']}",
                              "--grpc-address", f"127.0.0.1:{ports['grpc']}",
+                             "--receive.capnproto-address", f"127.0.0.1:{ports['capnproto']}",
                              "--http-address", f"127.0.0.1:{ports['http']}", *extra]
     ready = [f"http://127.0.0.1:{ports['remote_write']}/-/ready"]
     return ServerProcess(args, workdir, name, ports, ready)
@@ -271,3 +274,25 @@ def answers_of_prometheus_and_querier(workdir: Path, answers, cfg=None) -> tuple
         finally:
             await q.stop()
     return theirs, asyncio.run(ours())
+
+
+def sidecar_process(workdir: Path, name: str, prometheus_url: str, tsdb_path: Path,
+                    *extra: str) -> ServerProcess:
+    """``promring sidecar`` next to the Prometheus at ``prometheus_url`` on fresh ports."""
+    ports = {"grpc": free_port(), "http": free_port()}
+    args = promring_cmd() + ["sidecar", "--prometheus.url", prometheus_url,
+                             "--tsdb.path", str(tsdb_path),
+                             "--grpc-address", f"127.0.0.1:{ports['grpc']}",
+                             "--http-address", f"127.0.0.1:{ports['http']}", *extra]
+    return ServerProcess(args, workdir, name, ports, [f"http://127.0.0.1:{ports['http']}/-/ready"])
+
+
+def store_process(workdir: Path, name: str, objstore_config_file: Path, *extra: str
+                  ) -> ServerProcess:
+    """``promring store`` over a bucket on fresh ports."""
+    ports = {"grpc": free_port(), "http": free_port()}
+    args = promring_cmd() + ["store", "--data-dir", str(workdir / name),
+                             "--objstore.config-file", str(objstore_config_file),
+                             "--grpc-address", f"127.0.0.1:{ports['grpc']}",
+                             "--http-address", f"127.0.0.1:{ports['http']}", *extra]
+    return ServerProcess(args, workdir, name, ports, [f"http://127.0.0.1:{ports['http']}/-/ready"])

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from .web import WebUI, rfc3339
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,5 @@ class BlockViewer:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

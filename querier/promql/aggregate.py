@@ -49,6 +49,22 @@ def quantile_sorted(srt: np.ndarray, n: np.ndarray, q) -> np.ndarray:
     return np.where(np.isnan(q) | (n == 0), np.nan, r)
 
 
+def needs_kahan(x: np.ndarray) -> bool:
+    """Plain (pairwise) summation is as exact as Kahan's unless magnitudes differ wildly."""
+    if not x.size:
+        return False
+    ax = np.abs(x)
+    nz = ax[(ax > 0) & np.isfinite(ax)]
+    return len(nz) > 0 and bool(nz.max() / 2.0 ** 40 > nz.min())
+
+
+def sum_rows(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Sum over rows (series) of the present values, per step: Kahan-compensated in series order
+    as Prometheus's sum when magnitudes differ wildly, else one vectorised sum."""
+    xp = np.where(p, x, 0.0)
+    return kahan_rows(x, p) if needs_kahan(xp) else xp.sum(0) + 0.0  # + 0.0: -0 sums to 0 as in Go
+
+
 def kahan_rows(x: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Kahan-compensated sum over rows (series), vectorised over steps, like Prometheus's sum."""
     s = np.zeros(x.shape[1])
@@ -110,9 +126,9 @@ def aggregate(ev, e) -> Vec:
         cnt = p.sum(0)
         with np.errstate(all="ignore"):
             if op == "sum":
-                r = kahan_rows(x, p)
+                r = sum_rows(x, p)
             elif op == "avg":
-                r = kahan_rows(x, p) / cnt
+                r = sum_rows(x, p) / cnt
                 over = ~np.isfinite(r) & np.all(np.isfinite(np.where(p, x, 0.0)), 0)
                 if over.any():
                     r = np.where(over, np.where(p, x / np.maximum(cnt, 1), 0.0).sum(0), r)

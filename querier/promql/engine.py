@@ -10,9 +10,10 @@ import numpy as np
 import promql_parser as pp
 
 from querier.promql import aggregate, binops, functions
+from querier.promql.features import experimental_use
 from querier.promql.guard import check_query
 from querier.promql.parse_errors import prometheus_parse_error
-from querier.promql.types import (TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
+from querier.promql.types import (EXPERIMENTAL_FUNCTIONS, TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
                                   QueryResult)
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
                                    row_values)
@@ -105,6 +106,8 @@ class Evaluator:
         self.sh.check_deadline()
         before = self.sh.held
         v = self._node(e)
+        if isinstance(v, Vec) and not self.sh.opts.delayed_name_removal and v.drop.any():
+            v = finalize(v)  # Prometheus without delayed name removal: drop it here, collide here
         self.sh.held = before
         self.sh.reserve(held_points(v))
         return v
@@ -332,16 +335,22 @@ def _op_of(m) -> MatchType:
     raise PromQLError("bad_data", f"unknown matcher {m}")
 
 
-def parse(query: str, param: str = "query"):
-    """The syntax tree of a query, after the text passed the bounds the parser needs."""
+def parse(query: str, param: str = "query", features: frozenset[str] = frozenset()):
+    """The syntax tree of a query, after the text passed the bounds the parser needs; syntax
+    whose feature is off is refused as Prometheus's parser refuses it."""
     check_query(query, param=param)
     try:
-        return pp.parse(query)
+        expr = pp.parse(query)
     except BaseException as ex:  # the parser raises ValueError, or panics on odd input
         if isinstance(ex, (KeyboardInterrupt, SystemExit)):
             raise
         raise PromQLError("bad_data", f"invalid parameter \"{param}\": "
                                       f"{prometheus_parse_error(query, str(ex))}") from None
+    if EXPERIMENTAL_FUNCTIONS not in features:
+        problem = experimental_use(expr, query)
+        if problem:
+            raise PromQLError("bad_data", f"invalid parameter \"{param}\": {problem}")
+    return expr
 
 
 def _kind(e) -> str:
@@ -367,7 +376,7 @@ class Engine:
         return (self.last.loaded, self.last.peak) if self.last is not None else (0, 0)
 
     def instant(self, q: Queryable, query: str, t_ms: int) -> QueryResult:
-        expr = parse(query)
+        expr = parse(query, features=self.opts.features)
         _check_time(t_ms, "time")
         sh = self._shared(q, t_ms, t_ms)
         v = _evaluate(Evaluator(sh, np.array([t_ms], dtype=np.int64)), expr)
@@ -406,7 +415,7 @@ class Engine:
         return QueryResult("vector", rows, sh.warnings, sh.infos)
 
     def range(self, q: Queryable, query: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
-        expr = parse(query)
+        expr = parse(query, features=self.opts.features)
         if step_ms <= 0:
             raise PromQLError("bad_data", "zero or negative query resolution step widths are not accepted")
         if end_ms < start_ms:

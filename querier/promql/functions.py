@@ -7,7 +7,8 @@ import numpy as np
 import promql_parser as pp
 
 from querier.promql import histogram
-from querier.promql.rangefuncs import KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZING, bounds
+from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZING, Windows,
+                                      batch_bounds, bounds)
 from querier.promql.types import PromQLError
 from querier.promql import nhist, rangehist
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
@@ -112,7 +113,12 @@ def call(ev, e):
         return Vec(v.labels, r, pres, np.ones(len(v.labels), bool))
     if name == "timestamp":
         v = ev.eval(args[0])
-        if v.sample_ts is not None:
+        inner = args[0]
+        while isinstance(inner, pp.ParenExpr):
+            inner = inner.expr
+        # only a selector itself gives its samples' times; any function or operator in between
+        # (label_replace, sort, ...) yields values at the evaluation time, as in Prometheus
+        if v.sample_ts is not None and isinstance(inner, pp.VectorSelector):
             r = v.sample_ts / 1000.0
         else:
             r = np.broadcast_to(ev.steps / 1000.0, v.vals.shape).copy()
@@ -189,34 +195,93 @@ def _range_call(ev, name: str, args) -> Vec:
     fn = RANGE_FUNCS[name]
     n = len(m.labels)
     ev.sh.reserve(n * ev.T)
-    whole_windows = name in WINDOW_MATERIALIZING
     vals = np.zeros((n, ev.T))
     pres = np.zeros((n, ev.T), bool)
     hist = None
+    float_rows = []
     for i in range(n):
-        ev.sh.check_deadline()
-        ts, x = m.ts[i], m.vals[i]
         hs = m.hists[i] if m.hists is not None else None
-        if hs is not None and not (hs != None).any():  # noqa: E711
-            hs = None
-        if hs is not None:
-            r, ok, hrow = rangehist.hist_range(ev, name, m.labels[i], ts, x, hs, m, extra_vals)
-            vals[i], pres[i] = r, ok
-            if hrow is not None:
-                if hist is None:
-                    hist = np.full((n, ev.T), None, dtype=object)
-                hist[i] = hrow
+        if hs is None or not (hs != None).any():  # noqa: E711
+            float_rows.append(i)
             continue
-        lo, hi = bounds(ts, m.end, m.rng)
-        if not (hi > lo).any():
-            continue
-        if whole_windows:  # the function copies every step's window out at once
-            ev.sh.fits(int((hi - lo).max()) * len(lo))
-        r, ok = fn(ts, x, lo, hi, m, extra_vals)
-        vals[i] = r
-        pres[i] = ok
+        ev.sh.check_deadline()
+        r, ok, hrow = rangehist.hist_range(ev, name, m.labels[i], m.ts[i], m.vals[i], hs, m,
+                                           extra_vals)
+        vals[i], pres[i] = r, ok
+        if hrow is not None:
+            if hist is None:
+                hist = np.full((n, ev.T), None, dtype=object)
+            hist[i] = hrow
+    _float_range_rows(ev, name, fn, m, extra_vals, np.array(float_rows, dtype=np.intp), vals, pres)
     drop = m.drop.copy() if name in KEEP_NAME else np.ones(n, bool)
     return Vec(list(m.labels), vals, pres, drop, None, hist)
+
+
+# Series evaluated together by one range-function call: enough to amortise numpy's per-call
+# cost over many series, few enough that the batch's temporary arrays stay small.
+BATCH_POINTS = 1 << 20
+
+
+def _batches(cost: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive [a, b) index ranges whose summed ``cost`` stays within BATCH_POINTS (a single
+    costlier item is a batch of its own)."""
+    total = np.cumsum(cost)
+    out, a = [], 0
+    while a < len(cost):
+        base = total[a - 1] if a else 0
+        b = max(a + 1, int(np.searchsorted(total, base + BATCH_POINTS, side="right")))
+        out.append((a, b))
+        a = b
+    return out
+
+
+def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.ndarray,
+                      vals: np.ndarray, pres: np.ndarray) -> None:
+    """Range function ``fn`` over the float series ``rows`` of ``m``, written into vals/pres:
+    series are laid end to end in batches and each batch is one call over all its windows."""
+    if not len(rows):
+        return
+    T = ev.T
+    lens = np.fromiter((len(m.ts[i]) for i in rows), dtype=np.int64, count=len(rows))
+    for a, b in _batches(lens + T):
+        ev.sh.check_deadline()
+        part = rows[a:b]
+        ts = np.concatenate([m.ts[i] for i in part])
+        x = np.concatenate([m.vals[i] for i in part])
+        found = batch_bounds(ts, lens[a:b], m.end, m.rng)
+        if found is None:  # timestamps too far apart to band: one series at a time
+            for i in part:
+                lo, hi = bounds(m.ts[i], m.end, m.rng)
+                _apply(ev, name, fn, m.ts[i], m.vals[i], lo, hi, m, extra_vals, vals, pres,
+                       np.array([i]))
+            continue
+        lo, hi = found
+        k = len(part)
+        if name not in WINDOW_MATERIALIZING:
+            subs = [(0, k)]
+        else:  # such a function copies every window out at once: bound windows x widest window
+            widest = (hi - lo).reshape(k, T).max(axis=1)
+            subs = _batches(widest * T)
+        offs = np.concatenate([[0], np.cumsum(lens[a:b])])
+        for c, d in subs:
+            ev.sh.check_deadline()
+            o, e = int(offs[c]), int(offs[d])
+            w = slice(c * T, d * T)
+            extra = [np.tile(v, d - c) if isinstance(v, np.ndarray) and v.shape == (T,) else v
+                     for v in extra_vals]
+            _apply(ev, name, fn, ts[o:e], x[o:e], lo[w] - o, hi[w] - o,
+                   Windows(np.tile(m.end, d - c), m.rng, np.tile(m.eval_ts, d - c)), extra,
+                   vals, pres, part[c:d])
+
+
+def _apply(ev, name, fn, ts, x, lo, hi, w, extra, vals, pres, rows: np.ndarray) -> None:
+    if not (hi > lo).any():
+        return
+    if name in WINDOW_MATERIALIZING:
+        ev.sh.fits(int((hi - lo).max()) * len(lo))
+    r, ok = fn(ts, x, lo, hi, w, extra)
+    vals[rows] = np.reshape(r, (len(rows), -1))
+    pres[rows] = np.reshape(ok, (len(rows), -1))
 
 
 def _natural(s: str) -> tuple:

@@ -8,11 +8,45 @@ from __future__ import annotations
 
 import numpy as np
 
-from querier.promql.aggregate import quantile_sorted
+from querier.promql.aggregate import needs_kahan, quantile_sorted
 
 
 def bounds(ts: np.ndarray, end: np.ndarray, rng: int) -> tuple[np.ndarray, np.ndarray]:
     return np.searchsorted(ts, end - rng, side="right"), np.searchsorted(ts, end, side="right")
+
+
+class Windows:
+    """The window geometry range functions read (``end``, ``rng``, ``eval_ts``), for a batch of
+    series laid end to end: per-step arrays repeated once per series."""
+
+    __slots__ = ("end", "rng", "eval_ts")
+
+    def __init__(self, end: np.ndarray, rng: int, eval_ts: np.ndarray) -> None:
+        self.end, self.rng, self.eval_ts = end, rng, eval_ts
+
+
+def batch_bounds(ts: np.ndarray, lens: np.ndarray, end: np.ndarray, rng: int
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``bounds`` of every step's window in every series at once, for series whose (sorted)
+    timestamps are concatenated in ``ts`` with ``lens`` samples each: windows are series-major
+    (series i, step j at i*T + j) and index the concatenated arrays. Each series' timestamps are
+    shifted into a band of their own so one searchsorted finds all bounds; None when the bands
+    would overflow int64 (absurd timestamp spans: the caller goes series by series)."""
+    n, T = len(lens), len(end)
+    if not len(ts):
+        z = np.zeros(n * T, dtype=np.int64)
+        return z, z
+    tmin = int(ts.min())
+    span = int(ts.max()) - tmin + 2
+    if n * span >= 1 << 62 or abs(tmin) >= 1 << 62:
+        return None
+    band = np.arange(n, dtype=np.int64) * span
+    key = ts - tmin + np.repeat(band, lens)
+    rel_end = np.clip(end.astype(np.int64) - tmin, -1, span - 1)
+    rel_start = np.clip(end.astype(np.int64) - rng - tmin, -1, span - 1)
+    lo = np.searchsorted(key, (band[:, None] + rel_start[None, :]).ravel(), side="right")
+    hi = np.searchsorted(key, (band[:, None] + rel_end[None, :]).ravel(), side="right")
+    return lo, hi
 
 
 def reduceat(uf, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -34,51 +68,62 @@ def gather(lo: np.ndarray, hi: np.ndarray):
     return flat, seg, n
 
 
+def _sorted_windows(v: np.ndarray, seg: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Each window's values (``v`` grouped by window id ``seg``, ``n`` per window) sorted as Go
+    sorts float64s -- NaN first -- and padded with +Inf into a [widest, W] array. Sorting rows of
+    a padded array is one C sort per window; a global lexsort was ~20x slower."""
+    W = len(n)
+    mx = max(int(n.max()) if W else 0, 1)
+    out = np.full((W, mx), np.inf)
+    if len(v):
+        pos = np.arange(len(v)) - (np.cumsum(n) - n)[seg]
+        nan = np.isnan(v)
+        out[seg, pos] = np.where(nan, -np.inf, v)
+        out.sort(axis=1)
+        if nan.any():
+            first = np.bincount(seg[nan], minlength=W)
+            out[np.arange(mx)[None, :] < first[:, None]] = np.nan
+    return out.T
+
+
 def _seg_sorted(x: np.ndarray, lo, hi):
-    """Per-window sorted values padded into a [max_n, W] array (NaN-free inputs sort as Go does)."""
+    """Per-window sorted values padded into a [max_n, W] array, and the window sizes."""
     flat, seg, n = gather(lo, hi)
-    W = len(lo)
-    mx = int(n.max()) if W else 0
-    out = np.full((max(mx, 1), W), np.inf)
-    if len(flat):
-        v = x[flat]
-        order = np.lexsort((np.where(np.isnan(v), -np.inf, v), np.isnan(v) == 0, seg))
-        v, s = v[order], seg[order]
-        pos = np.arange(len(v)) - (np.cumsum(n) - n)[s]
-        out[pos, s] = v
-    return out, n
+    return _sorted_windows(x[flat], seg, n), n
 
 
 def _nonempty(lo, hi, k: int = 1):
     return (hi - lo) >= k
 
 
-def _needs_kahan(x: np.ndarray) -> bool:
-    """Plain summation is exact enough unless magnitudes differ wildly."""
-    if not len(x):
-        return False
-    ax = np.abs(x)
-    nz = ax[(ax > 0) & np.isfinite(ax)]
-    return len(nz) > 0 and bool(nz.max() / 2.0 ** 40 > nz.min())
+def kahan_inc(inc: np.ndarray, s: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prometheus's kahanSumInc (Neumaier's variant), elementwise."""
+    t = s + inc
+    c = np.where(np.isinf(t), 0.0,
+                 np.where(np.abs(s) >= np.abs(inc), c + ((s - t) + inc), c + ((inc - t) + s)))
+    return t, c
+
+
+def window_positions(lo: np.ndarray, hi: np.ndarray, last: int):
+    """(index into the samples, live mask) of the k-th sample of every window, k = 0, 1, ...:
+    for recurrences that must run in sample order, vectorised across windows instead of steps."""
+    for k in range(int((hi - lo).max()) if len(lo) else 0):
+        idx = lo + k
+        yield np.minimum(idx, last), idx < hi
 
 
 def kahan_windows(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Kahan-compensated window sums, iterating over window positions (not steps)."""
     s = np.zeros(len(lo))
     c = np.zeros(len(lo))
-    last = len(x) - 1
     with np.errstate(all="ignore"):
-        for k in range(int((hi - lo).max())):
-            idx = lo + k
-            inc = np.where(idx < hi, x[np.minimum(idx, last)], 0.0)
-            t = s + inc
-            c = np.where(np.isinf(t), 0.0, np.where(np.abs(s) >= np.abs(inc), c + ((s - t) + inc), c + ((inc - t) + s)))
-            s = t
+        for idx, live in window_positions(lo, hi, len(x) - 1):
+            s, c = kahan_inc(np.where(live, x[idx], 0.0), s, c)
     return s + c
 
 
 def window_sum(x, lo, hi):
-    return kahan_windows(x, lo, hi) if _needs_kahan(x) else reduceat(np.add, x, lo, hi)
+    return kahan_windows(x, lo, hi) if needs_kahan(x) else reduceat(np.add, x, lo, hi)
 
 
 def f_sum(ts, x, lo, hi, m, a):
@@ -130,13 +175,20 @@ def f_present(ts, x, lo, hi, m, a):
 
 
 def _var(x, lo, hi):
-    flat, seg, n = gather(lo, hi)
+    """Population variance per window by Prometheus's own recurrence (Welford's update with
+    Kahan-compensated mean and sum of squares, in sample order), so answers agree to the digit."""
     W = len(lo)
+    count, mean, cmean, aux, caux = (np.zeros(W) for _ in range(5))
     with np.errstate(all="ignore"):
-        v = x[flat] - x[np.minimum(lo, len(x) - 1)][seg]  # shift: constant windows give exactly 0
-        mean = np.bincount(seg, weights=v, minlength=W) / n
-        dev = v - mean[seg]
-        return np.bincount(seg, weights=dev * dev, minlength=W) / n
+        for idx, live in window_positions(lo, hi, len(x) - 1):
+            v = x[idx]
+            count = count + live
+            delta = v - (mean + cmean)
+            m2, c2 = kahan_inc(delta / count, mean, cmean)
+            mean, cmean = np.where(live, m2, mean), np.where(live, c2, cmean)
+            a2, ca2 = kahan_inc(delta * (v - (mean + cmean)), aux, caux)
+            aux, caux = np.where(live, a2, aux), np.where(live, ca2, caux)
+        return (aux + caux) / count
 
 
 def f_stdvar(ts, x, lo, hi, m, a):
@@ -156,15 +208,7 @@ def f_mad(ts, x, lo, hi, m, a):
     srt, n = _seg_sorted(x, lo, hi)
     med = quantile_sorted(srt, n, 0.5)
     flat, seg, _ = gather(lo, hi)
-    d = np.abs(x[flat] - med[seg])  # re-sorted per window below
-    W = len(lo)
-    mx = int(n.max()) if W else 0
-    out = np.full((max(mx, 1), W), np.inf)
-    if len(flat):
-        order = np.lexsort((np.where(np.isnan(d), -np.inf, d), np.isnan(d) == 0, seg))
-        dd, s = d[order], seg[order]
-        pos = np.arange(len(dd)) - (np.cumsum(n) - n)[s]
-        out[pos, s] = dd
+    out = _sorted_windows(np.abs(x[flat] - med[seg]), seg, n)
     has_nan = reduceat(np.add, np.isnan(x).astype(np.float64), lo, hi) > 0
     return np.where(has_nan, np.nan, quantile_sorted(out, n, 0.5)), _nonempty(lo, hi)
 
@@ -199,8 +243,10 @@ def _extrapolated(ts, x, lo, hi, m, counter: bool, rate: bool):
     with np.errstate(all="ignore"):
         res = lv - fv
         if counter:
-            C = _pair_prefix(np.where(x[1:] < x[:-1], x[:-1], 0.0))
-            res = res + (C[l] - C[f])
+            # each window sums its own reset corrections (pair (j-1, j) is stored at j-1): a
+            # prefix sum over many series laid end to end would cancel catastrophically
+            corr = np.where(x[1:] < x[:-1], x[:-1], 0.0)
+            res = res + np.where(ok, reduceat(np.add, corr, f, l), 0.0)
         sampled = (lt - ft) / 1000.0
         avg = sampled / (n - 1)
         dstart = (ft - (m.end - m.rng)) / 1000.0
@@ -255,25 +301,32 @@ def f_idelta(ts, x, lo, hi, m, a):
 
 
 def _linreg(ts, x, lo, hi, t0):
-    """Least-squares slope/intercept per window with x measured in seconds from t0 (per window)."""
-    flat, seg, n = gather(lo, hi)
+    """Least-squares slope/intercept per window, x in seconds from t0 (per window), computed as
+    Prometheus's linearRegression does -- Kahan-compensated sums in sample order -- so answers
+    agree to the last digit. A window of one constant value has slope 0 and that value as
+    intercept; both are NaN when the constant is infinite."""
     W = len(lo)
+    z = np.zeros(W)
+    sx, cx, sy, cy, sxy, cxy, sx2, cx2 = (z.copy() for _ in range(8))
+    first = x[np.minimum(lo, len(x) - 1)]
+    const = np.ones(W, bool)
     with np.errstate(all="ignore"):
-        xs = (ts[flat] - t0[seg]) / 1000.0
-        ys = x[flat]
-        sx = np.bincount(seg, xs, W)
-        sy = np.bincount(seg, ys, W)
-        sxy = np.bincount(seg, xs * ys, W)
-        sx2 = np.bincount(seg, xs * xs, W)
-        cov = sxy - sx * sy / n
-        var = sx2 - sx * sx / n
-        slope = cov / var
+        for idx, live in window_positions(lo, hi, len(x) - 1):
+            v = x[idx]
+            const &= ~live | (v == first)
+            xs = np.where(live, (ts[idx] - t0) / 1e3, 0.0)
+            v = np.where(live, v, 0.0)
+            sx, cx = kahan_inc(xs, sx, cx)
+            sy, cy = kahan_inc(v, sy, cy)
+            sxy, cxy = kahan_inc(xs * v, sxy, cxy)
+            sx2, cx2 = kahan_inc(xs * xs, sx2, cx2)
+        n = (hi - lo).astype(np.float64)
+        sx, sy, sxy, sx2 = sx + cx, sy + cy, sxy + cxy, sx2 + cx2
+        slope = (sxy - sx * sy / n) / (sx2 - sx * sx / n)
         icpt = sy / n - slope * sx / n
-        mn = reduceat(np.minimum, x, lo, hi)
-        mx = reduceat(np.maximum, x, lo, hi)
-        const = (mn == mx) & (n > 0)
-        slope = np.where(const, 0.0, slope)
-        icpt = np.where(const, x[np.minimum(lo, len(x) - 1)], icpt)
+    inf = const & np.isinf(first)
+    slope = np.where(inf, np.nan, np.where(const, 0.0, slope))
+    icpt = np.where(inf, np.nan, np.where(const, first, icpt))
     return slope, icpt
 
 

@@ -23,11 +23,27 @@ class Queryable(Protocol):
     def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series]: ...
 
 
+# Prometheus's --enable-feature names for PromQL. A Prometheus 3.14 server has none of these
+# on by default (duration expressions are simply on); its test runner turns all of them on.
+DELAYED_NAME_REMOVAL = "promql-delayed-name-removal"
+EXPERIMENTAL_FUNCTIONS = "promql-experimental-functions"
+PROMQL_FEATURES = frozenset((DELAYED_NAME_REMOVAL, EXPERIMENTAL_FUNCTIONS,
+                             "promql-extended-range-selectors", "promql-binop-fill-modifiers",
+                             "type-and-unit-labels", "use-start-timestamps"))
+
+
 @dataclass
 class EngineOptions:
     lookback_delta_ms: int = 300_000
     max_samples: int = 50_000_000
     timeout_s: float = 120.0
+    features: frozenset[str] = frozenset()
+
+    @property
+    def delayed_name_removal(self) -> bool:
+        """Off (Prometheus's default): functions and operators drop ``__name__`` at once, so
+        results that differ only by name collide. On: dropped only at the end of the query."""
+        return DELAYED_NAME_REMOVAL in self.features
 
 
 @dataclass

@@ -772,6 +772,62 @@ static PyObject *head_samples(HeadChunksObject *self, PyObject *args) {
     return res;
 }
 
+/* lookup(refs, ts) -> (hit bytes, value bytes): for each (refs[i], ts[i]) whether the series
+   already holds a sample at exactly that time (1/0) and its value (float64; 0 on a miss).
+   The out-of-order path's duplicate check: one decode of the one chunk that may hold t. */
+static PyObject *head_lookup(HeadChunksObject *self, PyObject *args) {
+    PyObject *orefs, *ots;
+    if (!PyArg_ParseTuple(args, "OO:lookup", &orefs, &ots)) return NULL;
+    Py_buffer br, bt;
+    Py_ssize_t nr, nt;
+    if (get_buf8(orefs, 'i', &br, &nr, "refs") < 0) return NULL;
+    if (get_buf8(ots, 'i', &bt, &nt, "ts") < 0) { PyBuffer_Release(&br); return NULL; }
+    PyObject *hits = NULL, *vals = NULL, *res = NULL;
+    if (nr != nt) {
+        PyErr_SetString(PyExc_ValueError, "refs and ts differ in length");
+        goto done;
+    }
+    hits = PyBytes_FromStringAndSize(NULL, nr);
+    vals = PyBytes_FromStringAndSize(NULL, nr * 8);
+    if (!hits || !vals) goto done;
+    uint8_t *hit = (uint8_t *)PyBytes_AS_STRING(hits);
+    uint64_t *val = (uint64_t *)PyBytes_AS_STRING(vals);
+    const int64_t *refs = br.buf;
+    const int64_t *ts = bt.buf;
+    int bad = 0;
+    for (Py_ssize_t i = 0; i < nr && !bad; i++) {
+        hit[i] = 0;
+        val[i] = 0;
+        if (refs[i] < 0 || refs[i] >= self->n) continue;
+        const Series *s = &self->series[refs[i]];
+        const int64_t t = ts[i];
+        const uint8_t *data = NULL;
+        size_t len = 0;
+        for (uint32_t c = 0; c < s->ndone; c++) {
+            if (s->done[c].mint > t) break;
+            if (s->done[c].maxt >= t) { data = s->done[c].data; len = s->done[c].len; break; }
+        }
+        if (!data && s->enc.count > 0 && s->t0 <= t && t <= s->enc.t) {
+            data = s->buf;
+            len = (s->enc.nbits + 7) / 8;
+        }
+        if (!data) continue;
+        int64_t got_t[2];
+        uint64_t got_v[2];
+        Py_ssize_t k = xor_decode_into(data, len, t, t, got_t, got_v);
+        if (k < 0) bad = 1;
+        else if (k == 1) { hit[i] = 1; val[i] = got_v[0]; }
+    }
+    if (bad) { corrupt(); goto done; }
+    res = PyTuple_Pack(2, hits, vals);
+done:
+    Py_XDECREF(hits);
+    Py_XDECREF(vals);
+    PyBuffer_Release(&br);
+    PyBuffer_Release(&bt);
+    return res;
+}
+
 static PyObject *head_bounds(HeadChunksObject *self, PyObject *arg) {
     long long ref = PyLong_AsLongLong(arg);
     if (ref == -1 && PyErr_Occurred()) return NULL;
@@ -915,6 +971,8 @@ static PyMethodDef head_methods[] = {
      "chunks(ref, mint, maxt) -> [(chunk mint, chunk maxt, bytes)] overlapping [mint, maxt]."},
     {"samples", (PyCFunction)head_samples, METH_VARARGS,
      "samples(ref, mint, maxt) -> (ts bytes, vals bytes) of samples in [mint, maxt]."},
+    {"lookup", (PyCFunction)head_lookup, METH_VARARGS,
+     "lookup(refs, ts) -> (hit bytes, float64 value bytes): samples held at exactly ts."},
     {"bounds", (PyCFunction)head_bounds, METH_O, "bounds(ref) -> (min t, max t) or None."},
     {"last", (PyCFunction)head_last, METH_O, "last(ref) -> (t, v) or None."},
     {"num_samples", (PyCFunction)head_num_samples, METH_O, "num_samples(ref) -> int."},

@@ -181,6 +181,13 @@ def _thanos_section(given: dict[str, Any], block_dir: Path, segments: Sequence[s
     return t
 
 
+def thanos_meta_section(given: dict[str, Any], block_dir: Path) -> dict[str, Any]:
+    """Thanos's meta section for an existing block directory (one written by Prometheus, or
+    rewritten): ``given`` plus defaults and the list of its files with their sizes."""
+    segments = sorted(p.name for p in (Path(block_dir) / CHUNKS_DIRNAME).iterdir())
+    return _thanos_section(given, Path(block_dir), segments)
+
+
 # ---------------------------------------------------------------------------- writing
 
 _BATCH_CHUNKS = 1 << 16
@@ -207,7 +214,8 @@ def write_block(dir: Path, series: Iterable[tuple[Labels, Sequence[ChunkData]]],
 
     A block of another chunk encoding (Thanos's downsampled aggregate chunks, 0xff) passes
     ``encoding`` and ``count_samples`` (samples per chunk, for the meta's stats).
-    ``compaction`` overrides the meta's level/sources/parents (compactor output).
+    ``compaction`` overrides the meta's level/sources/parents (compactor output) and may
+    carry Prometheus's ``hints`` (``["from-out-of-order"]``).
     """
     if maxt <= mint:
         raise ValueError("block maxt must be > mint")
@@ -298,6 +306,8 @@ def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkD
         meta.level = int(compaction.get("level", 1))
         meta.sources = list(compaction.get("sources") or [ulid])
         meta.parents = list(compaction.get("parents") or [])
+        if compaction.get("hints"):
+            meta.extra["compaction"] = {"hints": sorted(compaction["hints"])}
     if thanos_meta is not None:
         meta.thanos = _thanos_section(thanos_meta, tmp, segments)
     write_meta(tmp, meta)

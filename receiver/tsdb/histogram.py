@@ -673,9 +673,12 @@ def cut_chunks(samples: Sequence[tuple[int, Hist]], prev: Hist | None = None,
             elif h.hint == HINT_RESET or reset:
                 header = HEADER_RESET
             elif (last is not None and not last.is_stale and not h.is_stale
-                  and last.layout() == h.layout() and last.hint != HINT_GAUGE):
-                header = HEADER_RESET if is_reset(h, last) else HEADER_NOT_RESET
+                  and last.layout() == h.layout() and last.hint != HINT_GAUGE
+                  and is_reset(h, last)):
+                header = HEADER_RESET
             else:
+                # A chunk cut for size, time range or layout says "unknown", not "not a reset":
+                # Prometheus 2.42 and 3.x write exactly that, and readers detect resets anyway.
                 header = HEADER_UNKNOWN
         cur.append((t, h))
         last = h

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from harness import SELF_SCRAPE_REMOTE_WRITE as CONFIG, PrometheusProcess
+from harness import PrometheusProcess, self_scrape_remote_write
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="Debian's prometheus package is not installed "
@@ -112,7 +112,7 @@ def _assert_same(q: str, ours: dict, theirs: dict) -> None:
 
 def test_promring_answers_like_prometheus(promring_up, tmp_path):
     pr = promring_up()
-    prom = PrometheusProcess(tmp_path / "prom", CONFIG.format(url=pr.write_url)).start()
+    prom = PrometheusProcess(tmp_path / "prom", self_scrape_remote_write(pr.write_url)).start()
     try:
         time.sleep(40)
         # Scrape timestamps of the single self-scrape target; evaluate half-way between two of
@@ -162,25 +162,12 @@ def test_promring_answers_like_prometheus(promring_up, tmp_path):
         prom.stop()
 
 
-METADATA_CONFIG = """
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ["$SELF"]
-remote_write:
-  - url: "{url}"
-    metadata_config:
-      send_interval: 1s
-"""
-
-
 def test_metadata_sent_by_prometheus_is_served_in_its_shape(promring_up, tmp_path):
     """Prometheus remote-writes its scraped metadata; /api/v1/metadata answers with the same
     type/help/unit Prometheus itself reports, and still after a restart of promring."""
     pr = promring_up()
-    prom = PrometheusProcess(tmp_path / "prom", METADATA_CONFIG.format(url=pr.write_url)).start()
+    prom = PrometheusProcess(
+        tmp_path / "prom", self_scrape_remote_write(pr.write_url, metadata_send_interval="1s")).start()
     try:
         names = ("prometheus_http_requests_total", "go_goroutines",
                  "prometheus_http_request_duration_seconds")

@@ -14,9 +14,8 @@ import shutil
 import time
 
 import pytest
-import requests
 
-from harness import PrometheusProcess
+from harness import PrometheusProcess, self_scrape_remote_write
 from rw import query
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
@@ -24,22 +23,6 @@ pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                        "(the README's test command installs it)")
 
 RESTARTS = int(os.environ.get("PROMRING_E2E_RESTARTS", "2"))
-
-CONFIG = """
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ["$SELF"]
-remote_write:
-  - url: "{url}"
-    queue_config:
-      batch_send_deadline: 1s
-      min_backoff: 100ms
-      max_backoff: 1s
-"""
-
 
 def _scalar(api: str, q: str, t: float) -> float:
     res = query(api, q, t)
@@ -58,7 +41,8 @@ def _counts(api: str, window_s: int, t: float) -> dict:
 
 def test_prometheus_loses_nothing_through_sigterm_and_kill9_restarts(promring_up, tmp_path):
     pr = promring_up(tmp_path / "data")
-    prom = PrometheusProcess(tmp_path / "prom", CONFIG.format(url=pr.write_url)).start()
+    prom = PrometheusProcess(tmp_path / "prom", self_scrape_remote_write(
+        pr.write_url, queue={"batch_send_deadline": "1s", "min_backoff": "100ms", "max_backoff": "1s"})).start()
     try:
         time.sleep(4)  # remote write is flowing
         t_start = time.time()

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from cdp import CHROMIUM, Browser
-from harness import (SELF_SCRAPE_REMOTE_WRITE, PrometheusProcess, free_port, query_process,
+from harness import (self_scrape_remote_write, PrometheusProcess, free_port, query_process,
                      start_process, stop_process)
 from rw import push
 
@@ -245,12 +245,6 @@ def test_stores_page_marks_a_dead_endpoint_under_a_prefix(promring_up, procs, tm
 
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter")
-NODE_JOB = """  - job_name: node
-    static_configs:
-      - targets: ["{target}"]
-"""
-
-
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus package")
 @pytest.mark.skipif(NODE_EXPORTER is None,
                     reason="needs Debian's prometheus-node-exporter (scripts/test.sh installs it)")
@@ -262,8 +256,7 @@ def test_prometheus_remote_writing_into_promring_up_as_seen_in_the_ui(promring_u
     node = start_process([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{node_port}"],
                          f"http://127.0.0.1:{node_port}/metrics", tmp_path / "node-exporter.log")
     node_target = f"127.0.0.1:{node_port}"
-    config = SELF_SCRAPE_REMOTE_WRITE.format(url=up.write_url).replace(
-        "remote_write:", NODE_JOB.format(target=node_target) + "remote_write:")
+    config = self_scrape_remote_write(up.write_url, jobs={"node": node_target})
     prom = None
     shots = _shots(tmp_path, readme=True)
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, Series
+from querier.promql.types import PROMQL_FEATURES
 from querier.promql import nhist as nh
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher, matches_all
 
@@ -375,7 +376,8 @@ def _load_nhcb(store: MemQueryable, defs: list[tuple[Labels, list]], step: int) 
 
 
 def run_file(path: Path, engine: Engine | None = None) -> FileResult:
-    engine = engine or Engine(EngineOptions())
+    # as Prometheus's own runner: every PromQL feature flag on
+    engine = engine or Engine(EngineOptions(features=PROMQL_FEATURES))
     lines = path.read_text().split("\n")
     res = FileResult()
     store = MemQueryable()

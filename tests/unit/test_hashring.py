@@ -609,3 +609,17 @@ def test_forwarded_requests_carry_each_series_own_replica_number():
         assert all(addr_of[i] == addr for i in a[:, replica - 1].tolist()), (addr, replica)
         seen += len(keys)
     assert seen == 60 * 3
+
+
+def test_glob_matching_is_linear_time_on_hostile_tenant_ids():
+    """A tenant ID is client input: ``*a*a*a*a*a*a*a*b`` against 150 a's made a backtracking
+    regex run for hours, hanging the router. Run in a child process so a regression fails on
+    the timeout instead of hanging the suite."""
+    import subprocess
+    import sys
+    code = ("import json; from receiver.hashring import Hashrings, parse_hashrings; "
+            "s = parse_hashrings(json.dumps([{'endpoints': ['a:1'], 'tenants': ['*a*a*a*a*a*a*a*b'], "
+            "'tenant_matcher_type': 'glob'}])); "
+            "print(Hashrings(s, 'hashmod', 1).for_tenant('a' * 150))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "None", r.stderr

@@ -15,7 +15,7 @@ from receiver.remotewrite import decode, encode_histogram_write_request, encode_
 from receiver.tsdb.block import BlockReader
 from receiver.tsdb.head import HeadOptions
 from receiver.tsdb.histogram import (ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, HEADER_GAUGE,
-                                     HEADER_NOT_RESET, HEADER_RESET, HEADER_UNKNOWN, HINT_GAUGE,
+                                     HEADER_RESET, HEADER_UNKNOWN, HINT_GAUGE,
                                      HINT_NOT_RESET, HINT_RESET, HINT_UNKNOWN, EncodedChunk, Hist,
                                      _BitReader, _BitWriter, _put_varbit_int, _put_varbit_uint,
                                      _read_varbit_int, _read_varbit_uint, chunk_header,
@@ -133,7 +133,8 @@ def test_cut_chunks_headers():
     assert headers[:3] == [HEADER_UNKNOWN, HEADER_RESET, HEADER_GAUGE]
     assert sizes[:3] == [6, 4, 3]
     assert sizes[3] == 1 and decode_chunk(chunks[3][2])[0][1].is_stale
-    assert sizes[4:] == [120, 6] and headers[5] == HEADER_NOT_RESET
+    # a size cut is 'unknown' as in Prometheus's heads, never 'not a reset'
+    assert sizes[4:] == [120, 6] and headers[5] == HEADER_UNKNOWN
     got = [decode_chunk(c)[0][1].hint for _, _, c in chunks]
     assert got[1] == HINT_RESET and got[2] == HINT_GAUGE
     # a chunk-range boundary cuts too

@@ -1,0 +1,120 @@
+"""PromQL feature flags against the reference Prometheus 3 (tests/peers.py): with Prometheus's
+defaults (delayed name removal off, experimental functions refused) and with both flags on, the
+same data and queries get the same answers and the same errors from promring and Prometheus."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from harness import PrometheusProcess
+from peers import peer
+from rw import push
+
+FLAGS = "promql-delayed-name-removal,promql-experimental-functions"
+QUERIES = [
+    'sum(count_over_time({job="node"}[1m]))',   # names dropped at once: a collision
+    'count_over_time({job="node"}[1m])',
+    'label_replace(rate(a_total[1m]), "was", "$1", "__name__", "(.*)")',
+    'label_replace({job="node"}, "was", "$1", "__name__", "(.*)")',
+    "timestamp(a_total)",
+    'timestamp(label_replace(a_total, "x", "y", "", ""))',
+    "timestamp(sort(a_total))",
+    "-a_total",
+    'sort_by_label({job="node"}, "__name__")',
+    "limitk(1, a_total)",
+    "mad_over_time(a_total[1m])",
+    "abs(a_total) + on() group_left b_total",
+]
+
+
+def _answer(api: str, q: str, t: float) -> tuple[int, object]:
+    r = requests.get(f"{api}/query", params={"query": q, "time": t}, timeout=30)
+    body = r.json()
+    if body["status"] != "success":
+        return r.status_code, (body["errorType"], body["error"])
+    res = body["data"]["result"]
+    for s in res if isinstance(res, list) else []:
+        s["metric"].pop("tenant_id", None)
+    return r.status_code, sorted(res, key=lambda s: sorted(s["metric"].items())) \
+        if isinstance(res, list) else res
+
+
+def _assert_same_answers(theirs_api: str, ours_api: str, queries: list[str], t: float,
+                         same=lambda a, b: a == b) -> None:
+    diffs = []
+    for q in queries:
+        theirs, ours = _answer(theirs_api, q, t), _answer(ours_api, q, t)
+        if not same(theirs, ours):
+            diffs.append(f"{q}\n  prometheus {theirs}\n  promring   {ours}")
+    assert not diffs, "\n".join(diffs)
+
+
+@pytest.mark.parametrize("features", ["", FLAGS])
+def test_feature_flags_answer_as_prometheus_3(promring_up, tmp_path, features):
+    extra = [f"--enable-feature={features}"] if features else []
+    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
+                             "--web.enable-remote-write-receiver", *extra)
+    prom.args[0] = peer("prometheus")
+    prom.start()
+    try:
+        pr = promring_up(tmp_path / "data", *extra)
+        now = int(time.time() * 1000)
+        ts = [now - 120_000 + i * 15_000 for i in range(9)]
+        series = [((("__name__", "a_total"), ("job", "node")), ts, [float(i) for i in range(9)]),
+                  ((("__name__", "b_total"), ("job", "node")), ts, [2.0 * i for i in range(9)])]
+        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
+            assert push(url, series).status_code in (200, 204)
+        _assert_same_answers(prom.api, pr.api, QUERIES, (ts[-1] + 1000) / 1000)
+    finally:
+        prom.stop()
+
+
+EDGE_QUERIES = [
+    "deriv(pinf[2m])", "deriv(ninf[2m])", "predict_linear(pinf[2m], 60)",
+    "predict_linear(ninf[2m], 60)", "rate(cinf[2m])", "increase(cinf[2m])", "irate(cinf[2m])",
+    "increase(long_total[1h])", "rate(long_total[1h])", "delta(long_total[1h])",
+    "deriv(long_total[1h])", "predict_linear(long_total[1h], 3600)",
+    "sum_over_time(long_total[1h])", "avg_over_time(long_total[1h])",
+    "stddev_over_time(long_total[1h])", "quantile_over_time(0.9, long_total[1h])",
+]
+
+
+def _same(a, b) -> bool:
+    """Equal answers; sample values within 1e-12 relative (summation order differs: Prometheus
+    adds with Kahan compensation, promring mostly pairwise), NaN and ±Inf exactly."""
+    if a[0] != b[0] or not isinstance(a[1], list) or not isinstance(b[1], list):
+        return a == b
+    if [s["metric"] for s in a[1]] != [s["metric"] for s in b[1]]:
+        return False
+    for x, y in zip(a[1], b[1]):
+        u, v = float(x["value"][1]), float(y["value"][1])
+        if x["value"][0] != y["value"][0] or not (
+                str(u) == str(v) or abs(u - v) <= 1e-12 * max(abs(u), abs(v))):
+            return False
+    return True
+
+
+def test_edge_values_answer_as_prometheus_3(promring_up, tmp_path):
+    """Constant ±Inf windows, +Inf in a counter and a long increase range, as issue 15 lists."""
+    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
+                             "--web.enable-remote-write-receiver")
+    prom.args[0] = peer("prometheus")
+    prom.start()
+    try:
+        pr = promring_up(tmp_path / "data")
+        now = int(time.time() * 1000)
+        ts = [now - 120_000 + i * 15_000 for i in range(9)]
+        lts = [now - 3_600_000 + i * 15_000 for i in range(241)]
+        inf = float("inf")
+        series = [((("__name__", "pinf"),), ts, [inf] * 9),
+                  ((("__name__", "ninf"),), ts, [-inf] * 9),
+                  ((("__name__", "cinf"),), ts, [1.0, 2.0, inf, inf, 3.0, 4.0, inf, 5.0, 6.0]),
+                  ((("__name__", "long_total"),), lts,
+                   [1e9 + i * 0.1 + (i % 7) * 1e-3 for i in range(241)])]
+        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
+            assert push(url, series).status_code in (200, 204)
+        _assert_same_answers(prom.api, pr.api, EDGE_QUERIES, (ts[-1] + 1000) / 1000, _same)
+    finally:
+        prom.stop()

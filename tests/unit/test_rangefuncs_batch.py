@@ -1,0 +1,100 @@
+"""Range functions run over many series laid end to end (querier/promql/functions.py batches
+them); every function must give exactly what it gives one series at a time."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from querier.promql import functions
+from querier.promql.rangefuncs import RANGE_FUNCS, Windows, batch_bounds, bounds
+
+T0, STEP, RNG = 1_000_000, 15_000, 120_000
+END = T0 + np.arange(0, 40) * STEP
+EXTRA = {"quantile_over_time": [np.full(len(END), 0.9)], "predict_linear": [np.full(len(END), 60.0)],
+         "holt_winters": [np.full(len(END), 0.3), np.full(len(END), 0.6)],
+         "double_exponential_smoothing": [np.full(len(END), 0.3), np.full(len(END), 0.6)]}
+
+
+def _series(seed: int, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Ragged series: empty, single-sample, gappy, with resets, NaN and ±Inf."""
+    rng = np.random.default_rng(seed)
+    tss, xs = [], []
+    for i in range(n):
+        k = [0, 1, 2, 30, 200][i % 5]
+        ts = np.sort(rng.choice(np.arange(T0 - RNG, END[-1] + 1, 1000), k, replace=False))
+        x = np.cumsum(rng.random(k) * 10)
+        if k > 10:
+            x[k // 2:] -= x[k // 2]  # a counter reset
+            x[3] = [np.nan, np.inf, -np.inf, 5.0][i % 4]
+        tss.append(ts.astype(np.int64))
+        xs.append(x)
+    return tss, xs
+
+
+def test_batch_bounds_equal_per_series_bounds():
+    tss, _ = _series(1, 25)
+    lens = np.array([len(t) for t in tss])
+    lo, hi = batch_bounds(np.concatenate(tss), lens, END, RNG)
+    offs = np.concatenate([[0], np.cumsum(lens)])
+    for i, ts in enumerate(tss):
+        l1, h1 = bounds(ts, END, RNG)
+        w = slice(i * len(END), (i + 1) * len(END))
+        assert (lo[w] - offs[i] == l1).all() and (hi[w] - offs[i] == h1).all()
+
+
+def test_batch_bounds_refuses_spans_that_would_overflow():
+    ts = np.array([-(1 << 61), 1 << 61], dtype=np.int64)
+    assert batch_bounds(ts, np.array([1, 1]), END, RNG) is None
+
+
+class _Sh:
+    def check_deadline(self):
+        pass
+
+    def fits(self, points):
+        pass
+
+
+class _Ev:
+    sh = _Sh()
+    T = len(END)
+
+
+class _M:
+    def __init__(self, tss, xs):
+        self.ts, self.vals, self.end, self.rng = tss, xs, END, RNG
+        self.eval_ts = END
+
+
+@pytest.mark.parametrize("name", sorted(RANGE_FUNCS))
+def test_every_range_function_batched_equals_one_series_at_a_time(name, monkeypatch):
+    tss, xs = _series(7, 40)
+    extra = EXTRA.get(name, [])
+    n = len(tss)
+    monkeypatch.setattr(functions, "BATCH_POINTS", 300)  # several batches, and split ones
+    vals, pres = np.zeros((n, len(END))), np.zeros((n, len(END)), bool)
+    functions._float_range_rows(_Ev(), name, RANGE_FUNCS[name], _M(tss, xs), extra,
+                                np.arange(n), vals, pres)
+    for i in range(n):
+        lo, hi = bounds(tss[i], END, RNG)
+        if not (hi > lo).any():
+            assert not pres[i].any()
+            continue
+        r, ok = RANGE_FUNCS[name](tss[i], xs[i], lo, hi, Windows(END, RNG, END), extra)
+        assert (pres[i] == ok).all(), (name, i)
+        np.testing.assert_array_equal(np.where(ok, vals[i], 0), np.where(ok, r, 0), err_msg=f"{name} {i}")
+
+
+def test_small_counter_after_huge_resetting_counters_keeps_its_precision():
+    """Reset corrections summed per window: a prefix sum across the batch (1e15-sized resets of
+    earlier series) once wiped out a small counter's increase laid after them."""
+    big_ts = np.arange(T0 - RNG, END[-1] + 1, 5000, dtype=np.int64)
+    big = np.tile([1e15, 2e15, 3e15, 1.0], len(big_ts) // 4 + 1)[:len(big_ts)]
+    small = (np.arange(len(big_ts)) % 7) * 0.001  # resets of its own
+    tss, xs = [big_ts] * 30 + [big_ts], [big] * 30 + [small]
+    vals, pres = np.zeros((31, len(END))), np.zeros((31, len(END)), bool)
+    functions._float_range_rows(_Ev(), "increase", RANGE_FUNCS["increase"], _M(tss, xs), [],
+                                np.arange(31), vals, pres)
+    lo, hi = bounds(big_ts, END, RNG)
+    want, ok = RANGE_FUNCS["increase"](big_ts, small, lo, hi, Windows(END, RNG, END), [])
+    assert ok.all() and (vals[30] == want).all()
