@@ -40,6 +40,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         if not action.help and action.option_strings and action.default is not argparse.SUPPRESS:
             action = copy.copy(action)
             action.help = "(default: %(default)s)"
+        if action.option_strings and action.default in (None, "", []):
+            action = copy.copy(action)
+            action.default = "none"  # not "None", "" or "[]"
         return super()._format_action(action)
 
 
@@ -53,6 +56,17 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.add_argument("--version", action="version", version=_version(),
                           help="Show application version.")
+
+    def add_argument(self, *args, **kwargs):
+        """A flag declared without help gets promring.flaghelp's text for it."""
+        if not kwargs.get("help") and args and str(args[0]).startswith("--"):
+            from promring.flaghelp import help_for
+            kwargs["help"] = help_for(self.prog.split()[-1], args[0]) or kwargs.get("help")
+        return super().add_argument(*args, **kwargs)
+
+    def error(self, message: str):
+        """A usage mistake is one line (kingpin style), not the whole usage text."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -98,6 +112,9 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
                    help="Take the tenant from this field of the verified client certificate "
                         "(needs --remote-write.server-tls-client-ca); the tenant header is ignored.")
     _http_config_flag(p)
+    p.add_argument("--receive.rejected-log-interval", dest="rejected_log_interval", default="30s",
+                   help="How often rejected writes are summed up in one log line per tenant "
+                        "and reason; 0 disables.")
     p.add_argument("--receive.limits-config-file", dest="limits_file", default=None,
                    help="Thanos limits YAML (request size/series/samples -> 413, head series -> 429); "
                         "re-read when it changes.")
@@ -140,6 +157,9 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
+    p.add_argument("--query.log-queries-longer-than", dest="slow_query", default="10s",
+                   help="Log queries slower than this (one line each, with the query); 0 "
+                        "disables, a negative value logs every query.")
     p.add_argument("--enable-feature", dest="enable_feature", action="append", default=[],
                    help="Prometheus's PromQL feature flags, comma-separated or repeated: "
                         "promql-delayed-name-removal, promql-experimental-functions, "
@@ -404,6 +424,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         limits_file=Path(a.limits_file) if a.limits_file else None,
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
+        rejected_log_interval_s=parse_duration_ms(a.rejected_log_interval) / 1000,
         ooo_window_ms=parse_duration_ms(a.ooo_time_window),
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
         forward_tls=_forward_tls(a),
@@ -466,6 +487,8 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         lookback_delta_ms=_flag_duration_ms(a, "lookback_delta", "--query.lookback-delta"),
         timeout_s=_flag_duration_ms(a, "query_timeout", "--query.timeout") / 1000,
         max_concurrent=a.max_concurrent,
+        slow_query_s=(-1 if a.slow_query.startswith("-") else 1) * parse_duration_ms(
+            a.slow_query.removeprefix("-")) / 1000,
         max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
         promql_features=_promql_features(a.enable_feature),
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
@@ -549,22 +572,46 @@ def _query_endpoint_config(a: argparse.Namespace) -> dict:
                 grpc_address=a.grpc_address)
 
 
-async def _run_until_signal(components: list) -> None:
+def listen_addresses(components: list, a: argparse.Namespace) -> dict[str, str]:
+    """``<server>_address`` fields for the start-up log: the configured host, the bound port."""
+    out: dict[str, str] = {}
+    for c in components:
+        ports = dict(getattr(c, "ports", None) or {})
+        for key, attr in (("http", "port"), ("grpc", "grpc_port")):
+            if getattr(c, attr, 0):
+                ports.setdefault(key, getattr(c, attr))
+        for key, port in ports.items():
+            host = str(getattr(a, f"{key}_address", "") or "").rpartition(":")[0]
+            out[f"{key}_address"] = f"{host or '0.0.0.0'}:{port}"
+    return out
+
+
+async def _run_until_signal(components: list, a: argparse.Namespace | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     started = []
+    what = {"component": " ".join(x for x in (getattr(a, "command", ""), getattr(a, "bucket_cmd", ""))
+                                  if x)}
+    starting = True
     try:
         for c in components:
+            started.append(c)  # stopped below also when its start fails half way
             await c.start()
-            started.append(c)
-        log.info("promring is up", extra={"components": [type(c).__name__ for c in components]})
+        starting = False
+        log.info("promring is up", extra={**what, **listen_addresses(components, a or argparse.Namespace())})
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down", extra=what)
     finally:
         for c in reversed(started):
-            await c.stop()
+            try:
+                await c.stop()
+            except Exception:  # noqa: BLE001 - a half-started one; the start error is reported
+                if not starting:
+                    raise
+                log.debug("stopping a component that failed to start", exc_info=True)
+    log.info("stopped cleanly", extra=what)
 
 
 def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grpc_address: str,
@@ -596,6 +643,7 @@ class _Up:
                                                 objstore_config=self.objstore))
         self.store = None
         self.querier = None
+        self.ports: dict[str, int] = {}  # bound ports, for the start-up log
 
     async def start(self) -> None:
         from querier.server import Querier
@@ -608,8 +656,8 @@ class _Up:
         endpoints = [f"127.0.0.1:{self.receiver.ports['grpc']}", f"127.0.0.1:{self.store.ports['grpc']}"]
         self.querier = Querier(query_config(self.a, endpoints), registry=self.receiver.registry)
         await self.querier.start()
-        log.info("listening", extra={"remote_write": self.receiver.ports["remote_write"],
-                                     "http": self.querier.port, "grpc": self.receiver.ports["grpc"]})
+        self.ports = {"remote_write": self.receiver.ports["remote_write"],
+                      "http": self.querier.port, "grpc": self.receiver.ports["grpc"]}
 
     async def stop(self) -> None:
         if self.querier is not None:
@@ -628,32 +676,54 @@ async def _run_compactor(a: argparse.Namespace) -> int:
         asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     try:
         res = await task
-        return 1 if res.halted else 0
+        code = 1 if res.halted else 0
     except asyncio.CancelledError:
-        return 0
+        log.info("shutting down", extra={"component": "compact"})
+        code = 0
     finally:
         await c.close()
+    log.info("stopped cleanly", extra={"component": "compact"})
+    return code
 
 
 def _or_exit(build, *args):
-    """``build(*args)``, or a one-line error and exit status 2 (as for a bad flag)."""
+    """``build(*args)``, or FlagError: one line naming the subcommand, exit status 2."""
+    from promring.flagcheck import FlagError
     try:
         return build(*args)
     except ValueError as e:
-        print(f"promring: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        raise FlagError(" ".join(str(e).split())) from None
 
 
 def main(argv: list[str] | None = None) -> None:
+    from promring.startup import run_reporting_errors
     parser = build_parser()
-    a = parser.parse_args(argv)
-    if a.command != "tools":
-        from promring.flagcheck import FlagError, check_flags
-        try:
-            check_flags(a)
-        except FlagError as e:
-            print(f"promring {a.command}: {e}", file=sys.stderr)
-            sys.exit(2)
+    a, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(parser, a, unknown)
+    run_reporting_errors(a, _run)
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, a: argparse.Namespace,
+                    unknown: list[str]) -> None:
+    """An unknown flag is named by the subcommand that refused it, with the closest real one."""
+    import difflib
+    for attr in ("command", "tool", "bucket_cmd"):
+        subs = next((act for act in parser._actions
+                     if isinstance(act, argparse._SubParsersAction)), None)
+        if subs is None or getattr(a, attr, None) not in subs.choices:
+            break
+        parser = subs.choices[getattr(a, attr)]
+    known = [o for act in parser._actions for o in act.option_strings]
+    close = difflib.get_close_matches(unknown[0].split("=", 1)[0], known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
+def _run(a: argparse.Namespace) -> None:
+    from promring.flagcheck import check_environment, check_flags
+    check_flags(a)  # FlagError: one line, exit 2, before any slow work
+    check_environment(a)
     setup_logging(a.log_level, a.log_format)
     raise_open_files_limit()
     if a.command == "receive":
@@ -695,7 +765,7 @@ def main(argv: list[str] | None = None) -> None:
             refresh_s = _or_exit(_flag_duration_ms, a, "refresh", "--refresh") / 1000
             comps = [_or_exit(BucketWeb, objstore_yaml(a), a.http_address, refresh_s, a.label,
                               normalize_prefix(a.web_external_prefix))]
-            asyncio.run(_run_until_signal(comps))
+            asyncio.run(_run_until_signal(comps, a))
             return
         from promring.bucketflags import MAINTENANCE_COMMANDS, run_maintenance
         if a.bucket_cmd in MAINTENANCE_COMMANDS:
@@ -716,7 +786,7 @@ def main(argv: list[str] | None = None) -> None:
         _or_exit(query_config, a, [])  # flag errors before anything starts
         comps = [_or_exit(_Up, a)]
     try:
-        asyncio.run(_run_until_signal(comps))
+        asyncio.run(_run_until_signal(comps, a))
     except KeyboardInterrupt:
         pass
     _exit_after_clean_stop(0)

@@ -24,6 +24,7 @@ from receiver.tsdb.chunkenc import decode_many
 from receiver.tsdb.histogram import ENCODING_XOR, chunk_encoding, decode_chunk, to_engine
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher
 from storeapi.client import StoreClient
+from storeapi.grpcmetrics import client_interceptors
 
 from .endpoints import EndpointHealth, HealthOptions, Info, describe_error, is_connection_error
 
@@ -86,7 +87,9 @@ class StoreSet:
         self.tls = tls  # --grpc-client-tls-*
         self.response_timeout_s = response_timeout_s  # > 0: a slower store is dropped
         self.strict = frozenset(strict)  # --endpoint-strict: asked even while down
-        self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True, tls=tls)
+        self.interceptors = client_interceptors(registry)  # grpc_client_* metrics
+        self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True, tls=tls,
+                                    interceptors=self.interceptors)
                         for a in dict.fromkeys(addresses)]
         self.health = EndpointHealth(self.clients, health, registry)
 
@@ -100,7 +103,8 @@ class StoreSet:
         have = {c.address: c for c in self.clients}
         gone = [c for a, c in have.items() if a not in wanted]
         self.clients = [have.get(a) or StoreClient(a, timeout_s=self.timeout_s,
-                                                   native_histograms=True, tls=self.tls)
+                                                   native_histograms=True, tls=self.tls,
+                                                   interceptors=self.interceptors)
                         for a in wanted]
         self.health.set_clients(self.clients)
         for c in gone:

@@ -145,6 +145,7 @@ class TenantTSDB:
         self.too_far_in_future_ms = opts.too_far_in_future_ms
         self.blocks: dict[str, BlockReader] = {}
         self.replay_stats = ReplayStats()
+        self.replay_seconds = 0.0  # prometheus_tsdb_data_replay_duration_seconds
         self.head_floor = int(NO_TIME_MAX)  # the head serves samples from here on
         self._load_blocks()
 
@@ -418,6 +419,13 @@ class TenantTSDB:
         ``replay_stats`` and logged once per kind."""
         # A logged ref normally comes back unchanged; a lookup table covers the rare series
         # that was logged twice under different refs. -1 marks refs never (validly) defined.
+        t0 = time.monotonic()
+        try:
+            return self._replay()
+        finally:
+            self.replay_seconds = time.monotonic() - t0
+
+    def _replay(self) -> int:
         lut = np.zeros(0, dtype=np.int64)
         stats = self.replay_stats = ReplayStats()
         restored = 0
@@ -649,7 +657,10 @@ class TenantTSDB:
             self.wal.close()
         except OSError:
             pass  # the failed writer's state is unknown; the new one cuts any torn tail
-        self.wal = WAL(cfg)
+        old, self.wal = self.wal, WAL(cfg)
+        for counter in ("fsyncs", "fsync_seconds", "writes_failed", "repairs", "records_written",
+                        "bytes_written"):  # counters never go back
+            setattr(self.wal, counter, getattr(old, counter))
         if self.head.num_series:
             self._write_checkpoint(self.wal.rotate(), int(np.iinfo(np.int64).min))
 

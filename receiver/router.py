@@ -28,6 +28,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from common.tls import ClientTLS, client_ssl_context, grpc_channel
+from storeapi.grpcmetrics import GrpcClientMetrics
 from storeapi.h2client import H2Channel, RpcError
 from storeapi.server import GRPC_OPTIONS, MAX_MESSAGE_BYTES
 
@@ -99,7 +100,8 @@ class Forwarder:
     """
 
     def __init__(self, timeout_s: float = 5.0, retries: int = 2, compression: str = "snappy",
-                 tls: ClientTLS | None = None, protocol: str = "protobuf") -> None:
+                 tls: ClientTLS | None = None, protocol: str = "protobuf",
+                 metrics: GrpcClientMetrics | None = None) -> None:
         if compression not in GRPC_COMPRESSIONS:
             raise ValueError(f"unknown gRPC compression {compression!r}")
         if protocol not in REPLICATION_PROTOCOLS:
@@ -110,6 +112,7 @@ class Forwarder:
         self.retries = retries
         self.compression = compression
         self.tls = tls
+        self.metrics = metrics  # grpc_client_* of the forwarded writes
         self._ssl = client_ssl_context(tls)  # our HTTP/2 client's (snappy)
         self._channels: dict[str, tuple[object, Callable[[bytes], Awaitable[bytes]]]] = {}
 
@@ -134,10 +137,16 @@ class Forwarder:
         and a resend would turn its samples into conflicts)."""
         delay = 0.05
         for attempt in range(self.retries + 1):
+            call = self.metrics.begin(REMOTE_WRITE_METHOD, "unary") if self.metrics else None
             try:
                 await self._stub(address)(payload)
+                if call is not None:
+                    call.sent()
+                    call.done(grpc.StatusCode.OK)
                 return OK, ""
             except (grpc.aio.AioRpcError, RpcError) as e:
+                if call is not None:
+                    call.done(e.code())
                 res = _FROM_GRPC.get(e.code(), ERROR)
                 msg = f"{address}: {e.details() or e.code().name}"
                 if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:

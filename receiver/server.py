@@ -21,9 +21,11 @@ import grpc.aio
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.httpmetrics import http_metrics
 from common.ops import add_ops_routes, new_registry, start_site
 from common.tls import peer_certificate, server_ssl_context
 from common.webconfig import WebConfigFile
+from storeapi.grpcmetrics import client_metrics, server_metrics
 from storeapi.h2server import H2GrpcServer
 from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreServer
 
@@ -35,11 +37,13 @@ from .limits import LimitsFile
 from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
 from .metadata import MetadataStore, decode_metadata, metadata_handler
 from .storagehealth import StorageHealth, is_storage_error
+from .rejectlog import RejectedWritesLog
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_certificate, tenant_from_headers
 from .thanoswrite import split_thanos_write
 from .tsdb.head import HeadOptions
+from .tsdbmetrics import registry_add_tsdb_metrics
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +78,11 @@ class ReceiveMetrics:
                                 ["reason"], registry=registry)
         self.duration = Histogram("thanos_receive_http_request_duration_seconds",
                                   "Remote-write request latency.", registry=registry)
-        self.series = Gauge("prometheus_tsdb_head_series", "Series in the heads.", registry=registry)
         self.head_bytes = Gauge("promring_head_chunk_bytes", "Bytes held by head chunks.",
                                 registry=registry)
         self.limited = Counter("thanos_receive_limited_requests", "Requests refused by a limit.",
                                ["tenant", "limit"], registry=registry)
+        self.http = http_metrics(registry)  # Thanos's http_requests_total{handler="receive"}
 
 
 class Receiver:
@@ -102,7 +106,7 @@ class Receiver:
             self.source = MultiTSDBSource(self.db)
             self.metadata = MetadataStore(cfg.tsdb_path)
             self.health = StorageHealth(cfg.tsdb_path, cfg.storage_probe_interval_s)
-            self.metrics.series.set_function(self.db.num_series)
+            registry_add_tsdb_metrics(self.registry, self.db)
             self.metrics.head_bytes.set_function(self.db.memory_bytes)
             skipped = Gauge("promring_tsdb_wal_replay_skipped",
                             "What the last WAL replay skipped to start (corrupt segments, series "
@@ -121,7 +125,8 @@ class Receiver:
             self.router = Router(
                 lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries,
                                                      cfg.grpc_compression, tls=cfg.forward_tls,
-                                                     protocol=cfg.replication_protocol),
+                                                     protocol=cfg.replication_protocol,
+                                                     metrics=client_metrics(self.registry)),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
                 local_writer=self._write_local_body if cfg.is_ingestor else None,
                 registry=self.registry)
@@ -132,6 +137,8 @@ class Receiver:
         self._capnp: WriterServer | None = None
         self._refresher: asyncio.Task | None = None
         self._prober: asyncio.Task | None = None
+        self.rejections = RejectedWritesLog(cfg.rejected_log_interval_s)
+        self._rejections_task: asyncio.Task | None = None
         self._ext_applied: set[str] = set()
         self.ports: dict[str, int] = {}
         self.bucket = None
@@ -173,7 +180,9 @@ class Receiver:
                                                "seconds": round(time.monotonic() - t0, 3)})
             if self.cfg.objstore_config is not None:
                 from objstore import bucket_from_config
-                self.bucket = bucket_from_config(self.cfg.objstore_config)
+                from objstore.metrics import instrumented
+                self.bucket = instrumented(bucket_from_config(self.cfg.objstore_config),
+                                           self.registry)
             self.lifecycle = BlockLifecycle(self.db, self.bucket, self.cfg.lifecycle_interval_s,
                                             registry=self.registry)
             self.lifecycle.start()  # its first round ships what a previous run left behind
@@ -184,6 +193,7 @@ class Receiver:
             await self.health.check(self.db.reopen_wal)
             self._prober = asyncio.get_running_loop().create_task(self.health.run(self.db.reopen_wal))
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
+        self._rejections_task = asyncio.get_running_loop().create_task(self.rejections.run())
         self.ready = True
 
     def is_ready(self) -> bool:
@@ -193,7 +203,8 @@ class Receiver:
     async def _serve_grpc(self) -> None:
         # Our own HTTP/2 gRPC server, not grpc.aio: Thanos routers compress forwarded writes with
         # snappy, which grpcio's core refuses before any handler runs.
-        server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES)
+        server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES,
+                              metrics=server_metrics(self.registry))
         server.add_generic_rpc_handlers(StoreServer(self.source, "receive").handlers())
         if self.metadata is not None:
             server.add_generic_rpc_handlers((metadata_handler(self.metadata),))
@@ -238,7 +249,7 @@ class Receiver:
 
     async def stop(self) -> None:
         self.ready = False
-        for task in (self._refresher, self._prober):
+        for task in (self._refresher, self._prober, self._rejections_task):
             if task is not None:
                 task.cancel()
         for r in self._runners:
@@ -257,6 +268,7 @@ class Receiver:
             await self.lifecycle.shutdown()
         if self.db is not None:
             self.db.close()
+        self.rejections.flush()  # the last interval's, not lost at shutdown
         if self.bucket is not None:
             await self.bucket.close()
 
@@ -269,8 +281,11 @@ class Receiver:
                 resp = await self._write(request)
         else:
             resp = await self._write(request)
+        took = time.perf_counter() - t0
         self.metrics.requests.labels(str(resp.status)).inc()
-        self.metrics.duration.observe(time.perf_counter() - t0)
+        self.metrics.duration.observe(took)
+        self.metrics.http.requests.labels("receive", str(resp.status)).inc()
+        self.metrics.http.latency.labels("receive").observe(took)
         return resp
 
     async def _write(self, request: web.Request) -> web.Response:
@@ -300,6 +315,7 @@ class Receiver:
         why = limits.check_request(tenant, len(body), 0, 0)
         if why:
             self.metrics.limited.labels(tenant, "size").inc()
+            self.rejections.add(tenant, "size_limit")
             return web.Response(status=413, text=f"{why}\n")
         try:
             raw = decompress_body(body, request.headers.get("Content-Encoding"),
@@ -313,6 +329,7 @@ class Receiver:
         why = limits.check_request(tenant, 0, len(req.keys), req.n_samples)
         if why:
             self.metrics.limited.labels(tenant, "request").inc()
+            self.rejections.add(tenant, "request_limit")
             return web.Response(status=413, text=f"{why}\n")
         if not req.keys and raw and self.metadata is not None:
             return await self._write_metadata(tenant, raw)
@@ -420,6 +437,7 @@ class Receiver:
         why = self.limits.limits.check_head(tenant, db.head.num_series)
         if why:
             self.metrics.limited.labels(tenant, "head_series").inc()
+            self.rejections.add(tenant, "head_series_limit")
             return 429, why
         try:
             out = db.write(req)
@@ -441,6 +459,7 @@ class Receiver:
                           ("out_of_bounds", out.out_of_bounds)):
             if n:
                 self.metrics.rejected.labels(reason).inc(n)
+                self.rejections.add(tenant, reason, n)
         conflicts = out.conflicts
         if conflicts:
             msg = "; ".join(conflicts)

@@ -1,7 +1,7 @@
 """Asyncio StoreAPI client (grpc.aio) used by the querier; talks to promring or Thanos stores."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -103,12 +103,14 @@ class StoreClient:
     """
 
     def __init__(self, address: str, timeout_s: float = 120.0, series_batch_size: int = 256,
-                 native_histograms: bool = False, tls: ClientTLS | None = None) -> None:
+                 native_histograms: bool = False, tls: ClientTLS | None = None,
+                 interceptors: Sequence = ()) -> None:
         """``native_histograms``: keep HISTOGRAM/FLOAT_HISTOGRAM chunks (as EncodedChunk data)
         instead of dropping them with a warning; for callers that can decode them."""
         self.address = address
         self.native_histograms = native_histograms
         self.tls = tls
+        self.interceptors = tuple(interceptors)  # e.g. grpc_client_* metrics
         self._timeout = timeout_s
         self._batch = series_batch_size
         self._channel: grpc.aio.Channel | None = None
@@ -116,7 +118,8 @@ class StoreClient:
 
     def _rpc(self) -> _Stubs:
         if self._stubs is None:
-            self._channel = grpc_channel(self.address, self.tls, CHANNEL_OPTIONS)
+            self._channel = grpc_channel(self.address, self.tls, CHANNEL_OPTIONS,
+                                         self.interceptors)
             self._stubs = _Stubs(self._channel)
         return self._stubs
 

@@ -58,6 +58,8 @@ class Head:
         self.ooo_frozen: OOOHead | None = None
         self.min_time = int(NO_TIME_MIN)
         self.max_time = int(NO_TIME_MAX)
+        self.series_created = 0  # prometheus_tsdb_head_series_created_total
+        self.series_removed = 0  # prometheus_tsdb_head_series_removed_total
         self._symbols: dict[str, str] = {}
 
     # -- series -------------------------------------------------------------------------------
@@ -76,6 +78,7 @@ class Head:
             self._chunks.resize(len(self._keys))
         self._keys[ref] = key
         self._refs[key] = ref
+        self.series_created += 1
         return ref
 
     def refs_for(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
@@ -434,4 +437,5 @@ class Head:
             gone.append(ref)
             label_sets.append(decode_labels_key(key))
         self._postings.delete(np.array(gone, dtype=np.int64), label_sets)
+        self.series_removed += len(gone)
         return len(gone)

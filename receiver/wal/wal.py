@@ -46,6 +46,7 @@ import mmap
 import os
 import re
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -228,11 +229,19 @@ class WAL:
         self.fsyncs = 0  # completed group commits (each = fsync of the touched segment files)
         self.bytes_written = 0
         self.records_written = 0
+        self.writes_failed = 0  # prometheus_tsdb_wal_writes_failed_total
+        self.repairs = 0  # torn tails cut (counted as corruptions, as Prometheus repairs them)
+        self.fsync_seconds = 0.0  # sum of prometheus_tsdb_wal_fsync_duration_seconds
 
     # ---- segments -------------------------------------------------------------------------
 
     def _path(self, seg: int) -> Path:
         return self.cfg.dir / f"{seg:08d}"
+
+    @property
+    def current_segment(self) -> int:
+        """The segment being written (-1 before the first write)."""
+        return self._seg
 
     def segments(self) -> list[int]:
         """Numbers of the segment files present, ascending."""
@@ -306,6 +315,7 @@ class WAL:
             "WAL %s: torn tail in segment %08d at offset %d (%s); truncating %d bytes",
             self.cfg.dir, seg, e.offset, e.reason, size - e.offset,
         )
+        self.repairs += 1
         path = self._path(seg)
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
@@ -444,6 +454,7 @@ class WAL:
                 while rest:
                     rest = rest[os.write(fd, rest):]
         except BaseException as e:
+            self.writes_failed += 1
             try:
                 os.ftruncate(fd, self._seg_size)
             except OSError:
@@ -477,12 +488,15 @@ class WAL:
             if self._fd is not None:
                 fds.append(os.dup(self._fd))  # the thread owns its own descriptor
             dirty, self._dir_dirty = self._dir_dirty, False
+            t0 = time.perf_counter()
             await asyncio.to_thread(_fsync_all, fds, self.cfg.dir if dirty else None)
+            self.fsync_seconds += time.perf_counter() - t0
             self.fsyncs += 1
             self._synced_seq = max(self._synced_seq, seq)
         except OSError as e:
             # After a failed fsync the page cache state is unknown (data may be dropped);
             # retrying could falsely succeed, so refuse all further writes.
+            self.writes_failed += 1
             self._broken = e
             raise
         finally:

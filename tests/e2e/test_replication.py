@@ -53,10 +53,9 @@ def got(api: str, name: str, t_end: int, headers=None) -> dict:
 
 def series_count(ingestor) -> float:
     text = requests.get(ingestor.url("http", "/metrics"), timeout=10).text
-    for line in text.splitlines():
-        if line.startswith("prometheus_tsdb_head_series "):
-            return float(line.split()[1])
-    return 0.0
+    # one sample per tenant (prometheus_tsdb_head_series{tenant="..."}), as Thanos's multitsdb
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(("prometheus_tsdb_head_series ", "prometheus_tsdb_head_series{")))
 
 
 class Writer(threading.Thread):
