@@ -8,6 +8,12 @@ from __future__ import annotations
 
 FLAG_HELP: dict[str, str] = {
     "--log.level": "Only log messages with the given severity or above.",
+    "rule --query.http-method": "HTTP method of the rule queries sent to the queriers (GET or "
+                                "POST).",
+    "rule --alertmanagers.send-timeout": "Timeout of one request sending alerts to an "
+                                         "Alertmanager.",
+    "rule --tsdb.block-duration": "Length of the blocks the ruler's own TSDB cuts (stateful "
+                                  "mode).",
     "--log.format": "Output format of log messages.",
     "--receive.tenant-header": "HTTP header naming the tenant of a write request.",
     "--receive.default-tenant-id": "Tenant of write requests without a tenant header.",
