@@ -28,6 +28,8 @@ BASE = {
     "bucket-ls": ["tools", "bucket", "ls", "--objstore.config-file", "{tmp}/fs.yaml"],
     "bucket-web": ["tools", "bucket", "web", "--http-address", LOOPBACK_ANY,
                    "--objstore.config-file", "{tmp}/fs.yaml"],
+    "rule": ["rule", "--data-dir", "{tmp}/data", *ADDRS, "--query", "127.0.0.1:1"],
+    "sidecar": ["sidecar", "--tsdb.path", "{tmp}/data", *ADDRS],
     "none": [],
 }
 
@@ -107,6 +109,15 @@ MISTAKES = [
      ["--objstore.config-file", "no such file"]),
     ("tools-bad-output", "bucket-ls", ["--output", "xml"], ["--output", "table"]),
     ("tools-web-refresh-bad", "bucket-web", ["--refresh", "30minutes"], ["--refresh", "15d"]),
+    ("rule-eval-interval-bad", "rule", ["--eval-interval", "1minute"],
+     ["--eval-interval", "1minute"]),
+    ("rule-file-bad-expression", "rule", ["--rule-file", "{tmp}/bad.rules"],
+     ["bad.rules", "5:11", "unclosed left parenthesis"]),
+    ("sidecar-prometheus-url-bad", "sidecar", ["--prometheus.url", "notaurl"],
+     ["--prometheus.url", "notaurl"]),
+    ("sidecar-min-time-bad", "sidecar", ["--min-time", "5days"], ["--min-time", "5days"]),
+    ("sidecar-objstore-missing", "sidecar", ["--objstore.config-file", "{tmp}/nope.yaml"],
+     ["--objstore.config-file", "no such file"]),
     ("unknown-subcommand", "none", ["recieve"], ["recieve", "receive"]),
 ]
 
@@ -117,6 +128,8 @@ def files(tmp_path: Path) -> Path:
     (tmp_path / "gcs.yaml").write_text("type: GCS\nconfig:\n  bucket: metrics\n")
     (tmp_path / "fs.yaml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp_path}/bucket\n")
     (tmp_path / "afile").write_text("not a directory\n")
+    (tmp_path / "bad.rules").write_text("groups:\n- name: g\n  rules:\n  - record: x\n"
+                                        "    expr: sum(\n")
     return tmp_path
 
 
@@ -159,7 +172,7 @@ def test_a_mistake_is_one_line_and_a_non_zero_exit(files, busy_port, base, extra
 
 def test_the_matrix_covers_every_subcommand():
     commands = {BASE[m[1]][0] if BASE[m[1]] else "" for m in MISTAKES}
-    assert {"receive", "query", "store", "compact", "up", "tools"} <= commands
+    assert {"receive", "query", "store", "compact", "up", "tools", "rule", "sidecar"} <= commands
     assert len({m[0] for m in MISTAKES}) == len(MISTAKES) >= 30
 
 
