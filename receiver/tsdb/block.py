@@ -191,7 +191,10 @@ def thanos_meta_section(given: dict[str, Any], block_dir: Path) -> dict[str, Any
     """Thanos's meta section for an existing block directory (one written by Prometheus, or
     rewritten): ``given`` plus defaults and the list of its files with their sizes."""
     segments = sorted(p.name for p in (Path(block_dir) / CHUNKS_DIRNAME).iterdir())
-    return _thanos_section(given, Path(block_dir), segments)
+    section = _thanos_section(given, Path(block_dir), segments)
+    if "upload_time" in given:  # stamped by the uploader for this very upload (Thanos does too)
+        section["upload_time"] = given["upload_time"]
+    return section
 
 
 # ---------------------------------------------------------------------------- writing
