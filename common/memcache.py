@@ -274,6 +274,9 @@ class MemcachedClient:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def close(self) -> None:
+        """Give queued sets one timeout to finish (a clean stop keeps the cache warm)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=self.cfg.timeout_s)
         for t in list(self._pending):
             t.cancel()
         await asyncio.gather(*list(self._pending), return_exceptions=True)
