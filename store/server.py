@@ -116,7 +116,9 @@ class StoreGateway:
             self._bucket = bucket_from_config(cfg.objstore_config)
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         raise_open_files_limit()
-        bucket = InstrumentedBucket(self._bucket, self.registry)
+        # A bucket handed in by the caller is the caller's to instrument.
+        bucket = (InstrumentedBucket(self._bucket, self.registry) if self._own_bucket
+                  else self._bucket)
         if self.caching_bucket_cfg is not None:
             bucket = CachingBucket(bucket, new_bytes_cache(self.caching_bucket_cfg.backend,
                                                            self.registry, "caching-bucket"),
