@@ -207,3 +207,19 @@ def test_in_memory_bytes_cache_bounds_items() -> None:
         c.store("big", b"x" * 101, 0)
         assert await c.fetch(["small", "big"]) == {"small": b"x" * 100}
     asyncio.run(body())
+
+
+def test_store_refuses_bad_cache_flags_with_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    from harness import promring_cmd
+    base = promring_cmd() + ["store", "--objstore.config",
+                             f"type: FILESYSTEM\nconfig:\n  directory: {tmp_path}\n",
+                             "--data-dir", str(tmp_path / "d"), "--http-address", "127.0.0.1:0",
+                             "--grpc-address", "127.0.0.1:0"]
+    for extra, msg in ((["--index-cache.config", "type: REDIS\n"], "unsupported cache type"),
+                       (["--store.caching-bucket.config", "type: MEMCACHED\nconfig: {}\n"],
+                        "config.addresses"),
+                       (["--index-cache.config", "type: IN-MEMORY\n",
+                         "--index-cache.config-file", "/nonexistent"], "both --index-cache")):
+        r = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and msg in r.stderr, (extra, r.returncode, r.stderr[-500:])
