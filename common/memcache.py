@@ -197,25 +197,50 @@ class MemcachedClient:
 
     async def _get_on(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                       keys: list[str]) -> dict[str, bytes]:
+        """One ``get`` of ``keys``; the reply is parsed from large reads (not a readline per
+        value), each value bounded by max_item_size."""
         r, w = conn
         w.write(b"get " + " ".join(keys).encode() + b"\r\n")
         await w.drain()
         wanted = set(keys)
+        limit = self.cfg.max_item_size + 1024 if self.cfg.max_item_size else 1 << 30
         out: dict[str, bytes] = {}
+        buf = bytearray()
+        pos = 0
         while True:
-            line = await r.readline()
-            if line == b"END\r\n":
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if len(buf) - pos > 1024:
+                    raise MemcacheError("reply line too long")
+                del buf[:pos]
+                buf += await self._more(r)
+                pos = 0
+                continue
+            line = buf[pos:eol]
+            if line == b"END":
+                if eol + 2 != len(buf):
+                    raise MemcacheError("data after END")
                 return out
             parts = line.split()
-            if len(parts) < 4 or parts[0] != b"VALUE":
+            if len(parts) < 4 or parts[0] != b"VALUE" or not parts[3].isdigit():
                 raise MemcacheError(f"unexpected reply {line[:80]!r}")
             key, size = parts[1].decode("ascii", "replace"), int(parts[3])
-            if size < 0 or size > self.cfg.max_item_size + 1024 or key not in wanted:
+            if size > limit or key not in wanted:
                 raise MemcacheError(f"unexpected value header {line[:80]!r}")
-            data = await r.readexactly(size + 2)
-            if data[-2:] != b"\r\n":
+            start, stop = eol + 2, eol + 2 + size
+            while len(buf) < stop + 2:
+                buf += await self._more(r)
+            if buf[stop:stop + 2] != b"\r\n":
                 raise MemcacheError("value not terminated by CRLF")
-            out[key] = data[:-2]
+            out[key] = bytes(buf[start:stop])
+            pos = stop + 2
+
+    @staticmethod
+    async def _more(r: asyncio.StreamReader) -> bytes:
+        data = await r.read(1 << 18)
+        if not data:
+            raise ConnectionError("memcached closed the connection")
+        return data
 
     # -- set
 

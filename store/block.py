@@ -269,6 +269,7 @@ class BucketBlock:
             self._m.requests.labels(kind).inc(len(groups))
             self._m.bytes.labels(kind).inc(sum(map(len, bufs)))
         again: list[tuple[int, int | None]] = []
+        got: list[int] = []
         for (gs, _, a, z), buf in zip(groups, bufs):
             mv = memoryview(buf)
             for k in range(a, z):
@@ -278,19 +279,18 @@ class BucketBlock:
                 if ln is None or rel + ln > len(buf):
                     again.append((j, ln))
                     continue
-                raw = bytes(mv[rel:rel + ln])
-                out[j] = raw
-                self._cache.put(keys[j], raw, kind)
-                if remote is not None:
-                    remote.store(self.ulid, kind, ids[j], raw)
+                out[j] = bytes(mv[rel:rel + ln])
+                got.append(j)
         if again:
             raws = await asyncio.gather(*(self._read_exact(obj, kind, int(starts[j]), ln,
                                                            length_at) for j, ln in again))
             for (j, _), raw in zip(again, raws):
                 out[j] = raw
-                self._cache.put(keys[j], raw, kind)
-                if remote is not None:
-                    remote.store(self.ulid, kind, ids[j], raw)
+                got.append(j)
+        self._cache.put_many([keys[j] for j in got], [out[j] for j in got], kind)
+        if remote is not None:
+            for j in got:
+                remote.store(self.ulid, kind, ids[j], out[j])
         return out  # type: ignore[return-value]
 
     async def _from_remote(self, remote: RemoteIndexCache, kind: str, ids: list[int],
@@ -301,13 +301,14 @@ class BucketBlock:
         which would take the block out of service)."""
         found = await remote.fetch(self.ulid, kind, [ids[j] for j in miss])
         body = 4 if kind == "postings" else None
-        left = []
+        left, hit = [], []
         for j, v in zip(miss, found):
             if v is not None and _item_intact(v, length_at, body):
                 out[j] = v
-                self._cache.put(keys[j], v, kind)
+                hit.append(j)
             else:
                 left.append(j)
+        self._cache.put_many([keys[j] for j in hit], [out[j] for j in hit], kind)
         return left
 
     async def _read_exact(self, obj: str, kind: str, off: int, ln: int | None,

@@ -132,7 +132,8 @@ def test_cache_configs_parse_thanos_yaml_and_reject_bad_ones() -> None:
     assert b.chunk_subrange_size == 100 and b.chunk_subrange_ttl_s == 3600
     for bad in ("type: REDIS\n", "type: MEMCACHED\nconfig: {}\n", "- a\n", "type: [\n",
                 "type: IN-MEMORY\nconfig:\n  max_size: lots\n",
-                "type: IN-MEMORY\nnope: 1\n", "type: MEMCACHED\nconfig:\n  addresses: [x]\n"):
+                "type: IN-MEMORY\nnope: 1\n", "type: MEMCACHED\nconfig:\n  addresses: [x]\n",
+                "type: MEMCACHED\nconfig:\n  addresses: [a:1]\n  adress: b\n"):
         with pytest.raises(ValueError):
             parse_index_cache_config(bad)
     with pytest.raises(ValueError):
