@@ -6,9 +6,10 @@ with ``--index-cache.config`` + ``--store.caching-bucket.config`` (MEMCACHED) af
 gateway warmed memcached with the same queries. Measured per gateway, after its block's
 background index check is done: the first run of each StoreAPI Series query (latency) and
 the bytes it read from the bucket (``thanos_objstore_bucket_operation_fetched_bytes_total``).
-Medians over ``--rounds``.
+Medians over ``--rounds``. ``--s3`` puts the block in a moto S3 server instead (every
+ranged read an HTTP request, as with real object storage).
 
-    python bench/bench_store_cache.py --series 5000 --rounds 3
+    python bench/bench_store_cache.py --series 5000 --rounds 3 [--s3]
 """
 from __future__ import annotations
 
@@ -40,15 +41,31 @@ QUERIES = [("one job", [Matcher("=", "__name__", "bench"), Matcher("=", "job", "
            ("regex", [Matcher("=~", "instance", "h1.*")])]
 
 
-def make_bucket(tmp: Path, n: int) -> str:
+def make_bucket(tmp: Path, n: int, s3=None) -> str:
     ts = T0 + np.arange(240, dtype=np.int64) * 30_000
     rng = np.random.default_rng(1)
     series = [((("__name__", "bench"), ("instance", f"h{i:05d}"), ("job", f"j{i % 10}")),
                ts, np.cumsum(rng.integers(0, 9, len(ts))).astype(float)) for i in range(n)]
     meta = write_block_from_samples(tmp / "src", series, T0, T0 + H2)
-    (tmp / "bucket").mkdir()
-    shutil.copytree(tmp / "src" / meta.ulid, tmp / "bucket" / meta.ulid)
-    (tmp / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp / 'bucket'}\n")
+    if s3 is None:
+        (tmp / "bucket").mkdir()
+        shutil.copytree(tmp / "src" / meta.ulid, tmp / "bucket" / meta.ulid)
+        (tmp / "objstore.yml").write_text(
+            f"type: FILESYSTEM\nconfig:\n  directory: {tmp / 'bucket'}\n")
+        return meta.ulid
+    s3.create_bucket("bench")
+    yml = (f"type: S3\nconfig:\n  bucket: bench\n  endpoint: {s3.endpoint}\n  insecure: true\n"
+           "  region: us-east-1\n  access_key: test\n  secret_key: test\n")
+    (tmp / "objstore.yml").write_text(yml)
+
+    async def upload() -> None:
+        from objstore import bucket_from_config
+        b = bucket_from_config(yml)
+        src = tmp / "src" / meta.ulid
+        for f in sorted(p for p in src.rglob("*") if p.is_file()):
+            await b.upload(f"{meta.ulid}/{f.relative_to(src)}", f.read_bytes())
+        await b.close()
+    asyncio.run(upload())
     return meta.ulid
 
 
@@ -88,10 +105,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--series", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--s3", action="store_true", help="moto S3 server instead of a directory")
     a = ap.parse_args()
+    s3 = None
+    if a.s3:
+        from moto import MotoServer  # tests/moto.py
+        s3 = MotoServer()
+        s3.start()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        ulid = make_bucket(tmp, a.series)
+        ulid = make_bucket(tmp, a.series, s3)
         rows: dict[str, list] = {"none": [], "warm": []}
         for r in range(a.rounds):
             mc = MemcachedProcess()
@@ -103,7 +126,8 @@ def main() -> None:
                 rows["warm"].append(run_gateway(tmp, f"warm{r}", ulid, flags))
             finally:
                 mc.stop()
-        print(f"series={a.series} rounds={a.rounds} (medians; filesystem bucket)")
+        print(f"series={a.series} rounds={a.rounds} (medians; "
+              f"{'moto S3' if a.s3 else 'filesystem'} bucket)")
         print(f"{'query':<12} {'no cache s':>11} {'warm mc s':>10} {'ratio':>7}")
         for i, (q, _) in enumerate(QUERIES):
             n = statistics.median(x[0][i] for x in rows["none"])
@@ -113,6 +137,8 @@ def main() -> None:
         wb = statistics.median(x[1] for x in rows["warm"])
         print(f"bucket bytes read by the first queries: no cache {nb:.0f}, warm memcached "
               f"{wb:.0f} ({(nb / wb if wb else float('inf')):.1f}x less)")
+    if s3 is not None:
+        s3.stop()
 
 
 if __name__ == "__main__":

@@ -299,9 +299,9 @@ class MemcachedClient:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def close(self) -> None:
-        """Give queued sets one timeout to finish (a clean stop keeps the cache warm)."""
+        """Give queued sets a few seconds to finish (a clean stop keeps the cache warm)."""
         if self._pending:
-            await asyncio.wait(list(self._pending), timeout=self.cfg.timeout_s)
+            await asyncio.wait(list(self._pending), timeout=max(5.0, self.cfg.timeout_s))
         for t in list(self._pending):
             t.cancel()
         await asyncio.gather(*list(self._pending), return_exceptions=True)
