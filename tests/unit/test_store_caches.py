@@ -224,3 +224,33 @@ def test_store_refuses_bad_cache_flags_with_exit_2(tmp_path: Path) -> None:
                          "--index-cache.config-file", "/nonexistent"], "both --index-cache")):
         r = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
         assert r.returncode != 0 and msg in r.stderr, (extra, r.returncode, r.stderr[-500:])
+
+
+def test_in_memory_index_cache_config_sizes_the_lru(tmp_path: Path) -> None:
+    from store.server import StoreConfig, StoreGateway
+    gw = StoreGateway(StoreConfig(data_dir=tmp_path, objstore_config="", cache_bytes=1 << 30,
+                                  index_cache_config="type: IN-MEMORY\nconfig:\n"
+                                                     "  max_size: 3MiB\n"))
+    assert gw.cache.max_bytes == 3 << 20 and gw.remote_cache is None
+    with pytest.raises(ValueError):
+        StoreGateway(StoreConfig(data_dir=tmp_path, objstore_config="",
+                                 caching_bucket_config="type: MEMCACHED\n"))
+
+
+def test_cached_index_items_must_be_whole_and_checksummed() -> None:
+    import struct
+    from receiver.tsdb._blockio import crc32c
+    from store.block import _chunk_len, _item_intact, _postings_len, _series_len
+    body = struct.pack(">I3I", 3, 1, 5, 9)
+    post = struct.pack(">I", len(body)) + body + struct.pack(">I", crc32c(body))
+    assert _item_intact(post, _postings_len, 4)
+    assert not _item_intact(post[:-1], _postings_len, 4)
+    assert not _item_intact(post[:6] + b"\xff" + post[7:], _postings_len, 4)
+    data = b"\x01\x02series-bytes"
+    series = bytes([len(data)]) + data + struct.pack(">I", crc32c(data))
+    assert _item_intact(series, _series_len, None)
+    assert not _item_intact(series + b"x", _series_len, None)
+    assert not _item_intact(b"\xff" * 12, _series_len, None)  # uvarint overflow, no crash
+    chunk = bytes([len(data)]) + b"\x01" + data + struct.pack(">I", crc32c(b"\x01" + data))
+    assert _item_intact(chunk, _chunk_len, None)
+    assert not _item_intact(b"", _chunk_len, None)
