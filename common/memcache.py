@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 MAX_KEY_LEN = 250  # memcached's limit
 THIRTY_DAYS_S = 30 * 86400  # larger exptimes are read by memcached as unix times
 OP_GET_MULTI, OP_SET = "getmulti", "set"
+MAX_PENDING_BYTES = 64 << 20  # values queued for background sets, whatever their count
 REASONS = ("timeout", "server-error", "network-error", "malformed-key", "other")
 
 
@@ -125,7 +126,8 @@ class MemcachedClient:
         self._servers = [_Server(a, cfg.max_idle_connections) for a in cfg.addresses]
         self._get_limit = asyncio.Semaphore(cfg.max_get_multi_concurrency or 1 << 30)
         self._set_limit = asyncio.Semaphore(max(1, cfg.max_async_concurrency))
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Task[bool]] = set()
+        self._pending_bytes = 0
 
     def _server_for(self, key: str) -> _Server:
         if len(self._servers) == 1:
@@ -253,12 +255,18 @@ class MemcachedClient:
         if self.cfg.max_item_size and len(value) > self.cfg.max_item_size:
             m.skipped.labels(m.name, OP_SET, "max-item-size").inc()
             return
-        if len(self._pending) >= self.cfg.max_async_buffer_size:
+        if (len(self._pending) >= self.cfg.max_async_buffer_size
+                or self._pending_bytes + len(value) > MAX_PENDING_BYTES):
             m.skipped.labels(m.name, OP_SET, "async-buffer-full").inc()
             return
         t = asyncio.get_running_loop().create_task(self.set(key, value, ttl_s))
         self._pending.add(t)
-        t.add_done_callback(self._pending.discard)
+        self._pending_bytes += len(value)
+
+        def done(task: asyncio.Task[bool], n: int = len(value)) -> None:
+            self._pending.discard(task)
+            self._pending_bytes -= n
+        t.add_done_callback(done)
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
         server = self._server_for(key)

@@ -254,3 +254,25 @@ def test_cached_index_items_must_be_whole_and_checksummed() -> None:
     chunk = bytes([len(data)]) + b"\x01" + data + struct.pack(">I", crc32c(b"\x01" + data))
     assert _item_intact(chunk, _chunk_len, None)
     assert not _item_intact(b"", _chunk_len, None)
+
+
+def test_background_sets_are_bounded_and_dropped_not_queued_forever() -> None:
+    import socket
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(8)  # never answers
+    reg = CollectorRegistry()
+
+    async def body() -> None:
+        c = _client([f"127.0.0.1:{lst.getsockname()[1]}"], reg, timeout_s=0.2,
+                    max_async_buffer_size=2)
+        for i in range(5):
+            c.set_async(f"k{i}", b"v", 60)
+        c.set_async("big", b"x" * ((1 << 20) + 1), 60)  # over max_item_size
+        await c.close()
+    asyncio.run(body())
+    lst.close()
+    assert _val(reg, "thanos_memcached_operation_skipped_total", name="t", operation="set",
+                reason="async-buffer-full") == 3
+    assert _val(reg, "thanos_memcached_operation_skipped_total", name="t", operation="set",
+                reason="max-item-size") == 1
