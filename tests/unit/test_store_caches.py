@@ -276,3 +276,33 @@ def test_background_sets_are_bounded_and_dropped_not_queued_forever() -> None:
                 reason="async-buffer-full") == 3
     assert _val(reg, "thanos_memcached_operation_skipped_total", name="t", operation="set",
                 reason="max-item-size") == 1
+
+
+@pytest.mark.parametrize("reply", [
+    b"VALUE a 0 99999999999\r\n",            # absurd size
+    b"VALUE other 0 1\r\nx\r\nEND\r\n",      # a key not asked for
+    b"VALUE a 0 3\r\nxyzEND\r\n",            # value not CRLF-terminated
+    b"SERVER_ERROR out of memory\r\n",
+    b"x" * 5000,                             # no line end at all
+    b"VALUE a 0 5\r\nab",                    # cut off, connection closed
+])
+def test_hostile_memcached_replies_are_misses(reply: bytes) -> None:
+    reg = CollectorRegistry()
+
+    async def body() -> None:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.readline()
+            w.write(reply)
+            await w.drain()
+            w.close()
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        c = _client([f"127.0.0.1:{port}"], reg, timeout_s=1.0)
+        assert await c.get_multi(["a"]) == {}
+        await c.close()
+        srv.close()
+        await srv.wait_closed()
+    asyncio.run(body())
+    assert sum(_val(reg, "thanos_memcached_operation_failures_total", name="t",
+                    operation="getmulti", reason=r)
+               for r in ("server-error", "network-error", "timeout")) == 1
