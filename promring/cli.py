@@ -353,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--http-address", default="0.0.0.0:10902")
     st.add_argument("--sync-block-duration", dest="sync_block_duration", default="15m",
                     help="How often the bucket is scanned for new and deleted blocks.")
+    _store_cache_flags(st)
     add_server_tls_flags(st)
     _http_config_flag(st)
 
@@ -614,13 +615,41 @@ async def _run_until_signal(components: list, a: argparse.Namespace | None = Non
     log.info("stopped cleanly", extra=what)
 
 
+def _store_cache_flags(p: argparse.ArgumentParser) -> None:
+    """Thanos's store gateway cache flags (YAML formats in README's store section)."""
+    p.add_argument("--index-cache-size", dest="index_cache_size", default="250MB",
+                   help="In-process cache of postings, series and chunks; ignored when "
+                        "--index-cache.config(-file) says IN-MEMORY.")
+    for flag, dest in (("index-cache", "index_cache"), ("store.caching-bucket", "caching_bucket")):
+        p.add_argument(f"--{flag}.config-file", dest=f"{dest}_config_file", default=None,
+                       help="Path to the cache YAML (Thanos's format).")
+        p.add_argument(f"--{flag}.config", dest=f"{dest}_config", default=None,
+                       help=f"Alternative to --{flag}.config-file: the YAML itself.")
+
+
+def _path_or_content(a: argparse.Namespace, flag: str, dest: str) -> str:
+    path, content = getattr(a, f"{dest}_config_file", None), getattr(a, f"{dest}_config", None)
+    if path and content:
+        raise SystemExit(f"both --{flag}.config-file and --{flag}.config flags set.")
+    if path:
+        try:
+            return Path(path).read_text()
+        except OSError as e:
+            raise SystemExit(f"cannot read --{flag}.config-file: {e}") from None
+    return content or ""
+
+
 def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grpc_address: str,
                  http_address: str):
     from store.server import StoreConfig
     return StoreConfig(data_dir=Path(data_dir), objstore_config=objstore_config,
                        grpc_address=grpc_address, http_address=http_address,
                        sync_interval_s=parse_duration_ms(getattr(a, "sync_block_duration", "3m")) / 1000,
-                       grpc_server_tls=server_tls_from_flags(a), http_config=_http_config(a))
+                       grpc_server_tls=server_tls_from_flags(a), http_config=_http_config(a),
+                       cache_bytes=parse_bytes(getattr(a, "index_cache_size", "250MB")),
+                       index_cache_config=_path_or_content(a, "index-cache", "index_cache"),
+                       caching_bucket_config=_path_or_content(a, "store.caching-bucket",
+                                                              "caching_bucket"))
 
 
 class _Up:
@@ -739,8 +768,8 @@ def _run(a: argparse.Namespace) -> None:
         comps = [Querier(_or_exit(query_config, a, a.endpoints))]
     elif a.command == "store":
         from store.server import StoreGateway
-        comps = [StoreGateway(_or_exit(store_config, a, a.data_dir, objstore_yaml(a),
-                                       a.grpc_address, a.http_address))]
+        comps = [_or_exit(StoreGateway, _or_exit(store_config, a, a.data_dir, objstore_yaml(a),
+                                                 a.grpc_address, a.http_address))]
     elif a.command == "rule":
         from ruler.rulefile import RuleFileError, load_rule_files
         from ruler.server import Ruler

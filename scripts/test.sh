@@ -3,12 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v chromium >/dev/null \
-    || ! command -v prometheus-node-exporter >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+    || ! command -v prometheus-node-exporter >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
+    || ! command -v memcached >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  # chromium: the web UI's browser tests drive it headless; node-exporter: their screenshots' setup.
-  # prometheus-alertmanager: the ruler's tests send alerts to a real one.
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus prometheus-node-exporter prometheus-alertmanager chromium >/dev/null
+  # chromium: the web UI's browser tests drive it headless; node-exporter: their screenshots' setup;
+  # prometheus-alertmanager: the ruler's tests send alerts to a real one; memcached: the store
+  # gateway's shared caches and the query frontend's results cache are tested against it.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus prometheus-node-exporter \
+    prometheus-alertmanager chromium memcached >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip

@@ -29,7 +29,7 @@ from receiver.tsdb.labels import Labels, Matcher, MatchType
 from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk
 from storeapi.server import AggrData
 
-from .cache import LRUCache
+from .cache import LRUCache, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .indexverify import verify_index
 from .ranges import coalesce, fetch_groups, uvarint_at
@@ -102,6 +102,23 @@ def _chunk_len(buf: memoryview, i: int) -> int | None:
     return None if r is None else (r[1] - i) + 1 + r[0] + 4
 
 
+def _item_intact(raw: bytes, length_at: LengthAt, body: int | None) -> bool:
+    """``raw`` is exactly one item whose trailing CRC32C matches; its checksummed body starts
+    at ``body`` (postings) or after the length uvarint (series, chunks)."""
+    mv = memoryview(raw)
+    try:
+        if length_at(mv, 0) != len(raw) or len(raw) < 5:
+            return False
+        if body is None:
+            r = uvarint_at(mv, 0)
+            if r is None:
+                return False
+            body = r[1]
+    except ValueError:
+        return False
+    return crc32c(mv[body:-4]) == struct.unpack_from(">I", raw, len(raw) - 4)[0]
+
+
 def _decode_postings(raw: bytes) -> np.ndarray:
     (ln,) = struct.unpack_from(">I", raw, 0)
     if crc32c(memoryview(raw)[4:4 + ln]) != struct.unpack_from(">I", raw, 4 + ln)[0]:
@@ -157,8 +174,10 @@ class BucketBlock:
 
     def __init__(self, bucket: Bucket, meta: BlockMeta, header: IndexHeader, cache: LRUCache,
                  limit: asyncio.Semaphore, opts: FetchOptions,
-                 metrics: FetchMetrics | None, seg_sizes: dict[str, int]) -> None:
+                 metrics: FetchMetrics | None, seg_sizes: dict[str, int],
+                 remote: RemoteIndexCache | None = None) -> None:
         self.bucket = bucket
+        self._remote = remote  # shared postings/series cache behind the in-process LRU
         self.meta = meta
         self.ulid = meta.ulid
         self.header = header
@@ -177,7 +196,8 @@ class BucketBlock:
     @classmethod
     async def open(cls, bucket: Bucket, meta: BlockMeta, local_dir: Path, cache: LRUCache,
                    limit: asyncio.Semaphore, opts: FetchOptions,
-                   metrics: FetchMetrics | None = None) -> BucketBlock:
+                   metrics: FetchMetrics | None = None,
+                   remote: RemoteIndexCache | None = None) -> BucketBlock:
         """Load (or build from the bucket) the block's index-header under ``local_dir``, after
         checking the stored files against meta.json. Raises CorruptionError for a block that
         must not be served (a checksum or size that does not match)."""
@@ -188,7 +208,7 @@ class BucketBlock:
         seg_sizes = await _segment_sizes(bucket, meta)
         header, _ = await IndexHeader.load_or_fetch(bucket, index_name, size,
                                                     local_dir / HEADER_FILENAME)
-        return cls(bucket, meta, header, cache, limit, opts, metrics, seg_sizes)
+        return cls(bucket, meta, header, cache, limit, opts, metrics, seg_sizes, remote)
 
     async def verify_index(self) -> None:
         """Check every item of the whole index (CorruptionError if one fails)."""
@@ -231,6 +251,12 @@ class BucketBlock:
         miss = [j for j, v in enumerate(out) if v is None]
         if not miss:
             return out  # type: ignore[return-value]
+        remote = self._remote if self._remote is not None and kind in self._remote.kinds \
+            else None
+        if remote is not None:
+            miss = await self._from_remote(remote, kind, ids, keys, out, miss, length_at)
+            if not miss:
+                return out  # type: ignore[return-value]
         ms = starts[miss]
         me = ends[miss]
         groups = coalesce(ms, me, self._opts.max_gap, self._opts.max_range)
@@ -243,6 +269,7 @@ class BucketBlock:
             self._m.requests.labels(kind).inc(len(groups))
             self._m.bytes.labels(kind).inc(sum(map(len, bufs)))
         again: list[tuple[int, int | None]] = []
+        got: list[int] = []
         for (gs, _, a, z), buf in zip(groups, bufs):
             mv = memoryview(buf)
             for k in range(a, z):
@@ -252,16 +279,37 @@ class BucketBlock:
                 if ln is None or rel + ln > len(buf):
                     again.append((j, ln))
                     continue
-                raw = bytes(mv[rel:rel + ln])
-                out[j] = raw
-                self._cache.put(keys[j], raw, kind)
+                out[j] = bytes(mv[rel:rel + ln])
+                got.append(j)
         if again:
             raws = await asyncio.gather(*(self._read_exact(obj, kind, int(starts[j]), ln,
                                                            length_at) for j, ln in again))
             for (j, _), raw in zip(again, raws):
                 out[j] = raw
-                self._cache.put(keys[j], raw, kind)
+                got.append(j)
+        self._cache.put_many([keys[j] for j in got], [out[j] for j in got], kind)
+        if remote is not None:
+            for j in got:
+                remote.store(self.ulid, kind, ids[j], out[j])
         return out  # type: ignore[return-value]
+
+    async def _from_remote(self, remote: RemoteIndexCache, kind: str, ids: list[int],
+                           keys: list, out: list, miss: list[int], length_at: LengthAt
+                           ) -> list[int]:
+        """Fill ``out`` from the shared cache; the indexes still missing. A value that is not
+        one whole item with a matching checksum is a miss (it must never reach the decoders,
+        which would take the block out of service)."""
+        found = await remote.fetch(self.ulid, kind, [ids[j] for j in miss])
+        body = 4 if kind == "postings" else None
+        left, hit = [], []
+        for j, v in zip(miss, found):
+            if v is not None and _item_intact(v, length_at, body):
+                out[j] = v
+                hit.append(j)
+            else:
+                left.append(j)
+        self._cache.put_many([keys[j] for j in hit], [out[j] for j in hit], kind)
+        return left
 
     async def _read_exact(self, obj: str, kind: str, off: int, ln: int | None,
                           length_at: LengthAt) -> bytes:

@@ -40,7 +40,7 @@ from receiver.tsdb.block import META_FILENAME, BlockMeta, parse_ulid
 from receiver.tsdb.labels import Labels, Matcher
 
 from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
-from .cache import LRUCache
+from .cache import LRUCache, RemoteIndexCache
 from .indexverify import is_verified, mark_verified
 from common.tasks import cancel_and_wait
 
@@ -98,8 +98,10 @@ class BucketStore:
                  registry: CollectorRegistry, *, opts: FetchOptions | None = None,
                  sync_concurrency: int = 20, fetch_concurrency: int = 32,
                  ignore_deletion_marks_delay_s: float = 0.0, verify_index: bool = True,
-                 verify_concurrency: int = 2) -> None:
+                 verify_concurrency: int = 2,
+                 remote_cache: RemoteIndexCache | None = None) -> None:
         self.bucket = bucket
+        self.remote_cache = remote_cache
         self.data_dir = Path(data_dir)
         self.cache = cache
         self.blocks: dict[str, BucketBlock] = {}
@@ -154,7 +156,7 @@ class BucketStore:
             try:
                 block = await BucketBlock.open(self.bucket, meta, self.data_dir / ulid,
                                                self.cache, self._fetch_limit, self._opts,
-                                               self.fetch_metrics)
+                                               self.fetch_metrics, self.remote_cache)
             except Exception as e:  # noqa: BLE001 -- a bad block must not stop the others
                 log.warning("block load failed", extra={"block": ulid, "err": repr(e)})
                 self.sync_metrics.load_failures.inc()

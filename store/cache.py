@@ -7,10 +7,23 @@ locking.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Protocol
 
+import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from common.memcache import (
+    MemcachedClient,
+    MemcachedClientConfig,
+    MemcachedMetrics,
+    shared_metric,
+)
+from common.units import parse_bytes, parse_duration_ms
+from receiver.tsdb._blockio import crc32c
 
 # Rough per-entry bookkeeping cost (key tuple, dict slot, bytes header), counted against the
 # budget so that many tiny items cannot blow far past it.
@@ -87,21 +100,285 @@ class LRUCache:
         return out
 
     def put(self, key: Hashable, value: bytes, item_type: str) -> None:
-        cost = len(value) + ENTRY_OVERHEAD
-        if cost > self.max_bytes:
-            return
-        old = self._d.pop(key, None)
-        if old is not None:
-            self.size -= len(old[0]) + ENTRY_OVERHEAD
-        self._d[key] = (value, item_type)
-        self.size += cost
-        if self._m is not None:
-            self._m.added.labels(item_type).inc()
-        while self.size > self.max_bytes:
-            _, (v, t) = self._d.popitem(last=False)
-            self.size -= len(v) + ENTRY_OVERHEAD
-            if self._m is not None:
-                self._m.evicted.labels(t).inc()
-        if self._m is not None:
-            self._m.items.set(len(self._d))
-            self._m.bytes.set(self.size)
+        self.put_many([key], [value], item_type)
+
+    def put_many(self, keys: list[Hashable], values: list[bytes], item_type: str) -> None:
+        """Insert a batch: one metrics update per call instead of per item."""
+        d = self._d
+        added = 0
+        evicted: dict[str, int] = {}
+        for key, value in zip(keys, values):
+            cost = len(value) + ENTRY_OVERHEAD
+            if cost > self.max_bytes:
+                continue
+            old = d.pop(key, None)
+            if old is not None:
+                self.size -= len(old[0]) + ENTRY_OVERHEAD
+            d[key] = (value, item_type)
+            self.size += cost
+            added += 1
+            while self.size > self.max_bytes:
+                _, (v, t) = d.popitem(last=False)
+                self.size -= len(v) + ENTRY_OVERHEAD
+                evicted[t] = evicted.get(t, 0) + 1
+        m = self._m
+        if m is not None and added:
+            m.added.labels(item_type).inc(added)
+            for t, n in evicted.items():
+                m.evicted.labels(t).inc(n)
+            m.items.set(len(d))
+            m.bytes.set(self.size)
+
+
+# -- shared caches (Thanos's --index-cache.config / --store.caching-bucket.config backends)
+
+class BytesCache(Protocol):
+    """String-keyed bytes cache: ``fetch`` returns only valid hits; ``store`` never blocks."""
+
+    async def fetch(self, keys: list[str]) -> dict[str, bytes]: ...
+
+    def store(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class InMemoryBytesCache:
+    """IN-MEMORY backend: an LRU bounded by ``max_size`` bytes and ``max_item_size``.
+    Everything cached through it is immutable (block files), so TTLs are not needed."""
+
+    def __init__(self, max_size: int, max_item_size: int = 0) -> None:
+        self._lru = LRUCache(max_size)
+        self._max_item = max_item_size
+
+    async def fetch(self, keys: list[str]) -> dict[str, bytes]:
+        return {k: v for k, v in zip(keys, self._lru.get_many(keys, "")) if v is not None}
+
+    def store(self, key: str, value: bytes, ttl_s: float) -> None:
+        if not self._max_item or len(value) <= self._max_item:
+            self._lru.put(key, bytes(value), "")
+
+    async def close(self) -> None:
+        return None
+
+
+# A cached value is MAGIC + crc32c(key + payload) + payload: garbage, a truncated value, or a
+# value another program stored under the same key is a miss, never a wrong answer.
+_MAGIC = b"\x00pr1"
+_HDR = len(_MAGIC) + 4
+
+
+def seal(key: str, payload: bytes) -> bytes:
+    return _MAGIC + crc32c(payload, crc32c(key.encode())).to_bytes(4, "big") + payload
+
+
+def unseal(key: str, value: bytes) -> bytes | None:
+    if len(value) < _HDR or value[:len(_MAGIC)] != _MAGIC:
+        return None
+    payload = value[_HDR:]
+    if crc32c(payload, crc32c(key.encode())) != int.from_bytes(value[len(_MAGIC):_HDR], "big"):
+        return None
+    return payload
+
+
+def cache_key(verb: str, *parts: object) -> str:
+    """Thanos's ``verb:part:part`` key shape with ``@`` after the verb (our values are
+    sealed, Thanos's are not: the two never read each other's entries in one memcached).
+    Too long or unprintable keys are replaced by a hash, as memcached allows 250 bytes."""
+    k = ":".join([verb + "@", *map(str, parts)])
+    if len(k) > 250 or not k.isascii() or not k.isprintable() or " " in k:
+        k = f"{verb}@h:{hashlib.sha256(k.encode()).hexdigest()}"
+    return k
+
+
+class MemcachedBytesCache:
+    """MEMCACHED backend: sealed values through common.memcache (Thanos's
+    ``thanos_cache_memcached_*{name}`` metrics, plus the invalid values found)."""
+
+    def __init__(self, client: MemcachedClient, registry: CollectorRegistry, name: str) -> None:
+        self.client = client
+        self._name = name
+        self._requests = shared_metric(registry, Counter, "thanos_cache_memcached_requests",
+                                       "Items requested.", ["name"]).labels(name)
+        self._hits = shared_metric(registry, Counter, "thanos_cache_memcached_hits",
+                                   "Items requested that hit.", ["name"]).labels(name)
+        self._invalid = shared_metric(
+            registry, Counter, "promring_cache_memcached_invalid_values",
+            "Cached values that failed validation (treated as misses).", ["name"]).labels(name)
+
+    async def fetch(self, keys: list[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        self._requests.inc(len(keys))
+        out = {}
+        for k, v in (await self.client.get_multi(keys)).items():
+            p = unseal(k, v)
+            if p is None:
+                self._invalid.inc()
+            else:
+                out[k] = p
+        self._hits.inc(len(out))
+        return out
+
+    def store(self, key: str, value: bytes, ttl_s: float) -> None:
+        self.client.set_async(key, seal(key, value), ttl_s)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+@dataclass
+class CacheBackendConfig:
+    """``type`` + ``config`` of a Thanos cache YAML."""
+
+    type: str = "IN-MEMORY"
+    max_size: int = 250 << 20
+    max_item_size: int = 0
+    memcached: MemcachedClientConfig | None = None
+
+
+def _size(v: object, what: str) -> int:
+    if isinstance(v, bool):
+        raise ValueError(f"{what}: not a size: {v!r}")
+    if isinstance(v, int):
+        n = v
+    elif isinstance(v, str):
+        n = parse_bytes(v)
+    else:
+        raise ValueError(f"{what}: not a size: {v!r}")
+    if n < 0:
+        raise ValueError(f"{what}: must not be negative")
+    return n
+
+
+def _dur_s(v: object, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        raise ValueError(f"{what}: not a duration: {v!r}")
+    ms = parse_duration_ms(str(v)) if isinstance(v, str) else int(v) // 1_000_000  # Go ns
+    if ms < 0:
+        raise ValueError(f"{what}: must not be negative")
+    return ms / 1000
+
+
+def _int(v: object, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{what}: must be a non-negative integer, got {v!r}")
+    return v
+
+
+_MEMCACHED_FIELDS = {"addresses", "timeout", "max_idle_connections", "max_async_concurrency",
+                     "max_async_buffer_size", "max_get_multi_concurrency", "max_item_size",
+                     "max_get_multi_batch_size", "dns_provider_update_interval",
+                     "auto_discovery", "set_async_circuit_breaker_config"}
+
+
+def parse_backend(doc: dict, known_top: set[str]) -> CacheBackendConfig:
+    """The backend part of a Thanos cache YAML document (already loaded)."""
+    unknown = set(doc) - known_top - {"type", "config"}
+    if unknown:
+        raise ValueError(f"unknown fields: {sorted(unknown)}")
+    typ = str(doc.get("type", "")).upper()
+    conf = doc.get("config") or {}
+    if not isinstance(conf, dict):
+        raise ValueError("config: must be a mapping")
+    if typ == "IN-MEMORY":
+        bad = set(conf) - {"max_size", "max_item_size"}
+        if bad:
+            raise ValueError(f"config: unknown fields {sorted(bad)}")
+        return CacheBackendConfig(
+            "IN-MEMORY", _size(conf.get("max_size", "250MB"), "max_size") or 250 << 20,
+            _size(conf.get("max_item_size", "125MB"), "max_item_size"))
+    if typ == "MEMCACHED":
+        bad = set(conf) - _MEMCACHED_FIELDS
+        if bad:
+            raise ValueError(f"config: unknown fields {sorted(bad)}")
+        addrs = conf.get("addresses") or []
+        if not isinstance(addrs, list) or not addrs or not all(
+                isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addrs):
+            raise ValueError("config.addresses: a non-empty list of host:port is required")
+        if any(a.startswith(("dns+", "dnssrv+", "dnssrvnoa+")) for a in addrs):
+            raise ValueError("config.addresses: DNS service discovery is not supported")
+        d = MemcachedClientConfig()
+        mc = MemcachedClientConfig(
+            addresses=list(addrs),
+            timeout_s=_dur_s(conf.get("timeout", "500ms"), "timeout") or d.timeout_s,
+            max_idle_connections=_int(conf.get("max_idle_connections", 100),
+                                      "max_idle_connections"),
+            max_async_concurrency=_int(conf.get("max_async_concurrency", 20),
+                                       "max_async_concurrency") or d.max_async_concurrency,
+            max_async_buffer_size=_int(conf.get("max_async_buffer_size", 10000),
+                                       "max_async_buffer_size") or d.max_async_buffer_size,
+            max_get_multi_concurrency=_int(conf.get("max_get_multi_concurrency", 100),
+                                           "max_get_multi_concurrency"),
+            max_get_multi_batch_size=_int(conf.get("max_get_multi_batch_size", 0),
+                                          "max_get_multi_batch_size"),
+            max_item_size=_size(conf.get("max_item_size", "1MiB"), "max_item_size"))
+        return CacheBackendConfig("MEMCACHED", memcached=mc, max_item_size=mc.max_item_size)
+    raise ValueError(f"type: unsupported cache type {doc.get('type')!r} "
+                     "(IN-MEMORY or MEMCACHED)")
+
+
+def new_bytes_cache(cfg: CacheBackendConfig, registry: CollectorRegistry,
+                    name: str) -> BytesCache:
+    if cfg.type == "MEMCACHED":
+        assert cfg.memcached is not None
+        client = MemcachedClient(cfg.memcached, MemcachedMetrics(registry, name))
+        return MemcachedBytesCache(client, registry, name)
+    return InMemoryBytesCache(cfg.max_size, cfg.max_item_size)
+
+
+def load_yaml_doc(text: str) -> dict:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError("must be a YAML mapping")
+    return doc
+
+
+# -- index cache
+
+INDEX_ITEM_NAMES = {"postings": "Postings", "series": "Series"}
+
+
+@dataclass
+class IndexCacheConfig:
+    """``--index-cache.config``: IN-MEMORY resizes the in-process LRU; MEMCACHED adds a
+    shared cache behind it for postings and series."""
+
+    backend: CacheBackendConfig
+    ttl_s: float = 86400.0
+    enabled_items: tuple[str, ...] = ("Postings", "Series")
+
+
+def parse_index_cache_config(text: str) -> IndexCacheConfig:
+    doc = load_yaml_doc(text)
+    backend = parse_backend(doc, {"enabled_items", "ttl"})
+    items = doc.get("enabled_items") or []
+    if not isinstance(items, list) or set(items) - {"Postings", "Series", "ExpandedPostings"}:
+        raise ValueError("enabled_items: only Postings, Series, ExpandedPostings")
+    ttl = _dur_s(doc.get("ttl", "24h"), "ttl") or 86400.0
+    return IndexCacheConfig(backend, ttl, tuple(items) or ("Postings", "Series"))
+
+
+class RemoteIndexCache:
+    """Postings lists and series entries of blocks in a shared cache, keyed as Thanos's
+    (``P@:<block>:<offset>``, ``S@:<block>:<series ref>``: blocks are immutable, so an
+    item's offset names it as well as its labels would)."""
+
+    def __init__(self, cache: BytesCache, cfg: IndexCacheConfig) -> None:
+        self.cache = cache
+        self._ttl = cfg.ttl_s
+        self.kinds = {k for k, n in INDEX_ITEM_NAMES.items() if n in cfg.enabled_items}
+
+    @staticmethod
+    def key(block: str, kind: str, ident: int) -> str:
+        return cache_key(INDEX_ITEM_NAMES[kind][0], block, ident)
+
+    async def fetch(self, block: str, kind: str, ids: list[int]) -> list[bytes | None]:
+        keys = [self.key(block, kind, i) for i in ids]
+        found = await self.cache.fetch(keys)
+        return [found.get(k) for k in keys]
+
+    def store(self, block: str, kind: str, ident: int, value: bytes) -> None:
+        self.cache.store(self.key(block, kind, ident), value, self._ttl)

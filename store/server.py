@@ -30,7 +30,16 @@ from .block import (
     FetchOptions,
 )
 from .bucketstore import BucketStore
-from .cache import CacheMetrics, LRUCache
+from .cache import (
+    CacheMetrics,
+    IndexCacheConfig,
+    LRUCache,
+    RemoteIndexCache,
+    new_bytes_cache,
+    parse_index_cache_config,
+)
+from .cachingbucket import CachingBucket, parse_caching_bucket_config
+from objstore.instrumented import InstrumentedBucket
 from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -54,6 +63,10 @@ class StoreConfig:
     # Read each new block's whole index once in the background and check every checksum
     # and bound (a marker in data_dir remembers blocks that passed).
     verify_index: bool = True
+    # Thanos's --index-cache.config / --store.caching-bucket.config YAML ("" = none): IN-MEMORY
+    # sizes the in-process LRU; MEMCACHED adds a shared cache behind it.
+    index_cache_config: str = ""
+    caching_bucket_config: str = ""
     grpc_server_tls: ServerTLS | None = None  # --grpc-server-tls-*
     http_config: str = ""                     # --http.config
 
@@ -81,7 +94,18 @@ class StoreGateway:
         self.ports: dict[str, int] = {}
         self._bucket = bucket
         self._own_bucket = bucket is None
-        self.cache = LRUCache(cfg.cache_bytes, CacheMetrics(self.registry))
+        # Config errors surface here, before anything starts (the CLI turns them into exit 1).
+        self.index_cache_cfg: IndexCacheConfig | None = (
+            parse_index_cache_config(cfg.index_cache_config) if cfg.index_cache_config.strip()
+            else None)
+        self.caching_bucket_cfg = (parse_caching_bucket_config(cfg.caching_bucket_config)
+                                   if cfg.caching_bucket_config.strip() else None)
+        lru_bytes = cfg.cache_bytes
+        if self.index_cache_cfg is not None and self.index_cache_cfg.backend.type == "IN-MEMORY":
+            lru_bytes = self.index_cache_cfg.backend.max_size
+        self.cache = LRUCache(lru_bytes, CacheMetrics(self.registry))
+        self.remote_cache: RemoteIndexCache | None = None
+        self._read_bucket: Bucket | None = None
         self.store: BucketStore | None = None
         self._runner: web.AppRunner | None = None
         self._grpc = None
@@ -93,14 +117,26 @@ class StoreGateway:
             self._bucket = instrumented(bucket_from_config(cfg.objstore_config), self.registry)
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         raise_open_files_limit()
+        # A bucket handed in by the caller is the caller's to instrument.
+        bucket = (InstrumentedBucket(self._bucket, self.registry) if self._own_bucket
+                  else self._bucket)
+        if self.caching_bucket_cfg is not None:
+            bucket = CachingBucket(bucket, new_bytes_cache(self.caching_bucket_cfg.backend,
+                                                           self.registry, "caching-bucket"),
+                                   self.caching_bucket_cfg, self.registry)
+        self._read_bucket = bucket
+        icfg = self.index_cache_cfg
+        if icfg is not None and icfg.backend.type == "MEMCACHED":
+            self.remote_cache = RemoteIndexCache(
+                new_bytes_cache(icfg.backend, self.registry, "index-cache"), icfg)
         self.store = BucketStore(
-            self._bucket, Path(cfg.data_dir), self.cache, self.registry,
+            bucket, Path(cfg.data_dir), self.cache, self.registry,
             opts=FetchOptions(cfg.max_gap_bytes, cfg.series_size_estimate,
                               cfg.chunk_size_estimate, cfg.max_range_bytes),
             sync_concurrency=cfg.block_sync_concurrency,
             fetch_concurrency=cfg.fetch_concurrency,
             ignore_deletion_marks_delay_s=cfg.ignore_deletion_marks_delay_s,
-            verify_index=cfg.verify_index)
+            verify_index=cfg.verify_index, remote_cache=self.remote_cache)
         if cfg.http_address:
             app = web.Application()
             add_ops_routes(app, self.registry, lambda: self.ready)
@@ -149,6 +185,12 @@ class StoreGateway:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.remote_cache is not None:
+            await self.remote_cache.cache.close()
+            self.remote_cache = None
+        if isinstance(self._read_bucket, CachingBucket):
+            await self._read_bucket.cache.close()
+        self._read_bucket = None
         if self._own_bucket and self._bucket is not None:
             await self._bucket.close()
             self._bucket = None
