@@ -7,7 +7,7 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! c
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   # chromium: the web UI's browser tests drive it headless; node-exporter: their screenshots' setup.
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus prometheus-node-exporter chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus prometheus-node-exporter chromium memcached >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
