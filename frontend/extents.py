@@ -6,7 +6,7 @@ requests for the gaps between them; afterwards the cached extents and the new an
 folded into a few contiguous extents again."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -18,6 +18,7 @@ class Extent:
     start_ms: int
     end_ms: int
     series: list[Series]
+    infos: list[str] = field(default_factory=list)  # PromQL info annotations of the answer
 
 
 def plan(extents: list[Extent], start_ms: int, end_ms: int, step_ms: int
@@ -56,19 +57,21 @@ def fold(extents: list[Extent], new: Extent, step_ms: int) -> list[Extent]:
         after = (slice_series(ext.series, merged.end_ms + 1, ext.end_ms)
                  if ext.end_ms > merged.end_ms else [])
         merged = Extent(min(ext.start_ms, merged.start_ms), max(ext.end_ms, merged.end_ms),
-                        join_series([before, merged.series, after]))
+                        join_series([before, merged.series, after]),
+                        list(dict.fromkeys(merged.infos + ext.infos)))
     out.append(merged)
     return sorted(out, key=lambda x: x.start_ms)
 
 
 def encode(extents: list[Extent]) -> bytes:
-    return orjson.dumps([{"s": e.start_ms, "e": e.end_ms, "r": e.series} for e in extents])
+    return orjson.dumps([{"s": e.start_ms, "e": e.end_ms, "r": e.series, "i": e.infos}
+                         for e in extents])
 
 
 def decode(data: bytes) -> list[Extent]:
     """Extents from a cache entry; a malformed entry reads as none."""
     try:
-        return [Extent(int(d["s"]), int(d["e"]), d["r"]) for d in orjson.loads(data)
-                if isinstance(d.get("r"), list)]
+        return [Extent(int(d["s"]), int(d["e"]), d["r"], [str(i) for i in d.get("i") or []])
+                for d in orjson.loads(data) if isinstance(d.get("r"), list)]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return []

@@ -148,16 +148,17 @@ class RangeQuerier:
         series = join_series([slice_series(ext.series, a, b) if ext is not None
                               else fetched[(a, b)][0] for a, b, ext in pieces if a <= b])
         warnings = [w for _, ws, _ in fetched.values() for w in ws]
-        infos = [i for _, _, iss in fetched.values() for i in iss]
+        infos = list(dict.fromkeys([i for _, _, iss in fetched.values() for i in iss] +
+                                   [i for _, _, ext in pieces if ext is not None for i in ext.infos]))
         if gaps and not warnings:
-            await self._store(key, extents, req, start_ms, min(end_ms, max_cache_ms), series)
+            await self._store(key, extents, req, start_ms, min(end_ms, max_cache_ms), series, infos)
         return series, warnings, infos
 
     async def _store(self, key: str, extents: list[Extent], req: RangeRequest, start_ms: int,
-                     cache_end_ms: int, series: list[Series]) -> None:
+                     cache_end_ms: int, series: list[Series], infos: list[str]) -> None:
         """Keeps the final (older than max_freshness) part of the answer as an extent."""
         last = start_ms + (cache_end_ms - start_ms) // req.step_ms * req.step_ms
         if last < start_ms:
             return
-        new = Extent(start_ms, last, slice_series(series, start_ms, last))
+        new = Extent(start_ms, last, slice_series(series, start_ms, last), infos)
         await self.cache.set(key, encode(fold(extents, new, req.step_ms)))
