@@ -153,6 +153,10 @@ def new_results_cache(cfg: InMemoryCacheConfig | MemcachedConfig | None, compres
                       registry: CollectorRegistry) -> ResultsCache | None:
     if cfg is None:
         return None
+    if isinstance(cfg, InMemoryCacheConfig) and not (cfg.max_size_bytes or cfg.max_size_items):
+        # As Thanos (Cortex's FIFO cache): an unbounded in-memory cache is no cache.
+        log.warning("neither max_size nor max_size_items is set: results cache disabled")
+        return None
     if isinstance(cfg, MemcachedConfig):
         m = CacheMetrics(registry, "memcached")
         return ResultsCache(MemcachedCache(cfg, m), m, compression)

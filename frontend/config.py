@@ -17,8 +17,8 @@ class CacheConfigError(ValueError):
 @dataclass(frozen=True)
 class InMemoryCacheConfig:
     """Thanos's IN-MEMORY response cache: bounded by bytes and items, entries expire."""
-    max_size_bytes: int = 0          # 0: no byte bound (Thanos: unbounded when not given)
-    max_size_items: int = 0          # 0: no item bound
+    max_size_bytes: int = 0          # 0: no byte bound
+    max_size_items: int = 0          # 0: no item bound (neither bound: no cache, as Thanos)
     validity_s: float = 0.0          # 0: entries never expire
 
 

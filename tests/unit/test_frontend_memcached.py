@@ -98,3 +98,22 @@ def test_in_memory_cache_bounds_and_evictions():
     assert reg.get_sample_value("querier_cache_evicted_total",
                                 {"cache": CACHE_NAME, "reason": "full"}) == 1
     assert reg.get_sample_value("querier_cache_entries", {"cache": CACHE_NAME}) == 2
+    assert new_results_cache(InMemoryCacheConfig(), "", CollectorRegistry()) is None  # unbounded
+
+
+def test_in_memory_cache_byte_bound_and_validity():
+    reg = CollectorRegistry()
+    cache = new_results_cache(InMemoryCacheConfig(max_size_bytes=25, validity_s=0.2), "", reg)
+
+    async def go():
+        await cache.set("a", b"a" * 10)
+        await cache.set("b", b"b" * 10)
+        await cache.set("c", b"c" * 10)  # 30 bytes > 25: the oldest goes
+        await cache.set("huge", b"h" * 26)  # larger than the whole cache: not stored
+        first = [await cache.get(k) for k in ("a", "b", "c", "huge")]
+        await asyncio.sleep(0.3)
+        return first, await cache.get("b")
+    first, expired = asyncio.run(go())
+    assert first == [None, b"b" * 10, b"c" * 10, None] and expired is None
+    assert reg.get_sample_value("querier_cache_evicted_total",
+                                {"cache": CACHE_NAME, "reason": "expired"}) == 1
