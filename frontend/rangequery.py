@@ -32,6 +32,14 @@ class PartFailed(Exception):
         self.answer = answer
 
 
+@dataclass
+class PartAnswer:
+    series: list[Series]
+    warnings: list[str]
+    infos: list[str]
+    no_store: bool = False  # the downstream answered with Cache-Control: no-store
+
+
 @dataclass(frozen=True)
 class RangeRequest:
     query: str
@@ -97,11 +105,11 @@ class RangeQuerier:
         self.m.split.inc(len(parts))
         limit = asyncio.Semaphore(max(1, self.cfg.max_query_parallelism))
         results = await asyncio.gather(*(self._part(req, s, e, limit) for s, e in parts))
-        warnings = list(dict.fromkeys(w for _, ws, _ in results for w in ws))
-        infos = list(dict.fromkeys(i for _, _, iss in results for i in iss))
+        warnings = list(dict.fromkeys(w for r in results for w in r.warnings))
+        infos = list(dict.fromkeys(i for r in results for i in r.infos))
         body: dict = {"status": "success",
                       "data": {"resultType": "matrix",
-                               "result": join_series([series for series, _, _ in results])}}
+                               "result": join_series([r.series for r in results])}}
         if warnings:
             body["warnings"] = warnings
         if infos:
@@ -109,7 +117,7 @@ class RangeQuerier:
         return body
 
     async def _fetch(self, req: RangeRequest, start_ms: int, end_ms: int,
-                     limit: asyncio.Semaphore) -> tuple[list[Series], list[str], list[str]]:
+                     limit: asyncio.Semaphore) -> PartAnswer:
         headers = CIMultiDict(req.headers)
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         headers["Accept-Encoding"] = "identity"
@@ -127,7 +135,9 @@ class RangeQuerier:
                 raise ValueError("not a matrix")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise PartFailed(answer) from None
-        return result, list(doc.get("warnings") or []), list(doc.get("infos") or [])
+        no_store = "no-store" in answer.headers.get("Cache-Control", "").lower()
+        return PartAnswer(result, list(doc.get("warnings") or []), list(doc.get("infos") or []),
+                          no_store)
 
     def _key(self, req: RangeRequest, start_ms: int) -> str:
         interval = self.cfg.split_interval_ms or 1
@@ -135,7 +145,7 @@ class RangeQuerier:
                 f"{start_ms // interval}:{urlencode(req.other)}:{req.query}")
 
     async def _part(self, req: RangeRequest, start_ms: int, end_ms: int, limit: asyncio.Semaphore
-                    ) -> tuple[list[Series], list[str], list[str]]:
+                    ) -> PartAnswer:
         max_cache_ms = int(time.time() * 1000) - self.cfg.max_freshness_ms
         if self.cache is None or req.no_store or start_ms > max_cache_ms:
             return await self._fetch(req, start_ms, end_ms, limit)
@@ -146,13 +156,13 @@ class RangeQuerier:
         fetched = dict(zip(gaps, await asyncio.gather(*(self._fetch(req, a, b, limit)
                                                         for a, b in gaps))))
         series = join_series([slice_series(ext.series, a, b) if ext is not None
-                              else fetched[(a, b)][0] for a, b, ext in pieces if a <= b])
-        warnings = [w for _, ws, _ in fetched.values() for w in ws]
-        infos = list(dict.fromkeys([i for _, _, iss in fetched.values() for i in iss] +
+                              else fetched[(a, b)].series for a, b, ext in pieces if a <= b])
+        warnings = [w for f in fetched.values() for w in f.warnings]
+        infos = list(dict.fromkeys([i for f in fetched.values() for i in f.infos] +
                                    [i for _, _, ext in pieces if ext is not None for i in ext.infos]))
-        if gaps and not warnings:
+        if gaps and not warnings and not any(f.no_store for f in fetched.values()):
             await self._store(key, extents, req, start_ms, min(end_ms, max_cache_ms), series, infos)
-        return series, warnings, infos
+        return PartAnswer(series, warnings, infos)
 
     async def _store(self, key: str, extents: list[Extent], req: RangeRequest, start_ms: int,
                      cache_end_ms: int, series: list[Series], infos: list[str]) -> None:

@@ -22,8 +22,8 @@ class Scripted:
     """A Prometheus-like query_range answering one series whose value names the tenant; the
     first ``fail`` requests get ``status``."""
 
-    def __init__(self, fail: int = 0, status: int = 503) -> None:
-        self.fail, self.status = fail, status
+    def __init__(self, fail: int = 0, status: int = 503, headers: dict | None = None) -> None:
+        self.fail, self.status, self.headers = fail, status, headers or {}
         self.seen: list[tuple[str, dict, dict]] = []
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -43,7 +43,8 @@ class Scripted:
         n = int((end - start) // step) + 1
         values = [[start + i * step, tenant] for i in range(n)]
         return web.json_response({"status": "success", "data": {"resultType": "matrix",
-                                  "result": [{"metric": {"t": tenant}, "values": values}]}})
+                                  "result": [{"metric": {"t": tenant}, "values": values}]}},
+                                 headers=self.headers)
 
 
 async def _serve(scripted: Scripted) -> tuple[web.AppRunner, str]:
@@ -110,6 +111,18 @@ def test_cache_entries_are_per_tenant_and_headers_forwarded():
     path, form, headers = down.seen[0]
     assert headers["X-Keep"] == "1" and "X-Drop" not in headers
     assert form["partial_response"] == "true"
+
+
+def test_answers_the_downstream_marks_no_store_are_not_cached():
+    down = Scripted(headers={"Cache-Control": "no-store"})
+
+    async def body(s, fe):
+        for _ in range(2):
+            async with s.get("/api/v1/query_range", params=_range(3)) as r:
+                assert len((await r.json())["data"]["result"][0]["values"]) == 3 * 24 + 1
+    run(down, FrontendConfig(cache=InMemoryCacheConfig(max_size_items=100), max_freshness_ms=0),
+        body)
+    assert len(down.seen) == 2 * 4
 
 
 def test_max_query_length_and_compressed_answers(caplog):
