@@ -12,7 +12,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import ServerProcess, free_port, promring_cmd, stop_process, store_and_query
+from harness import (PrometheusProcess, ServerProcess, free_port, promring_cmd, stop_process,
+                     store_and_query)
 from memcachedproc import Memcached
 from weekdata import DAY_MS, write_week
 
@@ -218,3 +219,31 @@ def test_downstream_down_is_an_error_answer_not_a_crash(tmp_path):
         assert requests.get(base + "/-/ready", timeout=5).status_code == 200
     finally:
         fe.stop()
+
+
+def test_prometheus_as_the_downstream(tmp_path):
+    """Debian's Prometheus 2.42 scraping itself every second behind the frontend, parts of
+    10 s: the joined answer is Prometheus's own."""
+    prom = PrometheusProcess(tmp_path / "prom", "global:\n  scrape_interval: 1s\n"
+                             "scrape_configs:\n- job_name: p\n  static_configs:\n"
+                             "  - targets: [$SELF]\n").start()
+    fe = None
+    try:
+        fe = frontend(tmp_path, f"http://127.0.0.1:{prom.port}", "--query-range.split-interval",
+                      "10s", "--query-range.response-cache-config",
+                      "type: IN-MEMORY\nconfig:\n  max_size_items: 100\n",
+                      "--query-range.response-cache-max-freshness", "3s")
+        base = f"http://127.0.0.1:{fe.ports['http']}"
+        time.sleep(12)
+        end = int(time.time()) * 1000 - 4000
+        for q in ("up", "rate(prometheus_http_requests_total[5s])"):
+            want = range_query(f"http://127.0.0.1:{prom.port}", q, end - 10_000, end, 1)
+            assert want["data"]["result"]
+            assert range_query(base, q, end - 10_000, end, 1) == want
+            assert range_query(base, q, end - 10_000, end, 1) == want  # from the cache
+        assert metric(base, "cortex_cache_hits_total") > 0
+        assert metric(base, "thanos_frontend_split_queries_total") >= 4
+    finally:
+        if fe is not None:
+            fe.stop()
+        prom.stop()
