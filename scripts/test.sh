@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v chromium >/dev/null \
-    || ! command -v prometheus-node-exporter >/dev/null; then
+    || ! command -v prometheus-node-exporter >/dev/null || ! command -v memcached >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   # chromium: the web UI's browser tests drive it headless; node-exporter: their screenshots' setup.
