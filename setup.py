@@ -11,5 +11,6 @@ setup(
         Extension("storeapi._wire", ["storeapi/_wire.c"], extra_compile_args=CFLAGS),
         Extension("store._indexheader", ["store/_indexheader.c"], extra_compile_args=CFLAGS),
         Extension("receiver.hashring._ringc", ["receiver/hashring/_ringc.c"], extra_compile_args=CFLAGS),
+        Extension("receiver.capnproto._capnpc", ["receiver/capnproto/_capnpc.c"], extra_compile_args=CFLAGS),
     ]
 )

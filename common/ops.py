@@ -1,25 +1,52 @@
 """The endpoints every component serves: ``/metrics``, ``/-/healthy``, ``/-/ready``."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, TypeVar
 
 from aiohttp import web
-from prometheus_client import (CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector,
-                               generate_latest)
+from prometheus_client import (CollectorRegistry, GCCollector, Gauge, PlatformCollector,
+                               ProcessCollector, generate_latest)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from common.tls import HTTP1, ReloadingServerContext, ServerTLS
 from common.webconfig import WebConfigFile, web_middleware
+
+T = TypeVar("T")
 
 
 def new_registry() -> CollectorRegistry:
     """A component's own registry, with the process_*, python_info and python_gc_* metrics
     every Prometheus-instrumented process exposes (memory, CPU, file descriptors)."""
     registry = CollectorRegistry()
+    add_build_info(registry)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+def build_info_labels() -> dict[str, str]:
+    """prometheus/common's build-info labels; the Go runtime ones name Python's instead."""
+    import platform
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        v = version("promring")
+    except PackageNotFoundError:
+        v = "unknown"
+    return {"version": v, "revision": "unknown", "branch": "unknown", "tags": "unknown",
+            "goversion": f"python{platform.python_version()}", "goos": sys.platform,
+            "goarch": platform.machine()}
+
+
+def add_build_info(registry: CollectorRegistry) -> None:
+    """``thanos_build_info`` (what Thanos dashboards and alerts select on) and
+    ``promring_build_info``, both a constant 1 labelled with the version."""
+    labels = build_info_labels()
+    for prefix in ("thanos", "promring"):
+        Gauge(f"{prefix}_build_info", f"A metric with a constant '1' value labeled by version, "
+              f"revision, branch and the Python version {prefix} runs on.", list(labels),
+              registry=registry).labels(**labels).set(1)
 
 
 def add_ops_routes(app: web.Application, registry: CollectorRegistry,
@@ -75,3 +102,13 @@ async def start_site(app: web.Application, address: str, tls: ServerTLS | None =
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def registry_shared(registry: CollectorRegistry, key: str, make: Callable[[CollectorRegistry], T]
+                    ) -> T:
+    """The one ``make(registry)`` of ``key`` for this registry: ``promring up`` runs several
+    components on one registry, and a metric can be registered only once."""
+    shared = registry.__dict__.setdefault("_promring_shared", {})
+    if key not in shared:
+        shared[key] = make(registry)
+    return shared[key]

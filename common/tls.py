@@ -13,7 +13,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -255,11 +255,13 @@ def grpc_server_credentials(cfg: ServerTLS) -> grpc.ServerCredentials:
         _grpc_cert_config(cfg), fetch, require_client_authentication=bool(cfg.client_ca))
 
 
-def grpc_channel(address: str, tls: ClientTLS | None, options) -> grpc.aio.Channel:
+def grpc_channel(address: str, tls: ClientTLS | None, options,
+                 interceptors: Sequence = ()) -> grpc.aio.Channel:
     """A grpc.aio channel to ``address``: plain, or TLS as ``tls`` says."""
     import grpc.aio
+    interceptors = list(interceptors) or None
     if tls is None or not tls.secure:
-        return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
     if tls.skip_verify:
         raise TLSConfigError("--grpc-client-tls-skip-verify is not supported by gRPC's Python "
                              "client; give the servers' CA with --grpc-client-tls-ca")
@@ -270,7 +272,7 @@ def grpc_channel(address: str, tls: ClientTLS | None, options) -> grpc.aio.Chann
     opts = tuple(options)
     if tls.server_name:
         opts += (("grpc.ssl_target_name_override", tls.server_name),)
-    return grpc.aio.secure_channel(address, creds, options=opts)
+    return grpc.aio.secure_channel(address, creds, options=opts, interceptors=interceptors)
 
 
 def client_ssl_context(tls: ClientTLS | None) -> ssl.SSLContext | None:

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from common.ops import add_ops_routes, new_registry, start_site
 from common.webconfig import WebConfigFile
 from objstore import Bucket, ObjectNotFound, bucket_from_config
+from objstore.metrics import instrumented
 from objstore.blocks import block_metas
 from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, ulid_time
 from receiver.tsdb.chunks import CorruptionError
@@ -136,7 +137,7 @@ class Compactor:
     @property
     def bucket(self) -> Bucket:
         if self._bucket is None:
-            self._bucket = bucket_from_config(self.cfg.objstore_config)
+            self._bucket = instrumented(bucket_from_config(self.cfg.objstore_config), self.registry)
         return self._bucket
 
     # -- lifecycle
@@ -152,6 +153,8 @@ class Compactor:
             web_config = WebConfigFile(self.cfg.http_config) if self.cfg.http_config else None
             self._runner, self.ports["http"] = await start_site(app, self.cfg.http_address,
                                                                 web_config=web_config)
+            host = self.cfg.http_address.rpartition(":")[0] or "0.0.0.0"
+            log.info("listening", extra={"http_address": f"{host}:{self.ports['http']}"})
             self._viewer.start()
 
     async def close(self) -> None:
@@ -203,6 +206,15 @@ class Compactor:
         self.metrics.iterations.inc()
         res.halted = dict(self.halted)
         return res
+
+    async def retention_pass(self, selects: Callable[[BlockInfo], bool] | None = None) -> int:
+        """Only the retention step (``tools bucket retention``) over the blocks ``selects``
+        keeps (all by default): those past retention are marked for deletion; how many were
+        marked now."""
+        st = await self._sync()
+        if selects is not None:
+            st.blocks = {u: b for u, b in st.blocks.items() if selects(b)}
+        return await self._retention(st)
 
     # -- state
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from receiver.tsdb._chunkenc import window_sums
 from receiver.tsdb.block import BlockMeta, BlockReader, write_block
 from receiver.tsdb.chunkenc import ENCODING_XOR as ENCODING_XOR_BYTE, decode, encode
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM
@@ -57,6 +58,14 @@ def _drop_stale(ts: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ts, vals
 
 
+def _sequential_sums(vals: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each window's sum added up from 0.0 sample by sample in time order (in C), as Thanos's
+    aggregator does, so our sum chunks are bit-identical to Thanos's: reduceat adds in
+    another order, which can differ in the last bit."""
+    return np.frombuffer(window_sums(np.ascontiguousarray(vals, dtype=np.float64),
+                                     np.ascontiguousarray(starts, dtype=np.int64)))
+
+
 def _windows(ts: np.ndarray, vals: np.ndarray, res: int) -> dict[str, np.ndarray]:
     """Per-window aggregates of one batch (sorted ts, no NaN), like Thanos's floatAggregator:
     the counter restarts at the batch's first value and treats any decrease as a reset."""
@@ -65,10 +74,11 @@ def _windows(ts: np.ndarray, vals: np.ndarray, res: int) -> dict[str, np.ndarray
     ends = np.r_[starts[1:], len(ts)] - 1
     inc = np.where(vals[1:] < vals[:-1], vals[1:], vals[1:] - vals[:-1])
     counter = np.cumsum(np.r_[vals[:1], inc])
+    lens = np.diff(np.r_[starts, len(ts)])
     return {
         "t": np.minimum(w[ends], ts[-1]),
-        "count": np.diff(np.r_[starts, len(ts)]).astype(np.float64),
-        "sum": np.add.reduceat(vals, starts),
+        "count": lens.astype(np.float64),
+        "sum": _sequential_sums(vals, starts),
         "min": np.minimum.reduceat(vals, starts),
         "max": np.maximum.reduceat(vals, starts),
         "counter": counter[ends],
@@ -241,7 +251,6 @@ def downsample_block(block_dir: Path, out_dir: Path, res: int,
 
         thanos["downsample"] = {"resolution": res}
         thanos["source"] = "compactor"
-        thanos.pop("files", None)
         meta = write_block(out_dir, series(), src.min_time, src.max_time, thanos_meta=thanos,
                            encoding=ENCODING_AGGR, count_samples=count_samples,
                            compaction={"level": src.level, "sources": src.sources or [src.ulid],

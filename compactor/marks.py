@@ -56,7 +56,40 @@ async def read_mark(bucket: Bucket, ulid: str, name: str) -> dict[str, Any] | No
 async def mark_for_deletion(bucket: Bucket, ulid: str, details: str,
                             now: float | None = None) -> bool:
     """Upload ``deletion-mark.json`` unless one exists; True when this call wrote it."""
-    if await bucket.exists(f"{ulid}/{DELETION_MARK}"):
+    return await put_mark(bucket, ulid, DELETION_MARK, details, now)
+
+
+MARKERS = (DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK)
+
+
+def manual_mark(ulid: str, marker: str, details: str, now: float | None = None) -> bytes:
+    """The body of ``marker`` as an operator's ``tools bucket mark`` writes it (Thanos's
+    ``manual`` reason for the no-compact and no-downsample marks)."""
+    if marker == DELETION_MARK:
+        return deletion_mark(ulid, details, now)
+    if marker == NO_COMPACT_MARK:
+        return no_compact_mark(ulid, REASON_MANUAL, details, now)
+    if marker == NO_DOWNSAMPLE_MARK:
+        return no_downsample_mark(ulid, REASON_MANUAL, details, now)
+    raise ValueError(f"unknown marker {marker!r}; one of {', '.join(MARKERS)}")
+
+
+async def put_mark(bucket: Bucket, ulid: str, marker: str, details: str,
+                   now: float | None = None) -> bool:
+    """Upload ``marker`` for the block unless one exists (as Thanos: an existing mark is kept
+    with its time); True when this call wrote it."""
+    body = manual_mark(ulid, marker, details, now)
+    if await bucket.exists(f"{ulid}/{marker}"):
         return False
-    await bucket.upload(f"{ulid}/{DELETION_MARK}", deletion_mark(ulid, details, now))
+    await bucket.upload(f"{ulid}/{marker}", body)
+    return True
+
+
+async def remove_mark(bucket: Bucket, ulid: str, marker: str) -> bool:
+    """Delete ``marker`` of the block; True when there was one."""
+    if marker not in MARKERS:
+        raise ValueError(f"unknown marker {marker!r}; one of {', '.join(MARKERS)}")
+    if not await bucket.exists(f"{ulid}/{marker}"):
+        return False
+    await bucket.delete(f"{ulid}/{marker}")
     return True

@@ -40,6 +40,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         if not action.help and action.option_strings and action.default is not argparse.SUPPRESS:
             action = copy.copy(action)
             action.help = "(default: %(default)s)"
+        if action.option_strings and action.default in (None, "", []):
+            action = copy.copy(action)
+            action.default = "none"  # not "None", "" or "[]"
         return super()._format_action(action)
 
 
@@ -53,6 +56,17 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.add_argument("--version", action="version", version=_version(),
                           help="Show application version.")
+
+    def add_argument(self, *args, **kwargs):
+        """A flag declared without help gets promring.flaghelp's text for it."""
+        if not kwargs.get("help") and args and str(args[0]).startswith("--"):
+            from promring.flaghelp import help_for
+            kwargs["help"] = help_for(self.prog.split()[-1], args[0]) or kwargs.get("help")
+        return super().add_argument(*args, **kwargs)
+
+    def error(self, message: str):
+        """A usage mistake is one line (kingpin style), not the whole usage text."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -82,6 +96,13 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
                    help="Samples later than now + this are refused (409 out of bounds); 0s = off. "
                         "Thanos defaults to 0s; 10m (Prometheus's own limit for remote write) "
                         "keeps one bad clock from locking a tenant out.")
+    p.add_argument("--tsdb.out-of-order.time-window", dest="ooo_time_window", default="0s",
+                   help="Accept samples older than a series' newest (out of order) when "
+                        "within this of the tenant's newest sample, as Prometheus's "
+                        "out_of_order_time_window; 0s = refuse them (409).")
+    p.add_argument("--tsdb.out-of-order.cap-max", dest="ooo_cap_max", type=int, default=0,
+                   help="Accepted for Thanos compatibility; no effect (the out-of-order head "
+                        "keeps sorted columns, not capped chunks).")
     p.add_argument("--tsdb.retention", dest="tsdb_retention", default="15d",
                    help="How long shipped blocks stay on local disk.")
     add_objstore_flags(p, required=False)  # blocks are shipped to the bucket when given
@@ -91,6 +112,9 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
                    help="Take the tenant from this field of the verified client certificate "
                         "(needs --remote-write.server-tls-client-ca); the tenant header is ignored.")
     _http_config_flag(p)
+    p.add_argument("--receive.rejected-log-interval", dest="rejected_log_interval", default="30s",
+                   help="How often rejected writes are summed up in one log line per tenant "
+                        "and reason; 0 disables.")
     p.add_argument("--receive.limits-config-file", dest="limits_file", default=None,
                    help="Thanos limits YAML (request size/series/samples -> 413, head series -> 429); "
                         "re-read when it changes.")
@@ -121,6 +145,10 @@ def _routing_flags(p: argparse.ArgumentParser) -> None:
                    help="Timeout of one forwarded write to an ingestor.")
     p.add_argument("--receive.grpc-compression", dest="grpc_compression", default="snappy",
                    choices=["snappy", "none"], help="Compression of forwarded writes (gRPC).")
+    p.add_argument("--receive.replication-protocol", dest="replication_protocol",
+                   default="protobuf", choices=["protobuf", "capnproto"],
+                   help="Protocol of forwarded writes: protobuf (gRPC) or capnproto (to each "
+                        "endpoint's capnproto_address).")
     add_client_tls_flags(p, "remote-write.client")
 
 
@@ -129,6 +157,9 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.timeout", dest="query_timeout", default="2m")
     p.add_argument("--query.max-concurrent", dest="max_concurrent", type=int, default=20)
     p.add_argument("--query.max-samples", dest="max_samples", type=int, default=50_000_000)
+    p.add_argument("--query.log-queries-longer-than", dest="slow_query", default="10s",
+                   help="Log queries slower than this (one line each, with the query); 0 "
+                        "disables, a negative value logs every query.")
     p.add_argument("--enable-feature", dest="enable_feature", action="append", default=[],
                    help="Prometheus's PromQL feature flags, comma-separated or repeated: "
                         "promql-delayed-name-removal, promql-experimental-functions, "
@@ -190,6 +221,103 @@ def _query_endpoint_flags(p: argparse.ArgumentParser) -> None:
                         "empty disables.")
 
 
+def _rule_flags(p: argparse.ArgumentParser) -> None:
+    """``thanos rule``'s flags (names and defaults)."""
+    p.add_argument("--rule-file", dest="rule_files", action="append", default=None,
+                   help="Rule file (glob allowed, repeatable); re-read when it changes and on "
+                        "POST /-/reload. (default: rules/)")
+    p.add_argument("--eval-interval", dest="eval_interval", default="1m",
+                   help="Evaluation interval of groups without their own interval.")
+    p.add_argument("--query", dest="queries", action="append", default=[],
+                   help="Querier HTTP address (host:port or URL) the rules are evaluated by "
+                        "(repeatable).")
+    p.add_argument("--query.sd-files", dest="query_sd_files", action="append", default=[],
+                   help="File SD files (glob allowed) naming querier HTTP addresses (repeatable).")
+    p.add_argument("--query.sd-interval", dest="query_sd_interval", default="5m",
+                   help="Full re-read interval of the file SD files (changes apply sooner).")
+    p.add_argument("--query.http-method", dest="query_http_method", default="POST",
+                   choices=["GET", "POST"])
+    p.add_argument("--label", dest="labels", action="append", default=[],
+                   help='External label of every result (and of the blocks), as name="value" '
+                        "(repeatable).")
+    p.add_argument("--data-dir", dest="data_dir", default="data/",
+                   help="The ruler's TSDB (stateful mode).")
+    add_objstore_flags(p, required=False)  # stateful: blocks shipped to the bucket
+    p.add_argument("--remote-write.config-file", dest="remote_write_config_file", default=None,
+                   help="Prometheus remote_write YAML; switches to stateless mode (results "
+                        "remote-written, no TSDB).")
+    p.add_argument("--remote-write.config", dest="remote_write_config", default=None,
+                   help="Alternative to --remote-write.config-file: the YAML itself.")
+    p.add_argument("--alertmanagers.url", dest="alertmanager_urls", action="append", default=[],
+                   help="Alertmanager URL alerts are sent to (v2 API; repeatable).")
+    p.add_argument("--alertmanagers.send-timeout", dest="alertmanager_timeout", default="10s")
+    p.add_argument("--alert.query-url", dest="alert_query_url", default="",
+                   help="Query UI URL put in every alert's generatorURL.")
+    p.add_argument("--alert.label-drop", dest="alert_label_drop", action="append", default=[],
+                   help="Label dropped from alerts before they are sent (repeatable).")
+    p.add_argument("--for-grace-period", dest="for_grace_period", default="10m",
+                   help="Least time between a restart and a restored alert firing.")
+    p.add_argument("--for-outage-tolerance", dest="for_outage_tolerance", default="1h",
+                   help="Longest outage after which an alert's for-state is still restored.")
+    p.add_argument("--resend-delay", dest="resend_delay", default="1m",
+                   help="Least time before a firing alert is sent again.")
+    p.add_argument("--http-address", default="0.0.0.0:10902")
+    p.add_argument("--grpc-address", default="0.0.0.0:10901",
+                   help="Rules API, and in stateful mode the StoreAPI over the rule results.")
+    p.add_argument("--tsdb.block-duration", dest="tsdb_block_duration", default="2h")
+    p.add_argument("--tsdb.retention", dest="tsdb_retention", default="48h",
+                   help="How long blocks stay on local disk.")
+    add_server_tls_flags(p)
+    _http_config_flag(p)
+
+
+def rule_config(a: argparse.Namespace):
+    """The ruler's configuration; ValueError naming the flag on a value it cannot run with."""
+    from ruler.config import RulerConfig
+    from ruler.notifier import alertmanager_url
+    from ruler.storage import parse_remote_write_config
+    if a.remote_write_config_file and a.remote_write_config:
+        raise ValueError("both --remote-write.config-file and --remote-write.config flags set.")
+    rw = a.remote_write_config or ""
+    if a.remote_write_config_file:
+        try:
+            rw = Path(a.remote_write_config_file).read_text()
+        except OSError as e:
+            raise ValueError(f"--remote-write.config-file: {e}") from None
+    parse_remote_write_config(rw)
+    if not a.queries and not a.query_sd_files:  # Thanos's messages
+        raise ValueError("no query configuration parameter was given")
+    dup = next((q for i, q in enumerate(a.queries) if q in a.queries[:i]), None)
+    if dup is not None:
+        raise ValueError(f"Address {dup} is duplicated for --query flag.")
+    for u in a.alertmanager_urls:
+        alertmanager_url(u)
+    ms = {flag: _flag_duration_ms(a, dest, flag) for dest, flag in (
+        ("eval_interval", "--eval-interval"), ("query_sd_interval", "--query.sd-interval"),
+        ("alertmanager_timeout", "--alertmanagers.send-timeout"),
+        ("for_grace_period", "--for-grace-period"),
+        ("for_outage_tolerance", "--for-outage-tolerance"), ("resend_delay", "--resend-delay"),
+        ("tsdb_block_duration", "--tsdb.block-duration"), ("tsdb_retention", "--tsdb.retention"))}
+    if ms["--eval-interval"] <= 0:
+        raise ValueError("--eval-interval must be greater than 0")
+    return RulerConfig(
+        rule_files=a.rule_files or ["rules/"], eval_interval_ms=ms["--eval-interval"],
+        queries=list(a.queries), query_sd_files=list(a.query_sd_files),
+        query_sd_interval_s=ms["--query.sd-interval"] / 1000,
+        query_http_method=a.query_http_method,
+        external_labels=tuple(sorted(dict(parse_label_flag(x) for x in a.labels).items())),
+        data_dir=Path(a.data_dir), objstore_config=objstore_yaml(a), remote_write_config=rw,
+        alertmanager_urls=list(a.alertmanager_urls),
+        alertmanager_timeout_s=ms["--alertmanagers.send-timeout"] / 1000,
+        alert_query_url=a.alert_query_url, alert_label_drop=list(a.alert_label_drop),
+        for_grace_period_ms=ms["--for-grace-period"],
+        for_outage_tolerance_ms=ms["--for-outage-tolerance"],
+        resend_delay_ms=ms["--resend-delay"], http_address=a.http_address,
+        grpc_address=a.grpc_address, block_duration_ms=ms["--tsdb.block-duration"] or 7_200_000,
+        retention_ms=ms["--tsdb.retention"], grpc_server_tls=server_tls_from_flags(a),
+        http_config=_http_config(a), flags=command_flags(a))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="promring", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
     _receive_flags(r, up=False)
     r.add_argument("--grpc-address", default="0.0.0.0:10901")
+    r.add_argument("--receive.capnproto-address", dest="capnproto_address", default="0.0.0.0:19391",
+                   help="Address of the Cap'n Proto server (ingestors; for routers replicating "
+                        "with --receive.replication-protocol=capnproto).")
     r.add_argument("--http-address", default="0.0.0.0:10902")
     r.add_argument("--tsdb.path", dest="tsdb_path", default="./data")
     add_server_tls_flags(r)
@@ -241,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
-    b = tsub.add_parser("bucket", help="Inspect a bucket.")
+    b = tsub.add_parser("bucket", help="Inspect and maintain a bucket.")
     bsub = b.add_subparsers(dest="bucket_cmd", required=True)
     for name, what in (("ls", "List blocks."), ("inspect", "Blocks with time ranges, labels, resolution, sizes."),
                        ("verify", "Report overlaps and broken blocks (exit 1 if any).")):
@@ -251,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--output", "-o", default="table", choices=["table", "json"])
         if name == "verify":
             c.add_argument("--deep", action="store_true", help="Also read every chunk and check its CRC.")
+    from promring.bucketflags import add_maintenance_commands
+    add_maintenance_commands(bsub, _common)
     w = bsub.add_parser("web", help="Web UI of the bucket's blocks on a timeline (Thanos's bucket UI).")
     _common(w)
     add_objstore_flags(w, required=True)
@@ -259,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--label", default="", help="External label whose value names a group of blocks.")
     w.add_argument("--web.external-prefix", dest="web_external_prefix", default="",
                    help="Prefix of links behind a reverse proxy.")
+
+    ru = sub.add_parser("rule", help="Evaluate Prometheus recording and alerting rules against "
+                                     "queriers; store the results and send alerts.")
+    _common(ru)
+    _rule_flags(ru)
 
     from compactor.config import add_compact_flags
     cp = sub.add_parser("compact", help="Compact, deduplicate, downsample and apply retention in a bucket.")
@@ -293,9 +431,12 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         limits_file=Path(a.limits_file) if a.limits_file else None,
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
+        rejected_log_interval_s=parse_duration_ms(a.rejected_log_interval) / 1000,
+        ooo_window_ms=parse_duration_ms(a.ooo_time_window),
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
         forward_tls=_forward_tls(a),
         http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
+        capnproto_address=getattr(a, "capnproto_address", ""),
         **_routing_config(a))
 
 
@@ -341,7 +482,8 @@ def _routing_config(a: argparse.Namespace) -> dict:
                 hashrings_refresh_s=parse_duration_ms(a.hashrings_refresh) / 1000,
                 replication_factor=a.replication_factor, local_endpoint=a.local_endpoint,
                 forward_timeout_s=parse_duration_ms(a.forward_timeout) / 1000,
-                grpc_compression=a.grpc_compression)
+                grpc_compression=a.grpc_compression,
+                replication_protocol=a.replication_protocol)
 
 
 def query_config(a: argparse.Namespace, endpoints: list[str]):
@@ -352,6 +494,8 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         lookback_delta_ms=_flag_duration_ms(a, "lookback_delta", "--query.lookback-delta"),
         timeout_s=_flag_duration_ms(a, "query_timeout", "--query.timeout") / 1000,
         max_concurrent=a.max_concurrent,
+        slow_query_s=(-1 if a.slow_query.startswith("-") else 1) * parse_duration_ms(
+            a.slow_query.removeprefix("-")) / 1000,
         max_samples=a.max_samples, auto_downsampling=a.auto_downsampling,
         promql_features=_promql_features(a.enable_feature),
         replica_labels=list(a.replica_labels), dedup_func=a.dedup_func,
@@ -435,22 +579,46 @@ def _query_endpoint_config(a: argparse.Namespace) -> dict:
                 grpc_address=a.grpc_address)
 
 
-async def _run_until_signal(components: list) -> None:
+def listen_addresses(components: list, a: argparse.Namespace) -> dict[str, str]:
+    """``<server>_address`` fields for the start-up log: the configured host, the bound port."""
+    out: dict[str, str] = {}
+    for c in components:
+        ports = dict(getattr(c, "ports", None) or {})
+        for key, attr in (("http", "port"), ("grpc", "grpc_port")):
+            if getattr(c, attr, 0):
+                ports.setdefault(key, getattr(c, attr))
+        for key, port in ports.items():
+            host = str(getattr(a, f"{key}_address", "") or "").rpartition(":")[0]
+            out[f"{key}_address"] = f"{host or '0.0.0.0'}:{port}"
+    return out
+
+
+async def _run_until_signal(components: list, a: argparse.Namespace | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     started = []
+    what = {"component": " ".join(x for x in (getattr(a, "command", ""), getattr(a, "bucket_cmd", ""))
+                                  if x)}
+    starting = True
     try:
         for c in components:
+            started.append(c)  # stopped below also when its start fails half way
             await c.start()
-            started.append(c)
-        log.info("promring is up", extra={"components": [type(c).__name__ for c in components]})
+        starting = False
+        log.info("promring is up", extra={**what, **listen_addresses(components, a or argparse.Namespace())})
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down", extra=what)
     finally:
         for c in reversed(started):
-            await c.stop()
+            try:
+                await c.stop()
+            except Exception:  # noqa: BLE001 - a half-started one; the start error is reported
+                if not starting:
+                    raise
+                log.debug("stopping a component that failed to start", exc_info=True)
+    log.info("stopped cleanly", extra=what)
 
 
 def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grpc_address: str,
@@ -482,6 +650,7 @@ class _Up:
                                                 objstore_config=self.objstore))
         self.store = None
         self.querier = None
+        self.ports: dict[str, int] = {}  # bound ports, for the start-up log
 
     async def start(self) -> None:
         from querier.server import Querier
@@ -494,8 +663,8 @@ class _Up:
         endpoints = [f"127.0.0.1:{self.receiver.ports['grpc']}", f"127.0.0.1:{self.store.ports['grpc']}"]
         self.querier = Querier(query_config(self.a, endpoints), registry=self.receiver.registry)
         await self.querier.start()
-        log.info("listening", extra={"remote_write": self.receiver.ports["remote_write"],
-                                     "http": self.querier.port, "grpc": self.receiver.ports["grpc"]})
+        self.ports = {"remote_write": self.receiver.ports["remote_write"],
+                      "http": self.querier.port, "grpc": self.receiver.ports["grpc"]}
 
     async def stop(self) -> None:
         if self.querier is not None:
@@ -514,32 +683,54 @@ async def _run_compactor(a: argparse.Namespace) -> int:
         asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     try:
         res = await task
-        return 1 if res.halted else 0
+        code = 1 if res.halted else 0
     except asyncio.CancelledError:
-        return 0
+        log.info("shutting down", extra={"component": "compact"})
+        code = 0
     finally:
         await c.close()
+    log.info("stopped cleanly", extra={"component": "compact"})
+    return code
 
 
 def _or_exit(build, *args):
-    """``build(*args)``, or a one-line error and exit status 2 (as for a bad flag)."""
+    """``build(*args)``, or FlagError: one line naming the subcommand, exit status 2."""
+    from promring.flagcheck import FlagError
     try:
         return build(*args)
     except ValueError as e:
-        print(f"promring: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        raise FlagError(" ".join(str(e).split())) from None
 
 
 def main(argv: list[str] | None = None) -> None:
+    from promring.startup import run_reporting_errors
     parser = build_parser()
-    a = parser.parse_args(argv)
-    if a.command != "tools":
-        from promring.flagcheck import FlagError, check_flags
-        try:
-            check_flags(a)
-        except FlagError as e:
-            print(f"promring {a.command}: {e}", file=sys.stderr)
-            sys.exit(2)
+    a, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(parser, a, unknown)
+    run_reporting_errors(a, _run)
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, a: argparse.Namespace,
+                    unknown: list[str]) -> None:
+    """An unknown flag is named by the subcommand that refused it, with the closest real one."""
+    import difflib
+    for attr in ("command", "tool", "bucket_cmd"):
+        subs = next((act for act in parser._actions
+                     if isinstance(act, argparse._SubParsersAction)), None)
+        if subs is None or getattr(a, attr, None) not in subs.choices:
+            break
+        parser = subs.choices[getattr(a, attr)]
+    known = [o for act in parser._actions for o in act.option_strings]
+    close = difflib.get_close_matches(unknown[0].split("=", 1)[0], known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
+def _run(a: argparse.Namespace) -> None:
+    from promring.flagcheck import check_environment, check_flags
+    check_flags(a)  # FlagError: one line, exit 2, before any slow work
+    check_environment(a)
     setup_logging(a.log_level, a.log_format)
     raise_open_files_limit()
     if a.command == "receive":
@@ -557,6 +748,16 @@ def main(argv: list[str] | None = None) -> None:
         from store.server import StoreGateway
         comps = [StoreGateway(_or_exit(store_config, a, a.data_dir, objstore_yaml(a),
                                        a.grpc_address, a.http_address))]
+    elif a.command == "rule":
+        from ruler.rulefile import RuleFileError, load_rule_files
+        from ruler.server import Ruler
+        cfg = _or_exit(rule_config, a)
+        try:
+            load_rule_files(cfg.rule_files)  # a bad rule file: one line, exit 2
+        except RuleFileError as e:
+            print(f"promring rule: {e}", file=sys.stderr)
+            sys.exit(2)
+        comps = [Ruler(cfg)]
     elif a.command == "sidecar":
         from sidecar.flags import sidecar_config
         from sidecar.server import Sidecar, run_until_signal
@@ -576,7 +777,11 @@ def main(argv: list[str] | None = None) -> None:
             refresh_s = _or_exit(_flag_duration_ms, a, "refresh", "--refresh") / 1000
             comps = [_or_exit(BucketWeb, objstore_yaml(a), a.http_address, refresh_s, a.label,
                               normalize_prefix(a.web_external_prefix))]
-            asyncio.run(_run_until_signal(comps))
+            asyncio.run(_run_until_signal(comps, a))
+            return
+        from promring.bucketflags import MAINTENANCE_COMMANDS, run_maintenance
+        if a.bucket_cmd in MAINTENANCE_COMMANDS:
+            run_maintenance(a)
             return
         if a.bucket_cmd == "verify":
             text, ok = run_verify(objstore_yaml(a), a.deep, a.output)
@@ -593,7 +798,7 @@ def main(argv: list[str] | None = None) -> None:
         _or_exit(query_config, a, [])  # flag errors before anything starts
         comps = [_or_exit(_Up, a)]
     try:
-        asyncio.run(_run_until_signal(comps))
+        asyncio.run(_run_until_signal(comps, a))
     except KeyboardInterrupt:
         pass
     _exit_after_clean_stop(0)

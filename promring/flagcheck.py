@@ -4,9 +4,14 @@ directory is created, WAL replayed or socket bound (a process that starts and th
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from common.units import parse_bytes, parse_duration_ms, parse_label_flag
 
@@ -18,15 +23,23 @@ class FlagError(ValueError):
     """A flag value that cannot work; the message names the flag."""
 
 
+DURATION_HINT = "use a Prometheus duration like 30s, 5m, 2h, 15d or 1h30m"
+
+
 def _duration(positive: bool) -> Callable[[str], None]:
     def check(v: str) -> None:
         try:
             ms = parse_duration_ms(v)
         except (ValueError, OverflowError):
-            raise ValueError("not a duration like 30s, 5m or 2h") from None
+            raise ValueError(f"not a duration; {DURATION_HINT}") from None
         if ms < 0 or (positive and ms == 0):
             raise ValueError("must be greater than 0" if positive else "must not be negative")
     return check
+
+
+def _signed_duration(v: str) -> None:
+    """A duration that may be negative (``-1s``: "every query")."""
+    _duration(positive=False)(v.removeprefix("-"))
 
 
 def _size(v: str) -> None:
@@ -69,22 +82,76 @@ def _tenant(v: str) -> None:
 
 
 def _readable_file(v: str | None) -> None:
-    if v is not None and not Path(v).is_file():
+    if v:
+        _read(v)
+
+
+def _read(path: str) -> str:
+    """The file's text, or ValueError saying why it cannot be read."""
+    p = Path(path)
+    if not p.exists():
         raise ValueError("no such file")
+    if p.is_dir():
+        raise ValueError("is a directory, not a file")
+    try:
+        return p.read_text()
+    except OSError as e:
+        raise ValueError(f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError("not a text file") from None
+
+
+def load_yaml(text: str) -> Any:
+    """Parsed YAML, or ValueError naming the line and column (never ``"<unicode string>"``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        what = e.problem or e.context or "invalid YAML"
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ValueError(f"{where}not valid YAML: {what}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"not valid YAML: {e}") from None
+
+
+def _yaml_file(v: str | None) -> None:
+    if v:
+        load_yaml(_read(v))
 
 
 def _limits_file(v: str | None) -> None:
     if v is not None:
-        _readable_file(v)
+        text = _read(v)
+        load_yaml(text)
         from receiver.limits import parse_limits
-        parse_limits(Path(v).read_text())
+        parse_limits(text)
 
 
 def _hashrings_file(v: str | None) -> None:
     if v is not None:
-        _readable_file(v)
         from receiver.hashring.config import parse_hashrings
-        parse_hashrings(Path(v).read_text())
+        parse_hashrings(_read(v))
+
+
+def _http_config(v: str) -> None:
+    if v:
+        load_yaml(_read(v))
+        from common.webconfig import load_web_config
+        load_web_config(v)
+
+
+def _writable_dir(v: str) -> None:
+    """The directory exists and is writable, or can be created under a writable one."""
+    p = Path(v).absolute()
+    while not p.exists():
+        if p.is_symlink():
+            raise ValueError(f"{p} is a dangling symbolic link")
+        p = p.parent
+    if not p.is_dir():
+        raise ValueError(f"{p} is a file, not a directory" if str(p) != str(Path(v).absolute())
+                         else "is a file, not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ValueError(f"{p} is not writable")
 
 
 # dest -> (flag as the user typed it, check). Only dests present on the namespace are checked.
@@ -92,6 +159,7 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "remote_write_address": ("--remote-write.address", _address),
     "grpc_address": ("--grpc-address", _address),
     "http_address": ("--http-address", _address),
+    "capnproto_address": ("--receive.capnproto-address", _address),
     "labels": ("--label", _labels),
     "tenant_header": ("--receive.tenant-header", _header),
     "default_tenant": ("--receive.default-tenant-id", _tenant),
@@ -100,7 +168,12 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "min_block_duration": ("--tsdb.min-block-duration", _duration(positive=True)),
     "max_block_duration": ("--tsdb.max-block-duration", _duration(positive=True)),
     "tsdb_retention": ("--tsdb.retention", _duration(positive=False)),
+    "ooo_time_window": ("--tsdb.out-of-order.time-window", _duration(positive=False)),
     "objstore_config_file": ("--objstore.config-file", _readable_file),
+    "tsdb_path": ("--tsdb.path", _writable_dir),
+    "data_dir": ("--data-dir", _writable_dir),
+    "http_config": ("--http.config", _http_config),
+    "endpoint_sd_config_file": ("--endpoint.sd-config-file", _yaml_file),
     "limits_file": ("--receive.limits-config-file", _limits_file),
     "hashrings_file": ("--receive.hashrings-file", _hashrings_file),
     "hashrings_refresh": ("--receive.hashrings-file-refresh-interval", _duration(positive=True)),
@@ -113,6 +186,22 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "query_tenant_header": ("--query.tenant-header", _header),
     "query_default_tenant": ("--query.default-tenant-id", _tenant),
     "query_tenant_label": ("--query.tenant-label-name", _label_name),
+    "rejected_log_interval": ("--receive.rejected-log-interval", _duration(positive=False)),
+    "slow_query": ("--query.log-queries-longer-than", _signed_duration),
+    "too_far_in_future": ("--tsdb.too-far-in-future.time-window", _duration(positive=False)),
+    "sync_block_duration": ("--sync-block-duration", _duration(positive=True)),
+    "store_response_timeout": ("--store.response-timeout", _duration(positive=False)),
+    "sd_interval": ("--store.sd-interval", _duration(positive=True)),
+    "endpoint_sd_config_interval": ("--endpoint.sd-config-reload-interval",
+                                    _duration(positive=True)),
+    "wait_interval": ("--wait-interval", _duration(positive=True)),
+    "delete_delay": ("--delete-delay", _duration(positive=False)),
+    "consistency_delay": ("--consistency-delay", _duration(positive=False)),
+    "retention_raw": ("--retention.resolution-raw", _duration(positive=False)),
+    "retention_5m": ("--retention.resolution-5m", _duration(positive=False)),
+    "retention_1h": ("--retention.resolution-1h", _duration(positive=False)),
+    "partial_upload_age": ("--compact.partial-upload-age", _duration(positive=False)),
+    "refresh": ("--refresh", _duration(positive=True)),
 }
 
 
@@ -138,3 +227,98 @@ def check_flags(a: argparse.Namespace) -> None:
             raise FlagError(f"--tsdb.max-block-duration ({a.max_block_duration}) must not be shorter "
                             f"than --tsdb.min-block-duration ({a.min_block_duration})")
 
+
+
+def _objstore(a: argparse.Namespace) -> None:
+    """The bucket configuration parses and names a supported type, before anything starts."""
+    if not hasattr(a, "objstore_config_file"):
+        return
+    from objstore.config import SUPPORTED_TYPES, ConfigError, parse_config
+    from objstore.flags import objstore_yaml
+    flag = "--objstore.config-file" if a.objstore_config_file else "--objstore.config"
+    try:
+        text = objstore_yaml(a)
+    except SystemExit as e:
+        raise FlagError(str(e.code)) from None
+    if text is None:
+        return
+    where = f"{flag} {a.objstore_config_file}" if a.objstore_config_file else flag
+    try:
+        kind, provider, _ = parse_config(load_yaml(text))
+        if kind not in SUPPORTED_TYPES:
+            raise ValueError(f"bucket type {kind} is not supported; use one of "
+                             f"{', '.join(SUPPORTED_TYPES)}")
+        if kind == "FILESYSTEM":
+            from objstore.config import FilesystemConfig, decode
+            if not decode(FilesystemConfig, provider, "FILESYSTEM config").directory:
+                raise ValueError("FILESYSTEM config: missing directory")
+        else:
+            from objstore.s3 import S3Config
+            S3Config.from_dict(provider)
+    except (ValueError, ConfigError) as e:
+        raise FlagError(f"invalid {where}: {e}") from None
+
+
+def _bind_check(host: str, port: int) -> None:
+    """Bind and release ``host:port`` so a port in use stops the start before WAL replay."""
+    host = host.strip("[]") or None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ValueError(f"cannot resolve host {host!r}: {e.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise ValueError(f"cannot listen there: {e.strerror}") from None
+
+
+_WILDCARD = {"", "0.0.0.0", "[::]", "::"}
+ADDRESS_FLAGS = {"remote_write_address": "--remote-write.address", "grpc_address": "--grpc-address",
+                 "http_address": "--http-address"}
+
+
+def _listen_addresses(a: argparse.Namespace) -> None:
+    seen: dict[int, tuple[str, str]] = {}  # port -> (host, flag)
+    for dest, flag in ADDRESS_FLAGS.items():
+        value = getattr(a, dest, "")
+        if not value:
+            continue
+        host, _, port = value.rpartition(":")
+        if int(port) == 0:
+            continue
+        other_host, other = seen.get(int(port), (None, ""))
+        if other_host is not None and (host == other_host or _WILDCARD & {host, other_host}):
+            raise FlagError(f"{flag} and {other} both use port {port}; give each server its "
+                            "own port")
+        seen[int(port)] = (host, flag)
+        try:
+            _bind_check(host, int(port))
+        except ValueError as e:
+            raise FlagError(f"invalid value {value!r} for {flag}: {e}") from None
+
+
+def _server_tls(a: argparse.Namespace) -> None:
+    """TLS files exist and load (a certificate that does not match its key stops the start)."""
+    from common.tls import build_server_context, server_tls_from_flags
+    for prefix in ("grpc-server", "remote-write.server"):
+        try:
+            cfg = server_tls_from_flags(a, prefix)
+            if cfg is not None and cfg.enabled:
+                build_server_context(cfg)
+        except ValueError as e:
+            text = str(e)
+            if "PEM lib" in text or "KEY_VALUES_MISMATCH" in text or "NO_START_LINE" in text:
+                text = (f"--{prefix}-tls-cert/--{prefix}-tls-key: cannot load "
+                        f"{cfg.cert} with {cfg.key}: expected a PEM certificate and its PEM "
+                        "private key")
+            raise FlagError(text) from None
+
+
+def check_environment(a: argparse.Namespace) -> None:
+    """Checks beyond single values: the bucket config, TLS files and free listen ports."""
+    _objstore(a)
+    _server_tls(a)
+    _listen_addresses(a)

@@ -11,15 +11,19 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import re2
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, nhist
 from querier.promql.engine import parse as parse_promql
 
+from common.httpmetrics import http_metrics
+
 from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
+from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
 from .histjson import histogram_point, matrix_entry
+from .querymetrics import add_engine_metrics
 from .jsonfmt import format_value, points_json, ts_fragment
 from .params import (MAX_TIME_MS, MIN_TIME_MS, BadParam, parse_bool, parse_duration_ns,
                      parse_limit, parse_matchers, parse_time)
@@ -27,6 +31,7 @@ from .status import (HEAD_WINDOW_MS, TSDB_STATUS_LIMIT, TSDB_STATUS_MAX_SERIES, 
                      buildinfo, config_yaml, process_status, runtimeinfo,
                      tsdb_status)
 from receiver.tsdb.labels import Matcher, MatchType
+from storeapi import rules_pb2
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +196,8 @@ class QueryAPI:
         self.cfg = cfg
         self.stores = stores
         self.registry = registry
-        self.requests = Counter("http_requests", "Query API requests by handler and code.",
-                                ["handler", "code"], registry=registry)
-        self.latency = Histogram("http_request_duration_seconds", "Query API latency.",
-                                 ["handler"], registry=registry)
+        http = http_metrics(registry)
+        self.requests, self.latency = http.requests, http.latency
         self.engine_opts = EngineOptions(lookback_delta_ms=cfg.lookback_delta_ms,
                                          max_samples=cfg.max_samples, timeout_s=cfg.timeout_s,
                                          features=cfg.promql_features)
@@ -203,6 +206,7 @@ class QueryAPI:
         self._slots = asyncio.Semaphore(cfg.max_concurrent)
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent, thread_name_prefix="query")
         self._running: set[FanoutQueryable] = set()
+        add_engine_metrics(registry, self._slots, cfg.max_concurrent)
         self.process = ProcessInfo()
         self.cors = re2.compile(f"^(?:{cfg.cors_origin})$")
         self.cors_any = cfg.cors_origin == ".*"
@@ -362,8 +366,11 @@ class QueryAPI:
             opts, eopts = self._resolution(p, self._options(request, p), None)
         except BadParam as e:
             return error_response("bad_data", str(e))
-        return await self._evaluate(request, lambda engine, qa: engine.instant(qa, q, t),
+        t0 = time.monotonic()
+        resp = await self._evaluate(request, lambda engine, qa: engine.instant(qa, q, t),
                                     timeout_s, opts, eopts, limit, bool(_first(p, "stats")))
+        self._log_if_slow(t0, resp, query=q, time=t / 1000)
+        return resp
 
     async def query_range(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -386,8 +393,20 @@ class QueryAPI:
             opts, eopts = self._resolution(p, self._options(request, p), step)
         except BadParam as e:
             return error_response("bad_data", str(e))
-        return await self._evaluate(request, lambda engine, qa: engine.range(qa, q, start, end, step),
+        t0 = time.monotonic()
+        resp = await self._evaluate(request, lambda engine, qa: engine.range(qa, q, start, end, step),
                                     timeout_s, opts, eopts, limit, bool(_first(p, "stats")))
+        self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)
+        return resp
+
+    def _log_if_slow(self, t0: float, resp: web.StreamResponse, **what) -> None:
+        """One line per query slower than --query.log-queries-longer-than (as Thanos's
+        query-frontend logs them)."""
+        took = time.monotonic() - t0
+        limit = self.cfg.slow_query_s
+        if limit < 0 or (limit > 0 and took > limit):
+            log.info("slow query detected", extra={**what, "time_taken_s": round(took, 3),
+                                                   "status": resp.status})
 
     def _resolution(self, p: dict, opts: SelectOptions, step_ms: int | None
                     ) -> tuple[SelectOptions, EngineOptions]:
@@ -549,11 +568,41 @@ class QueryAPI:
             data[name] = [{"type": t, "help": h, "unit": u} for t, h, u in metas]
         return _json(_with_warnings({"status": "success", "data": data}, warnings))
 
-    async def rules(self, _: web.Request) -> web.Response:
-        return _json({"status": "success", "data": {"groups": []}})
+    async def rules(self, request: web.Request) -> web.Response:
+        """Thanos's fan-out of the Rules API over the rulers among the endpoints."""
+        kind = request.query.get("type", "").lower()
+        if kind not in RULE_TYPES:
+            return error_response("bad_data", f"unsupported type {kind!r}")
+        got = await self._rule_groups(request, RULE_TYPES[kind])
+        if isinstance(got, web.Response):
+            return got
+        groups, warnings, replicas = got
+        return _json(_with_warnings({"status": "success", "data": {
+            "groups": [group_json(g) for g in merge_groups(groups, replicas)]}}, warnings))
 
-    async def alerts(self, _: web.Request) -> web.Response:
-        return _json({"status": "success", "data": {"alerts": []}})
+    async def alerts(self, request: web.Request) -> web.Response:
+        got = await self._rule_groups(request, RULE_TYPES["alert"])
+        if isinstance(got, web.Response):
+            return got
+        groups, warnings, replicas = got
+        return _json(_with_warnings({"status": "success", "data": {
+            "alerts": alerts_json(merge_groups(groups, replicas))}}, warnings))
+
+    async def _rule_groups(self, request: web.Request, kind: int):
+        p = await self._params(request)
+        try:
+            opts = self._options(request, p)
+        except BadParam as e:
+            return error_response("bad_data", str(e))
+        warnings: list[str] = []
+        try:
+            groups = await asyncio.wait_for(self.stores.rule_groups(
+                rules_pb2.RulesRequest(type=kind), opts, warnings), self.cfg.timeout_s)
+        except asyncio.TimeoutError:
+            return error_response("timeout", DEADLINE_MSG)
+        except StoreUnavailable as e:
+            return error_response("execution", str(e))
+        return groups, warnings, opts.replica_labels
 
 
 def _first(p: dict, name: str) -> str | None:

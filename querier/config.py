@@ -15,6 +15,7 @@ class QueryConfig:
     timeout_s: float = 120.0
     max_samples: int = 50_000_000
     max_concurrent: int = 20
+    slow_query_s: float = 10.0  # --query.log-queries-longer-than: 0 off, < 0 every query
     promql_features: frozenset[str] = frozenset()  # --enable-feature (Prometheus's names)
     store_timeout_s: float = 120.0
     # Deduplication: series differing only in these labels are replicas of one series.

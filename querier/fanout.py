@@ -24,6 +24,7 @@ from receiver.tsdb.chunkenc import decode_many
 from receiver.tsdb.histogram import ENCODING_XOR, chunk_encoding, decode_chunk, to_engine
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher
 from storeapi.client import StoreClient
+from storeapi.grpcmetrics import client_interceptors
 
 from .endpoints import EndpointHealth, HealthOptions, Info, describe_error, is_connection_error
 
@@ -43,6 +44,9 @@ class SelectOptions:
 
 
 DEFAULT_OPTIONS = SelectOptions()
+
+
+_NO_INFO = Info(0, 0, [])
 
 
 class StoreUnavailable(RuntimeError):
@@ -83,7 +87,9 @@ class StoreSet:
         self.tls = tls  # --grpc-client-tls-*
         self.response_timeout_s = response_timeout_s  # > 0: a slower store is dropped
         self.strict = frozenset(strict)  # --endpoint-strict: asked even while down
-        self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True, tls=tls)
+        self.interceptors = client_interceptors(registry)  # grpc_client_* metrics
+        self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True, tls=tls,
+                                    interceptors=self.interceptors)
                         for a in dict.fromkeys(addresses)]
         self.health = EndpointHealth(self.clients, health, registry)
 
@@ -97,7 +103,8 @@ class StoreSet:
         have = {c.address: c for c in self.clients}
         gone = [c for a, c in have.items() if a not in wanted]
         self.clients = [have.get(a) or StoreClient(a, timeout_s=self.timeout_s,
-                                                   native_histograms=True, tls=self.tls)
+                                                   native_histograms=True, tls=self.tls,
+                                                   interceptors=self.interceptors)
                         for a in wanted]
         self.health.set_clients(self.clients)
         for c in gone:
@@ -228,6 +235,30 @@ class StoreSet:
                 have.extend(m for m in metas if m not in have)
         return merged
 
+    async def rule_groups(self, req, opts: SelectOptions = DEFAULT_OPTIONS,
+                          warnings: list[str] | None = None) -> list:
+        """Thanos's Rules API over every endpoint whose Info announced it (rulers)."""
+        unchecked = [c for c in self.clients if self.health.status[c.address].up is None]
+        if unchecked:
+            await asyncio.gather(*(self.health.check(c) for c in unchecked))
+        rulers = [c for c in self.clients if (self.health.status[c.address].info or _NO_INFO).rules]
+        results = await asyncio.gather(*(c.rules(req) for c in rulers), return_exceptions=True)
+        groups = []
+        for c, r in zip(rulers, results):
+            if isinstance(r, BaseException):
+                if isinstance(r, asyncio.CancelledError):
+                    raise r
+                msg = f"endpoint {c.address}: {describe_error(r)}"
+                if not opts.partial_response:
+                    raise StoreUnavailable(msg)
+                if warnings is not None:
+                    warnings.append(msg)
+                continue
+            groups.extend(r[0])
+            if warnings is not None:
+                warnings.extend(r[1])
+        return groups
+
     async def close(self) -> None:
         await self.health.stop()
         for c in self.clients:
@@ -244,6 +275,17 @@ def merge_replicas(parts: list[tuple[np.ndarray, np.ndarray]], dedup_func: str, 
     return chain(parts)
 
 
+def decode_chunks(chunks, mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+    """One store's XOR chunks of a series as time-ordered samples. Chunks may overlap (an
+    out-of-order block beside an in-order one of the same range, in a store gateway's
+    answer): then one sample per timestamp is kept, the first chunk's."""
+    ts, vals = decode_many([c[2] for c in chunks], mint, maxt)
+    if len(ts) > 1 and not (ts[1:] > ts[:-1]).all():
+        ts, first = np.unique(ts, return_index=True)
+        vals = vals[first]
+    return ts, vals
+
+
 def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
                      counter: bool = False) -> list[Series]:
     """Decode each series' chunks; series with equal labels (from several stores, or replicas
@@ -258,7 +300,7 @@ def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
             if hs is not None:
                 out.append(hs)
             continue
-        ts, vals = merge_replicas([decode_many([c[2] for c in cl], mint, maxt) for cl in chunk_lists],
+        ts, vals = merge_replicas([decode_chunks(cl, mint, maxt) for cl in chunk_lists],
                                   dedup_func, counter)
         if len(ts):
             out.append(Series(lbls, ts, vals))

@@ -75,6 +75,18 @@ def parse_endpoint_config(text: str, path: str) -> list[str]:
     return out
 
 
+def file_stamps(files: Sequence[str]) -> tuple:
+    """What changes when a file is edited, replaced or removed (cheap change detection)."""
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            out.append((f, st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append((f, None))
+    return tuple(out)
+
+
 class FileSD:
     """The union of targets of every file the patterns match."""
 
@@ -94,14 +106,7 @@ class FileSD:
                        or os.path.splitext(p)[1] in (".json", ".yml", ".yaml")})
 
     def _stat(self, files: list[str]) -> tuple:
-        out = []
-        for f in files:
-            try:
-                st = os.stat(f)
-                out.append((f, st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                out.append((f, None))
-        return tuple(out)
+        return file_stamps(files)
 
     def changed(self) -> bool:
         return self._stat(self._files()) != self._stamp

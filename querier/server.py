@@ -99,7 +99,8 @@ class Querier:
         if self.cfg.grpc_address:
             source = FanoutSource(self.stores, partial_response=self.cfg.partial_response)
             self._grpc, self.grpc_port = await serve(source, self.cfg.grpc_address, "query",
-                                                     tls=self.cfg.grpc_server_tls)
+                                                     tls=self.cfg.grpc_server_tls,
+                                                     registry=self.registry)
 
     async def stop(self) -> None:
         await cancel_and_wait(more=self._tasks)

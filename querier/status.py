@@ -61,7 +61,8 @@ def buildinfo() -> dict:
 
 def config_yaml(cfg: QueryConfig) -> dict:
     """The effective querier configuration as YAML (Prometheus: its config file)."""
-    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "flags"}
+    fields = {k: sorted(v) if isinstance(v, (set, frozenset)) else v
+              for k, v in dataclasses.asdict(cfg).items() if k != "flags"}
     return {"yaml": yaml.safe_dump(fields, sort_keys=True)}
 
 

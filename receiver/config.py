@@ -29,6 +29,8 @@ class ReceiveConfig:
     wal_fsync: str = "none"                    # "none": write() before ack; "batch": group fsync
     chunk_range_ms: int = 2 * 3600 * 1000
     too_far_in_future_ms: int = 10 * 60_000    # --tsdb.too-far-in-future.time-window; 0 = off
+    rejected_log_interval_s: float = 30.0      # --receive.rejected-log-interval; 0 = off
+    ooo_window_ms: int = 0                     # --tsdb.out-of-order.time-window; 0 = off
     # Routing (a hashrings file makes this receiver a router; with a local endpoint in the ring,
     # a router+ingestor).
     hashrings_file: Path | None = None
@@ -41,6 +43,9 @@ class ReceiveConfig:
     forward_timeout_s: float = 5.0
     forward_retries: int = 2
     grpc_compression: str = "snappy"           # of forwarded writes: snappy | none
+    replication_protocol: str = "protobuf"     # of forwarded writes: protobuf (gRPC) | capnproto
+    # Thanos's Cap'n Proto Writer of an ingestor ("" = none; the CLI's default is 0.0.0.0:19391).
+    capnproto_address: str = ""
     limits_file: Path | None = None
     objstore_config: str | None = None          # Thanos objstore YAML; None: no shipping
     retention_ms: int = 15 * 86_400_000          # local blocks (shipped ones) older than this go

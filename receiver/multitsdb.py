@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from functools import partial
-from typing import Any, Awaitable, Callable, Generator, Iterable
+from typing import Any, Awaitable, Callable, Generator, Iterable, Iterator
 
 import numpy as np
 
@@ -22,9 +22,11 @@ from .remotewrite import STATUS_INVALID_UTF8, DecodedWrite
 from .tenancy import InvalidTenant, validate_tenant  # noqa: F401 -- InvalidTenant re-exported
 from .tsdb.block import BlockMeta, BlockReader, write_block
 from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
+from .tsdb.ooohead import OOO_HINT, OOOHead, is_ooo_block, merge_overlapping, ooo_block_series
 from .tsdb.labels import Labels, Matcher
 from .tsdb.histogram import from_proto_bytes, to_proto_bytes
-from .wal import WAL, HistogramsRecord, SamplesRecord, SeriesRecord, WALConfig
+from .wal import (WAL, HistogramsRecord, OOOHistogramsRecord, OOOSamplesRecord, SamplesRecord,
+                  SeriesRecord, WALConfig)
 from .wal.wal import lock_dir
 from .wal.checkpoint import checkpoints, replay_checkpoint, write_checkpoint
 
@@ -87,6 +89,8 @@ class WriteOutcome:
     """Counts of one request's fate, enough to choose Thanos's status code and message."""
 
     appended: int = 0
+    out_of_order_appended: int = 0  # of ``appended``: late samples the out-of-order head took
+    out_of_order_histograms_appended: int = 0  # of those, native histogram samples
     out_of_order: int = 0
     duplicate: int = 0
     too_old: int = 0
@@ -141,6 +145,7 @@ class TenantTSDB:
         self.too_far_in_future_ms = opts.too_far_in_future_ms
         self.blocks: dict[str, BlockReader] = {}
         self.replay_stats = ReplayStats()
+        self.replay_seconds = 0.0  # prometheus_tsdb_data_replay_duration_seconds
         self.head_floor = int(NO_TIME_MAX)  # the head serves samples from here on
         self._load_blocks()
 
@@ -156,9 +161,10 @@ class TenantTSDB:
 
     def _blocks_changed(self) -> None:
         # Samples before this are in blocks and the head refuses them; kept as a value because
-        # every write needs it.
-        self.blocks_max_time = max((b.meta.max_time for b in self.blocks.values()),
-                                   default=int(NO_TIME_MAX))
+        # every write needs it. Out-of-order blocks do not count: their range may reach past
+        # the head's newest sample, and later in-order samples there are still welcome.
+        self.blocks_max_time = max((b.meta.max_time for b in self.blocks.values()
+                                    if not is_ooo_block(b.meta)), default=int(NO_TIME_MAX))
 
     def thanos_meta(self) -> dict:
         return {"labels": dict(self.external_labels), "downsample": {"resolution": 0},
@@ -212,9 +218,33 @@ class TenantTSDB:
                        SamplesRecord(sample_refs, ts, vals) if len(ts) else None,
                        self._hist_record(batch, upto))
 
-        write_checkpoint(self.wal.cfg.dir, seg, records())
+        write_checkpoint(self.wal.cfg.dir, seg, itertools.chain(records(), self._ooo_records()))
         self.wal.truncate_before(seg)
         self.wal.release()  # an idle tenant keeps no descriptor; the next write reopens it
+
+    def _ooo_records(self) -> Iterator[tuple]:
+        """Checkpoint records of the out-of-order samples (of a head being cut too, if its
+        blocks are not in yet), after every series record."""
+        for ooo in self.head.ooo_heads():
+            refs, ts, vals = ooo.columns()
+            uniq, inv = np.unique(refs, return_inverse=True)
+            live = np.fromiter((self.head.key(r) is not None for r in uniq.tolist()), dtype=bool,
+                               count=len(uniq))[inv]
+            refs, ts, vals = refs[live], ts[live], vals[live]
+            for i in range(0, len(refs), 100_000):
+                yield (None, None, None, OOOSamplesRecord(refs[i:i + 100_000], ts[i:i + 100_000],
+                                                          vals[i:i + 100_000]))
+            h_refs, h_ts, raw = [], [], []
+            for ref, hts, hhs in ooo.hists.items():
+                if self.head.key(ref) is None:
+                    continue
+                for t, h in zip(hts, hhs):
+                    h_refs.append(ref)
+                    h_ts.append(t)
+                    raw.append(to_proto_bytes(t, h))
+            if raw:
+                yield (None, None, None, None, OOOHistogramsRecord(
+                    np.array(h_refs, dtype=np.int64), np.array(h_ts, dtype=np.int64), raw))
 
     def _hist_record(self, refs: list[int], upto: int) -> HistogramsRecord | None:
         """The head's native histogram samples >= ``upto`` of ``refs``, for a checkpoint."""
@@ -252,10 +282,35 @@ class TenantTSDB:
             if written is not None:
                 out.append(written[0])
         if upto is not None:
+            # The rotation and the out-of-order freeze happen in one loop step: every late
+            # sample in the segments the checkpoint replaces is in the frozen head's blocks.
+            seg = self.wal.rotate()
+            if h.ooo_heads():
+                frozen = h.freeze_ooo()
+                written_ooo = yield partial(self._write_ooo_blocks, frozen)
+                for meta, reader in written_ooo:
+                    self.blocks[meta.ulid] = reader
+                    out.append(meta)
+                    log.info("persisted out-of-order block", extra={
+                        "tenant": self.tenant, "ulid": meta.ulid, "mint": meta.min_time,
+                        "maxt": meta.max_time, "series": meta.num_series,
+                        "samples": meta.num_samples})
+                self._blocks_changed()
+                h.ooo_frozen = None
             empty = yield partial(self._truncate_head, upto)
             h.remove_empty_series(empty)
-            seg = self.wal.rotate()
             yield partial(self._write_checkpoint, seg, upto)
+        return out
+
+    def _write_ooo_blocks(self, ooo: OOOHead) -> list[tuple[BlockMeta, BlockReader]]:
+        """Worker thread: the frozen out-of-order head as one block per block range it
+        touches, marked ``from-out-of-order`` (they may overlap in-order blocks)."""
+        out = []
+        for bmin, series in ooo_block_series(ooo, self.head.labels, self.block_range_ms,
+                                             self.head.opts.samples_per_chunk):
+            meta = write_block(self.dir, series, bmin, bmin + self.block_range_ms,
+                               thanos_meta=self.thanos_meta(), compaction={"hints": [OOO_HINT]})
+            out.append((meta, BlockReader(self.dir / meta.ulid)))
         return out
 
     def compact(self) -> list[BlockMeta]:
@@ -295,20 +350,28 @@ class TenantTSDB:
     # -- queries ------------------------------------------------------------------------------
 
     def series(self, matchers: list[Matcher], mint: int, maxt: int, skip_chunks: bool = False):
-        """Head and local blocks merged: one entry per label set, chunks in time order."""
+        """Head, out-of-order head and local blocks merged: one entry per label set, chunks
+        in time order and not overlapping (one sample per timestamp: in-order data wins, then
+        the older out-of-order block)."""
         # Below head_floor the data is in blocks (the head still holds it until truncated).
         parts = [self.head.series(matchers, max(mint, self.head_floor), maxt, skip_chunks)]
-        for b in list(self.blocks.values()):
+        blocks = sorted(self.blocks.items(), key=lambda kv: (is_ooo_block(kv[1].meta), kv[0]))
+        for _, b in blocks:
             if b.meta.max_time > mint and b.meta.min_time <= maxt:
                 got = b.series(mint, maxt, matchers)
                 parts.append([(l, []) for l, _ in got] if skip_chunks else got)
+        for ooo in self.head.ooo_heads():
+            parts.append(self.head.ooo_series(matchers, mint, maxt, ooo))
         if len(parts) == 1:
             return parts[0]
         merged: dict[Labels, list] = {}
         for part in parts:
             for lbls, chunks in part:
                 merged.setdefault(lbls, []).extend(chunks)
-        return sorted((l, sorted(c, key=lambda x: x[0])) for l, c in merged.items())
+        if skip_chunks:
+            return sorted((l, []) for l in merged)
+        spc = self.head.opts.samples_per_chunk
+        return sorted((l, merge_overlapping(c, spc)) for l, c in merged.items())
 
     def label_names(self, matchers: list[Matcher]) -> set[str]:
         names = set(self.head.label_names(matchers))
@@ -340,6 +403,9 @@ class TenantTSDB:
         for b in self.blocks.values():
             lo.append(b.meta.min_time)
             hi.append(b.meta.max_time - 1)
+        for ooo in self.head.ooo_heads():
+            lo.append(ooo.min_time)
+            hi.append(ooo.max_time)
         return (min(lo), max(hi)) if lo else None
 
     # -- WAL ----------------------------------------------------------------------------------
@@ -353,6 +419,13 @@ class TenantTSDB:
         ``replay_stats`` and logged once per kind."""
         # A logged ref normally comes back unchanged; a lookup table covers the rare series
         # that was logged twice under different refs. -1 marks refs never (validly) defined.
+        t0 = time.monotonic()
+        try:
+            return self._replay()
+        finally:
+            self.replay_seconds = time.monotonic() - t0
+
+    def _replay(self) -> int:
         lut = np.zeros(0, dtype=np.int64)
         stats = self.replay_stats = ReplayStats()
         restored = 0
@@ -390,6 +463,11 @@ class TenantTSDB:
                 stats.unknown_ref_samples += int(np.count_nonzero(~good))
             if isinstance(rec, HistogramsRecord):
                 restored += self._replay_histograms(rec, mapped, good, floor, stats)
+            elif isinstance(rec, OOOSamplesRecord):
+                restored += self.head.replay_late(mapped[good], rec.ts[good], rec.vals[good])
+            elif isinstance(rec, OOOHistogramsRecord):
+                refs_, ts_, hists_ = self._decode_histograms(rec, mapped, stats)
+                restored += self.head.replay_late_histograms(refs_, ts_, hists_)
             elif good.all():
                 st = self.head.append(mapped, rec.ts, rec.vals, min_valid_time=floor)
                 restored += int(np.count_nonzero(st == OK))
@@ -403,6 +481,14 @@ class TenantTSDB:
 
     def _replay_histograms(self, rec: HistogramsRecord, mapped: np.ndarray, good: np.ndarray,
                            floor: int, stats: ReplayStats) -> int:
+        refs, ts, hists = self._decode_histograms(rec, mapped, stats)
+        st = self.head.append_histograms(refs, ts, hists, min_valid_time=floor)
+        return int(np.count_nonzero(st == OK))
+
+    @staticmethod
+    def _decode_histograms(rec: HistogramsRecord | OOOHistogramsRecord, mapped: np.ndarray,
+                           stats: ReplayStats) -> tuple[list[int], list[int], list]:
+        """A logged histogram record's samples of known series, parsed (bad ones counted)."""
         refs: list[int] = []
         ts: list[int] = []
         hists = []
@@ -416,8 +502,7 @@ class TenantTSDB:
                 continue
             refs.append(ref)
             ts.append(t)
-        st = self.head.append_histograms(refs, ts, hists, min_valid_time=floor)
-        return int(np.count_nonzero(st == OK))
+        return refs, ts, hists
 
     def write(self, req: DecodedWrite) -> WriteOutcome:
         """Append what is valid, log it to the WAL, and report the rest (caller then syncs)."""
@@ -458,23 +543,36 @@ class TenantTSDB:
             self._count_out_of_bounds(ts[~in_bounds], out)
             sample_refs, ts, vals = sample_refs[in_bounds], ts[in_bounds], vals[in_bounds]
         mvt = max(self.head.min_valid_time(), self.blocks_max_time)
+        head_maxt = self.head.max_time
         st = self.head.append(sample_refs, ts, vals, mvt)
         ok = st == OK
         out.appended = int(np.count_nonzero(ok))
+        ooo_rec = None
         if out.appended != len(st):
+            if self.head.opts.ooo_window_ms > 0:
+                late_st = self.head.append_late(sample_refs, ts, vals, st, head_maxt)
+                late_ok = (late_st == OK) & ~ok
+                if late_ok.any():
+                    ooo_rec = OOOSamplesRecord(sample_refs[late_ok], ts[late_ok], vals[late_ok])
+                    out.out_of_order_appended = len(ooo_rec.refs)
+                    out.appended += out.out_of_order_appended
+                st = late_st
             out.out_of_order = int(np.count_nonzero(st == OUT_OF_ORDER))
             out.duplicate = int(np.count_nonzero(st == DUPLICATE))
             out.too_old = int(np.count_nonzero(st == TOO_OLD))
         series_rec = SeriesRecord(new_refs, new_keys) if len(new_keys) else None
         samples_rec = None
-        if out.appended:
-            if out.appended == len(st):
+        if ok.any():
+            if ok.all():
                 samples_rec = SamplesRecord(sample_refs, ts, vals)
             else:
                 samples_rec = SamplesRecord(sample_refs[ok], ts[ok], vals[ok])
-        hist_rec = self._write_histograms(req, series_ref, mvt, latest, out) if req.hist_raw else None
-        if hist_rec is not None:
-            self.wal.log(series_rec, samples_rec, hist_rec)
+        hist_rec = ooo_hist_rec = None
+        if req.hist_raw:
+            hist_rec, ooo_hist_rec = self._write_histograms(req, series_ref, mvt, latest, out,
+                                                            head_maxt)
+        if hist_rec is not None or ooo_rec is not None or ooo_hist_rec is not None:
+            self.wal.log(series_rec, samples_rec, hist_rec, ooo_rec, ooo_hist_rec)
         elif series_rec is not None or samples_rec is not None:
             self.wal.log(series_rec, samples_rec)
         return out
@@ -492,9 +590,11 @@ class TenantTSDB:
         out.too_far_in_future += len(ts) - absurd
 
     def _write_histograms(self, req: DecodedWrite, series_ref: np.ndarray, mvt: int,
-                          latest: int, out: WriteOutcome) -> HistogramsRecord | None:
+                          latest: int, out: WriteOutcome, head_maxt: int
+                          ) -> tuple[HistogramsRecord | None, OOOHistogramsRecord | None]:
         """Append a request's native histogram samples (after its floats, as Prometheus
-        does); returns what to log. Counts go into ``out`` next to the float samples'."""
+        does; late ones within the out-of-order window to the out-of-order head); returns
+        what to log. Counts go into ``out`` next to the float samples'."""
         refs_all = series_ref[req.hist_series].tolist()
         ts_all = req.hist_ts.tolist()
         idx: list[int] = []
@@ -515,20 +615,30 @@ class TenantTSDB:
                 continue
             idx.append(i)
         if not idx:
-            return None
+            return None, None
         refs = [refs_all[i] for i in idx]
         ts = [ts_all[i] for i in idx]
-        st = self.head.append_histograms(refs, ts, hists, mvt).tolist()
-        keep = [k for k, s in enumerate(st) if s == OK]
-        out.appended += len(keep)
+        in_order = self.head.append_histograms(refs, ts, hists, mvt)
+        st = in_order
+        if self.head.opts.ooo_window_ms > 0 and (in_order != OK).any():
+            st = self.head.append_histograms_late(refs, ts, hists, in_order, head_maxt)
+        in_order, st = in_order.tolist(), st.tolist()
+        keep = [k for k, s in enumerate(in_order) if s == OK]
+        late = [k for k, s in enumerate(st) if s == OK and in_order[k] != OK]
+        out.appended += len(keep) + len(late)
+        out.out_of_order_appended += len(late)
+        out.out_of_order_histograms_appended += len(late)
         out.out_of_order += st.count(OUT_OF_ORDER)
         out.duplicate += st.count(DUPLICATE)
         out.too_old += st.count(TOO_OLD)
-        if not keep:
-            return None
-        return HistogramsRecord(np.array([refs[k] for k in keep], dtype=np.int64),
-                                np.array([ts[k] for k in keep], dtype=np.int64),
-                                [req.hist_raw[idx[k]] for k in keep])
+
+        def record(cls, ks: list[int]):
+            if not ks:
+                return None
+            return cls(np.array([refs[k] for k in ks], dtype=np.int64),
+                       np.array([ts[k] for k in ks], dtype=np.int64),
+                       [req.hist_raw[idx[k]] for k in ks])
+        return record(HistogramsRecord, keep), record(OOOHistogramsRecord, late)
 
     async def sync(self, to_disk: bool = False) -> None:
         """WAL on stable storage per the fsync policy; ``to_disk`` (shutdown) fsyncs anyway."""
@@ -547,7 +657,10 @@ class TenantTSDB:
             self.wal.close()
         except OSError:
             pass  # the failed writer's state is unknown; the new one cuts any torn tail
-        self.wal = WAL(cfg)
+        old, self.wal = self.wal, WAL(cfg)
+        for counter in ("fsyncs", "fsync_seconds", "writes_failed", "repairs", "records_written",
+                        "bytes_written"):  # counters never go back
+            setattr(self.wal, counter, getattr(old, counter))
         if self.head.num_series:
             self._write_checkpoint(self.wal.rotate(), int(np.iinfo(np.int64).min))
 

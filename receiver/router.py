@@ -28,10 +28,13 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from common.tls import ClientTLS, client_ssl_context, grpc_channel
+from storeapi.grpcmetrics import GrpcClientMetrics
 from storeapi.h2client import H2Channel, RpcError
 from storeapi.server import GRPC_OPTIONS, MAX_MESSAGE_BYTES
 
+from .capnproto import rpc as capnp_rpc
 from .hashring import _ringc
+from .hashring.config import Endpoint
 from .hashring.ring import Hashrings, InsufficientNodesError, hash_series
 from .remotewrite import DecodedWrite
 
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 REMOTE_WRITE_METHOD = "/thanos.WriteableStore/RemoteWrite"
 GRPC_COMPRESSIONS = ("snappy", "none")  # --receive.grpc-compression, as in Thanos
+REPLICATION_PROTOCOLS = ("protobuf", "capnproto")  # --receive.replication-protocol, as in Thanos
 
 # Outcome of one endpoint's share of a request.
 PENDING, OK, CONFLICT, BAD, LIMIT, UNAVAILABLE, ERROR = range(7)
@@ -54,6 +58,10 @@ _FROM_GRPC = {
     grpc.StatusCode.CANCELLED: UNAVAILABLE,
 }
 _FROM_HTTP = {200: OK, 204: OK, 409: CONFLICT, 400: BAD, 413: BAD, 429: LIMIT, 503: UNAVAILABLE}
+# A capnp WriteError, as Thanos's capnp client turns it into a gRPC code (internal -> unavailable).
+_FROM_CAPNP = {capnp_rpc.NONE: OK, capnp_rpc.UNAVAILABLE: UNAVAILABLE,
+               capnp_rpc.ALREADY_EXISTS: CONFLICT, capnp_rpc.INVALID_ARGUMENT: BAD,
+               capnp_rpc.INTERNAL: UNAVAILABLE}
 
 # What an ingestor answers over gRPC for the HTTP status its local write produced.
 GRPC_FOR_HTTP = {409: grpc.StatusCode.ALREADY_EXISTS, 400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -92,13 +100,19 @@ class Forwarder:
     """
 
     def __init__(self, timeout_s: float = 5.0, retries: int = 2, compression: str = "snappy",
-                 tls: ClientTLS | None = None) -> None:
+                 tls: ClientTLS | None = None, protocol: str = "protobuf",
+                 metrics: GrpcClientMetrics | None = None) -> None:
         if compression not in GRPC_COMPRESSIONS:
             raise ValueError(f"unknown gRPC compression {compression!r}")
+        if protocol not in REPLICATION_PROTOCOLS:
+            raise ValueError(f"unknown replication protocol {protocol!r}")
+        self.protocol = protocol
+        self._capnp: dict[str, capnp_rpc.WriterClient] = {}
         self.timeout_s = timeout_s
         self.retries = retries
         self.compression = compression
         self.tls = tls
+        self.metrics = metrics  # grpc_client_* of the forwarded writes
         self._ssl = client_ssl_context(tls)  # our HTTP/2 client's (snappy)
         self._channels: dict[str, tuple[object, Callable[[bytes], Awaitable[bytes]]]] = {}
 
@@ -123,10 +137,16 @@ class Forwarder:
         and a resend would turn its samples into conflicts)."""
         delay = 0.05
         for attempt in range(self.retries + 1):
+            call = self.metrics.begin(REMOTE_WRITE_METHOD, "unary") if self.metrics else None
             try:
                 await self._stub(address)(payload)
+                if call is not None:
+                    call.sent()
+                    call.done(grpc.StatusCode.OK)
                 return OK, ""
             except (grpc.aio.AioRpcError, RpcError) as e:
+                if call is not None:
+                    call.done(e.code())
                 res = _FROM_GRPC.get(e.code(), ERROR)
                 msg = f"{address}: {e.details() or e.code().name}"
                 if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
@@ -135,11 +155,38 @@ class Forwarder:
             delay *= 4
         return UNAVAILABLE, f"{address}: unreachable"
 
+    async def send_capnp(self, address: str, tenant: str, body: bytes) -> tuple[int, str]:
+        """Deliver a prometheus.WriteRequest body to a Cap'n Proto Writer. A connection that
+        cannot be opened or that breaks is retried on a new one, as Thanos's capnp client
+        reconnects (a write that did land then answers a conflict, which counts as stored)."""
+        client = self._capnp.get(address)
+        if client is None:
+            client = self._capnp[address] = capnp_rpc.WriterClient(address, MAX_MESSAGE_BYTES)
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                error, detail = await client.write(tenant, body, self.timeout_s)
+            except (OSError, TimeoutError, capnp_rpc.CallFailed) as e:
+                why = str(e) or type(e).__name__
+                msg = why if why.startswith(address) else f"{address}: {why}"
+                if not isinstance(e, ConnectionError) or attempt == self.retries:
+                    return UNAVAILABLE, msg
+                await asyncio.sleep(delay)
+                delay *= 4
+                continue
+            if error == capnp_rpc.NONE:
+                return OK, ""
+            name = capnp_rpc.ERROR_NAMES[error] if error < len(capnp_rpc.ERROR_NAMES) else str(error)
+            return _FROM_CAPNP.get(error, ERROR), f"{address}: {name}{': ' + detail if detail else ''}"
+        return UNAVAILABLE, f"{address}: unreachable"
+
     async def retain(self, addresses: set[str]) -> None:
         """Close channels of endpoints no longer in any hashring."""
         for a in [a for a in self._channels if a not in addresses]:
             ch, _ = self._channels.pop(a)
             await ch.close()
+        for a in [a for a in self._capnp if a not in addresses]:
+            await self._capnp.pop(a).close()
 
     async def close(self) -> None:
         await self.retain(set())
@@ -198,8 +245,8 @@ class Router:
             for node in np.unique(col).tolist():
                 rows = np.flatnonzero(col == node).astype(np.int32)
                 body = _ringc.gather(raw, spans, rows.tobytes())
-                addr = ring.endpoints[node].address
-                tasks[asyncio.create_task(self._send(addr, tenant, body, number))] = (node, r)
+                ep = ring.endpoints[node]
+                tasks[asyncio.create_task(self._send(ep, tenant, body, number))] = (node, r)
         results = np.full((len(ring.endpoints), rf), PENDING, dtype=np.int8)
         cols = np.arange(rf)[None, :]
         messages: dict[tuple[int, int], str] = {}
@@ -224,14 +271,18 @@ class Router:
             t.add_done_callback(self._background.discard)
         return self._verdict(results[assign, cols], need, messages)
 
-    async def _send(self, address: str, tenant: str, body: bytes, replica: int) -> tuple[int, str]:
-        if address == self.local_endpoint and self.local_writer is not None:
+    async def _send(self, ep: Endpoint, tenant: str, body: bytes, replica: int) -> tuple[int, str]:
+        address = ep.address
+        local = self.local_endpoint in (ep.address, ep.capnproto_address)
+        if local and self.local_writer is not None:
             try:
                 status, msg = await self.local_writer(tenant, body)
             except Exception as e:  # noqa: BLE001 -- a local failure is one replica's failure
                 log.exception("local write failed")
                 status, msg = 500, str(e)
             res = _FROM_HTTP.get(status, ERROR)
+        elif self.forwarder.protocol == "capnproto":  # carries no replica number (as Thanos)
+            res, msg = await self.forwarder.send_capnp(ep.capnproto_address, tenant, body)
         else:
             res, msg = await self.forwarder.send(address, body + write_request_tail(tenant, replica))
         if self.forwards is not None:

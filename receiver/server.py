@@ -21,12 +21,15 @@ import grpc.aio
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.httpmetrics import http_metrics
 from common.ops import add_ops_routes, new_registry, start_site
 from common.tls import peer_certificate, server_ssl_context
 from common.webconfig import WebConfigFile
+from storeapi.grpcmetrics import client_metrics, server_metrics
 from storeapi.h2server import H2GrpcServer
 from storeapi.server import MAX_MESSAGE_BYTES, WRITEABLE_STORE_SERVICE, StoreServer
 
+from .capnproto.rpc import ServerOptions as CapnpOptions, WriterServer
 from .config import ReceiveConfig
 from .lifecycle import BlockLifecycle
 from .hashring.watch import HashringsFile
@@ -34,11 +37,13 @@ from .limits import LimitsFile
 from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
 from .metadata import MetadataStore, decode_metadata, metadata_handler
 from .storagehealth import StorageHealth, is_storage_error
+from .rejectlog import RejectedWritesLog
 from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_certificate, tenant_from_headers
 from .thanoswrite import split_thanos_write
 from .tsdb.head import HeadOptions
+from .tsdbmetrics import registry_add_tsdb_metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +71,18 @@ class ReceiveMetrics:
                                 ["code"], registry=registry)
         self.samples = Counter("prometheus_tsdb_head_samples_appended", "Samples appended.",
                                ["tenant"], registry=registry)
+        self.ooo_samples = Counter("prometheus_tsdb_head_out_of_order_samples_appended",
+                                   "Late samples appended within --tsdb.out-of-order.time-window.",
+                                   ["tenant", "type"], registry=registry)
         self.rejected = Counter("thanos_receive_rejected_samples", "Samples rejected by reason.",
                                 ["reason"], registry=registry)
         self.duration = Histogram("thanos_receive_http_request_duration_seconds",
                                   "Remote-write request latency.", registry=registry)
-        self.series = Gauge("prometheus_tsdb_head_series", "Series in the heads.", registry=registry)
         self.head_bytes = Gauge("promring_head_chunk_bytes", "Bytes held by head chunks.",
                                 registry=registry)
         self.limited = Counter("thanos_receive_limited_requests", "Requests refused by a limit.",
                                ["tenant", "limit"], registry=registry)
+        self.http = http_metrics(registry)  # Thanos's http_requests_total{handler="receive"}
 
 
 class Receiver:
@@ -92,12 +100,13 @@ class Receiver:
             self.db = MultiTSDB(TSDBOptions(
                 path=cfg.tsdb_path, external_labels=cfg.external_labels,
                 tenant_label_name=cfg.tenant_label_name,
-                head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms), wal_fsync=cfg.wal_fsync,
+                head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms, ooo_window_ms=cfg.ooo_window_ms),
+                wal_fsync=cfg.wal_fsync,
                 retention_ms=cfg.retention_ms, too_far_in_future_ms=cfg.too_far_in_future_ms))
             self.source = MultiTSDBSource(self.db)
             self.metadata = MetadataStore(cfg.tsdb_path)
             self.health = StorageHealth(cfg.tsdb_path, cfg.storage_probe_interval_s)
-            self.metrics.series.set_function(self.db.num_series)
+            registry_add_tsdb_metrics(self.registry, self.db)
             self.metrics.head_bytes.set_function(self.db.memory_bytes)
             skipped = Gauge("promring_tsdb_wal_replay_skipped",
                             "What the last WAL replay skipped to start (corrupt segments, series "
@@ -115,7 +124,9 @@ class Receiver:
                                        content=cfg.hashrings_content)
             self.router = Router(
                 lambda: self.rings.rings, Forwarder(cfg.forward_timeout_s, cfg.forward_retries,
-                                                     cfg.grpc_compression, tls=cfg.forward_tls),
+                                                     cfg.grpc_compression, tls=cfg.forward_tls,
+                                                     protocol=cfg.replication_protocol,
+                                                     metrics=client_metrics(self.registry)),
                 local_endpoint=cfg.local_endpoint if cfg.is_ingestor else "",
                 local_writer=self._write_local_body if cfg.is_ingestor else None,
                 registry=self.registry)
@@ -123,8 +134,11 @@ class Receiver:
         self.ready = False
         self._runners: list[web.AppRunner] = []
         self._grpc: H2GrpcServer | None = None
+        self._capnp: WriterServer | None = None
         self._refresher: asyncio.Task | None = None
         self._prober: asyncio.Task | None = None
+        self.rejections = RejectedWritesLog(cfg.rejected_log_interval_s)
+        self._rejections_task: asyncio.Task | None = None
         self._ext_applied: set[str] = set()
         self.ports: dict[str, int] = {}
         self.bucket = None
@@ -136,7 +150,7 @@ class Receiver:
 
     def _rings_changed(self, rings) -> None:
         if self.router is not None:
-            asyncio.get_running_loop().create_task(self.router.forwarder.retain(rings.all_endpoints()))
+            asyncio.get_running_loop().create_task(self.router.forwarder.retain(rings.all_addresses()))
         self._ext_applied.clear()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -166,15 +180,20 @@ class Receiver:
                                                "seconds": round(time.monotonic() - t0, 3)})
             if self.cfg.objstore_config is not None:
                 from objstore import bucket_from_config
-                self.bucket = bucket_from_config(self.cfg.objstore_config)
+                from objstore.metrics import instrumented
+                self.bucket = instrumented(bucket_from_config(self.cfg.objstore_config),
+                                           self.registry)
             self.lifecycle = BlockLifecycle(self.db, self.bucket, self.cfg.lifecycle_interval_s,
                                             registry=self.registry)
             self.lifecycle.start()  # its first round ships what a previous run left behind
             if self.cfg.grpc_address:
                 await self._serve_grpc()
+            if self.cfg.capnproto_address:
+                await self._serve_capnp()
             await self.health.check(self.db.reopen_wal)
             self._prober = asyncio.get_running_loop().create_task(self.health.run(self.db.reopen_wal))
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop())
+        self._rejections_task = asyncio.get_running_loop().create_task(self.rejections.run())
         self.ready = True
 
     def is_ready(self) -> bool:
@@ -184,7 +203,8 @@ class Receiver:
     async def _serve_grpc(self) -> None:
         # Our own HTTP/2 gRPC server, not grpc.aio: Thanos routers compress forwarded writes with
         # snappy, which grpcio's core refuses before any handler runs.
-        server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES)
+        server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES,
+                              metrics=server_metrics(self.registry))
         server.add_generic_rpc_handlers(StoreServer(self.source, "receive").handlers())
         if self.metadata is not None:
             server.add_generic_rpc_handlers((metadata_handler(self.metadata),))
@@ -198,6 +218,17 @@ class Receiver:
             raise OSError(f"cannot bind StoreAPI gRPC server to {self.cfg.grpc_address}: {e}") from e
         await server.start()
         self._grpc, self.ports["grpc"] = server, port
+
+    async def _serve_capnp(self) -> None:
+        """Thanos's Cap'n Proto Writer (--receive.capnproto-address), for routers replicating
+        with --receive.replication-protocol=capnproto."""
+        server = WriterServer(self.capnp_write, CapnpOptions(
+            max_message_bytes=MAX_MESSAGE_BYTES, message_timeout_s=self.cfg.http_read_timeout_s))
+        try:
+            port = await server.start(self.cfg.capnproto_address)
+        except OSError as e:
+            raise OSError(f"cannot bind Cap'n Proto server to {self.cfg.capnproto_address}: {e}") from e
+        self._capnp, self.ports["capnproto"] = server, port
 
     async def _refresh_loop(self) -> None:
         """Re-read the hashrings and limits files when they change (no restart needed)."""
@@ -218,7 +249,7 @@ class Receiver:
 
     async def stop(self) -> None:
         self.ready = False
-        for task in (self._refresher, self._prober):
+        for task in (self._refresher, self._prober, self._rejections_task):
             if task is not None:
                 task.cancel()
         for r in self._runners:
@@ -229,11 +260,15 @@ class Receiver:
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
             self._grpc = None
+        if self._capnp is not None:
+            await self._capnp.stop()
+            self._capnp = None
         # No write can arrive any more: sync every WAL (the heads are replayed on start).
         if self.lifecycle is not None:
             await self.lifecycle.shutdown()
         if self.db is not None:
             self.db.close()
+        self.rejections.flush()  # the last interval's, not lost at shutdown
         if self.bucket is not None:
             await self.bucket.close()
 
@@ -246,8 +281,11 @@ class Receiver:
                 resp = await self._write(request)
         else:
             resp = await self._write(request)
+        took = time.perf_counter() - t0
         self.metrics.requests.labels(str(resp.status)).inc()
-        self.metrics.duration.observe(time.perf_counter() - t0)
+        self.metrics.duration.observe(took)
+        self.metrics.http.requests.labels("receive", str(resp.status)).inc()
+        self.metrics.http.latency.labels("receive").observe(took)
         return resp
 
     async def _write(self, request: web.Request) -> web.Response:
@@ -277,6 +315,7 @@ class Receiver:
         why = limits.check_request(tenant, len(body), 0, 0)
         if why:
             self.metrics.limited.labels(tenant, "size").inc()
+            self.rejections.add(tenant, "size_limit")
             return web.Response(status=413, text=f"{why}\n")
         try:
             raw = decompress_body(body, request.headers.get("Content-Encoding"),
@@ -290,6 +329,7 @@ class Receiver:
         why = limits.check_request(tenant, 0, len(req.keys), req.n_samples)
         if why:
             self.metrics.limited.labels(tenant, "request").inc()
+            self.rejections.add(tenant, "request_limit")
             return web.Response(status=413, text=f"{why}\n")
         if not req.keys and raw and self.metadata is not None:
             return await self._write_metadata(tenant, raw)
@@ -355,6 +395,12 @@ class Receiver:
             await context.abort(GRPC_FOR_HTTP.get(status, grpc.StatusCode.INTERNAL), msg)
         return b""
 
+    async def capnp_write(self, tenant: str, body: bytes) -> tuple[int, str]:
+        """``Writer.write`` of the Cap'n Proto server, its request already converted to a
+        remote-write body: written locally, never routed (as Thanos), with the gRPC path's
+        validation, tenant default and status."""
+        return await self._write_local_body(tenant or self.cfg.default_tenant, body)
+
     async def _write_local_body(self, tenant: str, body: bytes) -> tuple[int, str]:
         try:
             req = decode(body)
@@ -391,6 +437,7 @@ class Receiver:
         why = self.limits.limits.check_head(tenant, db.head.num_series)
         if why:
             self.metrics.limited.labels(tenant, "head_series").inc()
+            self.rejections.add(tenant, "head_series_limit")
             return 429, why
         try:
             out = db.write(req)
@@ -401,12 +448,18 @@ class Receiver:
             self.health.failed(f"writing the WAL of tenant {tenant!r}", e, tenant)
             return 503, f"storage unavailable: {e}"
         self.metrics.samples.labels(tenant).inc(out.appended)
+        if out.out_of_order_appended:
+            n_hist = out.out_of_order_histograms_appended
+            self.metrics.ooo_samples.labels(tenant, "float").inc(out.out_of_order_appended - n_hist)
+            if n_hist:
+                self.metrics.ooo_samples.labels(tenant, "histogram").inc(n_hist)
         for reason, n in (("out_of_order", out.out_of_order), ("duplicate", out.duplicate),
                           ("too_old", out.too_old), ("bad_labels", out.dropped_samples),
                           ("too_far_in_future", out.too_far_in_future),
                           ("out_of_bounds", out.out_of_bounds)):
             if n:
                 self.metrics.rejected.labels(reason).inc(n)
+                self.rejections.add(tenant, reason, n)
         conflicts = out.conflicts
         if conflicts:
             msg = "; ".join(conflicts)

@@ -3,11 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v chromium >/dev/null \
-    || ! command -v prometheus-node-exporter >/dev/null || ! command -v memcached >/dev/null; then
+    || ! command -v prometheus-node-exporter >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
+    || ! command -v memcached >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   # chromium: the web UI's browser tests drive it headless; node-exporter: their screenshots' setup.
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus prometheus-node-exporter chromium memcached >/dev/null
+  # prometheus-alertmanager: the ruler's tests send alerts to a real one.
+  # memcached: the query frontend's results cache is tested against a real one.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus prometheus-node-exporter prometheus-alertmanager chromium memcached >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from objstore import Bucket, ObjectNotFound
 
@@ -87,6 +87,9 @@ class ShipperMetrics:
         self.reuploads = Counter("promring_shipper_reuploads",
                                  "Blocks recorded as shipped but missing from the bucket, "
                                  "uploaded again.", ["tenant"], registry=registry)
+        self.last_success = Gauge("thanos_shipper_last_successful_upload_time",
+                                  "Unix time of the last successful block upload.", ["tenant"],
+                                  registry=registry)
 
 
 def block_dirs(tsdb_dir: Path) -> list[Path]:
@@ -215,6 +218,8 @@ class Shipper:
                     shipped += 1
                     self.uploads += 1
                     self._inc("uploads")
+                    if self._m is not None:
+                        self._m.last_success.labels(self._tenant).set_to_current_time()
                     if recorded:
                         self.reuploads += 1
                         self._inc("reuploads")

@@ -72,6 +72,15 @@ class SyncMetrics:
                                      "Blocks that failed to load.", registry=registry)
         self.drops = Counter("thanos_bucket_store_block_drops", "Blocks no longer served.",
                              registry=registry)
+        # Per Series request, as Thanos's store dashboard reads them.
+        self.blocks_queried = Histogram("thanos_bucket_store_series_blocks_queried",
+                                        "Blocks a Series request touched.",
+                                        buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+                                        registry=registry)
+        self.get_all = Histogram("thanos_bucket_store_series_get_all_duration_seconds",
+                                 "Time to read every block's part of a Series request.",
+                                 buckets=(0.001, 0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90,
+                                          120), registry=registry)
 
 
 def _is_ulid(s: str) -> bool:
@@ -294,9 +303,12 @@ class BucketStore:
         the requested ``aggregates`` (storeapi Aggr numbers). The merge is lazy, so the
         StoreAPI server encodes and sends frames while it runs."""
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
+        t0 = time.perf_counter()
         results = await asyncio.gather(*(
             self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
             for b in blocks))
+        self.sync_metrics.get_all.observe(time.perf_counter() - t0)
+        self.sync_metrics.blocks_queried.observe(len(blocks))
         return merge_block_series(results)
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:

@@ -19,6 +19,7 @@ from common.ops import add_ops_routes, new_registry, start_site
 from common.tls import ServerTLS
 from common.webconfig import WebConfigFile
 from objstore import Bucket, bucket_from_config
+from objstore.metrics import instrumented
 from storeapi.server import serve as serve_storeapi
 
 from .block import (
@@ -89,7 +90,7 @@ class StoreGateway:
     async def start(self) -> None:
         cfg = self.cfg
         if self._bucket is None:
-            self._bucket = bucket_from_config(cfg.objstore_config)
+            self._bucket = instrumented(bucket_from_config(cfg.objstore_config), self.registry)
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         raise_open_files_limit()
         self.store = BucketStore(
@@ -111,7 +112,8 @@ class StoreGateway:
         await self._sync_logged()
         self._grpc, self.ports["grpc"] = await serve_storeapi(self.store, cfg.grpc_address,
                                                               component_type="store",
-                                                              tls=cfg.grpc_server_tls)
+                                                              tls=cfg.grpc_server_tls,
+                                                              registry=self.registry)
         self._sync_task = asyncio.create_task(self._sync_loop(), name="store-sync")
 
     async def sync_once(self) -> None:

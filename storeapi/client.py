@@ -1,7 +1,7 @@
 """Asyncio StoreAPI client (grpc.aio) used by the querier; talks to promring or Thanos stores."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -10,7 +10,7 @@ import grpc.aio
 from common.tls import ClientTLS, grpc_channel
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
-from storeapi import info_pb2, metadata_pb2, rpc_pb2, types_pb2
+from storeapi import info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.server import GRPC_OPTIONS, AggrData
 
@@ -60,6 +60,7 @@ class StoreInfo:
     max_time: int
     component_type: str = ""
     supports_without_replica_labels: bool = False
+    serves_rules: bool = False  # Info announced the Rules API (a ruler)
 
 
 @dataclass
@@ -85,6 +86,9 @@ class _Stubs:
         self.series = ch.unary_stream(
             "/thanos.Store/Series", request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
             response_deserializer=rpc_pb2.SeriesResponse.FromString)
+        self.rules = ch.unary_stream(
+            "/thanos.Rules/Rules", request_serializer=rules_pb2.RulesRequest.SerializeToString,
+            response_deserializer=rules_pb2.RulesResponse.FromString)
         self.metadata = ch.unary_stream(
             "/thanos.Metadata/MetricMetadata",
             request_serializer=metadata_pb2.MetricMetadataRequest.SerializeToString,
@@ -99,12 +103,14 @@ class StoreClient:
     """
 
     def __init__(self, address: str, timeout_s: float = 120.0, series_batch_size: int = 256,
-                 native_histograms: bool = False, tls: ClientTLS | None = None) -> None:
+                 native_histograms: bool = False, tls: ClientTLS | None = None,
+                 interceptors: Sequence = ()) -> None:
         """``native_histograms``: keep HISTOGRAM/FLOAT_HISTOGRAM chunks (as EncodedChunk data)
         instead of dropping them with a warning; for callers that can decode them."""
         self.address = address
         self.native_histograms = native_histograms
         self.tls = tls
+        self.interceptors = tuple(interceptors)  # e.g. grpc_client_* metrics
         self._timeout = timeout_s
         self._batch = series_batch_size
         self._channel: grpc.aio.Channel | None = None
@@ -112,7 +118,8 @@ class StoreClient:
 
     def _rpc(self) -> _Stubs:
         if self._stubs is None:
-            self._channel = grpc_channel(self.address, self.tls, CHANNEL_OPTIONS)
+            self._channel = grpc_channel(self.address, self.tls, CHANNEL_OPTIONS,
+                                         self.interceptors)
             self._stubs = _Stubs(self._channel)
         return self._stubs
 
@@ -128,11 +135,14 @@ class StoreClient:
                 label_sets=[labels_from_pb(ls.labels) for ls in old.label_sets],
                 min_time=old.min_time, max_time=old.max_time,
                 component_type=rpc_pb2.StoreType.Name(old.storeType).lower())
+        # An endpoint without the Store API (a stateless ruler) holds no data: an empty range.
+        mint, maxt = ((r.store.min_time, r.store.max_time) if r.HasField("store")
+                      else ((1 << 63) - 1, -(1 << 63)))
         return StoreInfo(
             label_sets=[labels_from_pb(ls.labels) for ls in r.label_sets],
-            min_time=r.store.min_time, max_time=r.store.max_time,
-            component_type=r.ComponentType,
-            supports_without_replica_labels=r.store.supports_without_replica_labels)
+            min_time=mint, max_time=maxt, component_type=r.ComponentType,
+            supports_without_replica_labels=r.store.supports_without_replica_labels,
+            serves_rules=r.HasField("rules"))
 
     async def iter_series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                           skip_chunks: bool = False, without_replica_labels: Iterable[str] = (),
@@ -296,6 +306,18 @@ class StoreClient:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
         return out, warnings
+
+    async def rules(self, req: rules_pb2.RulesRequest
+                    ) -> tuple[list[rules_pb2.RuleGroup], list[str]]:
+        """thanos.Rules: the endpoint's rule groups, and warnings."""
+        groups: list[rules_pb2.RuleGroup] = []
+        warnings: list[str] = []
+        async for r in self._rpc().rules(req, timeout=self._timeout):
+            if r.WhichOneof("result") == "group":
+                groups.append(r.group)
+            elif r.WhichOneof("result") == "warning":
+                warnings.append(r.warning)
+        return groups, warnings
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -20,6 +20,7 @@ import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import grpc
@@ -31,6 +32,9 @@ import h2.exceptions
 import h2.settings
 
 from storeapi import grpc_codec
+
+if TYPE_CHECKING:
+    from storeapi.grpcmetrics import GrpcServerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -388,8 +392,9 @@ class H2GrpcServer:
     """
 
     def __init__(self, max_message_bytes: int = 256 << 20, max_concurrent_streams: int = 1000,
-                 window_bytes: int = 4 << 20) -> None:
+                 window_bytes: int = 4 << 20, metrics: "GrpcServerMetrics | None" = None) -> None:
         self.max_message_bytes = max_message_bytes
+        self.metrics = metrics  # grpc_server_* (storeapi.grpcmetrics)
         self.max_concurrent_streams = max_concurrent_streams
         self.window_bytes = window_bytes
         self._handlers: list[grpc.GenericRpcHandler] = []
@@ -404,7 +409,7 @@ class H2GrpcServer:
         for h in self._handlers:
             found = h.service(details)
             if found is not None:
-                return found
+                return self.metrics.wrap(found, details.method) if self.metrics else found
         return None
 
     async def bind(self, address: str, ssl_context: ssl.SSLContext | None = None) -> int:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import grpc
 import grpc.aio
+from prometheus_client import CollectorRegistry
 
 from receiver.tsdb.labels import Labels, Matcher
 from google.protobuf import any_pb2
@@ -376,12 +377,14 @@ def writeable_store_handler(handler: WriteHandler) -> grpc.GenericRpcHandler:
 
 
 async def serve(source: SeriesSource, address: str, component_type: str = "receive",
-                writer: WriteHandler | None = None, tls: ServerTLS | None = None
-                ) -> tuple[grpc.aio.Server, int]:
+                writer: WriteHandler | None = None, tls: ServerTLS | None = None,
+                registry: CollectorRegistry | None = None) -> tuple[grpc.aio.Server, int]:
     """Start a grpc.aio server with Store + Info (and WriteableStore when ``writer`` is given)
     on ``address`` (TLS when ``tls`` is enabled); returns the started server and the bound port
-    (useful for ``host:0``)."""
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    (useful for ``host:0``); with ``registry``, the grpc_server_* metrics go there."""
+    from storeapi.grpcmetrics import MetricsInterceptor, server_metrics
+    interceptors = [MetricsInterceptor(server_metrics(registry))] if registry is not None else []
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=interceptors)
     StoreServer(source, component_type).register(server)
     if writer is not None:
         server.add_generic_rpc_handlers((writeable_store_handler(writer),))

@@ -188,10 +188,12 @@ class ServerProcess:
 
 def receive_process(workdir: Path, name: str, *extra: str, router_only: bool = False) -> ServerProcess:
     """``promring receive`` on fresh loopback ports (ingestor unless a hashrings file is passed)."""
-    ports = {"remote_write": free_port(), "grpc": free_port(), "http": free_port()}
+    ports = {"remote_write": free_port(), "grpc": free_port(), "http": free_port(),
+             "capnproto": free_port()}
     args = promring_cmd() + ["receive", "--tsdb.path", str(workdir / name),
                              "--remote-write.address", f"127.0.0.1:{ports['remote_write']}",
                              "--grpc-address", f"127.0.0.1:{ports['grpc']}",
+                             "--receive.capnproto-address", f"127.0.0.1:{ports['capnproto']}",
                              "--http-address", f"127.0.0.1:{ports['http']}", *extra]
     ready = [f"http://127.0.0.1:{ports['remote_write']}/-/ready"]
     return ServerProcess(args, workdir, name, ports, ready)
@@ -272,6 +274,42 @@ def answers_of_prometheus_and_querier(workdir: Path, answers, cfg=None) -> tuple
         finally:
             await q.stop()
     return theirs, asyncio.run(ours())
+
+
+def rule_process(workdir: Path, name: str, *extra: str) -> ServerProcess:
+    """``promring rule`` on fresh loopback HTTP and gRPC ports (its data dir under workdir)."""
+    ports = {"http": free_port(), "grpc": free_port()}
+    args = promring_cmd() + ["rule", "--data-dir", str(workdir / name),
+                             "--http-address", f"127.0.0.1:{ports['http']}",
+                             "--grpc-address", f"127.0.0.1:{ports['grpc']}", *extra]
+    return ServerProcess(args, workdir, name, ports, [f"http://127.0.0.1:{ports['http']}/-/ready"])
+
+
+ALERTMANAGER_CONFIG = """
+route:
+  receiver: "null"
+  group_wait: 1s
+  group_interval: 1s
+receivers:
+  - name: "null"
+"""
+
+
+def alertmanager_process(workdir: Path, name: str = "alertmanager") -> ServerProcess:
+    """Debian's ``prometheus-alertmanager`` on a free port, clustering off, a receiver that
+    drops notifications (tests read what it received from its API)."""
+    exe = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if exe is None:
+        raise AssertionError("prometheus-alertmanager is not installed (scripts/test.sh "
+                             "installs Debian's package)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / f"{name}.yml").write_text(ALERTMANAGER_CONFIG)
+    port = free_port()
+    args = [exe, f"--config.file={workdir / f'{name}.yml'}",
+            f"--storage.path={workdir / name}", f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address="]
+    return ServerProcess(args, workdir, name, {"http": port},
+                         [f"http://127.0.0.1:{port}/-/ready"])
 
 
 def sidecar_process(workdir: Path, name: str, prometheus_url: str, tsdb_path: Path,

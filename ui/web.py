@@ -14,7 +14,8 @@ from pathlib import Path
 from aiohttp import web
 
 # The querier's pages: path and nav bar title.
-QUERY_PAGES = (("graph", "Query"), ("stores", "Stores"), ("status", "Status"), ("flags", "Flags"))
+QUERY_PAGES = (("graph", "Query"), ("alerts", "Alerts"), ("rules", "Rules"), ("stores", "Stores"),
+               ("status", "Status"), ("flags", "Flags"))
 STATIC_DIR = Path(str(resources.files(__package__) / "static"))
 # The pages run only their own scripts and talk only to this server, whatever a label holds.
 CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "

@@ -151,3 +151,7 @@ class Hashrings:
 
     def all_endpoints(self) -> set[str]:
         return {e.address for s in self.specs for e in s.endpoints}
+
+    def all_addresses(self) -> set[str]:
+        """Every address a router may forward to: gRPC and Cap'n Proto."""
+        return self.all_endpoints() | {e.capnproto_address for s in self.specs for e in s.endpoints}

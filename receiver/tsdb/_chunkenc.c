@@ -379,6 +379,44 @@ done:
     return res;
 }
 
+/* window_sums(vals, starts): the sum of each window vals[starts[i]:starts[i+1]] (the last to
+ * the end), added from 0.0 one sample after another in order -- Thanos's downsampling
+ * aggregator's order, so sums are bit-identical to its. Built without -ffast-math, so the
+ * compiler keeps this order. */
+static PyObject *py_window_sums(PyObject *self, PyObject *args) {
+    PyObject *ovs, *ost;
+    if (!PyArg_ParseTuple(args, "OO:window_sums", &ovs, &ost)) return NULL;
+    Py_buffer bv, bs;
+    Py_ssize_t nv, ns;
+    if (get_buf8(ovs, 'f', &bv, &nv, "vals") < 0) return NULL;
+    if (get_buf8(ost, 'i', &bs, &ns, "starts") < 0) { PyBuffer_Release(&bv); return NULL; }
+    PyObject *res = NULL;
+    const double *v = bv.buf;
+    const int64_t *st = bs.buf;
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        int64_t end = i + 1 < ns ? st[i + 1] : (int64_t)nv;
+        if (st[i] < 0 || st[i] > end || end > (int64_t)nv) {
+            PyErr_SetString(PyExc_ValueError, "starts must be ascending offsets into vals");
+            goto done;
+        }
+    }
+    res = PyBytes_FromStringAndSize(NULL, ns * (Py_ssize_t)sizeof(double));
+    if (!res) goto done;
+    double *out = (double *)PyBytes_AS_STRING(res);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        int64_t end = i + 1 < ns ? st[i + 1] : (int64_t)nv;
+        double acc = 0.0;
+        for (int64_t j = st[i]; j < end; j++) acc += v[j];
+        out[i] = acc;
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&bs);
+    return res;
+}
+
 static PyObject *corrupt(void) {
     PyErr_SetString(PyExc_ValueError, "corrupt XOR chunk");
     return NULL;
@@ -772,6 +810,62 @@ static PyObject *head_samples(HeadChunksObject *self, PyObject *args) {
     return res;
 }
 
+/* lookup(refs, ts) -> (hit bytes, value bytes): for each (refs[i], ts[i]) whether the series
+   already holds a sample at exactly that time (1/0) and its value (float64; 0 on a miss).
+   The out-of-order path's duplicate check: one decode of the one chunk that may hold t. */
+static PyObject *head_lookup(HeadChunksObject *self, PyObject *args) {
+    PyObject *orefs, *ots;
+    if (!PyArg_ParseTuple(args, "OO:lookup", &orefs, &ots)) return NULL;
+    Py_buffer br, bt;
+    Py_ssize_t nr, nt;
+    if (get_buf8(orefs, 'i', &br, &nr, "refs") < 0) return NULL;
+    if (get_buf8(ots, 'i', &bt, &nt, "ts") < 0) { PyBuffer_Release(&br); return NULL; }
+    PyObject *hits = NULL, *vals = NULL, *res = NULL;
+    if (nr != nt) {
+        PyErr_SetString(PyExc_ValueError, "refs and ts differ in length");
+        goto done;
+    }
+    hits = PyBytes_FromStringAndSize(NULL, nr);
+    vals = PyBytes_FromStringAndSize(NULL, nr * 8);
+    if (!hits || !vals) goto done;
+    uint8_t *hit = (uint8_t *)PyBytes_AS_STRING(hits);
+    uint64_t *val = (uint64_t *)PyBytes_AS_STRING(vals);
+    const int64_t *refs = br.buf;
+    const int64_t *ts = bt.buf;
+    int bad = 0;
+    for (Py_ssize_t i = 0; i < nr && !bad; i++) {
+        hit[i] = 0;
+        val[i] = 0;
+        if (refs[i] < 0 || refs[i] >= self->n) continue;
+        const Series *s = &self->series[refs[i]];
+        const int64_t t = ts[i];
+        const uint8_t *data = NULL;
+        size_t len = 0;
+        for (uint32_t c = 0; c < s->ndone; c++) {
+            if (s->done[c].mint > t) break;
+            if (s->done[c].maxt >= t) { data = s->done[c].data; len = s->done[c].len; break; }
+        }
+        if (!data && s->enc.count > 0 && s->t0 <= t && t <= s->enc.t) {
+            data = s->buf;
+            len = (s->enc.nbits + 7) / 8;
+        }
+        if (!data) continue;
+        int64_t got_t[2];
+        uint64_t got_v[2];
+        Py_ssize_t k = xor_decode_into(data, len, t, t, got_t, got_v);
+        if (k < 0) bad = 1;
+        else if (k == 1) { hit[i] = 1; val[i] = got_v[0]; }
+    }
+    if (bad) { corrupt(); goto done; }
+    res = PyTuple_Pack(2, hits, vals);
+done:
+    Py_XDECREF(hits);
+    Py_XDECREF(vals);
+    PyBuffer_Release(&br);
+    PyBuffer_Release(&bt);
+    return res;
+}
+
 static PyObject *head_bounds(HeadChunksObject *self, PyObject *arg) {
     long long ref = PyLong_AsLongLong(arg);
     if (ref == -1 && PyErr_Occurred()) return NULL;
@@ -915,6 +1009,8 @@ static PyMethodDef head_methods[] = {
      "chunks(ref, mint, maxt) -> [(chunk mint, chunk maxt, bytes)] overlapping [mint, maxt]."},
     {"samples", (PyCFunction)head_samples, METH_VARARGS,
      "samples(ref, mint, maxt) -> (ts bytes, vals bytes) of samples in [mint, maxt]."},
+    {"lookup", (PyCFunction)head_lookup, METH_VARARGS,
+     "lookup(refs, ts) -> (hit bytes, float64 value bytes): samples held at exactly ts."},
     {"bounds", (PyCFunction)head_bounds, METH_O, "bounds(ref) -> (min t, max t) or None."},
     {"last", (PyCFunction)head_last, METH_O, "last(ref) -> (t, v) or None."},
     {"num_samples", (PyCFunction)head_num_samples, METH_O, "num_samples(ref) -> int."},
@@ -964,6 +1060,8 @@ static PyMethodDef module_methods[] = {
      "xor_encode(ts, vals) -> bytes: a Prometheus XOR chunk of int64 ts / float64 vals."},
     {"xor_decode", py_xor_decode, METH_O,
      "xor_decode(chunk) -> (ts bytes, vals bytes), native int64 / float64."},
+    {"window_sums", py_window_sums, METH_VARARGS,
+     "window_sums(vals, starts) -> float64 bytes: each window's sum, added in order from 0.0."},
     {"xor_decode_many", py_xor_decode_many, METH_VARARGS,
      "xor_decode_many(chunks, mint, maxt) -> (ts bytes, vals bytes) of the samples of the "
      "chunks (one series, time order) with mint <= t <= maxt."},

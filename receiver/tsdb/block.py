@@ -164,21 +164,34 @@ def write_meta(block_dir: Path, meta: BlockMeta) -> None:
     os.replace(tmp, path)
 
 
+# Facts about one block's own files and upload: never carried over from another block's meta.
+_PER_BLOCK_THANOS_FIELDS = ("files", "segment_files", "index_stats", "upload_time")
+
+
 def _thanos_section(given: dict[str, Any], block_dir: Path, segments: Sequence[str]
                     ) -> dict[str, Any]:
-    """Fill Thanos's defaults and its file list (sizes let a store skip HEAD requests)."""
+    """Fill Thanos's defaults and this block's file list (sizes let a store skip HEAD
+    requests; ``segment_files``, as Thanos's shipper and compactor write it, lets Thanos's
+    store gateway skip listing chunks/)."""
     t: dict[str, Any] = {"version": 1, "labels": {}, "downsample": {"resolution": 0},
                          "source": ""}
-    t.update(given)
-    if "files" not in t:
-        files = [{"rel_path": f"{CHUNKS_DIRNAME}/{s}",
-                  "size_bytes": (block_dir / CHUNKS_DIRNAME / s).stat().st_size}
-                 for s in segments]
-        files.append({"rel_path": INDEX_FILENAME,
-                      "size_bytes": (block_dir / INDEX_FILENAME).stat().st_size})
-        files.append({"rel_path": META_FILENAME})
-        t["files"] = files
+    t.update({k: v for k, v in given.items() if k not in _PER_BLOCK_THANOS_FIELDS})
+    files = [{"rel_path": f"{CHUNKS_DIRNAME}/{s}",
+              "size_bytes": (block_dir / CHUNKS_DIRNAME / s).stat().st_size}
+             for s in segments]
+    files.append({"rel_path": INDEX_FILENAME,
+                  "size_bytes": (block_dir / INDEX_FILENAME).stat().st_size})
+    files.append({"rel_path": META_FILENAME})
+    t["files"] = files
+    t["segment_files"] = list(segments)
     return t
+
+
+def thanos_meta_section(given: dict[str, Any], block_dir: Path) -> dict[str, Any]:
+    """Thanos's meta section for an existing block directory (one written by Prometheus, or
+    rewritten): ``given`` plus defaults and the list of its files with their sizes."""
+    segments = sorted(p.name for p in (Path(block_dir) / CHUNKS_DIRNAME).iterdir())
+    return _thanos_section(given, Path(block_dir), segments)
 
 
 # ---------------------------------------------------------------------------- writing
@@ -207,7 +220,8 @@ def write_block(dir: Path, series: Iterable[tuple[Labels, Sequence[ChunkData]]],
 
     A block of another chunk encoding (Thanos's downsampled aggregate chunks, 0xff) passes
     ``encoding`` and ``count_samples`` (samples per chunk, for the meta's stats).
-    ``compaction`` overrides the meta's level/sources/parents (compactor output).
+    ``compaction`` overrides the meta's level/sources/parents (compactor output) and may
+    carry Prometheus's ``hints`` (``["from-out-of-order"]``).
     """
     if maxt <= mint:
         raise ValueError("block maxt must be > mint")
@@ -282,8 +296,8 @@ def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkD
     if len(c_mint) and (c_mint.min() < mint or c_maxt.max() >= maxt):
         raise ValueError(f"chunks reach outside the block range [{mint}, {maxt})")
     c_ref = np.concatenate(refs) if refs else np.zeros(0, dtype=np.int64)
-    write_index(tmp / INDEX_FILENAME, labels, np.array(counts, dtype=np.int64),
-                c_mint, c_maxt, c_ref)
+    series_refs = write_index(tmp / INDEX_FILENAME, labels, np.array(counts, dtype=np.int64),
+                              c_mint, c_maxt, c_ref)
     _fsync_path(tmp / INDEX_FILENAME)
     with open(tmp / TOMBSTONES_FILENAME, "wb") as f:
         f.write(EMPTY_TOMBSTONES)
@@ -298,10 +312,38 @@ def _write_block_files(tmp: Path, series: Iterable[tuple[Labels, Sequence[ChunkD
         meta.level = int(compaction.get("level", 1))
         meta.sources = list(compaction.get("sources") or [ulid])
         meta.parents = list(compaction.get("parents") or [])
+        if compaction.get("hints"):
+            meta.extra["compaction"] = {"hints": sorted(compaction["hints"])}
     if thanos_meta is not None:
         meta.thanos = _thanos_section(thanos_meta, tmp, segments)
+        if meta.thanos.get("source") == "compactor":  # as Thanos's compactor, for its outputs
+            stats = index_stats(series_refs, np.array(counts, dtype=np.int64), c_ref)
+            if stats:
+                meta.thanos["index_stats"] = stats
     write_meta(tmp, meta)
     return meta
+
+
+def index_stats(series_refs: np.ndarray, chunk_counts: np.ndarray, chunk_refs: np.ndarray
+                ) -> dict[str, int]:
+    """Thanos's ``index_stats`` the way its compactor estimates them (its index health
+    check): ``series_max_size`` = the largest gap between consecutive series entries,
+    ``chunk_max_size`` = the largest gap between a series' consecutive chunks in one segment,
+    each series' last two chunks left out. Zero estimates are left out, as in Thanos."""
+    out: dict[str, int] = {}
+    if len(series_refs) > 1:
+        out["series_max_size"] = int(np.diff(series_refs).max()) * 16
+    n = int(chunk_counts.sum())
+    first = np.repeat(np.cumsum(chunk_counts) - chunk_counts, chunk_counts)
+    last_pairable = np.repeat(chunk_counts, chunk_counts) - 3  # position i pairs with i + 1
+    pair = np.flatnonzero((np.arange(n) - first) <= last_pairable)
+    if len(pair):
+        refs = chunk_refs.astype(np.int64)
+        same_seg = (refs[pair] >> 32) == (refs[pair + 1] >> 32)
+        gaps = (refs[pair + 1] - refs[pair])[same_seg]
+        if len(gaps):
+            out["chunk_max_size"] = int(gaps.max())
+    return {k: v for k, v in out.items() if v > 0}
 
 
 def cut_chunks(ts: np.ndarray, vals: np.ndarray, mint: int, maxt: int,

@@ -13,7 +13,9 @@ import numpy as np
 from ._blockio import decode_label_keys
 from .chunkenc import HeadChunks
 from .histhead import HistogramHead
+from .histogram import cut_chunks as cut_hist_chunks
 from .labels import Labels, Matcher, decode_labels_key
+from .ooohead import OOOHead, encode_chunks
 from .postings import MemPostings
 
 # Per-sample status codes returned by HeadChunks.append.
@@ -27,6 +29,9 @@ NO_TIME_MAX = np.iinfo(np.int64).min
 class HeadOptions:
     chunk_range_ms: int = 2 * 3600 * 1000
     samples_per_chunk: int = 120
+    # --tsdb.out-of-order.time-window: late samples within this of the head's newest go
+    # to the out-of-order head instead of being refused; 0 = refuse them (Prometheus's default).
+    ooo_window_ms: int = 0
 
 
 @dataclass
@@ -47,8 +52,14 @@ class Head:
         self._chunks = HeadChunks(self.opts.samples_per_chunk, self.opts.chunk_range_ms)
         # Native histogram samples live beside the float store (see histhead).
         self.hists = HistogramHead(self.opts.chunk_range_ms, self.opts.samples_per_chunk)
+        # Late float samples (see ooohead). A block cut freezes it (a fresh one takes new
+        # samples) and drops the frozen one once its blocks are in.
+        self.ooo = OOOHead()
+        self.ooo_frozen: OOOHead | None = None
         self.min_time = int(NO_TIME_MIN)
         self.max_time = int(NO_TIME_MAX)
+        self.series_created = 0  # prometheus_tsdb_head_series_created_total
+        self.series_removed = 0  # prometheus_tsdb_head_series_removed_total
         self._symbols: dict[str, str] = {}
 
     # -- series -------------------------------------------------------------------------------
@@ -67,6 +78,7 @@ class Head:
             self._chunks.resize(len(self._keys))
         self._keys[ref] = key
         self._refs[key] = ref
+        self.series_created += 1
         return ref
 
     def refs_for(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
@@ -154,6 +166,98 @@ class Head:
             self.max_time = max(self.max_time, int(ok_ts.max()))
         return status
 
+    def append_late(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray,
+                    status: np.ndarray, head_maxt: int) -> np.ndarray:
+        """Give the samples ``append`` refused as late (out of order, too old) to the
+        out-of-order head when they are within the window of ``head_maxt`` (the head's newest
+        before the batch, as Prometheus's appender takes it); returns the new statuses.
+
+        With a window, a late sample outside it is "too old" (Prometheus's ErrTooOldSample).
+        A series takes late samples of one kind only: late floats of a series holding native
+        histograms keep their status (and the other way round, see append_histograms_late)."""
+        window = self.opts.ooo_window_ms
+        late = (status == OUT_OF_ORDER) | (status == TOO_OLD)
+        if window <= 0 or head_maxt == NO_TIME_MAX or not late.any():
+            return status
+        refs = np.asarray(refs, dtype=np.int64)
+        ts = np.asarray(ts, dtype=np.int64)
+        if self.hists.num_series:
+            late &= self.hists.last_ts(refs) == NO_TIME_MAX
+        for ooo in self.ooo_heads():
+            if ooo.hists.num_samples:
+                late &= ~np.isin(refs, np.array(ooo.hists.refs(), dtype=np.int64))
+        within = late & (ts >= max(head_maxt - window, int(NO_TIME_MAX)))
+        status = status.copy()
+        status[late & ~within] = TOO_OLD
+        idx = np.flatnonzero(within)
+        if len(idx):
+            taken, taken_vals = self._in_order_at(refs[idx], ts[idx])
+            if self.ooo_frozen is not None:  # a block cut is writing it: still first-written
+                hit, hit_vals = self.ooo_frozen.lookup(refs[idx], ts[idx])
+                if hit is not None:
+                    if taken is None:
+                        taken, taken_vals = hit, hit_vals
+                    else:
+                        taken_vals = np.where(taken, taken_vals, hit_vals)
+                        taken = taken | hit
+            status[idx] = self.ooo.insert(refs[idx], ts[idx], np.asarray(vals)[idx],
+                                          taken, taken_vals)
+        return status
+
+    def _in_order_at(self, refs: np.ndarray, ts: np.ndarray
+                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Which (ref, t) the in-order store already holds, and its value there (in C)."""
+        hit, vals = self._chunks.lookup(np.ascontiguousarray(refs, dtype=np.int64),
+                                        np.ascontiguousarray(ts, dtype=np.int64))
+        hit = np.frombuffer(hit, dtype=np.uint8).astype(bool)
+        if not hit.any():
+            return None, None
+        return hit, np.frombuffer(vals, dtype=np.float64)
+
+    def append_histograms_late(self, refs: list[int], ts: list[int], hists: list,
+                               status: np.ndarray, head_maxt: int) -> np.ndarray:
+        """``append_late`` for native histogram samples (per sample: they are rare). Only
+        series without float samples (in order or late) take late histograms."""
+        window = self.opts.ooo_window_ms
+        if window <= 0 or head_maxt == NO_TIME_MAX:
+            return status
+        late = np.flatnonzero((status == OUT_OF_ORDER) | (status == TOO_OLD))
+        if not len(late):
+            return status
+        status = status.copy()
+        floor = max(head_maxt - window, int(NO_TIME_MAX))
+        late_refs = np.array([refs[i] for i in late.tolist()], dtype=np.int64)
+        has_floats = np.zeros(len(late), dtype=bool)
+        for ooo in self.ooo_heads():
+            has_floats |= ooo.has_float_refs(late_refs)
+        pending: dict = {}
+        for k, i in enumerate(late.tolist()):
+            ref, t, h = refs[i], ts[i], hists[i]
+            if has_floats[k] or self._chunks.num_samples(ref):
+                continue
+            if t < floor:
+                status[i] = TOO_OLD
+                continue
+            held_ts, held = self.hists.samples(ref, t, t)
+            prior = held[0] if held_ts else (
+                self.ooo_frozen.hists.get(ref, t) if self.ooo_frozen is not None else None)
+            status[i] = self.ooo.hists.insert(ref, t, h, prior, pending)
+        self.ooo.hists.commit(pending)
+        return status
+
+    def replay_late_histograms(self, refs: list[int], ts: list[int], hists: list) -> int:
+        """WAL replay of logged late histogram samples; returns how many were restored."""
+        pending: dict = {}
+        got = [self.ooo.hists.insert(r, t, h, None, pending) for r, t, h in zip(refs, ts, hists)]
+        self.ooo.hists.commit(pending)
+        return got.count(OK)
+
+    def replay_late(self, refs: np.ndarray, ts: np.ndarray, vals: np.ndarray) -> int:
+        """WAL replay of logged out-of-order samples (acknowledged, so no window check);
+        returns how many were restored."""
+        st = self.ooo.insert(refs, ts, vals)
+        return int(np.count_nonzero(st == OK))
+
     def append_histograms(self, refs: list[int], ts: list[int], hists: list,
                           min_valid_time: int | None = None) -> np.ndarray:
         """Append native histogram samples in order; one status per sample as ``append``."""
@@ -197,6 +301,40 @@ class Head:
         out.sort(key=lambda s: s[0])
         return out
 
+    def ooo_heads(self) -> list[OOOHead]:
+        """The out-of-order heads holding samples: one being cut, then the live one."""
+        return [o for o in (self.ooo_frozen, self.ooo) if o is not None and o.num_samples]
+
+    def freeze_ooo(self) -> OOOHead:
+        """Start a block cut of the out-of-order head: it stays readable as ``ooo_frozen``
+        (until ``ooo_frozen`` is cleared) and late samples go to a fresh one."""
+        if self.ooo_frozen is None:
+            self.ooo_frozen = self.ooo
+        else:  # the last cut failed before its blocks were in: cut both now
+            self.ooo_frozen.merge_from(self.ooo)
+        self.ooo = OOOHead()
+        return self.ooo_frozen
+
+    def ooo_series(self, matchers: list[Matcher], mint: int, maxt: int,
+                   ooo: OOOHead | None = None) -> list[tuple[Labels, list[tuple[int, int, bytes]]]]:
+        """Matching series' out-of-order samples in [mint, maxt] as XOR chunks (of ``ooo``,
+        by default the live out-of-order head), sorted by labels."""
+        ooo = self.ooo if ooo is None else ooo
+        if not ooo.num_samples:
+            return []
+        refs = np.intersect1d(self.select_refs(matchers), ooo.series_refs())
+        out = []
+        for ref in refs.tolist():
+            chunks = encode_chunks(*ooo.samples(ref, mint, maxt), self.opts.samples_per_chunk)
+            if ooo.hists.num_samples:
+                hts, hhs = ooo.hists.samples(ref, mint, maxt)
+                chunks += cut_hist_chunks(list(zip(hts, hhs)), None, self.opts.chunk_range_ms,
+                                          self.opts.samples_per_chunk)
+            if chunks and self._keys[ref] is not None:
+                out.append((self.labels(ref), chunks))
+        out.sort(key=lambda s: s[0])
+        return out
+
     def label_names(self, matchers: list[Matcher] | None = None) -> list[str]:
         if not matchers:
             return self._postings.label_names()
@@ -216,7 +354,7 @@ class Head:
         return sorted(values)
 
     def memory_bytes(self) -> int:
-        return self._chunks.memory_bytes()
+        return self._chunks.memory_bytes() + sum(o.memory_bytes() for o in self.ooo_heads())
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -277,6 +415,9 @@ class Head:
             has_hist = np.fromiter((self.hists.num_samples(r) > 0 for r in refs.tolist()),
                                    dtype=bool, count=len(refs))
             refs = refs[~has_hist]
+        for ooo in self.ooo_heads():
+            if len(refs):
+                refs = refs[~ooo.has_refs(refs)]
         return refs
 
     def remove_empty_series(self, candidates: np.ndarray) -> int:
@@ -289,9 +430,12 @@ class Head:
             key = keys[ref] if ref < len(keys) else None
             if key is None or self._chunks.num_samples(ref) or self.hists.num_samples(ref):
                 continue
+            if any(o.has_refs(np.array([ref]))[0] for o in self.ooo_heads()):
+                continue
             keys[ref] = None
             del self._refs[key]
             gone.append(ref)
             label_sets.append(decode_labels_key(key))
         self._postings.delete(np.array(gone, dtype=np.int64), label_sets)
+        self.series_removed += len(gone)
         return len(gone)

@@ -69,8 +69,10 @@ def _section(body: bytes | bytearray) -> bytes:
 
 
 def write_index(path: Path, series_labels: Sequence[Labels], chunk_counts: np.ndarray,
-                chunk_mint: np.ndarray, chunk_maxt: np.ndarray, chunk_ref: np.ndarray) -> int:
-    """Write a v2 index for series sorted by labels; returns the file size.
+                chunk_mint: np.ndarray, chunk_maxt: np.ndarray, chunk_ref: np.ndarray
+                ) -> np.ndarray:
+    """Write a v2 index for series sorted by labels; returns the series references (entry
+    offset / 16) in label order.
 
     ``chunk_counts[i]`` chunks of series i sit at consecutive positions of the flattened
     ``chunk_mint``/``chunk_maxt`` (inclusive)/``chunk_ref`` arrays.
@@ -104,10 +106,12 @@ def write_index(path: Path, series_labels: Sequence[Labels], chunk_counts: np.nd
     pos += len(blob)
     ids = np.frombuffer(ids_b, dtype=np.int64)
 
+    # The postings section starts before the padding that 4-byte-aligns its first list
+    # (Prometheus's TOC says so too; readers find each list through the offset table).
+    toc_postings = pos
     pad = -pos % 4
     out.append(b"\0" * pad)
     pos += pad
-    toc_postings = pos
 
     # One (name, value, series id) triple per label; symbol order is string order, so sorting
     # by (name id, value id) is sorting by (name, value). A stable sort keeps ids ascending.
@@ -136,7 +140,7 @@ def write_index(path: Path, series_labels: Sequence[Labels], chunk_counts: np.nd
     pos += TOC_LEN
     with open(path, "wb") as f:
         f.writelines(out)
-    return pos
+    return ids
 
 
 

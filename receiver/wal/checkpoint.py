@@ -38,7 +38,8 @@ def write_checkpoint(wal_dir: Path, segment: int,
     """Write ``checkpoint.<segment>`` atomically and remove older checkpoints and temp dirs.
 
     ``records`` yields ``(SeriesRecord | None, SamplesRecord | None)`` or, with native
-    histograms, ``(..., HistogramsRecord | None)`` triples."""
+    histograms and out-of-order samples, ``(..., HistogramsRecord | None,
+    OOOSamplesRecord | None)``: the arguments of :meth:`WAL.log`."""
     final = wal_dir / f"checkpoint.{segment:08d}"
     tmp = wal_dir / f"checkpoint.{segment:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

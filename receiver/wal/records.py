@@ -28,6 +28,14 @@ Histograms payload (type 4), native histogram samples::
 ``blob`` is the concatenation of each sample's ``prometheus.Histogram`` message bytes (as the
 remote-write request carried them). :meth:`WAL.log` writes a type-4 frame right after the
 request's series/samples frame, in the same ``writev``.
+
+Out-of-order samples payload (type 5), float samples the out-of-order head took (within
+``--tsdb.out-of-order.time-window``): the samples payload. Written after the request's series
+frame in the same ``writev``, so a series is always defined before its late samples; replay
+puts them back into the out-of-order head, never into the in-order one.
+
+Out-of-order histograms payload (type 6): the histograms payload, for late native histogram
+samples; written and replayed like type 5.
 """
 from __future__ import annotations
 
@@ -40,6 +48,8 @@ TYPE_SERIES = 1
 TYPE_SAMPLES = 2
 TYPE_SERIES_SAMPLES = 3
 TYPE_HISTOGRAMS = 4
+TYPE_OOO_SAMPLES = 5
+TYPE_OOO_HISTOGRAMS = 6
 
 _I8 = np.dtype("<i8")
 _F8 = np.dtype("<f8")
@@ -64,6 +74,15 @@ class SeriesRecord:
 @dataclass
 class SamplesRecord:
     """Accepted samples of one request, column-wise."""
+
+    refs: np.ndarray
+    ts: np.ndarray
+    vals: np.ndarray
+
+
+@dataclass
+class OOOSamplesRecord:
+    """Accepted out-of-order float samples of one request, column-wise."""
 
     refs: np.ndarray
     ts: np.ndarray
@@ -121,7 +140,7 @@ def series_parts(rec: SeriesRecord) -> list:
     return _columns_and_blobs([refs], rec.keys)
 
 
-def samples_parts(rec: SamplesRecord) -> list:
+def samples_parts(rec: SamplesRecord | OOOSamplesRecord) -> list:
     """Buffers whose concatenation is the samples payload."""
     refs = np.ascontiguousarray(rec.refs, dtype=_I8)
     ts = np.ascontiguousarray(rec.ts, dtype=_I8)
@@ -161,7 +180,7 @@ class HistogramsRecord:
     raw: list[bytes]
 
 
-def histograms_parts(rec: HistogramsRecord) -> list:
+def histograms_parts(rec: HistogramsRecord | OOOHistogramsRecord) -> list:
     """Buffers whose concatenation is the histograms payload."""
     refs = np.ascontiguousarray(rec.refs, dtype=_I8)
     ts = np.ascontiguousarray(rec.ts, dtype=_I8)
@@ -169,6 +188,26 @@ def histograms_parts(rec: HistogramsRecord) -> list:
     if len(ts) != n or len(rec.raw) != n:
         raise ValueError(f"histograms record: lengths differ (refs={n}, ts={len(ts)}, raw={len(rec.raw)})")
     return _columns_and_blobs([refs, ts], rec.raw)
+
+
+def decode_ooo_samples(buf: memoryview, off: int, end: int) -> tuple[OOOSamplesRecord, int]:
+    """Decode an out-of-order samples payload (the samples layout)."""
+    rec, stop = decode_samples(buf, off, end)
+    return OOOSamplesRecord(rec.refs, rec.ts, rec.vals), stop
+
+
+@dataclass
+class OOOHistogramsRecord:
+    """Accepted out-of-order native histogram samples: ``raw[i]`` is a prometheus.Histogram."""
+
+    refs: np.ndarray
+    ts: np.ndarray
+    raw: list[bytes]
+
+
+def decode_ooo_histograms(buf: memoryview, off: int, end: int) -> tuple[OOOHistogramsRecord, int]:
+    rec, stop = decode_histograms(buf, off, end)
+    return OOOHistogramsRecord(rec.refs, rec.ts, rec.raw), stop
 
 
 def decode_histograms(buf: memoryview, off: int, end: int) -> tuple[HistogramsRecord, int]:

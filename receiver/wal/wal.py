@@ -46,6 +46,7 @@ import mmap
 import os
 import re
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ from pathlib import Path
 
 from .records import (
     TYPE_HISTOGRAMS,
+    TYPE_OOO_HISTOGRAMS,
+    TYPE_OOO_SAMPLES,
     TYPE_SAMPLES,
     TYPE_SERIES,
     TYPE_SERIES_SAMPLES,
@@ -60,7 +63,11 @@ from .records import (
     SamplesRecord,
     HistogramsRecord,
     SeriesRecord,
+    OOOHistogramsRecord,
+    OOOSamplesRecord,
     decode_histograms,
+    decode_ooo_histograms,
+    decode_ooo_samples,
     decode_samples,
     decode_series,
     histograms_parts,
@@ -112,7 +119,8 @@ def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
         if size - off < HEADER_SIZE:
             raise _BadFrame(off, f"short frame header ({size - off} bytes)")
         typ, ver, rsv1, length, crc, rsv2 = HEADER.unpack_from(buf, off)
-        if (typ not in (TYPE_SERIES, TYPE_SAMPLES, TYPE_SERIES_SAMPLES, TYPE_HISTOGRAMS)
+        if (typ not in (TYPE_SERIES, TYPE_SAMPLES, TYPE_SERIES_SAMPLES, TYPE_HISTOGRAMS,
+                        TYPE_OOO_SAMPLES, TYPE_OOO_HISTOGRAMS)
                 or ver != VERSION or rsv1 or rsv2):
             raise _BadFrame(off, "invalid frame header")
         p = off + HEADER_SIZE
@@ -128,6 +136,10 @@ def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
                 recs = [decode_series(buf, p, end)]
             elif typ == TYPE_HISTOGRAMS:
                 recs = [decode_histograms(buf, p, end)]
+            elif typ == TYPE_OOO_SAMPLES:
+                recs = [decode_ooo_samples(buf, p, end)]
+            elif typ == TYPE_OOO_HISTOGRAMS:
+                recs = [decode_ooo_histograms(buf, p, end)]
             else:
                 s, q = decode_series(buf, p, end)
                 recs = [(s, q), decode_samples(buf, q, end)]
@@ -217,11 +229,19 @@ class WAL:
         self.fsyncs = 0  # completed group commits (each = fsync of the touched segment files)
         self.bytes_written = 0
         self.records_written = 0
+        self.writes_failed = 0  # prometheus_tsdb_wal_writes_failed_total
+        self.repairs = 0  # torn tails cut (counted as corruptions, as Prometheus repairs them)
+        self.fsync_seconds = 0.0  # sum of prometheus_tsdb_wal_fsync_duration_seconds
 
     # ---- segments -------------------------------------------------------------------------
 
     def _path(self, seg: int) -> Path:
         return self.cfg.dir / f"{seg:08d}"
+
+    @property
+    def current_segment(self) -> int:
+        """The segment being written (-1 before the first write)."""
+        return self._seg
 
     def segments(self) -> list[int]:
         """Numbers of the segment files present, ascending."""
@@ -295,6 +315,7 @@ class WAL:
             "WAL %s: torn tail in segment %08d at offset %d (%s); truncating %d bytes",
             self.cfg.dir, seg, e.offset, e.reason, size - e.offset,
         )
+        self.repairs += 1
         path = self._path(seg)
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
@@ -369,20 +390,26 @@ class WAL:
         return True
 
     def log(self, series: SeriesRecord | None, samples: SamplesRecord | None,
-            histograms: HistogramsRecord | None = None) -> None:
+            histograms: HistogramsRecord | None = None,
+            ooo: OOOSamplesRecord | None = None,
+            ooo_histograms: OOOHistogramsRecord | None = None) -> None:
         """Append one request's new series and accepted samples (float, then native
-        histogram) as a single write."""
+        histogram, then out-of-order float and native histogram) as a single write."""
         self._check_usable()
         has_series = series is not None and len(series.refs) > 0
         has_samples = samples is not None and len(samples.refs) > 0
-        hist_frame: list = []
+        trailing: list = []
         if histograms is not None and len(histograms.refs) > 0:
-            hist_frame = self._frame(TYPE_HISTOGRAMS, histograms_parts(histograms))
+            trailing = self._frame(TYPE_HISTOGRAMS, histograms_parts(histograms))
+        if ooo is not None and len(ooo.refs) > 0:
+            trailing += self._frame(TYPE_OOO_SAMPLES, samples_parts(ooo))
+        if ooo_histograms is not None and len(ooo_histograms.refs) > 0:
+            trailing += self._frame(TYPE_OOO_HISTOGRAMS, histograms_parts(ooo_histograms))
         if not has_series and not has_samples:
             if series is not None and len(series.keys):
                 raise ValueError("series record: keys without refs")
-            if hist_frame:
-                self._append_frames(hist_frame)
+            if trailing:
+                self._append_frames(trailing)
             return
         parts: list = []
         if has_series:
@@ -390,7 +417,7 @@ class WAL:
         if has_samples:
             parts += samples_parts(samples)  # type: ignore[arg-type]
         typ = TYPE_SERIES_SAMPLES if has_series and has_samples else TYPE_SERIES if has_series else TYPE_SAMPLES
-        self._append_frames(self._frame(typ, parts) + hist_frame)
+        self._append_frames(self._frame(typ, parts) + trailing)
 
     @staticmethod
     def _frame(typ: int, parts: list) -> list:
@@ -427,6 +454,7 @@ class WAL:
                 while rest:
                     rest = rest[os.write(fd, rest):]
         except BaseException as e:
+            self.writes_failed += 1
             try:
                 os.ftruncate(fd, self._seg_size)
             except OSError:
@@ -460,12 +488,15 @@ class WAL:
             if self._fd is not None:
                 fds.append(os.dup(self._fd))  # the thread owns its own descriptor
             dirty, self._dir_dirty = self._dir_dirty, False
+            t0 = time.perf_counter()
             await asyncio.to_thread(_fsync_all, fds, self.cfg.dir if dirty else None)
+            self.fsync_seconds += time.perf_counter() - t0
             self.fsyncs += 1
             self._synced_seq = max(self._synced_seq, seq)
         except OSError as e:
             # After a failed fsync the page cache state is unknown (data may be dropped);
             # retrying could falsely succeed, so refuse all further writes.
+            self.writes_failed += 1
             self._broken = e
             raise
         finally:

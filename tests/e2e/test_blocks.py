@@ -152,17 +152,23 @@ def _openmetrics(series) -> str:
     return "\n".join(lines) + "\n# EOF\n"
 
 
+def om_series(t0: int, hosts: int, seed: int, job: str = "om") -> list:
+    """A gauge and a counter per host over 4h at 30s, for ``_openmetrics``."""
+    rng = np.random.default_rng(seed)
+    data = []
+    for i in range(hosts):
+        ts = t0 + np.arange(0, 4 * HOUR, 30_000)
+        data.append(("om_gauge", (("instance", f"h{i}"), ("job", job)), ts.tolist(),
+                     np.round(rng.normal(50, 10, len(ts)), 2).tolist()))
+        data.append(("om_requests_total", (("code", "200" if i % 2 else "500"), ("instance", f"h{i}"), ("job", job)),
+                     ts.tolist(), np.cumsum(rng.integers(0, 10, len(ts))).astype(float).tolist()))
+    return data
+
+
 @needs_promtool
 def test_prometheus_blocks_served_like_prometheus(tmp_path):
     t0 = (int(time.time() * 1000) // HOUR - 6) * HOUR
-    rng = np.random.default_rng(5)
-    data = []
-    for i in range(8):
-        ts = t0 + np.arange(0, 4 * HOUR, 30_000)
-        data.append(("om_gauge", (("instance", f"h{i}"), ("job", "om")), ts.tolist(),
-                     np.round(rng.normal(50, 10, len(ts)), 2).tolist()))
-        data.append(("om_requests_total", (("code", "200" if i % 2 else "500"), ("instance", f"h{i}"), ("job", "om")),
-                     ts.tolist(), np.cumsum(rng.integers(0, 10, len(ts))).astype(float).tolist()))
+    data = om_series(t0, 8, seed=5)
     om = tmp_path / "data.om"
     om.write_text(_openmetrics(data))
     prom_dir = tmp_path / "prom-tsdb"

@@ -17,6 +17,8 @@ BAD_RECEIVE = [
     (["--tsdb.max-block-duration", "1h"], "--tsdb.max-block-duration"),
     (["--tsdb.retention", "inf"], "--tsdb.retention"),
     (["--tsdb.retention=-1d"], "--tsdb.retention"),
+    (["--tsdb.out-of-order.time-window=-1h"], "--tsdb.out-of-order.time-window"),
+    (["--tsdb.out-of-order.time-window", "soon"], "--tsdb.out-of-order.time-window"),
     (["--receive.max-request-size", "0"], "--receive.max-request-size"),
     (["--receive.max-request-size", "lots"], "--receive.max-request-size"),
     (["--receive.replication-factor", "0"], "--receive.replication-factor"),
@@ -25,6 +27,7 @@ BAD_RECEIVE = [
     (["--remote-write.address", "localhost"], "--remote-write.address"),
     (["--remote-write.address", "127.0.0.1:99999"], "--remote-write.address"),
     (["--grpc-address", "127.0.0.1:http"], "--grpc-address"),
+    (["--receive.capnproto-address", "127.0.0.1"], "--receive.capnproto-address"),
     (["--label", "no-equals-sign"], "--label"),
     (["--label", '0bad="x"'], "--label"),
     (["--receive.default-tenant-id", "../etc"], "--receive.default-tenant-id"),
@@ -45,7 +48,8 @@ BAD_UP_ONLY = [
 
 def _addresses() -> list[str]:
     return ["--remote-write.address", f"127.0.0.1:{free_port()}",
-            "--grpc-address", f"127.0.0.1:{free_port()}", "--http-address", f"127.0.0.1:{free_port()}"]
+            "--grpc-address", f"127.0.0.1:{free_port()}", "--http-address", f"127.0.0.1:{free_port()}",
+            "--receive.capnproto-address", f"127.0.0.1:{free_port()}"]
 
 
 def _refused(argv: list[str], flag: str, capsys) -> None:

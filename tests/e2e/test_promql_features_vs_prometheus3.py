@@ -41,6 +41,16 @@ def _answer(api: str, q: str, t: float) -> tuple[int, object]:
         if isinstance(res, list) else res
 
 
+def _assert_same_answers(theirs_api: str, ours_api: str, queries: list[str], t: float,
+                         same=lambda a, b: a == b) -> None:
+    diffs = []
+    for q in queries:
+        theirs, ours = _answer(theirs_api, q, t), _answer(ours_api, q, t)
+        if not same(theirs, ours):
+            diffs.append(f"{q}\n  prometheus {theirs}\n  promring   {ours}")
+    assert not diffs, "\n".join(diffs)
+
+
 @pytest.mark.parametrize("features", ["", FLAGS])
 def test_feature_flags_answer_as_prometheus_3(promring_up, tmp_path, features):
     extra = [f"--enable-feature={features}"] if features else []
@@ -56,13 +66,7 @@ def test_feature_flags_answer_as_prometheus_3(promring_up, tmp_path, features):
                   ((("__name__", "b_total"), ("job", "node")), ts, [2.0 * i for i in range(9)])]
         for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
             assert push(url, series).status_code in (200, 204)
-        t = (ts[-1] + 1000) / 1000
-        diffs = []
-        for q in QUERIES:
-            theirs, ours = _answer(prom.api, q, t), _answer(pr.api, q, t)
-            if theirs != ours:
-                diffs.append(f"{q}\n  prometheus {theirs}\n  promring   {ours}")
-        assert not diffs, "\n".join(diffs)
+        _assert_same_answers(prom.api, pr.api, QUERIES, (ts[-1] + 1000) / 1000)
     finally:
         prom.stop()
 
@@ -111,12 +115,6 @@ def test_edge_values_answer_as_prometheus_3(promring_up, tmp_path):
                    [1e9 + i * 0.1 + (i % 7) * 1e-3 for i in range(241)])]
         for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
             assert push(url, series).status_code in (200, 204)
-        t = (ts[-1] + 1000) / 1000
-        diffs = []
-        for q in EDGE_QUERIES:
-            theirs, ours = _answer(prom.api, q, t), _answer(pr.api, q, t)
-            if not _same(theirs, ours):
-                diffs.append(f"{q}\n  prometheus {theirs}\n  promring   {ours}")
-        assert not diffs, "\n".join(diffs)
+        _assert_same_answers(prom.api, pr.api, EDGE_QUERIES, (ts[-1] + 1000) / 1000, _same)
     finally:
         prom.stop()

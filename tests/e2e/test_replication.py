@@ -53,10 +53,9 @@ def got(api: str, name: str, t_end: int, headers=None) -> dict:
 
 def series_count(ingestor) -> float:
     text = requests.get(ingestor.url("http", "/metrics"), timeout=10).text
-    for line in text.splitlines():
-        if line.startswith("prometheus_tsdb_head_series "):
-            return float(line.split()[1])
-    return 0.0
+    # one sample per tenant (prometheus_tsdb_head_series{tenant="..."}), as Thanos's multitsdb
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(("prometheus_tsdb_head_series ", "prometheus_tsdb_head_series{")))
 
 
 class Writer(threading.Thread):
@@ -202,7 +201,7 @@ def test_router_ingestor_mode_stores_locally_and_replicates_to_its_peer(tmp_path
             "receive", "--tsdb.path", str(tmp_path / f"ri{i}"),
             "--remote-write.address", f"127.0.0.1:{ports['remote_write']}",
             "--grpc-address", f"127.0.0.1:{ports['grpc']}",
-            "--http-address", f"127.0.0.1:{ports['http']}",
+            "--http-address", f"127.0.0.1:{ports['http']}", "--receive.capnproto-address=127.0.0.1:0",
             f'--label=receive_replica="{i}"', f"--receive.hashrings-file={ring}",
             "--receive.replication-factor=2", f"--receive.local-endpoint=127.0.0.1:{ports['grpc']}"]
         receivers.append(ServerProcess(args, tmp_path, f"ri{i}", ports,

@@ -121,7 +121,7 @@ def test_replica_header_writes_only_that_replica_with_inline_hashrings(tmp_path,
             "receive", "--tsdb.path", str(tmp_path / f"r{i}"),
             "--remote-write.address", f"127.0.0.1:{p['remote_write']}",
             "--grpc-address", f"127.0.0.1:{p['grpc']}", "--http-address", f"127.0.0.1:{p['http']}",
-            f"--receive.hashrings={ring}", "--receive.replication-factor=2",
+            "--receive.capnproto-address=127.0.0.1:0", f"--receive.hashrings={ring}", "--receive.replication-factor=2",
             f"--receive.local-endpoint=127.0.0.1:{p['grpc']}"]
         nodes.append(ServerProcess(args, tmp_path, f"r{i}", p,
                                    [f"http://127.0.0.1:{p['remote_write']}/-/ready"]))

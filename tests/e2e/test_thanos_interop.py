@@ -110,8 +110,8 @@ def test_thanos_router_with_default_flags_forwards_every_sample_into_promring(tm
         # Both ingestors took a share (the router spread series, not a single fallback).
         for ing in ings:
             text = requests.get(ing.url("http", "/metrics"), timeout=10).text
-            heads = [ln for ln in text.splitlines() if ln.startswith("prometheus_tsdb_head_series ")]
-            assert heads and float(heads[0].split()[1]) > 0, ing.log_text()[-2000:]
+            heads = [ln for ln in text.splitlines() if ln.startswith("prometheus_tsdb_head_series{")]
+            assert heads and float(heads[0].split()[-1]) > 0, ing.log_text()[-2000:]
     finally:
         for p in reversed(procs):
             p.stop()

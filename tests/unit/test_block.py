@@ -162,6 +162,46 @@ def test_promtool_reads_multi_segment_block_with_thanos_meta(tmp_path: Path) -> 
     assert "meta.json" in files and len(files) == len(segs) + 2
 
 
+def test_thanos_section_describes_this_blocks_files_only(tmp_path: Path) -> None:
+    """Thanos's shipper and compactor write ``segment_files`` (its store gateway then skips
+    listing chunks/), so we do too; file facts copied in from another block's meta (a
+    downsampled block starts from its source's thanos section: files, segment_files,
+    index_stats, upload_time) are replaced or dropped, never carried over."""
+    series = make_series(50, 400, seed=3)
+    chunks = [(lbls, cut_chunks(ts, vals, 0, 10**9)) for lbls, ts, vals in series]
+    stale = {"labels": {"a": "b"}, "source": "compactor",
+             "files": [{"rel_path": "chunks/000009", "size_bytes": 1}],
+             "segment_files": ["000009"], "upload_time": "2020-01-01T00:00:00Z",
+             "index_stats": {"series_max_size": 1, "chunk_max_size": 2}}
+    meta = write_block(tmp_path, chunks, 0, 10**9, segment_size=16 * 1024, thanos_meta=stale)
+    th = json.loads((tmp_path / meta.ulid / "meta.json").read_text())["thanos"]
+    segs = sorted(p.name for p in (tmp_path / meta.ulid / "chunks").iterdir())
+    assert len(segs) > 1 and th["segment_files"] == segs
+    assert [f["rel_path"] for f in th["files"]] == [f"chunks/{s}" for s in segs] + [
+        "index", "meta.json"]
+    assert "index_stats" not in th and "upload_time" not in th
+    assert th["labels"] == {"a": "b"} and th["source"] == "compactor"
+
+
+def test_postings_section_starts_before_its_alignment_padding(tmp_path: Path) -> None:
+    """As in Prometheus's (and so Thanos's) TOC: the postings section begins right after the
+    series, and its first list is 4-byte aligned inside it (the TOC differed by that padding,
+    the only byte that kept our compacted index from being Thanos's)."""
+    for n in range(1, 9):  # some series section ends off a 4-byte boundary
+        series = make_series(n, 30, seed=n)
+        meta = write_block(tmp_path, [(lbls, cut_chunks(ts, vals, 0, 10**9))
+                                      for lbls, ts, vals in series], 0, 10**9)
+        buf = (tmp_path / meta.ulid / "index").read_bytes()
+        toc = IndexReader(buf).toc
+        assert toc.label_indices == toc.postings
+        assert buf[toc.postings:toc.postings + (-toc.postings % 4)] == b"\0" * (-toc.postings % 4)
+        with BlockReader(tmp_path / meta.ulid) as br:
+            assert len(br.series(0, 10**9, [Matcher("=~", "__name__", ".+")])) == n
+        if toc.postings % 4:
+            return
+    raise AssertionError("no series section ended off a 4-byte boundary")
+
+
 # --------------------------------------------------------------------------- promtool block → us
 
 

@@ -161,3 +161,12 @@ def test_compactor_block_viewer_flags(tmp_path, capsys):
               f"--data-dir={tmp_path / 'work'}", "--http-address="])
     assert e.value.code == 2
     assert "--block-viewer.global.sync-block-interval must be greater than 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["receive", "up"])
+def test_out_of_order_time_window_flag(tmp_path, command):
+    from promring.cli import receive_config
+    assert receive_config(_parse(command), str(tmp_path), "", "").ooo_window_ms == 0
+    cfg = receive_config(_parse(command, "--tsdb.out-of-order.time-window=90m",
+                                "--tsdb.out-of-order.cap-max=64"), str(tmp_path), "", "")
+    assert cfg.ooo_window_ms == 90 * 60_000

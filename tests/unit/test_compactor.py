@@ -195,6 +195,48 @@ def test_downsample_raw_windows_and_counter():
     assert last == vs[-1]
 
 
+def _sequential(xs) -> float:
+    """A window's sum the way Thanos's aggregator adds it: from 0.0, sample by sample."""
+    acc = 0.0
+    for x in xs:
+        acc += x
+    return acc
+
+
+@pytest.mark.parametrize("step", [60_000, 15_000, 1_000, 100])
+def test_downsampled_sums_are_bit_identical_to_thanos(step):
+    """Thanos adds each window's samples one by one; another order (numpy's reduceat) can
+    differ in the last bit, so the same raw data gave other sum chunks than Thanos's
+    (seen against thanos compact v0.42.4: 103.97200000000001 vs 103.972). Windows of 5 to
+    3,000 samples."""
+    t0 = 10 * H
+    ts = np.arange(t0, t0 + 3 * H, step, dtype=np.int64)
+    vs = np.round(np.random.default_rng(3).normal(20, 3, len(ts)), 3)
+    vs[7] = -0.0
+    five = downsample_raw(ts, vs, RES_5M)
+    got = np.concatenate([decode(c.sum)[1] for _, _, c in five])
+    w = ts - ts % RES_5M
+    want = [_sequential(vs[w == x].tolist()) for x in np.unique(w)]
+    assert got.tolist() == want
+    hour = downsample_aggr(five, RES_5M, RES_1H)
+    got_h = np.concatenate([decode(c.sum)[1] for _, _, c in hour])
+    wt = np.concatenate([decode(c.sum)[0] for _, _, c in five])
+    wh = wt - wt % RES_1H
+    assert got_h.tolist() == [_sequential(got[wh == x].tolist()) for x in np.unique(wh)]
+
+
+def test_window_sums_refuses_bad_offsets():
+    from receiver.tsdb._chunkenc import window_sums
+    vals = np.arange(5, dtype=np.float64)
+    assert np.frombuffer(window_sums(vals, np.array([0, 2], dtype=np.int64))).tolist() == [1, 9]
+    assert window_sums(vals, np.zeros(0, dtype=np.int64)) == b""
+    for bad in ([-1], [3, 2], [0, 6], [9]):
+        with pytest.raises(ValueError):
+            window_sums(vals, np.array(bad, dtype=np.int64))
+    with pytest.raises(TypeError):
+        window_sums(vals, np.array([0], dtype=np.int32))
+
+
 def test_downsample_aggr_to_1h_keeps_totals():
     t0 = 0
     ts = np.arange(t0, t0 + 11 * 24 * H, 60_000, dtype=np.int64)

@@ -132,3 +132,15 @@ def test_engine_tells_the_store_which_function_a_selector_feeds():
     for query in ("rate(x[5m])", "x", "sum(increase(x[1m]))", "max_over_time(x[1m])", "resets(x[5m])"):
         e.instant(q, query, 300_000)
     assert q.funcs == ["rate", None, "increase", "max_over_time", "resets"]
+
+
+def test_overlapping_chunks_of_one_store_are_merged_one_sample_per_timestamp():
+    """A store gateway serving an in-order block and an out-of-order block of the same range
+    sends one series with overlapping chunks: the querier decodes them into time order, one
+    sample per timestamp (the first chunk's on a tie)."""
+    lbls = (("__name__", "m"), ("job", "j"))
+    in_order = (0, 60_000, encode([0, 30_000, 60_000], [1, 2, 3]))
+    late = (15_000, 45_000, encode([15_000, 30_000, 45_000], [7, 2, 8]))
+    out = merge_raw_series([RawSeries(lbls, [in_order, late])], 0, 100_000)
+    assert out[0].ts.tolist() == [0, 15_000, 30_000, 45_000, 60_000]
+    assert out[0].vals.tolist() == [1, 7, 2, 8, 3]

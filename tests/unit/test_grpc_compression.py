@@ -347,3 +347,40 @@ def test_peer_reset_mid_send_is_unavailable_not_a_socket_error():
         return ei.value.code()
 
     assert _run(main()) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_forwarded_writes_are_counted_by_grpc_code_on_both_ends():
+    """grpc_client_* on the router's forwarder and grpc_server_* on our HTTP/2 server, with
+    go-grpc-prometheus's labels and Go's code names."""
+    from prometheus_client import CollectorRegistry
+
+    from receiver.router import Forwarder
+    from storeapi.grpcmetrics import client_metrics, server_metrics
+
+    server_reg, client_reg = CollectorRegistry(), CollectorRegistry()
+    rpc = {"grpc_service": "thanos.WriteableStore", "grpc_method": "RemoteWrite",
+           "grpc_type": "unary"}
+
+    async def handler(data, context):
+        if data == b"bad":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
+        return b""
+
+    async def main():
+        srv, addr = await _serve(handler, metrics=server_metrics(server_reg))
+        fwd = Forwarder(timeout_s=5, retries=0, metrics=client_metrics(client_reg))
+        try:
+            assert (await fwd.send(addr, b"good"))[1] == ""
+            assert (await fwd.send(addr, b"bad"))[1] != ""
+        finally:
+            await fwd.close()
+            await srv.stop(1)
+
+    _run(main())
+    for reg, side in ((server_reg, "server"), (client_reg, "client")):
+        assert reg.get_sample_value(f"grpc_{side}_started_total", rpc) == 2
+        assert reg.get_sample_value(f"grpc_{side}_handled_total", {**rpc, "grpc_code": "OK"}) == 1
+        assert reg.get_sample_value(f"grpc_{side}_handled_total",
+                                    {**rpc, "grpc_code": "InvalidArgument"}) == 1
+        assert reg.get_sample_value(f"grpc_{side}_handling_seconds_count", rpc) == 2
+    assert server_reg.get_sample_value("grpc_server_msg_received_total", rpc) == 2

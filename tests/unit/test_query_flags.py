@@ -44,7 +44,7 @@ def test_bad_query_flags_stop_the_start_with_one_line(cmd, flags, message, capsy
         assert err.startswith(f"promring {cmd}: invalid value "), err
         assert f" for {flag}: " in err, err
     else:
-        assert err == f"promring: error: {message}\n"
+        assert err == f"promring {cmd}: {message}\n"
     assert not (tmp_path / "data").exists(), "nothing may start before the flags are checked"
 
 

@@ -220,3 +220,23 @@ def test_s3_bucket_emptied_by_an_outage_gets_its_blocks_back(tmp_path, moto_s3):
 
     asyncio.run(main())
     db.close()
+
+
+def test_last_successful_upload_time_is_set_by_an_upload(tmp_path):
+    """thanos_shipper_last_successful_upload_time: absent before any upload, then the time of
+    the last one (what "no upload for N hours" alerts compare with time())."""
+    import time
+
+    from prometheus_client import CollectorRegistry
+    from shipper import ShipperMetrics
+
+    db = make_blocks(tmp_path)
+    reg = CollectorRegistry()
+    s = Shipper(FilesystemBucket(tmp_path / "bucket"), db.dir, metrics=ShipperMetrics(reg),
+                tenant="team")
+    assert reg.get_sample_value("thanos_shipper_last_successful_upload_time", {"tenant": "team"}) is None
+    before = time.time()
+    assert asyncio.run(s.sync()) == 2
+    got = reg.get_sample_value("thanos_shipper_last_successful_upload_time", {"tenant": "team"})
+    assert got is not None and before <= got <= time.time()
+    db.close()

@@ -25,7 +25,7 @@ def test_pages_and_assets_are_served_at_the_root(tmp_path):
         async with cluster(tmp_path) as c:
             async with c.http.get(c.base + "/", allow_redirects=False) as r:
                 assert (r.status, r.headers["Location"]) == (302, "/graph")
-            for page in ("graph", "stores", "status", "flags"):
+            for page in ("graph", "alerts", "rules", "stores", "status", "flags"):
                 async with c.http.get(f"{c.base}/{page}") as r:
                     text = await r.text()
                     assert r.status == 200 and r.content_type == "text/html"

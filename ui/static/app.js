@@ -16,7 +16,7 @@ document.getElementById("theme").addEventListener("click", () => {
 });
 
 const modules = { graph: "./query.js", stores: "./stores.js", status: "./status.js", flags: "./status.js",
-  blocks: "./blocks.js" };
+  blocks: "./blocks.js", alerts: "./rules.js", rules: "./rules.js" };
 const root = document.getElementById("app");
 import(modules[page] || modules.graph)
   .then((m) => m.render(root, page))

@@ -1,0 +1,94 @@
+"""Thanos's objstore metrics (``thanos_objstore_bucket_operations_total{bucket,operation}`` and
+friends) around any bucket, so bucket dashboards and alerts written for Thanos apply."""
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .bucket import Bucket, ObjectAttributes, ObjectNotFound, UploadData
+
+T = TypeVar("T")
+BUCKETS = (0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90, 120)  # Thanos's
+
+
+class BucketMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["bucket", "operation"]
+        self.ops = Counter("thanos_objstore_bucket_operations", "Operations against the bucket.",
+                           labels, registry=registry)
+        self.failures = Counter("thanos_objstore_bucket_operation_failures",
+                                "Bucket operations that failed (a missing object asked for is "
+                                "not a failure).", labels, registry=registry)
+        self.seconds = Histogram("thanos_objstore_bucket_operation_duration_seconds",
+                                 "Duration of successful bucket operations.", labels,
+                                 buckets=BUCKETS, registry=registry)
+        self.last_upload = Gauge("thanos_objstore_bucket_last_successful_upload_time",
+                                 "Unix time of the last successful upload.", ["bucket"],
+                                 registry=registry)
+
+
+class InstrumentedBucket:
+    """``bucket`` with every operation counted and timed (a few counter updates per call)."""
+
+    def __init__(self, bucket: Bucket, metrics: BucketMetrics) -> None:
+        self._bkt = bucket
+        self._m = metrics
+
+    @property
+    def name(self) -> str:
+        return self._bkt.name
+
+    async def _op(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        self._m.ops.labels(self.name, op).inc()
+        t0 = time.perf_counter()
+        try:
+            got = await call()
+        except ObjectNotFound:
+            raise  # expected by the caller (Thanos's IsObjNotFoundErr)
+        except BaseException:
+            self._m.failures.labels(self.name, op).inc()
+            raise
+        self._m.seconds.labels(self.name, op).observe(time.perf_counter() - t0)
+        return got
+
+    async def get(self, name: str) -> bytes:
+        return await self._op("get", lambda: self._bkt.get(name))
+
+    async def get_range(self, name: str, off: int, length: int) -> bytes:
+        return await self._op("get_range", lambda: self._bkt.get_range(name, off, length))
+
+    async def upload(self, name: str, data: UploadData) -> None:
+        await self._op("upload", lambda: self._bkt.upload(name, data))
+        self._m.last_upload.labels(self.name).set_to_current_time()
+
+    async def exists(self, name: str) -> bool:
+        return await self._op("exists", lambda: self._bkt.exists(name))
+
+    async def delete(self, name: str) -> None:
+        await self._op("delete", lambda: self._bkt.delete(name))
+
+    async def iter(self, prefix: str = "", recursive: bool = False) -> list[str]:
+        return await self._op("iter", lambda: self._bkt.iter(prefix, recursive))
+
+    async def attributes(self, name: str) -> ObjectAttributes:
+        return await self._op("attributes", lambda: self._bkt.attributes(name))
+
+    async def close(self) -> None:
+        await self._bkt.close()
+
+    def __getattr__(self, name: str) -> Any:  # provider extras (prefix, inner, ...)
+        return getattr(self._bkt, name)
+
+    def __repr__(self) -> str:
+        return f"InstrumentedBucket({self._bkt!r})"
+
+
+def instrumented(bucket: Bucket, registry: CollectorRegistry | None) -> Bucket:
+    """``bucket`` reporting Thanos's objstore metrics to ``registry`` (as is without one)."""
+    if registry is None:
+        return bucket
+    from common.ops import registry_shared
+    return InstrumentedBucket(bucket, registry_shared(registry, "objstore", BucketMetrics))

@@ -1,0 +1,238 @@
+"""go-grpc-prometheus's server and client metrics (``grpc_server_handled_total`` and friends,
+labelled ``grpc_type``, ``grpc_service``, ``grpc_method`` and ``grpc_code``), so the dashboards
+and alerts written for Thanos's gRPC servers work unchanged.
+
+The same handler wrapper serves grpcio's aio server (through an interceptor) and our own HTTP/2
+server (storeapi.h2server); per call it costs a few counter updates, nothing per message byte.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from common.ops import registry_shared
+
+# Thanos's buckets for grpc_server_handling_seconds (and the client's).
+BUCKETS = (0.001, 0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90, 120)
+_GO_NAMES = {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
+
+
+def code_name(code: grpc.StatusCode) -> str:
+    """Go's ``codes.Code.String()``: ``InvalidArgument``, ``Unavailable``, ``OK``..."""
+    return _GO_NAMES.get(code) or "".join(w.capitalize() for w in code.name.split("_"))
+
+
+def split_method(path: str) -> tuple[str, str]:
+    """``/thanos.Store/Series`` -> ("thanos.Store", "Series")."""
+    service, _, method = path.lstrip("/").rpartition("/")
+    return service, method
+
+
+def grpc_type(request_streaming: bool, response_streaming: bool) -> str:
+    if request_streaming and response_streaming:
+        return "bidi_stream"
+    return "client_stream" if request_streaming else "server_stream" if response_streaming else "unary"
+
+
+class _RpcMetrics:
+    """started/handled/msg counters and the handling histogram under ``grpc_<side>_``."""
+
+    def __init__(self, side: str, registry: CollectorRegistry) -> None:
+        rpc = ["grpc_type", "grpc_service", "grpc_method"]
+        who = "the server" if side == "server" else "the client"
+        self.started = Counter(f"grpc_{side}_started", f"RPCs started by {who}.", rpc,
+                               registry=registry)
+        self.handled = Counter(f"grpc_{side}_handled", f"RPCs completed by {who}, by code.",
+                               rpc + ["grpc_code"], registry=registry)
+        self.received = Counter(f"grpc_{side}_msg_received", f"Stream messages received by {who}.",
+                                rpc, registry=registry)
+        self.sent = Counter(f"grpc_{side}_msg_sent", f"Stream messages sent by {who}.", rpc,
+                            registry=registry)
+        self.seconds = Histogram(f"grpc_{side}_handling_seconds",
+                                 f"Time {who} took for an RPC until its status.", rpc,
+                                 buckets=BUCKETS, registry=registry)
+
+    def begin(self, path: str, kind: str) -> "_Call":
+        service, method = split_method(path)
+        return _Call(self, (kind, service, method))
+
+
+class _Call:
+    __slots__ = ("m", "labels", "t0")
+
+    def __init__(self, m: _RpcMetrics, labels: tuple[str, str, str]) -> None:
+        self.m, self.labels, self.t0 = m, labels, time.perf_counter()
+        m.started.labels(*labels).inc()
+
+    def received(self, n: int = 1) -> None:
+        self.m.received.labels(*self.labels).inc(n)
+
+    def sent(self, n: int = 1) -> None:
+        self.m.sent.labels(*self.labels).inc(n)
+
+    def done(self, code: grpc.StatusCode) -> None:
+        self.m.handled.labels(*self.labels, code_name(code)).inc()
+        self.m.seconds.labels(*self.labels).observe(time.perf_counter() - self.t0)
+
+
+class _RecordingContext:
+    """The handler's context, remembering the status an ``abort`` sent."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+        self.code: grpc.StatusCode | None = None
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata=()) -> None:
+        self.code = code
+        await self._ctx.abort(code, details, trailing_metadata)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+
+def _failure_code(ctx: _RecordingContext, e: BaseException) -> grpc.StatusCode:
+    if ctx.code is not None:
+        return ctx.code
+    if isinstance(e, (asyncio.CancelledError, TimeoutError)):
+        left = ctx.time_remaining() if hasattr(ctx._ctx, "time_remaining") else None
+        return (grpc.StatusCode.DEADLINE_EXCEEDED if left is not None and left <= 0
+                else grpc.StatusCode.CANCELLED)
+    return grpc.StatusCode.UNKNOWN
+
+
+class GrpcServerMetrics(_RpcMetrics):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__("server", registry)
+
+    def wrap(self, handler: grpc.RpcMethodHandler | None, path: str) -> grpc.RpcMethodHandler | None:
+        """``handler`` counting its calls; unary-unary and unary-stream (what we serve)."""
+        if handler is None or handler.request_streaming:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, path), handler.request_deserializer,
+                handler.response_serializer)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, path), handler.request_deserializer,
+                handler.response_serializer)
+        return handler
+
+    def _unary(self, behaviour: Callable, path: str) -> Callable:
+        async def call(request, context):
+            rec, c = _RecordingContext(context), self.begin(path, "unary")
+            c.received()
+            try:
+                resp = await behaviour(request, rec)
+            except BaseException as e:
+                c.done(_failure_code(rec, e))
+                raise
+            c.sent()
+            c.done(grpc.StatusCode.OK)
+            return resp
+        return call
+
+    def _stream(self, behaviour: Callable, path: str) -> Callable:
+        async def call(request, context):
+            rec, c = _RecordingContext(context), self.begin(path, "server_stream")
+            c.received()
+            sent = 0
+            try:
+                async for msg in behaviour(request, rec):
+                    sent += 1
+                    yield msg
+            except BaseException as e:
+                c.sent(sent)
+                c.done(_failure_code(rec, e))
+                raise
+            c.sent(sent)
+            c.done(grpc.StatusCode.OK)
+        return call
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Puts GrpcServerMetrics on a grpcio aio server."""
+
+    def __init__(self, metrics: GrpcServerMetrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(self, continuation, handler_call_details):
+        return self.metrics.wrap(await continuation(handler_call_details),
+                                 handler_call_details.method)
+
+
+class GrpcClientMetrics(_RpcMetrics):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__("client", registry)
+
+
+def server_metrics(registry: CollectorRegistry) -> GrpcServerMetrics:
+    """The registry's one GrpcServerMetrics (``promring up`` runs several servers on one)."""
+    return registry_shared(registry, "grpc_server", GrpcServerMetrics)
+
+
+def client_metrics(registry: CollectorRegistry) -> GrpcClientMetrics:
+    return registry_shared(registry, "grpc_client", GrpcClientMetrics)
+
+
+class _ClientTracker:
+    """Puts GrpcClientMetrics on grpcio aio channels; a call's status is recorded when it ends
+    (a task awaits it, so the caller's stream is not wrapped)."""
+
+    def __init__(self, metrics: GrpcClientMetrics) -> None:
+        self.metrics = metrics
+        self._waiting: set[asyncio.Task] = set()
+
+    def _track(self, call, method: str | bytes, kind: str):
+        path = method.decode() if isinstance(method, bytes) else method
+        c = self.metrics.begin(path, kind)
+        c.sent()
+        task = asyncio.ensure_future(self._finish(call, c))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+        return call
+
+    @staticmethod
+    async def _finish(call, c: _Call) -> None:
+        try:
+            code = await call.code()
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+        c.done(code)
+
+
+# grpcio files an interceptor under the first interceptor class it is an instance of: one
+# object per call type.
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, tracker: _ClientTracker) -> None:
+        self.tracker = tracker
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return self.tracker._track(await continuation(client_call_details, request),
+                                   client_call_details.method, "unary")
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, tracker: _ClientTracker) -> None:
+        self.tracker = tracker
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return self.tracker._track(await continuation(client_call_details, request),
+                                   client_call_details.method, "server_stream")
+
+
+def client_interceptors(registry: CollectorRegistry | None) -> tuple:
+    """Interceptors for the channels of a component with ``registry`` (none without one)."""
+    if registry is None:
+        return ()
+
+    def make(r: CollectorRegistry) -> tuple:
+        tracker = _ClientTracker(client_metrics(r))
+        return (_UnaryUnary(tracker), _UnaryStream(tracker))
+    return registry_shared(registry, "grpc_client_interceptors", make)

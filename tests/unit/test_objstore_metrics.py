@@ -1,0 +1,38 @@
+"""Thanos's objstore metrics around a real filesystem bucket: operations by name, a missing
+object asked for is not a failure, a refused one is, and uploads set the last-upload time."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from objstore import FilesystemBucket, ObjectNotFound
+from objstore.bucket import InvalidObjectName
+from objstore.metrics import instrumented
+
+
+def test_operations_failures_and_last_upload(tmp_path):
+    reg = CollectorRegistry()
+    b = instrumented(FilesystemBucket(tmp_path / "bkt"), reg)
+
+    def v(name: str, **labels: str) -> float:
+        return reg.get_sample_value(name, {"bucket": b.name, **labels}) or 0.0
+
+    async def main() -> None:
+        before = time.time()
+        await b.upload("a/meta.json", b"{}")
+        assert v("thanos_objstore_bucket_last_successful_upload_time") >= before
+        assert await b.get("a/meta.json") == b"{}"
+        assert await b.iter("a/") == ["a/meta.json"]
+        with pytest.raises(ObjectNotFound):
+            await b.get("missing")
+        with pytest.raises(InvalidObjectName):
+            await b.get("../escape")
+    asyncio.run(main())
+    assert v("thanos_objstore_bucket_operations_total", operation="upload") == 1
+    assert v("thanos_objstore_bucket_operations_total", operation="get") == 3
+    assert v("thanos_objstore_bucket_operations_total", operation="iter") == 1
+    assert v("thanos_objstore_bucket_operation_failures_total", operation="get") == 1  # not the 404
+    assert v("thanos_objstore_bucket_operation_duration_seconds_count", operation="get") == 1
