@@ -117,3 +117,29 @@ def test_in_memory_cache_byte_bound_and_validity():
     assert first == [None, b"b" * 10, b"c" * 10, None] and expired is None
     assert reg.get_sample_value("querier_cache_evicted_total",
                                 {"cache": CACHE_NAME, "reason": "expired"}) == 1
+
+
+def test_memcached_that_never_answers_costs_one_timeout_not_a_hang():
+    reg = CollectorRegistry()
+
+    async def go():
+        held: list[asyncio.StreamWriter] = []
+
+        async def silent(_r, w):  # accepts, reads nothing, answers nothing
+            held.append(w)
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        cache = new_results_cache(MemcachedConfig(addresses=(f"127.0.0.1:{port}",),
+                                                  timeout_s=0.2), "", reg)
+        try:
+            got = await asyncio.wait_for(asyncio.gather(cache.get("a"), cache.set("b", b"v")), 5)
+        finally:
+            await cache.close()
+            for w in held:
+                w.close()
+            server.close()
+        return got
+    assert asyncio.run(go())[0] is None
+    for op in ("getmulti", "set"):
+        assert reg.get_sample_value("thanos_memcached_operation_failures_total",
+                                    {"name": CACHE_NAME, "operation": op}) == 1
