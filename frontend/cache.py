@@ -90,7 +90,8 @@ class MemcachedCache:
 
     def __init__(self, cfg: MemcachedConfig, metrics: CacheMetrics) -> None:
         self.cfg, self.m = cfg, metrics
-        self.client = MemcachedClient(list(cfg.addresses), cfg.timeout_s, cfg.max_idle_connections)
+        self.client = MemcachedClient(list(cfg.addresses), cfg.timeout_s, cfg.max_idle_connections,
+                                      max_value_bytes=cfg.max_item_size)
         self._sets = asyncio.Semaphore(cfg.max_async_concurrency)
 
     async def get(self, key: bytes) -> bytes | None:

@@ -67,11 +67,13 @@ class _Pool:
 
 
 class MemcachedClient:
-    def __init__(self, addresses: list[str], timeout_s: float = 0.5, max_idle: int = 100) -> None:
+    def __init__(self, addresses: list[str], timeout_s: float = 0.5, max_idle: int = 100,
+                 max_value_bytes: int = 64 << 20) -> None:
         if not addresses:
             raise ValueError("memcached: no addresses")
         self.ring = HashRing(addresses)
         self.timeout_s = timeout_s
+        self.max_value_bytes = max_value_bytes
         self._pools = {a: _Pool(a, max_idle) for a in addresses}
 
     async def get(self, key: bytes) -> bytes | None:
@@ -98,21 +100,23 @@ class MemcachedClient:
                 conn[1].write(cmd)
                 await conn[1].drain()
                 result = await read(conn[0])
-        except (OSError, asyncio.IncompleteReadError, TimeoutError, MemcachedError) as e:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                ValueError, MemcachedError) as e:
             if conn is not None:
                 conn[1].close()
             raise MemcachedError(f"{pool.host}:{pool.port}: {type(e).__name__}: {e}") from None
         pool.release(conn)
         return result
 
-    @staticmethod
-    async def _read_get(r: asyncio.StreamReader) -> bytes | None:
+    async def _read_get(self, r: asyncio.StreamReader) -> bytes | None:
         line = await r.readuntil(b"\r\n")
         if line == b"END\r\n":
             return None
         parts = line.split()
-        if len(parts) < 4 or parts[0] != b"VALUE":
+        if len(parts) < 4 or parts[0] != b"VALUE" or not parts[3].isdigit():
             raise MemcachedError(line[:200].decode(errors="replace").strip())
+        if int(parts[3]) > self.max_value_bytes:  # never buffer more than we would have stored
+            raise MemcachedError(f"value of {int(parts[3])} bytes is larger than allowed")
         data = await r.readexactly(int(parts[3]) + 2)
         if await r.readuntil(b"\r\n") != b"END\r\n":
             raise MemcachedError("missing END")

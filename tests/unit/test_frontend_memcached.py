@@ -44,6 +44,10 @@ def test_get_set_across_two_servers_by_consistent_hashing(two_memcached):
             with pytest.raises(MemcachedError):  # larger than memcached's 1 MiB item limit
                 await c.set(b"big", b"x" * (2 << 20), 60)
             assert await c.get(b"k1") == b"v-k1\r\nEND\r\n"  # the client still works after it
+            small = MemcachedClient(addrs, timeout_s=2, max_value_bytes=4)
+            with pytest.raises(MemcachedError, match="larger than allowed"):
+                await small.get(b"k1")
+            await small.close()
         finally:
             await c.close()
     asyncio.run(go())
@@ -143,3 +147,25 @@ def test_memcached_that_never_answers_costs_one_timeout_not_a_hang():
     for op in ("getmulti", "set"):
         assert reg.get_sample_value("thanos_memcached_operation_failures_total",
                                     {"name": CACHE_NAME, "operation": op}) == 1
+
+
+def test_memcached_answering_garbage_is_a_miss():
+    reg = CollectorRegistry()
+
+    async def go():
+        async def garbage(r, w):
+            await r.readline()
+            w.write(b"x" * 100_000)  # one endless line, no CRLF
+            await w.drain()
+        server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        cache = new_results_cache(MemcachedConfig(addresses=(f"127.0.0.1:{port}",),
+                                                  timeout_s=2), "", reg)
+        try:
+            return await cache.get("a")
+        finally:
+            await cache.close()
+            server.close()
+    assert asyncio.run(go()) is None
+    assert reg.get_sample_value("thanos_memcached_operation_failures_total",
+                                {"name": CACHE_NAME, "operation": "getmulti"}) == 1
