@@ -15,7 +15,7 @@ from querier.params import BadParam, parse_duration_ms, parse_time
 
 from .cache import ResultsCache
 from .config import FrontendConfig
-from .downstream import Answer, Downstream
+from .downstream import Answer, Downstream, DownstreamError
 from .extents import Extent, decode, encode, fold, plan
 from .matrix import Series, join_series, slice_series
 from .split import align_to_step, split_by_interval
@@ -134,7 +134,8 @@ class RangeQuerier:
             if doc["data"]["resultType"] != "matrix" or not isinstance(result, list):
                 raise ValueError("not a matrix")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise PartFailed(answer) from None
+            raise DownstreamError("downstream answered query_range with something other than "
+                                  "a matrix") from None
         no_store = "no-store" in answer.headers.get("Cache-Control", "").lower()
         return PartAnswer(result, list(doc.get("warnings") or []), list(doc.get("infos") or []),
                           no_store)

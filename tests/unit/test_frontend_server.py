@@ -29,6 +29,8 @@ class Scripted:
     async def handle(self, request: web.Request) -> web.Response:
         form = dict(await request.post()) if request.method == "POST" else dict(request.query)
         self.seen.append((request.path, form, dict(request.headers)))
+        if self.status == 200 and len(self.seen) <= self.fail:
+            return web.Response(body=b'{"status":"success","data":{"resultType":"vector"')
         if len(self.seen) <= self.fail:
             return web.json_response({"status": "error", "errorType": "x", "error": "no"},
                                      status=self.status)
@@ -160,3 +162,12 @@ def test_unsplittable_requests_go_downstream_unchanged(params):
             assert r.status in (200, 400)
     run(down, FrontendConfig(), body)
     assert len(down.seen) == 1 and down.seen[0][1] == params
+
+
+def test_malformed_downstream_answer_is_a_502_error():
+    down = Scripted(fail=100, status=200)
+
+    async def body(s, fe):
+        async with s.get("/api/v1/query_range", params=_range(1)) as r:
+            assert r.status == 502 and (await r.json())["status"] == "error"
+    run(down, FrontendConfig(), body)
