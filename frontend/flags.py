@@ -69,6 +69,30 @@ def add_frontend_flags(p: argparse.ArgumentParser) -> None:
                    help="Accepted for Thanos compatibility; passed through as given.")
     p.add_argument("--labels.default-time-range", dest="labels_default_time_range",
                    default="24h", help="Accepted for Thanos compatibility.")
+    for flag, default in _IGNORED_VALUE_FLAGS:
+        p.add_argument(flag, dest=_dest(flag), default=default,
+                       help="Accepted for Thanos compatibility; no effect.")
+    for flag, default in _IGNORED_BOOL_FLAGS:
+        p.add_argument(flag, dest=_dest(flag), default=default,
+                       action=argparse.BooleanOptionalAction,
+                       help="Accepted for Thanos compatibility; no effect.")
+
+
+# Thanos query-frontend flags a command line may carry that change nothing here: label/series
+# calls are passed through unsplit and uncached, the downstream transport is aiohttp's.
+_IGNORED_VALUE_FLAGS = (("--labels.max-query-parallelism", "14"),
+                        ("--labels.response-cache-max-freshness", "1m"),
+                        ("--labels.response-cache-config-file", ""),
+                        ("--labels.response-cache-config", ""),
+                        ("--query-frontend.downstream-tripper-config-file", ""),
+                        ("--query-frontend.downstream-tripper-config", ""),
+                        ("--http-grace-period", "2m"))
+_IGNORED_BOOL_FLAGS = (("--query-range.request-downsampled", True),
+                       ("--web.disable-cors", False))
+
+
+def _dest(flag: str) -> str:
+    return "ignored_" + flag.lstrip("-").replace(".", "_").replace("-", "_")
 
 
 def _duration_ms(value: str, flag: str, signed: bool = False) -> int:

@@ -50,10 +50,10 @@ def test_every_flag_is_thanos_s_with_thanos_s_default():
             got = str(got).lower() if isinstance(got, bool) else ",".join(got) if isinstance(
                 got, list) else str(got)
             if name in ("query-range.align-range-with-step", "query-range.partial-response",
-                        "labels.partial-response"):
+                        "labels.partial-response", "query-range.request-downsampled"):
                 assert got == "true", name  # Thanos: Default("true") for these
                 continue
-            if name == "query-frontend.compress-responses":
+            if name in ("query-frontend.compress-responses", "web.disable-cors"):
                 assert got == "false"
                 continue
             assert got == want, (name, got, want)
@@ -88,3 +88,15 @@ def test_config_from_flags():
 def test_bad_flag_values_refused(argv, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         _cfg(*argv)
+
+
+def test_a_thanos_command_line_is_accepted_unchanged():
+    cfg = _cfg("--http-address=0.0.0.0:19090", "--query-frontend.downstream-url=http://q:9090",
+               "--query-range.split-interval=12h", "--query-range.request-downsampled",
+               "--labels.max-query-parallelism=20", "--labels.response-cache-max-freshness=2m",
+               "--query-frontend.downstream-tripper-config", "max_idle_conns_per_host: 100",
+               "--no-web.disable-cors", "--http-grace-period=5s",
+               "--query-frontend.compress-responses", "--query-frontend.log-queries-longer-than=5s",
+               "--query-range.response-cache-config", "type: IN-MEMORY\nconfig:\n  max_size: 1GB\n")
+    assert cfg.split_interval_ms == 12 * 3_600_000 and cfg.compress_responses
+    assert cfg.downstream_url == "http://q:9090" and cfg.log_queries_longer_than_ms == 5000
