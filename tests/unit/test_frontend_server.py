@@ -43,7 +43,9 @@ class Scripted:
                                      status=400)
         tenant = request.headers.get("THANOS-TENANT", "none")
         n = int((end - start) // step) + 1
-        values = [[start + i * step, tenant] for i in range(n)]
+        label = tenant + "".join(f"|{form[k]}" for k in ("dedup", "max_source_resolution")
+                                 if k in form)
+        values = [[start + i * step, label] for i in range(n)]
         return web.json_response({"status": "success", "data": {"resultType": "matrix",
                                   "result": [{"metric": {"t": tenant}, "values": values}]}},
                                  headers=self.headers)
@@ -171,3 +173,22 @@ def test_malformed_downstream_answer_is_a_502_error():
         async with s.get("/api/v1/query_range", params=_range(1)) as r:
             assert r.status == 502 and (await r.json())["status"] == "error"
     run(down, FrontendConfig(), body)
+
+
+def test_dedup_and_max_source_resolution_are_part_of_the_cache_key():
+    down = Scripted()
+    variants = [{}, {"dedup": "false"}, {"max_source_resolution": "1h"},
+                {"dedup": "false", "max_source_resolution": "1h"}]
+
+    async def body(s, fe):
+        for _ in range(2):
+            for extra in variants:
+                async with s.get("/api/v1/query_range", params=_range(1, **extra),
+                                 headers={"THANOS-TENANT": "t"}) as r:
+                    want = "".join(["t", *(f"|{extra[k]}" for k in ("dedup", "max_source_resolution")
+                                           if k in extra)])
+                    values = (await r.json())["data"]["result"][0]["values"]
+                    assert {v[1] for v in values} == {want}
+    run(down, FrontendConfig(cache=InMemoryCacheConfig(max_size_items=100), max_freshness_ms=0),
+        body)
+    assert len(down.seen) == len(variants) * 2  # two parts each, then all from the cache
