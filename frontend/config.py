@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import yaml
 
@@ -54,7 +54,6 @@ class FrontendConfig:
     tenant_header: str = "THANOS-TENANT"
     default_tenant: str = "default-tenant"
     http_config: str = ""
-    flags: dict[str, str] = field(default_factory=dict)
 
 
 _ENV = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")

@@ -104,7 +104,7 @@ def _duration_ms(value: str, flag: str, signed: bool = False) -> int:
     return -ms if neg else ms
 
 
-def frontend_config(a: argparse.Namespace, flags: dict[str, str] | None = None) -> FrontendConfig:
+def frontend_config(a: argparse.Namespace) -> FrontendConfig:
     """The frontend's configuration; ValueError naming the flag on a value it cannot run with."""
     if a.cache_config_file and a.cache_config:
         raise ValueError("both --query-range.response-cache-config-file and "
@@ -146,4 +146,4 @@ def frontend_config(a: argparse.Namespace, flags: dict[str, str] | None = None) 
                                                 signed=True),
         forward_headers=tuple(a.forward_headers), org_id_headers=tuple(a.org_id_headers),
         tenant_header=a.fe_tenant_header, default_tenant=a.fe_default_tenant,
-        http_config=getattr(a, "http_config", ""), flags=flags or {})
+        http_config=getattr(a, "http_config", ""))

@@ -768,7 +768,7 @@ def _run(a: argparse.Namespace) -> None:
         from frontend.flags import frontend_config
         from frontend.server import QueryFrontend
         _or_exit(_http_config, a)
-        comps = [QueryFrontend(_or_exit(frontend_config, a, command_flags(a)))]
+        comps = [QueryFrontend(_or_exit(frontend_config, a))]
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
         if a.bucket_cmd == "web":
