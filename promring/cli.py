@@ -364,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_sidecar_flags(sc)
     _http_config_flag(sc)
 
+    qf = sub.add_parser("query-frontend", help="In front of queriers: range queries split by "
+                                              "day, cached and retried; every other call proxied.")
+    _common(qf)
+    from frontend.flags import add_frontend_flags
+    add_frontend_flags(qf)
+    _http_config_flag(qf)
+
     t = sub.add_parser("tools", help="Utilities.")
     tsub = t.add_subparsers(dest="tool", required=True)
     b = tsub.add_parser("bucket", help="Inspect and maintain a bucket.")
@@ -786,6 +793,11 @@ def _run(a: argparse.Namespace) -> None:
         _or_exit(_http_config, a)
         code = asyncio.run(run_until_signal(Sidecar(_or_exit(sidecar_config, a))))
         _exit_after_clean_stop(code)
+    elif a.command == "query-frontend":
+        from frontend.flags import frontend_config
+        from frontend.server import QueryFrontend
+        _or_exit(_http_config, a)
+        comps = [QueryFrontend(_or_exit(frontend_config, a))]
     elif a.command == "tools":
         from promring.tools import run_bucket_tool, run_verify
         if a.bucket_cmd == "web":

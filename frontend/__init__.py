@@ -1,0 +1,1 @@
+"""``promring query-frontend``: splits, caches and retries range queries in front of a querier."""
