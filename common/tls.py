@@ -2,8 +2,9 @@
 
 Certificates, keys and CAs are re-read when their files change, without a restart: an asyncio
 server's context checks the files (at most once a second) in the TLS ClientHello callback of each
-new connection and swaps in a freshly built context, so a rotation never fails a handshake; a
-grpc.aio server gets the same through gRPC's certificate-config fetcher.
+new connection and swaps in a freshly built context, so a rotation never fails a handshake.
+Every gRPC server is our own HTTP/2 server on such a context (storeapi/h2server.py), so the
+minimum TLS version is enforced everywhere; grpcio is used for some clients only.
 """
 from __future__ import annotations
 
@@ -206,7 +207,7 @@ def peer_certificate(transport) -> dict | None:
         return None
 
 
-# --- grpc.aio ---------------------------------------------------------------------------------
+# --- grpc.aio clients --------------------------------------------------------------------------
 
 def _read(path: str) -> bytes:
     try:
@@ -214,45 +215,6 @@ def _read(path: str) -> bytes:
             return f.read()
     except OSError as e:
         raise TLSConfigError(f"reading {path}: {e}") from None
-
-
-def _grpc_cert_config(cfg: ServerTLS) -> grpc.ServerCertificateConfiguration:
-    return grpc.ssl_server_certificate_configuration(
-        [(_read(cfg.key), _read(cfg.cert))],
-        root_certificates=_read(cfg.client_ca) if cfg.client_ca else None)
-
-
-def grpc_server_credentials(cfg: ServerTLS) -> grpc.ServerCredentials:
-    """Credentials for ``grpc.aio`` servers that pick up changed files at new handshakes.
-
-    gRPC negotiates TLS 1.2 or 1.3; its Python API cannot raise the minimum to 1.3."""
-    build_server_context(cfg)  # fail early, with our message, on unusable files
-    if TLS_VERSIONS[cfg.min_version] > ssl.TLSVersion.TLSv1_2:
-        log.warning("this gRPC server accepts TLS 1.2 as well: grpcio cannot raise its minimum "
-                    "TLS version", extra={"min_version": cfg.min_version})
-    state = {"stats": _stat(cfg.files()), "checked": time.monotonic()}
-
-    def fetch() -> grpc.ServerCertificateConfiguration | None:
-        now = time.monotonic()
-        if now - state["checked"] < RECHECK_S:
-            return None
-        state["checked"] = now
-        stats = _stat(cfg.files())
-        if stats == state["stats"]:
-            return None
-        try:
-            build_server_context(cfg)  # complete and matching files only
-            new = _grpc_cert_config(cfg)
-        except TLSConfigError as e:
-            log.error("gRPC TLS reload failed, keeping the previous certificates",
-                      extra={"err": str(e)})
-            return None
-        state["stats"] = stats
-        log.info("gRPC TLS certificates reloaded", extra={"files": list(cfg.files())})
-        return new
-
-    return grpc.dynamic_ssl_server_credentials(
-        _grpc_cert_config(cfg), fetch, require_client_authentication=bool(cfg.client_ca))
 
 
 def grpc_channel(address: str, tls: ClientTLS | None, options) -> grpc.aio.Channel:

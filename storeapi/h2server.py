@@ -289,13 +289,18 @@ class _Connection(asyncio.Protocol):
     async def _stream_responses(self, sid: int, st: _Stream, it, ser) -> None:
         pending: list[bytes] = []
         size = 0
-        async for msg in it:
-            f = _frame(ser(msg))
-            pending.append(f)
-            size += len(f)
-            if size >= _FLUSH_BYTES:
+        try:
+            async for msg in it:
+                f = _frame(ser(msg))
+                pending.append(f)
+                size += len(f)
+                if size >= _FLUSH_BYTES:
+                    await self._send(sid, st, b"".join(pending))
+                    pending, size = [], 0
+        except Exception:
+            if pending:  # what was produced before a failure reaches the client, as with grpcio
                 await self._send(sid, st, b"".join(pending))
-                pending, size = [], 0
+            raise
         if pending:
             await self._send(sid, st, b"".join(pending))
 

@@ -5,13 +5,14 @@ component at start with exit status 2 and a message naming the problem."""
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import time
 
 import pytest
 import requests
 
-from certs import PKI
+from certs import PKI, tls_handshake
 from harness import free_port, promring_cmd, query_process, receive_process, start_process, stop_process
 from rw import push
 
@@ -48,7 +49,7 @@ def test_query_reads_ingestor_and_store_gateway_and_router_forwards_over_mutual_
             "--http-address", f"127.0.0.1:{sh}", *_server_flags(pki)],
             f"http://127.0.0.1:{sh}/-/ready", tmp_path / "store.log"))
         q = query_process(tmp_path, "query", [ing.grpc, f"127.0.0.1:{sg}"],
-                          *_client_flags(pki)).start()
+                          *_client_flags(pki), *_server_flags(pki)).start()
         unauth = query_process(tmp_path, "query-nocert", [ing.grpc, f"127.0.0.1:{sg}"],
                                "--grpc-client-tls-secure", "--grpc-client-tls-ca",
                                str(pki.ca.cert_path)).start()
@@ -71,6 +72,11 @@ def test_query_reads_ingestor_and_store_gateway_and_router_forwards_over_mutual_
         res = requests.get(unauth.url("http", "/api/v1/query"),
                            params={"query": "tls_up", "time": now}, timeout=30).json()
         assert res.get("data", {}).get("result", []) == []
+        # --grpc-server-tls-min-version (default 1.3) holds on every component's gRPC port
+        for port in (ing.ports["grpc"], sg, q.ports["grpc"]):
+            assert tls_handshake(port, pki) == "TLSv1.3"
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                tls_handshake(port, pki, ssl.TLSVersion.TLSv1_2)
         unauth.stop()
         q.stop()
     finally:

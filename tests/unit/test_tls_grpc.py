@@ -22,7 +22,7 @@ from receiver.tsdb.labels import Matcher, MatchType
 from storeapi.client import StoreClient
 from storeapi.h2client import RpcError
 from storeapi.server import serve
-from certs import PKI, send_hostile_bytes
+from certs import PKI, send_hostile_bytes, tls_handshake
 
 UP = [Matcher(MatchType.EQ, "__name__", "up")]
 
@@ -172,18 +172,36 @@ def test_tls_without_client_ca_serves_any_tls_client_but_not_plain_text(tmp_path
     _run(main())
 
 
-def test_ingestor_port_honours_the_minimum_tls_version(tmp_path, pki):
+@pytest.mark.parametrize("min_version", ["1.3", "1.2"])
+def test_every_grpc_port_enforces_the_minimum_tls_version(tmp_path, pki, min_version):
+    """--grpc-server-tls-min-version on the ingestor's, store gateway's and querier's gRPC
+    ports (all serve StoreAPI): a client offering at most TLS 1.2 is refused under the default
+    1.3 and served under 1.2; TLS 1.3 clients are always served."""
     async def main():
-        ing = await _ingestor(tmp_path, pki)  # min version 1.3 by default, as Thanos
+        tls = ServerTLS(cert=str(pki.server.cert), key=str(pki.server.key),
+                        client_ca=str(pki.ca.cert_path), min_version=min_version)
+        ing = Receiver(ReceiveConfig(remote_write_address="127.0.0.1:0",
+                                     grpc_address="127.0.0.1:0", http_address="",
+                                     tsdb_path=tmp_path / "ingestor", grpc_server_tls=tls))
+        await ing.start()
+        store, sport = await serve(_Blocks(), "127.0.0.1:0", "store", tls=tls)
+        query, qport = await serve(_Blocks(), "127.0.0.1:0", "query", tls=tls)
         try:
-            ctx = ssl.create_default_context(cafile=str(pki.ca.cert_path))
-            ctx.load_cert_chain(pki.client.cert, pki.client.key)
-            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-            with pytest.raises((ssl.SSLError, ConnectionResetError)):
-                r, w = await asyncio.open_connection("127.0.0.1", ing.ports["grpc"], ssl=ctx,
-                                                     server_hostname="localhost")
-                w.close()
+            for port, component in ((ing.ports["grpc"], "receive"), (sport, "store"),
+                                    (qport, "query")):
+                assert await asyncio.to_thread(tls_handshake, port, pki) == "TLSv1.3"
+                if min_version == "1.3":
+                    with pytest.raises((ssl.SSLError, ConnectionError)):
+                        await asyncio.to_thread(tls_handshake, port, pki, ssl.TLSVersion.TLSv1_2)
+                else:
+                    assert await asyncio.to_thread(
+                        tls_handshake, port, pki, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+                info = await StoreClient(f"127.0.0.1:{port}", timeout_s=10,
+                                         tls=_client(pki)).info()
+                assert info.component_type == component
         finally:
+            await query.stop(1)
+            await store.stop(1)
             await ing.stop()
 
     _run(main())
