@@ -272,7 +272,7 @@ def add_client_tls_flags(p: argparse.ArgumentParser, prefix: str = "grpc-client"
                    action=argparse.BooleanOptionalAction, help="Use TLS to the gRPC servers.")
     p.add_argument(f"--{prefix}-tls-skip-verify", dest=f"{dest}_tls_skip_verify", default=False,
                    action=argparse.BooleanOptionalAction,
-                   help="Do not verify the servers' certificates (not with gRPC's client).")
+                   help="Do not verify the servers' certificates (a router; the querier refuses it).")
     p.add_argument(f"--{prefix}-tls-cert", dest=f"{dest}_tls_cert", default="",
                    help="Client certificate presented to the servers (mutual TLS).")
     p.add_argument(f"--{prefix}-tls-key", dest=f"{dest}_tls_key", default="",

@@ -274,18 +274,9 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
-        forward_tls=_forward_tls(a),
+        forward_tls=client_tls_from_flags(a, "remote-write.client"),
         http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
         **_routing_config(a))
-
-
-def _forward_tls(a: argparse.Namespace):
-    tls = client_tls_from_flags(a, "remote-write.client")
-    if tls is not None and tls.secure and tls.skip_verify and a.grpc_compression != "snappy":
-        raise ValueError("--remote-write.client-tls-skip-verify works only with "
-                         "--receive.grpc-compression=snappy (gRPC's Python client cannot skip "
-                         "verification); give --remote-write.client-tls-ca instead")
-    return tls
 
 
 def _remote_write_tls(a: argparse.Namespace):

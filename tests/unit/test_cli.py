@@ -161,3 +161,17 @@ def test_compactor_block_viewer_flags(tmp_path, capsys):
               f"--data-dir={tmp_path / 'work'}", "--http-address="])
     assert e.value.code == 2
     assert "--block-viewer.global.sync-block-interval must be greater than 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("compression", ["snappy", "none"])
+def test_router_takes_skip_verify_with_either_compression(tmp_path, compression):
+    """--remote-write.client-tls-skip-verify goes through our own HTTP/2 client, which can skip
+    verification, so it is accepted whatever --receive.grpc-compression says."""
+    from promring.cli import receive_config
+    ring = '[{"endpoints": ["127.0.0.1:10901"]}]'
+    cfg = receive_config(_parse("receive", f"--receive.hashrings={ring}",
+                                f"--receive.grpc-compression={compression}",
+                                "--remote-write.client-tls-secure",
+                                "--remote-write.client-tls-skip-verify"), str(tmp_path), "", "")
+    assert cfg.forward_tls.secure and cfg.forward_tls.skip_verify
+

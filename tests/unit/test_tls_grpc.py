@@ -22,7 +22,7 @@ from receiver.tsdb.labels import Matcher, MatchType
 from storeapi.client import StoreClient
 from storeapi.h2client import RpcError
 from storeapi.server import serve
-from certs import PKI, send_hostile_bytes, tls_handshake
+from certs import PKI, self_signed, send_hostile_bytes, tls_handshake
 
 UP = [Matcher(MatchType.EQ, "__name__", "up")]
 
@@ -202,6 +202,44 @@ def test_every_grpc_port_enforces_the_minimum_tls_version(tmp_path, pki, min_ver
         finally:
             await query.stop(1)
             await store.stop(1)
+            await ing.stop()
+
+    _run(main())
+
+
+@pytest.mark.parametrize("compression", ["snappy", "none"])
+def test_router_skip_verify_reaches_an_ingestor_with_a_self_signed_certificate(tmp_path,
+                                                                              compression):
+    """--remote-write.client-tls-skip-verify: a router forwards to an ingestor whose certificate
+    no CA vouches for (our HTTP/2 client, whatever --receive.grpc-compression); without the flag
+    the same forward fails verification."""
+    async def main():
+        own = self_signed(tmp_path / "self")
+        ing = Receiver(ReceiveConfig(
+            remote_write_address="127.0.0.1:0", grpc_address="127.0.0.1:0", http_address="",
+            tsdb_path=tmp_path / "ingestor",
+            grpc_server_tls=ServerTLS(cert=str(own.cert), key=str(own.key))))
+        await ing.start()
+        addr = f"127.0.0.1:{ing.ports['grpc']}"
+        now = int(time.time() * 1000)
+        try:
+            for skip, job in ((False, "verified"), (True, "unverified")):
+                fw = Forwarder(compression=compression, retries=0,
+                               tls=ClientTLS(secure=True, skip_verify=skip))
+                try:
+                    res, msg = await fw.send(addr, _write_body(job, now))
+                finally:
+                    await fw.close()
+                assert (res == OK) == skip, msg
+                if not skip:
+                    assert "CERTIFICATE_VERIFY_FAILED" in msg or "certificate" in msg.lower(), msg
+            reader = StoreClient(addr, timeout_s=10, tls=ClientTLS(secure=True, ca=str(own.cert)))
+            try:
+                assert {dict(s.labels)["job"] for s in await reader.series(0, 2**62, UP)} \
+                    == {"unverified"}
+            finally:
+                await reader.close()
+        finally:
             await ing.stop()
 
     _run(main())
