@@ -2,8 +2,10 @@
 
 grpcio's core refuses any ``grpc-encoding`` it does not know ("Error parsing 'grpc-encoding'
 metadata") before Python sees the call, and Thanos routers compress forwarded writes with snappy
-by default. This server speaks the gRPC HTTP/2 protocol itself so that the ingestor's gRPC port
-accepts identity, snappy, gzip and deflate messages. It serves the same ``grpc.GenericRpcHandler``
+by default; and grpcio's Python API cannot raise the minimum TLS version above 1.2. This server
+speaks the gRPC HTTP/2 protocol itself, on Python's ssl, so that every gRPC port (ingestor, store
+gateway, querier) accepts identity, snappy, gzip and deflate messages and enforces
+``--grpc-server-tls-min-version``. It serves the same ``grpc.GenericRpcHandler``
 objects as a ``grpc.aio`` server (unary-unary and unary-stream methods, which is all the StoreAPI
 and WriteableStore use); handlers get a context whose ``abort`` behaves like grpc.aio's.
 
