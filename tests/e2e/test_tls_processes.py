@@ -115,3 +115,4 @@ def test_query_refuses_skip_verify_at_start_instead_of_failing_every_query(tmp_p
                                            "--grpc-client-tls-skip-verify"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--grpc-client-tls-skip-verify" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # one clear line, no traceback
