@@ -222,9 +222,8 @@ def grpc_channel(address: str, tls: ClientTLS | None, options) -> grpc.aio.Chann
     import grpc.aio
     if tls is None or not tls.secure:
         return grpc.aio.insecure_channel(address, options=options)
-    if tls.skip_verify:
-        raise TLSConfigError("--grpc-client-tls-skip-verify is not supported by gRPC's Python "
-                             "client; give the servers' CA with --grpc-client-tls-ca")
+    if tls.skip_verify:  # callers use our HTTP/2 client (storeapi/h2client.py) instead
+        raise TLSConfigError("gRPC's Python client cannot skip certificate verification")
     creds = grpc.ssl_channel_credentials(
         root_certificates=_read(tls.ca) if tls.ca else None,
         private_key=_read(tls.key) if tls.key else None,
@@ -272,7 +271,7 @@ def add_client_tls_flags(p: argparse.ArgumentParser, prefix: str = "grpc-client"
                    action=argparse.BooleanOptionalAction, help="Use TLS to the gRPC servers.")
     p.add_argument(f"--{prefix}-tls-skip-verify", dest=f"{dest}_tls_skip_verify", default=False,
                    action=argparse.BooleanOptionalAction,
-                   help="Do not verify the servers' certificates (a router; the querier refuses it).")
+                   help="Do not verify the servers' certificates (e.g. self-signed ones).")
     p.add_argument(f"--{prefix}-tls-cert", dest=f"{dest}_tls_cert", default="",
                    help="Client certificate presented to the servers (mutual TLS).")
     p.add_argument(f"--{prefix}-tls-key", dest=f"{dest}_tls_key", default="",

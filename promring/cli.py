@@ -329,7 +329,7 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
         enforce_tenancy=a.enforce_tenancy, cors_origin=a.cors_origin,
         flags=command_flags(a), storage_retention=getattr(a, "tsdb_retention", ""),
-        grpc_server_tls=server_tls_from_flags(a), grpc_client_tls=_query_client_tls(a), http_config=_http_config(a),
+        grpc_server_tls=server_tls_from_flags(a), grpc_client_tls=client_tls_from_flags(a), http_config=_http_config(a),
         **_query_endpoint_config(a))
     cfg.validate()
     return cfg
@@ -356,15 +356,6 @@ def command_flags(a: argparse.Namespace) -> dict[str, str]:
         name = names[0][2:]
         flags[name] = "<secret>" if SECRET_FLAGS.search(name) and text else text
     return flags
-
-
-def _query_client_tls(a: argparse.Namespace):
-    tls = client_tls_from_flags(a)
-    if tls is not None and tls.secure and tls.skip_verify:
-        raise ValueError("--grpc-client-tls-skip-verify is not supported (gRPC's Python client "
-                         "cannot skip verification); give the endpoints' CA with "
-                         "--grpc-client-tls-ca")
-    return tls
 
 
 def _flag_duration_ms(a: argparse.Namespace, dest: str, flag: str) -> int:

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from certs import PKI, tls_handshake
+from certs import PKI, self_signed, tls_handshake
 from harness import free_port, promring_cmd, query_process, receive_process, start_process, stop_process
 from rw import push
 
@@ -108,11 +108,41 @@ def test_unusable_tls_settings_stop_the_start_with_a_clear_error(tmp_path, args,
     assert message in out.stderr
 
 
-def test_query_refuses_skip_verify_at_start_instead_of_failing_every_query(tmp_path):
-    out = subprocess.run(promring_cmd() + ["query", "--endpoint", "127.0.0.1:1",
-                                           "--http-address", "127.0.0.1:0", "--grpc-address", "",
-                                           "--grpc-client-tls-secure",
-                                           "--grpc-client-tls-skip-verify"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "--grpc-client-tls-skip-verify" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # one clear line, no traceback
+def test_query_and_router_skip_verify_reach_components_with_self_signed_certificates(tmp_path):
+    """--grpc-client-tls-skip-verify (query) and --remote-write.client-tls-skip-verify (router)
+    reach an ingestor whose certificate no CA vouches for; a querier verifying it reads nothing."""
+    own = self_signed(tmp_path / "self")
+    ing = receive_process(tmp_path, "ingestor", "--grpc-server-tls-cert", str(own.cert),
+                          "--grpc-server-tls-key", str(own.key))
+    ring = tmp_path / "hashrings.json"
+    router = q = strict = None
+    try:
+        ing.start()
+        ring.write_text(json.dumps([{"endpoints": [ing.grpc]}]))
+        router = receive_process(tmp_path, "router", "--receive.hashrings-file", str(ring),
+                                 "--remote-write.client-tls-secure",
+                                 "--remote-write.client-tls-skip-verify").start()
+        q = query_process(tmp_path, "query", [ing.grpc], "--grpc-client-tls-secure",
+                          "--grpc-client-tls-skip-verify").start()
+        strict = query_process(tmp_path, "query-strict", [ing.grpc],
+                               "--grpc-client-tls-secure").start()
+        now = time.time()
+        r = push(router.url("remote_write", "/api/v1/receive"),
+                 [([("__name__", "self_signed_up"), ("job", "x")], [int(now * 1000)], [1.0])])
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 30
+        while True:
+            res = requests.get(q.url("http", "/api/v1/query"),
+                               params={"query": "self_signed_up", "time": now}, timeout=10).json()
+            if res["data"]["result"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert [s["metric"]["job"] for s in res["data"]["result"]] == ["x"]
+        res = requests.get(strict.url("http", "/api/v1/query"),
+                           params={"query": "self_signed_up", "time": now}, timeout=30).json()
+        assert res.get("data", {}).get("result", []) == []
+    finally:
+        for p in (strict, q, router):
+            if p is not None:
+                p.stop()
+        ing.stop()

@@ -243,3 +243,44 @@ def test_router_skip_verify_reaches_an_ingestor_with_a_self_signed_certificate(t
             await ing.stop()
 
     _run(main())
+
+
+class _Many(_Blocks):
+    """Enough series to stream several MiB (more than a stream's flow-control window)."""
+
+    def series(self, mint, maxt, matchers, skip_chunks):
+        blob = bytes(range(256)) * 8
+        return [((("__name__", "up"), ("i", f"{i:05d}"), ("job", "many")),
+                 [(0, 999, blob), (1000, 1999, blob)]) for i in range(1000)]
+
+
+def test_querier_skip_verify_reads_a_store_with_a_self_signed_certificate(tmp_path):
+    """--grpc-client-tls-skip-verify: the querier's StoreAPI client reads (Info, Series streamed
+    past the flow-control window, label names and values) a server whose certificate no CA
+    vouches for; without the flag it is refused; leaving a stream early cancels just it."""
+    async def main():
+        own = self_signed(tmp_path / "self")
+        store, port = await serve(_Many(), "127.0.0.1:0", "store",
+                                  tls=ServerTLS(cert=str(own.cert), key=str(own.key)))
+        addr = f"127.0.0.1:{port}"
+        skip = StoreClient(addr, timeout_s=30, tls=ClientTLS(secure=True, skip_verify=True))
+        strict = StoreClient(addr, timeout_s=10, tls=ClientTLS(secure=True))
+        try:
+            assert (await skip.info()).component_type == "store"
+            series = await skip.series(0, 2**62, UP)
+            assert len(series) == 1000 and len(series[0].chunks) == 2
+            assert series[-1].chunks[1][2] == bytes(range(256)) * 8
+            assert await skip.label_names(0, 2**62, UP) == ["__name__", "job"]
+            assert await skip.label_values("__name__", 0, 2**62, UP) == ["up"]
+            async for _ in skip.iter_series(0, 2**62, UP):
+                break  # the stream is cancelled; the connection serves the next call
+            assert len(await skip.series(0, 2**62, UP)) == 1000
+            with pytest.raises((grpc.aio.AioRpcError, RpcError)) as e:
+                await strict.series(0, 2**62, UP)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            await skip.close()
+            await strict.close()
+            await store.stop(1)
+
+    _run(main())
