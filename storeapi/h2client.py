@@ -227,6 +227,15 @@ class H2Channel:
         finally:
             if sid in self._calls:  # left early (break, error, cancellation)
                 self._cancel(conn, sid)
+            unread = 0  # give back the connection window that unread DATA still holds
+            while not call.queue.empty():
+                item = call.queue.get_nowait()
+                if isinstance(item, tuple):
+                    unread += item[1]
+            if unread:
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    conn.acknowledge_received_data(unread, sid)
+                    self._flush(conn)
 
     def _messages(self, buf: bytearray, call: _Call) -> list[bytes]:
         """Complete length-prefixed messages taken off the front of ``buf``."""
