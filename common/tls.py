@@ -2,8 +2,9 @@
 
 Certificates, keys and CAs are re-read when their files change, without a restart: an asyncio
 server's context checks the files (at most once a second) in the TLS ClientHello callback of each
-new connection and swaps in a freshly built context, so a rotation never fails a handshake; a
-grpc.aio server gets the same through gRPC's certificate-config fetcher.
+new connection and swaps in a freshly built context, so a rotation never fails a handshake.
+Every gRPC server is our own HTTP/2 server on such a context (storeapi/h2server.py), so the
+minimum TLS version is enforced everywhere; grpcio is used for some clients only.
 """
 from __future__ import annotations
 
@@ -206,7 +207,7 @@ def peer_certificate(transport) -> dict | None:
         return None
 
 
-# --- grpc.aio ---------------------------------------------------------------------------------
+# --- grpc.aio clients --------------------------------------------------------------------------
 
 def _read(path: str) -> bytes:
     try:
@@ -262,9 +263,8 @@ def grpc_channel(address: str, tls: ClientTLS | None, options,
     interceptors = list(interceptors) or None
     if tls is None or not tls.secure:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
-    if tls.skip_verify:
-        raise TLSConfigError("--grpc-client-tls-skip-verify is not supported by gRPC's Python "
-                             "client; give the servers' CA with --grpc-client-tls-ca")
+    if tls.skip_verify:  # callers use our HTTP/2 client (storeapi/h2client.py) instead
+        raise TLSConfigError("gRPC's Python client cannot skip certificate verification")
     creds = grpc.ssl_channel_credentials(
         root_certificates=_read(tls.ca) if tls.ca else None,
         private_key=_read(tls.key) if tls.key else None,
@@ -312,7 +312,7 @@ def add_client_tls_flags(p: argparse.ArgumentParser, prefix: str = "grpc-client"
                    action=argparse.BooleanOptionalAction, help="Use TLS to the gRPC servers.")
     p.add_argument(f"--{prefix}-tls-skip-verify", dest=f"{dest}_tls_skip_verify", default=False,
                    action=argparse.BooleanOptionalAction,
-                   help="Do not verify the servers' certificates (not with gRPC's client).")
+                   help="Do not verify the servers' certificates (e.g. self-signed ones).")
     p.add_argument(f"--{prefix}-tls-cert", dest=f"{dest}_tls_cert", default="",
                    help="Client certificate presented to the servers (mutual TLS).")
     p.add_argument(f"--{prefix}-tls-key", dest=f"{dest}_tls_key", default="",

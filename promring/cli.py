@@ -435,19 +435,10 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         rejected_log_interval_s=parse_duration_ms(a.rejected_log_interval) / 1000,
         ooo_window_ms=parse_duration_ms(a.ooo_time_window),
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
-        forward_tls=_forward_tls(a),
+        forward_tls=client_tls_from_flags(a, "remote-write.client"),
         http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,
         capnproto_address=getattr(a, "capnproto_address", ""),
         **_routing_config(a))
-
-
-def _forward_tls(a: argparse.Namespace):
-    tls = client_tls_from_flags(a, "remote-write.client")
-    if tls is not None and tls.secure and tls.skip_verify and a.grpc_compression != "snappy":
-        raise ValueError("--remote-write.client-tls-skip-verify works only with "
-                         "--receive.grpc-compression=snappy (gRPC's Python client cannot skip "
-                         "verification); give --remote-write.client-tls-ca instead")
-    return tls
 
 
 def _remote_write_tls(a: argparse.Namespace):
@@ -504,7 +495,7 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
         enforce_tenancy=a.enforce_tenancy, cors_origin=a.cors_origin,
         flags=command_flags(a), storage_retention=getattr(a, "tsdb_retention", ""),
-        grpc_server_tls=server_tls_from_flags(a), grpc_client_tls=_query_client_tls(a), http_config=_http_config(a),
+        grpc_server_tls=server_tls_from_flags(a), grpc_client_tls=client_tls_from_flags(a), http_config=_http_config(a),
         **_query_endpoint_config(a))
     cfg.validate()
     return cfg
@@ -540,15 +531,6 @@ def command_flags(a: argparse.Namespace) -> dict[str, str]:
         name = names[0][2:]
         flags[name] = "<secret>" if SECRET_FLAGS.search(name) and text else text
     return flags
-
-
-def _query_client_tls(a: argparse.Namespace):
-    tls = client_tls_from_flags(a)
-    if tls is not None and tls.secure and tls.skip_verify:
-        raise ValueError("--grpc-client-tls-skip-verify is not supported (gRPC's Python client "
-                         "cannot skip verification); give the endpoints' CA with "
-                         "--grpc-client-tls-ca")
-    return tls
 
 
 def _flag_duration_ms(a: argparse.Namespace, dest: str, flag: str) -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import grpc.aio
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from common.ops import add_ops_routes, new_registry, start_site
 from common.webconfig import WebConfigFile
+from storeapi.h2server import H2GrpcServer
 from storeapi.server import serve
 from ui import WebUI
 
@@ -51,7 +51,7 @@ class Querier:
                                          strict=cfg.strict_endpoints, tls=cfg.grpc_client_tls)
         self.api = QueryAPI(cfg, self.stores, self.registry)
         self._runner: web.AppRunner | None = None
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: H2GrpcServer | None = None
         self._tasks: list[asyncio.Task] = []
         self.port = 0
         self.grpc_port = 0

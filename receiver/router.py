@@ -28,6 +28,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from common.tls import ClientTLS, client_ssl_context, grpc_channel
+from storeapi import grpc_codec
 from storeapi.grpcmetrics import GrpcClientMetrics
 from storeapi.h2client import H2Channel, RpcError
 from storeapi.server import GRPC_OPTIONS, MAX_MESSAGE_BYTES
@@ -96,7 +97,9 @@ class Forwarder:
     """One connection per ingestor; sends raw thanos.WriteRequest bytes.
 
     ``compression`` is ``--receive.grpc-compression``: "snappy" (Thanos's default) goes through
-    our HTTP/2 client, since grpcio cannot compress with snappy; "none" through grpcio.
+    our HTTP/2 client, since grpcio cannot compress with snappy; "none" through grpcio, or
+    through our client too (uncompressed) when the TLS settings skip certificate verification,
+    which grpcio cannot.
     """
 
     def __init__(self, timeout_s: float = 5.0, retries: int = 2, compression: str = "snappy",
@@ -119,8 +122,9 @@ class Forwarder:
     def _stub(self, address: str) -> Callable[[bytes], Awaitable[bytes]]:
         got = self._channels.get(address)
         if got is None:
-            if self.compression == "snappy":
-                h2 = H2Channel(address, "snappy", max_message_bytes=MAX_MESSAGE_BYTES,
+            if self.compression == "snappy" or (self.tls is not None and self.tls.skip_verify):
+                encoding = grpc_codec.SNAPPY if self.compression == "snappy" else grpc_codec.IDENTITY
+                h2 = H2Channel(address, encoding, max_message_bytes=MAX_MESSAGE_BYTES,
                                ssl_context=self._ssl,
                                server_name=self.tls.server_name if self.tls else "")
                 got = (h2, lambda payload: h2.unary(REMOTE_WRITE_METHOD, payload, self.timeout_s))

@@ -1,4 +1,7 @@
-"""Asyncio StoreAPI client (grpc.aio) used by the querier; talks to promring or Thanos stores."""
+"""Asyncio StoreAPI client used by the querier; talks to promring or Thanos stores.
+
+grpc.aio, or our own HTTP/2 client (storeapi/h2client.py) when the servers' certificates are
+not to be verified (``--grpc-client-tls-skip-verify``), which grpcio cannot do."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -7,12 +10,13 @@ from dataclasses import dataclass, field
 import grpc
 import grpc.aio
 
-from common.tls import ClientTLS, grpc_channel
+from common.tls import ClientTLS, client_ssl_context, grpc_channel
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
-from storeapi import info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
+from storeapi import grpc_codec, info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
 from storeapi.convert import labels_from_pb, matchers_to_pb
-from storeapi.server import GRPC_OPTIONS, AggrData
+from storeapi.h2client import H2Channel, RpcError
+from storeapi.server import GRPC_OPTIONS, MAX_MESSAGE_BYTES, AggrData
 
 _XOR = types_pb2.Chunk.XOR
 _HIST_ENCODINGS = {types_pb2.Chunk.HISTOGRAM: ENCODING_HISTOGRAM,
@@ -95,6 +99,29 @@ class _Stubs:
             response_deserializer=metadata_pb2.MetricMetadataResponse.FromString)
 
 
+class _H2Stubs:
+    """The same callables as _Stubs over our HTTP/2 client."""
+
+    def __init__(self, ch: H2Channel) -> None:
+        def uu(path: str, resp):
+            async def call(req, timeout: float | None = None):
+                return resp.FromString(await ch.unary(path, req.SerializeToString(), timeout))
+            return call
+
+        def us(path: str, resp):
+            async def call(req, timeout: float | None = None):
+                async for msg in ch.unary_stream(path, req.SerializeToString(), timeout):
+                    yield resp.FromString(msg)
+            return call
+
+        self.info = uu("/thanos.info.Info/Info", info_pb2.InfoResponse)
+        self.store_info = uu("/thanos.Store/Info", rpc_pb2.InfoResponse)
+        self.label_names = uu("/thanos.Store/LabelNames", rpc_pb2.LabelNamesResponse)
+        self.label_values = uu("/thanos.Store/LabelValues", rpc_pb2.LabelValuesResponse)
+        self.series = us("/thanos.Store/Series", rpc_pb2.SeriesResponse)
+        self.metadata = us("/thanos.Metadata/MetricMetadata", metadata_pb2.MetricMetadataResponse)
+
+
 class StoreClient:
     """One StoreAPI endpoint. The channel is created lazily so that it binds to the running loop.
 
@@ -113,21 +140,27 @@ class StoreClient:
         self.interceptors = tuple(interceptors)  # e.g. grpc_client_* metrics
         self._timeout = timeout_s
         self._batch = series_batch_size
-        self._channel: grpc.aio.Channel | None = None
-        self._stubs: _Stubs | None = None
+        self._channel: grpc.aio.Channel | H2Channel | None = None
+        self._stubs: _Stubs | _H2Stubs | None = None
 
-    def _rpc(self) -> _Stubs:
+    def _rpc(self) -> _Stubs | _H2Stubs:
         if self._stubs is None:
-            self._channel = grpc_channel(self.address, self.tls, CHANNEL_OPTIONS,
-                                         self.interceptors)
-            self._stubs = _Stubs(self._channel)
+            tls = self.tls
+            if tls is not None and tls.secure and tls.skip_verify:
+                h2 = H2Channel(self.address, grpc_codec.IDENTITY, MAX_MESSAGE_BYTES,
+                               ssl_context=client_ssl_context(tls), server_name=tls.server_name)
+                self._channel, self._stubs = h2, _H2Stubs(h2)
+            else:
+                self._channel = grpc_channel(self.address, tls, CHANNEL_OPTIONS,
+                                             self.interceptors)
+                self._stubs = _Stubs(self._channel)
         return self._stubs
 
     async def info(self) -> StoreInfo:
         """thanos.info.Info; falls back to the deprecated Store.Info of Thanos < 0.37 peers."""
         try:
             r = await self._rpc().info(info_pb2.InfoRequest(), timeout=self._timeout)
-        except grpc.aio.AioRpcError as e:
+        except (grpc.aio.AioRpcError, RpcError) as e:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
             old = await self._rpc().store_info(rpc_pb2.InfoRequest(), timeout=self._timeout)
@@ -302,7 +335,7 @@ class StoreClient:
                     for m in entry.metas:
                         if (m.type, m.help, m.unit) not in metas:
                             metas.append((m.type, m.help, m.unit))
-        except grpc.aio.AioRpcError as e:
+        except (grpc.aio.AioRpcError, RpcError) as e:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
         return out, warnings

@@ -4,7 +4,8 @@ grpcio can only compress with gzip/deflate; Thanos routers compress forwarded wr
 by default and Thanos ingestors accept it, so a promring router with
 ``--receive.grpc-compression=snappy`` sends through this client. One HTTP/2 connection per
 channel carries every concurrent call; a lost connection fails its calls with UNAVAILABLE and the
-next call reconnects.
+next call reconnects. Server-streaming calls (``unary_stream``) let the querier read StoreAPI
+over it too, e.g. where certificate verification must be skipped, which grpcio cannot.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import asyncio
 import contextlib
 import ssl
 import struct
+import time
+from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
 import grpc
@@ -20,6 +23,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
 
 from storeapi import grpc_codec
 
@@ -43,11 +47,17 @@ class RpcError(Exception):
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
+_STREAM_WINDOW = 1 << 20  # per-stream receive window: what a streamed call buffers unread
+
+
 class _Call:
-    def __init__(self) -> None:
+    def __init__(self, streaming: bool = False) -> None:
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
         self.headers: dict[str, str] = {}
         self.body = bytearray()
+        # Streamed calls: DATA (bytes, flow-controlled length), then None at the end or an
+        # exception; acknowledged to the server only as the reader takes them.
+        self.queue: asyncio.Queue | None = asyncio.Queue() if streaming else None
 
 
 class H2Channel:
@@ -84,7 +94,10 @@ class H2Channel:
                 raise RpcError(grpc.StatusCode.UNAVAILABLE, f"connect {self.address}: {e}") from None
             conn = h2.connection.H2Connection(h2.config.H2Configuration(
                 client_side=True, header_encoding="utf-8"))
+            conn.local_settings = h2.settings.Settings(client=True, initial_values={
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW})
             conn.initiate_connection()
+            conn.increment_flow_control_window(4 * _STREAM_WINDOW)
             writer.write(conn.data_to_send())
             self._conn, self._writer = conn, writer
             self._reader_task = asyncio.get_running_loop().create_task(self._read(conn, reader))
@@ -115,8 +128,11 @@ class H2Channel:
             if call is not None:
                 call.headers.update(dict(ev.headers))
         elif isinstance(ev, h2.events.DataReceived):
-            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             call = self._calls.get(ev.stream_id)
+            if call is not None and call.queue is not None:
+                call.queue.put_nowait((ev.data, ev.flow_controlled_length))
+                return
+            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             if call is not None:
                 call.body += ev.data
                 if len(call.body) > self.max_message_bytes + 5:
@@ -126,6 +142,8 @@ class H2Channel:
             call = self._calls.pop(ev.stream_id, None)
             if call is not None and not call.done.done():
                 call.done.set_result(None)
+                if call.queue is not None:
+                    call.queue.put_nowait(None)
         elif isinstance(ev, h2.events.StreamReset):
             self._fail(ev.stream_id, RpcError(grpc.StatusCode.UNAVAILABLE
                                               if ev.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
@@ -142,6 +160,9 @@ class H2Channel:
         call = self._calls.pop(sid, None)
         if call is not None and not call.done.done():
             call.done.set_exception(err)
+            if call.queue is not None:
+                call.done.exception()  # retrieved: the reader gets it from the queue
+                call.queue.put_nowait(err)
 
     def _drop(self, conn: h2.connection.H2Connection, reason: str) -> None:
         if self._conn is conn:
@@ -162,6 +183,86 @@ class H2Channel:
             raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
 
     async def _unary(self, method: str, request: bytes, timeout: float | None) -> bytes:
+        conn, sid, call = await self._open(method, request, timeout, _Call())
+        try:
+            await call.done
+        except asyncio.CancelledError:
+            self._cancel(conn, sid)
+            raise
+        return self._result(call)
+
+    async def unary_stream(self, method: str, request: bytes, timeout: float | None = None
+                           ) -> AsyncIterator[bytes]:
+        """Call a server-streaming ``method``; yields each response message as it arrives.
+        ``timeout`` bounds the whole call; leaving the loop early cancels the stream."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            conn, sid, call = await asyncio.wait_for(
+                self._open(method, request, timeout, _Call(streaming=True)), timeout)
+        except TimeoutError:
+            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        assert call.queue is not None
+        buf = bytearray()
+        try:
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    item = await asyncio.wait_for(call.queue.get(), left)
+                except TimeoutError:
+                    raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+                if isinstance(item, Exception):
+                    raise item
+                if item is None:
+                    self._result(call, body=False)  # raises on a non-OK status
+                    if buf:
+                        raise RpcError(grpc.StatusCode.INTERNAL, "stream ended inside a message")
+                    return
+                data, flow = item
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    conn.acknowledge_received_data(flow, sid)
+                    self._flush(conn)
+                buf += data
+                for msg in self._messages(buf, call):
+                    yield msg
+        finally:
+            if sid in self._calls:  # left early (break, error, cancellation)
+                self._cancel(conn, sid)
+            unread = 0  # give back the connection window that unread DATA still holds
+            while not call.queue.empty():
+                item = call.queue.get_nowait()
+                if isinstance(item, tuple):
+                    unread += item[1]
+            if unread:
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    conn.acknowledge_received_data(unread, sid)
+                    self._flush(conn)
+
+    def _messages(self, buf: bytearray, call: _Call) -> list[bytes]:
+        """Complete length-prefixed messages taken off the front of ``buf``."""
+        out = []
+        while len(buf) >= 5:
+            flag, n = _PREFIX.unpack_from(buf)
+            if n > self.max_message_bytes:
+                raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "response larger than allowed")
+            if len(buf) < 5 + n:
+                break
+            msg = bytes(buf[5:5 + n])
+            del buf[:5 + n]
+            if flag:
+                msg = grpc_codec.decompress(call.headers.get("grpc-encoding", ""), msg,
+                                            self.max_message_bytes)
+            out.append(msg)
+        return out
+
+    def _cancel(self, conn: h2.connection.H2Connection, sid: int) -> None:
+        self._calls.pop(sid, None)
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+            self._flush(conn)
+
+    async def _open(self, method: str, request: bytes, timeout: float | None,
+                    call: _Call) -> tuple[h2.connection.H2Connection, int, _Call]:
+        """Start a call: headers and the (compressed) request message, stream half-closed."""
         conn = await self._connect()
         compressed = self.encoding != grpc_codec.IDENTITY
         payload = grpc_codec.compress(self.encoding, request) if compressed else request
@@ -174,16 +275,12 @@ class H2Channel:
         if timeout is not None:
             headers.append(("grpc-timeout", f"{max(1, int(timeout * 1000))}m"))
         sid = conn.get_next_available_stream_id()
-        call = self._calls[sid] = _Call()
+        self._calls[sid] = call
         try:
             conn.send_headers(sid, headers)
             await self._send(conn, sid, data)
-            await call.done
         except asyncio.CancelledError:
-            self._calls.pop(sid, None)
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
-                self._flush(conn)
+            self._cancel(conn, sid)
             raise
         except (OSError, h2.exceptions.ProtocolError) as e:
             # The peer went away mid-send (e.g. killed): an unavailable endpoint, as grpcio
@@ -193,7 +290,7 @@ class H2Channel:
                 call.done.cancel()
             self._drop(conn, f"connection error: {e}")
             raise RpcError(grpc.StatusCode.UNAVAILABLE, f"{self.address}: connection error: {e}") from None
-        return self._result(call)
+        return conn, sid, call
 
     async def _send(self, conn: h2.connection.H2Connection, sid: int, data: bytes) -> None:
         view = memoryview(data)
@@ -219,7 +316,8 @@ class H2Channel:
         if self._writer is not None and self._conn is conn:
             self._writer.write(conn.data_to_send())
 
-    def _result(self, call: _Call) -> bytes:
+    def _result(self, call: _Call, body: bool = True) -> bytes:
+        """The response message of a finished call (RpcError unless its status is OK)."""
         h = call.headers
         status = h.get("grpc-status")
         if status is None:
@@ -229,6 +327,8 @@ class H2Channel:
         code = _CODES.get(int(status) if status.isdigit() else -1, grpc.StatusCode.UNKNOWN)
         if code != grpc.StatusCode.OK:
             raise RpcError(code, unquote(h.get("grpc-message", "")))
+        if not body:
+            return b""
         body = call.body
         if len(body) < 5:
             return b""

@@ -2,8 +2,10 @@
 
 grpcio's core refuses any ``grpc-encoding`` it does not know ("Error parsing 'grpc-encoding'
 metadata") before Python sees the call, and Thanos routers compress forwarded writes with snappy
-by default. This server speaks the gRPC HTTP/2 protocol itself so that the ingestor's gRPC port
-accepts identity, snappy, gzip and deflate messages. It serves the same ``grpc.GenericRpcHandler``
+by default; and grpcio's Python API cannot raise the minimum TLS version above 1.2. This server
+speaks the gRPC HTTP/2 protocol itself, on Python's ssl, so that every gRPC port (ingestor, store
+gateway, querier) accepts identity, snappy, gzip and deflate messages and enforces
+``--grpc-server-tls-min-version``. It serves the same ``grpc.GenericRpcHandler``
 objects as a ``grpc.aio`` server (unary-unary and unary-stream methods, which is all the StoreAPI
 and WriteableStore use); handlers get a context whose ``abort`` behaves like grpc.aio's.
 
@@ -293,13 +295,18 @@ class _Connection(asyncio.Protocol):
     async def _stream_responses(self, sid: int, st: _Stream, it, ser) -> None:
         pending: list[bytes] = []
         size = 0
-        async for msg in it:
-            f = _frame(ser(msg))
-            pending.append(f)
-            size += len(f)
-            if size >= _FLUSH_BYTES:
+        try:
+            async for msg in it:
+                f = _frame(ser(msg))
+                pending.append(f)
+                size += len(f)
+                if size >= _FLUSH_BYTES:
+                    await self._send(sid, st, b"".join(pending))
+                    pending, size = [], 0
+        except Exception:
+            if pending:  # what was produced before a failure reaches the client, as with grpcio
                 await self._send(sid, st, b"".join(pending))
-                pending, size = [], 0
+            raise
         if pending:
             await self._send(sid, st, b"".join(pending))
 

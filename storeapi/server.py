@@ -20,9 +20,10 @@ from receiver.tsdb.labels import Labels, Matcher
 from google.protobuf import any_pb2
 
 from receiver.hashring._ringc import xxh64
-from common.tls import ServerTLS, grpc_server_credentials
+from common.tls import ServerTLS, server_ssl_context
 from storeapi import hints_pb2, info_pb2, labels_pb2, rpc_pb2, types_pb2
 from storeapi.convert import labels_to_pb, matchers_from_pb
+from storeapi.h2server import H2GrpcServer
 from receiver.tsdb.histogram import (ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk,
                                      chunk_encoding)
 from storeapi.wire import SeriesEncoder
@@ -173,7 +174,7 @@ class StoreServer:
         })
         return [store, info]
 
-    def register(self, server: grpc.aio.Server) -> None:
+    def register(self, server: "grpc.aio.Server | H2GrpcServer") -> None:
         server.add_generic_rpc_handlers(self.handlers())
 
     # --- Info -------------------------------------------------------------------------------
@@ -378,21 +379,22 @@ def writeable_store_handler(handler: WriteHandler) -> grpc.GenericRpcHandler:
 
 async def serve(source: SeriesSource, address: str, component_type: str = "receive",
                 writer: WriteHandler | None = None, tls: ServerTLS | None = None,
-                registry: CollectorRegistry | None = None) -> tuple[grpc.aio.Server, int]:
-    """Start a grpc.aio server with Store + Info (and WriteableStore when ``writer`` is given)
-    on ``address`` (TLS when ``tls`` is enabled); returns the started server and the bound port
-    (useful for ``host:0``); with ``registry``, the grpc_server_* metrics go there."""
-    from storeapi.grpcmetrics import MetricsInterceptor, server_metrics
-    interceptors = [MetricsInterceptor(server_metrics(registry))] if registry is not None else []
-    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=interceptors)
+                registry: CollectorRegistry | None = None) -> tuple[H2GrpcServer, int]:
+    """Start a gRPC server with Store + Info (and WriteableStore when ``writer`` is given) on
+    ``address`` (TLS when ``tls`` is enabled); returns the started server and the bound port
+    (useful for ``host:0``); with ``registry``, the grpc_server_* metrics go there.
+
+    Our own HTTP/2 server, not grpc.aio: its TLS is Python's ssl, which enforces
+    ``--grpc-server-tls-min-version`` (grpcio always accepts TLS 1.2), and it takes snappy."""
+    from storeapi.grpcmetrics import server_metrics
+    server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES,
+                          metrics=server_metrics(registry) if registry is not None else None)
     StoreServer(source, component_type).register(server)
     if writer is not None:
         server.add_generic_rpc_handlers((writeable_store_handler(writer),))
-    if tls is not None and tls.enabled:
-        port = server.add_secure_port(address, grpc_server_credentials(tls))
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot bind StoreAPI gRPC server to {address}")
+    try:
+        port = await server.bind(address, server_ssl_context(tls))
+    except OSError as e:
+        raise OSError(f"cannot bind StoreAPI gRPC server to {address}: {e}") from e
     await server.start()
     return server, port

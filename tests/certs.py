@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,3 +110,38 @@ def send_hostile_bytes(port: int) -> None:
                     pass
             except (ConnectionResetError, socket.timeout):
                 pass
+
+
+def self_signed(directory: Path, cn: str = "localhost") -> CertFiles:
+    """A server certificate signed by its own key, trusted by no CA anywhere."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=10))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    files = CertFiles(directory / f"{cn}-self.crt", directory / f"{cn}-self.key")
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return files
+
+
+def tls_handshake(port: int, pki: PKI, max_version: ssl.TLSVersion | None = None) -> str:
+    """Handshake with 127.0.0.1:``port`` as a client trusting ``pki``'s CA and presenting its
+    client certificate, offering TLS up to ``max_version``; the negotiated version, or
+    ssl.SSLError / ConnectionError when the server refuses."""
+    ctx = ssl.create_default_context(cafile=str(pki.ca.cert_path))
+    ctx.load_cert_chain(pki.client.cert, pki.client.key)
+    ctx.set_alpn_protocols(["h2"])
+    if max_version is not None:
+        ctx.maximum_version = max_version
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            return s.version() or ""

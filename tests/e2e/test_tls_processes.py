@@ -5,13 +5,14 @@ component at start with exit status 2 and a message naming the problem."""
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import time
 
 import pytest
 import requests
 
-from certs import PKI
+from certs import PKI, self_signed, tls_handshake
 from harness import free_port, promring_cmd, query_process, receive_process, start_process, stop_process
 from rw import push
 
@@ -48,7 +49,7 @@ def test_query_reads_ingestor_and_store_gateway_and_router_forwards_over_mutual_
             "--http-address", f"127.0.0.1:{sh}", *_server_flags(pki)],
             f"http://127.0.0.1:{sh}/-/ready", tmp_path / "store.log"))
         q = query_process(tmp_path, "query", [ing.grpc, f"127.0.0.1:{sg}"],
-                          *_client_flags(pki)).start()
+                          *_client_flags(pki), *_server_flags(pki)).start()
         unauth = query_process(tmp_path, "query-nocert", [ing.grpc, f"127.0.0.1:{sg}"],
                                "--grpc-client-tls-secure", "--grpc-client-tls-ca",
                                str(pki.ca.cert_path)).start()
@@ -71,6 +72,11 @@ def test_query_reads_ingestor_and_store_gateway_and_router_forwards_over_mutual_
         res = requests.get(unauth.url("http", "/api/v1/query"),
                            params={"query": "tls_up", "time": now}, timeout=30).json()
         assert res.get("data", {}).get("result", []) == []
+        # --grpc-server-tls-min-version (default 1.3) holds on every component's gRPC port
+        for port in (ing.ports["grpc"], sg, q.ports["grpc"]):
+            assert tls_handshake(port, pki) == "TLSv1.3"
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                tls_handshake(port, pki, ssl.TLSVersion.TLSv1_2)
         unauth.stop()
         q.stop()
     finally:
@@ -102,10 +108,41 @@ def test_unusable_tls_settings_stop_the_start_with_a_clear_error(tmp_path, args,
     assert message in out.stderr
 
 
-def test_query_refuses_skip_verify_at_start_instead_of_failing_every_query(tmp_path):
-    out = subprocess.run(promring_cmd() + ["query", "--endpoint", "127.0.0.1:1",
-                                           "--http-address", "127.0.0.1:0", "--grpc-address", "",
-                                           "--grpc-client-tls-secure",
-                                           "--grpc-client-tls-skip-verify"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "--grpc-client-tls-skip-verify" in out.stderr
+def test_query_and_router_skip_verify_reach_components_with_self_signed_certificates(tmp_path):
+    """--grpc-client-tls-skip-verify (query) and --remote-write.client-tls-skip-verify (router)
+    reach an ingestor whose certificate no CA vouches for; a querier verifying it reads nothing."""
+    own = self_signed(tmp_path / "self")
+    ing = receive_process(tmp_path, "ingestor", "--grpc-server-tls-cert", str(own.cert),
+                          "--grpc-server-tls-key", str(own.key))
+    ring = tmp_path / "hashrings.json"
+    router = q = strict = None
+    try:
+        ing.start()
+        ring.write_text(json.dumps([{"endpoints": [ing.grpc]}]))
+        router = receive_process(tmp_path, "router", "--receive.hashrings-file", str(ring),
+                                 "--remote-write.client-tls-secure",
+                                 "--remote-write.client-tls-skip-verify").start()
+        q = query_process(tmp_path, "query", [ing.grpc], "--grpc-client-tls-secure",
+                          "--grpc-client-tls-skip-verify").start()
+        strict = query_process(tmp_path, "query-strict", [ing.grpc],
+                               "--grpc-client-tls-secure").start()
+        now = time.time()
+        r = push(router.url("remote_write", "/api/v1/receive"),
+                 [([("__name__", "self_signed_up"), ("job", "x")], [int(now * 1000)], [1.0])])
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 30
+        while True:
+            res = requests.get(q.url("http", "/api/v1/query"),
+                               params={"query": "self_signed_up", "time": now}, timeout=10).json()
+            if res["data"]["result"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert [s["metric"]["job"] for s in res["data"]["result"]] == ["x"]
+        res = requests.get(strict.url("http", "/api/v1/query"),
+                           params={"query": "self_signed_up", "time": now}, timeout=30).json()
+        assert res.get("data", {}).get("result", []) == []
+    finally:
+        for p in (strict, q, router):
+            if p is not None:
+                p.stop()
+        ing.stop()

@@ -170,3 +170,17 @@ def test_out_of_order_time_window_flag(tmp_path, command):
     cfg = receive_config(_parse(command, "--tsdb.out-of-order.time-window=90m",
                                 "--tsdb.out-of-order.cap-max=64"), str(tmp_path), "", "")
     assert cfg.ooo_window_ms == 90 * 60_000
+
+
+@pytest.mark.parametrize("compression", ["snappy", "none"])
+def test_router_takes_skip_verify_with_either_compression(tmp_path, compression):
+    """--remote-write.client-tls-skip-verify goes through our own HTTP/2 client, which can skip
+    verification, so it is accepted whatever --receive.grpc-compression says."""
+    from promring.cli import receive_config
+    ring = '[{"endpoints": ["127.0.0.1:10901"]}]'
+    cfg = receive_config(_parse("receive", f"--receive.hashrings={ring}",
+                                f"--receive.grpc-compression={compression}",
+                                "--remote-write.client-tls-secure",
+                                "--remote-write.client-tls-skip-verify"), str(tmp_path), "", "")
+    assert cfg.forward_tls.secure and cfg.forward_tls.skip_verify
+

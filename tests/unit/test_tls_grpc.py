@@ -22,7 +22,7 @@ from receiver.tsdb.labels import Matcher, MatchType
 from storeapi.client import StoreClient
 from storeapi.h2client import RpcError
 from storeapi.server import serve
-from certs import PKI, send_hostile_bytes
+from certs import PKI, self_signed, send_hostile_bytes, tls_handshake
 
 UP = [Matcher(MatchType.EQ, "__name__", "up")]
 
@@ -172,18 +172,116 @@ def test_tls_without_client_ca_serves_any_tls_client_but_not_plain_text(tmp_path
     _run(main())
 
 
-def test_ingestor_port_honours_the_minimum_tls_version(tmp_path, pki):
+@pytest.mark.parametrize("min_version", ["1.3", "1.2"])
+def test_every_grpc_port_enforces_the_minimum_tls_version(tmp_path, pki, min_version):
+    """--grpc-server-tls-min-version on the ingestor's, store gateway's and querier's gRPC
+    ports (all serve StoreAPI): a client offering at most TLS 1.2 is refused under the default
+    1.3 and served under 1.2; TLS 1.3 clients are always served."""
     async def main():
-        ing = await _ingestor(tmp_path, pki)  # min version 1.3 by default, as Thanos
+        tls = ServerTLS(cert=str(pki.server.cert), key=str(pki.server.key),
+                        client_ca=str(pki.ca.cert_path), min_version=min_version)
+        ing = Receiver(ReceiveConfig(remote_write_address="127.0.0.1:0",
+                                     grpc_address="127.0.0.1:0", http_address="",
+                                     tsdb_path=tmp_path / "ingestor", grpc_server_tls=tls))
+        await ing.start()
+        store, sport = await serve(_Blocks(), "127.0.0.1:0", "store", tls=tls)
+        query, qport = await serve(_Blocks(), "127.0.0.1:0", "query", tls=tls)
         try:
-            ctx = ssl.create_default_context(cafile=str(pki.ca.cert_path))
-            ctx.load_cert_chain(pki.client.cert, pki.client.key)
-            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-            with pytest.raises((ssl.SSLError, ConnectionResetError)):
-                r, w = await asyncio.open_connection("127.0.0.1", ing.ports["grpc"], ssl=ctx,
-                                                     server_hostname="localhost")
-                w.close()
+            for port, component in ((ing.ports["grpc"], "receive"), (sport, "store"),
+                                    (qport, "query")):
+                assert await asyncio.to_thread(tls_handshake, port, pki) == "TLSv1.3"
+                if min_version == "1.3":
+                    with pytest.raises((ssl.SSLError, ConnectionError)):
+                        await asyncio.to_thread(tls_handshake, port, pki, ssl.TLSVersion.TLSv1_2)
+                else:
+                    assert await asyncio.to_thread(
+                        tls_handshake, port, pki, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+                info = await StoreClient(f"127.0.0.1:{port}", timeout_s=10,
+                                         tls=_client(pki)).info()
+                assert info.component_type == component
+        finally:
+            await query.stop(1)
+            await store.stop(1)
+            await ing.stop()
+
+    _run(main())
+
+
+@pytest.mark.parametrize("compression", ["snappy", "none"])
+def test_router_skip_verify_reaches_an_ingestor_with_a_self_signed_certificate(tmp_path,
+                                                                              compression):
+    """--remote-write.client-tls-skip-verify: a router forwards to an ingestor whose certificate
+    no CA vouches for (our HTTP/2 client, whatever --receive.grpc-compression); without the flag
+    the same forward fails verification."""
+    async def main():
+        own = self_signed(tmp_path / "self")
+        ing = Receiver(ReceiveConfig(
+            remote_write_address="127.0.0.1:0", grpc_address="127.0.0.1:0", http_address="",
+            tsdb_path=tmp_path / "ingestor",
+            grpc_server_tls=ServerTLS(cert=str(own.cert), key=str(own.key))))
+        await ing.start()
+        addr = f"127.0.0.1:{ing.ports['grpc']}"
+        now = int(time.time() * 1000)
+        try:
+            for skip, job in ((False, "verified"), (True, "unverified")):
+                fw = Forwarder(compression=compression, retries=0,
+                               tls=ClientTLS(secure=True, skip_verify=skip))
+                try:
+                    res, msg = await fw.send(addr, _write_body(job, now))
+                finally:
+                    await fw.close()
+                assert (res == OK) == skip, msg
+                if not skip:
+                    assert "CERTIFICATE_VERIFY_FAILED" in msg or "certificate" in msg.lower(), msg
+            reader = StoreClient(addr, timeout_s=10, tls=ClientTLS(secure=True, ca=str(own.cert)))
+            try:
+                assert {dict(s.labels)["job"] for s in await reader.series(0, 2**62, UP)} \
+                    == {"unverified"}
+            finally:
+                await reader.close()
         finally:
             await ing.stop()
+
+    _run(main())
+
+
+class _Many(_Blocks):
+    """Enough series to stream several MiB (more than a stream's flow-control window)."""
+
+    def series(self, mint, maxt, matchers, skip_chunks):
+        blob = bytes(range(256)) * 8
+        return [((("__name__", "up"), ("i", f"{i:05d}"), ("job", "many")),
+                 [(0, 999, blob), (1000, 1999, blob)]) for i in range(1000)]
+
+
+def test_querier_skip_verify_reads_a_store_with_a_self_signed_certificate(tmp_path):
+    """--grpc-client-tls-skip-verify: the querier's StoreAPI client reads (Info, Series streamed
+    past the flow-control window, label names and values) a server whose certificate no CA
+    vouches for; without the flag it is refused; leaving a stream early cancels just it."""
+    async def main():
+        own = self_signed(tmp_path / "self")
+        store, port = await serve(_Many(), "127.0.0.1:0", "store",
+                                  tls=ServerTLS(cert=str(own.cert), key=str(own.key)))
+        addr = f"127.0.0.1:{port}"
+        skip = StoreClient(addr, timeout_s=20, tls=ClientTLS(secure=True, skip_verify=True))
+        strict = StoreClient(addr, timeout_s=10, tls=ClientTLS(secure=True))
+        try:
+            assert (await skip.info()).component_type == "store"
+            series = await skip.series(0, 2**62, UP)
+            assert len(series) == 1000 and len(series[0].chunks) == 2
+            assert series[-1].chunks[1][2] == bytes(range(256)) * 8
+            assert await skip.label_names(0, 2**62, UP) == ["__name__", "job"]
+            assert await skip.label_values("__name__", 0, 2**62, UP) == ["up"]
+            for _ in range(8):  # more than the connection window's worth of unread streams
+                async for _ in skip.iter_series(0, 2**62, UP):
+                    break  # that stream is cancelled; the connection serves the next call
+            assert len(await skip.series(0, 2**62, UP)) == 1000
+            with pytest.raises((grpc.aio.AioRpcError, RpcError)) as e:
+                await strict.series(0, 2**62, UP)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            await skip.close()
+            await strict.close()
+            await store.stop(1)
 
     _run(main())
