@@ -25,6 +25,9 @@ class BucketMetrics:
         self.seconds = Histogram("thanos_objstore_bucket_operation_duration_seconds",
                                  "Duration of successful bucket operations.", labels,
                                  buckets=BUCKETS, registry=registry)
+        self.fetched = Counter("thanos_objstore_bucket_operation_fetched_bytes",
+                               "Bytes read from the bucket by successful reads.", labels,
+                               registry=registry)
         self.last_upload = Gauge("thanos_objstore_bucket_last_successful_upload_time",
                                  "Unix time of the last successful upload.", ["bucket"],
                                  registry=registry)
@@ -55,10 +58,14 @@ class InstrumentedBucket:
         return got
 
     async def get(self, name: str) -> bytes:
-        return await self._op("get", lambda: self._bkt.get(name))
+        data = await self._op("get", lambda: self._bkt.get(name))
+        self._m.fetched.labels(self.name, "get").inc(len(data))
+        return data
 
     async def get_range(self, name: str, off: int, length: int) -> bytes:
-        return await self._op("get_range", lambda: self._bkt.get_range(name, off, length))
+        data = await self._op("get_range", lambda: self._bkt.get_range(name, off, length))
+        self._m.fetched.labels(self.name, "get_range").inc(len(data))
+        return data
 
     async def upload(self, name: str, data: UploadData) -> None:
         await self._op("upload", lambda: self._bkt.upload(name, data))

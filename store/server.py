@@ -39,7 +39,6 @@ from .cache import (
     parse_index_cache_config,
 )
 from .cachingbucket import CachingBucket, parse_caching_bucket_config
-from objstore.instrumented import InstrumentedBucket
 from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -117,9 +116,7 @@ class StoreGateway:
             self._bucket = instrumented(bucket_from_config(cfg.objstore_config), self.registry)
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         raise_open_files_limit()
-        # A bucket handed in by the caller is the caller's to instrument.
-        bucket = (InstrumentedBucket(self._bucket, self.registry) if self._own_bucket
-                  else self._bucket)
+        bucket = self._bucket  # instrumented above when opened here; a caller's is the caller's
         if self.caching_bucket_cfg is not None:
             bucket = CachingBucket(bucket, new_bytes_cache(self.caching_bucket_cfg.backend,
                                                            self.registry, "caching-bucket"),
