@@ -1,0 +1,122 @@
+"""Exemplars from remote write: the decoder's arrays (hostile ones dropped, never the
+samples), the per-tenant ring (bounds, order, duplicates) and its WAL replay/checkpoint."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from receiver.multitsdb import MultiTSDB, MultiTSDBSource, TenantTSDB, TSDBOptions
+from receiver.remotewrite import (EX_INVALID_UTF8, EX_LABELS_TOO_LONG, EX_MALFORMED, EX_OK,
+                                  decode)
+from receiver.tsdb.exemplars import ADDED, DUPLICATE, OUT_OF_ORDER, CircularExemplarStorage
+from receiver.tsdb.labels import Matcher, encode_labels_key
+from tests.unit.test_remotewrite import f64, label, ld, sample, vint
+
+
+def exemplar(labels: list[tuple[bytes, bytes]], v: float, t: int) -> bytes:
+    return ld(3, b"".join(ld(1, label(n, x)) for n, x in labels) + f64(2, v) + vint(3, t))
+
+
+def series(name: bytes, *parts: bytes) -> bytes:
+    return ld(1, ld(1, label(b"__name__", name)) + b"".join(parts))
+
+
+def key(**kv: str) -> bytes:
+    return encode_labels_key(tuple(sorted(kv.items())))
+
+
+def test_decoder_returns_exemplars_and_flags_hostile_ones_without_failing_samples():
+    body = (series(b"a", ld(2, sample(1.0, 10)), exemplar([(b"trace_id", b"abc")], 1.5, 9))
+            + series(b"b", ld(2, sample(2.0, 10)),
+                     exemplar([(b"t", b"x" * 127)], 2.0, 8),            # 128 runes: fine
+                     exemplar([(b"t", b"x" * 128)], 2.0, 8),            # 129: too long
+                     exemplar([(b"t", "é".encode() * 127)], 2.0, 8),   # 128 runes, 254 bytes
+                     exemplar([(b"t", b"\xff")], 2.0, 8),              # not UTF-8
+                     ld(3, b"\x0a\x05\x0a"),                           # malformed body
+                     exemplar([], 3.0, 7)))                            # no labels: valid
+    d = decode(body)
+    assert d.ts.tolist() == [10, 10] and d.vals.tolist() == [1.0, 2.0]
+    assert d.ex_series.tolist() == [0, 1, 1, 1, 1, 1, 1]
+    assert d.ex_status.tolist() == [EX_OK, EX_OK, EX_LABELS_TOO_LONG, EX_OK, EX_INVALID_UTF8,
+                                    EX_MALFORMED, EX_OK]
+    assert d.ex_keys[0] == key(trace_id="abc") and d.ex_keys[6] == b""
+    assert d.ex_ts.tolist()[:2] == [9, 8] and d.ex_vals.tolist()[0] == 1.5
+    assert d.n_exemplars == 7
+
+
+def test_ring_is_bounded_keeps_newest_and_refuses_out_of_order_per_series():
+    ring = CircularExemplarStorage(3)
+    a, b = key(__name__="a"), key(__name__="b")
+    lk = key(trace_id="1")
+    st = ring.add([a, a, a, b, a, a], [lk] * 6, [1.0, 1.0, 2.0, 5.0, 0.5, 3.0],
+                  [10, 10, 20, 10, 15, 30])
+    assert st.tolist() == [ADDED, DUPLICATE, ADDED, ADDED, OUT_OF_ORDER, ADDED]
+    assert ring.count == 3  # a@10 was overwritten by a@30
+    got = {r.series_labels: [(v, t) for _, v, t in r.exemplars]
+           for r in ring.select(0, 100, [[Matcher("=~", "__name__", ".+")]])}
+    assert got == {(("__name__", "a"),): [(2.0, 20), (3.0, 30)], (("__name__", "b"),): [(5.0, 10)]}
+    # b's only exemplar goes next, then a's: the index never points at a stolen slot.
+    ring.add([a, a, a], [lk] * 3, [4.0, 5.0, 6.0], [40, 50, 60])
+    got = ring.select(0, 100, [[Matcher("=", "__name__", "a")], [Matcher("=", "__name__", "b")]])
+    assert [(r.series_labels, [t for _, _, t in r.exemplars]) for r in got] == \
+        [((("__name__", "a"),), [40, 50, 60])]
+    assert ring.select(45, 55, [[Matcher("=", "__name__", "a")]])[0].exemplars == \
+        [((("trace_id", "1"),), 5.0, 50)]
+
+
+def test_disabled_ring_keeps_nothing():
+    ring = CircularExemplarStorage(0)
+    assert ring.add([key(a="1")], [b""], [1.0], [1]).tolist() == [0]
+    assert ring.select(0, 10, [[]]) == []
+
+
+def _write(db: TenantTSDB, body: bytes):
+    out = db.write(decode(body))
+    asyncio.run(db.sync())
+    return out
+
+
+def test_exemplars_survive_restart_and_checkpoint(tmp_path):
+    opts = TSDBOptions(path=tmp_path, max_exemplars=10)
+    mdb = MultiTSDB(opts)
+    db = mdb.tenant("t1")
+    out = _write(db, series(b"a", ld(2, sample(1.0, 100)),
+                            exemplar([(b"trace_id", b"x")], 1.0, 100),
+                            exemplar([(b"t", b"y" * 200)], 1.0, 101)))
+    assert (out.appended, out.exemplars_appended, out.exemplars_invalid) == (1, 1, 1)
+    assert out.http_status == 409 and not out.conflicts  # exemplars never make a conflict
+    out = _write(db, series(b"a", ld(2, sample(2.0, 200)), exemplar([(b"trace_id", b"z")], 2.0, 50)))
+    assert (out.appended, out.exemplars_out_of_order) == (1, 1)
+    _write(db, series(b"b", ld(2, sample(2.0, 200)), exemplar([(b"trace_id", b"w")], 3.0, 200)))
+    want = MultiTSDBSource(mdb).exemplars(0, 1000, [[Matcher("=~", "__name__", "a|b")]])
+    assert [r.series_labels for r in want] == [(("__name__", "a"), ("tenant_id", "t1")),
+                                               (("__name__", "b"), ("tenant_id", "t1"))]
+    mdb.close()
+
+    mdb = MultiTSDB(opts)
+    mdb.open_existing()
+    assert MultiTSDBSource(mdb).exemplars(0, 1000, [[Matcher("=~", "__name__", "a|b")]]) == want
+    # A checkpoint replaces the segments and still carries the exemplars.
+    t = mdb.tenants["t1"]
+    t._write_checkpoint(t.wal.rotate(), 0)
+    mdb.close()
+    mdb = MultiTSDB(opts)
+    mdb.open_existing()
+    assert MultiTSDBSource(mdb).exemplars(0, 1000, [[Matcher("=~", "__name__", "a|b")]]) == want
+    # Tenant matchers pick tenants as for series.
+    assert MultiTSDBSource(mdb).exemplars(0, 1000, [[Matcher("=", "tenant_id", "other")]]) == []
+    mdb.close()
+
+
+def test_ring_memory_is_bounded_by_max_exemplars(tmp_path):
+    db = TenantTSDB("t", TSDBOptions(path=tmp_path, max_exemplars=5))
+    body = b"".join(series(f"m{i}".encode(), ld(2, sample(1.0, 10)),
+                           exemplar([(b"i", str(i).encode())], 1.0, 10)) for i in range(50))
+    out = _write(db, body)
+    assert out.exemplars_appended == 50 and db.exemplars.count == 5
+    got = db.exemplars.select(0, 100, [[Matcher("=~", "__name__", ".+")]])
+    assert sorted(r.series_labels[0][1] for r in got) == [f"m{i}" for i in range(45, 50)]
+    assert len(db.exemplars._index) == 5
+    assert np.all(np.array([len(r.exemplars) for r in got]) == 1)
+    db.close()
