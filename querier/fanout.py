@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import orjson
 from prometheus_client import CollectorRegistry
 
 from common.tls import ClientTLS
@@ -228,10 +229,36 @@ class StoreSet:
                 have.extend(m for m in metas if m not in have)
         return merged
 
+    async def exemplars(self, selectors: list[list[Matcher]], start: int, end: int,
+                        opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None
+                        ) -> list[tuple[Labels, list[tuple[Labels, float, int]]]]:
+        """Thanos's Exemplars API over every endpoint, as Thanos's proxy asks: the query sent
+        is the selectors themselves (each with the enforced matchers added); series from several
+        endpoints (replicas) are merged, exemplars deduplicated and time-ordered."""
+        extra = list(opts.extra_matchers)
+        query = " or ".join(selector_string(ms + extra) for ms in selectors)
+        results = await self._fan(*UNBOUNDED, extra, lambda c: c.exemplars(
+            query, start, end, partial_response=opts.partial_response), opts, warnings)
+        strip = frozenset(opts.replica_labels)
+        merged: dict[Labels, set[tuple[Labels, float, int]]] = {}
+        for found, warns in results:
+            if warnings is not None:
+                warnings.extend(warns)
+            for lbls, exs in found:
+                merged.setdefault(strip_labels(lbls, strip) if strip else lbls, set()).update(exs)
+        return [(lbls, sorted(merged[lbls], key=lambda e: (e[2], e[0], e[1])))
+                for lbls in sorted(merged)]
+
     async def close(self) -> None:
         await self.health.stop()
         for c in self.clients:
             await c.close()
+
+
+def selector_string(matchers: Sequence[Matcher]) -> str:
+    """A series selector in PromQL text (``{a="b",c=~"d"}``) that parses back to ``matchers``."""
+    return "{" + ",".join(f"{m.name}{m.type.value}{orjson.dumps(m.value).decode()}"
+                          for m in matchers) + "}"
 
 
 def merge_replicas(parts: list[tuple[np.ndarray, np.ndarray]], dedup_func: str, counter: bool

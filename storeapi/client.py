@@ -10,7 +10,7 @@ import grpc.aio
 from common.tls import ClientTLS, grpc_channel
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
-from storeapi import info_pb2, metadata_pb2, rpc_pb2, types_pb2
+from storeapi import exemplars_pb2, info_pb2, metadata_pb2, rpc_pb2, types_pb2
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.server import GRPC_OPTIONS, AggrData
 
@@ -89,6 +89,10 @@ class _Stubs:
             "/thanos.Metadata/MetricMetadata",
             request_serializer=metadata_pb2.MetricMetadataRequest.SerializeToString,
             response_deserializer=metadata_pb2.MetricMetadataResponse.FromString)
+        self.exemplars = ch.unary_stream(
+            "/thanos.Exemplars/Exemplars",
+            request_serializer=exemplars_pb2.ExemplarsRequest.SerializeToString,
+            response_deserializer=exemplars_pb2.ExemplarsResponse.FromString)
 
 
 class StoreClient:
@@ -292,6 +296,30 @@ class StoreClient:
                     for m in entry.metas:
                         if (m.type, m.help, m.unit) not in metas:
                             metas.append((m.type, m.help, m.unit))
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+        return out, warnings
+
+    async def exemplars(self, query: str, start: int, end: int, partial_response: bool = False
+                        ) -> tuple[list[tuple[Labels, list[tuple[Labels, float, int]]]], list[str]]:
+        """thanos.Exemplars: (series labels, [(exemplar labels, value, ts ms)]) per series, and
+        warnings. An endpoint without the Exemplars API has none."""
+        out: list[tuple[Labels, list[tuple[Labels, float, int]]]] = []
+        warnings: list[str] = []
+        req = exemplars_pb2.ExemplarsRequest(query=query, start=start, end=end,
+                                             partial_response_strategy=_strategy(partial_response))
+
+        def lbls(ls) -> Labels:
+            return tuple(sorted((lb.name, lb.value) for lb in ls.labels))
+
+        try:
+            async for r in self._rpc().exemplars(req, timeout=self._timeout):
+                if r.WhichOneof("result") == "warning":
+                    warnings.append(r.warning)
+                elif r.WhichOneof("result") == "data":
+                    out.append((lbls(r.data.seriesLabels),
+                                [(lbls(e.labels), e.value, e.ts) for e in r.data.exemplars]))
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise

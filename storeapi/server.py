@@ -140,9 +140,12 @@ def _identity(b: bytes) -> bytes:
 class StoreServer:
     """Serves a SeriesSource as ``thanos.Store`` and ``thanos.info.Info``."""
 
-    def __init__(self, source: SeriesSource, component_type: str = "receive") -> None:
+    def __init__(self, source: SeriesSource, component_type: str = "receive",
+                 exemplars: bool = False) -> None:
+        """``exemplars``: Info advertises the Exemplars API (served beside this one)."""
         self._source = source
         self._component = component_type
+        self._exemplars = exemplars
         # Sources that understand downsampling say so by their series() parameters.
         try:
             params = inspect.signature(source.series).parameters
@@ -195,7 +198,9 @@ class StoreServer:
         return info_pb2.InfoResponse(
             label_sets=sets, ComponentType=self._component,
             store=info_pb2.StoreInfo(min_time=mint, max_time=maxt, supports_sharding=True,
-                                     supports_without_replica_labels=True))
+                                     supports_without_replica_labels=True),
+            exemplars=info_pb2.ExemplarsInfo(min_time=-(1 << 63), max_time=(1 << 63) - 1)
+            if self._exemplars else None)
 
     # --- Series -----------------------------------------------------------------------------
 
