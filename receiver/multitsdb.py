@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from functools import partial
+from operator import itemgetter
 from typing import Any, Awaitable, Callable, Generator, Iterable, Iterator
 
 import numpy as np
@@ -36,6 +37,14 @@ log = logging.getLogger(__name__)
 
 # series_status codes from the remote-write decoder (Thanos labelpb.ValidateLabels).
 SERIES_EMPTY_LABELS, SERIES_DUPLICATE_LABELS, SERIES_UNSORTED_LABELS = 1, 2, 3
+
+
+def _pick(items: list, idx: np.ndarray) -> list:
+    """``[items[i] for i in idx]`` without a Python-level loop."""
+    if len(idx) == 0:
+        return []
+    got = itemgetter(*idx.tolist())(items)
+    return list(got) if len(idx) > 1 else [got]
 
 
 _MALFORMED_TS = int(np.iinfo(np.int64).min)  # the decoder's mark for a malformed Histogram
@@ -615,18 +624,18 @@ class TenantTSDB:
         idx = np.flatnonzero(ok)
         if not len(idx):
             return None
-        il = idx.tolist()
-        keys, ser = req.keys, req.ex_series.tolist()
-        labels = [req.ex_keys[i] for i in il]
-        vals, ts = req.ex_vals[idx], req.ex_ts[idx]
-        st = self.exemplars.add([keys[ser[i]] for i in il], labels, vals.tolist(), ts.tolist())
+        every = len(idx) == len(ok)
+        labels = req.ex_keys if every else _pick(req.ex_keys, idx)
+        vals, ts = (req.ex_vals, req.ex_ts) if every else (req.ex_vals[idx], req.ex_ts[idx])
+        st = self.exemplars.add(_pick(req.keys, req.ex_series[idx]), labels, vals, ts)
         out.exemplars_out_of_order += int(np.count_nonzero(st == EXEMPLAR_OUT_OF_ORDER))
-        added = st == ADDED
-        out.exemplars_appended += int(np.count_nonzero(added))
-        if not added.any():
+        added = np.flatnonzero(st == ADDED)
+        out.exemplars_appended += len(added)
+        if not len(added):
             return None
-        return ExemplarsRecord(refs[idx][added], ts[added], vals[added],
-                               [lbl for lbl, a in zip(labels, added.tolist()) if a])
+        if len(added) < len(st):
+            labels = _pick(labels, added)
+        return ExemplarsRecord(refs[idx][added], ts[added], vals[added], labels)
 
     def _latest_valid_time(self) -> int:
         """Newest timestamp a write may carry now (too far in the future past it)."""

@@ -117,6 +117,57 @@ def test_ring_memory_is_bounded_by_max_exemplars(tmp_path):
     assert out.exemplars_appended == 50 and db.exemplars.count == 5
     got = db.exemplars.select(0, 100, [[Matcher("=~", "__name__", ".+")]])
     assert sorted(r.series_labels[0][1] for r in got) == [f"m{i}" for i in range(45, 50)]
-    assert len(db.exemplars._index) == 5
+    assert db.exemplars.num_series == 5
     assert np.all(np.array([len(r.exemplars) for r in got]) == 1)
     db.close()
+
+
+def _reference_add(state: dict, size: int, batch: list) -> list[int]:
+    """Prometheus's ring, one exemplar at a time: a global FIFO of ``size``, per series the
+    newest must be exceeded, an exact repeat of the newest ignored."""
+    fifo, per = state.setdefault("fifo", []), state.setdefault("per", {})
+    out = []
+    for s, lab, v, t in batch:
+        mine = per.get(s, [])
+        if mine and (mine[-1][2] == t and mine[-1][1] == v and mine[-1][0] == lab):
+            out.append(DUPLICATE)
+            continue
+        if mine and t <= mine[-1][2]:
+            out.append(OUT_OF_ORDER)
+            continue
+        per.setdefault(s, []).append((lab, v, t))
+        fifo.append(s)
+        if len(fifo) > size:
+            gone = fifo.pop(0)
+            per[gone].pop(0)
+            if not per[gone]:
+                del per[gone]
+        out.append(ADDED)
+    return out
+
+
+def test_ring_matches_a_one_at_a_time_model_on_random_batches():
+    rng = np.random.default_rng(7)
+    for size in (1, 3, 16):
+        ring, state = CircularExemplarStorage(size), {}
+        names = [key(__name__=f"s{i}") for i in range(6)]
+        for _ in range(60):
+            n = int(rng.integers(1, 12))
+            batch = [(names[int(rng.integers(0, 6))], key(t=str(int(rng.integers(0, 2)))),
+                      float(rng.integers(0, 2)), int(rng.integers(0, 40))) for _ in range(n)]
+            # The ring takes a request's n-th exemplar of every series in round n.
+            seen: dict = {}
+            rounds = []
+            for i, b in enumerate(batch):
+                seen[b[0]] = seen.get(b[0], -1) + 1
+                rounds.append((seen[b[0]], i))
+            order = [i for _, i in sorted(rounds)]
+            want = dict(zip(order, _reference_add(state, size, [batch[i] for i in order])))
+            got = ring.add(*map(list, zip(*batch)))
+            assert got.tolist() == [want[i] for i in range(n)]
+            held = {encode_labels_key(r.series_labels):
+                    [(encode_labels_key(lb), v, t) for lb, v, t in r.exemplars]
+                    for r in ring.select(-1, 1 << 40, [[]])}
+            assert held == state["per"]
+            assert ring.count == len(state["fifo"]) and ring.num_series == len(state["per"])
+
