@@ -177,6 +177,7 @@ typedef struct {
     uint64_t *exvals;
     uint8_t *exst;
     Py_ssize_t excap;
+    LabelVec exlv;    /* one exemplar's labels, reused */
 } Out;
 
 static int out_resize(Out *o, Py_ssize_t cap)
@@ -631,21 +632,20 @@ static uint8_t validate_exemplar_labels(const LabelVec *lv)
    and counts it; it never fails the request's samples). -2 on a Python error. */
 static int collect_exemplar(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx, Out *out)
 {
-    LabelVec lv = {NULL, 0, 0};
+    LabelVec *lv = &out->exlv;
     uint64_t val = 0;
     int64_t ts = 0;
     int nomem = 0;
     uint8_t st;
-    if (parse_exemplar(c, p, end, &lv, &val, &ts, &nomem) < 0) {
-        if (nomem) {
-            PyMem_Free(lv.items);
+    lv->len = 0;
+    if (parse_exemplar(c, p, end, lv, &val, &ts, &nomem) < 0) {
+        if (nomem)
             return -2;
-        }
         c->err = NULL;
-        lv.len = 0;
+        lv->len = 0;
         st = EX_MALFORMED;
     } else {
-        st = validate_exemplar_labels(&lv);
+        st = validate_exemplar_labels(lv);
     }
     Py_ssize_t k = PyList_GET_SIZE(out->exkeys);
     if (k >= out->excap) {
@@ -661,15 +661,13 @@ static int collect_exemplar(Ctx *c, const uint8_t *p, const uint8_t *end, int32_
             out->exvals = nv;
         uint8_t *nst = nv ? PyMem_Realloc(out->exst, (size_t)ncap) : NULL;
         if (!nst) {
-            PyMem_Free(lv.items);
             PyErr_NoMemory();
             return -2;
         }
         out->exst = nst;
         out->excap = ncap;
     }
-    PyObject *key = st == EX_OK ? make_key(&lv) : PyBytes_FromStringAndSize(NULL, 0);
-    PyMem_Free(lv.items);
+    PyObject *key = st == EX_OK ? make_key(lv) : PyBytes_FromStringAndSize(NULL, 0);
     if (!key)
         return -2;
     int ar = PyList_Append(out->exkeys, key);
@@ -738,7 +736,7 @@ static PyObject *decode_impl(PyObject *arg, int with_hist)
                PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(int64_t)),
                PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(uint64_t)),
                NULL, NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0,
-               NULL, NULL, NULL, NULL, NULL, 0};
+               NULL, NULL, NULL, NULL, NULL, 0, {NULL, 0, 0}};
     if (with_hist && (!(out.hraw = PyList_New(0)) || !(out.exkeys = PyList_New(0))))
         goto done;
     if (!so.keys || !out.series_obj || !out.ts_obj || !out.vals_obj || out_resize(&out, cap0) < 0)
@@ -840,6 +838,7 @@ done:
     PyMem_Free(out.exts);
     PyMem_Free(out.exvals);
     PyMem_Free(out.exst);
+    PyMem_Free(out.exlv.items);
     PyBuffer_Release(&buf);
     return result;
 }

@@ -171,3 +171,21 @@ def test_ring_matches_a_one_at_a_time_model_on_random_batches():
             assert held == state["per"]
             assert ring.count == len(state["fifo"]) and ring.num_series == len(state["per"])
 
+
+
+def test_hostile_exemplar_bodies_never_fail_the_request_or_its_samples():
+    rng = np.random.default_rng(11)
+    for _ in range(500):
+        junk = rng.integers(0, 256, int(rng.integers(0, 64)), dtype=np.uint8).tobytes()
+        body = series(b"a", ld(2, sample(1.0, 10)), ld(3, junk), exemplar([(b"k", b"v")], 2.0, 11),
+                      ld(2, sample(2.0, 20)))
+        d = decode(body)
+        assert d.ts.tolist() == [10, 20] and d.vals.tolist() == [1.0, 2.0]
+        assert len(d.ex_status) == 2 and d.ex_status[1] == EX_OK
+        assert d.ex_status[0] in (EX_OK, EX_LABELS_TOO_LONG, EX_INVALID_UTF8, EX_MALFORMED)
+        if d.ex_status[0] != EX_OK:
+            assert d.ex_keys[0] == b""
+    # Thousands of tiny labels: over 128 runes, refused without building a key.
+    many = exemplar([(b"a", b"b")] * 5000, 1.0, 1)
+    d = decode(series(b"a", ld(2, sample(1.0, 10)), many))
+    assert d.ex_status.tolist() == [EX_LABELS_TOO_LONG] and d.ex_keys == [b""]
