@@ -47,6 +47,7 @@ class Info:
     max_time: int
     label_sets: list[Labels]
     component: str = ""
+    exemplars: bool = False  # advertises the Exemplars API
 
 
 @dataclass
@@ -147,7 +148,8 @@ class EndpointHealth:
             # A receiver's head grows all the time (Thanos does the same); an empty one
             # (min > max) may hold anything by the next query.
             lo, hi = (lo if lo <= hi else -UNBOUNDED_MAX - 1), UNBOUNDED_MAX
-        self.mark_up(c.address, Info(lo, hi, list(i.label_sets), i.component_type.lower()))
+        self.mark_up(c.address, Info(lo, hi, list(i.label_sets), i.component_type.lower(),
+                                     exemplars=i.exemplars))
 
     def mark_up(self, address: str, info: Info | None = None) -> None:
         st = self.status.get(address)

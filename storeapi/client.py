@@ -60,6 +60,7 @@ class StoreInfo:
     max_time: int
     component_type: str = ""
     supports_without_replica_labels: bool = False
+    exemplars: bool = False  # serves thanos.Exemplars (Info's ExemplarsInfo)
 
 
 @dataclass
@@ -136,7 +137,8 @@ class StoreClient:
             label_sets=[labels_from_pb(ls.labels) for ls in r.label_sets],
             min_time=r.store.min_time, max_time=r.store.max_time,
             component_type=r.ComponentType,
-            supports_without_replica_labels=r.store.supports_without_replica_labels)
+            supports_without_replica_labels=r.store.supports_without_replica_labels,
+            exemplars=r.HasField("exemplars"))
 
     async def iter_series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                           skip_chunks: bool = False, without_replica_labels: Iterable[str] = (),
