@@ -189,3 +189,22 @@ def test_hostile_exemplar_bodies_never_fail_the_request_or_its_samples():
     many = exemplar([(b"a", b"b")] * 5000, 1.0, 1)
     d = decode(series(b"a", ld(2, sample(1.0, 10)), many))
     assert d.ex_status.tolist() == [EX_LABELS_TOO_LONG] and d.ex_keys == [b""]
+
+
+def test_exemplars_survive_the_capnproto_replication_path():
+    """A router replicating with Cap'n Proto hands the ingestor a converted remote-write body:
+    its exemplars must come out as the original's."""
+    import struct
+
+    from receiver.capnproto import _capnpc
+    from receiver.capnproto.wire import PackedFrames
+
+    body = series(b"a", ld(2, sample(1.0, 10)),
+                  exemplar([(b"trace_id", b"x"), (b"span", b"y")], 2.5, 9))
+    image = _capnpc.from_remote_write(body, b"tenant")
+    frames = PackedFrames(1 << 30)
+    frames.feed(_capnpc.pack(struct.pack("<IIQ", 0, len(image) // 8 + 1, 3 << 48) + image))
+    _, converted = _capnpc.to_remote_write(frames.next(), 0, 0, 1 << 30)
+    got, want = decode(converted), decode(body)
+    assert got.ex_keys == want.ex_keys == [b"\x08trace_id\x01x\x04span\x01y"]  # request order
+    assert (got.ex_ts.tolist(), got.ex_vals.tolist(), got.ex_status.tolist()) == ([9], [2.5], [EX_OK])
