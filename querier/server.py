@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from common.ops import add_ops_routes, new_registry, start_site
 from common.webconfig import WebConfigFile
+from receiver.exemplars import exemplars_handler
 from storeapi.server import serve
 from ui import WebUI
 
@@ -99,7 +100,8 @@ class Querier:
         if self.cfg.grpc_address:
             source = FanoutSource(self.stores, partial_response=self.cfg.partial_response)
             self._grpc, self.grpc_port = await serve(source, self.cfg.grpc_address, "query",
-                                                     tls=self.cfg.grpc_server_tls)
+                                                     tls=self.cfg.grpc_server_tls,
+                                                     exemplars=exemplars_handler(source))
 
     async def stop(self) -> None:
         await cancel_and_wait(more=self._tasks)

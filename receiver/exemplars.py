@@ -5,7 +5,8 @@ vector selector in it is one selector (a series matching any of them is answered
 """
 from __future__ import annotations
 
-from typing import Protocol
+import inspect
+from typing import Awaitable, Protocol
 
 import promql_parser as pp
 
@@ -21,8 +22,10 @@ _OPS = {"MatchOp.Equal": MatchType.EQ, "MatchOp.NotEqual": MatchType.NEQ,
 
 
 class ExemplarSource(Protocol):
+    """An ingestor's tenants (plain call), or a querier's fan-out (a coroutine)."""
+
     def exemplars(self, start: int, end: int, selectors: list[list[Matcher]]
-                  ) -> list[ExemplarResult]: ...
+                  ) -> list[ExemplarResult] | Awaitable[list[ExemplarResult]]: ...
 
 
 def _vector_selector_matchers(vs) -> list[list[Matcher]]:
@@ -93,7 +96,10 @@ def exemplars_handler(source: ExemplarSource):
             return
         if not selectors:
             return
-        for r in source.exemplars(req.start, req.end, selectors):
+        found = source.exemplars(req.start, req.end, selectors)
+        if inspect.isawaitable(found):
+            found = await found
+        for r in found:
             yield exemplars_pb2.ExemplarsResponse(data=exemplars_pb2.ExemplarData(
                 seriesLabels=lset(r.series_labels),
                 exemplars=[exemplars_pb2.Exemplar(labels=lset(lb), value=v, ts=t)

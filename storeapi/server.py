@@ -381,13 +381,16 @@ def writeable_store_handler(handler: WriteHandler) -> grpc.GenericRpcHandler:
 
 
 async def serve(source: SeriesSource, address: str, component_type: str = "receive",
-                writer: WriteHandler | None = None, tls: ServerTLS | None = None
+                writer: WriteHandler | None = None, tls: ServerTLS | None = None,
+                exemplars: grpc.GenericRpcHandler | None = None
                 ) -> tuple[grpc.aio.Server, int]:
     """Start a grpc.aio server with Store + Info (and WriteableStore when ``writer`` is given)
     on ``address`` (TLS when ``tls`` is enabled); returns the started server and the bound port
     (useful for ``host:0``)."""
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    StoreServer(source, component_type).register(server)
+    StoreServer(source, component_type, exemplars=exemplars is not None).register(server)
+    if exemplars is not None:  # the Exemplars API, advertised in Info
+        server.add_generic_rpc_handlers((exemplars,))
     if writer is not None:
         server.add_generic_rpc_handlers((writeable_store_handler(writer),))
     if tls is not None and tls.enabled:

@@ -88,3 +88,34 @@ def test_selectors_extracted_as_prometheus_does():
     assert extract_selectors("1 + 2") == []
     with pytest.raises(ValueError):
         extract_selectors("a{")
+
+
+def test_a_querier_stacked_on_a_querier_sees_the_exemplars(tmp_path):
+    """The querier's own gRPC serves the Exemplars API over its fan-out (and says so in Info),
+    so a global querier above regional ones answers the same."""
+    import aiohttp
+
+    from common.ops import new_registry
+    from querier.fanout import StoreSet
+    from querier.server import Querier
+
+    async def go():
+        async with cluster(tmp_path, QueryConfig(grpc_address="127.0.0.1:0"),
+                           max_exemplars=10) as c:
+            assert await send(c, BODY) == 200
+            below = f"127.0.0.1:{c.querier.grpc_port}"
+            cfg = QueryConfig(http_address="127.0.0.1:0", endpoints=[below])
+            registry = new_registry()
+            top = Querier(cfg, registry=registry,
+                          stores=StoreSet([below], registry=registry))
+            await top.start()
+            try:
+                want = await c.get("/api/v1/query_exemplars", query="rpc or other")
+                assert len(want[1]["data"]) == 3
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(f"http://127.0.0.1:{top.port}/api/v1/query_exemplars",
+                                        params={"query": "rpc or other"}) as r:
+                        assert (r.status, await r.json()) == want
+            finally:
+                await top.stop()
+    run(go())
