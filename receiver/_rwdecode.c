@@ -17,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Wire types. */
@@ -616,6 +617,24 @@ static int parse_exemplar(Ctx *c, const uint8_t *p, const uint8_t *end, LabelVec
     return 0;
 }
 
+static int cmp_label_names(const void *a, const void *b)
+{
+    const LabelRef *x = a, *y = b;
+    return cmp_bytes(x->name, x->name_len, y->name, y->name_len);
+}
+
+/* Exemplar labels sorted by name, as Prometheus builds them from remote write (so the same
+   labels sent in another order are the same exemplar). Already sorted is the usual case. */
+static void sort_labels(LabelVec *lv)
+{
+    for (size_t i = 1; i < lv->len; i++) {
+        if (cmp_label_names(&lv->items[i - 1], &lv->items[i]) > 0) {
+            qsort(lv->items, lv->len, sizeof(LabelRef), cmp_label_names);
+            return;
+        }
+    }
+}
+
 static uint8_t validate_exemplar_labels(const LabelVec *lv)
 {
     size_t runes = 0;
@@ -667,6 +686,8 @@ static int collect_exemplar(Ctx *c, const uint8_t *p, const uint8_t *end, int32_
         out->exst = nst;
         out->excap = ncap;
     }
+    if (st == EX_OK)
+        sort_labels(lv);
     PyObject *key = st == EX_OK ? make_key(lv) : PyBytes_FromStringAndSize(NULL, 0);
     if (!key)
         return -2;

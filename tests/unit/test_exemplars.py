@@ -41,6 +41,9 @@ def test_decoder_returns_exemplars_and_flags_hostile_ones_without_failing_sample
     assert d.ex_status.tolist() == [EX_OK, EX_OK, EX_LABELS_TOO_LONG, EX_OK, EX_INVALID_UTF8,
                                     EX_MALFORMED, EX_OK]
     assert d.ex_keys[0] == key(trace_id="abc") and d.ex_keys[6] == b""
+    # Labels sent out of order are sorted, as Prometheus builds them.
+    unsorted = decode(series(b"a", exemplar([(b"z", b"1"), (b"a", b"2"), (b"m", b"3")], 1.0, 1)))
+    assert unsorted.ex_keys == [key(a="2", m="3", z="1")]
     assert d.ex_ts.tolist()[:2] == [9, 8] and d.ex_vals.tolist()[0] == 1.5
     assert d.n_exemplars == 7
 
@@ -206,5 +209,5 @@ def test_exemplars_survive_the_capnproto_replication_path():
     frames.feed(_capnpc.pack(struct.pack("<IIQ", 0, len(image) // 8 + 1, 3 << 48) + image))
     _, converted = _capnpc.to_remote_write(frames.next(), 0, 0, 1 << 30)
     got, want = decode(converted), decode(body)
-    assert got.ex_keys == want.ex_keys == [b"\x08trace_id\x01x\x04span\x01y"]  # request order
+    assert got.ex_keys == want.ex_keys == [key(trace_id="x", span="y")]  # sorted by name
     assert (got.ex_ts.tolist(), got.ex_vals.tolist(), got.ex_status.tolist()) == ([9], [2.5], [EX_OK])
