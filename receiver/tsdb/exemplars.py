@@ -13,6 +13,7 @@ them in Python; the request decoder has already validated and flattened them in 
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,8 @@ class CircularExemplarStorage:
         self._newest = np.zeros(0, dtype=np.int64)
         self._free: list[int] = []
         self._evicted: list[np.ndarray] = []  # series that lost slots in this add()
+        # A checkpoint reads the ring from a worker thread while the loop adds to it.
+        self._lock = threading.Lock()
         self._pos = 0
         self.count = 0  # slots in use
 
@@ -103,11 +106,17 @@ class CircularExemplarStorage:
         out = np.zeros(n, dtype=np.uint8)
         if not self.enabled or n == 0:
             return out
-        sids = self._series_ids(series)
         ts = np.asarray(ts, dtype=np.int64)
         vals = np.asarray(vals, dtype=np.float64)
         lab = np.empty(n, dtype=object)
         lab[:] = labels
+        with self._lock:
+            self._add_rounds(self._series_ids(series), ts, vals, lab, out)
+        return out
+
+    def _add_rounds(self, sids: np.ndarray, ts: np.ndarray, vals: np.ndarray, lab: np.ndarray,
+                    out: np.ndarray) -> None:
+        n = len(sids)
         # The k-th exemplar of each series in this request goes in round k.
         order = np.argsort(sids, kind="stable")
         srt = sids[order]
@@ -121,7 +130,6 @@ class CircularExemplarStorage:
                 part = idx[lo:lo + self.max_exemplars]
                 out[part] = self._add_distinct(sids[part], ts[part], vals[part], lab[part])
         self._drop_empty_series()
-        return out
 
     def _add_distinct(self, sids: np.ndarray, ts: np.ndarray, vals: np.ndarray,
                       lab: np.ndarray) -> np.ndarray:
@@ -227,9 +235,10 @@ class CircularExemplarStorage:
     def all_oldest_first(self) -> tuple[list[bytes], list[bytes], list[float], list[int]]:
         """Every held exemplar in ring order (oldest first): what a checkpoint re-logs."""
         n = self.max_exemplars
-        order = (self._pos + np.arange(n)) % n if n else np.zeros(0, np.int64)
-        order = order[self._sid[order] >= 0]
-        keys = self._keys
-        return ([keys[s] for s in self._sid[order].tolist()],  # type: ignore[misc]
-                self._labels[order].tolist(), self._vals[order].tolist(),
-                self._ts[order].tolist())
+        with self._lock:
+            order = (self._pos + np.arange(n)) % n if n else np.zeros(0, np.int64)
+            order = order[self._sid[order] >= 0]
+            keys = self._keys
+            return ([keys[s] for s in self._sid[order].tolist()],  # type: ignore[misc]
+                    self._labels[order].tolist(), self._vals[order].tolist(),
+                    self._ts[order].tolist())
