@@ -45,12 +45,14 @@ class CircularExemplarStorage:
     """
 
     def __init__(self, max_exemplars: int) -> None:
-        self.max_exemplars = n = max(0, max_exemplars)
-        self._sid = np.full(n, _EMPTY, dtype=np.int64)     # series id per slot
-        self._ts = np.zeros(n, dtype=np.int64)
-        self._vals = np.zeros(n, dtype=np.float64)
-        self._labels = np.full(n, b"", dtype=object)       # exemplar label key per slot
-        self._next = np.full(n, _EMPTY, dtype=np.int64)    # newer slot of the same series
+        self.max_exemplars = max(0, max_exemplars)
+        # Slot columns grow with use up to max_exemplars (a tenant that sends few exemplars
+        # costs little however large the flag); positions only wrap once they are full size.
+        self._sid = np.zeros(0, dtype=np.int64)            # series id per slot (-1: empty)
+        self._ts = np.zeros(0, dtype=np.int64)
+        self._vals = np.zeros(0, dtype=np.float64)
+        self._labels = np.zeros(0, dtype=object)           # exemplar label key per slot
+        self._next = np.zeros(0, dtype=np.int64)           # newer slot of the same series
         # Series: ids handed out per label key; freed ids are reused, so at most n + one
         # request's worth are ever live.
         self._ids: dict[bytes, int] = {}
@@ -64,6 +66,19 @@ class CircularExemplarStorage:
         self._lock = threading.Lock()
         self._pos = 0
         self.count = 0  # slots in use
+
+    def _grow(self, upto: int) -> None:
+        """Slot columns of at least ``upto`` slots (never more than max_exemplars)."""
+        have = len(self._sid)
+        if upto <= have:
+            return
+        new = min(self.max_exemplars, max(upto, 2 * have, 1024))
+        extra = new - have
+        self._sid = np.concatenate([self._sid, np.full(extra, _EMPTY, np.int64)])
+        self._ts = np.concatenate([self._ts, np.zeros(extra, np.int64)])
+        self._vals = np.concatenate([self._vals, np.zeros(extra, np.float64)])
+        self._labels = np.concatenate([self._labels, np.full(extra, b"", dtype=object)])
+        self._next = np.concatenate([self._next, np.full(extra, _EMPTY, np.int64)])
 
     @property
     def enabled(self) -> bool:
@@ -138,7 +153,7 @@ class CircularExemplarStorage:
         newest = self._newest[sids]
         has = newest >= 0
         nslot = np.where(has, newest, 0)
-        nts = self._ts[nslot]
+        nts = self._ts[nslot] if len(self._ts) else np.zeros(len(sids), dtype=np.int64)
         stale = has & (ts <= nts)
         if stale.any():
             same = stale & (ts == nts) & (vals == self._vals[nslot])
@@ -157,6 +172,7 @@ class CircularExemplarStorage:
                                                 lab[i:i + 1])[0] for i in range(len(sids))],
                             dtype=np.uint8)
         sids, ts, vals, lab = sids[acc], ts[acc], vals[acc], lab[acc]
+        self._grow(self._pos + len(acc))  # before the first wrap, slots run 0, 1, 2, ...
         slots = (self._pos + np.arange(len(acc))) % size
         # Evict: each evicted series' oldest moves past its last overwritten slot.
         old = self._sid[slots]
@@ -234,8 +250,8 @@ class CircularExemplarStorage:
 
     def all_oldest_first(self) -> tuple[list[bytes], list[bytes], list[float], list[int]]:
         """Every held exemplar in ring order (oldest first): what a checkpoint re-logs."""
-        n = self.max_exemplars
         with self._lock:
+            n = len(self._sid)
             order = (self._pos + np.arange(n)) % n if n else np.zeros(0, np.int64)
             order = order[self._sid[order] >= 0]
             keys = self._keys

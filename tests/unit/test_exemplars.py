@@ -68,6 +68,17 @@ def test_ring_is_bounded_keeps_newest_and_refuses_out_of_order_per_series():
         [((("trace_id", "1"),), 5.0, 50)]
 
 
+def test_slots_grow_with_use_up_to_the_flag():
+    ring = CircularExemplarStorage(1_000_000)
+    ring.add([key(a="1"), key(a="2")], [b"", b""], [1.0, 2.0], [1, 1])
+    assert len(ring._sid) == 1024  # not a million slots for a tenant that sent two
+    ring = CircularExemplarStorage(3000)
+    for k in range(4):
+        ring.add([key(a=str(i)) for i in range(1000)], [b""] * 1000, [1.0] * 1000, [k] * 1000)
+    assert len(ring._sid) == 3000 and ring.count == 3000
+    assert sorted({t for r in ring.select(0, 10, [[]]) for _, _, t in r.exemplars}) == [1, 2, 3]
+
+
 def test_disabled_ring_keeps_nothing():
     ring = CircularExemplarStorage(0)
     assert ring.add([key(a="1")], [b""], [1.0], [1]).tolist() == [0]
