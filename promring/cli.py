@@ -96,6 +96,9 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
                    help="Samples later than now + this are refused (409 out of bounds); 0s = off. "
                         "Thanos defaults to 0s; 10m (Prometheus's own limit for remote write) "
                         "keeps one bad clock from locking a tenant out.")
+    p.add_argument("--tsdb.max-exemplars", dest="max_exemplars", type=int, default=0,
+                   help="Exemplars kept per tenant from remote write (a ring: the oldest goes "
+                        "when full); 0 or less: exemplars are not stored (Thanos's default).")
     p.add_argument("--tsdb.out-of-order.time-window", dest="ooo_time_window", default="0s",
                    help="Accept samples older than a series' newest (out of order) when "
                         "within this of the tenant's newest sample, as Prometheus's "
@@ -434,6 +437,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),
         rejected_log_interval_s=parse_duration_ms(a.rejected_log_interval) / 1000,
         ooo_window_ms=parse_duration_ms(a.ooo_time_window),
+        max_exemplars=max(0, a.max_exemplars),
         grpc_server_tls=server_tls_from_flags(a), remote_write_tls=_remote_write_tls(a),
         forward_tls=client_tls_from_flags(a, "remote-write.client"),
         http_config=_http_config(a), tenant_certificate_field=a.tenant_certificate_field,

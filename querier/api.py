@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, nhist
 from querier.promql.engine import parse as parse_promql
+from receiver.exemplars import selectors_of as extract_selectors
 
 from common.httpmetrics import http_metrics
 
@@ -534,16 +535,37 @@ class QueryAPI:
         return _json({"status": "success", "data": expr.prettify()})
 
     async def query_exemplars(self, request: web.Request) -> web.Response:
-        """Prometheus's exemplar query; no exemplars are stored yet, so every valid query
-        answers an empty list (errors as Prometheus words them: no parameter prefix)."""
+        """Prometheus's exemplar query over the endpoints' Thanos Exemplars API: the series of
+        every selector in ``query`` (errors as Prometheus words them: no parameter prefix)."""
         p = await self._params(request)
-        parse_time(_first(p, "start"), "start", MIN_TIME_MS)
-        parse_time(_first(p, "end"), "end", MAX_TIME_MS)
+        start = parse_time(_first(p, "start"), "start", MIN_TIME_MS)
+        end = parse_time(_first(p, "end"), "end", MAX_TIME_MS)
+        if end < start:
+            raise BadParam("end timestamp must not be before start timestamp")
         try:
-            parse_promql(_first(p, "query") or "")
+            expr = parse_promql(_first(p, "query") or "")
+            selectors = extract_selectors(expr)
         except PromQLError as e:
             return error_response(e.kind, e.msg.removeprefix('invalid parameter "query": '))
-        return _json({"status": "success", "data": []})
+        except ValueError as e:  # a regex Go's RE2 refuses
+            return error_response("bad_data", str(e))
+        if not selectors:
+            return _json({"status": "success", "data": None})
+        opts = self._options(request, p)
+        warnings: list[str] = []
+        try:
+            found = await self._fetch(self.cfg.timeout_s, [self.stores.exemplars(
+                selectors, start, end, opts, warnings)])
+        except TimeoutError:
+            return error_response("timeout", DEADLINE_MSG)
+        except StoreUnavailable as e:
+            return error_response("execution", str(e))
+        data = [{"seriesLabels": dict(lbls),
+                 "exemplars": [{"labels": dict(el), "value": format_value(v),
+                                "timestamp": orjson.Fragment(ts_fragment(t))}
+                               for el, v, t in exs]}
+                for lbls, exs in found[0]]
+        return _json(_with_warnings({"status": "success", "data": data}, warnings))
 
     async def metadata(self, request: web.Request) -> web.Response:
         """Prometheus's metric metadata (``metric``, ``limit``, ``limit_per_metric``), from the

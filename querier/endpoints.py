@@ -48,6 +48,7 @@ class Info:
     label_sets: list[Labels]
     component: str = ""
     rules: bool = False  # serves the Rules API
+    exemplars: bool = False  # advertises the Exemplars API
 
 
 @dataclass
@@ -149,7 +150,7 @@ class EndpointHealth:
             # (min > max) may hold anything by the next query.
             lo, hi = (lo if lo <= hi else -UNBOUNDED_MAX - 1), UNBOUNDED_MAX
         self.mark_up(c.address, Info(lo, hi, list(i.label_sets), i.component_type.lower(),
-                                     rules=i.serves_rules))
+                                     rules=i.serves_rules, exemplars=i.exemplars))
 
     def mark_up(self, address: str, info: Info | None = None) -> None:
         st = self.status.get(address)

@@ -11,9 +11,10 @@ import concurrent.futures
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+import orjson
 from prometheus_client import CollectorRegistry
 
 from common.tls import ClientTLS
@@ -122,23 +123,28 @@ class StoreSet:
             await asyncio.gather(*(self.health.check(c) for c in unchecked))
         return self._targets(mint, maxt, matchers)[0]
 
-    def _targets(self, mint: int, maxt: int, matchers: Sequence[Matcher]
+    def _targets(self, mint: int, maxt: int, matchers: Sequence[Matcher],
+                 serves: Callable[[Info | None], bool] | None = None
                  ) -> tuple[list[StoreClient], list[StoreClient]]:
-        """(endpoints to ask, endpoints that may hold matching data but are down)."""
+        """(endpoints to ask, endpoints that may hold matching data but are down);
+        ``serves``: only endpoints whose Info (None: not known yet) it accepts."""
         live, down = [], []
         for c in self.clients:
             st = self.health.status[c.address]
+            if serves is not None and not serves(st.info):
+                continue
             if store_may_match(st.info, mint, maxt, matchers):
                 (down if st.up is False and c.address not in self.strict else live).append(c)
         return live, down
 
     async def _fan(self, mint: int, maxt: int, matchers: Sequence[Matcher], call,
-                   opts: SelectOptions, warnings: list[str] | None) -> list:
+                   opts: SelectOptions, warnings: list[str] | None,
+                   serves: Callable[[Info | None], bool] | None = None) -> list:
         """``call(client)`` on every endpoint that may hold matching data, concurrently.
 
         A failed or down endpoint fails the request (StoreUnavailable), or with partial
         responses becomes a warning naming it; a connection failure also marks it down."""
-        live, down = self._targets(mint, maxt, matchers)
+        live, down = self._targets(mint, maxt, matchers, serves)
         failed = [(c.address, self.health.status[c.address].last_error) for c in down]
         calls = [call(c) for c in live]
         if self.response_timeout_s > 0:
@@ -259,10 +265,38 @@ class StoreSet:
                 warnings.extend(r[1])
         return groups
 
+    async def exemplars(self, selectors: list[list[Matcher]], start: int, end: int,
+                        opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None
+                        ) -> list[tuple[Labels, list[tuple[Labels, float, int]]]]:
+        """Thanos's Exemplars API over the endpoints advertising it (or not checked yet), as
+        Thanos's proxy asks: the query sent
+        is the selectors themselves (each with the enforced matchers added); series from several
+        endpoints (replicas) are merged, exemplars deduplicated and time-ordered."""
+        extra = list(opts.extra_matchers)
+        query = " or ".join(selector_string(ms + extra) for ms in selectors)
+        results = await self._fan(*UNBOUNDED, extra, lambda c: c.exemplars(
+            query, start, end, partial_response=opts.partial_response), opts, warnings,
+            serves=lambda info: info is None or info.exemplars)
+        strip = frozenset(opts.replica_labels)
+        merged: dict[Labels, set[tuple[Labels, float, int]]] = {}
+        for found, warns in results:
+            if warnings is not None:
+                warnings.extend(warns)
+            for lbls, exs in found:
+                merged.setdefault(strip_labels(lbls, strip) if strip else lbls, set()).update(exs)
+        return [(lbls, sorted(merged[lbls], key=lambda e: (e[2], e[0], e[1])))
+                for lbls in sorted(merged)]
+
     async def close(self) -> None:
         await self.health.stop()
         for c in self.clients:
             await c.close()
+
+
+def selector_string(matchers: Sequence[Matcher]) -> str:
+    """A series selector in PromQL text (``{a="b",c=~"d"}``) that parses back to ``matchers``."""
+    return "{" + ",".join(f"{m.name}{m.type.value}{orjson.dumps(m.value).decode()}"
+                          for m in matchers) + "}"
 
 
 def merge_replicas(parts: list[tuple[np.ndarray, np.ndarray]], dedup_func: str, counter: bool

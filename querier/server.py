@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from common.ops import add_ops_routes, new_registry, start_site
 from common.webconfig import WebConfigFile
 from storeapi.h2server import H2GrpcServer
+from receiver.exemplars import exemplars_handler
 from storeapi.server import serve
 from ui import WebUI
 
@@ -100,7 +101,8 @@ class Querier:
             source = FanoutSource(self.stores, partial_response=self.cfg.partial_response)
             self._grpc, self.grpc_port = await serve(source, self.cfg.grpc_address, "query",
                                                      tls=self.cfg.grpc_server_tls,
-                                                     registry=self.registry)
+                                                     registry=self.registry,
+                                                     exemplars=exemplars_handler(source))
 
     async def stop(self) -> None:
         await cancel_and_wait(more=self._tasks)

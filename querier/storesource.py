@@ -8,6 +8,7 @@ replicas).
 from __future__ import annotations
 
 
+from receiver.tsdb.exemplars import ExemplarResult
 from receiver.tsdb.labels import Labels, Matcher
 
 from .fanout import UNBOUNDED, SelectOptions, StoreSet
@@ -54,3 +55,9 @@ class FanoutSource:
                            matchers: list[Matcher]) -> list[str]:
         return await self.stores.label_values(name, mint, maxt, matchers, opts=self.opts)
 
+
+    async def exemplars(self, start: int, end: int, selectors: list[list[Matcher]]
+                        ) -> list[ExemplarResult]:
+        """The endpoints' exemplars, for a querier stacked above this one (Thanos's proxy)."""
+        found = await self.stores.exemplars(selectors, start, end, self.opts)
+        return [ExemplarResult(lbls, exs) for lbls, exs in found]

@@ -17,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Wire types. */
@@ -170,6 +171,14 @@ typedef struct {
     int32_t *hser;
     int64_t *hts;
     Py_ssize_t hcap;
+    /* Exemplars, collected only by decode_with_histograms (exkeys != NULL). */
+    PyObject *exkeys; /* list of bytes: each exemplar's canonical label key */
+    int32_t *exser;
+    int64_t *exts;
+    uint64_t *exvals;
+    uint8_t *exst;
+    Py_ssize_t excap;
+    LabelVec exlv;    /* one exemplar's labels, reused */
 } Out;
 
 static int out_resize(Out *o, Py_ssize_t cap)
@@ -429,6 +438,7 @@ static int labelvec_push(LabelVec *v, const LabelRef *l)
 }
 
 static int collect_histogram(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx, Out *out);
+static int collect_exemplar(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx, Out *out);
 
 /*
  * Parses one TimeSeries: labels into `lv`, samples into `out`. Returns -1 with c->err set for
@@ -465,6 +475,11 @@ static int fill_series(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx
                 out->n = k + 1;
             } else if (f == 3) {
                 out->n_exemplars++;
+                if (out->exkeys) {
+                    int r = collect_exemplar(c, p, p + n, idx, out);
+                    if (r < 0)
+                        return r;
+                }
             } else {
                 out->n_histograms++;
                 if (out->hraw) {
@@ -542,6 +557,151 @@ static int collect_histogram(Ctx *c, const uint8_t *p, const uint8_t *end, int32
     return 0;
 }
 
+/* Exemplar validation results (Prometheus drops such exemplars and keeps the samples). */
+enum { EX_OK = 0, EX_LABELS_TOO_LONG = 1, EX_INVALID_UTF8 = 2, EX_MALFORMED = 3 };
+
+/* Prometheus's exemplar.ExemplarMaxLabelSetLength: runes of all names and values together. */
+#define EXEMPLAR_MAX_LABEL_SET_RUNES 128
+
+static PyObject *make_key(const LabelVec *lv);
+
+/* Runes of valid UTF-8: every byte that is not a continuation byte starts one. */
+static size_t rune_count(const uint8_t *p, size_t n)
+{
+    size_t r = 0;
+    for (size_t i = 0; i < n; i++)
+        r += (p[i] & 0xC0) != 0x80;
+    return r;
+}
+
+/* Exemplar { repeated Label labels = 1; double value = 2; int64 timestamp = 3; }: labels into
+   `lv`, -1 if the body does not parse (c->err set). */
+static int parse_exemplar(Ctx *c, const uint8_t *p, const uint8_t *end, LabelVec *lv,
+                          uint64_t *val, int64_t *ts, int *nomem)
+{
+    static const char W[] = "Exemplar";
+    uint64_t v = 0, t = 0;
+    while (p < end) {
+        const uint8_t *at = p;
+        uint32_t f;
+        unsigned wt;
+        size_t n;
+        if (read_tag(c, &p, end, &f, &wt, W) < 0)
+            return -1;
+        if (f == 1) {
+            LabelRef l;
+            if (expect_wt(c, at, wt, WT_LEN, W) < 0 || read_len(c, &p, end, &n, W) < 0 ||
+                parse_label(c, p, p + n, &l) < 0)
+                return -1;
+            if (labelvec_push(lv, &l) < 0) {
+                *nomem = 1;
+                return -1;
+            }
+            p += n;
+        } else if (f == 2) {
+            if (expect_wt(c, at, wt, WT_I64, W) < 0)
+                return -1;
+            if (end - p < 8)
+                return fail(c, p, W, "truncated fixed64 field");
+            v = load_le64(p);
+            p += 8;
+        } else if (f == 3) {
+            if (expect_wt(c, at, wt, WT_VARINT, W) < 0 || read_varint(c, &p, end, &t, W) < 0)
+                return -1;
+        } else if (skip_field(c, &p, end, wt, W) < 0) {
+            return -1;
+        }
+    }
+    *val = v;
+    *ts = (int64_t)t;
+    return 0;
+}
+
+static int cmp_label_names(const void *a, const void *b)
+{
+    const LabelRef *x = a, *y = b;
+    return cmp_bytes(x->name, x->name_len, y->name, y->name_len);
+}
+
+/* Exemplar labels sorted by name, as Prometheus builds them from remote write (so the same
+   labels sent in another order are the same exemplar). Already sorted is the usual case. */
+static void sort_labels(LabelVec *lv)
+{
+    for (size_t i = 1; i < lv->len; i++) {
+        if (cmp_label_names(&lv->items[i - 1], &lv->items[i]) > 0) {
+            qsort(lv->items, lv->len, sizeof(LabelRef), cmp_label_names);
+            return;
+        }
+    }
+}
+
+static uint8_t validate_exemplar_labels(const LabelVec *lv)
+{
+    size_t runes = 0;
+    for (size_t i = 0; i < lv->len; i++) {
+        const LabelRef *l = &lv->items[i];
+        if (!valid_utf8(l->name, l->name_len) || !valid_utf8(l->value, l->value_len))
+            return EX_INVALID_UTF8;
+        runes += rune_count(l->name, l->name_len) + rune_count(l->value, l->value_len);
+    }
+    return runes > EXEMPLAR_MAX_LABEL_SET_RUNES ? EX_LABELS_TOO_LONG : EX_OK;
+}
+
+/* Records one exemplar: a malformed or invalid one is kept with its status (the caller drops
+   and counts it; it never fails the request's samples). -2 on a Python error. */
+static int collect_exemplar(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx, Out *out)
+{
+    LabelVec *lv = &out->exlv;
+    uint64_t val = 0;
+    int64_t ts = 0;
+    int nomem = 0;
+    uint8_t st;
+    lv->len = 0;
+    if (parse_exemplar(c, p, end, lv, &val, &ts, &nomem) < 0) {
+        if (nomem)
+            return -2;
+        c->err = NULL;
+        lv->len = 0;
+        st = EX_MALFORMED;
+    } else {
+        st = validate_exemplar_labels(lv);
+    }
+    Py_ssize_t k = PyList_GET_SIZE(out->exkeys);
+    if (k >= out->excap) {
+        Py_ssize_t ncap = out->excap * 2 + 16;
+        int32_t *ns = PyMem_Realloc(out->exser, (size_t)ncap * sizeof(int32_t));
+        if (ns)
+            out->exser = ns;
+        int64_t *nt = ns ? PyMem_Realloc(out->exts, (size_t)ncap * sizeof(int64_t)) : NULL;
+        if (nt)
+            out->exts = nt;
+        uint64_t *nv = nt ? PyMem_Realloc(out->exvals, (size_t)ncap * sizeof(uint64_t)) : NULL;
+        if (nv)
+            out->exvals = nv;
+        uint8_t *nst = nv ? PyMem_Realloc(out->exst, (size_t)ncap) : NULL;
+        if (!nst) {
+            PyErr_NoMemory();
+            return -2;
+        }
+        out->exst = nst;
+        out->excap = ncap;
+    }
+    if (st == EX_OK)
+        sort_labels(lv);
+    PyObject *key = st == EX_OK ? make_key(lv) : PyBytes_FromStringAndSize(NULL, 0);
+    if (!key)
+        return -2;
+    int ar = PyList_Append(out->exkeys, key);
+    Py_DECREF(key);
+    if (ar < 0)
+        return -2;
+    out->exser[k] = idx;
+    out->exts[k] = ts;
+    out->exvals[k] = val;
+    out->exst[k] = st;
+    return 0;
+}
+
 static PyObject *make_key(const LabelVec *lv)
 {
     size_t size = 0;
@@ -596,8 +756,9 @@ static PyObject *decode_impl(PyObject *arg, int with_hist)
     Out out = {PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(int32_t)),
                PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(int64_t)),
                PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(uint64_t)),
-               NULL, NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0};
-    if (with_hist && !(out.hraw = PyList_New(0)))
+               NULL, NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0,
+               NULL, NULL, NULL, NULL, NULL, 0, {NULL, 0, 0}};
+    if (with_hist && (!(out.hraw = PyList_New(0)) || !(out.exkeys = PyList_New(0))))
         goto done;
     if (!so.keys || !out.series_obj || !out.ts_obj || !out.vals_obj || out_resize(&out, cap0) < 0)
         goto done;
@@ -659,11 +820,21 @@ static PyObject *decode_impl(PyObject *arg, int with_hist)
         Py_ssize_t nh = PyList_GET_SIZE(out.hraw);
         PyObject *hs = PyBytes_FromStringAndSize((const char *)out.hser, nh * (Py_ssize_t)sizeof(int32_t));
         PyObject *ht = hs ? PyBytes_FromStringAndSize((const char *)out.hts, nh * (Py_ssize_t)sizeof(int64_t)) : NULL;
-        if (ht)
-            result = Py_BuildValue("(OOOOOnnOOO)", so.keys, status, out.series_obj, out.ts_obj,
-                                   out.vals_obj, out.n_histograms, out.n_exemplars, hs, ht, out.hraw);
+        Py_ssize_t ne = PyList_GET_SIZE(out.exkeys);
+        PyObject *es = ht ? PyBytes_FromStringAndSize((const char *)out.exser, ne * (Py_ssize_t)sizeof(int32_t)) : NULL;
+        PyObject *et = es ? PyBytes_FromStringAndSize((const char *)out.exts, ne * (Py_ssize_t)sizeof(int64_t)) : NULL;
+        PyObject *ev = et ? PyBytes_FromStringAndSize((const char *)out.exvals, ne * (Py_ssize_t)sizeof(uint64_t)) : NULL;
+        PyObject *est = ev ? PyBytes_FromStringAndSize((const char *)out.exst, ne) : NULL;
+        if (est)
+            result = Py_BuildValue("(OOOOOnnOOOOOOOO)", so.keys, status, out.series_obj, out.ts_obj,
+                                   out.vals_obj, out.n_histograms, out.n_exemplars, hs, ht, out.hraw,
+                                   es, et, ev, out.exkeys, est);
         Py_XDECREF(hs);
         Py_XDECREF(ht);
+        Py_XDECREF(es);
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(est);
     } else {
         result = Py_BuildValue("(OOOOOnn)", so.keys, status, out.series_obj, out.ts_obj,
                                out.vals_obj, out.n_histograms, out.n_exemplars);
@@ -683,6 +854,12 @@ done:
     Py_XDECREF(out.hraw);
     PyMem_Free(out.hser);
     PyMem_Free(out.hts);
+    Py_XDECREF(out.exkeys);
+    PyMem_Free(out.exser);
+    PyMem_Free(out.exts);
+    PyMem_Free(out.exvals);
+    PyMem_Free(out.exst);
+    PyMem_Free(out.exlv.items);
     PyBuffer_Release(&buf);
     return result;
 }
@@ -707,10 +884,14 @@ static PyMethodDef methods[] = {
      "2 duplicate, 3 out of order, 4 not UTF-8); sample_series: int32 series index per sample; ts: int64;\n"
      "vals: float64 (all native endian). Raises ValueError on malformed input."},
     {"decode_with_histograms", decode_with_histograms, METH_O,
-     "decode_with_histograms(data) -> decode(data)'s 7 items + (hist_series, hist_ts, hist_raw)\n\n"
+     "decode_with_histograms(data) -> decode(data)'s 7 items + (hist_series, hist_ts, hist_raw)\n"
+     "+ (ex_series, ex_ts, ex_vals, ex_keys, ex_status)\n\n"
      "hist_series: int32 series index per histogram sample; hist_ts: int64 timestamps;\n"
      "hist_raw: list of each prometheus.Histogram message's bytes, in request order.\n"
-     "A Histogram whose body is malformed gets the timestamp INT64_MIN."},
+     "A Histogram whose body is malformed gets the timestamp INT64_MIN.\n"
+     "Then the exemplars: ex_series (int32 series index), ex_ts (int64), ex_vals (float64 bits),\n"
+     "ex_keys (list of canonical label keys), ex_status (uint8: 0 ok, 1 label set over 128\n"
+     "runes, 2 not UTF-8, 3 malformed); invalid ones never fail the request."},
     {NULL, NULL, 0, NULL},
 };
 

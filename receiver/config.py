@@ -30,6 +30,7 @@ class ReceiveConfig:
     chunk_range_ms: int = 2 * 3600 * 1000
     too_far_in_future_ms: int = 10 * 60_000    # --tsdb.too-far-in-future.time-window; 0 = off
     rejected_log_interval_s: float = 30.0      # --receive.rejected-log-interval; 0 = off
+    max_exemplars: int = 0                     # --tsdb.max-exemplars per tenant; 0 = not stored
     ooo_window_ms: int = 0                     # --tsdb.out-of-order.time-window; 0 = off
     # Routing (a hashrings file makes this receiver a router; with a local endpoint in the ring,
     # a router+ingestor).

@@ -14,18 +14,21 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from functools import partial
+from operator import itemgetter
 from typing import Any, Awaitable, Callable, Generator, Iterable, Iterator
 
 import numpy as np
 
-from .remotewrite import STATUS_INVALID_UTF8, DecodedWrite
+from .remotewrite import EX_OK, STATUS_INVALID_UTF8, DecodedWrite
 from .tenancy import InvalidTenant, validate_tenant  # noqa: F401 -- InvalidTenant re-exported
+from .tsdb.exemplars import ADDED, OUT_OF_ORDER as EXEMPLAR_OUT_OF_ORDER, \
+    CircularExemplarStorage, ExemplarResult
 from .tsdb.block import BlockMeta, BlockReader, write_block
 from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
 from .tsdb.ooohead import OOO_HINT, OOOHead, is_ooo_block, merge_overlapping, ooo_block_series
 from .tsdb.labels import Labels, Matcher
 from .tsdb.histogram import from_proto_bytes, to_proto_bytes
-from .wal import (WAL, HistogramsRecord, OOOHistogramsRecord, OOOSamplesRecord, SamplesRecord,
+from .wal import (WAL, ExemplarsRecord, HistogramsRecord, OOOHistogramsRecord, OOOSamplesRecord, SamplesRecord,
                   SeriesRecord, WALConfig)
 from .wal.wal import lock_dir
 from .wal.checkpoint import checkpoints, replay_checkpoint, write_checkpoint
@@ -34,6 +37,14 @@ log = logging.getLogger(__name__)
 
 # series_status codes from the remote-write decoder (Thanos labelpb.ValidateLabels).
 SERIES_EMPTY_LABELS, SERIES_DUPLICATE_LABELS, SERIES_UNSORTED_LABELS = 1, 2, 3
+
+
+def _pick(items: list, idx: np.ndarray) -> list:
+    """``[items[i] for i in idx]`` without a Python-level loop."""
+    if len(idx) == 0:
+        return []
+    got = itemgetter(*idx.tolist())(items)
+    return list(got) if len(idx) > 1 else [got]
 
 
 _MALFORMED_TS = int(np.iinfo(np.int64).min)  # the decoder's mark for a malformed Histogram
@@ -64,6 +75,8 @@ class TSDBOptions:
     # Samples later than now + this are refused (409 out of bounds), as Thanos's
     # --tsdb.too-far-in-future.time-window; 0 = off. See README for the default.
     too_far_in_future_ms: int = 10 * 60_000
+    # Exemplars kept per tenant (--tsdb.max-exemplars; a ring, newest win); 0 = not stored.
+    max_exemplars: int = 0
 
 
 @dataclass
@@ -102,6 +115,10 @@ class WriteOutcome:
     invalid_utf8_labels: int = 0  # series refused because a label is not valid UTF-8
     too_far_in_future: int = 0  # samples past now + --tsdb.too-far-in-future.time-window
     out_of_bounds: int = 0  # samples with absurd timestamps (beyond +-2^62 ms)
+    # Exemplars never fail a request (Prometheus logs and goes on); these only count them.
+    exemplars_appended: int = 0
+    exemplars_invalid: int = 0  # label set over 128 runes, not UTF-8, malformed, bad series
+    exemplars_out_of_order: int = 0
 
     @property
     def http_status(self) -> int:
@@ -147,6 +164,7 @@ class TenantTSDB:
         self.replay_stats = ReplayStats()
         self.replay_seconds = 0.0  # prometheus_tsdb_data_replay_duration_seconds
         self.head_floor = int(NO_TIME_MAX)  # the head serves samples from here on
+        self.exemplars = CircularExemplarStorage(opts.max_exemplars)
         self._load_blocks()
 
     # -- local blocks -------------------------------------------------------------------------
@@ -218,7 +236,8 @@ class TenantTSDB:
                        SamplesRecord(sample_refs, ts, vals) if len(ts) else None,
                        self._hist_record(batch, upto))
 
-        write_checkpoint(self.wal.cfg.dir, seg, itertools.chain(records(), self._ooo_records()))
+        write_checkpoint(self.wal.cfg.dir, seg, itertools.chain(
+            records(), self._ooo_records(), self._exemplar_records()))
         self.wal.truncate_before(seg)
         self.wal.release()  # an idle tenant keeps no descriptor; the next write reopens it
 
@@ -245,6 +264,17 @@ class TenantTSDB:
             if raw:
                 yield (None, None, None, None, OOOHistogramsRecord(
                     np.array(h_refs, dtype=np.int64), np.array(h_ts, dtype=np.int64), raw))
+
+    def _exemplar_records(self) -> Iterator[tuple]:
+        """The held exemplars of series still in the head, oldest first, for a checkpoint."""
+        series, labels, vals, ts = self.exemplars.all_oldest_first()
+        refs = [self.head.ref(k) for k in series]
+        keep = [i for i, r in enumerate(refs) if r is not None]
+        if keep:
+            yield (None, None, None, None, None, ExemplarsRecord(
+                np.array([refs[i] for i in keep], dtype=np.int64),
+                np.array([ts[i] for i in keep], dtype=np.int64),
+                np.array([vals[i] for i in keep], dtype=np.float64), [labels[i] for i in keep]))
 
     def _hist_record(self, refs: list[int], upto: int) -> HistogramsRecord | None:
         """The head's native histogram samples >= ``upto`` of ``refs``, for a checkpoint."""
@@ -461,7 +491,9 @@ class TenantTSDB:
             good = mapped >= 0
             if not good.all():
                 stats.unknown_ref_samples += int(np.count_nonzero(~good))
-            if isinstance(rec, HistogramsRecord):
+            if isinstance(rec, ExemplarsRecord):
+                self._replay_exemplars(rec, mapped)
+            elif isinstance(rec, HistogramsRecord):
                 restored += self._replay_histograms(rec, mapped, good, floor, stats)
             elif isinstance(rec, OOOSamplesRecord):
                 restored += self.head.replay_late(mapped[good], rec.ts[good], rec.vals[good])
@@ -478,6 +510,15 @@ class TenantTSDB:
             log.warning("WAL replay skipped records that do not fit the head",
                         extra={"tenant": self.tenant, **asdict(stats)})
         return restored
+
+    def _replay_exemplars(self, rec: ExemplarsRecord, mapped: np.ndarray) -> None:
+        """Logged exemplars back into the ring (those of unknown series, and repeats a
+        checkpoint overlapping the segments brings, are dropped by the ring's own rules)."""
+        keys = [self.head.key(r) if r >= 0 else None for r in mapped.tolist()]
+        keep = [i for i, k in enumerate(keys) if k is not None]
+        if keep:
+            self.exemplars.add([keys[i] for i in keep], [rec.labels[i] for i in keep],  # type: ignore[misc]
+                               rec.vals[keep].tolist(), rec.ts[keep].tolist())
 
     def _replay_histograms(self, rec: HistogramsRecord, mapped: np.ndarray, good: np.ndarray,
                            floor: int, stats: ReplayStats) -> int:
@@ -571,11 +612,38 @@ class TenantTSDB:
         if req.hist_raw:
             hist_rec, ooo_hist_rec = self._write_histograms(req, series_ref, mvt, latest, out,
                                                             head_maxt)
-        if hist_rec is not None or ooo_rec is not None or ooo_hist_rec is not None:
-            self.wal.log(series_rec, samples_rec, hist_rec, ooo_rec, ooo_hist_rec)
+        ex_rec = self._add_exemplars(req, series_ref, out) if len(req.ex_series) else None
+        if (hist_rec is not None or ooo_rec is not None or ooo_hist_rec is not None
+                or ex_rec is not None):
+            self.wal.log(series_rec, samples_rec, hist_rec, ooo_rec, ooo_hist_rec, ex_rec)
         elif series_rec is not None or samples_rec is not None:
             self.wal.log(series_rec, samples_rec)
         return out
+
+    def _add_exemplars(self, req: DecodedWrite, series_ref: np.ndarray, out: WriteOutcome
+                       ) -> ExemplarsRecord | None:
+        """Put a request's valid exemplars into the ring; returns what to log. Invalid and
+        out-of-order ones are only counted: they never fail the samples (as Prometheus)."""
+        if not self.exemplars.enabled:
+            return None
+        refs = series_ref[req.ex_series]
+        ok = (refs >= 0) & (req.ex_status == EX_OK)
+        out.exemplars_invalid += int(np.count_nonzero(~ok))
+        idx = np.flatnonzero(ok)
+        if not len(idx):
+            return None
+        every = len(idx) == len(ok)
+        labels = req.ex_keys if every else _pick(req.ex_keys, idx)
+        vals, ts = (req.ex_vals, req.ex_ts) if every else (req.ex_vals[idx], req.ex_ts[idx])
+        st = self.exemplars.add(_pick(req.keys, req.ex_series[idx]), labels, vals, ts)
+        out.exemplars_out_of_order += int(np.count_nonzero(st == EXEMPLAR_OUT_OF_ORDER))
+        added = np.flatnonzero(st == ADDED)
+        out.exemplars_appended += len(added)
+        if not len(added):
+            return None
+        if len(added) < len(st):
+            labels = _pick(labels, added)
+        return ExemplarsRecord(refs[idx][added], ts[added], vals[added], labels)
 
     def _latest_valid_time(self) -> int:
         """Newest timestamp a write may carry now (too far in the future past it)."""
@@ -781,6 +849,29 @@ class MultiTSDBSource:
                 out.append((merged, chunks))
         out.sort(key=lambda s: s[0])
         return out
+
+    def exemplars(self, start: int, end: int, selectors: list[list[Matcher]]
+                  ) -> list[ExemplarResult]:
+        """Exemplars of series matching any selector, external labels (the tenant's) added
+        to the series labels, sorted by them."""
+        per_tenant: dict[str, tuple[TenantTSDB, list[list[Matcher]]]] = {}
+        for ms in selectors:
+            for t, inner in self._tenants_for(ms):
+                per_tenant.setdefault(t.tenant, (t, []))[1].append(inner)
+        out = []
+        for t, sels in per_tenant.values():
+            ext = t.external_labels
+            ext_names = {n for n, _ in ext}
+            for r in t.exemplars.select(start, end, sels):
+                merged = tuple(sorted([p for p in r.series_labels if p[0] not in ext_names]
+                                      + list(ext)))
+                out.append(ExemplarResult(merged, r.exemplars))
+        out.sort(key=lambda r: r.series_labels)
+        return out
+
+    def exemplars_time_range(self) -> tuple[int, int] | None:
+        ranges = [r for r in (t.exemplars.time_range() for t in self.db.tenants.values()) if r]
+        return (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
 
     def label_names(self, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]:
         names: set[str] = set()

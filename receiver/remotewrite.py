@@ -29,6 +29,12 @@ STATUS_DUPLICATE_LABELS = 2
 STATUS_OUT_OF_ORDER_LABELS = 3
 STATUS_INVALID_UTF8 = 4  # a label name or value is not valid UTF-8 (Prometheus refuses these)
 
+# Exemplar validation codes (Prometheus drops such exemplars and keeps the request's samples).
+EX_OK = 0
+EX_LABELS_TOO_LONG = 1  # names + values over exemplar.ExemplarMaxLabelSetLength (128) runes
+EX_INVALID_UTF8 = 2
+EX_MALFORMED = 3  # the Exemplar message does not parse
+
 STATUS_MESSAGES = {
     STATUS_EMPTY_LABELS: "labelset contains an empty label name or value",
     STATUS_DUPLICATE_LABELS: "label set contains duplicate label names",
@@ -64,6 +70,13 @@ class DecodedWrite:
     hist_series: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     hist_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     hist_raw: list[bytes] = field(default_factory=list)
+    # Exemplars (TimeSeries.exemplars), column-wise: ex_series[i] indexes ``keys``; ex_keys[i]
+    # is the exemplar's canonical label key (empty when invalid); ex_status[i] is EX_*.
+    ex_series: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    ex_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    ex_vals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    ex_keys: list[bytes] = field(default_factory=list)
+    ex_status: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))
 
     @property
     def n_samples(self) -> int:
@@ -72,8 +85,8 @@ class DecodedWrite:
 
 def decode(data: Any) -> DecodedWrite:
     """Decode an *uncompressed* WriteRequest; raises ValueError if it is malformed."""
-    keys, status, series, ts, vals, n_hist, n_ex, h_series, h_ts, h_raw = \
-        _rwdecode.decode_with_histograms(data)
+    (keys, status, series, ts, vals, n_hist, n_ex, h_series, h_ts, h_raw,
+     e_series, e_ts, e_vals, e_keys, e_status) = _rwdecode.decode_with_histograms(data)
     return DecodedWrite(
         keys=keys,
         series_status=np.frombuffer(status, dtype=np.uint8),
@@ -85,6 +98,11 @@ def decode(data: Any) -> DecodedWrite:
         hist_series=np.frombuffer(h_series, dtype=np.int32),
         hist_ts=np.frombuffer(h_ts, dtype=np.int64),
         hist_raw=h_raw,
+        ex_series=np.frombuffer(e_series, dtype=np.int32),
+        ex_ts=np.frombuffer(e_ts, dtype=np.int64),
+        ex_vals=np.frombuffer(e_vals, dtype=np.float64),
+        ex_keys=e_keys,
+        ex_status=np.frombuffer(e_status, dtype=np.uint8),
     )
 
 

@@ -35,6 +35,7 @@ from .lifecycle import BlockLifecycle
 from .hashring.watch import HashringsFile
 from .limits import LimitsFile
 from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
+from .exemplars import exemplars_handler
 from .metadata import MetadataStore, decode_metadata, metadata_handler
 from .storagehealth import StorageHealth, is_storage_error
 from .rejectlog import RejectedWritesLog
@@ -80,6 +81,12 @@ class ReceiveMetrics:
                                   "Remote-write request latency.", registry=registry)
         self.head_bytes = Gauge("promring_head_chunk_bytes", "Bytes held by head chunks.",
                                 registry=registry)
+        self.exemplars = Counter("prometheus_tsdb_exemplar_exemplars_appended",
+                                 "Exemplars stored.", ["tenant"], registry=registry)
+        self.exemplars_rejected = Counter(
+            "promring_exemplars_rejected", "Exemplars dropped (the samples still count): invalid "
+            "(label set over 128 runes, not UTF-8, malformed, series refused) or out of order.",
+            ["reason"], registry=registry)
         self.limited = Counter("thanos_receive_limited_requests", "Requests refused by a limit.",
                                ["tenant", "limit"], registry=registry)
         self.http = http_metrics(registry)  # Thanos's http_requests_total{handler="receive"}
@@ -102,7 +109,8 @@ class Receiver:
                 tenant_label_name=cfg.tenant_label_name,
                 head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms, ooo_window_ms=cfg.ooo_window_ms),
                 wal_fsync=cfg.wal_fsync,
-                retention_ms=cfg.retention_ms, too_far_in_future_ms=cfg.too_far_in_future_ms))
+                retention_ms=cfg.retention_ms, too_far_in_future_ms=cfg.too_far_in_future_ms,
+                max_exemplars=cfg.max_exemplars))
             self.source = MultiTSDBSource(self.db)
             self.metadata = MetadataStore(cfg.tsdb_path)
             self.health = StorageHealth(cfg.tsdb_path, cfg.storage_probe_interval_s)
@@ -205,9 +213,13 @@ class Receiver:
         # snappy, which grpcio's core refuses before any handler runs.
         server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES,
                               metrics=server_metrics(self.registry))
-        server.add_generic_rpc_handlers(StoreServer(self.source, "receive").handlers())
+        with_exemplars = self.cfg.max_exemplars > 0
+        server.add_generic_rpc_handlers(
+            StoreServer(self.source, "receive", exemplars=with_exemplars).handlers())
         if self.metadata is not None:
             server.add_generic_rpc_handlers((metadata_handler(self.metadata),))
+        if with_exemplars:
+            server.add_generic_rpc_handlers((exemplars_handler(self.source),))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             WRITEABLE_STORE_SERVICE, {"RemoteWrite": grpc.unary_unary_rpc_method_handler(
                 self.grpc_remote_write, request_deserializer=None, response_serializer=None)}),))
@@ -448,6 +460,12 @@ class Receiver:
             self.health.failed(f"writing the WAL of tenant {tenant!r}", e, tenant)
             return 503, f"storage unavailable: {e}"
         self.metrics.samples.labels(tenant).inc(out.appended)
+        if out.exemplars_appended:
+            self.metrics.exemplars.labels(tenant).inc(out.exemplars_appended)
+        for reason, n in (("invalid", out.exemplars_invalid),
+                          ("out_of_order", out.exemplars_out_of_order)):
+            if n:
+                self.metrics.exemplars_rejected.labels(reason).inc(n)
         if out.out_of_order_appended:
             n_hist = out.out_of_order_histograms_appended
             self.metrics.ooo_samples.labels(tenant, "float").inc(out.out_of_order_appended - n_hist)

@@ -13,7 +13,7 @@ import grpc.aio
 from common.tls import ClientTLS, client_ssl_context, grpc_channel
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
-from storeapi import grpc_codec, info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
+from storeapi import exemplars_pb2, grpc_codec, info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.h2client import H2Channel, RpcError
 from storeapi.server import GRPC_OPTIONS, MAX_MESSAGE_BYTES, AggrData
@@ -65,6 +65,7 @@ class StoreInfo:
     component_type: str = ""
     supports_without_replica_labels: bool = False
     serves_rules: bool = False  # Info announced the Rules API (a ruler)
+    exemplars: bool = False  # serves thanos.Exemplars (Info's ExemplarsInfo)
 
 
 @dataclass
@@ -97,6 +98,10 @@ class _Stubs:
             "/thanos.Metadata/MetricMetadata",
             request_serializer=metadata_pb2.MetricMetadataRequest.SerializeToString,
             response_deserializer=metadata_pb2.MetricMetadataResponse.FromString)
+        self.exemplars = ch.unary_stream(
+            "/thanos.Exemplars/Exemplars",
+            request_serializer=exemplars_pb2.ExemplarsRequest.SerializeToString,
+            response_deserializer=exemplars_pb2.ExemplarsResponse.FromString)
 
 
 class _H2Stubs:
@@ -175,7 +180,7 @@ class StoreClient:
             label_sets=[labels_from_pb(ls.labels) for ls in r.label_sets],
             min_time=mint, max_time=maxt, component_type=r.ComponentType,
             supports_without_replica_labels=r.store.supports_without_replica_labels,
-            serves_rules=r.HasField("rules"))
+            serves_rules=r.HasField("rules"), exemplars=r.HasField("exemplars"))
 
     async def iter_series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                           skip_chunks: bool = False, without_replica_labels: Iterable[str] = (),
@@ -351,6 +356,30 @@ class StoreClient:
             elif r.WhichOneof("result") == "warning":
                 warnings.append(r.warning)
         return groups, warnings
+
+    async def exemplars(self, query: str, start: int, end: int, partial_response: bool = False
+                        ) -> tuple[list[tuple[Labels, list[tuple[Labels, float, int]]]], list[str]]:
+        """thanos.Exemplars: (series labels, [(exemplar labels, value, ts ms)]) per series, and
+        warnings. An endpoint without the Exemplars API has none."""
+        out: list[tuple[Labels, list[tuple[Labels, float, int]]]] = []
+        warnings: list[str] = []
+        req = exemplars_pb2.ExemplarsRequest(query=query, start=start, end=end,
+                                             partial_response_strategy=_strategy(partial_response))
+
+        def lbls(ls) -> Labels:
+            return tuple(sorted((lb.name, lb.value) for lb in ls.labels))
+
+        try:
+            async for r in self._rpc().exemplars(req, timeout=self._timeout):
+                if r.WhichOneof("result") == "warning":
+                    warnings.append(r.warning)
+                elif r.WhichOneof("result") == "data":
+                    out.append((lbls(r.data.seriesLabels),
+                                [(lbls(e.labels), e.value, e.ts) for e in r.data.exemplars]))
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+        return out, warnings
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -24,6 +24,6 @@ rm -f storeapi/*_pb2.py storeapi/*_pb2.pyi storeapi/*_pb2_grpc.py
     --python_out=. --pyi_out=. --grpc_python_out=. \
     storeapi/labels.proto storeapi/types.proto storeapi/prompb.proto storeapi/remote.proto \
     storeapi/rpc.proto storeapi/info.proto storeapi/hints.proto storeapi/metadata.proto \
-    storeapi/rules.proto
+    storeapi/rules.proto storeapi/exemplars.proto
 # Only files that declare services get a useful *_pb2_grpc.py; drop the empty ones.
 for f in labels types prompb remote hints; do rm -f "storeapi/${f}_pb2_grpc.py"; done

@@ -142,9 +142,12 @@ def _identity(b: bytes) -> bytes:
 class StoreServer:
     """Serves a SeriesSource as ``thanos.Store`` and ``thanos.info.Info``."""
 
-    def __init__(self, source: SeriesSource, component_type: str = "receive") -> None:
+    def __init__(self, source: SeriesSource, component_type: str = "receive",
+                 exemplars: bool = False) -> None:
+        """``exemplars``: Info advertises the Exemplars API (served beside this one)."""
         self._source = source
         self._component = component_type
+        self._exemplars = exemplars
         # Sources that understand downsampling say so by their series() parameters.
         try:
             params = inspect.signature(source.series).parameters
@@ -197,7 +200,9 @@ class StoreServer:
         return info_pb2.InfoResponse(
             label_sets=sets, ComponentType=self._component,
             store=info_pb2.StoreInfo(min_time=mint, max_time=maxt, supports_sharding=True,
-                                     supports_without_replica_labels=True))
+                                     supports_without_replica_labels=True),
+            exemplars=info_pb2.ExemplarsInfo(min_time=-(1 << 63), max_time=(1 << 63) - 1)
+            if self._exemplars else None)
 
     # --- Series -----------------------------------------------------------------------------
 
@@ -379,17 +384,21 @@ def writeable_store_handler(handler: WriteHandler) -> grpc.GenericRpcHandler:
 
 async def serve(source: SeriesSource, address: str, component_type: str = "receive",
                 writer: WriteHandler | None = None, tls: ServerTLS | None = None,
-                registry: CollectorRegistry | None = None) -> tuple[H2GrpcServer, int]:
-    """Start a gRPC server with Store + Info (and WriteableStore when ``writer`` is given) on
-    ``address`` (TLS when ``tls`` is enabled); returns the started server and the bound port
-    (useful for ``host:0``); with ``registry``, the grpc_server_* metrics go there.
+                registry: CollectorRegistry | None = None,
+                exemplars: grpc.GenericRpcHandler | None = None) -> tuple[H2GrpcServer, int]:
+    """Start a gRPC server with Store + Info (and WriteableStore when ``writer`` is given, the
+    Exemplars API when ``exemplars`` is) on ``address`` (TLS when ``tls`` is enabled); returns
+    the started server and the bound port (useful for ``host:0``); with ``registry``, the
+    grpc_server_* metrics go there.
 
     Our own HTTP/2 server, not grpc.aio: its TLS is Python's ssl, which enforces
     ``--grpc-server-tls-min-version`` (grpcio always accepts TLS 1.2), and it takes snappy."""
     from storeapi.grpcmetrics import server_metrics
     server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES,
                           metrics=server_metrics(registry) if registry is not None else None)
-    StoreServer(source, component_type).register(server)
+    StoreServer(source, component_type, exemplars=exemplars is not None).register(server)
+    if exemplars is not None:  # the Exemplars API, advertised in Info
+        server.add_generic_rpc_handlers((exemplars,))
     if writer is not None:
         server.add_generic_rpc_handlers((writeable_store_handler(writer),))
     try:

@@ -102,14 +102,19 @@ class PromringProcess:
 # Prometheus scraping itself every second and remote-writing to "{url}" (str.format it).
 def self_scrape_remote_write(url: str, *, queue: dict | None = None,
                              metadata_send_interval: str | None = None,
-                             jobs: dict[str, str] | None = None) -> str:
+                             jobs: dict[str, str] | None = None,
+                             send_exemplars: bool = False) -> str:
     """Prometheus config: scrape itself (and ``jobs``: name -> target) every second and
-    remote-write to ``url``; ``queue`` replaces the fast-flushing default queue_config."""
+    remote-write to ``url``; ``queue`` replaces the fast-flushing default queue_config;
+    ``send_exemplars`` also sends scraped exemplars (Prometheus then needs
+    ``--enable-feature=exemplar-storage``)."""
     scrape = [{"job_name": "prometheus", "static_configs": [{"targets": ["$SELF"]}]}]
     scrape += [{"job_name": name, "static_configs": [{"targets": [target]}]}
                for name, target in (jobs or {}).items()]
     rw: dict = {"url": url, "queue_config": queue or {"batch_send_deadline": "1s",
                                                       "max_samples_per_send": 2000}}
+    if send_exemplars:
+        rw["send_exemplars"] = True
     if metadata_send_interval:
         rw["metadata_config"] = {"send_interval": metadata_send_interval}
     return yaml.safe_dump({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},

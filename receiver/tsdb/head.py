@@ -361,6 +361,10 @@ class Head:
     def live_refs(self) -> list[int]:
         return [r for r, k in enumerate(self._keys) if k is not None]
 
+    def ref(self, key: bytes) -> int | None:
+        """The ref of a series by its label key (None if the head does not hold it)."""
+        return self._refs.get(key)
+
     def key(self, ref: int) -> bytes | None:
         return self._keys[ref]
 

@@ -36,6 +36,14 @@ puts them back into the out-of-order head, never into the in-order one.
 
 Out-of-order histograms payload (type 6): the histograms payload, for late native histogram
 samples; written and replayed like type 5.
+
+Exemplars payload (type 7), the exemplars a request added (Prometheus's exemplar record)::
+
+    u64 n | u64 blob_len | refs: n x <i8 | ts: n x <i8 | vals: n x <f8 | lens: n x <u4 | pad |
+    blob | pad
+
+``blob`` is the concatenation of each exemplar's canonical label key. Written last, after the
+request's series frame, so its series are always defined before it.
 """
 from __future__ import annotations
 
@@ -50,6 +58,7 @@ TYPE_SERIES_SAMPLES = 3
 TYPE_HISTOGRAMS = 4
 TYPE_OOO_SAMPLES = 5
 TYPE_OOO_HISTOGRAMS = 6
+TYPE_EXEMPLARS = 7
 
 _I8 = np.dtype("<i8")
 _F8 = np.dtype("<f8")
@@ -215,3 +224,30 @@ def decode_histograms(buf: memoryview, off: int, end: int) -> tuple[HistogramsRe
     cols, raw, stop = _decode_columns_and_blobs(buf, off, end, 2, "histograms")
     n = len(raw)
     return HistogramsRecord(cols[:n], cols[n:], raw), stop
+
+
+@dataclass
+class ExemplarsRecord:
+    """Exemplars a request added: ``labels[i]`` is the canonical label key of exemplar ``i``."""
+
+    refs: np.ndarray
+    ts: np.ndarray
+    vals: np.ndarray
+    labels: list[bytes]
+
+
+def exemplars_parts(rec: ExemplarsRecord) -> list:
+    """Buffers whose concatenation is the exemplars payload."""
+    refs = np.ascontiguousarray(rec.refs, dtype=_I8)
+    ts = np.ascontiguousarray(rec.ts, dtype=_I8)
+    vals = np.ascontiguousarray(rec.vals, dtype=_F8)
+    n = len(refs)
+    if len(ts) != n or len(vals) != n or len(rec.labels) != n:
+        raise ValueError("exemplars record: lengths differ")
+    return _columns_and_blobs([refs, ts, vals.view(_I8)], rec.labels)
+
+
+def decode_exemplars(buf: memoryview, off: int, end: int) -> tuple[ExemplarsRecord, int]:
+    cols, labels, stop = _decode_columns_and_blobs(buf, off, end, 3, "exemplars")
+    n = len(labels)
+    return ExemplarsRecord(cols[:n], cols[n:2 * n], cols[2 * n:].view(_F8), labels), stop

@@ -53,23 +53,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .records import (
+    TYPE_EXEMPLARS,
     TYPE_HISTOGRAMS,
     TYPE_OOO_HISTOGRAMS,
     TYPE_OOO_SAMPLES,
     TYPE_SAMPLES,
     TYPE_SERIES,
     TYPE_SERIES_SAMPLES,
+    ExemplarsRecord,
     RecordDecodeError,
     SamplesRecord,
     HistogramsRecord,
     SeriesRecord,
     OOOHistogramsRecord,
     OOOSamplesRecord,
+    decode_exemplars,
     decode_histograms,
     decode_ooo_histograms,
     decode_ooo_samples,
     decode_samples,
     decode_series,
+    exemplars_parts,
     histograms_parts,
     samples_parts,
     series_parts,
@@ -120,7 +124,7 @@ def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
             raise _BadFrame(off, f"short frame header ({size - off} bytes)")
         typ, ver, rsv1, length, crc, rsv2 = HEADER.unpack_from(buf, off)
         if (typ not in (TYPE_SERIES, TYPE_SAMPLES, TYPE_SERIES_SAMPLES, TYPE_HISTOGRAMS,
-                        TYPE_OOO_SAMPLES, TYPE_OOO_HISTOGRAMS)
+                        TYPE_OOO_SAMPLES, TYPE_OOO_HISTOGRAMS, TYPE_EXEMPLARS)
                 or ver != VERSION or rsv1 or rsv2):
             raise _BadFrame(off, "invalid frame header")
         p = off + HEADER_SIZE
@@ -140,6 +144,8 @@ def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
                 recs = [decode_ooo_samples(buf, p, end)]
             elif typ == TYPE_OOO_HISTOGRAMS:
                 recs = [decode_ooo_histograms(buf, p, end)]
+            elif typ == TYPE_EXEMPLARS:
+                recs = [decode_exemplars(buf, p, end)]
             else:
                 s, q = decode_series(buf, p, end)
                 recs = [(s, q), decode_samples(buf, q, end)]
@@ -392,9 +398,11 @@ class WAL:
     def log(self, series: SeriesRecord | None, samples: SamplesRecord | None,
             histograms: HistogramsRecord | None = None,
             ooo: OOOSamplesRecord | None = None,
-            ooo_histograms: OOOHistogramsRecord | None = None) -> None:
+            ooo_histograms: OOOHistogramsRecord | None = None,
+            exemplars: ExemplarsRecord | None = None) -> None:
         """Append one request's new series and accepted samples (float, then native
-        histogram, then out-of-order float and native histogram) as a single write."""
+        histogram, then out-of-order float and native histogram, then exemplars) as a single
+        write."""
         self._check_usable()
         has_series = series is not None and len(series.refs) > 0
         has_samples = samples is not None and len(samples.refs) > 0
@@ -405,6 +413,8 @@ class WAL:
             trailing += self._frame(TYPE_OOO_SAMPLES, samples_parts(ooo))
         if ooo_histograms is not None and len(ooo_histograms.refs) > 0:
             trailing += self._frame(TYPE_OOO_HISTOGRAMS, histograms_parts(ooo_histograms))
+        if exemplars is not None and len(exemplars.refs) > 0:
+            trailing += self._frame(TYPE_EXEMPLARS, exemplars_parts(exemplars))
         if not has_series and not has_samples:
             if series is not None and len(series.keys):
                 raise ValueError("series record: keys without refs")

@@ -78,12 +78,14 @@ def dead_address() -> str:
 
 @asynccontextmanager
 async def cluster(tmp_path: Path, cfg: QueryConfig = QueryConfig(), n_receivers: int = 1,
-                  extra_endpoints: tuple[str, ...] = (), health: HealthOptions = HealthOptions()):
+                  extra_endpoints: tuple[str, ...] = (), health: HealthOptions = HealthOptions(),
+                  max_exemplars: int = 0):
     receivers = []
     for i in range(n_receivers):
         r = Receiver(ReceiveConfig(remote_write_address="127.0.0.1:0", grpc_address="127.0.0.1:0",
                                    http_address="", tsdb_path=tmp_path / f"recv{i}",
-                                   external_labels=(("replica", str(i)),) if n_receivers > 1 else ()))
+                                   external_labels=(("replica", str(i)),) if n_receivers > 1 else (),
+                                   max_exemplars=max_exemplars))
         await r.start()
         receivers.append(r)
     endpoints = [f"127.0.0.1:{r.ports['grpc']}" for r in receivers] + list(extra_endpoints)
