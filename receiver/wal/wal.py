@@ -50,11 +50,11 @@ import os
 import re
 import struct
 import zlib
-
-import cramjam
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import cramjam
 
 from common.varint import read_uvarint
 
