@@ -218,3 +218,17 @@ def test_corrupt_compressed_frame_in_an_earlier_segment_is_counted(tmp_path: Pat
         assert again.replay_stats.corrupt_segments == 1 and again.replay_stats.skipped == 1
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("argv,want", [([], True), (["--tsdb.wal-compression"], True),
+                                       (["--no-tsdb.wal-compression"], False)])
+def test_wal_compression_flag_reaches_the_tenant_wal(tmp_path: Path, argv: list, want: bool) -> None:
+    from promring.cli import build_parser, receive_config
+    cfg = receive_config(build_parser().parse_args(["receive", *argv]), str(tmp_path), "", "")
+    assert cfg.wal_compression is want
+    db = TenantTSDB("t", TSDBOptions(path=tmp_path, wal_compression=cfg.wal_compression))
+    rows = np.arange(1000, dtype=np.int64)
+    db.wal.log(None, SamplesRecord(rows, np.full(1000, 1_000), rows * 1.0))
+    db.close()
+    data = (tmp_path / "t" / "wal" / "00000000").read_bytes()
+    assert HEADER.unpack_from(data, 0)[2] == (FLAG_SNAPPY if want else 0)
