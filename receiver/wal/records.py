@@ -229,12 +229,14 @@ def decode_histograms(buf: memoryview, off: int, end: int) -> tuple[HistogramsRe
 @dataclass(frozen=True)
 class RecordCodec:
     """What the frame layer needs to know of one record type: its compact layout, how to
-    split a record into columns (+ blobs) and build it back, and its version-1 decoder."""
+    split a record into columns (+ blobs) and build it back, and its version-1 decoder.
+    A new record type is one entry in :data:`CODECS` (its frame type follows by itself)."""
 
     layout: Layout
     columns: Callable[[Any], tuple[list[np.ndarray], list[bytes] | None]]
     build: Callable[[list[np.ndarray], list[bytes] | None], Any]
-    decode_v1: Callable[[memoryview, int, int], tuple[Any, int]]
+    # Types older than the compact encoding only; a type added since has no version-1 frames.
+    decode_v1: Callable[[memoryview, int, int], tuple[Any, int]] | None = None
 
 
 _SAMPLE_LAYOUT = Layout(("delta", "delta", "xor"))  # refs, timestamps, values
@@ -270,6 +272,8 @@ def decode_record(typ: int, version: int, buf: memoryview, off: int, end: int) -
     """One record of type ``typ`` in encoding ``version`` (1 raw columns, 2 compact) at ``off``."""
     codec = CODECS[typ]
     if version == 1:
+        if codec.decode_v1 is None:
+            raise RecordDecodeError(f"record type {typ} has no version-1 encoding")
         return codec.decode_v1(buf, off, end)
     cols, blobs, stop = compact.decode(codec.layout, buf, off, end)
     return codec.build(cols, blobs), stop
