@@ -12,6 +12,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import cramjam
 import numpy as np
 import pytest
 
@@ -20,6 +21,7 @@ from receiver.tsdb.labels import encode_labels_key
 from receiver.wal import (WAL, HistogramsRecord, OOOHistogramsRecord, OOOSamplesRecord,
                           SamplesRecord, SeriesRecord, WALConfig)
 from receiver.wal.checkpoint import replay_checkpoint, write_checkpoint
+from receiver.wal.compact import MAX_ROWS
 from receiver.wal.wal import FLAG_SNAPPY, HEADER
 
 # Written by receiver/wal at commit 03b9b96 (before issue 13) from ``old_records()``.
@@ -86,9 +88,13 @@ def test_every_record_type_round_trips(tmp_path: Path, compression: bool) -> Non
             wal.log(*call)
     with WAL(WALConfig(tmp_path, compression=compression)) as wal:
         assert_same(list(wal.replay()), flat(calls))
-    # a reader does not need the writer's setting
+    # a reader does not need the writer's setting, and a restart with the other one appends
     with WAL(WALConfig(tmp_path, compression=not compression)) as wal:
         assert_same(list(wal.replay()), flat(calls))
+        for call in calls:
+            wal.log(*call)
+    with WAL(WALConfig(tmp_path, compression=compression)) as wal:
+        assert_same(list(wal.replay()), flat(calls) * 2)
 
 
 def test_compression_flag_is_set_only_when_it_pays(tmp_path: Path) -> None:
@@ -184,6 +190,7 @@ def _forge(data: bytearray, off: int, payload: bytes) -> bytes:
     b"\x80" * 11,                              # length header overflows
     b"\x20\x00garbage-not-snappy",             # not a snappy block
     b"\x04\x0c\x01\x00\x00\x00",               # valid snappy, but 1 row and nothing else
+    bytes(cramjam.snappy.compress_raw(struct.pack("<I", MAX_ROWS + 1) + bytes(40))),  # row bomb
 ])
 def test_undecodable_compressed_payload_past_the_checksum_is_a_bad_frame(
         tmp_path: Path, payload: bytes) -> None:
