@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -84,7 +85,9 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def run_target(name: str, args: list[str], ready: str, url: str, payloads, warm, inflight, n_series):
+def run_target(name: str, args: list[str], ready: str, url: str, payloads, warm, inflight, n_series,
+               after_load: Callable[[], dict] | None = None):
+    """Load one target; ``after_load`` (e.g. a look at its disk) runs while it still runs."""
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(ready, timeout=60, proc=proc)
@@ -94,13 +97,14 @@ def run_target(name: str, args: list[str], ready: str, url: str, payloads, warm,
         secs, errors, lat = asyncio.run(blast(url, payloads, inflight))
         time.sleep(1)
         rss1 = rss_bytes(proc.pid)
+        extra = after_load() if after_load else {}
     finally:
         proc.terminate()
         proc.wait(30)
     n = sum(1 for _ in payloads)
     return {"name": name, "seconds": secs, "errors": errors, "requests": n,
             "p50_ms": 1000 * float(np.percentile(lat, 50)), "p99_ms": 1000 * float(np.percentile(lat, 99)),
-            "rss_per_series": (rss1 - rss0) / n_series}
+            "rss_per_series": (rss1 - rss0) / n_series, **extra}
 
 
 def targets(tmp: str, wal_fsync: str = "none", prometheus: bool = True) -> list[tuple]:

@@ -88,6 +88,10 @@ def _receive_flags(p: argparse.ArgumentParser, *, up: bool) -> None:
     p.add_argument("--tsdb.wal-fsync", dest="wal_fsync", default="none", choices=["none", "batch"],
                    help="none: acknowledge once the WAL write reached the OS (survives a process "
                         "crash); batch: also fsync, shared by concurrent requests (survives power loss).")
+    p.add_argument("--tsdb.wal-compression", dest="wal_compression", default=True,
+                   action=argparse.BooleanOptionalAction,
+                   help="Compress the tsdb WAL (snappy per record; --no-tsdb.wal-compression "
+                        "to turn off). WALs written either way replay.")
     p.add_argument("--tsdb.min-block-duration", dest="min_block_duration", default="2h",
                    help="Block length the head is cut into (Thanos: equal to max).")
     p.add_argument("--tsdb.max-block-duration", dest="max_block_duration", default="2h")
@@ -432,6 +436,7 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
         tenant_header=a.tenant_header, default_tenant=a.default_tenant,
         tenant_label_name=a.tenant_label_name, max_request_bytes=parse_bytes(a.max_request_size),
         wal_fsync=a.wal_fsync, chunk_range_ms=parse_duration_ms(a.min_block_duration),
+        wal_compression=a.wal_compression,
         limits_file=Path(a.limits_file) if a.limits_file else None,
         replica_header=getattr(a, "replica_header", "THANOS-REPLICA"),
         too_far_in_future_ms=parse_duration_ms(a.too_far_in_future),

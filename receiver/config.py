@@ -27,6 +27,7 @@ class ReceiveConfig:
     http_header_timeout_s: float = IDLE_OR_HEADER_TIMEOUT_S
     http_read_timeout_s: float = 120.0
     wal_fsync: str = "none"                    # "none": write() before ack; "batch": group fsync
+    wal_compression: bool = True               # --tsdb.wal-compression: snappy per WAL record
     chunk_range_ms: int = 2 * 3600 * 1000
     too_far_in_future_ms: int = 10 * 60_000    # --tsdb.too-far-in-future.time-window; 0 = off
     rejected_log_interval_s: float = 30.0      # --receive.rejected-log-interval; 0 = off

@@ -64,6 +64,7 @@ class TSDBOptions:
     head: HeadOptions = field(default_factory=HeadOptions)
     wal_fsync: str = "none"
     wal_segment_bytes: int = 128 << 20
+    wal_compression: bool = True  # snappy per WAL record (--tsdb.wal-compression)
     # Local blocks older than this (by max time) are deleted once shipped (or always, with no
     # shipper: then they are the only copy and retention is all there is). 0 = keep forever.
     retention_ms: int = 15 * 86_400_000
@@ -153,7 +154,8 @@ class TenantTSDB:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.head = Head(opts.head)
         self.wal = WAL(WALConfig(dir=self.dir / "wal", fsync=opts.wal_fsync,
-                                 segment_bytes=opts.wal_segment_bytes, lock=opts.lock_each_wal))
+                                 segment_bytes=opts.wal_segment_bytes, lock=opts.lock_each_wal,
+                                 compression=opts.wal_compression))
         ext = dict(opts.external_labels)
         ext[opts.tenant_label_name] = tenant
         self.external_labels: Labels = tuple(sorted(ext.items()))
@@ -237,7 +239,8 @@ class TenantTSDB:
                        self._hist_record(batch, upto))
 
         write_checkpoint(self.wal.cfg.dir, seg, itertools.chain(
-            records(), self._ooo_records(), self._exemplar_records()))
+            records(), self._ooo_records(), self._exemplar_records()),
+            compression=self.wal.cfg.compression)
         self.wal.truncate_before(seg)
         self.wal.release()  # an idle tenant keeps no descriptor; the next write reopens it
 

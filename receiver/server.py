@@ -108,7 +108,7 @@ class Receiver:
                 path=cfg.tsdb_path, external_labels=cfg.external_labels,
                 tenant_label_name=cfg.tenant_label_name,
                 head=HeadOptions(chunk_range_ms=cfg.chunk_range_ms, ooo_window_ms=cfg.ooo_window_ms),
-                wal_fsync=cfg.wal_fsync,
+                wal_fsync=cfg.wal_fsync, wal_compression=cfg.wal_compression,
                 retention_ms=cfg.retention_ms, too_far_in_future_ms=cfg.too_far_in_future_ms,
                 max_exemplars=cfg.max_exemplars))
             self.source = MultiTSDBSource(self.db)

@@ -34,16 +34,16 @@ def checkpoints(wal_dir: Path) -> list[tuple[int, Path]]:
 
 
 def write_checkpoint(wal_dir: Path, segment: int,
-                     records: Iterable[tuple]) -> Path:
+                     records: Iterable[tuple], compression: bool = True) -> Path:
     """Write ``checkpoint.<segment>`` atomically and remove older checkpoints and temp dirs.
 
     ``records`` yields ``(SeriesRecord | None, SamplesRecord | None)`` or, with native
     histograms and out-of-order samples, ``(..., HistogramsRecord | None,
-    OOOSamplesRecord | None)``: the arguments of :meth:`WAL.log`."""
+    OOOSamplesRecord | None)``: the arguments of :meth:`WAL.log`. ``compression`` as the WAL's."""
     final = wal_dir / f"checkpoint.{segment:08d}"
     tmp = wal_dir / f"checkpoint.{segment:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    cp = WAL(WALConfig(dir=tmp, fsync="none"))
+    cp = WAL(WALConfig(dir=tmp, fsync="none", compression=compression))
     try:
         for rec in records:
             cp.log(*rec)

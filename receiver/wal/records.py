@@ -1,6 +1,12 @@
-"""WAL record types and their columnar payload encoding (see :mod:`receiver.wal.wal` for framing).
+"""WAL record types and their payload encodings (see :mod:`receiver.wal.wal` for framing).
 
-Payloads are raw little-endian array bytes so that encoding is a few buffer copies and decoding
+Two encodings exist, told apart by the frame header's version byte. Version 2 (written today)
+is the compact one of :mod:`receiver.wal.compact`: each record type is registered in
+:data:`CODECS` with its column layout, and that is all a new record type needs. Version 1, the
+raw columnar layout below, is what older WALs hold; it is still decoded (and its encoders are
+kept for benchmarks and tests).
+
+Version-1 payloads are raw little-endian array bytes so that encoding is a few buffer copies and decoding
 is ``np.frombuffer`` -- no per-sample Python. Every array starts 8-byte aligned within the
 payload (and frames are 8-byte aligned in the segment), so decoded views are aligned.
 
@@ -48,9 +54,14 @@ request's series frame, so its series are always defined before it.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from . import compact
+from .compact import Layout, RecordDecodeError
 
 TYPE_SERIES = 1
 TYPE_SAMPLES = 2
@@ -66,10 +77,6 @@ _U4 = np.dtype("<u4")
 _U64 = struct.Struct("<Q")
 _U64x2 = struct.Struct("<QQ")
 _ZERO_PAD = bytes(8)
-
-
-class RecordDecodeError(ValueError):
-    """A payload whose internal sizes do not add up (only reachable past a CRC collision or a bug)."""
 
 
 @dataclass
@@ -236,18 +243,59 @@ class ExemplarsRecord:
     labels: list[bytes]
 
 
-def exemplars_parts(rec: ExemplarsRecord) -> list:
-    """Buffers whose concatenation is the exemplars payload."""
-    refs = np.ascontiguousarray(rec.refs, dtype=_I8)
-    ts = np.ascontiguousarray(rec.ts, dtype=_I8)
-    vals = np.ascontiguousarray(rec.vals, dtype=_F8)
-    n = len(refs)
-    if len(ts) != n or len(vals) != n or len(rec.labels) != n:
-        raise ValueError("exemplars record: lengths differ")
-    return _columns_and_blobs([refs, ts, vals.view(_I8)], rec.labels)
+# ---- record codecs: each type's columns, for the compact (version 2) encoding ----------------
+
+@dataclass(frozen=True)
+class RecordCodec:
+    """What the frame layer needs to know of one record type: its compact layout, how to
+    split a record into columns (+ blobs) and build it back, and its version-1 decoder.
+    A new record type is one entry in :data:`CODECS` (its frame type follows by itself)."""
+
+    layout: Layout
+    columns: Callable[[Any], tuple[list[np.ndarray], list[bytes] | None]]
+    build: Callable[[list[np.ndarray], list[bytes] | None], Any]
+    # Types older than the compact encoding only; a type added since has no version-1 frames.
+    decode_v1: Callable[[memoryview, int, int], tuple[Any, int]] | None = None
 
 
-def decode_exemplars(buf: memoryview, off: int, end: int) -> tuple[ExemplarsRecord, int]:
-    cols, labels, stop = _decode_columns_and_blobs(buf, off, end, 3, "exemplars")
-    n = len(labels)
-    return ExemplarsRecord(cols[:n], cols[n:2 * n], cols[2 * n:].view(_F8), labels), stop
+_SAMPLE_LAYOUT = Layout(("delta", "delta", "xor"))  # refs, timestamps, values
+_HISTOGRAM_LAYOUT = Layout(("delta", "delta"), blobs=True)  # refs, timestamps; messages
+
+CODECS: dict[int, RecordCodec] = {
+    TYPE_SERIES: RecordCodec(Layout(("delta",), blobs=True), lambda r: ([r.refs], r.keys),
+                             lambda c, b: SeriesRecord(c[0], b), decode_series),
+    TYPE_SAMPLES: RecordCodec(_SAMPLE_LAYOUT, lambda r: ([r.refs, r.ts, r.vals], None),
+                              lambda c, _: SamplesRecord(*c), decode_samples),
+    TYPE_HISTOGRAMS: RecordCodec(_HISTOGRAM_LAYOUT, lambda r: ([r.refs, r.ts], r.raw),
+                                 lambda c, b: HistogramsRecord(c[0], c[1], b), decode_histograms),
+    TYPE_OOO_SAMPLES: RecordCodec(_SAMPLE_LAYOUT, lambda r: ([r.refs, r.ts, r.vals], None),
+                                  lambda c, _: OOOSamplesRecord(*c), decode_ooo_samples),
+    TYPE_OOO_HISTOGRAMS: RecordCodec(_HISTOGRAM_LAYOUT, lambda r: ([r.refs, r.ts], r.raw),
+                                     lambda c, b: OOOHistogramsRecord(c[0], c[1], b),
+                                     decode_ooo_histograms),
+    TYPE_EXEMPLARS: RecordCodec(Layout(("delta", "delta", "xor"), blobs=True),
+                                lambda r: ([r.refs, r.ts, r.vals], r.labels),
+                                lambda c, b: ExemplarsRecord(c[0], c[1], c[2], b)),
+}
+
+# Record types a frame of each type holds, in order (a request's series and samples share one).
+FRAME_RECORDS: dict[int, tuple[int, ...]] = {
+    **{t: (t,) for t in CODECS}, TYPE_SERIES_SAMPLES: (TYPE_SERIES, TYPE_SAMPLES)}
+
+
+def record_parts(typ: int, rec: Any) -> list:
+    """Buffers whose concatenation is the compact payload of ``rec`` (of record type ``typ``)."""
+    codec = CODECS[typ]
+    cols, blobs = codec.columns(rec)
+    return compact.encode(codec.layout, cols, blobs)
+
+
+def decode_record(typ: int, version: int, buf: memoryview, off: int, end: int) -> tuple[Any, int]:
+    """One record of type ``typ`` in encoding ``version`` (1 raw columns, 2 compact) at ``off``."""
+    codec = CODECS[typ]
+    if version == 1:
+        if codec.decode_v1 is None:
+            raise RecordDecodeError(f"record type {typ} has no version-1 encoding")
+        return codec.decode_v1(buf, off, end)
+    cols, blobs, stop = compact.decode(codec.layout, buf, off, end)
+    return codec.build(cols, blobs), stop

@@ -10,15 +10,17 @@ no segment header::
 
     offset  size  field
     0       1     type      1 = series, 2 = samples, 3 = series + samples (one request),
-                            4 = native histogram samples
-    1       1     version   1
-    2       2     reserved  0
-    4       4     length    payload bytes, u32 LE (always a multiple of 8)
-    8       4     crc       zlib.crc32 over header bytes 0..7 followed by the payload, u32 LE
+                            4.. = see receiver.wal.records (FRAME_RECORDS)
+    1       1     version   payload encoding: 2 = compact (written), 1 = raw columns (older WALs)
+    2       2     flags     bit 0: the payload is one snappy block (--tsdb.wal-compression);
+                            always 0 with version 1
+    4       4     length    stored payload bytes, u32 LE
+    8       4     crc       zlib.crc32 over header bytes 0..7 followed by the stored payload, u32 LE
     12      4     reserved  0
-    16      len   payload   see receiver.wal.records
+    16      len   payload   see receiver.wal.records and receiver.wal.compact
 
-Every frame is a multiple of 8 bytes, so payload arrays are 8-byte aligned in the file.
+The CRC covers the bytes as stored, so a corrupt compressed frame is caught before it is
+decompressed. Version-1 frames are multiples of 8 bytes (their arrays were read in place).
 
 Durability
 ----------
@@ -31,8 +33,9 @@ it started, and concurrent callers wait for that same fsync instead of queueing 
 
 Recovery
 --------
-``replay`` reads segments in order. An invalid frame (short header, bad type/version/reserved
-fields, length past end of file, CRC mismatch, inconsistent payload) in the last non-empty
+``replay`` reads segments in order, old (version 1) and new frames alike. An invalid frame
+(short header, bad type/version/flags/reserved fields, length past end of file, CRC mismatch,
+undecompressable or inconsistent payload) in the last non-empty
 segment is a torn tail from a crash: the file is truncated at the end of the last valid frame,
 a warning is logged and replay stops. The same in any earlier segment, or a gap in the segment
 numbers, is real data loss and raises :class:`WALCorruptionError`.
@@ -52,7 +55,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cramjam
+
+from common.varint import read_uvarint
+
 from .records import (
+    FRAME_RECORDS,
     TYPE_EXEMPLARS,
     TYPE_HISTOGRAMS,
     TYPE_OOO_HISTOGRAMS,
@@ -67,22 +75,15 @@ from .records import (
     SeriesRecord,
     OOOHistogramsRecord,
     OOOSamplesRecord,
-    decode_exemplars,
-    decode_histograms,
-    decode_ooo_histograms,
-    decode_ooo_samples,
-    decode_samples,
-    decode_series,
-    exemplars_parts,
-    histograms_parts,
-    samples_parts,
-    series_parts,
+    decode_record,
+    record_parts,
 )
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
-HEADER = struct.Struct("<BBHIII")  # type, version, reserved, length, crc, reserved
+VERSION = 2  # encoding of the frames written: 1 = raw columns (read only), 2 = compact
+FLAG_SNAPPY = 1  # header flags: the payload is one snappy block
+HEADER = struct.Struct("<BBHIII")  # type, version, flags, length, crc, reserved
 HEADER_SIZE = HEADER.size  # 16
 MAX_PAYLOAD = 0xFFFFFFFF
 _SEGMENT_RE = re.compile(r"^\d{8,}$")
@@ -99,6 +100,7 @@ class WALConfig:
     segment_bytes: int = 128 << 20
     fsync: str = "batch"  # "none" | "batch"
     lock: bool = True  # False: the owner holds a lock covering this directory
+    compression: bool = True  # snappy-compress each frame's payload (--tsdb.wal-compression)
 
     def __post_init__(self) -> None:
         self.dir = Path(self.dir)
@@ -115,6 +117,20 @@ class _BadFrame(Exception):
         self.reason = reason
 
 
+def _decompress(stored: memoryview) -> memoryview:
+    """The payload of a snappy frame; a length header past what snappy can expand to is corrupt."""
+    try:
+        size, _ = read_uvarint(stored, 0, "snappy length header")
+    except ValueError as e:
+        raise RecordDecodeError(str(e)) from None
+    if size > len(stored) * 22 + 64:
+        raise RecordDecodeError(f"snappy: header claims {size} bytes from {len(stored)}")
+    try:
+        return memoryview(bytes(cramjam.snappy.decompress_raw(stored)))
+    except Exception as e:  # cramjam raises its own DecompressionError
+        raise RecordDecodeError(f"snappy: {e}") from None
+
+
 def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
     """Decode all frames of one segment; raises _BadFrame at the first invalid one."""
     size = len(buf)
@@ -122,10 +138,9 @@ def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
     while off < size:
         if size - off < HEADER_SIZE:
             raise _BadFrame(off, f"short frame header ({size - off} bytes)")
-        typ, ver, rsv1, length, crc, rsv2 = HEADER.unpack_from(buf, off)
-        if (typ not in (TYPE_SERIES, TYPE_SAMPLES, TYPE_SERIES_SAMPLES, TYPE_HISTOGRAMS,
-                        TYPE_OOO_SAMPLES, TYPE_OOO_HISTOGRAMS, TYPE_EXEMPLARS)
-                or ver != VERSION or rsv1 or rsv2):
+        typ, ver, flags, length, crc, rsv2 = HEADER.unpack_from(buf, off)
+        if (typ not in FRAME_RECORDS or ver not in (1, 2) or rsv2
+                or flags & ~FLAG_SNAPPY or (ver == 1 and flags)):
             raise _BadFrame(off, "invalid frame header")
         p = off + HEADER_SIZE
         end = p + length
@@ -133,29 +148,21 @@ def _frames(buf: memoryview) -> Iterator[SeriesRecord | SamplesRecord]:
             raise _BadFrame(off, f"frame length {length} runs past end of segment")
         if zlib.crc32(buf[p:end], zlib.crc32(buf[off:off + 8])) != crc:
             raise _BadFrame(off, "checksum mismatch")
+        recs: list = []
         try:
-            if typ == TYPE_SAMPLES:
-                recs: list = [decode_samples(buf, p, end)]
-            elif typ == TYPE_SERIES:
-                recs = [decode_series(buf, p, end)]
-            elif typ == TYPE_HISTOGRAMS:
-                recs = [decode_histograms(buf, p, end)]
-            elif typ == TYPE_OOO_SAMPLES:
-                recs = [decode_ooo_samples(buf, p, end)]
-            elif typ == TYPE_OOO_HISTOGRAMS:
-                recs = [decode_ooo_histograms(buf, p, end)]
-            elif typ == TYPE_EXEMPLARS:
-                recs = [decode_exemplars(buf, p, end)]
-            else:
-                s, q = decode_series(buf, p, end)
-                recs = [(s, q), decode_samples(buf, q, end)]
+            data, q, stop = buf, p, end
+            if flags & FLAG_SNAPPY:
+                data = _decompress(buf[p:end])
+                q, stop = 0, len(data)
+            for sub in FRAME_RECORDS[typ]:
+                rec, q = decode_record(sub, ver, data, q, stop)
+                recs.append(rec)
         except RecordDecodeError as e:
             raise _BadFrame(off, str(e)) from None
-        if recs[-1][1] != end:
+        if q != stop:
             raise _BadFrame(off, "payload shorter than frame")
         off = end
-        for rec, _ in recs:
-            yield rec
+        yield from recs
 
 
 class _SegmentView:
@@ -406,36 +413,35 @@ class WAL:
         self._check_usable()
         has_series = series is not None and len(series.refs) > 0
         has_samples = samples is not None and len(samples.refs) > 0
-        trailing: list = []
-        if histograms is not None and len(histograms.refs) > 0:
-            trailing = self._frame(TYPE_HISTOGRAMS, histograms_parts(histograms))
-        if ooo is not None and len(ooo.refs) > 0:
-            trailing += self._frame(TYPE_OOO_SAMPLES, samples_parts(ooo))
-        if ooo_histograms is not None and len(ooo_histograms.refs) > 0:
-            trailing += self._frame(TYPE_OOO_HISTOGRAMS, histograms_parts(ooo_histograms))
-        if exemplars is not None and len(exemplars.refs) > 0:
-            trailing += self._frame(TYPE_EXEMPLARS, exemplars_parts(exemplars))
-        if not has_series and not has_samples:
-            if series is not None and len(series.keys):
-                raise ValueError("series record: keys without refs")
-            if trailing:
-                self._append_frames(trailing)
-            return
-        parts: list = []
-        if has_series:
-            parts += series_parts(series)  # type: ignore[arg-type]
-        if has_samples:
-            parts += samples_parts(samples)  # type: ignore[arg-type]
-        typ = TYPE_SERIES_SAMPLES if has_series and has_samples else TYPE_SERIES if has_series else TYPE_SAMPLES
-        self._append_frames(self._frame(typ, parts) + trailing)
+        if not has_series and not has_samples and series is not None and len(series.keys):
+            raise ValueError("series record: keys without refs")
+        frames: list = []
+        if has_series or has_samples:
+            typ = (TYPE_SERIES_SAMPLES if has_series and has_samples
+                   else TYPE_SERIES if has_series else TYPE_SAMPLES)
+            frames = self._frame(typ, [r for r in (series, samples) if r is not None and len(r.refs)])
+        for typ, rec in ((TYPE_HISTOGRAMS, histograms), (TYPE_OOO_SAMPLES, ooo),
+                         (TYPE_OOO_HISTOGRAMS, ooo_histograms), (TYPE_EXEMPLARS, exemplars)):
+            if rec is not None and len(rec.refs) > 0:
+                frames += self._frame(typ, [rec])
+        if frames:
+            self._append_frames(frames)
 
-    @staticmethod
-    def _frame(typ: int, parts: list) -> list:
-        """Header + payload buffers of one frame."""
+    def _frame(self, typ: int, recs: list) -> list:
+        """Header + payload buffers of one frame holding ``recs`` (the records of ``typ``)."""
+        parts: list = []
+        for sub, rec in zip(FRAME_RECORDS[typ], recs, strict=True):
+            parts += record_parts(sub, rec)
+        flags = 0
+        if self.cfg.compression:
+            raw = b"".join(parts)
+            packed = cramjam.snappy.compress_raw(raw)
+            if len(packed) < len(raw):  # incompressible payloads are stored as they are
+                parts, flags = [memoryview(packed)], FLAG_SNAPPY
         length = sum(memoryview(p).nbytes for p in parts)
         if length > MAX_PAYLOAD:
             raise ValueError(f"WAL record of {length} bytes is too large")
-        head8 = HEADER.pack(typ, VERSION, 0, length, 0, 0)[:8]
+        head8 = HEADER.pack(typ, VERSION, flags, length, 0, 0)[:8]
         crc = zlib.crc32(head8)
         for p in parts:
             crc = zlib.crc32(p, crc)
