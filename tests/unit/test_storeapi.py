@@ -518,6 +518,48 @@ def test_client_merges_split_frames_and_reports_warnings():
     run(main)
 
 
+def test_a_malformed_series_frame_fails_the_endpoint_cleanly():
+    """A frame protobuf cannot parse (here a label value that is not UTF-8) fails the call as a
+    ValueError; the querier's fan-out reports the endpoint (an error, or a warning with partial
+    responses) and keeps the other endpoints' answers, as before the frames were decoded in C."""
+    from querier.fanout import SelectOptions, StoreSet, StoreUnavailable
+
+    good = rpc_pb2.SeriesResponse(series=types_pb2.Series(labels=[
+        labels_pb2.Label(name="__name__", value="m")])).SerializeToString()
+    bad = b"\x0a\x0b\x0a\x09\x0a\x03job\x12\x02\xff\xfe"  # series{labels{job=<not UTF-8>}}
+
+    async def series(req, context):
+        yield good
+        yield bad
+
+    async def main():
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("thanos.Store", {
+            "Series": grpc.unary_stream_rpc_method_handler(
+                series, rpc_pb2.SeriesRequest.FromString, None)}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        address = f"127.0.0.1:{port}"
+        client = StoreClient(address)
+        stores = StoreSet([address])
+        ms = [Matcher(MatchType.EQ, "__name__", "m")]
+        try:
+            with pytest.raises(ValueError, match="malformed SeriesResponse frame"):
+                await client.series_with_warnings(0, 100, ms)
+            with pytest.raises(StoreUnavailable, match="malformed SeriesResponse frame"):
+                await stores.series(0, 100, ms)
+            warnings: list[str] = []
+            assert await stores.series(0, 100, ms, opts=SelectOptions(partial_response=True),
+                                       warnings=warnings) == []
+            assert warnings == [f"endpoint {address}: malformed SeriesResponse frame"]
+        finally:
+            await client.close()
+            await stores.close()
+            await server.stop(None)
+
+    run(main)
+
+
 def test_many_series_round_trip_with_batches():
     many = [(lbls(__name__="m", i=f"{i:05d}", tenant_id="a"), [chunk(i, i + 10)])
             for i in range(3000)]
