@@ -269,6 +269,7 @@ static int sr_check_any(rd_t r, int depth) {
 typedef struct {
     PyObject *hist;        /* hist(data, type) for native histogram chunks; None: drop them */
     PyObject *prev;        /* the previous series' labels: equal names/values reuse its str */
+    PyObject *prev_chunks; /* the previous series' chunks: equal times reuse its int */
     Py_ssize_t dropped;    /* chunks that are neither XOR nor (kept) native histograms */
 } sr_ctx;
 
@@ -312,6 +313,25 @@ static PyObject *sr_label(rd_t lr, sr_ctx *c, Py_ssize_t pos, int depth) {
     return t;
 }
 
+/* A chunk's min (which 0) or max time: the previous series' int at this chunk position when
+ * equal (series scraped together share chunk boundaries), else a new int. */
+static PyObject *sr_time(sr_ctx *c, Py_ssize_t pos, int which, int64_t t) {
+    if (c->prev_chunks && pos < PyList_GET_SIZE(c->prev_chunks)) {
+        PyObject *old = PyList_GET_ITEM(c->prev_chunks, pos);
+        if (PyTuple_Check(old) && PyTuple_GET_SIZE(old) == 3) {
+            PyObject *v = PyTuple_GET_ITEM(old, which);
+            if (PyLong_CheckExact(v)) {
+                int overflow;
+                long long have = PyLong_AsLongLongAndOverflow(v, &overflow);
+                if (!overflow && have == t && !(have == -1 && PyErr_Occurred()))
+                    return Py_NewRef(v);
+                PyErr_Clear();
+            }
+        }
+    }
+    return PyLong_FromLongLong(t);
+}
+
 /* One AggrChunk: appended to chunks if usable, else counted as dropped. */
 static int sr_chunk(rd_t cr, sr_ctx *c, PyObject *chunks, int depth) {
     int64_t mint = 0, maxt = 0; int32_t type = 0;
@@ -342,8 +362,13 @@ static int sr_chunk(rd_t cr, sr_ctx *c, PyObject *chunks, int depth) {
             if (!h) return -1;
             b = h;
         }
-        item = Py_BuildValue("(LLN)", (long long)mint, (long long)maxt, b);
-        if (!item) return -1;
+        PyObject *a = sr_time(c, PyList_GET_SIZE(chunks), 0, mint);
+        PyObject *z = sr_time(c, PyList_GET_SIZE(chunks), 1, maxt);
+        if (!a || !z || !(item = PyTuple_New(3))) {
+            Py_XDECREF(a); Py_XDECREF(z); Py_DECREF(b);
+            return -1;
+        }
+        PyTuple_SET_ITEM(item, 0, a); PyTuple_SET_ITEM(item, 1, z); PyTuple_SET_ITEM(item, 2, b);
         int rc = PyList_Append(chunks, item);
         Py_DECREF(item);
         return rc;
@@ -376,8 +401,10 @@ static int sr_series_into(rd_t sr, sr_ctx *c, PyObject *labels, PyObject *chunks
 static PyObject *sr_pack(PyObject *labels, PyObject *chunks, sr_ctx *c, PyObject **prev_own) {
     PyObject *lt = PyList_AsTuple(labels);
     if (!lt) return NULL;
-    Py_XSETREF(*prev_own, Py_NewRef(lt));
+    Py_XSETREF(*prev_own, Py_BuildValue("(OO)", lt, chunks));
+    if (!*prev_own) { Py_DECREF(lt); return NULL; }
     c->prev = lt;
+    c->prev_chunks = chunks;
     return Py_BuildValue("(NO)", lt, chunks);
 }
 
@@ -431,7 +458,7 @@ static PyObject *py_series_response(PyObject *self, PyObject *args) {
     if (PyObject_GetBuffer(frame, &buf, PyBUF_SIMPLE)) return NULL;
     rd_t r = {(const uint8_t *)buf.buf, (const uint8_t *)buf.buf + buf.len}, sub;
     uint32_t num; int wt; uint64_t v;
-    sr_ctx c = {hist, PyTuple_Check(prev) ? prev : NULL, 0};
+    sr_ctx c = {hist, PyTuple_Check(prev) ? prev : NULL, NULL, 0};
     PyObject *prev_own = NULL, *out = NULL, *payload = NULL;
     /* the single series of case 1 accumulates here until the frame ends */
     PyObject *labels = NULL, *chunks = NULL;
@@ -444,6 +471,7 @@ static PyObject *py_series_response(PyObject *self, PyObject *args) {
             Py_CLEAR(labels); Py_CLEAR(chunks); Py_CLEAR(payload);
             c.dropped = 0;
             c.prev = PyTuple_Check(prev) ? prev : NULL;
+            c.prev_chunks = NULL;
             kind = (int)num;
         }
         if (num == 1) {
