@@ -270,6 +270,7 @@ typedef struct {
     PyObject *hist;        /* hist(data, type) for native histogram chunks; None: drop them */
     PyObject *prev;        /* the previous series' labels: equal names/values reuse its str */
     PyObject *prev_chunks; /* the previous series' chunks: equal times reuse its int */
+    PyObject *aggr;        /* aggregate mode: aggr(count, sum, min, max, counter); else NULL */
     Py_ssize_t dropped;    /* chunks that are neither XOR nor (kept) native histograms */
 } sr_ctx;
 
@@ -332,46 +333,80 @@ static PyObject *sr_time(sr_ctx *c, Py_ssize_t pos, int which, int64_t t) {
     return PyLong_FromLongLong(t);
 }
 
-/* One AggrChunk: appended to chunks if usable, else counted as dropped. */
+/* The (mint, maxt, data) tuple of a chunk appended to chunks; steals data. */
+static int sr_append(sr_ctx *c, PyObject *chunks, int64_t mint, int64_t maxt, PyObject *data) {
+    PyObject *a = sr_time(c, PyList_GET_SIZE(chunks), 0, mint);
+    PyObject *z = sr_time(c, PyList_GET_SIZE(chunks), 1, maxt);
+    PyObject *item = a && z ? PyTuple_New(3) : NULL;
+    if (!item) { Py_XDECREF(a); Py_XDECREF(z); Py_DECREF(data); return -1; }
+    PyTuple_SET_ITEM(item, 0, a); PyTuple_SET_ITEM(item, 1, z); PyTuple_SET_ITEM(item, 2, data);
+    int rc = PyList_Append(chunks, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+/* A thanos.Chunk as protobuf holds it: present once any occurrence was seen; type and data of
+ * the last occurrence that set them (repeated occurrences merge). */
+typedef struct { int present; int32_t type; rd_t data; } sr_sub;
+
+static inline Py_ssize_t sub_len(const sr_sub *k) { return k->data.p ? k->data.end - k->data.p : 0; }
+
+/* bytes of an XOR sub-chunk with data, else None (an aggregate not sent or not usable). */
+static PyObject *sr_xor_or_none(const sr_sub *k) {
+    if (k->present && k->type == 0 && sub_len(k))
+        return PyBytes_FromStringAndSize((const char *)k->data.p, sub_len(k));
+    Py_RETURN_NONE;
+}
+
+/* One AggrChunk. Raw mode (c->aggr NULL): appended if its raw chunk is XOR (or a kept native
+ * histogram) with data, else counted as dropped. Aggregate mode: a raw chunk as XOR bytes, a
+ * downsampled one as c->aggr(count, sum, min, max, counter), each XOR bytes or None. */
 static int sr_chunk(rd_t cr, sr_ctx *c, PyObject *chunks, int depth) {
-    int64_t mint = 0, maxt = 0; int32_t type = 0;
-    rd_t data = {NULL, NULL}, sub, rr, csub;
+    int64_t mint = 0, maxt = 0;
+    sr_sub k[6] = {{0}};  /* raw = 3, count = 4, sum, min, max, counter = 8 */
+    rd_t sub, csub;
     uint32_t num, cnum; int wt, cwt; uint64_t v, cv;
     while (cr.p < cr.end) {
         if (sr_next(&cr, &num, &wt, &v, &sub, depth)) { bad_series_frame(); return -1; }
         if (wt == 0 && num == 1) mint = (int64_t)v;
         else if (wt == 0 && num == 2) maxt = (int64_t)v;
-        else if (wt == 2 && num == 3) {  /* raw Chunk; repeated occurrences merge */
-            rr = sub;
-            while (rr.p < rr.end) {
-                if (sr_next(&rr, &cnum, &cwt, &cv, &csub, depth + 1)) { bad_series_frame(); return -1; }
-                if (cwt == 0 && cnum == 1) type = (int32_t)(uint32_t)cv;
-                else if (cwt == 2 && cnum == 2) data = csub;
+        else if (wt == 2 && num >= 3 && num <= 8) {
+            sr_sub *kk = &k[num - 3];
+            kk->present = 1;
+            while (sub.p < sub.end) {
+                if (sr_next(&sub, &cnum, &cwt, &cv, &csub, depth + 1)) { bad_series_frame(); return -1; }
+                if (cwt == 0 && cnum == 1) kk->type = (int32_t)(uint32_t)cv;
+                else if (cwt == 2 && cnum == 2) kk->data = csub;
             }
-        } else if (wt == 2 && num >= 4 && num <= 8) {  /* downsampled aggregates: checked */
-            if (sr_check(sub, depth + 1)) { bad_series_frame(); return -1; }
         }
     }
-    Py_ssize_t dl = data.p ? data.end - data.p : 0;
-    PyObject *item = NULL;
+    Py_ssize_t dl = sub_len(&k[0]);
+    int32_t type = k[0].type;
+    if (c->aggr) {
+        if (k[0].present) {
+            if (type != 0 || !dl) return 0;
+            PyObject *b = PyBytes_FromStringAndSize((const char *)k[0].data.p, dl);
+            return b ? sr_append(c, chunks, mint, maxt, b) : -1;
+        }
+        PyObject *parts[5];
+        int any = 0;
+        for (int i = 0; i < 5; i++) {
+            if (!(parts[i] = sr_xor_or_none(&k[i + 1]))) {
+                while (i--) Py_DECREF(parts[i]);
+                return -1;
+            }
+            any |= parts[i] != Py_None;
+        }
+        PyObject *ad = any ? PyObject_CallFunctionObjArgs(c->aggr, parts[0], parts[1], parts[2],
+                                                           parts[3], parts[4], NULL) : NULL;
+        for (int i = 0; i < 5; i++) Py_DECREF(parts[i]);
+        if (!any) return 0;
+        return ad ? sr_append(c, chunks, mint, maxt, ad) : -1;
+    }
     if (dl && (type == 0 || ((type == 1 || type == 2) && c->hist != Py_None))) {
-        PyObject *b = PyBytes_FromStringAndSize((const char *)data.p, dl);
-        if (!b) return -1;
-        if (type != 0) {
-            PyObject *h = PyObject_CallFunction(c->hist, "Ni", b, (int)type);
-            if (!h) return -1;
-            b = h;
-        }
-        PyObject *a = sr_time(c, PyList_GET_SIZE(chunks), 0, mint);
-        PyObject *z = sr_time(c, PyList_GET_SIZE(chunks), 1, maxt);
-        if (!a || !z || !(item = PyTuple_New(3))) {
-            Py_XDECREF(a); Py_XDECREF(z); Py_DECREF(b);
-            return -1;
-        }
-        PyTuple_SET_ITEM(item, 0, a); PyTuple_SET_ITEM(item, 1, z); PyTuple_SET_ITEM(item, 2, b);
-        int rc = PyList_Append(chunks, item);
-        Py_DECREF(item);
-        return rc;
+        PyObject *b = PyBytes_FromStringAndSize((const char *)k[0].data.p, dl);
+        if (b && type != 0) b = PyObject_CallFunction(c->hist, "Ni", b, (int)type);
+        return b ? sr_append(c, chunks, mint, maxt, b) : -1;
     }
     c->dropped++;
     return 0;
@@ -443,22 +478,23 @@ static PyObject *sr_batch_into(rd_t br, sr_ctx *c, PyObject *out, PyObject **pre
     return out;
 }
 
-/* series_response(frame, prev, hist) -> (kind, payload, dropped), kind one of
+/* series_response(frame, prev, hist[, aggr]) -> (kind, payload, dropped), kind one of
  *   1: payload a list of (labels, chunks) (SeriesResponse.series or .batch), labels a tuple
  *      of (name, value) str pairs, chunks a list of (mint, maxt, data): XOR data as bytes,
  *      native histogram data as hist(bytes, chunk type) (dropped when hist is None);
  *      dropped counts the chunks left out;
  *   2: payload the warning str;
  *   0: payload None (hints, an empty frame or a result type this client does not know).
- * prev: the labels of the series before this frame (or None), whose strings are reused. */
+ * prev: the labels of the series before this frame (or None), whose strings are reused.
+ * aggr (a callable, default None): decode for a downsampling-aware reader instead, see sr_chunk. */
 static PyObject *py_series_response(PyObject *self, PyObject *args) {
-    PyObject *frame, *prev, *hist;
-    if (!PyArg_ParseTuple(args, "OOO", &frame, &prev, &hist)) return NULL;
+    PyObject *frame, *prev, *hist, *aggr = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|O", &frame, &prev, &hist, &aggr)) return NULL;
     Py_buffer buf;
     if (PyObject_GetBuffer(frame, &buf, PyBUF_SIMPLE)) return NULL;
     rd_t r = {(const uint8_t *)buf.buf, (const uint8_t *)buf.buf + buf.len}, sub;
     uint32_t num; int wt; uint64_t v;
-    sr_ctx c = {hist, PyTuple_Check(prev) ? prev : NULL, NULL, 0};
+    sr_ctx c = {hist, PyTuple_Check(prev) ? prev : NULL, NULL, aggr == Py_None ? NULL : aggr, 0};
     PyObject *prev_own = NULL, *out = NULL, *payload = NULL;
     /* the single series of case 1 accumulates here until the frame ends */
     PyObject *labels = NULL, *chunks = NULL;

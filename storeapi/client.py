@@ -15,7 +15,6 @@ from storeapi._wire import series_response
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.server import GRPC_OPTIONS, AggrData
 
-_XOR = types_pb2.Chunk.XOR
 _HIST_ENCODINGS = {types_pb2.Chunk.HISTOGRAM: ENCODING_HISTOGRAM,
                    types_pb2.Chunk.FLOAT_HISTOGRAM: ENCODING_FLOAT_HISTOGRAM}
 
@@ -64,10 +63,6 @@ def _histogram_chunk(data: bytes, chunk_type: int) -> EncodedChunk:
     return EncodedChunk(data, _HIST_ENCODINGS[chunk_type])
 
 
-def _xor_or_none(c: types_pb2.Chunk, present: bool) -> bytes | None:
-    return c.data if present and c.type == _XOR and c.data else None
-
-
 @dataclass
 class StoreInfo:
     label_sets: list[Labels]
@@ -101,9 +96,6 @@ class _Stubs:
         self.series_raw = ch.unary_stream(
             "/thanos.Store/Series", request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
             response_deserializer=None)
-        self.series = ch.unary_stream(
-            "/thanos.Store/Series", request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
-            response_deserializer=rpc_pb2.SeriesResponse.FromString)
         self.metadata = ch.unary_stream(
             "/thanos.Metadata/MetricMetadata",
             request_serializer=metadata_pb2.MetricMetadataRequest.SerializeToString,
@@ -253,36 +245,24 @@ class StoreClient:
             without_replica_labels=list(without_replica_labels),
             response_batch_size=self._batch, partial_response_disabled=not partial_response,
             partial_response_strategy=_strategy(partial_response))
-        call = self._rpc().series(request, timeout=self._timeout)
+        call = self._rpc().series_raw(request, timeout=self._timeout)
         out: list[AggrSeries] = []
         warnings: list[str] = []
-        async for resp in call:
-            kind = resp.WhichOneof("result")
-            if kind == "series":
-                group = (resp.series,)
-            elif kind == "batch":
-                group = resp.batch.series
-            elif kind == "warning":
-                warnings.append(resp.warning)
-                continue
-            else:
-                continue
-            for s in group:
-                lbls = labels_from_pb(s.labels)
-                chunks: list[tuple[int, int, bytes | AggrData]] = []
-                for c in s.chunks:
-                    if c.HasField("raw"):
-                        if c.raw.type == _XOR and c.raw.data:
-                            chunks.append((c.min_time, c.max_time, c.raw.data))
-                        continue
-                    ad = AggrData(*(_xor_or_none(getattr(c, f), c.HasField(f))
-                                    for f in ("count", "sum", "min", "max", "counter")))
-                    if ad != AggrData():
-                        chunks.append((c.min_time, c.max_time, ad))
-                if out and out[-1].labels == lbls:
-                    out[-1].chunks.extend(chunks)
-                else:
-                    out.append(AggrSeries(lbls, chunks))
+        async for frame in call:
+            try:
+                kind, payload, _ = series_response(frame, out[-1].labels if out else None, None,
+                                                   AggrData)
+            except ValueError:
+                call.cancel()
+                raise MalformedFrame(_MALFORMED) from None
+            if kind == _FRAME_WARNING:
+                warnings.append(payload)
+            elif kind == _FRAME_SERIES and payload:
+                first = 0
+                if out and out[-1].labels == payload[0][0]:  # a series split over frames
+                    out[-1].chunks.extend(payload[0][1])
+                    first = 1
+                out += [AggrSeries(lbls, chunks) for lbls, chunks in payload[first:]]
         return out, warnings
 
     async def label_names(self, mint: int, maxt: int, matchers: Iterable[Matcher] = (),

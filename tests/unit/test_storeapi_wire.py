@@ -2,7 +2,8 @@
 
 The reference is what the client did before: ``rpc_pb2.SeriesResponse.FromString`` and a Python
 loop over labels and chunks. Generated frames (unicode labels, many chunks, histogram chunk
-types, batches, warnings, hints, unknown fields, repeated oneof members) must decode the same,
+types, downsampled aggregates, batches, warnings, hints, unknown fields, repeated oneof members)
+must decode the same (in both modes: raw chunks for queries, aggregates for series_aggr),
 and fuzzed frames (truncations, bit flips, inserted bytes) must either decode the same or fail
 in both, never crash.
 """
@@ -22,26 +23,39 @@ from storeapi import labels_pb2, rpc_pb2, types_pb2
 from storeapi._wire import series_response
 from storeapi.client import _histogram_chunk
 from storeapi.convert import labels_from_pb
+from storeapi.server import AggrData
 
 _XOR = types_pb2.Chunk.XOR
 _HIST = (types_pb2.Chunk.HISTOGRAM, types_pb2.Chunk.FLOAT_HISTOGRAM)
 
 
-def reference(frame: bytes, native: bool):
-    """The pre-C client: (kind, payload, dropped) as series_response gives them."""
+def _reference(frame: bytes, chunks_of):
+    """The pre-C client's decoding of one frame, as series_response gives it:
+    ``chunks_of(pb chunks)`` -> (chunks, dropped) of one series."""
     resp = rpc_pb2.SeriesResponse.FromString(frame)
     kind = resp.WhichOneof("result")
     if kind == "warning":
         return 2, resp.warning, 0
     if kind not in ("series", "batch"):
         return 0, None, 0
-    group = (resp.series,) if kind == "series" else resp.batch.series
     out: list = []
     dropped = 0
-    for s in group:
+    for s in (resp.series,) if kind == "series" else resp.batch.series:
         lbls = labels_from_pb(s.labels)
-        chunks = []
-        for c in s.chunks:
+        chunks, n = chunks_of(s.chunks)
+        dropped += n
+        if out and out[-1][0] == lbls:
+            out[-1][1].extend(chunks)
+        else:
+            out.append((lbls, chunks))
+    return 1, out, dropped
+
+
+def reference(frame: bytes, native: bool):
+    """StoreClient.iter_series before: raw XOR chunks (and native histograms if ``native``)."""
+    def chunks_of(pbs):
+        chunks, dropped = [], 0
+        for c in pbs:
             raw = c.raw
             if raw.type == _XOR and raw.data:
                 chunks.append((c.min_time, c.max_time, raw.data))
@@ -49,11 +63,29 @@ def reference(frame: bytes, native: bool):
                 chunks.append((c.min_time, c.max_time, _histogram_chunk(raw.data, raw.type)))
             else:
                 dropped += 1
-        if out and out[-1][0] == lbls:
-            out[-1][1].extend(chunks)
-        else:
-            out.append((lbls, chunks))
-    return 1, out, dropped
+        return chunks, dropped
+    return _reference(frame, chunks_of)
+
+
+def _xor_or_none(c: types_pb2.Chunk, present: bool) -> bytes | None:
+    return c.data if present and c.type == _XOR and c.data else None
+
+
+def reference_aggr(frame: bytes):
+    """StoreClient.series_aggr before: raw XOR chunks and AggrData of downsampled ones."""
+    def chunks_of(pbs):
+        chunks = []
+        for c in pbs:
+            if c.HasField("raw"):
+                if c.raw.type == _XOR and c.raw.data:
+                    chunks.append((c.min_time, c.max_time, c.raw.data))
+                continue
+            ad = AggrData(*(_xor_or_none(getattr(c, f), c.HasField(f))
+                            for f in ("count", "sum", "min", "max", "counter")))
+            if ad != AggrData():
+                chunks.append((c.min_time, c.max_time, ad))
+        return chunks, 0
+    return _reference(frame, chunks_of)
 
 
 def _norm(result):
@@ -82,6 +114,16 @@ def _check(frame: bytes, prev=None) -> None:
     for native in (False, True):
         got, want = _outcome(frame, native, prev)
         assert got == want, frame.hex()
+    try:
+        want = ("ok", reference_aggr(frame))
+    except DecodeError:
+        want = ("error",)
+    try:
+        kind, payload, _ = series_response(frame, prev, None, AggrData)
+        got = ("ok", (kind, payload, 0))
+    except ValueError:
+        got = ("error",)
+    assert got == want, frame.hex()
 
 
 # -- generated frames
@@ -118,8 +160,10 @@ def _chunk(draw) -> bytes:
     if shape in ("raw", "raw_empty"):
         c.raw.type = draw(_chunk_types)
         c.raw.data = b"" if shape == "raw_empty" else draw(st.binary(min_size=1, max_size=20))
-    elif shape == "count":
-        c.count.data = draw(st.binary(max_size=8))
+    elif shape == "count":  # downsampled: some of the aggregates, XOR or not, maybe empty
+        for f in draw(st.lists(st.sampled_from(["count", "sum", "min", "max", "counter"]))):
+            getattr(c, f).type = draw(_chunk_types)
+            getattr(c, f).data = draw(st.binary(max_size=8))
     return _field(2, c.SerializeToString() + draw(_maybe_unknown))
 
 
@@ -250,3 +294,19 @@ def test_series_split_inside_one_batch_is_merged():
 ])
 def test_wire_format_corners_as_protobuf(frame):
     _check(frame)
+
+
+def test_downsampled_chunks_decode_as_aggregates():
+    agg = types_pb2.AggrChunk
+    x = types_pb2.Chunk
+    series = types_pb2.Series(labels=[labels_pb2.Label(name="a", value="1")], chunks=[
+        agg(min_time=1, max_time=2, count=x(data=b"\x01"), sum=x(data=b"\x02")),
+        agg(min_time=3, max_time=4, raw=x(data=b"\x03")),
+        agg(min_time=5, max_time=6, raw=x()),                        # empty raw: nothing
+        agg(min_time=7, max_time=8, counter=x(type=x.HISTOGRAM, data=b"\x04")),  # not XOR
+        agg(min_time=9, max_time=10, max=x(data=b"\x05"))])
+    frame = rpc_pb2.SeriesResponse(series=series).SerializeToString()
+    _check(frame)
+    assert series_response(frame, None, None, AggrData) == (1, [((("a", "1"),), [
+        (1, 2, AggrData(count=b"\x01", sum=b"\x02")), (3, 4, b"\x03"),
+        (9, 10, AggrData(max=b"\x05"))])], 0)
