@@ -25,6 +25,9 @@ class RawSeries:
     # (mint, maxt, raw chunk bytes), in the store's order: XOR as plain bytes, native
     # histogram chunks as receiver.tsdb.histogram.EncodedChunk (a bytes with .encoding).
     chunks: list[tuple[int, int, bytes]]
+    # False: no chunk is a native histogram chunk (the client knows it from decoding, so the
+    # querier skips looking at every chunk); None: not known, look at the chunks.
+    histograms: bool | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -179,10 +182,18 @@ class StoreClient:
         """The Series stream as lists of complete series (frames of a series split by the store
         are merged) and warning strings, in stream order; each frame decoded in C."""
         call = self._rpc().series_raw(request, timeout=self._timeout)
-        hist = _histogram_chunk if self.native_histograms else None
+        kept_histograms = 0
+
+        def histogram_chunk(data: bytes, chunk_type: int) -> EncodedChunk:
+            nonlocal kept_histograms
+            kept_histograms += 1
+            return _histogram_chunk(data, chunk_type)
+
+        hist = histogram_chunk if self.native_histograms else None
         cur: RawSeries | None = None  # the last series: the next frame may continue it
         dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
         async for frame in call:
+            before = kept_histograms
             try:
                 kind, payload, n = series_response(frame, cur.labels if cur else None, hist)
             except ValueError:
@@ -196,13 +207,15 @@ class StoreClient:
             dropped += n
             if not payload:
                 continue
+            plain = False if kept_histograms == before else None  # RawSeries.histograms
             first = 0
             if cur is not None and cur.labels == payload[0][0]:
                 cur.chunks.extend(payload[0][1])
+                cur.histograms = cur.histograms if plain is False else None
                 first = 1
             if first < len(payload):
                 done = [cur] if cur is not None else []
-                done += [RawSeries(lbls, chunks) for lbls, chunks in payload[first:]]
+                done += [RawSeries(lbls, chunks, plain) for lbls, chunks in payload[first:]]
                 cur = done.pop()
                 if done:
                     yield done
