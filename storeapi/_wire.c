@@ -1,4 +1,6 @@
-/* The chunk fields of a thanos.Series body, encoded in one pass (storeapi/wire.py).
+/* StoreAPI wire formats in C: the chunk fields of a thanos.Series body encoded in one pass
+ * (storeapi/wire.py, the store's side), a remote-read ChunkedReadResponse frame decoded (the
+ * sidecar's) and a thanos.SeriesResponse frame decoded (the querier's, storeapi/client.py).
  *
  * Why C: Series is the StoreAPI's hot path and a 24 h query sends tens of thousands of chunks;
  * encoding each (mint, maxt, XOR bytes) AggrChunk in Python costs several varint encodes and
