@@ -325,11 +325,16 @@ def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
     """Decode each series' chunks; series with equal labels (from several stores, or replicas
     once their replica labels are stripped) are merged by ``dedup_func``."""
     by_labels: dict[Labels, list] = {}
+    with_histograms: set[Labels] = set()
     for s in raw:
         by_labels.setdefault(s.labels, []).append(s.chunks)
+        # the client's decoder says when no chunk is a histogram: no look at every chunk
+        if s.histograms is not False and any(
+                chunk_encoding(c[2]) != ENCODING_XOR for c in s.chunks):
+            with_histograms.add(s.labels)
     out = []
     for lbls, chunk_lists in by_labels.items():
-        if any(chunk_encoding(c[2]) != ENCODING_XOR for cl in chunk_lists for c in cl):
+        if lbls in with_histograms:
             hs = _with_histograms(lbls, chunk_lists, mint, maxt)
             if hs is not None:
                 out.append(hs)

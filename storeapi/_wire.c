@@ -1,4 +1,6 @@
-/* The chunk fields of a thanos.Series body, encoded in one pass (storeapi/wire.py).
+/* StoreAPI wire formats in C: the chunk fields of a thanos.Series body encoded in one pass
+ * (storeapi/wire.py, the store's side), a remote-read ChunkedReadResponse frame decoded (the
+ * sidecar's) and a thanos.SeriesResponse frame decoded (the querier's, storeapi/client.py).
  *
  * Why C: Series is the StoreAPI's hot path and a 24 h query sends tens of thousands of chunks;
  * encoding each (mint, maxt, XOR bytes) AggrChunk in Python costs several varint encodes and
@@ -90,12 +92,9 @@ static int rd_varint(rd_t *r, uint64_t *out) {
     return -1;
 }
 
-/* The next field: its number, wire type and (for LEN) its bytes; scalars in *val. */
-static int rd_field(rd_t *r, uint32_t *num, int *wt, uint64_t *val, rd_t *sub) {
-    uint64_t tag;
-    if (rd_varint(r, &tag)) return -1;
-    *num = (uint32_t)(tag >> 3); *wt = (int)(tag & 7);
-    switch (*wt) {
+/* The value of a field of wire type wt: scalars in *val, LEN bytes in *sub. */
+static int rd_value(rd_t *r, int wt, uint64_t *val, rd_t *sub) {
+    switch (wt) {
     case 0: return rd_varint(r, val);
     case 1: if (r->end - r->p < 8) return -1; r->p += 8; return 0;
     case 5: if (r->end - r->p < 4) return -1; r->p += 4; return 0;
@@ -106,6 +105,14 @@ static int rd_field(rd_t *r, uint32_t *num, int *wt, uint64_t *val, rd_t *sub) {
     }
     default: return -1;
     }
+}
+
+/* The next field: its number, wire type and (for LEN) its bytes; scalars in *val. */
+static int rd_field(rd_t *r, uint32_t *num, int *wt, uint64_t *val, rd_t *sub) {
+    uint64_t tag;
+    if (rd_varint(r, &tag)) return -1;
+    *num = (uint32_t)(tag >> 3); *wt = (int)(tag & 7);
+    return rd_value(r, *wt, val, sub);
 }
 
 static PyObject *bad_frame(void) {
@@ -192,10 +199,362 @@ fail:
     return NULL;
 }
 
+
+/* ---- StoreAPI Series stream: one thanos.SeriesResponse frame decoded at once ----
+ * (storeapi/client.py). The querier receives tens of thousands of series per query; walking
+ * upb wrappers label by label and chunk by chunk in Python was its largest CPU cost. The
+ * result equals what rpc_pb2.SeriesResponse.FromString + the client's Python loop gave:
+ * protobuf's merge rules (a repeated oneof member merges, a switch of oneof case discards),
+ * unknown fields (groups too) skipped, proto3 strings UTF-8 checked, anything malformed a
+ * ValueError. tests/unit/test_storeapi_wire.py checks it against protobuf on fuzzed frames. */
+
+#define SR_MAX_DEPTH 100  /* protobuf (upb) nests groups and messages at most this deep */
+
+static PyObject *bad_series_frame(void) {
+    PyErr_SetString(PyExc_ValueError, "malformed SeriesResponse frame");
+    return NULL;
+}
+
+/* The next field as protobuf sees it: group fields (wire types 3/4) are skipped whole and
+ * reported as wire type 3; field number 0 and a stray end-group are malformed. */
+static int sr_skip_group(rd_t *r, uint32_t start, int depth);
+
+static int sr_next(rd_t *r, uint32_t *num, int *wt, uint64_t *val, rd_t *sub, int depth) {
+    uint64_t tag;
+    if (rd_varint(r, &tag) || tag > 0xffffffffu) return -1;
+    *num = (uint32_t)(tag >> 3); *wt = (int)(tag & 7);
+    if (*num == 0) return -1;
+    if (*wt == 3) return sr_skip_group(r, *num, depth + 1);
+    return rd_value(r, *wt, val, sub);  /* a stray end of group (4) is malformed there */
+}
+
+static int sr_skip_group(rd_t *r, uint32_t start, int depth) {
+    if (depth > SR_MAX_DEPTH) return -1;
+    for (;;) {
+        uint64_t tag, v;
+        rd_t sub;
+        if (rd_varint(r, &tag) || tag > 0xffffffffu) return -1;
+        uint32_t num = (uint32_t)(tag >> 3); int wt = (int)(tag & 7);
+        if (num == 0) return -1;
+        if (wt == 4) return num == start ? 0 : -1;
+        if (wt == 3 ? sr_skip_group(r, num, depth + 1) : rd_value(r, wt, &v, &sub)) return -1;
+    }
+}
+
+/* Every field well-formed (a message whose fields need no further checks, e.g. Chunk). */
+static int sr_check(rd_t r, int depth) {
+    uint32_t num; int wt; uint64_t v; rd_t sub;
+    while (r.p < r.end) if (sr_next(&r, &num, &wt, &v, &sub, depth)) return -1;
+    return 0;
+}
+
+static int utf8_ok(rd_t s) {
+    const uint8_t *p = s.p;
+    while (p < s.end && *p < 0x80) p++;
+    if (p == s.end) return 1;
+    PyObject *u = PyUnicode_DecodeUTF8((const char *)s.p, s.end - s.p, "strict");
+    if (!u) { PyErr_Clear(); return 0; }
+    Py_DECREF(u);
+    return 1;
+}
+
+/* google.protobuf.Any (hints): only checked, as protobuf parses it. */
+static int sr_check_any(rd_t r, int depth) {
+    uint32_t num; int wt; uint64_t v; rd_t sub;
+    while (r.p < r.end) {
+        if (sr_next(&r, &num, &wt, &v, &sub, depth)) return -1;
+        if (num == 1 && wt == 2 && !utf8_ok(sub)) return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    PyObject *hist;        /* hist(data, type) for native histogram chunks; None: drop them */
+    PyObject *prev;        /* the previous series' labels: equal names/values reuse its str */
+    PyObject *prev_chunks; /* the previous series' chunks: equal times reuse its int */
+    PyObject *aggr;        /* aggregate mode: aggr(count, sum, min, max, counter); else NULL */
+    Py_ssize_t dropped;    /* chunks that are neither XOR nor (kept) native histograms */
+} sr_ctx;
+
+/* The str of a label name/value: the previous series' object at this position when the
+ * bytes are the same (sorted series share most labels), else a new, UTF-8 checked str. */
+static PyObject *sr_str(rd_t s, sr_ctx *c, Py_ssize_t pos, int which) {
+    Py_ssize_t n = s.p ? s.end - s.p : 0;
+    if (c->prev && pos < PyTuple_GET_SIZE(c->prev)) {
+        PyObject *pair = PyTuple_GET_ITEM(c->prev, pos);
+        if (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
+            PyObject *old = PyTuple_GET_ITEM(pair, which);
+            Py_ssize_t on;
+            const char *ob = PyUnicode_Check(old) ? PyUnicode_AsUTF8AndSize(old, &on) : NULL;
+            if (!ob) PyErr_Clear();
+            else if (on == n && (n == 0 || memcmp(ob, s.p, (size_t)n) == 0)) {
+                Py_INCREF(old);
+                return old;
+            }
+        }
+    }
+    return PyUnicode_DecodeUTF8(n ? (const char *)s.p : "", n, "strict");
+}
+
+static PyObject *sr_label(rd_t lr, sr_ctx *c, Py_ssize_t pos, int depth) {
+    rd_t name = {NULL, NULL}, value = {NULL, NULL}, sub;
+    uint32_t num; int wt; uint64_t v;
+    while (lr.p < lr.end) {
+        if (sr_next(&lr, &num, &wt, &v, &sub, depth)) return bad_series_frame();
+        if (wt != 2 || (num != 1 && num != 2)) continue;
+        rd_t *slot = num == 1 ? &name : &value;
+        if (slot->p && !utf8_ok(*slot)) return bad_series_frame();  /* overwritten, still parsed */
+        *slot = sub;
+    }
+    PyObject *n = sr_str(name, c, pos, 0);
+    if (!n) return NULL;
+    PyObject *val = sr_str(value, c, pos, 1);
+    if (!val) { Py_DECREF(n); return NULL; }
+    PyObject *t = PyTuple_New(2);
+    if (!t) { Py_DECREF(n); Py_DECREF(val); return NULL; }
+    PyTuple_SET_ITEM(t, 0, n); PyTuple_SET_ITEM(t, 1, val);
+    return t;
+}
+
+/* A chunk's min (which 0) or max time: the previous series' int at this chunk position when
+ * equal (series scraped together share chunk boundaries), else a new int. */
+static PyObject *sr_time(sr_ctx *c, Py_ssize_t pos, int which, int64_t t) {
+    if (c->prev_chunks && pos < PyList_GET_SIZE(c->prev_chunks)) {
+        PyObject *old = PyList_GET_ITEM(c->prev_chunks, pos);
+        if (PyTuple_Check(old) && PyTuple_GET_SIZE(old) == 3) {
+            PyObject *v = PyTuple_GET_ITEM(old, which);
+            if (PyLong_CheckExact(v)) {
+                int overflow;
+                long long have = PyLong_AsLongLongAndOverflow(v, &overflow);
+                if (!overflow && have == t && !(have == -1 && PyErr_Occurred()))
+                    return Py_NewRef(v);
+                PyErr_Clear();
+            }
+        }
+    }
+    return PyLong_FromLongLong(t);
+}
+
+/* The (mint, maxt, data) tuple of a chunk appended to chunks; steals data. */
+static int sr_append(sr_ctx *c, PyObject *chunks, int64_t mint, int64_t maxt, PyObject *data) {
+    PyObject *a = sr_time(c, PyList_GET_SIZE(chunks), 0, mint);
+    PyObject *z = sr_time(c, PyList_GET_SIZE(chunks), 1, maxt);
+    PyObject *item = a && z ? PyTuple_New(3) : NULL;
+    if (!item) { Py_XDECREF(a); Py_XDECREF(z); Py_DECREF(data); return -1; }
+    PyTuple_SET_ITEM(item, 0, a); PyTuple_SET_ITEM(item, 1, z); PyTuple_SET_ITEM(item, 2, data);
+    int rc = PyList_Append(chunks, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+/* A thanos.Chunk as protobuf holds it: present once any occurrence was seen; type and data of
+ * the last occurrence that set them (repeated occurrences merge). */
+typedef struct { int present; int32_t type; rd_t data; } sr_sub;
+
+static inline Py_ssize_t sub_len(const sr_sub *k) { return k->data.p ? k->data.end - k->data.p : 0; }
+
+/* bytes of an XOR sub-chunk with data, else None (an aggregate not sent or not usable). */
+static PyObject *sr_xor_or_none(const sr_sub *k) {
+    if (k->present && k->type == 0 && sub_len(k))
+        return PyBytes_FromStringAndSize((const char *)k->data.p, sub_len(k));
+    Py_RETURN_NONE;
+}
+
+/* One AggrChunk. Raw mode (c->aggr NULL): appended if its raw chunk is XOR (or a kept native
+ * histogram) with data, else counted as dropped. Aggregate mode: a raw chunk as XOR bytes, a
+ * downsampled one as c->aggr(count, sum, min, max, counter), each XOR bytes or None. */
+static int sr_chunk(rd_t cr, sr_ctx *c, PyObject *chunks, int depth) {
+    int64_t mint = 0, maxt = 0;
+    sr_sub k[6] = {{0}};  /* raw = 3, count = 4, sum, min, max, counter = 8 */
+    rd_t sub, csub;
+    uint32_t num, cnum; int wt, cwt; uint64_t v, cv;
+    while (cr.p < cr.end) {
+        if (sr_next(&cr, &num, &wt, &v, &sub, depth)) { bad_series_frame(); return -1; }
+        if (wt == 0 && num == 1) mint = (int64_t)v;
+        else if (wt == 0 && num == 2) maxt = (int64_t)v;
+        else if (wt == 2 && num >= 3 && num <= 8) {
+            sr_sub *kk = &k[num - 3];
+            kk->present = 1;
+            while (sub.p < sub.end) {
+                if (sr_next(&sub, &cnum, &cwt, &cv, &csub, depth + 1)) { bad_series_frame(); return -1; }
+                if (cwt == 0 && cnum == 1) kk->type = (int32_t)(uint32_t)cv;
+                else if (cwt == 2 && cnum == 2) kk->data = csub;
+            }
+        }
+    }
+    Py_ssize_t dl = sub_len(&k[0]);
+    int32_t type = k[0].type;
+    if (c->aggr) {
+        if (k[0].present) {
+            if (type != 0 || !dl) return 0;
+            PyObject *b = PyBytes_FromStringAndSize((const char *)k[0].data.p, dl);
+            return b ? sr_append(c, chunks, mint, maxt, b) : -1;
+        }
+        PyObject *parts[5];
+        int any = 0;
+        for (int i = 0; i < 5; i++) {
+            if (!(parts[i] = sr_xor_or_none(&k[i + 1]))) {
+                while (i--) Py_DECREF(parts[i]);
+                return -1;
+            }
+            any |= parts[i] != Py_None;
+        }
+        PyObject *ad = any ? PyObject_CallFunctionObjArgs(c->aggr, parts[0], parts[1], parts[2],
+                                                           parts[3], parts[4], NULL) : NULL;
+        for (int i = 0; i < 5; i++) Py_DECREF(parts[i]);
+        if (!any) return 0;
+        return ad ? sr_append(c, chunks, mint, maxt, ad) : -1;
+    }
+    if (dl && (type == 0 || ((type == 1 || type == 2) && c->hist != Py_None))) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)k[0].data.p, dl);
+        if (b && type != 0) b = PyObject_CallFunction(c->hist, "Ni", b, (int)type);
+        return b ? sr_append(c, chunks, mint, maxt, b) : -1;
+    }
+    c->dropped++;
+    return 0;
+}
+
+/* Appends the labels and chunks of one thanos.Series body to the lists (a series split over
+ * several occurrences of SeriesResponse.series merges into one, as protobuf merges). */
+static int sr_series_into(rd_t sr, sr_ctx *c, PyObject *labels, PyObject *chunks, int depth) {
+    uint32_t num; int wt; uint64_t v; rd_t sub;
+    while (sr.p < sr.end) {
+        if (sr_next(&sr, &num, &wt, &v, &sub, depth)) { bad_series_frame(); return -1; }
+        if (wt != 2) continue;
+        if (num == 1) {
+            PyObject *l = sr_label(sub, c, PyList_GET_SIZE(labels), depth + 1);
+            if (!l) return -1;
+            int rc = PyList_Append(labels, l);
+            Py_DECREF(l);
+            if (rc) return -1;
+        } else if (num == 2) {
+            if (sr_chunk(sub, c, chunks, depth + 1)) return -1;
+        }
+    }
+    return 0;
+}
+
+/* (labels tuple, chunks list) of the lists; the labels become the next series' prev. */
+static PyObject *sr_pack(PyObject *labels, PyObject *chunks, sr_ctx *c, PyObject **prev_own) {
+    PyObject *lt = PyList_AsTuple(labels);
+    if (!lt) return NULL;
+    Py_XSETREF(*prev_own, Py_BuildValue("(OO)", lt, chunks));
+    if (!*prev_own) { Py_DECREF(lt); return NULL; }
+    c->prev = lt;
+    c->prev_chunks = chunks;
+    return Py_BuildValue("(NO)", lt, chunks);
+}
+
+/* 1 when labels (a list) equal the labels of the last (labels, chunks) in out, else 0. */
+static int sr_same_as_last(PyObject *out, PyObject *labels) {
+    Py_ssize_t k = PyList_GET_SIZE(out);
+    if (!k) return 0;
+    PyObject *last = PyTuple_GET_ITEM(PyList_GET_ITEM(out, k - 1), 0);
+    Py_ssize_t n = PyList_GET_SIZE(labels);
+    if (PyTuple_GET_SIZE(last) != n) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(last, i), PyList_GET_ITEM(labels, i), Py_EQ);
+        if (eq <= 0) return eq;
+    }
+    return 1;
+}
+
+static PyObject *sr_batch_into(rd_t br, sr_ctx *c, PyObject *out, PyObject **prev_own, int depth) {
+    uint32_t num; int wt; uint64_t v; rd_t sub;
+    while (br.p < br.end) {
+        if (sr_next(&br, &num, &wt, &v, &sub, depth)) return bad_series_frame();
+        if (wt != 2 || num != 1) continue;
+        PyObject *labels = PyList_New(0), *chunks = PyList_New(0), *s = NULL;
+        int ok = labels && chunks && !sr_series_into(sub, c, labels, chunks, depth + 1);
+        int same = ok ? sr_same_as_last(out, labels) : 0;
+        if (same < 0) ok = 0;
+        else if (same) {  /* a series the store split into consecutive parts: one series */
+            PyObject *have = PyTuple_GET_ITEM(PyList_GET_ITEM(out, PyList_GET_SIZE(out) - 1), 1);
+            ok = !PyList_SetSlice(have, PyList_GET_SIZE(have), PyList_GET_SIZE(have), chunks);
+        } else if (ok) {
+            ok = (s = sr_pack(labels, chunks, c, prev_own)) && !PyList_Append(out, s);
+        }
+        Py_XDECREF(labels); Py_XDECREF(chunks); Py_XDECREF(s);
+        if (!ok) return NULL;
+    }
+    return out;
+}
+
+/* series_response(frame, prev, hist[, aggr]) -> (kind, payload, dropped), kind one of
+ *   1: payload a list of (labels, chunks) (SeriesResponse.series or .batch), labels a tuple
+ *      of (name, value) str pairs, chunks a list of (mint, maxt, data): XOR data as bytes,
+ *      native histogram data as hist(bytes, chunk type) (dropped when hist is None);
+ *      dropped counts the chunks left out;
+ *   2: payload the warning str;
+ *   0: payload None (hints, an empty frame or a result type this client does not know).
+ * prev: the labels of the series before this frame (or None), whose strings are reused.
+ * aggr (a callable, default None): decode for a downsampling-aware reader instead, see sr_chunk. */
+static PyObject *py_series_response(PyObject *self, PyObject *args) {
+    PyObject *frame, *prev, *hist, *aggr = Py_None;
+    if (!PyArg_ParseTuple(args, "OOO|O", &frame, &prev, &hist, &aggr)) return NULL;
+    Py_buffer buf;
+    if (PyObject_GetBuffer(frame, &buf, PyBUF_SIMPLE)) return NULL;
+    rd_t r = {(const uint8_t *)buf.buf, (const uint8_t *)buf.buf + buf.len}, sub;
+    uint32_t num; int wt; uint64_t v;
+    sr_ctx c = {hist, PyTuple_Check(prev) ? prev : NULL, NULL, aggr == Py_None ? NULL : aggr, 0};
+    PyObject *prev_own = NULL, *out = NULL, *payload = NULL;
+    /* the single series of case 1 accumulates here until the frame ends */
+    PyObject *labels = NULL, *chunks = NULL;
+    int kind = 0;  /* protobuf field number of the oneof case set so far */
+    rd_t warning = {NULL, NULL};
+    while (r.p < r.end) {
+        if (sr_next(&r, &num, &wt, &v, &sub, 0)) { bad_series_frame(); goto done; }
+        if (wt != 2 || num < 1 || num > 4) continue;
+        if ((int)num != kind) {  /* a new oneof case discards the previous one */
+            Py_CLEAR(labels); Py_CLEAR(chunks); Py_CLEAR(payload);
+            c.dropped = 0;
+            c.prev = PyTuple_Check(prev) ? prev : NULL;
+            c.prev_chunks = NULL;
+            kind = (int)num;
+        }
+        if (num == 1) {
+            if (!labels && (!(labels = PyList_New(0)) || !(chunks = PyList_New(0)))) goto done;
+            if (sr_series_into(sub, &c, labels, chunks, 1)) goto done;
+        } else if (num == 2) {
+            if (!utf8_ok(sub)) { bad_series_frame(); goto done; }
+            warning = sub;
+        } else if (num == 3) {
+            if (sr_check_any(sub, 1)) { bad_series_frame(); goto done; }
+        } else {
+            if (!payload && !(payload = PyList_New(0))) goto done;
+            if (!sr_batch_into(sub, &c, payload, &prev_own, 1)) goto done;
+        }
+    }
+    if (kind == 1) {
+        PyObject *s = sr_pack(labels, chunks, &c, &prev_own);
+        if (!s) goto done;
+        out = Py_BuildValue("(i[N]n)", 1, s, c.dropped);
+    } else if (kind == 4) {
+        out = Py_BuildValue("(iOn)", 1, payload, c.dropped);
+    } else if (kind == 2) {
+        Py_ssize_t n = warning.end - warning.p;
+        out = Py_BuildValue("(iNn)", 2,
+                            PyUnicode_DecodeUTF8(n ? (const char *)warning.p : "", n, "strict"),
+                            (Py_ssize_t)0);
+    } else {
+        out = Py_BuildValue("(iOn)", 0, Py_None, (Py_ssize_t)0);
+    }
+done:
+    if (!out && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {  /* a label not UTF-8 */
+        PyErr_Clear();
+        bad_series_frame();
+    }
+    Py_XDECREF(labels); Py_XDECREF(chunks); Py_XDECREF(payload); Py_XDECREF(prev_own);
+    PyBuffer_Release(&buf);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"xor_chunk_fields", py_xor_chunk_fields, METH_O, "Encode Series.chunks fields of XOR chunks."},
     {"chunked_read_series", py_chunked_read_series, METH_O,
      "Decode the series of one remote-read ChunkedReadResponse frame."},
+    {"series_response", py_series_response, METH_VARARGS,
+     "Decode one StoreAPI SeriesResponse frame (see the comment above)."},
     {NULL, NULL, 0, NULL},
 };
 

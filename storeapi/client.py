@@ -14,11 +14,11 @@ from common.tls import ClientTLS, client_ssl_context, grpc_channel
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from storeapi import exemplars_pb2, grpc_codec, info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
+from storeapi._wire import series_response
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.h2client import H2Channel, RpcError
 from storeapi.server import GRPC_OPTIONS, MAX_MESSAGE_BYTES, AggrData
 
-_XOR = types_pb2.Chunk.XOR
 _HIST_ENCODINGS = {types_pb2.Chunk.HISTOGRAM: ENCODING_HISTOGRAM,
                    types_pb2.Chunk.FLOAT_HISTOGRAM: ENCODING_FLOAT_HISTOGRAM}
 
@@ -29,6 +29,9 @@ class RawSeries:
     # (mint, maxt, raw chunk bytes), in the store's order: XOR as plain bytes, native
     # histogram chunks as receiver.tsdb.histogram.EncodedChunk (a bytes with .encoding).
     chunks: list[tuple[int, int, bytes]]
+    # False: no chunk is a native histogram chunk (the client knows it from decoding, so the
+    # querier skips looking at every chunk); None: not known, look at the chunks.
+    histograms: bool | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -53,8 +56,18 @@ def _strategy(partial_response: bool) -> int:
     return types_pb2.WARN if partial_response else types_pb2.ABORT
 
 
-def _xor_or_none(c: types_pb2.Chunk, present: bool) -> bytes | None:
-    return c.data if present and c.type == _XOR and c.data else None
+# storeapi._wire.series_response's frame kinds.
+_FRAME_SERIES, _FRAME_WARNING = 1, 2
+_MALFORMED = "malformed SeriesResponse frame"
+
+
+class MalformedFrame(ValueError):
+    """A Series frame that is not a valid thanos.SeriesResponse (fails the call)."""
+
+
+def _histogram_chunk(data: bytes, chunk_type: int) -> EncodedChunk:
+    """A native histogram chunk's data, knowing its TSDB chunk encoding."""
+    return EncodedChunk(data, _HIST_ENCODINGS[chunk_type])
 
 
 @dataclass
@@ -88,9 +101,10 @@ class _Stubs:
                               rpc_pb2.LabelNamesResponse)
         self.label_values = uu("/thanos.Store/LabelValues", rpc_pb2.LabelValuesRequest,
                                rpc_pb2.LabelValuesResponse)
-        self.series = ch.unary_stream(
+        # Series frames as raw bytes, decoded in C (storeapi._wire.series_response).
+        self.series_raw = ch.unary_stream(
             "/thanos.Store/Series", request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
-            response_deserializer=rpc_pb2.SeriesResponse.FromString)
+            response_deserializer=None)
         self.rules = ch.unary_stream(
             "/thanos.Rules/Rules", request_serializer=rules_pb2.RulesRequest.SerializeToString,
             response_deserializer=rules_pb2.RulesResponse.FromString)
@@ -102,6 +116,14 @@ class _Stubs:
             "/thanos.Exemplars/Exemplars",
             request_serializer=exemplars_pb2.ExemplarsRequest.SerializeToString,
             response_deserializer=exemplars_pb2.ExemplarsResponse.FromString)
+
+
+async def _cancel(call) -> None:
+    """Stop a Series stream: a grpcio call is cancelled, our HTTP/2 client's generator closed."""
+    if hasattr(call, "cancel"):
+        call.cancel()
+    else:
+        await call.aclose()
 
 
 class _H2Stubs:
@@ -123,7 +145,12 @@ class _H2Stubs:
         self.store_info = uu("/thanos.Store/Info", rpc_pb2.InfoResponse)
         self.label_names = uu("/thanos.Store/LabelNames", rpc_pb2.LabelNamesResponse)
         self.label_values = uu("/thanos.Store/LabelValues", rpc_pb2.LabelValuesResponse)
-        self.series = us("/thanos.Store/Series", rpc_pb2.SeriesResponse)
+        async def series_raw(req, timeout: float | None = None):
+            async for msg in ch.unary_stream("/thanos.Store/Series", req.SerializeToString(),
+                                             timeout):
+                yield msg  # frames as bytes, decoded in C as on the grpcio path
+
+        self.series_raw = series_raw
         self.metadata = us("/thanos.Metadata/MetricMetadata", metadata_pb2.MetricMetadataResponse)
 
 
@@ -182,6 +209,16 @@ class StoreClient:
             supports_without_replica_labels=r.store.supports_without_replica_labels,
             serves_rules=r.HasField("rules"), exemplars=r.HasField("exemplars"))
 
+    def _series_request(self, mint: int, maxt: int, matchers: Iterable[Matcher],
+                        skip_chunks: bool, without_replica_labels: Iterable[str], limit: int,
+                        partial_response: bool) -> rpc_pb2.SeriesRequest:
+        return rpc_pb2.SeriesRequest(
+            min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
+            skip_chunks=skip_chunks, without_replica_labels=list(without_replica_labels),
+            limit=limit, response_batch_size=self._batch,
+            partial_response_disabled=not partial_response,
+            partial_response_strategy=_strategy(partial_response))
+
     async def iter_series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                           skip_chunks: bool = False, without_replica_labels: Iterable[str] = (),
                           limit: int = 0, partial_response: bool = False,
@@ -192,47 +229,59 @@ class StoreClient:
         With ``partial_response`` a store that proxies others (a Thanos querier or store gateway)
         may report failures as warnings instead of failing the call (strategy WARN vs ABORT).
         """
-        request = rpc_pb2.SeriesRequest(
-            min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
-            skip_chunks=skip_chunks, without_replica_labels=list(without_replica_labels),
-            limit=limit, response_batch_size=self._batch,
-            partial_response_disabled=not partial_response,
-            partial_response_strategy=_strategy(partial_response))
-        call = self._rpc().series(request, timeout=self._timeout)
-        cur: RawSeries | None = None
+        request = self._series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
+                                       limit, partial_response)
+        async for item in self._series_parts(request):
+            if isinstance(item, str):
+                yield item
+            else:
+                for s in item:
+                    yield s
+
+    async def _series_parts(self, request: rpc_pb2.SeriesRequest
+                            ) -> AsyncIterator[list[RawSeries] | str]:
+        """The Series stream as lists of complete series (frames of a series split by the store
+        are merged) and warning strings, in stream order; each frame decoded in C."""
+        call = self._rpc().series_raw(request, timeout=self._timeout)
+        kept_histograms = 0
+
+        def histogram_chunk(data: bytes, chunk_type: int) -> EncodedChunk:
+            nonlocal kept_histograms
+            kept_histograms += 1
+            return _histogram_chunk(data, chunk_type)
+
+        hist = histogram_chunk if self.native_histograms else None
+        cur: RawSeries | None = None  # the last series: the next frame may continue it
         dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
-        async for resp in call:
-            kind = resp.WhichOneof("result")
-            if kind == "series":
-                group = (resp.series,)
-            elif kind == "batch":
-                group = resp.batch.series
-            elif kind == "warning":
-                yield resp.warning
+        async for frame in call:
+            before = kept_histograms
+            try:
+                kind, payload, n = series_response(frame, cur.labels if cur else None, hist)
+            except ValueError:
+                await _cancel(call)
+                raise MalformedFrame(_MALFORMED) from None
+            if kind == _FRAME_WARNING:
+                yield payload
                 continue
-            else:  # hints, or a frame type from a newer peer
+            if kind != _FRAME_SERIES:  # hints, or a frame type from a newer peer
                 continue
-            for s in group:
-                lbls = labels_from_pb(s.labels)
-                chunks = []
-                for c in s.chunks:
-                    raw = c.raw  # an absent raw (downsampled-only chunk) reads as empty
-                    if raw.type == _XOR and raw.data:
-                        chunks.append((c.min_time, c.max_time, raw.data))
-                    elif raw.type in _HIST_ENCODINGS and raw.data and self.native_histograms:
-                        # native histograms: the data knows its TSDB chunk encoding
-                        chunks.append((c.min_time, c.max_time,
-                                       EncodedChunk(raw.data, _HIST_ENCODINGS[raw.type])))
-                    else:
-                        dropped += 1
-                if cur is not None and cur.labels == lbls:
-                    cur.chunks.extend(chunks)
-                    continue
-                if cur is not None:
-                    yield cur
-                cur = RawSeries(lbls, chunks)
+            dropped += n
+            if not payload:
+                continue
+            plain = False if kept_histograms == before else None  # RawSeries.histograms
+            first = 0
+            if cur is not None and cur.labels == payload[0][0]:
+                cur.chunks.extend(payload[0][1])
+                cur.histograms = cur.histograms if plain is False else None
+                first = 1
+            if first < len(payload):
+                done = [cur] if cur is not None else []
+                done += [RawSeries(lbls, chunks, plain) for lbls, chunks in payload[first:]]
+                cur = done.pop()
+                if done:
+                    yield done
         if cur is not None:
-            yield cur
+            yield [cur]
         if dropped:
             yield f"{self.address}: ignored {dropped} chunks that are not raw XOR float or native histogram chunks"
 
@@ -241,12 +290,13 @@ class StoreClient:
                                    without_replica_labels: Iterable[str] = (),
                                    limit: int = 0, partial_response: bool = False) -> SeriesResult:
         out = SeriesResult([])
-        async for item in self.iter_series(mint, maxt, matchers, skip_chunks,
-                                           without_replica_labels, limit, partial_response):
+        request = self._series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
+                                       limit, partial_response)
+        async for item in self._series_parts(request):
             if isinstance(item, str):
                 out.warnings.append(item)
             else:
-                out.series.append(item)
+                out.series += item
         return out
 
     async def series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
@@ -269,36 +319,24 @@ class StoreClient:
             without_replica_labels=list(without_replica_labels),
             response_batch_size=self._batch, partial_response_disabled=not partial_response,
             partial_response_strategy=_strategy(partial_response))
-        call = self._rpc().series(request, timeout=self._timeout)
+        call = self._rpc().series_raw(request, timeout=self._timeout)
         out: list[AggrSeries] = []
         warnings: list[str] = []
-        async for resp in call:
-            kind = resp.WhichOneof("result")
-            if kind == "series":
-                group = (resp.series,)
-            elif kind == "batch":
-                group = resp.batch.series
-            elif kind == "warning":
-                warnings.append(resp.warning)
-                continue
-            else:
-                continue
-            for s in group:
-                lbls = labels_from_pb(s.labels)
-                chunks: list[tuple[int, int, bytes | AggrData]] = []
-                for c in s.chunks:
-                    if c.HasField("raw"):
-                        if c.raw.type == _XOR and c.raw.data:
-                            chunks.append((c.min_time, c.max_time, c.raw.data))
-                        continue
-                    ad = AggrData(*(_xor_or_none(getattr(c, f), c.HasField(f))
-                                    for f in ("count", "sum", "min", "max", "counter")))
-                    if ad != AggrData():
-                        chunks.append((c.min_time, c.max_time, ad))
-                if out and out[-1].labels == lbls:
-                    out[-1].chunks.extend(chunks)
-                else:
-                    out.append(AggrSeries(lbls, chunks))
+        async for frame in call:
+            try:
+                kind, payload, _ = series_response(frame, out[-1].labels if out else None, None,
+                                                   AggrData)
+            except ValueError:
+                await _cancel(call)
+                raise MalformedFrame(_MALFORMED) from None
+            if kind == _FRAME_WARNING:
+                warnings.append(payload)
+            elif kind == _FRAME_SERIES and payload:
+                first = 0
+                if out and out[-1].labels == payload[0][0]:  # a series split over frames
+                    out[-1].chunks.extend(payload[0][1])
+                    first = 1
+                out += [AggrSeries(lbls, chunks) for lbls, chunks in payload[first:]]
         return out, warnings
 
     async def label_names(self, mint: int, maxt: int, matchers: Iterable[Matcher] = (),

@@ -518,6 +518,86 @@ def test_client_merges_split_frames_and_reports_warnings():
     run(main)
 
 
+async def raw_frames_store(frames: list[bytes]) -> tuple[grpc.aio.Server, str]:
+    """A started gRPC server whose Store.Series answers ``frames`` as they are; its address."""
+    async def series(req, context):
+        for f in frames:
+            yield f
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("thanos.Store", {
+        "Series": grpc.unary_stream_rpc_method_handler(
+            series, rpc_pb2.SeriesRequest.FromString, None)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_a_malformed_series_frame_fails_the_endpoint_cleanly():
+    """A frame protobuf cannot parse (here a label value that is not UTF-8) fails the call as a
+    ValueError; the querier's fan-out reports the endpoint (an error, or a warning with partial
+    responses) and keeps the other endpoints' answers, as before the frames were decoded in C."""
+    from querier.fanout import SelectOptions, StoreSet, StoreUnavailable
+
+    good = rpc_pb2.SeriesResponse(series=types_pb2.Series(labels=[
+        labels_pb2.Label(name="__name__", value="m")])).SerializeToString()
+    bad = b"\x0a\x0b\x0a\x09\x0a\x03job\x12\x02\xff\xfe"  # series{labels{job=<not UTF-8>}}
+
+    async def main():
+        server, address = await raw_frames_store([good, bad])
+        client = StoreClient(address)
+        stores = StoreSet([address])
+        ms = [Matcher(MatchType.EQ, "__name__", "m")]
+        try:
+            with pytest.raises(ValueError, match="malformed SeriesResponse frame"):
+                await client.series_with_warnings(0, 100, ms)
+            with pytest.raises(StoreUnavailable, match="malformed SeriesResponse frame"):
+                await stores.series(0, 100, ms)
+            warnings: list[str] = []
+            assert await stores.series(0, 100, ms, opts=SelectOptions(partial_response=True),
+                                       warnings=warnings) == []
+            assert warnings == [f"endpoint {address}: malformed SeriesResponse frame"]
+        finally:
+            await client.close()
+            await stores.close()
+            await server.stop(None)
+
+    run(main)
+
+
+def test_series_say_whether_they_may_hold_histogram_chunks():
+    """RawSeries.histograms is False only when the decoder kept no native histogram chunk of
+    the series, also when the store splits it over frames (the querier then skips looking at
+    every chunk); otherwise None."""
+    def frame(name: str, typ: int) -> bytes:
+        return rpc_pb2.SeriesResponse(series=types_pb2.Series(
+            labels=[labels_pb2.Label(name="__name__", value=name)],
+            chunks=[types_pb2.AggrChunk(min_time=1, max_time=2, raw=types_pb2.Chunk(
+                type=typ, data=b"\x01"))])).SerializeToString()
+
+    xor, hist = types_pb2.Chunk.XOR, types_pb2.Chunk.HISTOGRAM
+    frames = [frame("a", xor), frame("b", xor), frame("b", hist), frame("c", hist),
+              frame("d", xor)]
+
+    async def main():
+        server, address = await raw_frames_store(frames)
+        native, plain = StoreClient(address, native_histograms=True), StoreClient(address)
+        ms = [Matcher(MatchType.EQ, "__name__", "m")]
+        try:
+            got = await native.series_with_warnings(0, 100, ms)
+            assert [(s.labels[0][1], len(s.chunks), s.histograms) for s in got.series] == [
+                ("a", 1, False), ("b", 2, None), ("c", 1, None), ("d", 1, False)]
+            got = await plain.series_with_warnings(0, 100, ms)
+            assert [(s.labels[0][1], len(s.chunks), s.histograms) for s in got.series] == [
+                ("a", 1, False), ("b", 1, False), ("c", 0, False), ("d", 1, False)]
+        finally:
+            await native.close()
+            await plain.close()
+            await server.stop(None)
+
+    run(main)
+
+
 def test_many_series_round_trip_with_batches():
     many = [(lbls(__name__="m", i=f"{i:05d}", tenant_id="a"), [chunk(i, i + 10)])
             for i in range(3000)]

@@ -1,0 +1,312 @@
+"""storeapi._wire.series_response (the querier's C decoder of Series frames) against protobuf.
+
+The reference is what the client did before: ``rpc_pb2.SeriesResponse.FromString`` and a Python
+loop over labels and chunks. Generated frames (unicode labels, many chunks, histogram chunk
+types, downsampled aggregates, batches, warnings, hints, unknown fields, repeated oneof members)
+must decode the same (in both modes: raw chunks for queries, aggregates for series_aggr),
+and fuzzed frames (truncations, bit flips, inserted bytes) must either decode the same or fail
+in both, never crash.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from common.varint import uvarint
+from receiver.tsdb.histogram import EncodedChunk
+from storeapi import labels_pb2, rpc_pb2, types_pb2
+from storeapi._wire import series_response
+from storeapi.client import _histogram_chunk
+from storeapi.convert import labels_from_pb
+from storeapi.server import AggrData
+
+_XOR = types_pb2.Chunk.XOR
+_HIST = (types_pb2.Chunk.HISTOGRAM, types_pb2.Chunk.FLOAT_HISTOGRAM)
+
+
+def _reference(frame: bytes, chunks_of):
+    """The pre-C client's decoding of one frame, as series_response gives it:
+    ``chunks_of(pb chunks)`` -> (chunks, dropped) of one series."""
+    resp = rpc_pb2.SeriesResponse.FromString(frame)
+    kind = resp.WhichOneof("result")
+    if kind == "warning":
+        return 2, resp.warning, 0
+    if kind not in ("series", "batch"):
+        return 0, None, 0
+    out: list = []
+    dropped = 0
+    for s in (resp.series,) if kind == "series" else resp.batch.series:
+        lbls = labels_from_pb(s.labels)
+        chunks, n = chunks_of(s.chunks)
+        dropped += n
+        if out and out[-1][0] == lbls:
+            out[-1][1].extend(chunks)
+        else:
+            out.append((lbls, chunks))
+    return 1, out, dropped
+
+
+def reference(frame: bytes, native: bool):
+    """StoreClient.iter_series before: raw XOR chunks (and native histograms if ``native``)."""
+    def chunks_of(pbs):
+        chunks, dropped = [], 0
+        for c in pbs:
+            raw = c.raw
+            if raw.type == _XOR and raw.data:
+                chunks.append((c.min_time, c.max_time, raw.data))
+            elif raw.type in _HIST and raw.data and native:
+                chunks.append((c.min_time, c.max_time, _histogram_chunk(raw.data, raw.type)))
+            else:
+                dropped += 1
+        return chunks, dropped
+    return _reference(frame, chunks_of)
+
+
+def _xor_or_none(c: types_pb2.Chunk, present: bool) -> bytes | None:
+    return c.data if present and c.type == _XOR and c.data else None
+
+
+def reference_aggr(frame: bytes):
+    """StoreClient.series_aggr before: raw XOR chunks and AggrData of downsampled ones."""
+    def chunks_of(pbs):
+        chunks = []
+        for c in pbs:
+            if c.HasField("raw"):
+                if c.raw.type == _XOR and c.raw.data:
+                    chunks.append((c.min_time, c.max_time, c.raw.data))
+                continue
+            ad = AggrData(*(_xor_or_none(getattr(c, f), c.HasField(f))
+                            for f in ("count", "sum", "min", "max", "counter")))
+            if ad != AggrData():
+                chunks.append((c.min_time, c.max_time, ad))
+        return chunks, 0
+    return _reference(frame, chunks_of)
+
+
+def _norm(result):
+    kind, payload, dropped = result
+    if kind != 1:
+        return result
+    return kind, [(lbls, [(a, z, bytes(d), getattr(d, "encoding", None),
+                           type(d) is EncodedChunk) for a, z, d in chunks])
+                  for lbls, chunks in payload], dropped
+
+
+def _outcome(frame: bytes, native: bool, prev=None):
+    """("ok", normalized result) or ("error",) for the C decoder and the reference."""
+    try:
+        want = ("ok", _norm(reference(frame, native)))
+    except DecodeError:
+        want = ("error",)
+    try:
+        got = ("ok", _norm(series_response(frame, prev, _histogram_chunk if native else None)))
+    except ValueError:
+        got = ("error",)
+    return got, want
+
+
+def _check(frame: bytes, prev=None) -> None:
+    for native in (False, True):
+        got, want = _outcome(frame, native, prev)
+        assert got == want, frame.hex()
+    try:
+        want = ("ok", reference_aggr(frame))
+    except DecodeError:
+        want = ("error",)
+    try:
+        kind, payload, _ = series_response(frame, prev, None, AggrData)
+        got = ("ok", (kind, payload, 0))
+    except ValueError:
+        got = ("error",)
+    assert got == want, frame.hex()
+
+
+# -- generated frames
+
+def _field(num: int, body: bytes) -> bytes:
+    return uvarint(num << 3 | 2) + uvarint(len(body)) + body
+
+
+_unknown = st.one_of(
+    st.builds(lambda n, v: uvarint(n << 3) + uvarint(v),
+              st.integers(9, 5000), st.integers(0, 2**64 - 1)),
+    st.builds(lambda n, b: _field(n, b), st.integers(9, 5000), st.binary(max_size=12)),
+    st.builds(lambda n, b: uvarint(n << 3 | 1) + b, st.integers(9, 99), st.binary(min_size=8, max_size=8)),
+    st.builds(lambda n, b: uvarint(n << 3 | 5) + b, st.integers(9, 99), st.binary(min_size=4, max_size=4)),
+    st.builds(lambda n, v: uvarint(n << 3 | 3) + uvarint(1 << 3) + uvarint(v) + uvarint(n << 3 | 4),
+              st.integers(9, 99), st.integers(0, 1000)),
+)
+_maybe_unknown = st.one_of(st.just(b""), _unknown)
+_text = st.text(max_size=12)
+_times = st.integers(-(2**63), 2**63 - 1)
+_chunk_types = st.sampled_from([0, 0, 0, 1, 2, 3, -1, 2**31 - 1])
+
+
+@st.composite
+def _label(draw) -> bytes:
+    body = labels_pb2.Label(name=draw(_text), value=draw(_text)).SerializeToString()
+    return _field(1, body + draw(_maybe_unknown))
+
+
+@st.composite
+def _chunk(draw) -> bytes:
+    c = types_pb2.AggrChunk(min_time=draw(_times), max_time=draw(_times))
+    shape = draw(st.sampled_from(["raw", "raw", "raw", "none", "count", "raw_empty"]))
+    if shape in ("raw", "raw_empty"):
+        c.raw.type = draw(_chunk_types)
+        c.raw.data = b"" if shape == "raw_empty" else draw(st.binary(min_size=1, max_size=20))
+    elif shape == "count":  # downsampled: some of the aggregates, XOR or not, maybe empty
+        for f in draw(st.lists(st.sampled_from(["count", "sum", "min", "max", "counter"]))):
+            getattr(c, f).type = draw(_chunk_types)
+            getattr(c, f).data = draw(st.binary(max_size=8))
+    return _field(2, c.SerializeToString() + draw(_maybe_unknown))
+
+
+@st.composite
+def _series(draw, prefixes: list) -> bytes:
+    if prefixes and draw(st.booleans()):  # sorted stores repeat their neighbours' labels
+        labels = draw(st.sampled_from(prefixes))
+    else:
+        labels = b"".join(draw(st.lists(_label(), max_size=5)))
+        prefixes.append(labels)
+    chunks = b"".join(draw(st.lists(_chunk(), max_size=6)))
+    return labels + chunks + draw(_maybe_unknown)
+
+
+@st.composite
+def _response(draw) -> bytes:
+    prefixes: list = []
+    kind = draw(st.sampled_from(["series", "batch", "batch", "warning", "hints", "empty"]))
+    if kind == "series":
+        body = _field(1, draw(_series(prefixes)))
+    elif kind == "batch":
+        body = _field(4, b"".join(_field(1, s) for s in draw(st.lists(_series(prefixes), max_size=6)))
+                      + draw(_maybe_unknown))
+    elif kind == "warning":
+        body = rpc_pb2.SeriesResponse(warning=draw(st.text(max_size=30))).SerializeToString()
+    elif kind == "hints":
+        a = any_pb2.Any(type_url=draw(_text), value=draw(st.binary(max_size=10)))
+        body = rpc_pb2.SeriesResponse(hints=a).SerializeToString()
+    else:
+        body = b""
+    return draw(_maybe_unknown) + body + draw(_maybe_unknown)
+
+
+_frames = st.lists(_response(), min_size=1, max_size=3).map(b"".join)  # merges, case switches
+_fast = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@_fast
+@given(_frames)
+def test_generated_frames_decode_as_protobuf(frame):
+    _check(frame)
+
+
+@_fast
+@given(_frames, st.data())
+def test_fuzzed_frames_decode_as_protobuf_or_fail_cleanly(frame, data):
+    buf = bytearray(frame)
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["cut", "flip", "insert", "byte"]))
+        if op == "cut" and buf:
+            del buf[data.draw(st.integers(0, len(buf) - 1)):]
+        elif op == "flip" and buf:
+            buf[data.draw(st.integers(0, len(buf) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "byte" and buf:
+            buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
+        else:
+            at = data.draw(st.integers(0, len(buf)))
+            buf[at:at] = data.draw(st.binary(min_size=1, max_size=4))
+    _check(bytes(buf))
+
+
+def test_random_bytes_never_crash():
+    rng = random.Random(13)
+    for _ in range(1000):
+        _check(rng.randbytes(rng.randrange(0, 40)))
+
+
+def test_many_chunks_and_unicode_labels():
+    series = types_pb2.Series(labels=[labels_pb2.Label(name="__name__", value="x"),
+                                      labels_pb2.Label(name="ü", value="日本語 ✓ \U0001F600")])
+    for i in range(5000):
+        series.chunks.add(min_time=i * 120_000, max_time=i * 120_000 + 119_000,
+                          raw=types_pb2.Chunk(type=i % 3, data=bytes([i % 256]) * (1 + i % 7)))
+    frame = rpc_pb2.SeriesResponse(series=series).SerializeToString()
+    _check(frame)
+    kind, payload, dropped = series_response(frame, None, None)
+    assert (kind, len(payload), len(payload[0][1]), dropped) == (1, 1, 1667, 3333)
+
+
+def test_invalid_utf8_label_is_rejected_as_protobuf_does():
+    frame = _field(1, _field(1, _field(1, b"job") + _field(2, b"\xff\xfe")))
+    with pytest.raises(DecodeError):
+        rpc_pb2.SeriesResponse.FromString(frame)
+    with pytest.raises(ValueError, match="malformed SeriesResponse frame"):
+        series_response(frame, None, None)
+    surrogate = _field(1, _field(1, _field(1, b"\xed\xa0\x80")))
+    _check(surrogate)
+
+
+def test_equal_strings_of_the_previous_series_are_reused():
+    prev = (("__name__", "x"), ("job", "j1"))
+    frame = rpc_pb2.SeriesResponse(batch=types_pb2.SeriesBatch(series=[
+        types_pb2.Series(labels=[labels_pb2.Label(name=n, value=v) for n, v in ls])
+        for ls in (prev, (("__name__", "x"), ("job", "j2")))])).SerializeToString()
+    _check(frame, prev)
+    _, payload, _ = series_response(frame, prev, None)
+    assert [ls for ls, _ in payload] == [prev, (("__name__", "x"), ("job", "j2"))]
+    assert payload[0][0][0][0] is prev[0][0] and payload[1][0][0][1] is prev[0][1]
+
+
+def test_series_split_inside_one_batch_is_merged():
+    part = types_pb2.Series(labels=[labels_pb2.Label(name="a", value="1")],
+                            chunks=[types_pb2.AggrChunk(min_time=1, max_time=2,
+                                                        raw=types_pb2.Chunk(data=b"\x00"))])
+    frame = rpc_pb2.SeriesResponse(batch=types_pb2.SeriesBatch(
+        series=[part, part, types_pb2.Series()])).SerializeToString()
+    _check(frame)
+    _, payload, _ = series_response(frame, None, None)
+    assert [(ls, len(cs)) for ls, cs in payload] == [((("a", "1"),), 2), ((), 0)]
+
+
+@pytest.mark.parametrize("frame", [
+    b"\x00\x00",                                           # field number 0
+    uvarint(9 << 3 | 3) + b"\x08\x01" + uvarint(9 << 3 | 4),   # an unknown group
+    uvarint(9 << 3 | 3) + b"\x08\x01" + uvarint(10 << 3 | 4),  # a group ended by another
+    uvarint(9 << 3 | 4),                                   # a stray end of group
+    uvarint(9 << 3 | 3) * 100 + uvarint(9 << 3 | 4) * 100,  # as deep as protobuf allows
+    uvarint(9 << 3 | 3) * 101 + uvarint(9 << 3 | 4) * 101,  # deeper
+    b"\x80\x80\x80\x80\x10\x00",                           # a tag over 32 bits
+    b"\x48" + b"\xff" * 10 + b"\x01",                      # a varint over 10 bytes
+    b"\x08\x05",                                           # series with a varint wire type
+    _field(1, _field(2, _field(3, b"\x08" + uvarint(2**32) + b"\x12\x01\x00"))),  # type % 2**32
+    _field(3, _field(1, b"\xff")),                         # hints type_url not UTF-8
+    _field(2, b"\xff"),                                    # warning not UTF-8
+    _field(2, b"hi") + _field(1, b""),                     # the last oneof case wins
+    _field(1, _field(1, _field(1, b"a"))) + _field(2, b"hi"),
+    _field(1, _field(1, _field(1, b"\xff"))) + _field(2, b"hi"),  # a discarded part still parsed
+])
+def test_wire_format_corners_as_protobuf(frame):
+    _check(frame)
+
+
+def test_downsampled_chunks_decode_as_aggregates():
+    agg = types_pb2.AggrChunk
+    x = types_pb2.Chunk
+    series = types_pb2.Series(labels=[labels_pb2.Label(name="a", value="1")], chunks=[
+        agg(min_time=1, max_time=2, count=x(data=b"\x01"), sum=x(data=b"\x02")),
+        agg(min_time=3, max_time=4, raw=x(data=b"\x03")),
+        agg(min_time=5, max_time=6, raw=x()),                        # empty raw: nothing
+        agg(min_time=7, max_time=8, counter=x(type=x.HISTOGRAM, data=b"\x04")),  # not XOR
+        agg(min_time=9, max_time=10, max=x(data=b"\x05"))])
+    frame = rpc_pb2.SeriesResponse(series=series).SerializeToString()
+    _check(frame)
+    assert series_response(frame, None, None, AggrData) == (1, [((("a", "1"),), [
+        (1, 2, AggrData(count=b"\x01", sum=b"\x02")), (3, 4, b"\x03"),
+        (9, 10, AggrData(max=b"\x05"))])], 0)
