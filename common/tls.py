@@ -217,45 +217,6 @@ def _read(path: str) -> bytes:
         raise TLSConfigError(f"reading {path}: {e}") from None
 
 
-def _grpc_cert_config(cfg: ServerTLS) -> grpc.ServerCertificateConfiguration:
-    return grpc.ssl_server_certificate_configuration(
-        [(_read(cfg.key), _read(cfg.cert))],
-        root_certificates=_read(cfg.client_ca) if cfg.client_ca else None)
-
-
-def grpc_server_credentials(cfg: ServerTLS) -> grpc.ServerCredentials:
-    """Credentials for ``grpc.aio`` servers that pick up changed files at new handshakes.
-
-    gRPC negotiates TLS 1.2 or 1.3; its Python API cannot raise the minimum to 1.3."""
-    build_server_context(cfg)  # fail early, with our message, on unusable files
-    if TLS_VERSIONS[cfg.min_version] > ssl.TLSVersion.TLSv1_2:
-        log.warning("this gRPC server accepts TLS 1.2 as well: grpcio cannot raise its minimum "
-                    "TLS version", extra={"min_version": cfg.min_version})
-    state = {"stats": _stat(cfg.files()), "checked": time.monotonic()}
-
-    def fetch() -> grpc.ServerCertificateConfiguration | None:
-        now = time.monotonic()
-        if now - state["checked"] < RECHECK_S:
-            return None
-        state["checked"] = now
-        stats = _stat(cfg.files())
-        if stats == state["stats"]:
-            return None
-        try:
-            build_server_context(cfg)  # complete and matching files only
-            new = _grpc_cert_config(cfg)
-        except TLSConfigError as e:
-            log.error("gRPC TLS reload failed, keeping the previous certificates",
-                      extra={"err": str(e)})
-            return None
-        state["stats"] = stats
-        log.info("gRPC TLS certificates reloaded", extra={"files": list(cfg.files())})
-        return new
-
-    return grpc.dynamic_ssl_server_credentials(
-        _grpc_cert_config(cfg), fetch, require_client_authentication=bool(cfg.client_ca))
-
-
 def grpc_channel(address: str, tls: ClientTLS | None, options,
                  interceptors: Sequence = ()) -> grpc.aio.Channel:
     """A grpc.aio channel to ``address``: plain, or TLS as ``tls`` says."""

@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
 from common.ops import add_ops_routes, new_registry, start_site
-from common.tls import grpc_server_credentials
+from common.tls import server_ssl_context
 from common.webconfig import WebConfigFile
 from querier.filesd import FileSD, file_stamps
 from querier.status import promring_version
@@ -129,18 +129,21 @@ class Ruler:
 
     async def _serve_grpc(self) -> None:
         """Rules + Info always; the StoreAPI over the own TSDB in stateful mode."""
-        from storeapi.server import GRPC_OPTIONS, StoreServer
+        from storeapi.h2server import H2GrpcServer
+        from storeapi.server import MAX_MESSAGE_BYTES, StoreServer
 
         from .rulesgrpc import RulesServer
         store = StoreServer(self.store.source, "rule") if isinstance(self.store, TSDBStore) else None
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        # our HTTP/2 gRPC server, as the other components: Python's ssl enforces
+        # --grpc-server-tls-min-version (grpcio cannot raise it above TLS 1.2)
+        server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES)
         server.add_generic_rpc_handlers(RulesServer(
             self.sorted_groups, store, lambda: [self.cfg.external_labels]).handlers())
-        tls = self.cfg.grpc_server_tls
-        port = (server.add_secure_port(self.cfg.grpc_address, grpc_server_credentials(tls))
-                if tls is not None and tls.enabled else server.add_insecure_port(self.cfg.grpc_address))
-        if port == 0:
-            raise OSError(f"cannot bind gRPC server to {self.cfg.grpc_address}")
+        try:
+            port = await server.bind(self.cfg.grpc_address,
+                                     server_ssl_context(self.cfg.grpc_server_tls))
+        except OSError as e:
+            raise OSError(f"cannot bind gRPC server to {self.cfg.grpc_address}: {e}") from e
         await server.start()
         self._grpc, self.ports["grpc"] = server, port
 

@@ -19,6 +19,8 @@ from receiver.remotewrite import encode_write_request, snappy_compress
 from receiver.router import Forwarder, OK
 from receiver.server import Receiver
 from receiver.tsdb.labels import Matcher, MatchType
+from ruler.config import RulerConfig
+from ruler.server import Ruler
 from storeapi.client import StoreClient
 from storeapi.h2client import RpcError
 from storeapi.server import serve
@@ -174,8 +176,8 @@ def test_tls_without_client_ca_serves_any_tls_client_but_not_plain_text(tmp_path
 
 @pytest.mark.parametrize("min_version", ["1.3", "1.2"])
 def test_every_grpc_port_enforces_the_minimum_tls_version(tmp_path, pki, min_version):
-    """--grpc-server-tls-min-version on the ingestor's, store gateway's and querier's gRPC
-    ports (all serve StoreAPI): a client offering at most TLS 1.2 is refused under the default
+    """--grpc-server-tls-min-version on the ingestor's, store gateway's, querier's and ruler's
+    gRPC ports (all serve Info): a client offering at most TLS 1.2 is refused under the default
     1.3 and served under 1.2; TLS 1.3 clients are always served."""
     async def main():
         tls = ServerTLS(cert=str(pki.server.cert), key=str(pki.server.key),
@@ -186,9 +188,12 @@ def test_every_grpc_port_enforces_the_minimum_tls_version(tmp_path, pki, min_ver
         await ing.start()
         store, sport = await serve(_Blocks(), "127.0.0.1:0", "store", tls=tls)
         query, qport = await serve(_Blocks(), "127.0.0.1:0", "query", tls=tls)
+        ruler = Ruler(RulerConfig(data_dir=tmp_path / "ruler", http_address="127.0.0.1:0",
+                                  grpc_address="127.0.0.1:0", grpc_server_tls=tls))
+        await ruler.start()
         try:
             for port, component in ((ing.ports["grpc"], "receive"), (sport, "store"),
-                                    (qport, "query")):
+                                    (qport, "query"), (ruler.ports["grpc"], "rule")):
                 assert await asyncio.to_thread(tls_handshake, port, pki) == "TLSv1.3"
                 if min_version == "1.3":
                     with pytest.raises((ssl.SSLError, ConnectionError)):
@@ -200,6 +205,7 @@ def test_every_grpc_port_enforces_the_minimum_tls_version(tmp_path, pki, min_ver
                                          tls=_client(pki)).info()
                 assert info.component_type == component
         finally:
+            await ruler.stop()
             await query.stop(1)
             await store.stop(1)
             await ing.stop()
