@@ -1,5 +1,8 @@
 """A small asyncio memcached client (text protocol): multi-get and async set over several servers.
 
+The one client of promring: the store gateway's caches and the query frontend's results cache
+both use it.
+
 Caches must never make a query fail, so every operation is bounded by a timeout and every
 error (refused connection, timeout, malformed reply) is counted and turned into "miss" / "not
 stored" for the caller. Keys are spread over the servers with jump consistent hashing (as
@@ -99,12 +102,17 @@ class _Server:
         self.down_until = 0.0
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.idle:
-            return self.idle.pop()
+        """An idle connection still open (one the server closed, e.g. after its restart, is
+        dropped, not used for a request), else a new one."""
+        while self.idle:
+            r, w = self.idle.pop()
+            if not w.is_closing() and not r.at_eof():
+                return r, w
+            w.close()
         return await asyncio.open_connection(self.host, self.port)
 
     def release(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        if len(self.idle) < self.max_idle:
+        if len(self.idle) < self.max_idle and not conn[1].is_closing():
             self.idle.append(conn)
         else:
             conn[1].close()
@@ -246,14 +254,21 @@ class MemcachedClient:
 
     # -- set
 
-    def set_async(self, key: str, value: bytes, ttl_s: float) -> None:
-        """Store in the background (bounded queue); dropped and counted if it cannot be."""
+    def _unsendable(self, key: str, value: bytes) -> bool:
+        """True (and counted as skipped) when memcached must not be asked to store this."""
         m = self._m
         if not valid_key(key):
             m.skipped.labels(m.name, OP_SET, "malformed-key").inc()
-            return
+            return True
         if self.cfg.max_item_size and len(value) > self.cfg.max_item_size:
             m.skipped.labels(m.name, OP_SET, "max-item-size").inc()
+            return True
+        return False
+
+    def set_async(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Store in the background (bounded queue); dropped and counted if it cannot be."""
+        m = self._m
+        if self._unsendable(key, value):
             return
         if (len(self._pending) >= self.cfg.max_async_buffer_size
                 or self._pending_bytes + len(value) > MAX_PENDING_BYTES):
@@ -269,6 +284,9 @@ class MemcachedClient:
         t.add_done_callback(done)
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Store now (at most max_async_concurrency at once); False if not stored."""
+        if self._unsendable(key, value):
+            return False
         server = self._server_for(key)
         if self._is_down(server, OP_SET):
             return False

@@ -4,7 +4,6 @@ Keys are hashed (memcached keys are short and plain); values are optionally snap
 A cache failure is never a query failure: it is counted and reads as a miss."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -13,8 +12,9 @@ from collections import OrderedDict
 import cramjam
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from common.memcache import MemcachedClient, MemcachedClientConfig, MemcachedMetrics
+
 from .config import InMemoryCacheConfig, MemcachedConfig
-from .memcached import MemcachedClient, MemcachedError
 
 log = logging.getLogger("promring.frontend")
 
@@ -35,9 +35,6 @@ class CacheMetrics:
                              ["cache"], registry=registry).labels(CACHE_NAME)
         self.memory = Gauge("querier_cache_memory_bytes", "The current cache size in bytes",
                             ["cache"], registry=registry).labels(CACHE_NAME)
-        self.failures = Counter("thanos_memcached_operation_failures",
-                                "Total number of operations against memcached that failed.",
-                                ["name", "operation"], registry=registry)
         self.backend = backend
 
 
@@ -86,32 +83,26 @@ class InMemoryCache:
 
 
 class MemcachedCache:
-    """memcached through :class:`MemcachedClient`; errors are counted and read as misses."""
+    """memcached through common.memcache's client (which counts errors as
+    ``thanos_memcached_operation_failures_total{name=CACHE_NAME}`` and reads them as misses)."""
 
-    def __init__(self, cfg: MemcachedConfig, metrics: CacheMetrics) -> None:
+    def __init__(self, cfg: MemcachedConfig, metrics: CacheMetrics,
+                 registry: CollectorRegistry) -> None:
         self.cfg, self.m = cfg, metrics
-        self.client = MemcachedClient(list(cfg.addresses), cfg.timeout_s, cfg.max_idle_connections,
-                                      max_value_bytes=cfg.max_item_size)
-        self._sets = asyncio.Semaphore(cfg.max_async_concurrency)
+        self.client = MemcachedClient(
+            MemcachedClientConfig(addresses=list(cfg.addresses), timeout_s=cfg.timeout_s,
+                                  max_idle_connections=cfg.max_idle_connections,
+                                  max_async_concurrency=cfg.max_async_concurrency,
+                                  max_item_size=cfg.max_item_size),
+            MemcachedMetrics(registry, CACHE_NAME))
 
     async def get(self, key: bytes) -> bytes | None:
-        try:
-            return await self.client.get(key)
-        except MemcachedError as e:
-            self.m.failures.labels(CACHE_NAME, "getmulti").inc()
-            log.debug("memcached get failed", extra={"err": str(e)})
-            return None
+        k = key.decode("ascii")
+        return (await self.client.get_multi([k])).get(k)
 
     async def set(self, key: bytes, value: bytes) -> None:
-        if len(value) > self.cfg.max_item_size:
-            return
-        async with self._sets:
-            try:
-                await self.client.set(key, value, self.cfg.expiration_s)
-                self.m.added.inc()
-            except MemcachedError as e:
-                self.m.failures.labels(CACHE_NAME, "set").inc()
-                log.debug("memcached set failed", extra={"err": str(e)})
+        if await self.client.set(key.decode("ascii"), value, self.cfg.expiration_s):
+            self.m.added.inc()
 
     async def close(self) -> None:
         await self.client.close()
@@ -160,6 +151,6 @@ def new_results_cache(cfg: InMemoryCacheConfig | MemcachedConfig | None, compres
         return None
     if isinstance(cfg, MemcachedConfig):
         m = CacheMetrics(registry, "memcached")
-        return ResultsCache(MemcachedCache(cfg, m), m, compression)
+        return ResultsCache(MemcachedCache(cfg, m, registry), m, compression)
     m = CacheMetrics(registry, "fifo")
     return ResultsCache(InMemoryCache(cfg, m), m, compression)

@@ -1,6 +1,8 @@
-"""Debian's memcached as a child process on a free loopback port, for cache tests."""
+"""Debian's memcached as a child process on a free loopback port, for the store gateway's and
+the query frontend's cache tests (tests stop what they start)."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -11,14 +13,17 @@ from harness import free_port
 
 
 class MemcachedProcess:
+    """Started by the constructor, ready to answer when it returns."""
+
     def __init__(self) -> None:
         exe = shutil.which("memcached")
         if exe is None:
             raise RuntimeError("memcached not installed (scripts/test.sh installs it)")
         self.port = free_port()
-        self.proc = subprocess.Popen([exe, "-p", str(self.port), "-l", "127.0.0.1", "-U", "0",
-                                      "-m", "64", "-u", "nobody"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args = [exe, "-p", str(self.port), "-l", "127.0.0.1", "-U", "0", "-m", "64"]
+        if os.geteuid() == 0:  # memcached refuses to run as root without a user to become
+            args += ["-u", "nobody"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness import (PrometheusProcess, ServerProcess, free_port, promring_cmd, stop_process,
                      store_and_query)
-from memcachedproc import Memcached
+from memcached import MemcachedProcess
 from weekdata import DAY_MS, write_week
 
 QUERIES = ["rate(m[5m])", "sum by (job) (rate(m[10m]))", "max_over_time(m[1h]) - m"]
@@ -151,7 +151,7 @@ def test_memcached_killed_mid_run_fails_no_query(querier, tmp_path):
     qbase, now_ms, _ = querier
     start, end = now_ms - 7 * DAY_MS, now_ms - 5_000
     want = direct_answers(qbase, start, end, aligned=True, queries=QUERIES[:1])
-    mc = Memcached().start()
+    mc = MemcachedProcess()
     fe = None
     try:
         fe = frontend(tmp_path, qbase, "--cache-compression-type", "snappy",
@@ -161,7 +161,7 @@ def test_memcached_killed_mid_run_fails_no_query(querier, tmp_path):
         assert dashboard(base, start, end, QUERIES[:1]) == want
         assert dashboard(base, start, end, QUERIES[:1]) == want
         assert metric(base, "cortex_cache_hits_total") > 0
-        mc.kill()
+        mc.kill9()
         # every query answered, all from downstream
         assert dashboard(base, start, end, QUERIES[:1]) == want
         assert metric(base, "thanos_memcached_operation_failures_total") > 0

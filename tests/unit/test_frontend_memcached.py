@@ -1,64 +1,106 @@
-"""The frontend's memcached client and cache backends against Debian's memcached."""
+"""The frontend's results cache backends, and the one memcached client (common.memcache) as the
+frontend uses it, against Debian's memcached and against dead, silent and garbage servers."""
 from __future__ import annotations
 
 import asyncio
-import collections
+import hashlib
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from common.memcache import MemcachedClient, MemcachedClientConfig, MemcachedMetrics, jump_hash
 from frontend.cache import CACHE_NAME, new_results_cache
 from frontend.config import InMemoryCacheConfig, MemcachedConfig
-from frontend.memcached import HashRing, MemcachedClient, MemcachedError
 from harness import free_port
-from memcachedproc import Memcached
+from memcached import MemcachedProcess
 
 
 @pytest.fixture
 def two_memcached():
-    servers = [Memcached().start(), Memcached().start()]
+    servers = [MemcachedProcess(), MemcachedProcess()]
     yield servers
     for m in servers:
         m.stop()
 
 
+def _client(addrs: list[str], reg: CollectorRegistry, **kw) -> MemcachedClient:
+    return MemcachedClient(MemcachedClientConfig(addresses=addrs, timeout_s=2, **kw),
+                           MemcachedMetrics(reg, "t"))
+
+
+def _failures(reg: CollectorRegistry, name: str, op: str) -> float:
+    """thanos_memcached_operation_failures_total of one operation, summed over its reasons."""
+    return sum(reg.get_sample_value("thanos_memcached_operation_failures_total",
+                                    {"name": name, "operation": op, "reason": r}) or 0.0
+               for r in ("timeout", "server-error", "network-error", "malformed-key", "other"))
+
+
+def _server_index(key: str, n: int) -> int:
+    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    return jump_hash(h, n)
+
+
 def test_get_set_across_two_servers_by_consistent_hashing(two_memcached):
     addrs = [m.address for m in two_memcached]
+    reg = CollectorRegistry()
 
     async def go():
-        c = MemcachedClient(addrs, timeout_s=2)
+        c = _client(addrs, reg, max_item_size=0)  # 0: memcached's own 1 MiB limit applies
         try:
-            keys = [f"k{i}".encode() for i in range(200)]
+            keys = [f"k{i}" for i in range(200)]
             for k in keys:
-                await c.set(k, b"v-" + k + b"\r\nEND\r\n", 60)
-            assert [await c.get(k) for k in keys] == [b"v-" + k + b"\r\nEND\r\n" for k in keys]
-            assert await c.get(b"absent") is None
+                assert await c.set(k, b"v-" + k.encode() + b"\r\nEND\r\n", 60)
+            got = await c.get_multi(keys + ["absent"])
+            assert got == {k: b"v-" + k.encode() + b"\r\nEND\r\n" for k in keys}
             # each server holds its share: a client of one server alone sees only its keys
-            one = MemcachedClient(addrs[:1], timeout_s=2)
-            seen = [await one.get(k) is not None for k in keys]
+            one = _client(addrs[:1], CollectorRegistry())
+            seen = await one.get_multi(keys)
             await one.close()
-            owners = collections.Counter(c.ring.server_for(k) for k in keys)
-            assert sum(seen) == owners[addrs[0]] and 40 < owners[addrs[0]] < 160
-            with pytest.raises(MemcachedError):
-                await c.get(b"bad key")
-            with pytest.raises(MemcachedError):  # larger than memcached's 1 MiB item limit
-                await c.set(b"big", b"x" * (2 << 20), 60)
-            assert await c.get(b"k1") == b"v-k1\r\nEND\r\n"  # the client still works after it
-            small = MemcachedClient(addrs, timeout_s=2, max_value_bytes=4)
-            with pytest.raises(MemcachedError, match="larger than allowed"):
-                await small.get(b"k1")
+            owned = [k for k in keys if _server_index(k, 2) == 0]
+            assert sorted(seen) == sorted(owned) and 40 < len(owned) < 160
+            assert await c.get_multi(["bad key"]) == {}  # never sent
+            assert not await c.set("big", b"x" * (2 << 20), 60)  # memcached refuses it
+            assert await c.get_multi(["k1"]) == {"k1": b"v-k1\r\nEND\r\n"}  # still works
+            small = _client(addrs, reg, max_item_size=4)  # never buffers a larger value
+            assert await c.set("k1", b"y" * 2000, 60)
+            assert await small.get_multi(["k1"]) == {}
             await small.close()
         finally:
             await c.close()
     asyncio.run(go())
+    assert reg.get_sample_value("thanos_memcached_operation_skipped_total",
+                                {"name": "t", "operation": "getmulti",
+                                 "reason": "malformed-key"}) == 1
+    assert _failures(reg, "t", "set") == 1 and _failures(reg, "t", "getmulti") == 1
 
 
-def test_ring_moves_only_the_lost_servers_keys():
-    a = HashRing(["a:1", "b:1", "c:1"])
-    b = HashRing(["a:1", "b:1"])
-    keys = [f"key{i}".encode() for i in range(2000)]
-    moved = sum(a.server_for(k) != b.server_for(k) for k in keys if a.server_for(k) != "c:1")
+def test_jump_hash_moves_only_the_lost_last_servers_keys():
+    keys = [f"key{i}" for i in range(2000)]
+    moved = sum(_server_index(k, 3) != _server_index(k, 2) for k in keys
+                if _server_index(k, 3) != 2)
     assert moved == 0
+
+
+def test_connection_closed_by_the_server_while_idle_is_not_reused():
+    reg = CollectorRegistry()
+
+    async def go():
+        async def once(r, w):  # answers one get, then closes (as a restarted memcached)
+            await r.readline()
+            w.write(b"VALUE a 0 1\r\nx\r\nEND\r\n")
+            await w.drain()
+            w.close()
+        server = await asyncio.start_server(once, "127.0.0.1", 0)
+        c = _client([f"127.0.0.1:{server.sockets[0].getsockname()[1]}"], reg)
+        try:
+            first = await c.get_multi(["a"])
+            await asyncio.sleep(0.1)  # the close reaches the pooled connection
+            return first, await c.get_multi(["a"])
+        finally:
+            await c.close()
+            server.close()
+    assert asyncio.run(go()) == ({"a": b"x"}, {"a": b"x"})
+    assert _failures(reg, "t", "getmulti") == 0
 
 
 def test_dead_memcached_is_a_counted_miss_never_an_error(two_memcached):
@@ -71,8 +113,7 @@ def test_dead_memcached_is_a_counted_miss_never_an_error(two_memcached):
         assert await cache.get("k") is None
         await cache.close()
     asyncio.run(go())
-    assert reg.get_sample_value("thanos_memcached_operation_failures_total",
-                                {"name": CACHE_NAME, "operation": "set"}) == 1
+    assert _failures(reg, CACHE_NAME, "set") == 1
     assert reg.get_sample_value("cortex_cache_fetched_keys_total", {"name": CACHE_NAME}) == 1
     assert reg.get_sample_value("cortex_cache_hits_total", {"name": CACHE_NAME}) == 0
 
@@ -145,8 +186,7 @@ def test_memcached_that_never_answers_costs_one_timeout_not_a_hang():
         return got
     assert asyncio.run(go())[0] is None
     for op in ("getmulti", "set"):
-        assert reg.get_sample_value("thanos_memcached_operation_failures_total",
-                                    {"name": CACHE_NAME, "operation": op}) == 1
+        assert _failures(reg, CACHE_NAME, op) == 1
 
 
 def test_memcached_answering_garbage_is_a_miss():
@@ -167,5 +207,4 @@ def test_memcached_answering_garbage_is_a_miss():
             await cache.close()
             server.close()
     assert asyncio.run(go()) is None
-    assert reg.get_sample_value("thanos_memcached_operation_failures_total",
-                                {"name": CACHE_NAME, "operation": "getmulti"}) == 1
+    assert _failures(reg, CACHE_NAME, "getmulti") == 1
