@@ -6,6 +6,7 @@ Tests run as root, which ignores file modes, so the failures are real ones: a ti
 up (ENOSPC), and the data dir replaced by a regular file (ENOTDIR)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -36,9 +37,16 @@ def _wait(pred, what: str, timeout: float = 30.0) -> None:
 
 
 def _write(proc, name: str, t: int, tenant: str = "t1") -> requests.Response:
-    """40 new series (~10 KB in the WAL: more than what is left of a file's last page)."""
-    series = [(((M, name), ("i", str(i)), ("pad", f"{t}-" + "x" * 200)), [t], [1.0]) for i in range(40)]
+    """40 new series (~10 KB in the WAL: more than what is left of a file's last page). The
+    padding is incompressible: the WAL snappy-compresses records, and 200 x's shrank a write
+    into the free tail of the last page, so writes on a full disk still succeeded (correctly)."""
+    series = [(((M, name), ("i", str(i)), ("pad", _noise(f"{t}-{i}-{tenant}"))), [t], [1.0])
+              for i in range(40)]
     return push(proc.url("remote_write", "/api/v1/receive"), series, tenant=tenant)
+
+
+def _noise(seed: str) -> str:
+    return "".join(hashlib.sha256(f"{seed}/{k}".encode()).hexdigest() for k in range(4))
 
 
 def _failure_lines(proc) -> list[str]:
