@@ -115,7 +115,7 @@ def _stop_all(*procs) -> None:
 
 def test_walkthrough_live_data_then_store_gateway_after_retention(tmp_path, demo_app):
     prom = PrometheusProcess(tmp_path / "prom", prometheus_config(demo_app, cluster="demo"),
-                             *BLOCKS_5S, "--storage.tsdb.retention.time=1s")
+                             *BLOCKS_5S, "--storage.tsdb.retention.time=6s")
     sidecar = store = query = None
     try:
         prom.start()
@@ -131,11 +131,12 @@ def test_walkthrough_live_data_then_store_gateway_after_retention(tmp_path, demo
         first = wait_for("first scrapes", lambda: range_answer(prom.api, time.time() - 60,
                                                                time.time()))
         assert set(first) == {'{"status": "200"}', '{"status": "500"}'}
-        time.sleep(3)
-        end = float(int(time.time()) - 1)
-        start = end - 4
-        theirs = range_answer(prom.api, start, end)
-        assert theirs and all(len(v) >= 4 for v in theirs.values())
+
+        def four_seconds_scraped():  # bounded wait: the first scrape may be a second old only
+            end = float(int(time.time()) - 1)
+            got = range_answer(prom.api, end - 4, end)
+            return (end - 4, end, got) if got and all(len(v) >= 4 for v in got.values()) else None
+        start, end, theirs = wait_for("4 s of scrapes", four_seconds_scraped)
         assert range_answer(api, start, end) == theirs
 
         # Prometheus cuts blocks; each is shipped with the thanos meta section. Once
@@ -144,7 +145,8 @@ def test_walkthrough_live_data_then_store_gateway_after_retention(tmp_path, demo
         wait_for("Prometheus dropped the range", lambda: lowest_timestamp_s(prom) > end + 1,
                  timeout=45)
         metas = shipped_metas(tmp_path / "bucket")
-        assert metas and any(m["minTime"] <= start * 1000 for m in metas.values())
+        first = min(t for v in theirs.values() for t, _ in v)  # a sample is at or before it
+        assert metas and any(m["minTime"] <= first * 1000 for m in metas.values())
         for m in metas.values():
             assert m["thanos"]["labels"] == {"cluster": "demo"}
             assert m["thanos"]["source"] == "sidecar"
