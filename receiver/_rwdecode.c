@@ -246,6 +246,30 @@ static int parse_label(Ctx *c, const uint8_t *p, const uint8_t *end, LabelRef *l
     return 0;
 }
 
+/* A double value (fixed64) in field `f_val` or an int64 timestamp (varint) in field `f_ts`:
+   1 when field `f` was one of them (read into *v / *t), 0 when it is another field, -1 on error.
+   Samples (value 1, timestamp 2) and exemplars (value 2, timestamp 3) share it. */
+static int read_value_or_ts(Ctx *c, const uint8_t *at, const uint8_t **p, const uint8_t *end,
+                            uint32_t f, unsigned wt, uint32_t f_val, uint32_t f_ts, uint64_t *v,
+                            uint64_t *t, const char *W)
+{
+    if (f == f_val) {
+        if (expect_wt(c, at, wt, WT_I64, W) < 0)
+            return -1;
+        if (end - *p < 8)
+            return fail(c, *p, W, "truncated fixed64 field");
+        *v = load_le64(*p);
+        *p += 8;
+        return 1;
+    }
+    if (f == f_ts) {
+        if (expect_wt(c, at, wt, WT_VARINT, W) < 0 || read_varint(c, p, end, t, W) < 0)
+            return -1;
+        return 1;
+    }
+    return 0;
+}
+
 static int parse_sample(Ctx *c, const uint8_t *p, const uint8_t *end, uint64_t *val, int64_t *ts)
 {
     static const char W[] = "Sample";
@@ -267,19 +291,9 @@ static int parse_sample(Ctx *c, const uint8_t *p, const uint8_t *end, uint64_t *
         unsigned wt;
         if (read_tag(c, &p, end, &f, &wt, W) < 0)
             return -1;
-        if (f == 1) {
-            if (expect_wt(c, at, wt, WT_I64, W) < 0)
-                return -1;
-            if (end - p < 8)
-                return fail(c, p, W, "truncated fixed64 field");
-            v = load_le64(p);
-            p += 8;
-        } else if (f == 2) {
-            if (expect_wt(c, at, wt, WT_VARINT, W) < 0 || read_varint(c, &p, end, &t, W) < 0)
-                return -1;
-        } else if (skip_field(c, &p, end, wt, W) < 0) {
+        int got = read_value_or_ts(c, at, &p, end, f, wt, 1, 2, &v, &t, W);
+        if (got < 0 || (got == 0 && skip_field(c, &p, end, wt, W) < 0))
             return -1;
-        }
     }
     *val = v;
     *ts = (int64_t)t;
@@ -598,18 +612,10 @@ static int parse_exemplar(Ctx *c, const uint8_t *p, const uint8_t *end, LabelVec
                 return -1;
             }
             p += n;
-        } else if (f == 2) {
-            if (expect_wt(c, at, wt, WT_I64, W) < 0)
+        } else {
+            int got = read_value_or_ts(c, at, &p, end, f, wt, 2, 3, &v, &t, W);
+            if (got < 0 || (got == 0 && skip_field(c, &p, end, wt, W) < 0))
                 return -1;
-            if (end - p < 8)
-                return fail(c, p, W, "truncated fixed64 field");
-            v = load_le64(p);
-            p += 8;
-        } else if (f == 3) {
-            if (expect_wt(c, at, wt, WT_VARINT, W) < 0 || read_varint(c, &p, end, &t, W) < 0)
-                return -1;
-        } else if (skip_field(c, &p, end, wt, W) < 0) {
-            return -1;
         }
     }
     *val = v;
