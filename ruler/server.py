@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from common.ops import add_ops_routes, new_registry, start_site
 from common.tls import server_ssl_context
+from common.tasks import cancel_and_wait
 from common.webconfig import WebConfigFile
 from querier.filesd import FileSD, file_stamps
 from querier.status import promring_version
@@ -153,9 +154,7 @@ class Ruler:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(more=self._tasks)
         for g in self.groups.values():
             await g.stop()
         if self._runner is not None:

@@ -11,7 +11,6 @@ then the component is ready and the gRPC StoreAPI starts. The same reads repeat 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge
 
 from common.ops import add_ops_routes, new_registry, start_site
+from common.tasks import cancel_and_wait
 from common.units import parse_duration_ms, parse_time_or_duration
 from common.webconfig import WebConfigFile
 from objstore import Bucket, bucket_from_config
@@ -232,11 +232,7 @@ class Sidecar:
 
     async def stop(self) -> None:
         self.ready = False
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(more=self._tasks)
         self._tasks.clear()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
