@@ -27,6 +27,7 @@ import grpc.aio
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
+from common.tasks import cancel_and_wait
 from common.tls import ClientTLS, client_ssl_context, grpc_channel
 from storeapi import grpc_codec
 from storeapi.grpcmetrics import GrpcClientMetrics
@@ -310,8 +311,5 @@ class Router:
         return RouteResult(503, f"quorum not reached ({need} of {per.shape[1]} replicas): {detail}")
 
     async def close(self) -> None:
-        for t in list(self._background):
-            t.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(more=list(self._background))
         await self.forwarder.close()
