@@ -10,6 +10,7 @@ messages, flipped bytes. Some bodies are raw random bytes. Each is snappy-compre
 from __future__ import annotations
 
 import math
+import random
 import struct
 from dataclasses import dataclass
 
@@ -220,6 +221,38 @@ def bodies(draw, safe: bool = False) -> Body:
     snappy = draw(st.integers(0, 19)) != 0
     data = bytes(cramjam.snappy.compress_raw(msg)) if snappy else msg
     return Body(data, snappy=snappy, mutated=mutated, n_samples=n)
+
+
+def byte_mutants(body: Body, k: int, rng: random.Random) -> list[Body]:
+    """``k`` cheap byte-level variants of one generated body (flipped, truncated, inserted,
+    duplicated or varint-breaking bytes in the uncompressed protobuf, recompressed as the original
+    was), so that a long run is not bound by hypothesis's generation speed."""
+    plain, recompress = body.data, False
+    if body.snappy:
+        try:
+            plain, recompress = bytes(cramjam.snappy.decompress_raw(body.data)), True
+        except Exception:  # random bytes sent as snappy: mutate them as they are
+            pass
+    out = []
+    for _ in range(k):
+        b = bytearray(plain)
+        kind = rng.randrange(5)
+        pos = rng.randrange(len(b) + 1)
+        if kind == 0 and b:
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            del b[pos:]
+        elif kind == 2:
+            b[pos:pos] = rng.randbytes(rng.randint(1, 16))
+        elif kind == 3 and b:
+            end = rng.randint(pos, len(b))
+            b[pos:pos] = b[pos:end]
+        elif b:
+            b[min(pos, len(b) - 1)] = rng.choice((0x80, 0xFF, 0x00, 0x7F))
+        data = bytes(cramjam.snappy.compress_raw(bytes(b))) if recompress else bytes(b)
+        out.append(Body(data, snappy=body.snappy, mutated=True, n_samples=body.n_samples))
+    return out
 
 
 def hits_known_write_core_issue(body: Body) -> bool:

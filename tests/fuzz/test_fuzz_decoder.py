@@ -5,13 +5,14 @@ decode, with every sample accounted for. ``FUZZ_EXAMPLES`` sets the number of bo
 from __future__ import annotations
 
 import os
+import random
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 
 from receiver.remotewrite import STATUS_MESSAGES, DecodedWrite, RemoteWriteError, decode_body
 
-from .bodies import Body, bodies
+from .bodies import Body, bodies, byte_mutants
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 
@@ -44,3 +45,13 @@ def decode_one(body: Body) -> DecodedWrite | None:
 @given(bodies())
 def test_decoder_accepts_or_refuses_cleanly(body):
     decode_one(body)
+
+
+@settings(max_examples=EXAMPLES // 4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bodies())
+def test_byte_mutants_decode_or_refuse_cleanly(body):
+    """The long run's byte-level variants (``--mutants``): mutated, and handled like any body."""
+    mutants = byte_mutants(body, 4, random.Random(len(body.data)))
+    assert len(mutants) == 4 and all(m.mutated and m.snappy == body.snappy for m in mutants)
+    for m in mutants:
+        decode_one(m)
