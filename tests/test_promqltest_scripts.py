@@ -21,6 +21,7 @@ BASELINE = {
     "aggregators.test": (160, 0),
     "at_modifier.test": (78, 0),
     "collision.test": (2, 0),
+    "fill-modifier.test": (46, 0),
     "functions.test": (431, 0),
     "histograms.test": (185, 0),
     "limit.test": (37, 0),

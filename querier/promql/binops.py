@@ -92,6 +92,12 @@ def binary(ev, e) -> object:
     ret_bool = bool(mod and mod.return_bool)
     lhs = ev.eval(e.lhs)
     rhs = ev.eval(e.rhs)
+    if fill_values(mod) != (None, None):
+        # Prometheus's parser refuses these; never evaluate a fill we would have to ignore.
+        if op in SET:
+            raise PromQLError("bad_data", "filling in missing series not allowed for set operators")
+        if not isinstance(lhs, Vec) or not isinstance(rhs, Vec):
+            raise PromQLError("bad_data", "filling in missing series only allowed between instant vectors")
     if isinstance(lhs, Scalar) and isinstance(rhs, Scalar):
         r = arith(op, lhs.vals, rhs.vals)
         return Scalar(r.astype(np.float64))
@@ -187,15 +193,78 @@ def _set_op(op: str, lhs, rhs, mod) -> Vec:
     return merge_rows(out, "vector cannot contain metrics with the same labelset")
 
 
+def fill_values(mod) -> tuple[float | None, float | None]:
+    """The fill(v)/fill_left(v)/fill_right(v) values of a matching modifier: (lhs, rhs).
+
+    Our parser's AST carries ``fill_left``/``fill_right``; promql_parser's a ``fill_values``
+    object with ``lhs``/``rhs``. Either way a modifier's fill is never ignored."""
+    if mod is None:
+        return None, None
+    if hasattr(mod, "fill_left") or hasattr(mod, "fill_right"):
+        return getattr(mod, "fill_left", None), getattr(mod, "fill_right", None)
+    fv = getattr(mod, "fill_values", None)
+    if fv is None:
+        return None, None
+    return fv.lhs, fv.rhs
+
+
+def _elems(ev, op: str, a, b, ha, hb, m, ret_bool: bool):
+    """The operation on the cells ``m`` of two aligned rows (``ha``/``hb``: their histograms
+    or None): (values, presence, histograms or None)."""
+    cells = None
+    if ha is not None or hb is not None:
+        none = np.full(len(m), None, dtype=object)
+        ha = none if ha is None else ha
+        hb = none if hb is None else hb
+        cells = m & ((ha != None) | (hb != None))  # noqa: E711
+    r = arith(op, a, b)
+    if op in CMP:
+        if ret_bool:
+            r = r.astype(np.float64)
+        else:
+            m = m & r
+            r = a
+    if cells is None or not cells.any():
+        return r, m, None
+    return _hist_elems(ev, op, a, b, ha, hb, m, cells, r, ret_bool)
+
+
+def _hist_elems(ev, op, a, b, ha, hb, m, cells, r, ret_bool):
+    """Cells where a native histogram takes part go through elem() one by one."""
+    is_cmp = op in CMP
+    r = np.array(r, dtype=np.float64)
+    m = m.copy()
+    rh = np.full(len(m), None, dtype=object)
+    for t in np.nonzero(cells)[0]:
+        f, hh, keep, failed = elem(ev, op, float(a[t]), float(b[t]), ha[t], hb[t])
+        if failed or (not keep and not ret_bool):
+            m[t] = False
+            continue
+        m[t] = True
+        if ret_bool:
+            r[t] = 1.0 if keep else 0.0
+        elif is_cmp:
+            rh[t] = ha[t]
+            r[t] = 0.0
+        else:
+            rh[t] = hh
+            r[t] = f
+    return r, m, rh
+
+
 def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
     card = mod.card if mod is not None else pp.VectorMatchCardinality.OneToOne
     include = list(mod.group_labels or []) if mod is not None else []
     sig, on, mnames = _sig_fn(mod)
+    fill_l, fill_r = fill_values(mod)
     swap = card == pp.VectorMatchCardinality.OneToMany
+    # As Prometheus: after the swap the "many" side misses are filled with fill_right, the
+    # unmatched "one" side with fill_left (group_right swaps which operand is which).
     many, one = (rhs, lhs) if swap else (lhs, rhs)
     T = lhs.vals.shape[1]
     ar = np.arange(T)
     any_many = many.present.any(0)
+    filling = fill_l is not None or fill_r is not None
     groups: dict = {}
     for i, l in enumerate(one.labels):
         groups.setdefault(sig(l), []).append(i)
@@ -204,7 +273,7 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
         ev.sh.check_deadline()
         p = one.present[idx]
         cnt = p.sum(0)
-        bad = (cnt > 1) & any_many
+        bad = (cnt > 1) & (True if filling else any_many)
         if bad.any():
             t = int(np.argmax(bad))
             dup = [fmt_labels(one.labels[idx[j]]) for j in np.nonzero(p[:, t])[0][:2]]
@@ -215,74 +284,60 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
         sel[k] = (np.asarray(idx)[p.argmax(0)], cnt == 1)
     is_cmp = op in CMP
     drop_op = (not is_cmp) or ret_bool
-    has_h = lhs.hist is not None or rhs.hist is not None
     labels: list[Labels] = []
     vals, pres, drops, hists = [], [], [], []
     matched_cnt: dict = {}
+    many_sigs: dict = {}
+    none = np.zeros(T, bool)
+
+    def emit(ll: Labels, r, mm, d: bool, rh) -> None:
+        labels.append(ll), vals.append(r), pres.append(mm), drops.append(d), hists.append(rh)
+
     for j, l in enumerate(many.labels):
         ev.sh.check_deadline()
         k = sig(l)
-        if k not in sel:
-            continue
-        ridx, ok = sel[k]
-        m = many.present[j] & ok
+        if fill_l is not None:
+            many_sigs[k] = many_sigs.get(k, none) | many.present[j]
+        ridx, ok = sel.get(k, (np.zeros(T, dtype=np.intp), none))
+        matched = many.present[j] & ok
+        filled = many.present[j] & ~ok if fill_r is not None else none
+        m = matched | filled
         if not m.any():
             continue
         if card == pp.VectorMatchCardinality.OneToOne:
             c = matched_cnt.get(k)
             matched_cnt[k] = m.astype(np.int32) if c is None else c + m
-        mv = many.vals[j]
-        ov = one.vals[ridx, ar]
-        a, b = (ov, mv) if swap else (mv, ov)
-        r = arith(op, a, b)
-        rh = None
-        if has_h:
-            mh = many.hist[j] if many.hist is not None else np.full(T, None, dtype=object)
-            oh = one.hist[ridx, ar] if one.hist is not None else np.full(T, None, dtype=object)
-            cells = m & ((mh != None) | (oh != None))  # noqa: E711
-        if is_cmp:
-            if ret_bool:
-                r = r.astype(np.float64)
-            else:
-                m = m & r
-                r = a
-        if has_h and cells.any():
-            r = np.array(r, dtype=np.float64)
-            m = m.copy()
-            rh = np.full(T, None, dtype=object)
-            ha, hb = (oh, mh) if swap else (mh, oh)
-            for t in np.nonzero(cells)[0]:
-                f, hh, keep, failed = elem(ev, op, float(a[t]), float(b[t]), ha[t], hb[t])
-                if failed or (not keep and not ret_bool):
-                    m[t] = False
-                    continue
-                m[t] = True
-                if ret_bool:
-                    r[t] = 1.0 if keep else 0.0
-                elif is_cmp:
-                    rh[t] = ha[t]
-                    r[t] = 0.0
-                else:
-                    rh[t] = hh
-                    r[t] = f
+        ov = one.vals[ridx, ar] if len(one.labels) else np.zeros(T)
+        ov = np.where(filled, fill_r, ov) if filled.any() else ov
+        mh = many.hist[j] if many.hist is not None else None
+        oh = None
+        if one.hist is not None and len(one.labels):
+            oh = np.where(filled, None, one.hist[ridx, ar])
+        a, b = (ov, many.vals[j]) if swap else (many.vals[j], ov)
+        ha, hb = (oh, mh) if swap else (mh, oh)
+        r, m, rh = _elems(ev, op, a, b, ha, hb, m, ret_bool)
         base = _result_labels(l, card, on, mnames, drop_op)
+        d = drop_op or bool(many.drop[j])
         if include:
-            for ri in np.unique(ridx[m]):
-                mm = m & (ridx == ri)
-                ll = base
-                for n in include:
-                    v = get_label(one.labels[ri], n)
-                    d = dict(ll)
-                    if v:
-                        d[n] = v
-                    else:
-                        d.pop(n, None)
-                    ll = tuple(sorted(d.items()))
-                labels.append(ll), vals.append(r), pres.append(mm), drops.append(drop_op or many.drop[j])
-                hists.append(rh)
+            for ri in np.unique(ridx[m & matched]):
+                emit(_with_include(base, one.labels[ri], include), r, m & matched & (ridx == ri), d, rh)
+            if (m & filled).any():
+                emit(_with_include(base, _match_labels(l, on, mnames), include), r, m & filled, d, rh)
         else:
-            labels.append(base), vals.append(r), pres.append(m), drops.append(drop_op or many.drop[j])
-            hists.append(rh)
+            emit(base, r, m, d, rh)
+    if fill_l is not None:
+        for i, l in enumerate(one.labels):
+            ev.sh.check_deadline()
+            m = one.present[i] & ~many_sigs.get(sig(l), none)
+            if not m.any():
+                continue
+            fv = np.full(T, fill_l)
+            oh = one.hist[i] if one.hist is not None else None
+            a, b = (one.vals[i], fv) if swap else (fv, one.vals[i])
+            ha, hb = (oh, None) if swap else (None, oh)
+            r, m, rh = _elems(ev, op, a, b, ha, hb, m, ret_bool)
+            base = _result_labels(_match_labels(l, on, mnames), card, on, mnames, drop_op)
+            emit(_with_include(base, l, include) if include else base, r, m, drop_op, rh)
     for k, c in matched_cnt.items():
         if (c > 1).any():
             raise PromQLError("execution", "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
@@ -299,6 +354,29 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
     err = ("multiple matches for labels: grouping labels must ensure unique matches"
            if card != pp.VectorMatchCardinality.OneToOne else "vector cannot contain metrics with the same labelset")
     return merge_rows(out, err)
+
+
+def _with_include(base: Labels, one_labels: Labels, include: list[str]) -> Labels:
+    """group_left/group_right(labels): copied from the "one" side's series (absent = removed)."""
+    d = dict(base)
+    for n in include:
+        v = get_label(one_labels, n)
+        if v:
+            d[n] = v
+        else:
+            d.pop(n, None)
+    return tuple(sorted(d.items()))
+
+
+def _match_labels(l: Labels, on: bool, mnames: list[str]) -> Labels:
+    """The labels a fill sample stands in with (Prometheus's MatchLabels): on(...) keeps the
+    listed ones, otherwise all but the ignored ones and the metric name."""
+    if on:
+        keep = set(mnames)
+        return tuple(p for p in l if p[0] in keep)
+    ign = set(mnames)
+    ign.add(METRIC_NAME)
+    return tuple(p for p in l if p[0] not in ign)
 
 
 def _result_labels(l: Labels, card, on: bool, mnames: list[str], drop_op: bool) -> Labels:
