@@ -5,12 +5,14 @@ import numpy as np
 import promql_parser as pp
 
 from querier.promql import nhist
+from querier.promql.nhtrim import TRIM_OPS, TRIM_UPPER, trim
 from querier.promql.types import PromQLError
 from querier.promql.values import Scalar, Vec, drop_name, fmt_labels, get_label, is_hist, merge_rows
 from receiver.tsdb.labels import METRIC_NAME, Labels
 
 CMP = {"==", "!=", ">", "<", ">=", "<="}
 SET = {"and", "or", "unless"}
+KEEPS_NAME = CMP | TRIM_OPS  # Prometheus's changesMetricSchema is false for these
 
 
 def arith(op: str, a, b):
@@ -29,6 +31,8 @@ def arith(op: str, a, b):
             return np.power(np.asarray(a, dtype=np.float64), b)
         if op == "atan2":
             return np.arctan2(a, b)
+        if op in TRIM_OPS:  # defined on histograms only; the float cells are dropped
+            return np.full(np.broadcast(a, b).shape, np.nan)
         if op == "==":
             return a == b
         if op == "!=":
@@ -63,6 +67,8 @@ def elem(ev, op: str, fl: float, fr: float, hl, hr):
             return 0.0, hl.copy().mul(fr).compact(), True, False
         if op == "/":
             return 0.0, hl.copy().div(fr).compact(), True, False
+        if op in TRIM_OPS:
+            return 0.0, trim(hl.copy(), fr, op == TRIM_UPPER), True, False
         return incompatible()
     if op in ("+", "-"):
         res = hl.copy()
@@ -90,8 +96,14 @@ def binary(ev, e) -> object:
     op = str(e.op)
     mod = e.modifier
     ret_bool = bool(mod and mod.return_bool)
-    lhs = ev.eval(e.lhs)
-    rhs = ev.eval(e.rhs)
+    if op in TRIM_OPS and ev.stats:  # trimming needs the buckets: no stats-only reading below
+        ev.stats = False
+        try:
+            lhs, rhs = ev.eval(e.lhs), ev.eval(e.rhs)
+        finally:
+            ev.stats = True
+    else:
+        lhs, rhs = ev.eval(e.lhs), ev.eval(e.rhs)
     if fill_values(mod) != (None, None):
         # Prometheus's parser refuses these; never evaluate a fill we would have to ignore.
         if op in SET:
@@ -99,6 +111,8 @@ def binary(ev, e) -> object:
         if not isinstance(lhs, Vec) or not isinstance(rhs, Vec):
             raise PromQLError("bad_data", "filling in missing series only allowed between instant vectors")
     if isinstance(lhs, Scalar) and isinstance(rhs, Scalar):
+        if op in TRIM_OPS:
+            raise PromQLError("execution", f'operator "{op}" not allowed for Scalar operations')
         r = arith(op, lhs.vals, rhs.vals)
         return Scalar(r.astype(np.float64))
     if op in SET:
@@ -114,8 +128,12 @@ def _vec_scalar(ev, op: str, lhs, rhs, ret_bool: bool) -> Vec:
     a, b = (s, vec.vals) if swap else (vec.vals, s)
     r = arith(op, a, b)
     hm = is_hist(vec)
+    if op in TRIM_OPS:
+        _float_trim_info(ev, op, vec.present & ~hm, "float", "float")
     if hm.any():
         return _vec_scalar_hist(ev, op, vec, s[0], swap, ret_bool, r, hm)
+    if op in TRIM_OPS:
+        return Vec(vec.labels, r, np.zeros_like(vec.present), vec.drop)
     if op in CMP:
         if ret_bool:
             return Vec(vec.labels, r.astype(np.float64), vec.present, np.ones(len(vec.labels), bool))
@@ -130,6 +148,8 @@ def _vec_scalar_hist(ev, op, vec: Vec, s, swap: bool, ret_bool: bool, r, hm) -> 
     vals = (r.astype(np.float64) if ret_bool or not is_cmp else vec.vals.copy())
     if is_cmp and not ret_bool:
         pres &= np.asarray(r, dtype=bool) | hm
+    elif op in TRIM_OPS:
+        pres &= hm
     else:
         vals = np.array(vals, dtype=np.float64)
     hist = np.full(vec.vals.shape, None, dtype=object)
@@ -145,8 +165,14 @@ def _vec_scalar_hist(ev, op, vec: Vec, s, swap: bool, ret_bool: bool, r, hm) -> 
             hist[i, t] = h
         else:
             hist[i, t] = hh
-    drop = vec.drop if is_cmp and not ret_bool else np.ones(len(vec.labels), bool)
+    drop = vec.drop if op in KEEPS_NAME and not ret_bool else np.ones(len(vec.labels), bool)
     return Vec(vec.labels, vals, pres, drop, None, hist)
+
+
+def _float_trim_info(ev, op: str, cells, lt: str, rt: str) -> None:
+    """Trimming is defined on histograms only: float operands are dropped with an info."""
+    if cells.any():
+        ev.info(f'incompatible sample types encountered for binary operator "{op}": {lt} {op} {rt}')
 
 
 def _sig_fn(mod):
@@ -217,6 +243,11 @@ def _elems(ev, op: str, a, b, ha, hb, m, ret_bool: bool):
         ha = none if ha is None else ha
         hb = none if hb is None else hb
         cells = m & ((ha != None) | (hb != None))  # noqa: E711
+    if op in TRIM_OPS:
+        _float_trim_info(ev, op, m if cells is None else m & ~cells, "float", "float")
+        m = m if cells is None else m & cells
+        if cells is None:
+            m = np.zeros_like(m)
     r = arith(op, a, b)
     if op in CMP:
         if ret_bool:
@@ -282,8 +313,7 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
                               f"on the {side} hand-side of the operation: [{', '.join(dup)}];many-to-many matching not allowed: "
                               "matching labels must be unique on one side")
         sel[k] = (np.asarray(idx)[p.argmax(0)], cnt == 1)
-    is_cmp = op in CMP
-    drop_op = (not is_cmp) or ret_bool
+    drop_op = op not in KEEPS_NAME or ret_bool
     labels: list[Labels] = []
     vals, pres, drops, hists = [], [], [], []
     matched_cnt: dict = {}
