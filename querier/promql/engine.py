@@ -9,7 +9,7 @@ from datetime import timedelta
 import numpy as np
 import promql_parser as pp
 
-from querier.promql import aggregate, binops, functions
+from querier.promql import aggregate, binops, functions, rangeext
 from querier.promql.features import experimental_use
 from querier.promql.guard import check_query
 from querier.promql.parse_errors import prometheus_parse_error
@@ -217,6 +217,8 @@ class Evaluator:
         E = self._times(vs, lb)
         if self.T == 0:
             return empty_vec(0)
+        if rangeext.selector_mode(vs) == rangeext.SMOOTHED:
+            return self._smoothed_selector(vs, E, lb)
         series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
         n = len(series)
         self.sh.reserve(n * self.T)
@@ -247,13 +249,40 @@ class Evaluator:
             hist = None if hist is None else hist[keep]
         return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts, hist)
 
+    def _smoothed_selector(self, vs, E: np.ndarray, lb: int) -> Vec:
+        """``x smoothed``: each step's value interpolated between the samples around it."""
+        series = self._select(vs, int(E.min()) - lb + 1, int(E.max()) + lb)
+        n = len(series)
+        self.sh.reserve(n * self.T)
+        vals = np.zeros((n, self.T))
+        pres = np.zeros((n, self.T), dtype=bool)
+        hist = None
+        for i, (l, ts, v, hs) in enumerate(series):
+            self.sh.check_deadline()
+            live = ~is_stale(v)
+            ts, v, hs = ts[live], v[live], None if hs is None else hs[live]
+            if not len(ts):
+                continue
+            vals[i], pres[i], hrow = rangeext.smoothed_row(self, ts, v, hs, E, lb, _metric_name(l))
+            if hrow is not None:
+                if hist is None:
+                    hist = np.full((n, self.T), None, dtype=object)
+                hist[i] = hrow
+        keep = pres.any(1)
+        labels = [l for (l, *_), k in zip(series, keep) if k]
+        return Vec(labels, vals[keep], pres[keep], np.zeros(len(labels), dtype=bool), None,
+                   None if hist is None else hist[keep])
+
     def matrix_selector(self, ms) -> Matrix:
         vs = ms.vector_selector
         rng = dur_ms(ms.range)
-        E = self._times(vs, rng)
+        mode = rangeext.selector_mode(vs)
+        ext = rangeext.Extended(mode, self.sh.opts.lookback_delta_ms) if mode else None
+        E = self._times(vs, rng + (ext.lookback if ext else 0))
         if self.T == 0:
-            return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs))
-        series = self._select(vs, int(E.min()) - rng + 1, int(E.max()), range_ms=rng)
+            return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs), ext=ext)
+        wend, wrng = ext.window(E, rng) if ext else (E, rng)
+        series = self._select(vs, int(wend.min()) - wrng + 1, int(wend.max()), range_ms=rng)
         labels, tss, valss, hss = [], [], [], []
         for l, ts, v, hs in series:
             st = is_stale(v)
@@ -267,7 +296,7 @@ class Evaluator:
                 hss.append(hs)
         any_h = any(h is not None for h in hss)
         return Matrix(labels, tss, valss, np.zeros(len(labels), bool), E, rng, self._eval_ts(vs),
-                      hss if any_h else None)
+                      hss if any_h else None, ext)
 
     def subquery(self, sq) -> Matrix:
         rng = dur_ms(sq.range)
@@ -326,6 +355,10 @@ def _unknown_hints(hs: np.ndarray) -> np.ndarray:
             h.hint = nhist.UNKNOWN
             out[k] = h
     return out
+
+
+def _metric_name(l) -> str:
+    return dict(l).get("__name__", "")
 
 
 def _op_of(m) -> MatchType:

@@ -10,7 +10,7 @@ from querier.promql import histogram
 from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZING, Windows,
                                       batch_bounds, bounds)
 from querier.promql.types import PromQLError
-from querier.promql import nhist, rangehist
+from querier.promql import nhist, rangeext, rangehist
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
                                    select_rows, set_label, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
@@ -51,6 +51,12 @@ def call(ev, e):
         if types and types[min(i, len(types) - 1)] == pp.ValueType.Vector and _is_number(a):
             raise PromQLError("bad_data", f"expected type vector in call to function '{name}', "
                                           "got scalar")
+    for a in args:  # x[r] anchored/smoothed only where the function makes sense of it
+        while isinstance(a, pp.ParenExpr):
+            a = a.expr
+        mode = rangeext.selector_mode(a.vector_selector) if isinstance(a, pp.MatrixSelector) else None
+        if mode:
+            rangeext.check_function(name, mode)
     if ev.stats and name in ("histogram_quantile", "histogram_quantiles", "histogram_fraction"):
         ev.stats = False
         try:
@@ -192,7 +198,8 @@ def _range_call(ev, name: str, args) -> Vec:
                 if (hi > lo).any():
                     warned.add(mn)
                     ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
-    fn = RANGE_FUNCS[name]
+    ext = m.ext if isinstance(m, Matrix) else None
+    fn = rangeext.EXT_FUNCS[name] if ext else RANGE_FUNCS[name]
     n = len(m.labels)
     ev.sh.reserve(n * ev.T)
     vals = np.zeros((n, ev.T))
@@ -205,8 +212,11 @@ def _range_call(ev, name: str, args) -> Vec:
             float_rows.append(i)
             continue
         ev.sh.check_deadline()
-        r, ok, hrow = rangehist.hist_range(ev, name, m.labels[i], m.ts[i], m.vals[i], hs, m,
-                                           extra_vals)
+        if ext:
+            r, ok, hrow = rangeext.hist_ext(ev, name, m.labels[i], m.ts[i], m.vals[i], hs, m)
+        else:
+            r, ok, hrow = rangehist.hist_range(ev, name, m.labels[i], m.ts[i], m.vals[i], hs, m,
+                                               extra_vals)
         vals[i], pres[i] = r, ok
         if hrow is not None:
             if hist is None:
@@ -243,19 +253,24 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
         return
     T = ev.T
     lens = np.fromiter((len(m.ts[i]) for i in rows), dtype=np.int64, count=len(rows))
+    wgeo = (m.end, m.rng) if m.ext is None else m.ext.window(m.end, m.rng)  # the samples fn sees
     for a, b in _batches(lens + T):
         ev.sh.check_deadline()
         part = rows[a:b]
         ts = np.concatenate([m.ts[i] for i in part])
         x = np.concatenate([m.vals[i] for i in part])
-        found = batch_bounds(ts, lens[a:b], m.end, m.rng)
+        found = batch_bounds(ts, lens[a:b], *wgeo)
         if found is None:  # timestamps too far apart to band: one series at a time
             for i in part:
-                lo, hi = bounds(m.ts[i], m.end, m.rng)
-                _apply(ev, name, fn, m.ts[i], m.vals[i], lo, hi, m, extra_vals, vals, pres,
+                lo, hi = bounds(m.ts[i], *wgeo)
+                w = m if m.ext is None else _ext_windows(m, *rangeext.inner_bounds(m.ts[i], m.end, m.rng))
+                _apply(ev, name, fn, m.ts[i], m.vals[i], lo, hi, w, extra_vals, vals, pres,
                        np.array([i]))
             continue
         lo, hi = found
+        if m.ext is not None:
+            after_start = batch_bounds(ts, lens[a:b], m.end, m.rng)[0]
+            at_end = batch_bounds(ts, lens[a:b], m.end - 1, 0)[1]
         k = len(part)
         if name not in WINDOW_MATERIALIZING:
             subs = [(0, k)]
@@ -269,9 +284,14 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
             w = slice(c * T, d * T)
             extra = [np.tile(v, d - c) if isinstance(v, np.ndarray) and v.shape == (T,) else v
                      for v in extra_vals]
-            _apply(ev, name, fn, ts[o:e], x[o:e], lo[w] - o, hi[w] - o,
-                   Windows(np.tile(m.end, d - c), m.rng, np.tile(m.eval_ts, d - c)), extra,
-                   vals, pres, part[c:d])
+            win = Windows(np.tile(m.end, d - c), m.rng, np.tile(m.eval_ts, d - c))
+            if m.ext is not None:
+                win = rangeext.ExtWindows(win.end, win.rng, win.eval_ts, m.ext, after_start[w] - o, at_end[w] - o)
+            _apply(ev, name, fn, ts[o:e], x[o:e], lo[w] - o, hi[w] - o, win, extra, vals, pres, part[c:d])
+
+
+def _ext_windows(m: Matrix, after_start: np.ndarray, at_end: np.ndarray):
+    return rangeext.ExtWindows(m.end, m.rng, m.eval_ts, m.ext, after_start, at_end)
 
 
 def _apply(ev, name, fn, ts, x, lo, hi, w, extra, vals, pres, rows: np.ndarray) -> None:
