@@ -424,16 +424,22 @@ class Engine:
             seen = set()
             for i, l in enumerate(v.labels):
                 ts, vals = v.ts[i], v.vals[i]
+                hrow = v.hists[i] if v.hists is not None else None
                 end = int(v.end[0])
                 lo, hi = np.searchsorted(ts, [end - v.rng, end], side="right")
+                if v.ext is not None:  # the boundary points sit on the window's edges
+                    got = rangeext.extended_points(ts, vals, hrow, end, v.rng, v.ext)
+                    if got is None:
+                        continue
+                    (ts, vals), hrow, lo, hi = got, None, 0, len(got[0])
                 if hi > lo:
                     ll = l if keep[i] else drop_name(l)
                     if ll in seen:
                         raise PromQLError("execution", "vector cannot contain metrics with the same labelset")
                     seen.add(ll)
                     vv = vals[lo:hi].copy()
-                    if v.hists is not None and v.hists[i] is not None:
-                        hh = v.hists[i][lo:hi]
+                    if hrow is not None:
+                        hh = hrow[lo:hi]
                         if any(h is not None for h in hh):
                             vv = vv.astype(object)
                             m = hh != None  # noqa: E711

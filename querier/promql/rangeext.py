@@ -155,6 +155,37 @@ EXT_FUNCS = {"rate": partial(_ext_rate, counter=True, rate=True),
              "changes": f_changes, "resets": f_resets}
 
 
+def extended_points(ts, x, hs, end: int, rng: int, ext: Extended):
+    """An instant query's ``x[r] anchored|smoothed`` for one series (Prometheus's
+    extendFloats): the window's samples framed by the boundary values at its start and end
+    (picked, or interpolated when smoothed). None when nothing lies inside the window."""
+    wend, wrng = ext.window(np.array([end], dtype=np.int64), rng)
+    lo, hi = (int(b[0]) for b in bounds(ts, wend, wrng))
+    if hi <= lo:
+        return None
+    if hs is not None and (hs[lo:hi] != None).any():  # noqa: E711
+        raise PromQLError("execution", f"{ext.mode} modifier is not supported with histograms")
+    t, v = ts[lo:hi], x[lo:hi]
+    smoothed = ext.mode == SMOOTHED
+    start = end - rng
+    last = len(t) - 1
+    first = max(0, int(np.searchsorted(t[:last], start, side="right")) - 1)
+    if smoothed:
+        last = int(np.searchsorted(t[:last], end - 1, side="right"))
+    if t[last] <= start:
+        return None
+    left, right = v[first], v[last]
+    if smoothed and t[first] < start:
+        left = _interpolate(t, v, first, first + 1, start, False)
+    if smoothed and last > 0 and t[last] > end:
+        right = _interpolate(t, v, last - 1, last, end, False)
+    first += int(t[first] <= start)
+    last -= int(t[last] >= end)
+    mid = slice(first, max(first, last + 1))
+    return (np.concatenate([[start], t[mid], [end]]).astype(np.int64),
+            np.concatenate([[left], v[mid], [right]]))
+
+
 # -- series with native histograms: window by window ---------------------------------------
 def hist_ext(ev, name: str, lbls, ts, x, hs, m):
     """One series holding histograms: (vals [T], present [T], hists [T] | None)."""
