@@ -52,9 +52,8 @@ def call(ev, e):
             raise PromQLError("bad_data", f"expected type vector in call to function '{name}', "
                                           "got scalar")
     for a in args:  # x[r] anchored/smoothed only where the function makes sense of it
-        while isinstance(a, pp.ParenExpr):
-            a = a.expr
-        mode = rangeext.selector_mode(a.vector_selector) if isinstance(a, pp.MatrixSelector) else None
+        vs = getattr(a, "vector_selector", None)  # a matrix selector
+        mode = rangeext.selector_mode(vs) if vs is not None else None
         if mode:
             rangeext.check_function(name, mode)
     if ev.stats and name in ("histogram_quantile", "histogram_quantiles", "histogram_fraction"):
