@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import promql_parser as pp
 
+from querier.promql import ast
 from querier.promql import nhist
 from querier.promql.nhtrim import TRIM_OPS, TRIM_UPPER, trim
 from querier.promql.types import PromQLError
@@ -178,7 +178,7 @@ def _float_trim_info(ev, op: str, cells, lt: str, rt: str) -> None:
 def _sig_fn(mod):
     """Matching signature: on(...) keeps the listed labels, otherwise all but ignored and __name__."""
     m = mod.matching if mod is not None else None
-    if m is not None and m.type == pp.LabelModifierType.Include:
+    if m is not None and m.type == ast.LabelModifierType.Include:
         names = sorted(set(m.labels))
         return lambda l: tuple(get_label(l, n) for n in names), True, names
     ign = set(m.labels) if m is not None else set()
@@ -220,18 +220,10 @@ def _set_op(op: str, lhs, rhs, mod) -> Vec:
 
 
 def fill_values(mod) -> tuple[float | None, float | None]:
-    """The fill(v)/fill_left(v)/fill_right(v) values of a matching modifier: (lhs, rhs).
-
-    Our parser's AST carries ``fill_left``/``fill_right``; promql_parser's a ``fill_values``
-    object with ``lhs``/``rhs``. Either way a modifier's fill is never ignored."""
+    """The fill(v)/fill_left(v)/fill_right(v) values of a matching modifier: (lhs, rhs)."""
     if mod is None:
         return None, None
-    if hasattr(mod, "fill_left") or hasattr(mod, "fill_right"):
-        return getattr(mod, "fill_left", None), getattr(mod, "fill_right", None)
-    fv = getattr(mod, "fill_values", None)
-    if fv is None:
-        return None, None
-    return fv.lhs, fv.rhs
+    return mod.fill_left, mod.fill_right
 
 
 def _elems(ev, op: str, a, b, ha, hb, m, ret_bool: bool):
@@ -284,11 +276,11 @@ def _hist_elems(ev, op, a, b, ha, hb, m, cells, r, ret_bool):
 
 
 def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
-    card = mod.card if mod is not None else pp.VectorMatchCardinality.OneToOne
+    card = mod.card if mod is not None else ast.VectorMatchCardinality.OneToOne
     include = list(mod.group_labels or []) if mod is not None else []
     sig, on, mnames = _sig_fn(mod)
     fill_l, fill_r = fill_values(mod)
-    swap = card == pp.VectorMatchCardinality.OneToMany
+    swap = card == ast.VectorMatchCardinality.OneToMany
     # As Prometheus: after the swap the "many" side misses are filled with fill_right, the
     # unmatched "one" side with fill_left (group_right swaps which operand is which).
     many, one = (rhs, lhs) if swap else (lhs, rhs)
@@ -334,7 +326,7 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
         m = matched | filled
         if not m.any():
             continue
-        if card == pp.VectorMatchCardinality.OneToOne:
+        if card == ast.VectorMatchCardinality.OneToOne:
             c = matched_cnt.get(k)
             matched_cnt[k] = m.astype(np.int32) if c is None else c + m
         ov = one.vals[ridx, ar] if len(one.labels) else np.zeros(T)
@@ -382,7 +374,7 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
                 hist[k] = h
     out = Vec(labels, np.array(vals, dtype=np.float64), np.array(pres), np.array(drops, dtype=bool), None, hist)
     err = ("multiple matches for labels: grouping labels must ensure unique matches"
-           if card != pp.VectorMatchCardinality.OneToOne else "vector cannot contain metrics with the same labelset")
+           if card != ast.VectorMatchCardinality.OneToOne else "vector cannot contain metrics with the same labelset")
     return merge_rows(out, err)
 
 
@@ -410,7 +402,7 @@ def _match_labels(l: Labels, on: bool, mnames: list[str]) -> Labels:
 
 
 def _result_labels(l: Labels, card, on: bool, mnames: list[str], drop_op: bool) -> Labels:
-    if card == pp.VectorMatchCardinality.OneToOne:
+    if card == ast.VectorMatchCardinality.OneToOne:
         if on:
             keep = set(mnames)
             l = tuple(p for p in l if p[0] in keep)

@@ -57,11 +57,9 @@ class ExtWindows:
 
 def selector_mode(vs) -> str | None:
     """ANCHORED, SMOOTHED or None for a vector selector of our parser's AST."""
-    if getattr(vs, "anchored", False):
+    if vs.anchored:
         return ANCHORED
-    if getattr(vs, "smoothed", False):
-        return SMOOTHED
-    return None
+    return SMOOTHED if vs.smoothed else None
 
 
 def check_function(name: str, mode: str) -> None:
