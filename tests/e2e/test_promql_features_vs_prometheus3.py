@@ -118,3 +118,38 @@ def test_edge_values_answer_as_prometheus_3(promring_up, tmp_path):
         _assert_same_answers(prom.api, pr.api, EDGE_QUERIES, (ts[-1] + 1000) / 1000, _same)
     finally:
         prom.stop()
+
+
+EXTENDED_FLAGS = "promql-binop-fill-modifiers,promql-extended-range-selectors"
+EXTENDED_QUERIES = [
+    "a_total + fill(0) c_total", "a_total - fill_left(1) fill_right(2) c_total",
+    "a_total > bool on(job) fill(3) c_total", "c_total / on(job) group_left fill_right(10) b_total",
+    "increase(a_total[1m] anchored)", "rate(a_total[1m] smoothed)", "delta(b_total[45s] smoothed)",
+    "changes(a_total[1m] anchored)", "resets(a_total[2m] anchored)", "a_total smoothed",
+    "b_total offset 7s smoothed", "max_over_time(a_total[1m] anchored)",
+]
+
+
+def test_fill_and_extended_selectors_answer_as_prometheus_3(promring_up, tmp_path):
+    """Fill modifiers and anchored/smoothed selectors (with their flags) against Prometheus 3,
+    at a time between samples so smoothing interpolates; the counter resets once."""
+    flags = f"--enable-feature={EXTENDED_FLAGS}"
+    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
+                             "--web.enable-remote-write-receiver", flags)
+    prom.args[0] = peer("prometheus")
+    prom.start()
+    try:
+        pr = promring_up(tmp_path / "data", flags)
+        now = int(time.time() * 1000)
+        ts = [now - 120_000 + i * 15_000 for i in range(9)]
+        series = [((("__name__", "a_total"), ("job", "node")), ts, [5.0, 7, 8, 2, 4, 9, 9, 12, 13]),
+                  ((("__name__", "b_total"), ("job", "node"), ("x", "1")), ts, [2.0 * i for i in range(9)]),
+                  ((("__name__", "c_total"), ("job", "other")), ts[2:], [1.0] * 7)]
+        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
+            assert push(url, series).status_code in (200, 204)
+        _assert_same_answers(prom.api, pr.api, EXTENDED_QUERIES, (ts[5] + 7_500) / 1000, _same)
+        # range vectors: the window framed by its boundary values
+        _assert_same_answers(prom.api, pr.api, ["a_total[1m] anchored", "b_total[1m] smoothed"],
+                             (ts[5] + 7_500) / 1000)
+    finally:
+        prom.stop()
