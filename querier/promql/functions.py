@@ -1,6 +1,7 @@
 """Function calls: range-vector functions (via rangefuncs) and instant-vector/scalar functions."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -117,10 +118,13 @@ def call(ev, e):
                 r, pres = np.minimum(a[0], v.vals), v.present
         return Vec(v.labels, r, pres, np.ones(len(v.labels), bool))
     if name == "timestamp":
-        v = ev.eval(args[0])
         inner = args[0]
         while isinstance(inner, ast.ParenExpr):
             inner = inner.expr
+        if isinstance(inner, ast.VectorSelector) and inner.smoothed:
+            # as Prometheus: the raw samples' times, the selector read without smoothing
+            inner = dataclasses.replace(inner, smoothed=False)
+        v = ev.eval(inner)
         # only a selector itself gives its samples' times; any function or operator in between
         # (label_replace, sort, ...) yields values at the evaluation time, as in Prometheus
         if v.sample_ts is not None and isinstance(inner, ast.VectorSelector):

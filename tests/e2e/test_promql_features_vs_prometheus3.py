@@ -126,7 +126,8 @@ EXTENDED_QUERIES = [
     "a_total > bool on(job) fill(3) c_total", "c_total / on(job) group_left fill_right(10) b_total",
     "increase(a_total[1m] anchored)", "rate(a_total[1m] smoothed)", "delta(b_total[45s] smoothed)",
     "changes(a_total[1m] anchored)", "resets(a_total[2m] anchored)", "a_total smoothed",
-    "b_total offset 7s smoothed", "max_over_time(a_total[1m] anchored)",
+    "b_total offset 7s smoothed", "max_over_time(a_total[1m] anchored)", "timestamp(a_total smoothed)",
+    "timestamp((b_total smoothed))",
 ]
 
 
