@@ -41,6 +41,17 @@ def _answer(api: str, q: str, t: float) -> tuple[int, object]:
         if isinstance(res, list) else res
 
 
+def _range_answer(api: str, q: str, start: float, end: float) -> tuple[int, object]:
+    r = requests.get(f"{api}/query_range", params={"query": q, "start": start, "end": end, "step": 7.5},
+                     timeout=30)
+    body = r.json()
+    if body["status"] != "success":
+        return r.status_code, (body["errorType"], body["error"])
+    return r.status_code, sorted((sorted((k, v) for k, v in s["metric"].items() if k != "tenant_id"),
+                                  [(t, round(float(v), 9)) for t, v in s["values"]])
+                                 for s in body["data"]["result"])
+
+
 def _assert_same_answers(theirs_api: str, ours_api: str, queries: list[str], t: float,
                          same=lambda a, b: a == b) -> None:
     diffs = []
@@ -127,7 +138,9 @@ EXTENDED_QUERIES = [
     "increase(a_total[1m] anchored)", "rate(a_total[1m] smoothed)", "delta(b_total[45s] smoothed)",
     "changes(a_total[1m] anchored)", "resets(a_total[2m] anchored)", "a_total smoothed",
     "b_total offset 7s smoothed", "max_over_time(a_total[1m] anchored)", "timestamp(a_total smoothed)",
-    "timestamp((b_total smoothed))",
+    "timestamp((b_total smoothed))", "a_total == fill(5) c_total", "b_total + ignoring(x) fill(1) a_total",
+    "increase(a_total[20s] anchored)", "rate(a_total[10s] smoothed)", "resets(a_total[30s] anchored offset 1m)",
+    "increase(a_total[1m] smoothed @ 100)", "sum(rate(a_total[1m] anchored))",
 ]
 
 
@@ -148,7 +161,13 @@ def test_fill_and_extended_selectors_answer_as_prometheus_3(promring_up, tmp_pat
                   ((("__name__", "c_total"), ("job", "other")), ts[2:], [1.0] * 7)]
         for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
             assert push(url, series).status_code in (200, 204)
-        _assert_same_answers(prom.api, pr.api, EXTENDED_QUERIES, (ts[5] + 7_500) / 1000, _same)
+        for t in (ts[5] + 7_500, ts[2], ts[8] + 200_000):
+            _assert_same_answers(prom.api, pr.api, EXTENDED_QUERIES, t / 1000, _same)
+        for q in ("rate(a_total[1m] smoothed)", "a_total smoothed", "increase(a_total[45s] anchored)",
+                  "a_total - fill_right(0) c_total"):
+            theirs, ours = (_range_answer(api, q, ts[0] / 1000, (ts[8] + 60_000) / 1000)
+                            for api in (prom.api, pr.api))
+            assert ours == theirs, f"{q}\n  prometheus {theirs}\n  promring   {ours}"
         # range vectors: the window framed by its boundary values
         _assert_same_answers(prom.api, pr.api, ["a_total[1m] anchored", "b_total[1m] smoothed"],
                              (ts[5] + 7_500) / 1000)
