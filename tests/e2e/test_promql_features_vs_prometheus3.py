@@ -173,3 +173,31 @@ def test_fill_and_extended_selectors_answer_as_prometheus_3(promring_up, tmp_pat
                              (ts[5] + 7_500) / 1000)
     finally:
         prom.stop()
+
+
+TRIM_QUERIES = [
+    "histogram_count(h </ 3)", "histogram_sum(h </ 3)", "histogram_count(h >/ 0.7)",
+    "histogram_sum(h >/ -1.5)", "histogram_count(hf </ 1.3)", "histogram_sum(hf >/ 0)",
+    "histogram_count(hc </ 0.3)", "histogram_sum(hc >/ 0.3)", "histogram_count(hc >/ 5)",
+    "histogram_quantile(0.5, h </ 4)", "histogram_fraction(0, 1, hf >/ 0.5)", "h </ 1", "f </ 1",
+]
+
+
+def test_trim_operators_answer_as_prometheus_3(promring_up, tmp_path):
+    """</ and >/ on exponential (integer and float) and custom-bucket histograms."""
+    from test_native_histograms_e2e import STEP, custom_hist, push as push_hists, SERIES
+    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
+                             "--web.enable-remote-write-receiver")
+    prom.args[0] = peer("prometheus")
+    prom.start()
+    try:
+        pr = promring_up(tmp_path / "data")
+        t0 = int(time.time() * 1000) - 20 * STEP
+        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
+            push_hists(url, t0, 0, 10, {**SERIES, "hc": custom_hist})
+            assert push(url, [((("__name__", "f"),), [t0], [2.0])]).status_code in (200, 204)
+        _assert_same_answers(prom.api, pr.api, TRIM_QUERIES[:-2], (t0 + 9 * STEP) / 1000, _same)
+        # a histogram result and the float operand that is dropped: compared whole
+        _assert_same_answers(prom.api, pr.api, TRIM_QUERIES[-2:], (t0 + 9 * STEP) / 1000)
+    finally:
+        prom.stop()
