@@ -55,7 +55,7 @@ class Token:
         t, v = self.typ, self.val
         if t == EOF:
             return "end of input"
-        if t in ("and", "or", "unless", "atan2") or t in BINARY_OPS:
+        if t in ("and", "or", "unless", "atan2", AT, EQL_REGEX, NEQ_REGEX) or t in BINARY_OPS:
             return f"<op:{v}>"
         if t in AGGREGATORS:
             return f"<aggr:{v}>"
@@ -109,6 +109,7 @@ def go_unicode_rune(ch: str) -> str:
     return f"U+{ord(ch):04X}" + (f" '{ch}'" if ch.isprintable() else "")
 
 
+_EOF_RUNE = "\ufffd"  # how Go's %q prints the lexer's end-of-input rune (-1)
 _SIMPLE = {"*": "*", "/": "/", "%": "%", "+": "+", "-": "-", "^": "^", ",": COMMA, "@": AT}
 _NAME_REST = re.compile(r"[a-zA-Z0-9_:]*")
 _LABEL_REST = re.compile(r"[a-zA-Z0-9_]*")
@@ -204,7 +205,7 @@ class Lexer:
             t = self._peek()
             if t != "=":
                 self.pos += 1 if t else 0
-                return self._error(f"unexpected character after '!': {go_quote_rune(t) if t else '-1'}")
+                return self._error(f"unexpected character after '!': {go_quote_rune(t or _EOF_RUNE)}")
             self.pos += 1
             return self._tok("!=")
         if r in "<>":
@@ -307,7 +308,7 @@ class Lexer:
             if nr:
                 self.pos += 1
             return self._error(f"unexpected character after '!' inside braces: "
-                               f"{go_quote_rune(nr) if nr else '-1'}")
+                               f"{go_quote_rune(nr or _EOF_RUNE)}")
         if r == "{":
             return self._error("unexpected left brace '{'")
         if r == "}":
