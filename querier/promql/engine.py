@@ -155,9 +155,10 @@ class Evaluator:
             return self.sh.end
         return at.ms
 
-    def _times(self, node, span: int) -> np.ndarray:
+    def _times(self, node, span: int, ahead: int = 0) -> np.ndarray:
         """The time each step is evaluated at, after @ and offset; ``span`` (the range or
-        lookback reaching back from it) must stay within int64 too."""
+        lookback reaching back from it) and ``ahead`` (a smoothed selector's look forward) must
+        stay within int64 too."""
         at = self.at_ms(node)
         off = dur_ms(node.offset)
         if at is not None:
@@ -166,7 +167,7 @@ class Evaluator:
             lo, hi = int(self.steps[0]), int(self.steps[-1])
         else:
             lo = hi = 0
-        if lo - off - span - 1 <= INT64_MIN or hi - off >= INT64_MAX:
+        if lo - off - span - 1 <= INT64_MIN or hi - off + ahead >= INT64_MAX:
             raise PromQLError("bad_data", "evaluation time out of range after @ and offset modifiers")
         base = self.steps if at is None else np.full(self.T, at, dtype=np.int64)
         return base - off
@@ -205,10 +206,11 @@ class Evaluator:
 
     def vector_selector(self, vs) -> Vec:
         lb = self.sh.opts.lookback_delta_ms
-        E = self._times(vs, lb)
+        smoothed = rangeext.selector_mode(vs) == rangeext.SMOOTHED
+        E = self._times(vs, lb, lb if smoothed else 0)
         if self.T == 0:
             return empty_vec(0)
-        if rangeext.selector_mode(vs) == rangeext.SMOOTHED:
+        if smoothed:
             return self._smoothed_selector(vs, E, lb)
         series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
         n = len(series)
@@ -269,7 +271,8 @@ class Evaluator:
         rng = dur_ms(ms.range)
         mode = rangeext.selector_mode(vs)
         ext = rangeext.Extended(mode, self.sh.opts.lookback_delta_ms) if mode else None
-        E = self._times(vs, rng + (ext.lookback if ext else 0))
+        E = self._times(vs, rng + (ext.lookback if ext else 0),
+                        ext.lookback if ext is not None and ext.mode == rangeext.SMOOTHED else 0)
         if self.T == 0:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs), ext=ext)
         wend, wrng = ext.window(E, rng) if ext else (E, rng)

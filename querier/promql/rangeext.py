@@ -197,6 +197,7 @@ def hist_ext(ev, name: str, lbls, ts, x, hs, m):
     if name in ("changes", "resets"):
         start, ok = anchor_start(lo, hi, after_start)
         for t in np.nonzero(ok)[0]:
+            ev.sh.check_deadline()
             vals[t] = count_pairs(name, x, hs, int(start[t]), int(hi[t]))
         return vals, ok, None
     hout = np.full(T, None, dtype=object)

@@ -66,3 +66,11 @@ def test_trim_keeps_the_metric_name_and_drops_floats_with_an_info():
     assert vec(ON.instant(HistQ(h), "histogram_count(h >/ 3)", 0)) == {(): 6.0}
     with pytest.raises(PromQLError, match='operator "</" not allowed for Scalar operations'):
         ON.instant(HistQ(h), "1 </ 2", 0)
+
+
+@pytest.mark.parametrize("query", ["a smoothed", "rate(a[1m] smoothed)", "a[1m] smoothed"])
+def test_smoothing_past_the_end_of_time_is_refused_not_wrapped(query):
+    # smoothing looks a lookback past the evaluation time: near int64's end that would wrap
+    with pytest.raises(PromQLError, match="evaluation time out of range") as ex:
+        ON.instant(Q, query, 2**63 - 10)
+    assert ex.value.kind == "bad_data"
