@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from querier.promql.nhist import H, _frac_below, bound
+from querier.promql.nhist import H, _div, _frac_below, bound
 
 TRIM_UPPER, TRIM_LOWER = "</", ">/"
 TRIM_OPS = frozenset((TRIM_UPPER, TRIM_LOWER))
@@ -130,9 +130,9 @@ def _zero_trim(zt: float, zc: float, cut: float, has_neg: bool, has_pos: bool,
             return 0.0, 0.0
         if cut >= up:
             return zc, (lo + up) / 2
-        return zc * (cut - lo) / (up - lo), (lo + cut) / 2
+        return zc * _div(cut - lo, up - lo), (lo + cut) / 2  # a NaN cut: Go's 0/0
     if cut <= lo:
         return zc, (lo + up) / 2
     if cut >= up:
         return 0.0, 0.0
-    return zc * (up - cut) / (up - lo), (cut + up) / 2
+    return zc * _div(up - cut, up - lo), (cut + up) / 2

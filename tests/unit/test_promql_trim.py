@@ -73,3 +73,10 @@ def test_trim_operator_leaves_the_operand_unchanged_and_refuses_floats():
     f, out, keep, failed = elem(ev, ">/", 3.0, 0.0, None, src)  # float >/ histogram
     assert failed and out is None
     assert ev.infos == ['incompatible sample types encountered for binary operator ">/": float >/ histogram']
+
+
+def test_nan_cut_through_a_zero_width_zero_bucket_is_nan_not_a_crash():
+    # Go divides 0/0 into NaN there; Python raised ZeroDivisionError
+    for upper in (True, False):
+        h = trim(nh.H(schema=0, zt=0.0, zc=2.0, count=2.0, sum=0.0), math.nan, upper)
+        assert math.isnan(h.zc) and math.isnan(h.count)
