@@ -101,6 +101,7 @@ class ParserOptions:
     extended_range_selectors: bool = False
     binop_fill_modifiers: bool = False
     max_depth: int = 200  # nesting of expressions; deeper input is refused
+    max_length: int = 256 * 1024  # characters; longer input is refused before any work
 
 
 class ParseError(ValueError):
@@ -263,6 +264,9 @@ class _Parser:
 
     # -- entry ---------------------------------------------------------------------------------
     def parse(self):
+        if len(self.q) > self.opts.max_length:
+            raise self._error(0, f"query is {len(self.q)} characters long, more than the limit of "
+                                 f"{self.opts.max_length}")
         if self.tok.typ == EOF:
             raise self._error(0, "no expression found in input")
         e = self._expr(0)

@@ -131,6 +131,37 @@ def test_edge_values_answer_as_prometheus_3(promring_up, tmp_path):
         prom.stop()
 
 
+PARSE_QUERIES = [  # syntax errors, type errors, and duration expressions (on by default in 3.x)
+    "sum(a_total b)", "rate(a_total b)", "a_total offset y", "a_total[5m 1]", 'a_total{a="b" c="d"}',
+    "sum by (a b) (a_total)", "a_total[5m+]", "(a_total)[5m]", "1 > 2", "a_total[5m] + 1",
+    "abs(a_total,)", '"unterminated', "a_total[0]", "a_total[1m/0]", 'a_total{a=~"(a"}',
+    "sum(rate(a_total[5m])", "a_total @ start(", "rate(a_total)", "a_total[5m:1m] offset 1m offset 1m",
+    "a + on(b) group_left", "round(a_total, >/0.1)", "1e999", "a_total offset 1000y",
+    "count_over_time(a_total[30s * 2])", "count_over_time(a_total[1m:step() + 15s])",
+    "a_total offset (10s + 20s)", "a_total offset -(-30s)", "a_total offset 15s * 2",
+    "count_over_time(a_total[range()])", "count_over_time(a_total[min_of(1m, 2m)])",
+]
+
+
+def test_parse_errors_and_duration_expressions_answer_as_prometheus_3(promring_up, tmp_path):
+    """Our parser against Prometheus 3's: the same errors (text and ``line:col``) and the same
+    answers for duration expressions, with Prometheus's default features."""
+    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
+                             "--web.enable-remote-write-receiver")
+    prom.args[0] = peer("prometheus")
+    prom.start()
+    try:
+        pr = promring_up(tmp_path / "data")
+        now = int(time.time() * 1000)
+        ts = [now - 120_000 + i * 15_000 for i in range(9)]
+        series = [((("__name__", "a_total"), ("job", "node")), ts, [float(i) for i in range(9)])]
+        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
+            assert push(url, series).status_code in (200, 204)
+        _assert_same_answers(prom.api, pr.api, PARSE_QUERIES, (ts[-1] + 1000) / 1000)
+    finally:
+        prom.stop()
+
+
 EXTENDED_FLAGS = "promql-binop-fill-modifiers,promql-extended-range-selectors"
 EXTENDED_QUERIES = [
     "a_total + fill(0) c_total", "a_total - fill_left(1) fill_right(2) c_total",

@@ -276,5 +276,7 @@ def test_depth_is_bounded_without_recursion_error():
               "x" + "[1m:]" * 3000, "sum(" * 3000 + "x" + ")" * 3000, "x[" + "(" * 5000 + "1" + ")" * 5000 + "]"):
         with pytest.raises(ParseError, match="nests too deeply"):
             parse(q)
+    with pytest.raises(ParseError, match="^1:1: parse error: query is 300000 characters long, more than the limit of 262144$"):
+        parse("x" * 300_000)
     parse("(" * 90 + "1" + ")" * 90)  # deep but real
     parse("sum(" * 90 + "x" + ")" * 90)
