@@ -26,6 +26,7 @@ QUERIES = [
     "limitk(1, a_total)",
     "mad_over_time(a_total[1m])",
     "abs(a_total) + on() group_left b_total",
+    "a_total + fill(0) b_total",  # behind a flag neither run turns on: the same parse error
 ]
 
 
