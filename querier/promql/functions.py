@@ -190,17 +190,6 @@ def _range_call(ev, name: str, args) -> Vec:
         if len(bad):
             from querier.promql.aggregate import fmt_float
             ev.warn(f"quantile value should be between 0 and 1, got {fmt_float(bad[0])}")
-    if name in ("rate", "increase") and isinstance(m, Matrix):
-        warned = set()
-        for i, l in enumerate(m.labels):
-            mn = get_label(l, METRIC_NAME)
-            if mn and not mn.endswith(COUNTER_SUFFIXES) and mn not in warned:
-                hs = m.hists[i] if m.hists is not None else None
-                ts = m.ts[i] if hs is None else m.ts[i][hs == None]  # noqa: E711
-                lo, hi = bounds(ts, m.end, m.rng)
-                if (hi > lo).any():
-                    warned.add(mn)
-                    ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
     ext = m.ext if isinstance(m, Matrix) else None
     fn = rangeext.EXT_FUNCS[name] if ext else RANGE_FUNCS[name]
     n = len(m.labels)
@@ -226,8 +215,18 @@ def _range_call(ev, name: str, args) -> Vec:
                 hist = np.full((n, ev.T), None, dtype=object)
             hist[i] = hrow
     _float_range_rows(ev, name, fn, m, extra_vals, np.array(float_rows, dtype=np.intp), vals, pres)
+    if name in ("rate", "increase"):
+        _non_counter_info(ev, m.labels, pres if hist is None else pres & (hist == None))  # noqa: E711
     drop = m.drop.copy() if name in KEEP_NAME else np.ones(n, bool)
     return Vec(list(m.labels), vals, pres, drop, None, hist)
+
+
+def _non_counter_info(ev, labels, float_out: np.ndarray) -> None:
+    """As Prometheus: a series whose rate/increase gave a float result at some step and whose
+    name does not end like a counter's gets an info."""
+    for mn in sorted({get_label(labels[i], METRIC_NAME) for i in np.nonzero(float_out.any(1))[0]}):
+        if mn and not mn.endswith(COUNTER_SUFFIXES):
+            ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
 
 
 # Series evaluated together by one range-function call: enough to amortise numpy's per-call
