@@ -613,11 +613,13 @@ class _Parser:
             raise self._error(d.pos[0], "duration must be greater than 0")
         return d
 
-    def _duration(self, min_prec: int):
+    def _duration(self, min_prec: int, lhs=None):
         """A duration expression (inside ``[...]`` or after ``offset (``): + - * / % ^,
-        unary signs, step(), range(), min_of(a, b), max_of(a, b) and parentheses."""
+        unary signs, step(), range(), min_of(a, b), max_of(a, b) and parentheses; ``lhs``: its
+        first operand, when the caller has read it."""
         self._enter()
-        lhs = self._duration_unary()
+        if lhs is None:
+            lhs = self._duration_unary()
         while True:
             op = self.tok.typ
             if op not in ("+", "-", "*", "/", "%", "^"):
@@ -716,6 +718,8 @@ class _Parser:
         if t.typ in (NUMBER, DURATION, "step", "range", "min_of", "max_of"):
             e = self._duration_primary(check_range=sign is None)  # a signed literal: checked signed
             return self._signed_duration(sign, e) if sign is not None else e
+        if sign is not None and t.typ in ("+", "-"):  # -+2: a full duration expression
+            return self._duration(0, self._signed_duration(sign, self._duration(_UNARY_OPERAND)))
         if t.typ == LEFT_PAREN:
             if sign is not None:
                 self._advance()

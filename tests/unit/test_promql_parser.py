@@ -87,6 +87,8 @@ def err(q: str, opts: ParserOptions = ParserOptions()) -> str:
     ("x offset -(min_of(step(), 1s))+8000", "x offset -(min_of(step(), 1s)) + 8000"),
     ("x offset (-step()*2)", "x offset (-step() * 2)"),
     ("x offset STEP()", "x offset step()"),
+    ("x offset -+2 ^ 2", "x offset -2 ^ 2"),  # a second sign: the rest is one duration expression
+    ("x offset - -(1m)", "x offset --(1m)"),
     # Prometheus 3.14 syntax
     ("a </ b", "a </ b"),
     ("a >/ 2", "a >/ 2"),
