@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, nhist
 from querier.promql.engine import parse as parse_promql
+from querier.promql.printer import pretty
 from receiver.exemplars import selectors_of as extract_selectors
 
 from common.httpmetrics import http_metrics
@@ -529,10 +530,10 @@ class QueryAPI:
     async def format_query(self, request: web.Request) -> web.Response:
         p = await self._params(request)
         try:
-            expr = parse_promql(_first(p, "query") or "")
+            expr = parse_promql(_first(p, "query") or "", features=self.engine_opts.features)
         except PromQLError as e:
             return error_response(e.kind, str(e))
-        return _json({"status": "success", "data": expr.prettify()})
+        return _json({"status": "success", "data": pretty(expr)})
 
     async def query_exemplars(self, request: web.Request) -> web.Response:
         """Prometheus's exemplar query over the endpoints' Thanos Exemplars API: the series of
@@ -543,7 +544,7 @@ class QueryAPI:
         if end < start:
             raise BadParam("end timestamp must not be before start timestamp")
         try:
-            expr = parse_promql(_first(p, "query") or "")
+            expr = parse_promql(_first(p, "query") or "", features=self.engine_opts.features)
             selectors = extract_selectors(expr)
         except PromQLError as e:
             return error_response(e.kind, e.msg.removeprefix('invalid parameter "query": '))

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import numpy as np
-import promql_parser as pp
 
+from querier.promql import ast
 from querier.promql import nhist
+from querier.promql.nhtrim import TRIM_OPS, TRIM_UPPER, trim
 from querier.promql.types import PromQLError
 from querier.promql.values import Scalar, Vec, drop_name, fmt_labels, get_label, is_hist, merge_rows
 from receiver.tsdb.labels import METRIC_NAME, Labels
 
 CMP = {"==", "!=", ">", "<", ">=", "<="}
 SET = {"and", "or", "unless"}
+KEEPS_NAME = CMP | TRIM_OPS  # Prometheus's changesMetricSchema is false for these
 
 
 def arith(op: str, a, b):
@@ -29,6 +31,8 @@ def arith(op: str, a, b):
             return np.power(np.asarray(a, dtype=np.float64), b)
         if op == "atan2":
             return np.arctan2(a, b)
+        if op in TRIM_OPS:  # defined on histograms only; the float cells are dropped
+            return np.full(np.broadcast(a, b).shape, np.nan)
         if op == "==":
             return a == b
         if op == "!=":
@@ -63,6 +67,8 @@ def elem(ev, op: str, fl: float, fr: float, hl, hr):
             return 0.0, hl.copy().mul(fr).compact(), True, False
         if op == "/":
             return 0.0, hl.copy().div(fr).compact(), True, False
+        if op in TRIM_OPS:
+            return 0.0, trim(hl.copy(), fr, op == TRIM_UPPER), True, False
         return incompatible()
     if op in ("+", "-"):
         res = hl.copy()
@@ -90,9 +96,23 @@ def binary(ev, e) -> object:
     op = str(e.op)
     mod = e.modifier
     ret_bool = bool(mod and mod.return_bool)
-    lhs = ev.eval(e.lhs)
-    rhs = ev.eval(e.rhs)
+    if op in TRIM_OPS and ev.stats:  # trimming needs the buckets: no stats-only reading below
+        ev.stats = False
+        try:
+            lhs, rhs = ev.eval(e.lhs), ev.eval(e.rhs)
+        finally:
+            ev.stats = True
+    else:
+        lhs, rhs = ev.eval(e.lhs), ev.eval(e.rhs)
+    if fill_values(mod) != (None, None):
+        # Prometheus's parser refuses these; never evaluate a fill we would have to ignore.
+        if op in SET:
+            raise PromQLError("bad_data", "filling in missing series not allowed for set operators")
+        if not isinstance(lhs, Vec) or not isinstance(rhs, Vec):
+            raise PromQLError("bad_data", "filling in missing series only allowed between instant vectors")
     if isinstance(lhs, Scalar) and isinstance(rhs, Scalar):
+        if op in TRIM_OPS:
+            raise PromQLError("execution", f'operator "{op}" not allowed for Scalar operations')
         r = arith(op, lhs.vals, rhs.vals)
         return Scalar(r.astype(np.float64))
     if op in SET:
@@ -108,8 +128,12 @@ def _vec_scalar(ev, op: str, lhs, rhs, ret_bool: bool) -> Vec:
     a, b = (s, vec.vals) if swap else (vec.vals, s)
     r = arith(op, a, b)
     hm = is_hist(vec)
+    if op in TRIM_OPS:
+        _float_trim_info(ev, op, vec.present & ~hm, "float", "float")
     if hm.any():
         return _vec_scalar_hist(ev, op, vec, s[0], swap, ret_bool, r, hm)
+    if op in TRIM_OPS:
+        return Vec(vec.labels, r, np.zeros_like(vec.present), vec.drop)
     if op in CMP:
         if ret_bool:
             return Vec(vec.labels, r.astype(np.float64), vec.present, np.ones(len(vec.labels), bool))
@@ -124,6 +148,8 @@ def _vec_scalar_hist(ev, op, vec: Vec, s, swap: bool, ret_bool: bool, r, hm) -> 
     vals = (r.astype(np.float64) if ret_bool or not is_cmp else vec.vals.copy())
     if is_cmp and not ret_bool:
         pres &= np.asarray(r, dtype=bool) | hm
+    elif op in TRIM_OPS:
+        pres &= hm
     else:
         vals = np.array(vals, dtype=np.float64)
     hist = np.full(vec.vals.shape, None, dtype=object)
@@ -139,14 +165,20 @@ def _vec_scalar_hist(ev, op, vec: Vec, s, swap: bool, ret_bool: bool, r, hm) -> 
             hist[i, t] = h
         else:
             hist[i, t] = hh
-    drop = vec.drop if is_cmp and not ret_bool else np.ones(len(vec.labels), bool)
+    drop = vec.drop if op in KEEPS_NAME and not ret_bool else np.ones(len(vec.labels), bool)
     return Vec(vec.labels, vals, pres, drop, None, hist)
+
+
+def _float_trim_info(ev, op: str, cells, lt: str, rt: str) -> None:
+    """Trimming is defined on histograms only: float operands are dropped with an info."""
+    if cells.any():
+        ev.info(f'incompatible sample types encountered for binary operator "{op}": {lt} {op} {rt}')
 
 
 def _sig_fn(mod):
     """Matching signature: on(...) keeps the listed labels, otherwise all but ignored and __name__."""
     m = mod.matching if mod is not None else None
-    if m is not None and m.type == pp.LabelModifierType.Include:
+    if m is not None and m.type == ast.LabelModifierType.Include:
         names = sorted(set(m.labels))
         return lambda l: tuple(get_label(l, n) for n in names), True, names
     ign = set(m.labels) if m is not None else set()
@@ -187,15 +219,75 @@ def _set_op(op: str, lhs, rhs, mod) -> Vec:
     return merge_rows(out, "vector cannot contain metrics with the same labelset")
 
 
+def fill_values(mod) -> tuple[float | None, float | None]:
+    """The fill(v)/fill_left(v)/fill_right(v) values of a matching modifier: (lhs, rhs)."""
+    if mod is None:
+        return None, None
+    return mod.fill_left, mod.fill_right
+
+
+def _elems(ev, op: str, a, b, ha, hb, m, ret_bool: bool):
+    """The operation on the cells ``m`` of two aligned rows (``ha``/``hb``: their histograms
+    or None): (values, presence, histograms or None)."""
+    cells = None
+    if ha is not None or hb is not None:
+        none = np.full(len(m), None, dtype=object)
+        ha = none if ha is None else ha
+        hb = none if hb is None else hb
+        cells = m & ((ha != None) | (hb != None))  # noqa: E711
+    if op in TRIM_OPS:
+        _float_trim_info(ev, op, m if cells is None else m & ~cells, "float", "float")
+        m = m if cells is None else m & cells
+        if cells is None:
+            m = np.zeros_like(m)
+    r = arith(op, a, b)
+    if op in CMP:
+        if ret_bool:
+            r = r.astype(np.float64)
+        else:
+            m = m & r
+            r = a
+    if cells is None or not cells.any():
+        return r, m, None
+    return _hist_elems(ev, op, a, b, ha, hb, m, cells, r, ret_bool)
+
+
+def _hist_elems(ev, op, a, b, ha, hb, m, cells, r, ret_bool):
+    """Cells where a native histogram takes part go through elem() one by one."""
+    is_cmp = op in CMP
+    r = np.array(r, dtype=np.float64)
+    m = m.copy()
+    rh = np.full(len(m), None, dtype=object)
+    for t in np.nonzero(cells)[0]:
+        f, hh, keep, failed = elem(ev, op, float(a[t]), float(b[t]), ha[t], hb[t])
+        if failed or (not keep and not ret_bool):
+            m[t] = False
+            continue
+        m[t] = True
+        if ret_bool:
+            r[t] = 1.0 if keep else 0.0
+        elif is_cmp:
+            rh[t] = ha[t]
+            r[t] = 0.0
+        else:
+            rh[t] = hh
+            r[t] = f
+    return r, m, rh
+
+
 def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
-    card = mod.card if mod is not None else pp.VectorMatchCardinality.OneToOne
+    card = mod.card if mod is not None else ast.VectorMatchCardinality.OneToOne
     include = list(mod.group_labels or []) if mod is not None else []
     sig, on, mnames = _sig_fn(mod)
-    swap = card == pp.VectorMatchCardinality.OneToMany
+    fill_l, fill_r = fill_values(mod)
+    swap = card == ast.VectorMatchCardinality.OneToMany
+    # As Prometheus: after the swap the "many" side misses are filled with fill_right, the
+    # unmatched "one" side with fill_left (group_right swaps which operand is which).
     many, one = (rhs, lhs) if swap else (lhs, rhs)
     T = lhs.vals.shape[1]
     ar = np.arange(T)
     any_many = many.present.any(0)
+    filling = fill_l is not None or fill_r is not None
     groups: dict = {}
     for i, l in enumerate(one.labels):
         groups.setdefault(sig(l), []).append(i)
@@ -204,7 +296,7 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
         ev.sh.check_deadline()
         p = one.present[idx]
         cnt = p.sum(0)
-        bad = (cnt > 1) & any_many
+        bad = (cnt > 1) & (True if filling else any_many)
         if bad.any():
             t = int(np.argmax(bad))
             dup = [fmt_labels(one.labels[idx[j]]) for j in np.nonzero(p[:, t])[0][:2]]
@@ -213,76 +305,61 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
                               f"on the {side} hand-side of the operation: [{', '.join(dup)}];many-to-many matching not allowed: "
                               "matching labels must be unique on one side")
         sel[k] = (np.asarray(idx)[p.argmax(0)], cnt == 1)
-    is_cmp = op in CMP
-    drop_op = (not is_cmp) or ret_bool
-    has_h = lhs.hist is not None or rhs.hist is not None
+    drop_op = op not in KEEPS_NAME or ret_bool
     labels: list[Labels] = []
     vals, pres, drops, hists = [], [], [], []
     matched_cnt: dict = {}
+    many_sigs: dict = {}
+    none = np.zeros(T, bool)
+
+    def emit(ll: Labels, r, mm, d: bool, rh) -> None:
+        labels.append(ll), vals.append(r), pres.append(mm), drops.append(d), hists.append(rh)
+
     for j, l in enumerate(many.labels):
         ev.sh.check_deadline()
         k = sig(l)
-        if k not in sel:
-            continue
-        ridx, ok = sel[k]
-        m = many.present[j] & ok
+        if fill_l is not None:
+            many_sigs[k] = many_sigs.get(k, none) | many.present[j]
+        ridx, ok = sel.get(k, (np.zeros(T, dtype=np.intp), none))
+        matched = many.present[j] & ok
+        filled = many.present[j] & ~ok if fill_r is not None else none
+        m = matched | filled
         if not m.any():
             continue
-        if card == pp.VectorMatchCardinality.OneToOne:
+        if card == ast.VectorMatchCardinality.OneToOne:
             c = matched_cnt.get(k)
             matched_cnt[k] = m.astype(np.int32) if c is None else c + m
-        mv = many.vals[j]
-        ov = one.vals[ridx, ar]
-        a, b = (ov, mv) if swap else (mv, ov)
-        r = arith(op, a, b)
-        rh = None
-        if has_h:
-            mh = many.hist[j] if many.hist is not None else np.full(T, None, dtype=object)
-            oh = one.hist[ridx, ar] if one.hist is not None else np.full(T, None, dtype=object)
-            cells = m & ((mh != None) | (oh != None))  # noqa: E711
-        if is_cmp:
-            if ret_bool:
-                r = r.astype(np.float64)
-            else:
-                m = m & r
-                r = a
-        if has_h and cells.any():
-            r = np.array(r, dtype=np.float64)
-            m = m.copy()
-            rh = np.full(T, None, dtype=object)
-            ha, hb = (oh, mh) if swap else (mh, oh)
-            for t in np.nonzero(cells)[0]:
-                f, hh, keep, failed = elem(ev, op, float(a[t]), float(b[t]), ha[t], hb[t])
-                if failed or (not keep and not ret_bool):
-                    m[t] = False
-                    continue
-                m[t] = True
-                if ret_bool:
-                    r[t] = 1.0 if keep else 0.0
-                elif is_cmp:
-                    rh[t] = ha[t]
-                    r[t] = 0.0
-                else:
-                    rh[t] = hh
-                    r[t] = f
+        ov = one.vals[ridx, ar] if len(one.labels) else np.zeros(T)
+        ov = np.where(filled, fill_r, ov) if filled.any() else ov
+        mh = many.hist[j] if many.hist is not None else None
+        oh = None
+        if one.hist is not None and len(one.labels):
+            oh = np.where(filled, None, one.hist[ridx, ar])
+        a, b = (ov, many.vals[j]) if swap else (many.vals[j], ov)
+        ha, hb = (oh, mh) if swap else (mh, oh)
+        r, m, rh = _elems(ev, op, a, b, ha, hb, m, ret_bool)
         base = _result_labels(l, card, on, mnames, drop_op)
+        d = drop_op or bool(many.drop[j])
         if include:
-            for ri in np.unique(ridx[m]):
-                mm = m & (ridx == ri)
-                ll = base
-                for n in include:
-                    v = get_label(one.labels[ri], n)
-                    d = dict(ll)
-                    if v:
-                        d[n] = v
-                    else:
-                        d.pop(n, None)
-                    ll = tuple(sorted(d.items()))
-                labels.append(ll), vals.append(r), pres.append(mm), drops.append(drop_op or many.drop[j])
-                hists.append(rh)
+            for ri in np.unique(ridx[m & matched]):
+                emit(_with_include(base, one.labels[ri], include), r, m & matched & (ridx == ri), d, rh)
+            if (m & filled).any():
+                emit(_with_include(base, _match_labels(l, on, mnames), include), r, m & filled, d, rh)
         else:
-            labels.append(base), vals.append(r), pres.append(m), drops.append(drop_op or many.drop[j])
-            hists.append(rh)
+            emit(base, r, m, d, rh)
+    if fill_l is not None:
+        for i, l in enumerate(one.labels):
+            ev.sh.check_deadline()
+            m = one.present[i] & ~many_sigs.get(sig(l), none)
+            if not m.any():
+                continue
+            fv = np.full(T, fill_l)
+            oh = one.hist[i] if one.hist is not None else None
+            a, b = (one.vals[i], fv) if swap else (fv, one.vals[i])
+            ha, hb = (oh, None) if swap else (None, oh)
+            r, m, rh = _elems(ev, op, a, b, ha, hb, m, ret_bool)
+            base = _result_labels(_match_labels(l, on, mnames), card, on, mnames, drop_op)
+            emit(_with_include(base, l, include) if include else base, r, m, drop_op, rh)
     for k, c in matched_cnt.items():
         if (c > 1).any():
             raise PromQLError("execution", "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
@@ -297,12 +374,35 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
                 hist[k] = h
     out = Vec(labels, np.array(vals, dtype=np.float64), np.array(pres), np.array(drops, dtype=bool), None, hist)
     err = ("multiple matches for labels: grouping labels must ensure unique matches"
-           if card != pp.VectorMatchCardinality.OneToOne else "vector cannot contain metrics with the same labelset")
+           if card != ast.VectorMatchCardinality.OneToOne else "vector cannot contain metrics with the same labelset")
     return merge_rows(out, err)
 
 
+def _with_include(base: Labels, one_labels: Labels, include: list[str]) -> Labels:
+    """group_left/group_right(labels): copied from the "one" side's series (absent = removed)."""
+    d = dict(base)
+    for n in include:
+        v = get_label(one_labels, n)
+        if v:
+            d[n] = v
+        else:
+            d.pop(n, None)
+    return tuple(sorted(d.items()))
+
+
+def _match_labels(l: Labels, on: bool, mnames: list[str]) -> Labels:
+    """The labels a fill sample stands in with (Prometheus's MatchLabels): on(...) keeps the
+    listed ones, otherwise all but the ignored ones and the metric name."""
+    if on:
+        keep = set(mnames)
+        return tuple(p for p in l if p[0] in keep)
+    ign = set(mnames)
+    ign.add(METRIC_NAME)
+    return tuple(p for p in l if p[0] not in ign)
+
+
 def _result_labels(l: Labels, card, on: bool, mnames: list[str], drop_op: bool) -> Labels:
-    if card == pp.VectorMatchCardinality.OneToOne:
+    if card == ast.VectorMatchCardinality.OneToOne:
         if on:
             keep = set(mnames)
             l = tuple(p for p in l if p[0] in keep)

@@ -1,20 +1,17 @@
-"""PromQL evaluation: walk the promql_parser AST once, each node computed for every step."""
+"""PromQL evaluation: walk the syntax tree (querier.promql.ast) once, each node computed for every step."""
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
-import promql_parser as pp
 
-from querier.promql import aggregate, binops, functions
-from querier.promql.features import experimental_use
+from querier.promql import aggregate, ast, binops, functions, rangeext
+from querier.promql.features import parser_options
 from querier.promql.guard import check_query
-from querier.promql.parse_errors import prometheus_parse_error
-from querier.promql.types import (EXPERIMENTAL_FUNCTIONS, TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
-                                  QueryResult)
+from querier.promql.parser import ParseError, parse as parse_syntax
+from querier.promql.types import TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable, QueryResult
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
                                    row_values)
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
@@ -23,19 +20,14 @@ DEFAULT_SUBQUERY_STEP_MS = 60_000
 # Timestamps are int64 milliseconds; every time the engine computes must stay strictly inside.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-_OPS = ((pp.MatchOp.Equal, MatchType.EQ), (pp.MatchOp.NotEqual, MatchType.NEQ),
-        (pp.MatchOp.Re, MatchType.RE), (pp.MatchOp.NotRe, MatchType.NRE))
-_SYSTIME = re.compile(r"tv_sec: (-?\d+),\s*tv_nsec: (\d+)")
 
 
 def dur_ms(d: timedelta | None) -> int:
-    if d is None:
-        return 0
-    return (d.days * 86400 + d.seconds) * 1000 + d.microseconds // 1000
+    return ast.timedelta_ms(d)
 
 
 def unparen(e):
-    while isinstance(e, pp.ParenExpr):
+    while isinstance(e, ast.ParenExpr):
         e = e.expr
     return e
 
@@ -113,20 +105,22 @@ class Evaluator:
         return v
 
     def _node(self, e):
-        if isinstance(e, pp.ParenExpr):
+        if isinstance(e, ast.ParenExpr):
             return self.eval(e.expr)
-        if isinstance(e, pp.NumberLiteral):
+        if isinstance(e, ast.NumberLiteral):
             return Scalar(np.full(self.T, e.val))
-        if isinstance(e, pp.StringLiteral):
+        if isinstance(e, ast.StringLiteral):
             return Str(e.val)
-        if isinstance(e, pp.VectorSelector):
+        if isinstance(e, ast.VectorSelector):
             return self.vector_selector(e)
-        if isinstance(e, pp.MatrixSelector):
+        if isinstance(e, ast.MatrixSelector):
             return self.matrix_selector(e)
-        if isinstance(e, pp.SubqueryExpr):
+        if isinstance(e, ast.SubqueryExpr):
             return self.subquery(e)
-        if isinstance(e, pp.UnaryExpr):
+        if isinstance(e, ast.UnaryExpr):
             v = self.eval(e.expr)
+            if e.op == "+":
+                return v
             if isinstance(v, Scalar):
                 return Scalar(-v.vals)
             hist = None
@@ -135,11 +129,11 @@ class Evaluator:
                 for i, t in zip(*np.nonzero(v.hist != None)):  # noqa: E711
                     hist[i, t] = v.hist[i, t].copy().mul(-1.0)
             return Vec(v.labels, -v.vals, v.present, np.ones(len(v.labels), dtype=bool), None, hist)
-        if isinstance(e, pp.BinaryExpr):
+        if isinstance(e, ast.BinaryExpr):
             return binops.binary(self, e)
-        if isinstance(e, pp.AggregateExpr):
+        if isinstance(e, ast.AggregateExpr):
             return aggregate.aggregate(self, e)
-        if isinstance(e, pp.Call):
+        if isinstance(e, ast.Call):
             # Like Prometheus's select hints: a store (or the querier's penalty deduplication,
             # which adjusts counter resets where replicas switch) may want the function name.
             prev = self.func_hint
@@ -155,18 +149,16 @@ class Evaluator:
         at = node.at
         if at is None:
             return None
-        if at.type == pp.AtModifierType.Start:
+        if at.type == ast.AtModifierType.Start:
             return self.sh.start
-        if at.type == pp.AtModifierType.End:
+        if at.type == ast.AtModifierType.End:
             return self.sh.end
-        # Read the timestamp from the AST dump: the datetime getter panics before 1970.
-        m = _SYSTIME.findall(repr(node))
-        sec, nsec = m[-1]
-        return int(sec) * 1000 + int(nsec) // 1_000_000
+        return at.ms
 
-    def _times(self, node, span: int) -> np.ndarray:
+    def _times(self, node, span: int, ahead: int = 0) -> np.ndarray:
         """The time each step is evaluated at, after @ and offset; ``span`` (the range or
-        lookback reaching back from it) must stay within int64 too."""
+        lookback reaching back from it) and ``ahead`` (a smoothed selector's look forward) must
+        stay within int64 too."""
         at = self.at_ms(node)
         off = dur_ms(node.offset)
         if at is not None:
@@ -175,7 +167,7 @@ class Evaluator:
             lo, hi = int(self.steps[0]), int(self.steps[-1])
         else:
             lo = hi = 0
-        if lo - off - span - 1 <= INT64_MIN or hi - off >= INT64_MAX:
+        if lo - off - span - 1 <= INT64_MIN or hi - off + ahead >= INT64_MAX:
             raise PromQLError("bad_data", "evaluation time out of range after @ and offset modifiers")
         base = self.steps if at is None else np.full(self.T, at, dtype=np.int64)
         return base - off
@@ -214,9 +206,12 @@ class Evaluator:
 
     def vector_selector(self, vs) -> Vec:
         lb = self.sh.opts.lookback_delta_ms
-        E = self._times(vs, lb)
+        smoothed = rangeext.selector_mode(vs) == rangeext.SMOOTHED
+        E = self._times(vs, lb, lb if smoothed else 0)
         if self.T == 0:
             return empty_vec(0)
+        if smoothed:
+            return self._smoothed_selector(vs, E, lb)
         series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
         n = len(series)
         self.sh.reserve(n * self.T)
@@ -247,13 +242,41 @@ class Evaluator:
             hist = None if hist is None else hist[keep]
         return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts, hist)
 
+    def _smoothed_selector(self, vs, E: np.ndarray, lb: int) -> Vec:
+        """``x smoothed``: each step's value interpolated between the samples around it."""
+        series = self._select(vs, int(E.min()) - lb + 1, int(E.max()) + lb)
+        n = len(series)
+        self.sh.reserve(n * self.T)
+        vals = np.zeros((n, self.T))
+        pres = np.zeros((n, self.T), dtype=bool)
+        hist = None
+        for i, (l, ts, v, hs) in enumerate(series):
+            self.sh.check_deadline()
+            live = ~is_stale(v)
+            ts, v, hs = ts[live], v[live], None if hs is None else hs[live]
+            if not len(ts):
+                continue
+            vals[i], pres[i], hrow = rangeext.smoothed_row(self, ts, v, hs, E, lb, _metric_name(l))
+            if hrow is not None:
+                if hist is None:
+                    hist = np.full((n, self.T), None, dtype=object)
+                hist[i] = hrow
+        keep = pres.any(1)
+        labels = [l for (l, *_), k in zip(series, keep) if k]
+        return Vec(labels, vals[keep], pres[keep], np.zeros(len(labels), dtype=bool), None,
+                   None if hist is None else hist[keep])
+
     def matrix_selector(self, ms) -> Matrix:
         vs = ms.vector_selector
         rng = dur_ms(ms.range)
-        E = self._times(vs, rng)
+        mode = rangeext.selector_mode(vs)
+        ext = rangeext.Extended(mode, self.sh.opts.lookback_delta_ms) if mode else None
+        E = self._times(vs, rng + (ext.lookback if ext else 0),
+                        ext.lookback if ext is not None and ext.mode == rangeext.SMOOTHED else 0)
         if self.T == 0:
-            return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs))
-        series = self._select(vs, int(E.min()) - rng + 1, int(E.max()), range_ms=rng)
+            return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs), ext=ext)
+        wend, wrng = ext.window(E, rng) if ext else (E, rng)
+        series = self._select(vs, int(wend.min()) - wrng + 1, int(wend.max()), range_ms=rng)
         labels, tss, valss, hss = [], [], [], []
         for l, ts, v, hs in series:
             st = is_stale(v)
@@ -267,7 +290,7 @@ class Evaluator:
                 hss.append(hs)
         any_h = any(h is not None for h in hss)
         return Matrix(labels, tss, valss, np.zeros(len(labels), bool), E, rng, self._eval_ts(vs),
-                      hss if any_h else None)
+                      hss if any_h else None, ext)
 
     def subquery(self, sq) -> Matrix:
         rng = dur_ms(sq.range)
@@ -328,11 +351,12 @@ def _unknown_hints(hs: np.ndarray) -> np.ndarray:
     return out
 
 
+def _metric_name(l) -> str:
+    return dict(l).get("__name__", "")
+
+
 def _op_of(m) -> MatchType:
-    for op, t in _OPS:
-        if m.op == op:
-            return t
-    raise PromQLError("bad_data", f"unknown matcher {m}")
+    return ast.STORE_MATCH_TYPES[m.op]
 
 
 def parse(query: str, param: str = "query", features: frozenset[str] = frozenset()):
@@ -340,24 +364,25 @@ def parse(query: str, param: str = "query", features: frozenset[str] = frozenset
     whose feature is off is refused as Prometheus's parser refuses it."""
     check_query(query, param=param)
     try:
-        expr = pp.parse(query)
-    except BaseException as ex:  # the parser raises ValueError, or panics on odd input
-        if isinstance(ex, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise PromQLError("bad_data", f"invalid parameter \"{param}\": "
-                                      f"{prometheus_parse_error(query, str(ex))}") from None
-    if EXPERIMENTAL_FUNCTIONS not in features:
-        problem = experimental_use(expr, query)
-        if problem:
-            raise PromQLError("bad_data", f"invalid parameter \"{param}\": {problem}")
-    return expr
+        return parse_syntax(query, parser_options(features))
+    except ParseError as ex:
+        raise PromQLError("bad_data", f"invalid parameter \"{param}\": {ex}") from None
+
+
+def resolve_durations(expr, query: str, step_ms: int, range_ms: int) -> None:
+    """Duration expressions (``[step() * 2]``, ``offset range()``) take this query's step and
+    range; an unusable result is refused as Prometheus refuses it."""
+    try:
+        ast.resolve_durations(expr, step_ms, range_ms, byte_pos=lambda p: len(query[:p].encode()))
+    except ast.DurationError as ex:
+        raise PromQLError("bad_data", f"invalid parameter \"query\": {ex}") from None
 
 
 def _kind(e) -> str:
     e = unparen(e)
-    if isinstance(e, (pp.MatrixSelector, pp.SubqueryExpr)):
+    if isinstance(e, (ast.MatrixSelector, ast.SubqueryExpr)):
         return "matrix"
-    if isinstance(e, pp.StringLiteral):
+    if isinstance(e, ast.StringLiteral):
         return "string"
     return "other"
 
@@ -378,6 +403,7 @@ class Engine:
     def instant(self, q: Queryable, query: str, t_ms: int) -> QueryResult:
         expr = parse(query, features=self.opts.features)
         _check_time(t_ms, "time")
+        resolve_durations(expr, query, 0, 0)
         sh = self._shared(q, t_ms, t_ms)
         v = _evaluate(Evaluator(sh, np.array([t_ms], dtype=np.int64)), expr)
         if isinstance(v, Scalar):
@@ -391,16 +417,22 @@ class Engine:
             seen = set()
             for i, l in enumerate(v.labels):
                 ts, vals = v.ts[i], v.vals[i]
+                hrow = v.hists[i] if v.hists is not None else None
                 end = int(v.end[0])
                 lo, hi = np.searchsorted(ts, [end - v.rng, end], side="right")
+                if v.ext is not None:  # the boundary points sit on the window's edges
+                    got = rangeext.extended_points(ts, vals, hrow, end, v.rng, v.ext)
+                    if got is None:
+                        continue
+                    (ts, vals), hrow, lo, hi = got, None, 0, len(got[0])
                 if hi > lo:
                     ll = l if keep[i] else drop_name(l)
                     if ll in seen:
                         raise PromQLError("execution", "vector cannot contain metrics with the same labelset")
                     seen.add(ll)
                     vv = vals[lo:hi].copy()
-                    if v.hists is not None and v.hists[i] is not None:
-                        hh = v.hists[i][lo:hi]
+                    if hrow is not None:
+                        hh = hrow[lo:hi]
                         if any(h is not None for h in hh):
                             vv = vv.astype(object)
                             m = hh != None  # noqa: E711
@@ -426,6 +458,7 @@ class Engine:
             raise PromQLError("bad_data", f"invalid expression type \"{t}\" for range query, must be Scalar or instant Vector")
         _check_time(start_ms, "start")
         _check_time(end_ms, "end")
+        resolve_durations(expr, query, step_ms, end_ms - start_ms)
         sh = self._shared(q, start_ms, end_ms)
         sh.reserve((end_ms - start_ms) // step_ms + 1)
         steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
@@ -459,12 +492,12 @@ def _evaluate(ev: Evaluator, expr):
 def _order(expr, rows):
     """Instant results of sort()/topk() etc. come back in their value order."""
     e = unparen(expr)
-    if isinstance(e, pp.Call) and e.func.name in ("sort", "sort_desc"):
+    if isinstance(e, ast.Call) and e.func.name in ("sort", "sort_desc"):
         desc = e.func.name == "sort_desc"
         return sorted(rows, key=lambda r: (np.isnan(r[2]), -r[2] if desc else r[2]))
-    if isinstance(e, pp.Call) and e.func.name in ("sort_by_label", "sort_by_label_desc"):
+    if isinstance(e, ast.Call) and e.func.name in ("sort_by_label", "sort_by_label_desc"):
         return rows  # functions.py already ordered them
-    if isinstance(e, pp.AggregateExpr) and str(e.op) in ("topk", "bottomk"):
+    if isinstance(e, ast.AggregateExpr) and str(e.op) in ("topk", "bottomk"):
         desc = str(e.op) == "topk"
         return sorted(rows, key=lambda r: (np.isnan(r[2]), -r[2] if desc else r[2]))
     return sorted(rows, key=lambda r: r[0])

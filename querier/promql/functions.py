@@ -1,16 +1,17 @@
 """Function calls: range-vector functions (via rangefuncs) and instant-vector/scalar functions."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
-import promql_parser as pp
 
+from querier.promql import ast
 from querier.promql import histogram
 from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZING, Windows,
                                       batch_bounds, bounds)
 from querier.promql.types import PromQLError
-from querier.promql import nhist, rangehist
+from querier.promql import nhist, rangeext, rangehist
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
                                    select_rows, set_label, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
@@ -38,9 +39,9 @@ COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
 def _is_number(a) -> bool:
     """A literal number, maybe negated or parenthesised: a scalar even where the parser lets it
     through as a vector argument (it does for ``log10(-0)``)."""
-    while isinstance(a, (pp.ParenExpr, pp.UnaryExpr)):
+    while isinstance(a, (ast.ParenExpr, ast.UnaryExpr)):
         a = a.expr
-    return isinstance(a, pp.NumberLiteral)
+    return isinstance(a, ast.NumberLiteral)
 
 
 def call(ev, e):
@@ -48,9 +49,14 @@ def call(ev, e):
     args = e.args
     types = e.func.arg_types
     for i, a in enumerate(args):
-        if types and types[min(i, len(types) - 1)] == pp.ValueType.Vector and _is_number(a):
+        if types and types[min(i, len(types) - 1)] == ast.ValueType.Vector and _is_number(a):
             raise PromQLError("bad_data", f"expected type vector in call to function '{name}', "
                                           "got scalar")
+    for a in args:  # x[r] anchored/smoothed only where the function makes sense of it
+        vs = getattr(a, "vector_selector", None)  # a matrix selector
+        mode = rangeext.selector_mode(vs) if vs is not None else None
+        if mode:
+            rangeext.check_function(name, mode)
     if ev.stats and name in ("histogram_quantile", "histogram_quantiles", "histogram_fraction"):
         ev.stats = False
         try:
@@ -112,13 +118,16 @@ def call(ev, e):
                 r, pres = np.minimum(a[0], v.vals), v.present
         return Vec(v.labels, r, pres, np.ones(len(v.labels), bool))
     if name == "timestamp":
-        v = ev.eval(args[0])
         inner = args[0]
-        while isinstance(inner, pp.ParenExpr):
+        while isinstance(inner, ast.ParenExpr):
             inner = inner.expr
+        if isinstance(inner, ast.VectorSelector) and inner.smoothed:
+            # as Prometheus: the raw samples' times, the selector read without smoothing
+            inner = dataclasses.replace(inner, smoothed=False)
+        v = ev.eval(inner)
         # only a selector itself gives its samples' times; any function or operator in between
         # (label_replace, sort, ...) yields values at the evaluation time, as in Prometheus
-        if v.sample_ts is not None and isinstance(inner, pp.VectorSelector):
+        if v.sample_ts is not None and isinstance(inner, ast.VectorSelector):
             r = v.sample_ts / 1000.0
         else:
             r = np.broadcast_to(ev.steps / 1000.0, v.vals.shape).copy()
@@ -181,18 +190,8 @@ def _range_call(ev, name: str, args) -> Vec:
         if len(bad):
             from querier.promql.aggregate import fmt_float
             ev.warn(f"quantile value should be between 0 and 1, got {fmt_float(bad[0])}")
-    if name in ("rate", "increase") and isinstance(m, Matrix):
-        warned = set()
-        for i, l in enumerate(m.labels):
-            mn = get_label(l, METRIC_NAME)
-            if mn and not mn.endswith(COUNTER_SUFFIXES) and mn not in warned:
-                hs = m.hists[i] if m.hists is not None else None
-                ts = m.ts[i] if hs is None else m.ts[i][hs == None]  # noqa: E711
-                lo, hi = bounds(ts, m.end, m.rng)
-                if (hi > lo).any():
-                    warned.add(mn)
-                    ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
-    fn = RANGE_FUNCS[name]
+    ext = m.ext if isinstance(m, Matrix) else None
+    fn = rangeext.EXT_FUNCS[name] if ext else RANGE_FUNCS[name]
     n = len(m.labels)
     ev.sh.reserve(n * ev.T)
     vals = np.zeros((n, ev.T))
@@ -205,16 +204,29 @@ def _range_call(ev, name: str, args) -> Vec:
             float_rows.append(i)
             continue
         ev.sh.check_deadline()
-        r, ok, hrow = rangehist.hist_range(ev, name, m.labels[i], m.ts[i], m.vals[i], hs, m,
-                                           extra_vals)
+        if ext:
+            r, ok, hrow = rangeext.hist_ext(ev, name, m.labels[i], m.ts[i], m.vals[i], hs, m)
+        else:
+            r, ok, hrow = rangehist.hist_range(ev, name, m.labels[i], m.ts[i], m.vals[i], hs, m,
+                                               extra_vals)
         vals[i], pres[i] = r, ok
         if hrow is not None:
             if hist is None:
                 hist = np.full((n, ev.T), None, dtype=object)
             hist[i] = hrow
     _float_range_rows(ev, name, fn, m, extra_vals, np.array(float_rows, dtype=np.intp), vals, pres)
+    if name in ("rate", "increase"):
+        _non_counter_info(ev, m.labels, pres if hist is None else pres & (hist == None))  # noqa: E711
     drop = m.drop.copy() if name in KEEP_NAME else np.ones(n, bool)
     return Vec(list(m.labels), vals, pres, drop, None, hist)
+
+
+def _non_counter_info(ev, labels, float_out: np.ndarray) -> None:
+    """As Prometheus: a series whose rate/increase gave a float result at some step and whose
+    name does not end like a counter's gets an info."""
+    for mn in sorted({get_label(labels[i], METRIC_NAME) for i in np.nonzero(float_out.any(1))[0]}):
+        if mn and not mn.endswith(COUNTER_SUFFIXES):
+            ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
 
 
 # Series evaluated together by one range-function call: enough to amortise numpy's per-call
@@ -243,19 +255,24 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
         return
     T = ev.T
     lens = np.fromiter((len(m.ts[i]) for i in rows), dtype=np.int64, count=len(rows))
+    wgeo = (m.end, m.rng) if m.ext is None else m.ext.window(m.end, m.rng)  # the samples fn sees
     for a, b in _batches(lens + T):
         ev.sh.check_deadline()
         part = rows[a:b]
         ts = np.concatenate([m.ts[i] for i in part])
         x = np.concatenate([m.vals[i] for i in part])
-        found = batch_bounds(ts, lens[a:b], m.end, m.rng)
+        found = batch_bounds(ts, lens[a:b], *wgeo)
         if found is None:  # timestamps too far apart to band: one series at a time
             for i in part:
-                lo, hi = bounds(m.ts[i], m.end, m.rng)
-                _apply(ev, name, fn, m.ts[i], m.vals[i], lo, hi, m, extra_vals, vals, pres,
+                lo, hi = bounds(m.ts[i], *wgeo)
+                w = m if m.ext is None else _ext_windows(m, *rangeext.inner_bounds(m.ts[i], m.end, m.rng))
+                _apply(ev, name, fn, m.ts[i], m.vals[i], lo, hi, w, extra_vals, vals, pres,
                        np.array([i]))
             continue
         lo, hi = found
+        if m.ext is not None:
+            after_start = batch_bounds(ts, lens[a:b], m.end, m.rng)[0]
+            at_end = batch_bounds(ts, lens[a:b], m.end - 1, 0)[1]
         k = len(part)
         if name not in WINDOW_MATERIALIZING:
             subs = [(0, k)]
@@ -269,9 +286,14 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
             w = slice(c * T, d * T)
             extra = [np.tile(v, d - c) if isinstance(v, np.ndarray) and v.shape == (T,) else v
                      for v in extra_vals]
-            _apply(ev, name, fn, ts[o:e], x[o:e], lo[w] - o, hi[w] - o,
-                   Windows(np.tile(m.end, d - c), m.rng, np.tile(m.eval_ts, d - c)), extra,
-                   vals, pres, part[c:d])
+            win = Windows(np.tile(m.end, d - c), m.rng, np.tile(m.eval_ts, d - c))
+            if m.ext is not None:
+                win = rangeext.ExtWindows(win.end, win.rng, win.eval_ts, m.ext, after_start[w] - o, at_end[w] - o)
+            _apply(ev, name, fn, ts[o:e], x[o:e], lo[w] - o, hi[w] - o, win, extra, vals, pres, part[c:d])
+
+
+def _ext_windows(m: Matrix, after_start: np.ndarray, at_end: np.ndarray):
+    return rangeext.ExtWindows(m.end, m.rng, m.eval_ts, m.ext, after_start, at_end)
 
 
 def _apply(ev, name, fn, ts, x, lo, hi, w, extra, vals, pres, rows: np.ndarray) -> None:
@@ -291,17 +313,17 @@ def _natural(s: str) -> tuple:
 
 def _absent_result(ev, arg, mask: np.ndarray) -> Vec:
     a = arg
-    while isinstance(a, pp.ParenExpr):
+    while isinstance(a, ast.ParenExpr):
         a = a.expr
-    if isinstance(a, pp.MatrixSelector):
+    if isinstance(a, ast.MatrixSelector):
         a = a.vector_selector
     lbls: dict[str, str] = {}
-    if isinstance(a, pp.VectorSelector):
+    if isinstance(a, ast.VectorSelector):
         seen: set[str] = set()
         for m in a.matchers.matchers:
             if m.name == METRIC_NAME:
                 continue
-            if m.op == pp.MatchOp.Equal and m.name not in seen:
+            if m.op == ast.MatchOp.Equal and m.name not in seen:
                 lbls[m.name] = m.value
             elif m.name in lbls:
                 del lbls[m.name]

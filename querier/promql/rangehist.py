@@ -53,21 +53,7 @@ def hist_range(ev, name: str, lbls, ts, x, hs, m, extra):
         return vals, pres, None
     if name in ("changes", "resets"):
         for t in np.nonzero(hi > lo)[0]:
-            c = 0
-            for k in range(lo[t] + 1, hi[t]):
-                a, b = hs[k - 1], hs[k]
-                if (a is None) != (b is None):
-                    c += 1
-                elif a is None:
-                    if name == "changes":
-                        c += x[k] != x[k - 1] and not (x[k] != x[k] and x[k - 1] != x[k - 1])
-                    else:
-                        c += x[k] < x[k - 1]
-                elif name == "changes":
-                    c += not b.equals(a)
-                else:
-                    c += b.detect_reset(a)
-            vals[t] = c
+            vals[t] = count_pairs(name, x, hs, int(lo[t]), int(hi[t]))
             pres[t] = True
         return vals, pres, None
     mixed = (nf > 0) & (nh > 0)
@@ -104,6 +90,26 @@ def hist_range(ev, name: str, lbls, ts, x, hs, m, extra):
         if res is not None:
             hout[t], pres[t] = res, True
     return vals, pres, hout
+
+
+def count_pairs(name: str, x, hs, a: int, b: int) -> int:
+    """changes/resets over samples a..b-1 of a series mixing floats and histograms (a switch
+    between the two counts as one)."""
+    c = 0
+    for k in range(a + 1, b):
+        p, q = hs[k - 1], hs[k]
+        if (p is None) != (q is None):
+            c += 1
+        elif p is None:
+            if name == "changes":
+                c += x[k] != x[k - 1] and not (x[k] != x[k] and x[k - 1] != x[k - 1])
+            else:
+                c += x[k] < x[k - 1]
+        elif name == "changes":
+            c += not q.equals(p)
+        else:
+            c += q.detect_reset(p)
+    return c
 
 
 def _sum_hists(ev, hs: list, avg: bool, mname: str):

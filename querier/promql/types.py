@@ -27,8 +27,10 @@ class Queryable(Protocol):
 # on by default (duration expressions are simply on); its test runner turns all of them on.
 DELAYED_NAME_REMOVAL = "promql-delayed-name-removal"
 EXPERIMENTAL_FUNCTIONS = "promql-experimental-functions"
+EXTENDED_RANGE_SELECTORS = "promql-extended-range-selectors"
+BINOP_FILL_MODIFIERS = "promql-binop-fill-modifiers"
 PROMQL_FEATURES = frozenset((DELAYED_NAME_REMOVAL, EXPERIMENTAL_FUNCTIONS,
-                             "promql-extended-range-selectors", "promql-binop-fill-modifiers",
+                             EXTENDED_RANGE_SELECTORS, BINOP_FILL_MODIFIERS,
                              "type-and-unit-labels", "use-start-timestamps"))
 
 
@@ -65,6 +67,14 @@ class PromQLError(Exception):
         super().__init__(msg)
         self.kind = kind
         self.msg = msg
+
+
+class Unimplemented(PromQLError):
+    """Syntax the parser accepts (behind its feature flag) whose evaluation this engine does not
+    implement yet: refused with an error, never evaluated as if the syntax were absent."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__("execution", f"{what} is not implemented by this engine")
 
 
 TOO_MANY_SAMPLES = "query processing would load too many samples into memory in query execution"

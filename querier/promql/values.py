@@ -46,6 +46,9 @@ class Matrix:
     rng: int  # ms
     eval_ts: np.ndarray  # int64 [T] the step (or @) time, Prometheus's enh.Ts
     hists: list | None = None  # per series: object array parallel to ts (None entries = floats), or None
+    # anchored/smoothed selectors (Prometheus's extended range selectors): ts/vals also hold the
+    # samples up to a lookback before each window (and after it, smoothed); see rangeext
+    ext: object | None = None
 
 
 def held_points(v) -> int:

@@ -26,6 +26,7 @@ QUERIES = [
     "limitk(1, a_total)",
     "mad_over_time(a_total[1m])",
     "abs(a_total) + on() group_left b_total",
+    "a_total + fill(0) b_total",  # behind a flag neither run turns on: the same parse error
 ]
 
 
@@ -39,6 +40,17 @@ def _answer(api: str, q: str, t: float) -> tuple[int, object]:
         s["metric"].pop("tenant_id", None)
     return r.status_code, sorted(res, key=lambda s: sorted(s["metric"].items())) \
         if isinstance(res, list) else res
+
+
+def _range_answer(api: str, q: str, start: float, end: float) -> tuple[int, object]:
+    r = requests.get(f"{api}/query_range", params={"query": q, "start": start, "end": end, "step": 7.5},
+                     timeout=30)
+    body = r.json()
+    if body["status"] != "success":
+        return r.status_code, (body["errorType"], body["error"])
+    return r.status_code, sorted((sorted((k, v) for k, v in s["metric"].items() if k != "tenant_id"),
+                                  [(t, round(float(v), 9)) for t, v in s["values"]])
+                                 for s in body["data"]["result"])
 
 
 def _assert_same_answers(theirs_api: str, ours_api: str, queries: list[str], t: float,
@@ -116,5 +128,108 @@ def test_edge_values_answer_as_prometheus_3(promring_up, tmp_path):
         for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
             assert push(url, series).status_code in (200, 204)
         _assert_same_answers(prom.api, pr.api, EDGE_QUERIES, (ts[-1] + 1000) / 1000, _same)
+    finally:
+        prom.stop()
+
+
+PARSE_QUERIES = [  # syntax errors, type errors, and duration expressions (on by default in 3.x)
+    "sum(a_total b)", "rate(a_total b)", "a_total offset y", "a_total[5m 1]", 'a_total{a="b" c="d"}',
+    "sum by (a b) (a_total)", "a_total[5m+]", "(a_total)[5m]", "1 > 2", "a_total[5m] + 1",
+    "abs(a_total,)", '"unterminated', "a_total[0]", "a_total[1m/0]", 'a_total{a=~"(a"}',
+    "sum(rate(a_total[5m])", "a_total @ start(", "rate(a_total)", "a_total[5m:1m] offset 1m offset 1m",
+    "a + on(b) group_left", "round(a_total, >/0.1)", "1e999", "a_total offset 1000y",
+    "count_over_time(a_total[30s * 2])", "count_over_time(a_total[1m:step() + 15s])",
+    "a_total offset (10s + 20s)", "a_total offset -(-30s)", "a_total offset 15s * 2",
+    "count_over_time(a_total[range()])", "count_over_time(a_total[min_of(1m, 2m)])",
+]
+
+
+def test_parse_errors_and_duration_expressions_answer_as_prometheus_3(promring_up, tmp_path):
+    """Our parser against Prometheus 3's: the same errors (text and ``line:col``) and the same
+    answers for duration expressions, with Prometheus's default features."""
+    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
+                             "--web.enable-remote-write-receiver")
+    prom.args[0] = peer("prometheus")
+    prom.start()
+    try:
+        pr = promring_up(tmp_path / "data")
+        now = int(time.time() * 1000)
+        ts = [now - 120_000 + i * 15_000 for i in range(9)]
+        series = [((("__name__", "a_total"), ("job", "node")), ts, [float(i) for i in range(9)])]
+        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
+            assert push(url, series).status_code in (200, 204)
+        _assert_same_answers(prom.api, pr.api, PARSE_QUERIES, (ts[-1] + 1000) / 1000)
+    finally:
+        prom.stop()
+
+
+EXTENDED_FLAGS = "promql-binop-fill-modifiers,promql-extended-range-selectors"
+EXTENDED_QUERIES = [
+    "a_total + fill(0) c_total", "a_total - fill_left(1) fill_right(2) c_total",
+    "a_total > bool on(job) fill(3) c_total", "c_total / on(job) group_left fill_right(10) b_total",
+    "increase(a_total[1m] anchored)", "rate(a_total[1m] smoothed)", "delta(b_total[45s] smoothed)",
+    "changes(a_total[1m] anchored)", "resets(a_total[2m] anchored)", "a_total smoothed",
+    "b_total offset 7s smoothed", "max_over_time(a_total[1m] anchored)", "timestamp(a_total smoothed)",
+    "timestamp((b_total smoothed))", "a_total == fill(5) c_total", "b_total + ignoring(x) fill(1) a_total",
+    "increase(a_total[20s] anchored)", "rate(a_total[10s] smoothed)", "resets(a_total[30s] anchored offset 1m)",
+    "increase(a_total[1m] smoothed @ 100)", "sum(rate(a_total[1m] anchored))",
+]
+
+
+def test_fill_and_extended_selectors_answer_as_prometheus_3(promring_up, tmp_path):
+    """Fill modifiers and anchored/smoothed selectors (with their flags) against Prometheus 3,
+    at a time between samples so smoothing interpolates; the counter resets once."""
+    flags = f"--enable-feature={EXTENDED_FLAGS}"
+    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
+                             "--web.enable-remote-write-receiver", flags)
+    prom.args[0] = peer("prometheus")
+    prom.start()
+    try:
+        pr = promring_up(tmp_path / "data", flags)
+        now = int(time.time() * 1000)
+        ts = [now - 120_000 + i * 15_000 for i in range(9)]
+        series = [((("__name__", "a_total"), ("job", "node")), ts, [5.0, 7, 8, 2, 4, 9, 9, 12, 13]),
+                  ((("__name__", "b_total"), ("job", "node"), ("x", "1")), ts, [2.0 * i for i in range(9)]),
+                  ((("__name__", "c_total"), ("job", "other")), ts[2:], [1.0] * 7)]
+        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
+            assert push(url, series).status_code in (200, 204)
+        for t in (ts[5] + 7_500, ts[2], ts[8] + 200_000):
+            _assert_same_answers(prom.api, pr.api, EXTENDED_QUERIES, t / 1000, _same)
+        for q in ("rate(a_total[1m] smoothed)", "a_total smoothed", "increase(a_total[45s] anchored)",
+                  "a_total - fill_right(0) c_total"):
+            theirs, ours = (_range_answer(api, q, ts[0] / 1000, (ts[8] + 60_000) / 1000)
+                            for api in (prom.api, pr.api))
+            assert ours == theirs, f"{q}\n  prometheus {theirs}\n  promring   {ours}"
+        # range vectors: the window framed by its boundary values
+        _assert_same_answers(prom.api, pr.api, ["a_total[1m] anchored", "b_total[1m] smoothed"],
+                             (ts[5] + 7_500) / 1000)
+    finally:
+        prom.stop()
+
+
+TRIM_QUERIES = [
+    "histogram_count(h </ 3)", "histogram_sum(h </ 3)", "histogram_count(h >/ 0.7)",
+    "histogram_sum(h >/ -1.5)", "histogram_count(hf </ 1.3)", "histogram_sum(hf >/ 0)",
+    "histogram_count(hc </ 0.3)", "histogram_sum(hc >/ 0.3)", "histogram_count(hc >/ 5)",
+    "histogram_quantile(0.5, h </ 4)", "histogram_fraction(0, 1, hf >/ 0.5)", "h </ 1", "f </ 1",
+]
+
+
+def test_trim_operators_answer_as_prometheus_3(promring_up, tmp_path):
+    """</ and >/ on exponential (integer and float) and custom-bucket histograms."""
+    from test_native_histograms_e2e import STEP, custom_hist, push as push_hists, SERIES
+    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
+                             "--web.enable-remote-write-receiver")
+    prom.args[0] = peer("prometheus")
+    prom.start()
+    try:
+        pr = promring_up(tmp_path / "data")
+        t0 = int(time.time() * 1000) - 20 * STEP
+        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
+            push_hists(url, t0, 0, 10, {**SERIES, "hc": custom_hist})
+            assert push(url, [((("__name__", "f"),), [t0], [2.0])]).status_code in (200, 204)
+        _assert_same_answers(prom.api, pr.api, TRIM_QUERIES[:-2], (t0 + 9 * STEP) / 1000, _same)
+        # a histogram result and the float operand that is dropped: compared whole
+        _assert_same_answers(prom.api, pr.api, TRIM_QUERIES[-2:], (t0 + 9 * STEP) / 1000)
     finally:
         prom.stop()
