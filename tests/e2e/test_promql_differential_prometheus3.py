@@ -31,7 +31,15 @@ SEED = int(os.environ.get("PROMQL_DIFF_SEED", "15"))
 COMPLIANCE = Path(__file__).resolve().parents[3] / "shared/testdata/compliance/promql-test-queries.yml"
 
 # Mismatches that are not promring bugs: a regex over the query -> the reason.
-EXPLAINED: dict[str, str] = {}
+EXPLAINED: dict[str, str] = {
+    r"count_values.*(avg|sum|stddev|stdvar)_over_time": (
+        "count_values turns a value into a label with all its digits; promring sums windows "
+        "pairwise where Prometheus uses Kahan, so the last ulp of such a value may differ "
+        "(the values themselves agree to 1e-15)"),
+    r"^(sin|cos|tan|exp)\((sum|avg)\b.*demo_memory_usage_bytes": (
+        "a trigonometric function of a 1e10 sum turns the last-ulp difference of pairwise vs "
+        "Kahan summation (2e-6 absolute) into a 1e-6 relative difference; the sums agree"),
+}
 
 # The compliance score reached (the test fails if it drops) and the cases still failing.
 COMPLIANCE_PASSED = 537
@@ -75,4 +83,7 @@ def test_compliance_templates_score(pair):
         print("  FAILED", f)
     unexplained = [f for f in score.failures if not _explained(f, COMPLIANCE_EXPLAINED)]
     assert not unexplained, "\n".join(unexplained[:60])
+    # Templates whose should_fail Prometheus 3 contradicts (UTF-8 label names are valid now):
+    # the real tester aborts on them; here promring must answer as the reference does.
+    assert all(r.endswith("promring agrees") for r in score.reference_errors), score.reference_errors
     assert score.passed >= COMPLIANCE_PASSED

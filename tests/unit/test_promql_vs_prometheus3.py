@@ -1,0 +1,98 @@
+"""Regressions found by the differential test against Prometheus 3
+(tests/e2e/test_promql_differential_prometheus3.py), each as a Prometheus test script run
+through our engine with Prometheus's default flags (tests/unit/promqltest.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from promqltest import run_file
+from querier.promql import Engine
+
+SCRIPTS = {
+    # One-to-one matching with ignoring(__name__) removes the name from the result, as every
+    # other ignored label (Prometheus deletes the matching labels from the result metric).
+    "ignoring_name": """
+load 1m
+  a{job="x", i="1"} 10 1
+  b{job="x", i="1"} 5 5
+
+eval instant at 0m a > ignoring(__name__) b
+  {job="x", i="1"} 10
+
+eval instant at 1m a < ignoring(__name__, i) b
+  {job="x"} 1
+
+eval instant at 0m a > ignoring(i) b
+  a{job="x"} 10
+
+eval range from 0 to 1m step 1m a >= ignoring(__name__) b
+  {job="x", i="1"} 10 _
+
+eval instant at 0m a > ignoring(__name__) group_left b
+  a{job="x", i="1"} 10
+""",
+    # Date functions convert seconds to int64 as Go does: toward zero (-0.5 is 1970-01-01), and
+    # NaN, ±Inf and values beyond int64 become math.MinInt64, a wrapped-around date on
+    # 292277026596-12-04 15:30 UTC (Prometheus on amd64), not NaN.
+    "date_functions_go_conversion": """
+load 1m
+  t{i="nan"} NaN
+  t{i="inf"} Inf
+  t{i="neg"} -0.5
+
+eval instant at 0m month(t)
+  {i="nan"} 12
+  {i="inf"} 12
+  {i="neg"} 1
+
+eval instant at 0m year(t)
+  {i="nan"} 292277026596
+  {i="inf"} 292277026596
+  {i="neg"} 1970
+
+eval instant at 0m hour(t) + minute(t) / 100 + day_of_week(t) * 1000
+  {i="nan"} 15.3
+  {i="inf"} 15.3
+  {i="neg"} 4000
+
+eval instant at 0m day_of_month(t) + day_of_year(t) * 100 + days_in_month(t) * 100000
+  {i="nan"} 3133904
+  {i="inf"} 3133904
+  {i="neg"} 3100101
+
+eval instant at 0m month(vector(9.3e18)) * 100 + hour(vector(-1.5))
+  {} 1223
+
+eval instant at 0m year(vector(-1e17))
+  {} -3168871881
+""",
+    # Label names are UTF-8 in Prometheus 3: label_replace/label_join accept any non-empty
+    # valid UTF-8 destination (the compliance templates' "~invalid" included).
+    "utf8_destination_labels": """
+load 1m
+  m{src="a"} 1
+
+eval instant at 0m label_replace(m, "~invalid", "x$1", "src", "(.*)")
+  m{src="a", "~invalid"="xa"} 1
+
+eval instant at 0m label_join(m, "café", "-", "src", "src")
+  m{src="a", "café"="a-a"} 1
+
+eval instant at 0m label_replace(m, "\\xff", "", "src", "(.*)")
+  expect fail
+
+eval instant at 0m label_join(m, "", "-", "src")
+  expect fail
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_script_answers_as_prometheus_3(tmp_path: Path, name: str):
+    path = tmp_path / f"{name}.test"
+    path.write_text(SCRIPTS[name])
+    res = run_file(path, Engine())
+    assert res.failed == 0 and not res.xfailed, "\n".join(res.failures + res.xfailed)
+    assert res.passed == SCRIPTS[name].count("\neval")
