@@ -12,7 +12,7 @@ from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZ
 from querier.promql.types import PromQLError
 from querier.promql import nhist, rangehist
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
-                                   select_rows, set_label, with_hist)
+                                   select_rows, set_label, valid_label_name, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
 
 
@@ -386,25 +386,6 @@ def _go_expand(template: str, m) -> str:
     return "".join(out)
 
 
-def _valid_label_name(name: str, query: str) -> bool:
-    """Prometheus 3 takes any non-empty UTF-8 label name. The parser reads a "\\xNN" byte
-    escape as the character U+00NN, so when the query has such escapes, characters up to
-    U+00FF are taken back as the bytes they were and must still form valid UTF-8."""
-    if not name:
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-    if "\\x" in query and any("\x80" <= c <= "\xff" for c in name):
-        raw = b"".join(bytes([ord(c)]) if c <= "\xff" else c.encode("utf-8") for c in name)
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-    return True
-
-
 def _label_replace(ev, args) -> Vec:
     v = ev.eval(args[0])
     dst, repl, src, regex = (ev.eval(a).val for a in args[1:5])
@@ -412,7 +393,7 @@ def _label_replace(ev, args) -> Vec:
         rx = compile_go_regex(regex)
     except InvalidRegex as ex:
         raise PromQLError("execution", f"invalid regular expression in label_replace(): {regex}") from ex
-    if not _valid_label_name(dst, ev.sh.query):
+    if not valid_label_name(dst, ev.sh.query):
         raise PromQLError("execution", f"invalid destination label name in label_replace(): {dst}")
     labels, drop = [], v.drop.copy()
     for i, l in enumerate(v.labels):
@@ -431,7 +412,7 @@ def _label_join(ev, args) -> Vec:
     v = ev.eval(args[0])
     dst, sep = ev.eval(args[1]).val, ev.eval(args[2]).val
     srcs = [ev.eval(a).val for a in args[3:]]
-    if not _valid_label_name(dst, ev.sh.query):
+    if not valid_label_name(dst, ev.sh.query):
         raise PromQLError("execution", f"invalid destination label name in label_join(): {dst}")
     labels, drop = [], v.drop.copy()
     for i, l in enumerate(v.labels):

@@ -191,6 +191,25 @@ NATIVE = ["nh_seconds", "histogram_count(nh_seconds)", "histogram_sum(rate(nh_se
           "last_over_time(nh_seconds[5m])", "count_over_time(nh_seconds[5m])",
           "histogram_sum(nh_seconds) / histogram_count(nh_seconds)"]
 
+# Queries that fail (or nearly fail) in Prometheus 3: the same errorType is expected.
+FAILING = ["edge_gauge + on(job) edge_counter_total", "rate({job=\"edge\"}[5m])",
+           "-{__name__=~\"edge_.*\"}", "label_replace(edge_gauge, \"instance\", \"\", \"\", \"\")",
+           "topk(scalar(edge_gauge), edge_gauge)", "topk(1e20, edge_gauge)",
+           "quantile(scalar(vector(NaN)), edge_gauge)", "count_values(\"\", edge_gauge)",
+           "count_values(\"~v\", demo_num_cpus)", "edge_gauge[5m] + 1", "rate(edge_gauge)",
+           "1 + \"a\"", "sort_desc(1)", "vector(1) and on() 1", "edge_gauge @ start() @ end()",
+           "demo_num_cpus offset 1m offset 2m", "limitk(1, edge_gauge)",
+           "mad_over_time(edge_gauge[5m])", "{__name__=~\".*\"}", "edge_gauge{instance=~\"(\"}",
+           "sum(edge_gauge) by (instance) + on(instance) group_right edge_gauge",
+           "edge_counter_total / on(instance) group_left demo_num_cpus",
+           "demo_memory_usage_bytes / on(instance) demo_num_cpus",
+           "max_over_time(edge_gauge[5m:0s])", "rate(edge_gauge[0s])", "edge_gauge[1m] offset 1m",
+           "histogram_quantile(0.5, sum(rate(nh_seconds[5m])) + sum(rate(nh_seconds[5m])))",
+           "sum(nh_seconds) + sum(edge_gauge)", "nh_seconds > 1", "abs(nh_seconds)",
+           "max(nh_seconds)", "rate(demo_num_cpus[5m] @ 1e300)", "time() offset 1m",
+           "label_join(edge_gauge, \"instance\", \"-\", \"job\")",
+           "absent(nonexistent{job=\"x\", job=\"y\"})", "absent_over_time(nope{a=~\"b\"}[5m])"]
+
 
 def _apply(fn: str, arg: str) -> str:
     if fn == "-":
@@ -203,7 +222,7 @@ def generated_queries(n: int, at_s: int, seed: int = 15) -> list[str]:
     range, aggregation, operator and modifier appears), deduplicated, order kept."""
     rnd = random.Random(seed)
     mod = lambda: rnd.choice(MODIFIERS).format(at=at_s)  # noqa: E731
-    out: list[str] = list(NATIVE)
+    out: list[str] = list(NATIVE) + list(FAILING)
     # Every template value at least once, then random combinations until n.
     for f in RANGE_FUNCS:
         out.append(_apply(f, f"{rnd.choice(GAUGES)}[{rnd.choice(RANGES)}]{mod()}"))
@@ -216,7 +235,7 @@ def generated_queries(n: int, at_s: int, seed: int = 15) -> list[str]:
             out.append(_apply(a, rnd.choice(GAUGES)) + g if "{}" in a
                        else f"{a}{g} ({rnd.choice(GAUGES)}{mod()})")
     makers = [_range_q, _counter_q, _instant_q, _aggr_q, _binop_q, _subquery_q, _classic_q,
-              _nested_q]
+              _nested_q, _native_q]
     guard = 0
     while len(dict.fromkeys(out)) < n and guard < 50 * n:
         guard += 1
@@ -301,6 +320,23 @@ def _classic_q(rnd: random.Random, mod) -> str:
     r = rnd.choice(["1m", "5m", "10m"])
     return (f"histogram_quantile({q}, sum by ({by}) "
             f"({f}(demo_api_request_duration_seconds_bucket[{r}]{mod()})))")
+
+
+def _native_q(rnd: random.Random, mod) -> str:
+    inner = rnd.choice(["nh_seconds{}", "rate(nh_seconds[{r}]{})", "increase(nh_seconds[{r}]{})",
+                        "delta(nh_seconds[{r}]{})", "irate(nh_seconds[{r}]{})",
+                        "idelta(nh_seconds[{r}]{})", "sum_over_time(nh_seconds[{r}]{})",
+                        "avg_over_time(nh_seconds[{r}]{})", "last_over_time(nh_seconds[{r}]{})",
+                        "sum by (job) (rate(nh_seconds[{r}]{}))", "nh_seconds{} * -2",
+                        "avg(nh_seconds{})", "nh_seconds{} / 4", "max_over_time(nh_seconds[{r}]{})",
+                        "count_over_time(nh_seconds[{r}]{})", "resets(nh_seconds[{r}]{})",
+                        "changes(nh_seconds[{r}]{})", "deriv(nh_seconds[{r}]{})"])
+    inner = inner.replace("{r}", rnd.choice(RANGES)).replace("{}", mod())
+    f = rnd.choice(["histogram_count", "histogram_sum", "histogram_avg", "histogram_stddev",
+                    "histogram_stdvar", "histogram_quantile(0.8, {})", "histogram_quantile(0, {})",
+                    "histogram_fraction(-1, 2, {})", "histogram_fraction(0.5, Inf, {})", "sum",
+                    "count", "timestamp", "sort", "-", "abs", "label_replace({}, \"x\", \"y\", \"\", \"\")"])
+    return _apply(f, inner)
 
 
 def _nested_q(rnd: random.Random, mod) -> str:

@@ -85,6 +85,34 @@ eval instant at 0m label_replace(m, "\\xff", "", "src", "(.*)")
 
 eval instant at 0m label_join(m, "", "-", "src")
   expect fail
+
+eval instant at 0m count_values("~v", m)
+  {"~v"="1"} 1
+
+eval instant at 0m count_values("\\xff", m)
+  expect fail msg: invalid label name "\\xff"
+""",
+    # topk/bottomk refuse a k beyond int64 (even with no input), as Prometheus does; a hugely
+    # negative k selects nothing.
+    "topk_k_overflow": """
+load 1m
+  m{i="1"} 1
+  m{i="2"} 2
+
+eval instant at 0m topk(1e20, m)
+  expect fail msg: Scalar value 1e+20 overflows int64
+
+eval instant at 0m bottomk(9.3e18, nothing)
+  expect fail msg: Scalar value 9.3e+18 overflows int64
+
+eval range from 0 to 2m step 1m topk(scalar(m{i="2"}) * 5e18, m)
+  expect fail msg: Scalar value 1e+19 overflows int64
+
+eval instant at 0m topk(-1e20, m)
+
+eval instant at 0m topk(9.2e18, m)
+  m{i="1"} 1
+  m{i="2"} 2
 """,
 }
 
