@@ -421,17 +421,19 @@ def _get(url: str, params: dict) -> dict:
 
 
 def compare_queries(apis: dict[str, str], queries: list[str], instants: list[float],
-                    start: float, end: float, step: float = 60, workers: int = 4,
-                    ) -> tuple[list[str], int, int]:
-    """Every query as two instant queries (times picked round-robin) and one range query on
-    both APIs (reference first), ``workers`` queries at a time; returns the mismatches (in
-    query order) and the evaluation counts."""
+                    start: float, end: float, steps: tuple[float, ...] = (60, 45, 17),
+                    workers: int = 4) -> tuple[list[str], int, int]:
+    """Every query as two instant queries (times picked round-robin) and one range query
+    (step picked round-robin, some off the sample grid) on both APIs (reference first),
+    ``workers`` queries at a time; returns the mismatches (in query order) and the
+    evaluation counts."""
     (_, ref), (_, other) = apis.items()
     calls = []
     for i, q in enumerate(queries):
         calls += [("query", q, {"query": q, "time": instants[(i + k) % len(instants)]})
                   for k in (0, 2)]
-        calls.append(("query_range", q, {"query": q, "start": start, "end": end, "step": step}))
+        calls.append(("query_range", q, {"query": q, "start": start, "end": end,
+                                         "step": steps[i % len(steps)]}))
 
     def one(call: tuple) -> str | None:
         path, q, params = call
