@@ -220,7 +220,7 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
     T = ev.T
     if op != "limit_ratio":
         if np.isnan(kv).any():
-            raise PromQLError("execution", f"Parameter value is NaN for {op}")
+            raise PromQLError("execution", "Parameter value is NaN")
         if (kv >= 2.0 ** 63).any():  # Prometheus refuses a k that is no int64, even on no input
             raise PromQLError("execution", f"Scalar value {nhist.go_g(float(kv[kv >= 2.0 ** 63][0]))} "
                                            "overflows int64")

@@ -425,7 +425,8 @@ class Engine:
         k = _kind(expr)
         if k != "other":
             t = "range vector" if k == "matrix" else "string"
-            raise PromQLError("bad_data", f"invalid expression type \"{t}\" for range query, must be Scalar or instant Vector")
+            raise PromQLError("bad_data", f"invalid parameter \"query\": invalid expression type \"{t}\" "
+                                          "for range query, must be Scalar or instant Vector")
         _check_time(start_ms, "start")
         _check_time(end_ms, "end")
         sh = self._shared(q, start_ms, end_ms, query)

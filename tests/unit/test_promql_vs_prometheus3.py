@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from promqltest import run_file
-from querier.promql import Engine
+from promqltest import MemQueryable, run_file
+from querier.promql import Engine, PromQLError
 
 SCRIPTS = {
     # One-to-one matching with ignoring(__name__) removes the name from the result, as every
@@ -110,11 +110,27 @@ eval range from 0 to 2m step 1m topk(scalar(m{i="2"}) * 5e18, m)
 
 eval instant at 0m topk(-1e20, m)
 
+eval range from 0 to 1m step 1m bottomk(scalar(nothing), m)
+  expect fail msg: Parameter value is NaN
+
 eval instant at 0m topk(9.2e18, m)
   m{i="1"} 1
   m{i="2"} 2
 """,
 }
+
+
+def test_error_messages_as_prometheus_3():
+    """Exact texts of Prometheus 3's errors (the scripts' ``msg`` only checks a prefix)."""
+    q = MemQueryable()
+    q.add((("__name__", "m"),), 0, 1.0)
+    cases = {"topk(NaN, m)": "Parameter value is NaN",
+             "m[1m]": 'invalid parameter "query": invalid expression type "range vector" for '
+                      "range query, must be Scalar or instant Vector"}
+    for query, msg in cases.items():
+        with pytest.raises(PromQLError) as ex:
+            Engine().range(q, query, 0, 60_000, 60_000)
+        assert str(ex.value) == msg
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
