@@ -36,12 +36,13 @@ EXPLAINED: dict[str, str] = {
         "count_values turns a value into a label with all its digits; promring sums windows "
         "pairwise where Prometheus uses Kahan, so the last ulp of such a value may differ "
         "(the values themselves agree to 1e-15)"),
-    r"^(sin|cos|tan|exp)\((sum|avg|stddev|stdvar)\b.*demo_memory_usage_bytes": (
+    r"^(sin|cos|tan|exp)\((sum|avg|stddev|stdvar)\b.*demo_(memory|disk)_usage_bytes": (
         "a trigonometric function of a 1e10 (stdvar: 1e18) aggregate turns the last-ulp "
         "difference of pairwise vs Kahan summation into a 1e-6 relative difference; the "
         "aggregates themselves agree"),
-    r"^(topk|bottomk)\b.*\b(resets|changes|count_over_time|present_over_time)\(": (
-        "ties: which of several equal values topk/bottomk keep is unspecified in PromQL; "
+    r"\b(topk|bottomk)\b.*\b(resets|changes|count_over_time|present_over_time|irate|idelta)\(": (
+        "ties (counts, or irate/idelta of counters growing in equal steps): which of several "
+        "equal values topk/bottomk keep is unspecified in PromQL; "
         "Prometheus's choice follows its heap's internal order, promring keeps the first "
         "in label order (the data is ingested in label order, so most ties agree)"),
 }
