@@ -1,15 +1,13 @@
 """Aggregation operators, vectorised over steps per output group."""
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from querier.promql import ast
 from querier.promql import nhist
-from querier.promql.lexer import go_quote
 from querier.promql.types import PromQLError
-from querier.promql.values import Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist
+from querier.promql.values import (Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
+                                   valid_label_name)
 from receiver.tsdb.labels import METRIC_NAME, Labels
 
 
@@ -184,8 +182,9 @@ def _count_values(ev, v: Vec, groups, param, T: int) -> Vec:
     if not isinstance(param, Str):
         raise PromQLError("bad_data", "count_values needs a string parameter")
     name = param.val
-    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
-        raise PromQLError("execution", f"invalid label name {go_quote(name)}")
+    if not valid_label_name(name, ev.sh.query):
+        quoted = "".join(f"\\x{ord(ch):02x}" if 0x80 <= ord(ch) <= 0xFF else ch for ch in name)
+        raise PromQLError("execution", f'invalid label name "{quoted}"')
     counts: dict = {}
     hm = is_hist(v)
 
@@ -221,7 +220,10 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
     T = ev.T
     if op != "limit_ratio":
         if np.isnan(kv).any():
-            raise PromQLError("execution", f"Parameter value is NaN for {op}")
+            raise PromQLError("execution", "Parameter value is NaN")
+        if (kv >= 2.0 ** 63).any():  # Prometheus refuses a k that is no int64, even on no input
+            raise PromQLError("execution", f"Scalar value {nhist.go_g(float(kv[kv >= 2.0 ** 63][0]))} "
+                                           "overflows int64")
         k = np.trunc(np.clip(kv, -1, 1e18)).astype(np.int64)
     key = _grouper(mod)
     groups: dict[Labels, list[int]] = {}

@@ -176,14 +176,16 @@ def _float_trim_info(ev, op: str, cells, lt: str, rt: str) -> None:
 
 
 def _sig_fn(mod):
-    """Matching signature: on(...) keeps the listed labels, otherwise all but ignored and __name__."""
+    """Matching signature: on(...) keeps the listed labels, otherwise all but ignored and __name__.
+    The names returned are the listed ones: a one-to-one result keeps (on) or loses (ignoring)
+    exactly those, ``__name__`` too when it is listed, as in Prometheus."""
     m = mod.matching if mod is not None else None
     if m is not None and m.type == ast.LabelModifierType.Include:
         names = sorted(set(m.labels))
         return lambda l: tuple(get_label(l, n) for n in names), True, names
-    ign = set(m.labels) if m is not None else set()
-    ign.add(METRIC_NAME)
-    return lambda l: tuple(p for p in l if p[0] not in ign), False, sorted(ign - {METRIC_NAME})
+    listed = set(m.labels) if m is not None else set()
+    ign = listed | {METRIC_NAME}
+    return lambda l: tuple(p for p in l if p[0] not in ign), False, sorted(listed)
 
 
 def _set_op(op: str, lhs, rhs, mod) -> Vec:

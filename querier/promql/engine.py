@@ -47,6 +47,7 @@ class _Shared:
     loaded: int = 0  # samples the selectors read (Prometheus's totalQueryableSamples)
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
+    query: str = ""  # the query text, for what the parsed tree no longer shows (escapes)
 
     def reserve(self, points: int) -> None:
         """Account ``points`` more held points, refusing past ``--query.max-samples``.
@@ -392,8 +393,9 @@ class Engine:
         self.opts = opts
         self.last: _Shared | None = None  # the state of the last query, for its statistics
 
-    def _shared(self, q: Queryable, start: int, end: int) -> _Shared:
-        self.last = _Shared(q, self.opts, start, end, time.monotonic() + self.opts.timeout_s)
+    def _shared(self, q: Queryable, start: int, end: int, query: str = "") -> _Shared:
+        self.last = _Shared(q, self.opts, start, end, time.monotonic() + self.opts.timeout_s,
+                            query=query)
         return self.last
 
     def sample_stats(self) -> tuple[int, int]:
@@ -404,7 +406,7 @@ class Engine:
         expr = parse(query, features=self.opts.features)
         _check_time(t_ms, "time")
         resolve_durations(expr, query, 0, 0)
-        sh = self._shared(q, t_ms, t_ms)
+        sh = self._shared(q, t_ms, t_ms, query)
         v = _evaluate(Evaluator(sh, np.array([t_ms], dtype=np.int64)), expr)
         if isinstance(v, Scalar):
             return QueryResult("scalar", (t_ms, float(v.vals[0])), sh.warnings, sh.infos)
@@ -455,11 +457,12 @@ class Engine:
         k = _kind(expr)
         if k != "other":
             t = "range vector" if k == "matrix" else "string"
-            raise PromQLError("bad_data", f"invalid expression type \"{t}\" for range query, must be Scalar or instant Vector")
+            raise PromQLError("bad_data", f"invalid parameter \"query\": invalid expression type \"{t}\" "
+                                          "for range query, must be Scalar or instant Vector")
         _check_time(start_ms, "start")
         _check_time(end_ms, "end")
         resolve_durations(expr, query, step_ms, end_ms - start_ms)
-        sh = self._shared(q, start_ms, end_ms)
+        sh = self._shared(q, start_ms, end_ms, query)
         sh.reserve((end_ms - start_ms) // step_ms + 1)
         steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
         sh.step = step_ms

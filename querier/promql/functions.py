@@ -13,10 +13,9 @@ from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZ
 from querier.promql.types import PromQLError
 from querier.promql import nhist, rangeext, rangehist
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
-                                   select_rows, set_label, with_hist)
+                                   select_rows, set_label, valid_label_name, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
 
-_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def _round(x, to=1.0):
@@ -332,9 +331,19 @@ def _absent_result(ev, arg, mask: np.ndarray) -> Vec:
     return Vec([l], np.ones((1, ev.T)), mask[None, :].copy(), np.zeros(1, bool))
 
 
+# What Go's time.Unix(int64(v), 0) gives Prometheus for NaN, ±Inf and values beyond int64:
+# int64(v) is math.MinInt64 there (amd64), a wrapped-around time on 292277026596-12-04 15:30 UTC.
+_GO_MIN_INT64_DATE = {"day_of_month": 4.0, "day_of_week": 0.0, "day_of_year": 339.0,
+                      "days_in_month": 31.0, "hour": 15.0, "minute": 30.0, "month": 12.0,
+                      "year": 292277026596.0}
+
+
 def _date(name: str, x: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(x)
-    secs = np.where(ok, np.floor(x), 0).astype(np.int64).astype("datetime64[s]")
+    """Calendar fields of x seconds as Prometheus computes them: x truncated toward zero to an
+    int64 as Go converts floats (so -0.5 is 1970-01-01), then UTC date arithmetic."""
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(x) & (np.abs(x) < 2.0 ** 63)
+    secs = np.where(ok, np.trunc(np.where(ok, x, 0)), 0).astype(np.int64).astype("datetime64[s]")
     D = secs.astype("datetime64[D]")
     M = secs.astype("datetime64[M]")
     Y = secs.astype("datetime64[Y]")
@@ -354,7 +363,7 @@ def _date(name: str, x: np.ndarray) -> np.ndarray:
         r = ((secs - D.astype("datetime64[s]")).astype(np.int64) // 60) % 60
     else:
         r = ((M + 1).astype("datetime64[D]") - M.astype("datetime64[D]")).astype(np.int64)
-    return np.where(ok, r.astype(np.float64), np.nan)
+    return np.where(ok, r.astype(np.float64), _GO_MIN_INT64_DATE[name])
 
 
 def _go_expand(template: str, m) -> str:
@@ -406,7 +415,7 @@ def _label_replace(ev, args) -> Vec:
         rx = compile_go_regex(regex)
     except InvalidRegex as ex:
         raise PromQLError("execution", f"invalid regular expression in label_replace(): {regex}") from ex
-    if not _NAME_RE.match(dst):
+    if not valid_label_name(dst, ev.sh.query):
         raise PromQLError("execution", f"invalid destination label name in label_replace(): {dst}")
     labels, drop = [], v.drop.copy()
     for i, l in enumerate(v.labels):
@@ -425,7 +434,7 @@ def _label_join(ev, args) -> Vec:
     v = ev.eval(args[0])
     dst, sep = ev.eval(args[1]).val, ev.eval(args[2]).val
     srcs = [ev.eval(a).val for a in args[3:]]
-    if not _NAME_RE.match(dst):
+    if not valid_label_name(dst, ev.sh.query):
         raise PromQLError("execution", f"invalid destination label name in label_join(): {dst}")
     labels, drop = [], v.drop.copy()
     for i, l in enumerate(v.labels):

@@ -161,3 +161,22 @@ def row_values(v: Vec, i: int, mask: np.ndarray) -> np.ndarray:
     hm = h != None  # noqa: E711
     out[hm] = h[hm]
     return out
+
+
+def valid_label_name(name: str, query: str) -> bool:
+    """Prometheus 3 takes any non-empty UTF-8 label name. The parser reads a "\\xNN" byte
+    escape as the character U+00NN, so when the query has such escapes, characters up to
+    U+00FF are taken back as the bytes they were and must still form valid UTF-8."""
+    if not name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    if "\\x" in query and any("\x80" <= c <= "\xff" for c in name):
+        raw = b"".join(bytes([ord(c)]) if c <= "\xff" else c.encode("utf-8") for c in name)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
