@@ -205,7 +205,6 @@ class Evaluator:
             hs = None if s.hists is None else s.hists[lo:hi]
             if hs is not None and self.stats:
                 hs = _stats_hints(hs)
-            self.sh.reserve(len(ts))
             self.sh.loaded += len(ts)
             if len(ts):
                 out.append((s.labels, ts, vals, hs))
@@ -268,6 +267,16 @@ class Evaluator:
         any_h = any(h is not None for h in hss)
         return Matrix(labels, tss, valss, np.zeros(len(labels), bool), E, rng, self._eval_ts(vs),
                       hss if any_h else None)
+
+    def range_arg(self, e):
+        """A range function's matrix argument. A matrix selector's samples are not held on the
+        budget as a whole: Prometheus buffers one series' window at a time, so only the function's
+        output and the widest window count (functions._apply). A subquery's steps are held."""
+        inner = unparen(e)
+        if isinstance(inner, pp.MatrixSelector):
+            self.sh.check_deadline()
+            return self.matrix_selector(inner)
+        return self.eval(e)
 
     def subquery(self, sq) -> Matrix:
         rng = dur_ms(sq.range)
