@@ -13,6 +13,7 @@ from querier.promql import aggregate, binops, functions
 from querier.promql.features import experimental_use
 from querier.promql.guard import check_query
 from querier.promql.parse_errors import prometheus_parse_error
+from querier.promql.rangefuncs import batch_bounds
 from querier.promql.types import (EXPERIMENTAL_FUNCTIONS, TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
                                   QueryResult)
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
@@ -219,6 +220,15 @@ class Evaluator:
         series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
         n = len(series)
         self.sh.reserve(n * self.T)
+        if all(hs is None for _, _, _, hs in series):
+            found = _last_samples(series, E, lb)
+            if found is not None:
+                vals, pres, sts = found
+                keep = pres.any(1)
+                labels = [l for (l, _, _, _), k in zip(series, keep.tolist()) if k]
+                if not keep.all():
+                    vals, pres, sts = vals[keep], pres[keep], sts[keep]
+                return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts)
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         sts = np.zeros((n, self.T), dtype=np.int64)
@@ -307,6 +317,31 @@ class Evaluator:
         any_h = any(h is not None for h in hss)
         return Matrix(labels, tss, valss, np.array(drop, dtype=bool), E, rng, self._eval_ts(sq),
                       hss if any_h else None)
+
+
+def _last_samples(series: list, E: np.ndarray, lb: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Every float series' newest sample at or before each step, in one search over all series
+    laid end to end: (vals, present, sample_ts), each [n, T]. Present where that sample is newer
+    than the lookback and not a staleness marker. None when the timestamps are too far apart to
+    search together (then the caller goes series by series)."""
+    n, T = len(series), len(E)
+    lens = np.fromiter((len(s[1]) for s in series), dtype=np.int64, count=n)
+    ts = np.concatenate([s[1] for s in series]) if n else np.zeros(0, np.int64)
+    v = np.concatenate([s[2] for s in series]) if n else np.zeros(0)
+    found = batch_bounds(ts, lens, E, lb)
+    if found is None:
+        return None
+    lo, hi = found
+    first = np.repeat(np.cumsum(lens) - lens, T)  # each window's series start
+    ic = np.maximum(hi - 1, first)
+    ok = hi > lo
+    if len(v):
+        x, st = v[ic], ts[ic]
+        ok &= ~is_stale(x)
+    else:
+        x, st = np.zeros(n * T), np.zeros(n * T, np.int64)
+    return x.reshape(n, T), ok.reshape(n, T), st.reshape(n, T)
 
 
 def _stats_hints(hs: np.ndarray) -> np.ndarray:
