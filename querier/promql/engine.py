@@ -200,10 +200,11 @@ class Evaluator:
                if with_hints is not None else self.sh.q.select(ms, mint, maxt))
         for s in got:
             self.sh.check_deadline()
-            ts = np.asarray(s.ts, dtype=np.int64)
-            lo, hi = np.searchsorted(ts, [mint, maxt], side="left")[0], np.searchsorted(ts, maxt, side="right")
-            ts, vals = ts[lo:hi], np.asarray(s.vals, dtype=np.float64)[lo:hi]
-            hs = None if s.hists is None else s.hists[lo:hi]
+            ts, vals, hs = np.asarray(s.ts, dtype=np.int64), np.asarray(s.vals, dtype=np.float64), s.hists
+            if len(ts) and (ts[0] < mint or ts[-1] > maxt):  # stores mostly answer within range
+                lo, hi = np.searchsorted(ts, mint, side="left"), np.searchsorted(ts, maxt, side="right")
+                ts, vals = ts[lo:hi], vals[lo:hi]
+                hs = None if hs is None else hs[lo:hi]
             if hs is not None and self.stats:
                 hs = _stats_hints(hs)
             self.sh.loaded += len(ts)
@@ -264,9 +265,10 @@ class Evaluator:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs))
         series = self._select(vs, int(E.min()) - rng + 1, int(E.max()), range_ms=rng)
         labels, tss, valss, hss = [], [], [], []
-        for l, ts, v, hs in series:
-            st = is_stale(v)
-            if st.any():
+        with_stale = _series_with_stale(series)
+        for k, (l, ts, v, hs) in enumerate(series):
+            if k in with_stale:
+                st = is_stale(v)
                 ts, v = ts[~st], v[~st]
                 hs = None if hs is None else hs[~st]
             if len(ts):
@@ -342,6 +344,17 @@ def _last_samples(series: list, E: np.ndarray, lb: int
     else:
         x, st = np.zeros(n * T), np.zeros(n * T, np.int64)
     return x.reshape(n, T), ok.reshape(n, T), st.reshape(n, T)
+
+
+def _series_with_stale(series: list) -> set[int]:
+    """Indices of the selected series holding a staleness marker, found in one pass."""
+    if not series:
+        return set()
+    st = is_stale(np.concatenate([s[2] for s in series]))
+    if not st.any():
+        return set()
+    ends = np.cumsum([len(s[2]) for s in series])
+    return set(np.searchsorted(ends, np.flatnonzero(st), side="right").tolist())
 
 
 def _stats_hints(hs: np.ndarray) -> np.ndarray:
