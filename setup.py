@@ -8,6 +8,7 @@ setup(
         Extension("receiver.tsdb._chunkenc", ["receiver/tsdb/_chunkenc.c"], extra_compile_args=CFLAGS),
         Extension("receiver._rwdecode", ["receiver/_rwdecode.c"], extra_compile_args=CFLAGS),
         Extension("receiver.tsdb._blockio", ["receiver/tsdb/_blockio.c"], extra_compile_args=CFLAGS),
+        Extension("querier._pointsjson", ["querier/_pointsjson.c"], extra_compile_args=CFLAGS),
         Extension("storeapi._wire", ["storeapi/_wire.c"], extra_compile_args=CFLAGS),
         Extension("store._indexheader", ["store/_indexheader.c"], extra_compile_args=CFLAGS),
         Extension("receiver.hashring._ringc", ["receiver/hashring/_ringc.c"], extra_compile_args=CFLAGS),

@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import orjson
+
+from querier._pointsjson import points as _points_c
 
 
 def format_value(v: float) -> str:
@@ -80,6 +83,12 @@ def ts_fragments_vec(ts: np.ndarray) -> list[str]:
     return list(map(ts_fragment, t.tolist()))
 
 
-def points_json(ts: np.ndarray, vals: np.ndarray) -> str:
-    """A matrix series' ``values`` array: ``[[t,"v"],...]`` without a per-point Python frame."""
-    return "[" + ",".join(map('[{},"{}"]'.format, ts_fragments_vec(ts), format_values_vec(vals))) + "]"
+def points_json(ts: np.ndarray, vals: np.ndarray) -> bytes:
+    """A matrix series' ``values`` array: ``[[t,"v"],...]``, in C from orjson's shortest float
+    digits; in Python only for series holding NaN, Inf or exponent-form values."""
+    v = np.ascontiguousarray(vals, dtype=np.float64).reshape(-1)
+    t = np.ascontiguousarray(ts, dtype=np.int64).reshape(-1)
+    out = _points_c(t, orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY))
+    if out is not None:
+        return out
+    return ("[" + ",".join(map('[{},"{}"]'.format, ts_fragments_vec(t), format_values_vec(v))) + "]").encode()

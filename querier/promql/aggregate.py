@@ -250,6 +250,9 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
             continue
         if op == "limitk":
             rank = np.cumsum(p, axis=0) - 1
+        elif len(idx) > 1 and T and (k == k[0]).all():
+            pres[idx] = _first_k(x, p, int(k[0]), op == "topk")
+            continue
         else:
             nan = np.isnan(x)
             vv = np.where(nan, 0.0, x)
@@ -258,6 +261,31 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
             np.put_along_axis(rank, order, np.arange(len(idx))[:, None].repeat(T, 1), axis=0)
         pres[idx] = p & (rank < k[None, :])
     return Vec(v.labels, v.vals, pres, v.drop, None, v.hist)
+
+
+def _first_k(x: np.ndarray, p: np.ndarray, k: int, desc: bool) -> np.ndarray:
+    """bool [m, T]: the rows topk/bottomk keep at each step, k the same at every step. The same
+    order as a full sort (present before absent, numbers before NaN, by value, ties by row) but
+    found with one partition per step: the k-th value is the threshold, rows at it are taken in
+    row order until k are kept, NaNs only when fewer than k numbers are present."""
+    if k <= 0:
+        return np.zeros(p.shape, dtype=bool)
+    nan = np.isnan(x)
+    cand = p & ~nan
+    s = np.where(cand, -x if desc else x, np.inf)
+    n_num = cand.sum(0)
+    kk = min(k, len(s)) - 1
+    thr = np.partition(s, kk, axis=0)[kk]
+    below = cand & (s < thr)
+    at = cand & (s == thr)
+    room = k - below.sum(0)
+    if (at.sum(0) > room).any():  # more ties at the threshold than room: the first rows win
+        at &= np.cumsum(at, axis=0) <= room
+    keep = np.where(n_num > k, below | at, cand)
+    nan_p = p & nan
+    if nan_p.any():
+        keep |= nan_p & (n_num + np.cumsum(nan_p, axis=0) <= k)
+    return keep
 
 
 def _ratio_hash(l: Labels) -> float:

@@ -12,6 +12,7 @@ from querier.promql.features import parser_options
 from querier.promql.guard import check_query
 from querier.promql.parser import ParseError, parse as parse_syntax
 from querier.promql.types import TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable, QueryResult
+from querier.promql.rangefuncs import batch_bounds
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
                                    row_values)
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
@@ -192,13 +193,13 @@ class Evaluator:
                if with_hints is not None else self.sh.q.select(ms, mint, maxt))
         for s in got:
             self.sh.check_deadline()
-            ts = np.asarray(s.ts, dtype=np.int64)
-            lo, hi = np.searchsorted(ts, [mint, maxt], side="left")[0], np.searchsorted(ts, maxt, side="right")
-            ts, vals = ts[lo:hi], np.asarray(s.vals, dtype=np.float64)[lo:hi]
-            hs = None if s.hists is None else s.hists[lo:hi]
+            ts, vals, hs = np.asarray(s.ts, dtype=np.int64), np.asarray(s.vals, dtype=np.float64), s.hists
+            if len(ts) and (ts[0] < mint or ts[-1] > maxt):  # stores mostly answer within range
+                lo, hi = np.searchsorted(ts, mint, side="left"), np.searchsorted(ts, maxt, side="right")
+                ts, vals = ts[lo:hi], vals[lo:hi]
+                hs = None if hs is None else hs[lo:hi]
             if hs is not None and self.stats:
                 hs = _stats_hints(hs)
-            self.sh.reserve(len(ts))
             self.sh.loaded += len(ts)
             if len(ts):
                 out.append((s.labels, ts, vals, hs))
@@ -216,6 +217,15 @@ class Evaluator:
         series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
         n = len(series)
         self.sh.reserve(n * self.T)
+        if all(hs is None for _, _, _, hs in series):
+            found = _last_samples(series, E, lb)
+            if found is not None:
+                vals, pres, sts = found
+                keep = pres.any(1)
+                labels = [l for (l, _, _, _), k in zip(series, keep.tolist()) if k]
+                if not keep.all():
+                    vals, pres, sts = vals[keep], pres[keep], sts[keep]
+                return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts)
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         sts = np.zeros((n, self.T), dtype=np.int64)
@@ -279,9 +289,10 @@ class Evaluator:
         wend, wrng = ext.window(E, rng) if ext else (E, rng)
         series = self._select(vs, int(wend.min()) - wrng + 1, int(wend.max()), range_ms=rng)
         labels, tss, valss, hss = [], [], [], []
-        for l, ts, v, hs in series:
-            st = is_stale(v)
-            if st.any():
+        with_stale = _series_with_stale(series)
+        for k, (l, ts, v, hs) in enumerate(series):
+            if k in with_stale:
+                st = is_stale(v)
                 ts, v = ts[~st], v[~st]
                 hs = None if hs is None else hs[~st]
             if len(ts):
@@ -292,6 +303,16 @@ class Evaluator:
         any_h = any(h is not None for h in hss)
         return Matrix(labels, tss, valss, np.zeros(len(labels), bool), E, rng, self._eval_ts(vs),
                       hss if any_h else None, ext)
+
+    def range_arg(self, e):
+        """A range function's matrix argument. A matrix selector's samples are not held on the
+        budget as a whole: Prometheus buffers one series' window at a time, so only the function's
+        output and the widest window count (functions._apply). A subquery's steps are held."""
+        inner = unparen(e)
+        if isinstance(inner, ast.MatrixSelector):
+            self.sh.check_deadline()
+            return self.matrix_selector(inner)
+        return self.eval(e)
 
     def subquery(self, sq) -> Matrix:
         rng = dur_ms(sq.range)
@@ -322,6 +343,42 @@ class Evaluator:
         any_h = any(h is not None for h in hss)
         return Matrix(labels, tss, valss, np.array(drop, dtype=bool), E, rng, self._eval_ts(sq),
                       hss if any_h else None)
+
+
+def _last_samples(series: list, E: np.ndarray, lb: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Every float series' newest sample at or before each step, in one search over all series
+    laid end to end: (vals, present, sample_ts), each [n, T]. Present where that sample is newer
+    than the lookback and not a staleness marker. None when the timestamps are too far apart to
+    search together (then the caller goes series by series)."""
+    n, T = len(series), len(E)
+    lens = np.fromiter((len(s[1]) for s in series), dtype=np.int64, count=n)
+    ts = np.concatenate([s[1] for s in series]) if n else np.zeros(0, np.int64)
+    v = np.concatenate([s[2] for s in series]) if n else np.zeros(0)
+    found = batch_bounds(ts, lens, E, lb)
+    if found is None:
+        return None
+    lo, hi = found
+    first = np.repeat(np.cumsum(lens) - lens, T)  # each window's series start
+    ic = np.maximum(hi - 1, first)
+    ok = hi > lo
+    if len(v):
+        x, st = v[ic], ts[ic]
+        ok &= ~is_stale(x)
+    else:
+        x, st = np.zeros(n * T), np.zeros(n * T, np.int64)
+    return x.reshape(n, T), ok.reshape(n, T), st.reshape(n, T)
+
+
+def _series_with_stale(series: list) -> set[int]:
+    """Indices of the selected series holding a staleness marker, found in one pass."""
+    if not series:
+        return set()
+    st = is_stale(np.concatenate([s[2] for s in series]))
+    if not st.any():
+        return set()
+    ends = np.cumsum([len(s[2]) for s in series])
+    return set(np.searchsorted(ends, np.flatnonzero(st), side="right").tolist())
 
 
 def _stats_hints(hs: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ def call(ev, e):
     if name in RANGE_FUNCS:
         return _range_call(ev, name, args)
     if name in ("absent_over_time",):
-        m = ev.eval(args[0])
+        m = ev.range_arg(args[0])
         anyp = np.zeros(ev.T, bool)
         for ts in m.ts:
             lo, hi = bounds(ts, m.end, m.rng)
@@ -176,7 +176,7 @@ def call(ev, e):
 def _range_call(ev, name: str, args) -> Vec:
     if name == "quantile_over_time":
         args = [args[1], args[0]]
-    m = ev.eval(args[0])
+    m = ev.range_arg(args[0])
     extra = [ev.eval(a) for a in args[1:]]
     extra_vals = [x.vals for x in extra]
     if name in ("holt_winters", "double_exponential_smoothing") and len(m.labels):
@@ -298,8 +298,8 @@ def _ext_windows(m: Matrix, after_start: np.ndarray, at_end: np.ndarray):
 def _apply(ev, name, fn, ts, x, lo, hi, w, extra, vals, pres, rows: np.ndarray) -> None:
     if not (hi > lo).any():
         return
-    if name in WINDOW_MATERIALIZING:
-        ev.sh.fits(int((hi - lo).max()) * len(lo))
+    # the windows a call holds at once: all of them when copied out, else the widest one
+    ev.sh.fits(int((hi - lo).max()) * (len(lo) if name in WINDOW_MATERIALIZING else 1))
     r, ok = fn(ts, x, lo, hi, w, extra)
     vals[rows] = np.reshape(r, (len(rows), -1))
     pres[rows] = np.reshape(ok, (len(rows), -1))

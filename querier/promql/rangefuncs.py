@@ -245,8 +245,13 @@ def _extrapolated(ts, x, lo, hi, m, counter: bool, rate: bool):
         if counter:
             # each window sums its own reset corrections (pair (j-1, j) is stored at j-1): a
             # prefix sum over many series laid end to end would cancel catastrophically
-            corr = np.where(x[1:] < x[:-1], x[:-1], 0.0)
-            res = res + np.where(ok, reduceat(np.add, corr, f, l), 0.0)
+            drop = x[1:] < x[:-1]
+            # a window only spans pairs of one series, where time rises: no drop there, no reset
+            if (drop & (ts[1:] > ts[:-1])).any():
+                corr = np.where(drop, x[:-1], 0.0)
+                res = res + np.where(ok, reduceat(np.add, corr, f, l), 0.0)
+            else:
+                res = res + 0.0  # as adding no corrections did: -0 becomes 0
         sampled = (lt - ft) / 1000.0
         avg = sampled / (n - 1)
         dstart = (ft - (m.end - m.rng)) / 1000.0

@@ -69,6 +69,9 @@ def is_stale(vals: np.ndarray) -> np.ndarray:
 
 
 def drop_name(lbls: Labels) -> Labels:
+    # sorted label sets hold the name first unless a label name sorts before "__name__"
+    if lbls and lbls[0][0] == METRIC_NAME:
+        return lbls[1:]
     return tuple(p for p in lbls if p[0] != METRIC_NAME)
 
 
@@ -94,33 +97,37 @@ def fmt_labels(lbls: Labels) -> str:
 
 def merge_rows(v: Vec, err: str) -> Vec:
     """Combine rows with identical label sets; two present at one step is an error."""
-    groups: dict[Labels, list[int]] = {}
-    for i, l in enumerate(v.labels):
-        groups.setdefault(l, []).append(i)
-    if len(groups) == len(v.labels):
+    if len(set(v.labels)) == len(v.labels):  # the usual case, hashed in C
         return v
     from querier.promql.types import PromQLError
-    T = v.vals.shape[1]
-    labels, vals, pres, drop = [], np.zeros((len(groups), T)), np.zeros((len(groups), T), bool), []
-    hist = None if v.hist is None else np.full((len(groups), T), None, dtype=object)
-    for k, (l, idx) in enumerate(groups.items()):
-        p = v.present[idx]
-        if (p.sum(0) > 1).any():
-            raise PromQLError("execution", err)
-        sel = p.argmax(0)
-        vals[k] = v.vals[idx][sel, np.arange(T)]
-        if hist is not None:
-            hist[k] = np.where(p.any(0), v.hist[idx][sel, np.arange(T)], None)
-        pres[k] = p.any(0)
-        labels.append(l)
-        drop.append(bool(v.drop[idx].any()))
-    return Vec(labels, vals, pres, np.array(drop, dtype=bool), hist=hist)
+    ids: dict[Labels, int] = {}
+    gid = np.array([ids.setdefault(l, len(ids)) for l in v.labels], dtype=np.intp)
+    G, T = len(ids), v.vals.shape[1]
+    count = np.zeros((G, T), dtype=np.int64)
+    np.add.at(count, gid, v.present)
+    if (count > 1).any():
+        raise PromQLError("execution", err)
+    first = np.full(G, len(gid), dtype=np.intp)
+    np.minimum.at(first, gid, np.arange(len(gid)))
+    rr, tt = np.nonzero(v.present)
+    vals = v.vals[first].copy()  # a group's first row where none is present, as before
+    vals[gid[rr], tt] = v.vals[rr, tt]
+    hist = None
+    if v.hist is not None:
+        hist = np.full((G, T), None, dtype=object)
+        hist[gid[rr], tt] = v.hist[rr, tt]
+    drop = np.zeros(G, dtype=bool)
+    np.logical_or.at(drop, gid, v.drop)
+    return Vec(list(ids), vals, count > 0, drop, hist=hist)
 
 
 def finalize(v: Vec) -> Vec:
     """Apply delayed name removal and reject label-set collisions, as at the end of a query."""
-    if v.drop.any():
-        v = Vec([drop_name(l) if d else l for l, d in zip(v.labels, v.drop)], v.vals, v.present,
+    if v.drop.all():
+        v = Vec(list(map(drop_name, v.labels)), v.vals, v.present, np.zeros(len(v.labels), dtype=bool),
+                hist=v.hist)
+    elif v.drop.any():
+        v = Vec([drop_name(l) if d else l for l, d in zip(v.labels, v.drop.tolist())], v.vals, v.present,
                 np.zeros(len(v.labels), dtype=bool), hist=v.hist)
     return merge_rows(v, "vector cannot contain metrics with the same labelset")
 

@@ -27,5 +27,27 @@ def test_timestamps_match_ts_fragment():
 
 def test_points_json_is_the_matrix_values_array():
     ts = np.array([1_700_000_000_000, 1_700_000_015_500], dtype=np.int64)
-    assert points_json(ts, np.array([1.0, 0.25])) == '[[1700000000,"1"],[1700000015.500,"0.25"]]'
-    assert points_json(ts[:0], np.zeros(0)) == "[]"
+    assert points_json(ts, np.array([1.0, 0.25])) == b'[[1700000000,"1"],[1700000015.500,"0.25"]]'
+    assert points_json(ts[:0], np.zeros(0)) == b"[]"
+
+
+def _reference(ts: np.ndarray, vals: np.ndarray) -> bytes:
+    return ("[" + ",".join(f'[{ts_fragment(t)},"{format_value(v)}"]'
+                           for t, v in zip(ts.tolist(), vals.tolist())) + "]").encode()
+
+
+def test_points_json_matches_the_per_point_spelling():
+    """The C path (orjson's digits re-spelt) and its Python fallback give Prometheus's text for
+    every class of value: whole, fractions, the 1e-6 and 1e21 switches to exponent form, NaN/Inf,
+    negative zero and negative or sub-second timestamps."""
+    rng = np.random.default_rng(2)
+    n = 6000
+    ts = np.sort(rng.integers(-10**13, 10**13, n))
+    arrays = [rng.normal(0, 1, n), rng.normal(0, 1e6, n).round(2), rng.integers(-10**6, 10**6, n).astype(float),
+              10.0 ** rng.uniform(-12, 25, n), -(10.0 ** rng.uniform(-8, -3, n)), rng.exponential(3.0, n).cumsum(),
+              10.0 ** rng.uniform(-6.5, -5.5, n), 10.0 ** rng.uniform(15, 17, n)]
+    for arr in arrays:
+        for k in range(0, n, 1000):  # most slices hold no fallback value, so the C path runs
+            assert points_json(ts[k:k + 1000], arr[k:k + 1000]) == _reference(ts[k:k + 1000], arr[k:k + 1000])
+    for v in EDGES:
+        assert points_json(ts[:3], np.array([1.5, v, 2.0])) == _reference(ts[:3], np.array([1.5, v, 2.0])), v

@@ -1,6 +1,8 @@
-"""One sample budget per query (Prometheus's --query.max-samples): every point a query loads or
-holds counts -- selected samples, subquery steps, per-step vectors, materialised windows -- and
-the query fails before the memory is spent."""
+"""One sample budget per query (Prometheus's --query.max-samples): the points a query holds at
+once count -- each node's output (per-step vectors, series x steps of a range query), subquery
+steps, a range function's window(s), a plain matrix selector's samples -- and the query fails
+before that memory is spent. Raw samples a selector reads only on the way to a node's output do
+not all count at once, as in Prometheus (it buffers one series' window at a time)."""
 from __future__ import annotations
 
 import subprocess
@@ -57,6 +59,27 @@ def test_held_points_are_released_not_summed():
     q = " + ".join(["m"] * 30)
     res = Engine(EngineOptions(max_samples=10 * 61 * 4)).range(Mem(10), q, 0, 3_600_000, 60_000)
     assert len(res.series) == 10
+
+
+def test_selected_raw_samples_do_not_count_all_at_once():
+    """Prometheus's engine counts a range query's output (10 series x 61 steps = 610 points) plus
+    the window it is reading (one series' 10 min = 600 samples), not the 36,010 samples per
+    series x 10 the selectors read: max-samples 5,000 answers these; 500 (< the output) does not."""
+    q = Mem(10, every=1_000)
+    eng = Engine(EngineOptions(max_samples=5_000))
+    for expr in ("m", "rate(m[10m])", "sum(rate(m[10m]))", "max_over_time(m[10m])", "m + m"):
+        assert eng.range(q, expr, 0, 3_600_000, 60_000).series, expr
+    assert eng.range(q, "absent_over_time(m[10m])", 0, 3_600_000, 60_000).series == []
+    assert len(eng.instant(q, "rate(m[10m])", 3_600_000).series) == 10
+    small = Engine(EngineOptions(max_samples=500))
+    for expr in ("m", "rate(m[10m])", "max_over_time(m[10m])"):
+        refused(lambda: small.range(q, expr, 0, 3_600_000, 60_000))
+    # the widest window alone is past the limit: 1 h of 1 s samples = 3,600 > 3,000
+    refused(lambda: Engine(EngineOptions(max_samples=3_000)).range(Mem(1, every=1_000), "rate(m[1h])",
+                                                                    0, 3_600_000, 600_000))
+    # a plain matrix selector's samples are the query's value: all of them are held
+    refused(lambda: eng.instant(q, "m[10m]", 3_600_000))
+    assert len(Engine(EngineOptions(max_samples=7_000)).instant(q, "m[10m]", 3_600_000).series) == 10
 
 
 def test_materialised_windows_count():
