@@ -5,6 +5,7 @@ import numpy as np
 
 from querier.promql import ast
 from querier.promql import nhist
+from querier.promql.lexer import go_quote
 from querier.promql.types import PromQLError
 from querier.promql.values import (Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
                                    valid_label_name)
@@ -182,9 +183,8 @@ def _count_values(ev, v: Vec, groups, param, T: int) -> Vec:
     if not isinstance(param, Str):
         raise PromQLError("bad_data", "count_values needs a string parameter")
     name = param.val
-    if not valid_label_name(name, ev.sh.query):
-        quoted = "".join(f"\\x{ord(ch):02x}" if 0x80 <= ord(ch) <= 0xFF else ch for ch in name)
-        raise PromQLError("execution", f'invalid label name "{quoted}"')
+    if not valid_label_name(name):
+        raise PromQLError("execution", f"invalid label name {go_quote(name)}")
     counts: dict = {}
     hm = is_hist(v)
 

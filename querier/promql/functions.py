@@ -13,7 +13,7 @@ from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZ
 from querier.promql.types import PromQLError
 from querier.promql import nhist, rangeext, rangehist
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
-                                   select_rows, set_label, valid_label_name, with_hist)
+                                   printable, select_rows, set_label, valid_label_name, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
 
 
@@ -415,8 +415,8 @@ def _label_replace(ev, args) -> Vec:
         rx = compile_go_regex(regex)
     except InvalidRegex as ex:
         raise PromQLError("execution", f"invalid regular expression in label_replace(): {regex}") from ex
-    if not valid_label_name(dst, ev.sh.query):
-        raise PromQLError("execution", f"invalid destination label name in label_replace(): {dst}")
+    if not valid_label_name(dst):
+        raise PromQLError("execution", f"invalid destination label name in label_replace(): {printable(dst)}")
     labels, drop = [], v.drop.copy()
     for i, l in enumerate(v.labels):
         ev.sh.check_deadline()
@@ -434,8 +434,8 @@ def _label_join(ev, args) -> Vec:
     v = ev.eval(args[0])
     dst, sep = ev.eval(args[1]).val, ev.eval(args[2]).val
     srcs = [ev.eval(a).val for a in args[3:]]
-    if not valid_label_name(dst, ev.sh.query):
-        raise PromQLError("execution", f"invalid destination label name in label_join(): {dst}")
+    if not valid_label_name(dst):
+        raise PromQLError("execution", f"invalid destination label name in label_join(): {printable(dst)}")
     labels, drop = [], v.drop.copy()
     for i, l in enumerate(v.labels):
         labels.append(set_label(l, dst, sep.join(get_label(l, s) for s in srcs)))

@@ -170,20 +170,19 @@ def row_values(v: Vec, i: int, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def valid_label_name(name: str, query: str) -> bool:
-    """Prometheus 3 takes any non-empty UTF-8 label name. The parser reads a "\\xNN" byte
-    escape as the character U+00NN, so when the query has such escapes, characters up to
-    U+00FF are taken back as the bytes they were and must still form valid UTF-8."""
+def valid_label_name(name: str) -> bool:
+    """Prometheus 3 takes any non-empty UTF-8 label name. The parser keeps a byte escape that
+    is not UTF-8 (``"\\xff"``) as a lone surrogate, which makes the name invalid."""
     if not name:
         return False
     try:
         name.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
+    except UnicodeEncodeError:
         return False
-    if "\\x" in query and any("\x80" <= c <= "\xff" for c in name):
-        raw = b"".join(bytes([ord(c)]) if c <= "\xff" else c.encode("utf-8") for c in name)
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
     return True
+
+
+def printable(s: str) -> str:
+    """A string for an error text as Go's %s prints it into JSON: bytes that are not UTF-8
+    become U+FFFD."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
