@@ -31,8 +31,10 @@ BASELINE = {
     "range_queries.test": (18, 0),
     "selectors.test": (31, 0),
     "staleness.test": (17, 0),
+    "start_timestamps.test": (26, 0),
     "subquery.test": (34, 0),
     "trig_functions.test": (19, 0),
+    "type_and_unit.test": (58, 0),
 }
 
 

@@ -13,8 +13,8 @@ from querier.promql import aggregate, binops, functions
 from querier.promql.features import experimental_use
 from querier.promql.guard import check_query
 from querier.promql.parse_errors import prometheus_parse_error
-from querier.promql.types import (EXPERIMENTAL_FUNCTIONS, TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable,
-                                  QueryResult)
+from querier.promql.types import (EXPERIMENTAL_FUNCTIONS, TOO_MANY_SAMPLES, USE_START_TIMESTAMPS, EngineOptions,
+                                  PromQLError, Queryable, QueryResult)
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
                                    row_values)
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
@@ -197,6 +197,7 @@ class Evaluator:
         with_hints = getattr(self.sh.q, "select_with_hints", None)
         got = (with_hints(ms, mint, maxt, func=self.func_hint, range_ms=range_ms)
                if with_hints is not None else self.sh.q.select(ms, mint, maxt))
+        want_st = self._wants_start_timestamps()
         for s in got:
             self.sh.check_deadline()
             ts = np.asarray(s.ts, dtype=np.int64)
@@ -205,12 +206,21 @@ class Evaluator:
             hs = None if s.hists is None else s.hists[lo:hi]
             if hs is not None and self.stats:
                 hs = _stats_hints(hs)
+            sts = getattr(s, "sts", None) if want_st else None
+            if sts is not None:
+                sts = np.asarray(sts, dtype=np.int64)[lo:hi]
             self.sh.reserve(len(ts))
             self.sh.loaded += len(ts)
             if len(ts):
-                out.append((s.labels, ts, vals, hs))
+                out.append((s.labels, ts, vals, hs, sts))
         out.sort(key=lambda x: x[0])
         return out
+
+    def _wants_start_timestamps(self) -> bool:
+        """Prometheus reads start timestamps only with use-start-timestamps, and only for the
+        functions that use them (the selector is their direct argument)."""
+        return (USE_START_TIMESTAMPS in self.sh.opts.features
+                and self.func_hint in ("rate", "irate", "increase", "resets", "start_timestamp"))
 
     def vector_selector(self, vs) -> Vec:
         lb = self.sh.opts.lookback_delta_ms
@@ -223,9 +233,10 @@ class Evaluator:
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         sts = np.zeros((n, self.T), dtype=np.int64)
+        starts = None
         hist = None
         labels = []
-        for i, (l, ts, v, hs) in enumerate(series):
+        for i, (l, ts, v, hs, st) in enumerate(series):
             self.sh.check_deadline()
             idx = np.searchsorted(ts, E, side="right") - 1
             ok = idx >= 0
@@ -235,6 +246,10 @@ class Evaluator:
             vals[i] = v[ic]
             pres[i] = ok
             sts[i] = ts[ic]
+            if st is not None:
+                if starts is None:
+                    starts = np.zeros((n, self.T), dtype=np.int64)
+                starts[i] = st[ic]
             if hs is not None:
                 if hist is None:
                     hist = np.full((n, self.T), None, dtype=object)
@@ -245,7 +260,8 @@ class Evaluator:
             labels = [l for l, k in zip(labels, keep) if k]
             vals, pres, sts = vals[keep], pres[keep], sts[keep]
             hist = None if hist is None else hist[keep]
-        return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts, hist)
+            starts = None if starts is None else starts[keep]
+        return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts, hist, starts)
 
     def matrix_selector(self, ms) -> Matrix:
         vs = ms.vector_selector
@@ -254,20 +270,23 @@ class Evaluator:
         if self.T == 0:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs))
         series = self._select(vs, int(E.min()) - rng + 1, int(E.max()), range_ms=rng)
-        labels, tss, valss, hss = [], [], [], []
-        for l, ts, v, hs in series:
-            st = is_stale(v)
-            if st.any():
-                ts, v = ts[~st], v[~st]
-                hs = None if hs is None else hs[~st]
+        labels, tss, valss, hss, stss = [], [], [], [], []
+        for l, ts, v, hs, sts in series:
+            stale = is_stale(v)
+            if stale.any():
+                ts, v = ts[~stale], v[~stale]
+                hs = None if hs is None else hs[~stale]
+                sts = None if sts is None else sts[~stale]
             if len(ts):
                 labels.append(l)
                 tss.append(ts)
                 valss.append(v)
                 hss.append(hs)
+                stss.append(sts)
         any_h = any(h is not None for h in hss)
+        any_st = any(x is not None for x in stss)
         return Matrix(labels, tss, valss, np.zeros(len(labels), bool), E, rng, self._eval_ts(vs),
-                      hss if any_h else None)
+                      hss if any_h else None, stss if any_st else None)
 
     def subquery(self, sq) -> Matrix:
         rng = dur_ms(sq.range)

@@ -12,7 +12,7 @@ from querier.promql.parse_errors import position
 # aggregations, all behind --enable-feature=promql-experimental-functions.
 EXPERIMENTAL_FUNCS = frozenset((
     "double_exponential_smoothing", "first_over_time", "histogram_quantiles", "info", "integral",
-    "mad_over_time", "sort_by_label", "sort_by_label_desc", "ts_of_first_over_time",
+    "mad_over_time", "sort_by_label", "sort_by_label_desc", "start_timestamp", "ts_of_first_over_time",
     "ts_of_last_over_time", "ts_of_max_over_time", "ts_of_min_over_time",
     "start", "end", "step", "range"))
 EXPERIMENTAL_AGGRS = frozenset(("limitk", "limit_ratio"))

@@ -9,8 +9,8 @@ import promql_parser as pp
 from querier.promql import histogram
 from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZING, Windows,
                                       batch_bounds, bounds)
-from querier.promql.types import PromQLError
-from querier.promql import nhist, rangehist
+from querier.promql.types import TYPE_AND_UNIT_LABELS, PromQLError
+from querier.promql import nhist, rangehist, startts
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
                                    select_rows, set_label, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
@@ -111,11 +111,13 @@ def call(ev, e):
             else:
                 r, pres = np.minimum(a[0], v.vals), v.present
         return Vec(v.labels, r, pres, np.ones(len(v.labels), bool))
-    if name == "timestamp":
+    if name in ("timestamp", "start_timestamp"):
         v = ev.eval(args[0])
         inner = args[0]
         while isinstance(inner, pp.ParenExpr):
             inner = inner.expr
+        if name == "start_timestamp":
+            return startts.start_timestamp(ev, v, isinstance(inner, pp.VectorSelector))
         # only a selector itself gives its samples' times; any function or operator in between
         # (label_replace, sort, ...) yields values at the evaluation time, as in Prometheus
         if v.sample_ts is not None and isinstance(inner, pp.VectorSelector):
@@ -184,37 +186,56 @@ def _range_call(ev, name: str, args) -> Vec:
     if name in ("rate", "increase") and isinstance(m, Matrix):
         warned = set()
         for i, l in enumerate(m.labels):
-            mn = get_label(l, METRIC_NAME)
-            if mn and not mn.endswith(COUNTER_SUFFIXES) and mn not in warned:
+            note = _non_counter_note(ev, l)
+            if note and note not in warned:
                 hs = m.hists[i] if m.hists is not None else None
                 ts = m.ts[i] if hs is None else m.ts[i][hs == None]  # noqa: E711
                 lo, hi = bounds(ts, m.end, m.rng)
                 if (hi > lo).any():
-                    warned.add(mn)
-                    ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
+                    warned.add(note)
+                    ev.info(note)
     fn = RANGE_FUNCS[name]
     n = len(m.labels)
     ev.sh.reserve(n * ev.T)
     vals = np.zeros((n, ev.T))
     pres = np.zeros((n, ev.T), bool)
     hist = None
-    float_rows = []
+    float_rows, st_rows = [], []
+    sts = m.sts if name in startts.ST_FUNCS else None  # only these use start timestamps
     for i in range(n):
         hs = m.hists[i] if m.hists is not None else None
         if hs is None or not (hs != None).any():  # noqa: E711
-            float_rows.append(i)
+            (st_rows if sts is not None and sts[i] is not None else float_rows).append(i)
             continue
         ev.sh.check_deadline()
         r, ok, hrow = rangehist.hist_range(ev, name, m.labels[i], m.ts[i], m.vals[i], hs, m,
-                                           extra_vals)
+                                           extra_vals, None if sts is None else sts[i])
         vals[i], pres[i] = r, ok
         if hrow is not None:
             if hist is None:
                 hist = np.full((n, ev.T), None, dtype=object)
             hist[i] = hrow
     _float_range_rows(ev, name, fn, m, extra_vals, np.array(float_rows, dtype=np.intp), vals, pres)
+    startts.float_rows(ev, name, m, st_rows, vals, pres)
     drop = m.drop.copy() if name in KEEP_NAME else np.ones(n, bool)
     return Vec(list(m.labels), vals, pres, drop, None, hist)
+
+
+def _non_counter_note(ev, lbls) -> str | None:
+    """Prometheus's hint that rate/increase got a non-counter: judged by the ``__type__`` label
+    with type-and-unit-labels, else by the name's suffix."""
+    mn = get_label(lbls, METRIC_NAME)
+    if not mn:
+        return None
+    if TYPE_AND_UNIT_LABELS in ev.sh.opts.features:
+        typ = get_label(lbls, "__type__")
+        if typ in ("counter", "histogram"):
+            return None
+        return ('metric might not be a counter, __type__ label is not set to "counter" or "histogram", '
+                f'got "{typ}": "{mn}"')
+    if mn.endswith(COUNTER_SUFFIXES):
+        return None
+    return f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"'
 
 
 # Series evaluated together by one range-function call: enough to amortise numpy's per-call

@@ -22,6 +22,7 @@ class Vec:
     drop: np.ndarray  # bool [n]
     sample_ts: np.ndarray | None = None  # int64 [n, T]; set only by a plain vector selector
     hist: np.ndarray | None = None  # object [n, T]: native histogram where not None; None = all floats
+    sample_st: np.ndarray | None = None  # int64 [n, T] start timestamps (0 unknown); plain selector only
 
 
 @dataclass
@@ -46,6 +47,9 @@ class Matrix:
     rng: int  # ms
     eval_ts: np.ndarray  # int64 [T] the step (or @) time, Prometheus's enh.Ts
     hists: list | None = None  # per series: object array parallel to ts (None entries = floats), or None
+    # per series: int64 start timestamps parallel to ts (0 unknown) or None; None = no series has any.
+    # Only a matrix selector under rate/irate/increase/resets with use-start-timestamps sets it.
+    sts: list | None = None
 
 
 def held_points(v) -> int:
@@ -65,8 +69,13 @@ def is_stale(vals: np.ndarray) -> np.ndarray:
     return vals.view(np.uint64) == np.uint64(STALE_NAN_BITS)
 
 
+# The metric's schema labels: where Prometheus drops the name it drops the type and unit labels
+# (type-and-unit-labels) with it -- unconditionally, so a default server does the same.
+METADATA_LABELS = frozenset((METRIC_NAME, "__type__", "__unit__"))
+
+
 def drop_name(lbls: Labels) -> Labels:
-    return tuple(p for p in lbls if p[0] != METRIC_NAME)
+    return tuple(p for p in lbls if p[0] not in METADATA_LABELS)
 
 
 def get_label(lbls: Labels, name: str) -> str:
