@@ -184,15 +184,25 @@ class Evaluator:
         return self.steps
 
     # -- selectors ---------------------------------------------------------------------------
-    def _select(self, vs, mint: int, maxt: int, range_ms: int = 0):
+    def matchers_of(self, vs) -> list[Matcher]:
+        """A selector's matchers, its metric name as a ``__name__`` matcher first."""
         try:
             ms = [Matcher(_op_of(m), m.name, m.value) for m in vs.matchers.matchers]
         except InvalidRegex as e:
             raise PromQLError("bad_data", str(e)) from None
         if vs.name is not None and not any(m.name == "__name__" for m in ms):
             ms.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
+        return ms
+
+    def _select(self, vs, mint: int, maxt: int, range_ms: int = 0):
+        ms = self.matchers_of(vs)
         if all(m.matches_empty() for m in ms):
             raise PromQLError("bad_data", "vector selector must contain at least one non-empty matcher")
+        return self.select_series(ms, mint, maxt, range_ms)
+
+    def select_series(self, ms: list[Matcher], mint: int, maxt: int, range_ms: int = 0):
+        """(labels, ts, vals, hists, start timestamps) of the series ``ms`` selects, samples in
+        [mint, maxt], sorted by labels, counted on the sample budget."""
         out = []
         with_hints = getattr(self.sh.q, "select_with_hints", None)
         got = (with_hints(ms, mint, maxt, func=self.func_hint, range_ms=range_ms)
@@ -227,7 +237,12 @@ class Evaluator:
         E = self._times(vs, lb)
         if self.T == 0:
             return empty_vec(0)
-        series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
+        return self.lookup(self._select(vs, int(E.min()) - lb + 1, int(E.max())), E)
+
+    def lookup(self, series: list, E: np.ndarray) -> Vec:
+        """The instant vector of ``series`` (as select_series gives them) at the times ``E``:
+        each step's latest sample within the lookback delta, unless it is a staleness marker."""
+        lb = self.sh.opts.lookback_delta_ms
         n = len(series)
         self.sh.reserve(n * self.T)
         vals = np.zeros((n, self.T))

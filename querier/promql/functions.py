@@ -6,7 +6,7 @@ import re
 import numpy as np
 import promql_parser as pp
 
-from querier.promql import histogram
+from querier.promql import histogram, info
 from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZING, Windows,
                                       batch_bounds, bounds)
 from querier.promql.types import TYPE_AND_UNIT_LABELS, PromQLError
@@ -59,6 +59,8 @@ def call(ev, e):
             ev.stats = True
     if name in RANGE_FUNCS:
         return _range_call(ev, name, args)
+    if name == "info":
+        return info.info(ev, args)
     if name in ("absent_over_time",):
         m = ev.eval(args[0])
         anyp = np.zeros(ev.T, bool)
