@@ -8,7 +8,7 @@ import promql_parser as pp
 
 from querier.promql import nhist
 from querier.promql.types import PromQLError
-from querier.promql.values import Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist
+from querier.promql.values import METADATA_LABELS, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist
 from receiver.tsdb.labels import METRIC_NAME, Labels
 
 
@@ -28,7 +28,7 @@ def _grouper(mod):
     names = set(mod.labels)
     if mod.type == pp.AggModifierType.By:
         return lambda l: tuple(p for p in l if p[0] in names)
-    names.add(METRIC_NAME)
+    names |= METADATA_LABELS  # without(...) drops the name, type and unit labels (as Prometheus 3.16)
     return lambda l: tuple(p for p in l if p[0] not in names)
 
 

@@ -11,8 +11,8 @@ from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZ
                                       batch_bounds, bounds)
 from querier.promql.types import TYPE_AND_UNIT_LABELS, PromQLError
 from querier.promql import nhist, rangehist, startts
-from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
-                                   select_rows, set_label, with_hist)
+from querier.promql.values import (METADATA_LABELS, Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label,
+                                   is_hist, select_rows, set_label, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
 
 _NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -322,7 +322,7 @@ def _absent_result(ev, arg, mask: np.ndarray) -> Vec:
     if isinstance(a, pp.VectorSelector):
         seen: set[str] = set()
         for m in a.matchers.matchers:
-            if m.name == METRIC_NAME:
+            if m.name in METADATA_LABELS:  # name, type and unit: not the absent series' labels
                 continue
             if m.op == pp.MatchOp.Equal and m.name not in seen:
                 lbls[m.name] = m.value

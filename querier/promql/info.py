@@ -90,14 +90,16 @@ def _fetch(ev, base: Vec, ignored: np.ndarray, data: dict, name_ms: list[Matcher
                 wanted.setdefault(n, set()).add(v)
     if not wanted or ev.T == 0:
         return None
-    ms = [Matcher(MatchType.RE, n, "|".join(quote_meta(v) for v in sorted(vs))) for n, vs in sorted(wanted.items())]
+    ms = [Matcher(MatchType.RE, n, "|".join(quote_meta(v) for v in sorted(vs)))
+          for n, vs in sorted(wanted.items())]
     ms += [m for group in data.values() for m in group] + name_ms
     E = (ev.steps if at is None else np.full(ev.T, at, dtype=np.int64)) - off
     lb = ev.sh.opts.lookback_delta_ms
     got = ev.lookup(ev.select_series(ms, int(E.min()) - lb + 1, int(E.max())), E)
     if got.hist is not None and (got.hist != None).any():  # noqa: E711
         i = int(np.nonzero((got.hist != None).any(1))[0][0])  # noqa: E711
-        raise PromQLError("execution", f"this should be an info metric, with float samples: {fmt_labels(got.labels[i])}")
+        raise PromQLError("execution",
+                          f"this should be an info metric, with float samples: {fmt_labels(got.labels[i])}")
     return got
 
 
@@ -121,8 +123,9 @@ def _winners(ev, infos: Vec) -> dict[tuple, tuple[list[int], np.ndarray]]:
         if ties.any():
             k = int(np.argmax(ties))
             a, b = [rows[j] for j in np.nonzero(t[:, k] == best[k])[0][:2]]
-            raise PromQLError("execution", f"found duplicate series for info metric: existing "
-                              f"{fmt_labels(infos.labels[a])} @ {best[k]}, new {fmt_labels(infos.labels[b])} @ {best[k]}")
+            raise PromQLError("execution", "found duplicate series for info metric: existing "
+                              f"{fmt_labels(infos.labels[a])} @ {best[k]}, "
+                              f"new {fmt_labels(infos.labels[b])} @ {best[k]}")
         out[sig] = (rows, win)
     return out
 
