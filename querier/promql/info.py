@@ -104,30 +104,36 @@ def _fetch(ev, base: Vec, ignored: np.ndarray, data: dict, name_ms: list[Matcher
 
 
 def _signature(name: str, lbls: Labels) -> tuple:
-    return (name,) + tuple((n, v) for n in IDENTIFYING if (v := get_label(lbls, n)))
+    return (name,) + tuple(p for p in lbls if p[0] in IDENTIFYING and p[1])
 
 
-def _winners(ev, infos: Vec) -> dict[tuple, tuple[list[int], np.ndarray]]:
-    """Per signature: its info rows and, per step, the row whose sample is newest (-1: none).
-    Two rows with equally new samples at a step are a conflict, as in Prometheus."""
-    groups: dict[tuple, list[int]] = {}
-    for i, l in enumerate(infos.labels):
-        groups.setdefault(_signature(get_label(l, METRIC_NAME), l), []).append(i)
-    out = {}
-    for sig, rows in groups.items():
-        ev.sh.check_deadline()
-        t = np.where(infos.present[rows], infos.sample_ts[rows], np.iinfo(np.int64).min)
-        best = t.max(0)
-        win = np.where(infos.present[rows].any(0), np.asarray(rows)[t.argmax(0)], -1)
-        ties = ((t == best) & infos.present[rows]).sum(0) > 1
-        if ties.any():
-            k = int(np.argmax(ties))
-            a, b = [rows[j] for j in np.nonzero(t[:, k] == best[k])[0][:2]]
-            raise PromQLError("execution", "found duplicate series for info metric: existing "
-                              f"{fmt_labels(infos.labels[a])} @ {best[k]}, "
-                              f"new {fmt_labels(infos.labels[b])} @ {best[k]}")
-        out[sig] = (rows, win)
-    return out
+def _winners(ev, infos: Vec) -> tuple[dict[tuple, int], np.ndarray]:
+    """Signature -> group number, and per group and step the info row whose sample is newest
+    (-1: none; one extra all -1 row at the end for "no group"). Two rows with equally new
+    samples at one step are a conflict, as in Prometheus. One pass over all rows at once."""
+    index: dict[tuple, int] = {}
+    gid = np.array([index.setdefault(_signature(get_label(l, METRIC_NAME), l), len(index))
+                    for l in infos.labels], dtype=np.intp)
+    G, T = len(index), infos.vals.shape[1]
+    ev.sh.fits(3 * len(gid) * T)
+    order = np.argsort(gid, kind="stable")
+    g = gid[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    pres = infos.present[order]
+    t = np.where(pres, infos.sample_ts[order], np.iinfo(np.int64).min)
+    best = np.maximum.reduceat(t, starts, axis=0)
+    is_best = pres & (t == best[g])
+    ties = np.add.reduceat(is_best.astype(np.int64), starts, axis=0) > 1
+    if ties.any():
+        gg, k = (int(x[0]) for x in np.nonzero(ties))
+        a, b = order[np.flatnonzero(is_best[:, k] & (g == gg))[:2]]
+        raise PromQLError("execution", "found duplicate series for info metric: existing "
+                          f"{fmt_labels(infos.labels[a])} @ {best[gg, k]}, "
+                          f"new {fmt_labels(infos.labels[b])} @ {best[gg, k]}")
+    win = np.full((G + 1, T), -1, dtype=np.intp)
+    r, k = np.nonzero(is_best)
+    win[g[r], k] = order[r]
+    return index, win
 
 
 def _enriched(base_l: Labels, chosen: list[Labels], data: dict) -> Labels:
@@ -149,30 +155,33 @@ def _enriched(base_l: Labels, chosen: list[Labels], data: dict) -> Labels:
 
 
 def _combine(ev, base: Vec, ignored: np.ndarray, infos: Vec | None, data: dict) -> Vec:
-    T = base.vals.shape[1]
+    n, T = base.vals.shape
     names = sorted({get_label(l, METRIC_NAME) for l in infos.labels}) if infos is not None else []
-    wins = _winners(ev, infos) if names else {}
     need_match = any(not m.matches("") for group in data.values() for m in group)
-    none = np.full(T, -1)
     rows: list[tuple[int, Labels, np.ndarray]] = []  # (base row, labels, present)
+    if names:
+        index, win = _winners(ev, infos)
+        none = len(index)
+        gids = np.array([[index.get(_signature(nm, l), none) for l in base.labels] for nm in names],
+                        dtype=np.intp).reshape(len(names), n)
+        ev.sh.fits(2 * gids.size * T)
+        W = win[gids]  # [names, base rows, steps]: the winning info row of each name
+        ref = W[:, np.arange(n), base.present.argmax(1)]
+        same = ((W == ref[:, :, None]) | ~base.present[None]).all(axis=(0, 2))
     for i, l in enumerate(base.labels):
-        ev.sh.check_deadline()
-        if ignored[i]:
-            rows.append((i, l, base.present[i]))
-            continue
-        per_name = np.stack([wins.get(_signature(n, l), (None, none))[1] for n in names]) if names else None
-        if per_name is None:
-            if not need_match:
+        if ignored[i] or not names:
+            if ignored[i] or not need_match:
                 rows.append((i, l, base.present[i]))
             continue
-        if (per_name == per_name[:, :1]).all():  # the usual case: the same winners throughout
-            combos, inv = per_name[:, :1], np.zeros(T, dtype=np.intp)
+        if same[i]:  # the usual case: the same winners at every step
+            combos, inv = ref[:, i:i + 1], None
         else:
-            combos, inv = np.unique(per_name, axis=1, return_inverse=True)
+            ev.sh.check_deadline()
+            combos, inv = np.unique(W[:, i], axis=1, return_inverse=True)
             inv = np.ravel(inv)
         for c in range(combos.shape[1]):
-            at = base.present[i] & (inv == c)
-            if not at.any():
+            at = base.present[i] if inv is None else base.present[i] & (inv == c)
+            if inv is not None and not at.any():
                 continue
             chosen = [infos.labels[r] for r in combos[:, c] if r >= 0]
             if not chosen and need_match:
