@@ -1,0 +1,902 @@
+"""PromQL parser: recursive descent with Prometheus 3.14's grammar, precedence and error texts.
+
+Prometheus parses with a yacc grammar (promql/parser/generated_parser.y); this reads the same
+language with one token of lookahead, so errors surface at the same token. Its syntax errors
+name the innermost construct that has an error rule in the grammar (aggregation, offset, ``@``,
+``[...]``), as yacc's error recovery does, and semantic errors are raised where the grammar
+reduces the construct. Type checks (Prometheus's checkAST) run on the finished tree. The
+first error wins, as Prometheus reports only its first.
+
+Bounded: the nesting depth is counted and refused past ``max_depth`` with a parse error, so no
+input reaches Python's recursion limit; the length is bounded by the caller (guard.py).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from querier.promql import ast
+from querier.promql.ast import (AggModifier, AggModifierType, AggregateExpr, AtModifier, AtModifierType,
+                                BinaryExpr, BinModifier, Call, DurationExpr, Function, LabelModifier,
+                                LabelModifierType, Matcher, Matchers, MatchOp, MatrixSelector,
+                                NumberLiteral, ParenExpr, StringLiteral, SubqueryExpr, UnaryExpr,
+                                ValueType, VectorMatchCardinality, VectorSelector, value_type)
+from querier.promql.lexer import (AGGREGATORS, AT, COLON, COMMA, COMMENT, DURATION, EOF, EQL, EQL_REGEX,
+                                  ERROR, IDENTIFIER, LEFT_BRACE, LEFT_BRACKET, LEFT_PAREN,
+                                  METRIC_IDENTIFIER, NEQ_REGEX, NUMBER, RIGHT_BRACE, RIGHT_BRACKET,
+                                  RIGHT_PAREN, STRING, Lexer, Token, go_quote, unquote)
+
+V, S, M, STR = ValueType.Vector, ValueType.Scalar, ValueType.Matrix, ValueType.String
+
+
+def _fn(name: str, args: tuple, ret: ValueType = V, variadic: int = 0, experimental: bool = False):
+    return name, Function(name, args, variadic, ret, experimental)
+
+
+# Prometheus 3.14's function table (promql/parser/functions.go): argument types, variadic
+# count, return type, and whether --enable-feature=promql-experimental-functions is needed.
+FUNCTIONS: dict[str, Function] = dict((
+    *(_fn(n, (V,)) for n in (
+        "abs", "absent", "acos", "acosh", "asin", "asinh", "atan", "atanh", "ceil", "cos", "cosh",
+        "deg", "exp", "floor", "histogram_avg", "histogram_count", "histogram_sum",
+        "histogram_stddev", "histogram_stdvar", "ln", "log10", "log2", "rad", "sgn", "sin", "sinh",
+        "sort", "sort_desc", "sqrt", "tan", "tanh", "timestamp")),
+    *(_fn(n, (M,)) for n in (
+        "absent_over_time", "avg_over_time", "changes", "count_over_time", "delta", "deriv",
+        "idelta", "increase", "irate", "last_over_time", "max_over_time", "min_over_time",
+        "present_over_time", "rate", "resets", "stddev_over_time", "stdvar_over_time",
+        "sum_over_time")),
+    *(_fn(n, (M,), experimental=True) for n in (
+        "first_over_time", "mad_over_time", "ts_of_first_over_time", "ts_of_max_over_time",
+        "ts_of_min_over_time", "ts_of_last_over_time")),
+    *(_fn(n, (V,), variadic=1) for n in (
+        "days_in_month", "day_of_month", "day_of_week", "day_of_year", "hour", "minute", "month",
+        "year")),
+    *(_fn(n, (), S, experimental=True) for n in ("start", "end", "step", "range")),
+    _fn("clamp", (V, S, S)), _fn("clamp_max", (V, S)), _fn("clamp_min", (V, S)),
+    _fn("histogram_fraction", (S, S, V)), _fn("histogram_quantile", (S, V)),
+    _fn("histogram_quantiles", (V, STR, S, S), variadic=9, experimental=True),
+    _fn("double_exponential_smoothing", (M, S, S), experimental=True),
+    _fn("info", (V, V), variadic=1, experimental=True),
+    _fn("label_replace", (V, STR, STR, STR, STR)),
+    _fn("label_join", (V, STR, STR, STR), variadic=-1),
+    _fn("max_of", (S, S), S, experimental=True), _fn("min_of", (S, S), S, experimental=True),
+    _fn("pi", (), S), _fn("predict_linear", (M, S)), _fn("quantile_over_time", (S, M)),
+    _fn("round", (V, S), variadic=1), _fn("scalar", (V,), S),
+    _fn("sort_by_label", (V, STR), variadic=-1, experimental=True),
+    _fn("sort_by_label_desc", (V, STR), variadic=-1, experimental=True),
+    _fn("start_timestamp", (V,), experimental=True),
+    _fn("time", (), S), _fn("vector", (S,)),
+))
+
+PARAM_AGGREGATORS = frozenset(("topk", "bottomk", "count_values", "quantile", "limitk", "limit_ratio"))
+EXPERIMENTAL_AGGREGATORS = frozenset(("limitk", "limit_ratio"))
+# Precedence of binary operators (higher binds tighter); ^ is right-associative.
+PRECEDENCE = {"or": 1, "and": 2, "unless": 2, "==": 3, "!=": 3, "<=": 3, "<": 3, ">=": 3, ">": 3,
+              "</": 3, ">/": 3, "+": 4, "-": 4, "*": 5, "/": 5, "%": 5, "atan2": 5, "^": 6}
+_UNARY_OPERAND = 6  # unary minus has the precedence of *: its operand takes only ^
+# Words the grammar accepts as a metric name (metric_identifier) and as a grouping label.
+_METRIC_WORDS = frozenset(("avg", "bottomk", "by", "count", "count_values", "fill", "fill_left",
+                           "fill_right", "group", "and", "or", "unless", "max", "min", "offset",
+                           "quantile", "stddev", "stdvar", "sum", "topk", "without", "start", "end",
+                           "limitk", "limit_ratio", "step", "range", "anchored", "smoothed", "max_of",
+                           "min_of"))
+_LABEL_WORDS = (_METRIC_WORDS - {"without"}) | {"bool", "group_left", "group_right", "ignoring", "on",
+                                                 "atan2", "without", "by"}
+_MATCH_OPS = {EQL: MatchOp.Equal, "!=": MatchOp.NotEqual, EQL_REGEX: MatchOp.Re, NEQ_REGEX: MatchOp.NotRe}
+_DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+_DURATION_UNITS_MS = (365 * 86400_000, 7 * 86400_000, 86400_000, 3600_000, 60_000, 1000, 1)
+_MAX_DURATION_S = (1 << 63) / 1e9
+_GO_INT = re.compile(r"^(?:0[xX](_?[0-9a-fA-F])+|0[bB](_?[01])+|0[oO](_?[0-7])+|0(_?[0-7])*|[1-9](_?[0-9])*)$")
+
+
+@dataclass(frozen=True)
+class ParserOptions:
+    """Prometheus's parser.Options: syntax behind --enable-feature flags."""
+
+    experimental_functions: bool = False
+    extended_range_selectors: bool = False
+    binop_fill_modifiers: bool = False
+    max_depth: int = 200  # nesting of expressions; deeper input is refused
+
+
+class ParseError(ValueError):
+    """A parse error as Prometheus prints it: ``<line>:<col>: parse error: <msg>``."""
+
+    def __init__(self, query: str, pos: int, msg: str) -> None:
+        self.query, self.pos, self.msg = query, pos, msg
+        super().__init__(f"{position(query, pos)}: parse error: {msg}")
+
+
+def position(query: str, offset: int) -> str:
+    """Prometheus's ``line:column`` of a character offset (columns count bytes, from 1)."""
+    if query == "":
+        return "unknown position"
+    before = query[:offset]
+    line = before.count("\n") + 1
+    return f"{line}:{len(before.rsplit(chr(10), 1)[-1].encode()) + 1}"
+
+
+def parse(query: str, options: ParserOptions = ParserOptions()):
+    """The syntax tree of ``query``; ParseError with Prometheus's text if it is not valid."""
+    return _Parser(query, options).parse()
+
+
+def parse_number(text: str) -> float | None:
+    """Prometheus's number(): strconv.ParseInt(s, 0, 64), else strconv.ParseFloat; None if
+    neither accepts it."""
+    if _GO_INT.match(text):
+        t = text.replace("_", "")
+        if len(t) > 1 and t[0] == "0" and t[1] not in "xXbBoO":
+            t = "0o" + t[1:]
+        return float(int(t, 0))
+    low = text.lower().replace("_", "")
+    if low in ("inf", "+inf", "infinity"):
+        return math.inf
+    if low == "nan":
+        return math.nan
+    try:
+        if low.startswith("0x"):
+            return float.fromhex(low) if "p" in low else None
+        if not re.fullmatch(r"(\d+\.?\d*|\.\d+)(e[+-]?\d+)?", low):
+            return None
+        return float(low)
+    except (ValueError, OverflowError):
+        return None
+
+
+def parse_duration_s(text: str) -> float:
+    """prometheus/common model.ParseDuration, in seconds; ValueError with its message."""
+    if text == "":
+        raise ValueError('empty duration string')
+    if text == "0":
+        return 0.0
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"not a valid duration string: {go_quote(text)}")
+    ms = 0
+    for g, unit in zip(m.groups(), _DURATION_UNITS_MS):
+        if g is not None:
+            ms += int(g) * unit
+            if ms > (1 << 63) // 1_000_000:
+                raise ValueError("duration out of range")
+    return ms / 1000.0
+
+
+class _Parser:
+    def __init__(self, query: str, options: ParserOptions) -> None:
+        self.q = query
+        self.opts = options
+        self.lex = Lexer(query)
+        self.tok: Token = self._lex()
+        self.prev_end = 0  # end of the last consumed token (Prometheus's lastClosing, roughly)
+        self.ctx: list[tuple[str, str]] = []  # enclosing grammar rules with an error alternative
+        self.depth = 0
+
+    # -- tokens --------------------------------------------------------------------------------
+    def _lex(self) -> Token:
+        while True:
+            t = self.lex.next()
+            if t.typ == ERROR:
+                raise ParseError(self.q, t.pos, t.val)
+            if t.typ != COMMENT:
+                return t
+
+    def _advance(self) -> Token:
+        t = self.tok
+        self.prev_end = t.end
+        self.tok = self._lex()
+        return t
+
+    def _error(self, pos: int, msg: str) -> ParseError:
+        return ParseError(self.q, pos, msg)
+
+    def _unexpected(self, context: str = "", expected: str = "") -> ParseError:
+        """A syntax error at the current token, worded by the innermost rule that has an error
+        alternative (or given here), as Prometheus's unexpected()."""
+        if not context and self.ctx:
+            context, expected = self.ctx[-1]
+        msg = "unexpected " + self.tok.desc()
+        if context:
+            msg += " in " + context
+        if expected:
+            msg += ", expected " + expected
+        return ParseError(self.q, self.tok.pos, msg)
+
+    def _expect(self, typ: str, context: str = "", expected: str = "") -> Token:
+        if self.tok.typ != typ:
+            raise self._unexpected(context, expected)
+        return self._advance()
+
+    def _enter(self) -> None:
+        self.depth += 1
+        if self.depth > self.opts.max_depth:
+            raise self._error(self.tok.pos, f"query nests too deeply (more than {self.opts.max_depth} "
+                                            "levels of parentheses, operators and subqueries)")
+
+    # -- entry ---------------------------------------------------------------------------------
+    def parse(self):
+        if self.tok.typ == EOF:
+            raise self._error(0, "no expression found in input")
+        e = self._expr(0)
+        if self.tok.typ != EOF:
+            raise self._unexpected()
+        _Checker(self.q).check(e)
+        return e
+
+    # -- expressions ---------------------------------------------------------------------------
+    def _expr(self, min_prec: int):
+        """Binary operators at ``min_prec`` or tighter, by precedence climbing."""
+        self._enter()
+        levels = 1
+        lhs = self._unary()
+        while True:
+            op = self.tok.typ
+            prec = PRECEDENCE.get(op)
+            if prec is None or prec < min_prec:
+                break
+            self._advance()
+            mod = self._bin_modifier()
+            rhs = self._expr(prec if op == "^" else prec + 1)
+            lhs = self._binary(op, lhs, rhs, mod)
+            self._enter()  # a chain nests one level per operator in the tree
+            levels += 1
+        self.depth -= levels
+        return lhs
+
+    def _binary(self, op: str, lhs, rhs, mod: BinModifier):
+        e = BinaryExpr(op, lhs, rhs, mod, (lhs.pos[0], rhs.pos[1]))
+        if not self.opts.binop_fill_modifiers and (mod.fill_left is not None or mod.fill_right is not None):
+            raise self._error(e.pos[0], "binop fill modifiers are experimental and not enabled")
+        return e
+
+    def _bin_modifier(self) -> BinModifier:
+        mod = BinModifier()
+        if self.tok.typ == "bool":
+            self._advance()
+            mod.return_bool = True
+        if self.tok.typ in ("on", "ignoring"):
+            kind = LabelModifierType.Include if self._advance().typ == "on" else LabelModifierType.Exclude
+            mod.matching = LabelModifier(kind, self._grouping_labels())
+            if self.tok.typ in ("group_left", "group_right"):
+                side = self._advance().typ
+                mod.card = (VectorMatchCardinality.ManyToOne if side == "group_left"
+                            else VectorMatchCardinality.OneToMany)
+                if self.tok.typ == LEFT_PAREN:
+                    mod.group_labels = self._grouping_labels()
+        t = self.tok.typ
+        if t == "fill":
+            self._advance()
+            mod.fill_left = mod.fill_right = self._fill_value()
+        elif t in ("fill_left", "fill_right"):
+            self._advance()
+            v = self._fill_value()
+            if t == "fill_left":
+                mod.fill_left = v
+            else:
+                mod.fill_right = v
+            other = "fill_right" if t == "fill_left" else "fill_left"
+            if self.tok.typ == other:
+                self._advance()
+                v = self._fill_value()
+                if other == "fill_left":
+                    mod.fill_left = v
+                else:
+                    mod.fill_right = v
+        return mod
+
+    def _fill_value(self) -> float:
+        self._expect(LEFT_PAREN)
+        sign = 1.0
+        if self.tok.typ in ("+", "-"):
+            sign = -1.0 if self._advance().typ == "-" else 1.0
+        if self.tok.typ not in (NUMBER, DURATION):
+            raise self._unexpected()
+        v = self._number_literal().val * sign
+        self._expect(RIGHT_PAREN)
+        return v
+
+    def _unary(self):
+        if self.tok.typ in ("+", "-"):
+            op = self._advance()
+            e = self._expr(_UNARY_OPERAND)
+            if isinstance(e, NumberLiteral):
+                if op.typ == "-":
+                    e.val = -e.val
+                e.pos = (op.pos, e.pos[1])
+                return e
+            return UnaryExpr(op.typ, e, (op.pos, e.pos[1]))
+        return self._postfix(self._primary())
+
+    def _postfix(self, e):
+        """Range/subquery brackets, offset, @, anchored and smoothed bind tighter than any
+        operator, to the expression just before them."""
+        levels = 0
+        while True:
+            t = self.tok.typ
+            if t == LEFT_BRACKET:
+                self._enter()
+                levels += 1
+                e = self._bracket(e)
+            elif t == "offset":
+                e = self._offset(e)
+            elif t == AT:
+                e = self._at(e)
+            elif t in ("anchored", "smoothed"):
+                tok = self._advance()
+                self._extended(e, tok.typ)
+            else:
+                self.depth -= levels
+                return e
+
+    def _primary(self):
+        t = self.tok
+        typ = t.typ
+        if typ in (NUMBER, DURATION):
+            return self._number_literal()
+        if typ == STRING:
+            self._advance()
+            return StringLiteral(unquote(t.val), (t.pos, t.end))
+        if typ == LEFT_PAREN:
+            self._advance()
+            self._enter()  # every nesting costs Python stack frames: count them all
+            inner = self._expr(0)
+            self.depth -= 1
+            end = self._expect(RIGHT_PAREN)
+            return ParenExpr(inner, (t.pos, end.end))
+        if typ == LEFT_BRACE:
+            return self._selector(None, t.pos)
+        if typ in AGGREGATORS:
+            self._advance()
+            if self.tok.typ in (LEFT_PAREN, "by", "without"):
+                return self._aggregate(t)
+            return self._selector(t.val, t.pos)
+        if typ in (IDENTIFIER, "start", "end", "step", "range", "max_of", "min_of"):
+            self._advance()
+            if self.tok.typ == LEFT_PAREN:
+                return self._call(t)
+            if typ == IDENTIFIER or typ in _METRIC_WORDS:
+                return self._selector(t.val, t.pos)
+            raise self._unexpected()
+        if typ == METRIC_IDENTIFIER or typ in _METRIC_WORDS:
+            self._advance()
+            return self._selector(t.val, t.pos)
+        raise self._unexpected()
+
+    def _number_literal(self) -> NumberLiteral:
+        t = self._advance()
+        if t.typ == DURATION:
+            try:
+                v = parse_duration_s(t.val)
+            except ValueError as ex:
+                raise self._error(t.pos, str(ex)) from None
+            return NumberLiteral(v, True, (t.pos, t.end))
+        v = parse_number(t.val)
+        if v is None:
+            raise self._error(t.pos, f"error parsing number: strconv.ParseFloat: parsing {go_quote(t.val)}: "
+                                     "invalid syntax")
+        return NumberLiteral(v, False, (t.pos, t.end))
+
+    # -- selectors -----------------------------------------------------------------------------
+    def _selector(self, name: str | None, start: int) -> VectorSelector:
+        ms: list[Matcher] = []
+        end = self.prev_end
+        if self.tok.typ == LEFT_BRACE:
+            self._advance()
+            ms = self._matchers()
+            end = self.prev_end
+        return VectorSelector(name, Matchers(ms), pos=(start, end))
+
+    def _matchers(self) -> list[Matcher]:
+        ms: list[Matcher] = []
+        if self.tok.typ == RIGHT_BRACE:
+            self._advance()
+            return ms
+        while True:
+            ms.append(self._matcher())
+            if self.tok.typ == RIGHT_BRACE:
+                self._advance()
+                return ms
+            if self.tok.typ != COMMA:
+                raise self._unexpected("label matching", '"," or "}"')
+            self._advance()
+            if self.tok.typ == RIGHT_BRACE:
+                self._advance()
+                return ms
+
+    def _matcher(self) -> Matcher:
+        t = self.tok
+        if t.typ == IDENTIFIER:
+            self._advance()
+            name = t.val
+            if self.tok.typ not in _MATCH_OPS:
+                raise self._unexpected("label matching", "label matching operator")
+        elif t.typ == STRING:
+            self._advance()
+            name = unquote(t.val)
+            if self.tok.typ not in _MATCH_OPS:
+                return Matcher(MatchOp.Equal, "__name__", name)  # {"metric.name"}
+        else:
+            raise self._unexpected("label matching", 'identifier or "}"')
+        op = _MATCH_OPS[self._advance().typ]
+        if self.tok.typ != STRING:
+            raise self._unexpected("label matching", "string")
+        value = unquote(self._advance().val)
+        return Matcher(op, name, value)
+
+    def _grouping_labels(self) -> list[str]:
+        if self.tok.typ != LEFT_PAREN:
+            raise self._unexpected("grouping opts", '"("')
+        self._advance()
+        labels: list[str] = []
+        if self.tok.typ == RIGHT_PAREN:
+            self._advance()
+            return labels
+        while True:
+            t = self.tok
+            if t.typ == STRING:
+                name = unquote(t.val)
+            elif t.typ in (IDENTIFIER, METRIC_IDENTIFIER) or t.typ in _LABEL_WORDS:
+                name = t.val
+            else:
+                raise self._unexpected("grouping opts", "label")
+            if name == "":
+                raise self._error(t.pos + (1 if t.typ == STRING else 0),
+                                  f"invalid label name for grouping: {go_quote(name)}")
+            self._advance()
+            labels.append(name)
+            if self.tok.typ == RIGHT_PAREN:
+                self._advance()
+                return labels
+            if self.tok.typ != COMMA:
+                raise self._unexpected("grouping opts", '"," or ")"')
+            self._advance()
+            if self.tok.typ == RIGHT_PAREN:
+                self._advance()
+                return labels
+
+    # -- calls and aggregations ----------------------------------------------------------------
+    def _args(self) -> list:
+        """``( expr, ... )`` after a function name or aggregation operator."""
+        self._expect(LEFT_PAREN)
+        args: list = []
+        if self.tok.typ == RIGHT_PAREN:
+            self._advance()
+            return args
+        while True:
+            args.append(self._expr(0))
+            if self.tok.typ == RIGHT_PAREN:
+                self._advance()
+                return args
+            if self.tok.typ != COMMA:
+                raise self._unexpected()
+            comma = self._advance()
+            if self.tok.typ == RIGHT_PAREN:
+                raise self._error(comma.pos, "trailing commas not allowed in function call args")
+
+    def _call(self, name_tok: Token) -> Call:
+        name = name_tok.val if name_tok.typ == IDENTIFIER else name_tok.typ
+        self._enter()
+        args = self._args()
+        self.depth -= 1
+        fn = FUNCTIONS.get(name)
+        if fn is None:
+            raise self._error(name_tok.pos, f"unknown function with name {go_quote(name)}")
+        if fn.experimental and not self.opts.experimental_functions:
+            raise self._error(name_tok.pos, f"function {go_quote(name)} is not enabled")
+        return Call(fn, args, (name_tok.pos, self.prev_end))
+
+    def _aggregate(self, op_tok: Token) -> AggregateExpr:
+        op = op_tok.typ
+        self.ctx.append(("aggregation", ""))
+        self._enter()
+        modifier = None
+        if self.tok.typ in ("by", "without"):
+            modifier = self._agg_modifier()
+            if self.tok.typ != LEFT_PAREN:
+                raise self._unexpected()
+            args = self._args()
+        else:
+            args = self._args()
+            if self.tok.typ in ("by", "without"):
+                modifier = self._agg_modifier()
+        self.depth -= 1
+        self.ctx.pop()
+        pos = (op_tok.pos, self.prev_end)
+        if not args:
+            raise self._error(pos[0], "no arguments for aggregate expression provided")
+        want = 1
+        param = None
+        if op in PARAM_AGGREGATORS:
+            if op in EXPERIMENTAL_AGGREGATORS and not self.opts.experimental_functions:
+                raise self._error(pos[0], f"{op}() is experimental and must be enabled with "
+                                          "--enable-feature=promql-experimental-functions")
+            want = 2
+            param = args[0]
+        if len(args) != want:
+            raise self._error(pos[0], "wrong number of arguments for aggregate expression provided, "
+                                      f"expected {want}, got {len(args)}")
+        return AggregateExpr(op, args[want - 1], param, modifier, pos)
+
+    def _agg_modifier(self) -> AggModifier:
+        kind = AggModifierType.By if self._advance().typ == "by" else AggModifierType.Without
+        return AggModifier(kind, self._grouping_labels())
+
+    # -- modifiers after an expression ---------------------------------------------------------
+    def _bracket(self, e):
+        """``[range]`` or ``[range:step]`` after an expression."""
+        lb = self._advance()
+        self.ctx.append(("subquery or range selector", "number, duration, step(), or range()"))
+        rng = self._positive_duration()
+        self.ctx.pop()
+        if self.tok.typ == RIGHT_BRACKET:
+            rb = self._advance()
+            if not isinstance(e, VectorSelector):
+                raise self._error(lb.pos, "ranges only allowed for vector selectors")
+            if e.offset is not None or e.offset_expr is not None:
+                raise self._error(lb.pos, "no offset modifiers allowed before range")
+            if e.at is not None:
+                raise self._error(lb.pos, "no @ modifiers allowed before range")
+            r, rexpr = _split(rng)
+            return MatrixSelector(e, r, rexpr, (e.pos[0], rb.end))
+        if self.tok.typ != COLON:
+            raise self._unexpected("subquery or range", '":" or "]"')
+        self._advance()
+        step = None
+        if self.tok.typ != RIGHT_BRACKET:
+            self.ctx.append(("subquery selector", 'number, duration, step(), range(), or "]"'))
+            step = self._positive_duration()
+            self.ctx.pop()
+        rb = self._expect(RIGHT_BRACKET, "subquery selector", '"]"')
+        r, rexpr = _split(rng)
+        s, sexpr = _split(step) if step is not None else (None, None)
+        if s is not None and s.total_seconds() == 0:
+            s = None
+        return SubqueryExpr(e, r, s, range_expr=rexpr, step_expr=sexpr, pos=(e.pos[0], rb.end))
+
+    def _positive_duration(self):
+        d = self._duration(0)
+        if isinstance(d, NumberLiteral) and d.val <= 0:
+            raise self._error(d.pos[0], "duration must be greater than 0")
+        return d
+
+    def _duration(self, min_prec: int):
+        """A duration expression (inside ``[...]`` or after ``offset (``): + - * / % ^,
+        unary signs, step(), range(), min_of(a, b), max_of(a, b) and parentheses."""
+        self._enter()
+        lhs = self._duration_unary()
+        while True:
+            op = self.tok.typ
+            if op not in ("+", "-", "*", "/", "%", "^"):
+                break
+            prec = PRECEDENCE[op]
+            if prec < min_prec:
+                break
+            op_tok = self._advance()
+            rhs = self._duration(prec if op == "^" else prec + 1)
+            if op in ("/", "%") and isinstance(rhs, NumberLiteral) and rhs.val == 0:
+                raise self._error(op_tok.pos, "division by zero" if op == "/" else "modulo by zero")
+            lhs = DurationExpr(op, lhs, rhs, pos=(_dpos(lhs)[0], _dpos(rhs)[1]))
+        self.depth -= 1
+        return lhs
+
+    def _duration_unary(self):
+        if self.tok.typ in ("+", "-"):
+            op = self._advance()
+            e = self._duration(_UNARY_OPERAND)
+            return self._signed_duration(op, e)
+        return self._duration_primary()
+
+    def _signed_duration(self, op: Token, e):
+        if isinstance(e, NumberLiteral):
+            if op.typ == "-":
+                e.val = -e.val
+            if e.val > _MAX_DURATION_S or e.val < -_MAX_DURATION_S:
+                raise self._error(op.pos, "duration out of range")
+            e.pos = (op.pos, e.pos[1])
+            return e
+        if op.typ == "-":
+            return DurationExpr("-", None, e, pos=(op.pos, _dpos(e)[1]))
+        return e
+
+    def _duration_primary(self):
+        t = self.tok
+        if t.typ in (NUMBER, DURATION):
+            nl = self._number_literal()
+            if nl.val > _MAX_DURATION_S or nl.val < -_MAX_DURATION_S:
+                raise self._error(nl.pos[0], "duration out of range")
+            return nl
+        if t.typ in ("step", "range"):
+            self._advance()
+            self._expect(LEFT_PAREN)
+            end = self._expect(RIGHT_PAREN)
+            return DurationExpr(t.typ, pos=(t.pos, end.end))
+        if t.typ in ("min_of", "max_of"):
+            self._advance()
+            self._expect(LEFT_PAREN)
+            a = self._duration(0)
+            self._expect(COMMA)
+            b = self._duration(0)
+            end = self._expect(RIGHT_PAREN)
+            return DurationExpr(t.typ, a, b, pos=(t.pos, end.end))
+        if t.typ == LEFT_PAREN:
+            self._advance()
+            inner = self._duration(0)
+            end = self._expect(RIGHT_PAREN)
+            return _wrap(inner, t.pos, end.end)
+        raise self._unexpected()
+
+    def _offset(self, e):
+        off_tok = self._advance()
+        self.ctx.append(("offset", "number, duration, step(), or range()"))
+        d = self._offset_duration()
+        self.ctx.pop()
+        if isinstance(e, MatrixSelector):
+            target = e.vector_selector
+        elif isinstance(e, (VectorSelector, SubqueryExpr)):
+            target = e
+        else:
+            raise self._error(e.pos[0], "offset modifier must be preceded by an instant vector selector "
+                                        "or range vector selector or a subquery")
+        if (target.offset is not None and target.offset.total_seconds() != 0) or target.offset_expr is not None:
+            raise self._error(e.pos[0], "offset may not be set multiple times")
+        del off_tok
+        if isinstance(d, NumberLiteral):
+            target.offset = ast.seconds_to_timedelta(d.val)
+        else:
+            target.offset_expr = d
+        e.pos = (e.pos[0], self.prev_end)
+        if isinstance(e, MatrixSelector):
+            target.pos = (target.pos[0], self.prev_end)
+        return e
+
+    def _offset_duration(self):
+        """What may follow ``offset``: a literal, step(), range(), min_of/max_of(...) (each maybe
+        signed) stand alone, so ``x offset 5m + 1`` adds 1 to the offset selector; only a
+        parenthesised duration continues with operators, as in Prometheus's grammar."""
+        t = self.tok
+        sign = None
+        if t.typ in ("+", "-"):
+            sign = self._advance()
+            t = self.tok
+        if t.typ in (NUMBER, DURATION, "step", "range", "min_of", "max_of"):
+            e = self._duration_primary()
+            return self._signed_duration(sign, e) if sign is not None else e
+        if t.typ == LEFT_PAREN:
+            if sign is not None:
+                self._advance()
+                inner = self._duration(0)
+                end = self._expect(RIGHT_PAREN)
+                return self._signed_duration(sign, _wrap(inner, t.pos, end.end))
+            return self._duration(0)
+        raise self._unexpected()
+
+    def _at(self, e):
+        self._advance()
+        self.ctx.append(("@", "timestamp"))
+        t = self.tok
+        if t.typ in ("start", "end"):
+            self._advance()
+            self._expect(LEFT_PAREN)
+            self._expect(RIGHT_PAREN)
+            at = AtModifier(AtModifierType.Start if t.typ == "start" else AtModifierType.End)
+        else:
+            sign = 1.0
+            if t.typ in ("+", "-"):
+                sign = -1.0 if self._advance().typ == "-" else 1.0
+            if self.tok.typ not in (NUMBER, DURATION):
+                raise self._unexpected()
+            ts = self._number_literal().val * sign
+            if math.isinf(ts) or math.isnan(ts) or ts >= 2.0 ** 63 or ts <= -(2.0 ** 63):
+                raise self._error(e.pos[0], f"timestamp out of bounds for @ modifier: {_go_f(ts)}")
+            at = AtModifier(AtModifierType.At, _round_half_away(ts * 1000))
+        self.ctx.pop()
+        target = e.vector_selector if isinstance(e, MatrixSelector) else e
+        if not isinstance(target, (VectorSelector, SubqueryExpr)):
+            raise self._error(e.pos[0], "@ modifier must be preceded by an instant vector selector or "
+                                        "range vector selector or a subquery")
+        if target.at is not None:
+            raise self._error(e.pos[0], "@ <timestamp> may not be set multiple times")
+        target.at = at
+        e.pos = (e.pos[0], self.prev_end)
+        return e
+
+    def _extended(self, e, which: str) -> None:
+        if not self.opts.extended_range_selectors:
+            raise self._error(e.pos[0], f"{which} modifier is experimental and not enabled")
+        if isinstance(e, SubqueryExpr):
+            raise self._error(e.pos[0], f"{which} modifier is not supported for subqueries")
+        vs = e.vector_selector if isinstance(e, MatrixSelector) else e
+        if not isinstance(vs, VectorSelector):
+            raise self._error(e.pos[0], f"{which} modifier not implemented")
+        setattr(vs, which, True)
+        if vs.anchored and vs.smoothed:
+            raise self._error(e.pos[0], "anchored and smoothed modifiers cannot be used together")
+
+
+def _go_f(v: float) -> str:
+    """Go's %f."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return f"{v:.6f}"
+
+
+def _round_half_away(x: float) -> int:
+    return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
+
+
+def _dpos(e) -> tuple[int, int]:
+    return ast.duration_pos(e)
+
+
+def _wrap(inner, start: int, end: int) -> DurationExpr:
+    """A parenthesised duration: printed back with its parentheses."""
+    if isinstance(inner, DurationExpr):
+        inner.wrapped = True
+        return inner
+    return DurationExpr("+", None, inner, wrapped=True, pos=(start, end))
+
+
+def _split(d):
+    """(a literal's value as timedelta, or None; the duration expression, or None)."""
+    if isinstance(d, NumberLiteral):
+        return ast.seconds_to_timedelta(d.val), None
+    return None, d
+
+
+class _Checker:
+    """Prometheus's checkAST: types and the rules the grammar cannot express, in its order
+    (children first). Recursive: the parser bounded the tree's depth."""
+
+    def __init__(self, query: str) -> None:
+        self.q = query
+
+    def _err(self, pos: int, msg: str) -> ParseError:
+        return ParseError(self.q, pos, msg)
+
+    def _op_pos(self, e: BinaryExpr) -> int:
+        i = e.lhs.pos[1]
+        while i < len(self.q) and self.q[i] in " \t\n\r":
+            i += 1
+        return i
+
+    def _expect(self, e, want: ValueType, context: str) -> None:
+        t = self.check(e)
+        if t != want:
+            raise self._err(e.pos[0], f"expected type {want.documented()} in {context}, got {t.documented()}")
+
+    def check(self, e) -> ValueType:
+        typ = value_type(e)
+        if isinstance(e, AggregateExpr):
+            self._expect(e.expr, V, "aggregation expression")
+            if e.op in ("topk", "bottomk", "quantile", "limitk", "limit_ratio"):
+                self._expect(e.param, S, "aggregation parameter")
+            if e.op == "count_values":
+                self._expect(e.param, STR, "aggregation parameter")
+        elif isinstance(e, BinaryExpr):
+            self._check_binary(e)
+        elif isinstance(e, Call):
+            self._check_call(e)
+        elif isinstance(e, ParenExpr):
+            self.check(e.expr)
+        elif isinstance(e, UnaryExpr):
+            t = self.check(e.expr)
+            if t not in (S, V):
+                raise self._err(e.pos[0], "unary expression only allowed on expressions of type scalar "
+                                          f"or instant vector, got {go_quote(t.documented())}")
+        elif isinstance(e, SubqueryExpr):
+            t = self.check(e.expr)
+            if t != V:
+                raise self._err(e.pos[0], f"subquery is only allowed on instant vector, got {t.value} instead")
+        elif isinstance(e, MatrixSelector):
+            self.check(e.vector_selector)
+        elif isinstance(e, VectorSelector):
+            self._check_selector(e)
+        return typ
+
+    def _check_selector(self, e: VectorSelector, bypass_empty: bool = False) -> None:
+        from receiver.tsdb.labels import InvalidRegex
+        from receiver.tsdb.labels import Matcher as StoreMatcher
+        if e.name is not None:
+            for m in e.matchers.matchers:
+                if m.name == "__name__":
+                    raise self._err(e.pos[0], f"metric name must not be set twice: {go_quote(e.name)} "
+                                              f"or {go_quote(m.value)}")
+            return
+        if bypass_empty:
+            return
+        for m in e.matchers.matchers:
+            try:
+                if not StoreMatcher(_STORE_OPS[m.op], m.name, m.value).matches_empty():
+                    return
+            except InvalidRegex:
+                return  # the engine reports the regex
+        raise self._err(e.pos[0], "vector selector must contain at least one non-empty matcher")
+
+    def _check_call(self, e: Call) -> None:
+        f = e.func
+        nargs, got = len(f.arg_types), len(e.args)
+        if f.variadic == 0:
+            if nargs != got:
+                raise self._err(e.pos[0], f"expected {nargs} argument(s) in call to {go_quote(f.name)}, got {got}")
+        else:
+            need = nargs - 1
+            if need > got:
+                raise self._err(e.pos[0], f"expected at least {need} argument(s) in call to "
+                                          f"{go_quote(f.name)}, got {got}")
+            if f.variadic > 0 and need + f.variadic < got:
+                raise self._err(e.pos[0], f"expected at most {need + f.variadic} argument(s) in call to "
+                                          f"{go_quote(f.name)}, got {got}")
+        bypass = None
+        if f.name == "info" and got > 1:
+            a = e.args[1]
+            t = value_type(a)
+            if t != V:
+                raise self._err(e.pos[0], f"expected type instant vector in call to function \"info\", "
+                                          f"got {t.documented()}")
+            if isinstance(a, VectorSelector) and a.name is not None:
+                raise self._err(a.pos[0], "expected label selectors only, got vector selector instead")
+            if not isinstance(a, VectorSelector):
+                raise self._err(a.pos[0], "expected label selectors only")
+            bypass = a
+        for i, a in enumerate(e.args):
+            if i >= nargs:
+                if f.variadic == 0:
+                    break
+                i = nargs - 1
+            if a is bypass:
+                self._check_selector(a, bypass_empty=True)
+                t = V
+            else:
+                t = self.check(a)
+            if t != f.arg_types[i]:
+                raise self._err(a.pos[0], f"expected type {f.arg_types[i].documented()} in call to function "
+                                          f"{go_quote(f.name)}, got {t.documented()}")
+
+    def _check_binary(self, e: BinaryExpr) -> None:
+        lt, rt = self.check(e.lhs), self.check(e.rhs)
+        mod = e.modifier
+        op = e.op
+        if mod.return_bool and op not in ast.COMPARISON_OPS:
+            raise self._err(self._op_pos(e), "bool modifier can only be used on comparison operators")
+        if op in ast.COMPARISON_OPS and not mod.return_bool and lt == S and rt == S:
+            raise self._err(self._op_pos(e), "comparisons between scalars must use BOOL modifier")
+        if op in ast.SET_OPS and mod.card == VectorMatchCardinality.OneToOne:
+            mod.card = VectorMatchCardinality.ManyToMany
+        if mod.matching is not None and mod.matching.type == LabelModifierType.Include:
+            for l1 in mod.matching.labels:
+                if l1 in mod.group_labels:
+                    raise self._err(self._op_pos(e), f"label {go_quote(l1)} must not occur in ON and GROUP "
+                                                     "clause at once")
+        if lt not in (S, V):
+            raise self._err(e.lhs.pos[0], "binary expression must contain only scalar and instant vector types")
+        if rt not in (S, V):
+            raise self._err(e.rhs.pos[0], "binary expression must contain only scalar and instant vector types")
+        filled = mod.fill_left is not None or mod.fill_right is not None
+        if lt != V or rt != V:
+            if mod.matching is not None and mod.matching.labels:
+                raise self._err(e.pos[0], "vector matching only allowed between instant vectors")
+            if filled:
+                raise self._err(e.pos[0], "filling in missing series only allowed between instant vectors")
+        elif op in ast.SET_OPS:
+            if mod.card in (VectorMatchCardinality.OneToMany, VectorMatchCardinality.ManyToOne):
+                raise self._err(e.pos[0], f"no grouping allowed for {go_quote(op)} operation")
+            if filled:
+                raise self._err(e.pos[0], "filling in missing series not allowed for set operators")
+        if (lt == S or rt == S) and op in ast.SET_OPS:
+            raise self._err(e.pos[0], f"set operator {go_quote(op)} not allowed in binary scalar expression")
+
+
+_STORE_OPS: dict = {}
+
+
+def _init_store_ops() -> None:
+    from receiver.tsdb.labels import MatchType
+    _STORE_OPS.update({MatchOp.Equal: MatchType.EQ, MatchOp.NotEqual: MatchType.NEQ,
+                       MatchOp.Re: MatchType.RE, MatchOp.NotRe: MatchType.NRE})
+
+
+_init_store_ops()
