@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import promql_parser as pp
 
-from querier.promql.features import _children
 from querier.promql.types import PromQLError
 from querier.promql.values import Vec, fmt_labels, get_label, merge_rows
 from receiver.tsdb.labels import METRIC_NAME, Labels, Matcher, MatchType
@@ -34,6 +33,12 @@ def effective_name_matchers(ms: list[Matcher]) -> list[Matcher]:
     if ms:
         return [Matcher(MatchType.RE, METRIC_NAME, ".+_info")] + ms
     return [Matcher(MatchType.EQ, METRIC_NAME, TARGET_INFO)]
+
+
+def _children(e) -> list:
+    """A node's operands in Prometheus's Inspect order (duck-typed over the syntax tree)."""
+    kids = [getattr(e, a, None) for a in ("lhs", "rhs", "expr", "param")]
+    return [k for k in kids if k is not None and not isinstance(k, (str, int, float))] + list(getattr(e, "args", ()))
 
 
 def reference_time(ev, e) -> tuple[int | None, int]:
