@@ -112,10 +112,11 @@ def _signature(name: str, lbls: Labels) -> tuple:
     return (name,) + tuple(p for p in lbls if p[0] in IDENTIFYING and p[1])
 
 
-def _winners(ev, infos: Vec) -> tuple[dict[tuple, int], np.ndarray]:
+def _winners(ev, infos: Vec, steps: np.ndarray) -> tuple[dict[tuple, int], np.ndarray]:
     """Signature -> group number, and per group and step the info row whose sample is newest
     (-1: none; one extra all -1 row at the end for "no group"). Two rows with equally new
-    samples at one step are a conflict, as in Prometheus. One pass over all rows at once."""
+    samples at one of ``steps`` (bool mask: where the base has samples) are a conflict, as in
+    Prometheus. One pass over all rows at once."""
     index: dict[tuple, int] = {}
     gid = np.array([index.setdefault(_signature(get_label(l, METRIC_NAME), l), len(index))
                     for l in infos.labels], dtype=np.intp)
@@ -128,7 +129,7 @@ def _winners(ev, infos: Vec) -> tuple[dict[tuple, int], np.ndarray]:
     t = np.where(pres, infos.sample_ts[order], np.iinfo(np.int64).min)
     best = np.maximum.reduceat(t, starts, axis=0)
     is_best = pres & (t == best[g])
-    ties = np.add.reduceat(is_best.astype(np.int64), starts, axis=0) > 1
+    ties = (np.add.reduceat(is_best.astype(np.int64), starts, axis=0) > 1) & steps
     if ties.any():
         gg, k = (int(x[0]) for x in np.nonzero(ties))
         a, b = order[np.flatnonzero(is_best[:, k] & (g == gg))[:2]]
@@ -165,7 +166,7 @@ def _combine(ev, base: Vec, ignored: np.ndarray, infos: Vec | None, data: dict) 
     need_match = any(not m.matches("") for group in data.values() for m in group)
     rows: list[tuple[int, Labels, np.ndarray]] = []  # (base row, labels, present)
     if names:
-        index, win = _winners(ev, infos)
+        index, win = _winners(ev, infos, base.present.any(0))
         none = len(index)
         gids = np.array([[index.get(_signature(nm, l), none) for l in base.labels] for nm in names],
                         dtype=np.intp).reshape(len(names), n)

@@ -62,3 +62,13 @@ def test_quote_meta_escapes_only_re2_metacharacters():
     assert quote_meta("a.b:9100") == r"a\.b:9100"
     assert quote_meta("x-y z#~") == "x-y z#~"
     assert Matcher("=~", "i", quote_meta("(a|b)+[c]")).matches("(a|b)+[c]")
+
+
+def test_info_conflict_only_where_the_base_has_samples():
+    """Prometheus compares info series only at steps where the first argument has samples."""
+    q = Mem([S([120_000], [1.0], __name__="m", instance="a", job="j"),
+             S([0], [1.0], __name__="target_info", instance="a", job="j", v="1"),
+             S([0], [1.0], __name__="target_info", instance="a", job="j", v="2"),
+             S([60_000, 120_000], [1.0, 1.0], __name__="target_info", instance="a", job="j", v="3")])
+    r = ON.range(q, "info(m)", 0, 120_000, 60_000)
+    assert [(dict(l)["v"], list(ts)) for l, ts, _ in r.series] == [("3", [120_000])]
