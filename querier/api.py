@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, nhist
 from querier.promql.engine import parse as parse_promql
+from querier.promql.printer import pretty
 from receiver.exemplars import selectors_of as extract_selectors
 
 from common.httpmetrics import http_metrics
@@ -532,7 +533,7 @@ class QueryAPI:
             expr = parse_promql(_first(p, "query") or "")
         except PromQLError as e:
             return error_response(e.kind, str(e))
-        return _json({"status": "success", "data": expr.prettify()})
+        return _json({"status": "success", "data": pretty(expr)})
 
     async def query_exemplars(self, request: web.Request) -> web.Response:
         """Prometheus's exemplar query over the endpoints' Thanos Exemplars API: the series of

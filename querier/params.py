@@ -5,16 +5,12 @@ import math
 import re
 from datetime import datetime
 
-import promql_parser
-
+from querier.promql import ast
 from querier.promql.engine import PromQLError, parse as parse_promql
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
 
 MIN_TIME_MS = -9223372036854775808 // 1_000_000 * 1000  # as Prometheus's minTime, ms
 MAX_TIME_MS = 9223372036854775807 // 1_000_000 * 1000
-# promql_parser's MatchOp is not hashable; key by its printed name.
-_OPS = {"MatchOp.Equal": MatchType.EQ, "MatchOp.NotEqual": MatchType.NEQ,
-        "MatchOp.Re": MatchType.RE, "MatchOp.NotRe": MatchType.NRE}
 # What clients (client_golang, Grafana) send for "no bound": Prometheus's MinTime/MaxTime printed.
 _BOUND_STRINGS = {"-292273086-05-16T16:47:06Z": MIN_TIME_MS,
                   "292277025-08-18T07:12:54.999999999Z": MAX_TIME_MS}
@@ -141,10 +137,10 @@ def parse_matchers(selector: str) -> list[Matcher]:
         expr = parse_promql(selector, "match[]")
     except PromQLError as e:
         raise BadParam(e.msg) from None
-    if not isinstance(expr, promql_parser.VectorSelector):
+    if not isinstance(expr, ast.VectorSelector):
         raise BadParam(f'invalid parameter "match[]": expected a series selector, got {selector!r}')
     try:
-        out = [Matcher(_OPS[str(m.op)], m.name, m.value) for m in expr.matchers.matchers]
+        out = [Matcher(ast.STORE_MATCH_TYPES[m.op], m.name, m.value) for m in expr.matchers.matchers]
     except InvalidRegex as e:
         raise BadParam(f'invalid parameter "match[]": {e}') from None
     if expr.name is not None and not any(m.name == "__name__" for m in out):

@@ -8,17 +8,17 @@ from __future__ import annotations
 import inspect
 from typing import Awaitable, Protocol
 
-import promql_parser as pp
+from querier.promql import ast
+from querier.promql.parser import ParseError, ParserOptions, parse
 
 from .tsdb.exemplars import ExemplarResult
 from .tsdb.labels import METRIC_NAME, Matcher, MatchType
 
 EXEMPLARS_SERVICE = "thanos.Exemplars"
 MAX_QUERY_BYTES = 64 << 10  # a bound for the parser, far past any real selector list
-MAX_DEPTH = 200
-
-_OPS = {"MatchOp.Equal": MatchType.EQ, "MatchOp.NotEqual": MatchType.NEQ,
-        "MatchOp.Re": MatchType.RE, "MatchOp.NotRe": MatchType.NRE}
+# Selecting exemplars evaluates nothing: any syntax a query may hold is read.
+_ALL_SYNTAX = ParserOptions(experimental_functions=True, extended_range_selectors=True,
+                            binop_fill_modifiers=True)
 
 
 class ExemplarSource(Protocol):
@@ -28,17 +28,11 @@ class ExemplarSource(Protocol):
                   ) -> list[ExemplarResult] | Awaitable[list[ExemplarResult]]: ...
 
 
-def _vector_selector_matchers(vs) -> list[list[Matcher]]:
-    groups = [vs.matchers.matchers] if vs.matchers.matchers or not vs.matchers.or_matchers \
-        else []
-    groups += list(vs.matchers.or_matchers or [])
-    out = []
-    for g in groups:
-        ms = [Matcher(_OPS[str(m.op)], m.name, m.value) for m in g]
-        if vs.name is not None and not any(m.name == METRIC_NAME for m in ms):
-            ms.append(Matcher(MatchType.EQ, METRIC_NAME, vs.name))
-        out.append(ms)
-    return out
+def _vector_selector_matchers(vs: ast.VectorSelector) -> list[Matcher]:
+    ms = [Matcher(ast.STORE_MATCH_TYPES[m.op], m.name, m.value) for m in vs.matchers.matchers]
+    if vs.name is not None and not any(m.name == METRIC_NAME for m in ms):
+        ms.append(Matcher(MatchType.EQ, METRIC_NAME, vs.name))
+    return ms
 
 
 def extract_selectors(query: str) -> list[list[Matcher]]:
@@ -46,37 +40,15 @@ def extract_selectors(query: str) -> list[list[Matcher]]:
     if len(query) > MAX_QUERY_BYTES:
         raise ValueError(f"query longer than {MAX_QUERY_BYTES} bytes")
     try:
-        expr = pp.parse(query)
-    except BaseException as e:  # the parser raises ValueError, or panics on odd input
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
+        expr = parse(query, _ALL_SYNTAX)
+    except ParseError as e:
         raise ValueError(str(e)) from None
     return selectors_of(expr)
 
 
 def selectors_of(expr) -> list[list[Matcher]]:
     """Each vector selector's matchers in a parsed query, in query order."""
-    out: list[list[Matcher]] = []
-    stack = [(expr, 0)]
-    while stack:
-        e, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            continue  # the parser bounds nesting far below this; never recurse without end
-        if isinstance(e, pp.VectorSelector):
-            out.extend(_vector_selector_matchers(e))
-        elif isinstance(e, pp.MatrixSelector):
-            stack.append((e.vector_selector, depth + 1))
-        elif isinstance(e, pp.BinaryExpr):
-            stack += [(e.rhs, depth + 1), (e.lhs, depth + 1)]
-        elif isinstance(e, pp.Call):
-            stack += [(a, depth + 1) for a in reversed(e.args)]
-        elif isinstance(e, pp.AggregateExpr):
-            stack.append((e.expr, depth + 1))
-            if e.param is not None:
-                stack.append((e.param, depth + 1))
-        elif isinstance(e, (pp.ParenExpr, pp.UnaryExpr, pp.SubqueryExpr)):
-            stack.append((e.expr, depth + 1))
-    return out
+    return [_vector_selector_matchers(e) for e in ast.walk(expr) if isinstance(e, ast.VectorSelector)]
 
 
 def exemplars_handler(source: ExemplarSource):

@@ -7,10 +7,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import promql_parser
 import yaml
 
-from .exprstring import canonical_query
+from querier.promql.parser import ParseError, parse as parse_promql
+
+from .exprstring import ALL_SYNTAX, canonical_query
 from .template import TemplateError, parse_template
 
 MAX_RULE_FILE_BYTES = 16 << 20  # a rule file larger than this is refused, not read into memory
@@ -133,9 +134,9 @@ def _rule_errors(keys: dict[str, tuple[yaml.Node, yaml.Node]]) -> tuple[list[str
         errs.append(f"{_pos(expr_node)}field 'expr' must be set in rule")
     else:
         try:
-            promql_parser.parse(expr)
-        except (ValueError, TypeError) as e:
-            errs.append(f"{_pos(expr_node)}could not parse expression: parse error: {e}")
+            parse_promql(expr, ALL_SYNTAX)
+        except ParseError as e:
+            errs.append(f"{_pos(expr_node)}could not parse expression: {e}")
     if record:
         if annotations:
             errs.append(f"{_pos(rec_node)}invalid field 'annotations' in recording rule")

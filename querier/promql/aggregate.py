@@ -4,9 +4,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import promql_parser as pp
 
+from querier.promql import ast
 from querier.promql import nhist
+from querier.promql.lexer import go_quote
 from querier.promql.types import PromQLError
 from querier.promql.values import METADATA_LABELS, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist
 from receiver.tsdb.labels import METRIC_NAME, Labels
@@ -26,7 +27,7 @@ def _grouper(mod):
     if mod is None:
         return lambda l: ()
     names = set(mod.labels)
-    if mod.type == pp.AggModifierType.By:
+    if mod.type == ast.AggModifierType.By:
         return lambda l: tuple(p for p in l if p[0] in names)
     names |= METADATA_LABELS  # without(...) drops the name, type and unit labels (as Prometheus 3.16)
     return lambda l: tuple(p for p in l if p[0] not in names)
@@ -184,8 +185,7 @@ def _count_values(ev, v: Vec, groups, param, T: int) -> Vec:
         raise PromQLError("bad_data", "count_values needs a string parameter")
     name = param.val
     if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
-        quoted = "".join(f"\\x{ord(ch):02x}" if 0x80 <= ord(ch) <= 0xFF else ch for ch in name)
-        raise PromQLError("execution", f'invalid label name "{quoted}"')
+        raise PromQLError("execution", f"invalid label name {go_quote(name)}")
     counts: dict = {}
     hm = is_hist(v)
 

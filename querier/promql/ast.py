@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from receiver.tsdb.labels import MatchType
+
 
 class ValueType(enum.Enum):
     Vector = "vector"
@@ -31,6 +33,11 @@ class MatchOp(enum.Enum):
     NotEqual = "!="
     Re = "=~"
     NotRe = "!~"
+
+
+# How storage names each matcher kind.
+STORE_MATCH_TYPES = {MatchOp.Equal: MatchType.EQ, MatchOp.NotEqual: MatchType.NEQ,
+                     MatchOp.Re: MatchType.RE, MatchOp.NotRe: MatchType.NRE}
 
 
 class AtModifierType(enum.Enum):

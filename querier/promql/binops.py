@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import promql_parser as pp
 
+from querier.promql import ast
 from querier.promql import nhist
 from querier.promql.types import PromQLError
 from querier.promql.values import Scalar, Vec, drop_name, fmt_labels, get_label, is_hist, merge_rows
@@ -146,7 +146,7 @@ def _vec_scalar_hist(ev, op, vec: Vec, s, swap: bool, ret_bool: bool, r, hm) -> 
 def _sig_fn(mod):
     """Matching signature: on(...) keeps the listed labels, otherwise all but ignored and __name__."""
     m = mod.matching if mod is not None else None
-    if m is not None and m.type == pp.LabelModifierType.Include:
+    if m is not None and m.type == ast.LabelModifierType.Include:
         names = sorted(set(m.labels))
         return lambda l: tuple(get_label(l, n) for n in names), True, names
     ign = set(m.labels) if m is not None else set()
@@ -188,10 +188,10 @@ def _set_op(op: str, lhs, rhs, mod) -> Vec:
 
 
 def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
-    card = mod.card if mod is not None else pp.VectorMatchCardinality.OneToOne
+    card = mod.card if mod is not None else ast.VectorMatchCardinality.OneToOne
     include = list(mod.group_labels or []) if mod is not None else []
     sig, on, mnames = _sig_fn(mod)
-    swap = card == pp.VectorMatchCardinality.OneToMany
+    swap = card == ast.VectorMatchCardinality.OneToMany
     many, one = (rhs, lhs) if swap else (lhs, rhs)
     T = lhs.vals.shape[1]
     ar = np.arange(T)
@@ -228,7 +228,7 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
         m = many.present[j] & ok
         if not m.any():
             continue
-        if card == pp.VectorMatchCardinality.OneToOne:
+        if card == ast.VectorMatchCardinality.OneToOne:
             c = matched_cnt.get(k)
             matched_cnt[k] = m.astype(np.int32) if c is None else c + m
         mv = many.vals[j]
@@ -297,12 +297,12 @@ def _vec_vec(ev, op: str, lhs: Vec, rhs: Vec, mod, ret_bool: bool) -> Vec:
                 hist[k] = h
     out = Vec(labels, np.array(vals, dtype=np.float64), np.array(pres), np.array(drops, dtype=bool), None, hist)
     err = ("multiple matches for labels: grouping labels must ensure unique matches"
-           if card != pp.VectorMatchCardinality.OneToOne else "vector cannot contain metrics with the same labelset")
+           if card != ast.VectorMatchCardinality.OneToOne else "vector cannot contain metrics with the same labelset")
     return merge_rows(out, err)
 
 
 def _result_labels(l: Labels, card, on: bool, mnames: list[str], drop_op: bool) -> Labels:
-    if card == pp.VectorMatchCardinality.OneToOne:
+    if card == ast.VectorMatchCardinality.OneToOne:
         if on:
             keep = set(mnames)
             l = tuple(p for p in l if p[0] in keep)

@@ -1,20 +1,18 @@
-"""PromQL evaluation: walk the promql_parser AST once, each node computed for every step."""
+"""PromQL evaluation: walk the syntax tree (querier.promql.ast) once, each node computed for every step."""
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
-import promql_parser as pp
 
-from querier.promql import aggregate, binops, functions
-from querier.promql.features import experimental_use
+from querier.promql import aggregate, ast, binops, functions
+from querier.promql.features import parser_options
 from querier.promql.guard import check_query
-from querier.promql.parse_errors import prometheus_parse_error
-from querier.promql.types import (EXPERIMENTAL_FUNCTIONS, TOO_MANY_SAMPLES, USE_START_TIMESTAMPS, EngineOptions,
-                                  PromQLError, Queryable, QueryResult)
+from querier.promql.parser import ParseError, parse as parse_syntax
+from querier.promql.types import (TOO_MANY_SAMPLES, USE_START_TIMESTAMPS, EngineOptions, PromQLError, Queryable,
+                                  QueryResult, Unimplemented)
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
                                    row_values)
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
@@ -23,19 +21,14 @@ DEFAULT_SUBQUERY_STEP_MS = 60_000
 # Timestamps are int64 milliseconds; every time the engine computes must stay strictly inside.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-_OPS = ((pp.MatchOp.Equal, MatchType.EQ), (pp.MatchOp.NotEqual, MatchType.NEQ),
-        (pp.MatchOp.Re, MatchType.RE), (pp.MatchOp.NotRe, MatchType.NRE))
-_SYSTIME = re.compile(r"tv_sec: (-?\d+),\s*tv_nsec: (\d+)")
 
 
 def dur_ms(d: timedelta | None) -> int:
-    if d is None:
-        return 0
-    return (d.days * 86400 + d.seconds) * 1000 + d.microseconds // 1000
+    return ast.timedelta_ms(d)
 
 
 def unparen(e):
-    while isinstance(e, pp.ParenExpr):
+    while isinstance(e, ast.ParenExpr):
         e = e.expr
     return e
 
@@ -113,20 +106,23 @@ class Evaluator:
         return v
 
     def _node(self, e):
-        if isinstance(e, pp.ParenExpr):
+        check_implemented(e)
+        if isinstance(e, ast.ParenExpr):
             return self.eval(e.expr)
-        if isinstance(e, pp.NumberLiteral):
+        if isinstance(e, ast.NumberLiteral):
             return Scalar(np.full(self.T, e.val))
-        if isinstance(e, pp.StringLiteral):
+        if isinstance(e, ast.StringLiteral):
             return Str(e.val)
-        if isinstance(e, pp.VectorSelector):
+        if isinstance(e, ast.VectorSelector):
             return self.vector_selector(e)
-        if isinstance(e, pp.MatrixSelector):
+        if isinstance(e, ast.MatrixSelector):
             return self.matrix_selector(e)
-        if isinstance(e, pp.SubqueryExpr):
+        if isinstance(e, ast.SubqueryExpr):
             return self.subquery(e)
-        if isinstance(e, pp.UnaryExpr):
+        if isinstance(e, ast.UnaryExpr):
             v = self.eval(e.expr)
+            if e.op == "+":
+                return v
             if isinstance(v, Scalar):
                 return Scalar(-v.vals)
             hist = None
@@ -135,11 +131,11 @@ class Evaluator:
                 for i, t in zip(*np.nonzero(v.hist != None)):  # noqa: E711
                     hist[i, t] = v.hist[i, t].copy().mul(-1.0)
             return Vec(v.labels, -v.vals, v.present, np.ones(len(v.labels), dtype=bool), None, hist)
-        if isinstance(e, pp.BinaryExpr):
+        if isinstance(e, ast.BinaryExpr):
             return binops.binary(self, e)
-        if isinstance(e, pp.AggregateExpr):
+        if isinstance(e, ast.AggregateExpr):
             return aggregate.aggregate(self, e)
-        if isinstance(e, pp.Call):
+        if isinstance(e, ast.Call):
             # Like Prometheus's select hints: a store (or the querier's penalty deduplication,
             # which adjusts counter resets where replicas switch) may want the function name.
             prev = self.func_hint
@@ -155,14 +151,11 @@ class Evaluator:
         at = node.at
         if at is None:
             return None
-        if at.type == pp.AtModifierType.Start:
+        if at.type == ast.AtModifierType.Start:
             return self.sh.start
-        if at.type == pp.AtModifierType.End:
+        if at.type == ast.AtModifierType.End:
             return self.sh.end
-        # Read the timestamp from the AST dump: the datetime getter panics before 1970.
-        m = _SYSTIME.findall(repr(node))
-        sec, nsec = m[-1]
-        return int(sec) * 1000 + int(nsec) // 1_000_000
+        return at.ms
 
     def _times(self, node, span: int) -> np.ndarray:
         """The time each step is evaluated at, after @ and offset; ``span`` (the range or
@@ -363,10 +356,7 @@ def _unknown_hints(hs: np.ndarray) -> np.ndarray:
 
 
 def _op_of(m) -> MatchType:
-    for op, t in _OPS:
-        if m.op == op:
-            return t
-    raise PromQLError("bad_data", f"unknown matcher {m}")
+    return ast.STORE_MATCH_TYPES[m.op]
 
 
 def parse(query: str, param: str = "query", features: frozenset[str] = frozenset()):
@@ -374,24 +364,38 @@ def parse(query: str, param: str = "query", features: frozenset[str] = frozenset
     whose feature is off is refused as Prometheus's parser refuses it."""
     check_query(query, param=param)
     try:
-        expr = pp.parse(query)
-    except BaseException as ex:  # the parser raises ValueError, or panics on odd input
-        if isinstance(ex, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise PromQLError("bad_data", f"invalid parameter \"{param}\": "
-                                      f"{prometheus_parse_error(query, str(ex))}") from None
-    if EXPERIMENTAL_FUNCTIONS not in features:
-        problem = experimental_use(expr, query)
-        if problem:
-            raise PromQLError("bad_data", f"invalid parameter \"{param}\": {problem}")
-    return expr
+        return parse_syntax(query, parser_options(features))
+    except ParseError as ex:
+        raise PromQLError("bad_data", f"invalid parameter \"{param}\": {ex}") from None
+
+
+def resolve_durations(expr, query: str, step_ms: int, range_ms: int) -> None:
+    """Duration expressions (``[step() * 2]``, ``offset range()``) take this query's step and
+    range; an unusable result is refused as Prometheus refuses it."""
+    try:
+        ast.resolve_durations(expr, step_ms, range_ms, byte_pos=lambda p: len(query[:p].encode()))
+    except ast.DurationError as ex:
+        raise PromQLError("bad_data", f"invalid parameter \"query\": {ex}") from None
+
+
+def check_implemented(e) -> None:
+    """Refuse syntax this engine cannot evaluate yet instead of evaluating it as if absent."""
+    vs = e.vector_selector if isinstance(e, ast.MatrixSelector) else e
+    if isinstance(vs, ast.VectorSelector) and (vs.anchored or vs.smoothed):
+        raise Unimplemented(f"the {'anchored' if vs.anchored else 'smoothed'} modifier")
+    if isinstance(e, ast.BinaryExpr):
+        if e.op in ast.TRIM_OPS:
+            raise Unimplemented(f"the binary operator \"{e.op}\"")
+        m = e.modifier
+        if m is not None and (m.fill_left is not None or m.fill_right is not None):
+            raise Unimplemented("the fill modifier")
 
 
 def _kind(e) -> str:
     e = unparen(e)
-    if isinstance(e, (pp.MatrixSelector, pp.SubqueryExpr)):
+    if isinstance(e, (ast.MatrixSelector, ast.SubqueryExpr)):
         return "matrix"
-    if isinstance(e, pp.StringLiteral):
+    if isinstance(e, ast.StringLiteral):
         return "string"
     return "other"
 
@@ -412,6 +416,7 @@ class Engine:
     def instant(self, q: Queryable, query: str, t_ms: int) -> QueryResult:
         expr = parse(query, features=self.opts.features)
         _check_time(t_ms, "time")
+        resolve_durations(expr, query, 0, 0)
         sh = self._shared(q, t_ms, t_ms)
         v = _evaluate(Evaluator(sh, np.array([t_ms], dtype=np.int64)), expr)
         if isinstance(v, Scalar):
@@ -460,6 +465,7 @@ class Engine:
             raise PromQLError("bad_data", f"invalid expression type \"{t}\" for range query, must be Scalar or instant Vector")
         _check_time(start_ms, "start")
         _check_time(end_ms, "end")
+        resolve_durations(expr, query, step_ms, end_ms - start_ms)
         sh = self._shared(q, start_ms, end_ms)
         sh.reserve((end_ms - start_ms) // step_ms + 1)
         steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
@@ -493,12 +499,12 @@ def _evaluate(ev: Evaluator, expr):
 def _order(expr, rows):
     """Instant results of sort()/topk() etc. come back in their value order."""
     e = unparen(expr)
-    if isinstance(e, pp.Call) and e.func.name in ("sort", "sort_desc"):
+    if isinstance(e, ast.Call) and e.func.name in ("sort", "sort_desc"):
         desc = e.func.name == "sort_desc"
         return sorted(rows, key=lambda r: (np.isnan(r[2]), -r[2] if desc else r[2]))
-    if isinstance(e, pp.Call) and e.func.name in ("sort_by_label", "sort_by_label_desc"):
+    if isinstance(e, ast.Call) and e.func.name in ("sort_by_label", "sort_by_label_desc"):
         return rows  # functions.py already ordered them
-    if isinstance(e, pp.AggregateExpr) and str(e.op) in ("topk", "bottomk"):
+    if isinstance(e, ast.AggregateExpr) and str(e.op) in ("topk", "bottomk"):
         desc = str(e.op) == "topk"
         return sorted(rows, key=lambda r: (np.isnan(r[2]), -r[2] if desc else r[2]))
     return sorted(rows, key=lambda r: r[0])

@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import promql_parser as pp
 
+from querier.promql import ast
 from querier.promql import histogram, info
 from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZING, Windows,
                                       batch_bounds, bounds)
@@ -38,9 +38,9 @@ COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
 def _is_number(a) -> bool:
     """A literal number, maybe negated or parenthesised: a scalar even where the parser lets it
     through as a vector argument (it does for ``log10(-0)``)."""
-    while isinstance(a, (pp.ParenExpr, pp.UnaryExpr)):
+    while isinstance(a, (ast.ParenExpr, ast.UnaryExpr)):
         a = a.expr
-    return isinstance(a, pp.NumberLiteral)
+    return isinstance(a, ast.NumberLiteral)
 
 
 def call(ev, e):
@@ -48,7 +48,7 @@ def call(ev, e):
     args = e.args
     types = e.func.arg_types
     for i, a in enumerate(args):
-        if types and types[min(i, len(types) - 1)] == pp.ValueType.Vector and _is_number(a):
+        if types and types[min(i, len(types) - 1)] == ast.ValueType.Vector and _is_number(a):
             raise PromQLError("bad_data", f"expected type vector in call to function '{name}', "
                                           "got scalar")
     if ev.stats and name in ("histogram_quantile", "histogram_quantiles", "histogram_fraction"):
@@ -116,13 +116,13 @@ def call(ev, e):
     if name in ("timestamp", "start_timestamp"):
         v = ev.eval(args[0])
         inner = args[0]
-        while isinstance(inner, pp.ParenExpr):
+        while isinstance(inner, ast.ParenExpr):
             inner = inner.expr
         if name == "start_timestamp":
-            return startts.start_timestamp(ev, v, isinstance(inner, pp.VectorSelector))
+            return startts.start_timestamp(ev, v, isinstance(inner, ast.VectorSelector))
         # only a selector itself gives its samples' times; any function or operator in between
         # (label_replace, sort, ...) yields values at the evaluation time, as in Prometheus
-        if v.sample_ts is not None and isinstance(inner, pp.VectorSelector):
+        if v.sample_ts is not None and isinstance(inner, ast.VectorSelector):
             r = v.sample_ts / 1000.0
         else:
             r = np.broadcast_to(ev.steps / 1000.0, v.vals.shape).copy()
@@ -314,17 +314,17 @@ def _natural(s: str) -> tuple:
 
 def _absent_result(ev, arg, mask: np.ndarray) -> Vec:
     a = arg
-    while isinstance(a, pp.ParenExpr):
+    while isinstance(a, ast.ParenExpr):
         a = a.expr
-    if isinstance(a, pp.MatrixSelector):
+    if isinstance(a, ast.MatrixSelector):
         a = a.vector_selector
     lbls: dict[str, str] = {}
-    if isinstance(a, pp.VectorSelector):
+    if isinstance(a, ast.VectorSelector):
         seen: set[str] = set()
         for m in a.matchers.matchers:
             if m.name in METADATA_LABELS:  # name, type and unit: not the absent series' labels
                 continue
-            if m.op == pp.MatchOp.Equal and m.name not in seen:
+            if m.op == ast.MatchOp.Equal and m.name not in seen:
                 lbls[m.name] = m.value
             elif m.name in lbls:
                 del lbls[m.name]

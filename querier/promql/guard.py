@@ -1,11 +1,10 @@
-"""Bounds on PromQL text, checked before the native parser sees it.
+"""Bounds on PromQL text, checked before the parser sees it.
 
-The native parser (promql_parser, Rust) recurses once per nesting level and per binary operator
-of a chain; deep enough input overflows its stack and kills the whole process (measured: about
-4,200 chained ``x +`` terms or 10,000 nested parentheses on an 8 MiB stack). The evaluator also
-recurses per level. So a query is first measured in one linear pass over its characters: an upper
-bound on the depth of its syntax tree (open parentheses plus every operator met inside the still
-open ones) and its length. Both limits sit far below what crashes, and far above real queries.
+The parser (querier/promql/parser.py) and the evaluator recurse once per nesting level and the
+evaluator once per operator of a chain; the parser refuses too deep a tree itself, and this
+refuses hostile text before any parsing work: a query is first measured in one linear pass
+over its characters: an upper bound on the depth of its syntax tree (open parentheses plus
+every operator met inside the still open ones) and its length. Both limits sit far below what crashes, and far above real queries.
 """
 from __future__ import annotations
 

@@ -9,8 +9,7 @@ output row per distinct set of winners.
 from __future__ import annotations
 
 import numpy as np
-import promql_parser as pp
-
+from querier.promql import ast
 from querier.promql.types import PromQLError
 from querier.promql.values import Vec, fmt_labels, get_label, merge_rows
 from receiver.tsdb.labels import METRIC_NAME, Labels, Matcher, MatchType
@@ -49,16 +48,16 @@ def reference_time(ev, e) -> tuple[int | None, int]:
     stack = [(e, ())]
     while stack:
         node, path = stack.pop()
-        if isinstance(node, pp.VectorSelector):
+        if isinstance(node, ast.VectorSelector):
             at, off = ev.at_ms(node), dur_ms(node.offset)
             for outer in reversed(path):
                 if at is not None:
                     break
-                if isinstance(outer, pp.SubqueryExpr):
+                if isinstance(outer, ast.SubqueryExpr):
                     off += dur_ms(outer.offset)
                     at = ev.at_ms(outer)
             return at, off
-        if isinstance(node, pp.MatrixSelector):
+        if isinstance(node, ast.MatrixSelector):
             stack.append((node.vector_selector, path + (node,)))
             continue
         stack.extend((c, path + (node,)) for c in reversed(_children(node)))

@@ -8,6 +8,7 @@ the parser gets there, as in Prometheus. Positions are character offsets into th
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 EOF, ERROR, COMMENT = "EOF", "ERROR", "COMMENT"
@@ -82,6 +83,8 @@ def go_quote(s: str) -> str:
             out.append(_GO_ESCAPES[ch])
         elif o < 0x20 or o == 0x7f:
             out.append(f"\\x{o:02x}")
+        elif 0xdc80 <= o <= 0xdcff:  # a byte that is not UTF-8 (unquote's surrogateescape)
+            out.append(f"\\x{o - 0xdc00:02x}")
         elif 0xd800 <= o < 0xe000:
             out.append("\\ufffd")
         elif o > 0x7f and not ch.isprintable():
@@ -104,6 +107,13 @@ def go_quote_rune(ch: str) -> str:
 def go_unicode_rune(ch: str) -> str:
     """Go's %#U of a rune: U+0041 'A'."""
     return f"U+{ord(ch):04X}" + (f" '{ch}'" if ch.isprintable() else "")
+
+
+_SIMPLE = {"*": "*", "/": "/", "%": "%", "+": "+", "-": "-", "^": "^", ",": COMMA, "@": AT}
+_NAME_REST = re.compile(r"[a-zA-Z0-9_:]*")
+_LABEL_REST = re.compile(r"[a-zA-Z0-9_]*")
+_SPACES = re.compile(r"[ \t\n\r]*")
+_PLAIN_STRING = {q: re.compile(rf"[^{q}\\\n]*{q}") for q in "\"'"}
 
 
 def is_alpha(c: str) -> bool:
@@ -144,8 +154,7 @@ class Lexer:
         return Token(ERROR, self.start, msg)
 
     def _skip_spaces(self) -> None:
-        while self.pos < self.n and self.text[self.pos] in _SPACE:
-            self.pos += 1
+        self.pos = _SPACES.match(self.text, self.pos).end()
         self.start = self.pos
 
     # -- entry -------------------------------------------------------------------------------
@@ -175,12 +184,14 @@ class Lexer:
                 return self._error("unclosed left bracket")
             return self._tok(EOF)
         r = text[self.pos]
+        if (is_alpha(r) or r == ":") and not self.bracket_open:
+            return self._keyword_or_identifier()
         self.pos += 1
         if r in _SPACE:
             self._skip_spaces()
             return None
-        if r in "*/%+-^,":
-            return self._tok(COMMA if r == "," else r)
+        if r in _SIMPLE:
+            return self._tok(_SIMPLE[r])
         if r == "=":
             t = self._peek()
             if t == "=":
@@ -272,8 +283,7 @@ class Lexer:
             self._skip_spaces()
             return None
         if is_alpha(r):
-            while self.pos < self.n and is_alnum(text[self.pos]):
-                self.pos += 1
+            self.pos = _LABEL_REST.match(text, self.pos).end()
             return self._tok(IDENTIFIER)
         if r == ",":
             return self._tok(COMMA)
@@ -363,8 +373,7 @@ class Lexer:
 
     def _keyword_or_identifier(self) -> Token:
         text = self.text
-        while self.pos < self.n and (is_alnum(text[self.pos]) or text[self.pos] == ":"):
-            self.pos += 1
+        self.pos = _NAME_REST.match(text, self.pos).end()
         word = text[self.start:self.pos]
         low = word.lower()
         if low in ("inf", "nan"):
@@ -463,6 +472,10 @@ class Lexer:
 
     def _string(self, quote: str) -> Token:
         text = self.text
+        m = _PLAIN_STRING[quote].match(text, self.pos)
+        if m:  # no escapes: the common case
+            self.pos = m.end()
+            return self._tok(STRING)
         while True:
             if self.pos >= self.n:
                 return self._error("unterminated quoted string")
@@ -529,11 +542,12 @@ def unquote(s: str) -> str:
         return body
     out: list[str] = []
     i, n = 0, len(body)
-    pending = bytearray()  # \x and octal escapes are bytes, joined as UTF-8
+    pending = bytearray()  # \x and octal escapes are bytes, joined as UTF-8 (bytes that are not
+    # UTF-8 are kept as surrogate escapes, so errors can print them back as Go does)
 
     def flush() -> None:
         if pending:
-            out.append(pending.decode("utf-8", errors="replace"))
+            out.append(pending.decode("utf-8", errors="surrogateescape"))
             pending.clear()
     while i < n:
         c = body[i]

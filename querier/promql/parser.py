@@ -85,8 +85,6 @@ _METRIC_WORDS = frozenset(("avg", "bottomk", "by", "count", "count_values", "fil
 _LABEL_WORDS = (_METRIC_WORDS - {"without"}) | {"bool", "group_left", "group_right", "ignoring", "on",
                                                  "atan2", "without", "by"}
 _MATCH_OPS = {EQL: MatchOp.Equal, "!=": MatchOp.NotEqual, EQL_REGEX: MatchOp.Re, NEQ_REGEX: MatchOp.NotRe}
-_DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_DURATION_UNITS_MS = (365 * 86400_000, 7 * 86400_000, 86400_000, 3600_000, 60_000, 1000, 1)
 _MAX_DURATION_S = (1 << 63) / 1e9
 _GO_INT = re.compile(r"^(?:0[xX](_?[0-9a-fA-F])+|0[bB](_?[01])+|0[oO](_?[0-7])+|0(_?[0-7])*|[1-9](_?[0-9])*)$")
 
@@ -146,22 +144,37 @@ def parse_number(text: str) -> float | None:
         return None
 
 
+_UNITS_NS = {"y": (1, 365 * 86400 * 10**9), "w": (2, 7 * 86400 * 10**9), "d": (3, 86400 * 10**9),
+             "h": (4, 3600 * 10**9), "m": (5, 60 * 10**9), "s": (6, 10**9), "ms": (7, 10**6)}
+_DURATION_PART = re.compile(r"(\d*)(\D*)")
+
+
 def parse_duration_s(text: str) -> float:
     """prometheus/common model.ParseDuration, in seconds; ValueError with its message."""
-    if text == "":
-        raise ValueError('empty duration string')
     if text == "0":
         return 0.0
-    m = _DURATION_RE.match(text)
-    if not m:
-        raise ValueError(f"not a valid duration string: {go_quote(text)}")
-    ms = 0
-    for g, unit in zip(m.groups(), _DURATION_UNITS_MS):
-        if g is not None:
-            ms += int(g) * unit
-            if ms > (1 << 63) // 1_000_000:
-                raise ValueError("duration out of range")
-    return ms / 1000.0
+    if text == "":
+        raise ValueError("empty duration string")
+    ns, last, i = 0, 0, 0
+    while i < len(text):
+        m = _DURATION_PART.match(text, i)
+        digits, unit = m.group(1), m.group(2)
+        if not digits or not unit:
+            raise ValueError(f"not a valid duration string: {go_quote(text)}")
+        i = m.end()
+        if unit not in _UNITS_NS:
+            raise ValueError(f"unknown unit {go_quote(unit)} in duration {go_quote(text)}")
+        order, mult = _UNITS_NS[unit]
+        if order <= last:
+            raise ValueError(f"not a valid duration string: {go_quote(text)}")
+        last = order
+        v = int(digits)
+        if v > (1 << 63) // mult:
+            raise ValueError("duration out of range")
+        ns += v * mult
+        if ns > (1 << 63) - 1:
+            raise ValueError("duration out of range")
+    return ns / 1e9
 
 
 class _Parser:
@@ -230,7 +243,7 @@ class _Parser:
         """Binary operators at ``min_prec`` or tighter, by precedence climbing."""
         self._enter()
         levels = 1
-        lhs = self._unary()
+        lhs = self._postfix(self._primary())
         while True:
             op = self.tok.typ
             prec = PRECEDENCE.get(op)
@@ -297,18 +310,6 @@ class _Parser:
         self._expect(RIGHT_PAREN)
         return v
 
-    def _unary(self):
-        if self.tok.typ in ("+", "-"):
-            op = self._advance()
-            e = self._expr(_UNARY_OPERAND)
-            if isinstance(e, NumberLiteral):
-                if op.typ == "-":
-                    e.val = -e.val
-                e.pos = (op.pos, e.pos[1])
-                return e
-            return UnaryExpr(op.typ, e, (op.pos, e.pos[1]))
-        return self._postfix(self._primary())
-
     def _postfix(self, e):
         """Range/subquery brackets, offset, @, anchored and smoothed bind tighter than any
         operator, to the expression just before them."""
@@ -331,8 +332,19 @@ class _Parser:
                 return e
 
     def _primary(self):
+        """A unary expression, literal, parenthesis, selector, call or aggregation. Nested
+        expressions recurse through here and _expr only (two stack frames per level)."""
         t = self.tok
         typ = t.typ
+        if typ in ("+", "-"):
+            self._advance()
+            e = self._expr(_UNARY_OPERAND)
+            if isinstance(e, NumberLiteral):
+                if typ == "-":
+                    e.val = -e.val
+                e.pos = (t.pos, e.pos[1])
+                return e
+            return UnaryExpr(typ, e, (t.pos, e.pos[1]))
         if typ in (NUMBER, DURATION):
             return self._number_literal()
         if typ == STRING:
@@ -340,25 +352,49 @@ class _Parser:
             return StringLiteral(unquote(t.val), (t.pos, t.end))
         if typ == LEFT_PAREN:
             self._advance()
-            self._enter()  # every nesting costs Python stack frames: count them all
             inner = self._expr(0)
-            self.depth -= 1
             end = self._expect(RIGHT_PAREN)
             return ParenExpr(inner, (t.pos, end.end))
         if typ == LEFT_BRACE:
             return self._selector(None, t.pos)
-        if typ in AGGREGATORS:
+        agg = typ in AGGREGATORS
+        if agg or typ in (IDENTIFIER, "start", "end", "step", "range", "max_of", "min_of"):
             self._advance()
-            if self.tok.typ in (LEFT_PAREN, "by", "without"):
-                return self._aggregate(t)
-            return self._selector(t.val, t.pos)
-        if typ in (IDENTIFIER, "start", "end", "step", "range", "max_of", "min_of"):
+            modifier = None
+            if agg:
+                if self.tok.typ not in (LEFT_PAREN, "by", "without"):
+                    return self._selector(t.val, t.pos)
+                self.ctx.append(("aggregation", ""))
+                if self.tok.typ in ("by", "without"):
+                    modifier = self._agg_modifier()
+                    if self.tok.typ != LEFT_PAREN:
+                        raise self._unexpected()
+            elif self.tok.typ != LEFT_PAREN:
+                if typ == IDENTIFIER or typ in _METRIC_WORDS:
+                    return self._selector(t.val, t.pos)
+                raise self._unexpected()
+            # the argument list, parsed here so that nesting costs two stack frames a level
             self._advance()
-            if self.tok.typ == LEFT_PAREN:
-                return self._call(t)
-            if typ == IDENTIFIER or typ in _METRIC_WORDS:
-                return self._selector(t.val, t.pos)
-            raise self._unexpected()
+            args: list = []
+            if self.tok.typ == RIGHT_PAREN:
+                self._advance()
+            else:
+                while True:
+                    args.append(self._expr(0))
+                    if self.tok.typ == RIGHT_PAREN:
+                        self._advance()
+                        break
+                    if self.tok.typ != COMMA:
+                        raise self._unexpected()
+                    comma = self._advance()
+                    if self.tok.typ == RIGHT_PAREN:
+                        raise self._error(comma.pos, "trailing commas not allowed in function call args")
+            if not agg:
+                return self._call(t, args)
+            if modifier is None and self.tok.typ in ("by", "without"):
+                modifier = self._agg_modifier()
+            self.ctx.pop()
+            return self._aggregate(t, args, modifier)
         if typ == METRIC_IDENTIFIER or typ in _METRIC_WORDS:
             self._advance()
             return self._selector(t.val, t.pos)
@@ -414,7 +450,7 @@ class _Parser:
                 raise self._unexpected("label matching", "label matching operator")
         elif t.typ == STRING:
             self._advance()
-            name = unquote(t.val)
+            name = _valid_utf8(unquote(t.val))
             if self.tok.typ not in _MATCH_OPS:
                 return Matcher(MatchOp.Equal, "__name__", name)  # {"metric.name"}
         else:
@@ -422,7 +458,7 @@ class _Parser:
         op = _MATCH_OPS[self._advance().typ]
         if self.tok.typ != STRING:
             raise self._unexpected("label matching", "string")
-        value = unquote(self._advance().val)
+        value = _valid_utf8(unquote(self._advance().val))
         return Matcher(op, name, value)
 
     def _grouping_labels(self) -> list[str]:
@@ -457,29 +493,8 @@ class _Parser:
                 return labels
 
     # -- calls and aggregations ----------------------------------------------------------------
-    def _args(self) -> list:
-        """``( expr, ... )`` after a function name or aggregation operator."""
-        self._expect(LEFT_PAREN)
-        args: list = []
-        if self.tok.typ == RIGHT_PAREN:
-            self._advance()
-            return args
-        while True:
-            args.append(self._expr(0))
-            if self.tok.typ == RIGHT_PAREN:
-                self._advance()
-                return args
-            if self.tok.typ != COMMA:
-                raise self._unexpected()
-            comma = self._advance()
-            if self.tok.typ == RIGHT_PAREN:
-                raise self._error(comma.pos, "trailing commas not allowed in function call args")
-
-    def _call(self, name_tok: Token) -> Call:
+    def _call(self, name_tok: Token, args: list) -> Call:
         name = name_tok.val if name_tok.typ == IDENTIFIER else name_tok.typ
-        self._enter()
-        args = self._args()
-        self.depth -= 1
         fn = FUNCTIONS.get(name)
         if fn is None:
             raise self._error(name_tok.pos, f"unknown function with name {go_quote(name)}")
@@ -487,22 +502,8 @@ class _Parser:
             raise self._error(name_tok.pos, f"function {go_quote(name)} is not enabled")
         return Call(fn, args, (name_tok.pos, self.prev_end))
 
-    def _aggregate(self, op_tok: Token) -> AggregateExpr:
+    def _aggregate(self, op_tok: Token, args: list, modifier: AggModifier | None) -> AggregateExpr:
         op = op_tok.typ
-        self.ctx.append(("aggregation", ""))
-        self._enter()
-        modifier = None
-        if self.tok.typ in ("by", "without"):
-            modifier = self._agg_modifier()
-            if self.tok.typ != LEFT_PAREN:
-                raise self._unexpected()
-            args = self._args()
-        else:
-            args = self._args()
-            if self.tok.typ in ("by", "without"):
-                modifier = self._agg_modifier()
-        self.depth -= 1
-        self.ctx.pop()
         pos = (op_tok.pos, self.prev_end)
         if not args:
             raise self._error(pos[0], "no arguments for aggregate expression provided")
@@ -715,6 +716,16 @@ class _Parser:
             raise self._error(e.pos[0], "anchored and smoothed modifiers cannot be used together")
 
 
+def _valid_utf8(s: str) -> str:
+    """Bytes that are not UTF-8 (kept by unquote as surrogate escapes) as U+FFFD: stored labels
+    are UTF-8, so such a matcher still matches nothing, and nothing downstream fails to encode."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if _has_surrogate(s) else s
+
+
+def _has_surrogate(s: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in s) if not s.isascii() else False
+
+
 def _go_f(v: float) -> str:
     """Go's %f."""
     if math.isnan(v):
@@ -769,6 +780,11 @@ class _Checker:
             raise self._err(e.pos[0], f"expected type {want.documented()} in {context}, got {t.documented()}")
 
     def check(self, e) -> ValueType:
+        """The type of ``e`` (computed from its children's), after checking them and it."""
+        if isinstance(e, BinaryExpr):
+            return self._check_binary(e)
+        if isinstance(e, ParenExpr):
+            return self.check(e.expr)
         typ = value_type(e)
         if isinstance(e, AggregateExpr):
             self._expect(e.expr, V, "aggregation expression")
@@ -776,17 +792,14 @@ class _Checker:
                 self._expect(e.param, S, "aggregation parameter")
             if e.op == "count_values":
                 self._expect(e.param, STR, "aggregation parameter")
-        elif isinstance(e, BinaryExpr):
-            self._check_binary(e)
         elif isinstance(e, Call):
             self._check_call(e)
-        elif isinstance(e, ParenExpr):
-            self.check(e.expr)
         elif isinstance(e, UnaryExpr):
             t = self.check(e.expr)
             if t not in (S, V):
                 raise self._err(e.pos[0], "unary expression only allowed on expressions of type scalar "
                                           f"or instant vector, got {go_quote(t.documented())}")
+            return t
         elif isinstance(e, SubqueryExpr):
             t = self.check(e.expr)
             if t != V:
@@ -810,7 +823,7 @@ class _Checker:
             return
         for m in e.matchers.matchers:
             try:
-                if not StoreMatcher(_STORE_OPS[m.op], m.name, m.value).matches_empty():
+                if not StoreMatcher(ast.STORE_MATCH_TYPES[m.op], m.name, m.value).matches_empty():
                     return
             except InvalidRegex:
                 return  # the engine reports the regex
@@ -856,7 +869,7 @@ class _Checker:
                 raise self._err(a.pos[0], f"expected type {f.arg_types[i].documented()} in call to function "
                                           f"{go_quote(f.name)}, got {t.documented()}")
 
-    def _check_binary(self, e: BinaryExpr) -> None:
+    def _check_binary(self, e: BinaryExpr) -> ValueType:
         lt, rt = self.check(e.lhs), self.check(e.rhs)
         mod = e.modifier
         op = e.op
@@ -888,15 +901,4 @@ class _Checker:
                 raise self._err(e.pos[0], "filling in missing series not allowed for set operators")
         if (lt == S or rt == S) and op in ast.SET_OPS:
             raise self._err(e.pos[0], f"set operator {go_quote(op)} not allowed in binary scalar expression")
-
-
-_STORE_OPS: dict = {}
-
-
-def _init_store_ops() -> None:
-    from receiver.tsdb.labels import MatchType
-    _STORE_OPS.update({MatchOp.Equal: MatchType.EQ, MatchOp.NotEqual: MatchType.NEQ,
-                       MatchOp.Re: MatchType.RE, MatchOp.NotRe: MatchType.NRE})
-
-
-_init_store_ops()
+        return S if lt == S and rt == S else V

@@ -163,3 +163,54 @@ def _matching(e: BinaryExpr) -> str:
         if fr is not None:
             out += f" fill_right ({format_g(fr)})"
     return out
+
+
+MAX_LINE = 100  # Prometheus's prettier splits a node whose one-line form is longer
+
+
+def _indent(level: int) -> str:
+    return "  " * level
+
+
+def _agg_head(e: AggregateExpr) -> str:
+    """``sum by (a) `` of an aggregation: its String() up to the parenthesis."""
+    full = expr_string(e)
+    body = f"({expr_string(e.param)}, " if e.param is not None else "("
+    return full[:len(full) - len(body) - len(expr_string(e.expr)) - 1]
+
+
+def pretty(e, level: int = 0) -> str:
+    """Prometheus's Prettify (promql/parser/prettier.go): nodes longer than 100 characters are
+    split over indented lines; the /api/v1/format_query answer."""
+    one = expr_string(e)
+    short = len(one.encode()) <= MAX_LINE
+    ind = _indent(level)
+    if isinstance(e, AggregateExpr):
+        if short:
+            return ind + one
+        s = ind + _agg_head(e) + "(\n"
+        if e.param is not None:
+            s += pretty(e.param, level + 1) + ",\n"
+        return s + pretty(e.expr, level + 1) + "\n" + ind + ")"
+    if isinstance(e, BinaryExpr):
+        if short:
+            return ind + one
+        ret_bool = " bool" if e.modifier is not None and e.modifier.return_bool else ""
+        return (f"{pretty(e.lhs, level + 1)}\n{ind}{e.op}{ret_bool}{_matching(e)}\n"
+                f"{pretty(e.rhs, level + 1)}")
+    if isinstance(e, Call):
+        if short:
+            return ind + one
+        args = ",\n".join(pretty(a, level + 1) for a in e.args)
+        return f"{ind}{e.func.name}(\n{args}\n{ind})"
+    if isinstance(e, ParenExpr):
+        if short:
+            return ind + one
+        return f"{ind}(\n{pretty(e.expr, level + 1)}\n{ind})"
+    if isinstance(e, SubqueryExpr):
+        if short:
+            return one
+        return pretty(e.expr, level) + one[len(expr_string(e.expr)):]
+    if isinstance(e, UnaryExpr):
+        return f"{ind}{e.op}{pretty(e.expr, level).strip()}"
+    return ind + one

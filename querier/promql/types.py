@@ -30,10 +30,12 @@ class Queryable(Protocol):
 # on by default (duration expressions are simply on); its test runner turns all of them on.
 DELAYED_NAME_REMOVAL = "promql-delayed-name-removal"
 EXPERIMENTAL_FUNCTIONS = "promql-experimental-functions"
+EXTENDED_RANGE_SELECTORS = "promql-extended-range-selectors"
+BINOP_FILL_MODIFIERS = "promql-binop-fill-modifiers"
 TYPE_AND_UNIT_LABELS = "type-and-unit-labels"
 USE_START_TIMESTAMPS = "use-start-timestamps"
 PROMQL_FEATURES = frozenset((DELAYED_NAME_REMOVAL, EXPERIMENTAL_FUNCTIONS,
-                             "promql-extended-range-selectors", "promql-binop-fill-modifiers",
+                             EXTENDED_RANGE_SELECTORS, BINOP_FILL_MODIFIERS,
                              TYPE_AND_UNIT_LABELS, USE_START_TIMESTAMPS))
 
 
@@ -70,6 +72,14 @@ class PromQLError(Exception):
         super().__init__(msg)
         self.kind = kind
         self.msg = msg
+
+
+class Unimplemented(PromQLError):
+    """Syntax the parser accepts (behind its feature flag) whose evaluation this engine does not
+    implement yet: refused with an error, never evaluated as if the syntax were absent."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__("execution", f"{what} is not implemented by this engine")
 
 
 TOO_MANY_SAMPLES = "query processing would load too many samples into memory in query execution"

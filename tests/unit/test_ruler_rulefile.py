@@ -127,8 +127,8 @@ def test_unparsable_expression_names_rule_and_position():
     text = "groups:\n  - name: g\n    rules:\n      - record: r\n        expr: sum(\n"
     with pytest.raises(RuleFileError) as e:
         parse_rule_file(text, "f.yml")
-    assert str(e.value).startswith('f.yml: 5:15: group "g", rule 1, "r": could not parse '
-                                   'expression: parse error: ')
+    assert str(e.value) == ('f.yml: 5:15: group "g", rule 1, "r": could not parse '
+                            'expression: 1:5: parse error: unclosed left parenthesis')
 
 
 def test_valid_file_and_globs(tmp_path: Path):
