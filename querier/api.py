@@ -530,7 +530,7 @@ class QueryAPI:
     async def format_query(self, request: web.Request) -> web.Response:
         p = await self._params(request)
         try:
-            expr = parse_promql(_first(p, "query") or "")
+            expr = parse_promql(_first(p, "query") or "", features=self.engine_opts.features)
         except PromQLError as e:
             return error_response(e.kind, str(e))
         return _json({"status": "success", "data": pretty(expr)})
@@ -544,7 +544,7 @@ class QueryAPI:
         if end < start:
             raise BadParam("end timestamp must not be before start timestamp")
         try:
-            expr = parse_promql(_first(p, "query") or "")
+            expr = parse_promql(_first(p, "query") or "", features=self.engine_opts.features)
             selectors = extract_selectors(expr)
         except PromQLError as e:
             return error_response(e.kind, e.msg.removeprefix('invalid parameter "query": '))

@@ -2,9 +2,10 @@
 
 The parser (querier/promql/parser.py) and the evaluator recurse once per nesting level and the
 evaluator once per operator of a chain; the parser refuses too deep a tree itself, and this
-refuses hostile text before any parsing work: a query is first measured in one linear pass
-over its characters: an upper bound on the depth of its syntax tree (open parentheses plus
-every operator met inside the still open ones) and its length. Both limits sit far below what crashes, and far above real queries.
+refuses hostile text before any parsing work. A query is measured in one linear pass over its
+characters: an upper bound on the depth of its syntax tree (open parentheses plus every
+operator met inside the still open ones) and its length. Both limits sit far below what
+crashes, and far above real queries.
 """
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ class Token:
         t, v = self.typ, self.val
         if t == EOF:
             return "end of input"
-        if t in ("and", "or", "unless", "atan2") or t in BINARY_OPS:
+        if t in ("and", "or", "unless", "atan2", AT, EQL_REGEX, NEQ_REGEX) or t in BINARY_OPS:
             return f"<op:{v}>"
         if t in AGGREGATORS:
             return f"<aggr:{v}>"
@@ -109,7 +109,9 @@ def go_unicode_rune(ch: str) -> str:
     return f"U+{ord(ch):04X}" + (f" '{ch}'" if ch.isprintable() else "")
 
 
+_EOF_RUNE = "\ufffd"  # how Go's %q prints the lexer's end-of-input rune (-1)
 _SIMPLE = {"*": "*", "/": "/", "%": "%", "+": "+", "-": "-", "^": "^", ",": COMMA, "@": AT}
+_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:")
 _NAME_REST = re.compile(r"[a-zA-Z0-9_:]*")
 _LABEL_REST = re.compile(r"[a-zA-Z0-9_]*")
 _SPACES = re.compile(r"[ \t\n\r]*")
@@ -175,23 +177,26 @@ class Lexer:
 
     def _statements(self) -> Token | None:
         text = self.text
-        if text.startswith("#", self.pos):
-            return self._comment()
-        if self.pos >= self.n:
+        pos = self.pos
+        if pos >= self.n:
             if self.paren_depth != 0:
                 return self._error("unclosed left parenthesis")
             if self.bracket_open:
                 return self._error("unclosed left bracket")
             return self._tok(EOF)
-        r = text[self.pos]
-        if (is_alpha(r) or r == ":") and not self.bracket_open:
-            return self._keyword_or_identifier()
-        self.pos += 1
+        r = text[pos]
+        if r in _NAME_START and not self.bracket_open:
+            self.pos = end = _NAME_REST.match(text, pos + 1).end()
+            return self._word(text[pos:end])
+        if r == "#":
+            return self._comment()
+        self.pos = pos + 1
         if r in _SPACE:
             self._skip_spaces()
             return None
         if r in _SIMPLE:
-            return self._tok(_SIMPLE[r])
+            self.start = pos + 1
+            return Token(_SIMPLE[r], pos, r)
         if r == "=":
             t = self._peek()
             if t == "=":
@@ -204,7 +209,7 @@ class Lexer:
             t = self._peek()
             if t != "=":
                 self.pos += 1 if t else 0
-                return self._error(f"unexpected character after '!': {go_quote_rune(t) if t else '-1'}")
+                return self._error(f"unexpected character after '!': {go_quote_rune(t or _EOF_RUNE)}")
             self.pos += 1
             return self._tok("!=")
         if r in "<>":
@@ -307,7 +312,7 @@ class Lexer:
             if nr:
                 self.pos += 1
             return self._error(f"unexpected character after '!' inside braces: "
-                               f"{go_quote_rune(nr) if nr else '-1'}")
+                               f"{go_quote_rune(nr or _EOF_RUNE)}")
         if r == "{":
             return self._error("unexpected left brace '{'")
         if r == "}":
@@ -372,9 +377,11 @@ class Lexer:
         return None
 
     def _keyword_or_identifier(self) -> Token:
-        text = self.text
-        self.pos = _NAME_REST.match(text, self.pos).end()
-        word = text[self.start:self.pos]
+        self.pos = _NAME_REST.match(self.text, self.pos).end()
+        return self._word(self.text[self.start:self.pos])
+
+    def _word(self, word: str) -> Token:
+        """An identifier, keyword or Inf/NaN just read (it ends at self.pos)."""
         low = word.lower()
         if low in ("inf", "nan"):
             return self._tok(NUMBER)

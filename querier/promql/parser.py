@@ -26,6 +26,8 @@ from querier.promql.lexer import (AGGREGATORS, AT, COLON, COMMA, COMMENT, DURATI
                                   ERROR, IDENTIFIER, LEFT_BRACE, LEFT_BRACKET, LEFT_PAREN,
                                   METRIC_IDENTIFIER, NEQ_REGEX, NUMBER, RIGHT_BRACE, RIGHT_BRACKET,
                                   RIGHT_PAREN, STRING, Lexer, Token, go_quote, unquote)
+from receiver.tsdb.labels import InvalidRegex
+from receiver.tsdb.labels import Matcher as StoreMatcher
 
 V, S, M, STR = ValueType.Vector, ValueType.Scalar, ValueType.Matrix, ValueType.String
 
@@ -46,9 +48,9 @@ FUNCTIONS: dict[str, Function] = dict((
         "absent_over_time", "avg_over_time", "changes", "count_over_time", "delta", "deriv",
         "idelta", "increase", "irate", "last_over_time", "max_over_time", "min_over_time",
         "present_over_time", "rate", "resets", "stddev_over_time", "stdvar_over_time",
-        "sum_over_time")),
+        "sum_over_time", "first_over_time")),
     *(_fn(n, (M,), experimental=True) for n in (
-        "first_over_time", "mad_over_time", "ts_of_first_over_time", "ts_of_max_over_time",
+        "mad_over_time", "ts_of_first_over_time", "ts_of_max_over_time",
         "ts_of_min_over_time", "ts_of_last_over_time")),
     *(_fn(n, (V,), variadic=1) for n in (
         "days_in_month", "day_of_month", "day_of_week", "day_of_year", "hour", "minute", "month",
@@ -84,6 +86,8 @@ _METRIC_WORDS = frozenset(("avg", "bottomk", "by", "count", "count_values", "fil
                            "min_of"))
 _LABEL_WORDS = (_METRIC_WORDS - {"without"}) | {"bool", "group_left", "group_right", "ignoring", "on",
                                                  "atan2", "without", "by"}
+_EXPR_START = frozenset((NUMBER, DURATION, STRING, LEFT_PAREN, LEFT_BRACE, IDENTIFIER, METRIC_IDENTIFIER,
+                         "+", "-", "start", "end", "step", "range", "max_of", "min_of"))
 _MATCH_OPS = {EQL: MatchOp.Equal, "!=": MatchOp.NotEqual, EQL_REGEX: MatchOp.Re, NEQ_REGEX: MatchOp.NotRe}
 _MAX_DURATION_S = (1 << 63) / 1e9
 _GO_INT = re.compile(r"^(?:0[xX](_?[0-9a-fA-F])+|0[bB](_?[01])+|0[oO](_?[0-7])+|0(_?[0-7])*|[1-9](_?[0-9])*)$")
@@ -97,6 +101,7 @@ class ParserOptions:
     extended_range_selectors: bool = False
     binop_fill_modifiers: bool = False
     max_depth: int = 200  # nesting of expressions; deeper input is refused
+    max_length: int = 256 * 1024  # characters; longer input is refused before any work
 
 
 class ParseError(ValueError):
@@ -129,6 +134,8 @@ def parse_number(text: str) -> float | None:
         if len(t) > 1 and t[0] == "0" and t[1] not in "xXbBoO":
             t = "0o" + t[1:]
         return float(int(t, 0))
+    if "_" in text and not _underscores_ok(text.lower()):
+        return None
     low = text.lower().replace("_", "")
     if low in ("inf", "+inf", "infinity"):
         return math.inf
@@ -147,6 +154,26 @@ def parse_number(text: str) -> float | None:
 _UNITS_NS = {"y": (1, 365 * 86400 * 10**9), "w": (2, 7 * 86400 * 10**9), "d": (3, 86400 * 10**9),
              "h": (4, 3600 * 10**9), "m": (5, 60 * 10**9), "s": (6, 10**9), "ms": (7, 10**6)}
 _DURATION_PART = re.compile(r"(\d*)(\D*)")
+
+
+def _underscores_ok(s: str) -> bool:
+    """Go's strconv underscoreOK: ``_`` only between digits (or a base prefix and a digit)."""
+    saw, i = "^", 0
+    hexa = len(s) >= 2 and s[0] == "0" and s[1] in "box"
+    if hexa:
+        saw, i, hexa = "0", 2, s[1] == "x"
+    for c in s[i:]:
+        if "0" <= c <= "9" or (hexa and "a" <= c <= "f"):
+            saw = "0"
+        elif c == "_":
+            if saw != "0":
+                return False
+            saw = "_"
+        elif saw == "_":
+            return False
+        else:
+            saw = "!"
+    return saw != "_"
 
 
 def parse_duration_s(text: str) -> float:
@@ -189,12 +216,18 @@ class _Parser:
 
     # -- tokens --------------------------------------------------------------------------------
     def _lex(self) -> Token:
+        """The next token. A lexer error becomes an ERROR token, reported once the parser looks
+        at it: an error the grammar finds before needing that token is reported first."""
         while True:
             t = self.lex.next()
-            if t.typ == ERROR:
-                raise ParseError(self.q, t.pos, t.val)
             if t.typ != COMMENT:
                 return t
+
+    def _lexer_error_first(self) -> None:
+        """Where Prometheus's parser reads the next token before reducing (and so before the
+        semantic checks of that reduction), a lexer error there comes first."""
+        if self.tok.typ == ERROR:
+            raise ParseError(self.q, self.tok.pos, self.tok.val)
 
     def _advance(self) -> Token:
         t = self.tok
@@ -208,6 +241,7 @@ class _Parser:
     def _unexpected(self, context: str = "", expected: str = "") -> ParseError:
         """A syntax error at the current token, worded by the innermost rule that has an error
         alternative (or given here), as Prometheus's unexpected()."""
+        self._lexer_error_first()
         if not context and self.ctx:
             context, expected = self.ctx[-1]
         msg = "unexpected " + self.tok.desc()
@@ -230,6 +264,9 @@ class _Parser:
 
     # -- entry ---------------------------------------------------------------------------------
     def parse(self):
+        if len(self.q) > self.opts.max_length:
+            raise self._error(0, f"query is {len(self.q)} characters long, more than the limit of "
+                                 f"{self.opts.max_length}")
         if self.tok.typ == EOF:
             raise self._error(0, "no expression found in input")
         e = self._expr(0)
@@ -259,6 +296,7 @@ class _Parser:
         return lhs
 
     def _binary(self, op: str, lhs, rhs, mod: BinModifier):
+        self._lexer_error_first()
         e = BinaryExpr(op, lhs, rhs, mod, (lhs.pos[0], rhs.pos[1]))
         if not self.opts.binop_fill_modifiers and (mod.fill_left is not None or mod.fill_right is not None):
             raise self._error(e.pos[0], "binop fill modifiers are experimental and not enabled")
@@ -278,6 +316,8 @@ class _Parser:
                             else VectorMatchCardinality.OneToMany)
                 if self.tok.typ == LEFT_PAREN:
                     mod.group_labels = self._grouping_labels()
+                elif not (self._starts_expr() or self.tok.typ in ("fill", "fill_left", "fill_right")):
+                    raise self._unexpected("grouping opts", '"("')
         t = self.tok.typ
         if t == "fill":
             self._advance()
@@ -387,18 +427,24 @@ class _Parser:
                     if self.tok.typ != COMMA:
                         raise self._unexpected()
                     comma = self._advance()
-                    if self.tok.typ == RIGHT_PAREN:
+                    self._lexer_error_first()
+                    if not self._starts_expr():
                         raise self._error(comma.pos, "trailing commas not allowed in function call args")
             if not agg:
                 return self._call(t, args)
             if modifier is None and self.tok.typ in ("by", "without"):
                 modifier = self._agg_modifier()
             self.ctx.pop()
+            self._lexer_error_first()
             return self._aggregate(t, args, modifier)
         if typ == METRIC_IDENTIFIER or typ in _METRIC_WORDS:
             self._advance()
             return self._selector(t.val, t.pos)
         raise self._unexpected()
+
+    def _starts_expr(self) -> bool:
+        t = self.tok.typ
+        return (t in _EXPR_START or t in AGGREGATORS or t in _METRIC_WORDS)
 
     def _number_literal(self) -> NumberLiteral:
         t = self._advance()
@@ -409,9 +455,9 @@ class _Parser:
                 raise self._error(t.pos, str(ex)) from None
             return NumberLiteral(v, True, (t.pos, t.end))
         v = parse_number(t.val)
-        if v is None:
-            raise self._error(t.pos, f"error parsing number: strconv.ParseFloat: parsing {go_quote(t.val)}: "
-                                     "invalid syntax")
+        if v is None or (math.isinf(v) and t.val.lower().lstrip("+-") not in ("inf", "infinity")):
+            why = "invalid syntax" if v is None else "value out of range"
+            raise self._error(t.pos, f"error parsing number: strconv.ParseFloat: parsing {go_quote(t.val)}: {why}")
         return NumberLiteral(v, False, (t.pos, t.end))
 
     # -- selectors -----------------------------------------------------------------------------
@@ -459,6 +505,11 @@ class _Parser:
         if self.tok.typ != STRING:
             raise self._unexpected("label matching", "string")
         value = _valid_utf8(unquote(self._advance().val))
+        if op in (MatchOp.Re, MatchOp.NotRe):
+            try:
+                StoreMatcher(ast.STORE_MATCH_TYPES[op], name, value)
+            except InvalidRegex as ex:
+                raise self._error(t.pos, str(ex)) from None
         return Matcher(op, name, value)
 
     def _grouping_labels(self) -> list[str]:
@@ -478,8 +529,7 @@ class _Parser:
             else:
                 raise self._unexpected("grouping opts", "label")
             if name == "":
-                raise self._error(t.pos + (1 if t.typ == STRING else 0),
-                                  f"invalid label name for grouping: {go_quote(name)}")
+                raise self._error(t.pos, f"invalid label name for grouping: {go_quote(name)}")
             self._advance()
             labels.append(name)
             if self.tok.typ == RIGHT_PAREN:
@@ -494,7 +544,7 @@ class _Parser:
 
     # -- calls and aggregations ----------------------------------------------------------------
     def _call(self, name_tok: Token, args: list) -> Call:
-        name = name_tok.val if name_tok.typ == IDENTIFIER else name_tok.typ
+        name = name_tok.val  # as written: STEP() is no function, as in Prometheus
         fn = FUNCTIONS.get(name)
         if fn is None:
             raise self._error(name_tok.pos, f"unknown function with name {go_quote(name)}")
@@ -558,15 +608,18 @@ class _Parser:
 
     def _positive_duration(self):
         d = self._duration(0)
+        self._lexer_error_first()
         if isinstance(d, NumberLiteral) and d.val <= 0:
             raise self._error(d.pos[0], "duration must be greater than 0")
         return d
 
-    def _duration(self, min_prec: int):
+    def _duration(self, min_prec: int, lhs=None):
         """A duration expression (inside ``[...]`` or after ``offset (``): + - * / % ^,
-        unary signs, step(), range(), min_of(a, b), max_of(a, b) and parentheses."""
+        unary signs, step(), range(), min_of(a, b), max_of(a, b) and parentheses; ``lhs``: its
+        first operand, when the caller has read it."""
         self._enter()
-        lhs = self._duration_unary()
+        if lhs is None:
+            lhs = self._duration_unary()
         while True:
             op = self.tok.typ
             if op not in ("+", "-", "*", "/", "%", "^"):
@@ -576,6 +629,7 @@ class _Parser:
                 break
             op_tok = self._advance()
             rhs = self._duration(prec if op == "^" else prec + 1)
+            self._lexer_error_first()
             if op in ("/", "%") and isinstance(rhs, NumberLiteral) and rhs.val == 0:
                 raise self._error(op_tok.pos, "division by zero" if op == "/" else "modulo by zero")
             lhs = DurationExpr(op, lhs, rhs, pos=(_dpos(lhs)[0], _dpos(rhs)[1]))
@@ -601,11 +655,11 @@ class _Parser:
             return DurationExpr("-", None, e, pos=(op.pos, _dpos(e)[1]))
         return e
 
-    def _duration_primary(self):
+    def _duration_primary(self, check_range: bool = True):
         t = self.tok
         if t.typ in (NUMBER, DURATION):
             nl = self._number_literal()
-            if nl.val > _MAX_DURATION_S or nl.val < -_MAX_DURATION_S:
+            if check_range and (nl.val > _MAX_DURATION_S or nl.val < -_MAX_DURATION_S):
                 raise self._error(nl.pos[0], "duration out of range")
             return nl
         if t.typ in ("step", "range"):
@@ -662,8 +716,10 @@ class _Parser:
             sign = self._advance()
             t = self.tok
         if t.typ in (NUMBER, DURATION, "step", "range", "min_of", "max_of"):
-            e = self._duration_primary()
+            e = self._duration_primary(check_range=sign is None)  # a signed literal: checked signed
             return self._signed_duration(sign, e) if sign is not None else e
+        if sign is not None and t.typ in ("+", "-"):  # -+2: a full duration expression
+            return self._duration(0, self._signed_duration(sign, self._duration(_UNARY_OPERAND)))
         if t.typ == LEFT_PAREN:
             if sign is not None:
                 self._advance()
@@ -811,8 +867,6 @@ class _Checker:
         return typ
 
     def _check_selector(self, e: VectorSelector, bypass_empty: bool = False) -> None:
-        from receiver.tsdb.labels import InvalidRegex
-        from receiver.tsdb.labels import Matcher as StoreMatcher
         if e.name is not None:
             for m in e.matchers.matchers:
                 if m.name == "__name__":

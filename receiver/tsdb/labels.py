@@ -94,7 +94,26 @@ def _go_syntax_error(expr: str) -> str | None:
     if any(p == "\\C" for p in _ESCAPES.findall(expr)):  # RE2's any-byte escape; Go has none
         return "invalid escape sequence: `\\C`"
     r = _re2.RE2(expr.encode("utf-8", "surrogatepass"), _OPTIONS)
-    return None if r.ok() else r.error().decode("utf-8", "replace")
+    return None if r.ok() else _go_wording(r.error().decode("utf-8", "replace"))
+
+
+# RE2's names for syntax errors -> Go regexp/syntax's ErrorCode texts.
+_GO_CODES = {"missing )": "missing closing )", "missing ]": "missing closing ]",
+             "no argument for repetition operator": "missing argument to repetition operator",
+             "invalid perl operator": "invalid or unsupported Perl syntax",
+             "bad repetition operator": "invalid nested repetition operator",
+             "invalid repetition size": "invalid repeat count",
+             "invalid named capture group": "invalid named capture"}
+
+
+def _go_wording(re2_error: str) -> str:
+    """RE2's ``<code>: <text>`` as Go words it: ``<code>: `<text>```."""
+    code, sep, text = re2_error.partition(": ")
+    if code == "trailing \\":
+        return "trailing backslash at end of expression: ``"
+    if not sep:
+        return re2_error
+    return f"{_GO_CODES.get(code, code)}: `{text}`"
 
 
 def compile_go_regex(expr: str) -> re2._Regexp:

@@ -466,16 +466,13 @@ def run_file(path: Path, engine: Engine | None = None) -> FileResult:
             try:
                 err = check_case(engine, store, case)
             except Unimplemented as ex:
-                why = _xfail_reason(case, ex)
-                if why is None:
-                    raise
-                res.xfailed.append(f"{path.name}:{case.line_no}: {case.expr}: {why}")
-                continue
-            if err is None:
-                res.passed += 1
+                res.xfailed.append(f"{path.name}:{case.line_no}: {case.expr}: {_xfail_reason(case, ex)}")
             else:
-                res.failed += 1
-                res.failures.append(f"{path.name}:{case.line_no}: {case.expr}: {err}")
+                if err is None:
+                    res.passed += 1
+                else:
+                    res.failed += 1
+                    res.failures.append(f"{path.name}:{case.line_no}: {case.expr}: {err}")
         i = j
     return res
 

@@ -87,6 +87,8 @@ def err(q: str, opts: ParserOptions = ParserOptions()) -> str:
     ("x offset -(min_of(step(), 1s))+8000", "x offset -(min_of(step(), 1s)) + 8000"),
     ("x offset (-step()*2)", "x offset (-step() * 2)"),
     ("x offset STEP()", "x offset step()"),
+    ("x offset -+2 ^ 2", "x offset -2 ^ 2"),  # a second sign: the rest is one duration expression
+    ("x offset - -(1m)", "x offset --(1m)"),
     # Prometheus 3.14 syntax
     ("a </ b", "a </ b"),
     ("a >/ 2", "a >/ 2"),
@@ -237,6 +239,20 @@ def test_duration_expressions_resolve_per_query():
     ("round(x, 1, 2)", '1:1: parse error: expected at most 2 argument(s) in call to "round", got 3'),
     ("label_join(x)", '1:1: parse error: expected at least 3 argument(s) in call to "label_join", got 1'),
     ("x @ Inf", "1:1: parse error: timestamp out of bounds for @ modifier: +Inf"),
+    # found by diffing against Prometheus 3.14's parser on mutated queries
+    ('sum by ("") (x)', '1:9: parse error: invalid label name for grouping: ""'),
+    ("x offset -Inf", "1:10: parse error: duration out of range"),
+    ("a + on(b) group_left", '1:21: parse error: unexpected end of input in grouping opts, expected "("'),
+    ("1_}", '1:1: parse error: error parsing number: strconv.ParseFloat: parsing "1_": invalid syntax'),
+    ("1e999", '1:1: parse error: error parsing number: strconv.ParseFloat: parsing "1e999": value out of range'),
+    ("de (lta(x[1m])", '1:5: parse error: unknown function with name "lta"'),  # before the lexer's error
+    ("x[-1", "1:5: parse error: unclosed left bracket"),  # the lexer's error before the check
+    ("round(x, >/0.1)", "1:8: parse error: trailing commas not allowed in function call args"),
+    ('x{a=~"(a"}', "1:3: parse error: error parsing regexp: missing closing ): `(a`"),
+    ('x{a=~"*"}', "1:3: parse error: error parsing regexp: missing argument to repetition operator: `*`"),
+    ("exp(@ln(x))", "1:5: parse error: unexpected <op:@>"),
+    ("STEP()", '1:1: parse error: unknown function with name "STEP"'),
+    ("x !", "1:3: parse error: unexpected character after '!': '\ufffd'"),
     # features that are off
     ("info(x)", '1:1: parse error: function "info" is not enabled'),
     ("limitk(1, x)", "1:1: parse error: limitk() is experimental and must be enabled with "
@@ -262,5 +278,7 @@ def test_depth_is_bounded_without_recursion_error():
               "x" + "[1m:]" * 3000, "sum(" * 3000 + "x" + ")" * 3000, "x[" + "(" * 5000 + "1" + ")" * 5000 + "]"):
         with pytest.raises(ParseError, match="nests too deeply"):
             parse(q)
+    with pytest.raises(ParseError, match="^1:1: parse error: query is 300000 characters long, more than the limit of 262144$"):
+        parse("x" * 300_000)
     parse("(" * 90 + "1" + ")" * 90)  # deep but real
     parse("sum(" * 90 + "x" + ")" * 90)
