@@ -26,6 +26,7 @@ BASELINE = {
     "fill-modifier.test": (46, 0),
     "functions.test": (431, 0),
     "histograms.test": (185, 0),
+    "info.test": (53, 0),
     "limit.test": (37, 0),
     "literals.test": (25, 0),
     "name_label_dropping.test": (30, 0),
@@ -34,8 +35,10 @@ BASELINE = {
     "range_queries.test": (18, 0),
     "selectors.test": (31, 0),
     "staleness.test": (17, 0),
+    "start_timestamps.test": (26, 0),
     "subquery.test": (34, 0),
     "trig_functions.test": (19, 0),
+    "type_and_unit.test": (58, 0),
 }
 
 

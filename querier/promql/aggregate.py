@@ -7,8 +7,8 @@ from querier.promql import ast
 from querier.promql import nhist
 from querier.promql.lexer import go_quote
 from querier.promql.types import PromQLError
-from querier.promql.values import (Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
-                                   valid_label_name)
+from querier.promql.values import (METADATA_LABELS, Scalar, Str, Vec, empty_vec, floats_only, get_label,
+                                   is_hist, valid_label_name)
 from receiver.tsdb.labels import METRIC_NAME, Labels
 
 
@@ -28,7 +28,7 @@ def _grouper(mod):
     names = set(mod.labels)
     if mod.type == ast.AggModifierType.By:
         return lambda l: tuple(p for p in l if p[0] in names)
-    names.add(METRIC_NAME)
+    names |= METADATA_LABELS  # without(...) drops the name, type and unit labels (as Prometheus 3.16)
     return lambda l: tuple(p for p in l if p[0] not in names)
 
 

@@ -11,7 +11,8 @@ from querier.promql import aggregate, ast, binops, functions, rangeext
 from querier.promql.features import parser_options
 from querier.promql.guard import check_query
 from querier.promql.parser import ParseError, parse as parse_syntax
-from querier.promql.types import TOO_MANY_SAMPLES, EngineOptions, PromQLError, Queryable, QueryResult
+from querier.promql.types import (TOO_MANY_SAMPLES, USE_START_TIMESTAMPS, EngineOptions, PromQLError, Queryable,
+                                  QueryResult)
 from querier.promql.rangefuncs import batch_bounds
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
                                    row_values)
@@ -178,33 +179,54 @@ class Evaluator:
         return self.steps
 
     # -- selectors ---------------------------------------------------------------------------
-    def _select(self, vs, mint: int, maxt: int, range_ms: int = 0):
+    def matchers_of(self, vs) -> list[Matcher]:
+        """A selector's matchers, its metric name as a ``__name__`` matcher first."""
         try:
             ms = [Matcher(_op_of(m), m.name, m.value) for m in vs.matchers.matchers]
         except InvalidRegex as e:
             raise PromQLError("bad_data", str(e)) from None
         if vs.name is not None and not any(m.name == "__name__" for m in ms):
             ms.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
+        return ms
+
+    def _select(self, vs, mint: int, maxt: int, range_ms: int = 0):
+        ms = self.matchers_of(vs)
         if all(m.matches_empty() for m in ms):
             raise PromQLError("bad_data", "vector selector must contain at least one non-empty matcher")
+        return self.select_series(ms, mint, maxt, range_ms)
+
+    def select_series(self, ms: list[Matcher], mint: int, maxt: int, range_ms: int = 0):
+        """(labels, ts, vals, hists, start timestamps) of the series ``ms`` selects, samples in
+        [mint, maxt], sorted by labels, counted on the sample budget."""
         out = []
         with_hints = getattr(self.sh.q, "select_with_hints", None)
         got = (with_hints(ms, mint, maxt, func=self.func_hint, range_ms=range_ms)
                if with_hints is not None else self.sh.q.select(ms, mint, maxt))
+        want_st = self._wants_start_timestamps()
         for s in got:
             self.sh.check_deadline()
             ts, vals, hs = np.asarray(s.ts, dtype=np.int64), np.asarray(s.vals, dtype=np.float64), s.hists
-            if len(ts) and (ts[0] < mint or ts[-1] > maxt):  # stores mostly answer within range
+            sliced = bool(len(ts)) and (ts[0] < mint or ts[-1] > maxt)  # stores mostly answer within range
+            if sliced:
                 lo, hi = np.searchsorted(ts, mint, side="left"), np.searchsorted(ts, maxt, side="right")
                 ts, vals = ts[lo:hi], vals[lo:hi]
                 hs = None if hs is None else hs[lo:hi]
             if hs is not None and self.stats:
                 hs = _stats_hints(hs)
+            sts = getattr(s, "sts", None) if want_st else None
+            if sts is not None:
+                sts = np.asarray(sts, dtype=np.int64)[lo:hi] if sliced else np.asarray(sts, dtype=np.int64)
             self.sh.loaded += len(ts)
             if len(ts):
-                out.append((s.labels, ts, vals, hs))
+                out.append((s.labels, ts, vals, hs, sts))
         out.sort(key=lambda x: x[0])
         return out
+
+    def _wants_start_timestamps(self) -> bool:
+        """Prometheus reads start timestamps only with use-start-timestamps, and only for the
+        functions that use them (the selector is their direct argument)."""
+        return (USE_START_TIMESTAMPS in self.sh.opts.features
+                and self.func_hint in ("rate", "irate", "increase", "resets", "start_timestamp"))
 
     def vector_selector(self, vs) -> Vec:
         lb = self.sh.opts.lookback_delta_ms
@@ -214,24 +236,30 @@ class Evaluator:
             return empty_vec(0)
         if smoothed:
             return self._smoothed_selector(vs, E, lb)
-        series = self._select(vs, int(E.min()) - lb + 1, int(E.max()))
+        return self.lookup(self._select(vs, int(E.min()) - lb + 1, int(E.max())), E)
+
+    def lookup(self, series: list, E: np.ndarray) -> Vec:
+        """The instant vector of ``series`` (as select_series gives them) at the times ``E``:
+        each step's latest sample within the lookback delta, unless it is a staleness marker."""
+        lb = self.sh.opts.lookback_delta_ms
         n = len(series)
         self.sh.reserve(n * self.T)
-        if all(hs is None for _, _, _, hs in series):
+        if all(s[3] is None and s[4] is None for s in series):
             found = _last_samples(series, E, lb)
             if found is not None:
                 vals, pres, sts = found
                 keep = pres.any(1)
-                labels = [l for (l, _, _, _), k in zip(series, keep.tolist()) if k]
+                labels = [s[0] for s, k in zip(series, keep.tolist()) if k]
                 if not keep.all():
                     vals, pres, sts = vals[keep], pres[keep], sts[keep]
                 return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts)
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         sts = np.zeros((n, self.T), dtype=np.int64)
+        starts = None
         hist = None
         labels = []
-        for i, (l, ts, v, hs) in enumerate(series):
+        for i, (l, ts, v, hs, st) in enumerate(series):
             self.sh.check_deadline()
             idx = np.searchsorted(ts, E, side="right") - 1
             ok = idx >= 0
@@ -241,6 +269,10 @@ class Evaluator:
             vals[i] = v[ic]
             pres[i] = ok
             sts[i] = ts[ic]
+            if st is not None:
+                if starts is None:
+                    starts = np.zeros((n, self.T), dtype=np.int64)
+                starts[i] = st[ic]
             if hs is not None:
                 if hist is None:
                     hist = np.full((n, self.T), None, dtype=object)
@@ -251,7 +283,8 @@ class Evaluator:
             labels = [l for l, k in zip(labels, keep) if k]
             vals, pres, sts = vals[keep], pres[keep], sts[keep]
             hist = None if hist is None else hist[keep]
-        return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts, hist)
+            starts = None if starts is None else starts[keep]
+        return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts, hist, starts)
 
     def _smoothed_selector(self, vs, E: np.ndarray, lb: int) -> Vec:
         """``x smoothed``: each step's value interpolated between the samples around it."""
@@ -261,7 +294,7 @@ class Evaluator:
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         hist = None
-        for i, (l, ts, v, hs) in enumerate(series):
+        for i, (l, ts, v, hs, _) in enumerate(series):
             self.sh.check_deadline()
             live = ~is_stale(v)
             ts, v, hs = ts[live], v[live], None if hs is None else hs[live]
@@ -288,21 +321,24 @@ class Evaluator:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs), ext=ext)
         wend, wrng = ext.window(E, rng) if ext else (E, rng)
         series = self._select(vs, int(wend.min()) - wrng + 1, int(wend.max()), range_ms=rng)
-        labels, tss, valss, hss = [], [], [], []
+        labels, tss, valss, hss, stss = [], [], [], [], []
         with_stale = _series_with_stale(series)
-        for k, (l, ts, v, hs) in enumerate(series):
+        for k, (l, ts, v, hs, sts) in enumerate(series):
             if k in with_stale:
                 st = is_stale(v)
                 ts, v = ts[~st], v[~st]
                 hs = None if hs is None else hs[~st]
+                sts = None if sts is None else sts[~st]
             if len(ts):
                 labels.append(l)
                 tss.append(ts)
                 valss.append(v)
                 hss.append(hs)
+                stss.append(sts)
         any_h = any(h is not None for h in hss)
+        any_st = any(x is not None for x in stss)
         return Matrix(labels, tss, valss, np.zeros(len(labels), bool), E, rng, self._eval_ts(vs),
-                      hss if any_h else None, ext)
+                      hss if any_h else None, ext=ext, sts=stss if any_st else None)
 
     def range_arg(self, e):
         """A range function's matrix argument. A matrix selector's samples are not held on the

@@ -7,13 +7,13 @@ import re
 import numpy as np
 
 from querier.promql import ast
-from querier.promql import histogram
+from querier.promql import histogram, info
 from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZING, Windows,
                                       batch_bounds, bounds)
-from querier.promql.types import PromQLError
-from querier.promql import nhist, rangeext, rangehist
-from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label, is_hist,
-                                   printable, select_rows, set_label, valid_label_name, with_hist)
+from querier.promql.types import TYPE_AND_UNIT_LABELS, PromQLError
+from querier.promql import nhist, rangeext, rangehist, startts
+from querier.promql.values import (METADATA_LABELS, Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label,
+                                   is_hist, printable, select_rows, set_label, valid_label_name, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
 
 
@@ -64,6 +64,8 @@ def call(ev, e):
             ev.stats = True
     if name in RANGE_FUNCS:
         return _range_call(ev, name, args)
+    if name == "info":
+        return info.info(ev, args)
     if name in ("absent_over_time",):
         m = ev.range_arg(args[0])
         anyp = np.zeros(ev.T, bool)
@@ -116,10 +118,12 @@ def call(ev, e):
             else:
                 r, pres = np.minimum(a[0], v.vals), v.present
         return Vec(v.labels, r, pres, np.ones(len(v.labels), bool))
-    if name == "timestamp":
+    if name in ("timestamp", "start_timestamp"):
         inner = args[0]
         while isinstance(inner, ast.ParenExpr):
             inner = inner.expr
+        if name == "start_timestamp":
+            return startts.start_timestamp(ev, ev.eval(args[0]), isinstance(inner, ast.VectorSelector))
         if isinstance(inner, ast.VectorSelector) and inner.smoothed:
             # as Prometheus: the raw samples' times, the selector read without smoothing
             inner = dataclasses.replace(inner, smoothed=False)
@@ -196,24 +200,26 @@ def _range_call(ev, name: str, args) -> Vec:
     vals = np.zeros((n, ev.T))
     pres = np.zeros((n, ev.T), bool)
     hist = None
-    float_rows = []
+    float_rows, st_rows = [], []
+    sts = m.sts if name in startts.ST_FUNCS else None  # only these use start timestamps
     for i in range(n):
         hs = m.hists[i] if m.hists is not None else None
         if hs is None or not (hs != None).any():  # noqa: E711
-            float_rows.append(i)
+            (st_rows if sts is not None and sts[i] is not None else float_rows).append(i)
             continue
         ev.sh.check_deadline()
         if ext:
             r, ok, hrow = rangeext.hist_ext(ev, name, m.labels[i], m.ts[i], m.vals[i], hs, m)
         else:
             r, ok, hrow = rangehist.hist_range(ev, name, m.labels[i], m.ts[i], m.vals[i], hs, m,
-                                               extra_vals)
+                                               extra_vals, None if sts is None else sts[i])
         vals[i], pres[i] = r, ok
         if hrow is not None:
             if hist is None:
                 hist = np.full((n, ev.T), None, dtype=object)
             hist[i] = hrow
     _float_range_rows(ev, name, fn, m, extra_vals, np.array(float_rows, dtype=np.intp), vals, pres)
+    startts.float_rows(ev, name, m, st_rows, vals, pres)
     if name in ("rate", "increase"):
         _non_counter_info(ev, m.labels, pres if hist is None else pres & (hist == None))  # noqa: E711
     drop = m.drop.copy() if name in KEEP_NAME else np.ones(n, bool)
@@ -221,11 +227,28 @@ def _range_call(ev, name: str, args) -> Vec:
 
 
 def _non_counter_info(ev, labels, float_out: np.ndarray) -> None:
-    """As Prometheus: a series whose rate/increase gave a float result at some step and whose
-    name does not end like a counter's gets an info."""
-    for mn in sorted({get_label(labels[i], METRIC_NAME) for i in np.nonzero(float_out.any(1))[0]}):
-        if mn and not mn.endswith(COUNTER_SUFFIXES):
-            ev.info(f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"')
+    """As Prometheus: a series whose rate/increase gave a float result at some step and that does
+    not look like a counter gets an info, once per distinct text."""
+    notes = {_non_counter_note(ev, labels[i]) for i in np.nonzero(float_out.any(1))[0]}
+    for note in sorted(n for n in notes if n):
+        ev.info(note)
+
+
+def _non_counter_note(ev, lbls) -> str | None:
+    """Prometheus's hint that rate/increase got a non-counter: judged by the ``__type__`` label
+    with type-and-unit-labels, else by the name's suffix."""
+    mn = get_label(lbls, METRIC_NAME)
+    if not mn:
+        return None
+    if TYPE_AND_UNIT_LABELS in ev.sh.opts.features:
+        typ = get_label(lbls, "__type__")
+        if typ in ("counter", "histogram"):
+            return None
+        return ('metric might not be a counter, __type__ label is not set to "counter" or "histogram", '
+                f'got "{typ}": "{mn}"')
+    if mn.endswith(COUNTER_SUFFIXES):
+        return None
+    return f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{mn}"'
 
 
 # Series evaluated together by one range-function call: enough to amortise numpy's per-call
@@ -320,7 +343,7 @@ def _absent_result(ev, arg, mask: np.ndarray) -> Vec:
     if isinstance(a, ast.VectorSelector):
         seen: set[str] = set()
         for m in a.matchers.matchers:
-            if m.name == METRIC_NAME:
+            if m.name in METADATA_LABELS:  # name, type and unit: not the absent series' labels
                 continue
             if m.op == ast.MatchOp.Equal and m.name not in seen:
                 lbls[m.name] = m.value

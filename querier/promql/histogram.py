@@ -5,7 +5,7 @@ import numpy as np
 
 from querier.promql.aggregate import fmt_float
 from querier.promql.types import PromQLError
-from querier.promql.values import Scalar, Vec, empty_vec, get_label
+from querier.promql.values import Scalar, Vec, drop_name, empty_vec, get_label
 from receiver.tsdb.labels import METRIC_NAME
 
 _MIN_NORMAL = 2.2250738585072014e-308
@@ -204,7 +204,7 @@ def histogram_family(ev, name: str, v, params: list, qlabel: str | None = None) 
                             f'for metric name "{get_label(v.labels[idx_a[0]], METRIC_NAME)}"')
                 out[cols] = r
             if op.any():
-                labels.append(lab(tuple(pp for pp in key if pp[0] != METRIC_NAME)))
+                labels.append(lab(drop_name(key)))
                 vals.append(out)
                 prs.append(op)
                 drops.append(False)

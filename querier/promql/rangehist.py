@@ -20,8 +20,9 @@ FLOAT_ONLY = {"min_over_time", "max_over_time", "stddev_over_time", "stdvar_over
               "ts_of_min_over_time", "ts_of_max_over_time"}
 
 
-def hist_range(ev, name: str, lbls, ts, x, hs, m, extra):
-    """Evaluate one series with histograms: returns (vals [T], present [T], hists [T] | None)."""
+def hist_range(ev, name: str, lbls, ts, x, hs, m, extra, sts=None):
+    """Evaluate one series with histograms: returns (vals [T], present [T], hists [T] | None).
+    ``sts``: the samples' start timestamps (rate/increase/irate/resets with use-start-timestamps)."""
     T = len(m.end)
     lo, hi = bounds(ts, m.end, m.rng)
     hmask = hs != None  # noqa: E711
@@ -53,7 +54,7 @@ def hist_range(ev, name: str, lbls, ts, x, hs, m, extra):
         return vals, pres, None
     if name in ("changes", "resets"):
         for t in np.nonzero(hi > lo)[0]:
-            vals[t] = count_pairs(name, x, hs, int(lo[t]), int(hi[t]))
+            vals[t] = count_pairs(name, x, hs, int(lo[t]), int(hi[t]), sts, ts)
             pres[t] = True
         return vals, pres, None
     mixed = (nf > 0) & (nh > 0)
@@ -76,7 +77,8 @@ def hist_range(ev, name: str, lbls, ts, x, hs, m, extra):
             if (hs[k1] is None) != (hs[k0] is None):
                 ev.warn(f'encountered a mix of histograms and floats for metric name "{mname}"')
                 continue
-            res = _instant_hist(ev, name == "irate", hs[k0], hs[k1], ts[k0], ts[k1], mname)
+            res = _instant_hist(ev, name == "irate", hs[k0], hs[k1], ts[k0], ts[k1], mname,
+                                sts is not None and _st_reset_at(sts, ts, k1))
             if res is not None:
                 hout[t], pres[t] = res, True
             continue
@@ -86,19 +88,21 @@ def hist_range(ev, name: str, lbls, ts, x, hs, m, extra):
         if name == "sum_over_time" or name == "avg_over_time":
             res = _sum_hists(ev, [h for _, h in pts], name == "avg_over_time", mname)
         else:
-            res = _rate_hist(ev, name, pts, m, t, mname)
+            res = _rate_hist(ev, name, pts, m, t, mname, None if sts is None else sts[lo[t]:hi[t]])
         if res is not None:
             hout[t], pres[t] = res, True
     return vals, pres, hout
 
 
-def count_pairs(name: str, x, hs, a: int, b: int) -> int:
+def count_pairs(name: str, x, hs, a: int, b: int, sts=None, ts=None) -> int:
     """changes/resets over samples a..b-1 of a series mixing floats and histograms (a switch
-    between the two counts as one)."""
+    between the two counts as one; with start timestamps ``sts``, so does a reset they show)."""
     c = 0
     for k in range(a + 1, b):
         p, q = hs[k - 1], hs[k]
         if (p is None) != (q is None):
+            c += 1
+        elif sts is not None and name == "resets" and _st_reset_at(sts, ts, k):
             c += 1
         elif p is None:
             if name == "changes":
@@ -119,7 +123,13 @@ def _sum_hists(ev, hs: list, avg: bool, mname: str):
     return res
 
 
-def _instant_hist(ev, is_rate: bool, h0, h1, t0: int, t1: int, mname: str):
+def _st_reset_at(sts, ts, k: int) -> bool:
+    """Sample k restarted its counter after sample k-1, by their start timestamps."""
+    from querier.promql.startts import st_reset
+    return bool(st_reset(sts[k - 1], ts[k - 1], sts[k], ts[k]))
+
+
+def _instant_hist(ev, is_rate: bool, h0, h1, t0: int, t1: int, mname: str, st_reset: bool = False):
     if t1 == t0:
         return None
     res = h1.copy()
@@ -127,7 +137,7 @@ def _instant_hist(ev, is_rate: bool, h0, h1, t0: int, t1: int, mname: str):
         ev.warn(f'this native histogram metric is not a counter: "{mname}"')
     if not is_rate and (h1.hint != nhist.GAUGE or h0.hint != nhist.GAUGE):
         ev.warn(f'this native histogram metric is not a gauge: "{mname}"')
-    if not is_rate or not h1.detect_reset(h0):
+    if not is_rate or not (st_reset or h1.detect_reset(h0)):
         try:
             _, rec = res.add(h0, -1.0)
         except nhist.IncompatibleSchema:
@@ -143,8 +153,11 @@ def _instant_hist(ev, is_rate: bool, h0, h1, t0: int, t1: int, mname: str):
     return res
 
 
-def _hist_rate_core(ev, pts: list, is_counter: bool, mname: str):
-    """Prometheus's histogramRate: last minus first, plus counter-reset corrections."""
+def _hist_rate_core(ev, pts: list, is_counter: bool, mname: str, sts=None):
+    """Prometheus's histogramRate: last minus first, plus counter-reset corrections (a start
+    timestamp after the previous sample is a reset too)."""
+    ts = [t for t, _ in pts]
+    st_reset = (lambda k: _st_reset_at(sts, ts, k)) if sts is not None else (lambda k: False)
     prev = pts[0][1]
     last = pts[-1][1]
     custom = prev.custom
@@ -152,7 +165,7 @@ def _hist_rate_core(ev, pts: list, is_counter: bool, mname: str):
         ev.warn(f'this native histogram metric is not a counter: "{mname}"')
     if is_counter:
         second = pts[1][1]
-        if second.detect_reset(prev):
+        if st_reset(1) or second.detect_reset(prev):
             prev = nhist.H(schema=second.schema, cv=second.cv)
             custom = second.custom
     if last.custom != custom:
@@ -178,8 +191,13 @@ def _hist_rate_core(ev, pts: list, is_counter: bool, mname: str):
     if rec:
         ev.info("mismatched custom buckets were reconciled during subtraction")
     if is_counter:
-        for _, cur in pts[1:]:
-            if cur.detect_reset(prev):
+        overlap = False
+        for k, (_, cur) in enumerate(pts[1:], 1):
+            if sts is not None and not overlap and _st_overlap_at(sts, ts, k):
+                from querier.promql.startts import overlap_message
+                ev.warn(overlap_message(mname, 1))
+                overlap = True
+            if st_reset(k) or cur.detect_reset(prev):
                 try:
                     _, rec = h.add(prev)
                 except nhist.IncompatibleSchema:
@@ -195,27 +213,51 @@ def _hist_rate_core(ev, pts: list, is_counter: bool, mname: str):
     return h.compact()
 
 
-def _rate_hist(ev, name: str, pts: list, m, t: int, mname: str):
-    if len(pts) < 2:
-        return None
+def _st_overlap_at(sts, ts, k: int) -> bool:
+    from querier.promql.startts import st_overlap
+    return bool(st_overlap(sts[k - 1], ts[k - 1], sts[k]))
+
+
+def _rate_hist(ev, name: str, pts: list, m, t: int, mname: str, sts=None):
     is_counter = name != "delta"
-    h = _hist_rate_core(ev, pts, is_counter, mname)
-    if h is None:
-        return None
     end = int(m.end[t])
     start = end - m.rng
     first_t, last_t = int(pts[0][0]), int(pts[-1][0])
+    # the first sample's start timestamp inside the window: a zero there, no left extrapolation
+    from_st = is_counter and sts is not None and sts[0] != 0 and start < int(sts[0]) < first_t
+    if len(pts) < 2 and not from_st:
+        return None
+    h = None
+    if len(pts) >= 2:
+        h = _hist_rate_core(ev, pts, is_counter, mname, sts)
+        if h is None:
+            return None
     d_start = (first_t - start) / 1000.0
     d_end = (end - last_t) / 1000.0
     sampled = (last_t - first_t) / 1000.0
-    avg = sampled / (len(pts) - 1)
+    avg = sampled / (len(pts) - 1) if len(pts) > 1 else 0.0
     thr = avg * 1.1
-    if d_start >= thr:
-        d_start = avg / 2
-    if is_counter and h.count > 0 and pts[0][1].count >= 0:
-        dz = sampled * (pts[0][1].count / h.count)
-        if dz < d_start:
-            d_start = dz
+    if from_st:
+        d_start = 0.0
+        sampled = (last_t - int(sts[0])) / 1000.0
+        first = pts[0][1]
+        if h is None:
+            h = first.copy()
+            h.hint = nhist.GAUGE
+        else:
+            try:
+                h.add(first)
+            except nhist.IncompatibleSchema:
+                ev.warn("vector contains a mix of histograms with exponential and custom buckets schemas for "
+                        f'metric name "{mname}"')
+                return None
+    else:
+        if d_start >= thr:
+            d_start = avg / 2
+        if is_counter and h.count > 0 and pts[0][1].count >= 0:
+            dz = sampled * (pts[0][1].count / h.count)
+            if dz < d_start:
+                d_start = dz
     if d_end >= thr:
         d_end = avg / 2
     factor = (sampled + d_start + d_end) / sampled if sampled else 1.0

@@ -17,6 +17,9 @@ class Series:
     ts: np.ndarray  # int64 ms, ascending
     vals: np.ndarray  # float64
     hists: np.ndarray | None = None  # object array parallel to ts: a histogram, or None for a float
+    # int64 start timestamps parallel to ts (0 = unknown); None when the source has none (today
+    # every store), so series without them cost nothing.
+    sts: np.ndarray | None = None
 
 
 class Queryable(Protocol):
@@ -29,9 +32,11 @@ DELAYED_NAME_REMOVAL = "promql-delayed-name-removal"
 EXPERIMENTAL_FUNCTIONS = "promql-experimental-functions"
 EXTENDED_RANGE_SELECTORS = "promql-extended-range-selectors"
 BINOP_FILL_MODIFIERS = "promql-binop-fill-modifiers"
+TYPE_AND_UNIT_LABELS = "type-and-unit-labels"
+USE_START_TIMESTAMPS = "use-start-timestamps"
 PROMQL_FEATURES = frozenset((DELAYED_NAME_REMOVAL, EXPERIMENTAL_FUNCTIONS,
                              EXTENDED_RANGE_SELECTORS, BINOP_FILL_MODIFIERS,
-                             "type-and-unit-labels", "use-start-timestamps"))
+                             TYPE_AND_UNIT_LABELS, USE_START_TIMESTAMPS))
 
 
 @dataclass

@@ -22,6 +22,7 @@ class Vec:
     drop: np.ndarray  # bool [n]
     sample_ts: np.ndarray | None = None  # int64 [n, T]; set only by a plain vector selector
     hist: np.ndarray | None = None  # object [n, T]: native histogram where not None; None = all floats
+    sample_st: np.ndarray | None = None  # int64 [n, T] start timestamps (0 unknown); plain selector only
 
 
 @dataclass
@@ -49,6 +50,9 @@ class Matrix:
     # anchored/smoothed selectors (Prometheus's extended range selectors): ts/vals also hold the
     # samples up to a lookback before each window (and after it, smoothed); see rangeext
     ext: object | None = None
+    # per series: int64 start timestamps parallel to ts (0 unknown) or None; None = no series has any.
+    # Only a matrix selector under rate/irate/increase/resets with use-start-timestamps sets it.
+    sts: list | None = None
 
 
 def held_points(v) -> int:
@@ -68,11 +72,17 @@ def is_stale(vals: np.ndarray) -> np.ndarray:
     return vals.view(np.uint64) == np.uint64(STALE_NAN_BITS)
 
 
+# The metric's schema labels: where Prometheus drops the name it drops the type and unit labels
+# (type-and-unit-labels) with it -- unconditionally, so a default server does the same.
+METADATA_LABELS = frozenset((METRIC_NAME, "__type__", "__unit__"))
+
+
 def drop_name(lbls: Labels) -> Labels:
-    # sorted label sets hold the name first unless a label name sorts before "__name__"
-    if lbls and lbls[0][0] == METRIC_NAME:
+    # Sorted label sets hold the name first unless a label name sorts before "__name__"; when
+    # the next name sorts after "__unit__", no later one is a schema label either.
+    if lbls and lbls[0][0] == METRIC_NAME and (len(lbls) == 1 or lbls[1][0] > "__unit__"):
         return lbls[1:]
-    return tuple(p for p in lbls if p[0] != METRIC_NAME)
+    return tuple(p for p in lbls if p[0] not in METADATA_LABELS)
 
 
 def get_label(lbls: Labels, name: str) -> str:

@@ -4,6 +4,7 @@ same data and queries get the same answers and the same errors from promring and
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -63,24 +64,32 @@ def _assert_same_answers(theirs_api: str, ours_api: str, queries: list[str], t: 
     assert not diffs, "\n".join(diffs)
 
 
-@pytest.mark.parametrize("features", ["", FLAGS])
-def test_feature_flags_answer_as_prometheus_3(promring_up, tmp_path, features):
-    extra = [f"--enable-feature={features}"] if features else []
+@contextmanager
+def _prometheus_and_promring(promring_up, tmp_path, extra: list[str], series: list):
+    """The reference Prometheus 3 and promring, both started with ``extra`` flags and both
+    sent ``series`` by remote write; Prometheus is stopped afterwards (promring_up stops ours)."""
     prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
                              "--web.enable-remote-write-receiver", *extra)
     prom.args[0] = peer("prometheus")
     prom.start()
     try:
         pr = promring_up(tmp_path / "data", *extra)
-        now = int(time.time() * 1000)
-        ts = [now - 120_000 + i * 15_000 for i in range(9)]
-        series = [((("__name__", "a_total"), ("job", "node")), ts, [float(i) for i in range(9)]),
-                  ((("__name__", "b_total"), ("job", "node")), ts, [2.0 * i for i in range(9)])]
         for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
             assert push(url, series).status_code in (200, 204)
-        _assert_same_answers(prom.api, pr.api, QUERIES, (ts[-1] + 1000) / 1000)
+        yield prom, pr
     finally:
         prom.stop()
+
+
+@pytest.mark.parametrize("features", ["", FLAGS])
+def test_feature_flags_answer_as_prometheus_3(promring_up, tmp_path, features):
+    extra = [f"--enable-feature={features}"] if features else []
+    now = int(time.time() * 1000)
+    ts = [now - 120_000 + i * 15_000 for i in range(9)]
+    series = [((("__name__", "a_total"), ("job", "node")), ts, [float(i) for i in range(9)]),
+              ((("__name__", "b_total"), ("job", "node")), ts, [2.0 * i for i in range(9)])]
+    with _prometheus_and_promring(promring_up, tmp_path, extra, series) as (prom, pr):
+        _assert_same_answers(prom.api, pr.api, QUERIES, (ts[-1] + 1000) / 1000)
 
 
 EDGE_QUERIES = [
@@ -132,6 +141,45 @@ def test_edge_values_answer_as_prometheus_3(promring_up, tmp_path):
         prom.stop()
 
 
+INFO_TYPE_FLAGS = "promql-experimental-functions,type-and-unit-labels"
+INFO_TYPE_QUERIES = [
+    "info(up)", 'info(up, {zone=~".+"})', 'info(up, {zone=~".*"})', 'info(up, {__name__="build_info"})',
+    'info(up, {__name__=~".+_info"})', "info(up offset 30s)", "info(rate(req_total[1m]))",
+    'info({job="node"})', "info(target_info)",
+    "req_total", "-req_total", "req_total + 1", "rate(req_total[1m])", 'sum by (job) ({__type__="counter"})',
+    'sum without (instance) (req_total)', 'count({__unit__="requests"})',
+    'req_total / ignoring(instance) group_left req_total{instance="a"}',
+    'req_total and on(job) up', "histogram_quantile(0.5, rate(lat_bucket[1m]))",
+]
+
+
+def _info_type_series(now: int) -> list:
+    ts = [now - 120_000 + i * 15_000 for i in range(9)]
+    out = []
+    for inst, zone in (("a", "z1"), ("b", "z2"), ("c", "")):
+        out.append(((("__name__", "up"), ("instance", inst), ("job", "node")), ts, [1.0] * 9))
+        out.append(((("__name__", "req_total"), ("__type__", "counter"), ("__unit__", "requests"),
+                     ("instance", inst), ("job", "node")), ts, [float(i * 3) for i in range(9)]))
+        if zone:
+            out.append(((("__name__", "target_info"), ("instance", inst), ("job", "node"), ("zone", zone)),
+                        ts, [1.0] * 9))
+    out.append(((("__name__", "build_info"), ("instance", "a"), ("job", "node"), ("version", "1.2")), ts, [1.0] * 9))
+    for le, k in (("0.1", 1), ("1", 2), ("+Inf", 3)):
+        out.append(((("__name__", "lat_bucket"), ("__type__", "histogram"), ("__unit__", "seconds"),
+                     ("job", "node"), ("le", le)), ts, [float(i * k) for i in range(9)]))
+    return out
+
+
+@pytest.mark.parametrize("features", ["", INFO_TYPE_FLAGS])
+def test_info_and_type_and_unit_labels_answer_as_prometheus_3(promring_up, tmp_path, features):
+    """info() and __type__/__unit__ labels on remote-written data: the same answers (and, with
+    the flags off, the same refusal of info()) as Prometheus 3 with the same --enable-feature."""
+    now = int(time.time() * 1000)
+    extra = [f"--enable-feature={features}"] if features else []
+    with _prometheus_and_promring(promring_up, tmp_path, extra, _info_type_series(now)) as (prom, pr):
+        _assert_same_answers(prom.api, pr.api, INFO_TYPE_QUERIES, (now - 120_000 + 8 * 15_000 + 1000) / 1000)
+
+
 PARSE_QUERIES = [  # syntax errors, type errors, and duration expressions (on by default in 3.x)
     "sum(a_total b)", "rate(a_total b)", "a_total offset y", "a_total[5m 1]", 'a_total{a="b" c="d"}',
     "sum by (a b) (a_total)", "a_total[5m+]", "(a_total)[5m]", "1 > 2", "a_total[5m] + 1",
@@ -147,20 +195,11 @@ PARSE_QUERIES = [  # syntax errors, type errors, and duration expressions (on by
 def test_parse_errors_and_duration_expressions_answer_as_prometheus_3(promring_up, tmp_path):
     """Our parser against Prometheus 3's: the same errors (text and ``line:col``) and the same
     answers for duration expressions, with Prometheus's default features."""
-    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
-                             "--web.enable-remote-write-receiver")
-    prom.args[0] = peer("prometheus")
-    prom.start()
-    try:
-        pr = promring_up(tmp_path / "data")
-        now = int(time.time() * 1000)
-        ts = [now - 120_000 + i * 15_000 for i in range(9)]
-        series = [((("__name__", "a_total"), ("job", "node")), ts, [float(i) for i in range(9)])]
-        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
-            assert push(url, series).status_code in (200, 204)
+    now = int(time.time() * 1000)
+    ts = [now - 120_000 + i * 15_000 for i in range(9)]
+    series = [((("__name__", "a_total"), ("job", "node")), ts, [float(i) for i in range(9)])]
+    with _prometheus_and_promring(promring_up, tmp_path, [], series) as (prom, pr):
         _assert_same_answers(prom.api, pr.api, PARSE_QUERIES, (ts[-1] + 1000) / 1000)
-    finally:
-        prom.stop()
 
 
 EXTENDED_FLAGS = "promql-binop-fill-modifiers,promql-extended-range-selectors"

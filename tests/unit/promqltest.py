@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, Series
-from querier.promql.types import PROMQL_FEATURES, Unimplemented
+from querier.promql.types import PROMQL_FEATURES, TYPE_AND_UNIT_LABELS, Unimplemented
 from querier.promql import nhist as nh
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher, matches_all
 
@@ -34,10 +34,15 @@ class MemQueryable:
 
     def __init__(self) -> None:
         self.data: dict[Labels, dict[int, object]] = {}
-        self.stored: dict[Labels, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self.starts: dict[Labels, dict[int, int]] = {}  # start timestamps (ms), where a load gave one
+        self.stored: dict[Labels, tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]] = {}
 
-    def add(self, lbls: Labels, t: int, v) -> None:
+    def add(self, lbls: Labels, t: int, v, st: int = 0) -> None:
         self.data.setdefault(lbls, {})[t] = v
+        if st:
+            self.starts.setdefault(lbls, {})[t] = st
+        elif lbls in self.starts:
+            self.starts[lbls].pop(t, None)
         self.stored.pop(lbls, None)
 
     def _series(self, lbls: Labels):
@@ -51,7 +56,10 @@ class MemQueryable:
                 vals = np.array([np.nan if isinstance(x, nh.H) else x for x in raw], dtype=np.float64)
             else:
                 hs, vals = None, np.array(raw, dtype=np.float64)
-            got = self.stored[lbls] = (ts, vals, hs)
+            starts = self.starts.get(lbls)
+            sts = (np.array([starts.get(t, 0) for t in ts.tolist()], dtype=np.int64)
+                   if starts else None)
+            got = self.stored[lbls] = (ts, vals, hs, sts)
         return got
 
     def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series]:
@@ -59,9 +67,10 @@ class MemQueryable:
         for lbls in self.data:
             if not matches_all(lbls, matchers):
                 continue
-            ts, vals, hs = self._series(lbls)
+            ts, vals, hs, sts = self._series(lbls)
             lo, hi = np.searchsorted(ts, mint, "left"), np.searchsorted(ts, maxt, "right")
-            out.append(Series(lbls, ts[lo:hi], vals[lo:hi], None if hs is None else hs[lo:hi]))
+            out.append(Series(lbls, ts[lo:hi], vals[lo:hi], None if hs is None else hs[lo:hi],
+                              None if sts is None else sts[lo:hi]))
         return out
 
 
@@ -106,6 +115,43 @@ def parse_duration_ms(s: str) -> int:
     if not parts or "".join(a + b for a, b in parts) != s:
         raise ValueError(f"bad duration {s!r}")
     return sum(int(a) * units[b] for a, b in parts)
+
+
+_DUR_UNIT = r"(?:ms|y|w|d|h|m|s)"
+_ST_ITEM_RE = re.compile(rf"^(?P<a>[-+]?(?:(?:\d+{_DUR_UNIT})+|0))(?:(?P<op>[-+])(?P<b>(?:\d+{_DUR_UNIT})+|0))?"
+                         r"(?:x(?P<n>\d+))?$")
+
+
+def _signed_ms(s: str) -> int:
+    sign = -1 if s.startswith("-") else 1
+    body = s.lstrip("+-")
+    return sign * (0 if body == "0" else parse_duration_ms(body))
+
+
+def expand_st_offsets(tokens: list[str]) -> list[int | None]:
+    """An ``@st`` line's items (Prometheus's promqltest): ``_``/``_xN`` omitted, ``<dur>``,
+    ``<dur>xN`` (N+1 times), ``<dur>[+-]<dur>xN`` (N+1 steps); offsets in ms from each
+    sample's own timestamp, None where omitted."""
+    out: list[int | None] = []
+    for tok in tokens:
+        if tok == "_":
+            out.append(None)
+            continue
+        if tok.startswith("_x"):
+            out.extend([None] * int(tok[2:]))
+            continue
+        m = _ST_ITEM_RE.match(tok)
+        if m is None:
+            raise ValueError(f"invalid ST item {tok!r}")
+        a = _signed_ms(m["a"])
+        if m["op"] is None:
+            out.extend([a] * (int(m["n"]) + 1 if m["n"] else 1))
+            continue
+        if m["n"] is None:
+            raise ValueError(f"invalid ST item {tok!r}: a step needs a repeat count")
+        b = _signed_ms(m["b"]) * (-1 if m["op"] == "-" else 1)
+        out.extend(a + k * b for k in range(int(m["n"]) + 1))
+    return out
 
 
 def _num(s: str) -> float:
@@ -368,8 +414,9 @@ def _load_nhcb(store: MemQueryable, defs: list[tuple[Labels, list]], step: int) 
 
 
 def run_file(path: Path, engine: Engine | None = None) -> FileResult:
-    # as Prometheus's own runner: every PromQL feature flag on
-    engine = engine or Engine(EngineOptions(features=PROMQL_FEATURES))
+    # as Prometheus's own runner: every PromQL feature flag on, except type-and-unit-labels, which
+    # its test engine leaves off (type_and_unit.test holds without it: the labels go with __name__)
+    engine = engine or Engine(EngineOptions(features=PROMQL_FEATURES - {TYPE_AND_UNIT_LABELS}))
     lines = path.read_text().split("\n")
     res = FileResult()
     store = MemQueryable()
@@ -394,13 +441,24 @@ def run_file(path: Path, engine: Engine | None = None) -> FileResult:
             parts = line.split()
             step = parse_duration_ms(parts[1])
             defs = []
+            pending_st: tuple[Labels, list[int | None]] | None = None
             for b in block:
+                head = b.split(None, 1)[0]
+                if head.endswith("@st"):  # start timestamps of the next line's samples
+                    lbls, rest = parse_series(head[:-3] + " " + b[len(head):])
+                    pending_st = (lbls, expand_st_offsets(rest.split()))
+                    continue
                 lbls, rest = parse_series(b)
                 vals = expand_values(split_values(rest))
+                offs: list[int | None] = [None] * len(vals)
+                if pending_st is not None:
+                    if pending_st[0] != lbls or len(pending_st[1]) != len(vals):
+                        raise ValueError(f"{path.name}: @st line does not match its sample line {b!r}")
+                    offs, pending_st = pending_st[1], None
                 defs.append((lbls, vals))
                 for k, v in enumerate(vals):
                     if v is not None:
-                        store.add(lbls, k * step, v)
+                        store.add(lbls, k * step, v, 0 if offs[k] is None else k * step + offs[k])
             if parts[0] == "load_with_nhcb":
                 _load_nhcb(store, defs, step)
         elif m := _EVAL_RE.match(line):
