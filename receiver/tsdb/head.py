@@ -60,7 +60,6 @@ class Head:
         self.max_time = int(NO_TIME_MAX)
         self.series_created = 0  # prometheus_tsdb_head_series_created_total
         self.series_removed = 0  # prometheus_tsdb_head_series_removed_total
-        self._symbols: dict[str, str] = {}
 
     # -- series -------------------------------------------------------------------------------
 
@@ -98,9 +97,11 @@ class Head:
         new_keys: list[bytes] = []
         if None in found:
             # All-or-nothing: decode every new key first (ValueError if one does not), so a
-            # failure never leaves a series in the head whose record is not in the WAL.
+            # failure never leaves a series in the head whose record is not in the WAL. Strings
+            # are shared within the batch only: a head-wide table would cost a lookup in a
+            # dict of every value ever seen (churn included) per label, and never shrink.
             missing = list(dict.fromkeys(keys[i] for i, r in enumerate(found) if r is None))
-            labels = decode_label_keys(missing, self._symbols, True)
+            labels = decode_label_keys(missing, {}, True)
             new_refs = self._create_many(missing)
             new_keys = missing
             self._postings.add_many(new_refs, labels)
@@ -110,7 +111,7 @@ class Head:
     def restore_series(self, refs: list[int], keys: list[bytes]) -> list[int]:
         """WAL replay: recreate series under their logged refs; returns the ref each now has,
         -1 for a key that does not decode (skipped)."""
-        labels = decode_label_keys(keys, self._symbols, False)
+        labels = decode_label_keys(keys, {}, False)
         logged = np.asarray(refs, dtype=np.int64)
         if self._fresh(logged, keys, labels):
             # The usual record: new series under new ascending refs -- no work per series.
