@@ -3,7 +3,8 @@
 
 Loads ``--series`` series x ``--rounds`` samples (the first round's time is series creation:
 every series is new), then SIGTERM (time until the process exited; also until its last log
-line, "stopped cleanly" / "See you next time!", and its RSS when signalled), then starts it
+line, "stopped cleanly" / "See you next time!", the CPU it used from the signal to its exit,
+the kernel's teardown included, and its RSS when signalled), then starts it
 again on the same data (time until ``/-/ready`` answers 200, WAL replay included).
 
     python bench/bench_restart.py --series 200000 --rounds 4
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -78,10 +80,13 @@ def measure(name: str, args: list[str], ready: str, url: str, payloads, inflight
         _, more_errors, _ = asyncio.run(blast(url, payloads[per_round:], inflight))
         time.sleep(1)
         rss = rss_bytes(proc.pid)
+        cpu0 = _cpu_seconds(proc.pid)
         t0 = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(600)
+        _, status, usage = os.wait4(proc.pid, 0)  # its rusage includes the kernel's teardown
         shutdown = time.perf_counter() - t0
+        code = proc.returncode = os.waitstatus_to_exitcode(status)
+        shutdown_cpu = usage.ru_utime + usage.ru_stime - cpu0
         clock.join()
         logged = clock.stopped_at - t0 if clock.stopped_at else float("nan")
         t0 = time.perf_counter()
@@ -92,7 +97,14 @@ def measure(name: str, args: list[str], ready: str, url: str, payloads, inflight
         proc.terminate()
         proc.wait(600)
     return {"name": name, "errors": errors + more_errors, "exit": code, "create_s": create_s,
-            "shutdown_s": shutdown, "logged_s": logged, "rss": rss, "ready_s": ready_s}
+            "shutdown_s": shutdown, "logged_s": logged, "shutdown_cpu_s": shutdown_cpu, "rss": rss,
+            "ready_s": ready_s}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -112,12 +124,13 @@ def main() -> None:
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     print(f"\n{a.series} active series, {a.series * a.rounds} samples, load average {load}\n")
-    print("| target | create series s | shutdown s (last log line) | RSS at SIGTERM MiB "
-          "| restart to ready s | exit code | write errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("| target | create series s | shutdown s | to last log line s | CPU in shutdown s "
+          "| RSS at SIGTERM MiB | restart to ready s | exit code | write errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | {r['create_s']:.2f} | {r['shutdown_s']:.2f} ({r['logged_s']:.2f}) "
-              f"| {r['rss'] / 2**20:.0f} | {r['ready_s']:.2f} | {r['exit']} | {r['errors']} |")
+        print(f"| {r['name']} | {r['create_s']:.2f} | {r['shutdown_s']:.2f} | {r['logged_s']:.2f} "
+              f"| {r['shutdown_cpu_s']:.2f} | {r['rss'] / 2**20:.0f} | {r['ready_s']:.2f} | {r['exit']} "
+              f"| {r['errors']} |")
     if len(results) == 2:
         a_, b_ = results
         print(f"\nratio promring/prometheus: create {a_['create_s'] / b_['create_s']:.2f}x, "
