@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import signal
 import subprocess
@@ -32,15 +33,18 @@ LAST_LINES = ("stopped cleanly", "See you next time!")
 
 
 class _StderrClock:
-    """Reads a process's stderr, noting when (perf_counter) its final shutdown line arrived."""
+    """Reads a process's stderr: when (perf_counter) its final shutdown line arrived, and its
+    last lines (shown if it exits before ready)."""
 
     def __init__(self, proc: subprocess.Popen) -> None:
         self.stopped_at: float | None = None
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=20)
         self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
         self._thread.start()
 
     def _read(self, proc: subprocess.Popen) -> None:
         for line in proc.stderr:
+            self.last_lines.append(line)
             if any(m in line for m in LAST_LINES):
                 self.stopped_at = time.perf_counter()
 
@@ -48,12 +52,12 @@ class _StderrClock:
         self._thread.join(10)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> float:
+def _wait_ready(url: str, proc: subprocess.Popen, clock: _StderrClock, timeout: float = 600) -> float:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         if proc.poll() is not None:
-            tail = proc.stderr.read()[-2000:] if proc.stderr and not proc.stderr.closed else ""
-            raise RuntimeError(f"exited with {proc.returncode} before ready: {tail}")
+            clock.join()
+            raise RuntimeError(f"exited with {proc.returncode} before ready:\n{''.join(clock.last_lines)}")
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return time.perf_counter() - t0
@@ -74,7 +78,7 @@ def measure(name: str, args: list[str], ready: str, url: str, payloads, inflight
     proc = _start(args)
     clock = _StderrClock(proc)
     try:
-        _wait_ready(ready, proc)
+        _wait_ready(ready, proc, clock)
         per_round = len(payloads) // rounds
         create_s, errors, _ = asyncio.run(blast(url, payloads[:per_round], inflight))
         _, more_errors, _ = asyncio.run(blast(url, payloads[per_round:], inflight))
@@ -91,8 +95,7 @@ def measure(name: str, args: list[str], ready: str, url: str, payloads, inflight
         logged = clock.stopped_at - t0 if clock.stopped_at else float("nan")
         t0 = time.perf_counter()
         proc = _start(args)
-        _StderrClock(proc)
-        ready_s = _wait_ready(ready, proc)
+        ready_s = _wait_ready(ready, proc, _StderrClock(proc))
     finally:
         proc.terminate()
         proc.wait(600)
