@@ -13,5 +13,6 @@ setup(
         Extension("store._indexheader", ["store/_indexheader.c"], extra_compile_args=CFLAGS),
         Extension("receiver.hashring._ringc", ["receiver/hashring/_ringc.c"], extra_compile_args=CFLAGS),
         Extension("receiver.capnproto._capnpc", ["receiver/capnproto/_capnpc.c"], extra_compile_args=CFLAGS),
+        Extension("common._hugearena", ["common/_hugearena.c"], extra_compile_args=CFLAGS),
     ]
 )

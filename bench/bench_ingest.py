@@ -115,6 +115,7 @@ def targets(tmp: str, wal_fsync: str = "none", prometheus: bool = True) -> list[
             promring_cmd() + ["receive", "--tsdb.path", f"{tmp}/promring",
                               "--remote-write.address", f"127.0.0.1:{rw}",
                               "--grpc-address", f"127.0.0.1:{grpc}", "--http-address", f"127.0.0.1:{http}",
+                              "--receive.capnproto-address", f"127.0.0.1:{free_port()}",
                               "--tsdb.wal-fsync", wal_fsync, "--log.level", "warn"],
             f"http://127.0.0.1:{rw}/-/ready", f"http://127.0.0.1:{rw}/api/v1/receive")]
     if prometheus and shutil.which("prometheus"):

@@ -723,7 +723,9 @@ def _or_exit(build, *args):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from common._hugearena import enable as heap_in_huge_pages
     from promring.startup import run_reporting_errors
+    heap_in_huge_pages()  # a big heap (1M series) then exits in a fraction of the time
     parser = build_parser()
     a, unknown = parser.parse_known_args(argv)
     if unknown:

@@ -801,6 +801,112 @@ fail:
     return res;
 }
 
+/* ---- head postings (receiver/tsdb/postings.py) ------------------------------------------ */
+
+/* Put `ref` into the sorted int64 list `lst` (a bytearray). Appending is the normal case
+   (refs grow); an older ref is inserted in place, a present one is left alone. A list that a
+   query still views (exported buffer, so it cannot be resized) is copied: the new list is
+   returned (new reference) and the query keeps the old one. NULL on error. */
+static PyObject *posting_put(PyObject *lst, int64_t ref) {
+    Py_ssize_t n = PyByteArray_GET_SIZE(lst) / 8, at = n;
+    const int64_t *d = (const int64_t *)PyByteArray_AS_STRING(lst);
+    if (n && d[n - 1] >= ref) {
+        Py_ssize_t lo = 0, hi = n;  /* first index with d[i] >= ref */
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (d[mid] < ref) lo = mid + 1; else hi = mid;
+        }
+        if (d[lo] == ref) { Py_INCREF(lst); return lst; }
+        at = lo;
+    }
+    PyObject *out = lst;
+    Py_INCREF(out);
+    if (PyByteArray_Resize(out, (n + 1) * 8) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError)) { Py_DECREF(out); return NULL; }
+        PyErr_Clear();
+        Py_DECREF(out);
+        out = PyByteArray_FromStringAndSize(NULL, (n + 1) * 8);
+        if (!out) return NULL;
+        memcpy(PyByteArray_AS_STRING(out), PyByteArray_AS_STRING(lst), (size_t)n * 8);
+    }
+    int64_t *w = (int64_t *)PyByteArray_AS_STRING(out);
+    memmove(w + at + 1, w + at, (size_t)(n - at) * 8);
+    w[at] = ref;
+    return out;
+}
+
+/* posting_put on values[key] (creating the list); 0 ok, -1 error. */
+static int posting_put_in(PyObject *values, PyObject *key, int64_t ref) {
+    PyObject *lst = PyDict_GetItemWithError(values, key);  /* borrowed */
+    if (!lst) {
+        if (PyErr_Occurred()) return -1;
+        lst = PyByteArray_FromStringAndSize((const char *)&ref, 8);
+        if (!lst) return -1;
+        int rc = PyDict_SetItem(values, key, lst);
+        Py_DECREF(lst);
+        return rc;
+    }
+    if (!PyByteArray_Check(lst)) { PyErr_SetString(PyExc_TypeError, "postings lists must be bytearray"); return -1; }
+    PyObject *got = posting_put(lst, ref);
+    if (!got) return -1;
+    int rc = got == lst ? 0 : PyDict_SetItem(values, key, got);
+    Py_DECREF(got);
+    return rc;
+}
+
+/* postings_add(index, all, refs, label_sets) -> all: index series `refs` (int64 buffer) under
+   each (name, value) of their label set (None = skip) in index[name][value], and in `all`.
+   Returns `all` or its copy if a query holds a view of it. */
+static PyObject *py_postings_add(PyObject *self, PyObject *args) {
+    PyObject *index, *all, *sets;
+    Py_buffer rb;
+    if (!PyArg_ParseTuple(args, "O!O!y*O!", &PyDict_Type, &index, &PyByteArray_Type, &all, &rb,
+                          &PyList_Type, &sets))
+        return NULL;
+    Py_ssize_t n = rb.len / 8;
+    const int64_t *refs = (const int64_t *)rb.buf;
+    PyObject *holder = PyDict_New();  /* "all" kept under a key so posting_put_in can swap it */
+    PyObject *key = PyUnicode_FromString("");
+    if (!holder || !key || PyDict_SetItem(holder, key, all) < 0) goto fail;
+    if (rb.len % 8 || PyList_GET_SIZE(sets) != n) {
+        PyErr_SetString(PyExc_ValueError, "postings_add: refs and label sets differ in length");
+        goto fail;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *lbls = PyList_GET_ITEM(sets, k);
+        if (lbls == Py_None) continue;
+        if (!PyTuple_Check(lbls)) { PyErr_SetString(PyExc_TypeError, "label sets must be tuples"); goto fail; }
+        if (posting_put_in(holder, key, refs[k]) < 0) goto fail;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(lbls); j++) {
+            PyObject *pair = PyTuple_GET_ITEM(lbls, j);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "labels must be (name, value) pairs");
+                goto fail;
+            }
+            PyObject *name = PyTuple_GET_ITEM(pair, 0);
+            PyObject *values = PyDict_GetItemWithError(index, name);  /* borrowed */
+            if (!values) {
+                if (PyErr_Occurred()) goto fail;
+                values = PyDict_New();
+                if (!values) goto fail;
+                int rc = PyDict_SetItem(index, name, values);
+                Py_DECREF(values);
+                if (rc < 0) goto fail;
+            }
+            if (posting_put_in(values, PyTuple_GET_ITEM(pair, 1), refs[k]) < 0) goto fail;
+        }
+    }
+    PyObject *out = PyDict_GetItem(holder, key);
+    Py_INCREF(out);
+    Py_DECREF(holder); Py_DECREF(key);
+    PyBuffer_Release(&rb);
+    return out;
+fail:
+    Py_XDECREF(holder); Py_XDECREF(key);
+    PyBuffer_Release(&rb);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, crc=0) -> int: CRC-32C (Castagnoli), chainable."},
     {"pack_chunks", py_pack_chunks, METH_VARARGS, "Pack chunks into segment records until the segment limit."},
@@ -811,6 +917,8 @@ static PyMethodDef methods[] = {
     {"offset_table_entries", py_offset_table_entries, METH_VARARGS, "Encode postings offset table entries."},
     {"parse_strings", py_parse_strings, METH_VARARGS, "Decode uvarint-prefixed UTF-8 strings."},
     {"parse_offset_table", py_parse_offset_table, METH_VARARGS, "Decode postings offset table entries."},
+    {"postings_add", py_postings_add, METH_VARARGS,
+     "postings_add(index, all, refs, label_sets) -> all: add series to head postings (sorted bytearrays)."},
     {"decode_label_keys", py_decode_label_keys, METH_VARARGS,
      "decode_label_keys(keys, symbols, strict) -> [label tuple or None]: canonical keys, interned."},
     {"decode_series", py_decode_series, METH_VARARGS, "Decode one v2 series entry (CRC checked)."},

@@ -60,7 +60,6 @@ class Head:
         self.max_time = int(NO_TIME_MAX)
         self.series_created = 0  # prometheus_tsdb_head_series_created_total
         self.series_removed = 0  # prometheus_tsdb_head_series_removed_total
-        self._symbols: dict[str, str] = {}
 
     # -- series -------------------------------------------------------------------------------
 
@@ -68,41 +67,58 @@ class Head:
     def num_series(self) -> int:
         return len(self._refs)
 
-    def _create(self, key: bytes, ref: int | None = None) -> int:
-        """Register a series (its postings are added by the caller, batched, from labels
-        decoded before any state changed: decoding is what can fail)."""
-        if ref is None:
-            ref = len(self._keys)
-        if ref >= len(self._keys):
-            self._keys.extend([None] * (ref + 1 - len(self._keys)))
-            self._chunks.resize(len(self._keys))
-        self._keys[ref] = key
-        self._refs[key] = ref
-        self.series_created += 1
-        return ref
+    def _create_many(self, keys: list[bytes], refs: np.ndarray | None = None) -> np.ndarray:
+        """Register series (new keys, distinct free refs; default: the next ones), all at once.
+        Their postings are added by the caller from labels decoded before any state changed:
+        decoding is what can fail."""
+        if refs is None:
+            refs = np.arange(len(self._keys), len(self._keys) + len(keys), dtype=np.int64)
+        if not len(keys):
+            return refs
+        top = int(refs.max()) + 1
+        if top > len(self._keys):
+            self._keys.extend([None] * (top - len(self._keys)))
+            self._chunks.resize(top)
+        ref_list = refs.tolist()
+        lo = ref_list[0]
+        if lo == top - len(keys) and np.array_equal(refs, np.arange(lo, top)):
+            self._keys[lo:top] = keys
+        else:
+            for ref, key in zip(ref_list, keys):
+                self._keys[ref] = key
+        self._refs.update(zip(keys, ref_list))
+        self.series_created += len(keys)
+        return refs
 
     def refs_for(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
         """Refs for label keys, creating unseen series; also returns the new refs and keys."""
         found = list(map(self._refs.get, keys))
-        new_refs: list[int] = []
+        new_refs = np.zeros(0, dtype=np.int64)
         new_keys: list[bytes] = []
         if None in found:
             # All-or-nothing: decode every new key first (ValueError if one does not), so a
-            # failure never leaves a series in the head whose record is not in the WAL.
+            # failure never leaves a series in the head whose record is not in the WAL. Strings
+            # are shared within the batch only: a head-wide table would cost a lookup in a
+            # dict of every value ever seen (churn included) per label, and never shrink.
             missing = list(dict.fromkeys(keys[i] for i, r in enumerate(found) if r is None))
-            labels = decode_label_keys(missing, self._symbols, True)
-            new_refs = [self._create(key) for key in missing]
+            labels = decode_label_keys(missing, {}, True)
+            new_refs = self._create_many(missing)
             new_keys = missing
             self._postings.add_many(new_refs, labels)
             found = list(map(self._refs.get, keys))
-        return (np.array(found, dtype=np.int64), np.array(new_refs, dtype=np.int64), new_keys)
+        return np.array(found, dtype=np.int64), new_refs, new_keys
 
     def restore_series(self, refs: list[int], keys: list[bytes]) -> list[int]:
         """WAL replay: recreate series under their logged refs; returns the ref each now has,
         -1 for a key that does not decode (skipped)."""
+        labels = decode_label_keys(keys, {}, False)
+        logged = np.asarray(refs, dtype=np.int64)
+        if self._fresh(logged, keys, labels):
+            # The usual record: new series under new ascending refs -- no work per series.
+            self._postings.add_many(self._create_many(keys, logged), labels)
+            return refs
         out = []
         created: list[tuple[int, Labels]] = []
-        labels = decode_label_keys(keys, self._symbols, False)
         for ref, key, lbls in zip(refs, keys, labels):
             existing = self._refs.get(key)
             if existing is not None:
@@ -112,12 +128,18 @@ class Head:
                 out.append(-1)
                 continue
             taken = ref < 0 or (ref < len(self._keys) and self._keys[ref] is not None)
-            got = self._create(key, None if taken else ref)
+            got = int(self._create_many([key], None if taken else np.array([ref], dtype=np.int64))[0])
             out.append(got)
             created.append((got, lbls))
         created.sort(key=lambda c: c[0])  # postings lists stay sorted
         self._postings.add_many([c[0] for c in created], [c[1] for c in created])
         return out
+
+    def _fresh(self, refs: np.ndarray, keys: list[bytes], labels: list[Labels | None]) -> bool:
+        """Every series decodes, none is known, and the refs ascend above every ref in use."""
+        return bool(len(refs) and refs[0] >= len(self._keys) and np.all(np.diff(refs) > 0)
+                    and None not in labels and len(dict.fromkeys(keys)) == len(keys)
+                    and not any(map(self._refs.__contains__, keys)))
 
     def labels(self, ref: int) -> Labels:
         key = self._keys[ref]

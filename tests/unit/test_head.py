@@ -73,3 +73,41 @@ def test_restore_series_keeps_logged_refs():
     refs, new, _ = h.refs_for([key(a="3")])
     assert refs.tolist() == [6] and new.tolist() == [6]
     assert names(h, [Matcher("=~", "a", ".+")]) == ["/", "/", "/"]
+
+
+def test_postings_list_viewed_by_a_query_is_copied_not_grown():
+    """A query may still hold the array a postings list gave it when a write adds a series
+    under the same label: the write must succeed and the query's view must not change."""
+    h, _ = make_head()
+    held = h.select_refs([Matcher("=", "job", "a")])
+    assert held.tolist() == [0, 2]
+    refs, _, _ = h.refs_for([key(__name__="up", job="a", instance="9")])
+    assert held.tolist() == [0, 2] and not held.flags.writeable
+    assert h.select_refs([Matcher("=", "job", "a")]).tolist() == [0, 2, int(refs[0])]
+    everything = h.select_refs([])
+    h.refs_for([key(__name__="up", job="c")])
+    assert len(everything) == 5 and len(h.select_refs([])) == 6
+
+
+def test_postings_stay_sorted_and_unique_for_any_ref_order():
+    from receiver.tsdb.postings import MemPostings
+    p = MemPostings()
+    p.add_many([5, 9], [(("a", "x"),), (("a", "x"),)])
+    p.add_many([2, 7, 9, 0], [(("a", "x"),), (("a", "x"),), (("a", "x"),), None])
+    assert p.select([Matcher("=", "a", "x")]).tolist() == [2, 5, 7, 9]
+    assert p.all_refs().tolist() == [2, 5, 7, 9]  # a None label set is not indexed
+
+
+def test_restore_series_with_gaps_as_a_checkpoint_logs_them():
+    """A checkpoint holds only live series, so its refs ascend with gaps; new series created
+    after the replay get refs above all of them, and every postings list is intact."""
+    h = Head()
+    keys = [key(__name__="m", i=str(i), job="j") for i in range(6)]
+    assert h.restore_series([0, 3, 4, 10], keys[:4]) == [0, 3, 4, 10]
+    assert h.restore_series([11, 12], [keys[4], keys[0]]) == [11, 0]  # keys[0] logged again
+    assert h.num_series == 5 and h.series_created == 5
+    refs, new, _ = h.refs_for([keys[5], keys[3]])
+    assert refs.tolist() == [12, 10] and new.tolist() == [12]
+    assert h.select_refs([Matcher("=", "job", "j")]).tolist() == [0, 3, 4, 10, 11, 12]
+    assert [dict(h.labels(r))["i"] for r in [0, 3, 4, 10, 11, 12]] == ["0", "1", "2", "3", "4", "5"]
+    assert h.key(5) is None and h.key(10) == keys[3]
