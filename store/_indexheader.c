@@ -185,6 +185,44 @@ done:
     return out;
 }
 
+/* string_search(buf, base, positions, lo, hi, value) -> (index, found): binary search of the
+ * sorted strings lo..hi-1 of a table for the UTF-8 bytes `value` (byte order = code point
+ * order); index is the first string >= value, found whether it equals value. Nothing is
+ * decoded, so a postings lookup costs no Python object per probe. */
+static PyObject *py_string_search(PyObject *self, PyObject *args) {
+    PyObject *b, *pos; long long base; Py_ssize_t lo, hi; Py_buffer val;
+    if (!PyArg_ParseTuple(args, "OLOnny*", &b, &base, &pos, &lo, &hi, &val)) return NULL;
+    Table t;
+    if (table_open(&t, b, base, pos)) { PyBuffer_Release(&val); return NULL; }
+    PyObject *out = NULL;
+    const uint8_t *p = t.buf.buf;
+    const uint32_t *ps = t.pos.buf;
+    int found = 0;
+    if (lo < 0 || hi < lo || (size_t)hi > t.npos) {
+        PyErr_SetString(PyExc_IndexError, "string range outside the table");
+        goto done;
+    }
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        size_t i = t.base + ps[mid];
+        uint64_t l;
+        if (get_uvarint(p, t.n, &i, &l) || l > t.n - i) {
+            PyErr_SetString(PyExc_ValueError, "string runs past its section");
+            goto done;
+        }
+        size_t m = (size_t)l < (size_t)val.len ? (size_t)l : (size_t)val.len;
+        int c = memcmp(p + i, val.buf, m);
+        if (c == 0) c = (size_t)l < (size_t)val.len ? -1 : ((size_t)l > (size_t)val.len);
+        if (c < 0) lo = mid + 1;
+        else { hi = mid; if (c == 0) found = 1; }
+    }
+    out = Py_BuildValue("nO", lo, found ? Py_True : Py_False);
+done:
+    PyBuffer_Release(&val);
+    table_close(&t);
+    return out;
+}
+
 /* label_sets(buf, base, positions, label_counts, sym_ids) -> list[tuple[tuple[str, str], ...]]
  * The label set of each series from decode_series_batch's flat arrays (int64 buffers): series
  * i has label_counts[i] (name id, value id) pairs in sym_ids. Decoded strings are shared
@@ -250,6 +288,7 @@ static PyMethodDef methods[] = {
     {"string_positions", py_string_positions, METH_VARARGS, "Positions (uint32) of uvarint-prefixed strings."},
     {"offset_table_positions", py_offset_table_positions, METH_VARARGS, "Index a postings offset table without decoding its values."},
     {"strings_range", py_strings_range, METH_VARARGS, "Decode strings lo..hi-1 of a position table."},
+    {"string_search", py_string_search, METH_VARARGS, "Binary search of a sorted string range for a value."},
     {"label_sets", py_label_sets, METH_VARARGS, "Label sets of many series from flat symbol id arrays."},
     {NULL, NULL, 0, NULL},
 };

@@ -33,6 +33,7 @@ from .cache import LRUCache, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .indexverify import verify_index
 from .ranges import coalesce, fetch_groups, uvarint_at
+from common.aio import gather_eager
 
 # Read-ahead bounds when an item's end is unknown (Thanos uses 64 KiB and 16000 B); an item
 # longer than its estimate costs one more exact request, never a wrong answer.
@@ -127,6 +128,18 @@ def _decode_postings(raw: bytes) -> np.ndarray:
     if ln != 4 + 4 * count:
         raise CorruptionError("postings list: length disagrees with count")
     return np.frombuffer(raw, dtype=">u4", count=count, offset=8).astype(np.int64)
+
+
+def intersect_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Values in both sorted, duplicate-free arrays: the shorter one looked up in the longer
+    (a selective matcher against a long list costs a few binary searches, not a sort)."""
+    if len(a) > len(b):
+        a, b = b, a
+    if len(a) == 0:
+        return a
+    at = np.searchsorted(b, a)
+    np.minimum(at, len(b) - 1, out=at)
+    return a[b[at] == a]
 
 
 def _meta_sizes(meta: BlockMeta, under: str) -> dict[str, int]:
@@ -383,8 +396,7 @@ class BucketBlock:
                 result = np.setdiff1d(base, bad, assume_unique=True) if len(bad) else base
             else:
                 hit = union(rs)
-                result = hit if result is None else np.intersect1d(result, hit,
-                                                                   assume_unique=True)
+                result = hit if result is None else intersect_sorted(result, hit)
             if len(result) == 0:
                 return EMPTY
         if result is None:
@@ -402,8 +414,8 @@ class BucketBlock:
         h = self.header
         if starts[0] < h.toc.series or starts[-1] >= h.series_end:
             raise CorruptionError(f"block {self.ulid}: series ref outside the series section")
-        nxt = np.r_[starts[1:], h.series_end]
-        ends = np.minimum(np.minimum(nxt, starts + self._opts.series_estimate), h.series_end)
+        ends = np.minimum(starts + self._opts.series_estimate, h.series_end)
+        np.minimum(ends[:-1], starts[1:], out=ends[:-1])
         raws = await self._read_items(self._index_name, "series", refs.tolist(), starts, ends,
                                       _series_len)
         try:
@@ -441,7 +453,7 @@ class BucketBlock:
         arr = np.unique(np.array(refs, dtype=np.uint64)).astype(np.int64)
         seqs = arr >> 32
         offs = arr & 0xFFFFFFFF
-        cuts = np.flatnonzero(np.r_[True, seqs[1:] != seqs[:-1]]).tolist() + [len(arr)]
+        cuts = [0, *(np.flatnonzero(seqs[1:] != seqs[:-1]) + 1).tolist(), len(arr)]
         est = self._opts.chunk_estimate
         jobs = []
         for a, z in zip(cuts[:-1], cuts[1:]):
@@ -452,11 +464,12 @@ class BucketBlock:
                 raise CorruptionError(f"block {self.ulid}: chunk ref {int(arr[a]):#x}.."
                                       f"{int(arr[z - 1]):#x} outside segment {rel} "
                                       f"({size} bytes)")
-            ends = np.minimum(np.minimum(np.r_[o[1:], o[-1] + est], o + est), size)
+            ends = np.minimum(o + est, size)
+            np.minimum(ends[:-1], o[1:], out=ends[:-1])
             jobs.append(self._read_items(f"{self.ulid}/{rel}", "chunks", arr[a:z].tolist(), o,
                                          ends, _chunk_len))
         out: dict[int, tuple[int, bytes]] = {}
-        for (a, z), raws in zip(zip(cuts[:-1], cuts[1:]), await asyncio.gather(*jobs)):
+        for (a, z), raws in zip(zip(cuts[:-1], cuts[1:]), await gather_eager(jobs)):
             for ref, raw in zip(arr[a:z].tolist(), raws):
                 try:
                     out[ref] = read_chunk(raw, 0, True)
@@ -503,7 +516,7 @@ class BucketBlock:
         sel = slice(None) if keep is None else keep
         mints, maxts = e.c_mint[sel].tolist(), e.c_maxt[sel].tolist()
         refl = e.c_ref[sel].tolist()
-        bounds = np.r_[0, np.cumsum(counts)].tolist()
+        bounds = [0, *np.cumsum(counts).tolist()]
         if self.resolution:
             stored = await self.stored_chunks(refl)
             out = []

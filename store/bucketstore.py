@@ -42,6 +42,7 @@ from receiver.tsdb.labels import Labels, Matcher
 from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache, RemoteIndexCache
 from .indexverify import is_verified, mark_verified
+from common.aio import gather_eager
 from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -306,9 +307,9 @@ class BucketStore:
         StoreAPI server encodes and sends frames while it runs."""
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(
+        results = await gather_eager([
             self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
-            for b in blocks))
+            for b in blocks])
         self.sync_metrics.get_all.observe(time.perf_counter() - t0)
         self.sync_metrics.blocks_queried.observe(len(blocks))
         return merge_block_series(results)

@@ -31,7 +31,8 @@ import numpy as np
 from objstore import Bucket
 from receiver.tsdb._blockio import crc32c
 
-from ._indexheader import label_sets, offset_table_positions, string_positions, strings_range
+from ._indexheader import (label_sets, offset_table_positions, string_positions, string_search,
+                           strings_range)
 from receiver.tsdb.chunks import CorruptionError
 from receiver.tsdb.index import HEADER_LEN, INDEX_FORMAT_V2, MAGIC_INDEX, TOC, TOC_LEN
 
@@ -286,16 +287,13 @@ class IndexHeader:
         e = self._names.get(name)
         if e is None:
             return None
-        lo, hi = e
-        while lo < hi:  # values are sorted (byte order = code point order)
-            mid = (lo + hi) // 2
-            if self._values(mid, mid + 1)[0] < value:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo == e[1] or self._values(lo, lo + 1)[0] != value:
-            return None
-        return self._range_at(lo)
+        try:
+            at, found = string_search(self._buf, self._pt_base, self._val_pos, e[0], e[1],
+                                      value.encode("utf-8", "surrogatepass"))
+        except ValueError:
+            raise CorruptionError("index-header: postings offset table value runs past "
+                                  "its section") from None
+        return self._range_at(at) if found else None
 
     def postings_ranges(self, name: str, keep: Callable[[str], bool]
                         ) -> list[tuple[str, int, int]]:

@@ -24,7 +24,7 @@ from receiver.tsdb.chunkenc import decode_many  # noqa: E402
 from receiver.tsdb.chunks import CorruptionError  # noqa: E402
 from receiver.tsdb.index import IndexReader  # noqa: E402
 from receiver.tsdb.labels import Labels, Matcher, matches_all  # noqa: E402
-from store.block import merge_external  # noqa: E402
+from store.block import intersect_sorted, merge_external  # noqa: E402
 from store.indexheader import HEADER_FILENAME, IndexHeader  # noqa: E402
 from store.indexverify import VERIFIED_MARKER  # noqa: E402
 from store.ranges import coalesce  # noqa: E402
@@ -235,6 +235,44 @@ def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
         assert fetched
 
     run(main())
+
+
+def test_postings_lookup_by_bytes_finds_every_value_and_no_other(tmp_path: Path) -> None:
+    """The C binary search compares UTF-8 bytes: non-ASCII values, prefixes of values and
+    values sorting before/after all others are found exactly when present."""
+    vals = ["", "a", "ab", "abc", "b", "é", "éa", "z", "日本", "\U0001F600"]
+    series = [((("__name__", "m"), ("v", v)), np.array([T0]), np.array([1.0]))
+              for v in vals if v]
+    series.sort(key=lambda s: s[0])
+    bdir = write(tmp_path, series, T0, T0 + H2)
+    ir = IndexReader((bdir / "index").read_bytes())
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        await upload_dir(bkt, bdir)
+        h = await IndexHeader.fetch(bkt, f"{bdir.name}/index",
+                                    (bdir / "index").stat().st_size)
+        for v in vals[1:]:
+            s, _ = h.postings_range("v", v)
+            assert int.from_bytes((bdir / "index").read_bytes()[s + 4:s + 8], "big") == \
+                len(ir.postings("v", v))
+        for v in ["", "0", "aa", "abcd", "c", "e", "éb", "zz", "日", "\U0001F601", "\uffff"]:
+            assert h.postings_range("v", v) is None, v
+        assert h.postings_range("nope", "a") is None
+        assert h.postings_range("__name__", "m") is not None
+
+    run(main())
+
+
+def test_intersect_sorted_matches_numpy() -> None:
+    rng = np.random.default_rng(3)
+    for na, nb in [(0, 5), (5, 0), (1, 1000), (1000, 3), (300, 400), (1, 1)]:
+        a = np.unique(rng.integers(0, 2000, na))
+        b = np.unique(rng.integers(0, 2000, nb))
+        assert intersect_sorted(a, b).tolist() == np.intersect1d(a, b).tolist()
+    big = np.arange(0, 100, 2)
+    assert intersect_sorted(np.array([99, 100, 101]), big).tolist() == []
+    assert intersect_sorted(np.array([0, 98]), big).tolist() == [0, 98]
 
 
 def test_index_header_memory_is_compact_arrays_not_strings(tmp_path: Path) -> None:
