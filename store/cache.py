@@ -8,9 +8,11 @@ locking.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+from itertools import compress
+from operator import itemgetter
 from typing import Protocol
 
 import yaml
@@ -32,6 +34,7 @@ from receiver.tsdb._blockio import crc32c
 ENTRY_OVERHEAD = 120
 
 ITEM_TYPES = ("postings", "series", "chunks")
+_VALUE = itemgetter(0)  # entries are (value, item type)
 
 
 class CacheMetrics:
@@ -86,16 +89,16 @@ class LRUCache:
     def get_many(self, keys: list[Hashable], item_type: str) -> list[bytes | None]:
         """Batch lookup: one metrics update per call instead of per key."""
         d = self._d
-        out: list[bytes | None] = []
-        hits = 0
-        for k in keys:
-            v = d.get(k)
-            if v is None:
-                out.append(None)
-            else:
-                d.move_to_end(k)
-                out.append(v[0])
-                hits += 1
+        found = list(map(d.get, keys))
+        if None not in found:  # the warm case: no Python-level loop at all
+            hits = len(found)
+            deque(map(d.move_to_end, keys), maxlen=0)
+            out: list[bytes | None] = list(map(_VALUE, found))
+        else:
+            hit_keys = list(compress(keys, found))
+            hits = len(hit_keys)
+            deque(map(d.move_to_end, hit_keys), maxlen=0)
+            out = [None if v is None else v[0] for v in found]
         if self._m is not None and keys:
             self._m.requests.labels(item_type).inc(len(keys))
             self._m.hits.labels(item_type).inc(hits)
