@@ -850,3 +850,23 @@ def test_store_lifts_open_files_soft_limit_for_mapped_headers() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_read_chunks_checks_every_record() -> None:
+    """The store's batch chunk decoder: data and encoding per record; a flipped byte or a
+    cut record is an error (the block is then taken out of service), never wrong data."""
+    from receiver.tsdb._blockio import crc32c, read_chunks
+
+    def rec(enc: int, data: bytes) -> bytes:
+        body = bytes([enc]) + data
+        return bytes([len(data)]) + body + crc32c(body).to_bytes(4, "big")
+
+    recs = [rec(1, b"abc"), rec(2, b""), rec(1, b"\x00" * 100)]
+    encs, datas = read_chunks(recs)
+    assert encs == b"\x01\x02\x01" and datas == [b"abc", b"", b"\x00" * 100]
+    assert read_chunks([]) == (b"", [])
+    bad = bytearray(recs[0])
+    bad[2] ^= 1
+    for broken in (bytes(bad), recs[0][:-1], b"", b"\xff"):
+        with pytest.raises(ValueError):
+            read_chunks([recs[1], broken])
