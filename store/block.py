@@ -262,9 +262,9 @@ class BucketBlock:
         by ``ends``; cached under ``(block, kind, id)``."""
         keys = list(zip(repeat(self.ulid), repeat(kind), ids))
         out = self._cache.get_many(keys, kind)
-        miss = [j for j, v in enumerate(out) if v is None]
-        if not miss:
+        if None not in out:
             return out  # type: ignore[return-value]
+        miss = [j for j, v in enumerate(out) if v is None]
         remote = self._remote if self._remote is not None and kind in self._remote.kinds \
             else None
         if remote is not None:
@@ -561,7 +561,10 @@ class BucketBlock:
         if ext:
             return [(merge_external(e.labels[i], ext), chunks[bounds[i]:bounds[i + 1]])
                     for i in picked]
-        return [(e.labels[i], chunks[bounds[i]:bounds[i + 1]]) for i in picked]
+        per_series = list(map(chunks.__getitem__, map(slice, bounds[:-1], bounds[1:])))
+        if len(picked) == n:  # every series has chunks in range: no Python loop per series
+            return list(zip(e.labels, per_series))
+        return [(e.labels[i], per_series[i]) for i in picked]
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> set[str]:
         if not self.overlaps(mint, maxt):

@@ -203,6 +203,15 @@ def test_block_merge_is_label_sorted_and_joins_series_across_blocks() -> None:
         a, [(0, 9, b"a1"), (5, 12, b"a3"), (10, 19, b"a2")])
     assert list(merge_block_series([[], []])) == []
     assert list(merge_block_series([[(c, []), (a, [])]])) == [(a, []), (c, [])]
+    # Blocks in time order with the same series: chunk lists concatenated; the answer is the
+    # same as the general merge's, also when external labels left a block's series unsorted.
+    same1 = [(c, [(0, 9, b"c1")]), (a, [(0, 9, b"a1")])]
+    same2 = [(c, [(10, 19, b"c2")]), (a, [(10, 19, b"a2")])]
+    for blocks in ([blk1, blk2], [same1, same2], [same1, [], same2]):
+        assert list(merge_block_series(blocks, in_time_order=True)) == \
+            list(merge_block_series(blocks))
+    assert list(merge_block_series([same1, same2], in_time_order=True)) == [
+        (a, [(0, 9, b"a1"), (10, 19, b"a2")]), (c, [(0, 9, b"c1"), (10, 19, b"c2")])]
 
 
 def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
