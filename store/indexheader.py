@@ -123,12 +123,16 @@ class IndexHeader:
         except ValueError as e:
             raise CorruptionError(f"index-header: {e}") from None
         self._val_pos = np.frombuffer(vpos, np.uint32)
-        self._starts = starts = np.frombuffer(offs, np.int64)
+        starts = np.frombuffer(offs, np.int64)
+        del offs
         # A postings list ends where the next one (in file order) starts; the last one at the
         # next section. Reading that whole span is safe: the list's own length prefix bounds it.
         self.postings_end = _next_boundary(toc, toc.postings, index_size=self.index_size)
         if len(starts) and (starts.min() < toc.postings or starts.max() >= self.postings_end):
             raise CorruptionError("index-header: postings offset outside the postings section")
+        if self.index_size <= 0xFFFFFFFF:  # half the memory for every index under 4 GiB
+            starts = starts.astype(np.uint32)
+        self._starts = starts
         # Writers lay postings lists out in table order; only if not is an end array kept.
         self._ends: np.ndarray | None = None
         if len(starts) > 1 and not bool(np.all(starts[1:] > starts[:-1])):
