@@ -119,20 +119,18 @@ class IndexHeader:
         (count,) = struct.unpack_from(">I", buf, start)
         self._pt_base = start + 4
         try:
-            names, runs, vpos, offs = offset_table_positions(buf, start + 4, count, end)
+            # Offsets as uint32 for every index under 4 GiB: half the memory.
+            narrow = self.index_size <= 0xFFFFFFFF
+            names, runs, vpos, offs = offset_table_positions(buf, start + 4, count, end, narrow)
         except ValueError as e:
             raise CorruptionError(f"index-header: {e}") from None
         self._val_pos = np.frombuffer(vpos, np.uint32)
-        starts = np.frombuffer(offs, np.int64)
-        del offs
+        self._starts = starts = np.frombuffer(offs, np.uint32 if narrow else np.int64)
         # A postings list ends where the next one (in file order) starts; the last one at the
         # next section. Reading that whole span is safe: the list's own length prefix bounds it.
         self.postings_end = _next_boundary(toc, toc.postings, index_size=self.index_size)
         if len(starts) and (starts.min() < toc.postings or starts.max() >= self.postings_end):
             raise CorruptionError("index-header: postings offset outside the postings section")
-        if self.index_size <= 0xFFFFFFFF:  # half the memory for every index under 4 GiB
-            starts = starts.astype(np.uint32)
-        self._starts = starts
         # Writers lay postings lists out in table order; only if not is an end array kept.
         self._ends: np.ndarray | None = None
         if len(starts) > 1 and not bool(np.all(starts[1:] > starts[:-1])):
