@@ -879,3 +879,27 @@ def test_read_chunks_checks_every_record() -> None:
     for broken in (bytes(bad), recs[0][:-1], b"", b"\xff"):
         with pytest.raises(ValueError):
             read_chunks([recs[1], broken])
+
+
+def test_offset_table_narrow_offsets_refuse_what_does_not_fit() -> None:
+    """Postings offsets are kept as uint32 for indexes under 4 GiB; an offset that does not
+    fit is corruption, never silently truncated."""
+    from store._indexheader import offset_table_positions
+
+    def entry(name: bytes, value: bytes, off: int) -> bytes:
+        out = bytearray([2, len(name)]) + name + bytes([len(value)]) + value
+        while True:  # uvarint
+            b, off = off & 0x7F, off >> 7
+            out.append(b | (0x80 if off else 0))
+            if not off:
+                return bytes(out)
+
+    table = entry(b"a", b"x", 100) + entry(b"a", b"y", 200)
+    _, _, _, offs = offset_table_positions(table, 0, 2, len(table), True)
+    assert np.frombuffer(offs, np.uint32).tolist() == [100, 200]
+    _, _, _, offs = offset_table_positions(table, 0, 2, len(table))
+    assert np.frombuffer(offs, np.int64).tolist() == [100, 200]
+    big = entry(b"a", b"x", 1 << 33)
+    assert np.frombuffer(offset_table_positions(big, 0, 1, len(big))[3], np.int64)[0] == 1 << 33
+    with pytest.raises(ValueError, match="outside"):
+        offset_table_positions(big, 0, 1, len(big), True)
