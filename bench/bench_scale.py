@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,16 +27,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
 from harness import PrometheusProcess, free_port, promring_cmd, wait_ready  # noqa: E402
+from sidebyside import (HOUR_MS, POINTS, geomean, peak_rss_mib, stop_all,  # noqa: E402
+                        timed_queries)
 from receiver.tsdb.block import write_block_from_samples  # noqa: E402
 
-HOUR_MS = 3_600_000
 BLOCK_MS = 2 * HOUR_MS
 STEP_MS = 30_000
 # Samples sit off the whole second, so no range window of a query starts exactly on one (at such
@@ -60,7 +59,6 @@ QUERIES = [
     ("1,000 series `avg_over_time`", 'avg_over_time(x{shard="0"}[5m])'),
 ]
 RANGES_H = (1, 6, 24)
-POINTS = 240  # dashboard resolution: step = range / 240
 
 
 # -- data
@@ -105,54 +103,6 @@ def write_blocks(dest: Path, scale: float, hours: int, t0: int) -> tuple[int, in
     return n, samples
 
 
-# -- running and timing
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def run_query(sess: requests.Session, api: str, params: dict) -> tuple[float, dict]:
-    t = time.perf_counter()
-    r = sess.get(f"{api}/query_range", params=params, timeout=600)
-    dt = time.perf_counter() - t
-    r.raise_for_status()
-    body = r.json()
-    if body.get("status") != "success":
-        raise RuntimeError(f"{api}: {body}")
-    return dt, body["data"]
-
-
-def _as_map(data: dict) -> dict:
-    return {tuple(sorted(s["metric"].items())): [(float(t), float(v)) for t, v in s["values"]]
-            for s in data["result"]}
-
-
-def same_answer(a: dict, b: dict, rel: float = 1e-9) -> str | None:
-    """None if equal within ``rel``, else what differs."""
-    ma, mb = _as_map(a), _as_map(b)
-    if ma.keys() != mb.keys():
-        return f"series differ: {len(ma)} vs {len(mb)}, e.g. {sorted(ma.keys() ^ mb.keys())[:2]}"
-    for k, va in ma.items():
-        vb = mb[k]
-        if len(va) != len(vb):
-            return f"{k}: {len(va)} vs {len(vb)} points"
-        for (ta, xa), (tb, xb) in zip(va, vb):
-            if ta != tb:
-                return f"{k}: timestamps {ta} vs {tb}"
-            if math.isnan(xa) and math.isnan(xb):
-                continue
-            if not math.isclose(xa, xb, rel_tol=rel, abs_tol=1e-12):
-                return f"{k} @ {ta}: {xa} vs {xb}"
-    return None
-
-
-def geomean(xs: list[float]) -> float:
-    return math.exp(sum(map(math.log, xs)) / len(xs))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", type=float, default=0.25,
@@ -194,8 +144,6 @@ def main() -> None:
     sg, sh, qh = free_port(), free_port(), free_port()
     procs: dict[str, subprocess.Popen] = {}
     logs = open(tmp / "promring.log", "ab")
-    rows: list[tuple[str, int, float, float, float, float]] = []
-    mismatches: list[str] = []
     try:
         prom.start()
         procs["store"] = subprocess.Popen(promring_cmd() + [
@@ -207,38 +155,13 @@ def main() -> None:
             "query", "--endpoint", f"127.0.0.1:{sg}", "--grpc-address", "127.0.0.1:0",
             "--http-address", f"127.0.0.1:{qh}", "--log.level", "warn"], stdout=logs, stderr=logs)
         wait_ready(f"http://127.0.0.1:{qh}/-/ready", timeout=60, proc=procs["query"])
-        ours_api = f"http://127.0.0.1:{qh}/api/v1"
-        sess = requests.Session()
-        # Both run side by side and are queried alternately, so load from elsewhere on this
-        # shared machine hits both alike.
-        for h in ranges:
-            step_s = h * 3600 / POINTS
-            params = {"start": (end_ms - h * HOUR_MS) / 1000, "end": end_ms / 1000,
-                      "step": step_s}
-            for name, q in queries:
-                p = dict(params, query=q)
-                pc, pd = run_query(sess, prom.api, p)
-                oc, od = run_query(sess, ours_api, p)
-                diff = same_answer(pd, od)
-                if diff:
-                    mismatches.append(f"{name} {h} h: {diff}")
-                pw, ow = [], []
-                for _ in range(a.warm):
-                    pw.append(run_query(sess, prom.api, p)[0])
-                    ow.append(run_query(sess, ours_api, p)[0])
-                rows.append((name, h, oc, pc, statistics.median(ow), statistics.median(pw)))
-                print(f"  {name} {h} h: cold {oc / pc:.2f}x warm "
-                      f"{statistics.median(ow) / statistics.median(pw):.2f}x", flush=True)
+        rows, mismatches = timed_queries(prom.api, f"http://127.0.0.1:{qh}/api/v1", queries,
+                                         ranges, end_ms, a.warm)
         rss = {"Prometheus": peak_rss_mib(prom.proc.pid),  # type: ignore[union-attr]
                "promring store": peak_rss_mib(procs["store"].pid),
                "promring query": peak_rss_mib(procs["query"].pid)}
     finally:
-        for p in procs.values():
-            p.terminate()
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs.values())
         prom.stop()
         logs.close()
 

@@ -6,7 +6,8 @@ e.g. blocks from ``bench_scale.py --keep DIR``:
     PYTHONPATH=/tmp/old-checkout python bench/bench_store_series.py --bucket /tmp/blocks \
         --cwd /tmp/old-checkout      # the same with another checkout's store
 
-Prints cold (first call after start) and warm (median of ``--warm``) seconds per selector.
+Prints cold (first call after start) and warm (median of ``--warm``) seconds per selector, and
+the store process's CPU time per warm call (steadier than wall time on a loaded machine).
 """
 from __future__ import annotations
 
@@ -38,29 +39,48 @@ SELECTORS = [("x (2,200 series)", [("__name__", "x")]),
              ('one series', [("__name__", "x"), ("instance", "i-00007")])]
 
 
-async def series_seconds(addr: str, mint: int, maxt: int, pairs: list[tuple[str, str]]
-                         ) -> tuple[float, int, int]:
-    """(seconds, frames, bytes) of one Series call."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def series_calls(addr: str, pid: int, mint: int, maxt: int,
+                       pairs: list[tuple[str, str]], calls: int
+                       ) -> tuple[list[tuple[float, int, int]], float]:
+    """(seconds, frames, bytes) of each of ``calls`` Series calls on one channel, and the
+    store's CPU seconds per call after the first (the steadier figure on a loaded machine:
+    waiting for a core does not count; summed over the calls since the kernel counts in
+    10 ms ticks)."""
     req = rpc_pb2.SeriesRequest(min_time=mint, max_time=maxt, matchers=[
         types_pb2.LabelMatcher(type=types_pb2.LabelMatcher.EQ, name=n, value=v)
         for n, v in pairs], response_batch_size=64)
+    out = []
     async with grpc.aio.insecure_channel(addr, options=[
             ("grpc.max_receive_message_length", 256 << 20)]) as ch:
         call = ch.unary_stream("/thanos.Store/Series",
                                request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
                                response_deserializer=lambda b: b)
-        t = time.perf_counter()
-        frames = size = 0
-        async for frame in call(req):
-            frames += 1
-            size += len(frame)
-        return time.perf_counter() - t, frames, size
+        c = 0.0
+        for i in range(calls):
+            if i == 1:
+                c = cpu_seconds(pid)
+            t = time.perf_counter()
+            frames = size = 0
+            async for frame in call(req):
+                frames += 1
+                size += len(frame)
+            out.append((time.perf_counter() - t, frames, size))
+        cpu = (cpu_seconds(pid) - c) / (calls - 1) if calls > 1 else float("nan")
+    return out, cpu
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bucket", type=Path, required=True, help="directory of blocks")
-    ap.add_argument("--warm", type=int, default=5)
+    ap.add_argument("--warm", type=int, default=20)
+    ap.add_argument("--hours", type=int, nargs="+", default=[0],
+                    help="query ranges ending at the newest block's end (0 = all blocks)")
     ap.add_argument("--cwd", type=Path, default=REPO, help="checkout whose store to run")
     a = ap.parse_args()
     metas = [json.loads(m.read_text()) for m in a.bucket.glob("*/meta.json")]
@@ -77,14 +97,17 @@ def main() -> None:
                              stdout=log, stderr=log, cwd=a.cwd, env=env)
     try:
         wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=p)
-        print("| selector | frames | MB | cold s | warm s |\n|---|---|---|---|---|")
-        for name, pairs in SELECTORS:
-            cold, frames, size = asyncio.run(series_seconds(f"127.0.0.1:{sg}", mint, maxt, pairs))
-            warm = statistics.median(
-                asyncio.run(series_seconds(f"127.0.0.1:{sg}", mint, maxt, pairs))[0]
-                for _ in range(a.warm))
-            print(f"| {name} | {frames} | {size / 1e6:.1f} | {cold:.3f} | {warm:.3f} |",
-                  flush=True)
+        print("| selector | hours | frames | MB | cold s | warm s | warm store CPU ms |\n"
+              "|---|---|---|---|---|---|---|")
+        for hours in a.hours:
+            lo = mint if hours == 0 else max(mint, maxt - hours * 3_600_000)
+            for name, pairs in SELECTORS:
+                runs, cpu = asyncio.run(series_calls(f"127.0.0.1:{sg}", p.pid, lo, maxt,
+                                                     pairs, 1 + a.warm))
+                cold, frames, size = runs[0]
+                warm = statistics.median(r[0] for r in runs[1:])
+                print(f"| {name} | {hours or 'all'} | {frames} | {size / 1e6:.1f} | {cold:.3f} "
+                      f"| {warm:.3f} | {cpu * 1000:.1f} |", flush=True)
     finally:
         p.terminate()
         p.wait(30)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,8 +32,10 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from bench_ingest import make_payloads, run_target  # noqa: E402
-from bench_scale import (BLOCK_MS, HOUR_MS, POINTS, QUERIES, RANGES_H, STEP_MS, RAW_SERIES,  # noqa: E402
-                         geomean, peak_rss_mib, run_query, same_answer, write_blocks)
+from bench_scale import (BLOCK_MS, QUERIES, RANGES_H, STEP_MS, RAW_SERIES,  # noqa: E402
+                         write_blocks)
+from sidebyside import (HOUR_MS, POINTS, geomean, peak_rss_mib, stop_all,  # noqa: E402
+                        timed_queries)
 from harness import free_port, promring_cmd, wait_ready  # noqa: E402
 from peers import peer  # noqa: E402
 
@@ -103,7 +104,6 @@ def queries(scale: float, hours: int, warm: int) -> tuple[list, dict, list[str],
     ranges = [h for h in RANGES_H if h <= hours]
     qs = [(name.replace("1,000", f"{round(RAW_SERIES * scale):,}"), q) for name, q in QUERIES]
     procs: dict[str, subprocess.Popen] = {}
-    rows, mismatches = [], []
     log = open(tmp / "servers.log", "ab")
     try:
         ps_g, ps_h, pq_h, ts_g, ts_h, tq_g, tq_h = (free_port() for _ in range(7))
@@ -126,32 +126,10 @@ def queries(scale: float, hours: int, warm: int) -> tuple[list, dict, list[str],
         ours, theirs = f"http://127.0.0.1:{pq_h}/api/v1", f"http://127.0.0.1:{tq_h}/api/v1"
         wait_series(ours, end_ms)
         wait_series(theirs, end_ms)
-        sess = requests.Session()
-        for h in ranges:
-            params = {"start": (end_ms - h * HOUR_MS) / 1000, "end": end_ms / 1000,
-                      "step": h * 3600 / POINTS}
-            for name, q in qs:
-                p = dict(params, query=q)
-                tc, td = run_query(sess, theirs, p)
-                oc, od = run_query(sess, ours, p)
-                diff = same_answer(td, od)
-                if diff:
-                    mismatches.append(f"{name} {h} h: {diff}")
-                tw, ow = [], []
-                for _ in range(warm):
-                    tw.append(run_query(sess, theirs, p)[0])
-                    ow.append(run_query(sess, ours, p)[0])
-                rows.append((name, h, oc, tc, statistics.median(ow), statistics.median(tw)))
-                print(f"  {name} {h} h: cold {oc / tc:.2f}x warm "
-                      f"{statistics.median(ow) / statistics.median(tw):.2f}x", flush=True)
+        rows, mismatches = timed_queries(theirs, ours, qs, ranges, end_ms, warm)
         rss = {k: peak_rss_mib(p.pid) for k, p in procs.items()}
     finally:
-        for p in procs.values():
-            p.terminate()
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs.values())
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
     head = (f"{n_series:,} series x {hours} h at a {STEP_MS // 1000} s step ({n_samples:,} "

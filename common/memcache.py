@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from common.units import parse_bytes, parse_duration_ms
+
 MAX_KEY_LEN = 250  # memcached's limit
 THIRTY_DAYS_S = 30 * 86400  # larger exptimes are read by memcached as unix times
 OP_GET_MULTI, OP_SET = "getmulti", "set"
@@ -41,6 +43,95 @@ class MemcachedClientConfig:
     max_get_multi_batch_size: int = 0
     max_item_size: int = 1 << 20
     dead_server_backoff_s: float = 1.0
+
+
+
+# -- Thanos's cache YAML values and its MEMCACHED ``config:`` mapping (shared by the store
+# gateway's index cache / caching bucket and the query frontend's results cache)
+
+def size_field(v: object, what: str) -> int:
+    """A byte size: an int or a unit string ("250MB", "1MiB"); ValueError names ``what``."""
+    if isinstance(v, bool):
+        raise ValueError(f"{what}: not a size: {v!r}")
+    if isinstance(v, int):
+        n = v
+    elif isinstance(v, str):
+        try:
+            n = parse_bytes(v)
+        except ValueError:
+            raise ValueError(f"{what}: not a size: {v!r}") from None
+    else:
+        raise ValueError(f"{what}: not a size: {v!r}")
+    if n < 0:
+        raise ValueError(f"{what}: must not be negative")
+    return n
+
+
+def duration_field_s(v: object, what: str) -> float:
+    """A duration in seconds from a Go duration string ("500ms") or a bare number, which Go's
+    YAML reads as nanoseconds."""
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise ValueError(f"{what}: not a duration: {v!r}")
+    if isinstance(v, str):
+        try:
+            ms = parse_duration_ms(v)
+        except ValueError:
+            raise ValueError(f"{what}: not a duration: {v!r}") from None
+        s = ms / 1000
+    else:
+        s = v / 1e9
+    if s < 0:
+        raise ValueError(f"{what}: must not be negative")
+    return s
+
+
+def int_field(v: object, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{what}: must be a non-negative integer, got {v!r}")
+    return v
+
+
+MEMCACHED_FIELDS = frozenset({
+    "addresses", "timeout", "max_idle_connections", "max_async_concurrency",
+    "max_async_buffer_size", "max_get_multi_concurrency", "max_item_size",
+    "max_get_multi_batch_size", "dns_provider_update_interval", "auto_discovery",
+    "set_async_circuit_breaker_config"})
+
+
+def parse_memcached_config(conf: object, extra_fields: Iterable[str] = ()
+                           ) -> MemcachedClientConfig:
+    """Thanos's MEMCACHED ``config:`` mapping (fields it accepts that this client has no use
+    for, e.g. the circuit breaker, are accepted and ignored; ``extra_fields`` are the caller's
+    own). ``dns+host:port`` is connected to by name; SRV discovery is refused. ValueError says
+    which field is wrong."""
+    if not isinstance(conf, dict):
+        raise ValueError("config: must be a mapping")
+    bad = set(conf) - MEMCACHED_FIELDS - set(extra_fields)
+    if bad:
+        raise ValueError(f"config: unknown MEMCACHED fields {sorted(bad)}")
+    addrs = conf.get("addresses") or []
+    if not isinstance(addrs, list) or not addrs or not all(isinstance(a, str) for a in addrs):
+        raise ValueError("config.addresses: a non-empty list of host:port is required")
+    if any(a.startswith(("dnssrv+", "dnssrvnoa+")) for a in addrs):
+        raise ValueError("config.addresses: DNS SRV service discovery is not supported")
+    addrs = [a.removeprefix("dns+") for a in addrs]
+    if not all(a.rpartition(":")[2].isdigit() and a.rpartition(":")[0] for a in addrs):
+        raise ValueError("config.addresses: a non-empty list of host:port is required")
+    d = MemcachedClientConfig()
+    return MemcachedClientConfig(
+        addresses=addrs,
+        timeout_s=duration_field_s(conf.get("timeout", "500ms"), "timeout") or d.timeout_s,
+        max_idle_connections=int_field(conf.get("max_idle_connections", 100),
+                                       "max_idle_connections"),
+        max_async_concurrency=int_field(conf.get("max_async_concurrency", 20),
+                                        "max_async_concurrency") or d.max_async_concurrency,
+        max_async_buffer_size=int_field(conf.get("max_async_buffer_size", 10000),
+                                        "max_async_buffer_size") or d.max_async_buffer_size,
+        max_get_multi_concurrency=int_field(conf.get("max_get_multi_concurrency", 100),
+                                            "max_get_multi_concurrency"),
+        max_get_multi_batch_size=int_field(conf.get("max_get_multi_batch_size", 0),
+                                           "max_get_multi_batch_size"),
+        max_item_size=size_field(conf.get("max_item_size", "1MiB"), "max_item_size"))
 
 
 def shared_metric(registry: CollectorRegistry, cls, name: str, doc: str, labels: list[str],

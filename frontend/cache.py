@@ -12,7 +12,7 @@ from collections import OrderedDict
 import cramjam
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from common.memcache import MemcachedClient, MemcachedClientConfig, MemcachedMetrics
+from common.memcache import MemcachedClient, MemcachedMetrics
 
 from .config import InMemoryCacheConfig, MemcachedConfig
 
@@ -89,12 +89,7 @@ class MemcachedCache:
     def __init__(self, cfg: MemcachedConfig, metrics: CacheMetrics,
                  registry: CollectorRegistry) -> None:
         self.cfg, self.m = cfg, metrics
-        self.client = MemcachedClient(
-            MemcachedClientConfig(addresses=list(cfg.addresses), timeout_s=cfg.timeout_s,
-                                  max_idle_connections=cfg.max_idle_connections,
-                                  max_async_concurrency=cfg.max_async_concurrency,
-                                  max_item_size=cfg.max_item_size),
-            MemcachedMetrics(registry, CACHE_NAME))
+        self.client = MemcachedClient(cfg, MemcachedMetrics(registry, CACHE_NAME))
 
     async def get(self, key: bytes) -> bytes | None:
         k = key.decode("ascii")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from itertools import repeat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from objstore import Bucket, ObjectNotFound
-from receiver.tsdb._blockio import crc32c, decode_series_batch, read_chunk
+from receiver.tsdb._blockio import crc32c, decode_series_batch, read_chunks
 from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, BlockMeta
 from receiver.tsdb.chunkenc import ENCODING_XOR
 from receiver.tsdb.chunks import SEGMENT_HEADER_SIZE, CorruptionError, segment_name
@@ -33,6 +34,7 @@ from .cache import LRUCache, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .indexverify import verify_index
 from .ranges import coalesce, fetch_groups, uvarint_at
+from common.aio import gather_eager
 
 # Read-ahead bounds when an item's end is unknown (Thanos uses 64 KiB and 16000 B); an item
 # longer than its estimate costs one more exact request, never a wrong answer.
@@ -127,6 +129,18 @@ def _decode_postings(raw: bytes) -> np.ndarray:
     if ln != 4 + 4 * count:
         raise CorruptionError("postings list: length disagrees with count")
     return np.frombuffer(raw, dtype=">u4", count=count, offset=8).astype(np.int64)
+
+
+def intersect_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Values in both sorted, duplicate-free arrays: the shorter one looked up in the longer
+    (a selective matcher against a long list costs a few binary searches, not a sort)."""
+    if len(a) > len(b):
+        a, b = b, a
+    if len(a) == 0:
+        return a
+    at = np.searchsorted(b, a)
+    np.minimum(at, len(b) - 1, out=at)
+    return a[b[at] == a]
 
 
 def _meta_sizes(meta: BlockMeta, under: str) -> dict[str, int]:
@@ -246,11 +260,11 @@ class BucketBlock:
                           ends: np.ndarray, length_at: LengthAt) -> list[bytes]:
         """Raw bytes of items at ``starts`` (sorted) of object ``obj``, each assumed to end
         by ``ends``; cached under ``(block, kind, id)``."""
-        keys = [(self.ulid, kind, i) for i in ids]
+        keys = list(zip(repeat(self.ulid), repeat(kind), ids))
         out = self._cache.get_many(keys, kind)
-        miss = [j for j, v in enumerate(out) if v is None]
-        if not miss:
+        if None not in out:
             return out  # type: ignore[return-value]
+        miss = [j for j, v in enumerate(out) if v is None]
         remote = self._remote if self._remote is not None and kind in self._remote.kinds \
             else None
         if remote is not None:
@@ -383,8 +397,7 @@ class BucketBlock:
                 result = np.setdiff1d(base, bad, assume_unique=True) if len(bad) else base
             else:
                 hit = union(rs)
-                result = hit if result is None else np.intersect1d(result, hit,
-                                                                   assume_unique=True)
+                result = hit if result is None else intersect_sorted(result, hit)
             if len(result) == 0:
                 return EMPTY
         if result is None:
@@ -402,8 +415,8 @@ class BucketBlock:
         h = self.header
         if starts[0] < h.toc.series or starts[-1] >= h.series_end:
             raise CorruptionError(f"block {self.ulid}: series ref outside the series section")
-        nxt = np.r_[starts[1:], h.series_end]
-        ends = np.minimum(np.minimum(nxt, starts + self._opts.series_estimate), h.series_end)
+        ends = np.minimum(starts + self._opts.series_estimate, h.series_end)
+        np.minimum(ends[:-1], starts[1:], out=ends[:-1])
         raws = await self._read_items(self._index_name, "series", refs.tolist(), starts, ends,
                                       _series_len)
         try:
@@ -414,36 +427,48 @@ class BucketBlock:
                              np.frombuffer(c_mint, np.int64), np.frombuffer(c_maxt, np.int64),
                              np.frombuffer(c_ref, np.int64))
 
-    async def chunks(self, refs: list[int]) -> dict[int, bytes | None]:
-        """Chunk data by ref: XOR chunks as bytes, native histogram chunks as EncodedChunk
+    def _typed(self, encs: bytes, datas: list[bytes]) -> list[bytes | EncodedChunk | None]:
+        """Chunk data as served: XOR chunks as bytes, native histogram chunks as EncodedChunk
         (so the StoreAPI server sends them as Chunk.HISTOGRAM/FLOAT_HISTOGRAM, as the
-        ingestor's do); None for any other encoding."""
-        raw = await self.stored_chunks(refs)
-        out: dict[int, bytes | None] = {}
-        skipped = 0
-        for ref, (enc, data) in raw.items():
+        ingestor's do); None for any other encoding (counted as skipped)."""
+        if encs.count(ENCODING_XOR) == len(encs):
+            return datas  # type: ignore[return-value]
+        out: list[bytes | EncodedChunk | None] = []
+        for enc, data in zip(encs, datas):
             if enc == ENCODING_XOR:
-                out[ref] = data
+                out.append(data)
             elif enc in _HISTOGRAM_ENCODINGS:
-                out[ref] = EncodedChunk(data, enc)
+                out.append(EncodedChunk(data, enc))
             else:
-                out[ref] = None
-                skipped += 1
+                out.append(None)
+        skipped = out.count(None)
         if skipped and self._m is not None:
             self._m.skipped_chunks.inc(skipped)
         return out
 
-    async def stored_chunks(self, refs: list[int]) -> dict[int, tuple[int, bytes]]:
+    async def stored_chunks(self, refs: Sequence[int] | np.ndarray
+                            ) -> dict[int, tuple[int, bytes]]:
         """(encoding byte, data) by chunk ref, any encoding (downsampled blocks hold 0xff
         aggregate chunks)."""
-        if not refs:
-            return {}
-        arr = np.unique(np.array(refs, dtype=np.uint64)).astype(np.int64)
+        arr = np.unique(np.asarray(refs, dtype=np.uint64)).astype(np.int64)
+        encs, datas = await self.chunk_records(arr)
+        return dict(zip(arr.tolist(), zip(encs, datas)))
+
+    async def chunk_records(self, refs: np.ndarray) -> tuple[bytes, list[bytes]]:
+        """Encoding byte and data of the chunk at each of ``refs`` (in the order given), read
+        in as few ranged reads as the cache leaves and checked in one C call per segment --
+        no Python call or tuple per chunk."""
+        if len(refs) == 0:
+            return b"", []
+        refs = np.asarray(refs, dtype=np.int64)
+        ordered = len(refs) == 1 or bool(np.all(refs[1:] > refs[:-1]))
+        arr = refs if ordered else np.unique(refs)
         seqs = arr >> 32
         offs = arr & 0xFFFFFFFF
-        cuts = np.flatnonzero(np.r_[True, seqs[1:] != seqs[:-1]]).tolist() + [len(arr)]
+        cuts = [0, *(np.flatnonzero(seqs[1:] != seqs[:-1]) + 1).tolist(), len(arr)]
         est = self._opts.chunk_estimate
         jobs = []
+        rels = []
         for a, z in zip(cuts[:-1], cuts[1:]):
             rel = f"{CHUNKS_DIRNAME}/{segment_name(int(seqs[a]))}"
             o = offs[a:z]
@@ -452,17 +477,25 @@ class BucketBlock:
                 raise CorruptionError(f"block {self.ulid}: chunk ref {int(arr[a]):#x}.."
                                       f"{int(arr[z - 1]):#x} outside segment {rel} "
                                       f"({size} bytes)")
-            ends = np.minimum(np.minimum(np.r_[o[1:], o[-1] + est], o + est), size)
+            ends = np.minimum(o + est, size)
+            np.minimum(ends[:-1], o[1:], out=ends[:-1])
+            rels.append(rel)
             jobs.append(self._read_items(f"{self.ulid}/{rel}", "chunks", arr[a:z].tolist(), o,
                                          ends, _chunk_len))
-        out: dict[int, tuple[int, bytes]] = {}
-        for (a, z), raws in zip(zip(cuts[:-1], cuts[1:]), await asyncio.gather(*jobs)):
-            for ref, raw in zip(arr[a:z].tolist(), raws):
-                try:
-                    out[ref] = read_chunk(raw, 0, True)
-                except ValueError as e:
-                    raise CorruptionError(f"block {self.ulid}: chunk {ref:#x}: {e}") from None
-        return out
+        encs = b""
+        datas: list[bytes] = []
+        for rel, raws in zip(rels, await gather_eager(jobs)):
+            try:
+                e, d = read_chunks(raws)
+            except ValueError as err:
+                raise CorruptionError(f"block {self.ulid}: {rel}: {err}") from None
+            encs += e
+            datas += d
+        if not ordered:
+            pos = np.searchsorted(arr, refs)
+            encs = np.frombuffer(encs, np.uint8)[pos].tobytes()
+            datas = [datas[i] for i in pos.tolist()]
+        return encs, datas
 
     def _aggr_data(self, data: bytes, aggregates: Sequence[int]) -> AggrData:
         """The requested aggregates (storeapi Aggr numbers; none = all) of an aggr chunk."""
@@ -502,9 +535,9 @@ class BucketBlock:
             return [(merge_external(e.labels[i], ext), []) for i in picked]
         sel = slice(None) if keep is None else keep
         mints, maxts = e.c_mint[sel].tolist(), e.c_maxt[sel].tolist()
-        refl = e.c_ref[sel].tolist()
-        bounds = np.r_[0, np.cumsum(counts)].tolist()
+        bounds = [0, *np.cumsum(counts).tolist()]
         if self.resolution:
+            refl = e.c_ref[sel].tolist()
             stored = await self.stored_chunks(refl)
             out = []
             for i in picked:
@@ -514,8 +547,7 @@ class BucketBlock:
                 if cs:
                     out.append((merge_external(e.labels[i], ext), cs))
             return out
-        data = await self.chunks(refl)
-        datas = [data[r] for r in refl]
+        datas = self._typed(*await self.chunk_records(e.c_ref[sel]))
         out = []
         if None in datas:
             for i in picked:
@@ -529,7 +561,10 @@ class BucketBlock:
         if ext:
             return [(merge_external(e.labels[i], ext), chunks[bounds[i]:bounds[i + 1]])
                     for i in picked]
-        return [(e.labels[i], chunks[bounds[i]:bounds[i + 1]]) for i in picked]
+        per_series = list(map(chunks.__getitem__, map(slice, bounds[:-1], bounds[1:])))
+        if len(picked) == n:  # every series has chunks in range: no Python loop per series
+            return list(zip(e.labels, per_series))
+        return [(e.labels[i], per_series[i]) for i in picked]
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> set[str]:
         if not self.overlaps(mint, maxt):

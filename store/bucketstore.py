@@ -42,6 +42,7 @@ from receiver.tsdb.labels import Labels, Matcher
 from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache, RemoteIndexCache
 from .indexverify import is_verified, mark_verified
+from common.aio import gather_eager
 from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -306,12 +307,12 @@ class BucketStore:
         StoreAPI server encodes and sends frames while it runs."""
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(
+        results = await gather_eager([
             self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
-            for b in blocks))
+            for b in blocks])
         self.sync_metrics.get_all.observe(time.perf_counter() - t0)
         self.sync_metrics.blocks_queried.observe(len(blocks))
-        return merge_block_series(results)
+        return merge_block_series(results, in_time_order=_follow_in_time(blocks))
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
         sets = await asyncio.gather(*(self._guarded(b, b.label_names(mint, maxt, matchers), set())
@@ -326,17 +327,36 @@ class BucketStore:
         return sorted(set().union(*sets))
 
 
-def merge_block_series(results: list[list[tuple[Labels, list[Chunk]]]]
-                       ) -> Iterator[tuple[Labels, list[Chunk]]]:
+def _follow_in_time(blocks: Sequence[BucketBlock]) -> bool:
+    """Each block ends before the next one starts (a bucket's usual 2 h blocks)."""
+    return all(a.max_time <= b.min_time for a, b in zip(blocks, blocks[1:]))
+
+
+def _concat(lists: tuple[list[Chunk], ...]) -> list[Chunk]:
+    return list(itertools.chain.from_iterable(lists))
+
+
+def merge_block_series(results: list[list[tuple[Labels, list[Chunk]]]],
+                       in_time_order: bool = False) -> Iterator[tuple[Labels, list[Chunk]]]:
     """One label-sorted stream from per-block lists (each sorted by labels, blocks in time
-    order): a stable sort of the concatenation (timsort merges the sorted runs in C), then
-    equal label sets joined. Chunks of a series spread over blocks that follow each other in
-    time are concatenated as they are; otherwise sorted by time, exact duplicates dropped."""
+    order). When the blocks follow each other in time (``in_time_order``) and hold the same
+    series -- the usual case, checked by one list comparison in C -- each series' chunk
+    lists are simply concatenated. Otherwise a stable sort of the concatenation (timsort
+    merges the sorted runs in C), then equal label sets joined: chunks of a series spread
+    over blocks that follow each other in time are concatenated as they are; otherwise
+    sorted by time, exact duplicates dropped."""
     runs = [r for r in results if r]
     if not runs:
         return iter(())
     if len(runs) == 1:
         return iter(sorted(runs[0], key=itemgetter(0)))
+    if in_time_order:
+        labels = [list(map(itemgetter(0), r)) for r in runs]
+        if all(ls == labels[0] for ls in labels[1:]):
+            chunks = map(_concat, zip(*(map(itemgetter(1), r) for r in runs)))
+            # External labels merged in can reorder a block's series: sort again (linear
+            # when, as usual, they are already in order).
+            return iter(sorted(zip(labels[0], chunks), key=itemgetter(0)))
     every = [s for r in runs for s in r]
     every.sort(key=itemgetter(0))
     return _join_equal(every)

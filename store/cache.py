@@ -8,9 +8,11 @@ locking.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+from itertools import compress
+from operator import itemgetter
 from typing import Protocol
 
 import yaml
@@ -20,9 +22,11 @@ from common.memcache import (
     MemcachedClient,
     MemcachedClientConfig,
     MemcachedMetrics,
+    duration_field_s,
+    parse_memcached_config,
     shared_metric,
+    size_field,
 )
-from common.units import parse_bytes, parse_duration_ms
 from receiver.tsdb._blockio import crc32c
 
 # Rough per-entry bookkeeping cost (key tuple, dict slot, bytes header), counted against the
@@ -30,6 +34,7 @@ from receiver.tsdb._blockio import crc32c
 ENTRY_OVERHEAD = 120
 
 ITEM_TYPES = ("postings", "series", "chunks")
+_VALUE = itemgetter(0)  # entries are (value, item type)
 
 
 class CacheMetrics:
@@ -84,16 +89,16 @@ class LRUCache:
     def get_many(self, keys: list[Hashable], item_type: str) -> list[bytes | None]:
         """Batch lookup: one metrics update per call instead of per key."""
         d = self._d
-        out: list[bytes | None] = []
-        hits = 0
-        for k in keys:
-            v = d.get(k)
-            if v is None:
-                out.append(None)
-            else:
-                d.move_to_end(k)
-                out.append(v[0])
-                hits += 1
+        found = list(map(d.get, keys))
+        if None not in found:  # the warm case: no Python-level loop at all
+            hits = len(found)
+            deque(map(d.move_to_end, keys), maxlen=0)
+            out: list[bytes | None] = list(map(_VALUE, found))
+        else:
+            hit_keys = list(compress(keys, found))
+            hits = len(hit_keys)
+            deque(map(d.move_to_end, hit_keys), maxlen=0)
+            out = [None if v is None else v[0] for v in found]
         if self._m is not None and keys:
             self._m.requests.labels(item_type).inc(len(keys))
             self._m.hits.labels(item_type).inc(hits)
@@ -236,41 +241,6 @@ class CacheBackendConfig:
     memcached: MemcachedClientConfig | None = None
 
 
-def _size(v: object, what: str) -> int:
-    if isinstance(v, bool):
-        raise ValueError(f"{what}: not a size: {v!r}")
-    if isinstance(v, int):
-        n = v
-    elif isinstance(v, str):
-        n = parse_bytes(v)
-    else:
-        raise ValueError(f"{what}: not a size: {v!r}")
-    if n < 0:
-        raise ValueError(f"{what}: must not be negative")
-    return n
-
-
-def _dur_s(v: object, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (str, int)):
-        raise ValueError(f"{what}: not a duration: {v!r}")
-    ms = parse_duration_ms(str(v)) if isinstance(v, str) else int(v) // 1_000_000  # Go ns
-    if ms < 0:
-        raise ValueError(f"{what}: must not be negative")
-    return ms / 1000
-
-
-def _int(v: object, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"{what}: must be a non-negative integer, got {v!r}")
-    return v
-
-
-_MEMCACHED_FIELDS = {"addresses", "timeout", "max_idle_connections", "max_async_concurrency",
-                     "max_async_buffer_size", "max_get_multi_concurrency", "max_item_size",
-                     "max_get_multi_batch_size", "dns_provider_update_interval",
-                     "auto_discovery", "set_async_circuit_breaker_config"}
-
-
 def parse_backend(doc: dict, known_top: set[str]) -> CacheBackendConfig:
     """The backend part of a Thanos cache YAML document (already loaded)."""
     unknown = set(doc) - known_top - {"type", "config"}
@@ -285,33 +255,10 @@ def parse_backend(doc: dict, known_top: set[str]) -> CacheBackendConfig:
         if bad:
             raise ValueError(f"config: unknown fields {sorted(bad)}")
         return CacheBackendConfig(
-            "IN-MEMORY", _size(conf.get("max_size", "250MB"), "max_size") or 250 << 20,
-            _size(conf.get("max_item_size", "125MB"), "max_item_size"))
+            "IN-MEMORY", size_field(conf.get("max_size", "250MB"), "max_size") or 250 << 20,
+            size_field(conf.get("max_item_size", "125MB"), "max_item_size"))
     if typ == "MEMCACHED":
-        bad = set(conf) - _MEMCACHED_FIELDS
-        if bad:
-            raise ValueError(f"config: unknown fields {sorted(bad)}")
-        addrs = conf.get("addresses") or []
-        if not isinstance(addrs, list) or not addrs or not all(
-                isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addrs):
-            raise ValueError("config.addresses: a non-empty list of host:port is required")
-        if any(a.startswith(("dns+", "dnssrv+", "dnssrvnoa+")) for a in addrs):
-            raise ValueError("config.addresses: DNS service discovery is not supported")
-        d = MemcachedClientConfig()
-        mc = MemcachedClientConfig(
-            addresses=list(addrs),
-            timeout_s=_dur_s(conf.get("timeout", "500ms"), "timeout") or d.timeout_s,
-            max_idle_connections=_int(conf.get("max_idle_connections", 100),
-                                      "max_idle_connections"),
-            max_async_concurrency=_int(conf.get("max_async_concurrency", 20),
-                                       "max_async_concurrency") or d.max_async_concurrency,
-            max_async_buffer_size=_int(conf.get("max_async_buffer_size", 10000),
-                                       "max_async_buffer_size") or d.max_async_buffer_size,
-            max_get_multi_concurrency=_int(conf.get("max_get_multi_concurrency", 100),
-                                           "max_get_multi_concurrency"),
-            max_get_multi_batch_size=_int(conf.get("max_get_multi_batch_size", 0),
-                                          "max_get_multi_batch_size"),
-            max_item_size=_size(conf.get("max_item_size", "1MiB"), "max_item_size"))
+        mc = parse_memcached_config(conf)
         return CacheBackendConfig("MEMCACHED", memcached=mc, max_item_size=mc.max_item_size)
     raise ValueError(f"type: unsupported cache type {doc.get('type')!r} "
                      "(IN-MEMORY or MEMCACHED)")
@@ -357,7 +304,7 @@ def parse_index_cache_config(text: str) -> IndexCacheConfig:
     items = doc.get("enabled_items") or []
     if not isinstance(items, list) or set(items) - {"Postings", "Series", "ExpandedPostings"}:
         raise ValueError("enabled_items: only Postings, Series, ExpandedPostings")
-    ttl = _dur_s(doc.get("ttl", "24h"), "ttl") or 86400.0
+    ttl = duration_field_s(doc.get("ttl", "24h"), "ttl") or 86400.0
     return IndexCacheConfig(backend, ttl, tuple(items) or ("Postings", "Series"))
 
 

@@ -20,16 +20,9 @@ from prometheus_client import CollectorRegistry, Counter
 from objstore import Bucket, ObjectNotFound
 from objstore.bucket import ObjectAttributes
 
-from .cache import (
-    BytesCache,
-    CacheBackendConfig,
-    _dur_s,
-    _int,
-    _size,
-    cache_key,
-    load_yaml_doc,
-    parse_backend,
-)
+from common.memcache import duration_field_s, int_field, size_field
+
+from .cache import BytesCache, CacheBackendConfig, cache_key, load_yaml_doc, parse_backend
 
 _CHUNK_FILE = re.compile(r"^(.*/)?[0-9A-HJKMNP-TV-Z]{26}/chunks/[0-9]+$")
 _META_FILE = re.compile(r"^(.*/)?[0-9A-HJKMNP-TV-Z]{26}/meta\.json$")
@@ -58,17 +51,17 @@ def parse_caching_bucket_config(text: str) -> CachingBucketConfig:
     backend = parse_backend(doc, {"chunk_subrange_size", "max_chunks_get_range_requests",
                                   "metafile_max_size", *_DURATIONS})
     d = CachingBucketConfig(backend)
-    ttl = {k: _dur_s(doc[k], k) for k in _DURATIONS if k in doc}
-    sub = _int(doc.get("chunk_subrange_size", d.chunk_subrange_size), "chunk_subrange_size")
+    ttl = {k: duration_field_s(doc[k], k) for k in _DURATIONS if k in doc}
+    sub = int_field(doc.get("chunk_subrange_size", d.chunk_subrange_size), "chunk_subrange_size")
     if sub < 1:
         raise ValueError("chunk_subrange_size: must be positive")
     return CachingBucketConfig(
         backend, sub,
-        _int(doc.get("max_chunks_get_range_requests", 3), "max_chunks_get_range_requests"),
+        int_field(doc.get("max_chunks_get_range_requests", 3), "max_chunks_get_range_requests"),
         ttl.get("chunk_object_attrs_ttl") or d.chunk_object_attrs_ttl_s,
         ttl.get("chunk_subrange_ttl") or d.chunk_subrange_ttl_s,
         ttl.get("metafile_content_ttl") or d.metafile_content_ttl_s,
-        _size(doc.get("metafile_max_size", "1MiB"), "metafile_max_size"))
+        size_field(doc.get("metafile_max_size", "1MiB"), "metafile_max_size"))
 
 
 class CachingBucketMetrics:

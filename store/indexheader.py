@@ -31,7 +31,8 @@ import numpy as np
 from objstore import Bucket
 from receiver.tsdb._blockio import crc32c
 
-from ._indexheader import label_sets, offset_table_positions, string_positions, strings_range
+from ._indexheader import (label_sets, offset_table_positions, string_positions, string_search,
+                           strings_range)
 from receiver.tsdb.chunks import CorruptionError
 from receiver.tsdb.index import HEADER_LEN, INDEX_FORMAT_V2, MAGIC_INDEX, TOC, TOC_LEN
 
@@ -118,11 +119,13 @@ class IndexHeader:
         (count,) = struct.unpack_from(">I", buf, start)
         self._pt_base = start + 4
         try:
-            names, runs, vpos, offs = offset_table_positions(buf, start + 4, count, end)
+            # Offsets as uint32 for every index under 4 GiB: half the memory.
+            narrow = self.index_size <= 0xFFFFFFFF
+            names, runs, vpos, offs = offset_table_positions(buf, start + 4, count, end, narrow)
         except ValueError as e:
             raise CorruptionError(f"index-header: {e}") from None
         self._val_pos = np.frombuffer(vpos, np.uint32)
-        self._starts = starts = np.frombuffer(offs, np.int64)
+        self._starts = starts = np.frombuffer(offs, np.uint32 if narrow else np.int64)
         # A postings list ends where the next one (in file order) starts; the last one at the
         # next section. Reading that whole span is safe: the list's own length prefix bounds it.
         self.postings_end = _next_boundary(toc, toc.postings, index_size=self.index_size)
@@ -286,16 +289,13 @@ class IndexHeader:
         e = self._names.get(name)
         if e is None:
             return None
-        lo, hi = e
-        while lo < hi:  # values are sorted (byte order = code point order)
-            mid = (lo + hi) // 2
-            if self._values(mid, mid + 1)[0] < value:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo == e[1] or self._values(lo, lo + 1)[0] != value:
-            return None
-        return self._range_at(lo)
+        try:
+            at, found = string_search(self._buf, self._pt_base, self._val_pos, e[0], e[1],
+                                      value.encode("utf-8", "surrogatepass"))
+        except ValueError:
+            raise CorruptionError("index-header: postings offset table value runs past "
+                                  "its section") from None
+        return self._range_at(at) if found else None
 
     def postings_ranges(self, name: str, keep: Callable[[str], bool]
                         ) -> list[tuple[str, int, int]]:

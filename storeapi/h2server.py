@@ -274,7 +274,7 @@ class _Connection(asyncio.Protocol):
             async with asyncio.timeout(timeout):
                 if handler.unary_unary is not None:
                     resp = await handler.unary_unary(req, ctx)
-                    await self._send(sid, st, _frame(ser(resp)))
+                    await self._send(sid, st, _frame(ser(resp)), last=True)
                 else:
                     await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser)
             self._finish(sid, st, grpc.StatusCode.OK, "")
@@ -308,7 +308,7 @@ class _Connection(asyncio.Protocol):
                 await self._send(sid, st, b"".join(pending))
             raise
         if pending:
-            await self._send(sid, st, b"".join(pending))
+            await self._send(sid, st, b"".join(pending), last=True)
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -318,8 +318,10 @@ class _Connection(asyncio.Protocol):
             self._conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
                                           ("grpc-accept-encoding", _ACCEPT_ENCODING)])
 
-    async def _send(self, sid: int, st: _Stream, data: bytes) -> None:
-        """Send ``data`` on stream ``sid`` as the peer's flow-control windows allow."""
+    async def _send(self, sid: int, st: _Stream, data: bytes, last: bool = False) -> None:
+        """Send ``data`` on stream ``sid`` as the peer's flow-control windows allow. The
+        ``last`` data of a call is left for ``_finish`` to write together with the trailers
+        (headers, data and trailers of a small answer in one write, not three)."""
         if self._closed:
             raise ConnectionError("connection closed")
         self._response_headers(sid, st)
@@ -338,6 +340,8 @@ class _Connection(asyncio.Protocol):
                 continue
             self._conn.send_data(sid, bytes(view[:n]))
             view = view[n:]
+            if last and not view:
+                return  # _finish flushes it with the trailers
             self._flush()
             if not self._can_write.is_set():
                 await self._can_write.wait()

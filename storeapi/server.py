@@ -10,6 +10,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Protocol
 
 import grpc
@@ -135,6 +136,10 @@ class SeriesSource(Protocol):
 WriteHandler = Callable[[rpc_pb2.WriteRequest, grpc.aio.ServicerContext], Awaitable[rpc_pb2.WriteResponse]]
 
 
+_DATA = itemgetter(2)  # a chunk's data in a (mint, maxt, data) triple
+_PLAIN = frozenset({bytes})  # XOR chunk bytes: the hand-written encoder's case
+
+
 def _identity(b: bytes) -> bytes:
     return b
 
@@ -253,9 +258,13 @@ class StoreServer:
                     chunks = [c for c in chunks if c[1] >= mint and c[0] <= maxt]
                     if not chunks:
                         continue
-                if chunks and any(isinstance(c[2], AggrData) for c in chunks):
+                # The data types of the chunks, found without a Python step per chunk.
+                kinds = set(map(type, map(_DATA, chunks))) if chunks else _PLAIN
+                if kinds <= _PLAIN:
+                    body = enc.series(lbls, chunks)
+                elif any(issubclass(k, AggrData) for k in kinds):
                     body = aggr_series_body(lbls, chunks)
-                elif chunks and any(isinstance(c[2], EncodedChunk) for c in chunks):
+                elif any(issubclass(k, EncodedChunk) for k in kinds):
                     body = typed_series_body(lbls, chunks)
                 else:
                     body = enc.series(lbls, chunks)

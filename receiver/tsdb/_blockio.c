@@ -210,6 +210,45 @@ static PyObject *py_read_chunk(PyObject *self, PyObject *args) {
     return r;
 }
 
+/* read_chunks(records) -> (encodings, datas): many whole chunk records (uvarint len, encoding
+ * byte, data, CRC32C), each checked; encodings is one byte per record, datas the data bytes.
+ * One call per block instead of a Python call and a tuple per chunk (store gateway). */
+static PyObject *py_read_chunks(PyObject *self, PyObject *arg) {
+    PyObject *fast = PySequence_Fast(arg, "read_chunks expects a sequence of bytes");
+    if (!fast) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    PyObject *encs = PyBytes_FromStringAndSize(NULL, n), *datas = PyList_New(n);
+    if (!encs || !datas) goto fail;
+    uint8_t *e = (uint8_t *)PyBytes_AS_STRING(encs);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(items[k], &v, PyBUF_SIMPLE) < 0) goto fail;
+        const uint8_t *p = v.buf; size_t len = (size_t)v.len, i = 0;
+        uint64_t dl;
+        if (get_uvarint(p, len, &i, &dl) || dl > len || i + 1 + dl + 4 > len) {
+            PyBuffer_Release(&v);
+            PyErr_Format(PyExc_ValueError, "chunk record %zd runs past its end", k);
+            goto fail;
+        }
+        if (crc32c(0, p + i, dl + 1) != be32(p + i + 1 + dl)) {
+            PyBuffer_Release(&v);
+            PyErr_Format(PyExc_ValueError, "chunk record %zd: checksum mismatch", k);
+            goto fail;
+        }
+        e[k] = p[i];
+        PyObject *d = PyBytes_FromStringAndSize((const char *)p + i + 1, (Py_ssize_t)dl);
+        PyBuffer_Release(&v);
+        if (!d) goto fail;
+        PyList_SET_ITEM(datas, k, d);
+    }
+    Py_DECREF(fast);
+    return Py_BuildValue("(NN)", encs, datas);
+fail:
+    Py_DECREF(fast); Py_XDECREF(encs); Py_XDECREF(datas);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- index writing */
 
 /* pack_strings(list[bytes]) -> bytes: uvarint(len) + bytes for each (symbol table body). */
@@ -911,6 +950,7 @@ static PyMethodDef methods[] = {
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, crc=0) -> int: CRC-32C (Castagnoli), chainable."},
     {"pack_chunks", py_pack_chunks, METH_VARARGS, "Pack chunks into segment records until the segment limit."},
     {"read_chunk", py_read_chunk, METH_VARARGS, "read_chunk(buf, off, verify) -> (encoding, data)."},
+    {"read_chunks", py_read_chunks, METH_O, "read_chunks(records) -> (encodings, datas), CRCs checked."},
     {"pack_strings", py_pack_strings, METH_O, "uvarint-length-prefixed concatenation of byte strings."},
     {"series_entries", py_series_entries, METH_VARARGS, "Encode 16-byte aligned index series entries."},
     {"postings_lists", py_postings_lists, METH_VARARGS, "Encode postings lists with CRCs."},

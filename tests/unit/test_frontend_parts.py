@@ -77,10 +77,29 @@ def test_cache_config_thanos_yaml():
                               "  validity: 1h\n") == InMemoryCacheConfig(10**9, 10, 3600.0)
     m = parse_cache_config("type: MEMCACHED\nconfig:\n  addresses: [a:1, b:2]\n  timeout: 100ms\n"
                            "  max_item_size: 2MiB\n  max_async_buffer_size: 10\n")
-    assert isinstance(m, MemcachedConfig) and m.addresses == ("a:1", "b:2")
+    assert isinstance(m, MemcachedConfig) and m.addresses == ["a:1", "b:2"]
     assert m.timeout_s == 0.1 and m.max_item_size == 2 << 20 and m.expiration_s == 86400
     assert parse_cache_config("") is None
     for bad in ("type: REDISX\n", "type: MEMCACHED\nconfig: {}\n",
                 "type: IN-MEMORY\nconfig:\n  max_sise: 1GB\n", "type: [\n"):
         with pytest.raises(CacheConfigError):
             parse_cache_config(bad)
+
+
+def test_memcached_yaml_is_read_by_the_one_shared_parser_for_frontend_and_store():
+    """The frontend's results cache and the store's index cache accept the same MEMCACHED
+    config and read it the same way (common.memcache.parse_memcached_config)."""
+    from store.cache import parse_index_cache_config
+    conf = ("config:\n  addresses: [dns+mc:11211, b:2]\n  timeout: 250ms\n"
+            "  max_idle_connections: 7\n  max_item_size: 2MiB\n  auto_discovery: false\n")
+    f = parse_cache_config("type: MEMCACHED\n" + conf)
+    s = parse_index_cache_config("type: MEMCACHED\n" + conf).backend.memcached
+    for c in (f, s):
+        assert c.addresses == ["mc:11211", "b:2"] and c.timeout_s == 0.25
+        assert c.max_idle_connections == 7 and c.max_item_size == 2 << 20
+    for bad in ("addresses: [dnssrv+_mc._tcp.x]", "addresses: [nohost]", "timeout: soon",
+                "max_item_size: -1", "max_idle_connections: -2"):
+        with pytest.raises(CacheConfigError):
+            parse_cache_config(f"type: MEMCACHED\nconfig:\n  {bad}\n")
+        with pytest.raises(ValueError):
+            parse_index_cache_config(f"type: MEMCACHED\nconfig:\n  {bad}\n")

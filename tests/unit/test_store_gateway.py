@@ -24,7 +24,7 @@ from receiver.tsdb.chunkenc import decode_many  # noqa: E402
 from receiver.tsdb.chunks import CorruptionError  # noqa: E402
 from receiver.tsdb.index import IndexReader  # noqa: E402
 from receiver.tsdb.labels import Labels, Matcher, matches_all  # noqa: E402
-from store.block import merge_external  # noqa: E402
+from store.block import intersect_sorted, merge_external  # noqa: E402
 from store.indexheader import HEADER_FILENAME, IndexHeader  # noqa: E402
 from store.indexverify import VERIFIED_MARKER  # noqa: E402
 from store.ranges import coalesce  # noqa: E402
@@ -203,6 +203,15 @@ def test_block_merge_is_label_sorted_and_joins_series_across_blocks() -> None:
         a, [(0, 9, b"a1"), (5, 12, b"a3"), (10, 19, b"a2")])
     assert list(merge_block_series([[], []])) == []
     assert list(merge_block_series([[(c, []), (a, [])]])) == [(a, []), (c, [])]
+    # Blocks in time order with the same series: chunk lists concatenated; the answer is the
+    # same as the general merge's, also when external labels left a block's series unsorted.
+    same1 = [(c, [(0, 9, b"c1")]), (a, [(0, 9, b"a1")])]
+    same2 = [(c, [(10, 19, b"c2")]), (a, [(10, 19, b"a2")])]
+    for blocks in ([blk1, blk2], [same1, same2], [same1, [], same2]):
+        assert list(merge_block_series(blocks, in_time_order=True)) == \
+            list(merge_block_series(blocks))
+    assert list(merge_block_series([same1, same2], in_time_order=True)) == [
+        (a, [(0, 9, b"a1"), (10, 19, b"a2")]), (c, [(0, 9, b"c1"), (10, 19, b"c2")])]
 
 
 def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
@@ -235,6 +244,44 @@ def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
         assert fetched
 
     run(main())
+
+
+def test_postings_lookup_by_bytes_finds_every_value_and_no_other(tmp_path: Path) -> None:
+    """The C binary search compares UTF-8 bytes: non-ASCII values, prefixes of values and
+    values sorting before/after all others are found exactly when present."""
+    vals = ["", "a", "ab", "abc", "b", "é", "éa", "z", "日本", "\U0001F600"]
+    series = [((("__name__", "m"), ("v", v)), np.array([T0]), np.array([1.0]))
+              for v in vals if v]
+    series.sort(key=lambda s: s[0])
+    bdir = write(tmp_path, series, T0, T0 + H2)
+    ir = IndexReader((bdir / "index").read_bytes())
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        await upload_dir(bkt, bdir)
+        h = await IndexHeader.fetch(bkt, f"{bdir.name}/index",
+                                    (bdir / "index").stat().st_size)
+        for v in vals[1:]:
+            s, _ = h.postings_range("v", v)
+            assert int.from_bytes((bdir / "index").read_bytes()[s + 4:s + 8], "big") == \
+                len(ir.postings("v", v))
+        for v in ["", "0", "aa", "abcd", "c", "e", "éb", "zz", "日", "\U0001F601", "\uffff"]:
+            assert h.postings_range("v", v) is None, v
+        assert h.postings_range("nope", "a") is None
+        assert h.postings_range("__name__", "m") is not None
+
+    run(main())
+
+
+def test_intersect_sorted_matches_numpy() -> None:
+    rng = np.random.default_rng(3)
+    for na, nb in [(0, 5), (5, 0), (1, 1000), (1000, 3), (300, 400), (1, 1)]:
+        a = np.unique(rng.integers(0, 2000, na))
+        b = np.unique(rng.integers(0, 2000, nb))
+        assert intersect_sorted(a, b).tolist() == np.intersect1d(a, b).tolist()
+    big = np.arange(0, 100, 2)
+    assert intersect_sorted(np.array([99, 100, 101]), big).tolist() == []
+    assert intersect_sorted(np.array([0, 98]), big).tolist() == [0, 98]
 
 
 def test_index_header_memory_is_compact_arrays_not_strings(tmp_path: Path) -> None:
@@ -812,3 +859,47 @@ def test_store_lifts_open_files_soft_limit_for_mapped_headers() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_read_chunks_checks_every_record() -> None:
+    """The store's batch chunk decoder: data and encoding per record; a flipped byte or a
+    cut record is an error (the block is then taken out of service), never wrong data."""
+    from receiver.tsdb._blockio import crc32c, read_chunks
+
+    def rec(enc: int, data: bytes) -> bytes:
+        body = bytes([enc]) + data
+        return bytes([len(data)]) + body + crc32c(body).to_bytes(4, "big")
+
+    recs = [rec(1, b"abc"), rec(2, b""), rec(1, b"\x00" * 100)]
+    encs, datas = read_chunks(recs)
+    assert encs == b"\x01\x02\x01" and datas == [b"abc", b"", b"\x00" * 100]
+    assert read_chunks([]) == (b"", [])
+    bad = bytearray(recs[0])
+    bad[2] ^= 1
+    for broken in (bytes(bad), recs[0][:-1], b"", b"\xff"):
+        with pytest.raises(ValueError):
+            read_chunks([recs[1], broken])
+
+
+def test_offset_table_narrow_offsets_refuse_what_does_not_fit() -> None:
+    """Postings offsets are kept as uint32 for indexes under 4 GiB; an offset that does not
+    fit is corruption, never silently truncated."""
+    from store._indexheader import offset_table_positions
+
+    def entry(name: bytes, value: bytes, off: int) -> bytes:
+        out = bytearray([2, len(name)]) + name + bytes([len(value)]) + value
+        while True:  # uvarint
+            b, off = off & 0x7F, off >> 7
+            out.append(b | (0x80 if off else 0))
+            if not off:
+                return bytes(out)
+
+    table = entry(b"a", b"x", 100) + entry(b"a", b"y", 200)
+    _, _, _, offs = offset_table_positions(table, 0, 2, len(table), True)
+    assert np.frombuffer(offs, np.uint32).tolist() == [100, 200]
+    _, _, _, offs = offset_table_positions(table, 0, 2, len(table))
+    assert np.frombuffer(offs, np.int64).tolist() == [100, 200]
+    big = entry(b"a", b"x", 1 << 33)
+    assert np.frombuffer(offset_table_positions(big, 0, 1, len(big))[3], np.int64)[0] == 1 << 33
+    with pytest.raises(ValueError, match="outside"):
+        offset_table_positions(big, 0, 1, len(big), True)
