@@ -141,13 +141,14 @@ def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int
 
 
 def query_stats(engine: Engine, queue_s: float, eval_s: float) -> dict:
-    """Prometheus's ``stats`` (stats=all): timings in seconds and the sample counts. Store
-    fetches happen inside the evaluation, so they count as inner evaluation time."""
+    """Prometheus 3.14's ``stats`` (stats=all): timings in seconds and the sample counts. Store
+    fetches happen inside the evaluation, so they count as inner evaluation time; the samples
+    the selectors read are both the queryable and the read samples."""
     loaded, peak = engine.sample_stats()
     return {"timings": {"evalTotalTime": eval_s, "resultSortTime": 0, "queryPreparationTime": 0,
                         "innerEvalTime": eval_s, "execQueueTime": queue_s,
                         "execTotalTime": queue_s + eval_s},
-            "samples": {"totalQueryableSamples": loaded, "peakSamples": peak}}
+            "samples": {"totalQueryableSamples": loaded, "samplesRead": loaded, "peakSamples": peak}}
 
 
 def maybe_gzip(request: web.Request, resp: web.StreamResponse, size: int) -> None:

@@ -257,15 +257,20 @@ def wait_for_blocks(tenant_dir: Path, covering_ms: int, timeout: float = 60.0) -
         time.sleep(0.2)
 
 
-def answers_of_prometheus_and_querier(workdir: Path, answers, cfg=None) -> tuple:
-    """``answers(base_url)`` (a coroutine function) run against Debian's Prometheus 2.42 and
-    against an in-process promring querier with ``cfg``: (theirs, ours)."""
+def answers_of_prometheus_and_querier(workdir: Path, answers, cfg=None, prometheus: str | None = None
+                                      ) -> tuple:
+    """``answers(base_url)`` (a coroutine function) run against Debian's Prometheus 2.42 (or the
+    ``prometheus`` binary given, e.g. the Prometheus 3 peer) and against an in-process promring
+    querier with ``cfg``: (theirs, ours)."""
     import asyncio
     from dataclasses import replace
 
     from querier.config import QueryConfig
     from querier.server import Querier
-    prom = PrometheusProcess(workdir / "prom", "global:\n  scrape_interval: 1m\n").start()
+    prom = PrometheusProcess(workdir / "prom", "global:\n  scrape_interval: 1m\n")
+    if prometheus:
+        prom.args[0] = prometheus
+    prom.start()
     try:
         theirs = asyncio.run(answers(f"http://127.0.0.1:{prom.port}"))
     finally:
