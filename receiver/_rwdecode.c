@@ -421,12 +421,29 @@ static int valid_utf8(const uint8_t *p, size_t n)
     return 1;
 }
 
+/* 1 when no byte of p[0..n) has its high bit set. One word-wise pass over a series' whole key
+   (names, values and their length prefixes) costs less than a UTF-8 check per name and value,
+   and an ASCII key needs no other: ASCII is valid UTF-8. */
+static int all_ascii(const uint8_t *p, size_t n)
+{
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= p[i];
+    return !(acc & 0x8080808080808080ull);
+}
+
 /* Same checks, in the same order, as Thanos labelpb.ValidateLabels; first failure wins. Then
-   UTF-8, so a key the head stores always decodes. */
-static uint8_t validate_labels(const LabelRef *ls, size_t n)
+   UTF-8 (skipped when the caller saw only ASCII), so a key the head stores always decodes. */
+static uint8_t validate_labels(const LabelRef *ls, size_t n, int ascii)
 {
     uint8_t st = validate_label_order(ls, n);
-    if (st != ST_OK)
+    if (st != ST_OK || ascii)
         return st;
     for (size_t i = 0; i < n; i++) {
         if (!valid_utf8(ls[i].name, ls[i].name_len) || !valid_utf8(ls[i].value, ls[i].value_len))
@@ -800,6 +817,7 @@ static PyObject *decode_impl(PyObject *arg, int with_hist)
         PyObject *key = make_key(&lv);
         if (!key)
             goto done;
+        int ascii = all_ascii((const uint8_t *)PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key));
         int ar = PyList_Append(so.keys, key);
         Py_DECREF(key);
         if (ar < 0)
@@ -808,7 +826,7 @@ static PyObject *decode_impl(PyObject *arg, int with_hist)
         static const size_t status_elem[] = {1};
         if (grow_columns(si, &so.cap, 64, 1, status_slot, status_elem) < 0)
             goto done;
-        so.status[si] = validate_labels(lv.items, lv.len);
+        so.status[si] = validate_labels(lv.items, lv.len, ascii);
         p += n;
     }
     status = PyBytes_FromStringAndSize((const char *)so.status, PyList_GET_SIZE(so.keys));
