@@ -421,18 +421,60 @@ static int valid_utf8(const uint8_t *p, size_t n)
     return 1;
 }
 
+/* 1 when no byte of p[0..n) has its high bit set. One word-wise pass over a series' whole key
+   (names, values and their length prefixes) costs less than a UTF-8 check per name and value,
+   and an ASCII key needs no other: ASCII is valid UTF-8. */
+static int all_ascii(const uint8_t *p, size_t n)
+{
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= p[i];
+    return !(acc & 0x8080808080808080ull);
+}
+
 /* Same checks, in the same order, as Thanos labelpb.ValidateLabels; first failure wins. Then
-   UTF-8, so a key the head stores always decodes. */
-static uint8_t validate_labels(const LabelRef *ls, size_t n)
+   UTF-8 (skipped when the caller saw only ASCII), so a key the head stores always decodes. */
+static uint8_t validate_labels(const LabelRef *ls, size_t n, int ascii)
 {
     uint8_t st = validate_label_order(ls, n);
-    if (st != ST_OK)
+    if (st != ST_OK || ascii)
         return st;
     for (size_t i = 0; i < n; i++) {
         if (!valid_utf8(ls[i].name, ls[i].name_len) || !valid_utf8(ls[i].value, ls[i].value_len))
             return ST_INVALID_UTF8;
     }
     return ST_OK;
+}
+
+/* Makes room for element ``k`` in parallel PyMem arrays that share one capacity: each grows
+   to ``*cap * 2 + extra`` elements of its own size. ``slots`` holds the addresses of the
+   typed array pointers; they are read and written through memcpy, so no pointer is accessed
+   as another type. On failure (MemoryError set) every array is still valid and at least as
+   large as ``*cap``, which is left unchanged. */
+static int grow_columns(Py_ssize_t k, Py_ssize_t *cap, Py_ssize_t extra, size_t n,
+                        void *const slots[], const size_t elem[])
+{
+    if (k < *cap)
+        return 0;
+    Py_ssize_t ncap = *cap * 2 + extra;
+    for (size_t i = 0; i < n; i++) {
+        void *old, *grown;
+        memcpy(&old, slots[i], sizeof old);
+        grown = PyMem_Realloc(old, (size_t)ncap * elem[i]);
+        if (!grown) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(slots[i], &grown, sizeof grown);
+    }
+    *cap = ncap;
+    return 0;
 }
 
 static int labelvec_push(LabelVec *v, const LabelRef *l)
@@ -543,22 +585,10 @@ static int collect_histogram(Ctx *c, const uint8_t *p, const uint8_t *end, int32
         ts = INT64_MIN;
     }
     Py_ssize_t k = PyList_GET_SIZE(out->hraw);
-    if (k >= out->hcap) {
-        Py_ssize_t ncap = out->hcap * 2 + 16;
-        int32_t *ns = PyMem_Realloc(out->hser, (size_t)ncap * sizeof(int32_t));
-        if (!ns) {
-            PyErr_NoMemory();
-            return -2;
-        }
-        out->hser = ns;
-        int64_t *nt = PyMem_Realloc(out->hts, (size_t)ncap * sizeof(int64_t));
-        if (!nt) {
-            PyErr_NoMemory();
-            return -2;
-        }
-        out->hts = nt;
-        out->hcap = ncap;
-    }
+    void *const slots[] = {&out->hser, &out->hts};
+    static const size_t elem[] = {sizeof(int32_t), sizeof(int64_t)};
+    if (grow_columns(k, &out->hcap, 16, 2, slots, elem) < 0)
+        return -2;
     PyObject *raw = PyBytes_FromStringAndSize((const char *)p, end - p);
     if (!raw)
         return -2;
@@ -673,25 +703,10 @@ static int collect_exemplar(Ctx *c, const uint8_t *p, const uint8_t *end, int32_
         st = validate_exemplar_labels(lv);
     }
     Py_ssize_t k = PyList_GET_SIZE(out->exkeys);
-    if (k >= out->excap) {
-        Py_ssize_t ncap = out->excap * 2 + 16;
-        int32_t *ns = PyMem_Realloc(out->exser, (size_t)ncap * sizeof(int32_t));
-        if (ns)
-            out->exser = ns;
-        int64_t *nt = ns ? PyMem_Realloc(out->exts, (size_t)ncap * sizeof(int64_t)) : NULL;
-        if (nt)
-            out->exts = nt;
-        uint64_t *nv = nt ? PyMem_Realloc(out->exvals, (size_t)ncap * sizeof(uint64_t)) : NULL;
-        if (nv)
-            out->exvals = nv;
-        uint8_t *nst = nv ? PyMem_Realloc(out->exst, (size_t)ncap) : NULL;
-        if (!nst) {
-            PyErr_NoMemory();
-            return -2;
-        }
-        out->exst = nst;
-        out->excap = ncap;
-    }
+    void *const slots[] = {&out->exser, &out->exts, &out->exvals, &out->exst};
+    static const size_t elem[] = {sizeof(int32_t), sizeof(int64_t), sizeof(uint64_t), 1};
+    if (grow_columns(k, &out->excap, 16, 4, slots, elem) < 0)
+        return -2;
     if (st == EX_OK)
         sort_labels(lv);
     PyObject *key = st == EX_OK ? make_key(lv) : PyBytes_FromStringAndSize(NULL, 0);
@@ -802,21 +817,16 @@ static PyObject *decode_impl(PyObject *arg, int with_hist)
         PyObject *key = make_key(&lv);
         if (!key)
             goto done;
+        int ascii = all_ascii((const uint8_t *)PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key));
         int ar = PyList_Append(so.keys, key);
         Py_DECREF(key);
         if (ar < 0)
             goto done;
-        if (si >= so.cap) {
-            Py_ssize_t ncap = so.cap * 2 + 64;
-            uint8_t *ns = PyMem_Realloc(so.status, (size_t)ncap);
-            if (!ns) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            so.status = ns;
-            so.cap = ncap;
-        }
-        so.status[si] = validate_labels(lv.items, lv.len);
+        void *const status_slot[] = {&so.status};
+        static const size_t status_elem[] = {1};
+        if (grow_columns(si, &so.cap, 64, 1, status_slot, status_elem) < 0)
+            goto done;
+        so.status[si] = validate_labels(lv.items, lv.len, ascii);
         p += n;
     }
     status = PyBytes_FromStringAndSize((const char *)so.status, PyList_GET_SIZE(so.keys));

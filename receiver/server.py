@@ -316,7 +316,8 @@ class Receiver:
         if isinstance(replica, web.Response):
             return replica
         try:
-            body = await asyncio.wait_for(request.read(), self.cfg.http_read_timeout_s)
+            async with asyncio.timeout(self.cfg.http_read_timeout_s):  # no extra task, as wait_for
+                body = await request.read()
         except asyncio.TimeoutError:
             return await _answer_and_close(request, 408, "request body not received in time")
         except web.HTTPRequestEntityTooLarge:

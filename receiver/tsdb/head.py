@@ -106,7 +106,7 @@ class Head:
             new_keys = missing
             self._postings.add_many(new_refs, labels)
             found = list(map(self._refs.get, keys))
-        return np.array(found, dtype=np.int64), new_refs, new_keys
+        return np.fromiter(found, dtype=np.int64, count=len(found)), new_refs, new_keys
 
     def restore_series(self, refs: list[int], keys: list[bytes]) -> list[int]:
         """WAL replay: recreate series under their logged refs; returns the ref each now has,

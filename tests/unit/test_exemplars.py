@@ -10,7 +10,9 @@ from receiver.multitsdb import MultiTSDB, MultiTSDBSource, TenantTSDB, TSDBOptio
 from receiver.remotewrite import (EX_INVALID_UTF8, EX_LABELS_TOO_LONG, EX_MALFORMED, EX_OK,
                                   decode)
 from receiver.tsdb.exemplars import ADDED, DUPLICATE, OUT_OF_ORDER, CircularExemplarStorage
+from receiver.tsdb.histogram import to_proto_bytes
 from receiver.tsdb.labels import Matcher, encode_labels_key
+from tests.unit.test_native_histograms import ih
 from tests.unit.test_remotewrite import f64, label, ld, sample, vint
 
 
@@ -46,6 +48,26 @@ def test_decoder_returns_exemplars_and_flags_hostile_ones_without_failing_sample
     assert unsorted.ex_keys == [key(a="2", m="3", z="1")]
     assert d.ex_ts.tolist()[:2] == [9, 8] and d.ex_vals.tolist()[0] == 1.5
     assert d.n_exemplars == 7
+
+
+def test_decoder_arrays_grow_past_their_first_capacity_without_losing_an_entry():
+    """Exemplar and histogram columns start small and grow together (one grow helper in the
+    C decoder): 300 series x 3 exemplars x 2 histograms cross several growth steps."""
+    body = b"".join(
+        series(f"m{i}".encode(), ld(2, sample(float(i), 100 + i)),
+               *(exemplar([(b"trace_id", f"{i}-{j}".encode())], i + j / 10, 50 + j)
+                 for j in range(3)),
+               *(ld(4, to_proto_bytes(200 + i + j, ih(i + j))) for j in range(2)))
+        for i in range(300))
+    d = decode(body)
+    assert d.ex_series.tolist() == [i for i in range(300) for _ in range(3)]
+    assert d.ex_ts.tolist() == [50 + j for _ in range(300) for j in range(3)]
+    assert d.ex_vals.tolist() == [i + j / 10 for i in range(300) for j in range(3)]
+    assert d.ex_keys == [key(trace_id=f"{i}-{j}") for i in range(300) for j in range(3)]
+    assert set(d.ex_status.tolist()) == {EX_OK}
+    assert d.hist_series.tolist() == [i for i in range(300) for _ in range(2)]
+    assert d.hist_ts.tolist() == [200 + i + j for i in range(300) for j in range(2)]
+    assert d.series_status.tolist() == [0] * 300 and d.n_samples == 300
 
 
 def test_ring_is_bounded_keeps_newest_and_refuses_out_of_order_per_series():

@@ -377,6 +377,9 @@ def test_invalid_utf8_is_decoded_verbatim_and_flagged():
     b"\xf4\x90\x80\x80", b"\xf0\x8f\xbf\xbf", b"\xf8\x88\x80\x80\x80", b"abcdefgh\x80",
     "é".encode(), "€uro".encode(), "𝄞".encode(), "ascii-only-longer-than-8".encode(),
     b"\xef\xbf\xbf", b"\xf4\x8f\xbf\xbf", b"\xed\x9f\xbf",
+    # 128+ bytes: the key's length prefix has its high bit set, so the whole-key ASCII shortcut
+    # cannot decide and every name and value is checked one by one.
+    b"x" * 200, b"x" * 200 + b"\xff", "é".encode() * 100, b"x" * 127 + b"\xc3",
 ])
 def test_utf8_validation_agrees_with_python(value):
     """Status 4 exactly when Python (and Go's utf8.ValidString) refuse the bytes, in names too."""
