@@ -19,11 +19,6 @@ def kept_names(mod) -> tuple[frozenset[str], bool]:
     return names | METADATA_LABELS, False
 
 
-def group_key(l: Labels, names: frozenset[str], keep: bool) -> Labels:
-    """One row's group labels (the reference the vectorised grouping must equal)."""
-    return tuple(p for p in l if (p[0] in names) == keep)
-
-
 def group_rows(labels: list[Labels], mod) -> tuple[np.ndarray, list[Labels]]:
     """(gid int64 [n], group labels): rows' groups numbered in order of first appearance.
 
