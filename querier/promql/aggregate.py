@@ -183,9 +183,10 @@ def _segment_aggregate(ev, op: str, v: Vec, mod) -> Vec | None:
     order = np.argsort(gid, kind="stable")
     sizes = np.bincount(gid, minlength=len(glabels))
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    x, p = v.vals[order], v.present[order]
-    xp = np.where(p, x, 0.0)
-    if op in ("sum", "avg") and needs_kahan(xp):
+    p = v.present[order]
+    x = v.vals[order] if op not in ("count", "group") else None  # count and group need no values
+    xp = np.where(p, x, 0.0) if op in ("sum", "avg") else None
+    if xp is not None and needs_kahan(xp):
         return None
     cnt = segment_reduce(np.add, p.astype(np.int64), starts, sizes)
     with np.errstate(all="ignore"):
