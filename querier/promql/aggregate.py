@@ -5,6 +5,7 @@ import numpy as np
 
 from querier.promql import ast
 from querier.promql import nhist
+from querier.promql.grouping import group_index, group_rows
 from querier.promql.lexer import go_quote
 from querier.promql.types import PromQLError
 from querier.promql.values import (METADATA_LABELS, Scalar, Str, Vec, empty_vec, floats_only, get_label,
@@ -20,16 +21,6 @@ def fmt_float(v: float) -> str:
         return "+Inf" if v > 0 else "-Inf"
     s = np.format_float_positional(v, trim="-", unique=True)
     return s
-
-
-def _grouper(mod):
-    if mod is None:
-        return lambda l: ()
-    names = set(mod.labels)
-    if mod.type == ast.AggModifierType.By:
-        return lambda l: tuple(p for p in l if p[0] in names)
-    names |= METADATA_LABELS  # without(...) drops the name, type and unit labels (as Prometheus 3.16)
-    return lambda l: tuple(p for p in l if p[0] not in names)
 
 
 def quantile_sorted(srt: np.ndarray, n: np.ndarray, q) -> np.ndarray:
@@ -91,10 +82,11 @@ def aggregate(ev, e) -> Vec:
         v = floats_only(v)
     if op in ("topk", "bottomk", "limitk", "limit_ratio"):
         return _select_k(ev, op, v, param, e.modifier)
-    key = _grouper(e.modifier)
-    groups: dict[Labels, list[int]] = {}
-    for i, l in enumerate(v.labels):
-        groups.setdefault(key(l), []).append(i)
+    if op in _SEGMENT_OPS and not (hm.any() and op in ("sum", "avg")):
+        fast = _segment_aggregate(ev, op, v, e.modifier)
+        if fast is not None:
+            return fast
+    groups = group_index(v.labels, e.modifier)
     if op == "count_values":
         return _count_values(ev, v, groups, param, T)
     if op == "quantile":
@@ -162,6 +154,61 @@ def aggregate(ev, e) -> Vec:
     return Vec(labels, out_v, out_p, np.array(drops, dtype=bool), None, out_h)
 
 
+_SEGMENT_OPS = frozenset(("sum", "avg", "count", "group", "min", "max"))
+
+
+def segment_reduce(uf: np.ufunc, x: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """uf over each run of consecutive rows (a group's rows, in series order), per step column,
+    applied strictly in row order (np.add.reduceat would sum pairwise and differ from Prometheus
+    in the last bits). Loops over groups or over positions within groups, whichever is fewer:
+    at most sqrt(rows) numpy calls."""
+    if len(starts) <= sizes.max():
+        return np.stack([uf.reduce(x[s:s + n], axis=0) for s, n in zip(starts.tolist(), sizes.tolist())])
+    out = x[starts].copy()
+    for k in range(1, int(sizes.max())):
+        live = np.nonzero(sizes > k)[0]
+        out[live] = uf(out[live], x[starts[live] + k])
+    return out
+
+
+def _segment_aggregate(ev, op: str, v: Vec, mod) -> Vec | None:
+    """sum/avg/count/group/min/max of float rows for all groups at once: rows sorted (stably) by
+    group id, then segment reductions over the groups' runs of rows. None when Kahan summation
+    is needed (the per-group path then decides per group)."""
+    T = ev.T
+    gid, glabels = group_rows(v.labels, mod)
+    if not glabels:
+        return empty_vec(T)
+    ev.sh.check_deadline()
+    order = np.argsort(gid, kind="stable")
+    sizes = np.bincount(gid, minlength=len(glabels))
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    p = v.present[order]
+    x = v.vals[order] if op not in ("count", "group") else None  # count and group need no values
+    xp = np.where(p, x, 0.0) if op in ("sum", "avg") else None
+    if xp is not None and needs_kahan(xp):
+        return None
+    cnt = segment_reduce(np.add, p.astype(np.int64), starts, sizes)
+    with np.errstate(all="ignore"):
+        if op == "sum":
+            r = segment_reduce(np.add, xp, starts, sizes) + 0.0  # + 0.0: -0 sums to 0 as in Go
+        elif op == "avg":
+            r = segment_reduce(np.add, xp, starts, sizes) / cnt
+            over = ~np.isfinite(r) & segment_reduce(np.logical_and, np.isfinite(xp), starts, sizes)
+            if over.any():
+                per_row = np.repeat(np.maximum(cnt, 1), sizes, axis=0)
+                r = np.where(over, segment_reduce(np.add, np.where(p, x / per_row, 0.0), starts, sizes), r)
+        elif op == "count":
+            r = cnt.astype(np.float64)
+        elif op == "group":
+            r = np.ones((len(glabels), T))
+        else:
+            r = segment_reduce(np.fmin if op == "min" else np.fmax, np.where(p, x, np.nan), starts, sizes)
+    has_name = np.array([any(k == METRIC_NAME for k, _ in gl) for gl in glabels], dtype=bool)
+    drops = segment_reduce(np.logical_or, v.drop[order], starts, sizes) & has_name
+    return Vec(glabels, r, cnt > 0, drops, None, None)
+
+
 def _hist_sum(ev, hs: list, avg: bool, example_labels):
     """sum/avg of native histograms at one step, with Prometheus's hint and layout rules."""
     from querier.promql import nhist
@@ -225,10 +272,7 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
             raise PromQLError("execution", f"Scalar value {nhist.go_g(float(kv[kv >= 2.0 ** 63][0]))} "
                                            "overflows int64")
         k = np.trunc(np.clip(kv, -1, 1e18)).astype(np.int64)
-    key = _grouper(mod)
-    groups: dict[Labels, list[int]] = {}
-    for i, l in enumerate(v.labels):
-        groups.setdefault(key(l), []).append(i)
+    groups = group_index(v.labels, mod)
     if op == "limit_ratio" and np.isnan(kv).any():
         raise PromQLError("execution", "Ratio value is NaN")
     if op == "limit_ratio":
