@@ -23,6 +23,7 @@ from .remotewrite import EX_OK, STATUS_INVALID_UTF8, DecodedWrite
 from .tenancy import InvalidTenant, validate_tenant  # noqa: F401 -- InvalidTenant re-exported
 from .tsdb.exemplars import ADDED, OUT_OF_ORDER as EXEMPLAR_OUT_OF_ORDER, \
     CircularExemplarStorage, ExemplarResult
+from .tsdb._blockio import with_external_labels
 from .tsdb.block import BlockMeta, BlockReader, write_block
 from .tsdb.head import DUPLICATE, NO_TIME_MAX, NO_TIME_MIN, OK, OUT_OF_ORDER, TOO_OLD, Head, HeadOptions
 from .tsdb.ooohead import OOO_HINT, OOOHead, is_ooo_block, merge_overlapping, ooo_block_series
@@ -846,11 +847,14 @@ class MultiTSDBSource:
         out = []
         for t, inner in self._tenants_for(matchers):
             ext = t.external_labels
-            ext_names = {n for n, _ in ext}
-            for lbls, chunks in t.series(inner, mint, maxt, skip_chunks):
-                merged = tuple(sorted([p for p in lbls if p[0] not in ext_names] + list(ext)))
-                out.append((merged, chunks))
-        out.sort(key=lambda s: s[0])
+            got = t.series(inner, mint, maxt, skip_chunks)
+            merged = with_external_labels(got, ext) if isinstance(got, list) else None
+            if merged is None:  # labels not name-sorted str pairs: merge per series
+                ext_names = {n for n, _ in ext}
+                merged = [(tuple(sorted([p for p in lbls if p[0] not in ext_names] + list(ext))), chunks)
+                          for lbls, chunks in got]
+            out += merged
+        out.sort(key=itemgetter(0))
         return out
 
     def exemplars(self, start: int, end: int, selectors: list[list[Matcher]]

@@ -549,10 +549,158 @@ done:
     return out;
 }
 
+
+/* ---- Series bodies of many series at once (the StoreAPI server's hot path) ----
+ * series_frames(items, label_cache, mint, maxt, framed) -> list, one entry per (labels, chunks)
+ * item: the thanos.Series body (framed: the SeriesResponse frame holding it), False when range
+ * trimming leaves no chunk (the series is not sent), None when the item is not plain -- labels
+ * not a tuple of (str, str), a chunk not a (int, int, bytes) triple (histograms, aggregates),
+ * a label that does not encode -- so the caller encodes it in Python. Chunks are trimmed to
+ * [mint, maxt] only when the first ends before mint or the last starts after maxt, as the
+ * Python path does. label_cache maps (name, value) to its encoded Series.labels field; it is
+ * shared with wire.SeriesEncoder and cleared when it reaches LABEL_CACHE_MAX entries. */
+
+#define LABEL_CACHE_MAX (1 << 18)
+
+static PyObject *encode_label(PyObject *pair, PyObject *cache) {
+    PyObject *enc = PyDict_GetItemWithError(cache, pair);
+    if (enc || PyErr_Occurred()) { Py_XINCREF(enc); return enc; }
+    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2
+        || !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 0))
+        || !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+        PyErr_SetString(PyExc_TypeError, "label must be a (str, str) tuple");
+        return NULL;
+    }
+    Py_ssize_t nl, vl;
+    const char *n = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &nl);
+    if (!n) return NULL;
+    const char *v = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &vl);
+    if (!v) return NULL;
+    size_t body = (nl ? 1 + varint_len((uint64_t)nl) + (size_t)nl : 0)
+                  + (vl ? 1 + varint_len((uint64_t)vl) + (size_t)vl : 0);
+    enc = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(1 + varint_len(body) + body));
+    if (!enc) return NULL;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(enc);
+    *p++ = 0x0a; p = put_varint(p, body);
+    if (nl) { *p++ = 0x0a; p = put_varint(p, (uint64_t)nl); memcpy(p, n, (size_t)nl); p += nl; }
+    if (vl) { *p++ = 0x12; p = put_varint(p, (uint64_t)vl); memcpy(p, v, (size_t)vl); }
+    if (PyDict_GET_SIZE(cache) >= LABEL_CACHE_MAX) PyDict_Clear(cache);  /* e.g. a unique id per series */
+    if (PyDict_SetItem(cache, pair, enc) < 0) { Py_DECREF(enc); return NULL; }
+    return enc;
+}
+
+static inline size_t chunk_field_len(int64_t a, int64_t z, size_t dl) {
+    size_t raw = dl ? 1 + varint_len(dl) + dl : 0;
+    size_t agg = (a ? 1 + varint_len((uint64_t)a) : 0) + (z ? 1 + varint_len((uint64_t)z) : 0)
+                 + 1 + varint_len(raw) + raw;
+    return 1 + varint_len(agg) + agg;
+}
+
+/* One item's body (or frame); Py_False to skip, NULL with an exception for "not plain". */
+static PyObject *series_item(PyObject *item, PyObject *cache, int64_t mint, int64_t maxt, int framed) {
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2) {
+        PyErr_SetString(PyExc_TypeError, "series must be a (labels, chunks) tuple");
+        return NULL;
+    }
+    PyObject *labels = PyTuple_GET_ITEM(item, 0), *chunks = PyTuple_GET_ITEM(item, 1);
+    if (!PyTuple_CheckExact(labels) || !(PyList_CheckExact(chunks) || PyTuple_CheckExact(chunks))) {
+        PyErr_SetString(PyExc_TypeError, "labels must be a tuple, chunks a list");
+        return NULL;
+    }
+    Py_ssize_t nlab = PyTuple_GET_SIZE(labels);
+    Py_ssize_t nch = PySequence_Fast_GET_SIZE(chunks);
+    PyObject **cs = PySequence_Fast_ITEMS(chunks);
+    for (Py_ssize_t k = 0; k < nch; k++) {
+        PyObject *c = cs[k];
+        if (!PyTuple_CheckExact(c) || PyTuple_GET_SIZE(c) != 3 || !PyBytes_CheckExact(PyTuple_GET_ITEM(c, 2))
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(c, 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(c, 1))) {
+            PyErr_SetString(PyExc_TypeError, "chunk must be a (int, int, bytes) tuple");
+            return NULL;
+        }
+    }
+    int trim = 0;
+    if (nch) {
+        int64_t first_max = PyLong_AsLongLong(PyTuple_GET_ITEM(cs[0], 1));
+        int64_t last_min = PyLong_AsLongLong(PyTuple_GET_ITEM(cs[nch - 1], 0));
+        if (PyErr_Occurred()) return NULL;
+        trim = first_max < mint || last_min > maxt;
+    }
+    PyObject **encs = PyMem_Calloc(nlab ? (size_t)nlab : 1, sizeof(PyObject *));
+    int64_t *ts = PyMem_Malloc((nch ? (size_t)nch : 1) * 2 * sizeof(int64_t));
+    PyObject *out = NULL;
+    size_t total = 0;
+    Py_ssize_t kept = 0;
+    if (!encs || !ts) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t k = 0; k < nlab; k++) {
+        if (!(encs[k] = encode_label(PyTuple_GET_ITEM(labels, k), cache))) goto done;
+        total += (size_t)PyBytes_GET_SIZE(encs[k]);
+    }
+    for (Py_ssize_t k = 0; k < nch; k++) {
+        int64_t a = PyLong_AsLongLong(PyTuple_GET_ITEM(cs[k], 0));
+        int64_t z = PyLong_AsLongLong(PyTuple_GET_ITEM(cs[k], 1));
+        if (PyErr_Occurred()) goto done;
+        ts[2 * k] = a; ts[2 * k + 1] = z;
+        if (trim && (z < mint || a > maxt)) continue;
+        kept++;
+        total += chunk_field_len(a, z, (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(cs[k], 2)));
+    }
+    if (trim && !kept) { out = Py_False; Py_INCREF(out); goto done; }
+    size_t head = framed ? 1 + varint_len(total) : 0;
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(head + total));
+    if (!out) goto done;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
+    if (framed) { *p++ = 0x0a; p = put_varint(p, total); }
+    for (Py_ssize_t k = 0; k < nlab; k++) {
+        memcpy(p, PyBytes_AS_STRING(encs[k]), (size_t)PyBytes_GET_SIZE(encs[k]));
+        p += PyBytes_GET_SIZE(encs[k]);
+    }
+    for (Py_ssize_t k = 0; k < nch; k++) {
+        int64_t a = ts[2 * k], z = ts[2 * k + 1];
+        if (trim && (z < mint || a > maxt)) continue;
+        PyObject *d = PyTuple_GET_ITEM(cs[k], 2);
+        size_t dl = (size_t)PyBytes_GET_SIZE(d);
+        size_t raw = dl ? 1 + varint_len(dl) + dl : 0;
+        size_t agg = (a ? 1 + varint_len((uint64_t)a) : 0) + (z ? 1 + varint_len((uint64_t)z) : 0)
+                     + 1 + varint_len(raw) + raw;
+        *p++ = 0x12; p = put_varint(p, agg);
+        if (a) { *p++ = 0x08; p = put_varint(p, (uint64_t)a); }
+        if (z) { *p++ = 0x10; p = put_varint(p, (uint64_t)z); }
+        *p++ = 0x1a; p = put_varint(p, raw);
+        if (dl) { *p++ = 0x12; p = put_varint(p, dl); memcpy(p, PyBytes_AS_STRING(d), dl); p += dl; }
+    }
+done:
+    if (encs) for (Py_ssize_t k = 0; k < nlab; k++) Py_XDECREF(encs[k]);
+    PyMem_Free(encs); PyMem_Free(ts);
+    return out;
+}
+
+static PyObject *py_series_frames(PyObject *self, PyObject *args) {
+    PyObject *items, *cache;
+    long long mint, maxt;
+    int framed;
+    if (!PyArg_ParseTuple(args, "O!O!LLp", &PyList_Type, &items, &PyDict_Type, &cache, &mint, &maxt, &framed))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *got = series_item(PyList_GET_ITEM(items, k), cache, mint, maxt, framed);
+        if (!got) {
+            if (PyErr_ExceptionMatches(PyExc_MemoryError)) { Py_DECREF(out); return NULL; }
+            PyErr_Clear();  /* not plain: the caller's Python encoder takes it (and its errors) */
+            got = Py_None; Py_INCREF(got);
+        }
+        PyList_SET_ITEM(out, k, got);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"xor_chunk_fields", py_xor_chunk_fields, METH_O, "Encode Series.chunks fields of XOR chunks."},
     {"chunked_read_series", py_chunked_read_series, METH_O,
      "Decode the series of one remote-read ChunkedReadResponse frame."},
+    {"series_frames", py_series_frames, METH_VARARGS,
+     "Encode the Series bodies (or frames) of many (labels, chunks) items (see above)."},
     {"series_response", py_series_response, METH_VARARGS,
      "Decode one StoreAPI SeriesResponse frame (see the comment above)."},
     {NULL, NULL, 0, NULL},

@@ -7,6 +7,7 @@ server does not depend on the exact grpcio version the stubs were generated with
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -249,36 +250,21 @@ class StoreServer:
             warnings = list(getattr(it, "warnings", ()))  # a source may report partial data
             if strip:
                 it = _strip_and_sort(it, strip)
-            for lbls, chunks in it:
-                if shard is not None and not shard.keeps(lbls):
-                    continue
-                if skip:
-                    chunks = []
-                elif chunks and (chunks[0][1] < mint or chunks[-1][0] > maxt):
-                    chunks = [c for c in chunks if c[1] >= mint and c[0] <= maxt]
-                    if not chunks:
-                        continue
-                # The data types of the chunks, found without a Python step per chunk.
-                kinds = set(map(type, map(_DATA, chunks))) if chunks else _PLAIN
-                if kinds <= _PLAIN:
-                    body = enc.series(lbls, chunks)
-                elif any(issubclass(k, AggrData) for k in kinds):
-                    body = aggr_series_body(lbls, chunks)
-                elif any(issubclass(k, EncodedChunk) for k in kinds):
-                    body = typed_series_body(lbls, chunks)
-                else:
-                    body = enc.series(lbls, chunks)
-                if batch == 1:
-                    yield enc.series_response(body)
-                else:
-                    pending.append(body)
-                    if len(pending) >= batch:
-                        yield enc.batch_response(pending)
-                        pending = []
+            for part in _parts(it):
+                bodies = _bodies(enc, part, mint, maxt, skip, shard, framed=batch == 1)
                 if limit > 0:
-                    limit -= 1
-                    if limit == 0:
-                        break
+                    bodies = bodies[:limit]
+                    limit -= len(bodies)
+                if batch == 1:
+                    for frame in bodies:
+                        yield frame
+                else:
+                    pending += bodies
+                    while len(pending) >= batch:
+                        yield enc.batch_response(pending[:batch])
+                        del pending[:batch]
+                if limit == 0:
+                    break
         except InvalidRequest as e:
             code, err = grpc.StatusCode.INVALID_ARGUMENT, e
         except Exception as e:  # noqa: BLE001 -- any source failure becomes a gRPC status
@@ -343,6 +329,70 @@ class StoreServer:
         if request.limit > 0:
             values = values[:request.limit]
         return rpc_pb2.LabelValuesResponse(values=values)
+
+
+_PART = 512  # series encoded per C call: large enough to amortise it, small enough to stream
+
+
+def _parts(it: Iterable[tuple[Labels, Chunks]]) -> Iterable[list[tuple[Labels, Chunks]]]:
+    """A source's series in lists of up to _PART, taken as the (maybe lazy) source yields.
+    When a lazy source fails, the series it gave before are still sent, then the error."""
+    if isinstance(it, list):
+        yield from (it[i:i + _PART] for i in range(0, len(it), _PART))
+        return
+    it = iter(it)
+    while True:
+        part: list[tuple[Labels, Chunks]] = []
+        try:
+            part.extend(itertools.islice(it, _PART))  # keeps what came before a failure
+        except Exception:
+            if part:
+                yield part
+            raise
+        if not part:
+            return
+        yield part
+
+
+def _bodies(enc: SeriesEncoder, part: list[tuple[Labels, Chunks]], mint: int, maxt: int,
+            skip: bool, shard: "ShardFilter | None", framed: bool) -> list[bytes]:
+    """Series bodies (``framed``: frames) of the series of ``part`` that are sent. Plain XOR
+    series are encoded all at once in C; the rest (histograms, aggregates, sharded or
+    skip_chunks requests) one by one."""
+    got = enc.many(part, mint, maxt, framed) if shard is None and not skip else [None] * len(part)
+    if None not in got and False not in got:
+        return got
+    out = []
+    for (lbls, chunks), body in zip(part, got):
+        if body is None:
+            body = _series_body(enc, lbls, chunks, mint, maxt, skip, shard)
+            if body is not None and framed:
+                body = enc.series_response(body)
+        if body is not None and body is not False:
+            out.append(body)
+    return out
+
+
+def _series_body(enc: SeriesEncoder, lbls: Labels, chunks: Chunks, mint: int, maxt: int,
+                 skip: bool, shard: "ShardFilter | None") -> bytes | None:
+    """One series' body, None when it is not sent (another shard's, or no chunk in range)."""
+    if shard is not None and not shard.keeps(lbls):
+        return None
+    if skip:
+        chunks = []
+    elif chunks and (chunks[0][1] < mint or chunks[-1][0] > maxt):
+        chunks = [c for c in chunks if c[1] >= mint and c[0] <= maxt]
+        if not chunks:
+            return None
+    # The data types of the chunks, found without a Python step per chunk.
+    kinds = set(map(type, map(_DATA, chunks))) if chunks else _PLAIN
+    if kinds <= _PLAIN:
+        return enc.series(lbls, chunks)
+    if any(issubclass(k, AggrData) for k in kinds):
+        return aggr_series_body(lbls, chunks)
+    if any(issubclass(k, EncodedChunk) for k in kinds):
+        return typed_series_body(lbls, chunks)
+    return enc.series(lbls, chunks)
 
 
 async def _resolve(result):

@@ -9,7 +9,7 @@ zero scalars omitted, fields in number order); tests/unit/test_storeapi.py check
 from __future__ import annotations
 
 from common.varint import uvarint as _uvarint
-from storeapi._wire import xor_chunk_fields
+from storeapi._wire import series_frames, xor_chunk_fields
 
 from collections.abc import Iterable, Sequence
 
@@ -97,6 +97,13 @@ class SeriesEncoder:
             )
             parts.append(_TAG_CHUNKS + uvarint(len(agg)) + agg)
         return b"".join(parts)
+
+    def many(self, items: list[tuple[Labels, list]], mint: int, maxt: int,
+             framed: bool) -> list[bytes | bool | None]:
+        """Bodies (``framed``: SeriesResponse frames) of many series in one C pass, chunks
+        trimmed to [mint, maxt] as the server does; False for a series left without chunks,
+        None for one that is not plain XOR (encode it with ``series`` or the typed paths)."""
+        return series_frames(items, self._labels, mint, maxt, framed)
 
     @staticmethod
     def series_response(series_body: bytes) -> bytes:

@@ -946,7 +946,73 @@ fail:
     return NULL;
 }
 
+
+/* with_external_labels(items, ext) -> [(labels with ext merged in, chunks)] for a list of
+ * (labels, chunks) whose labels are name-sorted tuples of (str, str); ext a name-sorted
+ * tuple of (str, str) pairs that replace series labels of the same name (a store's answer
+ * carries its external labels). None when some labels are not name-sorted str pairs: the
+ * caller then merges in Python. One call per query instead of a sort per series. */
+static int str_pair(PyObject *p) {
+    return PyTuple_CheckExact(p) && PyTuple_GET_SIZE(p) == 2 && PyUnicode_CheckExact(PyTuple_GET_ITEM(p, 0))
+           && PyUnicode_CheckExact(PyTuple_GET_ITEM(p, 1));
+}
+
+static PyObject *py_with_external_labels(PyObject *self, PyObject *args) {
+    PyObject *items, *ext;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &items, &PyTuple_Type, &ext)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items), m = PyTuple_GET_SIZE(ext);
+    for (Py_ssize_t j = 0; j < m; j++)
+        if (!str_pair(PyTuple_GET_ITEM(ext, j))
+            || (j && PyUnicode_Compare(PyTuple_GET_ITEM(PyTuple_GET_ITEM(ext, j - 1), 0),
+                                       PyTuple_GET_ITEM(PyTuple_GET_ITEM(ext, j), 0)) >= 0))
+            Py_RETURN_NONE;
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PyList_GET_ITEM(items, k);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 || !PyTuple_CheckExact(PyTuple_GET_ITEM(item, 0)))
+            goto not_plain;
+        PyObject *lbls = PyTuple_GET_ITEM(item, 0);
+        Py_ssize_t nl = PyTuple_GET_SIZE(lbls), kept = 0;
+        for (Py_ssize_t i = 0; i < nl; i++) {
+            PyObject *pr = PyTuple_GET_ITEM(lbls, i);
+            if (!str_pair(pr)) goto not_plain;
+            PyObject *name = PyTuple_GET_ITEM(pr, 0);
+            if (i && PyUnicode_Compare(PyTuple_GET_ITEM(PyTuple_GET_ITEM(lbls, i - 1), 0), name) >= 0)
+                goto not_plain;
+            int dup = 0;
+            for (Py_ssize_t j = 0; j < m && !dup; j++)
+                dup = PyUnicode_Compare(PyTuple_GET_ITEM(PyTuple_GET_ITEM(ext, j), 0), name) == 0;
+            kept += !dup;
+        }
+        if (PyErr_Occurred()) { Py_DECREF(out); return NULL; }
+        PyObject *merged = PyTuple_New(kept + m);
+        if (!merged) { Py_DECREF(out); return NULL; }
+        Py_ssize_t i = 0, j = 0, o = 0;
+        while (i < nl || j < m) {
+            PyObject *pr = i < nl ? PyTuple_GET_ITEM(lbls, i) : NULL;
+            PyObject *e = j < m ? PyTuple_GET_ITEM(ext, j) : NULL;
+            int c = !pr ? 1 : !e ? -1 : PyUnicode_Compare(PyTuple_GET_ITEM(pr, 0), PyTuple_GET_ITEM(e, 0));
+            if (c == 0) { i++; continue; }  /* replaced by the external label */
+            PyObject *take = c < 0 ? pr : e;
+            if (c < 0) i++; else j++;
+            Py_INCREF(take);
+            PyTuple_SET_ITEM(merged, o++, take);
+        }
+        PyObject *pair = PyTuple_Pack(2, merged, PyTuple_GET_ITEM(item, 1));
+        Py_DECREF(merged);
+        if (!pair) { Py_DECREF(out); return NULL; }
+        PyList_SET_ITEM(out, k, pair);
+    }
+    return out;
+not_plain:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"with_external_labels", py_with_external_labels, METH_VARARGS,
+     "with_external_labels(items, ext) -> [(merged labels, chunks)] or None (see above)."},
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, crc=0) -> int: CRC-32C (Castagnoli), chainable."},
     {"pack_chunks", py_pack_chunks, METH_VARARGS, "Pack chunks into segment records until the segment limit."},
     {"read_chunk", py_read_chunk, METH_VARARGS, "read_chunk(buf, off, verify) -> (encoding, data)."},

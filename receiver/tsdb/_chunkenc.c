@@ -763,9 +763,7 @@ done:
     return res;
 }
 
-static PyObject *head_chunks(HeadChunksObject *self, PyObject *args) {
-    long long ref, mint, maxt;
-    if (!PyArg_ParseTuple(args, "LLL:chunks", &ref, &mint, &maxt)) return NULL;
+static PyObject *series_chunks(HeadChunksObject *self, long long ref, long long mint, long long maxt) {
     if (check_ref(self, ref) < 0) return NULL;
     Series *s = &self->series[ref];
     PyObject *list = PyList_New(0);
@@ -784,6 +782,30 @@ static PyObject *head_chunks(HeadChunksObject *self, PyObject *args) {
         Py_DECREF(tup);
     }
     return list;
+}
+
+static PyObject *head_chunks(HeadChunksObject *self, PyObject *args) {
+    long long ref, mint, maxt;
+    if (!PyArg_ParseTuple(args, "LLL:chunks", &ref, &mint, &maxt)) return NULL;
+    return series_chunks(self, ref, mint, maxt);
+}
+
+/* chunks_many(refs, mint, maxt) -> one chunks() list per ref of the list refs: a query's
+ * series in one call instead of one Python-level call per series. */
+static PyObject *head_chunks_many(HeadChunksObject *self, PyObject *args) {
+    PyObject *refs;
+    long long mint, maxt;
+    if (!PyArg_ParseTuple(args, "O!LL:chunks_many", &PyList_Type, &refs, &mint, &maxt)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(refs);
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        long long ref = PyLong_AsLongLong(PyList_GET_ITEM(refs, k));
+        PyObject *list = (ref == -1 && PyErr_Occurred()) ? NULL : series_chunks(self, ref, mint, maxt);
+        if (!list) { Py_DECREF(out); return NULL; }
+        PyList_SET_ITEM(out, k, list);
+    }
+    return out;
 }
 
 static PyObject *head_samples(HeadChunksObject *self, PyObject *args) {
@@ -1007,6 +1029,8 @@ static PyMethodDef head_methods[] = {
      "cut_after(refs, ts): complete the open chunk of series whose newest sample is before ts."},
     {"chunks", (PyCFunction)head_chunks, METH_VARARGS,
      "chunks(ref, mint, maxt) -> [(chunk mint, chunk maxt, bytes)] overlapping [mint, maxt]."},
+    {"chunks_many", (PyCFunction)head_chunks_many, METH_VARARGS,
+     "chunks_many(refs, mint, maxt) -> [chunks(ref, mint, maxt) for ref in refs]."},
     {"samples", (PyCFunction)head_samples, METH_VARARGS,
      "samples(ref, mint, maxt) -> (ts bytes, vals bytes) of samples in [mint, maxt]."},
     {"lookup", (PyCFunction)head_lookup, METH_VARARGS,

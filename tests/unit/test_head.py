@@ -111,3 +111,19 @@ def test_restore_series_with_gaps_as_a_checkpoint_logs_them():
     assert h.select_refs([Matcher("=", "job", "j")]).tolist() == [0, 3, 4, 10, 11, 12]
     assert [dict(h.labels(r))["i"] for r in [0, 3, 4, 10, 11, 12]] == ["0", "1", "2", "3", "4", "5"]
     assert h.key(5) is None and h.key(10) == keys[3]
+
+
+def test_series_batch_path_gives_the_per_series_answer():
+    """Head.series decodes labels and fetches chunks for all selected series in one C call
+    each; the answer is the per-ref one: labels, chunks in range, empty series left out."""
+    h = Head()
+    keys = [key(__name__="m", job=j, i=str(i)) for i in range(50) for j in ("a", "é")]
+    refs, _, _ = h.refs_for(keys)
+    live = refs[::3]  # the others have no samples
+    h.append(np.repeat(live, 3), np.tile(np.array([1000, 2000, 3000]), len(live)),
+             np.arange(3 * len(live), dtype=np.float64))
+    ms = [Matcher("=", "__name__", "m")]
+    want = sorted((h.labels(r), h._chunks.chunks(r, 1500, 2500)) for r in live.tolist())
+    assert h.series(ms, 1500, 2500) == want
+    assert h.series(ms, 1500, 2500, skip_chunks=True) == [(l, []) for l, _ in want]
+    assert h.labels_many(live.tolist()) == [h.labels(r) for r in live.tolist()]

@@ -20,6 +20,7 @@ from storeapi import (
 from storeapi.client import RawSeries, StoreClient
 from storeapi.server import GRPC_OPTIONS, StoreServer, serve
 from storeapi.wire import SeriesEncoder
+from receiver.tsdb.histogram import EncodedChunk
 
 MIN_INT64, MAX_INT64 = -(1 << 63), (1 << 63) - 1
 EXT_A = (("replica", "r1"), ("tenant_id", "a"))
@@ -169,6 +170,41 @@ def test_encoder_matches_upb_serialization():
         assert enc.series_response(body) == rpc_pb2.SeriesResponse(series=pb).SerializeToString()
         assert enc.batch_response([body, body]) == rpc_pb2.SeriesResponse(
             batch=types_pb2.SeriesBatch(series=[pb, pb])).SerializeToString()
+
+
+def test_many_series_in_one_c_call_match_the_per_series_encoder():
+    """series_frames (the server's batch path) gives the per-series encoder's bytes, trims
+    chunks to the range as the server does, drops a series left without chunks (False) and
+    hands anything not plain XOR back (None) -- shared label cache included."""
+    rnd = random.Random(11)
+    enc, ref = SeriesEncoder(), SeriesEncoder()
+    names = ["__name__", "job", "instance", "ünïcode", "le"]
+    items = []
+    for _ in range(400):
+        ls = tuple(sorted({n: rnd.choice(["", "v", "é" * rnd.randint(1, 90), "0.5"])
+                           for n in rnd.sample(names, rnd.randint(0, len(names)))}.items()))
+        start = rnd.randint(-50, 200)
+        chunks = [(start + 40 * k, start + 40 * k + 30, rnd.randbytes(rnd.choice([0, 1, 300])))
+                  for k in range(rnd.randint(0, 4))]
+        items.append((ls, chunks))
+    hist = EncodedChunk(b"\x01", 2)
+    items += [((("a", "b"),), [(1, 2, hist)]), ((("a", "b"),), [(1, 2, bytearray(b"x"))]),
+              ([("a", "b")], [(1, 2, b"x")]), ((("a", "\ud800"),), [(1, 2, b"x")])]
+    mint, maxt = 0, 100
+    for framed in (False, True):
+        got = enc.many(items, mint, maxt, framed)
+        assert len(got) == len(items)
+        for (ls, chunks), g in zip(items[:400], got):
+            kept = chunks
+            if chunks and (chunks[0][1] < mint or chunks[-1][0] > maxt):
+                kept = [c for c in chunks if c[1] >= mint and c[0] <= maxt]
+                if not kept:
+                    assert g is False
+                    continue
+            body = ref.series(ls, kept)
+            assert g == (ref.series_response(body) if framed else body)
+        assert got[400:] == [None] * 4
+    assert any(g is False for g in got) and sum(isinstance(g, bytes) for g in got) > 200
 
 
 def test_info_and_write_request_golden_bytes():

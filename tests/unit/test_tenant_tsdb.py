@@ -129,3 +129,22 @@ def test_label_names_and_values_with_matchers_come_from_blocks_too(tmp_path):
     assert db.label_values("i", [Matcher("=~", "i", "[13]")]) == {"1", "3"}
     assert db.label_values("i", [Matcher("=", "i", "nope")]) == set()
     db.close()
+
+
+def test_external_labels_merged_in_one_call_as_per_series():
+    """with_external_labels (the ingestor's Series answer) equals the per-series merge: the
+    external labels replace same-named series labels; unsorted labels fall back (None)."""
+    import random
+
+    from receiver.tsdb._blockio import with_external_labels
+    rnd = random.Random(5)
+    names = ["__name__", "a", "job", "tenant_id", "zé", "receive"]
+    ext = (("receive", "r1"), ("tenant_id", "t"))
+    items = [(tuple(sorted((n, rnd.choice(["", "v", "é"])) for n in rnd.sample(names, rnd.randint(0, 6)))),
+              [(1, 2, b"x")]) for _ in range(200)]
+    want = [(tuple(sorted([p for p in ls if p[0] not in ("receive", "tenant_id")] + list(ext))), c)
+            for ls, c in items]
+    assert with_external_labels(items, ext) == want
+    assert with_external_labels(items, ()) == items
+    assert with_external_labels([((("b", "1"), ("a", "2")), [])], ext) is None
+    assert with_external_labels([((("a", "1"), ("a", "2")), [])], ext) is None
