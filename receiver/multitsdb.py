@@ -54,6 +54,7 @@ _MALFORMED_TS = int(np.iinfo(np.int64).min)  # the decoder's mark for a malforme
 # and in every Go reader of our blocks.
 MAX_VALID_TS = 2**62
 MIN_VALID_TS = -(2**62)
+_NOT_CREATED = -2  # series ref of a valid series whose samples are all out of bounds
 
 
 @dataclass
@@ -559,29 +560,44 @@ class TenantTSDB:
             out.unsorted_labels = int(np.count_nonzero(status == SERIES_UNSORTED_LABELS))
             out.invalid_utf8_labels = int(np.count_nonzero(status == STATUS_INVALID_UTF8))
         keys = req.keys
-        idx = np.flatnonzero(good_series)
+        latest = self._latest_valid_time()
+        # As Prometheus, a series whose samples are all out of bounds (absurd or too far in
+        # the future) is never created: rejected bodies must not grow the head.
+        wanted = good_series & self._has_sample_in_bounds(req, latest)
+        idx = np.flatnonzero(wanted)
         good_keys = keys if len(idx) == len(keys) else [keys[i] for i in idx.tolist()]
         refs, new_refs, new_keys = self.head.refs_for(good_keys)
         try:
-            return self._append(req, out, idx, refs, new_refs, new_keys)
+            return self._append(req, out, idx, refs, new_refs, new_keys, good_series, latest)
         except BaseException:
             if new_keys:  # the head has these series now: the WAL must define them too
                 self.wal.log(SeriesRecord(new_refs, new_keys), None)
             raise
 
+    @staticmethod
+    def _has_sample_in_bounds(req: DecodedWrite, latest: int) -> np.ndarray:
+        """Per series of ``req``: whether one of its float or histogram samples is in bounds."""
+        has = np.zeros(len(req.keys), dtype=bool)
+        for series, ts in ((req.sample_series, req.ts), (req.hist_series, req.hist_ts)):
+            if len(series):
+                has[series[(ts >= MIN_VALID_TS) & (ts <= latest)]] = True
+        return has
+
     def _append(self, req: DecodedWrite, out: WriteOutcome, idx: np.ndarray, refs: np.ndarray,
-                new_refs: np.ndarray, new_keys: list[bytes]) -> WriteOutcome:
+                new_refs: np.ndarray, new_keys: list[bytes], good_series: np.ndarray,
+                latest: int) -> WriteOutcome:
         keys = req.keys
         # Map each sample's series index to a ref; samples of rejected series are dropped.
-        series_ref = np.full(len(keys), -1, dtype=np.int64)
+        # Valid series left out of the head (every sample out of bounds) are _NOT_CREATED:
+        # their samples are counted out of bounds below, not as bad labels.
+        series_ref = np.where(good_series, _NOT_CREATED, -1).astype(np.int64)
         series_ref[idx] = refs
         sample_refs = series_ref[req.sample_series] if len(req.sample_series) else series_ref[:0]
-        keep = sample_refs >= 0
+        keep = sample_refs != -1
         ts, vals = req.ts, req.vals
         if not keep.all():
             out.dropped_samples = int(np.count_nonzero(~keep))
             sample_refs, ts, vals = sample_refs[keep], ts[keep], vals[keep]
-        latest = self._latest_valid_time()
         in_bounds = (ts <= latest) & (ts >= MIN_VALID_TS)
         if not in_bounds.all():
             self._count_out_of_bounds(ts[~in_bounds], out)
@@ -671,11 +687,14 @@ class TenantTSDB:
         idx: list[int] = []
         hists = []
         for i, (ref, t, raw) in enumerate(zip(refs_all, ts_all, req.hist_raw)):
-            if ref < 0:
+            if ref == -1:
                 out.dropped_samples += 1
                 continue
             if t != _MALFORMED_TS and not MIN_VALID_TS <= t <= latest:
                 self._count_out_of_bounds(np.array([t], dtype=np.int64), out)
+                continue
+            if ref == _NOT_CREATED:  # a malformed histogram of a series not in the head
+                out.invalid_histograms += 1
                 continue
             try:
                 if t == _MALFORMED_TS:
