@@ -55,6 +55,7 @@ _MALFORMED_TS = int(np.iinfo(np.int64).min)  # the decoder's mark for a malforme
 # and in every Go reader of our blocks.
 MAX_VALID_TS = 2**62
 MIN_VALID_TS = -(2**62)
+_NOT_CREATED = -2  # series ref of a valid series whose samples are all out of bounds
 
 
 @dataclass
@@ -560,34 +561,63 @@ class TenantTSDB:
             out.unsorted_labels = int(np.count_nonzero(status == SERIES_UNSORTED_LABELS))
             out.invalid_utf8_labels = int(np.count_nonzero(status == STATUS_INVALID_UTF8))
         keys = req.keys
-        idx = np.flatnonzero(good_series)
+        latest = self._latest_valid_time()
+        mvt = max(self.head.min_valid_time(), self.blocks_max_time)
+        # As Prometheus, a series whose samples are all refused for their time (absurd, too far
+        # in the future, too old) is never created: rejected bodies must not grow the head.
+        wanted = good_series & self._has_sample_in_bounds(req, self._oldest_appendable(mvt),
+                                                          latest)
+        idx = np.flatnonzero(wanted)
         good_keys = keys if len(idx) == len(keys) else [keys[i] for i in idx.tolist()]
         refs, new_refs, new_keys = self.head.refs_for(good_keys)
         try:
-            return self._append(req, out, idx, refs, new_refs, new_keys)
+            return self._append(req, out, idx, refs, new_refs, new_keys, good_series, latest, mvt)
         except BaseException:
             if new_keys:  # the head has these series now: the WAL must define them too
                 self.wal.log(SeriesRecord(new_refs, new_keys), None)
             raise
 
+    @staticmethod
+    def _has_sample_in_bounds(req: DecodedWrite, oldest: int, latest: int) -> np.ndarray:
+        """Per series of ``req``: whether one of its float or histogram samples lies in
+        [oldest, latest]."""
+        has = np.zeros(len(req.keys), dtype=bool)
+        lo = max(oldest, MIN_VALID_TS)
+        for series, ts in ((req.sample_series, req.ts), (req.hist_series, req.hist_ts)):
+            if len(series):
+                has[series[(ts >= lo) & (ts <= latest)]] = True
+        return has
+
+    def _oldest_appendable(self, mvt: int) -> int:
+        """No sample older than this can be appended (in order, or to the out-of-order head)."""
+        window, head_maxt = self.head.opts.ooo_window_ms, self.head.max_time
+        if window > 0 and head_maxt != NO_TIME_MAX:
+            return min(mvt, head_maxt - window)
+        return mvt
+
     def _append(self, req: DecodedWrite, out: WriteOutcome, idx: np.ndarray, refs: np.ndarray,
-                new_refs: np.ndarray, new_keys: list[bytes]) -> WriteOutcome:
+                new_refs: np.ndarray, new_keys: list[bytes], good_series: np.ndarray,
+                latest: int, mvt: int) -> WriteOutcome:
         keys = req.keys
         # Map each sample's series index to a ref; samples of rejected series are dropped.
-        series_ref = np.full(len(keys), -1, dtype=np.int64)
+        # Valid series left out of the head (every sample refused for its time) are
+        # _NOT_CREATED: their samples are counted out of bounds or too old, not as bad labels.
+        series_ref = np.where(good_series, _NOT_CREATED, -1).astype(np.int64)
         series_ref[idx] = refs
         sample_refs = series_ref[req.sample_series] if len(req.sample_series) else series_ref[:0]
-        keep = sample_refs >= 0
+        keep = sample_refs != -1
         ts, vals = req.ts, req.vals
         if not keep.all():
             out.dropped_samples = int(np.count_nonzero(~keep))
             sample_refs, ts, vals = sample_refs[keep], ts[keep], vals[keep]
-        latest = self._latest_valid_time()
         in_bounds = (ts <= latest) & (ts >= MIN_VALID_TS)
         if not in_bounds.all():
             self._count_out_of_bounds(ts[~in_bounds], out)
             sample_refs, ts, vals = sample_refs[in_bounds], ts[in_bounds], vals[in_bounds]
-        mvt = max(self.head.min_valid_time(), self.blocks_max_time)
+        created = sample_refs != _NOT_CREATED
+        if not created.all():
+            out.too_old = int(np.count_nonzero(~created))
+            sample_refs, ts, vals = sample_refs[created], ts[created], vals[created]
         head_maxt = self.head.max_time
         st = self.head.append(sample_refs, ts, vals, mvt)
         ok = st == OK
@@ -604,7 +634,7 @@ class TenantTSDB:
                 st = late_st
             out.out_of_order = int(np.count_nonzero(st == OUT_OF_ORDER))
             out.duplicate = int(np.count_nonzero(st == DUPLICATE))
-            out.too_old = int(np.count_nonzero(st == TOO_OLD))
+            out.too_old += int(np.count_nonzero(st == TOO_OLD))
         series_rec = SeriesRecord(new_refs, new_keys) if len(new_keys) else None
         samples_rec = None
         if ok.any():
@@ -672,11 +702,17 @@ class TenantTSDB:
         idx: list[int] = []
         hists = []
         for i, (ref, t, raw) in enumerate(zip(refs_all, ts_all, req.hist_raw)):
-            if ref < 0:
+            if ref == -1:
                 out.dropped_samples += 1
                 continue
             if t != _MALFORMED_TS and not MIN_VALID_TS <= t <= latest:
                 self._count_out_of_bounds(np.array([t], dtype=np.int64), out)
+                continue
+            if ref == _NOT_CREATED:  # a series not in the head: every sample too old
+                if t == _MALFORMED_TS:
+                    out.invalid_histograms += 1
+                else:
+                    out.too_old += 1
                 continue
             try:
                 if t == _MALFORMED_TS:
