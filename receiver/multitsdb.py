@@ -571,7 +571,15 @@ class TenantTSDB:
         good_keys = keys if len(idx) == len(keys) else [keys[i] for i in idx.tolist()]
         refs, new_refs, new_keys = self.head.refs_for(good_keys)
         try:
-            return self._append(req, out, idx, refs, new_refs, new_keys, good_series, latest, mvt)
+            # A series in the head (also one this request just created) keeps its ref whatever
+            # the entry: Prometheus sends a series' exemplars in entries of their own.
+            others = np.flatnonzero(good_series & ~wanted)
+            known = self.head.known_refs([keys[i] for i in others.tolist()]) if len(others) else None
+            series_ref = np.where(good_series, _NOT_CREATED, -1).astype(np.int64)
+            series_ref[idx] = refs
+            if known is not None:
+                series_ref[others[known >= 0]] = known[known >= 0]
+            return self._append(req, out, series_ref, new_refs, new_keys, latest, mvt)
         except BaseException:
             if new_keys:  # the head has these series now: the WAL must define them too
                 self.wal.log(SeriesRecord(new_refs, new_keys), None)
@@ -595,15 +603,11 @@ class TenantTSDB:
             return min(mvt, head_maxt - window)
         return mvt
 
-    def _append(self, req: DecodedWrite, out: WriteOutcome, idx: np.ndarray, refs: np.ndarray,
-                new_refs: np.ndarray, new_keys: list[bytes], good_series: np.ndarray,
-                latest: int, mvt: int) -> WriteOutcome:
-        keys = req.keys
-        # Map each sample's series index to a ref; samples of rejected series are dropped.
-        # Valid series left out of the head (every sample refused for its time) are
-        # _NOT_CREATED: their samples are counted out of bounds or too old, not as bad labels.
-        series_ref = np.where(good_series, _NOT_CREATED, -1).astype(np.int64)
-        series_ref[idx] = refs
+    def _append(self, req: DecodedWrite, out: WriteOutcome, series_ref: np.ndarray,
+                new_refs: np.ndarray, new_keys: list[bytes], latest: int, mvt: int) -> WriteOutcome:
+        """``series_ref``: each request series' ref; -1 for rejected series (their samples are
+        dropped), _NOT_CREATED for valid series left out of the head because every sample was
+        refused for its time (counted out of bounds or too old, not as bad labels)."""
         sample_refs = series_ref[req.sample_series] if len(req.sample_series) else series_ref[:0]
         keep = sample_refs != -1
         ts, vals = req.ts, req.vals

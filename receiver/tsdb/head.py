@@ -91,6 +91,10 @@ class Head:
         self.series_created += len(keys)
         return refs
 
+    def known_refs(self, keys: list[bytes]) -> np.ndarray:
+        """Refs of the series already in the head, -1 for the others (none is created)."""
+        return np.fromiter((self._refs.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
     def refs_for(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
         """Refs for label keys, creating unseen series; also returns the new refs and keys."""
         found = list(map(self._refs.get, keys))

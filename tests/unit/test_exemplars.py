@@ -244,3 +244,35 @@ def test_exemplars_survive_the_capnproto_replication_path():
     got, want = decode(converted), decode(body)
     assert got.ex_keys == want.ex_keys == [key(trace_id="x", span="y")]  # sorted by name
     assert (got.ex_ts.tolist(), got.ex_vals.tolist(), got.ex_status.tolist()) == ([9], [2.5], [EX_OK])
+
+
+def test_exemplar_only_entries_reach_a_series_already_in_the_head(tmp_path):
+    """Prometheus sends a series' exemplars in a TimeSeries entry of their own, without its
+    samples: they must reach the series the head holds (a write whose entry has no sample in
+    bounds creates no series, but keeps an existing one's ref). For a series the head does not
+    hold they are refused, as Prometheus's AppendExemplar on an unknown series."""
+    mdb = MultiTSDB(TSDBOptions(path=tmp_path, max_exemplars=10))
+    db = mdb.tenant("t1")
+    try:
+        assert _write(db, series(b"a", ld(2, sample(1.0, 100)))).appended == 1
+        out = _write(db, series(b"a", exemplar([(b"trace_id", b"x")], 1.0, 100))
+                     + series(b"new", exemplar([(b"trace_id", b"y")], 1.0, 100)))
+        assert (out.exemplars_appended, out.exemplars_invalid) == (1, 1), out
+        assert db.head.num_series == 1
+        got = MultiTSDBSource(mdb).exemplars(0, 1000, [[Matcher("=~", "__name__", "a|new")]])
+        assert [r.series_labels for r in got] == [(("__name__", "a"), ("tenant_id", "t1"))]
+    finally:
+        mdb.close()
+
+
+def test_exemplar_entry_beside_the_samples_that_create_its_series(tmp_path):
+    """The first request for a series: its samples create it, and the exemplar-only entry of
+    the same series in that request is kept too."""
+    mdb = MultiTSDB(TSDBOptions(path=tmp_path, max_exemplars=10))
+    db = mdb.tenant("t1")
+    try:
+        out = _write(db, series(b"a", ld(2, sample(1.0, 100)))
+                     + series(b"a", exemplar([(b"trace_id", b"x")], 1.0, 100)))
+        assert (out.appended, out.exemplars_appended, out.exemplars_invalid) == (1, 1, 0), out
+    finally:
+        mdb.close()
