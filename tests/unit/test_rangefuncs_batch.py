@@ -63,7 +63,7 @@ class _Ev:
 class _M:
     def __init__(self, tss, xs):
         self.ts, self.vals, self.end, self.rng = tss, xs, END, RNG
-        self.eval_ts = END
+        self.eval_ts, self.ext = END, None  # a plain range (no anchored/smoothed)
 
 
 @pytest.mark.parametrize("name", sorted(RANGE_FUNCS))
