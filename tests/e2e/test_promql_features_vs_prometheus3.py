@@ -119,26 +119,17 @@ def _same(a, b) -> bool:
 
 def test_edge_values_answer_as_prometheus_3(promring_up, tmp_path):
     """Constant ±Inf windows, +Inf in a counter and a long increase range, as issue 15 lists."""
-    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
-                             "--web.enable-remote-write-receiver")
-    prom.args[0] = peer("prometheus")
-    prom.start()
-    try:
-        pr = promring_up(tmp_path / "data")
-        now = int(time.time() * 1000)
-        ts = [now - 120_000 + i * 15_000 for i in range(9)]
-        lts = [now - 3_600_000 + i * 15_000 for i in range(241)]
-        inf = float("inf")
-        series = [((("__name__", "pinf"),), ts, [inf] * 9),
-                  ((("__name__", "ninf"),), ts, [-inf] * 9),
-                  ((("__name__", "cinf"),), ts, [1.0, 2.0, inf, inf, 3.0, 4.0, inf, 5.0, 6.0]),
-                  ((("__name__", "long_total"),), lts,
-                   [1e9 + i * 0.1 + (i % 7) * 1e-3 for i in range(241)])]
-        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
-            assert push(url, series).status_code in (200, 204)
+    now = int(time.time() * 1000)
+    ts = [now - 120_000 + i * 15_000 for i in range(9)]
+    lts = [now - 3_600_000 + i * 15_000 for i in range(241)]
+    inf = float("inf")
+    series = [((("__name__", "pinf"),), ts, [inf] * 9),
+              ((("__name__", "ninf"),), ts, [-inf] * 9),
+              ((("__name__", "cinf"),), ts, [1.0, 2.0, inf, inf, 3.0, 4.0, inf, 5.0, 6.0]),
+              ((("__name__", "long_total"),), lts,
+               [1e9 + i * 0.1 + (i % 7) * 1e-3 for i in range(241)])]
+    with _prometheus_and_promring(promring_up, tmp_path, [], series) as (prom, pr):
         _assert_same_answers(prom.api, pr.api, EDGE_QUERIES, (ts[-1] + 1000) / 1000, _same)
-    finally:
-        prom.stop()
 
 
 INFO_TYPE_FLAGS = "promql-experimental-functions,type-and-unit-labels"
@@ -218,20 +209,13 @@ EXTENDED_QUERIES = [
 def test_fill_and_extended_selectors_answer_as_prometheus_3(promring_up, tmp_path):
     """Fill modifiers and anchored/smoothed selectors (with their flags) against Prometheus 3,
     at a time between samples so smoothing interpolates; the counter resets once."""
-    flags = f"--enable-feature={EXTENDED_FLAGS}"
-    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
-                             "--web.enable-remote-write-receiver", flags)
-    prom.args[0] = peer("prometheus")
-    prom.start()
-    try:
-        pr = promring_up(tmp_path / "data", flags)
-        now = int(time.time() * 1000)
-        ts = [now - 120_000 + i * 15_000 for i in range(9)]
-        series = [((("__name__", "a_total"), ("job", "node")), ts, [5.0, 7, 8, 2, 4, 9, 9, 12, 13]),
-                  ((("__name__", "b_total"), ("job", "node"), ("x", "1")), ts, [2.0 * i for i in range(9)]),
-                  ((("__name__", "c_total"), ("job", "other")), ts[2:], [1.0] * 7)]
-        for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
-            assert push(url, series).status_code in (200, 204)
+    now = int(time.time() * 1000)
+    ts = [now - 120_000 + i * 15_000 for i in range(9)]
+    series = [((("__name__", "a_total"), ("job", "node")), ts, [5.0, 7, 8, 2, 4, 9, 9, 12, 13]),
+              ((("__name__", "b_total"), ("job", "node"), ("x", "1")), ts, [2.0 * i for i in range(9)]),
+              ((("__name__", "c_total"), ("job", "other")), ts[2:], [1.0] * 7)]
+    flags = [f"--enable-feature={EXTENDED_FLAGS}"]
+    with _prometheus_and_promring(promring_up, tmp_path, flags, series) as (prom, pr):
         for t in (ts[5] + 7_500, ts[2], ts[8] + 200_000):
             _assert_same_answers(prom.api, pr.api, EXTENDED_QUERIES, t / 1000, _same)
         for q in ("rate(a_total[1m] smoothed)", "a_total smoothed", "increase(a_total[45s] anchored)",
@@ -242,8 +226,6 @@ def test_fill_and_extended_selectors_answer_as_prometheus_3(promring_up, tmp_pat
         # range vectors: the window framed by its boundary values
         _assert_same_answers(prom.api, pr.api, ["a_total[1m] anchored", "b_total[1m] smoothed"],
                              (ts[5] + 7_500) / 1000)
-    finally:
-        prom.stop()
 
 
 TRIM_QUERIES = [
@@ -257,18 +239,11 @@ TRIM_QUERIES = [
 def test_trim_operators_answer_as_prometheus_3(promring_up, tmp_path):
     """</ and >/ on exponential (integer and float) and custom-bucket histograms."""
     from test_native_histograms_e2e import STEP, custom_hist, push as push_hists, SERIES
-    prom = PrometheusProcess(tmp_path / "prom3", "global:\n  scrape_interval: 1h\n",
-                             "--web.enable-remote-write-receiver")
-    prom.args[0] = peer("prometheus")
-    prom.start()
-    try:
-        pr = promring_up(tmp_path / "data")
-        t0 = int(time.time() * 1000) - 20 * STEP
+    t0 = int(time.time() * 1000) - 20 * STEP
+    with _prometheus_and_promring(promring_up, tmp_path, [], [((("__name__", "f"),), [t0], [2.0])]
+                                  ) as (prom, pr):
         for url in (pr.write_url, prom.api.replace("/api/v1", "/api/v1/write")):
             push_hists(url, t0, 0, 10, {**SERIES, "hc": custom_hist})
-            assert push(url, [((("__name__", "f"),), [t0], [2.0])]).status_code in (200, 204)
         _assert_same_answers(prom.api, pr.api, TRIM_QUERIES[:-2], (t0 + 9 * STEP) / 1000, _same)
         # a histogram result and the float operand that is dropped: compared whole
         _assert_same_answers(prom.api, pr.api, TRIM_QUERIES[-2:], (t0 + 9 * STEP) / 1000)
-    finally:
-        prom.stop()
