@@ -151,6 +151,17 @@ class Lexer:
         self.start = self.pos
         return t
 
+    def _paren(self, r: str) -> Token:
+        """``(`` or ``)``, counted for the unbalanced-``)`` error (in and out of durations)."""
+        if r == "(":
+            self.paren_depth += 1
+            return self._tok(LEFT_PAREN)
+        t = self._tok(RIGHT_PAREN)
+        self.paren_depth -= 1
+        if self.paren_depth < 0:
+            return self._error("unexpected right parenthesis ')'")
+        return t
+
     def _error(self, msg: str) -> Token:
         self.done = True
         return Token(ERROR, self.start, msg)
@@ -239,15 +250,8 @@ class Lexer:
                 if t is not None:
                     return t
             return self._error(f"unexpected character: {go_quote_rune(r)}, expected ':'")
-        if r == "(":
-            self.paren_depth += 1
-            return self._tok(LEFT_PAREN)
-        if r == ")":
-            t = self._tok(RIGHT_PAREN)
-            self.paren_depth -= 1
-            if self.paren_depth < 0:
-                return self._error("unexpected right parenthesis ')'")
-            return t
+        if r == "(" or r == ")":
+            return self._paren(r)
         if r == "{":
             self.brace_open = True
             return self._tok(LEFT_BRACE)
@@ -339,15 +343,8 @@ class Lexer:
                 return self._error("unexpected repeated colon in duration expression")
             self.got_colon = True
             return t
-        if r == "(":
-            self.paren_depth += 1
-            return self._tok(LEFT_PAREN)
-        if r == ")":
-            t = self._tok(RIGHT_PAREN)
-            self.paren_depth -= 1
-            if self.paren_depth < 0:
-                return self._error("unexpected right parenthesis ')'")
-            return t
+        if r == "(" or r == ")":
+            return self._paren(r)
         if r in _SPACE:
             self._skip_spaces()
             return None
