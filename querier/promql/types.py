@@ -74,12 +74,4 @@ class PromQLError(Exception):
         self.msg = msg
 
 
-class Unimplemented(PromQLError):
-    """Syntax the parser accepts (behind its feature flag) whose evaluation this engine does not
-    implement yet: refused with an error, never evaluated as if the syntax were absent."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__("execution", f"{what} is not implemented by this engine")
-
-
 TOO_MANY_SAMPLES = "query processing would load too many samples into memory in query execution"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, Series
-from querier.promql.types import PROMQL_FEATURES, TYPE_AND_UNIT_LABELS, Unimplemented
+from querier.promql.types import PROMQL_FEATURES, TYPE_AND_UNIT_LABELS
 from querier.promql import nhist as nh
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher, matches_all
 
@@ -345,25 +345,14 @@ class Case:
 class FileResult:
     passed: int = 0
     failed: int = 0
-    xfailed: list[str] = field(default_factory=list)  # cases the engine cannot evaluate yet, with the reason
     failures: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return self.passed + self.failed + len(self.xfailed)
+        return self.passed + self.failed
 
 
 _EVAL_RE = re.compile(r"^eval(?:_(fail|warn|info|ordered))?\s+(instant|range)\s+(.*)$")
-# Prometheus 3.x syntax our engine does not evaluate yet (the parser reads it): none left. A
-# case stopped by Unimplemented for a pattern listed here is an expected failure; any other
-# Unimplemented is a failure.
-_UNIMPLEMENTED_OK: tuple[re.Pattern, ...] = ()
-
-
-def _xfail_reason(case: Case, ex: Unimplemented) -> str | None:
-    if any(rx.search(case.expr) for rx in _UNIMPLEMENTED_OK):
-        return f"engine: {ex.msg}"
-    return None
 
 
 def _load_nhcb(store: MemQueryable, defs: list[tuple[Labels, list]], step: int) -> None:
@@ -463,16 +452,12 @@ def run_file(path: Path, engine: Engine | None = None) -> FileResult:
                 _load_nhcb(store, defs, step)
         elif m := _EVAL_RE.match(line):
             case = _parse_eval(i + 1, m, block)
-            try:
-                err = check_case(engine, store, case)
-            except Unimplemented as ex:
-                res.xfailed.append(f"{path.name}:{case.line_no}: {case.expr}: {_xfail_reason(case, ex)}")
+            err = check_case(engine, store, case)
+            if err is None:
+                res.passed += 1
             else:
-                if err is None:
-                    res.passed += 1
-                else:
-                    res.failed += 1
-                    res.failures.append(f"{path.name}:{case.line_no}: {case.expr}: {err}")
+                res.failed += 1
+                res.failures.append(f"{path.name}:{case.line_no}: {case.expr}: {err}")
         i = j
     return res
 
@@ -557,10 +542,6 @@ def check_case(engine: Engine, store: MemQueryable, c: Case) -> str | None:
             r = engine.instant(store, c.expr, c.t)
         else:
             r = engine.range(store, c.expr, c.start, c.end, c.step)
-    except Unimplemented as ex:
-        if _xfail_reason(c, ex) is not None:
-            raise
-        return f"unexpected error: {ex}"
     except PromQLError as ex:
         if not c.expect_fail:
             return f"unexpected error: {ex}"
@@ -710,7 +691,7 @@ def _compare(c: Case, r: QueryResult) -> str | None:
 def main(argv: list[str]) -> None:
     for p in argv:
         r = run_file(Path(p))
-        print(f"{Path(p).name}: {r.passed}/{r.total} passed, expected failures (unimplemented) {len(r.xfailed)}")
+        print(f"{Path(p).name}: {r.passed}/{r.total} passed")
         for f in r.failures:
             print("  FAIL", f)
 
