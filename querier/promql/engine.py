@@ -49,7 +49,6 @@ class _Shared:
     loaded: int = 0  # samples the selectors read (Prometheus's totalQueryableSamples)
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
-    query: str = ""  # the query text, for what the parsed tree no longer shows (escapes)
 
     def reserve(self, points: int) -> None:
         """Account ``points`` more held points, refusing past ``--query.max-samples``.
@@ -486,9 +485,8 @@ class Engine:
         self.opts = opts
         self.last: _Shared | None = None  # the state of the last query, for its statistics
 
-    def _shared(self, q: Queryable, start: int, end: int, query: str = "") -> _Shared:
-        self.last = _Shared(q, self.opts, start, end, time.monotonic() + self.opts.timeout_s,
-                            query=query)
+    def _shared(self, q: Queryable, start: int, end: int) -> _Shared:
+        self.last = _Shared(q, self.opts, start, end, time.monotonic() + self.opts.timeout_s)
         return self.last
 
     def sample_stats(self) -> tuple[int, int]:
@@ -499,7 +497,7 @@ class Engine:
         expr = parse(query, features=self.opts.features)
         _check_time(t_ms, "time")
         resolve_durations(expr, query, 0, 0)
-        sh = self._shared(q, t_ms, t_ms, query)
+        sh = self._shared(q, t_ms, t_ms)
         v = _evaluate(Evaluator(sh, np.array([t_ms], dtype=np.int64)), expr)
         if isinstance(v, Scalar):
             return QueryResult("scalar", (t_ms, float(v.vals[0])), sh.warnings, sh.infos)
@@ -555,7 +553,7 @@ class Engine:
         _check_time(start_ms, "start")
         _check_time(end_ms, "end")
         resolve_durations(expr, query, step_ms, end_ms - start_ms)
-        sh = self._shared(q, start_ms, end_ms, query)
+        sh = self._shared(q, start_ms, end_ms)
         sh.reserve((end_ms - start_ms) // step_ms + 1)
         steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
         sh.step = step_ms
