@@ -20,6 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tsdb/refcache_api.h"
+
+/* The head's series-ref cache (receiver.tsdb._refcache), imported with this module. */
+static const RefCacheAPI *refcache;
+
 /* Wire types. */
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
@@ -496,9 +501,27 @@ static int labelvec_push(LabelVec *v, const LabelRef *l)
 static int collect_histogram(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx, Out *out);
 static int collect_exemplar(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx, Out *out);
 
+/* End of the leading run of label fields (tag 0x0A, field 1 as a length) of a TimeSeries body:
+   the bytes a series-ref cache is keyed by. `p` when there is none or a length is malformed
+   (the full parse reports that). */
+static const uint8_t *label_run_end(Ctx *c, const uint8_t *p, const uint8_t *end)
+{
+    while (p < end && *p == 0x0A) {
+        const uint8_t *q = p + 1;
+        size_t n;
+        if (read_len(c, &q, end, &n, "TimeSeries") < 0) {
+            c->err = NULL;
+            break;
+        }
+        p = q + n;
+    }
+    return p;
+}
+
 /*
- * Parses one TimeSeries: labels into `lv`, samples into `out`. Returns -1 with c->err set for
- * malformed input, -2 with a Python exception set (allocation failure).
+ * Parses one TimeSeries: labels into `lv`, samples into `out` (out == NULL: labels only).
+ * Returns -1 with c->err set for malformed input, -2 with a Python exception set (allocation
+ * failure).
  */
 static int fill_series(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx, LabelVec *lv,
                        Out *out)
@@ -521,6 +544,8 @@ static int fill_series(Ctx *c, const uint8_t *p, const uint8_t *end, int32_t idx
                     return -1;
                 if (labelvec_push(lv, &l) < 0)
                     return -2;
+            } else if (!out) {
+                /* labels only */
             } else if (f == 2) {
                 Py_ssize_t k = out->n;
                 if (k >= out->cap && out_resize(out, out->cap * 2 + 64) < 0)
@@ -753,14 +778,120 @@ static PyObject *raise_malformed(const Ctx *c)
     return NULL;
 }
 
-/* Series outputs: one key per series in a list, one status byte per series. */
+/* Series outputs: one key per series in a list (None for a series the ref cache knew), one
+   status byte per series; with a cache also each series' cached ref (-1: not cached) and the
+   offset and length of its leading label fields in the request. */
 typedef struct {
     PyObject *keys;
     uint8_t *status;
+    int64_t *refs;
+    int64_t *spans;
     Py_ssize_t cap;
+    int with_refs;
 } SeriesOut;
 
-static PyObject *decode_impl(PyObject *arg, int with_hist)
+/* Makes room for series `si` in every SeriesOut column. */
+static int grow_series(SeriesOut *so, Py_ssize_t si)
+{
+    if (so->with_refs) {
+        void *const slots[] = {&so->status, &so->refs, &so->spans};
+        static const size_t elem[] = {1, sizeof(int64_t), 2 * sizeof(int64_t)};
+        return grow_columns(si, &so->cap, 64, 3, slots, elem);
+    }
+    void *const slots[] = {&so->status};
+    static const size_t elem[] = {1};
+    return grow_columns(si, &so->cap, 64, 1, slots, elem);
+}
+
+/* Each TimeSeries' leading label bytes (body start, length) and the ref the cache holds for
+   them, looked up for the whole request at once before the full parse. */
+typedef struct {
+    const uint8_t **body;
+    size_t *lens;
+    int64_t *refs;
+    Py_ssize_t n, cap;
+} Prelook;
+
+/* Fills `pre` from the request's top-level fields, walked as decode_impl walks them; stops at
+   the first malformed one (the full parse reports it). -1 on a Python error. */
+static int prelook(Ctx *c, const uint8_t *p, const uint8_t *end, PyObject *cache, Prelook *pre)
+{
+    while (p < end) {
+        const uint8_t *at = p;
+        uint32_t f;
+        unsigned wt;
+        size_t n;
+        if (read_tag(c, &p, end, &f, &wt, "WriteRequest") < 0)
+            break;
+        if (f != 1 && f != 3) {
+            if (skip_field(c, &p, end, wt, "WriteRequest") < 0)
+                break;
+            continue;
+        }
+        if (expect_wt(c, at, wt, WT_LEN, "WriteRequest") < 0 ||
+            read_len(c, &p, end, &n, "WriteRequest") < 0)
+            break;
+        if (f == 1) {
+            void *const slots[] = {&pre->body, &pre->lens, &pre->refs};
+            static const size_t elem[] = {sizeof(uint8_t *), sizeof(size_t), sizeof(int64_t)};
+            if (grow_columns(pre->n, &pre->cap, 64, 3, slots, elem) < 0)
+                return -1;
+            pre->body[pre->n] = p;
+            pre->lens[pre->n] = (size_t)(label_run_end(c, p, p + n) - p);
+            pre->n++;
+        }
+        p += n;
+    }
+    c->err = NULL;
+    return refcache->lookup_many(cache, pre->n, pre->body, pre->lens, pre->refs);
+}
+
+/* One TimeSeries of the request: samples into `out`; its key (or None when the prelook found
+   its label bytes in the cache), status and cache columns into `so`. -1 malformed, -2 Python
+   error. */
+static int decode_series(Ctx *c, const uint8_t *p, const uint8_t *end, Py_ssize_t si,
+                         LabelVec *lv, Out *out, SeriesOut *so, const Prelook *pre)
+{
+    int64_t ref = -1;
+    const uint8_t *labels_end = p;
+    if (pre && si < pre->n && pre->body[si] == p) {
+        ref = pre->refs[si];
+        labels_end = p + pre->lens[si];
+    }
+    int r = fill_series(c, ref >= 0 ? labels_end : p, end, (int32_t)si, lv, out);
+    if (r < 0)
+        return r;
+    if (ref >= 0 && lv->len) {
+        /* More labels after the cached run: another label list, validated as any other. */
+        ref = -1;
+        r = fill_series(c, p, end, (int32_t)si, lv, NULL);
+        if (r < 0)
+            return r;
+    }
+    if (grow_series(so, si) < 0)
+        return -2;
+    PyObject *key;
+    if (ref >= 0) {
+        key = Py_NewRef(Py_None);
+        so->status[si] = ST_OK;  /* these exact bytes passed validation before */
+    } else {
+        key = make_key(lv);
+        if (!key)
+            return -2;
+        int ascii = all_ascii((const uint8_t *)PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key));
+        so->status[si] = validate_labels(lv->items, lv->len, ascii);
+    }
+    if (so->with_refs) {
+        so->refs[si] = ref;
+        so->spans[2 * si] = (int64_t)(p - c->base);
+        so->spans[2 * si + 1] = (int64_t)(labels_end - p);
+    }
+    int ar = PyList_Append(so->keys, key);
+    Py_DECREF(key);
+    return ar < 0 ? -2 : 0;
+}
+
+static PyObject *decode_impl(PyObject *arg, int with_hist, PyObject *cache)
 {
     Py_buffer buf;
     if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
@@ -769,7 +900,7 @@ static PyObject *decode_impl(PyObject *arg, int with_hist)
     Ctx c = {start, NULL, NULL, 0};
     PyObject *status = NULL, *result = NULL;
     LabelVec lv = {NULL, 0, 0};
-    SeriesOut so = {PyList_New(0), NULL, 0};
+    SeriesOut so = {PyList_New(0), NULL, NULL, NULL, 0, cache != NULL};
     /* Start at one sample per 48 request bytes: label-heavy requests (the usual 1-sample
        series, ~230 bytes each) then never grow, and sample-dense ones (~18 bytes per sample)
        grow twice. A large overestimate costs more than it saves: fresh big blocks fault pages. */
@@ -779,7 +910,10 @@ static PyObject *decode_impl(PyObject *arg, int with_hist)
                PyBytes_FromStringAndSize(NULL, cap0 * (Py_ssize_t)sizeof(uint64_t)),
                NULL, NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL, 0,
                NULL, NULL, NULL, NULL, NULL, 0, {NULL, 0, 0}};
+    Prelook pre = {NULL, NULL, NULL, 0, 0};
     if (with_hist && (!(out.hraw = PyList_New(0)) || !(out.exkeys = PyList_New(0))))
+        goto done;
+    if (cache && prelook(&c, start, end, cache, &pre) < 0)
         goto done;
     if (!so.keys || !out.series_obj || !out.ts_obj || !out.vals_obj || out_resize(&out, cap0) < 0)
         goto done;
@@ -809,24 +943,11 @@ static PyObject *decode_impl(PyObject *arg, int with_hist)
             fail(&c, at, "WriteRequest", "too many series");
             goto malformed;
         }
-        int r = fill_series(&c, p, p + n, (int32_t)si, &lv, &out);
+        int r = decode_series(&c, p, p + n, si, &lv, &out, &so, cache ? &pre : NULL);
         if (r == -1)
             goto malformed;
         if (r < 0)
             goto done;
-        PyObject *key = make_key(&lv);
-        if (!key)
-            goto done;
-        int ascii = all_ascii((const uint8_t *)PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key));
-        int ar = PyList_Append(so.keys, key);
-        Py_DECREF(key);
-        if (ar < 0)
-            goto done;
-        void *const status_slot[] = {&so.status};
-        static const size_t status_elem[] = {1};
-        if (grow_columns(si, &so.cap, 64, 1, status_slot, status_elem) < 0)
-            goto done;
-        so.status[si] = validate_labels(lv.items, lv.len, ascii);
         p += n;
     }
     status = PyBytes_FromStringAndSize((const char *)so.status, PyList_GET_SIZE(so.keys));
@@ -841,10 +962,22 @@ static PyObject *decode_impl(PyObject *arg, int with_hist)
         PyObject *et = es ? PyBytes_FromStringAndSize((const char *)out.exts, ne * (Py_ssize_t)sizeof(int64_t)) : NULL;
         PyObject *ev = et ? PyBytes_FromStringAndSize((const char *)out.exvals, ne * (Py_ssize_t)sizeof(uint64_t)) : NULL;
         PyObject *est = ev ? PyBytes_FromStringAndSize((const char *)out.exst, ne) : NULL;
-        if (est)
+        Py_ssize_t ns = PyList_GET_SIZE(so.keys);
+        PyObject *refs = NULL, *spans = NULL;
+        if (est && cache) {
+            refs = PyBytes_FromStringAndSize((const char *)so.refs, ns * (Py_ssize_t)sizeof(int64_t));
+            spans = refs ? PyBytes_FromStringAndSize((const char *)so.spans, ns * 2 * (Py_ssize_t)sizeof(int64_t)) : NULL;
+        }
+        if (est && cache && spans)
+            result = Py_BuildValue("(OOOOOnnOOOOOOOOOO)", so.keys, status, out.series_obj, out.ts_obj,
+                                   out.vals_obj, out.n_histograms, out.n_exemplars, hs, ht, out.hraw,
+                                   es, et, ev, out.exkeys, est, refs, spans);
+        else if (est && !cache)
             result = Py_BuildValue("(OOOOOnnOOOOOOOO)", so.keys, status, out.series_obj, out.ts_obj,
                                    out.vals_obj, out.n_histograms, out.n_exemplars, hs, ht, out.hraw,
                                    es, et, ev, out.exkeys, est);
+        Py_XDECREF(refs);
+        Py_XDECREF(spans);
         Py_XDECREF(hs);
         Py_XDECREF(ht);
         Py_XDECREF(es);
@@ -862,6 +995,11 @@ malformed:
 done:
     PyMem_Free(lv.items);
     PyMem_Free(so.status);
+    PyMem_Free(pre.body);
+    PyMem_Free(pre.lens);
+    PyMem_Free(pre.refs);
+    PyMem_Free(so.refs);
+    PyMem_Free(so.spans);
     Py_XDECREF(so.keys);
     Py_XDECREF(status);
     Py_XDECREF(out.series_obj);
@@ -883,13 +1021,59 @@ done:
 static PyObject *decode(PyObject *self, PyObject *arg)
 {
     (void)self;
-    return decode_impl(arg, 0);
+    return decode_impl(arg, 0, NULL);
 }
 
 static PyObject *decode_with_histograms(PyObject *self, PyObject *arg)
 {
     (void)self;
-    return decode_impl(arg, 1);
+    return decode_impl(arg, 1, NULL);
+}
+
+static PyObject *decode_with_refs(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *data, *cache;
+    if (!PyArg_ParseTuple(args, "OO!:decode_with_refs", &data, refcache->type, &cache))
+        return NULL;
+    return decode_impl(data, 1, cache);
+}
+
+/* keys_at_spans(data, spans) -> list of the label keys of the label fields at each (offset,
+   length) int64 pair of `spans` in `data` (as decode_with_refs reported them). */
+static PyObject *keys_at_spans(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer buf, sp;
+    if (!PyArg_ParseTuple(args, "y*y*:keys_at_spans", &buf, &sp))
+        return NULL;
+    const uint8_t *start = buf.buf;
+    Ctx c = {start, NULL, NULL, 0};
+    LabelVec lv = {NULL, 0, 0};
+    const int64_t *pairs = sp.buf;
+    Py_ssize_t n = sp.len / (Py_ssize_t)(2 * sizeof(int64_t));
+    PyObject *keys = PyList_New(n);
+    for (Py_ssize_t i = 0; keys && i < n; i++) {
+        int64_t off = pairs[2 * i], len = pairs[2 * i + 1];
+        if (off < 0 || len < 0 || off > buf.len || len > buf.len - off) {
+            PyErr_SetString(PyExc_ValueError, "label span outside the request");
+            Py_CLEAR(keys);
+            break;
+        }
+        int r = fill_series(&c, start + off, start + off + len, 0, &lv, NULL);
+        if (r == -1)
+            raise_malformed(&c);
+        PyObject *key = r < 0 ? NULL : make_key(&lv);
+        if (!key) {
+            Py_CLEAR(keys);
+            break;
+        }
+        PyList_SET_ITEM(keys, i, key);
+    }
+    PyMem_Free(lv.items);
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&sp);
+    return keys;
 }
 
 static PyMethodDef methods[] = {
@@ -908,6 +1092,14 @@ static PyMethodDef methods[] = {
      "Then the exemplars: ex_series (int32 series index), ex_ts (int64), ex_vals (float64 bits),\n"
      "ex_keys (list of canonical label keys), ex_status (uint8: 0 ok, 1 label set over 128\n"
      "runes, 2 not UTF-8, 3 malformed); invalid ones never fail the request."},
+    {"decode_with_refs", decode_with_refs, METH_VARARGS,
+     "decode_with_refs(data, cache) -> decode_with_histograms(data)'s 15 items + (refs, spans)\n\n"
+     "A series whose leading label fields are bytes the RefCache `cache` holds gets the key None,\n"
+     "status 0 and its ref in refs (int64 per series, -1 elsewhere); spans: int64 (offset, length)\n"
+     "of each series' leading label fields in data (keys_at_spans builds their keys)."},
+    {"keys_at_spans", keys_at_spans, METH_VARARGS,
+     "keys_at_spans(data, spans) -> list of label keys of the label fields at each int64\n"
+     "(offset, length) pair of spans in data."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -919,5 +1111,12 @@ static struct PyModuleDef moddef = {
 
 PyMODINIT_FUNC PyInit__rwdecode(void)
 {
+    PyObject *mod = PyImport_ImportModule("receiver.tsdb._refcache");  /* PyCapsule_Import only walks attributes */
+    if (!mod)
+        return NULL;
+    Py_DECREF(mod);
+    refcache = PyCapsule_Import(REFCACHE_CAPSULE, 0);
+    if (!refcache)
+        return NULL;
     return PyModule_Create(&moddef);
 }

@@ -560,41 +560,75 @@ class TenantTSDB:
             out.duplicate_labels = int(np.count_nonzero(status == SERIES_DUPLICATE_LABELS))
             out.unsorted_labels = int(np.count_nonzero(status == SERIES_UNSORTED_LABELS))
             out.invalid_utf8_labels = int(np.count_nonzero(status == STATUS_INVALID_UTF8))
-        keys = req.keys
         latest = self._latest_valid_time()
         mvt = max(self.head.min_valid_time(), self.blocks_max_time)
         # As Prometheus, a series whose samples are all refused for their time (absurd, too far
         # in the future, too old) is never created: rejected bodies must not grow the head.
-        wanted = good_series & self._has_sample_in_bounds(req, self._oldest_appendable(mvt),
-                                                          latest)
+        has_sample, in_bounds = self._sample_bounds(req, self._oldest_appendable(mvt), latest)
+        wanted = good_series & has_sample
+        # Series the decoder resolved through this head's ref cache keep that ref (also when
+        # not wanted: Prometheus sends a series' exemplars in entries of their own); the
+        # others are looked up, and created when wanted, by label key.
+        cached = self._cached_refs(req)
+        series_ref = np.where(good_series, _NOT_CREATED, -1).astype(np.int64)
+        if cached is not None:
+            hit = cached >= 0
+            series_ref[hit] = cached[hit]
+            wanted &= ~hit
+            others = np.flatnonzero(good_series & ~has_sample & ~hit)
+        else:
+            others = np.flatnonzero(good_series & ~wanted)
         idx = np.flatnonzero(wanted)
-        good_keys = keys if len(idx) == len(keys) else [keys[i] for i in idx.tolist()]
+        good_keys = req.keys if len(idx) == req.n_series else req.keys_at(idx)
         refs, new_refs, new_keys = self.head.refs_for(good_keys)
         try:
-            # A series in the head (also one this request just created) keeps its ref whatever
-            # the entry: Prometheus sends a series' exemplars in entries of their own.
-            others = np.flatnonzero(good_series & ~wanted)
-            known = self.head.known_refs([keys[i] for i in others.tolist()]) if len(others) else None
-            series_ref = np.where(good_series, _NOT_CREATED, -1).astype(np.int64)
+            other_keys = req.keys_at(others) if len(others) else []
+            known = self.head.known_refs(other_keys) if len(others) else None
             series_ref[idx] = refs
             if known is not None:
                 series_ref[others[known >= 0]] = known[known >= 0]
-            return self._append(req, out, series_ref, new_refs, new_keys, latest, mvt)
+            done = self._append(req, out, series_ref, new_refs, new_keys, in_bounds, latest, mvt)
         except BaseException:
             if new_keys:  # the head has these series now: the WAL must define them too
                 self.wal.log(SeriesRecord(new_refs, new_keys), None)
             raise
+        if req.cache is self.head.refcache:  # from now on these resolve in the decoder
+            self.head.remember(good_keys, refs)
+            if known is not None and (known >= 0).any():
+                self.head.remember(_pick(other_keys, np.flatnonzero(known >= 0)), known[known >= 0])
+        return done
+
+    def _cached_refs(self, req: DecodedWrite) -> np.ndarray | None:
+        """The refs the decoder took from this head's ref cache (-1: not cached), or None
+        when it used no cache, another head's, or a series left the head since (its ref may
+        be among them)."""
+        cache = self.head.refcache
+        if req.cached_refs is None or req.cache is not cache or req.cache_generation != cache.generation:
+            return None
+        return req.cached_refs
 
     @staticmethod
-    def _has_sample_in_bounds(req: DecodedWrite, oldest: int, latest: int) -> np.ndarray:
+    def _sample_bounds(req: DecodedWrite, oldest: int, latest: int
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
         """Per series of ``req``: whether one of its float or histogram samples lies in
-        [oldest, latest]."""
-        has = np.zeros(len(req.keys), dtype=bool)
+        [oldest, latest]; and per float sample whether it lies in [MIN_VALID_TS, latest]
+        (None: all do, the usual case, decided from the extremes alone)."""
+        has = np.zeros(req.n_series, dtype=bool)
         lo = max(oldest, MIN_VALID_TS)
-        for series, ts in ((req.sample_series, req.ts), (req.hist_series, req.hist_ts)):
-            if len(series):
-                has[series[(ts >= lo) & (ts <= latest)]] = True
-        return has
+        ts = req.ts
+        in_bounds = None
+        if len(ts):
+            t_min, t_max = int(ts.min()), int(ts.max())
+            if t_max > latest or t_min < MIN_VALID_TS:
+                in_bounds = (ts <= latest) & (ts >= MIN_VALID_TS)
+            if lo <= t_min and t_max <= latest:
+                has[req.sample_series] = True
+            else:
+                has[req.sample_series[(ts >= lo) & (ts <= latest)]] = True
+        if len(req.hist_series):
+            hts = req.hist_ts
+            has[req.hist_series[(hts >= lo) & (hts <= latest)]] = True
+        return has, in_bounds
 
     def _oldest_appendable(self, mvt: int) -> int:
         """No sample older than this can be appended (in order, or to the out-of-order head)."""
@@ -604,20 +638,23 @@ class TenantTSDB:
         return mvt
 
     def _append(self, req: DecodedWrite, out: WriteOutcome, series_ref: np.ndarray,
-                new_refs: np.ndarray, new_keys: list[bytes], latest: int, mvt: int) -> WriteOutcome:
+                new_refs: np.ndarray, new_keys: list[bytes], in_bounds: np.ndarray | None,
+                latest: int, mvt: int) -> WriteOutcome:
         """``series_ref``: each request series' ref; -1 for rejected series (their samples are
         dropped), _NOT_CREATED for valid series left out of the head because every sample was
-        refused for its time (counted out of bounds or too old, not as bad labels)."""
+        refused for its time (counted out of bounds or too old, not as bad labels).
+        ``in_bounds``: per sample, whether it is in [MIN_VALID_TS, latest] (None: all are)."""
         sample_refs = series_ref[req.sample_series] if len(req.sample_series) else series_ref[:0]
         keep = sample_refs != -1
         ts, vals = req.ts, req.vals
         if not keep.all():
             out.dropped_samples = int(np.count_nonzero(~keep))
+            if in_bounds is None:
+                sample_refs, ts, vals = sample_refs[keep], ts[keep], vals[keep]
+        if in_bounds is not None:
+            self._count_out_of_bounds(ts[keep & ~in_bounds], out)
+            keep &= in_bounds
             sample_refs, ts, vals = sample_refs[keep], ts[keep], vals[keep]
-        in_bounds = (ts <= latest) & (ts >= MIN_VALID_TS)
-        if not in_bounds.all():
-            self._count_out_of_bounds(ts[~in_bounds], out)
-            sample_refs, ts, vals = sample_refs[in_bounds], ts[in_bounds], vals[in_bounds]
         created = sample_refs != _NOT_CREATED
         if not created.all():
             out.too_old = int(np.count_nonzero(~created))
@@ -673,7 +710,7 @@ class TenantTSDB:
         every = len(idx) == len(ok)
         labels = req.ex_keys if every else _pick(req.ex_keys, idx)
         vals, ts = (req.ex_vals, req.ex_ts) if every else (req.ex_vals[idx], req.ex_ts[idx])
-        st = self.exemplars.add(_pick(req.keys, req.ex_series[idx]), labels, vals, ts)
+        st = self.exemplars.add(req.keys_at(req.ex_series[idx]), labels, vals, ts)
         out.exemplars_out_of_order += int(np.count_nonzero(st == EXEMPLAR_OUT_OF_ORDER))
         added = np.flatnonzero(st == ADDED)
         out.exemplars_appended += len(added)

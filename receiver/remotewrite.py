@@ -56,9 +56,13 @@ class RemoteWriteError(ValueError):
 
 @dataclass
 class DecodedWrite:
-    """One WriteRequest as arrays: ``sample_series[i]`` indexes ``keys`` for sample ``i``."""
+    """One WriteRequest as arrays: ``sample_series[i]`` indexes ``keys`` for sample ``i``.
 
-    keys: list[bytes]
+    Decoded with a head's series-ref cache (``decode(data, cache)``), a series whose label
+    bytes the cache knew has no key built (``series_keys[i]`` is None, ``cached_refs[i]`` its
+    ref); ``keys`` builds the missing ones on demand from ``data``."""
+
+    series_keys: list[bytes | None]
     series_status: np.ndarray  # uint8 per series, see STATUS_*
     sample_series: np.ndarray  # int32 per sample
     ts: np.ndarray  # int64 per sample, milliseconds
@@ -77,18 +81,58 @@ class DecodedWrite:
     ex_vals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     ex_keys: list[bytes] = field(default_factory=list)
     ex_status: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))
+    # Set by a decode with a cache: the cache, its generation then, each series' cached ref
+    # (-1: not cached), each series' (offset, length) of label bytes in ``data``.
+    cache: Any = None
+    cache_generation: int = 0
+    cached_refs: np.ndarray | None = None
+    label_spans: np.ndarray | None = None
+    data: Any = None
 
     @property
     def n_samples(self) -> int:
         return len(self.ts)
 
+    @property
+    def n_series(self) -> int:
+        return len(self.series_keys)
 
-def decode(data: Any) -> DecodedWrite:
-    """Decode an *uncompressed* WriteRequest; raises ValueError if it is malformed."""
+    @property
+    def keys(self) -> list[bytes]:
+        """Every series' canonical label key (the cached ones built now, once)."""
+        if self.cached_refs is not None and None in self.series_keys:
+            self.keys_at(np.flatnonzero(self.cached_refs >= 0))
+        return self.series_keys  # type: ignore[return-value]
+
+    def keys_at(self, idx: np.ndarray) -> list[bytes]:
+        """The keys of series ``idx``, building those the decoder left out."""
+        keys = self.series_keys
+        got = [keys[i] for i in idx.tolist()]
+        if None in got:
+            missing = np.array([i for i, k in zip(idx.tolist(), got) if k is None], dtype=np.int64)
+            assert self.label_spans is not None
+            for i, k in zip(missing.tolist(), _rwdecode.keys_at_spans(self.data, self.label_spans[missing])):
+                keys[i] = k
+            got = [keys[i] for i in idx.tolist()]
+        return got  # type: ignore[return-value]
+
+
+def decode(data: Any, cache: Any = None) -> DecodedWrite:
+    """Decode an *uncompressed* WriteRequest; raises ValueError if it is malformed.
+
+    ``cache``: the target head's ``refcache`` (see ``receiver.tsdb.head``), so that series it
+    knows need no key, validation or lookup; the head checks the cache and its generation
+    before trusting the refs."""
+    refs = spans = None
+    if cache is None:
+        got = _rwdecode.decode_with_histograms(data)
+    else:
+        generation = cache.generation
+        *got, refs, spans = _rwdecode.decode_with_refs(data, cache)
     (keys, status, series, ts, vals, n_hist, n_ex, h_series, h_ts, h_raw,
-     e_series, e_ts, e_vals, e_keys, e_status) = _rwdecode.decode_with_histograms(data)
-    return DecodedWrite(
-        keys=keys,
+     e_series, e_ts, e_vals, e_keys, e_status) = got
+    out = DecodedWrite(
+        series_keys=keys,
         series_status=np.frombuffer(status, dtype=np.uint8),
         sample_series=np.frombuffer(series, dtype=np.int32),
         ts=np.frombuffer(ts, dtype=np.int64),
@@ -104,6 +148,11 @@ def decode(data: Any) -> DecodedWrite:
         ex_keys=e_keys,
         ex_status=np.frombuffer(e_status, dtype=np.uint8),
     )
+    if refs is not None:
+        out.cache, out.cache_generation, out.data = cache, generation, data
+        out.cached_refs = np.frombuffer(refs, dtype=np.int64)
+        out.label_spans = np.frombuffer(spans, dtype=np.int64).reshape(-1, 2)
+    return out
 
 
 def check_content_type(content_type: str | None) -> None:

@@ -43,6 +43,7 @@ from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_certificate, tenant_from_headers
 from .thanoswrite import split_thanos_write
+from .tsdb._refcache import RefCache
 from .tsdb.head import HeadOptions
 from .tsdbmetrics import registry_add_tsdb_metrics
 
@@ -334,17 +335,17 @@ class Receiver:
             raw = decompress_body(body, request.headers.get("Content-Encoding"),
                                   request.headers.get("Content-Type"),
                                   max_decompressed_bytes=self.cfg.max_decompressed_bytes)
-            req = decode(raw)
+            req = decode(raw, None if self.router is not None else self._ref_cache(tenant))
         except RemoteWriteError as e:
             return web.Response(status=getattr(e, "status", 400), text=f"{e}\n")
         except ValueError as e:
             return web.Response(status=400, text=f"{e}\n")
-        why = limits.check_request(tenant, 0, len(req.keys), req.n_samples)
+        why = limits.check_request(tenant, 0, req.n_series, req.n_samples)
         if why:
             self.metrics.limited.labels(tenant, "request").inc()
             self.rejections.add(tenant, "request_limit")
             return web.Response(status=413, text=f"{why}\n")
-        if not req.keys and raw and self.metadata is not None:
+        if not req.n_series and raw and self.metadata is not None:
             return await self._write_metadata(tenant, raw)
         if self.router is not None:
             res = await self.router.write(tenant, raw, req, replica)
@@ -414,9 +415,15 @@ class Receiver:
         validation, tenant default and status."""
         return await self._write_local_body(tenant or self.cfg.default_tenant, body)
 
+    def _ref_cache(self, tenant: str) -> RefCache | None:
+        """The series-ref cache of the tenant's head, for decoding a write stored here (None
+        before the tenant's first write)."""
+        db = self.db.tenants.get(tenant) if self.db is not None else None
+        return db.head.refcache if db is not None else None
+
     async def _write_local_body(self, tenant: str, body: bytes) -> tuple[int, str]:
         try:
-            req = decode(body)
+            req = decode(body, self._ref_cache(tenant))
         except ValueError as e:
             return 400, str(e)
         return await self._write_local(tenant, req)

@@ -6,12 +6,14 @@ write path costs one dict lookup per series and no Python work per sample.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from operator import itemgetter
 
 import numpy as np
 
 from ._blockio import decode_label_keys
+from ._refcache import RefCache
 from .chunkenc import HeadChunks
 from .histhead import HistogramHead
 from .histogram import cut_chunks as cut_hist_chunks
@@ -50,6 +52,10 @@ class Head:
         self._refs: dict[bytes, int] = {}
         self._keys: list[bytes | None] = []
         self._postings = MemPostings()
+        # Refs by the raw remote-write bytes of validated label sets (see _refcache.c): the
+        # decoder resolves known series through it with no per-series Python work. Entries
+        # only for live series: remove_empty_series drops them with the series.
+        self.refcache = RefCache(int.from_bytes(os.urandom(8), "little"))
         self._chunks = HeadChunks(self.opts.samples_per_chunk, self.opts.chunk_range_ms)
         # Native histogram samples live beside the float store (see histhead).
         self.hists = HistogramHead(self.opts.chunk_range_ms, self.opts.samples_per_chunk)
@@ -112,6 +118,12 @@ class Head:
             self._postings.add_many(new_refs, labels)
             found = list(map(self._refs.get, keys))
         return np.fromiter(found, dtype=np.int64, count=len(found)), new_refs, new_keys
+
+    def remember(self, keys: list[bytes], refs: np.ndarray) -> None:
+        """Let ``refcache`` resolve these series (keys that passed the decoder's validation,
+        refs of live series) by their label bytes from now on."""
+        if keys:
+            self.refcache.insert(keys, np.ascontiguousarray(refs, dtype=np.int64))
 
     def restore_series(self, refs: list[int], keys: list[bytes]) -> list[int]:
         """WAL replay: recreate series under their logged refs; returns the ref each now has,
@@ -393,7 +405,8 @@ class Head:
         return sorted(values)
 
     def memory_bytes(self) -> int:
-        return self._chunks.memory_bytes() + sum(o.memory_bytes() for o in self.ooo_heads())
+        return (self._chunks.memory_bytes() + self.refcache.memory_bytes()
+                + sum(o.memory_bytes() for o in self.ooo_heads()))
 
     # -- persistence --------------------------------------------------------------------------
 
@@ -467,6 +480,7 @@ class Head:
         """Forget ``candidates`` that are still empty (on the thread that appends: a write may
         have given one a sample since they were found)."""
         gone: list[int] = []
+        gone_keys: list[bytes] = []
         label_sets: list[Labels] = []
         keys = self._keys
         for ref in candidates.tolist():
@@ -478,7 +492,10 @@ class Head:
             keys[ref] = None
             del self._refs[key]
             gone.append(ref)
+            gone_keys.append(key)
             label_sets.append(decode_labels_key(key))
-        self._postings.delete(np.array(gone, dtype=np.int64), label_sets)
+        gone_refs = np.array(gone, dtype=np.int64)
+        self.refcache.remove(gone_keys, gone_refs)  # and bumps its generation: no stale hit
+        self._postings.delete(gone_refs, label_sets)
         self.series_removed += len(gone)
         return len(gone)
