@@ -8,9 +8,12 @@ import os
 import random
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 
-from receiver.remotewrite import STATUS_MESSAGES, DecodedWrite, RemoteWriteError, decode_body
+from receiver.remotewrite import (STATUS_MESSAGES, DecodedWrite, RemoteWriteError, decode,
+                                  decode_body, decompress_body)
+from receiver.tsdb._refcache import RefCache
 
 from .bodies import Body, bodies, byte_mutants
 
@@ -55,3 +58,64 @@ def test_byte_mutants_decode_or_refuse_cleanly(body):
     assert len(mutants) == 4 and all(m.mutated and m.snappy == body.snappy for m in mutants)
     for m in mutants:
         decode_one(m)
+
+
+def _plain(body: Body) -> bytes | None:
+    """The uncompressed WriteRequest bytes of a body (None: not valid snappy)."""
+    if not body.snappy:
+        return body.data
+    try:
+        return decompress_body(body.data, "snappy", None)
+    except RemoteWriteError:
+        return None
+
+
+def _same_decode(data: bytes, cache: RefCache, key_of_ref: dict[int, bytes]) -> None:
+    """Decoding with the warm cache reports exactly what a cold decode does, and every hit's
+    ref is the series whose key the cold decode built."""
+    try:
+        cold = decode(data)
+    except ValueError as e:
+        with pytest.raises(ValueError) as warm_err:
+            decode(data, cache)
+        assert str(warm_err.value) == str(e)
+        return
+    warm = decode(data, cache)
+    hits = np.flatnonzero(warm.cached_refs >= 0)
+    assert all(key_of_ref[r] == cold.keys[i] for i, r in zip(hits.tolist(), warm.cached_refs[hits].tolist()))
+    assert warm.keys == cold.keys
+    assert np.array_equal(warm.series_status, cold.series_status)
+    for col in ("sample_series", "ts", "hist_series", "hist_ts", "ex_series", "ex_ts", "ex_status"):
+        assert np.array_equal(getattr(warm, col), getattr(cold, col)), col
+    assert warm.vals.tobytes() == cold.vals.tobytes()
+    assert warm.hist_raw == cold.hist_raw and warm.ex_keys == cold.ex_keys
+
+
+@settings(max_examples=EXAMPLES // 4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bodies())
+def test_a_warm_ref_cache_changes_nothing_a_decode_reports(body):
+    """A head's ref cache holding the body's valid series: the body and byte-flipped variants
+    of it decode exactly as without the cache (a hit needs the very bytes once validated)."""
+    data = _plain(body)
+    if data is None:
+        return
+    try:
+        first = decode(data)
+    except ValueError:
+        first = None
+    cache = RefCache(seed=len(data))
+    key_of_ref: dict[int, bytes] = {}
+    if first is not None:
+        ok = np.flatnonzero(first.series_status == 0)
+        cache.insert([first.keys[i] for i in ok.tolist()], ok.astype(np.int64))
+        key_of_ref = {i: first.keys[i] for i in ok.tolist()}
+    rng = random.Random(len(data))
+    variants = [data]
+    for _ in range(4):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            if b:
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        variants.append(bytes(b))
+    for v in variants:
+        _same_decode(v, cache, key_of_ref)
