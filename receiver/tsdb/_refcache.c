@@ -19,9 +19,14 @@
  * The head removes a series' entry when it garbage-collects the series and every removal bumps
  * ``generation``: refs a decoder looked up before a removal are not used (see Head).
  *
- * Table: open addressing, linear probing, at most half full, backward-shift deletion. The hash
- * mixes 16 bytes per step with a 64x64->128 multiply, seeded per table (a random seed from the
- * caller) so a client cannot aim collisions at a known table. The GIL guards all state.
+ * Layout: the entries (ref, hash, bytes) sit in one arena in insertion order; a lookup first
+ * tries the entry after the previous series' (senders repeat their order, so this is usually
+ * it, and the walk is sequential in memory), then the hash table: open addressing, linear
+ * probing, at most half full, backward-shift deletion, slots of (hash, arena offset). Removed
+ * entries stay in the arena as garbage until they are half of it, then it is compacted. The
+ * hash mixes 16 bytes per step with a 64x64->128 multiply, seeded per table (a random seed
+ * from the caller) so a client cannot aim collisions at a known table. The GIL guards all
+ * state.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,19 +35,29 @@
 
 #include "refcache_api.h"
 
+/* One cached label set in the arena: this header, then its bytes, padded to 8. */
+typedef struct {
+    int64_t ref;   /* -1: removed (garbage until the next compaction) */
+    uint64_t hash;
+    uint32_t len;  /* label bytes */
+    uint32_t size; /* the whole entry */
+} Entry;
+
 typedef struct {
     uint64_t hash;
-    int64_t ref;   /* -1: empty slot */
-    uint8_t *span; /* PyMem copy of the encoded labels */
-    size_t len;
+    uint64_t at;   /* arena offset of the entry + 1; 0: empty slot */
 } Slot;
 
 typedef struct {
     PyObject_HEAD
     Slot *slots;
-    size_t cap;   /* 0 or a power of two */
+    size_t cap;    /* 0 or a power of two */
     size_t count;
-    size_t span_bytes;
+    /* Entries in insertion order: the series of a sender's requests usually come in the same
+       order every time, so the entry after the last hit is the next series' first guess, and
+       walking the arena in order is what the memory system fetches ahead best. */
+    uint8_t *arena;
+    size_t arena_len, arena_cap, garbage;
     uint64_t seed;
     uint64_t generation;
 } RefCache;
@@ -90,70 +105,77 @@ static uint64_t span_hash(const uint8_t *p, size_t n, uint64_t seed)
 /* ------------------------------------------------------------------------------------------ */
 /* Table                                                                                       */
 
+static inline Entry *entry_at(const RefCache *c, size_t off)
+{
+    return (Entry *)(c->arena + off);
+}
+
+static inline int entry_is(const Entry *e, const uint8_t *p, size_t n)
+{
+    return e->len == n && memcmp(e + 1, p, n) == 0;
+}
+
 /* Index of the slot holding exactly these bytes, or of the empty slot ending the probe. */
 static size_t find_slot(const RefCache *c, uint64_t h, const uint8_t *p, size_t n)
 {
     size_t mask = c->cap - 1;
     for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
         const Slot *s = &c->slots[i];
-        if (s->ref < 0 || (s->hash == h && s->len == n && memcmp(s->span, p, n) == 0))
+        if (!s->at || (s->hash == h && entry_is(entry_at(c, s->at - 1), p, n)))
             return i;
     }
+}
+
+/* Arena offset of the live entry holding exactly these bytes, or -1. */
+static int64_t find_entry(const RefCache *c, const uint8_t *p, size_t n)
+{
+    if (!c->count)
+        return -1;
+    const Slot *s = &c->slots[find_slot(c, span_hash(p, n, c->seed), p, n)];
+    return s->at ? (int64_t)(s->at - 1) : -1;
 }
 
 static int64_t cache_lookup(PyObject *self, const uint8_t *p, size_t n)
 {
     RefCache *c = (RefCache *)self;
-    if (!c->count)
-        return -1;
-    return c->slots[find_slot(c, span_hash(p, n, c->seed), p, n)].ref;
+    int64_t off = find_entry(c, p, n);
+    return off < 0 ? -1 : entry_at(c, (size_t)off)->ref;
 }
+
+/* Entries removed since they were written are skipped when guessing; a few at most. */
+#define GUESS_SKIP 4
 
 static int cache_lookup_many(PyObject *self, Py_ssize_t n, const uint8_t *const *spans,
                              const size_t *lens, int64_t *refs)
 {
     RefCache *c = (RefCache *)self;
-    for (Py_ssize_t i = 0; i < n; i++)
+    size_t next = SIZE_MAX;  /* arena offset after the previous series' entry */
+    for (Py_ssize_t i = 0; i < n; i++) {
         refs[i] = -1;
-    if (!c->count || n <= 0)
-        return 0;
-    uint64_t *hashes = PyMem_Malloc((size_t)n * sizeof(uint64_t));
-    if (!hashes) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    size_t mask = c->cap - 1;
-    /* 1: hash every span, fetch its home slot. */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        hashes[i] = span_hash(spans[i], lens[i], c->seed);
-        __builtin_prefetch(&c->slots[(size_t)hashes[i] & mask]);
-    }
-    /* 2: the first slot with the same hash (refs[i] holds its index meanwhile): fetch its bytes. */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!lens[i])
+        if (!c->count || !lens[i]) {
+            next = SIZE_MAX;
             continue;
-        for (size_t j = (size_t)hashes[i] & mask;; j = (j + 1) & mask) {
-            const Slot *s = &c->slots[j];
-            if (s->ref < 0)
-                break;
-            if (s->hash == hashes[i]) {
-                __builtin_prefetch(s->span);
-                refs[i] = (int64_t)j;
+        }
+        int64_t found = -1;
+        for (int k = 0; k < GUESS_SKIP && next < c->arena_len; k++) {
+            Entry *e = entry_at(c, next);
+            if (e->ref >= 0) {
+                if (entry_is(e, spans[i], lens[i]))
+                    found = (int64_t)next;
                 break;
             }
+            next += e->size;
         }
-    }
-    /* 3: compare whole bytes (a hash match alone is never trusted); probe on if they differ. */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (refs[i] < 0)
+        if (found < 0)
+            found = find_entry(c, spans[i], lens[i]);
+        if (found < 0) {
+            next = SIZE_MAX;
             continue;
-        const Slot *s = &c->slots[refs[i]];
-        if (s->len == lens[i] && memcmp(s->span, spans[i], lens[i]) == 0)
-            refs[i] = s->ref;
-        else
-            refs[i] = c->slots[find_slot(c, hashes[i], spans[i], lens[i])].ref;
+        }
+        Entry *e = entry_at(c, (size_t)found);
+        refs[i] = e->ref;
+        next = (size_t)found + e->size;
     }
-    PyMem_Free(hashes);
     return 0;
 }
 
@@ -162,54 +184,74 @@ static uint64_t cache_generation(PyObject *self)
     return ((RefCache *)self)->generation;
 }
 
-static Slot *new_slots(size_t cap)
+/* Puts the entry at arena offset `off` into its slot (the table has room). */
+static void place(RefCache *c, uint64_t h, size_t off)
 {
-    Slot *s = PyMem_Malloc(cap * sizeof(Slot));
-    if (!s) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    for (size_t i = 0; i < cap; i++) {
-        s[i].ref = -1;
-        s[i].span = NULL;
-        s[i].len = 0;
-        s[i].hash = 0;
-    }
-    return s;
+    size_t mask = c->cap - 1, j = (size_t)h & mask;
+    while (c->slots[j].at)
+        j = (j + 1) & mask;
+    c->slots[j].hash = h;
+    c->slots[j].at = off + 1;
 }
 
-static int resize(RefCache *c, size_t cap)
+/* A table of `cap` slots holding every live entry. */
+static int rebuild_slots(RefCache *c, size_t cap)
 {
-    Slot *ns = new_slots(cap);
-    if (!ns)
+    Slot *ns = PyMem_Calloc(cap, sizeof(Slot));
+    if (!ns) {
+        PyErr_NoMemory();
         return -1;
-    size_t mask = cap - 1;
-    for (size_t i = 0; i < c->cap; i++) {
-        Slot *s = &c->slots[i];
-        if (s->ref < 0)
-            continue;
-        size_t j = (size_t)s->hash & mask;
-        while (ns[j].ref >= 0)
-            j = (j + 1) & mask;
-        ns[j] = *s;
     }
     PyMem_Free(c->slots);
     c->slots = ns;
     c->cap = cap;
+    for (size_t off = 0; off < c->arena_len; off += entry_at(c, off)->size) {
+        if (entry_at(c, off)->ref >= 0)
+            place(c, entry_at(c, off)->hash, off);
+    }
     return 0;
 }
 
-/* Empties slot i and moves later members of its probe run back (no tombstones). */
+/* Drops removed entries from the arena once they are half of it (order kept). */
+static int compact(RefCache *c)
+{
+    if (c->garbage * 2 < c->arena_len || c->garbage < (64u << 10))
+        return 0;
+    size_t live = c->arena_len - c->garbage, cap = live + live / 2 + 1024;
+    uint8_t *na = PyMem_Malloc(cap);
+    if (!na) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t len = 0;
+    for (size_t off = 0; off < c->arena_len; off += entry_at(c, off)->size) {
+        Entry *e = entry_at(c, off);
+        if (e->ref >= 0) {
+            memcpy(na + len, e, e->size);
+            len += e->size;
+        }
+    }
+    PyMem_Free(c->arena);
+    c->arena = na;
+    c->arena_len = len;
+    c->arena_cap = cap;
+    c->garbage = 0;
+    return rebuild_slots(c, c->cap);
+}
+
+/* Empties slot i (its entry becomes garbage) and moves later members of its probe run back
+   (no tombstones). */
 static void delete_slot(RefCache *c, size_t i)
 {
     size_t mask = c->cap - 1;
-    c->span_bytes -= c->slots[i].len;
-    PyMem_Free(c->slots[i].span);
+    Entry *e = entry_at(c, c->slots[i].at - 1);
+    e->ref = -1;
+    c->garbage += e->size;
     c->count--;
     size_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        if (c->slots[j].ref < 0)
+        if (!c->slots[j].at)
             break;
         size_t home = (size_t)c->slots[j].hash & mask;
         /* Slot j may move to i when its home is not cyclically inside (i, j]. */
@@ -219,9 +261,38 @@ static void delete_slot(RefCache *c, size_t i)
             i = j;
         }
     }
-    c->slots[i].ref = -1;
-    c->slots[i].span = NULL;
-    c->slots[i].len = 0;
+    c->slots[i].at = 0;
+    c->slots[i].hash = 0;
+}
+
+/* Appends an entry for these bytes and puts it in the table. */
+static int add_entry(RefCache *c, uint64_t h, const uint8_t *p, size_t n, int64_t ref)
+{
+    if ((c->count + 1) * 2 > c->cap && rebuild_slots(c, c->cap ? c->cap * 2 : 1024) < 0)
+        return -1;
+    size_t size = (sizeof(Entry) + n + 7) & ~(size_t)7;
+    if (c->arena_len + size > c->arena_cap) {
+        size_t cap = c->arena_cap ? c->arena_cap * 2 : (64u << 10);
+        while (cap < c->arena_len + size)
+            cap *= 2;
+        uint8_t *na = PyMem_Realloc(c->arena, cap);
+        if (!na) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        c->arena = na;
+        c->arena_cap = cap;
+    }
+    Entry *e = entry_at(c, c->arena_len);
+    e->ref = ref;
+    e->hash = h;
+    e->len = (uint32_t)n;
+    e->size = (uint32_t)size;
+    memcpy(e + 1, p, n);
+    place(c, h, c->arena_len);
+    c->arena_len += size;
+    c->count++;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -364,26 +435,14 @@ static PyObject *rc_insert(RefCache *c, PyObject *args)
             goto fail;
         if (size < 0)
             continue;
-        if ((c->count + 1) * 2 > c->cap && resize(c, c->cap ? c->cap * 2 : 1024) < 0)
-            goto fail;
         uint64_t h = span_hash(buf, (size_t)size, c->seed);
-        Slot *s = &c->slots[find_slot(c, h, buf, (size_t)size)];
-        if (s->ref >= 0) {  /* known already: one label list, one ref */
-            s->ref = refs[i];
+        const Slot *s = c->cap ? &c->slots[find_slot(c, h, buf, (size_t)size)] : NULL;
+        if (s && s->at) {  /* known already: one label list, one ref */
+            entry_at(c, s->at - 1)->ref = refs[i];
             continue;
         }
-        uint8_t *copy = PyMem_Malloc((size_t)size);
-        if (!copy) {
-            PyErr_NoMemory();
+        if (add_entry(c, h, buf, (size_t)size, refs[i]) < 0)
             goto fail;
-        }
-        memcpy(copy, buf, (size_t)size);
-        s->hash = h;
-        s->ref = refs[i];
-        s->span = copy;
-        s->len = (size_t)size;
-        c->count++;
-        c->span_bytes += (size_t)size;
         added++;
     }
     PyMem_Free(buf);
@@ -417,7 +476,7 @@ static PyObject *rc_remove(RefCache *c, PyObject *args)
         if (size < 0)
             continue;
         size_t at = find_slot(c, span_hash(buf, (size_t)size, c->seed), buf, (size_t)size);
-        if (c->slots[at].ref >= 0 && c->slots[at].ref == refs[i]) {
+        if (c->slots[at].at && entry_at(c, c->slots[at].at - 1)->ref == refs[i]) {
             delete_slot(c, at);
             removed++;
         }
@@ -426,6 +485,8 @@ static PyObject *rc_remove(RefCache *c, PyObject *args)
         c->generation++;
     PyMem_Free(buf);
     PyBuffer_Release(&view);
+    if (compact(c) < 0)
+        return NULL;
     return PyLong_FromSsize_t(removed);
 }
 
@@ -459,11 +520,11 @@ static PyObject *rc_span_of(PyObject *cls, PyObject *arg)
 
 static void clear_all(RefCache *c)
 {
-    for (size_t i = 0; i < c->cap; i++)
-        PyMem_Free(c->slots[i].span);
     PyMem_Free(c->slots);
+    PyMem_Free(c->arena);
     c->slots = NULL;
-    c->cap = c->count = c->span_bytes = 0;
+    c->arena = NULL;
+    c->cap = c->count = c->arena_len = c->arena_cap = c->garbage = 0;
 }
 
 static PyObject *rc_clear(RefCache *c, PyObject *unused)
@@ -477,7 +538,7 @@ static PyObject *rc_clear(RefCache *c, PyObject *unused)
 static PyObject *rc_memory_bytes(RefCache *c, PyObject *unused)
 {
     (void)unused;
-    return PyLong_FromSize_t(c->cap * sizeof(Slot) + c->span_bytes);
+    return PyLong_FromSize_t(c->cap * sizeof(Slot) + c->arena_cap);
 }
 
 static PyObject *rc_get_generation(RefCache *c, void *closure)

@@ -16,9 +16,9 @@ typedef struct {
     PyTypeObject *type;
     /* The ref stored for exactly these bytes, or -1. ``cache`` must be of ``type``. */
     int64_t (*lookup)(PyObject *cache, const uint8_t *span, size_t len);
-    /* The same for n spans at once, the table's memory fetched for all of them before any
-       is compared (a lookup is two cache misses, overlapped here). A span of length 0 gets
-       -1. Returns -1 with MemoryError set when scratch space cannot be had. */
+    /* The same for the n spans of one request, in order (each series' entry is first looked
+       for right after the previous one's). A span of length 0 gets -1. Returns 0, or -1 with
+       a Python exception set. */
     int (*lookup_many)(PyObject *cache, Py_ssize_t n, const uint8_t *const *spans,
                        const size_t *lens, int64_t *refs);
     /* Bumped whenever an entry is removed: refs looked up before may name dropped series. */

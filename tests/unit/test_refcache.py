@@ -235,3 +235,27 @@ def test_truncated_bodies_fail_the_same_with_a_warm_cache(tmp_path, cut):
     with pytest.raises(ValueError) as warm:
         decode(raw, db.head.refcache)
     assert str(cold.value) == str(warm.value)
+
+
+@pytest.mark.parametrize("order", ["sent", "reversed", "shuffled"])
+def test_lookups_in_any_order_after_removals_and_compaction(order):
+    """Each series' entry is first looked for after the previous one's: whatever the order and
+    the removed entries between them (then compacted away), hits are exactly the live ones."""
+    c = RefCache(seed=3)
+    n = 3000
+    keys = [encode_labels_key(lbls(i)) for i in range(n)]
+    c.insert(keys, np.arange(n, dtype=np.int64))
+    gone = np.arange(0, n, 3)
+    c.remove([keys[i] for i in gone.tolist()], gone)
+    idx = list(range(n))
+    if order == "reversed":
+        idx.reverse()
+    elif order == "shuffled":
+        np.random.default_rng(5).shuffle(idx)
+    req = decode(encode_write_request((lbls(i), np.array([T0]), np.array([1.0])) for i in idx), c)
+    want = [-1 if i % 3 == 0 else i for i in idx]
+    assert req.cached_refs.tolist() == want
+    c.remove([keys[i] for i in range(n) if i % 3], np.array([i for i in range(n) if i % 3]))
+    assert len(c) == 0 and c.memory_bytes() < 200_000
+    assert (decode(encode_write_request((lbls(i), np.array([T0]), np.array([1.0])) for i in idx),
+                   c).cached_refs == -1).all()
