@@ -2,7 +2,8 @@
 
 Series are identified by their canonical label key (see ``labels.encode_labels_key``) and get a
 dense integer ref on first sight. Samples live in C (``HeadChunks``), appended in batches, so the
-write path costs one dict lookup per series and no Python work per sample.
+write path costs one dict lookup per new or unusually encoded series (known ones resolve in C,
+see ``refcache``) and no Python work per sample.
 """
 from __future__ import annotations
 
