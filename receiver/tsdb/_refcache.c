@@ -194,14 +194,9 @@ static void place(RefCache *c, uint64_t h, size_t off)
     c->slots[j].at = off + 1;
 }
 
-/* A table of `cap` slots holding every live entry. */
-static int rebuild_slots(RefCache *c, size_t cap)
+/* Takes `ns` (zeroed, `cap` slots) as the table and puts every live entry in it. */
+static void fill_slots(RefCache *c, Slot *ns, size_t cap)
 {
-    Slot *ns = PyMem_Calloc(cap, sizeof(Slot));
-    if (!ns) {
-        PyErr_NoMemory();
-        return -1;
-    }
     PyMem_Free(c->slots);
     c->slots = ns;
     c->cap = cap;
@@ -209,6 +204,17 @@ static int rebuild_slots(RefCache *c, size_t cap)
         if (entry_at(c, off)->ref >= 0)
             place(c, entry_at(c, off)->hash, off);
     }
+}
+
+/* A table of `cap` slots holding every live entry (unchanged when memory runs out). */
+static int rebuild_slots(RefCache *c, size_t cap)
+{
+    Slot *ns = PyMem_Calloc(cap, sizeof(Slot));
+    if (!ns) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    fill_slots(c, ns, cap);
     return 0;
 }
 
@@ -219,7 +225,10 @@ static int compact(RefCache *c)
         return 0;
     size_t live = c->arena_len - c->garbage, cap = live + live / 2 + 1024;
     uint8_t *na = PyMem_Malloc(cap);
-    if (!na) {
+    Slot *ns = PyMem_Calloc(c->cap, sizeof(Slot));
+    if (!na || !ns) {  /* nothing changed */
+        PyMem_Free(na);
+        PyMem_Free(ns);
         PyErr_NoMemory();
         return -1;
     }
@@ -236,7 +245,8 @@ static int compact(RefCache *c)
     c->arena_len = len;
     c->arena_cap = cap;
     c->garbage = 0;
-    return rebuild_slots(c, c->cap);
+    fill_slots(c, ns, c->cap);
+    return 0;
 }
 
 /* Empties slot i (its entry becomes garbage) and moves later members of its probe run back
@@ -417,6 +427,15 @@ static int keys_and_refs(PyObject *args, const char *fmt, PyObject **keys, Py_bu
     return 0;
 }
 
+static void clear_all(RefCache *c)
+{
+    PyMem_Free(c->slots);
+    PyMem_Free(c->arena);
+    c->slots = NULL;
+    c->arena = NULL;
+    c->cap = c->count = c->arena_len = c->arena_cap = c->garbage = 0;
+}
+
 static PyObject *rc_insert(RefCache *c, PyObject *args)
 {
     PyObject *keys;
@@ -448,10 +467,11 @@ static PyObject *rc_insert(RefCache *c, PyObject *args)
     PyMem_Free(buf);
     PyBuffer_Release(&view);
     return PyLong_FromSsize_t(added);
-fail:
+fail:  /* out of memory: the cache is only a shortcut, the write that fills it must not fail */
+    PyErr_Clear();
     PyMem_Free(buf);
     PyBuffer_Release(&view);
-    return NULL;
+    return PyLong_FromSsize_t(added);
 }
 
 static PyObject *rc_remove(RefCache *c, PyObject *args)
@@ -467,11 +487,11 @@ static PyObject *rc_remove(RefCache *c, PyObject *args)
     for (Py_ssize_t i = 0; i < n && c->count; i++) {
         Py_ssize_t size = span_into(PyList_GET_ITEM(keys, i), &buf, &buf_cap);
         if (size == -2) {
-            if (removed)
-                c->generation++;
-            PyMem_Free(buf);
-            PyBuffer_Release(&view);
-            return NULL;
+            /* Out of memory: forget everything rather than keep an entry of a removed series. */
+            PyErr_Clear();
+            clear_all(c);
+            removed = 1;
+            break;
         }
         if (size < 0)
             continue;
@@ -486,7 +506,7 @@ static PyObject *rc_remove(RefCache *c, PyObject *args)
     PyMem_Free(buf);
     PyBuffer_Release(&view);
     if (compact(c) < 0)
-        return NULL;
+        PyErr_Clear();  /* the garbage stays until a later removal compacts */
     return PyLong_FromSsize_t(removed);
 }
 
@@ -516,15 +536,6 @@ static PyObject *rc_span_of(PyObject *cls, PyObject *arg)
     if (out)
         encode_span(k, kn, (uint8_t *)PyBytes_AS_STRING(out));
     return out;
-}
-
-static void clear_all(RefCache *c)
-{
-    PyMem_Free(c->slots);
-    PyMem_Free(c->arena);
-    c->slots = NULL;
-    c->arena = NULL;
-    c->cap = c->count = c->arena_len = c->arena_cap = c->garbage = 0;
 }
 
 static PyObject *rc_clear(RefCache *c, PyObject *unused)
@@ -573,10 +584,12 @@ static PyMethodDef rc_methods[] = {
     {"insert", (PyCFunction)rc_insert, METH_VARARGS,
      "insert(keys, refs) -> int: remember each validated label key's canonical remote-write "
      "label bytes under its int64 ref (refs < 0 and keys with empty names or values are "
-     "skipped); returns how many entries were added."},
+     "skipped); returns how many entries were added. Out of memory, it stops early (never "
+     "raises: the cache is a shortcut)."},
     {"remove", (PyCFunction)rc_remove, METH_VARARGS,
      "remove(keys, refs) -> int: forget the entries of these removed series (only where the "
-     "entry holds that ref); bumps generation when any went."},
+     "entry holds that ref); bumps generation when any went. Out of memory, it forgets "
+     "everything instead (never raises)."},
     {"get", (PyCFunction)rc_get, METH_O, "get(span) -> int: the ref stored for exactly these bytes, or -1."},
     {"span_of", (PyCFunction)rc_span_of, METH_O | METH_CLASS,
      "span_of(key) -> bytes | None: the canonical TimeSeries.labels bytes of a label key."},
@@ -611,7 +624,7 @@ static RefCacheAPI api = {&RefCacheType, cache_lookup, cache_lookup_many, cache_
 
 static struct PyModuleDef refcache_module = {
     PyModuleDef_HEAD_INIT, "_refcache",
-    "A head's series refs keyed by the raw remote-write bytes of their labels.", -1, NULL,
+    "A head's series refs keyed by the raw remote-write bytes of their labels.", -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__refcache(void)
