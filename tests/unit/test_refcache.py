@@ -94,6 +94,7 @@ def test_known_series_decode_without_keys_and_keys_are_built_on_demand(tmp_path)
     assert req.series_keys[:5] == [None] * 5 and None not in req.series_keys[5:]
     assert req.cached_refs.tolist() == [db.head.ref(encode_labels_key(lbls(i))) for i in range(5)] + [-1, -1]
     assert req.series_status.tolist() == [0] * 7
+    assert req.n_series == 7 and req.n_samples == 7  # what the request limits count
     assert req.keys == decode(raw).keys  # built from the request's bytes
     out = db.write(decode(raw, db.head.refcache))
     assert out.appended == 7 and not out.conflicts and len(db.head.refcache) == 7
