@@ -1,0 +1,138 @@
+"""What the first query pays: fresh ``promring store`` + ``promring query`` over a bucket of
+blocks (e.g. ``bench_scale.py --keep DIR``), each dashboard query of bench_scale run twice in
+bench_scale's order (the first run is "cold": first of that query and range since start),
+with what the store did for each run (bucket range requests and bytes, LRU misses, the
+store's time reading blocks) from diffs of its /metrics; optionally both processes recorded
+by py-spy while the cold runs go (``--pyspy DIR``: collapsed stacks, ``--native``).
+
+    python bench/bench_cold.py --bucket /tmp/blocks
+    python bench/bench_cold.py --bucket /tmp/blocks --pyspy /tmp/cold-prof --rate 1000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from harness import free_port, promring_cmd, wait_ready  # noqa: E402
+from bench_scale import QUERIES, RANGES_H, STEP_MS  # noqa: E402
+from sidebyside import HOUR_MS, POINTS, run_query  # noqa: E402
+
+_METRICS = {
+    "reqs": re.compile(r'^promring_store_bucket_range_requests_total\{[^}]*\} (\S+)', re.M),
+    "bytes": re.compile(r'^promring_store_bucket_fetched_bytes_total\{[^}]*\} (\S+)', re.M),
+    "lookups": re.compile(r'^thanos_store_index_cache_requests_total\{[^}]*\} (\S+)', re.M),
+    "hits": re.compile(r'^thanos_store_index_cache_hits_total\{[^}]*\} (\S+)', re.M),
+    "get_all_s": re.compile(r'^thanos_bucket_store_series_get_all_duration_seconds_sum (\S+)',
+                            re.M),
+}
+
+
+def store_counters(url: str) -> dict[str, float]:
+    text = requests.get(url, timeout=10).text
+    return {k: sum(map(float, rx.findall(text))) for k, rx in _METRICS.items()}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bucket", type=Path, required=True, help="directory of blocks")
+    ap.add_argument("--pyspy", type=Path, help="record both processes into this directory")
+    ap.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
+    ap.add_argument("--ranges", type=int, nargs="+", default=list(RANGES_H))
+    a = ap.parse_args()
+    metas = [json.loads(m.read_text()) for m in a.bucket.glob("*/meta.json")]
+    end_ms = max(m["maxTime"] for m in metas) - STEP_MS
+    tmp = Path(tempfile.mkdtemp(prefix="bench-cold-"))
+    (tmp / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {a.bucket}\n")
+    sg, sh, qh = free_port(), free_port(), free_port()
+    procs: dict[str, subprocess.Popen] = {}
+    spies: list[subprocess.Popen] = []
+    logs = open(tmp / "promring.log", "ab")
+    try:
+        t = time.perf_counter()
+        procs["store"] = subprocess.Popen(promring_cmd() + [
+            "store", "--data-dir", str(tmp / "store"), "--objstore.config-file",
+            str(tmp / "objstore.yml"), "--grpc-address", f"127.0.0.1:{sg}",
+            "--http-address", f"127.0.0.1:{sh}", "--log.level", "warn"], stdout=logs, stderr=logs)
+        wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=procs["store"])
+        t_store = time.perf_counter() - t
+        t = time.perf_counter()
+        procs["query"] = subprocess.Popen(promring_cmd() + [
+            "query", "--endpoint", f"127.0.0.1:{sg}", "--grpc-address", "127.0.0.1:0",
+            "--http-address", f"127.0.0.1:{qh}", "--log.level", "warn"], stdout=logs, stderr=logs)
+        wait_ready(f"http://127.0.0.1:{qh}/-/ready", timeout=60, proc=procs["query"])
+        t_query = time.perf_counter() - t
+        print(f"ready: store {t_store:.2f} s, query {t_query:.2f} s", flush=True)
+        time.sleep(1.0)  # let a store's startup work (index checks) settle
+        if a.pyspy:
+            a.pyspy.mkdir(parents=True, exist_ok=True)
+            for name, p in procs.items():
+                spies.append(subprocess.Popen(
+                    ["py-spy", "record", "--native", "--idle", "-r", str(a.rate), "-f", "raw",
+                     "-o", str(a.pyspy / f"{name}.txt"), "--pid", str(p.pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(1.5)
+        metrics = f"http://127.0.0.1:{sh}/metrics"
+        api = f"http://127.0.0.1:{qh}/api/v1"
+        sess = requests.Session()
+        print("| query | h | cold ms | warm ms | store s cold/warm | reqs | KB | LRU misses "
+              "| store CPU ms cold/warm | query CPU ms cold/warm |\n|---|---|---|---|---|---|---|---|---|---|")
+        for h in a.ranges:
+            params = {"start": (end_ms - h * HOUR_MS) / 1000, "end": end_ms / 1000,
+                      "step": h * 3600 / POINTS}
+            for name, q in QUERIES:
+                p = dict(params, query=q)
+                runs = []
+                for _ in range(2):
+                    c0 = store_counters(metrics)
+                    cs, cq = cpu_seconds(procs["store"].pid), cpu_seconds(procs["query"].pid)
+                    dt = run_query(sess, api, p)[0]
+                    c1 = store_counters(metrics)
+                    runs.append((dt, {k: c1[k] - c0[k] for k in c0},
+                                 cpu_seconds(procs["store"].pid) - cs,
+                                 cpu_seconds(procs["query"].pid) - cq))
+                (cold, d, scpu, qcpu), (warm, dw, wscpu, wqcpu) = runs
+                print(f"| {name} | {h} | {cold * 1000:.1f} | {warm * 1000:.1f} "
+                      f"| {d['get_all_s'] * 1000:.1f}/{dw['get_all_s'] * 1000:.1f} "
+                      f"| {d['reqs']:.0f} | {d['bytes'] / 1024:.0f} "
+                      f"| {d['lookups'] - d['hits']:.0f} | {scpu * 1000:.0f}/{wscpu * 1000:.0f} "
+                      f"| {qcpu * 1000:.0f}/{wqcpu * 1000:.0f} |", flush=True)
+    finally:
+        for s in spies:
+            s.send_signal(signal.SIGINT)
+        for s in spies:
+            try:
+                s.wait(60)
+            except subprocess.TimeoutExpired:
+                s.kill()
+        for p in procs.values():
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        logs.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
