@@ -39,7 +39,15 @@ _METRICS = {
     "hits": re.compile(r'^thanos_store_index_cache_hits_total\{[^}]*\} (\S+)', re.M),
     "get_all_s": re.compile(r'^thanos_bucket_store_series_get_all_duration_seconds_sum (\S+)',
                             re.M),
+    "series_s": re.compile(r'^grpc_server_handling_seconds_sum\{[^}]*grpc_method="Series"[^}]*\} '
+                           r'(\S+)', re.M),
 }
+_CLIENT_S = re.compile(r'^grpc_client_handling_seconds_sum\{[^}]*grpc_method="Series"[^}]*\} '
+                       r'(\S+)', re.M)
+
+
+def client_series_s(url: str) -> float:
+    return sum(map(float, _CLIENT_S.findall(requests.get(url, timeout=10).text)))
 
 
 def store_counters(url: str) -> dict[str, float]:
@@ -58,6 +66,9 @@ def main() -> None:
     ap.add_argument("--pyspy", type=Path, help="record both processes into this directory")
     ap.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     ap.add_argument("--ranges", type=int, nargs="+", default=list(RANGES_H))
+    ap.add_argument("--limit", type=int, default=0,
+                    help="run only the first N query/range pairs (e.g. to profile just those)")
+    ap.add_argument("--runs", type=int, default=2, help="runs of each query (the first is cold)")
     a = ap.parse_args()
     metas = [json.loads(m.read_text()) for m in a.bucket.glob("*/meta.json")]
     end_ms = max(m["maxTime"] for m in metas) - STEP_MS
@@ -94,28 +105,37 @@ def main() -> None:
         metrics = f"http://127.0.0.1:{sh}/metrics"
         api = f"http://127.0.0.1:{qh}/api/v1"
         sess = requests.Session()
-        print("| query | h | cold ms | warm ms | store s cold/warm | reqs | KB | LRU misses "
-              "| store CPU ms cold/warm | query CPU ms cold/warm |\n|---|---|---|---|---|---|---|---|---|---|")
-        for h in a.ranges:
+        qmetrics = f"http://127.0.0.1:{qh}/metrics"
+        print("| query | h | cold ms | warm ms | eval ms | querier Series call ms | store Series ms "
+              "| store blocks ms | reqs | KB | LRU misses | store CPU ms | query CPU ms |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        pairs = [(h, nq) for h in a.ranges for nq in QUERIES]
+        for h, (name, q) in pairs[:a.limit or None]:
             params = {"start": (end_ms - h * HOUR_MS) / 1000, "end": end_ms / 1000,
                       "step": h * 3600 / POINTS}
-            for name, q in QUERIES:
-                p = dict(params, query=q)
-                runs = []
-                for _ in range(2):
-                    c0 = store_counters(metrics)
-                    cs, cq = cpu_seconds(procs["store"].pid), cpu_seconds(procs["query"].pid)
-                    dt = run_query(sess, api, p)[0]
-                    c1 = store_counters(metrics)
-                    runs.append((dt, {k: c1[k] - c0[k] for k in c0},
-                                 cpu_seconds(procs["store"].pid) - cs,
-                                 cpu_seconds(procs["query"].pid) - cq))
-                (cold, d, scpu, qcpu), (warm, dw, wscpu, wqcpu) = runs
-                print(f"| {name} | {h} | {cold * 1000:.1f} | {warm * 1000:.1f} "
-                      f"| {d['get_all_s'] * 1000:.1f}/{dw['get_all_s'] * 1000:.1f} "
-                      f"| {d['reqs']:.0f} | {d['bytes'] / 1024:.0f} "
-                      f"| {d['lookups'] - d['hits']:.0f} | {scpu * 1000:.0f}/{wscpu * 1000:.0f} "
-                      f"| {qcpu * 1000:.0f}/{wqcpu * 1000:.0f} |", flush=True)
+            p = dict(params, query=q, stats="all")
+            runs = []
+            for _ in range(max(1, a.runs)):
+                c0 = store_counters(metrics)
+                q0 = client_series_s(qmetrics)
+                cs, cq = cpu_seconds(procs["store"].pid), cpu_seconds(procs["query"].pid)
+                dt, data = run_query(sess, api, p)
+                c1 = store_counters(metrics)
+                d = {k: c1[k] - c0[k] for k in c0}
+                d["client_s"] = client_series_s(qmetrics) - q0
+                d["eval_s"] = data.get("stats", {}).get("timings", {}).get("evalTotalTime", 0)
+                runs.append((dt, d, cpu_seconds(procs["store"].pid) - cs,
+                             cpu_seconds(procs["query"].pid) - cq))
+
+            def pair(key: str) -> str:
+                return "/".join(f"{r[1][key] * 1000:.1f}" for r in (runs[0], runs[-1]))
+
+            (cold, d, scpu, qcpu), (warm, _, wscpu, wqcpu) = runs[0], runs[-1]
+            print(f"| {name} | {h} | {cold * 1000:.1f} | {warm * 1000:.1f} | {pair('eval_s')} "
+                  f"| {pair('client_s')} | {pair('series_s')} | {pair('get_all_s')} "
+                  f"| {d['reqs']:.0f} | {d['bytes'] / 1024:.0f} "
+                  f"| {d['lookups'] - d['hits']:.0f} | {scpu * 1000:.0f}/{wscpu * 1000:.0f} "
+                  f"| {qcpu * 1000:.0f}/{wqcpu * 1000:.0f} |", flush=True)
     finally:
         for s in spies:
             s.send_signal(signal.SIGINT)
