@@ -98,3 +98,44 @@ def test_lru_batch_insert_accounts_replacements_duplicates_and_evictions() -> No
     assert [cache.get(k, "series") is None for k in (1, 3, 2, 4, 5)] == [True] * 3 + [False] * 2
     assert cache.size <= cache.max_bytes
     assert cache.size == sum(len(v) + ENTRY_OVERHEAD for v, _ in cache._d.values())
+
+
+def test_filesystem_ranged_reads_inline_and_threaded_agree(tmp_path: Path) -> None:
+    """Small ranged reads are served by a pread in the caller's thread, big ones in a worker
+    thread: both return exactly the object's bytes for every range, short at the end."""
+    import asyncio
+
+    from objstore import FilesystemBucket
+    from objstore.filesystem import INLINE_READ_MAX
+
+    data = np.random.default_rng(3).bytes(INLINE_READ_MAX * 2 + 12345)
+
+    async def go() -> None:
+        bkt = FilesystemBucket(tmp_path / "b")
+        await bkt.upload("blk/chunks/000001", data)
+        for off, ln in [(0, 1), (7, INLINE_READ_MAX), (5, INLINE_READ_MAX + 1),
+                        (len(data) - 10, 100), (len(data) - 10, INLINE_READ_MAX * 3),
+                        (0, len(data)), (3, -1), (len(data), 4), (len(data) + 9, 1)]:
+            want = data[off:] if ln < 0 else data[off:off + ln]
+            assert await bkt.get_range("blk/chunks/000001", off, ln) == want
+
+    asyncio.run(go())
+
+
+def test_filesystem_reads_of_non_files_fail_fast(tmp_path: Path) -> None:
+    """A FIFO or a directory where an object should be is 'not found' at once, never a read
+    that blocks the event loop (small reads run in it)."""
+    import asyncio
+    import os
+
+    from objstore import FilesystemBucket, ObjectNotFound
+
+    async def go() -> None:
+        bkt = FilesystemBucket(tmp_path / "b")
+        await bkt.upload("blk/index", b"x" * 10)
+        os.mkfifo(tmp_path / "b" / "blk" / "fifo")
+        for name in ("blk/fifo", "blk", "blk/missing", "nope/index"):
+            with pytest.raises(ObjectNotFound):
+                await asyncio.wait_for(bkt.get_range(name, 0, 4), 10)
+
+    asyncio.run(go())
