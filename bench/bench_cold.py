@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0,
                     help="run only the first N query/range pairs (e.g. to profile just those)")
     ap.add_argument("--runs", type=int, default=2, help="runs of each query (the first is cold)")
+    ap.add_argument("--prime", default="",
+                    help="an instant query run once before the timed ones (e.g. 'up' or "
+                         "'x{instance=\"none\"}'), to see which first-use costs it takes")
     a = ap.parse_args()
     metas = [json.loads(m.read_text()) for m in a.bucket.glob("*/meta.json")]
     end_ms = max(m["maxTime"] for m in metas) - STEP_MS
@@ -109,6 +112,9 @@ def main() -> None:
         print("| query | h | cold ms | warm ms | eval ms | querier Series call ms | store Series ms "
               "| store blocks ms | reqs | KB | LRU misses | store CPU ms | query CPU ms |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        if a.prime:
+            sess.get(f"{api}/query", params={"query": a.prime, "time": end_ms / 1000},
+                     timeout=60).raise_for_status()
         pairs = [(h, nq) for h in a.ranges for nq in QUERIES]
         for h, (name, q) in pairs[:a.limit or None]:
             params = {"start": (end_ms - h * HOUR_MS) / 1000, "end": end_ms / 1000,
