@@ -244,14 +244,12 @@ class Evaluator:
         n = len(series)
         self.sh.reserve(n * self.T)
         if all(s[3] is None and s[4] is None for s in series):
-            found = _last_samples(series, E, lb)
-            if found is not None:
-                vals, pres, sts = found
-                keep = pres.any(1)
-                labels = [s[0] for s, k in zip(series, keep.tolist()) if k]
-                if not keep.all():
-                    vals, pres, sts = vals[keep], pres[keep], sts[keep]
-                return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts)
+            vals, pres, sts = _last_samples(series, E, lb)
+            keep = pres.any(1)
+            labels = [s[0] for s, k in zip(series, keep.tolist()) if k]
+            if not keep.all():
+                vals, pres, sts = vals[keep], pres[keep], sts[keep]
+            return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts)
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         sts = np.zeros((n, self.T), dtype=np.int64)
@@ -381,19 +379,15 @@ class Evaluator:
 
 
 def _last_samples(series: list, E: np.ndarray, lb: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every float series' newest sample at or before each step, in one search over all series
     laid end to end: (vals, present, sample_ts), each [n, T]. Present where that sample is newer
-    than the lookback and not a staleness marker. None when the timestamps are too far apart to
-    search together (then the caller goes series by series)."""
+    than the lookback and not a staleness marker."""
     n, T = len(series), len(E)
     lens = np.fromiter((len(s[1]) for s in series), dtype=np.int64, count=n)
     ts = np.concatenate([s[1] for s in series]) if n else np.zeros(0, np.int64)
     v = np.concatenate([s[2] for s in series]) if n else np.zeros(0)
-    found = batch_bounds(ts, lens, E, lb)
-    if found is None:
-        return None
-    lo, hi = found
+    lo, hi = batch_bounds(ts, lens, E, lb)
     first = np.repeat(np.cumsum(lens) - lens, T)  # each window's series start
     ic = np.maximum(hi - 1, first)
     ok = hi > lo

@@ -283,15 +283,7 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
         part = rows[a:b]
         ts = np.concatenate([m.ts[i] for i in part])
         x = np.concatenate([m.vals[i] for i in part])
-        found = batch_bounds(ts, lens[a:b], *wgeo)
-        if found is None:  # timestamps too far apart to band: one series at a time
-            for i in part:
-                lo, hi = bounds(m.ts[i], *wgeo)
-                w = m if m.ext is None else _ext_windows(m, *rangeext.inner_bounds(m.ts[i], m.end, m.rng))
-                _apply(ev, name, fn, m.ts[i], m.vals[i], lo, hi, w, extra_vals, vals, pres,
-                       np.array([i]))
-            continue
-        lo, hi = found
+        lo, hi = batch_bounds(ts, lens[a:b], *wgeo)
         if m.ext is not None:
             after_start = batch_bounds(ts, lens[a:b], m.end, m.rng)[0]
             at_end = batch_bounds(ts, lens[a:b], m.end - 1, 0)[1]
@@ -312,10 +304,6 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
             if m.ext is not None:
                 win = rangeext.ExtWindows(win.end, win.rng, win.eval_ts, m.ext, after_start[w] - o, at_end[w] - o)
             _apply(ev, name, fn, ts[o:e], x[o:e], lo[w] - o, hi[w] - o, win, extra, vals, pres, part[c:d])
-
-
-def _ext_windows(m: Matrix, after_start: np.ndarray, at_end: np.ndarray):
-    return rangeext.ExtWindows(m.end, m.rng, m.eval_ts, m.ext, after_start, at_end)
 
 
 def _apply(ev, name, fn, ts, x, lo, hi, w, extra, vals, pres, rows: np.ndarray) -> None:
