@@ -26,15 +26,13 @@ class Windows:
         self.end, self.rng, self.eval_ts = end, rng, eval_ts
 
 
-def batch_bounds(ts: np.ndarray, lens: np.ndarray, end: np.ndarray, rng: int
+def batch_bounds(ts: np.ndarray, offs: np.ndarray, end: np.ndarray, rng: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """``bounds`` of every step's window in every series at once, for series whose (sorted)
-    timestamps are concatenated in ``ts`` with ``lens`` samples each: windows are series-major
-    (series i, step j at i*T + j) and index the concatenated arrays. One C pass per series
-    (its samples walked once as the steps ascend)."""
-    offs = np.zeros(len(lens) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offs[1:])
-    lo, hi = window_bounds(_i64(ts), offs, _i64(end), int(rng))
+    timestamps are laid end to end in ``ts``, series i at [offs[i], offs[i+1]) (offs from 0 to
+    len(ts)): windows are series-major (series i, step j at i*T + j) and index ``ts``. One C
+    pass per series (its samples walked once as the steps ascend)."""
+    lo, hi = window_bounds(_i64(ts), _i64(offs), _i64(end), int(rng))
     return np.frombuffer(lo, dtype=np.int64), np.frombuffer(hi, dtype=np.int64)
 
 

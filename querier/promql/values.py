@@ -53,6 +53,9 @@ class Matrix:
     # per series: int64 start timestamps parallel to ts (0 unknown) or None; None = no series has any.
     # Only a matrix selector under rate/irate/increase/resets with use-start-timestamps sets it.
     sts: list | None = None
+    # ts/vals laid end to end with int64 offsets [n+1], as the selector read them (then ts[i] and
+    # vals[i] are views of these), so range functions need not concatenate the series again
+    cat: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def held_points(v) -> int:
@@ -60,7 +63,7 @@ def held_points(v) -> int:
     if isinstance(v, (Vec, Scalar)):
         return v.vals.size
     if isinstance(v, Matrix):
-        return sum(len(t) for t in v.ts)
+        return len(v.cat[0]) if v.cat is not None else sum(len(t) for t in v.ts)
     return 0
 
 

@@ -34,8 +34,8 @@ def _series(seed: int, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
 def test_batch_bounds_equal_per_series_bounds():
     tss, _ = _series(1, 25)
     lens = np.array([len(t) for t in tss])
-    lo, hi = batch_bounds(np.concatenate(tss), lens, END, RNG)
     offs = np.concatenate([[0], np.cumsum(lens)])
+    lo, hi = batch_bounds(np.concatenate(tss), offs, END, RNG)
     for i, ts in enumerate(tss):
         l1, h1 = bounds(ts, END, RNG)
         w = slice(i * len(END), (i + 1) * len(END))
@@ -51,7 +51,7 @@ def test_batch_bounds_of_extreme_spans_and_unordered_ends():
     lens = np.array([len(t) for t in tss])
     offs = np.concatenate([[0], np.cumsum(lens)])
     for rng in (0, 10, 1 << 62):
-        lo, hi = batch_bounds(np.concatenate(tss), lens, end, rng)
+        lo, hi = batch_bounds(np.concatenate(tss), offs, end, rng)
         for i, ts in enumerate(tss):
             l1, h1 = bounds(ts, end, rng)
             w = slice(i * len(end), (i + 1) * len(end))
@@ -72,19 +72,24 @@ class _Ev:
 
 
 class _M:
-    def __init__(self, tss, xs):
+    def __init__(self, tss, xs, laid_out: bool = False):
         self.ts, self.vals, self.end, self.rng = tss, xs, END, RNG
         self.eval_ts, self.ext = END, None  # a plain range (no anchored/smoothed)
+        self.labels = [(("i", str(i)),) for i in range(len(tss))]
+        offs = np.concatenate([[0], np.cumsum([len(t) for t in tss])]).astype(np.int64)
+        # as a matrix selector gives them: the series also laid end to end
+        self.cat = (np.concatenate(tss), np.concatenate(xs), offs) if laid_out else None
 
 
+@pytest.mark.parametrize("laid_out", [False, True])
 @pytest.mark.parametrize("name", sorted(RANGE_FUNCS))
-def test_every_range_function_batched_equals_one_series_at_a_time(name, monkeypatch):
+def test_every_range_function_batched_equals_one_series_at_a_time(name, laid_out, monkeypatch):
     tss, xs = _series(7, 40)
     extra = EXTRA.get(name, [])
     n = len(tss)
     monkeypatch.setattr(functions, "BATCH_POINTS", 300)  # several batches, and split ones
     vals, pres = np.zeros((n, len(END))), np.zeros((n, len(END)), bool)
-    functions._float_range_rows(_Ev(), name, RANGE_FUNCS[name], _M(tss, xs), extra,
+    functions._float_range_rows(_Ev(), name, RANGE_FUNCS[name], _M(tss, xs, laid_out), extra,
                                 np.arange(n), vals, pres)
     for i in range(n):
         lo, hi = bounds(tss[i], END, RNG)
