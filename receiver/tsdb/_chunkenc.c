@@ -444,9 +444,12 @@ done:
     return res;
 }
 
-/* Decodes n chunks (given as pointer/length pairs) into fresh bytes objects. */
-static PyObject *decode_spans(const uint8_t **ptrs, const size_t *lens, Py_ssize_t n,
-                              int64_t mint, int64_t maxt) {
+/* Decodes n chunks (given as pointer/length pairs) into fresh bytes objects (ts, vals): as one
+ * series, or with per_series (chunk counts of nseries consecutive series) as that many series,
+ * whose start offsets (nseries + 1 of them) go to offs. */
+static PyObject *decode_grouped(const uint8_t **ptrs, const size_t *lens, Py_ssize_t n,
+                                const Py_ssize_t *per_series, Py_ssize_t nseries, int64_t *offs,
+                                int64_t mint, int64_t maxt) {
     Py_ssize_t total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (lens[i] < 2) return corrupt();
@@ -457,14 +460,20 @@ static PyObject *decode_spans(const uint8_t **ptrs, const size_t *lens, Py_ssize
     if (!ots || !ovs) { Py_XDECREF(ots); Py_XDECREF(ovs); return NULL; }
     int64_t *ts = (int64_t *)PyBytes_AS_STRING(ots);
     uint64_t *vs = (uint64_t *)PyBytes_AS_STRING(ovs);
-    Py_ssize_t k = 0;
+    Py_ssize_t k = 0, c = 0;
+    const Py_ssize_t groups = per_series ? nseries : 1;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t got = xor_decode_into(ptrs[i], lens[i], mint, maxt, ts + k, vs + k);
-        if (got < 0) { bad = 1; break; }
-        k += got;
+    for (Py_ssize_t g = 0; g < groups && !bad; g++) {
+        if (offs) offs[g] = k;
+        const Py_ssize_t stop = c + (per_series ? per_series[g] : n);
+        for (; c < stop; c++) {
+            Py_ssize_t got = xor_decode_into(ptrs[c], lens[c], mint, maxt, ts + k, vs + k);
+            if (got < 0) { bad = 1; break; }
+            k += got;
+        }
     }
+    if (offs) offs[groups] = k;
     Py_END_ALLOW_THREADS
     if (bad) { Py_DECREF(ots); Py_DECREF(ovs); return corrupt(); }
     if (k != total) {
@@ -475,6 +484,11 @@ static PyObject *decode_spans(const uint8_t **ptrs, const size_t *lens, Py_ssize
     Py_DECREF(ots);
     Py_DECREF(ovs);
     return res;
+}
+
+static PyObject *decode_spans(const uint8_t **ptrs, const size_t *lens, Py_ssize_t n,
+                              int64_t mint, int64_t maxt) {
+    return decode_grouped(ptrs, lens, n, NULL, 0, NULL, mint, maxt);
 }
 
 static PyObject *py_xor_decode_many(PyObject *self, PyObject *args) {
@@ -534,8 +548,8 @@ static PyObject *py_xor_decode_series(PyObject *self, PyObject *args) {
     Py_buffer *views = NULL;
     const uint8_t **ptrs = NULL;
     size_t *lens = NULL;
-    PyObject *ots = NULL, *ovs = NULL, *ooffs = NULL, *res = NULL;
-    Py_ssize_t total_chunks = 0, got = 0, total = 0;
+    PyObject *ooffs = NULL, *pair = NULL, *res = NULL;
+    Py_ssize_t total_chunks = 0, got = 0;
     if (!inner || !nchunks) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t i = 0; i < n; i++) {
         inner[i] = PySequence_Fast(PySequence_Fast_GET_ITEM(outer, i),
@@ -554,37 +568,14 @@ static PyObject *py_xor_decode_series(PyObject *self, PyObject *args) {
             if (!data || PyObject_GetBuffer(data, &views[got], PyBUF_C_CONTIGUOUS) < 0) goto done;
             ptrs[got] = views[got].buf;
             lens[got] = (size_t)views[got].len;
-            if (lens[got] < 2) { got++; corrupt(); goto done; }
-            total += ((Py_ssize_t)ptrs[got][0] << 8) | ptrs[got][1];
             got++;
         }
     }
-    ots = PyBytes_FromStringAndSize(NULL, total * 8);
-    ovs = PyBytes_FromStringAndSize(NULL, total * 8);
     ooffs = PyBytes_FromStringAndSize(NULL, (n + 1) * 8);
-    if (!ots || !ovs || !ooffs) goto done;
-    int64_t *ts = (int64_t *)PyBytes_AS_STRING(ots);
-    uint64_t *vs = (uint64_t *)PyBytes_AS_STRING(ovs);
-    int64_t *offs = (int64_t *)PyBytes_AS_STRING(ooffs);
-    Py_ssize_t k = 0, c = 0;
-    int bad = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n && !bad; i++) {
-        offs[i] = k;
-        for (Py_ssize_t j = 0; j < nchunks[i]; j++, c++) {
-            Py_ssize_t m = xor_decode_into(ptrs[c], lens[c], (int64_t)mint, (int64_t)maxt,
-                                           ts + k, vs + k);
-            if (m < 0) { bad = 1; break; }
-            k += m;
-        }
-    }
-    offs[n] = k;
-    Py_END_ALLOW_THREADS
-    if (bad) { corrupt(); goto done; }
-    if (k != total) {
-        if (_PyBytes_Resize(&ots, k * 8) < 0 || _PyBytes_Resize(&ovs, k * 8) < 0) goto done;
-    }
-    res = PyTuple_Pack(3, ots, ovs, ooffs);
+    if (!ooffs) goto done;
+    pair = decode_grouped(ptrs, lens, got, nchunks, n, (int64_t *)PyBytes_AS_STRING(ooffs),
+                          (int64_t)mint, (int64_t)maxt);
+    if (pair) res = PyTuple_Pack(3, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), ooffs);
 done:
     for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
     if (inner) for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(inner[i]);
@@ -593,8 +584,7 @@ done:
     PyMem_Free(views);
     PyMem_Free(ptrs);
     PyMem_Free(lens);
-    Py_XDECREF(ots);
-    Py_XDECREF(ovs);
+    Py_XDECREF(pair);
     Py_XDECREF(ooffs);
     Py_DECREF(outer);
     return res;
