@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import operator
 import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -355,12 +356,12 @@ def _float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
     """The usual answer -- distinct float series whose chunks do not overlap -- decoded in one
     C call into columns; None when a series repeats (replicas, several stores), may hold
     native histograms, or has overlapping chunks: then series by series."""
-    if not all(s.histograms is False for s in raw):
+    if raw and set(map(operator.attrgetter("histograms"), raw)) != {False}:
         return None
-    labels = [s.labels for s in raw]
+    labels = list(map(operator.attrgetter("labels"), raw))
     order = sorted(range(len(raw)), key=labels.__getitem__)
-    labels = [labels[i] for i in order]
-    if any(a == b for a, b in zip(labels, labels[1:])):
+    labels = list(map(labels.__getitem__, order))
+    if any(map(operator.eq, labels, labels[1:])):
         return None
     ts, vals, offs = decode_series([raw[i].chunks for i in order], mint, maxt)
     rising = ts[1:] > ts[:-1]

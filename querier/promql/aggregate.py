@@ -45,8 +45,15 @@ def needs_kahan(x: np.ndarray) -> bool:
     if not x.size:
         return False
     ax = np.abs(x)
-    nz = ax[(ax > 0) & np.isfinite(ax)]
-    return len(nz) > 0 and bool(nz.max() / 2.0 ** 40 > nz.min())
+    mx = ax.max()
+    if not np.isfinite(mx):  # NaN or ±Inf among them: judge the finite ones alone
+        ax = ax[np.isfinite(ax)]
+        if not ax.size:
+            return False
+        mx = ax.max()
+    # some nonzero magnitude below mx / 2^40 <=> more values below it than zeros
+    below = np.count_nonzero(ax < mx / 2.0 ** 40)
+    return bool(below > np.count_nonzero(ax == 0))
 
 
 def sum_rows(x: np.ndarray, p: np.ndarray) -> np.ndarray:

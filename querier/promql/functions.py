@@ -229,19 +229,15 @@ def _range_call(ev, name: str, args) -> Vec:
 def _non_counter_info(ev, labels, float_out: np.ndarray) -> None:
     """As Prometheus: a series whose rate/increase gave a float result at some step and that does
     not look like a counter gets an info, once per distinct text."""
-    with_float = float_out.any(1).tolist()
-    # the note depends on the name (and type) only: judged once per distinct one
-    kinds = {_note_key(l) for l, f in zip(labels, with_float) if f}
+    rows = np.flatnonzero(float_out.any(1)).tolist()
+    # The note depends on the name and type only: judged once per distinct pair. Sorted label
+    # sets mostly start with the name, and with a label after "__unit__" next hold no type.
+    kinds = {l[:1] if l and l[0][0] == METRIC_NAME and (len(l) == 1 or l[1][0] > "__unit__")
+             else tuple(p for p in l if p[0] in (METRIC_NAME, "__type__"))
+             for l in map(labels.__getitem__, rows)}
     notes = {_non_counter_note(ev, l) for l in kinds}
     for note in sorted(n for n in notes if n):
         ev.info(note)
-
-
-def _note_key(lbls):
-    """The labels _non_counter_note reads: sorted label sets mostly start with the name."""
-    if lbls and lbls[0][0] == METRIC_NAME and (len(lbls) == 1 or lbls[1][0] > "__unit__"):
-        return lbls[:1]  # no __type__ either: it would sort between the name and here
-    return tuple(p for p in lbls if p[0] in (METRIC_NAME, "__type__"))
 
 
 def _non_counter_note(ev, lbls) -> str | None:

@@ -88,6 +88,12 @@ def drop_name(lbls: Labels) -> Labels:
     return tuple(p for p in lbls if p[0] not in METADATA_LABELS)
 
 
+def drop_names(labels: list[Labels]) -> list[Labels]:
+    """drop_name of every label set; the usual case (name first, no schema label) inline."""
+    return [l[1:] if l and l[0][0] == METRIC_NAME and (len(l) == 1 or l[1][0] > "__unit__")
+            else drop_name(l) for l in labels]
+
+
 def get_label(lbls: Labels, name: str) -> str:
     for k, v in lbls:
         if k == name:
@@ -137,7 +143,7 @@ def merge_rows(v: Vec, err: str) -> Vec:
 def finalize(v: Vec) -> Vec:
     """Apply delayed name removal and reject label-set collisions, as at the end of a query."""
     if v.drop.all():
-        v = Vec(list(map(drop_name, v.labels)), v.vals, v.present, np.zeros(len(v.labels), dtype=bool),
+        v = Vec(drop_names(v.labels), v.vals, v.present, np.zeros(len(v.labels), dtype=bool),
                 hist=v.hist)
     elif v.drop.any():
         v = Vec([drop_name(l) if d else l for l, d in zip(v.labels, v.drop.tolist())], v.vals, v.present,
