@@ -23,6 +23,9 @@ static inline int64_t upper_bound(const int64_t *ts, int64_t a, int64_t b, int64
     return a;
 }
 
+/* Prometheus's staleness marker, a NaN with this exact bit pattern. */
+#define STALE_NAN 0x7ff0000000000002ULL
+
 static inline int64_t sat_sub(int64_t a, int64_t b) {
     int64_t r;
     if (__builtin_sub_overflow(a, b, &r)) return b > 0 ? INT64_MIN : INT64_MAX;
@@ -37,6 +40,22 @@ static int check_i64(Py_buffer *b, const char *what) {
     return 0;
 }
 
+/* The number of series n described by offs (n+1 int64 starts from 0 to N, not decreasing)
+ * whose n*T windows fit in memory; -1 with an exception set otherwise. */
+static Py_ssize_t series_count(Py_buffer *ob, Py_ssize_t N, Py_ssize_t T) {
+    Py_ssize_t n1 = ob->len / 8;
+    if (n1 < 1) { PyErr_SetString(PyExc_ValueError, "offs needs n+1 entries"); return -1; }
+    const Py_ssize_t n = n1 - 1;
+    const int64_t *offs = ob->buf;
+    if (offs[0] != 0 || offs[n] != N) {
+        PyErr_SetString(PyExc_ValueError, "offs must run from 0 to len(ts)"); return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (offs[i + 1] < offs[i]) { PyErr_SetString(PyExc_ValueError, "offs must not decrease"); return -1; }
+    if (T && n > PY_SSIZE_T_MAX / 8 / T) { PyErr_NoMemory(); return -1; }
+    return n;
+}
+
 /* window_bounds(ts, offs, end, rng) -> (lo, hi): int64 bytes of n*T entries, series-major
  * (series i, step j at i*T + j). ts: int64 timestamps of n series laid end to end, each
  * ascending; offs: int64[n+1] where each series starts (offs[n] = len(ts)); end: int64[T]
@@ -48,16 +67,9 @@ static PyObject *py_window_bounds(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*y*L:window_bounds", &tb, &ob, &eb, &rng)) return NULL;
     PyObject *olo = NULL, *ohi = NULL, *res = NULL;
     if (check_i64(&tb, "ts") || check_i64(&ob, "offs") || check_i64(&eb, "end")) goto done;
-    Py_ssize_t N = tb.len / 8, n1 = ob.len / 8, T = eb.len / 8;
-    if (n1 < 1) { PyErr_SetString(PyExc_ValueError, "offs needs n+1 entries"); goto done; }
-    Py_ssize_t n = n1 - 1;
+    Py_ssize_t N = tb.len / 8, T = eb.len / 8, n = series_count(&ob, N, T);
+    if (n < 0) goto done;
     const int64_t *ts = tb.buf, *offs = ob.buf, *end = eb.buf;
-    if (offs[0] != 0 || offs[n] != N) {
-        PyErr_SetString(PyExc_ValueError, "offs must run from 0 to len(ts)"); goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (offs[i + 1] < offs[i]) { PyErr_SetString(PyExc_ValueError, "offs must not decrease"); goto done; }
-    if (T && n > PY_SSIZE_T_MAX / 8 / T) { PyErr_NoMemory(); goto done; }
     olo = PyBytes_FromStringAndSize(NULL, n * T * 8);
     ohi = PyBytes_FromStringAndSize(NULL, n * T * 8);
     if (!olo || !ohi) goto done;
@@ -164,7 +176,62 @@ done:
     return res;
 }
 
+/* last_samples(ts, vals, offs, steps, lookback) -> (vals float64, present bool, sample_ts
+ * int64), n*T entries each, series-major: each series' newest sample at or before each step
+ * and newer than step - lookback (an instant vector selector); present unless there is none
+ * or it is a staleness marker. Absent entries hold the series' first sample (0 when empty). */
+static PyObject *py_last_samples(PyObject *self, PyObject *args) {
+    Py_buffer tb, vb, ob, eb;
+    long long lb;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*L:last_samples", &tb, &vb, &ob, &eb, &lb)) return NULL;
+    PyObject *ov = NULL, *op = NULL, *ot = NULL, *res = NULL;
+    if (check_i64(&tb, "ts") || check_i64(&vb, "vals") || check_i64(&ob, "offs") || check_i64(&eb, "steps"))
+        goto done;
+    if (vb.len != tb.len) { PyErr_SetString(PyExc_ValueError, "ts and vals differ in length"); goto done; }
+    Py_ssize_t N = tb.len / 8, T = eb.len / 8, n = series_count(&ob, N, T);
+    if (n < 0) goto done;
+    const int64_t *ts = tb.buf, *offs = ob.buf, *E = eb.buf;
+    const uint64_t *vbits = vb.buf;
+    /* bytearrays: the caller's numpy views of them are the vector's own, writable arrays */
+    ov = PyByteArray_FromStringAndSize(NULL, n * T * 8);
+    op = PyByteArray_FromStringAndSize(NULL, n * T);
+    ot = PyByteArray_FromStringAndSize(NULL, n * T * 8);
+    if (!ov || !op || !ot) goto done;
+    uint64_t *out_v = (uint64_t *)PyByteArray_AS_STRING(ov);
+    char *out_p = PyByteArray_AS_STRING(op);
+    int64_t *out_t = (int64_t *)PyByteArray_AS_STRING(ot);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t a = offs[i], b = offs[i + 1];
+        int64_t h = a;
+        for (Py_ssize_t j = 0; j < T; j++) {
+            const int64_t e = E[j];
+            if (j == 0 || e < E[j - 1]) h = upper_bound(ts, a, b, e);
+            else while (h < b && ts[h] <= e) h++;
+            const Py_ssize_t w = i * T + j;
+            const int64_t k = h > a ? h - 1 : a;
+            if (a == b) { out_v[w] = 0; out_t[w] = 0; out_p[w] = 0; continue; }
+            out_v[w] = vbits[k];
+            out_t[w] = ts[k];
+            out_p[w] = h > a && ts[k] > sat_sub(e, lb) && vbits[k] != STALE_NAN;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    res = PyTuple_Pack(3, ov, op, ot);
+done:
+    Py_XDECREF(ov);
+    Py_XDECREF(op);
+    Py_XDECREF(ot);
+    PyBuffer_Release(&tb);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&eb);
+    return res;
+}
+
 static PyMethodDef methods[] = {
+    {"last_samples", py_last_samples, METH_VARARGS,
+     "last_samples(ts, vals, offs, steps, lookback) -> (vals, present, sample_ts) bytearrays."},
     {"window_bounds", py_window_bounds, METH_VARARGS,
      "window_bounds(ts, offs, end, rng) -> (lo, hi) int64 bytes, series-major."},
     {"extrapolated", py_extrapolated, METH_VARARGS,

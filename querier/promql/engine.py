@@ -14,7 +14,7 @@ from querier.promql.parser import ParseError, parse as parse_syntax
 from querier.promql.selected import Selected
 from querier.promql.types import (TOO_MANY_SAMPLES, USE_START_TIMESTAMPS, EngineOptions, PromQLError, Queryable,
                                   QueryResult, SeriesBatch)
-from querier.promql.rangefuncs import batch_bounds
+from querier.promql._rangec import last_samples
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
                                    row_values)
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
@@ -375,21 +375,14 @@ class Evaluator:
 
 def _last_samples(series: Selected, E: np.ndarray, lb: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every float series' newest sample at or before each step, in one search over all series
+    """Every float series' newest sample at or before each step, in one C pass over all series
     laid end to end: (vals, present, sample_ts), each [n, T]. Present where that sample is newer
     than the lookback and not a staleness marker."""
     n, T = len(series), len(E)
-    ts, v = series.ts, series.vals
-    lo, hi = batch_bounds(ts, series.offs, E, lb)
-    first = np.repeat(series.offs[:-1], T)  # each window's series start
-    ic = np.maximum(hi - 1, first)
-    ok = hi > lo
-    if len(v):
-        x, st = v[ic], ts[ic]
-        ok &= ~is_stale(x)
-    else:
-        x, st = np.zeros(n * T), np.zeros(n * T, np.int64)
-    return x.reshape(n, T), ok.reshape(n, T), st.reshape(n, T)
+    x, ok, st = last_samples(series.ts, series.vals, series.offs, np.ascontiguousarray(E, dtype=np.int64),
+                             int(lb))
+    return (np.frombuffer(x, dtype=np.float64).reshape(n, T), np.frombuffer(ok, dtype=np.bool_).reshape(n, T),
+            np.frombuffer(st, dtype=np.int64).reshape(n, T))
 
 
 def _stats_hints(hs: np.ndarray) -> np.ndarray:

@@ -167,3 +167,27 @@ def test_extrapolated_functions_equal_prometheus_per_window(name, counter, rate)
             assert ok[j] == (want is not None)
             if want is not None:
                 np.testing.assert_array_equal(got[j], want, err_msg=f"{name} step {j}")
+
+
+def test_last_samples_equal_per_series_search_with_stale_markers_and_unordered_steps():
+    """The instant selector's C lookup: newest sample at or before each step within the
+    lookback, absent on a staleness marker; steps need not ascend (@ and subqueries)."""
+    from querier.promql._rangec import last_samples
+    from querier.promql.values import is_stale
+    from receiver.tsdb.labels import STALE_NAN_BITS
+    stale = np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0]
+    tss, xs = _series(9, 30)
+    tss, xs = [t for t in tss if len(t)], [x.copy() for x in xs if len(x)]
+    for x in xs[::3]:
+        x[len(x) // 2] = stale
+    steps = np.concatenate([END, END[::-1][:7], [END[0] - 10 * RNG]]).astype(np.int64)
+    offs = np.concatenate([[0], np.cumsum([len(t) for t in tss])]).astype(np.int64)
+    v, ok, st = (np.frombuffer(b, dtype=d).reshape(len(tss), -1) for b, d in zip(
+        last_samples(np.concatenate(tss), np.concatenate(xs), offs, steps, RNG),
+        (np.float64, np.bool_, np.int64)))
+    for i, (ts, x) in enumerate(zip(tss, xs)):
+        idx = np.searchsorted(ts, steps, side="right") - 1
+        want = (idx >= 0) & (ts[np.maximum(idx, 0)] > steps - RNG) & ~is_stale(x[np.maximum(idx, 0)])
+        assert (ok[i] == want).all(), i
+        np.testing.assert_array_equal(v[i][want], x[idx[want]])
+        assert (st[i][want] == ts[idx[want]]).all()
