@@ -531,10 +531,9 @@ class Engine:
             return QueryResult("matrix", [((), steps.copy(), v.vals.copy())], sh.warnings, sh.infos)
         v = finalize(v)
         out = []
-        for i, l in enumerate(v.labels):
+        for i in np.flatnonzero(v.present.any(1)).tolist():  # e.g. topk: few rows of many
             p = v.present[i]
-            if p.any():
-                out.append((l, steps[p], row_values(v, i, p)))
+            out.append((v.labels[i], steps[p], row_values(v, i, p)))
         out.sort(key=lambda x: x[0])
         return QueryResult("matrix", out, sh.warnings, sh.infos)
 
