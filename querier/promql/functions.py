@@ -328,8 +328,13 @@ def _apply(ev, name, fn, ts, x, lo, hi, w, extra, vals, pres, rows: np.ndarray) 
     # the windows a call holds at once: all of them when copied out, else the widest one
     ev.sh.fits(int((hi - lo).max()) * (len(lo) if name in WINDOW_MATERIALIZING else 1))
     r, ok = fn(ts, x, lo, hi, w, extra)
-    vals[rows] = np.reshape(r, (len(rows), -1))
-    pres[rows] = np.reshape(ok, (len(rows), -1))
+    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):  # ascending run: a slice
+        rows = slice(int(rows[0]), int(rows[-1]) + 1)
+        n = rows.stop - rows.start
+    else:
+        n = len(rows)
+    vals[rows] = np.reshape(r, (n, -1))
+    pres[rows] = np.reshape(ok, (n, -1))
 
 
 def _natural(s: str) -> tuple:
