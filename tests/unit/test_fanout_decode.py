@@ -72,3 +72,17 @@ def test_engine_answers_equal_from_a_batch_and_from_series():
         for g, w in zip(got.series, want.series):
             assert g[1].tolist() == w[1].tolist()
             np.testing.assert_array_equal(g[2], w[2])
+
+
+def test_decode_series_refuses_malformed_chunks_without_crashing():
+    """Chunks come from a store over the network: short, truncated or wrongly shaped ones fail
+    the decode with ValueError (as series-by-series decoding does), never read past a buffer."""
+    import pytest
+
+    from receiver.tsdb.chunkenc import decode_series
+    good = encode(np.arange(0, 100_000, 10_000, dtype=np.int64), np.arange(10.0))
+    assert decode_series([[good], [(0, 1, good)], []], 0, 50_000)[2].tolist() == [0, 6, 12, 12]
+    for bad in ([[b"\x00"]], [[good[:len(good) // 2]]], [[(0, good)]], [[b"\xff\xff" + good[2:]]],
+                [None], [[123]]):
+        with pytest.raises((ValueError, TypeError)):
+            decode_series(bad, 0, 1 << 40)
