@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import operator
 import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -21,7 +22,8 @@ from common.tls import ClientTLS
 from querier.dedup import chain, penalty, strip_labels
 from querier.downsampled import aggrs_from_func, max_resolution_for, series_samples
 from querier.promql import PromQLError, Series
-from receiver.tsdb.chunkenc import decode_many
+from querier.promql.types import SeriesBatch
+from receiver.tsdb.chunkenc import decode_many, decode_series
 from receiver.tsdb.histogram import ENCODING_XOR, chunk_encoding, decode_chunk, to_engine
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher
 from storeapi.client import StoreClient
@@ -321,9 +323,12 @@ def decode_chunks(chunks, mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
-                     counter: bool = False) -> list[Series]:
+                     counter: bool = False) -> list[Series] | SeriesBatch:
     """Decode each series' chunks; series with equal labels (from several stores, or replicas
     once their replica labels are stripped) are merged by ``dedup_func``."""
+    batch = _float_batch(raw, mint, maxt)
+    if batch is not None:
+        return batch
     by_labels: dict[Labels, list] = {}
     with_histograms: set[Labels] = set()
     for s in raw:
@@ -345,6 +350,30 @@ def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
             out.append(Series(lbls, ts, vals))
     out.sort(key=lambda s: s.labels)
     return out
+
+
+def _float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
+    """The usual answer -- distinct float series whose chunks do not overlap -- decoded in one
+    C call into columns; None when a series repeats (replicas, several stores), may hold
+    native histograms, or has overlapping chunks: then series by series."""
+    if raw and set(map(operator.attrgetter("histograms"), raw)) != {False}:
+        return None
+    labels = list(map(operator.attrgetter("labels"), raw))
+    order = sorted(range(len(raw)), key=labels.__getitem__)
+    labels = list(map(labels.__getitem__, order))
+    if any(map(operator.eq, labels, labels[1:])):
+        return None
+    ts, vals, offs = decode_series([raw[i].chunks for i in order], mint, maxt)
+    rising = ts[1:] > ts[:-1]
+    rising[offs[1:-1][(offs[1:-1] > 0) & (offs[1:-1] < len(ts))] - 1] = True  # series boundaries
+    if not rising.all():
+        return None
+    lens = np.diff(offs)
+    if (lens == 0).any():
+        nz = lens > 0
+        labels = [l for l, k in zip(labels, nz.tolist()) if k]
+        offs = np.concatenate([[0], np.cumsum(lens[nz])]).astype(np.int64)
+    return SeriesBatch(labels, ts, vals, offs)
 
 
 _STALE = np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0]

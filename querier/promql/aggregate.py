@@ -45,8 +45,15 @@ def needs_kahan(x: np.ndarray) -> bool:
     if not x.size:
         return False
     ax = np.abs(x)
-    nz = ax[(ax > 0) & np.isfinite(ax)]
-    return len(nz) > 0 and bool(nz.max() / 2.0 ** 40 > nz.min())
+    mx = ax.max()
+    if not np.isfinite(mx):  # NaN or ±Inf among them: judge the finite ones alone
+        ax = ax[np.isfinite(ax)]
+        if not ax.size:
+            return False
+        mx = ax.max()
+    # some nonzero magnitude below mx / 2^40 <=> more values below it than zeros
+    below = np.count_nonzero(ax < mx / 2.0 ** 40)
+    return bool(below > np.count_nonzero(ax == 0))
 
 
 def sum_rows(x: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -281,8 +288,11 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
             ev.warn(f"ratio value should be between -1 and 1, got {nhist.go_g(float(bad[0]))}, "
                     f"capping to {nhist.go_g(float(np.clip(bad[0], -1, 1)))}")
     pres = v.present.copy()
+    n = len(v.labels)
     for idx in groups.values():
-        x, p = v.vals[idx], v.present[idx]
+        # one group of every row (in row order, as group_index gives it): views, not copies
+        rows = slice(None) if len(idx) == n else idx
+        x, p = v.vals[rows], v.present[rows]
         if op == "limit_ratio":
             if np.isnan(kv).any():
                 raise PromQLError("execution", "Ratio value is NaN")
@@ -295,7 +305,7 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
         if op == "limitk":
             rank = np.cumsum(p, axis=0) - 1
         elif len(idx) > 1 and T and (k == k[0]).all():
-            pres[idx] = _first_k(x, p, int(k[0]), op == "topk")
+            pres[rows] = _first_k(x, p, int(k[0]), op == "topk")
             continue
         else:
             nan = np.isnan(x)
@@ -303,7 +313,7 @@ def _select_k(ev, op: str, v: Vec, param, mod) -> Vec:
             order = np.lexsort((-vv if op == "topk" else vv, nan, ~p), axis=0)
             rank = np.empty_like(order)
             np.put_along_axis(rank, order, np.arange(len(idx))[:, None].repeat(T, 1), axis=0)
-        pres[idx] = p & (rank < k[None, :])
+        pres[rows] = p & (rank < k[None, :])
     return Vec(v.labels, v.vals, pres, v.drop, None, v.hist)
 
 

@@ -7,13 +7,14 @@ from datetime import timedelta
 
 import numpy as np
 
-from querier.promql import aggregate, ast, binops, functions, rangeext
+from querier.promql import aggregate, ast, binops, functions, rangeext, selected
 from querier.promql.features import parser_options
 from querier.promql.guard import check_query
 from querier.promql.parser import ParseError, parse as parse_syntax
+from querier.promql.selected import Selected
 from querier.promql.types import (TOO_MANY_SAMPLES, USE_START_TIMESTAMPS, EngineOptions, PromQLError, Queryable,
-                                  QueryResult)
-from querier.promql.rangefuncs import batch_bounds
+                                  QueryResult, SeriesBatch)
+from querier.promql._rangec import last_samples
 from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
                                    row_values)
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
@@ -194,13 +195,22 @@ class Evaluator:
             raise PromQLError("bad_data", "vector selector must contain at least one non-empty matcher")
         return self.select_series(ms, mint, maxt, range_ms)
 
-    def select_series(self, ms: list[Matcher], mint: int, maxt: int, range_ms: int = 0):
-        """(labels, ts, vals, hists, start timestamps) of the series ``ms`` selects, samples in
-        [mint, maxt], sorted by labels, counted on the sample budget."""
-        out = []
+    def select_series(self, ms: list[Matcher], mint: int, maxt: int, range_ms: int = 0) -> Selected:
+        """The series ``ms`` selects, samples in [mint, maxt], sorted by labels, counted on the
+        sample budget."""
         with_hints = getattr(self.sh.q, "select_with_hints", None)
         got = (with_hints(ms, mint, maxt, func=self.func_hint, range_ms=range_ms)
                if with_hints is not None else self.sh.q.select(ms, mint, maxt))
+        if isinstance(got, SeriesBatch):  # a store answer decoded as columns: no per-series work
+            sel = selected.from_batch(got, mint, maxt)
+        else:
+            sel = selected.from_rows(self._rows(got, mint, maxt))
+        self.sh.loaded += len(sel.ts)
+        return sel
+
+    def _rows(self, got, mint: int, maxt: int) -> list:
+        """Series by series: (labels, ts, vals, hists, start timestamps), non-empty, sorted."""
+        out = []
         want_st = self._wants_start_timestamps()
         for s in got:
             self.sh.check_deadline()
@@ -215,7 +225,6 @@ class Evaluator:
             sts = getattr(s, "sts", None) if want_st else None
             if sts is not None:
                 sts = np.asarray(sts, dtype=np.int64)[lo:hi] if sliced else np.asarray(sts, dtype=np.int64)
-            self.sh.loaded += len(ts)
             if len(ts):
                 out.append((s.labels, ts, vals, hs, sts))
         out.sort(key=lambda x: x[0])
@@ -237,28 +246,27 @@ class Evaluator:
             return self._smoothed_selector(vs, E, lb)
         return self.lookup(self._select(vs, int(E.min()) - lb + 1, int(E.max())), E)
 
-    def lookup(self, series: list, E: np.ndarray) -> Vec:
-        """The instant vector of ``series`` (as select_series gives them) at the times ``E``:
-        each step's latest sample within the lookback delta, unless it is a staleness marker."""
+    def lookup(self, series: Selected, E: np.ndarray) -> Vec:
+        """The instant vector of ``series`` at the times ``E``: each step's latest sample within
+        the lookback delta, unless it is a staleness marker."""
         lb = self.sh.opts.lookback_delta_ms
         n = len(series)
         self.sh.reserve(n * self.T)
-        if all(s[3] is None and s[4] is None for s in series):
-            found = _last_samples(series, E, lb)
-            if found is not None:
-                vals, pres, sts = found
-                keep = pres.any(1)
-                labels = [s[0] for s, k in zip(series, keep.tolist()) if k]
-                if not keep.all():
-                    vals, pres, sts = vals[keep], pres[keep], sts[keep]
-                return Vec(labels, vals, pres, np.zeros(len(labels), dtype=bool), sts)
+        if series.floats_only:
+            vals, pres, sts = _last_samples(series, E, lb)
+            keep = pres.any(1)
+            labels = series.labels
+            if not keep.all():
+                labels = [l for l, k in zip(labels, keep.tolist()) if k]
+                vals, pres, sts = vals[keep], pres[keep], sts[keep]
+            return Vec(list(labels), vals, pres, np.zeros(len(labels), dtype=bool), sts)
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         sts = np.zeros((n, self.T), dtype=np.int64)
         starts = None
         hist = None
         labels = []
-        for i, (l, ts, v, hs, st) in enumerate(series):
+        for i, (l, ts, v, hs, st) in enumerate(series.rows()):
             self.sh.check_deadline()
             idx = np.searchsorted(ts, E, side="right") - 1
             ok = idx >= 0
@@ -293,7 +301,7 @@ class Evaluator:
         vals = np.zeros((n, self.T))
         pres = np.zeros((n, self.T), dtype=bool)
         hist = None
-        for i, (l, ts, v, hs, _) in enumerate(series):
+        for i, (l, ts, v, hs, _) in enumerate(series.rows()):
             self.sh.check_deadline()
             live = ~is_stale(v)
             ts, v, hs = ts[live], v[live], None if hs is None else hs[live]
@@ -305,7 +313,7 @@ class Evaluator:
                     hist = np.full((n, self.T), None, dtype=object)
                 hist[i] = hrow
         keep = pres.any(1)
-        labels = [l for (l, *_), k in zip(series, keep) if k]
+        labels = [l for l, k in zip(series.labels, keep.tolist()) if k]
         return Vec(labels, vals[keep], pres[keep], np.zeros(len(labels), dtype=bool), None,
                    None if hist is None else hist[keep])
 
@@ -319,25 +327,10 @@ class Evaluator:
         if self.T == 0:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs), ext=ext)
         wend, wrng = ext.window(E, rng) if ext else (E, rng)
-        series = self._select(vs, int(wend.min()) - wrng + 1, int(wend.max()), range_ms=rng)
-        labels, tss, valss, hss, stss = [], [], [], [], []
-        with_stale = _series_with_stale(series)
-        for k, (l, ts, v, hs, sts) in enumerate(series):
-            if k in with_stale:
-                st = is_stale(v)
-                ts, v = ts[~st], v[~st]
-                hs = None if hs is None else hs[~st]
-                sts = None if sts is None else sts[~st]
-            if len(ts):
-                labels.append(l)
-                tss.append(ts)
-                valss.append(v)
-                hss.append(hs)
-                stss.append(sts)
-        any_h = any(h is not None for h in hss)
-        any_st = any(x is not None for x in stss)
-        return Matrix(labels, tss, valss, np.zeros(len(labels), bool), E, rng, self._eval_ts(vs),
-                      hss if any_h else None, ext=ext, sts=stss if any_st else None)
+        s = selected.without_stale(
+            self._select(vs, int(wend.min()) - wrng + 1, int(wend.max()), range_ms=rng))
+        return Matrix(list(s.labels), s.split(s.ts), s.split(s.vals), np.zeros(len(s), bool), E, rng,
+                      self._eval_ts(vs), s.hists, ext=ext, sts=s.sts, cat=(s.ts, s.vals, s.offs))
 
     def range_arg(self, e):
         """A range function's matrix argument. A matrix selector's samples are not held on the
@@ -380,40 +373,16 @@ class Evaluator:
                       hss if any_h else None)
 
 
-def _last_samples(series: list, E: np.ndarray, lb: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Every float series' newest sample at or before each step, in one search over all series
+def _last_samples(series: Selected, E: np.ndarray, lb: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every float series' newest sample at or before each step, in one C pass over all series
     laid end to end: (vals, present, sample_ts), each [n, T]. Present where that sample is newer
-    than the lookback and not a staleness marker. None when the timestamps are too far apart to
-    search together (then the caller goes series by series)."""
+    than the lookback and not a staleness marker."""
     n, T = len(series), len(E)
-    lens = np.fromiter((len(s[1]) for s in series), dtype=np.int64, count=n)
-    ts = np.concatenate([s[1] for s in series]) if n else np.zeros(0, np.int64)
-    v = np.concatenate([s[2] for s in series]) if n else np.zeros(0)
-    found = batch_bounds(ts, lens, E, lb)
-    if found is None:
-        return None
-    lo, hi = found
-    first = np.repeat(np.cumsum(lens) - lens, T)  # each window's series start
-    ic = np.maximum(hi - 1, first)
-    ok = hi > lo
-    if len(v):
-        x, st = v[ic], ts[ic]
-        ok &= ~is_stale(x)
-    else:
-        x, st = np.zeros(n * T), np.zeros(n * T, np.int64)
-    return x.reshape(n, T), ok.reshape(n, T), st.reshape(n, T)
-
-
-def _series_with_stale(series: list) -> set[int]:
-    """Indices of the selected series holding a staleness marker, found in one pass."""
-    if not series:
-        return set()
-    st = is_stale(np.concatenate([s[2] for s in series]))
-    if not st.any():
-        return set()
-    ends = np.cumsum([len(s[2]) for s in series])
-    return set(np.searchsorted(ends, np.flatnonzero(st), side="right").tolist())
+    x, ok, st = last_samples(series.ts, series.vals, series.offs, np.ascontiguousarray(E, dtype=np.int64),
+                             int(lb))
+    return (np.frombuffer(x, dtype=np.float64).reshape(n, T), np.frombuffer(ok, dtype=np.bool_).reshape(n, T),
+            np.frombuffer(st, dtype=np.int64).reshape(n, T))
 
 
 def _stats_hints(hs: np.ndarray) -> np.ndarray:
@@ -562,10 +531,9 @@ class Engine:
             return QueryResult("matrix", [((), steps.copy(), v.vals.copy())], sh.warnings, sh.infos)
         v = finalize(v)
         out = []
-        for i, l in enumerate(v.labels):
+        for i in np.flatnonzero(v.present.any(1)).tolist():  # e.g. topk: few rows of many
             p = v.present[i]
-            if p.any():
-                out.append((l, steps[p], row_values(v, i, p)))
+            out.append((v.labels[i], steps[p], row_values(v, i, p)))
         out.sort(key=lambda x: x[0])
         return QueryResult("matrix", out, sh.warnings, sh.infos)
 

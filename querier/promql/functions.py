@@ -229,7 +229,13 @@ def _range_call(ev, name: str, args) -> Vec:
 def _non_counter_info(ev, labels, float_out: np.ndarray) -> None:
     """As Prometheus: a series whose rate/increase gave a float result at some step and that does
     not look like a counter gets an info, once per distinct text."""
-    notes = {_non_counter_note(ev, labels[i]) for i in np.nonzero(float_out.any(1))[0]}
+    rows = np.flatnonzero(float_out.any(1)).tolist()
+    # The note depends on the name and type only: judged once per distinct pair. Sorted label
+    # sets mostly start with the name, and with a label after "__unit__" next hold no type.
+    kinds = {l[:1] if l and l[0][0] == METRIC_NAME and (len(l) == 1 or l[1][0] > "__unit__")
+             else tuple(p for p in l if p[0] in (METRIC_NAME, "__type__"))
+             for l in map(labels.__getitem__, rows)}
+    notes = {_non_counter_note(ev, l) for l in kinds}
     for note in sorted(n for n in notes if n):
         ev.info(note)
 
@@ -276,32 +282,24 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
     if not len(rows):
         return
     T = ev.T
-    lens = np.fromiter((len(m.ts[i]) for i in rows), dtype=np.int64, count=len(rows))
+    ts_all, x_all, offs_all = _laid_out(m, rows)
     wgeo = (m.end, m.rng) if m.ext is None else m.ext.window(m.end, m.rng)  # the samples fn sees
-    for a, b in _batches(lens + T):
+    for a, b in _batches(np.diff(offs_all) + T):
         ev.sh.check_deadline()
         part = rows[a:b]
-        ts = np.concatenate([m.ts[i] for i in part])
-        x = np.concatenate([m.vals[i] for i in part])
-        found = batch_bounds(ts, lens[a:b], *wgeo)
-        if found is None:  # timestamps too far apart to band: one series at a time
-            for i in part:
-                lo, hi = bounds(m.ts[i], *wgeo)
-                w = m if m.ext is None else _ext_windows(m, *rangeext.inner_bounds(m.ts[i], m.end, m.rng))
-                _apply(ev, name, fn, m.ts[i], m.vals[i], lo, hi, w, extra_vals, vals, pres,
-                       np.array([i]))
-            continue
-        lo, hi = found
+        base = int(offs_all[a])
+        offs = offs_all[a:b + 1] - base
+        ts, x = ts_all[base:int(offs_all[b])], x_all[base:int(offs_all[b])]
+        lo, hi = batch_bounds(ts, offs, *wgeo)
         if m.ext is not None:
-            after_start = batch_bounds(ts, lens[a:b], m.end, m.rng)[0]
-            at_end = batch_bounds(ts, lens[a:b], m.end - 1, 0)[1]
+            after_start = batch_bounds(ts, offs, m.end, m.rng)[0]
+            at_end = batch_bounds(ts, offs, m.end - 1, 0)[1]
         k = len(part)
         if name not in WINDOW_MATERIALIZING:
             subs = [(0, k)]
         else:  # such a function copies every window out at once: bound windows x widest window
             widest = (hi - lo).reshape(k, T).max(axis=1)
             subs = _batches(widest * T)
-        offs = np.concatenate([[0], np.cumsum(lens[a:b])])
         for c, d in subs:
             ev.sh.check_deadline()
             o, e = int(offs[c]), int(offs[d])
@@ -314,8 +312,14 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
             _apply(ev, name, fn, ts[o:e], x[o:e], lo[w] - o, hi[w] - o, win, extra, vals, pres, part[c:d])
 
 
-def _ext_windows(m: Matrix, after_start: np.ndarray, at_end: np.ndarray):
-    return rangeext.ExtWindows(m.end, m.rng, m.eval_ts, m.ext, after_start, at_end)
+def _laid_out(m: Matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ts, vals, offsets) of the series ``rows`` (ascending) of ``m`` laid end to end: the
+    selector's own arrays when that is all of them."""
+    if m.cat is not None and len(rows) == len(m.labels):
+        return m.cat
+    offs = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter((len(m.ts[i]) for i in rows), dtype=np.int64, count=len(rows)), out=offs[1:])
+    return (np.concatenate([m.ts[i] for i in rows]), np.concatenate([m.vals[i] for i in rows]), offs)
 
 
 def _apply(ev, name, fn, ts, x, lo, hi, w, extra, vals, pres, rows: np.ndarray) -> None:
@@ -324,8 +328,13 @@ def _apply(ev, name, fn, ts, x, lo, hi, w, extra, vals, pres, rows: np.ndarray) 
     # the windows a call holds at once: all of them when copied out, else the widest one
     ev.sh.fits(int((hi - lo).max()) * (len(lo) if name in WINDOW_MATERIALIZING else 1))
     r, ok = fn(ts, x, lo, hi, w, extra)
-    vals[rows] = np.reshape(r, (len(rows), -1))
-    pres[rows] = np.reshape(ok, (len(rows), -1))
+    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):  # ascending run: a slice
+        rows = slice(int(rows[0]), int(rows[-1]) + 1)
+        n = rows.stop - rows.start
+    else:
+        n = len(rows)
+    vals[rows] = np.reshape(r, (n, -1))
+    pres[rows] = np.reshape(ok, (n, -1))
 
 
 def _natural(s: str) -> tuple:

@@ -28,18 +28,20 @@ def _almost_equal(a: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
     return (a == b) | r
 
 
-def bucket_quantile(q: np.ndarray, upper: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, bool]:
-    """q [W]; upper [nb] ascending (duplicates coalesced); C [nb, W] cumulative counts."""
+def bucket_quantile(q: np.ndarray, upper: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """q [W]; upper [nb] ascending (duplicates coalesced); C [nb, W] cumulative counts. Returns
+    the quantiles [W] and where the counts had to be made monotonic [W]. Columns are
+    independent, so any histograms with the same bounds are computed in one call."""
     nb, W = C.shape
     C = C.copy()
-    forced = False
+    forced = np.zeros(W, dtype=bool)
     prev = C[0].copy()
     for i in range(1, nb):
         cur = C[i]
         eq = cur == prev
         close = ~eq & _almost_equal(prev, cur, _TOLERANCE)
         lower = ~eq & ~close & (cur < prev)
-        forced |= bool(lower.any())
+        forced |= lower
         C[i] = np.where(close | lower, prev, cur)
         prev = np.where(eq | close | lower, prev, cur)
     res = np.full(W, np.nan)
@@ -135,6 +137,72 @@ def _classic_groups(ev, v: Vec, hm: np.ndarray):
     return groups
 
 
+def _classic_pieces(ev, v: Vec, pres: np.ndarray, groups: dict) -> list:
+    """Each classic histogram's buckets as (group number, steps, upper bounds, counts [nb,
+    steps]): one piece per group and set of buckets present (usually all of them at every
+    step: one piece per group), bounds ascending, duplicate bounds coalesced."""
+    pieces = []
+    for g, (idx, ubs) in enumerate(groups.values()):
+        ev.sh.check_deadline()
+        ubs_a = np.array(ubs)
+        order = np.argsort(ubs_a, kind="stable")
+        idx_a = np.asarray(idx)[order]
+        ubs_a = ubs_a[order]
+        x, p = v.vals[idx_a], pres[idx_a]
+        for rows, cols in _bucket_patterns(p):
+            ub = ubs_a[rows]
+            C = x[rows][:, cols]
+            uniq, inv = np.unique(ub, return_inverse=True)
+            if len(uniq) != len(ub):  # coalesce duplicate bounds
+                C2 = np.zeros((len(uniq), len(cols)))
+                np.add.at(C2, inv, C)
+                C, ub = C2, uniq
+            pieces.append((g, cols, ub, C))
+    return pieces
+
+
+def _bucket_patterns(p: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows present, steps) for each distinct set of present buckets among the steps where any
+    is present, steps ascending within each; found without a Python loop over steps."""
+    cols = np.flatnonzero(p.any(0))
+    if not len(cols):
+        return []
+    pc = p[:, cols]
+    if pc.all():
+        return [(np.ones(len(p), dtype=bool), cols)]
+    keys, inv = np.unique(np.packbits(pc, axis=0).T, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    first = np.full(len(keys), len(cols))
+    np.minimum.at(first, inv, np.arange(len(cols)))
+    return [(pc[:, first[k]].copy(), cols[inv == k]) for k in np.argsort(first, kind="stable")]
+
+
+def _classic_quantiles(ev, v: Vec, groups: dict, pieces: list, q: np.ndarray, outs: list) -> None:
+    """bucket_quantile of every piece into outs[group][steps]; pieces with the same bounds
+    (a dashboard's histograms mostly share them) are computed in one call."""
+    same: dict[bytes, list[int]] = {}
+    for k, (_, _, ub, _) in enumerate(pieces):
+        same.setdefault(ub.tobytes(), []).append(k)
+    forced_groups: set[int] = set()
+    for ks in same.values():
+        ub = pieces[ks[0]][2]
+        r, forced = bucket_quantile(np.concatenate([q[pieces[k][1]] for k in ks]), ub,
+                                    np.concatenate([pieces[k][3] for k in ks], axis=1))
+        at = 0
+        for k in ks:
+            g, cols = pieces[k][0], pieces[k][1]
+            outs[g][cols] = r[at:at + len(cols)]
+            if forced[at:at + len(cols)].any():
+                forced_groups.add(g)
+            at += len(cols)
+    keys = list(groups)
+    for g in sorted(forced_groups):
+        first_row = min(groups[keys[g]][0])
+        ev.info("input to histogram_quantile needed to be fixed for monotonicity (see "
+                "https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) "
+                f'for metric name "{get_label(v.labels[first_row], METRIC_NAME)}"')
+
+
 def histogram_family(ev, name: str, v, params: list, qlabel: str | None = None) -> Vec:
     """histogram_quantile / histogram_quantiles / histogram_fraction over classic and native histograms.
 
@@ -165,6 +233,7 @@ def histogram_family(ev, name: str, v, params: list, qlabel: str | None = None) 
                 pres[idx] &= ~clash
     qsets = [None] if frac else params
     labels, vals, prs, drops = [], [], [], []
+    pieces = _classic_pieces(ev, v, pres, groups)
     for qi, q in enumerate(qsets):
         def lab(l):
             if qlabel is None:
@@ -172,40 +241,18 @@ def histogram_family(ev, name: str, v, params: list, qlabel: str | None = None) 
             d = dict(l)
             d[qlabel] = fmt_om_float(float(q[0]))
             return tuple(sorted(d.items()))
-        for key, (idx, ubs) in groups.items():
-            ev.sh.check_deadline()
-            ubs_a = np.array(ubs)
-            order = np.argsort(ubs_a, kind="stable")
-            idx_a = np.asarray(idx)[order]
-            ubs_a = ubs_a[order]
-            x, p = v.vals[idx_a], pres[idx_a]
-            out = np.zeros(T)
-            op = p.any(0)
-            pats: dict = {}
-            for t in np.nonzero(op)[0]:
-                pats.setdefault(p[:, t].tobytes(), []).append(t)
-            for pat, cols in pats.items():
-                rows = np.frombuffer(pat, dtype=bool)
-                ub = ubs_a[rows]
-                C = x[rows][:, cols]
-                uniq, inv = np.unique(ub, return_inverse=True)
-                if len(uniq) != len(ub):  # coalesce duplicate bounds
-                    C2 = np.zeros((len(uniq), len(cols)))
-                    np.add.at(C2, inv, C)
-                    C, ub = C2, uniq
-                if frac:
-                    lo_, hi_ = params
-                    out[cols] = [bucket_fraction(lo_[t], hi_[t], ub, C[:, k]) for k, t in enumerate(cols)]
-                    continue
-                r, forced = bucket_quantile(q[cols], ub, C)
-                if forced:
-                    ev.info("input to histogram_quantile needed to be fixed for monotonicity (see "
-                            "https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) "
-                            f'for metric name "{get_label(v.labels[idx_a[0]], METRIC_NAME)}"')
-                out[cols] = r
+        outs = [np.zeros(T) for _ in groups]
+        if frac:
+            lo_, hi_ = params
+            for g, cols, ub, C in pieces:
+                outs[g][cols] = [bucket_fraction(lo_[t], hi_[t], ub, C[:, k]) for k, t in enumerate(cols)]
+        else:
+            _classic_quantiles(ev, v, groups, pieces, q, outs)
+        for g, key in enumerate(groups):
+            op = pres[groups[key][0]].any(0)
             if op.any():
                 labels.append(lab(drop_name(key)))
-                vals.append(out)
+                vals.append(outs[g])
                 prs.append(op)
                 drops.append(False)
         for i in np.nonzero(hm.any(1))[0]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from querier.promql._rangec import extrapolated, window_bounds
 from querier.promql.aggregate import needs_kahan, quantile_sorted
 
 
@@ -25,28 +26,18 @@ class Windows:
         self.end, self.rng, self.eval_ts = end, rng, eval_ts
 
 
-def batch_bounds(ts: np.ndarray, lens: np.ndarray, end: np.ndarray, rng: int
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
+def batch_bounds(ts: np.ndarray, offs: np.ndarray, end: np.ndarray, rng: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """``bounds`` of every step's window in every series at once, for series whose (sorted)
-    timestamps are concatenated in ``ts`` with ``lens`` samples each: windows are series-major
-    (series i, step j at i*T + j) and index the concatenated arrays. Each series' timestamps are
-    shifted into a band of their own so one searchsorted finds all bounds; None when the bands
-    would overflow int64 (absurd timestamp spans: the caller goes series by series)."""
-    n, T = len(lens), len(end)
-    if not len(ts):
-        z = np.zeros(n * T, dtype=np.int64)
-        return z, z
-    tmin = int(ts.min())
-    span = int(ts.max()) - tmin + 2
-    if n * span >= 1 << 62 or abs(tmin) >= 1 << 62:
-        return None
-    band = np.arange(n, dtype=np.int64) * span
-    key = ts - tmin + np.repeat(band, lens)
-    rel_end = np.clip(end.astype(np.int64) - tmin, -1, span - 1)
-    rel_start = np.clip(end.astype(np.int64) - rng - tmin, -1, span - 1)
-    lo = np.searchsorted(key, (band[:, None] + rel_start[None, :]).ravel(), side="right")
-    hi = np.searchsorted(key, (band[:, None] + rel_end[None, :]).ravel(), side="right")
-    return lo, hi
+    timestamps are laid end to end in ``ts``, series i at [offs[i], offs[i+1]) (offs from 0 to
+    len(ts)): windows are series-major (series i, step j at i*T + j) and index ``ts``. One C
+    pass per series (its samples walked once as the steps ascend)."""
+    lo, hi = window_bounds(_i64(ts), _i64(offs), _i64(end), int(rng))
+    return np.frombuffer(lo, dtype=np.int64), np.frombuffer(hi, dtype=np.int64)
+
+
+def _i64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 def reduceat(uf, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -234,39 +225,12 @@ def f_resets(ts, x, lo, hi, m, a):
 
 
 def _extrapolated(ts, x, lo, hi, m, counter: bool, rate: bool):
-    n = hi - lo
-    ok = n >= 2
-    f = np.minimum(lo, len(x) - 1)
-    l = np.maximum(hi - 1, 0)
-    fv, lv = x[f], x[l]
-    ft, lt = ts[f], ts[l]
-    with np.errstate(all="ignore"):
-        res = lv - fv
-        if counter:
-            # each window sums its own reset corrections (pair (j-1, j) is stored at j-1): a
-            # prefix sum over many series laid end to end would cancel catastrophically
-            drop = x[1:] < x[:-1]
-            # a window only spans pairs of one series, where time rises: no drop there, no reset
-            if (drop & (ts[1:] > ts[:-1])).any():
-                corr = np.where(drop, x[:-1], 0.0)
-                res = res + np.where(ok, reduceat(np.add, corr, f, l), 0.0)
-            else:
-                res = res + 0.0  # as adding no corrections did: -0 becomes 0
-        sampled = (lt - ft) / 1000.0
-        avg = sampled / (n - 1)
-        dstart = (ft - (m.end - m.rng)) / 1000.0
-        dend = (m.end - lt) / 1000.0
-        thr = avg * 1.1
-        dstart = np.where(dstart >= thr, avg / 2, dstart)
-        if counter:
-            dz = sampled * (fv / res)
-            use = (res > 0) & (fv >= 0) & (dz < dstart)
-            dstart = np.where(use, dz, dstart)
-        dend = np.where(dend >= thr, avg / 2, dend)
-        factor = (sampled + dstart + dend) / sampled
-        if rate:
-            factor = factor / (m.rng / 1000.0)
-        return res * factor, ok
+    """Prometheus's extrapolatedRate for every window at once, in C (one pass over the windows,
+    reset corrections added in sample order as Prometheus adds them)."""
+    end = np.broadcast_to(np.asarray(m.end, dtype=np.int64), lo.shape)
+    r, ok = extrapolated(_i64(ts), np.ascontiguousarray(x, dtype=np.float64), _i64(lo), _i64(hi),
+                         _i64(end), int(m.rng), counter, rate)
+    return np.frombuffer(r, dtype=np.float64), np.frombuffer(ok, dtype=np.bool_)
 
 
 def f_rate(ts, x, lo, hi, m, a):

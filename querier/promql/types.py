@@ -22,8 +22,30 @@ class Series:
     sts: np.ndarray | None = None
 
 
+class SeriesBatch:
+    """Float series laid end to end, as one store answer decodes in one call: series i is
+    ``labels[i]`` with samples ``ts/vals[offs[i]:offs[i + 1]]``; labels sorted and distinct,
+    every series non-empty, timestamps ascending within each. The engine reads the columns as
+    they are (no Python work per series); others iterate it as Series."""
+
+    __slots__ = ("labels", "ts", "vals", "offs")
+
+    def __init__(self, labels: list[Labels], ts: np.ndarray, vals: np.ndarray, offs: np.ndarray) -> None:
+        self.labels, self.ts, self.vals, self.offs = labels, ts, vals, offs
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Series:
+        a, b = int(self.offs[i]), int(self.offs[i + 1])
+        return Series(self.labels[i], self.ts[a:b], self.vals[a:b])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self.labels)))
+
+
 class Queryable(Protocol):
-    def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series]: ...
+    def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series] | SeriesBatch: ...
 
 
 # Prometheus's --enable-feature names for PromQL. A Prometheus 3.14 server has none of these

@@ -53,6 +53,9 @@ class Matrix:
     # per series: int64 start timestamps parallel to ts (0 unknown) or None; None = no series has any.
     # Only a matrix selector under rate/irate/increase/resets with use-start-timestamps sets it.
     sts: list | None = None
+    # ts/vals laid end to end with int64 offsets [n+1], as the selector read them (then ts[i] and
+    # vals[i] are views of these), so range functions need not concatenate the series again
+    cat: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def held_points(v) -> int:
@@ -60,7 +63,7 @@ def held_points(v) -> int:
     if isinstance(v, (Vec, Scalar)):
         return v.vals.size
     if isinstance(v, Matrix):
-        return sum(len(t) for t in v.ts)
+        return len(v.cat[0]) if v.cat is not None else sum(len(t) for t in v.ts)
     return 0
 
 
@@ -83,6 +86,12 @@ def drop_name(lbls: Labels) -> Labels:
     if lbls and lbls[0][0] == METRIC_NAME and (len(lbls) == 1 or lbls[1][0] > "__unit__"):
         return lbls[1:]
     return tuple(p for p in lbls if p[0] not in METADATA_LABELS)
+
+
+def drop_names(labels: list[Labels]) -> list[Labels]:
+    """drop_name of every label set; the usual case (name first, no schema label) inline."""
+    return [l[1:] if l and l[0][0] == METRIC_NAME and (len(l) == 1 or l[1][0] > "__unit__")
+            else drop_name(l) for l in labels]
 
 
 def get_label(lbls: Labels, name: str) -> str:
@@ -134,7 +143,7 @@ def merge_rows(v: Vec, err: str) -> Vec:
 def finalize(v: Vec) -> Vec:
     """Apply delayed name removal and reject label-set collisions, as at the end of a query."""
     if v.drop.all():
-        v = Vec(list(map(drop_name, v.labels)), v.vals, v.present, np.zeros(len(v.labels), dtype=bool),
+        v = Vec(drop_names(v.labels), v.vals, v.present, np.zeros(len(v.labels), dtype=bool),
                 hist=v.hist)
     elif v.drop.any():
         v = Vec([drop_name(l) if d else l for l, d in zip(v.labels, v.drop.tolist())], v.vals, v.present,

@@ -444,9 +444,12 @@ done:
     return res;
 }
 
-/* Decodes n chunks (given as pointer/length pairs) into fresh bytes objects. */
-static PyObject *decode_spans(const uint8_t **ptrs, const size_t *lens, Py_ssize_t n,
-                              int64_t mint, int64_t maxt) {
+/* Decodes n chunks (given as pointer/length pairs) into fresh bytes objects (ts, vals): as one
+ * series, or with per_series (chunk counts of nseries consecutive series) as that many series,
+ * whose start offsets (nseries + 1 of them) go to offs. */
+static PyObject *decode_grouped(const uint8_t **ptrs, const size_t *lens, Py_ssize_t n,
+                                const Py_ssize_t *per_series, Py_ssize_t nseries, int64_t *offs,
+                                int64_t mint, int64_t maxt) {
     Py_ssize_t total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (lens[i] < 2) return corrupt();
@@ -457,14 +460,20 @@ static PyObject *decode_spans(const uint8_t **ptrs, const size_t *lens, Py_ssize
     if (!ots || !ovs) { Py_XDECREF(ots); Py_XDECREF(ovs); return NULL; }
     int64_t *ts = (int64_t *)PyBytes_AS_STRING(ots);
     uint64_t *vs = (uint64_t *)PyBytes_AS_STRING(ovs);
-    Py_ssize_t k = 0;
+    Py_ssize_t k = 0, c = 0;
+    const Py_ssize_t groups = per_series ? nseries : 1;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t got = xor_decode_into(ptrs[i], lens[i], mint, maxt, ts + k, vs + k);
-        if (got < 0) { bad = 1; break; }
-        k += got;
+    for (Py_ssize_t g = 0; g < groups && !bad; g++) {
+        if (offs) offs[g] = k;
+        const Py_ssize_t stop = c + (per_series ? per_series[g] : n);
+        for (; c < stop; c++) {
+            Py_ssize_t got = xor_decode_into(ptrs[c], lens[c], mint, maxt, ts + k, vs + k);
+            if (got < 0) { bad = 1; break; }
+            k += got;
+        }
     }
+    if (offs) offs[groups] = k;
     Py_END_ALLOW_THREADS
     if (bad) { Py_DECREF(ots); Py_DECREF(ovs); return corrupt(); }
     if (k != total) {
@@ -475,6 +484,11 @@ static PyObject *decode_spans(const uint8_t **ptrs, const size_t *lens, Py_ssize
     Py_DECREF(ots);
     Py_DECREF(ovs);
     return res;
+}
+
+static PyObject *decode_spans(const uint8_t **ptrs, const size_t *lens, Py_ssize_t n,
+                              int64_t mint, int64_t maxt) {
+    return decode_grouped(ptrs, lens, n, NULL, 0, NULL, mint, maxt);
 }
 
 static PyObject *py_xor_decode_many(PyObject *self, PyObject *args) {
@@ -503,6 +517,76 @@ done:
     PyMem_Free(ptrs);
     PyMem_Free(lens);
     Py_DECREF(fast);
+    return res;
+}
+
+/* The chunk bytes of one item of a series' chunk list: the item itself, or the data field
+ * (index 2) of a (mint, maxt, data) tuple as StoreAPI clients keep them. Borrowed. */
+static PyObject *chunk_data(PyObject *item) {
+    if (PyTuple_Check(item)) {
+        if (PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_ValueError, "a chunk tuple is (mint, maxt, data)");
+            return NULL;
+        }
+        return PyTuple_GET_ITEM(item, 2);
+    }
+    return item;
+}
+
+/* xor_decode_series(series, mint, maxt) -> (ts bytes, vals bytes, offs bytes): the samples
+ * with mint <= t <= maxt of many series, each given as its chunk list (time order), decoded
+ * in one call and laid end to end; offs is int64[n+1], series i at [offs[i], offs[i+1]). */
+static PyObject *py_xor_decode_series(PyObject *self, PyObject *args) {
+    PyObject *seq;
+    long long mint, maxt;
+    if (!PyArg_ParseTuple(args, "OLL:xor_decode_series", &seq, &mint, &maxt)) return NULL;
+    PyObject *outer = PySequence_Fast(seq, "series must be a sequence of chunk lists");
+    if (!outer) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(outer);
+    PyObject **inner = PyMem_Calloc((size_t)n + 1, sizeof(PyObject *));
+    Py_ssize_t *nchunks = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    Py_buffer *views = NULL;
+    const uint8_t **ptrs = NULL;
+    size_t *lens = NULL;
+    PyObject *ooffs = NULL, *pair = NULL, *res = NULL;
+    Py_ssize_t total_chunks = 0, got = 0;
+    if (!inner || !nchunks) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        inner[i] = PySequence_Fast(PySequence_Fast_GET_ITEM(outer, i),
+                                   "a series' chunks must be a sequence");
+        if (!inner[i]) goto done;
+        nchunks[i] = PySequence_Fast_GET_SIZE(inner[i]);
+        total_chunks += nchunks[i];
+    }
+    views = PyMem_Calloc((size_t)total_chunks + 1, sizeof(Py_buffer));
+    ptrs = PyMem_Malloc(((size_t)total_chunks + 1) * sizeof(*ptrs));
+    lens = PyMem_Malloc(((size_t)total_chunks + 1) * sizeof(*lens));
+    if (!views || !ptrs || !lens) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        for (Py_ssize_t c = 0; c < nchunks[i]; c++) {
+            PyObject *data = chunk_data(PySequence_Fast_GET_ITEM(inner[i], c));
+            if (!data || PyObject_GetBuffer(data, &views[got], PyBUF_C_CONTIGUOUS) < 0) goto done;
+            ptrs[got] = views[got].buf;
+            lens[got] = (size_t)views[got].len;
+            got++;
+        }
+    }
+    ooffs = PyBytes_FromStringAndSize(NULL, (n + 1) * 8);
+    if (!ooffs) goto done;
+    pair = decode_grouped(ptrs, lens, got, nchunks, n, (int64_t *)PyBytes_AS_STRING(ooffs),
+                          (int64_t)mint, (int64_t)maxt);
+    if (pair) res = PyTuple_Pack(3, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), ooffs);
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    if (inner) for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(inner[i]);
+    PyMem_Free(inner);
+    PyMem_Free(nchunks);
+    PyMem_Free(views);
+    PyMem_Free(ptrs);
+    PyMem_Free(lens);
+    Py_XDECREF(pair);
+    Py_XDECREF(ooffs);
+    Py_DECREF(outer);
     return res;
 }
 
@@ -1086,6 +1170,9 @@ static PyMethodDef module_methods[] = {
      "xor_decode(chunk) -> (ts bytes, vals bytes), native int64 / float64."},
     {"window_sums", py_window_sums, METH_VARARGS,
      "window_sums(vals, starts) -> float64 bytes: each window's sum, added in order from 0.0."},
+    {"xor_decode_series", py_xor_decode_series, METH_VARARGS,
+     "xor_decode_series(series, mint, maxt) -> (ts bytes, vals bytes, offs bytes) of many "
+     "series' chunk lists ((mint, maxt, data) tuples or bytes) laid end to end."},
     {"xor_decode_many", py_xor_decode_many, METH_VARARGS,
      "xor_decode_many(chunks, mint, maxt) -> (ts bytes, vals bytes) of the samples of the "
      "chunks (one series, time order) with mint <= t <= maxt."},

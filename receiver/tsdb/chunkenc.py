@@ -22,13 +22,14 @@ from ._chunkenc import (
     HeadChunks,
     xor_decode,
     xor_decode_many,
+    xor_decode_series,
     xor_encode,
 )
 
 __all__ = [
     "DUPLICATE", "MAX_CHUNK_SAMPLES", "OK", "OUT_OF_ORDER", "SAME_DUPLICATE", "TOO_OLD",
     "HeadChunks", "xor_encode", "xor_decode", "xor_decode_many",
-    "encode", "decode", "decode_many", "head_samples", "num_samples",
+    "encode", "decode", "decode_many", "decode_series", "head_samples", "num_samples",
 ]
 
 # Chunk encoding byte used in block segment files and chunk metas (1 = XOR).
@@ -57,6 +58,16 @@ def decode_many(chunks: Sequence[BytesLike], mint: int, maxt: int
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Samples with mint <= t <= maxt from one series' chunks (given in time order)."""
     return _arrays(xor_decode_many(chunks, mint, maxt))
+
+
+def decode_series(series: Sequence[Sequence], mint: int, maxt: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples with mint <= t <= maxt of many series in one call, laid end to end: (ts, vals,
+    offsets int64 [n+1]). Each series is its chunk list in time order, each chunk its bytes or
+    a (mint, maxt, bytes) tuple as StoreAPI clients hold them."""
+    ts, vals, offs = xor_decode_series(series, mint, maxt)
+    return (np.frombuffer(ts, dtype=np.int64), np.frombuffer(vals, dtype=np.float64),
+            np.frombuffer(offs, dtype=np.int64))
 
 
 def head_samples(head: HeadChunks, ref: int, mint: int, maxt: int

@@ -4,6 +4,7 @@ same rule file over the same data), Debian's Alertmanager (receives the alerts),
 the Rules API)."""
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -12,8 +13,8 @@ import pytest
 import requests
 import yaml
 
-from harness import (PrometheusProcess, PromringProcess, alertmanager_process, query_process,
-                     rule_process, self_scrape_remote_write)
+from harness import (PrometheusProcess, PromringProcess, alertmanager_process, free_port,
+                     query_process, rule_process, self_scrape_remote_write)
 from rw import push, raw_samples
 
 # Both evaluate this file (same absolute path, so the same group hash and offset). The
@@ -427,3 +428,29 @@ def test_querier_ui_alerts_and_rules_pages(tmp_path: Path):
     finally:
         for p in reversed(procs):
             p.stop()
+
+
+def _reload_stamp(metrics_url: str) -> float:
+    body = requests.get(metrics_url, timeout=5).text
+    line = next(ln for ln in body.splitlines()
+                if ln.startswith("prometheus_rule_config_last_reload_success_timestamp_seconds "))
+    return float(line.split()[1])
+
+
+def test_ruler_reloads_on_sighup_and_exits_0_on_sigterm(tmp_path: Path, procs):
+    """SIGHUP reaches the loop's handler (unhandled, it would kill the process) and re-reads
+    the unchanged rule files, which the file watcher alone would not."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text("groups:\n  - name: g\n    rules:\n      - record: one\n        expr: vector(1)\n")
+    p = rule_process(tmp_path, "ruler", f"--rule-file={rules}", f"--query=127.0.0.1:{free_port()}")
+    procs.append(p)
+    p.start()
+    metrics = p.url("http", "/metrics")
+    before = _reload_stamp(metrics)
+    p.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while _reload_stamp(metrics) <= before:
+        assert p.proc.poll() is None, p.log_text()
+        assert time.monotonic() < deadline, "no reload after SIGHUP"
+        time.sleep(0.1)
+    assert p.stop() == 0

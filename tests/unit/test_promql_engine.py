@@ -235,3 +235,33 @@ def test_native_histogram_rate_and_sum_with_schema_reduction():
                  Series((("__name__", "h"), ("f", "1")), np.array([0]), np.array([3.0])))
     r = E.instant(mixed, "sum(h)", 10_000)
     assert r.series == [] and any("mix of histograms and floats" in w for w in r.warnings)
+
+
+def test_histogram_quantile_range_equals_each_step_with_buckets_missing_at_some_steps():
+    """Steps are grouped by which buckets are present (one bucket_quantile call per set of
+    bounds across histograms): a range query must give what an instant query gives per step,
+    including steps where buckets are missing, bounds repeat, and counts need monotonicity."""
+    rng = np.random.default_rng(4)
+    ts = np.arange(0, 600_001, 30_000)
+    items = []
+    for job in ("a", "b", "c"):
+        for le in ("0.1", "0.5", "1", "1.0", "5", "+Inf"):
+            v = np.sort(rng.random(len(ts))) * 100 + float(le.replace("+Inf", "1e3"))
+            if le == "1":
+                v[5] = 0.0  # needs the monotonicity fix
+            keep = rng.random(len(ts)) > (0.3 if le in ("0.5", "5") else 0.0)
+            items.append((L(__name__="lat", job=job, le=le), (ts[keep].tolist(), v[keep].tolist())))
+    q = Mem(items)
+    E = Engine(EngineOptions(features=frozenset({"promql-experimental-functions"})))
+    for expr in ("histogram_quantile(0.9, lat)", "histogram_quantiles(lat, \"q\", 0.2, 0.7)",
+                 "histogram_fraction(0.2, 3, lat)"):
+        got = E.range(q, expr, 0, 600_000, 30_000)
+        per_step = {}
+        for t in range(0, 600_001, 30_000):
+            for l, _, val in E.instant(q, expr, t).series:
+                per_step[(l, t)] = val
+        flat = {(l, int(t)): val for l, tt, vv in got.series for t, val in zip(tt, vv)}
+        assert flat.keys() == per_step.keys(), expr
+        for k, val in flat.items():
+            assert val == per_step[k] or (math.isnan(val) and math.isnan(per_step[k])), (expr, k)
+        assert set(got.infos) == {i for t in range(0, 600_001, 30_000) for i in E.instant(q, expr, t).infos}
