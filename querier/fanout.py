@@ -25,7 +25,7 @@ from receiver.tsdb.chunkenc import decode_many
 from receiver.tsdb.histogram import ENCODING_XOR, chunk_encoding, decode_chunk, to_engine
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher
 from storeapi.client import StoreClient
-from storeapi.grpcmetrics import client_interceptors
+from storeapi.grpcmetrics import client_metrics
 
 from .endpoints import EndpointHealth, HealthOptions, Info, describe_error, is_connection_error
 
@@ -88,9 +88,9 @@ class StoreSet:
         self.tls = tls  # --grpc-client-tls-*
         self.response_timeout_s = response_timeout_s  # > 0: a slower store is dropped
         self.strict = frozenset(strict)  # --endpoint-strict: asked even while down
-        self.interceptors = client_interceptors(registry)  # grpc_client_* metrics
+        self.metrics = client_metrics(registry)  # grpc_client_*
         self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True, tls=tls,
-                                    interceptors=self.interceptors)
+                                    metrics=self.metrics)
                         for a in dict.fromkeys(addresses)]
         self.health = EndpointHealth(self.clients, health, registry)
 
@@ -105,7 +105,7 @@ class StoreSet:
         gone = [c for a, c in have.items() if a not in wanted]
         self.clients = [have.get(a) or StoreClient(a, timeout_s=self.timeout_s,
                                                    native_histograms=True, tls=self.tls,
-                                                   interceptors=self.interceptors)
+                                                   metrics=self.metrics)
                         for a in wanted]
         self.health.set_clients(self.clients)
         for c in gone:

@@ -177,62 +177,6 @@ def server_metrics(registry: CollectorRegistry) -> GrpcServerMetrics:
     return registry_shared(registry, "grpc_server", GrpcServerMetrics)
 
 
-def client_metrics(registry: CollectorRegistry) -> GrpcClientMetrics:
-    return registry_shared(registry, "grpc_client", GrpcClientMetrics)
-
-
-class _ClientTracker:
-    """Puts GrpcClientMetrics on grpcio aio channels; a call's status is recorded when it ends
-    (a task awaits it, so the caller's stream is not wrapped)."""
-
-    def __init__(self, metrics: GrpcClientMetrics) -> None:
-        self.metrics = metrics
-        self._waiting: set[asyncio.Task] = set()
-
-    def _track(self, call, method: str | bytes, kind: str):
-        path = method.decode() if isinstance(method, bytes) else method
-        c = self.metrics.begin(path, kind)
-        c.sent()
-        task = asyncio.ensure_future(self._finish(call, c))
-        self._waiting.add(task)
-        task.add_done_callback(self._waiting.discard)
-        return call
-
-    @staticmethod
-    async def _finish(call, c: _Call) -> None:
-        try:
-            code = await call.code()
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-        c.done(code)
-
-
-# grpcio files an interceptor under the first interceptor class it is an instance of: one
-# object per call type.
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, tracker: _ClientTracker) -> None:
-        self.tracker = tracker
-
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
-        return self.tracker._track(await continuation(client_call_details, request),
-                                   client_call_details.method, "unary")
-
-
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, tracker: _ClientTracker) -> None:
-        self.tracker = tracker
-
-    async def intercept_unary_stream(self, continuation, client_call_details, request):
-        return self.tracker._track(await continuation(client_call_details, request),
-                                   client_call_details.method, "server_stream")
-
-
-def client_interceptors(registry: CollectorRegistry | None) -> tuple:
-    """Interceptors for the channels of a component with ``registry`` (none without one)."""
-    if registry is None:
-        return ()
-
-    def make(r: CollectorRegistry) -> tuple:
-        tracker = _ClientTracker(client_metrics(r))
-        return (_UnaryUnary(tracker), _UnaryStream(tracker))
-    return registry_shared(registry, "grpc_client_interceptors", make)
+def client_metrics(registry: CollectorRegistry | None) -> GrpcClientMetrics | None:
+    """The registry's one GrpcClientMetrics (none without a registry)."""
+    return None if registry is None else registry_shared(registry, "grpc_client", GrpcClientMetrics)
