@@ -19,7 +19,6 @@ import asyncio
 import collections
 import ssl
 import struct
-import time
 from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
@@ -28,21 +27,21 @@ import grpc.aio
 import hpack
 
 from storeapi import grpc_codec
+from storeapi.h2frames import (
+    ACK, CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, ENABLE_PUSH,
+    END_HEADERS, END_STREAM, FLOW_CONTROL_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_STREAM_ID, MAX_WINDOW,
+    NO_ERROR, PING, PREFACE, PRIORITY_FLAG, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
+    WINDOW_UPDATE, ProtocolError, frame, goaway, header_frames, literal, parse_settings,
+    rst_stream, settings_frame, split_frames, unpad, window_update)
 
 _PREFIX = struct.Struct(">BI")
-
-# Frame types and flags (RFC 9113).
-_DATA, _HEADERS, _PRIORITY, _RST, _SETTINGS, _PUSH, _PING, _GOAWAY, _WINDOW, _CONT = range(10)
-_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIO = 0x1, 0x1, 0x4, 0x8, 0x20
-_REFUSED_STREAM, _CANCEL = 0x7, 0x8
 
 _STREAM_WINDOW = 1 << 20  # per-stream receive window: what a streamed call buffers unread
 _CONN_WINDOW = 4 << 20    # connection receive window (beyond the initial 65,535)
 _MAX_FRAME = 1 << 20      # largest frame we accept (SETTINGS_MAX_FRAME_SIZE)
 _MAX_HEADERS = 64 << 10   # largest header list we accept
-_MAX_STREAM_ID = (1 << 31) - 1
 _CONNECT_TIMEOUT = 20.0
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class RpcError(grpc.aio.AioRpcError):
@@ -59,37 +58,6 @@ class RpcError(grpc.aio.AioRpcError):
 
 
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
-
-
-class _ProtocolError(Exception):
-    """The peer broke HTTP/2: the connection is closed."""
-
-
-def _frame(typ: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    return (len(payload).to_bytes(3, "big") + bytes((typ, flags)) + sid.to_bytes(4, "big")
-            + payload)
-
-
-def _hpack_int(n: int, prefix_bits: int, first: int) -> bytes:
-    """An HPACK integer with an N-bit prefix; ``first`` holds the pattern bits above it."""
-    limit = (1 << prefix_bits) - 1
-    if n < limit:
-        return bytes((first | n,))
-    out = bytearray((first | limit,))
-    n -= limit
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _literal(name: bytes | int, value: str) -> bytes:
-    """A header field as a literal without indexing (by static-table name index or name)."""
-    v = value.encode()
-    head = (_hpack_int(name, 4, 0) if isinstance(name, int)
-            else b"\x00" + _hpack_int(len(name), 7, 0) + name)
-    return head + _hpack_int(len(v), 7, 0) + v
 
 
 class _Call:
@@ -141,10 +109,10 @@ class _Connection(asyncio.Protocol):
         self.decoder = hpack.Decoder(max_header_list_size=_MAX_HEADERS)
         self.calls: dict[int, _Call] = {}
         self.next_sid = 1
-        self.peer_frame = 16384
-        self.peer_window = 65535  # initial send window of a new stream
+        self.peer_frame = DEFAULT_FRAME
+        self.peer_window = DEFAULT_WINDOW  # initial send window of a new stream
         self.peer_streams = 1 << 31
-        self.send_window = 65535  # connection send window
+        self.send_window = DEFAULT_WINDOW  # connection send window
         self.conn_unacked = 0
         self.header_block: tuple[int, int, bytearray] | None = None  # (sid, flags, fragments)
         self.closed = False
@@ -158,10 +126,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        settings = b"".join(struct.pack(">HI", k, v) for k, v in (
-            (0x2, 0), (0x4, _STREAM_WINDOW), (0x5, _MAX_FRAME), (0x6, _MAX_HEADERS)))
-        transport.write(_PREFACE + _frame(_SETTINGS, 0, 0, settings)
-                        + _frame(_WINDOW, 0, 0, _CONN_WINDOW.to_bytes(4, "big")))
+        transport.write(PREFACE + settings_frame({
+            ENABLE_PUSH: 0, INITIAL_WINDOW_SIZE: _STREAM_WINDOW, MAX_FRAME_SIZE: _MAX_FRAME,
+            MAX_HEADER_LIST_SIZE: _MAX_HEADERS}) + window_update(0, _CONN_WINDOW))
 
     def connection_lost(self, exc) -> None:
         if exc is not None and self.reason == "connection closed":
@@ -175,99 +142,80 @@ class _Connection(asyncio.Protocol):
         self.can_write.set()
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos, end = 0, len(buf)
+        self.buf += data
         try:
-            while end - pos >= 9:
-                length = int.from_bytes(buf[pos:pos + 3], "big")
-                if length > _MAX_FRAME:
-                    raise _ProtocolError(f"frame of {length} bytes")
-                if end - pos < 9 + length:
-                    break
-                typ, flags = buf[pos + 3], buf[pos + 4]
-                sid = int.from_bytes(buf[pos + 5:pos + 9], "big") & _MAX_STREAM_ID
-                payload = bytes(buf[pos + 9:pos + 9 + length])
-                pos += 9 + length
-                self._frame(typ, flags, sid, payload)
-        except (_ProtocolError, hpack.HPACKError, IndexError, ValueError, struct.error) as e:
+            frames, used = split_frames(self.buf, _MAX_FRAME)
+            del self.buf[:used]
+            for f in frames:
+                self._on_frame(*f)
+        except (ProtocolError, hpack.HPACKError, ValueError) as e:
             self.reason = f"connection error: {e}"
-            self._write(_frame(_GOAWAY, 0, 0, b"\0\0\0\0\0\0\0\x01"))
+            self._write(goaway(0, getattr(e, "code", COMPRESSION_ERROR)))
             self.abort()
             return
-        del buf[:pos]
         self._flush_window()
 
     # --- frames in ----------------------------------------------------------------------------
 
-    def _frame(self, typ: int, flags: int, sid: int, payload: bytes) -> None:
-        if self.header_block is not None and typ != _CONT:
-            raise _ProtocolError("expected CONTINUATION")
-        if typ == _DATA:
+    def _on_frame(self, typ: int, flags: int, sid: int, payload: bytes) -> None:
+        if self.header_block is not None and typ != CONTINUATION:
+            raise ProtocolError("expected CONTINUATION")
+        if typ == DATA:
             self._data(flags, sid, payload)
-        elif typ == _HEADERS:
+        elif typ == HEADERS:
             if not sid:
-                raise _ProtocolError("HEADERS on stream 0")
-            payload = self._unpad(flags, payload)
-            if flags & _PRIO:
+                raise ProtocolError("HEADERS on stream 0")
+            payload = unpad(flags, payload)
+            if flags & PRIORITY_FLAG:
                 payload = payload[5:]
             self.header_block = (sid, flags, bytearray(payload))
-            if flags & _END_HEADERS:
+            if flags & END_HEADERS:
                 self._headers_done()
-        elif typ == _CONT:
+        elif typ == CONTINUATION:
             if self.header_block is None or self.header_block[0] != sid:
-                raise _ProtocolError("unexpected CONTINUATION")
+                raise ProtocolError("unexpected CONTINUATION")
             self.header_block[2].extend(payload)
             if len(self.header_block[2]) > _MAX_HEADERS:
-                raise _ProtocolError("header block too large")
-            if flags & _END_HEADERS:
+                raise ProtocolError("header block too large")
+            if flags & END_HEADERS:
                 self._headers_done()
-        elif typ == _RST:
+        elif typ == RST_STREAM:
             code = int.from_bytes(payload[:4], "big")
             self._fail(sid, RpcError(
-                grpc.StatusCode.UNAVAILABLE if code == _REFUSED_STREAM else
-                grpc.StatusCode.CANCELLED if code == _CANCEL else grpc.StatusCode.INTERNAL,
+                grpc.StatusCode.UNAVAILABLE if code == REFUSED_STREAM else
+                grpc.StatusCode.CANCELLED if code == CANCEL else grpc.StatusCode.INTERNAL,
                 f"stream reset by server (error code {code})"))
-        elif typ == _SETTINGS:
-            if not flags & _ACK:
+        elif typ == SETTINGS:
+            if not flags & ACK:
                 self._settings(payload)
-        elif typ == _PING:
-            if not flags & _ACK:
-                self._write(_frame(_PING, _ACK, 0, payload))
-        elif typ == _GOAWAY:
-            last = int.from_bytes(payload[:4], "big") & _MAX_STREAM_ID
+        elif typ == PING:
+            if not flags & ACK:
+                self._write(frame(PING, ACK, 0, payload))
+        elif typ == GOAWAY:
+            last = int.from_bytes(payload[:4], "big") & MAX_STREAM_ID
             self.draining = True
             self.reason = "server closed the connection (GOAWAY)"
             for s in [s for s in self.calls if s > last]:
                 self._fail(s, RpcError(grpc.StatusCode.UNAVAILABLE, "server is going away"))
             if not self.calls:
                 self.abort()
-        elif typ == _WINDOW:
-            inc = int.from_bytes(payload[:4], "big") & _MAX_STREAM_ID
+        elif typ == WINDOW_UPDATE:
+            inc = int.from_bytes(payload[:4], "big") & MAX_STREAM_ID
             if sid == 0:
                 self.send_window += inc
             elif sid in self.calls:
                 self.calls[sid].send_window += inc
             self.window_open.set()
-        elif typ == _PUSH:
-            raise _ProtocolError("PUSH_PROMISE with push disabled")
+        elif typ == PUSH_PROMISE:
+            raise ProtocolError("PUSH_PROMISE with push disabled")
         # PRIORITY and unknown frame types are ignored
-
-    @staticmethod
-    def _unpad(flags: int, payload: bytes) -> bytes:
-        if flags & _PADDED:
-            pad = payload[0]
-            if pad >= len(payload):
-                raise _ProtocolError("padding longer than the frame")
-            return payload[1:len(payload) - pad]
-        return payload
 
     def _data(self, flags: int, sid: int, payload: bytes) -> None:
         if not sid:
-            raise _ProtocolError("DATA on stream 0")
+            raise ProtocolError("DATA on stream 0")
         self.conn_unacked += len(payload)
         call = self.calls.get(sid)
-        data = self._unpad(flags, payload)
+        data = unpad(flags, payload)
         if call is None:
             return
         if call.streaming:
@@ -282,7 +230,7 @@ class _Connection(asyncio.Protocol):
                                          "response larger than allowed"))
                 self._reset(sid)
                 return
-        if flags & _END_STREAM:
+        if flags & END_STREAM:
             self._end(sid)
         else:
             call.wake()
@@ -296,28 +244,25 @@ class _Connection(asyncio.Protocol):
         if call is None:
             return
         call.headers.update(headers)
-        if flags & _END_STREAM:
+        if flags & END_STREAM:
             self._end(sid)
 
     def _settings(self, payload: bytes) -> None:
-        if len(payload) % 6:
-            raise _ProtocolError("SETTINGS of a bad length")
-        for i in range(0, len(payload), 6):
-            key, value = struct.unpack_from(">HI", payload, i)
-            if key == 0x3:
+        for key, value in parse_settings(payload):
+            if key == MAX_CONCURRENT_STREAMS:
                 self.peer_streams = value
-            elif key == 0x4:
-                if value > _MAX_STREAM_ID:
-                    raise _ProtocolError("window too large")
+            elif key == INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise ProtocolError("window too large", FLOW_CONTROL_ERROR)
                 delta, self.peer_window = value - self.peer_window, value
                 for c in self.calls.values():
                     c.send_window += delta
                 self.window_open.set()
-            elif key == 0x5:
-                if not 16384 <= value <= (1 << 24) - 1:
-                    raise _ProtocolError("bad SETTINGS_MAX_FRAME_SIZE")
+            elif key == MAX_FRAME_SIZE:
+                if not DEFAULT_FRAME <= value <= (1 << 24) - 1:
+                    raise ProtocolError("bad SETTINGS_MAX_FRAME_SIZE")
                 self.peer_frame = value
-        self._write(_frame(_SETTINGS, _ACK, 0))
+        self._write(frame(SETTINGS, ACK, 0))
 
     def _end(self, sid: int) -> None:
         call = self.calls.pop(sid, None)
@@ -359,11 +304,11 @@ class _Connection(asyncio.Protocol):
         """Give back connection window (and unary streams' windows) once a quarter is used."""
         out = b""
         if self.conn_unacked >= _CONN_WINDOW // 4:
-            out += _frame(_WINDOW, 0, 0, self.conn_unacked.to_bytes(4, "big"))
+            out += window_update(0, self.conn_unacked)
             self.conn_unacked = 0
         for sid, call in self.calls.items():
             if not call.streaming and call.unacked >= _STREAM_WINDOW // 4:
-                out += _frame(_WINDOW, 0, sid, call.unacked.to_bytes(4, "big"))
+                out += window_update(sid, call.unacked)
                 call.unacked = 0
         if out:
             self._write(out)
@@ -372,11 +317,11 @@ class _Connection(asyncio.Protocol):
         """A streamed call's reader took ``n`` bytes: give its stream window back in batches."""
         call.unacked += n
         if call.unacked >= _STREAM_WINDOW // 4 and not call.done and call.sid in self.calls:
-            self._write(_frame(_WINDOW, 0, call.sid, call.unacked.to_bytes(4, "big")))
+            self._write(window_update(call.sid, call.unacked))
             call.unacked = 0
 
     def _reset(self, sid: int) -> None:
-        self._write(_frame(_RST, 0, sid, _CANCEL.to_bytes(4, "big")))
+        self._write(rst_stream(sid, CANCEL))
 
     def cancel(self, call: _Call) -> None:
         if call.sid in self.calls:
@@ -399,14 +344,12 @@ class _Connection(asyncio.Protocol):
             raise RpcError(grpc.StatusCode.UNAVAILABLE, f"{self.channel.address}: {self.reason}")
         sid = call.sid = self.next_sid
         self.next_sid += 2
-        if self.next_sid > _MAX_STREAM_ID:
+        if self.next_sid > MAX_STREAM_ID:
             self.draining = True  # ids used up: the next call opens a new connection
         call.send_window = self.peer_window
         self.calls[sid] = call
         f = self.peer_frame
-        out = [_frame(_HEADERS if i == 0 else _CONT,
-                      _END_HEADERS if i + f >= len(header_block) else 0, sid,
-                      header_block[i:i + f]) for i in range(0, len(header_block), f)]
+        out = header_frames(sid, header_block, f, end_stream=False)
         view = memoryview(data)
         while True:
             n = min(len(view), f, call.send_window, self.send_window)
@@ -420,7 +363,7 @@ class _Connection(asyncio.Protocol):
                                                  f"{self.channel.address}: {self.reason}")
                 continue
             last = n == len(view)
-            out.append(_frame(_DATA, _END_STREAM if last else 0, sid, bytes(view[:n])))
+            out.append(frame(DATA, END_STREAM if last else 0, sid, bytes(view[:n])))
             call.send_window -= n
             self.send_window -= n
             view = view[n:]
@@ -483,13 +426,13 @@ class H2Channel:
         block = self._headers.get(key)
         if block is None:
             scheme = b"\x87" if self.ssl_context is not None else b"\x86"  # :scheme https/http
-            fields = [b"\x83", scheme, _literal(4, method), _literal(1, self.address),
-                      _literal(b"content-type", "application/grpc"), _literal(b"te", "trailers"),
-                      _literal(b"grpc-accept-encoding", "identity")]
+            fields = [b"\x83", scheme, literal(4, method), literal(1, self.address),
+                      literal(b"content-type", "application/grpc"), literal(b"te", "trailers"),
+                      literal(b"grpc-accept-encoding", "identity")]
             if self.encoding != grpc_codec.IDENTITY:
-                fields.append(_literal(b"grpc-encoding", self.encoding))
+                fields.append(literal(b"grpc-encoding", self.encoding))
             if timeout is not None:
-                fields.append(_literal(b"grpc-timeout", f"{max(1, int(timeout * 1000))}m"))
+                fields.append(literal(b"grpc-timeout", f"{max(1, int(timeout * 1000))}m"))
             block = b"".join(fields)
             if len(self._headers) < 256:  # a few methods x timeouts; others are built each time
                 self._headers[key] = block
@@ -610,6 +553,6 @@ class H2Channel:
         conn = self._conn
         if conn is not None:
             conn.reason = "channel closed"
-            conn._write(_frame(_GOAWAY, 0, 0, b"\0" * 8))
+            conn._write(goaway(0, NO_ERROR))
             conn.abort()
         self._conn = None
