@@ -29,10 +29,10 @@ import hpack
 from storeapi import grpc_codec
 from storeapi.h2frames import (
     ACK, CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, ENABLE_PUSH,
-    END_HEADERS, END_STREAM, FLOW_CONTROL_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
+    END_STREAM, FLOW_CONTROL_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_STREAM_ID, MAX_WINDOW,
-    NO_ERROR, PING, PREFACE, PRIORITY_FLAG, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
-    WINDOW_UPDATE, ProtocolError, frame, goaway, header_frames, literal, parse_settings,
+    NO_ERROR, PING, PREFACE, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
+    WINDOW_UPDATE, HeaderBlocks, ProtocolError, frame, goaway, header_frames, literal, parse_settings,
     rst_stream, settings_frame, split_frames, unpad, window_update)
 
 _PREFIX = struct.Struct(">BI")
@@ -114,7 +114,7 @@ class _Connection(asyncio.Protocol):
         self.peer_streams = 1 << 31
         self.send_window = DEFAULT_WINDOW  # connection send window
         self.conn_unacked = 0
-        self.header_block: tuple[int, int, bytearray] | None = None  # (sid, flags, fragments)
+        self.blocks = HeaderBlocks(_MAX_HEADERS)
         self.closed = False
         self.draining = False  # GOAWAY received or ids exhausted: no new streams
         self.reason = "connection closed"
@@ -158,27 +158,13 @@ class _Connection(asyncio.Protocol):
     # --- frames in ----------------------------------------------------------------------------
 
     def _on_frame(self, typ: int, flags: int, sid: int, payload: bytes) -> None:
-        if self.header_block is not None and typ != CONTINUATION:
-            raise ProtocolError("expected CONTINUATION")
+        self.blocks.check(typ)
         if typ == DATA:
             self._data(flags, sid, payload)
-        elif typ == HEADERS:
-            if not sid:
-                raise ProtocolError("HEADERS on stream 0")
-            payload = unpad(flags, payload)
-            if flags & PRIORITY_FLAG:
-                payload = payload[5:]
-            self.header_block = (sid, flags, bytearray(payload))
-            if flags & END_HEADERS:
-                self._headers_done()
-        elif typ == CONTINUATION:
-            if self.header_block is None or self.header_block[0] != sid:
-                raise ProtocolError("unexpected CONTINUATION")
-            self.header_block[2].extend(payload)
-            if len(self.header_block[2]) > _MAX_HEADERS:
-                raise ProtocolError("header block too large")
-            if flags & END_HEADERS:
-                self._headers_done()
+        elif typ == HEADERS or typ == CONTINUATION:
+            block = self.blocks.feed(typ, flags, sid, payload)
+            if block is not None:
+                self._headers(*block)
         elif typ == RST_STREAM:
             code = int.from_bytes(payload[:4], "big")
             self._fail(sid, RpcError(
@@ -235,11 +221,8 @@ class _Connection(asyncio.Protocol):
         else:
             call.wake()
 
-    def _headers_done(self) -> None:
-        assert self.header_block is not None
-        sid, flags, block = self.header_block
-        self.header_block = None
-        headers = self.decoder.decode(bytes(block), raw=False)
+    def _headers(self, sid: int, flags: int, block: bytes) -> None:
+        headers = self.decoder.decode(block, raw=False)
         call = self.calls.get(sid)
         if call is None:
             return

@@ -122,3 +122,38 @@ def header_frames(sid: int, block: bytes, max_frame: int, end_stream: bool) -> l
         else:
             out.append(frame(CONTINUATION, flags, sid, block[i:i + max_frame]))
     return out
+
+
+class HeaderBlocks:
+    """Header blocks put together from HEADERS and CONTINUATION frames (nothing else may come
+    between them), at most ``limit`` bytes each."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._pending: tuple[int, int, bytearray] | None = None  # (sid, HEADERS flags, block)
+
+    def check(self, typ: int) -> None:
+        if self._pending is not None and typ != CONTINUATION:
+            raise ProtocolError("expected CONTINUATION")
+
+    def feed(self, typ: int, flags: int, sid: int, payload: bytes
+             ) -> tuple[int, int, bytes] | None:
+        """A HEADERS or CONTINUATION frame; the block as (stream id, HEADERS flags, bytes)
+        once its END_HEADERS came."""
+        if typ == HEADERS:
+            if not sid:
+                raise ProtocolError("HEADERS on stream 0")
+            payload = unpad(flags, payload)
+            self._pending = (sid, flags, bytearray(payload[5:] if flags & PRIORITY_FLAG
+                                                   else payload))
+        elif self._pending is None or self._pending[0] != sid:
+            raise ProtocolError("unexpected CONTINUATION")
+        else:
+            self._pending[2].extend(payload)
+        if len(self._pending[2]) > self.limit:
+            raise ProtocolError("header block too large")
+        if not flags & END_HEADERS:
+            return None
+        sid, first_flags, block = self._pending
+        self._pending = None
+        return sid, first_flags, bytes(block)

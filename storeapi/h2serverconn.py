@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import hpack
 
 from storeapi.h2frames import (
-    ACK, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, END_HEADERS, END_STREAM,
+    ACK, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, END_STREAM,
     FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_WINDOW, NO_ERROR, PING,
-    PREFACE, PRIORITY_FLAG, PROTOCOL_ERROR, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
-    WINDOW_UPDATE, ProtocolError, frame, goaway, header_frames, parse_settings, rst_stream,
+    PREFACE, PROTOCOL_ERROR, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
+    WINDOW_UPDATE, HeaderBlocks, ProtocolError, frame, goaway, header_frames, parse_settings, rst_stream,
     settings_frame, split_frames, unpad, window_update)
 
 MAX_HEADERS = 64 << 10  # largest header list (and header block) a client may send
@@ -52,7 +52,7 @@ class ServerConnection:
         self.recv_window = DEFAULT_WINDOW + window_bytes
         self.recv_unacked = 0
         self.decoder = hpack.Decoder(max_header_list_size=MAX_HEADERS)
-        self.header_block: tuple[int, int, bytearray] | None = None
+        self.blocks = HeaderBlocks(MAX_HEADERS)
         self.buf = bytearray()
         self.preface = False
         self.out: list[bytes] = []
@@ -98,27 +98,13 @@ class ServerConnection:
         return events
 
     def _frame(self, events: list, typ: int, flags: int, sid: int, payload: bytes) -> None:
-        if self.header_block is not None and typ != CONTINUATION:
-            raise ProtocolError("expected CONTINUATION")
+        self.blocks.check(typ)
         if typ == DATA:
             self._data(events, flags, sid, payload)
-        elif typ == HEADERS:
-            if not sid:
-                raise ProtocolError("HEADERS on stream 0")
-            payload = unpad(flags, payload)
-            if flags & PRIORITY_FLAG:
-                payload = payload[5:]
-            self.header_block = (sid, flags, bytearray(payload))
-            self._check_block()
-            if flags & END_HEADERS:
-                self._headers(events)
-        elif typ == CONTINUATION:
-            if self.header_block is None or self.header_block[0] != sid:
-                raise ProtocolError("unexpected CONTINUATION")
-            self.header_block[2].extend(payload)
-            self._check_block()
-            if flags & END_HEADERS:
-                self._headers(events)
+        elif typ == HEADERS or typ == CONTINUATION:
+            block = self.blocks.feed(typ, flags, sid, payload)
+            if block is not None:
+                self._headers(events, *block)
         elif typ == RST_STREAM:
             if not sid or sid > self.last_sid:
                 raise ProtocolError("RST_STREAM on an idle stream")
@@ -144,16 +130,8 @@ class ServerConnection:
             raise ProtocolError("PUSH_PROMISE from a client")
         # PRIORITY and unknown frame types are ignored
 
-    def _check_block(self) -> None:
-        assert self.header_block is not None
-        if len(self.header_block[2]) > MAX_HEADERS:
-            raise ProtocolError("header block too large")
-
-    def _headers(self, events: list) -> None:
-        assert self.header_block is not None
-        sid, flags, block = self.header_block
-        self.header_block = None
-        headers = dict(self.decoder.decode(bytes(block), raw=False))  # keeps the HPACK state
+    def _headers(self, events: list, sid: int, flags: int, block: bytes) -> None:
+        headers = dict(self.decoder.decode(block, raw=False))  # keeps the HPACK state
         st = self.streams.get(sid)
         if st is not None:  # trailers: must end the stream
             if st.remote_closed or not flags & END_STREAM:
@@ -161,11 +139,8 @@ class ServerConnection:
             self._remote_end(sid, st)
             events.append((ENDED, sid))
             return
-        if sid % 2 == 0 or sid <= self.last_sid:
-            if sid % 2 == 0 or sid > self.last_sid:
-                raise ProtocolError("bad stream id")
-            self.out.append(rst_stream(sid, STREAM_CLOSED))  # a stream already closed
-            return
+        if sid % 2 == 0 or sid <= self.last_sid:  # new streams: odd ids, increasing
+            raise ProtocolError("bad stream id")
         self.last_sid = sid
         if len(self.streams) >= self.max_streams:
             self.out.append(rst_stream(sid, REFUSED_STREAM))

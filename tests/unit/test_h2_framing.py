@@ -1,0 +1,165 @@
+"""Our own HTTP/2 framing for gRPC (storeapi.h2frames, h2client, h2serverconn): the client reads
+grpcio's server (wire compatibility beyond our own server), and the server ends connections that
+break HTTP/2 and refuses streams beyond its limit, while it keeps serving everyone else."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import grpc.aio
+import pytest
+
+from storeapi.h2client import H2Channel, RpcError
+from storeapi.h2frames import (CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS,
+                               PREFACE, REFUSED_STREAM, RST_STREAM, WINDOW_UPDATE, frame,
+                               literal, settings_frame, split_frames)
+from storeapi.h2server import H2GrpcServer
+
+UNARY, STREAM = "/t.T/Unary", "/t.T/Stream"
+BIG = 3 << 20  # streamed bytes: well beyond the client's 1 MiB stream window
+
+
+async def _echo(req: bytes, context) -> bytes:
+    if req == b"fail":
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no: 100% sure")
+    return req[::-1]
+
+
+async def _stream(req: bytes, context):
+    for i in range(int(req)):
+        yield bytes([i % 256]) * (BIG // int(req))
+
+
+async def _parked(req: bytes, context) -> bytes:
+    await asyncio.sleep(30)
+    return b""
+
+
+def _handlers() -> list:
+    return [grpc.method_handlers_generic_handler("t.T", {
+        "Unary": grpc.unary_unary_rpc_method_handler(_echo),
+        "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+        "Parked": grpc.unary_unary_rpc_method_handler(_parked)})]
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def _calls(ch: H2Channel) -> tuple:
+    unary = await ch.unary(UNARY, b"abc", timeout=10)
+    with pytest.raises(RpcError) as ei:
+        await ch.unary(UNARY, b"fail", timeout=10)
+    msgs = [m async for m in ch.unary_stream(STREAM, b"12", timeout=30)]
+    # Leaving a stream early resets it; the connection serves the next call.
+    async for _ in ch.unary_stream(STREAM, b"12", timeout=30):
+        break
+    again = await ch.unary(UNARY, b"xy", timeout=10)
+    return (unary, ei.value.code(), ei.value.details(), len(msgs), {len(m) for m in msgs},
+            msgs[5][:1], again)
+
+
+EXPECTED = (b"cba", grpc.StatusCode.FAILED_PRECONDITION, "no: 100% sure", 12, {BIG // 12},
+            b"\x05", b"yx")
+
+
+def test_client_reads_grpcio_server_unary_errors_and_large_streams():
+    async def main():
+        srv = grpc.aio.server()
+        srv.add_generic_rpc_handlers(_handlers())
+        port = srv.add_insecure_port("127.0.0.1:0")
+        await srv.start()
+        ch = H2Channel(f"127.0.0.1:{port}", "identity")
+        try:
+            return await _calls(ch)
+        finally:
+            await ch.close()
+            await srv.stop(0)
+
+    assert _run(main()) == EXPECTED
+
+
+def test_client_and_server_of_ours_agree():
+    async def main():
+        srv = H2GrpcServer()
+        srv.add_generic_rpc_handlers(_handlers())
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        ch = H2Channel(f"127.0.0.1:{port}", "snappy")
+        try:
+            return await _calls(ch)
+        finally:
+            await ch.close()
+            await srv.stop(0)
+
+    assert _run(main()) == EXPECTED
+
+
+def _request_headers(sid: int, end_stream: bool = False) -> bytes:
+    block = (b"\x83\x86" + literal(4, "/t.T/Parked") + literal(1, "x")
+             + literal(b"content-type", "application/grpc"))
+    return frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), sid, block)
+
+
+async def _raw(port: int, data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """Frames the server answers ``data`` (after the preface) with until it closes or 2 s."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(PREFACE + settings_frame({}) + data)
+    got = bytearray()
+    try:
+        while True:
+            chunk = await asyncio.wait_for(r.read(65536), 2)
+            if not chunk:
+                break
+            got += chunk
+    except TimeoutError:
+        pass
+    w.close()
+    return split_frames(got, 1 << 24)[0]
+
+
+BREACHES = {
+    "DATA on an idle stream": frame(DATA, 0, 1, b"x"),
+    "HEADERS on an even stream": _request_headers(2),
+    "frame over 16 KiB": frame(DATA, 0, 1, b"x" * 20000),
+    "header block over 64 KiB": frame(HEADERS, 0, 1, b"\x83") + b"".join(
+        frame(CONTINUATION, 0, 1, b"\x00" * 16000) for _ in range(5)),
+    "CONTINUATION without HEADERS": frame(CONTINUATION, END_HEADERS, 1, b"\x83"),
+    "window update of 0": frame(WINDOW_UPDATE, 0, 0, b"\0\0\0\0"),
+    "window beyond 2^31-1": frame(WINDOW_UPDATE, 0, 0, b"\x7f\xff\xff\xff"),
+    "undecodable header block": frame(HEADERS, END_HEADERS, 1, b"\xff\xff\xff\xff"),
+    "stream ids going backwards": _request_headers(5) + _request_headers(3),
+}
+
+
+@pytest.mark.parametrize("breach", list(BREACHES))
+def test_server_ends_connections_that_break_http2_and_keeps_serving(breach):
+    async def main():
+        srv = H2GrpcServer()
+        srv.add_generic_rpc_handlers(_handlers())
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        ch = H2Channel(f"127.0.0.1:{port}", "identity")
+        try:
+            frames = await _raw(port, BREACHES[breach])
+            return [f[0] for f in frames][-1:], await ch.unary(UNARY, b"ok", timeout=10)
+        finally:
+            await ch.close()
+            await srv.stop(0)
+
+    assert _run(main()) == ([GOAWAY], b"ko")
+
+
+def test_server_refuses_streams_beyond_its_limit():
+    async def main():
+        srv = H2GrpcServer(max_concurrent_streams=1)
+        srv.add_generic_rpc_handlers(_handlers())
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        try:
+            frames = await _raw(port, _request_headers(1) + _request_headers(3))
+            return [(f[0], f[2], f[3]) for f in frames if f[0] == RST_STREAM]
+        finally:
+            await srv.stop(0)
+
+    assert _run(main()) == [(RST_STREAM, 3, REFUSED_STREAM.to_bytes(4, "big"))]
