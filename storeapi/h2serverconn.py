@@ -166,8 +166,9 @@ class ServerConnection:
         st = self.streams.get(sid)
         if st is None or st.remote_closed:
             self.acknowledge_received_data(n, 0)  # a closed stream: only the connection's
-            if st is not None:
+            if st is not None:  # DATA after END_STREAM: the stream is reset, its call ends
                 self.reset_stream(sid, STREAM_CLOSED)
+                events.append((RESET, sid))
             return
         st.recv_window -= n
         if st.recv_window < 0:
@@ -240,6 +241,9 @@ class ServerConnection:
     # --- out ----------------------------------------------------------------------------------
 
     def send_headers(self, sid: int, block: bytes, end_stream: bool = False) -> None:
+        """Headers (or trailers) on an open stream; nothing on one already reset."""
+        if sid not in self.streams:
+            return
         self.out.extend(header_frames(sid, block, self.max_outbound_frame_size, end_stream))
         st = self.streams.get(sid)
         if end_stream and st is not None:

@@ -163,3 +163,42 @@ def test_server_refuses_streams_beyond_its_limit():
             await srv.stop(0)
 
     assert _run(main()) == [(RST_STREAM, 3, REFUSED_STREAM.to_bytes(4, "big"))]
+
+
+def test_data_after_end_stream_resets_that_stream_and_ends_its_call():
+    """A stream error, not a connection error: the call running for the stream is cancelled
+    (nothing waits for it with the stream gone) and the connection stays up."""
+    async def main():
+        started = asyncio.Event()
+        cancelled = asyncio.Event()
+
+        async def parked(req: bytes, context) -> bytes:
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return b""
+
+        srv = H2GrpcServer()
+        srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", {
+            "Parked": grpc.unary_unary_rpc_method_handler(parked)})])
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(PREFACE + settings_frame({}) + _request_headers(1)
+                    + frame(DATA, END_STREAM, 1, b"\0\0\0\0\0"))
+            await asyncio.wait_for(started.wait(), 10)
+            w.write(frame(DATA, 0, 1, b"\0\0\0\0\0"))
+            await asyncio.wait_for(cancelled.wait(), 10)
+            got = bytearray()
+            while not any(f[0] == RST_STREAM for f in split_frames(got, 1 << 24)[0]):
+                got += await asyncio.wait_for(r.read(65536), 10)
+            w.close()
+            return [(f[2], f[3]) for f in split_frames(got, 1 << 24)[0] if f[0] == RST_STREAM]
+        finally:
+            await srv.stop(0)
+
+    assert _run(main()) == [(1, (0x5).to_bytes(4, "big"))]
