@@ -1,4 +1,4 @@
-"""A gRPC server on HTTP/2 (the ``h2`` library) that accepts snappy-compressed messages.
+"""A gRPC server on HTTP/2 (framing in storeapi.h2serverconn) that accepts snappy messages.
 
 grpcio's core refuses any ``grpc-encoding`` it does not know ("Error parsing 'grpc-encoding'
 metadata") before Python sees the call, and Thanos routers compress forwarded writes with snappy
