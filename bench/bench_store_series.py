@@ -61,10 +61,12 @@ async def series_calls(addr: str, pid: int, mint: int, maxt: int,
         call = ch.unary_stream("/thanos.Store/Series",
                                request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
                                response_deserializer=lambda b: b)
-        c = 0.0
+        c = c0 = cpu_seconds(pid)
+        cold_cpu = 0.0
         for i in range(calls):
             if i == 1:
                 c = cpu_seconds(pid)
+                cold_cpu = c - c0
             t = time.perf_counter()
             frames = size = 0
             async for frame in call(req):
@@ -72,7 +74,7 @@ async def series_calls(addr: str, pid: int, mint: int, maxt: int,
                 size += len(frame)
             out.append((time.perf_counter() - t, frames, size))
         cpu = (cpu_seconds(pid) - c) / (calls - 1) if calls > 1 else float("nan")
-    return out, cpu
+    return out, cpu, cold_cpu
 
 
 def main() -> None:
@@ -97,17 +99,17 @@ def main() -> None:
                              stdout=log, stderr=log, cwd=a.cwd, env=env)
     try:
         wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=p)
-        print("| selector | hours | frames | MB | cold s | warm s | warm store CPU ms |\n"
-              "|---|---|---|---|---|---|---|")
+        print("| selector | hours | frames | MB | cold s | warm s | cold store CPU ms "
+              "| warm store CPU ms |\n|---|---|---|---|---|---|---|---|")
         for hours in a.hours:
             lo = mint if hours == 0 else max(mint, maxt - hours * 3_600_000)
             for name, pairs in SELECTORS:
-                runs, cpu = asyncio.run(series_calls(f"127.0.0.1:{sg}", p.pid, lo, maxt,
+                runs, cpu, cold_cpu = asyncio.run(series_calls(f"127.0.0.1:{sg}", p.pid, lo, maxt,
                                                      pairs, 1 + a.warm))
                 cold, frames, size = runs[0]
                 warm = statistics.median(r[0] for r in runs[1:])
                 print(f"| {name} | {hours or 'all'} | {frames} | {size / 1e6:.1f} | {cold:.3f} "
-                      f"| {warm:.3f} | {cpu * 1000:.1f} |", flush=True)
+                      f"| {warm:.3f} | {cold_cpu * 1000:.0f} | {cpu * 1000:.1f} |", flush=True)
     finally:
         p.terminate()
         p.wait(30)

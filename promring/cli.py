@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from common.gcheap import freeze_startup_heap
 from common.logs import setup_logging
 from common.tls import (add_client_tls_flags, add_server_tls_flags, client_tls_from_flags,
                         server_tls_from_flags)
@@ -599,6 +600,8 @@ async def _run_until_signal(components: list, a: argparse.Namespace | None = Non
             started.append(c)  # stopped below also when its start fails half way
             await c.start()
         starting = False
+        if components and all(getattr(c, "FREEZE_HEAP_AFTER_START", False) for c in components):
+            freeze_startup_heap()  # common.gcheap: start-up objects out of every GC walk
         log.info("promring is up", extra={**what, **listen_addresses(components, a or argparse.Namespace())})
         await stop.wait()
         log.info("shutting down", extra=what)

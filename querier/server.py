@@ -37,6 +37,8 @@ def normalize_prefix(prefix: str) -> str:
 
 
 class Querier:
+    FREEZE_HEAP_AFTER_START = True  # the CLI freezes start-up objects (common.gcheap)
+
     def __init__(self, cfg: QueryConfig, registry: CollectorRegistry | None = None,
                  stores: StoreSet | None = None) -> None:
         cfg.validate()

@@ -11,7 +11,7 @@ import hashlib
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from itertools import compress
+from itertools import compress, repeat
 from operator import itemgetter
 from typing import Protocol
 
@@ -120,24 +120,33 @@ class LRUCache:
         self.put_many([key], [value], item_type)
 
     def put_many(self, keys: list[Hashable], values: list[bytes], item_type: str) -> None:
-        """Insert a batch: one metrics update per call instead of per item."""
+        """Insert a batch: one metrics update per call, and no Python work per item unless
+        items are replaced or evicted (a cold query fills thousands at once)."""
+        if not keys:
+            return
         d = self._d
-        added = 0
+        sizes = list(map(len, values))
+        fits = self.max_bytes - ENTRY_OVERHEAD
+        if max(sizes) > fits:  # an item bigger than the whole budget is not cached
+            keep = [s <= fits for s in sizes]
+            keys, values, sizes = (list(compress(x, keep)) for x in (keys, values, sizes))
+            if not keys:
+                return
+        olds = list(map(d.pop, keys, repeat(None)))
+        if olds.count(None) != len(olds):
+            self.size -= sum(len(o[0]) + ENTRY_OVERHEAD for o in olds if o is not None)
+        before = len(d)
+        d.update(zip(keys, zip(values, repeat(item_type))))
+        added = len(keys)
+        if len(d) - before == added:
+            self.size += sum(sizes) + added * ENTRY_OVERHEAD
+        else:  # a key repeated within the batch: its last value is the one kept
+            self.size += sum(len(d[k][0]) + ENTRY_OVERHEAD for k in dict.fromkeys(keys))
         evicted: dict[str, int] = {}
-        for key, value in zip(keys, values):
-            cost = len(value) + ENTRY_OVERHEAD
-            if cost > self.max_bytes:
-                continue
-            old = d.pop(key, None)
-            if old is not None:
-                self.size -= len(old[0]) + ENTRY_OVERHEAD
-            d[key] = (value, item_type)
-            self.size += cost
-            added += 1
-            while self.size > self.max_bytes:
-                _, (v, t) = d.popitem(last=False)
-                self.size -= len(v) + ENTRY_OVERHEAD
-                evicted[t] = evicted.get(t, 0) + 1
+        while self.size > self.max_bytes:
+            _, (v, t) = d.popitem(last=False)
+            self.size -= len(v) + ENTRY_OVERHEAD
+            evicted[t] = evicted.get(t, 0) + 1
         m = self._m
         if m is not None and added:
             m.added.labels(item_type).inc(added)

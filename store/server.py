@@ -85,6 +85,8 @@ def raise_open_files_limit() -> None:
 class StoreGateway:
     """HTTP ops endpoints, the StoreAPI over a BucketStore, and the periodic bucket sync."""
 
+    FREEZE_HEAP_AFTER_START = True  # the CLI freezes start-up objects (common.gcheap)
+
     def __init__(self, cfg: StoreConfig, registry: CollectorRegistry | None = None,
                  bucket: Bucket | None = None) -> None:
         self.cfg = cfg

@@ -717,8 +717,9 @@ def _three_blocks(tmp: Path) -> tuple[list, list[Path]]:
     return parts, [write(tmp, s, lo, hi, ext) for s, ext, lo, hi in parts]
 
 
-@pytest.mark.parametrize("damage", ["index-series", "index-postings", "index-symbols",
-                                    "chunks-truncated", "chunks-truncated-no-sizes"])
+@pytest.mark.parametrize("damage", ["index-series", "index-series-length", "index-postings",
+                                    "index-symbols", "chunks-truncated",
+                                    "chunks-truncated-no-sizes"])
 def test_corrupt_block_is_taken_out_and_other_blocks_answer(tmp_path: Path, damage: str,
                                                             caplog) -> None:
     """A block with garbage in its index or a truncated chunks file never fails a query over
@@ -729,6 +730,10 @@ def test_corrupt_block_is_taken_out_and_other_blocks_answer(tmp_path: Path, dama
     ir = IndexReader((bad / "index").read_bytes())
     if damage == "index-series":
         _garble(bad / "index", ir.toc.series, ir.toc.label_indices)
+    elif damage == "index-series-length":  # first entry claims ~32 GiB: read exactly, refused
+        data = bytearray((bad / "index").read_bytes())
+        data[ir.toc.series:ir.toc.series + 5] = b"\xff\xff\xff\xff\x7f"
+        (bad / "index").write_bytes(bytes(data))
     elif damage == "index-postings":  # the list of job="job0", which the query reads
         off = int(ir._postings["job"][1][0])
         _garble(bad / "index", off + 8, off + 8)

@@ -1,0 +1,108 @@
+/* Cutting the items (postings lists, series entries, chunks) out of one coalesced ranged read
+ * of a block's index or chunk segment (store/block.py).
+ *
+ * Why C: a cold query reads thousands of items per block in a few large ranges; framing each
+ * one (a length prefix to decode) and copying it out in a Python loop cost more than reading
+ * the bytes. One call per range does all of it.
+ *
+ * Only the CPython C API and the buffer protocol are used.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { KIND_POSTINGS = 0, KIND_SERIES = 1, KIND_CHUNK = 2 };
+
+/* 0 and the value at *i (advanced past it); 1 when the buffer ends inside it; -1 when it
+ * overflows 64 bits. */
+static inline int get_uvarint(const uint8_t *p, size_t n, size_t *i, uint64_t *out) {
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (*i >= n) return 1;
+        uint8_t c = p[(*i)++];
+        x |= (uint64_t)(c & 0x7F) << shift;
+        if (c < 0x80) { *out = x; return 0; }
+    }
+    return -1;
+}
+
+/* Total length of the item of `kind` at p[at], -1 when its length prefix is cut off by the
+ * end of the buffer, -2 on an overflowing length. */
+static inline int64_t item_len(const uint8_t *p, size_t n, size_t at, int kind) {
+    if (kind == KIND_POSTINGS) {
+        if (at + 4 > n) return -1;
+        uint32_t ln = ((uint32_t)p[at] << 24) | ((uint32_t)p[at + 1] << 16)
+                      | ((uint32_t)p[at + 2] << 8) | (uint32_t)p[at + 3];
+        return 8 + (int64_t)ln;
+    }
+    size_t i = at;
+    uint64_t ln;
+    int r = get_uvarint(p, n, &i, &ln);
+    if (r > 0) return -1;
+    if (r < 0 || ln > ((uint64_t)1 << 40)) return -2;
+    return (int64_t)(i - at) + (int64_t)ln + (kind == KIND_CHUNK ? 5 : 4);
+}
+
+/* split_items(buf, rels, kind) -> (items, lengths)
+ * rels: native int64 offsets into buf of the items' starts. items: list with each item's
+ * bytes, or None when it does not lie wholly inside buf; lengths: int64 per item, its total
+ * length (-1 when even its length prefix is cut off), so the caller can read the rest. */
+static PyObject *py_split_items(PyObject *self, PyObject *args) {
+    Py_buffer b, r;
+    int kind;
+    if (!PyArg_ParseTuple(args, "y*y*i", &b, &r, &kind)) return NULL;
+    PyObject *items = NULL, *lens = NULL, *out = NULL;
+    const uint8_t *p = b.buf;
+    size_t n = (size_t)b.len;
+    Py_ssize_t count = r.len / (Py_ssize_t)sizeof(int64_t);
+    if (kind < KIND_POSTINGS || kind > KIND_CHUNK || r.len % (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "split_items: bad kind or offsets");
+        goto done;
+    }
+    items = PyList_New(count);
+    lens = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
+    if (!items || !lens) goto done;
+    int64_t *lo = (int64_t *)PyBytes_AS_STRING(lens);
+    const int64_t *rel = r.buf;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        int64_t at = rel[k], ln = -1;
+        PyObject *item = NULL;
+        if (at < 0) {
+            PyErr_SetString(PyExc_ValueError, "split_items: negative offset");
+            goto done;
+        }
+        if ((uint64_t)at < n) {
+            ln = item_len(p, n, (size_t)at, kind);
+            if (ln == -2) {
+                PyErr_SetString(PyExc_ValueError, "item length overflows");
+                goto done;
+            }
+        }
+        lo[k] = ln;
+        if (ln >= 0 && (uint64_t)at + (uint64_t)ln <= n) {
+            item = PyBytes_FromStringAndSize((const char *)p + at, (Py_ssize_t)ln);
+            if (!item) goto done;
+        } else {
+            item = Py_NewRef(Py_None);
+        }
+        PyList_SET_ITEM(items, k, item);
+    }
+    out = PyTuple_Pack(2, items, lens);
+done:
+    Py_XDECREF(items);
+    Py_XDECREF(lens);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&r);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"split_items", py_split_items, METH_VARARGS, "Items at offsets of one ranged read."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_items", NULL, -1, methods, NULL,
+                                       NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__items(void) { return PyModule_Create(&moduledef); }

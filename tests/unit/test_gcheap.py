@@ -1,0 +1,60 @@
+"""GC settings of query-serving processes (common.gcheap), checked in fresh interpreters so
+this test process's own heap is left alone."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_frozen_startup_heap_still_collects_cyclic_garbage() -> None:
+    """After the freeze the start-up objects are out of every collection, and garbage cycles
+    made later are still freed (within a bounded number of allocations, no explicit
+    gc.collect)."""
+    got = _run("""
+import gc, weakref
+import store.server, querier.server  # a serving process's imports
+from common.gcheap import YOUNG_THRESHOLD, freeze_startup_heap
+freeze_startup_heap()
+assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()
+assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+freed = []
+class Node: pass
+for _ in range(100):
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: reference counting alone never frees it
+    weakref.finalize(a, freed.append, 1)
+    del a, b
+junk = [[i] for i in range(3 * YOUNG_THRESHOLD)]  # allocations that trigger collections
+print(len(freed))
+""")
+    assert got == "100"
+
+
+def test_cli_freezes_the_heap_of_query_serving_components_only() -> None:
+    """promring's run loop freezes the heap once every component has started, if they are
+    all query servers (store, query); other components keep CPython's defaults."""
+    code = """
+import asyncio, gc, os, signal
+from promring.cli import _run_until_signal
+
+class Comp:
+    FREEZE_HEAP_AFTER_START = %s
+    async def start(self):
+        asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+    async def stop(self):
+        print(gc.get_freeze_count() > 0, gc.get_threshold()[0])
+
+asyncio.run(_run_until_signal([Comp()]))
+"""
+    assert _run(code % "True").splitlines()[-1] == "True 50000"
+    assert _run(code % "False").splitlines()[-1] == "False 700"

@@ -1,0 +1,141 @@
+"""The store gateway's cold read path: items cut out of coalesced ranged reads in C, the LRU
+filled in batches, and filesystem-bucket reads."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from store._items import split_items  # noqa: E402
+from store.block import _ITEM_KINDS, _chunk_len, _postings_len, _series_len  # noqa: E402
+from store.cache import ENTRY_OVERHEAD, LRUCache  # noqa: E402
+
+
+def _uvarint(x: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, x = x & 0x7F, x >> 7
+        out.append(b | (0x80 if x else 0))
+        if not x:
+            return bytes(out)
+
+
+def _items(kind: str, sizes: list[int]) -> list[bytes]:
+    """Items framed as the index / chunk segments frame them (contents are filler)."""
+    out = []
+    for k, n in enumerate(sizes):
+        body = bytes([(k * 7 + i) % 251 for i in range(n)])
+        if kind == "postings":
+            out.append(len(body).to_bytes(4, "big") + body + b"CRC!")
+        elif kind == "series":
+            out.append(_uvarint(len(body)) + body + b"CRC!")
+        else:
+            out.append(_uvarint(len(body)) + b"\x01" + body + b"CRC!")
+    return out
+
+
+@pytest.mark.parametrize("kind,length_at", [("postings", _postings_len),
+                                            ("series", _series_len), ("chunks", _chunk_len)])
+def test_split_items_cuts_what_the_python_framing_cuts(kind: str, length_at) -> None:
+    """Every item that lies wholly inside the read comes back byte for byte; one running past
+    the end (or whose length prefix is cut) is None with its length when known, as the
+    Python framing functions say, so the caller re-reads exactly that item."""
+    items = _items(kind, [0, 1, 5, 127, 128, 300, 20000, 3])
+    gap = b"\xee" * 3
+    buf = gap + gap.join(items)
+    rels = np.cumsum([len(gap)] + [len(i) + len(gap) for i in items[:-1]]).astype(np.int64)
+    for cut in (len(buf), len(buf) - 2, rels[-1] + 1, rels[5] + 200, rels[2], 0):
+        part = buf[:cut]
+        got, lens = split_items(part, rels, _ITEM_KINDS[kind])
+        lens = np.frombuffer(lens, np.int64)
+        for k, at in enumerate(rels.tolist()):
+            want_len = length_at(memoryview(part), at) if at < len(part) else None
+            assert lens[k] == (-1 if want_len is None else want_len)
+            whole = want_len is not None and at + want_len <= len(part)
+            assert got[k] == (items[k] if whole else None)
+    assert split_items(b"", np.zeros(0, np.int64), 0) == ([], b"")
+
+
+def test_split_items_refuses_overflowing_lengths_and_bad_arguments() -> None:
+    """A length that cannot be an item is corruption (ValueError takes the block out of
+    service), never a huge allocation or an out-of-bounds read."""
+    for kind in (1, 2):
+        with pytest.raises(ValueError):
+            split_items(b"\xff" * 12, np.zeros(1, np.int64), kind)
+    with pytest.raises(ValueError):
+        split_items(b"abc", np.array([-1], np.int64), 0)
+    with pytest.raises(ValueError):
+        split_items(b"abc", np.zeros(1, np.int64), 3)
+    with pytest.raises(ValueError):
+        split_items(b"abc", b"\x00" * 7, 0)
+    got, lens = split_items(b"\x00\x00", np.array([0, 1, 5], np.int64), 0)
+    assert got == [None, None, None] and np.frombuffer(lens, np.int64).tolist() == [-1] * 3
+
+
+def test_lru_batch_insert_accounts_replacements_duplicates_and_evictions() -> None:
+    cache = LRUCache(10 * (100 + ENTRY_OVERHEAD))
+    cache.put_many([1, 2, 3], [b"a" * 100] * 3, "series")
+    assert cache.size == 3 * (100 + ENTRY_OVERHEAD) and len(cache) == 3
+    cache.put_many([2, 4], [b"b" * 50, b"c" * 100], "series")  # 2 replaced
+    assert cache.get(2, "series") == b"b" * 50
+    assert cache.size == 3 * (100 + ENTRY_OVERHEAD) + 50 + ENTRY_OVERHEAD
+    cache.put_many([5, 5], [b"x" * 10, b"y" * 20], "chunks")  # last one wins
+    assert cache.get(5, "chunks") == b"y" * 20 and len(cache) == 5
+    assert cache.size == sum(len(cache.get(k, "series")) + ENTRY_OVERHEAD
+                             for k in (1, 2, 3, 4, 5))
+    # Bigger than the whole budget: not cached, and nothing else evicted for it.
+    cache.put_many([6], [b"z" * cache.max_bytes], "chunks")
+    assert cache.get(6, "chunks") is None and len(cache) == 5
+    # Over budget: the least recently used go first (1, 3, then 2; 4 and 5 used since).
+    cache.get(2, "series")
+    cache.get(4, "series")
+    cache.get(5, "chunks")
+    cache.put_many(list(range(10, 18)), [b"n" * 100] * 8, "postings")
+    assert [cache.get(k, "series") is None for k in (1, 3, 2, 4, 5)] == [True] * 3 + [False] * 2
+    assert cache.size <= cache.max_bytes
+    assert cache.size == sum(len(v) + ENTRY_OVERHEAD for v, _ in cache._d.values())
+
+
+def test_filesystem_ranged_reads_inline_and_threaded_agree(tmp_path: Path) -> None:
+    """Small ranged reads are served by a pread in the caller's thread, big ones in a worker
+    thread: both return exactly the object's bytes for every range, short at the end."""
+    import asyncio
+
+    from objstore import FilesystemBucket
+    from objstore.filesystem import INLINE_READ_MAX
+
+    data = np.random.default_rng(3).bytes(INLINE_READ_MAX * 2 + 12345)
+
+    async def go() -> None:
+        bkt = FilesystemBucket(tmp_path / "b")
+        await bkt.upload("blk/chunks/000001", data)
+        for off, ln in [(0, 1), (7, INLINE_READ_MAX), (5, INLINE_READ_MAX + 1),
+                        (len(data) - 10, 100), (len(data) - 10, INLINE_READ_MAX * 3),
+                        (0, len(data)), (3, -1), (len(data), 4), (len(data) + 9, 1)]:
+            want = data[off:] if ln < 0 else data[off:off + ln]
+            assert await bkt.get_range("blk/chunks/000001", off, ln) == want
+
+    asyncio.run(go())
+
+
+def test_filesystem_reads_of_non_files_fail_fast(tmp_path: Path) -> None:
+    """A FIFO or a directory where an object should be is 'not found' at once, never a read
+    that blocks the event loop (small reads run in it)."""
+    import asyncio
+    import os
+
+    from objstore import FilesystemBucket, ObjectNotFound
+
+    async def go() -> None:
+        bkt = FilesystemBucket(tmp_path / "b")
+        await bkt.upload("blk/index", b"x" * 10)
+        os.mkfifo(tmp_path / "b" / "blk" / "fifo")
+        for name in ("blk/fifo", "blk", "blk/missing", "nope/index"):
+            with pytest.raises(ObjectNotFound):
+                await asyncio.wait_for(bkt.get_range(name, 0, 4), 10)
+
+    asyncio.run(go())
