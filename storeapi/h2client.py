@@ -216,6 +216,13 @@ class _Connection(asyncio.Protocol):
                                          "response larger than allowed"))
                 self._reset(sid)
                 return
+            if call.streaming and call.size > _STREAM_WINDOW:
+                # more unread than the stream's window allows: a server ignoring flow
+                # control, which would otherwise fill our memory while the reader is slow
+                self._fail(sid, RpcError(grpc.StatusCode.INTERNAL,
+                                         "server sent beyond the flow-control window"))
+                self._reset(sid)
+                return
         if flags & END_STREAM:
             self._end(sid)
         else:

@@ -202,3 +202,35 @@ def test_data_after_end_stream_resets_that_stream_and_ends_its_call():
             await srv.stop(0)
 
     assert _run(main()) == [(1, (0x5).to_bytes(4, "big"))]
+
+
+def test_client_fails_a_stream_whose_server_ignores_flow_control():
+    """A streamed call buffers at most its window unread: a server that sends past it (here
+    3 MiB at once against a 1 MiB stream window, to a reader that has not read) fails the call
+    instead of filling the client's memory."""
+    async def main():
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.readexactly(len(PREFACE))
+            w.write(settings_frame({}))
+            w.write(frame(HEADERS, END_HEADERS, 1, b"\x88"  # :status 200
+                          + literal(b"content-type", "application/grpc")))
+            for _ in range(3):
+                w.write(frame(DATA, 0, 1, b"\0" * (1 << 20)))
+            await w.drain()
+            await r.read()  # until the client hangs up
+
+        srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+        ch = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", "identity")
+        try:
+            with pytest.raises(RpcError) as ei:
+                it = ch.unary_stream(STREAM, b"1", timeout=20)
+                await it.__anext__()  # the call starts; then the reader dawdles
+                await asyncio.sleep(1)
+                async for _ in it:
+                    pass
+            return ei.value.code(), ei.value.details()
+        finally:
+            await ch.close()
+            srv.close()
+
+    assert _run(main()) == (grpc.StatusCode.INTERNAL, "server sent beyond the flow-control window")
