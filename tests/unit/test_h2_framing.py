@@ -234,3 +234,35 @@ def test_client_fails_a_stream_whose_server_ignores_flow_control():
             srv.close()
 
     assert _run(main()) == (grpc.StatusCode.INTERNAL, "server sent beyond the flow-control window")
+
+
+def test_random_frames_never_take_the_server_down():
+    """Seeded random frames (every type, random flags, stream ids and payloads, some valid
+    request headers among them) on 100 connections at once: each connection ends or idles, and
+    the server still answers a well-formed call afterwards."""
+    import random
+    rnd = random.Random(13)
+
+    def junk() -> bytes:
+        out = [_request_headers(1)] if rnd.random() < 0.5 else []
+        for _ in range(rnd.randint(1, 8)):
+            typ = rnd.randint(0, 10)
+            sid = rnd.choice([0, 1, 2, 3, 5, rnd.randint(0, 1 << 31)])
+            payload = rnd.randbytes(rnd.choice([0, 1, 4, 5, 6, 8, 9, 64, 300]))
+            out.append(frame(typ, rnd.randint(0, 255), sid & 0x7FFFFFFF, payload))
+        return b"".join(out)
+
+    async def main():
+        srv = H2GrpcServer()
+        srv.add_generic_rpc_handlers(_handlers())
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        ch = H2Channel(f"127.0.0.1:{port}", "identity")
+        try:
+            await asyncio.gather(*(_raw(port, junk()) for _ in range(100)))
+            return await ch.unary(UNARY, b"alive", timeout=10)
+        finally:
+            await ch.close()
+            await srv.stop(0)
+
+    assert _run(main()) == b"evila"
