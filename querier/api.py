@@ -317,7 +317,10 @@ class QueryAPI:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=timeout_s)
+            if self._slots.locked() or timeout_s <= 0:  # wait for a slot until the deadline
+                await asyncio.wait_for(self._slots.acquire(), timeout=timeout_s)
+            else:
+                await self._slots.acquire()  # free: taken at once, no Task and timer for it
         except TimeoutError:
             return error_response("timeout", "query timed out in query queue")
         left = deadline - loop.time()

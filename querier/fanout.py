@@ -149,7 +149,13 @@ class StoreSet:
         calls = [call(c) for c in live]
         if self.response_timeout_s > 0:
             calls = [asyncio.wait_for(c, self.response_timeout_s) for c in calls]
-        results = await asyncio.gather(*calls, return_exceptions=True)
+        if len(calls) == 1:  # one endpoint (the common case): awaited here, no Task for it
+            try:
+                results = [await calls[0]]
+            except Exception as e:  # noqa: BLE001 -- as gather(return_exceptions=True)
+                results = [e]
+        else:
+            results = await asyncio.gather(*calls, return_exceptions=True)
         out = []
         for c, r in zip(live, results):
             if isinstance(r, BaseException):
