@@ -6,6 +6,7 @@ contending with the event loop; and grpcio cannot skip certificate verification
 (``--grpc-client-tls-skip-verify``)."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
@@ -105,9 +106,11 @@ class _Stubs:
         def us(path: str, resp):
             async def call(req, timeout: float | None = None):
                 c = _begin(metrics, path, "server_stream")
-                try:
-                    async for msg in ch.unary_stream(path, req.SerializeToString(), timeout):
-                        yield msg if resp is None else resp.FromString(msg)
+                try:  # closed at once when the caller leaves early: the stream is reset then
+                    async with contextlib.aclosing(
+                            ch.unary_stream(path, req.SerializeToString(), timeout)) as it:
+                        async for msg in it:
+                            yield msg if resp is None else resp.FromString(msg)
                 except BaseException as e:
                     _done(c, e)
                     raise

@@ -125,7 +125,8 @@ class _RecordingContext:
 def _failure_code(ctx: _RecordingContext, e: BaseException) -> grpc.StatusCode:
     if ctx.code is not None:
         return ctx.code
-    if isinstance(e, (asyncio.CancelledError, TimeoutError)):
+    # GeneratorExit: a streamed call's responses were abandoned (the client reset the stream)
+    if isinstance(e, (asyncio.CancelledError, TimeoutError, GeneratorExit)):
         left = ctx.time_remaining() if hasattr(ctx._ctx, "time_remaining") else None
         return (grpc.StatusCode.DEADLINE_EXCEEDED if left is not None and left <= 0
                 else grpc.StatusCode.CANCELLED)

@@ -266,3 +266,52 @@ def test_random_frames_never_take_the_server_down():
             await srv.stop(0)
 
     assert _run(main()) == b"evila"
+
+
+def test_leaving_a_series_stream_early_resets_it_at_once_and_counts_it_cancelled():
+    """StoreClient.iter_series left after the first series: the HTTP/2 stream is reset right
+    away (the store's call ends as cancelled, not when garbage collection gets to it), and both
+    sides' grpc_*_handled_total say Canceled."""
+    from prometheus_client import CollectorRegistry
+
+    from receiver.tsdb.labels import Matcher, MatchType
+    from storeapi.client import StoreClient
+    from storeapi.grpcmetrics import GrpcServerMetrics, client_metrics
+    from storeapi.server import StoreServer
+
+    class Many:
+        def label_sets(self):
+            return []
+
+        def time_range(self):
+            return 0, 1000
+
+        def series(self, mint, maxt, matchers, skip_chunks):
+            return [((("__name__", "up"), ("i", f"{i:06d}")), [(0, 10, b"\x00\x00")])
+                    for i in range(50_000)]
+
+    async def main():
+        reg = CollectorRegistry()
+        srv = H2GrpcServer(metrics=GrpcServerMetrics(reg))
+        srv.add_generic_rpc_handlers(StoreServer(Many(), "store").handlers())
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        client = StoreClient(f"127.0.0.1:{port}", series_batch_size=1, metrics=client_metrics(reg))
+        try:
+            async for _ in client.iter_series(0, 1000, [Matcher(MatchType.EQ, "__name__", "up")]):
+                break
+            labels = {"grpc_method": "Series", "grpc_code": "Canceled"}
+            for _ in range(100):  # bounded wait for the server to see the reset
+                server = reg.get_sample_value("grpc_server_handled_total", {
+                    **labels, "grpc_type": "server_stream", "grpc_service": "thanos.Store"})
+                if server:
+                    break
+                await asyncio.sleep(0.05)
+            client_side = reg.get_sample_value("grpc_client_handled_total", {
+                **labels, "grpc_type": "server_stream", "grpc_service": "thanos.Store"})
+            return server, client_side
+        finally:
+            await client.close()
+            await srv.stop(0)
+
+    assert _run(main()) == (1.0, 1.0)
