@@ -201,6 +201,7 @@ class QueryAPI:
         self.registry = registry
         http = http_metrics(registry)
         self.requests, self.latency = http.requests, http.latency
+        self._counters: dict[tuple[str, int], tuple] = {}  # (route, code) -> metric children
         self.engine_opts = EngineOptions(lookback_delta_ms=cfg.lookback_delta_ms,
                                          max_samples=cfg.max_samples, timeout_s=cfg.timeout_s,
                                          features=cfg.promql_features)
@@ -255,8 +256,12 @@ class QueryAPI:
             maybe_gzip(request, resp, len(resp.body or b""))
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "other"
-        self.requests.labels(name, str(resp.status)).inc()
-        self.latency.labels(name).observe(time.perf_counter() - t0)
+        counter = self._counters.get((name, resp.status))
+        if counter is None:  # children found once per route and code, not on every request
+            counter = self._counters[(name, resp.status)] = (
+                self.requests.labels(name, str(resp.status)), self.latency.labels(name))
+        counter[0].inc()
+        counter[1].observe(time.perf_counter() - t0)
         return resp
 
     async def _on_prepare(self, request: web.Request, resp: web.StreamResponse) -> None:
@@ -317,7 +322,10 @@ class QueryAPI:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout=timeout_s)
+            if self._slots.locked() or timeout_s <= 0:  # wait for a slot until the deadline
+                await asyncio.wait_for(self._slots.acquire(), timeout=timeout_s)
+            else:
+                await self._slots.acquire()  # free: taken at once, no Task and timer for it
         except TimeoutError:
             return error_response("timeout", "query timed out in query queue")
         left = deadline - loop.time()

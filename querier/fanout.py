@@ -27,7 +27,7 @@ from receiver.tsdb.chunkenc import decode_many, decode_series
 from receiver.tsdb.histogram import ENCODING_XOR, chunk_encoding, decode_chunk, to_engine
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher
 from storeapi.client import StoreClient
-from storeapi.grpcmetrics import client_interceptors
+from storeapi.grpcmetrics import client_metrics
 
 from .endpoints import EndpointHealth, HealthOptions, Info, describe_error, is_connection_error
 
@@ -90,9 +90,9 @@ class StoreSet:
         self.tls = tls  # --grpc-client-tls-*
         self.response_timeout_s = response_timeout_s  # > 0: a slower store is dropped
         self.strict = frozenset(strict)  # --endpoint-strict: asked even while down
-        self.interceptors = client_interceptors(registry)  # grpc_client_* metrics
+        self.metrics = client_metrics(registry)  # grpc_client_*
         self.clients = [StoreClient(a, timeout_s=timeout_s, native_histograms=True, tls=tls,
-                                    interceptors=self.interceptors)
+                                    metrics=self.metrics)
                         for a in dict.fromkeys(addresses)]
         self.health = EndpointHealth(self.clients, health, registry)
 
@@ -107,7 +107,7 @@ class StoreSet:
         gone = [c for a, c in have.items() if a not in wanted]
         self.clients = [have.get(a) or StoreClient(a, timeout_s=self.timeout_s,
                                                    native_histograms=True, tls=self.tls,
-                                                   interceptors=self.interceptors)
+                                                   metrics=self.metrics)
                         for a in wanted]
         self.health.set_clients(self.clients)
         for c in gone:
@@ -151,7 +151,13 @@ class StoreSet:
         calls = [call(c) for c in live]
         if self.response_timeout_s > 0:
             calls = [asyncio.wait_for(c, self.response_timeout_s) for c in calls]
-        results = await asyncio.gather(*calls, return_exceptions=True)
+        if len(calls) == 1:  # one endpoint (the common case): awaited here, no Task for it
+            try:
+                results = [await calls[0]]
+            except Exception as e:  # noqa: BLE001 -- as gather(return_exceptions=True)
+                results = [e]
+        else:
+            results = await asyncio.gather(*calls, return_exceptions=True)
         out = []
         for c, r in zip(live, results):
             if isinstance(r, BaseException):

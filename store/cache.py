@@ -58,6 +58,17 @@ class CacheMetrics:
         for t in ITEM_TYPES:  # export zeros from the start so rates work
             for c in (self.requests, self.hits, self.added, self.evicted):
                 c.labels(t)
+        # (requests, hits) children by item type: a warm query looks up every block's items,
+        # and finding children by label value each time was a visible part of that.
+        self._lookups: dict[str, tuple] = {}
+
+    def lookups(self, item_type: str) -> tuple:
+        """The (requests, hits) counters of ``item_type``."""
+        got = self._lookups.get(item_type)
+        if got is None:
+            got = self._lookups[item_type] = (self.requests.labels(item_type),
+                                              self.hits.labels(item_type))
+        return got
 
 
 class LRUCache:
@@ -100,8 +111,9 @@ class LRUCache:
             deque(map(d.move_to_end, hit_keys), maxlen=0)
             out = [None if v is None else v[0] for v in found]
         if self._m is not None and keys:
-            self._m.requests.labels(item_type).inc(len(keys))
-            self._m.hits.labels(item_type).inc(hits)
+            requests, hit_count = self._m.lookups(item_type)
+            requests.inc(len(keys))
+            hit_count.inc(hits)
         return out
 
     def put(self, key: Hashable, value: bytes, item_type: str) -> None:

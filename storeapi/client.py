@@ -1,23 +1,26 @@
 """Asyncio StoreAPI client used by the querier; talks to promring or Thanos stores.
 
-grpc.aio, or our own HTTP/2 client (storeapi/h2client.py) when the servers' certificates are
-not to be verified (``--grpc-client-tls-skip-verify``), which grpcio cannot do."""
+Calls go over our own lean HTTP/2 client (storeapi/h2client.py): a small Series call over
+grpc.aio cost the querier about 2 ms of CPU, most of it grpcio's C core and poller thread
+contending with the event loop; and grpcio cannot skip certificate verification
+(``--grpc-client-tls-skip-verify``)."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 import grpc
-import grpc.aio
 
-from common.tls import ClientTLS, client_ssl_context, grpc_channel
+from common.tls import ClientTLS, client_ssl_context
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from storeapi import exemplars_pb2, grpc_codec, info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
 from storeapi._wire import series_response
 from storeapi.convert import labels_from_pb, matchers_to_pb
+from storeapi.grpcmetrics import GrpcClientMetrics
 from storeapi.h2client import H2Channel, RpcError
-from storeapi.server import GRPC_OPTIONS, MAX_MESSAGE_BYTES, AggrData
+from storeapi.server import MAX_MESSAGE_BYTES, AggrData
 
 _HIST_ENCODINGS = {types_pb2.Chunk.HISTOGRAM: ENCODING_HISTOGRAM,
                    types_pb2.Chunk.FLOAT_HISTOGRAM: ENCODING_FLOAT_HISTOGRAM}
@@ -44,11 +47,6 @@ class AggrSeries:
 
 # storeapi Aggr enum values, for series_aggr(aggregates=...).
 AGGR_RAW, AGGR_COUNT, AGGR_SUM, AGGR_MIN, AGGR_MAX, AGGR_COUNTER = range(6)
-
-
-# A restarted endpoint is reconnected within seconds (gRPC's default backoff grows to 120 s).
-CHANNEL_OPTIONS = GRPC_OPTIONS + (("grpc.initial_reconnect_backoff_ms", 500),
-                                  ("grpc.max_reconnect_backoff_ms", 5000))
 
 
 def _strategy(partial_response: bool) -> int:
@@ -88,70 +86,66 @@ class SeriesResult:
 
 
 class _Stubs:
-    """Callables for each StoreAPI method on one channel (no generated *_pb2_grpc needed)."""
+    """Callables for each StoreAPI method on one channel (no generated *_pb2_grpc needed),
+    each counted in grpc_client_* (``metrics``) as go-grpc-prometheus counts a client's calls:
+    started and one message sent when it starts, handled by code and timed when it ends."""
 
-    def __init__(self, ch: grpc.aio.Channel) -> None:
-        def uu(path: str, req, resp):
-            return ch.unary_unary(path, request_serializer=req.SerializeToString,
-                                  response_deserializer=resp.FromString)
-
-        self.info = uu("/thanos.info.Info/Info", info_pb2.InfoRequest, info_pb2.InfoResponse)
-        self.store_info = uu("/thanos.Store/Info", rpc_pb2.InfoRequest, rpc_pb2.InfoResponse)
-        self.label_names = uu("/thanos.Store/LabelNames", rpc_pb2.LabelNamesRequest,
-                              rpc_pb2.LabelNamesResponse)
-        self.label_values = uu("/thanos.Store/LabelValues", rpc_pb2.LabelValuesRequest,
-                               rpc_pb2.LabelValuesResponse)
-        # Series frames as raw bytes, decoded in C (storeapi._wire.series_response).
-        self.series_raw = ch.unary_stream(
-            "/thanos.Store/Series", request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
-            response_deserializer=None)
-        self.rules = ch.unary_stream(
-            "/thanos.Rules/Rules", request_serializer=rules_pb2.RulesRequest.SerializeToString,
-            response_deserializer=rules_pb2.RulesResponse.FromString)
-        self.metadata = ch.unary_stream(
-            "/thanos.Metadata/MetricMetadata",
-            request_serializer=metadata_pb2.MetricMetadataRequest.SerializeToString,
-            response_deserializer=metadata_pb2.MetricMetadataResponse.FromString)
-        self.exemplars = ch.unary_stream(
-            "/thanos.Exemplars/Exemplars",
-            request_serializer=exemplars_pb2.ExemplarsRequest.SerializeToString,
-            response_deserializer=exemplars_pb2.ExemplarsResponse.FromString)
-
-
-async def _cancel(call) -> None:
-    """Stop a Series stream: a grpcio call is cancelled, our HTTP/2 client's generator closed."""
-    if hasattr(call, "cancel"):
-        call.cancel()
-    else:
-        await call.aclose()
-
-
-class _H2Stubs:
-    """The same callables as _Stubs over our HTTP/2 client."""
-
-    def __init__(self, ch: H2Channel) -> None:
+    def __init__(self, ch: H2Channel, metrics: GrpcClientMetrics | None) -> None:
         def uu(path: str, resp):
             async def call(req, timeout: float | None = None):
-                return resp.FromString(await ch.unary(path, req.SerializeToString(), timeout))
+                c = _begin(metrics, path, "unary")
+                try:
+                    r = resp.FromString(await ch.unary(path, req.SerializeToString(), timeout))
+                except BaseException as e:
+                    _done(c, e)
+                    raise
+                _done(c, None)
+                return r
             return call
 
         def us(path: str, resp):
             async def call(req, timeout: float | None = None):
-                async for msg in ch.unary_stream(path, req.SerializeToString(), timeout):
-                    yield resp.FromString(msg)
+                c = _begin(metrics, path, "server_stream")
+                try:  # closed at once when the caller leaves early: the stream is reset then
+                    async with contextlib.aclosing(
+                            ch.unary_stream(path, req.SerializeToString(), timeout)) as it:
+                        async for msg in it:
+                            yield msg if resp is None else resp.FromString(msg)
+                except BaseException as e:
+                    _done(c, e)
+                    raise
+                _done(c, None)
             return call
 
         self.info = uu("/thanos.info.Info/Info", info_pb2.InfoResponse)
         self.store_info = uu("/thanos.Store/Info", rpc_pb2.InfoResponse)
         self.label_names = uu("/thanos.Store/LabelNames", rpc_pb2.LabelNamesResponse)
         self.label_values = uu("/thanos.Store/LabelValues", rpc_pb2.LabelValuesResponse)
-        async def series_raw(req, timeout: float | None = None):
-            async for msg in ch.unary_stream("/thanos.Store/Series", req.SerializeToString(),
-                                             timeout):
-                yield msg  # frames as bytes, decoded in C as on the grpcio path
-
-        self.series_raw = series_raw
+        # Series frames as raw bytes, decoded in C (storeapi._wire.series_response).
+        self.series_raw = us("/thanos.Store/Series", None)
+        self.rules = us("/thanos.Rules/Rules", rules_pb2.RulesResponse)
         self.metadata = us("/thanos.Metadata/MetricMetadata", metadata_pb2.MetricMetadataResponse)
+        self.exemplars = us("/thanos.Exemplars/Exemplars", exemplars_pb2.ExemplarsResponse)
+
+
+def _begin(metrics: GrpcClientMetrics | None, path: str, kind: str):
+    if metrics is None:
+        return None
+    c = metrics.begin(path, kind)
+    c.sent()
+    return c
+
+
+def _done(c, error: BaseException | None) -> None:
+    """Record a call's end: OK, its RpcError's code, or CANCELLED (cancelled or left early)."""
+    if c is not None:
+        c.done(grpc.StatusCode.OK if error is None else
+               error.code() if isinstance(error, RpcError) else grpc.StatusCode.CANCELLED)
+
+
+async def _cancel(call) -> None:
+    """Stop a Series stream (closing its generator resets the HTTP/2 stream)."""
+    await call.aclose()
 
 
 class StoreClient:
@@ -163,36 +157,32 @@ class StoreClient:
 
     def __init__(self, address: str, timeout_s: float = 120.0, series_batch_size: int = 256,
                  native_histograms: bool = False, tls: ClientTLS | None = None,
-                 interceptors: Sequence = ()) -> None:
+                 metrics: GrpcClientMetrics | None = None) -> None:
         """``native_histograms``: keep HISTOGRAM/FLOAT_HISTOGRAM chunks (as EncodedChunk data)
         instead of dropping them with a warning; for callers that can decode them."""
         self.address = address
         self.native_histograms = native_histograms
         self.tls = tls
-        self.interceptors = tuple(interceptors)  # e.g. grpc_client_* metrics
+        self.metrics = metrics  # grpc_client_*
         self._timeout = timeout_s
         self._batch = series_batch_size
-        self._channel: grpc.aio.Channel | H2Channel | None = None
-        self._stubs: _Stubs | _H2Stubs | None = None
+        self._channel: H2Channel | None = None
+        self._stubs: _Stubs | None = None
 
-    def _rpc(self) -> _Stubs | _H2Stubs:
+    def _rpc(self) -> _Stubs:
         if self._stubs is None:
             tls = self.tls
-            if tls is not None and tls.secure and tls.skip_verify:
-                h2 = H2Channel(self.address, grpc_codec.IDENTITY, MAX_MESSAGE_BYTES,
-                               ssl_context=client_ssl_context(tls), server_name=tls.server_name)
-                self._channel, self._stubs = h2, _H2Stubs(h2)
-            else:
-                self._channel = grpc_channel(self.address, tls, CHANNEL_OPTIONS,
-                                             self.interceptors)
-                self._stubs = _Stubs(self._channel)
+            ch = H2Channel(self.address, grpc_codec.IDENTITY, MAX_MESSAGE_BYTES,
+                           ssl_context=client_ssl_context(tls),
+                           server_name=tls.server_name if tls is not None else "")
+            self._channel, self._stubs = ch, _Stubs(ch, self.metrics)
         return self._stubs
 
     async def info(self) -> StoreInfo:
         """thanos.info.Info; falls back to the deprecated Store.Info of Thanos < 0.37 peers."""
         try:
             r = await self._rpc().info(info_pb2.InfoRequest(), timeout=self._timeout)
-        except (grpc.aio.AioRpcError, RpcError) as e:
+        except RpcError as e:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
             old = await self._rpc().store_info(rpc_pb2.InfoRequest(), timeout=self._timeout)
@@ -378,7 +368,7 @@ class StoreClient:
                     for m in entry.metas:
                         if (m.type, m.help, m.unit) not in metas:
                             metas.append((m.type, m.help, m.unit))
-        except (grpc.aio.AioRpcError, RpcError) as e:
+        except RpcError as e:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
         return out, warnings
@@ -414,7 +404,7 @@ class StoreClient:
                 elif r.WhichOneof("result") == "data":
                     out.append((lbls(r.data.seriesLabels),
                                 [(lbls(e.labels), e.value, e.ts) for e in r.data.exemplars]))
-        except grpc.aio.AioRpcError as e:
+        except RpcError as e:
             if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
         return out, warnings

@@ -57,28 +57,54 @@ class _RpcMetrics:
         self.seconds = Histogram(f"grpc_{side}_handling_seconds",
                                  f"Time {who} took for an RPC until its status.", rpc,
                                  buckets=BUCKETS, registry=registry)
+        # Children by (type, service, method): looking them up by label values on every call
+        # was a visible part of a small call's cost. Only served or called methods get here.
+        self._children: dict[tuple[str, str], _Children] = {}
 
     def begin(self, path: str, kind: str) -> "_Call":
-        service, method = split_method(path)
-        return _Call(self, (kind, service, method))
+        ch = self._children.get((path, kind))
+        if ch is None:
+            service, method = split_method(path)
+            ch = self._children[(path, kind)] = _Children(self, (kind, service, method))
+        return _Call(ch)
+
+
+class _Children:
+    """One method's metric children; ``handled`` by code as they occur."""
+
+    __slots__ = ("m", "labels", "started", "received", "sent", "seconds", "handled")
+
+    def __init__(self, m: _RpcMetrics, labels: tuple[str, str, str]) -> None:
+        self.m, self.labels = m, labels
+        self.started = m.started.labels(*labels)
+        self.received = m.received.labels(*labels)
+        self.sent = m.sent.labels(*labels)
+        self.seconds = m.seconds.labels(*labels)
+        self.handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled_child(self, code: grpc.StatusCode):
+        c = self.handled.get(code)
+        if c is None:
+            c = self.handled[code] = self.m.handled.labels(*self.labels, code_name(code))
+        return c
 
 
 class _Call:
-    __slots__ = ("m", "labels", "t0")
+    __slots__ = ("ch", "t0")
 
-    def __init__(self, m: _RpcMetrics, labels: tuple[str, str, str]) -> None:
-        self.m, self.labels, self.t0 = m, labels, time.perf_counter()
-        m.started.labels(*labels).inc()
+    def __init__(self, ch: _Children) -> None:
+        self.ch, self.t0 = ch, time.perf_counter()
+        ch.started.inc()
 
     def received(self, n: int = 1) -> None:
-        self.m.received.labels(*self.labels).inc(n)
+        self.ch.received.inc(n)
 
     def sent(self, n: int = 1) -> None:
-        self.m.sent.labels(*self.labels).inc(n)
+        self.ch.sent.inc(n)
 
     def done(self, code: grpc.StatusCode) -> None:
-        self.m.handled.labels(*self.labels, code_name(code)).inc()
-        self.m.seconds.labels(*self.labels).observe(time.perf_counter() - self.t0)
+        self.ch.handled_child(code).inc()
+        self.ch.seconds.observe(time.perf_counter() - self.t0)
 
 
 class _RecordingContext:
@@ -99,7 +125,8 @@ class _RecordingContext:
 def _failure_code(ctx: _RecordingContext, e: BaseException) -> grpc.StatusCode:
     if ctx.code is not None:
         return ctx.code
-    if isinstance(e, (asyncio.CancelledError, TimeoutError)):
+    # GeneratorExit: a streamed call's responses were abandoned (the client reset the stream)
+    if isinstance(e, (asyncio.CancelledError, TimeoutError, GeneratorExit)):
         left = ctx.time_remaining() if hasattr(ctx._ctx, "time_remaining") else None
         return (grpc.StatusCode.DEADLINE_EXCEEDED if left is not None and left <= 0
                 else grpc.StatusCode.CANCELLED)
@@ -177,62 +204,6 @@ def server_metrics(registry: CollectorRegistry) -> GrpcServerMetrics:
     return registry_shared(registry, "grpc_server", GrpcServerMetrics)
 
 
-def client_metrics(registry: CollectorRegistry) -> GrpcClientMetrics:
-    return registry_shared(registry, "grpc_client", GrpcClientMetrics)
-
-
-class _ClientTracker:
-    """Puts GrpcClientMetrics on grpcio aio channels; a call's status is recorded when it ends
-    (a task awaits it, so the caller's stream is not wrapped)."""
-
-    def __init__(self, metrics: GrpcClientMetrics) -> None:
-        self.metrics = metrics
-        self._waiting: set[asyncio.Task] = set()
-
-    def _track(self, call, method: str | bytes, kind: str):
-        path = method.decode() if isinstance(method, bytes) else method
-        c = self.metrics.begin(path, kind)
-        c.sent()
-        task = asyncio.ensure_future(self._finish(call, c))
-        self._waiting.add(task)
-        task.add_done_callback(self._waiting.discard)
-        return call
-
-    @staticmethod
-    async def _finish(call, c: _Call) -> None:
-        try:
-            code = await call.code()
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-        c.done(code)
-
-
-# grpcio files an interceptor under the first interceptor class it is an instance of: one
-# object per call type.
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, tracker: _ClientTracker) -> None:
-        self.tracker = tracker
-
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
-        return self.tracker._track(await continuation(client_call_details, request),
-                                   client_call_details.method, "unary")
-
-
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, tracker: _ClientTracker) -> None:
-        self.tracker = tracker
-
-    async def intercept_unary_stream(self, continuation, client_call_details, request):
-        return self.tracker._track(await continuation(client_call_details, request),
-                                   client_call_details.method, "server_stream")
-
-
-def client_interceptors(registry: CollectorRegistry | None) -> tuple:
-    """Interceptors for the channels of a component with ``registry`` (none without one)."""
-    if registry is None:
-        return ()
-
-    def make(r: CollectorRegistry) -> tuple:
-        tracker = _ClientTracker(client_metrics(r))
-        return (_UnaryUnary(tracker), _UnaryStream(tracker))
-    return registry_shared(registry, "grpc_client_interceptors", make)
+def client_metrics(registry: CollectorRegistry | None) -> GrpcClientMetrics | None:
+    """The registry's one GrpcClientMetrics (none without a registry)."""
+    return None if registry is None else registry_shared(registry, "grpc_client", GrpcClientMetrics)

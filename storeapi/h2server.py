@@ -1,4 +1,4 @@
-"""A gRPC server on HTTP/2 (the ``h2`` library) that accepts snappy-compressed messages.
+"""A gRPC server on HTTP/2 (framing in storeapi.h2serverconn) that accepts snappy messages.
 
 grpcio's core refuses any ``grpc-encoding`` it does not know ("Error parsing 'grpc-encoding'
 metadata") before Python sees the call, and Thanos routers compress forwarded writes with snappy
@@ -26,14 +26,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import grpc
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-
 from storeapi import grpc_codec
+from storeapi.h2frames import ProtocolError, literal
+from storeapi.h2serverconn import (DATA_IN, ENDED, REQUEST, RESET, TERMINATED, WINDOW,
+                                   ServerConnection)
 
 if TYPE_CHECKING:
     from storeapi.grpcmetrics import GrpcServerMetrics
@@ -44,6 +40,16 @@ _ACCEPT_ENCODING = ",".join(grpc_codec.ACCEPTED_ENCODINGS)
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _FLUSH_BYTES = 64 << 10  # coalesce small streamed messages into DATA frames of about this size
 _PREFIX = struct.Struct(">BI")
+_MAX_UNREAD_BYTES = 16 << 20  # written to a client that does not read: then it is cut off
+# Header blocks we send: HPACK literals, the same on every call.
+_RESPONSE_HEADERS = (b"\x88" + literal(b"content-type", "application/grpc")  # :status 200
+                     + literal(b"grpc-accept-encoding", _ACCEPT_ENCODING))
+_UNSUPPORTED_MEDIA = literal(8, "415")  # :status 415
+
+
+def _status_block(code: grpc.StatusCode, details: str) -> bytes:
+    block = literal(b"grpc-status", str(code.value[0]))
+    return block + literal(b"grpc-message", _status_message(details)) if details else block
 
 
 class _Abort(Exception):
@@ -105,12 +111,12 @@ class _Stream:
 
 
 class _Connection(asyncio.Protocol):
-    """One HTTP/2 connection: feeds bytes to h2 and runs one task per request stream."""
+    """One HTTP/2 connection: feeds bytes to its ServerConnection and runs one task per
+    request stream."""
 
     def __init__(self, server: "H2GrpcServer") -> None:
         self._server = server
-        self._conn = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding="utf-8"))
+        self._conn = ServerConnection(server.max_concurrent_streams, server.window_bytes)
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
         self._window_open = asyncio.Event()
@@ -125,16 +131,9 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self._peer = f"ipv4:{peer[0]}:{peer[1]}" if peer else ""
-        srv = self._server
-        self._conn.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: srv.max_concurrent_streams,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: srv.window_bytes,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 << 10,
-        })
         self._conn.initiate_connection()
-        self._conn.increment_flow_control_window(srv.window_bytes)
         self._flush()
-        srv._connections.add(self)
+        self._server._connections.add(self)
 
     def connection_lost(self, exc) -> None:
         self._closed = True
@@ -154,26 +153,27 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            events = self._conn.receive_data(data)
-        except h2.exceptions.ProtocolError as e:
+            events = self._conn.receive(data)
+        except ProtocolError as e:
             log.debug("HTTP/2 protocol error from %s: %s", self._peer, e)
             self._flush()
             self._close()
             return
         for ev in events:
-            if isinstance(ev, h2.events.RequestReceived):
-                self._on_request(ev.stream_id, ev.headers)
-            elif isinstance(ev, h2.events.DataReceived):
-                self._on_data(ev)
-            elif isinstance(ev, h2.events.StreamEnded):
-                self._on_end(ev.stream_id)
-            elif isinstance(ev, h2.events.StreamReset):
-                st = self._streams.pop(ev.stream_id, None)
+            kind, sid = ev[0], ev[1]
+            if kind == REQUEST:
+                self._on_request(sid, ev[2])
+            elif kind == DATA_IN:
+                self._on_data(sid, ev[2], ev[3])
+            elif kind == ENDED:
+                self._on_end(sid)
+            elif kind == RESET:
+                st = self._streams.pop(sid, None)
                 if st is not None and st.task is not None:
                     st.task.cancel()
-            elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            elif kind == WINDOW:
                 self._window_open.set()
-            elif isinstance(ev, h2.events.ConnectionTerminated):
+            elif kind == TERMINATED:
                 self._flush()
                 self._close()
                 return
@@ -181,12 +181,11 @@ class _Connection(asyncio.Protocol):
 
     # --- request handling ---------------------------------------------------------------------
 
-    def _on_request(self, sid: int, headers) -> None:
-        hdrs = {k: v for k, v in headers}
+    def _on_request(self, sid: int, hdrs: dict[str, str]) -> None:
         self._streams[sid] = _Stream(hdrs, bytearray())
         ctype = hdrs.get("content-type", "")
         if hdrs.get(":method") != "POST" or not ctype.startswith("application/grpc"):
-            self._conn.send_headers(sid, [(":status", "415")], end_stream=True)
+            self._conn.send_headers(sid, _UNSUPPORTED_MEDIA, end_stream=True)
             self._streams.pop(sid, None)
             return
         enc = hdrs.get("grpc-encoding", grpc_codec.IDENTITY)
@@ -194,14 +193,14 @@ class _Connection(asyncio.Protocol):
             self._trailers_only(sid, grpc.StatusCode.UNIMPLEMENTED,
                                 f"grpc-encoding {enc!r} is not supported")
 
-    def _on_data(self, ev: h2.events.DataReceived) -> None:
-        self._conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-        st = self._streams.get(ev.stream_id)
+    def _on_data(self, sid: int, data: bytes, flow_controlled: int) -> None:
+        self._conn.acknowledge_received_data(flow_controlled, sid)
+        st = self._streams.get(sid)
         if st is None or st.task is not None:
             return
-        st.body += ev.data
+        st.body += data
         if len(st.body) > self._server.max_message_bytes + 5:
-            self._trailers_only(ev.stream_id, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            self._trailers_only(sid, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"received message larger than max "
                                 f"({self._server.max_message_bytes} bytes)")
 
@@ -216,18 +215,10 @@ class _Connection(asyncio.Protocol):
         if self._closed:
             return
         self._streams.pop(sid, None)
-        try:
-            self._conn.send_headers(sid, [
-                (":status", "200"), ("content-type", "application/grpc"),
-                ("grpc-accept-encoding", _ACCEPT_ENCODING),
-                ("grpc-status", str(code.value[0])), ("grpc-message", _status_message(details))],
-                end_stream=True)
-        except h2.exceptions.ProtocolError:
-            pass
-        try:  # a client still sending the body is told to stop
-            self._conn.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
-        except h2.exceptions.ProtocolError:
-            pass
+        self._conn.send_headers(sid, _RESPONSE_HEADERS + literal(b"grpc-status", str(code.value[0]))
+                                + literal(b"grpc-message", _status_message(details)),
+                                end_stream=True)
+        self._conn.reset_stream(sid)  # a client still sending the body is told to stop
         self._flush()
 
     def _message(self, st: _Stream) -> bytes:
@@ -315,8 +306,7 @@ class _Connection(asyncio.Protocol):
     def _response_headers(self, sid: int, st: _Stream) -> None:
         if not st.sent_headers:
             st.sent_headers = True
-            self._conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
-                                          ("grpc-accept-encoding", _ACCEPT_ENCODING)])
+            self._conn.send_headers(sid, _RESPONSE_HEADERS)
 
     async def _send(self, sid: int, st: _Stream, data: bytes, last: bool = False) -> None:
         """Send ``data`` on stream ``sid`` as the peer's flow-control windows allow. The
@@ -349,22 +339,22 @@ class _Connection(asyncio.Protocol):
     def _finish(self, sid: int, st: _Stream, code: grpc.StatusCode, details: str) -> None:
         if self._closed or sid not in self._streams:
             return
-        try:
-            if not st.sent_headers:
-                self._trailers_only(sid, code, details)
-                return
-            trailers = [("grpc-status", str(code.value[0]))]
-            if details:
-                trailers.append(("grpc-message", _status_message(details)))
-            self._conn.send_headers(sid, trailers, end_stream=True)
-        except h2.exceptions.ProtocolError:
-            pass
+        if not st.sent_headers:
+            self._trailers_only(sid, code, details)
+            return
+        self._conn.send_headers(sid, _status_block(code, details), end_stream=True)
         self._flush()
 
     def _flush(self) -> None:
         data = self._conn.data_to_send()
-        if data and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        t = self._transport
+        if data and t is not None and not t.is_closing():
+            t.write(data)
+            # Answers we write without waiting (PING and SETTINGS acknowledgements, resets) pile
+            # up for a client that sends but never reads: such a client is cut off.
+            if t.get_write_buffer_size() > _MAX_UNREAD_BYTES:
+                log.debug("HTTP/2 client %s does not read its answers", self._peer)
+                t.abort()
 
     def _close(self) -> None:
         if self._transport is not None:
@@ -375,10 +365,7 @@ class _Connection(asyncio.Protocol):
     def go_away(self) -> None:
         """Tell the client to open no new streams (running ones finish)."""
         if not self._closed:
-            try:
-                self._conn.close_connection()
-            except h2.exceptions.ProtocolError:
-                pass
+            self._conn.close_connection()
             self._flush()
 
     def tasks(self) -> list[asyncio.Task]:

@@ -325,7 +325,8 @@ def test_garbage_and_abrupt_clients_do_not_take_the_server_down():
 def test_peer_reset_mid_send_is_unavailable_not_a_socket_error():
     """Regression: an ingestor killed while the router's HTTP/2 client was sending surfaced as a
     raw ConnectionResetError from drain(), which the router's write handler turned into a 500.
-    The reset is injected at drain() (the race a kill -9 hits) on a real connection."""
+    The reset is injected where the client writes the request (the race a kill -9 hits) on a
+    real connection: the transport reports the connection lost instead of sending."""
     async def main():
         async def handler(data, context):
             return b""
@@ -335,9 +336,11 @@ def test_peer_reset_mid_send_is_unavailable_not_a_socket_error():
         try:
             await ch.unary(METHOD, b"", timeout=5)  # connected
 
-            async def reset():
-                raise ConnectionResetError("Connection lost")
-            ch._writer.drain = reset
+            conn = ch._conn
+
+            def reset(data):
+                conn.connection_lost(ConnectionResetError("Connection lost"))
+            conn.transport.write = reset
             with pytest.raises(RpcError) as ei:
                 await ch.unary(METHOD, b"x", timeout=5)
             assert await ch.unary(METHOD, b"", timeout=5) == b""  # reconnects

@@ -1,0 +1,140 @@
+"""The fixed cost of a query (issue 13): one small query, many times, on Prometheus 2.42 and on
+``promring store`` + ``promring query`` over bench_scale.py's blocks, side by side.
+
+Every dashboard query pays what a one-series range query costs, so this loops exactly that
+(``x{instance="i-00007"}``, 240 steps, at 1 h and 24 h) over one keep-alive HTTP connection per
+server (no client-side connection setup in the figures), in alternating batches so load from
+elsewhere hits every server alike. It prints each server's wall median and its CPU time per
+query (utime + stime from /proc, summed over the promring processes: steadier than wall times
+on a loaded machine). ``--other DIR`` adds a second promring checkout (with its own .venv,
+e.g. the main branch) for a before/after comparison in the same run.
+
+    python bench/bench_scale.py --keep /tmp/blocks        # once, writes the blocks
+    python bench/bench_fixed_cost.py --blocks /tmp/blocks --other /work/main
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from harness import PrometheusProcess, free_port, wait_ready  # noqa: E402
+from sidebyside import HOUR_MS, POINTS  # noqa: E402
+
+QUERY = 'x{instance="i-00007"}'
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_promring(repo: Path, blocks: Path, work: Path, procs: list) -> tuple[int, list[int]]:
+    """store + query of checkout ``repo`` over a copy of ``blocks``; (query HTTP port, pids)."""
+    shutil.copytree(blocks, work / "bucket")
+    (work / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {work / 'bucket'}\n")
+    exe = str(repo / ".venv" / "bin" / "promring")
+    sg, sh, qh = free_port(), free_port(), free_port()
+    log = open(work / "promring.log", "ab")
+    store = subprocess.Popen([exe, "store", "--data-dir", str(work / "store"),
+                              "--objstore.config-file", str(work / "objstore.yml"),
+                              "--grpc-address", f"127.0.0.1:{sg}", "--http-address",
+                              f"127.0.0.1:{sh}", "--log.level", "warn"],
+                             stdout=log, stderr=log, cwd=repo)
+    procs.append(store)
+    wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=store)
+    query = subprocess.Popen([exe, "query", "--endpoint", f"127.0.0.1:{sg}", "--grpc-address",
+                              "127.0.0.1:0", "--http-address", f"127.0.0.1:{qh}",
+                              "--log.level", "warn"], stdout=log, stderr=log, cwd=repo)
+    procs.append(query)
+    wait_ready(f"http://127.0.0.1:{qh}/-/ready", timeout=60, proc=query)
+    return qh, [store.pid, query.pid]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--blocks", type=Path, required=True, help="bench_scale.py --keep directory")
+    ap.add_argument("--other", type=Path, help="a second promring checkout to compare")
+    ap.add_argument("--rounds", type=int, default=10, help="alternating batches per server")
+    ap.add_argument("--batch", type=int, default=40, help="queries per batch")
+    ap.add_argument("--ranges", type=lambda s: [int(x) for x in s.split(",")], default=[1, 24],
+                    help="query ranges in hours")
+    a = ap.parse_args()
+    metas = sorted(a.blocks.glob("*/meta.json"))
+    if not metas:
+        sys.exit(f"no blocks under {a.blocks}: run bench_scale.py --keep {a.blocks} first")
+    end_ms = json.loads(metas[0].read_text())["minTime"] + 2 * len(metas) * HOUR_MS - 30_000
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fixed-"))
+    shutil.copytree(a.blocks, tmp / "prom" / "tsdb")
+    prom = PrometheusProcess(tmp / "prom", "global: {}\n", "--storage.tsdb.retention.time=10y",
+                             "--storage.tsdb.min-block-duration=2h",
+                             "--storage.tsdb.max-block-duration=2h")
+    procs: list[subprocess.Popen] = []
+    try:
+        prom.start()
+        servers = {"Prometheus": (prom.port, [prom.proc.pid])}  # type: ignore[union-attr]
+        servers["promring"] = start_promring(REPO, a.blocks, tmp / "this", procs)
+        if a.other:
+            servers[f"promring {a.other}"] = start_promring(a.other.resolve(), a.blocks,
+                                                            tmp / "other", procs)
+        for hours in a.ranges:
+            params = urlencode({"query": QUERY, "start": (end_ms - hours * HOUR_MS) / 1000,
+                                "end": end_ms / 1000, "step": hours * 3600 / POINTS})
+            conns = {k: http.client.HTTPConnection("127.0.0.1", port)
+                     for k, (port, _) in servers.items()}
+
+            def run(name: str) -> bytes:
+                c = conns[name]
+                c.request("GET", "/api/v1/query_range?" + params)
+                r = c.getresponse()
+                body = r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"{name}: HTTP {r.status}: {body[:200]!r}")
+                return body
+            answers = {}
+            for name in servers:
+                for _ in range(20):  # warm up
+                    answers[name] = json.loads(run(name))["data"]["result"]
+            wall: dict[str, list[float]] = {k: [] for k in servers}
+            cpu = dict.fromkeys(servers, 0.0)
+            for _ in range(a.rounds):
+                for name, (_, pids) in servers.items():
+                    c0 = sum(map(cpu_s, pids))
+                    for _ in range(a.batch):
+                        t = time.perf_counter()
+                        run(name)
+                        wall[name].append(time.perf_counter() - t)
+                    cpu[name] += sum(map(cpu_s, pids)) - c0
+            n = a.rounds * a.batch
+            ref = statistics.median(wall["Prometheus"])
+            ref_cpu = cpu["Prometheus"] / n
+            for name in servers:
+                m = statistics.median(wall[name])
+                print(f"{hours} h {name}: wall median {m * 1e3:.2f} ms ({m / ref:.2f}x), "
+                      f"CPU per query {cpu[name] / n * 1e3:.2f} ms "
+                      f"({cpu[name] / n / ref_cpu:.2f}x)", flush=True)
+            points = {k: [len(s["values"]) for s in v] for k, v in answers.items()}
+            print(f"   points per answer: {points}")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(30)
+        prom.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

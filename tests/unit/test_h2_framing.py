@@ -1,0 +1,317 @@
+"""Our own HTTP/2 framing for gRPC (storeapi.h2frames, h2client, h2serverconn): the client reads
+grpcio's server (wire compatibility beyond our own server), and the server ends connections that
+break HTTP/2 and refuses streams beyond its limit, while it keeps serving everyone else."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import grpc.aio
+import pytest
+
+from storeapi.h2client import H2Channel, RpcError
+from storeapi.h2frames import (CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS,
+                               PREFACE, REFUSED_STREAM, RST_STREAM, WINDOW_UPDATE, frame,
+                               literal, settings_frame, split_frames)
+from storeapi.h2server import H2GrpcServer
+
+UNARY, STREAM = "/t.T/Unary", "/t.T/Stream"
+BIG = 3 << 20  # streamed bytes: well beyond the client's 1 MiB stream window
+
+
+async def _echo(req: bytes, context) -> bytes:
+    if req == b"fail":
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no: 100% sure")
+    return req[::-1]
+
+
+async def _stream(req: bytes, context):
+    for i in range(int(req)):
+        yield bytes([i % 256]) * (BIG // int(req))
+
+
+async def _parked(req: bytes, context) -> bytes:
+    await asyncio.sleep(30)
+    return b""
+
+
+def _handlers() -> list:
+    return [grpc.method_handlers_generic_handler("t.T", {
+        "Unary": grpc.unary_unary_rpc_method_handler(_echo),
+        "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+        "Parked": grpc.unary_unary_rpc_method_handler(_parked)})]
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def _calls(ch: H2Channel) -> tuple:
+    unary = await ch.unary(UNARY, b"abc", timeout=10)
+    with pytest.raises(RpcError) as ei:
+        await ch.unary(UNARY, b"fail", timeout=10)
+    msgs = [m async for m in ch.unary_stream(STREAM, b"12", timeout=30)]
+    # Leaving a stream early resets it; the connection serves the next call.
+    async for _ in ch.unary_stream(STREAM, b"12", timeout=30):
+        break
+    again = await ch.unary(UNARY, b"xy", timeout=10)
+    return (unary, ei.value.code(), ei.value.details(), len(msgs), {len(m) for m in msgs},
+            msgs[5][:1], again)
+
+
+EXPECTED = (b"cba", grpc.StatusCode.FAILED_PRECONDITION, "no: 100% sure", 12, {BIG // 12},
+            b"\x05", b"yx")
+
+
+def test_client_reads_grpcio_server_unary_errors_and_large_streams():
+    async def main():
+        srv = grpc.aio.server()
+        srv.add_generic_rpc_handlers(_handlers())
+        port = srv.add_insecure_port("127.0.0.1:0")
+        await srv.start()
+        ch = H2Channel(f"127.0.0.1:{port}", "identity")
+        try:
+            return await _calls(ch)
+        finally:
+            await ch.close()
+            await srv.stop(0)
+
+    assert _run(main()) == EXPECTED
+
+
+def test_client_and_server_of_ours_agree():
+    async def main():
+        srv = H2GrpcServer()
+        srv.add_generic_rpc_handlers(_handlers())
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        ch = H2Channel(f"127.0.0.1:{port}", "snappy")
+        try:
+            return await _calls(ch)
+        finally:
+            await ch.close()
+            await srv.stop(0)
+
+    assert _run(main()) == EXPECTED
+
+
+def _request_headers(sid: int, end_stream: bool = False) -> bytes:
+    block = (b"\x83\x86" + literal(4, "/t.T/Parked") + literal(1, "x")
+             + literal(b"content-type", "application/grpc"))
+    return frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), sid, block)
+
+
+async def _raw(port: int, data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """Frames the server answers ``data`` (after the preface) with until it closes or 2 s."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(PREFACE + settings_frame({}) + data)
+    got = bytearray()
+    try:
+        while True:
+            chunk = await asyncio.wait_for(r.read(65536), 2)
+            if not chunk:
+                break
+            got += chunk
+    except TimeoutError:
+        pass
+    w.close()
+    return split_frames(got, 1 << 24)[0]
+
+
+BREACHES = {
+    "DATA on an idle stream": frame(DATA, 0, 1, b"x"),
+    "HEADERS on an even stream": _request_headers(2),
+    "frame over 16 KiB": frame(DATA, 0, 1, b"x" * 20000),
+    "header block over 64 KiB": frame(HEADERS, 0, 1, b"\x83") + b"".join(
+        frame(CONTINUATION, 0, 1, b"\x00" * 16000) for _ in range(5)),
+    "CONTINUATION without HEADERS": frame(CONTINUATION, END_HEADERS, 1, b"\x83"),
+    "window update of 0": frame(WINDOW_UPDATE, 0, 0, b"\0\0\0\0"),
+    "window beyond 2^31-1": frame(WINDOW_UPDATE, 0, 0, b"\x7f\xff\xff\xff"),
+    "undecodable header block": frame(HEADERS, END_HEADERS, 1, b"\xff\xff\xff\xff"),
+    "stream ids going backwards": _request_headers(5) + _request_headers(3),
+}
+
+
+@pytest.mark.parametrize("breach", list(BREACHES))
+def test_server_ends_connections_that_break_http2_and_keeps_serving(breach):
+    async def main():
+        srv = H2GrpcServer()
+        srv.add_generic_rpc_handlers(_handlers())
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        ch = H2Channel(f"127.0.0.1:{port}", "identity")
+        try:
+            frames = await _raw(port, BREACHES[breach])
+            return [f[0] for f in frames][-1:], await ch.unary(UNARY, b"ok", timeout=10)
+        finally:
+            await ch.close()
+            await srv.stop(0)
+
+    assert _run(main()) == ([GOAWAY], b"ko")
+
+
+def test_server_refuses_streams_beyond_its_limit():
+    async def main():
+        srv = H2GrpcServer(max_concurrent_streams=1)
+        srv.add_generic_rpc_handlers(_handlers())
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        try:
+            frames = await _raw(port, _request_headers(1) + _request_headers(3))
+            return [(f[0], f[2], f[3]) for f in frames if f[0] == RST_STREAM]
+        finally:
+            await srv.stop(0)
+
+    assert _run(main()) == [(RST_STREAM, 3, REFUSED_STREAM.to_bytes(4, "big"))]
+
+
+def test_data_after_end_stream_resets_that_stream_and_ends_its_call():
+    """A stream error, not a connection error: the call running for the stream is cancelled
+    (nothing waits for it with the stream gone) and the connection stays up."""
+    async def main():
+        started = asyncio.Event()
+        cancelled = asyncio.Event()
+
+        async def parked(req: bytes, context) -> bytes:
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return b""
+
+        srv = H2GrpcServer()
+        srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", {
+            "Parked": grpc.unary_unary_rpc_method_handler(parked)})])
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(PREFACE + settings_frame({}) + _request_headers(1)
+                    + frame(DATA, END_STREAM, 1, b"\0\0\0\0\0"))
+            await asyncio.wait_for(started.wait(), 10)
+            w.write(frame(DATA, 0, 1, b"\0\0\0\0\0"))
+            await asyncio.wait_for(cancelled.wait(), 10)
+            got = bytearray()
+            while not any(f[0] == RST_STREAM for f in split_frames(got, 1 << 24)[0]):
+                got += await asyncio.wait_for(r.read(65536), 10)
+            w.close()
+            return [(f[2], f[3]) for f in split_frames(got, 1 << 24)[0] if f[0] == RST_STREAM]
+        finally:
+            await srv.stop(0)
+
+    assert _run(main()) == [(1, (0x5).to_bytes(4, "big"))]
+
+
+def test_client_fails_a_stream_whose_server_ignores_flow_control():
+    """A streamed call buffers at most its window unread: a server that sends past it (here
+    3 MiB at once against a 1 MiB stream window, to a reader that has not read) fails the call
+    instead of filling the client's memory."""
+    async def main():
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.readexactly(len(PREFACE))
+            w.write(settings_frame({}))
+            w.write(frame(HEADERS, END_HEADERS, 1, b"\x88"  # :status 200
+                          + literal(b"content-type", "application/grpc")))
+            for _ in range(3):
+                w.write(frame(DATA, 0, 1, b"\0" * (1 << 20)))
+            await w.drain()
+            await r.read()  # until the client hangs up
+
+        srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+        ch = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", "identity")
+        try:
+            with pytest.raises(RpcError) as ei:
+                it = ch.unary_stream(STREAM, b"1", timeout=20)
+                await it.__anext__()  # the call starts; then the reader dawdles
+                await asyncio.sleep(1)
+                async for _ in it:
+                    pass
+            return ei.value.code(), ei.value.details()
+        finally:
+            await ch.close()
+            srv.close()
+
+    assert _run(main()) == (grpc.StatusCode.INTERNAL, "server sent beyond the flow-control window")
+
+
+def test_random_frames_never_take_the_server_down():
+    """Seeded random frames (every type, random flags, stream ids and payloads, some valid
+    request headers among them) on 100 connections at once: each connection ends or idles, and
+    the server still answers a well-formed call afterwards."""
+    import random
+    rnd = random.Random(13)
+
+    def junk() -> bytes:
+        out = [_request_headers(1)] if rnd.random() < 0.5 else []
+        for _ in range(rnd.randint(1, 8)):
+            typ = rnd.randint(0, 10)
+            sid = rnd.choice([0, 1, 2, 3, 5, rnd.randint(0, 1 << 31)])
+            payload = rnd.randbytes(rnd.choice([0, 1, 4, 5, 6, 8, 9, 64, 300]))
+            out.append(frame(typ, rnd.randint(0, 255), sid & 0x7FFFFFFF, payload))
+        return b"".join(out)
+
+    async def main():
+        srv = H2GrpcServer()
+        srv.add_generic_rpc_handlers(_handlers())
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        ch = H2Channel(f"127.0.0.1:{port}", "identity")
+        try:
+            await asyncio.gather(*(_raw(port, junk()) for _ in range(100)))
+            return await ch.unary(UNARY, b"alive", timeout=10)
+        finally:
+            await ch.close()
+            await srv.stop(0)
+
+    assert _run(main()) == b"evila"
+
+
+def test_leaving_a_series_stream_early_resets_it_at_once_and_counts_it_cancelled():
+    """StoreClient.iter_series left after the first series: the HTTP/2 stream is reset right
+    away (the store's call ends as cancelled, not when garbage collection gets to it), and both
+    sides' grpc_*_handled_total say Canceled."""
+    from prometheus_client import CollectorRegistry
+
+    from receiver.tsdb.labels import Matcher, MatchType
+    from storeapi.client import StoreClient
+    from storeapi.grpcmetrics import GrpcServerMetrics, client_metrics
+    from storeapi.server import StoreServer
+
+    class Many:
+        def label_sets(self):
+            return []
+
+        def time_range(self):
+            return 0, 1000
+
+        def series(self, mint, maxt, matchers, skip_chunks):
+            return [((("__name__", "up"), ("i", f"{i:06d}")), [(0, 10, b"\x00\x00")])
+                    for i in range(50_000)]
+
+    async def main():
+        reg = CollectorRegistry()
+        srv = H2GrpcServer(metrics=GrpcServerMetrics(reg))
+        srv.add_generic_rpc_handlers(StoreServer(Many(), "store").handlers())
+        port = await srv.bind("127.0.0.1:0")
+        await srv.start()
+        client = StoreClient(f"127.0.0.1:{port}", series_batch_size=1, metrics=client_metrics(reg))
+        try:
+            async for _ in client.iter_series(0, 1000, [Matcher(MatchType.EQ, "__name__", "up")]):
+                break
+            labels = {"grpc_method": "Series", "grpc_code": "Canceled"}
+            for _ in range(100):  # bounded wait for the server to see the reset
+                server = reg.get_sample_value("grpc_server_handled_total", {
+                    **labels, "grpc_type": "server_stream", "grpc_service": "thanos.Store"})
+                if server:
+                    break
+                await asyncio.sleep(0.05)
+            client_side = reg.get_sample_value("grpc_client_handled_total", {
+                **labels, "grpc_type": "server_stream", "grpc_service": "thanos.Store"})
+            return server, client_side
+        finally:
+            await client.close()
+            await srv.stop(0)
+
+    assert _run(main()) == (1.0, 1.0)
