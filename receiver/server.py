@@ -34,13 +34,12 @@ from .config import ReceiveConfig
 from .lifecycle import BlockLifecycle
 from .hashring.watch import HashringsFile
 from .limits import LimitsFile
-from .offload import BodyDecompressor
 from .multitsdb import MultiTSDB, MultiTSDBSource, ReplayStats, TenantTSDB, TSDBOptions
 from .exemplars import exemplars_handler
 from .metadata import MetadataStore, decode_metadata, metadata_handler
 from .storagehealth import StorageHealth, is_storage_error
 from .rejectlog import RejectedWritesLog
-from .remotewrite import DecodedWrite, RemoteWriteError, decode
+from .remotewrite import DecodedWrite, RemoteWriteError, decode, decompress_body
 from .router import GRPC_FOR_HTTP, Forwarder, Router
 from .tenancy import InvalidTenant, tenant_from_certificate, tenant_from_headers
 from .thanoswrite import split_thanos_write
@@ -126,7 +125,6 @@ class Receiver:
                 skipped.labels(kind).set_function(lambda k=kind: self.db.replay_skipped(k))
         self.limits = LimitsFile(cfg.limits_file)
         self._gate = self._new_gate()
-        self._decompressor = BodyDecompressor()
         self.rings: HashringsFile | None = None
         self.router: Router | None = None
         if cfg.is_router:
@@ -284,7 +282,6 @@ class Receiver:
         if self.db is not None:
             self.db.close()
         self.rejections.flush()  # the last interval's, not lost at shutdown
-        self._decompressor.close()
         if self.bucket is not None:
             await self.bucket.close()
 
@@ -335,9 +332,9 @@ class Receiver:
             self.rejections.add(tenant, "size_limit")
             return web.Response(status=413, text=f"{why}\n")
         try:
-            raw = await self._decompressor.decompress(
-                body, request.headers.get("Content-Encoding"), request.headers.get("Content-Type"),
-                max_decompressed_bytes=self.cfg.max_decompressed_bytes)
+            raw = decompress_body(body, request.headers.get("Content-Encoding"),
+                                  request.headers.get("Content-Type"),
+                                  max_decompressed_bytes=self.cfg.max_decompressed_bytes)
             req = decode(raw, None if self.router is not None else self._ref_cache(tenant))
         except RemoteWriteError as e:
             return web.Response(status=getattr(e, "status", 400), text=f"{e}\n")
