@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from querier.promql import ast
 from querier.promql import nhist
 from querier.promql.grouping import group_index, group_rows
 from querier.promql.lexer import go_quote
 from querier.promql.types import PromQLError
-from querier.promql.values import (METADATA_LABELS, Scalar, Str, Vec, empty_vec, floats_only, get_label,
+from querier.promql.values import (Scalar, Str, Vec, empty_vec, floats_only, get_label,
                                    is_hist, valid_label_name)
 from receiver.tsdb.labels import METRIC_NAME, Labels
 
@@ -80,7 +79,7 @@ def aggregate(ev, e) -> Vec:
     op = str(e.op)
     v = ev.eval(e.expr)
     if isinstance(v, Scalar):
-        raise PromQLError("bad_data", f"expected type instant vector in aggregation expression, got scalar")
+        raise PromQLError("bad_data", "expected type instant vector in aggregation expression, got scalar")
     param = ev.eval(e.param) if e.param is not None else None
     T = ev.T
     hm = is_hist(v)

@@ -7,7 +7,7 @@ from querier.promql import ast
 from querier.promql import nhist
 from querier.promql.nhtrim import TRIM_OPS, TRIM_UPPER, trim
 from querier.promql.types import PromQLError
-from querier.promql.values import Scalar, Vec, drop_name, fmt_labels, get_label, is_hist, merge_rows
+from querier.promql.values import Scalar, Vec, fmt_labels, get_label, is_hist, merge_rows
 from receiver.tsdb.labels import METRIC_NAME, Labels
 
 CMP = {"==", "!=", ">", "<", ">=", "<="}

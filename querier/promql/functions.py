@@ -12,9 +12,9 @@ from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZ
                                       batch_bounds, bounds)
 from querier.promql.types import TYPE_AND_UNIT_LABELS, PromQLError
 from querier.promql import nhist, rangeext, rangehist, startts
-from querier.promql.values import (METADATA_LABELS, Matrix, Scalar, Str, Vec, empty_vec, floats_only, get_label,
+from querier.promql.values import (METADATA_LABELS, Matrix, Scalar, Vec, floats_only, get_label,
                                    is_hist, printable, select_rows, set_label, valid_label_name, with_hist)
-from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, MatchType, compile_go_regex
+from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, compile_go_regex
 
 
 
