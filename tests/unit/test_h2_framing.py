@@ -4,6 +4,7 @@ break HTTP/2 and refuses streams beyond its limit, while it keeps serving everyo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 import grpc.aio
@@ -46,6 +47,19 @@ def _run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
+@contextlib.asynccontextmanager
+async def _our_server(handlers: list | None = None, **server_kw):
+    """Our gRPC server on a free loopback port, stopped on the way out; yields the port."""
+    srv = H2GrpcServer(**server_kw)
+    srv.add_generic_rpc_handlers(_handlers() if handlers is None else handlers)
+    port = await srv.bind("127.0.0.1:0")
+    await srv.start()
+    try:
+        yield port
+    finally:
+        await srv.stop(0)
+
+
 async def _calls(ch: H2Channel) -> tuple:
     unary = await ch.unary(UNARY, b"abc", timeout=10)
     with pytest.raises(RpcError) as ei:
@@ -81,16 +95,12 @@ def test_client_reads_grpcio_server_unary_errors_and_large_streams():
 
 def test_client_and_server_of_ours_agree():
     async def main():
-        srv = H2GrpcServer()
-        srv.add_generic_rpc_handlers(_handlers())
-        port = await srv.bind("127.0.0.1:0")
-        await srv.start()
-        ch = H2Channel(f"127.0.0.1:{port}", "snappy")
-        try:
-            return await _calls(ch)
-        finally:
-            await ch.close()
-            await srv.stop(0)
+        async with _our_server() as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "snappy")
+            try:
+                return await _calls(ch)
+            finally:
+                await ch.close()
 
     assert _run(main()) == EXPECTED
 
@@ -135,32 +145,22 @@ BREACHES = {
 @pytest.mark.parametrize("breach", list(BREACHES))
 def test_server_ends_connections_that_break_http2_and_keeps_serving(breach):
     async def main():
-        srv = H2GrpcServer()
-        srv.add_generic_rpc_handlers(_handlers())
-        port = await srv.bind("127.0.0.1:0")
-        await srv.start()
-        ch = H2Channel(f"127.0.0.1:{port}", "identity")
-        try:
-            frames = await _raw(port, BREACHES[breach])
-            return [f[0] for f in frames][-1:], await ch.unary(UNARY, b"ok", timeout=10)
-        finally:
-            await ch.close()
-            await srv.stop(0)
+        async with _our_server() as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "identity")
+            try:
+                frames = await _raw(port, BREACHES[breach])
+                return [f[0] for f in frames][-1:], await ch.unary(UNARY, b"ok", timeout=10)
+            finally:
+                await ch.close()
 
     assert _run(main()) == ([GOAWAY], b"ko")
 
 
 def test_server_refuses_streams_beyond_its_limit():
     async def main():
-        srv = H2GrpcServer(max_concurrent_streams=1)
-        srv.add_generic_rpc_handlers(_handlers())
-        port = await srv.bind("127.0.0.1:0")
-        await srv.start()
-        try:
+        async with _our_server(max_concurrent_streams=1) as port:
             frames = await _raw(port, _request_headers(1) + _request_headers(3))
             return [(f[0], f[2], f[3]) for f in frames if f[0] == RST_STREAM]
-        finally:
-            await srv.stop(0)
 
     assert _run(main()) == [(RST_STREAM, 3, REFUSED_STREAM.to_bytes(4, "big"))]
 
@@ -181,12 +181,8 @@ def test_data_after_end_stream_resets_that_stream_and_ends_its_call():
                 raise
             return b""
 
-        srv = H2GrpcServer()
-        srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.T", {
-            "Parked": grpc.unary_unary_rpc_method_handler(parked)})])
-        port = await srv.bind("127.0.0.1:0")
-        await srv.start()
-        try:
+        async with _our_server([grpc.method_handlers_generic_handler("t.T", {
+                "Parked": grpc.unary_unary_rpc_method_handler(parked)})]) as port:
             r, w = await asyncio.open_connection("127.0.0.1", port)
             w.write(PREFACE + settings_frame({}) + _request_headers(1)
                     + frame(DATA, END_STREAM, 1, b"\0\0\0\0\0"))
@@ -198,8 +194,6 @@ def test_data_after_end_stream_resets_that_stream_and_ends_its_call():
                 got += await asyncio.wait_for(r.read(65536), 10)
             w.close()
             return [(f[2], f[3]) for f in split_frames(got, 1 << 24)[0] if f[0] == RST_STREAM]
-        finally:
-            await srv.stop(0)
 
     assert _run(main()) == [(1, (0x5).to_bytes(4, "big"))]
 
@@ -253,17 +247,13 @@ def test_random_frames_never_take_the_server_down():
         return b"".join(out)
 
     async def main():
-        srv = H2GrpcServer()
-        srv.add_generic_rpc_handlers(_handlers())
-        port = await srv.bind("127.0.0.1:0")
-        await srv.start()
-        ch = H2Channel(f"127.0.0.1:{port}", "identity")
-        try:
-            await asyncio.gather(*(_raw(port, junk()) for _ in range(100)))
-            return await ch.unary(UNARY, b"alive", timeout=10)
-        finally:
-            await ch.close()
-            await srv.stop(0)
+        async with _our_server() as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "identity")
+            try:
+                await asyncio.gather(*(_raw(port, junk()) for _ in range(100)))
+                return await ch.unary(UNARY, b"alive", timeout=10)
+            finally:
+                await ch.close()
 
     assert _run(main()) == b"evila"
 
@@ -292,26 +282,24 @@ def test_leaving_a_series_stream_early_resets_it_at_once_and_counts_it_cancelled
 
     async def main():
         reg = CollectorRegistry()
-        srv = H2GrpcServer(metrics=GrpcServerMetrics(reg))
-        srv.add_generic_rpc_handlers(StoreServer(Many(), "store").handlers())
-        port = await srv.bind("127.0.0.1:0")
-        await srv.start()
-        client = StoreClient(f"127.0.0.1:{port}", series_batch_size=1, metrics=client_metrics(reg))
-        try:
-            async for _ in client.iter_series(0, 1000, [Matcher(MatchType.EQ, "__name__", "up")]):
-                break
-            labels = {"grpc_method": "Series", "grpc_code": "Canceled"}
-            for _ in range(100):  # bounded wait for the server to see the reset
-                server = reg.get_sample_value("grpc_server_handled_total", {
-                    **labels, "grpc_type": "server_stream", "grpc_service": "thanos.Store"})
-                if server:
+        async with _our_server(StoreServer(Many(), "store").handlers(),
+                               metrics=GrpcServerMetrics(reg)) as port:
+            client = StoreClient(f"127.0.0.1:{port}", series_batch_size=1,
+                                 metrics=client_metrics(reg))
+            try:
+                async for _ in client.iter_series(0, 1000, [Matcher(MatchType.EQ, "__name__", "up")]):
                     break
-                await asyncio.sleep(0.05)
-            client_side = reg.get_sample_value("grpc_client_handled_total", {
-                **labels, "grpc_type": "server_stream", "grpc_service": "thanos.Store"})
-            return server, client_side
-        finally:
-            await client.close()
-            await srv.stop(0)
+                labels = {"grpc_method": "Series", "grpc_code": "Canceled"}
+                for _ in range(100):  # bounded wait for the server to see the reset
+                    server = reg.get_sample_value("grpc_server_handled_total", {
+                        **labels, "grpc_type": "server_stream", "grpc_service": "thanos.Store"})
+                    if server:
+                        break
+                    await asyncio.sleep(0.05)
+                client_side = reg.get_sample_value("grpc_client_handled_total", {
+                    **labels, "grpc_type": "server_stream", "grpc_service": "thanos.Store"})
+                return server, client_side
+            finally:
+                await client.close()
 
     assert _run(main()) == (1.0, 1.0)
