@@ -8,6 +8,7 @@ the shared LRU, so repeated queries touch no bucket at all.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 from collections import deque
 from itertools import repeat
@@ -61,6 +62,7 @@ class SeriesEntries(NamedTuple):
 _AGGR_FROM_PB = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
 _HISTOGRAM_ENCODINGS = (ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM)
 LengthAt = Callable[[memoryview, int], "int | None"]
+Spans = Callable[[], "tuple[np.ndarray, np.ndarray]"]  # (starts, ends) of items to read
 _ITEM_KINDS = {"postings": 0, "series": 1, "chunks": 2}  # store._items.split_items framing
 
 
@@ -259,11 +261,12 @@ class BucketBlock:
 
     # -- generic ranged item reads
 
-    async def _read_items(self, obj: str, kind: str, ids: list[int], starts: np.ndarray,
-                          ends: np.ndarray, length_at: LengthAt) -> list[bytes]:
-        """Raw bytes of items at ``starts`` (sorted) of object ``obj``, each assumed to end
-        by ``ends``; cached under ``(block, kind, id)``. The items of each coalesced read
-        are cut out in one C call (no Python work per item)."""
+    async def _read_items(self, obj: str, kind: str, ids: list[int], spans: Spans,
+                          length_at: LengthAt) -> list[bytes]:
+        """Raw bytes of items of object ``obj`` at the starts (sorted) ``spans()`` gives,
+        each assumed to end by its end there (worked out only when something is not
+        cached); cached under ``(block, kind, id)``. The items of each coalesced read are
+        cut out in one C call (no Python work per item)."""
         keys = list(zip(repeat(self.ulid), repeat(kind), ids))
         out = self._cache.get_many(keys, kind)
         n_miss = out.count(None)
@@ -271,6 +274,7 @@ class BucketBlock:
             return out  # type: ignore[return-value]
         miss = list(range(len(out))) if n_miss == len(out) else \
             [j for j, v in enumerate(out) if v is None]
+        starts, ends = spans()
         remote = self._remote if self._remote is not None and kind in self._remote.kinds \
             else None
         if remote is not None:
@@ -360,12 +364,24 @@ class BucketBlock:
             return {}
         starts = np.array([r[0] for r in uniq], dtype=np.int64)
         ends = np.array([r[1] for r in uniq], dtype=np.int64)
-        raws = await self._read_items(self._index_name, "postings", starts.tolist(), starts,
-                                      ends, _postings_len)
+        raws = await self._read_items(self._index_name, "postings", starts.tolist(),
+                                      lambda: (starts, ends), _postings_len)
         return {s: _decode_postings(r) for s, r in zip(starts.tolist(), raws)}
 
     async def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
-        """Sorted series refs matching all ``matchers`` (an absent label matches as "")."""
+        """Sorted series refs matching all ``matchers`` (an absent label matches as ""),
+        kept in the cache by matchers (Thanos's expanded postings): a repeated selection
+        costs one lookup, no postings list decoded or intersected again."""
+        key = (self.ulid, "expanded_postings", tuple(matchers))
+        hit = self._cache.get_all([key], "expanded_postings")
+        if hit is not None:
+            return np.frombuffer(hit[0], np.int64)
+        refs = await self._expand_postings(matchers)
+        self._cache.put_many([key], [refs.astype(np.int64, copy=False).tobytes()],
+                             "expanded_postings")
+        return refs
+
+    async def _expand_postings(self, matchers: Sequence[Matcher]) -> np.ndarray:
         h = self.header
         plans: list[tuple[Matcher, list[tuple[int, int]]]] = []
         for m in matchers:
@@ -419,13 +435,17 @@ class BucketBlock:
         flat arrays decoded in one C call per block."""
         if len(refs) == 0:
             return SeriesEntries([], *(np.zeros(0, np.int64),) * 4)
-        starts = refs.astype(np.int64) * SERIES_ALIGN
         h = self.header
-        if starts[0] < h.toc.series or starts[-1] >= h.series_end:
-            raise CorruptionError(f"block {self.ulid}: series ref outside the series section")
-        ends = np.minimum(starts + self._opts.series_estimate, h.series_end)
-        np.minimum(ends[:-1], starts[1:], out=ends[:-1])
-        raws = await self._read_items(self._index_name, "series", refs.tolist(), starts, ends,
+
+        def spans() -> tuple[np.ndarray, np.ndarray]:
+            starts = refs.astype(np.int64) * SERIES_ALIGN
+            if starts[0] < h.toc.series or starts[-1] >= h.series_end:
+                raise CorruptionError(f"block {self.ulid}: series ref outside the series "
+                                      "section")
+            ends = np.minimum(starts + self._opts.series_estimate, h.series_end)
+            np.minimum(ends[:-1], starts[1:], out=ends[:-1])
+            return starts, ends
+        raws = await self._read_items(self._index_name, "series", refs.tolist(), spans,
                                       _series_len)
         try:
             lc, syms, cc, c_mint, c_maxt, c_ref = decode_series_batch(raws)
@@ -464,19 +484,36 @@ class BucketBlock:
 
     async def chunk_records(self, refs: np.ndarray) -> tuple[bytes, list[bytes]]:
         """Encoding byte and data of the chunk at each of ``refs`` (in the order given), read
-        in as few ranged reads as the cache leaves and checked in one C call per segment --
-        no Python call or tuple per chunk."""
+        in as few ranged reads as the cache leaves and checked in one C call -- no Python
+        call or tuple per chunk."""
         if len(refs) == 0:
             return b"", []
         refs = np.asarray(refs, dtype=np.int64)
         ordered = len(refs) == 1 or bool(np.all(refs[1:] > refs[:-1]))
         arr = refs if ordered else np.unique(refs)
+        ids = arr.tolist()
+        raws = self._cache.get_all(list(zip(repeat(self.ulid), repeat("chunks"), ids)),
+                                   "chunks")
+        if raws is None:  # something to read: per segment file
+            raws = await self._read_chunk_items(arr, ids)
+        try:
+            encs, datas = read_chunks(raws)
+        except ValueError as err:
+            raise CorruptionError(f"block {self.ulid}: chunks: {err}") from None
+        if not ordered:
+            pos = np.searchsorted(arr, refs)
+            encs = np.frombuffer(encs, np.uint8)[pos].tobytes()
+            datas = [datas[i] for i in pos.tolist()]
+        return encs, datas
+
+    async def _read_chunk_items(self, arr: np.ndarray, ids: list[int]) -> list[bytes]:
+        """Raw chunk records at the sorted refs ``arr`` (``ids`` as ints), segment by segment,
+        each ref checked against its segment's size first."""
         seqs = arr >> 32
         offs = arr & 0xFFFFFFFF
         cuts = [0, *(np.flatnonzero(seqs[1:] != seqs[:-1]) + 1).tolist(), len(arr)]
         est = self._opts.chunk_estimate
         jobs = []
-        rels = []
         for a, z in zip(cuts[:-1], cuts[1:]):
             rel = f"{CHUNKS_DIRNAME}/{segment_name(int(seqs[a]))}"
             o = offs[a:z]
@@ -487,23 +524,9 @@ class BucketBlock:
                                       f"({size} bytes)")
             ends = np.minimum(o + est, size)
             np.minimum(ends[:-1], o[1:], out=ends[:-1])
-            rels.append(rel)
-            jobs.append(self._read_items(f"{self.ulid}/{rel}", "chunks", arr[a:z].tolist(), o,
-                                         ends, _chunk_len))
-        encs = b""
-        datas: list[bytes] = []
-        for rel, raws in zip(rels, await gather_eager(jobs)):
-            try:
-                e, d = read_chunks(raws)
-            except ValueError as err:
-                raise CorruptionError(f"block {self.ulid}: {rel}: {err}") from None
-            encs += e
-            datas += d
-        if not ordered:
-            pos = np.searchsorted(arr, refs)
-            encs = np.frombuffer(encs, np.uint8)[pos].tobytes()
-            datas = [datas[i] for i in pos.tolist()]
-        return encs, datas
+            jobs.append(self._read_items(f"{self.ulid}/{rel}", "chunks", ids[a:z],
+                                         lambda o=o, ends=ends: (o, ends), _chunk_len))
+        return list(itertools.chain.from_iterable(await gather_eager(jobs)))
 
     def _aggr_data(self, data: bytes, aggregates: Sequence[int]) -> AggrData:
         """The requested aggregates (storeapi Aggr numbers; none = all) of an aggr chunk."""

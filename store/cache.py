@@ -33,8 +33,15 @@ from receiver.tsdb._blockio import crc32c
 # budget so that many tiny items cannot blow far past it.
 ENTRY_OVERHEAD = 120
 
-ITEM_TYPES = ("postings", "series", "chunks")
+ITEM_TYPES = ("postings", "expanded_postings", "series", "chunks")
 _VALUE = itemgetter(0)  # entries are (value, item type)
+
+
+def _values(found: list[tuple[bytes, str] | None]) -> list[bytes | None]:
+    """The values of looked-up entries (None for misses), with no Python loop when all hit."""
+    if None not in found:
+        return list(map(_VALUE, found))  # type: ignore[arg-type]
+    return [None if v is None else v[0] for v in found]
 
 
 class CacheMetrics:
@@ -101,20 +108,28 @@ class LRUCache:
         """Batch lookup: one metrics update per call instead of per key."""
         d = self._d
         found = list(map(d.get, keys))
-        if None not in found:  # the warm case: no Python-level loop at all
-            hits = len(found)
-            deque(map(d.move_to_end, keys), maxlen=0)
-            out: list[bytes | None] = list(map(_VALUE, found))
-        else:
-            hit_keys = list(compress(keys, found))
-            hits = len(hit_keys)
-            deque(map(d.move_to_end, hit_keys), maxlen=0)
-            out = [None if v is None else v[0] for v in found]
-        if self._m is not None and keys:
-            requests, hit_count = self._m.lookups(item_type)
-            requests.inc(len(keys))
-            hit_count.inc(hits)
+        hit_keys = keys if None not in found else list(compress(keys, found))
+        deque(map(d.move_to_end, hit_keys), maxlen=0)
+        out = _values(found)
+        self._count(item_type, len(keys), len(hit_keys))
         return out
+
+    def get_all(self, keys: list[Hashable], item_type: str) -> list[bytes] | None:
+        """The values of ``keys`` if every one is cached (counted as hits), else None with
+        nothing counted or reordered: the warm path of a reader that otherwise works out and
+        reads its misses (and counts the lookups then)."""
+        found = list(map(self._d.get, keys))
+        if None in found:
+            return None
+        deque(map(self._d.move_to_end, keys), maxlen=0)
+        self._count(item_type, len(keys), len(keys))
+        return _values(found)  # type: ignore[return-value]
+
+    def _count(self, item_type: str, requests: int, hits: int) -> None:
+        if self._m is not None and requests:
+            req_counter, hit_counter = self._m.lookups(item_type)
+            req_counter.inc(requests)
+            hit_counter.inc(hits)
 
     def put(self, key: Hashable, value: bytes, item_type: str) -> None:
         self.put_many([key], [value], item_type)

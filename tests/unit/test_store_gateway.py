@@ -590,9 +590,13 @@ def test_ranged_reads_cache_hits_and_restart_from_local_headers(tmp_path: Path) 
         await check_series(client, want, *ALL, query)
         assert bkt.range_bytes == 0 and bkt.range_calls == 0  # all from the cache
         text = await _get(gw, "/metrics")
-        for t in ("postings", "series", "chunks"):
+        # The repeated selection is one expanded-postings hit: its postings lists were
+        # looked up (and missed) only the first time.
+        for t in ("expanded_postings", "series", "chunks"):
             hits = _metric(text, f'thanos_store_index_cache_hits_total{{item_type="{t}"}}')
             assert hits > 0, t
+        assert _metric(text, 'thanos_store_index_cache_requests_total{item_type="postings"}') > 0
+        assert _metric(text, 'thanos_store_index_cache_hits_total{item_type="postings"}') == 0
 
     async def main() -> None:
         bkt = CountingBucket(FilesystemBucket(tmp_path / "bucket"))
