@@ -249,8 +249,10 @@ static PyObject *py_label_sets(PyObject *self, PyObject *args) {
     if (PyObject_GetBuffer(syb, &sy, PyBUF_SIMPLE)) { PyBuffer_Release(&lc); table_close(&t); return NULL; }
     const int64_t *counts = lc.buf, *ids = sy.buf;
     size_t ns = (size_t)lc.len / 8, nids = (size_t)sy.len / 8, at = 0;
-    PyObject **cache = PyMem_Calloc(CACHE_SIZE, sizeof(PyObject *));
-    uint64_t *keys = PyMem_Malloc(CACHE_SIZE * sizeof(uint64_t));
+    /* No bigger than the ids: a few series (a selective query) clear no 32 KiB table. */
+    size_t cache_size = nids < CACHE_SIZE ? (nids ? nids : 1) : CACHE_SIZE;
+    PyObject **cache = PyMem_Calloc(cache_size, sizeof(PyObject *));
+    uint64_t *keys = PyMem_Malloc(cache_size * sizeof(uint64_t));
     PyObject *out = (cache && keys) ? PyList_New((Py_ssize_t)ns) : NULL;
     if (!cache || !keys) PyErr_NoMemory();
     for (size_t s = 0; out && s < ns; s++) {
@@ -266,7 +268,7 @@ static PyObject *py_label_sets(PyObject *self, PyObject *args) {
             PyObject *pair[2];
             for (int j = 0; j < 2; j++) {
                 uint64_t id = (uint64_t)ids[at++];
-                size_t h = (size_t)(id % CACHE_SIZE);
+                size_t h = (size_t)(id % cache_size);
                 if (cache[h] && keys[h] == id) {
                     pair[j] = cache[h];
                 } else {
@@ -288,7 +290,7 @@ static PyObject *py_label_sets(PyObject *self, PyObject *args) {
         PyObject_GC_UnTrack(tup);  /* tuples of such tuples: likewise; keeps GC passes short */
     }
 done:
-    if (cache) for (size_t h = 0; h < CACHE_SIZE; h++) Py_XDECREF(cache[h]);
+    if (cache) for (size_t h = 0; h < cache_size; h++) Py_XDECREF(cache[h]);
     PyMem_Free(cache); PyMem_Free(keys);
     PyBuffer_Release(&lc); PyBuffer_Release(&sy);
     table_close(&t);

@@ -148,6 +148,42 @@ def intersect_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a[b[at] == a]
 
 
+SMALL_SELECTION = 64  # chunk metas below which list operations beat numpy's per-call cost
+
+
+def _chunks_in_range(e: SeriesEntries, rng: tuple[int, int] | None
+                     ) -> tuple[list[int], list[int], list[int], list[int], "np.ndarray | list[int]"]:
+    """Of series entries ``e``, the chunks overlapping ``rng`` (None: all of them) as
+    (indexes of series with any, chunk bounds per series (``n + 1``), mints, maxts,
+    refs). A small selection (a few series, the typical dashboard panel) is done on
+    lists: a dozen numpy calls would cost more than the data."""
+    n = len(e.labels)
+    if len(e.c_mint) > SMALL_SELECTION:
+        if rng is None:
+            keep, counts = None, e.chunk_counts
+        else:
+            keep = (e.c_mint <= rng[1]) & (e.c_maxt >= rng[0])
+            counts = np.bincount(np.repeat(np.arange(n), e.chunk_counts)[keep],
+                                 minlength=n)
+        sel = slice(None) if keep is None else keep
+        return (counts.nonzero()[0].tolist(), [0, *counts.cumsum().tolist()],
+                e.c_mint[sel].tolist(), e.c_maxt[sel].tolist(), e.c_ref[sel])
+    mints, maxts, refs = e.c_mint.tolist(), e.c_maxt.tolist(), e.c_ref.tolist()
+    counts = e.chunk_counts.tolist()
+    if rng is not None:
+        lo, hi = rng
+        kept = [mints[k] <= hi and maxts[k] >= lo for k in range(len(mints))]
+        if not all(kept):
+            at = 0
+            for i, c in enumerate(counts):
+                counts[i] = sum(kept[at:at + c])
+                at += c
+            mints, maxts, refs = (list(itertools.compress(x, kept))
+                                  for x in (mints, maxts, refs))
+    bounds = [0, *itertools.accumulate(counts)]
+    return [i for i, c in enumerate(counts) if c], bounds, mints, maxts, refs
+
+
 def _meta_sizes(meta: BlockMeta, under: str) -> dict[str, int]:
     """Sizes meta.json's ``thanos.files`` records for files under ``under`` ("" = all)."""
     return {f["rel_path"]: int(f["size_bytes"]) for f in (meta.thanos or {}).get("files") or []
@@ -482,25 +518,31 @@ class BucketBlock:
         encs, datas = await self.chunk_records(arr)
         return dict(zip(arr.tolist(), zip(encs, datas)))
 
-    async def chunk_records(self, refs: np.ndarray) -> tuple[bytes, list[bytes]]:
+    async def chunk_records(self, refs: np.ndarray | list[int]) -> tuple[bytes, list[bytes]]:
         """Encoding byte and data of the chunk at each of ``refs`` (in the order given), read
         in as few ranged reads as the cache leaves and checked in one C call -- no Python
-        call or tuple per chunk."""
+        call or tuple per chunk. A list (a small selection's) is taken as it is."""
         if len(refs) == 0:
             return b"", []
-        refs = np.asarray(refs, dtype=np.int64)
-        ordered = len(refs) == 1 or bool(np.all(refs[1:] > refs[:-1]))
-        arr = refs if ordered else np.unique(refs)
-        ids = arr.tolist()
+        if isinstance(refs, list):
+            ids = refs
+            ordered = len(set(ids)) == len(ids) and ids == sorted(ids)
+        else:
+            ids = refs.tolist()
+            ordered = len(refs) == 1 or bool((refs[1:] > refs[:-1]).all())
+        if not ordered:
+            refs = np.asarray(refs, dtype=np.int64)
+            ids = np.unique(refs).tolist()
         raws = self._cache.get_all(list(zip(repeat(self.ulid), repeat("chunks"), ids)),
                                    "chunks")
         if raws is None:  # something to read: per segment file
-            raws = await self._read_chunk_items(arr, ids)
+            raws = await self._read_chunk_items(np.array(ids, dtype=np.int64), ids)
         try:
             encs, datas = read_chunks(raws)
         except ValueError as err:
             raise CorruptionError(f"block {self.ulid}: chunks: {err}") from None
         if not ordered:
+            arr = np.array(ids, dtype=np.int64)
             pos = np.searchsorted(arr, refs)
             encs = np.frombuffer(encs, np.uint8)[pos].tobytes()
             datas = [datas[i] for i in pos.tolist()]
@@ -554,21 +596,14 @@ class BucketBlock:
         refs = await self.select(ms)
         e = await self.series_entries(refs)
         n = len(e.labels)
-        if mint <= self.min_time and maxt >= self.max_time - 1:
-            keep = None  # every chunk lies inside the query range
-            counts = e.chunk_counts
-        else:
-            keep = (e.c_mint <= maxt) & (e.c_maxt >= mint)
-            counts = np.bincount(np.repeat(np.arange(n), e.chunk_counts)[keep], minlength=n)
-        picked = np.flatnonzero(counts).tolist()
+        whole = mint <= self.min_time and maxt >= self.max_time - 1
+        picked, bounds, mints, maxts, c_refs = _chunks_in_range(
+            e, None if whole else (mint, maxt))
         ext = self.ext_labels
         if skip_chunks:
             return [(merge_external(e.labels[i], ext), []) for i in picked]
-        sel = slice(None) if keep is None else keep
-        mints, maxts = e.c_mint[sel].tolist(), e.c_maxt[sel].tolist()
-        bounds = [0, *np.cumsum(counts).tolist()]
         if self.resolution:
-            refl = e.c_ref[sel].tolist()
+            refl = list(c_refs)
             stored = await self.stored_chunks(refl)
             out = []
             for i in picked:
@@ -578,7 +613,7 @@ class BucketBlock:
                 if cs:
                     out.append((merge_external(e.labels[i], ext), cs))
             return out
-        datas = self._typed(*await self.chunk_records(e.c_ref[sel]))
+        datas = self._typed(*await self.chunk_records(c_refs))
         out = []
         if None in datas:
             for i in picked:
