@@ -1,0 +1,120 @@
+"""Store gateway Series frames are the same bytes whichever path produced them: cold reads or
+the warm cache (expanded postings, series, chunks), and the small-selection list path or the
+numpy path for picking chunks in range. Raw frames over the real StoreAPI, so a difference in
+any field, order or batching shows."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc.aio
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import store.block  # noqa: E402
+from objstore import FilesystemBucket  # noqa: E402
+from receiver.tsdb.labels import Matcher  # noqa: E402
+from store.server import StoreGateway  # noqa: E402
+from storeapi import hints_pb2, rpc_pb2, types_pb2  # noqa: E402
+from storeapi.client import StoreClient  # noqa: E402
+from test_store_gateway import (ALL, H2, T0, check_series, expected, make_series, run,  # noqa: E402
+                                upload_dir, with_gateway, write)
+
+_TYPES = {"=": types_pb2.LabelMatcher.EQ, "!=": types_pb2.LabelMatcher.NEQ,
+          "=~": types_pb2.LabelMatcher.RE, "!~": types_pb2.LabelMatcher.NRE}
+# 150 series over 5 names: a name selects 30 series, 4 chunks each per block (numpy path);
+# an instance one series (list path).
+SELECTORS = [
+    [("=", "__name__", "metric_2"), ("=", "instance", "host-00007")],
+    [("=", "__name__", "metric_2")],
+    [("=~", "__name__", "metric_[13]"), ("=", "env", "prod")],
+    [("=~", "instance", "host-0000[1-4]")],
+    [("=", "__name__", "metric_2"), ("!=", "job", "job1"), ("!~", "instance", "host-001.*")],
+    [("=", "__name__", "metric_0"), ("=", "env", "")],
+    [("=", "__name__", "nope")],
+    [("=", "__name__", "metric_2"), ("=", "instance", "host-nope")],
+]
+RANGES = [ALL, (T0 + H2 + 1_800_000, T0 + H2 + 5_400_000),  # inside one block
+          (T0 + H2 - 600_000, T0 + 2 * H2 + 1_000)]  # across a block boundary
+
+
+def _request(ms: list[tuple[str, str, str]], mint: int, maxt: int, skip: bool
+             ) -> rpc_pb2.SeriesRequest:
+    req = rpc_pb2.SeriesRequest(min_time=mint, max_time=maxt, skip_chunks=skip,
+                                response_batch_size=16, matchers=[
+                                    types_pb2.LabelMatcher(type=_TYPES[t], name=n, value=v)
+                                    for t, n, v in ms])
+    req.hints.Pack(hints_pb2.SeriesRequestHints())
+    return req
+
+
+async def _all_frames(gw: StoreGateway) -> list[bytes]:
+    """The raw response bytes of every selector x range x skip_chunks, in order."""
+    out = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.ports['grpc']}") as ch:
+        call = ch.unary_stream("/thanos.Store/Series",
+                               request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
+                               response_deserializer=lambda b: b)
+        for ms in SELECTORS:
+            for mint, maxt in RANGES:
+                for skip in (False, True):
+                    out.append(b"\0".join([f async for f in call(_request(ms, mint, maxt, skip))]))
+    return out
+
+
+@pytest.fixture
+def bucket_dir(tmp_path: Path) -> Path:
+    for i in range(3):
+        series = make_series(150, T0 + i * H2, H2, seed=20 + i)
+        bdir = write(tmp_path / f"b{i}", series, T0 + i * H2, T0 + (i + 1) * H2)
+        run(upload_dir(FilesystemBucket(tmp_path / "bucket"), bdir))
+    return tmp_path / "bucket"
+
+
+def test_series_frames_identical_cold_warm_and_on_both_chunk_paths(
+        tmp_path: Path, bucket_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: dict[str, list[bytes]] = {}
+
+    async def uncached(gw: StoreGateway, client: StoreClient) -> None:
+        answers["uncached"] = await _all_frames(gw)  # every call reads the bucket
+
+    async def cached(gw: StoreGateway, client: StoreClient) -> None:
+        answers["cold"] = await _all_frames(gw)
+        answers["warm"] = await _all_frames(gw)
+        assert gw.cache.size > 0
+        monkeypatch.setattr(store.block, "SMALL_SELECTION", 0)  # numpy for every selection
+        answers["numpy"] = await _all_frames(gw)
+        monkeypatch.setattr(store.block, "SMALL_SELECTION", 1 << 30)  # lists for all
+        answers["lists"] = await _all_frames(gw)
+
+    run(with_gateway(tmp_path / "a", FilesystemBucket(bucket_dir), uncached, cache_bytes=0))
+    run(with_gateway(tmp_path / "b", FilesystemBucket(bucket_dir), cached))
+    ref = answers.pop("uncached")
+    assert len(ref) == len(SELECTORS) * len(RANGES) * 2
+    assert sum(map(len, ref)) > 100_000 and any(len(r) < 200 for r in ref)  # big and empty
+    for name, got in answers.items():
+        assert got == ref, name
+
+
+def test_repeated_selection_is_served_from_expanded_postings(tmp_path: Path,
+                                                             bucket_dir: Path) -> None:
+    """A warm repeat of a selection decodes no postings list again, and answers right."""
+    parts = [(make_series(150, T0 + i * H2, H2, seed=20 + i), {}, T0 + i * H2,
+              T0 + (i + 1) * H2) for i in range(3)]
+    want = expected(parts, *ALL)
+    query = [Matcher("=", "__name__", "metric_2"), Matcher("=~", "instance", "host-00[0-4].*")]
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        def count(what: str, kind: str) -> float:
+            return gw.registry.get_sample_value(f"thanos_store_index_cache_{what}_total",
+                                                {"item_type": kind}) or 0.0
+        await check_series(client, want, *ALL, query)
+        postings, hits = count("requests", "postings"), count("hits", "expanded_postings")
+        assert postings > 0
+        await check_series(client, want, *ALL, query)
+        assert count("requests", "postings") == postings  # no postings list looked up again
+        assert count("hits", "expanded_postings") == hits + 3  # one hit per block
+
+    run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body))
