@@ -106,6 +106,7 @@ class BucketStore:
         self.data_dir = Path(data_dir)
         self.cache = cache
         self.blocks: dict[str, BucketBlock] = {}
+        self._one_resolution: int | None = None  # see _blocks_changed
         self.broken: dict[str, str] = {}  # taken out of service after a read error: ulid -> why
         self._opts = opts or FetchOptions()
         self._sync_limit = asyncio.Semaphore(sync_concurrency)
@@ -193,6 +194,7 @@ class BucketStore:
             self.broken = {u: why for u, why in self.broken.items() if u in listed}
             dropped = set(self.blocks) - set(fresh)
             self.blocks = dict(sorted(fresh.items(), key=lambda kv: kv[1].min_time))
+            self._blocks_changed()
             for u in dropped:
                 log.info("dropped block", extra={"block": u})
             m.drops.inc(len(dropped))
@@ -249,6 +251,7 @@ class BucketStore:
         if self.blocks.get(block.ulid) is not block:
             return
         del self.blocks[block.ulid]
+        self._blocks_changed()
         self.broken[block.ulid] = repr(err)
         log.warning("corrupt block taken out of service; queries answer from the other blocks",
                     extra={"block": block.ulid, "err": repr(err)})
@@ -274,9 +277,23 @@ class BucketStore:
         return (min(b.min_time for b in self.blocks.values()),
                 max(b.max_time for b in self.blocks.values()))
 
+    def _blocks_changed(self) -> None:
+        """Note whether every block has one resolution and one external label set (the usual
+        bucket): then the blocks for a range are simply those overlapping it."""
+        blocks = self.blocks.values()
+        self._one_resolution = None
+        if len({b.resolution for b in blocks}) == 1 and len({b.ext_labels for b in blocks}) == 1:
+            self._one_resolution = next(iter(blocks)).resolution
+
     def _blocks_for(self, mint: int, maxt: int, max_resolution_ms: int = 0) -> list[BucketBlock]:
         """Blocks to read for [mint, maxt] at the coarsest resolution <= max_resolution_ms,
-        per external label set, gaps filled by finer resolutions (Thanos's getFor)."""
+        per external label set, gaps filled by finer resolutions (Thanos's getFor). Blocks
+        are kept in time order, so with one resolution and label set that is a filter."""
+        res = self._one_resolution
+        if res is not None:
+            if res > max_resolution_ms:
+                return []
+            return [b for b in self.blocks.values() if b.overlaps(mint, maxt)]
         by_lset: dict[Labels, list[BucketBlock]] = {}
         for b in self.blocks.values():
             if b.overlaps(mint, maxt):

@@ -44,6 +44,11 @@ WRITEABLE_STORE_SERVICE = "thanos.WriteableStore"
 NO_MATCHERS = "no matchers specified (excluding external labels)"
 
 
+# Memo of request matcher sets: entries, and the label characters a set may hold to be kept.
+_MEMO_ENTRIES = 512
+_MEMO_KEY_CHARS = 1024
+
+
 class InvalidRequest(ValueError):
     """Raised by a source for a request it refuses (sent as INVALID_ARGUMENT, not INTERNAL)."""
 
@@ -161,6 +166,7 @@ class StoreServer:
             params = {}  # type: ignore[assignment]
         self._takes_resolution = "max_resolution_ms" in params
         self._takes_aggregates = "aggregates" in params
+        self._matcher_memo: dict[tuple[tuple[int, str, str], ...], tuple[Matcher, ...]] = {}
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         store = grpc.method_handlers_generic_handler(STORE_SERVICE, {
@@ -213,8 +219,19 @@ class StoreServer:
     # --- Series -----------------------------------------------------------------------------
 
     async def _matchers(self, pbs, context: grpc.aio.ServicerContext) -> list[Matcher]:
+        """The request's matchers; a dashboard's repeated sets (regexes compiled) are reused
+        from a small memo (Matchers are immutable)."""
+        key = tuple([(m.type, m.name, m.value) for m in pbs])
+        hit = self._matcher_memo.get(key)
+        if hit is not None:
+            return list(hit)
         try:
-            return matchers_from_pb(pbs)
+            got = matchers_from_pb(pbs)
+            if sum(len(n) + len(v) for _, n, v in key) <= _MEMO_KEY_CHARS:
+                if len(self._matcher_memo) >= _MEMO_ENTRIES:
+                    del self._matcher_memo[next(iter(self._matcher_memo))]  # the oldest
+                self._matcher_memo[key] = tuple(got)
+            return got
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise  # unreachable: abort raises
