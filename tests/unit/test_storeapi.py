@@ -449,6 +449,41 @@ def test_errors_bad_regex_unknown_type_and_source_failure():
     run(lambda: with_store(src, body))
 
 
+def test_repeated_matcher_sets_answer_alike_and_their_memo_is_bounded():
+    """Matcher sets are reused between calls: same set, same answer; a set differing only in
+    a matcher's type is another set; a bad regex is refused every time; the memo stays
+    bounded however many distinct sets arrive."""
+    src = FakeSource(SERIES)
+
+    async def body(client: StoreClient, channel):
+        eq = [Matcher(MatchType.EQ, "job", "api")]
+        first = await client.series(0, 10_000, eq)
+        assert [s.labels for s in await client.series(0, 10_000, eq)] == \
+            [s.labels for s in first] and len(first) == 3
+        neq = await client.series(0, 10_000, [Matcher(MatchType.NEQ, "job", "api")])
+        assert [s.labels for s in neq] == [SERIES[2][0]]
+        for _ in range(2):
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await client.series(0, 1, [_bad_regex()])
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    run(lambda: with_store(src, body))
+
+    server = StoreServer(src)
+
+    async def many_sets() -> None:
+        for i in range(600):
+            got = await server._matchers(  # noqa: SLF001 -- the memo's bound is the subject
+                [types_pb2.LabelMatcher(type=types_pb2.LabelMatcher.RE, name="job",
+                                        value=f"a{i}.*")], None)
+            assert got == [Matcher(MatchType.RE, "job", f"a{i}.*")]
+        big = [types_pb2.LabelMatcher(name="job", value="x" * 5000)]
+        assert (await server._matchers(big, None))[0].value == "x" * 5000  # noqa: SLF001
+        assert len(server._matcher_memo) <= 512  # noqa: SLF001
+
+    run(many_sets)
+
+
 def _bad_regex() -> Matcher:
     """An RE matcher with an invalid regex that skipped local compilation, so the request
     reaches the server (whose validation is under test)."""
