@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--hours", type=int, nargs="+", default=[0],
                     help="query ranges ending at the newest block's end (0 = all blocks)")
     ap.add_argument("--cwd", type=Path, default=REPO, help="checkout whose store to run")
+    ap.add_argument("--only", default="", help="only selectors whose name contains this "
+                    "(e.g. 'one series')")
     a = ap.parse_args()
     metas = [json.loads(m.read_text()) for m in a.bucket.glob("*/meta.json")]
     mint, maxt = min(m["minTime"] for m in metas), max(m["maxTime"] for m in metas)
@@ -103,7 +105,7 @@ def main() -> None:
               "| warm store CPU ms |\n|---|---|---|---|---|---|---|---|")
         for hours in a.hours:
             lo = mint if hours == 0 else max(mint, maxt - hours * 3_600_000)
-            for name, pairs in SELECTORS:
+            for name, pairs in (s for s in SELECTORS if a.only in s[0]):
                 runs, cpu, cold_cpu = asyncio.run(series_calls(f"127.0.0.1:{sg}", p.pid, lo, maxt,
                                                      pairs, 1 + a.warm))
                 cold, frames, size = runs[0]

@@ -303,3 +303,36 @@ def test_leaving_a_series_stream_early_resets_it_at_once_and_counts_it_cancelled
                 await client.close()
 
     assert _run(main()) == (1.0, 1.0)
+
+
+def test_header_blocks_decode_alike_whether_repeated_stateless_or_indexed():
+    """A repeated stateless block (our client's) is decoded once per connection and reused;
+    blocks that use the HPACK dynamic table (grpcio's) are always decoded in order; the
+    reuse stays bounded."""
+    import hpack
+
+    from storeapi.h2serverconn import MEMO_BLOCKS, REQUEST, ServerConnection, \
+        stateless_header_block
+
+    conn = ServerConnection(100, 1 << 20)
+    conn.receive(PREFACE + settings_frame({}))
+    want = [(":method", "POST"), (":scheme", "http"), (":path", "/t.T/Unary"),
+            (":authority", "a:1"), ("content-type", "application/grpc"), ("te", "trailers")]
+    ours = b"\x83\x86" + literal(4, "/t.T/Unary") + literal(1, "a:1") + literal(
+        b"content-type", "application/grpc") + literal(b"te", "trailers")
+    enc = hpack.Encoder()
+    indexed = [enc.encode(want), enc.encode(want)]  # the second refers to the first's entries
+    assert stateless_header_block(ours)
+    assert not any(map(stateless_header_block, indexed))
+    sid = 1
+    for block in (ours, indexed[0], ours, indexed[1], ours):
+        events = conn.receive(frame(HEADERS, END_HEADERS | END_STREAM, sid, block))
+        assert [e[2] for e in events if e[0] == REQUEST] == [dict(want)], sid
+        sid += 2
+    assert len(conn._decoded) == 1  # noqa: SLF001 -- ours only
+    for i in range(3 * MEMO_BLOCKS):
+        block = b"\x83\x86" + literal(4, f"/t.T/M{i}") + literal(1, "a:1")
+        events = conn.receive(frame(HEADERS, END_HEADERS | END_STREAM, sid, block))
+        assert events[0][2][":path"] == f"/t.T/M{i}"
+        sid += 2
+    assert len(conn._decoded) == MEMO_BLOCKS  # noqa: SLF001
