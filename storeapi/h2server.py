@@ -48,8 +48,21 @@ _UNSUPPORTED_MEDIA = literal(8, "415")  # :status 415
 
 
 def _status_block(code: grpc.StatusCode, details: str) -> bytes:
+    if code is grpc.StatusCode.OK and not details:
+        return _OK_STATUS
     block = literal(b"grpc-status", str(code.value[0]))
     return block + literal(b"grpc-message", _status_message(details)) if details else block
+
+
+def _trailers_only_block(code: grpc.StatusCode, details: str) -> bytes:
+    if code is grpc.StatusCode.OK and not details:
+        return _OK_TRAILERS_ONLY
+    return (_RESPONSE_HEADERS + literal(b"grpc-status", str(code.value[0]))
+            + literal(b"grpc-message", _status_message(details)))
+
+
+_OK_STATUS = literal(b"grpc-status", "0")  # the usual end of a call, built once
+_OK_TRAILERS_ONLY = _RESPONSE_HEADERS + _OK_STATUS + literal(b"grpc-message", "")
 
 
 class _Abort(Exception):
@@ -215,9 +228,7 @@ class _Connection(asyncio.Protocol):
         if self._closed:
             return
         self._streams.pop(sid, None)
-        self._conn.send_headers(sid, _RESPONSE_HEADERS + literal(b"grpc-status", str(code.value[0]))
-                                + literal(b"grpc-message", _status_message(details)),
-                                end_stream=True)
+        self._conn.send_headers(sid, _trailers_only_block(code, details), end_stream=True)
         self._conn.reset_stream(sid)  # a client still sending the body is told to stop
         self._flush()
 
@@ -261,13 +272,11 @@ class _Connection(asyncio.Protocol):
             except Exception:  # noqa: BLE001 -- as grpcio: a bad request is INTERNAL
                 raise _Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
             ctx = _Context(meta, deadline, self._peer)
-            ser = handler.response_serializer or (lambda b: b)
-            async with asyncio.timeout(timeout):
-                if handler.unary_unary is not None:
-                    resp = await handler.unary_unary(req, ctx)
-                    await self._send(sid, st, _frame(ser(resp)), last=True)
-                else:
-                    await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser)
+            if timeout is None:  # no timer to set up and cancel
+                await self._respond(sid, st, handler, req, ctx)
+            else:
+                async with asyncio.timeout(timeout):
+                    await self._respond(sid, st, handler, req, ctx)
             self._finish(sid, st, grpc.StatusCode.OK, "")
         except _Abort as a:
             self._finish(sid, st, a.code, a.details)
@@ -282,6 +291,14 @@ class _Connection(asyncio.Protocol):
             self._finish(sid, st, grpc.StatusCode.UNKNOWN, f"Unexpected {type(e).__name__}: {e}")
         finally:
             self._streams.pop(sid, None)
+
+    async def _respond(self, sid: int, st: _Stream, handler, req, ctx: _Context) -> None:
+        ser = handler.response_serializer or (lambda b: b)
+        if handler.unary_unary is not None:
+            resp = await handler.unary_unary(req, ctx)
+            await self._send(sid, st, _frame(ser(resp)), last=True)
+        else:
+            await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser)
 
     async def _stream_responses(self, sid: int, st: _Stream, it, ser) -> None:
         pending: list[bytes] = []
@@ -396,18 +413,28 @@ class H2GrpcServer:
         self.max_concurrent_streams = max_concurrent_streams
         self.window_bytes = window_bytes
         self._handlers: list[grpc.GenericRpcHandler] = []
+        self._routes: dict[str, grpc.RpcMethodHandler] = {}  # found handlers by method path
         self._connections: set[_Connection] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._pending: list[tuple[str | None, int]] = []
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._handlers.extend(handlers)
+        self._routes.clear()
 
     def lookup(self, details: _CallDetails):
+        """The (metrics-wrapped) handler of a call's method. Calls are routed by method
+        path alone (our handlers are grpc.method_handlers_generic_handler), so a found
+        method's handler is kept: no search and no wrapping per call."""
+        found = self._routes.get(details.method)
+        if found is not None:
+            return found
         for h in self._handlers:
             found = h.service(details)
             if found is not None:
-                return self.metrics.wrap(found, details.method) if self.metrics else found
+                found = self.metrics.wrap(found, details.method) if self.metrics else found
+                self._routes[details.method] = found
+                return found
         return None
 
     async def bind(self, address: str, ssl_context: ssl.SSLContext | None = None) -> int:
