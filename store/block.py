@@ -411,10 +411,15 @@ class BucketBlock:
         key = (self.ulid, "expanded_postings", tuple(matchers))
         hit = self._cache.get_all([key], "expanded_postings")
         if hit is not None:
-            return np.frombuffer(hit[0], np.int64)
+            return np.frombuffer(hit[0], np.uint32)
         refs = await self._expand_postings(matchers)
-        self._cache.put_many([key], [refs.astype(np.int64, copy=False).tobytes()],
-                             "expanded_postings")
+        # uint32 (series refs are index offsets / 16, and an index is at most 64 GiB), and
+        # no entry bigger than a small part of the budget: a broad selection over a huge
+        # block must not flush the cache (its postings lists are cached anyway).
+        if len(refs) * 4 <= self._cache.max_bytes // 64 and (
+                not len(refs) or refs[-1] <= 0xFFFFFFFF):
+            self._cache.put_many([key], [refs.astype(np.uint32).tobytes()],
+                                 "expanded_postings")
         return refs
 
     async def _expand_postings(self, matchers: Sequence[Matcher]) -> np.ndarray:

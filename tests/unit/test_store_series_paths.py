@@ -118,3 +118,23 @@ def test_repeated_selection_is_served_from_expanded_postings(tmp_path: Path,
         assert count("hits", "expanded_postings") == hits + 3  # one hit per block
 
     run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body))
+
+
+def test_broad_selection_is_not_kept_as_expanded_postings(tmp_path: Path, bucket_dir: Path
+                                                          ) -> None:
+    """An expanded postings entry may take only a small part of the cache budget (1/64): a
+    broad selection must not flush everything else; it still answers right."""
+    parts = [(make_series(150, T0 + i * H2, H2, seed=20 + i), {}, T0 + i * H2,
+              T0 + (i + 1) * H2) for i in range(3)]
+    want = expected(parts, *ALL)
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        def added() -> float:
+            return gw.registry.get_sample_value("thanos_store_index_cache_items_added_total",
+                                                {"item_type": "expanded_postings"}) or 0.0
+        await check_series(client, want, *ALL, [Matcher("=", "__name__", "metric_2")])
+        assert added() == 3  # 30 refs per block: 120 bytes, under 16 KiB / 64
+        await check_series(client, want, *ALL, [Matcher("=~", "job", "job.*")])
+        assert added() == 3  # 150 refs per block: 600 bytes, over it
+
+    run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body, cache_bytes=16 << 10))
