@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from harness import free_port, wait_ready  # noqa: E402
 from storeapi import rpc_pb2, types_pb2  # noqa: E402
+from storeapi.h2client import H2Channel  # noqa: E402
 
 SELECTORS = [("x (2,200 series)", [("__name__", "x")]),
              ("b (5,400 series)", [("__name__", "b")]),
@@ -45,36 +47,62 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def series_calls(addr: str, pid: int, mint: int, maxt: int,
-                       pairs: list[tuple[str, str]], calls: int
-                       ) -> tuple[list[tuple[float, int, int]], float]:
-    """(seconds, frames, bytes) of each of ``calls`` Series calls on one channel, and the
-    store's CPU seconds per call after the first (the steadier figure on a loaded machine:
-    waiting for a core does not count; summed over the calls since the kernel counts in
-    10 ms ticks)."""
-    req = rpc_pb2.SeriesRequest(min_time=mint, max_time=maxt, matchers=[
+Call = Callable[[], AsyncIterator[bytes]]  # one Series call: its response frames
+
+
+async def _timed(call: Call, pid: int, calls: int
+                 ) -> tuple[list[tuple[float, int, int]], float, float]:
+    """(seconds, frames, bytes) of each of ``calls`` calls, the store's CPU seconds per call
+    after the first (the steadier figure on a loaded machine: waiting for a core does not
+    count; summed over the calls since the kernel counts in 10 ms ticks), and the first's."""
+    out = []
+    c = c0 = cpu_seconds(pid)
+    cold_cpu = 0.0
+    for i in range(calls):
+        if i == 1:
+            c = cpu_seconds(pid)
+            cold_cpu = c - c0
+        t = time.perf_counter()
+        frames = size = 0
+        async for frame in call():
+            frames += 1
+            size += len(frame)
+        out.append((time.perf_counter() - t, frames, size))
+    cpu = (cpu_seconds(pid) - c) / (calls - 1) if calls > 1 else float("nan")
+    return out, cpu, cold_cpu
+
+
+def _request(mint: int, maxt: int, pairs: list[tuple[str, str]]) -> rpc_pb2.SeriesRequest:
+    return rpc_pb2.SeriesRequest(min_time=mint, max_time=maxt, matchers=[
         types_pb2.LabelMatcher(type=types_pb2.LabelMatcher.EQ, name=n, value=v)
         for n, v in pairs], response_batch_size=64)
-    out = []
+
+
+async def series_calls(addr: str, pid: int, mint: int, maxt: int,
+                       pairs: list[tuple[str, str]], calls: int
+                       ) -> tuple[list[tuple[float, int, int]], float, float]:
+    """_timed Series calls on one grpc.aio channel."""
+    req = _request(mint, maxt, pairs)
     async with grpc.aio.insecure_channel(addr, options=[
             ("grpc.max_receive_message_length", 256 << 20)]) as ch:
         call = ch.unary_stream("/thanos.Store/Series",
                                request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
                                response_deserializer=lambda b: b)
-        c = c0 = cpu_seconds(pid)
-        cold_cpu = 0.0
-        for i in range(calls):
-            if i == 1:
-                c = cpu_seconds(pid)
-                cold_cpu = c - c0
-            t = time.perf_counter()
-            frames = size = 0
-            async for frame in call(req):
-                frames += 1
-                size += len(frame)
-            out.append((time.perf_counter() - t, frames, size))
-        cpu = (cpu_seconds(pid) - c) / (calls - 1) if calls > 1 else float("nan")
-    return out, cpu, cold_cpu
+        return await _timed(lambda: call(req), pid, calls)
+
+
+async def h2_series_calls(addr: str, pid: int, mint: int, maxt: int,
+                          pairs: list[tuple[str, str]], calls: int
+                          ) -> tuple[list[tuple[float, int, int]], float, float]:
+    """_timed Series calls through the querier's own client (storeapi.h2client): what a
+    promring querier costs the store, without grpcio's extra frames (pings) per call."""
+    req = _request(mint, maxt, pairs).SerializeToString()
+    ch = H2Channel(addr)
+    try:
+        return await _timed(lambda: ch.unary_stream("/thanos.Store/Series", req, 600), pid,
+                            calls)
+    finally:
+        await ch.close()
 
 
 def main() -> None:
@@ -84,6 +112,8 @@ def main() -> None:
     ap.add_argument("--hours", type=int, nargs="+", default=[0],
                     help="query ranges ending at the newest block's end (0 = all blocks)")
     ap.add_argument("--cwd", type=Path, default=REPO, help="checkout whose store to run")
+    ap.add_argument("--client", choices=("grpc", "h2"), default="grpc",
+                    help="grpc.aio, or the querier's own HTTP/2 client")
     ap.add_argument("--only", default="", help="only selectors whose name contains this "
                     "(e.g. 'one series')")
     a = ap.parse_args()
@@ -106,7 +136,8 @@ def main() -> None:
         for hours in a.hours:
             lo = mint if hours == 0 else max(mint, maxt - hours * 3_600_000)
             for name, pairs in (s for s in SELECTORS if a.only in s[0]):
-                runs, cpu, cold_cpu = asyncio.run(series_calls(f"127.0.0.1:{sg}", p.pid, lo, maxt,
+                calls = h2_series_calls if a.client == "h2" else series_calls
+                runs, cpu, cold_cpu = asyncio.run(calls(f"127.0.0.1:{sg}", p.pid, lo, maxt,
                                                      pairs, 1 + a.warm))
                 cold, frames, size = runs[0]
                 warm = statistics.median(r[0] for r in runs[1:])
