@@ -171,7 +171,8 @@ def history_row(timings: list[Timing], rss: dict[str, float], mismatches: list[s
            "rss_store_mib": f"{rss['promring store']:.0f}",
            "rss_query_mib": f"{rss['promring query']:.0f}",
            "answers": "equal" if not mismatches else f"{len(mismatches)} differ",
-           "cells": cells_text(timings, "promring", "Prometheus", keys), "thanos_cells": "", "note": ""}
+           "cells": cells_text(timings, "promring", "Prometheus", keys), "note": "",
+           **{k: "" for k in HISTORY_FIELDS if k.startswith(("thanos_", "rss_thanos_"))}}
     if "Thanos" in timings[0].cold:
         tc, tw = geomeans(timings, "promring", "Thanos")
         row.update(thanos_geomean_cold=fmt(tc), thanos_geomean_warm=fmt(tw),
