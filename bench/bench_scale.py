@@ -157,14 +157,15 @@ def parse_cells(text: str) -> dict[tuple[str, int], tuple[float | None, float | 
 
 
 def history_row(timings: list[Timing], rss: dict[str, float], mismatches: list[str],
-                scale: float, hours: int, series: int, warm: int) -> dict:
-    """One run as a row of HISTORY_FIELDS (ratios are promring / the other side)."""
+                scale: float, hours: int, series: int, warm: int, sha: str) -> dict:
+    """One run as a row of HISTORY_FIELDS (ratios are promring / the other side); ``sha`` is
+    the revision measured, taken when the run started."""
     keys = query_keys(scale)
     fmt = lambda v: "" if v is None else f"{v:.3g}"  # noqa: E731
     gc, gw = geomeans(timings, "promring", "Prometheus")
     one = [t.warm["promring"] / t.warm["Prometheus"] for t in timings if t.name == "one series"]
     row = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
-           "git_sha": git_sha(), "scale": f"{scale:g}", "hours": hours, "series": series,
+           "git_sha": sha, "scale": f"{scale:g}", "hours": hours, "series": series,
            "warm_runs": warm, "load_avg": f"{os.getloadavg()[1]:.1f}",
            "geomean_cold": fmt(gc), "geomean_warm": fmt(gw), "one_series_warm": fmt(geomean(one)),
            "rss_prometheus_mib": f"{rss['Prometheus']:.0f}",
@@ -264,6 +265,7 @@ def main() -> None:
     ap.add_argument("--benchmarks-md", action="store_true",
                     help="replace this scale's generated block in BENCHMARKS.md")
     a = ap.parse_args()
+    sha = git_sha()
     ranges = [h for h in RANGES_H if h <= a.hours]
     queries = dashboard_queries(a.scale)
     t0 = (int(time.time() * 1000) // BLOCK_MS - a.hours // 2 - 2) * BLOCK_MS
@@ -321,8 +323,8 @@ def main() -> None:
         a.out.write_text(text + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
     if not a.no_history:
-        record(history_row(timings, rss, mismatches, a.scale, a.hours, n_series, a.warm), text,
-               a.benchmarks_md)
+        record(history_row(timings, rss, mismatches, a.scale, a.hours, n_series, a.warm, sha),
+               text, a.benchmarks_md)
     if mismatches:
         sys.exit(1)
 

@@ -98,7 +98,8 @@ def queries(scale: float, hours: int, warm: int) -> tuple[list[str], dict, list[
         shutil.rmtree(tmp, ignore_errors=True)
     head = (f"{n_series:,} series x {hours} h at a {STEP_MS // 1000} s step ({n_samples:,} "
             f"samples, {hours // 2} 2 h blocks), range queries of {POINTS} steps")
-    return ratio_table(timings, "promring", "Thanos", [name for name, _ in qs]), rss, mismatches, head
+    table = ratio_table(timings, "promring", "Thanos", [name for name, _ in qs])
+    return table, rss, mismatches, head
 
 
 def main() -> None:

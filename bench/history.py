@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 def git_sha() -> str:
     """Short sha of HEAD, ``+dirty`` when tracked files differ from it (the run measured those)."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip()
     sha = git("rev-parse", "--short", "HEAD") or "unknown"
     return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
@@ -91,6 +92,8 @@ def plot_history(rows: list[dict], panels: list[Panel], path: Path) -> None:
             ax.axhline(panel.reference, color="grey", lw=0.8, ls="--")
         if panel.log:
             ax.set_yscale("log", base=2)
+            ax.yaxis.set_major_locator(
+                matplotlib.ticker.LogLocator(base=2, subs=(1, 1.25, 1.5, 1.75)))
             ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
             ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylabel(panel.ylabel)

@@ -27,7 +27,9 @@ def timings(scale: float, thanos: bool) -> list[Timing]:
         for name, _ in bench_scale.dashboard_queries(scale):
             ref = 0.01 * h
             ours = ref * (2 if name == "one series" else 0.5)
-            sides = {"Prometheus": ref, "promring": ours, **({"Thanos": 4 * ours} if thanos else {})}
+            sides = {"Prometheus": ref, "promring": ours}
+            if thanos:
+                sides["Thanos"] = 4 * ours
             out.append(Timing(name, h, dict(sides), {k: v / 2 for k, v in sides.items()}))
     return out
 
@@ -44,13 +46,14 @@ def test_append_history_returns_every_row_and_widens_an_older_header(tmp_path: P
 def test_history_row_of_a_run_with_thanos():
     rss = {"Prometheus": 100.4, "promring store": 200, "promring query": 300,
            "thanos store": 400, "thanos query": 500}
-    row = bench_scale.history_row(timings(0.25, True), rss, [], 0.25, 24, 1894, 3)
+    row = bench_scale.history_row(timings(0.25, True), rss, [], 0.25, 24, 1894, 3, "abc1234")
     assert set(row) == set(bench_scale.HISTORY_FIELDS)
     # 12 cells at 0.5x and 2 (one series) at 2x: geometric mean 2 ** ((-12 + 2) / 14)
     assert float(row["geomean_warm"]) == pytest.approx(2 ** (-10 / 14), rel=1e-2)
     assert row["one_series_warm"] == "2" and row["thanos_geomean_cold"] == "0.25"
-    assert (row["scale"], row["rss_prometheus_mib"], row["rss_thanos_query_mib"]) == ("0.25", "100", "500")
-    assert row["answers"] == "equal" and row["git_sha"]
+    assert (row["scale"], row["rss_prometheus_mib"], row["rss_thanos_query_mib"]) == (
+        "0.25", "100", "500")
+    assert row["answers"] == "equal" and row["git_sha"] == "abc1234"
     cells = bench_scale.parse_cells(row["cells"])
     assert cells[("raw", 1)] == (0.5, 0.5) and cells[("one", 24)] == (2.0, 2.0)
     assert len(cells) == 14
@@ -59,7 +62,8 @@ def test_history_row_of_a_run_with_thanos():
 
 def test_history_row_without_thanos_leaves_its_columns_empty():
     rss = {"Prometheus": 1, "promring store": 2, "promring query": 3}
-    row = bench_scale.history_row(timings(1, False), rss, ["x 1 h: differs"], 1, 24, 7600, 3)
+    row = bench_scale.history_row(timings(1, False), rss, ["x 1 h: differs"], 1, 24, 7600, 3,
+                                  "abc1234")
     assert row["thanos_geomean_warm"] == row["thanos_cells"] == row["rss_thanos_store_mib"] == ""
     assert row["answers"] == "1 differ"
 
@@ -84,7 +88,7 @@ def test_plot_of_the_history_with_a_thanos_run_is_written(tmp_path: Path):
     rss = {"Prometheus": 1, "promring store": 2, "promring query": 3, "thanos store": 4,
            "thanos query": 5}
     rows = read_history(bench_scale.HISTORY_CSV) + [
-        bench_scale.history_row(timings(0.25, True), rss, [], 0.25, 24, 1894, 3)]
+        bench_scale.history_row(timings(0.25, True), rss, [], 0.25, 24, 1894, 3, "abc1234")]
     panels = bench_scale.history_panels(rows)
     assert [p.ylabel for p in panels] == ["promring ÷ Prometheus 2.42", "one series, warm",
                                           "promring ÷ Thanos"]
@@ -102,8 +106,8 @@ def test_ratio_table_rows_and_geometric_means():
 
 def test_generated_block_goes_to_the_end_of_its_section_and_is_replaced_in_place(tmp_path: Path):
     md = tmp_path / "B.md"
-    md.write_text("# B\n\nintro\n\n## Other\n\ntext\n\n"
-                  f"{bench_scale.BENCHMARKS_SECTION}\n\nold\n\n### sub\n\nsub text\n\n## Next\n\nn\n")
+    md.write_text("# B\n\nintro\n\n## Other\n\ntext\n\n" f"{bench_scale.BENCHMARKS_SECTION}\n\n"
+                  "old\n\n### sub\n\nsub text\n\n## Next\n\nn\n")
     section = bench_scale.BENCHMARKS_SECTION
     write_generated_block("table one", "<!-- s1 -->", "<!-- /s1 -->", md, after_heading=section)
     write_generated_block("table four", "<!-- s4 -->", "<!-- /s4 -->", md, after_heading=section)
