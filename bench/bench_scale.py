@@ -60,16 +60,18 @@ LES = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", 
 X_SERIES, B_INSTANCES, RAW_SERIES = 2200, 450, 1000
 JOBS = 10
 
-QUERIES = [  # (key in the history's cells column, table row name, PromQL)
-    ("sum_rate", "`sum by (job) (rate(x[5m]))`", "sum by (job) (rate(x[5m]))"),
-    ("hq", "`histogram_quantile(0.99, sum by (le, job) (rate(b[5m])))`",
+QUERIES = [
+    ("`sum by (job) (rate(x[5m]))`", "sum by (job) (rate(x[5m]))"),
+    ("`histogram_quantile(0.99, sum by (le, job) (rate(b[5m])))`",
      "histogram_quantile(0.99, sum by (le, job) (rate(b[5m])))"),
-    ("topk", "`topk(10, rate(x[5m]))`", "topk(10, rate(x[5m]))"),
-    ("count", "`count by (job) (x)`", "count by (job) (x)"),
-    ("one", "one series", 'x{instance="i-00007"}'),
-    ("raw", "1,000 series raw", 'x{shard="0"}'),
-    ("avg", "1,000 series `avg_over_time`", 'avg_over_time(x{shard="0"}[5m])'),
+    ("`topk(10, rate(x[5m]))`", "topk(10, rate(x[5m]))"),
+    ("`count by (job) (x)`", "count by (job) (x)"),
+    ("one series", 'x{instance="i-00007"}'),
+    ("1,000 series raw", 'x{shard="0"}'),
+    ("1,000 series `avg_over_time`", 'avg_over_time(x{shard="0"}[5m])'),
 ]
+# Each query's short name in the history's cells columns, in QUERIES's order.
+QUERY_KEYS = ("sum_rate", "hq", "topk", "count", "one", "raw", "avg")
 RANGES_H = (1, 6, 24)
 HISTORY_FIELDS = [
     "date", "git_sha", "scale", "hours", "series", "warm_runs", "load_avg",
@@ -83,12 +85,12 @@ BENCHMARKS_SECTION = "## Query speed and store memory at scale (issue 13)"
 def dashboard_queries(scale: float) -> list[tuple[str, str]]:
     """(row name, PromQL) of the dashboard queries, the raw rows named by their series count."""
     raw_n = f"{round(RAW_SERIES * scale):,}"
-    return [(name.replace("1,000", raw_n), q) for _, name, q in QUERIES]
+    return [(name.replace("1,000", raw_n), q) for name, q in QUERIES]
 
 
 def query_keys(scale: float) -> dict[str, str]:
     """Row name at ``scale`` -> the query's short key in the history."""
-    return {name: key for (name, _), (key, _, _) in zip(dashboard_queries(scale), QUERIES)}
+    return {name: key for (name, _), key in zip(dashboard_queries(scale), QUERY_KEYS)}
 
 
 # -- data
@@ -139,7 +141,7 @@ def write_blocks(dest: Path, scale: float, hours: int, t0: int) -> tuple[int, in
 def cells_text(timings: list[Timing], ours: str, ref: str, keys: dict[str, str]) -> str:
     """Per-cell ratios in one CSV field: ``key@<hours>h=<cold>/<warm>`` separated by spaces
     (``-`` where a value was not measured, as in backfilled rows); ``keys`` maps row names to
-    the QUERIES keys."""
+    QUERY_KEYS."""
     return " ".join(f"{keys[t.name]}@{t.hours}h={t.cold[ours] / t.cold[ref]:.2f}/"
                     f"{t.warm[ours] / t.warm[ref]:.2f}" for t in timings)
 
