@@ -462,8 +462,9 @@ class Engine:
         """(samples read, peak samples held) of the last query."""
         return (self.last.loaded, self.last.peak) if self.last is not None else (0, 0)
 
-    def instant(self, q: Queryable, query: str, t_ms: int) -> QueryResult:
-        expr = parse(query, features=self.opts.features)
+    def instant(self, q: Queryable, query: str, t_ms: int, expr=None) -> QueryResult:
+        """``expr``: ``query`` already parsed (by the caller, e.g. to plan where to run it)."""
+        expr = parse(query, features=self.opts.features) if expr is None else expr
         _check_time(t_ms, "time")
         resolve_durations(expr, query, 0, 0)
         sh = self._shared(q, t_ms, t_ms)
@@ -508,8 +509,9 @@ class Engine:
         rows = _order(expr, rows)
         return QueryResult("vector", rows, sh.warnings, sh.infos)
 
-    def range(self, q: Queryable, query: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
-        expr = parse(query, features=self.opts.features)
+    def range(self, q: Queryable, query: str, start_ms: int, end_ms: int, step_ms: int,
+              expr=None) -> QueryResult:
+        expr = parse(query, features=self.opts.features) if expr is None else expr
         if step_ms <= 0:
             raise PromQLError("bad_data", "zero or negative query resolution step widths are not accepted")
         if end_ms < start_ms:
