@@ -371,9 +371,13 @@ def _float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
         return None
     ts, vals, offs = decode_series([raw[i].chunks for i in order], mint, maxt)
     rising = ts[1:] > ts[:-1]
-    rising[offs[1:-1][(offs[1:-1] > 0) & (offs[1:-1] < len(ts))] - 1] = True  # series boundaries
+    if len(offs) > 2:  # series boundaries (none in the one-series answer of a small query)
+        rising[offs[1:-1][(offs[1:-1] > 0) & (offs[1:-1] < len(ts))] - 1] = True
     if not rising.all():
         return None
+    if len(offs) <= 2:  # at most one series: kept if it has samples
+        return SeriesBatch(labels if len(ts) else [], ts, vals,
+                           offs if len(ts) else np.zeros(1, dtype=np.int64))
     lens = np.diff(offs)
     if (lens == 0).any():
         nz = lens > 0
