@@ -244,7 +244,8 @@ class Evaluator:
             return empty_vec(0)
         if smoothed:
             return self._smoothed_selector(vs, E, lb)
-        return self.lookup(self._select(vs, int(E.min()) - lb + 1, int(E.max())), E)
+        # E ascends (steps minus an offset, or all the @ time): its ends are its min and max
+        return self.lookup(self._select(vs, int(E[0]) - lb + 1, int(E[-1])), E)
 
     def lookup(self, series: Selected, E: np.ndarray) -> Vec:
         """The instant vector of ``series`` at the times ``E``: each step's latest sample within

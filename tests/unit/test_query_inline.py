@@ -167,3 +167,38 @@ def test_duration_expressions_take_each_query_s_step(tmp_path):
             assert on_loop == await both()
             assert on_loop[0][0] == 200 and on_loop[0] == on_loop[2] and on_loop[0] != on_loop[1]
     run(go())
+
+
+def test_a_query_on_the_loop_holds_its_slot_until_its_deadline(tmp_path):
+    """--query.max-concurrent and --query.timeout on the loop path: a query waiting on a hung
+    endpoint keeps the only slot (the next one times out in the queue), answers Prometheus's
+    timeout at its deadline, and frees the slot."""
+    import asyncio
+
+    from querier.endpoints import HealthOptions
+    from querier_cluster import BlackHole
+    hole = BlackHole()
+
+    async def go():
+        async with cluster(tmp_path, QueryConfig(timeout_s=5, max_concurrent=1),
+                           extra_endpoints=(hole.address,),
+                           health=HealthOptions(info_timeout_s=300.0)) as c:
+            api = c.querier.api
+            api._pool = pool = CountingPool(1)
+            first = asyncio.ensure_future(c.get(Q, query="up", timeout="2"))
+            for _ in range(200):  # bounded wait for it to be running
+                if api._running:
+                    break
+                await asyncio.sleep(0.01)
+            assert api._running and pool.submitted == 0  # running, and on the loop
+            assert await c.get(Q, query="vector(1)", timeout="0.3") == (503, {
+                "status": "error", "errorType": "timeout",
+                "error": "query timed out in query queue"})
+            assert await first == (503, {"status": "error", "errorType": "timeout",
+                                         "error": "query timed out in expression evaluation"})
+            assert not api._running
+            assert (await c.get(Q, query="vector(1)"))[0] == 200
+    try:
+        run(go())
+    finally:
+        hole.close()
