@@ -8,6 +8,8 @@ e.g. blocks from ``bench_scale.py --keep DIR``:
 
 Prints cold (first call after start) and warm (median of ``--warm``) seconds per selector, and
 the store process's CPU time per warm call (steadier than wall time on a loaded machine).
+``--drop-page-cache`` evicts the bucket's files from the page cache before each selector's
+cold call, so it reads the disk (use it on a copy of the blocks only).
 """
 from __future__ import annotations
 
@@ -29,8 +31,10 @@ import grpc.aio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from harness import free_port, wait_ready  # noqa: E402
+from pagecache import drop_page_cache  # noqa: E402
 from storeapi import rpc_pb2, types_pb2  # noqa: E402
 
 SELECTORS = [("x (2,200 series)", [("__name__", "x")]),
@@ -84,6 +88,9 @@ def main() -> None:
     ap.add_argument("--hours", type=int, nargs="+", default=[0],
                     help="query ranges ending at the newest block's end (0 = all blocks)")
     ap.add_argument("--cwd", type=Path, default=REPO, help="checkout whose store to run")
+    ap.add_argument("--drop-page-cache", action="store_true",
+                    help="evict the bucket's files from the page cache before each cold call "
+                         "(a copy of the blocks only: it makes everyone's reads of them cold)")
     a = ap.parse_args()
     metas = [json.loads(m.read_text()) for m in a.bucket.glob("*/meta.json")]
     mint, maxt = min(m["minTime"] for m in metas), max(m["maxTime"] for m in metas)
@@ -104,6 +111,8 @@ def main() -> None:
         for hours in a.hours:
             lo = mint if hours == 0 else max(mint, maxt - hours * 3_600_000)
             for name, pairs in SELECTORS:
+                if a.drop_page_cache:
+                    drop_page_cache(a.bucket)
                 runs, cpu, cold_cpu = asyncio.run(series_calls(f"127.0.0.1:{sg}", p.pid, lo, maxt,
                                                      pairs, 1 + a.warm))
                 cold, frames, size = runs[0]

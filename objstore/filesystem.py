@@ -11,7 +11,6 @@ never sees a half-written object.
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import shutil
 import stat
@@ -19,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from ._pread import pread_cached as _pread_cached
 from .bucket import (
     DIR_DELIM,
     BucketError,
@@ -38,12 +38,6 @@ _COPY_CHUNK = 1 << 20
 # Ranged reads up to this size try the page cache in the caller's thread first (see
 # FilesystemBucket.get_range).
 INLINE_READ_MAX = 1 << 20
-# preadv2's "fail instead of waiting for the disk" flag: Linux 4.14+, absent elsewhere.
-_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None) if hasattr(os, "preadv") else None
-# What a kernel or filesystem answers when it cannot do a non-blocking read at all.
-_NOWAIT_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS})
-
-
 @dataclass
 class ReadPaths:
     """How ranged reads were served: wholly from the page cache in the caller's thread, or
@@ -65,22 +59,6 @@ def _pread_all(fd: int, off: int, want: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)  # b"" when none
 
 
-def _pread_cached(fd: int, off: int, want: int) -> bytes | None:
-    """The leading part of ``want`` bytes at ``off`` that the page cache holds, without ever
-    waiting for the disk (b"" when none of it is cached); None when this kernel or filesystem
-    cannot read without blocking."""
-    buf = bytearray(want)
-    try:
-        got = os.preadv(fd, [buf], off, _RWF_NOWAIT)  # type: ignore[arg-type]
-    except BlockingIOError:
-        return b""
-    except OSError as e:
-        if e.errno in _NOWAIT_UNSUPPORTED:
-            return None
-        raise
-    return bytes(buf) if got == want else bytes(memoryview(buf)[:got])
-
-
 class FilesystemBucket:
     """Bucket rooted at ``directory`` (created if missing). Symbolic links are not followed."""
 
@@ -89,7 +67,7 @@ class FilesystemBucket:
             raise ValueError("missing directory for filesystem bucket")
         os.makedirs(directory, exist_ok=True)
         self._root = os.path.realpath(directory)
-        self._nowait = _RWF_NOWAIT is not None  # off once the filesystem refuses RWF_NOWAIT
+        self._nowait = True  # off once the platform or filesystem refuses RWF_NOWAIT
         self.read_paths = ReadPaths()
 
     @property
