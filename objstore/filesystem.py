@@ -91,9 +91,27 @@ class FilesystemBucket:
         if parts[-1].startswith(TMP_PREFIX):
             raise InvalidObjectName(f"object name {name!r} uses the reserved prefix {TMP_PREFIX!r}")
         path = os.path.join(self._root, *parts)
-        if not self._inside(path):
+        if not self._resolves_inside(parts):
             raise InvalidObjectName(f"object name {name!r} resolves outside the bucket root")
         return path
+
+    def _resolves_inside(self, parts: list[str]) -> bool:
+        """Whether ``<root>/<parts>`` stays below the root. An lstat per component while none
+        is a symbolic link (realpath, walking every component from /, cost ~10x a whole ranged
+        read); realpath once one is. A missing component ends the walk: nothing below it can
+        lead out (names have no '.' or '..' elements)."""
+        path = self._root
+        for part in parts:
+            path += os.sep + part
+            try:
+                mode = os.lstat(path).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return True
+            except OSError:
+                return self._inside(os.path.join(self._root, *parts))
+            if stat.S_ISLNK(mode):
+                return self._inside(os.path.join(self._root, *parts))
+        return True
 
     # -- reads -----------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from objstore import FilesystemBucket  # noqa: E402
+from objstore import FilesystemBucket, InvalidObjectName, ObjectNotFound  # noqa: E402
 from objstore import filesystem  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -174,3 +174,59 @@ def test_pread_cached_reads_what_is_cached_and_refuses_bad_arguments(tmp_path):
         os.close(fd)
     with pytest.raises(OSError):
         filesystem._pread_cached(fd, 0, 10)  # closed: EBADF
+
+
+@pytest.mark.parametrize("where", ["dir", "subdir", "file"])
+def test_symlinks_resolve_like_realpath_at_every_depth(tmp_path, where):
+    """Names are checked by lstat-ing their components and resolving with realpath only where
+    a component is a symbolic link: a link that stays inside the root reads as before, one that
+    leaves it is refused, at any depth (block dir, chunks dir, segment file)."""
+    outside = tmp_path / "outside"
+    (outside / "chunks").mkdir(parents=True)
+    (outside / "chunks" / "000001").write_bytes(b"secret")
+    root = tmp_path / "b"
+    b = FilesystemBucket(root)
+    asyncio.run(b.upload("real/chunks/000001", b"inside-data"))
+    link, inside_target, outside_target = {
+        "dir": ("blk", root / "real", outside),
+        "subdir": ("blk/chunks", root / "real" / "chunks", outside / "chunks"),
+        "file": ("blk/chunks/000001", root / "real" / "chunks" / "000001",
+                 outside / "chunks" / "000001"),
+    }[where]
+    if where != "dir":
+        (root / "blk" / "chunks").mkdir(parents=True, exist_ok=True)
+        if where == "subdir":
+            (root / "blk" / "chunks").rmdir()
+    os.symlink(inside_target, root / link)
+    assert asyncio.run(b.get_range("blk/chunks/000001", 1, 5)) == b"nside"
+    assert asyncio.run(b.get("blk/chunks/000001")) == b"inside-data"
+    os.unlink(root / link)
+    os.symlink(outside_target, root / link)
+    for call in (lambda: b.get_range("blk/chunks/000001", 0, 3), lambda: b.get("blk/chunks/000001"),
+                 lambda: b.upload("blk/chunks/000001", b"x")):
+        with pytest.raises(InvalidObjectName):
+            asyncio.run(call())
+    assert (outside / "chunks" / "000001").read_bytes() == b"secret"
+    with pytest.raises(ObjectNotFound):  # missing components: nothing to resolve, not found
+        asyncio.run(b.get_range("none/chunks/000001", 0, 3))
+
+
+def test_plain_names_are_checked_without_realpath(tmp_path, monkeypatch):
+    """realpath (a Python walk from / with an lstat per component) runs only for names that
+    pass through a symbolic link; a store gateway's thousands of plain reads skip it."""
+    b = FilesystemBucket(tmp_path / "b")
+    asyncio.run(b.upload("blk/chunks/000001", b"0123456789"))
+    os.symlink(tmp_path / "b" / "blk", tmp_path / "b" / "alias")
+    resolved: list[str] = []
+    realpath = os.path.realpath
+
+    def counting_realpath(path, *args, **kw):
+        resolved.append(os.fspath(path))
+        return realpath(path, *args, **kw)
+    monkeypatch.setattr(filesystem.os.path, "realpath", counting_realpath)
+    assert asyncio.run(b.get_range("blk/chunks/000001", 2, 3)) == b"234"
+    with pytest.raises(ObjectNotFound):
+        asyncio.run(b.get_range("blk/absent/000001", 2, 3))
+    assert resolved == []
+    assert asyncio.run(b.get_range("alias/chunks/000001", 2, 3)) == b"234"
+    assert len(resolved) == 1
