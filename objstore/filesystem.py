@@ -38,6 +38,8 @@ _COPY_CHUNK = 1 << 20
 # Ranged reads up to this size try the page cache in the caller's thread first (see
 # FilesystemBucket.get_range).
 INLINE_READ_MAX = 1 << 20
+
+
 @dataclass
 class ReadPaths:
     """How ranged reads were served: wholly from the page cache in the caller's thread, or
