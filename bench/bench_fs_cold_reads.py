@@ -72,11 +72,15 @@ def main() -> None:
     fd = os.open(path, os.O_RDONLY)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     os.close(fd)
-    print("| run | reads | wall ms | longest loop stall ms | CPU us/read |\n|---|---|---|---|---|")
+    print("| run | reads | wall ms | longest loop stall ms | CPU us/read | inline/threaded |\n"
+          "|---|---|---|---|---|---|")
     for run in ("cold", "warm"):
+        paths = getattr(bucket, "read_paths", None)  # absent in checkouts before it
+        before = (paths.inline, paths.threaded) if paths else None
         wall, stall, cpu = asyncio.run(reads(bucket, name, offsets, size, a.concurrency))
+        split = f"{paths.inline - before[0]}/{paths.threaded - before[1]}" if paths else "-"
         print(f"| {run} | {a.reads} x {a.read_kb} KiB | {wall * 1000:.0f} | {stall * 1000:.1f} "
-              f"| {cpu / a.reads * 1e6:.0f} |", flush=True)
+              f"| {cpu / a.reads * 1e6:.0f} | {split} |", flush=True)
 
 
 if __name__ == "__main__":
