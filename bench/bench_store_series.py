@@ -85,12 +85,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bucket", type=Path, required=True, help="directory of blocks")
     ap.add_argument("--warm", type=int, default=20)
-    ap.add_argument("--hours", type=int, nargs="+", default=[0],
-                    help="query ranges ending at the newest block's end (0 = all blocks)")
-    ap.add_argument("--cwd", type=Path, default=REPO, help="checkout whose store to run")
     ap.add_argument("--drop-page-cache", action="store_true",
                     help="evict the bucket's files from the page cache before each cold call "
                          "(a copy of the blocks only: it makes everyone's reads of them cold)")
+    ap.add_argument("--hours", type=int, nargs="+", default=[0],
+                    help="query ranges ending at the newest block's end (0 = all blocks)")
+    ap.add_argument("--cwd", type=Path, default=REPO, help="checkout whose store to run")
     a = ap.parse_args()
     metas = [json.loads(m.read_text()) for m in a.bucket.glob("*/meta.json")]
     mint, maxt = min(m["minTime"] for m in metas), max(m["maxTime"] for m in metas)
@@ -106,19 +106,21 @@ def main() -> None:
                              stdout=log, stderr=log, cwd=a.cwd, env=env)
     try:
         wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=p)
+        if a.drop_page_cache:
+            drop_page_cache(a.bucket)
         print("| selector | hours | frames | MB | cold s | warm s | cold store CPU ms "
               "| warm store CPU ms |\n|---|---|---|---|---|---|---|---|")
         for hours in a.hours:
             lo = mint if hours == 0 else max(mint, maxt - hours * 3_600_000)
             for name, pairs in SELECTORS:
-                if a.drop_page_cache:
-                    drop_page_cache(a.bucket)
                 runs, cpu, cold_cpu = asyncio.run(series_calls(f"127.0.0.1:{sg}", p.pid, lo, maxt,
                                                      pairs, 1 + a.warm))
                 cold, frames, size = runs[0]
                 warm = statistics.median(r[0] for r in runs[1:])
                 print(f"| {name} | {hours or 'all'} | {frames} | {size / 1e6:.1f} | {cold:.3f} "
                       f"| {warm:.3f} | {cold_cpu * 1000:.0f} | {cpu * 1000:.1f} |", flush=True)
+                if a.drop_page_cache:  # the next selector's first call reads the disk
+                    drop_page_cache(a.bucket)
     finally:
         p.terminate()
         p.wait(30)
