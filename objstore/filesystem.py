@@ -163,7 +163,11 @@ class FilesystemBucket:
         """Reads of up to INLINE_READ_MAX bytes take what the page cache holds in the event
         loop's thread (a pread from the page cache costs less than the hand-off to a worker
         thread and back) and leave only what needs the disk to a worker thread, so a cold
-        cache or a slow disk never stalls the event loop; bigger reads go wholly to a thread."""
+        cache or a slow disk never stalls the event loop; bigger reads go wholly to a thread.
+        Where the filesystem cannot read without blocking (EOPNOTSUPP, as on some network and
+        FUSE filesystems), every read, its open included, goes to a thread from then on. The
+        open, fstat and per-component lstat of an inline read still run on the loop: cheap
+        while the inode and dentry caches hold the block's files."""
         check_range(off, length)
         if not (self._nowait and 0 <= length <= INLINE_READ_MAX):
             self.read_paths.threaded += 1
