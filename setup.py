@@ -19,5 +19,6 @@ setup(
         Extension("receiver.hashring._ringc", ["receiver/hashring/_ringc.c"], extra_compile_args=CFLAGS),
         Extension("receiver.capnproto._capnpc", ["receiver/capnproto/_capnpc.c"], extra_compile_args=CFLAGS),
         Extension("common._hugearena", ["common/_hugearena.c"], extra_compile_args=CFLAGS),
+        Extension("objstore._pread", ["objstore/_pread.c"], extra_compile_args=CFLAGS),
     ]
 )

@@ -7,6 +7,11 @@ by py-spy while the cold runs go (``--pyspy DIR``: collapsed stacks, ``--native`
 
     python bench/bench_cold.py --bucket /tmp/blocks
     python bench/bench_cold.py --bucket /tmp/blocks --pyspy /tmp/cold-prof --rate 1000
+    python bench/bench_cold.py --bucket /tmp/copy-of-blocks --drop-page-cache --cwd /tmp/old
+
+``--drop-page-cache`` evicts the bucket's files from the page cache before each query's cold
+run, so it reads the disk (use it on a copy of the blocks only); ``--cwd`` runs another
+checkout's store and querier.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from harness import free_port, promring_cmd, wait_ready  # noqa: E402
 from bench_scale import QUERIES, RANGES_H, STEP_MS  # noqa: E402
+from pagecache import drop_page_cache  # noqa: E402
 from sidebyside import HOUR_MS, POINTS, run_query  # noqa: E402
 
 _METRICS = {
@@ -72,7 +78,12 @@ def main() -> None:
     ap.add_argument("--prime", default="",
                     help="an instant query run once before the timed ones (e.g. 'up' or "
                          "'x{instance=\"none\"}'), to see which first-use costs it takes")
+    ap.add_argument("--drop-page-cache", action="store_true",
+                    help="evict the bucket's files from the page cache before each cold run "
+                         "(a copy of the blocks only: it makes everyone's reads of them cold)")
+    ap.add_argument("--cwd", type=Path, help="checkout whose store and querier to run")
     a = ap.parse_args()
+    cmd = [sys.executable, "-m", "promring"] if a.cwd else promring_cmd()
     metas = [json.loads(m.read_text()) for m in a.bucket.glob("*/meta.json")]
     end_ms = max(m["maxTime"] for m in metas) - STEP_MS
     tmp = Path(tempfile.mkdtemp(prefix="bench-cold-"))
@@ -83,16 +94,18 @@ def main() -> None:
     logs = open(tmp / "promring.log", "ab")
     try:
         t = time.perf_counter()
-        procs["store"] = subprocess.Popen(promring_cmd() + [
+        procs["store"] = subprocess.Popen(cmd + [
             "store", "--data-dir", str(tmp / "store"), "--objstore.config-file",
             str(tmp / "objstore.yml"), "--grpc-address", f"127.0.0.1:{sg}",
-            "--http-address", f"127.0.0.1:{sh}", "--log.level", "warn"], stdout=logs, stderr=logs)
+            "--http-address", f"127.0.0.1:{sh}", "--log.level", "warn"], stdout=logs, stderr=logs,
+            cwd=a.cwd)
         wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=procs["store"])
         t_store = time.perf_counter() - t
         t = time.perf_counter()
-        procs["query"] = subprocess.Popen(promring_cmd() + [
+        procs["query"] = subprocess.Popen(cmd + [
             "query", "--endpoint", f"127.0.0.1:{sg}", "--grpc-address", "127.0.0.1:0",
-            "--http-address", f"127.0.0.1:{qh}", "--log.level", "warn"], stdout=logs, stderr=logs)
+            "--http-address", f"127.0.0.1:{qh}", "--log.level", "warn"], stdout=logs, stderr=logs,
+            cwd=a.cwd)
         wait_ready(f"http://127.0.0.1:{qh}/-/ready", timeout=60, proc=procs["query"])
         t_query = time.perf_counter() - t
         print(f"ready: store {t_store:.2f} s, query {t_query:.2f} s", flush=True)
@@ -121,6 +134,8 @@ def main() -> None:
                       "step": h * 3600 / POINTS}
             p = dict(params, query=q, stats="all")
             runs = []
+            if a.drop_page_cache:
+                drop_page_cache(a.bucket)
             for _ in range(max(1, a.runs)):
                 c0 = store_counters(metrics)
                 q0 = client_series_s(qmetrics)

@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=40, help="queries per batch")
     ap.add_argument("--ranges", type=lambda s: [int(x) for x in s.split(",")], default=[1, 24],
                     help="query ranges in hours")
+    ap.add_argument("--query", default=QUERY, help=f"the PromQL expression (default {QUERY})")
     a = ap.parse_args()
     metas = sorted(a.blocks.glob("*/meta.json"))
     if not metas:
@@ -91,7 +92,7 @@ def main() -> None:
             servers[f"promring {a.other}"] = start_promring(a.other.resolve(), a.blocks,
                                                             tmp / "other", procs)
         for hours in a.ranges:
-            params = urlencode({"query": QUERY, "start": (end_ms - hours * HOUR_MS) / 1000,
+            params = urlencode({"query": a.query, "start": (end_ms - hours * HOUR_MS) / 1000,
                                 "end": end_ms / 1000, "step": hours * 3600 / POINTS})
             conns = {k: http.client.HTTPConnection("127.0.0.1", port)
                      for k, (port, _) in servers.items()}
@@ -110,14 +111,18 @@ def main() -> None:
                     answers[name] = json.loads(run(name))["data"]["result"]
             wall: dict[str, list[float]] = {k: [] for k in servers}
             cpu = dict.fromkeys(servers, 0.0)
+            # per process: for promring, the store's and the querier's shares
+            cpu_each = {k: [0.0] * len(pids) for k, (_, pids) in servers.items()}
             for _ in range(a.rounds):
                 for name, (_, pids) in servers.items():
-                    c0 = sum(map(cpu_s, pids))
+                    c0 = list(map(cpu_s, pids))
                     for _ in range(a.batch):
                         t = time.perf_counter()
                         run(name)
                         wall[name].append(time.perf_counter() - t)
-                    cpu[name] += sum(map(cpu_s, pids)) - c0
+                    for i, (before, after) in enumerate(zip(c0, map(cpu_s, pids))):
+                        cpu_each[name][i] += after - before
+                        cpu[name] += after - before
             n = a.rounds * a.batch
             ref = statistics.median(wall["Prometheus"])
             ref_cpu = cpu["Prometheus"] / n
@@ -125,7 +130,10 @@ def main() -> None:
                 m = statistics.median(wall[name])
                 print(f"{hours} h {name}: wall median {m * 1e3:.2f} ms ({m / ref:.2f}x), "
                       f"CPU per query {cpu[name] / n * 1e3:.2f} ms "
-                      f"({cpu[name] / n / ref_cpu:.2f}x)", flush=True)
+                      f"({cpu[name] / n / ref_cpu:.2f}x)"
+                      + (f" = store {cpu_each[name][0] / n * 1e3:.2f} + query "
+                         f"{cpu_each[name][1] / n * 1e3:.2f}" if len(cpu_each[name]) == 2 else ""),
+                      flush=True)
             points = {k: [len(s["values"]) for s in v] for k, v in answers.items()}
             print(f"   points per answer: {points}")
     finally:

@@ -3,21 +3,28 @@
 Generates 7,600 series x 24 h at a 30 s step (``--scale`` multiplies the series) as twelve 2 h
 blocks written by promring's own block writer, serves copies of them with Prometheus 2.42
 (``--storage.tsdb.path``; compaction off so its layout stays the same) and with
-``promring store`` (filesystem bucket) + ``promring query``, runs the dashboard queries of the
-issue at 1 h / 6 h / 24 h ranges ending at the newest sample, checks that both answer the same
-(within float tolerance), and prints a markdown table of promring / Prometheus ratios of the
-cold run (first run of that query and range since start) and of the warm median, their
-geometric means, and each process's peak RSS (VmHWM).
+``promring store`` (filesystem bucket) + ``promring query`` (and with ``--thanos`` also the
+reference peer's ``thanos store`` + ``thanos query`` over the same bucket), runs the dashboard
+queries of the issue at 1 h / 6 h / 24 h ranges ending at the newest sample, checks that all
+answer the same (within float tolerance), and prints a markdown table of promring / Prometheus
+(and promring / Thanos) ratios of the cold run (first run of that query and range since start)
+and of the warm median, their geometric means, and each process's peak RSS (VmHWM).
+
+Each run appends a row to bench/scale_history.csv and redraws bench/scale_history.png (the
+geometric means over the runs, one line per scale) unless ``--no-history``;
+``--benchmarks-md`` also replaces this scale's generated block in BENCHMARKS.md.
 
     python bench/bench_scale.py                      # small default: 1/4 of the series, ~3 min
     python bench/bench_scale.py --scale 1            # the issue's data set
     python bench/bench_scale.py --scale 4 --hours 6  # 4x the series
-    python bench/bench_scale.py --scale 1 --out bench/scale.md
+    python bench/bench_scale.py --scale 1 --thanos --keep /work/scale/s1 --benchmarks-md
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,10 +40,15 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from harness import PrometheusProcess, free_port, promring_cmd, wait_ready  # noqa: E402
-from sidebyside import (HOUR_MS, POINTS, geomean, peak_rss_mib, stop_all,  # noqa: E402
-                        timed_queries)
+from harness import PrometheusProcess  # noqa: E402
+from history import (Line, Panel, append_history, git_sha, plot_history,  # noqa: E402
+                     write_generated_block)
+from sidebyside import (HOUR_MS, POINTS, Timing, compare_sides, geomean, geomeans,  # noqa: E402
+                        peak_rss_mib, ratio_table, start_promring, start_thanos, stop_all)
 from receiver.tsdb.block import write_block_from_samples  # noqa: E402
+
+BENCH = REPO / "bench"
+HISTORY_CSV, HISTORY_PNG = BENCH / "scale_history.csv", BENCH / "scale_history.png"
 
 BLOCK_MS = 2 * HOUR_MS
 STEP_MS = 30_000
@@ -58,7 +70,27 @@ QUERIES = [
     ("1,000 series raw", 'x{shard="0"}'),
     ("1,000 series `avg_over_time`", 'avg_over_time(x{shard="0"}[5m])'),
 ]
+# Each query's short name in the history's cells columns, in QUERIES's order.
+QUERY_KEYS = ("sum_rate", "hq", "topk", "count", "one", "raw", "avg")
 RANGES_H = (1, 6, 24)
+HISTORY_FIELDS = [
+    "date", "git_sha", "scale", "hours", "series", "warm_runs", "load_avg",
+    "geomean_cold", "geomean_warm", "one_series_warm",
+    "rss_prometheus_mib", "rss_store_mib", "rss_query_mib",
+    "thanos_geomean_cold", "thanos_geomean_warm", "rss_thanos_store_mib", "rss_thanos_query_mib",
+    "answers", "cells", "thanos_cells", "note"]
+BENCHMARKS_SECTION = "## Query speed and store memory at scale (issue 13)"
+
+
+def dashboard_queries(scale: float) -> list[tuple[str, str]]:
+    """(row name, PromQL) of the dashboard queries, the raw rows named by their series count."""
+    raw_n = f"{round(RAW_SERIES * scale):,}"
+    return [(name.replace("1,000", raw_n), q) for name, q in QUERIES]
+
+
+def query_keys(scale: float) -> dict[str, str]:
+    """Row name at ``scale`` -> the query's short key in the history."""
+    return {name: key for (name, _), key in zip(dashboard_queries(scale), QUERY_KEYS)}
 
 
 # -- data
@@ -103,6 +135,123 @@ def write_blocks(dest: Path, scale: float, hours: int, t0: int) -> tuple[int, in
     return n, samples
 
 
+
+# -- history
+
+def cells_text(timings: list[Timing], ours: str, ref: str, keys: dict[str, str]) -> str:
+    """Per-cell ratios in one CSV field: ``key@<hours>h=<cold>/<warm>`` separated by spaces
+    (``-`` where a value was not measured, as in backfilled rows); ``keys`` maps row names to
+    QUERY_KEYS."""
+    return " ".join(f"{keys[t.name]}@{t.hours}h={t.cold[ours] / t.cold[ref]:.2f}/"
+                    f"{t.warm[ours] / t.warm[ref]:.2f}" for t in timings)
+
+
+def parse_cells(text: str) -> dict[tuple[str, int], tuple[float | None, float | None]]:
+    """The ``cells`` field back as {(key, hours): (cold, warm)}."""
+    out = {}
+    for cell in text.split():
+        where, _, ratios = cell.partition("=")
+        key, _, hours = where.partition("@")
+        cold, _, warm = ratios.partition("/")
+        out[(key, int(hours.rstrip("h")))] = tuple(None if v in ("", "-") else float(v)
+                                                   for v in (cold, warm))
+    return out  # type: ignore[return-value]
+
+
+def history_row(timings: list[Timing], rss: dict[str, float], mismatches: list[str],
+                scale: float, hours: int, series: int, warm: int, sha: str) -> dict:
+    """One run as a row of HISTORY_FIELDS (ratios are promring / the other side); ``sha`` is
+    the revision measured, taken when the run started."""
+    keys = query_keys(scale)
+    fmt = lambda v: "" if v is None else f"{v:.3g}"  # noqa: E731
+    gc, gw = geomeans(timings, "promring", "Prometheus")
+    one = [t.warm["promring"] / t.warm["Prometheus"] for t in timings if t.name == "one series"]
+    row = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
+           "git_sha": sha, "scale": f"{scale:g}", "hours": hours, "series": series,
+           "warm_runs": warm, "load_avg": f"{os.getloadavg()[1]:.1f}",
+           "geomean_cold": fmt(gc), "geomean_warm": fmt(gw), "one_series_warm": fmt(geomean(one)),
+           "rss_prometheus_mib": f"{rss['Prometheus']:.0f}",
+           "rss_store_mib": f"{rss['promring store']:.0f}",
+           "rss_query_mib": f"{rss['promring query']:.0f}",
+           "answers": "equal" if not mismatches else f"{len(mismatches)} differ",
+           "cells": cells_text(timings, "promring", "Prometheus", keys), "note": "",
+           **{k: "" for k in HISTORY_FIELDS if k.startswith(("thanos_", "rss_thanos_"))}}
+    if "Thanos" in timings[0].cold:
+        tc, tw = geomeans(timings, "promring", "Thanos")
+        row.update(thanos_geomean_cold=fmt(tc), thanos_geomean_warm=fmt(tw),
+                   rss_thanos_store_mib=f"{rss['thanos store']:.0f}",
+                   rss_thanos_query_mib=f"{rss['thanos query']:.0f}",
+                   thanos_cells=cells_text(timings, "promring", "Thanos", keys))
+    return row
+
+
+def history_panels(rows: list[dict]) -> list[Panel]:
+    """Geometric means over the runs, one colour per data set (scale, and hours when not 24),
+    warm solid and cold dashed; a second panel against Thanos once a run has that column."""
+    groups = list(dict.fromkeys((r["scale"], r["hours"]) for r in rows))
+
+    def lines(warm_key: str, cold_key: str | None) -> list[Line]:
+        out = []
+        for i, (scale, hours) in enumerate(groups):
+            name = f"scale {scale}" + ("" if hours in ("24", "") else f", {hours} h")
+
+            def value(key: str, scale=scale, hours=hours):
+                return lambda r: (float(r[key]) if r["scale"] == scale and r["hours"] == hours
+                                  and r.get(key) else None)
+            out.append(Line(f"{name} warm", value(warm_key), {"color": f"C{i}"}))
+            if cold_key:
+                out.append(Line(f"{name} cold", value(cold_key),
+                                {"color": f"C{i}", "ls": "--", "marker": "s"}))
+        return out
+    panels = [Panel("promring ÷ Prometheus 2.42", lines("geomean_warm", "geomean_cold"),
+                    log=True, reference=1.0,
+                    title="bench_scale.py: geometric mean over the dashboard queries, per run"),
+              Panel("one series, warm", lines("one_series_warm", None), log=True, reference=1.0,
+                    title="the one-series row: promring ÷ Prometheus 2.42, warm "
+                          "(geometric mean over the ranges)")]
+    if any(r.get("thanos_geomean_warm") for r in rows):
+        panels.append(Panel("promring ÷ Thanos", lines("thanos_geomean_warm",
+                                                      "thanos_geomean_cold"),
+                            log=True, reference=1.0, title="against Thanos query + store"))
+    return panels
+
+
+def record(row: dict, text: str, benchmarks_md: bool) -> None:
+    rows = append_history(row, HISTORY_CSV, HISTORY_FIELDS)
+    plot_history(rows, history_panels(rows), HISTORY_PNG)
+    print(f"\nappended to {HISTORY_CSV} ({len(rows)} runs), redrew {HISTORY_PNG}")
+    if benchmarks_md:
+        s = row["scale"]
+        write_generated_block(
+            f"### Latest `bench_scale.py --scale {s}` run (generated)\n\n"
+            f"{row['date']} at `{row['git_sha']}`, load average {row['load_avg']}.\n\n{text}\n\n"
+            "Every run's geometric means are in `bench/scale_history.csv`, plotted in "
+            "`bench/scale_history.png`:\n\n![bench_scale history](bench/scale_history.png)",
+            f"<!-- bench_scale:begin scale={s} -->", f"<!-- bench_scale:end scale={s} -->",
+            REPO / "BENCHMARKS.md", after_heading=BENCHMARKS_SECTION)
+        print("replaced its block in BENCHMARKS.md")
+
+
+# -- run
+
+def report(timings: list[Timing], rss: dict[str, float], mismatches: list[str], names: list[str],
+           head: str, warm: int) -> str:
+    sides = list(timings[0].cold)
+    lines = [head + f"; ratio = promring / Prometheus 2.42, cold = first run of that query and "
+             f"range, warm = median of {warm}.", "",
+             *ratio_table(timings, "promring", "Prometheus", names), "",
+             "Warm medians (ms), " + " / ".join(sides) + ": " + "; ".join(
+                 f"{t.name} {t.hours} h " + "/".join(f"{t.warm[s] * 1000:.0f}" for s in sides)
+                 for t in timings)]
+    if "Thanos" in sides:
+        lines += ["", "promring / Thanos v0.42.4 (`thanos store` + `thanos query` over the same "
+                  "bucket):", "", *ratio_table(timings, "promring", "Thanos", names)]
+    lines += ["", "Peak RSS (VmHWM): " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items()),
+              "", "Answers: " + ("all equal" if not mismatches else
+                                 f"{len(mismatches)} DIFFER: " + "; ".join(mismatches))]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scale", type=float, default=0.25,
@@ -111,10 +260,16 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=3, help="warm runs per query (median)")
     ap.add_argument("--keep", type=Path, help="keep the generated blocks here (reused if present)")
     ap.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    ap.add_argument("--thanos", action="store_true",
+                    help="also thanos store + thanos query (the reference peer) as a third side")
+    ap.add_argument("--no-history", action="store_true",
+                    help=f"do not append to {HISTORY_CSV.name} nor redraw {HISTORY_PNG.name}")
+    ap.add_argument("--benchmarks-md", action="store_true",
+                    help="replace this scale's generated block in BENCHMARKS.md")
     a = ap.parse_args()
+    sha = git_sha()
     ranges = [h for h in RANGES_H if h <= a.hours]
-    raw_n = f"{round(RAW_SERIES * a.scale):,}"
-    queries = [(name.replace("1,000", raw_n), q) for name, q in QUERIES]
+    queries = dashboard_queries(a.scale)
     t0 = (int(time.time() * 1000) // BLOCK_MS - a.hours // 2 - 2) * BLOCK_MS
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     blocks = a.keep or tmp / "blocks"
@@ -126,6 +281,7 @@ def main() -> None:
         n_series = first["stats"]["numSeries"]
         n_samples = sum(json.loads(m.read_text())["stats"]["numSamples"] for m in metas)
         a.hours = 2 * len(metas)
+        ranges = [h for h in RANGES_H if h <= a.hours]
     else:
         blocks.mkdir(parents=True, exist_ok=True)
         n_series, n_samples = write_blocks(blocks, a.scale, a.hours, t0)
@@ -140,58 +296,37 @@ def main() -> None:
                              "--storage.tsdb.min-block-duration=2h",
                              "--storage.tsdb.max-block-duration=2h")
     shutil.copytree(blocks, tmp / "bucket")
-    (tmp / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp / 'bucket'}\n")
-    sg, sh, qh = free_port(), free_port(), free_port()
+    cfg = tmp / "objstore.yml"
+    cfg.write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp / 'bucket'}\n")
     procs: dict[str, subprocess.Popen] = {}
-    logs = open(tmp / "promring.log", "ab")
+    logs = open(tmp / "servers.log", "ab")
     try:
         prom.start()
-        procs["store"] = subprocess.Popen(promring_cmd() + [
-            "store", "--data-dir", str(tmp / "store"), "--objstore.config-file",
-            str(tmp / "objstore.yml"), "--grpc-address", f"127.0.0.1:{sg}",
-            "--http-address", f"127.0.0.1:{sh}", "--log.level", "warn"], stdout=logs, stderr=logs)
-        wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=procs["store"])
-        procs["query"] = subprocess.Popen(promring_cmd() + [
-            "query", "--endpoint", f"127.0.0.1:{sg}", "--grpc-address", "127.0.0.1:0",
-            "--http-address", f"127.0.0.1:{qh}", "--log.level", "warn"], stdout=logs, stderr=logs)
-        wait_ready(f"http://127.0.0.1:{qh}/-/ready", timeout=60, proc=procs["query"])
-        rows, mismatches = timed_queries(prom.api, f"http://127.0.0.1:{qh}/api/v1", queries,
-                                         ranges, end_ms, a.warm)
+        started, ours = start_promring(tmp, cfg, logs)
+        procs.update(started)
+        apis = {"Prometheus": prom.api, "promring": ours}
+        if a.thanos:
+            started, apis["Thanos"] = start_thanos(tmp, cfg, logs, end_ms)
+            procs.update(started)
+        timings, mismatches = compare_sides(apis, "promring", queries, ranges, end_ms, a.warm)
         rss = {"Prometheus": peak_rss_mib(prom.proc.pid),  # type: ignore[union-attr]
-               "promring store": peak_rss_mib(procs["store"].pid),
-               "promring query": peak_rss_mib(procs["query"].pid)}
+               **{k: peak_rss_mib(p.pid) for k, p in procs.items()}}
     finally:
         stop_all(procs.values())
         prom.stop()
         logs.close()
 
-    lines = [f"{n_series:,} series x {a.hours} h at a {STEP_MS // 1000} s step "
-             f"({n_samples:,} samples, {a.hours // 2} 2 h blocks, {size / 1e6:.0f} MB), "
-             f"range queries of {POINTS} steps ending at the newest sample; ratio = "
-             f"promring / Prometheus 2.42, cold = first run of that query and range, "
-             f"warm = median of {a.warm}.", "",
-             "| query | " + " | ".join(f"{h} h cold | {h} h warm" for h in ranges) + " |",
-             "|---|" + "---|---|" * len(ranges)]
-    for name, _ in queries:
-        cells = []
-        for h in ranges:
-            r = next(r for r in rows if r[0] == name and r[1] == h)
-            cells.append(f"{r[2] / r[3]:.2f}x | {r[4] / r[5]:.2f}x")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    gc = geomean([r[2] / r[3] for r in rows])
-    gw = geomean([r[4] / r[5] for r in rows])
-    lines += ["", f"Geometric mean: cold **{gc:.2f}x**, warm **{gw:.2f}x** "
-              f"({len(rows)} query/range pairs).", "",
-              "Warm medians (ms), promring / Prometheus: " + "; ".join(
-                  f"{r[0]} {r[1]} h {r[4] * 1000:.0f}/{r[5] * 1000:.0f}" for r in rows), "",
-              "Peak RSS (VmHWM): " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items()), "",
-              "Answers: " + ("all equal" if not mismatches else
-                             f"{len(mismatches)} DIFFER: " + "; ".join(mismatches))]
-    text = "\n".join(lines)
+    head = (f"{n_series:,} series x {a.hours} h at a {STEP_MS // 1000} s step "
+            f"({n_samples:,} samples, {a.hours // 2} 2 h blocks, {size / 1e6:.0f} MB), "
+            f"range queries of {POINTS} steps ending at the newest sample")
+    text = report(timings, rss, mismatches, [name for name, _ in queries], head, a.warm)
     print("\n" + text)
     if a.out:
         a.out.write_text(text + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
+    if not a.no_history:
+        record(history_row(timings, rss, mismatches, a.scale, a.hours, n_series, a.warm, sha),
+               text, a.benchmarks_md)
     if mismatches:
         sys.exit(1)
 

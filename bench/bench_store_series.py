@@ -8,6 +8,8 @@ e.g. blocks from ``bench_scale.py --keep DIR``:
 
 Prints cold (first call after start) and warm (median of ``--warm``) seconds per selector, and
 the store process's CPU time per warm call (steadier than wall time on a loaded machine).
+``--drop-page-cache`` evicts the bucket's files from the page cache before each selector's
+cold call, so it reads the disk (use it on a copy of the blocks only).
 """
 from __future__ import annotations
 
@@ -30,8 +32,10 @@ import grpc.aio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from harness import free_port, wait_ready  # noqa: E402
+from pagecache import drop_page_cache  # noqa: E402
 from storeapi import rpc_pb2, types_pb2  # noqa: E402
 from storeapi.h2client import H2Channel  # noqa: E402
 
@@ -109,6 +113,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bucket", type=Path, required=True, help="directory of blocks")
     ap.add_argument("--warm", type=int, default=20)
+    ap.add_argument("--drop-page-cache", action="store_true",
+                    help="evict the bucket's files from the page cache before each cold call "
+                         "(a copy of the blocks only: it makes everyone's reads of them cold)")
     ap.add_argument("--hours", type=int, nargs="+", default=[0],
                     help="query ranges ending at the newest block's end (0 = all blocks)")
     ap.add_argument("--cwd", type=Path, default=REPO, help="checkout whose store to run")
@@ -131,6 +138,8 @@ def main() -> None:
                              stdout=log, stderr=log, cwd=a.cwd, env=env)
     try:
         wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=p)
+        if a.drop_page_cache:
+            drop_page_cache(a.bucket)
         print("| selector | hours | frames | MB | cold s | warm s | cold store CPU ms "
               "| warm store CPU ms |\n|---|---|---|---|---|---|---|---|")
         for hours in a.hours:
@@ -143,6 +152,8 @@ def main() -> None:
                 warm = statistics.median(r[0] for r in runs[1:])
                 print(f"| {name} | {hours or 'all'} | {frames} | {size / 1e6:.1f} | {cold:.3f} "
                       f"| {warm:.3f} | {cold_cpu * 1000:.0f} | {cpu * 1000:.1f} |", flush=True)
+                if a.drop_page_cache:  # the next selector's first call reads the disk
+                    drop_page_cache(a.bucket)
     finally:
         p.terminate()
         p.wait(30)

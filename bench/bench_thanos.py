@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
@@ -32,11 +30,10 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from bench_ingest import make_payloads, run_target  # noqa: E402
-from bench_scale import (BLOCK_MS, QUERIES, RANGES_H, STEP_MS, RAW_SERIES,  # noqa: E402
-                         write_blocks)
-from sidebyside import (HOUR_MS, POINTS, geomean, peak_rss_mib, stop_all,  # noqa: E402
-                        timed_queries)
-from harness import free_port, promring_cmd, wait_ready  # noqa: E402
+from bench_scale import BLOCK_MS, RANGES_H, STEP_MS, dashboard_queries, write_blocks  # noqa: E402
+from sidebyside import (HOUR_MS, POINTS, compare_sides, peak_rss_mib, ratio_table,  # noqa: E402
+                        start_promring, start_thanos, stop_all)
+from harness import free_port, promring_cmd  # noqa: E402
 from peers import peer  # noqa: E402
 
 
@@ -74,25 +71,7 @@ def ingest(series: int, rounds: int, per_request: int, inflight: int) -> list[di
 
 # -- (b) store + query
 
-def start(args: list[str], ready: str, log) -> subprocess.Popen:
-    p = subprocess.Popen(args, stdout=log, stderr=log)
-    wait_ready(ready, timeout=600, proc=p)
-    return p
-
-
-def wait_series(api: str, end_ms: int, timeout: float = 120) -> None:
-    """Until the querier sees the store (Thanos's querier checks endpoints periodically)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = requests.get(f"{api}/query", params={"query": "count(x)", "time": end_ms / 1000},
-                         timeout=60).json()
-        if r.get("data", {}).get("result"):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{api} sees no data")
-
-
-def queries(scale: float, hours: int, warm: int) -> tuple[list, dict, list[str], str]:
+def queries(scale: float, hours: int, warm: int) -> tuple[list[str], dict, list[str], str]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-thanos-q-"))
     t0 = (int(time.time() * 1000) // BLOCK_MS - hours // 2 - 2) * BLOCK_MS
     bucket = tmp / "bucket"
@@ -102,31 +81,16 @@ def queries(scale: float, hours: int, warm: int) -> tuple[list, dict, list[str],
     cfg.write_text(f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
     end_ms = t0 + hours * HOUR_MS - STEP_MS
     ranges = [h for h in RANGES_H if h <= hours]
-    qs = [(name.replace("1,000", f"{round(RAW_SERIES * scale):,}"), q) for name, q in QUERIES]
+    qs = dashboard_queries(scale)
     procs: dict[str, subprocess.Popen] = {}
     log = open(tmp / "servers.log", "ab")
     try:
-        ps_g, ps_h, pq_h, ts_g, ts_h, tq_g, tq_h = (free_port() for _ in range(7))
-        procs["promring store"] = start(promring_cmd() + [
-            "store", "--data-dir", str(tmp / "p-store"), "--objstore.config-file", str(cfg),
-            "--grpc-address", f"127.0.0.1:{ps_g}", "--http-address", f"127.0.0.1:{ps_h}",
-            "--log.level", "warn"], f"http://127.0.0.1:{ps_h}/-/ready", log)
-        procs["promring query"] = start(promring_cmd() + [
-            "query", "--endpoint", f"127.0.0.1:{ps_g}", "--grpc-address", "127.0.0.1:0",
-            "--http-address", f"127.0.0.1:{pq_h}", "--log.level", "warn"],
-            f"http://127.0.0.1:{pq_h}/-/ready", log)
-        procs["thanos store"] = start([
-            peer("thanos"), "store", f"--data-dir={tmp / 't-store'}", f"--objstore.config-file={cfg}",
-            f"--grpc-address=127.0.0.1:{ts_g}", f"--http-address=127.0.0.1:{ts_h}",
-            "--log.level=warn"], f"http://127.0.0.1:{ts_h}/-/ready", log)
-        procs["thanos query"] = start([
-            peer("thanos"), "query", f"--endpoint=127.0.0.1:{ts_g}",
-            f"--grpc-address=127.0.0.1:{tq_g}", f"--http-address=127.0.0.1:{tq_h}",
-            "--log.level=warn"], f"http://127.0.0.1:{tq_h}/-/ready", log)
-        ours, theirs = f"http://127.0.0.1:{pq_h}/api/v1", f"http://127.0.0.1:{tq_h}/api/v1"
-        wait_series(ours, end_ms)
-        wait_series(theirs, end_ms)
-        rows, mismatches = timed_queries(theirs, ours, qs, ranges, end_ms, warm)
+        started, ours = start_promring(tmp, cfg, log)
+        procs.update(started)
+        started, theirs = start_thanos(tmp, cfg, log, end_ms)
+        procs.update(started)
+        timings, mismatches = compare_sides({"Thanos": theirs, "promring": ours}, "promring", qs,
+                                            ranges, end_ms, warm)
         rss = {k: peak_rss_mib(p.pid) for k, p in procs.items()}
     finally:
         stop_all(procs.values())
@@ -134,7 +98,8 @@ def queries(scale: float, hours: int, warm: int) -> tuple[list, dict, list[str],
         shutil.rmtree(tmp, ignore_errors=True)
     head = (f"{n_series:,} series x {hours} h at a {STEP_MS // 1000} s step ({n_samples:,} "
             f"samples, {hours // 2} 2 h blocks), range queries of {POINTS} steps")
-    return rows, rss, mismatches, head
+    table = ratio_table(timings, "promring", "Thanos", [name for name, _ in qs])
+    return table, rss, mismatches, head
 
 
 def main() -> None:
@@ -160,18 +125,10 @@ def main() -> None:
           f"**{ing[0]['samples_per_s'] / ing[1]['samples_per_s']:.2f}x**, memory per series "
           f"{ing[0]['rss_per_series'] / max(ing[1]['rss_per_series'], 1):.2f}x", flush=True)
 
-    rows, rss, mismatches, head = queries(a.scale, a.hours, a.warm)
-    ranges = sorted({r[1] for r in rows})
+    table, rss, mismatches, head = queries(a.scale, a.hours, a.warm)
     print(f"\n(b) queries: {head}; latency promring / thanos, cold = first run, "
           f"warm = median of {a.warm}\n")
-    print("| query | " + " | ".join(f"{h} h cold | {h} h warm" for h in ranges) + " |")
-    print("|---|" + "---|---|" * len(ranges))
-    for name in dict.fromkeys(r[0] for r in rows):
-        cells = [f"{r[2] / r[3]:.2f}x | {r[4] / r[5]:.2f}x" for h in ranges
-                 for r in rows if r[0] == name and r[1] == h]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    print(f"\nGeometric mean: cold **{geomean([r[2] / r[3] for r in rows]):.2f}x**, warm "
-          f"**{geomean([r[4] / r[5] for r in rows]):.2f}x** ({len(rows)} query/range pairs)")
+    print("\n".join(table))
     print("Peak RSS (VmHWM): " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items()))
     print("Answers: " + ("all equal" if not mismatches else
                          f"{len(mismatches)} DIFFER: " + "; ".join(mismatches)))

@@ -12,7 +12,6 @@ dashboard query latency (bench_query.py); and the XOR codec's samples/s.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import re
 import subprocess
@@ -28,6 +27,8 @@ sys.path.insert(0, str(REPO))
 import bench_block  # noqa: E402
 import bench_ingest  # noqa: E402
 import bench_xor  # noqa: E402
+from history import (Line, Panel, append_history, column, git_sha, plot_history,  # noqa: E402
+                     write_generated_block)
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 HISTORY_FIELDS = ["date", "git_sha", "quick", "ingest_ratio", "ingest_samples_per_s",
@@ -38,13 +39,6 @@ RATIOS = [("ingest_ratio", "ingest samples/s (higher is better)"),
           ("memory_ratio", "head memory per series"),
           ("disk_ratio", "bytes per sample on disk"),
           ("query_ratio", "dashboard query latency")]
-
-
-def git_sha() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    sha = git("rev-parse", "--short", "HEAD") or "unknown"
-    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def query_bench(instances: int, repeat: int) -> dict | None:
@@ -139,60 +133,18 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def write_benchmarks_md(section: str, path: Path = REPO / "BENCHMARKS.md") -> None:
-    """Replaces the text between the markers; inserts them after the intro the first time."""
-    text = path.read_text()
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        at = text.find("\n## ")
-        at = len(text) if at < 0 else at + 1
-        text = text[:at] + block + "\n\n" + text[at:]
-    path.write_text(text)
-
-
-def append_history(row: dict, path: Path = BENCH / "history.csv") -> list[dict]:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def plot_history(rows: list[dict], path: Path = BENCH / "history.png") -> None:
-    import matplotlib
-    import matplotlib.ticker
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in rows if r.get("quick") in ("0", "", None)] or rows
-    x = list(range(len(rows)))
-    names = [f"{r['date'][:10]}\n{r['git_sha']}" for r in rows]
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
-    for key, label in RATIOS:
-        pts = [(i, float(r[key])) for i, r in zip(x, rows) if r.get(key)]
-        if pts:
-            a1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-    a1.axhline(1.0, color="grey", lw=0.8, ls="--")
-    a1.set_ylabel("promring ÷ Prometheus 2.42")
-    a1.set_yscale("log")
-    a1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    a1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    a1.legend(fontsize=8)
-    a1.set_title("promring vs Prometheus 2.42, per benchmark run")
-    for key, label in (("xor_encode_per_s", "XOR encode"), ("xor_decode_per_s", "XOR decode")):
-        pts = [(i, float(r[key]) / 1e6) for i, r in zip(x, rows) if r.get(key)]
-        a2.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-    a2.set_ylabel("M samples/s")
-    a2.legend(fontsize=8)
-    a2.set_xticks(x, names, fontsize=7, rotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def record(res: dict, section: str) -> list[dict]:
+    """BENCHMARKS.md's summary block, one row of bench/history.csv, bench/history.png redrawn."""
+    write_generated_block(section, BEGIN, END, REPO / "BENCHMARKS.md")
+    rows = append_history(history_row(res), BENCH / "history.csv", HISTORY_FIELDS)
+    full = [r for r in rows if r.get("quick") in ("0", "", None)] or rows
+    plot_history(full, [
+        Panel("promring ÷ Prometheus 2.42", [Line(label, column(key)) for key, label in RATIOS],
+              title="promring vs Prometheus 2.42, per benchmark run", log=True, reference=1.0),
+        Panel("M samples/s", [Line("XOR encode", column("xor_encode_per_s", 1e6)),
+                              Line("XOR decode", column("xor_decode_per_s", 1e6))])],
+        BENCH / "history.png")
+    return rows
 
 
 def main() -> None:
@@ -206,9 +158,7 @@ def main() -> None:
     print("\n" + section)
     if a.no_write or (a.quick and not a.write):
         return
-    write_benchmarks_md(section)
-    rows = append_history(history_row(res))
-    plot_history(rows)
+    rows = record(res, section)
     print(f"\nwrote BENCHMARKS.md, {BENCH / 'history.csv'} ({len(rows)} runs), {BENCH / 'history.png'}")
 
 

@@ -1,23 +1,28 @@
 """Side-by-side query timing shared by the scale benchmarks (bench_scale.py: promring vs
-Prometheus; bench_thanos.py: promring vs Thanos): one timed query, answer comparison, the
-alternating cold/warm loop over ranges, and stopping the servers started for it."""
+Prometheus and optionally Thanos; bench_thanos.py: promring vs Thanos): starting store + query
+of promring and of Thanos over one bucket, one timed query, answer comparison, the alternating
+cold/warm loop over ranges, and stopping the servers started for it."""
 from __future__ import annotations
 
 import math
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import requests
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from harness import free_port, promring_cmd, wait_ready  # noqa: E402
+from peers import peer  # noqa: E402
+
 HOUR_MS = 3_600_000
 POINTS = 240  # dashboard resolution: step = range / 240
-
-# (name, hours, ours cold s, reference cold s, ours warm median s, reference warm median s)
-Row = tuple[str, int, float, float, float, float]
-
 
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -65,33 +70,132 @@ def geomean(xs: list[float]) -> float:
     return math.exp(sum(map(math.log, xs)) / len(xs))
 
 
-def timed_queries(reference_api: str, ours_api: str, queries: list[tuple[str, str]],
+@dataclass
+class Timing:
+    """One query at one range: the cold run and the warm median of each side, in seconds."""
+    name: str
+    hours: int
+    cold: dict[str, float]
+    warm: dict[str, float]
+
+
+def compare_sides(apis: dict[str, str], ours: str, queries: list[tuple[str, str]],
                   ranges_h: Iterable[int], end_ms: int, warm: int
-                  ) -> tuple[list[Row], list[str]]:
-    """Every query at every range (``POINTS`` steps ending at ``end_ms``) against both APIs,
-    alternately so that load from elsewhere on a shared machine hits both alike: a cold run
-    each (answers compared), then ``warm`` runs each. Returns the rows and the mismatches."""
+                  ) -> tuple[list[Timing], list[str]]:
+    """Every query at every range (``POINTS`` steps ending at ``end_ms``) against every API of
+    ``apis`` (side name -> API base URL; the first is the reference), one after the other in
+    turn so that load from elsewhere on a shared machine hits all alike: a cold run each (every
+    answer compared with the reference's), then ``warm`` rounds. Returns the timings and the
+    mismatches; prints ``ours``'s ratios to each other side as it goes."""
     sess = requests.Session()
-    rows: list[Row] = []
+    ref, *others = apis
+    timings: list[Timing] = []
     mismatches: list[str] = []
     for h in ranges_h:
         params = {"start": (end_ms - h * HOUR_MS) / 1000, "end": end_ms / 1000,
                   "step": h * 3600 / POINTS}
         for name, q in queries:
             p = dict(params, query=q)
-            rc, rd = run_query(sess, reference_api, p)
-            oc, od = run_query(sess, ours_api, p)
-            diff = same_answer(rd, od)
-            if diff:
-                mismatches.append(f"{name} {h} h: {diff}")
-            rw, ow = [], []
+            cold, data = {}, {}
+            for side, api in apis.items():
+                cold[side], data[side] = run_query(sess, api, p)
+            for side in others:
+                diff = same_answer(data[ref], data[side])
+                if diff:
+                    mismatches.append(f"{name} {h} h, {side} vs {ref}: {diff}")
+            runs: dict[str, list[float]] = {side: [] for side in apis}
             for _ in range(warm):
-                rw.append(run_query(sess, reference_api, p)[0])
-                ow.append(run_query(sess, ours_api, p)[0])
-            rows.append((name, h, oc, rc, statistics.median(ow), statistics.median(rw)))
-            print(f"  {name} {h} h: cold {oc / rc:.2f}x warm "
-                  f"{statistics.median(ow) / statistics.median(rw):.2f}x", flush=True)
-    return rows, mismatches
+                for side, api in apis.items():
+                    runs[side].append(run_query(sess, api, p)[0])
+            t = Timing(name, h, cold, {side: statistics.median(v) for side, v in runs.items()})
+            timings.append(t)
+            print(f"  {name} {h} h: " + ", ".join(
+                f"vs {side} cold {t.cold[ours] / t.cold[side]:.2f}x warm "
+                f"{t.warm[ours] / t.warm[side]:.2f}x" for side in apis if side != ours), flush=True)
+    return timings, mismatches
+
+
+def ratio_table(timings: list[Timing], ours: str, ref: str, names: list[str]) -> list[str]:
+    """Markdown rows of ``ours`` / ``ref`` per query and range, cold and warm, then their
+    geometric means."""
+    ranges = list(dict.fromkeys(t.hours for t in timings))
+    lines = ["| query | " + " | ".join(f"{h} h cold | {h} h warm" for h in ranges) + " |",
+             "|---|" + "---|---|" * len(ranges)]
+    for name in names:
+        cells = [f"{t.cold[ours] / t.cold[ref]:.2f}x | {t.warm[ours] / t.warm[ref]:.2f}x"
+                 for h in ranges for t in timings if t.name == name and t.hours == h]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    gc, gw = geomeans(timings, ours, ref)
+    return lines + ["", f"Geometric mean: cold **{gc:.2f}x**, warm **{gw:.2f}x** "
+                    f"({len(timings)} query/range pairs)."]
+
+
+def geomeans(timings: list[Timing], ours: str, ref: str) -> tuple[float, float]:
+    """Geometric means of ``ours`` / ``ref`` over every query and range: (cold, warm)."""
+    return (geomean([t.cold[ours] / t.cold[ref] for t in timings]),
+            geomean([t.warm[ours] / t.warm[ref] for t in timings]))
+
+
+def start(args: list[str], ready: str, log: IO[bytes], timeout: float = 600) -> subprocess.Popen:
+    p = subprocess.Popen(args, stdout=log, stderr=log)
+    wait_ready(ready, timeout=timeout, proc=p)
+    return p
+
+
+def start_promring(workdir: Path, objstore_config: Path, log: IO[bytes]
+                   ) -> tuple[dict[str, subprocess.Popen], str]:
+    """``promring store`` over the bucket and ``promring query`` over it; (processes, API URL).
+    The store's ready wait is long: at scale 4 it first builds index-headers of 623 MB."""
+    sg, sh, qh = free_port(), free_port(), free_port()
+    store = start(promring_cmd() + [
+        "store", "--data-dir", str(workdir / "promring-store"), "--objstore.config-file",
+        str(objstore_config), "--grpc-address", f"127.0.0.1:{sg}", "--http-address",
+        f"127.0.0.1:{sh}", "--log.level", "warn"], f"http://127.0.0.1:{sh}/-/ready", log)
+    procs = {"promring store": store}
+    try:
+        procs["promring query"] = start(promring_cmd() + [
+            "query", "--endpoint", f"127.0.0.1:{sg}", "--grpc-address", "127.0.0.1:0",
+            "--http-address", f"127.0.0.1:{qh}", "--log.level", "warn"],
+            f"http://127.0.0.1:{qh}/-/ready", log, timeout=60)
+    except BaseException:
+        stop_all(procs.values())
+        raise
+    return procs, f"http://127.0.0.1:{qh}/api/v1"
+
+
+def start_thanos(workdir: Path, objstore_config: Path, log: IO[bytes], probe_ms: int
+                 ) -> tuple[dict[str, subprocess.Popen], str]:
+    """The reference peer's ``thanos store`` + ``thanos query`` over the bucket; (processes,
+    API URL), once the querier sees data at ``probe_ms`` (it looks for its store periodically)."""
+    sg, sh, qg, qh = free_port(), free_port(), free_port(), free_port()
+    procs = {"thanos store": start([
+        peer("thanos"), "store", f"--data-dir={workdir / 'thanos-store'}",
+        f"--objstore.config-file={objstore_config}", f"--grpc-address=127.0.0.1:{sg}",
+        f"--http-address=127.0.0.1:{sh}", "--log.level=warn"], f"http://127.0.0.1:{sh}/-/ready",
+        log)}
+    try:
+        procs["thanos query"] = start([
+            peer("thanos"), "query", f"--endpoint=127.0.0.1:{sg}", f"--grpc-address=127.0.0.1:{qg}",
+            f"--http-address=127.0.0.1:{qh}", "--log.level=warn"],
+            f"http://127.0.0.1:{qh}/-/ready", log, timeout=60)
+        api = f"http://127.0.0.1:{qh}/api/v1"
+        wait_series(api, probe_ms)
+    except BaseException:
+        stop_all(procs.values())
+        raise
+    return procs, api
+
+
+def wait_series(api: str, at_ms: int, timeout: float = 120) -> None:
+    """Until a querier answers ``count(x)`` at ``at_ms`` with data (it has found its store)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = requests.get(f"{api}/query", params={"query": "count(x)", "time": at_ms / 1000},
+                         timeout=60).json()
+        if r.get("data", {}).get("result"):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{api} sees no data")
 
 
 def stop_all(procs: Iterable[subprocess.Popen], timeout_s: float = 30) -> None:

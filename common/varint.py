@@ -19,13 +19,13 @@ def put_uvarint(out: bytearray, x: int) -> None:
     out += uvarint(x)
 
 
-def read_uvarint(buf: bytes | bytearray | memoryview, i: int, what: str = "uvarint") -> tuple[int, int]:
-    """Decode at ``buf[i]``; returns (value, next index). Truncation or >64 bits: ValueError."""
+def uvarint_at(buf: bytes | bytearray | memoryview, i: int, what: str = "uvarint"
+               ) -> tuple[int, int] | None:
+    """(value, next index) of the uvarint at ``buf[i]``, or None when ``buf`` ends inside it
+    (a reader that may fetch more); >64 bits: ValueError."""
     x = shift = 0
     n = len(buf)
-    while True:
-        if i >= n:
-            raise ValueError(f"{what}: truncated")
+    while i < n:
         c = buf[i]
         i += 1
         x |= (c & 0x7F) << shift
@@ -34,3 +34,12 @@ def read_uvarint(buf: bytes | bytearray | memoryview, i: int, what: str = "uvari
         shift += 7
         if shift > 63:
             raise ValueError(f"{what}: overflows 64 bits")
+    return None
+
+
+def read_uvarint(buf: bytes | bytearray | memoryview, i: int, what: str = "uvarint") -> tuple[int, int]:
+    """Decode at ``buf[i]``; returns (value, next index). Truncation or >64 bits: ValueError."""
+    r = uvarint_at(buf, i, what)
+    if r is None:
+        raise ValueError(f"{what}: truncated")
+    return r

@@ -1,8 +1,10 @@
 """A bucket stored in a local directory: for single-node setups, tests and debugging.
 
 Object ``a/b/c`` is the file ``<root>/a/b/c``. Blocking file I/O runs in worker threads so the
-event loop of the server using the bucket keeps serving -- except small ranged reads, which a
-store gateway issues by the thousand and which a pread serves faster than a thread hand-off.
+event loop of the server using the bucket keeps serving -- except the part of a small ranged read
+that the page cache already holds: a store gateway issues those by the thousand, and a
+non-blocking read (``RWF_NOWAIT``) serves them faster than a thread hand-off, while pages that
+would need the disk (cold cache, slow disk, NFS) are still read in a worker thread.
 Uploads write a hidden temp file in the target directory and rename it into place, so a reader
 never sees a half-written object.
 """
@@ -13,8 +15,10 @@ import os
 import shutil
 import stat
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from ._pread import pread_cached as _pread_cached
 from .bucket import (
     DIR_DELIM,
     BucketError,
@@ -31,8 +35,30 @@ from .bucket import (
 # from listings by this prefix.
 TMP_PREFIX = ".objstore-tmp-"
 _COPY_CHUNK = 1 << 20
-# Ranged reads up to this size run in the caller's thread (see FilesystemBucket.get_range).
+# Ranged reads up to this size try the page cache in the caller's thread first (see
+# FilesystemBucket.get_range).
 INLINE_READ_MAX = 1 << 20
+
+
+@dataclass
+class ReadPaths:
+    """How ranged reads were served: wholly from the page cache in the caller's thread, or
+    (partly) in a worker thread. Lets tests and benchmarks see the path without timing it."""
+    inline: int = 0
+    threaded: int = 0
+
+
+def _pread_all(fd: int, off: int, want: int) -> bytes:
+    """``want`` bytes at ``off``, fewer only at the file's (moved) end; may block on the disk."""
+    parts = []
+    while want > 0:  # a regular file reads short only at its (moved) end
+        got = os.pread(fd, want, off)
+        if not got:
+            break
+        parts.append(got)
+        off += len(got)
+        want -= len(got)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # b"" when none
 
 
 class FilesystemBucket:
@@ -43,6 +69,8 @@ class FilesystemBucket:
             raise ValueError("missing directory for filesystem bucket")
         os.makedirs(directory, exist_ok=True)
         self._root = os.path.realpath(directory)
+        self._nowait = True  # off once the platform or filesystem refuses RWF_NOWAIT
+        self.read_paths = ReadPaths()
 
     @property
     def name(self) -> str:
@@ -65,13 +93,33 @@ class FilesystemBucket:
         if parts[-1].startswith(TMP_PREFIX):
             raise InvalidObjectName(f"object name {name!r} uses the reserved prefix {TMP_PREFIX!r}")
         path = os.path.join(self._root, *parts)
-        if not self._inside(path):
+        if not self._resolves_inside(parts):
             raise InvalidObjectName(f"object name {name!r} resolves outside the bucket root")
         return path
 
+    def _resolves_inside(self, parts: list[str]) -> bool:
+        """Whether ``<root>/<parts>`` stays below the root. An lstat per component while none
+        is a symbolic link (realpath, walking every component from /, cost ~10x a whole ranged
+        read); realpath once one is. A missing component ends the walk: nothing below it can
+        lead out (names have no '.' or '..' elements)."""
+        path = self._root
+        for part in parts:
+            path += os.sep + part
+            try:
+                mode = os.lstat(path).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return True
+            except OSError:
+                return self._inside(os.path.join(self._root, *parts))
+            if stat.S_ISLNK(mode):
+                return self._inside(os.path.join(self._root, *parts))
+        return True
+
     # -- reads -----------------------------------------------------------------------------------
 
-    def _read(self, name: str, off: int, length: int) -> bytes:
+    def _open_range(self, name: str, off: int, length: int) -> tuple[int, int]:
+        """An open descriptor of object ``name`` and how many bytes from ``off`` to read: never
+        more than the file holds (pread allocates what is asked). The caller closes it."""
         path = self._path(name)
         try:
             # O_NONBLOCK: opening a FIFO planted in the directory must not hang the reader.
@@ -84,35 +132,65 @@ class FilesystemBucket:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise ObjectNotFound(name, "not a regular file")
-            # Never ask for more than the file holds: pread allocates what is asked.
-            want = max(0, st.st_size - off)
-            if 0 <= length < want:
-                want = length
-            parts = []
-            while want > 0:  # a regular file reads short only at its (moved) end
-                got = os.pread(fd, want, off)
-                if not got:
-                    break
-                parts.append(got)
-                off += len(got)
-                want -= len(got)
-            return parts[0] if len(parts) == 1 else b"".join(parts)  # b"" when none
+        except BaseException as e:
+            os.close(fd)
+            if isinstance(e, OSError):
+                raise BucketError(f"read {name}: {e}") from e
+            raise
+        want = max(0, st.st_size - off)
+        return fd, (length if 0 <= length < want else want)
+
+    @staticmethod
+    def _finish_read(name: str, fd: int, head: bytes, off: int, want: int) -> bytes:
+        """``head`` and then the ``want`` bytes at ``off``; closes ``fd`` (worker threads own
+        the descriptor they are handed)."""
+        try:
+            rest = _pread_all(fd, off, want)
         except OSError as e:
             raise BucketError(f"read {name}: {e}") from e
         finally:
             os.close(fd)
+        return head + rest if head else rest
+
+    def _read(self, name: str, off: int, length: int) -> bytes:
+        fd, want = self._open_range(name, off, length)
+        return self._finish_read(name, fd, b"", off, want)
 
     async def get(self, name: str) -> bytes:
         return await asyncio.to_thread(self._read, name, 0, -1)
 
     async def get_range(self, name: str, off: int, length: int) -> bytes:
-        """Reads of up to INLINE_READ_MAX bytes are served in the event loop's thread (a
-        pread of a local file, mostly from the page cache, costs less than the hand-off to a
-        worker thread and back); bigger ones in a worker thread."""
+        """Reads of up to INLINE_READ_MAX bytes take what the page cache holds in the event
+        loop's thread (a pread from the page cache costs less than the hand-off to a worker
+        thread and back) and leave only what needs the disk to a worker thread, so a cold
+        cache or a slow disk never stalls the event loop; bigger reads go wholly to a thread.
+        Where the filesystem cannot read without blocking (EOPNOTSUPP, as on some network and
+        FUSE filesystems), every read, its open included, goes to a thread from then on. The
+        open, fstat and per-component lstat of an inline read still run on the loop: cheap
+        while the inode and dentry caches hold the block's files."""
         check_range(off, length)
-        if 0 <= length <= INLINE_READ_MAX:
-            return self._read(name, off, length)
-        return await asyncio.to_thread(self._read, name, off, length)
+        if not (self._nowait and 0 <= length <= INLINE_READ_MAX):
+            self.read_paths.threaded += 1
+            return await asyncio.to_thread(self._read, name, off, length)
+        fd, want = self._open_range(name, off, length)
+        try:
+            head = _pread_cached(fd, off, want) if want else b""
+        except BaseException as e:
+            os.close(fd)
+            if isinstance(e, OSError):
+                raise BucketError(f"read {name}: {e}") from e
+            raise
+        if head is None:
+            self._nowait = False
+            head = b""
+        elif len(head) == want:
+            os.close(fd)
+            self.read_paths.inline += 1
+            return head
+        self.read_paths.threaded += 1
+        # The descriptor goes with the work: the worker thread closes it.
+        return await asyncio.to_thread(self._finish_read, name, fd, head, off + len(head),
+                                       want - len(head))
 
     def _stat(self, name: str) -> os.stat_result | None:
         try:
@@ -251,4 +329,4 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-__all__ = ["FilesystemBucket", "TMP_PREFIX"]
+__all__ = ["FilesystemBucket", "ReadPaths", "TMP_PREFIX"]

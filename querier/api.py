@@ -24,6 +24,8 @@ from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
+from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes
+from .parsecache import ParseCache
 from .histjson import histogram_point, matrix_entry
 from .querymetrics import add_engine_metrics
 from .jsonfmt import format_value, points_json, ts_fragment
@@ -124,13 +126,18 @@ def result_chunks(payload: dict) -> list[bytes]:
 
 
 def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int,
-                     stats_queue_s: float | None = None) -> list[bytes]:
+                     stats_queue_s: float | None = None, expr=None) -> list[bytes]:
     """The whole of a query that costs CPU, in a worker thread: evaluation and JSON encoding.
     With ``stats_queue_s`` (the time the query waited for a slot) the answer carries
-    Prometheus's ``stats`` object."""
+    Prometheus's ``stats`` object. ``expr``: the query already parsed, or None."""
     t0 = time.perf_counter()
-    res = run(engine, queryable)
-    eval_s = time.perf_counter() - t0
+    res = run(engine, queryable, expr)
+    return result_to_json(res, engine, queryable, limit, stats_queue_s, time.perf_counter() - t0)
+
+
+def result_to_json(res: QueryResult, engine: Engine, queryable: FanoutQueryable, limit: int,
+                   stats_queue_s: float | None, eval_s: float) -> list[bytes]:
+    """An evaluated query's answer, with the stores' warnings (and ``stats`` if asked)."""
     for w in queryable.warnings:
         if w not in res.warnings:
             res.warnings.append(w)
@@ -214,6 +221,8 @@ class QueryAPI:
         self.process = ProcessInfo()
         self.cors = re2.compile(f"^(?:{cfg.cors_origin})$")
         self.cors_any = cfg.cors_origin == ".*"
+        self.inline = DEFAULT_INLINE_LIMITS  # what a query evaluated on the event loop may cost
+        self.parsed = ParseCache(self.engine_opts.features)  # trees of short, repeated queries
 
     def close(self) -> None:
         """Stop taking queries; running ones fail at their next store call, so the process
@@ -315,10 +324,11 @@ class QueryAPI:
                              partial_response=partial, extra_matchers=extra)
 
     async def _evaluate(self, request: web.Request, run, timeout_s: float, opts: SelectOptions,
-                        eopts: EngineOptions, limit: int, stats: bool = False
-                        ) -> web.StreamResponse:
-        """Run ``run(engine, queryable)`` in a worker within ``timeout_s``: at the deadline the
-        answer is Prometheus's timeout error whether or not the worker has stopped yet."""
+                        eopts: EngineOptions, limit: int, stats: bool = False, query: str = "",
+                        steps: int = 1, step_ms: int = 0) -> web.StreamResponse:
+        """Run ``run(engine, queryable, expr)`` within ``timeout_s``: on the event loop when its
+        plan is small (querier.inline), else in a worker; at the deadline the answer is
+        Prometheus's timeout error whether or not the worker has stopped yet."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
@@ -332,17 +342,29 @@ class QueryAPI:
         queued_s = timeout_s - left if stats else None
         queryable = FanoutQueryable(self.stores, loop, opts, deadline=deadline)
         engine = Engine(dataclasses.replace(eopts, timeout_s=left))
-        try:
-            work = loop.run_in_executor(self._pool, evaluate_to_json, run, engine, queryable,
-                                       limit, queued_s)
-        except RuntimeError:  # the pool is shut down: the server is stopping
-            self._slots.release()
-            return error_response("canceled", "query was canceled in query queue")
         self._running.add(queryable)
 
-        def done(_) -> None:
+        def done(_=None) -> None:
             self._running.discard(queryable)
             self._slots.release()
+        try:
+            expr, body = await self._on_loop(run, engine, queryable, query, steps, step_ms,
+                                             limit, queued_s)
+        except Exception as e:
+            done()
+            return query_error(e)
+        except BaseException:
+            done()
+            raise
+        if body is not None:
+            done()
+            return await send_chunks(request, body)
+        try:
+            work = loop.run_in_executor(self._pool, evaluate_to_json, run, engine, queryable,
+                                        limit, queued_s, expr)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            done()
+            return error_response("canceled", "query was canceled in query queue")
         work.add_done_callback(done)
         try:
             body = await asyncio.wait_for(asyncio.shield(work), timeout=max(left, 0.0))
@@ -352,19 +374,27 @@ class QueryAPI:
         except asyncio.CancelledError:
             queryable.cancel()
             raise
-        except PromQLError as e:
-            return error_response(e.kind, str(e))
-        except StoreUnavailable as e:
-            return error_response("execution", str(e))
-        except OverflowError:
-            return error_response("bad_data", 'invalid parameter "query": a time or duration '
-                                  "is out of the range of int64 milliseconds")
-        except ValueError as e:
-            return error_response("bad_data", f'invalid parameter "query": {e}')
-        except Exception as e:  # an engine bug must not become a 5xx for the user's query
-            log.exception("query evaluation failed")
-            return error_response("execution", str(e))
+        except Exception as e:
+            return query_error(e)
         return await send_chunks(request, body)
+
+    async def _on_loop(self, run, engine: Engine, queryable: FanoutQueryable, query: str,
+                       steps: int, step_ms: int, limit: int, queued_s: float | None):
+        """(the parsed query or None, the answer or None): the answer when the query was small
+        enough to evaluate on the loop (querier.inline), else None for the worker to run it."""
+        if not query or len(query) > self.inline.max_query_chars:
+            return None, None  # long text is parsed in the worker: not on the loop
+        t0 = time.perf_counter()
+        expr = self.parsed.parse(query)
+        nodes = plan_nodes(expr, self.inline)
+        if nodes is None:
+            return expr, None
+        res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
+            lambda e, q: run(e, q, expr), engine)
+        if res is None:
+            return expr, None
+        return expr, result_to_json(res, engine, queryable, limit, queued_s,
+                                    time.perf_counter() - t0)
 
     async def query(self, request: web.Request) -> web.Response:
         p = await self._params(request)
@@ -378,8 +408,8 @@ class QueryAPI:
         except BadParam as e:
             return error_response("bad_data", str(e))
         t0 = time.monotonic()
-        resp = await self._evaluate(request, lambda engine, qa: engine.instant(qa, q, t),
-                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")))
+        resp = await self._evaluate(request, lambda engine, qa, expr: engine.instant(qa, q, t, expr),
+                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q)
         self._log_if_slow(t0, resp, query=q, time=t / 1000)
         return resp
 
@@ -405,8 +435,10 @@ class QueryAPI:
         except BadParam as e:
             return error_response("bad_data", str(e))
         t0 = time.monotonic()
-        resp = await self._evaluate(request, lambda engine, qa: engine.range(qa, q, start, end, step),
-                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")))
+        resp = await self._evaluate(
+            request, lambda engine, qa, expr: engine.range(qa, q, start, end, step, expr),
+            timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q, (end - start) // step + 1,
+            step)
         self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)
         return resp
 
@@ -635,6 +667,24 @@ class QueryAPI:
         except StoreUnavailable as e:
             return error_response("execution", str(e))
         return groups, warnings, opts.replica_labels
+
+
+def query_error(e: Exception) -> web.Response:
+    """The error answer of a query that failed in evaluation (or in its store selects)."""
+    if isinstance(e, TimeoutError):
+        return error_response("timeout", TIMEOUT_MSG)
+    if isinstance(e, PromQLError):
+        return error_response(e.kind, str(e))
+    if isinstance(e, StoreUnavailable):
+        return error_response("execution", str(e))
+    if isinstance(e, OverflowError):
+        return error_response("bad_data", 'invalid parameter "query": a time or duration '
+                              "is out of the range of int64 milliseconds")
+    if isinstance(e, ValueError):
+        return error_response("bad_data", f'invalid parameter "query": {e}')
+    # an engine bug must not become a 5xx for the user's query
+    log.error("query evaluation failed", exc_info=e)
+    return error_response("execution", str(e))
 
 
 def _first(p: dict, name: str) -> str | None:

@@ -371,9 +371,13 @@ def _float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
         return None
     ts, vals, offs = decode_series([raw[i].chunks for i in order], mint, maxt)
     rising = ts[1:] > ts[:-1]
-    rising[offs[1:-1][(offs[1:-1] > 0) & (offs[1:-1] < len(ts))] - 1] = True  # series boundaries
+    if len(offs) > 2:  # series boundaries (none in the one-series answer of a small query)
+        rising[offs[1:-1][(offs[1:-1] > 0) & (offs[1:-1] < len(ts))] - 1] = True
     if not rising.all():
         return None
+    if len(offs) <= 2:  # at most one series: kept if it has samples
+        return SeriesBatch(labels if len(ts) else [], ts, vals,
+                           offs if len(ts) else np.zeros(1, dtype=np.int64))
     lens = np.diff(offs)
     if (lens == 0).any():
         nz = lens > 0
@@ -449,6 +453,8 @@ class FanoutQueryable:
         self._lock = threading.Lock()
         self._cancelled = False
         self._pending: set[concurrent.futures.Future] = set()
+        self._kept: dict[tuple, list] = {}  # select key -> raw series fetched on the loop
+        self._fetching: asyncio.Task | None = None  # the task of a fetch() in flight
 
     def cancel(self) -> None:
         with self._lock:
@@ -456,6 +462,8 @@ class FanoutQueryable:
             pending = list(self._pending)
         for f in pending:
             f.cancel()
+        if self._fetching is not None:  # a fetch on the loop (cancel() is called there too)
+            self._fetching.cancel()
 
     def _run(self, coro):
         """Run a fan-out coroutine on the loop and wait for its result within the deadline."""
@@ -479,17 +487,50 @@ class FanoutQueryable:
     def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series]:
         return self.select_with_hints(matchers, mint, maxt)
 
-    def select_with_hints(self, matchers: list[Matcher], mint: int, maxt: int,
-                          func: str | None = None, range_ms: int = 0) -> list[Series]:
-        """``func`` is the PromQL function the selector feeds; as in Thanos, penalty
-        deduplication adjusts counter resets only under rate/increase/irate/resets."""
+    def select_plan(self, func: str | None, range_ms: int) -> tuple[str, bool, int]:
+        """(deduplication function, counter adjustment, downsampled resolution or 0) of a select
+        feeding ``func``; as in Thanos, penalty deduplication adjusts counter resets only under
+        rate/increase/irate/resets."""
         dedup = self.opts.dedup_func if self.opts.replica_labels else "chain"
         counter = self.opts.counter or func in COUNTER_FUNCS
-        res = max_resolution_for(self.opts.max_resolution_ms, func or "", range_ms)
+        return dedup, counter, max_resolution_for(self.opts.max_resolution_ms, func or "", range_ms)
+
+    @staticmethod
+    def select_key(matchers: Sequence[Matcher], mint: int, maxt: int) -> tuple:
+        return tuple(matchers), mint, maxt
+
+    async def fetch(self, matchers: list[Matcher], mint: int, maxt: int) -> list:
+        """A select's raw series, fetched on the loop (querier.inline), within the deadline;
+        ``cancel()`` stops it as it stops a worker's select."""
+        if self._cancelled:
+            raise PromQLError("timeout", TIMEOUT_MSG)
+        task = self._fetching = asyncio.current_task()
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                return await self.stores.series(mint, maxt, matchers, opts=self.opts,
+                                                warnings=self.warnings)
+        except asyncio.CancelledError:
+            if not self._cancelled or task is None:
+                raise
+            task.uncancel()  # our cancel(), not the caller's
+            raise PromQLError("timeout", TIMEOUT_MSG) from None
+        finally:
+            self._fetching = None
+
+    def keep(self, key: tuple, raw: list) -> None:
+        """Raw series already fetched for the select ``key``: the worker uses them once."""
+        self._kept[key] = raw
+
+    def select_with_hints(self, matchers: list[Matcher], mint: int, maxt: int,
+                          func: str | None = None, range_ms: int = 0) -> list[Series]:
+        """``func`` is the PromQL function the selector feeds (see ``select_plan``)."""
+        dedup, counter, res = self.select_plan(func, range_ms)
         if res > 0:
             return self._select_downsampled(matchers, mint, maxt, res, func or "", dedup, counter)
-        raw = self._run(self.stores.series(mint, maxt, matchers, opts=self.opts,
-                                           warnings=self.warnings))
+        raw = self._kept.pop(self.select_key(matchers, mint, maxt), None)
+        if raw is None:
+            raw = self._run(self.stores.series(mint, maxt, matchers, opts=self.opts,
+                                               warnings=self.warnings))
         return merge_raw_series(raw, mint, maxt, dedup, counter)
 
     def _select_downsampled(self, matchers, mint, maxt, res, func, dedup, counter) -> list[Series]:

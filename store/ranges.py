@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
+from common.varint import uvarint_at  # noqa: F401  (re-exported: store.block reads item lengths)
+
 # (start, end, first item index, last item index + 1) over items sorted by start.
 Group = tuple[int, int, int, int]
 
@@ -43,19 +45,3 @@ async def fetch_groups(get_range: Callable[[int, int], Awaitable[bytes]], groups
         async with limit:
             return await get_range(g[0], g[1] - g[0])
     return list(await asyncio.gather(*(one(g) for g in groups)))
-
-
-def uvarint_at(buf: bytes | memoryview, i: int) -> tuple[int, int] | None:
-    """(value, next position) of the uvarint at ``i``, or None when ``buf`` ends inside it."""
-    x = shift = 0
-    n = len(buf)
-    while i < n:
-        c = buf[i]
-        i += 1
-        x |= (c & 0x7F) << shift
-        if c < 0x80:
-            return x, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("uvarint overflows 64 bits")
-    return None

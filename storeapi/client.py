@@ -21,6 +21,7 @@ from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.grpcmetrics import GrpcClientMetrics
 from storeapi.h2client import H2Channel, RpcError
 from storeapi.server import MAX_MESSAGE_BYTES, AggrData
+from storeapi.wire import series_request
 
 _HIST_ENCODINGS = {types_pb2.Chunk.HISTOGRAM: ENCODING_HISTOGRAM,
                    types_pb2.Chunk.FLOAT_HISTOGRAM: ENCODING_FLOAT_HISTOGRAM}
@@ -108,7 +109,8 @@ class _Stubs:
                 c = _begin(metrics, path, "server_stream")
                 try:  # closed at once when the caller leaves early: the stream is reset then
                     async with contextlib.aclosing(
-                            ch.unary_stream(path, req.SerializeToString(), timeout)) as it:
+                            ch.unary_stream(path, req if isinstance(req, bytes)
+                                            else req.SerializeToString(), timeout)) as it:
                         async for msg in it:
                             yield msg if resp is None else resp.FromString(msg)
                 except BaseException as e:
@@ -201,13 +203,21 @@ class StoreClient:
 
     def _series_request(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                         skip_chunks: bool, without_replica_labels: Iterable[str], limit: int,
-                        partial_response: bool) -> rpc_pb2.SeriesRequest:
-        return rpc_pb2.SeriesRequest(
-            min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
-            skip_chunks=skip_chunks, without_replica_labels=list(without_replica_labels),
-            limit=limit, response_batch_size=self._batch,
-            partial_response_disabled=not partial_response,
-            partial_response_strategy=_strategy(partial_response))
+                        partial_response: bool) -> bytes | rpc_pb2.SeriesRequest:
+        """The request, serialized by storeapi.wire (upb's own error for a string that is not
+        UTF-8)."""
+        matchers = list(matchers)
+        try:
+            return series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
+                                  limit, self._batch, _strategy(partial_response),
+                                  not partial_response)
+        except UnicodeEncodeError:
+            return rpc_pb2.SeriesRequest(
+                min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
+                skip_chunks=skip_chunks, without_replica_labels=list(without_replica_labels),
+                limit=limit, response_batch_size=self._batch,
+                partial_response_disabled=not partial_response,
+                partial_response_strategy=_strategy(partial_response))
 
     async def iter_series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                           skip_chunks: bool = False, without_replica_labels: Iterable[str] = (),

@@ -42,6 +42,7 @@ _CONN_WINDOW = 4 << 20    # connection receive window (beyond the initial 65,535
 _MAX_FRAME = 1 << 20      # largest frame we accept (SETTINGS_MAX_FRAME_SIZE)
 _MAX_HEADERS = 64 << 10   # largest header list we accept
 _CONNECT_TIMEOUT = 20.0
+_KNOWN_BLOCKS = 64        # decoded header blocks kept per connection (see _Connection._decode)
 
 
 class RpcError(grpc.aio.AioRpcError):
@@ -107,6 +108,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.decoder = hpack.Decoder(max_header_list_size=_MAX_HEADERS)
+        self.known_blocks: dict[bytes, list] = {}  # context-free header blocks, decoded
         self.calls: dict[int, _Call] = {}
         self.next_sid = 1
         self.peer_frame = DEFAULT_FRAME
@@ -228,8 +230,24 @@ class _Connection(asyncio.Protocol):
         else:
             call.wake()
 
+    def _decode(self, block: bytes) -> list:
+        """HPACK-decode ``block``. A block that leaves the dynamic table empty (as our servers'
+        literal-only blocks do) decodes the same every time: kept, so the next equal one
+        (every call's response headers and trailers) skips the decoder."""
+        table = self.decoder.header_table
+        if table.dynamic_entries:
+            return self.decoder.decode(block, raw=False)
+        headers = self.known_blocks.get(block)
+        if headers is None:
+            size = table.maxsize
+            headers = self.decoder.decode(block, raw=False)
+            if not table.dynamic_entries and table.maxsize == size and \
+                    len(self.known_blocks) < _KNOWN_BLOCKS:
+                self.known_blocks[bytes(block)] = headers
+        return headers
+
     def _headers(self, sid: int, flags: int, block: bytes) -> None:
-        headers = self.decoder.decode(block, raw=False)
+        headers = self._decode(block)
         call = self.calls.get(sid)
         if call is None:
             return

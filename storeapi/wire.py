@@ -119,3 +119,40 @@ class SeriesEncoder:
     @staticmethod
     def warning_response(message: str) -> bytes:
         return _len_field(_TAG_WARNING, message.encode())
+
+
+# thanos.SeriesRequest (client side): field tags, in field-number order.
+_REQ_MINT, _REQ_MAXT, _REQ_MATCHER = b"\x08", b"\x10", b"\x1a"
+_REQ_PR_DISABLED, _REQ_STRATEGY, _REQ_SKIP_CHUNKS = b"\x30\x01", b"\x38", b"\x40\x01"
+_REQ_WITHOUT_REPLICA, _REQ_LIMIT, _REQ_BATCH = b"\x72", b"\x78", b"\x80\x01"
+_MATCHER_TYPE = {"=": b"", "!=": b"\x08\x01", "=~": b"\x08\x02", "!~": b"\x08\x03"}
+
+
+def _str_field(tag: bytes, s: str) -> bytes:
+    return _len_field(tag, s.encode()) if s else b""
+
+
+def series_request(mint: int, maxt: int, matchers: Iterable, skip_chunks: bool,
+                   without_replica_labels: Iterable[str], limit: int, batch_size: int,
+                   strategy: int, partial_response_disabled: bool) -> bytes:
+    """A raw-data ``thanos.SeriesRequest``, byte-identical to building and serializing the upb
+    message (~60 us per call on a small query; this is a few): every query sends one per
+    store. ``matchers`` are receiver.tsdb.labels.Matcher; a string that is not valid UTF-8
+    (a lone surrogate) raises UnicodeEncodeError."""
+    out = [_REQ_MINT + uvarint(mint) if mint else b"", _REQ_MAXT + uvarint(maxt) if maxt else b""]
+    for m in matchers:
+        out.append(_len_field(_REQ_MATCHER, _MATCHER_TYPE[m.type.value] + _str_field(b"\x12", m.name)
+                              + _str_field(b"\x1a", m.value)))
+    if partial_response_disabled:
+        out.append(_REQ_PR_DISABLED)
+    if strategy:
+        out.append(_REQ_STRATEGY + uvarint(strategy))
+    if skip_chunks:
+        out.append(_REQ_SKIP_CHUNKS)
+    out += [_str_field(_REQ_WITHOUT_REPLICA, n) if n else _REQ_WITHOUT_REPLICA + b"\x00"
+            for n in without_replica_labels]
+    if limit:
+        out.append(_REQ_LIMIT + uvarint(limit))
+    if batch_size:
+        out.append(_REQ_BATCH + uvarint(batch_size))
+    return b"".join(out)

@@ -225,7 +225,7 @@ def _hist_sum(ev, hs: list, avg: bool, example_labels):
 
 def annotate_sum(ev, notes: set, mname: str) -> None:
     if "mixed_schema" in notes:
-        ev.warn(f'vector contains a mix of histograms with exponential and custom buckets schemas for metric name "{mname}"')
+        ev.warn(nhist.mixed_schemas(mname))
     if "reconciled" in notes:
         ev.info("mismatched custom buckets were reconciled during aggregation")
     if "collision" in notes:

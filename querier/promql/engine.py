@@ -244,7 +244,8 @@ class Evaluator:
             return empty_vec(0)
         if smoothed:
             return self._smoothed_selector(vs, E, lb)
-        return self.lookup(self._select(vs, int(E.min()) - lb + 1, int(E.max())), E)
+        # E ascends (steps minus an offset, or all the @ time): its ends are its min and max
+        return self.lookup(self._select(vs, int(E[0]) - lb + 1, int(E[-1])), E)
 
     def lookup(self, series: Selected, E: np.ndarray) -> Vec:
         """The instant vector of ``series`` at the times ``E``: each step's latest sample within
@@ -462,8 +463,9 @@ class Engine:
         """(samples read, peak samples held) of the last query."""
         return (self.last.loaded, self.last.peak) if self.last is not None else (0, 0)
 
-    def instant(self, q: Queryable, query: str, t_ms: int) -> QueryResult:
-        expr = parse(query, features=self.opts.features)
+    def instant(self, q: Queryable, query: str, t_ms: int, expr=None) -> QueryResult:
+        """``expr``: ``query`` already parsed (by the caller, e.g. to plan where to run it)."""
+        expr = parse(query, features=self.opts.features) if expr is None else expr
         _check_time(t_ms, "time")
         resolve_durations(expr, query, 0, 0)
         sh = self._shared(q, t_ms, t_ms)
@@ -508,8 +510,9 @@ class Engine:
         rows = _order(expr, rows)
         return QueryResult("vector", rows, sh.warnings, sh.infos)
 
-    def range(self, q: Queryable, query: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
-        expr = parse(query, features=self.opts.features)
+    def range(self, q: Queryable, query: str, start_ms: int, end_ms: int, step_ms: int,
+              expr=None) -> QueryResult:
+        expr = parse(query, features=self.opts.features) if expr is None else expr
         if step_ms <= 0:
             raise PromQLError("bad_data", "zero or negative query resolution step widths are not accepted")
         if end_ms < start_ms:

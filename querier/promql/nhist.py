@@ -18,6 +18,18 @@ class IncompatibleSchema(Exception):
     """Exponential and custom-bucket histograms cannot be combined."""
 
 
+def mixed_schemas(mname: str) -> str:
+    """Prometheus's warning when exponential and custom-bucket histograms meet (one text for
+    every function and aggregation that can hit IncompatibleSchema)."""
+    return ("vector contains a mix of histograms with exponential and custom buckets schemas "
+            f'for metric name "{mname}"')
+
+
+def mixed_floats(mname: str) -> str:
+    """Prometheus's warning when a range function meets floats and histograms in one series."""
+    return f'encountered a mix of histograms and floats for metric name "{mname}"'
+
+
 def bound(idx: int, schema: int, cv: tuple | None = None) -> float:
     """Upper bound of bucket idx (positive side)."""
     if schema == CUSTOM:

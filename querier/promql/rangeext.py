@@ -211,7 +211,7 @@ def hist_ext(ev, name: str, lbls, ts, x, hs, m):
             if h is not None:
                 hout[t], pres[t] = h, True
         elif kinds.any():
-            ev.warn(f'encountered a mix of histograms and floats for metric name "{mname}"')
+            ev.warn(nhist.mixed_floats(mname))
         else:
             w = ExtWindows(m.end[t:t + 1], m.rng, m.eval_ts[t:t + 1], m.ext, after_start[t:t + 1],
                            at_end[t:t + 1])
@@ -250,7 +250,7 @@ def _hist_rate(ev, name, ts, hs, after_start: int, at_end: int, end: int, rng: i
         return None
     window = hs[first:last + 1]
     if len({h.custom for h in window}) > 1:
-        ev.warn(f'vector contains a mix of histograms with exponential and custom buckets schemas for metric name "{mname}"')
+        ev.warn(nhist.mixed_schemas(mname))
         return None
     if counter and any(h.hint == nhist.GAUGE for h in window):
         ev.warn(f'this native histogram metric is not a counter: "{mname}"')
@@ -272,7 +272,7 @@ def _hist_rate(ev, name, ts, hs, after_start: int, at_end: int, end: int, rng: i
             if corr is not None:
                 _combine(ev, res, corr, 1.0)
     except nhist.IncompatibleSchema:
-        ev.warn(f'vector contains a mix of histograms with exponential and custom buckets schemas for metric name "{mname}"')
+        ev.warn(nhist.mixed_schemas(mname))
         return None
     if rate:
         res.div(rng / 1000.0)
@@ -327,7 +327,7 @@ def smoothed_row(ev, ts, v, hs, E: np.ndarray, lb: int, mname: str):
     nh = hm[hi] - hm[lo]
     mixed = (nh > 0) & (nh < hi - lo)
     if mixed.any():
-        ev.warn(f'encountered a mix of histograms and floats for metric name "{mname}"')
+        ev.warn(nhist.mixed_floats(mname))
     ok = pres & ~mixed
     hout = np.full(len(E), None, dtype=object)
     for t in np.nonzero(ok & (nh > 0))[0]:
@@ -337,7 +337,7 @@ def smoothed_row(ev, ts, v, hs, E: np.ndarray, lb: int, mname: str):
         elif has_next[t]:
             h1, h2 = hs[a], hs[b]
             if h1.custom != h2.custom:
-                ev.warn(f'vector contains a mix of histograms with exponential and custom buckets schemas for metric name "{mname}"')
+                ev.warn(nhist.mixed_schemas(mname))
                 ok[t] = False
                 continue
             counter = h1.hint != nhist.GAUGE or h2.hint != nhist.GAUGE

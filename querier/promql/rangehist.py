@@ -59,7 +59,7 @@ def hist_range(ev, name: str, lbls, ts, x, hs, m, extra, sts=None):
         return vals, pres, None
     mixed = (nf > 0) & (nh > 0)
     if mixed.any() and name not in ("irate", "idelta"):
-        ev.warn(f'encountered a mix of histograms and floats for metric name "{mname}"')
+        ev.warn(nhist.mixed_floats(mname))
     if len(tf) and name not in ("irate", "idelta"):
         lf, hf = bounds(tf, m.end, m.rng)
         r, ok = RANGE_FUNCS[name](tf, xf, lf, hf, m, extra)
@@ -75,7 +75,7 @@ def hist_range(ev, name: str, lbls, ts, x, hs, m, extra, sts=None):
                 vals[t], pres[t] = r[0], bool(ok[0])
                 continue
             if (hs[k1] is None) != (hs[k0] is None):
-                ev.warn(f'encountered a mix of histograms and floats for metric name "{mname}"')
+                ev.warn(nhist.mixed_floats(mname))
                 continue
             res = _instant_hist(ev, name == "irate", hs[k0], hs[k1], ts[k0], ts[k1], mname,
                                 sts is not None and _st_reset_at(sts, ts, k1))
@@ -141,8 +141,7 @@ def _instant_hist(ev, is_rate: bool, h0, h1, t0: int, t1: int, mname: str, st_re
         try:
             _, rec = res.add(h0, -1.0)
         except nhist.IncompatibleSchema:
-            ev.warn("vector contains a mix of histograms with exponential and custom buckets schemas for "
-                    f'metric name "{mname}"')
+            ev.warn(nhist.mixed_schemas(mname))
             return None
         if rec:
             ev.info("mismatched custom buckets were reconciled during subtraction")
@@ -169,7 +168,7 @@ def _hist_rate_core(ev, pts: list, is_counter: bool, mname: str, sts=None):
             prev = nhist.H(schema=second.schema, cv=second.cv)
             custom = second.custom
     if last.custom != custom:
-        ev.warn(f'vector contains a mix of histograms with exponential and custom buckets schemas for metric name "{mname}"')
+        ev.warn(nhist.mixed_schemas(mname))
         return None
     min_schema = min(last.schema, prev.schema)
     for _, cur in pts[1:-1]:
@@ -179,14 +178,13 @@ def _hist_rate_core(ev, pts: list, is_counter: bool, mname: str, sts=None):
             ev.warn(f'this native histogram metric is not a counter: "{mname}"')
         min_schema = min(min_schema, cur.schema)
         if cur.custom != custom:
-            ev.warn("vector contains a mix of histograms with exponential and custom buckets schemas for "
-                    f'metric name "{mname}"')
+            ev.warn(nhist.mixed_schemas(mname))
             return None
     h = last.to_schema(min_schema) if not last.custom else last.copy()
     try:
         _, rec = h.add(prev, -1.0)
     except nhist.IncompatibleSchema:
-        ev.warn(f'vector contains a mix of histograms with exponential and custom buckets schemas for metric name "{mname}"')
+        ev.warn(nhist.mixed_schemas(mname))
         return None
     if rec:
         ev.info("mismatched custom buckets were reconciled during subtraction")
@@ -201,8 +199,7 @@ def _hist_rate_core(ev, pts: list, is_counter: bool, mname: str, sts=None):
                 try:
                     _, rec = h.add(prev)
                 except nhist.IncompatibleSchema:
-                    ev.warn("vector contains a mix of histograms with exponential and custom buckets schemas "
-                            f'for metric name "{mname}"')
+                    ev.warn(nhist.mixed_schemas(mname))
                     return None
                 if rec:
                     ev.info("mismatched custom buckets were reconciled during addition")
@@ -248,8 +245,7 @@ def _rate_hist(ev, name: str, pts: list, m, t: int, mname: str, sts=None):
             try:
                 h.add(first)
             except nhist.IncompatibleSchema:
-                ev.warn("vector contains a mix of histograms with exponential and custom buckets schemas for "
-                        f'metric name "{mname}"')
+                ev.warn(nhist.mixed_schemas(mname))
                 return None
     else:
         if d_start >= thr:

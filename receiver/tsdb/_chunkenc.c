@@ -491,6 +491,42 @@ static PyObject *decode_spans(const uint8_t **ptrs, const size_t *lens, Py_ssize
     return decode_grouped(ptrs, lens, n, NULL, 0, NULL, mint, maxt);
 }
 
+/* The buffers of the chunks one batch decode reads: views keep them alive (and are released
+ * by chunk_bufs_free, also after an error part-way), ptrs/lens are what decode_grouped reads. */
+typedef struct {
+    Py_buffer *views;
+    const uint8_t **ptrs;
+    size_t *lens;
+    Py_ssize_t n;  /* buffers taken so far */
+} ChunkBufs;
+
+static int chunk_bufs_alloc(ChunkBufs *b, Py_ssize_t cap) {
+    b->views = PyMem_Calloc((size_t)cap + 1, sizeof(Py_buffer));
+    b->ptrs = PyMem_Malloc(((size_t)cap + 1) * sizeof(*b->ptrs));
+    b->lens = PyMem_Malloc(((size_t)cap + 1) * sizeof(*b->lens));
+    b->n = 0;
+    if (b->views && b->ptrs && b->lens) return 0;
+    PyErr_NoMemory();
+    return -1;
+}
+
+/* Takes the buffer of data (room for it was allocated); -1 with an exception if it has none. */
+static int chunk_bufs_add(ChunkBufs *b, PyObject *data) {
+    Py_buffer *v = &b->views[b->n];
+    if (PyObject_GetBuffer(data, v, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    b->ptrs[b->n] = v->buf;
+    b->lens[b->n] = (size_t)v->len;
+    b->n++;
+    return 0;
+}
+
+static void chunk_bufs_free(ChunkBufs *b) {
+    if (b->views) for (Py_ssize_t i = 0; i < b->n; i++) PyBuffer_Release(&b->views[i]);
+    PyMem_Free(b->views);
+    PyMem_Free(b->ptrs);
+    PyMem_Free(b->lens);
+}
+
 static PyObject *py_xor_decode_many(PyObject *self, PyObject *args) {
     PyObject *seq;
     long long mint, maxt;
@@ -498,24 +534,14 @@ static PyObject *py_xor_decode_many(PyObject *self, PyObject *args) {
     PyObject *fast = PySequence_Fast(seq, "chunks must be a sequence of bytes-like objects");
     if (!fast) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    Py_buffer *views = PyMem_Calloc((size_t)n + 1, sizeof(Py_buffer));
-    const uint8_t **ptrs = PyMem_Malloc(((size_t)n + 1) * sizeof(*ptrs));
-    size_t *lens = PyMem_Malloc(((size_t)n + 1) * sizeof(*lens));
+    ChunkBufs bufs = {0};
     PyObject *res = NULL;
-    Py_ssize_t got = 0;
-    if (!views || !ptrs || !lens) { PyErr_NoMemory(); goto done; }
-    for (; got < n; got++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, got), &views[got],
-                               PyBUF_C_CONTIGUOUS) < 0) goto done;
-        ptrs[got] = views[got].buf;
-        lens[got] = (size_t)views[got].len;
-    }
-    res = decode_spans(ptrs, lens, n, (int64_t)mint, (int64_t)maxt);
+    if (chunk_bufs_alloc(&bufs, n) < 0) goto done;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (chunk_bufs_add(&bufs, PySequence_Fast_GET_ITEM(fast, i)) < 0) goto done;
+    res = decode_spans(bufs.ptrs, bufs.lens, n, (int64_t)mint, (int64_t)maxt);
 done:
-    if (views) for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
-    PyMem_Free(views);
-    PyMem_Free(ptrs);
-    PyMem_Free(lens);
+    chunk_bufs_free(&bufs);
     Py_DECREF(fast);
     return res;
 }
@@ -545,11 +571,9 @@ static PyObject *py_xor_decode_series(PyObject *self, PyObject *args) {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(outer);
     PyObject **inner = PyMem_Calloc((size_t)n + 1, sizeof(PyObject *));
     Py_ssize_t *nchunks = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
-    Py_buffer *views = NULL;
-    const uint8_t **ptrs = NULL;
-    size_t *lens = NULL;
+    ChunkBufs bufs = {0};
     PyObject *ooffs = NULL, *pair = NULL, *res = NULL;
-    Py_ssize_t total_chunks = 0, got = 0;
+    Py_ssize_t total_chunks = 0;
     if (!inner || !nchunks) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t i = 0; i < n; i++) {
         inner[i] = PySequence_Fast(PySequence_Fast_GET_ITEM(outer, i),
@@ -558,32 +582,23 @@ static PyObject *py_xor_decode_series(PyObject *self, PyObject *args) {
         nchunks[i] = PySequence_Fast_GET_SIZE(inner[i]);
         total_chunks += nchunks[i];
     }
-    views = PyMem_Calloc((size_t)total_chunks + 1, sizeof(Py_buffer));
-    ptrs = PyMem_Malloc(((size_t)total_chunks + 1) * sizeof(*ptrs));
-    lens = PyMem_Malloc(((size_t)total_chunks + 1) * sizeof(*lens));
-    if (!views || !ptrs || !lens) { PyErr_NoMemory(); goto done; }
+    if (chunk_bufs_alloc(&bufs, total_chunks) < 0) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         for (Py_ssize_t c = 0; c < nchunks[i]; c++) {
             PyObject *data = chunk_data(PySequence_Fast_GET_ITEM(inner[i], c));
-            if (!data || PyObject_GetBuffer(data, &views[got], PyBUF_C_CONTIGUOUS) < 0) goto done;
-            ptrs[got] = views[got].buf;
-            lens[got] = (size_t)views[got].len;
-            got++;
+            if (!data || chunk_bufs_add(&bufs, data) < 0) goto done;
         }
     }
     ooffs = PyBytes_FromStringAndSize(NULL, (n + 1) * 8);
     if (!ooffs) goto done;
-    pair = decode_grouped(ptrs, lens, got, nchunks, n, (int64_t *)PyBytes_AS_STRING(ooffs),
-                          (int64_t)mint, (int64_t)maxt);
+    pair = decode_grouped(bufs.ptrs, bufs.lens, bufs.n, nchunks, n,
+                          (int64_t *)PyBytes_AS_STRING(ooffs), (int64_t)mint, (int64_t)maxt);
     if (pair) res = PyTuple_Pack(3, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), ooffs);
 done:
-    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    chunk_bufs_free(&bufs);
     if (inner) for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(inner[i]);
     PyMem_Free(inner);
     PyMem_Free(nchunks);
-    PyMem_Free(views);
-    PyMem_Free(ptrs);
-    PyMem_Free(lens);
     Py_XDECREF(pair);
     Py_XDECREF(ooffs);
     Py_DECREF(outer);

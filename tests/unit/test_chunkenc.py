@@ -238,6 +238,77 @@ def test_decode_many_filters_and_concatenates() -> None:
     assert len(decode_many([], 0, 10)[0]) == 0
 
 
+def _random_series(rng: np.random.Generator, nseries: int) -> list[list]:
+    """Chunk lists of random series (0-4 chunks each, 0-130 samples a chunk), each chunk as
+    bytes, bytearray, memoryview or a (mint, maxt, data) tuple."""
+    out = []
+    t = int(rng.integers(-10**6, 10**6))
+    for _ in range(nseries):
+        chunks: list = []
+        for _ in range(int(rng.integers(0, 5))):
+            n = int(rng.integers(0, 131))
+            ts = t + np.cumsum(rng.integers(1, 60_000, n))
+            t = int(ts[-1]) if n else t
+            vals = rng.choice([rng.normal(size=n) * 1e3, rng.integers(0, 9, n).astype(float)])
+            chunk = encode(ts, vals)
+            kind = int(rng.integers(0, 4))
+            chunks.append([chunk, bytearray(chunk), memoryview(chunk),
+                           (int(ts[0]) if n else 0, t, chunk)][kind])
+        out.append(chunks)
+    return out
+
+
+def _data(item) -> object:
+    return item[2] if isinstance(item, tuple) else item
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_decode_series_matches_decode_many_per_series(seed: int) -> None:
+    """The two batch entry points share their chunk collection and decode loop: the samples of
+    each series from decode_series are exactly decode_many's of its chunks."""
+    rng = np.random.default_rng(seed)
+    series = _random_series(rng, int(rng.integers(0, 40)))
+    everything = [c for s in series for c in s]
+    times = [int(t) for c in everything for t in decode(_data(c))[0]] or [0]
+    bounds = [(-(2**63), 2**63 - 1), (min(times), max(times)), (max(times) + 1, max(times) + 9)]
+    for _ in range(4):
+        a, b = sorted(int(x) for x in rng.choice(times, 2))
+        bounds.append((a + int(rng.integers(-1, 2)), b + int(rng.integers(-1, 2))))
+    for mint, maxt in bounds:
+        ts, vals, offs = chunkenc.decode_series(series, mint, maxt)
+        assert len(offs) == len(series) + 1 and offs[0] == 0 and offs[-1] == len(ts)
+        for i, s in enumerate(series):
+            t1, v1 = decode_many([_data(c) for c in s], mint, maxt)
+            np.testing.assert_array_equal(ts[offs[i]:offs[i + 1]], t1)
+            np.testing.assert_array_equal(_bits(vals[offs[i]:offs[i + 1]]), _bits(v1))
+        t_all, v_all = decode_many([_data(c) for c in everything], mint, maxt)
+        np.testing.assert_array_equal(ts, t_all)
+        np.testing.assert_array_equal(_bits(vals), _bits(v_all))
+
+
+def test_batch_decoders_reject_bad_items_and_release_every_buffer() -> None:
+    """Errors part-way through the chunk list (corrupt chunk, an item that is no buffer, a bad
+    tuple) raise and still release the buffers already taken: a bytearray whose buffer stayed
+    exported could not be resized afterwards."""
+    good = encode(np.arange(10) * 1000, np.ones(10))
+    held = bytearray(good)
+    cases_many = [([held, good[:3]], ValueError), ([held, 42], TypeError),
+                  ([held, (0, 1, good)], TypeError), ([held, "abc"], TypeError)]
+    for chunks, err in cases_many:
+        with pytest.raises(err):
+            decode_many(chunks, 0, 10**9)
+        held.append(0)  # BufferError if an export leaked
+        held.pop()
+    cases_series = [([[held], [good[:3]]], ValueError), ([[held], [42]], TypeError),
+                    ([[held], [(0, 1)]], ValueError), ([[held], 7], TypeError), (5, TypeError)]
+    for series, err in cases_series:
+        with pytest.raises(err):
+            chunkenc.decode_series(series, 0, 10**9)
+        held.append(0)
+        held.pop()
+    assert decode_many([held], 0, 10**9)[0].tolist() == list(range(0, 10_000, 1000))
+
+
 # -- HeadChunks -------------------------------------------------------------------------------
 
 def _append(h: HeadChunks, refs, ts, vals, min_valid: int = -(2**63)) -> list[int]:

@@ -305,6 +305,37 @@ def test_leaving_a_series_stream_early_resets_it_at_once_and_counts_it_cancelled
     assert _run(main()) == (1.0, 1.0)
 
 
+def test_header_blocks_that_leave_no_decoder_state_are_decoded_once():
+    """Our servers' literal-only blocks are decoded once per connection and then looked up;
+    blocks that index into the dynamic table (grpcio's, Go's) go through the decoder each time
+    and still read right."""
+    import hpack
+
+    from storeapi.h2client import _Connection
+
+    async def ours():
+        async with _our_server() as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "snappy")
+            try:
+                first = await _calls(ch)
+                known = dict(ch._conn.known_blocks)
+                return first, await _calls(ch), known, dict(ch._conn.known_blocks)
+            finally:
+                await ch.close()
+    first, second, known, after = _run(ours())
+    assert first == second == EXPECTED
+    assert known and after == known  # the second round added nothing: every block was known
+
+    conn = _Connection(H2Channel("127.0.0.1:1"))
+    enc = hpack.Encoder()
+    indexed = enc.encode([(":status", "200"), ("grpc-status", "0")])  # adds to the table
+    assert conn._decode(indexed) == [(":status", "200"), ("grpc-status", "0")]
+    assert not conn.known_blocks
+    again = enc.encode([("grpc-status", "0")])  # refers to the entry added above
+    assert conn._decode(again) == [("grpc-status", "0")]
+    assert not conn.known_blocks
+
+
 def test_header_blocks_decode_alike_whether_repeated_stateless_or_indexed():
     """A repeated stateless block (our client's) is decoded once per connection and reused;
     blocks that use the HPACK dynamic table (grpcio's) are always decoded in order; the

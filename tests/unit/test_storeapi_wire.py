@@ -310,3 +310,28 @@ def test_downsampled_chunks_decode_as_aggregates():
     assert series_response(frame, None, None, AggrData) == (1, [((("a", "1"),), [
         (1, 2, AggrData(count=b"\x01", sum=b"\x02")), (3, 4, b"\x03"),
         (9, 10, AggrData(max=b"\x05"))])], 0)
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(mint=st.integers(-(1 << 63), (1 << 63) - 1), maxt=st.integers(-(1 << 63), (1 << 63) - 1),
+       matchers=st.lists(st.tuples(st.sampled_from(["=", "!=", "=~", "!~"]), _TEXT, _TEXT),
+                         max_size=4),
+       skip=st.booleans(), replicas=st.lists(_TEXT, max_size=3),
+       limit=st.integers(0, 1 << 40), batch=st.integers(0, 1 << 20), partial=st.booleans())
+def test_series_request_bytes_as_protobuf(mint, maxt, matchers, skip, replicas, limit, batch,
+                                          partial):
+    """The client's hand-built SeriesRequest is byte for byte what upb serializes."""
+    from receiver.tsdb.labels import Matcher, MatchType
+    from storeapi.convert import matchers_to_pb
+    from storeapi.wire import series_request
+    ms = [Matcher(MatchType(t), n, "x" if t in ("=~", "!~") else v) for t, n, v in matchers]
+    strategy = types_pb2.WARN if partial else types_pb2.ABORT
+    want = rpc_pb2.SeriesRequest(
+        min_time=mint, max_time=maxt, matchers=matchers_to_pb(ms), skip_chunks=skip,
+        without_replica_labels=replicas, limit=limit, response_batch_size=batch,
+        partial_response_disabled=not partial, partial_response_strategy=strategy)
+    assert series_request(mint, maxt, ms, skip, replicas, limit, batch, strategy,
+                          not partial) == want.SerializeToString()

@@ -1,0 +1,158 @@
+"""Small queries evaluated on the event loop, without the worker thread.
+
+A query in a worker thread pays two hops between threads per store select (the worker asks the
+loop for the data and waits for it) plus one for the whole evaluation: a few hundred
+microseconds of CPU and wake-ups, more than evaluating a one-series dashboard query costs. So a
+query whose plan is cheap runs on the loop instead: the engine evaluates with a queryable that
+answers only selects already fetched; a select not fetched yet stops the evaluation
+(:class:`_NeedSelect`), the loop fetches it asynchronously and evaluates again.
+
+The loop must never be held by a big query: before each evaluation the work is bounded by
+:func:`inline_cost` (syntax-tree nodes x (steps x series + samples x windows per step)), with
+the series and samples counted from the fetched chunks' headers before anything is decoded.
+A query over the bound (or with a subquery, downsampled data, native histograms, more selects)
+goes to the worker as before, keeping what was fetched so far (:meth:`FanoutQueryable.keep`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from querier.promql import ast
+from storeapi.client import RawSeries
+
+from .fanout import FanoutQueryable, merge_raw_series
+
+
+@dataclass(frozen=True)
+class InlineLimits:
+    """What a query evaluated on the event loop may cost; anything more goes to the worker."""
+
+    max_query_chars: int = 1024   # longer text is parsed in the worker, not on the loop
+    max_nodes: int = 24           # syntax-tree nodes
+    max_selects: int = 2          # store selects (each one evaluation restart)
+    max_series: int = 64          # series fetched, over all selects
+    max_chunks: int = 512         # chunks fetched, over all selects
+    max_samples: int = 32_768     # samples in those chunks (from their headers)
+    max_cost: int = 100_000       # inline_cost(): about the element-operations allowed
+
+
+DEFAULT_INLINE_LIMITS = InlineLimits()
+
+
+class _NeedSelect(BaseException):
+    """A select whose data is not fetched yet. A BaseException: no ``except Exception`` in the
+    engine may take it for a query error."""
+
+    def __init__(self, key: tuple, range_ms: int) -> None:
+        super().__init__()
+        self.key = key
+        self.range_ms = range_ms
+
+
+class _Decline(BaseException):
+    """This select cannot be answered on the loop (downsampled data): use the worker."""
+
+
+def plan_nodes(expr, limits: InlineLimits = DEFAULT_INLINE_LIMITS) -> int | None:
+    """The number of syntax-tree nodes of ``expr`` if its plan may run on the loop (no subquery:
+    its inner steps are not bounded by the query's), else None."""
+    n = 0
+    for node in ast.walk(expr):
+        n += 1
+        if n > limits.max_nodes or isinstance(node, ast.SubqueryExpr):
+            return None
+    return n
+
+
+def inline_cost(nodes: int, steps: int, series: int, samples: int, windows: int) -> int:
+    """An upper estimate of the evaluation's elementary operations: every node may touch every
+    (series, step) cell, and a range function every sample once per window covering it."""
+    return nodes * (steps * max(series, 1) + samples * max(windows, 1))
+
+
+def _samples(raw: list[RawSeries]) -> int:
+    """Samples in the fetched chunks: every Prometheus chunk starts with its big-endian 16-bit
+    sample count."""
+    return sum(int.from_bytes(c[2][:2], "big") for s in raw for c in s.chunks)
+
+
+class LoopQueryable:
+    """The engine's queryable on the loop: selects answered from ``raw`` (fetched by
+    :class:`InlineQuery`); any other select raises :class:`_NeedSelect`."""
+
+    def __init__(self, fanout: FanoutQueryable) -> None:
+        self.fanout = fanout
+        self.raw: dict[tuple, list[RawSeries]] = {}
+
+    def select(self, matchers, mint: int, maxt: int):
+        return self.select_with_hints(matchers, mint, maxt)
+
+    def select_with_hints(self, matchers, mint: int, maxt: int, func: str | None = None,
+                          range_ms: int = 0):
+        dedup, counter, res = self.fanout.select_plan(func, range_ms)
+        if res > 0:
+            raise _Decline()
+        key = FanoutQueryable.select_key(matchers, mint, maxt)
+        raw = self.raw.get(key)
+        if raw is None:
+            raise _NeedSelect(key, range_ms)
+        return merge_raw_series(raw, mint, maxt, dedup, counter)
+
+
+class InlineQuery:
+    """Evaluate ``run(engine, queryable)`` on the loop while :func:`inline_cost` stays within
+    ``limits``; ``evaluate()`` returns None when the query must go to the worker instead."""
+
+    def __init__(self, fanout: FanoutQueryable, nodes: int, steps: int, step_ms: int,
+                 limits: InlineLimits = DEFAULT_INLINE_LIMITS) -> None:
+        self.fanout = fanout
+        self.queryable = LoopQueryable(fanout)
+        self.nodes = nodes
+        self.steps = steps
+        self.step_ms = step_ms
+        self.limits = limits
+        self.series = self.chunks = self.samples = self.windows = 0
+
+    def _fits(self) -> bool:
+        lim = self.limits
+        return (self.series <= lim.max_series and self.chunks <= lim.max_chunks
+                and self.samples <= lim.max_samples
+                and inline_cost(self.nodes, self.steps, self.series, self.samples,
+                                self.windows) <= lim.max_cost)
+
+    def _count(self, raw: list[RawSeries], range_ms: int) -> bool:
+        """Add a fetched selection to the totals; False when it is too big (or holds native
+        histograms, decoded sample by sample) for the loop."""
+        self.series += len(raw)
+        if self.series > self.limits.max_series or any(s.histograms is not False for s in raw):
+            return False
+        self.chunks += sum(len(s.chunks) for s in raw)
+        if self.chunks > self.limits.max_chunks:
+            return False
+        self.samples += _samples(raw)
+        if range_ms:  # a sample is in every window covering it: at most one per step
+            per_step = -(-range_ms // self.step_ms) if self.step_ms > 0 else 1
+            self.windows = max(self.windows, min(per_step, self.steps))
+        return self._fits()
+
+    async def evaluate(self, run, engine):
+        """The query's result, or None: hand it to the worker (data fetched so far is kept in
+        the fanout queryable, so the worker does not fetch it again)."""
+        if not self._fits():
+            return None
+        for _ in range(self.limits.max_selects + 1):
+            try:
+                return run(engine, self.queryable)
+            except _Decline:
+                break
+            except _NeedSelect as need:
+                if len(self.queryable.raw) >= self.limits.max_selects:
+                    break
+                matchers, mint, maxt = need.key
+                raw = await self.fanout.fetch(list(matchers), mint, maxt)
+                self.queryable.raw[need.key] = raw
+                if not self._count(raw, need.range_ms):
+                    break
+        for key, raw in self.queryable.raw.items():
+            self.fanout.keep(key, raw)
+        return None

@@ -1,0 +1,204 @@
+"""Small queries evaluated on the event loop (querier.inline): the same bytes as the worker
+path for answers and errors, bigger queries still in the worker (with the data already fetched
+reused, not fetched twice), and the limits of issue 11 on the loop path too."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import numpy as np
+
+from querier.config import QueryConfig
+from querier.inline import DEFAULT_INLINE_LIMITS, InlineLimits, inline_cost
+from querier_cluster import cluster, run
+
+Q, QR = "/api/v1/query", "/api/v1/query_range"
+T0 = 1_700_000_000_000
+WORKER_ONLY = InlineLimits(max_nodes=0)
+
+
+class CountingPool(ThreadPoolExecutor):
+    """The querier's worker pool, counting the queries handed to it."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(max_workers=n, thread_name_prefix="query")
+        self.submitted = 0
+
+    def submit(self, *a, **kw):
+        self.submitted += 1
+        return super().submit(*a, **kw)
+
+
+def _series(n: int, samples: int) -> list:
+    ts = T0 + np.arange(samples, dtype=np.int64) * 15_000
+    return [((("__name__", "m"), ("i", str(k)), ("job", "j")), ts, np.arange(samples) * (k + 1.5))
+            for k in range(n)] + [((("__name__", "c"), ("i", "0")), ts, np.cumsum(np.ones(samples)))]
+
+
+def _series_calls(c) -> float:
+    return c.querier.registry.get_sample_value(
+        "grpc_client_started_total",
+        {"grpc_type": "server_stream", "grpc_service": "thanos.Store", "grpc_method": "Series"}) or 0
+
+
+REQUESTS = [
+    (Q, {"query": 'm{i="1"}', "time": str(T0 / 1000 + 600)}),
+    (Q, {"query": "m", "time": str(T0 / 1000 + 600), "stats": "all"}),
+    (Q, {"query": "rate(c[5m])", "time": str(T0 / 1000 + 900)}),
+    (Q, {"query": "m[2m]", "time": str(T0 / 1000 + 900)}),
+    (Q, {"query": "vector(1) + 2", "time": str(T0 / 1000 + 900)}),
+    (Q, {"query": 'm{i="0"} / on() c', "time": str(T0 / 1000 + 900)}),
+    (Q, {"query": "m", "time": str(T0 / 1000 + 900), "limit": "1"}),
+    (QR, {"query": 'm{i="2"}', "start": str(T0 / 1000), "end": str(T0 / 1000 + 1800), "step": "15"}),
+    (QR, {"query": "sum by (job) (rate(m[1m]))", "start": str(T0 / 1000),
+          "end": str(T0 / 1000 + 1800), "step": "30"}),
+    (QR, {"query": "time()", "start": str(T0 / 1000), "end": str(T0 / 1000 + 60), "step": "7"}),
+    (QR, {"query": "nope", "start": str(T0 / 1000), "end": str(T0 / 1000 + 60), "step": "7"}),
+    # errors: parse, range vector in a range query, too many samples, bad function arguments
+    (Q, {"query": "sum(", "time": str(T0 / 1000)}),
+    (QR, {"query": "m[1m]", "start": str(T0 / 1000), "end": str(T0 / 1000 + 60), "step": "7"}),
+    (QR, {"query": "m", "start": str(T0 / 1000), "end": str(T0 / 1000 + 1800), "step": "1"}),
+    (Q, {"query": 'label_replace(m, "x", "y", "i", "(")', "time": str(T0 / 1000 + 60)}),
+    (Q, {"query": 'm{i="0"} + ignoring(i) m', "time": str(T0 / 1000 + 60)}),
+]
+
+
+def test_small_queries_answer_on_the_loop_byte_for_byte_as_in_the_worker(tmp_path):
+    async def go():
+        async with cluster(tmp_path, QueryConfig(max_samples=2000)) as c:
+            await c.push(_series(3, 200))
+            api = c.querier.api
+            api._pool = pool = CountingPool(4)
+
+            async def answers() -> list[tuple[int, bytes]]:
+                out = []
+                for path, params in REQUESTS:
+                    async with c.http.get(c.base + path, params=params) as r:
+                        out.append((r.status, await r.read()))
+                return out
+            on_loop = await answers()
+            assert pool.submitted == 0, "every one of these is small enough for the loop"
+            api.inline = WORKER_ONLY
+            in_worker = await answers()
+            assert pool.submitted == len(REQUESTS) - 1  # all but the parse error
+            for (path, params), a, b in zip(REQUESTS, on_loop, in_worker):
+                if params.get("stats"):  # timings differ; the rest must not
+                    a = (a[0], _without_timings(a[1]))
+                    b = (b[0], _without_timings(b[1]))
+                assert a == b, (params, a, b)
+            statuses = [s for s, _ in on_loop]
+            assert statuses[:11] == [200] * 11 and statuses[11:] == [400, 400, 422, 422, 422], statuses
+    run(go())
+
+
+def _without_timings(body: bytes) -> bytes:
+    import orjson
+    d = orjson.loads(body)
+    d["data"]["stats"].pop("timings")
+    return orjson.dumps(d)
+
+
+def test_a_query_over_the_bound_goes_to_the_worker_without_fetching_twice(tmp_path):
+    """Fetched on the loop, found too big, then evaluated by the worker with that same data:
+    one Series call, and the answer the worker alone gives."""
+    async def go():
+        async with cluster(tmp_path) as c:
+            await c.push(_series(3, 200))
+            api = c.querier.api
+            api._pool = pool = CountingPool(4)
+            params = {"query": "sum(m)", "start": str(T0 / 1000), "end": str(T0 / 1000 + 2000),
+                      "step": "10"}
+            api.inline = replace(DEFAULT_INLINE_LIMITS, max_samples=300)  # 3 x 200 is more
+            calls = _series_calls(c)
+            async with c.http.get(c.base + QR, params=params) as r:
+                big = (r.status, await r.read())
+            assert pool.submitted == 1 and _series_calls(c) == calls + 1
+            api.inline = WORKER_ONLY
+            async with c.http.get(c.base + QR, params=params) as r:
+                assert (r.status, await r.read()) == big
+            assert big[0] == 200
+    run(go())
+
+
+def test_cost_bound_grows_with_series_steps_samples_and_windows():
+    assert inline_cost(1, 240, 1, 240, 0) == 480
+    assert inline_cost(3, 240, 0, 0, 0) == 720  # no series yet: the steps still count
+    assert inline_cost(2, 100, 10, 1000, 20) == 2 * (1000 + 20_000)
+    lim = DEFAULT_INLINE_LIMITS
+    # a one-series dashboard query fits at 1 h and 24 h (240 steps); 11,000 steps of a long
+    # expression, or a rate over 64 series with 20 windows per sample, do not
+    assert inline_cost(1, 241, 1, 240, 0) <= lim.max_cost
+    assert inline_cost(1, 241, 1, 5760, 0) <= lim.max_cost
+    assert inline_cost(lim.max_nodes, 11_000, 1, 0, 0) > lim.max_cost
+    assert inline_cost(3, 241, 64, 64 * 240, 20) > lim.max_cost
+
+
+def test_parse_cache_keeps_only_trees_evaluation_leaves_unchanged():
+    from querier.parsecache import ParseCache
+    cache = ParseCache(frozenset(), max_entries=2)
+    a = cache.parse('rate(m{i="1"}[5m])')
+    assert cache.parse('rate(m{i="1"}[5m])') is a
+    d = cache.parse("rate(m[step() * 4])")  # resolved in place per query: parsed every time
+    assert cache.parse("rate(m[step() * 4])") is not d
+    cache.parse("b")
+    cache.parse("c")  # the least recently used ("rate(...)") goes
+    assert cache.parse('rate(m{i="1"}[5m])') is not a
+    assert len(cache._trees) == 2
+
+
+def test_duration_expressions_take_each_query_s_step(tmp_path):
+    """The same text at two steps (a tree resolved in place must not be reused)."""
+    async def go():
+        async with cluster(tmp_path) as c:
+            await c.push(_series(1, 200))
+            api = c.querier.api
+
+            async def both() -> list:
+                out = []
+                for step in ("15", "30", "15"):
+                    async with c.http.get(c.base + QR, params={
+                            "query": "max_over_time(c[step() * 2] offset step())",
+                            "start": str(T0 / 1000 + 300), "end": str(T0 / 1000 + 900),
+                            "step": step}) as r:
+                        out.append((r.status, await r.read()))
+                return out
+            on_loop = await both()
+            api.inline = WORKER_ONLY
+            assert on_loop == await both()
+            assert on_loop[0][0] == 200 and on_loop[0] == on_loop[2] and on_loop[0] != on_loop[1]
+    run(go())
+
+
+def test_a_query_on_the_loop_holds_its_slot_until_its_deadline(tmp_path):
+    """--query.max-concurrent and --query.timeout on the loop path: a query waiting on a hung
+    endpoint keeps the only slot (the next one times out in the queue), answers Prometheus's
+    timeout at its deadline, and frees the slot."""
+    import asyncio
+
+    from querier.endpoints import HealthOptions
+    from querier_cluster import BlackHole
+    hole = BlackHole()
+
+    async def go():
+        async with cluster(tmp_path, QueryConfig(timeout_s=5, max_concurrent=1),
+                           extra_endpoints=(hole.address,),
+                           health=HealthOptions(info_timeout_s=300.0)) as c:
+            api = c.querier.api
+            api._pool = pool = CountingPool(1)
+            first = asyncio.ensure_future(c.get(Q, query="up", timeout="2"))
+            for _ in range(200):  # bounded wait for it to be running
+                if api._running:
+                    break
+                await asyncio.sleep(0.01)
+            assert api._running and pool.submitted == 0  # running, and on the loop
+            assert await c.get(Q, query="vector(1)", timeout="0.3") == (503, {
+                "status": "error", "errorType": "timeout",
+                "error": "query timed out in query queue"})
+            assert await first == (503, {"status": "error", "errorType": "timeout",
+                                         "error": "query timed out in expression evaluation"})
+            assert not api._running
+            assert (await c.get(Q, query="vector(1)"))[0] == 200
+    try:
+        run(go())
+    finally:
+        hole.close()
