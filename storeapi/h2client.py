@@ -32,7 +32,7 @@ from storeapi.h2frames import (
     END_STREAM, FLOW_CONTROL_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_STREAM_ID, MAX_WINDOW,
     NO_ERROR, PING, PREFACE, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
-    WINDOW_UPDATE, HeaderBlocks, ProtocolError, frame, goaway, header_frames, literal, parse_settings,
+    WINDOW_UPDATE, HeaderBlocks, HeaderDecoder, ProtocolError, frame, goaway, header_frames, literal, parse_settings,
     rst_stream, settings_frame, split_frames, unpad, window_update)
 
 _PREFIX = struct.Struct(">BI")
@@ -107,8 +107,8 @@ class _Connection(asyncio.Protocol):
         self.channel = channel
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
-        self.decoder = hpack.Decoder(max_header_list_size=_MAX_HEADERS)
-        self.known_blocks: dict[bytes, list] = {}  # context-free header blocks, decoded
+        self.decoder = HeaderDecoder(_MAX_HEADERS, _KNOWN_BLOCKS)
+        self.known_blocks = self.decoder.known  # context-free header blocks, decoded
         self.calls: dict[int, _Call] = {}
         self.next_sid = 1
         self.peer_frame = DEFAULT_FRAME
@@ -231,20 +231,8 @@ class _Connection(asyncio.Protocol):
             call.wake()
 
     def _decode(self, block: bytes) -> list:
-        """HPACK-decode ``block``. A block that leaves the dynamic table empty (as our servers'
-        literal-only blocks do) decodes the same every time: kept, so the next equal one
-        (every call's response headers and trailers) skips the decoder."""
-        table = self.decoder.header_table
-        if table.dynamic_entries:
-            return self.decoder.decode(block, raw=False)
-        headers = self.known_blocks.get(block)
-        if headers is None:
-            size = table.maxsize
-            headers = self.decoder.decode(block, raw=False)
-            if not table.dynamic_entries and table.maxsize == size and \
-                    len(self.known_blocks) < _KNOWN_BLOCKS:
-                self.known_blocks[bytes(block)] = headers
-        return headers
+        """HPACK-decode ``block`` (a repeated literal-only one is looked up: HeaderDecoder)."""
+        return self.decoder.decode(block)
 
     def _headers(self, sid: int, flags: int, block: bytes) -> None:
         headers = self._decode(block)

@@ -6,6 +6,8 @@ by the ``hpack`` library (peers use Huffman coding and the dynamic table).
 """
 from __future__ import annotations
 
+import hpack
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Frame types, flags and error codes.
@@ -157,3 +159,29 @@ class HeaderBlocks:
         sid, first_flags, block = self._pending
         self._pending = None
         return sid, first_flags, bytes(block)
+
+
+class HeaderDecoder:
+    """HPACK decoding of one connection's received header blocks (``hpack.Decoder``), with
+    the blocks that leave the dynamic table empty -- literal-only ones, as our client and
+    servers send on every call -- decoded once and then looked up: they decode the same
+    every time. Blocks that use the dynamic table (grpcio's, Go's) always go through the
+    decoder, in order. At most ``keep`` blocks are kept."""
+
+    def __init__(self, max_header_list_size: int, keep: int) -> None:
+        self.decoder = hpack.Decoder(max_header_list_size=max_header_list_size)
+        self.known: dict[bytes, list[tuple[str, str]]] = {}
+        self._keep = keep
+
+    def decode(self, block: bytes) -> list[tuple[str, str]]:
+        table = self.decoder.header_table
+        if table.dynamic_entries:
+            return self.decoder.decode(block, raw=False)
+        headers = self.known.get(block)
+        if headers is None:
+            size = table.maxsize
+            headers = self.decoder.decode(block, raw=False)
+            if not table.dynamic_entries and table.maxsize == size and \
+                    len(self.known) < self._keep:
+                self.known[bytes(block)] = headers
+        return headers

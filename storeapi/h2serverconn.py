@@ -18,71 +18,16 @@ from storeapi.h2frames import (
     FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_WINDOW, NO_ERROR, PING,
     PREFACE, PROTOCOL_ERROR, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
-    WINDOW_UPDATE, HeaderBlocks, ProtocolError, frame, goaway, header_frames, parse_settings, rst_stream,
+    WINDOW_UPDATE, HeaderBlocks, HeaderDecoder, ProtocolError, frame, goaway, header_frames, parse_settings, rst_stream,
     settings_frame, split_frames, unpad, window_update)
 
 MAX_HEADERS = 64 << 10  # largest header list (and header block) a client may send
 STREAM_CLOSED = 0x5
-# Decoded request header blocks kept per connection (see _decode), and the largest kept.
-MEMO_BLOCKS = 16
-MEMO_BLOCK_BYTES = 2048
-_STATIC_TABLE_LEN = 61  # RFC 7541 Appendix A
+KNOWN_BLOCKS = 16  # literal-only request header blocks kept decoded per connection
 
 # Events: (REQUEST, sid, headers dict), (DATA_IN, sid, data, flow-controlled length),
 # (ENDED, sid), (RESET, sid), (WINDOW, 0), (TERMINATED, 0).
 REQUEST, DATA_IN, ENDED, RESET, WINDOW, TERMINATED = range(6)
-
-
-def _hpack_int(block: bytes, i: int, bits: int) -> tuple[int, int]:
-    """An HPACK integer with a ``bits``-bit prefix at ``block[i]``: (value, next index)."""
-    mask = (1 << bits) - 1
-    value = block[i] & mask
-    i += 1
-    if value < mask:
-        return value, i
-    shift = 0
-    while shift <= 28:
-        c = block[i]
-        i += 1
-        value += (c & 0x7F) << shift
-        shift += 7
-        if not c & 0x80:
-            return value, i
-    raise ValueError("HPACK integer too long")
-
-
-def _skip_string(block: bytes, i: int) -> int:
-    n, i = _hpack_int(block, i, 7)
-    if i + n > len(block):
-        raise ValueError("HPACK string runs past the block")
-    return i + n
-
-
-def stateless_header_block(block: bytes) -> bool:
-    """True when decoding ``block`` neither reads nor changes the HPACK dynamic table: only
-    static-table references and literals without indexing (what our own client and many
-    gRPC clients send on every call). Such a block decodes the same on any connection at
-    any time, so its decoded headers can be reused."""
-    i = 0
-    try:
-        while i < len(block):
-            b = block[i]
-            if b & 0x80:  # indexed header field
-                index, i = _hpack_int(block, i, 7)
-                if index > _STATIC_TABLE_LEN:
-                    return False
-            elif b & 0xF0 == 0:  # literal without indexing
-                index, i = _hpack_int(block, i, 4)
-                if index > _STATIC_TABLE_LEN:
-                    return False
-                if index == 0:
-                    i = _skip_string(block, i)
-                i = _skip_string(block, i)
-            else:  # incremental indexing, never indexed, or a table size update
-                return False
-    except (IndexError, ValueError):
-        return False
-    return True
 
 
 @dataclass
@@ -107,8 +52,7 @@ class ServerConnection:
         self.send_window = DEFAULT_WINDOW  # connection send window
         self.recv_window = DEFAULT_WINDOW + window_bytes
         self.recv_unacked = 0
-        self.decoder = hpack.Decoder(max_header_list_size=MAX_HEADERS)
-        self._decoded: dict[bytes, dict[str, str]] = {}  # stateless blocks (see _decode)
+        self.decoder = HeaderDecoder(MAX_HEADERS, KNOWN_BLOCKS)
         self.blocks = HeaderBlocks(MAX_HEADERS)
         self.buf = bytearray()
         self.preface = False
@@ -187,23 +131,10 @@ class ServerConnection:
             raise ProtocolError("PUSH_PROMISE from a client")
         # PRIORITY and unknown frame types are ignored
 
-    def _decode(self, block: bytes) -> dict[str, str]:
-        """The headers of ``block``, keeping the HPACK state. A client repeating the same
-        stateless block (see stateless_header_block) on every call has it decoded once per
-        connection: the hpack library's pure-Python decoding was a sizeable part of a small
-        call's cost."""
-        hit = self._decoded.get(block)
-        if hit is not None:
-            return dict(hit)
-        headers = dict(self.decoder.decode(block, raw=False))
-        if len(block) <= MEMO_BLOCK_BYTES and stateless_header_block(block):
-            if len(self._decoded) >= MEMO_BLOCKS:
-                del self._decoded[next(iter(self._decoded))]  # the oldest
-            self._decoded[bytes(block)] = dict(headers)
-        return headers
-
     def _headers(self, events: list, sid: int, flags: int, block: bytes) -> None:
-        headers = self._decode(block)
+        # Keeps the HPACK state; a block our client repeats every call is decoded once (the
+        # hpack library's pure-Python decoding was a sizeable part of a small call's cost).
+        headers = dict(self.decoder.decode(block))
         st = self.streams.get(sid)
         if st is not None:  # trailers: must end the stream
             if st.remote_closed or not flags & END_STREAM:

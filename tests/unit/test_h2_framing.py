@@ -336,34 +336,38 @@ def test_header_blocks_that_leave_no_decoder_state_are_decoded_once():
     assert not conn.known_blocks
 
 
-def test_header_blocks_decode_alike_whether_repeated_stateless_or_indexed():
-    """A repeated stateless block (our client's) is decoded once per connection and reused;
-    blocks that use the HPACK dynamic table (grpcio's) are always decoded in order; the
-    reuse stays bounded."""
+def test_server_decodes_repeated_literal_blocks_once_and_indexed_ones_alike():
+    """On the server side too: a repeated literal-only request block (our client's) is
+    decoded once per connection; blocks that use the dynamic table (grpcio's) decode right
+    in order; at most KNOWN_BLOCKS are kept."""
     import hpack
 
-    from storeapi.h2serverconn import MEMO_BLOCKS, REQUEST, ServerConnection, \
-        stateless_header_block
+    from storeapi.h2serverconn import KNOWN_BLOCKS, REQUEST, ServerConnection
 
-    conn = ServerConnection(100, 1 << 20)
-    conn.receive(PREFACE + settings_frame({}))
     want = [(":method", "POST"), (":scheme", "http"), (":path", "/t.T/Unary"),
             (":authority", "a:1"), ("content-type", "application/grpc"), ("te", "trailers")]
     ours = b"\x83\x86" + literal(4, "/t.T/Unary") + literal(1, "a:1") + literal(
         b"content-type", "application/grpc") + literal(b"te", "trailers")
+
+    def requests(conn: ServerConnection, blocks: list[bytes]) -> list[dict]:
+        out = []
+        for i, block in enumerate(blocks):
+            events = conn.receive(frame(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, block))
+            out += [e[2] for e in events if e[0] == REQUEST]
+        return out
+
+    conn = ServerConnection(100, 1 << 20)
+    conn.receive(PREFACE + settings_frame({}))
+    many = [b"\x83\x86" + literal(4, f"/t.T/M{i}") + literal(1, "a:1")
+            for i in range(3 * KNOWN_BLOCKS)]
+    assert requests(conn, [ours, ours, *many]) == [dict(want)] * 2 + [
+        {":method": "POST", ":scheme": "http", ":path": f"/t.T/M{i}", ":authority": "a:1"}
+        for i in range(3 * KNOWN_BLOCKS)]
+    assert len(conn.decoder.known) == KNOWN_BLOCKS and ours in conn.decoder.known
+
+    grpcio_like = ServerConnection(100, 1 << 20)
+    grpcio_like.receive(PREFACE + settings_frame({}))
     enc = hpack.Encoder()
     indexed = [enc.encode(want), enc.encode(want)]  # the second refers to the first's entries
-    assert stateless_header_block(ours)
-    assert not any(map(stateless_header_block, indexed))
-    sid = 1
-    for block in (ours, indexed[0], ours, indexed[1], ours):
-        events = conn.receive(frame(HEADERS, END_HEADERS | END_STREAM, sid, block))
-        assert [e[2] for e in events if e[0] == REQUEST] == [dict(want)], sid
-        sid += 2
-    assert len(conn._decoded) == 1  # noqa: SLF001 -- ours only
-    for i in range(3 * MEMO_BLOCKS):
-        block = b"\x83\x86" + literal(4, f"/t.T/M{i}") + literal(1, "a:1")
-        events = conn.receive(frame(HEADERS, END_HEADERS | END_STREAM, sid, block))
-        assert events[0][2][":path"] == f"/t.T/M{i}"
-        sid += 2
-    assert len(conn._decoded) == MEMO_BLOCKS  # noqa: SLF001
+    assert requests(grpcio_like, [*indexed, ours]) == [dict(want)] * 3
+    assert not grpcio_like.decoder.known
