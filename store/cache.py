@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict, deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import itemgetter
@@ -17,6 +17,7 @@ from typing import Protocol
 
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily
 
 from common.memcache import (
     MemcachedClient,
@@ -48,10 +49,7 @@ class CacheMetrics:
     """Thanos's index-cache metric names, with item_type covering chunks too."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter("thanos_store_index_cache_requests", "Cache lookups.",
-                                ["item_type"], registry=registry)
-        self.hits = Counter("thanos_store_index_cache_hits", "Cache lookups that hit.",
-                            ["item_type"], registry=registry)
+        self.lookups = LookupCounts(registry)
         self.added = Counter("thanos_store_index_cache_items_added", "Items added.",
                              ["item_type"], registry=registry)
         self.evicted = Counter("thanos_store_index_cache_items_evicted", "Items evicted.",
@@ -63,19 +61,32 @@ class CacheMetrics:
         self.max_bytes = Gauge("thanos_store_index_cache_max_size_bytes", "Cache budget.",
                                registry=registry)
         for t in ITEM_TYPES:  # export zeros from the start so rates work
-            for c in (self.requests, self.hits, self.added, self.evicted):
+            for c in (self.added, self.evicted):
                 c.labels(t)
-        # (requests, hits) children by item type: a warm query looks up every block's items,
-        # and finding children by label value each time was a visible part of that.
-        self._lookups: dict[str, tuple] = {}
 
-    def lookups(self, item_type: str) -> tuple:
-        """The (requests, hits) counters of ``item_type``."""
-        got = self._lookups.get(item_type)
-        if got is None:
-            got = self._lookups[item_type] = (self.requests.labels(item_type),
-                                              self.hits.labels(item_type))
-        return got
+
+class LookupCounts:
+    """``thanos_store_index_cache_{requests,hits}_total{item_type}`` as plain integers, read
+    at scrape time: a query looks up items of every block it reads (several lookups per block),
+    and a locked metric update per lookup was a visible part of a small query's cost."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = dict.fromkeys(ITEM_TYPES, 0)
+        self.hits = dict.fromkeys(ITEM_TYPES, 0)
+        registry.register(self)
+
+    def count(self, item_type: str, requests: int, hits: int) -> None:
+        self.requests[item_type] = self.requests.get(item_type, 0) + requests
+        self.hits[item_type] = self.hits.get(item_type, 0) + hits
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, doc, counts in (
+                ("thanos_store_index_cache_requests", "Cache lookups.", self.requests),
+                ("thanos_store_index_cache_hits", "Cache lookups that hit.", self.hits)):
+            family = CounterMetricFamily(name, doc, labels=["item_type"])
+            for t, n in list(counts.items()):
+                family.add_metric([t], n)
+            yield family
 
 
 class LRUCache:
@@ -94,14 +105,10 @@ class LRUCache:
 
     def get(self, key: Hashable, item_type: str) -> bytes | None:
         hit = self._d.get(key)
-        m = self._m
-        if m is not None:
-            m.requests.labels(item_type).inc()
+        self._count(item_type, 1, hit is not None)
         if hit is None:
             return None
         self._d.move_to_end(key)
-        if m is not None:
-            m.hits.labels(item_type).inc()
         return hit[0]
 
     def get_many(self, keys: list[Hashable], item_type: str) -> list[bytes | None]:
@@ -126,10 +133,8 @@ class LRUCache:
         return _values(found)  # type: ignore[return-value]
 
     def _count(self, item_type: str, requests: int, hits: int) -> None:
-        if self._m is not None and requests:
-            req_counter, hit_counter = self._m.lookups(item_type)
-            req_counter.inc(requests)
-            hit_counter.inc(hits)
+        if self._m is not None:
+            self._m.lookups.count(item_type, requests, hits)
 
     def put(self, key: Hashable, value: bytes, item_type: str) -> None:
         self.put_many([key], [value], item_type)
