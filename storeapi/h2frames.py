@@ -166,12 +166,15 @@ class HeaderDecoder:
     the blocks that leave the dynamic table empty -- literal-only ones, as our client and
     servers send on every call -- decoded once and then looked up: they decode the same
     every time. Blocks that use the dynamic table (grpcio's, Go's) always go through the
-    decoder, in order. At most ``keep`` blocks are kept."""
+    decoder, in order. At most ``keep`` blocks of at most ``max_block_bytes`` each are kept
+    (a server's peer could otherwise park ``keep`` × 64 KiB on every connection)."""
 
-    def __init__(self, max_header_list_size: int, keep: int) -> None:
+    def __init__(self, max_header_list_size: int, keep: int, max_block_bytes: int = 4096
+                 ) -> None:
         self.decoder = hpack.Decoder(max_header_list_size=max_header_list_size)
         self.known: dict[bytes, list[tuple[str, str]]] = {}
         self._keep = keep
+        self._max_block = max_block_bytes
 
     def decode(self, block: bytes) -> list[tuple[str, str]]:
         table = self.decoder.header_table
@@ -182,6 +185,6 @@ class HeaderDecoder:
             size = table.maxsize
             headers = self.decoder.decode(block, raw=False)
             if not table.dynamic_entries and table.maxsize == size and \
-                    len(self.known) < self._keep:
+                    len(self.known) < self._keep and len(block) <= self._max_block:
                 self.known[bytes(block)] = headers
         return headers

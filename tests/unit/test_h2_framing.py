@@ -365,6 +365,12 @@ def test_server_decodes_repeated_literal_blocks_once_and_indexed_ones_alike():
         for i in range(3 * KNOWN_BLOCKS)]
     assert len(conn.decoder.known) == KNOWN_BLOCKS and ours in conn.decoder.known
 
+    fresh = ServerConnection(100, 1 << 20)
+    fresh.receive(PREFACE + settings_frame({}))
+    big = b"\x83\x86" + literal(4, "/t.T/Unary") + literal(b"x-pad", "p" * 8000)
+    assert requests(fresh, [big, big])[1]["x-pad"] == "p" * 8000
+    assert not fresh.decoder.known  # a big block is decoded each time, never kept
+
     grpcio_like = ServerConnection(100, 1 << 20)
     grpcio_like.receive(PREFACE + settings_frame({}))
     enc = hpack.Encoder()
