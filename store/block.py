@@ -148,6 +148,7 @@ def intersect_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a[b[at] == a]
 
 
+MAX_KEY_MATCHER_CHARS = 256  # longest matchers an expanded postings entry is kept for
 SMALL_SELECTION = 64  # chunk metas below which list operations beat numpy's per-call cost
 
 
@@ -415,9 +416,12 @@ class BucketBlock:
         refs = await self._expand_postings(matchers)
         # uint32 (series refs are index offsets / 16, and an index is at most 64 GiB), and
         # no entry bigger than a small part of the budget: a broad selection over a huge
-        # block must not flush the cache (its postings lists are cached anyway).
+        # block must not flush the cache (its postings lists are cached anyway). The key's
+        # matchers are not counted against the budget, so long ones (big regexes) are not
+        # kept at all.
         if len(refs) * 4 <= self._cache.max_bytes // 64 and (
-                not len(refs) or refs[-1] <= 0xFFFFFFFF):
+                not len(refs) or refs[-1] <= 0xFFFFFFFF) and \
+                sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS:
             self._cache.put_many([key], [refs.astype(np.uint32).tobytes()],
                                  "expanded_postings")
         return refs

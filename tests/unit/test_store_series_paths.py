@@ -123,7 +123,8 @@ def test_repeated_selection_is_served_from_expanded_postings(tmp_path: Path,
 def test_broad_selection_is_not_kept_as_expanded_postings(tmp_path: Path, bucket_dir: Path
                                                           ) -> None:
     """An expanded postings entry may take only a small part of the cache budget (1/64): a
-    broad selection must not flush everything else; it still answers right."""
+    broad selection must not flush everything else; nor is one kept whose matchers (its key,
+    not counted in the budget) are long. Both still answer right."""
     parts = [(make_series(150, T0 + i * H2, H2, seed=20 + i), {}, T0 + i * H2,
               T0 + (i + 1) * H2) for i in range(3)]
     want = expected(parts, *ALL)
@@ -136,5 +137,8 @@ def test_broad_selection_is_not_kept_as_expanded_postings(tmp_path: Path, bucket
         assert added() == 3  # 30 refs per block: 120 bytes, under 16 KiB / 64
         await check_series(client, want, *ALL, [Matcher("=~", "job", "job.*")])
         assert added() == 3  # 150 refs per block: 600 bytes, over it
+        long_regex = "|".join(f"host-{i:05d}" for i in range(0, 150, 5))  # 329 characters
+        await check_series(client, want, *ALL, [Matcher("=~", "instance", long_regex)])
+        assert added() == 3  # 30 refs, but a key too long to keep out of the budget
 
     run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body, cache_bytes=16 << 10))
