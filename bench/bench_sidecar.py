@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from bench_store_series import series_seconds  # noqa: E402
+from bench_store_series import series_calls  # noqa: E402
 from harness import PrometheusProcess, free_port, promring_cmd, wait_ready  # noqa: E402
 from peers import peer  # noqa: E402
 
@@ -77,8 +77,9 @@ def main() -> None:
             for name, cmd in (("promring", promring_cmd()), ("thanos", [peer("thanos")])):
                 proc, addr = sidecar(cmd, prom, work / f"{name}.log")
                 procs.append(proc)
-                runs = [asyncio.run(series_seconds(addr, mint, maxt, [("__name__", "bench_x_total")]))
-                        for _ in range(a.runs + 1)][1:]
+                calls, _, _ = asyncio.run(series_calls(
+                    addr, proc.pid, mint, maxt, [("__name__", "bench_x_total")], a.runs + 1))
+                runs = calls[1:]
                 results[name] = statistics.median(r[0] for r in runs)
                 print(f"{name}: {results[name]:.3f} s median, {runs[0][1]} frames, "
                       f"{runs[0][2] / 1e6:.1f} MB")
