@@ -277,7 +277,9 @@ typedef struct {
 } sr_ctx;
 
 /* The str of a label name/value: the previous series' object at this position when the
- * bytes are the same (sorted series share most labels), else a new, UTF-8 checked str. */
+ * bytes are the same (sorted series share most labels), else a new, UTF-8 checked str. When
+ * both are, sr_label hands out the previous series' (name, value) tuple itself: a series of
+ * a sorted answer mostly allocates only the pairs that differ from its predecessor's. */
 static PyObject *sr_str(rd_t s, sr_ctx *c, Py_ssize_t pos, int which) {
     Py_ssize_t n = s.p ? s.end - s.p : 0;
     if (c->prev && pos < PyTuple_GET_SIZE(c->prev)) {
@@ -310,6 +312,14 @@ static PyObject *sr_label(rd_t lr, sr_ctx *c, Py_ssize_t pos, int depth) {
     if (!n) return NULL;
     PyObject *val = sr_str(value, c, pos, 1);
     if (!val) { Py_DECREF(n); return NULL; }
+    if (c->prev && pos < PyTuple_GET_SIZE(c->prev)) {  /* the previous series' very pair */
+        PyObject *old = PyTuple_GET_ITEM(c->prev, pos);
+        if (PyTuple_CheckExact(old) && PyTuple_GET_SIZE(old) == 2 &&
+            PyTuple_GET_ITEM(old, 0) == n && PyTuple_GET_ITEM(old, 1) == val) {
+            Py_DECREF(n); Py_DECREF(val);
+            return Py_NewRef(old);
+        }
+    }
     PyObject *t = PyTuple_New(2);
     if (!t) { Py_DECREF(n); Py_DECREF(val); return NULL; }
     PyTuple_SET_ITEM(t, 0, n); PyTuple_SET_ITEM(t, 1, val);
