@@ -246,6 +246,32 @@ def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
     run(main())
 
 
+def test_label_sets_share_the_previous_series_equal_pairs(tmp_path: Path) -> None:
+    """IndexHeader.label_sets of consecutive series: a pair with the same symbols as the
+    previous series' pair at that position is that tuple; everything else is built anew."""
+    series = make_series(20, T0, H2, step=60_000)
+    bdir = write(tmp_path, series, T0, T0 + H2, {})
+    data = (bdir / "index").read_bytes()
+
+    async def main() -> IndexHeader:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        await upload_dir(bkt, bdir)
+        h, _ = await IndexHeader.load_or_fetch(bkt, f"{bdir.name}/index", len(data),
+                                               tmp_path / "hdr" / HEADER_FILENAME)
+        return h
+
+    h = asyncio.run(main())
+    syms = list(h.symbols)
+    a, b, c = syms[:3]
+    sets = [((a, b), (b, c)), ((a, b), (b, a)), ((a, b),), ((a, c), (b, a)), ((a, c), (b, a))]
+    ids = np.array([syms.index(x) for ls in sets for p in ls for x in p], np.int64)
+    got = h.label_sets(np.array([len(ls) for ls in sets], np.int64), ids)
+    assert got == sets
+    assert got[1][0] is got[0][0] and got[1][1] is not got[0][1]
+    assert got[2][0] is got[1][0] and got[3][0] is not got[2][0]
+    assert got[4][0] is got[3][0] and got[4][1] is got[3][1]
+
+
 def test_postings_lookup_by_bytes_finds_every_value_and_no_other(tmp_path: Path) -> None:
     """The C binary search compares UTF-8 bytes: non-ASCII values, prefixes of values and
     values sorting before/after all others are found exactly when present."""
