@@ -332,3 +332,24 @@ def test_downsampled_chunks_decode_as_aggregates():
     assert series_response(frame, None, None, AggrData) == (1, [((("a", "1"),), [
         (1, 2, AggrData(count=b"\x01", sum=b"\x02")), (3, 4, b"\x03"),
         (9, 10, AggrData(max=b"\x05"))])], 0)
+
+
+def test_atomic_tuples_of_a_decoded_answer_are_left_out_of_the_gc():
+    """Label pairs, label sets and XOR chunk tuples hold only strs, ints and bytes: the decoder
+    untracks them (no collection walks them); the (labels, chunks) pair and chunk lists stay
+    tracked, and so does a chunk tuple holding another object (a native histogram's)."""
+    import gc
+    xor = types_pb2.AggrChunk(min_time=1, max_time=2, raw=types_pb2.Chunk(data=b"\x00\x01"))
+    hist = types_pb2.AggrChunk(min_time=3, max_time=4,
+                               raw=types_pb2.Chunk(type=types_pb2.Chunk.HISTOGRAM, data=b"\x02"))
+    frame = rpc_pb2.SeriesResponse(batch=types_pb2.SeriesBatch(series=[
+        types_pb2.Series(labels=[labels_pb2.Label(name="a", value=v), labels_pb2.Label(name="b", value="c")],
+                         chunks=[xor, hist]) for v in ("1", "2")])).SerializeToString()
+    _, payload, _ = series_response(frame, None, lambda data, kind: [data, kind])
+    assert len(payload) == 2
+    for series in payload:
+        lbls, chunks = series
+        assert gc.is_tracked(series) and gc.is_tracked(chunks)
+        assert not gc.is_tracked(lbls) and not any(gc.is_tracked(p) for p in lbls)
+        assert not gc.is_tracked(chunks[0]) and gc.is_tracked(chunks[1])
+    assert payload[1][0] == (("a", "2"), ("b", "c")) and payload[1][1][0] == (1, 2, b"\x00\x01")
