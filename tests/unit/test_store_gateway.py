@@ -272,6 +272,26 @@ def test_label_sets_share_the_previous_series_equal_pairs(tmp_path: Path) -> Non
     assert got[4][0] is got[3][0] and got[4][1] is got[3][1]
 
 
+def test_chunk_tuples_are_zip_with_atomic_ones_left_out_of_the_gc() -> None:
+    """store._items.chunk_tuples equals list(zip(...)); a (int, int, bytes) tuple is untracked
+    by the GC (no collection walks it), one holding another object is not; unequal lengths
+    are an error, not a short answer."""
+    import gc
+
+    from store._items import chunk_tuples
+
+    class Other(bytes):
+        pass
+
+    mints, maxts = [1, 2, 3], [4, 5, 1 << 70]
+    datas = [b"\x00", Other(b"\x01"), b""]
+    got = chunk_tuples(mints, maxts, datas)
+    assert got == list(zip(mints, maxts, datas))
+    assert [gc.is_tracked(t) for t in got] == [False, True, False]
+    with pytest.raises(ValueError):
+        chunk_tuples(mints, maxts, datas[:2])
+
+
 def test_postings_lookup_by_bytes_finds_every_value_and_no_other(tmp_path: Path) -> None:
     """The C binary search compares UTF-8 bytes: non-ASCII values, prefixes of values and
     values sorting before/after all others are found exactly when present."""
