@@ -13,6 +13,7 @@ setup(
         Extension("receiver.tsdb._blockio", ["receiver/tsdb/_blockio.c"], extra_compile_args=CFLAGS),
         Extension("querier._pointsjson", ["querier/_pointsjson.c"], extra_compile_args=CFLAGS),
         Extension("querier.promql._rangec", ["querier/promql/_rangec.c"], extra_compile_args=CFLAGS),
+        Extension("querier.promql._groupc", ["querier/promql/_groupc.c"], extra_compile_args=CFLAGS),
         Extension("storeapi._wire", ["storeapi/_wire.c"], extra_compile_args=CFLAGS),
         Extension("store._indexheader", ["store/_indexheader.c"], extra_compile_args=CFLAGS),
         Extension("store._items", ["store/_items.c"], extra_compile_args=CFLAGS),

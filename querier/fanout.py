@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import operator
 import threading
@@ -365,11 +366,15 @@ def _float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
     if raw and set(map(operator.attrgetter("histograms"), raw)) != {False}:
         return None
     labels = list(map(operator.attrgetter("labels"), raw))
-    order = sorted(range(len(raw)), key=labels.__getitem__)
-    labels = list(map(labels.__getitem__, order))
-    if any(map(operator.eq, labels, labels[1:])):
-        return None
-    ts, vals, offs = decode_series([raw[i].chunks for i in order], mint, maxt)
+    if all(map(operator.lt, labels, itertools.islice(labels, 1, None))):
+        chunks = list(map(operator.attrgetter("chunks"), raw))  # one store's order: no sort
+    else:
+        order = sorted(range(len(raw)), key=labels.__getitem__)
+        labels = list(map(labels.__getitem__, order))
+        if any(map(operator.eq, labels, labels[1:])):
+            return None
+        chunks = [raw[i].chunks for i in order]
+    ts, vals, offs = decode_series(chunks, mint, maxt)
     rising = ts[1:] > ts[:-1]
     if len(offs) > 2:  # series boundaries (none in the one-series answer of a small query)
         rising[offs[1:-1][(offs[1:-1] > 0) & (offs[1:-1] < len(ts))] - 1] = True

@@ -237,7 +237,9 @@ done:
 /* label_sets(buf, base, positions, label_counts, sym_ids) -> list[tuple[tuple[str, str], ...]]
  * The label set of each series from decode_series_batch's flat arrays (int64 buffers): series
  * i has label_counts[i] (name id, value id) pairs in sym_ids. Decoded strings are shared
- * through a small direct-mapped cache, so names and common values are decoded once a call. */
+ * through a small direct-mapped cache, so names and common values are decoded once a call.
+ * A pair with the same symbol ids as the previous series' pair at its position is that very
+ * tuple (sorted series share most pairs: a query allocates only the ones that change). */
 #define CACHE_SIZE 4096
 static PyObject *py_label_sets(PyObject *self, PyObject *args) {
     PyObject *b, *pos, *lcb, *syb; long long base;
@@ -255,8 +257,11 @@ static PyObject *py_label_sets(PyObject *self, PyObject *args) {
     uint64_t *keys = PyMem_Malloc(cache_size * sizeof(uint64_t));
     PyObject *out = (cache && keys) ? PyList_New((Py_ssize_t)ns) : NULL;
     if (!cache || !keys) PyErr_NoMemory();
+    int64_t prev_m = 0;  /* the previous series' label count and first symbol id */
+    size_t prev_at = 0;
     for (size_t s = 0; out && s < ns; s++) {
         int64_t m = counts[s];
+        size_t start = at;
         if (m < 0 || (size_t)m > (nids - at) / 2) {
             PyErr_SetString(PyExc_ValueError, "label counts disagree with the symbol ids");
             Py_CLEAR(out); break;
@@ -265,6 +270,13 @@ static PyObject *py_label_sets(PyObject *self, PyObject *args) {
         if (!tup) { Py_CLEAR(out); break; }
         PyList_SET_ITEM(out, (Py_ssize_t)s, tup);
         for (int64_t k = 0; k < m; k++) {
+            if (k < prev_m && ids[at] == ids[prev_at + 2 * k] && ids[at + 1] == ids[prev_at + 2 * k + 1]) {
+                /* the same pair as the previous series' at this position: that tuple */
+                PyObject *same = PyTuple_GET_ITEM(PyList_GET_ITEM(out, (Py_ssize_t)s - 1), k);
+                PyTuple_SET_ITEM(tup, (Py_ssize_t)k, Py_NewRef(same));
+                at += 2;
+                continue;
+            }
             PyObject *pair[2];
             for (int j = 0; j < 2; j++) {
                 uint64_t id = (uint64_t)ids[at++];
@@ -288,6 +300,8 @@ static PyObject *py_label_sets(PyObject *self, PyObject *args) {
             PyTuple_SET_ITEM(tup, (Py_ssize_t)k, pt);
         }
         PyObject_GC_UnTrack(tup);  /* tuples of such tuples: likewise; keeps GC passes short */
+        prev_m = m;
+        prev_at = start;
     }
 done:
     if (cache) for (size_t h = 0; h < cache_size; h++) Py_XDECREF(cache[h]);

@@ -97,8 +97,38 @@ done:
     return out;
 }
 
+/* chunk_tuples(mints, maxts, datas) -> [(mint, maxt, data), ...] of three equally long lists,
+ * like list(zip(...)), except that a tuple whose data is exact bytes (its times are ints) is
+ * untracked by the garbage collector at once: it can never be part of a cycle, and a large
+ * Series answer holds tens of thousands of them, which every young collection would otherwise
+ * walk, touching each chunk's bytes (as CPython does only at their first collection). */
+static PyObject *py_chunk_tuples(PyObject *self, PyObject *args) {
+    PyObject *mints, *maxts, *datas;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &mints, &PyList_Type, &maxts,
+                          &PyList_Type, &datas))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(mints);
+    if (PyList_GET_SIZE(maxts) != n || PyList_GET_SIZE(datas) != n) {
+        PyErr_SetString(PyExc_ValueError, "chunk_tuples: lists of different lengths");
+        return NULL;
+    }
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *a = PyList_GET_ITEM(mints, i), *z = PyList_GET_ITEM(maxts, i),
+                 *d = PyList_GET_ITEM(datas, i);
+        PyObject *t = PyTuple_Pack(3, a, z, d);
+        if (!t) { Py_DECREF(out); return NULL; }
+        if (PyBytes_CheckExact(d) && PyLong_CheckExact(a) && PyLong_CheckExact(z))
+            PyObject_GC_UnTrack(t);
+        PyList_SET_ITEM(out, i, t);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"split_items", py_split_items, METH_VARARGS, "Items at offsets of one ranged read."},
+    {"chunk_tuples", py_chunk_tuples, METH_VARARGS, "(mint, maxt, data) tuples of three lists."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,7 +32,7 @@ from receiver.tsdb.labels import Labels, Matcher, MatchType
 from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk
 from storeapi.server import AggrData
 
-from ._items import split_items
+from ._items import chunk_tuples, split_items
 from .cache import LRUCache, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .indexverify import verify_index
@@ -632,7 +632,7 @@ class BucketBlock:
                 if cs:
                     out.append((merge_external(e.labels[i], ext), cs))
             return out
-        chunks = list(zip(mints, maxts, datas))
+        chunks = chunk_tuples(mints, maxts, datas)  # list(zip(...)), left out of GC walks
         if ext:
             return [(merge_external(e.labels[i], ext), chunks[bounds[i]:bounds[i + 1]])
                     for i in picked]

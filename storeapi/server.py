@@ -268,7 +268,7 @@ class StoreServer:
             if strip:
                 it = _strip_and_sort(it, strip)
             for part in _parts(it):
-                bodies = _bodies(enc, part, mint, maxt, skip, shard, framed=batch == 1)
+                bodies = _frames(enc, part, mint, maxt, skip, shard)
                 if limit > 0:
                     bodies = bodies[:limit]
                     limit -= len(bodies)
@@ -278,7 +278,7 @@ class StoreServer:
                 else:
                     pending += bodies
                     while len(pending) >= batch:
-                        yield enc.batch_response(pending[:batch])
+                        yield enc.batch_of_frames(pending[:batch])
                         del pending[:batch]
                 if limit == 0:
                     break
@@ -290,7 +290,7 @@ class StoreServer:
         else:
             err = None
             if pending:
-                yield enc.batch_response(pending)
+                yield enc.batch_of_frames(pending)
             for w in warnings:
                 yield rpc_pb2.SeriesResponse(warning=w).SerializeToString()
             hints = self._response_hints(request, matchers)
@@ -371,19 +371,19 @@ def _parts(it: Iterable[tuple[Labels, Chunks]]) -> Iterable[list[tuple[Labels, C
         yield part
 
 
-def _bodies(enc: SeriesEncoder, part: list[tuple[Labels, Chunks]], mint: int, maxt: int,
-            skip: bool, shard: "ShardFilter | None", framed: bool) -> list[bytes]:
-    """Series bodies (``framed``: frames) of the series of ``part`` that are sent. Plain XOR
-    series are encoded all at once in C; the rest (histograms, aggregates, sharded or
-    skip_chunks requests) one by one."""
-    got = enc.many(part, mint, maxt, framed) if shard is None and not skip else [None] * len(part)
+def _frames(enc: SeriesEncoder, part: list[tuple[Labels, Chunks]], mint: int, maxt: int,
+            skip: bool, shard: "ShardFilter | None") -> list[bytes]:
+    """SeriesResponse frames of the series of ``part`` that are sent (each also a SeriesBatch
+    entry, see SeriesEncoder.batch_of_frames). Plain XOR series are encoded all at once in C;
+    the rest (histograms, aggregates, sharded or skip_chunks requests) one by one."""
+    got = enc.many(part, mint, maxt, True) if shard is None and not skip else [None] * len(part)
     if None not in got and False not in got:
         return got
     out = []
     for (lbls, chunks), body in zip(part, got):
         if body is None:
             body = _series_body(enc, lbls, chunks, mint, maxt, skip, shard)
-            if body is not None and framed:
+            if body is not None:
                 body = enc.series_response(body)
         if body is not None and body is not False:
             out.append(body)

@@ -31,7 +31,7 @@ _TAG_DATA = b"\x12"         # Chunk.data = 2 (LEN); Chunk.type = 1 is XOR = 0, s
 _TAG_SERIES = b"\x0a"       # SeriesResponse.series = 1 (LEN)
 _TAG_WARNING = b"\x12"      # SeriesResponse.warning = 2 (LEN)
 _TAG_BATCH = b"\x22"        # SeriesResponse.batch = 4 (LEN)
-_TAG_BATCH_SERIES = b"\x0a"  # SeriesBatch.series = 1 (LEN)
+_TAG_BATCH_SERIES = b"\x0a"  # SeriesBatch.series = 1 (LEN): _TAG_SERIES, see batch_of_frames
 
 
 def uvarint(x: int) -> bytes:
@@ -110,10 +110,18 @@ class SeriesEncoder:
         """A ``SeriesResponse`` frame holding one series."""
         return _TAG_SERIES + uvarint(len(series_body)) + series_body
 
-    @staticmethod
-    def batch_response(series_bodies: Sequence[bytes]) -> bytes:
+    @classmethod
+    def batch_response(cls, series_bodies: Sequence[bytes]) -> bytes:
         """A ``SeriesResponse`` frame holding a ``SeriesBatch``."""
-        body = b"".join([_TAG_BATCH_SERIES + uvarint(len(b)) + b for b in series_bodies])
+        return cls.batch_of_frames([cls.series_response(b) for b in series_bodies])
+
+    @staticmethod
+    def batch_of_frames(frames: Sequence[bytes]) -> bytes:
+        """A ``SeriesResponse`` frame holding a ``SeriesBatch`` of series already framed by
+        ``series_response`` (or ``many(..., framed=True)``): SeriesBatch.series and
+        SeriesResponse.series share field number and wire type, so such a frame is already a
+        batch entry and the bodies are joined once, with no copy or Python step per series."""
+        body = b"".join(frames)
         return _TAG_BATCH + uvarint(len(body)) + body
 
     @staticmethod

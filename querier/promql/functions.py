@@ -202,7 +202,8 @@ def _range_call(ev, name: str, args) -> Vec:
     hist = None
     float_rows, st_rows = [], []
     sts = m.sts if name in startts.ST_FUNCS else None  # only these use start timestamps
-    for i in range(n):
+    plain = m.hists is None and sts is None  # every series a float one: no look at each
+    for i in range(0 if plain else n):
         hs = m.hists[i] if m.hists is not None else None
         if hs is None or not (hs != None).any():  # noqa: E711
             (st_rows if sts is not None and sts[i] is not None else float_rows).append(i)
@@ -218,7 +219,8 @@ def _range_call(ev, name: str, args) -> Vec:
             if hist is None:
                 hist = np.full((n, ev.T), None, dtype=object)
             hist[i] = hrow
-    _float_range_rows(ev, name, fn, m, extra_vals, np.array(float_rows, dtype=np.intp), vals, pres)
+    float_rows = np.arange(n, dtype=np.intp) if plain else np.array(float_rows, dtype=np.intp)
+    _float_range_rows(ev, name, fn, m, extra_vals, float_rows, vals, pres)
     startts.float_rows(ev, name, m, st_rows, vals, pres)
     if name in ("rate", "increase"):
         _non_counter_info(ev, m.labels, pres if hist is None else pres & (hist == None))  # noqa: E711

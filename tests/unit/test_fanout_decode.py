@@ -86,3 +86,17 @@ def test_decode_series_refuses_malformed_chunks_without_crashing():
                 [None], [[123]]):
         with pytest.raises((ValueError, TypeError)):
             decode_series(bad, 0, 1 << 40)
+
+
+def test_series_in_store_order_decode_as_the_same_batch_without_a_sort():
+    """A store's answer comes sorted by labels: taken in its order (one comparison per pair of
+    neighbours, no sort), the batch equals the one of the same series out of order; a repeated
+    label set among sorted ones (replicas) still goes series by series."""
+    in_order = _raw(12)[::-1]
+    assert [s.labels for s in in_order] == sorted(s.labels for s in in_order)
+    got = merge_raw_series(in_order, 30_000, 200_000)
+    assert isinstance(got, SeriesBatch)
+    _same(got, merge_raw_series(_raw(12), 30_000, 200_000))
+    _same(got, merge_raw_series(_raw(12, None), 30_000, 200_000))
+    twice = in_order[:5] + in_order[4:]
+    assert isinstance(merge_raw_series(twice, 30_000, 200_000), list)

@@ -58,3 +58,27 @@ asyncio.run(_run_until_signal([Comp()]))
 """
     assert _run(code % "True").splitlines()[-1] == "True 50000"
     assert _run(code % "False").splitlines()[-1] == "False 700"
+
+
+def test_freed_query_memory_is_reused_without_page_faults() -> None:
+    """After the start-up settings the memory a query freed is reused by the next one:
+    "queries" that each hold six 16 MiB arrays and many chunk-sized bytes at once, then free
+    them, fault in (almost) no new pages after the first. With glibc's defaults the freed heap
+    top is given back each time and faulted in again (4,096 page faults per array)."""
+    code = """
+import resource, numpy as np
+from common.gcheap import freeze_startup_heap
+%s
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def query():
+    held = [np.ones(16 << 17) for _ in range(6)]  # 16 MiB each, written all over
+    held.append([bytes(800) for _ in range(20_000)])
+query()  # the first one is faulted in either way
+before = faults()
+for _ in range(5):
+    query()
+print(faults() - before)
+"""
+    assert int(_run(code % "freeze_startup_heap()")) < 1_000
+    assert int(_run(code % "")) > 15_000  # the defaults: what the settings avoid

@@ -130,3 +130,37 @@ def test_segment_aggregation_equals_per_group_reduction(op: str) -> None:
                 ts, vs = got[key]
                 assert list(ts) == list(steps[has]), (mod, key)
                 np.testing.assert_array_equal(vs, w[has], err_msg=f"{op} {mod} {key}")
+
+
+def test_group_ids_in_c_equal_per_row_grouping_at_scale() -> None:
+    """The C interning (querier.promql._groupc) against the per-row reference on thousands of
+    rows and groups, names shared or not between rows (as the store client's decoder shares
+    them); rows that are not tuples of pairs go the Python way with the same result."""
+    from querier.promql._groupc import group_ids
+    rng = random.Random(3)
+    def row() -> tuple:
+        zone = (("zone", "a"),) if rng.random() < 0.3 else ()
+        return (("__name__", "x"), ("instance", f"i-{rng.randrange(3000)}"),
+                ("job", f"j{rng.randrange(7)}"), ("le", rng.choice(["0.1", "1", "+Inf"]))) + zone
+    labels = list(dict.fromkeys(row() for _ in range(6000)))
+    # every other row with str objects of its own (equal, not identical, to the others')
+    labels = [tuple(("".join(n), "".join(v)) for n, v in l) if i % 2 else l for i, l in enumerate(labels)]
+    for kind, names in [(ast.AggModifierType.By, ["job"]), (ast.AggModifierType.By, ["le", "job", "zone"]),
+                        (ast.AggModifierType.Without, ["le"]), (ast.AggModifierType.By, ["instance", "job"]),
+                        (ast.AggModifierType.Without, [])]:
+        mod = ast.AggModifier(kind, names)
+        want = _reference(labels, kind, names)
+        assert group_ids(labels, *_names_keep(mod)) is not None  # the C path is the one tested
+        gid, glabels = group_rows(labels, mod)
+        assert glabels == list(want), (kind, names)
+        assert np.array_equal(gid, np.concatenate([np.full(len(v), g) for g, v in enumerate(want.values())])[
+            np.argsort(np.concatenate(list(want.values())), kind="stable")])
+        as_lists = [[list(p) for p in l] for l in labels]
+        assert group_ids(as_lists, *_names_keep(mod)) is None
+        gid2, glabels2 = group_rows([tuple(map(tuple, l)) for l in as_lists], mod)
+        assert glabels2 == glabels and np.array_equal(gid2, gid)
+
+
+def _names_keep(mod):
+    from querier.promql.grouping import kept_names
+    return kept_names(mod)

@@ -246,6 +246,52 @@ def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
     run(main())
 
 
+def test_label_sets_share_the_previous_series_equal_pairs(tmp_path: Path) -> None:
+    """IndexHeader.label_sets of consecutive series: a pair with the same symbols as the
+    previous series' pair at that position is that tuple; everything else is built anew."""
+    series = make_series(20, T0, H2, step=60_000)
+    bdir = write(tmp_path, series, T0, T0 + H2, {})
+    data = (bdir / "index").read_bytes()
+
+    async def main() -> IndexHeader:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        await upload_dir(bkt, bdir)
+        h, _ = await IndexHeader.load_or_fetch(bkt, f"{bdir.name}/index", len(data),
+                                               tmp_path / "hdr" / HEADER_FILENAME)
+        return h
+
+    h = asyncio.run(main())
+    syms = list(h.symbols)
+    a, b, c = syms[:3]
+    sets = [((a, b), (b, c)), ((a, b), (b, a)), ((a, b),), ((a, c), (b, a)), ((a, c), (b, a))]
+    ids = np.array([syms.index(x) for ls in sets for p in ls for x in p], np.int64)
+    got = h.label_sets(np.array([len(ls) for ls in sets], np.int64), ids)
+    assert got == sets
+    assert got[1][0] is got[0][0] and got[1][1] is not got[0][1]
+    assert got[2][0] is got[1][0] and got[3][0] is not got[2][0]
+    assert got[4][0] is got[3][0] and got[4][1] is got[3][1]
+
+
+def test_chunk_tuples_are_zip_with_atomic_ones_left_out_of_the_gc() -> None:
+    """store._items.chunk_tuples equals list(zip(...)); a (int, int, bytes) tuple is untracked
+    by the GC (no collection walks it), one holding another object is not; unequal lengths
+    are an error, not a short answer."""
+    import gc
+
+    from store._items import chunk_tuples
+
+    class Other(bytes):
+        pass
+
+    mints, maxts = [1, 2, 3], [4, 5, 1 << 70]
+    datas = [b"\x00", Other(b"\x01"), b""]
+    got = chunk_tuples(mints, maxts, datas)
+    assert got == list(zip(mints, maxts, datas))
+    assert [gc.is_tracked(t) for t in got] == [False, True, False]
+    with pytest.raises(ValueError):
+        chunk_tuples(mints, maxts, datas[:2])
+
+
 def test_postings_lookup_by_bytes_finds_every_value_and_no_other(tmp_path: Path) -> None:
     """The C binary search compares UTF-8 bytes: non-ASCII values, prefixes of values and
     values sorting before/after all others are found exactly when present."""

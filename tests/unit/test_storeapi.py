@@ -170,6 +170,10 @@ def test_encoder_matches_upb_serialization():
         assert enc.series_response(body) == rpc_pb2.SeriesResponse(series=pb).SerializeToString()
         assert enc.batch_response([body, body]) == rpc_pb2.SeriesResponse(
             batch=types_pb2.SeriesBatch(series=[pb, pb])).SerializeToString()
+        # The server batches series already framed one by one: the same bytes.
+        framed = enc.many([(ls, chunks)], MIN_INT64, MAX_INT64, True)[0] if chunks else \
+            enc.series_response(body)
+        assert enc.batch_of_frames([framed, framed]) == enc.batch_response([body, body])
 
 
 def test_many_series_in_one_c_call_match_the_per_series_encoder():

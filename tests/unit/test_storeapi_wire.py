@@ -264,6 +264,28 @@ def test_equal_strings_of_the_previous_series_are_reused():
     assert payload[0][0][0][0] is prev[0][0] and payload[1][0][0][1] is prev[0][1]
 
 
+def test_equal_label_pairs_of_the_previous_series_are_shared():
+    """A pair equal to the previous series' pair at the same position is that very tuple (a
+    sorted answer allocates only the pairs that change); a pair that differs, or sits at
+    another position, is a new one with the right strings."""
+    sets = [(("__name__", "b"), ("instance", "i-1"), ("le", "0.1")),
+            (("__name__", "b"), ("instance", "i-1"), ("le", "1")),
+            (("__name__", "b"), ("instance", "i-2"), ("le", "1")),
+            (("__name__", "b"), ("le", "1"))]
+    frame = rpc_pb2.SeriesResponse(batch=types_pb2.SeriesBatch(series=[
+        types_pb2.Series(labels=[labels_pb2.Label(name=n, value=v) for n, v in ls])
+        for ls in sets])).SerializeToString()
+    _, payload, _ = series_response(frame, None, None)
+    got = [ls for ls, _ in payload]
+    assert got == sets
+    assert got[1][0] is got[0][0] and got[1][1] is got[0][1] and got[1][2] is not got[0][2]
+    assert got[2][0] is got[0][0] and got[2][1] is not got[1][1] and got[2][2] is got[1][2]
+    assert got[3][0] is got[0][0] and got[3][1] is not got[2][2]
+    prev = (("__name__", "b"), ("instance", "i-1"))  # the previous frame's last series
+    _, again, _ = series_response(frame, prev, None)
+    assert again[0][0][:2] == prev and again[0][0][0] is prev[0] and again[0][0][1] is prev[1]
+
+
 def test_series_split_inside_one_batch_is_merged():
     part = types_pb2.Series(labels=[labels_pb2.Label(name="a", value="1")],
                             chunks=[types_pb2.AggrChunk(min_time=1, max_time=2,
@@ -335,3 +357,24 @@ def test_series_request_bytes_as_protobuf(mint, maxt, matchers, skip, replicas, 
         partial_response_disabled=not partial, partial_response_strategy=strategy)
     assert series_request(mint, maxt, ms, skip, replicas, limit, batch, strategy,
                           not partial) == want.SerializeToString()
+
+
+def test_atomic_tuples_of_a_decoded_answer_are_left_out_of_the_gc():
+    """Label pairs, label sets and XOR chunk tuples hold only strs, ints and bytes: the decoder
+    untracks them (no collection walks them); the (labels, chunks) pair and chunk lists stay
+    tracked, and so does a chunk tuple holding another object (a native histogram's)."""
+    import gc
+    xor = types_pb2.AggrChunk(min_time=1, max_time=2, raw=types_pb2.Chunk(data=b"\x00\x01"))
+    hist = types_pb2.AggrChunk(min_time=3, max_time=4,
+                               raw=types_pb2.Chunk(type=types_pb2.Chunk.HISTOGRAM, data=b"\x02"))
+    frame = rpc_pb2.SeriesResponse(batch=types_pb2.SeriesBatch(series=[
+        types_pb2.Series(labels=[labels_pb2.Label(name="a", value=v), labels_pb2.Label(name="b", value="c")],
+                         chunks=[xor, hist]) for v in ("1", "2")])).SerializeToString()
+    _, payload, _ = series_response(frame, None, lambda data, kind: [data, kind])
+    assert len(payload) == 2
+    for series in payload:
+        lbls, chunks = series
+        assert gc.is_tracked(series) and gc.is_tracked(chunks)
+        assert not gc.is_tracked(lbls) and not any(gc.is_tracked(p) for p in lbls)
+        assert not gc.is_tracked(chunks[0]) and gc.is_tracked(chunks[1])
+    assert payload[1][0] == (("a", "2"), ("b", "c")) and payload[1][1][0] == (1, 2, b"\x00\x01")
