@@ -377,3 +377,51 @@ def test_server_decodes_repeated_literal_blocks_once_and_indexed_ones_alike():
     indexed = [enc.encode(want), enc.encode(want)]  # the second refers to the first's entries
     assert requests(grpcio_like, [*indexed, ours]) == [dict(want)] * 3
     assert not grpcio_like.decoder.known
+
+
+def test_grpc_server_metrics_export_go_grpc_prometheus_series_only():
+    """After real calls through our server: grpc_server_* carry exactly go-grpc-prometheus's
+    series (no ``_created`` samples, which Thanos does not expose), counts per method and code,
+    and a cumulative handling-time histogram whose count is the handled calls."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from storeapi.grpcmetrics import BUCKETS, GrpcServerMetrics
+
+    async def main():
+        reg = CollectorRegistry()
+        async with _our_server(metrics=GrpcServerMetrics(reg)) as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "snappy")
+            try:
+                await _calls(ch)
+            finally:
+                await ch.close()
+        return reg
+
+    reg = _run(main())
+    text = generate_latest(reg).decode()
+    names = {line.split("{")[0] for line in text.splitlines() if not line.startswith("#")}
+    assert names == {"grpc_server_started_total", "grpc_server_handled_total",
+                     "grpc_server_msg_received_total", "grpc_server_msg_sent_total",
+                     "grpc_server_handling_seconds_bucket", "grpc_server_handling_seconds_count",
+                     "grpc_server_handling_seconds_sum"}
+
+    def v(name, method, kind, **labels):
+        return reg.get_sample_value(name, {"grpc_service": "t.T", "grpc_method": method,
+                                           "grpc_type": kind, **labels})
+
+    unary, stream = ("Unary", "unary"), ("Stream", "server_stream")
+    assert [v("grpc_server_started_total", *unary), v("grpc_server_msg_received_total", *unary),
+            v("grpc_server_msg_sent_total", *unary),
+            v("grpc_server_handled_total", *unary, grpc_code="OK"),
+            v("grpc_server_handled_total", *unary, grpc_code="FailedPrecondition")] == \
+        [3.0, 3.0, 2.0, 2.0, 1.0]
+    assert v("grpc_server_started_total", *stream) == 2.0
+    assert v("grpc_server_msg_sent_total", *stream) >= 13.0  # 12 whole + at least one
+    for method in (unary, stream):
+        buckets = [v("grpc_server_handling_seconds_bucket", *method, le=le)
+                   for le in [str(float(b)) for b in BUCKETS] + ["+Inf"]]
+        assert buckets == sorted(buckets) and None not in buckets
+        handled = sum(v("grpc_server_handled_total", *method, grpc_code=c) or 0
+                      for c in ("OK", "FailedPrecondition", "Canceled"))
+        assert buckets[-1] == v("grpc_server_handling_seconds_count", *method) == handled
+        assert 0 < v("grpc_server_handling_seconds_sum", *method) < 60
