@@ -75,10 +75,6 @@ class LookupCounts:
         self.hits = dict.fromkeys(ITEM_TYPES, 0)
         registry.register(self)
 
-    def count(self, item_type: str, requests: int, hits: int) -> None:
-        self.requests[item_type] = self.requests.get(item_type, 0) + requests
-        self.hits[item_type] = self.hits.get(item_type, 0) + hits
-
     def collect(self) -> Iterator[CounterMetricFamily]:
         for name, doc, counts in (
                 ("thanos_store_index_cache_requests", "Cache lookups.", self.requests),
@@ -97,6 +93,11 @@ class LRUCache:
         self.size = 0
         self._d: OrderedDict[Hashable, tuple[bytes, str]] = OrderedDict()
         self._m = metrics
+        # Lookup counts by item type, added to in place (exported by LookupCounts at scrape
+        # time; a private pair without metrics): a method call per lookup batch was a visible
+        # part of a warm block read.
+        self._requests: dict[str, int] = {} if metrics is None else metrics.lookups.requests
+        self._hits: dict[str, int] = {} if metrics is None else metrics.lookups.hits
         if metrics is not None:
             metrics.max_bytes.set(max_bytes)
 
@@ -125,16 +126,22 @@ class LRUCache:
         """The values of ``keys`` if every one is cached (counted as hits), else None with
         nothing counted or reordered: the warm path of a reader that otherwise works out and
         reads its misses (and counts the lookups then)."""
-        found = list(map(self._d.get, keys))
+        d = self._d
+        found = list(map(d.get, keys))
         if None in found:
             return None
-        deque(map(self._d.move_to_end, keys), maxlen=0)
-        self._count(item_type, len(keys), len(keys))
-        return _values(found)  # type: ignore[return-value]
+        n = len(keys)
+        if n == 1:
+            d.move_to_end(keys[0])
+        else:
+            deque(map(d.move_to_end, keys), maxlen=0)
+        self._count(item_type, n, n)
+        return list(map(_VALUE, found))  # type: ignore[arg-type]
 
     def _count(self, item_type: str, requests: int, hits: int) -> None:
-        if self._m is not None:
-            self._m.lookups.count(item_type, requests, hits)
+        r, h = self._requests, self._hits
+        r[item_type] = r.get(item_type, 0) + requests
+        h[item_type] = h.get(item_type, 0) + hits
 
     def put(self, key: Hashable, value: bytes, item_type: str) -> None:
         self.put_many([key], [value], item_type)
