@@ -115,6 +115,8 @@ class LRUCache:
     def get_many(self, keys: list[Hashable], item_type: str) -> list[bytes | None]:
         """Batch lookup: one metrics update per call instead of per key."""
         d = self._d
+        if len(keys) == 1:  # a one-series selection's lookup: no list and map plumbing
+            return [self.get(keys[0], item_type)]
         found = list(map(d.get, keys))
         hit_keys = keys if None not in found else list(compress(keys, found))
         deque(map(d.move_to_end, hit_keys), maxlen=0)
