@@ -170,6 +170,9 @@ class Matcher:
     value: str
     _test: Callable[[str], bool] | None = field(default=None, compare=False, hash=False, repr=False)
     _empty: bool = field(default=False, compare=False, hash=False, repr=False)
+    # hash((type, name, value)) worked out once: matchers key caches (a store looks a
+    # selection up per block), and the generated hash ran Python code (the enum's too) each time
+    _hash: int = field(default=0, init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, MatchType):
@@ -177,6 +180,14 @@ class Matcher:
         if self.type in (MatchType.RE, MatchType.NRE):
             object.__setattr__(self, "_test", _regex_test(self.value))
         object.__setattr__(self, "_empty", self.matches(""))
+        object.__setattr__(self, "_hash", hash((self.type, self.name, self.value)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):
+        # rebuilt from its fields: str hashes differ between processes
+        return Matcher, (self.type, self.name, self.value)
 
     def matches(self, value: str) -> bool:
         t = self.type

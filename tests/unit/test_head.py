@@ -28,6 +28,27 @@ def names(h: Head, ms) -> list[str]:
             for r in h.select_refs(ms).tolist()]
 
 
+def test_matchers_hash_and_compare_by_fields_also_after_pickling_to_another_process():
+    """Matchers key caches by (type, name, value); their hash is worked out once, so a matcher
+    unpickled in a process with other string hashes must find the same entries."""
+    import pickle
+    import subprocess
+    import sys
+
+    ms = [Matcher("=", "job", "a"), Matcher("=~", "job", "a|b"), Matcher("!~", "code", "5.*")]
+    assert [hash(m) for m in ms] == [hash((m.type, m.name, m.value)) for m in ms]
+    assert {m: i for i, m in enumerate(ms)}[Matcher("=~", "job", "a|b")] == 1
+    check = ("import pickle, sys; from receiver.tsdb.labels import Matcher; "
+             "ms = pickle.loads(sys.stdin.buffer.read()); "
+             "d = {m: i for i, m in enumerate(ms)}; "
+             "print(d[Matcher('!~', 'code', '5.*')], ms[1].matches('b'), ms[2].matches('500'))")
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", check], input=pickle.dumps(ms),
+                             capture_output=True, env={"PYTHONHASHSEED": seed, "PYTHONPATH": "."},
+                             timeout=60, check=True).stdout
+        assert out.split() == [b"2", b"True", b"False"]
+
+
 def test_postings_every_matcher_type():
     h, _ = make_head()
     assert names(h, [Matcher("=", "__name__", "up")]) == ["up/a", "up/b"]
