@@ -51,13 +51,14 @@ Chunk = tuple[int, int, "bytes | AggrData"]
 
 class SeriesEntries(NamedTuple):
     """Decoded series entries of one block: label sets, and chunk metas flat over all series
-    (``chunk_counts[i]`` of them belong to series i, in order)."""
+    (``chunk_counts[i]`` of them belong to series i, in order) as native int64 bytes, turned
+    into arrays or lists by _chunks_in_range (whichever the selection's size calls for)."""
 
     labels: list[Labels]
-    chunk_counts: np.ndarray
-    c_mint: np.ndarray
-    c_maxt: np.ndarray
-    c_ref: np.ndarray
+    chunk_counts: bytes
+    c_mint: bytes
+    c_maxt: bytes
+    c_ref: bytes
 # storeapi Aggr enum (COUNT=1 .. COUNTER=5) -> Thanos AggrType index (count=0 .. counter=4).
 _AGGR_FROM_PB = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
 _HISTOGRAM_ENCODINGS = (ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM)
@@ -159,18 +160,19 @@ def _chunks_in_range(e: SeriesEntries, rng: tuple[int, int] | None
     refs). A small selection (a few series, the typical dashboard panel) is done on
     lists: a dozen numpy calls would cost more than the data."""
     n = len(e.labels)
-    if len(e.c_mint) > SMALL_SELECTION:
+    if len(e.c_mint) > SMALL_SELECTION * 8:
+        c_mint, c_maxt, c_ref, c_counts = (np.frombuffer(b, np.int64) for b in (
+            e.c_mint, e.c_maxt, e.c_ref, e.chunk_counts))
         if rng is None:
-            keep, counts = None, e.chunk_counts
+            keep, counts = None, c_counts
         else:
-            keep = (e.c_mint <= rng[1]) & (e.c_maxt >= rng[0])
-            counts = np.bincount(np.repeat(np.arange(n), e.chunk_counts)[keep],
-                                 minlength=n)
+            keep = (c_mint <= rng[1]) & (c_maxt >= rng[0])
+            counts = np.bincount(np.repeat(np.arange(n), c_counts)[keep], minlength=n)
         sel = slice(None) if keep is None else keep
         return (counts.nonzero()[0].tolist(), [0, *counts.cumsum().tolist()],
-                e.c_mint[sel].tolist(), e.c_maxt[sel].tolist(), e.c_ref[sel])
-    mints, maxts, refs = e.c_mint.tolist(), e.c_maxt.tolist(), e.c_ref.tolist()
-    counts = e.chunk_counts.tolist()
+                c_mint[sel].tolist(), c_maxt[sel].tolist(), c_ref[sel])
+    mints, maxts, refs, counts = [memoryview(b).cast("q").tolist() for b in (
+        e.c_mint, e.c_maxt, e.c_ref, e.chunk_counts)]
     if rng is not None:
         lo, hi = rng
         kept = [mints[k] <= hi and maxts[k] >= lo for k in range(len(mints))]
@@ -479,7 +481,7 @@ class BucketBlock:
         """Labels (without external labels) and chunk metas of each series ref (sorted), as
         flat arrays decoded in one C call per block."""
         if len(refs) == 0:
-            return SeriesEntries([], *(np.zeros(0, np.int64),) * 4)
+            return SeriesEntries([], b"", b"", b"", b"")
         h = self.header
 
         def spans() -> tuple[np.ndarray, np.ndarray]:
@@ -496,9 +498,7 @@ class BucketBlock:
             lc, syms, cc, c_mint, c_maxt, c_ref = decode_series_batch(raws)
         except ValueError as e:
             raise CorruptionError(f"block {self.ulid}: {e}") from None
-        return SeriesEntries(h.label_sets(lc, syms), np.frombuffer(cc, np.int64),
-                             np.frombuffer(c_mint, np.int64), np.frombuffer(c_maxt, np.int64),
-                             np.frombuffer(c_ref, np.int64))
+        return SeriesEntries(h.label_sets(lc, syms), cc, c_mint, c_maxt, c_ref)
 
     def _typed(self, encs: bytes, datas: list[bytes]) -> list[bytes | EncodedChunk | None]:
         """Chunk data as served: XOR chunks as bytes, native histogram chunks as EncodedChunk
