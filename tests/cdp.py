@@ -72,6 +72,20 @@ class Page:
     async def mouse(self, kind: str, x: float, y: float, **extra) -> None:
         await self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, **extra)
 
+    async def hover_until(self, point: str, expression: str, timeout: float = 20):
+        """Moves the mouse to ``point`` (an expression giving [x, y]) until ``expression`` is
+        truthy; returns its value. The point is worked out again on every try: on a loaded
+        machine the page may still lay out (or re-render the element) after one move, and a
+        single mouse event on a stale spot is lost."""
+        deadline = time.monotonic() + timeout
+        while True:
+            await self.mouse("mouseMoved", *await self.eval(point))
+            try:
+                return await self.wait_for(expression, timeout=1)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
     async def click(self, selector: str) -> None:
         await self.wait_for(f"!!document.querySelector({json.dumps(selector)})")
         box = await self.eval(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"

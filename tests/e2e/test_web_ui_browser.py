@@ -86,11 +86,11 @@ def test_query_page_table_graph_hover_legend_and_completion(promring_up, tmp_pat
             assert d.count("L") >= N - 2
             assert await page.eval("document.querySelectorAll('svg.graph circle, svg.graph rect').length") <= 2
             await page.screenshot(shots / "query-graph.png")
-            box = await page.eval("(() => { const r = document.querySelector('svg.graph .overlay')"
-                                  ".getBoundingClientRect(); return [r.right - 5, r.top + 5]; })()")
-            await page.mouse("mouseMoved", *box)
-            tip = await page.wait_for("(() => { const t = document.querySelector('.tooltip');"
-                                      " return t && !t.hidden && t.textContent; })()")
+            tip = await page.hover_until(
+                "(() => { const r = document.querySelector('svg.graph .overlay')"
+                ".getBoundingClientRect(); return [r.right - 5, r.top + 5]; })()",
+                "(() => { const t = document.querySelector('.tooltip');"
+                " return t && !t.hidden && t.textContent; })()")
             # Top right of the plot is the last sample of the 200 series (590).
             assert names["200"] in tip and "590" in tip
             await page.screenshot(shots / "query-graph-hover.png")
@@ -290,11 +290,11 @@ def test_prometheus_remote_writing_into_promring_up_as_seen_in_the_ui(promring_u
                 assert any(f'instance="{node_target}"' in r and 'job="node"' in r and r.endswith("1") for r in rows)
                 d = await page.eval("document.querySelector('svg.graph path.line').getAttribute('d')")
                 assert d.count("L") >= 15
-                box = await page.eval("(() => { const r = document.querySelector('svg.graph .overlay')"
-                                      ".getBoundingClientRect(); return [r.x + r.width * 0.8, r.y + r.height / 2]; })()")
-                await page.mouse("mouseMoved", *box)
-                tip = await page.wait_for("(() => { const t = document.querySelector('.tooltip');"
-                                          " return t && !t.hidden && t.textContent; })()")
+                tip = await page.hover_until(
+                    "(() => { const r = document.querySelector('svg.graph .overlay')"
+                    ".getBoundingClientRect(); return [r.x + r.width * 0.8, r.y + r.height / 2]; })()",
+                    "(() => { const t = document.querySelector('.tooltip');"
+                    " return t && !t.hidden && t.textContent; })()")
                 assert 'mode="user"' in tip
                 await page.screenshot(shots / "query.png")
                 await page.goto(f"http://127.0.0.1:{up.http_port}/stores")
