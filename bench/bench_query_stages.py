@@ -58,21 +58,17 @@ def main() -> None:
         fetched: list[float] = []
         series, handle = fanout.StoreSet.series, wp.RequestHandler._handle_request
 
-        async def timed_series(self, *args, **kw):
-            t = time.perf_counter()
-            try:
-                return await series(self, *args, **kw)
-            finally:
-                fetched.append(time.perf_counter() - t)
-
-        async def timed_handle(self, *args, **kw):
-            t = time.perf_counter()
-            try:
-                return await handle(self, *args, **kw)
-            finally:
-                handled.append(time.perf_counter() - t)
-        fanout.StoreSet.series = timed_series
-        wp.RequestHandler._handle_request = timed_handle
+        def timed(method, seconds: list[float]):
+            """``method`` wrapped to append each call's wall time to ``seconds``."""
+            async def wrapper(self, *args, **kw):
+                t = time.perf_counter()
+                try:
+                    return await method(self, *args, **kw)
+                finally:
+                    seconds.append(time.perf_counter() - t)
+            return wrapper
+        fanout.StoreSet.series = timed(series, fetched)
+        wp.RequestHandler._handle_request = timed(handle, handled)
 
         async def run() -> float:
             port = free_port()
