@@ -3,7 +3,8 @@
 
 Every dashboard query pays what a one-series range query costs, so this loops exactly that
 (``x{instance="i-00007"}``, 240 steps, at 1 h and 24 h) over one keep-alive HTTP connection per
-server (no client-side connection setup in the figures), in alternating batches so load from
+server (no client-side connection setup in the figures; ``--gzip`` asks for gzipped answers, as
+Grafana's and requests's clients do), in alternating batches so load from
 elsewhere hits every server alike. It prints each server's wall median and its CPU time per
 query (utime + stime from /proc, summed over the promring processes: steadier than wall times
 on a loaded machine). ``--other DIR`` adds a second promring checkout (with its own .venv,
@@ -15,6 +16,7 @@ e.g. the main branch) for a before/after comparison in the same run.
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import json
 import os
@@ -73,6 +75,8 @@ def main() -> None:
     ap.add_argument("--ranges", type=lambda s: [int(x) for x in s.split(",")], default=[1, 24],
                     help="query ranges in hours")
     ap.add_argument("--query", default=QUERY, help=f"the PromQL expression (default {QUERY})")
+    ap.add_argument("--gzip", action="store_true",
+                    help="send Accept-Encoding: gzip, as Grafana's and requests's clients do")
     a = ap.parse_args()
     metas = sorted(a.blocks.glob("*/meta.json"))
     if not metas:
@@ -99,16 +103,19 @@ def main() -> None:
 
             def run(name: str) -> bytes:
                 c = conns[name]
-                c.request("GET", "/api/v1/query_range?" + params)
+                c.request("GET", "/api/v1/query_range?" + params, headers=headers)
                 r = c.getresponse()
                 body = r.read()
                 if r.status != 200:
                     raise RuntimeError(f"{name}: HTTP {r.status}: {body[:200]!r}")
                 return body
+            headers = {"Accept-Encoding": "gzip"} if a.gzip else {}
             answers = {}
             for name in servers:
                 for _ in range(20):  # warm up
-                    answers[name] = json.loads(run(name))["data"]["result"]
+                    body = run(name)
+                    answers[name] = json.loads(gzip.decompress(body) if a.gzip else body
+                                               )["data"]["result"]
             wall: dict[str, list[float]] = {k: [] for k in servers}
             cpu = dict.fromkeys(servers, 0.0)
             # per process: for promring, the store's and the querier's shares
