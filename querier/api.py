@@ -18,6 +18,7 @@ from querier.promql.engine import parse as parse_promql
 from querier.promql.printer import pretty
 from receiver.exemplars import selectors_of as extract_selectors
 
+from common.httpgzip import compress_response, send_pieces
 from common.httpmetrics import http_metrics
 
 from .config import QueryConfig
@@ -40,11 +41,10 @@ from storeapi import rules_pb2
 log = logging.getLogger(__name__)
 
 MAX_POINTS = 11000
-GZIP_MIN_BYTES = 1024  # smaller answers are sent as they are: compressing them gains nothing
 # Prometheus's CORS answer headers (web/api/v1 SetCORS).
 CORS_HEADERS = {"Access-Control-Allow-Headers": "Accept, Authorization, Content-Type, Origin",
                 "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                "Access-Control-Expose-Headers": "Date", "Vary": "Origin"}
+                "Access-Control-Expose-Headers": "Date"}
 
 TRUNCATED = "results truncated due to limit"
 CHUNK_BYTES = 1 << 20
@@ -158,26 +158,13 @@ def query_stats(engine: Engine, queue_s: float, eval_s: float) -> dict:
             "samples": {"totalQueryableSamples": loaded, "samplesRead": loaded, "peakSamples": peak}}
 
 
-def maybe_gzip(request: web.Request, resp: web.StreamResponse, size: int) -> None:
-    """gzip when the client accepts it and the body is big enough to gain from it (a HEAD
-    answer has no body to compress)."""
-    if (size >= GZIP_MIN_BYTES and request.method != "HEAD" and "gzip" in request.headers.get("Accept-Encoding", "")
-            and "Content-Encoding" not in resp.headers):
-        resp.enable_compression(web.ContentCoding.gzip)
-
-
 async def send_chunks(request: web.Request, chunks: list[bytes]) -> web.StreamResponse:
-    """The body piece by piece (a HEAD answer has none: aiohttp's Response knows that)."""
+    """The body piece by piece (a HEAD answer has none: aiohttp's Response knows that); a
+    one-piece body is compressed, if asked, by the instrument middleware."""
     if len(chunks) == 1 or request.method == "HEAD":
         return web.Response(body=b"".join(chunks), content_type="application/json")
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-    size = sum(map(len, chunks))
-    resp.content_length = size
-    maybe_gzip(request, resp, size)
-    await resp.prepare(request)
-    for c in chunks:
-        await resp.write(c)
-    await resp.write_eof()
+    await send_pieces(request, resp, chunks)
     return resp
 
 
@@ -262,7 +249,7 @@ class QueryAPI:
         except BadParam as e:
             resp = error_response("bad_data", str(e))
         if isinstance(resp, web.Response) and not resp.prepared:
-            maybe_gzip(request, resp, len(resp.body or b""))
+            await compress_response(request, resp)
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "other"
         counter = self._counters.get((name, resp.status))
@@ -278,7 +265,9 @@ class QueryAPI:
         --web.cors.origin."""
         origin = request.headers.get("Origin")
         if origin:
+            vary = resp.headers.get("Vary")  # a compressed answer varies by Accept-Encoding too
             resp.headers.update(CORS_HEADERS)
+            resp.headers["Vary"] = f"Origin, {vary}" if vary else "Origin"
             if self.cors_any:
                 resp.headers["Access-Control-Allow-Origin"] = "*"
             elif self.cors.match(origin):

@@ -1,0 +1,124 @@
+"""Compressed query answers: negotiated as Prometheus 2.42 does (exact ``gzip``/``deflate``
+tokens, first wins, no q-values), byte-identical to the plain answer once decompressed, on every
+path: small bodies compressed on the loop, large ones in a thread, streamed ones piece by piece."""
+from __future__ import annotations
+
+import gzip
+import time
+import zlib
+
+import pytest
+
+import common.httpgzip
+import querier.api
+from common.httpgzip import negotiate
+from querier_cluster import cluster, run
+
+QR = "/api/v1/query_range"
+
+# (Accept-Encoding, the Content-Encoding Debian's Prometheus 2.42 answers with)
+NEGOTIATION = [("gzip", "gzip"), ("deflate", "deflate"), ("gzip, deflate", "gzip"),
+               ("deflate, gzip", "deflate"), ("br, gzip", "gzip"), (" gzip ", "gzip"),
+               ("gzip;q=0", None), ("gzip;q=1.0", None), ("identity", None), ("*", None),
+               ("GZIP", None), ("", None), ("br", None), ("x-gzip", None)]
+
+
+@pytest.mark.parametrize("accept,coding", NEGOTIATION)
+def test_negotiation_as_prometheus_242(accept, coding):
+    got = negotiate(accept)
+    assert (got.name if got else None) == coding
+
+
+def _decoded(raw: bytes, coding: str | None) -> bytes:
+    if coding == "gzip":
+        return gzip.decompress(raw)
+    if coding == "deflate":
+        return zlib.decompress(raw)
+    assert coding is None, coding
+    return raw
+
+
+async def _answers(c, params: dict, method: str = "GET") -> dict:
+    """{Accept-Encoding or None: (status, headers, raw body)} for one query."""
+    out = {}
+    for accept in [None] + [a for a, _ in NEGOTIATION]:
+        headers = {} if accept is None else {"Accept-Encoding": accept}
+        skip = ["Accept-Encoding"] if accept is None else []
+        async with c.http.request(method, c.base + QR, params=params, headers=headers,
+                                  skip_auto_headers=skip, auto_decompress=False) as r:
+            out[accept] = (r.status, r.headers.copy(), await r.read())
+    return out
+
+
+def _check(answers: dict, expect_big: bool = True) -> None:
+    status, headers, plain = answers[None]
+    assert status == 200 and "Content-Encoding" not in headers and b'"ge"' in plain
+    assert int(headers["Content-Length"]) == len(plain)
+    for accept, coding in NEGOTIATION:
+        status, headers, raw = answers[accept]
+        assert status == 200 and headers.get("Content-Encoding") == coding, (accept, headers)
+        assert _decoded(raw, coding) == plain, accept  # the exact plain answer
+        if coding:
+            assert len(raw) < len(plain) and "Accept-Encoding" in headers.get("Vary", "")
+            if "Content-Length" in headers:  # absent when streamed (chunked)
+                assert int(headers["Content-Length"]) == len(raw)
+
+
+async def _push(c, n: int) -> dict:
+    now = int(time.time()) * 1000
+    await c.push([((("__name__", "ge"), ("i", str(i))), [now - 60_000, now], [1.5, i / 7])
+                  for i in range(n)])
+    return {"query": "ge", "start": str(now / 1000 - 60), "end": str(now / 1000), "step": "15"}
+
+
+def test_compressed_answers_are_the_plain_answer(tmp_path):
+    async def go():
+        async with cluster(tmp_path) as c:
+            params = await _push(c, 300)
+            _check(await _answers(c, params))
+            _check(await _answers(c, params, "POST"))
+    run(go())
+
+
+def test_large_bodies_compressed_in_a_thread_and_streamed(tmp_path, monkeypatch):
+    """Past INLINE_MAX_BYTES the body is compressed in a worker; past CHUNK_BYTES the answer
+    is streamed in pieces, each compressed: both decompress to the plain answer."""
+    async def go():
+        async with cluster(tmp_path) as c:
+            params = await _push(c, 300)
+            monkeypatch.setattr(common.httpgzip, "INLINE_MAX_BYTES", 2048)
+            _check(await _answers(c, params))
+            monkeypatch.setattr(querier.api, "CHUNK_BYTES", 4096)
+            answers = await _answers(c, params)
+            assert "Content-Length" not in answers["gzip"][1]  # streamed, chunked
+            _check(answers)
+    run(go())
+
+
+def test_head_answers_have_no_body_and_no_encoding(tmp_path):
+    async def go():
+        async with cluster(tmp_path) as c:
+            params = await _push(c, 300)
+            async with c.http.get(c.base + QR, params=params,
+                                  skip_auto_headers=["Accept-Encoding"]) as r:
+                plain = await r.read()
+            async with c.http.head(c.base + QR, params=params,
+                                   headers={"Accept-Encoding": "gzip"}) as r:
+                assert r.status == 200 and "Content-Encoding" not in r.headers
+                assert int(r.headers["Content-Length"]) == len(plain)
+                assert await r.read() == b""
+    run(go())
+
+
+def test_cors_vary_keeps_origin_and_encoding(tmp_path):
+    async def go():
+        async with cluster(tmp_path) as c:
+            params = await _push(c, 300)
+            async with c.http.get(c.base + QR, params=params, auto_decompress=False,
+                                  headers={"Accept-Encoding": "gzip",
+                                           "Origin": "http://x.example"}) as r:
+                assert r.headers["Content-Encoding"] == "gzip"
+                assert r.headers["Access-Control-Allow-Origin"] == "*"
+                vary = {v.strip() for v in r.headers["Vary"].split(",")}
+                assert vary == {"Origin", "Accept-Encoding"}, r.headers
+    run(go())
