@@ -76,6 +76,7 @@ async def compress_response(request: web.BaseRequest, resp: web.Response) -> Non
         resp.body = coding.compress(body)
     else:
         resp.body = await asyncio.to_thread(coding.compress, body)
+    resp.headers.pop("Content-Length", None)  # a handler's own would be the plain body's
     mark_encoded(resp.headers, coding)
 
 

@@ -122,3 +122,21 @@ def test_cors_vary_keeps_origin_and_encoding(tmp_path):
                 vary = {v.strip() for v in r.headers["Vary"].split(",")}
                 assert vary == {"Origin", "Accept-Encoding"}, r.headers
     run(go())
+
+
+def test_a_handlers_own_content_length_does_not_outlive_compression():
+    """The length sent is the compressed body's, even when the handler set the plain one's."""
+    import asyncio
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from common.httpgzip import compress_response
+
+    plain = b'{"status":"success","data":[' + b'"abcdefgh",' * 600 + b'"x"]}'
+    resp = web.Response(body=plain, headers={"Content-Length": str(len(plain))})
+    request = make_mocked_request("GET", "/api/v1/labels", headers={"Accept-Encoding": "gzip"})
+    asyncio.run(compress_response(request, resp))
+    assert resp.headers["Content-Encoding"] == "gzip"
+    assert resp.content_length == len(resp.body) < len(plain)
+    assert gzip.decompress(resp.body) == plain
