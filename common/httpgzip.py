@@ -58,9 +58,9 @@ def coding_for(request: web.BaseRequest, headers, size: int) -> Coding | None:
 
 
 def mark_encoded(headers, coding: Coding) -> None:
+    """Content-Encoding, and a Vary line of its own (as Prometheus 3's gzip handler)."""
     headers["Content-Encoding"] = coding.name
-    vary = headers.get("Vary")
-    headers["Vary"] = f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"
+    headers.add("Vary", "Accept-Encoding")
 
 
 async def compress_response(request: web.BaseRequest, resp: web.Response) -> None:

@@ -265,9 +265,8 @@ class QueryAPI:
         --web.cors.origin."""
         origin = request.headers.get("Origin")
         if origin:
-            vary = resp.headers.get("Vary")  # a compressed answer varies by Accept-Encoding too
             resp.headers.update(CORS_HEADERS)
-            resp.headers["Vary"] = f"Origin, {vary}" if vary else "Origin"
+            resp.headers.add("Vary", "Origin")  # after a compressed answer's Vary: Accept-Encoding
             if self.cors_any:
                 resp.headers["Access-Control-Allow-Origin"] = "*"
             elif self.cors.match(origin):
