@@ -19,7 +19,7 @@ import asyncio
 import collections
 import ssl
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import unquote
 
 import grpc
@@ -474,37 +474,72 @@ class H2Channel:
             raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "response larger than allowed")
         return self._decompressed(call, flag, body[5:5 + n])
 
-    async def unary_stream(self, method: str, request: bytes, timeout: float | None = None
-                           ) -> AsyncIterator[bytes]:
-        """Call a server-streaming ``method``; yields each response message as it arrives.
-        ``timeout`` bounds the whole call; leaving the loop early cancels the stream."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+    async def _open_stream(self, method: str, request: bytes, timeout: float | None
+                           ) -> tuple[_Connection, _Call, float | None]:
+        """A server-streaming call started; (its connection, the call, its loop deadline)."""
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         try:
             async with asyncio.timeout_at(deadline):
                 conn, call = await self._start(method, request, timeout, True)
         except TimeoutError:
             raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        return conn, call, deadline
+
+    def _chunk_messages(self, conn: _Connection, call: _Call, buf: bytearray) -> list[bytes]:
+        """The messages the call's oldest unread DATA completes (its window given back)."""
+        data = call.chunks.popleft()
+        call.size -= len(data)
+        conn.consumed(call, len(data))
+        buf += data
+        return self._messages(buf, call)
+
+    def _ended(self, call: _Call, buf: bytearray) -> bool:
+        """True once the streamed call ended well; its error (or bad status) raised."""
+        if call.error is not None:
+            raise call.error
+        if not call.ended:
+            return False
+        self._status(call)
+        if buf:
+            raise RpcError(grpc.StatusCode.INTERNAL, "stream ended inside a message")
+        return True
+
+    async def unary_stream(self, method: str, request: bytes, timeout: float | None = None
+                           ) -> AsyncIterator[bytes]:
+        """Call a server-streaming ``method``; yields each response message as it arrives.
+        ``timeout`` bounds the whole call; leaving the loop early cancels the stream."""
+        conn, call, deadline = await self._open_stream(method, request, timeout)
         buf = bytearray()
         try:
             while True:
                 while call.chunks:
-                    data = call.chunks.popleft()
-                    call.size -= len(data)
-                    conn.consumed(call, len(data))
-                    buf += data
-                    for msg in self._messages(buf, call):
+                    for msg in self._chunk_messages(conn, call, buf):
                         yield msg
-                if call.error is not None:
-                    raise call.error
-                if call.ended:
-                    self._status(call)
-                    if buf:
-                        raise RpcError(grpc.StatusCode.INTERNAL, "stream ended inside a message")
+                if self._ended(call, buf):
                     return
                 await call.wait(deadline)
         finally:
             if not call.done:  # left early (break, error, cancellation)
+                conn.cancel(call)
+
+    async def unary_stream_each(self, method: str, request: bytes, timeout: float | None,
+                                on_message: Callable[[bytes], None]) -> None:
+        """``unary_stream`` for a caller that takes every message as it comes:
+        ``on_message(msg)`` for each, in a plain coroutine (an async generator per call and
+        per layer above it cost more than a small call's messages do). An exception from
+        ``on_message`` cancels the stream and is raised."""
+        conn, call, deadline = await self._open_stream(method, request, timeout)
+        buf = bytearray()
+        try:
+            while True:
+                while call.chunks:  # everything that arrived, before the end is looked at
+                    for msg in self._chunk_messages(conn, call, buf):
+                        on_message(msg)
+                if self._ended(call, buf):
+                    return
+                await call.wait(deadline)
+        finally:
+            if not call.done:  # failed or cancelled: the stream is reset
                 conn.cancel(call)
 
     def _messages(self, buf: bytearray, call: _Call) -> list[bytes]:
