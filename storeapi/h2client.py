@@ -331,6 +331,44 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
         self._lost()
 
+    def _new_stream(self, call: _Call, header_block: bytes) -> list[bytes]:
+        """Give ``call`` the next stream id; its HEADERS frames."""
+        sid = call.sid = self.next_sid
+        self.next_sid += 2
+        if self.next_sid > MAX_STREAM_ID:
+            self.draining = True  # ids used up: the next call opens a new connection
+        call.send_window = self.peer_window
+        self.calls[sid] = call
+        return header_frames(sid, header_block, self.peer_frame, end_stream=False)
+
+    def _data_frames(self, call: _Call, view: memoryview, out: list[bytes]) -> memoryview | None:
+        """DATA frames of ``view`` appended to ``out`` as far as the send windows allow; None
+        once the last (END_STREAM) one is, else what is left to send."""
+        while True:
+            n = min(len(view), self.peer_frame, call.send_window, self.send_window)
+            if n < len(view) and n <= 0:
+                return view
+            last = n == len(view)
+            out.append(frame(DATA, END_STREAM if last else 0, call.sid, bytes(view[:n])))
+            call.send_window -= n
+            self.send_window -= n
+            view = view[n:]
+            if last:
+                return None
+
+    def open_now(self, call: _Call, header_block: bytes, data: bytes) -> bool:
+        """Start ``call`` (HEADERS and the request's DATA written) when nothing is to be waited
+        for -- a stream slot, send window, a writable transport -- and say so; else False with
+        nothing sent (``open`` then waits, under a timer)."""
+        if (len(self.calls) >= self.peer_streams or self.closed or self.draining
+                or not self.can_write.is_set()
+                or len(data) > min(self.peer_window, self.send_window)):
+            return False
+        out = self._new_stream(call, header_block)
+        self._data_frames(call, memoryview(data), out)
+        self._write(b"".join(out))
+        return True
+
     async def open(self, call: _Call, header_block: bytes, data: bytes) -> None:
         """Start ``call``: HEADERS and the request's DATA, within the peer's flow control."""
         while len(self.calls) >= self.peer_streams and not self.closed:
@@ -338,33 +376,16 @@ class _Connection(asyncio.Protocol):
             await self.window_open.wait()
         if self.closed or self.draining:
             raise RpcError(grpc.StatusCode.UNAVAILABLE, f"{self.channel.address}: {self.reason}")
-        sid = call.sid = self.next_sid
-        self.next_sid += 2
-        if self.next_sid > MAX_STREAM_ID:
-            self.draining = True  # ids used up: the next call opens a new connection
-        call.send_window = self.peer_window
-        self.calls[sid] = call
-        f = self.peer_frame
-        out = header_frames(sid, header_block, f, end_stream=False)
+        out = self._new_stream(call, header_block)
         view = memoryview(data)
-        while True:
-            n = min(len(view), f, call.send_window, self.send_window)
-            if n < len(view) and n <= 0:
-                self._write(b"".join(out))
-                out = []
-                self.window_open.clear()
-                await self.window_open.wait()
-                if self.closed or call.done:
-                    raise call.error or RpcError(grpc.StatusCode.UNAVAILABLE,
-                                                 f"{self.channel.address}: {self.reason}")
-                continue
-            last = n == len(view)
-            out.append(frame(DATA, END_STREAM if last else 0, sid, bytes(view[:n])))
-            call.send_window -= n
-            self.send_window -= n
-            view = view[n:]
-            if last:
-                break
+        while (view := self._data_frames(call, view, out)) is not None:
+            self._write(b"".join(out))
+            out = []
+            self.window_open.clear()
+            await self.window_open.wait()
+            if self.closed or call.done:
+                raise call.error or RpcError(grpc.StatusCode.UNAVAILABLE,
+                                             f"{self.channel.address}: {self.reason}")
         self._write(b"".join(out))
         if not self.can_write.is_set():
             await self.can_write.wait()
@@ -434,15 +455,18 @@ class H2Channel:
                 self._headers[key] = block
         return block
 
+    def _message(self, request: bytes) -> bytes:
+        """The request as a length-prefixed gRPC message, compressed by ``encoding``."""
+        compressed = self.encoding != grpc_codec.IDENTITY
+        payload = grpc_codec.compress(self.encoding, request) if compressed else request
+        return _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
+
     async def _start(self, method: str, request: bytes, timeout: float | None,
                      streaming: bool) -> tuple[_Connection, _Call]:
         conn = await self._connect(timeout)
-        compressed = self.encoding != grpc_codec.IDENTITY
-        payload = grpc_codec.compress(self.encoding, request) if compressed else request
         call = _Call(streaming, 0)
         try:
-            await conn.open(call, self._header_block(method, timeout),
-                            _PREFIX.pack(1 if compressed else 0, len(payload)) + payload)
+            await conn.open(call, self._header_block(method, timeout), self._message(request))
         except BaseException:
             conn.cancel(call)
             raise
@@ -478,6 +502,10 @@ class H2Channel:
                            ) -> tuple[_Connection, _Call, float | None]:
         """A server-streaming call started; (its connection, the call, its loop deadline)."""
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        conn, call = self._conn, _Call(True, 0)
+        if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
+                call, self._header_block(method, timeout), self._message(request))):
+            return conn, call, deadline  # the usual call on a live connection: no timer
         try:
             async with asyncio.timeout_at(deadline):
                 conn, call = await self._start(method, request, timeout, True)
