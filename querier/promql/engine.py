@@ -259,7 +259,7 @@ class Evaluator:
         self.sh.reserve(n * self.T)
         if series.floats_only:
             vals, pres, sts = _last_samples(series, E, lb)
-            keep = pres.any(1)
+            keep = pres.any(1) if n != 1 else np.array([np.count_nonzero(pres) > 0])
             labels = series.labels
             if np.count_nonzero(keep) < n:
                 labels = [l for l, k in zip(labels, keep.tolist()) if k]
