@@ -12,11 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -33,23 +30,14 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=1000, help="queries")
     a = ap.parse_args()
     repo = a.repo.resolve()
-    sys.path[:0] = [str(repo), str(repo / "tests"), str(repo / "bench")]
-    from harness import free_port, wait_ready
+    sys.path[:0] = [str(repo), str(repo / "tests"), str(repo / "bench"), str(HERE / "bench")]
+    from bench_inline_eval import store_over
+    from harness import free_port
     from sidebyside import HOUR_MS, POINTS
 
     metas = sorted(a.blocks.glob("*/meta.json"))
     end_ms = json.loads(metas[0].read_text())["minTime"] + 2 * len(metas) * HOUR_MS - 30_000
-    tmp = Path(tempfile.mkdtemp(prefix="bench-stages-"))
-    shutil.copytree(a.blocks, tmp / "bucket")
-    (tmp / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp / 'bucket'}\n")
-    sg, sh = free_port(), free_port()
-    store = subprocess.Popen([str(repo / ".venv" / "bin" / "promring"), "store", "--data-dir",
-                              str(tmp / "store"), "--objstore.config-file", str(tmp / "objstore.yml"),
-                              "--grpc-address", f"127.0.0.1:{sg}", "--http-address",
-                              f"127.0.0.1:{sh}", "--log.level", "warn"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=store)
+    with store_over(a.blocks, repo) as sg:
         import aiohttp.web_protocol as wp
         from querier import fanout
         from querier.config import QueryConfig
@@ -94,10 +82,6 @@ def main() -> None:
         print(f"{repo} {a.query} {a.hours} h: request {h * 1e3:.3f} ms, Series call "
               f"{f * 1e3:.3f} ms, the rest {(h - f) * 1e3:.3f} ms (medians); querier CPU "
               f"{cpu / a.n * 1e3:.3f} ms per query")
-    finally:
-        store.terminate()
-        store.wait(30)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def json_chunks(payload: dict, items: list, marker: bytes) -> list[bytes]:
 
 def result_chunks(payload: dict) -> list[bytes]:
     result = payload["data"]["result"]
-    if not isinstance(result, list):
+    if not isinstance(result, list) or len(result) < 2:  # small: one dumps, nothing to split
         return [orjson.dumps(payload)]
     return json_chunks({**payload, "data": {**payload["data"], "result": []}}, result,
                        b'"result":[]')

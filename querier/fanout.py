@@ -378,13 +378,13 @@ def _float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
     rising = ts[1:] > ts[:-1]
     if len(offs) > 2:  # series boundaries (none in the one-series answer of a small query)
         rising[offs[1:-1][(offs[1:-1] > 0) & (offs[1:-1] < len(ts))] - 1] = True
-    if not rising.all():
+    if np.count_nonzero(rising) != len(rising):
         return None
     if len(offs) <= 2:  # at most one series: kept if it has samples
         return SeriesBatch(labels if len(ts) else [], ts, vals,
                            offs if len(ts) else np.zeros(1, dtype=np.int64))
-    lens = np.diff(offs)
-    if (lens == 0).any():
+    lens = offs[1:] - offs[:-1]
+    if np.count_nonzero(lens) != len(lens):
         nz = lens > 0
         labels = [l for l, k in zip(labels, nz.tolist()) if k]
         offs = np.concatenate([[0], np.cumsum(lens[nz])]).astype(np.int64)

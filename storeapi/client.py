@@ -7,7 +7,7 @@ contending with the event loop; and grpcio cannot skip certificate verification
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -119,12 +119,25 @@ class _Stubs:
                 _done(c, None)
             return call
 
+        def each(path: str):
+            async def call(req: bytes, on_message: Callable[[bytes], None],
+                           timeout: float | None = None) -> None:
+                c = _begin(metrics, path, "server_stream")
+                try:
+                    await ch.unary_stream_each(path, req, timeout, on_message)
+                except BaseException as e:
+                    _done(c, e)
+                    raise
+                _done(c, None)
+            return call
+
         self.info = uu("/thanos.info.Info/Info", info_pb2.InfoResponse)
         self.store_info = uu("/thanos.Store/Info", rpc_pb2.InfoResponse)
         self.label_names = uu("/thanos.Store/LabelNames", rpc_pb2.LabelNamesResponse)
         self.label_values = uu("/thanos.Store/LabelValues", rpc_pb2.LabelValuesResponse)
         # Series frames as raw bytes, decoded in C (storeapi._wire.series_response).
         self.series_raw = us("/thanos.Store/Series", None)
+        self.series_each = each("/thanos.Store/Series")
         self.rules = us("/thanos.Rules/Rules", rules_pb2.RulesResponse)
         self.metadata = us("/thanos.Metadata/MetricMetadata", metadata_pb2.MetricMetadataResponse)
         self.exemplars = us("/thanos.Exemplars/Exemplars", exemplars_pb2.ExemplarsResponse)
@@ -143,6 +156,60 @@ def _done(c, error: BaseException | None) -> None:
     if c is not None:
         c.done(grpc.StatusCode.OK if error is None else
                error.code() if isinstance(error, RpcError) else grpc.StatusCode.CANCELLED)
+
+
+class _SeriesReader:
+    """Series frames (each decoded in C) into lists of complete series and warning strings, in
+    stream order: a series the store split over frames is merged, so a series is given out
+    once the next one starts (or at the end)."""
+
+    def __init__(self, address: str, native_histograms: bool) -> None:
+        self.address = address
+        self.hist = self._histogram_chunk if native_histograms else None
+        self.kept_histograms = 0
+        self.cur: RawSeries | None = None  # the last series: the next frame may continue it
+        self.dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
+
+    def _histogram_chunk(self, data: bytes, chunk_type: int) -> EncodedChunk:
+        self.kept_histograms += 1
+        return _histogram_chunk(data, chunk_type)
+
+    def feed(self, frame: bytes) -> list[RawSeries] | str | None:
+        """What ``frame`` completes: series, a warning, or None. MalformedFrame if it is not a
+        valid thanos.SeriesResponse."""
+        before = self.kept_histograms
+        cur = self.cur
+        try:
+            kind, payload, n = series_response(frame, cur.labels if cur else None, self.hist)
+        except ValueError:
+            raise MalformedFrame(_MALFORMED) from None
+        if kind == _FRAME_WARNING:
+            return payload
+        if kind != _FRAME_SERIES:  # hints, or a frame type from a newer peer
+            return None
+        self.dropped += n
+        if not payload:
+            return None
+        plain = False if self.kept_histograms == before else None  # RawSeries.histograms
+        first = 0
+        if cur is not None and cur.labels == payload[0][0]:
+            cur.chunks.extend(payload[0][1])
+            cur.histograms = cur.histograms if plain is False else None
+            first = 1
+        if first == len(payload):
+            return None
+        done = [cur] if cur is not None else []
+        done += [RawSeries(lbls, chunks, plain) for lbls, chunks in payload[first:]]
+        self.cur = done.pop()
+        return done or None
+
+    def finish(self) -> list[list[RawSeries] | str]:
+        """The last series and the dropped-chunks warning, once the stream ended."""
+        out: list[list[RawSeries] | str] = [[self.cur]] if self.cur is not None else []
+        if self.dropped:
+            out.append(f"{self.address}: ignored {self.dropped} chunks that are not raw XOR "
+                       "float or native histogram chunks")
+        return out
 
 
 async def _cancel(call) -> None:
@@ -238,52 +305,22 @@ class StoreClient:
                 for s in item:
                     yield s
 
-    async def _series_parts(self, request: rpc_pb2.SeriesRequest
+    async def _series_parts(self, request: rpc_pb2.SeriesRequest | bytes
                             ) -> AsyncIterator[list[RawSeries] | str]:
-        """The Series stream as lists of complete series (frames of a series split by the store
-        are merged) and warning strings, in stream order; each frame decoded in C."""
+        """The Series stream as lists of complete series and warning strings, in stream
+        order (see _SeriesReader)."""
         call = self._rpc().series_raw(request, timeout=self._timeout)
-        kept_histograms = 0
-
-        def histogram_chunk(data: bytes, chunk_type: int) -> EncodedChunk:
-            nonlocal kept_histograms
-            kept_histograms += 1
-            return _histogram_chunk(data, chunk_type)
-
-        hist = histogram_chunk if self.native_histograms else None
-        cur: RawSeries | None = None  # the last series: the next frame may continue it
-        dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
+        reader = _SeriesReader(self.address, self.native_histograms)
         async for frame in call:
-            before = kept_histograms
             try:
-                kind, payload, n = series_response(frame, cur.labels if cur else None, hist)
-            except ValueError:
+                item = reader.feed(frame)
+            except MalformedFrame:
                 await _cancel(call)
-                raise MalformedFrame(_MALFORMED) from None
-            if kind == _FRAME_WARNING:
-                yield payload
-                continue
-            if kind != _FRAME_SERIES:  # hints, or a frame type from a newer peer
-                continue
-            dropped += n
-            if not payload:
-                continue
-            plain = False if kept_histograms == before else None  # RawSeries.histograms
-            first = 0
-            if cur is not None and cur.labels == payload[0][0]:
-                cur.chunks.extend(payload[0][1])
-                cur.histograms = cur.histograms if plain is False else None
-                first = 1
-            if first < len(payload):
-                done = [cur] if cur is not None else []
-                done += [RawSeries(lbls, chunks, plain) for lbls, chunks in payload[first:]]
-                cur = done.pop()
-                if done:
-                    yield done
-        if cur is not None:
-            yield [cur]
-        if dropped:
-            yield f"{self.address}: ignored {dropped} chunks that are not raw XOR float or native histogram chunks"
+                raise
+            if item is not None:
+                yield item
+        for item in reader.finish():
+            yield item
 
     async def series_with_warnings(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                                    skip_chunks: bool = False,
@@ -292,11 +329,19 @@ class StoreClient:
         out = SeriesResult([])
         request = self._series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
                                        limit, partial_response)
-        async for item in self._series_parts(request):
+        reader = _SeriesReader(self.address, self.native_histograms)
+
+        def add(item: list[RawSeries] | str | None) -> None:
             if isinstance(item, str):
                 out.warnings.append(item)
-            else:
+            elif item is not None:
                 out.series += item
+        # frames taken as they arrive, in one coroutine: no async generator per layer
+        request = request if isinstance(request, bytes) else request.SerializeToString()
+        await self._rpc().series_each(request, lambda frame: add(reader.feed(frame)),
+                                      timeout=self._timeout)
+        for item in reader.finish():
+            add(item)
         return out
 
     async def series(self, mint: int, maxt: int, matchers: Iterable[Matcher],

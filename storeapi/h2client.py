@@ -19,7 +19,7 @@ import asyncio
 import collections
 import ssl
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import unquote
 
 import grpc
@@ -331,6 +331,44 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
         self._lost()
 
+    def _new_stream(self, call: _Call, header_block: bytes) -> list[bytes]:
+        """Give ``call`` the next stream id; its HEADERS frames."""
+        sid = call.sid = self.next_sid
+        self.next_sid += 2
+        if self.next_sid > MAX_STREAM_ID:
+            self.draining = True  # ids used up: the next call opens a new connection
+        call.send_window = self.peer_window
+        self.calls[sid] = call
+        return header_frames(sid, header_block, self.peer_frame, end_stream=False)
+
+    def _data_frames(self, call: _Call, view: memoryview, out: list[bytes]) -> memoryview | None:
+        """DATA frames of ``view`` appended to ``out`` as far as the send windows allow; None
+        once the last (END_STREAM) one is, else what is left to send."""
+        while True:
+            n = min(len(view), self.peer_frame, call.send_window, self.send_window)
+            if n < len(view) and n <= 0:
+                return view
+            last = n == len(view)
+            out.append(frame(DATA, END_STREAM if last else 0, call.sid, bytes(view[:n])))
+            call.send_window -= n
+            self.send_window -= n
+            view = view[n:]
+            if last:
+                return None
+
+    def open_now(self, call: _Call, header_block: bytes, data: bytes) -> bool:
+        """Start ``call`` (HEADERS and the request's DATA written) when nothing is to be waited
+        for -- a stream slot, send window, a writable transport -- and say so; else False with
+        nothing sent (``open`` then waits, under a timer)."""
+        if (len(self.calls) >= self.peer_streams or self.closed or self.draining
+                or not self.can_write.is_set()
+                or len(data) > min(self.peer_window, self.send_window)):
+            return False
+        out = self._new_stream(call, header_block)
+        self._data_frames(call, memoryview(data), out)
+        self._write(b"".join(out))
+        return True
+
     async def open(self, call: _Call, header_block: bytes, data: bytes) -> None:
         """Start ``call``: HEADERS and the request's DATA, within the peer's flow control."""
         while len(self.calls) >= self.peer_streams and not self.closed:
@@ -338,33 +376,16 @@ class _Connection(asyncio.Protocol):
             await self.window_open.wait()
         if self.closed or self.draining:
             raise RpcError(grpc.StatusCode.UNAVAILABLE, f"{self.channel.address}: {self.reason}")
-        sid = call.sid = self.next_sid
-        self.next_sid += 2
-        if self.next_sid > MAX_STREAM_ID:
-            self.draining = True  # ids used up: the next call opens a new connection
-        call.send_window = self.peer_window
-        self.calls[sid] = call
-        f = self.peer_frame
-        out = header_frames(sid, header_block, f, end_stream=False)
+        out = self._new_stream(call, header_block)
         view = memoryview(data)
-        while True:
-            n = min(len(view), f, call.send_window, self.send_window)
-            if n < len(view) and n <= 0:
-                self._write(b"".join(out))
-                out = []
-                self.window_open.clear()
-                await self.window_open.wait()
-                if self.closed or call.done:
-                    raise call.error or RpcError(grpc.StatusCode.UNAVAILABLE,
-                                                 f"{self.channel.address}: {self.reason}")
-                continue
-            last = n == len(view)
-            out.append(frame(DATA, END_STREAM if last else 0, sid, bytes(view[:n])))
-            call.send_window -= n
-            self.send_window -= n
-            view = view[n:]
-            if last:
-                break
+        while (view := self._data_frames(call, view, out)) is not None:
+            self._write(b"".join(out))
+            out = []
+            self.window_open.clear()
+            await self.window_open.wait()
+            if self.closed or call.done:
+                raise call.error or RpcError(grpc.StatusCode.UNAVAILABLE,
+                                             f"{self.channel.address}: {self.reason}")
         self._write(b"".join(out))
         if not self.can_write.is_set():
             await self.can_write.wait()
@@ -434,15 +455,18 @@ class H2Channel:
                 self._headers[key] = block
         return block
 
+    def _message(self, request: bytes) -> bytes:
+        """The request as a length-prefixed gRPC message, compressed by ``encoding``."""
+        compressed = self.encoding != grpc_codec.IDENTITY
+        payload = grpc_codec.compress(self.encoding, request) if compressed else request
+        return _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
+
     async def _start(self, method: str, request: bytes, timeout: float | None,
                      streaming: bool) -> tuple[_Connection, _Call]:
         conn = await self._connect(timeout)
-        compressed = self.encoding != grpc_codec.IDENTITY
-        payload = grpc_codec.compress(self.encoding, request) if compressed else request
         call = _Call(streaming, 0)
         try:
-            await conn.open(call, self._header_block(method, timeout),
-                            _PREFIX.pack(1 if compressed else 0, len(payload)) + payload)
+            await conn.open(call, self._header_block(method, timeout), self._message(request))
         except BaseException:
             conn.cancel(call)
             raise
@@ -474,37 +498,76 @@ class H2Channel:
             raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "response larger than allowed")
         return self._decompressed(call, flag, body[5:5 + n])
 
-    async def unary_stream(self, method: str, request: bytes, timeout: float | None = None
-                           ) -> AsyncIterator[bytes]:
-        """Call a server-streaming ``method``; yields each response message as it arrives.
-        ``timeout`` bounds the whole call; leaving the loop early cancels the stream."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+    async def _open_stream(self, method: str, request: bytes, timeout: float | None
+                           ) -> tuple[_Connection, _Call, float | None]:
+        """A server-streaming call started; (its connection, the call, its loop deadline)."""
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        conn, call = self._conn, _Call(True, 0)
+        if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
+                call, self._header_block(method, timeout), self._message(request))):
+            return conn, call, deadline  # the usual call on a live connection: no timer
         try:
             async with asyncio.timeout_at(deadline):
                 conn, call = await self._start(method, request, timeout, True)
         except TimeoutError:
             raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        return conn, call, deadline
+
+    def _chunk_messages(self, conn: _Connection, call: _Call, buf: bytearray) -> list[bytes]:
+        """The messages the call's oldest unread DATA completes (its window given back)."""
+        data = call.chunks.popleft()
+        call.size -= len(data)
+        conn.consumed(call, len(data))
+        buf += data
+        return self._messages(buf, call)
+
+    def _ended(self, call: _Call, buf: bytearray) -> bool:
+        """True once the streamed call ended well; its error (or bad status) raised."""
+        if call.error is not None:
+            raise call.error
+        if not call.ended:
+            return False
+        self._status(call)
+        if buf:
+            raise RpcError(grpc.StatusCode.INTERNAL, "stream ended inside a message")
+        return True
+
+    async def unary_stream(self, method: str, request: bytes, timeout: float | None = None
+                           ) -> AsyncIterator[bytes]:
+        """Call a server-streaming ``method``; yields each response message as it arrives.
+        ``timeout`` bounds the whole call; leaving the loop early cancels the stream."""
+        conn, call, deadline = await self._open_stream(method, request, timeout)
         buf = bytearray()
         try:
             while True:
                 while call.chunks:
-                    data = call.chunks.popleft()
-                    call.size -= len(data)
-                    conn.consumed(call, len(data))
-                    buf += data
-                    for msg in self._messages(buf, call):
+                    for msg in self._chunk_messages(conn, call, buf):
                         yield msg
-                if call.error is not None:
-                    raise call.error
-                if call.ended:
-                    self._status(call)
-                    if buf:
-                        raise RpcError(grpc.StatusCode.INTERNAL, "stream ended inside a message")
+                if self._ended(call, buf):
                     return
                 await call.wait(deadline)
         finally:
             if not call.done:  # left early (break, error, cancellation)
+                conn.cancel(call)
+
+    async def unary_stream_each(self, method: str, request: bytes, timeout: float | None,
+                                on_message: Callable[[bytes], None]) -> None:
+        """``unary_stream`` for a caller that takes every message as it comes:
+        ``on_message(msg)`` for each, in a plain coroutine (an async generator per call and
+        per layer above it cost more than a small call's messages do). An exception from
+        ``on_message`` cancels the stream and is raised."""
+        conn, call, deadline = await self._open_stream(method, request, timeout)
+        buf = bytearray()
+        try:
+            while True:
+                while call.chunks:  # everything that arrived, before the end is looked at
+                    for msg in self._chunk_messages(conn, call, buf):
+                        on_message(msg)
+                if self._ended(call, buf):
+                    return
+                await call.wait(deadline)
+        finally:
+            if not call.done:  # failed or cancelled: the stream is reset
                 conn.cancel(call)
 
     def _messages(self, buf: bytearray, call: _Call) -> list[bytes]:

@@ -136,6 +136,9 @@ class VectorSelector:
     smoothed: bool = False
     offset_expr: DurationExpr | None = None
     pos: Pos = (0, 0)
+    # The engine's store matchers of this selector, built once per (cached) tree: a dashboard
+    # query's tree is reused, its matchers' validation need not be (engine.matchers_of).
+    store_matchers: tuple | None = field(default=None, repr=False)
 
 
 @dataclass(eq=False, slots=True)

@@ -101,7 +101,7 @@ class Evaluator:
         self.sh.check_deadline()
         before = self.sh.held
         v = self._node(e)
-        if isinstance(v, Vec) and not self.sh.opts.delayed_name_removal and v.drop.any():
+        if isinstance(v, Vec) and not self.sh.opts.delayed_name_removal and np.count_nonzero(v.drop):
             v = finalize(v)  # Prometheus without delayed name removal: drop it here, collide here
         self.sh.held = before
         self.sh.reserve(held_points(v))
@@ -173,21 +173,25 @@ class Evaluator:
         if lo - off - span - 1 <= INT64_MIN or hi - off + ahead >= INT64_MAX:
             raise PromQLError("bad_data", "evaluation time out of range after @ and offset modifiers")
         base = self.steps if at is None else np.full(self.T, at, dtype=np.int64)
-        return base - off
+        return base - off if off else base  # read only, as the steps are everywhere
 
     def _eval_ts(self, node) -> np.ndarray:
         return self.steps
 
     # -- selectors ---------------------------------------------------------------------------
     def matchers_of(self, vs) -> list[Matcher]:
-        """A selector's matchers, its metric name as a ``__name__`` matcher first."""
-        try:
-            ms = [Matcher(_op_of(m), m.name, m.value) for m in vs.matchers.matchers]
-        except InvalidRegex as e:
-            raise PromQLError("bad_data", str(e)) from None
-        if vs.name is not None and not any(m.name == "__name__" for m in ms):
-            ms.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
-        return ms
+        """A selector's matchers, its metric name as a ``__name__`` matcher first; built (and
+        their regexes compiled) once per syntax tree, kept on the selector node."""
+        ms = vs.store_matchers
+        if ms is None:
+            try:
+                got = [Matcher(_op_of(m), m.name, m.value) for m in vs.matchers.matchers]
+            except InvalidRegex as e:
+                raise PromQLError("bad_data", str(e)) from None
+            if vs.name is not None and not any(m.name == "__name__" for m in got):
+                got.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
+            ms = vs.store_matchers = tuple(got)
+        return list(ms)
 
     def _select(self, vs, mint: int, maxt: int, range_ms: int = 0):
         ms = self.matchers_of(vs)
@@ -255,9 +259,9 @@ class Evaluator:
         self.sh.reserve(n * self.T)
         if series.floats_only:
             vals, pres, sts = _last_samples(series, E, lb)
-            keep = pres.any(1)
+            keep = pres.any(1) if n != 1 else np.array([np.count_nonzero(pres) > 0])
             labels = series.labels
-            if not keep.all():
+            if np.count_nonzero(keep) < n:
                 labels = [l for l, k in zip(labels, keep.tolist()) if k]
                 vals, pres, sts = vals[keep], pres[keep], sts[keep]
             return Vec(list(labels), vals, pres, np.zeros(len(labels), dtype=bool), sts)
@@ -534,7 +538,9 @@ class Engine:
             return QueryResult("matrix", [((), steps.copy(), v.vals.copy())], sh.warnings, sh.infos)
         v = finalize(v)
         out = []
-        for i in np.flatnonzero(v.present.any(1)).tolist():  # e.g. topk: few rows of many
+        rows = (np.flatnonzero(v.present.any(1)).tolist() if len(v.labels) != 1 else
+                [0] if np.count_nonzero(v.present) else [])  # one series: no reductions
+        for i in rows:  # e.g. topk: few rows of many
             p = v.present[i]
             out.append((v.labels[i], steps[p], row_values(v, i, p)))
         out.sort(key=lambda x: x[0])

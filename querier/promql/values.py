@@ -142,10 +142,11 @@ def merge_rows(v: Vec, err: str) -> Vec:
 
 def finalize(v: Vec) -> Vec:
     """Apply delayed name removal and reject label-set collisions, as at the end of a query."""
-    if v.drop.all():
+    dropped = np.count_nonzero(v.drop)  # bool count in C: no reduction wrapper per call
+    if dropped and dropped == len(v.drop):
         v = Vec(drop_names(v.labels), v.vals, v.present, np.zeros(len(v.labels), dtype=bool),
                 hist=v.hist)
-    elif v.drop.any():
+    elif dropped:
         v = Vec([drop_name(l) if d else l for l, d in zip(v.labels, v.drop.tolist())], v.vals, v.present,
                 np.zeros(len(v.labels), dtype=bool), hist=v.hist)
     return merge_rows(v, "vector cannot contain metrics with the same labelset")

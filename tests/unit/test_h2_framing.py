@@ -425,3 +425,35 @@ def test_grpc_server_metrics_export_go_grpc_prometheus_series_only():
                       for c in ("OK", "FailedPrecondition", "Canceled"))
         assert buckets[-1] == v("grpc_server_handling_seconds_count", *method) == handled
         assert 0 < v("grpc_server_handling_seconds_sum", *method) < 60
+
+
+async def _sized(req: bytes, context):
+    yield str(len(req)).encode()
+    yield req[-3:]
+
+
+def test_streamed_requests_within_and_beyond_the_send_window_share_a_live_connection():
+    """A streamed call on a live connection whose request fits the send windows starts at once
+    (no timer); one beyond them (here past a 64 KiB window) waits for the server's window
+    updates as before. Mixed on one connection, through both streaming entry points, every
+    request arrives whole and every answer is read."""
+    sized = [grpc.method_handlers_generic_handler(
+        "t.T", {"Sized": grpc.unary_stream_rpc_method_handler(_sized)})]
+
+    async def main():
+        async with _our_server(sized, window_bytes=65535) as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "identity")
+            try:
+                got = []
+                for size in (10, 200_000, 10, 10, 300_000, 10):
+                    req = b"x" * (size - 3) + b"end"
+                    got.append([m async for m in ch.unary_stream("/t.T/Sized", req, timeout=30)])
+                    each: list[bytes] = []
+                    await ch.unary_stream_each("/t.T/Sized", req, 30, each.append)
+                    got.append(each)
+                return got
+            finally:
+                await ch.close()
+
+    assert _run(main()) == [[str(n).encode(), b"end"] for n in (10, 200_000, 10, 10, 300_000, 10)
+                            for _ in range(2)]

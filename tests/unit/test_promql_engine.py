@@ -265,3 +265,26 @@ def test_histogram_quantile_range_equals_each_step_with_buckets_missing_at_some_
         for k, val in flat.items():
             assert val == per_step[k] or (math.isnan(val) and math.isnan(per_step[k])), (expr, k)
         assert set(got.infos) == {i for t in range(0, 600_001, 30_000) for i in E.instant(q, expr, t).infos}
+
+
+def test_a_reused_tree_selects_with_its_own_matchers_every_time():
+    """A dashboard query's parsed tree is evaluated again and again (querier.parsecache); its
+    selector's matchers are built once and kept on it: a queryable that changes the list it is
+    given (or the next query) must not see the change."""
+    from querier.promql.engine import parse
+
+    class Appending(Mem):
+        def select(self, matchers, mint, maxt):
+            got = super().select(matchers, mint, maxt)
+            self.seen.append([(m.name, m.value) for m in matchers])
+            matchers.append(Matcher.__new__(Matcher))  # a hostile caller keeps the list
+            return got
+
+    q = Appending([({"__name__": "m", "i": "1"}, ([0], [1.0])),
+                   ({"__name__": "m", "i": "2"}, ([0], [2.0]))])
+    q.seen = []
+    expr = parse('m{i="1"}')
+    for _ in range(3):
+        res = Engine().instant(q, 'm{i="1"}', 10_000, expr)
+        assert [(dict(l)["i"], v) for l, _, v in res.series] == [("1", 1.0)]
+    assert q.seen == [[("__name__", "m"), ("i", "1")]] * 3
