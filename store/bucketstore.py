@@ -42,6 +42,7 @@ from receiver.tsdb.labels import Labels, Matcher
 from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache, RemoteIndexCache
 from .indexverify import is_verified, mark_verified
+from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
 from common.aio import gather_eager
 from common.tasks import cancel_and_wait
 
@@ -118,6 +119,9 @@ class BucketStore:
         self._verifying: dict[str, asyncio.Task[None]] = {}
         self.sync_metrics = SyncMetrics(registry)
         self.fetch_metrics = FetchMetrics(registry)
+        # Whole per-block answers of small selections (warm calls skip the block reads), on
+        # top of the LRU's budget by a sixteenth of it; none without a cache.
+        self.memo = SelectionMemo(cache.max_bytes // 16) if cache.max_bytes > 0 else None
 
     # -- sync
 
@@ -281,6 +285,8 @@ class BucketStore:
         """Note whether every block has one resolution and one external label set (the usual
         bucket): then the blocks for a range are simply those overlapping it."""
         blocks = self.blocks.values()
+        if self.memo is not None:
+            self.memo.keep_blocks(self.blocks)
         self._one_resolution = None
         if len({b.resolution for b in blocks}) == 1 and len({b.ext_labels for b in blocks}) == 1:
             self._one_resolution = next(iter(blocks)).resolution
@@ -324,12 +330,74 @@ class BucketStore:
         StoreAPI server encodes and sends frames while it runs."""
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         t0 = time.perf_counter()
-        results = await gather_eager([
-            self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
-            for b in blocks])
+        if self.memo is not None and not skip_chunks and blocks:
+            results = await self._kept_series(blocks, mint, maxt, matchers)
+        else:
+            results = await gather_eager([
+                self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
+                for b in blocks])
         self.sync_metrics.get_all.observe(time.perf_counter() - t0)
         self.sync_metrics.blocks_queried.observe(len(blocks))
         return merge_block_series(results, in_time_order=_follow_in_time(blocks))
+
+    async def _kept_series(self, blocks: list[BucketBlock], mint: int, maxt: int,
+                           matchers: list[Matcher]) -> list[list[tuple[Labels, list[Chunk]]]]:
+        """Each block's series for a (raw-chunk) Series request, from the memo where a block's
+        answer to these matchers is kept, else read (and kept if small). The cache lookups a
+        kept answer stands for are counted as hits, as the LRU would have."""
+        assert self.memo is not None
+        key = tuple(matchers)
+        kept = self.memo.get(key)
+        found: list[Selection | None] = ([None] * len(blocks) if kept is None else
+                                         list(map(kept.get, (b.ulid for b in blocks))))
+        results: list = []
+        selects = refs = chunks = 0
+        for sel in found:
+            if sel is None:
+                results.append(None)
+                continue
+            got, n = sel.in_range(mint, maxt)
+            results.append(got)
+            selects += sel.selected
+            refs += sel.refs
+            chunks += n
+        if None in found:
+            misses = [i for i, sel in enumerate(found) if sel is None]
+            read = await gather_eager([
+                self._guarded(blocks[i], self._read_and_keep(blocks[i], key, mint, maxt,
+                                                             matchers), []) for i in misses])
+            for i, r in zip(misses, read):
+                results[i] = r
+        if selects:
+            count = self.cache.count_hits
+            count("expanded_postings", selects)
+            if refs:
+                count("series", refs)
+            if chunks:
+                count("chunks", chunks)
+        return results
+
+    async def _read_and_keep(self, block: BucketBlock, key: tuple, mint: int, maxt: int,
+                             matchers: list[Matcher]) -> list[tuple[Labels, list[Chunk]]]:
+        """A block's series for the request; a small selection's whole answer (all of the
+        block's chunks) is read instead and kept, the request's range cut from it."""
+        assert self.memo is not None
+        if block.resolution:
+            return await block.series(mint, maxt, matchers, False)
+        ms = block.index_matchers(matchers)
+        if ms is None:
+            self.memo.put(key, block.ulid, selection_of([], block.min_time, block.max_time,
+                                                        False, 0))
+            return []
+        refs = await block.select(ms)
+        if len(refs) > MAX_SERIES:
+            return await block.series(mint, maxt, matchers, False, refs=refs)
+        whole = await block.series(block.min_time, block.max_time - 1, matchers, False,
+                                   refs=refs)
+        sel = selection_of(whole, block.min_time, block.max_time, True, len(refs))
+        if self.blocks.get(block.ulid) is block:  # not taken out meanwhile
+            self.memo.put(key, block.ulid, sel)
+        return sel.in_range(mint, maxt)[0]
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
         sets = await asyncio.gather(*(self._guarded(b, b.label_names(mint, maxt, matchers), set())
