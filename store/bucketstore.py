@@ -108,6 +108,10 @@ class BucketStore:
         self.cache = cache
         self.blocks: dict[str, BucketBlock] = {}
         self._one_resolution: int | None = None  # see _blocks_changed
+        # (min_time, max_time, block) in time order, and whether each block ends before the
+        # next starts (then so do those of any range): the per-call filter reads no property
+        self._spans: list[tuple[int, int, BucketBlock]] = []
+        self._all_follow = True
         self.broken: dict[str, str] = {}  # taken out of service after a read error: ulid -> why
         self._opts = opts or FetchOptions()
         self._sync_limit = asyncio.Semaphore(sync_concurrency)
@@ -287,6 +291,8 @@ class BucketStore:
         blocks = self.blocks.values()
         if self.memo is not None:
             self.memo.keep_blocks(self.blocks)
+        self._spans = [(b.min_time, b.max_time, b) for b in blocks]
+        self._all_follow = _follow_in_time(list(blocks))
         self._one_resolution = None
         if len({b.resolution for b in blocks}) == 1 and len({b.ext_labels for b in blocks}) == 1:
             self._one_resolution = next(iter(blocks)).resolution
@@ -299,7 +305,7 @@ class BucketStore:
         if res is not None:
             if res > max_resolution_ms:
                 return []
-            return [b for b in self.blocks.values() if b.overlaps(mint, maxt)]
+            return [b for lo, hi, b in self._spans if lo <= maxt and hi > mint]  # overlaps
         by_lset: dict[Labels, list[BucketBlock]] = {}
         for b in self.blocks.values():
             if b.overlaps(mint, maxt):
@@ -338,7 +344,8 @@ class BucketStore:
                 for b in blocks])
         self.sync_metrics.get_all.observe(time.perf_counter() - t0)
         self.sync_metrics.blocks_queried.observe(len(blocks))
-        return merge_block_series(results, in_time_order=_follow_in_time(blocks))
+        return merge_block_series(results, in_time_order=(
+            self._one_resolution is not None and self._all_follow) or _follow_in_time(blocks))
 
     async def _kept_series(self, blocks: list[BucketBlock], mint: int, maxt: int,
                            matchers: list[Matcher]) -> list[list[tuple[Labels, list[Chunk]]]]:
