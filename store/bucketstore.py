@@ -337,7 +337,7 @@ class BucketStore:
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         t0 = time.perf_counter()
         if self.memo is not None and not skip_chunks and blocks:
-            results = await self._kept_series(blocks, mint, maxt, matchers)
+            results = await self._kept_series(blocks, mint, maxt, matchers, aggregates)
         else:
             results = await gather_eager([
                 self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
@@ -348,7 +348,8 @@ class BucketStore:
             self._one_resolution is not None and self._all_follow) or _follow_in_time(blocks))
 
     async def _kept_series(self, blocks: list[BucketBlock], mint: int, maxt: int,
-                           matchers: list[Matcher]) -> list[list[tuple[Labels, list[Chunk]]]]:
+                           matchers: list[Matcher], aggregates: Sequence[int]
+                           ) -> list[list[tuple[Labels, list[Chunk]]]]:
         """Each block's series for a (raw-chunk) Series request, from the memo where a block's
         answer to these matchers is kept, else read (and kept if small). The cache lookups a
         kept answer stands for are counted as hits, as the LRU would have."""
@@ -372,7 +373,8 @@ class BucketStore:
             misses = [i for i, sel in enumerate(found) if sel is None]
             read = await gather_eager([
                 self._guarded(blocks[i], self._read_and_keep(blocks[i], key, mint, maxt,
-                                                             matchers), []) for i in misses])
+                                                             matchers, aggregates), [])
+                for i in misses])
             for i, r in zip(misses, read):
                 results[i] = r
         if selects:
@@ -385,12 +387,14 @@ class BucketStore:
         return results
 
     async def _read_and_keep(self, block: BucketBlock, key: tuple, mint: int, maxt: int,
-                             matchers: list[Matcher]) -> list[tuple[Labels, list[Chunk]]]:
+                             matchers: list[Matcher], aggregates: Sequence[int]
+                             ) -> list[tuple[Labels, list[Chunk]]]:
         """A block's series for the request; a small selection's whole answer (all of the
-        block's chunks) is read instead and kept, the request's range cut from it."""
+        block's chunks) is read instead and kept, the request's range cut from it (raw
+        blocks only: a downsampled block's answer depends on the aggregates asked)."""
         assert self.memo is not None
         if block.resolution:
-            return await block.series(mint, maxt, matchers, False)
+            return await block.series(mint, maxt, matchers, False, aggregates)
         ms = block.index_matchers(matchers)
         if ms is None:
             self.memo.put(key, block.ulid, selection_of([], block.min_time, block.max_time,
