@@ -250,6 +250,7 @@ class BucketBlock:
         self.resolution = int((thanos.get("downsample") or {}).get("resolution", 0))
         self._index_name = f"{self.ulid}/{INDEX_FILENAME}"
         self._seg_sizes = seg_sizes  # actual sizes: the bounds of every chunk ref
+        self.skipped_chunks = 0  # chunks of unknown encodings left out of answers so far
 
     @classmethod
     async def open(cls, bucket: Bucket, meta: BlockMeta, local_dir: Path, cache: LRUCache,
@@ -515,6 +516,7 @@ class BucketBlock:
             else:
                 out.append(None)
         skipped = out.count(None)
+        self.skipped_chunks += skipped
         if skipped and self._m is not None:
             self._m.skipped_chunks.inc(skipped)
         return out

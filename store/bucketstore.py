@@ -403,10 +403,13 @@ class BucketStore:
         refs = await block.select(ms)
         if len(refs) > MAX_SERIES:
             return await block.series(mint, maxt, matchers, False, refs=refs)
+        skipped = block.skipped_chunks
         whole = await block.series(block.min_time, block.max_time - 1, matchers, False,
                                    refs=refs)
         sel = selection_of(whole, block.min_time, block.max_time, True, len(refs))
-        if self.blocks.get(block.ulid) is block:  # not taken out meanwhile
+        # Not kept: an answer that left chunks out (each query counts those), or a block
+        # taken out of service meanwhile.
+        if block.skipped_chunks == skipped and self.blocks.get(block.ulid) is block:
             self.memo.put(key, block.ulid, sel)
         return sel.in_range(mint, maxt)[0]
 
