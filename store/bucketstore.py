@@ -450,6 +450,10 @@ def merge_block_series(results: list[list[tuple[Labels, list[Chunk]]]],
     if len(runs) == 1:
         return iter(sorted(runs[0], key=itemgetter(0)))
     if in_time_order:
+        if len(runs[0]) == 1:  # one series in every block: a dashboard panel's usual selection
+            one = runs[0][0][0]
+            if all(len(r) == 1 and r[0][0] == one for r in runs):
+                return iter([(one, _concat(tuple(r[0][1] for r in runs)))])
         labels = [list(map(itemgetter(0), r)) for r in runs]
         if all(ls == labels[0] for ls in labels[1:]):
             chunks = map(_concat, zip(*(map(itemgetter(1), r) for r in runs)))
