@@ -49,8 +49,8 @@ class Selection:
         out = []
         n = 0
         for lbls, cs in self.series:
-            if cs and (cs[0][1] < mint or cs[-1][0] > maxt):
-                cs = [c for c in cs if c[1] >= mint and c[0] <= maxt]
+            # every chunk checked: a block's chunks of a series may overlap (out-of-order data)
+            cs = [c for c in cs if c[1] >= mint and c[0] <= maxt]
             if cs:
                 out.append((lbls, cs))
                 n += len(cs)

@@ -132,3 +132,16 @@ def test_no_memo_without_a_cache(tmp_path: Path, bucket_dir: Path) -> None:
             await check_series(client, expected(PARTS, *rng), *rng, ONE)
 
     run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body, cache_bytes=0))
+
+
+def test_range_cut_checks_every_chunk_also_overlapping_ones() -> None:
+    """A partly covered block's kept answer is cut chunk by chunk, as the block's own read
+    does: a short chunk between two long overlapping ones can lie outside the range."""
+    from store.warmmemo import selection_of
+
+    a, b = (("n", "a"),), (("n", "b"),)
+    sel = selection_of([(a, [(0, 100, b"x"), (10, 20, b"y"), (50, 200, b"z")]),
+                        (b, [(0, 20, b"w")])], 0, 7200, True, 2)
+    assert sel.in_range(30, 60) == ([(a, [(0, 100, b"x"), (50, 200, b"z")])], 2)
+    assert sel.in_range(0, 10_000) == (sel.series, 4)  # the whole block: as kept
+    assert sel.in_range(300, 400) == ([], 0)
