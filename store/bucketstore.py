@@ -39,7 +39,7 @@ from objstore import Bucket, ObjectNotFound
 from receiver.tsdb.block import META_FILENAME, BlockMeta, parse_ulid
 from receiver.tsdb.labels import Labels, Matcher
 
-from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
+from .block import MAX_KEY_MATCHER_CHARS, BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache, RemoteIndexCache
 from .indexverify import is_verified, mark_verified
 from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
@@ -373,10 +373,11 @@ class BucketStore:
             chunks += n
         if None in found:
             misses = [i for i, sel in enumerate(found) if sel is None]
-            read = await gather_eager([
-                self._guarded(blocks[i], self._read_and_keep(blocks[i], key, mint, maxt,
-                                                             matchers, aggregates), [])
-                for i in misses])
+            # Long matchers (the memo's key, not counted in its budget) are never kept.
+            keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS
+            read = await gather_eager([self._guarded(blocks[i], self._read_and_keep(
+                blocks[i], key, mint, maxt, matchers, aggregates) if keep else
+                blocks[i].series(mint, maxt, matchers, False, aggregates), []) for i in misses])
             for i, r in zip(misses, read):
                 results[i] = r
         if selects:

@@ -90,7 +90,7 @@ def test_warm_repeat_answers_from_the_memo_for_any_range(tmp_path: Path, bucket_
     assert all(d["chunks"] > 0 for d in hits["memo"])
 
 
-def test_memo_keeps_small_selections_only_within_its_budget(tmp_path: Path, bucket_dir: Path
+def test_memo_keeps_small_selections_with_short_matchers_only_within_its_budget(tmp_path: Path, bucket_dir: Path
                                                              ) -> None:
     async def body(gw: StoreGateway, client: StoreClient) -> None:
         memo = gw.store.memo
@@ -104,6 +104,12 @@ def test_memo_keeps_small_selections_only_within_its_budget(tmp_path: Path, buck
             await check_series(client, expected(PARTS, *ALL), *ALL, ms)
             assert memo.size <= memo.max_bytes
         assert 0 < len(memo) < 40 * 3
+        memo.keep_blocks([])
+        long_regex = "|".join(f"host-{i:05d}" for i in range(0, 150, 5))  # 329 characters
+        ms = [Matcher("=~", "instance", long_regex)]  # 30 series: small, but a long key
+        for _ in range(2):
+            await check_series(client, expected(PARTS, *ALL), *ALL, ms)
+        assert len(memo) == 0
 
     run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body, cache_bytes=2 << 20))
 
