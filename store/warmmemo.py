@@ -24,6 +24,7 @@ from receiver.tsdb.labels import Labels
 MAX_SERIES = 64  # selections up to this many series per block are kept
 ENTRY_OVERHEAD = 200  # bytes counted per entry (key, tuple, list)
 CHUNK_OVERHEAD = 120  # bytes counted per chunk (tuple, ints, bytes header)
+GROUP_OVERHEAD = 1024  # bytes counted per kept matcher set (its dict, key of <= 256 chars)
 
 Chunks = list[tuple[int, int, object]]
 
@@ -94,9 +95,10 @@ class SelectionMemo:
         if sel.size > self.max_bytes // 16:  # one entry never takes much of the budget
             return
         group = self._d.get(key)
-        if group is None:
+        if group is None:  # the group's dict and key (short matchers only) counted too
             group = self._d[key] = {}
-            self._sizes[key] = 0
+            self._sizes[key] = GROUP_OVERHEAD
+            self.size += GROUP_OVERHEAD
         old = group.get(ulid)
         grow = sel.size - (old.size if old is not None else 0)
         group[ulid] = sel
@@ -115,4 +117,5 @@ class SelectionMemo:
                 self._sizes[key] -= n
                 self.size -= n
             if not group:
-                del self._d[key], self._sizes[key]
+                del self._d[key]
+                self.size -= self._sizes.pop(key)

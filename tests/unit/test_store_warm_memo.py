@@ -105,6 +105,7 @@ def test_memo_keeps_small_selections_with_short_matchers_only_within_its_budget(
             assert memo.size <= memo.max_bytes
         assert 0 < len(memo) < 40 * 3
         memo.keep_blocks([])
+        assert memo.size == 0  # everything counted was given back
         long_regex = "|".join(f"host-{i:05d}" for i in range(0, 150, 5))  # 329 characters
         ms = [Matcher("=~", "instance", long_regex)]  # 30 series: small, but a long key
         for _ in range(2):
