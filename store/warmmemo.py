@@ -9,9 +9,11 @@ whole answer to a selection -- every matching series with all its chunks, extern
 merged in -- never changes; here it is kept once built, and a query's range is applied to it
 (a block the range covers needs nothing; a partly covered one drops the chunks outside).
 
-Bounded: only selections of at most ``MAX_SERIES`` series are kept, and all entries together
-hold at most ``max_bytes`` of chunk data (plus a per-chunk and per-entry overhead), least
-recently used dropped first. Entries of blocks no longer served are dropped at each sync.
+Bounded: only selections of at most ``MAX_SERIES`` series are kept (and only for matchers of
+at most 256 characters: the caller checks), and all entries together hold at most
+``max_bytes`` of chunk data plus a per-chunk, per-entry and per-matcher-set overhead, least
+recently used matcher sets dropped first. Entries of blocks no longer served are dropped at
+each sync.
 """
 from __future__ import annotations
 
