@@ -84,9 +84,8 @@ class _CallDetails:
 class _Context:
     """The part of ``grpc.aio.ServicerContext`` that handlers use."""
 
-    def __init__(self, metadata: tuple[tuple[str, str], ...], deadline: float | None,
-                 peer: str) -> None:
-        self._metadata = metadata
+    def __init__(self, headers: dict[str, str], deadline: float | None, peer: str) -> None:
+        self._headers = headers  # the call's metadata is built when a handler asks for it
         self._deadline = deadline
         self._peer = peer
 
@@ -94,13 +93,18 @@ class _Context:
         raise _Abort(code, details)
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
+        return _metadata(self._headers)
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
     def peer(self) -> str:
         return self._peer
+
+
+def _metadata(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """A call's metadata: its request headers but the pseudo-headers."""
+    return tuple((k, v) for k, v in headers.items() if not k.startswith(":"))
 
 
 def parse_timeout(value: str) -> float | None:
@@ -267,7 +271,6 @@ class _Connection(asyncio.Protocol):
 
     async def _run(self, sid: int, st: _Stream) -> None:
         path = st.headers.get(":path", "")
-        meta = tuple((k, v) for k, v in st.headers.items() if not k.startswith(":"))
         timeout = parse_timeout(st.headers.get("grpc-timeout", ""))
         deadline = None if timeout is None else time.monotonic() + timeout
         timer = None if deadline is None else \
@@ -275,7 +278,7 @@ class _Connection(asyncio.Protocol):
         call = None  # grpc_server_* of a call that reached its handler
         code = grpc.StatusCode.OK
         try:
-            handler, kind = self._server.lookup(path, meta)
+            handler, kind = self._server.lookup(path, st.headers)
             if handler is None:
                 raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
             raw = self._message(st)
@@ -283,7 +286,7 @@ class _Connection(asyncio.Protocol):
                 req = handler.request_deserializer(raw) if handler.request_deserializer else raw
             except Exception:  # noqa: BLE001 -- as grpcio: a bad request is INTERNAL
                 raise _Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
-            ctx = _Context(meta, deadline, self._peer)
+            ctx = _Context(st.headers, deadline, self._peer)
             metrics = self._server.metrics
             if metrics is not None:
                 call = metrics.begin(path, kind)
@@ -451,7 +454,7 @@ class H2GrpcServer:
         self._handlers.extend(handlers)
         self._routes.clear()
 
-    def lookup(self, path: str, meta: tuple[tuple[str, str], ...]
+    def lookup(self, path: str, headers: dict[str, str]
                ) -> tuple[grpc.RpcMethodHandler | None, str]:
         """The handler of a call's method and its grpc_type ("unary", "server_stream"); None
         for a method we do not serve. Calls are routed by method path alone (our handlers are
@@ -461,7 +464,7 @@ class H2GrpcServer:
         if found is not None:
             return found
         for h in self._handlers:
-            handler = h.service(_CallDetails(path, meta))
+            handler = h.service(_CallDetails(path, _metadata(headers)))
             if handler is None:
                 continue
             if handler.request_streaming or (handler.unary_unary is None
