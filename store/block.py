@@ -250,6 +250,7 @@ class BucketBlock:
         self.resolution = int((thanos.get("downsample") or {}).get("resolution", 0))
         self._index_name = f"{self.ulid}/{INDEX_FILENAME}"
         self._seg_sizes = seg_sizes  # actual sizes: the bounds of every chunk ref
+        self.skipped_chunks = 0  # chunks of unknown encodings left out of answers so far
 
     @classmethod
     async def open(cls, bucket: Bucket, meta: BlockMeta, local_dir: Path, cache: LRUCache,
@@ -515,6 +516,7 @@ class BucketBlock:
             else:
                 out.append(None)
         skipped = out.count(None)
+        self.skipped_chunks += skipped
         if skipped and self._m is not None:
             self._m.skipped_chunks.inc(skipped)
         return out
@@ -591,18 +593,20 @@ class BucketBlock:
     # -- queries
 
     async def series(self, mint: int, maxt: int, matchers: Sequence[Matcher],
-                     skip_chunks: bool, aggregates: Sequence[int] = ()
-                     ) -> list[tuple[Labels, list[Chunk]]]:
+                     skip_chunks: bool, aggregates: Sequence[int] = (),
+                     refs: np.ndarray | None = None) -> list[tuple[Labels, list[Chunk]]]:
         """Matching series (external labels merged in) with their chunks overlapping
         [mint, maxt]; with ``skip_chunks`` the chunk lists are empty. A raw block's native
         histogram chunks come as EncodedChunk (the server sends their Chunk.type); a
-        downsampled block's chunks carry an AggrData (the requested ``aggregates``)."""
+        downsampled block's chunks carry an AggrData (the requested ``aggregates``).
+        ``refs``: what ``select`` already gave for these matchers."""
         if not self.overlaps(mint, maxt):
             return []
         ms = self.index_matchers(matchers)
         if ms is None:
             return []
-        refs = await self.select(ms)
+        if refs is None:
+            refs = await self.select(ms)
         e = await self.series_entries(refs)
         n = len(e.labels)
         whole = mint <= self.min_time and maxt >= self.max_time - 1

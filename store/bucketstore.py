@@ -39,10 +39,12 @@ from objstore import Bucket, ObjectNotFound
 from receiver.tsdb.block import META_FILENAME, BlockMeta, parse_ulid
 from receiver.tsdb.labels import Labels, Matcher
 
-from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
+from .block import MAX_KEY_MATCHER_CHARS, BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache, RemoteIndexCache
 from .indexverify import is_verified, mark_verified
+from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
 from common.aio import gather_eager
+from common.plainhist import PlainHistogram
 from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -73,15 +75,16 @@ class SyncMetrics:
                                      "Blocks that failed to load.", registry=registry)
         self.drops = Counter("thanos_bucket_store_block_drops", "Blocks no longer served.",
                              registry=registry)
-        # Per Series request, as Thanos's store dashboard reads them.
-        self.blocks_queried = Histogram("thanos_bucket_store_series_blocks_queried",
-                                        "Blocks a Series request touched.",
-                                        buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-                                        registry=registry)
-        self.get_all = Histogram("thanos_bucket_store_series_get_all_duration_seconds",
-                                 "Time to read every block's part of a Series request.",
-                                 buckets=(0.001, 0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90,
-                                          120), registry=registry)
+        # Per Series request, as Thanos's store dashboard reads them (observed per call: plain
+        # numbers, exported at scrape time).
+        self.blocks_queried = PlainHistogram("thanos_bucket_store_series_blocks_queried",
+                                             "Blocks a Series request touched.",
+                                             (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+                                             registry)
+        self.get_all = PlainHistogram("thanos_bucket_store_series_get_all_duration_seconds",
+                                      "Time to read every block's part of a Series request.",
+                                      (0.001, 0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90,
+                                       120), registry)
 
 
 def _is_ulid(s: str) -> bool:
@@ -107,6 +110,10 @@ class BucketStore:
         self.cache = cache
         self.blocks: dict[str, BucketBlock] = {}
         self._one_resolution: int | None = None  # see _blocks_changed
+        # (min_time, max_time, block) in time order, and whether each block ends before the
+        # next starts (then so do those of any range): the per-call filter reads no property
+        self._spans: list[tuple[int, int, BucketBlock]] = []
+        self._all_follow = True
         self.broken: dict[str, str] = {}  # taken out of service after a read error: ulid -> why
         self._opts = opts or FetchOptions()
         self._sync_limit = asyncio.Semaphore(sync_concurrency)
@@ -118,6 +125,9 @@ class BucketStore:
         self._verifying: dict[str, asyncio.Task[None]] = {}
         self.sync_metrics = SyncMetrics(registry)
         self.fetch_metrics = FetchMetrics(registry)
+        # Whole per-block answers of small selections (warm calls skip the block reads), on
+        # top of the LRU's budget by a sixteenth of it; none without a cache.
+        self.memo = SelectionMemo(cache.max_bytes // 16) if cache.max_bytes > 0 else None
 
     # -- sync
 
@@ -281,6 +291,10 @@ class BucketStore:
         """Note whether every block has one resolution and one external label set (the usual
         bucket): then the blocks for a range are simply those overlapping it."""
         blocks = self.blocks.values()
+        if self.memo is not None:
+            self.memo.keep_blocks(self.blocks)
+        self._spans = [(b.min_time, b.max_time, b) for b in blocks]
+        self._all_follow = _follow_in_time(list(blocks))
         self._one_resolution = None
         if len({b.resolution for b in blocks}) == 1 and len({b.ext_labels for b in blocks}) == 1:
             self._one_resolution = next(iter(blocks)).resolution
@@ -293,7 +307,7 @@ class BucketStore:
         if res is not None:
             if res > max_resolution_ms:
                 return []
-            return [b for b in self.blocks.values() if b.overlaps(mint, maxt)]
+            return [b for lo, hi, b in self._spans if lo <= maxt and hi > mint]  # overlaps
         by_lset: dict[Labels, list[BucketBlock]] = {}
         for b in self.blocks.values():
             if b.overlaps(mint, maxt):
@@ -324,12 +338,83 @@ class BucketStore:
         StoreAPI server encodes and sends frames while it runs."""
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         t0 = time.perf_counter()
-        results = await gather_eager([
-            self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
-            for b in blocks])
+        if self.memo is not None and not skip_chunks and blocks:
+            results = await self._kept_series(blocks, mint, maxt, matchers, aggregates)
+        else:
+            results = await gather_eager([
+                self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
+                for b in blocks])
         self.sync_metrics.get_all.observe(time.perf_counter() - t0)
         self.sync_metrics.blocks_queried.observe(len(blocks))
-        return merge_block_series(results, in_time_order=_follow_in_time(blocks))
+        return merge_block_series(results, in_time_order=(
+            self._one_resolution is not None and self._all_follow) or _follow_in_time(blocks))
+
+    async def _kept_series(self, blocks: list[BucketBlock], mint: int, maxt: int,
+                           matchers: list[Matcher], aggregates: Sequence[int]
+                           ) -> list[list[tuple[Labels, list[Chunk]]]]:
+        """Each block's series for a (raw-chunk) Series request, from the memo where a block's
+        answer to these matchers is kept, else read (and kept if small). The cache lookups a
+        kept answer stands for are counted as hits, as the LRU would have."""
+        assert self.memo is not None
+        key = tuple(matchers)
+        kept = self.memo.get(key)
+        found: list[Selection | None] = ([None] * len(blocks) if kept is None else
+                                         list(map(kept.get, (b.ulid for b in blocks))))
+        results: list = []
+        selects = refs = chunks = 0
+        for sel in found:
+            if sel is None:
+                results.append(None)
+                continue
+            got, n = sel.in_range(mint, maxt)
+            results.append(got)
+            selects += sel.selected
+            refs += sel.refs
+            chunks += n
+        if None in found:
+            misses = [i for i, sel in enumerate(found) if sel is None]
+            # Long matchers (the memo's key, not counted in its budget) are never kept.
+            keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS
+            read = await gather_eager([self._guarded(blocks[i], self._read_and_keep(
+                blocks[i], key, mint, maxt, matchers, aggregates) if keep else
+                blocks[i].series(mint, maxt, matchers, False, aggregates), []) for i in misses])
+            for i, r in zip(misses, read):
+                results[i] = r
+        if selects:
+            count = self.cache.count_hits
+            count("expanded_postings", selects)
+            if refs:
+                count("series", refs)
+            if chunks:
+                count("chunks", chunks)
+        return results
+
+    async def _read_and_keep(self, block: BucketBlock, key: tuple, mint: int, maxt: int,
+                             matchers: list[Matcher], aggregates: Sequence[int]
+                             ) -> list[tuple[Labels, list[Chunk]]]:
+        """A block's series for the request; a small selection's whole answer (all of the
+        block's chunks) is read instead and kept, the request's range cut from it (raw
+        blocks only: a downsampled block's answer depends on the aggregates asked)."""
+        assert self.memo is not None
+        if block.resolution:
+            return await block.series(mint, maxt, matchers, False, aggregates)
+        ms = block.index_matchers(matchers)
+        if ms is None:
+            self.memo.put(key, block.ulid, selection_of([], block.min_time, block.max_time,
+                                                        False, 0))
+            return []
+        refs = await block.select(ms)
+        if len(refs) > MAX_SERIES:
+            return await block.series(mint, maxt, matchers, False, refs=refs)
+        skipped = block.skipped_chunks
+        whole = await block.series(block.min_time, block.max_time - 1, matchers, False,
+                                   refs=refs)
+        sel = selection_of(whole, block.min_time, block.max_time, True, len(refs))
+        # Not kept: an answer that left chunks out (each query counts those), or a block
+        # taken out of service meanwhile.
+        if block.skipped_chunks == skipped and self.blocks.get(block.ulid) is block:
+            self.memo.put(key, block.ulid, sel)
+        return sel.in_range(mint, maxt)[0]
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
         sets = await asyncio.gather(*(self._guarded(b, b.label_names(mint, maxt, matchers), set())
@@ -368,6 +453,10 @@ def merge_block_series(results: list[list[tuple[Labels, list[Chunk]]]],
     if len(runs) == 1:
         return iter(sorted(runs[0], key=itemgetter(0)))
     if in_time_order:
+        if len(runs[0]) == 1:  # one series in every block: a dashboard panel's usual selection
+            one = runs[0][0][0]
+            if all(len(r) == 1 and r[0][0] == one for r in runs):
+                return iter([(one, _concat(tuple(r[0][1] for r in runs)))])
         labels = [list(map(itemgetter(0), r)) for r in runs]
         if all(ls == labels[0] for ls in labels[1:]):
             chunks = map(_concat, zip(*(map(itemgetter(1), r) for r in runs)))

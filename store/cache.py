@@ -140,6 +140,11 @@ class LRUCache:
         self._count(item_type, n, n)
         return list(map(_VALUE, found))  # type: ignore[arg-type]
 
+    def count_hits(self, item_type: str, n: int) -> None:
+        """Count ``n`` lookups that hit, made on the cache's behalf by a memo of what these
+        items decode to (store.warmmemo), so the hit ratio reads as if they came from here."""
+        self._count(item_type, n, n)
+
     def _count(self, item_type: str, requests: int, hits: int) -> None:
         r, h = self._requests, self._hits
         r[item_type] = r.get(item_type, 0) + requests

@@ -2,8 +2,9 @@
 labelled ``grpc_type``, ``grpc_service``, ``grpc_method`` and ``grpc_code``), so the dashboards
 and alerts written for Thanos's gRPC servers work unchanged.
 
-The same handler wrapper serves grpcio's aio server (through an interceptor) and our own HTTP/2
-server (storeapi.h2server); per call it costs a few integer additions, nothing per message byte.
+Our own HTTP/2 server (storeapi.h2server) counts each call itself with ``begin``/``done``; a
+handler wrapper does the same for grpcio's aio server (through an interceptor). Per call it
+costs a few integer additions, nothing per message byte.
 """
 from __future__ import annotations
 

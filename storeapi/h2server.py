@@ -84,9 +84,8 @@ class _CallDetails:
 class _Context:
     """The part of ``grpc.aio.ServicerContext`` that handlers use."""
 
-    def __init__(self, metadata: tuple[tuple[str, str], ...], deadline: float | None,
-                 peer: str) -> None:
-        self._metadata = metadata
+    def __init__(self, headers: dict[str, str], deadline: float | None, peer: str) -> None:
+        self._headers = headers  # the call's metadata is built when a handler asks for it
         self._deadline = deadline
         self._peer = peer
 
@@ -94,13 +93,18 @@ class _Context:
         raise _Abort(code, details)
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
+        return _metadata(self._headers)
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
     def peer(self) -> str:
         return self._peer
+
+
+def _metadata(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """A call's metadata: its request headers but the pseudo-headers."""
+    return tuple((k, v) for k, v in headers.items() if not k.startswith(":"))
 
 
 def parse_timeout(value: str) -> float | None:
@@ -121,6 +125,15 @@ class _Stream:
     body: bytearray
     task: asyncio.Task | None = None
     sent_headers: bool = False
+    expired: bool = False  # its grpc-timeout passed: the task was cancelled for that
+
+
+def _expire(st: _Stream) -> None:
+    """A call's deadline timer (one loop.call_at handle, cheaper than an asyncio.Timeout
+    context per call): its task is cancelled and answers DEADLINE_EXCEEDED."""
+    if st.task is not None and not st.task.done():
+        st.expired = True
+        st.task.cancel()
 
 
 class _Connection(asyncio.Protocol):
@@ -258,53 +271,68 @@ class _Connection(asyncio.Protocol):
 
     async def _run(self, sid: int, st: _Stream) -> None:
         path = st.headers.get(":path", "")
-        meta = tuple((k, v) for k, v in st.headers.items() if not k.startswith(":"))
         timeout = parse_timeout(st.headers.get("grpc-timeout", ""))
         deadline = None if timeout is None else time.monotonic() + timeout
+        timer = None if deadline is None else \
+            asyncio.get_running_loop().call_at(deadline, _expire, st)
+        call = None  # grpc_server_* of a call that reached its handler
+        code = grpc.StatusCode.OK
         try:
-            handler = self._server.lookup(_CallDetails(path, meta))
-            if handler is None or handler.request_streaming or (
-                    handler.unary_unary is None and handler.unary_stream is None):
+            handler, kind = self._server.lookup(path, st.headers)
+            if handler is None:
                 raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
             raw = self._message(st)
             try:
                 req = handler.request_deserializer(raw) if handler.request_deserializer else raw
             except Exception:  # noqa: BLE001 -- as grpcio: a bad request is INTERNAL
                 raise _Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
-            ctx = _Context(meta, deadline, self._peer)
-            if timeout is None:  # no timer to set up and cancel
-                await self._respond(sid, st, handler, req, ctx)
-            else:
-                async with asyncio.timeout(timeout):
-                    await self._respond(sid, st, handler, req, ctx)
-            self._finish(sid, st, grpc.StatusCode.OK, "")
+            ctx = _Context(st.headers, deadline, self._peer)
+            metrics = self._server.metrics
+            if metrics is not None:
+                call = metrics.begin(path, kind)
+                call.received()
+            await self._respond(sid, st, handler, req, ctx, call)
+            self._finish(sid, st, code, "")
         except _Abort as a:
-            self._finish(sid, st, a.code, a.details)
+            code = a.code
+            self._finish(sid, st, code, a.details)
         except TimeoutError:
-            self._finish(sid, st, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-        except asyncio.CancelledError:
-            pass  # the client reset the stream or the connection went away
-        except ConnectionError:
-            pass
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            self._finish(sid, st, code, "Deadline Exceeded")
+        except (asyncio.CancelledError, ConnectionError):
+            # the deadline passed, or the client reset the stream or the connection went away
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if st.expired or (
+                deadline is not None and deadline <= time.monotonic()) \
+                else grpc.StatusCode.CANCELLED
+            if st.expired:
+                self._finish(sid, st, code, "Deadline Exceeded")
         except Exception as e:  # noqa: BLE001 -- as grpcio: a handler failure is UNKNOWN
             log.exception("gRPC handler for %s failed", path)
-            self._finish(sid, st, grpc.StatusCode.UNKNOWN, f"Unexpected {type(e).__name__}: {e}")
+            code = grpc.StatusCode.UNKNOWN
+            self._finish(sid, st, code, f"Unexpected {type(e).__name__}: {e}")
         finally:
+            if timer is not None:
+                timer.cancel()
+            if call is not None:
+                call.done(code)
             self._streams.pop(sid, None)
 
-    async def _respond(self, sid: int, st: _Stream, handler, req, ctx: _Context) -> None:
+    async def _respond(self, sid: int, st: _Stream, handler, req, ctx: _Context, call) -> None:
         ser = handler.response_serializer or (lambda b: b)
         if handler.unary_unary is not None:
             resp = await handler.unary_unary(req, ctx)
+            if call is not None:
+                call.sent()
             await self._send(sid, st, _frame(ser(resp)), last=True)
         else:
-            await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser)
+            await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser, call)
 
-    async def _stream_responses(self, sid: int, st: _Stream, it, ser) -> None:
+    async def _stream_responses(self, sid: int, st: _Stream, it, ser, call) -> None:
         pending: list[bytes] = []
-        size = 0
+        size = sent = 0
         try:
             async for msg in it:
+                sent += 1
                 f = _frame(ser(msg))
                 pending.append(f)
                 size += len(f)
@@ -315,6 +343,9 @@ class _Connection(asyncio.Protocol):
             if pending:  # what was produced before a failure reaches the client, as with grpcio
                 await self._send(sid, st, b"".join(pending))
             raise
+        finally:
+            if call is not None:
+                call.sent(sent)
         if pending:
             await self._send(sid, st, b"".join(pending), last=True)
 
@@ -413,7 +444,8 @@ class H2GrpcServer:
         self.max_concurrent_streams = max_concurrent_streams
         self.window_bytes = window_bytes
         self._handlers: list[grpc.GenericRpcHandler] = []
-        self._routes: dict[str, grpc.RpcMethodHandler] = {}  # found handlers by method path
+        # found handlers (and their grpc_type) by method path
+        self._routes: dict[str, tuple[grpc.RpcMethodHandler, str]] = {}
         self._connections: set[_Connection] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._pending: list[tuple[str | None, int]] = []
@@ -422,20 +454,26 @@ class H2GrpcServer:
         self._handlers.extend(handlers)
         self._routes.clear()
 
-    def lookup(self, details: _CallDetails):
-        """The (metrics-wrapped) handler of a call's method. Calls are routed by method
-        path alone (our handlers are grpc.method_handlers_generic_handler), so a found
-        method's handler is kept: no search and no wrapping per call."""
-        found = self._routes.get(details.method)
+    def lookup(self, path: str, headers: dict[str, str]
+               ) -> tuple[grpc.RpcMethodHandler | None, str]:
+        """The handler of a call's method and its grpc_type ("unary", "server_stream"); None
+        for a method we do not serve. Calls are routed by method path alone (our handlers are
+        grpc.method_handlers_generic_handler), so a found method's handler is kept: no search
+        per call. grpc_server_* are counted by the call itself (no wrapper per handler)."""
+        found = self._routes.get(path)
         if found is not None:
             return found
         for h in self._handlers:
-            found = h.service(details)
-            if found is not None:
-                found = self.metrics.wrap(found, details.method) if self.metrics else found
-                self._routes[details.method] = found
-                return found
-        return None
+            handler = h.service(_CallDetails(path, _metadata(headers)))
+            if handler is None:
+                continue
+            if handler.request_streaming or (handler.unary_unary is None
+                                             and handler.unary_stream is None):
+                return None, ""
+            found = self._routes[path] = (
+                handler, "unary" if handler.unary_unary is not None else "server_stream")
+            return found
+        return None, ""
 
     async def bind(self, address: str, ssl_context: ssl.SSLContext | None = None) -> int:
         """Listen on ``host:port`` (port 0 picks a free one), over TLS with ``ssl_context``;

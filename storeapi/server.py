@@ -11,7 +11,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Protocol
 
 import grpc
@@ -45,6 +45,7 @@ NO_MATCHERS = "no matchers specified (excluding external labels)"
 
 
 # Memo of request matcher sets: entries, and the label characters a set may hold to be kept.
+_MATCHER_FIELDS = attrgetter("type", "name", "value")  # a memo key's part per LabelMatcher
 _MEMO_ENTRIES = 512
 _MEMO_KEY_CHARS = 1024
 
@@ -221,7 +222,7 @@ class StoreServer:
     async def _matchers(self, pbs, context: grpc.aio.ServicerContext) -> list[Matcher]:
         """The request's matchers; a dashboard's repeated sets (regexes compiled) are reused
         from a small memo (Matchers are immutable)."""
-        key = tuple([(m.type, m.name, m.value) for m in pbs])
+        key = tuple(map(_MATCHER_FIELDS, pbs))
         hit = self._matcher_memo.get(key)
         if hit is not None:
             return list(hit)
@@ -239,9 +240,9 @@ class StoreServer:
     def _replica_labels(self, requested: Iterable[str]) -> set[str]:
         """Names from without_replica_labels that are external labels (only those are stripped,
         as in Thanos: the server decides what a replica label is)."""
-        wanted = set(requested)
-        if not wanted:
+        if not requested:  # the usual request: no set built
             return set()
+        wanted = set(requested)
         return {n for ls in self._source.label_sets() for n, _ in ls if n in wanted}
 
     async def series(self, request: rpc_pb2.SeriesRequest,
@@ -305,7 +306,8 @@ class StoreServer:
         """A final SeriesResponse with SeriesResponseHints (the blocks read), for clients that
         send SeriesRequestHints and sources that know their blocks (the store gateway)."""
         queried = getattr(self._source, "queried_blocks", None)
-        if queried is None or not request.hints.Is(hints_pb2.SeriesRequestHints.DESCRIPTOR):
+        if queried is None or not request.HasField("hints") or \
+                not request.hints.Is(hints_pb2.SeriesRequestHints.DESCRIPTOR):
             return None
         ids = queried(request.min_time, request.max_time, request.max_resolution_window, matchers)
         hints = hints_pb2.SeriesResponseHints(queried_blocks=[hints_pb2.Block(id=i) for i in ids])

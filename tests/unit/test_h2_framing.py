@@ -457,3 +457,48 @@ def test_streamed_requests_within_and_beyond_the_send_window_share_a_live_connec
 
     assert _run(main()) == [[str(n).encode(), b"end"] for n in (10, 200_000, 10, 10, 300_000, 10)
                             for _ in range(2)]
+
+
+def test_calls_past_their_grpc_timeout_end_deadline_exceeded():
+    """A unary and a streaming call still running at their grpc-timeout (a raw client that
+    waits on: no deadline of its own races the server's) end with grpc-status 4, counted as
+    DeadlineExceeded in grpc_server_handled_total; the connection serves the next call."""
+    from prometheus_client import CollectorRegistry
+
+    from storeapi.grpcmetrics import GrpcServerMetrics
+
+    async def slow_stream(req: bytes, context):
+        yield b"first"
+        await asyncio.sleep(30)
+        yield b"never"
+
+    handlers = _handlers() + [grpc.method_handlers_generic_handler("t.S", {
+        "Slow": grpc.unary_stream_rpc_method_handler(slow_stream)})]
+
+    def call(sid: int, path: str) -> bytes:
+        block = (b"\x83\x86" + literal(4, path) + literal(1, "x")
+                 + literal(b"content-type", "application/grpc")
+                 + literal(b"grpc-timeout", "200m"))
+        return frame(HEADERS, END_HEADERS, sid, block) + frame(DATA, END_STREAM, sid,
+                                                                b"\0\0\0\0\0")
+
+    async def main():
+        reg = CollectorRegistry()
+        async with _our_server(handlers, metrics=GrpcServerMetrics(reg)) as port:
+            frames = await _raw(port, call(1, "/t.T/Parked") + call(3, "/t.S/Slow"))
+            ch = H2Channel(f"127.0.0.1:{port}", "identity")
+            try:
+                again = await ch.unary(UNARY, b"ok", timeout=10)
+            finally:
+                await ch.close()
+        ends = {f[2]: f[3] for f in frames if f[0] == HEADERS and f[1] & END_STREAM}
+        counted = [reg.get_sample_value("grpc_server_handled_total", {
+            "grpc_service": service, "grpc_method": method, "grpc_type": kind,
+            "grpc_code": "DeadlineExceeded"}) for service, method, kind in (
+                ("t.T", "Parked", "unary"), ("t.S", "Slow", "server_stream"))]
+        return ends, again, counted
+
+    ends, again, counted = _run(main())
+    status = literal(b"grpc-status", "4")
+    assert sorted(ends) == [1, 3] and all(status in block for block in ends.values())
+    assert again == b"ko" and counted == [1.0, 1.0]

@@ -212,6 +212,14 @@ def test_block_merge_is_label_sorted_and_joins_series_across_blocks() -> None:
             list(merge_block_series(blocks))
     assert list(merge_block_series([same1, same2], in_time_order=True)) == [
         (a, [(0, 9, b"a1"), (10, 19, b"a2")]), (c, [(0, 9, b"c1"), (10, 19, b"c2")])]
+    # One series per block (a dashboard panel): the same series joined, different ones not.
+    one = [[(a, [(i * 10, i * 10 + 9, b"a%d" % i)])] for i in range(3)]
+    for blocks in (one, [one[0], [(b, [(10, 19, b"b1")])], one[2]], [one[0], [], one[2]],
+                   [one[0], blk2]):
+        assert list(merge_block_series(blocks, in_time_order=True)) == \
+            list(merge_block_series(blocks))
+    assert list(merge_block_series(one, in_time_order=True)) == [
+        (a, [(0, 9, b"a0"), (10, 19, b"a1"), (20, 29, b"a2")])]
 
 
 def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:

@@ -1,0 +1,121 @@
+"""The store gateway's warm cost of one small Series call, as the querier makes it (its own
+HTTP/2 client, identity encoding, a grpc-timeout, batch 256): ``x{instance="i-00007"}`` over
+the last 1 h (one block) and 24 h (twelve blocks) of bench_scale.py's blocks, the store's CPU
+time per call (utime + stime from /proc over ``--calls`` calls) and the wall median. Each
+checkout (this one, and ``--other DIR`` with its own .venv) runs its own ``promring store``,
+in alternating rounds; the answers' bytes are compared between them.
+
+    python bench/bench_store_call.py --blocks /work/scale/s1 --other /work/main
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
+
+from bench_fixed_cost import cpu_s  # noqa: E402
+from harness import free_port, wait_ready  # noqa: E402
+from receiver.tsdb.labels import Matcher, MatchType  # noqa: E402
+from storeapi.h2client import H2Channel  # noqa: E402
+from storeapi.wire import series_request  # noqa: E402
+
+HOUR_MS = 3_600_000
+MATCHERS = [Matcher(MatchType.EQ, "__name__", "x"), Matcher(MatchType.EQ, "instance", "i-00007")]
+
+
+def start_store(repo: Path, blocks: Path, work: Path) -> tuple[subprocess.Popen, int]:
+    (work / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {blocks}\n")
+    sg, sh = free_port(), free_port()
+    proc = subprocess.Popen([str(repo / ".venv" / "bin" / "promring"), "store", "--data-dir",
+                             str(work / "data"), "--objstore.config-file",
+                             str(work / "objstore.yml"), "--grpc-address", f"127.0.0.1:{sg}",
+                             "--http-address", f"127.0.0.1:{sh}", "--log.level", "warn"],
+                            cwd=repo)
+    wait_ready(f"http://127.0.0.1:{sh}/-/ready", timeout=600, proc=proc)
+    return proc, sg
+
+
+async def frames(ch: H2Channel, req: bytes) -> list[bytes]:
+    return [f async for f in ch.unary_stream("/thanos.Store/Series", req, 60)]
+
+
+async def run(stores: dict[str, tuple[subprocess.Popen, int]], end_ms: int, hours: list[int],
+              rounds: int, calls: int) -> None:
+    chans = {k: H2Channel(f"127.0.0.1:{port}", "identity") for k, (_, port) in stores.items()}
+    try:
+        for name, ch in chans.items():  # gRPC listens once the first sync is done
+            for _ in range(300):
+                try:
+                    await ch.unary("/thanos.info.Info/Info", b"", 10)
+                    break
+                except Exception:  # noqa: BLE001
+                    await asyncio.sleep(0.2)
+        for h in hours:
+            req = series_request(end_ms - h * HOUR_MS - 300_000, end_ms, MATCHERS, False, (), 0,
+                                 256, 0, True)
+            digests = {}
+            for name, ch in chans.items():
+                for _ in range(50):  # warm up
+                    got = await frames(ch, req)
+                digests[name] = hashlib.sha256(b"\0".join(got)).hexdigest()[:12]
+            cpu = dict.fromkeys(chans, 0.0)
+            wall: dict[str, list[float]] = {k: [] for k in chans}
+            for _ in range(rounds):
+                for name, ch in chans.items():
+                    pid = stores[name][0].pid
+                    c0 = cpu_s(pid)
+                    for _ in range(calls):
+                        t = time.perf_counter()
+                        await frames(ch, req)
+                        wall[name].append(time.perf_counter() - t)
+                    cpu[name] += cpu_s(pid) - c0
+            for name in chans:
+                print(f"{h} h {name}: store CPU per call {cpu[name] / rounds / calls * 1e6:.0f} us, "
+                      f"wall median {statistics.median(wall[name]) * 1e6:.0f} us, "
+                      f"answer sha256 {digests[name]}", flush=True)
+    finally:
+        for ch in chans.values():
+            await ch.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--blocks", type=Path, required=True, help="bench_scale.py --keep directory")
+    ap.add_argument("--other", type=Path, help="a second promring checkout to compare")
+    ap.add_argument("--hours", type=lambda s: [int(x) for x in s.split(",")], default=[1, 24])
+    ap.add_argument("--rounds", type=int, default=6, help="alternating rounds per store")
+    ap.add_argument("--calls", type=int, default=500, help="calls per round")
+    a = ap.parse_args()
+    metas = [json.loads(m.read_text()) for m in a.blocks.glob("*/meta.json")]
+    if not metas:
+        sys.exit(f"no blocks under {a.blocks}")
+    end_ms = min(m["minTime"] for m in metas) + 2 * len(metas) * HOUR_MS - 30_000
+    tmp = Path(tempfile.mkdtemp(prefix="bench-store-call-"))
+    stores: dict[str, tuple[subprocess.Popen, int]] = {}
+    try:
+        for name, repo in [("promring", REPO)] + ([(str(a.other), a.other.resolve())]
+                                                  if a.other else []):
+            (tmp / name.replace("/", "_")).mkdir()
+            stores[name] = start_store(repo, a.blocks, tmp / name.replace("/", "_"))
+        asyncio.run(run(stores, end_ms, a.hours, a.rounds, a.calls))
+    finally:
+        for proc, _ in stores.values():
+            proc.terminate()
+            proc.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The store gateway keeps small selections' whole per-block answers (store.warmmemo): a warm
+repeat of a dashboard's selection answers from them -- any range, whole blocks or parts of
+them -- without consulting the LRU, counts the cache hits the LRU path would have, and the
+memo stays bounded and forgets blocks that are no longer served."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from objstore import FilesystemBucket  # noqa: E402
+from receiver.tsdb.labels import Matcher  # noqa: E402
+from store.cache import ITEM_TYPES, LRUCache  # noqa: E402
+from store.server import StoreGateway  # noqa: E402
+from store.warmmemo import MAX_SERIES  # noqa: E402
+from storeapi.client import StoreClient  # noqa: E402
+from test_store_gateway import (ALL, H2, T0, check_series, expected, make_series, run,  # noqa: E402
+                                upload_dir, with_gateway, write)
+
+PARTS = [(make_series(150, T0 + i * H2, H2, seed=40 + i), {"cluster": "a"}, T0 + i * H2,
+          T0 + (i + 1) * H2) for i in range(3)]
+ONE = [Matcher("=", "__name__", "metric_2"), Matcher("=", "instance", "host-00007")]
+FEW = [Matcher("=", "__name__", "metric_2"), Matcher("=~", "instance", "host-000[0-4].")]
+RANGES = [ALL, (T0 + H2 + 1_800_000, T0 + H2 + 5_400_000),  # inside one block
+          (T0 + H2 - 600_000, T0 + 2 * H2 + 1_000),  # across a block boundary
+          (T0 + 3 * H2 - 3_900_000, T0 + 3 * H2 - 30_000)]  # the newest hour, as dashboards
+
+
+@pytest.fixture
+def bucket_dir(tmp_path: Path) -> Path:
+    for i, (series, ext, lo, hi) in enumerate(PARTS):
+        run(upload_dir(FilesystemBucket(tmp_path / "bucket"), write(tmp_path / f"b{i}", series,
+                                                                     lo, hi, ext)))
+    return tmp_path / "bucket"
+
+
+class LookupSpy:
+    """Counts the LRU's lookups (every call goes through to the real cache)."""
+
+    def __init__(self, cache: LRUCache) -> None:
+        self.calls = 0
+        for name in ("get", "get_many", "get_all"):
+            real = getattr(cache, name)
+
+            def counted(*a, _real=real, **kw):
+                self.calls += 1
+                return _real(*a, **kw)
+            setattr(cache, name, counted)
+
+
+def _hits(gw: StoreGateway) -> dict[str, float]:
+    return {t: gw.registry.get_sample_value("thanos_store_index_cache_hits_total",
+                                            {"item_type": t}) or 0.0 for t in ITEM_TYPES}
+
+
+def test_warm_repeat_answers_from_the_memo_for_any_range(tmp_path: Path, bucket_dir: Path
+                                                         ) -> None:
+    hits: dict[str, list[dict[str, float]]] = {}
+
+    async def body(gw: StoreGateway, client: StoreClient, memo: bool) -> None:
+        if not memo:
+            gw.store.memo = None  # the LRU path, for the reference hit counts
+        for ms in (ONE, FEW):
+            for rng in RANGES:  # cold, then warm
+                await check_series(client, expected(PARTS, *rng), *rng, ms)
+        spy = LookupSpy(gw.cache)
+        deltas = []
+        for ms in (ONE, FEW):
+            for rng in RANGES:
+                before = _hits(gw)
+                await check_series(client, expected(PARTS, *rng), *rng, ms)
+                after = _hits(gw)
+                deltas.append({t: after[t] - before[t] for t in ITEM_TYPES})
+        hits["memo" if memo else "lru"] = deltas
+        if memo:
+            assert spy.calls == 0  # no block read at all: every block's answer was kept
+            assert len(gw.store.memo) == 6  # two selections x three blocks
+        else:
+            assert spy.calls > 0
+
+    run(with_gateway(tmp_path / "m", FilesystemBucket(bucket_dir),
+                     lambda gw, c: body(gw, c, True)))
+    run(with_gateway(tmp_path / "l", FilesystemBucket(bucket_dir),
+                     lambda gw, c: body(gw, c, False)))
+    assert hits["memo"] == hits["lru"]  # the same cache hits counted, call by call
+    assert all(d["chunks"] > 0 for d in hits["memo"])
+
+
+def test_memo_keeps_small_selections_with_short_matchers_only_within_its_budget(tmp_path: Path, bucket_dir: Path
+                                                             ) -> None:
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        memo = gw.store.memo
+        assert memo is not None and memo.max_bytes == (2 << 20) // 16
+        broad = [Matcher("=~", "job", "job.*")]  # 150 series per block
+        assert 150 > MAX_SERIES
+        await check_series(client, expected(PARTS, *ALL), *ALL, broad)
+        assert len(memo) == 0
+        for i in range(40):  # many small selections: older ones make room
+            ms = [Matcher("=", "instance", f"host-{i:05d}")]
+            await check_series(client, expected(PARTS, *ALL), *ALL, ms)
+            assert memo.size <= memo.max_bytes
+        assert 0 < len(memo) < 40 * 3
+        memo.keep_blocks([])
+        assert memo.size == 0  # everything counted was given back
+        long_regex = "|".join(f"host-{i:05d}" for i in range(0, 150, 5))  # 329 characters
+        ms = [Matcher("=~", "instance", long_regex)]  # 30 series: small, but a long key
+        for _ in range(2):
+            await check_series(client, expected(PARTS, *ALL), *ALL, ms)
+        assert len(memo) == 0
+
+    run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body, cache_bytes=2 << 20))
+
+
+def test_memo_forgets_blocks_no_longer_served(tmp_path: Path, bucket_dir: Path) -> None:
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        await check_series(client, expected(PARTS, *ALL), *ALL, ONE)
+        assert len(gw.store.memo) == 3
+        gone = min(gw.store.blocks)
+        lo = gw.store.blocks[gone].min_time
+        bucket = FilesystemBucket(bucket_dir)
+        for name in await bucket.iter(f"{gone}/", recursive=True):
+            await bucket.delete(name)
+        await gw.sync_once()
+        assert len(gw.store.blocks) == 2 and len(gw.store.memo) == 2
+        left = [p for p in PARTS if p[2] != lo]
+        await check_series(client, expected(left, *ALL), *ALL, ONE)
+
+    run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body))
+
+
+def test_no_memo_without_a_cache(tmp_path: Path, bucket_dir: Path) -> None:
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        assert gw.store.memo is None
+        for rng in RANGES:
+            await check_series(client, expected(PARTS, *rng), *rng, ONE)
+
+    run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body, cache_bytes=0))
+
+
+def test_range_cut_checks_every_chunk_also_overlapping_ones() -> None:
+    """A partly covered block's kept answer is cut chunk by chunk, as the block's own read
+    does: a short chunk between two long overlapping ones can lie outside the range."""
+    from store.warmmemo import selection_of
+
+    a, b = (("n", "a"),), (("n", "b"),)
+    sel = selection_of([(a, [(0, 100, b"x"), (10, 20, b"y"), (50, 200, b"z")]),
+                        (b, [(0, 20, b"w")])], 0, 7200, True, 2)
+    assert sel.in_range(30, 60) == ([(a, [(0, 100, b"x"), (50, 200, b"z")])], 2)
+    assert sel.in_range(0, 10_000) == (sel.series, 4)  # the whole block: as kept
+    assert sel.in_range(300, 400) == ([], 0)
