@@ -36,6 +36,7 @@ from ._items import chunk_tuples, split_items
 from .cache import LRUCache, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .indexverify import verify_index
+from .limits import RequestLimiter
 from .ranges import coalesce, fetch_groups, uvarint_at
 from common.aio import gather_eager
 
@@ -591,23 +592,29 @@ class BucketBlock:
     # -- queries
 
     async def series(self, mint: int, maxt: int, matchers: Sequence[Matcher],
-                     skip_chunks: bool, aggregates: Sequence[int] = ()
+                     skip_chunks: bool, aggregates: Sequence[int] = (),
+                     limits: RequestLimiter | None = None
                      ) -> list[tuple[Labels, list[Chunk]]]:
         """Matching series (external labels merged in) with their chunks overlapping
         [mint, maxt]; with ``skip_chunks`` the chunk lists are empty. A raw block's native
         histogram chunks come as EncodedChunk (the server sends their Chunk.type); a
-        downsampled block's chunks carry an AggrData (the requested ``aggregates``)."""
+        downsampled block's chunks carry an AggrData (the requested ``aggregates``).
+        ``limits`` counts the matched series and the chunks in range before they are read."""
         if not self.overlaps(mint, maxt):
             return []
         ms = self.index_matchers(matchers)
         if ms is None:
             return []
         refs = await self.select(ms)
+        if limits is not None:
+            limits.touched_series(self.ulid, len(refs))
         e = await self.series_entries(refs)
         n = len(e.labels)
         whole = mint <= self.min_time and maxt >= self.max_time - 1
         picked, bounds, mints, maxts, c_refs = _chunks_in_range(
             e, None if whole else (mint, maxt))
+        if limits is not None and not skip_chunks:
+            limits.chunks(self.ulid, len(c_refs))
         ext = self.ext_labels
         if skip_chunks:
             return [(merge_external(e.labels[i], ext), []) for i in picked]

@@ -42,6 +42,7 @@ from receiver.tsdb.labels import Labels, Matcher
 from .block import BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache, RemoteIndexCache
 from .indexverify import is_verified, mark_verified
+from .limits import StoreLimits
 from common.aio import gather_eager
 from common.tasks import cancel_and_wait
 
@@ -100,7 +101,8 @@ class BucketStore:
                  sync_concurrency: int = 20, fetch_concurrency: int = 32,
                  ignore_deletion_marks_delay_s: float = 0.0, verify_index: bool = True,
                  verify_concurrency: int = 2,
-                 remote_cache: RemoteIndexCache | None = None) -> None:
+                 remote_cache: RemoteIndexCache | None = None,
+                 limits: StoreLimits | None = None) -> None:
         self.bucket = bucket
         self.remote_cache = remote_cache
         self.data_dir = Path(data_dir)
@@ -117,6 +119,8 @@ class BucketStore:
         self._verify_limit = asyncio.Semaphore(verify_concurrency)
         self._verifying: dict[str, asyncio.Task[None]] = {}
         self.sync_metrics = SyncMetrics(registry)
+        self._limits = limits  # Series request limits (store.limits)
+        self._window = limits.window if limits is not None else None  # --min/max-time
         self.fetch_metrics = FetchMetrics(registry)
 
     # -- sync
@@ -140,7 +144,10 @@ class BucketStore:
             if await self._deletion_marked(ulid):
                 return "marked-for-deletion", None
             if ulid in self.blocks:
-                return "loaded", self.blocks[ulid]
+                known = self.blocks[ulid]
+                if not self._in_window(known.min_time, known.max_time):
+                    return "time-excluded", None
+                return "loaded", known
             if ulid in self.broken:
                 return "failed", None
             try:
@@ -155,6 +162,8 @@ class BucketStore:
                 log.warning("skipping block with a bad meta.json",
                             extra={"block": ulid, "err": str(e)})
                 return "corrupted-meta-json", None
+            if not self._in_window(meta.min_time, meta.max_time):
+                return "time-excluded", None
             try:
                 block = await BucketBlock.open(self.bucket, meta, self.data_dir / ulid,
                                                self.cache, self._fetch_limit, self._opts,
@@ -200,7 +209,7 @@ class BucketStore:
             m.drops.inc(len(dropped))
             m.loaded.set(len(self.blocks))
             for state in ("loaded", "no-meta-json", "marked-for-deletion", "corrupted-meta-json",
-                          "failed"):
+                          "failed", "time-excluded"):
                 m.synced.labels(state).set(counts.get(state, 0))
             await asyncio.to_thread(self._remove_stale_dirs)
             if self._verify:
@@ -209,6 +218,9 @@ class BucketStore:
                         self._verifying[u] = asyncio.create_task(self._verify_block(b),
                                                                  name=f"verify-{u}")
             m.duration.observe(time.perf_counter() - t0)
+
+    def _in_window(self, mint: int, maxt: int) -> bool:
+        return self._window is None or self._window.keeps(mint, maxt)
 
     async def _verify_block(self, block: BucketBlock) -> None:
         """Check the whole index of a block being served; out of service if it fails."""
@@ -274,8 +286,9 @@ class BucketStore:
     def time_range(self) -> tuple[int, int]:
         if not self.blocks:
             return MAX_INT64, MIN_INT64
-        return (min(b.min_time for b in self.blocks.values()),
-                max(b.max_time for b in self.blocks.values()))
+        mint, maxt = (min(b.min_time for b in self.blocks.values()),
+                      max(b.max_time for b in self.blocks.values()))
+        return (mint, maxt) if self._window is None else self._window.clamp(mint, maxt)
 
     def _blocks_changed(self) -> None:
         """Note whether every block has one resolution and one external label set (the usual
@@ -308,6 +321,8 @@ class BucketStore:
         """IDs of the blocks a Series request reads: in range at the chosen resolution, with
         external labels the request's matchers on those labels accept (SeriesResponseHints)."""
         out = []
+        if self._window is not None:
+            mint, maxt = self._window.clamp(mint, maxt)
         for b in self._blocks_for(mint, maxt, max_resolution_ms):
             ext = dict(b.ext_labels)
             if all(m.matches(ext[m.name]) for m in matchers if m.name in ext):
@@ -321,23 +336,31 @@ class BucketStore:
         blocks comes back once, its chunks in time order (exact duplicates dropped).
         Chunks of downsampled blocks (chosen by ``max_resolution_ms``) carry AggrData with
         the requested ``aggregates`` (storeapi Aggr numbers). The merge is lazy, so the
-        StoreAPI server encodes and sends frames while it runs."""
+        StoreAPI server encodes and sends frames while it runs. Over a configured limit
+        (store.limits) it raises ResourceExhausted before any series is returned."""
+        if self._window is not None:
+            mint, maxt = self._window.clamp(mint, maxt)
+        lim = self._limits.request() if self._limits is not None else None
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         t0 = time.perf_counter()
         results = await gather_eager([
-            self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
+            self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates, lim), [])
             for b in blocks])
         self.sync_metrics.get_all.observe(time.perf_counter() - t0)
         self.sync_metrics.blocks_queried.observe(len(blocks))
         return merge_block_series(results, in_time_order=_follow_in_time(blocks))
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
+        if self._window is not None:
+            mint, maxt = self._window.clamp(mint, maxt)
         sets = await asyncio.gather(*(self._guarded(b, b.label_names(mint, maxt, matchers), set())
                                       for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 
     async def label_values(self, name: str, mint: int, maxt: int,
                            matchers: Sequence[Matcher]) -> list[str]:
+        if self._window is not None:
+            mint, maxt = self._window.clamp(mint, maxt)
         sets = await asyncio.gather(*(
             self._guarded(b, b.label_values(name, mint, maxt, matchers), set())
             for b in self._blocks_for(mint, maxt, _ANY_RES)))
