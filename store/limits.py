@@ -14,12 +14,17 @@ before anything is streamed. Each failing request counts once in
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from common.units import parse_time_or_duration
 from storeapi.server import ResourceExhausted
@@ -127,39 +132,90 @@ class StoreLimits:
 
 
 SeriesHandler = Callable[..., AsyncIterator[bytes]]
+_GATE = "thanos_bucket_store_series_gate_queries"
 
 
 class SeriesGate:
     """``--store.grpc.series-max-concurrency``: at most that many Series calls run (from
-    block reads through the last frame sent); the others wait their turn. 0 or less: no
-    bound. Metrics as Thanos's ``thanos_bucket_store_series_gate_queries_*``."""
+    block reads through the last frame sent); the others wait their turn, first come first
+    served. 0 or less: no bound. Metrics as Thanos's ``thanos_bucket_store_series_gate_*``,
+    kept as plain numbers read at scrape time: a call that need not wait costs a few
+    integer updates, no lock or semaphore round trip (every query passes here)."""
 
     def __init__(self, max_concurrency: int, registry: CollectorRegistry) -> None:
-        self._sem = asyncio.Semaphore(max_concurrency) if max_concurrency > 0 else None
-        p = "thanos_bucket_store_series_gate_queries"
-        Gauge(f"{p}_max", "Maximum number of concurrent queries.",
-              registry=registry).set(max_concurrency)
-        self.in_flight = Gauge(f"{p}_in_flight", "Number of queries that are currently in "
-                               "flight.", registry=registry)
-        self.total = Counter(p, "Total number of queries.", registry=registry)
-        self.waited = Histogram(f"{p}_duration_seconds", "How many seconds it took for "
-                                "queries to wait at the gate.", buckets=GATE_BUCKETS,
-                                registry=registry)
+        self.max = max_concurrency
+        self.running = 0  # calls holding a slot (the in-flight gauge)
+        self.total = 0
+        self.waits = [0] * (len(GATE_BUCKETS) + 1)  # per bucket, not cumulative; last: +Inf
+        self.wait_sum = 0.0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        registry.register(_GateCollector(self))
 
     def wrap(self, series: SeriesHandler) -> SeriesHandler:
         """The Series handler ``series``, each call inside the gate."""
-        sem = self._sem or contextlib.nullcontext()
-
         async def gated(request, context) -> AsyncIterator[bytes]:
-            t0 = time.perf_counter()
-            async with sem:
-                self.waited.observe(time.perf_counter() - t0)
-                self.total.inc()
-                self.in_flight.inc()
-                try:
-                    async with contextlib.aclosing(series(request, context)) as frames:
-                        async for frame in frames:
-                            yield frame
-                finally:
-                    self.in_flight.dec()
+            if self.max <= 0 or (self.running < self.max and not self._waiters):
+                self.running += 1
+                self.waits[0] += 1  # waited no time
+            else:
+                await self._wait_turn()
+            self.total += 1
+            frames = series(request, context)
+            finished = False
+            try:
+                async for frame in frames:
+                    yield frame
+                finished = True
+            finally:
+                self._leave()
+                if not finished:  # the caller stopped early: end the handler now
+                    await frames.aclose()
         return gated
+
+    async def _wait_turn(self) -> None:
+        """Until a finishing call hands its slot over (``running`` stays as it is)."""
+        turn = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        t0 = time.perf_counter()
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._leave()  # handed a slot just as the caller gave up: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(turn)
+            raise
+        waited = time.perf_counter() - t0
+        self.waits[bisect.bisect_left(GATE_BUCKETS, waited)] += 1
+        self.wait_sum += waited
+
+    def _leave(self) -> None:
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.running -= 1
+
+
+class _GateCollector:
+    """SeriesGate's numbers as Thanos's gate metrics."""
+
+    def __init__(self, gate: SeriesGate) -> None:
+        self._gate = gate
+
+    def collect(self):
+        g = self._gate
+        yield GaugeMetricFamily(f"{_GATE}_max", "Maximum number of concurrent queries.",
+                                value=g.max)
+        yield GaugeMetricFamily(f"{_GATE}_in_flight",
+                                "Number of queries that are currently in flight.",
+                                value=g.running)
+        yield CounterMetricFamily(_GATE, "Total number of queries.", value=g.total)
+        cumulative = list(itertools.accumulate(g.waits))
+        yield HistogramMetricFamily(
+            f"{_GATE}_duration_seconds", "How many seconds it took for queries to wait at "
+            "the gate.", sum_value=g.wait_sum,
+            buckets=[(floatToGoString(le), n) for le, n in zip(GATE_BUCKETS, cumulative)]
+            + [("+Inf", cumulative[-1])])

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from objstore import FilesystemBucket
 from promring.cli import build_parser, main, store_config
+from promring.flagcheck import FlagError, check_flags
 from receiver.tsdb.block import write_block_from_samples
 from receiver.tsdb.labels import Matcher
 from store.limits import RequestLimiter, SeriesGate, StoreLimits, StoreLimitsConfig
@@ -197,6 +198,43 @@ def test_series_gate_lets_max_concurrency_calls_run_and_the_rest_wait() -> None:
     asyncio.run(scenario())
 
 
+def test_series_gate_slots_survive_cancelled_waiters_and_callers_that_stop_early() -> None:
+    async def scenario() -> None:
+        reg = CollectorRegistry()
+        gate = SeriesGate(1, reg)
+        release = asyncio.Event()
+        closed: list[int] = []
+
+        async def series(request, context):
+            try:
+                await release.wait()
+                for _ in range(5):
+                    yield b"f"
+            finally:
+                closed.append(request)
+
+        gated = gate.wrap(series)
+        first = asyncio.create_task(_drain(gated(0, None)))
+        waiter = asyncio.create_task(_drain(gated(1, None)))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        waiter.cancel()  # a client gone while waiting at the gate
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        release.set()
+        assert await asyncio.wait_for(first, 10) == [b"f"] * 5
+        # A caller taking one frame and closing the stream frees its slot and ends the handler.
+        it = gated(2, None)
+        assert await it.__anext__() == b"f"
+        await it.aclose()
+        assert closed == [0, 2]
+        assert await asyncio.wait_for(_drain(gated(3, None)), 10) == [b"f"] * 5
+        assert reg.get_sample_value("thanos_bucket_store_series_gate_queries_in_flight") == 0
+        assert reg.get_sample_value(
+            "thanos_bucket_store_series_gate_queries_duration_seconds_count") == 3
+    asyncio.run(scenario())
+
+
 def test_series_gate_of_zero_is_no_bound() -> None:
     async def scenario() -> None:
         gate = SeriesGate(0, CollectorRegistry())
@@ -232,21 +270,30 @@ BAD = [
     (["--store.grpc.series-max-concurrency", "-1"], "--store.grpc.series-max-concurrency"),
     (["--min-time", "yesterday"], "--min-time"),
     (["--max-time", "2024-13-01T00:00:00Z"], "--max-time"),
-    (["--min-time", "-1d", "--max-time", "-2d"], "can't be greater than --max-time"),
+    (["--max-time", "2023-02-29T00:00:00Z"], "--max-time"),
+    (["--min-time=-1d", "--max-time=-2d"], "can't be greater than --max-time"),
 ]
 
 
 @pytest.mark.parametrize("flags,named", BAD)
-def test_bad_limit_flags_stop_the_start_with_one_line(flags, named, capsys, tmp_path):
+def test_bad_limit_flags_are_refused_naming_the_flag(flags, named):
+    a = build_parser().parse_args(["store", "--objstore.config", "x", *flags])
+    with pytest.raises(FlagError) as e:
+        check_flags(a)
+    assert named in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_bad_limit_flag_stops_the_start_with_one_line(capsys, tmp_path):
     conf = tmp_path / "objstore.yml"
     conf.write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp_path / 'bucket'}\n")
     with pytest.raises(SystemExit) as e:
         main(["store", "--objstore.config-file", str(conf), "--data-dir",
               str(tmp_path / "data"), "--grpc-address", "127.0.0.1:0",
-              "--http-address", "127.0.0.1:0", *flags])
+              "--http-address", "127.0.0.1:0", "--store.limits.request-series=-1"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("promring store: ") and err.count("\n") == 1 and named in err, err
+    assert err == ("promring store: invalid value '-1' for --store.limits.request-series: "
+                   "must be a whole number, 0 or more (0: no limit)\n")
     assert not (tmp_path / "data").exists(), "nothing may start before the flags are checked"
 
 
