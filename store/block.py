@@ -648,7 +648,8 @@ class BucketBlock:
             return list(zip(e.labels, per_series))
         return [(e.labels[i], per_series[i]) for i in picked]
 
-    async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> set[str]:
+    async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher],
+                          limits: RequestLimiter | None = None) -> set[str]:
         if not self.overlaps(mint, maxt):
             return set()
         ms = self.index_matchers(matchers)
@@ -656,20 +657,21 @@ class BucketBlock:
             return set()
         if not ms:
             return set(self.header.label_names()) | set(self._ext)
-        return {n for lbls, _ in await self.series(mint, maxt, ms, True) for n, _ in lbls}
+        return {n for lbls, _ in await self.series(mint, maxt, ms, True, (), limits)
+                for n, _ in lbls}
 
-    async def label_values(self, name: str, mint: int, maxt: int,
-                           matchers: Sequence[Matcher]) -> set[str]:
+    async def label_values(self, name: str, mint: int, maxt: int, matchers: Sequence[Matcher],
+                           limits: RequestLimiter | None = None) -> set[str]:
         if not self.overlaps(mint, maxt):
             return set()
         ms = self.index_matchers(matchers)
         if ms is None:
             return set()
         if name in self._ext:
-            if ms and not await self.series(mint, maxt, ms, True):
+            if ms and not await self.series(mint, maxt, ms, True, (), limits):
                 return set()
             return {self._ext[name]}
         if not ms:
             return set(self.header.label_values(name))
-        return {v for lbls, _ in await self.series(mint, maxt, ms, True)
+        return {v for lbls, _ in await self.series(mint, maxt, ms, True, (), limits)
                 for n, v in lbls if n == name}

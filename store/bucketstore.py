@@ -353,16 +353,19 @@ class BucketStore:
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
         if self._window is not None:
             mint, maxt = self._window.clamp(mint, maxt)
-        sets = await asyncio.gather(*(self._guarded(b, b.label_names(mint, maxt, matchers), set())
-                                      for b in self._blocks_for(mint, maxt, _ANY_RES)))
+        lim = self._limits.label_request() if self._limits is not None else None
+        sets = await asyncio.gather(*(
+            self._guarded(b, b.label_names(mint, maxt, matchers, lim), set())
+            for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 
     async def label_values(self, name: str, mint: int, maxt: int,
                            matchers: Sequence[Matcher]) -> list[str]:
         if self._window is not None:
             mint, maxt = self._window.clamp(mint, maxt)
+        lim = self._limits.label_request() if self._limits is not None else None
         sets = await asyncio.gather(*(
-            self._guarded(b, b.label_values(name, mint, maxt, matchers), set())
+            self._guarded(b, b.label_values(name, mint, maxt, matchers, lim), set())
             for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 

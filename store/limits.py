@@ -64,10 +64,13 @@ class RequestLimiter:
     """The running series and chunk counts of one Series request, checked per block.
     Only made when a limit is set: without limits no Series call pays for any of this."""
 
-    __slots__ = ("_series_limit", "_chunks_limit", "_series", "_chunks", "_metrics", "_failed")
+    __slots__ = ("_series_limit", "_chunks_limit", "_series", "_chunks", "_metrics", "_failed",
+                 "_label_call")
 
-    def __init__(self, series_limit: int, chunks_limit: int, metrics: LimitMetrics) -> None:
+    def __init__(self, series_limit: int, chunks_limit: int, metrics: LimitMetrics,
+                 label_call: bool = False) -> None:
         self._series_limit, self._chunks_limit = series_limit, chunks_limit
+        self._label_call = label_call  # LabelNames/LabelValues: Thanos names no block step
         self._series = self._chunks = 0
         self._metrics = metrics
         self._failed = False
@@ -86,14 +89,16 @@ class RequestLimiter:
             self._check("chunks", "receive series from", self._chunks_limit, self._chunks, block)
 
     def _check(self, reason: str, where: str, limit: int, got: int, block: str) -> None:
-        """Thanos's message: its block step, the wrapped status, the limiter's words."""
+        """Thanos's message: its block step (Series only), the wrapped status, the
+        limiter's words."""
         if got <= limit:
             return
         if not self._failed:  # counted once per request, however many blocks cross it
             self._failed = True
             self._metrics.dropped.labels(reason, DEFAULT_TENANT).inc()
+        step = "" if self._label_call else f"{where} {block}: "
         raise ResourceExhausted(
-            f"{where} {block}: rpc error: code = ResourceExhausted desc = exceeded {reason} "
+            f"{step}rpc error: code = ResourceExhausted desc = exceeded {reason} "
             f"limit: limit {limit} violated (got {got})")
 
 
@@ -129,6 +134,12 @@ class StoreLimits:
         if not self._series and not self._chunks:
             return None
         return RequestLimiter(self._series, self._chunks, self.metrics)
+
+    def label_request(self) -> RequestLimiter | None:
+        """LabelNames/LabelValues with matchers: the series limit only, as Thanos."""
+        if not self._series:
+            return None
+        return RequestLimiter(self._series, 0, self.metrics, label_call=True)
 
 
 SeriesHandler = Callable[..., AsyncIterator[bytes]]

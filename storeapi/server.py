@@ -331,6 +331,8 @@ class StoreServer:
         try:
             names = await _resolve(
                 self._source.label_names(request.start, request.end, matchers))
+        except ResourceExhausted as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except Exception as e:  # noqa: BLE001
             log.exception("LabelNames failed")
             await context.abort(grpc.StatusCode.INTERNAL, f"label names: {e}")
@@ -349,6 +351,8 @@ class StoreServer:
         try:
             values = await _resolve(self._source.label_values(
                 request.label, request.start, request.end, matchers))
+        except ResourceExhausted as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except Exception as e:  # noqa: BLE001
             log.exception("LabelValues failed")
             await context.abort(grpc.StatusCode.INTERNAL, f"label values: {e}")

@@ -128,6 +128,24 @@ def test_series_over_the_series_limit_fails_resource_exhausted(tmp_path: Path) -
     asyncio.run(_with_store(tmp_path, StoreLimitsConfig(request_series=4), body))
 
 
+def test_label_calls_with_matchers_count_series_as_thanos(tmp_path: Path) -> None:
+    async def body(gw, client, ulids):
+        words = ("rpc error: code = ResourceExhausted desc = exceeded series limit: limit 4 "
+                 "violated (got 6)")  # Thanos names no block step for label calls
+        for call in (lambda: client.label_names(T0, T0 + 2 * H2, UP),
+                     lambda: client.label_values("instance", T0, T0 + 2 * H2, UP),
+                     lambda: client.label_values("cluster", T0, T0 + 2 * H2, UP)):
+            with pytest.raises(grpc.RpcError) as e:
+                await call()
+            assert _exhausted(e.value) == words
+        assert _dropped(gw, "series") == 3
+        # Without matchers the index answers (no series touched); a narrow matcher passes.
+        assert await client.label_names(T0, T0 + 2 * H2) == ["__name__", "cluster", "instance"]
+        assert await client.label_values("instance", T0, T0 + 2 * H2,
+                                         UP + [Matcher("=", "instance", "h2")]) == ["h2"]
+    asyncio.run(_with_store(tmp_path, StoreLimitsConfig(request_series=4), body))
+
+
 def test_series_over_the_sample_limit_fails_resource_exhausted(tmp_path: Path) -> None:
     async def body(gw, client, ulids):
         with pytest.raises(grpc.RpcError) as e:  # 6 series x 4 chunks in range > 20 chunks
