@@ -614,7 +614,7 @@ class BucketBlock:
         picked, bounds, mints, maxts, c_refs = _chunks_in_range(
             e, None if whole else (mint, maxt))
         if limits is not None and not skip_chunks:
-            limits.chunks(self.ulid, len(c_refs))
+            limits.chunks(self.ulid, bounds)
         ext = self.ext_labels
         if skip_chunks:
             return [(merge_external(e.labels[i], ext), []) for i in picked]

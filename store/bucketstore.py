@@ -330,22 +330,27 @@ class BucketStore:
         return sorted(out)
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool,
-                     max_resolution_ms: int = 0, aggregates: Sequence[int] = ()
-                     ) -> Iterator[tuple[Labels, list[Chunk]]]:
+                     max_resolution_ms: int = 0, aggregates: Sequence[int] = (),
+                     limit: int = 0) -> Iterator[tuple[Labels, list[Chunk]]]:
         """Series of all overlapping blocks sorted by labels; one series found in several
         blocks comes back once, its chunks in time order (exact duplicates dropped).
         Chunks of downsampled blocks (chosen by ``max_resolution_ms``) carry AggrData with
         the requested ``aggregates`` (storeapi Aggr numbers). The merge is lazy, so the
         StoreAPI server encodes and sends frames while it runs. Over a configured limit
-        (store.limits) it raises ResourceExhausted before any series is returned."""
+        (store.limits) it raises ResourceExhausted before any series is returned; ``limit``
+        (the request's own series limit) caps what each block counts, as in Thanos."""
         if self._window is not None:
             mint, maxt = self._window.clamp(mint, maxt)
-        lim = self._limits.request() if self._limits is not None else None
+        lim = self._limits.request(limit) if self._limits is not None else None
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         t0 = time.perf_counter()
-        results = await gather_eager([
-            self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates, lim), [])
-            for b in blocks])
+        reads = [b.series(mint, maxt, matchers, skip_chunks, aggregates, lim) for b in blocks]
+        try:
+            results = await gather_eager([self._guarded(b, r, []) for b, r in zip(blocks, reads)])
+        except BaseException:
+            for r in reads:  # those never started when one failed (a limit crossed): no
+                r.close()    # "coroutine was never awaited" warning
+            raise
         self.sync_metrics.get_all.observe(time.perf_counter() - t0)
         self.sync_metrics.blocks_queried.observe(len(blocks))
         return merge_block_series(results, in_time_order=_follow_in_time(blocks))

@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
@@ -65,12 +65,15 @@ class RequestLimiter:
     Only made when a limit is set: without limits no Series call pays for any of this."""
 
     __slots__ = ("_series_limit", "_chunks_limit", "_series", "_chunks", "_metrics", "_failed",
-                 "_label_call")
+                 "_label_call", "_cap")
 
     def __init__(self, series_limit: int, chunks_limit: int, metrics: LimitMetrics,
-                 label_call: bool = False) -> None:
+                 label_call: bool = False, request_limit: int = 0) -> None:
         self._series_limit, self._chunks_limit = series_limit, chunks_limit
         self._label_call = label_call  # LabelNames/LabelValues: Thanos names no block step
+        # The request's own series limit (SeriesRequest.limit): Thanos reads at most that
+        # many series of each block, and counts only those.
+        self._cap = request_limit
         self._series = self._chunks = 0
         self._metrics = metrics
         self._failed = False
@@ -78,15 +81,23 @@ class RequestLimiter:
     def touched_series(self, block: str, n: int) -> None:
         """``n`` series matched in ``block``; ResourceExhausted past the series limit."""
         if self._series_limit:
-            self._series += n
+            self._series += min(n, self._cap) if self._cap else n
             self._check("series", "fetch postings for block", self._series_limit,
                         self._series, block)
 
-    def chunks(self, block: str, n: int) -> None:
-        """``n`` chunks in range in ``block``; ResourceExhausted past the chunk limit."""
-        if self._chunks_limit:
-            self._chunks += n
+    def chunks(self, block: str, bounds: Sequence[int]) -> None:
+        """The chunks in range of ``block``'s matched series (``bounds``: n + 1 running
+        totals, series by series); ResourceExhausted past the chunk limit. Thanos reserves
+        series by series, so the count it reports is the running total at the first series
+        over the limit: found by bisection, no step per series."""
+        if not self._chunks_limit:
+            return
+        last = len(bounds) - 1 if not self._cap else min(self._cap, len(bounds) - 1)
+        if self._chunks + bounds[last] > self._chunks_limit:
+            k = bisect.bisect_right(bounds, self._chunks_limit - self._chunks, 0, last + 1)
+            self._chunks += bounds[k]
             self._check("chunks", "receive series from", self._chunks_limit, self._chunks, block)
+        self._chunks += bounds[last]
 
     def _check(self, reason: str, where: str, limit: int, got: int, block: str) -> None:
         """Thanos's message: its block step (Series only), the wrapped status, the
@@ -130,10 +141,12 @@ class StoreLimits:
                        if (cfg.min_time, cfg.max_time) != (MIN_TIME_DEFAULT, MAX_TIME_DEFAULT)
                        else None)
 
-    def request(self) -> RequestLimiter | None:
+    def request(self, request_limit: int = 0) -> RequestLimiter | None:
+        """``request_limit``: the Series request's own limit on series (0: none)."""
         if not self._series and not self._chunks:
             return None
-        return RequestLimiter(self._series, self._chunks, self.metrics)
+        return RequestLimiter(self._series, self._chunks, self.metrics,
+                              request_limit=request_limit)
 
     def label_request(self) -> RequestLimiter | None:
         """LabelNames/LabelValues with matchers: the series limit only, as Thanos."""

@@ -173,6 +173,7 @@ class StoreServer:
             params = {}  # type: ignore[assignment]
         self._takes_resolution = "max_resolution_ms" in params
         self._takes_aggregates = "aggregates" in params
+        self._takes_limit = "limit" in params  # the store gateway's limits count up to it
         self._matcher_memo: dict[tuple[tuple[int, str, str], ...], tuple[Matcher, ...]] = {}
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
@@ -270,6 +271,8 @@ class StoreServer:
                 kw["max_resolution_ms"] = request.max_resolution_window
             if self._takes_aggregates and request.aggregates:
                 kw["aggregates"] = list(request.aggregates)
+            if self._takes_limit and request.limit > 0:
+                kw["limit"] = request.limit
             it: Iterable[tuple[Labels, Chunks]] = await _resolve(
                 self._source.series(mint, maxt, matchers, skip, **kw))
             warnings = list(getattr(it, "warnings", ()))  # a source may report partial data

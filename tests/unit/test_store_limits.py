@@ -77,13 +77,13 @@ def test_request_limiter_words_and_counts_as_thanos() -> None:
     limits = StoreLimits(StoreLimitsConfig(request_series=4, request_samples=2400), reg)
     lim = limits.request()
     lim.touched_series("A", 3)
-    lim.chunks("A", 12)
+    lim.chunks("A", [0, 4, 8, 12])  # running chunk totals of 3 series
     with pytest.raises(ResourceExhausted) as e:
         lim.touched_series("B", 3)
     assert str(e.value) == ("fetch postings for block B: rpc error: code = ResourceExhausted "
                             "desc = exceeded series limit: limit 4 violated (got 6)")
     with pytest.raises(ResourceExhausted) as e:
-        lim.chunks("B", 12)  # 2400 samples = 20 chunks of 120
+        lim.chunks("B", [0, 4, 8, 12])  # 2400 samples = 20 chunks of 120
     assert str(e.value) == ("receive series from B: rpc error: code = ResourceExhausted "
                             "desc = exceeded chunks limit: limit 20 violated (got 24)")
     # One dropped query, whichever limits and blocks it crossed.
@@ -101,9 +101,26 @@ def test_no_limits_no_limiter_and_samples_under_one_chunk_are_no_limit() -> None
                        ).request() is None
     lim = StoreLimits(StoreLimitsConfig(request_samples=120), CollectorRegistry()).request()
     assert isinstance(lim, RequestLimiter)
-    lim.chunks("A", 1)
+    lim.chunks("A", [0, 1])
     with pytest.raises(ResourceExhausted):
-        lim.chunks("A", 1)
+        lim.chunks("A", [0, 1])
+
+
+def test_chunks_are_reserved_series_by_series_and_up_to_the_request_limit() -> None:
+    limits = StoreLimits(StoreLimitsConfig(request_series=4, request_samples=1200),
+                         CollectorRegistry())
+    lim = limits.request()
+    lim.chunks("A", [0, 4, 8])
+    with pytest.raises(ResourceExhausted) as e:  # 8 + 4 crosses 10 at the first series
+        lim.chunks("B", [0, 4, 8])
+    assert str(e.value).endswith("exceeded chunks limit: limit 10 violated (got 12)")
+    capped = limits.request(request_limit=1)  # a Series request with limit=1
+    for block in "ABCD":
+        capped.touched_series(block, 3)  # counts 1 per block
+        capped.chunks(block, [0, 2, 4, 6])  # counts the first series' 2 chunks
+    with pytest.raises(ResourceExhausted) as e:
+        capped.touched_series("E", 3)
+    assert str(e.value).endswith("exceeded series limit: limit 4 violated (got 5)")
 
 
 # --------------------------------------------------------------------------- Series calls
@@ -126,6 +143,20 @@ def test_series_over_the_series_limit_fails_resource_exhausted(tmp_path: Path) -
         # The gateway is unharmed: no block taken out of service.
         assert len(gw.store.blocks) == 2
     asyncio.run(_with_store(tmp_path, StoreLimitsConfig(request_series=4), body))
+
+
+def test_a_requests_own_limit_caps_what_each_block_counts_as_thanos(tmp_path: Path) -> None:
+    async def body(gw, client, ulids):
+        # Answers of thanos store v0.42.4 with the same flags and blocks: limit=1 reads 1
+        # series of each block (2 series, 8 chunks counted); limit=2 counts 2 series x 4
+        # chunks a block and crosses 10 chunks at 12, series by series.
+        got = await client.series_with_warnings(T0, T0 + 2 * H2, UP, limit=1)
+        assert len(got.series) == 1 and len(got.series[0].chunks) == 8
+        with pytest.raises(grpc.RpcError) as e:
+            await client.series_with_warnings(T0, T0 + 2 * H2, UP, limit=2)
+        assert _exhausted(e.value).endswith("exceeded chunks limit: limit 10 violated (got 12)")
+    asyncio.run(_with_store(tmp_path, StoreLimitsConfig(request_series=4, request_samples=1200),
+                            body))
 
 
 def test_label_calls_with_matchers_count_series_as_thanos(tmp_path: Path) -> None:
