@@ -6,10 +6,10 @@ itself, with Thanos's ResourceExhausted status, before its series and chunks are
 Semantics follow Thanos v0.42's BucketStore: the series limit counts the postings matched in
 each block (a series found in three blocks counts three times), the sample limit is a chunk
 limit of ``samples // 120`` (Thanos's MaxSamplesPerChunk; 0 after the division means none)
-counting the chunks in range of each block's matched series; both are checked per block
-before that block's series entries or chunk data are used, so a violating request fails
-before anything is streamed. Each failing request counts once in
-``thanos_bucket_store_queries_dropped_total{reason="series"|"chunks"}``.
+counting the chunks in range of each block's matched series. Per block, the series count
+is checked before its series entries are read and the chunk count before its chunk data
+are, so a violating request fails before anything is streamed. Each failing request counts
+once in ``thanos_bucket_store_queries_dropped_total{reason="series"|"chunks"}``.
 """
 from __future__ import annotations
 
