@@ -61,6 +61,10 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146097 + doe - 719468
 
 
+def _days_in_month(y: int, m: int) -> int:
+    return _days_from_civil(y + (m == 12), m % 12 + 1, 1) - _days_from_civil(y, m, 1)
+
+
 def parse_time_or_duration(s: str):
     """Thanos's time-or-duration flags (``--min-time``): an RFC3339 time, or a duration
     relative to now such as ``-1d`` or ``2h45m``. Returns a function giving the time in ms
@@ -70,6 +74,9 @@ def parse_time_or_duration(s: str):
     m = _RFC3339.match(text)
     if m:
         y, mo, d, hh, mm, ss = (int(g) for g in m.groups()[:6])
+        if not (1 <= mo <= 12 and 1 <= d <= _days_in_month(y, mo) and hh < 24 and mm < 60
+                and ss < 60):
+            raise ValueError(f"not a valid time: {s!r}")  # as Go's time.Parse: out of range
         frac = int(round(float(m.group(7) or 0) * 1000))
         tz = m.group(8)
         off = 0 if tz in ("Z", "z") else (1 if tz[0] == "+" else -1) * (

@@ -362,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--sync-block-duration", dest="sync_block_duration", default="15m",
                     help="How often the bucket is scanned for new and deleted blocks.")
     _store_cache_flags(st)
+    _store_limit_flags(st)
     add_server_tls_flags(st)
     _http_config_flag(st)
 
@@ -628,6 +629,40 @@ def _store_cache_flags(p: argparse.ArgumentParser) -> None:
                        help=f"Alternative to --{flag}.config-file: the YAML itself.")
 
 
+def _store_limit_flags(p: argparse.ArgumentParser) -> None:
+    """Thanos's store gateway Series limits and served time window (store/limits.py)."""
+    from store.limits import MAX_TIME_DEFAULT, MIN_TIME_DEFAULT
+    for flag, dest, what in (
+            ("store.limits.request-series", "request_series", "series"),
+            ("store.limits.request-samples", "request_samples", "samples (counted as "
+                                                               "chunks x 120)")):
+        p.add_argument(f"--{flag}", dest=dest, default="0",
+                       help=f"Most {what} a single Series request may touch; over it the call "
+                            "fails with ResourceExhausted. 0: no limit.")
+    p.add_argument("--store.grpc.touched-series-limit", dest="touched_series_limit",
+                   help="Deprecated: use --store.limits.request-series.")
+    p.add_argument("--store.grpc.series-sample-limit", dest="series_sample_limit",
+                   help="Deprecated: use --store.limits.request-samples.")
+    p.add_argument("--store.grpc.series-max-concurrency", dest="series_max_concurrency",
+                   default="20", help="Most Series calls served at once; others wait.")
+    p.add_argument("--min-time", dest="min_time", default=MIN_TIME_DEFAULT,
+                   help="Serve only blocks after this: an RFC3339 time or a duration relative "
+                        "to now such as -2w.")
+    p.add_argument("--max-time", dest="max_time", default=MAX_TIME_DEFAULT,
+                   help="Serve only blocks before this: an RFC3339 time or a duration "
+                        "relative to now such as -1d.")
+
+
+def _store_limits_config(a: argparse.Namespace):
+    from store.limits import StoreLimitsConfig
+    if not hasattr(a, "request_series"):  # promring up: Thanos's defaults
+        return StoreLimitsConfig()
+    series = a.touched_series_limit if a.touched_series_limit is not None else a.request_series
+    samples = a.series_sample_limit if a.series_sample_limit is not None else a.request_samples
+    return StoreLimitsConfig(int(series), int(samples), int(a.series_max_concurrency),
+                             a.min_time, a.max_time)
+
+
 def _path_or_content(a: argparse.Namespace, flag: str, dest: str) -> str:
     path, content = getattr(a, f"{dest}_config_file", None), getattr(a, f"{dest}_config", None)
     if path and content:
@@ -650,7 +685,8 @@ def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grp
                        cache_bytes=parse_bytes(getattr(a, "index_cache_size", "250MB")),
                        index_cache_config=_path_or_content(a, "index-cache", "index_cache"),
                        caching_bucket_config=_path_or_content(a, "store.caching-bucket",
-                                                              "caching_bucket"))
+                                                              "caching_bucket"),
+                       limits=_store_limits_config(a))
 
 
 class _Up:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from common.units import parse_bytes, parse_duration_ms, parse_label_flag
+from common.units import parse_bytes, parse_duration_ms, parse_label_flag, parse_time_or_duration
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -51,6 +51,21 @@ def _size(v: str) -> None:
 def _at_least_one(v: int) -> None:
     if v < 1:
         raise ValueError("must be at least 1")
+
+
+def _count(v: str | None) -> None:
+    """A whole number, 0 or more (Thanos's uint64 limits; 0 switches the limit off);
+    None: a deprecated spelling not given."""
+    if v is not None and not re.fullmatch(r"[0-9]+", v.strip()):
+        raise ValueError("must be a whole number, 0 or more (0: no limit)")
+
+
+def _time_or_duration(v: str) -> None:
+    try:
+        parse_time_or_duration(v)
+    except (ValueError, OverflowError):
+        raise ValueError("use an RFC3339 time like 2024-01-01T00:00:00Z or a duration "
+                         "relative to now like -2w or 1h30m") from None
 
 
 def _address(v: str) -> None:
@@ -202,6 +217,13 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "retention_1h": ("--retention.resolution-1h", _duration(positive=False)),
     "partial_upload_age": ("--compact.partial-upload-age", _duration(positive=False)),
     "refresh": ("--refresh", _duration(positive=True)),
+    "request_series": ("--store.limits.request-series", _count),
+    "request_samples": ("--store.limits.request-samples", _count),
+    "touched_series_limit": ("--store.grpc.touched-series-limit", _count),
+    "series_sample_limit": ("--store.grpc.series-sample-limit", _count),
+    "series_max_concurrency": ("--store.grpc.series-max-concurrency", _count),
+    "min_time": ("--min-time", _time_or_duration),
+    "max_time": ("--max-time", _time_or_duration),
 }
 
 
@@ -226,6 +248,10 @@ def check_flags(a: argparse.Namespace) -> None:
         if hi < lo:
             raise FlagError(f"--tsdb.max-block-duration ({a.max_block_duration}) must not be shorter "
                             f"than --tsdb.min-block-duration ({a.min_block_duration})")
+    if hasattr(a, "min_time") and hasattr(a, "max_time"):
+        if parse_time_or_duration(a.min_time)() > parse_time_or_duration(a.max_time)():
+            raise FlagError(f"invalid argument: --min-time {a.min_time!r} can't be greater than "
+                            f"--max-time {a.max_time!r}")
 
 
 

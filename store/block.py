@@ -36,6 +36,7 @@ from ._items import chunk_tuples, split_items
 from .cache import LRUCache, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .indexverify import verify_index
+from .limits import RequestLimiter
 from .ranges import coalesce, fetch_groups, uvarint_at
 from common.aio import gather_eager
 
@@ -594,12 +595,14 @@ class BucketBlock:
 
     async def series(self, mint: int, maxt: int, matchers: Sequence[Matcher],
                      skip_chunks: bool, aggregates: Sequence[int] = (),
-                     refs: np.ndarray | None = None) -> list[tuple[Labels, list[Chunk]]]:
+                     refs: np.ndarray | None = None, limits: RequestLimiter | None = None
+                     ) -> list[tuple[Labels, list[Chunk]]]:
         """Matching series (external labels merged in) with their chunks overlapping
         [mint, maxt]; with ``skip_chunks`` the chunk lists are empty. A raw block's native
         histogram chunks come as EncodedChunk (the server sends their Chunk.type); a
         downsampled block's chunks carry an AggrData (the requested ``aggregates``).
-        ``refs``: what ``select`` already gave for these matchers."""
+        ``refs``: what ``select`` already gave for these matchers; ``limits`` counts the
+        matched series and the chunks in range before they are read."""
         if not self.overlaps(mint, maxt):
             return []
         ms = self.index_matchers(matchers)
@@ -607,11 +610,15 @@ class BucketBlock:
             return []
         if refs is None:
             refs = await self.select(ms)
+        if limits is not None:
+            limits.touched_series(self.ulid, len(refs))
         e = await self.series_entries(refs)
         n = len(e.labels)
         whole = mint <= self.min_time and maxt >= self.max_time - 1
         picked, bounds, mints, maxts, c_refs = _chunks_in_range(
             e, None if whole else (mint, maxt))
+        if limits is not None and not skip_chunks:
+            limits.chunks(self.ulid, bounds)
         ext = self.ext_labels
         if skip_chunks:
             return [(merge_external(e.labels[i], ext), []) for i in picked]
@@ -645,7 +652,8 @@ class BucketBlock:
             return list(zip(e.labels, per_series))
         return [(e.labels[i], per_series[i]) for i in picked]
 
-    async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> set[str]:
+    async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher],
+                          limits: RequestLimiter | None = None) -> set[str]:
         if not self.overlaps(mint, maxt):
             return set()
         ms = self.index_matchers(matchers)
@@ -653,20 +661,21 @@ class BucketBlock:
             return set()
         if not ms:
             return set(self.header.label_names()) | set(self._ext)
-        return {n for lbls, _ in await self.series(mint, maxt, ms, True) for n, _ in lbls}
+        return {n for lbls, _ in await self.series(mint, maxt, ms, True, limits=limits)
+                for n, _ in lbls}
 
-    async def label_values(self, name: str, mint: int, maxt: int,
-                           matchers: Sequence[Matcher]) -> set[str]:
+    async def label_values(self, name: str, mint: int, maxt: int, matchers: Sequence[Matcher],
+                           limits: RequestLimiter | None = None) -> set[str]:
         if not self.overlaps(mint, maxt):
             return set()
         ms = self.index_matchers(matchers)
         if ms is None:
             return set()
         if name in self._ext:
-            if ms and not await self.series(mint, maxt, ms, True):
+            if ms and not await self.series(mint, maxt, ms, True, limits=limits):
                 return set()
             return {self._ext[name]}
         if not ms:
             return set(self.header.label_values(name))
-        return {v for lbls, _ in await self.series(mint, maxt, ms, True)
+        return {v for lbls, _ in await self.series(mint, maxt, ms, True, limits=limits)
                 for n, v in lbls if n == name}

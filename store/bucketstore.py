@@ -42,6 +42,7 @@ from receiver.tsdb.labels import Labels, Matcher
 from .block import MAX_KEY_MATCHER_CHARS, BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache, RemoteIndexCache
 from .indexverify import is_verified, mark_verified
+from .limits import StoreLimits
 from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
 from common.aio import gather_eager
 from common.plainhist import PlainHistogram
@@ -103,7 +104,8 @@ class BucketStore:
                  sync_concurrency: int = 20, fetch_concurrency: int = 32,
                  ignore_deletion_marks_delay_s: float = 0.0, verify_index: bool = True,
                  verify_concurrency: int = 2,
-                 remote_cache: RemoteIndexCache | None = None) -> None:
+                 remote_cache: RemoteIndexCache | None = None,
+                 limits: StoreLimits | None = None) -> None:
         self.bucket = bucket
         self.remote_cache = remote_cache
         self.data_dir = Path(data_dir)
@@ -124,6 +126,8 @@ class BucketStore:
         self._verify_limit = asyncio.Semaphore(verify_concurrency)
         self._verifying: dict[str, asyncio.Task[None]] = {}
         self.sync_metrics = SyncMetrics(registry)
+        self._limits = limits  # Series request limits (store.limits)
+        self._window = limits.window if limits is not None else None  # --min/max-time
         self.fetch_metrics = FetchMetrics(registry)
         # Whole per-block answers of small selections (warm calls skip the block reads), on
         # top of the LRU's budget by a sixteenth of it; none without a cache.
@@ -150,7 +154,10 @@ class BucketStore:
             if await self._deletion_marked(ulid):
                 return "marked-for-deletion", None
             if ulid in self.blocks:
-                return "loaded", self.blocks[ulid]
+                known = self.blocks[ulid]
+                if not self._in_window(known.min_time, known.max_time):
+                    return "time-excluded", None
+                return "loaded", known
             if ulid in self.broken:
                 return "failed", None
             try:
@@ -165,6 +172,8 @@ class BucketStore:
                 log.warning("skipping block with a bad meta.json",
                             extra={"block": ulid, "err": str(e)})
                 return "corrupted-meta-json", None
+            if not self._in_window(meta.min_time, meta.max_time):
+                return "time-excluded", None
             try:
                 block = await BucketBlock.open(self.bucket, meta, self.data_dir / ulid,
                                                self.cache, self._fetch_limit, self._opts,
@@ -210,7 +219,7 @@ class BucketStore:
             m.drops.inc(len(dropped))
             m.loaded.set(len(self.blocks))
             for state in ("loaded", "no-meta-json", "marked-for-deletion", "corrupted-meta-json",
-                          "failed"):
+                          "failed", "time-excluded"):
                 m.synced.labels(state).set(counts.get(state, 0))
             await asyncio.to_thread(self._remove_stale_dirs)
             if self._verify:
@@ -219,6 +228,9 @@ class BucketStore:
                         self._verifying[u] = asyncio.create_task(self._verify_block(b),
                                                                  name=f"verify-{u}")
             m.duration.observe(time.perf_counter() - t0)
+
+    def _in_window(self, mint: int, maxt: int) -> bool:
+        return self._window is None or self._window.keeps(mint, maxt)
 
     async def _verify_block(self, block: BucketBlock) -> None:
         """Check the whole index of a block being served; out of service if it fails."""
@@ -284,8 +296,9 @@ class BucketStore:
     def time_range(self) -> tuple[int, int]:
         if not self.blocks:
             return MAX_INT64, MIN_INT64
-        return (min(b.min_time for b in self.blocks.values()),
-                max(b.max_time for b in self.blocks.values()))
+        mint, maxt = (min(b.min_time for b in self.blocks.values()),
+                      max(b.max_time for b in self.blocks.values()))
+        return (mint, maxt) if self._window is None else self._window.clamp(mint, maxt)
 
     def _blocks_changed(self) -> None:
         """Note whether every block has one resolution and one external label set (the usual
@@ -322,6 +335,8 @@ class BucketStore:
         """IDs of the blocks a Series request reads: in range at the chosen resolution, with
         external labels the request's matchers on those labels accept (SeriesResponseHints)."""
         out = []
+        if self._window is not None:
+            mint, maxt = self._window.clamp(mint, maxt)
         for b in self._blocks_for(mint, maxt, max_resolution_ms):
             ext = dict(b.ext_labels)
             if all(m.matches(ext[m.name]) for m in matchers if m.name in ext):
@@ -329,21 +344,33 @@ class BucketStore:
         return sorted(out)
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool,
-                     max_resolution_ms: int = 0, aggregates: Sequence[int] = ()
-                     ) -> Iterator[tuple[Labels, list[Chunk]]]:
+                     max_resolution_ms: int = 0, aggregates: Sequence[int] = (),
+                     limit: int = 0) -> Iterator[tuple[Labels, list[Chunk]]]:
         """Series of all overlapping blocks sorted by labels; one series found in several
         blocks comes back once, its chunks in time order (exact duplicates dropped).
         Chunks of downsampled blocks (chosen by ``max_resolution_ms``) carry AggrData with
         the requested ``aggregates`` (storeapi Aggr numbers). The merge is lazy, so the
-        StoreAPI server encodes and sends frames while it runs."""
+        StoreAPI server encodes and sends frames while it runs. Over a configured limit
+        (store.limits) it raises ResourceExhausted before any series is returned; ``limit``
+        (the request's own series limit) caps what each block counts, as in Thanos."""
+        if self._window is not None:
+            mint, maxt = self._window.clamp(mint, maxt)
+        lim = self._limits.request(limit) if self._limits is not None else None
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         t0 = time.perf_counter()
-        if self.memo is not None and not skip_chunks and blocks:
+        if self.memo is not None and not skip_chunks and blocks and lim is None:
+            # (a request under limits reads its blocks, which count series and chunks)
             results = await self._kept_series(blocks, mint, maxt, matchers, aggregates)
         else:
-            results = await gather_eager([
-                self._guarded(b, b.series(mint, maxt, matchers, skip_chunks, aggregates), [])
-                for b in blocks])
+            reads = [b.series(mint, maxt, matchers, skip_chunks, aggregates, limits=lim)
+                     for b in blocks]
+            try:
+                results = await gather_eager([self._guarded(b, r, [])
+                                              for b, r in zip(blocks, reads)])
+            except BaseException:
+                for r in reads:  # those never started when one failed (a limit crossed):
+                    r.close()    # no "coroutine was never awaited" warning
+                raise
         self.sync_metrics.get_all.observe(time.perf_counter() - t0)
         self.sync_metrics.blocks_queried.observe(len(blocks))
         return merge_block_series(results, in_time_order=(
@@ -417,14 +444,21 @@ class BucketStore:
         return sel.in_range(mint, maxt)[0]
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
-        sets = await asyncio.gather(*(self._guarded(b, b.label_names(mint, maxt, matchers), set())
-                                      for b in self._blocks_for(mint, maxt, _ANY_RES)))
+        if self._window is not None:
+            mint, maxt = self._window.clamp(mint, maxt)
+        lim = self._limits.label_request() if self._limits is not None else None
+        sets = await asyncio.gather(*(
+            self._guarded(b, b.label_names(mint, maxt, matchers, lim), set())
+            for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 
     async def label_values(self, name: str, mint: int, maxt: int,
                            matchers: Sequence[Matcher]) -> list[str]:
+        if self._window is not None:
+            mint, maxt = self._window.clamp(mint, maxt)
+        lim = self._limits.label_request() if self._limits is not None else None
         sets = await asyncio.gather(*(
-            self._guarded(b, b.label_values(name, mint, maxt, matchers), set())
+            self._guarded(b, b.label_values(name, mint, maxt, matchers, lim), set())
             for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -39,6 +39,7 @@ from .cache import (
     parse_index_cache_config,
 )
 from .cachingbucket import CachingBucket, parse_caching_bucket_config
+from .limits import SeriesGate, StoreLimits, StoreLimitsConfig
 from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class StoreConfig:
     caching_bucket_config: str = ""
     grpc_server_tls: ServerTLS | None = None  # --grpc-server-tls-*
     http_config: str = ""                     # --http.config
+    # --store.limits.request-*, --store.grpc.series-max-concurrency, --min-time/--max-time
+    limits: StoreLimitsConfig = field(default_factory=StoreLimitsConfig)
 
 
 def raise_open_files_limit() -> None:
@@ -111,6 +114,8 @@ class StoreGateway:
         self._runner: web.AppRunner | None = None
         self._grpc = None
         self._sync_task: asyncio.Task[None] | None = None
+        self.limits = StoreLimits(cfg.limits, self.registry)  # a bad --min-time fails here
+        self._gate = SeriesGate(cfg.limits.series_max_concurrency, self.registry)
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -135,7 +140,8 @@ class StoreGateway:
             sync_concurrency=cfg.block_sync_concurrency,
             fetch_concurrency=cfg.fetch_concurrency,
             ignore_deletion_marks_delay_s=cfg.ignore_deletion_marks_delay_s,
-            verify_index=cfg.verify_index, remote_cache=self.remote_cache)
+            verify_index=cfg.verify_index, remote_cache=self.remote_cache,
+            limits=self.limits)
         if cfg.http_address:
             app = web.Application()
             add_ops_routes(app, self.registry, lambda: self.ready)
@@ -148,7 +154,8 @@ class StoreGateway:
         self._grpc, self.ports["grpc"] = await serve_storeapi(self.store, cfg.grpc_address,
                                                               component_type="store",
                                                               tls=cfg.grpc_server_tls,
-                                                              registry=self.registry)
+                                                              registry=self.registry,
+                                                              series_wrapper=self._gate.wrap)
         self._sync_task = asyncio.create_task(self._sync_loop(), name="store-sync")
 
     async def sync_once(self) -> None:

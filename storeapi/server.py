@@ -54,6 +54,11 @@ class InvalidRequest(ValueError):
     """Raised by a source for a request it refuses (sent as INVALID_ARGUMENT, not INTERNAL)."""
 
 
+class ResourceExhausted(Exception):
+    """Raised by a source for a request over a configured limit (sent as RESOURCE_EXHAUSTED
+    with the message as is). Not a ValueError: that would read as a broken block."""
+
+
 # Deprecated Store.Info reports the component as an enum; thanos.info.Info as a string.
 _STORE_TYPES = {
     "query": rpc_pb2.QUERY, "rule": rpc_pb2.RULE, "sidecar": rpc_pb2.SIDECAR,
@@ -155,9 +160,11 @@ class StoreServer:
     """Serves a SeriesSource as ``thanos.Store`` and ``thanos.info.Info``."""
 
     def __init__(self, source: SeriesSource, component_type: str = "receive",
-                 exemplars: bool = False) -> None:
-        """``exemplars``: Info advertises the Exemplars API (served beside this one)."""
+                 exemplars: bool = False, series_wrapper: Callable | None = None) -> None:
+        """``exemplars``: Info advertises the Exemplars API (served beside this one);
+        ``series_wrapper`` wraps the Series handler (the store's concurrency gate)."""
         self._source = source
+        self._series_wrapper = series_wrapper
         self._component = component_type
         self._exemplars = exemplars
         # Sources that understand downsampling say so by their series() parameters.
@@ -167,6 +174,7 @@ class StoreServer:
             params = {}  # type: ignore[assignment]
         self._takes_resolution = "max_resolution_ms" in params
         self._takes_aggregates = "aggregates" in params
+        self._takes_limit = "limit" in params  # the store gateway's limits count up to it
         self._matcher_memo: dict[tuple[tuple[int, str, str], ...], tuple[Matcher, ...]] = {}
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
@@ -175,7 +183,8 @@ class StoreServer:
                 self.store_info, rpc_pb2.InfoRequest.FromString,
                 rpc_pb2.InfoResponse.SerializeToString),
             "Series": grpc.unary_stream_rpc_method_handler(
-                self.series, rpc_pb2.SeriesRequest.FromString, _identity),
+                self._series_wrapper(self.series) if self._series_wrapper else self.series,
+                rpc_pb2.SeriesRequest.FromString, _identity),
             "LabelNames": grpc.unary_unary_rpc_method_handler(
                 self.label_names, rpc_pb2.LabelNamesRequest.FromString,
                 rpc_pb2.LabelNamesResponse.SerializeToString),
@@ -263,6 +272,8 @@ class StoreServer:
                 kw["max_resolution_ms"] = request.max_resolution_window
             if self._takes_aggregates and request.aggregates:
                 kw["aggregates"] = list(request.aggregates)
+            if self._takes_limit and request.limit > 0:
+                kw["limit"] = request.limit
             it: Iterable[tuple[Labels, Chunks]] = await _resolve(
                 self._source.series(mint, maxt, matchers, skip, **kw))
             warnings = list(getattr(it, "warnings", ()))  # a source may report partial data
@@ -285,6 +296,8 @@ class StoreServer:
                     break
         except InvalidRequest as e:
             code, err = grpc.StatusCode.INVALID_ARGUMENT, e
+        except ResourceExhausted as e:
+            code, err = grpc.StatusCode.RESOURCE_EXHAUSTED, e
         except Exception as e:  # noqa: BLE001 -- any source failure becomes a gRPC status
             log.exception("Series failed")
             code, err = grpc.StatusCode.INTERNAL, e
@@ -298,8 +311,8 @@ class StoreServer:
             if hints is not None:
                 yield hints
         if err is not None:
-            await context.abort(code, str(err) if code is grpc.StatusCode.INVALID_ARGUMENT
-                                else f"series: {err}")
+            await context.abort(code, f"series: {err}" if code is grpc.StatusCode.INTERNAL
+                                else str(err))
 
     def _response_hints(self, request: rpc_pb2.SeriesRequest,
                         matchers: list[Matcher]) -> bytes | None:
@@ -323,6 +336,8 @@ class StoreServer:
         try:
             names = await _resolve(
                 self._source.label_names(request.start, request.end, matchers))
+        except ResourceExhausted as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except Exception as e:  # noqa: BLE001
             log.exception("LabelNames failed")
             await context.abort(grpc.StatusCode.INTERNAL, f"label names: {e}")
@@ -341,6 +356,8 @@ class StoreServer:
         try:
             values = await _resolve(self._source.label_values(
                 request.label, request.start, request.end, matchers))
+        except ResourceExhausted as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except Exception as e:  # noqa: BLE001
             log.exception("LabelValues failed")
             await context.abort(grpc.StatusCode.INTERNAL, f"label values: {e}")
@@ -463,7 +480,8 @@ def writeable_store_handler(handler: WriteHandler) -> grpc.GenericRpcHandler:
 async def serve(source: SeriesSource, address: str, component_type: str = "receive",
                 writer: WriteHandler | None = None, tls: ServerTLS | None = None,
                 registry: CollectorRegistry | None = None,
-                exemplars: grpc.GenericRpcHandler | None = None) -> tuple[H2GrpcServer, int]:
+                exemplars: grpc.GenericRpcHandler | None = None,
+                series_wrapper: Callable | None = None) -> tuple[H2GrpcServer, int]:
     """Start a gRPC server with Store + Info (and WriteableStore when ``writer`` is given, the
     Exemplars API when ``exemplars`` is) on ``address`` (TLS when ``tls`` is enabled); returns
     the started server and the bound port (useful for ``host:0``); with ``registry``, the
@@ -474,7 +492,8 @@ async def serve(source: SeriesSource, address: str, component_type: str = "recei
     from storeapi.grpcmetrics import server_metrics
     server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES,
                           metrics=server_metrics(registry) if registry is not None else None)
-    StoreServer(source, component_type, exemplars=exemplars is not None).register(server)
+    StoreServer(source, component_type, exemplars=exemplars is not None,
+                series_wrapper=series_wrapper).register(server)
     if exemplars is not None:  # the Exemplars API, advertised in Info
         server.add_generic_rpc_handlers((exemplars,))
     if writer is not None:
