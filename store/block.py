@@ -452,7 +452,8 @@ class BucketBlock:
                 return EMPTY  # nothing has this label value: no reads at all
             plans.append((m, rngs))
         need_all = not plans or all(m.matches_empty() for m, _ in plans)
-        all_rng = h.postings_range("", "")
+        # all series' list: needed only when no matcher narrows (the others sort first)
+        all_rng = h.postings_range("", "") if need_all else None
         wanted = [r for _, rs in plans for r in rs]
         if need_all:
             if all_rng is None:

@@ -109,6 +109,10 @@ class LRUCache:
         self._hits: dict[str, int] = {} if metrics is None else metrics.lookups.hits
         if metrics is not None:
             metrics.max_bytes.set(max_bytes)
+            # read at scrape time: two gauge updates per insert batch were a visible part of
+            # a cold query's (one small insert per block and item type)
+            metrics.items.set_function(self.__len__)
+            metrics.bytes.set_function(lambda: self.size)
 
     def __len__(self) -> int:
         return len(self._d)
@@ -188,8 +192,6 @@ class LRUCache:
         m = self._m
         if m is not None and added:
             m.count_added(item_type, added, evicted)
-            m.items.set(len(d))
-            m.bytes.set(self.size)
 
 
 # -- shared caches (Thanos's --index-cache.config / --store.caching-bucket.config backends)

@@ -139,3 +139,28 @@ def test_filesystem_reads_of_non_files_fail_fast(tmp_path: Path) -> None:
                 await asyncio.wait_for(bkt.get_range(name, 0, 4), 10)
 
     asyncio.run(go())
+
+
+def test_lru_metrics_follow_inserts_replacements_and_evictions() -> None:
+    """Thanos's index-cache gauges and counters (items, bytes, added, evicted by type) match
+    the cache after batches that add, replace and evict."""
+    from prometheus_client import CollectorRegistry
+
+    from store.cache import CacheMetrics
+    reg = CollectorRegistry()
+    cache = LRUCache(4 * (100 + ENTRY_OVERHEAD), CacheMetrics(reg))
+
+    def val(name: str, **labels: str) -> float | None:
+        return reg.get_sample_value(f"thanos_store_index_cache_{name}", labels)
+    assert (val("items"), val("total_size_bytes"), val("items_added_total", item_type="series"),
+            val("items_evicted_total", item_type="chunks")) == (0, 0, 0, 0)
+    cache.put_many([1, 2, 3], [b"a" * 100] * 3, "series")
+    cache.put_many([3], [b"b" * 50], "series")  # replaced: counted as added, not evicted
+    assert (val("items"), val("total_size_bytes")) == (3, cache.size)
+    assert val("items_added_total", item_type="series") == 4
+    cache.put_many([4, 5, 6], [b"c" * 100] * 3, "chunks")  # evicts series 1 and 2
+    assert (val("items"), val("total_size_bytes")) == (len(cache), cache.size) == (4, cache.size)
+    assert val("items_evicted_total", item_type="series") == 2
+    assert val("items_evicted_total", item_type="chunks") == 0
+    assert val("items_added_total", item_type="chunks") == 3
+    assert val("max_size_bytes") == cache.max_bytes
