@@ -137,14 +137,21 @@ def _item_intact(raw: bytes, length_at: LengthAt, body: int | None) -> bool:
     return crc32c(mv[body:-4]) == struct.unpack_from(">I", raw, len(raw) - 4)[0]
 
 
-def _decode_postings(raw: bytes) -> np.ndarray:
+def _check_postings(raw: bytes) -> None:
+    """CorruptionError unless ``raw`` is one postings list with a matching checksum: done
+    once, as a list is read from the bucket, so a cached list is trusted (the remote cache's
+    values are checked on their way in, see BucketBlock._from_remote)."""
     (ln,) = struct.unpack_from(">I", raw, 0)
-    if crc32c(memoryview(raw)[4:4 + ln]) != struct.unpack_from(">I", raw, 4 + ln)[0]:
+    if len(raw) != ln + 8 or \
+            crc32c(memoryview(raw)[4:4 + ln]) != struct.unpack_from(">I", raw, 4 + ln)[0]:
         raise CorruptionError("postings list: checksum mismatch")
-    (count,) = struct.unpack_from(">I", raw, 4)
-    if ln != 4 + 4 * count:
+    if ln < 4 or ln != 4 + 4 * struct.unpack_from(">I", raw, 4)[0]:
         raise CorruptionError("postings list: length disagrees with count")
-    return np.frombuffer(raw, dtype=">u4", count=count, offset=8).astype(np.int64)
+
+
+def _decode_postings(raw: bytes) -> np.ndarray:
+    """Series refs of a postings list that passed _check_postings."""
+    return np.frombuffer(raw, dtype=">u4", count=(len(raw) - 12) >> 2, offset=8).astype(np.int64)
 
 
 def intersect_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -355,6 +362,8 @@ class BucketBlock:
                                  length_at) for k in again))
             for k, raw in zip(again, raws):
                 got[k] = raw
+        if kind == "postings":  # checked once, as read (see _check_postings)
+            deque(map(_check_postings, got), maxlen=0)  # type: ignore[arg-type]
         if len(miss) == len(out):
             out = got
             new_keys = keys
@@ -406,14 +415,15 @@ class BucketBlock:
 
     async def _postings(self, ranges: list[tuple[int, int]]) -> dict[int, np.ndarray]:
         """Postings lists by their start offset."""
-        uniq = sorted(set(ranges))
+        uniq = sorted(set(ranges)) if len(ranges) > 1 else ranges
         if not uniq:
             return {}
-        starts = np.array([r[0] for r in uniq], dtype=np.int64)
-        ends = np.array([r[1] for r in uniq], dtype=np.int64)
-        raws = await self._read_items(self._index_name, "postings", starts.tolist(),
-                                      lambda: (starts, ends), _postings_len)
-        return {s: _decode_postings(r) for s, r in zip(starts.tolist(), raws)}
+        ids = [r[0] for r in uniq]
+
+        def spans() -> tuple[np.ndarray, np.ndarray]:  # worked out only on a cache miss
+            return np.array(ids, dtype=np.int64), np.array([r[1] for r in uniq], dtype=np.int64)
+        raws = await self._read_items(self._index_name, "postings", ids, spans, _postings_len)
+        return dict(zip(ids, map(_decode_postings, raws)))
 
     async def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
         """Sorted series refs matching all ``matchers`` (an absent label matches as ""),

@@ -164,3 +164,26 @@ def test_lru_metrics_follow_inserts_replacements_and_evictions() -> None:
     assert val("items_evicted_total", item_type="chunks") == 0
     assert val("items_added_total", item_type="chunks") == 3
     assert val("max_size_bytes") == cache.max_bytes
+
+
+def test_postings_lists_are_checked_as_read_and_decoded_after() -> None:
+    """A postings list read from the bucket is checked once (checksum, length, count), before
+    it is cached; a cached one decodes without the check, to the same refs."""
+    from receiver.tsdb._blockio import crc32c
+    from receiver.tsdb.chunks import CorruptionError
+    from store.block import _check_postings, _decode_postings
+
+    def framed(body: bytes) -> bytes:
+        crc = crc32c(body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + body + crc
+
+    refs = [3, 70, 4096, 2**32 - 1]
+    body = len(refs).to_bytes(4, "big") + b"".join(r.to_bytes(4, "big") for r in refs)
+    good = framed(body)
+    _check_postings(good)
+    assert _decode_postings(good).tolist() == refs and _decode_postings(good).dtype == np.int64
+    bad_crc = good[:10] + bytes([good[10] ^ 1]) + good[11:]
+    bad_count = framed((len(refs) + 1).to_bytes(4, "big") + body[4:])
+    for raw in (bad_crc, bad_count, good[:-1], framed(b"\0\0")):
+        with pytest.raises(CorruptionError):
+            _check_postings(raw)
