@@ -75,8 +75,20 @@ class InstrumentedBucket:
         return data
 
     async def get_range(self, name: str, off: int, length: int) -> bytes:
-        data = await self._op("get_range", lambda: self._bkt.get_range(name, off, length))
-        self._of("get_range")[3].inc(len(data))
+        """As _op does, written out: a store's cold read of one small item per block is
+        mostly this bookkeeping (no closure and no extra coroutine per read here)."""
+        ops, failures, seconds, fetched = self._of("get_range")
+        ops.inc()
+        t0 = time.perf_counter()
+        try:
+            data = await self._bkt.get_range(name, off, length)
+        except ObjectNotFound:
+            raise
+        except BaseException:
+            failures.inc()
+            raise
+        seconds.observe(time.perf_counter() - t0)
+        fetched.inc(len(data))
         return data
 
     async def upload(self, name: str, data: UploadData) -> None:
