@@ -10,8 +10,14 @@ query (utime + stime from /proc, summed over the promring processes: steadier th
 on a loaded machine). ``--other DIR`` adds a second promring checkout (with its own .venv,
 e.g. the main branch) for a before/after comparison in the same run.
 
+``--cold`` measures the cold one-series query instead: after bench_scale's four aggregation
+queries ran once at the range, every query asks for a series no query asked for before
+(``x{instance="i-NNNNN"}`` with a new instance each time: a new query string and a new matcher,
+so every parse, postings, series and chunk cache misses), as bench_scale's cold row does.
+
     python bench/bench_scale.py --keep /tmp/blocks        # once, writes the blocks
     python bench/bench_fixed_cost.py --blocks /tmp/blocks --other /work/main
+    python bench/bench_fixed_cost.py --blocks /tmp/blocks --gzip --cold --rounds 4 --batch 25
 """
 from __future__ import annotations
 
@@ -35,8 +41,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from harness import PrometheusProcess, free_port, wait_ready  # noqa: E402
 from sidebyside import HOUR_MS, POINTS  # noqa: E402
+from bench_scale import QUERIES, X_SERIES  # noqa: E402
 
 QUERY = 'x{instance="i-00007"}'
+COLD_QUERY = 'x{instance="i-%05d"}'
+# bench_scale's aggregation queries, run once at each range before a cold measurement
+AGGREGATIONS = [q for _, q in QUERIES[:4]]
 
 
 def cpu_s(pid: int) -> float:
@@ -77,7 +87,12 @@ def main() -> None:
     ap.add_argument("--query", default=QUERY, help=f"the PromQL expression (default {QUERY})")
     ap.add_argument("--gzip", action="store_true",
                     help="send Accept-Encoding: gzip, as Grafana's and requests's clients do")
+    ap.add_argument("--cold", action="store_true",
+                    help="a series never asked for before in every query (see above)")
     a = ap.parse_args()
+    cold_n = a.rounds * a.batch
+    if a.cold and cold_n * len(a.ranges) > X_SERIES:
+        sys.exit(f"--cold: at most {X_SERIES} fresh series, asked for {cold_n * len(a.ranges)}")
     metas = sorted(a.blocks.glob("*/meta.json"))
     if not metas:
         sys.exit(f"no blocks under {a.blocks}: run bench_scale.py --keep {a.blocks} first")
@@ -95,15 +110,16 @@ def main() -> None:
         if a.other:
             servers[f"promring {a.other}"] = start_promring(a.other.resolve(), a.blocks,
                                                             tmp / "other", procs)
-        for hours in a.ranges:
-            params = urlencode({"query": a.query, "start": (end_ms - hours * HOUR_MS) / 1000,
-                                "end": end_ms / 1000, "step": hours * 3600 / POINTS})
+        for r, hours in enumerate(a.ranges):
+            def params(query: str) -> str:
+                return urlencode({"query": query, "start": (end_ms - hours * HOUR_MS) / 1000,
+                                  "end": end_ms / 1000, "step": hours * 3600 / POINTS})
             conns = {k: http.client.HTTPConnection("127.0.0.1", port)
                      for k, (port, _) in servers.items()}
 
-            def run(name: str) -> bytes:
+            def run(name: str, query: str = a.query) -> bytes:
                 c = conns[name]
-                c.request("GET", "/api/v1/query_range?" + params, headers=headers)
+                c.request("GET", "/api/v1/query_range?" + params(query), headers=headers)
                 r = c.getresponse()
                 body = r.read()
                 if r.status != 200:
@@ -112,30 +128,36 @@ def main() -> None:
             headers = {"Accept-Encoding": "gzip"} if a.gzip else {}
             answers = {}
             for name in servers:
-                for _ in range(20):  # warm up
-                    body = run(name)
+                for q in AGGREGATIONS if a.cold else [a.query] * 20:  # warm up
+                    body = run(name, q)
                     answers[name] = json.loads(gzip.decompress(body) if a.gzip else body
                                                )["data"]["result"]
             wall: dict[str, list[float]] = {k: [] for k in servers}
             cpu = dict.fromkeys(servers, 0.0)
             # per process: for promring, the store's and the querier's shares
             cpu_each = {k: [0.0] * len(pids) for k, (_, pids) in servers.items()}
-            for _ in range(a.rounds):
+            for i in range(a.rounds):
                 for name, (_, pids) in servers.items():
                     c0 = list(map(cpu_s, pids))
-                    for _ in range(a.batch):
+                    for j in range(a.batch):
+                        # every server gets the same fresh series, each exactly once
+                        q = (COLD_QUERY % (r * cold_n + i * a.batch + j) if a.cold
+                             else a.query)
                         t = time.perf_counter()
-                        run(name)
+                        body = run(name, q)
                         wall[name].append(time.perf_counter() - t)
-                    for i, (before, after) in enumerate(zip(c0, map(cpu_s, pids))):
-                        cpu_each[name][i] += after - before
+                        if a.cold:
+                            answers[name] = json.loads(gzip.decompress(body) if a.gzip
+                                                       else body)["data"]["result"]
+                    for k, (before, after) in enumerate(zip(c0, map(cpu_s, pids))):
+                        cpu_each[name][k] += after - before
                         cpu[name] += after - before
             n = a.rounds * a.batch
             ref = statistics.median(wall["Prometheus"])
             ref_cpu = cpu["Prometheus"] / n
             for name in servers:
                 m = statistics.median(wall[name])
-                print(f"{hours} h {name}: wall median {m * 1e3:.2f} ms ({m / ref:.2f}x), "
+                print(f"{hours} h{' cold' if a.cold else ''} {name}: wall median {m * 1e3:.2f} ms ({m / ref:.2f}x), "
                       f"CPU per query {cpu[name] / n * 1e3:.2f} ms "
                       f"({cpu[name] / n / ref_cpu:.2f}x)"
                       + (f" = store {cpu_each[name][0] / n * 1e3:.2f} + query "

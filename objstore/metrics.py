@@ -39,32 +39,56 @@ class InstrumentedBucket:
     def __init__(self, bucket: Bucket, metrics: BucketMetrics) -> None:
         self._bkt = bucket
         self._m = metrics
+        # operation -> its labelled (ops, failures, seconds, fetched) children, looked up once:
+        # ``labels()`` per ranged read cost more than a page-cache read itself
+        self._children: dict[str, tuple[Any, Any, Any, Any]] = {}
+
+    def _of(self, op: str) -> tuple[Any, Any, Any, Any]:
+        c = self._children.get(op)
+        if c is None:
+            m, name = self._m, self.name
+            c = self._children[op] = (m.ops.labels(name, op), m.failures.labels(name, op),
+                                      m.seconds.labels(name, op), m.fetched.labels(name, op))
+        return c
 
     @property
     def name(self) -> str:
         return self._bkt.name
 
     async def _op(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
-        self._m.ops.labels(self.name, op).inc()
+        ops, failures, seconds, _ = self._of(op)
+        ops.inc()
         t0 = time.perf_counter()
         try:
             got = await call()
         except ObjectNotFound:
             raise  # expected by the caller (Thanos's IsObjNotFoundErr)
         except BaseException:
-            self._m.failures.labels(self.name, op).inc()
+            failures.inc()
             raise
-        self._m.seconds.labels(self.name, op).observe(time.perf_counter() - t0)
+        seconds.observe(time.perf_counter() - t0)
         return got
 
     async def get(self, name: str) -> bytes:
         data = await self._op("get", lambda: self._bkt.get(name))
-        self._m.fetched.labels(self.name, "get").inc(len(data))
+        self._of("get")[3].inc(len(data))
         return data
 
     async def get_range(self, name: str, off: int, length: int) -> bytes:
-        data = await self._op("get_range", lambda: self._bkt.get_range(name, off, length))
-        self._m.fetched.labels(self.name, "get_range").inc(len(data))
+        """As _op does, written out: a store's cold read of one small item per block is
+        mostly this bookkeeping (no closure and no extra coroutine per read here)."""
+        ops, failures, seconds, fetched = self._of("get_range")
+        ops.inc()
+        t0 = time.perf_counter()
+        try:
+            data = await self._bkt.get_range(name, off, length)
+        except ObjectNotFound:
+            raise
+        except BaseException:
+            failures.inc()
+            raise
+        seconds.observe(time.perf_counter() - t0)
+        fetched.inc(len(data))
         return data
 
     async def upload(self, name: str, data: UploadData) -> None:

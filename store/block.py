@@ -83,6 +83,16 @@ class FetchMetrics:
                                       "Chunks not served because their encoding is neither XOR "
                                       "nor a native histogram one.",
                                       registry=registry)
+        self._children: dict[str, tuple] = {}  # item type -> (requests, bytes) children
+
+    def fetched(self, kind: str, requests: int, nbytes: int) -> None:
+        """Count one batch of ranged reads (the labelled children looked up once per kind:
+        ``labels()`` cost more than the rest of a cold one-series block read's accounting)."""
+        c = self._children.get(kind)
+        if c is None:
+            c = self._children[kind] = (self.requests.labels(kind), self.bytes.labels(kind))
+        c[0].inc(requests)
+        c[1].inc(nbytes)
 
 
 @dataclass
@@ -128,14 +138,21 @@ def _item_intact(raw: bytes, length_at: LengthAt, body: int | None) -> bool:
     return crc32c(mv[body:-4]) == struct.unpack_from(">I", raw, len(raw) - 4)[0]
 
 
-def _decode_postings(raw: bytes) -> np.ndarray:
+def _check_postings(raw: bytes) -> None:
+    """CorruptionError unless ``raw`` is one postings list with a matching checksum: done
+    once, as a list is read from the bucket, so a cached list is trusted (the remote cache's
+    values are checked on their way in, see BucketBlock._from_remote)."""
     (ln,) = struct.unpack_from(">I", raw, 0)
-    if crc32c(memoryview(raw)[4:4 + ln]) != struct.unpack_from(">I", raw, 4 + ln)[0]:
+    if len(raw) != ln + 8 or \
+            crc32c(memoryview(raw)[4:4 + ln]) != struct.unpack_from(">I", raw, 4 + ln)[0]:
         raise CorruptionError("postings list: checksum mismatch")
-    (count,) = struct.unpack_from(">I", raw, 4)
-    if ln != 4 + 4 * count:
+    if ln < 4 or ln != 4 + 4 * struct.unpack_from(">I", raw, 4)[0]:
         raise CorruptionError("postings list: length disagrees with count")
-    return np.frombuffer(raw, dtype=">u4", count=count, offset=8).astype(np.int64)
+
+
+def _decode_postings(raw: bytes) -> np.ndarray:
+    """Series refs of a postings list that passed _check_postings."""
+    return np.frombuffer(raw, dtype=">u4", count=(len(raw) - 12) >> 2, offset=8).astype(np.int64)
 
 
 def intersect_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -331,8 +348,7 @@ class BucketBlock:
 
         bufs = await fetch_groups(get, groups, self._limit)
         if self._m is not None:
-            self._m.requests.labels(kind).inc(len(groups))
-            self._m.bytes.labels(kind).inc(sum(map(len, bufs)))
+            self._m.fetched(kind, len(groups), sum(map(len, bufs)))
         code = _ITEM_KINDS[kind]
         got: list[bytes | None] = []
         lens: list[np.ndarray] = []
@@ -348,6 +364,8 @@ class BucketBlock:
                                  length_at) for k in again))
             for k, raw in zip(again, raws):
                 got[k] = raw
+        if kind == "postings":  # checked once, as read (see _check_postings)
+            deque(map(_check_postings, got), maxlen=0)  # type: ignore[arg-type]
         if len(miss) == len(out):
             out = got
             new_keys = keys
@@ -390,8 +408,7 @@ class BucketBlock:
                     raise CorruptionError(f"{obj}: item at {off} has no valid length prefix")
             raw = await self.bucket.get_range(obj, off, ln)
         if self._m is not None:
-            self._m.requests.labels(kind).inc()
-            self._m.bytes.labels(kind).inc(len(raw))
+            self._m.fetched(kind, 1, len(raw))
         if len(raw) != ln:
             raise CorruptionError(f"{obj}: item at {off} runs past the end of the object")
         return raw
@@ -400,14 +417,15 @@ class BucketBlock:
 
     async def _postings(self, ranges: list[tuple[int, int]]) -> dict[int, np.ndarray]:
         """Postings lists by their start offset."""
-        uniq = sorted(set(ranges))
+        uniq = sorted(set(ranges)) if len(ranges) > 1 else ranges
         if not uniq:
             return {}
-        starts = np.array([r[0] for r in uniq], dtype=np.int64)
-        ends = np.array([r[1] for r in uniq], dtype=np.int64)
-        raws = await self._read_items(self._index_name, "postings", starts.tolist(),
-                                      lambda: (starts, ends), _postings_len)
-        return {s: _decode_postings(r) for s, r in zip(starts.tolist(), raws)}
+        ids = [r[0] for r in uniq]
+
+        def spans() -> tuple[np.ndarray, np.ndarray]:  # worked out only on a cache miss
+            return np.array(ids, dtype=np.int64), np.array([r[1] for r in uniq], dtype=np.int64)
+        raws = await self._read_items(self._index_name, "postings", ids, spans, _postings_len)
+        return dict(zip(ids, map(_decode_postings, raws)))
 
     async def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
         """Sorted series refs matching all ``matchers`` (an absent label matches as ""),
@@ -446,7 +464,8 @@ class BucketBlock:
                 return EMPTY  # nothing has this label value: no reads at all
             plans.append((m, rngs))
         need_all = not plans or all(m.matches_empty() for m, _ in plans)
-        all_rng = h.postings_range("", "")
+        # all series' list: needed only when no matcher narrows (the others sort first)
+        all_rng = h.postings_range("", "") if need_all else None
         wanted = [r for _, rs in plans for r in rs]
         if need_all:
             if all_rng is None:

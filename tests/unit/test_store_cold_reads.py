@@ -139,3 +139,51 @@ def test_filesystem_reads_of_non_files_fail_fast(tmp_path: Path) -> None:
                 await asyncio.wait_for(bkt.get_range(name, 0, 4), 10)
 
     asyncio.run(go())
+
+
+def test_lru_metrics_follow_inserts_replacements_and_evictions() -> None:
+    """Thanos's index-cache gauges and counters (items, bytes, added, evicted by type) match
+    the cache after batches that add, replace and evict."""
+    from prometheus_client import CollectorRegistry
+
+    from store.cache import CacheMetrics
+    reg = CollectorRegistry()
+    cache = LRUCache(4 * (100 + ENTRY_OVERHEAD), CacheMetrics(reg))
+
+    def val(name: str, **labels: str) -> float | None:
+        return reg.get_sample_value(f"thanos_store_index_cache_{name}", labels)
+    assert (val("items"), val("total_size_bytes"), val("items_added_total", item_type="series"),
+            val("items_evicted_total", item_type="chunks")) == (0, 0, 0, 0)
+    cache.put_many([1, 2, 3], [b"a" * 100] * 3, "series")
+    cache.put_many([3], [b"b" * 50], "series")  # replaced: counted as added, not evicted
+    assert (val("items"), val("total_size_bytes")) == (3, cache.size)
+    assert val("items_added_total", item_type="series") == 4
+    cache.put_many([4, 5, 6], [b"c" * 100] * 3, "chunks")  # evicts series 1 and 2
+    assert (val("items"), val("total_size_bytes")) == (len(cache), cache.size) == (4, cache.size)
+    assert val("items_evicted_total", item_type="series") == 2
+    assert val("items_evicted_total", item_type="chunks") == 0
+    assert val("items_added_total", item_type="chunks") == 3
+    assert val("max_size_bytes") == cache.max_bytes
+
+
+def test_postings_lists_are_checked_as_read_and_decoded_after() -> None:
+    """A postings list read from the bucket is checked once (checksum, length, count), before
+    it is cached; a cached one decodes without the check, to the same refs."""
+    from receiver.tsdb._blockio import crc32c
+    from receiver.tsdb.chunks import CorruptionError
+    from store.block import _check_postings, _decode_postings
+
+    def framed(body: bytes) -> bytes:
+        crc = crc32c(body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + body + crc
+
+    refs = [3, 70, 4096, 2**32 - 1]
+    body = len(refs).to_bytes(4, "big") + b"".join(r.to_bytes(4, "big") for r in refs)
+    good = framed(body)
+    _check_postings(good)
+    assert _decode_postings(good).tolist() == refs and _decode_postings(good).dtype == np.int64
+    bad_crc = good[:10] + bytes([good[10] ^ 1]) + good[11:]
+    bad_count = framed((len(refs) + 1).to_bytes(4, "big") + body[4:])
+    for raw in (bad_crc, bad_count, good[:-1], framed(b"\0\0")):
+        with pytest.raises(CorruptionError):
+            _check_postings(raw)

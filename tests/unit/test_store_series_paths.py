@@ -142,3 +142,59 @@ def test_broad_selection_is_not_kept_as_expanded_postings(tmp_path: Path, bucket
         assert added() == 3  # 30 refs, but a key too long to keep out of the budget
 
     run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body, cache_bytes=16 << 10))
+
+
+def test_cold_one_series_read_from_the_page_cache_never_leaves_the_call(
+        tmp_path: Path, bucket_dir: Path) -> None:
+    """A series never asked for (a new matcher: its postings list, series entry and chunk
+    read from the bucket in every block) completes without suspending when the filesystem
+    bucket's reads come from the page cache: no Task and no event-loop round trip per block
+    or per ranged read (what a cold one-series dashboard query paid most for). The answer is
+    the one a normal await gives, and the reads are counted."""
+    from common.aio import _resume
+    from test_objstore_fs_reads import _nowait_works
+    if not _nowait_works(tmp_path):
+        pytest.skip("no non-blocking reads (RWF_NOWAIT) here: every ranged read goes to a "
+                    "worker thread, so a cold read must suspend")
+    name = Matcher("=", "__name__", "metric_2")
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        st = gw.store
+        assert st is not None
+        mint, maxt = st.time_range()
+
+        def reads() -> float:
+            return gw.registry.get_sample_value("promring_store_bucket_range_requests_total",
+                                                {"item_type": "postings"}) or 0.0
+        await st.series(mint, maxt, [name], False)  # the dashboard's broad query ran first
+        for host in ("host-00012", "host-00017"):  # metric_2's series: instance % 5 == 2
+            before = reads()
+            coro = st.series(mint, maxt, [name, Matcher("=", "instance", host)], False)
+            try:
+                first = coro.send(None)
+            except StopIteration as done:
+                got, suspended = list(done.value), False
+            else:  # finish it properly, then fail
+                got, suspended = list(await _resume(coro, first)), True
+            assert not suspended, "a cold read from the page cache suspended"
+            assert reads() == before + 3  # the new instance's postings list, once per block
+            assert got == await _uncached(tmp_path / host, bucket_dir, mint, maxt,
+                                          [name, Matcher("=", "instance", host)])
+            assert len(got) == 1 and sum(len(cs) for _, cs in got) >= 3
+
+    run(with_gateway(tmp_path / "gw", FilesystemBucket(bucket_dir), body))
+
+
+async def _uncached(data_dir: Path, bucket_dir: Path, mint: int, maxt: int,
+                    ms: list[Matcher]) -> list:
+    """The same selection from a store with no cache, awaited normally."""
+    from common.ops import new_registry
+    from store.bucketstore import BucketStore
+    from store.cache import LRUCache
+    st = BucketStore(FilesystemBucket(bucket_dir), data_dir, LRUCache(0), new_registry(),
+                     verify_index=False)
+    await st.sync_once()
+    try:
+        return list(await st.series(mint, maxt, ms, False))
+    finally:
+        await st.close()
