@@ -46,7 +46,17 @@ def serve(stride: int) -> None:
     asyncio.run(main())
 
 
-def measure(gaps_ms: list[float], requests: int, rounds: int, stride: int) -> None:
+def wait(gap_s: float, busy: bool) -> None:
+    """The client's gap: asleep, or spinning on its own core (so no core need go idle)."""
+    if not busy:
+        time.sleep(gap_s)
+        return
+    t = time.perf_counter()
+    while time.perf_counter() - t < gap_s:
+        pass
+
+
+def measure(gaps_ms: list[float], requests: int, rounds: int, stride: int, busy: bool) -> None:
     proc = subprocess.Popen([sys.executable, __file__, "--serve", "--stride", str(stride)],
                             stdout=subprocess.PIPE)
     try:
@@ -67,7 +77,7 @@ def measure(gaps_ms: list[float], requests: int, rounds: int, stride: int) -> No
                     for _ in range(requests):
                         ask()
                         if gap:
-                            time.sleep(gap / 1000)
+                            wait(gap / 1000, busy)
                     cpu[gap] += cpu_s(proc.pid) - c0
         base = cpu[gaps_ms[0]] or 1e-9
         for gap in gaps_ms:
@@ -85,12 +95,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300, help="requests per gap and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stride", type=int, default=25, help="every n-th key read (job size)")
+    ap.add_argument("--busy", action="store_true",
+                    help="the client spins through its gaps instead of sleeping")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve:
         serve(a.stride)
     else:
-        measure(a.gaps, a.requests, a.rounds, a.stride)
+        measure(a.gaps, a.requests, a.rounds, a.stride, a.busy)
 
 
 if __name__ == "__main__":
