@@ -5,7 +5,13 @@ time per call (utime + stime from /proc over ``--calls`` calls) and the wall med
 checkout (this one, and ``--other DIR`` with its own .venv) runs its own ``promring store``,
 in alternating rounds; the answers' bytes are compared between them.
 
+Back-to-back calls keep the store's CPU caches warm; behind a querier the store idles a few ms
+between calls (the querier's own work, the HTTP round trip), and every call then starts cold,
+costing 2-3x the CPU on this machine. ``--gap-ms`` idles the store that long between calls to
+measure that case (the gap is not in the wall figures).
+
     python bench/bench_store_call.py --blocks /work/scale/s1 --other /work/main
+    python bench/bench_store_call.py --blocks /work/scale/s1 --gap-ms 3
 """
 from __future__ import annotations
 
@@ -51,7 +57,7 @@ async def frames(ch: H2Channel, req: bytes) -> list[bytes]:
 
 
 async def run(stores: dict[str, tuple[subprocess.Popen, int]], end_ms: int, hours: list[int],
-              rounds: int, calls: int) -> None:
+              rounds: int, calls: int, gap_s: float = 0.0) -> None:
     chans = {k: H2Channel(f"127.0.0.1:{port}", "identity") for k, (_, port) in stores.items()}
     try:
         for name, ch in chans.items():  # gRPC listens once the first sync is done
@@ -79,6 +85,8 @@ async def run(stores: dict[str, tuple[subprocess.Popen, int]], end_ms: int, hour
                         t = time.perf_counter()
                         await frames(ch, req)
                         wall[name].append(time.perf_counter() - t)
+                        if gap_s:
+                            time.sleep(gap_s)  # blocks this client: the store idles meanwhile
                     cpu[name] += cpu_s(pid) - c0
             for name in chans:
                 print(f"{h} h {name}: store CPU per call {cpu[name] / rounds / calls * 1e6:.0f} us, "
@@ -96,6 +104,8 @@ def main() -> None:
     ap.add_argument("--hours", type=lambda s: [int(x) for x in s.split(",")], default=[1, 24])
     ap.add_argument("--rounds", type=int, default=6, help="alternating rounds per store")
     ap.add_argument("--calls", type=int, default=500, help="calls per round")
+    ap.add_argument("--gap-ms", type=float, default=0.0,
+                    help="idle time between calls (3 is about what a querier in front leaves)")
     a = ap.parse_args()
     metas = [json.loads(m.read_text()) for m in a.blocks.glob("*/meta.json")]
     if not metas:
@@ -108,7 +118,7 @@ def main() -> None:
                                                   if a.other else []):
             (tmp / name.replace("/", "_")).mkdir()
             stores[name] = start_store(repo, a.blocks, tmp / name.replace("/", "_"))
-        asyncio.run(run(stores, end_ms, a.hours, a.rounds, a.calls))
+        asyncio.run(run(stores, end_ms, a.hours, a.rounds, a.calls, a.gap_ms / 1000))
     finally:
         for proc, _ in stores.values():
             proc.terminate()
