@@ -95,6 +95,7 @@ class StoreGateway:
         self.cfg = cfg
         self.registry = registry or new_registry()
         self.ready = False
+        self._synced = False  # a first bucket sync has completed
         self.ports: dict[str, int] = {}
         self._bucket = bucket
         self._own_bucket = bucket is None
@@ -156,13 +157,15 @@ class StoreGateway:
                                                               tls=cfg.grpc_server_tls,
                                                               registry=self.registry,
                                                               series_wrapper=self._gate.wrap)
+        self.ready = self._synced  # ready only once the StoreAPI it reports on is listening
         self._sync_task = asyncio.create_task(self._sync_loop(), name="store-sync")
 
     async def sync_once(self) -> None:
         """One bucket sync now (tests call this instead of waiting for the interval)."""
         assert self.store is not None, "start() first"
         await self.store.sync_once()
-        self.ready = True
+        self._synced = True
+        self.ready = self._grpc is not None
 
     async def _sync_logged(self) -> bool:
         try:

@@ -966,3 +966,46 @@ def test_offset_table_narrow_offsets_refuse_what_does_not_fit() -> None:
     assert np.frombuffer(offset_table_positions(big, 0, 1, len(big))[3], np.int64)[0] == 1 << 33
     with pytest.raises(ValueError, match="outside"):
         offset_table_positions(big, 0, 1, len(big), True)
+
+
+def test_not_ready_until_the_storeapi_listens(tmp_path: Path, monkeypatch) -> None:
+    """/-/ready says 503 after the first bucket sync until the gRPC StoreAPI is bound (a
+    querier or test that trusted an early 200 got "connection refused": seen in
+    tests/e2e/test_store_caches.py under load), and 200 once it is."""
+    import store.server as server_mod
+    series = make_series(10, T0, H2, seed=3)
+    bdir = write(tmp_path, series, T0, T0 + H2, {"cluster": "r"})
+    bucket = FilesystemBucket(tmp_path / "bucket")
+    seen: list[tuple[bool, int]] = []
+    real = server_mod.serve_storeapi
+
+    async def serve_after_asking(*args, **kwargs):
+        gw = gateways[0]
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{gw.ports['http']}/-/ready") as r:
+                seen.append((gw.ready, r.status))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(server_mod, "serve_storeapi", serve_after_asking)
+    gateways: list[StoreGateway] = []
+
+    async def main() -> None:
+        await upload_dir(bucket, bdir)
+        gw = StoreGateway(StoreConfig(data_dir=tmp_path / "sd", objstore_config="",
+                                      grpc_address="127.0.0.1:0", http_address="127.0.0.1:0",
+                                      sync_interval_s=3600), bucket=bucket)
+        gateways.append(gw)
+        await gw.start()
+        try:
+            assert gw.ready and await _get(gw, "/-/ready") == "OK"
+            client = StoreClient(f"127.0.0.1:{gw.ports['grpc']}", timeout_s=30)
+            try:
+                got = await client.series(T0, T0 + H2, [Matcher("=~", "__name__", ".+")])
+            finally:
+                await client.close()
+            assert len(got) == len(series)
+        finally:
+            await gw.stop()
+
+    asyncio.run(main())
+    assert seen == [(False, 503)]
