@@ -12,6 +12,7 @@ import itertools
 import struct
 from collections import deque
 from itertools import repeat
+from operator import itemgetter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from receiver.tsdb.labels import Labels, Matcher, MatchType
 from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk
 from storeapi.server import AggrData
 
-from ._items import chunk_tuples, split_items
+from ._items import chunk_tuples, in_postings, split_items
 from .cache import LRUCache, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .indexverify import verify_index
@@ -176,30 +177,42 @@ class PostingsPlan(NamedTuple):
     ranges: list[tuple[int, int]]
 
 
-def combine_postings(plan: PostingsPlan, lists: dict[int, np.ndarray]) -> np.ndarray:
-    """Sorted series refs of a selection from its postings ``lists`` (by start offset)."""
+def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
+    """Sorted series refs of a selection from its checked postings lists (by start offset).
+    The narrowing matchers go shortest list first, and a later single list is searched in
+    place (in C) for the refs found so far: a metric name's long list is never decoded
+    just to keep the one series an instance matcher found."""
     def union(rs: list[tuple[int, int]]) -> np.ndarray:
         if not rs:
             return EMPTY
         if len(rs) == 1:
-            return lists[rs[0][0]]
-        return np.unique(np.concatenate([lists[r[0]] for r in rs]))
+            return _decode_postings(raws[rs[0][0]])
+        return np.unique(np.concatenate([_decode_postings(raws[r[0]]) for r in rs]))
 
-    all_rng = plan.all_range
+    narrowing = [(rs, sum(len(raws[r[0]]) for r in rs)) for m, rs in plan.matchers
+                 if not m.matches_empty()]
+    narrowing.sort(key=itemgetter(1))
     result: np.ndarray | None = None
-    # Non-empty matchers first: they narrow; empty-matching ones subtract.
-    for m, rs in sorted(plan.matchers, key=lambda p: p[0].matches_empty()):
-        if m.matches_empty():
-            base = lists[all_rng[0]] if result is None else result  # type: ignore[index]
-            bad = union(rs)
-            result = np.setdiff1d(base, bad, assume_unique=True) if len(bad) else base
+    for rs, _ in narrowing:
+        if result is None:
+            result = union(rs)
+        elif len(rs) == 1:
+            result = np.frombuffer(in_postings(result, raws[rs[0][0]]), np.int64)
         else:
-            hit = union(rs)
-            result = hit if result is None else intersect_sorted(result, hit)
+            result = intersect_sorted(result, union(rs))
         if len(result) == 0:
             return EMPTY
+    # then the empty-matching ones subtract
+    for m, rs in plan.matchers:
+        if m.matches_empty():
+            base = _decode_postings(raws[plan.all_range[0]]) if result is None \
+                else result  # type: ignore[index]
+            bad = union(rs)
+            result = np.setdiff1d(base, bad, assume_unique=True) if len(bad) else base
+            if len(result) == 0:
+                return EMPTY
     if result is None:
-        return lists[all_rng[0]]  # type: ignore[index]
+        return _decode_postings(raws[plan.all_range[0]])  # type: ignore[index]
     return result
 
 
@@ -456,8 +469,9 @@ class BucketBlock:
 
     # -- postings
 
-    async def _postings(self, ranges: list[tuple[int, int]]) -> dict[int, np.ndarray]:
-        """Postings lists by their start offset (``ranges`` sorted, no repeats)."""
+    async def _postings(self, ranges: list[tuple[int, int]]) -> dict[int, bytes]:
+        """Checked raw postings lists by their start offset (``ranges`` sorted, no
+        repeats)."""
         uniq = ranges
         if not uniq:
             return {}
@@ -466,7 +480,7 @@ class BucketBlock:
         def spans() -> tuple[np.ndarray, np.ndarray]:  # worked out only on a cache miss
             return np.array(ids, dtype=np.int64), np.array([r[1] for r in uniq], dtype=np.int64)
         raws = await self._read_items(self._index_name, "postings", ids, spans, _postings_len)
-        return dict(zip(ids, map(_decode_postings, raws)))
+        return dict(zip(ids, raws))
 
     def selection_key(self, matchers: Sequence[Matcher]) -> tuple:
         """The cache key of the series refs ``select`` gives for ``matchers``."""

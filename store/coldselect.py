@@ -27,7 +27,7 @@ from receiver.tsdb.labels import Matcher
 
 from ._items import split_items
 from .block import (BucketBlock, FetchMetrics, FetchOptions, PostingsPlan, _check_postings,
-                    _decode_postings, combine_postings)
+                    combine_postings)
 from .cache import LRUCache
 from .ranges import Group, coalesce
 from common.aio import gather_eager
@@ -130,8 +130,7 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
     for t, (i, plan) in enumerate(todo):
         k = len(plan.ranges)
         if t not in failed:
-            lists = {keys[j][2]: _decode_postings(raws[j] if raws[j] is not None  # type: ignore[arg-type]
-                                                  else fresh[keys[j]])
+            lists = {keys[j][2]: raws[j] if raws[j] is not None else fresh[keys[j]]
                      for j in range(at, at + k)}
-            out[i] = combine_postings(plan, lists)
+            out[i] = combine_postings(plan, lists)  # type: ignore[arg-type]
         at += k

@@ -109,3 +109,26 @@ def test_a_corrupt_postings_list_takes_only_its_block_out(tmp_path: Path,
         finally:
             await st.close()
     run(body())
+
+
+def test_refs_searched_in_a_raw_postings_list_equal_the_decoded_intersection() -> None:
+    """in_postings (the C search of sorted refs in a checked, still encoded postings list)
+    keeps exactly the refs the decoded list holds, for lists and ref sets of every size,
+    refs outside uint32 included; a list whose count runs past its bytes is refused."""
+    import numpy as np
+
+    from store._items import in_postings
+    from store.block import intersect_sorted
+    rng = np.random.default_rng(7)
+    for n, k in [(0, 0), (0, 3), (1, 1), (5, 0), (40, 3), (1000, 1), (1000, 500), (3, 900)]:
+        lst = np.unique(rng.integers(0, 3000, n)).astype(">u4")
+        raw = (4 + 4 * len(lst)).to_bytes(4, "big") + len(lst).to_bytes(4, "big") + \
+            lst.tobytes() + b"CRC!"
+        refs = np.unique(np.concatenate([rng.integers(0, 3000, k),
+                                         rng.choice(lst, min(k, len(lst))) if len(lst) else
+                                         np.zeros(0, np.int64), [-1, 1 << 33]])).astype(np.int64)
+        got = np.frombuffer(in_postings(refs, raw), np.int64)
+        assert got.tolist() == intersect_sorted(refs, lst.astype(np.int64)).tolist()
+    with pytest.raises(ValueError):
+        in_postings(np.zeros(1, np.int64), (8).to_bytes(4, "big") + (5).to_bytes(4, "big") +
+                    b"\0" * 8)
