@@ -17,6 +17,7 @@ query).
 from __future__ import annotations
 
 import asyncio
+from array import array
 import struct
 from collections.abc import Sequence
 
@@ -29,7 +30,7 @@ from ._items import split_items
 from .block import (BucketBlock, FetchMetrics, FetchOptions, PostingsPlan, _check_postings,
                     combine_postings)
 from .cache import LRUCache
-from .ranges import Group, coalesce
+from .ranges import coalesce
 from common.aio import gather_eager
 
 _POSTINGS = 0  # store._items.split_items framing of a postings list
@@ -75,41 +76,45 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
     together, one insert) and fill ``out`` with each block's combined refs."""
     keys = [(blocks[i].ulid, "postings", r[0]) for i, p in todo for r in p.ranges]
     raws = cache.get_many(keys, "postings")
-    reads: list[tuple[int, int, Group, np.ndarray]] = []  # (todo index, key offset, group, starts)
+    # (todo index, (start, end) of one read, starts of the lists in it)
+    reads: list[tuple[int, tuple[int, int], list[int]]] = []
     at = 0
     for t, (i, plan) in enumerate(todo):
         k = len(plan.ranges)
         miss = [j for j in range(at, at + k) if raws[j] is None]
-        if miss:
+        if len(miss) == 1:  # the usual cold case: no array work
+            r = plan.ranges[miss[0] - at]
+            reads.append((t, r, [r[0]]))
+        elif miss:
             starts = np.array([keys[j][2] for j in miss], dtype=np.int64)
             ends = np.array([plan.ranges[j - at][1] for j in miss], dtype=np.int64)
-            for g in coalesce(starts, ends, opts.max_gap, opts.max_range):
-                reads.append((t, at, g, starts))
+            reads += [(t, (gs, ge), starts[a:z].tolist())
+                      for gs, ge, a, z in coalesce(starts, ends, opts.max_gap, opts.max_range)]
         at += k
     failed: set[int] = set()
     new_keys: list[tuple] = []
     new_raws: list[bytes] = []
     if reads:
-        async def get(t: int, g: Group) -> bytes | BaseException:
+        async def get(t: int, g: tuple[int, int]) -> bytes | BaseException:
             try:
                 async with limit:
                     return await blocks[todo[t][0]].bucket.get_range(
                         blocks[todo[t][0]].index_name, g[0], g[1] - g[0])
             except Exception as e:  # noqa: BLE001 -- that block does its own select
                 return e
-        bufs = await gather_eager([get(t, g) for t, _, g, _ in reads])
+        bufs = await gather_eager([get(t, g) for t, g, _ in reads])
         if metrics is not None:
             metrics.fetched("postings", len(reads),
                             sum(len(b) for b in bufs if isinstance(b, bytes)))
         got: dict[int, list[tuple[int, bytes]]] = {}  # todo index -> (start, raw)
-        for (t, _, (gs, _, a, z), starts), buf in zip(reads, bufs):
+        for (t, (gs, _), starts), buf in zip(reads, bufs):
             if t in failed:
                 continue
             if not isinstance(buf, bytes):
                 failed.add(t)
                 continue
             try:
-                items, _ = split_items(buf, starts[a:z] - gs, _POSTINGS)
+                items, _ = split_items(buf, array("q", [x - gs for x in starts]), _POSTINGS)
                 if None in items:
                     raise ValueError("postings list longer than its range")
                 for raw in items:
@@ -117,7 +122,7 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
             except (ValueError, struct.error):
                 failed.add(t)
                 continue
-            got.setdefault(t, []).extend(zip(starts[a:z].tolist(), items))
+            got.setdefault(t, []).extend(zip(starts, items))
         for t, pairs in got.items():
             if t not in failed:
                 ulid = blocks[todo[t][0]].ulid
