@@ -12,7 +12,7 @@ What is cached and counted is what ``BucketBlock.select`` of each block would ha
 keys and values, a hit or a request per key. A block whose read fails in any way (a bucket
 error, a corrupt or truncated postings list) gets None: its own ``select`` runs again and
 fails there as it always has (so a broken block is taken out, a bucket outage fails the
-query).
+query); only then are that block's postings lookups and its failed read counted twice.
 """
 from __future__ import annotations
 
