@@ -12,6 +12,7 @@ import itertools
 import struct
 from collections import deque
 from itertools import repeat
+from operator import itemgetter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from receiver.tsdb.labels import Labels, Matcher, MatchType
 from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk
 from storeapi.server import AggrData
 
-from ._items import chunk_tuples, split_items
+from ._items import chunk_tuples, in_postings, split_items
 from .cache import LRUCache, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .indexverify import verify_index
@@ -167,6 +168,54 @@ def intersect_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a[b[at] == a]
 
 
+class PostingsPlan(NamedTuple):
+    """What a selection reads: each matcher's postings ranges, the all-series list's range
+    (only when no matcher narrows), and every range to read, sorted, no repeats."""
+
+    matchers: list[tuple[Matcher, list[tuple[int, int]]]]
+    all_range: tuple[int, int] | None
+    ranges: list[tuple[int, int]]
+
+
+def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
+    """Sorted series refs of a selection from its checked postings lists (by start offset).
+    The narrowing matchers go shortest list first, and a later single list is searched in
+    place (in C) for the refs found so far: a metric name's long list is never decoded
+    just to keep the one series an instance matcher found."""
+    def union(rs: list[tuple[int, int]]) -> np.ndarray:
+        if not rs:
+            return EMPTY
+        if len(rs) == 1:
+            return _decode_postings(raws[rs[0][0]])
+        return np.unique(np.concatenate([_decode_postings(raws[r[0]]) for r in rs]))
+
+    narrowing = [(rs, sum(len(raws[r[0]]) for r in rs)) for m, rs in plan.matchers
+                 if not m.matches_empty()]
+    narrowing.sort(key=itemgetter(1))
+    result: np.ndarray | None = None
+    for rs, _ in narrowing:
+        if result is None:
+            result = union(rs)
+        elif len(rs) == 1:
+            result = np.frombuffer(in_postings(result, raws[rs[0][0]]), np.int64)
+        else:
+            result = intersect_sorted(result, union(rs))
+        if len(result) == 0:
+            return EMPTY
+    # then the empty-matching ones subtract
+    for m, rs in plan.matchers:
+        if m.matches_empty():
+            base = _decode_postings(raws[plan.all_range[0]]) if result is None \
+                else result  # type: ignore[index]
+            bad = union(rs)
+            result = np.setdiff1d(base, bad, assume_unique=True) if len(bad) else base
+            if len(result) == 0:
+                return EMPTY
+    if result is None:
+        return _decode_postings(raws[plan.all_range[0]])  # type: ignore[index]
+    return result
+
+
 MAX_KEY_MATCHER_CHARS = 256  # longest matchers an expanded postings entry is kept for
 SMALL_SELECTION = 64  # chunk metas below which list operations beat numpy's per-call cost
 
@@ -290,6 +339,11 @@ class BucketBlock:
     async def verify_index(self) -> None:
         """Check every item of the whole index (CorruptionError if one fails)."""
         await verify_index(self.bucket, self._index_name, self.header, self._seg_sizes)
+
+    @property
+    def index_name(self) -> str:
+        """The block's index object in the bucket."""
+        return self._index_name
 
     # -- block-level filters
 
@@ -415,9 +469,10 @@ class BucketBlock:
 
     # -- postings
 
-    async def _postings(self, ranges: list[tuple[int, int]]) -> dict[int, np.ndarray]:
-        """Postings lists by their start offset."""
-        uniq = sorted(set(ranges)) if len(ranges) > 1 else ranges
+    async def _postings(self, ranges: list[tuple[int, int]]) -> dict[int, bytes]:
+        """Checked raw postings lists by their start offset (``ranges`` sorted, no
+        repeats)."""
+        uniq = ranges
         if not uniq:
             return {}
         ids = [r[0] for r in uniq]
@@ -425,30 +480,42 @@ class BucketBlock:
         def spans() -> tuple[np.ndarray, np.ndarray]:  # worked out only on a cache miss
             return np.array(ids, dtype=np.int64), np.array([r[1] for r in uniq], dtype=np.int64)
         raws = await self._read_items(self._index_name, "postings", ids, spans, _postings_len)
-        return dict(zip(ids, map(_decode_postings, raws)))
+        return dict(zip(ids, raws))
+
+    def selection_key(self, matchers: Sequence[Matcher]) -> tuple:
+        """The cache key of the series refs ``select`` gives for ``matchers``."""
+        return (self.ulid, "expanded_postings", tuple(matchers))
+
+    def selection_kept(self, matchers: Sequence[Matcher], refs: np.ndarray) -> bytes | None:
+        """What the cache keeps of a selection's refs, or None when it keeps nothing:
+        uint32 (series refs are index offsets / 16, and an index is at most 64 GiB), and
+        no entry bigger than a small part of the budget: a broad selection over a huge
+        block must not flush the cache (its postings lists are cached anyway). The key's
+        matchers are not counted against the budget, so long ones (big regexes) are not
+        kept at all."""
+        if len(refs) * 4 <= self._cache.max_bytes // 64 and (
+                not len(refs) or refs[-1] <= 0xFFFFFFFF) and \
+                sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS:
+            return refs.astype(np.uint32).tobytes()
+        return None
 
     async def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
         """Sorted series refs matching all ``matchers`` (an absent label matches as ""),
         kept in the cache by matchers (Thanos's expanded postings): a repeated selection
         costs one lookup, no postings list decoded or intersected again."""
-        key = (self.ulid, "expanded_postings", tuple(matchers))
+        key = self.selection_key(matchers)
         hit = self._cache.get_all([key], "expanded_postings")
         if hit is not None:
             return np.frombuffer(hit[0], np.uint32)
         refs = await self._expand_postings(matchers)
-        # uint32 (series refs are index offsets / 16, and an index is at most 64 GiB), and
-        # no entry bigger than a small part of the budget: a broad selection over a huge
-        # block must not flush the cache (its postings lists are cached anyway). The key's
-        # matchers are not counted against the budget, so long ones (big regexes) are not
-        # kept at all.
-        if len(refs) * 4 <= self._cache.max_bytes // 64 and (
-                not len(refs) or refs[-1] <= 0xFFFFFFFF) and \
-                sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS:
-            self._cache.put_many([key], [refs.astype(np.uint32).tobytes()],
-                                 "expanded_postings")
+        kept = self.selection_kept(matchers, refs)
+        if kept is not None:
+            self._cache.put_many([key], [kept], "expanded_postings")
         return refs
 
-    async def _expand_postings(self, matchers: Sequence[Matcher]) -> np.ndarray:
+    def postings_plan(self, matchers: Sequence[Matcher]) -> PostingsPlan | None:
+        """The postings lists (index ranges) a selection reads, from the index-header alone;
+        None when it needs no read at all (a label value nothing has)."""
         h = self.header
         plans: list[tuple[Matcher, list[tuple[int, int]]]] = []
         for m in matchers:
@@ -461,7 +528,7 @@ class BucketBlock:
             else:
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name, m.matches)]
             if not rngs and not m.matches_empty():
-                return EMPTY  # nothing has this label value: no reads at all
+                return None  # nothing has this label value: no reads at all
             plans.append((m, rngs))
         need_all = not plans or all(m.matches_empty() for m, _ in plans)
         # all series' list: needed only when no matcher narrows (the others sort first)
@@ -469,32 +536,15 @@ class BucketBlock:
         wanted = [r for _, rs in plans for r in rs]
         if need_all:
             if all_rng is None:
-                return EMPTY
+                return None
             wanted.append(all_rng)
-        lists = await self._postings(wanted)
+        return PostingsPlan(plans, all_rng, sorted(set(wanted)) if len(wanted) > 1 else wanted)
 
-        def union(rs: list[tuple[int, int]]) -> np.ndarray:
-            if not rs:
-                return EMPTY
-            if len(rs) == 1:
-                return lists[rs[0][0]]
-            return np.unique(np.concatenate([lists[r[0]] for r in rs]))
-
-        result: np.ndarray | None = None
-        # Non-empty matchers first: they narrow; empty-matching ones subtract.
-        for m, rs in sorted(plans, key=lambda p: p[0].matches_empty()):
-            if m.matches_empty():
-                base = lists[all_rng[0]] if result is None else result  # type: ignore[index]
-                bad = union(rs)
-                result = np.setdiff1d(base, bad, assume_unique=True) if len(bad) else base
-            else:
-                hit = union(rs)
-                result = hit if result is None else intersect_sorted(result, hit)
-            if len(result) == 0:
-                return EMPTY
-        if result is None:
-            return lists[all_rng[0]]  # type: ignore[index]
-        return result
+    async def _expand_postings(self, matchers: Sequence[Matcher]) -> np.ndarray:
+        plan = self.postings_plan(matchers)
+        if plan is None:
+            return EMPTY
+        return combine_postings(plan, await self._postings(plan.ranges))
 
     # -- series entries and chunks
 

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from objstore import Bucket, ObjectNotFound
@@ -41,6 +42,7 @@ from receiver.tsdb.labels import Labels, Matcher
 
 from .block import MAX_KEY_MATCHER_CHARS, BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache, RemoteIndexCache
+from .coldselect import select_many
 from .indexverify import is_verified, mark_verified
 from .limits import StoreLimits
 from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
@@ -402,9 +404,12 @@ class BucketStore:
             misses = [i for i, sel in enumerate(found) if sel is None]
             # Long matchers (the memo's key, not counted in its budget) are never kept.
             keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS
+            selected = await self._select_misses([blocks[i] for i in misses], matchers) \
+                if keep and len(misses) > 1 else [None] * len(misses)
             read = await gather_eager([self._guarded(blocks[i], self._read_and_keep(
-                blocks[i], key, mint, maxt, matchers, aggregates) if keep else
-                blocks[i].series(mint, maxt, matchers, False, aggregates), []) for i in misses])
+                blocks[i], key, mint, maxt, matchers, aggregates, refs) if keep else
+                blocks[i].series(mint, maxt, matchers, False, aggregates), [])
+                for i, refs in zip(misses, selected)])
             for i, r in zip(misses, read):
                 results[i] = r
         if selects:
@@ -416,12 +421,35 @@ class BucketStore:
                 count("chunks", chunks)
         return results
 
+    async def _select_misses(self, blocks: list[BucketBlock], matchers: list[Matcher]
+                             ) -> list[np.ndarray | None]:
+        """The series refs of a request's selection in each of ``blocks`` (raw blocks whose
+        external labels do not rule them out), worked out for all of them at once
+        (store.coldselect); None where a block selects on its own."""
+        out: list[np.ndarray | None] = [None] * len(blocks)
+        at: list[int] = []
+        mss: list[list[Matcher]] = []
+        for i, b in enumerate(blocks):
+            ms = b.index_matchers(matchers) if not b.resolution else None
+            if ms is not None:
+                at.append(i)
+                mss.append(ms)
+        if len(at) > 1 and (self.remote_cache is None or
+                            "postings" not in self.remote_cache.kinds):
+            got = await select_many([blocks[i] for i in at], mss, self.cache, self._opts,
+                                    self._fetch_limit, self.fetch_metrics)
+            for i, refs in zip(at, got):
+                out[i] = refs
+        return out
+
     async def _read_and_keep(self, block: BucketBlock, key: tuple, mint: int, maxt: int,
-                             matchers: list[Matcher], aggregates: Sequence[int]
+                             matchers: list[Matcher], aggregates: Sequence[int],
+                             refs: np.ndarray | None = None
                              ) -> list[tuple[Labels, list[Chunk]]]:
         """A block's series for the request; a small selection's whole answer (all of the
         block's chunks) is read instead and kept, the request's range cut from it (raw
-        blocks only: a downsampled block's answer depends on the aggregates asked)."""
+        blocks only: a downsampled block's answer depends on the aggregates asked).
+        ``refs``: the selection, when already worked out for all blocks at once."""
         assert self.memo is not None
         if block.resolution:
             return await block.series(mint, maxt, matchers, False, aggregates)
@@ -430,7 +458,8 @@ class BucketStore:
             self.memo.put(key, block.ulid, selection_of([], block.min_time, block.max_time,
                                                         False, 0))
             return []
-        refs = await block.select(ms)
+        if refs is None:
+            refs = await block.select(ms)
         if len(refs) > MAX_SERIES:
             return await block.series(mint, maxt, matchers, False, refs=refs)
         skipped = block.skipped_chunks

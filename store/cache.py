@@ -153,6 +153,18 @@ class LRUCache:
         self._count(item_type, n, n)
         return list(map(_VALUE, found))  # type: ignore[arg-type]
 
+    def get_each(self, keys: list[Hashable], item_type: str) -> list[bytes | None]:
+        """The value of each key or None, counting (and reordering) the hits only: as
+        ``get_all`` of each key alone would, in one call (a cold request's lookups of
+        selections over all its blocks)."""
+        d = self._d
+        found = list(map(d.get, keys))
+        hit_keys = keys if None not in found else list(compress(keys, found))
+        deque(map(d.move_to_end, hit_keys), maxlen=0)
+        if hit_keys:
+            self._count(item_type, len(hit_keys), len(hit_keys))
+        return _values(found)
+
     def count_hits(self, item_type: str, n: int) -> None:
         """Count ``n`` lookups that hit, made on the cache's behalf by a memo of what these
         items decode to (store.warmmemo), so the hit ratio reads as if they came from here."""

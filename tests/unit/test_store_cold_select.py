@@ -1,0 +1,134 @@
+"""A request's selections worked out over all its blocks at once (store.coldselect): the same
+series refs, cache contents, cache lookup counts and fetch counts as each block's own
+``select``, and a broken block still taken out alone."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common.ops import new_registry  # noqa: E402
+from objstore import FilesystemBucket  # noqa: E402
+from receiver.tsdb.block import INDEX_FILENAME  # noqa: E402
+from receiver.tsdb.labels import Matcher  # noqa: E402
+from store.bucketstore import BucketStore  # noqa: E402
+from store.cache import CacheMetrics, LRUCache  # noqa: E402
+from store.coldselect import select_many  # noqa: E402
+from test_store_gateway import run  # noqa: E402
+from test_store_series_paths import SELECTORS, bucket_dir  # noqa: E402,F401 (fixture)
+
+
+def _counts(reg) -> dict[str, float]:
+    """Every cache and fetch counter sample, by name and labels."""
+    out = {}
+    for fam in reg.collect():
+        if fam.name.startswith(("thanos_store_index_cache", "promring_store_bucket")):
+            for s in fam.samples:
+                if s.name.endswith("_created"):
+                    continue
+                out[f"{s.name}{sorted(s.labels.items())}"] = s.value
+    return out
+
+
+def _entries(st: BucketStore) -> list:
+    """The cache's entries, block by block in time order (keys without the ULID; the LRU
+    order within a request is not kept: one insert per item type instead of per block)."""
+    order = {u: i for i, u in enumerate(st.blocks)}
+    return sorted((order[k[0]], k[1], repr(k[2:]), v) for k, (v, _) in st.cache._d.items())
+
+
+@pytest.mark.parametrize("cache_bytes", [1 << 20, 24 << 10])
+def test_selections_of_all_blocks_at_once_equal_each_blocks_own(
+        tmp_path: Path, bucket_dir: Path, cache_bytes: int) -> None:
+    """Every selector of the paths test (equality, regexes, negations, empty values, nothing
+    matching), cold then warm: refs equal to each block's ``select``, and the caches and
+    counters of the two stores equal after every step. On a small cache (entries evicted,
+    some selections not kept) the refs are still equal; which entries go first differs
+    (one insert per item type for all blocks instead of one per block), so there only
+    the answers are compared."""
+    async def body() -> None:
+        stores = []
+        for side in ("each", "all"):
+            reg = new_registry()
+            st = BucketStore(FilesystemBucket(bucket_dir), tmp_path / side,
+                             LRUCache(cache_bytes, CacheMetrics(reg)), reg, verify_index=False)
+            await st.sync_once()
+            stores.append((st, reg))
+        exact = cache_bytes == 1 << 20
+        (each, reg_each), (every, reg_all) = stores
+        try:
+            for rnd in range(2):
+                for sel in SELECTORS:
+                    ms = [Matcher(t, n, v) for t, n, v in sel]
+                    want = [(await b.select(ms)).tolist() for b in each.blocks.values()]
+                    blocks = list(every.blocks.values())
+                    got = await select_many(blocks, [ms] * len(blocks), every.cache,
+                                            every._opts, every._fetch_limit,
+                                            every.fetch_metrics)
+                    assert [g.tolist() for g in got] == want, (rnd, sel)
+                    if exact:
+                        assert _counts(reg_all) == _counts(reg_each), (rnd, sel)
+                        assert _entries(every) == _entries(each), (rnd, sel)
+        finally:
+            for st, _ in stores:
+                await st.close()
+    run(body())
+
+
+def test_a_corrupt_postings_list_takes_only_its_block_out(tmp_path: Path,
+                                                          bucket_dir: Path) -> None:
+    """One block's postings list of the new instance is damaged in the bucket: the cold
+    one-series request answers from the other two blocks and that block goes out of
+    service, as when each block selected on its own."""
+    async def body() -> None:
+        reg = new_registry()
+        st = BucketStore(FilesystemBucket(bucket_dir), tmp_path / "gw",
+                         LRUCache(1 << 20, CacheMetrics(reg)), reg, verify_index=False)
+        await st.sync_once()
+        try:
+            name = Matcher("=", "__name__", "metric_2")
+            mint, maxt = st.time_range()
+            await st.series(mint, maxt, [name], False)  # the broad query first
+            bad = list(st.blocks.values())[1]
+            start, _ = bad.header.postings_range("instance", "host-00012")
+            path = bucket_dir / bad.ulid / INDEX_FILENAME
+            raw = bytearray(path.read_bytes())
+            raw[start + 9] ^= 0xFF  # inside the list: its checksum no longer matches
+            path.write_bytes(bytes(raw))
+            got = list(await st.series(mint, maxt, [name, Matcher("=", "instance",
+                                                                  "host-00012")], False))
+            assert bad.ulid in st.broken and bad.ulid not in st.blocks
+            assert len(got) == 1
+            chunk_times = [c[0] for c in got[0][1]]
+            assert chunk_times and all(not bad.min_time <= t < bad.max_time
+                                       for t in chunk_times)
+        finally:
+            await st.close()
+    run(body())
+
+
+def test_refs_searched_in_a_raw_postings_list_equal_the_decoded_intersection() -> None:
+    """in_postings (the C search of sorted refs in a checked, still encoded postings list)
+    keeps exactly the refs the decoded list holds, for lists and ref sets of every size,
+    refs outside uint32 included; a list whose count runs past its bytes is refused."""
+    import numpy as np
+
+    from store._items import in_postings
+    from store.block import intersect_sorted
+    rng = np.random.default_rng(7)
+    for n, k in [(0, 0), (0, 3), (1, 1), (5, 0), (40, 3), (1000, 1), (1000, 500), (3, 900)]:
+        lst = np.unique(rng.integers(0, 3000, n)).astype(">u4")
+        raw = (4 + 4 * len(lst)).to_bytes(4, "big") + len(lst).to_bytes(4, "big") + \
+            lst.tobytes() + b"CRC!"
+        refs = np.unique(np.concatenate([rng.integers(0, 3000, k),
+                                         rng.choice(lst, min(k, len(lst))) if len(lst) else
+                                         np.zeros(0, np.int64), [-1, 1 << 33]])).astype(np.int64)
+        got = np.frombuffer(in_postings(refs, raw), np.int64)
+        assert got.tolist() == intersect_sorted(refs, lst.astype(np.int64)).tolist()
+    with pytest.raises(ValueError):
+        in_postings(np.zeros(1, np.int64), (8).to_bytes(4, "big") + (5).to_bytes(4, "big") +
+                    b"\0" * 8)
