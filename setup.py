@@ -5,14 +5,16 @@ CFLAGS = ["-O3", "-std=c11", "-Wall", "-Wno-unused-function"]
 
 setup(
     ext_modules=[
-        Extension("receiver.tsdb._chunkenc", ["receiver/tsdb/_chunkenc.c"], extra_compile_args=CFLAGS),
+        Extension("receiver.tsdb._chunkenc", ["receiver/tsdb/_chunkenc.c"], extra_compile_args=CFLAGS,
+                  depends=["receiver/tsdb/bigbytes.h"]),
         Extension("receiver.tsdb._refcache", ["receiver/tsdb/_refcache.c"], extra_compile_args=CFLAGS,
                   depends=["receiver/tsdb/refcache_api.h"]),
         Extension("receiver._rwdecode", ["receiver/_rwdecode.c"], extra_compile_args=CFLAGS,
                   depends=["receiver/tsdb/refcache_api.h"]),
         Extension("receiver.tsdb._blockio", ["receiver/tsdb/_blockio.c"], extra_compile_args=CFLAGS),
         Extension("querier._pointsjson", ["querier/_pointsjson.c"], extra_compile_args=CFLAGS),
-        Extension("querier.promql._rangec", ["querier/promql/_rangec.c"], extra_compile_args=CFLAGS),
+        Extension("querier.promql._rangec", ["querier/promql/_rangec.c"], extra_compile_args=CFLAGS,
+                  depends=["receiver/tsdb/bigbytes.h"]),
         Extension("querier.promql._groupc", ["querier/promql/_groupc.c"], extra_compile_args=CFLAGS),
         Extension("storeapi._wire", ["storeapi/_wire.c"], extra_compile_args=CFLAGS),
         Extension("store._indexheader", ["store/_indexheader.c"], extra_compile_args=CFLAGS),

@@ -119,8 +119,13 @@ def main() -> None:
 
             def run(name: str, query: str = a.query) -> bytes:
                 c = conns[name]
-                c.request("GET", "/api/v1/query_range?" + params(query), headers=headers)
-                r = c.getresponse()
+                try:
+                    c.request("GET", "/api/v1/query_range?" + params(query), headers=headers)
+                    r = c.getresponse()
+                except http.client.RemoteDisconnected:  # idle past the server's keep-alive
+                    c.close()  # (Prometheus: 5 min, while slow queries warm the others up)
+                    c.request("GET", "/api/v1/query_range?" + params(query), headers=headers)
+                    r = c.getresponse()
                 body = r.read()
                 if r.status != 200:
                     raise RuntimeError(f"{name}: HTTP {r.status}: {body[:200]!r}")

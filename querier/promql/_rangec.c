@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../../receiver/tsdb/bigbytes.h"
+
 /* First index k in [a, b) with ts[k] > v, else b. */
 static inline int64_t upper_bound(const int64_t *ts, int64_t a, int64_t b, int64_t v) {
     while (a < b) {
@@ -70,8 +72,8 @@ static PyObject *py_window_bounds(PyObject *self, PyObject *args) {
     Py_ssize_t N = tb.len / 8, T = eb.len / 8, n = series_count(&ob, N, T);
     if (n < 0) goto done;
     const int64_t *ts = tb.buf, *offs = ob.buf, *end = eb.buf;
-    olo = PyBytes_FromStringAndSize(NULL, n * T * 8);
-    ohi = PyBytes_FromStringAndSize(NULL, n * T * 8);
+    olo = big_bytes(n * T * 8);
+    ohi = big_bytes(n * T * 8);
     if (!olo || !ohi) goto done;
     int64_t *lo = (int64_t *)PyBytes_AS_STRING(olo), *hi = (int64_t *)PyBytes_AS_STRING(ohi);
     Py_BEGIN_ALLOW_THREADS
@@ -129,8 +131,8 @@ static PyObject *py_extrapolated(PyObject *self, PyObject *args) {
         if (lo[w] < 0 || hi[w] > N || (hi[w] > lo[w] && lo[w] >= N)) {
             PyErr_SetString(PyExc_ValueError, "window bounds outside the samples"); goto done;
         }
-    ores = PyBytes_FromStringAndSize(NULL, W * 8);
-    ook = PyBytes_FromStringAndSize(NULL, W);
+    ores = big_bytes(W * 8);
+    ook = big_bytes(W);
     if (!ores || !ook) goto done;
     double *out = (double *)PyBytes_AS_STRING(ores);
     char *ok = PyBytes_AS_STRING(ook);

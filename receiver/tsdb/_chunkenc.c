@@ -41,6 +41,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bigbytes.h"
+
 /* ------------------------------------------------------------------------------------------ */
 /* Byte order helpers                                                                          */
 
@@ -455,8 +457,8 @@ static PyObject *decode_grouped(const uint8_t **ptrs, const size_t *lens, Py_ssi
         if (lens[i] < 2) return corrupt();
         total += ((Py_ssize_t)ptrs[i][0] << 8) | ptrs[i][1];
     }
-    PyObject *ots = PyBytes_FromStringAndSize(NULL, total * 8);
-    PyObject *ovs = PyBytes_FromStringAndSize(NULL, total * 8);
+    PyObject *ots = big_bytes(total * 8);
+    PyObject *ovs = big_bytes(total * 8);
     if (!ots || !ovs) { Py_XDECREF(ots); Py_XDECREF(ovs); return NULL; }
     int64_t *ts = (int64_t *)PyBytes_AS_STRING(ots);
     uint64_t *vs = (uint64_t *)PyBytes_AS_STRING(ovs);
