@@ -267,7 +267,7 @@ def main() -> None:
     ap.add_argument("--benchmarks-md", action="store_true",
                     help="replace this scale's generated block in BENCHMARKS.md")
     a = ap.parse_args()
-    sha = git_sha()
+    sha = git_sha((HISTORY_CSV, HISTORY_PNG))
     ranges = [h for h in RANGES_H if h <= a.hours]
     queries = dashboard_queries(a.scale)
     t0 = (int(time.time() * 1000) // BLOCK_MS - a.hours // 2 - 2) * BLOCK_MS

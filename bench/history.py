@@ -12,13 +12,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def git_sha() -> str:
-    """Short sha of HEAD, ``+dirty`` when tracked files differ from it (the run measured those)."""
+def git_sha(outputs: Sequence[Path] = (), repo: Path = REPO) -> str:
+    """Short sha of HEAD, ``+dirty`` when tracked files differ from it (the run measured those);
+    ``outputs``, the history files a run of the same session already rewrote, do not count."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True,
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True,
                               text=True).stdout.strip()
     sha = git("rev-parse", "--short", "HEAD") or "unknown"
-    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    skip = [f":(exclude){p.resolve().relative_to(repo.resolve())}" for p in outputs]
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *skip)
+    return sha + ("+dirty" if changed else "")
 
 
 def read_history(path: Path) -> list[dict]:

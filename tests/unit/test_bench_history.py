@@ -4,6 +4,7 @@ backfilled rows read back as recorded in BENCHMARKS.md, the plot is written, and
 block of BENCHMARKS.md lands at the end of the issue 13 section and is replaced in place."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
 import bench_scale  # noqa: E402
-from history import append_history, read_history, plot_history, write_generated_block  # noqa: E402
+from history import (append_history, git_sha, plot_history, read_history,  # noqa: E402
+                     write_generated_block)
 from sidebyside import Timing, ratio_table  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -120,3 +122,24 @@ def test_generated_block_goes_to_the_end_of_its_section_and_is_replaced_in_place
     write_generated_block("summary", "<!-- b -->", "<!-- /b -->", md)  # run_all's: after the intro
     assert md.read_text().index("intro") < md.read_text().index("summary") < \
         md.read_text().index("## Other")
+
+
+def test_git_sha_is_clean_when_only_the_history_outputs_changed(tmp_path: Path) -> None:
+    """A second bench_scale run of a session (scale 4 after scale 1) measured the same code: the
+    history CSV and plot the first run rewrote do not make its row "+dirty"; code does."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    git("init", "-q")
+    csv_path, png, code = tmp_path / "h.csv", tmp_path / "h.png", tmp_path / "code.py"
+    for p in (csv_path, png, code):
+        p.write_text("a\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "x")
+    sha = git("rev-parse", "--short", "HEAD").strip()
+    csv_path.write_text("a\nb\n")
+    png.write_text("b\n")
+    assert git_sha((csv_path, png), repo=tmp_path) == sha
+    assert git_sha(repo=tmp_path) == sha + "+dirty"
+    code.write_text("b\n")
+    assert git_sha((csv_path, png), repo=tmp_path) == sha + "+dirty"
