@@ -361,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--http-address", default="0.0.0.0:10902")
     st.add_argument("--sync-block-duration", dest="sync_block_duration", default="15m",
                     help="How often the bucket is scanned for new and deleted blocks.")
+    st.add_argument("--block-sync-concurrency", dest="block_sync_concurrency", default="20",
+                    help="Blocks whose meta and index-header are loaded at once in a sync.")
     _store_cache_flags(st)
     _store_limit_flags(st)
     add_server_tls_flags(st)
@@ -681,6 +683,7 @@ def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grp
     return StoreConfig(data_dir=Path(data_dir), objstore_config=objstore_config,
                        grpc_address=grpc_address, http_address=http_address,
                        sync_interval_s=parse_duration_ms(getattr(a, "sync_block_duration", "3m")) / 1000,
+                       block_sync_concurrency=int(getattr(a, "block_sync_concurrency", 20)),
                        grpc_server_tls=server_tls_from_flags(a), http_config=_http_config(a),
                        cache_bytes=parse_bytes(getattr(a, "index_cache_size", "250MB")),
                        index_cache_config=_path_or_content(a, "index-cache", "index_cache"),

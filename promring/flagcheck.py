@@ -53,6 +53,12 @@ def _at_least_one(v: int) -> None:
         raise ValueError("must be at least 1")
 
 
+def _positive_count(v: str | int) -> None:
+    """A whole number, 1 or more (the bucket tools parse theirs as int already)."""
+    if not re.fullmatch(r"[0-9]+", str(v).strip()) or int(v) < 1:
+        raise ValueError("must be a whole number, at least 1")
+
+
 def _count(v: str | None) -> None:
     """A whole number, 0 or more (Thanos's uint64 limits; 0 switches the limit off);
     None: a deprecated spelling not given."""
@@ -205,6 +211,7 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "slow_query": ("--query.log-queries-longer-than", _signed_duration),
     "too_far_in_future": ("--tsdb.too-far-in-future.time-window", _duration(positive=False)),
     "sync_block_duration": ("--sync-block-duration", _duration(positive=True)),
+    "block_sync_concurrency": ("--block-sync-concurrency", _positive_count),
     "store_response_timeout": ("--store.response-timeout", _duration(positive=False)),
     "sd_interval": ("--store.sd-interval", _duration(positive=True)),
     "endpoint_sd_config_interval": ("--endpoint.sd-config-reload-interval",

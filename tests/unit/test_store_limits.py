@@ -359,3 +359,18 @@ def test_thanos_limit_flags_parse_to_the_store_config(tmp_path: Path) -> None:
     # The deprecated spellings still work, as in Thanos v0.42.
     assert cfg("--store.grpc.touched-series-limit=7", "--store.grpc.series-sample-limit=240"
                ) == StoreLimitsConfig(request_series=7, request_samples=240)
+
+
+def test_block_sync_concurrency_flag_as_thanos(tmp_path: Path) -> None:
+    """Thanos's `--block-sync-concurrency` (default 20) on `promring store` sets how many blocks
+    a sync loads at once; a value under 1 is refused at start-up naming the flag."""
+    def parse(*flags: str):
+        return build_parser().parse_args(["store", "--objstore.config", "x", *flags])
+
+    assert store_config(parse(), str(tmp_path), "", "127.0.0.1:0", "").block_sync_concurrency == 20
+    assert store_config(parse("--block-sync-concurrency=3"), str(tmp_path), "", "127.0.0.1:0",
+                        "").block_sync_concurrency == 3
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(FlagError, match="--block-sync-concurrency"):
+            check_flags(parse(f"--block-sync-concurrency={bad}"))
+    check_flags(parse("--block-sync-concurrency=5"))
