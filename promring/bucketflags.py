@@ -146,9 +146,7 @@ def _run(a: argparse.Namespace) -> list[str]:
             labels[k] = v
         return run_upload_blocks(objstore_yaml(a), UploadOptions(
             Path(a.path), labels, a.upload_compacted, a.upload_concurrency))
-    if cmd == "retention":
-        if a.block_sync_concurrency < 1:
-            raise ValueError("--block-sync-concurrency must be at least 1")
+    if cmd == "retention":  # --block-sync-concurrency: checked at start (promring.flagcheck)
         selector = _content(a, "selector.relabel-config")
         from .rewrite import parse_relabel_configs
         rcs = parse_relabel_configs(selector, "--selector.relabel-config") if selector.strip() else []

@@ -374,3 +374,8 @@ def test_block_sync_concurrency_flag_as_thanos(tmp_path: Path) -> None:
         with pytest.raises(FlagError, match="--block-sync-concurrency"):
             check_flags(parse(f"--block-sync-concurrency={bad}"))
     check_flags(parse("--block-sync-concurrency=5"))
+    # The bucket tools' flag of the same name is checked by the same start-up check.
+    tools = build_parser().parse_args(["tools", "bucket", "retention", "--objstore.config", "x",
+                                       "--block-sync-concurrency=0"])
+    with pytest.raises(FlagError, match="--block-sync-concurrency"):
+        check_flags(tools)
