@@ -6,12 +6,50 @@
  * RWF_NOWAIT), so the caller reads in a worker thread instead. In C rather than os.preadv so
  * the bytes object is filled in place: os.preadv needs a bytearray and then a copy, which for a
  * 1 MiB read costs several times the read itself.
+ *
+ * read_ranges(dirfd, reqs, max_len, tmp_prefix) -> list | None does the same for a whole batch
+ * of (name, off, length) ranged reads of objects below the directory dirfd (a store's cold
+ * Series call reads one small item per block and kind): each object is opened with openat2
+ * confined beneath dirfd with no symbolic link followed (so nothing can lead out of the bucket),
+ * checked to be a regular file, its range clamped to the file's size as a bucket read is, and
+ * read without waiting for the disk. An item is None whenever anything is unusual (a name the
+ * bucket would refuse, a missing object, a symbolic link, a range longer than max_len or not
+ * wholly in the page cache, any error): the caller then does that one read the ordinary way,
+ * which gives the exact result or error a single read gives. The whole answer is None when
+ * the kernel has no openat2 or the filesystem no non-blocking reads. Consecutive ranges of one
+ * object share one descriptor; none is kept open past the call.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <linux/openat2.h>
+#endif
+
+#ifdef RWF_NOWAIT
+/* preadv2(RWF_NOWAIT) of n bytes at off into buf, the GIL released, retried on EINTR; the
+ * count read, or -1 with the errno in *err. */
+static ssize_t
+nowait_read(int fd, char *buf, size_t n, long long off, int *err)
+{
+    struct iovec iov = {buf, n};
+    ssize_t got;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        got = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+    } while (got < 0 && errno == EINTR);
+    *err = errno;
+    Py_END_ALLOW_THREADS
+    return got;
+}
+#endif
 
 static PyObject *
 pread_cached(PyObject *self, PyObject *args)
@@ -31,15 +69,8 @@ pread_cached(PyObject *self, PyObject *args)
         return NULL;
     if (n == 0)
         return out;
-    struct iovec iov = {PyBytes_AS_STRING(out), (size_t)n};
-    ssize_t got;
     int err;
-    Py_BEGIN_ALLOW_THREADS
-    do {
-        got = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT);
-    } while (got < 0 && errno == EINTR);
-    err = errno;
-    Py_END_ALLOW_THREADS
+    ssize_t got = nowait_read(fd, PyBytes_AS_STRING(out), (size_t)n, off, &err);
     if (got < 0) {
         Py_DECREF(out);
         if (err == EAGAIN)
@@ -58,7 +89,162 @@ pread_cached(PyObject *self, PyObject *args)
 #endif
 }
 
+#if defined(RWF_NOWAIT) && defined(SYS_openat2) && defined(RESOLVE_BENEATH)
+/* A name the bucket accepts and this fast path may open: non-empty, no NUL, no empty, '.' or
+ * '..' element, and a last element without the reserved temp-file prefix. */
+static int
+plain_name(const char *s, Py_ssize_t n, const char *tmp, size_t ntmp)
+{
+    if (n == 0 || (Py_ssize_t)strlen(s) != n)
+        return 0;
+    const char *end = s + n, *part = s;
+    while (part <= end) {
+        const char *slash = memchr(part, '/', (size_t)(end - part));
+        const char *stop = slash ? slash : end;
+        size_t len = (size_t)(stop - part);
+        if (len == 0 || (len == 1 && part[0] == '.') ||
+            (len == 2 && part[0] == '.' && part[1] == '.'))
+            return 0;
+        if (!slash)
+            return !(len >= ntmp && memcmp(part, tmp, ntmp) == 0);
+        part = slash + 1;
+    }
+    return 0;
+}
+
+/* 0: read into *out (a bytes object, or NULL meaning "do it the ordinary way");
+ * -1: a Python error is set; 1: the whole fast path is unsupported here. */
+static int
+read_one(int fd, long long off, long long length, Py_ssize_t max_len, PyObject **out)
+{
+    struct stat st;
+    int r;
+    *out = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    r = fstat(fd, &st);
+    Py_END_ALLOW_THREADS
+    if (r != 0 || !S_ISREG(st.st_mode))
+        return 0;
+    long long want = st.st_size > off ? st.st_size - off : 0;
+    long long n = (length >= 0 && length < want) ? length : want;
+    if (n > max_len)
+        return 0;
+    PyObject *buf = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (buf == NULL)
+        return -1;
+    if (n == 0) {
+        *out = buf;
+        return 0;
+    }
+    int err;
+    ssize_t got = nowait_read(fd, PyBytes_AS_STRING(buf), (size_t)n, off, &err);
+    if (got == (ssize_t)n) {
+        *out = buf;
+        return 0;
+    }
+    Py_DECREF(buf);
+    if (got < 0 && (err == EOPNOTSUPP || err == ENOTSUP || err == EINVAL || err == ENOSYS))
+        return 1;
+    return 0; /* partly or not in the page cache, or an error: the ordinary read */
+}
+#endif
+
+static PyObject *
+read_ranges(PyObject *self, PyObject *args)
+{
+    int dirfd;
+    PyObject *reqs;
+    Py_ssize_t max_len;
+    const char *tmp;
+    Py_ssize_t ntmp;
+    if (!PyArg_ParseTuple(args, "iO!ns#:read_ranges", &dirfd, &PyList_Type, &reqs, &max_len,
+                          &tmp, &ntmp))
+        return NULL;
+#if defined(RWF_NOWAIT) && defined(SYS_openat2) && defined(RESOLVE_BENEATH)
+    Py_ssize_t count = PyList_GET_SIZE(reqs);
+    PyObject *out = PyList_New(count);
+    if (out == NULL)
+        return NULL;
+    int fd = -1;
+    const char *open_name = NULL;
+    Py_ssize_t open_len = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *req = PyList_GET_ITEM(reqs, i), *got = NULL;
+        const char *name;
+        Py_ssize_t nlen;
+        long long off, length;
+        if (!PyTuple_Check(req) || PyTuple_GET_SIZE(req) != 3 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(req, 0))) {
+            PyErr_SetString(PyExc_TypeError, "read_ranges: each request is (name, off, length)");
+            goto fail;
+        }
+        name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(req, 0), &nlen);
+        if (name == NULL)
+            goto fail;
+        off = PyLong_AsLongLong(PyTuple_GET_ITEM(req, 1));
+        if (off == -1 && PyErr_Occurred())
+            goto fail;
+        length = PyLong_AsLongLong(PyTuple_GET_ITEM(req, 2));
+        if (length == -1 && PyErr_Occurred())
+            goto fail;
+        if (off >= 0 && length >= -1 && plain_name(name, nlen, tmp, (size_t)ntmp)) {
+            if (fd < 0 || nlen != open_len || memcmp(name, open_name, (size_t)nlen) != 0) {
+                if (fd >= 0)
+                    close(fd);
+                struct open_how how;
+                memset(&how, 0, sizeof how);
+                how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW;
+                how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+                int err;
+                Py_BEGIN_ALLOW_THREADS
+                do {
+                    fd = (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
+                } while (fd < 0 && errno == EINTR);
+                err = errno;
+                Py_END_ALLOW_THREADS
+                open_name = name;
+                open_len = nlen;
+                if (fd < 0 && (err == ENOSYS || err == EPERM)) {  /* no openat2 (or refused) */
+                    Py_DECREF(out);
+                    Py_RETURN_NONE;
+                }
+            }
+            if (fd >= 0) {
+                int r = read_one(fd, off, length, max_len, &got);
+                if (r < 0)
+                    goto fail;
+                if (r > 0) {
+                    close(fd);
+                    Py_DECREF(out);
+                    Py_RETURN_NONE;
+                }
+            }
+        }
+        if (got == NULL) {
+            got = Py_None;
+            Py_INCREF(got);
+        }
+        PyList_SET_ITEM(out, i, got);
+    }
+    if (fd >= 0)
+        close(fd);
+    return out;
+fail:
+    if (fd >= 0)
+        close(fd);
+    Py_DECREF(out);
+    return NULL;
+#else
+    (void)dirfd; (void)reqs; (void)max_len; (void)tmp; (void)ntmp;
+    Py_RETURN_NONE;
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"read_ranges", read_ranges, METH_VARARGS,
+     "read_ranges(dirfd, [(name, off, length), ...], max_len, tmp_prefix) -> list | None: "
+     "each range read from the page cache, or None where it must be read the ordinary way; "
+     "None when the fast path is unsupported here."},
     {"pread_cached", pread_cached, METH_VARARGS,
      "pread_cached(fd, off, n) -> bytes | None: what the page cache holds of n bytes at off "
      "(b\"\" if none), never waiting for the disk; None if non-blocking reads are unsupported."},

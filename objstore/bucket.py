@@ -7,10 +7,18 @@ single "not found" error type callers can test for regardless of backend.
 """
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple, Protocol, Union, runtime_checkable
+
+from common.aio import gather_eager
+
+# (object name, offset, length) of one ranged read; length -1 reads to the end.
+RangeRequest = tuple[str, int, int]
 
 DIR_DELIM = "/"
 
@@ -177,6 +185,20 @@ class PrefixedBucket:
         except ObjectNotFound as e:
             raise ObjectNotFound(name) from e
 
+    async def get_ranges(self, reqs: Sequence[RangeRequest]) -> list[bytes | BaseException]:
+        out: list[bytes | BaseException | None] = [None] * len(reqs)
+        at: list[int] = []
+        full: list[RangeRequest] = []
+        for i, (name, off, length) in enumerate(reqs):
+            try:
+                full.append((self._full(name), off, length))
+                at.append(i)
+            except InvalidObjectName as e:
+                out[i] = e
+        for i, v in zip(at, await get_ranges(self._bkt, full)):
+            out[i] = ObjectNotFound(reqs[i][0]) if isinstance(v, ObjectNotFound) else v
+        return out  # type: ignore[return-value]
+
     async def upload(self, name: str, data: UploadData) -> None:
         await self._bkt.upload(self._full(name), data)
 
@@ -202,6 +224,29 @@ class PrefixedBucket:
 
     def __repr__(self) -> str:
         return f"PrefixedBucket({self._bkt!r}, {self.prefix!r})"
+
+
+async def get_ranges(bucket: Bucket, reqs: Sequence[RangeRequest],
+                     limit: asyncio.Semaphore | None = None) -> list[bytes | BaseException]:
+    """``bucket.get_range`` of each request, each result or error in its place. A bucket
+    whose class defines ``get_ranges`` (the filesystem bucket, and the wrappers that pass a
+    batch on) serves them all in one call, holding ``limit`` once; any other -- S3, or a
+    wrapper that only forwards unknown attributes -- gets one ``get_range`` per request, at
+    most ``limit`` in flight. Each range counts as one bucket operation either way."""
+    if not reqs:
+        return []
+    batch = getattr(type(bucket), "get_ranges", None)
+    if batch is not None:
+        async with limit if limit is not None else nullcontext():
+            return await batch(bucket, reqs)
+
+    async def one(name: str, off: int, length: int) -> bytes | BaseException:
+        try:
+            async with limit if limit is not None else nullcontext():
+                return await bucket.get_range(name, off, length)
+        except Exception as e:  # noqa: BLE001 -- handed back in its place
+            return e
+    return await gather_eager([one(*r) for r in reqs])
 
 
 def with_prefix(bucket: Bucket, prefix: str) -> Bucket:

@@ -2,13 +2,14 @@
 friends) around any bucket, so bucket dashboards and alerts written for Thanos apply."""
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .bucket import Bucket, ObjectAttributes, ObjectNotFound, UploadData
+from .bucket import Bucket, ObjectAttributes, ObjectNotFound, RangeRequest, UploadData, get_ranges
 
 T = TypeVar("T")
 BUCKETS = (0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90, 120)  # Thanos's
@@ -91,6 +92,29 @@ class InstrumentedBucket:
         fetched.inc(len(data))
         return data
 
+    async def get_ranges(self, reqs: Sequence[RangeRequest]) -> list[bytes | BaseException]:
+        """A batch of ranged reads, counted as Thanos counts them: one ``get_range``
+        operation per range (and a failure per range that failed other than as not found),
+        the batch's time shared equally among its successful ranges."""
+        ops, failures, seconds, fetched = self._of("get_range")
+        ops.inc(len(reqs))
+        t0 = time.perf_counter()
+        try:
+            got = await get_ranges(self._bkt, reqs)
+        except BaseException:  # cancelled: every range failed, as a single read counts it
+            failures.inc(len(reqs))
+            raise
+        took = time.perf_counter() - t0
+        ok = [v for v in got if isinstance(v, bytes)]
+        if len(ok) < len(got):
+            bad = sum(not isinstance(v, (bytes, ObjectNotFound)) for v in got)
+            if bad:
+                failures.inc(bad)
+        if ok:
+            observe_many(seconds, took / len(reqs), len(ok))
+            fetched.inc(sum(map(len, ok)))
+        return got
+
     async def upload(self, name: str, data: UploadData) -> None:
         await self._op("upload", lambda: self._bkt.upload(name, data))
         self._m.last_upload.labels(self.name).set_to_current_time()
@@ -115,6 +139,20 @@ class InstrumentedBucket:
 
     def __repr__(self) -> str:
         return f"InstrumentedBucket({self._bkt!r})"
+
+
+def observe_many(hist: Any, value: float, n: int) -> None:
+    """``hist.observe(value)`` ``n`` times, as one update of the bucket it falls in (a
+    prometheus_client histogram child; observed one by one if its layout is not the known
+    one)."""
+    try:
+        bounds, buckets, total = hist._upper_bounds, hist._buckets, hist._sum
+    except AttributeError:
+        for _ in range(n):
+            hist.observe(value)
+        return
+    total.inc(value * n)
+    buckets[bisect.bisect_left(bounds, value)].inc(n)
 
 
 def instrumented(bucket: Bucket, registry: CollectorRegistry | None) -> Bucket:

@@ -396,11 +396,7 @@ class BucketBlock:
         ms = starts[miss] if len(miss) < len(starts) else starts
         me = ends[miss] if len(miss) < len(ends) else ends
         groups = coalesce(ms, me, self._opts.max_gap, self._opts.max_range)
-
-        async def get(off: int, ln: int) -> bytes:
-            return await self.bucket.get_range(obj, off, ln)
-
-        bufs = await fetch_groups(get, groups, self._limit)
+        bufs = await fetch_groups(self.bucket, obj, groups, self._limit)
         if self._m is not None:
             self._m.fetched(kind, len(groups), sum(map(len, bufs)))
         code = _ITEM_KINDS[kind]

@@ -17,8 +17,10 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter
 
+from collections.abc import Sequence
+
 from objstore import Bucket, ObjectNotFound
-from objstore.bucket import ObjectAttributes
+from objstore.bucket import ObjectAttributes, RangeRequest, get_ranges
 
 from common.memcache import duration_field_s, int_field, size_field
 
@@ -173,6 +175,21 @@ class CachingBucket:
         whole = b"".join(parts)  # type: ignore[arg-type]
         first = starts[0]
         return whole[off - first:end - first]
+
+    async def get_ranges(self, reqs: Sequence[RangeRequest]) -> list[bytes | BaseException]:
+        """Chunk-file ranges each through the cache as ``get_range``; all others passed on to
+        the bucket as one batch."""
+        out: list[bytes | BaseException | None] = [None] * len(reqs)
+        rest = [i for i, r in enumerate(reqs) if not _CHUNK_FILE.match(r[0])]
+        for i, v in zip(rest, await get_ranges(self._bkt, [reqs[i] for i in rest])):
+            out[i] = v
+        if len(rest) < len(reqs):
+            for i in sorted(set(range(len(reqs))) - set(rest)):
+                try:
+                    out[i] = await self.get_range(*reqs[i])
+                except Exception as e:  # noqa: BLE001 -- handed back in its place
+                    out[i] = e
+        return out  # type: ignore[return-value]
 
     async def close(self) -> None:
         await self.cache.close()

@@ -30,8 +30,7 @@ from ._items import split_items
 from .block import (BucketBlock, FetchMetrics, FetchOptions, PostingsPlan, _check_postings,
                     combine_postings)
 from .cache import LRUCache
-from .ranges import coalesce
-from common.aio import gather_eager
+from .ranges import coalesce, read_batch
 
 _POSTINGS = 0  # store._items.split_items framing of a postings list
 
@@ -95,14 +94,9 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
     new_keys: list[tuple] = []
     new_raws: list[bytes] = []
     if reads:
-        async def get(t: int, g: tuple[int, int]) -> bytes | BaseException:
-            try:
-                async with limit:
-                    return await blocks[todo[t][0]].bucket.get_range(
-                        blocks[todo[t][0]].index_name, g[0], g[1] - g[0])
-            except Exception as e:  # noqa: BLE001 -- that block does its own select
-                return e
-        bufs = await gather_eager([get(t, g) for t, g, _ in reads])
+        bufs = await read_batch([(blocks[todo[t][0]].bucket,
+                                  (blocks[todo[t][0]].index_name, g[0], g[1] - g[0]))
+                                 for t, g, _ in reads], limit)
         if metrics is not None:
             metrics.fetched("postings", len(reads),
                             sum(len(b) for b in bufs if isinstance(b, bytes)))

@@ -7,11 +7,11 @@ them is small; the waste is bounded by ``max_gap`` bytes per merge.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 
 import numpy as np
 
-from common.aio import gather_eager
+from objstore.bucket import Bucket, RangeRequest, get_ranges
 from common.varint import uvarint_at  # noqa: F401  (re-exported: store.block reads item lengths)
 
 # (start, end, first item index, last item index + 1) over items sorted by start.
@@ -39,14 +39,31 @@ def coalesce(starts: np.ndarray, ends: np.ndarray, max_gap: int,
     return [(int(starts[a]), int(reach[z - 1]), a, z) for a, z in zip(bounds[:-1], bounds[1:])]
 
 
-async def fetch_groups(get_range: Callable[[int, int], Awaitable[bytes]], groups: list[Group],
+async def fetch_groups(bucket: Bucket, name: str, groups: list[Group],
                        limit: asyncio.Semaphore) -> list[bytes]:
-    """Fetch each group's [start, end) concurrently, at most ``limit`` requests in flight.
-    A read that completes without waiting (a filesystem bucket reading from the page cache)
-    costs no Task and no event-loop round trip."""
-    async def one(g: Group) -> bytes:
-        async with limit:
-            return await get_range(g[0], g[1] - g[0])
-    if len(groups) == 1:
-        return [await one(groups[0])]
-    return await gather_eager([one(g) for g in groups])
+    """Each group's [start, end) of object ``name``, read as one batch (store.ranges.read_batch);
+    the first failed read's error is raised."""
+    bufs = await get_ranges(bucket, [(name, g[0], g[1] - g[0]) for g in groups], limit)
+    for b in bufs:
+        if not isinstance(b, bytes):
+            raise b
+    return bufs  # type: ignore[return-value]
+
+
+async def read_batch(reads: Sequence[tuple[Bucket, RangeRequest]], limit: asyncio.Semaphore
+                     ) -> list[bytes | BaseException]:
+    """Ranged reads of possibly several buckets (a store's blocks share one), each bucket's as
+    one batch (objstore.bucket.get_ranges: one C call for a filesystem bucket), results or
+    errors in order."""
+    first = reads[0][0]
+    if all(b is first for b, _ in reads):
+        return await get_ranges(first, [r for _, r in reads], limit)
+    out: list[bytes | BaseException | None] = [None] * len(reads)
+    by_bucket: dict[int, list[int]] = {}
+    for i, (b, _) in enumerate(reads):
+        by_bucket.setdefault(id(b), []).append(i)
+    for at in by_bucket.values():
+        got = await get_ranges(reads[at[0]][0], [reads[i][1] for i in at], limit)
+        for i, v in zip(at, got):
+            out[i] = v
+    return out  # type: ignore[return-value]
