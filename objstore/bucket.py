@@ -230,15 +230,15 @@ async def get_ranges(bucket: Bucket, reqs: Sequence[RangeRequest],
                      limit: asyncio.Semaphore | None = None) -> list[bytes | BaseException]:
     """``bucket.get_range`` of each request, each result or error in its place. A bucket
     whose class defines ``get_ranges`` (the filesystem bucket, and the wrappers that pass a
-    batch on) serves them all in one call, holding ``limit`` once; any other -- S3, or a
-    wrapper that only forwards unknown attributes -- gets one ``get_range`` per request, at
-    most ``limit`` in flight. Each range counts as one bucket operation either way."""
+    batch on) serves them all in one call, which has at most one read in flight at a time (so
+    ``limit`` is not taken); any other -- S3, or a wrapper that only forwards unknown
+    attributes -- gets one ``get_range`` per request, at most ``limit`` in flight. Each range
+    counts as one bucket operation either way."""
     if not reqs:
         return []
     batch = getattr(type(bucket), "get_ranges", None)
     if batch is not None:
-        async with limit if limit is not None else nullcontext():
-            return await batch(bucket, reqs)
+        return await batch(bucket, reqs)
 
     async def one(name: str, off: int, length: int) -> bytes | BaseException:
         try:
