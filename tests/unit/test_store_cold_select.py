@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common.ops import new_registry  # noqa: E402
 from objstore import FilesystemBucket  # noqa: E402
+from objstore.metrics import instrumented  # noqa: E402
 from receiver.tsdb.block import INDEX_FILENAME  # noqa: E402
 from receiver.tsdb.labels import Matcher  # noqa: E402
 from store.bucketstore import BucketStore  # noqa: E402
@@ -132,3 +133,53 @@ def test_refs_searched_in_a_raw_postings_list_equal_the_decoded_intersection() -
     with pytest.raises(ValueError):
         in_postings(np.zeros(1, np.int64), (8).to_bytes(4, "big") + (5).to_bytes(4, "big") +
                     b"\0" * 8)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_block_whose_index_is_cut_or_gone_under_the_batch_is_taken_out_alone(
+        tmp_path: Path, bucket_dir: Path, damage: str, monkeypatch) -> None:
+    """The postings lists of a cold one-series request are read in one batch over all blocks
+    (one C call for the filesystem bucket, each range still one bucket operation): one
+    block's index truncated before the list, or deleted, fails only that block's read -- the
+    answer comes from the others and that block goes out of service."""
+    batches: list[int] = []
+    get_ranges = FilesystemBucket.get_ranges
+
+    async def counting(self, reqs):
+        batches.append(len(reqs))
+        return await get_ranges(self, reqs)
+    monkeypatch.setattr(FilesystemBucket, "get_ranges", counting)
+
+    async def body() -> None:
+        reg = new_registry()
+        st = BucketStore(instrumented(FilesystemBucket(bucket_dir), reg), tmp_path / "gw",
+                         LRUCache(1 << 20, CacheMetrics(reg)), reg, verify_index=False)
+        await st.sync_once()
+        try:
+            name = Matcher("=", "__name__", "metric_2")
+            mint, maxt = st.time_range()
+            await st.series(mint, maxt, [name], False)
+            ops = reg.get_sample_value("thanos_objstore_bucket_operations_total",
+                                       {"bucket": st.bucket.name, "operation": "get_range"})
+            batches.clear()
+            bad = list(st.blocks.values())[1]
+            start, _ = bad.header.postings_range("instance", "host-00012")
+            path = bucket_dir / bad.ulid / INDEX_FILENAME
+            if damage == "truncated":
+                path.write_bytes(path.read_bytes()[:start + 6])
+            else:
+                path.unlink()
+            got = list(await st.series(mint, maxt, [name, Matcher("=", "instance",
+                                                                  "host-00012")], False))
+            assert batches[0] == len(list(st.blocks)) + 1  # every block's list in one batch
+            assert bad.ulid in st.broken and bad.ulid not in st.blocks
+            assert len(got) == 1 and got[0][1]
+            assert all(not bad.min_time <= c[0] < bad.max_time for c in got[0][1])
+            # one operation per list read, then the broken block's own select reads again (a
+            # cut list: its range, then its length prefix exactly)
+            assert reg.get_sample_value("thanos_objstore_bucket_operations_total", {
+                "bucket": st.bucket.name, "operation": "get_range"}) - ops == \
+                batches[0] + {"truncated": 2, "deleted": 1}[damage]
+        finally:
+            await st.close()
+    run(body())
