@@ -8,6 +8,7 @@ checkouts when the answers are.
 
     python bench/bench_store_cold_series.py --bucket /work/scale/s1
     python bench/bench_store_cold_series.py --bucket /work/scale/s1 --repo /tmp/old-checkout
+    python bench/bench_store_cold_series.py --bucket /work/scale/s1 --no-broad  # all cold
 
 The bucket is only read (index-headers go to a temporary directory).
 """
@@ -28,6 +29,9 @@ def main() -> None:
     ap.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1],
                     help="checkout whose store code runs (default: this one)")
     ap.add_argument("--calls", type=int, default=300, help="cold calls (each a new instance)")
+    ap.add_argument("--no-broad", action="store_true",
+                    help="skip the broad query first: each cold call then also reads its "
+                         "series entries and chunks from the bucket (nothing of x cached)")
     ap.add_argument("--cache-bytes", type=int, default=256 << 20,
                     help="LRU budget (the store's default: 256 MiB)")
     a = ap.parse_args()
@@ -52,7 +56,8 @@ def main() -> None:
             async def one(i: int) -> list:
                 return list(await st.series(mint, maxt - 1,
                                             [name, Matcher("=", "instance", f"i-{i:05d}")], False))
-            await st.series(mint, maxt - 1, [name], False)
+            if not a.no_broad:
+                await st.series(mint, maxt - 1, [name], False)
             t = time.process_time()
             cold = [await one(i) for i in range(a.calls)]
             cold_s = (time.process_time() - t) / a.calls

@@ -8,6 +8,7 @@ the shared LRU, so repeated queries touch no bucket at all.
 from __future__ import annotations
 
 import asyncio
+from array import array
 import itertools
 import struct
 from collections import deque
@@ -218,6 +219,7 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
 
 MAX_KEY_MATCHER_CHARS = 256  # longest matchers an expanded postings entry is kept for
 SMALL_SELECTION = 64  # chunk metas below which list operations beat numpy's per-call cost
+SMALL_ITEMS = 16  # items of one read below which lists beat numpy's per-call cost
 
 
 def _chunks_in_range(e: SeriesEntries, rng: tuple[int, int] | None
@@ -252,6 +254,19 @@ def _chunks_in_range(e: SeriesEntries, rng: tuple[int, int] | None
                                   for x in (mints, maxts, refs))
     bounds = [0, *itertools.accumulate(counts)]
     return [i for i, c in enumerate(counts) if c], bounds, mints, maxts, refs
+
+
+def _small_spans(starts: list[int], estimate: int, lo: int, hi: int, bad: str
+                 ) -> tuple[list[int], list[int]]:
+    """(starts, ends) of a few items in [lo, hi), each assumed to end ``estimate`` bytes on,
+    at the next item or at ``hi``, whichever comes first; CorruptionError(``bad``) for a
+    start outside."""
+    if starts[0] < lo or starts[-1] >= hi:
+        raise CorruptionError(bad)
+    ends = [min(s + estimate, hi) for s in starts]
+    for i in range(len(starts) - 1):
+        ends[i] = min(ends[i], starts[i + 1])
+    return starts, ends
 
 
 def _meta_sizes(meta: BlockMeta, under: str) -> dict[str, int]:
@@ -393,8 +408,13 @@ class BucketBlock:
             miss = await self._from_remote(remote, kind, ids, keys, out, miss, length_at)
             if not miss:
                 return out  # type: ignore[return-value]
-        ms = starts[miss] if len(miss) < len(starts) else starts
-        me = ends[miss] if len(miss) < len(ends) else ends
+        small = isinstance(starts, list)  # a few items: lists, no array work
+        if len(miss) == len(starts):
+            ms, me = starts, ends
+        elif small:
+            ms, me = [starts[j] for j in miss], [ends[j] for j in miss]
+        else:
+            ms, me = starts[miss], ends[miss]
         groups = coalesce(ms, me, self._opts.max_gap, self._opts.max_range)
         bufs = await fetch_groups(self.bucket, obj, groups, self._limit)
         if self._m is not None:
@@ -403,7 +423,9 @@ class BucketBlock:
         got: list[bytes | None] = []
         lens: list[np.ndarray] = []
         for (gs, _, a, z), buf in zip(groups, bufs):
-            items, ln = split_items(buf, (ms[a:z] - gs).astype(np.int64, copy=False), code)
+            rel = array("q", [x - gs for x in ms[a:z]]) if small else \
+                (ms[a:z] - gs).astype(np.int64, copy=False)  # type: ignore[operator]
+            items, ln = split_items(buf, rel, code)
             got += items
             lens.append(np.frombuffer(ln, np.int64))
         if None in got:  # longer than estimated (or the object ended): read each exactly
@@ -550,8 +572,13 @@ class BucketBlock:
         if len(refs) == 0:
             return SeriesEntries([], b"", b"", b"", b"")
         h = self.header
+        ids = refs.tolist()
 
-        def spans() -> tuple[np.ndarray, np.ndarray]:
+        def spans() -> tuple[np.ndarray | list[int], np.ndarray | list[int]]:
+            if len(ids) <= SMALL_ITEMS:
+                return _small_spans([r * SERIES_ALIGN for r in ids],
+                                    self._opts.series_estimate, h.toc.series, h.series_end,
+                                    f"block {self.ulid}: series ref outside the series section")
             starts = refs.astype(np.int64) * SERIES_ALIGN
             if starts[0] < h.toc.series or starts[-1] >= h.series_end:
                 raise CorruptionError(f"block {self.ulid}: series ref outside the series "
@@ -559,8 +586,7 @@ class BucketBlock:
             ends = np.minimum(starts + self._opts.series_estimate, h.series_end)
             np.minimum(ends[:-1], starts[1:], out=ends[:-1])
             return starts, ends
-        raws = await self._read_items(self._index_name, "series", refs.tolist(), spans,
-                                      _series_len)
+        raws = await self._read_items(self._index_name, "series", ids, spans, _series_len)
         try:
             lc, syms, cc, c_mint, c_maxt, c_ref = decode_series_batch(raws)
         except ValueError as e:
@@ -628,23 +654,35 @@ class BucketBlock:
     async def _read_chunk_items(self, arr: np.ndarray, ids: list[int]) -> list[bytes]:
         """Raw chunk records at the sorted refs ``arr`` (``ids`` as ints), segment by segment,
         each ref checked against its segment's size first."""
-        seqs = arr >> 32
-        offs = arr & 0xFFFFFFFF
-        cuts = [0, *(np.flatnonzero(seqs[1:] != seqs[:-1]) + 1).tolist(), len(arr)]
+        small = len(ids) <= SMALL_ITEMS  # a few chunks (one series): lists, no array work
+        if small:
+            seqs: list[int] | np.ndarray = [i >> 32 for i in ids]
+            offs: list[int] | np.ndarray = [i & 0xFFFFFFFF for i in ids]
+            cuts = [0, *(i for i in range(1, len(ids)) if seqs[i] != seqs[i - 1]), len(ids)]
+        else:
+            seqs = arr >> 32
+            offs = arr & 0xFFFFFFFF
+            cuts = [0, *(np.flatnonzero(seqs[1:] != seqs[:-1]) + 1).tolist(), len(arr)]
         est = self._opts.chunk_estimate
         jobs = []
         for a, z in zip(cuts[:-1], cuts[1:]):
             rel = f"{CHUNKS_DIRNAME}/{segment_name(int(seqs[a]))}"
             o = offs[a:z]
             size = self._seg_sizes.get(rel)
-            if size is None or o[0] < SEGMENT_HEADER_SIZE or o[-1] >= size:
-                raise CorruptionError(f"block {self.ulid}: chunk ref {int(arr[a]):#x}.."
-                                      f"{int(arr[z - 1]):#x} outside segment {rel} "
-                                      f"({size} bytes)")
-            ends = np.minimum(o + est, size)
-            np.minimum(ends[:-1], o[1:], out=ends[:-1])
+            bad = f"block {self.ulid}: chunk ref {ids[a]:#x}..{ids[z - 1]:#x} outside " \
+                  f"segment {rel} ({size} bytes)"
+            if size is None:
+                raise CorruptionError(bad)
+            if small:
+                spans = _small_spans(o, est, SEGMENT_HEADER_SIZE, size, bad)  # type: ignore[arg-type]
+            else:
+                if o[0] < SEGMENT_HEADER_SIZE or o[-1] >= size:
+                    raise CorruptionError(bad)
+                ends = np.minimum(o + est, size)
+                np.minimum(ends[:-1], o[1:], out=ends[:-1])
+                spans = (o, ends)
             jobs.append(self._read_items(f"{self.ulid}/{rel}", "chunks", ids[a:z],
-                                         lambda o=o, ends=ends: (o, ends), _chunk_len))
+                                         lambda spans=spans: spans, _chunk_len))
         return list(itertools.chain.from_iterable(await gather_eager(jobs)))
 
     def _aggr_data(self, data: bytes, aggregates: Sequence[int]) -> AggrData:

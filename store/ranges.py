@@ -7,6 +7,7 @@ them is small; the waste is bounded by ``max_gap`` bytes per merge.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ from common.varint import uvarint_at  # noqa: F401  (re-exported: store.block re
 Group = tuple[int, int, int, int]
 
 
-def coalesce(starts: np.ndarray, ends: np.ndarray, max_gap: int,
+def coalesce(starts: np.ndarray | list[int], ends: np.ndarray | list[int], max_gap: int,
              max_size: int = 1 << 62) -> list[Group]:
     """Groups of items sorted by ``starts`` whose ranges are at most ``max_gap`` apart.
 
@@ -30,6 +31,8 @@ def coalesce(starts: np.ndarray, ends: np.ndarray, max_gap: int,
         return []
     if n == 1:  # one item (a cold one-series read): no array work
         return [(int(starts[0]), int(ends[0]), 0, 1)]
+    if isinstance(starts, list):
+        return _coalesce_small(starts, ends, max_gap, max_size)  # type: ignore[arg-type]
     reach = np.maximum.accumulate(ends)
     brk = starts[1:] - reach[:-1] > max_gap
     if n > 1 and reach[-1] - starts[0] > max_size:
@@ -37,6 +40,24 @@ def coalesce(starts: np.ndarray, ends: np.ndarray, max_gap: int,
     cut = np.flatnonzero(brk) + 1
     bounds = [0, *cut.tolist(), n]
     return [(int(starts[a]), int(reach[z - 1]), a, z) for a, z in zip(bounds[:-1], bounds[1:])]
+
+
+def _coalesce_small(starts: list[int], ends: list[int], max_gap: int, max_size: int
+                    ) -> list[Group]:
+    """``coalesce`` of a few items given as lists (a one-series read's chunks): the same
+    groups, without the dozen numpy calls that would cost more than the items."""
+    reach = list(itertools.accumulate(ends, max))
+    s0 = starts[0]
+    split = reach[-1] - s0 > max_size
+    out: list[Group] = []
+    a = 0
+    for i in range(1, len(starts)):
+        if starts[i] - reach[i - 1] > max_gap or (
+                split and (starts[i] - s0) // max_size != (starts[i - 1] - s0) // max_size):
+            out.append((starts[a], reach[i - 1], a, i))
+            a = i
+    out.append((starts[a], reach[-1], a, len(starts)))
+    return out
 
 
 async def fetch_groups(bucket: Bucket, name: str, groups: list[Group],

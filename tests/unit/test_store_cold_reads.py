@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from store._items import split_items  # noqa: E402
 from store.block import _ITEM_KINDS, _chunk_len, _postings_len, _series_len  # noqa: E402
 from store.cache import ENTRY_OVERHEAD, LRUCache  # noqa: E402
+from receiver.tsdb.chunks import CorruptionError  # noqa: E402
 
 
 def _uvarint(x: int) -> bytes:
@@ -187,3 +188,26 @@ def test_postings_lists_are_checked_as_read_and_decoded_after() -> None:
     for raw in (bad_crc, bad_count, good[:-1], framed(b"\0\0")):
         with pytest.raises(CorruptionError):
             _check_postings(raw)
+
+
+def test_small_reads_planned_on_lists_equal_the_array_plans() -> None:
+    """A one-series read's few items are planned on lists (no numpy call per step): the same
+    groups as the array coalesce, the same item spans, and a ref outside its section is
+    corruption either way."""
+    from store.block import _small_spans
+    from store.ranges import coalesce
+    rnd = np.random.default_rng(11)
+    for _ in range(2000):
+        n = int(rnd.integers(2, 17))
+        starts = np.sort(rnd.choice(1 << 16, n, replace=False)).astype(np.int64)
+        ends = starts + rnd.integers(1, 3000, n)
+        gap, size = int(rnd.integers(0, 2000)), int(rnd.choice([1 << 62, 4000, 20000]))
+        assert coalesce(starts.tolist(), ends.tolist(), gap, size) == \
+            coalesce(starts, ends, gap, size)
+        est, hi = int(rnd.integers(1, 5000)), int(starts[-1]) + int(rnd.integers(1, 5000))
+        want = np.minimum(starts + est, hi)
+        np.minimum(want[:-1], starts[1:], out=want[:-1])
+        assert _small_spans(starts.tolist(), est, 0, hi, "bad") == (starts.tolist(), want.tolist())
+    for starts, lo, hi in (([7, 9], 8, 100), ([8, 100], 8, 100)):
+        with pytest.raises(CorruptionError, match="bad ref"):
+            _small_spans(starts, 10, lo, hi, "bad ref")
