@@ -204,7 +204,8 @@ class FilesystemBucket:
         Python per range), and only the others -- not cached, over INLINE_READ_MAX, a missing
         object, a symbolic link, a name the bucket refuses -- go through ``get_range`` one by
         one, so each result or error is exactly what ``get_range`` gives."""
-        reqs = list(reqs)
+        if not isinstance(reqs, list):
+            reqs = list(reqs)
         got: list | None = None
         if self._batch and self._nowait and reqs:
             if self._dirfd < 0:
@@ -355,7 +356,10 @@ class FilesystemBucket:
             os.close(fd)
 
     def __del__(self) -> None:
-        self._close_dir()
+        try:
+            self._close_dir()
+        except Exception:  # noqa: BLE001 -- at interpreter exit os may be half torn down
+            pass
 
     def __repr__(self) -> str:
         return f"FilesystemBucket({self._root!r})"
