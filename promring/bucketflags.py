@@ -107,7 +107,7 @@ def add_maintenance_commands(bsub, common: Callable[[argparse.ArgumentParser], N
     t.add_argument("--block-sync-concurrency", dest="block_sync_concurrency", type=int,
                    default=20, help="Block metadata read from the bucket at the same time.")
     _path_or_content(t, "selector.relabel-config", "relabel configs selecting the blocks to "
-                     "act on by their external labels (keep and drop actions)")
+                     "act on by their external labels (keep, drop and hashmod actions)")
     for res, what in (("raw", "raw samples"), ("5m", "5m downsampled samples"),
                       ("1h", "1h downsampled samples")):
         t.add_argument(f"--retention.resolution-{res}", dest=f"retention_{res}", default="0d",
@@ -148,8 +148,8 @@ def _run(a: argparse.Namespace) -> list[str]:
             Path(a.path), labels, a.upload_compacted, a.upload_concurrency))
     if cmd == "retention":  # --block-sync-concurrency: checked at start (promring.flagcheck)
         selector = _content(a, "selector.relabel-config")
-        from .rewrite import parse_relabel_configs
-        rcs = parse_relabel_configs(selector, "--selector.relabel-config") if selector.strip() else []
+        from receiver.tsdb.relabel import parse_relabel_configs
+        rcs = parse_relabel_configs(selector, "--selector.relabel-config", allow_empty=True)
         return [f"marked {run_retention(a, rcs)} block(s) past retention for deletion"]
     from .rewrite import RewriteOptions, parse_deletion_requests, parse_relabel_configs, run_rewrite
     deletes = _content(a, "rewrite.to-delete-config")

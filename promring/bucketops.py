@@ -78,16 +78,16 @@ def run_mark(objstore_yaml: str, ids: list[str], marker: str, details: str,
 
 def run_retention(a, selector=None) -> int:
     """The compactor's retention pass alone over the blocks whose external labels ``selector``
-    keeps (a list of keep/drop relabel configs; all blocks when empty); returns how many
+    keeps (relabel configs: keep, drop, hashmod; all blocks when empty); returns how many
     blocks were marked."""
     from compactor import Compactor, cli_config
+    from receiver.tsdb.relabel import selects_block
     cfg = cli_config(a)
     cfg.http_address = ""
     cfg.sync_concurrency = a.block_sync_concurrency
 
     def selects(b) -> bool:
-        labels = tuple(sorted(((b.meta.thanos or {}).get("labels") or {}).items()))
-        return all(rc.keeps(labels) for rc in selector)
+        return selects_block(b.ulid, (b.meta.thanos or {}).get("labels"), selector)
 
     async def go() -> int:
         c = Compactor(cfg)

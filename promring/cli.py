@@ -363,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="How often the bucket is scanned for new and deleted blocks.")
     st.add_argument("--block-sync-concurrency", dest="block_sync_concurrency", default="20",
                     help="Blocks whose meta and index-header are loaded at once in a sync.")
+    _store_block_filter_flags(st)
     _store_cache_flags(st)
     _store_limit_flags(st)
     add_server_tls_flags(st)
@@ -655,6 +656,22 @@ def _store_limit_flags(p: argparse.ArgumentParser) -> None:
                         "relative to now such as -1d.")
 
 
+def _store_block_filter_flags(p: argparse.ArgumentParser) -> None:
+    """Thanos's store gateway block filters (store/metafilter.py)."""
+    p.add_argument("--consistency-delay", dest="consistency_delay", default="0s",
+                   help="Minimum age of a block before it is loaded (by its upload time, "
+                        "else its ULID); raise it (e.g. 30m) for an eventually consistent "
+                        "bucket.")
+    p.add_argument("--ignore-deletion-marks-delay", dest="ignore_deletion_marks_delay",
+                   default="24h", help="A block marked for deletion longer ago than this is "
+                   "no longer served; set it to half the compactor's --delete-delay.")
+    p.add_argument("--selector.relabel-config-file", dest="selector_relabel_config_file",
+                   default=None, help="YAML relabel configs (keep, drop, hashmod) over each "
+                   "block's external labels and __block_id selecting the blocks served.")
+    p.add_argument("--selector.relabel-config", dest="selector_relabel_config", default=None,
+                   help="Alternative to --selector.relabel-config-file: the YAML itself.")
+
+
 def _store_limits_config(a: argparse.Namespace):
     from store.limits import StoreLimitsConfig
     if not hasattr(a, "request_series"):  # promring up: Thanos's defaults
@@ -665,15 +682,15 @@ def _store_limits_config(a: argparse.Namespace):
                              a.min_time, a.max_time)
 
 
-def _path_or_content(a: argparse.Namespace, flag: str, dest: str) -> str:
+def _path_or_content(a: argparse.Namespace, flag: str, dest: str, sep: str = ".") -> str:
     path, content = getattr(a, f"{dest}_config_file", None), getattr(a, f"{dest}_config", None)
     if path and content:
-        raise SystemExit(f"both --{flag}.config-file and --{flag}.config flags set.")
+        raise SystemExit(f"both --{flag}{sep}config-file and --{flag}{sep}config flags set.")
     if path:
         try:
             return Path(path).read_text()
         except OSError as e:
-            raise SystemExit(f"cannot read --{flag}.config-file: {e}") from None
+            raise SystemExit(f"cannot read --{flag}{sep}config-file: {e}") from None
     return content or ""
 
 
@@ -689,7 +706,13 @@ def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grp
                        index_cache_config=_path_or_content(a, "index-cache", "index_cache"),
                        caching_bucket_config=_path_or_content(a, "store.caching-bucket",
                                                               "caching_bucket"),
-                       limits=_store_limits_config(a))
+                       limits=_store_limits_config(a),
+                       consistency_delay_s=parse_duration_ms(
+                           getattr(a, "consistency_delay", "0s")) / 1000,
+                       ignore_deletion_marks_delay_s=parse_duration_ms(
+                           getattr(a, "ignore_deletion_marks_delay", "24h")) / 1000,
+                       selector_relabel_config=_path_or_content(a, "selector.relabel",
+                                                                "selector_relabel", "-"))
 
 
 class _Up:

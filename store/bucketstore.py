@@ -2,9 +2,10 @@
 
 Sync follows Thanos's meta fetcher: every top-level ``<ULID>/`` directory with a ``meta.json``
 is a block; one without is a partial upload (skipped until complete); one with a
-``deletion-mark.json`` older than the ignore delay is on its way out (dropped). Metas are
-immutable, so only new blocks cost a ``meta.json`` read and an index-header build; known blocks
-cost one deletion-mark probe per sync.
+``deletion-mark.json`` older than the ignore delay is on its way out (dropped); the selector
+relabel rules and the consistency delay (store.metafilter) hold back others. Metas are
+immutable, so only new blocks cost a ``meta.json`` read and an index-header build (held-back
+ones keep their parsed meta); known blocks cost one deletion-mark probe per sync.
 
 A corrupt block never fails queries over the others: one whose files disagree with its
 meta.json or whose index-header sections fail their checksums is not loaded
@@ -45,6 +46,7 @@ from .cache import LRUCache, RemoteIndexCache
 from .coldselect import select_many
 from .indexverify import is_verified, mark_verified
 from .limits import StoreLimits
+from .metafilter import LABEL_EXCLUDED, TOO_FRESH, BlockFilters
 from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
 from common.aio import gather_eager
 from common.plainhist import PlainHistogram
@@ -104,7 +106,7 @@ class BucketStore:
     def __init__(self, bucket: Bucket, data_dir: Path, cache: LRUCache,
                  registry: CollectorRegistry, *, opts: FetchOptions | None = None,
                  sync_concurrency: int = 20, fetch_concurrency: int = 32,
-                 ignore_deletion_marks_delay_s: float = 0.0, verify_index: bool = True,
+                 filters: BlockFilters = BlockFilters(), verify_index: bool = True,
                  verify_concurrency: int = 2,
                  remote_cache: RemoteIndexCache | None = None,
                  limits: StoreLimits | None = None) -> None:
@@ -122,7 +124,8 @@ class BucketStore:
         self._opts = opts or FetchOptions()
         self._sync_limit = asyncio.Semaphore(sync_concurrency)
         self._fetch_limit = asyncio.Semaphore(fetch_concurrency)
-        self._mark_delay = ignore_deletion_marks_delay_s
+        self._filters = filters
+        self._held_back: dict[str, BlockMeta] = {}  # listed, complete, not served (filters)
         self._lock = asyncio.Lock()
         self._verify = verify_index
         self._verify_limit = asyncio.Semaphore(verify_concurrency)
@@ -142,40 +145,42 @@ class BucketStore:
             raw = await self.bucket.get(f"{ulid}/{DELETION_MARK_FILENAME}")
         except ObjectNotFound:
             return False
-        if self._mark_delay <= 0:
-            return True
-        try:
-            marked_at = float(json.loads(raw)["deletion_time"])
-        except (ValueError, KeyError, TypeError):
-            return True  # unreadable mark: treat the block as going away, like Thanos
-        return time.time() - marked_at >= self._mark_delay
+        return self._filters.mark_expired(ulid, raw)
 
     async def _inspect(self, ulid: str) -> tuple[str, BucketBlock | None]:
         """State of one bucket directory and, for a newly loadable block, the opened block."""
         async with self._sync_limit:
-            if await self._deletion_marked(ulid):
-                return "marked-for-deletion", None
             if ulid in self.blocks:
                 known = self.blocks[ulid]
                 if not self._in_window(known.min_time, known.max_time):
                     return "time-excluded", None
+                if await self._deletion_marked(ulid):
+                    return "marked-for-deletion", None
                 return "loaded", known
             if ulid in self.broken:
                 return "failed", None
-            try:
-                raw = await self.bucket.get(f"{ulid}/{META_FILENAME}")
-            except ObjectNotFound:
-                return "no-meta-json", None
-            try:
-                meta = BlockMeta.from_dict(json.loads(raw))
-                if meta.ulid != ulid:
-                    raise ValueError(f"meta.json names block {meta.ulid}")
-            except (ValueError, KeyError, TypeError) as e:
-                log.warning("skipping block with a bad meta.json",
-                            extra={"block": ulid, "err": str(e)})
-                return "corrupted-meta-json", None
-            if not self._in_window(meta.min_time, meta.max_time):
-                return "time-excluded", None
+            meta = self._held_back.pop(ulid, None)
+            if meta is None:
+                try:
+                    raw = await self.bucket.get(f"{ulid}/{META_FILENAME}")
+                except ObjectNotFound:
+                    return "no-meta-json", None
+                try:
+                    meta = BlockMeta.from_dict(json.loads(raw))
+                    if meta.ulid != ulid:
+                        raise ValueError(f"meta.json names block {meta.ulid}")
+                except (ValueError, KeyError, TypeError) as e:
+                    log.warning("skipping block with a bad meta.json",
+                                extra={"block": ulid, "err": str(e)})
+                    return "corrupted-meta-json", None
+            # Thanos's filter order: time window, selector, consistency delay, deletion mark
+            held = "time-excluded" if not self._in_window(meta.min_time, meta.max_time) \
+                else self._filters.excluded(meta)
+            if held is None and await self._deletion_marked(ulid):
+                held = "marked-for-deletion"
+            if held is not None:
+                self._held_back[ulid] = meta
+                return held, None
             try:
                 block = await BucketBlock.open(self.bucket, meta, self.data_dir / ulid,
                                                self.cache, self._fetch_limit, self._opts,
@@ -213,6 +218,7 @@ class BucketStore:
                     fresh[u] = block
             listed = set(ulids)
             self.broken = {u: why for u, why in self.broken.items() if u in listed}
+            self._held_back = {u: m for u, m in self._held_back.items() if u in listed}
             dropped = set(self.blocks) - set(fresh)
             self.blocks = dict(sorted(fresh.items(), key=lambda kv: kv[1].min_time))
             self._blocks_changed()
@@ -221,7 +227,7 @@ class BucketStore:
             m.drops.inc(len(dropped))
             m.loaded.set(len(self.blocks))
             for state in ("loaded", "no-meta-json", "marked-for-deletion", "corrupted-meta-json",
-                          "failed", "time-excluded"):
+                          "failed", "time-excluded", LABEL_EXCLUDED, TOO_FRESH):
                 m.synced.labels(state).set(counts.get(state, 0))
             await asyncio.to_thread(self._remove_stale_dirs)
             if self._verify:
