@@ -46,7 +46,7 @@ from .cache import LRUCache, RemoteIndexCache
 from .coldselect import select_many
 from .indexverify import is_verified, mark_verified
 from .limits import StoreLimits
-from .metafilter import LABEL_EXCLUDED, TOO_FRESH, BlockFilters
+from .metafilter import DUPLICATE, LABEL_EXCLUDED, TOO_FRESH, BlockFilters, duplicates
 from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
 from common.aio import gather_eager
 from common.plainhist import PlainHistogram
@@ -147,8 +147,9 @@ class BucketStore:
             return False
         return self._filters.mark_expired(ulid, raw)
 
-    async def _inspect(self, ulid: str) -> tuple[str, BucketBlock | None]:
-        """State of one bucket directory and, for a newly loadable block, the opened block."""
+    async def _inspect(self, ulid: str) -> tuple[str, BucketBlock | BlockMeta | None]:
+        """State of one bucket directory: ``("loaded", block)`` for a block served,
+        ``("candidate", meta)`` for a new one that passed the filters, else (state, None)."""
         async with self._sync_limit:
             if ulid in self.blocks:
                 known = self.blocks[ulid]
@@ -181,6 +182,12 @@ class BucketStore:
             if held is not None:
                 self._held_back[ulid] = meta
                 return held, None
+            return "candidate", meta
+
+    async def _load(self, meta: BlockMeta) -> tuple[str, BucketBlock | None]:
+        """Open a new block (its index-header built or read from local disk)."""
+        ulid = meta.ulid
+        async with self._sync_limit:
             try:
                 block = await BucketBlock.open(self.bucket, meta, self.data_dir / ulid,
                                                self.cache, self._fetch_limit, self._opts,
@@ -208,6 +215,16 @@ class BucketStore:
                 raise
             ulids = [e[:-1] for e in entries if e.endswith("/") and _is_ulid(e[:-1])]
             states = await asyncio.gather(*(self._inspect(u) for u in ulids))
+            metas = {u: x.meta if isinstance(x, BucketBlock) else x
+                     for u, (state, x) in zip(ulids, states) if state in ("loaded", "candidate")}
+            dups = duplicates(metas.values())
+            for u in dups:  # not served; the meta is kept for the next sync
+                self._held_back[u] = metas[u]
+            loads = {u: self._load(x) for u, (state, x) in zip(ulids, states)
+                     if state == "candidate" and u not in dups}
+            loaded = dict(zip(loads, await asyncio.gather(*loads.values())))
+            states = [(DUPLICATE, None) if u in dups else loaded.get(u, st)
+                      for u, st in zip(ulids, states)]
             fresh: dict[str, BucketBlock] = {}
             counts: dict[str, int] = {}
             for u, (state, block) in zip(ulids, states):
@@ -227,7 +244,7 @@ class BucketStore:
             m.drops.inc(len(dropped))
             m.loaded.set(len(self.blocks))
             for state in ("loaded", "no-meta-json", "marked-for-deletion", "corrupted-meta-json",
-                          "failed", "time-excluded", LABEL_EXCLUDED, TOO_FRESH):
+                          "failed", "time-excluded", LABEL_EXCLUDED, TOO_FRESH, DUPLICATE):
                 m.synced.labels(state).set(counts.get(state, 0))
             await asyncio.to_thread(self._remove_stale_dirs)
             if self._verify:

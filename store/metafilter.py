@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from common.units import parse_time_or_duration
@@ -71,3 +72,32 @@ def _age_s(meta: BlockMeta, now_s: float) -> float:
         except ValueError:
             pass
     return now_s - ulid_time(meta.ulid) / 1000
+
+
+DUPLICATE = "duplicate"
+
+
+def duplicates(metas: Iterable[BlockMeta]) -> set[str]:
+    """Thanos's deduplicate filter: within one compaction group (resolution and external
+    labels), a block whose compaction sources another block's sources contain is a
+    duplicate (the compactor's output replaces its inputs at once, while the inputs stay
+    in the bucket until their deletion marks age out). Most sources first, then by ULID."""
+    groups: dict[tuple, list[BlockMeta]] = {}
+    for m in metas:
+        t = m.thanos or {}
+        key = ((t.get("downsample") or {}).get("resolution", 0),
+               tuple(sorted((t.get("labels") or {}).items())))
+        groups.setdefault(key, []).append(m)
+    out: set[str] = set()
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=lambda m: (-len(m.sources), m.ulid))
+        covering: list[frozenset[str]] = []
+        for m in group:
+            sources = frozenset(m.sources)
+            if any(sources <= parent for parent in covering):
+                out.add(m.ulid)
+            else:
+                covering.append(sources)
+    return out

@@ -166,3 +166,33 @@ def test_consistency_delay_holds_back_fresh_uploads_by_upload_time_else_ulid(
         await with_gateway(tmp_path / "d", bkt, default)
 
     run(main())
+
+
+def test_blocks_a_compacted_block_covers_are_not_served_while_their_marks_age(
+        tmp_path: Path) -> None:
+    """Thanos's deduplicate filter: with deletion marks ignored for 24 h, the compactor's
+    inputs stay in the bucket next to its output; within one group (resolution, external
+    labels) a block whose sources another block's sources contain is not served."""
+    a, b, other = (_block(tmp_path, c) for c in ("x", "x", "y"))
+    out = _block(tmp_path, "x", source="compactor")
+    doc = json.loads((out / "meta.json").read_text())
+    doc["compaction"]["sources"] = sorted([a.name, b.name, out.name])
+    (out / "meta.json").write_text(json.dumps(doc))
+
+    async def main() -> None:
+        bkt = FilesystemBucket(tmp_path / "bucket")
+        for p in (a, b, other):
+            await upload_dir(bkt, p)
+        for p in (a, b):  # marked by the compactor a minute ago
+            await bkt.upload(f"{p.name}/deletion-mark.json", _mark(p.name, 60))
+
+        async def body(gw, client) -> None:
+            assert sorted(gw.store.blocks) == sorted([a.name, b.name, other.name])
+            await upload_dir(bkt, out)  # the compactor's output appears
+            await gw.sync_once()
+            assert sorted(gw.store.blocks) == sorted([out.name, other.name])
+            assert 'thanos_blocks_meta_synced{state="duplicate"} 2.0' in await _get(gw, "/metrics")
+        await with_gateway(tmp_path, bkt, body,
+                           ignore_deletion_marks_delay_s=StoreConfig.ignore_deletion_marks_delay_s)
+
+    run(main())
