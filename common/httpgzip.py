@@ -1,6 +1,7 @@
 """Compressed HTTP answers, negotiated as Prometheus 2.42 does (util/httputil/compression.go):
 the first ``gzip`` or ``deflate`` token of Accept-Encoding, compared exactly, so ``gzip;q=0``
-(or ``identity``, ``*``) gets the body as it is.
+(or ``identity``, ``*``) gets the body as it is. Thanos's query frontend negotiates as its
+gzip handler (klauspost gzhttp) does instead: :func:`negotiate_gzip_only`.
 
 Compressed with ISA-L at level 1 (about 40 us for a one-series answer, as small as zlib's
 level 6 at a tenth of its cost) on the event loop up to INLINE_MAX_BYTES, in a worker
@@ -9,6 +10,7 @@ thread above that, so neither a thread hop per small answer nor a long stall of 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -49,7 +51,32 @@ def negotiate(accept_encoding: str) -> Coding | None:
     return None
 
 
-def coding_for(request: web.BaseRequest, headers, size: int) -> Coding | None:
+def negotiate_gzip_only(accept_encoding: str) -> Coding | None:
+    """Thanos query frontend's ``--query-frontend.compress-responses`` (gzhttp): gzip when a
+    ``gzip`` token (any letter case) has no q-value or one above 0; never deflate, ``*`` or
+    ``x-gzip``."""
+    for token in accept_encoding.split(","):
+        name, _, params = token.partition(";")
+        if name.strip().lower() != "gzip":
+            continue
+        q = 1.0
+        for param in params.split(";") if params else ():
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0  # an unreadable q-value does not accept the coding
+        if q > 0:
+            return CODINGS["gzip"]
+    return None
+
+
+Negotiate = Callable[[str], "Coding | None"]
+
+
+def coding_for(request: web.BaseRequest, headers, size: int,
+               negotiate: Negotiate = negotiate) -> Coding | None:
     """The coding of an answer of ``size`` bytes to ``request``, or None to send it as it is
     (too small, a HEAD answer with no body, or already encoded)."""
     if size < MIN_BYTES or request.method == "HEAD" or "Content-Encoding" in headers:
@@ -63,13 +90,14 @@ def mark_encoded(headers, coding: Coding) -> None:
     headers.add("Vary", "Accept-Encoding")
 
 
-async def compress_response(request: web.BaseRequest, resp: web.Response) -> None:
+async def compress_response(request: web.BaseRequest, resp: web.Response,
+                            negotiate: Negotiate = negotiate) -> None:
     """Replace an unsent whole-body answer's body with its compressed form when the client
     asked for it (Content-Length follows the new body)."""
     body = resp.body
     if not isinstance(body, (bytes, bytearray)):
         return
-    coding = coding_for(request, resp.headers, len(body))
+    coding = coding_for(request, resp.headers, len(body), negotiate)
     if coding is None:
         return
     if len(body) <= INLINE_MAX_BYTES:
