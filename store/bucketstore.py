@@ -45,7 +45,7 @@ from .block import MAX_KEY_MATCHER_CHARS, BucketBlock, Chunk, FetchMetrics, Fetc
 from .cache import LRUCache, RemoteIndexCache
 from .coldselect import select_many
 from .indexverify import is_verified, mark_verified
-from .limits import StoreLimits
+from .limits import DEFAULT_TENANT, StoreLimits
 from .metafilter import DUPLICATE, LABEL_EXCLUDED, TOO_FRESH, BlockFilters, duplicates
 from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
 from common.aio import gather_eager
@@ -370,7 +370,8 @@ class BucketStore:
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool,
                      max_resolution_ms: int = 0, aggregates: Sequence[int] = (),
-                     limit: int = 0) -> Iterator[tuple[Labels, list[Chunk]]]:
+                     limit: int = 0, tenant: str = DEFAULT_TENANT
+                     ) -> Iterator[tuple[Labels, list[Chunk]]]:
         """Series of all overlapping blocks sorted by labels; one series found in several
         blocks comes back once, its chunks in time order (exact duplicates dropped).
         Chunks of downsampled blocks (chosen by ``max_resolution_ms``) carry AggrData with
@@ -380,7 +381,7 @@ class BucketStore:
         (the request's own series limit) caps what each block counts, as in Thanos."""
         if self._window is not None:
             mint, maxt = self._window.clamp(mint, maxt)
-        lim = self._limits.request(limit) if self._limits is not None else None
+        lim = self._limits.request(limit, tenant) if self._limits is not None else None
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         t0 = time.perf_counter()
         if self.memo is not None and not skip_chunks and blocks and lim is None:
@@ -495,20 +496,21 @@ class BucketStore:
             self.memo.put(key, block.ulid, sel)
         return sel.in_range(mint, maxt)[0]
 
-    async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
+    async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher],
+                          tenant: str = DEFAULT_TENANT) -> list[str]:
         if self._window is not None:
             mint, maxt = self._window.clamp(mint, maxt)
-        lim = self._limits.label_request() if self._limits is not None else None
+        lim = self._limits.label_request(tenant) if self._limits is not None else None
         sets = await asyncio.gather(*(
             self._guarded(b, b.label_names(mint, maxt, matchers, lim), set())
             for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 
     async def label_values(self, name: str, mint: int, maxt: int,
-                           matchers: Sequence[Matcher]) -> list[str]:
+                           matchers: Sequence[Matcher], tenant: str = DEFAULT_TENANT) -> list[str]:
         if self._window is not None:
             mint, maxt = self._window.clamp(mint, maxt)
-        lim = self._limits.label_request() if self._limits is not None else None
+        lim = self._limits.label_request(tenant) if self._limits is not None else None
         sets = await asyncio.gather(*(
             self._guarded(b, b.label_values(name, mint, maxt, matchers, lim), set())
             for b in self._blocks_for(mint, maxt, _ANY_RES)))

@@ -9,7 +9,10 @@ limit of ``samples // 120`` (Thanos's MaxSamplesPerChunk; 0 after the division m
 counting the chunks in range of each block's matched series. Per block, the series count
 is checked before its series entries are read and the chunk count before its chunk data
 are, so a violating request fails before anything is streamed. Each failing request counts
-once in ``thanos_bucket_store_queries_dropped_total{reason="series"|"chunks"}``.
+once in ``thanos_bucket_store_queries_dropped_total{reason="series"|"chunks"|"bytes",tenant}``,
+the tenant being the call's ``thanos-tenant`` gRPC metadata as in Thanos (``default-tenant``
+without one); past MAX_TENANT_LABELS distinct tenants, further ones count as ``other``, so a
+client inventing tenants cannot grow the metric without bound.
 """
 from __future__ import annotations
 
@@ -27,10 +30,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from common.units import parse_time_or_duration
-from storeapi.server import ResourceExhausted
+from storeapi.server import DEFAULT_TENANT, ResourceExhausted
 
 MAX_SAMPLES_PER_CHUNK = 120  # Thanos's store.MaxSamplesPerChunk
-DEFAULT_TENANT = "default-tenant"  # Thanos's tenancy default, the metric's tenant label
+MAX_TENANT_LABELS = 1000  # distinct tenant label values of the dropped-queries counter
+OVERFLOW_TENANT = "other"
 MIN_TIME_DEFAULT = "0000-01-01T00:00:00Z"  # Thanos's --min-time / --max-time defaults
 MAX_TIME_DEFAULT = "9999-12-31T23:59:59Z"
 GATE_BUCKETS = (0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90, 120, 240, 360, 720)
@@ -56,8 +60,18 @@ class LimitMetrics:
         self.dropped = Counter("thanos_bucket_store_queries_dropped",
                                "Number of queries that were dropped due to the limit.",
                                ["reason", "tenant"], registry=registry)
+        self._tenants = {DEFAULT_TENANT}
         for reason in ("bytes", "chunks", "series"):  # shown at 0 from the start
             self.dropped.labels(reason, DEFAULT_TENANT)
+
+    def drop(self, reason: str, tenant: str) -> None:
+        """One more query of ``tenant`` refused for ``reason``."""
+        if tenant not in self._tenants:
+            if len(self._tenants) >= MAX_TENANT_LABELS:
+                tenant = OVERFLOW_TENANT
+            else:
+                self._tenants.add(tenant)
+        self.dropped.labels(reason, tenant).inc()
 
 
 class RequestLimiter:
@@ -65,10 +79,11 @@ class RequestLimiter:
     Only made when a limit is set: without limits no Series call pays for any of this."""
 
     __slots__ = ("_series_limit", "_chunks_limit", "_series", "_chunks", "_metrics", "_failed",
-                 "_label_call", "_cap")
+                 "_label_call", "_cap", "_tenant")
 
     def __init__(self, series_limit: int, chunks_limit: int, metrics: LimitMetrics,
-                 label_call: bool = False, request_limit: int = 0) -> None:
+                 label_call: bool = False, request_limit: int = 0,
+                 tenant: str = DEFAULT_TENANT) -> None:
         self._series_limit, self._chunks_limit = series_limit, chunks_limit
         self._label_call = label_call  # LabelNames/LabelValues: Thanos names no block step
         # The request's own series limit (SeriesRequest.limit): Thanos reads at most that
@@ -77,6 +92,7 @@ class RequestLimiter:
         self._series = self._chunks = 0
         self._metrics = metrics
         self._failed = False
+        self._tenant = tenant  # the dropped-queries counter's label
 
     def touched_series(self, block: str, n: int) -> None:
         """``n`` series matched in ``block``; ResourceExhausted past the series limit."""
@@ -106,7 +122,7 @@ class RequestLimiter:
             return
         if not self._failed:  # counted once per request, however many blocks cross it
             self._failed = True
-            self._metrics.dropped.labels(reason, DEFAULT_TENANT).inc()
+            self._metrics.drop(reason, self._tenant)
         step = "" if self._label_call else f"{where} {block}: "
         raise ResourceExhausted(
             f"{step}rpc error: code = ResourceExhausted desc = exceeded {reason} "
@@ -141,18 +157,19 @@ class StoreLimits:
                        if (cfg.min_time, cfg.max_time) != (MIN_TIME_DEFAULT, MAX_TIME_DEFAULT)
                        else None)
 
-    def request(self, request_limit: int = 0) -> RequestLimiter | None:
+    def request(self, request_limit: int = 0, tenant: str = DEFAULT_TENANT
+                ) -> RequestLimiter | None:
         """``request_limit``: the Series request's own limit on series (0: none)."""
         if not self._series and not self._chunks:
             return None
         return RequestLimiter(self._series, self._chunks, self.metrics,
-                              request_limit=request_limit)
+                              request_limit=request_limit, tenant=tenant)
 
-    def label_request(self) -> RequestLimiter | None:
+    def label_request(self, tenant: str = DEFAULT_TENANT) -> RequestLimiter | None:
         """LabelNames/LabelValues with matchers: the series limit only, as Thanos."""
         if not self._series:
             return None
-        return RequestLimiter(self._series, 0, self.metrics, label_call=True)
+        return RequestLimiter(self._series, 0, self.metrics, label_call=True, tenant=tenant)
 
 
 SeriesHandler = Callable[..., AsyncIterator[bytes]]

@@ -59,6 +59,19 @@ class ResourceExhausted(Exception):
     with the message as is). Not a ValueError: that would read as a broken block."""
 
 
+TENANT_METADATA = "thanos-tenant"  # Thanos's tenancy header, as gRPC metadata (lower case)
+DEFAULT_TENANT = "default-tenant"  # Thanos's tenant of a call without one
+
+
+def tenant_of(context: grpc.aio.ServicerContext) -> str:
+    """The call's tenant as Thanos's store reads it (GetTenantFromGRPCMetadata): the first
+    ``thanos-tenant`` metadata value, else ``default-tenant``."""
+    for key, value in context.invocation_metadata() or ():
+        if key == TENANT_METADATA:
+            return value
+    return DEFAULT_TENANT
+
+
 # Deprecated Store.Info reports the component as an enum; thanos.info.Info as a string.
 _STORE_TYPES = {
     "query": rpc_pb2.QUERY, "rule": rpc_pb2.RULE, "sidecar": rpc_pb2.SIDECAR,
@@ -175,6 +188,8 @@ class StoreServer:
         self._takes_resolution = "max_resolution_ms" in params
         self._takes_aggregates = "aggregates" in params
         self._takes_limit = "limit" in params  # the store gateway's limits count up to it
+        # ...and label their metrics with the caller's tenant (series, label names/values)
+        self._takes_tenant = "tenant" in params
         self._matcher_memo: dict[tuple[tuple[int, str, str], ...], tuple[Matcher, ...]] = {}
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
@@ -274,6 +289,8 @@ class StoreServer:
                 kw["aggregates"] = list(request.aggregates)
             if self._takes_limit and request.limit > 0:
                 kw["limit"] = request.limit
+            if self._takes_tenant:
+                kw["tenant"] = tenant_of(context)
             it: Iterable[tuple[Labels, Chunks]] = await _resolve(
                 self._source.series(mint, maxt, matchers, skip, **kw))
             warnings = list(getattr(it, "warnings", ()))  # a source may report partial data
@@ -334,8 +351,9 @@ class StoreServer:
                           context: grpc.aio.ServicerContext) -> rpc_pb2.LabelNamesResponse:
         matchers = await self._matchers(request.matchers, context)
         try:
-            names = await _resolve(
-                self._source.label_names(request.start, request.end, matchers))
+            names = await _resolve(self._source.label_names(
+                request.start, request.end, matchers,
+                **({"tenant": tenant_of(context)} if self._takes_tenant else {})))
         except ResourceExhausted as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except Exception as e:  # noqa: BLE001
@@ -355,7 +373,8 @@ class StoreServer:
         matchers = await self._matchers(request.matchers, context)
         try:
             values = await _resolve(self._source.label_values(
-                request.label, request.start, request.end, matchers))
+                request.label, request.start, request.end, matchers,
+                **({"tenant": tenant_of(context)} if self._takes_tenant else {})))
         except ResourceExhausted as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except Exception as e:  # noqa: BLE001

@@ -379,3 +379,58 @@ def test_block_sync_concurrency_flag_as_thanos(tmp_path: Path) -> None:
                                        "--block-sync-concurrency=0"])
     with pytest.raises(FlagError, match="--block-sync-concurrency"):
         check_flags(tools)
+
+
+# --------------------------------------------------------------------------- tenants
+
+
+def test_dropped_queries_carry_the_callers_thanos_tenant(tmp_path: Path) -> None:
+    """As Thanos's store: the tenant label is the call's ``thanos-tenant`` gRPC metadata
+    (``default-tenant`` without), for Series and for label calls."""
+    from storeapi import rpc_pb2, types_pb2
+
+    def dropped(gw, tenant: str) -> float | None:
+        return gw.registry.get_sample_value("thanos_bucket_store_queries_dropped_total",
+                                            {"reason": "series", "tenant": tenant})
+
+    async def body(gw, client, ulids):
+        ch = grpc.aio.insecure_channel(f"127.0.0.1:{gw.ports['grpc']}")
+        up = [types_pb2.LabelMatcher(type=types_pb2.LabelMatcher.EQ, name="__name__",
+                                     value="up")]
+        series = ch.unary_stream("/thanos.Store/Series",
+                                 request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
+                                 response_deserializer=rpc_pb2.SeriesResponse.FromString)
+        names = ch.unary_unary("/thanos.Store/LabelNames",
+                               request_serializer=rpc_pb2.LabelNamesRequest.SerializeToString,
+                               response_deserializer=rpc_pb2.LabelNamesResponse.FromString)
+        try:
+            for _ in range(2):
+                with pytest.raises(grpc.RpcError) as e:
+                    async for _r in series(rpc_pb2.SeriesRequest(
+                            min_time=T0, max_time=T0 + 2 * H2, matchers=up),
+                            metadata=(("thanos-tenant", "team-a"),)):
+                        pass
+                assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            with pytest.raises(grpc.RpcError):
+                await names(rpc_pb2.LabelNamesRequest(start=T0, end=T0 + 2 * H2, matchers=up),
+                            metadata=(("thanos-tenant", "team-b"),))
+            with pytest.raises(grpc.RpcError):
+                await client.series(T0, T0 + 2 * H2, UP)  # no tenant
+        finally:
+            await ch.close()
+        assert (dropped(gw, "team-a"), dropped(gw, "team-b"), dropped(gw, "default-tenant")) \
+            == (2, 1, 1)
+    asyncio.run(_with_store(tmp_path, StoreLimitsConfig(request_series=4), body))
+
+
+def test_tenant_labels_of_dropped_queries_are_bounded() -> None:
+    from store.limits import MAX_TENANT_LABELS, LimitMetrics
+    reg = CollectorRegistry()
+    m = LimitMetrics(reg)
+    for i in range(MAX_TENANT_LABELS + 50):
+        m.drop("series", f"t{i}")
+    tenants = {s.labels["tenant"] for f in reg.collect() for s in f.samples
+               if s.name == "thanos_bucket_store_queries_dropped_total"}
+    assert len(tenants) == MAX_TENANT_LABELS + 1 and "other" in tenants
+    assert reg.get_sample_value("thanos_bucket_store_queries_dropped_total",
+                                {"reason": "series", "tenant": "other"}) == 51
