@@ -16,7 +16,7 @@ from common.logs import setup_logging
 from common.tls import (add_client_tls_flags, add_server_tls_flags, client_tls_from_flags,
                         server_tls_from_flags)
 from common.rlimits import raise_open_files_limit
-from common.units import parse_bytes, parse_duration_ms, parse_label_flag
+from common.units import parse_base2_bytes, parse_bytes, parse_duration_ms, parse_label_flag
 from objstore.flags import add_objstore_flags, objstore_yaml
 
 log = logging.getLogger("promring")
@@ -648,6 +648,10 @@ def _store_limit_flags(p: argparse.ArgumentParser) -> None:
                    help="Deprecated: use --store.limits.request-samples.")
     p.add_argument("--store.grpc.series-max-concurrency", dest="series_max_concurrency",
                    default="20", help="Most Series calls served at once; others wait.")
+    p.add_argument("--store.grpc.downloaded-bytes-limit", dest="downloaded_bytes_limit",
+                   default="0", help="Most bytes of postings, series and chunks a single "
+                   "Series/LabelNames/LabelValues call may read (estimated before reading, "
+                   "as Thanos); over it the call fails with ResourceExhausted. 0: no limit.")
     p.add_argument("--min-time", dest="min_time", default=MIN_TIME_DEFAULT,
                    help="Serve only blocks after this: an RFC3339 time or a duration relative "
                         "to now such as -2w.")
@@ -679,7 +683,8 @@ def _store_limits_config(a: argparse.Namespace):
     series = a.touched_series_limit if a.touched_series_limit is not None else a.request_series
     samples = a.series_sample_limit if a.series_sample_limit is not None else a.request_samples
     return StoreLimitsConfig(int(series), int(samples), int(a.series_max_concurrency),
-                             a.min_time, a.max_time)
+                             a.min_time, a.max_time,
+                             parse_base2_bytes(a.downloaded_bytes_limit))
 
 
 def _path_or_content(a: argparse.Namespace, flag: str, dest: str, sep: str = ".") -> str:

@@ -51,6 +51,7 @@ class StoreLimitsConfig:
     series_max_concurrency: int = 20
     min_time: str = MIN_TIME_DEFAULT
     max_time: str = MAX_TIME_DEFAULT
+    downloaded_bytes: int = 0  # --store.grpc.downloaded-bytes-limit
 
 
 class LimitMetrics:
@@ -79,11 +80,11 @@ class RequestLimiter:
     Only made when a limit is set: without limits no Series call pays for any of this."""
 
     __slots__ = ("_series_limit", "_chunks_limit", "_series", "_chunks", "_metrics", "_failed",
-                 "_label_call", "_cap", "_tenant")
+                 "_label_call", "_cap", "_tenant", "_bytes_limit", "_bytes")
 
     def __init__(self, series_limit: int, chunks_limit: int, metrics: LimitMetrics,
                  label_call: bool = False, request_limit: int = 0,
-                 tenant: str = DEFAULT_TENANT) -> None:
+                 tenant: str = DEFAULT_TENANT, bytes_limit: int = 0) -> None:
         self._series_limit, self._chunks_limit = series_limit, chunks_limit
         self._label_call = label_call  # LabelNames/LabelValues: Thanos names no block step
         # The request's own series limit (SeriesRequest.limit): Thanos reads at most that
@@ -93,7 +94,34 @@ class RequestLimiter:
         self._metrics = metrics
         self._failed = False
         self._tenant = tenant  # the dropped-queries counter's label
+        self._bytes_limit, self._bytes = bytes_limit, 0
 
+    @property
+    def counts_bytes(self) -> bool:
+        """Whether the block reads should estimate their bytes for ``read_bytes``."""
+        return self._bytes_limit > 0
+
+    def read_bytes(self, block: str, what: str, n: int) -> None:
+        """``n`` more bytes of ``what`` (postings, series, chunks) about to be read from
+        ``block``; ResourceExhausted past --store.grpc.downloaded-bytes-limit, worded as
+        Thanos's store words each step."""
+        if not self._bytes_limit:
+            return
+        self._bytes += n
+        if self._bytes <= self._bytes_limit:
+            return
+        if what == "postings":
+            step = "expanded matching posting: fetch and expand postings: get postings: "
+            if not self._label_call:
+                step = f"fetch postings for block {block}: " + step
+        elif what == "series":
+            step = (f"iterate series for block {block}: " if self._label_call
+                    else f"receive series from {block}: ") + "preload series: "
+        else:
+            step = f"receive series from {block}: load chunks: "
+        self._refuse("bytes", f"{step}rpc error: code = ResourceExhausted desc = exceeded "
+                     f"bytes limit while fetching {what}: limit {self._bytes_limit} violated "
+                     f"(got {self._bytes})")
     def touched_series(self, block: str, n: int) -> None:
         """``n`` series matched in ``block``; ResourceExhausted past the series limit."""
         if self._series_limit:
@@ -120,13 +148,15 @@ class RequestLimiter:
         limiter's words."""
         if got <= limit:
             return
+        step = "" if self._label_call else f"{where} {block}: "
+        self._refuse(reason, f"{step}rpc error: code = ResourceExhausted desc = exceeded "
+                     f"{reason} limit: limit {limit} violated (got {got})")
+
+    def _refuse(self, reason: str, message: str) -> None:
         if not self._failed:  # counted once per request, however many blocks cross it
             self._failed = True
             self._metrics.drop(reason, self._tenant)
-        step = "" if self._label_call else f"{where} {block}: "
-        raise ResourceExhausted(
-            f"{step}rpc error: code = ResourceExhausted desc = exceeded {reason} "
-            f"limit: limit {limit} violated (got {got})")
+        raise ResourceExhausted(message)
 
 
 class TimeWindow:
@@ -153,6 +183,7 @@ class StoreLimits:
         self.metrics = LimitMetrics(registry)
         self._series = cfg.request_series
         self._chunks = cfg.request_samples // MAX_SAMPLES_PER_CHUNK  # as Thanos: an estimate
+        self._bytes = cfg.downloaded_bytes
         self.window = (TimeWindow(cfg.min_time, cfg.max_time)
                        if (cfg.min_time, cfg.max_time) != (MIN_TIME_DEFAULT, MAX_TIME_DEFAULT)
                        else None)
@@ -160,16 +191,18 @@ class StoreLimits:
     def request(self, request_limit: int = 0, tenant: str = DEFAULT_TENANT
                 ) -> RequestLimiter | None:
         """``request_limit``: the Series request's own limit on series (0: none)."""
-        if not self._series and not self._chunks:
+        if not self._series and not self._chunks and not self._bytes:
             return None
         return RequestLimiter(self._series, self._chunks, self.metrics,
-                              request_limit=request_limit, tenant=tenant)
+                              request_limit=request_limit, tenant=tenant,
+                              bytes_limit=self._bytes)
 
     def label_request(self, tenant: str = DEFAULT_TENANT) -> RequestLimiter | None:
-        """LabelNames/LabelValues with matchers: the series limit only, as Thanos."""
-        if not self._series:
+        """LabelNames/LabelValues with matchers: the series and bytes limits, as Thanos."""
+        if not self._series and not self._bytes:
             return None
-        return RequestLimiter(self._series, 0, self.metrics, label_call=True, tenant=tenant)
+        return RequestLimiter(self._series, 0, self.metrics, label_call=True, tenant=tenant,
+                              bytes_limit=self._bytes)
 
 
 SeriesHandler = Callable[..., AsyncIterator[bytes]]

@@ -321,6 +321,10 @@ BAD = [
     (["--max-time", "2024-13-01T00:00:00Z"], "--max-time"),
     (["--max-time", "2023-02-29T00:00:00Z"], "--max-time"),
     (["--min-time=-1d", "--max-time=-2d"], "can't be greater than --max-time"),
+    (["--store.grpc.downloaded-bytes-limit=lots"], "--store.grpc.downloaded-bytes-limit"),
+    (["--store.grpc.downloaded-bytes-limit=-1KB"], "--store.grpc.downloaded-bytes-limit"),
+    (["--ignore-deletion-marks-delay=soon"], "--ignore-deletion-marks-delay"),
+    (["--consistency-delay=-1h"], "--consistency-delay"),
 ]
 
 
@@ -356,6 +360,9 @@ def test_thanos_limit_flags_parse_to_the_store_config(tmp_path: Path) -> None:
                "--store.grpc.series-max-concurrency=3", "--min-time=-2w",
                "--max-time=2030-01-01T00:00:00Z") == StoreLimitsConfig(10, 1200, 3, "-2w",
                                                                        "2030-01-01T00:00:00Z")
+    # Thanos's Base2Bytes: KB and KiB are both 1024 bytes.
+    assert cfg("--store.grpc.downloaded-bytes-limit=64KB").downloaded_bytes == 64 << 10
+    assert cfg("--store.grpc.downloaded-bytes-limit=1GiB").downloaded_bytes == 1 << 30
     # The deprecated spellings still work, as in Thanos v0.42.
     assert cfg("--store.grpc.touched-series-limit=7", "--store.grpc.series-sample-limit=240"
                ) == StoreLimitsConfig(request_series=7, request_samples=240)
@@ -434,3 +441,60 @@ def test_tenant_labels_of_dropped_queries_are_bounded() -> None:
     assert len(tenants) == MAX_TENANT_LABELS + 1 and "other" in tenants
     assert reg.get_sample_value("thanos_bucket_store_queries_dropped_total",
                                 {"reason": "series", "tenant": "other"}) == 51
+
+
+# --------------------------------------------------------------------------- downloaded bytes
+
+
+def test_downloaded_bytes_limit_refuses_at_each_read_step_as_thanos(tmp_path: Path) -> None:
+    """--store.grpc.downloaded-bytes-limit: the bytes of postings, series entries and chunks a
+    call will read are reserved before each read; over the limit the call fails with
+    ResourceExhausted worded as Thanos's step (postings, series, chunks), counted once in
+    dropped{reason="bytes"}. A call under it is served whole."""
+    tail = ("rpc error: code = ResourceExhausted desc = exceeded bytes limit while fetching "
+            "{what}: limit {lim} violated (got ")
+
+    async def run_with(lim: int, body) -> None:
+        (tmp_path / str(lim)).mkdir()
+        await _with_store(tmp_path / str(lim), StoreLimitsConfig(downloaded_bytes=lim), body)
+
+    async def postings(gw, client, ulids):  # 1 B: not even the postings list of one block
+        with pytest.raises(grpc.RpcError) as e:
+            await client.series(T0, T0 + 2 * H2, UP)
+        msg = _exhausted(e.value)
+        step = ("expanded matching posting: fetch and expand postings: get postings: "
+                + tail.format(what="postings", lim=1))
+        assert msg.startswith("fetch postings for block ") and msg.split()[4][:-1] in ulids
+        assert step in msg
+        with pytest.raises(grpc.RpcError) as e:
+            await client.label_names(T0, T0 + 2 * H2, UP)
+        assert _exhausted(e.value).startswith(step)  # label calls name no block here
+        assert gw.registry.get_sample_value("thanos_bucket_store_queries_dropped_total",
+                                            {"reason": "bytes", "tenant": "default-tenant"}) == 2
+
+    async def series(gw, client, ulids):  # 100 B: postings fit, series entries do not
+        with pytest.raises(grpc.RpcError) as e:
+            await client.series(T0, T0 + H2 - 1, UP, skip_chunks=True)
+        msg = _exhausted(e.value)
+        assert msg.startswith(f"receive series from {ulids[0]}: preload series: " +
+                              tail.format(what="series", lim=100))
+        with pytest.raises(grpc.RpcError) as e:
+            await client.label_values("instance", T0, T0 + H2 - 1, UP)
+        assert _exhausted(e.value).startswith(f"iterate series for block {ulids[0]}: preload "
+                                              "series: ")
+
+    async def chunks(gw, client, ulids):  # 1 KiB: one block's index reads fit, its chunks not
+        assert len(await client.series(T0, T0 + H2 - 1, UP, skip_chunks=True)) == 3
+        with pytest.raises(grpc.RpcError) as e:
+            await client.series(T0, T0 + H2 - 1, UP)
+        assert _exhausted(e.value).startswith(f"receive series from {ulids[0]}: load chunks: " +
+                                              tail.format(what="chunks", lim=1024))
+
+    async def enough(gw, client, ulids):
+        got = await client.series(T0, T0 + 2 * H2, UP)
+        assert len(got) == 3 and all(len(s.chunks) == 8 for s in got)
+        assert gw.registry.get_sample_value("thanos_bucket_store_queries_dropped_total",
+                                            {"reason": "bytes", "tenant": "default-tenant"}) == 0
+
+    for lim, body in ((1, postings), (100, series), (1024, chunks), (1 << 20, enough)):
+        asyncio.run(run_with(lim, body))
