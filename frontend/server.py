@@ -9,7 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from common.httpgzip import compress_response, negotiate_gzip_only
+from common.httpgzip import compress_response
 from common.ops import add_ops_routes, new_registry, start_site
 from common.webconfig import WebConfigFile
 
@@ -151,10 +151,7 @@ class QueryFrontend:
         if request.path == "/api/v1/query_range":
             self.m.duration.labels(request.method, str(resp.status)).observe(took)
         if self.cfg.compress_responses and "Content-Encoding" not in resp.headers:
-            # as Thanos's gzip handler: gzip only, from 1 KiB, and Vary on every answer
-            await compress_response(request, resp, negotiate_gzip_only)
-            if "Content-Encoding" not in resp.headers:
-                resp.headers.add("Vary", "Accept-Encoding")
+            await compress_response(request, resp)  # as Thanos's gzip handler (gzhttp)
         limit = self.cfg.log_queries_longer_than_ms
         if limit and (limit < 0 or took * 1000 > limit):
             log.info("slow query detected", extra={

@@ -61,6 +61,15 @@ def error_response(kind: str, msg: str) -> web.Response:
     return _json({"status": "error", "errorType": kind, "error": msg}, _STATUS.get(kind, 422))
 
 
+def method_not_allowed(allowed) -> web.Response:
+    """A method the route does not take (HEAD included), as Go's router answers it in Thanos's
+    and Prometheus's API: 405, Go's http.Error body, the methods sorted in one Allow line."""
+    return web.Response(status=405, text="Method Not Allowed\n",
+                        content_type="text/plain", charset="utf-8",
+                        headers={"Allow": ", ".join(sorted(allowed)),
+                                 "X-Content-Type-Options": "nosniff"})
+
+
 def _points(ts, vals) -> orjson.Fragment:
     return orjson.Fragment(points_json(ts, vals))
 
@@ -221,25 +230,25 @@ class QueryAPI:
     def register(self, app: web.Application) -> None:
         app.middlewares.append(self._instrument)
         app.on_response_prepare.append(self._on_prepare)
-        r = app.router
+        r = app.router  # no HEAD: Thanos's and Prometheus's API answer it 405
         for path, handler in (("/api/v1/query", self.query), ("/api/v1/query_range", self.query_range),
                               ("/api/v1/series", self.series), ("/api/v1/labels", self.labels),
                               ("/api/v1/format_query", self.format_query),
                               ("/api/v1/query_exemplars", self.query_exemplars)):
-            r.add_get(path, handler)
+            r.add_get(path, handler, allow_head=False)
             r.add_post(path, handler)
-        r.add_get("/api/v1/label/{name}/values", self.label_values)
-        r.add_get("/api/v1/status/buildinfo", self.buildinfo)
-        r.add_get("/api/v1/status/config", self.status_config)
-        r.add_get("/api/v1/status/flags", self.status_flags)
-        r.add_get("/api/v1/status/runtimeinfo", self.status_runtimeinfo)
-        r.add_get("/api/v1/status/process", self.status_process)
-        r.add_get("/api/v1/status/tsdb", self.status_tsdb)
+        r.add_get("/api/v1/label/{name}/values", self.label_values, allow_head=False)
+        r.add_get("/api/v1/status/buildinfo", self.buildinfo, allow_head=False)
+        r.add_get("/api/v1/status/config", self.status_config, allow_head=False)
+        r.add_get("/api/v1/status/flags", self.status_flags, allow_head=False)
+        r.add_get("/api/v1/status/runtimeinfo", self.status_runtimeinfo, allow_head=False)
+        r.add_get("/api/v1/status/process", self.status_process, allow_head=False)
+        r.add_get("/api/v1/status/tsdb", self.status_tsdb, allow_head=False)
         r.add_route("OPTIONS", "/api/v1/{path:.*}", self.options)
-        r.add_get("/api/v1/metadata", self.metadata)
-        r.add_get("/api/v1/rules", self.rules)
-        r.add_get("/api/v1/alerts", self.alerts)
-        r.add_get("/api/v1/stores", self.endpoints)
+        r.add_get("/api/v1/metadata", self.metadata, allow_head=False)
+        r.add_get("/api/v1/rules", self.rules, allow_head=False)
+        r.add_get("/api/v1/alerts", self.alerts, allow_head=False)
+        r.add_get("/api/v1/stores", self.endpoints, allow_head=False)
 
     @web.middleware
     async def _instrument(self, request: web.Request, handler) -> web.StreamResponse:
@@ -248,6 +257,8 @@ class QueryAPI:
             resp = await handler(request)
         except BadParam as e:
             resp = error_response("bad_data", str(e))
+        except web.HTTPMethodNotAllowed as e:
+            resp = method_not_allowed(e.allowed_methods)
         if isinstance(resp, web.Response) and not resp.prepared:
             await compress_response(request, resp)
         route = request.match_info.route.resource
