@@ -32,3 +32,27 @@ def objstore_yaml(a: argparse.Namespace) -> str | None:
                              "running this command and content cannot be empty.")
         return None
     return text
+
+
+def add_path_or_content(p: argparse.ArgumentParser, name: str, what: str) -> None:
+    """Thanos's path-or-content flag pair ``--<name>-file`` / ``--<name>`` (a YAML)."""
+    dest = name.replace(".", "_").replace("-", "_")
+    p.add_argument(f"--{name}-file", dest=f"{dest}_file", default=None,
+                   help=f"Path to the YAML file with {what}.")
+    p.add_argument(f"--{name}", dest=dest, default=None,
+                   help=f"Alternative to --{name}-file: the YAML itself.")
+
+
+def path_or_content(a: argparse.Namespace, name: str, dest: str = "") -> str:
+    """The YAML of an add_path_or_content pair ("" when neither; ``dest`` when the flags'
+    dest is not the name's); ValueError when both are given or the file cannot be read."""
+    dest = dest or name.replace(".", "_").replace("-", "_")
+    path, text = getattr(a, f"{dest}_file"), getattr(a, dest)
+    if path and text:
+        raise ValueError(f"both --{name}-file and --{name} flags set.")
+    if path:
+        try:
+            return Path(path).read_text()
+        except OSError as e:
+            raise ValueError(f"cannot read --{name}-file: {e}") from None
+    return text or ""

@@ -76,23 +76,18 @@ def run_mark(objstore_yaml: str, ids: list[str], marker: str, details: str,
     return asyncio.run(with_bucket(objstore_yaml, go))
 
 
-def run_retention(a, selector=None) -> int:
-    """The compactor's retention pass alone over the blocks whose external labels ``selector``
-    keeps (relabel configs: keep, drop, hashmod; all blocks when empty); returns how many
-    blocks were marked."""
+def run_retention(a) -> int:
+    """The compactor's retention pass alone over the blocks ``--selector.relabel-config``
+    keeps (all blocks without one); returns how many blocks were marked."""
     from compactor import Compactor, cli_config
-    from receiver.tsdb.relabel import selects_block
     cfg = cli_config(a)
     cfg.http_address = ""
     cfg.sync_concurrency = a.block_sync_concurrency
 
-    def selects(b) -> bool:
-        return selects_block(b.ulid, (b.meta.thanos or {}).get("labels"), selector)
-
     async def go() -> int:
         c = Compactor(cfg)
         try:
-            return await c.retention_pass(selects if selector else None)
+            return await c.retention_pass()
         finally:
             await c.close()
     return asyncio.run(go())

@@ -17,7 +17,7 @@ from common.tls import (add_client_tls_flags, add_server_tls_flags, client_tls_f
                         server_tls_from_flags)
 from common.rlimits import raise_open_files_limit
 from common.units import parse_base2_bytes, parse_bytes, parse_duration_ms, parse_label_flag
-from objstore.flags import add_objstore_flags, objstore_yaml
+from objstore.flags import add_objstore_flags, add_path_or_content, objstore_yaml, path_or_content
 
 log = logging.getLogger("promring")
 
@@ -669,11 +669,9 @@ def _store_block_filter_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ignore-deletion-marks-delay", dest="ignore_deletion_marks_delay",
                    default="24h", help="A block marked for deletion longer ago than this is "
                    "no longer served; set it to half the compactor's --delete-delay.")
-    p.add_argument("--selector.relabel-config-file", dest="selector_relabel_config_file",
-                   default=None, help="YAML relabel configs (keep, drop, hashmod) over each "
-                   "block's external labels and __block_id selecting the blocks served.")
-    p.add_argument("--selector.relabel-config", dest="selector_relabel_config", default=None,
-                   help="Alternative to --selector.relabel-config-file: the YAML itself.")
+    add_path_or_content(p, "selector.relabel-config", "relabel configs (keep, drop, hashmod) "
+                        "over each block's external labels and __block_id selecting the "
+                        "blocks served")
 
 
 def _store_limits_config(a: argparse.Namespace):
@@ -687,16 +685,13 @@ def _store_limits_config(a: argparse.Namespace):
                              parse_base2_bytes(a.downloaded_bytes_limit))
 
 
-def _path_or_content(a: argparse.Namespace, flag: str, dest: str, sep: str = ".") -> str:
-    path, content = getattr(a, f"{dest}_config_file", None), getattr(a, f"{dest}_config", None)
-    if path and content:
-        raise SystemExit(f"both --{flag}{sep}config-file and --{flag}{sep}config flags set.")
-    if path:
-        try:
-            return Path(path).read_text()
-        except OSError as e:
-            raise SystemExit(f"cannot read --{flag}{sep}config-file: {e}") from None
-    return content or ""
+def _path_or_content(a: argparse.Namespace, flag: str, dest: str) -> str:
+    if not hasattr(a, f"{dest}_config"):  # promring up: no such flags
+        return ""
+    try:
+        return path_or_content(a, f"{flag}.config", f"{dest}_config")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grpc_address: str,
@@ -716,8 +711,8 @@ def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grp
                            getattr(a, "consistency_delay", "0s")) / 1000,
                        ignore_deletion_marks_delay_s=parse_duration_ms(
                            getattr(a, "ignore_deletion_marks_delay", "24h")) / 1000,
-                       selector_relabel_config=_path_or_content(a, "selector.relabel",
-                                                                "selector_relabel", "-"))
+                       selector_relabel_config=path_or_content(a, "selector.relabel-config")
+                       if hasattr(a, "selector_relabel_config") else "")
 
 
 class _Up:
