@@ -196,3 +196,36 @@ def test_blocks_a_compacted_block_covers_are_not_served_while_their_marks_age(
                            ignore_deletion_marks_delay_s=StoreConfig.ignore_deletion_marks_delay_s)
 
     run(main())
+
+
+def test_filter_flags_parse_as_thanos(tmp_path: Path, capsys) -> None:
+    from promring.cli import build_parser, main, store_config
+
+    def cfg(*flags: str) -> StoreConfig:
+        a = build_parser().parse_args(["store", "--objstore.config", "x", *flags])
+        return store_config(a, str(tmp_path), "", "127.0.0.1:0", "")
+
+    d = cfg()  # Thanos's defaults
+    assert (d.consistency_delay_s, d.ignore_deletion_marks_delay_s, d.selector_relabel_config) \
+        == (0.0, 24 * 3600.0, "")
+    rules = "- {action: keep, source_labels: [cluster], regex: a}\n"
+    (tmp_path / "sel.yml").write_text(rules)
+    c = cfg("--consistency-delay=30m", "--ignore-deletion-marks-delay=12h",
+            f"--selector.relabel-config-file={tmp_path / 'sel.yml'}")
+    assert (c.consistency_delay_s, c.ignore_deletion_marks_delay_s, c.selector_relabel_config) \
+        == (1800.0, 12 * 3600.0, rules)
+    assert cfg("--selector.relabel-config", rules).selector_relabel_config == rules
+    # a bad selector, or both spellings: one line naming the flag, exit 2, nothing started
+    conf = tmp_path / "objstore.yml"
+    conf.write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp_path / 'bucket'}\n")
+    for bad in (["--selector.relabel-config", "- {action: labelmap, source_labels: [a]}"],
+                ["--selector.relabel-config", rules,
+                 f"--selector.relabel-config-file={tmp_path / 'sel.yml'}"]):
+        with pytest.raises(SystemExit) as e:
+            main(["store", "--objstore.config-file", str(conf), "--data-dir",
+                  str(tmp_path / "data"), "--grpc-address", "127.0.0.1:0",
+                  "--http-address", "127.0.0.1:0", *bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--selector.relabel-config" in err and err.count("\n") == 1, err
+        assert not (tmp_path / "data").exists()
