@@ -50,11 +50,13 @@ class BlockFilters:
         """Whether a block's deletion-mark.json has been there longer than the delay (then
         the block is no longer served). As Thanos, a mark that is not valid JSON (a partial
         upload) is ignored with a warning: the block stays."""
+        deletion_time = None
         try:
             mark = json.loads(raw_mark)
-            deletion_time = float(mark.get("deletion_time") or 0) if isinstance(mark, dict) else None
+            if isinstance(mark, dict):
+                deletion_time = float(mark.get("deletion_time") or 0)
         except (ValueError, TypeError):
-            deletion_time = None
+            pass
         if deletion_time is None:
             log.warning("found partial deletion-mark.json; if it stays, delete it from the "
                         "bucket by hand", extra={"block": ulid})

@@ -18,7 +18,8 @@ import yaml
 
 from .labels import InvalidRegex, Labels, Matcher, MatchType
 
-SELECTOR_ACTIONS = frozenset({"keep", "drop", "hashmod"})  # Thanos's SelectorSupportedRelabelActions
+# Thanos's SelectorSupportedRelabelActions
+SELECTOR_ACTIONS = frozenset({"keep", "drop", "hashmod"})
 SERIES_ACTIONS = frozenset({"keep", "drop"})  # rewrite: series kept or deleted whole
 _U64 = 1 << 64
 
