@@ -4,7 +4,6 @@ log."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 from dataclasses import replace
 
