@@ -121,10 +121,10 @@ class _Stubs:
 
         def each(path: str):
             async def call(req: bytes, on_message: Callable[[bytes], None],
-                           timeout: float | None = None) -> None:
+                           timeout: float | None = None, until: float | None = None) -> None:
                 c = _begin(metrics, path, "server_stream")
                 try:
-                    await ch.unary_stream_each(path, req, timeout, on_message)
+                    await ch.unary_stream_each(path, req, timeout, on_message, until)
                 except BaseException as e:
                     _done(c, e)
                     raise
@@ -325,7 +325,10 @@ class StoreClient:
     async def series_with_warnings(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                                    skip_chunks: bool = False,
                                    without_replica_labels: Iterable[str] = (),
-                                   limit: int = 0, partial_response: bool = False) -> SeriesResult:
+                                   limit: int = 0, partial_response: bool = False,
+                                   until: float | None = None) -> SeriesResult:
+        """``until``: a loop time (the query's deadline) the call fails at with
+        DEADLINE_EXCEEDED, if the client's own timeout has not ended it before."""
         out = SeriesResult([])
         request = self._series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
                                        limit, partial_response)
@@ -339,7 +342,7 @@ class StoreClient:
         # frames taken as they arrive, in one coroutine: no async generator per layer
         request = request if isinstance(request, bytes) else request.SerializeToString()
         await self._rpc().series_each(request, lambda frame: add(reader.feed(frame)),
-                                      timeout=self._timeout)
+                                      timeout=self._timeout, until=until)
         for item in reader.finish():
             add(item)
         return out

@@ -498,10 +498,14 @@ class H2Channel:
             raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "response larger than allowed")
         return self._decompressed(call, flag, body[5:5 + n])
 
-    async def _open_stream(self, method: str, request: bytes, timeout: float | None
-                           ) -> tuple[_Connection, _Call, float | None]:
-        """A server-streaming call started; (its connection, the call, its loop deadline)."""
+    async def _open_stream(self, method: str, request: bytes, timeout: float | None,
+                           until: float | None = None) -> tuple[_Connection, _Call, float | None]:
+        """A server-streaming call started; (its connection, the call, its loop deadline): the
+        sooner of ``timeout`` from now and ``until`` (a loop time, e.g. the query's deadline:
+        the caller needs no timer of its own around the call)."""
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        if until is not None and (deadline is None or until < deadline):
+            deadline = until
         conn, call = self._conn, _Call(True, 0)
         if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
                 call, self._header_block(method, timeout), self._message(request))):
@@ -551,12 +555,14 @@ class H2Channel:
                 conn.cancel(call)
 
     async def unary_stream_each(self, method: str, request: bytes, timeout: float | None,
-                                on_message: Callable[[bytes], None]) -> None:
+                                on_message: Callable[[bytes], None],
+                                until: float | None = None) -> None:
         """``unary_stream`` for a caller that takes every message as it comes:
         ``on_message(msg)`` for each, in a plain coroutine (an async generator per call and
         per layer above it cost more than a small call's messages do). An exception from
-        ``on_message`` cancels the stream and is raised."""
-        conn, call, deadline = await self._open_stream(method, request, timeout)
+        ``on_message`` cancels the stream and is raised. ``until``: a loop time the call fails
+        at (DEADLINE_EXCEEDED) if ``timeout`` has not ended it before."""
+        conn, call, deadline = await self._open_stream(method, request, timeout, until)
         buf = bytearray()
         try:
             while True:

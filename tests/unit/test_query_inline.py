@@ -202,3 +202,26 @@ def test_a_query_on_the_loop_holds_its_slot_until_its_deadline(tmp_path):
         run(go())
     finally:
         hole.close()
+
+
+def test_a_store_call_past_the_query_deadline_is_a_timeout_with_or_without_partial_response(
+        tmp_path):
+    """The loop path hands the query's deadline down to the store calls (no timer of its own):
+    a call ended by it must still answer Prometheus's timeout, not a partial answer with a
+    warning (partial_response=true) nor an endpoint error (false)."""
+    from querier.endpoints import HealthOptions
+    from querier_cluster import BlackHole
+    hole = BlackHole()
+
+    async def go():
+        async with cluster(tmp_path, QueryConfig(timeout_s=5), extra_endpoints=(hole.address,),
+                           health=HealthOptions(info_timeout_s=300.0)) as c:
+            for partial in ("true", "false"):
+                assert await c.get(Q, query="up", timeout="0.3", partial_response=partial) == (
+                    503, {"status": "error", "errorType": "timeout",
+                          "error": "query timed out in expression evaluation"}), partial
+                assert not c.querier.api._running
+    try:
+        run(go())
+    finally:
+        hole.close()
