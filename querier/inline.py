@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from querier.promql import ast
+from querier.promql import PromQLError, ast
+from querier.promql.engine import INT64_MAX, INT64_MIN, selector_matchers, unparen
 from storeapi.client import RawSeries
 
 from .fanout import FanoutQueryable, merge_raw_series
@@ -62,6 +63,46 @@ def plan_nodes(expr, limits: InlineLimits = DEFAULT_INLINE_LIMITS) -> int | None
         if n > limits.max_nodes or isinstance(node, ast.SubqueryExpr):
             return None
     return n
+
+
+def first_select(expr, first_ms: int, last_ms: int, lookback_ms: int
+                 ) -> tuple[tuple, int] | None:
+    """(select key, range) of the one select a query whose steps run from ``first_ms`` to
+    ``last_ms`` makes, when the plan alone tells it: one plain selector (a vector selector, or
+    a range selector under a function) with no @ and no duration expression. Fetched before
+    the engine runs, the engine's first pass needs no restart for it; None: let the engine
+    say what it selects (a wrong guess would only cost a wasted store call)."""
+    vectors, ranges = [], []
+    for node in ast.walk(expr):
+        if isinstance(node, ast.VectorSelector):
+            vectors.append(node)
+        elif isinstance(node, ast.MatrixSelector):
+            ranges.append(node)
+        elif isinstance(node, ast.SubqueryExpr):
+            return None
+    if len(vectors) != 1 or len(ranges) > 1 or isinstance(unparen(expr), ast.MatrixSelector):
+        return None
+    vs = vectors[0]
+    if (vs.at is not None or vs.offset_expr is not None or vs.anchored or vs.smoothed):
+        return None
+    if ranges:
+        rs = ranges[0]
+        if rs.vector_selector is not vs or rs.range_expr is not None or rs.range is None:
+            return None
+        span = range_ms = ast.timedelta_ms(rs.range)
+    else:
+        span, range_ms = lookback_ms, 0
+    off = ast.timedelta_ms(vs.offset)
+    mint, maxt = first_ms - off - span + 1, last_ms - off
+    if mint - 2 <= INT64_MIN or maxt >= INT64_MAX:
+        return None  # the engine refuses it
+    try:
+        ms = selector_matchers(vs)
+    except PromQLError:
+        return None  # the engine answers the error
+    if all(m.matches_empty() for m in ms):
+        return None
+    return (ms, mint, maxt), range_ms
 
 
 def inline_cost(nodes: int, steps: int, series: int, samples: int, windows: int) -> int:
@@ -135,24 +176,29 @@ class InlineQuery:
             self.windows = max(self.windows, min(per_step, self.steps))
         return self._fits()
 
-    async def evaluate(self, run, engine):
+    async def evaluate(self, run, engine, first: tuple[tuple, int] | None = None):
         """The query's result, or None: hand it to the worker (data fetched so far is kept in
-        the fanout queryable, so the worker does not fetch it again)."""
+        the fanout queryable, so the worker does not fetch it again). ``first``: (key, range)
+        of a select to fetch before evaluating (:func:`first_select`)."""
         if not self._fits():
             return None
+        need = first
         for _ in range(self.limits.max_selects + 1):
+            if need is not None:
+                key, range_ms = need
+                if len(self.queryable.raw) >= self.limits.max_selects:
+                    break
+                matchers, mint, maxt = key
+                raw = await self.fanout.fetch(list(matchers), mint, maxt)
+                self.queryable.raw[key] = raw
+                if not self._count(raw, range_ms):
+                    break
             try:
                 return run(engine, self.queryable)
             except _Decline:
                 break
-            except _NeedSelect as need:
-                if len(self.queryable.raw) >= self.limits.max_selects:
-                    break
-                matchers, mint, maxt = need.key
-                raw = await self.fanout.fetch(list(matchers), mint, maxt)
-                self.queryable.raw[need.key] = raw
-                if not self._count(raw, need.range_ms):
-                    break
+            except _NeedSelect as e:
+                need = e.key, e.range_ms
         for key, raw in self.queryable.raw.items():
             self.fanout.keep(key, raw)
         return None

@@ -225,3 +225,44 @@ def test_a_store_call_past_the_query_deadline_is_a_timeout_with_or_without_parti
         run(go())
     finally:
         hole.close()
+
+
+PLAN_QUERIES = {  # query -> whether its one select is known from the plan alone
+    "m": True, 'm{i="1"}': True, "rate(c[5m])": True, "sum by (job) (rate(m[1m]))": True,
+    "m offset 5m": True, "rate(m[2m] offset 1h)": True, "-(m) * 2": True,
+    "histogram_quantile(0.9, rate(m[5m]))": True, "last_over_time(m[1h] offset -10m)": True,
+    "m @ 100": False, "rate(m[5m] @ end())": False, "m[2m]": False, "m + c": False,
+    "rate(m[5m:1m])": False, "vector(1)": False, 'm{i=~""}': True, "rate(m[step()])": False,
+    "m offset (1h + 5m)": False,
+}
+
+
+def test_the_first_select_known_from_the_plan_is_the_one_the_engine_asks_for():
+    """querier.inline.first_select fetches a plain selector's data before the engine runs: its
+    key must be exactly the select the engine makes first (else a store call is wasted), at
+    instant and range steps alike."""
+    from querier.fanout import FanoutQueryable
+    from querier.inline import LoopQueryable, _NeedSelect, first_select
+    from querier.promql import Engine, EngineOptions
+    from querier.promql.engine import parse
+    lb = 300_000
+    engine = Engine(EngineOptions(lookback_delta_ms=lb))
+    for query, known in PLAN_QUERIES.items():
+        for start, end, step in ((T0, T0, 0), (T0, T0 + 1_800_000, 7_000)):
+            expr = parse(query)
+            last = start + (end - start) // step * step if step else start
+            guess = first_select(expr, start, last, lb)
+            assert (guess is not None) == known, query
+            qa = LoopQueryable(FanoutQueryable(None, None))
+            try:
+                if step:
+                    engine.range(qa, query, start, end, step, expr)
+                else:
+                    engine.instant(qa, query, start, expr)
+                asked = None
+            except _NeedSelect as need:
+                asked = need.key, need.range_ms
+            except Exception:  # noqa: BLE001 -- e.g. a range vector in a range query
+                asked = None
+            if guess is not None:
+                assert guess == asked, (query, step)
