@@ -65,7 +65,7 @@ class _Call:
     """One stream: response headers, then DATA (kept until read), then the end or an error."""
 
     __slots__ = ("sid", "headers", "chunks", "size", "ended", "error", "waiter", "send_window",
-                 "unacked", "streaming", "done")
+                 "unacked", "streaming", "done", "deadline")
 
     def __init__(self, streaming: bool, send_window: int) -> None:
         self.sid = 0
@@ -79,25 +79,12 @@ class _Call:
         self.unacked = 0  # stream window consumed but not yet given back
         self.streaming = streaming
         self.done = False  # ended or failed
+        self.deadline: float | None = None  # loop time its waits end at (_Connection.wait)
 
     def wake(self) -> None:
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
-
-    async def wait(self, deadline: float | None) -> None:
-        """Until something arrives, or RpcError(DEADLINE_EXCEEDED) at ``deadline``."""
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        timer = None if deadline is None else loop.call_at(deadline, self.wake)
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
-            if timer is not None:
-                timer.cancel()
-        if deadline is not None and loop.time() >= deadline and not self.chunks and not self.done:
-            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
 class _Connection(asyncio.Protocol):
@@ -123,6 +110,10 @@ class _Connection(asyncio.Protocol):
         self.window_open = asyncio.Event()
         self.can_write = asyncio.Event()
         self.can_write.set()
+        # One timer for the deadlines of all its calls, armed at the soonest one a call waits
+        # for (see wait): a call finishing long before its deadline costs no timer.
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -283,12 +274,55 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.channel._forget(self)
         err = RpcError(grpc.StatusCode.UNAVAILABLE, f"{self.channel.address}: {self.reason}")
         for sid in list(self.calls):
             self._fail(sid, err)
         self.window_open.set()
         self.can_write.set()
+
+    # --- waiting for a call, within its deadline -----------------------------------------------
+
+    async def wait(self, call: _Call, deadline: float | None) -> None:
+        """Until something arrives for ``call``, or RpcError(DEADLINE_EXCEEDED) at
+        ``deadline`` (a loop time)."""
+        loop = asyncio.get_running_loop()
+        call.waiter = loop.create_future()
+        if deadline is not None:
+            call.deadline = deadline
+            if self.timer is None or deadline < self.timer_at:
+                self._arm(loop, deadline)
+        try:
+            await call.waiter
+        finally:
+            call.waiter = None
+        if deadline is not None and loop.time() >= deadline and not call.chunks and not call.done:
+            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer, self.timer_at = loop.call_at(at, self._expire), at
+
+    def _expire(self) -> None:
+        """The soonest deadline came: wake every call past its deadline (its wait raises),
+        and arm the timer for the soonest deadline still ahead."""
+        self.timer = None
+        loop = asyncio.get_running_loop()
+        now, soonest = loop.time(), None
+        for call in self.calls.values():
+            d = call.deadline
+            if d is None:
+                continue
+            if d <= now:
+                call.wake()
+            elif soonest is None or d < soonest:
+                soonest = d
+        if soonest is not None and not self.closed:
+            self._arm(loop, soonest)
 
     # --- frames out ---------------------------------------------------------------------------
 
@@ -481,7 +515,7 @@ class H2Channel:
                 conn, call = await self._start(method, request, timeout, False)
                 try:
                     while not call.done:
-                        await call.wait(None)
+                        await conn.wait(call, None)
                 except BaseException:
                     conn.cancel(call)
                     raise
@@ -549,7 +583,7 @@ class H2Channel:
                         yield msg
                 if self._ended(call, buf):
                     return
-                await call.wait(deadline)
+                await conn.wait(call, deadline)
         finally:
             if not call.done:  # left early (break, error, cancellation)
                 conn.cancel(call)
@@ -571,7 +605,7 @@ class H2Channel:
                         on_message(msg)
                 if self._ended(call, buf):
                     return
-                await call.wait(deadline)
+                await conn.wait(call, deadline)
         finally:
             if not call.done:  # failed or cancelled: the stream is reset
                 conn.cancel(call)

@@ -502,3 +502,42 @@ def test_calls_past_their_grpc_timeout_end_deadline_exceeded():
     status = literal(b"grpc-status", "4")
     assert sorted(ends) == [1, 3] and all(status in block for block in ends.values())
     assert again == b"ko" and counted == [1.0, 1.0]
+
+
+def test_streamed_calls_end_at_their_own_deadlines_with_one_timer_per_connection():
+    """Streamed calls on one connection to a server that never answers each fail with
+    DEADLINE_EXCEEDED at their own deadline (the sooner of ``timeout`` and ``until``), the
+    sooner one first; the connection's single deadline timer is re-armed for the calls still
+    waiting and for later ones, and holds nothing once no call waits."""
+    async def main():
+        held: list[asyncio.StreamWriter] = []
+
+        async def silent(reader, writer):
+            held.append(writer)
+            await reader.read()  # reads everything, answers nothing
+
+        srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+        ch = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}")
+        loop = asyncio.get_running_loop()
+        ended: list[str] = []
+
+        async def call(name: str, timeout: float, until: float | None = None) -> None:
+            with pytest.raises(RpcError) as ei:
+                await ch.unary_stream_each(STREAM, b"1", timeout, lambda m: None, until)
+            assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            ended.append(name)
+        try:
+            late = asyncio.ensure_future(call("late", 0.6))
+            await asyncio.sleep(0.05)  # the later deadline arms the timer first
+            await call("soon", 30.0, until=loop.time() + 0.2)
+            assert ended == ["soon"] and not late.done()
+            await late
+            await call("again", 0.2)
+            assert ended == ["soon", "late", "again"]
+            assert ch._conn is not None and ch._conn.timer is None
+        finally:
+            await ch.close()
+            for w in held:
+                w.close()
+            srv.close()
+    asyncio.run(asyncio.wait_for(main(), 30))
