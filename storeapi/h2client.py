@@ -43,6 +43,7 @@ _MAX_FRAME = 1 << 20      # largest frame we accept (SETTINGS_MAX_FRAME_SIZE)
 _MAX_HEADERS = 64 << 10   # largest header list we accept
 _CONNECT_TIMEOUT = 20.0
 _KNOWN_BLOCKS = 64        # decoded header blocks kept per connection (see _Connection._decode)
+_LAZY_WAKE_BYTES = 64 << 10  # unread DATA that wakes a lazy call's reader before its end
 
 
 class RpcError(grpc.aio.AioRpcError):
@@ -65,9 +66,12 @@ class _Call:
     """One stream: response headers, then DATA (kept until read), then the end or an error."""
 
     __slots__ = ("sid", "headers", "chunks", "size", "ended", "error", "waiter", "send_window",
-                 "unacked", "streaming", "done", "deadline")
+                 "unacked", "streaming", "done", "deadline", "lazy")
 
-    def __init__(self, streaming: bool, send_window: int) -> None:
+    def __init__(self, streaming: bool, send_window: int, lazy: bool = False) -> None:
+        """``lazy``: its reader takes the whole answer anyway, so DATA wakes it only once
+        ``_LAZY_WAKE_BYTES`` are unread (or at the end): a small answer whose trailers come in
+        a read of their own costs one wake-up, not two."""
         self.sid = 0
         self.headers: dict[str, str] = {}
         self.chunks: collections.deque[bytes] = collections.deque()
@@ -80,6 +84,7 @@ class _Call:
         self.streaming = streaming
         self.done = False  # ended or failed
         self.deadline: float | None = None  # loop time its waits end at (_Connection.wait)
+        self.lazy = lazy
 
     def wake(self) -> None:
         w = self.waiter
@@ -218,7 +223,7 @@ class _Connection(asyncio.Protocol):
                 return
         if flags & END_STREAM:
             self._end(sid)
-        else:
+        elif not call.lazy or call.size >= _LAZY_WAKE_BYTES:
             call.wake()
 
     def _decode(self, block: bytes) -> list:
@@ -496,9 +501,9 @@ class H2Channel:
         return _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
 
     async def _start(self, method: str, request: bytes, timeout: float | None,
-                     streaming: bool) -> tuple[_Connection, _Call]:
+                     streaming: bool, lazy: bool = False) -> tuple[_Connection, _Call]:
         conn = await self._connect(timeout)
-        call = _Call(streaming, 0)
+        call = _Call(streaming, 0, lazy)
         try:
             await conn.open(call, self._header_block(method, timeout), self._message(request))
         except BaseException:
@@ -533,20 +538,21 @@ class H2Channel:
         return self._decompressed(call, flag, body[5:5 + n])
 
     async def _open_stream(self, method: str, request: bytes, timeout: float | None,
-                           until: float | None = None) -> tuple[_Connection, _Call, float | None]:
+                           until: float | None = None, lazy: bool = False
+                           ) -> tuple[_Connection, _Call, float | None]:
         """A server-streaming call started; (its connection, the call, its loop deadline): the
         sooner of ``timeout`` from now and ``until`` (a loop time, e.g. the query's deadline:
         the caller needs no timer of its own around the call)."""
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         if until is not None and (deadline is None or until < deadline):
             deadline = until
-        conn, call = self._conn, _Call(True, 0)
+        conn, call = self._conn, _Call(True, 0, lazy)
         if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
                 call, self._header_block(method, timeout), self._message(request))):
             return conn, call, deadline  # the usual call on a live connection: no timer
         try:
             async with asyncio.timeout_at(deadline):
-                conn, call = await self._start(method, request, timeout, True)
+                conn, call = await self._start(method, request, timeout, True, lazy)
         except TimeoutError:
             raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         return conn, call, deadline
@@ -591,12 +597,13 @@ class H2Channel:
     async def unary_stream_each(self, method: str, request: bytes, timeout: float | None,
                                 on_message: Callable[[bytes], None],
                                 until: float | None = None) -> None:
-        """``unary_stream`` for a caller that takes every message as it comes:
-        ``on_message(msg)`` for each, in a plain coroutine (an async generator per call and
+        """``unary_stream`` for a caller that takes the whole answer: ``on_message(msg)`` for
+        each message, at the end or whenever 64 KiB are unread, in a plain coroutine (an async generator per call and
         per layer above it cost more than a small call's messages do). An exception from
         ``on_message`` cancels the stream and is raised. ``until``: a loop time the call fails
         at (DEADLINE_EXCEEDED) if ``timeout`` has not ended it before."""
-        conn, call, deadline = await self._open_stream(method, request, timeout, until)
+        conn, call, deadline = await self._open_stream(method, request, timeout, until,
+                                                       lazy=True)
         buf = bytearray()
         try:
             while True:

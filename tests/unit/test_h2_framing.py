@@ -541,3 +541,42 @@ def test_streamed_calls_end_at_their_own_deadlines_with_one_timer_per_connection
                 w.close()
             srv.close()
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_small_streamed_answer_is_read_once_its_trailers_came_a_big_one_as_it_comes():
+    """unary_stream_each's reader takes the whole answer anyway: a small answer's DATA does not
+    wake it, its end does (one wake-up per call, not two when the trailers come in a read of
+    their own); past 64 KiB unread it is woken before the end, as the answer streams in."""
+    async def main():
+        sent: list[str] = []
+
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.readexactly(len(PREFACE))
+            w.write(settings_frame({}))
+            for sid, size in ((1, 10), (3, 100 << 10)):
+                while sid not in (f[2] for f in split_frames(await r.read(1 << 16), 1 << 24)[0]):
+                    pass  # until the call's HEADERS came
+                w.write(frame(HEADERS, END_HEADERS, sid, b"\x88"  # :status 200
+                              + literal(b"content-type", "application/grpc")))
+                w.write(frame(DATA, 0, sid, b"\0" + size.to_bytes(4, "big") + b"m" * size))
+                await w.drain()
+                await asyncio.sleep(0.2)  # the trailers in a read of their own
+                sent.append(f"trailers {sid}")
+                w.write(frame(HEADERS, END_HEADERS | END_STREAM, sid,
+                              literal(b"grpc-status", "0")))
+                await w.drain()
+            await r.read()  # until the client hangs up
+
+        srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+        ch = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", "identity")
+        seen: list[tuple[int, list[str]]] = []
+        try:
+            for _ in range(2):
+                await ch.unary_stream_each(STREAM, b"1", 20,
+                                           lambda m: seen.append((len(m), list(sent))))
+        finally:
+            await ch.close()
+            srv.close()
+        return seen
+
+    assert _run(main()) == [(10, ["trailers 1"]), (100 << 10, ["trailers 1"])]
