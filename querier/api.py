@@ -25,7 +25,7 @@ from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
-from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, first_select, plan_nodes
+from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes, plan_selects
 from .parsecache import ParseCache
 from .histjson import histogram_point, matrix_entry
 from .querymetrics import add_engine_metrics
@@ -380,12 +380,12 @@ class QueryAPI:
         nodes = plan_nodes(expr, self.inline)
         if nodes is None:
             return expr, None
-        first = None
+        planned = []
         if start_ms is not None and not queryable.opts.max_resolution_ms:
-            first = first_select(expr, start_ms, start_ms + (steps - 1) * step_ms,
-                                 engine.opts.lookback_delta_ms)
+            planned = plan_selects(expr, start_ms, start_ms + (steps - 1) * step_ms,
+                                   engine.opts.lookback_delta_ms)
         res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
-            lambda e, q: run(e, q, expr), engine, first)
+            lambda e, q: run(e, q, expr), engine, planned)
         if res is None:
             return expr, None
         return expr, result_to_json(res, engine, queryable, limit, queued_s,

@@ -65,44 +65,48 @@ def plan_nodes(expr, limits: InlineLimits = DEFAULT_INLINE_LIMITS) -> int | None
     return n
 
 
-def first_select(expr, first_ms: int, last_ms: int, lookback_ms: int
-                 ) -> tuple[tuple, int] | None:
-    """(select key, range) of the one select a query whose steps run from ``first_ms`` to
-    ``last_ms`` makes, when the plan alone tells it: one plain selector (a vector selector, or
-    a range selector under a function) with no @ and no duration expression. Fetched before
-    the engine runs, the engine's first pass needs no restart for it; None: let the engine
-    say what it selects (a wrong guess would only cost a wasted store call)."""
-    vectors, ranges = [], []
+def plan_selects(expr, first_ms: int, last_ms: int, lookback_ms: int
+                 ) -> list[tuple[tuple, int]]:
+    """(select key, range) of every select the plan alone tells, for a query whose steps run
+    from ``first_ms`` to ``last_ms``: each plain selector (a vector selector, or a range
+    selector under a function; offset allowed) with no @ and no duration expression. Fetched
+    before the engine runs, the engine needs no stop and restart for them; others are left to
+    the engine to ask for (a wrong guess would only cost a wasted store call)."""
+    if isinstance(unparen(expr), ast.MatrixSelector):
+        return []  # a range query refuses it; an instant one is rare
+    ranges: dict[int, int] = {}  # id of a range selector's vector selector -> its range
+    vectors = []
     for node in ast.walk(expr):
         if isinstance(node, ast.VectorSelector):
             vectors.append(node)
         elif isinstance(node, ast.MatrixSelector):
-            ranges.append(node)
+            if node.range_expr is not None or node.range is None:
+                ranges[id(node.vector_selector)] = -1
+            else:
+                ranges[id(node.vector_selector)] = ast.timedelta_ms(node.range)
         elif isinstance(node, ast.SubqueryExpr):
-            return None
-    if len(vectors) != 1 or len(ranges) > 1 or isinstance(unparen(expr), ast.MatrixSelector):
-        return None
-    vs = vectors[0]
-    if (vs.at is not None or vs.offset_expr is not None or vs.anchored or vs.smoothed):
-        return None
-    if ranges:
-        rs = ranges[0]
-        if rs.vector_selector is not vs or rs.range_expr is not None or rs.range is None:
-            return None
-        span = range_ms = ast.timedelta_ms(rs.range)
-    else:
-        span, range_ms = lookback_ms, 0
-    off = ast.timedelta_ms(vs.offset)
-    mint, maxt = first_ms - off - span + 1, last_ms - off
-    if mint - 2 <= INT64_MIN or maxt >= INT64_MAX:
-        return None  # the engine refuses it
-    try:
-        ms = selector_matchers(vs)
-    except PromQLError:
-        return None  # the engine answers the error
-    if all(m.matches_empty() for m in ms):
-        return None
-    return (ms, mint, maxt), range_ms
+            return []
+    out: list[tuple[tuple, int]] = []
+    for vs in vectors:
+        if vs.at is not None or vs.offset_expr is not None or vs.anchored or vs.smoothed:
+            continue
+        range_ms = ranges.get(id(vs), 0)
+        if range_ms < 0:
+            continue
+        off = ast.timedelta_ms(vs.offset)
+        mint, maxt = first_ms - off - (range_ms or lookback_ms) + 1, last_ms - off
+        if mint - 2 <= INT64_MIN or maxt >= INT64_MAX:
+            continue  # the engine refuses it
+        try:
+            ms = selector_matchers(vs)
+        except PromQLError:
+            continue  # the engine answers the error
+        if all(m.matches_empty() for m in ms):
+            continue
+        key = (ms, mint, maxt), range_ms
+        if key not in out:
+            out.append(key)
+    return out
 
 
 def inline_cost(nodes: int, steps: int, series: int, samples: int, windows: int) -> int:
@@ -176,29 +180,35 @@ class InlineQuery:
             self.windows = max(self.windows, min(per_step, self.steps))
         return self._fits()
 
-    async def evaluate(self, run, engine, first: tuple[tuple, int] | None = None):
+    async def _fetch(self, key: tuple, range_ms: int) -> bool:
+        """Fetch a select's data; False when it may not (more selects than allowed) or the
+        query no longer fits the loop."""
+        if len(self.queryable.raw) >= self.limits.max_selects:
+            return False
+        matchers, mint, maxt = key
+        raw = await self.fanout.fetch(list(matchers), mint, maxt)
+        self.queryable.raw[key] = raw
+        return self._count(raw, range_ms)
+
+    async def evaluate(self, run, engine, planned: list[tuple[tuple, int]] = ()):
         """The query's result, or None: hand it to the worker (data fetched so far is kept in
-        the fanout queryable, so the worker does not fetch it again). ``first``: (key, range)
-        of a select to fetch before evaluating (:func:`first_select`)."""
+        the fanout queryable, so the worker does not fetch it again). ``planned``: (key,
+        range) of selects to fetch before evaluating (:func:`plan_selects`)."""
         if not self._fits():
             return None
-        need = first
+        fits = True
+        for key, range_ms in planned[:self.limits.max_selects]:
+            if not (fits := await self._fetch(key, range_ms)):
+                break
         for _ in range(self.limits.max_selects + 1):
-            if need is not None:
-                key, range_ms = need
-                if len(self.queryable.raw) >= self.limits.max_selects:
-                    break
-                matchers, mint, maxt = key
-                raw = await self.fanout.fetch(list(matchers), mint, maxt)
-                self.queryable.raw[key] = raw
-                if not self._count(raw, range_ms):
-                    break
+            if not fits:
+                break
             try:
                 return run(engine, self.queryable)
             except _Decline:
                 break
             except _NeedSelect as e:
-                need = e.key, e.range_ms
+                fits = await self._fetch(e.key, e.range_ms)
         for key, raw in self.queryable.raw.items():
             self.fanout.keep(key, raw)
         return None
