@@ -527,7 +527,7 @@ def test_streamed_calls_end_at_their_own_deadlines_with_one_timer_per_connection
             assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             ended.append(name)
         try:
-            late = asyncio.ensure_future(call("late", 0.6))
+            late = asyncio.ensure_future(call("late", 3.0))
             await asyncio.sleep(0.05)  # the later deadline arms the timer first
             await call("soon", 30.0, until=loop.time() + 0.2)
             assert ended == ["soon"] and not late.done()
@@ -549,18 +549,23 @@ def test_a_small_streamed_answer_is_read_once_its_trailers_came_a_big_one_as_it_
     their own); past 64 KiB unread it is woken before the end, as the answer streams in."""
     async def main():
         sent: list[str] = []
+        read = asyncio.Event()  # the reader took a message
 
         async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             await r.readexactly(len(PREFACE))
             w.write(settings_frame({}))
-            for sid, size in ((1, 10), (3, 100 << 10)):
+            for sid, size, wait_s in ((1, 10, 0.3), (3, 100 << 10, 10.0)):
                 while sid not in (f[2] for f in split_frames(await r.read(1 << 16), 1 << 24)[0]):
                     pass  # until the call's HEADERS came
+                read.clear()
                 w.write(frame(HEADERS, END_HEADERS, sid, b"\x88"  # :status 200
                               + literal(b"content-type", "application/grpc")))
                 w.write(frame(DATA, 0, sid, b"\0" + size.to_bytes(4, "big") + b"m" * size))
                 await w.drain()
-                await asyncio.sleep(0.2)  # the trailers in a read of their own
+                # the trailers in a read of their own: after the reader took the big message
+                # (a bounded wait), or after a moment for the small one (it must not be read)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(read.wait(), wait_s)
                 sent.append(f"trailers {sid}")
                 w.write(frame(HEADERS, END_HEADERS | END_STREAM, sid,
                               literal(b"grpc-status", "0")))
@@ -572,8 +577,8 @@ def test_a_small_streamed_answer_is_read_once_its_trailers_came_a_big_one_as_it_
         seen: list[tuple[int, list[str]]] = []
         try:
             for _ in range(2):
-                await ch.unary_stream_each(STREAM, b"1", 20,
-                                           lambda m: seen.append((len(m), list(sent))))
+                await ch.unary_stream_each(STREAM, b"1", 20, lambda m: (
+                    seen.append((len(m), list(sent))), read.set()))
         finally:
             await ch.close()
             srv.close()
