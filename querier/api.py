@@ -25,7 +25,7 @@ from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
-from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes
+from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes, plan_selects
 from .parsecache import ParseCache
 from .histjson import histogram_point, matrix_entry
 from .querymetrics import add_engine_metrics
@@ -324,10 +324,12 @@ class QueryAPI:
 
     async def _evaluate(self, request: web.Request, run, timeout_s: float, opts: SelectOptions,
                         eopts: EngineOptions, limit: int, stats: bool = False, query: str = "",
-                        steps: int = 1, step_ms: int = 0) -> web.StreamResponse:
+                        steps: int = 1, step_ms: int = 0, start_ms: int | None = None
+                        ) -> web.StreamResponse:
         """Run ``run(engine, queryable, expr)`` within ``timeout_s``: on the event loop when its
         plan is small (querier.inline), else in a worker; at the deadline the answer is
-        Prometheus's timeout error whether or not the worker has stopped yet."""
+        Prometheus's timeout error whether or not the worker has stopped yet. ``start_ms``: the
+        first step's time (lets the loop path fetch a plain selector's data up front)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
@@ -348,7 +350,7 @@ class QueryAPI:
             self._slots.release()
         try:
             expr, body = await self._on_loop(run, engine, queryable, query, steps, step_ms,
-                                             limit, queued_s)
+                                             limit, queued_s, start_ms)
         except Exception as e:
             done()
             return query_error(e)
@@ -378,7 +380,8 @@ class QueryAPI:
         return await send_chunks(request, body)
 
     async def _on_loop(self, run, engine: Engine, queryable: FanoutQueryable, query: str,
-                       steps: int, step_ms: int, limit: int, queued_s: float | None):
+                       steps: int, step_ms: int, limit: int, queued_s: float | None,
+                       start_ms: int | None = None):
         """(the parsed query or None, the answer or None): the answer when the query was small
         enough to evaluate on the loop (querier.inline), else None for the worker to run it."""
         if not query or len(query) > self.inline.max_query_chars:
@@ -388,8 +391,12 @@ class QueryAPI:
         nodes = plan_nodes(expr, self.inline)
         if nodes is None:
             return expr, None
+        planned = []
+        if start_ms is not None and not queryable.opts.max_resolution_ms:
+            planned = plan_selects(expr, start_ms, start_ms + (steps - 1) * step_ms,
+                                   engine.opts.lookback_delta_ms)
         res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
-            lambda e, q: run(e, q, expr), engine)
+            lambda e, q: run(e, q, expr), engine, planned)
         if res is None:
             return expr, None
         return expr, result_to_json(res, engine, queryable, limit, queued_s,
@@ -408,7 +415,8 @@ class QueryAPI:
             return error_response("bad_data", str(e))
         t0 = time.monotonic()
         resp = await self._evaluate(request, lambda engine, qa, expr: engine.instant(qa, q, t, expr),
-                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q)
+                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q,
+                                    start_ms=t)
         self._log_if_slow(t0, resp, query=q, time=t / 1000)
         return resp
 
@@ -437,7 +445,7 @@ class QueryAPI:
         resp = await self._evaluate(
             request, lambda engine, qa, expr: engine.range(qa, q, start, end, step, expr),
             timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q, (end - start) // step + 1,
-            step)
+            step, start)
         self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)
         return resp
 

@@ -502,3 +502,86 @@ def test_calls_past_their_grpc_timeout_end_deadline_exceeded():
     status = literal(b"grpc-status", "4")
     assert sorted(ends) == [1, 3] and all(status in block for block in ends.values())
     assert again == b"ko" and counted == [1.0, 1.0]
+
+
+def test_streamed_calls_end_at_their_own_deadlines_with_one_timer_per_connection():
+    """Streamed calls on one connection to a server that never answers each fail with
+    DEADLINE_EXCEEDED at their own deadline (the sooner of ``timeout`` and ``until``), the
+    sooner one first; the connection's single deadline timer is re-armed for the calls still
+    waiting and for later ones, and holds nothing once no call waits."""
+    async def main():
+        held: list[asyncio.StreamWriter] = []
+
+        async def silent(reader, writer):
+            held.append(writer)
+            await reader.read()  # reads everything, answers nothing
+
+        srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+        ch = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}")
+        loop = asyncio.get_running_loop()
+        ended: list[str] = []
+
+        async def call(name: str, timeout: float, until: float | None = None) -> None:
+            with pytest.raises(RpcError) as ei:
+                await ch.unary_stream_each(STREAM, b"1", timeout, lambda m: None, until)
+            assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            ended.append(name)
+        try:
+            late = asyncio.ensure_future(call("late", 3.0))
+            await asyncio.sleep(0.05)  # the later deadline arms the timer first
+            await call("soon", 30.0, until=loop.time() + 0.2)
+            assert ended == ["soon"] and not late.done()
+            await late
+            await call("again", 0.2)
+            assert ended == ["soon", "late", "again"]
+            assert ch._conn is not None and ch._conn.timer is None
+        finally:
+            await ch.close()
+            for w in held:
+                w.close()
+            srv.close()
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_small_streamed_answer_is_read_once_its_trailers_came_a_big_one_as_it_comes():
+    """unary_stream_each's reader takes the whole answer anyway: a small answer's DATA does not
+    wake it, its end does (one wake-up per call, not two when the trailers come in a read of
+    their own); past 64 KiB unread it is woken before the end, as the answer streams in."""
+    async def main():
+        sent: list[str] = []
+        read = asyncio.Event()  # the reader took a message
+
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.readexactly(len(PREFACE))
+            w.write(settings_frame({}))
+            for sid, size, wait_s in ((1, 10, 0.3), (3, 100 << 10, 10.0)):
+                while sid not in (f[2] for f in split_frames(await r.read(1 << 16), 1 << 24)[0]):
+                    pass  # until the call's HEADERS came
+                read.clear()
+                w.write(frame(HEADERS, END_HEADERS, sid, b"\x88"  # :status 200
+                              + literal(b"content-type", "application/grpc")))
+                w.write(frame(DATA, 0, sid, b"\0" + size.to_bytes(4, "big") + b"m" * size))
+                await w.drain()
+                # the trailers in a read of their own: after the reader took the big message
+                # (a bounded wait), or after a moment for the small one (it must not be read)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(read.wait(), wait_s)
+                sent.append(f"trailers {sid}")
+                w.write(frame(HEADERS, END_HEADERS | END_STREAM, sid,
+                              literal(b"grpc-status", "0")))
+                await w.drain()
+            await r.read()  # until the client hangs up
+
+        srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+        ch = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", "identity")
+        seen: list[tuple[int, list[str]]] = []
+        try:
+            for _ in range(2):
+                await ch.unary_stream_each(STREAM, b"1", 20, lambda m: (
+                    seen.append((len(m), list(sent))), read.set()))
+        finally:
+            await ch.close()
+            srv.close()
+        return seen
+
+    assert _run(main()) == [(10, ["trailers 1"]), (100 << 10, ["trailers 1"])]
