@@ -502,3 +502,37 @@ def test_calls_past_their_grpc_timeout_end_deadline_exceeded():
     status = literal(b"grpc-status", "4")
     assert sorted(ends) == [1, 3] and all(status in block for block in ends.values())
     assert again == b"ko" and counted == [1.0, 1.0]
+
+
+def test_deadlines_of_calls_on_one_connection_fire_whatever_their_order():
+    """The server keeps one deadline timer per connection, armed for its earliest running
+    call: a short grpc-timeout after a long one still ends on time (status 4), as does one
+    started after an earlier deadline already fired; the long one keeps running."""
+    def call(sid: int, timeout: str) -> bytes:
+        block = (b"\x83\x86" + literal(4, "/t.T/Parked") + literal(1, "x")
+                 + literal(b"content-type", "application/grpc")
+                 + literal(b"grpc-timeout", timeout))
+        return frame(HEADERS, END_HEADERS, sid, block) + frame(DATA, END_STREAM, sid,
+                                                                b"\0\0\0\0\0")
+
+    async def main():
+        async with _our_server(_handlers()) as port:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(PREFACE + settings_frame({}) + call(1, "20S") + call(3, "100m"))
+            got = bytearray()
+
+            async def until_ended(sid: int) -> None:
+                while not any(f[0] == HEADERS and f[1] & END_STREAM and f[2] == sid
+                              for f in split_frames(got, 1 << 24)[0]):
+                    got.extend(await asyncio.wait_for(r.read(65536), 10))
+
+            await until_ended(3)
+            w.write(call(5, "150m"))  # after the first deadline fired
+            await until_ended(5)
+            w.close()
+        return {f[2]: f[3] for f in split_frames(got, 1 << 24)[0]
+                if f[0] == HEADERS and f[1] & END_STREAM}
+
+    ends = _run(main())
+    assert sorted(ends) == [3, 5]
+    assert all(literal(b"grpc-status", "4") in block for block in ends.values())
