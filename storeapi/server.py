@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+from types import CoroutineType
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
@@ -280,7 +281,8 @@ class StoreServer:
             matchers = await self._matchers(request.matchers, context)
             shard = ShardFilter.of(request)
             mint, maxt, skip = request.min_time, request.max_time, request.skip_chunks
-            strip = self._replica_labels(request.without_replica_labels)
+            wanted = request.without_replica_labels
+            strip = self._replica_labels(wanted) if wanted else None
             batch = max(1, request.response_batch_size)
             limit = request.limit if request.limit > 0 else -1
             enc = SeriesEncoder()
@@ -293,12 +295,15 @@ class StoreServer:
                     kw["aggregates"] = list(request.aggregates)
                 if self._takes_limit and request.limit > 0:
                     kw["limit"] = request.limit
-                it: Iterable[tuple[Labels, Chunks]] = await _resolve(
-                    self._source.series(mint, maxt, matchers, skip, **kw))
+                got = self._source.series(mint, maxt, matchers, skip, **kw)
+                it: Iterable[tuple[Labels, Chunks]] = (
+                    await got if type(got) is CoroutineType else await _resolve(got))
                 warnings = list(getattr(it, "warnings", ()))  # a source may report partial data
                 if strip:
                     it = _strip_and_sort(it, strip)
-                for part in _parts(it):
+                # A short list (the usual answer) is one part: no generator for it.
+                parts = (it,) if type(it) is list and len(it) <= _PART else _parts(it)
+                for part in parts:
                     bodies = _frames(enc, part, mint, maxt, skip, shard)
                     if limit > 0:
                         bodies = bodies[:limit]
