@@ -391,16 +391,22 @@ class BucketStore:
                                          list(map(kept.get, map(_ULID, blocks))))
         results: list = []
         selects = refs = chunks = 0
+        missed = False  # (not ``None in found``: that calls each Selection's __eq__)
         for sel in found:
             if sel is None:
                 results.append(None)
+                missed = True
                 continue
-            got, n = sel.in_range(mint, maxt)
-            results.append(got)
+            if mint <= sel.min_time and maxt >= sel.max_time - 1:  # the whole block
+                results.append(sel.series)
+                n = sel.chunks
+            else:
+                got, n = sel.in_range(mint, maxt)
+                results.append(got)
             selects += sel.selected
             refs += sel.refs
             chunks += n
-        if None in found:
+        if missed:
             misses = [i for i, sel in enumerate(found) if sel is None]
             # Long matchers (the memo's key, not counted in its budget) are never kept.
             keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS

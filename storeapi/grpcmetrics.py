@@ -83,8 +83,8 @@ class _RpcMetrics:
             started.add_metric(labels, float(m.started))
             received.add_metric(labels, float(m.received))
             sent.add_metric(labels, float(m.sent))
-            for code, n in list(m.handled.items()):
-                handled.add_metric(labels + [code_name(code)], float(n))
+            for value, n in list(m.handled.items()):
+                handled.add_metric(labels + [code_name(grpc.StatusCode(value))], float(n))
         yield from (started, handled, received, sent)
         yield from self._seconds.collect()
 
@@ -101,7 +101,8 @@ class _Method:
     def __init__(self, labels: tuple[str, str, str], seconds: HistogramSeries) -> None:
         self.labels = labels
         self.started = self.received = self.sent = 0
-        self.handled: dict[grpc.StatusCode, int] = {}
+        # By the code's value: hashing a StatusCode member is a Python call (Enum.__hash__).
+        self.handled: dict[tuple[int, str], int] = {}
         self.seconds = seconds
 
 
@@ -120,7 +121,8 @@ class _Call:
 
     def done(self, code: grpc.StatusCode) -> None:
         m = self.m
-        m.handled[code] = m.handled.get(code, 0) + 1
+        handled, value = m.handled, code._value_
+        handled[value] = handled.get(value, 0) + 1
         m.seconds.observe(time.perf_counter() - self.t0)
 
 
