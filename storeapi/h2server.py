@@ -212,7 +212,8 @@ class _Connection(asyncio.Protocol):
                 self._flush()
                 self._close()
                 return
-        self._flush()
+        if self._conn.out:  # acknowledgements, window updates, refusals
+            self._flush()
 
     # --- request handling ---------------------------------------------------------------------
 

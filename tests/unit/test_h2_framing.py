@@ -536,3 +536,24 @@ def test_deadlines_of_calls_on_one_connection_fire_whatever_their_order():
     ends = _run(main())
     assert sorted(ends) == [3, 5]
     assert all(literal(b"grpc-status", "4") in block for block in ends.values())
+
+
+def test_padded_request_data_is_unpadded_and_bad_padding_ends_the_connection():
+    """A request body in a PADDED DATA frame reaches the handler without its padding; padding
+    as long as the frame is a protocol error (GOAWAY)."""
+    from storeapi.h2frames import PADDED
+
+    headers = frame(HEADERS, END_HEADERS, 1, b"\x83\x86" + literal(4, UNARY) + literal(1, "x")
+                    + literal(b"content-type", "application/grpc"))
+    message = b"\0\0\0\0\x02ok"
+
+    async def main():
+        async with _our_server(_handlers()) as port:
+            good = await _raw(port, headers + frame(DATA, END_STREAM | PADDED, 1,
+                                                    b"\x03" + message + b"\0\0\0"))
+            bad = await _raw(port, headers + frame(DATA, END_STREAM | PADDED, 1, b"\x09" + message))
+        return good, bad
+
+    good, bad = _run(main())
+    assert any(f[0] == DATA and f[3].endswith(b"ko") for f in good)
+    assert [f[0] for f in bad if f[0] == GOAWAY] == [GOAWAY]
