@@ -30,8 +30,8 @@ import logging
 import shutil
 import struct
 import time
-from collections.abc import Awaitable, Iterator, Sequence
-from operator import itemgetter
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -371,7 +371,7 @@ class BucketStore:
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool,
                      max_resolution_ms: int = 0, aggregates: Sequence[int] = (),
                      limit: int = 0, tenant: str = DEFAULT_TENANT
-                     ) -> Iterator[tuple[Labels, list[Chunk]]]:
+                     ) -> Iterable[tuple[Labels, list[Chunk]]]:
         """Series of all overlapping blocks sorted by labels; one series found in several
         blocks comes back once, its chunks in time order (exact duplicates dropped).
         Chunks of downsampled blocks (chosen by ``max_resolution_ms``) carry AggrData with
@@ -412,19 +412,25 @@ class BucketStore:
         key = tuple(matchers)
         kept = self.memo.get(key)
         found: list[Selection | None] = ([None] * len(blocks) if kept is None else
-                                         list(map(kept.get, (b.ulid for b in blocks))))
+                                         list(map(kept.get, map(_ULID, blocks))))
         results: list = []
         selects = refs = chunks = 0
+        missed = False  # (not ``None in found``: that calls each Selection's __eq__)
         for sel in found:
             if sel is None:
                 results.append(None)
+                missed = True
                 continue
-            got, n = sel.in_range(mint, maxt)
-            results.append(got)
+            if mint <= sel.min_time and maxt >= sel.max_time - 1:  # the whole block
+                results.append(sel.series)
+                n = sel.chunks
+            else:
+                got, n = sel.in_range(mint, maxt)
+                results.append(got)
             selects += sel.selected
             refs += sel.refs
             chunks += n
-        if None in found:
+        if missed:
             misses = [i for i, sel in enumerate(found) if sel is None]
             # Long matchers (the memo's key, not counted in its budget) are never kept.
             keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS
@@ -522,35 +528,42 @@ def _follow_in_time(blocks: Sequence[BucketBlock]) -> bool:
     return all(a.max_time <= b.min_time for a, b in zip(blocks, blocks[1:]))
 
 
-def _concat(lists: tuple[list[Chunk], ...]) -> list[Chunk]:
+def _concat(lists: Iterable[list[Chunk]]) -> list[Chunk]:
     return list(itertools.chain.from_iterable(lists))
 
 
+_ULID = attrgetter("ulid")
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
 def merge_block_series(results: list[list[tuple[Labels, list[Chunk]]]],
-                       in_time_order: bool = False) -> Iterator[tuple[Labels, list[Chunk]]]:
+                       in_time_order: bool = False) -> Iterable[tuple[Labels, list[Chunk]]]:
     """One label-sorted stream from per-block lists (each sorted by labels, blocks in time
-    order). When the blocks follow each other in time (``in_time_order``) and hold the same
+    order), a list where it is built at once (the StoreAPI server then needs no iterator). When the blocks follow each other in time (``in_time_order``) and hold the same
     series -- the usual case, checked by one list comparison in C -- each series' chunk
     lists are simply concatenated. Otherwise a stable sort of the concatenation (timsort
     merges the sorted runs in C), then equal label sets joined: chunks of a series spread
     over blocks that follow each other in time are concatenated as they are; otherwise
     sorted by time, exact duplicates dropped."""
-    runs = [r for r in results if r]
+    runs = list(filter(None, results))
     if not runs:
-        return iter(())
+        return []
     if len(runs) == 1:
-        return iter(sorted(runs[0], key=itemgetter(0)))
+        return sorted(runs[0], key=_FIRST)
     if in_time_order:
-        if len(runs[0]) == 1:  # one series in every block: a dashboard panel's usual selection
-            one = runs[0][0][0]
-            if all(len(r) == 1 and r[0][0] == one for r in runs):
-                return iter([(one, _concat(tuple(r[0][1] for r in runs)))])
-        labels = [list(map(itemgetter(0), r)) for r in runs]
+        # One series in every block, a dashboard panel's usual selection: checked and joined
+        # in C calls, no Python step per block.
+        if len(runs[0]) == 1 and max(map(len, runs)) == 1:
+            only = list(map(_FIRST, runs))  # each block's (labels, chunks)
+            labels = list(map(_FIRST, only))
+            if labels.count(labels[0]) == len(labels):
+                return [(labels[0], _concat(map(_SECOND, only)))]
+        labels = [list(map(_FIRST, r)) for r in runs]
         if all(ls == labels[0] for ls in labels[1:]):
-            chunks = map(_concat, zip(*(map(itemgetter(1), r) for r in runs)))
+            chunks = map(_concat, zip(*(map(_SECOND, r) for r in runs)))
             # External labels merged in can reorder a block's series: sort again (linear
             # when, as usual, they are already in order).
-            return iter(sorted(zip(labels[0], chunks), key=itemgetter(0)))
+            return sorted(zip(labels[0], chunks), key=_FIRST)
     every = [s for r in runs for s in r]
     every.sort(key=itemgetter(0))
     return _join_equal(every)

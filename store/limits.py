@@ -19,16 +19,15 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.utils import floatToGoString
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from common.plainhist import PlainHistogram
 from common.units import parse_time_or_duration
 from storeapi.server import DEFAULT_TENANT, ResourceExhausted
 
@@ -220,20 +219,32 @@ class SeriesGate:
         self.max = max_concurrency
         self.running = 0  # calls holding a slot (the in-flight gauge)
         self.total = 0
-        self.waits = [0] * (len(GATE_BUCKETS) + 1)  # per bucket, not cumulative; last: +Inf
-        self.wait_sum = 0.0
+        self.waited = PlainHistogram(
+            f"{_GATE}_duration_seconds",
+            "How many seconds it took for queries to wait at the gate.", GATE_BUCKETS, None,
+            created=False)
+        self._no_wait = self.waited.labels().counts  # [0]: calls that waited no time
         self._waiters: deque[asyncio.Future[None]] = deque()
         registry.register(_GateCollector(self))
 
-    def wrap(self, series: SeriesHandler) -> SeriesHandler:
-        """The Series handler ``series``, each call inside the gate."""
-        async def gated(request, context) -> AsyncIterator[bytes]:
-            if self.max <= 0 or (self.running < self.max and not self._waiters):
-                self.running += 1
-                self.waits[0] += 1  # waited no time
-            else:
-                await self._wait_turn()
+    def enter(self) -> Awaitable[None] | None:
+        """Take a slot for a Series call: None when one was free (no await needed: the usual
+        call costs no coroutine), else an awaitable that waits its turn. Every entered call
+        ``leave``s once it has sent its last frame, failed or stopped."""
+        if self.max <= 0 or (self.running < self.max and not self._waiters):
+            self.running += 1
+            self._no_wait[0] += 1  # waited no time: observe(0) without the bisect
             self.total += 1
+            return None
+        return self._wait_turn()
+
+    def wrap(self, series: SeriesHandler) -> SeriesHandler:
+        """The Series handler ``series``, each call inside the gate (StoreServer enters and
+        leaves the gate itself, with no wrapper generator in between)."""
+        async def gated(request, context) -> AsyncIterator[bytes]:
+            wait = self.enter()
+            if wait is not None:
+                await wait
             frames = series(request, context)
             finished = False
             try:
@@ -241,7 +252,7 @@ class SeriesGate:
                     yield frame
                 finished = True
             finally:
-                self._leave()
+                self.leave()
                 if not finished:  # the caller stopped early: end the handler now
                     await frames.aclose()
         return gated
@@ -255,16 +266,18 @@ class SeriesGate:
             await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
-                self._leave()  # handed a slot just as the caller gave up: pass it on
+                self.leave()  # handed a slot just as the caller gave up: pass it on
             else:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(turn)
             raise
-        waited = time.perf_counter() - t0
-        self.waits[bisect.bisect_left(GATE_BUCKETS, waited)] += 1
-        self.wait_sum += waited
+        self.total += 1
+        self.observe_wait(time.perf_counter() - t0)
 
-    def _leave(self) -> None:
+    def observe_wait(self, seconds: float) -> None:
+        self.waited.observe(seconds)
+
+    def leave(self) -> None:
         while self._waiters:
             turn = self._waiters.popleft()
             if not turn.done():
@@ -287,9 +300,4 @@ class _GateCollector:
                                 "Number of queries that are currently in flight.",
                                 value=g.running)
         yield CounterMetricFamily(_GATE, "Total number of queries.", value=g.total)
-        cumulative = list(itertools.accumulate(g.waits))
-        yield HistogramMetricFamily(
-            f"{_GATE}_duration_seconds", "How many seconds it took for queries to wait at "
-            "the gate.", sum_value=g.wait_sum,
-            buckets=[(floatToGoString(le), n) for le, n in zip(GATE_BUCKETS, cumulative)]
-            + [("+Inf", cumulative[-1])])
+        yield from g.waited.collect()

@@ -166,7 +166,7 @@ class StoreGateway:
                                                               component_type="store",
                                                               tls=cfg.grpc_server_tls,
                                                               registry=self.registry,
-                                                              series_wrapper=self._gate.wrap)
+                                                              series_gate=self._gate)
         self.ready = self._synced  # ready only once the StoreAPI it reports on is listening
         self._sync_task = asyncio.create_task(self._sync_loop(), name="store-sync")
 

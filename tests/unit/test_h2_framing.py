@@ -585,3 +585,56 @@ def test_a_small_streamed_answer_is_read_once_its_trailers_came_a_big_one_as_it_
         return seen
 
     assert _run(main()) == [(10, ["trailers 1"]), (100 << 10, ["trailers 1"])]
+def test_deadlines_of_calls_on_one_connection_fire_whatever_their_order():
+    """The server keeps one deadline timer per connection, armed for its earliest running
+    call: a short grpc-timeout after a long one still ends on time (status 4), as does one
+    started after an earlier deadline already fired; the long one keeps running."""
+    def call(sid: int, timeout: str) -> bytes:
+        block = (b"\x83\x86" + literal(4, "/t.T/Parked") + literal(1, "x")
+                 + literal(b"content-type", "application/grpc")
+                 + literal(b"grpc-timeout", timeout))
+        return frame(HEADERS, END_HEADERS, sid, block) + frame(DATA, END_STREAM, sid,
+                                                                b"\0\0\0\0\0")
+
+    async def main():
+        async with _our_server(_handlers()) as port:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(PREFACE + settings_frame({}) + call(1, "20S") + call(3, "100m"))
+            got = bytearray()
+
+            async def until_ended(sid: int) -> None:
+                while not any(f[0] == HEADERS and f[1] & END_STREAM and f[2] == sid
+                              for f in split_frames(got, 1 << 24)[0]):
+                    got.extend(await asyncio.wait_for(r.read(65536), 10))
+
+            await until_ended(3)
+            w.write(call(5, "150m"))  # after the first deadline fired
+            await until_ended(5)
+            w.close()
+        return {f[2]: f[3] for f in split_frames(got, 1 << 24)[0]
+                if f[0] == HEADERS and f[1] & END_STREAM}
+
+    ends = _run(main())
+    assert sorted(ends) == [3, 5]
+    assert all(literal(b"grpc-status", "4") in block for block in ends.values())
+
+
+def test_padded_request_data_is_unpadded_and_bad_padding_ends_the_connection():
+    """A request body in a PADDED DATA frame reaches the handler without its padding; padding
+    as long as the frame is a protocol error (GOAWAY)."""
+    from storeapi.h2frames import PADDED
+
+    headers = frame(HEADERS, END_HEADERS, 1, b"\x83\x86" + literal(4, UNARY) + literal(1, "x")
+                    + literal(b"content-type", "application/grpc"))
+    message = b"\0\0\0\0\x02ok"
+
+    async def main():
+        async with _our_server(_handlers()) as port:
+            good = await _raw(port, headers + frame(DATA, END_STREAM | PADDED, 1,
+                                                    b"\x03" + message + b"\0\0\0"))
+            bad = await _raw(port, headers + frame(DATA, END_STREAM | PADDED, 1, b"\x09" + message))
+        return good, bad
+
+    good, bad = _run(main())
+    assert any(f[0] == DATA and f[3].endswith(b"ko") for f in good)
+    assert [f[0] for f in bad if f[0] == GOAWAY] == [GOAWAY]

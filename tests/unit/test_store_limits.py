@@ -304,6 +304,65 @@ def test_series_gate_of_zero_is_no_bound() -> None:
     asyncio.run(scenario())
 
 
+def test_store_server_series_calls_pass_the_gate_without_a_wrapper() -> None:
+    """StoreServer enters the gate itself: a second call waits while the first one's source
+    is still reading, every call leaves (finished, failed or closed early by its caller), and
+    the gate's counts are those of the wrapped handler."""
+    from storeapi import rpc_pb2, types_pb2
+    from storeapi.server import StoreServer
+
+    release = asyncio.Event()
+    started: list[int] = []
+
+    class Source:
+        def label_sets(self):
+            return []
+
+        async def series(self, mint, maxt, matchers, skip_chunks):
+            started.append(mint)
+            await release.wait()
+            if mint == 13:
+                raise ResourceExhausted("over the limit")
+            return [((("__name__", "x"), ("i", str(k))), [(0, 10, b"\x00\x01\x00")])
+                    for k in range(3)]
+
+    class Context:
+        async def abort(self, code, details=""):
+            raise RuntimeError(code, details)
+
+    async def scenario() -> None:
+        reg = CollectorRegistry()
+        gate = SeriesGate(1, reg)
+        server = StoreServer(Source(), "store", series_gate=gate)
+
+        def call(mint: int, batch: int = 0):
+            req = rpc_pb2.SeriesRequest(min_time=mint, max_time=100, response_batch_size=batch,
+                                        matchers=[types_pb2.LabelMatcher(name="__name__",
+                                                                         value="x")])
+            return server.series(req, Context())
+
+        first = asyncio.create_task(_drain(call(1)))
+        second = asyncio.create_task(_drain(call(2)))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert started == [1]  # the second waits at the gate
+        assert reg.get_sample_value("thanos_bucket_store_series_gate_queries_in_flight") == 1
+        release.set()
+        assert [len(f) for f in await asyncio.wait_for(asyncio.gather(first, second), 10)] \
+            == [3, 3]
+        with pytest.raises(RuntimeError):  # a failed call leaves too
+            await _drain(call(13))
+        it = call(4, batch=1)  # a caller reading one frame, then closing the stream
+        await it.__anext__()
+        await it.aclose()
+        assert started == [1, 2, 13, 4]
+        assert reg.get_sample_value("thanos_bucket_store_series_gate_queries_in_flight") == 0
+        assert reg.get_sample_value("thanos_bucket_store_series_gate_queries_total") == 4
+        assert reg.get_sample_value(
+            "thanos_bucket_store_series_gate_queries_duration_seconds_count") == 4
+    asyncio.run(scenario())
+
+
 async def _drain(it) -> list[bytes]:
     return [f async for f in it]
 
