@@ -25,7 +25,7 @@ from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
-from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes
+from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes, plan_selects
 from .parsecache import ParseCache
 from .histjson import histogram_point, matrix_entry
 from .querymetrics import add_engine_metrics
@@ -59,6 +59,15 @@ def _json(payload: dict, status: int = 200) -> web.Response:
 
 def error_response(kind: str, msg: str) -> web.Response:
     return _json({"status": "error", "errorType": kind, "error": msg}, _STATUS.get(kind, 422))
+
+
+def method_not_allowed(allowed) -> web.Response:
+    """A method the route does not take (HEAD included), as Go's router answers it in Thanos's
+    and Prometheus's API: 405, Go's http.Error body, the methods sorted in one Allow line."""
+    return web.Response(status=405, text="Method Not Allowed\n",
+                        content_type="text/plain", charset="utf-8",
+                        headers={"Allow": ", ".join(sorted(allowed)),
+                                 "X-Content-Type-Options": "nosniff"})
 
 
 def _points(ts, vals) -> orjson.Fragment:
@@ -221,25 +230,25 @@ class QueryAPI:
     def register(self, app: web.Application) -> None:
         app.middlewares.append(self._instrument)
         app.on_response_prepare.append(self._on_prepare)
-        r = app.router
+        r = app.router  # no HEAD: Thanos's and Prometheus's API answer it 405
         for path, handler in (("/api/v1/query", self.query), ("/api/v1/query_range", self.query_range),
                               ("/api/v1/series", self.series), ("/api/v1/labels", self.labels),
                               ("/api/v1/format_query", self.format_query),
                               ("/api/v1/query_exemplars", self.query_exemplars)):
-            r.add_get(path, handler)
+            r.add_get(path, handler, allow_head=False)
             r.add_post(path, handler)
-        r.add_get("/api/v1/label/{name}/values", self.label_values)
-        r.add_get("/api/v1/status/buildinfo", self.buildinfo)
-        r.add_get("/api/v1/status/config", self.status_config)
-        r.add_get("/api/v1/status/flags", self.status_flags)
-        r.add_get("/api/v1/status/runtimeinfo", self.status_runtimeinfo)
-        r.add_get("/api/v1/status/process", self.status_process)
-        r.add_get("/api/v1/status/tsdb", self.status_tsdb)
+        r.add_get("/api/v1/label/{name}/values", self.label_values, allow_head=False)
+        r.add_get("/api/v1/status/buildinfo", self.buildinfo, allow_head=False)
+        r.add_get("/api/v1/status/config", self.status_config, allow_head=False)
+        r.add_get("/api/v1/status/flags", self.status_flags, allow_head=False)
+        r.add_get("/api/v1/status/runtimeinfo", self.status_runtimeinfo, allow_head=False)
+        r.add_get("/api/v1/status/process", self.status_process, allow_head=False)
+        r.add_get("/api/v1/status/tsdb", self.status_tsdb, allow_head=False)
         r.add_route("OPTIONS", "/api/v1/{path:.*}", self.options)
-        r.add_get("/api/v1/metadata", self.metadata)
-        r.add_get("/api/v1/rules", self.rules)
-        r.add_get("/api/v1/alerts", self.alerts)
-        r.add_get("/api/v1/stores", self.endpoints)
+        r.add_get("/api/v1/metadata", self.metadata, allow_head=False)
+        r.add_get("/api/v1/rules", self.rules, allow_head=False)
+        r.add_get("/api/v1/alerts", self.alerts, allow_head=False)
+        r.add_get("/api/v1/stores", self.endpoints, allow_head=False)
 
     @web.middleware
     async def _instrument(self, request: web.Request, handler) -> web.StreamResponse:
@@ -248,6 +257,8 @@ class QueryAPI:
             resp = await handler(request)
         except BadParam as e:
             resp = error_response("bad_data", str(e))
+        except web.HTTPMethodNotAllowed as e:
+            resp = method_not_allowed(e.allowed_methods)
         if isinstance(resp, web.Response) and not resp.prepared:
             await compress_response(request, resp)
         route = request.match_info.route.resource
@@ -313,10 +324,12 @@ class QueryAPI:
 
     async def _evaluate(self, request: web.Request, run, timeout_s: float, opts: SelectOptions,
                         eopts: EngineOptions, limit: int, stats: bool = False, query: str = "",
-                        steps: int = 1, step_ms: int = 0) -> web.StreamResponse:
+                        steps: int = 1, step_ms: int = 0, start_ms: int | None = None
+                        ) -> web.StreamResponse:
         """Run ``run(engine, queryable, expr)`` within ``timeout_s``: on the event loop when its
         plan is small (querier.inline), else in a worker; at the deadline the answer is
-        Prometheus's timeout error whether or not the worker has stopped yet."""
+        Prometheus's timeout error whether or not the worker has stopped yet. ``start_ms``: the
+        first step's time (lets the loop path fetch a plain selector's data up front)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
@@ -337,7 +350,7 @@ class QueryAPI:
             self._slots.release()
         try:
             expr, body = await self._on_loop(run, engine, queryable, query, steps, step_ms,
-                                             limit, queued_s)
+                                             limit, queued_s, start_ms)
         except Exception as e:
             done()
             return query_error(e)
@@ -367,7 +380,8 @@ class QueryAPI:
         return await send_chunks(request, body)
 
     async def _on_loop(self, run, engine: Engine, queryable: FanoutQueryable, query: str,
-                       steps: int, step_ms: int, limit: int, queued_s: float | None):
+                       steps: int, step_ms: int, limit: int, queued_s: float | None,
+                       start_ms: int | None = None):
         """(the parsed query or None, the answer or None): the answer when the query was small
         enough to evaluate on the loop (querier.inline), else None for the worker to run it."""
         if not query or len(query) > self.inline.max_query_chars:
@@ -377,8 +391,12 @@ class QueryAPI:
         nodes = plan_nodes(expr, self.inline)
         if nodes is None:
             return expr, None
+        planned = []
+        if start_ms is not None and not queryable.opts.max_resolution_ms:
+            planned = plan_selects(expr, start_ms, start_ms + (steps - 1) * step_ms,
+                                   engine.opts.lookback_delta_ms)
         res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
-            lambda e, q: run(e, q, expr), engine)
+            lambda e, q: run(e, q, expr), engine, planned)
         if res is None:
             return expr, None
         return expr, result_to_json(res, engine, queryable, limit, queued_s,
@@ -397,7 +415,8 @@ class QueryAPI:
             return error_response("bad_data", str(e))
         t0 = time.monotonic()
         resp = await self._evaluate(request, lambda engine, qa, expr: engine.instant(qa, q, t, expr),
-                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q)
+                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q,
+                                    start_ms=t)
         self._log_if_slow(t0, resp, query=q, time=t / 1000)
         return resp
 
@@ -426,7 +445,7 @@ class QueryAPI:
         resp = await self._evaluate(
             request, lambda engine, qa, expr: engine.range(qa, q, start, end, step, expr),
             timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q, (end - start) // step + 1,
-            step)
+            step, start)
         self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)
         return resp
 
