@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable
-from urllib.parse import parse_qsl
-
 from aiohttp.http import SERVER_SOFTWARE
+from yarl import query_to_pairs  # what aiohttp's request.query and post() decode with
 
 from common.httpgzip import MIN_BYTES, Coding, compressed, negotiate
 
@@ -39,8 +38,6 @@ ROUTES = ("/api/v1/query", "/api/v1/query_range")
 # An HTTP token (a header name); a request target of URI characters only (no '#', no quotes).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(r"[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]+")
-# What makes a head unusual: control characters, a CR or LF not in a CRLF pair.
-_ODD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 # Headers whose presence hands the request to aiohttp (CORS answers, uploads, protocol changes).
 _HANDED_OFF = frozenset({"transfer-encoding", "expect", "upgrade", "origin", "te",
                          "http2-settings"})
@@ -74,9 +71,9 @@ def parse_request(buf: bytes, routes: dict[str, str]) -> FastRequest | None:
     if not raw.isascii():
         return None
     head = raw.decode()
-    if _ODD.search(head) is not None:
-        return None
     lines = head.split("\r\n")
+    if not "".join(lines).isprintable():  # a control character, tab, lone CR or LF
+        return None
     method, _, rest = lines[0].partition(" ")
     target, _, version = rest.partition(" ")
     if version != "HTTP/1.1" or method not in ("GET", "POST") or _TARGET.fullmatch(target) is None:
@@ -96,7 +93,7 @@ def parse_request(buf: bytes, routes: dict[str, str]) -> FastRequest | None:
     if connection not in ("keep-alive", "close") or "host" not in headers:  # aiohttp: 400
         return None
     params: dict[str, list[str]] = {}
-    for k, v in parse_qsl(query, keep_blank_values=True):
+    for k, v in query_to_pairs(query):
         params.setdefault(k, []).append(v)
     size = end + 4
     length = headers.get("content-length")
@@ -106,11 +103,9 @@ def parse_request(buf: bytes, routes: dict[str, str]) -> FastRequest | None:
             return None
         body = buf[size:size + int(length)].rstrip()
         size += int(length)
-        if body.count(b"&") >= MAX_FORM_FIELDS:
-            return None
         try:
-            form = parse_qsl(body.decode(), keep_blank_values=True)
-        except UnicodeDecodeError:  # aiohttp's 400 answers it
+            form = query_to_pairs(body.decode(), max_fields=MAX_FORM_FIELDS)
+        except ValueError:  # not UTF-8 (aiohttp's 400), too many fields (its 413)
             return None
         for k, v in form:
             params.setdefault(k, []).append(v)
@@ -245,7 +240,10 @@ class FastConnection(asyncio.Protocol):
         """Answer the buffered request here, or give the connection to aiohttp. Bytes read
         together with a request (pipelined) go to aiohttp with it: its parser judges them all
         at once (one bad request among them and it answers only a 400)."""
-        req = None if self.front.closing else parse_request(self.buffered, self.front.routes)
+        if self.front.closing:  # shutting down: no new request is started
+            self.close()
+            return
+        req = parse_request(self.buffered, self.front.routes)
         if req is None or req.size != len(self.buffered):
             self._hand_off()
             return
