@@ -221,6 +221,24 @@ def test_http_metrics_count_fast_requests_as_aiohttp_counts_them(tmp_path):
     run(go())
 
 
+def test_web_config_auth_guards_the_hot_routes(tmp_path):
+    """With --http.config every request goes through aiohttp and its basic-auth check."""
+    import base64
+
+    import bcrypt
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  u: %s\n" % bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode())
+    creds = "Authorization: Basic " + base64.b64encode(b"u:pw").decode()
+
+    async def go():
+        async with fronts(tmp_path, QueryConfig(http_config=str(web))) as (_, q, __):
+            assert q.front is None
+            refused = await exchange(q.port, get(Q, "Connection: close"))
+            allowed = await exchange(q.port, get(Q, creds, "Connection: close"))
+            assert refused.startswith(b"HTTP/1.1 401 ") and allowed.startswith(b"HTTP/1.1 200 ")
+    run(go())
+
+
 class HangingStore:
     """A StoreAPI source whose Series calls never answer; it records their start and their
     cancellation."""
