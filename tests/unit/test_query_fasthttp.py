@@ -221,6 +221,17 @@ def test_http_metrics_count_fast_requests_as_aiohttp_counts_them(tmp_path):
     run(go())
 
 
+def test_the_tenant_header_is_read_in_any_case(tmp_path):
+    """--query.enforce-tenancy: the tenant comes from the header, whatever its spelling."""
+    async def go():
+        async with fronts(tmp_path, QueryConfig(enforce_tenancy=True)) as (_, fast, plain):
+            own = await same_answers(fast, plain, get(Q))
+            other = await same_answers(fast, plain, get(Q, "thanos-tenant: someone-else"))
+            assert b'"ge"' in own and b'"result":[]' in other
+            assert fast.front.answered == 2
+    run(go())
+
+
 def test_web_config_auth_guards_the_hot_routes(tmp_path):
     """With --http.config every request goes through aiohttp and its basic-auth check."""
     import base64
