@@ -243,7 +243,11 @@ class FastConnection(asyncio.Protocol):
         if self.front.closing:  # shutting down: no new request is started
             self.close()
             return
-        req = parse_request(self.buffered, self.front.routes)
+        try:
+            req = parse_request(self.buffered, self.front.routes)
+        except Exception:  # a parser bug must not cost the request: aiohttp answers it
+            log.exception("fast HTTP parse failed")
+            req = None
         if req is None or req.size != len(self.buffered):
             self._hand_off()
             return
