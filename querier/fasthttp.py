@@ -259,6 +259,7 @@ class FastConnection(asyncio.Protocol):
         try:
             answer = await self.front.handlers[req.route](req, req.params)
             await self._send(req, answer)
+            await self._drain()  # a client that does not read its answers is sent no more
         except asyncio.CancelledError:
             self.close()
             raise

@@ -324,6 +324,40 @@ def test_partial_and_silent_connections_are_closed_after_the_idle_timeout(tmp_pa
     run(go())
 
 
+def test_a_client_that_does_not_read_its_answers_is_sent_no_more(tmp_path):
+    """Answers wait in the socket's buffer only up to its high-water mark: the next request
+    waits until the client reads (memory per connection stays bounded)."""
+    big = f"/api/v1/query_range?query=ge&start={T - 60}&end={T}&step=1"
+
+    async def go():
+        async with fronts(tmp_path) as (_, fast, __):
+            reader, writer = await asyncio.open_connection("127.0.0.1", fast.port)
+            try:
+                for sent in range(1, 2000):
+                    writer.write(get(big))
+                    await writer.drain()
+                    for _ in range(200):
+                        if fast.front.answered == sent or any(
+                                c.drained is not None for c in fast.front.connections):
+                            break
+                        await asyncio.sleep(0.01)
+                    (conn,) = fast.front.connections
+                    if conn.drained is not None:
+                        break
+                assert conn.drained is not None and conn.task is not None  # waits for the client
+                writer.write(get(Q))
+                await writer.drain()
+                for _ in range(200):
+                    if conn.buffered:
+                        break
+                    await asyncio.sleep(0.01)
+                assert conn.buffered == get(Q) and fast.front.answered == sent - 1
+                assert conn.transport.get_write_buffer_size() < (1 << 20)
+            finally:
+                writer.close()
+    run(go())
+
+
 def test_parser_leaves_incomplete_and_oversized_requests_to_aiohttp():
     routes = {"/api/v1/query": "/api/v1/query"}
     full = post("/api/v1/query", "query=ge&time=1")
