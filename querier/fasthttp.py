@@ -365,7 +365,7 @@ class FastConnection(asyncio.Protocol):
 
 def _fields(coding: Coding | None, length: bytes) -> bytes:
     """A JSON answer's own headers: type, coding (when compressed), then its length line."""
-    if coding is None:
-        return b"Content-Type: application/json\r\n" + length
+    if coding is None:  # Vary on a plain answer too, as Thanos's gzip handler sends it
+        return b"Content-Type: application/json\r\nVary: Accept-Encoding\r\n" + length
     return (b"Content-Type: application/json\r\nContent-Encoding: %b\r\nVary: Accept-Encoding\r\n"
             % coding.name.encode()) + length
