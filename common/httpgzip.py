@@ -78,6 +78,13 @@ def mark_encoded(headers, coding: Coding) -> None:
     mark_vary(headers)
 
 
+async def compressed(coding: Coding, body: bytes) -> bytes:
+    """``body`` compressed: on the loop when small, in a worker thread when large."""
+    if len(body) <= INLINE_MAX_BYTES:
+        return coding.compress(body)
+    return await asyncio.to_thread(coding.compress, body)
+
+
 async def compress_response(request: web.BaseRequest, resp: web.Response) -> None:
     """Replace an unsent whole-body answer's body with its compressed form when the client
     asked for it (Content-Length follows the new body); Vary either way."""
@@ -88,10 +95,7 @@ async def compress_response(request: web.BaseRequest, resp: web.Response) -> Non
     if coding is None:
         mark_vary(resp.headers)
         return
-    if len(body) <= INLINE_MAX_BYTES:
-        resp.body = coding.compress(body)
-    else:
-        resp.body = await asyncio.to_thread(coding.compress, body)
+    resp.body = await compressed(coding, body)
     resp.headers.pop("Content-Length", None)  # a handler's own would be the plain body's
     mark_encoded(resp.headers, coding)
 
