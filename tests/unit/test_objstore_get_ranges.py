@@ -12,7 +12,6 @@ import random
 import sys
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
