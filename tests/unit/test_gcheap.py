@@ -82,3 +82,28 @@ print(faults() - before)
 """
     assert int(_run(code % "freeze_startup_heap()")) < 1_000
     assert int(_run(code % "")) > 15_000  # the defaults: what the settings avoid
+
+
+def test_freed_query_memory_of_a_worker_thread_is_reused_without_page_faults() -> None:
+    """The querier evaluates in worker threads: their memory is reused too. A thread's own
+    glibc arena grows in 64 MiB sub-heaps and unmaps each one as soon as it is empty, so a
+    query holding more than that at once (forty 2 MiB arrays: below numpy's huge-page size,
+    as most per-batch arrays are) mapped and faulted in a fresh sub-heap every time."""
+    code = """
+import resource, numpy as np
+from concurrent.futures import ThreadPoolExecutor
+from common.gcheap import freeze_startup_heap
+%s
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def query():
+    held = [np.ones(2 << 17) for _ in range(40)]  # 2 MiB each, written all over
+with ThreadPoolExecutor(1) as pool:
+    pool.submit(query).result()  # the first one is faulted in either way
+    before = faults()
+    for _ in range(5):
+        pool.submit(query).result()
+    print(faults() - before)
+"""
+    assert int(_run(code % "freeze_startup_heap()")) < 1_000
+    assert int(_run(code % "")) > 5_000  # the defaults: what the settings avoid
