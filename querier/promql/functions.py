@@ -311,7 +311,9 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
             win = Windows(np.tile(m.end, d - c), m.rng, np.tile(m.eval_ts, d - c))
             if m.ext is not None:
                 win = rangeext.ExtWindows(win.end, win.rng, win.eval_ts, m.ext, after_start[w] - o, at_end[w] - o)
-            _apply(ev, name, fn, ts[o:e], x[o:e], lo[w] - o, hi[w] - o, win, extra, vals, pres, part[c:d])
+            # the batch's own bounds when this is all of it (no shifted copies of n x T arrays)
+            lw, hw = (lo, hi) if (c, d) == (0, k) else (lo[w] - o, hi[w] - o)
+            _apply(ev, name, fn, ts[o:e], x[o:e], lw, hw, win, extra, vals, pres, part[c:d])
 
 
 def _laid_out(m: Matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
