@@ -107,3 +107,30 @@ with ThreadPoolExecutor(1) as pool:
 """
     assert int(_run(code % "freeze_startup_heap()")) < 1_000
     assert int(_run(code % "")) > 5_000  # the defaults: what the settings avoid
+
+
+def test_freed_blocks_past_glibcs_largest_mmap_threshold_are_reused_too() -> None:
+    """A query's biggest arrays (decoded columns of 45 MiB and more at scale 4) are past the
+    largest mmap threshold glibc accepts (32 MiB): they come from the heap too, so the next
+    query reuses them instead of mapping them afresh and faulting them in (the kernel zeroing
+    them was ~200 ms of system time per scale-4 histogram_quantile query). numpy's huge-page
+    advice is off here so that every fault is a 4 KiB page."""
+    code = """
+import resource, numpy as np
+from concurrent.futures import ThreadPoolExecutor
+from common.gcheap import freeze_startup_heap
+np._core.multiarray._set_madvise_hugepage(False)
+%s
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def query():
+    held = [np.ones(48 << 17) for _ in range(2)]  # 48 MiB each, written all over
+with ThreadPoolExecutor(1) as pool:
+    pool.submit(query).result()  # the first one is faulted in either way
+    before = faults()
+    for _ in range(3):
+        pool.submit(query).result()
+    print(faults() - before)
+"""
+    assert int(_run(code % "freeze_startup_heap()")) < 1_000
+    assert int(_run(code % "")) > 50_000  # the defaults: 24,576 faults per query
