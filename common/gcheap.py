@@ -17,8 +17,19 @@ The same goes for memory: a large query allocates and frees hundreds of MB (chun
 [series x steps] arrays). With glibc's defaults, blocks above its (adaptive) mmap threshold are
 mapped and unmapped per allocation and a heap top over 128 KiB is given back at once, so every
 query faults all of it in again, page by page (measured: ~20,000 page faults and 15 % of a
-scale-4 query's CPU in the kernel). Blocks up to 32 MiB now come from the heap and up to
-``TRIM_THRESHOLD`` bytes of freed heap are kept for the next query.
+scale-4 query's CPU in the kernel). Blocks of any size now come from the heap (glibc would
+still map every block past 32 MiB, its largest threshold, on its own: at scale 4 a query's
+decoded columns are 45 MiB and more each, and faulting them in again cost ~200 ms of system
+time per `histogram_quantile` query), and up to ``TRIM_THRESHOLD`` bytes of freed heap are
+kept for the next query. So the heap keeps what the biggest query needed, at most
+``TRIM_THRESHOLD`` of it at its top; a free block inside it is reused by the next query.
+
+Those thresholds only hold in glibc's main arena, though: a thread's own arena (the querier
+evaluates in worker threads) grows in 64 MiB sub-heaps that are unmapped as soon as they are
+empty, so at scale 4 every query mapped a fresh sub-heap and faulted it in again (~7,000 page
+faults, 15 % of the querier's CPU in the kernel, for `sum by (job) (rate(x[5m]))`). Every
+thread therefore allocates from the main arena (``ARENA_MAX``); the GIL already serializes
+nearly all allocations, so the arenas' lock is not contended.
 """
 from __future__ import annotations
 
@@ -31,9 +42,13 @@ log = logging.getLogger(__name__)
 YOUNG_THRESHOLD = 50_000  # container allocations between young collections (CPython: 700)
 OLDER_THRESHOLDS = (20, 20)
 # glibc mallopt parameters (malloc.h) and the values set for query-serving processes.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD = 32 << 20  # glibc's maximum: bigger blocks are still mapped (and unmapped) alone
-TRIM_THRESHOLD = 256 << 20  # at most this much freed memory at the heap top is kept
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8
+MMAP_THRESHOLD = 32 << 20  # glibc's maximum: bigger blocks would be mapped (and unmapped) alone
+MMAP_MAX = 0  # ... so no block is: all come from the heap (glibc still maps if the heap cannot grow)
+# at most this much freed memory at the heap top is kept: a scale-4 6 h histogram_quantile
+# frees more than 256 MiB (which cost it ~450 ms of system time per query to fault in again)
+TRIM_THRESHOLD = 1024 << 20
+ARENA_MAX = 1  # threads started later share the main arena, whose freed top is kept
 
 
 def freeze_startup_heap() -> None:
@@ -54,7 +69,8 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and \
-        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mallopt(M_ARENA_MAX, ARENA_MAX) == 1 \
+        and mallopt(M_MMAP_MAX, MMAP_MAX) == 1
     if not ok:
         log.warning("mallopt refused the malloc thresholds; freed memory goes back to the kernel")
     return ok

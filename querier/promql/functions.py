@@ -12,6 +12,7 @@ from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZ
                                       batch_bounds, bounds)
 from querier.promql.types import TYPE_AND_UNIT_LABELS, PromQLError
 from querier.promql import nhist, rangeext, rangehist, startts
+from querier.promql._groupc import group_ids
 from querier.promql.values import (METADATA_LABELS, Matrix, Scalar, Vec, floats_only, get_label,
                                    is_hist, printable, select_rows, set_label, valid_label_name, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, compile_go_regex
@@ -33,6 +34,7 @@ MATH = {
 }
 DATE = {"day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "minute", "month", "year"}
 COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
+NAME_AND_TYPE = frozenset((METRIC_NAME, "__type__"))  # what the non-counter note depends on
 
 
 def _is_number(a) -> bool:
@@ -231,12 +233,13 @@ def _range_call(ev, name: str, args) -> Vec:
 def _non_counter_info(ev, labels, float_out: np.ndarray) -> None:
     """As Prometheus: a series whose rate/increase gave a float result at some step and that does
     not look like a counter gets an info, once per distinct text."""
-    rows = np.flatnonzero(float_out.any(1)).tolist()
-    # The note depends on the name and type only: judged once per distinct pair. Sorted label
-    # sets mostly start with the name, and with a label after "__unit__" next hold no type.
-    kinds = {l[:1] if l and l[0][0] == METRIC_NAME and (len(l) == 1 or l[1][0] > "__unit__")
-             else tuple(p for p in l if p[0] in (METRIC_NAME, "__type__"))
-             for l in map(labels.__getitem__, rows)}
+    rows = np.flatnonzero(float_out.any(1))
+    # The note depends on the name and type only: judged once per distinct pair, the rows'
+    # pairs hashed and interned in C
+    got = labels if len(rows) == len(labels) else list(map(labels.__getitem__, rows.tolist()))
+    kinds = group_ids(got, NAME_AND_TYPE, True) if isinstance(got, list) else None
+    kinds = set(kinds[1]) if kinds is not None else {
+        tuple(p for p in l if p[0] in NAME_AND_TYPE) for l in got}
     notes = {_non_counter_note(ev, l) for l in kinds}
     for note in sorted(n for n in notes if n):
         ev.info(note)
@@ -311,7 +314,9 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
             win = Windows(np.tile(m.end, d - c), m.rng, np.tile(m.eval_ts, d - c))
             if m.ext is not None:
                 win = rangeext.ExtWindows(win.end, win.rng, win.eval_ts, m.ext, after_start[w] - o, at_end[w] - o)
-            _apply(ev, name, fn, ts[o:e], x[o:e], lo[w] - o, hi[w] - o, win, extra, vals, pres, part[c:d])
+            # the batch's own bounds when this is all of it (no shifted copies of n x T arrays)
+            lw, hw = (lo, hi) if (c, d) == (0, k) else (lo[w] - o, hi[w] - o)
+            _apply(ev, name, fn, ts[o:e], x[o:e], lw, hw, win, extra, vals, pres, part[c:d])
 
 
 def _laid_out(m: Matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

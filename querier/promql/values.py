@@ -144,6 +144,12 @@ def finalize(v: Vec) -> Vec:
     """Apply delayed name removal and reject label-set collisions, as at the end of a query."""
     dropped = np.count_nonzero(v.drop)  # bool count in C: no reduction wrapper per call
     if dropped and dropped == len(v.drop):
+        from querier.promql._groupc import group_ids
+        # the rows' label sets without the metadata labels, hashed and interned in C: as many
+        # distinct ones as rows (the usual case) is a vector that needs no merge
+        got = group_ids(v.labels, METADATA_LABELS, False) if isinstance(v.labels, list) else None
+        if got is not None and len(got[1]) == len(v.labels):
+            return Vec(got[1], v.vals, v.present, np.zeros(len(v.labels), dtype=bool), hist=v.hist)
         v = Vec(drop_names(v.labels), v.vals, v.present, np.zeros(len(v.labels), dtype=bool),
                 hist=v.hist)
     elif dropped:

@@ -181,6 +181,22 @@ def test_info_annotation_non_counter():
     assert not E.instant(Q, "rate(c_total[1m])", 60_000).infos
 
 
+
+def test_dropped_names_collide_or_stay_distinct_with_schema_labels():
+    """rate() drops the name, __type__ and __unit__ of every row: rows then equal are an error
+    (as Prometheus 3 without delayed name removal), distinct ones keep their order and labels;
+    the non-counter note is judged per name (and type) whatever the other labels are."""
+    q = mk((L(__name__="a_total", job="x"), (TS, [float(i) for i in range(len(TS))])),
+           (L(__name__="b", job="x"), (TS, [float(i) for i in range(len(TS))])),
+           (L(__name__="b", __type__="gauge", __unit__="s", job="y"), (TS, [1.0] * len(TS))),
+           (L(__name__="b", job="z", zone="1"), (TS, [2.0] * len(TS))))
+    with pytest.raises(PromQLError, match="same labelset"):
+        E.instant(q, 'rate({job="x"}[1m])', 600_000)
+    r = E.range(q, 'rate({__name__=~"b|a_total", job=~"y|z"}[1m])', 540_000, 600_000, 30_000)
+    assert [tuple(l) for l, _, _ in r.series] == [(("job", "y"),), (("job", "z"), ("zone", "1"))]
+    notes = E.instant(q, 'rate({job=~"y|z"}[1m])', 600_000).infos
+    assert sum("might not be a counter" in i for i in notes) == 1  # one name: one note
+
 # -- native histograms -----------------------------------------------------------------------------
 from querier.promql import nhist  # noqa: E402
 
