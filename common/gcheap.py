@@ -30,12 +30,19 @@ empty, so at scale 4 every query mapped a fresh sub-heap and faulted it in again
 faults, 15 % of the querier's CPU in the kernel, for `sum by (job) (rate(x[5m]))`). Every
 thread therefore allocates from the main arena (``ARENA_MAX``); the GIL already serializes
 nearly all allocations, so the arenas' lock is not contended.
+
+What is kept is given back once the process goes idle (``trim_when_idle``: a whole interval
+with next to no CPU after it worked), as Go's scavenger returns a quiet Prometheus's heap: a
+burst of big queries does not leave the process at its peak size for good.
 """
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
 import logging
+import time
+from typing import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +56,51 @@ MMAP_MAX = 0  # ... so no block is: all come from the heap (glibc still maps if 
 # frees more than 256 MiB (which cost it ~450 ms of system time per query to fault in again)
 TRIM_THRESHOLD = 1024 << 20
 ARENA_MAX = 1  # threads started later share the main arena, whose freed top is kept
+IDLE_TRIM_INTERVAL_S = 30.0  # a whole interval with less CPU than this fraction of it is idle
+IDLE_CPU_FRACTION = 0.01
 
 
-def freeze_startup_heap() -> None:
+def freeze_startup_heap() -> bool:
     """Collect what start-up left behind, freeze the rest, and widen the young generation.
-    Call once, when a long-running process has finished starting."""
+    Call once, when a long-running process has finished starting. True when freed memory is
+    now kept (glibc), so ``trim_when_idle`` should run."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
-    keep_freed_memory()
+    return keep_freed_memory()
+
+
+def release_freed_memory() -> bool:
+    """Give every free page of the heap back to the kernel (glibc's malloc_trim: the top and
+    whole free pages inside); False where there is no malloc_trim or nothing was released."""
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return malloc_trim(0) == 1
+
+
+async def trim_when_idle(interval_s: float = IDLE_TRIM_INTERVAL_S,
+                         cpu: Callable[[], float] = time.process_time,
+                         trim: Callable[[], object] = release_freed_memory,
+                         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    """Run until cancelled: after an interval with work, the first whole interval of idleness
+    (less than IDLE_CPU_FRACTION of it in CPU, all threads) releases the kept memory, once, in
+    a worker thread (the trim walks the heap; the loop goes on). Busy processes keep reusing
+    their freed memory; an idle one shrinks back."""
+    last = cpu()
+    trimmed = True  # nothing to give back before the first work
+    while True:
+        await sleep(interval_s)
+        now = cpu()
+        if now - last > interval_s * IDLE_CPU_FRACTION:
+            trimmed = False
+        elif not trimmed:
+            await asyncio.to_thread(trim)
+            trimmed = True
+            now = cpu()  # the trim's own CPU is not work
+        last = now
 
 
 def keep_freed_memory() -> bool:

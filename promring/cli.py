@@ -11,8 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
-from common.gcheap import freeze_startup_heap
+from common.gcheap import freeze_startup_heap, trim_when_idle
 from common.logs import setup_logging
+from common.tasks import cancel_and_wait
 from common.tls import (add_client_tls_flags, add_server_tls_flags, client_tls_from_flags,
                         server_tls_from_flags)
 from common.rlimits import raise_open_files_limit
@@ -599,17 +600,22 @@ async def _run_until_signal(components: list, a: argparse.Namespace | None = Non
     what = {"component": " ".join(x for x in (getattr(a, "command", ""), getattr(a, "bucket_cmd", ""))
                                   if x)}
     starting = True
+    trimmer: asyncio.Task | None = None
     try:
         for c in components:
             started.append(c)  # stopped below also when its start fails half way
             await c.start()
         starting = False
         if components and all(getattr(c, "FREEZE_HEAP_AFTER_START", False) for c in components):
-            freeze_startup_heap()  # common.gcheap: start-up objects out of every GC walk
+            # common.gcheap: start-up objects out of every GC walk; freed query memory kept
+            # for the next query while busy, given back once idle
+            if freeze_startup_heap():
+                trimmer = asyncio.create_task(trim_when_idle())
         log.info("promring is up", extra={**what, **listen_addresses(components, a or argparse.Namespace())})
         await stop.wait()
         log.info("shutting down", extra=what)
     finally:
+        await cancel_and_wait(trimmer)
         for c in reversed(started):
             try:
                 await c.stop()

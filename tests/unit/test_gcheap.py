@@ -126,3 +126,60 @@ def test_freed_blocks_past_glibcs_largest_mmap_threshold_are_reused_too() -> Non
     them was ~200 ms of system time per scale-4 histogram_quantile query)."""
     assert _thread_query_faults(True, 48, 2) < 1_000
     assert _thread_query_faults(False, 48, 2) > 50_000  # the defaults: 24,576 faults per query
+
+
+def test_kept_memory_is_given_back_when_released() -> None:
+    """What the settings keep after a big query (resident, reused by the next one) is given
+    back to the kernel by release_freed_memory, which the serving processes call once idle."""
+    got = _run("""
+import numpy as np
+from common.gcheap import freeze_startup_heap, release_freed_memory
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+assert freeze_startup_heap()
+base = rss_mib()
+held = [np.ones(16 << 17) for _ in range(12)]  # 192 MiB, written all over
+del held
+kept = rss_mib() - base
+assert release_freed_memory()
+print(kept, rss_mib() - base)
+""").split()
+    kept, after = map(int, got)
+    assert kept > 150 and after < 30, (kept, after)
+
+
+def _trims(cpu_per_interval: list[float]) -> list[int]:
+    """Intervals (1-based) after which trim_when_idle trimmed, for a process using the given
+    CPU seconds in each of its intervals (on a fake clock)."""
+    import asyncio
+
+    from common.gcheap import trim_when_idle
+    clock = [0.0]
+    done = [0]  # intervals passed
+    trims: list[int] = []
+
+    class Done(Exception):
+        pass
+
+    async def fake_sleep(_s: float) -> None:
+        if done[0] == len(cpu_per_interval):
+            raise Done
+        clock[0] += cpu_per_interval[done[0]]
+        done[0] += 1
+
+    async def main() -> None:
+        try:
+            await trim_when_idle(1.0, cpu=lambda: clock[0], sleep=fake_sleep,
+                                 trim=lambda: trims.append(done[0]))
+        except Done:
+            pass
+    asyncio.run(main())
+    return trims
+
+
+def test_trimmed_once_per_idle_spell_after_work() -> None:
+    """Idle from the start: no trim (nothing was freed). Work, then idle: one trim, not one per
+    idle interval. Work again: the next idle interval trims again. Busy intervals never trim."""
+    assert _trims([0.0, 0.0, 0.0]) == []
+    assert _trims([0.5, 0.0, 0.0, 0.0, 0.5, 0.5, 0.001, 0.0]) == [2, 7]
+    assert _trims([0.5] * 6) == []
