@@ -8,7 +8,9 @@ import pytest
 
 from querier.api import QueryAPI
 from querier.config import QueryConfig
+from querier.fanout import StoreSet
 from querier.params import BadParam
+from querier.storesource import FanoutSource
 from receiver.tsdb.labels import Matcher, MatchType
 from storeapi.client import StoreClient, tenant_metadata
 from storeapi.server import serve
@@ -89,3 +91,29 @@ def test_query_tenant_is_read_as_thanos_reads_it() -> None:
     for bad in ("a/b", "team/", "caf\u00e9", "a\tb"):
         with pytest.raises(BadParam, match="Tenant name not valid"):
             api._tenant(_Head(**{"X-Scope": bad}))
+
+
+def test_stacked_querier_passes_the_callers_tenant_on_as_thanos_proxy_does() -> None:
+    """A querier's own StoreAPI (FanoutSource) forwards the tenant it was called with (or
+    default-tenant, the store server's reading of a call without one) to its endpoints."""
+    async def scenario() -> list[tuple[str, str]]:
+        leaf = TenantSource()
+        leaf_server, leaf_port = await serve(leaf, "127.0.0.1:0")
+        stores = StoreSet([f"127.0.0.1:{leaf_port}"], timeout_s=30)
+        top_server, top_port = await serve(FanoutSource(stores, partial_response=False),
+                                           "127.0.0.1:0")
+        client = StoreClient(f"127.0.0.1:{top_port}", timeout_s=30)
+        try:
+            assert (await client.series_with_warnings(0, 10_000, UP_MATCHERS,
+                                                      tenant="team-a")).series
+            await client.label_names(0, 10_000, UP_MATCHERS, tenant="team-b")
+            await client.label_values("job", 0, 10_000, UP_MATCHERS)
+        finally:
+            await client.close()
+            await top_server.stop(None)
+            await stores.close()
+            await leaf_server.stop(None)
+        return leaf.tenants
+
+    assert asyncio.run(scenario()) == [
+        ("series", "team-a"), ("label_names", "team-b"), ("label_values", "default-tenant")]
