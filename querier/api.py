@@ -24,7 +24,7 @@ from receiver.exemplars import selectors_of as extract_selectors
 from common.httpgzip import compress_response, send_pieces
 from common.httpmetrics import http_metrics
 
-from .config import QueryConfig
+from .config import DEFAULT_TENANT_HEADER, QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
@@ -40,6 +40,7 @@ from .status import (HEAD_WINDOW_MS, TSDB_STATUS_LIMIT, TSDB_STATUS_MAX_SERIES, 
                      tsdb_status)
 from receiver.tsdb.labels import Matcher, MatchType
 from storeapi import rules_pb2
+from storeapi.client import is_metadata_value
 
 log = logging.getLogger(__name__)
 
@@ -328,12 +329,23 @@ class QueryAPI:
             replicas = ()
         partial = parse_bool(_first(p, "partial_response"), "partial_response",
                              self.cfg.partial_response)
+        tenant = self._tenant(request)
         extra: tuple[Matcher, ...] = ()
         if self.cfg.enforce_tenancy:
-            tenant = request.headers.get(self.cfg.tenant_header) or self.cfg.default_tenant
             extra = (Matcher(MatchType.EQ, self.cfg.tenant_label_name, tenant),)
         return SelectOptions(replica_labels=replicas, dedup_func=self.cfg.dedup_func,
-                             partial_response=partial, extra_matchers=extra)
+                             partial_response=partial, extra_matchers=extra, tenant=tenant)
+
+    def _tenant(self, request: RequestHead) -> str:
+        """The request's tenant as Thanos reads it (tenancy.GetTenantFromHTTP): the
+        ``--query.tenant-header``, else THANOS-TENANT, else ``--query.default-tenant-id``.
+        BadParam for a name Thanos refuses (one with a ``/``) or one gRPC metadata cannot carry
+        to the stores (not printable ASCII)."""
+        tenant = (request.headers.get(self.cfg.tenant_header)
+                  or request.headers.get(DEFAULT_TENANT_HEADER) or self.cfg.default_tenant)
+        if ("/" in tenant and tenant != "/") or not is_metadata_value(tenant):
+            raise BadParam("Tenant name not valid")
+        return tenant
 
     async def _evaluate(self, run, timeout_s: float, opts: SelectOptions,
                         eopts: EngineOptions, limit: int, stats: bool = False, query: str = "",

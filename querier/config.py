@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 import re2
 from common.tls import ClientTLS, ServerTLS
 
+DEFAULT_TENANT_HEADER = "THANOS-TENANT"  # Thanos's tenancy header, also read when another is set
+
 
 @dataclass
 class QueryConfig:
@@ -24,7 +26,7 @@ class QueryConfig:
     dedup_func: str = "chain"                  # chain (receive replicas) | penalty (HA Prometheus)
     partial_response: bool = True              # default of the partial_response parameter (Thanos: on)
     # Tenancy of reads: with enforcement a query sees only its tenant's series.
-    tenant_header: str = "THANOS-TENANT"
+    tenant_header: str = DEFAULT_TENANT_HEADER
     default_tenant: str = "default-tenant"
     tenant_label_name: str = "tenant_id"
     enforce_tenancy: bool = False

@@ -45,6 +45,7 @@ class SelectOptions:
     extra_matchers: tuple[Matcher, ...] = ()   # e.g. tenant_id="<tenant>" under enforcement
     counter: bool = False                      # penalty dedup: adjust counter resets at switches
     max_resolution_ms: int = 0                 # > 0: downsampled data this coarse may be read
+    tenant: str = ""                           # sent to the stores as thanos-tenant ("": none)
 
 
 DEFAULT_OPTIONS = SelectOptions()
@@ -185,7 +186,8 @@ class StoreSet:
         ms = list(matchers) + list(opts.extra_matchers)
         results = await self._fan(mint, maxt, ms, lambda c: c.series_with_warnings(
             mint, maxt, ms, skip_chunks=skip_chunks, without_replica_labels=opts.replica_labels,
-            limit=limit, partial_response=opts.partial_response, until=until), opts, warnings)
+            limit=limit, partial_response=opts.partial_response, until=until,
+            tenant=opts.tenant), opts, warnings)
         out = []
         strip = frozenset(opts.replica_labels)
         for r in results:
@@ -206,7 +208,7 @@ class StoreSet:
         ms = list(matchers) + list(opts.extra_matchers)
         results = await self._fan(mint, maxt, ms, lambda c: c.series_aggr(
             mint, maxt, ms, res_ms, aggrs, without_replica_labels=opts.replica_labels,
-            partial_response=opts.partial_response), opts, warnings)
+            partial_response=opts.partial_response, tenant=opts.tenant), opts, warnings)
         out = []
         strip = frozenset(opts.replica_labels)
         for series, warns in results:
@@ -222,7 +224,8 @@ class StoreSet:
                           warnings: list[str] | None = None) -> list[str]:
         ms = list(matchers) + list(opts.extra_matchers)
         results = await self._fan(mint, maxt, ms, lambda c: c.label_names(
-            mint, maxt, ms, partial_response=opts.partial_response), opts, warnings)
+            mint, maxt, ms, partial_response=opts.partial_response, tenant=opts.tenant),
+            opts, warnings)
         names = set().union(*results) if results else set()
         return sorted(names - set(opts.replica_labels))
 
@@ -233,7 +236,8 @@ class StoreSet:
             return []
         ms = list(matchers) + list(opts.extra_matchers)
         results = await self._fan(mint, maxt, ms, lambda c: c.label_values(
-            name, mint, maxt, ms, partial_response=opts.partial_response), opts, warnings)
+            name, mint, maxt, ms, partial_response=opts.partial_response, tenant=opts.tenant),
+            opts, warnings)
         return sorted(set().union(*results)) if results else []
 
     async def metric_metadata(self, metric: str, limit: int, opts: SelectOptions = DEFAULT_OPTIONS,

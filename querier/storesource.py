@@ -7,9 +7,12 @@ replicas).
 """
 from __future__ import annotations
 
+import dataclasses
 
 from receiver.tsdb.exemplars import ExemplarResult
 from receiver.tsdb.labels import Labels, Matcher
+
+from storeapi.client import is_metadata_value
 
 from .fanout import UNBOUNDED, SelectOptions, StoreSet
 
@@ -39,21 +42,29 @@ class FanoutSource:
             return UNBOUNDED  # unknown stores: ask this querier for any range
         return min(i.min_time for i in infos), max(i.max_time for i in infos)
 
-    async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool):
+    def _for(self, tenant: str) -> SelectOptions:
+        """The options of a call from ``tenant`` (the caller's thanos-tenant, which the store
+        server hands in): passed on to every endpoint, as Thanos's proxy does."""
+        return dataclasses.replace(self.opts, tenant=tenant if is_metadata_value(tenant) else "")
+
+    async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool,
+                     tenant: str = ""):
         warnings: list[str] = []
         raw = await self.stores.series(mint, maxt, matchers, skip_chunks=skip_chunks,
-                                       opts=self.opts, warnings=warnings)
+                                       opts=self._for(tenant), warnings=warnings)
         out = SeriesList((tuple(s.labels), list(s.chunks)) for s in raw)
         out.sort(key=lambda s: s[0])
         out.warnings = warnings  # an unreachable store: passed on as a warning frame
         return out
 
-    async def label_names(self, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]:
-        return await self.stores.label_names(mint, maxt, matchers, opts=self.opts)
+    async def label_names(self, mint: int, maxt: int, matchers: list[Matcher],
+                          tenant: str = "") -> list[str]:
+        return await self.stores.label_names(mint, maxt, matchers, opts=self._for(tenant))
 
     async def label_values(self, name: str, mint: int, maxt: int,
-                           matchers: list[Matcher]) -> list[str]:
-        return await self.stores.label_values(name, mint, maxt, matchers, opts=self.opts)
+                           matchers: list[Matcher], tenant: str = "") -> list[str]:
+        return await self.stores.label_values(name, mint, maxt, matchers,
+                                              opts=self._for(tenant))
 
 
     async def exemplars(self, start: int, end: int, selectors: list[list[Matcher]]

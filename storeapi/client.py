@@ -7,6 +7,7 @@ contending with the event loop; and grpcio cannot skip certificate verification
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -20,7 +21,8 @@ from storeapi._wire import series_response
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.grpcmetrics import GrpcClientMetrics
 from storeapi.h2client import H2Channel, RpcError
-from storeapi.server import MAX_MESSAGE_BYTES, AggrData
+from storeapi.h2frames import literal
+from storeapi.server import MAX_MESSAGE_BYTES, TENANT_METADATA, AggrData
 from storeapi.wire import series_request_rest, series_request_times
 
 _HIST_ENCODINGS = {types_pb2.Chunk.HISTOGRAM: ENCODING_HISTOGRAM,
@@ -63,6 +65,24 @@ _FRAME_SERIES, _FRAME_WARNING = 1, 2
 _MALFORMED = "malformed SeriesResponse frame"
 
 
+def is_metadata_value(value: str) -> bool:
+    """gRPC's rule for a text metadata value (grpc-go refuses to send others): printable
+    ASCII only."""
+    return value.isascii() and value.isprintable()
+
+
+@functools.lru_cache(maxsize=1024)
+def tenant_metadata(tenant: str) -> bytes:
+    """The ``thanos-tenant`` request header field as Thanos's querier sends it to its stores
+    (pkg/store/proxy.go), HPACK-encoded once per tenant; b"" for no tenant. ValueError for a
+    value gRPC metadata cannot carry."""
+    if not tenant:
+        return b""
+    if not is_metadata_value(tenant):
+        raise ValueError(f"tenant {tenant!r} is not printable ASCII")
+    return literal(TENANT_METADATA.encode(), tenant)
+
+
 class MalformedFrame(ValueError):
     """A Series frame that is not a valid thanos.SeriesResponse (fails the call)."""
 
@@ -96,10 +116,11 @@ class _Stubs:
 
     def __init__(self, ch: H2Channel, metrics: GrpcClientMetrics | None) -> None:
         def uu(path: str, resp):
-            async def call(req, timeout: float | None = None):
+            async def call(req, timeout: float | None = None, metadata: bytes = b""):
                 c = _begin(metrics, path, "unary")
                 try:
-                    r = resp.FromString(await ch.unary(path, req.SerializeToString(), timeout))
+                    r = resp.FromString(await ch.unary(path, req.SerializeToString(), timeout,
+                                                       metadata))
                 except BaseException as e:
                     _done(c, e)
                     raise
@@ -108,12 +129,13 @@ class _Stubs:
             return call
 
         def us(path: str, resp):
-            async def call(req, timeout: float | None = None):
+            async def call(req, timeout: float | None = None, metadata: bytes = b""):
                 c = _begin(metrics, path, "server_stream")
                 try:  # closed at once when the caller leaves early: the stream is reset then
                     async with contextlib.aclosing(
                             ch.unary_stream(path, req if isinstance(req, bytes)
-                                            else req.SerializeToString(), timeout)) as it:
+                                            else req.SerializeToString(), timeout,
+                                            metadata)) as it:
                         async for msg in it:
                             yield msg if resp is None else resp.FromString(msg)
                 except BaseException as e:
@@ -124,10 +146,11 @@ class _Stubs:
 
         def each(path: str):
             async def call(req: bytes, on_message: Callable[[bytes], None],
-                           timeout: float | None = None, until: float | None = None) -> None:
+                           timeout: float | None = None, until: float | None = None,
+                           metadata: bytes = b"") -> None:
                 c = _begin(metrics, path, "server_stream")
                 try:
-                    await ch.unary_stream_each(path, req, timeout, on_message, until)
+                    await ch.unary_stream_each(path, req, timeout, on_message, until, metadata)
                 except BaseException as e:
                     _done(c, e)
                     raise
@@ -303,28 +326,30 @@ class StoreClient:
 
     async def iter_series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                           skip_chunks: bool = False, without_replica_labels: Iterable[str] = (),
-                          limit: int = 0, partial_response: bool = False,
+                          limit: int = 0, partial_response: bool = False, tenant: str = "",
                           ) -> AsyncIterator[RawSeries | str]:
         """Yields each complete series (frames of a series split by the store are merged) and
         each warning string, in stream order.
 
         With ``partial_response`` a store that proxies others (a Thanos querier or store gateway)
         may report failures as warnings instead of failing the call (strategy WARN vs ABORT).
+        ``tenant`` (every call that takes it): sent as ``thanos-tenant`` metadata, as Thanos's
+        querier does (the store attributes its limits and metrics to it).
         """
         request = self._series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
                                        limit, partial_response)
-        async for item in self._series_parts(request):
+        async for item in self._series_parts(request, tenant_metadata(tenant)):
             if isinstance(item, str):
                 yield item
             else:
                 for s in item:
                     yield s
 
-    async def _series_parts(self, request: rpc_pb2.SeriesRequest | bytes
+    async def _series_parts(self, request: rpc_pb2.SeriesRequest | bytes, metadata: bytes = b""
                             ) -> AsyncIterator[list[RawSeries] | str]:
         """The Series stream as lists of complete series and warning strings, in stream
         order (see _SeriesReader)."""
-        call = self._rpc().series_raw(request, timeout=self._timeout)
+        call = self._rpc().series_raw(request, timeout=self._timeout, metadata=metadata)
         reader = _SeriesReader(self.address, self.native_histograms)
         async for frame in call:
             try:
@@ -341,7 +366,7 @@ class StoreClient:
                                    skip_chunks: bool = False,
                                    without_replica_labels: Iterable[str] = (),
                                    limit: int = 0, partial_response: bool = False,
-                                   until: float | None = None) -> SeriesResult:
+                                   until: float | None = None, tenant: str = "") -> SeriesResult:
         """``until``: a loop time (the query's deadline) the call fails at with
         DEADLINE_EXCEEDED, if the client's own timeout has not ended it before."""
         out = SeriesResult([])
@@ -357,7 +382,8 @@ class StoreClient:
         # frames taken as they arrive, in one coroutine: no async generator per layer
         request = request if isinstance(request, bytes) else request.SerializeToString()
         await self._rpc().series_each(request, lambda frame: add(reader.feed(frame)),
-                                      timeout=self._timeout, until=until)
+                                      timeout=self._timeout, until=until,
+                                      metadata=tenant_metadata(tenant))
         for item in reader.finish():
             add(item)
         return out
@@ -370,7 +396,7 @@ class StoreClient:
     async def series_aggr(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                           max_resolution_window: int, aggregates: Iterable[int] = (),
                           without_replica_labels: Iterable[str] = (),
-                          partial_response: bool = False
+                          partial_response: bool = False, tenant: str = ""
                           ) -> tuple[list[AggrSeries], list[str]]:
         """Series at the coarsest resolution <= ``max_resolution_window`` (ms) the stores
         have, with raw XOR chunks where they only have raw data; ``aggregates`` are the
@@ -382,7 +408,8 @@ class StoreClient:
             without_replica_labels=list(without_replica_labels),
             response_batch_size=self._batch, partial_response_disabled=not partial_response,
             partial_response_strategy=_strategy(partial_response))
-        call = self._rpc().series_raw(request, timeout=self._timeout)
+        call = self._rpc().series_raw(request, timeout=self._timeout,
+                                      metadata=tenant_metadata(tenant))
         out: list[AggrSeries] = []
         warnings: list[str] = []
         async for frame in call:
@@ -403,23 +430,23 @@ class StoreClient:
         return out, warnings
 
     async def label_names(self, mint: int, maxt: int, matchers: Iterable[Matcher] = (),
-                          partial_response: bool = False) -> list[str]:
+                          partial_response: bool = False, tenant: str = "") -> list[str]:
         r = await self._rpc().label_names(
             rpc_pb2.LabelNamesRequest(start=mint, end=maxt, matchers=matchers_to_pb(matchers),
                                       partial_response_disabled=not partial_response,
                                       partial_response_strategy=_strategy(partial_response)),
-            timeout=self._timeout)
+            timeout=self._timeout, metadata=tenant_metadata(tenant))
         return list(r.names)
 
     async def label_values(self, name: str, mint: int, maxt: int,
-                           matchers: Iterable[Matcher] = (), partial_response: bool = False
-                           ) -> list[str]:
+                           matchers: Iterable[Matcher] = (), partial_response: bool = False,
+                           tenant: str = "") -> list[str]:
         r = await self._rpc().label_values(
             rpc_pb2.LabelValuesRequest(label=name, start=mint, end=maxt,
                                        matchers=matchers_to_pb(matchers),
                                        partial_response_disabled=not partial_response,
                                        partial_response_strategy=_strategy(partial_response)),
-            timeout=self._timeout)
+            timeout=self._timeout, metadata=tenant_metadata(tenant))
         return list(r.values)
 
     async def metric_metadata(self, metric: str = "", limit: int = -1,

@@ -501,23 +501,28 @@ class H2Channel:
         return _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
 
     async def _start(self, method: str, request: bytes, timeout: float | None,
-                     streaming: bool, lazy: bool = False) -> tuple[_Connection, _Call]:
+                     streaming: bool, lazy: bool = False, metadata: bytes = b""
+                     ) -> tuple[_Connection, _Call]:
         conn = await self._connect(timeout)
         call = _Call(streaming, 0, lazy)
         try:
-            await conn.open(call, self._header_block(method, timeout), self._message(request))
+            await conn.open(call, self._header_block(method, timeout) + metadata,
+                            self._message(request))
         except BaseException:
             conn.cancel(call)
             raise
         return conn, call
 
-    async def unary(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
-        """Call ``method`` (``/pkg.Service/Method``) with the serialized ``request``."""
+    async def unary(self, method: str, request: bytes, timeout: float | None = None,
+                    metadata: bytes = b"") -> bytes:
+        """Call ``method`` (``/pkg.Service/Method``) with the serialized ``request``;
+        ``metadata``: extra request header fields, HPACK-encoded (see h2frames.literal)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
             async with asyncio.timeout_at(deadline):
-                conn, call = await self._start(method, request, timeout, False)
+                conn, call = await self._start(method, request, timeout, False,
+                                               metadata=metadata)
                 try:
                     while not call.done:
                         await conn.wait(call, None)
@@ -538,7 +543,8 @@ class H2Channel:
         return self._decompressed(call, flag, body[5:5 + n])
 
     async def _open_stream(self, method: str, request: bytes, timeout: float | None,
-                           until: float | None = None, lazy: bool = False
+                           until: float | None = None, lazy: bool = False,
+                           metadata: bytes = b""
                            ) -> tuple[_Connection, _Call, float | None]:
         """A server-streaming call started; (its connection, the call, its loop deadline): the
         sooner of ``timeout`` from now and ``until`` (a loop time, e.g. the query's deadline:
@@ -548,11 +554,11 @@ class H2Channel:
             deadline = until
         conn, call = self._conn, _Call(True, 0, lazy)
         if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
-                call, self._header_block(method, timeout), self._message(request))):
+                call, self._header_block(method, timeout) + metadata, self._message(request))):
             return conn, call, deadline  # the usual call on a live connection: no timer
         try:
             async with asyncio.timeout_at(deadline):
-                conn, call = await self._start(method, request, timeout, True, lazy)
+                conn, call = await self._start(method, request, timeout, True, lazy, metadata)
         except TimeoutError:
             raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         return conn, call, deadline
@@ -576,11 +582,12 @@ class H2Channel:
             raise RpcError(grpc.StatusCode.INTERNAL, "stream ended inside a message")
         return True
 
-    async def unary_stream(self, method: str, request: bytes, timeout: float | None = None
-                           ) -> AsyncIterator[bytes]:
+    async def unary_stream(self, method: str, request: bytes, timeout: float | None = None,
+                           metadata: bytes = b"") -> AsyncIterator[bytes]:
         """Call a server-streaming ``method``; yields each response message as it arrives.
         ``timeout`` bounds the whole call; leaving the loop early cancels the stream."""
-        conn, call, deadline = await self._open_stream(method, request, timeout)
+        conn, call, deadline = await self._open_stream(method, request, timeout,
+                                                       metadata=metadata)
         buf = bytearray()
         try:
             while True:
@@ -596,14 +603,14 @@ class H2Channel:
 
     async def unary_stream_each(self, method: str, request: bytes, timeout: float | None,
                                 on_message: Callable[[bytes], None],
-                                until: float | None = None) -> None:
+                                until: float | None = None, metadata: bytes = b"") -> None:
         """``unary_stream`` for a caller that takes the whole answer: ``on_message(msg)`` for
         each message, at the end or whenever 64 KiB are unread, in a plain coroutine (an async generator per call and
         per layer above it cost more than a small call's messages do). An exception from
         ``on_message`` cancels the stream and is raised. ``until``: a loop time the call fails
         at (DEADLINE_EXCEEDED) if ``timeout`` has not ended it before."""
         conn, call, deadline = await self._open_stream(method, request, timeout, until,
-                                                       lazy=True)
+                                                       lazy=True, metadata=metadata)
         buf = bytearray()
         try:
             while True:

@@ -1,0 +1,119 @@
+"""The querier forwards the query's tenant to its stores as Thanos's querier does: the
+``thanos-tenant`` gRPC metadata on Series, LabelNames and LabelValues calls."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from querier.api import QueryAPI
+from querier.config import QueryConfig
+from querier.fanout import StoreSet
+from querier.params import BadParam
+from querier.storesource import FanoutSource
+from receiver.tsdb.labels import Matcher, MatchType
+from storeapi.client import StoreClient, tenant_metadata
+from storeapi.server import serve
+from tests.unit.test_storeapi import SERIES, FakeSource
+
+UP_MATCHERS = [Matcher(MatchType.EQ, "__name__", "up")]
+
+
+class TenantSource(FakeSource):
+    """A source that records the tenant the store server read from each call's metadata."""
+
+    def __init__(self) -> None:
+        super().__init__(SERIES)
+        self.tenants: list[tuple[str, str]] = []
+
+    def series(self, mint, maxt, matchers, skip_chunks, tenant: str = "?"):
+        self.tenants.append(("series", tenant))
+        return super().series(mint, maxt, matchers, skip_chunks)
+
+    def label_names(self, mint, maxt, matchers, tenant: str = "?"):
+        self.tenants.append(("label_names", tenant))
+        return super().label_names(mint, maxt, matchers)
+
+    def label_values(self, name, mint, maxt, matchers, tenant: str = "?"):
+        self.tenants.append(("label_values", tenant))
+        return super().label_values(name, mint, maxt, matchers)
+
+
+def test_store_client_sends_thanos_tenant_metadata_on_the_wire() -> None:
+    async def scenario() -> list[tuple[str, str]]:
+        source = TenantSource()
+        server, port = await serve(source, "127.0.0.1:0")
+        client = StoreClient(f"127.0.0.1:{port}", timeout_s=30)
+        try:
+            got = await client.series_with_warnings(0, 10_000, UP_MATCHERS, tenant="team-a")
+            assert got.series
+            await client.label_names(0, 10_000, UP_MATCHERS, tenant="team-b")
+            await client.label_values("job", 0, 10_000, UP_MATCHERS, tenant="team-c")
+            async for _ in client.iter_series(0, 10_000, UP_MATCHERS, tenant="team-d"):
+                pass
+            await client.series_aggr(0, 10_000, UP_MATCHERS, 0, tenant="team-e")
+            await client.series_with_warnings(0, 10_000, UP_MATCHERS)  # no tenant: none sent
+        finally:
+            await client.close()
+            await server.stop(None)
+        return source.tenants
+
+    assert asyncio.run(scenario()) == [
+        ("series", "team-a"), ("label_names", "team-b"), ("label_values", "team-c"),
+        ("series", "team-d"), ("series", "team-e"), ("series", "default-tenant")]
+
+
+def test_tenant_header_field_is_encoded_once_per_tenant_and_only_if_grpc_can_carry_it() -> None:
+    block = tenant_metadata("team-a")
+    assert block == b"\x00\x0dthanos-tenant\x06team-a"  # HPACK literal, not indexed
+    assert tenant_metadata("team-a") is block
+    assert tenant_metadata("") == b""
+    for bad in ("caf\u00e9", "a\r\nb", "tab\there"):
+        with pytest.raises(ValueError):
+            tenant_metadata(bad)
+
+
+class _Head:
+    def __init__(self, **headers: str) -> None:
+        self.headers = headers
+
+
+def test_query_tenant_is_read_as_thanos_reads_it() -> None:
+    """GetTenantFromHTTP: the configured header, else THANOS-TENANT, else the default tenant;
+    a name with a slash is refused (bad_data), as is one gRPC metadata cannot carry."""
+    api = QueryAPI.__new__(QueryAPI)  # only cfg is read by _tenant / _options
+    api.cfg = QueryConfig(tenant_header="X-Scope", default_tenant="anon")
+    assert api._tenant(_Head(**{"X-Scope": "team-a", "THANOS-TENANT": "team-b"})) == "team-a"
+    assert api._tenant(_Head(**{"THANOS-TENANT": "team-b"})) == "team-b"
+    assert api._tenant(_Head()) == "anon"
+    assert api._tenant(_Head(**{"X-Scope": "/"})) == "/"  # Go's path.Base("/") is "/"
+    assert api._options(_Head(**{"X-Scope": "team-a"}), {}).tenant == "team-a"
+    for bad in ("a/b", "team/", "caf\u00e9", "a\tb"):
+        with pytest.raises(BadParam, match="Tenant name not valid"):
+            api._tenant(_Head(**{"X-Scope": bad}))
+
+
+def test_stacked_querier_passes_the_callers_tenant_on_as_thanos_proxy_does() -> None:
+    """A querier's own StoreAPI (FanoutSource) forwards the tenant it was called with (or
+    default-tenant, the store server's reading of a call without one) to its endpoints."""
+    async def scenario() -> list[tuple[str, str]]:
+        leaf = TenantSource()
+        leaf_server, leaf_port = await serve(leaf, "127.0.0.1:0")
+        stores = StoreSet([f"127.0.0.1:{leaf_port}"], timeout_s=30)
+        top_server, top_port = await serve(FanoutSource(stores, partial_response=False),
+                                           "127.0.0.1:0")
+        client = StoreClient(f"127.0.0.1:{top_port}", timeout_s=30)
+        try:
+            assert (await client.series_with_warnings(0, 10_000, UP_MATCHERS,
+                                                      tenant="team-a")).series
+            await client.label_names(0, 10_000, UP_MATCHERS, tenant="team-b")
+            await client.label_values("job", 0, 10_000, UP_MATCHERS)
+        finally:
+            await client.close()
+            await top_server.stop(None)
+            await stores.close()
+            await leaf_server.stop(None)
+        return leaf.tenants
+
+    assert asyncio.run(scenario()) == [
+        ("series", "team-a"), ("label_names", "team-b"), ("label_values", "default-tenant")]
