@@ -108,10 +108,13 @@ def _metadata(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def parse_timeout(value: str) -> float | None:
-    """Seconds of a ``grpc-timeout`` header (``<digits><unit>``); None if malformed."""
-    if len(value) < 2 or not value[:-1].isdigit() or value[-1] not in _TIMEOUT_UNITS:
+    """Seconds of a ``grpc-timeout`` header (1 to 8 ASCII digits and a unit, as the gRPC spec
+    and grpc-go have it); None if malformed."""
+    digits = value[:-1]
+    if not 0 < len(digits) <= 8 or not digits.isascii() or not digits.isdigit() \
+            or value[-1] not in _TIMEOUT_UNITS:
         return None
-    return int(value[:-1]) * _TIMEOUT_UNITS[value[-1]]
+    return int(digits) * _TIMEOUT_UNITS[value[-1]]
 
 
 def _status_message(details: str) -> str:
@@ -271,13 +274,16 @@ class _Connection(asyncio.Protocol):
 
     async def _run(self, sid: int, st: _Stream) -> None:
         path = st.headers.get(":path", "")
-        timeout = parse_timeout(st.headers.get("grpc-timeout", ""))
+        raw_timeout = st.headers.get("grpc-timeout")
+        timeout = None if raw_timeout is None else parse_timeout(raw_timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         timer = None if deadline is None else \
             asyncio.get_running_loop().call_at(deadline, _expire, st)
         call = None  # grpc_server_* of a call that reached its handler
         code = grpc.StatusCode.OK
         try:
+            if raw_timeout is not None and timeout is None:  # as grpc-go
+                raise _Abort(grpc.StatusCode.INTERNAL, f"malformed grpc-timeout: {raw_timeout[:40]!r}")
             handler, kind = self._server.lookup(path, st.headers)
             if handler is None:
                 raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")

@@ -1,0 +1,97 @@
+"""Every connection the gRPC-server fuzzer (test_fuzz_grpc_server.py) found to break our HTTP/2
+gRPC server, as an explicit regression case against an in-process H2GrpcServer over a socket:
+each call is answered with the status a Go gRPC server gives, and the server serves on."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+import hpack
+
+from storeapi.h2frames import (DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, SETTINGS, frame,
+                               split_frames)
+from storeapi.h2server import H2GrpcServer
+
+
+async def _echo(req: bytes, context) -> bytes:
+    return req
+
+
+def _handlers() -> list:
+    return [grpc.method_handlers_generic_handler("t.T", {
+        "Echo": grpc.unary_unary_rpc_method_handler(_echo)})]
+
+
+@contextlib.asynccontextmanager
+async def _server(**kw):
+    srv = H2GrpcServer(**kw)
+    srv.add_generic_rpc_handlers(_handlers())
+    port = await srv.bind("127.0.0.1:0")
+    await srv.start()
+    try:
+        yield port, srv
+    finally:
+        await srv.stop(0)
+
+
+def _request(sid: int, extra: list[tuple[str, str]], body: bytes = b"hi",
+             path: str = "/t.T/Echo") -> bytes:
+    block = hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", path),
+                                    (":authority", "x"), ("content-type", "application/grpc"),
+                                    ("te", "trailers"), *extra])
+    return (frame(HEADERS, END_HEADERS, sid, block)
+            + frame(DATA, END_STREAM, sid, b"\0" + len(body).to_bytes(4, "big") + body))
+
+
+async def _trailers(port: int, data: bytes, sid: int = 1, timeout: float = 5.0
+                    ) -> dict[str, str] | None:
+    """The last header block the server sends on ``sid`` for ``data`` written after the
+    preface; None if nothing ended the stream within ``timeout`` seconds."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(PREFACE + frame(SETTINGS, 0, 0) + data)
+    buf, dec = bytearray(), hpack.Decoder()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while (left := deadline - loop.time()) > 0:
+            try:
+                got = await asyncio.wait_for(r.read(1 << 16), left)
+            except TimeoutError:
+                return None
+            if not got:
+                return None
+            buf += got
+            frames, used = split_frames(buf, 1 << 24)
+            del buf[:used]
+            for typ, flags, s, payload in frames:
+                if typ == HEADERS:
+                    hdrs = dict(dec.decode(payload, raw=False))
+                    if s == sid and flags & END_STREAM:
+                        return hdrs
+        return None
+    finally:
+        w.close()
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_malformed_grpc_timeout_is_internal_not_a_dead_call():
+    """A grpc-timeout of non-ASCII digits ('²S') or more digits than int() takes raised in the
+    call's task before it answered: the call hung forever, its task kept. grpc-go answers
+    INTERNAL "malformed grpc-timeout" for any malformed value (also more than 8 digits)."""
+    async def main():
+        async with _server() as (port, _):
+            out = []
+            for value in ["\u00b2S", "1" * 5000 + "S", "123456789S", "x1S", "5x", "S"]:
+                out.append(await _trailers(port, _request(1, [("grpc-timeout", value)])))
+            ok = await _trailers(port, _request(1, [("grpc-timeout", "10S")]))
+            return out, ok
+    out, ok = _run(main())
+    for hdrs in out:
+        assert hdrs is not None, "the call was never answered"
+        assert hdrs["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0]), hdrs
+        assert hdrs["grpc-message"].startswith("malformed grpc-timeout"), hdrs
+    assert ok is not None and ok["grpc-status"] == "0"
