@@ -45,7 +45,7 @@ class Answer:
     data: bytes
     closed: bool  # the server closed the connection
     statuses: list[str] = field(default_factory=list)  # grpc-status values it sent
-    goaway: bool = False
+    goaway: int = 0  # 1 + the error code of the server's GOAWAY
     answered: set[int] = field(default_factory=set)  # streams it sent HEADERS or RST_STREAM on
 
 
@@ -63,7 +63,7 @@ def parse_answer(data: bytes, closed: bool) -> Answer:
                 if k == "grpc-status":
                     ans.statuses.append(v)
         elif typ == GOAWAY:
-            ans.goaway = True
+            ans.goaway = int.from_bytes(payload[4:8], "big") + 1
     return ans
 
 
@@ -98,7 +98,7 @@ class GrpcServerTarget:
         self.proc = store_process(workdir, "store", one_block_bucket(workdir)).start(60)
         self.host, self.port = "127.0.0.1", self.proc.ports["grpc"]
         self.log_pos = 0
-        self.stats = {"connections": 0, "closed_by_server": 0, "goaway": 0, "quiet_open": 0}
+        self.stats = {"connections": 0, "closed_by_server": 0, "quiet_open": 0}
         self.statuses: dict[str, int] = {}
         deadline = time.monotonic() + 60
         while self.series_count() != SERIES:  # blocks are loaded after the process is ready
@@ -142,7 +142,9 @@ class GrpcServerTarget:
                                      f"unanswered, after {READ_BOUND_S}s: {bytes(out)[-300:]!r}")
         ans = parse_answer(bytes(out), closed)
         self.stats["closed_by_server" if closed else "quiet_open"] += 1
-        self.stats["goaway"] += ans.goaway
+        if ans.goaway:
+            key = f"goaway_{ans.goaway - 1}"
+            self.stats[key] = self.stats.get(key, 0) + 1
         for s in ans.statuses:
             self.statuses[s] = self.statuses.get(s, 0) + 1
         return ans

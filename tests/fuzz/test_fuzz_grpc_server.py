@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from .grpc_target import GrpcServerTarget
 from .h2conns import hostile_connections
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 
 
 @pytest.fixture(scope="module")
