@@ -10,7 +10,8 @@ objects as a ``grpc.aio`` server (unary-unary and unary-stream methods, which is
 and WriteableStore use); handlers get a context whose ``abort`` behaves like grpc.aio's.
 
 Bounds: request messages are limited to ``max_message_bytes`` compressed and decompressed,
-concurrent streams per connection to ``max_concurrent_streams``; header blocks to 64 KiB.
+concurrent streams per connection to ``max_concurrent_streams``; header blocks to 64 KiB; a
+client has ``handshake_timeout_s`` to send its preface and SETTINGS.
 Responses are sent uncompressed (the client advertises what it accepts; identity always is).
 """
 from __future__ import annotations
@@ -153,6 +154,7 @@ class _Connection(asyncio.Protocol):
         self._can_write.set()
         self._closed = False
         self._peer = ""
+        self._handshake_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -163,9 +165,20 @@ class _Connection(asyncio.Protocol):
         self._conn.initiate_connection()
         self._flush()
         self._server._connections.add(self)
+        self._handshake_timer = asyncio.get_running_loop().call_later(
+            self._server.handshake_timeout_s, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        """A client that has not sent its preface and SETTINGS by now is dropped (grpc-go's
+        connection timeout): a stalled connection holds nothing forever."""
+        if not self._conn.handshaken:
+            log.debug("HTTP/2 client %s did not complete the handshake", self._peer)
+            self._close()
 
     def connection_lost(self, exc) -> None:
         self._closed = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
         self._server._connections.discard(self)
         for st in self._streams.values():
             if st.task is not None:
@@ -444,8 +457,10 @@ class H2GrpcServer:
     """
 
     def __init__(self, max_message_bytes: int = 256 << 20, max_concurrent_streams: int = 1000,
-                 window_bytes: int = 4 << 20, metrics: "GrpcServerMetrics | None" = None) -> None:
+                 window_bytes: int = 4 << 20, metrics: "GrpcServerMetrics | None" = None,
+                 handshake_timeout_s: float = 120.0) -> None:
         self.max_message_bytes = max_message_bytes
+        self.handshake_timeout_s = handshake_timeout_s  # grpc-go's ConnectionTimeout default
         self.metrics = metrics  # grpc_server_* (storeapi.grpcmetrics)
         self.max_concurrent_streams = max_concurrent_streams
         self.window_bytes = window_bytes

@@ -95,3 +95,35 @@ def test_malformed_grpc_timeout_is_internal_not_a_dead_call():
         assert hdrs["grpc-status"] == str(grpc.StatusCode.INTERNAL.value[0]), hdrs
         assert hdrs["grpc-message"].startswith("malformed grpc-timeout"), hdrs
     assert ok is not None and ok["grpc-status"] == "0"
+
+
+async def _closed_within(port: int, data: bytes, seconds: float) -> bool:
+    """Whether the server hangs up on a client that wrote ``data`` and then stalled."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(data)
+    try:
+        while True:
+            if not await asyncio.wait_for(r.read(1 << 16), seconds):
+                return True
+    except TimeoutError:
+        return False
+    finally:
+        w.close()
+
+
+def test_client_stalled_before_the_http2_handshake_is_dropped():
+    """A client that connects and never sends its preface and SETTINGS (or half of them) held
+    its connection forever; grpc-go drops it after its connection timeout (120 s by default),
+    which is what ``handshake_timeout_s`` is. A client that completed the handshake stays."""
+    async def main():
+        async with _server(handshake_timeout_s=0.5) as (port, _):
+            silent = await _closed_within(port, b"", 10)
+            half = await _closed_within(port, PREFACE[:10], 10)
+            no_settings = await _closed_within(port, PREFACE, 10)
+            shaken = await _closed_within(port, PREFACE + frame(SETTINGS, 0, 0), 2)
+            answered = await _trailers(port, _request(1, []))
+            return silent, half, no_settings, shaken, answered
+    silent, half, no_settings, shaken, answered = _run(main())
+    assert silent and half and no_settings
+    assert not shaken
+    assert answered is not None and answered["grpc-status"] == "0"
