@@ -11,7 +11,8 @@ and WriteableStore use); handlers get a context whose ``abort`` behaves like grp
 
 Bounds: request messages are limited to ``max_message_bytes`` compressed and decompressed,
 concurrent streams per connection to ``max_concurrent_streams``; header blocks to 64 KiB; a
-client has ``handshake_timeout_s`` to send its preface and SETTINGS.
+client has ``handshake_timeout_s`` to send its preface and SETTINGS, and a call whose client
+grants no flow-control window (or reads nothing) for ``send_stall_timeout_s`` is cancelled.
 Responses are sent uncompressed (the client advertises what it accepts; identity always is).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from urllib.parse import quote
 
 import grpc
 from storeapi import grpc_codec
-from storeapi.h2frames import ProtocolError, literal
+from storeapi.h2frames import CANCEL, ProtocolError, literal
 from storeapi.h2serverconn import (DATA_IN, ENDED, REQUEST, RESET, TERMINATED, WINDOW,
                                    ServerConnection)
 
@@ -383,6 +384,7 @@ class _Connection(asyncio.Protocol):
             raise ConnectionError("connection closed")
         self._response_headers(sid, st)
         view = memoryview(data)
+        stalled_until = None  # a client granting no window gets send_stall_timeout_s
         while view:
             if self._closed:
                 raise ConnectionError("connection closed")
@@ -393,15 +395,38 @@ class _Connection(asyncio.Protocol):
             if n <= 0:
                 self._window_open.clear()
                 self._flush()
-                await self._window_open.wait()
+                loop = asyncio.get_running_loop()
+                if stalled_until is None:
+                    stalled_until = loop.time() + self._server.send_stall_timeout_s
+                try:
+                    await asyncio.wait_for(self._window_open.wait(), stalled_until - loop.time())
+                except TimeoutError:
+                    self._cancel_stalled(sid)
                 continue
+            stalled_until = None
             self._conn.send_data(sid, bytes(view[:n]))
             view = view[n:]
             if last and not view:
                 return  # _finish flushes it with the trailers
             self._flush()
             if not self._can_write.is_set():
-                await self._can_write.wait()
+                try:
+                    await asyncio.wait_for(self._can_write.wait(),
+                                           self._server.send_stall_timeout_s)
+                except TimeoutError:  # the client reads nothing at all: cut it off
+                    log.debug("HTTP/2 client %s stopped reading", self._peer)
+                    if self._transport is not None:
+                        self._transport.abort()
+                    raise ConnectionError("client stopped reading") from None
+
+    def _cancel_stalled(self, sid: int) -> None:
+        """A call whose client granted no window for send_stall_timeout_s: reset (CANCEL), so
+        that what its handler holds is let go."""
+        log.debug("HTTP/2 client %s granted no window on stream %d", self._peer, sid)
+        self._streams.pop(sid, None)
+        self._conn.reset_stream(sid, CANCEL)
+        self._flush()
+        raise ConnectionError("client granted no flow-control window")
 
     def _finish(self, sid: int, st: _Stream, code: grpc.StatusCode, details: str) -> None:
         if self._closed or sid not in self._streams:
@@ -458,9 +483,11 @@ class H2GrpcServer:
 
     def __init__(self, max_message_bytes: int = 256 << 20, max_concurrent_streams: int = 1000,
                  window_bytes: int = 4 << 20, metrics: "GrpcServerMetrics | None" = None,
-                 handshake_timeout_s: float = 120.0) -> None:
+                 handshake_timeout_s: float = 120.0, send_stall_timeout_s: float = 300.0) -> None:
         self.max_message_bytes = max_message_bytes
         self.handshake_timeout_s = handshake_timeout_s  # grpc-go's ConnectionTimeout default
+        # above the queriers' 2 m query timeout: only a client that stopped reading meets it
+        self.send_stall_timeout_s = send_stall_timeout_s
         self.metrics = metrics  # grpc_server_* (storeapi.grpcmetrics)
         self.max_concurrent_streams = max_concurrent_streams
         self.window_bytes = window_bytes

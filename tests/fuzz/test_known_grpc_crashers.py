@@ -9,8 +9,9 @@ import contextlib
 import grpc
 import hpack
 
-from storeapi.h2frames import (DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, SETTINGS, frame,
-                               split_frames)
+from storeapi.h2frames import (CANCEL, DATA, END_HEADERS, END_STREAM, HEADERS,
+                               INITIAL_WINDOW_SIZE, PREFACE, RST_STREAM, SETTINGS, frame,
+                               settings_frame, split_frames)
 from storeapi.h2server import H2GrpcServer
 
 
@@ -18,9 +19,28 @@ async def _echo(req: bytes, context) -> bytes:
     return req
 
 
+class _Big:
+    """A streaming handler of 1 MiB that records when its generator is closed (what a Series
+    call holds -- a store's series gate slot, block readers -- is let go there)."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    async def __call__(self, req: bytes, context):
+        try:
+            for _ in range(16):
+                yield b"x" * (64 << 10)
+        finally:
+            self.closed += 1
+
+
+BIG = _Big()
+
+
 def _handlers() -> list:
     return [grpc.method_handlers_generic_handler("t.T", {
-        "Echo": grpc.unary_unary_rpc_method_handler(_echo)})]
+        "Echo": grpc.unary_unary_rpc_method_handler(_echo),
+        "Big": grpc.unary_stream_rpc_method_handler(BIG)})]
 
 
 @contextlib.asynccontextmanager
@@ -127,3 +147,50 @@ def test_client_stalled_before_the_http2_handshake_is_dropped():
     assert silent and half and no_settings
     assert not shaken
     assert answered is not None and answered["grpc-status"] == "0"
+
+
+async def _reset_code(port: int, data: bytes, sid: int, seconds: float) -> int | None:
+    """The RST_STREAM code the server sends on ``sid`` within ``seconds`` (the client reads
+    but never opens its flow-control window); None if none came."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(data)
+    buf = bytearray()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        while (left := deadline - loop.time()) > 0:
+            try:
+                got = await asyncio.wait_for(r.read(1 << 16), left)
+            except TimeoutError:
+                return None
+            if not got:
+                return None
+            buf += got
+            frames, used = split_frames(buf, 1 << 24)
+            del buf[:used]
+            for typ, _flags, s, payload in frames:
+                if typ == RST_STREAM and s == sid:
+                    return int.from_bytes(payload, "big")
+        return None
+    finally:
+        w.close()
+
+
+def test_call_stalled_by_a_client_that_never_opens_its_window_is_cancelled():
+    """A client that sets its stream window to 0 (or stops granting window) and never sends a
+    WINDOW_UPDATE parked the call's task, and all it holds, for as long as the connection
+    lived: 20 such streams held every slot of a store's series gate. After
+    ``send_stall_timeout_s`` without window the call is reset (CANCEL) and its handler closed;
+    other calls are served meanwhile."""
+    async def main():
+        async with _server(send_stall_timeout_s=0.5) as (port, _):
+            stalled = settings_frame({INITIAL_WINDOW_SIZE: 0})
+            code = await _reset_code(port, PREFACE + stalled + _request(1, [], b"", "/t.T/Big"),
+                                     1, 10)
+            await asyncio.sleep(0.2)
+            ok = await _trailers(port, _request(1, []))
+            return code, BIG.closed, ok
+    code, closed, ok = _run(main())
+    assert code == CANCEL
+    assert closed == 1
+    assert ok is not None and ok["grpc-status"] == "0"
