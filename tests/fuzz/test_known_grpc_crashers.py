@@ -64,12 +64,12 @@ def _request(sid: int, extra: list[tuple[str, str]], body: bytes = b"hi",
             + frame(DATA, END_STREAM, sid, b"\0" + len(body).to_bytes(4, "big") + body))
 
 
-async def _trailers(port: int, data: bytes, sid: int = 1, timeout: float = 5.0
-                    ) -> dict[str, str] | None:
-    """The last header block the server sends on ``sid`` for ``data`` written after the
-    preface; None if nothing ended the stream within ``timeout`` seconds."""
+async def _until(port: int, data: bytes, pick, timeout: float = 5.0):
+    """Write ``data`` after the preface, then read the server's frames until ``pick(type, flags,
+    stream id, payload, hpack decoder)`` returns something; None if nothing did within
+    ``timeout`` seconds or the server hung up."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(PREFACE + frame(SETTINGS, 0, 0) + data)
+    w.write(PREFACE + data)
     buf, dec = bytearray(), hpack.Decoder()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -84,14 +84,24 @@ async def _trailers(port: int, data: bytes, sid: int = 1, timeout: float = 5.0
             buf += got
             frames, used = split_frames(buf, 1 << 24)
             del buf[:used]
-            for typ, flags, s, payload in frames:
-                if typ == HEADERS:
-                    hdrs = dict(dec.decode(payload, raw=False))
-                    if s == sid and flags & END_STREAM:
-                        return hdrs
+            for f in frames:
+                found = pick(*f, dec)
+                if found is not None:
+                    return found
         return None
     finally:
         w.close()
+
+
+async def _trailers(port: int, data: bytes, sid: int = 1) -> dict[str, str] | None:
+    """The header block that ends stream ``sid`` (after SETTINGS and ``data``)."""
+    def pick(typ, flags, s, payload, dec):
+        if typ == HEADERS:
+            hdrs = dict(dec.decode(payload, raw=False))  # every block: the HPACK state
+            if s == sid and flags & END_STREAM:
+                return hdrs
+        return None
+    return await _until(port, frame(SETTINGS, 0, 0) + data, pick)
 
 
 def _run(coro):
@@ -150,30 +160,10 @@ def test_client_stalled_before_the_http2_handshake_is_dropped():
 
 
 async def _reset_code(port: int, data: bytes, sid: int, seconds: float) -> int | None:
-    """The RST_STREAM code the server sends on ``sid`` within ``seconds`` (the client reads
-    but never opens its flow-control window); None if none came."""
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(data)
-    buf = bytearray()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    try:
-        while (left := deadline - loop.time()) > 0:
-            try:
-                got = await asyncio.wait_for(r.read(1 << 16), left)
-            except TimeoutError:
-                return None
-            if not got:
-                return None
-            buf += got
-            frames, used = split_frames(buf, 1 << 24)
-            del buf[:used]
-            for typ, _flags, s, payload in frames:
-                if typ == RST_STREAM and s == sid:
-                    return int.from_bytes(payload, "big")
-        return None
-    finally:
-        w.close()
+    """The RST_STREAM code the server sends on ``sid`` within ``seconds``."""
+    def pick(typ, flags, s, payload, dec):
+        return int.from_bytes(payload, "big") if typ == RST_STREAM and s == sid else None
+    return await _until(port, data, pick, seconds)
 
 
 def test_call_stalled_by_a_client_that_never_opens_its_window_is_cancelled():
@@ -185,7 +175,7 @@ def test_call_stalled_by_a_client_that_never_opens_its_window_is_cancelled():
     async def main():
         async with _server(send_stall_timeout_s=0.5) as (port, _):
             stalled = settings_frame({INITIAL_WINDOW_SIZE: 0})
-            code = await _reset_code(port, PREFACE + stalled + _request(1, [], b"", "/t.T/Big"),
+            code = await _reset_code(port, stalled + _request(1, [], b"", "/t.T/Big"),
                                      1, 10)
             await asyncio.sleep(0.2)
             ok = await _trailers(port, _request(1, []))
