@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import re2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, nhist
@@ -51,6 +53,8 @@ CHUNK_BYTES = 1 << 20
 DEADLINE_MSG = "context deadline exceeded"  # what Go's metadata calls fail with
 
 _STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "canceled": 503, "internal": 500}
+
+_UNREAD_BODY = web.RequestKey("unread_body", bool)  # its form body failed to decode
 
 
 def _json(payload: dict, status: int = 200) -> web.Response:
@@ -248,6 +252,8 @@ class QueryAPI:
             resp = await handler(request)
         except BadParam as e:
             resp = error_response("bad_data", str(e))
+        if request.get(_UNREAD_BODY) and not resp.prepared:
+            resp.force_close()  # the rest of the body cannot be read: no next request on it
         if isinstance(resp, web.Response) and not resp.prepared:
             await compress_response(request, resp)
         route = request.match_info.route.resource
@@ -283,7 +289,10 @@ class QueryAPI:
         if request.method == "POST":
             try:
                 form = await request.post()
-            except (ValueError, UnicodeDecodeError) as e:  # as Prometheus's r.ParseForm()
+            except (ValueError, UnicodeDecodeError, RequestPayloadError,
+                    HttpProcessingError) as e:  # as Prometheus's r.ParseForm(); also a body
+                # that does not decode as its Content-Encoding says
+                request[_UNREAD_BODY] = True
                 raise BadParam(f"error parsing form values: {e}") from None
             for k, v in form.items():
                 params.setdefault(k, []).append(str(v))
