@@ -49,10 +49,14 @@ class HttpFrontsTarget:
                 if not got:
                     break
                 out += got
-        head, _, body = bytes(out).partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        assert lines[0].startswith("HTTP/1."), f"no HTTP answer: {bytes(out)[:300]!r}"
-        status = int(lines[0].split()[1])
+        body = bytes(out)
+        while True:  # past interim answers (100 Continue) to the final one
+            head, _, body = body.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            assert lines[0].startswith("HTTP/1."), f"no HTTP answer: {bytes(out)[:300]!r}"
+            status = int(lines[0].split()[1])
+            if not 100 <= status < 200 or not body:
+                break
         headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
         self.codes[status] = self.codes.get(status, 0) + 1
         return status, headers, body
