@@ -150,6 +150,7 @@ class _Connection(asyncio.Protocol):
         self._conn = ServerConnection(server.max_concurrent_streams, server.window_bytes)
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
+        self._buffered = 0  # request body bytes held by this connection's streams
         self._window_open = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -211,7 +212,7 @@ class _Connection(asyncio.Protocol):
             elif kind == ENDED:
                 self._on_end(sid)
             elif kind == RESET:
-                st = self._streams.pop(sid, None)
+                st = self._drop(sid)
                 if st is not None and st.task is not None:
                     st.task.cancel()
             elif kind == WINDOW:
@@ -229,7 +230,7 @@ class _Connection(asyncio.Protocol):
         ctype = hdrs.get("content-type", "")
         if hdrs.get(":method") != "POST" or not ctype.startswith("application/grpc"):
             self._conn.send_headers(sid, _UNSUPPORTED_MEDIA, end_stream=True)
-            self._streams.pop(sid, None)
+            self._drop(sid)
             return
         enc = hdrs.get("grpc-encoding", grpc_codec.IDENTITY)
         if enc not in grpc_codec.ACCEPTED_ENCODINGS:
@@ -242,10 +243,22 @@ class _Connection(asyncio.Protocol):
         if st is None or st.task is not None:
             return
         st.body += data
-        if len(st.body) > self._server.max_message_bytes + 5:
+        self._buffered += len(data)
+        limit = self._server.max_message_bytes
+        if len(st.body) > limit + 5:
             self._trailers_only(sid, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"received message larger than max "
-                                f"({self._server.max_message_bytes} bytes)")
+                                f"received message larger than max ({limit} bytes)")
+        elif self._buffered > limit + 5:  # many streams' bodies: bounded together as well
+            self._trailers_only(sid, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"request messages buffered on this connection exceed max "
+                                f"({limit} bytes)")
+
+    def _drop(self, sid: int) -> _Stream | None:
+        """Forget stream ``sid`` and the request body it held."""
+        st = self._streams.pop(sid, None)
+        if st is not None:
+            self._buffered -= len(st.body)
+        return st
 
     def _on_end(self, sid: int) -> None:
         st = self._streams.get(sid)
@@ -257,7 +270,7 @@ class _Connection(asyncio.Protocol):
         """Answer a call that never started with status only, and stop reading its body."""
         if self._closed:
             return
-        self._streams.pop(sid, None)
+        self._drop(sid)
         self._conn.send_headers(sid, _trailers_only_block(code, details), end_stream=True)
         self._conn.reset_stream(sid)  # a client still sending the body is told to stop
         self._flush()
@@ -302,6 +315,8 @@ class _Connection(asyncio.Protocol):
             if handler is None:
                 raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
             raw = self._message(st)
+            self._buffered -= len(st.body)  # the handler has its own copy now
+            st.body = bytearray()
             try:
                 req = handler.request_deserializer(raw) if handler.request_deserializer else raw
             except Exception:  # noqa: BLE001 -- as grpcio: a bad request is INTERNAL
@@ -335,7 +350,7 @@ class _Connection(asyncio.Protocol):
                 timer.cancel()
             if call is not None:
                 call.done(code)
-            self._streams.pop(sid, None)
+            self._drop(sid)
 
     async def _respond(self, sid: int, st: _Stream, handler, req, ctx: _Context, call) -> None:
         ser = handler.response_serializer or (lambda b: b)
@@ -423,7 +438,7 @@ class _Connection(asyncio.Protocol):
         """A call whose client granted no window for send_stall_timeout_s: reset (CANCEL), so
         that what its handler holds is let go."""
         log.debug("HTTP/2 client %s granted no window on stream %d", self._peer, sid)
-        self._streams.pop(sid, None)
+        self._drop(sid)
         self._conn.reset_stream(sid, CANCEL)
         self._flush()
         raise ConnectionError("client granted no flow-control window")

@@ -229,3 +229,40 @@ def test_hostile_calls_get_the_status_grpcio_gives():
     ours, theirs, alone = _run(main())
     assert ours == theirs == ["12", "12", "13", "13", "13"]
     assert alone == ["13", "13", "12"]
+
+
+def test_request_bodies_buffered_on_one_connection_are_bounded_together():
+    """Each stream's unfinished request body was bounded by the message limit, but not their
+    sum: a client opening many streams and never ending them made the server hold
+    streams x max_message_bytes (1000 x 256 MiB on a store). Bodies buffered on a connection
+    are now bounded together by the message limit: the stream that passes it is answered
+    RESOURCE_EXHAUSTED; the other stream, and the connection, go on."""
+    head = hpack.Encoder()
+    block = head.encode([(":method", "POST"), (":scheme", "http"), (":path", "/t.T/Echo"),
+                         (":authority", "x"), ("content-type", "application/grpc"),
+                         ("te", "trailers")])
+    body = b"\0" + (700).to_bytes(4, "big") + b"x" * 700
+    part = body[:600]  # no END_STREAM: the body stays buffered
+    data = (frame(HEADERS, END_HEADERS, 1, block) + frame(DATA, 0, 1, part)
+            + frame(HEADERS, END_HEADERS, 3, head.encode([(":method", "POST"), (":scheme", "http"),
+                                                          (":path", "/t.T/Echo"),
+                                                          (":authority", "x"),
+                                                          ("content-type", "application/grpc"),
+                                                          ("te", "trailers")]))
+            + frame(DATA, 0, 3, part) + frame(DATA, END_STREAM, 1, body[600:]))
+
+    seen: dict[int, str | None] = {}
+
+    def ends(typ, flags, s, payload, dec):
+        if typ == HEADERS:
+            hdrs = dict(dec.decode(payload, raw=False))
+            if flags & END_STREAM:
+                seen[s] = hdrs.get("grpc-status")
+                if len(seen) == 2:
+                    return dict(seen)
+        return None
+
+    async def main():
+        async with _server(max_message_bytes=1000) as (port, _):
+            return await _until(port, frame(SETTINGS, 0, 0) + data, ends)
+    assert _run(main()) == {3: "8", 1: "0"}
