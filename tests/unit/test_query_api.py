@@ -322,3 +322,20 @@ def test_long_get_urls_and_headers_are_served_as_prometheus_does(tmp_path):
         assert got[0] == 200, got
         assert got[1]["data"]["result"][0]["value"] == [1000, "1500"]
     run(go())
+
+
+def test_infinite_max_source_resolution_is_bad_data_not_500(tmp_path):
+    """max_source_resolution=Inf (or 1e309) overflowed converting to milliseconds: a 500 with
+    a traceback (found by tests/fuzz/test_fuzz_http_fronts.py). Thanos answers 400."""
+    async def go():
+        async with cluster(tmp_path) as c:
+            for value in ("Inf", "-Inf", "+Inf", "1e309", "NaN"):
+                for path, extra in ((Q, {"time": "1000"}),
+                                    (QR, {"start": "0", "end": "100", "step": "10"})):
+                    async with c.http.get(c.base + path, params={
+                            "query": "1", "max_source_resolution": value, **extra}) as r:
+                        got = await r.json(content_type=None)
+                        assert r.status == 400, (value, path, got)
+                        assert got["errorType"] == "bad_data", got
+                        assert "max_source_resolution" in got["error"], got
+    run(go())
