@@ -40,6 +40,15 @@ HOUR_MS = 3_600_000
 MATCHERS = [Matcher(MatchType.EQ, "__name__", "x"), Matcher(MatchType.EQ, "instance", "i-00007")]
 
 
+def end_of_blocks(blocks: Path) -> int:
+    """The queries' end (ms): 30 s before the end of bench_scale.py's 2 h blocks; exits if
+    there are none."""
+    metas = [json.loads(m.read_text()) for m in blocks.glob("*/meta.json")]
+    if not metas:
+        sys.exit(f"no blocks under {blocks}")
+    return min(m["minTime"] for m in metas) + 2 * len(metas) * HOUR_MS - 30_000
+
+
 def start_store(repo: Path, blocks: Path, work: Path) -> tuple[subprocess.Popen, int]:
     (work / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {blocks}\n")
     sg, sh = free_port(), free_port()
@@ -107,10 +116,7 @@ def main() -> None:
     ap.add_argument("--gap-ms", type=float, default=0.0,
                     help="idle time between calls (3 is about what a querier in front leaves)")
     a = ap.parse_args()
-    metas = [json.loads(m.read_text()) for m in a.blocks.glob("*/meta.json")]
-    if not metas:
-        sys.exit(f"no blocks under {a.blocks}")
-    end_ms = min(m["minTime"] for m in metas) + 2 * len(metas) * HOUR_MS - 30_000
+    end_ms = end_of_blocks(a.blocks)
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-call-"))
     stores: dict[str, tuple[subprocess.Popen, int]] = {}
     try:

@@ -1,7 +1,8 @@
 """The endpoints every component serves: ``/metrics``, ``/-/healthy``, ``/-/ready``."""
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+import asyncio
+from typing import Callable, Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import (CollectorRegistry, GCCollector, Gauge, PlatformCollector,
@@ -77,13 +78,42 @@ IDLE_OR_HEADER_TIMEOUT_S = 30.0
 MAX_HEADER_LINE_BYTES = 1 << 20
 
 
+class HTTPFront(Protocol):
+    """A protocol in front of aiohttp on a plain-HTTP socket that answers some requests
+    itself and hands every other connection to aiohttp's handler (querier.fasthttp)."""
+
+    def protocol_factory(self, aiohttp_handler: Callable[[], asyncio.Protocol],
+                         idle_timeout_s: float) -> Callable[[], asyncio.Protocol]: ...
+
+    async def shutdown(self) -> None: ...
+
+
+class _FrontSite(web.TCPSite):
+    """A TCP site whose connections start with ``front``'s protocol instead of aiohttp's."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, front: HTTPFront,
+                 idle_timeout_s: float) -> None:
+        super().__init__(runner, host, port, reuse_address=True)
+        self._front, self._idle_timeout_s = front, idle_timeout_s
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._front.protocol_factory(server, self._idle_timeout_s), self._host, self._port,
+            reuse_address=True, backlog=self._backlog)
+
+
 async def start_site(app: web.Application, address: str, tls: ServerTLS | None = None,
-                     web_config: WebConfigFile | None = None, **handler_args
-                     ) -> tuple[web.AppRunner, int]:
+                     web_config: WebConfigFile | None = None, front: HTTPFront | None = None,
+                     **handler_args) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on ``host:port`` (port 0 picks a free one); returns the runner and port.
 
     ``web_config`` (``--http.config``) adds basic auth and headers, and TLS unless ``tls``
-    (a component's own TLS flags) is enabled; certificates are re-read when they change."""
+    (a component's own TLS flags) is enabled; certificates are re-read when they change.
+    ``front`` (plain HTTP only) owns the connections first; the runner's cleanup shuts it
+    down with aiohttp's connections."""
     host, port = split_address(address)
     ssl_context = None
     if tls is not None and tls.enabled:
@@ -96,9 +126,15 @@ async def start_site(app: web.Application, address: str, tls: ServerTLS | None =
     handler_args.setdefault("keepalive_timeout", IDLE_OR_HEADER_TIMEOUT_S)
     handler_args.setdefault("max_line_size", MAX_HEADER_LINE_BYTES)
     handler_args.setdefault("max_field_size", MAX_HEADER_LINE_BYTES)
+    if front is not None and ssl_context is None:
+        app.on_shutdown.append(lambda _: front.shutdown())
+    else:
+        front = None
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **handler_args)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context) \
+        if front is None else _FrontSite(runner, host, port, front,
+                                         handler_args["keepalive_timeout"])
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, bound

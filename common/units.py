@@ -36,6 +36,16 @@ def parse_bytes(s: str) -> int:
     return int(float(m.group(1)) * _SIZE_MUL[(m.group(2) or "B").lower()])
 
 
+def parse_base2_bytes(s: str) -> int:
+    """Thanos's byte-size flags (kingpin's Base2Bytes): ``KB`` and ``KiB`` both mean 1024
+    bytes, ``MB``/``MiB`` 1024 KiB, and so on; a bare number is bytes."""
+    m = _SIZE.match(s.strip())
+    if not m:
+        raise ValueError(f"not a valid size: {s!r}")
+    unit = (m.group(2) or "B").lower()
+    return int(float(m.group(1)) * (1 if unit == "b" else _SIZE_MUL[unit[0] + "ib"]))
+
+
 def parse_label_flag(s: str) -> tuple[str, str]:
     """Thanos's ``--label 'name="value"'``."""
     name, sep, value = s.partition("=")

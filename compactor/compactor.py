@@ -39,6 +39,7 @@ from objstore import Bucket, ObjectNotFound, bucket_from_config
 from objstore.metrics import instrumented
 from objstore.blocks import block_metas
 from receiver.tsdb.block import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, ulid_time
+from receiver.tsdb.relabel import selects_block
 from receiver.tsdb.chunks import CorruptionError
 
 from receiver.tsdb.aggr import DOWNSAMPLE_RANGE_1H, DOWNSAMPLE_RANGE_5M, RES_1H, RES_5M
@@ -207,14 +208,10 @@ class Compactor:
         res.halted = dict(self.halted)
         return res
 
-    async def retention_pass(self, selects: Callable[[BlockInfo], bool] | None = None) -> int:
-        """Only the retention step (``tools bucket retention``) over the blocks ``selects``
-        keeps (all by default): those past retention are marked for deletion; how many were
-        marked now."""
-        st = await self._sync()
-        if selects is not None:
-            st.blocks = {u: b for u, b in st.blocks.items() if selects(b)}
-        return await self._retention(st)
+    async def retention_pass(self) -> int:
+        """Only the retention step (``tools bucket retention``) over the blocks the selector
+        keeps: those past retention are marked for deletion; how many were marked now."""
+        return await self._retention(await self._sync())
 
     # -- state
 
@@ -226,6 +223,9 @@ class Compactor:
         now_ms = self._now() * 1000
         for u in list(st.blocks):
             b = st.blocks[u]
+            if not selects_block(u, (b.meta.thanos or {}).get("labels"), self.cfg.selector):
+                del st.blocks[u]  # another compactor's shard (Thanos's label-sharded filter)
+                continue
             src = (b.meta.thanos or {}).get("source", "")
             # Thanos's consistency delay: a fresh upload may still be settling; our own
             # outputs are complete by construction.

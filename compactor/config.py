@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.units import parse_duration_ms
-from objstore.flags import add_objstore_flags, objstore_yaml
+from objstore.flags import add_objstore_flags, add_path_or_content, objstore_yaml, path_or_content
+from receiver.tsdb.relabel import RelabelConfig, parse_relabel_configs
 
 from .planner import DEFAULT_RANGES
 
@@ -34,6 +35,9 @@ class CompactConfig:
     enable_vertical_compaction: bool = True  # False: overlapping blocks halt their group
     block_ranges_ms: tuple[int, ...] = DEFAULT_RANGES
     sync_concurrency: int = 20
+    # --selector.relabel-config: only the blocks these rules keep (by external labels and
+    # __block_id) are compacted, downsampled, kept by retention and cleaned (sharding)
+    selector: tuple[RelabelConfig, ...] = ()
 
 
 def add_compact_flags(p: argparse.ArgumentParser) -> None:
@@ -60,6 +64,9 @@ def add_compact_flags(p: argparse.ArgumentParser) -> None:
                    default="1m", help="How often the bucket UI on --http-address lists the bucket.")
     p.add_argument("--bucket-web-label", dest="bucket_web_label", default="",
                    help="External label whose value names the bucket UI's groups.")
+    add_path_or_content(p, "selector.relabel-config", "relabel configs (keep, drop, hashmod) "
+                        "over each block's external labels and __block_id selecting the "
+                        "blocks this compactor acts on")
     p.add_argument("--compact.partial-upload-age", dest="partial_upload_age", default="48h",
                    help="Delete block directories without meta.json older than this "
                         "(Thanos hard-codes 2d).")
@@ -95,4 +102,7 @@ def cli_config(a: argparse.Namespace) -> CompactConfig:
         bucket_web_label=str(getattr(a, "bucket_web_label", "") or ""),
         enable_vertical_compaction=bool(getattr(a, "vertical", True)),
         partial_upload_age_s=dur_s("partial_upload_age", "48h"),
+        selector=tuple(parse_relabel_configs(
+            path_or_content(a, "selector.relabel-config"), "--selector.relabel-config",
+            allow_empty=True)) if hasattr(a, "selector_relabel_config") else (),
     )

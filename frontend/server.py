@@ -9,6 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from common.httpgzip import compress_response
 from common.ops import add_ops_routes, new_registry, start_site
 from common.webconfig import WebConfigFile
 
@@ -119,7 +120,7 @@ class QueryFrontend:
                 resp = _response_of(e.answer)
             except DownstreamError as e:
                 resp = _error(502, "unavailable", str(e))
-        self._finish(request, resp, params, began)
+        await self._finish(request, resp, params, began)
         return resp
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
@@ -128,7 +129,7 @@ class QueryFrontend:
         if op is not None:
             self.m.queries.labels(op).inc()
         resp = await self._proxy_answer(request, await request.read(), self.cfg.instant_max_retries)
-        self._finish(request, resp, MultiDict(request.query), began)
+        await self._finish(request, resp, MultiDict(request.query), began)
         return resp
 
     async def _proxy_answer(self, request: web.Request, body: bytes, tries: int) -> web.Response:
@@ -144,13 +145,13 @@ class QueryFrontend:
             return _error(502, "unavailable", str(e))
         return _response_of(answer)
 
-    def _finish(self, request: web.Request, resp: web.Response, params: MultiDict,
-                began: float) -> None:
+    async def _finish(self, request: web.Request, resp: web.Response, params: MultiDict,
+                      began: float) -> None:
         took = time.monotonic() - began
         if request.path == "/api/v1/query_range":
             self.m.duration.labels(request.method, str(resp.status)).observe(took)
         if self.cfg.compress_responses and "Content-Encoding" not in resp.headers:
-            resp.enable_compression()
+            await compress_response(request, resp)  # as Thanos's gzip handler (gzhttp)
         limit = self.cfg.log_queries_longer_than_ms
         if limit and (limit < 0 or took * 1000 > limit):
             log.info("slow query detected", extra={

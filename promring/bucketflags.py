@@ -11,29 +11,10 @@ from pathlib import Path
 
 from common.units import parse_label_flag
 from objstore.flags import add_objstore_flags, objstore_yaml
+from objstore.flags import add_path_or_content as _path_or_content
+from objstore.flags import path_or_content as _content
 
 MAINTENANCE_COMMANDS = ("mark", "rewrite", "upload-blocks", "retention")
-
-
-def _path_or_content(p: argparse.ArgumentParser, name: str, what: str) -> None:
-    dest = name.replace(".", "_").replace("-", "_")
-    p.add_argument(f"--{name}-file", dest=f"{dest}_file", default=None,
-                   help=f"Path to the YAML file with {what}.")
-    p.add_argument(f"--{name}", dest=dest, default=None,
-                   help=f"Alternative to --{name}-file: the YAML itself.")
-
-
-def _content(a: argparse.Namespace, name: str) -> str:
-    dest = name.replace(".", "_").replace("-", "_")
-    path, text = getattr(a, f"{dest}_file"), getattr(a, dest)
-    if path and text:
-        raise ValueError(f"both --{name}-file and --{name} flags set.")
-    if path:
-        try:
-            return Path(path).read_text()
-        except OSError as e:
-            raise ValueError(f"cannot read --{name}-file: {e}") from None
-    return text or ""
 
 
 def _command(bsub, name: str, what: str, common: Callable[[argparse.ArgumentParser], None],
@@ -107,7 +88,7 @@ def add_maintenance_commands(bsub, common: Callable[[argparse.ArgumentParser], N
     t.add_argument("--block-sync-concurrency", dest="block_sync_concurrency", type=int,
                    default=20, help="Block metadata read from the bucket at the same time.")
     _path_or_content(t, "selector.relabel-config", "relabel configs selecting the blocks to "
-                     "act on by their external labels (keep and drop actions)")
+                     "act on by their external labels (keep, drop and hashmod actions)")
     for res, what in (("raw", "raw samples"), ("5m", "5m downsampled samples"),
                       ("1h", "1h downsampled samples")):
         t.add_argument(f"--retention.resolution-{res}", dest=f"retention_{res}", default="0d",
@@ -146,11 +127,9 @@ def _run(a: argparse.Namespace) -> list[str]:
             labels[k] = v
         return run_upload_blocks(objstore_yaml(a), UploadOptions(
             Path(a.path), labels, a.upload_compacted, a.upload_concurrency))
-    if cmd == "retention":  # --block-sync-concurrency: checked at start (promring.flagcheck)
-        selector = _content(a, "selector.relabel-config")
-        from .rewrite import parse_relabel_configs
-        rcs = parse_relabel_configs(selector, "--selector.relabel-config") if selector.strip() else []
-        return [f"marked {run_retention(a, rcs)} block(s) past retention for deletion"]
+    if cmd == "retention":  # --block-sync-concurrency: checked at start (promring.flagcheck);
+        # --selector.relabel-config: read by the compactor's config (compactor.cli_config)
+        return [f"marked {run_retention(a)} block(s) past retention for deletion"]
     from .rewrite import RewriteOptions, parse_deletion_requests, parse_relabel_configs, run_rewrite
     deletes = _content(a, "rewrite.to-delete-config")
     relabels = _content(a, "rewrite.to-relabel-config")

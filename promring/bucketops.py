@@ -76,23 +76,18 @@ def run_mark(objstore_yaml: str, ids: list[str], marker: str, details: str,
     return asyncio.run(with_bucket(objstore_yaml, go))
 
 
-def run_retention(a, selector=None) -> int:
-    """The compactor's retention pass alone over the blocks whose external labels ``selector``
-    keeps (a list of keep/drop relabel configs; all blocks when empty); returns how many
-    blocks were marked."""
+def run_retention(a) -> int:
+    """The compactor's retention pass alone over the blocks ``--selector.relabel-config``
+    keeps (all blocks without one); returns how many blocks were marked."""
     from compactor import Compactor, cli_config
     cfg = cli_config(a)
     cfg.http_address = ""
     cfg.sync_concurrency = a.block_sync_concurrency
 
-    def selects(b) -> bool:
-        labels = tuple(sorted(((b.meta.thanos or {}).get("labels") or {}).items()))
-        return all(rc.keeps(labels) for rc in selector)
-
     async def go() -> int:
         c = Compactor(cfg)
         try:
-            return await c.retention_pass(selects if selector else None)
+            return await c.retention_pass()
         finally:
             await c.close()
     return asyncio.run(go())

@@ -16,8 +16,8 @@ from common.logs import setup_logging
 from common.tls import (add_client_tls_flags, add_server_tls_flags, client_tls_from_flags,
                         server_tls_from_flags)
 from common.rlimits import raise_open_files_limit
-from common.units import parse_bytes, parse_duration_ms, parse_label_flag
-from objstore.flags import add_objstore_flags, objstore_yaml
+from common.units import parse_base2_bytes, parse_bytes, parse_duration_ms, parse_label_flag
+from objstore.flags import add_objstore_flags, add_path_or_content, objstore_yaml, path_or_content
 
 log = logging.getLogger("promring")
 
@@ -363,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="How often the bucket is scanned for new and deleted blocks.")
     st.add_argument("--block-sync-concurrency", dest="block_sync_concurrency", default="20",
                     help="Blocks whose meta and index-header are loaded at once in a sync.")
+    _store_block_filter_flags(st)
     _store_cache_flags(st)
     _store_limit_flags(st)
     add_server_tls_flags(st)
@@ -647,12 +648,30 @@ def _store_limit_flags(p: argparse.ArgumentParser) -> None:
                    help="Deprecated: use --store.limits.request-samples.")
     p.add_argument("--store.grpc.series-max-concurrency", dest="series_max_concurrency",
                    default="20", help="Most Series calls served at once; others wait.")
+    p.add_argument("--store.grpc.downloaded-bytes-limit", dest="downloaded_bytes_limit",
+                   default="0", help="Most bytes of postings, series and chunks a single "
+                   "Series/LabelNames/LabelValues call may read (estimated before reading, "
+                   "as Thanos); over it the call fails with ResourceExhausted. 0: no limit.")
     p.add_argument("--min-time", dest="min_time", default=MIN_TIME_DEFAULT,
                    help="Serve only blocks after this: an RFC3339 time or a duration relative "
                         "to now such as -2w.")
     p.add_argument("--max-time", dest="max_time", default=MAX_TIME_DEFAULT,
                    help="Serve only blocks before this: an RFC3339 time or a duration "
                         "relative to now such as -1d.")
+
+
+def _store_block_filter_flags(p: argparse.ArgumentParser) -> None:
+    """Thanos's store gateway block filters (store/metafilter.py)."""
+    p.add_argument("--consistency-delay", dest="consistency_delay", default="0s",
+                   help="Minimum age of a block before it is loaded (by its upload time, "
+                        "else its ULID); raise it (e.g. 30m) for an eventually consistent "
+                        "bucket.")
+    p.add_argument("--ignore-deletion-marks-delay", dest="ignore_deletion_marks_delay",
+                   default="24h", help="A block marked for deletion longer ago than this is "
+                   "no longer served; set it to half the compactor's --delete-delay.")
+    add_path_or_content(p, "selector.relabel-config", "relabel configs (keep, drop, hashmod) "
+                        "over each block's external labels and __block_id selecting the "
+                        "blocks served")
 
 
 def _store_limits_config(a: argparse.Namespace):
@@ -662,19 +681,17 @@ def _store_limits_config(a: argparse.Namespace):
     series = a.touched_series_limit if a.touched_series_limit is not None else a.request_series
     samples = a.series_sample_limit if a.series_sample_limit is not None else a.request_samples
     return StoreLimitsConfig(int(series), int(samples), int(a.series_max_concurrency),
-                             a.min_time, a.max_time)
+                             a.min_time, a.max_time,
+                             parse_base2_bytes(a.downloaded_bytes_limit))
 
 
 def _path_or_content(a: argparse.Namespace, flag: str, dest: str) -> str:
-    path, content = getattr(a, f"{dest}_config_file", None), getattr(a, f"{dest}_config", None)
-    if path and content:
-        raise SystemExit(f"both --{flag}.config-file and --{flag}.config flags set.")
-    if path:
-        try:
-            return Path(path).read_text()
-        except OSError as e:
-            raise SystemExit(f"cannot read --{flag}.config-file: {e}") from None
-    return content or ""
+    if not hasattr(a, f"{dest}_config"):  # promring up: no such flags
+        return ""
+    try:
+        return path_or_content(a, f"{flag}.config", f"{dest}_config")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grpc_address: str,
@@ -689,7 +706,13 @@ def store_config(a: argparse.Namespace, data_dir: str, objstore_config: str, grp
                        index_cache_config=_path_or_content(a, "index-cache", "index_cache"),
                        caching_bucket_config=_path_or_content(a, "store.caching-bucket",
                                                               "caching_bucket"),
-                       limits=_store_limits_config(a))
+                       limits=_store_limits_config(a),
+                       consistency_delay_s=parse_duration_ms(
+                           getattr(a, "consistency_delay", "0s")) / 1000,
+                       ignore_deletion_marks_delay_s=parse_duration_ms(
+                           getattr(a, "ignore_deletion_marks_delay", "24h")) / 1000,
+                       selector_relabel_config=path_or_content(a, "selector.relabel-config")
+                       if hasattr(a, "selector_relabel_config") else "")
 
 
 class _Up:

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from common.units import parse_bytes, parse_duration_ms, parse_label_flag, parse_time_or_duration
+from common.units import (parse_base2_bytes, parse_bytes, parse_duration_ms, parse_label_flag,
+                          parse_time_or_duration)
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -229,6 +230,8 @@ CHECKS: dict[str, tuple[str, Callable]] = {
     "touched_series_limit": ("--store.grpc.touched-series-limit", _count),
     "series_sample_limit": ("--store.grpc.series-sample-limit", _count),
     "series_max_concurrency": ("--store.grpc.series-max-concurrency", _count),
+    "downloaded_bytes_limit": ("--store.grpc.downloaded-bytes-limit", parse_base2_bytes),
+    "ignore_deletion_marks_delay": ("--ignore-deletion-marks-delay", _duration(positive=False)),
     "min_time": ("--min-time", _time_or_duration),
     "max_time": ("--max-time", _time_or_duration),
 }

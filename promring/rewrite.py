@@ -37,6 +37,8 @@ from receiver.tsdb.aggr import ENCODING_AGGR, count_samples
 from receiver.tsdb.block import (CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, BlockReader,
                                  cut_chunks, new_ulid, read_meta, write_block)
 from receiver.tsdb.chunkenc import ENCODING_XOR, decode
+from receiver.tsdb.relabel import SERIES_ACTIONS, RelabelConfig
+from receiver.tsdb.relabel import parse_relabel_configs as parse_relabel_configs_of
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from receiver.tsdb.labels import Labels, Matcher, MatchType
 
@@ -111,50 +113,11 @@ def parse_deletion_requests(text: str, flag: str = "--rewrite.to-delete-config"
     return out
 
 
-@dataclass
-class RelabelConfig:
-    """One relabel rule that keeps or drops whole series (Prometheus's ``keep``/``drop``)."""
-    action: str
-    source_labels: list[str]
-    separator: str
-    regex: Matcher  # anchored RE2, as Prometheus's relabel regex
-    raw: dict[str, Any]
-
-    def keeps(self, lbls: Labels) -> bool:
-        d = dict(lbls)
-        hit = self.regex.matches(self.separator.join(d.get(n, "") for n in self.source_labels))
-        return hit if self.action == "keep" else not hit
-
-
-def parse_relabel_configs(text: str, flag: str = "--rewrite.to-relabel-config"
-                          ) -> list[RelabelConfig]:
-    """Prometheus relabel configs; only ``keep`` and ``drop`` (series kept whole or deleted
-    whole) are supported, anything else is refused by name."""
-    from receiver.tsdb.labels import InvalidRegex
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{flag}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(doc, list) or not doc:
-        raise ValueError(f"{flag}: expected a non-empty YAML list of relabel configs")
-    out = []
-    for i, d in enumerate(doc):
-        where = f"{flag}: entry {i}"
-        if not isinstance(d, dict):
-            raise ValueError(f"{where}: expected a relabel config mapping")
-        action = str(d.get("action", "replace")).lower()
-        if action not in ("keep", "drop"):
-            raise ValueError(f"{where}: action {action!r} is not supported by promring's "
-                             "rewrite (only keep and drop)")
-        src = d.get("source_labels") or []
-        if not isinstance(src, list) or not src or not all(isinstance(x, str) for x in src):
-            raise ValueError(f"{where}: {action} needs source_labels, a list of label names")
-        try:
-            regex = Matcher(MatchType.RE, "regex", str(d.get("regex", "(.*)")))
-        except InvalidRegex as e:
-            raise ValueError(f"{where}: invalid regex: {e}") from None
-        out.append(RelabelConfig(action, src, str(d.get("separator", ";")), regex, dict(d)))
-    return out
+def parse_relabel_configs(text: str, flag: str = "--rewrite.to-relabel-config",
+                          supported: frozenset[str] = SERIES_ACTIONS) -> list[RelabelConfig]:
+    """Relabel configs (receiver.tsdb.relabel); the rewrite keeps or drops series whole, so
+    only ``keep`` and ``drop`` by default."""
+    return parse_relabel_configs_of(text, flag, supported)
 
 
 def labels_text(lbls: Labels) -> str:

@@ -6,7 +6,10 @@ import dataclasses
 import logging
 import re
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 import re2
@@ -27,7 +30,7 @@ from .config import QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
-from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes
+from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes, plan_selects
 from .parsecache import ParseCache
 from .histjson import histogram_point, matrix_entry
 from .querymetrics import add_engine_metrics
@@ -61,13 +64,38 @@ def _json(payload: dict, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
 
 
-def error_response(kind: str, msg: str) -> web.Response:
-    return _json({"status": "error", "errorType": kind, "error": msg}, _STATUS.get(kind, 422))
+@dataclass(slots=True)
+class Answer:
+    """A query's answer before an HTTP front sends it (aiohttp's, or querier.fasthttp's for
+    the common case): its status and its JSON body in pieces."""
+    status: int
+    chunks: list[bytes]
 
+
+def method_not_allowed(allowed) -> web.Response:
+    """A method the route does not take (HEAD included), as Go's router answers it in Thanos's
+    and Prometheus's API: 405, Go's http.Error body, the methods sorted in one Allow line."""
+    return web.Response(status=405, text="Method Not Allowed\n",
+                        content_type="text/plain", charset="utf-8",
+                        headers={"Allow": ", ".join(sorted(allowed)),
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+def error_answer(kind: str, msg: str) -> Answer:
+    return Answer(_STATUS.get(kind, 422),
+                  [orjson.dumps({"status": "error", "errorType": kind, "error": msg})])
+
+def error_response(kind: str, msg: str) -> web.Response:
+    answer = error_answer(kind, msg)
+    return web.Response(body=answer.chunks[0], status=answer.status,
+                        content_type="application/json")
+
+class RequestHead(Protocol):
+    """What a query reads of its request besides the parameters: the headers (the tenant's)."""
+    headers: Mapping[str, str]
 
 def _points(ts, vals) -> orjson.Fragment:
     return orjson.Fragment(points_json(ts, vals))
-
 
 def result_payload(res: QueryResult) -> dict:
     if res.kind == "vector":
@@ -91,14 +119,12 @@ def result_payload(res: QueryResult) -> dict:
         payload["infos"] = list(res.infos)
     return payload
 
-
 def truncate(res: QueryResult, limit: int) -> QueryResult:
     """Prometheus's ``limit`` on a query: at most ``limit`` series, with a warning if cut."""
     if limit and res.kind in ("vector", "matrix") and len(res.series) > limit:
         res.series = res.series[:limit]
         res.warnings.append(TRUNCATED)
     return res
-
 
 def json_chunks(payload: dict, items: list, marker: bytes) -> list[bytes]:
     """``orjson.dumps`` of ``payload`` with ``items`` where it has the empty list at ``marker``
@@ -120,14 +146,12 @@ def json_chunks(payload: dict, items: list, marker: bytes) -> list[bytes]:
     chunks.append(b"".join(cur))
     return chunks
 
-
 def result_chunks(payload: dict) -> list[bytes]:
     result = payload["data"]["result"]
     if not isinstance(result, list) or len(result) < 2:  # small: one dumps, nothing to split
         return [orjson.dumps(payload)]
     return json_chunks({**payload, "data": {**payload["data"], "result": []}}, result,
                        b'"result":[]')
-
 
 def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int,
                      stats_queue_s: float | None = None, expr=None) -> list[bytes]:
@@ -137,7 +161,6 @@ def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int
     t0 = time.perf_counter()
     res = run(engine, queryable, expr)
     return result_to_json(res, engine, queryable, limit, stats_queue_s, time.perf_counter() - t0)
-
 
 def result_to_json(res: QueryResult, engine: Engine, queryable: FanoutQueryable, limit: int,
                    stats_queue_s: float | None, eval_s: float) -> list[bytes]:
@@ -150,7 +173,6 @@ def result_to_json(res: QueryResult, engine: Engine, queryable: FanoutQueryable,
         payload["data"]["stats"] = query_stats(engine, stats_queue_s, eval_s)
     return result_chunks(payload)
 
-
 def query_stats(engine: Engine, queue_s: float, eval_s: float) -> dict:
     """Prometheus 3.14's ``stats`` (stats=all): timings in seconds and the sample counts. Store
     fetches happen inside the evaluation, so they count as inner evaluation time; the samples
@@ -161,16 +183,15 @@ def query_stats(engine: Engine, queue_s: float, eval_s: float) -> dict:
                         "execTotalTime": queue_s + eval_s},
             "samples": {"totalQueryableSamples": loaded, "samplesRead": loaded, "peakSamples": peak}}
 
-
-async def send_chunks(request: web.Request, chunks: list[bytes]) -> web.StreamResponse:
+async def send_chunks(request: web.Request, chunks: list[bytes], status: int = 200
+                      ) -> web.StreamResponse:
     """The body piece by piece (a HEAD answer has none: aiohttp's Response knows that); a
     one-piece body is compressed, if asked, by the instrument middleware."""
     if len(chunks) == 1 or request.method == "HEAD":
-        return web.Response(body=b"".join(chunks), content_type="application/json")
+        return web.Response(body=b"".join(chunks), status=status, content_type="application/json")
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     await send_pieces(request, resp, chunks)
     return resp
-
 
 def metadata_to_json(data: list, limit: int, warnings: list[str]) -> list[bytes]:
     if limit and len(data) > limit:
@@ -179,10 +200,8 @@ def metadata_to_json(data: list, limit: int, warnings: list[str]) -> list[bytes]
     return json_chunks(_with_warnings({"status": "success", "data": []}, warnings), data,
                        b'"data":[]')
 
-
 def labels_to_json(results: list[list[str]], limit: int, warnings: list[str]) -> list[bytes]:
     return metadata_to_json(sorted(set().union(*results)), limit, warnings)
-
 
 def series_to_json(results: list, limit: int, warnings: list[str]) -> list[bytes]:
     seen: dict = {}
@@ -190,7 +209,6 @@ def series_to_json(results: list, limit: int, warnings: list[str]) -> list[bytes
         for s in raw:
             seen.setdefault(s.labels, None)
     return metadata_to_json([dict(lbls) for lbls in sorted(seen)], limit, warnings)
-
 
 class QueryAPI:
     def __init__(self, cfg: QueryConfig, stores: StoreSet, registry: CollectorRegistry) -> None:
@@ -225,25 +243,25 @@ class QueryAPI:
     def register(self, app: web.Application) -> None:
         app.middlewares.append(self._instrument)
         app.on_response_prepare.append(self._on_prepare)
-        r = app.router
+        r = app.router  # no HEAD: Thanos's and Prometheus's API answer it 405
         for path, handler in (("/api/v1/query", self.query), ("/api/v1/query_range", self.query_range),
                               ("/api/v1/series", self.series), ("/api/v1/labels", self.labels),
                               ("/api/v1/format_query", self.format_query),
                               ("/api/v1/query_exemplars", self.query_exemplars)):
-            r.add_get(path, handler)
+            r.add_get(path, handler, allow_head=False)
             r.add_post(path, handler)
-        r.add_get("/api/v1/label/{name}/values", self.label_values)
-        r.add_get("/api/v1/status/buildinfo", self.buildinfo)
-        r.add_get("/api/v1/status/config", self.status_config)
-        r.add_get("/api/v1/status/flags", self.status_flags)
-        r.add_get("/api/v1/status/runtimeinfo", self.status_runtimeinfo)
-        r.add_get("/api/v1/status/process", self.status_process)
-        r.add_get("/api/v1/status/tsdb", self.status_tsdb)
+        r.add_get("/api/v1/label/{name}/values", self.label_values, allow_head=False)
+        r.add_get("/api/v1/status/buildinfo", self.buildinfo, allow_head=False)
+        r.add_get("/api/v1/status/config", self.status_config, allow_head=False)
+        r.add_get("/api/v1/status/flags", self.status_flags, allow_head=False)
+        r.add_get("/api/v1/status/runtimeinfo", self.status_runtimeinfo, allow_head=False)
+        r.add_get("/api/v1/status/process", self.status_process, allow_head=False)
+        r.add_get("/api/v1/status/tsdb", self.status_tsdb, allow_head=False)
         r.add_route("OPTIONS", "/api/v1/{path:.*}", self.options)
-        r.add_get("/api/v1/metadata", self.metadata)
-        r.add_get("/api/v1/rules", self.rules)
-        r.add_get("/api/v1/alerts", self.alerts)
-        r.add_get("/api/v1/stores", self.endpoints)
+        r.add_get("/api/v1/metadata", self.metadata, allow_head=False)
+        r.add_get("/api/v1/rules", self.rules, allow_head=False)
+        r.add_get("/api/v1/alerts", self.alerts, allow_head=False)
+        r.add_get("/api/v1/stores", self.endpoints, allow_head=False)
 
     @web.middleware
     async def _instrument(self, request: web.Request, handler) -> web.StreamResponse:
@@ -252,19 +270,25 @@ class QueryAPI:
             resp = await handler(request)
         except BadParam as e:
             resp = error_response("bad_data", str(e))
+        except web.HTTPMethodNotAllowed as e:
+            resp = method_not_allowed(e.allowed_methods)
         if request.get(_UNREAD_BODY) and not resp.prepared:
             resp.force_close()  # the rest of the body cannot be read: no next request on it
         if isinstance(resp, web.Response) and not resp.prepared:
             await compress_response(request, resp)
         route = request.match_info.route.resource
-        name = route.canonical if route is not None else "other"
-        counter = self._counters.get((name, resp.status))
+        self.observe(route.canonical if route is not None else "other", resp.status, t0)
+        return resp
+
+    def observe(self, route: str, status: int, t0: float) -> None:
+        """http_requests_total and http_request_duration_seconds of a request to ``route``
+        answered with ``status``, started at ``t0`` (perf_counter)."""
+        counter = self._counters.get((route, status))
         if counter is None:  # children found once per route and code, not on every request
-            counter = self._counters[(name, resp.status)] = (
-                self.requests.labels(name, str(resp.status)), self.latency.labels(name))
+            counter = self._counters[(route, status)] = (
+                self.requests.labels(route, str(status)), self.latency.labels(route))
         counter[0].inc()
         counter[1].observe(time.perf_counter() - t0)
-        return resp
 
     async def _on_prepare(self, request: web.Request, resp: web.StreamResponse) -> None:
         """Just before the headers go out: CORS headers for a browser's request, as Prometheus's
@@ -305,7 +329,7 @@ class QueryAPI:
             return self.cfg.timeout_s
         return min(parse_duration_ns(raw, "timeout") / 1e9, self.cfg.timeout_s)
 
-    def _options(self, request: web.Request, p: dict) -> SelectOptions:
+    def _options(self, request: RequestHead, p: dict) -> SelectOptions:
         """Thanos's read parameters: ``dedup``, ``replicaLabels[]``, ``partial_response``, and the
         tenant (from ``--query.tenant-header``) when ``--query.enforce-tenancy`` is on."""
         replicas = tuple(p.get("replicaLabels[]") or self.cfg.replica_labels)
@@ -320,12 +344,14 @@ class QueryAPI:
         return SelectOptions(replica_labels=replicas, dedup_func=self.cfg.dedup_func,
                              partial_response=partial, extra_matchers=extra)
 
-    async def _evaluate(self, request: web.Request, run, timeout_s: float, opts: SelectOptions,
+    async def _evaluate(self, run, timeout_s: float, opts: SelectOptions,
                         eopts: EngineOptions, limit: int, stats: bool = False, query: str = "",
-                        steps: int = 1, step_ms: int = 0) -> web.StreamResponse:
+                        steps: int = 1, step_ms: int = 0, start_ms: int | None = None
+                        ) -> Answer:
         """Run ``run(engine, queryable, expr)`` within ``timeout_s``: on the event loop when its
         plan is small (querier.inline), else in a worker; at the deadline the answer is
-        Prometheus's timeout error whether or not the worker has stopped yet."""
+        Prometheus's timeout error whether or not the worker has stopped yet. ``start_ms``: the
+        first step's time (lets the loop path fetch a plain selector's data up front)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
@@ -334,7 +360,7 @@ class QueryAPI:
             else:
                 await self._slots.acquire()  # free: taken at once, no Task and timer for it
         except TimeoutError:
-            return error_response("timeout", "query timed out in query queue")
+            return error_answer("timeout", "query timed out in query queue")
         left = deadline - loop.time()
         queued_s = timeout_s - left if stats else None
         queryable = FanoutQueryable(self.stores, loop, opts, deadline=deadline)
@@ -346,7 +372,7 @@ class QueryAPI:
             self._slots.release()
         try:
             expr, body = await self._on_loop(run, engine, queryable, query, steps, step_ms,
-                                             limit, queued_s)
+                                             limit, queued_s, start_ms)
         except Exception as e:
             done()
             return query_error(e)
@@ -355,28 +381,29 @@ class QueryAPI:
             raise
         if body is not None:
             done()
-            return await send_chunks(request, body)
+            return Answer(200, body)
         try:
             work = loop.run_in_executor(self._pool, evaluate_to_json, run, engine, queryable,
                                         limit, queued_s, expr)
         except RuntimeError:  # the pool is shut down: the server is stopping
             done()
-            return error_response("canceled", "query was canceled in query queue")
+            return error_answer("canceled", "query was canceled in query queue")
         work.add_done_callback(done)
         try:
             body = await asyncio.wait_for(asyncio.shield(work), timeout=max(left, 0.0))
         except TimeoutError:
             queryable.cancel()
-            return error_response("timeout", TIMEOUT_MSG)
+            return error_answer("timeout", TIMEOUT_MSG)
         except asyncio.CancelledError:
             queryable.cancel()
             raise
         except Exception as e:
             return query_error(e)
-        return await send_chunks(request, body)
+        return Answer(200, body)
 
     async def _on_loop(self, run, engine: Engine, queryable: FanoutQueryable, query: str,
-                       steps: int, step_ms: int, limit: int, queued_s: float | None):
+                       steps: int, step_ms: int, limit: int, queued_s: float | None,
+                       start_ms: int | None = None):
         """(the parsed query or None, the answer or None): the answer when the query was small
         enough to evaluate on the loop (querier.inline), else None for the worker to run it."""
         if not query or len(query) > self.inline.max_query_chars:
@@ -386,15 +413,27 @@ class QueryAPI:
         nodes = plan_nodes(expr, self.inline)
         if nodes is None:
             return expr, None
+        planned = []
+        if start_ms is not None and not queryable.opts.max_resolution_ms:
+            planned = plan_selects(expr, start_ms, start_ms + (steps - 1) * step_ms,
+                                   engine.opts.lookback_delta_ms)
         res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
-            lambda e, q: run(e, q, expr), engine)
+            lambda e, q: run(e, q, expr), engine, planned)
         if res is None:
             return expr, None
         return expr, result_to_json(res, engine, queryable, limit, queued_s,
                                     time.perf_counter() - t0)
 
-    async def query(self, request: web.Request) -> web.Response:
-        p = await self._params(request)
+    async def query(self, request: web.Request) -> web.StreamResponse:
+        answer = await self.instant_query(request, await self._params(request))
+        return await send_chunks(request, answer.chunks, answer.status)
+
+    async def query_range(self, request: web.Request) -> web.StreamResponse:
+        answer = await self.range_query(request, await self._params(request))
+        return await send_chunks(request, answer.chunks, answer.status)
+
+    async def instant_query(self, request: RequestHead, p: dict[str, list[str]]) -> Answer:
+        """/api/v1/query of the parameters ``p`` (shared by both HTTP fronts)."""
         try:
             limit = parse_limit(_first(p, "limit"))
             t = parse_time(_first(p, "time"), "time", default_ms=int(time.time() * 1000),
@@ -403,15 +442,16 @@ class QueryAPI:
             q = _one(p, "query")
             opts, eopts = self._resolution(p, self._options(request, p), None)
         except BadParam as e:
-            return error_response("bad_data", str(e))
+            return error_answer("bad_data", str(e))
         t0 = time.monotonic()
-        resp = await self._evaluate(request, lambda engine, qa, expr: engine.instant(qa, q, t, expr),
-                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q)
+        resp = await self._evaluate(lambda engine, qa, expr: engine.instant(qa, q, t, expr),
+                                    timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q,
+                                    start_ms=t)
         self._log_if_slow(t0, resp, query=q, time=t / 1000)
         return resp
 
-    async def query_range(self, request: web.Request) -> web.Response:
-        p = await self._params(request)
+    async def range_query(self, request: RequestHead, p: dict[str, list[str]]) -> Answer:
+        """/api/v1/query_range of the parameters ``p`` (shared by both HTTP fronts)."""
         try:
             limit = parse_limit(_first(p, "limit"))
             start = parse_time(_first(p, "start"), "start")
@@ -430,16 +470,16 @@ class QueryAPI:
             q = _one(p, "query")
             opts, eopts = self._resolution(p, self._options(request, p), step)
         except BadParam as e:
-            return error_response("bad_data", str(e))
+            return error_answer("bad_data", str(e))
         t0 = time.monotonic()
         resp = await self._evaluate(
-            request, lambda engine, qa, expr: engine.range(qa, q, start, end, step, expr),
+            lambda engine, qa, expr: engine.range(qa, q, start, end, step, expr),
             timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q, (end - start) // step + 1,
-            step)
+            step, start)
         self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)
         return resp
 
-    def _log_if_slow(self, t0: float, resp: web.StreamResponse, **what) -> None:
+    def _log_if_slow(self, t0: float, resp: Answer, **what) -> None:
         """One line per query slower than --query.log-queries-longer-than (as Thanos's
         query-frontend logs them)."""
         took = time.monotonic() - t0
@@ -665,29 +705,26 @@ class QueryAPI:
             return error_response("execution", str(e))
         return groups, warnings, opts.replica_labels
 
-
-def query_error(e: Exception) -> web.Response:
+def query_error(e: Exception) -> Answer:
     """The error answer of a query that failed in evaluation (or in its store selects)."""
     if isinstance(e, TimeoutError):
-        return error_response("timeout", TIMEOUT_MSG)
+        return error_answer("timeout", TIMEOUT_MSG)
     if isinstance(e, PromQLError):
-        return error_response(e.kind, str(e))
+        return error_answer(e.kind, str(e))
     if isinstance(e, StoreUnavailable):
-        return error_response("execution", str(e))
+        return error_answer("execution", str(e))
     if isinstance(e, OverflowError):
-        return error_response("bad_data", 'invalid parameter "query": a time or duration '
+        return error_answer("bad_data", 'invalid parameter "query": a time or duration '
                               "is out of the range of int64 milliseconds")
     if isinstance(e, ValueError):
-        return error_response("bad_data", f'invalid parameter "query": {e}')
+        return error_answer("bad_data", f'invalid parameter "query": {e}')
     # an engine bug must not become a 5xx for the user's query
     log.error("query evaluation failed", exc_info=e)
-    return error_response("execution", str(e))
-
+    return error_answer("execution", str(e))
 
 def _first(p: dict, name: str) -> str | None:
     v = p.get(name)
     return v[0] if v else None
-
 
 def _one(p: dict, name: str) -> str:
     v = _first(p, name)
@@ -695,7 +732,6 @@ def _one(p: dict, name: str) -> str:
         raise BadParam(f'invalid parameter "{name}": query must not be empty' if name == "query"
                        else f'invalid parameter "{name}"')
     return v
-
 
 def _metadata_limit(p: dict, name: str) -> int:
     """``limit``/``limit_per_metric`` of /api/v1/metadata: an int, negative or absent = none."""
@@ -705,7 +741,6 @@ def _metadata_limit(p: dict, name: str) -> int:
     if not re.fullmatch(r"[+-]?\d{1,18}", raw):
         raise BadParam(f"{name} must be a number")
     return int(raw)
-
 
 def _with_warnings(payload: dict, warnings: list[str]) -> dict:
     if warnings:

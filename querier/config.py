@@ -47,6 +47,9 @@ class QueryConfig:
     grpc_server_tls: ServerTLS | None = None
     grpc_client_tls: ClientTLS | None = None
     http_config: str = ""
+    # Not a flag: the hot query routes answered by querier.fasthttp (tests turn it off to
+    # compare with aiohttp's answers).
+    http_fast_path: bool = True
 
     def validate(self) -> None:
         """Refuse values that would make the querier useless (e.g. no query slot at all), with

@@ -179,12 +179,13 @@ class StoreSet:
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool = False,
                      opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None,
-                     limit: int = 0):
-        """``limit`` (0: none) asks each store for at most that many series."""
+                     limit: int = 0, until: float | None = None):
+        """``limit`` (0: none) asks each store for at most that many series; ``until`` (a loop
+        time) ends every call still running then, as an endpoint failure (DEADLINE_EXCEEDED)."""
         ms = list(matchers) + list(opts.extra_matchers)
         results = await self._fan(mint, maxt, ms, lambda c: c.series_with_warnings(
             mint, maxt, ms, skip_chunks=skip_chunks, without_replica_labels=opts.replica_labels,
-            limit=limit, partial_response=opts.partial_response), opts, warnings)
+            limit=limit, partial_response=opts.partial_response, until=until), opts, warnings)
         out = []
         strip = frozenset(opts.replica_labels)
         for r in results:
@@ -510,17 +511,28 @@ class FanoutQueryable:
         if self._cancelled:
             raise PromQLError("timeout", TIMEOUT_MSG)
         task = self._fetching = asyncio.current_task()
+        # The deadline goes down to the store calls (their own timer ends them at it): no
+        # timeout context and timer of its own per fetch. A call ended by it is an endpoint
+        # failure there; here, past the deadline, the query has timed out whatever that was.
         try:
-            async with asyncio.timeout_at(self.deadline):
-                return await self.stores.series(mint, maxt, matchers, opts=self.opts,
-                                                warnings=self.warnings)
+            raw = await self.stores.series(mint, maxt, matchers, opts=self.opts,
+                                           warnings=self.warnings, until=self.deadline)
         except asyncio.CancelledError:
             if not self._cancelled or task is None:
                 raise
             task.uncancel()  # our cancel(), not the caller's
             raise PromQLError("timeout", TIMEOUT_MSG) from None
+        except StoreUnavailable:
+            self._check_deadline()
+            raise
         finally:
             self._fetching = None
+        self._check_deadline()
+        return raw
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and self.loop.time() >= self.deadline:
+            raise PromQLError("timeout", TIMEOUT_MSG)
 
     def keep(self, key: tuple, raw: list) -> None:
         """Raw series already fetched for the select ``key``: the worker uses them once."""

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from querier.promql import ast
+from querier.promql import PromQLError, ast
+from querier.promql.engine import INT64_MAX, INT64_MIN, selector_matchers, unparen
 from storeapi.client import RawSeries
 
 from .fanout import FanoutQueryable, merge_raw_series
@@ -62,6 +63,50 @@ def plan_nodes(expr, limits: InlineLimits = DEFAULT_INLINE_LIMITS) -> int | None
         if n > limits.max_nodes or isinstance(node, ast.SubqueryExpr):
             return None
     return n
+
+
+def plan_selects(expr, first_ms: int, last_ms: int, lookback_ms: int
+                 ) -> list[tuple[tuple, int]]:
+    """(select key, range) of every select the plan alone tells, for a query whose steps run
+    from ``first_ms`` to ``last_ms``: each plain selector (a vector selector, or a range
+    selector under a function; offset allowed) with no @ and no duration expression. Fetched
+    before the engine runs, the engine needs no stop and restart for them; others are left to
+    the engine to ask for (a wrong guess would only cost a wasted store call)."""
+    if isinstance(unparen(expr), ast.MatrixSelector):
+        return []  # a range query refuses it; an instant one is rare
+    ranges: dict[int, int] = {}  # id of a range selector's vector selector -> its range
+    vectors = []
+    for node in ast.walk(expr):
+        if isinstance(node, ast.VectorSelector):
+            vectors.append(node)
+        elif isinstance(node, ast.MatrixSelector):
+            if node.range_expr is not None or node.range is None:
+                ranges[id(node.vector_selector)] = -1
+            else:
+                ranges[id(node.vector_selector)] = ast.timedelta_ms(node.range)
+        elif isinstance(node, ast.SubqueryExpr):
+            return []
+    out: list[tuple[tuple, int]] = []
+    for vs in vectors:
+        if vs.at is not None or vs.offset_expr is not None or vs.anchored or vs.smoothed:
+            continue
+        range_ms = ranges.get(id(vs), 0)
+        if range_ms < 0:
+            continue
+        off = ast.timedelta_ms(vs.offset)
+        mint, maxt = first_ms - off - (range_ms or lookback_ms) + 1, last_ms - off
+        if mint - 2 <= INT64_MIN or maxt >= INT64_MAX:
+            continue  # the engine refuses it
+        try:
+            ms = selector_matchers(vs)
+        except PromQLError:
+            continue  # the engine answers the error
+        if all(m.matches_empty() for m in ms):
+            continue
+        key = (ms, mint, maxt), range_ms
+        if key not in out:
+            out.append(key)
+    return out
 
 
 def inline_cost(nodes: int, steps: int, series: int, samples: int, windows: int) -> int:
@@ -135,24 +180,35 @@ class InlineQuery:
             self.windows = max(self.windows, min(per_step, self.steps))
         return self._fits()
 
-    async def evaluate(self, run, engine):
+    async def _fetch(self, key: tuple, range_ms: int) -> bool:
+        """Fetch a select's data; False when it may not (more selects than allowed) or the
+        query no longer fits the loop."""
+        if len(self.queryable.raw) >= self.limits.max_selects:
+            return False
+        matchers, mint, maxt = key
+        raw = await self.fanout.fetch(list(matchers), mint, maxt)
+        self.queryable.raw[key] = raw
+        return self._count(raw, range_ms)
+
+    async def evaluate(self, run, engine, planned: list[tuple[tuple, int]] = ()):
         """The query's result, or None: hand it to the worker (data fetched so far is kept in
-        the fanout queryable, so the worker does not fetch it again)."""
+        the fanout queryable, so the worker does not fetch it again). ``planned``: (key,
+        range) of selects to fetch before evaluating (:func:`plan_selects`)."""
         if not self._fits():
             return None
+        fits = True
+        for key, range_ms in planned[:self.limits.max_selects]:
+            if not (fits := await self._fetch(key, range_ms)):
+                break
         for _ in range(self.limits.max_selects + 1):
+            if not fits:
+                break
             try:
                 return run(engine, self.queryable)
             except _Decline:
                 break
-            except _NeedSelect as need:
-                if len(self.queryable.raw) >= self.limits.max_selects:
-                    break
-                matchers, mint, maxt = need.key
-                raw = await self.fanout.fetch(list(matchers), mint, maxt)
-                self.queryable.raw[need.key] = raw
-                if not self._count(raw, need.range_ms):
-                    break
+            except _NeedSelect as e:
+                fits = await self._fetch(e.key, e.range_ms)
         for key, raw in self.queryable.raw.items():
             self.fanout.keep(key, raw)
         return None

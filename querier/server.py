@@ -20,6 +20,7 @@ from storeapi.server import serve
 from ui import WebUI
 
 from .api import QueryAPI
+from .fasthttp import QueryFront
 from .status import promring_version
 from .config import QueryConfig
 from .fanout import StoreSet
@@ -54,6 +55,7 @@ class Querier:
                                          strict=cfg.strict_endpoints, tls=cfg.grpc_client_tls)
         self.api = QueryAPI(cfg, self.stores, self.registry)
         self._runner: web.AppRunner | None = None
+        self.front: QueryFront | None = None
         self._grpc: H2GrpcServer | None = None
         self._tasks: list[asyncio.Task] = []
         self.port = 0
@@ -97,8 +99,12 @@ class Querier:
         if self.discovery:
             await self._discovered()
         web_config = WebConfigFile(self.cfg.http_config) if self.cfg.http_config else None
+        # The hot query routes skip aiohttp unless --http.config's auth/TLS must see them.
+        self.front = QueryFront(self.api, normalize_prefix(self.cfg.route_prefix)) \
+            if self.cfg.http_fast_path and web_config is None else None
         self._runner, self.port = await start_site(self.app(), self.cfg.http_address,
-                                                   web_config=web_config)
+                                                   web_config=web_config, front=self.front,
+                                                   handler_cancellation=True)
         if self.cfg.grpc_address:
             source = FanoutSource(self.stores, partial_response=self.cfg.partial_response)
             self._grpc, self.grpc_port = await serve(source, self.cfg.grpc_address, "query",

@@ -554,22 +554,50 @@ class BucketBlock:
         if len(refs) == 0:
             return SeriesEntries([], b"", b"", b"", b"")
         h = self.header
-
-        def spans() -> tuple[np.ndarray, np.ndarray]:
-            starts = refs.astype(np.int64) * SERIES_ALIGN
-            if starts[0] < h.toc.series or starts[-1] >= h.series_end:
-                raise CorruptionError(f"block {self.ulid}: series ref outside the series "
-                                      "section")
-            ends = np.minimum(starts + self._opts.series_estimate, h.series_end)
-            np.minimum(ends[:-1], starts[1:], out=ends[:-1])
-            return starts, ends
-        raws = await self._read_items(self._index_name, "series", refs.tolist(), spans,
-                                      _series_len)
+        raws = await self._read_items(self._index_name, "series", refs.tolist(),
+                                      lambda: self._series_spans(refs), _series_len)
         try:
             lc, syms, cc, c_mint, c_maxt, c_ref = decode_series_batch(raws)
         except ValueError as e:
             raise CorruptionError(f"block {self.ulid}: {e}") from None
         return SeriesEntries(h.label_sets(lc, syms), cc, c_mint, c_maxt, c_ref)
+
+    def _series_spans(self, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Estimated index ranges of the series entries at sorted ``refs`` (each up to the
+        next one or the size estimate), checked against the series section."""
+        h = self.header
+        starts = refs.astype(np.int64) * SERIES_ALIGN
+        if starts[0] < h.toc.series or starts[-1] >= h.series_end:
+            raise CorruptionError(f"block {self.ulid}: series ref outside the series section")
+        ends = np.minimum(starts + self._opts.series_estimate, h.series_end)
+        np.minimum(ends[:-1], starts[1:], out=ends[:-1])
+        return starts, ends
+
+    def _read_estimate(self, what: str, x) -> int:
+        """Bytes a request's read of ``what`` will fetch, known before it reads (Thanos's
+        downloaded-bytes limit reserves them first): the postings lists of matchers ``x``,
+        the series entries at refs ``x``, or the chunks at chunk refs ``x``."""
+        if what == "postings":  # the lists' entries (no length or CRC), read in merged ranges
+            plan = self.postings_plan(x)
+            if plan is None or not plan.ranges:
+                return 0
+            rng = np.array(plan.ranges, dtype=np.int64)
+            return sum(g[1] - g[0] for g in coalesce(rng[:, 0] + 4, rng[:, 1] - 4,
+                                                      self._opts.max_gap))
+        if len(x) == 0:
+            return 0
+        if what == "series":
+            starts, ends = self._series_spans(x)
+            return int((ends - starts).sum())
+        refs = np.unique(np.asarray(x, dtype=np.uint64)).astype(np.int64)
+        seqs, offs = refs >> 32, refs & 0xFFFFFFFF
+        ids, first = np.unique(seqs, return_inverse=True)
+        seg_end = np.array([self._seg_sizes.get(f"{CHUNKS_DIRNAME}/{segment_name(int(q))}", 0)
+                            for q in ids.tolist()], dtype=np.int64)[first]
+        ends = np.minimum(offs + self._opts.chunk_estimate, seg_end)
+        same = seqs[1:] == seqs[:-1]
+        ends[:-1] = np.where(same, np.minimum(ends[:-1], offs[1:]), ends[:-1])
+        return int(np.maximum(ends - offs, 0).sum())
 
     def _typed(self, encs: bytes, datas: list[bytes]) -> list[bytes | EncodedChunk | None]:
         """Chunk data as served: XOR chunks as bytes, native histogram chunks as EncodedChunk
@@ -677,10 +705,15 @@ class BucketBlock:
         ms = self.index_matchers(matchers)
         if ms is None:
             return []
+        counts_bytes = limits is not None and limits.counts_bytes
         if refs is None:
+            if counts_bytes:
+                limits.read_bytes(self.ulid, "postings", self._read_estimate("postings", ms))
             refs = await self.select(ms)
         if limits is not None:
             limits.touched_series(self.ulid, len(refs))
+            if counts_bytes:
+                limits.read_bytes(self.ulid, "series", self._read_estimate("series", refs))
         e = await self.series_entries(refs)
         n = len(e.labels)
         whole = mint <= self.min_time and maxt >= self.max_time - 1
@@ -688,6 +721,8 @@ class BucketBlock:
             e, None if whole else (mint, maxt))
         if limits is not None and not skip_chunks:
             limits.chunks(self.ulid, bounds)
+            if counts_bytes:
+                limits.read_bytes(self.ulid, "chunks", self._read_estimate("chunks", c_refs))
         ext = self.ext_labels
         if skip_chunks:
             return [(merge_external(e.labels[i], ext), []) for i in picked]

@@ -2,9 +2,10 @@
 
 Sync follows Thanos's meta fetcher: every top-level ``<ULID>/`` directory with a ``meta.json``
 is a block; one without is a partial upload (skipped until complete); one with a
-``deletion-mark.json`` older than the ignore delay is on its way out (dropped). Metas are
-immutable, so only new blocks cost a ``meta.json`` read and an index-header build; known blocks
-cost one deletion-mark probe per sync.
+``deletion-mark.json`` older than the ignore delay is on its way out (dropped); the selector
+relabel rules and the consistency delay (store.metafilter) hold back others. Metas are
+immutable, so only new blocks cost a ``meta.json`` read and an index-header build (held-back
+ones keep their parsed meta); known blocks cost one deletion-mark probe per sync.
 
 A corrupt block never fails queries over the others: one whose files disagree with its
 meta.json or whose index-header sections fail their checksums is not loaded
@@ -29,8 +30,8 @@ import logging
 import shutil
 import struct
 import time
-from collections.abc import Awaitable, Iterator, Sequence
-from operator import itemgetter
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,8 @@ from .block import MAX_KEY_MATCHER_CHARS, BucketBlock, Chunk, FetchMetrics, Fetc
 from .cache import LRUCache, RemoteIndexCache
 from .coldselect import select_many
 from .indexverify import is_verified, mark_verified
-from .limits import StoreLimits
+from .limits import DEFAULT_TENANT, StoreLimits
+from .metafilter import DUPLICATE, LABEL_EXCLUDED, TOO_FRESH, BlockFilters, duplicates
 from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
 from common.aio import gather_eager
 from common.plainhist import PlainHistogram
@@ -104,7 +106,7 @@ class BucketStore:
     def __init__(self, bucket: Bucket, data_dir: Path, cache: LRUCache,
                  registry: CollectorRegistry, *, opts: FetchOptions | None = None,
                  sync_concurrency: int = 20, fetch_concurrency: int = 32,
-                 ignore_deletion_marks_delay_s: float = 0.0, verify_index: bool = True,
+                 filters: BlockFilters = BlockFilters(), verify_index: bool = True,
                  verify_concurrency: int = 2,
                  remote_cache: RemoteIndexCache | None = None,
                  limits: StoreLimits | None = None) -> None:
@@ -122,7 +124,8 @@ class BucketStore:
         self._opts = opts or FetchOptions()
         self._sync_limit = asyncio.Semaphore(sync_concurrency)
         self._fetch_limit = asyncio.Semaphore(fetch_concurrency)
-        self._mark_delay = ignore_deletion_marks_delay_s
+        self._filters = filters
+        self._held_back: dict[str, BlockMeta] = {}  # listed, complete, not served (filters)
         self._lock = asyncio.Lock()
         self._verify = verify_index
         self._verify_limit = asyncio.Semaphore(verify_concurrency)
@@ -142,40 +145,49 @@ class BucketStore:
             raw = await self.bucket.get(f"{ulid}/{DELETION_MARK_FILENAME}")
         except ObjectNotFound:
             return False
-        if self._mark_delay <= 0:
-            return True
-        try:
-            marked_at = float(json.loads(raw)["deletion_time"])
-        except (ValueError, KeyError, TypeError):
-            return True  # unreadable mark: treat the block as going away, like Thanos
-        return time.time() - marked_at >= self._mark_delay
+        return self._filters.mark_expired(ulid, raw)
 
-    async def _inspect(self, ulid: str) -> tuple[str, BucketBlock | None]:
-        """State of one bucket directory and, for a newly loadable block, the opened block."""
+    async def _inspect(self, ulid: str) -> tuple[str, BucketBlock | BlockMeta | None]:
+        """State of one bucket directory: ``("loaded", block)`` for a block served,
+        ``("candidate", meta)`` for a new one that passed the filters, else (state, None)."""
         async with self._sync_limit:
-            if await self._deletion_marked(ulid):
-                return "marked-for-deletion", None
             if ulid in self.blocks:
                 known = self.blocks[ulid]
                 if not self._in_window(known.min_time, known.max_time):
                     return "time-excluded", None
+                if await self._deletion_marked(ulid):
+                    return "marked-for-deletion", None
                 return "loaded", known
             if ulid in self.broken:
                 return "failed", None
-            try:
-                raw = await self.bucket.get(f"{ulid}/{META_FILENAME}")
-            except ObjectNotFound:
-                return "no-meta-json", None
-            try:
-                meta = BlockMeta.from_dict(json.loads(raw))
-                if meta.ulid != ulid:
-                    raise ValueError(f"meta.json names block {meta.ulid}")
-            except (ValueError, KeyError, TypeError) as e:
-                log.warning("skipping block with a bad meta.json",
-                            extra={"block": ulid, "err": str(e)})
-                return "corrupted-meta-json", None
-            if not self._in_window(meta.min_time, meta.max_time):
-                return "time-excluded", None
+            meta = self._held_back.pop(ulid, None)
+            if meta is None:
+                try:
+                    raw = await self.bucket.get(f"{ulid}/{META_FILENAME}")
+                except ObjectNotFound:
+                    return "no-meta-json", None
+                try:
+                    meta = BlockMeta.from_dict(json.loads(raw))
+                    if meta.ulid != ulid:
+                        raise ValueError(f"meta.json names block {meta.ulid}")
+                except (ValueError, KeyError, TypeError) as e:
+                    log.warning("skipping block with a bad meta.json",
+                                extra={"block": ulid, "err": str(e)})
+                    return "corrupted-meta-json", None
+            # Thanos's filter order: time window, selector, consistency delay, deletion mark
+            held = "time-excluded" if not self._in_window(meta.min_time, meta.max_time) \
+                else self._filters.excluded(meta)
+            if held is None and await self._deletion_marked(ulid):
+                held = "marked-for-deletion"
+            if held is not None:
+                self._held_back[ulid] = meta
+                return held, None
+            return "candidate", meta
+
+    async def _load(self, meta: BlockMeta) -> tuple[str, BucketBlock | None]:
+        """Open a new block (its index-header built or read from local disk)."""
+        ulid = meta.ulid
+        async with self._sync_limit:
             try:
                 block = await BucketBlock.open(self.bucket, meta, self.data_dir / ulid,
                                                self.cache, self._fetch_limit, self._opts,
@@ -203,6 +215,16 @@ class BucketStore:
                 raise
             ulids = [e[:-1] for e in entries if e.endswith("/") and _is_ulid(e[:-1])]
             states = await asyncio.gather(*(self._inspect(u) for u in ulids))
+            metas = {u: x.meta if isinstance(x, BucketBlock) else x
+                     for u, (state, x) in zip(ulids, states) if state in ("loaded", "candidate")}
+            dups = duplicates(metas.values())
+            for u in dups:  # not served; the meta is kept for the next sync
+                self._held_back[u] = metas[u]
+            loads = {u: self._load(x) for u, (state, x) in zip(ulids, states)
+                     if state == "candidate" and u not in dups}
+            loaded = dict(zip(loads, await asyncio.gather(*loads.values())))
+            states = [(DUPLICATE, None) if u in dups else loaded.get(u, st)
+                      for u, st in zip(ulids, states)]
             fresh: dict[str, BucketBlock] = {}
             counts: dict[str, int] = {}
             for u, (state, block) in zip(ulids, states):
@@ -213,6 +235,7 @@ class BucketStore:
                     fresh[u] = block
             listed = set(ulids)
             self.broken = {u: why for u, why in self.broken.items() if u in listed}
+            self._held_back = {u: m for u, m in self._held_back.items() if u in listed}
             dropped = set(self.blocks) - set(fresh)
             self.blocks = dict(sorted(fresh.items(), key=lambda kv: kv[1].min_time))
             self._blocks_changed()
@@ -221,7 +244,7 @@ class BucketStore:
             m.drops.inc(len(dropped))
             m.loaded.set(len(self.blocks))
             for state in ("loaded", "no-meta-json", "marked-for-deletion", "corrupted-meta-json",
-                          "failed", "time-excluded"):
+                          "failed", "time-excluded", LABEL_EXCLUDED, TOO_FRESH, DUPLICATE):
                 m.synced.labels(state).set(counts.get(state, 0))
             await asyncio.to_thread(self._remove_stale_dirs)
             if self._verify:
@@ -347,7 +370,8 @@ class BucketStore:
 
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool,
                      max_resolution_ms: int = 0, aggregates: Sequence[int] = (),
-                     limit: int = 0) -> Iterator[tuple[Labels, list[Chunk]]]:
+                     limit: int = 0, tenant: str = DEFAULT_TENANT
+                     ) -> Iterable[tuple[Labels, list[Chunk]]]:
         """Series of all overlapping blocks sorted by labels; one series found in several
         blocks comes back once, its chunks in time order (exact duplicates dropped).
         Chunks of downsampled blocks (chosen by ``max_resolution_ms``) carry AggrData with
@@ -357,7 +381,7 @@ class BucketStore:
         (the request's own series limit) caps what each block counts, as in Thanos."""
         if self._window is not None:
             mint, maxt = self._window.clamp(mint, maxt)
-        lim = self._limits.request(limit) if self._limits is not None else None
+        lim = self._limits.request(limit, tenant) if self._limits is not None else None
         blocks = self._blocks_for(mint, maxt, max_resolution_ms)
         t0 = time.perf_counter()
         if self.memo is not None and not skip_chunks and blocks and lim is None:
@@ -388,19 +412,25 @@ class BucketStore:
         key = tuple(matchers)
         kept = self.memo.get(key)
         found: list[Selection | None] = ([None] * len(blocks) if kept is None else
-                                         list(map(kept.get, (b.ulid for b in blocks))))
+                                         list(map(kept.get, map(_ULID, blocks))))
         results: list = []
         selects = refs = chunks = 0
+        missed = False  # (not ``None in found``: that calls each Selection's __eq__)
         for sel in found:
             if sel is None:
                 results.append(None)
+                missed = True
                 continue
-            got, n = sel.in_range(mint, maxt)
-            results.append(got)
+            if mint <= sel.min_time and maxt >= sel.max_time - 1:  # the whole block
+                results.append(sel.series)
+                n = sel.chunks
+            else:
+                got, n = sel.in_range(mint, maxt)
+                results.append(got)
             selects += sel.selected
             refs += sel.refs
             chunks += n
-        if None in found:
+        if missed:
             misses = [i for i, sel in enumerate(found) if sel is None]
             # Long matchers (the memo's key, not counted in its budget) are never kept.
             keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS
@@ -472,20 +502,21 @@ class BucketStore:
             self.memo.put(key, block.ulid, sel)
         return sel.in_range(mint, maxt)[0]
 
-    async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher]) -> list[str]:
+    async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher],
+                          tenant: str = DEFAULT_TENANT) -> list[str]:
         if self._window is not None:
             mint, maxt = self._window.clamp(mint, maxt)
-        lim = self._limits.label_request() if self._limits is not None else None
+        lim = self._limits.label_request(tenant) if self._limits is not None else None
         sets = await asyncio.gather(*(
             self._guarded(b, b.label_names(mint, maxt, matchers, lim), set())
             for b in self._blocks_for(mint, maxt, _ANY_RES)))
         return sorted(set().union(*sets))
 
     async def label_values(self, name: str, mint: int, maxt: int,
-                           matchers: Sequence[Matcher]) -> list[str]:
+                           matchers: Sequence[Matcher], tenant: str = DEFAULT_TENANT) -> list[str]:
         if self._window is not None:
             mint, maxt = self._window.clamp(mint, maxt)
-        lim = self._limits.label_request() if self._limits is not None else None
+        lim = self._limits.label_request(tenant) if self._limits is not None else None
         sets = await asyncio.gather(*(
             self._guarded(b, b.label_values(name, mint, maxt, matchers, lim), set())
             for b in self._blocks_for(mint, maxt, _ANY_RES)))
@@ -497,35 +528,42 @@ def _follow_in_time(blocks: Sequence[BucketBlock]) -> bool:
     return all(a.max_time <= b.min_time for a, b in zip(blocks, blocks[1:]))
 
 
-def _concat(lists: tuple[list[Chunk], ...]) -> list[Chunk]:
+def _concat(lists: Iterable[list[Chunk]]) -> list[Chunk]:
     return list(itertools.chain.from_iterable(lists))
 
 
+_ULID = attrgetter("ulid")
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
 def merge_block_series(results: list[list[tuple[Labels, list[Chunk]]]],
-                       in_time_order: bool = False) -> Iterator[tuple[Labels, list[Chunk]]]:
+                       in_time_order: bool = False) -> Iterable[tuple[Labels, list[Chunk]]]:
     """One label-sorted stream from per-block lists (each sorted by labels, blocks in time
-    order). When the blocks follow each other in time (``in_time_order``) and hold the same
+    order), a list where it is built at once (the StoreAPI server then needs no iterator). When the blocks follow each other in time (``in_time_order``) and hold the same
     series -- the usual case, checked by one list comparison in C -- each series' chunk
     lists are simply concatenated. Otherwise a stable sort of the concatenation (timsort
     merges the sorted runs in C), then equal label sets joined: chunks of a series spread
     over blocks that follow each other in time are concatenated as they are; otherwise
     sorted by time, exact duplicates dropped."""
-    runs = [r for r in results if r]
+    runs = list(filter(None, results))
     if not runs:
-        return iter(())
+        return []
     if len(runs) == 1:
-        return iter(sorted(runs[0], key=itemgetter(0)))
+        return sorted(runs[0], key=_FIRST)
     if in_time_order:
-        if len(runs[0]) == 1:  # one series in every block: a dashboard panel's usual selection
-            one = runs[0][0][0]
-            if all(len(r) == 1 and r[0][0] == one for r in runs):
-                return iter([(one, _concat(tuple(r[0][1] for r in runs)))])
-        labels = [list(map(itemgetter(0), r)) for r in runs]
+        # One series in every block, a dashboard panel's usual selection: checked and joined
+        # in C calls, no Python step per block.
+        if len(runs[0]) == 1 and max(map(len, runs)) == 1:
+            only = list(map(_FIRST, runs))  # each block's (labels, chunks)
+            labels = list(map(_FIRST, only))
+            if labels.count(labels[0]) == len(labels):
+                return [(labels[0], _concat(map(_SECOND, only)))]
+        labels = [list(map(_FIRST, r)) for r in runs]
         if all(ls == labels[0] for ls in labels[1:]):
-            chunks = map(_concat, zip(*(map(itemgetter(1), r) for r in runs)))
+            chunks = map(_concat, zip(*(map(_SECOND, r) for r in runs)))
             # External labels merged in can reorder a block's series: sort again (linear
             # when, as usual, they are already in order).
-            return iter(sorted(zip(labels[0], chunks), key=itemgetter(0)))
+            return sorted(zip(labels[0], chunks), key=_FIRST)
     every = [s for r in runs for s in r]
     every.sort(key=itemgetter(0))
     return _join_equal(every)

@@ -9,28 +9,31 @@ limit of ``samples // 120`` (Thanos's MaxSamplesPerChunk; 0 after the division m
 counting the chunks in range of each block's matched series. Per block, the series count
 is checked before its series entries are read and the chunk count before its chunk data
 are, so a violating request fails before anything is streamed. Each failing request counts
-once in ``thanos_bucket_store_queries_dropped_total{reason="series"|"chunks"}``.
+once in ``thanos_bucket_store_queries_dropped_total{reason="series"|"chunks"|"bytes",tenant}``,
+the tenant being the call's ``thanos-tenant`` gRPC metadata as in Thanos (``default-tenant``
+without one); past MAX_TENANT_LABELS distinct tenants, further ones count as ``other``, so a
+client inventing tenants cannot grow the metric without bound.
 """
 from __future__ import annotations
 
 import asyncio
 import bisect
 import contextlib
-import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.utils import floatToGoString
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from common.plainhist import PlainHistogram
 from common.units import parse_time_or_duration
-from storeapi.server import ResourceExhausted
+from storeapi.server import DEFAULT_TENANT, ResourceExhausted
 
 MAX_SAMPLES_PER_CHUNK = 120  # Thanos's store.MaxSamplesPerChunk
-DEFAULT_TENANT = "default-tenant"  # Thanos's tenancy default, the metric's tenant label
+MAX_TENANT_LABELS = 1000  # distinct tenant label values of the dropped-queries counter
+OVERFLOW_TENANT = "other"
 MIN_TIME_DEFAULT = "0000-01-01T00:00:00Z"  # Thanos's --min-time / --max-time defaults
 MAX_TIME_DEFAULT = "9999-12-31T23:59:59Z"
 GATE_BUCKETS = (0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90, 120, 240, 360, 720)
@@ -47,6 +50,7 @@ class StoreLimitsConfig:
     series_max_concurrency: int = 20
     min_time: str = MIN_TIME_DEFAULT
     max_time: str = MAX_TIME_DEFAULT
+    downloaded_bytes: int = 0  # --store.grpc.downloaded-bytes-limit
 
 
 class LimitMetrics:
@@ -56,8 +60,18 @@ class LimitMetrics:
         self.dropped = Counter("thanos_bucket_store_queries_dropped",
                                "Number of queries that were dropped due to the limit.",
                                ["reason", "tenant"], registry=registry)
+        self._tenants = {DEFAULT_TENANT}
         for reason in ("bytes", "chunks", "series"):  # shown at 0 from the start
             self.dropped.labels(reason, DEFAULT_TENANT)
+
+    def drop(self, reason: str, tenant: str) -> None:
+        """One more query of ``tenant`` refused for ``reason``."""
+        if tenant not in self._tenants:
+            if len(self._tenants) >= MAX_TENANT_LABELS:
+                tenant = OVERFLOW_TENANT
+            else:
+                self._tenants.add(tenant)
+        self.dropped.labels(reason, tenant).inc()
 
 
 class RequestLimiter:
@@ -65,10 +79,11 @@ class RequestLimiter:
     Only made when a limit is set: without limits no Series call pays for any of this."""
 
     __slots__ = ("_series_limit", "_chunks_limit", "_series", "_chunks", "_metrics", "_failed",
-                 "_label_call", "_cap")
+                 "_label_call", "_cap", "_tenant", "_bytes_limit", "_bytes")
 
     def __init__(self, series_limit: int, chunks_limit: int, metrics: LimitMetrics,
-                 label_call: bool = False, request_limit: int = 0) -> None:
+                 label_call: bool = False, request_limit: int = 0,
+                 tenant: str = DEFAULT_TENANT, bytes_limit: int = 0) -> None:
         self._series_limit, self._chunks_limit = series_limit, chunks_limit
         self._label_call = label_call  # LabelNames/LabelValues: Thanos names no block step
         # The request's own series limit (SeriesRequest.limit): Thanos reads at most that
@@ -77,7 +92,35 @@ class RequestLimiter:
         self._series = self._chunks = 0
         self._metrics = metrics
         self._failed = False
+        self._tenant = tenant  # the dropped-queries counter's label
+        self._bytes_limit, self._bytes = bytes_limit, 0
 
+    @property
+    def counts_bytes(self) -> bool:
+        """Whether the block reads should estimate their bytes for ``read_bytes``."""
+        return self._bytes_limit > 0
+
+    def read_bytes(self, block: str, what: str, n: int) -> None:
+        """``n`` more bytes of ``what`` (postings, series, chunks) about to be read from
+        ``block``; ResourceExhausted past --store.grpc.downloaded-bytes-limit, worded as
+        Thanos's store words each step."""
+        if not self._bytes_limit:
+            return
+        self._bytes += n
+        if self._bytes <= self._bytes_limit:
+            return
+        if what == "postings":
+            step = "expanded matching posting: fetch and expand postings: get postings: "
+            if not self._label_call:
+                step = f"fetch postings for block {block}: " + step
+        elif what == "series":
+            step = (f"iterate series for block {block}: " if self._label_call
+                    else f"receive series from {block}: ") + "preload series: "
+        else:
+            step = f"receive series from {block}: load chunks: "
+        self._refuse("bytes", f"{step}rpc error: code = ResourceExhausted desc = exceeded "
+                     f"bytes limit while fetching {what}: limit {self._bytes_limit} violated "
+                     f"(got {self._bytes})")
     def touched_series(self, block: str, n: int) -> None:
         """``n`` series matched in ``block``; ResourceExhausted past the series limit."""
         if self._series_limit:
@@ -104,13 +147,15 @@ class RequestLimiter:
         limiter's words."""
         if got <= limit:
             return
+        step = "" if self._label_call else f"{where} {block}: "
+        self._refuse(reason, f"{step}rpc error: code = ResourceExhausted desc = exceeded "
+                     f"{reason} limit: limit {limit} violated (got {got})")
+
+    def _refuse(self, reason: str, message: str) -> None:
         if not self._failed:  # counted once per request, however many blocks cross it
             self._failed = True
-            self._metrics.dropped.labels(reason, DEFAULT_TENANT).inc()
-        step = "" if self._label_call else f"{where} {block}: "
-        raise ResourceExhausted(
-            f"{step}rpc error: code = ResourceExhausted desc = exceeded {reason} "
-            f"limit: limit {limit} violated (got {got})")
+            self._metrics.drop(reason, self._tenant)
+        raise ResourceExhausted(message)
 
 
 class TimeWindow:
@@ -137,22 +182,26 @@ class StoreLimits:
         self.metrics = LimitMetrics(registry)
         self._series = cfg.request_series
         self._chunks = cfg.request_samples // MAX_SAMPLES_PER_CHUNK  # as Thanos: an estimate
+        self._bytes = cfg.downloaded_bytes
         self.window = (TimeWindow(cfg.min_time, cfg.max_time)
                        if (cfg.min_time, cfg.max_time) != (MIN_TIME_DEFAULT, MAX_TIME_DEFAULT)
                        else None)
 
-    def request(self, request_limit: int = 0) -> RequestLimiter | None:
+    def request(self, request_limit: int = 0, tenant: str = DEFAULT_TENANT
+                ) -> RequestLimiter | None:
         """``request_limit``: the Series request's own limit on series (0: none)."""
-        if not self._series and not self._chunks:
+        if not self._series and not self._chunks and not self._bytes:
             return None
         return RequestLimiter(self._series, self._chunks, self.metrics,
-                              request_limit=request_limit)
+                              request_limit=request_limit, tenant=tenant,
+                              bytes_limit=self._bytes)
 
-    def label_request(self) -> RequestLimiter | None:
-        """LabelNames/LabelValues with matchers: the series limit only, as Thanos."""
-        if not self._series:
+    def label_request(self, tenant: str = DEFAULT_TENANT) -> RequestLimiter | None:
+        """LabelNames/LabelValues with matchers: the series and bytes limits, as Thanos."""
+        if not self._series and not self._bytes:
             return None
-        return RequestLimiter(self._series, 0, self.metrics, label_call=True)
+        return RequestLimiter(self._series, 0, self.metrics, label_call=True, tenant=tenant,
+                              bytes_limit=self._bytes)
 
 
 SeriesHandler = Callable[..., AsyncIterator[bytes]]
@@ -170,20 +219,32 @@ class SeriesGate:
         self.max = max_concurrency
         self.running = 0  # calls holding a slot (the in-flight gauge)
         self.total = 0
-        self.waits = [0] * (len(GATE_BUCKETS) + 1)  # per bucket, not cumulative; last: +Inf
-        self.wait_sum = 0.0
+        self.waited = PlainHistogram(
+            f"{_GATE}_duration_seconds",
+            "How many seconds it took for queries to wait at the gate.", GATE_BUCKETS, None,
+            created=False)
+        self._no_wait = self.waited.labels().counts  # [0]: calls that waited no time
         self._waiters: deque[asyncio.Future[None]] = deque()
         registry.register(_GateCollector(self))
 
-    def wrap(self, series: SeriesHandler) -> SeriesHandler:
-        """The Series handler ``series``, each call inside the gate."""
-        async def gated(request, context) -> AsyncIterator[bytes]:
-            if self.max <= 0 or (self.running < self.max and not self._waiters):
-                self.running += 1
-                self.waits[0] += 1  # waited no time
-            else:
-                await self._wait_turn()
+    def enter(self) -> Awaitable[None] | None:
+        """Take a slot for a Series call: None when one was free (no await needed: the usual
+        call costs no coroutine), else an awaitable that waits its turn. Every entered call
+        ``leave``s once it has sent its last frame, failed or stopped."""
+        if self.max <= 0 or (self.running < self.max and not self._waiters):
+            self.running += 1
+            self._no_wait[0] += 1  # waited no time: observe(0) without the bisect
             self.total += 1
+            return None
+        return self._wait_turn()
+
+    def wrap(self, series: SeriesHandler) -> SeriesHandler:
+        """The Series handler ``series``, each call inside the gate (StoreServer enters and
+        leaves the gate itself, with no wrapper generator in between)."""
+        async def gated(request, context) -> AsyncIterator[bytes]:
+            wait = self.enter()
+            if wait is not None:
+                await wait
             frames = series(request, context)
             finished = False
             try:
@@ -191,7 +252,7 @@ class SeriesGate:
                     yield frame
                 finished = True
             finally:
-                self._leave()
+                self.leave()
                 if not finished:  # the caller stopped early: end the handler now
                     await frames.aclose()
         return gated
@@ -205,16 +266,18 @@ class SeriesGate:
             await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
-                self._leave()  # handed a slot just as the caller gave up: pass it on
+                self.leave()  # handed a slot just as the caller gave up: pass it on
             else:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(turn)
             raise
-        waited = time.perf_counter() - t0
-        self.waits[bisect.bisect_left(GATE_BUCKETS, waited)] += 1
-        self.wait_sum += waited
+        self.total += 1
+        self.observe_wait(time.perf_counter() - t0)
 
-    def _leave(self) -> None:
+    def observe_wait(self, seconds: float) -> None:
+        self.waited.observe(seconds)
+
+    def leave(self) -> None:
         while self._waiters:
             turn = self._waiters.popleft()
             if not turn.done():
@@ -237,9 +300,4 @@ class _GateCollector:
                                 "Number of queries that are currently in flight.",
                                 value=g.running)
         yield CounterMetricFamily(_GATE, "Total number of queries.", value=g.total)
-        cumulative = list(itertools.accumulate(g.waits))
-        yield HistogramMetricFamily(
-            f"{_GATE}_duration_seconds", "How many seconds it took for queries to wait at "
-            "the gate.", sum_value=g.wait_sum,
-            buckets=[(floatToGoString(le), n) for le, n in zip(GATE_BUCKETS, cumulative)]
-            + [("+Inf", cumulative[-1])])
+        yield from g.waited.collect()

@@ -20,6 +20,7 @@ from common.tls import ServerTLS
 from common.webconfig import WebConfigFile
 from objstore import Bucket, bucket_from_config
 from objstore.metrics import instrumented
+from receiver.tsdb.relabel import parse_relabel_configs
 from storeapi.server import serve as serve_storeapi
 
 from .block import (
@@ -40,6 +41,7 @@ from .cache import (
 )
 from .cachingbucket import CachingBucket, parse_caching_bucket_config
 from .limits import SeriesGate, StoreLimits, StoreLimitsConfig
+from .metafilter import BlockFilters
 from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,11 @@ class StoreConfig:
     max_range_bytes: int = DEFAULT_MAX_RANGE  # ...but split merged reads bigger than this
     series_size_estimate: int = SERIES_SIZE_ESTIMATE
     chunk_size_estimate: int = CHUNK_SIZE_ESTIMATE
-    ignore_deletion_marks_delay_s: float = 0.0
+    # Thanos's --consistency-delay (0s), --ignore-deletion-marks-delay (24h) and
+    # --selector.relabel-config YAML ("" = every block): store.metafilter
+    consistency_delay_s: float = 0.0
+    ignore_deletion_marks_delay_s: float = 24 * 3600.0
+    selector_relabel_config: str = ""
     # Read each new block's whole index once in the background and check every checksum
     # and bound (a marker in data_dir remembers blocks that passed).
     verify_index: bool = True
@@ -105,6 +111,10 @@ class StoreGateway:
             else None)
         self.caching_bucket_cfg = (parse_caching_bucket_config(cfg.caching_bucket_config)
                                    if cfg.caching_bucket_config.strip() else None)
+        self.filters = BlockFilters(cfg.consistency_delay_s, cfg.ignore_deletion_marks_delay_s,
+                                    tuple(parse_relabel_configs(
+                                        cfg.selector_relabel_config, "--selector.relabel-config",
+                                        allow_empty=True)))
         lru_bytes = cfg.cache_bytes
         if self.index_cache_cfg is not None and self.index_cache_cfg.backend.type == "IN-MEMORY":
             lru_bytes = self.index_cache_cfg.backend.max_size
@@ -140,7 +150,7 @@ class StoreGateway:
                               cfg.chunk_size_estimate, cfg.max_range_bytes),
             sync_concurrency=cfg.block_sync_concurrency,
             fetch_concurrency=cfg.fetch_concurrency,
-            ignore_deletion_marks_delay_s=cfg.ignore_deletion_marks_delay_s,
+            filters=self.filters,
             verify_index=cfg.verify_index, remote_cache=self.remote_cache,
             limits=self.limits)
         if cfg.http_address:
@@ -156,7 +166,7 @@ class StoreGateway:
                                                               component_type="store",
                                                               tls=cfg.grpc_server_tls,
                                                               registry=self.registry,
-                                                              series_wrapper=self._gate.wrap)
+                                                              series_gate=self._gate)
         self.ready = self._synced  # ready only once the StoreAPI it reports on is listening
         self._sync_task = asyncio.create_task(self._sync_loop(), name="store-sync")
 

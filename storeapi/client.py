@@ -21,7 +21,7 @@ from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.grpcmetrics import GrpcClientMetrics
 from storeapi.h2client import H2Channel, RpcError
 from storeapi.server import MAX_MESSAGE_BYTES, AggrData
-from storeapi.wire import series_request
+from storeapi.wire import series_request_rest, series_request_times
 
 _HIST_ENCODINGS = {types_pb2.Chunk.HISTOGRAM: ENCODING_HISTOGRAM,
                    types_pb2.Chunk.FLOAT_HISTOGRAM: ENCODING_FLOAT_HISTOGRAM}
@@ -54,6 +54,9 @@ def _strategy(partial_response: bool) -> int:
     """The store may answer with warnings (WARN) instead of failing (ABORT)."""
     return types_pb2.WARN if partial_response else types_pb2.ABORT
 
+
+_MAX_REQUEST_RESTS = 1024  # kept request encodings per client (see StoreClient)...
+_MAX_KEPT_REST_BYTES = 4096  # ...each at most this long: at most 4 MiB in all
 
 # storeapi._wire.series_response's frame kinds.
 _FRAME_SERIES, _FRAME_WARNING = 1, 2
@@ -121,10 +124,10 @@ class _Stubs:
 
         def each(path: str):
             async def call(req: bytes, on_message: Callable[[bytes], None],
-                           timeout: float | None = None) -> None:
+                           timeout: float | None = None, until: float | None = None) -> None:
                 c = _begin(metrics, path, "server_stream")
                 try:
-                    await ch.unary_stream_each(path, req, timeout, on_message)
+                    await ch.unary_stream_each(path, req, timeout, on_message, until)
                 except BaseException as e:
                     _done(c, e)
                     raise
@@ -237,6 +240,9 @@ class StoreClient:
         self._batch = series_batch_size
         self._channel: H2Channel | None = None
         self._stubs: _Stubs | None = None
+        # encoded SeriesRequest fields after the times, by matchers and options: dashboards
+        # repeat their selectors over moving time ranges
+        self._request_rests: dict[tuple, bytes] = {}
 
     def _rpc(self) -> _Stubs:
         if self._stubs is None:
@@ -273,11 +279,20 @@ class StoreClient:
                         partial_response: bool) -> bytes | rpc_pb2.SeriesRequest:
         """The request, serialized by storeapi.wire (upb's own error for a string that is not
         UTF-8)."""
-        matchers = list(matchers)
+        matchers = tuple(matchers)
+        without_replica_labels = tuple(without_replica_labels)
+        key = (matchers, skip_chunks, without_replica_labels, limit, partial_response)
         try:
-            return series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
-                                  limit, self._batch, _strategy(partial_response),
-                                  not partial_response)
+            rest = self._request_rests.get(key)
+            if rest is None:
+                rest = series_request_rest(matchers, skip_chunks, without_replica_labels, limit,
+                                           self._batch, _strategy(partial_response),
+                                           not partial_response)
+                if len(rest) <= _MAX_KEPT_REST_BYTES:  # (huge regexes are not kept)
+                    if len(self._request_rests) >= _MAX_REQUEST_RESTS:
+                        self._request_rests.clear()
+                    self._request_rests[key] = rest
+            return series_request_times(mint, maxt) + rest
         except UnicodeEncodeError:
             return rpc_pb2.SeriesRequest(
                 min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
@@ -325,7 +340,10 @@ class StoreClient:
     async def series_with_warnings(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                                    skip_chunks: bool = False,
                                    without_replica_labels: Iterable[str] = (),
-                                   limit: int = 0, partial_response: bool = False) -> SeriesResult:
+                                   limit: int = 0, partial_response: bool = False,
+                                   until: float | None = None) -> SeriesResult:
+        """``until``: a loop time (the query's deadline) the call fails at with
+        DEADLINE_EXCEEDED, if the client's own timeout has not ended it before."""
         out = SeriesResult([])
         request = self._series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
                                        limit, partial_response)
@@ -339,7 +357,7 @@ class StoreClient:
         # frames taken as they arrive, in one coroutine: no async generator per layer
         request = request if isinstance(request, bytes) else request.SerializeToString()
         await self._rpc().series_each(request, lambda frame: add(reader.feed(frame)),
-                                      timeout=self._timeout)
+                                      timeout=self._timeout, until=until)
         for item in reader.finish():
             add(item)
         return out

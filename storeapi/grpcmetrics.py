@@ -9,8 +9,6 @@ costs a few integer additions, nothing per message byte.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import itertools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,10 +16,10 @@ from typing import Any
 import grpc
 import grpc.aio
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from common.ops import registry_shared
+from common.plainhist import HistogramSeries, PlainHistogram
 
 # Thanos's buckets for grpc_server_handling_seconds (and the client's).
 BUCKETS = (0.001, 0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90, 120)
@@ -56,18 +54,22 @@ class _RpcMetrics:
         self.who = "the server" if side == "server" else "the client"
         # By (path, kind): only served or called methods get here.
         self._methods: dict[tuple[str, str], _Method] = {}
+        self._seconds = PlainHistogram(f"grpc_{side}_handling_seconds",
+                                       f"Time {self.who} took for an RPC until its status.",
+                                       BUCKETS, None, _RPC_LABELS, created=False)
         registry.register(self)
 
     def begin(self, path: str, kind: str) -> "_Call":
         m = self._methods.get((path, kind))
         if m is None:
             service, method = split_method(path)
-            m = self._methods[(path, kind)] = _Method((kind, service, method))
+            labels = (kind, service, method)
+            m = self._methods[(path, kind)] = _Method(labels, self._seconds.labels(*labels))
         return _Call(m)
 
     def collect(self) -> Iterator[Metric]:
         side, who = self.side, self.who
-        rpc = ["grpc_type", "grpc_service", "grpc_method"]
+        rpc = list(_RPC_LABELS)
         started = CounterMetricFamily(f"grpc_{side}_started", f"RPCs started by {who}.",
                                       labels=rpc)
         handled = CounterMetricFamily(f"grpc_{side}_handled", f"RPCs completed by {who}, by code.",
@@ -76,37 +78,32 @@ class _RpcMetrics:
                                        f"Stream messages received by {who}.", labels=rpc)
         sent = CounterMetricFamily(f"grpc_{side}_msg_sent", f"Stream messages sent by {who}.",
                                    labels=rpc)
-        seconds = HistogramMetricFamily(f"grpc_{side}_handling_seconds",
-                                        f"Time {who} took for an RPC until its status.",
-                                        labels=rpc)
         for m in list(self._methods.values()):
             labels = list(m.labels)
             started.add_metric(labels, float(m.started))
             received.add_metric(labels, float(m.received))
             sent.add_metric(labels, float(m.sent))
-            for code, n in list(m.handled.items()):
-                handled.add_metric(labels + [code_name(code)], float(n))
-            counts, total = list(m.buckets), m.sum
-            seconds.add_metric(labels, list(zip(_LE, itertools.accumulate(map(float, counts)))),
-                               total)
-        yield from (started, handled, received, sent, seconds)
+            for value, n in list(m.handled.items()):
+                handled.add_metric(labels + [code_name(grpc.StatusCode(value))], float(n))
+        yield from (started, handled, received, sent)
+        yield from self._seconds.collect()
 
 
-_LE = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]
+_RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
 
 class _Method:
-    """One method's counts: calls started, messages, calls handled by code, and the
-    handling-time histogram as per-bucket (not cumulative) counts and a sum."""
+    """One method's counts: calls started, messages, calls handled by code, and its series of
+    the handling-time histogram."""
 
-    __slots__ = ("labels", "started", "received", "sent", "handled", "buckets", "sum")
+    __slots__ = ("labels", "started", "received", "sent", "handled", "seconds")
 
-    def __init__(self, labels: tuple[str, str, str]) -> None:
+    def __init__(self, labels: tuple[str, str, str], seconds: HistogramSeries) -> None:
         self.labels = labels
         self.started = self.received = self.sent = 0
-        self.handled: dict[grpc.StatusCode, int] = {}
-        self.buckets = [0] * (len(BUCKETS) + 1)
-        self.sum = 0.0
+        # By the code's value: hashing a StatusCode member is a Python call (Enum.__hash__).
+        self.handled: dict[tuple[int, str], int] = {}
+        self.seconds = seconds
 
 
 class _Call:
@@ -123,10 +120,10 @@ class _Call:
         self.m.sent += n
 
     def done(self, code: grpc.StatusCode) -> None:
-        m, took = self.m, time.perf_counter() - self.t0
-        m.handled[code] = m.handled.get(code, 0) + 1
-        m.buckets[bisect.bisect_left(BUCKETS, took)] += 1  # le: took <= bound
-        m.sum += took
+        m = self.m
+        handled, value = m.handled, code._value_
+        handled[value] = handled.get(value, 0) + 1
+        m.seconds.observe(time.perf_counter() - self.t0)
 
 
 class _RecordingContext:

@@ -43,6 +43,7 @@ _MAX_FRAME = 1 << 20      # largest frame we accept (SETTINGS_MAX_FRAME_SIZE)
 _MAX_HEADERS = 64 << 10   # largest header list we accept
 _CONNECT_TIMEOUT = 20.0
 _KNOWN_BLOCKS = 64        # decoded header blocks kept per connection (see _Connection._decode)
+_LAZY_WAKE_BYTES = 64 << 10  # unread DATA that wakes a lazy call's reader before its end
 
 
 class RpcError(grpc.aio.AioRpcError):
@@ -65,9 +66,12 @@ class _Call:
     """One stream: response headers, then DATA (kept until read), then the end or an error."""
 
     __slots__ = ("sid", "headers", "chunks", "size", "ended", "error", "waiter", "send_window",
-                 "unacked", "streaming", "done")
+                 "unacked", "streaming", "done", "deadline", "lazy")
 
-    def __init__(self, streaming: bool, send_window: int) -> None:
+    def __init__(self, streaming: bool, send_window: int, lazy: bool = False) -> None:
+        """``lazy``: its reader takes the whole answer anyway, so DATA wakes it only once
+        ``_LAZY_WAKE_BYTES`` are unread (or at the end): a small answer whose trailers come in
+        a read of their own costs one wake-up, not two."""
         self.sid = 0
         self.headers: dict[str, str] = {}
         self.chunks: collections.deque[bytes] = collections.deque()
@@ -79,25 +83,13 @@ class _Call:
         self.unacked = 0  # stream window consumed but not yet given back
         self.streaming = streaming
         self.done = False  # ended or failed
+        self.deadline: float | None = None  # loop time its waits end at (_Connection.wait)
+        self.lazy = lazy
 
     def wake(self) -> None:
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
-
-    async def wait(self, deadline: float | None) -> None:
-        """Until something arrives, or RpcError(DEADLINE_EXCEEDED) at ``deadline``."""
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        timer = None if deadline is None else loop.call_at(deadline, self.wake)
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
-            if timer is not None:
-                timer.cancel()
-        if deadline is not None and loop.time() >= deadline and not self.chunks and not self.done:
-            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
 class _Connection(asyncio.Protocol):
@@ -123,6 +115,10 @@ class _Connection(asyncio.Protocol):
         self.window_open = asyncio.Event()
         self.can_write = asyncio.Event()
         self.can_write.set()
+        # One timer for the deadlines of all its calls, armed at the soonest one a call waits
+        # for (see wait): a call finishing long before its deadline costs no timer.
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -227,7 +223,7 @@ class _Connection(asyncio.Protocol):
                 return
         if flags & END_STREAM:
             self._end(sid)
-        else:
+        elif not call.lazy or call.size >= _LAZY_WAKE_BYTES:
             call.wake()
 
     def _decode(self, block: bytes) -> list:
@@ -283,12 +279,55 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.channel._forget(self)
         err = RpcError(grpc.StatusCode.UNAVAILABLE, f"{self.channel.address}: {self.reason}")
         for sid in list(self.calls):
             self._fail(sid, err)
         self.window_open.set()
         self.can_write.set()
+
+    # --- waiting for a call, within its deadline -----------------------------------------------
+
+    async def wait(self, call: _Call, deadline: float | None) -> None:
+        """Until something arrives for ``call``, or RpcError(DEADLINE_EXCEEDED) at
+        ``deadline`` (a loop time)."""
+        loop = asyncio.get_running_loop()
+        call.waiter = loop.create_future()
+        if deadline is not None:
+            call.deadline = deadline
+            if self.timer is None or deadline < self.timer_at:
+                self._arm(loop, deadline)
+        try:
+            await call.waiter
+        finally:
+            call.waiter = None
+        if deadline is not None and loop.time() >= deadline and not call.chunks and not call.done:
+            raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer, self.timer_at = loop.call_at(at, self._expire), at
+
+    def _expire(self) -> None:
+        """The soonest deadline came: wake every call past its deadline (its wait raises),
+        and arm the timer for the soonest deadline still ahead."""
+        self.timer = None
+        loop = asyncio.get_running_loop()
+        now, soonest = loop.time(), None
+        for call in self.calls.values():
+            d = call.deadline
+            if d is None:
+                continue
+            if d <= now:
+                call.wake()
+            elif soonest is None or d < soonest:
+                soonest = d
+        if soonest is not None and not self.closed:
+            self._arm(loop, soonest)
 
     # --- frames out ---------------------------------------------------------------------------
 
@@ -462,9 +501,9 @@ class H2Channel:
         return _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
 
     async def _start(self, method: str, request: bytes, timeout: float | None,
-                     streaming: bool) -> tuple[_Connection, _Call]:
+                     streaming: bool, lazy: bool = False) -> tuple[_Connection, _Call]:
         conn = await self._connect(timeout)
-        call = _Call(streaming, 0)
+        call = _Call(streaming, 0, lazy)
         try:
             await conn.open(call, self._header_block(method, timeout), self._message(request))
         except BaseException:
@@ -481,7 +520,7 @@ class H2Channel:
                 conn, call = await self._start(method, request, timeout, False)
                 try:
                     while not call.done:
-                        await call.wait(None)
+                        await conn.wait(call, None)
                 except BaseException:
                     conn.cancel(call)
                     raise
@@ -498,17 +537,22 @@ class H2Channel:
             raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "response larger than allowed")
         return self._decompressed(call, flag, body[5:5 + n])
 
-    async def _open_stream(self, method: str, request: bytes, timeout: float | None
+    async def _open_stream(self, method: str, request: bytes, timeout: float | None,
+                           until: float | None = None, lazy: bool = False
                            ) -> tuple[_Connection, _Call, float | None]:
-        """A server-streaming call started; (its connection, the call, its loop deadline)."""
+        """A server-streaming call started; (its connection, the call, its loop deadline): the
+        sooner of ``timeout`` from now and ``until`` (a loop time, e.g. the query's deadline:
+        the caller needs no timer of its own around the call)."""
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        conn, call = self._conn, _Call(True, 0)
+        if until is not None and (deadline is None or until < deadline):
+            deadline = until
+        conn, call = self._conn, _Call(True, 0, lazy)
         if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
                 call, self._header_block(method, timeout), self._message(request))):
             return conn, call, deadline  # the usual call on a live connection: no timer
         try:
             async with asyncio.timeout_at(deadline):
-                conn, call = await self._start(method, request, timeout, True)
+                conn, call = await self._start(method, request, timeout, True, lazy)
         except TimeoutError:
             raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         return conn, call, deadline
@@ -545,18 +589,21 @@ class H2Channel:
                         yield msg
                 if self._ended(call, buf):
                     return
-                await call.wait(deadline)
+                await conn.wait(call, deadline)
         finally:
             if not call.done:  # left early (break, error, cancellation)
                 conn.cancel(call)
 
     async def unary_stream_each(self, method: str, request: bytes, timeout: float | None,
-                                on_message: Callable[[bytes], None]) -> None:
-        """``unary_stream`` for a caller that takes every message as it comes:
-        ``on_message(msg)`` for each, in a plain coroutine (an async generator per call and
+                                on_message: Callable[[bytes], None],
+                                until: float | None = None) -> None:
+        """``unary_stream`` for a caller that takes the whole answer: ``on_message(msg)`` for
+        each message, at the end or whenever 64 KiB are unread, in a plain coroutine (an async generator per call and
         per layer above it cost more than a small call's messages do). An exception from
-        ``on_message`` cancels the stream and is raised."""
-        conn, call, deadline = await self._open_stream(method, request, timeout)
+        ``on_message`` cancels the stream and is raised. ``until``: a loop time the call fails
+        at (DEADLINE_EXCEEDED) if ``timeout`` has not ended it before."""
+        conn, call, deadline = await self._open_stream(method, request, timeout, until,
+                                                       lazy=True)
         buf = bytearray()
         try:
             while True:
@@ -565,7 +612,7 @@ class H2Channel:
                         on_message(msg)
                 if self._ended(call, buf):
                     return
-                await call.wait(deadline)
+                await conn.wait(call, deadline)
         finally:
             if not call.done:  # failed or cancelled: the stream is reset
                 conn.cancel(call)

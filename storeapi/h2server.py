@@ -124,18 +124,20 @@ def _status_message(details: str) -> str:
     return quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
-@dataclass
 class _Stream:
-    headers: dict[str, str]
-    body: bytearray
-    task: asyncio.Task | None = None
-    sent_headers: bool = False
-    expired: bool = False  # its grpc-timeout passed: the task was cancelled for that
+    __slots__ = ("headers", "body", "task", "sent_headers", "expired", "deadline")
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        self.body = bytearray()
+        self.task: asyncio.Task | None = None
+        self.sent_headers = False
+        self.expired = False  # its grpc-timeout passed: the task was cancelled for that
+        self.deadline: float | None = None  # time.monotonic() of its grpc-timeout
 
 
 def _expire(st: _Stream) -> None:
-    """A call's deadline timer (one loop.call_at handle, cheaper than an asyncio.Timeout
-    context per call): its task is cancelled and answers DEADLINE_EXCEEDED."""
+    """A call past its deadline: its task is cancelled and answers DEADLINE_EXCEEDED."""
     if st.task is not None and not st.task.done():
         st.expired = True
         st.task.cancel()
@@ -157,6 +159,10 @@ class _Connection(asyncio.Protocol):
         self._closed = False
         self._peer = ""
         self._handshake_timer: asyncio.TimerHandle | None = None
+        # One deadline timer per connection, at its earliest running call's deadline or
+        # earlier (not a loop.call_at handle per call: calls usually end long before it).
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -182,6 +188,9 @@ class _Connection(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         self._server._connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for st in self._streams.values():
             if st.task is not None:
                 st.task.cancel()
@@ -221,12 +230,13 @@ class _Connection(asyncio.Protocol):
                 self._flush()
                 self._close()
                 return
-        self._flush()
+        if self._conn.out:  # acknowledgements, window updates, refusals
+            self._flush()
 
     # --- request handling ---------------------------------------------------------------------
 
     def _on_request(self, sid: int, hdrs: dict[str, str]) -> None:
-        self._streams[sid] = _Stream(hdrs, bytearray())
+        self._streams[sid] = _Stream(hdrs)
         ctype = hdrs.get("content-type", "")
         if hdrs.get(":method") != "POST" or not ctype.startswith("application/grpc"):
             self._conn.send_headers(sid, _UNSUPPORTED_MEDIA, end_stream=True)
@@ -303,9 +313,11 @@ class _Connection(asyncio.Protocol):
         path = st.headers.get(":path", "")
         raw_timeout = st.headers.get("grpc-timeout")
         timeout = None if raw_timeout is None else parse_timeout(raw_timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        timer = None if deadline is None else \
-            asyncio.get_running_loop().call_at(deadline, _expire, st)
+        deadline = None
+        if timeout is not None:
+            deadline = st.deadline = time.monotonic() + timeout
+            if self._timer is None or deadline < self._timer_at:
+                self._arm(deadline)
         call = None  # grpc_server_* of a call that reached its handler
         code = grpc.StatusCode.OK
         try:
@@ -346,8 +358,6 @@ class _Connection(asyncio.Protocol):
             code = grpc.StatusCode.UNKNOWN
             self._finish(sid, st, code, f"Unexpected {type(e).__name__}: {e}")
         finally:
-            if timer is not None:
-                timer.cancel()
             if call is not None:
                 call.done(code)
             self._drop(sid)
@@ -383,6 +393,27 @@ class _Connection(asyncio.Protocol):
                 call.sent(sent)
         if pending:
             await self._send(sid, st, b"".join(pending), last=True)
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_at(at, self._expire_due)
+
+    def _expire_due(self) -> None:
+        """The deadline timer: calls past their deadline end; armed again for the earliest
+        deadline still ahead (none: no timer until a call with a deadline starts)."""
+        self._timer = None
+        now, nxt = time.monotonic(), None
+        for st in list(self._streams.values()):
+            if st.deadline is None or st.task is None or st.task.done():
+                continue
+            if st.deadline <= now:
+                _expire(st)
+            elif nxt is None or st.deadline < nxt:
+                nxt = st.deadline
+        if nxt is not None and not self._closed:
+            self._arm(nxt)
 
     # --- sending ------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import hpack
 from storeapi.h2frames import (
     ACK, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, END_STREAM,
     FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
-    MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_WINDOW, NO_ERROR, PING,
+    MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_WINDOW, NO_ERROR, PADDED, PING,
     PREFACE, PROTOCOL_ERROR, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
     WINDOW_UPDATE, HeaderBlocks, HeaderDecoder, ProtocolError, frame, goaway, header_frames, parse_settings, rst_stream,
     settings_frame, split_frames, unpad, window_update)
@@ -181,7 +181,7 @@ class ServerConnection:
             self.reset_stream(sid, FLOW_CONTROL_ERROR)
             events.append((RESET, sid))
             return
-        data = unpad(flags, payload)
+        data = unpad(flags, payload) if flags & PADDED else payload
         events.append((DATA_IN, sid, data, n))
         if flags & END_STREAM:
             self._remote_end(sid, st)

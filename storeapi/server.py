@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+from types import CoroutineType
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
@@ -57,6 +58,19 @@ class InvalidRequest(ValueError):
 class ResourceExhausted(Exception):
     """Raised by a source for a request over a configured limit (sent as RESOURCE_EXHAUSTED
     with the message as is). Not a ValueError: that would read as a broken block."""
+
+
+TENANT_METADATA = "thanos-tenant"  # Thanos's tenancy header, as gRPC metadata (lower case)
+DEFAULT_TENANT = "default-tenant"  # Thanos's tenant of a call without one
+
+
+def tenant_of(context: grpc.aio.ServicerContext) -> str:
+    """The call's tenant as Thanos's store reads it (GetTenantFromGRPCMetadata): the first
+    ``thanos-tenant`` metadata value, else ``default-tenant``."""
+    for key, value in context.invocation_metadata() or ():
+        if key == TENANT_METADATA:
+            return value
+    return DEFAULT_TENANT
 
 
 # Deprecated Store.Info reports the component as an enum; thanos.info.Info as a string.
@@ -145,6 +159,16 @@ class SeriesSource(Protocol):
     def label_values(self, name: str, mint: int, maxt: int, matchers: list[Matcher]) -> list[str]: ...
 
 
+class CallGate(Protocol):
+    """A bound on concurrent Series calls (the store's ``--store.grpc.series-max-concurrency``
+    gate): ``enter`` returns None when a slot was free, else an awaitable of the caller's
+    turn; an entered call ``leave``s when it ends, however it ends."""
+
+    def enter(self) -> Awaitable[None] | None: ...
+
+    def leave(self) -> None: ...
+
+
 WriteHandler = Callable[[rpc_pb2.WriteRequest, grpc.aio.ServicerContext], Awaitable[rpc_pb2.WriteResponse]]
 
 
@@ -160,11 +184,11 @@ class StoreServer:
     """Serves a SeriesSource as ``thanos.Store`` and ``thanos.info.Info``."""
 
     def __init__(self, source: SeriesSource, component_type: str = "receive",
-                 exemplars: bool = False, series_wrapper: Callable | None = None) -> None:
+                 exemplars: bool = False, series_gate: CallGate | None = None) -> None:
         """``exemplars``: Info advertises the Exemplars API (served beside this one);
-        ``series_wrapper`` wraps the Series handler (the store's concurrency gate)."""
+        every Series call passes ``series_gate`` (the store's concurrency gate)."""
         self._source = source
-        self._series_wrapper = series_wrapper
+        self._gate = series_gate
         self._component = component_type
         self._exemplars = exemplars
         # Sources that understand downsampling say so by their series() parameters.
@@ -175,6 +199,8 @@ class StoreServer:
         self._takes_resolution = "max_resolution_ms" in params
         self._takes_aggregates = "aggregates" in params
         self._takes_limit = "limit" in params  # the store gateway's limits count up to it
+        # ...and label their metrics with the caller's tenant (series, label names/values)
+        self._takes_tenant = "tenant" in params
         self._matcher_memo: dict[tuple[tuple[int, str, str], ...], tuple[Matcher, ...]] = {}
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
@@ -183,7 +209,7 @@ class StoreServer:
                 self.store_info, rpc_pb2.InfoRequest.FromString,
                 rpc_pb2.InfoResponse.SerializeToString),
             "Series": grpc.unary_stream_rpc_method_handler(
-                self._series_wrapper(self.series) if self._series_wrapper else self.series,
+                self.series,
                 rpc_pb2.SeriesRequest.FromString, _identity),
             "LabelNames": grpc.unary_unary_rpc_method_handler(
                 self.label_names, rpc_pb2.LabelNamesRequest.FromString,
@@ -256,63 +282,81 @@ class StoreServer:
 
     async def series(self, request: rpc_pb2.SeriesRequest,
                      context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        if not request.matchers:  # as Thanos: never "everything" by accident
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_MATCHERS)
-        matchers = await self._matchers(request.matchers, context)
-        shard = ShardFilter.of(request)
-        mint, maxt, skip = request.min_time, request.max_time, request.skip_chunks
-        strip = self._replica_labels(request.without_replica_labels)
-        batch = max(1, request.response_batch_size)
-        limit = request.limit if request.limit > 0 else -1
-        enc = SeriesEncoder()
-        pending: list[bytes] = []
+        # Inside the gate from the first step through the last frame (also when the caller
+        # stops reading: closing this generator leaves). The gate is entered here, not by a
+        # wrapper generator: one generator step less per frame.
+        gate = self._gate
+        if gate is not None:
+            wait = gate.enter()
+            if wait is not None:
+                await wait
         try:
-            kw: dict[str, object] = {}
-            if self._takes_resolution and request.max_resolution_window:
-                kw["max_resolution_ms"] = request.max_resolution_window
-            if self._takes_aggregates and request.aggregates:
-                kw["aggregates"] = list(request.aggregates)
-            if self._takes_limit and request.limit > 0:
-                kw["limit"] = request.limit
-            it: Iterable[tuple[Labels, Chunks]] = await _resolve(
-                self._source.series(mint, maxt, matchers, skip, **kw))
-            warnings = list(getattr(it, "warnings", ()))  # a source may report partial data
-            if strip:
-                it = _strip_and_sort(it, strip)
-            for part in _parts(it):
-                bodies = _frames(enc, part, mint, maxt, skip, shard)
-                if limit > 0:
-                    bodies = bodies[:limit]
-                    limit -= len(bodies)
-                if batch == 1:
-                    for frame in bodies:
-                        yield frame
-                else:
-                    pending += bodies
-                    while len(pending) >= batch:
-                        yield enc.batch_of_frames(pending[:batch])
-                        del pending[:batch]
-                if limit == 0:
-                    break
-        except InvalidRequest as e:
-            code, err = grpc.StatusCode.INVALID_ARGUMENT, e
-        except ResourceExhausted as e:
-            code, err = grpc.StatusCode.RESOURCE_EXHAUSTED, e
-        except Exception as e:  # noqa: BLE001 -- any source failure becomes a gRPC status
-            log.exception("Series failed")
-            code, err = grpc.StatusCode.INTERNAL, e
-        else:
-            err = None
-            if pending:
-                yield enc.batch_of_frames(pending)
-            for w in warnings:
-                yield rpc_pb2.SeriesResponse(warning=w).SerializeToString()
-            hints = self._response_hints(request, matchers)
-            if hints is not None:
-                yield hints
-        if err is not None:
-            await context.abort(code, f"series: {err}" if code is grpc.StatusCode.INTERNAL
-                                else str(err))
+            if not request.matchers:  # as Thanos: never "everything" by accident
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_MATCHERS)
+            matchers = await self._matchers(request.matchers, context)
+            shard = ShardFilter.of(request)
+            mint, maxt, skip = request.min_time, request.max_time, request.skip_chunks
+            wanted = request.without_replica_labels
+            strip = self._replica_labels(wanted) if wanted else None
+            batch = max(1, request.response_batch_size)
+            limit = request.limit if request.limit > 0 else -1
+            enc = SeriesEncoder()
+            pending: list[bytes] = []
+            try:
+                kw: dict[str, object] = {}
+                if self._takes_resolution and request.max_resolution_window:
+                    kw["max_resolution_ms"] = request.max_resolution_window
+                if self._takes_aggregates and request.aggregates:
+                    kw["aggregates"] = list(request.aggregates)
+                if self._takes_limit and request.limit > 0:
+                    kw["limit"] = request.limit
+                if self._takes_tenant:
+                    kw["tenant"] = tenant_of(context)
+                got = self._source.series(mint, maxt, matchers, skip, **kw)
+                it: Iterable[tuple[Labels, Chunks]] = (
+                    await got if type(got) is CoroutineType else await _resolve(got))
+                warnings = list(getattr(it, "warnings", ()))  # a source may report partial data
+                if strip:
+                    it = _strip_and_sort(it, strip)
+                # A short list (the usual answer) is one part: no generator for it.
+                parts = (it,) if type(it) is list and len(it) <= _PART else _parts(it)
+                for part in parts:
+                    bodies = _frames(enc, part, mint, maxt, skip, shard)
+                    if limit > 0:
+                        bodies = bodies[:limit]
+                        limit -= len(bodies)
+                    if batch == 1:
+                        for frame in bodies:
+                            yield frame
+                    else:
+                        pending += bodies
+                        while len(pending) >= batch:
+                            yield enc.batch_of_frames(pending[:batch])
+                            del pending[:batch]
+                    if limit == 0:
+                        break
+            except InvalidRequest as e:
+                code, err = grpc.StatusCode.INVALID_ARGUMENT, e
+            except ResourceExhausted as e:
+                code, err = grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            except Exception as e:  # noqa: BLE001 -- any source failure becomes a gRPC status
+                log.exception("Series failed")
+                code, err = grpc.StatusCode.INTERNAL, e
+            else:
+                err = None
+                if pending:
+                    yield enc.batch_of_frames(pending)
+                for w in warnings:
+                    yield rpc_pb2.SeriesResponse(warning=w).SerializeToString()
+                hints = self._response_hints(request, matchers)
+                if hints is not None:
+                    yield hints
+            if err is not None:
+                await context.abort(code, f"series: {err}" if code is grpc.StatusCode.INTERNAL
+                                    else str(err))
+        finally:
+            if gate is not None:
+                gate.leave()
 
     def _response_hints(self, request: rpc_pb2.SeriesRequest,
                         matchers: list[Matcher]) -> bytes | None:
@@ -334,8 +378,9 @@ class StoreServer:
                           context: grpc.aio.ServicerContext) -> rpc_pb2.LabelNamesResponse:
         matchers = await self._matchers(request.matchers, context)
         try:
-            names = await _resolve(
-                self._source.label_names(request.start, request.end, matchers))
+            names = await _resolve(self._source.label_names(
+                request.start, request.end, matchers,
+                **({"tenant": tenant_of(context)} if self._takes_tenant else {})))
         except ResourceExhausted as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except Exception as e:  # noqa: BLE001
@@ -355,7 +400,8 @@ class StoreServer:
         matchers = await self._matchers(request.matchers, context)
         try:
             values = await _resolve(self._source.label_values(
-                request.label, request.start, request.end, matchers))
+                request.label, request.start, request.end, matchers,
+                **({"tenant": tenant_of(context)} if self._takes_tenant else {})))
         except ResourceExhausted as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except Exception as e:  # noqa: BLE001
@@ -481,7 +527,7 @@ async def serve(source: SeriesSource, address: str, component_type: str = "recei
                 writer: WriteHandler | None = None, tls: ServerTLS | None = None,
                 registry: CollectorRegistry | None = None,
                 exemplars: grpc.GenericRpcHandler | None = None,
-                series_wrapper: Callable | None = None) -> tuple[H2GrpcServer, int]:
+                series_gate: CallGate | None = None) -> tuple[H2GrpcServer, int]:
     """Start a gRPC server with Store + Info (and WriteableStore when ``writer`` is given, the
     Exemplars API when ``exemplars`` is) on ``address`` (TLS when ``tls`` is enabled); returns
     the started server and the bound port (useful for ``host:0``); with ``registry``, the
@@ -493,7 +539,7 @@ async def serve(source: SeriesSource, address: str, component_type: str = "recei
     server = H2GrpcServer(max_message_bytes=MAX_MESSAGE_BYTES,
                           metrics=server_metrics(registry) if registry is not None else None)
     StoreServer(source, component_type, exemplars=exemplars is not None,
-                series_wrapper=series_wrapper).register(server)
+                series_gate=series_gate).register(server)
     if exemplars is not None:  # the Exemplars API, advertised in Info
         server.add_generic_rpc_handlers((exemplars,))
     if writer is not None:

@@ -147,7 +147,23 @@ def series_request(mint: int, maxt: int, matchers: Iterable, skip_chunks: bool,
     message (~60 us per call on a small query; this is a few): every query sends one per
     store. ``matchers`` are receiver.tsdb.labels.Matcher; a string that is not valid UTF-8
     (a lone surrogate) raises UnicodeEncodeError."""
-    out = [_REQ_MINT + uvarint(mint) if mint else b"", _REQ_MAXT + uvarint(maxt) if maxt else b""]
+    return series_request_times(mint, maxt) + series_request_rest(
+        matchers, skip_chunks, without_replica_labels, limit, batch_size, strategy,
+        partial_response_disabled)
+
+
+def series_request_times(mint: int, maxt: int) -> bytes:
+    """The time fields, which come first in a SeriesRequest: the rest of a dashboard's
+    repeated request (:func:`series_request_rest`) can be encoded once and kept."""
+    return ((_REQ_MINT + uvarint(mint) if mint else b"")
+            + (_REQ_MAXT + uvarint(maxt) if maxt else b""))
+
+
+def series_request_rest(matchers: Iterable, skip_chunks: bool,
+                        without_replica_labels: Iterable[str], limit: int, batch_size: int,
+                        strategy: int, partial_response_disabled: bool) -> bytes:
+    """A SeriesRequest's fields after the times (see :func:`series_request`)."""
+    out = []
     for m in matchers:
         out.append(_len_field(_REQ_MATCHER, _MATCHER_TYPE[m.type.value] + _str_field(b"\x12", m.name)
                               + _str_field(b"\x1a", m.value)))

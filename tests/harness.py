@@ -231,8 +231,8 @@ def stop_process(proc: subprocess.Popen) -> None:
         proc.wait(30)
 
 
-def store_and_query(tmp_path: Path, objstore_yaml: str, *query_args: str
-                    ) -> tuple[list[subprocess.Popen], str]:
+def store_and_query(tmp_path: Path, objstore_yaml: str, *query_args: str,
+                    store_args: tuple[str, ...] = ()) -> tuple[list[subprocess.Popen], str]:
     """``promring store`` over a bucket and ``promring query`` over it; returns (processes, API
     base URL). The caller stops the processes with stop_process."""
     cfg = tmp_path / "objstore.yml"
@@ -240,7 +240,8 @@ def store_and_query(tmp_path: Path, objstore_yaml: str, *query_args: str
     sg, sh, qh = free_port(), free_port(), free_port()
     store = start_process(promring_cmd() + ["store", "--data-dir", str(tmp_path / "store"),
                                      "--objstore.config-file", str(cfg),
-                                     "--grpc-address", f"127.0.0.1:{sg}", "--http-address", f"127.0.0.1:{sh}"],
+                                     "--grpc-address", f"127.0.0.1:{sg}", "--http-address", f"127.0.0.1:{sh}",
+                                     *store_args],
                    f"http://127.0.0.1:{sh}/-/ready", tmp_path / "store.log")
     query = start_process(promring_cmd() + ["query", "--endpoint", f"127.0.0.1:{sg}",
                                      "--grpc-address", "127.0.0.1:0",

@@ -180,18 +180,7 @@ class Evaluator:
 
     # -- selectors ---------------------------------------------------------------------------
     def matchers_of(self, vs) -> list[Matcher]:
-        """A selector's matchers, its metric name as a ``__name__`` matcher first; built (and
-        their regexes compiled) once per syntax tree, kept on the selector node."""
-        ms = vs.store_matchers
-        if ms is None:
-            try:
-                got = [Matcher(_op_of(m), m.name, m.value) for m in vs.matchers.matchers]
-            except InvalidRegex as e:
-                raise PromQLError("bad_data", str(e)) from None
-            if vs.name is not None and not any(m.name == "__name__" for m in got):
-                got.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
-            ms = vs.store_matchers = tuple(got)
-        return list(ms)
+        return list(selector_matchers(vs))
 
     def _select(self, vs, mint: int, maxt: int, range_ms: int = 0):
         ms = self.matchers_of(vs)
@@ -388,6 +377,21 @@ def _last_samples(series: Selected, E: np.ndarray, lb: int
                              int(lb))
     return (np.frombuffer(x, dtype=np.float64).reshape(n, T), np.frombuffer(ok, dtype=np.bool_).reshape(n, T),
             np.frombuffer(st, dtype=np.int64).reshape(n, T))
+
+
+def selector_matchers(vs) -> tuple[Matcher, ...]:
+    """A selector's matchers, its metric name as a ``__name__`` matcher first; built (and
+    their regexes compiled) once per syntax tree, kept on the selector node."""
+    ms = vs.store_matchers
+    if ms is None:
+        try:
+            got = [Matcher(_op_of(m), m.name, m.value) for m in vs.matchers.matchers]
+        except InvalidRegex as e:
+            raise PromQLError("bad_data", str(e)) from None
+        if vs.name is not None and not any(m.name == "__name__" for m in got):
+            got.insert(0, Matcher(MatchType.EQ, "__name__", vs.name))
+        ms = vs.store_matchers = tuple(got)
+    return ms
 
 
 def _stats_hints(hs: np.ndarray) -> np.ndarray:

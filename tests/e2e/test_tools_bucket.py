@@ -17,6 +17,9 @@ import numpy as np
 import requests
 
 from harness import PrometheusProcess, promring_cmd, stop_process, store_and_query
+
+# Marked blocks leave the store at its next sync, not after Thanos's default 24 h.
+NO_MARK_DELAY = ("--ignore-deletion-marks-delay=0s",)
 from receiver.tsdb.block import new_ulid, write_block_from_samples
 from test_blocks import HOUR, _openmetrics, needs_promtool, om_series, parse_dump
 
@@ -153,7 +156,8 @@ def test_rewrite_deletes_series_for_store_gateway_and_promtool(tmp_path: Path) -
     assert dump == want
 
     # The store gateway drops the deletion-marked original and serves only the rewrite.
-    procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
+    procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n",
+                                 store_args=NO_MARK_DELAY)
     try:
         assert all_samples(api, t0 + 2 * HOUR) == want
     finally:
@@ -245,7 +249,8 @@ def test_mark_and_remove_marks(tmp_path: Path) -> None:
     assert (st.blocks[a].no_compact, st.blocks[a].no_downsample) == (False, True)
     assert st.blocks[a].deletion_mark is not None
     # The marks take effect: the store gateway serves neither deletion-marked block.
-    procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n")
+    procs, api = store_and_query(tmp_path, f"type: FILESYSTEM\nconfig:\n  directory: {bucket}\n",
+                                 store_args=NO_MARK_DELAY)
     try:
         assert all_samples(api, t0 + 4 * HOUR) == {}
     finally:

@@ -555,6 +555,30 @@ def test_retention_and_marks(tmp_path):
     assert list(bdir.iterdir()) == []
 
 
+def test_selector_relabel_config_shards_what_a_compactor_acts_on(tmp_path):
+    """Thanos's compactor --selector.relabel-config: blocks its rules drop (by external labels
+    and __block_id) are not compacted, downsampled or expired by this compactor."""
+    bdir = tmp_path / "bucket"
+    bdir.mkdir()
+    t0 = t_aligned(days_back=10)
+    make_blocks(bdir, t0, 4, {"c": "mine"})
+    make_blocks(bdir, t0, 4, {"c": "theirs"}, seed=2)
+    p = argparse.ArgumentParser()
+    add_compact_flags(p)
+    a = p.parse_args(["--objstore.config", "x", "--selector.relabel-config",
+                      "- {action: keep, source_labels: [c], regex: mine}"])
+    selector = cli_config(a).selector
+    _, res = run_pass(tmp_path, bdir, selector=selector, retention_raw_ms=24 * H,
+                      delete_delay_s=3600)
+    by = {c: [m for m in live_blocks(bdir) if m.thanos["labels"]["c"] == c]
+          for c in ("mine", "theirs")}
+    assert by["mine"] == [] and len(by["theirs"]) == 4  # only its shard expired
+    assert all(m.level == 1 for m in by["theirs"])  # and nothing of the other compacted
+    with pytest.raises(ValueError, match="--selector.relabel-config"):
+        cli_config(p.parse_args(["--objstore.config", "x", "--selector.relabel-config",
+                                 "- {action: replace, source_labels: [c]}"]))
+
+
 def test_no_downsample_mark_is_honoured(tmp_path):
     bdir = tmp_path / "bucket"
     bdir.mkdir()

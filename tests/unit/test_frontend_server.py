@@ -4,7 +4,6 @@ log."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 from dataclasses import replace
 
@@ -139,8 +138,9 @@ def test_max_query_length_and_compressed_answers(caplog):
                                                  "length: 72h0m0s, limit: 48h0m0s)")
         async with s.get("/api/v1/query_range", params=_range(1), auto_decompress=False,
                          headers={"Accept-Encoding": "gzip"}) as r:
-            assert r.headers["Content-Encoding"] == "gzip"
-            assert b'"resultType":"matrix"' in gzip.decompress(await r.read())
+            # under 1 KiB: sent as it is, as Thanos's gzip handler does
+            assert "Content-Encoding" not in r.headers and r.headers["Vary"] == "Accept-Encoding"
+            assert b'"resultType":"matrix"' in await r.read()
         async with s.get("/api/v1/labels", auto_decompress=False,
                          headers={"Accept-Encoding": "gzip"}) as r:
             assert r.headers["Content-Encoding"] == "gzip"

@@ -502,3 +502,139 @@ def test_calls_past_their_grpc_timeout_end_deadline_exceeded():
     status = literal(b"grpc-status", "4")
     assert sorted(ends) == [1, 3] and all(status in block for block in ends.values())
     assert again == b"ko" and counted == [1.0, 1.0]
+
+
+def test_streamed_calls_end_at_their_own_deadlines_with_one_timer_per_connection():
+    """Streamed calls on one connection to a server that never answers each fail with
+    DEADLINE_EXCEEDED at their own deadline (the sooner of ``timeout`` and ``until``), the
+    sooner one first; the connection's single deadline timer is re-armed for the calls still
+    waiting and for later ones, and holds nothing once no call waits."""
+    async def main():
+        held: list[asyncio.StreamWriter] = []
+
+        async def silent(reader, writer):
+            held.append(writer)
+            await reader.read()  # reads everything, answers nothing
+
+        srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+        ch = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}")
+        loop = asyncio.get_running_loop()
+        ended: list[str] = []
+
+        async def call(name: str, timeout: float, until: float | None = None) -> None:
+            with pytest.raises(RpcError) as ei:
+                await ch.unary_stream_each(STREAM, b"1", timeout, lambda m: None, until)
+            assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            ended.append(name)
+        try:
+            late = asyncio.ensure_future(call("late", 3.0))
+            await asyncio.sleep(0.05)  # the later deadline arms the timer first
+            await call("soon", 30.0, until=loop.time() + 0.2)
+            assert ended == ["soon"] and not late.done()
+            await late
+            await call("again", 0.2)
+            assert ended == ["soon", "late", "again"]
+            assert ch._conn is not None and ch._conn.timer is None
+        finally:
+            await ch.close()
+            for w in held:
+                w.close()
+            srv.close()
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_small_streamed_answer_is_read_once_its_trailers_came_a_big_one_as_it_comes():
+    """unary_stream_each's reader takes the whole answer anyway: a small answer's DATA does not
+    wake it, its end does (one wake-up per call, not two when the trailers come in a read of
+    their own); past 64 KiB unread it is woken before the end, as the answer streams in."""
+    async def main():
+        sent: list[str] = []
+        read = asyncio.Event()  # the reader took a message
+
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.readexactly(len(PREFACE))
+            w.write(settings_frame({}))
+            for sid, size, wait_s in ((1, 10, 0.3), (3, 100 << 10, 10.0)):
+                while sid not in (f[2] for f in split_frames(await r.read(1 << 16), 1 << 24)[0]):
+                    pass  # until the call's HEADERS came
+                read.clear()
+                w.write(frame(HEADERS, END_HEADERS, sid, b"\x88"  # :status 200
+                              + literal(b"content-type", "application/grpc")))
+                w.write(frame(DATA, 0, sid, b"\0" + size.to_bytes(4, "big") + b"m" * size))
+                await w.drain()
+                # the trailers in a read of their own: after the reader took the big message
+                # (a bounded wait), or after a moment for the small one (it must not be read)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(read.wait(), wait_s)
+                sent.append(f"trailers {sid}")
+                w.write(frame(HEADERS, END_HEADERS | END_STREAM, sid,
+                              literal(b"grpc-status", "0")))
+                await w.drain()
+            await r.read()  # until the client hangs up
+
+        srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+        ch = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", "identity")
+        seen: list[tuple[int, list[str]]] = []
+        try:
+            for _ in range(2):
+                await ch.unary_stream_each(STREAM, b"1", 20, lambda m: (
+                    seen.append((len(m), list(sent))), read.set()))
+        finally:
+            await ch.close()
+            srv.close()
+        return seen
+
+    assert _run(main()) == [(10, ["trailers 1"]), (100 << 10, ["trailers 1"])]
+def test_deadlines_of_calls_on_one_connection_fire_whatever_their_order():
+    """The server keeps one deadline timer per connection, armed for its earliest running
+    call: a short grpc-timeout after a long one still ends on time (status 4), as does one
+    started after an earlier deadline already fired; the long one keeps running."""
+    def call(sid: int, timeout: str) -> bytes:
+        block = (b"\x83\x86" + literal(4, "/t.T/Parked") + literal(1, "x")
+                 + literal(b"content-type", "application/grpc")
+                 + literal(b"grpc-timeout", timeout))
+        return frame(HEADERS, END_HEADERS, sid, block) + frame(DATA, END_STREAM, sid,
+                                                                b"\0\0\0\0\0")
+
+    async def main():
+        async with _our_server(_handlers()) as port:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(PREFACE + settings_frame({}) + call(1, "20S") + call(3, "100m"))
+            got = bytearray()
+
+            async def until_ended(sid: int) -> None:
+                while not any(f[0] == HEADERS and f[1] & END_STREAM and f[2] == sid
+                              for f in split_frames(got, 1 << 24)[0]):
+                    got.extend(await asyncio.wait_for(r.read(65536), 10))
+
+            await until_ended(3)
+            w.write(call(5, "150m"))  # after the first deadline fired
+            await until_ended(5)
+            w.close()
+        return {f[2]: f[3] for f in split_frames(got, 1 << 24)[0]
+                if f[0] == HEADERS and f[1] & END_STREAM}
+
+    ends = _run(main())
+    assert sorted(ends) == [3, 5]
+    assert all(literal(b"grpc-status", "4") in block for block in ends.values())
+
+
+def test_padded_request_data_is_unpadded_and_bad_padding_ends_the_connection():
+    """A request body in a PADDED DATA frame reaches the handler without its padding; padding
+    as long as the frame is a protocol error (GOAWAY)."""
+    from storeapi.h2frames import PADDED
+
+    headers = frame(HEADERS, END_HEADERS, 1, b"\x83\x86" + literal(4, UNARY) + literal(1, "x")
+                    + literal(b"content-type", "application/grpc"))
+    message = b"\0\0\0\0\x02ok"
+
+    async def main():
+        async with _our_server(_handlers()) as port:
+            good = await _raw(port, headers + frame(DATA, END_STREAM | PADDED, 1,
+                                                    b"\x03" + message + b"\0\0\0"))
+            bad = await _raw(port, headers + frame(DATA, END_STREAM | PADDED, 1, b"\x09" + message))
+        return good, bad
+
+    good, bad = _run(main())
+    assert any(f[0] == DATA and f[3].endswith(b"ko") for f in good)
+    assert [f[0] for f in bad if f[0] == GOAWAY] == [GOAWAY]

@@ -649,3 +649,30 @@ def test_parse_duration():
     for bad in ("", "1.5s", "s", "10 s", "3x", True):
         with pytest.raises(ConfigError):
             parse_duration(bad)
+
+
+def test_path_or_content_flags_substitute_environment_variables_as_thanos(tmp_path, monkeypatch):
+    """Thanos's WithEnvSubstitution on --objstore.config(-file) and the other YAML flags:
+    ``$(NAME)`` becomes the variable's value (a secret kept out of the file); an unset one
+    stops the start with a message naming it."""
+    import argparse
+
+    from objstore.flags import add_objstore_flags, add_path_or_content, objstore_yaml
+    from objstore.flags import path_or_content
+
+    p = argparse.ArgumentParser()
+    add_objstore_flags(p, required=True)
+    add_path_or_content(p, "selector.relabel-config", "rules")
+    monkeypatch.setenv("PROMRING_TEST_DIR", str(tmp_path))
+    monkeypatch.delenv("PROMRING_TEST_UNSET", raising=False)
+    (tmp_path / "b.yml").write_text("type: FILESYSTEM\nconfig:\n  directory: $(PROMRING_TEST_DIR)\n")
+    a = p.parse_args([f"--objstore.config-file={tmp_path / 'b.yml'}",
+                      "--selector.relabel-config", "- {regex: '$(PROMRING_TEST_DIR)x', a: $b}"])
+    assert objstore_yaml(a) == f"type: FILESYSTEM\nconfig:\n  directory: {tmp_path}\n"
+    assert path_or_content(a, "selector.relabel-config") == f"- {{regex: '{tmp_path}x', a: $b}}"
+    a = p.parse_args(["--objstore.config", "config: {secret_key: $(PROMRING_TEST_UNSET)}",
+                      "--selector.relabel-config", "$(PROMRING_TEST_UNSET)"])
+    with pytest.raises(SystemExit, match='unset environment variable "PROMRING_TEST_UNSET"'):
+        objstore_yaml(a)
+    with pytest.raises(ValueError, match="--selector.relabel-config: found reference"):
+        path_or_content(a, "selector.relabel-config")

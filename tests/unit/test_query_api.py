@@ -216,8 +216,10 @@ def test_ready_answers_while_a_heavy_query_runs(tmp_path):
 
 
 def test_malformed_form_bodies_are_400_not_500(tmp_path):
-    """Also a form body that does not decode as its Content-Encoding says (found by
-    tests/fuzz/test_fuzz_http_fronts.py: gzip or deflate garbage answered 500)."""
+    """Also a form body that does not decode as its Content-Encoding says, on the routes
+    aiohttp serves (found by tests/fuzz/test_fuzz_http_fronts.py: gzip or deflate garbage
+    answered 500). The fast front (querier/fasthttp.py) reads query and query_range forms as
+    Go's net/http does, Content-Encoding unread: not an error there."""
     form = "application/x-www-form-urlencoded"
     async def go():
         async with cluster(tmp_path) as c:
@@ -228,7 +230,7 @@ def test_malformed_form_bodies_are_400_not_500(tmp_path):
                 headers = {"Content-Type": ctype}
                 if enc:
                     headers["Content-Encoding"] = enc
-                for path in (Q, QR, "/api/v1/series", "/api/v1/labels"):
+                for path in ((Q, QR) if not enc else ()) + ("/api/v1/series", "/api/v1/labels"):
                     async with c.http.post(c.base + path, data=body, headers=headers) as r:
                         got = await r.json(content_type=None)
                         assert r.status == 400, got
@@ -288,8 +290,8 @@ def test_stopping_the_querier_ends_running_queries(tmp_path):
 
 
 def test_head_of_a_piecewise_body_sends_no_body(tmp_path, monkeypatch):
-    """HEAD gets the headers only; a streamed body after a HEAD answer would be read by the
-    client as the next response on the same connection."""
+    """HEAD is refused 405 (as Thanos's querier) with no body; a body after a HEAD answer
+    would be read by the client as the next response on the same connection."""
     from querier import api
     monkeypatch.setattr(api, "CHUNK_BYTES", 100)
 
@@ -299,12 +301,11 @@ def test_head_of_a_piecewise_body_sends_no_body(tmp_path, monkeypatch):
             await c.push([((("__name__", "h"), ("i", str(i))), [now], [1.0]) for i in range(50)])
             params = {"query": "h", "time": str(now / 1000)}
             async with c.http.head(c.base + Q, params=params) as r:
-                assert r.status == 200 and await r.read() == b""
-                length = int(r.headers["Content-Length"])
+                assert r.status == 405 and await r.read() == b""
             for _ in range(2):  # the same keep-alive connection still works
                 async with c.http.get(c.base + Q, params=params) as r:
                     body = await r.read()
-                    assert r.status == 200 and len(body) == length
+                    assert r.status == 200
                     assert len(orjson.loads(body)["data"]["result"]) == 50
     run(go())
 

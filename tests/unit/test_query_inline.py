@@ -202,3 +202,69 @@ def test_a_query_on_the_loop_holds_its_slot_until_its_deadline(tmp_path):
         run(go())
     finally:
         hole.close()
+
+
+def test_a_store_call_past_the_query_deadline_is_a_timeout_with_or_without_partial_response(
+        tmp_path):
+    """The loop path hands the query's deadline down to the store calls (no timer of its own):
+    a call ended by it must still answer Prometheus's timeout, not a partial answer with a
+    warning (partial_response=true) nor an endpoint error (false)."""
+    from querier.endpoints import HealthOptions
+    from querier_cluster import BlackHole
+    hole = BlackHole()
+
+    async def go():
+        async with cluster(tmp_path, QueryConfig(timeout_s=5), extra_endpoints=(hole.address,),
+                           health=HealthOptions(info_timeout_s=300.0)) as c:
+            for partial in ("true", "false"):
+                assert await c.get(Q, query="up", timeout="0.3", partial_response=partial) == (
+                    503, {"status": "error", "errorType": "timeout",
+                          "error": "query timed out in expression evaluation"}), partial
+                assert not c.querier.api._running
+    try:
+        run(go())
+    finally:
+        hole.close()
+
+
+PLAN_QUERIES = {  # query -> how many of its selects are known from the plan alone
+    "m": 1, 'm{i="1"}': 1, "rate(c[5m])": 1, "sum by (job) (rate(m[1m]))": 1,
+    "m offset 5m": 1, "rate(m[2m] offset 1h)": 1, "-(m) * 2": 1,
+    "histogram_quantile(0.9, rate(m[5m]))": 1, "last_over_time(m[1h] offset -10m)": 1,
+    'm{i=~""}': 1, "m + c": 2, "m / m": 1, 'sum(rate(m[5m])) / sum(rate(c[1m] offset 1m))': 2,
+    "m @ 100": 0, "rate(m[5m] @ end())": 0, "m[2m]": 0, "rate(m[5m:1m])": 0, "vector(1)": 0,
+    "rate(m[step()])": 0, "m offset (1h + 5m)": 0, "m + (c @ 100)": 1,
+}
+
+
+def test_the_selects_known_from_the_plan_are_the_ones_the_engine_asks_for():
+    """querier.inline.plan_selects fetches plain selectors' data before the engine runs: each
+    key must be exactly one the engine asks for (else a store call is wasted), at instant and
+    range steps alike; the engine may ask for more (the selectors the plan does not tell)."""
+    from querier.fanout import FanoutQueryable
+    from querier.inline import LoopQueryable, _NeedSelect, plan_selects
+    from querier.promql import Engine, EngineOptions
+    from querier.promql.engine import parse
+    lb = 300_000
+    engine = Engine(EngineOptions(lookback_delta_ms=lb))
+    for query, known in PLAN_QUERIES.items():
+        for start, end, step in ((T0, T0, 0), (T0, T0 + 1_800_000, 7_000)):
+            expr = parse(query)
+            last = start + (end - start) // step * step if step else start
+            planned = plan_selects(expr, start, last, lb)
+            qa = LoopQueryable(FanoutQueryable(None, None))
+            asked = []
+            for _ in range(5):  # every select the engine makes, each answered with no series
+                try:
+                    if step:
+                        engine.range(qa, query, start, end, step, expr)
+                    else:
+                        engine.instant(qa, query, start, expr)
+                    break
+                except _NeedSelect as need:
+                    asked.append((need.key, need.range_ms))
+                    qa.raw[need.key] = []
+                except Exception:  # noqa: BLE001 -- e.g. a range vector in a range query
+                    break
+            assert len(planned) == known, (query, step)
+            assert all(p in asked for p in planned), (query, step, planned, asked)

@@ -304,6 +304,65 @@ def test_series_gate_of_zero_is_no_bound() -> None:
     asyncio.run(scenario())
 
 
+def test_store_server_series_calls_pass_the_gate_without_a_wrapper() -> None:
+    """StoreServer enters the gate itself: a second call waits while the first one's source
+    is still reading, every call leaves (finished, failed or closed early by its caller), and
+    the gate's counts are those of the wrapped handler."""
+    from storeapi import rpc_pb2, types_pb2
+    from storeapi.server import StoreServer
+
+    release = asyncio.Event()
+    started: list[int] = []
+
+    class Source:
+        def label_sets(self):
+            return []
+
+        async def series(self, mint, maxt, matchers, skip_chunks):
+            started.append(mint)
+            await release.wait()
+            if mint == 13:
+                raise ResourceExhausted("over the limit")
+            return [((("__name__", "x"), ("i", str(k))), [(0, 10, b"\x00\x01\x00")])
+                    for k in range(3)]
+
+    class Context:
+        async def abort(self, code, details=""):
+            raise RuntimeError(code, details)
+
+    async def scenario() -> None:
+        reg = CollectorRegistry()
+        gate = SeriesGate(1, reg)
+        server = StoreServer(Source(), "store", series_gate=gate)
+
+        def call(mint: int, batch: int = 0):
+            req = rpc_pb2.SeriesRequest(min_time=mint, max_time=100, response_batch_size=batch,
+                                        matchers=[types_pb2.LabelMatcher(name="__name__",
+                                                                         value="x")])
+            return server.series(req, Context())
+
+        first = asyncio.create_task(_drain(call(1)))
+        second = asyncio.create_task(_drain(call(2)))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert started == [1]  # the second waits at the gate
+        assert reg.get_sample_value("thanos_bucket_store_series_gate_queries_in_flight") == 1
+        release.set()
+        assert [len(f) for f in await asyncio.wait_for(asyncio.gather(first, second), 10)] \
+            == [3, 3]
+        with pytest.raises(RuntimeError):  # a failed call leaves too
+            await _drain(call(13))
+        it = call(4, batch=1)  # a caller reading one frame, then closing the stream
+        await it.__anext__()
+        await it.aclose()
+        assert started == [1, 2, 13, 4]
+        assert reg.get_sample_value("thanos_bucket_store_series_gate_queries_in_flight") == 0
+        assert reg.get_sample_value("thanos_bucket_store_series_gate_queries_total") == 4
+        assert reg.get_sample_value(
+            "thanos_bucket_store_series_gate_queries_duration_seconds_count") == 4
+    asyncio.run(scenario())
+
+
 async def _drain(it) -> list[bytes]:
     return [f async for f in it]
 
@@ -321,6 +380,10 @@ BAD = [
     (["--max-time", "2024-13-01T00:00:00Z"], "--max-time"),
     (["--max-time", "2023-02-29T00:00:00Z"], "--max-time"),
     (["--min-time=-1d", "--max-time=-2d"], "can't be greater than --max-time"),
+    (["--store.grpc.downloaded-bytes-limit=lots"], "--store.grpc.downloaded-bytes-limit"),
+    (["--store.grpc.downloaded-bytes-limit=-1KB"], "--store.grpc.downloaded-bytes-limit"),
+    (["--ignore-deletion-marks-delay=soon"], "--ignore-deletion-marks-delay"),
+    (["--consistency-delay=-1h"], "--consistency-delay"),
 ]
 
 
@@ -356,6 +419,9 @@ def test_thanos_limit_flags_parse_to_the_store_config(tmp_path: Path) -> None:
                "--store.grpc.series-max-concurrency=3", "--min-time=-2w",
                "--max-time=2030-01-01T00:00:00Z") == StoreLimitsConfig(10, 1200, 3, "-2w",
                                                                        "2030-01-01T00:00:00Z")
+    # Thanos's Base2Bytes: KB and KiB are both 1024 bytes.
+    assert cfg("--store.grpc.downloaded-bytes-limit=64KB").downloaded_bytes == 64 << 10
+    assert cfg("--store.grpc.downloaded-bytes-limit=1GiB").downloaded_bytes == 1 << 30
     # The deprecated spellings still work, as in Thanos v0.42.
     assert cfg("--store.grpc.touched-series-limit=7", "--store.grpc.series-sample-limit=240"
                ) == StoreLimitsConfig(request_series=7, request_samples=240)
@@ -379,3 +445,115 @@ def test_block_sync_concurrency_flag_as_thanos(tmp_path: Path) -> None:
                                        "--block-sync-concurrency=0"])
     with pytest.raises(FlagError, match="--block-sync-concurrency"):
         check_flags(tools)
+
+
+# --------------------------------------------------------------------------- tenants
+
+
+def test_dropped_queries_carry_the_callers_thanos_tenant(tmp_path: Path) -> None:
+    """As Thanos's store: the tenant label is the call's ``thanos-tenant`` gRPC metadata
+    (``default-tenant`` without), for Series and for label calls."""
+    from storeapi import rpc_pb2, types_pb2
+
+    def dropped(gw, tenant: str) -> float | None:
+        return gw.registry.get_sample_value("thanos_bucket_store_queries_dropped_total",
+                                            {"reason": "series", "tenant": tenant})
+
+    async def body(gw, client, ulids):
+        ch = grpc.aio.insecure_channel(f"127.0.0.1:{gw.ports['grpc']}")
+        up = [types_pb2.LabelMatcher(type=types_pb2.LabelMatcher.EQ, name="__name__",
+                                     value="up")]
+        series = ch.unary_stream("/thanos.Store/Series",
+                                 request_serializer=rpc_pb2.SeriesRequest.SerializeToString,
+                                 response_deserializer=rpc_pb2.SeriesResponse.FromString)
+        names = ch.unary_unary("/thanos.Store/LabelNames",
+                               request_serializer=rpc_pb2.LabelNamesRequest.SerializeToString,
+                               response_deserializer=rpc_pb2.LabelNamesResponse.FromString)
+        try:
+            for _ in range(2):
+                with pytest.raises(grpc.RpcError) as e:
+                    async for _r in series(rpc_pb2.SeriesRequest(
+                            min_time=T0, max_time=T0 + 2 * H2, matchers=up),
+                            metadata=(("thanos-tenant", "team-a"),)):
+                        pass
+                assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            with pytest.raises(grpc.RpcError):
+                await names(rpc_pb2.LabelNamesRequest(start=T0, end=T0 + 2 * H2, matchers=up),
+                            metadata=(("thanos-tenant", "team-b"),))
+            with pytest.raises(grpc.RpcError):
+                await client.series(T0, T0 + 2 * H2, UP)  # no tenant
+        finally:
+            await ch.close()
+        assert (dropped(gw, "team-a"), dropped(gw, "team-b"), dropped(gw, "default-tenant")) \
+            == (2, 1, 1)
+    asyncio.run(_with_store(tmp_path, StoreLimitsConfig(request_series=4), body))
+
+
+def test_tenant_labels_of_dropped_queries_are_bounded() -> None:
+    from store.limits import MAX_TENANT_LABELS, LimitMetrics
+    reg = CollectorRegistry()
+    m = LimitMetrics(reg)
+    for i in range(MAX_TENANT_LABELS + 50):
+        m.drop("series", f"t{i}")
+    tenants = {s.labels["tenant"] for f in reg.collect() for s in f.samples
+               if s.name == "thanos_bucket_store_queries_dropped_total"}
+    assert len(tenants) == MAX_TENANT_LABELS + 1 and "other" in tenants
+    assert reg.get_sample_value("thanos_bucket_store_queries_dropped_total",
+                                {"reason": "series", "tenant": "other"}) == 51
+
+
+# --------------------------------------------------------------------------- downloaded bytes
+
+
+def test_downloaded_bytes_limit_refuses_at_each_read_step_as_thanos(tmp_path: Path) -> None:
+    """--store.grpc.downloaded-bytes-limit: the bytes of postings, series entries and chunks a
+    call will read are reserved before each read; over the limit the call fails with
+    ResourceExhausted worded as Thanos's step (postings, series, chunks), counted once in
+    dropped{reason="bytes"}. A call under it is served whole."""
+    tail = ("rpc error: code = ResourceExhausted desc = exceeded bytes limit while fetching "
+            "{what}: limit {lim} violated (got ")
+
+    async def run_with(lim: int, body) -> None:
+        (tmp_path / str(lim)).mkdir()
+        await _with_store(tmp_path / str(lim), StoreLimitsConfig(downloaded_bytes=lim), body)
+
+    async def postings(gw, client, ulids):  # 1 B: not even the postings list of one block
+        with pytest.raises(grpc.RpcError) as e:
+            await client.series(T0, T0 + 2 * H2, UP)
+        msg = _exhausted(e.value)
+        step = ("expanded matching posting: fetch and expand postings: get postings: "
+                + tail.format(what="postings", lim=1))
+        assert msg.startswith("fetch postings for block ") and msg.split()[4][:-1] in ulids
+        assert step in msg
+        with pytest.raises(grpc.RpcError) as e:
+            await client.label_names(T0, T0 + 2 * H2, UP)
+        assert _exhausted(e.value).startswith(step)  # label calls name no block here
+        assert gw.registry.get_sample_value("thanos_bucket_store_queries_dropped_total",
+                                            {"reason": "bytes", "tenant": "default-tenant"}) == 2
+
+    async def series(gw, client, ulids):  # 100 B: postings fit, series entries do not
+        with pytest.raises(grpc.RpcError) as e:
+            await client.series(T0, T0 + H2 - 1, UP, skip_chunks=True)
+        msg = _exhausted(e.value)
+        assert msg.startswith(f"receive series from {ulids[0]}: preload series: " +
+                              tail.format(what="series", lim=100))
+        with pytest.raises(grpc.RpcError) as e:
+            await client.label_values("instance", T0, T0 + H2 - 1, UP)
+        assert _exhausted(e.value).startswith(f"iterate series for block {ulids[0]}: preload "
+                                              "series: ")
+
+    async def chunks(gw, client, ulids):  # 1 KiB: one block's index reads fit, its chunks not
+        assert len(await client.series(T0, T0 + H2 - 1, UP, skip_chunks=True)) == 3
+        with pytest.raises(grpc.RpcError) as e:
+            await client.series(T0, T0 + H2 - 1, UP)
+        assert _exhausted(e.value).startswith(f"receive series from {ulids[0]}: load chunks: " +
+                                              tail.format(what="chunks", lim=1024))
+
+    async def enough(gw, client, ulids):
+        got = await client.series(T0, T0 + 2 * H2, UP)
+        assert len(got) == 3 and all(len(s.chunks) == 8 for s in got)
+        assert gw.registry.get_sample_value("thanos_bucket_store_queries_dropped_total",
+                                            {"reason": "bytes", "tenant": "default-tenant"}) == 0
+
+    for lim, body in ((1, postings), (100, series), (1024, chunks), (1 << 20, enough)):
+        asyncio.run(run_with(lim, body))

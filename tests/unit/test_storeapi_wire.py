@@ -378,3 +378,28 @@ def test_atomic_tuples_of_a_decoded_answer_are_left_out_of_the_gc():
         assert not gc.is_tracked(lbls) and not any(gc.is_tracked(p) for p in lbls)
         assert not gc.is_tracked(chunks[0]) and gc.is_tracked(chunks[1])
     assert payload[1][0] == (("a", "2"), ("b", "c")) and payload[1][1][0] == (1, 2, b"\x00\x01")
+
+
+def test_a_client_s_kept_request_encoding_serves_other_times_and_options_byte_for_byte():
+    """StoreClient keeps the encoded SeriesRequest fields after the times per matchers and
+    options: a repeated selector over other times, or other options, is still exactly what
+    upb serializes; a huge matcher is encoded but not kept."""
+    from receiver.tsdb.labels import Matcher, MatchType
+    from storeapi.client import StoreClient
+    from storeapi.convert import matchers_to_pb
+    client = StoreClient("127.0.0.1:1")
+    ms = [Matcher(MatchType.EQ, "__name__", "x"), Matcher(MatchType.RE, "i", "a|b")]
+    huge = [Matcher(MatchType.EQ, "v", "y" * 10_000)]
+    for matchers in (ms, ms, huge, huge):
+        for mint, maxt, skip, replicas, partial in ((0, 5, False, (), True),
+                                                    (-7, 1 << 40, False, (), True),
+                                                    (3, 4, True, ("replica",), False),
+                                                    (1, 2, False, (), True)):
+            want = rpc_pb2.SeriesRequest(
+                min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
+                skip_chunks=skip, without_replica_labels=list(replicas),
+                response_batch_size=256, partial_response_disabled=not partial,
+                partial_response_strategy=types_pb2.WARN if partial else types_pb2.ABORT)
+            assert client._series_request(mint, maxt, matchers, skip, replicas, 0,
+                                          partial) == want.SerializeToString()
+    assert len(client._request_rests) == 2  # two option sets of ms; huge: not kept
