@@ -322,7 +322,8 @@ class _Connection(asyncio.Protocol):
         code = grpc.StatusCode.OK
         try:
             if raw_timeout is not None and timeout is None:  # as grpc-go
-                raise _Abort(grpc.StatusCode.INTERNAL, f"malformed grpc-timeout: {raw_timeout[:40]!r}")
+                raise _Abort(grpc.StatusCode.INTERNAL,
+                             f"malformed grpc-timeout: {raw_timeout[:40]!r}")
             handler, kind = self._server.lookup(path, st.headers)
             if handler is None:
                 raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")

@@ -187,7 +187,8 @@ def run_http(n: int) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", choices=["write-path", "decoder", "grpc", "http"], default="write-path")
+    p.add_argument("--target", choices=["write-path", "decoder", "grpc", "http"],
+                   default="write-path")
     p.add_argument("--examples", type=int, default=10_000)
     p.add_argument("--mutants", type=int, default=0,
                    help="byte-level variants posted after each generated body (write path)")

@@ -177,7 +177,8 @@ class GrpcServerTarget:
     def check(self, ans: Answer) -> None:
         """The invariants after one hostile connection."""
         assert self.proc.proc.poll() is None, "the store died"
-        assert "2" not in ans.statuses, f"grpc-status UNKNOWN (a handler failed): {ans.data[-400:]!r}"
+        assert "2" not in ans.statuses, \
+            f"grpc-status UNKNOWN (a handler failed): {ans.data[-400:]!r}"
         log = self.new_log()
         assert "Traceback" not in log and "exception was never retrieved" not in log, log[-3000:]
         assert self.series_count() == SERIES

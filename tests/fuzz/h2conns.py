@@ -77,12 +77,14 @@ def grpc_message(draw, path: str) -> bytes:
     body = draw(_message_body(path))
     flag = draw(st.sampled_from([0] * 12 + [1, 2, 255]))
     length = draw(st.one_of(*[st.just(len(body))] * 8, st.integers(0, (1 << 32) - 1),
-                            st.sampled_from([0, (1 << 32) - 1, len(body) + 1, max(0, len(body) - 1)])))
+                            st.sampled_from([0, (1 << 32) - 1, len(body) + 1,
+                                             max(0, len(body) - 1)])))
     return bytes((flag,)) + length.to_bytes(4, "big") + body
 
 
 _HEADER_VALUES = {
-    "content-type": ["application/grpc", "application/grpc+proto", "text/html", "", "application/grpc\x00"],
+    "content-type": ["application/grpc", "application/grpc+proto", "text/html", "",
+                     "application/grpc\x00"],
     ":method": ["POST", "GET", "PRI", ""],
     "grpc-timeout": ["1S", "10m", "99999999H", "0n", "S", "1", "x1S", "\u00b2S", "1" * 5000 + "S",
                      "-1S", "1\u0663S", "1.5S", "100000000000000000000000000000n"],
@@ -171,12 +173,12 @@ def chunk(draw, encoder: hpack.Encoder, next_sid: list[int]) -> bytes:
         return frame(SETTINGS, flags, draw(st.sampled_from([0, 0, 1])),
                      b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in pairs))
     if kind == 6:
+        increment = st.integers(0, (1 << 32) - 1).map(lambda n: n.to_bytes(4, "big"))
         return frame(WINDOW_UPDATE, 0, draw(st.sampled_from([0, sid])),
-                     draw(st.one_of(st.integers(0, (1 << 32) - 1).map(lambda n: n.to_bytes(4, "big")),
-                                    st.binary(max_size=6))))
+                     draw(st.one_of(increment, st.binary(max_size=6))))
     if kind == 7:
-        return frame(RST_STREAM, 0, sid, draw(st.one_of(st.just(b"\0\0\0\x08"), st.binary(max_size=6)))
-                     ) * draw(st.integers(1, 200))
+        payload = draw(st.one_of(st.just(b"\0\0\0\x08"), st.binary(max_size=6)))
+        return frame(RST_STREAM, 0, sid, payload) * draw(st.integers(1, 200))
     if kind == 8:
         return frame(PING, draw(st.sampled_from([0, 1])), draw(st.sampled_from([0, 0, 1])),
                      draw(st.binary(min_size=8, max_size=8) | st.binary(max_size=12))

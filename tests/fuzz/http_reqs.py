@@ -30,7 +30,8 @@ PARAMS = ["query", "time", "start", "end", "step", "match[]", "timeout", "limit"
           "replicaLabels[]", "storeMatch[]", "analyze", "metric", "x"]
 ODD_VALUES = EXTREME_NUMBERS + [
     "", "%", "%zz", "%ff%fe", "%00", "\u00b2", "1e309", "-1e309", "9223372036854775807",
-    "-9223372036854775808", "99999999999999999999999", "2024-01-01T00:00:00Z", "0001-01-01T00:00:00Z",
+    "-9223372036854775808", "99999999999999999999999", "2024-01-01T00:00:00Z",
+    "0001-01-01T00:00:00Z",
     "9999-12-31T23:59:59Z", "1s", "-1s", "1y", "100000y", "0s", "true", "1", "0", "x" * 70_000,
     "{", 'hm{v=~"(a+)+b"}', "up", "{__name__=~\".*\"}", "hm"]
 
@@ -41,7 +42,8 @@ class RawRequest:
     data: bytes
 
     def __repr__(self) -> str:
-        return f"RawRequest({self.port}, {self.data[:600]!r}{'...' if len(self.data) > 600 else ''})"
+        more = "..." if len(self.data) > 600 else ""
+        return f"RawRequest({self.port}, {self.data[:600]!r}{more})"
 
 
 def _encode(pairs: list[tuple[str, str]], raw: bool) -> str:

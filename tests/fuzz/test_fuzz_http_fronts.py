@@ -57,7 +57,8 @@ class HttpFrontsTarget:
             status = int(lines[0].split()[1])
             if not 100 <= status < 200 or not body:
                 break
-        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        headers = {k.strip().lower(): v.strip()
+                   for k, _, v in (ln.partition(":") for ln in lines[1:])}
         self.codes[status] = self.codes.get(status, 0) + 1
         return status, headers, body
 
