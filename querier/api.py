@@ -58,6 +58,9 @@ DEADLINE_MSG = "context deadline exceeded"  # what Go's metadata calls fail with
 _STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "canceled": 503, "internal": 500}
 
 _UNREAD_BODY = web.RequestKey("unread_body", bool)  # its form body failed to decode
+# Longest wait for a POST's form body, as Prometheus's --web.read-timeout (5 m): a client
+# that stops short of its Content-Length holds no connection and handler beyond it.
+BODY_READ_TIMEOUT_S = 300.0
 
 
 def _json(payload: dict, status: int = 200) -> web.Response:
@@ -312,7 +315,11 @@ class QueryAPI:
             params.setdefault(k, []).append(v)
         if request.method == "POST":
             try:
-                form = await request.post()
+                async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+                    form = await request.post()
+            except TimeoutError:
+                request[_UNREAD_BODY] = True
+                raise BadParam("error parsing form values: read timeout") from None
             except (ValueError, UnicodeDecodeError, RequestPayloadError,
                     HttpProcessingError) as e:  # as Prometheus's r.ParseForm(); also a body
                 # that does not decode as its Content-Encoding says

@@ -340,3 +340,29 @@ def test_infinite_max_source_resolution_is_bad_data_not_500(tmp_path):
                         assert got["errorType"] == "bad_data", got
                         assert "max_source_resolution" in got["error"], got
     run(go())
+
+
+def test_a_form_body_that_never_arrives_is_not_waited_for_forever(tmp_path, monkeypatch):
+    """A POST whose body stops short of its Content-Length held its connection and handler
+    forever (seen probing the HTTP front after fuzzing). Prometheus's --web.read-timeout (5 m)
+    bounds reading a request; ours is BODY_READ_TIMEOUT_S: then 400 and the connection closes."""
+    from querier import api
+    monkeypatch.setattr(api, "BODY_READ_TIMEOUT_S", 0.5)
+    async def go():
+        async with cluster(tmp_path) as c:
+            host, port = c.base.removeprefix("http://").split(":")
+            out = {}
+            for path in ("/api/v1/labels",):  # (query's fast front hands such a request here)
+                r, w = await asyncio.open_connection(host, int(port))
+                w.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+                        "x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nquery=1".encode())
+                out[path] = await asyncio.wait_for(r.read(), 20)  # until the server closes
+                w.close()
+            return out
+    for path, answer in run_value(go()).items():
+        assert answer.startswith(b"HTTP/1.1 400"), (path, answer[:200])
+        assert b"error parsing form values" in answer, (path, answer[-200:])
+
+
+def run_value(coro):
+    return asyncio.run(coro)
