@@ -75,16 +75,18 @@ def completed_requests(chunks: list[bytes]) -> set[int]:
         return set()
     frames, _ = split_frames(bytearray(data[len(PREFACE):]), 1 << 24)
     done: set[int] = set()
+    opened: set[int] = set()  # a DATA on a stream never opened is not a request
     reset: set[int] = set()
     in_block = False
     for typ, flags, sid, _payload in frames:
         if typ == HEADERS:
             in_block = not flags & END_HEADERS
+            opened.add(sid)
         if in_block and typ not in (HEADERS, 9):  # anything but CONTINUATION breaks a block
             return set()
         if typ == 9 and flags & END_HEADERS:
             in_block = False
-        if typ in (HEADERS, DATA) and flags & END_STREAM:
+        if typ in (HEADERS, DATA) and flags & END_STREAM and sid in opened:
             done.add(sid)
         elif typ == RST_STREAM:
             reset.add(sid)

@@ -10,7 +10,9 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from .grpc_target import GrpcServerTarget
+from storeapi.h2frames import DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, frame
+
+from .grpc_target import GrpcServerTarget, completed_requests
 from .h2conns import hostile_connections
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
@@ -31,3 +33,11 @@ def test_hostile_connections_leave_the_store_serving(target, chunks):
 
 def test_stops_cleanly_after_the_fuzzing(target):
     assert target.proc.stop() == 0, target.proc.log_text()[-3000:]
+
+
+def test_only_opened_streams_are_owed_an_answer():
+    """The hang check's own rule: END_STREAM on a stream the client opened with HEADERS is a
+    request the server must answer; DATA on a stream it never opened (implicitly closed by a
+    higher id) is not, and neither is a stream the client reset."""
+    assert completed_requests([PREFACE, frame(HEADERS, END_HEADERS | END_STREAM, 5, b"\x82"),
+                               frame(DATA, END_STREAM, 3, b"")]) == {5}
