@@ -34,6 +34,27 @@ def _quote(v: object) -> str:
     return json.dumps(s) if (not s or any(c in s for c in ' "=\n')) else s
 
 
+class _ClientErrorsAtDebug(logging.Filter):
+    """aiohttp logs each malformed request a client sends (bad request line or header, an
+    undecodable Content-Encoding) with a traceback at error level, so any client could fill
+    the log. They are the client's errors, answered 400; like Go's net/http they are logged
+    at debug level only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+        from aiohttp.web_protocol import RequestPayloadError
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, (HttpProcessingError, RequestPayloadError)):
+            return True
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+_CLIENT_ERRORS = _ClientErrorsAtDebug()
+
+
 def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(_Formatter(fmt))
@@ -41,3 +62,4 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_CLIENT_ERRORS)  # once: the same filter

@@ -73,6 +73,9 @@ def add_ops_routes(app: web.Application, registry: CollectorRegistry,
 # is closed (aiohttp's keep-alive timer runs from the connection's start and after each
 # response). Without it a client that stops mid-request holds its connection forever.
 IDLE_OR_HEADER_TIMEOUT_S = 30.0
+# Longest request line and header line: Go's net/http (http.DefaultMaxHeaderBytes) takes 1 MiB,
+# aiohttp 8 KiB by default -- a long PromQL in a GET URL that Prometheus answers was a 400.
+MAX_HEADER_LINE_BYTES = 1 << 20
 
 
 class HTTPFront(Protocol):
@@ -121,6 +124,8 @@ async def start_site(app: web.Application, address: str, tls: ServerTLS | None =
     if web_config is not None:
         app.middlewares.append(web_middleware(web_config))
     handler_args.setdefault("keepalive_timeout", IDLE_OR_HEADER_TIMEOUT_S)
+    handler_args.setdefault("max_line_size", MAX_HEADER_LINE_BYTES)
+    handler_args.setdefault("max_field_size", MAX_HEADER_LINE_BYTES)
     if front is not None and ssl_context is None:
         app.on_shutdown.append(lambda _: front.shutdown())
     else:

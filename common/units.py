@@ -16,7 +16,7 @@ def parse_duration_ms(s: str) -> int:
     s = s.strip()
     try:
         return int(float(s) * 1000)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or Inf/NaN: not a duration either
         pass
     pos, total = 0, 0
     for m in _DUR.finditer(s):

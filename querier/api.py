@@ -14,6 +14,8 @@ from typing import Protocol
 import orjson
 import re2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CollectorRegistry
 
 from querier.promql import Engine, EngineOptions, PromQLError, QueryResult, nhist
@@ -55,6 +57,11 @@ CHUNK_BYTES = 1 << 20
 DEADLINE_MSG = "context deadline exceeded"  # what Go's metadata calls fail with
 
 _STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "canceled": 503, "internal": 500}
+
+_UNREAD_BODY = web.RequestKey("unread_body", bool)  # its form body failed to decode
+# Longest wait for a POST's form body, as Prometheus's --web.read-timeout (5 m): a client
+# that stops short of its Content-Length holds no connection and handler beyond it.
+BODY_READ_TIMEOUT_S = 300.0
 
 
 def _json(payload: dict, status: int = 200) -> web.Response:
@@ -269,6 +276,8 @@ class QueryAPI:
             resp = error_response("bad_data", str(e))
         except web.HTTPMethodNotAllowed as e:
             resp = method_not_allowed(e.allowed_methods)
+        if request.get(_UNREAD_BODY) and not resp.prepared:
+            resp.force_close()  # the rest of the body cannot be read: no next request on it
         if isinstance(resp, web.Response) and not resp.prepared:
             await compress_response(request, resp)
         route = request.match_info.route.resource
@@ -307,8 +316,15 @@ class QueryAPI:
             params.setdefault(k, []).append(v)
         if request.method == "POST":
             try:
-                form = await request.post()
-            except (ValueError, UnicodeDecodeError) as e:  # as Prometheus's r.ParseForm()
+                async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+                    form = await request.post()
+            except TimeoutError:
+                request[_UNREAD_BODY] = True
+                raise BadParam("error parsing form values: read timeout") from None
+            except (ValueError, UnicodeDecodeError, RequestPayloadError,
+                    HttpProcessingError) as e:  # as Prometheus's r.ParseForm(); also a body
+                # that does not decode as its Content-Encoding says
+                request[_UNREAD_BODY] = True
                 raise BadParam(f"error parsing form values: {e}") from None
             for k, v in form.items():
                 params.setdefault(k, []).append(str(v))

@@ -10,7 +10,9 @@ objects as a ``grpc.aio`` server (unary-unary and unary-stream methods, which is
 and WriteableStore use); handlers get a context whose ``abort`` behaves like grpc.aio's.
 
 Bounds: request messages are limited to ``max_message_bytes`` compressed and decompressed,
-concurrent streams per connection to ``max_concurrent_streams``; header blocks to 64 KiB.
+concurrent streams per connection to ``max_concurrent_streams``; header blocks to 64 KiB; a
+client has ``handshake_timeout_s`` to send its preface and SETTINGS, and a call whose client
+grants no flow-control window (or reads nothing) for ``send_stall_timeout_s`` is cancelled.
 Responses are sent uncompressed (the client advertises what it accepts; identity always is).
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from urllib.parse import quote
 
 import grpc
 from storeapi import grpc_codec
-from storeapi.h2frames import ProtocolError, literal
+from storeapi.h2frames import CANCEL, ProtocolError, literal
 from storeapi.h2serverconn import (DATA_IN, ENDED, REQUEST, RESET, TERMINATED, WINDOW,
                                    ServerConnection)
 
@@ -108,10 +110,13 @@ def _metadata(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def parse_timeout(value: str) -> float | None:
-    """Seconds of a ``grpc-timeout`` header (``<digits><unit>``); None if malformed."""
-    if len(value) < 2 or not value[:-1].isdigit() or value[-1] not in _TIMEOUT_UNITS:
+    """Seconds of a ``grpc-timeout`` header (1 to 8 ASCII digits and a unit, as the gRPC spec
+    and grpc-go have it); None if malformed."""
+    digits = value[:-1]
+    if not 0 < len(digits) <= 8 or not digits.isascii() or not digits.isdigit() \
+            or value[-1] not in _TIMEOUT_UNITS:
         return None
-    return int(value[:-1]) * _TIMEOUT_UNITS[value[-1]]
+    return int(digits) * _TIMEOUT_UNITS[value[-1]]
 
 
 def _status_message(details: str) -> str:
@@ -147,11 +152,13 @@ class _Connection(asyncio.Protocol):
         self._conn = ServerConnection(server.max_concurrent_streams, server.window_bytes)
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
+        self._buffered = 0  # request body bytes held by this connection's streams
         self._window_open = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._closed = False
         self._peer = ""
+        self._handshake_timer: asyncio.TimerHandle | None = None
         # One deadline timer per connection, at its earliest running call's deadline or
         # earlier (not a loop.call_at handle per call: calls usually end long before it).
         self._timer: asyncio.TimerHandle | None = None
@@ -166,9 +173,20 @@ class _Connection(asyncio.Protocol):
         self._conn.initiate_connection()
         self._flush()
         self._server._connections.add(self)
+        self._handshake_timer = asyncio.get_running_loop().call_later(
+            self._server.handshake_timeout_s, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        """A client that has not sent its preface and SETTINGS by now is dropped (grpc-go's
+        connection timeout): a stalled connection holds nothing forever."""
+        if not self._conn.handshaken:
+            log.debug("HTTP/2 client %s did not complete the handshake", self._peer)
+            self._close()
 
     def connection_lost(self, exc) -> None:
         self._closed = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
         self._server._connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -203,7 +221,7 @@ class _Connection(asyncio.Protocol):
             elif kind == ENDED:
                 self._on_end(sid)
             elif kind == RESET:
-                st = self._streams.pop(sid, None)
+                st = self._drop(sid)
                 if st is not None and st.task is not None:
                     st.task.cancel()
             elif kind == WINDOW:
@@ -222,7 +240,7 @@ class _Connection(asyncio.Protocol):
         ctype = hdrs.get("content-type", "")
         if hdrs.get(":method") != "POST" or not ctype.startswith("application/grpc"):
             self._conn.send_headers(sid, _UNSUPPORTED_MEDIA, end_stream=True)
-            self._streams.pop(sid, None)
+            self._drop(sid)
             return
         enc = hdrs.get("grpc-encoding", grpc_codec.IDENTITY)
         if enc not in grpc_codec.ACCEPTED_ENCODINGS:
@@ -235,10 +253,22 @@ class _Connection(asyncio.Protocol):
         if st is None or st.task is not None:
             return
         st.body += data
-        if len(st.body) > self._server.max_message_bytes + 5:
+        self._buffered += len(data)
+        limit = self._server.max_message_bytes
+        if len(st.body) > limit + 5:
             self._trailers_only(sid, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"received message larger than max "
-                                f"({self._server.max_message_bytes} bytes)")
+                                f"received message larger than max ({limit} bytes)")
+        elif self._buffered > limit + 5:  # many streams' bodies: bounded together as well
+            self._trailers_only(sid, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"request messages buffered on this connection exceed max "
+                                f"({limit} bytes)")
+
+    def _drop(self, sid: int) -> _Stream | None:
+        """Forget stream ``sid`` and the request body it held."""
+        st = self._streams.pop(sid, None)
+        if st is not None:
+            self._buffered -= len(st.body)
+        return st
 
     def _on_end(self, sid: int) -> None:
         st = self._streams.get(sid)
@@ -250,7 +280,7 @@ class _Connection(asyncio.Protocol):
         """Answer a call that never started with status only, and stop reading its body."""
         if self._closed:
             return
-        self._streams.pop(sid, None)
+        self._drop(sid)
         self._conn.send_headers(sid, _trailers_only_block(code, details), end_stream=True)
         self._conn.reset_stream(sid)  # a client still sending the body is told to stop
         self._flush()
@@ -281,7 +311,8 @@ class _Connection(asyncio.Protocol):
 
     async def _run(self, sid: int, st: _Stream) -> None:
         path = st.headers.get(":path", "")
-        timeout = parse_timeout(st.headers.get("grpc-timeout", ""))
+        raw_timeout = st.headers.get("grpc-timeout")
+        timeout = None if raw_timeout is None else parse_timeout(raw_timeout)
         deadline = None
         if timeout is not None:
             deadline = st.deadline = time.monotonic() + timeout
@@ -290,10 +321,15 @@ class _Connection(asyncio.Protocol):
         call = None  # grpc_server_* of a call that reached its handler
         code = grpc.StatusCode.OK
         try:
+            if raw_timeout is not None and timeout is None:  # as grpc-go
+                raise _Abort(grpc.StatusCode.INTERNAL,
+                             f"malformed grpc-timeout: {raw_timeout[:40]!r}")
             handler, kind = self._server.lookup(path, st.headers)
             if handler is None:
                 raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
             raw = self._message(st)
+            self._buffered -= len(st.body)  # the handler has its own copy now
+            st.body = bytearray()
             try:
                 req = handler.request_deserializer(raw) if handler.request_deserializer else raw
             except Exception:  # noqa: BLE001 -- as grpcio: a bad request is INTERNAL
@@ -325,7 +361,7 @@ class _Connection(asyncio.Protocol):
         finally:
             if call is not None:
                 call.done(code)
-            self._streams.pop(sid, None)
+            self._drop(sid)
 
     async def _respond(self, sid: int, st: _Stream, handler, req, ctx: _Context, call) -> None:
         ser = handler.response_serializer or (lambda b: b)
@@ -395,6 +431,7 @@ class _Connection(asyncio.Protocol):
             raise ConnectionError("connection closed")
         self._response_headers(sid, st)
         view = memoryview(data)
+        stalled_until = None  # a client granting no window gets send_stall_timeout_s
         while view:
             if self._closed:
                 raise ConnectionError("connection closed")
@@ -405,15 +442,38 @@ class _Connection(asyncio.Protocol):
             if n <= 0:
                 self._window_open.clear()
                 self._flush()
-                await self._window_open.wait()
+                loop = asyncio.get_running_loop()
+                if stalled_until is None:
+                    stalled_until = loop.time() + self._server.send_stall_timeout_s
+                try:
+                    await asyncio.wait_for(self._window_open.wait(), stalled_until - loop.time())
+                except TimeoutError:
+                    self._cancel_stalled(sid)
                 continue
+            stalled_until = None
             self._conn.send_data(sid, bytes(view[:n]))
             view = view[n:]
             if last and not view:
                 return  # _finish flushes it with the trailers
             self._flush()
             if not self._can_write.is_set():
-                await self._can_write.wait()
+                try:
+                    await asyncio.wait_for(self._can_write.wait(),
+                                           self._server.send_stall_timeout_s)
+                except TimeoutError:  # the client reads nothing at all: cut it off
+                    log.debug("HTTP/2 client %s stopped reading", self._peer)
+                    if self._transport is not None:
+                        self._transport.abort()
+                    raise ConnectionError("client stopped reading") from None
+
+    def _cancel_stalled(self, sid: int) -> None:
+        """A call whose client granted no window for send_stall_timeout_s: reset (CANCEL), so
+        that what its handler holds is let go."""
+        log.debug("HTTP/2 client %s granted no window on stream %d", self._peer, sid)
+        self._drop(sid)
+        self._conn.reset_stream(sid, CANCEL)
+        self._flush()
+        raise ConnectionError("client granted no flow-control window")
 
     def _finish(self, sid: int, st: _Stream, code: grpc.StatusCode, details: str) -> None:
         if self._closed or sid not in self._streams:
@@ -469,8 +529,12 @@ class H2GrpcServer:
     """
 
     def __init__(self, max_message_bytes: int = 256 << 20, max_concurrent_streams: int = 1000,
-                 window_bytes: int = 4 << 20, metrics: "GrpcServerMetrics | None" = None) -> None:
+                 window_bytes: int = 4 << 20, metrics: "GrpcServerMetrics | None" = None,
+                 handshake_timeout_s: float = 120.0, send_stall_timeout_s: float = 300.0) -> None:
         self.max_message_bytes = max_message_bytes
+        self.handshake_timeout_s = handshake_timeout_s  # grpc-go's ConnectionTimeout default
+        # above the queriers' 2 m query timeout: only a client that stopped reading meets it
+        self.send_stall_timeout_s = send_stall_timeout_s
         self.metrics = metrics  # grpc_server_* (storeapi.grpcmetrics)
         self.max_concurrent_streams = max_concurrent_streams
         self.window_bytes = window_bytes

@@ -56,6 +56,7 @@ class ServerConnection:
         self.blocks = HeaderBlocks(MAX_HEADERS)
         self.buf = bytearray()
         self.preface = False
+        self.handshaken = False  # the preface and a SETTINGS frame came
         self.out: list[bytes] = []
 
     def initiate_connection(self) -> None:
@@ -116,6 +117,7 @@ class ServerConnection:
         elif typ == SETTINGS:
             if sid:
                 raise ProtocolError("SETTINGS on a stream")
+            self.handshaken = True
             if not flags & ACK:
                 self._settings(events, payload)
         elif typ == PING:

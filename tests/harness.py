@@ -60,7 +60,13 @@ class PromringProcess:
                                  "--remote-write.address", f"127.0.0.1:{rw}",
                                  "--http-address", f"127.0.0.1:{http}", *extra]
         p = cls(args, data_dir, rw, http)
-        p.start()
+        try:
+            p.start()
+        except BaseException:  # not ready in time: no process left behind
+            if p.proc is not None and p.proc.poll() is None:
+                p.proc.kill()
+                p.proc.wait(10)
+            raise
         return p
 
     @property

@@ -4,6 +4,8 @@
     python -m tests.fuzz --target decoder --examples 100000
     python -m tests.fuzz --examples 100000 --mutants 4  # 4 byte-level variants per generated body
     python -m tests.fuzz --safe                         # avoid the write-core issues
+    python -m tests.fuzz --target grpc --examples 2000  # hostile HTTP/2 at a store's gRPC server
+    python -m tests.fuzz --target http --examples 2000  # hostile HTTP/1.1 at promring up's APIs
 
 The write-path report counts bodies, 5xx answers, crashes (the process died), hangs (a request
 or readiness probe that did not answer within 30 s) and the receiver's RSS at start and end;
@@ -109,10 +111,84 @@ def run_write_path(n: int, safe: bool, mutants: int) -> int:
     return 1 if bad else 0
 
 
+def run_grpc(n: int) -> int:
+    """``n`` hostile HTTP/2 connections at a real store's gRPC server (test_fuzz_grpc_server)."""
+    from .grpc_target import GrpcServerTarget
+    from .h2conns import hostile_connections
+    target = GrpcServerTarget(Path(tempfile.mkdtemp(prefix="promring-h2fuzz-")))
+    rss_start = target.rss_kib()
+    failures: list[str] = []
+
+    @_settings(n)
+    @given(hostile_connections())
+    def one(chunks: list[bytes]) -> None:
+        try:
+            target.check(target.send(chunks))
+        except AssertionError as e:
+            failures.append(f"{str(e)[:500]}\n    {[c[:200] for c in chunks]!r}"[:3000])
+            if target.proc.proc.poll() is not None:
+                target.proc.start(60)
+        if target.stats["connections"] % 500 == 0:
+            print(f"  {target.stats} statuses {target.statuses} failures {len(failures)} "
+                  f"RSS {target.rss_kib() // 1024} MiB", flush=True)
+
+    t0 = time.monotonic()
+    try:
+        one()
+        rss_end = target.rss_kib()
+        rc = target.proc.stop()
+    finally:
+        target.proc.stop()
+    print(f"grpc server: {target.stats['connections']} connections in {time.monotonic() - t0:.0f}s;"
+          f" {target.stats}; grpc-status {dict(sorted(target.statuses.items()))}; failures "
+          f"{len(failures)}; RSS {rss_start // 1024} -> {rss_end // 1024} MiB; SIGTERM exit {rc}")
+    for f in failures[:10]:
+        print(" ", f)
+    print(f"  store log: {target.proc.log_path}")
+    return 1 if failures or rc != 0 else 0
+
+
+def run_http(n: int) -> int:
+    """``n`` hostile raw HTTP requests at promring up's querier API and remote-write edge."""
+    from .http_reqs import RawRequest, hostile_http_requests
+    from .test_fuzz_http_fronts import HttpFrontsTarget
+    target = HttpFrontsTarget(Path(tempfile.mkdtemp(prefix="promring-httpfuzz-")))
+    failures: list[str] = []
+    count = [0]
+
+    @_settings(n)
+    @given(hostile_http_requests())
+    def one(req: RawRequest) -> None:
+        count[0] += 1
+        try:
+            target.check(req, *target.send(req))
+        except AssertionError as e:
+            failures.append(f"{str(e)[:1500]}")
+            if target.proc.proc.poll() is not None:
+                target.proc.start()
+        if count[0] % 500 == 0:
+            print(f"  {count[0]} requests, codes {dict(sorted(target.codes.items()))}, failures "
+                  f"{len(failures)}", flush=True)
+
+    t0 = time.monotonic()
+    try:
+        one()
+        rc = target.proc.stop()
+    finally:
+        target.proc.stop()
+    print(f"http fronts: {count[0]} requests in {time.monotonic() - t0:.0f}s; codes "
+          f"{dict(sorted(target.codes.items()))}; failures {len(failures)}; SIGTERM exit {rc}")
+    for f in failures[:10]:
+        print(" ", f)
+    print(f"  log: {target.proc.log_path}")
+    return 1 if failures or rc != 0 else 0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", choices=["write-path", "decoder"], default="write-path")
+    p.add_argument("--target", choices=["write-path", "decoder", "grpc", "http"],
+                   default="write-path")
     p.add_argument("--examples", type=int, default=10_000)
     p.add_argument("--mutants", type=int, default=0,
                    help="byte-level variants posted after each generated body (write path)")
@@ -121,6 +197,10 @@ def main() -> None:
     a = p.parse_args()
     if a.target == "decoder":
         sys.exit(run_decoder(a.examples))
+    if a.target == "grpc":
+        sys.exit(run_grpc(a.examples))
+    if a.target == "http":
+        sys.exit(run_http(a.examples))
     sys.exit(run_write_path(a.examples, a.safe, a.mutants))
 
 
