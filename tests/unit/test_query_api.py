@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 import numpy as np
 import orjson
-import pytest
 
 from querier.config import QueryConfig
 from querier.endpoints import HealthOptions
