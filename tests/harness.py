@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -16,7 +17,50 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Ports handed to test servers come from below the kernel's ephemeral range (as real ones do:
+# 9090, 10901, 19291): a port from inside it can be taken, while its server restarts, by an
+# outgoing connection's local port (Prometheus's remote write or scrape, a querier's gRPC), and
+# the restart then fails with "address already in use" (seen in test_restarts_with_prometheus).
+LISTEN_PORTS = range(20_000, 32_768)
+
+
+def ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+    """The lowest port the kernel gives outgoing connections."""
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+class _PortCycle:
+    """Ports of LISTEN_PORTS in turn from a random start: distinct for the next 12,768 calls
+    (two picks at random would collide once in ~4,000 three-port servers)."""
+
+    def __init__(self) -> None:
+        self.next = random.randrange(LISTEN_PORTS.start, LISTEN_PORTS.stop)
+
+    def take(self, top: int) -> int:
+        if not LISTEN_PORTS.start <= self.next < top:
+            self.next = LISTEN_PORTS.start
+        port = self.next
+        self.next += 1
+        return port
+
+
+_PORTS = _PortCycle()
+
+
 def free_port() -> int:
+    """A port free now on 127.0.0.1, below the ephemeral range when there is room for one."""
+    top = min(LISTEN_PORTS.stop, ephemeral_low())
+    for _ in range(200 if top > LISTEN_PORTS.start else 0):
+        port = _PORTS.take(top)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
