@@ -70,14 +70,22 @@ def freeze_startup_heap() -> bool:
     return keep_freed_memory()
 
 
+def _libc_function(name: str, argtypes: list):
+    """The C library's ``name`` returning an int, or None where it has none (not glibc)."""
+    try:
+        fn = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+    return fn
+
+
 def release_freed_memory() -> bool:
     """Give every free page of the heap back to the kernel (glibc's malloc_trim: the top and
     whole free pages inside); False where there is no malloc_trim or nothing was released."""
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    malloc_trim = _libc_function("malloc_trim", [ctypes.c_size_t])
+    if malloc_trim is None:
         return False
-    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     return malloc_trim(0) == 1
 
 
@@ -106,11 +114,9 @@ async def trim_when_idle(interval_s: float = IDLE_TRIM_INTERVAL_S,
 def keep_freed_memory() -> bool:
     """Make glibc malloc reuse freed memory instead of returning it to the kernel after every
     query (see the module docstring); False where the C library has no mallopt (not glibc)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
+    if mallopt is None:
         return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and \
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mallopt(M_ARENA_MAX, ARENA_MAX) == 1 \
         and mallopt(M_MMAP_MAX, MMAP_MAX) == 1
