@@ -269,6 +269,17 @@ def _small_spans(starts: list[int], estimate: int, lo: int, hi: int, bad: str
     return starts, ends
 
 
+def chunk_ids(refs: np.ndarray | list[int]) -> tuple[list[int], bool]:
+    """The sorted, distinct chunk refs of ``refs`` (a list taken as it is when already so),
+    and whether ``refs`` was so (else records must be put back in its order)."""
+    if isinstance(refs, list):
+        if len(set(refs)) == len(refs) and refs == sorted(refs):
+            return refs, True
+    elif len(refs) == 1 or bool((refs[1:] > refs[:-1]).all()):
+        return refs.tolist(), True
+    return np.unique(np.asarray(refs, dtype=np.int64)).tolist(), False
+
+
 def _meta_sizes(meta: BlockMeta, under: str) -> dict[str, int]:
     """Sizes meta.json's ``thanos.files`` records for files under ``under`` ("" = all)."""
     return {f["rel_path"]: int(f["size_bytes"]) for f in (meta.thanos or {}).get("files") or []
@@ -657,63 +668,64 @@ class BucketBlock:
         call or tuple per chunk. A list (a small selection's) is taken as it is."""
         if len(refs) == 0:
             return b"", []
-        if isinstance(refs, list):
-            ids = refs
-            ordered = len(set(ids)) == len(ids) and ids == sorted(ids)
-        else:
-            ids = refs.tolist()
-            ordered = len(refs) == 1 or bool((refs[1:] > refs[:-1]).all())
-        if not ordered:
-            refs = np.asarray(refs, dtype=np.int64)
-            ids = np.unique(refs).tolist()
+        ids, ordered = chunk_ids(refs)
         raws = self._cache.get_all(list(zip(repeat(self.ulid), repeat("chunks"), ids)),
                                    "chunks")
         if raws is None:  # something to read: per segment file
-            raws = await self._read_chunk_items(np.array(ids, dtype=np.int64), ids)
+            raws = list(itertools.chain.from_iterable(await gather_eager([
+                self._read_items(obj, "chunks", ids[a:z], spans, _chunk_len)
+                for obj, a, z, spans in self.chunk_segments(ids)])))
+        return self.checked_chunks(raws, refs, ids, ordered)
+
+    def checked_chunks(self, raws: list[bytes], refs: np.ndarray | list[int], ids: list[int],
+                       ordered: bool) -> tuple[bytes, list[bytes]]:
+        """``chunk_records``'s answer from the raw records at ``ids`` (chunk_ids of refs)."""
         try:
             encs, datas = read_chunks(raws)
         except ValueError as err:
             raise CorruptionError(f"block {self.ulid}: chunks: {err}") from None
         if not ordered:
             arr = np.array(ids, dtype=np.int64)
-            pos = np.searchsorted(arr, refs)
+            pos = np.searchsorted(arr, np.asarray(refs, dtype=np.int64))
             encs = np.frombuffer(encs, np.uint8)[pos].tobytes()
             datas = [datas[i] for i in pos.tolist()]
         return encs, datas
 
-    async def _read_chunk_items(self, arr: np.ndarray, ids: list[int]) -> list[bytes]:
-        """Raw chunk records at the sorted refs ``arr`` (``ids`` as ints), segment by segment,
-        each ref checked against its segment's size first."""
+    def chunk_segments(self, ids: list[int]) -> list[tuple[str, int, int, Spans]]:
+        """The chunk segments the sorted chunk refs ``ids`` lie in, as (object, first index,
+        last index + 1, spans of those refs), each segment's refs checked against its size
+        (CorruptionError) when its spans are worked out (only for a cache miss)."""
         small = len(ids) <= SMALL_ITEMS  # a few chunks (one series): lists, no array work
         if small:
             seqs: list[int] | np.ndarray = [i >> 32 for i in ids]
             offs: list[int] | np.ndarray = [i & 0xFFFFFFFF for i in ids]
             cuts = [0, *(i for i in range(1, len(ids)) if seqs[i] != seqs[i - 1]), len(ids)]
         else:
+            arr = np.array(ids, dtype=np.int64)
             seqs = arr >> 32
             offs = arr & 0xFFFFFFFF
             cuts = [0, *(np.flatnonzero(seqs[1:] != seqs[:-1]) + 1).tolist(), len(arr)]
         est = self._opts.chunk_estimate
-        jobs = []
+        out = []
         for a, z in zip(cuts[:-1], cuts[1:]):
             rel = f"{CHUNKS_DIRNAME}/{segment_name(int(seqs[a]))}"
-            o = offs[a:z]
             size = self._seg_sizes.get(rel)
             bad = f"block {self.ulid}: chunk ref {ids[a]:#x}..{ids[z - 1]:#x} outside " \
                   f"segment {rel} ({size} bytes)"
-            if size is None:
-                raise CorruptionError(bad)
-            if small:
-                spans = _small_spans(o, est, SEGMENT_HEADER_SIZE, size, bad)  # type: ignore[arg-type]
-            else:
+
+            def spans(o=offs[a:z], size=size, bad=bad
+                      ) -> tuple[np.ndarray | list[int], np.ndarray | list[int]]:
+                if size is None:
+                    raise CorruptionError(bad)
+                if small:
+                    return _small_spans(o, est, SEGMENT_HEADER_SIZE, size, bad)  # type: ignore[arg-type]
                 if o[0] < SEGMENT_HEADER_SIZE or o[-1] >= size:
                     raise CorruptionError(bad)
                 ends = np.minimum(o + est, size)
                 np.minimum(ends[:-1], o[1:], out=ends[:-1])
-                spans = (o, ends)
-            jobs.append(self._read_items(f"{self.ulid}/{rel}", "chunks", ids[a:z],
-                                         lambda spans=spans: spans, _chunk_len))
-        return list(itertools.chain.from_iterable(await gather_eager(jobs)))
+                return o, ends
+            out.append((f"{self.ulid}/{rel}", a, z, spans))
+        return out
 
     def _aggr_data(self, data: bytes, aggregates: Sequence[int]) -> AggrData:
         """The requested aggregates (storeapi Aggr numbers; none = all) of an aggr chunk."""
@@ -751,7 +763,6 @@ class BucketBlock:
             if counts_bytes:
                 limits.read_bytes(self.ulid, "series", self._read_estimate("series", refs))
         e = await self.series_entries(refs)
-        n = len(e.labels)
         whole = mint <= self.min_time and maxt >= self.max_time - 1
         picked, bounds, mints, maxts, c_refs = _chunks_in_range(
             e, None if whole else (mint, maxt))
@@ -774,6 +785,15 @@ class BucketBlock:
                     out.append((merge_external(e.labels[i], ext), cs))
             return out
         datas = self._typed(*await self.chunk_records(c_refs))
+        return self.answer(e.labels, picked, bounds, mints, maxts, datas)
+
+    def answer(self, labels: list[Labels], picked: list[int], bounds: list[int],
+               mints: list[int], maxts: list[int], datas: list
+               ) -> list[tuple[Labels, list[Chunk]]]:
+        """A raw block's series (external labels merged in) with their chunks, from
+        _chunks_in_range's ``picked``/``bounds``/times and the chunks' served data (None:
+        left out)."""
+        ext = self.ext_labels
         out = []
         if None in datas:
             for i in picked:
@@ -781,16 +801,16 @@ class BucketBlock:
                 cs = [(mints[k], maxts[k], datas[k]) for k in range(a, z)
                       if datas[k] is not None]
                 if cs:
-                    out.append((merge_external(e.labels[i], ext), cs))
+                    out.append((merge_external(labels[i], ext), cs))
             return out
         chunks = chunk_tuples(mints, maxts, datas)  # list(zip(...)), left out of GC walks
         if ext:
-            return [(merge_external(e.labels[i], ext), chunks[bounds[i]:bounds[i + 1]])
+            return [(merge_external(labels[i], ext), chunks[bounds[i]:bounds[i + 1]])
                     for i in picked]
         per_series = list(map(chunks.__getitem__, map(slice, bounds[:-1], bounds[1:])))
-        if len(picked) == n:  # every series has chunks in range: no Python loop per series
-            return list(zip(e.labels, per_series))
-        return [(e.labels[i], per_series[i]) for i in picked]
+        if len(picked) == len(labels):  # every series has chunks: no Python loop per series
+            return list(zip(labels, per_series))
+        return [(labels[i], per_series[i]) for i in picked]
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher],
                           limits: RequestLimiter | None = None) -> set[str]:
