@@ -582,9 +582,13 @@ class BucketBlock:
         flat arrays decoded in one C call per block."""
         if len(refs) == 0:
             return SeriesEntries([], b"", b"", b"", b"")
-        h = self.header
         raws = await self._read_items(self._index_name, "series", refs.tolist(),
                                       lambda: self._series_spans(refs), _series_len)
+        return self.decoded_entries(raws)
+
+    def decoded_entries(self, raws: list[bytes]) -> SeriesEntries:
+        """Series entries from their raw bytes (CorruptionError for a malformed one)."""
+        h = self.header
         try:
             lc, syms, cc, c_mint, c_maxt, c_ref = decode_series_batch(raws)
         except ValueError as e:
@@ -697,9 +701,14 @@ class BucketBlock:
         (CorruptionError) when its spans are worked out (only for a cache miss)."""
         small = len(ids) <= SMALL_ITEMS  # a few chunks (one series): lists, no array work
         if small:
-            seqs: list[int] | np.ndarray = [i >> 32 for i in ids]
             offs: list[int] | np.ndarray = [i & 0xFFFFFFFF for i in ids]
-            cuts = [0, *(i for i in range(1, len(ids)) if seqs[i] != seqs[i - 1]), len(ids)]
+            if ids[0] >> 32 == ids[-1] >> 32:  # (sorted) all in one segment: the usual
+                seqs: list[int] | np.ndarray = [ids[0] >> 32]
+                cuts = [0, len(ids)]
+            else:
+                seqs = [i >> 32 for i in ids]
+                cuts = [0, *(i for i in range(1, len(ids)) if seqs[i] != seqs[i - 1]),
+                        len(ids)]
         else:
             arr = np.array(ids, dtype=np.int64)
             seqs = arr >> 32
@@ -709,12 +718,12 @@ class BucketBlock:
         out = []
         for a, z in zip(cuts[:-1], cuts[1:]):
             rel = f"{CHUNKS_DIRNAME}/{segment_name(int(seqs[a]))}"
-            size = self._seg_sizes.get(rel)
-            bad = f"block {self.ulid}: chunk ref {ids[a]:#x}..{ids[z - 1]:#x} outside " \
-                  f"segment {rel} ({size} bytes)"
 
-            def spans(o=offs[a:z], size=size, bad=bad
+            def spans(o=offs[a:z], rel=rel, a=a, z=z
                       ) -> tuple[np.ndarray | list[int], np.ndarray | list[int]]:
+                size = self._seg_sizes.get(rel)
+                bad = f"block {self.ulid}: chunk ref {ids[a]:#x}..{ids[z - 1]:#x} outside " \
+                      f"segment {rel} ({size} bytes)"
                 if size is None:
                     raise CorruptionError(bad)
                 if small:

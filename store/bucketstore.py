@@ -44,6 +44,7 @@ from receiver.tsdb.labels import Labels, Matcher
 from .block import MAX_KEY_MATCHER_CHARS, BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache, RemoteIndexCache
 from .coldselect import select_many
+from .coldseries import series_many
 from .indexverify import is_verified, mark_verified
 from .limits import DEFAULT_TENANT, StoreLimits
 from .metafilter import DUPLICATE, LABEL_EXCLUDED, TOO_FRESH, BlockFilters, duplicates
@@ -436,11 +437,16 @@ class BucketStore:
             keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS
             selected = await self._select_misses([blocks[i] for i in misses], matchers) \
                 if keep and len(misses) > 1 else [None] * len(misses)
+            whole = await self._read_many([blocks[i] for i in misses], selected)
+            for i, got, w in zip(misses, selected, whole):
+                if w is not None:
+                    results[i] = self._keep(blocks[i], key, got, w, mint, maxt)  # type: ignore[arg-type]
+            rest = [(i, refs) for i, refs, w in zip(misses, selected, whole) if w is None]
             read = await gather_eager([self._guarded(blocks[i], self._read_and_keep(
                 blocks[i], key, mint, maxt, matchers, aggregates, refs) if keep else
                 blocks[i].series(mint, maxt, matchers, False, aggregates), [])
-                for i, refs in zip(misses, selected)])
-            for i, r in zip(misses, read):
+                for i, refs in rest])
+            for (i, _), r in zip(rest, read):
                 results[i] = r
         if selects:
             count = self.cache.count_hits
@@ -472,6 +478,24 @@ class BucketStore:
                 out[i] = refs
         return out
 
+    async def _read_many(self, blocks: list[BucketBlock], selected: list[np.ndarray | None]
+                         ) -> list[tuple[list[tuple[Labels, list[Chunk]]], int] | None]:
+        """The whole answers of the small selections of ``selected`` (refs worked out for all
+        blocks at once), read for all those blocks at once (store.coldseries), each with the
+        block's count of skipped chunks before; None where a block reads on its own."""
+        out: list[tuple[list[tuple[Labels, list[Chunk]]], int] | None] = [None] * len(blocks)
+        at = [i for i, refs in enumerate(selected) if refs is not None and len(refs) <= MAX_SERIES]
+        if len(at) < 2 or (self.remote_cache is not None and
+                           {"series", "chunks"} & set(self.remote_cache.kinds)):
+            return out
+        skipped = [blocks[i].skipped_chunks for i in at]
+        got = await series_many([blocks[i] for i in at], [selected[i] for i in at],  # type: ignore[misc]
+                                self.cache, self._opts, self._fetch_limit, self.fetch_metrics)
+        for i, n, whole in zip(at, skipped, got):
+            if whole is not None:
+                out[i] = (whole, n)
+        return out
+
     async def _read_and_keep(self, block: BucketBlock, key: tuple, mint: int, maxt: int,
                              matchers: list[Matcher], aggregates: Sequence[int],
                              refs: np.ndarray | None = None
@@ -495,6 +519,15 @@ class BucketStore:
         skipped = block.skipped_chunks
         whole = await block.series(block.min_time, block.max_time - 1, matchers, False,
                                    refs=refs)
+        return self._keep(block, key, refs, (whole, skipped), mint, maxt)
+
+    def _keep(self, block: BucketBlock, key: tuple, refs: np.ndarray,
+              read: tuple[list[tuple[Labels, list[Chunk]]], int], mint: int, maxt: int
+              ) -> list[tuple[Labels, list[Chunk]]]:
+        """Keep a small selection's whole answer read from ``block`` (with the block's count
+        of skipped chunks before the read); the request's range of it."""
+        assert self.memo is not None
+        whole, skipped = read
         sel = selection_of(whole, block.min_time, block.max_time, True, len(refs))
         # Not kept: an answer that left chunks out (each query counts those), or a block
         # taken out of service meanwhile.

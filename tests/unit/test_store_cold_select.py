@@ -4,6 +4,7 @@ series refs, cache contents, cache lookup counts and fetch counts as each block'
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from objstore import FilesystemBucket  # noqa: E402
 from objstore.metrics import instrumented  # noqa: E402
 from receiver.tsdb.block import INDEX_FILENAME  # noqa: E402
 from receiver.tsdb.labels import Matcher  # noqa: E402
+from store.block import FetchOptions  # noqa: E402
 from store.bucketstore import BucketStore  # noqa: E402
 from store.cache import CacheMetrics, LRUCache  # noqa: E402
 from store.coldselect import select_many  # noqa: E402
@@ -42,6 +44,34 @@ def _entries(st: BucketStore) -> list:
     return sorted((order[k[0]], k[1], repr(k[2:]), v) for k, (v, _) in st.cache._d.items())
 
 
+async def same_as_each_block(tmp_path: Path, bucket_dir: Path, cache_bytes: int,
+                             selectors: list, each_way: Callable, all_way: Callable,
+                             exact: bool, opts: FetchOptions | None = None) -> None:
+    """Over two stores of the bucket, every selector cold then warm: ``each_way(store,
+    matchers)`` (block by block) equals ``all_way(store, matchers)``; with ``exact`` the
+    two stores' cache entries and counters are equal after every step too."""
+    stores = []
+    for side in ("each", "all"):
+        reg = new_registry()
+        st = BucketStore(FilesystemBucket(bucket_dir), tmp_path / side,
+                         LRUCache(cache_bytes, CacheMetrics(reg)), reg, verify_index=False,
+                         opts=opts)
+        await st.sync_once()
+        stores.append((st, reg))
+    (each, reg_each), (every, reg_all) = stores
+    try:
+        for rnd in range(2):
+            for sel in selectors:
+                ms = [Matcher(t, n, v) for t, n, v in sel]
+                assert await all_way(every, ms) == await each_way(each, ms), (rnd, sel)
+                if exact:
+                    assert _counts(reg_all) == _counts(reg_each), (rnd, sel)
+                    assert _entries(every) == _entries(each), (rnd, sel)
+    finally:
+        for st, _ in stores:
+            await st.close()
+
+
 @pytest.mark.parametrize("cache_bytes", [1 << 20, 24 << 10])
 def test_selections_of_all_blocks_at_once_equal_each_blocks_own(
         tmp_path: Path, bucket_dir: Path, cache_bytes: int) -> None:
@@ -51,33 +81,16 @@ def test_selections_of_all_blocks_at_once_equal_each_blocks_own(
     some selections not kept) the refs are still equal; which entries go first differs
     (one insert per item type for all blocks instead of one per block), so there only
     the answers are compared."""
-    async def body() -> None:
-        stores = []
-        for side in ("each", "all"):
-            reg = new_registry()
-            st = BucketStore(FilesystemBucket(bucket_dir), tmp_path / side,
-                             LRUCache(cache_bytes, CacheMetrics(reg)), reg, verify_index=False)
-            await st.sync_once()
-            stores.append((st, reg))
-        exact = cache_bytes == 1 << 20
-        (each, reg_each), (every, reg_all) = stores
-        try:
-            for rnd in range(2):
-                for sel in SELECTORS:
-                    ms = [Matcher(t, n, v) for t, n, v in sel]
-                    want = [(await b.select(ms)).tolist() for b in each.blocks.values()]
-                    blocks = list(every.blocks.values())
-                    got = await select_many(blocks, [ms] * len(blocks), every.cache,
-                                            every._opts, every._fetch_limit,
-                                            every.fetch_metrics)
-                    assert [g.tolist() for g in got] == want, (rnd, sel)
-                    if exact:
-                        assert _counts(reg_all) == _counts(reg_each), (rnd, sel)
-                        assert _entries(every) == _entries(each), (rnd, sel)
-        finally:
-            for st, _ in stores:
-                await st.close()
-    run(body())
+    async def each_way(st: BucketStore, ms: list[Matcher]) -> list:
+        return [(await b.select(ms)).tolist() for b in st.blocks.values()]
+
+    async def all_way(st: BucketStore, ms: list[Matcher]) -> list:
+        blocks = list(st.blocks.values())
+        got = await select_many(blocks, [ms] * len(blocks), st.cache, st._opts,
+                                st._fetch_limit, st.fetch_metrics)
+        return [g.tolist() for g in got]  # type: ignore[union-attr]
+    run(same_as_each_block(tmp_path, bucket_dir, cache_bytes, SELECTORS, each_way, all_way,
+                           cache_bytes == 1 << 20))
 
 
 def test_a_corrupt_postings_list_takes_only_its_block_out(tmp_path: Path,
