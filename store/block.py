@@ -35,7 +35,7 @@ from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk
 from storeapi.server import AggrData
 
 from ._items import chunk_tuples, in_postings, split_items
-from .cache import LRUCache, RemoteIndexCache
+from .cache import LRUCache, PlainCounter, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .indexverify import verify_index
 from .limits import RequestLimiter
@@ -72,12 +72,12 @@ _ITEM_KINDS = {"postings": 0, "series": 1, "chunks": 2}  # store._items.split_it
 
 class FetchMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.bytes = Counter("promring_store_bucket_fetched_bytes",
-                             "Bytes read from object storage by queries.", ["item_type"],
-                             registry=registry)
-        self.requests = Counter("promring_store_bucket_range_requests",
-                                "Ranged reads issued by queries.", ["item_type"],
-                                registry=registry)
+        kinds = tuple(_ITEM_KINDS)
+        self.bytes = PlainCounter(registry, "promring_store_bucket_fetched_bytes",
+                                  "Bytes read from object storage by queries.", "item_type",
+                                  kinds)
+        self.requests = PlainCounter(registry, "promring_store_bucket_range_requests",
+                                     "Ranged reads issued by queries.", "item_type", kinds)
         self.refetches = Counter("promring_store_bucket_refetches",
                                  "Items longer than their size estimate, read again.",
                                  ["item_type"], registry=registry)
@@ -85,16 +85,11 @@ class FetchMetrics:
                                       "Chunks not served because their encoding is neither XOR "
                                       "nor a native histogram one.",
                                       registry=registry)
-        self._children: dict[str, tuple] = {}  # item type -> (requests, bytes) children
 
     def fetched(self, kind: str, requests: int, nbytes: int) -> None:
-        """Count one batch of ranged reads (the labelled children looked up once per kind:
-        ``labels()`` cost more than the rest of a cold one-series block read's accounting)."""
-        c = self._children.get(kind)
-        if c is None:
-            c = self._children[kind] = (self.requests.labels(kind), self.bytes.labels(kind))
-        c[0].inc(requests)
-        c[1].inc(nbytes)
+        """Count one batch of ranged reads (plain integers: see store.cache.PlainCounter)."""
+        self.requests.inc(kind, requests)
+        self.bytes.inc(kind, nbytes)
 
 
 @dataclass

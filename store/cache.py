@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import itemgetter
@@ -50,48 +50,59 @@ class CacheMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.lookups = LookupCounts(registry)
-        self.added = Counter("thanos_store_index_cache_items_added", "Items added.",
-                             ["item_type"], registry=registry)
-        self.evicted = Counter("thanos_store_index_cache_items_evicted", "Items evicted.",
-                               ["item_type"], registry=registry)
+        self.added = PlainCounter(registry, "thanos_store_index_cache_items_added",
+                                  "Items added.", "item_type", ITEM_TYPES)
+        self.evicted = PlainCounter(registry, "thanos_store_index_cache_items_evicted",
+                                    "Items evicted.", "item_type", ITEM_TYPES)
         self.items = Gauge("thanos_store_index_cache_items", "Items in the cache.",
                            registry=registry)
         self.bytes = Gauge("thanos_store_index_cache_total_size_bytes",
                            "Bytes accounted to cached items.", registry=registry)
         self.max_bytes = Gauge("thanos_store_index_cache_max_size_bytes", "Cache budget.",
                                registry=registry)
-        # labelled children by item type, looked up once (``labels()`` per insert batch was a
-        # visible part of a cold query's cost); zeros exported from the start so rates work
-        self._added = {t: self.added.labels(t) for t in ITEM_TYPES}
-        self._evicted = {t: self.evicted.labels(t) for t in ITEM_TYPES}
 
     def count_added(self, item_type: str, added: int, evicted: dict[str, int]) -> None:
         """Count ``added`` items of ``item_type`` and the evictions (by type) they caused."""
-        c = self._added.get(item_type)
-        (c if c is not None else self.added.labels(item_type)).inc(added)
+        self.added.inc(item_type, added)
         for t, n in evicted.items():
-            c = self._evicted.get(t)
-            (c if c is not None else self.evicted.labels(t)).inc(n)
+            self.evicted.inc(t, n)
+
+
+class PlainCounter:
+    """A counter with one label, kept as plain integers by label value and read at scrape
+    time (zeros for ``values`` exported from the start, so rates work): a cold request
+    counts a few kinds of items, and each prometheus_client ``inc`` took four Python calls
+    and a lock, a visible part of a small query's cost."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, doc: str, label: str,
+                 values: Iterable[str] = ()) -> None:
+        self.name, self.doc, self.label = name, doc, label
+        self.counts: dict[str, float] = dict.fromkeys(values, 0)
+        registry.register(self)
+
+    def inc(self, value: str, n: float = 1) -> None:
+        c = self.counts
+        c[value] = c.get(value, 0) + n
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.doc, labels=[self.label])
+        for v, n in list(self.counts.items()):
+            family.add_metric([v], n)
+        yield family
 
 
 class LookupCounts:
-    """``thanos_store_index_cache_{requests,hits}_total{item_type}`` as plain integers, read
-    at scrape time: a query looks up items of every block it reads (several lookups per block),
-    and a locked metric update per lookup was a visible part of a small query's cost."""
+    """``thanos_store_index_cache_{requests,hits}_total{item_type}`` as plain integers (see
+    PlainCounter; a query looks up items of every block it reads, several lookups per
+    block), added to in place by the cache."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = dict.fromkeys(ITEM_TYPES, 0)
-        self.hits = dict.fromkeys(ITEM_TYPES, 0)
-        registry.register(self)
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        for name, doc, counts in (
-                ("thanos_store_index_cache_requests", "Cache lookups.", self.requests),
-                ("thanos_store_index_cache_hits", "Cache lookups that hit.", self.hits)):
-            family = CounterMetricFamily(name, doc, labels=["item_type"])
-            for t, n in list(counts.items()):
-                family.add_metric([t], n)
-            yield family
+        self._requests = PlainCounter(registry, "thanos_store_index_cache_requests",
+                                      "Cache lookups.", "item_type", ITEM_TYPES)
+        self._hits = PlainCounter(registry, "thanos_store_index_cache_hits",
+                                  "Cache lookups that hit.", "item_type", ITEM_TYPES)
+        self.requests = self._requests.counts
+        self.hits = self._hits.counts
 
 
 class LRUCache:
