@@ -13,7 +13,7 @@ import itertools
 import struct
 from collections import deque
 from itertools import repeat
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,9 +185,11 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
             return _decode_postings(raws[rs[0][0]])
         return np.unique(np.concatenate([_decode_postings(raws[r[0]]) for r in rs]))
 
-    narrowing = [(rs, sum(len(raws[r[0]]) for r in rs)) for m, rs in plan.matchers
-                 if not m.matches_empty()]
-    narrowing.sort(key=itemgetter(1))
+    narrowing = [(rs, len(raws[rs[0][0]]) if len(rs) == 1 else
+                  sum(map(len, map(raws.__getitem__, map(_START, rs)))))
+                 for m, rs in plan.matchers if not m.matches_empty()]
+    if len(narrowing) > 1:
+        narrowing.sort(key=itemgetter(1))
     result: np.ndarray | None = None
     for rs, _ in narrowing:
         if result is None:
@@ -198,6 +200,8 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
             result = intersect_sorted(result, union(rs))
         if len(result) == 0:
             return EMPTY
+    if plan.all_range is None and len(narrowing) == len(plan.matchers):
+        return result  # type: ignore[return-value]  # (no empty-matching one to subtract)
     # then the empty-matching ones subtract
     for m, rs in plan.matchers:
         if m.matches_empty():
@@ -213,6 +217,14 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
 
 
 MAX_KEY_MATCHER_CHARS = 256  # longest matchers an expanded postings entry is kept for
+_START = itemgetter(0)
+_NAME = attrgetter("name")
+_VALUE = attrgetter("value")
+
+
+def matcher_chars(matchers: Sequence[Matcher]) -> int:
+    """Characters of the matchers' names and values (a key's size, bounded for caching)."""
+    return sum(map(len, map(_NAME, matchers))) + sum(map(len, map(_VALUE, matchers)))
 SMALL_SELECTION = 64  # chunk metas below which list operations beat numpy's per-call cost
 SMALL_ITEMS = 16  # items of one read below which lists beat numpy's per-call cost
 
@@ -519,7 +531,7 @@ class BucketBlock:
         kept at all."""
         if len(refs) * 4 <= self._cache.max_bytes // 64 and (
                 not len(refs) or refs[-1] <= 0xFFFFFFFF) and \
-                sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS:
+                matcher_chars(matchers) <= MAX_KEY_MATCHER_CHARS:
             return refs.astype(np.uint32).tobytes()
         return None
 
@@ -542,19 +554,23 @@ class BucketBlock:
         None when it needs no read at all (a label value nothing has)."""
         h = self.header
         plans: list[tuple[Matcher, list[tuple[int, int]]]] = []
+        need_all = True  # until a matcher narrows
         for m in matchers:
             if m.matches_empty():
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name,
                                                               lambda v, m=m: not m.matches(v))]
             elif m.type is MatchType.EQ:
                 r = h.postings_range(m.name, m.value)
-                rngs = [r] if r is not None else []
+                if r is None:
+                    return None  # nothing has this label value: no reads at all
+                rngs = [r]
+                need_all = False
             else:
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name, m.matches)]
-            if not rngs and not m.matches_empty():
-                return None  # nothing has this label value: no reads at all
+                if not rngs:
+                    return None
+                need_all = False
             plans.append((m, rngs))
-        need_all = not plans or all(m.matches_empty() for m, _ in plans)
         # all series' list: needed only when no matcher narrows (the others sort first)
         all_rng = h.postings_range("", "") if need_all else None
         wanted = [r for _, rs in plans for r in rs]

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 
 from receiver.tsdb.labels import Labels
 
@@ -29,6 +31,8 @@ CHUNK_OVERHEAD = 120  # bytes counted per chunk (tuple, ints, bytes header)
 GROUP_OVERHEAD = 1024  # bytes counted per kept matcher set (its dict, key of <= 256 chars)
 
 Chunks = list[tuple[int, int, object]]
+_CHUNKS = itemgetter(1)  # of (labels, chunks)
+_DATA = itemgetter(2)  # of (mint, maxt, data)
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,11 @@ class Selection:
 
 def selection_of(series: list[tuple[Labels, Chunks]], min_time: int, max_time: int,
                  selected: bool, refs: int) -> Selection:
-    chunks = sum(map(len, map(_chunks_of, series)))
-    data = sum(len(c[2]) for _, cs in series for c in cs)  # type: ignore[arg-type]
+    every = list(chain.from_iterable(map(_CHUNKS, series)))  # (no Python call per chunk)
+    chunks = len(every)
+    data = sum(map(len, map(_DATA, every)))  # type: ignore[arg-type]
     size = ENTRY_OVERHEAD + data + chunks * CHUNK_OVERHEAD + len(series) * ENTRY_OVERHEAD
     return Selection(series, min_time, max_time, selected, refs, chunks, size)
-
-
-def _chunks_of(s: tuple[Labels, Chunks]) -> Chunks:
-    return s[1]
 
 
 class SelectionMemo:
