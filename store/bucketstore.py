@@ -438,9 +438,14 @@ class BucketStore:
             selected = await self._select_misses([blocks[i] for i in misses], matchers) \
                 if keep and len(misses) > 1 else [None] * len(misses)
             whole = await self._read_many([blocks[i] for i in misses], selected)
+            new = []
             for i, got, w in zip(misses, selected, whole):
                 if w is not None:
-                    results[i] = self._keep(blocks[i], key, got, w, mint, maxt)  # type: ignore[arg-type]
+                    sel, kept = self._whole_selection(blocks[i], got, w)  # type: ignore[arg-type]
+                    if kept:
+                        new.append((blocks[i].ulid, sel))
+                    results[i] = sel.in_range(mint, maxt)[0]
+            self.memo.put_many(key, new)
             rest = [(i, refs) for i, refs, w in zip(misses, selected, whole) if w is None]
             read = await gather_eager([self._guarded(blocks[i], self._read_and_keep(
                 blocks[i], key, mint, maxt, matchers, aggregates, refs) if keep else
@@ -519,21 +524,21 @@ class BucketStore:
         skipped = block.skipped_chunks
         whole = await block.series(block.min_time, block.max_time - 1, matchers, False,
                                    refs=refs)
-        return self._keep(block, key, refs, (whole, skipped), mint, maxt)
-
-    def _keep(self, block: BucketBlock, key: tuple, refs: np.ndarray,
-              read: tuple[list[tuple[Labels, list[Chunk]]], int], mint: int, maxt: int
-              ) -> list[tuple[Labels, list[Chunk]]]:
-        """Keep a small selection's whole answer read from ``block`` (with the block's count
-        of skipped chunks before the read); the request's range of it."""
-        assert self.memo is not None
-        whole, skipped = read
-        sel = selection_of(whole, block.min_time, block.max_time, True, len(refs))
-        # Not kept: an answer that left chunks out (each query counts those), or a block
-        # taken out of service meanwhile.
-        if block.skipped_chunks == skipped and self.blocks.get(block.ulid) is block:
+        sel, kept = self._whole_selection(block, refs, (whole, skipped))
+        if kept:
             self.memo.put(key, block.ulid, sel)
         return sel.in_range(mint, maxt)[0]
+
+    def _whole_selection(self, block: BucketBlock, refs: np.ndarray,
+                         read: tuple[list[tuple[Labels, list[Chunk]]], int]
+                         ) -> tuple[Selection, bool]:
+        """A small selection's whole answer read from ``block`` (with the block's count of
+        skipped chunks before the read) as a Selection, and whether the memo may keep it:
+        not an answer that left chunks out (each query counts those), nor one of a block
+        taken out of service meanwhile."""
+        whole, skipped = read
+        sel = selection_of(whole, block.min_time, block.max_time, True, len(refs))
+        return sel, block.skipped_chunks == skipped and self.blocks.get(block.ulid) is block
 
     async def label_names(self, mint: int, maxt: int, matchers: Sequence[Matcher],
                           tenant: str = DEFAULT_TENANT) -> list[str]:

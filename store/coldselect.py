@@ -20,6 +20,8 @@ import asyncio
 from array import array
 import struct
 from collections.abc import Sequence
+from itertools import accumulate
+from operator import itemgetter
 
 import numpy as np
 
@@ -33,6 +35,8 @@ from .cache import LRUCache
 from .ranges import coalesce, read_batch
 
 _POSTINGS = 0  # store._items.split_items framing of a postings list
+_AT_START = array("q", [0])  # one list read alone: it starts the read
+_START = itemgetter(0)
 
 
 async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence[Matcher]],
@@ -75,24 +79,23 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
     together, one insert) and fill ``out`` with each block's combined refs."""
     keys = [(blocks[i].ulid, "postings", r[0]) for i, p in todo for r in p.ranges]
     raws = cache.get_many(keys, "postings")
-    # (todo index, (start, end) of one read, starts of the lists in it)
+    # (todo index, (start, end) of one read, positions in raws of the lists in it)
     reads: list[tuple[int, tuple[int, int], list[int]]] = []
     at = 0
     for t, (i, plan) in enumerate(todo):
         k = len(plan.ranges)
-        miss = [j for j in range(at, at + k) if raws[j] is None]
-        if len(miss) == 1:  # the usual cold case: no array work
-            r = plan.ranges[miss[0] - at]
-            reads.append((t, r, [r[0]]))
-        elif miss:
+        n_miss = raws[at:at + k].count(None)
+        if n_miss == 1:  # the usual cold case: no array work
+            j = raws.index(None, at, at + k)
+            reads.append((t, plan.ranges[j - at], [j]))
+        elif n_miss:
+            miss = [j for j in range(at, at + k) if raws[j] is None]
             starts = np.array([keys[j][2] for j in miss], dtype=np.int64)
             ends = np.array([plan.ranges[j - at][1] for j in miss], dtype=np.int64)
-            reads += [(t, (gs, ge), starts[a:z].tolist())
+            reads += [(t, (gs, ge), miss[a:z])
                       for gs, ge, a, z in coalesce(starts, ends, opts.max_gap, opts.max_range)]
         at += k
     failed: set[int] = set()
-    new_keys: list[tuple] = []
-    new_raws: list[bytes] = []
     if reads:
         bufs = await read_batch([(blocks[todo[t][0]].bucket,
                                   (blocks[todo[t][0]].index_name, g[0], g[1] - g[0]))
@@ -100,15 +103,16 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
         if metrics is not None:
             metrics.fetched("postings", len(reads),
                             sum(len(b) for b in bufs if isinstance(b, bytes)))
-        got: dict[int, list[tuple[int, bytes]]] = {}  # todo index -> (start, raw)
-        for (t, (gs, _), starts), buf in zip(reads, bufs):
+        fresh: list[tuple[int, bytes]] = []  # (position in raws, list read)
+        for (t, (gs, _), pos), buf in zip(reads, bufs):
             if t in failed:
                 continue
             if not isinstance(buf, bytes):
                 failed.add(t)
                 continue
             try:
-                items, _ = split_items(buf, array("q", [x - gs for x in starts]), _POSTINGS)
+                rel = _AT_START if len(pos) == 1 else array("q", [keys[j][2] - gs for j in pos])
+                items, _ = split_items(buf, rel, _POSTINGS)
                 if None in items:
                     raise ValueError("postings list longer than its range")
                 for raw in items:
@@ -116,20 +120,19 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
             except (ValueError, struct.error):
                 failed.add(t)
                 continue
-            got.setdefault(t, []).extend(zip(starts, items))
-        for t, pairs in got.items():
-            if t not in failed:
-                ulid = blocks[todo[t][0]].ulid
-                new_keys += [(ulid, "postings", s) for s, _ in pairs]
-                new_raws += [raw for _, raw in pairs]
-        if new_keys:
-            cache.put_many(new_keys, new_raws, "postings")
-    fresh = dict(zip(new_keys, new_raws))
+            fresh += zip(pos, items)
+        if failed:  # nothing of a failed block is kept (its own select reads it again)
+            first = list(accumulate((len(p.ranges) for _, p in todo), initial=0))
+            dead = {j for t in failed for j in range(first[t], first[t + 1])}
+            fresh = [(j, raw) for j, raw in fresh if j not in dead]
+        if fresh:
+            for j, raw in fresh:
+                raws[j] = raw
+            cache.put_many([keys[j] for j, _ in fresh], [raw for _, raw in fresh], "postings")
     at = 0
     for t, (i, plan) in enumerate(todo):
         k = len(plan.ranges)
         if t not in failed:
-            lists = {keys[j][2]: raws[j] if raws[j] is not None else fresh[keys[j]]
-                     for j in range(at, at + k)}
-            out[i] = combine_postings(plan, lists)  # type: ignore[arg-type]
+            out[i] = combine_postings(plan, dict(zip(map(_START, plan.ranges),
+                                                     raws[at:at + k])))  # type: ignore[arg-type]
         at += k

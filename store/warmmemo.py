@@ -95,16 +95,24 @@ class SelectionMemo:
         return group
 
     def put(self, key: Hashable, ulid: str, sel: Selection) -> None:
-        if sel.size > self.max_bytes // 16:  # one entry never takes much of the budget
-            return
+        self.put_many(key, [(ulid, sel)])
+
+    def put_many(self, key: Hashable, sels: list[tuple[str, Selection]]) -> None:
+        """Keep Selections of one selection by block ULID (the group looked up once)."""
         group = self._d.get(key)
-        if group is None:  # the group's dict and key (short matchers only) counted too
-            group = self._d[key] = {}
-            self._sizes[key] = GROUP_OVERHEAD
-            self.size += GROUP_OVERHEAD
-        old = group.get(ulid)
-        grow = sel.size - (old.size if old is not None else 0)
-        group[ulid] = sel
+        grow = 0
+        for ulid, sel in sels:
+            if sel.size > self.max_bytes // 16:  # one entry never takes much of the budget
+                continue
+            if group is None:  # the group's dict and key (short matchers only) counted too
+                group = self._d[key] = {}
+                self._sizes[key] = GROUP_OVERHEAD
+                self.size += GROUP_OVERHEAD
+            old = group.get(ulid)
+            grow += sel.size - (old.size if old is not None else 0)
+            group[ulid] = sel
+        if not grow:
+            return
         self._sizes[key] += grow
         self.size += grow
         while self.size > self.max_bytes:
