@@ -222,6 +222,15 @@ _NAME = attrgetter("name")
 _VALUE = attrgetter("value")
 
 
+def selection_id(matchers: Sequence[Matcher]) -> str:
+    """Matchers as one string, each its type and its length-prefixed name and value (so no
+    two lists give the same string): the expanded-postings cache key's part, as a string's
+    hash is kept (a tuple of matchers is hashed again, a Python call per matcher, at every
+    lookup and insert of every block's key)."""
+    return "".join([f"{m.type.value}{len(m.name)}:{m.name}{len(m.value)}:{m.value}"
+                    for m in matchers])
+
+
 def matcher_chars(matchers: Sequence[Matcher]) -> int:
     """Characters of the matchers' names and values (a key's size, bounded for caching)."""
     return sum(map(len, map(_NAME, matchers))) + sum(map(len, map(_VALUE, matchers)))
@@ -518,9 +527,11 @@ class BucketBlock:
         raws = await self._read_items(self._index_name, "postings", ids, spans, _postings_len)
         return dict(zip(ids, raws))
 
-    def selection_key(self, matchers: Sequence[Matcher]) -> tuple:
-        """The cache key of the series refs ``select`` gives for ``matchers``."""
-        return (self.ulid, "expanded_postings", tuple(matchers))
+    def selection_key(self, matchers: Sequence[Matcher] | str) -> tuple:
+        """The cache key of the series refs ``select`` gives for ``matchers`` (or their
+        selection_id)."""
+        return (self.ulid, "expanded_postings",
+                matchers if isinstance(matchers, str) else selection_id(matchers))
 
     def selection_kept(self, matchers: Sequence[Matcher], refs: np.ndarray) -> bytes | None:
         """What the cache keeps of a selection's refs, or None when it keeps nothing:

@@ -470,8 +470,13 @@ class BucketStore:
         out: list[np.ndarray | None] = [None] * len(blocks)
         at: list[int] = []
         mss: list[list[Matcher]] = []
+        ext: object = None  # the previous block's external labels, and its matchers left
+        ms: list[Matcher] | None = None
         for i, b in enumerate(blocks):
-            ms = b.index_matchers(matchers) if not b.resolution else None
+            if b.resolution:
+                continue
+            if b.ext_labels != ext:  # (blocks of one producer share them: decided once)
+                ext, ms = b.ext_labels, b.index_matchers(matchers)
             if ms is not None:
                 at.append(i)
                 mss.append(ms)

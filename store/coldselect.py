@@ -30,7 +30,7 @@ from receiver.tsdb.labels import Matcher
 
 from ._items import split_items
 from .block import (BucketBlock, FetchMetrics, FetchOptions, PostingsPlan, _check_postings,
-                    combine_postings)
+                    combine_postings, selection_id)
 from .cache import LRUCache
 from .ranges import coalesce, read_batch
 
@@ -45,7 +45,12 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
     """Each block's ``select(matchers[i])``, or None where the block must do its own."""
     n = len(blocks)
     out: list[np.ndarray | None] = [None] * n
-    keys = [b.selection_key(ms) for b, ms in zip(blocks, matchers)]
+    keys = []
+    last: object = None
+    for b, ms in zip(blocks, matchers):
+        if ms is not last:  # (blocks sharing external labels share one list: one tuple)
+            last, key_ms = ms, selection_id(ms)
+        keys.append(b.selection_key(key_ms))
     todo: list[tuple[int, PostingsPlan]] = []
     worked_out: list[int] = []  # selections not found in the cache
     for i, hit in enumerate(cache.get_each(keys, "expanded_postings")):

@@ -196,3 +196,19 @@ def test_a_block_whose_index_is_cut_or_gone_under_the_batch_is_taken_out_alone(
         finally:
             await st.close()
     run(body())
+
+
+def test_selection_ids_of_different_matchers_differ() -> None:
+    """The expanded-postings key's string of matchers (store.block.selection_id) tells
+    apart lists that a plain join would not: names and values holding the separators,
+    digits and match operators, split differently between name and value or matchers."""
+    from store.block import selection_id
+    lists = [
+        [("=", "a", "b")], [("=", "a", "b"), ("=", "c", "")], [("=", "a", "b=c")],
+        [("=", "a", "b1:c")], [("=", "a1:", "b")], [("!=", "a", "b")], [("=~", "a", "b")],
+        [("=", "a", "1:b")], [("=", "a", ""), ("=", "b", "")], [("=", "a", "1:b0:")],
+        [("=", "a", "b"), ("!~", "c", "d")], [("=", "a", "b!~1:c1:d")], [],
+    ]
+    ids = [selection_id([Matcher(t, n, v) for t, n, v in ms]) for ms in lists]
+    assert len(set(ids)) == len(lists)
+    assert ids[0] == selection_id([Matcher("=", "a", "b")])
