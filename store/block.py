@@ -533,16 +533,18 @@ class BucketBlock:
         return (self.ulid, "expanded_postings",
                 matchers if isinstance(matchers, str) else selection_id(matchers))
 
-    def selection_kept(self, matchers: Sequence[Matcher], refs: np.ndarray) -> bytes | None:
+    def selection_kept(self, matchers: Sequence[Matcher], refs: np.ndarray,
+                       short: bool | None = None) -> bytes | None:
         """What the cache keeps of a selection's refs, or None when it keeps nothing:
         uint32 (series refs are index offsets / 16, and an index is at most 64 GiB), and
         no entry bigger than a small part of the budget: a broad selection over a huge
         block must not flush the cache (its postings lists are cached anyway). The key's
         matchers are not counted against the budget, so long ones (big regexes) are not
-        kept at all."""
-        if len(refs) * 4 <= self._cache.max_bytes // 64 and (
-                not len(refs) or refs[-1] <= 0xFFFFFFFF) and \
-                matcher_chars(matchers) <= MAX_KEY_MATCHER_CHARS:
+        kept at all (``short``: whether they are short enough, when already known)."""
+        if short is None:
+            short = matcher_chars(matchers) <= MAX_KEY_MATCHER_CHARS
+        if short and len(refs) * 4 <= self._cache.max_bytes // 64 and (
+                not len(refs) or refs[-1] <= 0xFFFFFFFF):
             return refs.astype(np.uint32).tobytes()
         return None
 

@@ -29,8 +29,9 @@ from receiver.tsdb.index import EMPTY
 from receiver.tsdb.labels import Matcher
 
 from ._items import split_items
-from .block import (BucketBlock, FetchMetrics, FetchOptions, PostingsPlan, _check_postings,
-                    combine_postings, selection_id)
+from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, FetchMetrics, FetchOptions,
+                    PostingsPlan, _check_postings, combine_postings, matcher_chars,
+                    selection_id)
 from .cache import LRUCache
 from .ranges import coalesce, read_batch
 
@@ -46,11 +47,14 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
     n = len(blocks)
     out: list[np.ndarray | None] = [None] * n
     keys = []
+    shorts = []  # whether the matchers are short enough to be kept (selection_kept)
     last: object = None
     for b, ms in zip(blocks, matchers):
-        if ms is not last:  # (blocks sharing external labels share one list: one tuple)
+        if ms is not last:  # (blocks sharing external labels share one list: worked out once)
             last, key_ms = ms, selection_id(ms)
+            short = matcher_chars(ms) <= MAX_KEY_MATCHER_CHARS
         keys.append(b.selection_key(key_ms))
+        shorts.append(short)
     todo: list[tuple[int, PostingsPlan]] = []
     worked_out: list[int] = []  # selections not found in the cache
     for i, hit in enumerate(cache.get_each(keys, "expanded_postings")):
@@ -69,7 +73,7 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
     if todo:
         await _read_lists(blocks, todo, out, cache, opts, limit, metrics)
         worked_out += [i for i, _ in todo if out[i] is not None]
-    new = [(keys[i], blocks[i].selection_kept(matchers[i], out[i]))  # type: ignore[arg-type]
+    new = [(keys[i], blocks[i].selection_kept(matchers[i], out[i], shorts[i]))  # type: ignore[arg-type]
            for i in sorted(worked_out)]
     new = [kv for kv in new if kv[1] is not None]
     if new:

@@ -125,7 +125,8 @@ class IndexHeader:
         except ValueError as e:
             raise CorruptionError(f"index-header: {e}") from None
         self._val_pos = np.frombuffer(vpos, np.uint32)
-        self._starts = starts = np.frombuffer(offs, np.uint32 if narrow else np.int64)
+        starts = np.frombuffer(offs, np.uint32 if narrow else np.int64)
+        self._start_at = memoryview(starts)
         # A postings list ends where the next one (in file order) starts; the last one at the
         # next section. Reading that whole span is safe: the list's own length prefix bounds it.
         self.postings_end = _next_boundary(toc, toc.postings, index_size=self.index_size)
@@ -279,10 +280,10 @@ class IndexHeader:
         return self._values(*e) if e is not None else []
 
     def _range_at(self, i: int) -> tuple[int, int]:
-        start = int(self._starts[i])
+        starts = self._start_at  # (a memoryview: a Python int per index, no numpy scalar)
         if self._ends is not None:
-            return start, int(self._ends[i])
-        return start, int(self._starts[i + 1]) if i + 1 < len(self._starts) else self.postings_end
+            return starts[i], int(self._ends[i])
+        return starts[i], starts[i + 1] if i + 1 < len(starts) else self.postings_end
 
     def postings_range(self, name: str, value: str) -> tuple[int, int] | None:
         """[start, end) of the postings list for ``name=value`` in the index, or None."""
