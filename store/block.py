@@ -217,6 +217,9 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
 
 
 MAX_KEY_MATCHER_CHARS = 256  # longest matchers an expanded postings entry is kept for
+METRIC_NAME = "__name__"
+NAME_RANGES_KEPT = 16  # metric names whose postings range a block keeps (BucketBlock._name_range)
+_UNKNOWN = object()
 _START = itemgetter(0)
 _NAME = attrgetter("name")
 _VALUE = attrgetter("value")
@@ -360,6 +363,7 @@ class BucketBlock:
         self._index_name = f"{self.ulid}/{INDEX_FILENAME}"
         self._seg_sizes = seg_sizes  # actual sizes: the bounds of every chunk ref
         self.skipped_chunks = 0  # chunks of unknown encodings left out of answers so far
+        self._name_ranges: dict[str, tuple[int, int] | None] = {}  # see _name_range
 
     @classmethod
     async def open(cls, bucket: Bucket, meta: BlockMeta, local_dir: Path, cache: LRUCache,
@@ -573,7 +577,8 @@ class BucketBlock:
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name,
                                                               lambda v, m=m: not m.matches(v))]
             elif m.type is MatchType.EQ:
-                r = h.postings_range(m.name, m.value)
+                r = self._name_range(m.value) if m.name == METRIC_NAME else \
+                    h.postings_range(m.name, m.value)
                 if r is None:
                     return None  # nothing has this label value: no reads at all
                 rngs = [r]
@@ -592,6 +597,18 @@ class BucketBlock:
                 return None
             wanted.append(all_rng)
         return PostingsPlan(plans, all_rng, sorted(set(wanted)) if len(wanted) > 1 else wanted)
+
+    def _name_range(self, name: str) -> tuple[int, int] | None:
+        """The postings range of metric ``name`` (as IndexHeader.postings_range), the last
+        few names asked kept: every query of a dashboard's metric looks its name up again in
+        every block (a binary search over the mapped offset table, cold in the CPU caches)."""
+        r = self._name_ranges.get(name, _UNKNOWN)
+        if r is _UNKNOWN:
+            r = self.header.postings_range(METRIC_NAME, name)
+            if len(self._name_ranges) >= NAME_RANGES_KEPT:
+                self._name_ranges.clear()
+            self._name_ranges[name] = r
+        return r  # type: ignore[return-value]
 
     async def _expand_postings(self, matchers: Sequence[Matcher]) -> np.ndarray:
         plan = self.postings_plan(matchers)

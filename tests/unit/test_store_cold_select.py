@@ -212,3 +212,29 @@ def test_selection_ids_of_different_matchers_differ() -> None:
     ids = [selection_id([Matcher(t, n, v) for t, n, v in ms]) for ms in lists]
     assert len(set(ids)) == len(lists)
     assert ids[0] == selection_id([Matcher("=", "a", "b")])
+
+
+def test_kept_metric_name_ranges_equal_the_index_headers_and_stay_bounded(
+        tmp_path: Path, bucket_dir: Path) -> None:
+    """A block keeps the postings ranges of the last few metric names asked (a dashboard
+    asks the same names every refresh): each equal to the index-header's own lookup, names
+    that nothing has included, and never more than NAME_RANGES_KEPT of them."""
+    from store.block import METRIC_NAME, NAME_RANGES_KEPT
+
+    async def body() -> None:
+        st = BucketStore(FilesystemBucket(bucket_dir), tmp_path / "gw", LRUCache(1 << 20),
+                         new_registry(), verify_index=False)
+        await st.sync_once()
+        try:
+            b = next(iter(st.blocks.values()))
+            names = [f"metric_{i}" for i in range(6)] + [f"nope_{i}" for i in range(40)]
+            for rnd in range(2):
+                for name in names:
+                    want = b.header.postings_range(METRIC_NAME, name)
+                    assert b._name_range(name) == want, (rnd, name)
+                    assert len(b._name_ranges) <= NAME_RANGES_KEPT
+            assert b._name_range("metric_1") is not None
+            assert b._name_range("nope_1") is None
+        finally:
+            await st.close()
+    run(body())
