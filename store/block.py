@@ -547,10 +547,12 @@ class BucketBlock:
         kept at all (``short``: whether they are short enough, when already known)."""
         if short is None:
             short = matcher_chars(matchers) <= MAX_KEY_MATCHER_CHARS
-        if short and len(refs) * 4 <= self._cache.max_bytes // 64 and (
-                not len(refs) or refs[-1] <= 0xFFFFFFFF):
-            return refs.astype(np.uint32).tobytes()
-        return None
+        if not short or len(refs) * 4 > self._cache.max_bytes // 64:
+            return None
+        if len(refs) <= SMALL_ITEMS:  # a few refs (a one-series selection): no numpy calls
+            ids = refs.tolist()
+            return array("I", ids).tobytes() if not ids or ids[-1] <= 0xFFFFFFFF else None
+        return refs.astype(np.uint32).tobytes() if refs[-1] <= 0xFFFFFFFF else None
 
     async def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
         """Sorted series refs matching all ``matchers`` (an absent label matches as ""),

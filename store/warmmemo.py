@@ -67,9 +67,8 @@ class Selection(NamedTuple):
 
 def selection_of(series: list[tuple[Labels, Chunks]], min_time: int, max_time: int,
                  selected: bool, refs: int) -> Selection:
-    every = list(chain.from_iterable(map(_CHUNKS, series)))  # (no Python call per chunk)
-    chunks = len(every)
-    data = sum(map(len, map(_DATA, every)))  # type: ignore[arg-type]
+    chunks = sum(map(len, map(_CHUNKS, series)))  # (no Python call per series or chunk)
+    data = sum(map(len, map(_DATA, chain.from_iterable(map(_CHUNKS, series)))))  # type: ignore[arg-type]
     size = ENTRY_OVERHEAD + data + chunks * CHUNK_OVERHEAD + len(series) * ENTRY_OVERHEAD
     return Selection(series, min_time, max_time, selected, refs, chunks, size)
 
