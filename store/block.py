@@ -171,6 +171,7 @@ class PostingsPlan(NamedTuple):
     matchers: list[tuple[Matcher, list[tuple[int, int]]]]
     all_range: tuple[int, int] | None
     ranges: list[tuple[int, int]]
+    narrowing: list[list[tuple[int, int]]]  # ranges of the matchers not matching "", in order
 
 
 def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
@@ -187,7 +188,7 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
 
     narrowing = [(rs, len(raws[rs[0][0]]) if len(rs) == 1 else
                   sum(map(len, map(raws.__getitem__, map(_START, rs)))))
-                 for m, rs in plan.matchers if not m.matches_empty()]
+                 for rs in plan.narrowing]
     if len(narrowing) > 1:
         narrowing.sort(key=itemgetter(1))
     result: np.ndarray | None = None
@@ -360,7 +361,7 @@ class BucketBlock:
                                                (thanos.get("labels") or {}).items() if v != ""))
         self._ext = dict(self.ext_labels)
         self.resolution = int((thanos.get("downsample") or {}).get("resolution", 0))
-        self._index_name = f"{self.ulid}/{INDEX_FILENAME}"
+        self._index_name = self.index_name = f"{self.ulid}/{INDEX_FILENAME}"  # in the bucket
         self._seg_sizes = seg_sizes  # actual sizes: the bounds of every chunk ref
         self.skipped_chunks = 0  # chunks of unknown encodings left out of answers so far
         self._name_ranges: dict[str, tuple[int, int] | None] = {}  # see _name_range
@@ -385,11 +386,6 @@ class BucketBlock:
     async def verify_index(self) -> None:
         """Check every item of the whole index (CorruptionError if one fails)."""
         await verify_index(self.bucket, self._index_name, self.header, self._seg_sizes)
-
-    @property
-    def index_name(self) -> str:
-        """The block's index object in the bucket."""
-        return self._index_name
 
     # -- block-level filters
 
@@ -573,7 +569,7 @@ class BucketBlock:
         None when it needs no read at all (a label value nothing has)."""
         h = self.header
         plans: list[tuple[Matcher, list[tuple[int, int]]]] = []
-        need_all = True  # until a matcher narrows
+        narrowing: list[list[tuple[int, int]]] = []
         for m in matchers:
             if m.matches_empty():
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name,
@@ -584,13 +580,14 @@ class BucketBlock:
                 if r is None:
                     return None  # nothing has this label value: no reads at all
                 rngs = [r]
-                need_all = False
+                narrowing.append(rngs)
             else:
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name, m.matches)]
                 if not rngs:
                     return None
-                need_all = False
+                narrowing.append(rngs)
             plans.append((m, rngs))
+        need_all = not narrowing
         # all series' list: needed only when no matcher narrows (the others sort first)
         all_rng = h.postings_range("", "") if need_all else None
         wanted = [r for _, rs in plans for r in rs]
@@ -598,7 +595,8 @@ class BucketBlock:
             if all_rng is None:
                 return None
             wanted.append(all_rng)
-        return PostingsPlan(plans, all_rng, sorted(set(wanted)) if len(wanted) > 1 else wanted)
+        return PostingsPlan(plans, all_rng, sorted(set(wanted)) if len(wanted) > 1 else wanted,
+                            narrowing)
 
     def _name_range(self, name: str) -> tuple[int, int] | None:
         """The postings range of metric ``name`` (as IndexHeader.postings_range), the last

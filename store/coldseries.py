@@ -23,7 +23,8 @@ import asyncio
 from array import array
 from collections import deque
 from collections.abc import Sequence
-from itertools import chain, repeat
+from functools import partial
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -48,6 +49,9 @@ class _Job(NamedTuple):
     spans: Spans  # their estimated (starts, ends) in ``obj``, worked out on a miss
 
 
+_job = partial(tuple.__new__, _Job)  # _job((block, obj, ids, spans)): no Python __new__ call
+
+
 async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
                       cache: LRUCache, opts: FetchOptions, limit: asyncio.Semaphore,
                       metrics: FetchMetrics | None) -> list[Answer | None]:
@@ -61,8 +65,8 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
     for i in range(n):
         if not len(refs[i]):
             out[i] = []
-    raws = await _read_jobs(blocks, [_Job(i, blocks[i].index_name, refs[i].tolist(),
-                                          _series_spans(blocks[i], refs[i])) for i in todo],
+    raws = await _read_jobs(blocks, [_job((i, blocks[i].index_name, refs[i].tolist(),
+                                           _series_spans(blocks[i], refs[i]))) for i in todo],
                             "series", _series_len, cache, opts, limit, metrics, failed)
     parts = []  # (block index, entries, picked, bounds, mints, maxts, c_refs, chunk ids, ordered)
     for i, got in zip(todo, raws):
@@ -79,7 +83,7 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
             continue
         ids, ordered = chunk_ids(c_refs)  # type: ignore[arg-type]
         parts.append((i, e, picked, bounds, mints, maxts, c_refs, ids, ordered))
-    jobs = [_Job(p[0], obj, p[7][a:z], spans) for p in parts
+    jobs = [_job((p[0], obj, p[7][a:z], spans)) for p in parts
             for obj, a, z, spans in blocks[p[0]].chunk_segments(p[7])]
     records = await _read_jobs(blocks, jobs, "chunks", _chunk_len, cache, opts, limit,
                                metrics, failed)
@@ -112,8 +116,9 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
     batch, one insert. None for a job whose block failed (added to ``failed``)."""
     if not jobs:
         return []
-    keys = list(chain.from_iterable(zip(repeat(blocks[j.block].ulid), repeat(kind), j.ids)
-                                    for j in jobs))
+    keys: list[tuple[str, str, int]] = []
+    for j in jobs:
+        keys += zip(repeat(blocks[j.block].ulid), repeat(kind), j.ids)
     vals = cache.get_many(keys, kind)
     if None not in vals:
         out: list[list[bytes] | None] = []
