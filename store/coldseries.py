@@ -105,6 +105,7 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
 
 
 def _series_spans(block: BucketBlock, refs: np.ndarray) -> Spans:
+    """The estimated spans of ``block``'s series entries at ``refs``, worked out on a miss."""
     return lambda: block._series_spans(refs)
 
 
