@@ -121,6 +121,12 @@ class RequestLimiter:
         self._refuse("bytes", f"{step}rpc error: code = ResourceExhausted desc = exceeded "
                      f"bytes limit while fetching {what}: limit {self._bytes_limit} violated "
                      f"(got {self._bytes})")
+
+    def replay(self, block: str, reservations: list[tuple[str, int]]) -> None:
+        """Reserve each (what, bytes) in turn (store.bytelimit's account of Thanos's reads)."""
+        for what, n in reservations:
+            self.read_bytes(block, what, n)
+
     def touched_series(self, block: str, n: int) -> None:
         """``n`` series matched in ``block``; ResourceExhausted past the series limit."""
         if self._series_limit:
