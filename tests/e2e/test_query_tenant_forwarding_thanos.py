@@ -67,6 +67,20 @@ class Recorder(grpc.GenericRpcHandler):
                                                    response_serializer=None)
 
 
+@contextlib.contextmanager
+def _recording_endpoint():
+    """A Recorder serving on a free loopback port: yields it and its address."""
+    rec = Recorder()
+    server = grpc.server(ThreadPoolExecutor(8))
+    server.add_generic_rpc_handlers((rec,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield rec, f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)
+
+
 def _get(base: str, path: str, params: dict) -> int:
     url = f"{base}{path}?{urllib.parse.urlencode(params)}"
     req = urllib.request.Request(url, headers={"THANOS-TENANT": "team-a"})
@@ -92,13 +106,7 @@ def _seen_through(base: str, rec: Recorder) -> dict[str, set[str]]:
 
 
 def test_tenant_reaches_the_same_storeapi_calls_as_from_thanos_query(tmp_path: Path) -> None:
-    rec = Recorder()
-    server = grpc.server(ThreadPoolExecutor(8))
-    server.add_generic_rpc_handlers((rec,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        endpoint = f"127.0.0.1:{port}"
+    with _recording_endpoint() as (rec, endpoint):
         theirs = thanos(tmp_path, "thanos-query", "query", f"--endpoint={endpoint}").start(STARTUP_S)
         try:
             want = _seen_through(f"http://127.0.0.1:{theirs.ports['http']}", rec)
@@ -110,8 +118,6 @@ def test_tenant_reaches_the_same_storeapi_calls_as_from_thanos_query(tmp_path: P
             got = _seen_through(f"http://127.0.0.1:{ours.ports['http']}", rec)
         finally:
             ours.stop()
-    finally:
-        server.stop(0)
     assert want == {"Series": {"team-a"}, "LabelNames": {"team-a"}, "LabelValues": {"team-a"},
                     "MetricMetadata": {""}, "Exemplars": {""}, "Rules": {""}}
     assert got == want
@@ -166,20 +172,12 @@ def test_tenant_from_the_client_certificate_as_thanos_query(tmp_path: Path) -> N
         if cert is not None:
             ctxs[name].load_cert_chain(cert.cert, cert.key)
     flags = (f"--http.config={web}", "--query.tenant-certificate-field=organization")
-    rec = Recorder()
-    server = grpc.server(ThreadPoolExecutor(8))
-    server.add_generic_rpc_handlers((rec,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        endpoint = f"127.0.0.1:{port}"
+    with _recording_endpoint() as (rec, endpoint):
         want = _cert_answers(thanos(tmp_path, "thanos-query", "query", f"--endpoint={endpoint}",
                                     *flags), rec, ctxs)
         rec.seen.clear()
         got = _cert_answers(query_process(tmp_path, "promring-query", [endpoint], *flags),
                             rec, ctxs)
-    finally:
-        server.stop(0)
     assert want[1] == {"team-a"} and want[0]["organization"][0] == 200
     assert want[0]["none"] == (400, {"status": "error", "errorType": "bad_data", "error":
                                      "could not get required certificate field from client cert"})
