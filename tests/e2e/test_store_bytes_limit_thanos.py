@@ -71,10 +71,14 @@ def _got(details: str) -> int:
     return int(details.rsplit("(got ", 1)[1].rstrip(")"))
 
 
-async def _series_refusal(address: str) -> tuple[grpc.StatusCode, str]:
+CALLS = {"series": lambda c: c.series(T0, T0 + H2, UP),
+         "label_names": lambda c: c.label_names(T0, T0 + H2, UP)}
+
+
+async def _refusal(address: str, call: str) -> tuple[grpc.StatusCode, str]:
     client = StoreClient(address, timeout_s=30)
     try:
-        await client.series(T0, T0 + H2, UP)
+        await CALLS[call](client)
         return grpc.StatusCode.OK, ""
     except grpc.RpcError as e:
         return e.code(), e.details()
@@ -82,8 +86,9 @@ async def _series_refusal(address: str) -> tuple[grpc.StatusCode, str]:
         await client.close()
 
 
-def _refusal_at(tmp_path: Path, conf: Path, limit: int, run: int) -> tuple[tuple, tuple]:
-    """One Series call to a fresh Thanos store and a fresh one of ours (a second call would
+def _refusal_at(tmp_path: Path, conf: Path, limit: int, run: int, call: str
+                ) -> tuple[tuple, tuple]:
+    """One ``call`` to a fresh Thanos store and a fresh one of ours (a second call would
     find postings or series in Thanos's index cache and reserve other sizes) at ``limit``."""
     flag = f"--store.grpc.downloaded-bytes-limit={limit}B"
     ours = store_process(tmp_path, f"ours{run}", conf, flag).start()
@@ -91,7 +96,8 @@ def _refusal_at(tmp_path: Path, conf: Path, limit: int, run: int) -> tuple[tuple
         theirs = thanos(tmp_path, f"theirs{run}", "store", f"--objstore.config-file={conf}",
                         f"--data-dir={tmp_path / f'theirs{run}-data'}", flag).start(STARTUP_S)
         try:
-            return asyncio.run(_series_refusal(theirs.grpc)), asyncio.run(_series_refusal(ours.grpc))
+            return (asyncio.run(_refusal(theirs.grpc, call)),
+                    asyncio.run(_refusal(ours.grpc, call)))
         finally:
             theirs.stop()
     finally:
@@ -119,8 +125,10 @@ def _compacted_block_bucket(tmp: Path) -> Path:
     return conf
 
 
-@pytest.mark.parametrize("bucket", ["plain", "compacted"])
-def test_series_and_chunk_bytes_count_as_thanos_store_counts_them(tmp_path: Path, bucket) -> None:
+@pytest.mark.parametrize("bucket,call", [("plain", "series"), ("compacted", "series"),
+                                         ("compacted", "label_names")])
+def test_series_and_chunk_bytes_count_as_thanos_store_counts_them(tmp_path: Path, bucket,
+                                                                  call) -> None:
     """Thanos reserves its read plan, not the bytes it reads: postings, each gap-merged range
     of series entries (a series estimated at the block's series_max_size, at most 64 KiB),
     the entry it fetches again when longer, the ranges of chunks (chunk_max_size, at most
@@ -130,7 +138,7 @@ def test_series_and_chunk_bytes_count_as_thanos_store_counts_them(tmp_path: Path
     conf = _one_block_bucket(tmp_path)[0] if bucket == "plain" else _compacted_block_bucket(tmp_path)
     limit, steps = 1, []
     for run in range(8):
-        want, got = _refusal_at(tmp_path, conf, limit, run)
+        want, got = _refusal_at(tmp_path, conf, limit, run, call)
         assert got == want, (limit, steps)
         if want[0] is grpc.StatusCode.OK:
             break
@@ -139,7 +147,8 @@ def test_series_and_chunk_bytes_count_as_thanos_store_counts_them(tmp_path: Path
         limit = _got(want[1])
     else:
         raise AssertionError(f"Thanos never answered: {steps}")
-    if bucket == "plain":
-        assert steps == ["postings", "series", "chunks"]
-    else:  # the long last series fetched again, then its two long chunks
-        assert steps == ["postings", "series", "series", "chunks", "chunks", "chunks"]
+    # compacted: the long last series is fetched again, then its two long chunks
+    assert steps == {("plain", "series"): ["postings", "series", "chunks"],
+                     ("compacted", "series"): ["postings", "series", "series", "chunks",
+                                               "chunks", "chunks"],
+                     ("compacted", "label_names"): ["postings", "series", "series"]}[bucket, call]
