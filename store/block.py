@@ -605,6 +605,8 @@ class BucketBlock:
     async def _entry_lengths(self, refs: np.ndarray) -> np.ndarray:
         """Lengths (length uvarint and payload, no CRC) of the series entries at sorted
         ``refs``, just read (so normally cached)."""
+        if len(refs) == 0:
+            return np.zeros(0, np.int64)
         raws = await self._read_items(self._index_name, "series", refs.tolist(),
                                       lambda: self._series_spans(refs), _series_len)
         return np.fromiter(map(len, raws), dtype=np.int64, count=len(raws)) - 4

@@ -39,3 +39,9 @@ def test_chunks_are_planned_per_batch_and_segment_and_long_ones_fetched_again() 
     assert chunk_reservations(refs, [0, 2, 3], est) == [[500 + 1000, 1000]]
     # length uvarint (1, 2 or 3 bytes) + encoding byte + data, reserved when over 1000 B
     assert chunk_refetches(np.array([120, 997, 998, 20_000]), est) == [1001, 20_004]
+
+
+def test_no_matched_series_reserve_nothing_more() -> None:
+    plan = SeriesPlan.of(np.zeros(0, np.int64), Estimates())
+    assert plan.first == 0 and plan.last_refs().size == 0
+    assert plan.reservations(np.zeros(0, np.int64), [[]]) == []
