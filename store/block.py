@@ -749,7 +749,8 @@ class BucketBlock:
             limits.touched_series(self.ulid, len(refs))
             if counts_bytes:  # Thanos's first read of series entries, reserved before it
                 est = Estimates.of_block(self.meta.thanos)
-                plan = SeriesPlan.of(refs, est)
+                read = limits.capped(len(refs))  # Thanos reads no more than the request's limit
+                plan = SeriesPlan.of(refs[:read], est)
                 limits.read_bytes(self.ulid, "series", plan.first)
         e = await self.series_entries(refs)
         n = len(e.labels)
@@ -761,7 +762,7 @@ class BucketBlock:
         if counts_bytes:  # the rest of Thanos's reservations up to its chunk reads
             limits.replay(self.ulid, plan.reservations(
                 await self._entry_lengths(refs[plan.last_refs()]),
-                [] if skip_chunks else chunk_reservations(c_refs, bounds, est)))
+                [] if skip_chunks else chunk_reservations(c_refs, bounds[:read + 1], est)))
         ext = self.ext_labels
         if skip_chunks:
             return [(merge_external(e.labels[i], ext), []) for i in picked]
@@ -769,7 +770,7 @@ class BucketBlock:
             refl = list(c_refs)
             stored = await self.stored_chunks(refl)
             if counts_bytes:
-                self._chunk_refetches(limits, est, [len(stored[r][1]) for r in refl])
+                self._chunk_refetches(limits, est, [len(stored[r][1]) for r in refl[:bounds[read]]])
             out = []
             for i in picked:
                 a, z = bounds[i], bounds[i + 1]
@@ -780,7 +781,7 @@ class BucketBlock:
             return out
         encs, raw = await self.chunk_records(c_refs)
         if counts_bytes:
-            self._chunk_refetches(limits, est, list(map(len, raw)))
+            self._chunk_refetches(limits, est, list(map(len, raw[:bounds[read]])))
         datas = self._typed(encs, raw)
         out = []
         if None in datas:

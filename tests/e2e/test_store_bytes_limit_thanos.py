@@ -71,8 +71,15 @@ def _got(details: str) -> int:
     return int(details.rsplit("(got ", 1)[1].rstrip(")"))
 
 
+async def _limited_series(client: StoreClient) -> None:
+    """A Series call with the request's own limit of 2 series (SeriesRequest.limit)."""
+    async for _ in client.iter_series(T0, T0 + H2, UP, limit=2):
+        pass
+
+
 CALLS = {"series": lambda c: c.series(T0, T0 + H2, UP),
-         "label_names": lambda c: c.label_names(T0, T0 + H2, UP)}
+         "label_names": lambda c: c.label_names(T0, T0 + H2, UP),
+         "series_limit_2": _limited_series}
 
 
 async def _refusal(address: str, call: str) -> tuple[grpc.StatusCode, str]:
@@ -126,7 +133,8 @@ def _compacted_block_bucket(tmp: Path) -> Path:
 
 
 @pytest.mark.parametrize("bucket,call", [("plain", "series"), ("compacted", "series"),
-                                         ("compacted", "label_names")])
+                                         ("compacted", "label_names"),
+                                         ("compacted", "series_limit_2")])
 def test_series_and_chunk_bytes_count_as_thanos_store_counts_them(tmp_path: Path, bucket,
                                                                   call) -> None:
     """Thanos reserves its read plan, not the bytes it reads: postings, each gap-merged range
@@ -151,4 +159,7 @@ def test_series_and_chunk_bytes_count_as_thanos_store_counts_them(tmp_path: Path
     assert steps == {("plain", "series"): ["postings", "series", "chunks"],
                      ("compacted", "series"): ["postings", "series", "series", "chunks",
                                                "chunks", "chunks"],
-                     ("compacted", "label_names"): ["postings", "series", "series"]}[bucket, call]
+                     ("compacted", "label_names"): ["postings", "series", "series"],
+                     # two short series read: neither the long one nor its chunks
+                     ("compacted", "series_limit_2"): ["postings", "series", "chunks"],
+                     }[bucket, call]
