@@ -25,6 +25,7 @@ from receiver.exemplars import selectors_of as extract_selectors
 
 from common.httpgzip import compress_response, send_pieces
 from common.httpmetrics import http_metrics
+from common.tls import certificate_field, peer_certificate
 
 from .config import DEFAULT_TENANT_HEADER, QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
@@ -354,11 +355,20 @@ class QueryAPI:
 
     def _tenant(self, request: RequestHead) -> str:
         """The request's tenant as Thanos reads it (tenancy.GetTenantFromHTTP): the
-        ``--query.tenant-header``, else THANOS-TENANT, else ``--query.default-tenant-id``.
+        ``--query.tenant-header``, else THANOS-TENANT, else ``--query.default-tenant-id``; with
+        ``--query.tenant-certificate-field``, that field of the verified client certificate.
         BadParam for a name Thanos refuses (one with a ``/``) or one gRPC metadata cannot carry
         to the stores (not printable ASCII)."""
-        tenant = (request.headers.get(self.cfg.tenant_header)
-                  or request.headers.get(DEFAULT_TENANT_HEADER) or self.cfg.default_tenant)
+        if self.cfg.tenant_certificate_field:  # the headers are then ignored, as in Thanos
+            # (the fast front serves plain HTTP only: a request there has no certificate)
+            cert = peer_certificate(getattr(request, "transport", None))
+            try:
+                tenant = certificate_field(cert, self.cfg.tenant_certificate_field)
+            except ValueError as e:
+                raise BadParam(str(e)) from None
+        else:
+            tenant = (request.headers.get(self.cfg.tenant_header)
+                      or request.headers.get(DEFAULT_TENANT_HEADER) or self.cfg.default_tenant)
         if ("/" in tenant and tenant != "/") or not is_metadata_value(tenant):
             raise BadParam("Tenant name not valid")
         return tenant
