@@ -32,6 +32,7 @@ from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
 from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes, plan_selects
 from .parsecache import ParseCache
+from .plainrange import plain_range, plain_selector
 from .histjson import histogram_point, matrix_entry
 from .querymetrics import add_engine_metrics
 from .jsonfmt import format_value, points_json, ts_fragment
@@ -365,12 +366,13 @@ class QueryAPI:
 
     async def _evaluate(self, run, timeout_s: float, opts: SelectOptions,
                         eopts: EngineOptions, limit: int, stats: bool = False, query: str = "",
-                        steps: int = 1, step_ms: int = 0, start_ms: int | None = None
-                        ) -> Answer:
+                        steps: int = 1, step_ms: int = 0, start_ms: int | None = None,
+                        end_ms: int | None = None) -> Answer:
         """Run ``run(engine, queryable, expr)`` within ``timeout_s``: on the event loop when its
         plan is small (querier.inline), else in a worker; at the deadline the answer is
         Prometheus's timeout error whether or not the worker has stopped yet. ``start_ms``: the
-        first step's time (lets the loop path fetch a plain selector's data up front)."""
+        first step's time (lets the loop path fetch a plain selector's data up front);
+        ``end_ms``: a range query's end (lets a plain selector skip the engine)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
@@ -391,7 +393,7 @@ class QueryAPI:
             self._slots.release()
         try:
             expr, body = await self._on_loop(run, engine, queryable, query, steps, step_ms,
-                                             limit, queued_s, start_ms)
+                                             limit, queued_s, start_ms, end_ms)
         except Exception as e:
             done()
             return query_error(e)
@@ -422,7 +424,7 @@ class QueryAPI:
 
     async def _on_loop(self, run, engine: Engine, queryable: FanoutQueryable, query: str,
                        steps: int, step_ms: int, limit: int, queued_s: float | None,
-                       start_ms: int | None = None):
+                       start_ms: int | None = None, end_ms: int | None = None):
         """(the parsed query or None, the answer or None): the answer when the query was small
         enough to evaluate on the loop (querier.inline), else None for the worker to run it."""
         if not query or len(query) > self.inline.max_query_chars:
@@ -436,8 +438,15 @@ class QueryAPI:
         if start_ms is not None and not queryable.opts.max_resolution_ms:
             planned = plan_selects(expr, start_ms, start_ms + (steps - 1) * step_ms,
                                    engine.opts.lookback_delta_ms)
+        direct = None
+        if (end_ms is not None and queued_s is None and len(planned) == 1
+                and plain_selector(expr) is not None):
+            key = planned[0][0]
+            direct = lambda raw: plain_range(  # noqa: E731
+                queryable, raw[key], start_ms, end_ms, step_ms, engine.opts.lookback_delta_ms,
+                engine.opts.max_samples)
         res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
-            lambda e, q: run(e, q, expr), engine, planned)
+            lambda e, q: run(e, q, expr), engine, planned, direct)
         if res is None:
             return expr, None
         return expr, result_to_json(res, engine, queryable, limit, queued_s,
@@ -494,7 +503,7 @@ class QueryAPI:
         resp = await self._evaluate(
             lambda engine, qa, expr: engine.range(qa, q, start, end, step, expr),
             timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q, (end - start) // step + 1,
-            step, start)
+            step, start, end)
         self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)
         return resp
 

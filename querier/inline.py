@@ -190,16 +190,21 @@ class InlineQuery:
         self.queryable.raw[key] = raw
         return self._count(raw, range_ms)
 
-    async def evaluate(self, run, engine, planned: list[tuple[tuple, int]] = ()):
+    async def evaluate(self, run, engine, planned: list[tuple[tuple, int]] = (),
+                       direct=None):
         """The query's result, or None: hand it to the worker (data fetched so far is kept in
         the fanout queryable, so the worker does not fetch it again). ``planned``: (key,
-        range) of selects to fetch before evaluating (:func:`plan_selects`)."""
+        range) of selects to fetch before evaluating (:func:`plan_selects`); ``direct``: given
+        the fetched {key: raw series}, the result without the engine or None (e.g.
+        querier.plainrange), tried once the planned selects are in."""
         if not self._fits():
             return None
         fits = True
         for key, range_ms in planned[:self.limits.max_selects]:
             if not (fits := await self._fetch(key, range_ms)):
                 break
+        if fits and direct is not None and (res := direct(self.queryable.raw)) is not None:
+            return res
         for _ in range(self.limits.max_selects + 1):
             if not fits:
                 break
