@@ -338,7 +338,7 @@ def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
                      counter: bool = False) -> list[Series] | SeriesBatch:
     """Decode each series' chunks; series with equal labels (from several stores, or replicas
     once their replica labels are stripped) are merged by ``dedup_func``."""
-    batch = float_batch(raw, mint, maxt)
+    batch = _float_batch(raw, mint, maxt)
     if batch is not None:
         return batch
     by_labels: dict[Labels, list] = {}
@@ -364,7 +364,7 @@ def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
     return out
 
 
-def float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
+def _float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
     """The usual answer -- distinct float series whose chunks do not overlap -- decoded in one
     C call into columns; None when a series repeats (replicas, several stores), may hold
     native histograms, or has overlapping chunks: then series by series."""

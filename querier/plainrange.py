@@ -10,14 +10,18 @@ the engine evaluates as always, so every error and edge case keeps its one imple
 """
 from __future__ import annotations
 
+import itertools
+import operator
+
 import numpy as np
 
 from querier.promql import ast
-from querier.promql.engine import INT64_MAX, INT64_MIN, _last_samples
-from querier.promql.selected import from_batch
+from querier.promql._rangec import present_samples
+from querier.promql.engine import INT64_MAX, INT64_MIN
 from querier.promql.types import QueryResult
+from receiver.tsdb._chunkenc import xor_decode_series
 
-from .fanout import FanoutQueryable, float_batch
+from .fanout import FanoutQueryable
 
 
 def plain_selector(expr) -> ast.VectorSelector | None:
@@ -39,22 +43,31 @@ def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, 
         return None
     if fanout.opts.max_resolution_ms:
         return None  # downsampled data: the engine's selects
-    steps = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
-    steps_n = len(steps)
-    mint, maxt = start_ms - lookback_ms + 1, int(steps[-1])
-    batch = float_batch(raw, mint, maxt)
-    if batch is None:
+    if any(s.histograms is not False for s in raw):
         return None
-    sel = from_batch(batch, mint, maxt)
-    n = len(sel)
-    if steps_n + n * steps_n > max_samples:  # the engine's budget: its steps, then the lookup
+    labels = [s.labels for s in raw]
+    if not all(map(operator.lt, labels, itertools.islice(labels, 1, None))):
+        return None  # not one store's sorted, distinct series: the engine merges
+    steps_n = (end_ms - start_ms) // step_ms + 1
+    mint = start_ms - lookback_ms + 1
+    ts, vals, offs = xor_decode_series([s.chunks for s in raw], mint,
+                                       start_ms + (steps_n - 1) * step_ms)
+    got = present_samples(ts, vals, offs, start_ms, step_ms, steps_n, lookback_ms)
+    if got is None:
+        return None  # overlapping chunks: the engine dedups the samples
+    offs = np.frombuffer(offs, dtype=np.int64)
+    nonempty = len(labels) - int(np.count_nonzero(offs[1:] == offs[:-1]))
+    # the engine's sample budget: its steps, then the lookup's n x steps
+    if steps_n + nonempty * steps_n > max_samples:
         return None
     if fanout.deadline is not None and fanout.loop.time() >= fanout.deadline:
         return None
-    vals, present, _ = _last_samples(sel, steps, lookback_ms)
+    pts = np.frombuffer(got[0], dtype=np.int64)
+    pvals = np.frombuffer(got[1], dtype=np.float64)
     out = []
-    for i, lbls in enumerate(sel.labels):
-        p = present[i]
-        if p.any():
-            out.append((lbls, steps[p], vals[i][p]))
+    at = 0
+    for lbls, count in zip(labels, np.frombuffer(got[2], dtype=np.int64).tolist()):
+        if count:
+            out.append((lbls, pts[at:at + count], pvals[at:at + count]))
+            at += count
     return QueryResult("matrix", out)

@@ -109,3 +109,33 @@ def test_the_engine_still_answers_what_it_must_decide(tmp_path):
             assert [s for s, _ in got[0]] == [422, 200]
             assert b"replica" not in got[0][1][1]
     run(go())
+
+
+def test_present_samples_kernel_matches_the_engine_lookup():
+    """The C kernel against the engine's own lookup (last_samples, then the present mask) over
+    random series: gaps, staleness markers, empty series, steps before and after the data;
+    None for timestamps that do not ascend; no steps or no series give empty answers."""
+    from querier.promql._rangec import last_samples, present_samples
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(0, 5))
+        lens = rng.integers(0, 40, n)
+        ts = np.concatenate([np.cumsum(rng.integers(1, 90_000, k)) for k in lens] or [[]]).astype(np.int64)
+        vals = rng.normal(size=len(ts))
+        vals[rng.random(len(ts)) < 0.1] = STALE
+        offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        start, step = int(rng.integers(-100_000, 500_000)), int(rng.integers(1, 120_000))
+        T, lb = int(rng.integers(0, 60)), int(rng.integers(1, 400_000))
+        got = present_samples(ts, vals, offs, start, step, T, lb)
+        steps = start + np.arange(T, dtype=np.int64) * step
+        x, ok, _ = last_samples(ts, vals, offs, steps, lb)
+        x = np.frombuffer(x, dtype=np.float64).reshape(n, T)
+        ok = np.frombuffer(ok, dtype=np.bool_).reshape(n, T)
+        counts = np.frombuffer(got[2], dtype=np.int64)
+        assert counts.tolist() == ok.sum(1).tolist()
+        assert np.frombuffer(got[0], dtype=np.int64).tolist() == [int(steps[j]) for i in range(n)
+                                                                  for j in np.flatnonzero(ok[i])]
+        assert np.frombuffer(got[1], dtype=np.float64).tobytes() == x[ok].tobytes()
+    ts = np.array([1, 5, 5, 9], dtype=np.int64)
+    assert present_samples(ts, np.zeros(4), np.array([0, 4], dtype=np.int64), 0, 1, 10, 5) is None
+    assert present_samples(ts, np.zeros(4), np.array([0, 2, 4], dtype=np.int64), 0, 1, 10, 5) is not None
