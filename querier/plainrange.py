@@ -55,18 +55,19 @@ def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, 
     got = present_samples(ts, vals, offs, start_ms, step_ms, steps_n, lookback_ms)
     if got is None:
         return None  # overlapping chunks: the engine dedups the samples
-    offs = np.frombuffer(offs, dtype=np.int64)
-    nonempty = len(labels) - int(np.count_nonzero(offs[1:] == offs[:-1]))
+    pts, pvals, counts, nonempty = got
     # the engine's sample budget: its steps, then the lookup's n x steps
     if steps_n + nonempty * steps_n > max_samples:
         return None
     if fanout.deadline is not None and fanout.loop.time() >= fanout.deadline:
         return None
-    pts = np.frombuffer(got[0], dtype=np.int64)
-    pvals = np.frombuffer(got[1], dtype=np.float64)
+    if len(counts) == 1:  # the one-series panel
+        return QueryResult("matrix", [(labels[0], np.frombuffer(pts, dtype=np.int64),
+                                       np.frombuffer(pvals, dtype=np.float64))] if counts[0] else [])
+    pts, pvals = np.frombuffer(pts, dtype=np.int64), np.frombuffer(pvals, dtype=np.float64)
     out = []
     at = 0
-    for lbls, count in zip(labels, np.frombuffer(got[2], dtype=np.int64).tolist()):
+    for lbls, count in zip(labels, counts):
         if count:
             out.append((lbls, pts[at:at + count], pvals[at:at + count]))
             at += count

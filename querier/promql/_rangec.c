@@ -248,11 +248,12 @@ done:
     return res;
 }
 
-/* present_samples(ts, vals, offs, start, step, T, lookback) -> (ts, vals, counts) bytes, or
- * None when a series' timestamps do not strictly ascend: the instant vector selector at the
- * steps start + j * step (j < T) as the range query answer wants it, only the present points
- * (the sample newest at or before the step, newer than step - lookback, not a staleness
- * marker), each series' points end to end with their step times, and each series' count.
+/* present_samples(ts, vals, offs, start, step, T, lookback) -> (ts bytes, vals bytes, counts
+ * list, nonempty), or None when a series' timestamps do not strictly ascend: the instant
+ * vector selector at the steps start + j * step (j < T) as the range query answer wants it,
+ * only the present points (the sample newest at or before the step, newer than step -
+ * lookback, not a staleness marker), each series' points end to end with their step times,
+ * each series' point count, and how many series have samples at all.
  * The one-selector range query's whole evaluation (querier/plainrange.py), with no n*T arrays. */
 static PyObject *py_present_samples(PyObject *self, PyObject *args) {
     Py_buffer tb, vb, ob;
@@ -275,11 +276,11 @@ static PyObject *py_present_samples(PyObject *self, PyObject *args) {
     const Py_ssize_t cap = n * (Py_ssize_t)T;  /* at most a point per step and series */
     ot = PyBytes_FromStringAndSize(NULL, cap * 8);
     ov = PyBytes_FromStringAndSize(NULL, cap * 8);
-    oc = PyBytes_FromStringAndSize(NULL, n * 8);
+    oc = PyList_New(n);
     if (!ot || !ov || !oc) goto done;
-    int64_t *out_t = (int64_t *)PyBytes_AS_STRING(ot), *out_c = (int64_t *)PyBytes_AS_STRING(oc);
+    int64_t *out_t = (int64_t *)PyBytes_AS_STRING(ot);
     uint64_t *out_v = (uint64_t *)PyBytes_AS_STRING(ov);
-    Py_ssize_t w = 0;
+    Py_ssize_t w = 0, nonempty = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         const int64_t a = offs[i], b = offs[i + 1];
         const Py_ssize_t w0 = w;
@@ -296,11 +297,14 @@ static PyObject *py_present_samples(PyObject *self, PyObject *args) {
                 w++;
             }
         }
-        out_c[i] = w - w0;
+        PyObject *count = PyLong_FromSsize_t(w - w0);
+        if (!count) goto done;
+        PyList_SET_ITEM(oc, i, count);
+        nonempty += b > a;
     }
     /* (an empty bytes object is shared: never resized) */
     if (w < cap && (_PyBytes_Resize(&ot, w * 8) || _PyBytes_Resize(&ov, w * 8))) goto done;
-    res = PyTuple_Pack(3, ot, ov, oc);
+    res = Py_BuildValue("OOOn", ot, ov, oc, nonempty);
 done:
     Py_XDECREF(ot);
     Py_XDECREF(ov);
@@ -315,7 +319,7 @@ static PyMethodDef methods[] = {
     {"last_samples", py_last_samples, METH_VARARGS,
      "last_samples(ts, vals, offs, steps, lookback) -> (vals, present, sample_ts) bytearrays."},
     {"present_samples", py_present_samples, METH_VARARGS,
-     "present_samples(ts, vals, offs, start, step, T, lookback) -> (ts, vals, counts) bytes | None."},
+     "present_samples(ts, vals, offs, start, step, T, lookback) -> (ts, vals, counts, nonempty) | None."},
     {"window_bounds", py_window_bounds, METH_VARARGS,
      "window_bounds(ts, offs, end, rng) -> (lo, hi) int64 bytes, series-major."},
     {"extrapolated", py_extrapolated, METH_VARARGS,
