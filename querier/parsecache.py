@@ -70,8 +70,11 @@ class ParseCache:
         if expr is not None:
             self._trees.move_to_end(query)
             return expr
-        expr = simple_selector(query) or parse(query, features=self.features)
-        if self.max_entries > 0 and _immutable(expr):
+        expr = simple_selector(query)
+        simple = expr is not None  # (no duration expression in a plain selector)
+        if not simple:
+            expr = parse(query, features=self.features)
+        if self.max_entries > 0 and (simple or _immutable(expr)):
             self._trees[query] = expr
             if len(self._trees) > self.max_entries:
                 self._trees.popitem(last=False)
