@@ -5,8 +5,9 @@ expressions (``[step() * 2]``, ``offset range()``) gets those resolved in place 
 query's step and range, so it is parsed afresh every time and never kept.
 
 A query not seen before that is a plain selector (``metric{label="value",...}``, also with
-regex matchers and blanks between tokens: the query of a one-series panel) is built directly, without the lexer and parser: the same tree the parser
-gives, at a fraction of a cold query's cost; anything else goes to the parser.
+regex matchers and blanks between tokens: the query of a one-series panel) is built
+directly, without the lexer and parser: the same tree the parser gives, at a fraction of a
+cold query's cost; anything else goes to the parser.
 """
 from __future__ import annotations
 
