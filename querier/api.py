@@ -385,7 +385,7 @@ class QueryAPI:
         left = deadline - loop.time()
         queued_s = timeout_s - left if stats else None
         queryable = FanoutQueryable(self.stores, loop, opts, deadline=deadline)
-        engine = Engine(dataclasses.replace(eopts, timeout_s=left))
+        engine = Engine(eopts, timeout_s=left)
         self._running.add(queryable)
 
         def done(_=None) -> None:
