@@ -3,10 +3,11 @@
 The one-series dashboard panel is the most frequent query there is, and the engine's walk over
 it (evaluator, node dispatch, selector, lookup, budget and deadline checks, finalization)
 costs several times the C work it wraps: decoding the fetched chunks and finding each step's
-latest sample. Here the same C calls run directly on the data fetched for the query's select
-(querier.inline), for exactly the case where the engine's answer is just that: float series
-with distinct labels, no modifiers, within the sample limit. Anything else returns None and
-the engine evaluates as always, so every error and edge case keeps its one implementation.
+latest sample. Here the chunk decoder and one C pass that keeps only the present points
+(present_samples) run directly on the data fetched for the query's select (querier.inline), for
+exactly the case where the engine's answer is just that: float series with distinct labels, no
+modifiers, within the sample limit, no ``stats`` asked. Anything else returns None and the
+engine evaluates as always, so every error and edge case keeps its one implementation.
 """
 from __future__ import annotations
 
