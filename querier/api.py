@@ -32,7 +32,7 @@ from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
 from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes, plan_selects
 from .parsecache import ParseCache
-from .plainrange import plain_range, plain_selector
+from .plainrange import plain_instant, plain_range, plain_selector
 from .histjson import histogram_point, matrix_entry
 from .querymetrics import add_engine_metrics
 from .jsonfmt import format_value, points_json, ts_fragment
@@ -372,7 +372,8 @@ class QueryAPI:
         plan is small (querier.inline), else in a worker; at the deadline the answer is
         Prometheus's timeout error whether or not the worker has stopped yet. ``start_ms``: the
         first step's time (lets the loop path fetch a plain selector's data up front);
-        ``end_ms``: a range query's end (lets a plain selector skip the engine)."""
+        ``end_ms``: the range query's end, or the instant query's time (with ``step_ms`` 0):
+        lets a plain selector skip the engine."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
@@ -441,10 +442,10 @@ class QueryAPI:
         direct = None
         if (end_ms is not None and queued_s is None and len(planned) == 1
                 and plain_selector(expr) is not None):
-            key = planned[0][0]
-            direct = lambda raw: plain_range(  # noqa: E731
-                queryable, raw[key], start_ms, end_ms, step_ms, engine.opts.lookback_delta_ms,
-                engine.opts.max_samples)
+            key, lb, most = planned[0][0], engine.opts.lookback_delta_ms, engine.opts.max_samples
+            direct = ((lambda raw: plain_range(queryable, raw[key], start_ms, end_ms, step_ms, lb,
+                                               most)) if step_ms > 0 else
+                      (lambda raw: plain_instant(queryable, raw[key], start_ms, lb, most)))
         res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
             lambda e, q: run(e, q, expr), engine, planned, direct)
         if res is None:
@@ -474,7 +475,7 @@ class QueryAPI:
         t0 = time.monotonic()
         resp = await self._evaluate(lambda engine, qa, expr: engine.instant(qa, q, t, expr),
                                     timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q,
-                                    start_ms=t)
+                                    start_ms=t, end_ms=t)
         self._log_if_slow(t0, resp, query=q, time=t / 1000)
         return resp
 

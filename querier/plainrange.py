@@ -34,13 +34,13 @@ def plain_selector(expr) -> ast.VectorSelector | None:
     return None
 
 
-def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, step_ms: int,
-                lookback_ms: int, max_samples: int) -> QueryResult | None:
-    """The engine's matrix for a plain selector over the raw series ``raw`` fetched for
-    [start - lookback + 1, last step], or None where the engine must decide (replicas or
-    several stores to merge, native histograms, overlapping chunks, the sample limit, a
-    passed deadline, times at the edge of int64)."""
-    if not INT64_MIN < start_ms - lookback_ms - 1 or not end_ms < INT64_MAX:
+def _present(fanout: FanoutQueryable, raw: list, start_ms: int, step_ms: int, steps_n: int,
+             lookback_ms: int) -> tuple[list, tuple] | None:
+    """(labels, present_samples' answer) of ``raw`` at the steps, or None where the engine must
+    decide (downsampled data, native histograms, replicas or several stores to merge,
+    overlapping chunks, times at the edge of int64)."""
+    last_ms = start_ms + (steps_n - 1) * step_ms
+    if not INT64_MIN < start_ms - lookback_ms - 1 or not last_ms < INT64_MAX:
         return None
     if fanout.opts.max_resolution_ms:
         return None  # downsampled data: the engine's selects
@@ -49,18 +49,32 @@ def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, 
     labels = [s.labels for s in raw]
     if not all(map(operator.lt, labels, itertools.islice(labels, 1, None))):
         return None  # not one store's sorted, distinct series: the engine merges
-    steps_n = (end_ms - start_ms) // step_ms + 1
-    mint = start_ms - lookback_ms + 1
-    ts, vals, offs = xor_decode_series([s.chunks for s in raw], mint,
-                                       start_ms + (steps_n - 1) * step_ms)
+    ts, vals, offs = xor_decode_series([s.chunks for s in raw], start_ms - lookback_ms + 1,
+                                       last_ms)
     got = present_samples(ts, vals, offs, start_ms, step_ms, steps_n, lookback_ms)
     if got is None:
         return None  # overlapping chunks: the engine dedups the samples
-    pts, pvals, counts, nonempty = got
-    # the engine's sample budget: its steps, then the lookup's n x steps
-    if steps_n + nonempty * steps_n > max_samples:
+    return labels, got
+
+
+def _passed(fanout: FanoutQueryable) -> bool:
+    return fanout.deadline is not None and fanout.loop.time() >= fanout.deadline
+
+
+def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, step_ms: int,
+                lookback_ms: int, max_samples: int) -> QueryResult | None:
+    """The engine's matrix for a plain selector over the raw series ``raw`` fetched for
+    [start - lookback + 1, last step], or None where the engine must decide (see _present;
+    also the sample limit and a passed deadline)."""
+    if not end_ms < INT64_MAX:
         return None
-    if fanout.deadline is not None and fanout.loop.time() >= fanout.deadline:
+    steps_n = (end_ms - start_ms) // step_ms + 1
+    got = _present(fanout, raw, start_ms, step_ms, steps_n, lookback_ms)
+    if got is None:
+        return None
+    labels, (pts, pvals, counts, nonempty) = got
+    # the engine's sample budget: its steps, then the lookup's n x steps
+    if steps_n + nonempty * steps_n > max_samples or _passed(fanout):
         return None
     if len(counts) == 1:  # the one-series panel
         return QueryResult("matrix", [(labels[0], np.frombuffer(pts, dtype=np.int64),
@@ -73,3 +87,18 @@ def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, 
             out.append((lbls, pts[at:at + count], pvals[at:at + count]))
             at += count
     return QueryResult("matrix", out)
+
+
+def plain_instant(fanout: FanoutQueryable, raw: list, t_ms: int, lookback_ms: int,
+                  max_samples: int) -> QueryResult | None:
+    """The engine's instant vector for a plain selector over ``raw`` fetched for
+    [t - lookback + 1, t] (a stat panel's query), or None as :func:`plain_range`."""
+    got = _present(fanout, raw, t_ms, 1, 1, lookback_ms)
+    if got is None:
+        return None
+    labels, (_, pvals, counts, nonempty) = got
+    if nonempty > max_samples or _passed(fanout):  # the engine's budget: the lookup's n
+        return None
+    values = iter(memoryview(pvals).cast("d").tolist())
+    return QueryResult("vector", [(lbls, t_ms, next(values)) for lbls, count in zip(labels, counts)
+                                  if count])

@@ -1,7 +1,8 @@
-"""A range query that is one plain selector is answered without the engine (querier.plainrange):
-the same bytes as the engine's answer in the worker for every shape of data (gaps past the
-lookback, staleness markers, series without samples in the range, NaN, limit, one step), and
-the engine still decides everything else (replicas to merge, the sample limit)."""
+"""A range or instant query that is one plain selector is answered without the engine
+(querier.plainrange): the same bytes as the engine's answer in the worker for every shape of
+data (gaps past the lookback, staleness markers, series without samples in the range, NaN,
+limit, one step), and the engine still decides everything else (replicas to merge, the sample
+limit)."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,7 @@ from querier.promql import Engine
 from receiver.tsdb.labels import STALE_NAN_BITS
 from querier_cluster import cluster, run
 
-QR = "/api/v1/query_range"
+Q, QR = "/api/v1/query", "/api/v1/query_range"
 T0 = 1_700_000_000_000
 WORKER_ONLY = InlineLimits(max_nodes=0)
 STALE = np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0]
@@ -48,6 +49,12 @@ PLAIN = [_range('m{i="0"}', S, S + 3600, "15"),
          _range("m", S, S + 3600, "15", limit="2"),
          _range('m{i=~"[13]"}', S, S + 3600, "20"),
          _range('nothing{i="0"}', S, S + 3600, "15")]
+INSTANT = [{"query": q, "time": str(t), **more} for q, t, more in [
+    ('m{i="0"}', S + 600, {}), ("m", S + 1800, {}), ("m", S + 1800, {"limit": "2"}),
+    ('m{i="2"}', S + 15 * 120 + 1, {}),  # the staleness marker: absent
+    ('m{i="1"}', S + 15 * 60, {}),  # in the gap, past the lookback: absent
+    ('m{i="3"}', S + 15 * 7 + 0.5, {}),  # NaN
+    ('m{i="4"}', S + 3600, {}), ('m{i=~"[34]"}', S + 30, {})]]
 NOT_PLAIN = [_range('m{i="0"} offset 1m', S, S + 3600, "15"),
              _range('(m{i="0"})', S, S + 3600, "15"),
              _range('m{i="0"}', S, S + 3600, "15", stats="all")]
@@ -55,31 +62,37 @@ NOT_PLAIN = [_range('m{i="0"} offset 1m', S, S + 3600, "15"),
 
 def test_plain_selector_range_queries_answer_as_the_engine_does_without_it(tmp_path, monkeypatch):
     ranges = []
-    engine_range = Engine.range
 
-    def counted(self, *a, **kw):
-        ranges.append(a[1])
-        return engine_range(self, *a, **kw)
-    monkeypatch.setattr(Engine, "range", counted)
+    def counted(method):
+        def run(self, *a, **kw):
+            ranges.append(a[1])
+            return method(self, *a, **kw)
+        return run
+    monkeypatch.setattr(Engine, "range", counted(Engine.range))
+    monkeypatch.setattr(Engine, "instant", counted(Engine.instant))
 
     async def go():
         async with cluster(tmp_path) as c:
             await c.push(_data())
             api = c.querier.api
 
-            async def answers(reqs) -> list[tuple[int, bytes]]:
+            async def answers(reqs, path: str = QR) -> list[tuple[int, bytes]]:
                 out = []
                 for params in reqs:
-                    async with c.http.get(c.base + QR, params=params) as r:
+                    async with c.http.get(c.base + path, params=params) as r:
                         out.append((r.status, await r.read()))
                 return out
             fast = await answers(PLAIN)
+            fast_instant = await answers(INSTANT, Q)
             assert ranges == [], "a plain selector needs no engine"
             slow = await answers(NOT_PLAIN)
             assert len(ranges) == len(NOT_PLAIN)
             api.inline = WORKER_ONLY
             assert await answers(PLAIN) == fast
-            assert [s for s, _ in fast] == [200] * len(PLAIN)
+            assert await answers(INSTANT, Q) == fast_instant
+            assert [s for s, _ in fast + fast_instant] == [200] * (len(PLAIN) + len(INSTANT))
+            assert b'"result":[]' in fast_instant[3][1] and b'"result":[]' in fast_instant[4][1]
+            assert b'"NaN"' in fast_instant[5][1]
             assert (await answers(NOT_PLAIN))[:2] == slow[:2]
             bodies = [b for _, b in fast]
             assert b'"values":[]' not in bodies[5] and b'"result":[]' in bodies[5]
