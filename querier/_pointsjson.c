@@ -75,14 +75,12 @@ static PyObject *py_points(PyObject *self, PyObject *args) {
     int ok = 1;
     while (v < vend || i < n) {
         if (i >= n || v >= vend) { ok = 0; break; }  /* counts differ */
-        const char *e = v;
-        while (e < vend && *e != ',') {
-            char c = *e;
-            if (!((c >= '0' && c <= '9') || c == '.' || c == '-')) { ok = 0; break; }
-            e++;
-        }
-        if (!ok || e == v) { ok = 0; break; }
+        const char *e = memchr(v, ',', (size_t)(vend - v));
+        if (!e) e = vend;
+        if (e == v) { ok = 0; break; }
         size_t len = (size_t)(e - v);
+        /* orjson's float tokens: digits, '.', '-', or an exponent ('e') or null (NaN, Inf) */
+        if (*v == 'n' || memchr(v, 'e', len)) { ok = 0; break; }
         /* below 1e-6 Go switches to exponent form: a plain 0.000000... token is not Go's */
         const char *z = *v == '-' ? v + 1 : v;
         if (e - z > 8 && memcmp(z, "0.000000", 8) == 0) { ok = 0; break; }
