@@ -351,6 +351,8 @@ class BucketBlock:
         self.bucket = bucket
         self._remote = remote  # shared postings/series cache behind the in-process LRU
         self.meta = meta
+        self.min_time = meta.min_time  # the block's [min_time, max_time) (attributes: read
+        self.max_time = meta.max_time  # for every block of every request)
         self.ulid = meta.ulid
         self.header = header
         self._cache = cache
@@ -389,14 +391,6 @@ class BucketBlock:
         await verify_index(self.bucket, self._index_name, self.header, self._seg_sizes)
 
     # -- block-level filters
-
-    @property
-    def min_time(self) -> int:
-        return self.meta.min_time
-
-    @property
-    def max_time(self) -> int:
-        return self.meta.max_time
 
     def overlaps(self, mint: int, maxt: int) -> bool:
         """[min_time, max_time) of the block against the inclusive query range."""

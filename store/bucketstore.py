@@ -444,7 +444,8 @@ class BucketStore:
                     sel, kept = self._whole_selection(blocks[i], got, w)  # type: ignore[arg-type]
                     if kept:
                         new.append((blocks[i].ulid, sel))
-                    results[i] = sel.in_range(mint, maxt)[0]
+                    results[i] = sel.series if mint <= sel.min_time and \
+                        maxt >= sel.max_time - 1 else sel.in_range(mint, maxt)[0]
             self.memo.put_many(key, new)
             rest = [(i, refs) for i, refs, w in zip(misses, selected, whole) if w is None]
             read = await gather_eager([self._guarded(blocks[i], self._read_and_keep(
