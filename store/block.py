@@ -12,6 +12,7 @@ from array import array
 import itertools
 import struct
 from collections import deque
+from functools import partial
 from itertools import repeat
 from operator import attrgetter, itemgetter
 from collections.abc import Callable, Sequence
@@ -175,6 +176,11 @@ class PostingsPlan(NamedTuple):
     narrowing: list[list[tuple[int, int]]]  # ranges of the matchers not matching "", in order
 
 
+# NamedTuples made once per block of a request, without their Python-level __new__
+_new_plan = partial(tuple.__new__, PostingsPlan)
+_new_entries = partial(tuple.__new__, SeriesEntries)
+
+
 def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
     """Sorted series refs of a selection from its checked postings lists (by start offset).
     The narrowing matchers go shortest list first, and a later single list is searched in
@@ -195,7 +201,7 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
     result: np.ndarray | None = None
     for rs, _ in narrowing:
         if result is None:
-            result = union(rs)
+            result = _decode_postings(raws[rs[0][0]]) if len(rs) == 1 else union(rs)
         elif len(rs) == 1:
             result = np.frombuffer(in_postings(result, raws[rs[0][0]]), np.int64)
         else:
@@ -366,6 +372,7 @@ class BucketBlock:
         self.resolution = int((thanos.get("downsample") or {}).get("resolution", 0))
         self._index_name = self.index_name = f"{self.ulid}/{INDEX_FILENAME}"  # in the bucket
         self._seg_sizes = seg_sizes  # actual sizes: the bounds of every chunk ref
+        self._seg_rels: dict[int, str] = {}  # segment seq -> its name (real segments only)
         self.skipped_chunks = 0  # chunks of unknown encodings left out of answers so far
         self._name_ranges: dict[str, tuple[int, int] | None] = {}  # see _name_range
 
@@ -590,8 +597,8 @@ class BucketBlock:
             if all_rng is None:
                 return None
             wanted.append(all_rng)
-        return PostingsPlan(plans, all_rng, sorted(set(wanted)) if len(wanted) > 1 else wanted,
-                            narrowing)
+        return _new_plan((plans, all_rng, sorted(set(wanted)) if len(wanted) > 1 else wanted,
+                          narrowing))
 
     def _name_range(self, name: str) -> tuple[int, int] | None:
         """The postings range of metric ``name`` (as IndexHeader.postings_range), the last
@@ -629,7 +636,7 @@ class BucketBlock:
             lc, syms, cc, c_mint, c_maxt, c_ref = decode_series_batch(raws)
         except ValueError as e:
             raise CorruptionError(f"block {self.ulid}: {e}") from None
-        return SeriesEntries(h.label_sets(lc, syms), cc, c_mint, c_maxt, c_ref)
+        return _new_entries((h.label_sets(lc, syms), cc, c_mint, c_maxt, c_ref))
 
     def _series_spans(self, refs: np.ndarray
                       ) -> tuple[np.ndarray | list[int], np.ndarray | list[int]]:
@@ -735,7 +742,7 @@ class BucketBlock:
         (CorruptionError) when its spans are worked out (only for a cache miss)."""
         small = len(ids) <= SMALL_ITEMS  # a few chunks (one series): lists, no array work
         if small:
-            offs: list[int] | np.ndarray = [i & 0xFFFFFFFF for i in ids]
+            offs: list[int] | np.ndarray = ids  # (the offsets are taken from them in spans)
             if ids[0] >> 32 == ids[-1] >> 32:  # (sorted) all in one segment: the usual
                 seqs: list[int] | np.ndarray = [ids[0] >> 32]
                 cuts = [0, len(ids)]
@@ -751,7 +758,12 @@ class BucketBlock:
         est = self._opts.chunk_estimate
         out = []
         for a, z in zip(cuts[:-1], cuts[1:]):
-            rel = f"{CHUNKS_DIRNAME}/{segment_name(int(seqs[a]))}"
+            seq = int(seqs[a])
+            rel = self._seg_rels.get(seq)
+            if rel is None:
+                rel = f"{CHUNKS_DIRNAME}/{segment_name(seq)}"
+                if rel in self._seg_sizes:  # (only a real segment's name is kept)
+                    self._seg_rels[seq] = rel
 
             def spans(o=offs[a:z], rel=rel, a=a, z=z
                       ) -> tuple[np.ndarray | list[int], np.ndarray | list[int]]:
@@ -761,7 +773,8 @@ class BucketBlock:
                 if size is None:
                     raise CorruptionError(bad)
                 if small:
-                    return _small_spans(o, est, SEGMENT_HEADER_SIZE, size, bad)  # type: ignore[arg-type]
+                    return _small_spans([i & 0xFFFFFFFF for i in o], est,  # type: ignore[union-attr]
+                                        SEGMENT_HEADER_SIZE, size, bad)
                 if o[0] < SEGMENT_HEADER_SIZE or o[-1] >= size:
                     raise CorruptionError(bad)
                 ends = np.minimum(o + est, size)

@@ -66,7 +66,8 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
         if not len(refs[i]):
             out[i] = []
     raws = await _read_jobs(blocks, [_job((i, blocks[i].index_name, refs[i].tolist(),
-                                           _series_spans(blocks[i], refs[i]))) for i in todo],
+                                           partial(blocks[i]._series_spans, refs[i])))
+                                     for i in todo],
                             "series", _series_len, cache, opts, limit, metrics, failed)
     parts = []  # (block index, entries, picked, bounds, mints, maxts, c_refs, chunk ids, ordered)
     for i, got in zip(todo, raws):
@@ -104,9 +105,7 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
     return out
 
 
-def _series_spans(block: BucketBlock, refs: np.ndarray) -> Spans:
-    """The estimated spans of ``block``'s series entries at ``refs``, worked out on a miss."""
-    return lambda: block._series_spans(refs)
+
 
 
 async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
+from functools import partial
 from itertools import chain
 from operator import itemgetter
 from typing import NamedTuple
@@ -65,12 +66,15 @@ class Selection(NamedTuple):
         return out, n
 
 
+_new_selection = partial(tuple.__new__, Selection)  # (no Python-level __new__ call)
+
+
 def selection_of(series: list[tuple[Labels, Chunks]], min_time: int, max_time: int,
                  selected: bool, refs: int) -> Selection:
     chunks = sum(map(len, map(_CHUNKS, series)))  # (no Python call per series or chunk)
     data = sum(map(len, map(_DATA, chain.from_iterable(map(_CHUNKS, series)))))  # type: ignore[arg-type]
     size = ENTRY_OVERHEAD + data + chunks * CHUNK_OVERHEAD + len(series) * ENTRY_OVERHEAD
-    return Selection(series, min_time, max_time, selected, refs, chunks, size)
+    return _new_selection((series, min_time, max_time, selected, refs, chunks, size))
 
 
 class SelectionMemo:
