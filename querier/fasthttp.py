@@ -23,6 +23,7 @@ from typing import Callable
 from aiohttp.http import SERVER_SOFTWARE
 from yarl import query_to_pairs  # what aiohttp's request.query and post() decode with
 
+from common.eagerstep import run_first_step
 from common.httpgzip import MIN_BYTES, Coding, compressed, negotiate
 
 from .api import Answer, QueryAPI
@@ -240,7 +241,8 @@ class FastConnection(asyncio.Protocol):
         """Answer the buffered request here, or give the connection to aiohttp. Bytes read
         together with a request (pipelined) go to aiohttp with it: its parser judges them all
         at once (one bad request among them and it answers only a 400). ``eager`` (called
-        from data_received, outside any task): the request's task takes its first step now."""
+        from data_received): the request's task takes its first step now (common.eagerstep),
+        so a small query reaches its store call without a loop iteration of its own."""
         if self.front.closing:  # shutting down: no new request is started
             self.close()
             return
@@ -364,18 +366,6 @@ class FastConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-
-def run_first_step(loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
-    """Take the just created ``task``'s first step now, in this loop iteration (its handle
-    is the last one create_task queued), as Python 3.12's eager tasks do: a small query then
-    reaches its store call without a loop iteration of its own (an epoll_wait and the loop's
-    bookkeeping, on cold CPU caches). It is a real Task all along (current_task, cancel,
-    asyncio.timeout work as ever). Only from a plain callback (no task running); on a loop
-    that queues differently the step is left where it is."""
-    ready = getattr(loop, "_ready", None)
-    if ready and getattr(ready[-1]._callback, "__self__", None) is task:
-        ready.pop()._run()
 
 
 def _fields(coding: Coding | None, length: bytes) -> bytes:

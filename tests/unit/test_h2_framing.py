@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 import grpc
 import grpc.aio
 import pytest
 
-from storeapi.h2client import H2Channel, RpcError
+from storeapi.h2client import H2Channel, RpcError, _Connection
 from storeapi.h2frames import (CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS,
                                PREFACE, REFUSED_STREAM, RST_STREAM, WINDOW_UPDATE, frame,
                                literal, settings_frame, split_frames)
@@ -638,3 +639,38 @@ def test_padded_request_data_is_unpadded_and_bad_padding_ends_the_connection():
     good, bad = _run(main())
     assert any(f[0] == DATA and f[3].endswith(b"ko") for f in good)
     assert [f[0] for f in bad if f[0] == GOAWAY] == [GOAWAY]
+
+
+def test_a_lazy_call_resumes_in_the_read_that_ended_it():
+    """unary_stream_each's caller is woken at the end of the socket read that brought its
+    answer's end (no loop iteration of its own), in its own task; a failed call too, and
+    other calls on the connection go on."""
+    def inside_read() -> bool:
+        f = sys._getframe()
+        while f is not None and f.f_code is not _Connection.data_received.__code__:
+            f = f.f_back
+        return f is not None
+
+    async def main():
+        where: list[tuple[bool, bool]] = []
+
+        async def each(request: bytes) -> None:
+            task = asyncio.current_task()
+            try:
+                await ch.unary_stream_each(STREAM, request, 20, lambda m: None)
+            finally:
+                where.append((inside_read(), asyncio.current_task() is task))
+
+        async with _our_server() as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "identity")
+            try:
+                await each(b"1")
+                await asyncio.gather(each(b"2"), each(b"1"))
+                with pytest.raises(RpcError):
+                    await each(b"x")  # the server's handler fails: status UNKNOWN
+                await each(b"1")
+            finally:
+                await ch.close()
+        return where
+
+    assert _run(main()) == [(True, True)] * 5
