@@ -146,11 +146,16 @@ class _Connection(asyncio.Protocol):
         self.can_write.set()
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
         self.receiving = True
         try:
-            frames, used = split_frames(self.buf, _MAX_FRAME)
-            del self.buf[:used]
+            if self.buf:  # a frame began in an earlier read
+                self.buf += data
+                frames, used = split_frames(self.buf, _MAX_FRAME)
+                del self.buf[:used]
+            else:  # the usual read of whole frames: split where it lies, nothing copied first
+                frames, used = split_frames(data, _MAX_FRAME)
+                if used < len(data):
+                    self.buf += memoryview(data)[used:]
             for f in frames:
                 self._on_frame(*f)
         except (ProtocolError, hpack.HPACKError, ValueError) as e:
