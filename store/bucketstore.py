@@ -120,6 +120,7 @@ class BucketStore:
         # next starts (then so do those of any range): the per-call filter reads no property
         self._spans: list[tuple[int, int, BucketBlock]] = []
         self._all_follow = True
+        self._time_range = (MAX_INT64, MIN_INT64)  # of the blocks served (Info's)
         self.broken: dict[str, str] = {}  # taken out of service after a read error: ulid -> why
         self._opts = opts or FetchOptions()
         self._sync_limit = asyncio.Semaphore(sync_concurrency)
@@ -319,6 +320,11 @@ class BucketStore:
         return sorted({b.ext_labels for b in self.blocks.values()})
 
     def time_range(self) -> tuple[int, int]:
+        """What Info reports; kept by ``_blocks_changed`` (every Info call asks: not a walk
+        over every block per call)."""
+        return self._time_range
+
+    def _blocks_time_range(self) -> tuple[int, int]:
         if not self.blocks:
             return MAX_INT64, MIN_INT64
         mint, maxt = (min(b.min_time for b in self.blocks.values()),
@@ -333,6 +339,7 @@ class BucketStore:
             self.memo.keep_blocks(self.blocks)
         self._spans = [(b.min_time, b.max_time, b) for b in blocks]
         self._all_follow = _follow_in_time(list(blocks))
+        self._time_range = self._blocks_time_range()
         self._one_resolution = None
         if len({b.resolution for b in blocks}) == 1 and len({b.ext_labels for b in blocks}) == 1:
             self._one_resolution = next(iter(blocks)).resolution

@@ -97,6 +97,11 @@ class _Context:
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return _metadata(self._headers)
 
+    def metadata_value(self, key: str) -> str | None:
+        """The value of the call's metadata ``key`` (lower case; the last one if repeated,
+        as ``invocation_metadata`` has it), None without it."""
+        return None if key.startswith(":") else self._headers.get(key)
+
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
@@ -125,13 +130,14 @@ def _status_message(details: str) -> str:
 
 
 class _Stream:
-    __slots__ = ("headers", "body", "task", "sent_headers", "expired", "deadline")
+    __slots__ = ("headers", "body", "task", "sent_headers", "expired", "deadline", "sent")
 
     def __init__(self, headers: dict[str, str]) -> None:
         self.headers = headers
         self.body = bytearray()
         self.task: asyncio.Task | None = None
         self.sent_headers = False
+        self.sent = 0  # response messages produced (grpc_server_msg_sent)
         self.expired = False  # its grpc-timeout passed: the task was cancelled for that
         self.deadline: float | None = None  # time.monotonic() of its grpc-timeout
 
@@ -318,7 +324,8 @@ class _Connection(asyncio.Protocol):
             deadline = st.deadline = time.monotonic() + timeout
             if self._timer is None or deadline < self._timer_at:
                 self._arm(deadline)
-        call = None  # grpc_server_* of a call that reached its handler
+        method = None  # grpc_server_* of a call that reached its handler
+        t0 = 0.0
         code = grpc.StatusCode.OK
         try:
             if raw_timeout is not None and timeout is None:  # as grpc-go
@@ -337,9 +344,9 @@ class _Connection(asyncio.Protocol):
             ctx = _Context(st.headers, deadline, self._peer)
             metrics = self._server.metrics
             if metrics is not None:
-                call = metrics.begin(path, kind)
-                call.received()
-            await self._respond(sid, st, handler, req, ctx, call)
+                method = metrics.served(path, kind)
+                t0 = time.perf_counter()
+            await self._respond(sid, st, handler, req, ctx)
             self._finish(sid, st, code, "")
         except _Abort as a:
             code = a.code
@@ -359,29 +366,33 @@ class _Connection(asyncio.Protocol):
             code = grpc.StatusCode.UNKNOWN
             self._finish(sid, st, code, f"Unexpected {type(e).__name__}: {e}")
         finally:
-            if call is not None:
-                call.done(code)
+            if method is not None:
+                method.end(code, st.sent, t0)
             self._drop(sid)
 
-    async def _respond(self, sid: int, st: _Stream, handler, req, ctx: _Context, call) -> None:
-        ser = handler.response_serializer or (lambda b: b)
+    async def _respond(self, sid: int, st: _Stream, handler, req, ctx: _Context) -> None:
+        ser = handler.response_serializer  # None: the handler gives bytes
         if handler.unary_unary is not None:
-            resp = await handler.unary_unary(req, ctx)
-            if call is not None:
-                call.sent()
-            await self._send(sid, st, _frame(ser(resp)), last=True)
+            msg = await handler.unary_unary(req, ctx)
+            st.sent = 1
+            if ser is not None:
+                msg = ser(msg)
+            await self._send(sid, st, _PREFIX.pack(0, len(msg)) + msg, last=True)
         else:
-            await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser, call)
+            await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser)
 
-    async def _stream_responses(self, sid: int, st: _Stream, it, ser, call) -> None:
+    async def _stream_responses(self, sid: int, st: _Stream, it, ser) -> None:
         pending: list[bytes] = []
-        size = sent = 0
+        size = 0
+        pack = _PREFIX.pack
         try:
             async for msg in it:
-                sent += 1
-                f = _frame(ser(msg))
-                pending.append(f)
-                size += len(f)
+                st.sent += 1
+                if ser is not None:
+                    msg = ser(msg)
+                pending.append(pack(0, len(msg)))
+                pending.append(msg)
+                size += 5 + len(msg)
                 if size >= _FLUSH_BYTES:
                     await self._send(sid, st, b"".join(pending))
                     pending, size = [], 0
@@ -389,9 +400,6 @@ class _Connection(asyncio.Protocol):
             if pending:  # what was produced before a failure reaches the client, as with grpcio
                 await self._send(sid, st, b"".join(pending))
             raise
-        finally:
-            if call is not None:
-                call.sent(sent)
         if pending:
             await self._send(sid, st, b"".join(pending), last=True)
 
@@ -429,6 +437,13 @@ class _Connection(asyncio.Protocol):
         (headers, data and trailers of a small answer in one write, not three)."""
         if self._closed:
             raise ConnectionError("connection closed")
+        if last and not st.sent_headers and sid in self._streams and \
+                self._conn.send_reply(sid, _RESPONSE_HEADERS, data, _OK_STATUS):
+            # the usual small answer: headers, data and OK trailers as one write
+            st.sent_headers = True
+            self._drop(sid)  # nothing more for it: _finish has nothing to add
+            self._flush()
+            return
         self._response_headers(sid, st)
         view = memoryview(data)
         stalled_until = None  # a client granting no window gets send_stall_timeout_s
@@ -509,10 +524,6 @@ class _Connection(asyncio.Protocol):
 
     def tasks(self) -> list[asyncio.Task]:
         return [st.task for st in self._streams.values() if st.task is not None]
-
-
-def _frame(msg: bytes) -> bytes:
-    return _PREFIX.pack(0, len(msg)) + msg
 
 
 def _host_port(address: str) -> tuple[str | None, int]:

@@ -66,7 +66,12 @@ DEFAULT_TENANT = "default-tenant"  # Thanos's tenant of a call without one
 
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
     """The call's tenant as Thanos's store reads it (GetTenantFromGRPCMetadata): the first
-    ``thanos-tenant`` metadata value, else ``default-tenant``."""
+    ``thanos-tenant`` metadata value, else ``default-tenant``. Our HTTP/2 server's context
+    looks it up in the request headers (no metadata tuple built per call)."""
+    metadata_value = getattr(context, "metadata_value", None)
+    if metadata_value is not None:
+        value = metadata_value(TENANT_METADATA)
+        return DEFAULT_TENANT if value is None else value
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_METADATA:
             return value
@@ -176,10 +181,6 @@ _DATA = itemgetter(2)  # a chunk's data in a (mint, maxt, data) triple
 _PLAIN = frozenset({bytes})  # XOR chunk bytes: the hand-written encoder's case
 
 
-def _identity(b: bytes) -> bytes:
-    return b
-
-
 class StoreServer:
     """Serves a SeriesSource as ``thanos.Store`` and ``thanos.info.Info``."""
 
@@ -210,7 +211,7 @@ class StoreServer:
                 rpc_pb2.InfoResponse.SerializeToString),
             "Series": grpc.unary_stream_rpc_method_handler(
                 self.series,
-                rpc_pb2.SeriesRequest.FromString, _identity),
+                rpc_pb2.SeriesRequest.FromString, None),  # frames are bytes already
             "LabelNames": grpc.unary_unary_rpc_method_handler(
                 self.label_names, rpc_pb2.LabelNamesRequest.FromString,
                 rpc_pb2.LabelNamesResponse.SerializeToString),
