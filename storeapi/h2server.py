@@ -280,7 +280,7 @@ class _Connection(asyncio.Protocol):
         st = self._streams.get(sid)
         if st is None or st.task is not None:
             return
-        st.task = asyncio.get_running_loop().create_task(self._run(sid, st))
+        st.task = _task_started_now(asyncio.get_running_loop(), self._run(sid, st))
 
     def _trailers_only(self, sid: int, code: grpc.StatusCode, details: str) -> None:
         """Answer a call that never started with status only, and stop reading its body."""
@@ -524,6 +524,21 @@ class _Connection(asyncio.Protocol):
 
     def tasks(self) -> list[asyncio.Task]:
         return [st.task for st in self._streams.values() if st.task is not None]
+
+
+def _task_started_now(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Task:
+    """A Task for ``coro`` whose first step runs now rather than on the loop's next pass (as
+    Python 3.12's eager tasks): a call that never waits -- a warm store answer -- is answered
+    before ``data_received`` returns, one loop pass and one epoll call fewer per call. The step
+    runs as the Task itself (``current_task()`` is it, so ``asyncio.timeout`` works), from the
+    handle ``create_task`` just queued, taken back off the ready queue; a loop without that
+    queue runs the step on its next pass as usual."""
+    ready = getattr(loop, "_ready", None)
+    queued = len(ready) if ready is not None else -1
+    task = loop.create_task(coro)
+    if ready is not None and len(ready) == queued + 1:
+        ready.pop()._run()
+    return task
 
 
 def _host_port(address: str) -> tuple[str | None, int]:
