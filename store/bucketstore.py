@@ -450,12 +450,7 @@ class BucketStore:
             for i, r in zip(misses, read):
                 results[i] = r
         if selects:
-            count = self.cache.count_hits
-            count("expanded_postings", selects)
-            if refs:
-                count("series", refs)
-            if chunks:
-                count("chunks", chunks)
+            self.cache.count_memo_hits(selects, refs, chunks)
         return results
 
     async def _select_misses(self, blocks: list[BucketBlock], matchers: list[Matcher]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -122,7 +123,9 @@ class _Method:
         self.sent += sent
         handled, value = self.handled, code._value_
         handled[value] = handled.get(value, 0) + 1
-        self.seconds.observe(time.perf_counter() - t0)
+        seconds, took = self.seconds, time.perf_counter() - t0
+        seconds.counts[bisect_left(seconds.bounds, took)] += 1  # as HistogramSeries.observe
+        seconds.sum += took
 
 
 class _Call:

@@ -162,6 +162,7 @@ class _Connection(asyncio.Protocol):
         self._window_open = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self._writing_paused = False  # as not self._can_write.is_set(), without a call
         self._closed = False
         self._peer = ""
         self._handshake_timer: asyncio.TimerHandle | None = None
@@ -205,9 +206,11 @@ class _Connection(asyncio.Protocol):
         self._can_write.set()
 
     def pause_writing(self) -> None:
+        self._writing_paused = True
         self._can_write.clear()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
         self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
@@ -224,8 +227,11 @@ class _Connection(asyncio.Protocol):
                 self._on_request(sid, ev[2])
             elif kind == DATA_IN:
                 self._on_data(sid, ev[2], ev[3])
-            elif kind == ENDED:
-                self._on_end(sid)
+            elif kind == ENDED:  # the request is complete: its call starts
+                st = self._streams.get(sid)
+                if st is not None and st.task is None:
+                    st.task = _task_started_now(asyncio.get_running_loop(),
+                                                self._run(sid, st))
             elif kind == RESET:
                 st = self._drop(sid)
                 if st is not None and st.task is not None:
@@ -276,12 +282,6 @@ class _Connection(asyncio.Protocol):
             self._buffered -= len(st.body)
         return st
 
-    def _on_end(self, sid: int) -> None:
-        st = self._streams.get(sid)
-        if st is None or st.task is not None:
-            return
-        st.task = _task_started_now(asyncio.get_running_loop(), self._run(sid, st))
-
     def _trailers_only(self, sid: int, code: grpc.StatusCode, details: str) -> None:
         """Answer a call that never started with status only, and stop reading its body."""
         if self._closed:
@@ -331,7 +331,8 @@ class _Connection(asyncio.Protocol):
             if raw_timeout is not None and timeout is None:  # as grpc-go
                 raise _Abort(grpc.StatusCode.INTERNAL,
                              f"malformed grpc-timeout: {raw_timeout[:40]!r}")
-            handler, kind = self._server.lookup(path, st.headers)
+            server = self._server
+            handler, kind = server.routes.get(path) or server.lookup(path, st.headers)
             if handler is None:
                 raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
             raw = self._message(st)
@@ -342,12 +343,21 @@ class _Connection(asyncio.Protocol):
             except Exception:  # noqa: BLE001 -- as grpcio: a bad request is INTERNAL
                 raise _Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
             ctx = _Context(st.headers, deadline, self._peer)
-            metrics = self._server.metrics
+            metrics = server.metrics
             if metrics is not None:
                 method = metrics.served(path, kind)
                 t0 = time.perf_counter()
-            await self._respond(sid, st, handler, req, ctx)
-            self._finish(sid, st, code, "")
+            ser = handler.response_serializer  # None: the handler gives bytes
+            if handler.unary_unary is not None:
+                msg = await handler.unary_unary(req, ctx)
+                st.sent = 1
+                if ser is not None:
+                    msg = ser(msg)
+                await self._end_with(sid, st, _PREFIX.pack(0, len(msg)) + msg)
+            else:
+                await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser)
+            if sid in self._streams:  # not answered whole by _end_with
+                self._finish(sid, st, code, "")
         except _Abort as a:
             code = a.code
             self._finish(sid, st, code, a.details)
@@ -368,18 +378,20 @@ class _Connection(asyncio.Protocol):
         finally:
             if method is not None:
                 method.end(code, st.sent, t0)
-            self._drop(sid)
+            if sid in self._streams:
+                self._drop(sid)
 
-    async def _respond(self, sid: int, st: _Stream, handler, req, ctx: _Context) -> None:
-        ser = handler.response_serializer  # None: the handler gives bytes
-        if handler.unary_unary is not None:
-            msg = await handler.unary_unary(req, ctx)
-            st.sent = 1
-            if ser is not None:
-                msg = ser(msg)
-            await self._send(sid, st, _PREFIX.pack(0, len(msg)) + msg, last=True)
-        else:
-            await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser)
+    async def _end_with(self, sid: int, st: _Stream, data: bytes) -> None:
+        """The last messages of a call that ends OK: the usual small answer -- headers, one
+        DATA frame and the OK trailers -- as one write, forgetting the stream; else sent as
+        the windows allow (``_finish`` adds the trailers)."""
+        if not st.sent_headers and not self._closed and sid in self._streams and \
+                self._conn.send_reply(sid, _RESPONSE_HEADERS, data, _OK_STATUS):
+            st.sent_headers = True
+            del self._streams[sid]  # as _drop (its body was let go already)
+            self._flush()
+            return
+        await self._send(sid, st, data, last=True)
 
     async def _stream_responses(self, sid: int, st: _Stream, it, ser) -> None:
         pending: list[bytes] = []
@@ -401,7 +413,7 @@ class _Connection(asyncio.Protocol):
                 await self._send(sid, st, b"".join(pending))
             raise
         if pending:
-            await self._send(sid, st, b"".join(pending), last=True)
+            await self._end_with(sid, st, b"".join(pending))
 
     def _arm(self, at: float) -> None:
         if self._timer is not None:
@@ -437,13 +449,6 @@ class _Connection(asyncio.Protocol):
         (headers, data and trailers of a small answer in one write, not three)."""
         if self._closed:
             raise ConnectionError("connection closed")
-        if last and not st.sent_headers and sid in self._streams and \
-                self._conn.send_reply(sid, _RESPONSE_HEADERS, data, _OK_STATUS):
-            # the usual small answer: headers, data and OK trailers as one write
-            st.sent_headers = True
-            self._drop(sid)  # nothing more for it: _finish has nothing to add
-            self._flush()
-            return
         self._response_headers(sid, st)
         view = memoryview(data)
         stalled_until = None  # a client granting no window gets send_stall_timeout_s
@@ -500,13 +505,18 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
-        data = self._conn.data_to_send()
+        out = self._conn.out
+        if not out:
+            return
+        data = b"".join(out)  # as self._conn.data_to_send()
+        out.clear()
         t = self._transport
-        if data and t is not None and not t.is_closing():
+        if t is not None and not t.is_closing():
             t.write(data)
             # Answers we write without waiting (PING and SETTINGS acknowledgements, resets) pile
-            # up for a client that sends but never reads: such a client is cut off.
-            if t.get_write_buffer_size() > _MAX_UNREAD_BYTES:
+            # up for a client that sends but never reads: such a client is cut off. (A buffer
+            # that big is over the high-water mark: writing is paused.)
+            if self._writing_paused and t.get_write_buffer_size() > _MAX_UNREAD_BYTES:
                 log.debug("HTTP/2 client %s does not read its answers", self._peer)
                 t.abort()
 
@@ -566,14 +576,14 @@ class H2GrpcServer:
         self.window_bytes = window_bytes
         self._handlers: list[grpc.GenericRpcHandler] = []
         # found handlers (and their grpc_type) by method path
-        self._routes: dict[str, tuple[grpc.RpcMethodHandler, str]] = {}
+        self.routes: dict[str, tuple[grpc.RpcMethodHandler, str]] = {}
         self._connections: set[_Connection] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._pending: list[tuple[str | None, int]] = []
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._handlers.extend(handlers)
-        self._routes.clear()
+        self.routes.clear()
 
     def lookup(self, path: str, headers: dict[str, str]
                ) -> tuple[grpc.RpcMethodHandler | None, str]:
@@ -581,7 +591,7 @@ class H2GrpcServer:
         for a method we do not serve. Calls are routed by method path alone (our handlers are
         grpc.method_handlers_generic_handler), so a found method's handler is kept: no search
         per call. grpc_server_* are counted by the call itself (no wrapper per handler)."""
-        found = self._routes.get(path)
+        found = self.routes.get(path)
         if found is not None:
             return found
         for h in self._handlers:
@@ -591,7 +601,7 @@ class H2GrpcServer:
             if handler.request_streaming or (handler.unary_unary is None
                                              and handler.unary_stream is None):
                 return None, ""
-            found = self._routes[path] = (
+            found = self.routes[path] = (
                 handler, "unary" if handler.unary_unary is not None else "server_stream")
             return found
         return None, ""

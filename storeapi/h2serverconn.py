@@ -91,8 +91,19 @@ class ServerConnection:
                 self.preface = True
             frames, used = split_frames(self.buf, DEFAULT_FRAME)
             del self.buf[:used]
+            blocks = self.blocks
             for f in frames:
-                self._frame(events, *f)
+                typ = f[0]
+                if blocks.pending is not None and typ != CONTINUATION:
+                    raise ProtocolError("expected CONTINUATION")
+                if typ == DATA:  # a call's frames, dispatched here: no step per frame
+                    self._data(events, f[1], f[2], f[3])
+                elif typ == HEADERS:
+                    block = blocks.feed(HEADERS, f[1], f[2], f[3])
+                    if block is not None:
+                        self._headers(events, *block)
+                else:
+                    self._frame(events, *f)
         except ProtocolError as e:
             self.out.append(goaway(self.last_sid, e.code))
             raise
@@ -102,10 +113,8 @@ class ServerConnection:
         return events
 
     def _frame(self, events: list, typ: int, flags: int, sid: int, payload: bytes) -> None:
-        self.blocks.check(typ)
-        if typ == DATA:
-            self._data(events, flags, sid, payload)
-        elif typ == HEADERS or typ == CONTINUATION:
+        """Frames other than DATA and HEADERS (``receive`` takes those)."""
+        if typ == CONTINUATION:
             block = self.blocks.feed(typ, flags, sid, payload)
             if block is not None:
                 self._headers(events, *block)
@@ -186,7 +195,9 @@ class ServerConnection:
         data = unpad(flags, payload) if flags & PADDED else payload
         events.append((DATA_IN, sid, data, n))
         if flags & END_STREAM:
-            self._remote_end(sid, st)
+            st.remote_closed = True  # as _remote_end
+            if st.local_closed:
+                del self.streams[sid]
             events.append((ENDED, sid))
 
     def _settings(self, events: list, payload: bytes) -> None:

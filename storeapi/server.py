@@ -295,7 +295,7 @@ class StoreServer:
             if not request.matchers:  # as Thanos: never "everything" by accident
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_MATCHERS)
             matchers = await self._matchers(request.matchers, context)
-            shard = ShardFilter.of(request)
+            shard = ShardFilter.of(request) if request.HasField("shard_info") else None
             mint, maxt, skip = request.min_time, request.max_time, request.skip_chunks
             wanted = request.without_replica_labels
             strip = self._replica_labels(wanted) if wanted else None
@@ -349,7 +349,8 @@ class StoreServer:
                     yield enc.batch_of_frames(pending)
                 for w in warnings:
                     yield rpc_pb2.SeriesResponse(warning=w).SerializeToString()
-                hints = self._response_hints(request, matchers)
+                hints = self._response_hints(request, matchers) \
+                    if request.HasField("hints") else None
                 if hints is not None:
                     yield hints
             if err is not None:
