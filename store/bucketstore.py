@@ -416,7 +416,9 @@ class BucketStore:
         answer to these matchers is kept, else read (and kept if small). The cache lookups a
         kept answer stands for are counted as hits, as the LRU would have."""
         assert self.memo is not None
-        key = tuple(matchers)
+        # (type, name, value) of each matcher: hashed and compared in C (a Matcher's hash
+        # is a Python call, and the memo hashes its key twice per call)
+        key = tuple(map(_MATCHER_FIELDS, matchers))
         kept = self.memo.get(key)
         found: list[Selection | None] = ([None] * len(blocks) if kept is None else
                                          list(map(kept.get, map(_ULID, blocks))))
@@ -535,6 +537,7 @@ def _concat(lists: Iterable[list[Chunk]]) -> list[Chunk]:
 
 
 _ULID = attrgetter("ulid")
+_MATCHER_FIELDS = attrgetter("type", "name", "value")  # what Matchers compare equal by
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 

@@ -87,7 +87,9 @@ class _Context:
     """The part of ``grpc.aio.ServicerContext`` that handlers use."""
 
     def __init__(self, headers: dict[str, str], deadline: float | None, peer: str) -> None:
-        self._headers = headers  # the call's metadata is built when a handler asks for it
+        # The request's headers: its metadata but the pseudo-headers (":path"...), built
+        # when a handler asks for it; storeapi.server.tenant_of reads a key directly.
+        self.request_headers = headers
         self._deadline = deadline
         self._peer = peer
 
@@ -95,12 +97,7 @@ class _Context:
         raise _Abort(code, details)
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return _metadata(self._headers)
-
-    def metadata_value(self, key: str) -> str | None:
-        """The value of the call's metadata ``key`` (lower case; the last one if repeated,
-        as ``invocation_metadata`` has it), None without it."""
-        return None if key.startswith(":") else self._headers.get(key)
+        return _metadata(self.request_headers)
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
@@ -545,7 +542,7 @@ def _task_started_now(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Task:
     queue runs the step on its next pass as usual."""
     ready = getattr(loop, "_ready", None)
     queued = len(ready) if ready is not None else -1
-    task = loop.create_task(coro)
+    task = asyncio.Task(coro, loop=loop)  # as loop.create_task (no task factory here)
     if ready is not None and len(ready) == queued + 1:
         ready.pop()._run()
     return task

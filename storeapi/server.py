@@ -68,10 +68,9 @@ def tenant_of(context: grpc.aio.ServicerContext) -> str:
     """The call's tenant as Thanos's store reads it (GetTenantFromGRPCMetadata): the first
     ``thanos-tenant`` metadata value, else ``default-tenant``. Our HTTP/2 server's context
     looks it up in the request headers (no metadata tuple built per call)."""
-    metadata_value = getattr(context, "metadata_value", None)
-    if metadata_value is not None:
-        value = metadata_value(TENANT_METADATA)
-        return DEFAULT_TENANT if value is None else value
+    headers = getattr(context, "request_headers", None)  # storeapi.h2server's context
+    if headers is not None:  # (the key is lower case, no pseudo-header)
+        return headers.get(TENANT_METADATA, DEFAULT_TENANT)
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_METADATA:
             return value
