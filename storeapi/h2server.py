@@ -152,6 +152,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: "H2GrpcServer") -> None:
         self._server = server
+        # kept: asyncio.get_running_loop() is a getpid() system call per use
+        self._loop = asyncio.get_running_loop()
         self._conn = ServerConnection(server.max_concurrent_streams, server.window_bytes)
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
@@ -177,7 +179,7 @@ class _Connection(asyncio.Protocol):
         self._conn.initiate_connection()
         self._flush()
         self._server._connections.add(self)
-        self._handshake_timer = asyncio.get_running_loop().call_later(
+        self._handshake_timer = self._loop.call_later(
             self._server.handshake_timeout_s, self._handshake_expired)
 
     def _handshake_expired(self) -> None:
@@ -227,7 +229,7 @@ class _Connection(asyncio.Protocol):
             elif kind == ENDED:  # the request is complete: its call starts
                 st = self._streams.get(sid)
                 if st is not None and st.task is None:
-                    st.task = _task_started_now(asyncio.get_running_loop(),
+                    st.task = _task_started_now(self._loop,
                                                 self._run(sid, st))
             elif kind == RESET:
                 st = self._drop(sid)
@@ -416,7 +418,7 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = at
-        self._timer = asyncio.get_running_loop().call_at(at, self._expire_due)
+        self._timer = self._loop.call_at(at, self._expire_due)
 
     def _expire_due(self) -> None:
         """The deadline timer: calls past their deadline end; armed again for the earliest
