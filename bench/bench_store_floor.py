@@ -156,20 +156,23 @@ async def ladder(a: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen]
         procs.append(proc)
         servers[f"(c) gRPC no-op{label}"] = (proc.pid, lambda ch=channel(port): ch.unary(
             "/t.T/Noop", b"", 60))
+    stores = []
     for label, repo in checkouts:
         work = tmp / f"store{len(procs)}"
         work.mkdir()
         proc, port = start_store(repo, a.blocks, work)
         procs.append(proc)
-        ch = channel(port)
-        servers[f"(d) Info{label}"] = (proc.pid, lambda ch=ch: ch.unary(
+        stores.append((label, proc.pid, channel(port)))
+    for label, pid, ch in stores:  # each kind on every checkout in turn
+        servers[f"(d) Info{label}"] = (pid, lambda ch=ch: ch.unary(
             "/thanos.info.Info/Info", b"", 60))
-        for hours, matchers, what in [(24, nothing, "no match"), (1, MATCHERS, "one series"),
-                                      (24, MATCHERS, "one series")]:
-            req = series_request(end_ms - hours * HOUR_MS - 300_000, end_ms, matchers, False, (),
-                                 0, 256, 0, True)
+    for hours, matchers, what in [(24, nothing, "no match"), (1, MATCHERS, "one series"),
+                                  (24, MATCHERS, "one series")]:
+        req = series_request(end_ms - hours * HOUR_MS - 300_000, end_ms, matchers, False, (),
+                             0, 256, 0, True)
+        for label, pid, ch in stores:
             servers[f"(e) Series {hours} h, {what}{label}"] = (
-                proc.pid, lambda ch=ch, req=req: frames(ch, req))
+                pid, lambda ch=ch, req=req: frames(ch, req))
     try:
         await run(servers, a.rounds, a.calls, a.gap_ms / 1000)
     finally:
