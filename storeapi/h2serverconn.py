@@ -32,6 +32,11 @@ KNOWN_BLOCKS = 16  # literal-only request header blocks kept decoded per connect
 REQUEST, DATA_IN, ENDED, RESET, WINDOW, TERMINATED = range(6)
 
 
+class FirstFrameNotSettings(ProtocolError):
+    """The client's first frame after the preface is not SETTINGS: grpc-go's server (Thanos's)
+    closes such a connection at once, without a GOAWAY, and so do we."""
+
+
 @dataclass
 class _State:
     send_window: int
@@ -91,6 +96,8 @@ class ServerConnection:
                 self.preface = True
             frames, used = split_frames(self.buf, DEFAULT_FRAME)
             del self.buf[:used]
+            if frames and not self.handshaken and frames[0][0] != SETTINGS:
+                raise FirstFrameNotSettings(f"first frame of type {frames[0][0]}, not SETTINGS")
             blocks = self.blocks
             for f in frames:
                 typ = f[0]
@@ -104,6 +111,8 @@ class ServerConnection:
                         self._headers(events, *block)
                 else:
                     self._frame(events, *f)
+        except FirstFrameNotSettings:
+            raise
         except ProtocolError as e:
             self.out.append(goaway(self.last_sid, e.code))
             raise

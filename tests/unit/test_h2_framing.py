@@ -11,9 +11,10 @@ import grpc.aio
 import pytest
 
 from storeapi.h2client import H2Channel, RpcError
-from storeapi.h2frames import (CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS,
-                               PREFACE, REFUSED_STREAM, RST_STREAM, WINDOW_UPDATE, frame,
-                               literal, settings_frame, split_frames)
+from storeapi.h2frames import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY,
+                               HEADERS, PING, PREFACE, PRIORITY, REFUSED_STREAM, RST_STREAM,
+                               SETTINGS, WINDOW_UPDATE, frame, literal, settings_frame,
+                               split_frames)
 from storeapi.h2server import H2GrpcServer
 
 UNARY, STREAM = "/t.T/Unary", "/t.T/Stream"
@@ -111,21 +112,66 @@ def _request_headers(sid: int, end_stream: bool = False) -> bytes:
     return frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), sid, block)
 
 
-async def _raw(port: int, data: bytes) -> list[tuple[int, int, int, bytes]]:
-    """Frames the server answers ``data`` (after the preface) with until it closes or 2 s."""
+async def _raw(port: int, data: bytes, settings: bool = True) -> list[tuple[int, int, int, bytes]]:
+    """Frames the server answers ``data`` (after the preface and, unless not ``settings``, an
+    empty SETTINGS frame) with until it closes or 2 s."""
+    return (await raw_exchange(port, PREFACE + (settings_frame({}) if settings else b"") + data))[0]
+
+
+async def raw_exchange(port: int, data: bytes) -> tuple[list[tuple[int, int, int, bytes]], bool]:
+    """The frames a server at ``port`` answers ``data`` with, and whether it closed the
+    connection (within 2 s of its last bytes)."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(PREFACE + settings_frame({}) + data)
-    got = bytearray()
+    w.write(data)
+    got, closed = bytearray(), False
     try:
         while True:
             chunk = await asyncio.wait_for(r.read(65536), 2)
             if not chunk:
+                closed = True
                 break
             got += chunk
     except TimeoutError:
         pass
+    except ConnectionResetError:
+        closed = True
     w.close()
-    return split_frames(got, 1 << 24)[0]
+    return split_frames(got, 1 << 24)[0], closed
+
+
+# A first frame after the preface that is not SETTINGS: grpc-go (Thanos's gRPC server) closes
+# the connection without answering it (http2Server "saw invalid preface type").
+NOT_SETTINGS_FIRST = {
+    "PING": frame(PING, 0, 0, b"\0" * 8),
+    "WINDOW_UPDATE": frame(WINDOW_UPDATE, 0, 0, (1000).to_bytes(4, "big")),
+    "HEADERS": _request_headers(1, end_stream=True),
+    "PRIORITY": frame(PRIORITY, 0, 1, b"\0\0\0\0\x10"),
+    "unknown type": frame(0x20, 0, 0, b"x"),
+}
+
+
+def first_frame_answer(frames: list, closed: bool) -> tuple[list[int], bool]:
+    """What a first-frame probe shows of a server: the types of the frames it sent beyond its
+    own opening SETTINGS and connection WINDOW_UPDATE, and whether it closed."""
+    return [f[0] for f in frames if f[0] not in (SETTINGS, WINDOW_UPDATE) or f[1] & ACK], closed
+
+
+@pytest.mark.parametrize("first", list(NOT_SETTINGS_FIRST))
+def test_server_closes_a_connection_whose_first_frame_is_not_settings(first):
+    async def main():
+        async with _our_server() as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "identity")
+            try:
+                answer = first_frame_answer(*await raw_exchange(
+                    port, PREFACE + NOT_SETTINGS_FIRST[first] + frame(PING, 0, 0, b"p" * 8)))
+                # a SETTINGS ACK counts as the client's SETTINGS (grpc-go takes any SETTINGS)
+                ack_first = first_frame_answer(*await raw_exchange(
+                    port, PREFACE + frame(SETTINGS, ACK, 0) + frame(PING, 0, 0, b"p" * 8)))
+                return answer, ack_first, await ch.unary(UNARY, b"ok", timeout=10)
+            finally:
+                await ch.close()
+
+    assert _run(main()) == (([], True), ([PING], False), b"ko")
 
 
 BREACHES = {
