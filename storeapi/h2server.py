@@ -545,7 +545,8 @@ def _task_started_now(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Task:
     ready = getattr(loop, "_ready", None)
     queued = len(ready) if ready is not None else -1
     task = asyncio.Task(coro, loop=loop)  # as loop.create_task (no task factory here)
-    if ready is not None and len(ready) == queued + 1:
+    # (only from a loop callback: a step cannot start inside another running task)
+    if ready is not None and len(ready) == queued + 1 and asyncio.current_task(loop) is None:
         ready.pop()._run()
     return task
 

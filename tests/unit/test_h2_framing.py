@@ -728,3 +728,34 @@ def test_a_unary_answer_is_headers_data_trailers_within_the_clients_window(windo
     assert kinds[0] == (HEADERS, END_HEADERS) and kinds[-1] == (HEADERS, END_HEADERS | END_STREAM)
     assert [len(p) for t, _, p in frames if t == DATA] == ([11] if window > 11 else [3, 8])
     assert frames[-1][2] == literal(b"grpc-status", "0")
+
+
+def test_a_call_answered_at_once_runs_as_its_own_task():
+    """A call's first step runs inside data_received (no loop pass before it), yet as its own
+    Task: asyncio.current_task() is the call's and asyncio.timeout works there, and a handler
+    that waits is resumed by the loop as before."""
+    async def main():
+        seen: list = []
+
+        async def timed(req: bytes, context) -> bytes:
+            task = asyncio.current_task()
+            async with asyncio.timeout(5):
+                if req == b"wait":
+                    await asyncio.sleep(0.01)
+            seen.append(task)
+            return req + b"!"
+
+        async with _our_server([grpc.method_handlers_generic_handler("t.T", {
+                "Unary": grpc.unary_unary_rpc_method_handler(timed)})]) as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "identity")
+            try:
+                got = [await ch.unary(UNARY, b"now", timeout=10),
+                       await ch.unary(UNARY, b"wait", timeout=10)]
+            finally:
+                await ch.close()
+        return got, seen, asyncio.current_task()
+
+    got, seen, client_task = _run(main())
+    assert got == [b"now!", b"wait!"]
+    assert len(seen) == 2 and None not in seen and client_task not in seen
+    assert seen[0] is not seen[1]
