@@ -135,16 +135,20 @@ def header_frames(sid: int, block: bytes, max_frame: int, end_stream: bool) -> l
     return out
 
 
+_PLAIN_FLAGS = END_HEADERS | PADDED | PRIORITY_FLAG
+
+
 class HeaderBlocks:
     """Header blocks put together from HEADERS and CONTINUATION frames (nothing else may come
     between them), at most ``limit`` bytes each."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._pending: tuple[int, int, bytearray] | None = None  # (sid, HEADERS flags, block)
+        # (sid, HEADERS flags, block) of a block waiting for its CONTINUATION frames
+        self.pending: tuple[int, int, bytearray] | None = None
 
     def check(self, typ: int) -> None:
-        if self._pending is not None and typ != CONTINUATION:
+        if self.pending is not None and typ != CONTINUATION:
             raise ProtocolError("expected CONTINUATION")
 
     def feed(self, typ: int, flags: int, sid: int, payload: bytes
@@ -154,19 +158,23 @@ class HeaderBlocks:
         if typ == HEADERS:
             if not sid:
                 raise ProtocolError("HEADERS on stream 0")
+            if flags & _PLAIN_FLAGS == END_HEADERS:  # the usual whole block: no copy
+                if len(payload) > self.limit:
+                    raise ProtocolError("header block too large")
+                return sid, flags, payload
             payload = unpad(flags, payload)
-            self._pending = (sid, flags, bytearray(payload[5:] if flags & PRIORITY_FLAG
+            self.pending = (sid, flags, bytearray(payload[5:] if flags & PRIORITY_FLAG
                                                    else payload))
-        elif self._pending is None or self._pending[0] != sid:
+        elif self.pending is None or self.pending[0] != sid:
             raise ProtocolError("unexpected CONTINUATION")
         else:
-            self._pending[2].extend(payload)
-        if len(self._pending[2]) > self.limit:
+            self.pending[2].extend(payload)
+        if len(self.pending[2]) > self.limit:
             raise ProtocolError("header block too large")
         if not flags & END_HEADERS:
             return None
-        sid, first_flags, block = self._pending
-        self._pending = None
+        sid, first_flags, block = self.pending
+        self.pending = None
         return sid, first_flags, bytes(block)
 
 
