@@ -122,7 +122,10 @@ class SeriesEncoder:
         SeriesResponse.series share field number and wire type, so such a frame is already a
         batch entry and the bodies are joined once, with no copy or Python step per series."""
         body = b"".join(frames)
-        return _TAG_BATCH + uvarint(len(body)) + body
+        n = len(body)
+        # a one-series answer's length is two varint bytes: no call for it
+        size = bytes((n & 0x7F | 0x80, n >> 7)) if 0x80 <= n < 0x4000 else uvarint(n)
+        return _TAG_BATCH + size + body
 
     @staticmethod
     def warning_response(message: str) -> bytes:
