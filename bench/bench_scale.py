@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 from harness import PrometheusProcess  # noqa: E402
 from history import (Line, Panel, append_history, git_sha, plot_history,  # noqa: E402
                      write_generated_block)
-from sidebyside import (HOUR_MS, POINTS, Timing, compare_sides, geomean, geomeans,  # noqa: E402
-                        peak_rss_mib, ratio_table, start_promring, start_thanos, stop_all)
+from sidebyside import (HOUR_MS, POINTS, SMALL_S, Timing, compare_sides, geomean,  # noqa: E402
+                        geomeans, peak_rss_mib, ratio_table, start_promring, start_thanos, stop_all)
 from receiver.tsdb.block import write_block_from_samples  # noqa: E402
 
 BENCH = REPO / "bench"
@@ -159,7 +159,7 @@ def parse_cells(text: str) -> dict[tuple[str, int], tuple[float | None, float | 
 
 
 def history_row(timings: list[Timing], rss: dict[str, float], mismatches: list[str],
-                scale: float, hours: int, series: int, warm: int, sha: str) -> dict:
+                scale: float, hours: int, series: int, warm: int | str, sha: str) -> dict:
     """One run as a row of HISTORY_FIELDS (ratios are promring / the other side); ``sha`` is
     the revision measured, taken when the run started."""
     keys = query_keys(scale)
@@ -234,14 +234,21 @@ def record(row: dict, text: str, benchmarks_md: bool) -> None:
 
 # -- run
 
+def _ms(seconds: float) -> str:
+    """Milliseconds, with a decimal below 10 ms (where one millisecond is 20-50 %)."""
+    return f"{seconds * 1000:.1f}" if seconds < 0.01 else f"{seconds * 1000:.0f}"
+
+
 def report(timings: list[Timing], rss: dict[str, float], mismatches: list[str], names: list[str],
-           head: str, warm: int) -> str:
+           head: str, warm: int, warm_small: int) -> str:
     sides = list(timings[0].cold)
+    small = (f" ({max(warm, warm_small)} for a query whose cold runs all took under "
+             f"{SMALL_S * 1000:.0f} ms)" if warm_small > warm else "")
     lines = [head + f"; ratio = promring / Prometheus 2.42, cold = first run of that query and "
-             f"range, warm = median of {warm}.", "",
+             f"range, warm = median of {warm}{small}.", "",
              *ratio_table(timings, "promring", "Prometheus", names), "",
              "Warm medians (ms), " + " / ".join(sides) + ": " + "; ".join(
-                 f"{t.name} {t.hours} h " + "/".join(f"{t.warm[s] * 1000:.0f}" for s in sides)
+                 f"{t.name} {t.hours} h " + "/".join(_ms(t.warm[s]) for s in sides)
                  for t in timings)]
     if "Thanos" in sides:
         lines += ["", "promring / Thanos v0.42.4 (`thanos store` + `thanos query` over the same "
@@ -258,6 +265,9 @@ def main() -> None:
                     help="series multiplier (1 = 7,600 series, 4 = 30,400)")
     ap.add_argument("--hours", type=int, default=24, help="hours of data (2 h blocks)")
     ap.add_argument("--warm", type=int, default=3, help="warm runs per query (median)")
+    ap.add_argument("--warm-small", type=int, default=15,
+                    help=f"warm runs of a query whose cold runs all took under "
+                         f"{SMALL_S * 1000:.0f} ms (median)")
     ap.add_argument("--keep", type=Path, help="keep the generated blocks here (reused if present)")
     ap.add_argument("--out", type=Path, help="also write the markdown table to this file")
     ap.add_argument("--thanos", action="store_true",
@@ -308,7 +318,8 @@ def main() -> None:
         if a.thanos:
             started, apis["Thanos"] = start_thanos(tmp, cfg, logs, end_ms)
             procs.update(started)
-        timings, mismatches = compare_sides(apis, "promring", queries, ranges, end_ms, a.warm)
+        timings, mismatches = compare_sides(apis, "promring", queries, ranges, end_ms, a.warm,
+                                            a.warm_small)
         rss = {"Prometheus": peak_rss_mib(prom.proc.pid),  # type: ignore[union-attr]
                **{k: peak_rss_mib(p.pid) for k, p in procs.items()}}
     finally:
@@ -319,13 +330,15 @@ def main() -> None:
     head = (f"{n_series:,} series x {a.hours} h at a {STEP_MS // 1000} s step "
             f"({n_samples:,} samples, {a.hours // 2} 2 h blocks, {size / 1e6:.0f} MB), "
             f"range queries of {POINTS} steps ending at the newest sample")
-    text = report(timings, rss, mismatches, [name for name, _ in queries], head, a.warm)
+    text = report(timings, rss, mismatches, [name for name, _ in queries], head, a.warm,
+                  a.warm_small)
     print("\n" + text)
     if a.out:
         a.out.write_text(text + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
     if not a.no_history:
-        record(history_row(timings, rss, mismatches, a.scale, a.hours, n_series, a.warm, sha),
+        record(history_row(timings, rss, mismatches, a.scale, a.hours, n_series,
+                           f"{a.warm}/{max(a.warm, a.warm_small)}", sha),
                text, a.benchmarks_md)
     if mismatches:
         sys.exit(1)

@@ -23,6 +23,7 @@ from peers import peer  # noqa: E402
 
 HOUR_MS = 3_600_000
 POINTS = 240  # dashboard resolution: step = range / 240
+SMALL_S = 0.05  # a query whose cold runs all took less than this gets compare_sides's warm_small
 
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -80,13 +81,16 @@ class Timing:
 
 
 def compare_sides(apis: dict[str, str], ours: str, queries: list[tuple[str, str]],
-                  ranges_h: Iterable[int], end_ms: int, warm: int
-                  ) -> tuple[list[Timing], list[str]]:
+                  ranges_h: Iterable[int], end_ms: int, warm: int, warm_small: int = 0,
+                  small_s: float = SMALL_S) -> tuple[list[Timing], list[str]]:
     """Every query at every range (``POINTS`` steps ending at ``end_ms``) against every API of
     ``apis`` (side name -> API base URL; the first is the reference), one after the other in
     turn so that load from elsewhere on a shared machine hits all alike: a cold run each (every
-    answer compared with the reference's), then ``warm`` rounds. Returns the timings and the
-    mismatches; prints ``ours``'s ratios to each other side as it goes."""
+    answer compared with the reference's), then ``warm`` rounds, or ``warm_small`` if more for
+    a query whose cold runs all took under ``small_s`` (a median of 3 runs of a few
+    milliseconds moves with one scheduler hiccup; more runs of a cheap query cost little).
+    Returns the timings and the mismatches; prints ``ours``'s ratios to each other side as it
+    goes."""
     sess = requests.Session()
     ref, *others = apis
     timings: list[Timing] = []
@@ -104,7 +108,8 @@ def compare_sides(apis: dict[str, str], ours: str, queries: list[tuple[str, str]
                 if diff:
                     mismatches.append(f"{name} {h} h, {side} vs {ref}: {diff}")
             runs: dict[str, list[float]] = {side: [] for side in apis}
-            for _ in range(warm):
+            small = max(cold.values()) < small_s
+            for _ in range(max(warm, warm_small) if small else warm):
                 for side, api in apis.items():
                     runs[side].append(run_query(sess, api, p)[0])
             t = Timing(name, h, cold, {side: statistics.median(v) for side, v in runs.items()})

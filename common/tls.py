@@ -207,6 +207,28 @@ def peer_certificate(transport) -> dict | None:
         return None
 
 
+# Thanos's --*.tenant-certificate-field values -> the subject attribute each reads.
+CERTIFICATE_FIELDS = {"organization": "organizationName",
+                      "organizationalUnit": "organizationalUnitName",
+                      "commonName": "commonName"}
+
+
+def certificate_field(cert: dict | None, field: str) -> str:
+    """The value of ``field`` (a CERTIFICATE_FIELDS key) in the verified client certificate's
+    subject, as Thanos's tenancy.getTenantFromCertificate reads it; ValueError with Thanos's
+    message when there is no certificate or no such value. Several values are refused rather
+    than the first taken: which one a CA lists first is no contract."""
+    if not cert:
+        raise ValueError("could not get required certificate field from client cert")
+    attr = CERTIFICATE_FIELDS[field]
+    values = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == attr]
+    if not values or not values[0]:
+        raise ValueError(f"could not get {field} field from client cert")
+    if len(values) > 1:
+        raise ValueError(f"client cert has {len(values)} {field} values; want exactly one")
+    return values[0]
+
+
 # --- grpc.aio clients --------------------------------------------------------------------------
 
 def _read(path: str) -> bytes:

@@ -192,6 +192,10 @@ def _query_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query.tenant-header", dest="query_tenant_header", default="THANOS-TENANT")
     p.add_argument("--query.default-tenant-id", dest="query_default_tenant", default="default-tenant")
     p.add_argument("--query.tenant-label-name", dest="query_tenant_label", default="tenant_id")
+    p.add_argument("--query.tenant-certificate-field", dest="query_tenant_certificate_field",
+                   default="", choices=["", "organization", "organizationalUnit", "commonName"],
+                   help="Take a query's tenant from this field of the verified client certificate "
+                        "(needs client certificates in --http.config); the tenant headers are ignored.")
     p.add_argument("--query.enforce-tenancy", dest="enforce_tenancy", default=False,
                    action=argparse.BooleanOptionalAction,
                    help="A query sees only series of the tenant in its tenant header.")
@@ -459,12 +463,25 @@ def receive_config(a: argparse.Namespace, tsdb_path: str, http_address: str, grp
 def _remote_write_tls(a: argparse.Namespace):
     tls = server_tls_from_flags(a, "remote-write.server")
     if a.tenant_certificate_field and not (tls and tls.client_ca):
-        from common.webconfig import load_web_config
-        web = load_web_config(a.http_config).tls if a.http_config else None
-        if not (web and web.client_ca):
+        if not _web_config_verifies_clients(a):
             raise ValueError("--receive.tenant-certificate-field needs verified client "
                              "certificates: set --remote-write.server-tls-client-ca")
     return tls
+
+
+def _query_tenant_certificate_field(a: argparse.Namespace) -> str:
+    """--query.tenant-certificate-field, refused without client certificates to read it from."""
+    field = getattr(a, "query_tenant_certificate_field", "")
+    if field and not _web_config_verifies_clients(a):
+        raise ValueError("--query.tenant-certificate-field needs verified client certificates: "
+                         "set client_ca_file in --http.config's tls_server_config")
+    return field
+
+
+def _web_config_verifies_clients(a: argparse.Namespace) -> bool:
+    from common.webconfig import load_web_config
+    web = load_web_config(a.http_config).tls if getattr(a, "http_config", "") else None
+    return bool(web and web.client_ca)
 
 
 def _http_config(a: argparse.Namespace) -> str:
@@ -509,6 +526,7 @@ def query_config(a: argparse.Namespace, endpoints: list[str]):
         partial_response=a.partial_response, tenant_header=a.query_tenant_header,
         default_tenant=a.query_default_tenant, tenant_label_name=a.query_tenant_label,
         enforce_tenancy=a.enforce_tenancy, cors_origin=a.cors_origin,
+        tenant_certificate_field=_query_tenant_certificate_field(a),
         flags=command_flags(a), storage_retention=getattr(a, "tsdb_retention", ""),
         grpc_server_tls=server_tls_from_flags(a), grpc_client_tls=client_tls_from_flags(a), http_config=_http_config(a),
         **_query_endpoint_config(a))

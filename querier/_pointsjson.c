@@ -14,15 +14,33 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Writes t_ms as seconds[.mmm]; returns the end. */
+static const char DIGIT_PAIRS[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* Writes t_ms as seconds[.mmm]; returns the end. Two digits per division: a range answer
+ * writes one per point. */
 static char *put_ts(char *p, int64_t t) {
     uint64_t u;
     if (t < 0) { *p++ = '-'; u = (uint64_t)0 - (uint64_t)t; } else { u = (uint64_t)t; }
     uint64_t s = u / 1000, ms = u % 1000;
     char tmp[24];
-    int k = 0;
-    do { tmp[k++] = (char)('0' + s % 10); s /= 10; } while (s);
-    while (k) *p++ = tmp[--k];
+    int k = 24;
+    while (s >= 100) {
+        const unsigned d = (unsigned)(s % 100) * 2;
+        s /= 100;
+        tmp[--k] = DIGIT_PAIRS[d + 1];
+        tmp[--k] = DIGIT_PAIRS[d];
+    }
+    if (s >= 10) {
+        tmp[--k] = DIGIT_PAIRS[s * 2 + 1];
+        tmp[--k] = DIGIT_PAIRS[s * 2];
+    } else {
+        tmp[--k] = (char)('0' + s);
+    }
+    memcpy(p, tmp + k, (size_t)(24 - k));
+    p += 24 - k;
     if (ms) {
         *p++ = '.';
         *p++ = (char)('0' + ms / 100);
@@ -47,8 +65,9 @@ static PyObject *py_points(PyObject *self, PyObject *args) {
     v++; vend--;
     /* per point at most: [ - 20 digits . 3 , " token " ] , */
     size_t cap = 2 + (size_t)n * 32 + (size_t)(vend - v);
-    char *buf = PyMem_Malloc(cap);
-    if (!buf) { PyErr_NoMemory(); goto done; }
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);  /* written in place */
+    if (!bytes) goto done;
+    char *buf = PyBytes_AS_STRING(bytes);
     const int64_t *ts = tb.buf;
     char *p = buf;
     *p++ = '[';
@@ -56,14 +75,12 @@ static PyObject *py_points(PyObject *self, PyObject *args) {
     int ok = 1;
     while (v < vend || i < n) {
         if (i >= n || v >= vend) { ok = 0; break; }  /* counts differ */
-        const char *e = v;
-        while (e < vend && *e != ',') {
-            char c = *e;
-            if (!((c >= '0' && c <= '9') || c == '.' || c == '-')) { ok = 0; break; }
-            e++;
-        }
-        if (!ok || e == v) { ok = 0; break; }
+        const char *e = memchr(v, ',', (size_t)(vend - v));
+        if (!e) e = vend;
+        if (e == v) { ok = 0; break; }
         size_t len = (size_t)(e - v);
+        /* orjson's float tokens: digits, '.', '-', or an exponent ('e') or null (NaN, Inf) */
+        if (*v == 'n' || memchr(v, 'e', len)) { ok = 0; break; }
         /* below 1e-6 Go switches to exponent form: a plain 0.000000... token is not Go's */
         const char *z = *v == '-' ? v + 1 : v;
         if (e - z > 8 && memcmp(z, "0.000000", 8) == 0) { ok = 0; break; }
@@ -78,9 +95,9 @@ static PyObject *py_points(PyObject *self, PyObject *args) {
         v = e < vend ? e + 1 : e;
     }
     *p++ = ']';
-    if (ok) out = PyBytes_FromStringAndSize(buf, p - buf);
-    else { Py_INCREF(Py_None); out = Py_None; }
-    PyMem_Free(buf);
+    if (ok && _PyBytes_Resize(&bytes, p - buf) == 0) out = bytes;
+    else if (ok) out = NULL;  /* (the resize failed: bytes is gone, the error set) */
+    else { Py_DECREF(bytes); Py_INCREF(Py_None); out = Py_None; }
 done:
     PyBuffer_Release(&tb);
     PyBuffer_Release(&vb);

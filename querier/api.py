@@ -25,6 +25,7 @@ from receiver.exemplars import selectors_of as extract_selectors
 
 from common.httpgzip import compress_response, send_pieces
 from common.httpmetrics import http_metrics
+from common.tls import certificate_field, peer_certificate
 
 from .config import DEFAULT_TENANT_HEADER, QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
@@ -32,6 +33,7 @@ from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
 from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes, plan_selects
 from .parsecache import ParseCache
+from .plainrange import plain_instant, plain_range, plain_selector
 from .histjson import histogram_point, matrix_entry
 from .querymetrics import add_engine_metrics
 from .jsonfmt import format_value, points_json, ts_fragment
@@ -354,23 +356,34 @@ class QueryAPI:
 
     def _tenant(self, request: RequestHead) -> str:
         """The request's tenant as Thanos reads it (tenancy.GetTenantFromHTTP): the
-        ``--query.tenant-header``, else THANOS-TENANT, else ``--query.default-tenant-id``.
+        ``--query.tenant-header``, else THANOS-TENANT, else ``--query.default-tenant-id``; with
+        ``--query.tenant-certificate-field``, that field of the verified client certificate.
         BadParam for a name Thanos refuses (one with a ``/``) or one gRPC metadata cannot carry
         to the stores (not printable ASCII)."""
-        tenant = (request.headers.get(self.cfg.tenant_header)
-                  or request.headers.get(DEFAULT_TENANT_HEADER) or self.cfg.default_tenant)
+        if self.cfg.tenant_certificate_field:  # the headers are then ignored, as in Thanos
+            # (the fast front serves plain HTTP only: a request there has no certificate)
+            cert = peer_certificate(getattr(request, "transport", None))
+            try:
+                tenant = certificate_field(cert, self.cfg.tenant_certificate_field)
+            except ValueError as e:
+                raise BadParam(str(e)) from None
+        else:
+            tenant = (request.headers.get(self.cfg.tenant_header)
+                      or request.headers.get(DEFAULT_TENANT_HEADER) or self.cfg.default_tenant)
         if ("/" in tenant and tenant != "/") or not is_metadata_value(tenant):
             raise BadParam("Tenant name not valid")
         return tenant
 
     async def _evaluate(self, run, timeout_s: float, opts: SelectOptions,
                         eopts: EngineOptions, limit: int, stats: bool = False, query: str = "",
-                        steps: int = 1, step_ms: int = 0, start_ms: int | None = None
-                        ) -> Answer:
+                        steps: int = 1, step_ms: int = 0, start_ms: int | None = None,
+                        end_ms: int | None = None) -> Answer:
         """Run ``run(engine, queryable, expr)`` within ``timeout_s``: on the event loop when its
         plan is small (querier.inline), else in a worker; at the deadline the answer is
         Prometheus's timeout error whether or not the worker has stopped yet. ``start_ms``: the
-        first step's time (lets the loop path fetch a plain selector's data up front)."""
+        first step's time (lets the loop path fetch a plain selector's data up front);
+        ``end_ms``: the range query's end, or the instant query's time (with ``step_ms`` 0):
+        lets a plain selector skip the engine."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
@@ -383,7 +396,7 @@ class QueryAPI:
         left = deadline - loop.time()
         queued_s = timeout_s - left if stats else None
         queryable = FanoutQueryable(self.stores, loop, opts, deadline=deadline)
-        engine = Engine(dataclasses.replace(eopts, timeout_s=left))
+        engine = Engine(eopts, timeout_s=left)
         self._running.add(queryable)
 
         def done(_=None) -> None:
@@ -391,7 +404,7 @@ class QueryAPI:
             self._slots.release()
         try:
             expr, body = await self._on_loop(run, engine, queryable, query, steps, step_ms,
-                                             limit, queued_s, start_ms)
+                                             limit, queued_s, start_ms, end_ms)
         except Exception as e:
             done()
             return query_error(e)
@@ -422,7 +435,7 @@ class QueryAPI:
 
     async def _on_loop(self, run, engine: Engine, queryable: FanoutQueryable, query: str,
                        steps: int, step_ms: int, limit: int, queued_s: float | None,
-                       start_ms: int | None = None):
+                       start_ms: int | None = None, end_ms: int | None = None):
         """(the parsed query or None, the answer or None): the answer when the query was small
         enough to evaluate on the loop (querier.inline), else None for the worker to run it."""
         if not query or len(query) > self.inline.max_query_chars:
@@ -436,8 +449,15 @@ class QueryAPI:
         if start_ms is not None and not queryable.opts.max_resolution_ms:
             planned = plan_selects(expr, start_ms, start_ms + (steps - 1) * step_ms,
                                    engine.opts.lookback_delta_ms)
+        direct = None
+        if (end_ms is not None and queued_s is None and len(planned) == 1
+                and plain_selector(expr) is not None):
+            key, lb, most = planned[0][0], engine.opts.lookback_delta_ms, engine.opts.max_samples
+            direct = ((lambda raw: plain_range(queryable, raw[key], start_ms, end_ms, step_ms, lb,
+                                               most)) if step_ms > 0 else
+                      (lambda raw: plain_instant(queryable, raw[key], start_ms, lb, most)))
         res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
-            lambda e, q: run(e, q, expr), engine, planned)
+            lambda e, q: run(e, q, expr), engine, planned, direct)
         if res is None:
             return expr, None
         return expr, result_to_json(res, engine, queryable, limit, queued_s,
@@ -465,7 +485,7 @@ class QueryAPI:
         t0 = time.monotonic()
         resp = await self._evaluate(lambda engine, qa, expr: engine.instant(qa, q, t, expr),
                                     timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q,
-                                    start_ms=t)
+                                    start_ms=t, end_ms=t)
         self._log_if_slow(t0, resp, query=q, time=t / 1000)
         return resp
 
@@ -494,7 +514,7 @@ class QueryAPI:
         resp = await self._evaluate(
             lambda engine, qa, expr: engine.range(qa, q, start, end, step, expr),
             timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q, (end - start) // step + 1,
-            step, start)
+            step, start, end)
         self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)
         return resp
 

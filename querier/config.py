@@ -30,6 +30,7 @@ class QueryConfig:
     default_tenant: str = "default-tenant"
     tenant_label_name: str = "tenant_id"
     enforce_tenancy: bool = False
+    tenant_certificate_field: str = ""  # organization | organizationalUnit | commonName: tenant from the client cert
     # Endpoint discovery and serving (Thanos's querier flags).
     strict_endpoints: list[str] = field(default_factory=list)  # --endpoint-strict
     sd_files: list[str] = field(default_factory=list)          # --store.sd-files (globs)

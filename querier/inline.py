@@ -57,6 +57,8 @@ class _Decline(BaseException):
 def plan_nodes(expr, limits: InlineLimits = DEFAULT_INLINE_LIMITS) -> int | None:
     """The number of syntax-tree nodes of ``expr`` if its plan may run on the loop (no subquery:
     its inner steps are not bounded by the query's), else None."""
+    if type(expr) is ast.VectorSelector:  # the one-series panel: no walk over one node
+        return 1 if limits.max_nodes >= 1 else None
     n = 0
     for node in ast.walk(expr):
         n += 1
@@ -72,11 +74,13 @@ def plan_selects(expr, first_ms: int, last_ms: int, lookback_ms: int
     selector under a function; offset allowed) with no @ and no duration expression. Fetched
     before the engine runs, the engine needs no stop and restart for them; others are left to
     the engine to ask for (a wrong guess would only cost a wasted store call)."""
-    if isinstance(unparen(expr), ast.MatrixSelector):
-        return []  # a range query refuses it; an instant one is rare
     ranges: dict[int, int] = {}  # id of a range selector's vector selector -> its range
     vectors = []
-    for node in ast.walk(expr):
+    if type(expr) is ast.VectorSelector:  # the one-series panel: no walk over one node
+        vectors.append(expr)
+    elif isinstance(unparen(expr), ast.MatrixSelector):
+        return []  # a range query refuses it; an instant one is rare
+    for node in () if vectors else ast.walk(expr):
         if isinstance(node, ast.VectorSelector):
             vectors.append(node)
         elif isinstance(node, ast.MatrixSelector):
@@ -190,16 +194,21 @@ class InlineQuery:
         self.queryable.raw[key] = raw
         return self._count(raw, range_ms)
 
-    async def evaluate(self, run, engine, planned: list[tuple[tuple, int]] = ()):
+    async def evaluate(self, run, engine, planned: list[tuple[tuple, int]] = (),
+                       direct=None):
         """The query's result, or None: hand it to the worker (data fetched so far is kept in
         the fanout queryable, so the worker does not fetch it again). ``planned``: (key,
-        range) of selects to fetch before evaluating (:func:`plan_selects`)."""
+        range) of selects to fetch before evaluating (:func:`plan_selects`); ``direct``: given
+        the fetched {key: raw series}, the result without the engine or None (e.g.
+        querier.plainrange), tried once the planned selects are in."""
         if not self._fits():
             return None
         fits = True
         for key, range_ms in planned[:self.limits.max_selects]:
             if not (fits := await self._fetch(key, range_ms)):
                 break
+        if fits and direct is not None and (res := direct(self.queryable.raw)) is not None:
+            return res
         for _ in range(self.limits.max_selects + 1):
             if not fits:
                 break

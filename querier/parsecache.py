@@ -4,9 +4,10 @@ A syntax tree is reused only when evaluating it leaves it unchanged: a tree with
 expressions (``[step() * 2]``, ``offset range()``) gets those resolved in place for each
 query's step and range, so it is parsed afresh every time and never kept.
 
-A query not seen before that is a plain selector (``metric{label="value",...}``, the query of
-a one-series panel) is built directly, without the lexer and parser: the same tree the parser
-gives, at a fraction of a cold query's cost; anything else goes to the parser.
+A query not seen before that is a plain selector (``metric{label="value",...}``, also with
+regex matchers and blanks between tokens: the query of a one-series panel) is built
+directly, without the lexer and parser: the same tree the parser gives, at a fraction of a
+cold query's cost; anything else goes to the parser.
 """
 from __future__ import annotations
 
@@ -16,21 +17,26 @@ from collections import OrderedDict
 from querier.promql import ast
 from querier.promql.engine import parse
 from querier.promql.lexer import _WORDS
+from receiver.tsdb.labels import InvalidRegex, MatchType, Matcher as StoreMatcher
 
-# Metric name, then optional {name="value",...} with = or != and values of printable ASCII
-# without quotes or backslashes (no escapes to undo): what needs no lexer to read.
+# Metric name, then optional {name op "value",...} with = != =~ !~, a trailing comma allowed,
+# blanks between the tokens (as the lexer skips them: space, tab, CR, LF), and values of
+# printable ASCII without quotes or backslashes (no escapes to undo): what needs no lexer.
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_MATCHER = r'([a-zA-Z_][a-zA-Z0-9_]*)(!?=)"([ !#-\[\]-~]*)"'
-_SIMPLE = re.compile(rf"({_NAME})(?:\{{({_MATCHER}(?:,{_MATCHER})*)\}})?")
+_BLANK = r"[ \t\n\r]*"
+_MATCHER = rf'([a-zA-Z_][a-zA-Z0-9_]*){_BLANK}(!=|=~|!~|=){_BLANK}"([ !#-\[\]-~]*)"'
+_SIMPLE = re.compile(rf"({_NAME})(?:{_BLANK}\{{{_BLANK}({_MATCHER}(?:{_BLANK},{_BLANK}{_MATCHER})*)"
+                     rf"{_BLANK},?{_BLANK}\}})?")
 _ONE_MATCHER = re.compile(_MATCHER)
-_OPS = {"=": ast.MatchOp.Equal, "!=": ast.MatchOp.NotEqual}
+_OPS = {"=": ast.MatchOp.Equal, "!=": ast.MatchOp.NotEqual, "=~": ast.MatchOp.Re,
+        "!~": ast.MatchOp.NotRe}
 SIMPLE_MAX_CHARS = 256  # far below any query length limit, so none needs checking here
 
 
 def simple_selector(query: str) -> ast.VectorSelector | None:
     """The tree of a plain selector the parser would give, or None for anything else (a
-    keyword or number as the name, ``__name__`` among the labels, whitespace, escapes,
-    regexes: the parser decides those)."""
+    keyword or number as the name, ``__name__`` among the labels, blanks around the whole,
+    escapes, a regex the parser refuses: the parser decides those)."""
     if len(query) > SIMPLE_MAX_CHARS:
         return None
     m = _SIMPLE.fullmatch(query)
@@ -44,6 +50,11 @@ def simple_selector(query: str) -> ast.VectorSelector | None:
         for label, op, value in _ONE_MATCHER.findall(m.group(2)):
             if label == "__name__":
                 return None
+            if op in ("=~", "!~"):
+                try:  # the parser's check: its error message is the parser's to give
+                    StoreMatcher(MatchType.RE, label, value)
+                except InvalidRegex:
+                    return None
             ms.append(ast.Matcher(_OPS[op], label, value))
     return ast.VectorSelector(name, ast.Matchers(ms), pos=(0, len(query)))
 
@@ -70,8 +81,11 @@ class ParseCache:
         if expr is not None:
             self._trees.move_to_end(query)
             return expr
-        expr = simple_selector(query) or parse(query, features=self.features)
-        if self.max_entries > 0 and _immutable(expr):
+        expr = simple_selector(query)
+        simple = expr is not None  # (no duration expression in a plain selector)
+        if not simple:
+            expr = parse(query, features=self.features)
+        if self.max_entries > 0 and (simple or _immutable(expr)):
             self._trees[query] = expr
             if len(self._trees) > self.max_entries:
                 self._trees.popitem(last=False)

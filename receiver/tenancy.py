@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from common.tls import certificate_field
+
 MAX_TENANT_ID_LENGTH = 150  # Cortex/Mimir's limit; well under the 255 bytes of a file name
 _TENANT_CHARS = re.compile(r"[A-Za-z0-9!\-_.*'()]*")
 
@@ -45,24 +47,13 @@ def tenant_from_headers(headers: Mapping, header: str, default: str) -> str:
     return tenant
 
 
-# --receive.tenant-certificate-field values (Thanos's) -> the subject attribute they read.
-CERTIFICATE_FIELDS = {"organization": "organizationName",
-                      "organizationalUnit": "organizationalUnitName",
-                      "commonName": "commonName"}
-
-
 def tenant_from_certificate(cert: dict | None, field: str) -> str:
     """The tenant named by ``field`` of the verified client certificate (the tenant header is
     then ignored, as in Thanos): a request without a certificate, or whose certificate has no
     or several values of the field, is refused."""
-    if not cert:
-        raise InvalidTenant("could not get required certificate field from client cert: "
-                            "no verified client certificate")
-    attr = CERTIFICATE_FIELDS[field]
-    values = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == attr]
-    if not values or not values[0]:
-        raise InvalidTenant(f"could not get {field} field from client cert")
-    if len(values) > 1:  # Thanos takes the first; which one a CA lists first is no contract
-        raise InvalidTenant(f"client cert has {len(values)} {field} values; want exactly one")
-    validate_tenant(values[0])
-    return values[0]
+    try:
+        tenant = certificate_field(cert, field)
+    except ValueError as e:
+        raise InvalidTenant(str(e)) from None
+    validate_tenant(tenant)
+    return tenant

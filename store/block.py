@@ -35,6 +35,7 @@ from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk
 from storeapi.server import AggrData
 
 from ._items import chunk_tuples, in_postings, split_items
+from .bytelimit import Estimates, SeriesPlan, chunk_refetches, chunk_reservations
 from .cache import LRUCache, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
 from .indexverify import verify_index
@@ -597,31 +598,29 @@ class BucketBlock:
         np.minimum(ends[:-1], starts[1:], out=ends[:-1])
         return starts, ends
 
-    def _read_estimate(self, what: str, x) -> int:
-        """Bytes a request's read of ``what`` will fetch, known before it reads (Thanos's
-        downloaded-bytes limit reserves them first): the postings lists of matchers ``x``,
-        the series entries at refs ``x``, or the chunks at chunk refs ``x``."""
-        if what == "postings":  # the lists' entries (no length or CRC), read in merged ranges
-            plan = self.postings_plan(x)
-            if plan is None or not plan.ranges:
-                return 0
-            rng = np.array(plan.ranges, dtype=np.int64)
-            return sum(g[1] - g[0] for g in coalesce(rng[:, 0] + 4, rng[:, 1] - 4,
-                                                      self._opts.max_gap))
-        if len(x) == 0:
+    def _chunk_refetches(self, limits: RequestLimiter, est: Estimates, lengths: list[int]) -> None:
+        """Thanos's last reservations: the chunks (data ``lengths``) it fetches again."""
+        limits.replay(self.ulid, [("chunks", n) for n in chunk_refetches(np.array(lengths), est)])
+
+    async def _entry_lengths(self, refs: np.ndarray) -> np.ndarray:
+        """Lengths (length uvarint and payload, no CRC) of the series entries at sorted
+        ``refs``, just read (so normally cached)."""
+        if len(refs) == 0:
+            return np.zeros(0, np.int64)
+        raws = await self._read_items(self._index_name, "series", refs.tolist(),
+                                      lambda: self._series_spans(refs), _series_len)
+        return np.fromiter(map(len, raws), dtype=np.int64, count=len(raws)) - 4
+
+    def _postings_bytes(self, ms) -> int:
+        """Bytes of the postings lists of matchers ``ms`` a request will fetch, known before
+        it reads (Thanos's downloaded-bytes limit reserves them first): the lists' entries
+        (no length or CRC), read in merged ranges."""
+        plan = self.postings_plan(ms)
+        if plan is None or not plan.ranges:
             return 0
-        if what == "series":
-            starts, ends = self._series_spans(x)
-            return int(np.subtract(ends, starts).sum())
-        refs = np.unique(np.asarray(x, dtype=np.uint64)).astype(np.int64)
-        seqs, offs = refs >> 32, refs & 0xFFFFFFFF
-        ids, first = np.unique(seqs, return_inverse=True)
-        seg_end = np.array([self._seg_sizes.get(f"{CHUNKS_DIRNAME}/{segment_name(int(q))}", 0)
-                            for q in ids.tolist()], dtype=np.int64)[first]
-        ends = np.minimum(offs + self._opts.chunk_estimate, seg_end)
-        same = seqs[1:] == seqs[:-1]
-        ends[:-1] = np.where(same, np.minimum(ends[:-1], offs[1:]), ends[:-1])
-        return int(np.maximum(ends - offs, 0).sum())
+        rng = np.array(plan.ranges, dtype=np.int64)
+        return sum(g[1] - g[0] for g in coalesce(rng[:, 0] + 4, rng[:, 1] - 4,
+                                                  self._opts.max_gap))
 
     def _typed(self, encs: bytes, datas: list[bytes]) -> list[bytes | EncodedChunk | None]:
         """Chunk data as served: XOR chunks as bytes, native histogram chunks as EncodedChunk
@@ -744,12 +743,15 @@ class BucketBlock:
         counts_bytes = limits is not None and limits.counts_bytes
         if refs is None:
             if counts_bytes:
-                limits.read_bytes(self.ulid, "postings", self._read_estimate("postings", ms))
+                limits.read_bytes(self.ulid, "postings", self._postings_bytes(ms))
             refs = await self.select(ms)
         if limits is not None:
             limits.touched_series(self.ulid, len(refs))
-            if counts_bytes:
-                limits.read_bytes(self.ulid, "series", self._read_estimate("series", refs))
+            if counts_bytes:  # Thanos's first read of series entries, reserved before it
+                est = Estimates.of_block(self.meta.thanos)
+                read = limits.capped(len(refs))  # Thanos reads no more than the request's limit
+                plan = SeriesPlan.of(refs[:read], est)
+                limits.read_bytes(self.ulid, "series", plan.first)
         e = await self.series_entries(refs)
         n = len(e.labels)
         whole = mint <= self.min_time and maxt >= self.max_time - 1
@@ -757,14 +759,18 @@ class BucketBlock:
             e, None if whole else (mint, maxt))
         if limits is not None and not skip_chunks:
             limits.chunks(self.ulid, bounds)
-            if counts_bytes:
-                limits.read_bytes(self.ulid, "chunks", self._read_estimate("chunks", c_refs))
+        if counts_bytes:  # the rest of Thanos's reservations up to its chunk reads
+            limits.replay(self.ulid, plan.reservations(
+                await self._entry_lengths(refs[plan.last_refs()]),
+                [] if skip_chunks else chunk_reservations(c_refs, bounds[:read + 1], est)))
         ext = self.ext_labels
         if skip_chunks:
             return [(merge_external(e.labels[i], ext), []) for i in picked]
         if self.resolution:
             refl = list(c_refs)
             stored = await self.stored_chunks(refl)
+            if counts_bytes:
+                self._chunk_refetches(limits, est, [len(stored[r][1]) for r in refl[:bounds[read]]])
             out = []
             for i in picked:
                 a, z = bounds[i], bounds[i + 1]
@@ -773,7 +779,10 @@ class BucketBlock:
                 if cs:
                     out.append((merge_external(e.labels[i], ext), cs))
             return out
-        datas = self._typed(*await self.chunk_records(c_refs))
+        encs, raw = await self.chunk_records(c_refs)
+        if counts_bytes:
+            self._chunk_refetches(limits, est, list(map(len, raw[:bounds[read]])))
+        datas = self._typed(encs, raw)
         out = []
         if None in datas:
             for i in picked:

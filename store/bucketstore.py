@@ -120,6 +120,7 @@ class BucketStore:
         # next starts (then so do those of any range): the per-call filter reads no property
         self._spans: list[tuple[int, int, BucketBlock]] = []
         self._all_follow = True
+        self._time_range = (MAX_INT64, MIN_INT64)  # of the blocks served (Info's)
         self.broken: dict[str, str] = {}  # taken out of service after a read error: ulid -> why
         self._opts = opts or FetchOptions()
         self._sync_limit = asyncio.Semaphore(sync_concurrency)
@@ -319,6 +320,11 @@ class BucketStore:
         return sorted({b.ext_labels for b in self.blocks.values()})
 
     def time_range(self) -> tuple[int, int]:
+        """What Info reports; kept by ``_blocks_changed`` (every Info call asks: not a walk
+        over every block per call)."""
+        return self._time_range
+
+    def _blocks_time_range(self) -> tuple[int, int]:
         if not self.blocks:
             return MAX_INT64, MIN_INT64
         mint, maxt = (min(b.min_time for b in self.blocks.values()),
@@ -333,6 +339,7 @@ class BucketStore:
             self.memo.keep_blocks(self.blocks)
         self._spans = [(b.min_time, b.max_time, b) for b in blocks]
         self._all_follow = _follow_in_time(list(blocks))
+        self._time_range = self._blocks_time_range()
         self._one_resolution = None
         if len({b.resolution for b in blocks}) == 1 and len({b.ext_labels for b in blocks}) == 1:
             self._one_resolution = next(iter(blocks)).resolution
@@ -409,7 +416,9 @@ class BucketStore:
         answer to these matchers is kept, else read (and kept if small). The cache lookups a
         kept answer stands for are counted as hits, as the LRU would have."""
         assert self.memo is not None
-        key = tuple(matchers)
+        # (type, name, value) of each matcher: hashed and compared in C (a Matcher's hash
+        # is a Python call, and the memo hashes its key twice per call)
+        key = tuple(map(_MATCHER_FIELDS, matchers))
         kept = self.memo.get(key)
         found: list[Selection | None] = ([None] * len(blocks) if kept is None else
                                          list(map(kept.get, map(_ULID, blocks))))
@@ -443,12 +452,7 @@ class BucketStore:
             for i, r in zip(misses, read):
                 results[i] = r
         if selects:
-            count = self.cache.count_hits
-            count("expanded_postings", selects)
-            if refs:
-                count("series", refs)
-            if chunks:
-                count("chunks", chunks)
+            self.cache.count_memo_hits(selects, refs, chunks)
         return results
 
     async def _select_misses(self, blocks: list[BucketBlock], matchers: list[Matcher]
@@ -533,6 +537,7 @@ def _concat(lists: Iterable[list[Chunk]]) -> list[Chunk]:
 
 
 _ULID = attrgetter("ulid")
+_MATCHER_FIELDS = attrgetter("type", "name", "value")  # what Matchers compare equal by
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 

@@ -170,6 +170,16 @@ class LRUCache:
         items decode to (store.warmmemo), so the hit ratio reads as if they came from here."""
         self._count(item_type, n, n)
 
+    def count_memo_hits(self, postings: int, series: int, chunks: int) -> None:
+        """``count_hits`` of what one memo answer stands for (expanded postings, series and
+        chunks lookups) in one call: every warm Series call makes it."""
+        r, h = self._requests, self._hits
+        for item_type, n in (("expanded_postings", postings), ("series", series),
+                             ("chunks", chunks)):
+            if n:
+                r[item_type] = r.get(item_type, 0) + n
+                h[item_type] = h.get(item_type, 0) + n
+
     def _count(self, item_type: str, requests: int, hits: int) -> None:
         r, h = self._requests, self._hits
         r[item_type] = r.get(item_type, 0) + requests

@@ -121,10 +121,20 @@ class RequestLimiter:
         self._refuse("bytes", f"{step}rpc error: code = ResourceExhausted desc = exceeded "
                      f"bytes limit while fetching {what}: limit {self._bytes_limit} violated "
                      f"(got {self._bytes})")
+
+    def capped(self, n: int) -> int:
+        """How many of a block's ``n`` matched series Thanos reads (the request's limit)."""
+        return min(n, self._cap) if self._cap else n
+
+    def replay(self, block: str, reservations: list[tuple[str, int]]) -> None:
+        """Reserve each (what, bytes) in turn (store.bytelimit's account of Thanos's reads)."""
+        for what, n in reservations:
+            self.read_bytes(block, what, n)
+
     def touched_series(self, block: str, n: int) -> None:
         """``n`` series matched in ``block``; ResourceExhausted past the series limit."""
         if self._series_limit:
-            self._series += min(n, self._cap) if self._cap else n
+            self._series += self.capped(n)
             self._check("series", "fetch postings for block", self._series_limit,
                         self._series, block)
 

@@ -26,6 +26,7 @@ import grpc
 import grpc.aio
 import hpack
 
+from common.eagerstep import take_step
 from storeapi import grpc_codec
 from storeapi.h2frames import (
     ACK, CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, ENABLE_PUSH,
@@ -71,7 +72,8 @@ class _Call:
     def __init__(self, streaming: bool, send_window: int, lazy: bool = False) -> None:
         """``lazy``: its reader takes the whole answer anyway, so DATA wakes it only once
         ``_LAZY_WAKE_BYTES`` are unread (or at the end): a small answer whose trailers come in
-        a read of their own costs one wake-up, not two."""
+        a read of their own costs one wake-up, not two; and the wake-up runs at the end of the
+        read that brought it (_Connection.data_received), not one loop iteration later."""
         self.sid = 0
         self.headers: dict[str, str] = {}
         self.chunks: collections.deque[bytes] = collections.deque()
@@ -119,11 +121,15 @@ class _Connection(asyncio.Protocol):
         # for (see wait): a call finishing long before its deadline costs no timer.
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None  # (its lookup costs a getpid on 3.11)
+        self.receiving = False  # inside data_received
+        self.steps: list[asyncio.Handle] = []  # lazy calls' wake-ups, run once a read is done
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.loop = asyncio.get_running_loop()
         transport.write(PREFACE + settings_frame({
             ENABLE_PUSH: 0, INITIAL_WINDOW_SIZE: _STREAM_WINDOW, MAX_FRAME_SIZE: _MAX_FRAME,
             MAX_HEADER_LIST_SIZE: _MAX_HEADERS}) + window_update(0, _CONN_WINDOW))
@@ -140,10 +146,16 @@ class _Connection(asyncio.Protocol):
         self.can_write.set()
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
+        self.receiving = True
         try:
-            frames, used = split_frames(self.buf, _MAX_FRAME)
-            del self.buf[:used]
+            if self.buf:  # a frame began in an earlier read
+                self.buf += data
+                frames, used = split_frames(self.buf, _MAX_FRAME)
+                del self.buf[:used]
+            else:  # the usual read of whole frames: split where it lies, nothing copied first
+                frames, used = split_frames(data, _MAX_FRAME)
+                if used < len(data):
+                    self.buf += memoryview(data)[used:]
             for f in frames:
                 self._on_frame(*f)
         except (ProtocolError, hpack.HPACKError, ValueError) as e:
@@ -151,7 +163,28 @@ class _Connection(asyncio.Protocol):
             self._write(goaway(0, getattr(e, "code", COMPRESSION_ERROR)))
             self.abort()
             return
+        finally:
+            self.receiving = False
+            if self.steps:
+                self._run_steps()
         self._flush_window()
+
+    def _run_steps(self) -> None:
+        """The wake-ups of the lazy calls this read ended, run now (common.eagerstep)."""
+        steps, self.steps = self.steps, []
+        for step in steps:
+            step._run()
+
+    def _wake(self, call: _Call) -> None:
+        """Wake ``call``'s reader; a lazy call's wake-up is taken to run at the end of this
+        read (everything it brought is parsed by then)."""
+        w = call.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+            if call.lazy and self.receiving:
+                step = take_step(self.loop)  # type: ignore[arg-type]
+                if step is not None:
+                    self.steps.append(step)
 
     # --- frames in ----------------------------------------------------------------------------
 
@@ -224,7 +257,7 @@ class _Connection(asyncio.Protocol):
         if flags & END_STREAM:
             self._end(sid)
         elif not call.lazy or call.size >= _LAZY_WAKE_BYTES:
-            call.wake()
+            self._wake(call)
 
     def _decode(self, block: bytes) -> list:
         """HPACK-decode ``block`` (a repeated literal-only one is looked up: HeaderDecoder)."""
@@ -260,14 +293,14 @@ class _Connection(asyncio.Protocol):
         call = self.calls.pop(sid, None)
         if call is not None:
             call.ended = call.done = True
-            call.wake()
+            self._wake(call)
             self._stream_closed()
 
     def _fail(self, sid: int, err: Exception) -> None:
         call = self.calls.pop(sid, None)
         if call is not None and not call.done:
             call.error, call.done = err, True
-            call.wake()
+            self._wake(call)
             self._stream_closed()
 
     def _stream_closed(self) -> None:
@@ -294,7 +327,7 @@ class _Connection(asyncio.Protocol):
     async def wait(self, call: _Call, deadline: float | None) -> None:
         """Until something arrives for ``call``, or RpcError(DEADLINE_EXCEEDED) at
         ``deadline`` (a loop time)."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         call.waiter = loop.create_future()
         if deadline is not None:
             call.deadline = deadline
@@ -549,10 +582,12 @@ class H2Channel:
         """A server-streaming call started; (its connection, the call, its loop deadline): the
         sooner of ``timeout`` from now and ``until`` (a loop time, e.g. the query's deadline:
         the caller needs no timer of its own around the call)."""
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        conn, call = self._conn, _Call(True, 0, lazy)
+        loop = conn.loop if conn is not None and conn.loop is not None else \
+            asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         if until is not None and (deadline is None or until < deadline):
             deadline = until
-        conn, call = self._conn, _Call(True, 0, lazy)
         if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
                 call, self._header_block(method, timeout) + metadata, self._message(request))):
             return conn, call, deadline  # the usual call on a live connection: no timer

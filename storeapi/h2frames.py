@@ -6,6 +6,8 @@ by the ``hpack`` library (peers use Huffman coding and the dynamic table).
 """
 from __future__ import annotations
 
+import struct
+
 import hpack
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -26,6 +28,9 @@ DEFAULT_WINDOW = 65535
 DEFAULT_FRAME = 16384
 
 
+_FRAME_HEAD = struct.Struct(">HBBBI")  # length (high 16 bits, low 8 bits), type, flags, stream
+
+
 class ProtocolError(Exception):
     """The peer broke HTTP/2: the connection is closed with ``code`` (a GOAWAY error code)."""
 
@@ -35,8 +40,10 @@ class ProtocolError(Exception):
 
 
 def frame(typ: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    return (len(payload).to_bytes(3, "big") + bytes((typ, flags)) + sid.to_bytes(4, "big")
-            + payload)
+    n = len(payload)
+    if n >> 24 or not 0 <= sid < 1 << 32:
+        raise OverflowError("frame payload or stream id out of range")
+    return _FRAME_HEAD.pack(n >> 8, n & 0xFF, typ, flags, sid) + payload
 
 
 def settings_frame(values: dict[int, int]) -> bytes:
@@ -56,21 +63,23 @@ def goaway(last_sid: int, code: int) -> bytes:
     return frame(GOAWAY, 0, 0, last_sid.to_bytes(4, "big") + code.to_bytes(4, "big"))
 
 
-def split_frames(buf: bytearray, max_frame: int) -> tuple[list[tuple[int, int, int, bytes]], int]:
+def split_frames(buf: bytes | bytearray, max_frame: int
+                 ) -> tuple[list[tuple[int, int, int, bytes]], int]:
     """The complete frames at the front of ``buf`` as (type, flags, stream id, payload), and
     how many bytes they took; ProtocolError for a frame longer than ``max_frame``."""
     out = []
     pos, end = 0, len(buf)
+    head = _FRAME_HEAD.unpack_from
     while end - pos >= 9:
-        length = int.from_bytes(buf[pos:pos + 3], "big")
+        high, low, typ, flags, sid = head(buf, pos)
+        length = high << 8 | low
         if length > max_frame:
             raise ProtocolError(f"frame of {length} bytes", FRAME_SIZE_ERROR)
         if end - pos < 9 + length:
             break
-        out.append((buf[pos + 3], buf[pos + 4],
-                    int.from_bytes(buf[pos + 5:pos + 9], "big") & MAX_STREAM_ID,
-                    bytes(buf[pos + 9:pos + 9 + length])))
-        pos += 9 + length
+        pos += 9
+        out.append((typ, flags, sid & MAX_STREAM_ID, bytes(buf[pos:pos + length])))
+        pos += length
     return out, pos
 
 
@@ -126,16 +135,20 @@ def header_frames(sid: int, block: bytes, max_frame: int, end_stream: bool) -> l
     return out
 
 
+_PLAIN_FLAGS = END_HEADERS | PADDED | PRIORITY_FLAG
+
+
 class HeaderBlocks:
     """Header blocks put together from HEADERS and CONTINUATION frames (nothing else may come
     between them), at most ``limit`` bytes each."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._pending: tuple[int, int, bytearray] | None = None  # (sid, HEADERS flags, block)
+        # (sid, HEADERS flags, block) of a block waiting for its CONTINUATION frames
+        self.pending: tuple[int, int, bytearray] | None = None
 
     def check(self, typ: int) -> None:
-        if self._pending is not None and typ != CONTINUATION:
+        if self.pending is not None and typ != CONTINUATION:
             raise ProtocolError("expected CONTINUATION")
 
     def feed(self, typ: int, flags: int, sid: int, payload: bytes
@@ -145,19 +158,23 @@ class HeaderBlocks:
         if typ == HEADERS:
             if not sid:
                 raise ProtocolError("HEADERS on stream 0")
+            if flags & _PLAIN_FLAGS == END_HEADERS:  # the usual whole block: no copy
+                if len(payload) > self.limit:
+                    raise ProtocolError("header block too large")
+                return sid, flags, payload
             payload = unpad(flags, payload)
-            self._pending = (sid, flags, bytearray(payload[5:] if flags & PRIORITY_FLAG
+            self.pending = (sid, flags, bytearray(payload[5:] if flags & PRIORITY_FLAG
                                                    else payload))
-        elif self._pending is None or self._pending[0] != sid:
+        elif self.pending is None or self.pending[0] != sid:
             raise ProtocolError("unexpected CONTINUATION")
         else:
-            self._pending[2].extend(payload)
-        if len(self._pending[2]) > self.limit:
+            self.pending[2].extend(payload)
+        if len(self.pending[2]) > self.limit:
             raise ProtocolError("header block too large")
         if not flags & END_HEADERS:
             return None
-        sid, first_flags, block = self._pending
-        self._pending = None
+        sid, first_flags, block = self.pending
+        self.pending = None
         return sid, first_flags, bytes(block)
 
 

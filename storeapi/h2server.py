@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import grpc
+from common.eagerstep import run_first_step
 from storeapi import grpc_codec
 from storeapi.h2frames import CANCEL, ProtocolError, literal
 from storeapi.h2serverconn import (DATA_IN, ENDED, REQUEST, RESET, TERMINATED, WINDOW,
@@ -87,7 +88,9 @@ class _Context:
     """The part of ``grpc.aio.ServicerContext`` that handlers use."""
 
     def __init__(self, headers: dict[str, str], deadline: float | None, peer: str) -> None:
-        self._headers = headers  # the call's metadata is built when a handler asks for it
+        # The request's headers: its metadata but the pseudo-headers (":path"...), built
+        # when a handler asks for it; storeapi.server.tenant_of reads a key directly.
+        self.request_headers = headers
         self._deadline = deadline
         self._peer = peer
 
@@ -95,7 +98,7 @@ class _Context:
         raise _Abort(code, details)
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return _metadata(self._headers)
+        return _metadata(self.request_headers)
 
     def time_remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
@@ -125,13 +128,14 @@ def _status_message(details: str) -> str:
 
 
 class _Stream:
-    __slots__ = ("headers", "body", "task", "sent_headers", "expired", "deadline")
+    __slots__ = ("headers", "body", "task", "sent_headers", "expired", "deadline", "sent")
 
     def __init__(self, headers: dict[str, str]) -> None:
         self.headers = headers
         self.body = bytearray()
         self.task: asyncio.Task | None = None
         self.sent_headers = False
+        self.sent = 0  # response messages produced (grpc_server_msg_sent)
         self.expired = False  # its grpc-timeout passed: the task was cancelled for that
         self.deadline: float | None = None  # time.monotonic() of its grpc-timeout
 
@@ -149,6 +153,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: "H2GrpcServer") -> None:
         self._server = server
+        # kept: asyncio.get_running_loop() is a getpid() system call per use
+        self._loop = asyncio.get_running_loop()
         self._conn = ServerConnection(server.max_concurrent_streams, server.window_bytes)
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
@@ -156,6 +162,7 @@ class _Connection(asyncio.Protocol):
         self._window_open = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self._writing_paused = False  # as not self._can_write.is_set(), without a call
         self._closed = False
         self._peer = ""
         self._handshake_timer: asyncio.TimerHandle | None = None
@@ -173,7 +180,7 @@ class _Connection(asyncio.Protocol):
         self._conn.initiate_connection()
         self._flush()
         self._server._connections.add(self)
-        self._handshake_timer = asyncio.get_running_loop().call_later(
+        self._handshake_timer = self._loop.call_later(
             self._server.handshake_timeout_s, self._handshake_expired)
 
     def _handshake_expired(self) -> None:
@@ -199,9 +206,11 @@ class _Connection(asyncio.Protocol):
         self._can_write.set()
 
     def pause_writing(self) -> None:
+        self._writing_paused = True
         self._can_write.clear()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
         self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
@@ -218,8 +227,11 @@ class _Connection(asyncio.Protocol):
                 self._on_request(sid, ev[2])
             elif kind == DATA_IN:
                 self._on_data(sid, ev[2], ev[3])
-            elif kind == ENDED:
-                self._on_end(sid)
+            elif kind == ENDED:  # the request is complete: its call starts
+                st = self._streams.get(sid)
+                if st is not None and st.task is None:
+                    st.task = _task_started_now(self._loop,
+                                                self._run(sid, st))
             elif kind == RESET:
                 st = self._drop(sid)
                 if st is not None and st.task is not None:
@@ -270,12 +282,6 @@ class _Connection(asyncio.Protocol):
             self._buffered -= len(st.body)
         return st
 
-    def _on_end(self, sid: int) -> None:
-        st = self._streams.get(sid)
-        if st is None or st.task is not None:
-            return
-        st.task = asyncio.get_running_loop().create_task(self._run(sid, st))
-
     def _trailers_only(self, sid: int, code: grpc.StatusCode, details: str) -> None:
         """Answer a call that never started with status only, and stop reading its body."""
         if self._closed:
@@ -318,13 +324,15 @@ class _Connection(asyncio.Protocol):
             deadline = st.deadline = time.monotonic() + timeout
             if self._timer is None or deadline < self._timer_at:
                 self._arm(deadline)
-        call = None  # grpc_server_* of a call that reached its handler
+        method = None  # grpc_server_* of a call that reached its handler
+        t0 = 0.0
         code = grpc.StatusCode.OK
         try:
             if raw_timeout is not None and timeout is None:  # as grpc-go
                 raise _Abort(grpc.StatusCode.INTERNAL,
                              f"malformed grpc-timeout: {raw_timeout[:40]!r}")
-            handler, kind = self._server.lookup(path, st.headers)
+            server = self._server
+            handler, kind = server.routes.get(path) or server.lookup(path, st.headers)
             if handler is None:
                 raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {path}")
             raw = self._message(st)
@@ -335,12 +343,21 @@ class _Connection(asyncio.Protocol):
             except Exception:  # noqa: BLE001 -- as grpcio: a bad request is INTERNAL
                 raise _Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
             ctx = _Context(st.headers, deadline, self._peer)
-            metrics = self._server.metrics
+            metrics = server.metrics
             if metrics is not None:
-                call = metrics.begin(path, kind)
-                call.received()
-            await self._respond(sid, st, handler, req, ctx, call)
-            self._finish(sid, st, code, "")
+                method = metrics.served(path, kind)
+                t0 = time.perf_counter()
+            ser = handler.response_serializer  # None: the handler gives bytes
+            if handler.unary_unary is not None:
+                msg = await handler.unary_unary(req, ctx)
+                st.sent = 1
+                if ser is not None:
+                    msg = ser(msg)
+                await self._end_with(sid, st, _PREFIX.pack(0, len(msg)) + msg)
+            else:
+                await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser)
+            if sid in self._streams:  # not answered whole by _end_with
+                self._finish(sid, st, code, "")
         except _Abort as a:
             code = a.code
             self._finish(sid, st, code, a.details)
@@ -359,29 +376,35 @@ class _Connection(asyncio.Protocol):
             code = grpc.StatusCode.UNKNOWN
             self._finish(sid, st, code, f"Unexpected {type(e).__name__}: {e}")
         finally:
-            if call is not None:
-                call.done(code)
-            self._drop(sid)
+            if method is not None:
+                method.end(code, st.sent, t0)
+            if sid in self._streams:
+                self._drop(sid)
 
-    async def _respond(self, sid: int, st: _Stream, handler, req, ctx: _Context, call) -> None:
-        ser = handler.response_serializer or (lambda b: b)
-        if handler.unary_unary is not None:
-            resp = await handler.unary_unary(req, ctx)
-            if call is not None:
-                call.sent()
-            await self._send(sid, st, _frame(ser(resp)), last=True)
-        else:
-            await self._stream_responses(sid, st, handler.unary_stream(req, ctx), ser, call)
+    async def _end_with(self, sid: int, st: _Stream, data: bytes) -> None:
+        """The last messages of a call that ends OK: the usual small answer -- headers, one
+        DATA frame and the OK trailers -- as one write, forgetting the stream; else sent as
+        the windows allow (``_finish`` adds the trailers)."""
+        if not st.sent_headers and not self._closed and sid in self._streams and \
+                self._conn.send_reply(sid, _RESPONSE_HEADERS, data, _OK_STATUS):
+            st.sent_headers = True
+            del self._streams[sid]  # as _drop (its body was let go already)
+            self._flush()
+            return
+        await self._send(sid, st, data, last=True)
 
-    async def _stream_responses(self, sid: int, st: _Stream, it, ser, call) -> None:
+    async def _stream_responses(self, sid: int, st: _Stream, it, ser) -> None:
         pending: list[bytes] = []
-        size = sent = 0
+        size = 0
+        pack = _PREFIX.pack
         try:
             async for msg in it:
-                sent += 1
-                f = _frame(ser(msg))
-                pending.append(f)
-                size += len(f)
+                st.sent += 1
+                if ser is not None:
+                    msg = ser(msg)
+                pending.append(pack(0, len(msg)))
+                pending.append(msg)
+                size += 5 + len(msg)
                 if size >= _FLUSH_BYTES:
                     await self._send(sid, st, b"".join(pending))
                     pending, size = [], 0
@@ -389,17 +412,14 @@ class _Connection(asyncio.Protocol):
             if pending:  # what was produced before a failure reaches the client, as with grpcio
                 await self._send(sid, st, b"".join(pending))
             raise
-        finally:
-            if call is not None:
-                call.sent(sent)
         if pending:
-            await self._send(sid, st, b"".join(pending), last=True)
+            await self._end_with(sid, st, b"".join(pending))
 
     def _arm(self, at: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = at
-        self._timer = asyncio.get_running_loop().call_at(at, self._expire_due)
+        self._timer = self._loop.call_at(at, self._expire_due)
 
     def _expire_due(self) -> None:
         """The deadline timer: calls past their deadline end; armed again for the earliest
@@ -485,13 +505,18 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
-        data = self._conn.data_to_send()
+        out = self._conn.out
+        if not out:
+            return
+        data = b"".join(out)  # as self._conn.data_to_send()
+        out.clear()
         t = self._transport
-        if data and t is not None and not t.is_closing():
+        if t is not None and not t.is_closing():
             t.write(data)
             # Answers we write without waiting (PING and SETTINGS acknowledgements, resets) pile
-            # up for a client that sends but never reads: such a client is cut off.
-            if t.get_write_buffer_size() > _MAX_UNREAD_BYTES:
+            # up for a client that sends but never reads: such a client is cut off. (A buffer
+            # that big is over the high-water mark: writing is paused.)
+            if self._writing_paused and t.get_write_buffer_size() > _MAX_UNREAD_BYTES:
                 log.debug("HTTP/2 client %s does not read its answers", self._peer)
                 t.abort()
 
@@ -511,8 +536,13 @@ class _Connection(asyncio.Protocol):
         return [st.task for st in self._streams.values() if st.task is not None]
 
 
-def _frame(msg: bytes) -> bytes:
-    return _PREFIX.pack(0, len(msg)) + msg
+def _task_started_now(loop: asyncio.AbstractEventLoop, coro) -> asyncio.Task:
+    """A Task for ``coro`` whose first step runs now rather than on the loop's next pass
+    (common.eagerstep): a call that never waits -- a warm store answer -- is answered before
+    ``data_received`` returns, one loop pass and one epoll call fewer per call."""
+    task = asyncio.Task(coro, loop=loop)  # as loop.create_task (no task factory here)
+    run_first_step(loop, task)
+    return task
 
 
 def _host_port(address: str) -> tuple[str | None, int]:
@@ -540,14 +570,14 @@ class H2GrpcServer:
         self.window_bytes = window_bytes
         self._handlers: list[grpc.GenericRpcHandler] = []
         # found handlers (and their grpc_type) by method path
-        self._routes: dict[str, tuple[grpc.RpcMethodHandler, str]] = {}
+        self.routes: dict[str, tuple[grpc.RpcMethodHandler, str]] = {}
         self._connections: set[_Connection] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._pending: list[tuple[str | None, int]] = []
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._handlers.extend(handlers)
-        self._routes.clear()
+        self.routes.clear()
 
     def lookup(self, path: str, headers: dict[str, str]
                ) -> tuple[grpc.RpcMethodHandler | None, str]:
@@ -555,7 +585,7 @@ class H2GrpcServer:
         for a method we do not serve. Calls are routed by method path alone (our handlers are
         grpc.method_handlers_generic_handler), so a found method's handler is kept: no search
         per call. grpc_server_* are counted by the call itself (no wrapper per handler)."""
-        found = self._routes.get(path)
+        found = self.routes.get(path)
         if found is not None:
             return found
         for h in self._handlers:
@@ -565,7 +595,7 @@ class H2GrpcServer:
             if handler.request_streaming or (handler.unary_unary is None
                                              and handler.unary_stream is None):
                 return None, ""
-            found = self._routes[path] = (
+            found = self.routes[path] = (
                 handler, "unary" if handler.unary_unary is not None else "server_stream")
             return found
         return None, ""

@@ -9,18 +9,20 @@ list size); a breach ends the connection with GOAWAY (``ConnectionError`` from
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import hpack
 
 from storeapi.h2frames import (
-    ACK, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, END_STREAM,
+    ACK, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, END_HEADERS, END_STREAM,
     FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_WINDOW, NO_ERROR, PADDED, PING,
     PREFACE, PROTOCOL_ERROR, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
     WINDOW_UPDATE, HeaderBlocks, HeaderDecoder, ProtocolError, frame, goaway, header_frames, parse_settings, rst_stream,
     settings_frame, split_frames, unpad, window_update)
 
+_FRAME_HEAD = struct.Struct(">IBI")  # a frame's 9-byte header: length << 8 | type, flags, id
 MAX_HEADERS = 64 << 10  # largest header list (and header block) a client may send
 STREAM_CLOSED = 0x5
 KNOWN_BLOCKS = 16  # literal-only request header blocks kept decoded per connection
@@ -28,6 +30,11 @@ KNOWN_BLOCKS = 16  # literal-only request header blocks kept decoded per connect
 # Events: (REQUEST, sid, headers dict), (DATA_IN, sid, data, flow-controlled length),
 # (ENDED, sid), (RESET, sid), (WINDOW, 0), (TERMINATED, 0).
 REQUEST, DATA_IN, ENDED, RESET, WINDOW, TERMINATED = range(6)
+
+
+class FirstFrameNotSettings(ProtocolError):
+    """The client's first frame after the preface is not SETTINGS: grpc-go's server (Thanos's)
+    closes such a connection at once, without a GOAWAY, and so do we."""
 
 
 @dataclass
@@ -89,8 +96,23 @@ class ServerConnection:
                 self.preface = True
             frames, used = split_frames(self.buf, DEFAULT_FRAME)
             del self.buf[:used]
+            if frames and not self.handshaken and frames[0][0] != SETTINGS:
+                raise FirstFrameNotSettings(f"first frame of type {frames[0][0]}, not SETTINGS")
+            blocks = self.blocks
             for f in frames:
-                self._frame(events, *f)
+                typ = f[0]
+                if blocks.pending is not None and typ != CONTINUATION:
+                    raise ProtocolError("expected CONTINUATION")
+                if typ == DATA:  # a call's frames, dispatched here: no step per frame
+                    self._data(events, f[1], f[2], f[3])
+                elif typ == HEADERS:
+                    block = blocks.feed(HEADERS, f[1], f[2], f[3])
+                    if block is not None:
+                        self._headers(events, *block)
+                else:
+                    self._frame(events, *f)
+        except FirstFrameNotSettings:
+            raise
         except ProtocolError as e:
             self.out.append(goaway(self.last_sid, e.code))
             raise
@@ -100,10 +122,8 @@ class ServerConnection:
         return events
 
     def _frame(self, events: list, typ: int, flags: int, sid: int, payload: bytes) -> None:
-        self.blocks.check(typ)
-        if typ == DATA:
-            self._data(events, flags, sid, payload)
-        elif typ == HEADERS or typ == CONTINUATION:
+        """Frames other than DATA and HEADERS (``receive`` takes those)."""
+        if typ == CONTINUATION:
             block = self.blocks.feed(typ, flags, sid, payload)
             if block is not None:
                 self._headers(events, *block)
@@ -184,7 +204,9 @@ class ServerConnection:
         data = unpad(flags, payload) if flags & PADDED else payload
         events.append((DATA_IN, sid, data, n))
         if flags & END_STREAM:
-            self._remote_end(sid, st)
+            st.remote_closed = True  # as _remote_end
+            if st.local_closed:
+                del self.streams[sid]
             events.append((ENDED, sid))
 
     def _settings(self, events: list, payload: bytes) -> None:
@@ -255,6 +277,29 @@ class ServerConnection:
             st.local_closed = True
             if st.remote_closed:
                 del self.streams[sid]
+
+    def send_reply(self, sid: int, headers: bytes, data: bytes, trailers: bytes) -> bool:
+        """A whole answer -- headers, ``data`` in one DATA frame and trailers ending the
+        stream -- queued as one piece when the flow-control windows and the peer's frame
+        size allow (else False, nothing queued): a small call's answer without a frame
+        builder call per frame."""
+        st = self.streams.get(sid)
+        n = len(data)
+        limit = self.max_outbound_frame_size
+        if st is None or st.local_closed or n > st.send_window or n > self.send_window \
+                or n > limit or len(headers) > limit or len(trailers) > limit:
+            return False
+        st.send_window -= n
+        self.send_window -= n
+        head = _FRAME_HEAD.pack
+        self.out.append(b"".join((
+            head(len(headers) << 8 | HEADERS, END_HEADERS, sid), headers,
+            head(n << 8 | DATA, 0, sid), data,
+            head(len(trailers) << 8 | HEADERS, END_HEADERS | END_STREAM, sid), trailers)))
+        st.local_closed = True
+        if st.remote_closed:
+            del self.streams[sid]
+        return True
 
     def local_flow_control_window(self, sid: int) -> int:
         st = self.streams.get(sid)

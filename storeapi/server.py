@@ -66,7 +66,11 @@ DEFAULT_TENANT = "default-tenant"  # Thanos's tenant of a call without one
 
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
     """The call's tenant as Thanos's store reads it (GetTenantFromGRPCMetadata): the first
-    ``thanos-tenant`` metadata value, else ``default-tenant``."""
+    ``thanos-tenant`` metadata value, else ``default-tenant``. Our HTTP/2 server's context
+    looks it up in the request headers (no metadata tuple built per call)."""
+    headers = getattr(context, "request_headers", None)  # storeapi.h2server's context
+    if headers is not None:  # (the key is lower case, no pseudo-header)
+        return headers.get(TENANT_METADATA, DEFAULT_TENANT)
     for key, value in context.invocation_metadata() or ():
         if key == TENANT_METADATA:
             return value
@@ -176,10 +180,6 @@ _DATA = itemgetter(2)  # a chunk's data in a (mint, maxt, data) triple
 _PLAIN = frozenset({bytes})  # XOR chunk bytes: the hand-written encoder's case
 
 
-def _identity(b: bytes) -> bytes:
-    return b
-
-
 class StoreServer:
     """Serves a SeriesSource as ``thanos.Store`` and ``thanos.info.Info``."""
 
@@ -210,7 +210,7 @@ class StoreServer:
                 rpc_pb2.InfoResponse.SerializeToString),
             "Series": grpc.unary_stream_rpc_method_handler(
                 self.series,
-                rpc_pb2.SeriesRequest.FromString, _identity),
+                rpc_pb2.SeriesRequest.FromString, None),  # frames are bytes already
             "LabelNames": grpc.unary_unary_rpc_method_handler(
                 self.label_names, rpc_pb2.LabelNamesRequest.FromString,
                 rpc_pb2.LabelNamesResponse.SerializeToString),
@@ -294,7 +294,7 @@ class StoreServer:
             if not request.matchers:  # as Thanos: never "everything" by accident
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_MATCHERS)
             matchers = await self._matchers(request.matchers, context)
-            shard = ShardFilter.of(request)
+            shard = ShardFilter.of(request) if request.HasField("shard_info") else None
             mint, maxt, skip = request.min_time, request.max_time, request.skip_chunks
             wanted = request.without_replica_labels
             strip = self._replica_labels(wanted) if wanted else None
@@ -348,7 +348,8 @@ class StoreServer:
                     yield enc.batch_of_frames(pending)
                 for w in warnings:
                     yield rpc_pb2.SeriesResponse(warning=w).SerializeToString()
-                hints = self._response_hints(request, matchers)
+                hints = self._response_hints(request, matchers) \
+                    if request.HasField("hints") else None
                 if hints is not None:
                     yield hints
             if err is not None:

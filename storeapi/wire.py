@@ -122,7 +122,10 @@ class SeriesEncoder:
         SeriesResponse.series share field number and wire type, so such a frame is already a
         batch entry and the bodies are joined once, with no copy or Python step per series."""
         body = b"".join(frames)
-        return _TAG_BATCH + uvarint(len(body)) + body
+        n = len(body)
+        # a one-series answer's length is two varint bytes: no call for it
+        size = bytes((n & 0x7F | 0x80, n >> 7)) if 0x80 <= n < 0x4000 else uvarint(n)
+        return _TAG_BATCH + size + body
 
     @staticmethod
     def warning_response(message: str) -> bytes:
@@ -159,14 +162,21 @@ def series_request_times(mint: int, maxt: int) -> bytes:
             + (_REQ_MAXT + uvarint(maxt) if maxt else b""))
 
 
+def _matcher_field(m) -> bytes:
+    """One LabelMatcher field: a query not seen before encodes its matchers anew, so in as few
+    calls as the wire format allows (a short name or value needs a one-byte length)."""
+    name, value = m.name.encode(), m.value.encode()
+    body = (_MATCHER_TYPE[m.type._value_]  # (the attribute: .value is a Python-level property)
+            + (b"\x12" + uvarint(len(name)) + name if name else b"")
+            + (b"\x1a" + uvarint(len(value)) + value if value else b""))
+    return _REQ_MATCHER + uvarint(len(body)) + body
+
+
 def series_request_rest(matchers: Iterable, skip_chunks: bool,
                         without_replica_labels: Iterable[str], limit: int, batch_size: int,
                         strategy: int, partial_response_disabled: bool) -> bytes:
     """A SeriesRequest's fields after the times (see :func:`series_request`)."""
-    out = []
-    for m in matchers:
-        out.append(_len_field(_REQ_MATCHER, _MATCHER_TYPE[m.type.value] + _str_field(b"\x12", m.name)
-                              + _str_field(b"\x1a", m.value)))
+    out = [_matcher_field(m) for m in matchers]
     if partial_response_disabled:
         out.append(_REQ_PR_DISABLED)
     if strategy:

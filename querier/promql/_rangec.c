@@ -248,9 +248,78 @@ done:
     return res;
 }
 
+/* present_samples(ts, vals, offs, start, step, T, lookback) -> (ts bytes, vals bytes, counts
+ * list, nonempty), or None when a series' timestamps do not strictly ascend: the instant
+ * vector selector at the steps start + j * step (j < T) as the range query answer wants it,
+ * only the present points (the sample newest at or before the step, newer than step -
+ * lookback, not a staleness marker), each series' points end to end with their step times,
+ * each series' point count, and how many series have samples at all.
+ * The one-selector range query's whole evaluation (querier/plainrange.py), with no n*T arrays. */
+static PyObject *py_present_samples(PyObject *self, PyObject *args) {
+    Py_buffer tb, vb, ob;
+    long long start, step, T, lb;
+    if (!PyArg_ParseTuple(args, "y*y*y*LLLL:present_samples", &tb, &vb, &ob, &start, &step, &T, &lb))
+        return NULL;
+    PyObject *ot = NULL, *ov = NULL, *oc = NULL, *res = NULL;
+    if (check_i64(&tb, "ts") || check_i64(&vb, "vals") || check_i64(&ob, "offs")) goto done;
+    if (vb.len != tb.len) { PyErr_SetString(PyExc_ValueError, "ts and vals differ in length"); goto done; }
+    if (step <= 0 || T < 0 || (T && start > INT64_MAX - (T - 1) * (__int128)step)) {
+        PyErr_SetString(PyExc_ValueError, "bad steps"); goto done;
+    }
+    Py_ssize_t N = tb.len / 8, n = series_count(&ob, N, (Py_ssize_t)T);
+    if (n < 0) goto done;
+    const int64_t *ts = tb.buf, *offs = ob.buf;
+    const uint64_t *vbits = vb.buf;
+    for (Py_ssize_t i = 0; i < n; i++)  /* within each series: strictly ascending */
+        for (int64_t k = offs[i] + 1; k < offs[i + 1]; k++)
+            if (ts[k] <= ts[k - 1]) { res = Py_None; Py_INCREF(res); goto done; }
+    const Py_ssize_t cap = n * (Py_ssize_t)T;  /* at most a point per step and series */
+    ot = PyBytes_FromStringAndSize(NULL, cap * 8);
+    ov = PyBytes_FromStringAndSize(NULL, cap * 8);
+    oc = PyList_New(n);
+    if (!ot || !ov || !oc) goto done;
+    int64_t *out_t = (int64_t *)PyBytes_AS_STRING(ot);
+    uint64_t *out_v = (uint64_t *)PyBytes_AS_STRING(ov);
+    Py_ssize_t w = 0, nonempty = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t a = offs[i], b = offs[i + 1];
+        const Py_ssize_t w0 = w;
+        int64_t h = a;
+        for (long long j = 0; j < T && a < b; j++) {
+            const int64_t e = start + j * step;
+            if (j == 0) h = upper_bound(ts, a, b, e);
+            else while (h < b && ts[h] <= e) h++;
+            if (h == a) continue;
+            const int64_t k = h - 1;
+            if (ts[k] > sat_sub(e, lb) && vbits[k] != STALE_NAN) {
+                out_t[w] = e;
+                out_v[w] = vbits[k];
+                w++;
+            }
+        }
+        PyObject *count = PyLong_FromSsize_t(w - w0);
+        if (!count) goto done;
+        PyList_SET_ITEM(oc, i, count);
+        nonempty += b > a;
+    }
+    /* (an empty bytes object is shared: never resized) */
+    if (w < cap && (_PyBytes_Resize(&ot, w * 8) || _PyBytes_Resize(&ov, w * 8))) goto done;
+    res = Py_BuildValue("OOOn", ot, ov, oc, nonempty);
+done:
+    Py_XDECREF(ot);
+    Py_XDECREF(ov);
+    Py_XDECREF(oc);
+    PyBuffer_Release(&tb);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&ob);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"last_samples", py_last_samples, METH_VARARGS,
      "last_samples(ts, vals, offs, steps, lookback) -> (vals, present, sample_ts) bytearrays."},
+    {"present_samples", py_present_samples, METH_VARARGS,
+     "present_samples(ts, vals, offs, start, step, T, lookback) -> (ts, vals, counts, nonempty) | None."},
     {"window_bounds", py_window_bounds, METH_VARARGS,
      "window_bounds(ts, offs, end, rng) -> (lo, hi) int64 bytes, series-major."},
     {"extrapolated", py_extrapolated, METH_VARARGS,

@@ -459,12 +459,16 @@ def _kind(e) -> str:
 
 
 class Engine:
-    def __init__(self, opts: EngineOptions = EngineOptions()) -> None:
+    def __init__(self, opts: EngineOptions = EngineOptions(), timeout_s: float | None = None
+                 ) -> None:
+        """``timeout_s``: this engine's own, instead of ``opts.timeout_s`` (a query's time left,
+        without a copy of the options per query)."""
         self.opts = opts
+        self.timeout_s = opts.timeout_s if timeout_s is None else timeout_s
         self.last: _Shared | None = None  # the state of the last query, for its statistics
 
     def _shared(self, q: Queryable, start: int, end: int) -> _Shared:
-        self.last = _Shared(q, self.opts, start, end, time.monotonic() + self.opts.timeout_s)
+        self.last = _Shared(q, self.opts, start, end, time.monotonic() + self.timeout_s)
         return self.last
 
     def sample_stats(self) -> tuple[int, int]:

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 import grpc
 import grpc.aio
 import pytest
 
-from storeapi.h2client import H2Channel, RpcError
-from storeapi.h2frames import (CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS,
-                               PREFACE, REFUSED_STREAM, RST_STREAM, WINDOW_UPDATE, frame,
-                               literal, settings_frame, split_frames)
+from storeapi.h2client import H2Channel, RpcError, _Connection
+from storeapi.h2frames import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY,
+                               HEADERS, PING, PREFACE, PRIORITY, REFUSED_STREAM, RST_STREAM,
+                               SETTINGS, WINDOW_UPDATE, frame, literal, settings_frame,
+                               split_frames)
 from storeapi.h2server import H2GrpcServer
 
 UNARY, STREAM = "/t.T/Unary", "/t.T/Stream"
@@ -111,21 +113,66 @@ def _request_headers(sid: int, end_stream: bool = False) -> bytes:
     return frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), sid, block)
 
 
-async def _raw(port: int, data: bytes) -> list[tuple[int, int, int, bytes]]:
-    """Frames the server answers ``data`` (after the preface) with until it closes or 2 s."""
+async def _raw(port: int, data: bytes, settings: bool = True) -> list[tuple[int, int, int, bytes]]:
+    """Frames the server answers ``data`` (after the preface and, unless not ``settings``, an
+    empty SETTINGS frame) with until it closes or 2 s."""
+    return (await raw_exchange(port, PREFACE + (settings_frame({}) if settings else b"") + data))[0]
+
+
+async def raw_exchange(port: int, data: bytes) -> tuple[list[tuple[int, int, int, bytes]], bool]:
+    """The frames a server at ``port`` answers ``data`` with, and whether it closed the
+    connection (within 2 s of its last bytes)."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(PREFACE + settings_frame({}) + data)
-    got = bytearray()
+    w.write(data)
+    got, closed = bytearray(), False
     try:
         while True:
             chunk = await asyncio.wait_for(r.read(65536), 2)
             if not chunk:
+                closed = True
                 break
             got += chunk
     except TimeoutError:
         pass
+    except ConnectionResetError:
+        closed = True
     w.close()
-    return split_frames(got, 1 << 24)[0]
+    return split_frames(got, 1 << 24)[0], closed
+
+
+# A first frame after the preface that is not SETTINGS: grpc-go (Thanos's gRPC server) closes
+# the connection without answering it (http2Server "saw invalid preface type").
+NOT_SETTINGS_FIRST = {
+    "PING": frame(PING, 0, 0, b"\0" * 8),
+    "WINDOW_UPDATE": frame(WINDOW_UPDATE, 0, 0, (1000).to_bytes(4, "big")),
+    "HEADERS": _request_headers(1, end_stream=True),
+    "PRIORITY": frame(PRIORITY, 0, 1, b"\0\0\0\0\x10"),
+    "unknown type": frame(0x20, 0, 0, b"x"),
+}
+
+
+def first_frame_answer(frames: list, closed: bool) -> tuple[list[int], bool]:
+    """What a first-frame probe shows of a server: the types of the frames it sent beyond its
+    own opening SETTINGS and connection WINDOW_UPDATE, and whether it closed."""
+    return [f[0] for f in frames if f[0] not in (SETTINGS, WINDOW_UPDATE) or f[1] & ACK], closed
+
+
+@pytest.mark.parametrize("first", list(NOT_SETTINGS_FIRST))
+def test_server_closes_a_connection_whose_first_frame_is_not_settings(first):
+    async def main():
+        async with _our_server() as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "identity")
+            try:
+                answer = first_frame_answer(*await raw_exchange(
+                    port, PREFACE + NOT_SETTINGS_FIRST[first] + frame(PING, 0, 0, b"p" * 8)))
+                # a SETTINGS ACK counts as the client's SETTINGS (grpc-go takes any SETTINGS)
+                ack_first = first_frame_answer(*await raw_exchange(
+                    port, PREFACE + frame(SETTINGS, ACK, 0) + frame(PING, 0, 0, b"p" * 8)))
+                return answer, ack_first, await ch.unary(UNARY, b"ok", timeout=10)
+            finally:
+                await ch.close()
+
+    assert _run(main()) == (([], True), ([PING], False), b"ko")
 
 
 BREACHES = {
@@ -638,3 +685,113 @@ def test_padded_request_data_is_unpadded_and_bad_padding_ends_the_connection():
     good, bad = _run(main())
     assert any(f[0] == DATA and f[3].endswith(b"ko") for f in good)
     assert [f[0] for f in bad if f[0] == GOAWAY] == [GOAWAY]
+
+
+def test_a_lazy_call_resumes_in_the_read_that_ended_it():
+    """unary_stream_each's caller is woken at the end of the socket read that brought its
+    answer's end (no loop iteration of its own), in its own task; a failed call too, and
+    other calls on the connection go on."""
+    def inside_read() -> bool:
+        f = sys._getframe()
+        while f is not None and f.f_code is not _Connection.data_received.__code__:
+            f = f.f_back
+        return f is not None
+
+    async def main():
+        where: list[tuple[bool, bool]] = []
+
+        async def each(request: bytes) -> None:
+            task = asyncio.current_task()
+            try:
+                await ch.unary_stream_each(STREAM, request, 20, lambda m: None)
+            finally:
+                where.append((inside_read(), asyncio.current_task() is task))
+
+        async with _our_server() as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "identity")
+            try:
+                await each(b"1")
+                await asyncio.gather(each(b"2"), each(b"1"))
+                with pytest.raises(RpcError):
+                    await each(b"x")  # the server's handler fails: status UNKNOWN
+                await each(b"1")
+            finally:
+                await ch.close()
+        return where
+
+    assert _run(main()) == [(True, True)] * 5
+
+
+def _unary_request(sid: int, path: str, body: bytes) -> bytes:
+    block = (b"\x83\x86" + literal(4, path) + literal(1, "x")
+             + literal(b"content-type", "application/grpc"))
+    return (frame(HEADERS, END_HEADERS, sid, block)
+            + frame(DATA, END_STREAM, sid, b"\0" + len(body).to_bytes(4, "big") + body))
+
+
+async def _read_until(r: asyncio.StreamReader, got: bytearray, done) -> list[tuple]:
+    """The frames read into ``got`` once ``done(frames)`` holds."""
+    while not done(frames := split_frames(got, 1 << 24)[0]):
+        got += await asyncio.wait_for(r.read(65536), 10)
+    return frames
+
+
+@pytest.mark.parametrize("window", [65535, 3])
+def test_a_unary_answer_is_headers_data_trailers_within_the_clients_window(window):
+    """A small answer goes out as HEADERS, one DATA and trailers (one write); a client whose
+    stream window is smaller than the answer gets only what the window allows, then the
+    rest after its WINDOW_UPDATE, and the same trailers."""
+    async def main():
+        async with _our_server() as port:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            from storeapi.h2frames import INITIAL_WINDOW_SIZE
+            w.write(PREFACE + settings_frame({INITIAL_WINDOW_SIZE: window})
+                    + _unary_request(1, UNARY, b"abcdef"))
+            got = bytearray()
+            await _read_until(r, got, lambda fs: sum(
+                len(f[3]) for f in fs if f[0] == DATA and f[2] == 1) >= min(window, 11))
+            if window < 11:
+                w.write(frame(WINDOW_UPDATE, 0, 1, (100).to_bytes(4, "big")))
+            frames = [(f[0], f[1], f[3]) for f in await _read_until(r, got, lambda fs: any(
+                f[2] == 1 and f[0] == HEADERS and f[1] & END_STREAM for f in fs)) if f[2] == 1]
+            w.close()
+            return frames
+
+    frames = _run(main())
+    kinds = [(t, flags) for t, flags, _ in frames]
+    data = b"".join(p for t, _, p in frames if t == DATA)
+    assert data == b"\0\0\0\0\x06fedcba"
+    assert kinds[0] == (HEADERS, END_HEADERS) and kinds[-1] == (HEADERS, END_HEADERS | END_STREAM)
+    assert [len(p) for t, _, p in frames if t == DATA] == ([11] if window > 11 else [3, 8])
+    assert frames[-1][2] == literal(b"grpc-status", "0")
+
+
+def test_a_call_answered_at_once_runs_as_its_own_task():
+    """A call's first step runs inside data_received (no loop pass before it), yet as its own
+    Task: asyncio.current_task() is the call's and asyncio.timeout works there, and a handler
+    that waits is resumed by the loop as before."""
+    async def main():
+        seen: list = []
+
+        async def timed(req: bytes, context) -> bytes:
+            task = asyncio.current_task()
+            async with asyncio.timeout(5):
+                if req == b"wait":
+                    await asyncio.sleep(0.01)
+            seen.append(task)
+            return req + b"!"
+
+        async with _our_server([grpc.method_handlers_generic_handler("t.T", {
+                "Unary": grpc.unary_unary_rpc_method_handler(timed)})]) as port:
+            ch = H2Channel(f"127.0.0.1:{port}", "identity")
+            try:
+                got = [await ch.unary(UNARY, b"now", timeout=10),
+                       await ch.unary(UNARY, b"wait", timeout=10)]
+            finally:
+                await ch.close()
+        return got, seen, asyncio.current_task()
+
+    got, seen, client_task = _run(main())
+    assert got == [b"now!", b"wait!"]
+    assert len(seen) == 2 and None not in seen and client_task not in seen
+    assert seen[0] is not seen[1]

@@ -19,7 +19,8 @@ import common.ops
 import querier.api
 from common.ops import new_registry
 from querier.config import QueryConfig
-from querier.fasthttp import MAX_HEAD, parse_request
+from querier.api import Answer
+from querier.fasthttp import MAX_HEAD, FastConnection, QueryFront, parse_request
 from querier.server import Querier
 from querier_cluster import cluster, run
 from storeapi.server import serve
@@ -482,3 +483,69 @@ def test_generated_hostile_requests_answered_as_aiohttp_answers_them(tmp_path, m
     finally:
         loop.run_until_complete(ctx.__aexit__(None, None, None))
         loop.close()
+
+
+class StepRecordingAPI:
+    """The query API as the fast front calls it, recording where each handler's first step
+    ran; a query whose ``query`` is ``now`` answers without awaiting anything."""
+
+    def __init__(self) -> None:
+        self.first_steps: list[tuple[bool, bool]] = []  # (inside data_received, own task)
+
+    async def instant_query(self, request, params) -> Answer:
+        task = asyncio.current_task()
+        self.first_steps.append((RecordingConnection.receiving, task is not None))
+        async with asyncio.timeout(30):  # needs the current task before the first await
+            if params["query"] != ["now"]:
+                await asyncio.sleep(0.3 if params["query"] == ["slow"] else 0.01)
+        assert asyncio.current_task() is task
+        return Answer(200, [b'{"status":"success","data":"%s"}' % params["query"][0].encode()])
+
+    range_query = instant_query
+
+    def observe(self, route: str, status: int, t0: float) -> None:
+        pass
+
+
+class RecordingConnection(FastConnection):
+    receiving = False  # inside data_received (one loop and one connection at a time here)
+
+    def data_received(self, data: bytes) -> None:
+        RecordingConnection.receiving = True
+        try:
+            super().data_received(data)
+        finally:
+            RecordingConnection.receiving = False
+
+
+def test_a_request_starts_in_the_callback_that_read_it_as_a_real_task():
+    """A request's first step (up to its first await: parameters, parse, the store call
+    written) runs in the loop callback that read it, not one loop iteration later, in its
+    own Task (current_task and asyncio.timeout work before the first await); a request that
+    answers without awaiting and pipelined requests are answered in order."""
+    async def go():
+        api = StepRecordingAPI()
+        front = QueryFront(api, "")  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(
+            lambda: RecordingConnection(front, lambda: None, 30.0), "127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", srv.sockets[0].getsockname()[1])
+            for queries in (["a"], ["now"], ["slow", "now"]):
+                for q in queries:  # the second written while the first runs (pipelined)
+                    writer.write(get(f"/api/v1/query?query={q}"))
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                for q in queries:
+                    await reader.readuntil(b"\r\n\r\n")
+                    body = await reader.readuntil(b"}")
+                    assert body == b'{"status":"success","data":"%s"}' % q.encode()
+            writer.close()
+        finally:
+            srv.close()
+        # a pipelined request is started from the task that answered the one before it, one
+        # loop iteration later (a task never starts inside another)
+        assert api.first_steps == [(True, True), (True, True), (True, True), (False, True)]
+        assert front.answered == 4 and front.handed_off == 0
+    run(go())

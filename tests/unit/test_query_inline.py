@@ -140,6 +140,8 @@ def test_parse_cache_keeps_only_trees_evaluation_leaves_unchanged():
     assert cache.parse('rate(m{i="1"}[5m])') is a
     d = cache.parse("rate(m[step() * 4])")  # resolved in place per query: parsed every time
     assert cache.parse("rate(m[step() * 4])") is not d
+    e = cache.parse("m offset step()")  # a bare selector, yet rewritten per query
+    assert cache.parse("m offset step()") is not e
     cache.parse("b")
     cache.parse("c")  # the least recently used ("rate(...)") goes
     assert cache.parse('rate(m{i="1"}[5m])') is not a

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
+import aiohttp
 import pytest
+
+from certs import PKI
+from promring.cli import build_parser, query_config
 
 from querier.api import QueryAPI
 from querier.config import QueryConfig
 from querier.fanout import StoreSet
 from querier.params import BadParam
+from querier.server import Querier
 from querier.storesource import FanoutSource
 from receiver.tsdb.labels import Matcher, MatchType
 from storeapi.client import StoreClient, tenant_metadata
@@ -117,3 +123,72 @@ def test_stacked_querier_passes_the_callers_tenant_on_as_thanos_proxy_does() -> 
 
     assert asyncio.run(scenario()) == [
         ("series", "team-a"), ("label_names", "team-b"), ("label_values", "default-tenant")]
+
+
+def test_tenant_from_the_client_certificate_field_as_thanos_query_reads_it(tmp_path) -> None:
+    """--query.tenant-certificate-field: the tenant is the verified client certificate's
+    organization / organizationalUnit / commonName, whatever the tenant headers say; a
+    request without a certificate or without the field is refused with Thanos's bad_data
+    message (tenancy.getTenantFromCertificate), before any store is called."""
+    pki = PKI.make(tmp_path / "pki")
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {pki.server.cert}\n"
+                   f"  key_file: {pki.server.key}\n  client_auth_type: VerifyClientCertIfGiven\n"
+                   f"  client_ca_file: {pki.ca.cert_path}\n")
+    no_fields = pki.ca.issue("bare", "nobody")  # a common name only
+
+    def ctx(cert) -> ssl.SSLContext:
+        c = ssl.create_default_context(cafile=str(pki.ca.cert_path))
+        if cert is not None:
+            c.load_cert_chain(cert.cert, cert.key)
+        return c
+
+    async def scenario(field: str) -> tuple[list, list]:
+        source = TenantSource()
+        server, port = await serve(source, "127.0.0.1:0")
+        q = Querier(QueryConfig(http_address="127.0.0.1:0", endpoints=[f"127.0.0.1:{port}"],
+                                http_config=str(web), tenant_certificate_field=field))
+        await q.start()
+        answers = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for cert in (pki.client, None, no_fields):
+                    async with http.get(f"https://127.0.0.1:{q.port}/api/v1/series",
+                                        params={"match[]": "up", "start": "0", "end": "10"}, ssl=ctx(cert),
+                                        headers={"THANOS-TENANT": "other"}) as r:
+                        answers.append((r.status, await r.json(content_type=None)))
+        finally:
+            await q.stop()
+            await server.stop(None)
+        return answers, source.tenants
+
+    for field, tenant in (("organization", "team-a"), ("organizationalUnit", "unit-a"),
+                          ("commonName", "writer-1")):
+        answers, tenants = asyncio.run(asyncio.wait_for(scenario(field), 60))
+        assert answers[0][0] == 200 and answers[0][1]["data"], answers
+        bare = [("series", "nobody")] if field == "commonName" else []  # its one field
+        assert tenants == [("series", tenant), *bare]
+        assert answers[1] == (400, {"status": "error", "errorType": "bad_data", "error":
+                                    "could not get required certificate field from client cert"})
+        if field != "commonName":
+            assert answers[2] == (400, {"status": "error", "errorType": "bad_data",
+                                        "error": f"could not get {field} field from client cert"})
+
+
+def test_tenant_certificate_field_without_client_certificates_is_a_flag_error(tmp_path) -> None:
+    pki = PKI.make(tmp_path / "pki")
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {pki.server.cert}\n"
+                   f"  key_file: {pki.server.key}\n")
+    for extra in ([], ["--http.config", str(web)]):
+        a = build_parser().parse_args(["query", "--query.tenant-certificate-field=commonName",
+                                       *extra])
+        with pytest.raises(ValueError, match="--query.tenant-certificate-field needs"):
+            query_config(a, [])
+    web.write_text(web.read_text() + f"  client_ca_file: {pki.ca.cert_path}\n"
+                                     "  client_auth_type: RequireAndVerifyClientCert\n")
+    a = build_parser().parse_args(["query", "--query.tenant-certificate-field=commonName",
+                                   "--http.config", str(web)])
+    assert query_config(a, []).tenant_certificate_field == "commonName"
+    with pytest.raises(SystemExit):  # Thanos's enum: anything else is refused
+        build_parser().parse_args(["query", "--query.tenant-certificate-field=email"])

@@ -542,12 +542,13 @@ def test_downloaded_bytes_limit_refuses_at_each_read_step_as_thanos(tmp_path: Pa
         assert _exhausted(e.value).startswith(f"iterate series for block {ulids[0]}: preload "
                                               "series: ")
 
-    async def chunks(gw, client, ulids):  # 1 KiB: one block's index reads fit, its chunks not
+    async def chunks(gw, client, ulids):  # 70 kB: one block's index reads (Thanos's estimate of
+        # 64 KiB for a range of series entries) fit, its chunks (16000 B each range) not
         assert len(await client.series(T0, T0 + H2 - 1, UP, skip_chunks=True)) == 3
         with pytest.raises(grpc.RpcError) as e:
             await client.series(T0, T0 + H2 - 1, UP)
         assert _exhausted(e.value).startswith(f"receive series from {ulids[0]}: load chunks: " +
-                                              tail.format(what="chunks", lim=1024))
+                                              tail.format(what="chunks", lim=70_000))
 
     async def enough(gw, client, ulids):
         got = await client.series(T0, T0 + 2 * H2, UP)
@@ -555,5 +556,5 @@ def test_downloaded_bytes_limit_refuses_at_each_read_step_as_thanos(tmp_path: Pa
         assert gw.registry.get_sample_value("thanos_bucket_store_queries_dropped_total",
                                             {"reason": "bytes", "tenant": "default-tenant"}) == 0
 
-    for lim, body in ((1, postings), (100, series), (1024, chunks), (1 << 20, enough)):
+    for lim, body in ((1, postings), (100, series), (70_000, chunks), (1 << 20, enough)):
         asyncio.run(run_with(lim, body))

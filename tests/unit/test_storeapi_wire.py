@@ -403,3 +403,18 @@ def test_a_client_s_kept_request_encoding_serves_other_times_and_options_byte_fo
             assert client._series_request(mint, maxt, matchers, skip, replicas, 0,
                                           partial) == want.SerializeToString()
     assert len(client._request_rests) == 2  # two option sets of ms; huge: not kept
+
+
+@pytest.mark.parametrize("size", [1, 127, 128, 300, 16383, 16384, 70000])
+def test_batch_of_frames_lengths_on_either_side_of_each_varint_width(size):
+    """A SeriesBatch frame's length varint (two bytes written inline for most answers) reads
+    back as protobuf's for bodies of 1, 2 and 3 varint bytes."""
+    from storeapi.wire import SeriesEncoder
+
+    frame = SeriesEncoder.series_response(
+        types_pb2.Series(labels=[labels_pb2.Label(name="n", value="v" * size)])
+        .SerializeToString())
+    batch = SeriesEncoder.batch_of_frames([frame])
+    msg = rpc_pb2.SeriesResponse.FromString(batch)
+    assert [s.labels[0].value for s in msg.batch.series] == ["v" * size]
+    assert batch[1:1 + len(uvarint(len(frame)))] == uvarint(len(frame))

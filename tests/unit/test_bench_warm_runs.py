@@ -1,0 +1,73 @@
+"""bench/sidebyside.py compare_sides: a query whose cold runs all took under SMALL_S gets
+``warm_small`` warm runs per side (a median of 3 runs of a few milliseconds moves with one
+scheduler hiccup), a slower one ``warm``; every side gets the same number, and the report says
+how many."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+import bench_scale  # noqa: E402
+from sidebyside import SMALL_S, compare_sides  # noqa: E402
+
+ANSWER = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+    {"metric": {"__name__": "x"}, "values": [[1, "1"]]}]}}).encode()
+
+
+class _Api(BaseHTTPRequestHandler):
+    """/api/v1/query_range answering one fixed series; ``slow`` queries sleep past SMALL_S."""
+    counts: dict[str, int]
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        q = parse_qs(urlparse(self.path).query)["query"][0]
+        self.counts[q] = self.counts.get(q, 0) + 1
+        if q == "slow":
+            time.sleep(SMALL_S * 1.2)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(ANSWER)))
+        self.end_headers()
+        self.wfile.write(ANSWER)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _serve() -> tuple[ThreadingHTTPServer, dict[str, int]]:
+    counts: dict[str, int] = {}
+    handler = type("Api", (_Api,), {"counts": counts})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, counts
+
+
+def test_cheap_queries_get_more_warm_runs_than_slow_ones():
+    (a, ca), (b, cb) = _serve(), _serve()
+    try:
+        apis = {"ref": f"http://127.0.0.1:{a.server_port}/api/v1",
+                "ours": f"http://127.0.0.1:{b.server_port}/api/v1"}
+        timings, mismatches = compare_sides(apis, "ours", [("fast", "fast"), ("slow", "slow")],
+                                            [1], 3_600_000, warm=3, warm_small=9)
+    finally:
+        a.shutdown(), b.shutdown()
+        a.server_close(), b.server_close()
+    assert mismatches == []
+    assert [t.name for t in timings] == ["fast", "slow"]
+    assert ca == cb == {"fast": 1 + 9, "slow": 1 + 3}
+
+
+def test_report_says_how_many_warm_runs_each_kind_of_query_got():
+    from sidebyside import Timing
+    t = [Timing("one series", 1, {"Prometheus": 0.003, "promring": 0.0036},
+                {"Prometheus": 0.002, "promring": 0.0019})]
+    text = bench_scale.report(t, {"Prometheus": 1.0}, [], ["one series"], "head", 3, 15)
+    assert "warm = median of 3 (15 for a query whose cold runs all took under 50 ms)" in text
+    assert "one series 1 h 2.0/1.9" in text

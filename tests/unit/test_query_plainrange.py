@@ -1,0 +1,154 @@
+"""A range or instant query that is one plain selector is answered without the engine
+(querier.plainrange): the same bytes as the engine's answer in the worker for every shape of
+data (gaps past the lookback, staleness markers, series without samples in the range, NaN,
+limit, one step), and the engine still decides everything else (replicas to merge, the sample
+limit)."""
+from __future__ import annotations
+
+import numpy as np
+
+from querier.config import QueryConfig
+from querier.inline import InlineLimits
+from querier.promql import Engine
+from receiver.tsdb.labels import STALE_NAN_BITS
+from querier_cluster import cluster, run
+
+Q, QR = "/api/v1/query", "/api/v1/query_range"
+T0 = 1_700_000_000_000
+WORKER_ONLY = InlineLimits(max_nodes=0)
+STALE = np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0]
+
+
+def _data() -> list:
+    ts = T0 + np.arange(240, dtype=np.int64) * 15_000
+    gappy = np.concatenate([ts[:40], ts[100:]])  # a gap of 15 min: past the 5 min lookback
+    stale = np.arange(240) * 1.0
+    stale[120] = STALE
+    nan = np.arange(240) * 0.5
+    nan[7] = np.nan
+    return [((("__name__", "m"), ("i", "0")), ts, np.arange(240) * 1.5),
+            ((("__name__", "m"), ("i", "1")), gappy, np.arange(len(gappy)) * 2.0),
+            ((("__name__", "m"), ("i", "2")), ts, stale),
+            ((("__name__", "m"), ("i", "3")), ts, nan),
+            ((("__name__", "m"), ("i", "4")), ts[:5], np.ones(5)),  # only early samples
+            ((("__name__", "other"), ("i", "0")), ts, np.ones(240))]
+
+
+def _range(query: str, start_s: float, end_s: float, step: str, **more) -> dict:
+    return {"query": query, "start": str(start_s), "end": str(end_s), "step": step, **more}
+
+
+S = T0 / 1000
+PLAIN = [_range('m{i="0"}', S, S + 3600, "15"),
+         _range("m", S, S + 3600, "14"),  # a step that does not divide the range
+         _range('m{i="1"}', S + 300, S + 3000, "60"),
+         _range('m{i="2"}', S, S + 3600, "15"),
+         _range('m{i="3"}', S - 600, S + 4000, "30"),
+         _range('m{i="4"}', S + 1800, S + 3600, "15"),  # no sample within the lookback: []
+         _range("m", S + 900, S + 900, "15"),  # one step
+         _range("m", S, S + 3600, "15", limit="2"),
+         _range('m{i=~"[13]"}', S, S + 3600, "20"),
+         _range('nothing{i="0"}', S, S + 3600, "15")]
+INSTANT = [{"query": q, "time": str(t), **more} for q, t, more in [
+    ('m{i="0"}', S + 600, {}), ("m", S + 1800, {}), ("m", S + 1800, {"limit": "2"}),
+    ('m{i="2"}', S + 15 * 120 + 1, {}),  # the staleness marker: absent
+    ('m{i="1"}', S + 15 * 60, {}),  # in the gap, past the lookback: absent
+    ('m{i="3"}', S + 15 * 7 + 0.5, {}),  # NaN
+    ('m{i="4"}', S + 3600, {}), ('m{i=~"[34]"}', S + 30, {})]]
+NOT_PLAIN = [_range('m{i="0"} offset 1m', S, S + 3600, "15"),
+             _range('(m{i="0"})', S, S + 3600, "15"),
+             _range('m{i="0"}', S, S + 3600, "15", stats="all")]
+
+
+def test_plain_selector_range_queries_answer_as_the_engine_does_without_it(tmp_path, monkeypatch):
+    ranges = []
+
+    def counted(method):
+        def run(self, *a, **kw):
+            ranges.append(a[1])
+            return method(self, *a, **kw)
+        return run
+    monkeypatch.setattr(Engine, "range", counted(Engine.range))
+    monkeypatch.setattr(Engine, "instant", counted(Engine.instant))
+
+    async def go():
+        async with cluster(tmp_path) as c:
+            await c.push(_data())
+            api = c.querier.api
+
+            async def answers(reqs, path: str = QR) -> list[tuple[int, bytes]]:
+                out = []
+                for params in reqs:
+                    async with c.http.get(c.base + path, params=params) as r:
+                        out.append((r.status, await r.read()))
+                return out
+            fast = await answers(PLAIN)
+            fast_instant = await answers(INSTANT, Q)
+            assert ranges == [], "a plain selector needs no engine"
+            slow = await answers(NOT_PLAIN)
+            assert len(ranges) == len(NOT_PLAIN)
+            api.inline = WORKER_ONLY
+            assert await answers(PLAIN) == fast
+            assert await answers(INSTANT, Q) == fast_instant
+            assert [s for s, _ in fast + fast_instant] == [200] * (len(PLAIN) + len(INSTANT))
+            assert b'"result":[]' in fast_instant[3][1] and b'"result":[]' in fast_instant[4][1]
+            assert b'"NaN"' in fast_instant[5][1]
+            assert (await answers(NOT_PLAIN))[:2] == slow[:2]
+            bodies = [b for _, b in fast]
+            assert b'"values":[]' not in bodies[5] and b'"result":[]' in bodies[5]
+            assert bodies[7].count(b'"metric"') == 2 and b"results truncated" in bodies[7]
+    run(go())
+
+
+def test_the_engine_still_answers_what_it_must_decide(tmp_path):
+    """Over the sample limit: the engine's 422, as in the worker; replicas of a series from two
+    stores: merged by the engine (deduplication), as in the worker."""
+    async def go():
+        async with cluster(tmp_path, QueryConfig(max_samples=600, replica_labels=["replica"]),
+                           n_receivers=2) as c:
+            await c.push(_data(), 0)
+            await c.push(_data(), 1)
+            api = c.querier.api
+            reqs = [_range("m", S, S + 3600, "15"), _range('m{i="2"}', S, S + 3600, "15")]
+            got = []
+            for inline in (api.inline, WORKER_ONLY):
+                api.inline = inline
+                out = []
+                for params in reqs:
+                    async with c.http.get(c.base + QR, params=params) as r:
+                        out.append((r.status, await r.read()))
+                got.append(out)
+            assert got[0] == got[1]
+            assert [s for s, _ in got[0]] == [422, 200]
+            assert b"replica" not in got[0][1][1]
+    run(go())
+
+
+def test_present_samples_kernel_matches_the_engine_lookup():
+    """The C kernel against the engine's own lookup (last_samples, then the present mask) over
+    random series: gaps, staleness markers, empty series, steps before and after the data;
+    None for timestamps that do not ascend; no steps or no series give empty answers."""
+    from querier.promql._rangec import last_samples, present_samples
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(0, 5))
+        lens = rng.integers(0, 40, n)
+        ts = np.concatenate([np.cumsum(rng.integers(1, 90_000, k)) for k in lens] or [[]]).astype(np.int64)
+        vals = rng.normal(size=len(ts))
+        vals[rng.random(len(ts)) < 0.1] = STALE
+        offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        start, step = int(rng.integers(-100_000, 500_000)), int(rng.integers(1, 120_000))
+        T, lb = int(rng.integers(0, 60)), int(rng.integers(1, 400_000))
+        got = present_samples(ts, vals, offs, start, step, T, lb)
+        steps = start + np.arange(T, dtype=np.int64) * step
+        x, ok, _ = last_samples(ts, vals, offs, steps, lb)
+        x = np.frombuffer(x, dtype=np.float64).reshape(n, T)
+        ok = np.frombuffer(ok, dtype=np.bool_).reshape(n, T)
+        assert got[2] == ok.sum(1).tolist()
+        assert got[3] == np.count_nonzero(lens)
+        assert np.frombuffer(got[0], dtype=np.int64).tolist() == [int(steps[j]) for i in range(n)
+                                                                  for j in np.flatnonzero(ok[i])]
+        assert np.frombuffer(got[1], dtype=np.float64).tobytes() == x[ok].tobytes()
+    ts = np.array([1, 5, 5, 9], dtype=np.int64)
+    assert present_samples(ts, np.zeros(4), np.array([0, 4], dtype=np.int64), 0, 1, 10, 5) is None
+    assert present_samples(ts, np.zeros(4), np.array([0, 2, 4], dtype=np.int64), 0, 1, 10, 5) is not None
