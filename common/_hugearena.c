@@ -6,7 +6,11 @@
    Arenas are handed out by bumping a pointer through a region; freed ones are reused first.
    A huge page goes back to the kernel (MADV_DONTNEED) once every arena in it is free -- never a
    part of one, which would split it into 4 KiB pages for good. Calls come from obmalloc under
-   the GIL. Arenas made before enable() (or of another size) stay with the previous allocator. */
+   the GIL. Arenas made before enable() (or of another size) stay with the previous allocator.
+
+   keep(True) (query-serving processes, common/gcheap.py) keeps free huge pages resident instead:
+   a big query frees hundreds of MiB of small objects, and giving them back made the next one
+   fault them in and have the kernel zero them again; release() gives them back once idle. */
 #define PY_SSIZE_T_CLEAN
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -29,6 +33,7 @@ static void **free_arenas; /* a stack kept outside the arenas (writing into one 
 static size_t n_free, cap_free;
 static size_t arena_size;
 static int installed;
+static int keep_free_pages; /* free huge pages stay resident until release() */
 
 /* The free-arena counter of the huge page holding `p`, or NULL if `p` is not ours. */
 static uint8_t *page_counter(const char *p) {
@@ -83,7 +88,7 @@ static void arena_free(void *ctx, void *p, size_t size) {
         cap_free = cap;
     }
     free_arenas[n_free++] = p;
-    if (++*counter == HUGE_PAGE / arena_size) /* the whole huge page is free: give it back */
+    if (++*counter == HUGE_PAGE / arena_size && !keep_free_pages) /* the whole huge page is free */
         madvise((void *)((uintptr_t)p & ~(uintptr_t)(HUGE_PAGE - 1)), HUGE_PAGE, MADV_DONTNEED);
 }
 
@@ -97,6 +102,25 @@ static PyObject *py_enable(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_keep(PyObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    keep_free_pages = on;
+    Py_RETURN_NONE;
+}
+
+/* Every huge page whose arenas are all free goes back to the kernel; the bytes given back.
+   Called with the GIL held, so no arena is handed out or freed meanwhile. */
+static PyObject *py_release(PyObject *self, PyObject *unused) {
+    size_t released = 0;
+    for (int i = 0; arena_size && i < n_regions; i++)
+        for (size_t j = 0; j < PAGES_PER_REGION; j++)
+            if (free_in_page[i][j] == HUGE_PAGE / arena_size &&
+                madvise(regions[i] + j * HUGE_PAGE, HUGE_PAGE, MADV_DONTNEED) == 0)
+                released += HUGE_PAGE;
+    return PyLong_FromSize_t(released);
+}
+
 static PyObject *py_stats(PyObject *self, PyObject *unused) {
     return Py_BuildValue("{s:i,s:n,s:n}", "regions", n_regions, "arena_bytes", (Py_ssize_t)arena_size,
                          "free_arenas", (Py_ssize_t)n_free);
@@ -104,6 +128,8 @@ static PyObject *py_stats(PyObject *self, PyObject *unused) {
 
 static PyMethodDef methods[] = {
     {"enable", py_enable, METH_NOARGS, "enable(): new obmalloc arenas come from huge-page regions (idempotent)."},
+    {"keep", py_keep, METH_O, "keep(on): free huge pages stay resident (True) or go back at once."},
+    {"release", py_release, METH_NOARGS, "release() -> bytes of free huge pages given back."},
     {"stats", py_stats, METH_NOARGS, "stats() -> {regions, arena_bytes, free_arenas}."},
     {NULL, NULL, 0, NULL},
 };

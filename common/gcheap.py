@@ -31,6 +31,13 @@ faults, 15 % of the querier's CPU in the kernel, for `sum by (job) (rate(x[5m]))
 thread therefore allocates from the main arena (``ARENA_MAX``); the GIL already serializes
 nearly all allocations, so the arenas' lock is not contended.
 
+Python's own small-object heap (obmalloc arenas, every tuple, list, int and str a query
+makes) is outside glibc's heap: its arenas come from common._hugearena, which gave a huge page
+back as soon as all arenas in it were free. A big query frees hundreds of MiB of small objects
+at its end, so the next one faulted them in and had the kernel zero them again (a query
+building a million small tuples: ~75 huge-page faults, 150 MiB zeroed, each time). Free huge
+pages are now kept resident too (``_hugearena.keep``) until the idle trim.
+
 What is kept is given back once the process goes idle (``trim_when_idle``: a whole interval
 with next to no CPU after it worked), as Go's scavenger returns a quiet Prometheus's heap: a
 burst of big queries does not leave the process at its peak size for good.
@@ -43,6 +50,8 @@ import gc
 import logging
 import time
 from typing import Awaitable, Callable
+
+from common import _hugearena
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,7 @@ def freeze_startup_heap() -> bool:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
+    _hugearena.keep(True)
     return keep_freed_memory()
 
 
@@ -82,11 +92,11 @@ def _libc_function(name: str, argtypes: list):
 
 def release_freed_memory() -> bool:
     """Give every free page of the heap back to the kernel (glibc's malloc_trim: the top and
-    whole free pages inside); False where there is no malloc_trim or nothing was released."""
+    whole free pages inside; Python's free small-object arenas by huge page); False where
+    nothing was released."""
+    arenas = _hugearena.release()
     malloc_trim = _libc_function("malloc_trim", [ctypes.c_size_t])
-    if malloc_trim is None:
-        return False
-    return malloc_trim(0) == 1
+    return (malloc_trim is not None and malloc_trim(0) == 1) or arenas > 0
 
 
 async def trim_when_idle(interval_s: float = IDLE_TRIM_INTERVAL_S,
