@@ -126,56 +126,95 @@ static PyObject *py_chunk_tuples(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* Count of a raw postings list (4-byte length, 4-byte count, big-endian uint32 refs,
+ * checksum), or -1 (ValueError set) when the list is too short for it. */
+static int64_t postings_count(const Py_buffer *b, const char *who) {
+    const uint8_t *p = b->buf;
+    if (b->len < 12) {
+        PyErr_Format(PyExc_ValueError, "%s: bad postings list", who);
+        return -1;
+    }
+    uint32_t count = ((uint32_t)p[4] << 24) | ((uint32_t)p[5] << 16) | ((uint32_t)p[6] << 8)
+                     | (uint32_t)p[7];
+    if ((uint64_t)count * 4 > (uint64_t)b->len - 12) {
+        PyErr_Format(PyExc_ValueError, "%s: count exceeds the list", who);
+        return -1;
+    }
+    return count;
+}
+
+static inline uint32_t be32(const uint8_t *q) {
+    return ((uint32_t)q[0] << 24) | ((uint32_t)q[1] << 16) | ((uint32_t)q[2] << 8) | (uint32_t)q[3];
+}
+
+/* Whether the big-endian uint32 refs v[*lo..count) hold want; *lo moves to where the search
+ * ended (wants ascend, so the next search starts there). */
+static inline int holds_ref(const uint8_t *v, size_t count, size_t *lo, int64_t want) {
+    if (want < 0 || want > 0xFFFFFFFFLL) return 0;
+    size_t a = *lo, z = count;
+    while (a < z) {
+        size_t m = a + (z - a) / 2;
+        if ((int64_t)be32(v + 4 * m) < want) a = m + 1; else z = m;
+    }
+    *lo = a;
+    return a < count && (int64_t)be32(v + 4 * a) == want;
+}
+
 /* in_postings(refs, raw) -> bytes: the native int64 refs (sorted ascending) that the postings
- * list raw (one whole list, as checked when read: 4-byte length, 4-byte count, big-endian
- * uint32 refs, checksum) holds, in order, as native int64s. A selective matcher's few refs are
- * looked up by binary search in a long list (a metric name's) where they lie, instead of
- * decoding all of it to intersect: that decode was most of a cold one-series block read. */
+ * list raw (one whole list, as checked when read) holds, in order, as native int64s. A
+ * selective matcher's few refs are looked up by binary search in a long list (a metric
+ * name's) where they lie, instead of decoding all of it to intersect: that decode was most of
+ * a cold one-series block read. */
 static PyObject *py_in_postings(PyObject *self, PyObject *args) {
     Py_buffer r, b;
     if (!PyArg_ParseTuple(args, "y*y*", &r, &b)) return NULL;
     PyObject *out = NULL;
-    const uint8_t *p = b.buf;
-    if (b.len < 12 || r.len % (Py_ssize_t)sizeof(int64_t)) {
+    if (r.len % (Py_ssize_t)sizeof(int64_t)) {
         PyErr_SetString(PyExc_ValueError, "in_postings: bad refs or postings list");
         goto done;
     }
-    uint32_t count = ((uint32_t)p[4] << 24) | ((uint32_t)p[5] << 16) | ((uint32_t)p[6] << 8)
-                     | (uint32_t)p[7];
-    if ((uint64_t)count * 4 > (uint64_t)b.len - 12) {
-        PyErr_SetString(PyExc_ValueError, "in_postings: count exceeds the list");
-        goto done;
-    }
-    const uint8_t *v = p + 8;
+    int64_t count = postings_count(&b, "in_postings");
+    if (count < 0) goto done;
+    const uint8_t *v = (const uint8_t *)b.buf + 8;
     Py_ssize_t n = r.len / (Py_ssize_t)sizeof(int64_t);
     const int64_t *refs = r.buf;
     out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
     if (!out) goto done;
     int64_t *o = (int64_t *)PyBytes_AS_STRING(out);
     Py_ssize_t kept = 0;
-    size_t lo = 0;  /* refs ascend: each search starts where the last one ended */
-    for (Py_ssize_t k = 0; k < n; k++) {
-        int64_t want = refs[k];
-        if (want < 0 || want > 0xFFFFFFFFLL) continue;
-        size_t a = lo, z = count;
-        while (a < z) {
-            size_t m = a + (z - a) / 2;
-            const uint8_t *q = v + 4 * m;
-            uint32_t x = ((uint32_t)q[0] << 24) | ((uint32_t)q[1] << 16)
-                         | ((uint32_t)q[2] << 8) | (uint32_t)q[3];
-            if ((int64_t)x < want) a = m + 1; else z = m;
-        }
-        lo = a;
-        if (a < count) {
-            const uint8_t *q = v + 4 * a;
-            uint32_t x = ((uint32_t)q[0] << 24) | ((uint32_t)q[1] << 16)
-                         | ((uint32_t)q[2] << 8) | (uint32_t)q[3];
-            if ((int64_t)x == want) o[kept++] = want;
-        }
-    }
+    size_t lo = 0;
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (holds_ref(v, (size_t)count, &lo, refs[k])) o[kept++] = refs[k];
     if (kept < n && _PyBytes_Resize(&out, kept * (Py_ssize_t)sizeof(int64_t)) < 0) out = NULL;
 done:
     PyBuffer_Release(&r);
+    PyBuffer_Release(&b);
+    return out;
+}
+
+/* both_postings(short, long) -> bytes: the refs of raw postings list short that raw list long
+ * also holds, as native int64s, ascending: a cold one-series selection's two lists (instance,
+ * metric name) intersected without decoding either into an array first. */
+static PyObject *py_both_postings(PyObject *self, PyObject *args) {
+    Py_buffer s, b;
+    if (!PyArg_ParseTuple(args, "y*y*", &s, &b)) return NULL;
+    PyObject *out = NULL;
+    int64_t ns = postings_count(&s, "both_postings");
+    int64_t nb = ns < 0 ? -1 : postings_count(&b, "both_postings");
+    if (nb < 0) goto done;
+    const uint8_t *vs = (const uint8_t *)s.buf + 8, *vb = (const uint8_t *)b.buf + 8;
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)ns * (Py_ssize_t)sizeof(int64_t));
+    if (!out) goto done;
+    int64_t *o = (int64_t *)PyBytes_AS_STRING(out);
+    Py_ssize_t kept = 0;
+    size_t lo = 0;
+    for (int64_t k = 0; k < ns; k++) {
+        int64_t want = (int64_t)be32(vs + 4 * k);
+        if (holds_ref(vb, (size_t)nb, &lo, want)) o[kept++] = want;
+    }
+    if (kept < ns && _PyBytes_Resize(&out, kept * (Py_ssize_t)sizeof(int64_t)) < 0) out = NULL;
+done:
+    PyBuffer_Release(&s);
     PyBuffer_Release(&b);
     return out;
 }
@@ -184,6 +223,7 @@ static PyMethodDef methods[] = {
     {"split_items", py_split_items, METH_VARARGS, "Items at offsets of one ranged read."},
     {"chunk_tuples", py_chunk_tuples, METH_VARARGS, "(mint, maxt, data) tuples of three lists."},
     {"in_postings", py_in_postings, METH_VARARGS, "Sorted refs found in a raw postings list."},
+    {"both_postings", py_both_postings, METH_VARARGS, "Refs of one raw list found in another."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -35,7 +35,7 @@ from receiver.tsdb.labels import Labels, Matcher, MatchType
 from receiver.tsdb.aggr import ENCODING_AGGR, AggrChunk
 from storeapi.server import AggrData
 
-from ._items import chunk_tuples, in_postings, split_items
+from ._items import both_postings, chunk_tuples, in_postings, split_items
 from .bytelimit import Estimates, SeriesPlan, chunk_refetches, chunk_reservations
 from .cache import LRUCache, PlainCounter, RemoteIndexCache
 from .indexheader import HEADER_FILENAME, IndexHeader
@@ -174,6 +174,7 @@ class PostingsPlan(NamedTuple):
     all_range: tuple[int, int] | None
     ranges: list[tuple[int, int]]
     narrowing: list[list[tuple[int, int]]]  # ranges of the matchers not matching "", in order
+    single: bool  # every matcher narrows and reads one list (combine's short path)
 
 
 # NamedTuples made once per block of a request, without their Python-level __new__
@@ -186,6 +187,9 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
     The narrowing matchers go shortest list first, and a later single list is searched in
     place (in C) for the refs found so far: a metric name's long list is never decoded
     just to keep the one series an instance matcher found."""
+    if plan.all_range is None and plan.single:
+        return _combine_single(plan.narrowing, raws)
+
     def union(rs: list[tuple[int, int]]) -> np.ndarray:
         if not rs:
             return EMPTY
@@ -222,6 +226,24 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
     if result is None:
         return _decode_postings(raws[plan.all_range[0]])  # type: ignore[index]
     return result
+
+
+def _combine_single(narrowing: list[list[tuple[int, int]]], raws: dict[int, bytes]
+                    ) -> np.ndarray:
+    """combine_postings of a plan whose matchers each read one list, none matching "" (a
+    dashboard's ``name{label="value"}``): the shortest list decoded, each other one searched
+    in place in C, without the general path's bookkeeping."""
+    lists = [raws[rs[0][0]] for rs in narrowing]
+    if len(lists) == 1:
+        refs = _decode_postings(lists[0])
+        return refs if len(refs) else EMPTY
+    lists.sort(key=len)  # (stable: equal lengths keep their order, as the general path)
+    refs = both_postings(lists[0], lists[1])  # native int64 bytes: no array per list
+    for raw in lists[2:]:
+        if not refs:
+            break
+        refs = in_postings(refs, raw)
+    return np.frombuffer(refs, np.int64) if refs else EMPTY
 
 
 MAX_KEY_MATCHER_CHARS = 256  # longest matchers an expanded postings entry is kept for
@@ -572,8 +594,10 @@ class BucketBlock:
         h = self.header
         plans: list[tuple[Matcher, list[tuple[int, int]]]] = []
         narrowing: list[list[tuple[int, int]]] = []
+        single = True
         for m in matchers:
             if m.matches_empty():
+                single = False
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name,
                                                               lambda v, m=m: not m.matches(v))]
             elif m.type is MatchType.EQ:
@@ -587,6 +611,8 @@ class BucketBlock:
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name, m.matches)]
                 if not rngs:
                     return None
+                if len(rngs) > 1:
+                    single = False
                 narrowing.append(rngs)
             plans.append((m, rngs))
         need_all = not narrowing
@@ -598,7 +624,7 @@ class BucketBlock:
                 return None
             wanted.append(all_rng)
         return _new_plan((plans, all_rng, sorted(set(wanted)) if len(wanted) > 1 else wanted,
-                          narrowing))
+                          narrowing, single))
 
     def _name_range(self, name: str) -> tuple[int, int] | None:
         """The postings range of metric ``name`` (as IndexHeader.postings_range), the last

@@ -148,6 +148,48 @@ def test_refs_searched_in_a_raw_postings_list_equal_the_decoded_intersection() -
                     b"\0" * 8)
 
 
+def _raw_postings(refs) -> bytes:
+    """A postings list as the index holds it (checksum not checked here)."""
+    import numpy as np
+    lst = np.asarray(refs).astype(">u4")
+    return (4 + 4 * len(lst)).to_bytes(4, "big") + len(lst).to_bytes(4, "big") + \
+        lst.tobytes() + b"CRC!"
+
+
+def test_the_short_path_of_single_list_matchers_equals_the_general_combine() -> None:
+    """A plan whose matchers each read one list and none matches "" (``x{instance="i"}``)
+    is combined by both_postings / in_postings on the raw lists (no array per list): the
+    same refs (EMPTY itself when none) as the general path, for one to three lists of every
+    size, equal lengths included; both_postings refuses a list whose count runs past it."""
+    import numpy as np
+
+    from receiver.tsdb.index import EMPTY
+    from store._items import both_postings
+    from store.block import PostingsPlan, combine_postings
+    rng = np.random.default_rng(11)
+    sizes = [0, 1, 2, 5, 40, 1000]
+    for trial in range(300):
+        k = 1 + trial % 3
+        lists = [np.unique(rng.integers(0, 2000, rng.choice(sizes))) for _ in range(k)]
+        if trial % 7 == 0 and k > 1:
+            lists[1] = lists[0].copy()  # equal lengths: their order must not matter
+        raws = {16 * (j + 1): _raw_postings(v) for j, v in enumerate(lists)}
+        ranges = [(s, s + len(r)) for s, r in raws.items()]
+        ms = [Matcher("=", f"l{j}", "v") for j in range(k)]
+        short = PostingsPlan([(m, [r]) for m, r in zip(ms, ranges)], None, ranges,
+                             [[r] for r in ranges], True)
+        got = combine_postings(short, raws)
+        want = combine_postings(short._replace(single=False), raws)
+        assert got.dtype == want.dtype == np.int64
+        assert got.tolist() == want.tolist()
+        assert (got is EMPTY) == (want is EMPTY)
+    with pytest.raises(ValueError):
+        both_postings(_raw_postings([1]), (8).to_bytes(4, "big") + (5).to_bytes(4, "big") +
+                      b"\0" * 8)
+    with pytest.raises(ValueError):
+        both_postings(b"short", _raw_postings([1]))
+
+
 @pytest.mark.parametrize("damage", ["truncated", "deleted"])
 def test_a_block_whose_index_is_cut_or_gone_under_the_batch_is_taken_out_alone(
         tmp_path: Path, bucket_dir: Path, damage: str, monkeypatch) -> None:
