@@ -596,11 +596,12 @@ class BucketBlock:
         narrowing: list[list[tuple[int, int]]] = []
         single = True
         for m in matchers:
-            if m.matches_empty():
+            eq = m.type is MatchType.EQ
+            if not (eq and m.value) and m.matches_empty():  # (`="v"` never matches "")
                 single = False
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name,
                                                               lambda v, m=m: not m.matches(v))]
-            elif m.type is MatchType.EQ:
+            elif eq:
                 r = self._name_range(m.value) if m.name == METRIC_NAME else \
                     h.postings_range(m.name, m.value)
                 if r is None:
