@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from harness import PrometheusProcess  # noqa: E402
-from sidebyside import HOUR_MS, POINTS  # noqa: E402
-from bench_fixed_cost import AGGREGATIONS, COLD_QUERY, start_promring  # noqa: E402
+from sidebyside import HOUR_MS, POINTS, stop_all  # noqa: E402
+from bench_fixed_cost import AGGREGATIONS, COLD_QUERY, cpu_s, start_promring  # noqa: E402
 from bench_scale import X_SERIES  # noqa: E402
 
 SCENARIOS = ("after-big", "after-pause", "repeat")
@@ -64,17 +64,6 @@ if _path:
             _f.write(f"{info['generation']} {time.perf_counter_ns() - _t[0]} {info['collected']}\\n")
     gc.callbacks.append(_cb)
 """
-
-
-def cpu_ns(pid: int) -> int:
-    """On-CPU time of all of the process's live threads, in ns."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError):
-            pass  # a thread that just exited
-    return total
 
 
 def store_cache_counts(pid: int) -> dict[str, float]:
@@ -182,11 +171,11 @@ def main() -> None:
             for name, (_, pids) in servers.items():
                 for pid in pids:
                     gclogs[pid].take()
-                c0, f0 = [cpu_ns(p) for p in pids], [minflt(p) for p in pids]
+                c0, f0 = [cpu_s(p) for p in pids], [minflt(p) for p in pids]
                 t = time.perf_counter()
                 run(name, query, h)
                 wall = time.perf_counter() - t
-                cpu = [(cpu_ns(p) - c) / 1e6 for p, c in zip(pids, c0)]
+                cpu = [(cpu_s(p) - c) * 1e3 for p, c in zip(pids, c0)]
                 flt = [minflt(p) - f for p, f in zip(pids, f0)]
                 gcs = [gclogs[p].take() for p in pids]
                 results[h][scenario][name].append((wall * 1e3, cpu, flt, gcs))
@@ -241,9 +230,7 @@ def main() -> None:
                                       f"({sum(ns for x, ns in gcs if x == g) / 1e6:.1f} ms)"
                                       for g in range(3)))
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(30)
+        stop_all(procs)
         prom.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -50,16 +50,20 @@ AGGREGATIONS = [q for _, q in QUERIES[:4]]
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds of process ``pid``, all its threads: to the nanosecond from the scheduler's
-    counters (/proc/PID/task/*/schedstat) where the kernel keeps them, else in clock ticks
-    (utime + stime, 10 ms steps: a batch's share is then only good over many queries). Threads
-    that ended between two readings are not counted (the processes here keep theirs)."""
-    try:
-        return sum(int((t / "schedstat").read_text().split()[0])
-                   for t in Path(f"/proc/{pid}/task").iterdir()) / 1e9
-    except (OSError, ValueError, IndexError):
+    """CPU seconds of process ``pid``, all its live threads: to the nanosecond from the
+    scheduler's counters (/proc/PID/task/*/schedstat) where the kernel keeps them, else in
+    clock ticks (utime + stime, 10 ms steps: a batch's share is then only good over many
+    queries). A thread that ends between two readings drops out of the later one."""
+    if not Path(f"/proc/{pid}/schedstat").exists():
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((t / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return total / 1e9
 
 
 def start_promring(repo: Path, blocks: Path, work: Path, procs: list) -> tuple[int, list[int]]:

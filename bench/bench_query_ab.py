@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_fixed_cost import QUERY, cpu_s, start_promring  # noqa: E402
-from sidebyside import HOUR_MS, POINTS  # noqa: E402
+from sidebyside import HOUR_MS, POINTS, stop_all  # noqa: E402
 
 
 def main() -> None:
@@ -80,9 +80,7 @@ def main() -> None:
                   f"{statistics.median(s['wall']) * 1e3:.2f} ms")
         print(f"   answers identical: {len(bodies) == 1}")
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(30)
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

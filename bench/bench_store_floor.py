@@ -91,21 +91,10 @@ def start_rung(repo: Path, kind: str) -> tuple[subprocess.Popen, int]:
     return proc, int(proc.stdout.readline())
 
 
-def cpu_s(pid: int) -> float:
-    """CPU time of process ``pid`` (all its threads) at ns resolution from the scheduler's
-    accounting, not /proc/PID/stat's 10 ms ticks."""
-    total = 0
-    for t in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((t / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass  # a thread that just ended
-    return total / 1e9
-
-
 async def run(servers: dict[str, tuple[int, object]], rounds: int, calls: int,
               gap_s: float) -> None:
     """``servers``: name -> (pid, async call); every kind alternates with the others."""
+    from bench_fixed_cost import cpu_s
     for _, call in servers.values():
         for _ in range(50):  # warm up
             await call()
@@ -197,14 +186,13 @@ def main() -> None:
     if a.blocks is None:
         ap.error("--blocks is required")
     sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
+    from sidebyside import stop_all
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-floor-"))
     procs: list[subprocess.Popen] = []
     try:
         asyncio.run(ladder(a, tmp, procs))
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(30)
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
