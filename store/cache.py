@@ -176,14 +176,10 @@ class LRUCache:
             self._count(item_type, len(hit_keys), len(hit_keys))
         return _values(found)
 
-    def count_hits(self, item_type: str, n: int) -> None:
-        """Count ``n`` lookups that hit, made on the cache's behalf by a memo of what these
-        items decode to (store.warmmemo), so the hit ratio reads as if they came from here."""
-        self._count(item_type, n, n)
-
     def count_memo_hits(self, postings: int, series: int, chunks: int) -> None:
-        """``count_hits`` of what one memo answer stands for (expanded postings, series and
-        chunks lookups) in one call: every warm Series call makes it."""
+        """Count the lookups one memo answer (store.warmmemo) stands for -- expanded postings,
+        series and chunks -- as hits made here, so the hit ratio reads as if they came from
+        this cache; in one call, as every warm Series call makes it."""
         r, h = self._requests, self._hits
         for item_type, n in (("expanded_postings", postings), ("series", series),
                              ("chunks", chunks)):
