@@ -30,13 +30,18 @@ _SIMPLE = re.compile(rf"({_NAME})(?:{_BLANK}\{{{_BLANK}({_MATCHER}(?:{_BLANK},{_
 _ONE_MATCHER = re.compile(_MATCHER)
 _OPS = {"=": ast.MatchOp.Equal, "!=": ast.MatchOp.NotEqual, "=~": ast.MatchOp.Re,
         "!~": ast.MatchOp.NotRe}
+_STORE_OPS = {"=": MatchType.EQ, "!=": MatchType.NEQ, "=~": MatchType.RE, "!~": MatchType.NRE}
+MAX_NAME_MATCHERS = 1024  # metric names whose ``__name__`` matcher is kept (immutable objects)
 SIMPLE_MAX_CHARS = 256  # far below any query length limit, so none needs checking here
 
 
-def simple_selector(query: str) -> ast.VectorSelector | None:
+def simple_selector(query: str, names: dict[str, StoreMatcher] | None = None
+                    ) -> ast.VectorSelector | None:
     """The tree of a plain selector the parser would give, or None for anything else (a
     keyword or number as the name, ``__name__`` among the labels, blanks around the whole,
-    escapes, a regex the parser refuses: the parser decides those)."""
+    escapes, a regex the parser refuses: the parser decides those). Its store matchers (what
+    engine.selector_matchers would build) come with it: the regex ones are compiled here
+    anyway, and ``names`` keeps each metric name's ``__name__`` matcher for the next query."""
     if len(query) > SIMPLE_MAX_CHARS:
         return None
     m = _SIMPLE.fullmatch(query)
@@ -46,17 +51,25 @@ def simple_selector(query: str) -> ast.VectorSelector | None:
     if name in _WORDS or name.lower() in ("inf", "nan"):
         return None
     ms = []
+    by_name = names.get(name) if names is not None else None
+    if by_name is None:
+        by_name = StoreMatcher(MatchType.EQ, "__name__", name)
+        if names is not None:
+            if len(names) >= MAX_NAME_MATCHERS:
+                names.clear()
+            names[name] = by_name
+    store = [by_name]
     if m.group(2) is not None:
         for label, op, value in _ONE_MATCHER.findall(m.group(2)):
             if label == "__name__":
                 return None
-            if op in ("=~", "!~"):
-                try:  # the parser's check: its error message is the parser's to give
-                    StoreMatcher(MatchType.RE, label, value)
-                except InvalidRegex:
-                    return None
+            try:  # a regex's check is the parser's: its error message is the parser's to give
+                store.append(StoreMatcher(_STORE_OPS[op], label, value))
+            except InvalidRegex:
+                return None
             ms.append(ast.Matcher(_OPS[op], label, value))
-    return ast.VectorSelector(name, ast.Matchers(ms), pos=(0, len(query)))
+    return ast.VectorSelector(name, ast.Matchers(ms), pos=(0, len(query)),
+                              store_matchers=tuple(store))
 
 
 def _immutable(expr) -> bool:
@@ -75,13 +88,14 @@ class ParseCache:
         self.features = features
         self.max_entries = max_entries
         self._trees: OrderedDict[str, object] = OrderedDict()
+        self._names: dict[str, StoreMatcher] = {}  # metric name -> its __name__ matcher
 
     def parse(self, query: str):
         expr = self._trees.get(query)
         if expr is not None:
             self._trees.move_to_end(query)
             return expr
-        expr = simple_selector(query)
+        expr = simple_selector(query, self._names)
         simple = expr is not None  # (no duration expression in a plain selector)
         if not simple:
             expr = parse(query, features=self.features)

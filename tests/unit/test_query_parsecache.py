@@ -13,8 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from querier.parsecache import ParseCache, simple_selector  # noqa: E402
-from querier.promql.engine import parse  # noqa: E402
+from querier.parsecache import MAX_NAME_MATCHERS, ParseCache, simple_selector  # noqa: E402
+from querier.promql.engine import parse, selector_matchers  # noqa: E402
 from querier.promql.guard import PromQLError  # noqa: E402
 
 NAMES = ["x", "up", "a:b_c", "_x", "X9", "sum", "by", "offset", "start", "inf", "NaN", "Inf",
@@ -41,6 +41,20 @@ def test_plain_selectors_are_built_as_the_parser_builds_them(query: str) -> None
     fast = simple_selector(query)
     assert fast is not None
     assert repr(fast) == _tree(query)
+    _same_store_matchers(fast, query)
+
+
+def _same_store_matchers(fast, query: str) -> None:
+    """The store matchers built with the tree are the engine's for the parser's tree: same
+    kinds, names, values, order, and regexes that match alike."""
+    ours, engines = fast.store_matchers, selector_matchers(parse(query))
+    assert type(ours) is tuple and ours == engines
+    assert [(m.type, m.name, m.value) for m in ours] == [(m.type, m.name, m.value) for m in engines]
+    for m, e in zip(ours, engines):
+        assert hash(m) == hash(e)
+        for probe in ("", "i-1", "i-2", "c", "d", "x", "a b", "i-00007", "1"):
+            assert m.matches(probe) == e.matches(probe)
+        assert m.matches_empty() == e.matches_empty()
 
 
 @pytest.mark.parametrize("query", [
@@ -66,6 +80,7 @@ def test_random_selectors_agree_with_the_parser() -> None:
         if fast is not None:
             answered += 1
             assert repr(fast) == _tree(q), q
+            _same_store_matchers(fast, q)
     assert answered > 100
 
 
@@ -75,3 +90,24 @@ def test_cache_answers_plain_and_parsed_queries_alike() -> None:
         assert repr(cache.parse(q)) == repr(parse(q))
     with pytest.raises(PromQLError):
         cache.parse('x{a="1"')
+
+
+def test_name_matchers_are_kept_per_metric_name_and_bounded() -> None:
+    """A metric name's ``__name__`` matcher is built once and shared by the next selectors of
+    that name (matchers are immutable); the kept names stay bounded."""
+    names: dict = {}
+    a = simple_selector('x{instance="i-1"}', names)
+    b = simple_selector('x{instance!~"i-(2|3)"}', names)
+    assert a.store_matchers[0] is b.store_matchers[0] is names["x"]
+    assert simple_selector('y{a="1"}', names).store_matchers[0].value == "y"
+    for i in range(MAX_NAME_MATCHERS + 5):
+        assert simple_selector(f"m{i}", names).store_matchers[0].value == f"m{i}"
+    assert len(names) <= MAX_NAME_MATCHERS
+    assert simple_selector('x{a=~"("}', names) is None  # a refused regex: the parser's error
+
+
+def test_cache_gives_the_engine_its_matchers_for_new_strings() -> None:
+    cache = ParseCache(frozenset())
+    for i in range(50):
+        q = f'x{{instance="i-{i:05d}"}}'
+        _same_store_matchers(cache.parse(q), q)
