@@ -152,3 +152,84 @@ def test_present_samples_kernel_matches_the_engine_lookup():
     ts = np.array([1, 5, 5, 9], dtype=np.int64)
     assert present_samples(ts, np.zeros(4), np.array([0, 4], dtype=np.int64), 0, 1, 10, 5) is None
     assert present_samples(ts, np.zeros(4), np.array([0, 2, 4], dtype=np.int64), 0, 1, 10, 5) is not None
+
+
+def _edge_data() -> list:
+    """Label values with escapes and unicode, +Inf/-Inf values, and samples placed at the
+    lookback's edges of the steps of EDGE_START (every 60 s): one exactly 5 min before a step
+    (out: the lookback is open at its start), one 5 min - 1 ms before a later step (in)."""
+    ts = T0 + np.arange(120, dtype=np.int64) * 15_000
+    inf = np.arange(120) * 1.0
+    inf[20], inf[24] = np.inf, -np.inf  # the samples of the first two steps
+    edge_ts = np.array([T0, T0 + 360_001, T0 + 900_000], dtype=np.int64)
+    return [((("__name__", "e"), ("v", 'quo"te\\back\nline')), ts, np.arange(120) * 0.25),
+            ((("__name__", "e"), ("v", "ünï€😀")), ts, inf),
+            ((("__name__", "e"), ("v", "edge")), edge_ts, np.array([1.0, 2.0, 3.0])),
+            ((("__name__", "e"), ("v", "plain")), ts, np.full(120, 7.0))]
+
+
+EDGE_START = (T0 + 300_000) / 1000  # its first step is exactly 5 min after the sample at T0
+EDGE = [_range(q, EDGE_START, EDGE_START + 1800, "60") for q in [
+    'e{v="quo\\"te\\\\back\\nline"}', 'e{v="ünï€😀"}', "e{v='ünï€😀'}", 'e{v=~"ü.*"}',
+    'e{v!="plain"}', 'e{v!~"(plain|edge)"}', 'e{v=~"edge|plain", }', 'e{ v = "edge" }',
+    'e{v="edge"}', 'e{v=~".*"}', 'e{v!~".+"}', 'e{v="nope"}', 'e{v=~"p.*"}']]
+DECLINED = [_range(q, EDGE_START, EDGE_START + 1800, "60") for q in [
+    'e{v="edge"} @ 1700000000', 'e{v="edge"} offset 1m', 'abs(e{v="edge"})',
+    'e{v="edge"}[5m]', 'e{v="edge"', 'e{v=~"("}', 'e{__name__="e"}', "sum", '{v="edge"}',
+    'e{v="edge"} + 1']] + [
+    {"query": 'e{v="edge"}', "start": "x", "end": str(EDGE_START), "step": "60"},
+    {"query": 'e{v="edge"}', "start": str(EDGE_START), "end": str(EDGE_START - 1), "step": "60"},
+    {"query": 'e{v="edge"}', "start": str(EDGE_START), "end": str(EDGE_START), "step": "0"},
+    _range('e{v="edge"}', EDGE_START, EDGE_START + 1800, "60", dedup="maybe"),
+    _range('e{v="edge"}', EDGE_START, EDGE_START + 1800, "60", partial_response="no"),
+    {"start": str(EDGE_START), "end": str(EDGE_START), "step": "60"}]
+
+
+def test_plain_selector_edges_answer_as_the_parser_and_engine_do(tmp_path, monkeypatch):
+    """Every matcher kind, escaped and unicode label values, +-Inf, samples exactly at and just
+    past the lookback: the loop path (matchers built with the tree, no engine) answers the same
+    bytes as the parser's tree evaluated by the engine in the worker; what it must decline
+    (@, offset, functions, invalid syntax, refused regexes, bad parameters) gets the same
+    status and body, Prometheus's error shapes included."""
+    import querier.parsecache as parsecache
+    ranges = []
+
+    def counted(method):
+        def run(self, *a, **kw):
+            ranges.append(a[1])
+            return method(self, *a, **kw)
+        return run
+    monkeypatch.setattr(Engine, "range", counted(Engine.range))
+
+    async def go():
+        async with cluster(tmp_path) as c:
+            await c.push(_edge_data())
+            api = c.querier.api
+
+            async def answers(reqs) -> list[tuple[int, bytes]]:
+                out = []
+                for params in reqs:
+                    async with c.http.get(c.base + QR, params=params) as r:
+                        out.append((r.status, await r.read()))
+                return out
+            fast = await answers(EDGE)
+            assert ranges == [], "a plain selector needs no engine"
+            declined = await answers(DECLINED)
+            api.inline = WORKER_ONLY
+            api.parsed._trees.clear()
+            monkeypatch.setattr(parsecache, "simple_selector", lambda q, names=None: None)
+            assert await answers(EDGE) == fast
+            assert await answers(DECLINED) == declined
+            assert [s for s, _ in fast] == [200] * len(EDGE)
+            bodies = [b for _, b in fast]
+            assert bodies[1] == bodies[2] and b'"+Inf"' in bodies[1] and b'"-Inf"' in bodies[1]
+            assert b'quo\\"te\\\\back\\nline' in bodies[0]
+            # the edge series: the sample at T0 is exactly 5 min before the first step (out),
+            # the one at T0 + 360.001 s 5 min - 1 ms before the seventh (in), not the eighth
+            assert b'"values":[[%d,"2"]' % (EDGE_START + 120,) in bodies[8]
+            assert b'[%d,"2"],[%d,"3"]' % (EDGE_START + 360, EDGE_START + 600) in bodies[8]
+            assert b'"result":[]' in bodies[10] and b'"result":[]' in bodies[11]
+            statuses = [s for s, _ in declined]
+            assert statuses[:4] == [200, 200, 200, 400] and 400 in statuses[4:]
+            assert all(b'"errorType":"bad_data"' in b for s, b in declined if s == 400)
+    run(go())
