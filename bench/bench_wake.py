@@ -3,7 +3,7 @@
 ``--other DIR``'s too) over copies of bench_scale.py's blocks, ``x{instance="i-00007"}`` over
 ``--hours`` with gzip asked, one query per server in turn on one requests session exactly like
 sidebyside.compare_sides (so each query starts after the other servers ran: cold CPU caches,
-idle vCPUs).
+idle vCPUs); with ``--other``, the two promring sides take turns at following Prometheus.
 
 Per server and process, per query (medians over ``--queries``): wall time, CPU (schedstat
 nanoseconds), times a thread was put on a CPU (schedstat's third field), voluntary and
@@ -263,8 +263,12 @@ def main() -> None:
         marks: dict[str, list] = {s: [] for s in sides}
         tally = {s: {p: Tally() for p in pids} for s, (_, pids) in sides.items()}
         getcpu = ctypes.CDLL(None).sched_getcpu
-        for _ in range(a.queries):
-            for side, (api, pids) in sides.items():
+        ours = [s for s in sides if s != "Prometheus"]
+        for i in range(a.queries):
+            # Prometheus first, as in bench_scale; the promring sides take turns behind it (a
+            # query that follows another promring's finds the interpreter's code in the caches)
+            for side in ["Prometheus"] + ours[i % len(ours):] + ours[:i % len(ours)]:
+                api, pids = sides[side]
                 before = {p: threads(pid) for p, pid in pids.items()}
                 c0, t0 = getcpu(), time.perf_counter()
                 wall[side].append(run_query(sess, api, params)[0])
