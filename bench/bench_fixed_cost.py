@@ -66,6 +66,15 @@ def cpu_s(pid: int) -> float:
     return total / 1e9
 
 
+def prometheus_over(blocks: Path, work: Path) -> PrometheusProcess:
+    """Prometheus 2.42 (not started) over a copy of ``blocks`` in ``work``, keeping them as
+    they are (no retention, no compaction into longer blocks)."""
+    shutil.copytree(blocks, work / "tsdb")
+    return PrometheusProcess(work, "global: {}\n", "--storage.tsdb.retention.time=10y",
+                             "--storage.tsdb.min-block-duration=2h",
+                             "--storage.tsdb.max-block-duration=2h")
+
+
 def start_promring(repo: Path, blocks: Path, work: Path, procs: list) -> tuple[int, list[int]]:
     """store + query of checkout ``repo`` over a copy of ``blocks``; (query HTTP port, pids)."""
     shutil.copytree(blocks, work / "bucket")
@@ -110,10 +119,7 @@ def main() -> None:
         sys.exit(f"no blocks under {a.blocks}: run bench_scale.py --keep {a.blocks} first")
     end_ms = json.loads(metas[0].read_text())["minTime"] + 2 * len(metas) * HOUR_MS - 30_000
     tmp = Path(tempfile.mkdtemp(prefix="bench-fixed-"))
-    shutil.copytree(a.blocks, tmp / "prom" / "tsdb")
-    prom = PrometheusProcess(tmp / "prom", "global: {}\n", "--storage.tsdb.retention.time=10y",
-                             "--storage.tsdb.min-block-duration=2h",
-                             "--storage.tsdb.max-block-duration=2h")
+    prom = prometheus_over(a.blocks, tmp / "prom")
     procs: list[subprocess.Popen] = []
     try:
         prom.start()

@@ -238,6 +238,9 @@ class QueryAPI:
         self.cors_any = cfg.cors_origin == ".*"
         self.inline = DEFAULT_INLINE_LIMITS  # what a query evaluated on the event loop may cost
         self.parsed = ParseCache(self.engine_opts.features)  # trees of short, repeated queries
+        # the loop the querier serves on (Querier.start), kept: on 3.11 each
+        # asyncio.get_running_loop() is a getpid() system call
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def close(self) -> None:
         """Stop taking queries; running ones fail at their next store call, so the process
@@ -384,7 +387,7 @@ class QueryAPI:
         first step's time (lets the loop path fetch a plain selector's data up front);
         ``end_ms``: the range query's end, or the instant query's time (with ``step_ms`` 0):
         lets a plain selector skip the engine."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
             if self._slots.locked() or timeout_s <= 0:  # wait for a slot until the deadline

@@ -13,7 +13,7 @@ import logging
 import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -97,6 +97,7 @@ class EndpointHealth:
         self.status = {c.address: EndpointStatus(c.address) for c in self.clients}
         self._task: asyncio.Task | None = None
         self._started = False
+        self._changed = asyncio.Event()  # a check is due sooner than the loop sleeps until
         if registry is not None:
             registry.register(_ConnectionsCollector(self))
 
@@ -105,6 +106,7 @@ class EndpointHealth:
         self.clients = list(clients)
         self.status = {c.address: self.status.get(c.address) or EndpointStatus(c.address)
                        for c in self.clients}
+        self._changed.set()
         if self._task is None and self.clients and self._started:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -118,21 +120,47 @@ class EndpointHealth:
         self._task = None
 
     async def _loop(self) -> None:
-        """Each due endpoint is checked in its own task, so a hung one delays no other."""
+        """Each due endpoint is checked in its own task, so a hung one delays no other. In
+        between the loop sleeps until the next check is due (at least ``tick_s``), or until
+        the endpoints or a check's time change: an idle querier is not woken every tick (each
+        wake-up is a few system calls and cold caches for the next query)."""
         loop = asyncio.get_running_loop()
         checking: dict[str, asyncio.Task] = {}
+
+        def ended(address: str) -> None:
+            checking.pop(address, None)
+            self._changed.set()
         try:
             while True:
-                now = loop.time()
-                for c in self.clients:
-                    if c.address not in checking and self.status[c.address].next_check <= now:
-                        t = loop.create_task(self.check(c))
-                        checking[c.address] = t
-                        t.add_done_callback(lambda _, a=c.address: checking.pop(a, None))
-                await asyncio.sleep(self.opts.tick_s)
+                self._changed.clear()
+                soonest = self._start_due(loop, checking, ended)
+                if soonest is not None:
+                    soonest = max(soonest, loop.time() + self.opts.tick_s)
+                try:
+                    async with asyncio.timeout_at(soonest):
+                        await self._changed.wait()
+                except TimeoutError:
+                    pass
         finally:
             for t in list(checking.values()):
                 t.cancel()
+
+    def _start_due(self, loop: asyncio.AbstractEventLoop, checking: dict[str, asyncio.Task],
+                   ended: Callable[[str], None]) -> float | None:
+        """Start the check of every due endpoint not being checked; the loop time the next
+        one is due at (None: none until something changes)."""
+        now, soonest = loop.time(), None
+        for c in self.clients:
+            if c.address in checking:
+                continue
+            due = self.status[c.address].next_check
+            if due <= now:
+                t = loop.create_task(self.check(c))
+                checking[c.address] = t
+                t.add_done_callback(lambda _, a=c.address: ended(a))
+            elif soonest is None or due < soonest:
+                soonest = due
+        return soonest
 
     async def check(self, c: StoreClient) -> None:
         """One Info call; its outcome sets the endpoint's state and its next check."""
@@ -158,6 +186,7 @@ class EndpointHealth:
             return
         st.last_check, st.last_error, st.failures = time.time(), "", 0
         st.next_check = asyncio.get_running_loop().time() + self.opts.healthy_interval_s
+        self._changed.set()
         if info is not None:
             st.info = info
         if st.up is not True:
@@ -174,6 +203,7 @@ class EndpointHealth:
         st.failures += 1
         backoff = min(self.opts.backoff_min_s * 2 ** (st.failures - 1), self.opts.backoff_max_s)
         st.next_check = asyncio.get_running_loop().time() + backoff
+        self._changed.set()
         if st.up is not False:
             st.up, st.changes = False, st.changes + 1
             log.warning("endpoint unhealthy, queries skip it until it answers again",

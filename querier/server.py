@@ -92,6 +92,7 @@ class Querier:
         await self.stores.set_addresses(self._static_endpoints() + found)
 
     async def start(self) -> None:
+        self.api.loop = asyncio.get_running_loop()
         await self.stores.start()
         for sd in self.discovery:
             sd.read()

@@ -3,7 +3,6 @@ route prefix, and its own StoreAPI (stacked queriers) -- in process, on loopback
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 
 import aiohttp
@@ -241,4 +240,45 @@ def test_endpoint_config_file_is_reloaded(tmp_path):
         finally:
             await q.stop()
             await srv.stop(None)
+    asyncio.run(go())
+
+
+def test_the_health_loop_sleeps_until_a_check_is_due_not_every_tick(monkeypatch):
+    """Between checks the health loop is not woken each ``tick_s`` (an idle querier's wake-ups
+    cost the next query cold caches): a down endpoint is still checked at each backoff, a
+    healthy one at each interval, and a new endpoint at once."""
+    from querier.endpoints import EndpointHealth, HealthOptions
+    from querier_cluster import dead_address
+    scans = []
+    real = EndpointHealth._start_due
+
+    def counted(self, *a):
+        scans.append(1)
+        return real(self, *a)
+    monkeypatch.setattr(EndpointHealth, "_start_due", counted)
+
+    async def go():
+        src, port = await serve(_Source(0.0), "127.0.0.1:0", "store")
+        down, up = StoreClient(dead_address()), StoreClient(f"127.0.0.1:{port}")
+        h = EndpointHealth([down], HealthOptions(backoff_min_s=0.3, backoff_max_s=0.3,
+                                                 healthy_interval_s=0.3, tick_s=0.01))
+        try:
+            h.start()
+            await asyncio.sleep(1.05)  # checks near 0, 0.3, 0.6 and 0.9 s
+            assert 3 <= h.status[down.address].failures <= 5
+            assert len(scans) < 30  # a scan per tick would be ~100
+            h.set_clients([down, up])
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if h.status[up.address].up:
+                    break
+            assert h.status[up.address].up is True  # checked at once, not at the next due
+            first = h.status[up.address].last_check
+            await asyncio.sleep(0.5)
+            assert h.status[up.address].last_check > first  # and again after its interval
+        finally:
+            await h.stop()
+            await down.close()
+            await up.close()
+            await src.stop(None)
     asyncio.run(go())
