@@ -289,8 +289,13 @@ def _chunks_in_range(e: SeriesEntries, rng: tuple[int, int] | None
         sel = slice(None) if keep is None else keep
         return (counts.nonzero()[0].tolist(), [0, *counts.cumsum().tolist()],
                 c_mint[sel].tolist(), c_maxt[sel].tolist(), c_ref[sel])
-    mints, maxts, refs, counts = [memoryview(b).cast("q").tolist() for b in (
-        e.c_mint, e.c_maxt, e.c_ref, e.chunk_counts)]
+    # (four calls, not a comprehension: that is a function call of its own)
+    mints = memoryview(e.c_mint).cast("q").tolist()
+    maxts = memoryview(e.c_maxt).cast("q").tolist()
+    refs = memoryview(e.c_ref).cast("q").tolist()
+    counts = memoryview(e.chunk_counts).cast("q").tolist()
+    if rng is None and n == 1:  # one series, all its chunks (a cold one-series block read)
+        return ([0] if counts[0] else []), [0, counts[0]], mints, maxts, refs
     if rng is not None:
         lo, hi = rng
         kept = [mints[k] <= hi and maxts[k] >= lo for k in range(len(mints))]
@@ -322,7 +327,7 @@ def chunk_ids(refs: np.ndarray | list[int]) -> tuple[list[int], bool]:
     """The sorted, distinct chunk refs of ``refs`` (a list taken as it is when already so),
     and whether ``refs`` was so (else records must be put back in its order)."""
     if isinstance(refs, list):
-        if len(set(refs)) == len(refs) and refs == sorted(refs):
+        if refs == sorted(set(refs)):  # (distinct and ascending)
             return refs, True
     elif len(refs) == 1 or bool((refs[1:] > refs[:-1]).all()):
         return refs.tolist(), True
@@ -897,6 +902,9 @@ class BucketBlock:
                     out.append((merge_external(labels[i], ext), cs))
             return out
         chunks = chunk_tuples(mints, maxts, datas)  # list(zip(...)), left out of GC walks
+        if len(labels) == 1:  # one series (bounds [0, len(chunks)]): its chunks as they are
+            return [(merge_external(labels[0], ext) if ext else labels[0], chunks)] \
+                if picked else []
         if ext:
             return [(merge_external(labels[i], ext), chunks[bounds[i]:bounds[i + 1]])
                     for i in picked]
