@@ -188,7 +188,7 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
     place (in C) for the refs found so far: a metric name's long list is never decoded
     just to keep the one series an instance matcher found."""
     if plan.all_range is None and plan.single:
-        return _combine_single(plan.narrowing, raws)
+        return combine_single([raws[rs[0][0]] for rs in plan.narrowing])
 
     def union(rs: list[tuple[int, int]]) -> np.ndarray:
         if not rs:
@@ -228,12 +228,11 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
     return result
 
 
-def _combine_single(narrowing: list[list[tuple[int, int]]], raws: dict[int, bytes]
-                    ) -> np.ndarray:
+def combine_single(lists: list[bytes]) -> np.ndarray:
     """combine_postings of a plan whose matchers each read one list, none matching "" (a
-    dashboard's ``name{label="value"}``): the shortest list decoded, each other one searched
-    in place in C, without the general path's bookkeeping."""
-    lists = [raws[rs[0][0]] for rs in narrowing]
+    dashboard's ``name{label="value"}``), from those lists in the plan's narrowing order:
+    the shortest list decoded, each other one searched in place in C, without the general
+    path's bookkeeping."""
     if len(lists) == 1:
         refs = _decode_postings(lists[0])
         return refs if len(refs) else EMPTY
@@ -607,8 +606,12 @@ class BucketBlock:
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name,
                                                               lambda v, m=m: not m.matches(v))]
             elif eq:
-                r = self._name_range(m.value) if m.name == METRIC_NAME else \
-                    h.postings_range(m.name, m.value)
+                if m.name == METRIC_NAME:  # (a kept name's range without a method call)
+                    r = self._name_ranges.get(m.value, _UNKNOWN)
+                    if r is _UNKNOWN:
+                        r = self._name_range(m.value)
+                else:
+                    r = h.postings_range(m.name, m.value)
                 if r is None:
                     return None  # nothing has this label value: no reads at all
                 rngs = [r]
