@@ -68,7 +68,8 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
     ids = [refs[i].tolist() for i in todo]
     vals = _look_up(blocks, todo, ids, "series", cache)
     raws = _split(vals, ids) if None not in vals else await _read_jobs(
-        blocks, [_job((i, blocks[i].index_name, ids_i, partial(blocks[i]._series_spans, refs[i])))
+        blocks, [_job((i, blocks[i].index_name, ids_i,
+                       partial(blocks[i]._series_spans, refs[i])))
                  for i, ids_i in zip(todo, ids)],
         "series", _series_len, cache, opts, limit, metrics, failed, vals)
     parts = []  # (block index, entries, picked, bounds, mints, maxts, c_refs, chunk ids, ordered)
