@@ -10,8 +10,15 @@ between calls (the querier's own work, the HTTP round trip), and every call then
 costing 2-3x the CPU on this machine. ``--gap-ms`` idles the store that long between calls to
 measure that case (the gap is not in the wall figures).
 
+``--cold`` measures the cold one-series call instead (bench_fixed_cost's --cold, without the
+querier): after one Series call for all of ``x`` at the range (what the dashboard's
+aggregations leave cached), every call asks for an instance no call asked for before; the
+answers' digest is over all cold calls. ``--pid-file`` writes the stores' pids (for a profiler).
+
     python bench/bench_store_call.py --blocks /work/scale/s1 --other /work/main
     python bench/bench_store_call.py --blocks /work/scale/s1 --gap-ms 3
+    python bench/bench_store_call.py --blocks /work/scale/s1 --cold --rounds 4 --calls 200 \
+        --gap-ms 3 --other /work/main
 """
 from __future__ import annotations
 
@@ -38,6 +45,12 @@ from storeapi.wire import series_request  # noqa: E402
 
 HOUR_MS = 3_600_000
 MATCHERS = [Matcher(MatchType.EQ, "__name__", "x"), Matcher(MatchType.EQ, "instance", "i-00007")]
+BROAD = [Matcher(MatchType.EQ, "__name__", "x")]
+
+
+def cold_matchers(i: int) -> list[Matcher]:
+    """The ``i``-th fresh one-series selection."""
+    return [MATCHERS[0], Matcher(MatchType.EQ, "instance", "i-%05d" % i)]
 
 
 def end_of_blocks(blocks: Path) -> int:
@@ -66,7 +79,7 @@ async def frames(ch: H2Channel, req: bytes) -> list[bytes]:
 
 
 async def run(stores: dict[str, tuple[subprocess.Popen, int]], end_ms: int, hours: list[int],
-              rounds: int, calls: int, gap_s: float = 0.0) -> None:
+              rounds: int, calls: int, gap_s: float = 0.0, cold: bool = False) -> None:
     chans = {k: H2Channel(f"127.0.0.1:{port}", "identity") for k, (_, port) in stores.items()}
     try:
         for name, ch in chans.items():  # gRPC listens once the first sync is done
@@ -76,29 +89,41 @@ async def run(stores: dict[str, tuple[subprocess.Popen, int]], end_ms: int, hour
                     break
                 except Exception:  # noqa: BLE001
                     await asyncio.sleep(0.2)
-        for h in hours:
-            req = series_request(end_ms - h * HOUR_MS - 300_000, end_ms, MATCHERS, False, (), 0,
-                                 256, 0, True)
+        for r, h in enumerate(hours):
+            def request(ms: list[Matcher]) -> bytes:
+                return series_request(end_ms - h * HOUR_MS - 300_000, end_ms, ms, False, (), 0,
+                                      256, 0, True)
+            req = request(MATCHERS)
             digests = {}
+            hashes = {k: hashlib.sha256() for k in chans}
             for name, ch in chans.items():
+                if cold:
+                    await frames(ch, request(BROAD))
+                    continue
                 for _ in range(50):  # warm up
                     got = await frames(ch, req)
                 digests[name] = hashlib.sha256(b"\0".join(got)).hexdigest()[:12]
             cpu = dict.fromkeys(chans, 0.0)
             wall: dict[str, list[float]] = {k: [] for k in chans}
-            for _ in range(rounds):
+            for i in range(rounds):
                 for name, ch in chans.items():
                     pid = stores[name][0].pid
                     c0 = cpu_s(pid)
-                    for _ in range(calls):
+                    for j in range(calls):
+                        if cold:  # every store the same fresh series, each exactly once
+                            req = request(cold_matchers(r * rounds * calls + i * calls + j))
                         t = time.perf_counter()
-                        await frames(ch, req)
+                        got = await frames(ch, req)
                         wall[name].append(time.perf_counter() - t)
+                        if cold:
+                            hashes[name].update(b"\0".join(got) + b"\1")
                         if gap_s:
                             time.sleep(gap_s)  # blocks this client: the store idles meanwhile
                     cpu[name] += cpu_s(pid) - c0
+            if cold:
+                digests = {k: v.hexdigest()[:12] for k, v in hashes.items()}
             for name in chans:
-                print(f"{h} h {name}: store CPU per call {cpu[name] / rounds / calls * 1e6:.0f} us, "
+                print(f"{h} h{' cold' if cold else ''} {name}: store CPU per call {cpu[name] / rounds / calls * 1e6:.0f} us, "
                       f"wall median {statistics.median(wall[name]) * 1e6:.0f} us, "
                       f"answer sha256 {digests[name]}", flush=True)
     finally:
@@ -115,7 +140,11 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=500, help="calls per round")
     ap.add_argument("--gap-ms", type=float, default=0.0,
                     help="idle time between calls (3 is about what a querier in front leaves)")
+    ap.add_argument("--cold", action="store_true", help="a fresh series every call (see above)")
+    ap.add_argument("--pid-file", type=Path, help="write the stores' pids here, one a line")
     a = ap.parse_args()
+    if a.cold and a.rounds * a.calls * len(a.hours) > 7600:
+        sys.exit("--cold: at most 7,600 fresh series (rounds x calls x hours)")
     end_ms = end_of_blocks(a.blocks)
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-call-"))
     stores: dict[str, tuple[subprocess.Popen, int]] = {}
@@ -124,7 +153,9 @@ def main() -> None:
                                                   if a.other else []):
             (tmp / name.replace("/", "_")).mkdir()
             stores[name] = start_store(repo, a.blocks, tmp / name.replace("/", "_"))
-        asyncio.run(run(stores, end_ms, a.hours, a.rounds, a.calls, a.gap_ms / 1000))
+        if a.pid_file:
+            a.pid_file.write_text("".join(f"{p.pid}\n" for p, _ in stores.values()))
+        asyncio.run(run(stores, end_ms, a.hours, a.rounds, a.calls, a.gap_ms / 1000, a.cold))
     finally:
         for proc, _ in stores.values():
             proc.terminate()

@@ -11,6 +11,14 @@ checkouts when the answers are.
     python bench/bench_store_cold_series.py --bucket /work/scale/s1 --no-broad  # all cold
 
 The bucket is only read (index-headers go to a temporary directory).
+
+Back to back, every call finds the code and data of the call before still in the CPU caches;
+behind a querier (and on a shared machine) each Series call starts with them evicted, which
+costs the cold call 2-3x more than here. ``--thrash-mib N`` writes an N MiB buffer between
+calls (outside the timed part; each call's own CPU time is summed) to show that case.
+``--hours H`` asks the last H hours (default: all blocks whole, as the docstring says).
+
+    python bench/bench_store_cold_series.py --bucket /work/scale/s1 --thrash-mib 16 --hours 1
 """
 from __future__ import annotations
 
@@ -34,6 +42,11 @@ def main() -> None:
                          "series entries and chunks from the bucket (nothing of x cached)")
     ap.add_argument("--cache-bytes", type=int, default=256 << 20,
                     help="LRU budget (the store's default: 256 MiB)")
+    ap.add_argument("--thrash-mib", type=int, default=0,
+                    help="write this many MiB between calls (CPU caches evicted, see above)")
+    ap.add_argument("--hours", type=float, default=0,
+                    help="ask the last HOURS (a query's range: end 30 s before the blocks' "
+                         "end, 5 min lookback); 0: every block whole")
     a = ap.parse_args()
     sys.path.insert(0, str(a.repo))
     from common.ops import new_registry
@@ -51,21 +64,31 @@ def main() -> None:
                              verify_index=False)
             await st.sync_once()
             mint, maxt = st.time_range()
+            maxt -= 1
+            if a.hours:
+                maxt -= 30_000
+                mint = maxt - int(a.hours * 3_600_000) - 300_000
             name = Matcher("=", "__name__", "x")
+            thrash = bytearray(a.thrash_mib << 20)
+            spent = [0.0]
 
             async def one(i: int) -> list:
-                return list(await st.series(mint, maxt - 1,
-                                            [name, Matcher("=", "instance", f"i-{i:05d}")], False))
+                if thrash:
+                    thrash[::64] = bytes(len(thrash[::64]))  # every cache line written
+                t = time.thread_time()
+                got = list(await st.series(mint, maxt,
+                                           [name, Matcher("=", "instance", f"i-{i:05d}")], False))
+                spent[0] += time.thread_time() - t
+                return got
             if not a.no_broad:
-                await st.series(mint, maxt - 1, [name], False)
-            t = time.process_time()
+                await st.series(mint, maxt, [name], False)
             cold = [await one(i) for i in range(a.calls)]
-            cold_s = (time.process_time() - t) / a.calls
+            cold_s = spent[0] / a.calls
             await one(a.calls)  # then warm
-            t = time.process_time()
+            spent[0] = 0.0
             for _ in range(a.calls):
                 await one(a.calls)
-            warm_s = (time.process_time() - t) / a.calls
+            warm_s = spent[0] / a.calls
             n_blocks = len(st.blocks)
             await st.close()
         digest = hashlib.sha1(repr(cold).encode()).hexdigest()[:12]

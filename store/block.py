@@ -188,7 +188,7 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
     place (in C) for the refs found so far: a metric name's long list is never decoded
     just to keep the one series an instance matcher found."""
     if plan.all_range is None and plan.single:
-        return _combine_single(plan.narrowing, raws)
+        return combine_single([raws[rs[0][0]] for rs in plan.narrowing])
 
     def union(rs: list[tuple[int, int]]) -> np.ndarray:
         if not rs:
@@ -228,12 +228,11 @@ def combine_postings(plan: PostingsPlan, raws: dict[int, bytes]) -> np.ndarray:
     return result
 
 
-def _combine_single(narrowing: list[list[tuple[int, int]]], raws: dict[int, bytes]
-                    ) -> np.ndarray:
+def combine_single(lists: list[bytes]) -> np.ndarray:
     """combine_postings of a plan whose matchers each read one list, none matching "" (a
-    dashboard's ``name{label="value"}``): the shortest list decoded, each other one searched
-    in place in C, without the general path's bookkeeping."""
-    lists = [raws[rs[0][0]] for rs in narrowing]
+    dashboard's ``name{label="value"}``), from those lists in the plan's narrowing order:
+    the shortest list decoded, each other one searched in place in C, without the general
+    path's bookkeeping."""
     if len(lists) == 1:
         refs = _decode_postings(lists[0])
         return refs if len(refs) else EMPTY
@@ -289,8 +288,13 @@ def _chunks_in_range(e: SeriesEntries, rng: tuple[int, int] | None
         sel = slice(None) if keep is None else keep
         return (counts.nonzero()[0].tolist(), [0, *counts.cumsum().tolist()],
                 c_mint[sel].tolist(), c_maxt[sel].tolist(), c_ref[sel])
-    mints, maxts, refs, counts = [memoryview(b).cast("q").tolist() for b in (
-        e.c_mint, e.c_maxt, e.c_ref, e.chunk_counts)]
+    # (four calls, not a comprehension: that is a function call of its own)
+    mints = memoryview(e.c_mint).cast("q").tolist()
+    maxts = memoryview(e.c_maxt).cast("q").tolist()
+    refs = memoryview(e.c_ref).cast("q").tolist()
+    counts = memoryview(e.chunk_counts).cast("q").tolist()
+    if rng is None and n == 1:  # one series, all its chunks (a cold one-series block read)
+        return ([0] if counts[0] else []), [0, counts[0]], mints, maxts, refs
     if rng is not None:
         lo, hi = rng
         kept = [mints[k] <= hi and maxts[k] >= lo for k in range(len(mints))]
@@ -322,7 +326,7 @@ def chunk_ids(refs: np.ndarray | list[int]) -> tuple[list[int], bool]:
     """The sorted, distinct chunk refs of ``refs`` (a list taken as it is when already so),
     and whether ``refs`` was so (else records must be put back in its order)."""
     if isinstance(refs, list):
-        if len(set(refs)) == len(refs) and refs == sorted(refs):
+        if refs == sorted(set(refs)):  # (distinct and ascending)
             return refs, True
     elif len(refs) == 1 or bool((refs[1:] > refs[:-1]).all()):
         return refs.tolist(), True
@@ -602,8 +606,12 @@ class BucketBlock:
                 rngs = [(s, e) for _, s, e in h.postings_ranges(m.name,
                                                               lambda v, m=m: not m.matches(v))]
             elif eq:
-                r = self._name_range(m.value) if m.name == METRIC_NAME else \
-                    h.postings_range(m.name, m.value)
+                if m.name == METRIC_NAME:  # (a kept name's range without a method call)
+                    r = self._name_ranges.get(m.value, _UNKNOWN)
+                    if r is _UNKNOWN:
+                        r = self._name_range(m.value)
+                else:
+                    r = h.postings_range(m.name, m.value)
                 if r is None:
                     return None  # nothing has this label value: no reads at all
                 rngs = [r]
@@ -897,6 +905,9 @@ class BucketBlock:
                     out.append((merge_external(labels[i], ext), cs))
             return out
         chunks = chunk_tuples(mints, maxts, datas)  # list(zip(...)), left out of GC walks
+        if len(labels) == 1:  # one series (bounds [0, len(chunks)]): its chunks as they are
+            return [(merge_external(labels[0], ext) if ext else labels[0], chunks)] \
+                if picked else []
         if ext:
             return [(merge_external(labels[i], ext), chunks[bounds[i]:bounds[i + 1]])
                     for i in picked]

@@ -444,8 +444,9 @@ class BucketStore:
             misses = [i for i, sel in enumerate(found) if sel is None]
             # Long matchers (the memo's key, not counted in its budget) are never kept.
             keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS
+            # (one missed block too -- the 1 h query -- is read through the batched path)
             selected = await self._select_misses([blocks[i] for i in misses], matchers) \
-                if keep and len(misses) > 1 else [None] * len(misses)
+                if keep else [None] * len(misses)
             whole = await self._read_many([blocks[i] for i in misses], selected)
             new = []
             for i, got, w in zip(misses, selected, whole):
@@ -485,7 +486,7 @@ class BucketStore:
             if ms is not None:
                 at.append(i)
                 mss.append(ms)
-        if len(at) > 1 and (self.remote_cache is None or
+        if at and (self.remote_cache is None or
                             "postings" not in self.remote_cache.kinds):
             got = await select_many([blocks[i] for i in at], mss, self.cache, self._opts,
                                     self._fetch_limit, self.fetch_metrics)
@@ -500,7 +501,7 @@ class BucketStore:
         block's count of skipped chunks before; None where a block reads on its own."""
         out: list[tuple[list[tuple[Labels, list[Chunk]]], int] | None] = [None] * len(blocks)
         at = [i for i, refs in enumerate(selected) if refs is not None and len(refs) <= MAX_SERIES]
-        if len(at) < 2 or (self.remote_cache is not None and
+        if not at or (self.remote_cache is not None and
                            {"series", "chunks"} & set(self.remote_cache.kinds)):
             return out
         skipped = [blocks[i].skipped_chunks for i in at]

@@ -30,8 +30,8 @@ from receiver.tsdb.labels import Matcher
 
 from ._items import split_items
 from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, FetchMetrics, FetchOptions,
-                    PostingsPlan, _check_postings, combine_postings, matcher_chars,
-                    selection_id)
+                    PostingsPlan, _check_postings, combine_postings, combine_single,
+                    matcher_chars, selection_id)
 from .cache import LRUCache
 from .ranges import coalesce, read_batch
 
@@ -141,7 +141,13 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
     at = 0
     for t, (i, plan) in enumerate(todo):
         k = len(plan.ranges)
-        if t not in failed:
+        if t in failed:
+            pass
+        elif plan.single and plan.all_range is None:  # each matcher one list: no dict
+            rs = plan.ranges
+            out[i] = combine_single([raws[at + rs.index(n[0])]  # type: ignore[misc]
+                                     for n in plan.narrowing])
+        else:
             out[i] = combine_postings(plan, dict(zip(map(_START, plan.ranges),
                                                      raws[at:at + k])))  # type: ignore[arg-type]
         at += k

@@ -24,7 +24,7 @@ from array import array
 from collections import deque
 from collections.abc import Sequence
 from functools import partial
-from itertools import repeat
+from itertools import accumulate, repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -65,10 +65,13 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
     for i in range(n):
         if not len(refs[i]):
             out[i] = []
-    raws = await _read_jobs(blocks, [_job((i, blocks[i].index_name, refs[i].tolist(),
-                                           partial(blocks[i]._series_spans, refs[i])))
-                                     for i in todo],
-                            "series", _series_len, cache, opts, limit, metrics, failed)
+    ids = [refs[i].tolist() for i in todo]
+    vals = _look_up(blocks, todo, ids, "series", cache)
+    raws = _split(vals, ids) if None not in vals else await _read_jobs(
+        blocks, [_job((i, blocks[i].index_name, ids_i,
+                       partial(blocks[i]._series_spans, refs[i])))
+                 for i, ids_i in zip(todo, ids)],
+        "series", _series_len, cache, opts, limit, metrics, failed, vals)
     parts = []  # (block index, entries, picked, bounds, mints, maxts, c_refs, chunk ids, ordered)
     for i, got in zip(todo, raws):
         if got is None:
@@ -84,14 +87,19 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
             continue
         ids, ordered = chunk_ids(c_refs)  # type: ignore[arg-type]
         parts.append((i, e, picked, bounds, mints, maxts, c_refs, ids, ordered))
-    jobs = [_job((p[0], obj, p[7][a:z], spans)) for p in parts
-            for obj, a, z, spans in blocks[p[0]].chunk_segments(p[7])]
-    records = await _read_jobs(blocks, jobs, "chunks", _chunk_len, cache, opts, limit,
-                               metrics, failed)
     by_block: dict[int, list[bytes]] = {}
-    for job, got in zip(jobs, records):
-        if got is not None:
-            by_block.setdefault(job.block, []).extend(got)
+    c_ids = [p[7] for p in parts]
+    vals = _look_up(blocks, [p[0] for p in parts], c_ids, "chunks", cache)
+    if None not in vals:  # all cached (the usual): no segment worked out
+        by_block = dict(zip([p[0] for p in parts], _split(vals, c_ids)))
+    else:
+        jobs = [_job((p[0], obj, p[7][a:z], spans)) for p in parts
+                for obj, a, z, spans in blocks[p[0]].chunk_segments(p[7])]
+        records = await _read_jobs(blocks, jobs, "chunks", _chunk_len, cache, opts, limit,
+                                   metrics, failed, vals)
+        for job, got in zip(jobs, records):
+            if got is not None:
+                by_block.setdefault(job.block, []).extend(got)
     for i, e, picked, bounds, mints, maxts, c_refs, ids, ordered in parts:
         if i in failed:
             continue
@@ -108,18 +116,36 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
 
 
 
+def _look_up(blocks: Sequence[BucketBlock], at: list[int], ids: list[list[int]], kind: str,
+             cache: LRUCache) -> list[bytes | None]:
+    """One cache lookup of items ``ids[k]`` of block ``blocks[at[k]]`` for every k, in that
+    order (_read_jobs's lookup of jobs that hold them in the same order)."""
+    keys: list[tuple[str, str, int]] = []
+    for i, ids_i in zip(at, ids):
+        keys += zip(repeat(blocks[i].ulid), repeat(kind), ids_i)
+    return cache.get_many(keys, kind) if keys else []
+
+
+def _split(vals: list, ids: list[list[int]]) -> list[list]:
+    """``vals`` cut into consecutive runs as long as each of ``ids``."""
+    ends = list(accumulate(map(len, ids)))
+    return list(map(vals.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+
+
 async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
                      length_at: LengthAt, cache: LRUCache, opts: FetchOptions,
-                     limit: asyncio.Semaphore, metrics: FetchMetrics | None, failed: set[int]
-                     ) -> list[list[bytes] | None]:
-    """Raw items of every job: one cache lookup over all of them, the misses read as one
-    batch, one insert. None for a job whose block failed (added to ``failed``)."""
+                     limit: asyncio.Semaphore, metrics: FetchMetrics | None, failed: set[int],
+                     vals: list[bytes | None] | None = None) -> list[list[bytes] | None]:
+    """Raw items of every job: one cache lookup over all of them (``vals``: its result,
+    when already made), the misses read as one batch, one insert. None for a job whose
+    block failed (added to ``failed``)."""
     if not jobs:
         return []
     keys: list[tuple[str, str, int]] = []
     for j in jobs:
         keys += zip(repeat(blocks[j.block].ulid), repeat(kind), j.ids)
-    vals = cache.get_many(keys, kind)
+    if vals is None:
+        vals = cache.get_many(keys, kind)
     if None not in vals:
         out: list[list[bytes] | None] = []
         at = 0

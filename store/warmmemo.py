@@ -71,8 +71,13 @@ _new_selection = partial(tuple.__new__, Selection)  # (no Python-level __new__ c
 
 def selection_of(series: list[tuple[Labels, Chunks]], min_time: int, max_time: int,
                  selected: bool, refs: int) -> Selection:
-    chunks = sum(map(len, map(_CHUNKS, series)))  # (no Python call per series or chunk)
-    data = sum(map(len, map(_DATA, chain.from_iterable(map(_CHUNKS, series)))))  # type: ignore[arg-type]
+    if len(series) == 1:  # a one-series selection (the cold dashboard query): no chain
+        cs = series[0][1]
+        chunks = len(cs)
+        data = sum(map(len, map(_DATA, cs)))  # type: ignore[arg-type]
+    else:  # (no Python call per series or chunk)
+        chunks = sum(map(len, map(_CHUNKS, series)))
+        data = sum(map(len, map(_DATA, chain.from_iterable(map(_CHUNKS, series)))))  # type: ignore[arg-type]
     size = ENTRY_OVERHEAD + data + chunks * CHUNK_OVERHEAD + len(series) * ENTRY_OVERHEAD
     return _new_selection((series, min_time, max_time, selected, refs, chunks, size))
 

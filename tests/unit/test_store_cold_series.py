@@ -24,7 +24,7 @@ from store.cache import CacheMetrics, LRUCache  # noqa: E402
 from store.coldselect import select_many  # noqa: E402
 from store.coldseries import series_many  # noqa: E402
 from test_store_cold_select import same_as_each_block  # noqa: E402
-from test_store_gateway import run  # noqa: E402
+from test_store_gateway import H2, T0, run  # noqa: E402
 from test_store_series_paths import SELECTORS, bucket_dir  # noqa: E402,F401 (fixture)
 
 
@@ -114,3 +114,26 @@ def test_a_corrupt_series_entry_or_chunk_takes_only_its_block_out(
         finally:
             await st.close()
     run(body())
+
+
+@pytest.mark.parametrize("rng,exact", [
+    ((T0 + H2, T0 + 2 * H2 - 1), True),  # one block, whole
+    ((T0 + H2 + 1_800_000, T0 + H2 + 5_400_000), False),  # inside one block (a 1 h query)
+])
+def test_a_request_of_one_block_answers_as_that_blocks_own_read(
+        tmp_path: Path, bucket_dir: Path, rng: tuple[int, int], exact: bool) -> None:
+    """A request whose range holds one block (the 1 h dashboard query) selects and reads
+    that block through the batched cold path: every selector's answer, cold then warm (from
+    the memo), equals the block's own ``series`` over the range, one-series selections
+    (their own short paths) included; over a whole block the caches and counters are equal
+    too."""
+    async def each_way(st: BucketStore, ms: list[Matcher]) -> list:
+        got = []
+        for b in st.blocks.values():
+            got += await b.series(*rng, ms, False)
+        return sorted(got)
+
+    async def all_way(st: BucketStore, ms: list[Matcher]) -> list:
+        return sorted(await st.series(*rng, ms, False))
+    run(same_as_each_block(tmp_path, bucket_dir, 16 << 20, SELECTORS, each_way, all_way,
+                           exact))
