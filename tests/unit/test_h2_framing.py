@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sys
 
 import grpc
@@ -12,10 +13,10 @@ import grpc.aio
 import pytest
 
 from storeapi.h2client import H2Channel, RpcError, _Connection
-from storeapi.h2frames import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY,
-                               HEADERS, PING, PREFACE, PRIORITY, REFUSED_STREAM, RST_STREAM,
-                               SETTINGS, WINDOW_UPDATE, frame, literal, settings_frame,
-                               split_frames)
+from storeapi.h2frames import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM,
+                               FRAME_SIZE_ERROR, GOAWAY, HEADERS, PING, PREFACE, PRIORITY,
+                               REFUSED_STREAM, RST_STREAM, SETTINGS, WINDOW_UPDATE,
+                               ProtocolError, frame, literal, settings_frame, split_frames)
 from storeapi.h2server import H2GrpcServer
 
 UNARY, STREAM = "/t.T/Unary", "/t.T/Stream"
@@ -795,3 +796,58 @@ def test_a_call_answered_at_once_runs_as_its_own_task():
     assert got == [b"now!", b"wait!"]
     assert len(seen) == 2 and None not in seen and client_task not in seen
     assert seen[0] is not seen[1]
+
+
+def _split_frames_reference(buf, max_frame):
+    """The former Python split_frames, kept as the reference for the C one."""
+    out, pos, end = [], 0, len(buf)
+    while end - pos >= 9:
+        length = int.from_bytes(buf[pos:pos + 3], "big")
+        if length > max_frame:
+            raise ProtocolError(f"frame of {length} bytes", FRAME_SIZE_ERROR)
+        if end - pos < 9 + length:
+            break
+        typ, flags = buf[pos + 3], buf[pos + 4]
+        sid = int.from_bytes(buf[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+        pos += 9
+        out.append((typ, flags, sid, bytes(buf[pos:pos + length])))
+        pos += length
+    return out, pos
+
+
+def _split_or_error(split, buf, max_frame):
+    try:
+        return split(buf, max_frame)
+    except ProtocolError as e:
+        return ("error", str(e), e.code)
+
+
+def test_split_frames_in_c_matches_the_python_split_on_random_and_hostile_buffers():
+    """Whole, truncated, oversize (24-bit lengths, reserved stream bit) and random bytes, as
+    bytes, bytearray and memoryview: the same frames, bytes used and errors, never a crash."""
+    rnd = random.Random(13)
+    cases = [b"", b"\x00" * 8, b"\x00" * 9, b"\xff" * 9, b"\xff" * 40,
+             frame(DATA, END_STREAM, 1, b"x" * 100) + frame(HEADERS, END_HEADERS, 1, b"h"),
+             frame(DATA, 0, (1 << 31) | 7, b"abc"),  # reserved bit: masked off
+             b"\x00\x40\x01" + bytes(6) + b"y" * 0x4001,  # 16385 bytes: over the default
+             b"\x01\x00\x00" + bytes(6)]  # 65536: announced, not arrived
+    for _ in range(3000):
+        n = rnd.randrange(0, 6)
+        buf = b"".join(frame(rnd.randrange(256), rnd.randrange(256), rnd.randrange(1 << 32),
+                             rnd.randbytes(rnd.randrange(0, 40))) for _ in range(n))
+        kind = rnd.randrange(4)
+        if kind == 0 and buf:
+            buf = buf[:rnd.randrange(len(buf))]  # truncated
+        elif kind == 1:
+            buf = rnd.randbytes(rnd.randrange(0, 64))
+        elif kind == 2 and buf:
+            i = rnd.randrange(len(buf))
+            buf = buf[:i] + bytes([rnd.randrange(256)]) + buf[i + 1:]  # one byte corrupted
+        cases.append(buf)
+    for buf in cases:
+        for max_frame in (0, 16, 16384, (1 << 24) - 1):
+            want = _split_or_error(_split_frames_reference, buf, max_frame)
+            for form in (bytes, bytearray, memoryview):
+                assert _split_or_error(split_frames, form(buf), max_frame) == want, (buf, max_frame)
+    with pytest.raises(TypeError):
+        split_frames("not bytes", 16384)
