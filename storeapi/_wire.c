@@ -755,6 +755,46 @@ fail:
     return NULL;
 }
 
+/* grpc_messages(buf, max_bytes) -> (messages, flags, too_large): the complete gRPC
+ * length-prefixed messages at the front of the bytearray buf, taken off it in one pass, with
+ * each one's compressed flag (one byte per message). too_large: the next message announces more
+ * than max_bytes (the split stops there; the caller raises). */
+static PyObject *py_grpc_messages(PyObject *self, PyObject *args) {
+    PyObject *buf;
+    long long max_bytes;
+    if (!PyArg_ParseTuple(args, "O!L", &PyByteArray_Type, &buf, &max_bytes)) return NULL;
+    const unsigned char *p = (const unsigned char *)PyByteArray_AS_STRING(buf);
+    Py_ssize_t pos = 0, end = PyByteArray_GET_SIZE(buf), count = 0;
+    int too_large = 0;
+    PyObject *msgs = PyList_New(0), *flags = NULL;
+    char *fl = PyMem_Malloc(end / 5 + 1);
+    if (msgs == NULL || fl == NULL) goto fail;
+    while (end - pos >= 5) {
+        const unsigned char *h = p + pos;
+        long long n = (long long)h[1] << 24 | (long long)h[2] << 16 | h[3] << 8 | h[4];
+        if (n > max_bytes) { too_large = 1; break; }
+        if (end - pos < 5 + n) break;
+        PyObject *m = PyBytes_FromStringAndSize((const char *)h + 5, (Py_ssize_t)n);
+        if (m == NULL) goto fail;
+        int rc = PyList_Append(msgs, m);
+        Py_DECREF(m);
+        if (rc < 0) goto fail;
+        fl[count++] = (char)h[0];
+        pos += 5 + (Py_ssize_t)n;
+    }
+    flags = PyBytes_FromStringAndSize(fl, count);
+    PyMem_Free(fl);
+    fl = NULL;
+    if (flags == NULL) goto fail;
+    if (pos && PySequence_DelSlice(buf, 0, pos) < 0) goto fail;
+    return Py_BuildValue("(NNO)", msgs, flags, too_large ? Py_True : Py_False);
+fail:
+    PyMem_Free(fl);
+    Py_XDECREF(msgs);
+    Py_XDECREF(flags);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"xor_chunk_fields", py_xor_chunk_fields, METH_O, "Encode Series.chunks fields of XOR chunks."},
     {"chunked_read_series", py_chunked_read_series, METH_O,
@@ -765,6 +805,8 @@ static PyMethodDef methods[] = {
      "Decode one StoreAPI SeriesResponse frame (see the comment above)."},
     {"split_frames", py_split_frames, METH_VARARGS,
      "Split the complete HTTP/2 frames off the front of a buffer (see the comment above)."},
+    {"grpc_messages", py_grpc_messages, METH_VARARGS,
+     "Take the complete gRPC messages off the front of a bytearray (see the comment above)."},
     {NULL, NULL, 0, NULL},
 };
 
