@@ -28,6 +28,7 @@ import hpack
 
 from common.eagerstep import take_step
 from storeapi import grpc_codec
+from storeapi._wire import grpc_messages
 from storeapi.h2frames import (
     ACK, CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, ENABLE_PUSH,
     END_STREAM, FLOW_CONTROL_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
@@ -660,17 +661,13 @@ class H2Channel:
                 conn.cancel(call)
 
     def _messages(self, buf: bytearray, call: _Call) -> list[bytes]:
-        """Complete length-prefixed messages taken off the front of ``buf``."""
-        out = []
-        while len(buf) >= 5:
-            flag, n = _PREFIX.unpack_from(buf)
-            if n > self.max_message_bytes:
-                raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "response larger than allowed")
-            if len(buf) < 5 + n:
-                break
-            msg = bytes(buf[5:5 + n])
-            del buf[:5 + n]
-            out.append(self._decompressed(call, flag, msg))
+        """Complete length-prefixed messages taken off the front of ``buf`` (split in C: a
+        small answer's one message took a dozen Python steps)."""
+        out, flags, too_large = grpc_messages(buf, self.max_message_bytes)
+        if flags.count(0) != len(flags):  # compressed messages
+            out = [self._decompressed(call, f, m) for f, m in zip(flags, out)]
+        if too_large:
+            raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "response larger than allowed")
         return out
 
     def _decompressed(self, call: _Call, flag: int, msg: bytes) -> bytes:
@@ -689,6 +686,8 @@ class H2Channel:
         """RpcError unless the finished call's status is OK."""
         h = call.headers
         status = h.get("grpc-status")
+        if status == "0":  # OK, the usual answer: no lookup
+            return
         if status is None:
             raise RpcError(grpc.StatusCode.UNKNOWN if h.get(":status") == "200" else
                            grpc.StatusCode.UNAVAILABLE,

@@ -10,6 +10,8 @@ import struct
 
 import hpack
 
+from storeapi._wire import split_frames as _split_frames
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Frame types, flags and error codes.
@@ -66,21 +68,12 @@ def goaway(last_sid: int, code: int) -> bytes:
 def split_frames(buf: bytes | bytearray, max_frame: int
                  ) -> tuple[list[tuple[int, int, int, bytes]], int]:
     """The complete frames at the front of ``buf`` as (type, flags, stream id, payload), and
-    how many bytes they took; ProtocolError for a frame longer than ``max_frame``."""
-    out = []
-    pos, end = 0, len(buf)
-    head = _FRAME_HEAD.unpack_from
-    while end - pos >= 9:
-        high, low, typ, flags, sid = head(buf, pos)
-        length = high << 8 | low
-        if length > max_frame:
-            raise ProtocolError(f"frame of {length} bytes", FRAME_SIZE_ERROR)
-        if end - pos < 9 + length:
-            break
-        pos += 9
-        out.append((typ, flags, sid & MAX_STREAM_ID, bytes(buf[pos:pos + length])))
-        pos += length
-    return out, pos
+    how many bytes they took; ProtocolError for a frame longer than ``max_frame``. Split in C
+    (storeapi._wire): every read of both our client and server goes through here."""
+    frames, used, bad = _split_frames(buf, max_frame)
+    if bad >= 0:
+        raise ProtocolError(f"frame of {bad} bytes", FRAME_SIZE_ERROR)
+    return frames, used
 
 
 def unpad(flags: int, payload: bytes) -> bytes:

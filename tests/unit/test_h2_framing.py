@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sys
 
 import grpc
 import grpc.aio
 import pytest
 
-from storeapi.h2client import H2Channel, RpcError, _Connection
-from storeapi.h2frames import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY,
-                               HEADERS, PING, PREFACE, PRIORITY, REFUSED_STREAM, RST_STREAM,
-                               SETTINGS, WINDOW_UPDATE, frame, literal, settings_frame,
-                               split_frames)
+from storeapi import grpc_codec
+from storeapi._wire import grpc_messages
+from storeapi.h2client import H2Channel, RpcError, _Call, _Connection
+from storeapi.h2frames import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM,
+                               FRAME_SIZE_ERROR, GOAWAY, HEADERS, PING, PREFACE, PRIORITY,
+                               REFUSED_STREAM, RST_STREAM, SETTINGS, WINDOW_UPDATE,
+                               ProtocolError, frame, literal, settings_frame, split_frames)
 from storeapi.h2server import H2GrpcServer
 
 UNARY, STREAM = "/t.T/Unary", "/t.T/Stream"
+_SNAPPY_CD = grpc_codec.compress(grpc_codec.SNAPPY, b"cd")
 BIG = 3 << 20  # streamed bytes: well beyond the client's 1 MiB stream window
 
 
@@ -795,3 +799,123 @@ def test_a_call_answered_at_once_runs_as_its_own_task():
     assert got == [b"now!", b"wait!"]
     assert len(seen) == 2 and None not in seen and client_task not in seen
     assert seen[0] is not seen[1]
+
+
+def _split_frames_reference(buf, max_frame):
+    """The former Python split_frames, kept as the reference for the C one."""
+    out, pos, end = [], 0, len(buf)
+    while end - pos >= 9:
+        length = int.from_bytes(buf[pos:pos + 3], "big")
+        if length > max_frame:
+            raise ProtocolError(f"frame of {length} bytes", FRAME_SIZE_ERROR)
+        if end - pos < 9 + length:
+            break
+        typ, flags = buf[pos + 3], buf[pos + 4]
+        sid = int.from_bytes(buf[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+        pos += 9
+        out.append((typ, flags, sid, bytes(buf[pos:pos + length])))
+        pos += length
+    return out, pos
+
+
+def _split_or_error(split, buf, max_frame):
+    try:
+        return split(buf, max_frame)
+    except ProtocolError as e:
+        return ("error", str(e), e.code)
+
+
+def test_split_frames_in_c_matches_the_python_split_on_random_and_hostile_buffers():
+    """Whole, truncated, oversize (24-bit lengths, reserved stream bit) and random bytes, as
+    bytes, bytearray and memoryview: the same frames, bytes used and errors, never a crash."""
+    rnd = random.Random(13)
+    cases = [b"", b"\x00" * 8, b"\x00" * 9, b"\xff" * 9, b"\xff" * 40,
+             frame(DATA, END_STREAM, 1, b"x" * 100) + frame(HEADERS, END_HEADERS, 1, b"h"),
+             frame(DATA, 0, (1 << 31) | 7, b"abc"),  # reserved bit: masked off
+             b"\x00\x40\x01" + bytes(6) + b"y" * 0x4001,  # 16385 bytes: over the default
+             b"\x01\x00\x00" + bytes(6)]  # 65536: announced, not arrived
+    for _ in range(3000):
+        n = rnd.randrange(0, 6)
+        buf = b"".join(frame(rnd.randrange(256), rnd.randrange(256), rnd.randrange(1 << 32),
+                             rnd.randbytes(rnd.randrange(0, 40))) for _ in range(n))
+        kind = rnd.randrange(4)
+        if kind == 0 and buf:
+            buf = buf[:rnd.randrange(len(buf))]  # truncated
+        elif kind == 1:
+            buf = rnd.randbytes(rnd.randrange(0, 64))
+        elif kind == 2 and buf:
+            i = rnd.randrange(len(buf))
+            buf = buf[:i] + bytes([rnd.randrange(256)]) + buf[i + 1:]  # one byte corrupted
+        cases.append(buf)
+    for buf in cases:
+        for max_frame in (0, 16, 16384, (1 << 24) - 1):
+            want = _split_or_error(_split_frames_reference, buf, max_frame)
+            for form in (bytes, bytearray, memoryview):
+                assert _split_or_error(split_frames, form(buf), max_frame) == want, (buf, max_frame)
+    with pytest.raises(TypeError):
+        split_frames("not bytes", 16384)
+
+
+def _grpc_messages_reference(buf: bytearray, max_bytes: int):
+    """The former Python split of gRPC length-prefixed messages, the C one's reference."""
+    out, flags = [], bytearray()
+    while len(buf) >= 5:
+        flag, n = buf[0], int.from_bytes(buf[1:5], "big")
+        if n > max_bytes:
+            return out, bytes(flags), True
+        if len(buf) < 5 + n:
+            break
+        out.append(bytes(buf[5:5 + n]))
+        flags.append(flag)
+        del buf[:5 + n]
+    return out, bytes(flags), False
+
+
+def test_grpc_messages_in_c_match_the_python_split_on_random_and_hostile_buffers():
+    """Whole, truncated, compressed-flagged, oversize (up to 2**32-1 announced) and random
+    buffers: the same messages, flags, limit verdict and bytes left behind, never a crash."""
+    rnd = random.Random(13)
+
+    def msg(flag, body, n=None):
+        return bytes([flag]) + (len(body) if n is None else n).to_bytes(4, "big") + body
+
+    cases = [b"", b"\x00" * 4, b"\x00" * 5, b"\xff" * 5, b"\xff" * 30, msg(0, b"x" * 300),
+             msg(0, b"a") + msg(1, b"") + msg(7, b"bc"), msg(0, b"", n=1 << 30)]
+    for _ in range(3000):
+        buf = b"".join(msg(rnd.choice((0, 0, 1, 255)), rnd.randbytes(rnd.randrange(0, 30)))
+                       for _ in range(rnd.randrange(0, 5)))
+        kind = rnd.randrange(4)
+        if kind == 0 and buf:
+            buf = buf[:rnd.randrange(len(buf))]
+        elif kind == 1:
+            buf = rnd.randbytes(rnd.randrange(0, 40))
+        elif kind == 2 and buf:
+            i = rnd.randrange(len(buf))
+            buf = buf[:i] + bytes([rnd.randrange(256)]) + buf[i + 1:]
+        cases.append(buf)
+    for buf in cases:
+        for limit in (0, 4, 20, 1 << 30, (1 << 63) - 1):
+            want_buf, got_buf = bytearray(buf), bytearray(buf)
+            want = _grpc_messages_reference(want_buf, limit)
+            assert grpc_messages(got_buf, limit) == want, (buf, limit)
+            assert got_buf == want_buf
+    for bad in (b"\x00\x00\x00\x00\x01x", memoryview(bytearray(5)), None):
+        with pytest.raises(TypeError):
+            grpc_messages(bad, 10)
+
+
+def test_client_decompresses_flagged_messages_and_refuses_oversize_ones_beside_plain_ones():
+    """A streamed answer mixing plain and snappy messages, then one beyond the client's limit:
+    the messages before it arrive decoded and in order, then RESOURCE_EXHAUSTED."""
+    ch = H2Channel("127.0.0.1:1", "snappy")
+    ch.max_message_bytes = 100
+    call = _Call(streaming=True, send_window=0)
+    call.headers["grpc-encoding"] = "snappy"
+    buf = bytearray(b"\x00\x00\x00\x00\x02ab" + b"\x01" + len(_SNAPPY_CD).to_bytes(4, "big")
+                    + _SNAPPY_CD + b"\x00\x00\x00\x00\x65")
+    with pytest.raises(RpcError) as e:
+        ch._messages(buf, call)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    buf = bytearray(b"\x00\x00\x00\x00\x02ab" + b"\x01" + len(_SNAPPY_CD).to_bytes(4, "big")
+                    + _SNAPPY_CD + b"\x00\x00\x00")
+    assert ch._messages(buf, call) == [b"ab", b"cd"] and buf == b"\x00\x00\x00"
