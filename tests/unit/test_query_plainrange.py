@@ -60,7 +60,9 @@ NOT_PLAIN = [_range('m{i="0"} offset 1m', S, S + 3600, "15"),
              _range('m{i="0"}', S, S + 3600, "15", stats="all")]
 
 
-def test_plain_selector_range_queries_answer_as_the_engine_does_without_it(tmp_path, monkeypatch):
+def _engine_runs(monkeypatch, *methods: str) -> list:
+    """The expressions the engine evaluates through ``methods`` from now on (a plain selector
+    answered on the loop adds none)."""
     ranges = []
 
     def counted(method):
@@ -68,20 +70,30 @@ def test_plain_selector_range_queries_answer_as_the_engine_does_without_it(tmp_p
             ranges.append(a[1])
             return method(self, *a, **kw)
         return run
-    monkeypatch.setattr(Engine, "range", counted(Engine.range))
-    monkeypatch.setattr(Engine, "instant", counted(Engine.instant))
+    for name in methods:
+        monkeypatch.setattr(Engine, name, counted(getattr(Engine, name)))
+    return ranges
+
+
+async def _answers(c, reqs, path: str = QR) -> list[tuple[int, bytes]]:
+    """(status, body) of each request's GET to ``path``, in order."""
+    out = []
+    for params in reqs:
+        async with c.http.get(c.base + path, params=params) as r:
+            out.append((r.status, await r.read()))
+    return out
+
+
+def test_plain_selector_range_queries_answer_as_the_engine_does_without_it(tmp_path, monkeypatch):
+    ranges = _engine_runs(monkeypatch, "range", "instant")
 
     async def go():
         async with cluster(tmp_path) as c:
             await c.push(_data())
             api = c.querier.api
 
-            async def answers(reqs, path: str = QR) -> list[tuple[int, bytes]]:
-                out = []
-                for params in reqs:
-                    async with c.http.get(c.base + path, params=params) as r:
-                        out.append((r.status, await r.read()))
-                return out
+            def answers(reqs, path: str = QR):
+                return _answers(c, reqs, path)
             fast = await answers(PLAIN)
             fast_instant = await answers(INSTANT, Q)
             assert ranges == [], "a plain selector needs no engine"
@@ -192,26 +204,15 @@ def test_plain_selector_edges_answer_as_the_parser_and_engine_do(tmp_path, monke
     (@, offset, functions, invalid syntax, refused regexes, bad parameters) gets the same
     status and body, Prometheus's error shapes included."""
     import querier.parsecache as parsecache
-    ranges = []
-
-    def counted(method):
-        def run(self, *a, **kw):
-            ranges.append(a[1])
-            return method(self, *a, **kw)
-        return run
-    monkeypatch.setattr(Engine, "range", counted(Engine.range))
+    ranges = _engine_runs(monkeypatch, "range")
 
     async def go():
         async with cluster(tmp_path) as c:
             await c.push(_edge_data())
             api = c.querier.api
 
-            async def answers(reqs) -> list[tuple[int, bytes]]:
-                out = []
-                for params in reqs:
-                    async with c.http.get(c.base + QR, params=params) as r:
-                        out.append((r.status, await r.read()))
-                return out
+            def answers(reqs):
+                return _answers(c, reqs)
             fast = await answers(EDGE)
             assert ranges == [], "a plain selector needs no engine"
             declined = await answers(DECLINED)
