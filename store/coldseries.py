@@ -66,12 +66,12 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
         if not len(refs[i]):
             out[i] = []
     ids = [refs[i].tolist() for i in todo]
-    vals = _look_up(blocks, todo, ids, "series", cache)
+    keys, vals = _look_up(blocks, todo, ids, "series", cache)
     raws = _split(vals, ids) if None not in vals else await _read_jobs(
         blocks, [_job((i, blocks[i].index_name, ids_i,
                        partial(blocks[i]._series_spans, refs[i])))
                  for i, ids_i in zip(todo, ids)],
-        "series", _series_len, cache, opts, limit, metrics, failed, vals)
+        "series", _series_len, cache, opts, limit, metrics, failed, keys, vals)
     parts = []  # (block index, entries, picked, bounds, mints, maxts, c_refs, chunk ids, ordered)
     for i, got in zip(todo, raws):
         if got is None:
@@ -89,14 +89,14 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
         parts.append((i, e, picked, bounds, mints, maxts, c_refs, ids, ordered))
     by_block: dict[int, list[bytes]] = {}
     c_ids = [p[7] for p in parts]
-    vals = _look_up(blocks, [p[0] for p in parts], c_ids, "chunks", cache)
+    keys, vals = _look_up(blocks, [p[0] for p in parts], c_ids, "chunks", cache)
     if None not in vals:  # all cached (the usual): no segment worked out
         by_block = dict(zip([p[0] for p in parts], _split(vals, c_ids)))
     else:
         jobs = [_job((p[0], obj, p[7][a:z], spans)) for p in parts
                 for obj, a, z, spans in blocks[p[0]].chunk_segments(p[7])]
         records = await _read_jobs(blocks, jobs, "chunks", _chunk_len, cache, opts, limit,
-                                   metrics, failed, vals)
+                                   metrics, failed, keys, vals)
         for job, got in zip(jobs, records):
             if got is not None:
                 by_block.setdefault(job.block, []).extend(got)
@@ -117,13 +117,13 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
 
 
 def _look_up(blocks: Sequence[BucketBlock], at: list[int], ids: list[list[int]], kind: str,
-             cache: LRUCache) -> list[bytes | None]:
-    """One cache lookup of items ``ids[k]`` of block ``blocks[at[k]]`` for every k, in that
-    order (_read_jobs's lookup of jobs that hold them in the same order)."""
+             cache: LRUCache) -> tuple[list[tuple[str, str, int]], list[bytes | None]]:
+    """(cache keys, values or None) of items ``ids[k]`` of block ``blocks[at[k]]`` for every
+    k, in that order, in one lookup (the order of the jobs _read_jobs is given for them)."""
     keys: list[tuple[str, str, int]] = []
     for i, ids_i in zip(at, ids):
         keys += zip(repeat(blocks[i].ulid), repeat(kind), ids_i)
-    return cache.get_many(keys, kind) if keys else []
+    return keys, (cache.get_many(keys, kind) if keys else [])
 
 
 def _split(vals: list, ids: list[list[int]]) -> list[list]:
@@ -135,24 +135,11 @@ def _split(vals: list, ids: list[list[int]]) -> list[list]:
 async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
                      length_at: LengthAt, cache: LRUCache, opts: FetchOptions,
                      limit: asyncio.Semaphore, metrics: FetchMetrics | None, failed: set[int],
-                     vals: list[bytes | None] | None = None) -> list[list[bytes] | None]:
-    """Raw items of every job: one cache lookup over all of them (``vals``: its result,
-    when already made), the misses read as one batch, one insert. None for a job whose
+                     keys: list[tuple[str, str, int]], vals: list[bytes | None]
+                     ) -> list[list[bytes] | None]:
+    """Raw items of every job, given _look_up's ``keys`` and ``vals`` of their items in
+    order (some missed): the misses read as one batch, one insert. None for a job whose
     block failed (added to ``failed``)."""
-    if not jobs:
-        return []
-    keys: list[tuple[str, str, int]] = []
-    for j in jobs:
-        keys += zip(repeat(blocks[j.block].ulid), repeat(kind), j.ids)
-    if vals is None:
-        vals = cache.get_many(keys, kind)
-    if None not in vals:
-        out: list[list[bytes] | None] = []
-        at = 0
-        for j in jobs:
-            out.append(vals[at:at + len(j.ids)])  # type: ignore[arg-type]
-            at += len(j.ids)
-        return out
     # (job index, object, start, end, positions in vals of the items it holds, their starts)
     reads: list[tuple[int, int, int, list[int], list[int]]] = []
     misses: list[list[int]] = []  # each job's positions in vals not cached
