@@ -664,7 +664,7 @@ class H2Channel:
         """Complete length-prefixed messages taken off the front of ``buf`` (split in C: a
         small answer's one message took a dozen Python steps)."""
         out, flags, too_large = grpc_messages(buf, self.max_message_bytes)
-        if flags.count(0) != len(flags):  # compressed messages
+        if any(flags):  # compressed messages (a nonzero flag byte)
             out = [self._decompressed(call, f, m) for f, m in zip(flags, out)]
         if too_large:
             raise RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "response larger than allowed")
