@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Installs promring into ./.venv (plain, non-editable install) and runs `promring up`.
+# Installs promring into ./.venv (plain, non-editable install; scripts/venv.sh picks the interpreter) and runs `promring up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/pip install -q .
+bash scripts/venv.sh .
 exec .venv/bin/promring up "$@"
