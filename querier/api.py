@@ -221,9 +221,9 @@ class QueryAPI:
         self.cfg = cfg
         self.stores = stores
         self.registry = registry
-        http = http_metrics(registry)
-        self.requests, self.latency = http.requests, http.latency
-        self._counters: dict[tuple[str, int], tuple] = {}  # (route, code) -> metric children
+        # http_requests_total and http_request_duration_seconds of a request to a route
+        # answered with a status, started at a perf_counter() time
+        self.observe = http_metrics(registry).observe
         self.engine_opts = EngineOptions(lookback_delta_ms=cfg.lookback_delta_ms,
                                          max_samples=cfg.max_samples, timeout_s=cfg.timeout_s,
                                          features=cfg.promql_features)
@@ -288,16 +288,6 @@ class QueryAPI:
         route = request.match_info.route.resource
         self.observe(route.canonical if route is not None else "other", resp.status, t0)
         return resp
-
-    def observe(self, route: str, status: int, t0: float) -> None:
-        """http_requests_total and http_request_duration_seconds of a request to ``route``
-        answered with ``status``, started at ``t0`` (perf_counter)."""
-        counter = self._counters.get((route, status))
-        if counter is None:  # children found once per route and code, not on every request
-            counter = self._counters[(route, status)] = (
-                self.requests.labels(route, str(status)), self.latency.labels(route))
-        counter[0].inc()
-        counter[1].observe(time.perf_counter() - t0)
 
     async def _on_prepare(self, request: web.Request, resp: web.StreamResponse) -> None:
         """Just before the headers go out: CORS headers for a browser's request, as Prometheus's
