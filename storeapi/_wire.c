@@ -795,6 +795,36 @@ fail:
     return NULL;
 }
 
+/* with_times(mint, maxt, rest) -> bytes: a SeriesRequest, its time fields (min_time = 1,
+ * max_time = 2, zero omitted, each int taken modulo 2**64 as protobuf's int64) before the
+ * request's other fields ``rest`` (kept per query shape by storeapi/client.py), in one
+ * allocation: in Python the two varints and concatenations are ~20 calls per store call.
+ * Byte-identical to wire.series_request_times(mint, maxt) + rest. */
+static PyObject *py_with_times(PyObject *self, PyObject *args) {
+    PyObject *mo, *xo;
+    Py_buffer rest;
+    if (!PyArg_ParseTuple(args, "OOy*", &mo, &xo, &rest)) return NULL;
+    PyObject *mi = PyNumber_Index(mo), *xi = mi ? PyNumber_Index(xo) : NULL;
+    PyObject *out = NULL;
+    if (!xi) goto done;
+    int mset = PyObject_IsTrue(mi), xset = PyObject_IsTrue(xi);
+    uint64_t mv = PyLong_AsUnsignedLongLongMask(mi), xv = PyLong_AsUnsignedLongLongMask(xi);
+    if (mset < 0 || xset < 0 || PyErr_Occurred()) goto done;
+    size_t n = (mset ? 1 + varint_len(mv) : 0) + (xset ? 1 + varint_len(xv) : 0);
+    if ((size_t)rest.len > (size_t)PY_SSIZE_T_MAX - n) { PyErr_NoMemory(); goto done; }
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n + (size_t)rest.len));
+    if (!out) goto done;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
+    if (mset) { *p++ = 0x08; p = put_varint(p, mv); }
+    if (xset) { *p++ = 0x10; p = put_varint(p, xv); }
+    if (rest.len) memcpy(p, rest.buf, (size_t)rest.len);
+done:
+    Py_XDECREF(mi);
+    Py_XDECREF(xi);
+    PyBuffer_Release(&rest);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"xor_chunk_fields", py_xor_chunk_fields, METH_O, "Encode Series.chunks fields of XOR chunks."},
     {"chunked_read_series", py_chunked_read_series, METH_O,
@@ -807,6 +837,8 @@ static PyMethodDef methods[] = {
      "Split the complete HTTP/2 frames off the front of a buffer (see the comment above)."},
     {"grpc_messages", py_grpc_messages, METH_VARARGS,
      "Take the complete gRPC messages off the front of a bytearray (see the comment above)."},
+    {"with_times", py_with_times, METH_VARARGS,
+     "A SeriesRequest: its time fields, then the given rest of its fields (see above)."},
     {NULL, NULL, 0, NULL},
 };
 
