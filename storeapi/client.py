@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import operator
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -38,6 +40,21 @@ class RawSeries:
     # False: no chunk is a native histogram chunk (the client knows it from decoding, so the
     # querier skips looking at every chunk); None: not known, look at the chunks.
     histograms: bool | None = field(default=None, compare=False)
+
+
+_HISTOGRAMS, _CHUNKS = operator.attrgetter("histograms"), operator.attrgetter("chunks")
+
+
+def float_only(raw: list[RawSeries]) -> bool:
+    """No series in ``raw`` is known to hold, or may hold, native histogram chunks (every
+    ``histograms`` is False), in C steps only: a generator per query is a Python call per
+    series."""
+    return all(map(operator.is_, map(_HISTOGRAMS, raw), itertools.repeat(False)))
+
+
+def chunk_count(raw: list[RawSeries]) -> int:
+    """Chunks over all series of ``raw`` (C steps only, as :func:`float_only`)."""
+    return sum(map(len, map(_CHUNKS, raw)))
 
 
 @dataclass
