@@ -44,7 +44,7 @@ _CONN_WINDOW = 4 << 20    # connection receive window (beyond the initial 65,535
 _MAX_FRAME = 1 << 20      # largest frame we accept (SETTINGS_MAX_FRAME_SIZE)
 _MAX_HEADERS = 64 << 10   # largest header list we accept
 _CONNECT_TIMEOUT = 20.0
-_KNOWN_BLOCKS = 64        # decoded header blocks kept per connection (see _Connection._decode)
+_KNOWN_BLOCKS = 64        # decoded header blocks kept per connection (see h2frames.HeaderDecoder)
 _LAZY_WAKE_BYTES = 64 << 10  # unread DATA that wakes a lazy call's reader before its end
 
 
@@ -190,7 +190,8 @@ class _Connection(asyncio.Protocol):
     # --- frames in ----------------------------------------------------------------------------
 
     def _on_frame(self, typ: int, flags: int, sid: int, payload: bytes) -> None:
-        self.blocks.check(typ)
+        if self.blocks.pending is not None:  # (a call per frame otherwise: three per answer)
+            self.blocks.check(typ)
         if typ == DATA:
             self._data(flags, sid, payload)
         elif typ == HEADERS or typ == CONTINUATION:
@@ -260,12 +261,9 @@ class _Connection(asyncio.Protocol):
         elif not call.lazy or call.size >= _LAZY_WAKE_BYTES:
             self._wake(call)
 
-    def _decode(self, block: bytes) -> list:
-        """HPACK-decode ``block`` (a repeated literal-only one is looked up: HeaderDecoder)."""
-        return self.decoder.decode(block)
-
     def _headers(self, sid: int, flags: int, block: bytes) -> None:
-        headers = self._decode(block)
+        # HPACK-decoded (a repeated literal-only block is looked up: HeaderDecoder)
+        headers = self.decoder.decode(block)
         call = self.calls.get(sid)
         if call is None:
             return

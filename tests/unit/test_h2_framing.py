@@ -380,10 +380,10 @@ def test_header_blocks_that_leave_no_decoder_state_are_decoded_once():
     conn = _Connection(H2Channel("127.0.0.1:1"))
     enc = hpack.Encoder()
     indexed = enc.encode([(":status", "200"), ("grpc-status", "0")])  # adds to the table
-    assert conn._decode(indexed) == [(":status", "200"), ("grpc-status", "0")]
+    assert conn.decoder.decode(indexed) == [(":status", "200"), ("grpc-status", "0")]
     assert not conn.known_blocks
     again = enc.encode([("grpc-status", "0")])  # refers to the entry added above
-    assert conn._decode(again) == [("grpc-status", "0")]
+    assert conn.decoder.decode(again) == [("grpc-status", "0")]
     assert not conn.known_blocks
 
 
