@@ -36,7 +36,28 @@ class HistogramSeries:
         self.sum += value
 
 
-class PlainHistogram:
+class Labelled:
+    """prometheus_client's ``labels()`` for plain metrics: one series per label values, made by
+    ``_new_series`` on first use, kept in first-use order (a scrape's order)."""
+
+    name: str
+    _labelnames: tuple[str, ...]
+    _series: dict
+
+    def _new_series(self):
+        raise NotImplementedError
+
+    def labels(self, *values: str):
+        """The series of these label values (created on first use)."""
+        s = self._series.get(values)
+        if s is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self.name}: {len(self._labelnames)} label values expected")
+            s = self._series[values] = self._new_series()
+        return s
+
+
+class PlainHistogram(Labelled):
     """``name``'s histogram with the upper bounds ``buckets`` (+Inf added), one series per
     label values (``labels``; the unlabelled one is ``observe``d directly). Registered with
     ``registry`` if given; else a collector of several metrics yields its ``collect()``."""
@@ -59,14 +80,8 @@ class PlainHistogram:
         if registry is not None:
             registry.register(self)
 
-    def labels(self, *values: str) -> HistogramSeries:
-        """The series of these label values (created on first use)."""
-        s = self._series.get(values)
-        if s is None:
-            if len(values) != len(self._labelnames):
-                raise ValueError(f"{self.name}: {len(self._labelnames)} label values expected")
-            s = self._series[values] = HistogramSeries(self._bounds)
-        return s
+    def _new_series(self) -> HistogramSeries:
+        return HistogramSeries(self._bounds)
 
     def observe(self, value: float) -> None:
         """Observe on the unlabelled histogram (replaced by its series' own ``observe``)."""

@@ -125,6 +125,21 @@ def result_payload(res: QueryResult) -> dict:
         payload["infos"] = list(res.infos)
     return payload
 
+_ONE_MATRIX = b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":'
+
+
+def one_matrix_json(res: QueryResult) -> list[bytes] | None:
+    """``result_chunks(result_payload(res))`` of the one-series panel's answer (a matrix of one
+    float series, no warnings, infos or stats), in a few calls instead of the general walk; None
+    for any other answer. No ``limit`` cuts one series."""
+    if res.kind != "matrix" or len(res.series) != 1 or res.warnings or res.infos:
+        return None
+    lbls, ts, vals = res.series[0]
+    if vals.dtype == object:
+        return None  # native histograms
+    return [b"".join((_ONE_MATRIX, orjson.dumps(dict(lbls)), b',"values":', points_json(ts, vals),
+                      b"}]}}"))]
+
 def truncate(res: QueryResult, limit: int) -> QueryResult:
     """Prometheus's ``limit`` on a query: at most ``limit`` series, with a warning if cut."""
     if limit and res.kind in ("vector", "matrix") and len(res.series) > limit:
@@ -221,9 +236,9 @@ class QueryAPI:
         self.cfg = cfg
         self.stores = stores
         self.registry = registry
-        http = http_metrics(registry)
-        self.requests, self.latency = http.requests, http.latency
-        self._counters: dict[tuple[str, int], tuple] = {}  # (route, code) -> metric children
+        # http_requests_total and http_request_duration_seconds of a request to a route
+        # answered with a status, started at a perf_counter() time
+        self.observe = http_metrics(registry).observe
         self.engine_opts = EngineOptions(lookback_delta_ms=cfg.lookback_delta_ms,
                                          max_samples=cfg.max_samples, timeout_s=cfg.timeout_s,
                                          features=cfg.promql_features)
@@ -288,16 +303,6 @@ class QueryAPI:
         route = request.match_info.route.resource
         self.observe(route.canonical if route is not None else "other", resp.status, t0)
         return resp
-
-    def observe(self, route: str, status: int, t0: float) -> None:
-        """http_requests_total and http_request_duration_seconds of a request to ``route``
-        answered with ``status``, started at ``t0`` (perf_counter)."""
-        counter = self._counters.get((route, status))
-        if counter is None:  # children found once per route and code, not on every request
-            counter = self._counters[(route, status)] = (
-                self.requests.labels(route, str(status)), self.latency.labels(route))
-        counter[0].inc()
-        counter[1].observe(time.perf_counter() - t0)
 
     async def _on_prepare(self, request: web.Request, resp: web.StreamResponse) -> None:
         """Just before the headers go out: CORS headers for a browser's request, as Prometheus's
@@ -463,6 +468,8 @@ class QueryAPI:
             lambda e, q: run(e, q, expr), engine, planned, direct)
         if res is None:
             return expr, None
+        if queued_s is None and not queryable.warnings and (body := one_matrix_json(res)):
+            return expr, body
         return expr, result_to_json(res, engine, queryable, limit, queued_s,
                                     time.perf_counter() - t0)
 

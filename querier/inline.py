@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from querier.promql import PromQLError, ast
 from querier.promql.engine import INT64_MAX, INT64_MIN, selector_matchers, unparen
-from storeapi.client import RawSeries
+from storeapi.client import RawSeries, chunk_count, float_only
 
 from .fanout import FanoutQueryable, merge_raw_series
 
@@ -173,9 +173,9 @@ class InlineQuery:
         """Add a fetched selection to the totals; False when it is too big (or holds native
         histograms, decoded sample by sample) for the loop."""
         self.series += len(raw)
-        if self.series > self.limits.max_series or any(s.histograms is not False for s in raw):
+        if self.series > self.limits.max_series or not float_only(raw):
             return False
-        self.chunks += sum(len(s.chunks) for s in raw)
+        self.chunks += chunk_count(raw)
         if self.chunks > self.limits.max_chunks:
             return False
         self.samples += _samples(raw)

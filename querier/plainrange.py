@@ -21,8 +21,11 @@ from querier.promql._rangec import present_samples
 from querier.promql.engine import INT64_MAX, INT64_MIN
 from querier.promql.types import QueryResult
 from receiver.tsdb._chunkenc import xor_decode_series
+from storeapi.client import float_only
 
 from .fanout import FanoutQueryable
+
+_LABELS, _CHUNKS = operator.attrgetter("labels"), operator.attrgetter("chunks")
 
 
 def plain_selector(expr) -> ast.VectorSelector | None:
@@ -44,12 +47,12 @@ def _present(fanout: FanoutQueryable, raw: list, start_ms: int, step_ms: int, st
         return None
     if fanout.opts.max_resolution_ms:
         return None  # downsampled data: the engine's selects
-    if any(s.histograms is not False for s in raw):
+    if not float_only(raw):
         return None
-    labels = [s.labels for s in raw]
+    labels = list(map(_LABELS, raw))
     if not all(map(operator.lt, labels, itertools.islice(labels, 1, None))):
         return None  # not one store's sorted, distinct series: the engine merges
-    ts, vals, offs = xor_decode_series([s.chunks for s in raw], start_ms - lookback_ms + 1,
+    ts, vals, offs = xor_decode_series(list(map(_CHUNKS, raw)), start_ms - lookback_ms + 1,
                                        last_ms)
     got = present_samples(ts, vals, offs, start_ms, step_ms, steps_n, lookback_ms)
     if got is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import operator
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -17,13 +19,13 @@ from common.tls import ClientTLS, client_ssl_context
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from storeapi import exemplars_pb2, grpc_codec, info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
-from storeapi._wire import series_response
+from storeapi._wire import series_response, with_times
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.grpcmetrics import GrpcClientMetrics
 from storeapi.h2client import H2Channel, RpcError
 from storeapi.h2frames import literal
 from storeapi.server import MAX_MESSAGE_BYTES, TENANT_METADATA, AggrData
-from storeapi.wire import series_request_rest, series_request_times
+from storeapi.wire import series_request_rest
 
 _HIST_ENCODINGS = {types_pb2.Chunk.HISTOGRAM: ENCODING_HISTOGRAM,
                    types_pb2.Chunk.FLOAT_HISTOGRAM: ENCODING_FLOAT_HISTOGRAM}
@@ -38,6 +40,21 @@ class RawSeries:
     # False: no chunk is a native histogram chunk (the client knows it from decoding, so the
     # querier skips looking at every chunk); None: not known, look at the chunks.
     histograms: bool | None = field(default=None, compare=False)
+
+
+_HISTOGRAMS, _CHUNKS = operator.attrgetter("histograms"), operator.attrgetter("chunks")
+
+
+def float_only(raw: list[RawSeries]) -> bool:
+    """No series in ``raw`` is known to hold, or may hold, native histogram chunks (every
+    ``histograms`` is False), in C steps only: a generator per query is a Python call per
+    series."""
+    return all(map(operator.is_, map(_HISTOGRAMS, raw), itertools.repeat(False)))
+
+
+def chunk_count(raw: list[RawSeries]) -> int:
+    """Chunks over all series of ``raw`` (C steps only, as :func:`float_only`)."""
+    return sum(map(len, map(_CHUNKS, raw)))
 
 
 @dataclass
@@ -315,7 +332,7 @@ class StoreClient:
                     if len(self._request_rests) >= _MAX_REQUEST_RESTS:
                         self._request_rests.clear()
                     self._request_rests[key] = rest
-            return series_request_times(mint, maxt) + rest
+            return with_times(mint, maxt, rest)
         except UnicodeEncodeError:
             return rpc_pb2.SeriesRequest(
                 min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),

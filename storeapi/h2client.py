@@ -28,7 +28,7 @@ import hpack
 
 from common.eagerstep import take_step
 from storeapi import grpc_codec
-from storeapi._wire import grpc_messages
+from storeapi._wire import grpc_messages, request_frames
 from storeapi.h2frames import (
     ACK, CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, ENABLE_PUSH,
     END_STREAM, FLOW_CONTROL_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
@@ -44,7 +44,7 @@ _CONN_WINDOW = 4 << 20    # connection receive window (beyond the initial 65,535
 _MAX_FRAME = 1 << 20      # largest frame we accept (SETTINGS_MAX_FRAME_SIZE)
 _MAX_HEADERS = 64 << 10   # largest header list we accept
 _CONNECT_TIMEOUT = 20.0
-_KNOWN_BLOCKS = 64        # decoded header blocks kept per connection (see _Connection._decode)
+_KNOWN_BLOCKS = 64        # decoded header blocks kept per connection (see h2frames.HeaderDecoder)
 _LAZY_WAKE_BYTES = 64 << 10  # unread DATA that wakes a lazy call's reader before its end
 
 
@@ -190,7 +190,8 @@ class _Connection(asyncio.Protocol):
     # --- frames in ----------------------------------------------------------------------------
 
     def _on_frame(self, typ: int, flags: int, sid: int, payload: bytes) -> None:
-        self.blocks.check(typ)
+        if self.blocks.pending is not None:  # (a call per frame otherwise: three per answer)
+            self.blocks.check(typ)
         if typ == DATA:
             self._data(flags, sid, payload)
         elif typ == HEADERS or typ == CONTINUATION:
@@ -260,12 +261,9 @@ class _Connection(asyncio.Protocol):
         elif not call.lazy or call.size >= _LAZY_WAKE_BYTES:
             self._wake(call)
 
-    def _decode(self, block: bytes) -> list:
-        """HPACK-decode ``block`` (a repeated literal-only one is looked up: HeaderDecoder)."""
-        return self.decoder.decode(block)
-
     def _headers(self, sid: int, flags: int, block: bytes) -> None:
-        headers = self._decode(block)
+        # HPACK-decoded (a repeated literal-only block is looked up: HeaderDecoder)
+        headers = self.decoder.decode(block)
         call = self.calls.get(sid)
         if call is None:
             return
@@ -404,15 +402,20 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
         self._lost()
 
-    def _new_stream(self, call: _Call, header_block: bytes) -> list[bytes]:
-        """Give ``call`` the next stream id; its HEADERS frames."""
+    def _add_stream(self, call: _Call) -> int:
+        """Give ``call`` the next stream id (returned)."""
         sid = call.sid = self.next_sid
         self.next_sid += 2
         if self.next_sid > MAX_STREAM_ID:
             self.draining = True  # ids used up: the next call opens a new connection
         call.send_window = self.peer_window
         self.calls[sid] = call
-        return header_frames(sid, header_block, self.peer_frame, end_stream=False)
+        return sid
+
+    def _new_stream(self, call: _Call, header_block: bytes) -> list[bytes]:
+        """Give ``call`` the next stream id; its HEADERS frames."""
+        return header_frames(self._add_stream(call), header_block, self.peer_frame,
+                             end_stream=False)
 
     def _data_frames(self, call: _Call, view: memoryview, out: list[bytes]) -> memoryview | None:
         """DATA frames of ``view`` appended to ``out`` as far as the send windows allow; None
@@ -433,13 +436,19 @@ class _Connection(asyncio.Protocol):
         """Start ``call`` (HEADERS and the request's DATA written) when nothing is to be waited
         for -- a stream slot, send window, a writable transport -- and say so; else False with
         nothing sent (``open`` then waits, under a timer)."""
+        n = len(data)
         if (len(self.calls) >= self.peer_streams or self.closed or self.draining
-                or not self.can_write.is_set()
-                or len(data) > min(self.peer_window, self.send_window)):
+                or not self.can_write.is_set() or n > min(self.peer_window, self.send_window)):
             return False
-        out = self._new_stream(call, header_block)
-        self._data_frames(call, memoryview(data), out)
-        self._write(b"".join(out))
+        if n > self.peer_frame:  # more than one DATA frame (a huge request)
+            out = self._new_stream(call, header_block)
+            self._data_frames(call, memoryview(data), out)
+            self._write(b"".join(out))
+            return True
+        # the usual request: HEADERS and its one DATA frame built in one C call
+        self._write(request_frames(self._add_stream(call), header_block, data, self.peer_frame))
+        call.send_window -= n  # (as _data_frames counts its frame)
+        self.send_window -= n
         return True
 
     async def open(self, call: _Call, header_block: bytes, data: bytes) -> None:

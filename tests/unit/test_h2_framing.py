@@ -13,12 +13,13 @@ import grpc.aio
 import pytest
 
 from storeapi import grpc_codec
-from storeapi._wire import grpc_messages
+from storeapi._wire import grpc_messages, request_frames
 from storeapi.h2client import H2Channel, RpcError, _Call, _Connection
 from storeapi.h2frames import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM,
                                FRAME_SIZE_ERROR, GOAWAY, HEADERS, PING, PREFACE, PRIORITY,
                                REFUSED_STREAM, RST_STREAM, SETTINGS, WINDOW_UPDATE,
-                               ProtocolError, frame, literal, settings_frame, split_frames)
+                               ProtocolError, frame, header_frames, literal, settings_frame,
+                               split_frames)
 from storeapi.h2server import H2GrpcServer
 
 UNARY, STREAM = "/t.T/Unary", "/t.T/Stream"
@@ -380,10 +381,10 @@ def test_header_blocks_that_leave_no_decoder_state_are_decoded_once():
     conn = _Connection(H2Channel("127.0.0.1:1"))
     enc = hpack.Encoder()
     indexed = enc.encode([(":status", "200"), ("grpc-status", "0")])  # adds to the table
-    assert conn._decode(indexed) == [(":status", "200"), ("grpc-status", "0")]
+    assert conn.decoder.decode(indexed) == [(":status", "200"), ("grpc-status", "0")]
     assert not conn.known_blocks
     again = enc.encode([("grpc-status", "0")])  # refers to the entry added above
-    assert conn._decode(again) == [("grpc-status", "0")]
+    assert conn.decoder.decode(again) == [("grpc-status", "0")]
     assert not conn.known_blocks
 
 
@@ -496,7 +497,7 @@ def test_streamed_requests_within_and_beyond_the_send_window_share_a_live_connec
             ch = H2Channel(f"127.0.0.1:{port}", "identity")
             try:
                 got = []
-                for size in (10, 200_000, 10, 10, 300_000, 10):
+                for size in sizes:
                     req = b"x" * (size - 3) + b"end"
                     got.append([m async for m in ch.unary_stream("/t.T/Sized", req, timeout=30)])
                     each: list[bytes] = []
@@ -506,8 +507,10 @@ def test_streamed_requests_within_and_beyond_the_send_window_share_a_live_connec
             finally:
                 await ch.close()
 
-    assert _run(main()) == [[str(n).encode(), b"end"] for n in (10, 200_000, 10, 10, 300_000, 10)
-                            for _ in range(2)]
+    # (a request of 16,379 bytes is one full 16 KiB DATA frame with its 5-byte prefix; one
+    # more byte takes two frames, within the window)
+    sizes = (10, 200_000, 10, 10, 300_000, 16_379, 16_380, 40_000, 10)
+    assert _run(main()) == [[str(n).encode(), b"end"] for n in sizes for _ in range(2)]
 
 
 def test_calls_past_their_grpc_timeout_end_deadline_exceeded():
@@ -919,3 +922,29 @@ def test_client_decompresses_flagged_messages_and_refuses_oversize_ones_beside_p
     buf = bytearray(b"\x00\x00\x00\x00\x02ab" + b"\x01" + len(_SNAPPY_CD).to_bytes(4, "big")
                     + _SNAPPY_CD + b"\x00\x00\x00")
     assert ch._messages(buf, call) == [b"ab", b"cd"] and buf == b"\x00\x00\x00"
+
+
+def test_request_frames_in_c_match_the_python_frames():
+    """A call's opening frames built in one C call are byte for byte header_frames + one
+    END_STREAM DATA frame: empty, short, frame-sized and multi-frame header blocks, data up to
+    the frame size, any stream id and frame size; out of range arguments are refused."""
+    rnd = random.Random(29)
+    cases = [(1, b"", b"", 16384), (1, b"h", b"\x00" * 5, 16384), ((1 << 31) - 1, b"b" * 16384,
+             b"d" * 16384, 16384), (3, b"b" * 16385, b"", 16384), (5, b"b" * 7, b"d", 1),
+             ((1 << 32) - 1, b"x" * 100, b"y" * 3, 7), (7, b"z" * 40, b"w" * 40, (1 << 24) - 1)]
+    for _ in range(2000):
+        max_frame = rnd.choice([1, 2, 5, 16, 100, 16384, (1 << 24) - 1])
+        cases.append((rnd.randrange(1 << 32), rnd.randbytes(rnd.randrange(0, 300)),
+                      rnd.randbytes(rnd.randrange(0, min(max_frame, 300) + 1)), max_frame))
+    for sid, block, data, max_frame in cases:
+        want = b"".join(header_frames(sid, block, max_frame, end_stream=False)) + frame(
+            DATA, END_STREAM, sid, data)
+        for form in (bytes, bytearray, memoryview):
+            assert request_frames(sid, form(block), form(data), max_frame) == want
+    for bad in ((-1, b"", b"", 16384), (1 << 32, b"", b"", 16384), (1, b"", b"", 0),
+                (1, b"", b"", 1 << 24), (1, b"", b"xy", 1)):
+        with pytest.raises(ValueError):
+            request_frames(*bad)
+    for bad in ((1, "h", b"", 16384), (1, b"", None, 16384), (1.5, b"", b"", 16384)):
+        with pytest.raises(TypeError):
+            request_frames(*bad)

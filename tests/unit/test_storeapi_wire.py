@@ -418,3 +418,31 @@ def test_batch_of_frames_lengths_on_either_side_of_each_varint_width(size):
     msg = rpc_pb2.SeriesResponse.FromString(batch)
     assert [s.labels[0].value for s in msg.batch.series] == ["v" * size]
     assert batch[1:1 + len(uvarint(len(frame)))] == uvarint(len(frame))
+
+
+@settings(max_examples=300, deadline=None)
+@given(mint=st.one_of(st.integers(-(1 << 63), (1 << 63) - 1), st.integers(), st.sampled_from(
+           [0, 1, -1, 127, 128, (1 << 63) - 1, -(1 << 63), 1 << 64, -(1 << 64), (1 << 64) + 5])),
+       maxt=st.one_of(st.integers(-(1 << 63), (1 << 63) - 1), st.integers(),
+                      st.sampled_from([0, 1, -1, 1 << 64])),
+       rest=st.binary(max_size=300))
+def test_with_times_is_the_python_time_fields_before_the_rest(mint, maxt, rest):
+    """The client's C concatenation of a request's time fields and its kept rest is byte for
+    byte the Python encoder's, for any int (zero omitted; beyond int64 taken modulo 2**64 as
+    the Python varint does) and any rest, as bytes, bytearray or memoryview."""
+    from storeapi._wire import with_times
+    from storeapi.wire import series_request_times
+    want = series_request_times(mint, maxt) + rest
+    for r in (rest, bytearray(rest), memoryview(rest)):
+        assert with_times(mint, maxt, r) == want
+
+
+def test_with_times_takes_index_ints_and_refuses_other_types():
+    import numpy as np
+    from storeapi._wire import with_times
+    from storeapi.wire import series_request_times
+    assert with_times(np.int64(-5), True, b"r") == series_request_times(-5, 1) + b"r"
+    assert with_times(False, np.uint64(1 << 63), b"") == series_request_times(0, 1 << 63)
+    for bad in ((1.0, 2, b""), (1, "2", b""), (1, 2, "rest"), (None, 2, b""), (1, 2)):
+        with pytest.raises(TypeError):
+            with_times(*bad)
