@@ -270,18 +270,17 @@ done:
  * a ref does not fit). A cold one-series request's selections over all its blocks in one
  * call, not two Python calls and a handful of C ones per block. */
 static PyObject *py_single_selections(PyObject *self, PyObject *args) {
-    PyObject *groups;
-    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &groups)) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(groups);
-    PyObject *out = PyList_New(n);
-    if (!out) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *groups, *out;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &groups)
+            || !(out = PyList_New(PyList_GET_SIZE(groups))))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(out); i++) {
         PyObject *lists = PyList_GET_ITEM(groups, i);
+        int64_t *refs = NULL;
         if (!PyList_Check(lists)) {
             PyErr_SetString(PyExc_TypeError, "single_selections: a list of lists");
             goto fail;
         }
-        int64_t *refs = NULL;
         Py_ssize_t k = single_refs(lists, &refs);
         if (k < 0) { PyMem_Free(refs); goto fail; }
         PyObject *r = PyBytes_FromStringAndSize((const char *)refs, k * (Py_ssize_t)sizeof(int64_t));
