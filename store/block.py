@@ -252,6 +252,8 @@ _UNKNOWN = object()
 _START = itemgetter(0)
 _NAME = attrgetter("name")
 _VALUE = attrgetter("value")
+# A MatchType's value: the member is a str holding it (``.value`` is two Python calls)
+_TYPE_STR = str.__str__
 
 
 def selection_id(matchers: Sequence[Matcher]) -> str:
@@ -259,7 +261,7 @@ def selection_id(matchers: Sequence[Matcher]) -> str:
     two lists give the same string): the expanded-postings cache key's part, as a string's
     hash is kept (a tuple of matchers is hashed again, a Python call per matcher, at every
     lookup and insert of every block's key)."""
-    return "".join([f"{m.type.value}{len(m.name)}:{m.name}{len(m.value)}:{m.value}"
+    return "".join([f"{_TYPE_STR(m.type)}{len(m.name)}:{m.name}{len(m.value)}:{m.value}"
                     for m in matchers])
 
 

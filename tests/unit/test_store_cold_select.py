@@ -314,6 +314,9 @@ def test_selection_ids_of_different_matchers_differ() -> None:
     ids = [selection_id([Matcher(t, n, v) for t, n, v in ms]) for ms in lists]
     assert len(set(ids)) == len(lists)
     assert ids[0] == selection_id([Matcher("=", "a", "b")])
+    # each operator spelled as its value (the member itself a str holding it), plain str
+    got = selection_id([Matcher(t, "n", "v") for t in ("=", "!=", "=~", "!~")])
+    assert got == "=1:n1:v!=1:n1:v=~1:n1:v!~1:n1:v" and type(got) is str
 
 
 def test_kept_metric_name_ranges_equal_the_index_headers_and_stay_bounded(
