@@ -250,6 +250,7 @@ METRIC_NAME = "__name__"
 NAME_RANGES_KEPT = 16  # metric names whose postings range a block keeps (BucketBlock._name_range)
 _UNKNOWN = object()
 _START = itemgetter(0)
+_SECOND = itemgetter(1)
 _NAME = attrgetter("name")
 _VALUE = attrgetter("value")
 # A MatchType's value: the member is a str holding it (``.value`` is two Python calls)
@@ -629,7 +630,7 @@ class BucketBlock:
         need_all = not narrowing
         # all series' list: needed only when no matcher narrows (the others sort first)
         all_rng = h.postings_range("", "") if need_all else None
-        wanted = [r for _, rs in plans for r in rs]
+        wanted = list(itertools.chain.from_iterable(map(_SECOND, plans)))
         if need_all:
             if all_rng is None:
                 return None
