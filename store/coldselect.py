@@ -33,7 +33,7 @@ from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, FetchMetrics, FetchOptio
                     PostingsPlan, _check_postings, combine_postings, combine_single,
                     matcher_chars, selection_id)
 from .cache import LRUCache
-from .ranges import coalesce, read_batch
+from .ranges import IS_BYTES, coalesce, read_batch
 
 _POSTINGS = 0  # store._items.split_items framing of a postings list
 _AT_START = array("q", [0])  # one list read alone: it starts the read
@@ -118,7 +118,7 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
                                  for t, g, _ in reads], limit)
         if metrics is not None:
             metrics.fetched("postings", len(reads),
-                            sum(len(b) for b in bufs if isinstance(b, bytes)))
+                            sum(map(len, filter(IS_BYTES, bufs))))
         fresh: list[tuple[int, bytes]] = []  # (position in raws, list read)
         for (t, (gs, _), pos), buf in zip(reads, bufs):
             if t in failed:

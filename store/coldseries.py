@@ -40,7 +40,7 @@ from .block import (_ITEM_KINDS, BucketBlock, Chunk, FetchMetrics, FetchOptions,
                     Spans, _chunk_len, _chunks_in_range, _series_len, chunk_ids,
                     merge_external)
 from .cache import LRUCache
-from .ranges import coalesce, read_batch
+from .ranges import IS_BYTES, coalesce, read_batch
 
 from receiver.tsdb._blockio import decode_series_batch, read_chunks
 from receiver.tsdb.chunkenc import ENCODING_XOR
@@ -280,7 +280,7 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
         bufs = await read_batch([(blocks[jobs[t].block].bucket, (jobs[t].obj, gs, ge - gs))
                                  for t, gs, ge, _, _ in reads], limit)
         if metrics is not None:
-            metrics.fetched(kind, len(reads), sum(len(b) for b in bufs if isinstance(b, bytes)))
+            metrics.fetched(kind, len(reads), sum(map(len, filter(IS_BYTES, bufs))))
         again: list[tuple[int, int, int, int | None]] = []  # (job, position, start, length)
         code = _ITEM_KINDS[kind]
         for (t, gs, _, pos, starts), buf in zip(reads, bufs):
