@@ -74,12 +74,13 @@ def test_series_of_all_blocks_at_once_equal_each_blocks_own(
                            cache_bytes == 16 << 20, opts))
 
 
-@pytest.mark.parametrize("item", ["series", "chunk"])
+@pytest.mark.parametrize("item", ["series", "chunk", "chunk, entries cached"])
 def test_a_corrupt_series_entry_or_chunk_takes_only_its_block_out(
         tmp_path: Path, bucket_dir: Path, item: str) -> None:
     """One block's series entry (or first chunk) of a never-asked one-series selection is
     damaged in the bucket: the request answers from the other two blocks and that block
-    goes out of service, as when each block read on its own."""
+    goes out of service, as when each block read on its own; also when the metric's series
+    entries were cached first (the one-series-per-block path, its chunks still to read)."""
     async def body() -> None:
         ms = [Matcher("=", "__name__", "metric_2"), Matcher("=", "instance", "host-00012")]
         probe = BucketStore(FilesystemBucket(bucket_dir), tmp_path / "probe",
@@ -104,6 +105,10 @@ def test_a_corrupt_series_entry_or_chunk_takes_only_its_block_out(
         await st.sync_once()
         try:
             mint, maxt = st.time_range()
+            if item.endswith("cached"):  # the broad query's entries, without chunks
+                for b in st.blocks.values():
+                    assert await b.series(mint, maxt, ms[:1], True)
+                assert bad.ulid in st.blocks
             got = list(await st.series(mint, maxt, ms, False))
             assert bad.ulid in st.broken and bad.ulid not in st.blocks
             assert len(got) == 1
