@@ -219,11 +219,96 @@ done:
     return out;
 }
 
+/* The refs of one selection whose matchers each read one postings list, as the stable
+ * shortest-first pass of combine_single finds them: those of the shortest list that the
+ * next shortest holds, then the next, ...; as native int64s in *out (room for the shortest
+ * list's count). Their number, or -1 with ValueError set. */
+static Py_ssize_t single_refs(PyObject *lists, int64_t **out) {
+    Py_ssize_t n = PyList_GET_SIZE(lists);
+    if (n < 1 || n > 64) {
+        PyErr_SetString(PyExc_ValueError, "single_selections: 1 to 64 lists per selection");
+        return -1;
+    }
+    Py_buffer bufs[64];
+    int64_t counts[64];
+    Py_ssize_t got = 0, kept = -1;
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(lists, got), &bufs[got], PyBUF_SIMPLE) < 0)
+            goto done;
+        counts[got] = postings_count(&bufs[got], "single_selections");
+        if (counts[got] < 0) { got++; goto done; }
+    }
+    Py_ssize_t order[64];  /* list indexes by length, ties in their order (a stable sort) */
+    for (Py_ssize_t j = 0; j < n; j++) {
+        Py_ssize_t at = j;
+        while (at > 0 && bufs[order[at - 1]].len > bufs[j].len) { order[at] = order[at - 1]; at--; }
+        order[at] = j;
+    }
+    Py_ssize_t best = order[0];
+    *out = PyMem_Malloc((size_t)(counts[best] ? counts[best] : 1) * sizeof(int64_t));
+    if (!*out) { PyErr_NoMemory(); goto done; }
+    const uint8_t *vs = (const uint8_t *)bufs[best].buf + 8;
+    size_t los[64] = {0};
+    kept = 0;
+    for (int64_t k = 0; k < counts[best]; k++) {
+        int64_t want = (int64_t)be32(vs + 4 * k);
+        int all = 1;
+        for (Py_ssize_t o = 1; o < n && all; o++) {
+            Py_ssize_t j = order[o];
+            all = holds_ref((const uint8_t *)bufs[j].buf + 8, (size_t)counts[j], &los[j], want);
+        }
+        if (all) (*out)[kept++] = want;
+    }
+done:
+    for (Py_ssize_t j = 0; j < got; j++) PyBuffer_Release(&bufs[j]);
+    return kept;
+}
+
+/* single_selections(groups) -> [(refs, kept), ...]: for each selection (a list of its raw
+ * postings lists, each checked when read, one per matcher) the refs every list holds as
+ * native int64 bytes and as uint32 bytes (what the expanded-postings cache keeps; None when
+ * a ref does not fit). A cold one-series request's selections over all its blocks in one
+ * call, not two Python calls and a handful of C ones per block. */
+static PyObject *py_single_selections(PyObject *self, PyObject *args) {
+    PyObject *groups, *out;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &groups)
+            || !(out = PyList_New(PyList_GET_SIZE(groups))))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(out); i++) {
+        PyObject *lists = PyList_GET_ITEM(groups, i);
+        int64_t *refs = NULL;
+        if (!PyList_Check(lists)) {
+            PyErr_SetString(PyExc_TypeError, "single_selections: a list of lists");
+            goto fail;
+        }
+        Py_ssize_t k = single_refs(lists, &refs);
+        if (k < 0) { PyMem_Free(refs); goto fail; }
+        PyObject *r = PyBytes_FromStringAndSize((const char *)refs, k * (Py_ssize_t)sizeof(int64_t));
+        PyObject *u = PyBytes_FromStringAndSize(NULL, k * (Py_ssize_t)sizeof(uint32_t));
+        if (r && u) {
+            uint32_t *q = (uint32_t *)PyBytes_AS_STRING(u);
+            for (Py_ssize_t j = 0; j < k; j++) q[j] = (uint32_t)refs[j];  /* (be32: fits) */
+        }
+        PyMem_Free(refs);
+        PyObject *t = (r && u) ? PyTuple_Pack(2, r, u) : NULL;
+        Py_XDECREF(r);
+        Py_XDECREF(u);
+        if (!t) goto fail;
+        PyList_SET_ITEM(out, i, t);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"split_items", py_split_items, METH_VARARGS, "Items at offsets of one ranged read."},
     {"chunk_tuples", py_chunk_tuples, METH_VARARGS, "(mint, maxt, data) tuples of three lists."},
     {"in_postings", py_in_postings, METH_VARARGS, "Sorted refs found in a raw postings list."},
     {"both_postings", py_both_postings, METH_VARARGS, "Refs of one raw list found in another."},
+    {"single_selections", py_single_selections, METH_VARARGS,
+     "Refs of one-list-per-matcher selections, as int64 and uint32 bytes."},
     {NULL, NULL, 0, NULL},
 };
 

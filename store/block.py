@@ -250,8 +250,11 @@ METRIC_NAME = "__name__"
 NAME_RANGES_KEPT = 16  # metric names whose postings range a block keeps (BucketBlock._name_range)
 _UNKNOWN = object()
 _START = itemgetter(0)
+_SECOND = itemgetter(1)
 _NAME = attrgetter("name")
 _VALUE = attrgetter("value")
+# A MatchType's value: the member is a str holding it (``.value`` is two Python calls)
+_TYPE_STR = str.__str__
 
 
 def selection_id(matchers: Sequence[Matcher]) -> str:
@@ -259,7 +262,7 @@ def selection_id(matchers: Sequence[Matcher]) -> str:
     two lists give the same string): the expanded-postings cache key's part, as a string's
     hash is kept (a tuple of matchers is hashed again, a Python call per matcher, at every
     lookup and insert of every block's key)."""
-    return "".join([f"{m.type.value}{len(m.name)}:{m.name}{len(m.value)}:{m.value}"
+    return "".join([f"{_TYPE_STR(m.type)}{len(m.name)}:{m.name}{len(m.value)}:{m.value}"
                     for m in matchers])
 
 
@@ -627,7 +630,7 @@ class BucketBlock:
         need_all = not narrowing
         # all series' list: needed only when no matcher narrows (the others sort first)
         all_rng = h.postings_range("", "") if need_all else None
-        wanted = [r for _, rs in plans for r in rs]
+        wanted = list(itertools.chain.from_iterable(map(_SECOND, plans)))
         if need_all:
             if all_rng is None:
                 return None

@@ -28,16 +28,17 @@ import numpy as np
 from receiver.tsdb.index import EMPTY
 from receiver.tsdb.labels import Matcher
 
-from ._items import split_items
+from ._items import single_selections, split_items
 from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, FetchMetrics, FetchOptions,
                     PostingsPlan, _check_postings, combine_postings, combine_single,
                     matcher_chars, selection_id)
 from .cache import LRUCache
-from .ranges import coalesce, read_batch
+from .ranges import IS_BYTES, coalesce, read_batch
 
 _POSTINGS = 0  # store._items.split_items framing of a postings list
 _AT_START = array("q", [0])  # one list read alone: it starts the read
 _START = itemgetter(0)
+MAX_SINGLE_LISTS = 64  # lists of one selection single_selections takes (its C bound)
 
 
 async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence[Matcher]],
@@ -53,7 +54,7 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
         if ms is not last:  # (blocks sharing external labels share one list: worked out once)
             last, key_ms = ms, selection_id(ms)
             short = matcher_chars(ms) <= MAX_KEY_MATCHER_CHARS
-        keys.append(b.selection_key(key_ms))
+        keys.append((b.ulid, "expanded_postings", key_ms))  # (b.selection_key, no call)
         shorts.append(short)
     todo: list[tuple[int, PostingsPlan]] = []
     worked_out: list[int] = []  # selections not found in the cache
@@ -70,10 +71,13 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
             worked_out.append(i)
         else:
             todo.append((i, plan))
+    kept: dict[int, bytes] = {}  # uint32 refs of the selections combined in one C call
     if todo:
-        await _read_lists(blocks, todo, out, cache, opts, limit, metrics)
+        await _read_lists(blocks, todo, out, kept, cache, opts, limit, metrics)
         worked_out += [i for i, _ in todo if out[i] is not None]
-    new = [(keys[i], blocks[i].selection_kept(matchers[i], out[i], shorts[i]))  # type: ignore[arg-type]
+    cap = cache.max_bytes // 64  # (selection_kept's bound, for those ``kept`` holds)
+    new = [(keys[i], kept[i] if shorts[i] and len(kept[i]) <= cap else None) if i in kept else
+           (keys[i], blocks[i].selection_kept(matchers[i], out[i], shorts[i]))  # type: ignore[arg-type]
            for i in sorted(worked_out)]
     new = [kv for kv in new if kv[1] is not None]
     if new:
@@ -82,10 +86,13 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
 
 
 async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, PostingsPlan]],
-                      out: list[np.ndarray | None], cache: LRUCache, opts: FetchOptions,
-                      limit: asyncio.Semaphore, metrics: FetchMetrics | None) -> None:
+                      out: list[np.ndarray | None], kept: dict[int, bytes], cache: LRUCache,
+                      opts: FetchOptions, limit: asyncio.Semaphore,
+                      metrics: FetchMetrics | None) -> None:
     """Read the postings lists of every planned block (one cache lookup, reads issued
-    together, one insert) and fill ``out`` with each block's combined refs."""
+    together, one insert) and fill ``out`` with each block's combined refs; the selections
+    of one list per matcher (a dashboard's ``name{label="value"}``) are combined for all
+    blocks in one C call, their refs as uint32 bytes put in ``kept``."""
     keys = [(blocks[i].ulid, "postings", r[0]) for i, p in todo for r in p.ranges]
     raws = cache.get_many(keys, "postings")
     # (todo index, (start, end) of one read, positions in raws of the lists in it)
@@ -111,7 +118,7 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
                                  for t, g, _ in reads], limit)
         if metrics is not None:
             metrics.fetched("postings", len(reads),
-                            sum(len(b) for b in bufs if isinstance(b, bytes)))
+                            sum(map(len, filter(IS_BYTES, bufs))))
         fresh: list[tuple[int, bytes]] = []  # (position in raws, list read)
         for (t, (gs, _), pos), buf in zip(reads, bufs):
             if t in failed:
@@ -139,15 +146,25 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
                 raws[j] = raw
             cache.put_many([keys[j] for j, _ in fresh], [raw for _, raw in fresh], "postings")
     at = 0
+    singles: list[int] = []  # blocks whose lists go to single_selections
+    groups: list[list[bytes]] = []
     for t, (i, plan) in enumerate(todo):
         k = len(plan.ranges)
         if t in failed:
             pass
         elif plan.single and plan.all_range is None:  # each matcher one list: no dict
             rs = plan.ranges
-            out[i] = combine_single([raws[at + rs.index(n[0])]  # type: ignore[misc]
-                                     for n in plan.narrowing])
+            lists = [raws[at + rs.index(n[0])] for n in plan.narrowing]
+            if len(lists) <= MAX_SINGLE_LISTS:
+                singles.append(i)
+                groups.append(lists)  # type: ignore[arg-type]
+            else:
+                out[i] = combine_single(lists)  # type: ignore[arg-type]
         else:
             out[i] = combine_postings(plan, dict(zip(map(_START, plan.ranges),
                                                      raws[at:at + k])))  # type: ignore[arg-type]
         at += k
+    if singles:
+        for i, (refs, u32) in zip(singles, single_selections(groups)):
+            out[i] = np.frombuffer(refs, np.int64) if refs else EMPTY
+            kept[i] = u32

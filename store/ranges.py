@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Sequence
+from itertools import repeat
+from operator import is_, itemgetter
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from common.varint import uvarint_at  # noqa: F401  (re-exported: store.block re
 
 # (start, end, first item index, last item index + 1) over items sorted by start.
 Group = tuple[int, int, int, int]
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+IS_BYTES = bytes.__instancecheck__  # isinstance(x, bytes) as a C callable (map, filter)
 
 
 def coalesce(starts: np.ndarray | list[int], ends: np.ndarray | list[int], max_gap: int,
@@ -77,8 +81,8 @@ async def read_batch(reads: Sequence[tuple[Bucket, RangeRequest]], limit: asynci
     one batch (objstore.bucket.get_ranges: one C call for a filesystem bucket), results or
     errors in order."""
     first = reads[0][0]
-    if all(b is first for b, _ in reads):
-        return await get_ranges(first, [r for _, r in reads], limit)
+    if all(map(is_, map(_FIRST, reads), repeat(first))):  # (in C: no Python step per read)
+        return await get_ranges(first, list(map(_SECOND, reads)), limit)
     out: list[bytes | BaseException | None] = [None] * len(reads)
     by_bucket: dict[int, list[int]] = {}
     for i, (b, _) in enumerate(reads):

@@ -164,6 +164,11 @@ def test_batch_counted_per_range_as_thanos_counts_reads(tmp_path):
     assert v("thanos_objstore_bucket_operation_fetched_bytes_total") == 17
     assert v("thanos_objstore_bucket_operation_failures_total") == 1  # not the missing one
     assert v("thanos_objstore_bucket_operation_duration_seconds_count") == 3
+    asyncio.run(get_ranges(b, [(f"{BLOCK}/index", 0, 10), (f"{BLOCK}/missing", 0, 5)]))
+    assert v("thanos_objstore_bucket_operations_total") == 7  # (later batches count too)
+    assert v("thanos_objstore_bucket_operation_fetched_bytes_total") == 27
+    assert v("thanos_objstore_bucket_operation_failures_total") == 1
+    assert v("thanos_objstore_bucket_operation_duration_seconds_count") == 4
 
 
 class _Forwarding:

@@ -190,6 +190,66 @@ def test_the_short_path_of_single_list_matchers_equals_the_general_combine() -> 
         both_postings(b"short", _raw_postings([1]))
 
 
+def test_single_selections_of_all_blocks_equal_each_blocks_combine() -> None:
+    """single_selections (every block's one-list-per-matcher selection combined in one C
+    call) gives each block the refs combine_single gives (one to five lists of every size,
+    equal lengths, unsorted lengths, empty intersections, the 64 lists it takes), and as
+    uint32 the bytes selection_kept keeps; a list whose count runs past its bytes, a group
+    that is not a list or holds no list or too many, is refused (ValueError, TypeError)."""
+    import numpy as np
+
+    from store._items import single_selections
+    from store.block import combine_single
+    rng = np.random.default_rng(13)
+    sizes = [0, 1, 2, 5, 40, 1000]
+    groups = []
+    for trial in range(400):
+        k = 1 + trial % 5
+        lists = [np.unique(rng.integers(0, 2000, rng.choice(sizes))) for _ in range(k)]
+        if trial % 7 == 0 and k > 1:
+            lists[k - 1] = lists[0].copy()
+        groups.append([_raw_postings(v) for v in lists])
+    groups.append([_raw_postings(np.arange(j, 300, 1 + j % 3)) for j in range(64)])
+    got = single_selections([list(g) for g in groups])
+    assert len(got) == len(groups)
+    for g, (refs, u32) in zip(groups, got):
+        want = combine_single(list(g))
+        assert np.frombuffer(refs, np.int64).tolist() == want.tolist()
+        assert u32 == want.astype(np.uint32).tobytes()
+    with pytest.raises(ValueError):
+        single_selections([[_raw_postings([1]), (8).to_bytes(4, "big") +
+                            (5).to_bytes(4, "big") + b"\0" * 8]])
+    for bad in ([[]], [[_raw_postings([1])] * 65]):
+        with pytest.raises(ValueError):
+            single_selections(bad)
+    with pytest.raises(TypeError):
+        single_selections([(_raw_postings([1]),)])
+    with pytest.raises(TypeError):
+        single_selections([[17]])
+
+
+def test_a_selection_of_more_matchers_than_single_selections_takes_is_combined_alone(
+        tmp_path: Path, bucket_dir: Path) -> None:
+    """A never-asked selection of 70 equality matchers (more lists than the one C call
+    takes) over all blocks gives each block's own ``select`` refs."""
+    async def body() -> None:
+        st = BucketStore(FilesystemBucket(bucket_dir), tmp_path / "gw", LRUCache(1 << 20),
+                         new_registry(), verify_index=False)
+        await st.sync_once()
+        try:
+            ms = [Matcher("=", "__name__", "metric_2"), Matcher("=", "instance", "host-00012")]
+            ms += [Matcher("=", "job", "job0")] * 68
+            blocks = list(st.blocks.values())
+            got = await select_many(blocks, [ms] * len(blocks), st.cache, st._opts,
+                                    st._fetch_limit, st.fetch_metrics)
+            want = [await b._expand_postings(ms) for b in blocks]
+            assert [g.tolist() for g in got] == [w.tolist() for w in want]  # type: ignore[union-attr]
+            assert all(len(w) == 1 for w in want)
+        finally:
+            await st.close()
+    run(body())
+
+
 @pytest.mark.parametrize("damage", ["truncated", "deleted"])
 def test_a_block_whose_index_is_cut_or_gone_under_the_batch_is_taken_out_alone(
         tmp_path: Path, bucket_dir: Path, damage: str, monkeypatch) -> None:
@@ -254,6 +314,9 @@ def test_selection_ids_of_different_matchers_differ() -> None:
     ids = [selection_id([Matcher(t, n, v) for t, n, v in ms]) for ms in lists]
     assert len(set(ids)) == len(lists)
     assert ids[0] == selection_id([Matcher("=", "a", "b")])
+    # each operator spelled as its value (the member itself a str holding it), plain str
+    got = selection_id([Matcher(t, "n", "v") for t in ("=", "!=", "=~", "!~")])
+    assert got == "=1:n1:v!=1:n1:v=~1:n1:v!~1:n1:v" and type(got) is str
 
 
 def test_kept_metric_name_ranges_equal_the_index_headers_and_stay_bounded(

@@ -14,8 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common.ops import new_registry  # noqa: E402
 from objstore import FilesystemBucket  # noqa: E402
-from receiver.tsdb.block import INDEX_FILENAME  # noqa: E402
+from receiver.tsdb.block import INDEX_FILENAME, cut_chunks, write_block  # noqa: E402
 from receiver.tsdb.chunks import segment_name  # noqa: E402
+from receiver.tsdb.histogram import ENCODING_HISTOGRAM  # noqa: E402
 from receiver.tsdb.index import SERIES_ALIGN  # noqa: E402
 from receiver.tsdb.labels import Matcher  # noqa: E402
 from store.block import FetchOptions  # noqa: E402
@@ -23,8 +24,8 @@ from store.bucketstore import BucketStore  # noqa: E402
 from store.cache import CacheMetrics, LRUCache  # noqa: E402
 from store.coldselect import select_many  # noqa: E402
 from store.coldseries import series_many  # noqa: E402
-from test_store_cold_select import same_as_each_block  # noqa: E402
-from test_store_gateway import H2, T0, run  # noqa: E402
+from test_store_cold_select import _counts, _entries, same_as_each_block  # noqa: E402
+from test_store_gateway import H2, T0, make_series, run, upload_dir  # noqa: E402
 from test_store_series_paths import SELECTORS, bucket_dir  # noqa: E402,F401 (fixture)
 
 
@@ -73,12 +74,13 @@ def test_series_of_all_blocks_at_once_equal_each_blocks_own(
                            cache_bytes == 16 << 20, opts))
 
 
-@pytest.mark.parametrize("item", ["series", "chunk"])
+@pytest.mark.parametrize("item", ["series", "chunk", "chunk, entries cached"])
 def test_a_corrupt_series_entry_or_chunk_takes_only_its_block_out(
         tmp_path: Path, bucket_dir: Path, item: str) -> None:
     """One block's series entry (or first chunk) of a never-asked one-series selection is
     damaged in the bucket: the request answers from the other two blocks and that block
-    goes out of service, as when each block read on its own."""
+    goes out of service, as when each block read on its own; also when the metric's series
+    entries were cached first (the one-series-per-block path, its chunks still to read)."""
     async def body() -> None:
         ms = [Matcher("=", "__name__", "metric_2"), Matcher("=", "instance", "host-00012")]
         probe = BucketStore(FilesystemBucket(bucket_dir), tmp_path / "probe",
@@ -103,6 +105,10 @@ def test_a_corrupt_series_entry_or_chunk_takes_only_its_block_out(
         await st.sync_once()
         try:
             mint, maxt = st.time_range()
+            if item.endswith("cached"):  # the broad query's entries, without chunks
+                for b in st.blocks.values():
+                    assert await b.series(mint, maxt, ms[:1], True)
+                assert bad.ulid in st.blocks
             got = list(await st.series(mint, maxt, ms, False))
             assert bad.ulid in st.broken and bad.ulid not in st.blocks
             assert len(got) == 1
@@ -137,3 +143,78 @@ def test_a_request_of_one_block_answers_as_that_blocks_own_read(
         return sorted(await st.series(*rng, ms, False))
     run(same_as_each_block(tmp_path, bucket_dir, 16 << 20, SELECTORS, each_way, all_way,
                            exact))
+
+
+@pytest.fixture
+def mixed_bucket(tmp_path: Path) -> Path:
+    """Three blocks of one hour each: XOR chunks; native histogram chunks of the even
+    instances (another encoding: passed on typed, not as plain bytes); XOR chunks under an
+    external label, ``host-00003`` absent there and ``host-00009`` in it alone. Chunks of
+    the XOR blocks spread over several segment files."""
+    bucket = FilesystemBucket(tmp_path / "bucket")
+    hour = 3_600_000
+    for i in range(3):
+        t0 = T0 + i * hour
+        series = make_series(12, t0, hour, step=60_000, seed=40 + i, names=1)
+        if i == 2:
+            series = [s for s in series if ("instance", "host-00003") not in s[0]]
+        else:
+            series = [s for s in series if ("instance", "host-00009") not in s[0]]
+        if i == 1:  # even instances as histogram chunks (the store passes their bytes on)
+            chunked = [(lbls, [(int(ts[0]), int(ts[-1]), b"\x00\x01" + bytes([k]) * 9)])
+                       for k, (lbls, ts, _) in enumerate(series) if k % 2 == 0]
+            meta = write_block(tmp_path / "blocks", chunked, t0, t0 + hour,
+                               encoding=ENCODING_HISTOGRAM, count_samples=lambda _: 1)
+        else:
+            chunked = [(lbls, cut_chunks(ts, vals, t0, t0 + hour, 20))
+                       for lbls, ts, vals in series]  # three chunks per series
+            meta = write_block(
+                tmp_path / "blocks", chunked, t0, t0 + hour, segment_size=2048,
+                thanos_meta={"labels": {"region": "eu"}, "source": "test"} if i == 2 else None)
+        run(upload_dir(bucket, tmp_path / "blocks" / meta.ulid))
+    return tmp_path / "bucket"
+
+
+@pytest.mark.parametrize("warm_up", ["entries and chunks", "entries only", "one block's chunks"])
+def test_one_series_per_block_from_cached_entries_as_each_blocks_own(
+        tmp_path: Path, mixed_bucket: Path, warm_up: str) -> None:
+    """After a broad query cached the metric's series entries (and, depending on
+    ``warm_up``, all, none or one block's chunks), never-asked one-series selections --
+    each block's entries decoded in one call, their chunks checked in one -- give every
+    block's whole answer exactly as its own ``series`` over its whole range does, with the
+    same cache entries and counters: a series absent from a block, an external label, chunks
+    in two segment files, histogram chunks and chunks still to read included."""
+    async def body() -> None:
+        stores = []
+        for side in ("each", "all"):
+            reg = new_registry()
+            st = BucketStore(FilesystemBucket(mixed_bucket), tmp_path / side,
+                             LRUCache(16 << 20, CacheMetrics(reg)), reg, verify_index=False)
+            await st.sync_once()
+            name = [Matcher("=", "__name__", "metric_0")]
+            for k, b in enumerate(st.blocks.values()):
+                skip = warm_up == "entries only" or (warm_up != "entries and chunks" and k)
+                assert await b.series(b.min_time, b.max_time - 1, name, skip)
+            stores.append((st, reg))
+        (each, reg_each), (every, reg_all) = stores
+        try:
+            for inst in (1, 3, 9, 10, 3, 11, 42):
+                ms = [Matcher("=", "__name__", "metric_0"),
+                      Matcher("=", "instance", f"host-{inst:05d}")]
+                want = [await b.series(b.min_time, b.max_time - 1, ms, False,
+                                       refs=await b.select(ms)) for b in each.blocks.values()]
+                blocks = list(every.blocks.values())
+                refs = await select_many(blocks, [ms] * len(blocks), every.cache,
+                                         every._opts, every._fetch_limit, every.fetch_metrics)
+                got = await series_many(blocks, refs, every.cache,  # type: ignore[arg-type]
+                                        every._opts, every._fetch_limit, every.fetch_metrics)
+                assert got == want, inst
+                assert _counts(reg_all) == _counts(reg_each), inst
+                assert _entries(every) == _entries(each), inst
+                assert [b.skipped_chunks for b in blocks] == \
+                    [b.skipped_chunks for b in each.blocks.values()]
+            assert sum(len(w) for w in want) == 0  # (host-00042: in no block)
+        finally:
+            for st, _ in stores:
+                await st.close()
+    run(body())

@@ -244,6 +244,17 @@ def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
                 s, e = h.postings_range(n, v)
                 assert int.from_bytes(data[s:s + 4], "big") == 4 + 4 * len(ir.postings(n, v))
                 assert s + 8 + 4 * len(ir.postings(n, v)) <= e
+        # each lookup's range is the one the walk over a name's lists gives, in table order
+        # and where the lists are not (an end kept per list: here each a byte short of the
+        # next start, so that a lookup ignoring them shows)
+        for kept_ends in (False, True):
+            if kept_ends:
+                starts = np.asarray(h._start_at, np.int64)
+                h._ends = np.r_[starts[1:], h.postings_end] - 1
+            for n in ir.label_names():
+                assert [(s, e) for _, s, e in h.postings_ranges(n, lambda v: True)] == \
+                    [h.postings_range(n, v) for v in ir.label_values(n)]
+            assert h.postings_range("job", "nope") is None and h.postings_range("no", "") is None
         bkt.reset()
         h2, fetched = await IndexHeader.load_or_fetch(bkt, f"{bdir.name}/index", len(data), path)
         assert not fetched and bkt.range_calls == 0 and h2.symbols == h.symbols
