@@ -173,7 +173,8 @@ class _Connection(asyncio.Protocol):
             self.receiving = False
             if self.steps:
                 self._run_steps()
-        self._flush_window()
+        if self.calls or self.conn_unacked >= _CONN_WINDOW // 4:  # else it has nothing to do
+            self._flush_window()
 
     def _one_stream(self, sid: int, head: bytes | None, chunks: list[bytes], ndata: int,
                     nbytes: int, tail: bytes | None, ended: bool) -> bool:

@@ -215,3 +215,21 @@ def test_whole_reads_past_a_calls_bounds_fail_it_as_the_frame_by_frame_path_does
             assert fcalls[0].error is not None and fcalls[0].done
 
     asyncio.run(main())
+
+
+def test_connection_window_is_given_back_when_no_call_is_left():
+    """DATA of streams already gone still counts against the connection window: once a
+    quarter of it is used, it is given back even with no call open."""
+    from storeapi.h2frames import window_update
+
+    async def main() -> list[bytes]:
+        wire = _Wire()
+        conn = _Connection(H2Channel("127.0.0.1:1"))
+        conn.connection_made(wire)
+        wire.out.clear()
+        conn.data_received(frame(DATA, 0, 7, bytes(700_000)))
+        assert wire.out == [] and conn.conn_unacked == 700_000
+        conn.data_received(frame(DATA, 0, 7, bytes(700_000)))
+        return wire.out
+
+    assert asyncio.run(main()) == [window_update(0, 1_400_000)]
