@@ -872,6 +872,83 @@ done:
     return out;
 }
 
+/* one_stream(data, max_frame, max_block) -> (sid, head, chunks, ndata, nbytes, tail, ended) or
+ * None: a read that is exactly one stream's plain answer frames -- [HEADERS] DATA* [HEADERS],
+ * all on one nonzero stream, HEADERS with END_HEADERS only (no padding, no priority, at most
+ * max_block bytes), DATA unpadded, END_STREAM on the last frame only, no frame longer than
+ * max_frame, no partial frame left -- split in one call: head/tail the header blocks (None when
+ * absent), chunks the nonempty DATA payloads, ndata the DATA frames, nbytes their payload bytes.
+ * None for anything else (the caller then takes the frame-by-frame path, which handles it). */
+static PyObject *py_one_stream(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    long long max_frame, max_block;
+    if (!PyArg_ParseTuple(args, "y*LL", &b, &max_frame, &max_block)) return NULL;
+    const unsigned char *p = b.buf;
+    Py_ssize_t pos = 0, end = b.len, nframes = 0;
+    unsigned long sid = 0;
+    long long nbytes = 0, ndata = 0;
+    int ended = 0;
+    PyObject *head = NULL, *tail = NULL, *chunks = NULL, *out = NULL;
+    /* pass 1: validate the whole read before building anything */
+    while (pos < end) {
+        if (ended || end - pos < 9) goto none;
+        const unsigned char *h = p + pos;
+        long long length = (long long)h[0] << 16 | h[1] << 8 | h[2];
+        if (length > max_frame || end - pos - 9 < length) goto none;
+        unsigned long s = ((unsigned long)h[5] << 24 | (unsigned long)h[6] << 16
+                           | (unsigned long)h[7] << 8 | h[8]) & 0x7FFFFFFFUL;
+        if (s == 0 || (nframes && s != sid)) goto none;
+        sid = s;
+        int typ = h[3], flags = h[4];
+        if (typ == 0) {
+            if (flags & ~0x1) goto none;
+            ndata++;
+            nbytes += length;
+        } else if (typ == 1) {
+            if ((flags & ~0x1) != 0x4 || length > max_block) goto none;
+            /* a header block: the first frame or the last one, never between DATA */
+            if (nframes && pos + 9 + length != end) goto none;
+        } else {
+            goto none;
+        }
+        if (flags & 0x1) ended = 1;
+        pos += 9 + (Py_ssize_t)length;
+        nframes++;
+    }
+    if (!nframes) goto none;
+    chunks = PyList_New(0);
+    if (chunks == NULL) goto fail;
+    for (pos = 0; pos < end;) {
+        const unsigned char *h = p + pos;
+        Py_ssize_t length = (Py_ssize_t)((long long)h[0] << 16 | h[1] << 8 | h[2]);
+        if (h[3] == 1 || length) {
+            PyObject *pl = PyBytes_FromStringAndSize((const char *)h + 9, length);
+            if (pl == NULL) goto fail;
+            if (h[3] == 0) {
+                int rc = PyList_Append(chunks, pl);
+                Py_DECREF(pl);
+                if (rc < 0) goto fail;
+            } else if (pos == 0) {
+                head = pl;
+            } else {
+                tail = pl;
+            }
+        }
+        pos += 9 + length;
+    }
+    out = Py_BuildValue("(kOOLLOO)", sid, head ? head : Py_None, chunks, ndata, nbytes,
+                        tail ? tail : Py_None, ended ? Py_True : Py_False);
+fail:
+    Py_XDECREF(head);
+    Py_XDECREF(tail);
+    Py_XDECREF(chunks);
+    PyBuffer_Release(&b);
+    return out;
+none:
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"xor_chunk_fields", py_xor_chunk_fields, METH_O, "Encode Series.chunks fields of XOR chunks."},
     {"chunked_read_series", py_chunked_read_series, METH_O,
@@ -886,6 +963,8 @@ static PyMethodDef methods[] = {
      "Take the complete gRPC messages off the front of a bytearray (see the comment above)."},
     {"with_times", py_with_times, METH_VARARGS,
      "A SeriesRequest: its time fields, then the given rest of its fields (see above)."},
+    {"one_stream", py_one_stream, METH_VARARGS,
+     "A read of one stream's plain answer frames, split in one call (None otherwise)."},
     {"request_frames", py_request_frames, METH_VARARGS,
      "A call's HEADERS (+ CONTINUATION) and one END_STREAM DATA frame (see above)."},
     {NULL, NULL, 0, NULL},
