@@ -60,9 +60,6 @@ DEADLINE_MSG = "context deadline exceeded"  # what Go's metadata calls fail with
 
 _STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "canceled": 503, "internal": 500}
 
-# (p.get(name) or _NONE)[0]: a parameter's first value, or None, without a call to _first
-# (a range query reads ten parameters; querier hot path, issue 13)
-_NONE = (None,)
 _UNREAD_BODY = web.RequestKey("unread_body", bool)  # its form body failed to decode
 # Longest wait for a POST's form body, as Prometheus's --web.read-timeout (5 m): a client
 # that stops short of its Content-Length holds no connection and handler beyond it.
@@ -345,7 +342,7 @@ class QueryAPI:
 
     def _timeout_s(self, p: dict) -> float:
         """The ``timeout`` parameter, capped by ``--query.timeout`` (<= 0: already expired)."""
-        raw = (p.get("timeout") or _NONE)[0]
+        raw = _first(p, "timeout")
         if not raw:
             return self.cfg.timeout_s
         return min(parse_duration_ns(raw, "timeout") / 1e9, self.cfg.timeout_s)
@@ -354,9 +351,9 @@ class QueryAPI:
         """Thanos's read parameters: ``dedup``, ``replicaLabels[]``, ``partial_response``, and the
         tenant (from ``--query.tenant-header``) when ``--query.enforce-tenancy`` is on."""
         replicas = tuple(p.get("replicaLabels[]") or self.cfg.replica_labels)
-        if not parse_bool((p.get("dedup") or _NONE)[0], "dedup", True):
+        if not parse_bool(_first(p, "dedup"), "dedup", True):
             replicas = ()
-        partial = parse_bool((p.get("partial_response") or _NONE)[0], "partial_response",
+        partial = parse_bool(_first(p, "partial_response"), "partial_response",
                              self.cfg.partial_response)
         tenant = self._tenant(request)
         extra: tuple[Matcher, ...] = ()
@@ -487,8 +484,8 @@ class QueryAPI:
     async def instant_query(self, request: RequestHead, p: dict[str, list[str]]) -> Answer:
         """/api/v1/query of the parameters ``p`` (shared by both HTTP fronts)."""
         try:
-            limit = parse_limit((p.get("limit") or _NONE)[0])
-            t = parse_time((p.get("time") or _NONE)[0], "time",
+            limit = parse_limit(_first(p, "limit"))
+            t = parse_time(_first(p, "time"), "time",
                            default_ms=int(time.time() * 1000), labelled=True)
             timeout_s = self._timeout_s(p)
             q = _one(p, "query")
@@ -498,7 +495,7 @@ class QueryAPI:
         t0 = time.monotonic()
         resp = await self._evaluate(lambda engine, qa, expr: engine.instant(qa, q, t, expr),
                                     timeout_s, opts, eopts, limit,
-                                    bool((p.get("stats") or _NONE)[0]), q,
+                                    bool(_first(p, "stats")), q,
                                     start_ms=t, end_ms=t)
         self._log_if_slow(t0, resp, query=q, time=t / 1000)
         return resp
@@ -506,12 +503,12 @@ class QueryAPI:
     async def range_query(self, request: RequestHead, p: dict[str, list[str]]) -> Answer:
         """/api/v1/query_range of the parameters ``p`` (shared by both HTTP fronts)."""
         try:
-            limit = parse_limit((p.get("limit") or _NONE)[0])
-            start = parse_time((p.get("start") or _NONE)[0], "start")
-            end = parse_time((p.get("end") or _NONE)[0], "end")
+            limit = parse_limit(_first(p, "limit"))
+            start = parse_time(_first(p, "start"), "start")
+            end = parse_time(_first(p, "end"), "end")
             if end < start:
                 raise BadParam('invalid parameter "end": end timestamp must not be before start time')
-            step_ns = parse_duration_ns((p.get("step") or _NONE)[0], "step")
+            step_ns = parse_duration_ns(_first(p, "step"), "step")
             if step_ns <= 0:
                 raise BadParam('invalid parameter "step": zero or negative query resolution step '
                                "widths are not accepted. Try a positive integer")
@@ -527,7 +524,7 @@ class QueryAPI:
         t0 = time.monotonic()
         resp = await self._evaluate(
             lambda engine, qa, expr: engine.range(qa, q, start, end, step, expr),
-            timeout_s, opts, eopts, limit, bool((p.get("stats") or _NONE)[0]), q,
+            timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q,
             (end - start) // step + 1,
             step, start, end)
         self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)
@@ -547,7 +544,7 @@ class QueryAPI:
         """Thanos's ``max_source_resolution`` (0s, 5m, 1h, auto): how coarse the downsampled
         data may be; coarser data also needs a longer lookback."""
         try:
-            res = parse_max_source_resolution((p.get("max_source_resolution") or _NONE)[0],
+            res = parse_max_source_resolution(_first(p, "max_source_resolution"),
                                               step_ms,
                                               auto=self.cfg.auto_downsampling)
         except ValueError as e:
@@ -782,7 +779,7 @@ def _first(p: dict, name: str) -> str | None:
     return v[0] if v else None
 
 def _one(p: dict, name: str) -> str:
-    v = (p.get(name) or _NONE)[0]
+    v = _first(p, name)
     if v is None or v == "":
         raise BadParam(f'invalid parameter "{name}": query must not be empty' if name == "query"
                        else f'invalid parameter "{name}"')

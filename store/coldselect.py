@@ -54,7 +54,7 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
         if ms is not last:  # (blocks sharing external labels share one list: worked out once)
             last, key_ms = ms, selection_id(ms)
             short = matcher_chars(ms) <= MAX_KEY_MATCHER_CHARS
-        keys.append((b.ulid, "expanded_postings", key_ms))  # (b.selection_key, no call)
+        keys.append(b.selection_key(key_ms))
         shorts.append(short)
     todo: list[tuple[int, PostingsPlan]] = []
     worked_out: list[int] = []  # selections not found in the cache

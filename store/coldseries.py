@@ -58,8 +58,7 @@ class _Job(NamedTuple):
     spans: Spans  # their estimated (starts, ends) in ``obj``, worked out on a miss
 
 
-_job = partial(tuple.__new__, _Job)
-_Q = struct.Struct("=q")  # one native int64 (decode_series_batch's arrays)  # _job((block, obj, ids, spans)): no Python __new__ call
+_job = partial(tuple.__new__, _Job)  # _job((block, obj, ids, spans)): no Python __new__ call
 
 
 async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
@@ -216,9 +215,6 @@ async def _one_each_chunks(blocks: Sequence[BucketBlock], todo: list[int], one: 
             ext = blocks[i].ext_labels
             out[i] = [(merge_external(lbls, ext) if ext else lbls, tuples[a:z])]
     return out
-
-
-
 
 
 def _look_up(blocks: Sequence[BucketBlock], at: list[int], ids: list[list[int]], kind: str,

@@ -296,12 +296,7 @@ class IndexHeader:
         except ValueError:
             raise CorruptionError("index-header: postings offset table value runs past "
                                   "its section") from None
-        if not found:
-            return None
-        starts = self._start_at  # (_range_at written out: one Python call per block less)
-        if self._ends is not None:
-            return starts[at], int(self._ends[at])
-        return starts[at], starts[at + 1] if at + 1 < len(starts) else self.postings_end
+        return self._range_at(at) if found else None
 
     def postings_ranges(self, name: str, keep: Callable[[str], bool]
                         ) -> list[tuple[str, int, int]]:
