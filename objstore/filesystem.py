@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import stat
 import tempfile
@@ -40,6 +41,10 @@ _COPY_CHUNK = 1 << 20
 # Ranged reads up to this size try the page cache in the caller's thread first (see
 # FilesystemBucket.get_range).
 INLINE_READ_MAX = 1 << 20
+# Descriptors get_ranges keeps open between calls (objstore._pread.read_ranges): a day of
+# blocks' index and chunk files, re-checked at every use; never more than a quarter of the
+# process's descriptor limit.
+KEEP_FILES = 1024
 
 
 @dataclass
@@ -74,6 +79,8 @@ class FilesystemBucket:
         self._nowait = True  # off once the platform or filesystem refuses RWF_NOWAIT
         self._batch = True  # off once the kernel refuses openat2 or RWF_NOWAIT (read_ranges)
         self._dirfd = -1  # the root, opened at the first batch (read_ranges opens beneath it)
+        self._kept: dict[str, int] = {}  # object name -> descriptor read_ranges keeps open
+        self._keep_max = _keep_max()
         self.read_paths = ReadPaths()
 
     @property
@@ -214,7 +221,8 @@ class FilesystemBucket:
                 except OSError:
                     self._batch = False
             if self._dirfd >= 0:
-                got = _read_ranges(self._dirfd, reqs, INLINE_READ_MAX, TMP_PREFIX)
+                got = _read_ranges(self._dirfd, reqs, INLINE_READ_MAX, TMP_PREFIX, self._kept,
+                                   self._keep_max)
                 if got is None:
                     self._batch = False
         if got is None:
@@ -350,7 +358,22 @@ class FilesystemBucket:
     async def close(self) -> None:
         self._close_dir()
 
+    def release_kept_files(self) -> int:
+        """Close every descriptor kept between batched reads (they are opened again on
+        demand); how many. The store gateway calls it after each sync, so the disk space of
+        objects deleted meanwhile is not held by a descriptor of a block it no longer reads."""
+        kept = getattr(self, "_kept", {})
+        fds = list(kept.values())
+        kept.clear()
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        return len(fds)
+
     def _close_dir(self) -> None:
+        self.release_kept_files()
         fd, self._dirfd = getattr(self, "_dirfd", -1), -1
         if fd >= 0:
             os.close(fd)
@@ -363,6 +386,15 @@ class FilesystemBucket:
 
     def __repr__(self) -> str:
         return f"FilesystemBucket({self._root!r})"
+
+
+def _keep_max() -> int:
+    """KEEP_FILES, or a quarter of the soft descriptor limit if that is less."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 0
+    return KEEP_FILES if soft == resource.RLIM_INFINITY else max(0, min(KEEP_FILES, soft // 4))
 
 
 def _fsync_dir(path: str) -> None:

@@ -244,6 +244,9 @@ class BucketStore:
             for u in dropped:
                 log.info("dropped block", extra={"block": u})
             m.drops.inc(len(dropped))
+            release = getattr(self.bucket, "release_kept_files", None) if dropped else None
+            if release is not None:  # a dropped block's files: no descriptor holds them
+                release()
             m.loaded.set(len(self.blocks))
             for state in ("loaded", "no-meta-json", "marked-for-deletion", "corrupted-meta-json",
                           "failed", "time-excluded", LABEL_EXCLUDED, TOO_FRESH, DUPLICATE):

@@ -343,3 +343,38 @@ def test_kept_metric_name_ranges_equal_the_index_headers_and_stay_bounded(
         finally:
             await st.close()
     run(body())
+
+
+def test_a_sync_that_drops_blocks_closes_the_descriptors_kept_for_their_files(
+        tmp_path: Path, bucket_dir: Path) -> None:
+    """The filesystem bucket keeps the descriptors of the files a cold request read; once a
+    sync drops a block (deleted from the bucket), none is held open any more, so its files'
+    disk space is freed (an unlinked file lives on while a descriptor holds it)."""
+    import os
+    import shutil
+    copy = tmp_path / "bkt"
+    shutil.copytree(bucket_dir, copy)
+
+    async def body() -> None:
+        reg = new_registry()
+        fs = FilesystemBucket(copy)
+        st = BucketStore(instrumented(fs, reg), tmp_path / "gw",  # wrapped, as the CLI's is
+                         LRUCache(1 << 20, CacheMetrics(reg)), reg, verify_index=False)
+        await st.sync_once()
+        try:
+            mint, maxt = st.time_range()
+            await st.series(mint, maxt, [Matcher("=", "__name__", "metric_2"),
+                                         Matcher("=", "instance", "host-00012")], False)
+            gone = list(st.blocks)[0]
+            assert any(n.startswith(gone) for n in fs._kept)
+            await st.sync_once()  # nothing dropped: the descriptors stay
+            assert any(n.startswith(gone) for n in fs._kept)
+            shutil.rmtree(copy / gone)
+            await st.sync_once()
+            assert gone not in st.blocks and not fs._kept
+            held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                    if os.path.exists(f"/proc/self/fd/{fd}")]
+            assert not [p for p in held if gone in p]
+        finally:
+            await st.close()
+    run(body())
