@@ -18,6 +18,10 @@ so every parse, postings, series and chunk cache misses), as bench_scale's cold 
     python bench/bench_scale.py --keep /tmp/blocks        # once, writes the blocks
     python bench/bench_fixed_cost.py --blocks /tmp/blocks --other /work/main
     python bench/bench_fixed_cost.py --blocks /tmp/blocks --gzip --cold --rounds 4 --batch 25
+
+``--pause-ms`` spaces the queries out (the idle time is not in the figures): back to back, a
+small query finds the CPU caches warm with its own last run; a few ms of idle between queries,
+as between a dashboard's refreshes, roughly doubles the cost of the same query for every server.
 """
 from __future__ import annotations
 
@@ -110,6 +114,10 @@ def main() -> None:
                     help="send Accept-Encoding: gzip, as Grafana's and requests's clients do")
     ap.add_argument("--cold", action="store_true",
                     help="a series never asked for before in every query (see above)")
+    ap.add_argument("--pause-ms", type=float, default=0.0,
+                    help="idle this long before each measured query (not timed): queries spaced "
+                         "as a dashboard's are, each meeting idle CPUs and cold CPU caches, "
+                         "instead of back to back")
     a = ap.parse_args()
     cold_n = a.rounds * a.batch
     if a.cold and cold_n * len(a.ranges) > X_SERIES:
@@ -166,6 +174,8 @@ def main() -> None:
                         # every server gets the same fresh series, each exactly once
                         q = (COLD_QUERY % (r * cold_n + i * a.batch + j) if a.cold
                              else a.query)
+                        if a.pause_ms:
+                            time.sleep(a.pause_ms / 1000)
                         t = time.perf_counter()
                         body = run(name, q)
                         wall[name].append(time.perf_counter() - t)
