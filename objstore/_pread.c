@@ -43,8 +43,9 @@
 #endif
 
 #ifdef RWF_NOWAIT
-/* preadv2(RWF_NOWAIT) of n bytes at off into buf, the GIL released, retried on EINTR; the
- * count read, or -1 with the errno in *err. */
+/* preadv2(RWF_NOWAIT) of n bytes at off into buf, retried on EINTR, the GIL released when
+ * `release` (a kept descriptor's read holds it: see above); the count read, or -1 with the
+ * errno in *err. */
 static ssize_t
 nowait_read_gil(int fd, char *buf, size_t n, long long off, int *err, int release)
 {
@@ -129,7 +130,8 @@ plain_name(const char *s, Py_ssize_t n, const char *tmp, size_t ntmp)
 }
 
 /* 0: read into *out (a bytes object, or NULL meaning "do it the ordinary way");
- * -1: a Python error is set; 1: the whole fast path is unsupported here. */
+ * -1: a Python error is set; 1: the whole fast path is unsupported here; 2 (only for a `kept`
+ * descriptor, read with the GIL held): its object was deleted or replaced, open it again. */
 static int
 read_one(int fd, long long off, long long length, Py_ssize_t max_len, PyObject **out, int kept)
 {

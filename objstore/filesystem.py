@@ -360,8 +360,8 @@ class FilesystemBucket:
 
     def release_kept_files(self) -> int:
         """Close every descriptor kept between batched reads (they are opened again on
-        demand); how many. The store gateway calls it after each sync, so the disk space of
-        objects deleted meanwhile is not held by a descriptor of a block it no longer reads."""
+        demand); how many. The store gateway calls it after a sync that dropped a block, so
+        the disk space of that block's deleted files is not held by a descriptor."""
         kept = getattr(self, "_kept", {})
         fds = list(kept.values())
         kept.clear()
