@@ -8,6 +8,27 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop promring's processes run on: uvloop's where it is installed (a
+    dependency; libuv's loop in C), else asyncio's. A small query is mostly wake-ups, socket
+    reads and writes and a few callbacks; on a process whose caches cooled while it idled
+    (every query of a lightly loaded server), asyncio's loop pays for that in Python
+    (_run_once, the selector, the transports' read and write paths) and uvloop's in a few
+    C calls. common.eagerstep leaves a uvloop loop's steps queued (it has no ready queue to
+    take them from), where a step costs little."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on new_event_loop's loop."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)
+
+
 async def cancel_and_wait(task: asyncio.Task | None) -> None:
     """Cancel a background task and wait until it has finished unwinding."""
     if task is None:

@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from common import aio
 from common.gcheap import freeze_startup_heap, trim_when_idle
 from common.logs import setup_logging
 from common.tasks import cancel_and_wait
@@ -873,7 +874,7 @@ def _run(a: argparse.Namespace) -> None:
         from sidecar.flags import sidecar_config
         from sidecar.server import Sidecar, run_until_signal
         _or_exit(_http_config, a)
-        code = asyncio.run(run_until_signal(Sidecar(_or_exit(sidecar_config, a))))
+        code = aio.run(run_until_signal(Sidecar(_or_exit(sidecar_config, a))))
         _exit_after_clean_stop(code)
     elif a.command == "query-frontend":
         from frontend.flags import frontend_config
@@ -888,7 +889,7 @@ def _run(a: argparse.Namespace) -> None:
             refresh_s = _or_exit(_flag_duration_ms, a, "refresh", "--refresh") / 1000
             comps = [_or_exit(BucketWeb, objstore_yaml(a), a.http_address, refresh_s, a.label,
                               normalize_prefix(a.web_external_prefix))]
-            asyncio.run(_run_until_signal(comps, a))
+            aio.run(_run_until_signal(comps, a))
             return
         from promring.bucketflags import MAINTENANCE_COMMANDS, run_maintenance
         if a.bucket_cmd in MAINTENANCE_COMMANDS:
@@ -904,12 +905,12 @@ def _run(a: argparse.Namespace) -> None:
         from compactor import cli_config as compact_config
         _or_exit(_http_config, a)
         _or_exit(compact_config, a)  # flag errors before anything starts
-        sys.exit(asyncio.run(_run_compactor(a)))
+        sys.exit(aio.run(_run_compactor(a)))
     else:
         _or_exit(query_config, a, [])  # flag errors before anything starts
         comps = [_or_exit(_Up, a)]
     try:
-        asyncio.run(_run_until_signal(comps, a))
+        aio.run(_run_until_signal(comps, a))
     except KeyboardInterrupt:
         pass
     _exit_after_clean_stop(0)
