@@ -51,6 +51,13 @@ def alive(pr: PromringProcess) -> None:
     assert requests.get(f"http://127.0.0.1:{pr.http_port}/-/ready", timeout=10).status_code == 200
 
 
+def test_served_on_uvloop(served):
+    """The process's event loop is uvloop's (common.aio.run): its extension is mapped."""
+    maps = open(f"/proc/{served.proc.pid}/maps").read()
+    assert "uvloop/loop." in maps, "promring up is not running on uvloop"
+    alive(served)
+
+
 @pytest.mark.parametrize("q", ["x + " * 4250 + "x", "(" * 10_000 + "x" + ")" * 10_000,
                                "x + " * 1000 + "x"])
 def test_parser_crashers_are_bad_data(served, q):

@@ -1,12 +1,22 @@
 """common.aio.gather_eager: gather's results and errors, without Tasks for coroutines that
-never wait."""
+never wait, on asyncio's loop and on uvloop's (common.aio.run, what the servers run on); and
+common.eagerstep on uvloop's loop, which has no ready queue: the step stays queued."""
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+import uvloop
 
+from common import aio
 from common.aio import gather_eager
+from common.eagerstep import run_first_step, take_step
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request):
+    """Runs a coroutine to its end on one of the two loops."""
+    return asyncio.run if request.param == "asyncio" else aio.run
 
 
 async def _now(v: int) -> int:
@@ -29,7 +39,7 @@ def _count_tasks(loop: asyncio.AbstractEventLoop) -> list[int]:
     return made
 
 
-def test_results_in_order_and_tasks_only_for_coroutines_that_wait():
+def test_results_in_order_and_tasks_only_for_coroutines_that_wait(run):
     async def main():
         made = _count_tasks(asyncio.get_running_loop())
         assert await gather_eager([_now(1), _now(2), _now(3)]) == [1, 2, 3]
@@ -37,10 +47,10 @@ def test_results_in_order_and_tasks_only_for_coroutines_that_wait():
         assert await gather_eager([_now(1), _later(2), _now(3), _later(4, 0)]) == [1, 20, 3, 40]
         assert made[0] == 2
         assert await gather_eager([]) == []
-    asyncio.run(main())
+    run(main())
 
 
-def test_error_cancels_the_rest_and_closes_unstarted():
+def test_error_cancels_the_rest_and_closes_unstarted(run):
     cancelled = []
 
     async def slow():
@@ -65,10 +75,10 @@ def test_error_cancels_the_rest_and_closes_unstarted():
         with pytest.raises(ValueError):
             await gather_eager([slow(), boom_later()])
         assert cancelled == [True, True]
-    asyncio.run(main())
+    run(main())
 
 
-def test_cancelling_the_caller_reaches_suspended_coroutines():
+def test_cancelling_the_caller_reaches_suspended_coroutines(run):
     seen = []
 
     async def slow():
@@ -84,10 +94,10 @@ def test_cancelling_the_caller_reaches_suspended_coroutines():
         with pytest.raises(asyncio.CancelledError):
             await t
         assert seen == ["ended"]
-    asyncio.run(main())
+    run(main())
 
 
-def test_values_and_exceptions_pass_through_after_suspension():
+def test_values_and_exceptions_pass_through_after_suspension(run):
     async def inner():
         fut = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_later(0.01, fut.set_result, 7)
@@ -100,4 +110,30 @@ def test_values_and_exceptions_pass_through_after_suspension():
 
     async def main():
         assert await gather_eager([inner(), inner()]) == [8, 8]
-    asyncio.run(main())
+    run(main())
+
+
+def test_run_is_on_uvloop_and_returns_the_result():
+    async def main():
+        return type(asyncio.get_running_loop())
+    assert aio.run(main()) is uvloop.Loop
+    assert isinstance(aio.new_event_loop(), uvloop.Loop)
+
+
+def test_eager_step_leaves_uvloop_steps_queued():
+    steps = []
+
+    async def job():
+        steps.append("first")
+        await asyncio.sleep(0)
+        return 3
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(job())
+        assert take_step(loop, task) is None  # no ready queue to take it from
+        run_first_step(loop, task)
+        assert steps == []  # not run by hand: the loop runs it
+        assert await task == 3
+        assert steps == ["first"]
+    aio.run(main())
