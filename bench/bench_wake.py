@@ -18,6 +18,7 @@ querier's work up to its answer, answer to client (with which CPU each side ran 
 
     python bench/bench_wake.py --blocks /work/scale/s1 --other /work/main
     python bench/bench_wake.py --blocks /work/scale/s1 --strace 40 --split
+    python bench/bench_wake.py --blocks /work/scale/s1 --split --pause-ms 10
 """
 from __future__ import annotations
 
@@ -54,7 +55,10 @@ HOPS = ("client -> querier woke", "querier: request -> store call written",
 
 def recorded(argv: list[str]) -> None:
     """``promring argv`` recording (event, monotonic time, CPU) at each event-loop wake-up
-    ("woke") and socket write ("write"); SIGUSR1 writes them to $WAKE_EVENTS (and clears)."""
+    ("woke") and socket write ("write"); SIGUSR1 writes them to $WAKE_EVENTS (and clears).
+    These hooks are asyncio's selector loop's, so a recorded process runs on that loop, not
+    on uvloop's (common.aio.new_event_loop): its split is the asyncio loop's."""
+    import asyncio
     import selectors
     import signal as sig
     from asyncio import selector_events
@@ -81,6 +85,8 @@ def recorded(argv: list[str]) -> None:
     selector_events._SelectorSocketTransport.write = recorded_write  # type: ignore
     sig.signal(sig.SIGUSR1, dump)
     sys.argv = ["promring"] + argv
+    import common.aio
+    common.aio.new_event_loop = asyncio.new_event_loop  # type: ignore[assignment]
     from promring.cli import main
     main()
 
@@ -234,6 +240,9 @@ def main() -> None:
     ap.add_argument("--hours", type=int, default=1)
     ap.add_argument("--strace", type=int, default=0, help="then count syscalls over N queries")
     ap.add_argument("--split", action="store_true", help="split each promring query's wall time")
+    ap.add_argument("--pause-ms", type=float, default=0.0,
+                    help="idle this long before each measured query (not timed): the regime where "
+                         "caches have cooled, as in bench_fixed_cost.py --pause-ms")
     a = ap.parse_args()
     metas = sorted(a.blocks.glob("*/meta.json"))
     end_ms = json.loads(metas[0].read_text())["minTime"] + 2 * len(metas) * HOUR_MS - 30_000
@@ -269,6 +278,8 @@ def main() -> None:
             # query that follows another promring's finds the interpreter's code in the caches)
             for side in ["Prometheus"] + ours[i % len(ours):] + ours[:i % len(ours)]:
                 api, pids = sides[side]
+                if a.pause_ms:
+                    time.sleep(a.pause_ms / 1000)
                 before = {p: threads(pid) for p, pid in pids.items()}
                 c0, t0 = getcpu(), time.perf_counter()
                 wall[side].append(run_query(sess, api, params)[0])
