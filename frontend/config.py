@@ -50,6 +50,9 @@ class FrontendConfig:
     org_id_headers: tuple[str, ...] = ()
     tenant_header: str = "THANOS-TENANT"
     default_tenant: str = "default-tenant"
+    # Thanos's hidden --query-frontend.tenant-certificate-field: "" (the headers name the
+    # tenant), organization, organizationalUnit or commonName of the verified client certificate
+    tenant_certificate_field: str = ""
     http_config: str = ""
 
 

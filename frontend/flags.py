@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from common.units import parse_duration_ms
+from common.webconfig import WebConfigError, load_web_config
 
 from .config import CacheConfigError, FrontendConfig, parse_cache_config
 
@@ -58,6 +59,11 @@ def add_frontend_flags(p: argparse.ArgumentParser) -> None:
                    default="THANOS-TENANT", help="HTTP header naming the tenant.")
     p.add_argument("--query-frontend.default-tenant-id", dest="fe_default_tenant",
                    default="default-tenant", help="Tenant of requests without a tenant header.")
+    p.add_argument("--query-frontend.tenant-certificate-field", dest="fe_tenant_certificate_field",
+                   default="", choices=["", "organization", "organizationalUnit", "commonName"],
+                   help="Take a request's tenant from this field of the verified client "
+                        "certificate (needs client certificates in --http.config); the tenant "
+                        "headers are ignored, and the tenant goes downstream in THANOS-TENANT.")
     p.add_argument("--labels.split-interval", dest="labels_split_interval", default="24h",
                    help="Accepted for Thanos compatibility; label and series calls are proxied "
                         "unsplit.")
@@ -146,4 +152,21 @@ def frontend_config(a: argparse.Namespace) -> FrontendConfig:
                                                 signed=True),
         forward_headers=tuple(a.forward_headers), org_id_headers=tuple(a.org_id_headers),
         tenant_header=a.fe_tenant_header, default_tenant=a.fe_default_tenant,
+        tenant_certificate_field=_tenant_certificate_field(a),
         http_config=getattr(a, "http_config", ""))
+
+
+def _tenant_certificate_field(a: argparse.Namespace) -> str:
+    """--query-frontend.tenant-certificate-field, refused without client certificates to read
+    it from (Thanos would fail every request then)."""
+    field = getattr(a, "fe_tenant_certificate_field", "")
+    if not field:
+        return ""
+    try:
+        web = load_web_config(a.http_config).tls if getattr(a, "http_config", "") else None
+    except WebConfigError as e:
+        raise ValueError(f"--http.config: {e}") from None
+    if not (web and web.client_ca):
+        raise ValueError("--query-frontend.tenant-certificate-field needs verified client "
+                         "certificates: set client_ca_file in --http.config's tls_server_config")
+    return field

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from common.httpgzip import compress_response
 from common.ops import add_ops_routes, new_registry, start_site
+from common.tls import certificate_field, peer_certificate
 from common.webconfig import WebConfigFile
 
 from .cache import new_results_cache
@@ -82,18 +83,39 @@ class QueryFrontend:
             await self.cache.close()
 
     def _tenant(self, request: web.Request) -> str:
+        """The request's tenant: with --query-frontend.tenant-certificate-field, that field of
+        the verified client certificate (ValueError with Thanos's message when there is none,
+        or a name Thanos refuses: the request is answered 400 then); else the first
+        --query-frontend.org-id-header present, the tenant header, or the default tenant."""
+        field = self.cfg.tenant_certificate_field
+        if field:
+            tenant = certificate_field(peer_certificate(request.transport), field)
+            if ("/" in tenant and tenant != "/") or not (tenant.isascii() and
+                                                         tenant.isprintable()):
+                raise ValueError("Tenant name not valid")
+            return tenant
         for h in (*self.cfg.org_id_headers, self.cfg.tenant_header):
             if request.headers.get(h):
                 return request.headers[h]
         return self.cfg.default_tenant
 
-    def _forwarded(self, request: web.Request) -> CIMultiDict:
+    def _with_certificate_tenant(self, headers: CIMultiDict, tenant: str) -> CIMultiDict:
+        """As Thanos's frontend (tenancy.InternalTenancyConversionTripper) with a certificate
+        field: the tenant goes downstream in THANOS-TENANT, the tenant header the client sent
+        (when another) does not."""
+        if self.cfg.tenant_certificate_field:
+            if self.cfg.tenant_header.lower() != THANOS_TENANT.lower():
+                headers.popall(self.cfg.tenant_header, None)
+            headers[THANOS_TENANT] = tenant
+        return headers
+
+    def _forwarded(self, request: web.Request, tenant: str) -> CIMultiDict:
         """Headers a split part carries downstream: the tenant and --query-frontend.forward-header."""
         out = CIMultiDict()
         for h in (self.cfg.tenant_header, *self.cfg.org_id_headers, *self.cfg.forward_headers):
             for v in request.headers.getall(h, []):
                 out.add(h, v)
-        return out
+        return self._with_certificate_tenant(out, tenant)
 
     async def _query_range(self, request: web.Request) -> web.StreamResponse:
         began = time.monotonic()
@@ -103,7 +125,13 @@ class QueryFrontend:
         if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
             params.extend(await request.post())
         no_store = "no-store" in request.headers.get("Cache-Control", "").lower()
-        req = parse_range_request(params, self.cfg, self._tenant(request), self._forwarded(request),
+        try:
+            tenant = request[_TENANT] = self._tenant(request)
+        except ValueError as e:
+            resp = _error(400, "bad_data", str(e))
+            await self._finish(request, resp, params, began)
+            return resp
+        req = parse_range_request(params, self.cfg, tenant, self._forwarded(request, tenant),
                                   no_store)
         if req is None:
             resp = await self._proxy_answer(request, body, self.cfg.max_retries)
@@ -128,7 +156,13 @@ class QueryFrontend:
         op = _op(request.path)
         if op is not None:
             self.m.queries.labels(op).inc()
-        resp = await self._proxy_answer(request, await request.read(), self.cfg.instant_max_retries)
+        try:
+            request[_TENANT] = self._tenant(request)
+        except ValueError as e:
+            resp = _error(400, "bad_data", str(e))
+        else:
+            resp = await self._proxy_answer(request, await request.read(),
+                                            self.cfg.instant_max_retries)
         await self._finish(request, resp, MultiDict(request.query), began)
         return resp
 
@@ -136,6 +170,7 @@ class QueryFrontend:
         headers = CIMultiDict((k, v) for k, v in request.headers.items()
                               if k.lower() not in HOP_BY_HOP)
         headers.setdefault("Accept-Encoding", "identity")
+        self._with_certificate_tenant(headers, request[_TENANT])
         try:
             answer = await self.downstream.request(request.method, request.rel_url.raw_path,
                                                    query=request.rel_url.raw_query_string,
@@ -156,8 +191,12 @@ class QueryFrontend:
         if limit and (limit < 0 or took * 1000 > limit):
             log.info("slow query detected", extra={
                 "method": request.method, "path": request.path, "time_taken": f"{took:.3f}s",
-                "status": resp.status, "org_id": self._tenant(request),
+                "status": resp.status, "org_id": request.get(_TENANT, ""),
                 **{f"param_{k}": v for k, v in params.items()}})
+
+
+_TENANT = web.RequestKey("promring_tenant", str)  # the request's tenant, worked out once (QueryFrontend._tenant)
+THANOS_TENANT = "THANOS-TENANT"  # the header Thanos's frontend sends the tenant downstream in
 
 
 def _response_of(answer: Answer) -> web.Response:

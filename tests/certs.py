@@ -95,6 +95,22 @@ class PKI:
                    ca.issue("client", "writer-1", org="team-a", ou="unit-a"),
                    rogue_ca.issue("rogue", "mallory", org="team-a"))
 
+    def optional_client_web_config(self, path: Path) -> Path:
+        """An --http.config at ``path`` serving this server certificate and verifying client
+        certificates when given (client_ca_file: the tenant-certificate-field flags' case)."""
+        path.write_text(f"tls_server_config:\n  cert_file: {self.server.cert}\n"
+                        f"  key_file: {self.server.key}\n"
+                        "  client_auth_type: VerifyClientCertIfGiven\n"
+                        f"  client_ca_file: {self.ca.cert_path}\n")
+        return path
+
+    def client_context(self, cert: CertFiles | None) -> ssl.SSLContext:
+        """A client context trusting this CA, presenting ``cert`` (None: no certificate)."""
+        c = ssl.create_default_context(cafile=str(self.ca.cert_path))
+        if cert is not None:
+            c.load_cert_chain(cert.cert, cert.key)
+        return c
+
 
 def send_hostile_bytes(port: int) -> None:
     """What a TLS port must survive: plain HTTP/1.1 and HTTP/2, broken ClientHellos."""

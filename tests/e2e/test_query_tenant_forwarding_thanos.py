@@ -161,16 +161,9 @@ def test_tenant_from_the_client_certificate_as_thanos_query(tmp_path: Path) -> N
     certificate's organization is the tenant sent to the stores (the header is ignored); no
     certificate, or one without an organization, gets the same 400 from both."""
     pki = PKI.make(tmp_path / "pki")
-    web = tmp_path / "web.yml"
-    web.write_text(f"tls_server_config:\n  cert_file: {pki.server.cert}\n"
-                   f"  key_file: {pki.server.key}\n  client_auth_type: VerifyClientCertIfGiven\n"
-                   f"  client_ca_file: {pki.ca.cert_path}\n")
+    web = pki.optional_client_web_config(tmp_path / "web.yml")
     certs = {"organization": pki.client, "none": None, "no-org": pki.ca.issue("no-org", "nobody")}
-    ctxs = {}
-    for name, cert in certs.items():
-        ctxs[name] = ssl.create_default_context(cafile=str(pki.ca.cert_path))
-        if cert is not None:
-            ctxs[name].load_cert_chain(cert.cert, cert.key)
+    ctxs = {name: pki.client_context(cert) for name, cert in certs.items()}
     flags = (f"--http.config={web}", "--query.tenant-certificate-field=organization")
     with _recording_endpoint() as (rec, endpoint):
         want = _cert_answers(thanos(tmp_path, "thanos-query", "query", f"--endpoint={endpoint}",

@@ -15,7 +15,8 @@ from promring.cli import build_parser
 
 # Thanos's hidden flags (registered with .Hidden(), so absent from --help).
 THANOS_HIDDEN = {"query-frontend.tenant-header": "THANOS-TENANT",
-                 "query-frontend.default-tenant-id": "default-tenant"}
+                 "query-frontend.default-tenant-id": "default-tenant",
+                 "query-frontend.tenant-certificate-field": ""}
 
 
 def _ours() -> argparse.ArgumentParser:
@@ -33,6 +34,14 @@ def _thanos_flags() -> dict[str, str | None]:
         value = m.group(3)
         flags[m.group(2)] = ("true" if m.group(1) else None) if value is None else value.strip('"')
     return flags
+
+
+def test_the_hidden_flags_are_in_thanos_s_binary():
+    """THANOS_HIDDEN are not in --help: their names must at least be in the binary."""
+    data = open(peer("thanos"), "rb").read()
+    for name in THANOS_HIDDEN:
+        assert name.encode() in data, name
+    assert b"query-frontend.no-such-flag" not in data
 
 
 def test_every_flag_is_thanos_s_with_thanos_s_default():

@@ -11,8 +11,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from certs import PKI
 from frontend.config import FrontendConfig, InMemoryCacheConfig
+from frontend.flags import frontend_config
 from frontend.server import QueryFrontend
+from promring.cli import build_parser
 
 DAY = 86_400
 
@@ -192,3 +195,70 @@ def test_dedup_and_max_source_resolution_are_part_of_the_cache_key():
     run(down, FrontendConfig(cache=InMemoryCacheConfig(max_size_items=100), max_freshness_ms=0),
         body)
     assert len(down.seen) == len(variants) * 2  # two parts each, then all from the cache
+
+
+def test_tenant_from_the_client_certificate_field_goes_downstream_in_thanos_tenant(tmp_path):
+    """Thanos's hidden --query-frontend.tenant-certificate-field over mutual TLS: the tenant is
+    the verified client certificate's field whatever the tenant headers say; it goes downstream
+    in THANOS-TENANT (split range parts and proxied calls) and the client's own tenant header
+    does not; its cached parts are that tenant's. A request without a certificate or without the
+    field is refused with Thanos's bad_data message and never reaches the downstream."""
+    pki = PKI.make(tmp_path / "pki")
+    web_yml = pki.optional_client_web_config(tmp_path / "web.yml")
+    bare = pki.ca.issue("bare", "nobody")  # a common name only
+
+    scripted = Scripted()
+    cfg = FrontendConfig(split_interval_ms=DAY * 1000, tenant_header="X-Org",
+                         cache=InMemoryCacheConfig(), http_config=str(web_yml),
+                         tenant_certificate_field="organization")
+
+    async def go():
+        runner, url = await _serve(scripted)
+        fe = QueryFrontend(replace(cfg, http_address="127.0.0.1:0", downstream_url=url))
+        await fe.start()
+        base = f"https://127.0.0.1:{fe.port}/api/v1"
+        answers = []
+        try:
+            async with aiohttp.ClientSession() as s:
+                for cert in (pki.client, None, bare):
+                    for path, params in (("query_range", _range(2)), ("labels", {})):
+                        async with s.get(f"{base}/{path}", params=params,
+                                         ssl=pki.client_context(cert),
+                                         headers={"X-Org": "other", "THANOS-TENANT": "x"}) as r:
+                            answers.append((r.status, await r.json(content_type=None)))
+        finally:
+            await fe.stop()
+            await runner.cleanup()
+        return answers
+
+    answers = asyncio.run(asyncio.wait_for(go(), 60))
+    assert answers[0][0] == 200
+    assert {s["metric"]["t"] for s in answers[0][1]["data"]["result"]} == {"team-a"}
+    assert answers[1][0] == 200
+    assert len(scripted.seen) == 3 + 1  # two days in three parts, and the labels call
+    for _, _, headers in scripted.seen:
+        assert headers.get("THANOS-TENANT") == "team-a" and "X-Org" not in headers, headers
+    refused = (400, {"status": "error", "errorType": "bad_data",
+                     "error": "could not get required certificate field from client cert"})
+    assert answers[2] == answers[3] == refused
+    no_field = (400, {"status": "error", "errorType": "bad_data",
+                      "error": "could not get organization field from client cert"})
+    assert answers[4] == answers[5] == no_field
+
+
+def test_tenant_certificate_field_needs_client_certificates(tmp_path):
+    pki = PKI.make(tmp_path / "pki")
+    web_yml = tmp_path / "web.yml"
+    web_yml.write_text(f"tls_server_config:\n  cert_file: {pki.server.cert}\n"
+                       f"  key_file: {pki.server.key}\n")
+    args = ["query-frontend", "--query-frontend.downstream-url=http://127.0.0.1:1",
+            "--query-frontend.tenant-certificate-field=commonName"]
+    for extra in ([], ["--http.config", str(web_yml)]):
+        with pytest.raises(ValueError, match="--query-frontend.tenant-certificate-field needs"):
+            frontend_config(build_parser().parse_args(args + extra))
+    web_yml.write_text(web_yml.read_text() + f"  client_ca_file: {pki.ca.cert_path}\n"
+                                             "  client_auth_type: RequireAndVerifyClientCert\n")
+    cfg = frontend_config(build_parser().parse_args(args + ["--http.config", str(web_yml)]))
+    assert cfg.tenant_certificate_field == "commonName"
+    with pytest.raises(SystemExit):  # Thanos's enum: anything else is refused
+        build_parser().parse_args(args[:2] + ["--query-frontend.tenant-certificate-field=email"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 
 import aiohttp
 import pytest
@@ -131,17 +130,8 @@ def test_tenant_from_the_client_certificate_field_as_thanos_query_reads_it(tmp_p
     request without a certificate or without the field is refused with Thanos's bad_data
     message (tenancy.getTenantFromCertificate), before any store is called."""
     pki = PKI.make(tmp_path / "pki")
-    web = tmp_path / "web.yml"
-    web.write_text(f"tls_server_config:\n  cert_file: {pki.server.cert}\n"
-                   f"  key_file: {pki.server.key}\n  client_auth_type: VerifyClientCertIfGiven\n"
-                   f"  client_ca_file: {pki.ca.cert_path}\n")
+    web = pki.optional_client_web_config(tmp_path / "web.yml")
     no_fields = pki.ca.issue("bare", "nobody")  # a common name only
-
-    def ctx(cert) -> ssl.SSLContext:
-        c = ssl.create_default_context(cafile=str(pki.ca.cert_path))
-        if cert is not None:
-            c.load_cert_chain(cert.cert, cert.key)
-        return c
 
     async def scenario(field: str) -> tuple[list, list]:
         source = TenantSource()
@@ -154,7 +144,7 @@ def test_tenant_from_the_client_certificate_field_as_thanos_query_reads_it(tmp_p
             async with aiohttp.ClientSession() as http:
                 for cert in (pki.client, None, no_fields):
                     async with http.get(f"https://127.0.0.1:{q.port}/api/v1/series",
-                                        params={"match[]": "up", "start": "0", "end": "10"}, ssl=ctx(cert),
+                                        params={"match[]": "up", "start": "0", "end": "10"}, ssl=pki.client_context(cert),
                                         headers={"THANOS-TENANT": "other"}) as r:
                         answers.append((r.status, await r.json(content_type=None)))
         finally:
