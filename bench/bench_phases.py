@@ -41,6 +41,7 @@ WRAPPED = {
     "query": [
         ("querier.fasthttp", "FastConnection", "data_received", "http_in"),
         ("querier.fasthttp", "", "parse_request", "parse"),
+        ("querier.fasthttp", "", "query_to_pairs", "query_pairs"),
         ("querier.api", "QueryAPI", "range_query", "range_query"),
         ("querier.api", "", "parse_time", "parse_time"),
         ("querier.api", "QueryAPI", "_options", "options"),
