@@ -229,6 +229,13 @@ def certificate_field(cert: dict | None, field: str) -> str:
     return values[0]
 
 
+def valid_query_tenant(tenant: str) -> bool:
+    """A tenant a query may name: one path component, as Thanos's tenancy.IsTenantValid
+    wants ("/" alone passes), and printable ASCII, the only text gRPC metadata carries to
+    the stores. The querier and the query frontend refuse others ("Tenant name not valid")."""
+    return ("/" not in tenant or tenant == "/") and tenant.isascii() and tenant.isprintable()
+
+
 # --- grpc.aio clients --------------------------------------------------------------------------
 
 def _read(path: str) -> bytes:

@@ -148,6 +148,14 @@ def load_web_config(path: str) -> WebConfig:
     return parse_web_config(text, os.path.dirname(os.path.abspath(path)))
 
 
+def verifies_clients(path: str) -> bool:
+    """Whether the --http.config file at ``path`` ("" for none) has its server verify client
+    certificates (client_ca_file): what the tenant-certificate-field flags need. WebConfigError
+    for a file that does not load."""
+    web = load_web_config(path).tls if path else None
+    return bool(web and web.client_ca)
+
+
 class WebConfigFile:
     """The ``--http.config`` file, re-read when it changes; an unusable edit keeps the last
     good configuration. Shared by every HTTP server of a process."""

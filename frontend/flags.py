@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from common.units import parse_duration_ms
-from common.webconfig import WebConfigError, load_web_config
+from common.webconfig import WebConfigError, verifies_clients
 
 from .config import CacheConfigError, FrontendConfig, parse_cache_config
 
@@ -163,10 +163,10 @@ def _tenant_certificate_field(a: argparse.Namespace) -> str:
     if not field:
         return ""
     try:
-        web = load_web_config(a.http_config).tls if getattr(a, "http_config", "") else None
+        verified = verifies_clients(getattr(a, "http_config", ""))
     except WebConfigError as e:
         raise ValueError(f"--http.config: {e}") from None
-    if not (web and web.client_ca):
+    if not verified:
         raise ValueError("--query-frontend.tenant-certificate-field needs verified client "
                          "certificates: set client_ca_file in --http.config's tls_server_config")
     return field

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from common.httpgzip import compress_response
 from common.ops import add_ops_routes, new_registry, start_site
-from common.tls import certificate_field, peer_certificate
+from common.tls import certificate_field, peer_certificate, valid_query_tenant
 from common.webconfig import WebConfigFile
 
 from .cache import new_results_cache
@@ -90,8 +90,7 @@ class QueryFrontend:
         field = self.cfg.tenant_certificate_field
         if field:
             tenant = certificate_field(peer_certificate(request.transport), field)
-            if ("/" in tenant and tenant != "/") or not (tenant.isascii() and
-                                                         tenant.isprintable()):
+            if not valid_query_tenant(tenant):
                 raise ValueError("Tenant name not valid")
             return tenant
         for h in (*self.cfg.org_id_headers, self.cfg.tenant_header):
@@ -195,7 +194,8 @@ class QueryFrontend:
                 **{f"param_{k}": v for k, v in params.items()}})
 
 
-_TENANT = web.RequestKey("promring_tenant", str)  # the request's tenant, worked out once (QueryFrontend._tenant)
+# The request's tenant, worked out once by QueryFrontend._tenant.
+_TENANT = web.RequestKey("promring_tenant", str)
 THANOS_TENANT = "THANOS-TENANT"  # the header Thanos's frontend sends the tenant downstream in
 
 

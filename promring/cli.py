@@ -480,9 +480,8 @@ def _query_tenant_certificate_field(a: argparse.Namespace) -> str:
 
 
 def _web_config_verifies_clients(a: argparse.Namespace) -> bool:
-    from common.webconfig import load_web_config
-    web = load_web_config(a.http_config).tls if getattr(a, "http_config", "") else None
-    return bool(web and web.client_ca)
+    from common.webconfig import verifies_clients
+    return verifies_clients(getattr(a, "http_config", ""))
 
 
 def _http_config(a: argparse.Namespace) -> str:

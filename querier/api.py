@@ -25,7 +25,7 @@ from receiver.exemplars import selectors_of as extract_selectors
 
 from common.httpgzip import compress_response, send_pieces
 from common.httpmetrics import http_metrics
-from common.tls import certificate_field, peer_certificate
+from common.tls import certificate_field, peer_certificate, valid_query_tenant
 
 from .config import DEFAULT_TENANT_HEADER, QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
@@ -44,7 +44,6 @@ from .status import (HEAD_WINDOW_MS, TSDB_STATUS_LIMIT, TSDB_STATUS_MAX_SERIES, 
                      tsdb_status)
 from receiver.tsdb.labels import Matcher, MatchType
 from storeapi import rules_pb2
-from storeapi.client import is_metadata_value
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +377,7 @@ class QueryAPI:
         else:
             tenant = (request.headers.get(self.cfg.tenant_header)
                       or request.headers.get(DEFAULT_TENANT_HEADER) or self.cfg.default_tenant)
-        if ("/" in tenant and tenant != "/") or not is_metadata_value(tenant):
+        if not valid_query_tenant(tenant):
             raise BadParam("Tenant name not valid")
         return tenant
 
