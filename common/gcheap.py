@@ -20,9 +20,13 @@ query faults all of it in again, page by page (measured: ~20,000 page faults and
 scale-4 query's CPU in the kernel). Blocks of any size now come from the heap (glibc would
 still map every block past 32 MiB, its largest threshold, on its own: at scale 4 a query's
 decoded columns are 45 MiB and more each, and faulting them in again cost ~200 ms of system
-time per `histogram_quantile` query), and up to ``TRIM_THRESHOLD`` bytes of freed heap are
-kept for the next query. So the heap keeps what the biggest query needed, at most
-``TRIM_THRESHOLD`` of it at its top; a free block inside it is reused by the next query.
+time per `histogram_quantile` query), and freed heap is kept for the next query however large
+its top grows (glibc's own trimming is off). So the heap keeps what the biggest query needed;
+a free block in it is reused by the next query. A cap of 1 GiB was not enough: a scale-4 24 h
+`histogram_quantile` decodes 62 M samples into two 497 MiB columns, so the heap top went back
+to the kernel after every such query and the next one faulted 1.1 GiB in again -- on this
+benchmark's VM at ~140 MiB/s (its fresh guest pages are zeroed slowly), 7.4 s of the querier's
+9 s of CPU per query.
 
 Those thresholds only hold in glibc's main arena, though: a thread's own arena (the querier
 evaluates in worker threads) grows in 64 MiB sub-heaps that are unmapped as soon as they are
@@ -61,9 +65,9 @@ OLDER_THRESHOLDS = (20, 20)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8
 MMAP_THRESHOLD = 32 << 20  # glibc's maximum: bigger blocks would be mapped (and unmapped) alone
 MMAP_MAX = 0  # ... so no block is: all come from the heap (glibc still maps if the heap cannot grow)
-# at most this much freed memory at the heap top is kept: a scale-4 6 h histogram_quantile
-# frees more than 256 MiB (which cost it ~450 ms of system time per query to fault in again)
-TRIM_THRESHOLD = 1024 << 20
+# freed memory at the heap top is never given back by free() (glibc: -1 turns trimming off;
+# trim_when_idle gives it back): a scale-4 24 h histogram_quantile frees 1.1 GiB at its end
+TRIM_THRESHOLD = -1
 ARENA_MAX = 1  # threads started later share the main arena, whose freed top is kept
 IDLE_TRIM_INTERVAL_S = 30.0  # a whole interval with less CPU than this fraction of it is idle
 IDLE_CPU_FRACTION = 0.01
