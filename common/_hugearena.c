@@ -10,13 +10,15 @@
 
    keep(True) (query-serving processes, common/gcheap.py) keeps free huge pages resident instead:
    a big query frees hundreds of MiB of small objects, and giving them back made the next one
-   fault them in and have the kernel zero them again; release() gives them back once idle. */
+   fault them in and have the kernel zero them again; release(keep) gives them back once idle,
+   all but a reserve of `keep` bytes, whose arenas are then handed out first. */
 #define PY_SSIZE_T_CLEAN
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #define HUGE_PAGE ((size_t)2 << 20)
@@ -34,6 +36,16 @@ static size_t n_free, cap_free;
 static size_t arena_size;
 static int installed;
 static int keep_free_pages; /* free huge pages stay resident until release() */
+
+static uint8_t dropped[MAX_REGIONS][PAGES_PER_REGION]; /* given back by the last release() */
+
+/* The "given back" flag of the huge page holding free arena `p` (always ours). */
+static uint8_t *dropped_flag(const char *p) {
+    for (int i = n_regions - 1; i >= 0; i--)
+        if (p >= regions[i] && p < regions[i] + REGION)
+            return &dropped[i][(size_t)(p - regions[i]) / HUGE_PAGE];
+    return &dropped[0][0]; /* not reached: only our arenas are on the free stack */
+}
 
 /* The free-arena counter of the huge page holding `p`, or NULL if `p` is not ours. */
 static uint8_t *page_counter(const char *p) {
@@ -109,15 +121,36 @@ static PyObject *py_keep(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* Every huge page whose arenas are all free goes back to the kernel; the bytes given back.
-   Called with the GIL held, so no arena is handed out or freed meanwhile. */
-static PyObject *py_release(PyObject *self, PyObject *unused) {
-    size_t released = 0;
+/* Every huge page whose arenas are all free goes back to the kernel, except the first
+   `keep` bytes of them (a reserve the next query reuses without faulting it in again); the
+   bytes given back. The free-arena stack is then reordered so that arenas of resident pages
+   are handed out before those of pages just given back. Called with the GIL held, so no arena
+   is handed out or freed meanwhile. */
+static PyObject *py_release(PyObject *self, PyObject *args) {
+    Py_ssize_t keep = 0;
+    if (!PyArg_ParseTuple(args, "|n:release", &keep)) return NULL;
+    size_t released = 0, kept = 0;
     for (int i = 0; arena_size && i < n_regions; i++)
-        for (size_t j = 0; j < PAGES_PER_REGION; j++)
-            if (free_in_page[i][j] == HUGE_PAGE / arena_size &&
-                madvise(regions[i] + j * HUGE_PAGE, HUGE_PAGE, MADV_DONTNEED) == 0)
+        for (size_t j = 0; j < PAGES_PER_REGION; j++) {
+            dropped[i][j] = 0;
+            if (free_in_page[i][j] != HUGE_PAGE / arena_size) continue;
+            if (kept + HUGE_PAGE <= (size_t)(keep > 0 ? keep : 0)) {
+                kept += HUGE_PAGE;
+            } else if (madvise(regions[i] + j * HUGE_PAGE, HUGE_PAGE, MADV_DONTNEED) == 0) {
                 released += HUGE_PAGE;
+                dropped[i][j] = 1;
+            }
+        }
+    void **order = n_free ? malloc(n_free * sizeof *order) : NULL;
+    if (order) { /* a stable partition: arenas of given-back pages at the bottom of the stack */
+        size_t bottom = 0;
+        for (size_t k = 0; k < n_free; k++)
+            if (*dropped_flag(free_arenas[k])) order[bottom++] = free_arenas[k];
+        for (size_t k = 0, top = bottom; k < n_free; k++)
+            if (!*dropped_flag(free_arenas[k])) order[top++] = free_arenas[k];
+        memcpy(free_arenas, order, n_free * sizeof *order);
+        free(order);
+    }
     return PyLong_FromSize_t(released);
 }
 
@@ -129,7 +162,7 @@ static PyObject *py_stats(PyObject *self, PyObject *unused) {
 static PyMethodDef methods[] = {
     {"enable", py_enable, METH_NOARGS, "enable(): new obmalloc arenas come from huge-page regions (idempotent)."},
     {"keep", py_keep, METH_O, "keep(on): free huge pages stay resident (True) or go back at once."},
-    {"release", py_release, METH_NOARGS, "release() -> bytes of free huge pages given back."},
+    {"release", py_release, METH_VARARGS, "release(keep=0) -> bytes of free huge pages given back (all but keep bytes of them)."},
     {"stats", py_stats, METH_NOARGS, "stats() -> {regions, arena_bytes, free_arenas}."},
     {NULL, NULL, 0, NULL},
 };

@@ -44,7 +44,18 @@ pages are now kept resident too (``_hugearena.keep``) until the idle trim.
 
 What is kept is given back once the process goes idle (``trim_when_idle``: a whole interval
 with next to no CPU after it worked), as Go's scavenger returns a quiet Prometheus's heap: a
-burst of big queries does not leave the process at its peak size for good.
+burst of big queries does not leave the process at its peak size for good -- all but a
+reserve (``HEAP_RESERVE`` of glibc's heap, ``OBJECT_RESERVE`` of small-object arenas), which
+is also faulted in once at start-up (``reserve_memory``). Go's runtime likewise keeps its heap
+goal resident (twice the live heap by default) and reuses it. Without a reserve the first
+queries after a start or an idle spell paid for every page they touched: on the benchmark's
+VM (its free guest pages are reported back to the host, so a fresh page costs a host fault
+too) the first `sum by (job) (rate(x[5m]))` over 1 h at scale 1 took 250 ms instead of 40,
+more than half of it the kernel faulting in ~9,000 pages in store and querier.
+
+The settings must be made before the process starts any thread (``keep_freed_memory`` first
+thing): a thread that allocated before them keeps an arena of its own, which gives its freed
+memory back at once -- the store's block-loading threads had eight.
 """
 from __future__ import annotations
 
@@ -69,6 +80,11 @@ MMAP_MAX = 0  # ... so no block is: all come from the heap (glibc still maps if 
 # trim_when_idle gives it back): a scale-4 24 h histogram_quantile frees 1.1 GiB at its end
 TRIM_THRESHOLD = -1
 ARENA_MAX = 1  # threads started later share the main arena, whose freed top is kept
+# freed memory kept resident through an idle trim, and faulted in at start-up: what the first
+# queries of a dashboard at the scale benchmark's scale 1 need without faulting
+HEAP_RESERVE = 96 << 20
+OBJECT_RESERVE = 32 << 20
+OBJECT_SIZE = 200  # the objects faulting the small-object reserve in: fresh, under 512 bytes
 IDLE_TRIM_INTERVAL_S = 30.0  # a whole interval with less CPU than this fraction of it is idle
 IDLE_CPU_FRACTION = 0.01
 
@@ -81,7 +97,27 @@ def freeze_startup_heap() -> bool:
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
     _hugearena.keep(True)
-    return keep_freed_memory()
+    if not keep_freed_memory():
+        return False
+    release_freed_memory()  # what start-up freed, past the reserve
+    reserve_memory()
+    return True
+
+
+def reserve_memory() -> None:
+    """Fault in HEAP_RESERVE bytes of glibc's heap and OBJECT_RESERVE bytes of small-object
+    arenas and free them again: kept (the settings above), the first queries reuse them
+    instead of faulting pages in one by one."""
+    heap, objects = HEAP_RESERVE, OBJECT_RESERVE
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.restype, libc.free.argtypes = None, [ctypes.c_void_p]
+    block = libc.malloc(heap)
+    if block:
+        ctypes.memset(block, 0, heap)
+        libc.free(block)
+    held = [bytes(OBJECT_SIZE) for _ in range(objects // (OBJECT_SIZE + 40))]  # with headers
+    del held
 
 
 def _libc_function(name: str, argtypes: list):
@@ -95,12 +131,12 @@ def _libc_function(name: str, argtypes: list):
 
 
 def release_freed_memory() -> bool:
-    """Give every free page of the heap back to the kernel (glibc's malloc_trim: the top and
-    whole free pages inside; Python's free small-object arenas by huge page); False where
-    nothing was released."""
-    arenas = _hugearena.release()
+    """Give the free pages of the heap back to the kernel but for the reserve (glibc's
+    malloc_trim: the top past HEAP_RESERVE and whole free pages inside; Python's free
+    small-object arenas by huge page past OBJECT_RESERVE); False where nothing was released."""
+    arenas = _hugearena.release(OBJECT_RESERVE)
     malloc_trim = _libc_function("malloc_trim", [ctypes.c_size_t])
-    return (malloc_trim is not None and malloc_trim(0) == 1) or arenas > 0
+    return (malloc_trim is not None and malloc_trim(HEAP_RESERVE) == 1) or arenas > 0
 
 
 async def trim_when_idle(interval_s: float = IDLE_TRIM_INTERVAL_S,

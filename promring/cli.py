@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from common import aio
-from common.gcheap import freeze_startup_heap, trim_when_idle
+from common.gcheap import freeze_startup_heap, keep_freed_memory, trim_when_idle
 from common.logs import setup_logging
 from common.tasks import cancel_and_wait
 from common.tls import (add_client_tls_flags, add_server_tls_flags, client_tls_from_flags,
@@ -619,12 +619,16 @@ async def _run_until_signal(components: list, a: argparse.Namespace | None = Non
                                   if x)}
     starting = True
     trimmer: asyncio.Task | None = None
+    serves_queries = bool(components) and all(getattr(c, "FREEZE_HEAP_AFTER_START", False)
+                                              for c in components)
+    if serves_queries:
+        keep_freed_memory()  # before start-up's threads, or each keeps a glibc arena of its own
     try:
         for c in components:
             started.append(c)  # stopped below also when its start fails half way
             await c.start()
         starting = False
-        if components and all(getattr(c, "FREEZE_HEAP_AFTER_START", False) for c in components):
+        if serves_queries:
             # common.gcheap: start-up objects out of every GC walk; freed query memory kept
             # for the next query while busy, given back once idle
             if freeze_startup_heap():

@@ -44,3 +44,36 @@ def test_arenas_come_from_huge_pages_and_are_reused_after_frees():
     assert 1 <= regions <= 3
     if _thp_enabled():
         assert huge_kib >= 2048  # the heap really is in transparent huge pages
+
+
+RELEASE_KEEPING = r"""
+from common._hugearena import enable, keep, release
+enable()
+keep(True)
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+held = [bytes(200) for _ in range(600_000)]  # ~140 MiB of arenas
+held.reverse()  # freed from the first made: the last arenas freed are those made last
+del held
+before = rss_mib()
+given = release(%d)
+after = rss_mib()
+held = [bytes(200) for _ in range(100_000)]  # ~24 MiB: fits in a 48 MiB reserve
+print(given >> 20, before - after, rss_mib() - after)
+"""
+
+
+def test_release_keeps_a_reserve_that_the_next_allocations_use_first():
+    """release(keep) gives back all free huge pages but ``keep`` bytes of them, and the arenas
+    of the pages it kept are handed out first, whichever were freed last: the next ~24 MiB of
+    small objects need (almost) no new resident memory. release() keeps nothing, so the same
+    objects fault their pages in again."""
+    def run(keep: int) -> list[int]:
+        out = subprocess.run([sys.executable, "-c", RELEASE_KEEPING % keep], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return list(map(int, out.stdout.split()))
+    given, dropped, grown = run(48 << 20)
+    assert given > 60 and dropped > 60, (given, dropped)
+    assert grown < 8, grown
+    assert run(0)[2] > 20  # nothing kept: the objects' pages are faulted in again
