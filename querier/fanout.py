@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import logging
 import operator
@@ -23,11 +24,11 @@ from common.tls import ClientTLS
 from querier.dedup import chain, penalty, strip_labels
 from querier.downsampled import aggrs_from_func, max_resolution_for, series_samples
 from querier.promql import PromQLError, Series
-from querier.promql.types import SeriesBatch
+from querier.promql.types import SeriesBatch, SeriesParts
 from receiver.tsdb.chunkenc import decode_many, decode_series
 from receiver.tsdb.histogram import ENCODING_XOR, chunk_encoding, decode_chunk, to_engine
 from receiver.tsdb.labels import STALE_NAN_BITS, Labels, Matcher
-from storeapi.client import StoreClient
+from storeapi.client import StoreClient, chunk_count
 from storeapi.grpcmetrics import client_metrics
 
 from .endpoints import EndpointHealth, HealthOptions, Info, describe_error, is_connection_error
@@ -364,6 +365,39 @@ def merge_raw_series(raw, mint: int, maxt: int, dedup_func: str = "chain",
     return out
 
 
+# A select of more chunks than this feeding a range function is decoded in slices of about as
+# many chunks (SeriesParts): at ~120 samples a chunk, ~30 MiB of decoded samples a slice.
+PART_CHUNKS = 1 << 14
+
+
+def series_parts(raw, mint: int, maxt: int, dedup_func: str = "chain", counter: bool = False
+                 ) -> SeriesParts | list[Series] | SeriesBatch:
+    """``merge_raw_series`` decoded a slice of series at a time when ``raw`` holds more than
+    PART_CHUNKS chunks (equal label sets, merged by ``dedup_func``, stay in one slice); else
+    merge_raw_series's answer."""
+    part_chunks = PART_CHUNKS
+    if chunk_count(raw) <= part_chunks or len(raw) < 2:
+        return merge_raw_series(raw, mint, maxt, dedup_func, counter)
+    labels = list(map(operator.attrgetter("labels"), raw))
+    if not all(map(operator.lt, labels, itertools.islice(labels, 1, None))):
+        order = sorted(range(len(raw)), key=labels.__getitem__)
+        raw = [raw[i] for i in order]
+        labels = [labels[i] for i in order]
+    ends = np.cumsum(np.fromiter(map(len, map(operator.attrgetter("chunks"), raw)),
+                                 dtype=np.int64, count=len(raw)))
+    cuts = np.unique(np.searchsorted(ends, np.arange(part_chunks, int(ends[-1]), part_chunks),
+                                     side="right")).tolist()
+    bounds = [0]
+    for c in cuts:  # a cut between equal label sets moves past them (few cuts: a short loop)
+        while c < len(raw) and labels[c] == labels[c - 1]:
+            c += 1
+        if bounds[-1] < c < len(raw):
+            bounds.append(c)
+    bounds.append(len(raw))
+    return SeriesParts([functools.partial(merge_raw_series, raw[a:b], mint, maxt, dedup_func,
+                                          counter) for a, b in zip(bounds, bounds[1:])])
+
+
 def _float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
     """The usual answer -- distinct float series whose chunks do not overlap -- decoded in one
     C call into columns; None when a series repeats (replicas, several stores), may hold
@@ -546,6 +580,17 @@ class FanoutQueryable:
     def select_with_hints(self, matchers: list[Matcher], mint: int, maxt: int,
                           func: str | None = None, range_ms: int = 0) -> list[Series]:
         """``func`` is the PromQL function the selector feeds (see ``select_plan``)."""
+        return self._select(matchers, mint, maxt, func, range_ms, merge_raw_series)
+
+    def select_parts(self, matchers: list[Matcher], mint: int, maxt: int, func: str | None = None,
+                     range_ms: int = 0) -> SeriesParts | list[Series] | SeriesBatch:
+        """``select_with_hints`` for a selector the engine reads series by series (an instant
+        vector selector's lookup, a range function): a big answer comes as SeriesParts,
+        decoded a slice at a time."""
+        return self._select(matchers, mint, maxt, func, range_ms, series_parts)
+
+    def _select(self, matchers: list[Matcher], mint: int, maxt: int, func: str | None,
+                range_ms: int, merge: Callable):
         dedup, counter, res = self.select_plan(func, range_ms)
         if res > 0:
             return self._select_downsampled(matchers, mint, maxt, res, func or "", dedup, counter)
@@ -553,7 +598,7 @@ class FanoutQueryable:
         if raw is None:
             raw = self._run(self.stores.series(mint, maxt, matchers, opts=self.opts,
                                                warnings=self.warnings))
-        return merge_raw_series(raw, mint, maxt, dedup, counter)
+        return merge(raw, mint, maxt, dedup, counter)
 
     def _select_downsampled(self, matchers, mint, maxt, res, func, dedup, counter) -> list[Series]:
         """Thanos's querier over downsampled blocks: ask for the aggregates ``func`` needs and

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -13,9 +14,9 @@ from querier.promql.guard import check_query
 from querier.promql.parser import ParseError, parse as parse_syntax
 from querier.promql.selected import Selected
 from querier.promql.types import (TOO_MANY_SAMPLES, USE_START_TIMESTAMPS, EngineOptions, PromQLError, Queryable,
-                                  QueryResult, SeriesBatch)
+                                  QueryResult, SeriesBatch, SeriesParts)
 from querier.promql._rangec import last_samples
-from querier.promql.values import (Matrix, Scalar, Str, Vec, empty_vec, finalize, held_points, is_stale,
+from querier.promql.values import (Matrix, Scalar, Str, Vec, concat_vecs, empty_vec, finalize, held_points, is_stale,
                                    row_values)
 from receiver.tsdb.labels import InvalidRegex, Matcher, MatchType
 
@@ -183,10 +184,13 @@ class Evaluator:
         return list(selector_matchers(vs))
 
     def _select(self, vs, mint: int, maxt: int, range_ms: int = 0):
+        return self.select_series(self._checked_matchers(vs), mint, maxt, range_ms)
+
+    def _checked_matchers(self, vs) -> list[Matcher]:
         ms = self.matchers_of(vs)
         if all(m.matches_empty() for m in ms):
             raise PromQLError("bad_data", "vector selector must contain at least one non-empty matcher")
-        return self.select_series(ms, mint, maxt, range_ms)
+        return ms
 
     def select_series(self, ms: list[Matcher], mint: int, maxt: int, range_ms: int = 0) -> Selected:
         """The series ``ms`` selects, samples in [mint, maxt], sorted by labels, counted on the
@@ -194,6 +198,9 @@ class Evaluator:
         with_hints = getattr(self.sh.q, "select_with_hints", None)
         got = (with_hints(ms, mint, maxt, func=self.func_hint, range_ms=range_ms)
                if with_hints is not None else self.sh.q.select(ms, mint, maxt))
+        return self._selected(got, mint, maxt)
+
+    def _selected(self, got, mint: int, maxt: int) -> Selected:
         if isinstance(got, SeriesBatch):  # a store answer decoded as columns: no per-series work
             sel = selected.from_batch(got, mint, maxt)
         else:
@@ -238,7 +245,11 @@ class Evaluator:
         if smoothed:
             return self._smoothed_selector(vs, E, lb)
         # E ascends (steps minus an offset, or all the @ time): its ends are its min and max
-        return self.lookup(self._select(vs, int(E[0]) - lb + 1, int(E[-1])), E)
+        mint, maxt = int(E[0]) - lb + 1, int(E[-1])
+        parts = self._selected_parts(vs, mint, maxt)
+        if parts is None:
+            return self.lookup(self._select(vs, mint, maxt), E)
+        return concat_vecs([self.lookup(s, E) for s in parts], self.T)
 
     def lookup(self, series: Selected, E: np.ndarray) -> Vec:
         """The instant vector of ``series`` at the times ``E``: each step's latest sample within
@@ -321,10 +332,42 @@ class Evaluator:
         if self.T == 0:
             return Matrix([], [], [], np.zeros(0, bool), E, rng, self._eval_ts(vs), ext=ext)
         wend, wrng = ext.window(E, rng) if ext else (E, rng)
-        s = selected.without_stale(
-            self._select(vs, int(wend.min()) - wrng + 1, int(wend.max()), range_ms=rng))
+        return self._matrix(vs, self._select(vs, int(wend.min()) - wrng + 1, int(wend.max()),
+                                             range_ms=rng), E, rng, ext)
+
+    def _matrix(self, vs, sel: Selected, E: np.ndarray, rng: int, ext) -> Matrix:
+        s = selected.without_stale(sel)
         return Matrix(list(s.labels), s.split(s.ts), s.split(s.vals), np.zeros(len(s), bool), E, rng,
                       self._eval_ts(vs), s.hists, ext=ext, sts=s.sts, cat=(s.ts, s.vals, s.offs))
+
+    def matrix_parts(self, e) -> Iterator[Matrix] | None:
+        """A range function's plain matrix selector argument as Matrix slices of its series
+        (labels ascending across them), decoded one after the other where the queryable can
+        (see _selected_parts); None where it cannot (then range_arg)."""
+        ms = unparen(e)
+        if (not isinstance(ms, ast.MatrixSelector) or self.T == 0
+                or rangeext.selector_mode(ms.vector_selector)):
+            return None
+        self.sh.check_deadline()
+        vs = ms.vector_selector
+        rng = dur_ms(ms.range)
+        E = self._times(vs, rng)
+        parts = self._selected_parts(vs, int(E.min()) - rng + 1, int(E.max()), rng)
+        return None if parts is None else (self._matrix(vs, s, E, rng, None) for s in parts)
+
+    def _selected_parts(self, vs, mint: int, maxt: int, range_ms: int = 0
+                        ) -> Iterator[Selected] | None:
+        """The selection of ``vs`` as slices of its series, each decoded only when the one
+        before is done with (types.SeriesParts: a big selection feeding a function that goes
+        series by series reuses the same memory); None where the queryable cannot slice."""
+        select_parts = getattr(self.sh.q, "select_parts", None)
+        if select_parts is None:
+            return None
+        got = select_parts(self._checked_matchers(vs), mint, maxt, func=self.func_hint,
+                           range_ms=range_ms)
+        if not isinstance(got, SeriesParts):
+            return iter([self._selected(got, mint, maxt)])
+        return (self._selected(part, mint, maxt) for part in got.parts())
 
     def range_arg(self, e):
         """A range function's matrix argument. A matrix selector's samples are not held on the

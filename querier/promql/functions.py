@@ -13,7 +13,7 @@ from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZ
 from querier.promql.types import TYPE_AND_UNIT_LABELS, PromQLError
 from querier.promql import nhist, rangeext, rangehist, startts
 from querier.promql._groupc import group_ids
-from querier.promql.values import (METADATA_LABELS, Matrix, Scalar, Vec, floats_only, get_label,
+from querier.promql.values import (METADATA_LABELS, Matrix, Scalar, Vec, concat_vecs, floats_only, get_label,
                                    is_hist, printable, select_rows, set_label, valid_label_name, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, compile_go_regex
 
@@ -182,9 +182,16 @@ def call(ev, e):
 def _range_call(ev, name: str, args) -> Vec:
     if name == "quantile_over_time":
         args = [args[1], args[0]]
-    m = ev.range_arg(args[0])
-    extra = [ev.eval(a) for a in args[1:]]
-    extra_vals = [x.vals for x in extra]
+    parts = ev.matrix_parts(args[0])  # a big selection: decoded and applied a slice at a time
+    m = ev.range_arg(args[0]) if parts is None else None
+    extra_vals = [ev.eval(a).vals for a in args[1:]]
+    if parts is None:
+        return _range_matrix(ev, name, m, extra_vals)
+    return concat_vecs([_range_matrix(ev, name, p, extra_vals) for p in parts], ev.T)
+
+
+def _range_matrix(ev, name: str, m, extra_vals: list) -> Vec:
+    """Range function ``name`` over every series of ``m``."""
     if name in ("holt_winters", "double_exponential_smoothing") and len(m.labels):
         for x, what in zip(extra_vals, ("smoothing", "trend")):
             if ((x <= 0) | (x >= 1)).any():

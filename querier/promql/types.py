@@ -44,6 +44,26 @@ class SeriesBatch:
         return (self[i] for i in range(len(self.labels)))
 
 
+class SeriesParts:
+    """A big select's answer, decoded a slice of series at a time: ``parts()`` yields each
+    slice's series (a SeriesBatch or a list of Series; labels ascend across slices, equal ones
+    in one slice). Looked up or fed to a range function slice by slice (the engine's
+    _selected_parts), it reuses the same few MiB of decoded samples instead of holding all of
+    them at once: at scale 4 a 24 h histogram_quantile decoded 62 M samples, 1 GiB, at once."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, parts: list) -> None:
+        self._parts = parts  # callables, each decoding one slice
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def parts(self):
+        for decode in self._parts:
+            yield decode()
+
+
 class Queryable(Protocol):
     def select(self, matchers: list[Matcher], mint: int, maxt: int) -> list[Series] | SeriesBatch: ...
 

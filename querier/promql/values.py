@@ -7,6 +7,7 @@ label_replace/label_join rewrites it).
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,28 @@ def held_points(v) -> int:
     if isinstance(v, Matrix):
         return len(v.cat[0]) if v.cat is not None else sum(len(t) for t in v.ts)
     return 0
+
+
+def concat_vecs(vecs: list[Vec], T: int) -> Vec:
+    """The rows of ``vecs`` one after the other: a selector's or a range function's result
+    over consecutive slices of a selection (engine._selected_parts)."""
+    if len(vecs) == 1:
+        return vecs[0]
+    if not vecs:
+        return empty_vec(T)
+    hist = None
+    if any(v.hist is not None for v in vecs):
+        hist = np.concatenate([v.hist if v.hist is not None else
+                               np.full(v.vals.shape, None, dtype=object) for v in vecs])
+    sample_ts = sample_st = None
+    if all(v.sample_ts is not None for v in vecs):  # a plain selector's vector
+        sample_ts = np.concatenate([v.sample_ts for v in vecs])
+    if any(v.sample_st is not None for v in vecs):
+        sample_st = np.concatenate([v.sample_st if v.sample_st is not None else
+                                    np.zeros(v.vals.shape, dtype=np.int64) for v in vecs])
+    return Vec(list(itertools.chain.from_iterable(v.labels for v in vecs)),
+               np.concatenate([v.vals for v in vecs]), np.concatenate([v.present for v in vecs]),
+               np.concatenate([v.drop for v in vecs]), sample_ts, hist, sample_st)
 
 
 def empty_vec(T: int) -> Vec:
