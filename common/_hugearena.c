@@ -39,20 +39,29 @@ static int keep_free_pages; /* free huge pages stay resident until release() */
 
 static uint8_t dropped[MAX_REGIONS][PAGES_PER_REGION]; /* given back by the last release() */
 
-/* The "given back" flag of the huge page holding free arena `p` (always ours). */
-static uint8_t *dropped_flag(const char *p) {
+/* The region and the huge page in it that hold `p`: 1, or 0 if `p` is not ours. */
+static int page_of(const char *p, int *region, size_t *page) {
     for (int i = n_regions - 1; i >= 0; i--)
-        if (p >= regions[i] && p < regions[i] + REGION)
-            return &dropped[i][(size_t)(p - regions[i]) / HUGE_PAGE];
-    return &dropped[0][0]; /* not reached: only our arenas are on the free stack */
+        if (p >= regions[i] && p < regions[i] + REGION) {
+            *region = i;
+            *page = (size_t)(p - regions[i]) / HUGE_PAGE;
+            return 1;
+        }
+    return 0;
 }
 
 /* The free-arena counter of the huge page holding `p`, or NULL if `p` is not ours. */
 static uint8_t *page_counter(const char *p) {
-    for (int i = n_regions - 1; i >= 0; i--)
-        if (p >= regions[i] && p < regions[i] + REGION)
-            return &free_in_page[i][(size_t)(p - regions[i]) / HUGE_PAGE];
-    return NULL;
+    int i;
+    size_t j;
+    return page_of(p, &i, &j) ? &free_in_page[i][j] : NULL;
+}
+
+/* Whether the last release() gave back the huge page holding free arena `p`. */
+static int was_dropped(const char *p) {
+    int i;
+    size_t j;
+    return page_of(p, &i, &j) && dropped[i][j];
 }
 
 static int new_region(void) {
@@ -145,9 +154,9 @@ static PyObject *py_release(PyObject *self, PyObject *args) {
     if (order) { /* a stable partition: arenas of given-back pages at the bottom of the stack */
         size_t bottom = 0;
         for (size_t k = 0; k < n_free; k++)
-            if (*dropped_flag(free_arenas[k])) order[bottom++] = free_arenas[k];
+            if (was_dropped(free_arenas[k])) order[bottom++] = free_arenas[k];
         for (size_t k = 0, top = bottom; k < n_free; k++)
-            if (!*dropped_flag(free_arenas[k])) order[top++] = free_arenas[k];
+            if (!was_dropped(free_arenas[k])) order[top++] = free_arenas[k];
         memcpy(free_arenas, order, n_free * sizeof *order);
         free(order);
     }

@@ -108,25 +108,24 @@ def reserve_memory() -> None:
     """Fault in HEAP_RESERVE bytes of glibc's heap and OBJECT_RESERVE bytes of small-object
     arenas and free them again: kept (the settings above), the first queries reuse them
     instead of faulting pages in one by one."""
-    heap, objects = HEAP_RESERVE, OBJECT_RESERVE
-    libc = ctypes.CDLL(None)
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.restype, libc.free.argtypes = None, [ctypes.c_void_p]
-    block = libc.malloc(heap)
+    malloc = _libc_function("malloc", [ctypes.c_size_t], ctypes.c_void_p)
+    free = _libc_function("free", [ctypes.c_void_p], None)
+    block = malloc(HEAP_RESERVE) if malloc is not None and free is not None else None
     if block:
-        ctypes.memset(block, 0, heap)
-        libc.free(block)
-    held = [bytes(OBJECT_SIZE) for _ in range(objects // (OBJECT_SIZE + 40))]  # with headers
+        ctypes.memset(block, 0, HEAP_RESERVE)
+        free(block)
+    held = [bytes(OBJECT_SIZE) for _ in range(OBJECT_RESERVE // (OBJECT_SIZE + 40))]  # +headers
     del held
 
 
-def _libc_function(name: str, argtypes: list):
-    """The C library's ``name`` returning an int, or None where it has none (not glibc)."""
+def _libc_function(name: str, argtypes: list, restype=ctypes.c_int):
+    """The C library's ``name`` (returning an int unless ``restype`` says otherwise), or None
+    where it has none (not glibc)."""
     try:
         fn = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+    fn.argtypes, fn.restype = argtypes, restype
     return fn
 
 

@@ -375,17 +375,16 @@ def series_parts(raw, mint: int, maxt: int, dedup_func: str = "chain", counter: 
     """``merge_raw_series`` decoded a slice of series at a time when ``raw`` holds more than
     PART_CHUNKS chunks (equal label sets, merged by ``dedup_func``, stay in one slice); else
     merge_raw_series's answer."""
-    part_chunks = PART_CHUNKS
-    if chunk_count(raw) <= part_chunks or len(raw) < 2:
+    if chunk_count(raw) <= PART_CHUNKS or len(raw) < 2:
         return merge_raw_series(raw, mint, maxt, dedup_func, counter)
     labels = list(map(operator.attrgetter("labels"), raw))
-    if not all(map(operator.lt, labels, itertools.islice(labels, 1, None))):
-        order = sorted(range(len(raw)), key=labels.__getitem__)
-        raw = [raw[i] for i in order]
-        labels = [labels[i] for i in order]
+    order = _label_order(labels)
+    if order is not None:
+        raw = list(map(raw.__getitem__, order))
+        labels = list(map(labels.__getitem__, order))
     ends = np.cumsum(np.fromiter(map(len, map(operator.attrgetter("chunks"), raw)),
                                  dtype=np.int64, count=len(raw)))
-    cuts = np.unique(np.searchsorted(ends, np.arange(part_chunks, int(ends[-1]), part_chunks),
+    cuts = np.unique(np.searchsorted(ends, np.arange(PART_CHUNKS, int(ends[-1]), PART_CHUNKS),
                                      side="right")).tolist()
     bounds = [0]
     for c in cuts:  # a cut between equal label sets moves past them (few cuts: a short loop)
@@ -398,6 +397,14 @@ def series_parts(raw, mint: int, maxt: int, dedup_func: str = "chain", counter: 
                                           counter) for a, b in zip(bounds, bounds[1:])])
 
 
+def _label_order(labels: list[Labels]) -> list[int] | None:
+    """The indices of ``labels`` in ascending order, or None when they already ascend
+    strictly (one store's answer: no sort)."""
+    if all(map(operator.lt, labels, itertools.islice(labels, 1, None))):
+        return None
+    return sorted(range(len(labels)), key=labels.__getitem__)
+
+
 def _float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
     """The usual answer -- distinct float series whose chunks do not overlap -- decoded in one
     C call into columns; None when a series repeats (replicas, several stores), may hold
@@ -405,10 +412,10 @@ def _float_batch(raw, mint: int, maxt: int) -> SeriesBatch | None:
     if raw and set(map(operator.attrgetter("histograms"), raw)) != {False}:
         return None
     labels = list(map(operator.attrgetter("labels"), raw))
-    if all(map(operator.lt, labels, itertools.islice(labels, 1, None))):
+    order = _label_order(labels)
+    if order is None:
         chunks = list(map(operator.attrgetter("chunks"), raw))  # one store's order: no sort
     else:
-        order = sorted(range(len(raw)), key=labels.__getitem__)
         labels = list(map(labels.__getitem__, order))
         if any(map(operator.eq, labels, labels[1:])):
             return None

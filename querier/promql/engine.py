@@ -246,10 +246,8 @@ class Evaluator:
             return self._smoothed_selector(vs, E, lb)
         # E ascends (steps minus an offset, or all the @ time): its ends are its min and max
         mint, maxt = int(E[0]) - lb + 1, int(E[-1])
-        parts = self._selected_parts(vs, mint, maxt)
-        if parts is None:
-            return self.lookup(self._select(vs, mint, maxt), E)
-        return concat_vecs([self.lookup(s, E) for s in parts], self.T)
+        parts = self._selected_parts(vs, mint, maxt) or [self._select(vs, mint, maxt)]
+        return concat_vecs([self.lookup(s, E) for s in parts])
 
     def lookup(self, series: Selected, E: np.ndarray) -> Vec:
         """The instant vector of ``series`` at the times ``E``: each step's latest sample within

@@ -182,12 +182,10 @@ def call(ev, e):
 def _range_call(ev, name: str, args) -> Vec:
     if name == "quantile_over_time":
         args = [args[1], args[0]]
-    parts = ev.matrix_parts(args[0])  # a big selection: decoded and applied a slice at a time
-    m = ev.range_arg(args[0]) if parts is None else None
+    # a big selection comes in slices, each decoded and applied before the next
+    parts = ev.matrix_parts(args[0]) or [ev.range_arg(args[0])]
     extra_vals = [ev.eval(a).vals for a in args[1:]]
-    if parts is None:
-        return _range_matrix(ev, name, m, extra_vals)
-    return concat_vecs([_range_matrix(ev, name, p, extra_vals) for p in parts], ev.T)
+    return concat_vecs([_range_matrix(ev, name, m, extra_vals) for m in parts])
 
 
 def _range_matrix(ev, name: str, m, extra_vals: list) -> Vec:

@@ -68,13 +68,11 @@ def held_points(v) -> int:
     return 0
 
 
-def concat_vecs(vecs: list[Vec], T: int) -> Vec:
-    """The rows of ``vecs`` one after the other: a selector's or a range function's result
-    over consecutive slices of a selection (engine._selected_parts)."""
+def concat_vecs(vecs: list[Vec]) -> Vec:
+    """The rows of ``vecs`` (at least one) one after the other: a selector's or a range
+    function's result over consecutive slices of a selection (engine._selected_parts)."""
     if len(vecs) == 1:
         return vecs[0]
-    if not vecs:
-        return empty_vec(T)
     hist = None
     if any(v.hist is not None for v in vecs):
         hist = np.concatenate([v.hist if v.hist is not None else
