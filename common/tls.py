@@ -229,11 +229,17 @@ def certificate_field(cert: dict | None, field: str) -> str:
     return values[0]
 
 
+def is_metadata_value(value: str) -> bool:
+    """gRPC's rule for a text metadata value (grpc-go refuses to send others): printable
+    ASCII only."""
+    return value.isascii() and value.isprintable()
+
+
 def valid_query_tenant(tenant: str) -> bool:
     """A tenant a query may name: one path component, as Thanos's tenancy.IsTenantValid
     wants ("/" alone passes), and printable ASCII, the only text gRPC metadata carries to
     the stores. The querier and the query frontend refuse others ("Tenant name not valid")."""
-    return ("/" not in tenant or tenant == "/") and tenant.isascii() and tenant.isprintable()
+    return ("/" not in tenant or tenant == "/") and is_metadata_value(tenant)
 
 
 # --- grpc.aio clients --------------------------------------------------------------------------

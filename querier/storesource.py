@@ -12,7 +12,7 @@ import dataclasses
 from receiver.tsdb.exemplars import ExemplarResult
 from receiver.tsdb.labels import Labels, Matcher
 
-from storeapi.client import is_metadata_value
+from common.tls import is_metadata_value
 
 from .fanout import UNBOUNDED, SelectOptions, StoreSet
 

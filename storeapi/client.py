@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from common.tls import ClientTLS, client_ssl_context
+from common.tls import ClientTLS, client_ssl_context, is_metadata_value
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from storeapi import exemplars_pb2, grpc_codec, info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
@@ -80,12 +80,6 @@ _MAX_KEPT_REST_BYTES = 4096  # ...each at most this long: at most 4 MiB in all
 # storeapi._wire.series_response's frame kinds.
 _FRAME_SERIES, _FRAME_WARNING = 1, 2
 _MALFORMED = "malformed SeriesResponse frame"
-
-
-def is_metadata_value(value: str) -> bool:
-    """gRPC's rule for a text metadata value (grpc-go refuses to send others): printable
-    ASCII only."""
-    return value.isascii() and value.isprintable()
 
 
 @functools.lru_cache(maxsize=1024)
