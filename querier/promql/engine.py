@@ -362,7 +362,7 @@ class Evaluator:
         if select_parts is None:
             return None
         got = select_parts(self._checked_matchers(vs), mint, maxt, func=self.func_hint,
-                           range_ms=range_ms)
+                           range_ms=range_ms, steps=self.T)
         if not isinstance(got, SeriesParts):
             return iter([self._selected(got, mint, maxt)])
         return (self._selected(part, mint, maxt) for part in got.parts())

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from querier.promql import Engine, EngineOptions, Series, ast
+from querier.promql import Engine, EngineOptions, Series, aggregate, ast
 from querier.promql.grouping import group_index, group_rows
 from querier.promql.values import METADATA_LABELS
 from receiver.tsdb.labels import matches_all
@@ -106,7 +106,12 @@ def _per_group(op: str, rows: np.ndarray, present: np.ndarray) -> tuple[np.ndarr
 
 
 @pytest.mark.parametrize("op", ["sum", "count", "avg", "group", "min", "max"])
-def test_segment_aggregation_equals_per_group_reduction(op: str) -> None:
+@pytest.mark.parametrize("cells", [1 << 30, 1, 100])
+def test_segment_aggregation_equals_per_group_reduction(op: str, cells: int, monkeypatch) -> None:
+    """Over all groups at once, and over a few groups at a time (aggregate.AGG_CELLS: 1 is a
+    group at a time, 100 about five rows of 21 steps), the Kahan check a few values at a time."""
+    monkeypatch.setattr(aggregate, "AGG_CELLS", cells)
+    monkeypatch.setattr(aggregate, "KAHAN_BLOCK", 1 << 30 if cells > 100 else 7)
     rng = random.Random(hash(op) & 0xFFFF)
     eng = Engine(EngineOptions())
     steps = np.arange(0, 1_200_001, 60_000)
@@ -164,3 +169,31 @@ def test_group_ids_in_c_equal_per_row_grouping_at_scale() -> None:
 def _names_keep(mod):
     from querier.promql.grouping import kept_names
     return kept_names(mod)
+
+
+def _needs_kahan_whole(x: np.ndarray) -> bool:
+    """The check over the whole array at once (as before it went a block at a time)."""
+    if not x.size:
+        return False
+    ax = np.abs(x)
+    ax = ax[np.isfinite(ax)]
+    if not ax.size:
+        return False
+    mx = ax.max()
+    return bool(np.count_nonzero(ax < mx / 2.0 ** 40) > np.count_nonzero(ax == 0))
+
+
+@pytest.mark.parametrize("block", [1, 5, 64, 1 << 30])
+def test_kahan_check_a_block_at_a_time_equals_the_whole_check(block: int, monkeypatch) -> None:
+    monkeypatch.setattr(aggregate, "KAHAN_BLOCK", block)
+    rng = np.random.default_rng(block)
+    verdicts = set()
+    for _ in range(300):
+        shape = (int(rng.integers(0, 6)), int(rng.integers(1, 9)))
+        x = rng.choice([0.0, 1.0, 1e-13, -3e20, 2.5, np.nan, np.inf, -np.inf, 1e30], size=shape)
+        p = rng.random(shape) < 0.7
+        want = _needs_kahan_whole(np.where(p, x, 0.0))
+        assert aggregate.needs_kahan(x, p) == want
+        assert aggregate.needs_kahan(x.ravel()) == _needs_kahan_whole(x.ravel())
+        verdicts.add(want)
+    assert verdicts == {True, False}

@@ -108,8 +108,9 @@ def test_range_functions_over_slices_answer_as_over_the_whole_selection(monkeypa
         {"promql-experimental-functions"})))
     opts = fanout.SelectOptions(replica_labels=("r",)) if replicas else fanout.DEFAULT_OPTIONS
 
-    def answers(part_chunks: int) -> tuple[list, int]:
+    def answers(part_chunks: int, part_cells: int = 1 << 30) -> tuple[list, int]:
         monkeypatch.setattr(fanout, "PART_CHUNKS", part_chunks)
+        monkeypatch.setattr(fanout, "PART_CELLS", part_cells)
         out, parted = [], []
         for q in QUERIES:
             for instant in (False, True):
@@ -132,3 +133,21 @@ def test_range_functions_over_slices_answer_as_over_the_whole_selection(monkeypa
         sliced, parted = answers(part_chunks)
         assert set(parted) == many
         assert sliced == whole
+    # sliced by series x steps: one series a slice in range queries, 5 and 13 in instant ones
+    for part_cells in (1, 5, 13):
+        sliced, parted = answers(1 << 30, part_cells)
+        assert set(parted) == many
+        assert sliced == whole
+
+
+def test_a_selection_of_few_chunks_over_many_steps_is_sliced_by_series_times_steps():
+    """A 1 h rate over 12,000 series at scale 4 held few chunks but made [series, steps]
+    temporaries of 23 MiB each: the slices bound series x steps too."""
+    raw = _raw(False)
+    assert fanout.chunk_count(raw) <= fanout.PART_CHUNKS
+    steps = fanout.PART_CELLS // 5  # five series a slice at most (their chunks count too)
+    got = fanout.series_parts(raw, T0, T0 + 3_600_000, steps=steps)
+    assert isinstance(got, SeriesParts)
+    sizes = [len(p) for p in got.parts()]
+    assert sum(sizes) == len(raw) and max(sizes) == 5 and len(sizes) <= 6
+    assert not isinstance(fanout.series_parts(raw, T0, T0 + 3_600_000, steps=1), SeriesParts)
