@@ -47,6 +47,7 @@ from .coldselect import select_many
 from .coldseries import series_many
 from .indexverify import is_verified, mark_verified
 from .limits import DEFAULT_TENANT, StoreLimits
+from .ranges import ByteBudget
 from .metafilter import DUPLICATE, LABEL_EXCLUDED, TOO_FRESH, BlockFilters, duplicates
 from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
 from common.aio import gather_eager
@@ -59,6 +60,9 @@ DELETION_MARK_FILENAME = "deletion-mark.json"
 MAX_INT64 = (1 << 63) - 1
 MIN_INT64 = -(1 << 63)
 _ANY_RES = 1 << 62  # label queries: any resolution will do
+# Bytes of fetched ranges the store holds at once (store.ranges.ByteBudget): eight of a big
+# read's 8 MiB ranges, enough to keep an object store's reads in parallel.
+FETCH_BYTES_IN_FLIGHT = 64 << 20
 # What a read of a broken block raises (CorruptionError is a ValueError); bucket outages
 # (other BucketErrors) are not among them: they fail the query and leave the block in place.
 BROKEN_BLOCK_ERRORS = (ValueError, struct.error, IndexError, ObjectNotFound)
@@ -126,6 +130,7 @@ class BucketStore:
         self._opts = opts or FetchOptions()
         self._sync_limit = asyncio.Semaphore(sync_concurrency)
         self._fetch_limit = asyncio.Semaphore(fetch_concurrency)
+        self._fetch_bytes = ByteBudget(FETCH_BYTES_IN_FLIGHT)
         self._filters = filters
         self._held_back: dict[str, BlockMeta] = {}  # listed, complete, not served (filters)
         self._lock = asyncio.Lock()
@@ -193,7 +198,8 @@ class BucketStore:
             try:
                 block = await BucketBlock.open(self.bucket, meta, self.data_dir / ulid,
                                                self.cache, self._fetch_limit, self._opts,
-                                               self.fetch_metrics, self.remote_cache)
+                                               self.fetch_metrics, self.remote_cache,
+                                               self._fetch_bytes)
             except Exception as e:  # noqa: BLE001 -- a bad block must not stop the others
                 log.warning("block load failed", extra={"block": ulid, "err": repr(e)})
                 self.sync_metrics.load_failures.inc()

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import store.block  # noqa: E402
+import store.bucketstore  # noqa: E402
 from objstore import FilesystemBucket  # noqa: E402
 from receiver.tsdb.labels import Matcher  # noqa: E402
 from store.server import StoreGateway  # noqa: E402
@@ -83,14 +84,34 @@ def test_series_frames_identical_cold_warm_and_on_both_chunk_paths(
     async def cached(gw: StoreGateway, client: StoreClient) -> None:
         answers["cold"] = await _all_frames(gw)
         answers["warm"] = await _all_frames(gw)
-        assert gw.cache.size > 0
+        assert gw.cache.size > 0 and added(gw, "chunks") > 0
         monkeypatch.setattr(store.block, "SMALL_SELECTION", 0)  # numpy for every selection
         answers["numpy"] = await _all_frames(gw)
         monkeypatch.setattr(store.block, "SMALL_SELECTION", 1 << 30)  # lists for all
         answers["lists"] = await _all_frames(gw)
 
+    def added(gw: StoreGateway, kind: str) -> float:
+        return gw.registry.get_sample_value("thanos_store_index_cache_items_added_total",
+                                            {"item_type": kind}) or 0.0
+
+    async def windowed(gw: StoreGateway, client: StoreClient) -> None:
+        st = gw.store
+        assert st is not None
+        answers["windowed"] = await _all_frames(gw)
+        assert st._fetch_bytes.used == 0 and st._fetch_bytes.peak > 0
+        # a big read's chunks are not kept (as in Thanos), its series entries are
+        assert added(gw, "chunks") == 0 and added(gw, "series") > 0
+        answers["windowed warm"] = await _all_frames(gw)
+
     run(with_gateway(tmp_path / "a", FilesystemBucket(bucket_dir), uncached, cache_bytes=0))
     run(with_gateway(tmp_path / "b", FilesystemBucket(bucket_dir), cached))
+    # every selection a big one (read by each block, not the memo's small-selection path),
+    # every read a big one: range by range within a budget smaller than a range (each goes
+    # alone), its chunks not kept in the cache
+    monkeypatch.setattr(store.bucketstore, "MAX_SERIES", 0)
+    monkeypatch.setattr(store.block, "BIG_READ", 0)
+    monkeypatch.setattr(store.bucketstore, "FETCH_BYTES_IN_FLIGHT", 256)
+    run(with_gateway(tmp_path / "c", FilesystemBucket(bucket_dir), windowed))
     ref = answers.pop("uncached")
     assert len(ref) == len(SELECTORS) * len(RANGES) * 2
     assert sum(map(len, ref)) > 100_000 and any(len(r) < 200 for r in ref)  # big and empty
