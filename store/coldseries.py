@@ -85,6 +85,10 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
                        partial(blocks[i]._series_spans, refs[i])))
                  for i, ids_i in zip(todo, ids)],
         "series", _series_len, cache, opts, limit, metrics, failed, keys, vals)
+    if not failed and len(vals) == len(todo):  # one series per block, its entry just read
+        one = _one_each(blocks, todo, vals)  # (a cold one-series query over several blocks)
+        if one is not None:
+            return await _one_each_chunks(blocks, todo, one, out, cache, opts, limit, metrics)
     return await _finish(blocks, todo, raws, out, failed, cache, opts, limit, metrics)
 
 
@@ -187,9 +191,10 @@ async def _one_each_chunks(blocks: Sequence[BucketBlock], todo: list[int], one: 
                            limit: asyncio.Semaphore, metrics: FetchMetrics | None
                            ) -> list[Answer | None]:
     """series_many's answers from _one_each's entries: every block's chunks looked up at
-    once and, when all are cached and plain XOR chunks (the usual), checked and turned into
-    (mint, maxt, data) tuples in one C call each, each block's answer a slice of them.
-    Otherwise each block goes on alone, as series_many does, from its decoded entry."""
+    once, those missing read at once, and, when they are plain XOR chunks (the usual),
+    checked and turned into (mint, maxt, data) tuples in one C call each, each block's answer
+    a slice of them. Otherwise (a read failed, a record is broken, another encoding) each
+    block goes on alone, as series_many does, from its decoded entry and what was read."""
     cs = one.counts
     has = [i for i, n in zip(todo, cs) if n]
     for i, n in zip(todo, cs):
@@ -198,6 +203,11 @@ async def _one_each_chunks(blocks: Sequence[BucketBlock], todo: list[int], one: 
     bounds = list(accumulate(cs, initial=0))
     ids = [one.refs[a:z] for a, z, n in zip(bounds, bounds[1:], cs) if n]
     keys, vals = _look_up(blocks, has, ids, "chunks", cache)
+    if None in vals:  # read what is missing, for all blocks at once
+        failed: set[int] = set()
+        await _read_jobs(blocks, [_job((i, obj, ids_i[a:z], spans)) for i, ids_i in zip(has, ids)
+                                  for obj, a, z, spans in blocks[i].chunk_segments(ids_i)],
+                         "chunks", _chunk_len, cache, opts, limit, metrics, failed, keys, vals)
     datas: list | None = None
     if None not in vals:
         try:
