@@ -123,10 +123,9 @@ async def _finish(blocks: Sequence[BucketBlock], todo: list[int], raws: list[lis
     else:
         keys, vals = _look_up(blocks, at, c_ids, "chunks", cache)
     if None not in vals:  # all cached (the usual): no segment worked out
-        by_block = dict(zip([p[0] for p in parts], _split(vals, c_ids)))
+        by_block = dict(zip(at, _split(vals, c_ids)))
     else:
-        jobs = [_job((p[0], obj, p[7][a:z], spans)) for p in parts
-                for obj, a, z, spans in blocks[p[0]].chunk_segments(p[7])]
+        jobs = _chunk_jobs(blocks, at, c_ids)
         records = await _read_jobs(blocks, jobs, "chunks", _chunk_len, cache, opts, limit,
                                    metrics, failed, keys, vals)
         for job, got in zip(jobs, records):
@@ -205,9 +204,8 @@ async def _one_each_chunks(blocks: Sequence[BucketBlock], todo: list[int], one: 
     keys, vals = _look_up(blocks, has, ids, "chunks", cache)
     if None in vals:  # read what is missing, for all blocks at once
         failed: set[int] = set()
-        await _read_jobs(blocks, [_job((i, obj, ids_i[a:z], spans)) for i, ids_i in zip(has, ids)
-                                  for obj, a, z, spans in blocks[i].chunk_segments(ids_i)],
-                         "chunks", _chunk_len, cache, opts, limit, metrics, failed, keys, vals)
+        await _read_jobs(blocks, _chunk_jobs(blocks, has, ids), "chunks", _chunk_len, cache,
+                         opts, limit, metrics, failed, keys, vals)
     datas: list | None = None
     if None not in vals:
         try:
@@ -235,6 +233,14 @@ def _look_up(blocks: Sequence[BucketBlock], at: list[int], ids: list[list[int]],
     for i, ids_i in zip(at, ids):
         keys += zip(repeat(blocks[i].ulid), repeat(kind), ids_i)
     return keys, (cache.get_many(keys, kind) if keys else [])
+
+
+def _chunk_jobs(blocks: Sequence[BucketBlock], at: list[int], ids: list[list[int]]
+                ) -> list[_Job]:
+    """The read jobs of chunks ``ids[k]`` (sorted) of block ``blocks[at[k]]`` for every k, one
+    per chunk segment file, in _look_up's order of them."""
+    return [_job((i, obj, ids_i[a:z], spans)) for i, ids_i in zip(at, ids)
+            for obj, a, z, spans in blocks[i].chunk_segments(ids_i)]
 
 
 def _split(vals: list, ids: list[list[int]]) -> list[list]:

@@ -7,7 +7,7 @@ from querier.promql import nhist
 from querier.promql.grouping import group_index, group_rows
 from querier.promql.lexer import go_quote
 from querier.promql.types import PromQLError
-from querier.promql.values import (Scalar, Str, Vec, empty_vec, floats_only, get_label,
+from querier.promql.values import (Scalar, Str, Vec, bounded_runs, empty_vec, floats_only, get_label,
                                    is_hist, valid_label_name)
 from receiver.tsdb.labels import METRIC_NAME, Labels
 
@@ -202,7 +202,7 @@ AGG_CELLS = 1 << 19
 def _segment_aggregate(ev, op: str, v: Vec, mod) -> Vec | None:
     """sum/avg/count/group/min/max of float rows for all groups at once: rows sorted (stably) by
     group id, then segment reductions over the groups' runs of rows, for consecutive groups of
-    about AGG_CELLS values at a time. None when Kahan summation is needed (the per-group path
+    at most AGG_CELLS values at a time. None when Kahan summation is needed (the per-group path
     then decides per group)."""
     T = ev.T
     gid, glabels = group_rows(v.labels, mod)
@@ -215,14 +215,9 @@ def _segment_aggregate(ev, op: str, v: Vec, mod) -> Vec | None:
     sizes = np.bincount(gid, minlength=len(glabels))
     ends = np.cumsum(sizes)
     starts = ends - sizes
-    G = len(glabels)
-    r = np.empty((G, T))
-    cnt = np.empty((G, T), np.int64)
-    # consecutive groups of about AGG_CELLS values (a bigger group alone)
-    cuts = np.searchsorted(ends, np.arange(max(1, AGG_CELLS // max(T, 1)), int(ends[-1]),
-                                           max(1, AGG_CELLS // max(T, 1))), side="left")
-    bounds = [0, *np.unique(cuts[(cuts > 0) & (cuts < G)]).tolist(), G]
-    for ga, gb in zip(bounds, bounds[1:]):
+    r = np.empty((len(glabels), T))
+    cnt = np.empty((len(glabels), T), np.int64)
+    for ga, gb in bounded_runs(sizes * T, AGG_CELLS):  # a bigger group alone
         ev.sh.check_deadline()
         rows = order[starts[ga]:ends[gb - 1]]
         r[ga:gb], cnt[ga:gb] = _reduce_groups(op, v.vals, v.present, rows,

@@ -13,7 +13,7 @@ from querier.promql.rangefuncs import (KEEP_NAME, RANGE_FUNCS, WINDOW_MATERIALIZ
 from querier.promql.types import TYPE_AND_UNIT_LABELS, PromQLError
 from querier.promql import nhist, rangeext, rangehist, startts
 from querier.promql._groupc import group_ids
-from querier.promql.values import (METADATA_LABELS, Matrix, Scalar, Vec, concat_vecs, floats_only, get_label,
+from querier.promql.values import (METADATA_LABELS, Matrix, Scalar, Vec, bounded_runs, concat_vecs, floats_only, get_label,
                                    is_hist, printable, select_rows, set_label, valid_label_name, with_hist)
 from receiver.tsdb.labels import METRIC_NAME, InvalidRegex, compile_go_regex
 
@@ -272,19 +272,6 @@ def _non_counter_note(ev, lbls) -> str | None:
 BATCH_POINTS = 1 << 20
 
 
-def _batches(cost: np.ndarray) -> list[tuple[int, int]]:
-    """Consecutive [a, b) index ranges whose summed ``cost`` stays within BATCH_POINTS (a single
-    costlier item is a batch of its own)."""
-    total = np.cumsum(cost)
-    out, a = [], 0
-    while a < len(cost):
-        base = total[a - 1] if a else 0
-        b = max(a + 1, int(np.searchsorted(total, base + BATCH_POINTS, side="right")))
-        out.append((a, b))
-        a = b
-    return out
-
-
 def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.ndarray,
                       vals: np.ndarray, pres: np.ndarray) -> None:
     """Range function ``fn`` over the float series ``rows`` of ``m``, written into vals/pres:
@@ -294,7 +281,7 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
     T = ev.T
     ts_all, x_all, offs_all = _laid_out(m, rows)
     wgeo = (m.end, m.rng) if m.ext is None else m.ext.window(m.end, m.rng)  # the samples fn sees
-    for a, b in _batches(np.diff(offs_all) + T):
+    for a, b in bounded_runs(np.diff(offs_all) + T, BATCH_POINTS):
         ev.sh.check_deadline()
         part = rows[a:b]
         base = int(offs_all[a])
@@ -309,7 +296,7 @@ def _float_range_rows(ev, name: str, fn, m: Matrix, extra_vals: list, rows: np.n
             subs = [(0, k)]
         else:  # such a function copies every window out at once: bound windows x widest window
             widest = (hi - lo).reshape(k, T).max(axis=1)
-            subs = _batches(widest * T)
+            subs = bounded_runs(widest * T, BATCH_POINTS)
         for c, d in subs:
             ev.sh.check_deadline()
             o, e = int(offs[c]), int(offs[d])

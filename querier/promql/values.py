@@ -88,6 +88,19 @@ def concat_vecs(vecs: list[Vec]) -> Vec:
                np.concatenate([v.drop for v in vecs]), sample_ts, hist, sample_st)
 
 
+def bounded_runs(cost: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive [a, b) index ranges whose summed ``cost`` stays within ``limit`` (a single
+    costlier item is a run of its own)."""
+    total = np.cumsum(cost)
+    out, a = [], 0
+    while a < len(cost):
+        base = total[a - 1] if a else 0
+        b = max(a + 1, int(np.searchsorted(total, base + limit, side="right")))
+        out.append((a, b))
+        a = b
+    return out
+
+
 def empty_vec(T: int) -> Vec:
     return Vec([], np.zeros((0, T)), np.zeros((0, T), dtype=bool), np.zeros(0, dtype=bool))
 
