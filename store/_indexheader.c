@@ -196,6 +196,30 @@ done:
     return out;
 }
 
+/* Position of the first string >= (v, vn) among strings lo..hi-1 of table t (sorted); *found
+ * whether it is equal. -1 (ValueError set) for a string running past its section. */
+static Py_ssize_t search_table(Table *t, Py_ssize_t lo, Py_ssize_t hi, const uint8_t *v,
+                               size_t vn, int *found) {
+    const uint8_t *p = t->buf.buf;
+    const uint32_t *ps = t->pos.buf;
+    *found = 0;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        size_t i = t->base + ps[mid];
+        uint64_t l;
+        if (get_uvarint(p, t->n, &i, &l) || l > t->n - i) {
+            PyErr_SetString(PyExc_ValueError, "string runs past its section");
+            return -1;
+        }
+        size_t m = (size_t)l < vn ? (size_t)l : vn;
+        int c = memcmp(p + i, v, m);
+        if (c == 0) c = (size_t)l < vn ? -1 : ((size_t)l > vn);
+        if (c < 0) lo = mid + 1;
+        else { hi = mid; if (c == 0) *found = 1; }
+    }
+    return lo;
+}
+
 /* string_search(buf, base, positions, lo, hi, value) -> (index, found): binary search of the
  * sorted strings lo..hi-1 of a table for the UTF-8 bytes `value` (byte order = code point
  * order); index is the first string >= value, found whether it equals value. Nothing is
@@ -206,28 +230,13 @@ static PyObject *py_string_search(PyObject *self, PyObject *args) {
     Table t;
     if (table_open(&t, b, base, pos)) { PyBuffer_Release(&val); return NULL; }
     PyObject *out = NULL;
-    const uint8_t *p = t.buf.buf;
-    const uint32_t *ps = t.pos.buf;
     int found = 0;
     if (lo < 0 || hi < lo || (size_t)hi > t.npos) {
         PyErr_SetString(PyExc_IndexError, "string range outside the table");
         goto done;
     }
-    while (lo < hi) {
-        Py_ssize_t mid = lo + (hi - lo) / 2;
-        size_t i = t.base + ps[mid];
-        uint64_t l;
-        if (get_uvarint(p, t.n, &i, &l) || l > t.n - i) {
-            PyErr_SetString(PyExc_ValueError, "string runs past its section");
-            goto done;
-        }
-        size_t m = (size_t)l < (size_t)val.len ? (size_t)l : (size_t)val.len;
-        int c = memcmp(p + i, val.buf, m);
-        if (c == 0) c = (size_t)l < (size_t)val.len ? -1 : ((size_t)l > (size_t)val.len);
-        if (c < 0) lo = mid + 1;
-        else { hi = mid; if (c == 0) found = 1; }
-    }
-    out = Py_BuildValue("nO", lo, found ? Py_True : Py_False);
+    Py_ssize_t at = search_table(&t, lo, hi, val.buf, (size_t)val.len, &found);
+    if (at >= 0) out = Py_BuildValue("nO", at, found ? Py_True : Py_False);
 done:
     PyBuffer_Release(&val);
     table_close(&t);
@@ -311,11 +320,82 @@ done:
     return out;
 }
 
+static inline long long offset_at(const Py_buffer *b, Py_ssize_t k) {
+    return b->itemsize == 4 ? (long long)((const uint32_t *)b->buf)[k]
+                            : (long long)((const int64_t *)b->buf)[k];
+}
+
+/* eq_postings_ranges(buf, base, positions, starts, ends, postings_end, runs, values)
+ *   -> [(start, end), ...] | None
+ * The postings list range of each name=value of a selection's equality matchers, in one call
+ * (IndexHeader.postings_range for each): runs[k] is the (lo, hi) run of the name's values in
+ * the offset table, values[k] the value as UTF-8 bytes; starts (uint32 or int64) the lists'
+ * offsets by table position; ends (uint32 or int64) their ends, or None when each list ends
+ * where the next starts (the last at postings_end). None when any value has no list. */
+static PyObject *py_eq_postings_ranges(PyObject *self, PyObject *args) {
+    PyObject *b, *pos, *starts_o, *ends_o, *runs, *values; long long base, pend;
+    if (!PyArg_ParseTuple(args, "OLOOOLO!O!", &b, &base, &pos, &starts_o, &ends_o, &pend,
+                          &PyList_Type, &runs, &PyList_Type, &values))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(runs);
+    if (PyList_GET_SIZE(values) != n) {
+        PyErr_SetString(PyExc_ValueError, "eq_postings_ranges: runs and values differ in length");
+        return NULL;
+    }
+    Table t;
+    if (table_open(&t, b, base, pos)) return NULL;
+    Py_buffer st = {0}, en = {0};
+    int have_ends = ends_o != Py_None;
+    PyObject *out = NULL;
+    if (PyObject_GetBuffer(starts_o, &st, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)) goto done;
+    if (have_ends && PyObject_GetBuffer(ends_o, &en, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)) {
+        have_ends = 0; goto done;
+    }
+    Py_ssize_t count = st.itemsize ? st.len / st.itemsize : 0;
+    if ((st.itemsize != 4 && st.itemsize != 8) || count != (Py_ssize_t)t.npos ||
+        (have_ends && ((en.itemsize != 4 && en.itemsize != 8) ||
+                       en.len / en.itemsize != count))) {
+        PyErr_SetString(PyExc_ValueError, "eq_postings_ranges: offsets disagree with the table");
+        goto done;
+    }
+    out = PyList_New(n);
+    if (!out) goto done;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t lo, hi;
+        PyObject *run = PyList_GET_ITEM(runs, k), *v = PyList_GET_ITEM(values, k);
+        if (!PyTuple_Check(run) || !PyArg_ParseTuple(run, "nn", &lo, &hi) || !PyBytes_Check(v)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "eq_postings_ranges: runs of (lo, hi), bytes values");
+            Py_CLEAR(out); goto done;
+        }
+        if (lo < 0 || hi < lo || hi > count) {
+            PyErr_SetString(PyExc_IndexError, "string range outside the table");
+            Py_CLEAR(out); goto done;
+        }
+        int found;
+        Py_ssize_t at = search_table(&t, lo, hi, (const uint8_t *)PyBytes_AS_STRING(v),
+                                     (size_t)PyBytes_GET_SIZE(v), &found);
+        if (at < 0) { Py_CLEAR(out); goto done; }
+        if (!found) { Py_DECREF(out); out = Py_NewRef(Py_None); goto done; }
+        long long s0 = offset_at(&st, at);
+        long long e0 = have_ends ? offset_at(&en, at) : at + 1 < count ? offset_at(&st, at + 1) : pend;
+        PyObject *r = Py_BuildValue("(LL)", s0, e0);
+        if (!r) { Py_CLEAR(out); goto done; }
+        PyList_SET_ITEM(out, k, r);
+    }
+done:
+    if (st.obj) PyBuffer_Release(&st);
+    if (have_ends && en.obj) PyBuffer_Release(&en);
+    table_close(&t);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"string_positions", py_string_positions, METH_VARARGS, "Positions (uint32) of uvarint-prefixed strings."},
     {"offset_table_positions", py_offset_table_positions, METH_VARARGS, "Index a postings offset table without decoding its values."},
     {"strings_range", py_strings_range, METH_VARARGS, "Decode strings lo..hi-1 of a position table."},
     {"string_search", py_string_search, METH_VARARGS, "Binary search of a sorted string range for a value."},
+    {"eq_postings_ranges", py_eq_postings_ranges, METH_VARARGS, "Postings ranges of name=value pairs."},
     {"label_sets", py_label_sets, METH_VARARGS, "Label sets of many series from flat symbol id arrays."},
     {NULL, NULL, 0, NULL},
 };

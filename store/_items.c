@@ -302,6 +302,67 @@ fail:
     return NULL;
 }
 
+/* item_reads(ids, mask, mul, estimate, lo, hi, max_gap, max_size) -> [(start, end, a, z, rels)]
+ * or None. The ranged reads of a few items (a one-series selection's series entries or chunks)
+ * at the sorted refs `ids` (a list of ints): item k starts at (ids[k] & mask) * mul and is
+ * assumed to end `estimate` bytes on, or at the next item, or at `hi`, whichever comes first;
+ * items whose ranges are at most `max_gap` apart share a read, which is also cut about every
+ * `max_size` bytes (store.block._small_spans and store.ranges.coalesce, in one call). Each
+ * read: [start, end) of the object, its items ids[a:z], and their offsets in it as native
+ * int64 bytes (split_items's `rels`). None when an item starts outside [lo, hi) (the caller's
+ * own path then raises the block's error). */
+#define MAX_SMALL_ITEMS 4096
+static PyObject *py_item_reads(PyObject *self, PyObject *args) {
+    PyObject *ids;
+    unsigned long long mask;
+    long long mul, est, lo, hi, max_gap, max_size;
+    if (!PyArg_ParseTuple(args, "O!KLLLLLL", &PyList_Type, &ids, &mask, &mul, &est, &lo, &hi,
+                          &max_gap, &max_size))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(ids);
+    if (n == 0 || n > MAX_SMALL_ITEMS || mul <= 0 || est < 0 || max_size <= 0) {
+        PyErr_SetString(PyExc_ValueError, "item_reads: bad arguments");
+        return NULL;
+    }
+    int64_t starts[MAX_SMALL_ITEMS], reach[MAX_SMALL_ITEMS];
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned long long id = PyLong_AsUnsignedLongLongMask(PyList_GET_ITEM(ids, k));
+        if (id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+        unsigned long long off = id & mask;
+        if (off > (unsigned long long)(INT64_MAX / mul)) Py_RETURN_NONE;
+        starts[k] = (int64_t)off * mul;
+    }
+    if (starts[0] < lo || starts[n - 1] >= hi) Py_RETURN_NONE;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t e = starts[k] > hi - est ? hi : starts[k] + est;
+        if (k + 1 < n && starts[k + 1] < e) e = starts[k + 1];
+        reach[k] = k && reach[k - 1] > e ? reach[k - 1] : e;
+    }
+    int split = reach[n - 1] - starts[0] > max_size;
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    Py_ssize_t a = 0;
+    for (Py_ssize_t k = 1; k <= n; k++) {
+        if (k < n && !(starts[k] - reach[k - 1] > max_gap ||
+                       (split && (starts[k] - starts[0]) / max_size !=
+                                 (starts[k - 1] - starts[0]) / max_size)))
+            continue;
+        PyObject *rels = PyBytes_FromStringAndSize(NULL, (k - a) * (Py_ssize_t)sizeof(int64_t));
+        if (!rels) goto fail;
+        int64_t *r = (int64_t *)PyBytes_AS_STRING(rels);
+        for (Py_ssize_t j = a; j < k; j++) r[j - a] = starts[j] - starts[a];
+        PyObject *g = Py_BuildValue("(LLnnN)", (long long)starts[a], (long long)reach[k - 1],
+                                    a, k, rels);
+        if (!g || PyList_Append(out, g)) { Py_XDECREF(g); goto fail; }
+        Py_DECREF(g);
+        a = k;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"split_items", py_split_items, METH_VARARGS, "Items at offsets of one ranged read."},
     {"chunk_tuples", py_chunk_tuples, METH_VARARGS, "(mint, maxt, data) tuples of three lists."},
@@ -309,6 +370,7 @@ static PyMethodDef methods[] = {
     {"both_postings", py_both_postings, METH_VARARGS, "Refs of one raw list found in another."},
     {"single_selections", py_single_selections, METH_VARARGS,
      "Refs of one-list-per-matcher selections, as int64 and uint32 bytes."},
+    {"item_reads", py_item_reads, METH_VARARGS, "Coalesced ranged reads of a few items."},
     {NULL, NULL, 0, NULL},
 };
 

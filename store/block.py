@@ -76,6 +76,10 @@ _AGGR_FROM_PB = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
 _HISTOGRAM_ENCODINGS = (ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM)
 LengthAt = Callable[[memoryview, int], "int | None"]
 Spans = Callable[[], "tuple[np.ndarray, np.ndarray]"]  # (starts, ends) of items to read
+# A few items' reads worked out in one C call (store._items.item_reads): (mask, multiplier,
+# estimate, lo, hi) -- item k starts at (ref & mask) * multiplier, within [lo, hi).
+SmallItems = tuple[int, int, int, int, int]
+ALL_BITS = (1 << 64) - 1
 _ITEM_KINDS = {"postings": 0, "series": 1, "chunks": 2}  # store._items.split_items framing
 
 
@@ -325,13 +329,12 @@ def _chunks_in_range(e: SeriesEntries, rng: tuple[int, int] | None
     return [i for i, c in enumerate(counts) if c], bounds, mints, maxts, refs
 
 
-def _small_spans(starts: list[int], estimate: int, lo: int, hi: int, bad: str
-                 ) -> tuple[list[int], list[int]]:
+def _small_spans(starts: list[int], estimate: int, lo: int, hi: int
+                 ) -> tuple[list[int], list[int]] | None:
     """(starts, ends) of a few items in [lo, hi), each assumed to end ``estimate`` bytes on,
-    at the next item or at ``hi``, whichever comes first; CorruptionError(``bad``) for a
-    start outside."""
+    at the next item or at ``hi``, whichever comes first; None for a start outside."""
     if starts[0] < lo or starts[-1] >= hi:
-        raise CorruptionError(bad)
+        return None
     ends = [min(s + estimate, hi) for s in starts]
     for i in range(len(starts) - 1):
         ends[i] = min(ends[i], starts[i + 1])
@@ -675,6 +678,17 @@ class BucketBlock:
         return _new_plan((plans, all_rng, sorted(set(wanted)) if len(wanted) > 1 else wanted,
                           narrowing, single))
 
+    def eq_plan(self, matchers: Sequence[Matcher], names: list[str], values: list[bytes]
+                ) -> PostingsPlan | None:
+        """``postings_plan`` of equality matchers with non-empty values (``names`` and
+        ``values`` (UTF-8) theirs), the lists looked up in one call."""
+        rs = self.header.eq_ranges(names, values)
+        if rs is None:
+            return None
+        narrowing = [[r] for r in rs]
+        return _new_plan((list(zip(matchers, narrowing)), None,
+                          sorted(set(rs)) if len(rs) > 1 else rs, narrowing, True))
+
     def _name_range(self, name: str) -> tuple[int, int] | None:
         """The postings range of metric ``name`` (as IndexHeader.postings_range), the last
         few names asked kept: every query of a dashboard's metric looks its name up again in
@@ -720,9 +734,11 @@ class BucketBlock:
         few refs (no array work)."""
         h = self.header
         if len(refs) <= SMALL_ITEMS:
-            return _small_spans([r * SERIES_ALIGN for r in refs.tolist()],
-                                self._opts.series_estimate, h.toc.series, h.series_end,
-                                f"block {self.ulid}: series ref outside the series section")
+            got = _small_spans([r * SERIES_ALIGN for r in refs.tolist()],
+                               self._opts.series_estimate, h.toc.series, h.series_end)
+            if got is None:
+                raise CorruptionError(f"block {self.ulid}: series ref outside the series section")
+            return got
         starts = refs.astype(np.int64) * SERIES_ALIGN
         if starts[0] < h.toc.series or starts[-1] >= h.series_end:
             raise CorruptionError(f"block {self.ulid}: series ref outside the series section")
@@ -794,7 +810,7 @@ class BucketBlock:
         if raws is None:  # something to read: per segment file
             raws = list(itertools.chain.from_iterable(await gather_eager([
                 self._read_items(obj, "chunks", ids[a:z], spans, _chunk_len)
-                for obj, a, z, spans in self.chunk_segments(ids)])))
+                for obj, a, z, spans, _ in self.chunk_segments(ids)])))
         return self.checked_chunks(raws, refs, ids, ordered)
 
     def checked_chunks(self, raws: list[bytes], refs: np.ndarray | list[int], ids: list[int],
@@ -811,9 +827,19 @@ class BucketBlock:
             datas = [datas[i] for i in pos.tolist()]
         return encs, datas
 
-    def chunk_segments(self, ids: list[int]) -> list[tuple[str, int, int, Spans]]:
+    def series_small(self, refs: np.ndarray) -> SmallItems | None:
+        """The series entries at ``refs`` as item_reads takes them, for a few refs; else None
+        (``_series_spans`` works them out)."""
+        if len(refs) > SMALL_ITEMS:
+            return None
+        h = self.header
+        return (ALL_BITS, SERIES_ALIGN, self._opts.series_estimate, h.toc.series, h.series_end)
+
+    def chunk_segments(self, ids: list[int]
+                       ) -> list[tuple[str, int, int, Spans, SmallItems | None]]:
         """The chunk segments the sorted chunk refs ``ids`` lie in, as (object, first index,
-        last index + 1, spans of those refs), each segment's refs checked against its size
+        last index + 1, spans of those refs, and for a few refs their item_reads arguments
+        when the segment is known), each segment's refs checked against its size
         (CorruptionError) when its spans are worked out (only for a cache miss)."""
         small = len(ids) <= SMALL_ITEMS  # a few chunks (one series): lists, no array work
         if small:
@@ -843,20 +869,25 @@ class BucketBlock:
             def spans(o=offs[a:z], rel=rel, a=a, z=z
                       ) -> tuple[np.ndarray | list[int], np.ndarray | list[int]]:
                 size = self._seg_sizes.get(rel)
-                bad = f"block {self.ulid}: chunk ref {ids[a]:#x}..{ids[z - 1]:#x} outside " \
-                      f"segment {rel} ({size} bytes)"
                 if size is None:
-                    raise CorruptionError(bad)
-                if small:
-                    return _small_spans([i & 0xFFFFFFFF for i in o], est,  # type: ignore[union-attr]
-                                        SEGMENT_HEADER_SIZE, size, bad)
-                if o[0] < SEGMENT_HEADER_SIZE or o[-1] >= size:
-                    raise CorruptionError(bad)
+                    raise CorruptionError(self._outside(ids[a], ids[z - 1], rel, size))
+                got = _small_spans([i & 0xFFFFFFFF for i in o], est,  # type: ignore[union-attr]
+                                   SEGMENT_HEADER_SIZE, size) if small else None
+                if got is not None:
+                    return got
+                if small or o[0] < SEGMENT_HEADER_SIZE or o[-1] >= size:
+                    raise CorruptionError(self._outside(ids[a], ids[z - 1], rel, size))
                 ends = np.minimum(o + est, size)
                 np.minimum(ends[:-1], o[1:], out=ends[:-1])
                 return o, ends
-            out.append((f"{self.ulid}/{rel}", a, z, spans))
+            size = self._seg_sizes.get(rel) if small else None
+            out.append((f"{self.ulid}/{rel}", a, z, spans,
+                        None if size is None else (0xFFFFFFFF, 1, est, SEGMENT_HEADER_SIZE, size)))
         return out
+
+    def _outside(self, first: int, last: int, rel: str, size: int | None) -> str:
+        return (f"block {self.ulid}: chunk ref {first:#x}..{last:#x} outside segment {rel} "
+                f"({size} bytes)")
 
     def _aggr_data(self, data: bytes, aggregates: Sequence[int]) -> AggrData:
         """The requested aggregates (storeapi Aggr numbers; none = all) of an aggr chunk."""

@@ -26,7 +26,7 @@ from operator import itemgetter
 import numpy as np
 
 from receiver.tsdb.index import EMPTY
-from receiver.tsdb.labels import Matcher
+from receiver.tsdb.labels import Matcher, MatchType
 
 from ._items import single_selections, split_items
 from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, FetchMetrics, FetchOptions,
@@ -49,21 +49,26 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
     out: list[np.ndarray | None] = [None] * n
     keys = []
     shorts = []  # whether the matchers are short enough to be kept (selection_kept)
+    eqs: list[tuple[list[str], list[bytes]] | None] = []  # equality matchers' names, values
     last: object = None
     for b, ms in zip(blocks, matchers):
         if ms is not last:  # (blocks sharing external labels share one list: worked out once)
             last, key_ms = ms, selection_id(ms)
             short = matcher_chars(ms) <= MAX_KEY_MATCHER_CHARS
-        keys.append(b.selection_key(key_ms))
+            eq = _equalities(ms)
+        keys.append((b.ulid, "expanded_postings", key_ms))  # (BucketBlock.selection_key)
         shorts.append(short)
+        eqs.append(eq)
     todo: list[tuple[int, PostingsPlan]] = []
     worked_out: list[int] = []  # selections not found in the cache
     for i, hit in enumerate(cache.get_each(keys, "expanded_postings")):
         if hit is not None:
             out[i] = np.frombuffer(hit, np.uint32)
             continue
+        eq = eqs[i]
         try:
-            plan = blocks[i].postings_plan(matchers[i])
+            plan = blocks[i].postings_plan(matchers[i]) if eq is None else \
+                blocks[i].eq_plan(matchers[i], *eq)
         except Exception:  # noqa: BLE001 -- a broken index-header: the block's own select
             continue       # fails the same way and takes it out
         if plan is None:
@@ -83,6 +88,15 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
     if new:
         cache.put_many([k for k, _ in new], [v for _, v in new], "expanded_postings")
     return out
+
+
+def _equalities(matchers: Sequence[Matcher]) -> tuple[list[str], list[bytes]] | None:
+    """The names and values (UTF-8) of matchers that are all ``name="non-empty"`` (a
+    dashboard's selection, planned with one index-header call per block), else None."""
+    if matchers and all(m.type is MatchType.EQ and m.value for m in matchers):
+        return ([m.name for m in matchers],
+                [m.value.encode("utf-8", "surrogatepass") for m in matchers])
+    return None
 
 
 async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, PostingsPlan]],

@@ -35,9 +35,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._items import chunk_tuples, split_items
+from ._items import chunk_tuples, item_reads, split_items
 from .block import (_ITEM_KINDS, BucketBlock, Chunk, FetchMetrics, FetchOptions, LengthAt,
-                    Spans, _chunk_len, _chunks_in_range, _series_len, chunk_ids,
+                    SmallItems, Spans, _chunk_len, _chunks_in_range, _series_len, chunk_ids,
                     merge_external)
 from .cache import LRUCache
 from .ranges import IS_BYTES, coalesce, read_batch
@@ -56,9 +56,10 @@ class _Job(NamedTuple):
     obj: str  # object name in the bucket
     ids: list[int]  # sorted item refs (cache keys)
     spans: Spans  # their estimated (starts, ends) in ``obj``, worked out on a miss
+    small: SmallItems | None  # for a few items: item_reads's arguments (all in one C call)
 
 
-_job = partial(tuple.__new__, _Job)  # _job((block, obj, ids, spans)): no Python __new__ call
+_job = partial(tuple.__new__, _Job)  # _job((block, obj, ids, spans, small)): no __new__ call
 
 
 async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
@@ -82,7 +83,7 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
             return await _one_each_chunks(blocks, todo, one, out, cache, opts, limit, metrics)
     raws = _split(vals, ids) if None not in vals else await _read_jobs(
         blocks, [_job((i, blocks[i].index_name, ids_i,
-                       partial(blocks[i]._series_spans, refs[i])))
+                       partial(blocks[i]._series_spans, refs[i]), blocks[i].series_small(refs[i])))
                  for i, ids_i in zip(todo, ids)],
         "series", _series_len, cache, opts, limit, metrics, failed, keys, vals)
     if not failed and len(vals) == len(todo):  # one series per block, its entry just read
@@ -239,8 +240,8 @@ def _chunk_jobs(blocks: Sequence[BucketBlock], at: list[int], ids: list[list[int
                 ) -> list[_Job]:
     """The read jobs of chunks ``ids[k]`` (sorted) of block ``blocks[at[k]]`` for every k, one
     per chunk segment file, in _look_up's order of them."""
-    return [_job((i, obj, ids_i[a:z], spans)) for i, ids_i in zip(at, ids)
-            for obj, a, z, spans in blocks[i].chunk_segments(ids_i)]
+    return [_job((i, obj, ids_i[a:z], spans, small)) for i, ids_i in zip(at, ids)
+            for obj, a, z, spans, small in blocks[i].chunk_segments(ids_i)]
 
 
 def _split(vals: list, ids: list[list[int]]) -> list[list]:
@@ -257,13 +258,23 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
     """Raw items of every job, given _look_up's ``keys`` and ``vals`` of their items in
     order (some missed): the misses read as one batch, one insert. None for a job whose
     block failed (added to ``failed``)."""
-    # (job index, object, start, end, positions in vals of the items it holds, their starts)
-    reads: list[tuple[int, int, int, list[int], list[int]]] = []
-    misses: list[list[int]] = []  # each job's positions in vals not cached
+    # (job index, start, end, positions in vals of the items it holds, their offsets in the
+    # read as int64 bytes)
+    reads: list[tuple[int, int, int, list[int] | range, bytes]] = []
+    misses: list[list[int] | range] = []  # each job's positions in vals not cached
     at = 0
     for t, j in enumerate(jobs):
         k = len(j.ids)
-        miss = list(range(at, at + k)) if vals[at:at + k].count(None) == k else \
+        whole = vals[at:at + k].count(None) == k
+        if whole and j.small is not None:  # a few items, none cached: one C call
+            groups = item_reads(j.ids, *j.small, opts.max_gap, opts.max_range)
+            if groups is not None:  # (else the spans below raise the block's error)
+                miss = range(at, at + k)
+                misses.append(miss)
+                reads += [(t, gs, ge, miss[a:z], rel) for gs, ge, a, z, rel in groups]
+                at += k
+                continue
+        miss = list(range(at, at + k)) if whole else \
             [p for p in range(at, at + k) if vals[p] is None]
         misses.append(miss)
         if not miss or j.block in failed:
@@ -285,7 +296,7 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
             ms, me = starts[sel], ends[sel]  # type: ignore[index]
         starts_l = ms if isinstance(ms, list) else ms.tolist()
         for gs, ge, a, z in coalesce(ms, me, opts.max_gap, opts.max_range):
-            reads.append((t, gs, ge, miss[a:z], starts_l[a:z]))
+            reads.append((t, gs, ge, miss[a:z], array("q", [s - gs for s in starts_l[a:z]])))
         at += k
     new: dict[int, bytes] = {}  # position in vals -> item read
     if reads:
@@ -295,23 +306,23 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
             metrics.fetched(kind, len(reads), sum(map(len, filter(IS_BYTES, bufs))))
         again: list[tuple[int, int, int, int | None]] = []  # (job, position, start, length)
         code = _ITEM_KINDS[kind]
-        for (t, gs, _, pos, starts), buf in zip(reads, bufs):
+        for (t, gs, _, pos, rels), buf in zip(reads, bufs):
             if jobs[t].block in failed:
                 continue
             if not isinstance(buf, bytes):
                 failed.add(jobs[t].block)
                 continue
             try:
-                items, lens = split_items(buf, array("q", [s - gs for s in starts]), code)
+                items, lens = split_items(buf, rels, code)
             except ValueError:  # an overflowing length prefix
                 failed.add(jobs[t].block)
                 continue
             if None not in items:
                 new.update(zip(pos, items))
                 continue
-            for p, s, item, ln in zip(pos, starts, items, array("q", lens)):
+            for p, r, item, ln in zip(pos, array("q", rels), items, array("q", lens)):
                 if item is None:  # longer than estimated (or the object ended): read exactly
-                    again.append((t, p, s, ln if ln >= 0 else None))
+                    again.append((t, p, gs + r, ln if ln >= 0 else None))
                 else:
                     new[p] = item
         if again:

@@ -31,8 +31,8 @@ import numpy as np
 from objstore import Bucket
 from receiver.tsdb._blockio import crc32c
 
-from ._indexheader import (label_sets, offset_table_positions, string_positions, string_search,
-                           strings_range)
+from ._indexheader import (eq_postings_ranges, label_sets, offset_table_positions,
+                           string_positions, string_search, strings_range)
 from receiver.tsdb.chunks import CorruptionError
 from receiver.tsdb.index import HEADER_LEN, INDEX_FORMAT_V2, MAGIC_INDEX, TOC, TOC_LEN
 
@@ -297,6 +297,19 @@ class IndexHeader:
             raise CorruptionError("index-header: postings offset table value runs past "
                                   "its section") from None
         return self._range_at(at) if found else None
+
+    def eq_ranges(self, names: list[str], values: list[bytes]) -> list[tuple[int, int]] | None:
+        """``postings_range`` of each ``names[k]=values[k]`` (values as UTF-8) in one C call
+        (a selection of equality matchers over many blocks); None when any has no list."""
+        runs = list(map(self._names.get, names))
+        if None in runs:
+            return None
+        try:
+            return eq_postings_ranges(self._buf, self._pt_base, self._val_pos, self._start_at,
+                                      self._ends, self.postings_end, runs, values)
+        except ValueError:
+            raise CorruptionError("index-header: postings offset table value runs past "
+                                  "its section") from None
 
     def postings_ranges(self, name: str, keep: Callable[[str], bool]
                         ) -> list[tuple[str, int, int]]:

@@ -13,7 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from store._items import split_items  # noqa: E402
 from store.block import _ITEM_KINDS, _chunk_len, _postings_len, _series_len  # noqa: E402
 from store.cache import ENTRY_OVERHEAD, LRUCache  # noqa: E402
-from receiver.tsdb.chunks import CorruptionError  # noqa: E402
 
 
 def _uvarint(x: int) -> bytes:
@@ -207,7 +206,42 @@ def test_small_reads_planned_on_lists_equal_the_array_plans() -> None:
         est, hi = int(rnd.integers(1, 5000)), int(starts[-1]) + int(rnd.integers(1, 5000))
         want = np.minimum(starts + est, hi)
         np.minimum(want[:-1], starts[1:], out=want[:-1])
-        assert _small_spans(starts.tolist(), est, 0, hi, "bad") == (starts.tolist(), want.tolist())
+        assert _small_spans(starts.tolist(), est, 0, hi) == (starts.tolist(), want.tolist())
     for starts, lo, hi in (([7, 9], 8, 100), ([8, 100], 8, 100)):
-        with pytest.raises(CorruptionError, match="bad ref"):
-            _small_spans(starts, 10, lo, hi, "bad ref")
+        assert _small_spans(starts, 10, lo, hi) is None
+
+
+def test_item_reads_plan_a_few_items_as_the_list_spans_and_coalesce_do() -> None:
+    """store._items.item_reads (a cold one-series read's series entries or chunks, each
+    block's in one C call) gives exactly the reads _small_spans + coalesce give, with the
+    items' offsets in each read, and None for an item outside its section."""
+    from array import array
+
+    from store._items import item_reads
+    from store.block import ALL_BITS, _small_spans
+    from store.ranges import coalesce
+    rnd = np.random.default_rng(5)
+    outside = 0
+    for _ in range(5000):
+        n = int(rnd.integers(1, 13))
+        lo = int(rnd.integers(0, 100))
+        hi = lo + int(rnd.integers(1, 5000))
+        offs = sorted(set(int(x) for x in rnd.integers(max(lo - 5, 0), hi + 5, n)))
+        est, gap = int(rnd.integers(0, 800)), int(rnd.integers(0, 300))
+        size = int(rnd.choice([1 << 62, int(rnd.integers(1, 3000))]))
+        if rnd.random() < 0.5:  # chunk refs: segment number above, offset below
+            seg = int(rnd.integers(1, 4)) << 32
+            ids, mask, mul = [seg | o for o in offs], 0xFFFFFFFF, 1
+        else:  # series refs: offset / 16
+            offs = sorted({o - o % 16 for o in offs})
+            ids, mask, mul = [o // 16 for o in offs], ALL_BITS, 16
+        spans = _small_spans(offs, est, lo, hi)
+        want = None if spans is None else [
+            (gs, ge, a, z, array("q", [s - gs for s in spans[0][a:z]]).tobytes())
+            for gs, ge, a, z in coalesce(*spans, gap, size)]
+        outside += want is None
+        assert item_reads(ids, mask, mul, est, lo, hi, gap, size) == want
+    assert 0 < outside < 5000
+    for bad in ([], list(range(5000))):
+        with pytest.raises(ValueError):
+            item_reads(bad, ALL_BITS, 16, 10, 0, 1 << 20, 0, 1 << 20)

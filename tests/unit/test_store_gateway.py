@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -254,7 +253,17 @@ def test_index_header_matches_full_index_reader(tmp_path: Path) -> None:
             for n in ir.label_names():
                 assert [(s, e) for _, s, e in h.postings_ranges(n, lambda v: True)] == \
                     [h.postings_range(n, v) for v in ir.label_values(n)]
-            assert h.postings_range("job", "nope") is None and h.postings_range("no", "") is None
+            # the equality matchers' lookup of many pairs in one C call: the same ranges
+            pairs = [(n, v) for n in ir.label_names() for v in ir.label_values(n)]
+            assert h.eq_ranges([n for n, _ in pairs], [v.encode() for _, v in pairs]) == \
+                [h.postings_range(n, v) for n, v in pairs]
+            (n0, v0), (n1, v1) = pairs[0], pairs[-1]
+            for names, values in (([n0, n1], [v0.encode(), b"nope"]), ([n0, "no"], [v0.encode(), b"x"]),
+                                  ([n1], [b""])):
+                assert h.eq_ranges(names, values) is None
+            assert h.eq_ranges([], []) == []
+            with pytest.raises(ValueError):
+                h.eq_ranges([n0], [v0.encode(), v1.encode()])
         bkt.reset()
         h2, fetched = await IndexHeader.load_or_fetch(bkt, f"{bdir.name}/index", len(data), path)
         assert not fetched and bkt.range_calls == 0 and h2.symbols == h.symbols
@@ -330,8 +339,12 @@ def test_postings_lookup_by_bytes_finds_every_value_and_no_other(tmp_path: Path)
             s, _ = h.postings_range("v", v)
             assert int.from_bytes((bdir / "index").read_bytes()[s + 4:s + 8], "big") == \
                 len(ir.postings("v", v))
+            assert h.eq_ranges(["__name__", "v"], [b"m", v.encode()]) == \
+                [h.postings_range("__name__", "m"), h.postings_range("v", v)]
         for v in ["", "0", "aa", "abcd", "c", "e", "éb", "zz", "日", "\U0001F601", "\uffff"]:
             assert h.postings_range("v", v) is None, v
+            assert h.eq_ranges(["__name__", "v"], [b"m", v.encode("utf-8", "surrogatepass")]) \
+                is None, v
         assert h.postings_range("nope", "a") is None
         assert h.postings_range("__name__", "m") is not None
 
