@@ -12,7 +12,6 @@ from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import itemgetter
 from typing import Protocol
 
 import yaml
@@ -35,14 +34,6 @@ from receiver.tsdb._blockio import crc32c
 ENTRY_OVERHEAD = 120
 
 ITEM_TYPES = ("postings", "expanded_postings", "series", "chunks")
-_VALUE = itemgetter(0)  # entries are (value, item type)
-
-
-def _values(found: list[tuple[bytes, str] | None]) -> list[bytes | None]:
-    """The values of looked-up entries (None for misses), with no Python loop when all hit."""
-    if None not in found:
-        return list(map(_VALUE, found))  # type: ignore[arg-type]
-    return [None if v is None else v[0] for v in found]
 
 
 class CacheMetrics:
@@ -106,12 +97,18 @@ class LookupCounts:
 
 
 class LRUCache:
-    """LRU of ``bytes`` values bounded by ``max_bytes`` (0 disables caching)."""
+    """LRU of ``bytes`` values bounded by ``max_bytes`` (0 disables caching).
+
+    The store's keys are ``(block, item type, ref)`` tuples: an entry's item type (counted
+    when it is evicted) is its key's second field, so the values are kept as they are (no
+    (value, type) pair per entry: a lookup hands them back without a Python step per item,
+    and an entry costs one tuple less). Any other key's item type is kept aside."""
 
     def __init__(self, max_bytes: int, metrics: CacheMetrics | None = None) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self._d: OrderedDict[Hashable, tuple[bytes, str]] = OrderedDict()
+        self._d: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._types: dict[Hashable, str] = {}  # item types of keys that are not tuples
         self._m = metrics
         # Lookup counts by item type, added to in place (exported by LookupCounts at scrape
         # time; a private pair without metrics): a method call per lookup batch was a visible
@@ -134,7 +131,7 @@ class LRUCache:
         if hit is None:
             return None
         self._d.move_to_end(key)
-        return hit[0]
+        return hit
 
     def get_many(self, keys: list[Hashable], item_type: str) -> list[bytes | None]:
         """Batch lookup: one metrics update per call instead of per key."""
@@ -144,9 +141,8 @@ class LRUCache:
         found = list(map(d.get, keys))
         hit_keys = keys if None not in found else list(compress(keys, found))
         deque(map(d.move_to_end, hit_keys), maxlen=0)
-        out = _values(found)
         self._count(item_type, len(keys), len(hit_keys))
-        return out
+        return found
 
     def get_all(self, keys: list[Hashable], item_type: str) -> list[bytes] | None:
         """The values of ``keys`` if every one is cached (counted as hits), else None with
@@ -162,7 +158,7 @@ class LRUCache:
         else:
             deque(map(d.move_to_end, keys), maxlen=0)
         self._count(item_type, n, n)
-        return list(map(_VALUE, found))  # type: ignore[arg-type]
+        return found  # type: ignore[return-value]
 
     def get_each(self, keys: list[Hashable], item_type: str) -> list[bytes | None]:
         """The value of each key or None, counting (and reordering) the hits only: as
@@ -174,7 +170,7 @@ class LRUCache:
         deque(map(d.move_to_end, hit_keys), maxlen=0)
         if hit_keys:
             self._count(item_type, len(hit_keys), len(hit_keys))
-        return _values(found)
+        return found
 
     def count_memo_hits(self, postings: int, series: int, chunks: int) -> None:
         """Count the lookups one memo answer (store.warmmemo) stands for -- expanded postings,
@@ -210,18 +206,22 @@ class LRUCache:
                 return
         olds = list(map(d.pop, keys, repeat(None)))
         if olds.count(None) != len(olds):
-            self.size -= sum(len(o[0]) + ENTRY_OVERHEAD for o in olds if o is not None)
+            self.size -= sum(len(o) + ENTRY_OVERHEAD for o in olds if o is not None)
         before = len(d)
-        d.update(zip(keys, zip(values, repeat(item_type))))
+        d.update(zip(keys, values))
+        if type(keys[0]) is not tuple:  # (the store's keys carry their type; see the class)
+            self._types.update(zip(keys, repeat(item_type)))
         added = len(keys)
         if len(d) - before == added:
             self.size += sum(sizes) + added * ENTRY_OVERHEAD
         else:  # a key repeated within the batch: its last value is the one kept
-            self.size += sum(len(d[k][0]) + ENTRY_OVERHEAD for k in dict.fromkeys(keys))
+            self.size += sum(len(d[k]) + ENTRY_OVERHEAD for k in dict.fromkeys(keys))
         evicted: dict[str, int] = {}
+        types = self._types
         while self.size > self.max_bytes:
-            _, (v, t) = d.popitem(last=False)
+            k, v = d.popitem(last=False)
             self.size -= len(v) + ENTRY_OVERHEAD
+            t = k[1] if type(k) is tuple else types.pop(k, "")
             evicted[t] = evicted.get(t, 0) + 1
         m = self._m
         if m is not None and added:

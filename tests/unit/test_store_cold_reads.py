@@ -97,7 +97,7 @@ def test_lru_batch_insert_accounts_replacements_duplicates_and_evictions() -> No
     cache.put_many(list(range(10, 18)), [b"n" * 100] * 8, "postings")
     assert [cache.get(k, "series") is None for k in (1, 3, 2, 4, 5)] == [True] * 3 + [False] * 2
     assert cache.size <= cache.max_bytes
-    assert cache.size == sum(len(v) + ENTRY_OVERHEAD for v, _ in cache._d.values())
+    assert cache.size == sum(len(v) + ENTRY_OVERHEAD for v in cache._d.values())
 
 
 def test_filesystem_ranged_reads_inline_and_threaded_agree(tmp_path: Path) -> None:
@@ -164,6 +164,16 @@ def test_lru_metrics_follow_inserts_replacements_and_evictions() -> None:
     assert val("items_evicted_total", item_type="chunks") == 0
     assert val("items_added_total", item_type="chunks") == 3
     assert val("max_size_bytes") == cache.max_bytes
+    # the store's keys, (block, item type, ref): an entry's type is its key's
+    cache.put_many([("b", "postings", 7), ("b", "postings", 9)], [b"p" * 100] * 2, "postings")
+    cache.put_many([("b", "expanded_postings", "s")], [b"e" * 100], "expanded_postings")
+    assert val("items_evicted_total", item_type="series") == 3  # 1, 2, then 3
+    assert val("items_evicted_total", item_type="chunks") == 2  # 4 and 5
+    cache.put_many([10, 11], [b"d" * 100] * 2, "series")  # evicts chunk 6 and a postings list
+    assert val("items_evicted_total", item_type="chunks") == 3
+    assert val("items_evicted_total", item_type="postings") == 1
+    assert cache.get(("b", "expanded_postings", "s"), "expanded_postings") == b"e" * 100
+    assert cache._types == {10: "series", 11: "series"}  # nothing kept of evicted keys
 
 
 def test_postings_lists_are_checked_as_read_and_decoded_after() -> None:

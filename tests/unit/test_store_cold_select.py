@@ -41,7 +41,7 @@ def _entries(st: BucketStore) -> list:
     """The cache's entries, block by block in time order (keys without the ULID; the LRU
     order within a request is not kept: one insert per item type instead of per block)."""
     order = {u: i for i, u in enumerate(st.blocks)}
-    return sorted((order[k[0]], k[1], repr(k[2:]), v) for k, (v, _) in st.cache._d.items())
+    return sorted((order[k[0]], k[1], repr(k[2:]), v) for k, v in st.cache._d.items())
 
 
 async def same_as_each_block(tmp_path: Path, bucket_dir: Path, cache_bytes: int,
