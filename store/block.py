@@ -186,6 +186,7 @@ class PostingsPlan(NamedTuple):
     ranges: list[tuple[int, int]]
     narrowing: list[list[tuple[int, int]]]  # ranges of the matchers not matching "", in order
     single: bool  # every matcher narrows and reads one list (combine's short path)
+    in_order: bool = False  # narrowing[k] is [ranges[k]] for every k (each matcher's list)
 
 
 # NamedTuples made once per block of a request, without their Python-level __new__
@@ -341,6 +342,13 @@ def _small_spans(starts: list[int], estimate: int, lo: int, hi: int
     return starts, ends
 
 
+def _segment_spans(block: BucketBlock, ids: list[int]
+                   ) -> tuple[np.ndarray | list[int], np.ndarray | list[int]]:
+    """The spans of chunk refs ``ids`` of one segment (BucketBlock.one_segment's, worked out
+    only when its one-call plan does not serve)."""
+    return block.chunk_segments(ids)[0][3]()
+
+
 def chunk_ids(refs: np.ndarray | list[int]) -> tuple[list[int], bool]:
     """The sorted, distinct chunk refs of ``refs`` (a list taken as it is when already so),
     and whether ``refs`` was so (else records must be put back in its order)."""
@@ -420,6 +428,7 @@ class BucketBlock:
         self._index_name = self.index_name = f"{self.ulid}/{INDEX_FILENAME}"  # in the bucket
         self._seg_sizes = seg_sizes  # actual sizes: the bounds of every chunk ref
         self._seg_rels: dict[int, str] = {}  # segment seq -> its name (real segments only)
+        self._seg_reads: dict[int, tuple[str, SmallItems]] = {}  # seq -> object, item_reads args
         self.skipped_chunks = 0  # chunks of unknown encodings left out of answers so far
         self._name_ranges: dict[str, tuple[int, int] | None] = {}  # see _name_range
 
@@ -676,7 +685,7 @@ class BucketBlock:
                 return None
             wanted.append(all_rng)
         return _new_plan((plans, all_rng, sorted(set(wanted)) if len(wanted) > 1 else wanted,
-                          narrowing, single))
+                          narrowing, single, False))
 
     def eq_plan(self, matchers: Sequence[Matcher], names: list[str], values: list[bytes]
                 ) -> PostingsPlan | None:
@@ -686,8 +695,9 @@ class BucketBlock:
         if rs is None:
             return None
         narrowing = [[r] for r in rs]
+        in_order = len(rs) == 1 or (rs == sorted(rs) and len(set(rs)) == len(rs))
         return _new_plan((list(zip(matchers, narrowing)), None,
-                          sorted(set(rs)) if len(rs) > 1 else rs, narrowing, True))
+                          rs if in_order else sorted(set(rs)), narrowing, True, in_order))
 
     def _name_range(self, name: str) -> tuple[int, int] | None:
         """The postings range of metric ``name`` (as IndexHeader.postings_range), the last
@@ -884,6 +894,20 @@ class BucketBlock:
             out.append((f"{self.ulid}/{rel}", a, z, spans,
                         None if size is None else (0xFFFFFFFF, 1, est, SEGMENT_HEADER_SIZE, size)))
         return out
+
+    def one_segment(self, ids: list[int]) -> tuple[str, Spans, SmallItems] | None:
+        """``chunk_segments(ids)``'s one segment (object, spans, item_reads arguments) when
+        the few sorted chunk refs ``ids`` all lie in one real segment (a one-series
+        selection's, the usual), without working out cuts; else None."""
+        if len(ids) > SMALL_ITEMS or ids[0] >> 32 != ids[-1] >> 32:
+            return None
+        got = self._seg_reads.get(ids[0] >> 32)
+        if got is None:
+            segs = self.chunk_segments(ids)
+            if len(segs) != 1 or segs[0][4] is None:
+                return None
+            got = self._seg_reads[ids[0] >> 32] = (segs[0][0], segs[0][4])
+        return got[0], partial(_segment_spans, self, ids), got[1]
 
     def _outside(self, first: int, last: int, rel: str, size: int | None) -> str:
         return (f"block {self.ulid}: chunk ref {first:#x}..{last:#x} outside segment {rel} "

@@ -168,7 +168,8 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
             pass
         elif plan.single and plan.all_range is None:  # each matcher one list: no dict
             rs = plan.ranges
-            lists = [raws[at + rs.index(n[0])] for n in plan.narrowing]
+            lists = raws[at:at + k] if plan.in_order else \
+                [raws[at + rs.index(n[0])] for n in plan.narrowing]
             if len(lists) <= MAX_SINGLE_LISTS:
                 singles.append(i)
                 groups.append(lists)  # type: ignore[arg-type]

@@ -240,8 +240,15 @@ def _chunk_jobs(blocks: Sequence[BucketBlock], at: list[int], ids: list[list[int
                 ) -> list[_Job]:
     """The read jobs of chunks ``ids[k]`` (sorted) of block ``blocks[at[k]]`` for every k, one
     per chunk segment file, in _look_up's order of them."""
-    return [_job((i, obj, ids_i[a:z], spans, small)) for i, ids_i in zip(at, ids)
-            for obj, a, z, spans, small in blocks[i].chunk_segments(ids_i)]
+    out: list[_Job] = []
+    for i, ids_i in zip(at, ids):
+        one = blocks[i].one_segment(ids_i)  # (the usual: a few refs of one segment)
+        if one is not None:
+            out.append(_job((i, one[0], ids_i, one[1], one[2])))
+        else:
+            out += [_job((i, obj, ids_i[a:z], spans, small))
+                    for obj, a, z, spans, small in blocks[i].chunk_segments(ids_i)]
+    return out
 
 
 def _split(vals: list, ids: list[list[int]]) -> list[list]:

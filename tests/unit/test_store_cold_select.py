@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -16,6 +17,7 @@ from common.ops import new_registry  # noqa: E402
 from objstore import FilesystemBucket  # noqa: E402
 from objstore.metrics import instrumented  # noqa: E402
 from receiver.tsdb.block import INDEX_FILENAME  # noqa: E402
+from receiver.tsdb.chunks import CorruptionError  # noqa: E402
 from receiver.tsdb.labels import Matcher  # noqa: E402
 from store.block import FetchOptions  # noqa: E402
 from store.bucketstore import BucketStore  # noqa: E402
@@ -375,6 +377,60 @@ def test_a_sync_that_drops_blocks_closes_the_descriptors_kept_for_their_files(
             held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
                     if os.path.exists(f"/proc/self/fd/{fd}")]
             assert not [p for p in held if gone in p]
+        finally:
+            await st.close()
+    run(body())
+
+
+def test_equality_plans_and_one_segment_reads_equal_the_general_ones(
+        tmp_path: Path, bucket_dir: Path) -> None:
+    """The shortcuts of the cold one-series request: equality matchers planned with one
+    index-header call (``eq_plan``) give ``postings_plan``'s plan (marked in order when each
+    matcher's list is ``ranges`` at its place), and a few chunk refs of one segment
+    (``one_segment``) the object, spans and one-call read arguments of ``chunk_segments``."""
+    from store.coldselect import _equalities
+
+    async def body() -> None:
+        st = BucketStore(FilesystemBucket(bucket_dir), tmp_path / "gw", LRUCache(1 << 20),
+                         new_registry(), verify_index=False)
+        await st.sync_once()
+        try:
+            sels = [[("=", "__name__", "metric_2"), ("=", "instance", "host-00007")],
+                    [("=", "instance", "host-00007"), ("=", "__name__", "metric_2")],
+                    [("=", "instance", "host-00007"), ("=", "instance", "host-00007")],
+                    [("=", "__name__", "metric_1")], [("=", "__name__", "nope")],
+                    [("=", "__name__", "metric_2"), ("=", "instance", "host-nope")]]
+            in_order = []
+            for b in st.blocks.values():
+                for sel in sels:
+                    ms = [Matcher(t, n, v) for t, n, v in sel]
+                    eq = _equalities(ms)
+                    assert eq is not None
+                    got, want = b.eq_plan(ms, *eq), b.postings_plan(ms)
+                    assert (got is None) == (want is None), sel
+                    if got is None:
+                        continue
+                    assert got._replace(in_order=False) == want, sel
+                    assert got.in_order == (got.narrowing == [[r] for r in got.ranges]), sel
+                    in_order.append(got.in_order)
+                e = await b.series_entries(await b.select([Matcher("=", "__name__", "metric_2")]))
+                refs = sorted(set(np.frombuffer(e.c_ref, np.int64).tolist()))
+                for ids in (refs[:1], refs[:3], refs[5:9], refs[:40]):
+                    segs = b.chunk_segments(ids)
+                    one = b.one_segment(ids)
+                    if len(ids) > 16:  # (more than a few: the general path)
+                        assert one is None
+                        continue
+                    assert len(segs) == 1 and one is not None
+                    assert (one[0], one[2]) == (segs[0][0], segs[0][4])
+                    assert one[1]() == segs[0][3]()
+                broken = [(refs[0] >> 32) << 32 | 1]  # before the segment's first chunk
+                assert b.one_segment(broken) is not None
+                with pytest.raises(CorruptionError):
+                    b.one_segment(broken)[1]()
+            assert True in in_order and False in in_order
+            assert _equalities([Matcher("=", "a", "")]) is None
+            assert _equalities([Matcher("=~", "a", "b")]) is None and _equalities([]) is None
         finally:
             await st.close()
     run(body())
