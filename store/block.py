@@ -694,7 +694,7 @@ class BucketBlock:
         rs = self.header.eq_ranges(names, values)
         if rs is None:
             return None
-        narrowing = [[r] for r in rs]
+        narrowing = list(map(list, zip(rs)))  # ([r] for each r)
         in_order = len(rs) == 1 or (rs == sorted(rs) and len(set(rs)) == len(rs))
         return _new_plan((list(zip(matchers, narrowing)), None,
                           rs if in_order else sorted(set(rs)), narrowing, True, in_order))

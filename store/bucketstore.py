@@ -513,8 +513,10 @@ class BucketStore:
         if not at or (self.remote_cache is not None and
                            {"series", "chunks"} & set(self.remote_cache.kinds)):
             return out
-        skipped = [blocks[i].skipped_chunks for i in at]
-        got = await series_many([blocks[i] for i in at], [selected[i] for i in at],  # type: ignore[misc]
+        if len(at) < len(blocks):
+            blocks, selected = [blocks[i] for i in at], [selected[i] for i in at]
+        skipped = list(map(_SKIPPED, blocks))
+        got = await series_many(blocks, selected,  # type: ignore[arg-type]
                                 self.cache, self._opts, self._fetch_limit, self.fetch_metrics)
         for i, n, whole in zip(at, skipped, got):
             if whole is not None:
@@ -591,6 +593,7 @@ def _concat(lists: Iterable[list[Chunk]]) -> list[Chunk]:
 
 
 _ULID = attrgetter("ulid")
+_SKIPPED = attrgetter("skipped_chunks")
 _MATCHER_FIELDS = attrgetter("type", "name", "value")  # what Matchers compare equal by
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 

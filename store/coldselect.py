@@ -37,7 +37,8 @@ from .ranges import IS_BYTES, coalesce, read_batch
 
 _POSTINGS = 0  # store._items.split_items framing of a postings list
 _AT_START = array("q", [0])  # one list read alone: it starts the read
-_START = itemgetter(0)
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+_START = _FIRST  # of a (start, end) range
 MAX_SINGLE_LISTS = 64  # lists of one selection single_selections takes (its C bound)
 
 
@@ -86,7 +87,7 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
            for i in sorted(worked_out)]
     new = [kv for kv in new if kv[1] is not None]
     if new:
-        cache.put_many([k for k, _ in new], [v for _, v in new], "expanded_postings")
+        cache.put_many(list(map(_FIRST, new)), list(map(_SECOND, new)), "expanded_postings")
     return out
 
 
@@ -158,7 +159,8 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
         if fresh:
             for j, raw in fresh:
                 raws[j] = raw
-            cache.put_many([keys[j] for j, _ in fresh], [raw for _, raw in fresh], "postings")
+            cache.put_many(list(map(keys.__getitem__, map(_FIRST, fresh))),
+                           list(map(_SECOND, fresh)), "postings")
     at = 0
     singles: list[int] = []  # blocks whose lists go to single_selections
     groups: list[list[bytes]] = []
