@@ -434,7 +434,10 @@ class BucketStore:
                                          list(map(kept.get, map(_ULID, blocks))))
         results: list = []
         selects = refs = chunks = 0
-        missed = False  # (not ``None in found``: that calls each Selection's __eq__)
+        missed = kept is None  # (not ``None in found``: that calls each Selection's __eq__)
+        if missed:  # nothing of these matchers kept (a new selection): every block misses
+            results = found[:]
+            found = []
         for sel in found:
             if sel is None:
                 results.append(None)
@@ -450,13 +453,15 @@ class BucketStore:
             refs += sel.refs
             chunks += n
         if missed:
-            misses = [i for i, sel in enumerate(found) if sel is None]
+            misses = list(range(len(blocks))) if not found else \
+                [i for i, sel in enumerate(found) if sel is None]
+            missed_blocks = blocks if len(misses) == len(blocks) else [blocks[i] for i in misses]
             # Long matchers (the memo's key, not counted in its budget) are never kept.
             keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS
             # (one missed block too -- the 1 h query -- is read through the batched path)
-            selected = await self._select_misses([blocks[i] for i in misses], matchers) \
+            selected = await self._select_misses(missed_blocks, matchers) \
                 if keep else [None] * len(misses)
-            whole = await self._read_many([blocks[i] for i in misses], selected)
+            whole = await self._read_many(missed_blocks, selected)
             new = []
             for i, got, w in zip(misses, selected, whole):
                 if w is not None:
@@ -497,8 +502,9 @@ class BucketStore:
                 mss.append(ms)
         if at and (self.remote_cache is None or
                             "postings" not in self.remote_cache.kinds):
-            got = await select_many([blocks[i] for i in at], mss, self.cache, self._opts,
-                                    self._fetch_limit, self.fetch_metrics)
+            got = await select_many(blocks if len(at) == len(blocks) else [blocks[i] for i in at],
+                                    mss, self.cache, self._opts, self._fetch_limit,
+                                    self.fetch_metrics)
             for i, refs in zip(at, got):
                 out[i] = refs
         return out
