@@ -341,6 +341,10 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
                     new[p] = raw
                 else:
                     failed.add(jobs[t].block)
+    if not failed and len(new) == len(vals):  # every item read (a cold one-series call)
+        vals[:] = list(map(new.__getitem__, range(len(vals))))
+        cache.put_many(keys, vals, kind)
+        return _split(vals, [j.ids for j in jobs])  # type: ignore[return-value]
     out = []
     put_keys: list = []
     put_vals: list[bytes] = []
