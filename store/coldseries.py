@@ -273,7 +273,7 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
     for t, j in enumerate(jobs):
         k = len(j.ids)
         whole = vals[at:at + k].count(None) == k
-        if whole and j.small is not None:  # a few items, none cached: one C call
+        if whole and j.small is not None and j.block not in failed:  # a few, none cached
             groups = item_reads(j.ids, *j.small, opts.max_gap, opts.max_range)
             if groups is not None:  # (else the spans below raise the block's error)
                 miss = range(at, at + k)
