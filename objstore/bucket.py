@@ -19,6 +19,7 @@ from common.aio import gather_eager
 
 # (object name, offset, length) of one ranged read; length -1 reads to the end.
 RangeRequest = tuple[str, int, int]
+IS_BYTES = bytes.__instancecheck__  # isinstance(x, bytes) as a C callable (map, filter)
 
 DIR_DELIM = "/"
 

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .bucket import Bucket, ObjectAttributes, ObjectNotFound, RangeRequest, UploadData, get_ranges
+from .bucket import (IS_BYTES, Bucket, ObjectAttributes, ObjectNotFound, RangeRequest,
+                     UploadData, get_ranges)
 
 T = TypeVar("T")
 BUCKETS = (0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90, 120)  # Thanos's
@@ -107,7 +108,7 @@ class InstrumentedBucket:
             failures.inc(len(reqs))
             raise
         took = time.perf_counter() - t0
-        ok = list(filter(_IS_BYTES, got))
+        ok = list(filter(IS_BYTES, got))
         if len(ok) < len(got):
             bad = sum(not isinstance(v, (bytes, ObjectNotFound)) for v in got)
             if bad:
@@ -146,9 +147,6 @@ class InstrumentedBucket:
 
     def __repr__(self) -> str:
         return f"InstrumentedBucket({self._bkt!r})"
-
-
-_IS_BYTES = bytes.__instancecheck__  # isinstance(x, bytes) as a C callable
 
 
 def _adder(counter: Any) -> Callable[[float], None]:

@@ -196,8 +196,9 @@ done:
     return out;
 }
 
-/* Position of the first string >= (v, vn) among strings lo..hi-1 of table t (sorted); *found
- * whether it is equal. -1 (ValueError set) for a string running past its section. */
+/* Position of the first string >= (v, vn) among strings lo..hi-1 of table t (sorted by UTF-8
+ * bytes, which is code point order); *found whether it is equal. -1 (ValueError set) for a
+ * string running past its section. Nothing is decoded: a lookup costs no Python object. */
 static Py_ssize_t search_table(Table *t, Py_ssize_t lo, Py_ssize_t hi, const uint8_t *v,
                                size_t vn, int *found) {
     const uint8_t *p = t->buf.buf;
@@ -218,29 +219,6 @@ static Py_ssize_t search_table(Table *t, Py_ssize_t lo, Py_ssize_t hi, const uin
         else { hi = mid; if (c == 0) *found = 1; }
     }
     return lo;
-}
-
-/* string_search(buf, base, positions, lo, hi, value) -> (index, found): binary search of the
- * sorted strings lo..hi-1 of a table for the UTF-8 bytes `value` (byte order = code point
- * order); index is the first string >= value, found whether it equals value. Nothing is
- * decoded, so a postings lookup costs no Python object per probe. */
-static PyObject *py_string_search(PyObject *self, PyObject *args) {
-    PyObject *b, *pos; long long base; Py_ssize_t lo, hi; Py_buffer val;
-    if (!PyArg_ParseTuple(args, "OLOnny*", &b, &base, &pos, &lo, &hi, &val)) return NULL;
-    Table t;
-    if (table_open(&t, b, base, pos)) { PyBuffer_Release(&val); return NULL; }
-    PyObject *out = NULL;
-    int found = 0;
-    if (lo < 0 || hi < lo || (size_t)hi > t.npos) {
-        PyErr_SetString(PyExc_IndexError, "string range outside the table");
-        goto done;
-    }
-    Py_ssize_t at = search_table(&t, lo, hi, val.buf, (size_t)val.len, &found);
-    if (at >= 0) out = Py_BuildValue("nO", at, found ? Py_True : Py_False);
-done:
-    PyBuffer_Release(&val);
-    table_close(&t);
-    return out;
 }
 
 /* label_sets(buf, base, positions, label_counts, sym_ids) -> list[tuple[tuple[str, str], ...]]
@@ -394,7 +372,6 @@ static PyMethodDef methods[] = {
     {"string_positions", py_string_positions, METH_VARARGS, "Positions (uint32) of uvarint-prefixed strings."},
     {"offset_table_positions", py_offset_table_positions, METH_VARARGS, "Index a postings offset table without decoding its values."},
     {"strings_range", py_strings_range, METH_VARARGS, "Decode strings lo..hi-1 of a position table."},
-    {"string_search", py_string_search, METH_VARARGS, "Binary search of a sorted string range for a value."},
     {"eq_postings_ranges", py_eq_postings_ranges, METH_VARARGS, "Postings ranges of name=value pairs."},
     {"label_sets", py_label_sets, METH_VARARGS, "Label sets of many series from flat symbol id arrays."},
     {NULL, NULL, 0, NULL},

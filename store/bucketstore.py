@@ -455,7 +455,7 @@ class BucketStore:
         if missed:
             misses = list(range(len(blocks))) if not found else \
                 [i for i, sel in enumerate(found) if sel is None]
-            missed_blocks = blocks if len(misses) == len(blocks) else [blocks[i] for i in misses]
+            missed_blocks = _picked(blocks, misses)
             # Long matchers (the memo's key, not counted in its budget) are never kept.
             keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS
             # (one missed block too -- the 1 h query -- is read through the batched path)
@@ -502,9 +502,8 @@ class BucketStore:
                 mss.append(ms)
         if at and (self.remote_cache is None or
                             "postings" not in self.remote_cache.kinds):
-            got = await select_many(blocks if len(at) == len(blocks) else [blocks[i] for i in at],
-                                    mss, self.cache, self._opts, self._fetch_limit,
-                                    self.fetch_metrics)
+            got = await select_many(_picked(blocks, at), mss, self.cache, self._opts,
+                                    self._fetch_limit, self.fetch_metrics)
             for i, refs in zip(at, got):
                 out[i] = refs
         return out
@@ -519,8 +518,7 @@ class BucketStore:
         if not at or (self.remote_cache is not None and
                            {"series", "chunks"} & set(self.remote_cache.kinds)):
             return out
-        if len(at) < len(blocks):
-            blocks, selected = [blocks[i] for i in at], [selected[i] for i in at]
+        blocks, selected = _picked(blocks, at), _picked(selected, at)
         skipped = list(map(_SKIPPED, blocks))
         got = await series_many(blocks, selected,  # type: ignore[arg-type]
                                 self.cache, self._opts, self._fetch_limit, self.fetch_metrics)
@@ -592,6 +590,12 @@ class BucketStore:
 def _follow_in_time(blocks: Sequence[BucketBlock]) -> bool:
     """Each block ends before the next one starts (a bucket's usual 2 h blocks)."""
     return all(a.max_time <= b.min_time for a, b in zip(blocks, blocks[1:]))
+
+
+def _picked(items: list, at: list[int]) -> list:
+    """``items[i]`` for each of the ascending indexes ``at``: ``items`` itself when that is
+    all of them (a request whose every block takes the same path)."""
+    return items if len(at) == len(items) else [items[i] for i in at]
 
 
 def _concat(lists: Iterable[list[Chunk]]) -> list[Chunk]:

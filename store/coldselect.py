@@ -25,6 +25,7 @@ from operator import itemgetter
 
 import numpy as np
 
+from objstore.bucket import IS_BYTES
 from receiver.tsdb.index import EMPTY
 from receiver.tsdb.labels import Matcher, MatchType
 
@@ -33,7 +34,7 @@ from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, FetchMetrics, FetchOptio
                     PostingsPlan, _check_postings, combine_postings, combine_single,
                     matcher_chars, selection_id)
 from .cache import LRUCache
-from .ranges import IS_BYTES, coalesce, read_batch
+from .ranges import coalesce, read_batch
 
 _POSTINGS = 0  # store._items.split_items framing of a postings list
 _AT_START = array("q", [0])  # one list read alone: it starts the read
@@ -57,7 +58,7 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
             last, key_ms = ms, selection_id(ms)
             short = matcher_chars(ms) <= MAX_KEY_MATCHER_CHARS
             eq = _equalities(ms)
-        keys.append((b.ulid, "expanded_postings", key_ms))  # (BucketBlock.selection_key)
+        keys.append(b.selection_key(key_ms))
         shorts.append(short)
         eqs.append(eq)
     todo: list[tuple[int, PostingsPlan]] = []

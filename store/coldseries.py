@@ -35,12 +35,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from objstore.bucket import IS_BYTES
 from ._items import chunk_tuples, item_reads, split_items
 from .block import (_ITEM_KINDS, BucketBlock, Chunk, FetchMetrics, FetchOptions, LengthAt,
                     SmallItems, Spans, _chunk_len, _chunks_in_range, _series_len, chunk_ids,
                     merge_external)
 from .cache import LRUCache
-from .ranges import IS_BYTES, coalesce, read_batch
+from .ranges import coalesce, read_batch
 
 from receiver.tsdb._blockio import decode_series_batch, read_chunks
 from receiver.tsdb.chunkenc import ENCODING_XOR

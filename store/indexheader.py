@@ -32,7 +32,7 @@ from objstore import Bucket
 from receiver.tsdb._blockio import crc32c
 
 from ._indexheader import (eq_postings_ranges, label_sets, offset_table_positions,
-                           string_positions, string_search, strings_range)
+                           string_positions, strings_range)
 from receiver.tsdb.chunks import CorruptionError
 from receiver.tsdb.index import HEADER_LEN, INDEX_FORMAT_V2, MAGIC_INDEX, TOC, TOC_LEN
 
@@ -287,16 +287,8 @@ class IndexHeader:
 
     def postings_range(self, name: str, value: str) -> tuple[int, int] | None:
         """[start, end) of the postings list for ``name=value`` in the index, or None."""
-        e = self._names.get(name)
-        if e is None:
-            return None
-        try:
-            at, found = string_search(self._buf, self._pt_base, self._val_pos, e[0], e[1],
-                                      value.encode("utf-8", "surrogatepass"))
-        except ValueError:
-            raise CorruptionError("index-header: postings offset table value runs past "
-                                  "its section") from None
-        return self._range_at(at) if found else None
+        got = self.eq_ranges([name], [value.encode("utf-8", "surrogatepass")])
+        return None if got is None else got[0]
 
     def eq_ranges(self, names: list[str], values: list[bytes]) -> list[tuple[int, int]] | None:
         """``postings_range`` of each ``names[k]=values[k]`` (values as UTF-8) in one C call

@@ -20,7 +20,6 @@ from common.varint import uvarint_at  # noqa: F401  (re-exported: store.block re
 # (start, end, first item index, last item index + 1) over items sorted by start.
 Group = tuple[int, int, int, int]
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
-IS_BYTES = bytes.__instancecheck__  # isinstance(x, bytes) as a C callable (map, filter)
 
 
 def coalesce(starts: np.ndarray | list[int], ends: np.ndarray | list[int], max_gap: int,
