@@ -24,6 +24,7 @@ their chunks go out as AggrChunks holding the requested aggregates.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import json
 import logging
@@ -124,6 +125,11 @@ class BucketStore:
         # (min_time, max_time, block) in time order, and whether each block ends before the
         # next starts (then so do those of any range): the per-call filter reads no property
         self._spans: list[tuple[int, int, BucketBlock]] = []
+        # With every block following the one before in time (_all_follow), their starts and
+        # ends both ascend: the blocks of a range are a slice found by two bisections.
+        self._in_order: list[BucketBlock] = []
+        self._starts: list[int] = []
+        self._ends: list[int] = []
         self._all_follow = True
         self._time_range = (MAX_INT64, MIN_INT64)  # of the blocks served (Info's)
         self.broken: dict[str, str] = {}  # taken out of service after a read error: ulid -> why
@@ -349,6 +355,9 @@ class BucketStore:
             self.memo.keep_blocks(self.blocks)
         self._spans = [(b.min_time, b.max_time, b) for b in blocks]
         self._all_follow = _follow_in_time(list(blocks))
+        self._in_order = list(blocks)
+        self._starts = [b.min_time for b in blocks]
+        self._ends = [b.max_time for b in blocks]
         self._time_range = self._blocks_time_range()
         self._one_resolution = None
         if len({b.resolution for b in blocks}) == 1 and len({b.ext_labels for b in blocks}) == 1:
@@ -362,6 +371,9 @@ class BucketStore:
         if res is not None:
             if res > max_resolution_ms:
                 return []
+            if self._all_follow:  # those ending after mint and starting by maxt
+                return self._in_order[bisect.bisect_right(self._ends, mint):
+                                      bisect.bisect_right(self._starts, maxt)]
             return [b for lo, hi, b in self._spans if lo <= maxt and hi > mint]  # overlaps
         by_lset: dict[Labels, list[BucketBlock]] = {}
         for b in self.blocks.values():

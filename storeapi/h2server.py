@@ -214,6 +214,17 @@ class _Connection(asyncio.Protocol):
         self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
+        call = self._conn.receive_call(data)
+        if call is not None:  # the usual read: one whole call (as its three events below)
+            sid, hdrs, body, n = call
+            self._on_request(sid, hdrs)
+            self._on_data(sid, body, n)
+            st = self._streams.get(sid)
+            if st is not None and st.task is None:
+                st.task = _task_started_now(self._loop, self._run(sid, st))
+            if self._conn.out:
+                self._flush()
+            return
         try:
             events = self._conn.receive(data)
         except ProtocolError as e:

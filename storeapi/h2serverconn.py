@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import hpack
 
+from storeapi._wire import one_stream
 from storeapi.h2frames import (
     ACK, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, END_HEADERS, END_STREAM,
     FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
@@ -120,6 +121,32 @@ class ServerConnection:
             self.out.append(goaway(self.last_sid, PROTOCOL_ERROR))
             raise ProtocolError(f"header block: {e}") from None
         return events
+
+    def receive_call(self, data: bytes) -> tuple[int, dict[str, str], bytes, int] | None:
+        """(stream id, headers, body, flow-controlled bytes) when ``data`` is exactly one new
+        call -- HEADERS of a block decoded before while the dynamic table is empty, then one
+        END_STREAM DATA frame, as our querier sends every StoreAPI call -- taken with the
+        effects ``receive`` would have had (its REQUEST, DATA_IN and ENDED events); else None
+        with nothing changed, and ``receive`` takes the read. Split in C (storeapi._wire's
+        one_stream): the frame-by-frame path was a hundred Python lines per call."""
+        if not self.handshaken or self.buf or self.blocks.pending is not None:
+            return None
+        got = one_stream(data, DEFAULT_FRAME, MAX_HEADERS)
+        if got is None:
+            return None
+        sid, head, chunks, ndata, n, tail, ended = got
+        if head is None or tail is not None or ndata != 1 or not ended or not sid % 2 \
+                or sid <= self.last_sid or len(self.streams) >= self.max_streams \
+                or n > self.recv_window or n > self.window_bytes \
+                or self.decoder.decoder.header_table.dynamic_entries:
+            return None
+        headers = self.decoder.known.get(head)
+        if headers is None:
+            return None
+        self.last_sid = sid
+        self.recv_window -= n
+        self.streams[sid] = _State(self.peer_window, self.window_bytes - n, remote_closed=True)
+        return sid, dict(headers), chunks[0] if chunks else b"", n
 
     def _frame(self, events: list, typ: int, flags: int, sid: int, payload: bytes) -> None:
         """Frames other than DATA and HEADERS (``receive`` takes those)."""

@@ -300,6 +300,45 @@ def test_label_sets_share_the_previous_series_equal_pairs(tmp_path: Path) -> Non
     assert got[4][0] is got[3][0] and got[4][1] is got[3][1]
 
 
+def test_blocks_for_a_range_are_those_overlapping_it_in_time_order() -> None:
+    """BucketStore._blocks_for (one resolution and label set) gives exactly the blocks that
+    overlap [mint, maxt] (start <= maxt, end > mint), in order: by bisection when the blocks
+    follow one another in time (a bucket's 2 h blocks, a compacted bucket), by a filter when
+    some overlap, for ranges before, inside, between and after them."""
+    from types import SimpleNamespace
+
+    from store.bucketstore import BucketStore
+
+    def brute(blocks, mint, maxt):
+        return [b for b in blocks if b.min_time <= maxt and b.max_time > mint]
+
+    rnd = np.random.default_rng(11)
+    following = []
+    t = 1000
+    for i in range(40):  # some touching, some with gaps, one long (compacted) block
+        t += int(rnd.choice([0, 0, 7]))
+        span = 500 if i != 17 else 6000
+        following.append((t, t + span))
+        t += span
+    overlapping = following[:20] + [(following[3][0] + 1, following[9][1] + 50)]
+    for spans, follow in ((following, True), (overlapping, False)):
+        store = object.__new__(BucketStore)
+        store.memo, store._window = None, None
+        store.blocks = {f"b{i}": SimpleNamespace(min_time=lo, max_time=hi, resolution=0,
+                                                 ext_labels=())
+                        for i, (lo, hi) in enumerate(spans)}
+        store._blocks_changed()
+        assert store._all_follow is follow
+        blocks = list(store.blocks.values())
+        edges = sorted({x + d for lo, hi in spans for x in (lo, hi) for d in (-1, 0, 1)})
+        for _ in range(3000):
+            mint, maxt = sorted(int(rnd.choice(edges)) + int(rnd.integers(-3, 4))
+                                for _ in range(2))
+            assert store._blocks_for(mint, maxt) == brute(blocks, mint, maxt), (mint, maxt)
+        assert store._blocks_for(0, 10) == [] and store._blocks_for(10 ** 9, 10 ** 9 + 1) == []
+        assert store._blocks_for(min(spans)[0], max(hi for _, hi in spans)) == blocks
+
+
 def test_chunk_tuples_are_zip_with_atomic_ones_left_out_of_the_gc() -> None:
     """store._items.chunk_tuples equals list(zip(...)); a (int, int, bytes) tuple is untracked
     by the GC (no collection walks it), one holding another object is not; unequal lengths
