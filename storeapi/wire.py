@@ -9,7 +9,7 @@ zero scalars omitted, fields in number order); tests/unit/test_storeapi.py check
 from __future__ import annotations
 
 from common.varint import uvarint as _uvarint
-from storeapi._wire import series_frames, xor_chunk_fields
+from storeapi._wire import matcher_fields, series_frames, xor_chunk_fields
 
 from collections.abc import Iterable, Sequence
 
@@ -133,10 +133,9 @@ class SeriesEncoder:
 
 
 # thanos.SeriesRequest (client side): field tags, in field-number order.
-_REQ_MINT, _REQ_MAXT, _REQ_MATCHER = b"\x08", b"\x10", b"\x1a"
+_REQ_MINT, _REQ_MAXT = b"\x08", b"\x10"  # matchers = 3: _wire.matcher_fields
 _REQ_PR_DISABLED, _REQ_STRATEGY, _REQ_SKIP_CHUNKS = b"\x30\x01", b"\x38", b"\x40\x01"
 _REQ_WITHOUT_REPLICA, _REQ_LIMIT, _REQ_BATCH = b"\x72", b"\x78", b"\x80\x01"
-_MATCHER_TYPE = {"=": b"", "!=": b"\x08\x01", "=~": b"\x08\x02", "!~": b"\x08\x03"}
 
 
 def _str_field(tag: bytes, s: str) -> bytes:
@@ -162,21 +161,12 @@ def series_request_times(mint: int, maxt: int) -> bytes:
             + (_REQ_MAXT + uvarint(maxt) if maxt else b""))
 
 
-def _matcher_field(m) -> bytes:
-    """One LabelMatcher field: a query not seen before encodes its matchers anew, so in as few
-    calls as the wire format allows (a short name or value needs a one-byte length)."""
-    name, value = m.name.encode(), m.value.encode()
-    body = (_MATCHER_TYPE[m.type._value_]  # (the attribute: .value is a Python-level property)
-            + (b"\x12" + uvarint(len(name)) + name if name else b"")
-            + (b"\x1a" + uvarint(len(value)) + value if value else b""))
-    return _REQ_MATCHER + uvarint(len(body)) + body
-
-
 def series_request_rest(matchers: Iterable, skip_chunks: bool,
                         without_replica_labels: Iterable[str], limit: int, batch_size: int,
                         strategy: int, partial_response_disabled: bool) -> bytes:
-    """A SeriesRequest's fields after the times (see :func:`series_request`)."""
-    out = [_matcher_field(m) for m in matchers]
+    """A SeriesRequest's fields after the times (see :func:`series_request`); the matchers
+    encoded in C (a query not seen before encodes them anew)."""
+    out = [matcher_fields(matchers)]
     if partial_response_disabled:
         out.append(_REQ_PR_DISABLED)
     if strategy:

@@ -359,6 +359,34 @@ def test_series_request_bytes_as_protobuf(mint, maxt, matchers, skip, replicas, 
                           not partial) == want.SerializeToString()
 
 
+def test_matcher_fields_in_c_are_upbs_bytes_for_long_and_non_ascii_strings():
+    """storeapi._wire.matcher_fields gives the SeriesRequest.matchers fields upb serializes,
+    for names and values of every length class (one-, two- and three-byte varint lengths),
+    non-ASCII and empty ones; a lone surrogate raises UnicodeEncodeError (as str.encode: the
+    client then lets upb refuse the request), anything but Matchers an error, not bytes."""
+    from types import SimpleNamespace
+
+    from receiver.tsdb.labels import Matcher, MatchType
+    from storeapi._wire import matcher_fields
+    from storeapi.convert import matchers_to_pb
+    strs = ["", "a", "é日本\U0001F600", "x" * 127, "y" * 128, "z" * 20_000]
+    ms = [Matcher(t, n, v) for t in (MatchType.EQ, MatchType.NEQ) for n in strs for v in strs]
+    ms += [Matcher(MatchType.RE, "job", "a.*" * 50), Matcher(MatchType.NRE, "", "b|c")]
+    want = rpc_pb2.SeriesRequest(matchers=matchers_to_pb(ms)).SerializeToString()
+    assert matcher_fields(ms) == want and matcher_fields(iter(ms)) == want
+    assert matcher_fields([]) == b""
+    with pytest.raises(UnicodeEncodeError):
+        matcher_fields([Matcher(MatchType.EQ, "a", "b\ud800")])
+    with pytest.raises(KeyError):
+        matcher_fields([SimpleNamespace(type=SimpleNamespace(_value_="=="), name="a", value="b")])
+    with pytest.raises(TypeError):
+        matcher_fields([SimpleNamespace(type=MatchType.EQ, name=b"a", value="b")])
+    with pytest.raises(AttributeError):
+        matcher_fields([("=", "a", "b")])
+    with pytest.raises(TypeError):
+        matcher_fields(5)
+
+
 def test_atomic_tuples_of_a_decoded_answer_are_left_out_of_the_gc():
     """Label pairs, label sets and XOR chunk tuples hold only strs, ints and bytes: the decoder
     untracks them (no collection walks them); the (labels, chunks) pair and chunk lists stay
