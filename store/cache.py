@@ -96,6 +96,9 @@ class LookupCounts:
         self.hits = self._hits.counts
 
 
+_TUPLE_ONLY = {tuple}  # the key types of a batch of the store's own keys
+
+
 class LRUCache:
     """LRU of ``bytes`` values bounded by ``max_bytes`` (0 disables caching).
 
@@ -209,8 +212,8 @@ class LRUCache:
             self.size -= sum(len(o) + ENTRY_OVERHEAD for o in olds if o is not None)
         before = len(d)
         d.update(zip(keys, values))
-        if type(keys[0]) is not tuple:  # (the store's keys carry their type; see the class)
-            self._types.update(zip(keys, repeat(item_type)))
+        if set(map(type, keys)) != _TUPLE_ONLY:  # (the store's keys carry their type)
+            self._types.update((k, item_type) for k in keys if type(k) is not tuple)
         added = len(keys)
         if len(d) - before == added:
             self.size += sum(sizes) + added * ENTRY_OVERHEAD

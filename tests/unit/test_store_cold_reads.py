@@ -174,6 +174,13 @@ def test_lru_metrics_follow_inserts_replacements_and_evictions() -> None:
     assert val("items_evicted_total", item_type="postings") == 1
     assert cache.get(("b", "expanded_postings", "s"), "expanded_postings") == b"e" * 100
     assert cache._types == {10: "series", 11: "series"}  # nothing kept of evicted keys
+    # a batch mixing both kinds of keys: each other key's type is kept whatever comes first
+    cache.put_many([("b", "postings", 8), 12], [b"f" * 100] * 2, "series")
+    cache.put_many([13, 14, 15, 16], [b"g" * 100] * 4, "chunks")  # evicts everything before
+    assert val("items_evicted_total", item_type="series") == 6  # 10, 11 and 12
+    assert val("items_evicted_total", item_type="postings") == 3  # 7, 9 and 8
+    assert val("items_evicted_total", item_type="expanded_postings") == 1
+    assert set(cache._types) == {13, 14, 15, 16}
 
 
 def test_postings_lists_are_checked_as_read_and_decoded_after() -> None:
