@@ -427,8 +427,8 @@ class BucketBlock:
         self.resolution = int((thanos.get("downsample") or {}).get("resolution", 0))
         self._index_name = self.index_name = f"{self.ulid}/{INDEX_FILENAME}"  # in the bucket
         self._seg_sizes = seg_sizes  # actual sizes: the bounds of every chunk ref
-        self._seg_rels: dict[int, str] = {}  # segment seq -> its name (real segments only)
-        self._seg_reads: dict[int, tuple[str, SmallItems]] = {}  # seq -> object, item_reads args
+        # segment seq -> (name, object, item_reads arguments), real segments only
+        self._segs: dict[int, tuple[str, str, SmallItems]] = {}
         self.skipped_chunks = 0  # chunks of unknown encodings left out of answers so far
         self._name_ranges: dict[str, tuple[int, int] | None] = {}  # see _name_range
 
@@ -869,12 +869,7 @@ class BucketBlock:
         est = self._opts.chunk_estimate
         out = []
         for a, z in zip(cuts[:-1], cuts[1:]):
-            seq = int(seqs[a])
-            rel = self._seg_rels.get(seq)
-            if rel is None:
-                rel = f"{CHUNKS_DIRNAME}/{segment_name(seq)}"
-                if rel in self._seg_sizes:  # (only a real segment's name is kept)
-                    self._seg_rels[seq] = rel
+            rel, obj, args = self._segment(int(seqs[a]))
 
             def spans(o=offs[a:z], rel=rel, a=a, z=z
                       ) -> tuple[np.ndarray | list[int], np.ndarray | list[int]]:
@@ -890,10 +885,23 @@ class BucketBlock:
                 ends = np.minimum(o + est, size)
                 np.minimum(ends[:-1], o[1:], out=ends[:-1])
                 return o, ends
-            size = self._seg_sizes.get(rel) if small else None
-            out.append((f"{self.ulid}/{rel}", a, z, spans,
-                        None if size is None else (0xFFFFFFFF, 1, est, SEGMENT_HEADER_SIZE, size)))
+            out.append((obj, a, z, spans, args if small else None))
         return out
+
+    def _segment(self, seq: int) -> tuple[str, str, SmallItems | None]:
+        """Chunk segment ``seq``'s name, object and item_reads arguments (None when the
+        block has no such segment), kept for the block's real segments."""
+        got = self._segs.get(seq)
+        if got is not None:
+            return got
+        rel = f"{CHUNKS_DIRNAME}/{segment_name(seq)}"
+        size = self._seg_sizes.get(rel)
+        if size is None:
+            return rel, f"{self.ulid}/{rel}", None
+        got = self._segs[seq] = (rel, f"{self.ulid}/{rel}",
+                                 (0xFFFFFFFF, 1, self._opts.chunk_estimate, SEGMENT_HEADER_SIZE,
+                                  size))
+        return got
 
     def one_segment(self, ids: list[int]) -> tuple[str, Spans, SmallItems] | None:
         """``chunk_segments(ids)``'s one segment (object, spans, item_reads arguments) when
@@ -901,13 +909,11 @@ class BucketBlock:
         selection's, the usual), without working out cuts; else None."""
         if len(ids) > SMALL_ITEMS or ids[0] >> 32 != ids[-1] >> 32:
             return None
-        got = self._seg_reads.get(ids[0] >> 32)
-        if got is None:
-            segs = self.chunk_segments(ids)
-            if len(segs) != 1 or segs[0][4] is None:
-                return None
-            got = self._seg_reads[ids[0] >> 32] = (segs[0][0], segs[0][4])
-        return got[0], partial(_segment_spans, self, ids), got[1]
+        seq = ids[0] >> 32
+        _, obj, args = self._segs.get(seq) or self._segment(seq)
+        if args is None:
+            return None
+        return obj, partial(_segment_spans, self, ids), args
 
     def _outside(self, first: int, last: int, rel: str, size: int | None) -> str:
         return (f"block {self.ulid}: chunk ref {first:#x}..{last:#x} outside segment {rel} "
