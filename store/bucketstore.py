@@ -122,11 +122,9 @@ class BucketStore:
         self.cache = cache
         self.blocks: dict[str, BucketBlock] = {}
         self._one_resolution: int | None = None  # see _blocks_changed
-        # (min_time, max_time, block) in time order, and whether each block ends before the
-        # next starts (then so do those of any range): the per-call filter reads no property
-        self._spans: list[tuple[int, int, BucketBlock]] = []
-        # With every block following the one before in time (_all_follow), their starts and
-        # ends both ascend: the blocks of a range are a slice found by two bisections.
+        # The blocks in time order with their min and max times (the per-call filter reads no
+        # property), and whether each block ends before the next starts: then starts and ends
+        # both ascend, and the blocks of a range are a slice found by two bisections.
         self._in_order: list[BucketBlock] = []
         self._starts: list[int] = []
         self._ends: list[int] = []
@@ -353,9 +351,8 @@ class BucketStore:
         blocks = self.blocks.values()
         if self.memo is not None:
             self.memo.keep_blocks(self.blocks)
-        self._spans = [(b.min_time, b.max_time, b) for b in blocks]
-        self._all_follow = _follow_in_time(list(blocks))
         self._in_order = list(blocks)
+        self._all_follow = _follow_in_time(self._in_order)
         self._starts = [b.min_time for b in blocks]
         self._ends = [b.max_time for b in blocks]
         self._time_range = self._blocks_time_range()
@@ -374,7 +371,8 @@ class BucketStore:
             if self._all_follow:  # those ending after mint and starting by maxt
                 return self._in_order[bisect.bisect_right(self._ends, mint):
                                       bisect.bisect_right(self._starts, maxt)]
-            return [b for lo, hi, b in self._spans if lo <= maxt and hi > mint]  # overlaps
+            return [b for lo, hi, b in zip(self._starts, self._ends, self._in_order)
+                    if lo <= maxt and hi > mint]  # overlaps
         by_lset: dict[Labels, list[BucketBlock]] = {}
         for b in self.blocks.values():
             if b.overlaps(mint, maxt):

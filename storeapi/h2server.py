@@ -219,9 +219,7 @@ class _Connection(asyncio.Protocol):
             sid, hdrs, body, n = call
             self._on_request(sid, hdrs)
             self._on_data(sid, body, n)
-            st = self._streams.get(sid)
-            if st is not None and st.task is None:
-                st.task = _task_started_now(self._loop, self._run(sid, st))
+            self._on_end(sid)
             if self._conn.out:
                 self._flush()
             return
@@ -238,11 +236,8 @@ class _Connection(asyncio.Protocol):
                 self._on_request(sid, ev[2])
             elif kind == DATA_IN:
                 self._on_data(sid, ev[2], ev[3])
-            elif kind == ENDED:  # the request is complete: its call starts
-                st = self._streams.get(sid)
-                if st is not None and st.task is None:
-                    st.task = _task_started_now(self._loop,
-                                                self._run(sid, st))
+            elif kind == ENDED:
+                self._on_end(sid)
             elif kind == RESET:
                 st = self._drop(sid)
                 if st is not None and st.task is not None:
@@ -285,6 +280,12 @@ class _Connection(asyncio.Protocol):
             self._trailers_only(sid, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"request messages buffered on this connection exceed max "
                                 f"({limit} bytes)")
+
+    def _on_end(self, sid: int) -> None:
+        """The request is complete: its call starts (unless already answered or running)."""
+        st = self._streams.get(sid)
+        if st is not None and st.task is None:
+            st.task = _task_started_now(self._loop, self._run(sid, st))
 
     def _drop(self, sid: int) -> _Stream | None:
         """Forget stream ``sid`` and the request body it held."""
