@@ -13,6 +13,7 @@ setup(
                   depends=["receiver/tsdb/refcache_api.h"]),
         Extension("receiver.tsdb._blockio", ["receiver/tsdb/_blockio.c"], extra_compile_args=CFLAGS),
         Extension("querier._pointsjson", ["querier/_pointsjson.c"], extra_compile_args=CFLAGS),
+        Extension("querier._request", ["querier/_request.c"], extra_compile_args=CFLAGS),
         Extension("querier.promql._rangec", ["querier/promql/_rangec.c"], extra_compile_args=CFLAGS,
                   depends=["receiver/tsdb/bigbytes.h"]),
         Extension("querier.promql._groupc", ["querier/promql/_groupc.c"], extra_compile_args=CFLAGS),

@@ -31,6 +31,7 @@ from .config import DEFAULT_TENANT_HEADER, QueryConfig
 from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
+from ._request import range_args
 from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes, plan_selects
 from .parsecache import ParseCache
 from .plainrange import plain_instant, plain_range, plain_selector
@@ -502,21 +503,10 @@ class QueryAPI:
     async def range_query(self, request: RequestHead, p: dict[str, list[str]]) -> Answer:
         """/api/v1/query_range of the parameters ``p`` (shared by both HTTP fronts)."""
         try:
-            limit = parse_limit(_first(p, "limit"))
-            start = parse_time(_first(p, "start"), "start")
-            end = parse_time(_first(p, "end"), "end")
-            if end < start:
-                raise BadParam('invalid parameter "end": end timestamp must not be before start time')
-            step_ns = parse_duration_ns(_first(p, "step"), "step")
-            if step_ns <= 0:
-                raise BadParam('invalid parameter "step": zero or negative query resolution step '
-                               "widths are not accepted. Try a positive integer")
-            if (end - start) * 1_000_000 // step_ns > MAX_POINTS:
-                raise BadParam("exceeded maximum resolution of 11,000 points per timeseries. "
-                               "Try decreasing the query resolution (?step=XX)")
+            args = range_args(p)  # the usual parameters, read in C (querier/_request.c)
+            start, end, step_ns, q, limit = read_range_args(p) if args is NotImplemented else args
             step = max(step_ns // 1_000_000, 1)
             timeout_s = self._timeout_s(p)
-            q = _one(p, "query")
             opts, eopts = self._resolution(p, self._options(request, p), step)
         except BadParam as e:
             return error_answer("bad_data", str(e))
@@ -772,6 +762,25 @@ def query_error(e: Exception) -> Answer:
     # an engine bug must not become a 5xx for the user's query
     log.error("query evaluation failed", exc_info=e)
     return error_answer("execution", str(e))
+
+def read_range_args(p: dict[str, list[str]]) -> tuple[int, int, int, str, int]:
+    """/api/v1/query_range's start, end (ms), step (ns), query and limit, checked as
+    Prometheus checks them (BadParam with its words); range_args reads the usual ones the same
+    way in C."""
+    limit = parse_limit(_first(p, "limit"))
+    start = parse_time(_first(p, "start"), "start")
+    end = parse_time(_first(p, "end"), "end")
+    if end < start:
+        raise BadParam('invalid parameter "end": end timestamp must not be before start time')
+    step_ns = parse_duration_ns(_first(p, "step"), "step")
+    if step_ns <= 0:
+        raise BadParam('invalid parameter "step": zero or negative query resolution step '
+                       "widths are not accepted. Try a positive integer")
+    if (end - start) * 1_000_000 // step_ns > MAX_POINTS:
+        raise BadParam("exceeded maximum resolution of 11,000 points per timeseries. "
+                       "Try decreasing the query resolution (?step=XX)")
+    return start, end, step_ns, _one(p, "query"), limit
+
 
 def _first(p: dict, name: str) -> str | None:
     v = p.get(name)

@@ -26,6 +26,7 @@ from yarl import query_to_pairs  # what aiohttp's request.query and post() decod
 from common.eagerstep import run_first_step
 from common.httpgzip import MIN_BYTES, Coding, compressed, negotiate
 
+from ._request import parse_get
 from .api import Answer, QueryAPI
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,15 @@ class FastRequest:
 
 def parse_request(buf: bytes, routes: dict[str, str]) -> FastRequest | None:
     """The request at the start of ``buf`` when it is complete and one this front answers,
-    else None (aiohttp then parses it and answers as it always did)."""
+    else None (aiohttp then parses it and answers as it always did). The usual GET is read
+    in C (querier/_request.c) into the same FastRequest; anything else by read_request."""
+    req = parse_get(buf, routes, FastRequest, Headers)
+    return read_request(buf, routes) if req is NotImplemented else req
+
+
+def read_request(buf: bytes, routes: dict[str, str]) -> FastRequest | None:
+    """parse_request in Python, for every kind of request (the meaning the C reading of a
+    GET follows)."""
     m = _HEAD.match(buf, 0, MAX_HEAD + 4)
     if m is None:
         return None

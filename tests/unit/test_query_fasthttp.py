@@ -20,7 +20,9 @@ import querier.api
 from common.ops import new_registry
 from querier.config import QueryConfig
 from querier.api import Answer
-from querier.fasthttp import MAX_HEAD, FastConnection, QueryFront, parse_request
+from querier._request import parse_get
+from querier.fasthttp import (MAX_HEAD, FastConnection, FastRequest, Headers, QueryFront,
+                              parse_request, read_request)
 from querier.server import Querier
 from querier_cluster import cluster, run
 from storeapi.server import serve
@@ -483,6 +485,93 @@ def test_generated_hostile_requests_answered_as_aiohttp_answers_them(tmp_path, m
     finally:
         loop.run_until_complete(ctx.__aexit__(None, None, None))
         loop.close()
+
+
+def _fields(req: FastRequest | None) -> tuple | None:
+    return None if req is None else (req.route, req.params, dict(req.headers), type(req.headers),
+                                     req.close, req.size)
+
+
+_C_ROUTES = {"/api/v1/query": "/api/v1/query", "/api/v1/query_range": "/api/v1/query_range"}
+_C_SEEN = {"handled": 0, "left": 0}
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(_request(), st.binary(max_size=40))
+def test_the_c_reading_of_a_get_is_the_python_reading(raw: bytes, tail: bytes) -> None:
+    """The C reading of a GET (querier/_request.c) builds exactly the FastRequest the
+    Python reading does, or leaves the request to it (NotImplemented): over generated
+    hostile requests, with bytes after them (a pipelined next request)."""
+    for buf in (raw, raw + tail):
+        got = parse_get(buf, _C_ROUTES, FastRequest, Headers)
+        if got is NotImplemented:
+            _C_SEEN["left"] += 1
+            continue
+        _C_SEEN["handled"] += 1
+        assert type(got) is FastRequest and _fields(got) == _fields(read_request(buf, _C_ROUTES))
+
+
+@st.composite
+def _usual_get(draw) -> bytes:
+    """A GET of the kind the C reading takes: any text in its parameters (quoted with
+    either kind of space), headers in any case and spacing, sometimes one thing wrong."""
+    from urllib.parse import quote, quote_plus
+    enc = draw(st.sampled_from([quote, quote_plus]))
+    pairs = draw(st.lists(st.tuples(st.one_of(_KEYS, st.text(max_size=4)), st.text(max_size=20)),
+                          max_size=5))
+    query = "&".join(enc(k) + ("" if draw(st.booleans()) and not v else "=" + enc(v))
+                     for k, v in pairs)
+    lines = [draw(st.sampled_from(["Host: x", "host:x", "HOST:   x  ", "Host:"]))]
+    lines += draw(st.lists(st.sampled_from(["Accept-Encoding: gzip", "accept-encoding:GZIP ",
+                                            "Connection: close", "connection: Keep-Alive",
+                                            "X-Empty:", "User-Agent:  a b  ", "Connection: x",
+                                            "Content-Length: 0", "THANOS-TENANT: t"]),
+                           max_size=3))
+    route = draw(st.sampled_from(["/api/v1/query", "/api/v1/query_range", "/api/v1/query_rangE"]))
+    raw = (f"GET {route}{'?' + query if query or draw(st.booleans()) else ''} HTTP/1.1\r\n"
+           + "".join(h + "\r\n" for h in lines) + "\r\n").encode()
+    return raw[:draw(st.integers(len(raw) - 3, len(raw)))] if draw(st.booleans()) else raw
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(_usual_get())
+def test_the_c_reading_of_usual_gets_is_the_python_reading(raw: bytes) -> None:
+    got = parse_get(raw, _C_ROUTES, FastRequest, Headers)
+    want = read_request(raw, _C_ROUTES)
+    if got is NotImplemented:  # only what Python does not answer either
+        assert want is None
+    else:
+        assert _fields(got) == _fields(want)
+
+
+def test_the_c_reading_takes_the_usual_gets_and_leaves_the_rest():
+    """What a dashboard sends is read in C (every escape, '+', repeated and empty
+    parameters); a POST, a broken escape, an escape that is not UTF-8, a repeated header and
+    an incomplete head are left to Python, which reads them as before."""
+    head = "HTTP/1.1\r\nHost: q:9090\r\nAccept-Encoding:  gzip  \r\nCONNECTION: Close\r\n\r\n"
+    usual = ("GET /api/v1/query_range?query=sum%28rate%28x%7Binstance%3D%22i-1%22%7D%5B5m%5D"
+             "%29%29+by+(job)&start=1.5&end=2&step=15&x=%c3%a9&x=&y&&=z&%2B=%2b " + head).encode()
+    got = parse_get(usual, _C_ROUTES, FastRequest, Headers)
+    assert got is not NotImplemented
+    assert _fields(got) == _fields(read_request(usual, _C_ROUTES))
+    assert got.params == {"query": ['sum(rate(x{instance="i-1"}[5m])) by (job)'],
+                          "start": ["1.5"], "end": ["2"], "step": ["15"], "x": ["\xe9", ""],
+                          "y": [""], "": ["z"], "+": ["+"]}
+    assert got.headers.get("Accept-Encoding") == "gzip" and got.close
+    assert got.size == len(usual)
+    left = [b"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            b"GET /api/v1/query?query=%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /api/v1/query?query=%ff HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /api/v1/query HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n",
+            b"GET /api/v1/query HTTP/1.1\r\nHost: x\r\n",
+            b"GET /api/v1/labels HTTP/1.1\r\nHost: x\r\n\r\n"]
+    for buf in left:
+        assert parse_get(buf, _C_ROUTES, FastRequest, Headers) is NotImplemented
+    assert read_request(left[2], _C_ROUTES).params == {"query": ["\ufffd"]}
+    assert parse_request(left[2], _C_ROUTES).params == {"query": ["\ufffd"]}
+    assert [parse_request(b, _C_ROUTES) for b in left[3:]] == [None, None, None]
 
 
 class StepRecordingAPI:
