@@ -253,6 +253,8 @@ class QueryAPI:
         self.cors_any = cfg.cors_origin == ".*"
         self.inline = DEFAULT_INLINE_LIMITS  # what a query evaluated on the event loop may cost
         self.parsed = ParseCache(self.engine_opts.features)  # trees of short, repeated queries
+        # tenant -> (SelectOptions, EngineOptions) of a request setting no option parameter
+        self._tenant_defaults: dict[str, tuple[SelectOptions, EngineOptions]] = {}
         # the loop the querier serves on (Querier.start), kept: on 3.11 each
         # asyncio.get_running_loop() is a getpid() system call
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -340,9 +342,26 @@ class QueryAPI:
                 params.setdefault(k, []).append(str(v))
         return params
 
+    def _read_options(self, request: RequestHead, p: dict, step_ms: int | None
+                      ) -> tuple[SelectOptions, EngineOptions]:
+        """``_resolution(p, _options(request, p), step_ms)``; for a request that sets none of
+        the option parameters (a dashboard's every query), its tenant's defaults, worked out
+        once per tenant (at most _MAX_TENANT_DEFAULTS kept)."""
+        if self.cfg.auto_downsampling or not _OPTION_PARAMS.isdisjoint(p):
+            return self._resolution(p, self._options(request, p), step_ms)
+        tenant = self._tenant(request)
+        got = self._tenant_defaults.get(tenant)
+        if got is None:
+            if len(self._tenant_defaults) >= _MAX_TENANT_DEFAULTS:
+                self._tenant_defaults.clear()
+            got = self._tenant_defaults[tenant] = self._resolution(
+                p, self._options(request, p), step_ms)
+        return got
+
     def _timeout_s(self, p: dict) -> float:
         """The ``timeout`` parameter, capped by ``--query.timeout`` (<= 0: already expired)."""
-        raw = _first(p, "timeout")
+        raw = p.get("timeout")
+        raw = raw[0] if raw else None
         if not raw:
             return self.cfg.timeout_s
         return min(parse_duration_ns(raw, "timeout") / 1e9, self.cfg.timeout_s)
@@ -489,7 +508,7 @@ class QueryAPI:
                            default_ms=int(time.time() * 1000), labelled=True)
             timeout_s = self._timeout_s(p)
             q = _one(p, "query")
-            opts, eopts = self._resolution(p, self._options(request, p), None)
+            opts, eopts = self._read_options(request, p, None)
         except BadParam as e:
             return error_answer("bad_data", str(e))
         t0 = time.monotonic()
@@ -507,7 +526,7 @@ class QueryAPI:
             start, end, step_ns, q, limit = read_range_args(p) if args is NotImplemented else args
             step = max(step_ns // 1_000_000, 1)
             timeout_s = self._timeout_s(p)
-            opts, eopts = self._resolution(p, self._options(request, p), step)
+            opts, eopts = self._read_options(request, p, step)
         except BadParam as e:
             return error_answer("bad_data", str(e))
         t0 = time.monotonic()
@@ -762,6 +781,12 @@ def query_error(e: Exception) -> Answer:
     # an engine bug must not become a 5xx for the user's query
     log.error("query evaluation failed", exc_info=e)
     return error_answer("execution", str(e))
+
+# The parameters that change a query's read options (_options, _resolution).
+_OPTION_PARAMS = frozenset({"dedup", "partial_response", "replicaLabels[]",
+                            "max_source_resolution"})
+_MAX_TENANT_DEFAULTS = 1024
+
 
 def read_range_args(p: dict[str, list[str]]) -> tuple[int, int, int, str, int]:
     """/api/v1/query_range's start, end (ms), step (ns), query and limit, checked as

@@ -98,6 +98,39 @@ def test_query_tenant_is_read_as_thanos_reads_it() -> None:
             api._tenant(_Head(**{"X-Scope": bad}))
 
 
+def test_a_tenants_default_read_options_are_worked_out_once_and_follow_every_parameter():
+    """A request that sets no option parameter gets its tenant's default read options, kept
+    per tenant; any option parameter, a refused tenant or auto-downsampling is read as
+    before."""
+    from common.ops import new_registry
+    cfg = QueryConfig(tenant_header="X-Scope", default_tenant="anon", enforce_tenancy=True,
+                      replica_labels=("replica",))
+    api = QueryAPI(cfg, StoreSet([], timeout_s=5), new_registry())
+    try:
+        a1, _ = api._read_options(_Head(**{"X-Scope": "a"}), {"query": ["x"]}, 15_000)
+        a2, eopts = api._read_options(_Head(**{"X-Scope": "a"}), {}, None)
+        b, _ = api._read_options(_Head(**{"X-Scope": "b"}), {}, 15_000)
+        assert a1 is a2 and eopts is api.engine_opts
+        assert (a1.tenant, a1.extra_matchers, a1.replica_labels) == (
+            "a", (Matcher(MatchType.EQ, cfg.tenant_label_name, "a"),), ("replica",))
+        assert b.tenant == "b" and b.extra_matchers[0].value == "b"
+        assert api._read_options(_Head(**{"X-Scope": "a"}), {"dedup": ["false"]},
+                                 None)[0].replica_labels == ()
+        assert api._read_options(_Head(**{"X-Scope": "a"}), {"partial_response": ["1"]},
+                                 None)[0].partial_response is True
+        coarse, ceopts = api._read_options(_Head(), {"max_source_resolution": ["1h"]}, 15_000)
+        assert coarse.max_resolution_ms == 3_600_000 and ceopts is not api.engine_opts
+        with pytest.raises(BadParam, match="Tenant name not valid"):
+            api._read_options(_Head(**{"X-Scope": "a/b"}), {}, None)
+        auto = QueryAPI(QueryConfig(auto_downsampling=True), StoreSet([], timeout_s=5),
+                        new_registry())
+        assert auto._read_options(_Head(), {}, 50_000)[0].max_resolution_ms == 10_000
+        assert auto._read_options(_Head(), {}, 5_000)[0].max_resolution_ms == 1_000
+        auto.close()
+    finally:
+        api.close()
+
+
 def test_stacked_querier_passes_the_callers_tenant_on_as_thanos_proxy_does() -> None:
     """A querier's own StoreAPI (FanoutSource) forwards the tenant it was called with (or
     default-tenant, the store server's reading of a call without one) to its endpoints."""
