@@ -8,10 +8,9 @@ locking.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import compress, repeat
 from typing import Protocol
 
 import yaml
@@ -28,6 +27,7 @@ from common.memcache import (
     size_field,
 )
 from receiver.tsdb._blockio import crc32c
+from store._lru import lookup, put_many
 
 # Rough per-entry bookkeeping cost (key tuple, dict slot, bytes header), counted against the
 # budget so that many tiny items cannot blow far past it.
@@ -51,12 +51,6 @@ class CacheMetrics:
                            "Bytes accounted to cached items.", registry=registry)
         self.max_bytes = Gauge("thanos_store_index_cache_max_size_bytes", "Cache budget.",
                                registry=registry)
-
-    def count_added(self, item_type: str, added: int, evicted: dict[str, int]) -> None:
-        """Count ``added`` items of ``item_type`` and the evictions (by type) they caused."""
-        self.added.inc(item_type, added)
-        for t, n in evicted.items():
-            self.evicted.inc(t, n)
 
 
 class PlainCounter:
@@ -96,7 +90,8 @@ class LookupCounts:
         self.hits = self._hits.counts
 
 
-_TUPLE_ONLY = {tuple}  # the key types of a batch of the store's own keys
+# lookup()'s modes (store/_lru.c): count every key, only the hits, or all or nothing
+_EVERY, _HITS, _ALL = 0, 1, 2
 
 
 class LRUCache:
@@ -129,51 +124,24 @@ class LRUCache:
         return len(self._d)
 
     def get(self, key: Hashable, item_type: str) -> bytes | None:
-        hit = self._d.get(key)
-        self._count(item_type, 1, hit is not None)
-        if hit is None:
-            return None
-        self._d.move_to_end(key)
-        return hit
+        return lookup(self._d, (key,), item_type, self._requests, self._hits, _EVERY)[0]
 
-    def get_many(self, keys: list[Hashable], item_type: str) -> list[bytes | None]:
-        """Batch lookup: one metrics update per call instead of per key."""
-        d = self._d
-        if len(keys) == 1:  # a one-series selection's lookup: no list and map plumbing
-            return [self.get(keys[0], item_type)]
-        found = list(map(d.get, keys))
-        hit_keys = keys if None not in found else list(compress(keys, found))
-        deque(map(d.move_to_end, hit_keys), maxlen=0)
-        self._count(item_type, len(keys), len(hit_keys))
-        return found
+    def get_many(self, keys: Sequence[Hashable], item_type: str) -> list[bytes | None]:
+        """The value of each key or None, the hits moved to the newest end, every key counted
+        as a lookup (one metrics update per call)."""
+        return lookup(self._d, keys, item_type, self._requests, self._hits, _EVERY)
 
-    def get_all(self, keys: list[Hashable], item_type: str) -> list[bytes] | None:
+    def get_all(self, keys: Sequence[Hashable], item_type: str) -> list[bytes] | None:
         """The values of ``keys`` if every one is cached (counted as hits), else None with
         nothing counted or reordered: the warm path of a reader that otherwise works out and
         reads its misses (and counts the lookups then)."""
-        d = self._d
-        found = list(map(d.get, keys))
-        if None in found:
-            return None
-        n = len(keys)
-        if n == 1:
-            d.move_to_end(keys[0])
-        else:
-            deque(map(d.move_to_end, keys), maxlen=0)
-        self._count(item_type, n, n)
-        return found  # type: ignore[return-value]
+        return lookup(self._d, keys, item_type, self._requests, self._hits, _ALL)
 
-    def get_each(self, keys: list[Hashable], item_type: str) -> list[bytes | None]:
+    def get_each(self, keys: Sequence[Hashable], item_type: str) -> list[bytes | None]:
         """The value of each key or None, counting (and reordering) the hits only: as
         ``get_all`` of each key alone would, in one call (a cold request's lookups of
         selections over all its blocks)."""
-        d = self._d
-        found = list(map(d.get, keys))
-        hit_keys = keys if None not in found else list(compress(keys, found))
-        deque(map(d.move_to_end, hit_keys), maxlen=0)
-        if hit_keys:
-            self._count(item_type, len(hit_keys), len(hit_keys))
-        return found
+        return lookup(self._d, keys, item_type, self._requests, self._hits, _HITS)
 
     def count_memo_hits(self, postings: int, series: int, chunks: int) -> None:
         """Count the lookups one memo answer (store.warmmemo) stands for -- expanded postings,
@@ -186,49 +154,18 @@ class LRUCache:
                 r[item_type] = r.get(item_type, 0) + n
                 h[item_type] = h.get(item_type, 0) + n
 
-    def _count(self, item_type: str, requests: int, hits: int) -> None:
-        r, h = self._requests, self._hits
-        r[item_type] = r.get(item_type, 0) + requests
-        h[item_type] = h.get(item_type, 0) + hits
-
     def put(self, key: Hashable, value: bytes, item_type: str) -> None:
         self.put_many([key], [value], item_type)
 
-    def put_many(self, keys: list[Hashable], values: list[bytes], item_type: str) -> None:
-        """Insert a batch: one metrics update per call, and no Python work per item unless
-        items are replaced or evicted (a cold query fills thousands at once)."""
-        if not keys:
-            return
-        d = self._d
-        sizes = list(map(len, values))
-        fits = self.max_bytes - ENTRY_OVERHEAD
-        if max(sizes) > fits:  # an item bigger than the whole budget is not cached
-            keep = [s <= fits for s in sizes]
-            keys, values, sizes = (list(compress(x, keep)) for x in (keys, values, sizes))
-            if not keys:
-                return
-        olds = list(map(d.pop, keys, repeat(None)))
-        if olds.count(None) != len(olds):
-            self.size -= sum(len(o) + ENTRY_OVERHEAD for o in olds if o is not None)
-        before = len(d)
-        d.update(zip(keys, values))
-        if set(map(type, keys)) != _TUPLE_ONLY:  # (the store's keys carry their type)
-            self._types.update((k, item_type) for k in keys if type(k) is not tuple)
-        added = len(keys)
-        if len(d) - before == added:
-            self.size += sum(sizes) + added * ENTRY_OVERHEAD
-        else:  # a key repeated within the batch: its last value is the one kept
-            self.size += sum(len(d[k]) + ENTRY_OVERHEAD for k in dict.fromkeys(keys))
-        evicted: dict[str, int] = {}
-        types = self._types
-        while self.size > self.max_bytes:
-            k, v = d.popitem(last=False)
-            self.size -= len(v) + ENTRY_OVERHEAD
-            t = k[1] if type(k) is tuple else types.pop(k, "")
-            evicted[t] = evicted.get(t, 0) + 1
+    def put_many(self, keys: Sequence[Hashable], values: Sequence[bytes], item_type: str) -> None:
+        """Insert a batch (an item bigger than the whole budget is not cached; a key repeated
+        in it keeps its last value), then evict the oldest items while over budget, counting
+        what was added and evicted by item type: one call, whatever the batch."""
         m = self._m
-        if m is not None and added:
-            m.count_added(item_type, added, evicted)
+        self.size = put_many(self._d, self._types, keys, values, item_type, self.size,
+                             self.max_bytes, ENTRY_OVERHEAD,
+                             None if m is None else m.added.counts,
+                             None if m is None else m.evicted.counts)
 
 
 # -- shared caches (Thanos's --index-cache.config / --store.caching-bucket.config backends)
