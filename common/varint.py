@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 _U64 = (1 << 64) - 1
+_ONE_BYTE = [bytes([i]) for i in range(0x80)]  # the usual small field (a batch size, a flag)
 
 
 def uvarint(x: int) -> bytes:
     """Encode ``x``; a negative int64 takes its 10-byte two's-complement form, as in protobuf."""
+    if 0 <= x < 0x80:
+        return _ONE_BYTE[x]
     x &= _U64
     out = bytearray()
     while x >= 0x80:

@@ -25,6 +25,8 @@ def test_round_trip_and_positions() -> None:
         assert got == v and nxt - i == len(uvarint(v))
         i = nxt
     assert uvarint(-1) == uvarint(2**64 - 1)  # int64 -1 as protobuf writes it
+    assert [uvarint(x) for x in range(-2, 300)] == [uvarint(2**64 - 2), uvarint(2**64 - 1)] + \
+        [bytes([x]) if x < 0x80 else bytes([x & 0x7F | 0x80, x >> 7]) for x in range(300)]
     assert store_uvarint_at is uvarint_at
 
 
