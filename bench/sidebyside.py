@@ -9,7 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -82,15 +82,21 @@ class Timing:
 
 def compare_sides(apis: dict[str, str], ours: str, queries: list[tuple[str, str]],
                   ranges_h: Iterable[int], end_ms: int, warm: int, warm_small: int = 0,
-                  small_s: float = SMALL_S) -> tuple[list[Timing], list[str]]:
+                  small_s: float = SMALL_S,
+                  cold_variants: Callable[[str, int], list[str]] | None = None
+                  ) -> tuple[list[Timing], list[str]]:
     """Every query at every range (``POINTS`` steps ending at ``end_ms``) against every API of
     ``apis`` (side name -> API base URL; the first is the reference), one after the other in
     turn so that load from elsewhere on a shared machine hits all alike: a cold run each (every
     answer compared with the reference's), then ``warm`` rounds, or ``warm_small`` if more for
     a query whose cold runs all took under ``small_s`` (a median of 3 runs of a few
     milliseconds moves with one scheduler hiccup; more runs of a cheap query cost little).
-    Returns the timings and the mismatches; prints ``ours``'s ratios to each other side as it
-    goes."""
+    ``cold_variants(name, hours)``: queries of the same shape that nothing has asked for yet
+    (another series each); when it gives some, a query's cold time is the median of one first
+    run of each (sides in turn, every answer compared), as one first run of a query of a few
+    milliseconds moves with one hiccup; the query itself is then run once untimed before its
+    warm runs. Returns the timings and the mismatches; prints ``ours``'s ratios to each other
+    side as it goes."""
     sess = requests.Session()
     ref, *others = apis
     timings: list[Timing] = []
@@ -100,13 +106,24 @@ def compare_sides(apis: dict[str, str], ours: str, queries: list[tuple[str, str]
                   "step": h * 3600 / POINTS}
         for name, q in queries:
             p = dict(params, query=q)
-            cold, data = {}, {}
-            for side, api in apis.items():
-                cold[side], data[side] = run_query(sess, api, p)
-            for side in others:
-                diff = same_answer(data[ref], data[side])
-                if diff:
-                    mismatches.append(f"{name} {h} h, {side} vs {ref}: {diff}")
+            variants = cold_variants(name, h) if cold_variants is not None else []
+            firsts: dict[str, list[float]] = {side: [] for side in apis}
+            for v in variants or [q]:
+                data = {}
+                for side, api in apis.items():
+                    took, data[side] = run_query(sess, api, dict(params, query=v))
+                    firsts[side].append(took)
+                for side in others:
+                    diff = same_answer(data[ref], data[side])
+                    if diff:
+                        mismatches.append(f"{name} {h} h ({v}), {side} vs {ref}: {diff}")
+            cold = {side: statistics.median(v) for side, v in firsts.items()}
+            if variants:  # the query itself once, untimed (its warm runs are warm), compared
+                data = {side: run_query(sess, api, p)[1] for side, api in apis.items()}
+                for side in others:
+                    diff = same_answer(data[ref], data[side])
+                    if diff:
+                        mismatches.append(f"{name} {h} h, {side} vs {ref}: {diff}")
             runs: dict[str, list[float]] = {side: [] for side in apis}
             small = max(cold.values()) < small_s
             for _ in range(max(warm, warm_small) if small else warm):

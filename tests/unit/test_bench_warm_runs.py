@@ -71,3 +71,35 @@ def test_report_says_how_many_warm_runs_each_kind_of_query_got():
     text = bench_scale.report(t, {"Prometheus": 1.0}, [], ["one series"], "head", 3, 15)
     assert "warm = median of 3 (15 for a query whose cold runs all took under 50 ms)" in text
     assert "one series 1 h 2.0/1.9" in text
+
+
+def test_cold_cells_with_variants_are_the_median_of_first_runs_of_each():
+    """With cold_variants, a query's cold time is the median of one first run of each variant
+    on every side (one slow variant does not make the cell), the query itself runs once
+    untimed before its warm runs, and queries without variants are measured as before."""
+    (a, ca), (b, cb) = _serve(), _serve()
+    try:
+        apis = {"ref": f"http://127.0.0.1:{a.server_port}/api/v1",
+                "ours": f"http://127.0.0.1:{b.server_port}/api/v1"}
+        variants = lambda name, h: ["v1", "slow", "v2"] if name == "one" else []  # noqa: E731
+        timings, mismatches = compare_sides(apis, "ours", [("one", "fast"), ("other", "x")],
+                                            [1], 3_600_000, warm=3, warm_small=5,
+                                            cold_variants=variants)
+    finally:
+        a.shutdown(), b.shutdown()
+        a.server_close(), b.server_close()
+    assert mismatches == []
+    assert ca == cb == {"v1": 1, "slow": 1, "v2": 1, "fast": 1 + 5, "x": 1 + 5}
+    one = timings[0]
+    assert all(t < SMALL_S for t in one.cold.values())  # the median, not the slow one
+
+
+def test_one_series_variants_are_fresh_single_series_outside_the_raw_rows():
+    variants = bench_scale.one_series_cold_variants(1)
+    got = [variants("one series", h) for h in bench_scale.RANGES_H]
+    assert variants("count by (job) (x)", 1) == []
+    flat = [q for qs in got for q in qs]
+    assert all(len(qs) == bench_scale.COLD_SAMPLES for qs in got) and len(set(flat)) == len(flat)
+    ids = [int(q.split('"')[1][2:]) for q in flat]
+    assert all(bench_scale.RAW_SERIES <= i < bench_scale.X_SERIES for i in ids)  # shard="1"
+    assert 'x{instance="i-00007"}' not in flat
