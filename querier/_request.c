@@ -180,6 +180,8 @@ static PyObject *py_parse_get(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (hd == NULL) return NULL;
     int close = 0, host = 0;
     for (int i = 0; i < nf; i++) {
+        /* a name lies within the first MAX_HEAD + 4 bytes, after at least "GET / HTTP/1.1\r\n"
+         * (16 bytes) and before its ':': shorter than MAX_HEAD - 12 */
         char lower[MAX_HEAD];
         Py_ssize_t ln = fields[i][1] - fields[i][0];
         for (Py_ssize_t j = 0; j < ln; j++) {
