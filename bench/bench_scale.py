@@ -9,7 +9,8 @@ queries of the issue at 1 h / 6 h / 24 h ranges ending at the newest sample, che
 answer the same (within float tolerance), and prints a markdown table of promring / Prometheus
 (and promring / Thanos) ratios of the cold run (first run of that query and range since start;
 for the one-series row the median of the first runs of 7 other single series, none asked for
-before: one first run of a few milliseconds moves with one hiccup) and of the warm median, their geometric means, and each process's peak RSS (VmHWM).
+before: one first run of a few milliseconds moves with one hiccup) and of the warm median,
+their geometric means, and each process's peak RSS (VmHWM).
 
 Each run appends a row to bench/scale_history.csv and redraws bench/scale_history.png (the
 geometric means over the runs, one line per scale) unless ``--no-history``;

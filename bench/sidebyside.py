@@ -101,6 +101,12 @@ def compare_sides(apis: dict[str, str], ours: str, queries: list[tuple[str, str]
     ref, *others = apis
     timings: list[Timing] = []
     mismatches: list[str] = []
+
+    def compare(data: dict[str, dict], what: str) -> None:
+        for side in others:
+            diff = same_answer(data[ref], data[side])
+            if diff:
+                mismatches.append(f"{what}, {side} vs {ref}: {diff}")
     for h in ranges_h:
         params = {"start": (end_ms - h * HOUR_MS) / 1000, "end": end_ms / 1000,
                   "step": h * 3600 / POINTS}
@@ -113,17 +119,11 @@ def compare_sides(apis: dict[str, str], ours: str, queries: list[tuple[str, str]
                 for side, api in apis.items():
                     took, data[side] = run_query(sess, api, dict(params, query=v))
                     firsts[side].append(took)
-                for side in others:
-                    diff = same_answer(data[ref], data[side])
-                    if diff:
-                        mismatches.append(f"{name} {h} h ({v}), {side} vs {ref}: {diff}")
+                compare(data, f"{name} {h} h ({v})" if variants else f"{name} {h} h")
             cold = {side: statistics.median(v) for side, v in firsts.items()}
             if variants:  # the query itself once, untimed (its warm runs are warm), compared
-                data = {side: run_query(sess, api, p)[1] for side, api in apis.items()}
-                for side in others:
-                    diff = same_answer(data[ref], data[side])
-                    if diff:
-                        mismatches.append(f"{name} {h} h, {side} vs {ref}: {diff}")
+                compare({side: run_query(sess, api, p)[1] for side, api in apis.items()},
+                        f"{name} {h} h")
             runs: dict[str, list[float]] = {side: [] for side in apis}
             small = max(cold.values()) < small_s
             for _ in range(max(warm, warm_small) if small else warm):

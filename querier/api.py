@@ -360,8 +360,7 @@ class QueryAPI:
 
     def _timeout_s(self, p: dict) -> float:
         """The ``timeout`` parameter, capped by ``--query.timeout`` (<= 0: already expired)."""
-        raw = p.get("timeout")
-        raw = raw[0] if raw else None
+        raw = _first(p, "timeout")
         if not raw:
             return self.cfg.timeout_s
         return min(parse_duration_ns(raw, "timeout") / 1e9, self.cfg.timeout_s)

@@ -33,13 +33,13 @@ static int move_to_end(PyObject *d, PyObject *key) {
     return 0;
 }
 
-static PyObject *lookup_list(PyObject *d, PyObject *keys, PyObject *item_type, PyObject *requests_counts,
+static PyObject *lookup_seq(PyObject *d, PyObject *keys, PyObject *item_type, PyObject *requests_counts,
                              PyObject *hits_counts, long mode) {
-    Py_ssize_t n = PyList_GET_SIZE(keys), nhit = 0;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys), nhit = 0;
     PyObject *found = PyList_New(n);
     if (found == NULL) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyDict_GetItemWithError(d, PyList_GET_ITEM(keys, i));
+        PyObject *v = PyDict_GetItemWithError(d, PySequence_Fast_GET_ITEM(keys, i));
         if (v == NULL) {
             if (PyErr_Occurred()) goto fail;
             if (mode == 2) { Py_DECREF(found); Py_RETURN_NONE; }
@@ -51,7 +51,8 @@ static PyObject *lookup_list(PyObject *d, PyObject *keys, PyObject *item_type, P
         PyList_SET_ITEM(found, i, v);
     }
     for (Py_ssize_t i = 0; i < n; i++)
-        if (PyList_GET_ITEM(found, i) != Py_None && move_to_end(d, PyList_GET_ITEM(keys, i)) < 0)
+        if (PyList_GET_ITEM(found, i) != Py_None
+            && move_to_end(d, PySequence_Fast_GET_ITEM(keys, i)) < 0)
             goto fail;
     Py_ssize_t requests = mode == 0 ? n : nhit;
     if (mode == 1 && nhit == 0) return found;
@@ -76,20 +77,20 @@ static PyObject *py_lookup(PyObject *self, PyObject *const *args, Py_ssize_t nar
     }
     long mode = PyLong_AsLong(args[5]);
     if (mode == -1 && PyErr_Occurred()) return NULL;
-    PyObject *keys = PySequence_List(args[1]);
-    if (keys == NULL) return NULL;
-    PyObject *found = lookup_list(args[0], keys, args[2], args[3], args[4], mode);
+    PyObject *keys = PySequence_Fast(args[1], "lookup: keys must be a sequence");
+    if (keys == NULL) return NULL;  /* (a list or tuple is used as it is, not copied) */
+    PyObject *found = lookup_seq(args[0], keys, args[2], args[3], args[4], mode);
     Py_DECREF(keys);
     return found;
 }
 
-static PyObject *put_list(PyObject *const *args, PyObject *keys, PyObject *values) {
+static PyObject *put_seq(PyObject *const *args, PyObject *keys, PyObject *values) {
     PyObject *d = args[0], *types = args[1];
     PyObject *item_type = args[4], *added_counts = args[8], *evicted_counts = args[9];
     long long size = PyLong_AsLongLong(args[5]), max_bytes = PyLong_AsLongLong(args[6]);
     long long overhead = PyLong_AsLongLong(args[7]);
     if (PyErr_Occurred()) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(keys);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
     if (n == 0) return PyLong_FromLongLong(size);
     long long fits = max_bytes - overhead;
     Py_ssize_t *lens = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)n);
@@ -97,7 +98,7 @@ static PyObject *put_list(PyObject *const *args, PyObject *keys, PyObject *value
     PyObject *evicted = NULL;
     Py_ssize_t kept = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        lens[i] = PyObject_Length(PyList_GET_ITEM(values, i));
+        lens[i] = PyObject_Length(PySequence_Fast_GET_ITEM(values, i));
         if (lens[i] < 0) goto fail;
         if (lens[i] <= fits) kept++;
     }
@@ -105,7 +106,7 @@ static PyObject *put_list(PyObject *const *args, PyObject *keys, PyObject *value
     /* the old values out first (a repeated key: found once) */
     for (Py_ssize_t i = 0; i < n; i++) {
         if (lens[i] > fits) continue;
-        PyObject *k = PyList_GET_ITEM(keys, i);
+        PyObject *k = PySequence_Fast_GET_ITEM(keys, i);
         PyObject *old = PyDict_GetItemWithError(d, k);
         if (old == NULL) {
             if (PyErr_Occurred()) goto fail;
@@ -120,14 +121,14 @@ static PyObject *put_list(PyObject *const *args, PyObject *keys, PyObject *value
     int all_tuples = 1;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (lens[i] > fits) continue;
-        PyObject *k = PyList_GET_ITEM(keys, i);
-        if (PyObject_SetItem(d, k, PyList_GET_ITEM(values, i)) < 0) goto fail;
+        PyObject *k = PySequence_Fast_GET_ITEM(keys, i);
+        if (PyObject_SetItem(d, k, PySequence_Fast_GET_ITEM(values, i)) < 0) goto fail;
         total += lens[i];
         if (!PyTuple_CheckExact(k)) all_tuples = 0;
     }
     if (!all_tuples) {
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *k = PyList_GET_ITEM(keys, i);
+            PyObject *k = PySequence_Fast_GET_ITEM(keys, i);
             if (lens[i] <= fits && !PyTuple_CheckExact(k) && PyDict_SetItem(types, k, item_type) < 0)
                 goto fail;
         }
@@ -138,7 +139,7 @@ static PyObject *put_list(PyObject *const *args, PyObject *keys, PyObject *value
         PyObject *seen = PySet_New(NULL);
         if (seen == NULL) goto fail;
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *k = PyList_GET_ITEM(keys, i);
+            PyObject *k = PySequence_Fast_GET_ITEM(keys, i);
             if (lens[i] > fits) continue;
             int has = PySet_Contains(seen, k);
             if (has < 0 || (!has && PySet_Add(seen, k) < 0)) { Py_DECREF(seen); goto fail; }
@@ -208,15 +209,15 @@ static PyObject *py_put_many(PyObject *self, PyObject *const *args, Py_ssize_t n
                         "max_bytes, overhead, added, evicted)");
         return NULL;
     }
-    PyObject *keys = PySequence_List(args[2]);
+    PyObject *keys = PySequence_Fast(args[2], "put_many: keys must be a sequence");
     if (keys == NULL) return NULL;
-    PyObject *values = PySequence_List(args[3]);
+    PyObject *values = PySequence_Fast(args[3], "put_many: values must be a sequence");
     if (values == NULL) { Py_DECREF(keys); return NULL; }
     PyObject *out = NULL;
-    if (PyList_GET_SIZE(keys) != PyList_GET_SIZE(values))
+    if (PySequence_Fast_GET_SIZE(keys) != PySequence_Fast_GET_SIZE(values))
         PyErr_SetString(PyExc_ValueError, "put_many: as many values as keys");
     else
-        out = put_list(args, keys, values);
+        out = put_seq(args, keys, values);
     Py_DECREF(keys);
     Py_DECREF(values);
     return out;
