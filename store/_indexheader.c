@@ -310,11 +310,10 @@ static inline long long offset_at(const Py_buffer *b, Py_ssize_t k) {
  * the offset table, values[k] the value as UTF-8 bytes; starts (uint32 or int64) the lists'
  * offsets by table position; ends (uint32 or int64) their ends, or None when each list ends
  * where the next starts (the last at postings_end). None when any value has no list. */
-static PyObject *py_eq_postings_ranges(PyObject *self, PyObject *args) {
-    PyObject *b, *pos, *starts_o, *ends_o, *runs, *values; long long base, pend;
-    if (!PyArg_ParseTuple(args, "OLOOOLO!O!", &b, &base, &pos, &starts_o, &ends_o, &pend,
-                          &PyList_Type, &runs, &PyList_Type, &values))
-        return NULL;
+/* The ranges of one header's name=value pairs (see py_eq_postings_ranges): a new list, None
+ * when a value has no list, or NULL with an error set. */
+static PyObject *eq_ranges(PyObject *b, long long base, PyObject *pos, PyObject *starts_o,
+                           PyObject *ends_o, long long pend, PyObject *runs, PyObject *values) {
     Py_ssize_t n = PyList_GET_SIZE(runs);
     if (PyList_GET_SIZE(values) != n) {
         PyErr_SetString(PyExc_ValueError, "eq_postings_ranges: runs and values differ in length");
@@ -368,11 +367,134 @@ done:
     return out;
 }
 
+static PyObject *py_eq_postings_ranges(PyObject *self, PyObject *args) {
+    PyObject *b, *pos, *starts_o, *ends_o, *runs, *values; long long base, pend;
+    if (!PyArg_ParseTuple(args, "OLOOOLO!O!", &b, &base, &pos, &starts_o, &ends_o, &pend,
+                          &PyList_Type, &runs, &PyList_Type, &values))
+        return NULL;
+    return eq_ranges(b, base, pos, starts_o, ends_o, pend, runs, values);
+}
+
+/* One block's PostingsPlan of equality matchers from its ranges ``rs`` (one per matcher):
+ * plan_type((list(zip(matchers, narrowing)), None, ranges, narrowing, True, in_order)) with
+ * narrowing[k] = [rs[k]], ranges rs itself when strictly ascending (in_order), else its
+ * distinct ranges sorted. A new reference, or NULL with an error set. */
+static PyObject *eq_plan_of(PyObject *rs, PyObject *matchers, PyTypeObject *plan_type) {
+    Py_ssize_t n = PyList_GET_SIZE(rs);
+    PyObject *narrowing = PyList_New(n), *pairs = PyList_New(n), *ranges = NULL, *plan = NULL;
+    if (!narrowing || !pairs) goto fail;
+    int in_order = 1;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *r = PyList_GET_ITEM(rs, k);
+        PyObject *one = PyList_New(1);
+        if (!one) goto fail;
+        PyList_SET_ITEM(one, 0, Py_NewRef(r));
+        PyList_SET_ITEM(narrowing, k, one);
+        PyObject *pair = PyTuple_Pack(2, PyList_GET_ITEM(matchers, k), one);
+        if (!pair) goto fail;
+        PyList_SET_ITEM(pairs, k, pair);
+        if (k && in_order) {
+            int lt = PyObject_RichCompareBool(PyList_GET_ITEM(rs, k - 1), r, Py_LT);
+            if (lt < 0) goto fail;
+            in_order = lt;
+        }
+    }
+    if (in_order) {
+        ranges = Py_NewRef(rs);
+    } else {
+        PyObject *set = PySet_New(rs);
+        if (!set) goto fail;
+        ranges = PySequence_List(set);
+        Py_DECREF(set);
+        if (!ranges || PyList_Sort(ranges)) goto fail;
+    }
+    plan = PyTuple_New(6);
+    if (!plan) goto fail;
+    PyTuple_SET_ITEM(plan, 0, pairs);
+    PyTuple_SET_ITEM(plan, 1, Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(plan, 2, ranges);
+    PyTuple_SET_ITEM(plan, 3, narrowing);
+    PyTuple_SET_ITEM(plan, 4, Py_NewRef(Py_True));
+    PyTuple_SET_ITEM(plan, 5, Py_NewRef(in_order ? Py_True : Py_False));
+    PyObject *typed = PyObject_CallMethod((PyObject *)&PyTuple_Type, "__new__", "OO",
+                                          plan_type, plan);
+    Py_DECREF(plan);
+    return typed;
+fail:
+    Py_XDECREF(narrowing); Py_XDECREF(pairs); Py_XDECREF(ranges);
+    return NULL;
+}
+
+/* eq_plans(states, names, values, matchers, plan_type) -> [plan | None | False, ...]
+ * BucketBlock.eq_plan of one selection of equality matchers (``names[k]="values[k]"``, values
+ * as UTF-8, ``matchers`` the Matchers) for many blocks in one call: states[i] is block i's
+ * IndexHeader.eq_state, (buf, base, positions, starts, ends, postings_end, runs by name).
+ * Each block gets its PostingsPlan, None when a name or value has no list (nothing to read),
+ * or False when its index-header fails in any way (the error is dropped: that block's own
+ * select runs and fails as it always has). */
+static PyObject *py_eq_plans(PyObject *self, PyObject *args) {
+    PyObject *states, *names, *values, *matchers; PyTypeObject *plan_type;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &states, &PyList_Type, &names,
+                          &PyList_Type, &values, &PyList_Type, &matchers, &PyType_Type, &plan_type))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(names);
+    if (PyList_GET_SIZE(values) != n || PyList_GET_SIZE(matchers) != n) {
+        PyErr_SetString(PyExc_ValueError, "eq_plans: names, values and matchers differ in length");
+        return NULL;
+    }
+    Py_ssize_t nb = PyList_GET_SIZE(states);
+    PyObject *out = PyList_New(nb);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        PyObject *st = PyList_GET_ITEM(states, i), *b, *pos, *starts_o, *ends_o, *by_name;
+        long long base, pend;
+        PyObject *got = NULL;
+        if (!PyTuple_Check(st) || !PyArg_ParseTuple(st, "OLOOOLO!", &b, &base, &pos, &starts_o,
+                                                    &ends_o, &pend, &PyDict_Type, &by_name)) {
+            PyErr_Clear();
+            PyList_SET_ITEM(out, i, Py_NewRef(Py_False));
+            continue;
+        }
+        PyObject *runs = PyList_New(n);
+        if (!runs) { Py_DECREF(out); return NULL; }
+        int missing = 0;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            PyObject *run = PyDict_GetItemWithError(by_name, PyList_GET_ITEM(names, k));
+            if (!run) {
+                if (PyErr_Occurred()) { Py_DECREF(runs); Py_DECREF(out); return NULL; }
+                missing = 1;
+                run = Py_None;
+            }
+            PyList_SET_ITEM(runs, k, Py_NewRef(run));
+        }
+        if (missing) {
+            got = Py_NewRef(Py_None);
+        } else {
+            PyObject *rs = eq_ranges(b, base, pos, starts_o, ends_o, pend, runs, values);
+            if (rs == Py_None) {
+                got = rs;
+            } else if (rs) {
+                got = eq_plan_of(rs, matchers, plan_type);
+                Py_DECREF(rs);
+            }
+        }
+        Py_DECREF(runs);
+        if (!got) {  /* a broken index-header (or out of memory): that block alone */
+            if (PyErr_ExceptionMatches(PyExc_MemoryError)) { Py_DECREF(out); return NULL; }
+            PyErr_Clear();
+            got = Py_NewRef(Py_False);
+        }
+        PyList_SET_ITEM(out, i, got);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"string_positions", py_string_positions, METH_VARARGS, "Positions (uint32) of uvarint-prefixed strings."},
     {"offset_table_positions", py_offset_table_positions, METH_VARARGS, "Index a postings offset table without decoding its values."},
     {"strings_range", py_strings_range, METH_VARARGS, "Decode strings lo..hi-1 of a position table."},
     {"eq_postings_ranges", py_eq_postings_ranges, METH_VARARGS, "Postings ranges of name=value pairs."},
+    {"eq_plans", py_eq_plans, METH_VARARGS, "Equality matchers' postings plans of many blocks."},
     {"label_sets", py_label_sets, METH_VARARGS, "Label sets of many series from flat symbol id arrays."},
     {NULL, NULL, 0, NULL},
 };

@@ -20,8 +20,10 @@ import asyncio
 from array import array
 import struct
 from collections.abc import Sequence
-from itertools import accumulate
-from operator import itemgetter
+from bisect import bisect_right
+from collections import deque
+from itertools import accumulate, chain, compress, count, repeat
+from operator import attrgetter, is_, itemgetter, sub
 
 import numpy as np
 
@@ -29,6 +31,7 @@ from objstore.bucket import IS_BYTES
 from receiver.tsdb.index import EMPTY
 from receiver.tsdb.labels import Matcher, MatchType
 
+from ._indexheader import eq_plans
 from ._items import single_selections, split_items
 from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, FetchMetrics, FetchOptions,
                     PostingsPlan, _check_postings, combine_postings, combine_single,
@@ -36,10 +39,19 @@ from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, FetchMetrics, FetchOptio
 from .cache import LRUCache
 from .ranges import coalesce, read_batch
 
+
+def _picked(items: Sequence, at: list[int]) -> Sequence:
+    """``items[i]`` for each of the ascending indexes ``at`` (``items`` itself when all)."""
+    return items if len(at) == len(items) else [items[i] for i in at]
+
 _POSTINGS = 0  # store._items.split_items framing of a postings list
 _AT_START = array("q", [0])  # one list read alone: it starts the read
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _START = _FIRST  # of a (start, end) range
+_ULID = attrgetter("ulid")
+_RANGES, _IN_ORDER = attrgetter("ranges"), attrgetter("in_order")
+_BUCKET, _INDEX_NAME = attrgetter("bucket"), attrgetter("index_name")
+_EQ_STATE = attrgetter("header.eq_state")
 MAX_SINGLE_LISTS = 64  # lists of one selection single_selections takes (its C bound)
 
 
@@ -49,6 +61,72 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
     """Each block's ``select(matchers[i])``, or None where the block must do its own."""
     n = len(blocks)
     out: list[np.ndarray | None] = [None] * n
+    first = matchers[0] if n else None
+    if n and all(map(is_, matchers, repeat(first))):  # one selection for all (the usual)
+        shorts = [matcher_chars(first) <= MAX_KEY_MATCHER_CHARS] * n  # type: ignore[arg-type]
+        keys = list(zip(map(_ULID, blocks), repeat("expanded_postings"),
+                        repeat(selection_id(first))))  # type: ignore[arg-type]
+        todo, worked_out = _plans_of_one(blocks, first, keys, out, cache)  # type: ignore[arg-type]
+    else:
+        keys, shorts, todo, worked_out = _plans(blocks, matchers, out, cache)
+    kept: dict[int, bytes] = {}  # uint32 refs of the selections combined in one C call
+    if todo:
+        await _read_lists(blocks, todo, out, kept, cache, opts, limit, metrics)
+        worked_out += [i for i, _ in todo if out[i] is not None]
+    cap = cache.max_bytes // 64  # (selection_kept's bound, for those ``kept`` holds)
+    if todo and len(kept) == len(worked_out) == len(todo) and all(shorts) and \
+            max(map(len, kept.values())) <= cap:  # every selection combined in one call
+        worked = list(map(_FIRST, todo))  # (ascending, as the blocks)
+        cache.put_many(list(map(keys.__getitem__, worked)), list(map(kept.__getitem__, worked)),
+                       "expanded_postings")
+        return out
+    new = [(keys[i], kept[i] if shorts[i] and len(kept[i]) <= cap else None) if i in kept else
+           (keys[i], blocks[i].selection_kept(matchers[i], out[i], shorts[i]))  # type: ignore[arg-type]
+           for i in sorted(worked_out)]
+    new = [kv for kv in new if kv[1] is not None]
+    if new:
+        cache.put_many(list(map(_FIRST, new)), list(map(_SECOND, new)), "expanded_postings")
+    return out
+
+
+def _plans_of_one(blocks: Sequence[BucketBlock], matchers: Sequence[Matcher], keys: list,
+                  out: list[np.ndarray | None], cache: LRUCache
+                  ) -> tuple[list[tuple[int, PostingsPlan]], list[int]]:
+    """_plans for one selection of every block (``keys`` its cache keys): one lookup of all,
+    and when the matchers are all equalities, the plans of every block that missed in one C
+    call (store._indexheader.eq_plans), no Python step per block."""
+    hits = cache.get_each(keys, "expanded_postings")
+    eq = _equalities(matchers)
+    if hits.count(None) == len(hits):  # a new selection (the cold query): every block
+        misses = list(range(len(hits)))
+    else:
+        misses = [i for i, hit in enumerate(hits) if hit is None]
+        for i, hit in enumerate(hits):
+            if hit is not None:
+                out[i] = np.frombuffer(hit, np.uint32)
+    if eq is None or not misses:
+        return _missed_plans(blocks, [matchers] * len(blocks), misses, out, [eq] * len(blocks))
+    try:
+        states = list(map(_EQ_STATE, _picked(blocks, misses)))
+    except AttributeError:  # (a header without the batch's state: each block alone)
+        return _missed_plans(blocks, [matchers] * len(blocks), misses, out, [eq] * len(blocks))
+    plans = eq_plans(states, eq[0], eq[1], list(matchers), PostingsPlan)
+    todo = list(filter(_SECOND, zip(misses, plans)))  # (False: a broken header, None: empty)
+    worked_out: list[int] = []
+    if len(todo) != len(misses):
+        for i, plan in zip(misses, plans):
+            if plan is None:  # nothing has one of the values: no read at all
+                out[i] = EMPTY
+                worked_out.append(i)
+    return todo, worked_out
+
+
+def _plans(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence[Matcher]],
+           out: list[np.ndarray | None], cache: LRUCache
+           ) -> tuple[list, list[bool], list[tuple[int, PostingsPlan]], list[int]]:
+    """(cache keys, whether each selection is short enough to keep, the postings plans of
+    the blocks whose selection is not cached, the blocks whose empty selection is known)
+    from one lookup of every block's selection; ``out`` gets the cached ones."""
     keys = []
     shorts = []  # whether the matchers are short enough to be kept (selection_kept)
     eqs: list[tuple[list[str], list[bytes]] | None] = []  # equality matchers' names, values
@@ -61,12 +139,25 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
         keys.append(b.selection_key(key_ms))
         shorts.append(short)
         eqs.append(eq)
-    todo: list[tuple[int, PostingsPlan]] = []
-    worked_out: list[int] = []  # selections not found in the cache
+    misses = []
     for i, hit in enumerate(cache.get_each(keys, "expanded_postings")):
         if hit is not None:
             out[i] = np.frombuffer(hit, np.uint32)
-            continue
+        else:
+            misses.append(i)
+    return (keys, shorts, *_missed_plans(blocks, matchers, misses, out, eqs))
+
+
+def _missed_plans(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence[Matcher]],
+                  misses: list[int], out: list[np.ndarray | None],
+                  eqs: list[tuple[list[str], list[bytes]] | None]
+                  ) -> tuple[list[tuple[int, PostingsPlan]], list[int]]:
+    """The postings plans of blocks ``misses``, block by block: (those to read, those known
+    empty, whose ``out`` is set). A block whose index-header fails is left out (its own
+    select fails the same way and takes it out)."""
+    todo: list[tuple[int, PostingsPlan]] = []
+    worked_out: list[int] = []  # selections not found in the cache
+    for i in misses:
         eq = eqs[i]
         try:
             plan = blocks[i].postings_plan(matchers[i]) if eq is None else \
@@ -78,18 +169,7 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
             worked_out.append(i)
         else:
             todo.append((i, plan))
-    kept: dict[int, bytes] = {}  # uint32 refs of the selections combined in one C call
-    if todo:
-        await _read_lists(blocks, todo, out, kept, cache, opts, limit, metrics)
-        worked_out += [i for i, _ in todo if out[i] is not None]
-    cap = cache.max_bytes // 64  # (selection_kept's bound, for those ``kept`` holds)
-    new = [(keys[i], kept[i] if shorts[i] and len(kept[i]) <= cap else None) if i in kept else
-           (keys[i], blocks[i].selection_kept(matchers[i], out[i], shorts[i]))  # type: ignore[arg-type]
-           for i in sorted(worked_out)]
-    new = [kv for kv in new if kv[1] is not None]
-    if new:
-        cache.put_many(list(map(_FIRST, new)), list(map(_SECOND, new)), "expanded_postings")
-    return out
+    return todo, worked_out
 
 
 def _equalities(matchers: Sequence[Matcher]) -> tuple[list[str], list[bytes]] | None:
@@ -109,12 +189,23 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
     together, one insert) and fill ``out`` with each block's combined refs; the selections
     of one list per matcher (a dashboard's ``name{label="value"}``) are combined for all
     blocks in one C call, their refs as uint32 bytes put in ``kept``."""
-    keys = [(blocks[i].ulid, "postings", r[0]) for i, p in todo for r in p.ranges]
+    plans = list(map(_SECOND, todo))
+    counts = list(map(len, map(_RANGES, plans)))
+    ranges = list(chain.from_iterable(map(_RANGES, plans)))
+    keys = list(zip(chain.from_iterable(map(repeat, map(_ULID, map(blocks.__getitem__,
+                                                                       map(_FIRST, todo))),
+                                            counts)),
+                    repeat("postings"), map(_START, ranges)))
     raws = cache.get_many(keys, "postings")
     # (todo index, (start, end) of one read, positions in raws of the lists in it)
     reads: list[tuple[int, tuple[int, int], list[int]]] = []
+    bounds = list(accumulate(counts, initial=0))
+    one_each = _one_missing_each(plans, counts, bounds, raws)
+    if one_each is not None:  # the cold one-series request: one list of each block to read
+        reads = list(zip(range(len(todo)), map(ranges.__getitem__, one_each),
+                         map(list, zip(one_each))))
     at = 0
-    for t, (i, plan) in enumerate(todo):
+    for t, (i, plan) in enumerate(todo if one_each is None else ()):
         k = len(plan.ranges)
         n_miss = raws[at:at + k].count(None)
         if n_miss == 1:  # the usual cold case: no array work
@@ -129,12 +220,22 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
         at += k
     failed: set[int] = set()
     if reads:
-        bufs = await read_batch([(blocks[todo[t][0]].bucket,
-                                  (blocks[todo[t][0]].index_name, g[0], g[1] - g[0]))
-                                 for t, g, _ in reads], limit)
+        if one_each is not None:  # (one read a block, in todo's order: no Python step each)
+            read = list(map(blocks.__getitem__, map(_FIRST, todo)))
+            rr = list(map(ranges.__getitem__, one_each))
+            starts = list(map(_START, rr))
+            batch = list(zip(map(_BUCKET, read), zip(map(_INDEX_NAME, read), starts,
+                                                     map(sub, map(_SECOND, rr), starts))))
+        else:
+            batch = [(blocks[todo[t][0]].bucket,
+                      (blocks[todo[t][0]].index_name, g[0], g[1] - g[0])) for t, g, _ in reads]
+        bufs = await read_batch(batch, limit)
         if metrics is not None:
             metrics.fetched("postings", len(reads),
                             sum(map(len, filter(IS_BYTES, bufs))))
+        if one_each is not None and _finish_one_each(todo, one_each, bufs, keys, raws, bounds,
+                                                     out, kept, cache):
+            return
         fresh: list[tuple[int, bytes]] = []  # (position in raws, list read)
         for (t, (gs, _), pos), buf in zip(reads, bufs):
             if t in failed:
@@ -186,3 +287,49 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
         for i, (refs, u32) in zip(singles, single_selections(groups)):
             out[i] = np.frombuffer(refs, np.int64) if refs else EMPTY
             kept[i] = u32
+
+
+def _one_missing_each(plans: list[PostingsPlan], counts: list[int], bounds: list[int],
+                      raws: list[bytes | None]) -> list[int] | None:
+    """The position in ``raws`` of each plan's one missing list when every plan is of
+    equality matchers whose lists are ``ranges`` in matcher order, at most MAX_SINGLE_LISTS,
+    and exactly one of each plan's lists is not cached (a new series' selection: its
+    metric name's list is cached, its own label's is not); else None. In C steps only."""
+    if not all(map(_IN_ORDER, plans)) or max(counts) > MAX_SINGLE_LISTS:
+        return None
+    miss = list(compress(count(), map(is_, raws, repeat(None))))
+    if len(miss) != len(plans) or \
+            list(map(bisect_right, repeat(bounds), miss)) != list(range(1, len(plans) + 1)):
+        return None  # (each block's one miss lies within its own lists)
+    return miss
+
+
+def _one_list(buf: bytes) -> bytes:
+    """The postings list a read of exactly its range holds, checked (ValueError if not)."""
+    items, _ = split_items(buf, _AT_START, _POSTINGS)
+    if items[0] is None:
+        raise ValueError("postings list longer than its range")
+    _check_postings(items[0])
+    return items[0]
+
+
+def _finish_one_each(todo: list[tuple[int, PostingsPlan]], miss: list[int], bufs: list,
+                     keys: list, raws: list[bytes | None], bounds: list[int],
+                     out: list[np.ndarray | None], kept: dict[int, bytes], cache: LRUCache
+                     ) -> bool:
+    """_read_lists's end for _one_missing_each's reads when every read is a good list: each
+    list cached, every block's lists combined in one single_selections call. False (nothing
+    done) when any read failed or is broken: the general path then sorts out which blocks."""
+    if not all(map(IS_BYTES, bufs)):
+        return False
+    try:
+        lists = list(map(_one_list, bufs))
+    except (ValueError, struct.error):
+        return False
+    deque(map(raws.__setitem__, miss, lists), maxlen=0)
+    cache.put_many(list(map(keys.__getitem__, miss)), lists, "postings")
+    groups = list(map(raws.__getitem__, map(slice, bounds, bounds[1:])))
+    for (i, _), (refs, u32) in zip(todo, single_selections(groups)):
+        out[i] = np.frombuffer(refs, np.int64) if refs else EMPTY
+        kept[i] = u32
+    return True

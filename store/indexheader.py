@@ -143,6 +143,10 @@ class IndexHeader:
         self._names: dict[str, tuple[int, int]] = {
             nm: (a, z) for nm, a, z in zip(names, r[:-1], r[1:])}
         self.series_end = _next_boundary(toc, toc.series, self.index_size)
+        # eq_ranges's arguments in one tuple: store._indexheader.eq_plans looks up a selection
+        # of equality matchers in every block of a request in one call
+        self.eq_state = (buf, self._pt_base, self._val_pos, self._start_at, self._ends,
+                         self.postings_end, self._names)
         self._drop(0, len(buf))
 
     def _drop(self, start: int, end: int) -> None:

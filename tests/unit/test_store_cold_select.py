@@ -434,3 +434,57 @@ def test_equality_plans_and_one_segment_reads_equal_the_general_ones(
         finally:
             await st.close()
     run(body())
+
+
+def test_equality_plans_of_all_blocks_in_one_call_equal_each_blocks_eq_plan(
+        tmp_path: Path, bucket_dir: Path) -> None:
+    """``eq_plans`` (the cold one-series request's plans of every block in one C call) gives
+    each block what its own ``eq_plan`` gives -- the plan, with the same in-order mark and
+    the same list objects shared by ``matchers`` and ``narrowing``, or None where a name or
+    value has no list -- and False for a block whose index-header fails (its own select then
+    fails and takes it out), without failing the others."""
+    from store._indexheader import eq_plans
+    from store.block import PostingsPlan
+    from store.coldselect import _EQ_STATE, _equalities
+
+    async def body() -> None:
+        st = BucketStore(FilesystemBucket(bucket_dir), tmp_path / "gw", LRUCache(1 << 20),
+                         new_registry(), verify_index=False)
+        await st.sync_once()
+        try:
+            blocks = list(st.blocks.values())
+            assert len(blocks) > 1
+            sels = [[("=", "__name__", "metric_2"), ("=", "instance", "host-00007")],
+                    [("=", "instance", "host-00007"), ("=", "__name__", "metric_2")],
+                    [("=", "instance", "host-00007"), ("=", "instance", "host-00007")],
+                    [("=", "instance", "host-00003"), ("=", "__name__", "metric_1"),
+                     ("=", "instance", "host-00003")],
+                    [("=", "__name__", "metric_1")], [("=", "__name__", "nope")],
+                    [("=", "nolabel", "x")],
+                    [("=", "__name__", "metric_2"), ("=", "instance", "host-nope")]]
+            states = list(map(_EQ_STATE, blocks))
+            for sel in sels:
+                ms = [Matcher(t, n, v) for t, n, v in sel]
+                eq = _equalities(ms)
+                assert eq is not None
+                got = eq_plans(states, eq[0], eq[1], ms, PostingsPlan)
+                want = [b.eq_plan(ms, *eq) for b in blocks]
+                assert got == want, sel
+                for g in got:
+                    if g is not None:
+                        assert type(g) is PostingsPlan
+                        assert all(a is b for (_, a), b in zip(g.matchers, g.narrowing))
+            ms = [Matcher("=", "__name__", "metric_2")]
+            eq = _equalities(ms)
+            broken = states[:1] + [("not", "a", "state")] + states[1:]
+            got = eq_plans(broken, eq[0], eq[1], ms, PostingsPlan)
+            assert got[1] is False and got[0] == blocks[0].eq_plan(ms, *eq)
+            assert got[2:] == [b.eq_plan(ms, *eq) for b in blocks[1:]]
+            blocks[0].header.close()  # an unmapped header: lookups fail for it alone
+            got = eq_plans(states, eq[0], eq[1], ms, PostingsPlan)
+            with pytest.raises(Exception):
+                blocks[0].eq_plan(ms, *eq)
+            assert got[0] is False and got[1:] == [b.eq_plan(ms, *eq) for b in blocks[1:]]
+        finally:
+            await st.close()
+    run(body())
