@@ -30,7 +30,8 @@ from array import array
 from collections import deque
 from collections.abc import Sequence
 from functools import partial
-from itertools import accumulate, repeat
+from itertools import accumulate, chain, repeat
+from operator import attrgetter, itemgetter, sub
 from typing import NamedTuple
 
 import numpy as np
@@ -60,7 +61,11 @@ class _Job(NamedTuple):
     small: SmallItems | None  # for a few items: item_reads's arguments (all in one C call)
 
 
-_job = partial(tuple.__new__, _Job)  # _job((block, obj, ids, spans, small)): no __new__ call
+_job = partial(tuple.__new__, _Job)
+_BLOCK, _OBJ, _IDS, _SMALL = (attrgetter(f) for f in ("block", "obj", "ids", "small"))
+_BUCKET = attrgetter("bucket")
+_FIRST = itemgetter(0)
+  # _job((block, obj, ids, spans, small)): no __new__ call
 
 
 async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
@@ -270,8 +275,11 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
     # read as int64 bytes)
     reads: list[tuple[int, int, int, list[int] | range, bytes]] = []
     misses: list[list[int] | range] = []  # each job's positions in vals not cached
+    one_read_each = _one_read_each(jobs, vals, failed, opts)
+    if one_read_each is not None:
+        reads, misses = one_read_each
     at = 0
-    for t, j in enumerate(jobs):
+    for t, j in enumerate(jobs if one_read_each is None else ()):
         k = len(j.ids)
         whole = vals[at:at + k].count(None) == k
         if whole and j.small is not None and j.block not in failed:  # a few, none cached
@@ -308,10 +316,26 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
         at += k
     new: dict[int, bytes] = {}  # position in vals -> item read
     if reads:
-        bufs = await read_batch([(blocks[jobs[t].block].bucket, (jobs[t].obj, gs, ge - gs))
-                                 for t, gs, ge, _, _ in reads], limit)
+        if one_read_each is not None:  # (one read a job, in order: no Python step each)
+            _, gss, ges, _, rels = zip(*reads)
+            batch = list(zip(map(_BUCKET, map(blocks.__getitem__, map(_BLOCK, jobs))),
+                             zip(map(_OBJ, jobs), gss, map(sub, ges, gss))))
+        else:
+            batch = [(blocks[jobs[t].block].bucket, (jobs[t].obj, gs, ge - gs))
+                     for t, gs, ge, _, _ in reads]
+        bufs = await read_batch(batch, limit)
         if metrics is not None:
             metrics.fetched(kind, len(reads), sum(map(len, filter(IS_BYTES, bufs))))
+        if one_read_each is not None and all(map(IS_BYTES, bufs)):
+            try:  # every item whole in its read (the usual): they are ``vals`` in order
+                items = list(chain.from_iterable(map(_FIRST, map(
+                    split_items, bufs, rels, repeat(_ITEM_KINDS[kind])))))
+            except ValueError:  # an overflowing length prefix: sorted out below
+                items = [None]
+            if None not in items and len(items) == len(vals):
+                vals[:] = items
+                cache.put_many(keys, vals, kind)
+                return _split(vals, list(map(_IDS, jobs)))  # type: ignore[return-value]
         again: list[tuple[int, int, int, int | None]] = []  # (job, position, start, length)
         code = _ITEM_KINDS[kind]
         for (t, gs, _, pos, rels), buf in zip(reads, bufs):
@@ -364,3 +388,21 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
         at += k
     cache.put_many(put_keys, put_vals, kind)
     return out
+
+
+def _one_read_each(jobs: list[_Job], vals: list[bytes | None], failed: set[int],
+                   opts: FetchOptions
+                   ) -> tuple[list[tuple[int, int, int, range, bytes]], list[range]] | None:
+    """_read_jobs's reads and misses when no item is cached, no block has failed, and each
+    job's few items (item_reads's arguments known) lie in one read (a cold one-series
+    request's entry or chunks in each block); else None. In C steps only."""
+    if not jobs or vals.count(None) != len(vals) or failed or None in map(_SMALL, jobs):
+        return None
+    groups = list(map(item_reads, map(_IDS, jobs), *zip(*map(_SMALL, jobs)),
+                      repeat(opts.max_gap), repeat(opts.max_range)))
+    if None in groups or set(map(len, groups)) != {1}:
+        return None
+    bounds = list(accumulate(map(len, map(_IDS, jobs)), initial=0))
+    misses = list(map(range, bounds, bounds[1:]))
+    gss, ges, _, _, rels = zip(*map(_FIRST, groups))
+    return list(zip(range(len(jobs)), gss, ges, misses, rels)), misses
