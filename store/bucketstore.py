@@ -44,7 +44,7 @@ from receiver.tsdb.labels import Labels, Matcher
 
 from .block import MAX_KEY_MATCHER_CHARS, BucketBlock, Chunk, FetchMetrics, FetchOptions
 from .cache import LRUCache, RemoteIndexCache
-from .coldselect import select_many
+from .coldselect import picked as _picked, select_many
 from .coldseries import series_many
 from .indexverify import is_verified, mark_verified
 from .limits import DEFAULT_TENANT, StoreLimits
@@ -600,12 +600,6 @@ class BucketStore:
 def _follow_in_time(blocks: Sequence[BucketBlock]) -> bool:
     """Each block ends before the next one starts (a bucket's usual 2 h blocks)."""
     return all(a.max_time <= b.min_time for a, b in zip(blocks, blocks[1:]))
-
-
-def _picked(items: list, at: list[int]) -> list:
-    """``items[i]`` for each of the ascending indexes ``at``: ``items`` itself when that is
-    all of them (a request whose every block takes the same path)."""
-    return items if len(at) == len(items) else [items[i] for i in at]
 
 
 def _concat(lists: Iterable[list[Chunk]]) -> list[Chunk]:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, chain, compress, count, repeat
-from operator import attrgetter, is_, itemgetter, sub
+from operator import attrgetter, is_, itemgetter
 
 import numpy as np
 
@@ -39,18 +39,12 @@ from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, FetchMetrics, FetchOptio
 from .cache import LRUCache
 from .ranges import coalesce, read_batch
 
-
-def _picked(items: Sequence, at: list[int]) -> Sequence:
-    """``items[i]`` for each of the ascending indexes ``at`` (``items`` itself when all)."""
-    return items if len(at) == len(items) else [items[i] for i in at]
-
 _POSTINGS = 0  # store._items.split_items framing of a postings list
 _AT_START = array("q", [0])  # one list read alone: it starts the read
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _START = _FIRST  # of a (start, end) range
 _ULID = attrgetter("ulid")
 _RANGES, _IN_ORDER = attrgetter("ranges"), attrgetter("in_order")
-_BUCKET, _INDEX_NAME = attrgetter("bucket"), attrgetter("index_name")
 _EQ_STATE = attrgetter("header.eq_state")
 MAX_SINGLE_LISTS = 64  # lists of one selection single_selections takes (its C bound)
 
@@ -74,12 +68,6 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
         await _read_lists(blocks, todo, out, kept, cache, opts, limit, metrics)
         worked_out += [i for i, _ in todo if out[i] is not None]
     cap = cache.max_bytes // 64  # (selection_kept's bound, for those ``kept`` holds)
-    if todo and len(kept) == len(worked_out) == len(todo) and all(shorts) and \
-            max(map(len, kept.values())) <= cap:  # every selection combined in one call
-        worked = list(map(_FIRST, todo))  # (ascending, as the blocks)
-        cache.put_many(list(map(keys.__getitem__, worked)), list(map(kept.__getitem__, worked)),
-                       "expanded_postings")
-        return out
     new = [(keys[i], kept[i] if shorts[i] and len(kept[i]) <= cap else None) if i in kept else
            (keys[i], blocks[i].selection_kept(matchers[i], out[i], shorts[i]))  # type: ignore[arg-type]
            for i in sorted(worked_out)]
@@ -95,22 +83,12 @@ def _plans_of_one(blocks: Sequence[BucketBlock], matchers: Sequence[Matcher], ke
     """_plans for one selection of every block (``keys`` its cache keys): one lookup of all,
     and when the matchers are all equalities, the plans of every block that missed in one C
     call (store._indexheader.eq_plans), no Python step per block."""
-    hits = cache.get_each(keys, "expanded_postings")
+    misses = _take_hits(cache.get_each(keys, "expanded_postings"), out)
     eq = _equalities(matchers)
-    if hits.count(None) == len(hits):  # a new selection (the cold query): every block
-        misses = list(range(len(hits)))
-    else:
-        misses = [i for i, hit in enumerate(hits) if hit is None]
-        for i, hit in enumerate(hits):
-            if hit is not None:
-                out[i] = np.frombuffer(hit, np.uint32)
     if eq is None or not misses:
         return _missed_plans(blocks, [matchers] * len(blocks), misses, out, [eq] * len(blocks))
-    try:
-        states = list(map(_EQ_STATE, _picked(blocks, misses)))
-    except AttributeError:  # (a header without the batch's state: each block alone)
-        return _missed_plans(blocks, [matchers] * len(blocks), misses, out, [eq] * len(blocks))
-    plans = eq_plans(states, eq[0], eq[1], list(matchers), PostingsPlan)
+    plans = eq_plans(list(map(_EQ_STATE, picked(blocks, misses))), eq[0], eq[1],
+                     list(matchers), PostingsPlan)
     todo = list(filter(_SECOND, zip(misses, plans)))  # (False: a broken header, None: empty)
     worked_out: list[int] = []
     if len(todo) != len(misses):
@@ -139,13 +117,27 @@ def _plans(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence[Matcher]],
         keys.append(b.selection_key(key_ms))
         shorts.append(short)
         eqs.append(eq)
-    misses = []
-    for i, hit in enumerate(cache.get_each(keys, "expanded_postings")):
-        if hit is not None:
-            out[i] = np.frombuffer(hit, np.uint32)
-        else:
-            misses.append(i)
+    misses = _take_hits(cache.get_each(keys, "expanded_postings"), out)
     return (keys, shorts, *_missed_plans(blocks, matchers, misses, out, eqs))
+
+
+def picked(items: Sequence, at: list[int]) -> Sequence:
+    """``items[i]`` for each of the ascending indexes ``at``: ``items`` itself when that is
+    all of them (a request whose every block takes the same path)."""
+    return items if len(at) == len(items) else [items[i] for i in at]
+
+
+def _take_hits(hits: list[bytes | None], out: list[np.ndarray | None]) -> list[int]:
+    """The blocks whose selection the cache lacks; ``out`` gets the refs of the others."""
+    if hits.count(None) == len(hits):  # a new selection (the cold query): every block
+        return list(range(len(hits)))
+    misses = []
+    for i, hit in enumerate(hits):
+        if hit is None:
+            misses.append(i)
+        else:
+            out[i] = np.frombuffer(hit, np.uint32)
+    return misses
 
 
 def _missed_plans(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence[Matcher]],
@@ -220,16 +212,9 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
         at += k
     failed: set[int] = set()
     if reads:
-        if one_each is not None:  # (one read a block, in todo's order: no Python step each)
-            read = list(map(blocks.__getitem__, map(_FIRST, todo)))
-            rr = list(map(ranges.__getitem__, one_each))
-            starts = list(map(_START, rr))
-            batch = list(zip(map(_BUCKET, read), zip(map(_INDEX_NAME, read), starts,
-                                                     map(sub, map(_SECOND, rr), starts))))
-        else:
-            batch = [(blocks[todo[t][0]].bucket,
-                      (blocks[todo[t][0]].index_name, g[0], g[1] - g[0])) for t, g, _ in reads]
-        bufs = await read_batch(batch, limit)
+        bufs = await read_batch([(blocks[todo[t][0]].bucket,
+                                  (blocks[todo[t][0]].index_name, g[0], g[1] - g[0]))
+                                 for t, g, _ in reads], limit)
         if metrics is not None:
             metrics.fetched("postings", len(reads),
                             sum(map(len, filter(IS_BYTES, bufs))))

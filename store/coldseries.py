@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Sequence
 from functools import partial
 from itertools import accumulate, chain, repeat
-from operator import attrgetter, itemgetter, sub
+from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -61,11 +61,9 @@ class _Job(NamedTuple):
     small: SmallItems | None  # for a few items: item_reads's arguments (all in one C call)
 
 
-_job = partial(tuple.__new__, _Job)
-_BLOCK, _OBJ, _IDS, _SMALL = (attrgetter(f) for f in ("block", "obj", "ids", "small"))
-_BUCKET = attrgetter("bucket")
-_FIRST = itemgetter(0)
-  # _job((block, obj, ids, spans, small)): no __new__ call
+_job = partial(tuple.__new__, _Job)  # _job((block, obj, ids, spans, small)): no __new__ call
+_IDS, _SMALL = attrgetter("ids"), attrgetter("small")
+_FIRST, _RELS = itemgetter(0), itemgetter(4)  # (_RELS: of a read, its items' offsets)
 
 
 async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
@@ -316,20 +314,14 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
         at += k
     new: dict[int, bytes] = {}  # position in vals -> item read
     if reads:
-        if one_read_each is not None:  # (one read a job, in order: no Python step each)
-            _, gss, ges, _, rels = zip(*reads)
-            batch = list(zip(map(_BUCKET, map(blocks.__getitem__, map(_BLOCK, jobs))),
-                             zip(map(_OBJ, jobs), gss, map(sub, ges, gss))))
-        else:
-            batch = [(blocks[jobs[t].block].bucket, (jobs[t].obj, gs, ge - gs))
-                     for t, gs, ge, _, _ in reads]
-        bufs = await read_batch(batch, limit)
+        bufs = await read_batch([(blocks[jobs[t].block].bucket, (jobs[t].obj, gs, ge - gs))
+                                 for t, gs, ge, _, _ in reads], limit)
         if metrics is not None:
             metrics.fetched(kind, len(reads), sum(map(len, filter(IS_BYTES, bufs))))
         if one_read_each is not None and all(map(IS_BYTES, bufs)):
             try:  # every item whole in its read (the usual): they are ``vals`` in order
                 items = list(chain.from_iterable(map(_FIRST, map(
-                    split_items, bufs, rels, repeat(_ITEM_KINDS[kind])))))
+                    split_items, bufs, map(_RELS, reads), repeat(_ITEM_KINDS[kind])))))
             except ValueError:  # an overflowing length prefix: sorted out below
                 items = [None]
             if None not in items and len(items) == len(vals):
