@@ -200,6 +200,13 @@ class PrefixedBucket:
             out[i] = ObjectNotFound(reqs[i][0]) if isinstance(v, ObjectNotFound) else v
         return out  # type: ignore[return-value]
 
+    def get_ranges_now(self, reqs: list[RangeRequest]) -> list[bytes] | None:
+        try:
+            full = [(self._full(name), off, length) for name, off, length in reqs]
+        except InvalidObjectName:
+            return None  # get_ranges hands the error back in its place
+        return get_ranges_now(self._bkt, full)
+
     async def upload(self, name: str, data: UploadData) -> None:
         await self._bkt.upload(self._full(name), data)
 
@@ -225,6 +232,14 @@ class PrefixedBucket:
 
     def __repr__(self) -> str:
         return f"PrefixedBucket({self._bkt!r}, {self.prefix!r})"
+
+
+def get_ranges_now(bucket: Bucket, reqs: list[RangeRequest]) -> list[bytes] | None:
+    """Every range of ``reqs`` read at once without waiting, where the bucket's class can
+    (``get_ranges_now``: the filesystem bucket, and the wrappers that pass a batch on, when
+    the page cache holds it all); else None and nothing done, for ``get_ranges``."""
+    now = getattr(type(bucket), "get_ranges_now", None)
+    return None if now is None or not reqs else now(bucket, reqs)
 
 
 async def get_ranges(bucket: Bucket, reqs: Sequence[RangeRequest],

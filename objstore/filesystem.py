@@ -213,18 +213,7 @@ class FilesystemBucket:
         one, so each result or error is exactly what ``get_range`` gives."""
         if not isinstance(reqs, list):
             reqs = list(reqs)
-        got: list | None = None
-        if self._batch and self._nowait and reqs:
-            if self._dirfd < 0:
-                try:
-                    self._dirfd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                except OSError:
-                    self._batch = False
-            if self._dirfd >= 0:
-                got = _read_ranges(self._dirfd, reqs, INLINE_READ_MAX, TMP_PREFIX, self._kept,
-                                   self._keep_max)
-                if got is None:
-                    self._batch = False
+        got = self._inline(reqs)
         if got is None:
             got = [None] * len(reqs)
         else:
@@ -237,6 +226,34 @@ class FilesystemBucket:
                     got[i] = await self.get_range(*reqs[i])
                 except Exception as e:  # noqa: BLE001 -- handed back in its place
                     got[i] = e
+        return got
+
+    def get_ranges_now(self, reqs: list[tuple[str, int, int]]) -> list[bytes] | None:
+        """``get_ranges`` without a coroutine, when the page cache holds every range (the
+        usual cold Series call: each layer's await cost more than the read); None, nothing
+        read as far as anyone counts, when any range needs more: the caller then takes
+        ``get_ranges``, which reads the batch again."""
+        got = self._inline(reqs)
+        if got is None or None in got:
+            return None
+        self.read_paths.inline += len(reqs)
+        return got
+
+    def _inline(self, reqs: list[tuple[str, int, int]]) -> list[bytes | None] | None:
+        """Each range the page cache holds, read in one C call (None where it needs
+        ``get_range``), or None when batched reads are off on this platform."""
+        if not (self._batch and self._nowait and reqs):
+            return None
+        if self._dirfd < 0:
+            try:
+                self._dirfd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                self._batch = False
+                return None
+        got = _read_ranges(self._dirfd, reqs, INLINE_READ_MAX, TMP_PREFIX, self._kept,
+                           self._keep_max)
+        if got is None:
+            self._batch = False
         return got
 
     def _stat(self, name: str) -> os.stat_result | None:

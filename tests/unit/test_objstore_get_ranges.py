@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from objstore import FilesystemBucket, ObjectNotFound, PrefixedBucket  # noqa: E402
 from objstore import filesystem  # noqa: E402
-from objstore.bucket import get_ranges  # noqa: E402
+from objstore.bucket import get_ranges, get_ranges_now  # noqa: E402
 from objstore.metrics import instrumented  # noqa: E402
 from store.cache import InMemoryBytesCache, CacheBackendConfig  # noqa: E402
 from store.cachingbucket import CachingBucket, CachingBucketConfig  # noqa: E402
@@ -248,3 +248,61 @@ def test_caching_bucket_serves_chunk_ranges_from_its_cache_in_a_batch(tmp_path):
     inner.reads.clear()
     assert asyncio.run(get_ranges(cb, reqs)) == want
     assert inner.reads == [reqs[1]]  # the chunk ranges from the cache, the index one passed on
+
+
+def test_batch_read_now_gives_what_get_ranges_gives_or_nothing(tmp_path):
+    """``get_ranges_now`` (the cold Series call's reads without an await per layer): through
+    every wrapper that passes a batch on, either exactly ``get_ranges``'s results -- only when
+    every range is a plain read the page cache holds -- or None; a wrapper without it, or a
+    batch with any unusual range, gets None."""
+    rnd = random.Random(11)
+    root = tmp_path / "bkt"
+    files = _populate(root, rnd)
+    names = list(files) + _odd_names(root, tmp_path)
+    asyncio.run(FilesystemBucket(root).upload("big", os.urandom(filesystem.INLINE_READ_MAX + 10)))
+    wrapped = [FilesystemBucket(root), instrumented(FilesystemBucket(root), CollectorRegistry()),
+               PrefixedBucket(FilesystemBucket(tmp_path), "bkt"),
+               instrumented(PrefixedBucket(FilesystemBucket(tmp_path), "bkt"), CollectorRegistry())]
+    served = 0
+    for _ in range(300):
+        reqs = []
+        for _ in range(rnd.randrange(1, 5)):
+            name = rnd.choice(names if rnd.random() < 0.3 else list(files)[:2])
+            size = len(files.get(name, b"x" * 600))
+            off = rnd.randrange(size + 1)
+            reqs.append((name, off, rnd.choice([0, 1, size - off, rnd.randrange(1, 600)])))
+        if rnd.random() < 0.05:
+            reqs.append(("big", 0, filesystem.INLINE_READ_MAX + 1))
+        want = asyncio.run(get_ranges(FilesystemBucket(root), reqs))
+        plain = all(isinstance(w, bytes) for w in want) and \
+            not any(r[0] in ("inlink", "big") for r in reqs)
+        for b in wrapped:
+            got = get_ranges_now(b, reqs)
+            if plain:
+                assert got == want, reqs
+            else:
+                assert got is None or got == want, reqs
+        served += plain
+    assert served > 100
+    assert get_ranges_now(_Forwarding(FilesystemBucket(root)), [(f"{BLOCK}/index", 0, 4)]) is None
+    assert get_ranges_now(FilesystemBucket(root), []) is None
+
+
+def test_batch_read_now_counted_as_get_ranges_counts_it(tmp_path):
+    root = tmp_path / "bkt"
+    _populate(root, random.Random(12))
+    reqs = [(f"{BLOCK}/index", 0, 10), (f"{BLOCK}/index", 100, 7), (f"{BLOCK}/chunks/000002", 0, 0)]
+    counted = []
+    for now in (False, True):
+        reg = CollectorRegistry()
+        b = instrumented(FilesystemBucket(root), reg)
+        got = get_ranges_now(b, reqs) if now else asyncio.run(get_ranges(b, reqs))
+        assert [len(x) for x in got] == [10, 7, 0]
+        counted.append([reg.get_sample_value(n, {"bucket": b.name, "operation": "get_range"})
+                        for n in ("thanos_objstore_bucket_operations_total",
+                                  "thanos_objstore_bucket_operation_fetched_bytes_total",
+                                  "thanos_objstore_bucket_operation_duration_seconds_count")])
+        assert get_ranges_now(b, [(f"{BLOCK}/missing", 0, 4)]) is None  # not counted
+        assert reg.get_sample_value("thanos_objstore_bucket_operations_total",
+                                    {"bucket": b.name, "operation": "get_range"}) == 3
+    assert counted[0] == counted[1] == [3, 17, 3]
