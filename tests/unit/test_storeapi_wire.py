@@ -88,6 +88,73 @@ def reference_aggr(frame: bytes):
     return _reference(frame, chunks_of)
 
 
+def _read_uvarint(buf: bytes, at: int) -> tuple[int, int]:
+    v = shift = 0
+    while True:
+        if at >= len(buf) or shift > 63:
+            raise DecodeError("truncated varint")
+        b = buf[at]
+        at += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return v, at
+
+
+def _skip_group(buf: bytes, at: int, num: int) -> int:
+    """Past the end of group ``num`` begun before ``at``, field by field as Go's protowire
+    (Thanos's decoder) does: DecodeError on field number 0 or a bad wire type."""
+    while True:
+        tag, at = _read_uvarint(buf, at)
+        n, wt = tag >> 3, tag & 7
+        if n == 0:
+            raise DecodeError("field number 0")
+        if wt == 4:
+            if n != num:
+                raise DecodeError("end group of another field")
+            return at
+        at = _skip_value(buf, at, n, wt)
+
+
+def _skip_value(buf: bytes, at: int, num: int, wt: int) -> int:
+    if wt == 0:
+        return _read_uvarint(buf, at)[1]
+    if wt in (1, 5):
+        return at + (8 if wt == 1 else 4)
+    if wt == 2:
+        n, at = _read_uvarint(buf, at)
+        return at + n
+    if wt == 3:
+        return _skip_group(buf, at, num)
+    raise DecodeError(f"wire type {wt}")
+
+
+def go_checks_groups(buf: bytes, desc=rpc_pb2.SeriesResponse.DESCRIPTOR) -> None:
+    """DecodeError where Go's protobuf refuses ``buf`` but upb (the reference) takes it: a
+    field number 0 inside a group (upb skips unknown groups without looking at their field
+    numbers; Go, and our C decoder, refuse it). Known message fields are walked into; any
+    other malformation is left to the reference."""
+    at = 0
+    try:
+        while at < len(buf):
+            tag, at = _read_uvarint(buf, at)
+            num, wt = tag >> 3, tag & 7
+            field = desc.fields_by_number.get(num)
+            if wt == 3:
+                at = _skip_group(buf, at, num)
+            elif wt == 2 and field is not None and field.message_type is not None:
+                n, at = _read_uvarint(buf, at)
+                go_checks_groups(buf[at:at + n], field.message_type)
+                at += n
+            else:
+                at = _skip_value(buf, at, num, wt)
+    except DecodeError as e:
+        if "field number 0" in str(e):
+            raise
+    except IndexError:
+        pass
+
+
 def _norm(result):
     kind, payload, dropped = result
     if kind != 1:
@@ -101,6 +168,7 @@ def _outcome(frame: bytes, native: bool, prev=None):
     """("ok", normalized result) or ("error",) for the C decoder and the reference."""
     try:
         want = ("ok", _norm(reference(frame, native)))
+        go_checks_groups(frame)
     except DecodeError:
         want = ("error",)
     try:
@@ -116,6 +184,7 @@ def _check(frame: bytes, prev=None) -> None:
         assert got == want, frame.hex()
     try:
         want = ("ok", reference_aggr(frame))
+        go_checks_groups(frame)
     except DecodeError:
         want = ("error",)
     try:
@@ -124,6 +193,17 @@ def _check(frame: bytes, prev=None) -> None:
     except ValueError:
         got = ("error",)
     assert got == want, frame.hex()
+
+
+def test_a_field_number_0_in_a_group_is_refused_as_go_refuses_it():
+    """Found by the fuzzed-frames test: upb takes a group of ``00 00`` pairs (field 0, a
+    varint) and Go's protowire does not; the C decoder refuses it as Go does, and so does the
+    reference check."""
+    for h in ("4b0000000008004c22002200", "4b00004c", "0a044b00004c"):
+        _check(bytes.fromhex(h))
+        with pytest.raises(ValueError):
+            series_response(bytes.fromhex(h), None, None)
+    _check(bytes.fromhex("4b08004c"))  # a group of real fields: taken by both
 
 
 # -- generated frames
