@@ -17,7 +17,7 @@ from collections import OrderedDict
 from querier.promql import ast
 from querier.promql.engine import parse
 from querier.promql.lexer import _WORDS
-from receiver.tsdb.labels import InvalidRegex, MatchType, Matcher as StoreMatcher
+from receiver.tsdb.labels import InvalidRegex, MatchType, Matcher as StoreMatcher, plain_matcher
 
 # Metric name, then optional {name op "value",...} with = != =~ !~, a trailing comma allowed,
 # blanks between the tokens (as the lexer skips them: space, tab, CR, LF), and values of
@@ -53,7 +53,7 @@ def simple_selector(query: str, names: dict[str, StoreMatcher] | None = None
     ms = []
     by_name = names.get(name) if names is not None else None
     if by_name is None:
-        by_name = StoreMatcher(MatchType.EQ, "__name__", name)
+        by_name = plain_matcher(MatchType.EQ, "__name__", name)
         if names is not None:
             if len(names) >= MAX_NAME_MATCHERS:
                 names.clear()
@@ -64,7 +64,7 @@ def simple_selector(query: str, names: dict[str, StoreMatcher] | None = None
             if label == "__name__":
                 return None
             try:  # a regex's check is the parser's: its error message is the parser's to give
-                store.append(StoreMatcher(_STORE_OPS[op], label, value))
+                store.append(plain_matcher(_STORE_OPS[op], label, value))
             except InvalidRegex:
                 return None
             ms.append(ast.Matcher(_OPS[op], label, value))

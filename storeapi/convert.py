@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from receiver.tsdb.labels import InvalidRegex, Labels, Matcher, MatchType
+from receiver.tsdb.labels import InvalidRegex, Labels, Matcher, MatchType, plain_matcher
 from storeapi import labels_pb2, types_pb2
 
 _PB_TO_TYPE: dict[int, MatchType] = {
@@ -23,7 +23,7 @@ def matchers_from_pb(pbs: Iterable[types_pb2.LabelMatcher]) -> list[Matcher]:
         if mtype is None:
             raise ValueError(f"unknown matcher type {m.type} for label {m.name!r}")
         try:
-            out.append(Matcher(mtype, m.name, m.value))
+            out.append(plain_matcher(mtype, m.name, m.value))  # (a regex: compiled)
         except InvalidRegex as e:
             raise ValueError(f"invalid regex {m.value!r} for label {m.name!r}: {e}") from e
     return out
