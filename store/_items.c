@@ -363,6 +363,59 @@ fail:
     return NULL;
 }
 
+/* answer_sizes(answers, entry_overhead, chunk_overhead) -> (chunks, sizes): for each answer
+ * (a list of (labels, [(mint, maxt, data), ...]) series, a block's whole answer to a
+ * selection), its count of chunks and the bytes store.warmmemo counts for keeping it:
+ * entry_overhead per answer and per series, chunk_overhead per chunk, plus the chunks' data.
+ * One call for all the blocks of a request (a Python pass cost a call per block). TypeError
+ * for anything not of that shape. */
+static PyObject *py_answer_sizes(PyObject *self, PyObject *args) {
+    PyObject *answers;
+    long long entry, per_chunk;
+    if (!PyArg_ParseTuple(args, "O!LL", &PyList_Type, &answers, &entry, &per_chunk))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(answers);
+    PyObject *chunks = PyList_New(n), *sizes = PyList_New(n);
+    if (!chunks || !sizes) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ans = PyList_GET_ITEM(answers, i);
+        if (!PyList_Check(ans)) goto bad;
+        Py_ssize_t ns = PyList_GET_SIZE(ans);
+        long long nc = 0, data = 0;
+        for (Py_ssize_t s = 0; s < ns; s++) {
+            PyObject *series = PyList_GET_ITEM(ans, s);
+            if (!PyTuple_Check(series) || PyTuple_GET_SIZE(series) != 2) goto bad;
+            PyObject *cs = PyTuple_GET_ITEM(series, 1);
+            if (!PyList_Check(cs)) goto bad;
+            Py_ssize_t k = PyList_GET_SIZE(cs);
+            for (Py_ssize_t c = 0; c < k; c++) {
+                PyObject *chunk = PyList_GET_ITEM(cs, c);
+                if (!PyTuple_Check(chunk) || PyTuple_GET_SIZE(chunk) < 3) goto bad;
+                Py_ssize_t len = PyObject_Length(PyTuple_GET_ITEM(chunk, 2));
+                if (len < 0) goto fail;
+                data += len;
+            }
+            nc += k;
+        }
+        PyObject *a = PyLong_FromLongLong(nc);
+        if (!a) goto fail;
+        PyList_SET_ITEM(chunks, i, a);
+        PyObject *z = PyLong_FromLongLong(entry * (1 + (long long)ns) + per_chunk * nc + data);
+        if (!z) goto fail;
+        PyList_SET_ITEM(sizes, i, z);
+    }
+    PyObject *out = PyTuple_Pack(2, chunks, sizes);
+    Py_DECREF(chunks);
+    Py_DECREF(sizes);
+    return out;
+bad:
+    PyErr_SetString(PyExc_TypeError, "answer_sizes: not a list of (labels, chunks) answers");
+fail:
+    Py_XDECREF(chunks);
+    Py_XDECREF(sizes);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"split_items", py_split_items, METH_VARARGS, "Items at offsets of one ranged read."},
     {"chunk_tuples", py_chunk_tuples, METH_VARARGS, "(mint, maxt, data) tuples of three lists."},
@@ -371,6 +424,7 @@ static PyMethodDef methods[] = {
     {"single_selections", py_single_selections, METH_VARARGS,
      "Refs of one-list-per-matcher selections, as int64 and uint32 bytes."},
     {"item_reads", py_item_reads, METH_VARARGS, "Coalesced ranged reads of a few items."},
+    {"answer_sizes", py_answer_sizes, METH_VARARGS, "Chunk counts and memo sizes of answers."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -31,8 +31,10 @@ import logging
 import shutil
 import struct
 import time
+from collections import deque
 from collections.abc import Awaitable, Iterable, Iterator, Sequence
-from operator import attrgetter, itemgetter
+from itertools import compress, count, repeat
+from operator import attrgetter, gt, is_, itemgetter, lt, or_
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +52,7 @@ from .indexverify import is_verified, mark_verified
 from .limits import DEFAULT_TENANT, StoreLimits
 from .ranges import ByteBudget
 from .metafilter import DUPLICATE, LABEL_EXCLUDED, TOO_FRESH, BlockFilters, duplicates
-from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of
+from .warmmemo import MAX_SERIES, Selection, SelectionMemo, selection_of, selections_of
 from common.aio import gather_eager
 from common.plainhist import PlainHistogram
 from common.tasks import cancel_and_wait
@@ -472,15 +474,7 @@ class BucketStore:
             selected = await self._select_misses(missed_blocks, matchers) \
                 if keep else [None] * len(misses)
             whole = await self._read_many(missed_blocks, selected)
-            new = []
-            for i, got, w in zip(misses, selected, whole):
-                if w is not None:
-                    sel, kept = self._whole_selection(blocks[i], got, w)  # type: ignore[arg-type]
-                    if kept:
-                        new.append((blocks[i].ulid, sel))
-                    results[i] = sel.series if mint <= sel.min_time and \
-                        maxt >= sel.max_time - 1 else sel.in_range(mint, maxt)[0]
-            self.memo.put_many(key, new)
+            self._keep_wholes(key, missed_blocks, misses, selected, whole, results, mint, maxt)
             rest = [(i, refs) for i, refs, w in zip(misses, selected, whole) if w is None]
             read = await gather_eager([self._guarded(blocks[i], self._read_and_keep(
                 blocks[i], key, mint, maxt, matchers, aggregates, refs) if keep else
@@ -498,10 +492,18 @@ class BucketStore:
         external labels do not rule them out), worked out for all of them at once
         (store.coldselect); None where a block selects on its own."""
         out: list[np.ndarray | None] = [None] * len(blocks)
+        if self.remote_cache is not None and "postings" in self.remote_cache.kinds:
+            return out
+        if self._one_resolution == 0:  # every block raw with one external label set (the
+            ms = blocks[0].index_matchers(matchers)  # usual): decided once, no step per block
+            if ms is None:
+                return out
+            return await select_many(blocks, [ms] * len(blocks), self.cache, self._opts,
+                                     self._fetch_limit, self.fetch_metrics)
         at: list[int] = []
         mss: list[list[Matcher]] = []
         ext: object = None  # the previous block's external labels, and its matchers left
-        ms: list[Matcher] | None = None
+        ms = None
         for i, b in enumerate(blocks):
             if b.resolution:
                 continue
@@ -510,8 +512,7 @@ class BucketStore:
             if ms is not None:
                 at.append(i)
                 mss.append(ms)
-        if at and (self.remote_cache is None or
-                            "postings" not in self.remote_cache.kinds):
+        if at:
             got = await select_many(_picked(blocks, at), mss, self.cache, self._opts,
                                     self._fetch_limit, self.fetch_metrics)
             for i, refs in zip(at, got):
@@ -565,6 +566,42 @@ class BucketStore:
             self.memo.put(key, block.ulid, sel)
         return sel.in_range(mint, maxt)[0]
 
+    def _keep_wholes(self, key: tuple, blocks: list[BucketBlock], at: list[int],
+                     selected: list[np.ndarray | None],
+                     reads: list[tuple[list[tuple[Labels, list[Chunk]]], int] | None],
+                     results: list, mint: int, maxt: int) -> None:
+        """The whole answers ``reads`` of ``blocks`` (None: not read so) as Selections, kept
+        in the memo where _whole_selection allows, each cut to [mint, maxt] into
+        ``results[at[k]]``. When every block was read so and may be kept (the cold query),
+        in C steps only, no Python step per block."""
+        if reads and None not in reads and list(map(_SKIPPED, blocks)) == \
+                list(map(_SECOND, reads)) and all(map(is_, map(self.blocks.get,
+                                                                map(_ULID, blocks)), blocks)):
+            mins, maxs = list(map(_MIN_TIME, blocks)), list(map(_MAX_TIME, blocks))
+            sels = selections_of(list(map(_FIRST, reads)), mins, maxs,
+                                 list(map(len, selected)))  # type: ignore[arg-type]
+            self.memo.put_many(key, list(map(_ULID, blocks)), sels)
+            cut = list(map(_SERIES, sels))
+            # blocks the range covers only in part: starting before mint or ending after maxt
+            for k in compress(count(), map(or_, map(lt, mins, repeat(mint)),
+                                           map(gt, maxs, repeat(maxt + 1)))):
+                cut[k] = sels[k].in_range(mint, maxt)[0]
+            if len(at) == len(results):
+                results[:] = cut
+            else:
+                deque(map(results.__setitem__, at, cut), maxlen=0)
+            return
+        ulids, new = [], []
+        for i, block, got, w in zip(at, blocks, selected, reads):
+            if w is not None:
+                sel, kept = self._whole_selection(block, got, w)  # type: ignore[arg-type]
+                if kept:
+                    ulids.append(block.ulid)
+                    new.append(sel)
+                results[i] = sel.series if mint <= sel.min_time and \
+                    maxt >= sel.max_time - 1 else sel.in_range(mint, maxt)[0]
+        self.memo.put_many(key, ulids, new)
+
     def _whole_selection(self, block: BucketBlock, refs: np.ndarray,
                          read: tuple[list[tuple[Labels, list[Chunk]]], int]
                          ) -> tuple[Selection, bool]:
@@ -608,6 +645,8 @@ def _concat(lists: Iterable[list[Chunk]]) -> list[Chunk]:
 
 _ULID = attrgetter("ulid")
 _SKIPPED = attrgetter("skipped_chunks")
+_MIN_TIME, _MAX_TIME = attrgetter("min_time"), attrgetter("max_time")
+_SERIES = attrgetter("series")  # of a Selection
 _MATCHER_FIELDS = attrgetter("type", "name", "value")  # what Matchers compare equal by
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from functools import partial
-from itertools import chain
-from operator import itemgetter
+from itertools import repeat
+from operator import attrgetter
 from typing import NamedTuple
 
 from receiver.tsdb.labels import Labels
+
+from ._items import answer_sizes
 
 MAX_SERIES = 64  # selections up to this many series per block are kept
 ENTRY_OVERHEAD = 200  # bytes counted per entry (key, tuple, list)
@@ -32,8 +34,7 @@ CHUNK_OVERHEAD = 120  # bytes counted per chunk (tuple, ints, bytes header)
 GROUP_OVERHEAD = 1024  # bytes counted per kept matcher set (its dict, key of <= 256 chars)
 
 Chunks = list[tuple[int, int, object]]
-_CHUNKS = itemgetter(1)  # of (labels, chunks)
-_DATA = itemgetter(2)  # of (mint, maxt, data)
+_SIZE = attrgetter("size")
 
 
 class Selection(NamedTuple):
@@ -71,15 +72,17 @@ _new_selection = partial(tuple.__new__, Selection)  # (no Python-level __new__ c
 
 def selection_of(series: list[tuple[Labels, Chunks]], min_time: int, max_time: int,
                  selected: bool, refs: int) -> Selection:
-    if len(series) == 1:  # a one-series selection (the cold dashboard query): no chain
-        cs = series[0][1]
-        chunks = len(cs)
-        data = sum(map(len, map(_DATA, cs)))  # type: ignore[arg-type]
-    else:  # (no Python call per series or chunk)
-        chunks = sum(map(len, map(_CHUNKS, series)))
-        data = sum(map(len, map(_DATA, chain.from_iterable(map(_CHUNKS, series)))))  # type: ignore[arg-type]
-    size = ENTRY_OVERHEAD + data + chunks * CHUNK_OVERHEAD + len(series) * ENTRY_OVERHEAD
+    (chunks,), (size,) = answer_sizes([series], ENTRY_OVERHEAD, CHUNK_OVERHEAD)
     return _new_selection((series, min_time, max_time, selected, refs, chunks, size))
+
+
+def selections_of(answers: list[list[tuple[Labels, Chunks]]], min_times: list[int],
+                  max_times: list[int], refs: list[int]) -> list[Selection]:
+    """selection_of of the selected whole answers of several blocks (a cold request's), in C
+    steps only: their sizes in one call, no Python step per block."""
+    chunks, sizes = answer_sizes(answers, ENTRY_OVERHEAD, CHUNK_OVERHEAD)
+    return list(map(_new_selection, zip(answers, min_times, max_times, repeat(True), refs,
+                                        chunks, sizes)))
 
 
 class SelectionMemo:
@@ -104,14 +107,22 @@ class SelectionMemo:
         return group
 
     def put(self, key: Hashable, ulid: str, sel: Selection) -> None:
-        self.put_many(key, [(ulid, sel)])
+        self.put_many(key, [ulid], [sel])
 
-    def put_many(self, key: Hashable, sels: list[tuple[str, Selection]]) -> None:
+    def put_many(self, key: Hashable, ulids: list[str], sels: list[Selection]) -> None:
         """Keep Selections of one selection by block ULID (the group looked up once)."""
         group = self._d.get(key)
+        cap = self.max_bytes // 16  # one entry never takes much of the budget
+        if group is None and sels and max(map(_SIZE, sels)) <= cap:  # a new selection (the
+            grow = GROUP_OVERHEAD + sum(map(_SIZE, sels))           # cold query): in C steps
+            self._d[key] = dict(zip(ulids, sels))
+            self._sizes[key] = grow
+            self.size += grow
+            self._evict()
+            return
         grow = 0
-        for ulid, sel in sels:
-            if sel.size > self.max_bytes // 16:  # one entry never takes much of the budget
+        for ulid, sel in zip(ulids, sels):
+            if sel.size > cap:
                 continue
             if group is None:  # the group's dict and key (short matchers only) counted too
                 group = self._d[key] = {}
@@ -124,6 +135,10 @@ class SelectionMemo:
             return
         self._sizes[key] += grow
         self.size += grow
+        self._evict()
+
+    def _evict(self) -> None:
+        """Drop whole matcher groups, least recently used first, until within budget."""
         while self.size > self.max_bytes:
             gone, _ = self._d.popitem(last=False)
             self.size -= self._sizes.pop(gone)

@@ -152,3 +152,79 @@ def test_range_cut_checks_every_chunk_also_overlapping_ones() -> None:
     assert sel.in_range(30, 60) == ([(a, [(0, 100, b"x"), (50, 200, b"z")])], 2)
     assert sel.in_range(0, 10_000) == (sel.series, 4)  # the whole block: as kept
     assert sel.in_range(300, 400) == ([], 0)
+
+
+def _python_size(series) -> tuple[int, int]:
+    """(chunks, bytes counted) of an answer by the memo's formula, in plain Python."""
+    from store.warmmemo import CHUNK_OVERHEAD, ENTRY_OVERHEAD
+
+    chunks = sum(len(cs) for _, cs in series)
+    data = sum(len(c[2]) for _, cs in series for c in cs)
+    return chunks, ENTRY_OVERHEAD * (1 + len(series)) + CHUNK_OVERHEAD * chunks + data
+
+
+def test_answer_sizes_count_as_the_memo_formula_and_refuse_other_shapes() -> None:
+    import random
+
+    from store._items import answer_sizes
+    from store.warmmemo import CHUNK_OVERHEAD, ENTRY_OVERHEAD, selection_of, selections_of
+
+    rnd = random.Random(7)
+    answers = [[((("n", f"s{s}"),), [(t, t + 9, bytes(rnd.randrange(300)))
+                                    for t in range(rnd.randrange(5))])
+                for s in range(rnd.randrange(4))] for _ in range(50)]
+    chunks, sizes = answer_sizes(answers, ENTRY_OVERHEAD, CHUNK_OVERHEAD)
+    assert list(zip(chunks, sizes)) == [_python_size(a) for a in answers]
+    many = selections_of(answers, list(range(50)), list(range(1, 51)), list(range(50)))
+    assert many == [selection_of(a, i, i + 1, True, i) for i, a in enumerate(answers)]
+    for bad in ([None], [[("l",)]], [[("l", (1, 2))]], [[("l", [(1, 2)])]], [[("l", [(1, 2, 3)])]]):
+        with pytest.raises(TypeError):
+            answer_sizes(bad, ENTRY_OVERHEAD, CHUNK_OVERHEAD)
+
+
+def test_a_new_selection_kept_at_once_counts_as_kept_one_by_one() -> None:
+    from store.warmmemo import SelectionMemo, selection_of
+
+    def sel(n: int) -> object:
+        return selection_of([((("n", "a"),), [(0, 1, b"x" * n)])], 0, 10, True, 1)
+
+    for sizes in ([10, 20, 30], [10, 40_000, 30], [5000, 5000, 5000, 5000]):
+        ulids = [f"b{i}" for i in range(len(sizes))]
+        sels = [sel(n) for n in sizes]
+        at_once, one_by_one = SelectionMemo(16 * 10_000), SelectionMemo(16 * 10_000)
+        at_once.put_many("old", ["b0"], [sel(1)])
+        one_by_one.put_many("old", ["b0"], [sel(1)])
+        at_once.put_many("k", ulids, sels)
+        for u, s in zip(ulids, sels):
+            one_by_one.put("k", u, s)
+        assert at_once.size == one_by_one.size <= at_once.max_bytes
+        assert at_once._sizes == one_by_one._sizes
+        assert at_once._d == one_by_one._d and list(at_once._d) == list(one_by_one._d)
+
+
+def test_a_cold_request_over_part_of_its_blocks_answers_its_range_and_keeps_whole_blocks(
+        tmp_path: Path, bucket_dir: Path) -> None:
+    """The cold path keeps each block's whole answer and cuts blocks the range covers in part
+    (the first and last of a dashboard's range); a repeat answers from what it kept."""
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        memo = gw.store.memo
+        for k, rng in enumerate(RANGES):
+            ms = [Matcher("=", "__name__", "metric_2"), Matcher("=", "instance", f"host-{5 * k + 2:05d}")]
+            before = memo.size
+            await check_series(client, expected(PARTS, *rng), *rng, ms)  # cold
+            kept = memo.get(tuple((m.type, m.name, m.value) for m in ms))
+            assert kept and all(s.series for s in kept.values()), rng
+            assert memo.size - before == 1024 + sum(_python_size(s.series)[1]
+                                                    for s in kept.values())
+            assert all(s.chunks == _python_size(s.series)[0] for s in kept.values())
+            spy = LookupSpy(gw.cache)
+            await check_series(client, expected(PARTS, *rng), *rng, ms)  # from the memo
+            assert spy.calls == 0
+        for k, rng in enumerate(RANGES):  # cold again: the store's own answer holds only
+            # chunks within the range (the StoreAPI encoder would drop others again)
+            ms = [Matcher("=", "__name__", "metric_2"), Matcher("=", "instance",
+                                                             f"host-{5 * k + 22:05d}")]
+            got = list(await gw.store.series(*rng, ms, False))
+            assert got and all(c[1] >= rng[0] and c[0] <= rng[1] for _, cs in got for c in cs)
+
+    run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body))
