@@ -30,8 +30,8 @@ from array import array
 from collections import deque
 from collections.abc import Sequence
 from functools import partial
-from itertools import accumulate, chain, repeat
-from operator import attrgetter, itemgetter
+from itertools import accumulate, chain, compress, repeat
+from operator import attrgetter, itemgetter, lt, mul, sub
 from typing import NamedTuple
 
 import numpy as np
@@ -42,6 +42,8 @@ from .block import (_ITEM_KINDS, BucketBlock, Chunk, FetchMetrics, FetchOptions,
                     SmallItems, Spans, _chunk_len, _chunks_in_range, _series_len, chunk_ids,
                     merge_external)
 from .cache import LRUCache
+from .coldselect import picked
+from .indexheader import IndexHeader
 from .ranges import coalesce, read_batch
 
 from receiver.tsdb._blockio import decode_series_batch, read_chunks
@@ -64,6 +66,9 @@ class _Job(NamedTuple):
 _job = partial(tuple.__new__, _Job)  # _job((block, obj, ids, spans, small)): no __new__ call
 _IDS, _SMALL = attrgetter("ids"), attrgetter("small")
 _FIRST, _RELS = itemgetter(0), itemgetter(4)  # (_RELS: of a read, its items' offsets)
+_ULID, _HEADER, _EXT_LABELS = attrgetter("ulid"), attrgetter("header"), attrgetter("ext_labels")
+_LABEL_SETS = IndexHeader.label_sets
+_TOLIST = np.ndarray.tolist
 
 
 async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
@@ -75,11 +80,15 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
     n = len(blocks)
     out: list[Answer | None] = [None] * n
     failed: set[int] = set()
-    todo = [i for i in range(n) if len(refs[i])]
-    for i in range(n):
-        if not len(refs[i]):
-            out[i] = []
-    ids = [refs[i].tolist() for i in todo]
+    lens = list(map(len, refs))
+    if 0 in lens:
+        todo = list(compress(range(n), lens))
+        for i in range(n):
+            if not lens[i]:
+                out[i] = []
+    else:  # every block selects something (the usual): no Python step per block
+        todo = list(range(n))
+    ids = list(map(_TOLIST, picked(refs, todo)))
     keys, vals = _look_up(blocks, todo, ids, "series", cache)
     if len(vals) == len(todo) and None not in vals:  # one cached series per block
         one = _one_each(blocks, todo, vals)
@@ -173,21 +182,29 @@ def _one_each(blocks: Sequence[BucketBlock], todo: list[int], raws: list[bytes]
         counts = memoryview(cc).cast("q").tolist()
         if len(n_labels) != len(todo):
             return None
-        labels = []
-        at = 0
-        for k, (i, nl) in enumerate(zip(todo, n_labels)):
-            labels += blocks[i].header.label_sets(lc[8 * k:8 * k + 8], syms[at:at + 16 * nl])
-            at += 16 * nl
+        ends = list(accumulate(map(mul, n_labels, repeat(16))))  # each block's symbol bytes
+        labels = list(chain.from_iterable(map(
+            _LABEL_SETS, map(_HEADER, picked(blocks, todo)),
+            map(lc.__getitem__, map(slice, range(0, 8 * len(todo), 8),
+                                    range(8, 8 * len(todo) + 8, 8))),
+            map(syms.__getitem__, map(slice, [0, *ends[:-1]], ends)))))
     except (ValueError, IndexError, struct.error):  # (CorruptionError is a ValueError)
         return None
     refs = memoryview(c_ref).cast("q").tolist()
-    at = 0
-    for n in counts:  # each block's refs ascending: its records come back in that order
-        if n > 1 and refs[at:at + n] != sorted(set(refs[at:at + n])):
-            return None
-        at += n
+    if not each_ascending(refs, counts):  # (its records come back in that order)
+        return None
     return _OneEach(labels, counts, memoryview(c_mint).cast("q").tolist(),
                     memoryview(c_maxt).cast("q").tolist(), refs, raws)
+
+
+def each_ascending(refs: list[int], counts: list[int]) -> bool:
+    """Whether each run of ``refs`` as long as ``counts[k]`` is strictly ascending, in C
+    steps: every neighbour in order, except across one run's last and the next one's first
+    (the padding takes the "boundaries" of empty runs at either end)."""
+    ascending = [*map(lt, refs, refs[1:]), True]
+    deque(map(ascending.__setitem__, map(sub, accumulate(counts[:-1]), repeat(1)),
+              repeat(True)), maxlen=0)
+    return all(ascending)
 
 
 async def _one_each_chunks(blocks: Sequence[BucketBlock], todo: list[int], one: _OneEach,
@@ -200,12 +217,17 @@ async def _one_each_chunks(blocks: Sequence[BucketBlock], todo: list[int], one: 
     a slice of them. Otherwise (a read failed, a record is broken, another encoding) each
     block goes on alone, as series_many does, from its decoded entry and what was read."""
     cs = one.counts
-    has = [i for i, n in zip(todo, cs) if n]
-    for i, n in zip(todo, cs):
-        if not n:
-            out[i] = []
     bounds = list(accumulate(cs, initial=0))
-    ids = [one.refs[a:z] for a, z, n in zip(bounds, bounds[1:], cs) if n]
+    cuts = list(map(slice, bounds, bounds[1:]))  # each block's chunks among all
+    if 0 in cs:
+        has = list(compress(todo, cs))
+        for i, n in zip(todo, cs):
+            if not n:
+                out[i] = []
+        ids = list(map(one.refs.__getitem__, compress(cuts, cs)))
+    else:  # every block has chunks (the usual): no Python step per block
+        has = todo
+        ids = list(map(one.refs.__getitem__, cuts))
     keys, vals = _look_up(blocks, has, ids, "chunks", cache)
     if None in vals:  # read what is missing, for all blocks at once
         failed: set[int] = set()
@@ -223,10 +245,19 @@ async def _one_each_chunks(blocks: Sequence[BucketBlock], todo: list[int], one: 
         return await _finish(blocks, todo, [[r] for r in one.raws], out, set(), cache, opts,
                              limit, metrics, (has, ids, keys, vals))
     tuples = chunk_tuples(one.mints, one.maxts, datas)
-    for i, lbls, a, z in zip(todo, one.labels, bounds, bounds[1:]):
-        if a != z:
-            ext = blocks[i].ext_labels
-            out[i] = [(merge_external(lbls, ext) if ext else lbls, tuples[a:z])]
+    labels, exts = one.labels, list(map(_EXT_LABELS, picked(blocks, todo)))
+    if labels and has is todo and labels.count(labels[0]) == len(labels) and \
+            exts.count(exts[0]) == len(exts):  # one series, one producer (the usual)
+        ext = exts[0]
+        series = merge_external(labels[0], ext) if ext else labels[0]
+        answers = list(map(list, zip(zip(repeat(series), map(tuples.__getitem__, cuts)))))
+        if len(todo) == len(out):
+            return answers
+        deque(map(out.__setitem__, todo, answers), maxlen=0)
+        return out
+    for i, lbls, ext, cut in zip(todo, labels, exts, cuts):
+        if cut.start != cut.stop:
+            out[i] = [(merge_external(lbls, ext) if ext else lbls, tuples[cut])]
     return out
 
 
@@ -234,9 +265,8 @@ def _look_up(blocks: Sequence[BucketBlock], at: list[int], ids: list[list[int]],
              cache: LRUCache) -> tuple[list[tuple[str, str, int]], list[bytes | None]]:
     """(cache keys, values or None) of items ``ids[k]`` of block ``blocks[at[k]]`` for every
     k, in that order, in one lookup (the order of the jobs _read_jobs is given for them)."""
-    keys: list[tuple[str, str, int]] = []
-    for i, ids_i in zip(at, ids):
-        keys += zip(repeat(blocks[i].ulid), repeat(kind), ids_i)
+    keys: list[tuple[str, str, int]] = list(chain.from_iterable(map(
+        zip, map(repeat, map(_ULID, picked(blocks, at))), repeat(repeat(kind)), ids)))
     return keys, (cache.get_many(keys, kind) if keys else [])
 
 

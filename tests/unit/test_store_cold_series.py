@@ -254,3 +254,61 @@ def test_a_cold_one_series_selection_is_decoded_and_checked_for_all_blocks_at_on
         finally:
             await st.close()
     run(body())
+
+
+def test_one_series_per_block_of_different_series_answers_each_blocks_own(
+        tmp_path: Path) -> None:
+    """Each block holds one series of the selection, a different one in each (a regex over
+    instances that moved): every block's answer carries its own series' labels, never one
+    block's labels for all (the path for one series in every block shares them only when
+    they are equal)."""
+    bucket = FilesystemBucket(tmp_path / "bucket")
+    hour = 3_600_000
+    for i in range(3):
+        t0 = T0 + i * hour
+        series = [s for s in make_series(3, t0, hour, step=60_000, seed=60 + i, names=1)
+                  if ("instance", f"host-{i:05d}") in s[0]]
+        chunked = [(lbls, cut_chunks(ts, vals, t0, t0 + hour, 20)) for lbls, ts, vals in series]
+        meta = write_block(tmp_path / "blocks", chunked, t0, t0 + hour)
+        run(upload_dir(bucket, tmp_path / "blocks" / meta.ulid))
+
+    async def body() -> None:
+        reg = new_registry()
+        st = BucketStore(FilesystemBucket(tmp_path / "bucket"), tmp_path / "gw",
+                         LRUCache(16 << 20, CacheMetrics(reg)), reg, verify_index=False)
+        await st.sync_once()
+        try:
+            ms = [Matcher("=", "__name__", "metric_0"), Matcher("=~", "instance", "host-0000[0-2]")]
+            blocks = list(st.blocks.values())
+            refs = await select_many(blocks, [ms] * len(blocks), st.cache, st._opts,
+                                     st._fetch_limit, st.fetch_metrics)
+            got = await series_many(blocks, refs, st.cache,  # type: ignore[arg-type]
+                                    st._opts, st._fetch_limit, st.fetch_metrics)
+            want = [await b.series(b.min_time, b.max_time - 1, ms, False) for b in blocks]
+            assert got == want
+            assert [dict(a[0][0])["instance"] for a in got] == ["host-00000", "host-00001",
+                                                                "host-00002"]
+        finally:
+            await st.close()
+    run(body())
+
+
+def test_each_ascending_checks_every_blocks_refs_and_only_within_a_block() -> None:
+    from store.coldseries import each_ascending
+
+    def reference(refs: list[int], counts: list[int]) -> bool:
+        at = 0
+        for n in counts:
+            run = refs[at:at + n]
+            if run != sorted(set(run)):
+                return False
+            at += n
+        return True
+
+    rng = random.Random(3)
+    for _ in range(3000):
+        counts = [rng.choice([0, 0, 1, 2, 3]) for _ in range(rng.randrange(1, 5))]
+        refs = [rng.randrange(6) for _ in range(sum(counts))]
+        assert each_ascending(refs, counts) == reference(refs, counts), (refs, counts)
+    assert each_ascending([5, 9, 1, 2], [2, 2]) and not each_ascending([5, 9, 9, 12], [3, 1])
+    assert each_ascending([], [0, 0]) and each_ascending([4], [0, 1, 0])
