@@ -475,7 +475,8 @@ class BucketStore:
                 if keep else [None] * len(misses)
             whole = await self._read_many(missed_blocks, selected)
             self._keep_wholes(key, missed_blocks, misses, selected, whole, results, mint, maxt)
-            rest = [(i, refs) for i, refs, w in zip(misses, selected, whole) if w is None]
+            rest = [(i, refs) for i, refs, w in zip(misses, selected, whole) if w is None] \
+                if None in whole else []
             read = await gather_eager([self._guarded(blocks[i], self._read_and_keep(
                 blocks[i], key, mint, maxt, matchers, aggregates, refs) if keep else
                 blocks[i].series(mint, maxt, matchers, False, aggregates), [])
@@ -525,7 +526,12 @@ class BucketStore:
         blocks at once), read for all those blocks at once (store.coldseries), each with the
         block's count of skipped chunks before; None where a block reads on its own."""
         out: list[tuple[list[tuple[Labels, list[Chunk]]], int] | None] = [None] * len(blocks)
-        at = [i for i, refs in enumerate(selected) if refs is not None and len(refs) <= MAX_SERIES]
+        if selected and not any(map(is_, selected, repeat(None))) and \
+                max(map(len, selected)) <= MAX_SERIES:  # type: ignore[arg-type]
+            at = list(range(len(blocks)))  # every block's selection small (the usual)
+        else:
+            at = [i for i, refs in enumerate(selected)
+                  if refs is not None and len(refs) <= MAX_SERIES]
         if not at or (self.remote_cache is not None and
                            {"series", "chunks"} & set(self.remote_cache.kinds)):
             return out
@@ -533,6 +539,8 @@ class BucketStore:
         skipped = list(map(_SKIPPED, blocks))
         got = await series_many(blocks, selected,  # type: ignore[arg-type]
                                 self.cache, self._opts, self._fetch_limit, self.fetch_metrics)
+        if len(at) == len(out) and None not in got:
+            return list(zip(got, skipped))  # type: ignore[arg-type]
         for i, n, whole in zip(at, skipped, got):
             if whole is not None:
                 out[i] = (whole, n)

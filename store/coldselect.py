@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, chain, compress, count, repeat
-from operator import attrgetter, is_, itemgetter
+from operator import attrgetter, is_, is_not, itemgetter, sub
 
 import numpy as np
 
 from objstore.bucket import IS_BYTES
+from receiver.tsdb._blockio import checked_postings
 from receiver.tsdb.index import EMPTY
 from receiver.tsdb.labels import Matcher, MatchType
 
@@ -46,6 +47,7 @@ _START = _FIRST  # of a (start, end) range
 _ULID = attrgetter("ulid")
 _RANGES, _IN_ORDER = attrgetter("ranges"), attrgetter("in_order")
 _EQ_STATE = attrgetter("header.eq_state")
+_BUCKET, _INDEX_NAME = attrgetter("bucket"), attrgetter("index_name")
 MAX_SINGLE_LISTS = 64  # lists of one selection single_selections takes (its C bound)
 
 
@@ -66,11 +68,18 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
     kept: dict[int, bytes] = {}  # uint32 refs of the selections combined in one C call
     if todo:
         await _read_lists(blocks, todo, out, kept, cache, opts, limit, metrics)
-        worked_out += [i for i, _ in todo if out[i] is not None]
+        at = list(map(_FIRST, todo))
+        worked_out += compress(at, map(is_not, map(out.__getitem__, at), repeat(None)))
     cap = cache.max_bytes // 64  # (selection_kept's bound, for those ``kept`` holds)
+    order = sorted(worked_out)
+    if order and len(kept) == len(order) and all(shorts):  # every selection combined in C
+        got = list(map(kept.__getitem__, order))         # (the cold one-series request)
+        if max(map(len, got)) <= cap:
+            cache.put_many(list(map(keys.__getitem__, order)), got, "expanded_postings")
+            return out
     new = [(keys[i], kept[i] if shorts[i] and len(kept[i]) <= cap else None) if i in kept else
            (keys[i], blocks[i].selection_kept(matchers[i], out[i], shorts[i]))  # type: ignore[arg-type]
-           for i in sorted(worked_out)]
+           for i in order]
     new = [kv for kv in new if kv[1] is not None]
     if new:
         cache.put_many(list(map(_FIRST, new)), list(map(_SECOND, new)), "expanded_postings")
@@ -212,9 +221,16 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
         at += k
     failed: set[int] = set()
     if reads:
-        bufs = await read_batch([(blocks[todo[t][0]].bucket,
-                                  (blocks[todo[t][0]].index_name, g[0], g[1] - g[0]))
-                                 for t, g, _ in reads], limit)
+        if one_each is not None:  # a read of each block, in order: no Python step per block
+            read_blocks = list(map(blocks.__getitem__, map(_FIRST, todo)))
+            starts = list(map(_START, map(_SECOND, reads)))
+            reqs = list(zip(map(_BUCKET, read_blocks), zip(
+                map(_INDEX_NAME, read_blocks), starts,
+                map(sub, map(_SECOND, map(_SECOND, reads)), starts))))
+        else:
+            reqs = [(blocks[todo[t][0]].bucket, (blocks[todo[t][0]].index_name, g[0], g[1] - g[0]))
+                    for t, g, _ in reads]
+        bufs = await read_batch(reqs, limit)
         if metrics is not None:
             metrics.fetched("postings", len(reads),
                             sum(map(len, filter(IS_BYTES, bufs))))
@@ -289,15 +305,6 @@ def _one_missing_each(plans: list[PostingsPlan], counts: list[int], bounds: list
     return miss
 
 
-def _one_list(buf: bytes) -> bytes:
-    """The postings list a read of exactly its range holds, checked (ValueError if not)."""
-    items, _ = split_items(buf, _AT_START, _POSTINGS)
-    if items[0] is None:
-        raise ValueError("postings list longer than its range")
-    _check_postings(items[0])
-    return items[0]
-
-
 def _finish_one_each(todo: list[tuple[int, PostingsPlan]], miss: list[int], bufs: list,
                      keys: list, raws: list[bytes | None], bounds: list[int],
                      out: list[np.ndarray | None], kept: dict[int, bytes], cache: LRUCache
@@ -308,8 +315,8 @@ def _finish_one_each(todo: list[tuple[int, PostingsPlan]], miss: list[int], bufs
     if not all(map(IS_BYTES, bufs)):
         return False
     try:
-        lists = list(map(_one_list, bufs))
-    except (ValueError, struct.error):
+        lists = checked_postings(bufs)
+    except ValueError:
         return False
     deque(map(raws.__setitem__, miss, lists), maxlen=0)
     cache.put_many(list(map(keys.__getitem__, miss)), lists, "postings")

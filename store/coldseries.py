@@ -68,6 +68,8 @@ _IDS, _SMALL = attrgetter("ids"), attrgetter("small")
 _FIRST, _RELS = itemgetter(0), itemgetter(4)  # (_RELS: of a read, its items' offsets)
 _ULID, _HEADER, _EXT_LABELS = attrgetter("ulid"), attrgetter("header"), attrgetter("ext_labels")
 _LABEL_SETS = IndexHeader.label_sets
+_ONE_SEGMENT = BucketBlock.one_segment
+_SECOND, _THIRD = itemgetter(1), itemgetter(2)
 _TOLIST = np.ndarray.tolist
 
 
@@ -274,9 +276,12 @@ def _chunk_jobs(blocks: Sequence[BucketBlock], at: list[int], ids: list[list[int
                 ) -> list[_Job]:
     """The read jobs of chunks ``ids[k]`` (sorted) of block ``blocks[at[k]]`` for every k, one
     per chunk segment file, in _look_up's order of them."""
+    ones = list(map(_ONE_SEGMENT, picked(blocks, at), ids))  # (the usual: each block's
+    if None not in ones:                                 # few refs in one segment)
+        return list(map(_job, zip(at, map(_FIRST, ones), ids, map(_SECOND, ones),
+                                  map(_THIRD, ones))))
     out: list[_Job] = []
-    for i, ids_i in zip(at, ids):
-        one = blocks[i].one_segment(ids_i)  # (the usual: a few refs of one segment)
+    for i, ids_i, one in zip(at, ids, ones):
         if one is not None:
             out.append(_job((i, one[0], ids_i, one[1], one[2])))
         else:

@@ -145,6 +145,58 @@ static PyObject *py_crc32c(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(r);
 }
 
+/* ---------------------------------------------------------------- checked_postings(reads) */
+
+/* checked_postings(reads) -> [list, ...]: the postings list at the start of each read (bytes
+ * of at least its whole range: 4-byte length n, n bytes of count and refs, 4-byte CRC-32C of
+ * those n bytes), exactly those n + 8 bytes, each checked: its checksum, and a length that is
+ * 4 + 4 * count. ValueError for the first read that is cut short or fails a check. A store's
+ * cold one-series call reads one such list per block; one call checks them all. */
+static PyObject *py_checked_postings(PyObject *self, PyObject *reads) {
+    if (!PyList_Check(reads)) {
+        PyErr_SetString(PyExc_TypeError, "checked_postings: a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(reads);
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyList_GET_ITEM(reads, i);
+        if (!PyBytes_Check(b)) {
+            PyErr_SetString(PyExc_TypeError, "checked_postings: a list of bytes");
+            goto fail;
+        }
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(b);
+        size_t len = (size_t)PyBytes_GET_SIZE(b);
+        if (len < 8) goto cut;
+        uint64_t ln = be32(p);
+        if (ln + 8 > len) goto cut;
+        if (crc32c(0, p + 4, (size_t)ln) != be32(p + 4 + ln)) {
+            PyErr_SetString(PyExc_ValueError, "postings list: checksum mismatch");
+            goto fail;
+        }
+        if (ln < 4 || ln != 4 + 4 * (uint64_t)be32(p + 4)) {
+            PyErr_SetString(PyExc_ValueError, "postings list: length disagrees with count");
+            goto fail;
+        }
+        PyObject *item;
+        if (ln + 8 == len && PyBytes_CheckExact(b)) {
+            Py_INCREF(b);
+            item = b;
+        } else {
+            item = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)(ln + 8));
+            if (!item) goto fail;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+cut:
+    PyErr_SetString(PyExc_ValueError, "postings list longer than its range");
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- chunk segments */
 
 /* pack_chunks(chunks, start, pos, limit, encoding) -> (payload, offsets_i64, n_packed, n_samples)
@@ -1014,6 +1066,7 @@ static PyMethodDef methods[] = {
     {"with_external_labels", py_with_external_labels, METH_VARARGS,
      "with_external_labels(items, ext) -> [(merged labels, chunks)] or None (see above)."},
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, crc=0) -> int: CRC-32C (Castagnoli), chainable."},
+    {"checked_postings", py_checked_postings, METH_O, "Postings lists at the start of reads, checked."},
     {"pack_chunks", py_pack_chunks, METH_VARARGS, "Pack chunks into segment records until the segment limit."},
     {"read_chunk", py_read_chunk, METH_VARARGS, "read_chunk(buf, off, verify) -> (encoding, data)."},
     {"read_chunks", py_read_chunks, METH_O, "read_chunks(records) -> (encodings, datas), CRCs checked."},

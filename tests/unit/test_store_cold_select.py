@@ -497,3 +497,54 @@ def test_equality_plans_of_all_blocks_in_one_call_equal_each_blocks_eq_plan(
         finally:
             await st.close()
     run(body())
+
+
+def test_checked_postings_cuts_and_checks_lists_as_each_read_alone() -> None:
+    """checked_postings (one C call for a cold request's reads, one per block) gives each
+    read's postings list exactly, or refuses the batch where split_items and _check_postings
+    refuse a read: cut short, a wrong checksum, a length that disagrees with the count."""
+    import random
+    import struct as st
+    from array import array
+
+    from receiver.tsdb._blockio import checked_postings, crc32c
+    from store._items import split_items
+    from store.block import _check_postings
+
+    def one(buf: bytes) -> bytes:  # the reference: a read alone
+        items, _ = split_items(buf, array("q", [0]), 0)
+        if items[0] is None:
+            raise ValueError("cut short")
+        _check_postings(items[0])
+        return items[0]
+
+    def listed(refs: list[int], count: int | None = None) -> bytes:
+        body = st.pack(">I", len(refs) if count is None else count) + \
+            b"".join(st.pack(">I", r) for r in refs)
+        return st.pack(">I", len(body)) + body + st.pack(">I", crc32c(body))
+
+    rng = random.Random(5)
+    for _ in range(400):
+        buf = listed(sorted(rng.sample(range(1000), rng.randrange(4))), None)
+        kind = rng.randrange(6)
+        if kind == 1:
+            buf += bytes(rng.randrange(1, 9))  # a read longer than the list
+        elif kind == 2:
+            buf = buf[:rng.randrange(len(buf))]  # cut short
+        elif kind == 3:
+            k = rng.randrange(len(buf))
+            buf = buf[:k] + bytes([buf[k] ^ 1 << rng.randrange(8)]) + buf[k + 1:]
+        elif kind == 4:
+            buf = listed([1, 2], count=rng.choice([0, 1, 3]))
+        try:
+            want: bytes | type = one(buf)
+        except (ValueError, st.error):
+            want = ValueError
+        if want is ValueError:
+            with pytest.raises(ValueError):
+                checked_postings([listed([7]), buf])
+        else:
+            assert checked_postings([listed([7]), buf]) == [listed([7]), want]
+    assert checked_postings([]) == []
+    with pytest.raises(TypeError):
+        checked_postings([bytearray(listed([1]))])
