@@ -416,6 +416,66 @@ fail:
     return NULL;
 }
 
+/* chunks_in_range(series, mint, maxt) -> (series, n): each (labels, [(mint, maxt, data), ...])
+ * of `series` with only its chunks overlapping [mint, maxt] (every chunk checked: a block's
+ * chunks of a series may overlap), series left with none dropped, and the count of chunks
+ * kept: a kept answer cut to a query's range (store.warmmemo) without a Python step per series
+ * or chunk. TypeError for anything not of that shape. */
+static PyObject *py_chunks_in_range(PyObject *self, PyObject *args) {
+    PyObject *series;
+    long long mint, maxt;
+    if (!PyArg_ParseTuple(args, "O!LL", &PyList_Type, &series, &mint, &maxt))
+        return NULL;
+    Py_ssize_t ns = PyList_GET_SIZE(series);
+    long long kept = 0;
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    for (Py_ssize_t s = 0; s < ns; s++) {
+        PyObject *one = PyList_GET_ITEM(series, s);
+        if (!PyTuple_Check(one) || PyTuple_GET_SIZE(one) != 2 ||
+            !PyList_Check(PyTuple_GET_ITEM(one, 1)))
+            goto bad;
+        PyObject *cs = PyTuple_GET_ITEM(one, 1);
+        PyObject *in = PyList_New(0);
+        if (!in) goto fail;
+        for (Py_ssize_t c = 0; c < PyList_GET_SIZE(cs); c++) {
+            PyObject *chunk = PyList_GET_ITEM(cs, c);
+            if (!PyTuple_Check(chunk) || PyTuple_GET_SIZE(chunk) < 3) {
+                Py_DECREF(in);
+                goto bad;
+            }
+            long long lo = PyLong_AsLongLong(PyTuple_GET_ITEM(chunk, 0));
+            long long hi = PyLong_AsLongLong(PyTuple_GET_ITEM(chunk, 1));
+            if ((lo == -1 || hi == -1) && PyErr_Occurred()) {
+                Py_DECREF(in);
+                goto fail;
+            }
+            if (hi >= mint && lo <= maxt && PyList_Append(in, chunk) < 0) {
+                Py_DECREF(in);
+                goto fail;
+            }
+        }
+        if (PyList_GET_SIZE(in) == 0) {
+            Py_DECREF(in);
+            continue;
+        }
+        kept += PyList_GET_SIZE(in);
+        PyObject *t = PyTuple_Pack(2, PyTuple_GET_ITEM(one, 0), in);
+        Py_DECREF(in);
+        if (!t) goto fail;
+        int r = PyList_Append(out, t);
+        Py_DECREF(t);
+        if (r < 0) goto fail;
+    }
+    PyObject *res = Py_BuildValue("(NL)", out, kept);
+    return res;
+bad:
+    PyErr_SetString(PyExc_TypeError, "chunks_in_range: not a list of (labels, chunks) series");
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"split_items", py_split_items, METH_VARARGS, "Items at offsets of one ranged read."},
     {"chunk_tuples", py_chunk_tuples, METH_VARARGS, "(mint, maxt, data) tuples of three lists."},
@@ -425,6 +485,7 @@ static PyMethodDef methods[] = {
      "Refs of one-list-per-matcher selections, as int64 and uint32 bytes."},
     {"item_reads", py_item_reads, METH_VARARGS, "Coalesced ranged reads of a few items."},
     {"answer_sizes", py_answer_sizes, METH_VARARGS, "Chunk counts and memo sizes of answers."},
+    {"chunks_in_range", py_chunks_in_range, METH_VARARGS, "Series cut to a time range."},
     {NULL, NULL, 0, NULL},
 };
 

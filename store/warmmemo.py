@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from receiver.tsdb.labels import Labels
 
-from ._items import answer_sizes
+from ._items import answer_sizes, chunks_in_range
 
 MAX_SERIES = 64  # selections up to this many series per block are kept
 ENTRY_OVERHEAD = 200  # bytes counted per entry (key, tuple, list)
@@ -56,15 +56,8 @@ class Selection(NamedTuple):
         block's own read gives them, and how many chunks that is."""
         if mint <= self.min_time and maxt >= self.max_time - 1:
             return self.series, self.chunks
-        out = []
-        n = 0
-        for lbls, cs in self.series:
-            # every chunk checked: a block's chunks of a series may overlap (out-of-order data)
-            cs = [c for c in cs if c[1] >= mint and c[0] <= maxt]
-            if cs:
-                out.append((lbls, cs))
-                n += len(cs)
-        return out, n
+        # every chunk checked: a block's chunks of a series may overlap (out-of-order data)
+        return chunks_in_range(self.series, mint, maxt)
 
 
 _new_selection = partial(tuple.__new__, Selection)  # (no Python-level __new__ call)

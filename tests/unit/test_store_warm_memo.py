@@ -228,3 +228,41 @@ def test_a_cold_request_over_part_of_its_blocks_answers_its_range_and_keeps_whol
             assert got and all(c[1] >= rng[0] and c[0] <= rng[1] for _, cs in got for c in cs)
 
     run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body))
+
+
+def test_range_cut_equals_a_plain_filter_of_every_chunk() -> None:
+    """Selection.in_range's cut (one C call) against the plain filter it replaces, over random
+    answers with overlapping chunks and random ranges; malformed answers are refused."""
+    import random
+
+    from store._items import chunks_in_range
+    from store.warmmemo import selection_of
+
+    def plain(series, mint, maxt):
+        out, n = [], 0
+        for lbls, cs in series:
+            cs = [c for c in cs if c[1] >= mint and c[0] <= maxt]
+            if cs:
+                out.append((lbls, cs))
+                n += len(cs)
+        return out, n
+
+    rng = random.Random(11)
+    for _ in range(500):
+        series = []
+        for s in range(rng.randrange(4)):
+            cs = []
+            for _ in range(rng.randrange(5)):
+                lo = rng.randrange(0, 7200)
+                cs.append((lo, lo + rng.randrange(0, 3000), bytes(rng.randrange(3))))
+            series.append(((("n", f"s{s}"),), cs))
+        mint = rng.randrange(-100, 7300)
+        maxt = mint + rng.randrange(0, 4000)
+        sel = selection_of(series, 0, 7200, True, len(series))
+        want = plain(series, mint, maxt)
+        whole = mint <= 0 and maxt >= 7199  # the block covered: its answer as kept
+        assert sel.in_range(mint, maxt) == ((sel.series, sel.chunks) if whole else want)
+        assert chunks_in_range(series, mint, maxt) == want
+    for bad in ([None], [("l",)], [("l", (1,))], [("l", [(1, 2)])], [("l", [("a", 2, b"")])]):
+        with pytest.raises(TypeError):
+            chunks_in_range(bad, 0, 10)
