@@ -475,14 +475,14 @@ class BucketStore:
                 if keep else [None] * len(misses)
             whole = await self._read_many(missed_blocks, selected)
             self._keep_wholes(key, missed_blocks, misses, selected, whole, results, mint, maxt)
-            rest = [(i, refs) for i, refs, w in zip(misses, selected, whole) if w is None] \
-                if None in whole else []
-            read = await gather_eager([self._guarded(blocks[i], self._read_and_keep(
-                blocks[i], key, mint, maxt, matchers, aggregates, refs) if keep else
-                blocks[i].series(mint, maxt, matchers, False, aggregates), [])
-                for i, refs in rest])
-            for (i, _), r in zip(rest, read):
-                results[i] = r
+            if None in whole:  # blocks not read at once: each on its own
+                rest = [(i, refs) for i, refs, w in zip(misses, selected, whole) if w is None]
+                read = await gather_eager([self._guarded(blocks[i], self._read_and_keep(
+                    blocks[i], key, mint, maxt, matchers, aggregates, refs) if keep else
+                    blocks[i].series(mint, maxt, matchers, False, aggregates), [])
+                    for i, refs in rest])
+                for (i, _), r in zip(rest, read):
+                    results[i] = r
         if selects:
             self.cache.count_memo_hits(selects, refs, chunks)
         return results
