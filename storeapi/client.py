@@ -19,7 +19,7 @@ from common.tls import ClientTLS, client_ssl_context, is_metadata_value
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from storeapi import exemplars_pb2, grpc_codec, info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
-from storeapi._wire import series_response, with_times
+from storeapi._wire import matcher_fields, series_response, with_times
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.grpcmetrics import GrpcClientMetrics
 from storeapi.h2client import H2Channel, RpcError
@@ -74,8 +74,8 @@ def _strategy(partial_response: bool) -> int:
     return types_pb2.WARN if partial_response else types_pb2.ABORT
 
 
-_MAX_REQUEST_RESTS = 1024  # kept request encodings per client (see StoreClient)...
-_MAX_KEPT_REST_BYTES = 4096  # ...each at most this long: at most 4 MiB in all
+_MAX_REQUEST_TAILS = 1024  # kept request option encodings per client (see StoreClient)...
+_MAX_KEPT_TAIL_BYTES = 4096  # ...each at most this long: at most 4 MiB in all
 
 # storeapi._wire.series_response's frame kinds.
 _FRAME_SERIES, _FRAME_WARNING = 1, 2
@@ -274,9 +274,9 @@ class StoreClient:
         self._batch = series_batch_size
         self._channel: H2Channel | None = None
         self._stubs: _Stubs | None = None
-        # encoded SeriesRequest fields after the times, by matchers and options: dashboards
-        # repeat their selectors over moving time ranges
-        self._request_rests: dict[tuple, bytes] = {}
+        # encoded SeriesRequest fields after the matchers, by options: every query of a
+        # dashboard sends the same ones
+        self._request_tails: dict[tuple, bytes] = {}
 
     def _rpc(self) -> _Stubs:
         if self._stubs is None:
@@ -312,21 +312,17 @@ class StoreClient:
                         skip_chunks: bool, without_replica_labels: Iterable[str], limit: int,
                         partial_response: bool) -> bytes | rpc_pb2.SeriesRequest:
         """The request, serialized by storeapi.wire (upb's own error for a string that is not
-        UTF-8)."""
-        matchers = tuple(matchers)
+        UTF-8): the times and matchers encoded in C per call, the option fields after them
+        kept per option set (a cold query's new matchers miss any cache keyed by them, and
+        hashing them costs a Python call per matcher)."""
+        matchers = tuple(matchers)  # (read twice when the fallback below needs them)
         without_replica_labels = tuple(without_replica_labels)
-        key = (matchers, skip_chunks, without_replica_labels, limit, partial_response)
+        key = (skip_chunks, without_replica_labels, limit, partial_response)
         try:
-            rest = self._request_rests.get(key)
-            if rest is None:
-                rest = series_request_rest(matchers, skip_chunks, without_replica_labels, limit,
-                                           self._batch, _strategy(partial_response),
-                                           not partial_response)
-                if len(rest) <= _MAX_KEPT_REST_BYTES:  # (huge regexes are not kept)
-                    if len(self._request_rests) >= _MAX_REQUEST_RESTS:
-                        self._request_rests.clear()
-                    self._request_rests[key] = rest
-            return with_times(mint, maxt, rest)
+            tail = self._request_tails.get(key)
+            if tail is None:
+                tail = self._request_tail(key)
+            return with_times(mint, maxt, matcher_fields(matchers)) + tail
         except UnicodeEncodeError:
             return rpc_pb2.SeriesRequest(
                 min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
@@ -334,6 +330,18 @@ class StoreClient:
                 limit=limit, response_batch_size=self._batch,
                 partial_response_disabled=not partial_response,
                 partial_response_strategy=_strategy(partial_response))
+
+    def _request_tail(self, key: tuple) -> bytes:
+        """The SeriesRequest fields after the matchers of the option set ``key``, kept (at
+        most _MAX_REQUEST_TAILS of at most _MAX_KEPT_TAIL_BYTES each)."""
+        skip_chunks, without_replica_labels, limit, partial_response = key
+        tail = series_request_rest((), skip_chunks, without_replica_labels, limit, self._batch,
+                                   _strategy(partial_response), not partial_response)
+        if len(tail) <= _MAX_KEPT_TAIL_BYTES:  # (many long replica label names are not kept)
+            if len(self._request_tails) >= _MAX_REQUEST_TAILS:
+                self._request_tails.clear()
+            self._request_tails[key] = tail
+        return tail
 
     async def iter_series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                           skip_chunks: bool = False, without_replica_labels: Iterable[str] = (),
