@@ -231,6 +231,26 @@ def series_to_json(results: list, limit: int, warnings: list[str]) -> list[bytes
             seen.setdefault(s.labels, None)
     return metadata_to_json([dict(lbls) for lbls in sorted(seen)], limit, warnings)
 
+class _Slots(asyncio.Semaphore):
+    """--query.max-concurrent's semaphore, with the uncontended take and give-back of a query
+    as a few steps: Semaphore's locked(), acquire() and release() are a dozen Python lines a
+    query. (querier.querymetrics reads the same _value and _waiters.)"""
+
+    def take_now(self) -> bool:
+        """Take a slot when acquire() would at once: one is free and no one waits for it;
+        False (nothing taken) otherwise."""
+        if self._value > 0 and not self._waiters:
+            self._value -= 1
+            return True
+        return False
+
+    def give_back(self) -> None:
+        """release(): the slot freed, the next waiter (if any) woken."""
+        self._value += 1
+        if self._waiters:
+            self._wake_up_next()
+
+
 class QueryAPI:
     def __init__(self, cfg: QueryConfig, stores: StoreSet, registry: CollectorRegistry) -> None:
         self.cfg = cfg
@@ -244,7 +264,7 @@ class QueryAPI:
                                          features=cfg.promql_features)
         # A query holds its slot until its worker is done, also after its answer (a timeout)
         # went out: --query.max-concurrent bounds the work running, not just the requests.
-        self._slots = asyncio.Semaphore(cfg.max_concurrent)
+        self._slots = _Slots(cfg.max_concurrent)
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent, thread_name_prefix="query")
         self._running: set[FanoutQueryable] = set()
         add_engine_metrics(registry, self._slots, cfg.max_concurrent)
@@ -349,13 +369,13 @@ class QueryAPI:
         once per tenant (at most _MAX_TENANT_DEFAULTS kept)."""
         if self.cfg.auto_downsampling or not _OPTION_PARAMS.isdisjoint(p):
             return self._resolution(p, self._options(request, p), step_ms)
-        tenant = self._tenant(request)
+        tenant = self._tenant_name(request)  # a kept tenant's name was valid when kept
         got = self._tenant_defaults.get(tenant)
         if got is None:
+            got = self._resolution(p, self._options(request, p), step_ms)  # (checks the name)
             if len(self._tenant_defaults) >= _MAX_TENANT_DEFAULTS:
                 self._tenant_defaults.clear()
-            got = self._tenant_defaults[tenant] = self._resolution(
-                p, self._options(request, p), step_ms)
+            self._tenant_defaults[tenant] = got
         return got
 
     def _timeout_s(self, p: dict) -> float:
@@ -386,6 +406,13 @@ class QueryAPI:
         ``--query.tenant-certificate-field``, that field of the verified client certificate.
         BadParam for a name Thanos refuses (one with a ``/``) or one gRPC metadata cannot carry
         to the stores (not printable ASCII)."""
+        tenant = self._tenant_name(request)
+        if not valid_query_tenant(tenant):
+            raise BadParam("Tenant name not valid")
+        return tenant
+
+    def _tenant_name(self, request: RequestHead) -> str:
+        """The request's tenant (see _tenant), not checked yet."""
         if self.cfg.tenant_certificate_field:  # the headers are then ignored, as in Thanos
             # (the fast front serves plain HTTP only: a request there has no certificate)
             cert = peer_certificate(getattr(request, "transport", None))
@@ -393,12 +420,9 @@ class QueryAPI:
                 tenant = certificate_field(cert, self.cfg.tenant_certificate_field)
             except ValueError as e:
                 raise BadParam(str(e)) from None
-        else:
-            tenant = (request.headers.get(self.cfg.tenant_header)
-                      or request.headers.get(DEFAULT_TENANT_HEADER) or self.cfg.default_tenant)
-        if not valid_query_tenant(tenant):
-            raise BadParam("Tenant name not valid")
-        return tenant
+            return tenant
+        return (request.headers.get(self.cfg.tenant_header)
+                or request.headers.get(DEFAULT_TENANT_HEADER) or self.cfg.default_tenant)
 
     async def _evaluate(self, run, timeout_s: float, opts: SelectOptions,
                         eopts: EngineOptions, limit: int, stats: bool = False, query: str = "",
@@ -413,10 +437,8 @@ class QueryAPI:
         loop = self.loop or asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
-            if self._slots.locked() or timeout_s <= 0:  # wait for a slot until the deadline
+            if timeout_s <= 0 or not self._slots.take_now():  # wait for a slot until the deadline
                 await asyncio.wait_for(self._slots.acquire(), timeout=timeout_s)
-            else:
-                await self._slots.acquire()  # free: taken at once, no Task and timer for it
         except TimeoutError:
             return error_answer("timeout", "query timed out in query queue")
         left = deadline - loop.time()
@@ -427,7 +449,7 @@ class QueryAPI:
 
         def done(_=None) -> None:
             self._running.discard(queryable)
-            self._slots.release()
+            self._slots.give_back()
         try:
             expr, body = await self._on_loop(run, engine, queryable, query, steps, step_ms,
                                              limit, queued_s, start_ms, end_ms)

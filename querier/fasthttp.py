@@ -24,7 +24,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from yarl import query_to_pairs  # what aiohttp's request.query and post() decode with
 
 from common.eagerstep import run_first_step
-from common.httpgzip import MIN_BYTES, Coding, compressed, negotiate
+from common.httpgzip import GZIP, MIN_BYTES, Coding, compressed, negotiate
 
 from ._request import parse_get
 from .api import Answer, QueryAPI
@@ -373,5 +373,12 @@ def _fields(coding: Coding | None, length: bytes) -> bytes:
     """A JSON answer's own headers: type, coding (when compressed), then its length line."""
     if coding is None:  # Vary on a plain answer too, as Thanos's gzip handler sends it
         return b"Content-Type: application/json\r\nVary: Accept-Encoding\r\n" + length
+    return (_GZIP_FIELDS if coding is GZIP else _coded_fields(coding)) + length
+
+
+def _coded_fields(coding: Coding) -> bytes:
     return (b"Content-Type: application/json\r\nContent-Encoding: %b\r\nVary: Accept-Encoding\r\n"
-            % coding.name.encode()) + length
+            % coding.name.encode())
+
+
+_GZIP_FIELDS = _coded_fields(GZIP)  # (the only coding negotiated today)
