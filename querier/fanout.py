@@ -75,9 +75,14 @@ def store_may_match(info: Info | None, mint: int, maxt: int, matchers: Sequence[
         return True
     for ls in info.label_sets:
         ext = dict(ls)
+        if not any(map(ext.__contains__, map(_NAME, matchers))):
+            return True  # no matcher on an external label (the usual query): no generator
         if all(m.matches(ext[m.name]) for m in matchers if m.name in ext):
             return True
     return False
+
+
+_NAME = operator.attrgetter("name")
 
 
 class StoreSet:
@@ -150,8 +155,10 @@ class StoreSet:
         A failed or down endpoint fails the request (StoreUnavailable), or with partial
         responses becomes a warning naming it; a connection failure also marks it down."""
         live, down = self._targets(mint, maxt, matchers, serves)
-        failed = [(c.address, self.health.status[c.address].last_error) for c in down]
-        calls = [call(c) for c in live]
+        # (no comprehension for the usual none down and one live: each is a call on 3.11)
+        failed = ([(c.address, self.health.status[c.address].last_error) for c in down]
+                  if down else [])
+        calls = list(map(call, live))
         if self.response_timeout_s > 0:
             calls = [asyncio.wait_for(c, self.response_timeout_s) for c in calls]
         if len(calls) == 1:  # one endpoint (the common case): awaited here, no Task for it

@@ -699,7 +699,7 @@ class H2Channel:
                 while call.chunks:  # everything that arrived, before the end is looked at
                     for msg in self._chunk_messages(conn, call, buf):
                         on_message(msg)
-                if self._ended(call, buf):
+                if call.done and self._ended(call, buf):  # (not done: neither ended nor failed)
                     return
                 await conn.wait(call, deadline)
         finally:
