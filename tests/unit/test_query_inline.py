@@ -270,3 +270,22 @@ def test_the_selects_known_from_the_plan_are_the_ones_the_engine_asks_for():
                     break
             assert len(planned) == known, (query, step)
             assert all(p in asked for p in planned), (query, step, planned, asked)
+
+
+def test_sample_count_read_in_c_steps_is_the_chunk_headers_sum_even_for_short_chunks():
+    """_samples reads each chunk's 16-bit count with struct (no generator); chunks shorter
+    than two bytes are counted as the header reader always did (as far as they go)."""
+    import random
+
+    from querier.inline import _samples
+    from storeapi.client import RawSeries
+
+    def reference(raw):
+        return sum(int.from_bytes(c[2][:2], "big") for s in raw for c in s.chunks)
+
+    rng = random.Random(7)
+    for _ in range(200):
+        raw = [RawSeries((("i", str(k)),), [(0, 1, bytes(rng.randrange(256) for _ in range(
+            rng.choice((0, 1, 2, 3, 40))))) for _ in range(rng.randrange(4))])
+               for k in range(rng.randrange(4))]
+        assert _samples(raw) == reference(raw)
