@@ -34,6 +34,12 @@ def take_step(loop: asyncio.AbstractEventLoop, task: asyncio.Task | None = None
     return ready.pop()
 
 
+def steps_taken(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether take_step may ever take a step of ``loop``'s: it has a ready queue (uvloop's
+    has none). For a caller that asks per connection, not per step."""
+    return _CURRENT_TASKS is not None and getattr(loop, "_ready", None) is not None
+
+
 def run_first_step(loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
     """Take the just created ``task``'s first step now (when take_step allows)."""
     step = take_step(loop, task)

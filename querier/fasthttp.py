@@ -23,7 +23,7 @@ from typing import Callable
 from aiohttp.http import SERVER_SOFTWARE
 from yarl import query_to_pairs  # what aiohttp's request.query and post() decode with
 
-from common.eagerstep import run_first_step
+from common.eagerstep import run_first_step, steps_taken
 from common.httpgzip import GZIP, MIN_BYTES, Coding, compressed, negotiate
 
 from ._request import parse_get
@@ -193,6 +193,7 @@ class FastConnection(asyncio.Protocol):
         self.aiohttp_handler = aiohttp_handler
         self.idle_timeout_s = idle_timeout_s
         self.loop = asyncio.get_running_loop()
+        self.eager = steps_taken(self.loop)  # (uvloop's: no step is ever taken)
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task | None = None
         self.buffered = b""
@@ -257,7 +258,7 @@ class FastConnection(asyncio.Protocol):
             return
         self.buffered = b""
         task = self.task = self.loop.create_task(self._serve(req))
-        if eager:
+        if eager and self.eager:
             run_first_step(self.loop, task)
 
     async def _serve(self, req: FastRequest) -> None:

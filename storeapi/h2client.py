@@ -26,7 +26,7 @@ import grpc
 import grpc.aio
 import hpack
 
-from common.eagerstep import take_step
+from common.eagerstep import steps_taken, take_step
 from storeapi import grpc_codec
 from storeapi._wire import grpc_messages, one_stream, request_frames
 from storeapi.h2frames import (
@@ -125,6 +125,7 @@ class _Connection(asyncio.Protocol):
         self.loop: asyncio.AbstractEventLoop | None = None  # (its lookup costs a getpid on 3.11)
         self.receiving = False  # inside data_received
         self.steps: list[asyncio.Handle] = []  # lazy calls' wake-ups, run once a read is done
+        self.eager = False  # the loop's steps can be taken (common.eagerstep; not uvloop's)
         self.fast = True  # reads of one stream's plain answer taken whole (_one_stream)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
@@ -132,6 +133,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.loop = asyncio.get_running_loop()
+        self.eager = steps_taken(self.loop)
         transport.write(PREFACE + settings_frame({
             ENABLE_PUSH: 0, INITIAL_WINDOW_SIZE: _STREAM_WINDOW, MAX_FRAME_SIZE: _MAX_FRAME,
             MAX_HEADER_LIST_SIZE: _MAX_HEADERS}) + window_update(0, _CONN_WINDOW))
@@ -219,7 +221,7 @@ class _Connection(asyncio.Protocol):
         w = call.waiter
         if w is not None and not w.done():
             w.set_result(None)
-            if call.lazy and self.receiving:
+            if call.lazy and self.receiving and self.eager:
                 step = take_step(self.loop)  # type: ignore[arg-type]
                 if step is not None:
                     self.steps.append(step)

@@ -10,7 +10,7 @@ import uvloop
 
 from common import aio
 from common.aio import gather_eager
-from common.eagerstep import run_first_step, take_step
+from common.eagerstep import run_first_step, steps_taken, take_step
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -137,3 +137,12 @@ def test_eager_step_leaves_uvloop_steps_queued():
         assert await task == 3
         assert steps == ["first"]
     aio.run(main())
+
+
+def test_steps_are_taken_on_asyncio_s_loop_only():
+    """steps_taken (asked once per connection) says whether take_step can ever take a step:
+    on asyncio's loop, not on uvloop's."""
+    async def main():
+        return steps_taken(asyncio.get_running_loop())
+    assert asyncio.run(main()) is True
+    assert aio.run(main()) is False
