@@ -380,10 +380,10 @@ class QueryAPI:
 
     def _timeout_s(self, p: dict) -> float:
         """The ``timeout`` parameter, capped by ``--query.timeout`` (<= 0: already expired)."""
-        raw = _first(p, "timeout")
-        if not raw:
+        raw = p.get("timeout")  # (as _first, without its call for the usual absent one)
+        if not raw or not raw[0]:
             return self.cfg.timeout_s
-        return min(parse_duration_ns(raw, "timeout") / 1e9, self.cfg.timeout_s)
+        return min(parse_duration_ns(raw[0], "timeout") / 1e9, self.cfg.timeout_s)
 
     def _options(self, request: RequestHead, p: dict) -> SelectOptions:
         """Thanos's read parameters: ``dedup``, ``replicaLabels[]``, ``partial_response``, and the
@@ -535,7 +535,7 @@ class QueryAPI:
         t0 = time.monotonic()
         resp = await self._evaluate(lambda engine, qa, expr: engine.instant(qa, q, t, expr),
                                     timeout_s, opts, eopts, limit,
-                                    bool(_first(p, "stats")), q,
+                                    "stats" in p and bool(_first(p, "stats")), q,
                                     start_ms=t, end_ms=t)
         self._log_if_slow(t0, resp, query=q, time=t / 1000)
         return resp
@@ -553,7 +553,7 @@ class QueryAPI:
         t0 = time.monotonic()
         resp = await self._evaluate(
             lambda engine, qa, expr: engine.range(qa, q, start, end, step, expr),
-            timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q,
+            timeout_s, opts, eopts, limit, "stats" in p and bool(_first(p, "stats")), q,
             (end - start) // step + 1,
             step, start, end)
         self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)

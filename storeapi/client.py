@@ -256,9 +256,39 @@ class _SeriesReader:
         """The last series and the dropped-chunks warning, once the stream ended."""
         out: list[list[RawSeries] | str] = [[self.cur]] if self.cur is not None else []
         if self.dropped:
-            out.append(f"{self.address}: ignored {self.dropped} chunks that are not raw XOR "
-                       "float or native histogram chunks")
+            out.append(self._dropped_warning())
         return out
+
+    def _dropped_warning(self) -> str:
+        return (f"{self.address}: ignored {self.dropped} chunks that are not raw XOR float or "
+                "native histogram chunks")
+
+    # For a caller that takes the whole answer (series_with_warnings): frames given to take(),
+    # then result(), with no list per frame or at the end.
+    whole: SeriesResult | None = None  # what take() kept so far
+
+    def take(self, frame: bytes) -> None:
+        """feed(), keeping what ``frame`` completes for result()."""
+        item = self.feed(frame)
+        if item is not None:
+            whole = self.whole
+            if whole is None:
+                whole = self.whole = SeriesResult([])
+            if isinstance(item, str):
+                whole.warnings.append(item)
+            else:
+                whole.series += item
+
+    def result(self) -> SeriesResult:
+        """Everything take() kept, then what finish() gives, once the stream ended."""
+        whole = self.whole
+        if whole is None:
+            whole = self.whole = SeriesResult([])
+        if self.cur is not None:
+            whole.series.append(self.cur)
+        if self.dropped:
+            whole.warnings.append(self._dropped_warning())
+        return whole
 
 
 async def _cancel(call) -> None:
@@ -400,24 +430,14 @@ class StoreClient:
                                    until: float | None = None, tenant: str = "") -> SeriesResult:
         """``until``: a loop time (the query's deadline) the call fails at with
         DEADLINE_EXCEEDED, if the client's own timeout has not ended it before."""
-        out = SeriesResult([])
         request = self._series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
                                        limit, partial_response)
         reader = _SeriesReader(self.address, self.native_histograms)
-
-        def add(item: list[RawSeries] | str | None) -> None:
-            if isinstance(item, str):
-                out.warnings.append(item)
-            elif item is not None:
-                out.series += item
         # frames taken as they arrive, in one coroutine: no async generator per layer
         request = request if isinstance(request, bytes) else request.SerializeToString()
-        await self._rpc().series_each(request, lambda frame: add(reader.feed(frame)),
-                                      timeout=self._timeout, until=until,
+        await self._rpc().series_each(request, reader.take, timeout=self._timeout, until=until,
                                       metadata=tenant_metadata(tenant))
-        for item in reader.finish():
-            add(item)
-        return out
+        return reader.result()
 
     async def series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                      skip_chunks: bool = False) -> list[RawSeries]:

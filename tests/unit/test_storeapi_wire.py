@@ -544,3 +544,44 @@ def test_with_times_takes_index_ints_and_refuses_other_types():
     for bad in ((1.0, 2, b""), (1, "2", b""), (1, 2, "rest"), (None, 2, b""), (1, 2)):
         with pytest.raises(TypeError):
             with_times(*bad)
+
+
+def test_a_reader_taking_the_whole_answer_keeps_what_feed_and_finish_give_in_order():
+    """_SeriesReader.take/result (series_with_warnings) against feed/finish collected by
+    hand: series split over frames merged, warnings in stream order, the dropped-chunks
+    warning last, native histogram chunks kept or dropped, empty streams."""
+    import random
+
+    from storeapi.client import SeriesResult, _SeriesReader
+
+    def frames(rng):
+        out = []
+        for k in range(rng.randrange(6)):
+            lbls = [labels_pb2.Label(name="i", value=str(rng.randrange(3)))]
+            if rng.random() < 0.2:
+                out.append(rpc_pb2.SeriesResponse(warning=f"w{k}").SerializeToString())
+                continue
+            chunks = [types_pb2.AggrChunk(min_time=k, max_time=k + 1, raw=types_pb2.Chunk(
+                type=rng.choice((types_pb2.Chunk.XOR, types_pb2.Chunk.XOR,
+                                 types_pb2.Chunk.HISTOGRAM)), data=b"\x00\x01"))
+                for _ in range(rng.randrange(1, 3))]
+            out.append(rpc_pb2.SeriesResponse(series=types_pb2.Series(
+                labels=lbls, chunks=chunks)).SerializeToString())
+        return out
+
+    def by_hand(reader, fs):
+        out = SeriesResult([])
+        for item in [reader.feed(f) for f in fs] + reader.finish():
+            if isinstance(item, str):
+                out.warnings.append(item)
+            elif item is not None:
+                out.series += item
+        return out
+
+    rng = random.Random(11)
+    for _ in range(300):
+        fs, hist = frames(rng), rng.random() < 0.5
+        taker = _SeriesReader("a:1", hist)
+        for f in fs:
+            taker.take(f)
+        assert taker.result() == by_hand(_SeriesReader("a:1", hist), fs)
