@@ -296,7 +296,9 @@ class FastConnection(asyncio.Protocol):
     async def _send(self, req: FastRequest, answer: Answer) -> None:
         chunks, status = answer.chunks, answer.status
         size = sum(map(len, chunks))
-        coding = negotiate(req.headers.get("accept-encoding", "")) if size >= MIN_BYTES else None
+        # (Headers keeps lower-cased names: a plain dict lookup, without Headers.get's call)
+        coding = (negotiate(dict.get(req.headers, "accept-encoding", "")) if size >= MIN_BYTES
+                  else None)
         if len(chunks) == 1:
             body = chunks[0] if coding is None else await compressed(coding, chunks[0])
             self._write(response_head(status, _fields(coding, b"Content-Length: %d\r\n" % len(body)),

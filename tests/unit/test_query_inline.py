@@ -289,3 +289,46 @@ def test_sample_count_read_in_c_steps_is_the_chunk_headers_sum_even_for_short_ch
             rng.choice((0, 1, 2, 3, 40))))) for _ in range(rng.randrange(4))])
                for k in range(rng.randrange(4))]
         assert _samples(raw) == reference(raw)
+
+
+def test_counting_a_fetched_select_is_fits_over_the_new_totals():
+    """_count adds a selection to the totals and says whether the query still fits the loop:
+    the same as _fits() over the new totals (and float-only data), at every limit's edge."""
+    import random
+
+    from querier.inline import InlineQuery, _samples
+    from storeapi.client import RawSeries, chunk_count
+
+    rng = random.Random(3)
+    for _ in range(400):
+        lim = InlineLimits(max_series=rng.randrange(5), max_chunks=rng.randrange(8),
+                           max_samples=rng.randrange(0, 600, 50),
+                           max_cost=rng.randrange(0, 3000, 100))
+        q = InlineQuery(None, rng.randrange(1, 4), rng.randrange(1, 20),
+                        rng.choice((0, 15_000)), lim)
+        for _ in range(rng.randrange(1, 3)):
+            raw = [RawSeries((("i", str(k)),), [(0, 1, rng.randrange(200).to_bytes(2, "big"))
+                                                for _ in range(rng.randrange(3))],
+                             rng.choice((False, False, None)))
+                   for k in range(rng.randrange(3))]
+            range_ms = rng.choice((0, 60_000))
+            before = (q.series, q.chunks, q.samples, q.windows)
+            got = q._count(raw, range_ms)
+            if any(s.histograms is not False for s in raw) and before[0] + len(raw) <= lim.max_series:
+                assert got is False  # native histograms may be in it: the worker decodes them
+                break
+            want_q = InlineQuery(None, q.nodes, q.steps, q.step_ms, lim)
+            want_q.series = before[0] + len(raw)
+            want_q.chunks = before[1] + chunk_count(raw)
+            want_q.samples = before[2] + _samples(raw)
+            want_q.windows = q.windows
+            if want_q.series > lim.max_series:
+                assert got is False
+                break
+            if want_q.chunks > lim.max_chunks:
+                assert got is False
+                break
+            assert (q.series, q.chunks, q.samples) == (want_q.series, want_q.chunks, want_q.samples)
+            assert got == want_q._fits()
+            if not got:
+                break
