@@ -509,10 +509,6 @@ class FanoutQueryable:
     cancels the selects in flight and fails any later one, so a worker stops fetching.
     """
 
-    # (class defaults, set per query only when they change: every query makes one)
-    _cancelled = False
-    _fetching: asyncio.Task | None = None  # the task of a fetch() in flight
-
     def __init__(self, stores: StoreSet, loop: asyncio.AbstractEventLoop,
                  opts: SelectOptions = DEFAULT_OPTIONS, deadline: float | None = None) -> None:
         self.stores = stores
@@ -521,8 +517,10 @@ class FanoutQueryable:
         self.deadline = deadline
         self.warnings: list[str] = []
         self._lock = threading.Lock()
+        self._cancelled = False
         self._pending: set[concurrent.futures.Future] = set()
         self._kept: dict[tuple, list] = {}  # select key -> raw series fetched on the loop
+        self._fetching: asyncio.Task | None = None  # the task of a fetch() in flight
 
     def cancel(self) -> None:
         with self._lock:

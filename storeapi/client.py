@@ -210,14 +210,13 @@ class _SeriesReader:
     stream order: a series the store split over frames is merged, so a series is given out
     once the next one starts (or at the end)."""
 
-    # (class defaults: set per reader only once they change)
-    kept_histograms = 0
-    cur: RawSeries | None = None  # the last series: the next frame may continue it
-    dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
-
     def __init__(self, address: str, native_histograms: bool) -> None:
         self.address = address
         self.hist = self._histogram_chunk if native_histograms else None
+        self.kept_histograms = 0
+        self.cur: RawSeries | None = None  # the last series: the next frame may continue it
+        self.dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
+        self.whole: SeriesResult | None = None  # what take() kept so far
 
     def _histogram_chunk(self, data: bytes, chunk_type: int) -> EncodedChunk:
         self.kept_histograms += 1
@@ -265,7 +264,6 @@ class _SeriesReader:
 
     # For a caller that takes the whole answer (series_with_warnings): frames given to take(),
     # then result(), with no list per frame or at the end.
-    whole: SeriesResult | None = None  # what take() kept so far
 
     def take(self, frame: bytes) -> None:
         """feed(), keeping what ``frame`` completes for result()."""
