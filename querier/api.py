@@ -421,8 +421,10 @@ class QueryAPI:
             except ValueError as e:
                 raise BadParam(str(e)) from None
             return tenant
-        return (request.headers.get(self.cfg.tenant_header)
-                or request.headers.get(DEFAULT_TENANT_HEADER) or self.cfg.default_tenant)
+        tenant = request.headers.get(self.cfg.tenant_header)
+        if not tenant and self.cfg.tenant_header != DEFAULT_TENANT_HEADER:  # (else read again)
+            tenant = request.headers.get(DEFAULT_TENANT_HEADER)
+        return tenant or self.cfg.default_tenant
 
     async def _evaluate(self, run, timeout_s: float, opts: SelectOptions,
                         eopts: EngineOptions, limit: int, stats: bool = False, query: str = "",

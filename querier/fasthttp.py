@@ -266,7 +266,8 @@ class FastConnection(asyncio.Protocol):
         try:
             answer = await self.front.handlers[req.route](req, req.params)
             await self._send(req, answer)
-            await self._drain()  # a client that does not read its answers is sent no more
+            if self.drained is not None or self.transport is None:  # (else _drain has no wait)
+                await self._drain()  # a client that does not read its answers is sent no more
         except asyncio.CancelledError:
             self.close()
             raise

@@ -150,9 +150,10 @@ class LoopQueryable:
     """The engine's queryable on the loop: selects answered from ``raw`` (fetched by
     :class:`InlineQuery`); any other select raises :class:`_NeedSelect`."""
 
-    def __init__(self, fanout: FanoutQueryable) -> None:
+    def __init__(self, fanout: FanoutQueryable, raw: dict[tuple, list[RawSeries]] | None = None
+                 ) -> None:
         self.fanout = fanout
-        self.raw: dict[tuple, list[RawSeries]] = {}
+        self.raw: dict[tuple, list[RawSeries]] = {} if raw is None else raw
 
     def select(self, matchers, mint: int, maxt: int):
         return self.select_with_hints(matchers, mint, maxt)
@@ -176,7 +177,7 @@ class InlineQuery:
     def __init__(self, fanout: FanoutQueryable, nodes: int, steps: int, step_ms: int,
                  limits: InlineLimits = DEFAULT_INLINE_LIMITS) -> None:
         self.fanout = fanout
-        self.queryable = LoopQueryable(fanout)
+        self.raw: dict[tuple, list[RawSeries]] = {}  # fetched selects (the engine's LoopQueryable)
         self.nodes = nodes
         self.steps = steps
         self.step_ms = step_ms
@@ -210,11 +211,11 @@ class InlineQuery:
     async def _fetch(self, key: tuple, range_ms: int) -> bool:
         """Fetch a select's data; False when it may not (more selects than allowed) or the
         query no longer fits the loop."""
-        if len(self.queryable.raw) >= self.limits.max_selects:
+        if len(self.raw) >= self.limits.max_selects:
             return False
         matchers, mint, maxt = key
         raw = await self.fanout.fetch(list(matchers), mint, maxt)
-        self.queryable.raw[key] = raw
+        self.raw[key] = raw
         return self._count(raw, range_ms)
 
     async def evaluate(self, run, engine, planned: list[tuple[tuple, int]] = (),
@@ -230,17 +231,18 @@ class InlineQuery:
         for key, range_ms in planned[:self.limits.max_selects]:
             if not (fits := await self._fetch(key, range_ms)):
                 break
-        if fits and direct is not None and (res := direct(self.queryable.raw)) is not None:
+        if fits and direct is not None and (res := direct(self.raw)) is not None:
             return res
+        queryable = LoopQueryable(self.fanout, self.raw)  # (not made when direct answered)
         for _ in range(self.limits.max_selects + 1):
             if not fits:
                 break
             try:
-                return run(engine, self.queryable)
+                return run(engine, queryable)
             except _Decline:
                 break
             except _NeedSelect as e:
                 fits = await self._fetch(e.key, e.range_ms)
-        for key, raw in self.queryable.raw.items():
+        for key, raw in self.raw.items():
             self.fanout.keep(key, raw)
         return None

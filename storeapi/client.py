@@ -247,7 +247,8 @@ class _SeriesReader:
         if first == len(payload):
             return None
         done = [cur] if cur is not None else []
-        done += [RawSeries(lbls, chunks, plain) for lbls, chunks in payload[first:]]
+        for lbls, chunks in payload[first:] if first else payload:  # (no comprehension's call)
+            done.append(RawSeries(lbls, chunks, plain))
         self.cur = done.pop()
         return done or None
 
@@ -433,8 +434,9 @@ class StoreClient:
         reader = _SeriesReader(self.address, self.native_histograms)
         # frames taken as they arrive, in one coroutine: no async generator per layer
         request = request if isinstance(request, bytes) else request.SerializeToString()
-        await self._rpc().series_each(request, reader.take, timeout=self._timeout, until=until,
-                                      metadata=tenant_metadata(tenant))
+        await (self._stubs or self._rpc()).series_each(
+            request, reader.take, timeout=self._timeout, until=until,
+            metadata=tenant_metadata(tenant))
         return reader.result()
 
     async def series(self, mint: int, maxt: int, matchers: Iterable[Matcher],

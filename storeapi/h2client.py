@@ -631,6 +631,17 @@ class H2Channel:
         """A server-streaming call started; (its connection, the call, its loop deadline): the
         sooner of ``timeout`` from now and ``until`` (a loop time, e.g. the query's deadline:
         the caller needs no timer of its own around the call)."""
+        conn, call, deadline = self._open_now(method, request, timeout, until, lazy, metadata)
+        if conn is not None:
+            return conn, call, deadline
+        return await self._start_stream(method, request, timeout, lazy, metadata, deadline)
+
+    def _open_now(self, method: str, request: bytes, timeout: float | None,
+                  until: float | None, lazy: bool, metadata: bytes
+                  ) -> tuple[_Connection | None, _Call, float | None]:
+        """_open_stream's usual call, on a live connection with nothing to wait for (no timer,
+        no coroutine): (the connection, the call, its deadline); the connection is None when
+        _start_stream must start it instead (nothing sent)."""
         conn, call = self._conn, _Call(True, 0, lazy)
         loop = conn.loop if conn is not None and conn.loop is not None else \
             asyncio.get_running_loop()
@@ -638,8 +649,15 @@ class H2Channel:
         if until is not None and (deadline is None or until < deadline):
             deadline = until
         if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
-                call, self._header_block(method, timeout) + metadata, self._message(request))):
-            return conn, call, deadline  # the usual call on a live connection: no timer
+                call, (self._headers.get((method, timeout)) or self._header_block(method, timeout))
+                + metadata, self._message(request))):
+            return conn, call, deadline
+        return None, call, deadline
+
+    async def _start_stream(self, method: str, request: bytes, timeout: float | None,
+                            lazy: bool, metadata: bytes, deadline: float | None
+                            ) -> tuple[_Connection, _Call, float | None]:
+        """A server-streaming call started when _open_now could not, within ``deadline``."""
         try:
             async with asyncio.timeout_at(deadline):
                 conn, call = await self._start(method, request, timeout, True, lazy, metadata)
@@ -651,7 +669,8 @@ class H2Channel:
         """The messages the call's oldest unread DATA completes (its window given back)."""
         data = call.chunks.popleft()
         call.size -= len(data)
-        conn.consumed(call, len(data))
+        if not call.done:  # (a done call's window is not given back)
+            conn.consumed(call, len(data))
         buf += data
         return self._messages(buf, call)
 
@@ -661,7 +680,8 @@ class H2Channel:
             raise call.error
         if not call.ended:
             return False
-        self._status(call)
+        if call.headers.get("grpc-status") != "0":  # (OK, the usual answer: no call)
+            self._status(call)
         if buf:
             raise RpcError(grpc.StatusCode.INTERNAL, "stream ended inside a message")
         return True
@@ -693,8 +713,10 @@ class H2Channel:
         per layer above it cost more than a small call's messages do). An exception from
         ``on_message`` cancels the stream and is raised. ``until``: a loop time the call fails
         at (DEADLINE_EXCEEDED) if ``timeout`` has not ended it before."""
-        conn, call, deadline = await self._open_stream(method, request, timeout, until,
-                                                       lazy=True, metadata=metadata)
+        conn, call, deadline = self._open_now(method, request, timeout, until, True, metadata)
+        if conn is None:  # (no coroutine for the usual call: see _open_now)
+            conn, call, deadline = await self._start_stream(method, request, timeout, True,
+                                                            metadata, deadline)
         buf = bytearray()
         try:
             while True:
