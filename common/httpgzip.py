@@ -83,9 +83,14 @@ def mark_encoded(headers, coding: Coding) -> None:
 
 async def compressed(coding: Coding, body: bytes) -> bytes:
     """``body`` compressed: on the loop when small, in a worker thread when large."""
-    if len(body) <= INLINE_MAX_BYTES:
-        return coding.compress(body)
-    return await asyncio.to_thread(coding.compress, body)
+    got = compressed_now(coding, body)
+    return got if got is not None else await asyncio.to_thread(coding.compress, body)
+
+
+def compressed_now(coding: Coding, body: bytes) -> bytes | None:
+    """``body`` compressed on the loop when it is small enough, else None (for a caller that
+    awaits :func:`compressed` only then: a coroutine less per answer)."""
+    return coding.compress(body) if len(body) <= INLINE_MAX_BYTES else None
 
 
 async def compress_response(request: web.BaseRequest, resp: web.Response) -> None:

@@ -24,7 +24,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from yarl import query_to_pairs  # what aiohttp's request.query and post() decode with
 
 from common.eagerstep import run_first_step, steps_taken
-from common.httpgzip import GZIP, MIN_BYTES, Coding, compressed, negotiate
+from common.httpgzip import GZIP, MIN_BYTES, Coding, compressed, compressed_now, negotiate
 
 from ._request import parse_get
 from .api import Answer, QueryAPI
@@ -301,7 +301,9 @@ class FastConnection(asyncio.Protocol):
         coding = (negotiate(dict.get(req.headers, "accept-encoding", "")) if size >= MIN_BYTES
                   else None)
         if len(chunks) == 1:
-            body = chunks[0] if coding is None else await compressed(coding, chunks[0])
+            body = chunks[0] if coding is None else compressed_now(coding, chunks[0])
+            if body is None:  # (large: compressed in a worker thread)
+                body = await compressed(coding, chunks[0])
             self._write(response_head(status, _fields(coding, b"Content-Length: %d\r\n" % len(body)),
                                       self.front.date(), req.close) + body)
             return

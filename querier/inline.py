@@ -116,8 +116,8 @@ def _select_of(vs: ast.VectorSelector, range_ms: int, first_ms: int, last_ms: in
     mint, maxt = first_ms - off - (range_ms or lookback_ms) + 1, last_ms - off
     if mint - 2 <= INT64_MIN or maxt >= INT64_MAX:
         return None  # the engine refuses it
-    try:
-        ms = selector_matchers(vs)
+    try:  # (a plain selector's tree has them already: no call)
+        ms = vs.store_matchers or selector_matchers(vs)
     except PromQLError:
         return None  # the engine answers the error
     if all(map(_MATCHES_EMPTY, ms)):

@@ -157,11 +157,17 @@ class _Stubs:
             return call
 
         def each(path: str):
+            m = None  # the method's counts, found at its first call (listed from then on)
+
             async def call(req: bytes, on_message: Callable[[bytes], None],
                            timeout: float | None = None, until: float | None = None,
                            metadata: bytes = b"") -> None:
                 # (as _begin and _done, in fewer steps: every query's Series call)
-                m = metrics.called(path, "server_stream") if metrics is not None else None
+                nonlocal m
+                if metrics is not None:
+                    m = m or metrics.method(path, "server_stream")
+                    m.started += 1
+                    m.sent += 1
                 t0 = time.perf_counter()
                 try:
                     await ch.unary_stream_each(path, req, timeout, on_message, until, metadata)
@@ -247,9 +253,10 @@ class _SeriesReader:
         if first == len(payload):
             return None
         done = [cur] if cur is not None else []
-        for lbls, chunks in payload[first:] if first else payload:  # (no comprehension's call)
+        last = len(payload) - 1  # kept as the current series: the next frame may continue it
+        for lbls, chunks in payload[first:last]:  # (a loop: a comprehension is a call on 3.11)
             done.append(RawSeries(lbls, chunks, plain))
-        self.cur = done.pop()
+        self.cur = RawSeries(*payload[last], plain)
         return done or None
 
     def finish(self) -> list[list[RawSeries] | str]:

@@ -71,14 +71,6 @@ class _RpcMetrics:
         m.received += 1
         return m
 
-    def called(self, path: str, kind: str) -> "_Method":
-        """A client call of ``path`` that started, with its one request message sent; it ends
-        with ``_Method.end`` (fewer calls than ``begin``, for the hot Series stream)."""
-        m = self._methods.get((path, kind)) or self.method(path, kind)
-        m.started += 1
-        m.sent += 1
-        return m
-
     def method(self, path: str, kind: str) -> "_Method":
         m = self._methods.get((path, kind))
         if m is None:

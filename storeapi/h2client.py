@@ -118,6 +118,7 @@ class _Connection(asyncio.Protocol):
         self.window_open = asyncio.Event()
         self.can_write = asyncio.Event()
         self.can_write.set()
+        self.writable = True  # can_write.is_set(), read without a call (open_now)
         # One timer for the deadlines of all its calls, armed at the soonest one a call waits
         # for (see wait): a call finishing long before its deadline costs no timer.
         self.timer: asyncio.TimerHandle | None = None
@@ -144,9 +145,11 @@ class _Connection(asyncio.Protocol):
         self._lost()
 
     def pause_writing(self) -> None:
+        self.writable = False
         self.can_write.clear()
 
     def resume_writing(self) -> None:
+        self.writable = True
         self.can_write.set()
 
     def data_received(self, data: bytes) -> None:
@@ -358,6 +361,7 @@ class _Connection(asyncio.Protocol):
         for sid in list(self.calls):
             self._fail(sid, err)
         self.window_open.set()
+        self.writable = True
         self.can_write.set()
 
     # --- waiting for a call, within its deadline -----------------------------------------------
@@ -477,7 +481,7 @@ class _Connection(asyncio.Protocol):
         nothing sent (``open`` then waits, under a timer)."""
         n = len(data)
         if (len(self.calls) >= self.peer_streams or self.closed or self.draining
-                or not self.can_write.is_set() or n > min(self.peer_window, self.send_window)):
+                or not self.writable or n > min(self.peer_window, self.send_window)):
             return False
         if n > self.peer_frame:  # more than one DATA frame (a huge request)
             out = self._new_stream(call, header_block)

@@ -951,9 +951,9 @@ def test_request_frames_in_c_match_the_python_frames():
 
 
 def test_series_with_warnings_counts_grpc_client_metrics_as_iter_series_does():
-    """The Series stub taken whole (series_with_warnings, metrics.called) and the streamed
-    one (iter_series, begin/done) count a call the same: started, one message sent, handled by
-    code, timed; also for a call that fails (UNAVAILABLE: nothing listens)."""
+    """The Series stub taken whole (series_with_warnings, its method's counts kept) and the
+    streamed one (iter_series, begin/done) count a call the same: started, one message sent,
+    handled by code, timed; also for a call that fails (UNAVAILABLE: nothing listens)."""
     from prometheus_client import CollectorRegistry
 
     from receiver.tsdb.labels import Matcher, MatchType
