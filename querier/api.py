@@ -183,9 +183,10 @@ def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int
     res = run(engine, queryable, expr)
     return result_to_json(res, engine, queryable, limit, stats_queue_s, time.perf_counter() - t0)
 
-def result_to_json(res: QueryResult, engine: Engine, queryable: FanoutQueryable, limit: int,
-                   stats_queue_s: float | None, eval_s: float) -> list[bytes]:
-    """An evaluated query's answer, with the stores' warnings (and ``stats`` if asked)."""
+def result_to_json(res: QueryResult, engine: Engine | None, queryable: FanoutQueryable,
+                   limit: int, stats_queue_s: float | None, eval_s: float) -> list[bytes]:
+    """An evaluated query's answer, with the stores' warnings (and ``stats`` if asked: then
+    ``engine`` is the one that evaluated it)."""
     for w in queryable.warnings:
         if w not in res.warnings:
             res.warnings.append(w)
@@ -446,15 +447,14 @@ class QueryAPI:
         left = deadline - loop.time()
         queued_s = timeout_s - left if stats else None
         queryable = FanoutQueryable(self.stores, loop, opts, deadline=deadline)
-        engine = Engine(eopts, timeout_s=left)
         self._running.add(queryable)
 
         def done(_=None) -> None:
             self._running.discard(queryable)
             self._slots.give_back()
         try:
-            expr, body = await self._on_loop(run, engine, queryable, query, steps, step_ms,
-                                             limit, queued_s, start_ms, end_ms)
+            expr, body, engine = await self._on_loop(run, eopts, left, queryable, query, steps,
+                                                     step_ms, limit, queued_s, start_ms, end_ms)
         except Exception as e:
             done()
             return query_error(e)
@@ -464,6 +464,7 @@ class QueryAPI:
         if body is not None:
             done()
             return Answer(200, body)
+        engine = engine or Engine(eopts, timeout_s=left)  # (the loop's, if it made one)
         try:
             work = loop.run_in_executor(self._pool, evaluate_to_json, run, engine, queryable,
                                         limit, queued_s, expr)
@@ -483,37 +484,46 @@ class QueryAPI:
             return query_error(e)
         return Answer(200, body)
 
-    async def _on_loop(self, run, engine: Engine, queryable: FanoutQueryable, query: str,
-                       steps: int, step_ms: int, limit: int, queued_s: float | None,
-                       start_ms: int | None = None, end_ms: int | None = None):
-        """(the parsed query or None, the answer or None): the answer when the query was small
-        enough to evaluate on the loop (querier.inline), else None for the worker to run it."""
+    async def _on_loop(self, run, eopts: EngineOptions, timeout_s: float,
+                       queryable: FanoutQueryable, query: str, steps: int, step_ms: int,
+                       limit: int, queued_s: float | None, start_ms: int | None = None,
+                       end_ms: int | None = None):
+        """(the parsed query or None, the answer or None, the engine it made or None): the
+        answer when the query was small enough to evaluate on the loop (querier.inline), else
+        None for the worker to run it. The engine (``eopts``, ``timeout_s``) is made only once
+        an evaluation needs it: not for a plain selector answered by querier.plainrange."""
         if not query or len(query) > self.inline.max_query_chars:
-            return None, None  # long text is parsed in the worker: not on the loop
+            return None, None, None  # long text is parsed in the worker: not on the loop
         t0 = time.perf_counter()
         expr = self.parsed.parse(query)
         nodes = plan_nodes(expr, self.inline)
         if nodes is None:
-            return expr, None
+            return expr, None, None
         planned = []
         if start_ms is not None and not queryable.opts.max_resolution_ms:
             planned = plan_selects(expr, start_ms, start_ms + (steps - 1) * step_ms,
-                                   engine.opts.lookback_delta_ms)
+                                   eopts.lookback_delta_ms)
         direct = None
         if (end_ms is not None and queued_s is None and len(planned) == 1
                 and plain_selector(expr) is not None):
-            key, lb, most = planned[0][0], engine.opts.lookback_delta_ms, engine.opts.max_samples
+            key, lb, most = planned[0][0], eopts.lookback_delta_ms, eopts.max_samples
             direct = ((lambda raw: plain_range(queryable, raw[key], start_ms, end_ms, step_ms, lb,
                                                most)) if step_ms > 0 else
                       (lambda raw: plain_instant(queryable, raw[key], start_ms, lb, most)))
+        engine: Engine | None = None
+
+        def run_engine(q) -> QueryResult:
+            nonlocal engine
+            engine = engine or Engine(eopts, timeout_s=timeout_s)
+            return run(engine, q, expr)
         res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
-            lambda e, q: run(e, q, expr), engine, planned, direct)
+            run_engine, planned, direct)
         if res is None:
-            return expr, None
+            return expr, None, engine
         if queued_s is None and not queryable.warnings and (body := one_matrix_json(res)):
-            return expr, body
+            return expr, body, engine
         return expr, result_to_json(res, engine, queryable, limit, queued_s,
-                                    time.perf_counter() - t0)
+                                    time.perf_counter() - t0), engine
 
     async def query(self, request: web.Request) -> web.StreamResponse:
         answer = await self.instant_query(request, await self._params(request))

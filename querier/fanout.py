@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry
 
+from common.eagerstep import current_task
 from common.tls import ClientTLS
 from querier.dedup import chain, penalty, strip_labels
 from querier.downsampled import aggrs_from_func, max_resolution_for, series_samples
@@ -571,7 +572,7 @@ class FanoutQueryable:
         if self._cancelled:
             raise PromQLError("timeout", TIMEOUT_MSG)
         # the loop given: looking it up costs a getpid() system call per fetch on 3.11
-        task = self._fetching = asyncio.current_task(self.loop)
+        task = self._fetching = current_task(self.loop)
         # The deadline goes down to the store calls (their own timer ends them at it): no
         # timeout context and timer of its own per fetch. A call ended by it is an endpoint
         # failure there; here, past the deadline, the query has timed out whatever that was.

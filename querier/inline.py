@@ -218,10 +218,10 @@ class InlineQuery:
         self.raw[key] = raw
         return self._count(raw, range_ms)
 
-    async def evaluate(self, run, engine, planned: list[tuple[tuple, int]] = (),
-                       direct=None):
-        """The query's result, or None: hand it to the worker (data fetched so far is kept in
-        the fanout queryable, so the worker does not fetch it again). ``planned``: (key,
+    async def evaluate(self, run, planned: list[tuple[tuple, int]] = (), direct=None):
+        """The query's result, ``run(queryable)`` (the engine's evaluation), or None: hand it
+        to the worker (data fetched so far is kept in the fanout queryable, so the worker does
+        not fetch it again). ``planned``: (key,
         range) of selects to fetch before evaluating (:func:`plan_selects`); ``direct``: given
         the fetched {key: raw series}, the result without the engine or None (e.g.
         querier.plainrange), tried once the planned selects are in."""
@@ -238,7 +238,7 @@ class InlineQuery:
             if not fits:
                 break
             try:
-                return run(engine, queryable)
+                return run(queryable)
             except _Decline:
                 break
             except _NeedSelect as e:

@@ -287,9 +287,7 @@ class _SeriesReader:
 
     def result(self) -> SeriesResult:
         """Everything take() kept, then what finish() gives, once the stream ended."""
-        whole = self.whole
-        if whole is None:
-            whole = self.whole = SeriesResult([])
+        whole = self.whole or SeriesResult([])
         if self.cur is not None:
             whole.series.append(self.cur)
         if self.dropped:

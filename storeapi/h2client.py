@@ -582,9 +582,10 @@ class H2Channel:
 
     def _message(self, request: bytes) -> bytes:
         """The request as a length-prefixed gRPC message, compressed by ``encoding``."""
-        compressed = self.encoding != grpc_codec.IDENTITY
-        payload = grpc_codec.compress(self.encoding, request) if compressed else request
-        return _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
+        if self.encoding == grpc_codec.IDENTITY:
+            return _PREFIX.pack(0, len(request)) + request
+        payload = grpc_codec.compress(self.encoding, request)
+        return _PREFIX.pack(1, len(payload)) + payload
 
     async def _start(self, method: str, request: bytes, timeout: float | None,
                      streaming: bool, lazy: bool = False, metadata: bytes = b""

@@ -146,3 +146,18 @@ def test_steps_are_taken_on_asyncio_s_loop_only():
         return steps_taken(asyncio.get_running_loop())
     assert asyncio.run(main()) is True
     assert aio.run(main()) is False
+
+
+def test_current_task_of_a_given_loop_is_asyncio_s_on_both_loops():
+    from common.eagerstep import current_task
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        return current_task(loop) is asyncio.current_task(loop) is not None
+
+    assert asyncio.run(main()) and aio.run(main())
+    idle = asyncio.new_event_loop()
+    try:
+        assert current_task(idle) is None  # no task running there
+    finally:
+        idle.close()

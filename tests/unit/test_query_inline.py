@@ -332,3 +332,40 @@ def test_counting_a_fetched_select_is_fits_over_the_new_totals():
             assert got == want_q._fits()
             if not got:
                 break
+
+
+def test_an_engine_is_made_only_for_queries_the_engine_evaluates(tmp_path, monkeypatch):
+    """A plain one-series range query answered by querier.plainrange makes no Engine; one the
+    engine evaluates on the loop makes one, and so does one handed to the worker; the answers
+    are the same either way."""
+    import querier.api
+    from querier.promql import Engine
+
+    made = []
+
+    class Counted(Engine):
+        def __init__(self, *a, **kw) -> None:
+            made.append(1)
+            super().__init__(*a, **kw)
+    monkeypatch.setattr(querier.api, "Engine", Counted)
+    rng = {"start": str(T0 / 1000), "end": str(T0 / 1000 + 1800), "step": "15"}
+
+    async def go():
+        async with cluster(tmp_path) as c:
+            await c.push(_series(3, 200))
+            api = c.querier.api
+            got = []
+            for query, engines in (('m{i="1"}', 0), ('m{i="0"} / on() c', 1),
+                                   ('m{i="1"}', 0)):
+                made.clear()
+                async with c.http.get(c.base + QR, params={"query": query, **rng}) as r:
+                    got.append((r.status, await r.read()))
+                assert len(made) == engines, query
+            api.inline = WORKER_ONLY
+            for query in ('m{i="1"}', 'm{i="0"} / on() c'):
+                made.clear()
+                async with c.http.get(c.base + QR, params={"query": query, **rng}) as r:
+                    assert (r.status, await r.read()) == got[0 if query == 'm{i="1"}' else 1]
+                assert len(made) == 1
+            assert got[0][0] == got[1][0] == 200 and got[0] == got[2]
+    run(go())
