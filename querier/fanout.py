@@ -589,7 +589,9 @@ class FanoutQueryable:
             raise
         finally:
             self._fetching = None
-        self._check_deadline()
+        # past the deadline the query has timed out (_check_deadline, without its call)
+        if self.deadline is not None and self.loop.time() >= self.deadline:
+            raise PromQLError("timeout", TIMEOUT_MSG)
         return raw
 
     def _check_deadline(self) -> None:
