@@ -221,10 +221,10 @@ class InlineQuery:
     async def evaluate(self, run, planned: list[tuple[tuple, int]] = (), direct=None):
         """The query's result, ``run(queryable)`` (the engine's evaluation), or None: hand it
         to the worker (data fetched so far is kept in the fanout queryable, so the worker does
-        not fetch it again). ``planned``: (key,
-        range) of selects to fetch before evaluating (:func:`plan_selects`); ``direct``: given
-        the fetched {key: raw series}, the result without the engine or None (e.g.
-        querier.plainrange), tried once the planned selects are in."""
+        not fetch it again). ``planned``: (key, range) of selects to fetch before evaluating
+        (:func:`plan_selects`); ``direct``: given the fetched {key: raw series}, the result
+        without the engine or None (e.g. querier.plainrange), tried once the planned selects
+        are in."""
         if not self._fits():
             return None
         fits = True
