@@ -63,7 +63,6 @@ def store_over(blocks: Path, repo: Path = REPO) -> Iterator[int]:
 async def per_query(api, end_ms: int, hours: int, n: int, query: str) -> tuple[float, float]:
     """(CPU ms, loop iterations) per ``_on_loop`` call of a range query, medians of batches."""
     from querier.fanout import FanoutQueryable
-    from querier.promql import Engine
     loop = asyncio.get_running_loop()
     start, step = end_ms - hours * HOUR_MS, hours * 3600_000 // POINTS
     steps = (end_ms - start) // step + 1
@@ -83,8 +82,8 @@ async def per_query(api, end_ms: int, hours: int, n: int, query: str) -> tuple[f
             c0, i0 = time.process_time(), iterations[0]
             for _ in range(n // 12):
                 qa = FanoutQueryable(api.stores, loop, api._options_default, deadline=loop.time() + 60)
-                engine = Engine(api.engine_opts)
-                _, body = await api._on_loop(run, engine, qa, query, steps, step, 0, None)
+                _, body, _ = await api._on_loop(run, api.engine_opts, api.engine_opts.timeout_s,
+                                                qa, query, steps, step, 0, None)
                 assert body is not None, "not evaluated inline"
             if batch:  # the first batch warms up
                 cpu.append((time.process_time() - c0) / (n // 12) * 1e3)

@@ -20,6 +20,11 @@ from asyncio import tasks
 _CURRENT_TASKS: dict | None = getattr(tasks, "_current_tasks", None)
 
 
+# current_task(loop): asyncio.current_task(loop) for a given loop (never None), in one C call
+# (3.11's is a Python function around this lookup)
+current_task = _CURRENT_TASKS.get if _CURRENT_TASKS is not None else asyncio.current_task
+
+
 def take_step(loop: asyncio.AbstractEventLoop, task: asyncio.Task | None = None
               ) -> asyncio.Handle | None:
     """The handle ``loop`` queued last, taken off its ready queue when it is a step of a Task
@@ -32,6 +37,12 @@ def take_step(loop: asyncio.AbstractEventLoop, task: asyncio.Task | None = None
     if owner is not task if task is not None else not isinstance(owner, asyncio.Task):
         return None
     return ready.pop()
+
+
+def steps_taken(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether take_step may ever take a step of ``loop``'s: it has a ready queue (uvloop's
+    has none). For a caller that asks per connection, not per step."""
+    return _CURRENT_TASKS is not None and getattr(loop, "_ready", None) is not None
 
 
 def run_first_step(loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:

@@ -11,6 +11,7 @@ thread above that, so neither a thread hop per small answer nor a long stall of 
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -38,9 +39,11 @@ class Coding:
 GZIP = Coding("gzip", 31)  # zlib window bits of gzip framing
 
 
+@functools.lru_cache(maxsize=64)
 def negotiate(accept_encoding: str) -> Coding | None:
     """gzip when a ``gzip`` token (any letter case) has no q-value or one above 0, else None;
-    never deflate, ``*`` or ``x-gzip`` (Thanos's gzhttp)."""
+    never deflate, ``*`` or ``x-gzip`` (Thanos's gzhttp). Kept per header value: a client
+    sends the same one with every request."""
     for token in accept_encoding.split(","):
         name, _, params = token.partition(";")
         if name.strip().lower() != "gzip":
@@ -80,9 +83,14 @@ def mark_encoded(headers, coding: Coding) -> None:
 
 async def compressed(coding: Coding, body: bytes) -> bytes:
     """``body`` compressed: on the loop when small, in a worker thread when large."""
-    if len(body) <= INLINE_MAX_BYTES:
-        return coding.compress(body)
-    return await asyncio.to_thread(coding.compress, body)
+    got = compressed_now(coding, body)
+    return got if got is not None else await asyncio.to_thread(coding.compress, body)
+
+
+def compressed_now(coding: Coding, body: bytes) -> bytes | None:
+    """``body`` compressed on the loop when it is small enough, else None (for a caller that
+    awaits :func:`compressed` only then: a coroutine less per answer)."""
+    return coding.compress(body) if len(body) <= INLINE_MAX_BYTES else None
 
 
 async def compress_response(request: web.BaseRequest, resp: web.Response) -> None:

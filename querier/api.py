@@ -183,9 +183,10 @@ def evaluate_to_json(run, engine: Engine, queryable: FanoutQueryable, limit: int
     res = run(engine, queryable, expr)
     return result_to_json(res, engine, queryable, limit, stats_queue_s, time.perf_counter() - t0)
 
-def result_to_json(res: QueryResult, engine: Engine, queryable: FanoutQueryable, limit: int,
-                   stats_queue_s: float | None, eval_s: float) -> list[bytes]:
-    """An evaluated query's answer, with the stores' warnings (and ``stats`` if asked)."""
+def result_to_json(res: QueryResult, engine: Engine | None, queryable: FanoutQueryable,
+                   limit: int, stats_queue_s: float | None, eval_s: float) -> list[bytes]:
+    """An evaluated query's answer, with the stores' warnings (and ``stats`` if asked: then
+    ``engine`` is the one that evaluated it)."""
     for w in queryable.warnings:
         if w not in res.warnings:
             res.warnings.append(w)
@@ -231,6 +232,26 @@ def series_to_json(results: list, limit: int, warnings: list[str]) -> list[bytes
             seen.setdefault(s.labels, None)
     return metadata_to_json([dict(lbls) for lbls in sorted(seen)], limit, warnings)
 
+class _Slots(asyncio.Semaphore):
+    """--query.max-concurrent's semaphore, with the uncontended take and give-back of a query
+    as a few steps: Semaphore's locked(), acquire() and release() are a dozen Python lines a
+    query. (querier.querymetrics reads the same _value and _waiters.)"""
+
+    def take_now(self) -> bool:
+        """Take a slot when acquire() would at once: one is free and no one waits for it;
+        False (nothing taken) otherwise."""
+        if self._value > 0 and not self._waiters:
+            self._value -= 1
+            return True
+        return False
+
+    def give_back(self) -> None:
+        """release(): the slot freed, the next waiter (if any) woken."""
+        self._value += 1
+        if self._waiters:
+            self._wake_up_next()
+
+
 class QueryAPI:
     def __init__(self, cfg: QueryConfig, stores: StoreSet, registry: CollectorRegistry) -> None:
         self.cfg = cfg
@@ -244,7 +265,7 @@ class QueryAPI:
                                          features=cfg.promql_features)
         # A query holds its slot until its worker is done, also after its answer (a timeout)
         # went out: --query.max-concurrent bounds the work running, not just the requests.
-        self._slots = asyncio.Semaphore(cfg.max_concurrent)
+        self._slots = _Slots(cfg.max_concurrent)
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent, thread_name_prefix="query")
         self._running: set[FanoutQueryable] = set()
         add_engine_metrics(registry, self._slots, cfg.max_concurrent)
@@ -349,21 +370,21 @@ class QueryAPI:
         once per tenant (at most _MAX_TENANT_DEFAULTS kept)."""
         if self.cfg.auto_downsampling or not _OPTION_PARAMS.isdisjoint(p):
             return self._resolution(p, self._options(request, p), step_ms)
-        tenant = self._tenant(request)
+        tenant = self._tenant_name(request)  # a kept tenant's name was valid when kept
         got = self._tenant_defaults.get(tenant)
         if got is None:
+            got = self._resolution(p, self._options(request, p), step_ms)  # (checks the name)
             if len(self._tenant_defaults) >= _MAX_TENANT_DEFAULTS:
                 self._tenant_defaults.clear()
-            got = self._tenant_defaults[tenant] = self._resolution(
-                p, self._options(request, p), step_ms)
+            self._tenant_defaults[tenant] = got
         return got
 
     def _timeout_s(self, p: dict) -> float:
         """The ``timeout`` parameter, capped by ``--query.timeout`` (<= 0: already expired)."""
-        raw = _first(p, "timeout")
-        if not raw:
+        raw = p.get("timeout")  # (as _first, without its call for the usual absent one)
+        if not raw or not raw[0]:
             return self.cfg.timeout_s
-        return min(parse_duration_ns(raw, "timeout") / 1e9, self.cfg.timeout_s)
+        return min(parse_duration_ns(raw[0], "timeout") / 1e9, self.cfg.timeout_s)
 
     def _options(self, request: RequestHead, p: dict) -> SelectOptions:
         """Thanos's read parameters: ``dedup``, ``replicaLabels[]``, ``partial_response``, and the
@@ -386,6 +407,13 @@ class QueryAPI:
         ``--query.tenant-certificate-field``, that field of the verified client certificate.
         BadParam for a name Thanos refuses (one with a ``/``) or one gRPC metadata cannot carry
         to the stores (not printable ASCII)."""
+        tenant = self._tenant_name(request)
+        if not valid_query_tenant(tenant):
+            raise BadParam("Tenant name not valid")
+        return tenant
+
+    def _tenant_name(self, request: RequestHead) -> str:
+        """The request's tenant (see _tenant), not checked yet."""
         if self.cfg.tenant_certificate_field:  # the headers are then ignored, as in Thanos
             # (the fast front serves plain HTTP only: a request there has no certificate)
             cert = peer_certificate(getattr(request, "transport", None))
@@ -393,12 +421,11 @@ class QueryAPI:
                 tenant = certificate_field(cert, self.cfg.tenant_certificate_field)
             except ValueError as e:
                 raise BadParam(str(e)) from None
-        else:
-            tenant = (request.headers.get(self.cfg.tenant_header)
-                      or request.headers.get(DEFAULT_TENANT_HEADER) or self.cfg.default_tenant)
-        if not valid_query_tenant(tenant):
-            raise BadParam("Tenant name not valid")
-        return tenant
+            return tenant
+        tenant = request.headers.get(self.cfg.tenant_header)
+        if not tenant and self.cfg.tenant_header != DEFAULT_TENANT_HEADER:  # (else read again)
+            tenant = request.headers.get(DEFAULT_TENANT_HEADER)
+        return tenant or self.cfg.default_tenant
 
     async def _evaluate(self, run, timeout_s: float, opts: SelectOptions,
                         eopts: EngineOptions, limit: int, stats: bool = False, query: str = "",
@@ -413,24 +440,21 @@ class QueryAPI:
         loop = self.loop or asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
-            if self._slots.locked() or timeout_s <= 0:  # wait for a slot until the deadline
+            if timeout_s <= 0 or not self._slots.take_now():  # wait for a slot until the deadline
                 await asyncio.wait_for(self._slots.acquire(), timeout=timeout_s)
-            else:
-                await self._slots.acquire()  # free: taken at once, no Task and timer for it
         except TimeoutError:
             return error_answer("timeout", "query timed out in query queue")
         left = deadline - loop.time()
         queued_s = timeout_s - left if stats else None
         queryable = FanoutQueryable(self.stores, loop, opts, deadline=deadline)
-        engine = Engine(eopts, timeout_s=left)
         self._running.add(queryable)
 
         def done(_=None) -> None:
             self._running.discard(queryable)
-            self._slots.release()
+            self._slots.give_back()
         try:
-            expr, body = await self._on_loop(run, engine, queryable, query, steps, step_ms,
-                                             limit, queued_s, start_ms, end_ms)
+            expr, body, engine = await self._on_loop(run, eopts, left, queryable, query, steps,
+                                                     step_ms, limit, queued_s, start_ms, end_ms)
         except Exception as e:
             done()
             return query_error(e)
@@ -440,6 +464,7 @@ class QueryAPI:
         if body is not None:
             done()
             return Answer(200, body)
+        engine = engine or Engine(eopts, timeout_s=left)  # (the loop's, if it made one)
         try:
             work = loop.run_in_executor(self._pool, evaluate_to_json, run, engine, queryable,
                                         limit, queued_s, expr)
@@ -459,37 +484,46 @@ class QueryAPI:
             return query_error(e)
         return Answer(200, body)
 
-    async def _on_loop(self, run, engine: Engine, queryable: FanoutQueryable, query: str,
-                       steps: int, step_ms: int, limit: int, queued_s: float | None,
-                       start_ms: int | None = None, end_ms: int | None = None):
-        """(the parsed query or None, the answer or None): the answer when the query was small
-        enough to evaluate on the loop (querier.inline), else None for the worker to run it."""
+    async def _on_loop(self, run, eopts: EngineOptions, timeout_s: float,
+                       queryable: FanoutQueryable, query: str, steps: int, step_ms: int,
+                       limit: int, queued_s: float | None, start_ms: int | None = None,
+                       end_ms: int | None = None):
+        """(the parsed query or None, the answer or None, the engine it made or None): the
+        answer when the query was small enough to evaluate on the loop (querier.inline), else
+        None for the worker to run it. The engine (``eopts``, ``timeout_s``) is made only once
+        an evaluation needs it: not for a plain selector answered by querier.plainrange."""
         if not query or len(query) > self.inline.max_query_chars:
-            return None, None  # long text is parsed in the worker: not on the loop
+            return None, None, None  # long text is parsed in the worker: not on the loop
         t0 = time.perf_counter()
         expr = self.parsed.parse(query)
         nodes = plan_nodes(expr, self.inline)
         if nodes is None:
-            return expr, None
+            return expr, None, None
         planned = []
         if start_ms is not None and not queryable.opts.max_resolution_ms:
             planned = plan_selects(expr, start_ms, start_ms + (steps - 1) * step_ms,
-                                   engine.opts.lookback_delta_ms)
+                                   eopts.lookback_delta_ms)
         direct = None
         if (end_ms is not None and queued_s is None and len(planned) == 1
                 and plain_selector(expr) is not None):
-            key, lb, most = planned[0][0], engine.opts.lookback_delta_ms, engine.opts.max_samples
+            key, lb, most = planned[0][0], eopts.lookback_delta_ms, eopts.max_samples
             direct = ((lambda raw: plain_range(queryable, raw[key], start_ms, end_ms, step_ms, lb,
                                                most)) if step_ms > 0 else
                       (lambda raw: plain_instant(queryable, raw[key], start_ms, lb, most)))
+        engine: Engine | None = None
+
+        def run_engine(q) -> QueryResult:
+            nonlocal engine
+            engine = engine or Engine(eopts, timeout_s=timeout_s)
+            return run(engine, q, expr)
         res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
-            lambda e, q: run(e, q, expr), engine, planned, direct)
+            run_engine, planned, direct)
         if res is None:
-            return expr, None
+            return expr, None, engine
         if queued_s is None and not queryable.warnings and (body := one_matrix_json(res)):
-            return expr, body
+            return expr, body, engine
         return expr, result_to_json(res, engine, queryable, limit, queued_s,
-                                    time.perf_counter() - t0)
+                                    time.perf_counter() - t0), engine
 
     async def query(self, request: web.Request) -> web.StreamResponse:
         answer = await self.instant_query(request, await self._params(request))
@@ -513,7 +547,7 @@ class QueryAPI:
         t0 = time.monotonic()
         resp = await self._evaluate(lambda engine, qa, expr: engine.instant(qa, q, t, expr),
                                     timeout_s, opts, eopts, limit,
-                                    bool(_first(p, "stats")), q,
+                                    "stats" in p and bool(_first(p, "stats")), q,
                                     start_ms=t, end_ms=t)
         self._log_if_slow(t0, resp, query=q, time=t / 1000)
         return resp
@@ -531,7 +565,7 @@ class QueryAPI:
         t0 = time.monotonic()
         resp = await self._evaluate(
             lambda engine, qa, expr: engine.range(qa, q, start, end, step, expr),
-            timeout_s, opts, eopts, limit, bool(_first(p, "stats")), q,
+            timeout_s, opts, eopts, limit, "stats" in p and bool(_first(p, "stats")), q,
             (end - start) // step + 1,
             step, start, end)
         self._log_if_slow(t0, resp, query=q, start=start / 1000, end=end / 1000, step=step / 1000)

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry
 
+from common.eagerstep import current_task
 from common.tls import ClientTLS
 from querier.dedup import chain, penalty, strip_labels
 from querier.downsampled import aggrs_from_func, max_resolution_for, series_samples
@@ -75,9 +76,14 @@ def store_may_match(info: Info | None, mint: int, maxt: int, matchers: Sequence[
         return True
     for ls in info.label_sets:
         ext = dict(ls)
+        if not any(map(ext.__contains__, map(_NAME, matchers))):
+            return True  # no matcher on an external label (the usual query): no generator
         if all(m.matches(ext[m.name]) for m in matchers if m.name in ext):
             return True
     return False
+
+
+_NAME = operator.attrgetter("name")
 
 
 class StoreSet:
@@ -150,8 +156,10 @@ class StoreSet:
         A failed or down endpoint fails the request (StoreUnavailable), or with partial
         responses becomes a warning naming it; a connection failure also marks it down."""
         live, down = self._targets(mint, maxt, matchers, serves)
-        failed = [(c.address, self.health.status[c.address].last_error) for c in down]
-        calls = [call(c) for c in live]
+        # (no comprehension for the usual none down and one live: each is a call on 3.11)
+        failed = ([(c.address, self.health.status[c.address].last_error) for c in down]
+                  if down else [])
+        calls = list(map(call, live))
         if self.response_timeout_s > 0:
             calls = [asyncio.wait_for(c, self.response_timeout_s) for c in calls]
         if len(calls) == 1:  # one endpoint (the common case): awaited here, no Task for it
@@ -564,7 +572,7 @@ class FanoutQueryable:
         if self._cancelled:
             raise PromQLError("timeout", TIMEOUT_MSG)
         # the loop given: looking it up costs a getpid() system call per fetch on 3.11
-        task = self._fetching = asyncio.current_task(self.loop)
+        task = self._fetching = current_task(self.loop)
         # The deadline goes down to the store calls (their own timer ends them at it): no
         # timeout context and timer of its own per fetch. A call ended by it is an endpoint
         # failure there; here, past the deadline, the query has timed out whatever that was.
@@ -581,7 +589,9 @@ class FanoutQueryable:
             raise
         finally:
             self._fetching = None
-        self._check_deadline()
+        # past the deadline the query has timed out (_check_deadline, without its call)
+        if self.deadline is not None and self.loop.time() >= self.deadline:
+            raise PromQLError("timeout", TIMEOUT_MSG)
         return raw
 
     def _check_deadline(self) -> None:

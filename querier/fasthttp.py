@@ -23,8 +23,8 @@ from typing import Callable
 from aiohttp.http import SERVER_SOFTWARE
 from yarl import query_to_pairs  # what aiohttp's request.query and post() decode with
 
-from common.eagerstep import run_first_step
-from common.httpgzip import MIN_BYTES, Coding, compressed, negotiate
+from common.eagerstep import run_first_step, steps_taken
+from common.httpgzip import GZIP, MIN_BYTES, Coding, compressed, compressed_now, negotiate
 
 from ._request import parse_get
 from .api import Answer, QueryAPI
@@ -193,6 +193,7 @@ class FastConnection(asyncio.Protocol):
         self.aiohttp_handler = aiohttp_handler
         self.idle_timeout_s = idle_timeout_s
         self.loop = asyncio.get_running_loop()
+        self.eager = steps_taken(self.loop)  # (uvloop's: no step is ever taken)
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task | None = None
         self.buffered = b""
@@ -257,7 +258,7 @@ class FastConnection(asyncio.Protocol):
             return
         self.buffered = b""
         task = self.task = self.loop.create_task(self._serve(req))
-        if eager:
+        if eager and self.eager:
             run_first_step(self.loop, task)
 
     async def _serve(self, req: FastRequest) -> None:
@@ -265,7 +266,8 @@ class FastConnection(asyncio.Protocol):
         try:
             answer = await self.front.handlers[req.route](req, req.params)
             await self._send(req, answer)
-            await self._drain()  # a client that does not read its answers is sent no more
+            if self.drained is not None or self.transport is None:  # (else _drain has no wait)
+                await self._drain()  # a client that does not read its answers is sent no more
         except asyncio.CancelledError:
             self.close()
             raise
@@ -295,9 +297,13 @@ class FastConnection(asyncio.Protocol):
     async def _send(self, req: FastRequest, answer: Answer) -> None:
         chunks, status = answer.chunks, answer.status
         size = sum(map(len, chunks))
-        coding = negotiate(req.headers.get("accept-encoding", "")) if size >= MIN_BYTES else None
+        # (Headers keeps lower-cased names: a plain dict lookup, without Headers.get's call)
+        coding = (negotiate(dict.get(req.headers, "accept-encoding", "")) if size >= MIN_BYTES
+                  else None)
         if len(chunks) == 1:
-            body = chunks[0] if coding is None else await compressed(coding, chunks[0])
+            body = chunks[0] if coding is None else compressed_now(coding, chunks[0])
+            if body is None:  # (large: compressed in a worker thread)
+                body = await compressed(coding, chunks[0])
             self._write(response_head(status, _fields(coding, b"Content-Length: %d\r\n" % len(body)),
                                       self.front.date(), req.close) + body)
             return
@@ -373,5 +379,12 @@ def _fields(coding: Coding | None, length: bytes) -> bytes:
     """A JSON answer's own headers: type, coding (when compressed), then its length line."""
     if coding is None:  # Vary on a plain answer too, as Thanos's gzip handler sends it
         return b"Content-Type: application/json\r\nVary: Accept-Encoding\r\n" + length
+    return (_GZIP_FIELDS if coding is GZIP else _coded_fields(coding)) + length
+
+
+def _coded_fields(coding: Coding) -> bytes:
     return (b"Content-Type: application/json\r\nContent-Encoding: %b\r\nVary: Accept-Encoding\r\n"
-            % coding.name.encode()) + length
+            % coding.name.encode())
+
+
+_GZIP_FIELDS = _coded_fields(GZIP)  # (the only coding negotiated today)

@@ -15,6 +15,9 @@ goes to the worker as before, keeping what was fetched so far (:meth:`FanoutQuer
 """
 from __future__ import annotations
 
+import itertools
+import operator
+import struct
 from dataclasses import dataclass
 
 from querier.promql import PromQLError, ast
@@ -74,13 +77,14 @@ def plan_selects(expr, first_ms: int, last_ms: int, lookback_ms: int
     selector under a function; offset allowed) with no @ and no duration expression. Fetched
     before the engine runs, the engine needs no stop and restart for them; others are left to
     the engine to ask for (a wrong guess would only cost a wasted store call)."""
+    if type(expr) is ast.VectorSelector:  # the one-series panel: no walk over one node
+        key = _select_of(expr, 0, first_ms, last_ms, lookback_ms)
+        return [key] if key is not None else []
+    if isinstance(unparen(expr), ast.MatrixSelector):
+        return []  # a range query refuses it; an instant one is rare
     ranges: dict[int, int] = {}  # id of a range selector's vector selector -> its range
     vectors = []
-    if type(expr) is ast.VectorSelector:  # the one-series panel: no walk over one node
-        vectors.append(expr)
-    elif isinstance(unparen(expr), ast.MatrixSelector):
-        return []  # a range query refuses it; an instant one is rare
-    for node in () if vectors else ast.walk(expr):
+    for node in ast.walk(expr):
         if isinstance(node, ast.VectorSelector):
             vectors.append(node)
         elif isinstance(node, ast.MatrixSelector):
@@ -92,25 +96,33 @@ def plan_selects(expr, first_ms: int, last_ms: int, lookback_ms: int
             return []
     out: list[tuple[tuple, int]] = []
     for vs in vectors:
-        if vs.at is not None or vs.offset_expr is not None or vs.anchored or vs.smoothed:
-            continue
         range_ms = ranges.get(id(vs), 0)
-        if range_ms < 0:
-            continue
-        off = ast.timedelta_ms(vs.offset)
-        mint, maxt = first_ms - off - (range_ms or lookback_ms) + 1, last_ms - off
-        if mint - 2 <= INT64_MIN or maxt >= INT64_MAX:
-            continue  # the engine refuses it
-        try:
-            ms = selector_matchers(vs)
-        except PromQLError:
-            continue  # the engine answers the error
-        if all(m.matches_empty() for m in ms):
-            continue
-        key = (ms, mint, maxt), range_ms
-        if key not in out:
+        if range_ms >= 0 and (key := _select_of(vs, range_ms, first_ms, last_ms,
+                                                lookback_ms)) is not None and key not in out:
             out.append(key)
     return out
+
+
+_MATCHES_EMPTY = operator.methodcaller("matches_empty")
+
+
+def _select_of(vs: ast.VectorSelector, range_ms: int, first_ms: int, last_ms: int,
+               lookback_ms: int) -> tuple[tuple, int] | None:
+    """(select key, range) of the plain selector ``vs`` (range 0: not under a range) for
+    :func:`plan_selects`, or None when the engine is to ask for it, or to refuse it."""
+    if vs.at is not None or vs.offset_expr is not None or vs.anchored or vs.smoothed:
+        return None
+    off = ast.timedelta_ms(vs.offset) if vs.offset is not None else 0
+    mint, maxt = first_ms - off - (range_ms or lookback_ms) + 1, last_ms - off
+    if mint - 2 <= INT64_MIN or maxt >= INT64_MAX:
+        return None  # the engine refuses it
+    try:  # (a plain selector's tree has them already: no call)
+        ms = vs.store_matchers or selector_matchers(vs)
+    except PromQLError:
+        return None  # the engine answers the error
+    if all(map(_MATCHES_EMPTY, ms)):
+        return None
+    return (ms, mint, maxt), range_ms
 
 
 def inline_cost(nodes: int, steps: int, series: int, samples: int, windows: int) -> int:
@@ -121,17 +133,27 @@ def inline_cost(nodes: int, steps: int, series: int, samples: int, windows: int)
 
 def _samples(raw: list[RawSeries]) -> int:
     """Samples in the fetched chunks: every Prometheus chunk starts with its big-endian 16-bit
-    sample count."""
-    return sum(int.from_bytes(c[2][:2], "big") for s in raw for c in s.chunks)
+    sample count (read in C steps; a chunk shorter than that is counted as it begins)."""
+    try:
+        return sum(map(_FIRST, map(_U16, map(_DATA, itertools.chain.from_iterable(
+            map(_CHUNKS, raw))))))
+    except struct.error:
+        return sum(int.from_bytes(c[2][:2], "big") for s in raw for c in s.chunks)
+
+
+_CHUNKS, _DATA, _FIRST = (operator.attrgetter("chunks"), operator.itemgetter(2),
+                          operator.itemgetter(0))
+_U16 = struct.Struct(">H").unpack_from
 
 
 class LoopQueryable:
     """The engine's queryable on the loop: selects answered from ``raw`` (fetched by
     :class:`InlineQuery`); any other select raises :class:`_NeedSelect`."""
 
-    def __init__(self, fanout: FanoutQueryable) -> None:
+    def __init__(self, fanout: FanoutQueryable, raw: dict[tuple, list[RawSeries]] | None = None
+                 ) -> None:
         self.fanout = fanout
-        self.raw: dict[tuple, list[RawSeries]] = {}
+        self.raw: dict[tuple, list[RawSeries]] = {} if raw is None else raw
 
     def select(self, matchers, mint: int, maxt: int):
         return self.select_with_hints(matchers, mint, maxt)
@@ -155,7 +177,7 @@ class InlineQuery:
     def __init__(self, fanout: FanoutQueryable, nodes: int, steps: int, step_ms: int,
                  limits: InlineLimits = DEFAULT_INLINE_LIMITS) -> None:
         self.fanout = fanout
-        self.queryable = LoopQueryable(fanout)
+        self.raw: dict[tuple, list[RawSeries]] = {}  # fetched selects (the engine's LoopQueryable)
         self.nodes = nodes
         self.steps = steps
         self.step_ms = step_ms
@@ -182,42 +204,45 @@ class InlineQuery:
         if range_ms:  # a sample is in every window covering it: at most one per step
             per_step = -(-range_ms // self.step_ms) if self.step_ms > 0 else 1
             self.windows = max(self.windows, min(per_step, self.steps))
-        return self._fits()
+        lim = self.limits  # (_fits() but for the series and chunks, just checked)
+        return (self.samples <= lim.max_samples and inline_cost(
+            self.nodes, self.steps, self.series, self.samples, self.windows) <= lim.max_cost)
 
     async def _fetch(self, key: tuple, range_ms: int) -> bool:
         """Fetch a select's data; False when it may not (more selects than allowed) or the
         query no longer fits the loop."""
-        if len(self.queryable.raw) >= self.limits.max_selects:
+        if len(self.raw) >= self.limits.max_selects:
             return False
         matchers, mint, maxt = key
         raw = await self.fanout.fetch(list(matchers), mint, maxt)
-        self.queryable.raw[key] = raw
+        self.raw[key] = raw
         return self._count(raw, range_ms)
 
-    async def evaluate(self, run, engine, planned: list[tuple[tuple, int]] = (),
-                       direct=None):
-        """The query's result, or None: hand it to the worker (data fetched so far is kept in
-        the fanout queryable, so the worker does not fetch it again). ``planned``: (key,
-        range) of selects to fetch before evaluating (:func:`plan_selects`); ``direct``: given
-        the fetched {key: raw series}, the result without the engine or None (e.g.
-        querier.plainrange), tried once the planned selects are in."""
+    async def evaluate(self, run, planned: list[tuple[tuple, int]] = (), direct=None):
+        """The query's result, ``run(queryable)`` (the engine's evaluation), or None: hand it
+        to the worker (data fetched so far is kept in the fanout queryable, so the worker does
+        not fetch it again). ``planned``: (key, range) of selects to fetch before evaluating
+        (:func:`plan_selects`); ``direct``: given the fetched {key: raw series}, the result
+        without the engine or None (e.g. querier.plainrange), tried once the planned selects
+        are in."""
         if not self._fits():
             return None
         fits = True
         for key, range_ms in planned[:self.limits.max_selects]:
             if not (fits := await self._fetch(key, range_ms)):
                 break
-        if fits and direct is not None and (res := direct(self.queryable.raw)) is not None:
+        if fits and direct is not None and (res := direct(self.raw)) is not None:
             return res
+        queryable = LoopQueryable(self.fanout, self.raw)  # (not made when direct answered)
         for _ in range(self.limits.max_selects + 1):
             if not fits:
                 break
             try:
-                return run(engine, self.queryable)
+                return run(queryable)
             except _Decline:
                 break
             except _NeedSelect as e:
                 fits = await self._fetch(e.key, e.range_ms)
-        for key, raw in self.queryable.raw.items():
+        for key, raw in self.raw.items():
             self.fanout.keep(key, raw)
         return None

@@ -47,7 +47,7 @@ def simple_selector(query: str, names: dict[str, StoreMatcher] | None = None
     m = _SIMPLE.fullmatch(query)
     if m is None:
         return None
-    name = m.group(1)
+    name, body = m.group(1, 2)
     if name in _WORDS or name.lower() in ("inf", "nan"):
         return None
     ms = []
@@ -59,8 +59,8 @@ def simple_selector(query: str, names: dict[str, StoreMatcher] | None = None
                 names.clear()
             names[name] = by_name
     store = [by_name]
-    if m.group(2) is not None:
-        for label, op, value in _ONE_MATCHER.findall(m.group(2)):
+    if body is not None:
+        for label, op, value in _ONE_MATCHER.findall(body):
             if label == "__name__":
                 return None
             try:  # a regex's check is the parser's: its error message is the parser's to give

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import itertools
 import operator
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from common.tls import ClientTLS, client_ssl_context, is_metadata_value
 from receiver.tsdb.labels import Labels, Matcher
 from receiver.tsdb.histogram import ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk
 from storeapi import exemplars_pb2, grpc_codec, info_pb2, metadata_pb2, rpc_pb2, rules_pb2, types_pb2
-from storeapi._wire import series_response, with_times
+from storeapi._wire import matcher_fields, series_response, with_times
 from storeapi.convert import labels_from_pb, matchers_to_pb
 from storeapi.grpcmetrics import GrpcClientMetrics
 from storeapi.h2client import H2Channel, RpcError
@@ -74,8 +75,8 @@ def _strategy(partial_response: bool) -> int:
     return types_pb2.WARN if partial_response else types_pb2.ABORT
 
 
-_MAX_REQUEST_RESTS = 1024  # kept request encodings per client (see StoreClient)...
-_MAX_KEPT_REST_BYTES = 4096  # ...each at most this long: at most 4 MiB in all
+_MAX_REQUEST_TAILS = 1024  # kept request option encodings per client (see StoreClient)...
+_MAX_KEPT_TAIL_BYTES = 4096  # ...each at most this long: at most 4 MiB in all
 
 # storeapi._wire.series_response's frame kinds.
 _FRAME_SERIES, _FRAME_WARNING = 1, 2
@@ -156,16 +157,26 @@ class _Stubs:
             return call
 
         def each(path: str):
+            m = None  # the method's counts, found at its first call (listed from then on)
+
             async def call(req: bytes, on_message: Callable[[bytes], None],
                            timeout: float | None = None, until: float | None = None,
                            metadata: bytes = b"") -> None:
-                c = _begin(metrics, path, "server_stream")
+                # (as _begin and _done, in fewer steps: every query's Series call)
+                nonlocal m
+                if metrics is not None:
+                    m = m or metrics.method(path, "server_stream")
+                    m.started += 1
+                    m.sent += 1
+                t0 = time.perf_counter()
                 try:
                     await ch.unary_stream_each(path, req, timeout, on_message, until, metadata)
                 except BaseException as e:
-                    _done(c, e)
+                    if m is not None:
+                        m.end(_code(e), 0, t0)
                     raise
-                _done(c, None)
+                if m is not None:
+                    m.end(grpc.StatusCode.OK, 0, t0)
             return call
 
         self.info = uu("/thanos.info.Info/Info", info_pb2.InfoResponse)
@@ -191,8 +202,13 @@ def _begin(metrics: GrpcClientMetrics | None, path: str, kind: str):
 def _done(c, error: BaseException | None) -> None:
     """Record a call's end: OK, its RpcError's code, or CANCELLED (cancelled or left early)."""
     if c is not None:
-        c.done(grpc.StatusCode.OK if error is None else
-               error.code() if isinstance(error, RpcError) else grpc.StatusCode.CANCELLED)
+        c.done(grpc.StatusCode.OK if error is None else _code(error))
+
+
+def _code(error: BaseException) -> grpc.StatusCode:
+    """The status a call that raised ``error`` ended with: its RpcError's code, or CANCELLED
+    (cancelled or left early)."""
+    return error.code() if isinstance(error, RpcError) else grpc.StatusCode.CANCELLED
 
 
 class _SeriesReader:
@@ -206,6 +222,7 @@ class _SeriesReader:
         self.kept_histograms = 0
         self.cur: RawSeries | None = None  # the last series: the next frame may continue it
         self.dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
+        self.whole: SeriesResult | None = None  # what take() kept so far
 
     def _histogram_chunk(self, data: bytes, chunk_type: int) -> EncodedChunk:
         self.kept_histograms += 1
@@ -236,17 +253,46 @@ class _SeriesReader:
         if first == len(payload):
             return None
         done = [cur] if cur is not None else []
-        done += [RawSeries(lbls, chunks, plain) for lbls, chunks in payload[first:]]
-        self.cur = done.pop()
+        last = len(payload) - 1  # kept as the current series: the next frame may continue it
+        for lbls, chunks in payload[first:last]:  # (a loop: a comprehension is a call on 3.11)
+            done.append(RawSeries(lbls, chunks, plain))
+        self.cur = RawSeries(*payload[last], plain)
         return done or None
 
     def finish(self) -> list[list[RawSeries] | str]:
         """The last series and the dropped-chunks warning, once the stream ended."""
         out: list[list[RawSeries] | str] = [[self.cur]] if self.cur is not None else []
         if self.dropped:
-            out.append(f"{self.address}: ignored {self.dropped} chunks that are not raw XOR "
-                       "float or native histogram chunks")
+            out.append(self._dropped_warning())
         return out
+
+    def _dropped_warning(self) -> str:
+        return (f"{self.address}: ignored {self.dropped} chunks that are not raw XOR float or "
+                "native histogram chunks")
+
+    # For a caller that takes the whole answer (series_with_warnings): frames given to take(),
+    # then result(), with no list per frame or at the end.
+
+    def take(self, frame: bytes) -> None:
+        """feed(), keeping what ``frame`` completes for result()."""
+        item = self.feed(frame)
+        if item is not None:
+            whole = self.whole
+            if whole is None:
+                whole = self.whole = SeriesResult([])
+            if isinstance(item, str):
+                whole.warnings.append(item)
+            else:
+                whole.series += item
+
+    def result(self) -> SeriesResult:
+        """Everything take() kept, then what finish() gives, once the stream ended."""
+        whole = self.whole or SeriesResult([])
+        if self.cur is not None:
+            whole.series.append(self.cur)
+        if self.dropped:
+            whole.warnings.append(self._dropped_warning())
+        return whole
 
 
 async def _cancel(call) -> None:
@@ -274,9 +320,9 @@ class StoreClient:
         self._batch = series_batch_size
         self._channel: H2Channel | None = None
         self._stubs: _Stubs | None = None
-        # encoded SeriesRequest fields after the times, by matchers and options: dashboards
-        # repeat their selectors over moving time ranges
-        self._request_rests: dict[tuple, bytes] = {}
+        # encoded SeriesRequest fields after the matchers, by options: every query of a
+        # dashboard sends the same ones
+        self._request_tails: dict[tuple, bytes] = {}
 
     def _rpc(self) -> _Stubs:
         if self._stubs is None:
@@ -312,21 +358,17 @@ class StoreClient:
                         skip_chunks: bool, without_replica_labels: Iterable[str], limit: int,
                         partial_response: bool) -> bytes | rpc_pb2.SeriesRequest:
         """The request, serialized by storeapi.wire (upb's own error for a string that is not
-        UTF-8)."""
-        matchers = tuple(matchers)
+        UTF-8): the times and matchers encoded in C per call, the option fields after them
+        kept per option set (a cold query's new matchers miss any cache keyed by them, and
+        hashing them costs a Python call per matcher)."""
+        matchers = tuple(matchers)  # (read twice when the fallback below needs them)
         without_replica_labels = tuple(without_replica_labels)
-        key = (matchers, skip_chunks, without_replica_labels, limit, partial_response)
+        key = (skip_chunks, without_replica_labels, limit, partial_response)
         try:
-            rest = self._request_rests.get(key)
-            if rest is None:
-                rest = series_request_rest(matchers, skip_chunks, without_replica_labels, limit,
-                                           self._batch, _strategy(partial_response),
-                                           not partial_response)
-                if len(rest) <= _MAX_KEPT_REST_BYTES:  # (huge regexes are not kept)
-                    if len(self._request_rests) >= _MAX_REQUEST_RESTS:
-                        self._request_rests.clear()
-                    self._request_rests[key] = rest
-            return with_times(mint, maxt, rest)
+            tail = self._request_tails.get(key)
+            if tail is None:
+                tail = self._request_tail(key)
+            return with_times(mint, maxt, matcher_fields(matchers)) + tail
         except UnicodeEncodeError:
             return rpc_pb2.SeriesRequest(
                 min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
@@ -334,6 +376,18 @@ class StoreClient:
                 limit=limit, response_batch_size=self._batch,
                 partial_response_disabled=not partial_response,
                 partial_response_strategy=_strategy(partial_response))
+
+    def _request_tail(self, key: tuple) -> bytes:
+        """The SeriesRequest fields after the matchers of the option set ``key``, kept (at
+        most _MAX_REQUEST_TAILS of at most _MAX_KEPT_TAIL_BYTES each)."""
+        skip_chunks, without_replica_labels, limit, partial_response = key
+        tail = series_request_rest((), skip_chunks, without_replica_labels, limit, self._batch,
+                                   _strategy(partial_response), not partial_response)
+        if len(tail) <= _MAX_KEPT_TAIL_BYTES:  # (many long replica label names are not kept)
+            if len(self._request_tails) >= _MAX_REQUEST_TAILS:
+                self._request_tails.clear()
+            self._request_tails[key] = tail
+        return tail
 
     async def iter_series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                           skip_chunks: bool = False, without_replica_labels: Iterable[str] = (),
@@ -380,24 +434,15 @@ class StoreClient:
                                    until: float | None = None, tenant: str = "") -> SeriesResult:
         """``until``: a loop time (the query's deadline) the call fails at with
         DEADLINE_EXCEEDED, if the client's own timeout has not ended it before."""
-        out = SeriesResult([])
         request = self._series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
                                        limit, partial_response)
         reader = _SeriesReader(self.address, self.native_histograms)
-
-        def add(item: list[RawSeries] | str | None) -> None:
-            if isinstance(item, str):
-                out.warnings.append(item)
-            elif item is not None:
-                out.series += item
         # frames taken as they arrive, in one coroutine: no async generator per layer
         request = request if isinstance(request, bytes) else request.SerializeToString()
-        await self._rpc().series_each(request, lambda frame: add(reader.feed(frame)),
-                                      timeout=self._timeout, until=until,
-                                      metadata=tenant_metadata(tenant))
-        for item in reader.finish():
-            add(item)
-        return out
+        await (self._stubs or self._rpc()).series_each(
+            request, reader.take, timeout=self._timeout, until=until,
+            metadata=tenant_metadata(tenant))
+        return reader.result()
 
     async def series(self, mint: int, maxt: int, matchers: Iterable[Matcher],
                      skip_chunks: bool = False) -> list[RawSeries]:

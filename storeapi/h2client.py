@@ -26,7 +26,7 @@ import grpc
 import grpc.aio
 import hpack
 
-from common.eagerstep import take_step
+from common.eagerstep import steps_taken, take_step
 from storeapi import grpc_codec
 from storeapi._wire import grpc_messages, one_stream, request_frames
 from storeapi.h2frames import (
@@ -118,6 +118,7 @@ class _Connection(asyncio.Protocol):
         self.window_open = asyncio.Event()
         self.can_write = asyncio.Event()
         self.can_write.set()
+        self.writable = True  # can_write.is_set(), read without a call (open_now)
         # One timer for the deadlines of all its calls, armed at the soonest one a call waits
         # for (see wait): a call finishing long before its deadline costs no timer.
         self.timer: asyncio.TimerHandle | None = None
@@ -125,6 +126,7 @@ class _Connection(asyncio.Protocol):
         self.loop: asyncio.AbstractEventLoop | None = None  # (its lookup costs a getpid on 3.11)
         self.receiving = False  # inside data_received
         self.steps: list[asyncio.Handle] = []  # lazy calls' wake-ups, run once a read is done
+        self.eager = False  # the loop's steps can be taken (common.eagerstep; not uvloop's)
         self.fast = True  # reads of one stream's plain answer taken whole (_one_stream)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
@@ -132,6 +134,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.loop = asyncio.get_running_loop()
+        self.eager = steps_taken(self.loop)
         transport.write(PREFACE + settings_frame({
             ENABLE_PUSH: 0, INITIAL_WINDOW_SIZE: _STREAM_WINDOW, MAX_FRAME_SIZE: _MAX_FRAME,
             MAX_HEADER_LIST_SIZE: _MAX_HEADERS}) + window_update(0, _CONN_WINDOW))
@@ -142,9 +145,11 @@ class _Connection(asyncio.Protocol):
         self._lost()
 
     def pause_writing(self) -> None:
+        self.writable = False
         self.can_write.clear()
 
     def resume_writing(self) -> None:
+        self.writable = True
         self.can_write.set()
 
     def data_received(self, data: bytes) -> None:
@@ -219,7 +224,7 @@ class _Connection(asyncio.Protocol):
         w = call.waiter
         if w is not None and not w.done():
             w.set_result(None)
-            if call.lazy and self.receiving:
+            if call.lazy and self.receiving and self.eager:
                 step = take_step(self.loop)  # type: ignore[arg-type]
                 if step is not None:
                     self.steps.append(step)
@@ -356,6 +361,7 @@ class _Connection(asyncio.Protocol):
         for sid in list(self.calls):
             self._fail(sid, err)
         self.window_open.set()
+        self.writable = True
         self.can_write.set()
 
     # --- waiting for a call, within its deadline -----------------------------------------------
@@ -475,7 +481,7 @@ class _Connection(asyncio.Protocol):
         nothing sent (``open`` then waits, under a timer)."""
         n = len(data)
         if (len(self.calls) >= self.peer_streams or self.closed or self.draining
-                or not self.can_write.is_set() or n > min(self.peer_window, self.send_window)):
+                or not self.writable or n > min(self.peer_window, self.send_window)):
             return False
         if n > self.peer_frame:  # more than one DATA frame (a huge request)
             out = self._new_stream(call, header_block)
@@ -576,9 +582,10 @@ class H2Channel:
 
     def _message(self, request: bytes) -> bytes:
         """The request as a length-prefixed gRPC message, compressed by ``encoding``."""
-        compressed = self.encoding != grpc_codec.IDENTITY
-        payload = grpc_codec.compress(self.encoding, request) if compressed else request
-        return _PREFIX.pack(1 if compressed else 0, len(payload)) + payload
+        if self.encoding == grpc_codec.IDENTITY:
+            return _PREFIX.pack(0, len(request)) + request
+        payload = grpc_codec.compress(self.encoding, request)
+        return _PREFIX.pack(1, len(payload)) + payload
 
     async def _start(self, method: str, request: bytes, timeout: float | None,
                      streaming: bool, lazy: bool = False, metadata: bytes = b""
@@ -629,6 +636,17 @@ class H2Channel:
         """A server-streaming call started; (its connection, the call, its loop deadline): the
         sooner of ``timeout`` from now and ``until`` (a loop time, e.g. the query's deadline:
         the caller needs no timer of its own around the call)."""
+        conn, call, deadline = self._open_now(method, request, timeout, until, lazy, metadata)
+        if conn is not None:
+            return conn, call, deadline
+        return await self._start_stream(method, request, timeout, lazy, metadata, deadline)
+
+    def _open_now(self, method: str, request: bytes, timeout: float | None,
+                  until: float | None, lazy: bool, metadata: bytes
+                  ) -> tuple[_Connection | None, _Call, float | None]:
+        """_open_stream's usual call, on a live connection with nothing to wait for (no timer,
+        no coroutine): (the connection, the call, its deadline); the connection is None when
+        _start_stream must start it instead (nothing sent)."""
         conn, call = self._conn, _Call(True, 0, lazy)
         loop = conn.loop if conn is not None and conn.loop is not None else \
             asyncio.get_running_loop()
@@ -636,8 +654,15 @@ class H2Channel:
         if until is not None and (deadline is None or until < deadline):
             deadline = until
         if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
-                call, self._header_block(method, timeout) + metadata, self._message(request))):
-            return conn, call, deadline  # the usual call on a live connection: no timer
+                call, (self._headers.get((method, timeout)) or self._header_block(method, timeout))
+                + metadata, self._message(request))):
+            return conn, call, deadline
+        return None, call, deadline
+
+    async def _start_stream(self, method: str, request: bytes, timeout: float | None,
+                            lazy: bool, metadata: bytes, deadline: float | None
+                            ) -> tuple[_Connection, _Call, float | None]:
+        """A server-streaming call started when _open_now could not, within ``deadline``."""
         try:
             async with asyncio.timeout_at(deadline):
                 conn, call = await self._start(method, request, timeout, True, lazy, metadata)
@@ -649,7 +674,8 @@ class H2Channel:
         """The messages the call's oldest unread DATA completes (its window given back)."""
         data = call.chunks.popleft()
         call.size -= len(data)
-        conn.consumed(call, len(data))
+        if not call.done:  # (a done call's window is not given back)
+            conn.consumed(call, len(data))
         buf += data
         return self._messages(buf, call)
 
@@ -659,7 +685,8 @@ class H2Channel:
             raise call.error
         if not call.ended:
             return False
-        self._status(call)
+        if call.headers.get("grpc-status") != "0":  # (OK, the usual answer: no call)
+            self._status(call)
         if buf:
             raise RpcError(grpc.StatusCode.INTERNAL, "stream ended inside a message")
         return True
@@ -691,15 +718,17 @@ class H2Channel:
         per layer above it cost more than a small call's messages do). An exception from
         ``on_message`` cancels the stream and is raised. ``until``: a loop time the call fails
         at (DEADLINE_EXCEEDED) if ``timeout`` has not ended it before."""
-        conn, call, deadline = await self._open_stream(method, request, timeout, until,
-                                                       lazy=True, metadata=metadata)
+        conn, call, deadline = self._open_now(method, request, timeout, until, True, metadata)
+        if conn is None:  # (no coroutine for the usual call: see _open_now)
+            conn, call, deadline = await self._start_stream(method, request, timeout, True,
+                                                            metadata, deadline)
         buf = bytearray()
         try:
             while True:
                 while call.chunks:  # everything that arrived, before the end is looked at
                     for msg in self._chunk_messages(conn, call, buf):
                         on_message(msg)
-                if self._ended(call, buf):
+                if call.done and self._ended(call, buf):  # (not done: neither ended nor failed)
                     return
                 await conn.wait(call, deadline)
         finally:

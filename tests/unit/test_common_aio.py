@@ -10,7 +10,7 @@ import uvloop
 
 from common import aio
 from common.aio import gather_eager
-from common.eagerstep import run_first_step, take_step
+from common.eagerstep import run_first_step, steps_taken, take_step
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -137,3 +137,27 @@ def test_eager_step_leaves_uvloop_steps_queued():
         assert await task == 3
         assert steps == ["first"]
     aio.run(main())
+
+
+def test_steps_are_taken_on_asyncio_s_loop_only():
+    """steps_taken (asked once per connection) says whether take_step can ever take a step:
+    on asyncio's loop, not on uvloop's."""
+    async def main():
+        return steps_taken(asyncio.get_running_loop())
+    assert asyncio.run(main()) is True
+    assert aio.run(main()) is False
+
+
+def test_current_task_of_a_given_loop_is_asyncio_s_on_both_loops():
+    from common.eagerstep import current_task
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        return current_task(loop) is asyncio.current_task(loop) is not None
+
+    assert asyncio.run(main()) and aio.run(main())
+    idle = asyncio.new_event_loop()
+    try:
+        assert current_task(idle) is None  # no task running there
+    finally:
+        idle.close()

@@ -106,6 +106,15 @@ def test_store_selection_by_time_range_and_external_labels():
     assert not store_may_match(info, 0, 5000, [Matcher("=~", "region", "us.*")])
     assert store_may_match(None, 0, 1, [Matcher("=", "tenant_id", "zz")])  # unknown: ask it
     assert store_may_match(Info(0, 10, []), 0, 5, [Matcher("=", "tenant_id", "zz")])
+    # label sets where none, one or all matchers name an external label; a later set matching
+    two = Info(0, 10, [(("region", "eu"),), (("region", "us"), ("tenant_id", "b"))])
+    assert store_may_match(two, 0, 5, [Matcher("=", "__name__", "x"), Matcher("=", "i", "1")])
+    assert store_may_match(two, 0, 5, [Matcher("=", "__name__", "x"), Matcher("=", "region", "us")])
+    assert store_may_match(two, 0, 5, [Matcher("=", "region", "us"), Matcher("=", "tenant_id", "b")])
+    assert not store_may_match(two, 0, 5, [Matcher("=", "region", "us"),
+                                           Matcher("=", "tenant_id", "a")])
+    assert not store_may_match(two, 0, 5, [Matcher("!~", "region", "eu|us")])
+    assert store_may_match(two, 0, 5, [Matcher("=", "tenant_id", "")])  # "eu" has no tenant_id
 
 
 def test_engine_tells_the_store_which_function_a_selector_feeds():

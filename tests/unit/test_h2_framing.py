@@ -948,3 +948,53 @@ def test_request_frames_in_c_match_the_python_frames():
     for bad in ((1, "h", b"", 16384), (1, b"", None, 16384), (1.5, b"", b"", 16384)):
         with pytest.raises(TypeError):
             request_frames(*bad)
+
+
+def test_series_with_warnings_counts_grpc_client_metrics_as_iter_series_does():
+    """The Series stub taken whole (series_with_warnings, its method's counts kept) and the
+    streamed one (iter_series, begin/done) count a call the same: started, one message sent,
+    handled by code, timed; also for a call that fails (UNAVAILABLE: nothing listens)."""
+    from prometheus_client import CollectorRegistry
+
+    from receiver.tsdb.labels import Matcher, MatchType
+    from storeapi.client import StoreClient
+    from storeapi.grpcmetrics import client_metrics
+    from storeapi.server import StoreServer
+
+    class One:
+        def label_sets(self):
+            return []
+
+        def time_range(self):
+            return 0, 1000
+
+        def series(self, mint, maxt, matchers, skip_chunks):
+            return [((("__name__", "up"), ("i", "1")), [(0, 10, b"\x00\x00")])]
+
+    ms = [Matcher(MatchType.EQ, "__name__", "up")]
+    names = ("grpc_client_started_total", "grpc_client_msg_sent_total",
+             "grpc_client_handling_seconds_count")
+
+    async def counts(whole: bool) -> list:
+        reg = CollectorRegistry()
+        async with _our_server(StoreServer(One(), "store").handlers()) as port:
+            for address in (f"127.0.0.1:{port}", "127.0.0.1:1"):
+                client = StoreClient(address, timeout_s=5, metrics=client_metrics(reg))
+                try:
+                    if whole:
+                        await client.series_with_warnings(0, 1000, ms)
+                    else:
+                        async for _ in client.iter_series(0, 1000, ms):
+                            pass
+                except RpcError as e:
+                    assert e.code() == grpc.StatusCode.UNAVAILABLE
+                finally:
+                    await client.close()
+        labels = {"grpc_type": "server_stream", "grpc_service": "thanos.Store",
+                  "grpc_method": "Series"}
+        return ([reg.get_sample_value(n, labels) for n in names]
+                + [reg.get_sample_value("grpc_client_handled_total", {**labels, "grpc_code": c})
+                   for c in ("OK", "Unavailable")])
+
+    whole, streamed = _run(counts(True)), _run(counts(False))
+    assert whole == streamed == [2.0, 2.0, 2.0, 1.0, 1.0]

@@ -364,3 +364,20 @@ def test_a_form_body_that_never_arrives_is_not_waited_for_forever(tmp_path, monk
 
 def run_value(coro):
     return asyncio.run(coro)
+
+
+def test_a_query_s_timeout_parameter_is_read_as_before():
+    """_timeout_s: absent or empty -> --query.timeout; else the parameter, capped by it; a bad
+    duration is bad_data."""
+    import pytest
+
+    from querier.api import QueryAPI
+    from querier.config import QueryConfig
+    from querier.params import BadParam
+    api = QueryAPI.__new__(QueryAPI)  # only cfg is read by _timeout_s
+    api.cfg = QueryConfig(timeout_s=120.0)
+    assert api._timeout_s({}) == api._timeout_s({"timeout": [""]}) == 120.0
+    assert api._timeout_s({"timeout": ["30s", "1s"]}) == 30.0
+    assert api._timeout_s({"timeout": ["5m"]}) == 120.0
+    with pytest.raises(BadParam):
+        api._timeout_s({"timeout": ["soon"]})

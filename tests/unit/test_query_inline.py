@@ -270,3 +270,102 @@ def test_the_selects_known_from_the_plan_are_the_ones_the_engine_asks_for():
                     break
             assert len(planned) == known, (query, step)
             assert all(p in asked for p in planned), (query, step, planned, asked)
+
+
+def test_sample_count_read_in_c_steps_is_the_chunk_headers_sum_even_for_short_chunks():
+    """_samples reads each chunk's 16-bit count with struct (no generator); chunks shorter
+    than two bytes are counted as the header reader always did (as far as they go)."""
+    import random
+
+    from querier.inline import _samples
+    from storeapi.client import RawSeries
+
+    def reference(raw):
+        return sum(int.from_bytes(c[2][:2], "big") for s in raw for c in s.chunks)
+
+    rng = random.Random(7)
+    for _ in range(200):
+        raw = [RawSeries((("i", str(k)),), [(0, 1, bytes(rng.randrange(256) for _ in range(
+            rng.choice((0, 1, 2, 3, 40))))) for _ in range(rng.randrange(4))])
+               for k in range(rng.randrange(4))]
+        assert _samples(raw) == reference(raw)
+
+
+def test_counting_a_fetched_select_is_fits_over_the_new_totals():
+    """_count adds a selection to the totals and says whether the query still fits the loop:
+    the same as _fits() over the new totals (and float-only data), at every limit's edge."""
+    import random
+
+    from querier.inline import InlineQuery, _samples
+    from storeapi.client import RawSeries, chunk_count
+
+    rng = random.Random(3)
+    for _ in range(400):
+        lim = InlineLimits(max_series=rng.randrange(5), max_chunks=rng.randrange(8),
+                           max_samples=rng.randrange(0, 600, 50),
+                           max_cost=rng.randrange(0, 3000, 100))
+        q = InlineQuery(None, rng.randrange(1, 4), rng.randrange(1, 20),
+                        rng.choice((0, 15_000)), lim)
+        for _ in range(rng.randrange(1, 3)):
+            raw = [RawSeries((("i", str(k)),), [(0, 1, rng.randrange(200).to_bytes(2, "big"))
+                                                for _ in range(rng.randrange(3))],
+                             rng.choice((False, False, None)))
+                   for k in range(rng.randrange(3))]
+            range_ms = rng.choice((0, 60_000))
+            before = (q.series, q.chunks, q.samples, q.windows)
+            got = q._count(raw, range_ms)
+            if any(s.histograms is not False for s in raw) and before[0] + len(raw) <= lim.max_series:
+                assert got is False  # native histograms may be in it: the worker decodes them
+                break
+            want_q = InlineQuery(None, q.nodes, q.steps, q.step_ms, lim)
+            want_q.series = before[0] + len(raw)
+            want_q.chunks = before[1] + chunk_count(raw)
+            want_q.samples = before[2] + _samples(raw)
+            want_q.windows = q.windows
+            if want_q.series > lim.max_series:
+                assert got is False
+                break
+            if want_q.chunks > lim.max_chunks:
+                assert got is False
+                break
+            assert (q.series, q.chunks, q.samples) == (want_q.series, want_q.chunks, want_q.samples)
+            assert got == want_q._fits()
+            if not got:
+                break
+
+
+def test_an_engine_is_made_only_for_queries_the_engine_evaluates(tmp_path, monkeypatch):
+    """A plain one-series range query answered by querier.plainrange makes no Engine; one the
+    engine evaluates on the loop makes one, and so does one handed to the worker; the answers
+    are the same either way."""
+    import querier.api
+    from querier.promql import Engine
+
+    made = []
+
+    class Counted(Engine):
+        def __init__(self, *a, **kw) -> None:
+            made.append(1)
+            super().__init__(*a, **kw)
+    monkeypatch.setattr(querier.api, "Engine", Counted)
+    rng = {"start": str(T0 / 1000), "end": str(T0 / 1000 + 1800), "step": "15"}
+
+    async def go():
+        async with cluster(tmp_path) as c:
+            await c.push(_series(3, 200))
+            api = c.querier.api
+            got = []
+            for query, engines in (('m{i="1"}', 0), ('m{i="0"} / on() c', 1),
+                                   ('m{i="1"}', 0)):
+                made.clear()
+                async with c.http.get(c.base + QR, params={"query": query, **rng}) as r:
+                    got.append((r.status, await r.read()))
+                assert len(made) == engines, query
+            api.inline = WORKER_ONLY
+            for query in ('m{i="1"}', 'm{i="0"} / on() c'):
+                made.clear()
+                async with c.http.get(c.base + QR, params={"query": query, **rng}) as r:
+                    assert (r.status, await r.read()) == got[0 if query == 'm{i="1"}' else 1]
+                assert len(made) == 1
+            assert got[0][0] == got[1][0] == 200 and got[0] == got[2]
+    run(go())

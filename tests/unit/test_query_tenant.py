@@ -215,3 +215,20 @@ def test_tenant_certificate_field_without_client_certificates_is_a_flag_error(tm
     assert query_config(a, []).tenant_certificate_field == "commonName"
     with pytest.raises(SystemExit):  # Thanos's enum: anything else is refused
         build_parser().parse_args(["query", "--query.tenant-certificate-field=email"])
+
+
+def test_a_refused_tenant_stays_refused_after_valid_tenants_defaults_are_kept():
+    """_read_options looks a tenant's kept defaults up by its name before checking it: only a
+    name that passed the check is ever kept, so a refused one is refused every time."""
+    from common.ops import new_registry
+    api = QueryAPI(QueryConfig(tenant_header="X-Scope"), StoreSet([], timeout_s=5),
+                   new_registry())
+    try:
+        for _ in range(2):
+            assert api._read_options(_Head(**{"X-Scope": "ok"}), {}, None)[0].tenant == "ok"
+            for bad in ("a/b", "caf\u00e9"):
+                with pytest.raises(BadParam, match="Tenant name not valid"):
+                    api._read_options(_Head(**{"X-Scope": bad}), {}, None)
+        assert list(api._tenant_defaults) == ["ok"]
+    finally:
+        api.close()

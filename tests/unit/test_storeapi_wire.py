@@ -474,9 +474,9 @@ def test_atomic_tuples_of_a_decoded_answer_are_left_out_of_the_gc():
 
 
 def test_a_client_s_kept_request_encoding_serves_other_times_and_options_byte_for_byte():
-    """StoreClient keeps the encoded SeriesRequest fields after the times per matchers and
-    options: a repeated selector over other times, or other options, is still exactly what
-    upb serializes; a huge matcher is encoded but not kept."""
+    """StoreClient keeps the encoded SeriesRequest fields after the matchers per option set:
+    a selector over other times, or other options, or a huge matcher, is still exactly what
+    upb serializes."""
     from receiver.tsdb.labels import Matcher, MatchType
     from storeapi.client import StoreClient
     from storeapi.convert import matchers_to_pb
@@ -484,18 +484,23 @@ def test_a_client_s_kept_request_encoding_serves_other_times_and_options_byte_fo
     ms = [Matcher(MatchType.EQ, "__name__", "x"), Matcher(MatchType.RE, "i", "a|b")]
     huge = [Matcher(MatchType.EQ, "v", "y" * 10_000)]
     for matchers in (ms, ms, huge, huge):
-        for mint, maxt, skip, replicas, partial in ((0, 5, False, (), True),
-                                                    (-7, 1 << 40, False, (), True),
-                                                    (3, 4, True, ("replica",), False),
-                                                    (1, 2, False, (), True)):
+        for mint, maxt, skip, replicas, limit, partial in (
+                (0, 5, False, (), 0, True), (-7, 1 << 40, False, (), 0, True),
+                (3, 4, True, ("replica",), 0, False), (1, 2, False, (), 0, True),
+                (1, 2, False, ["replica", ""], 300, True)):
             want = rpc_pb2.SeriesRequest(
                 min_time=mint, max_time=maxt, matchers=matchers_to_pb(matchers),
-                skip_chunks=skip, without_replica_labels=list(replicas),
+                skip_chunks=skip, without_replica_labels=list(replicas), limit=limit,
                 response_batch_size=256, partial_response_disabled=not partial,
                 partial_response_strategy=types_pb2.WARN if partial else types_pb2.ABORT)
-            assert client._series_request(mint, maxt, matchers, skip, replicas, 0,
+            assert client._series_request(mint, maxt, matchers, skip, replicas, limit,
                                           partial) == want.SerializeToString()
-    assert len(client._request_rests) == 2  # two option sets of ms; huge: not kept
+    assert len(client._request_tails) == 3  # three option sets
+    long_names = ["r" * 5000]  # option fields this long are encoded each time, not kept
+    assert client._series_request(1, 2, ms, False, long_names, 0, True) == rpc_pb2.SeriesRequest(
+        min_time=1, max_time=2, matchers=matchers_to_pb(ms), without_replica_labels=long_names,
+        response_batch_size=256, partial_response_strategy=types_pb2.WARN).SerializeToString()
+    assert len(client._request_tails) == 3
 
 
 @pytest.mark.parametrize("size", [1, 127, 128, 300, 16383, 16384, 70000])
@@ -539,3 +544,44 @@ def test_with_times_takes_index_ints_and_refuses_other_types():
     for bad in ((1.0, 2, b""), (1, "2", b""), (1, 2, "rest"), (None, 2, b""), (1, 2)):
         with pytest.raises(TypeError):
             with_times(*bad)
+
+
+def test_a_reader_taking_the_whole_answer_keeps_what_feed_and_finish_give_in_order():
+    """_SeriesReader.take/result (series_with_warnings) against feed/finish collected by
+    hand: series split over frames merged, warnings in stream order, the dropped-chunks
+    warning last, native histogram chunks kept or dropped, empty streams."""
+    import random
+
+    from storeapi.client import SeriesResult, _SeriesReader
+
+    def frames(rng):
+        out = []
+        for k in range(rng.randrange(6)):
+            lbls = [labels_pb2.Label(name="i", value=str(rng.randrange(3)))]
+            if rng.random() < 0.2:
+                out.append(rpc_pb2.SeriesResponse(warning=f"w{k}").SerializeToString())
+                continue
+            chunks = [types_pb2.AggrChunk(min_time=k, max_time=k + 1, raw=types_pb2.Chunk(
+                type=rng.choice((types_pb2.Chunk.XOR, types_pb2.Chunk.XOR,
+                                 types_pb2.Chunk.HISTOGRAM)), data=b"\x00\x01"))
+                for _ in range(rng.randrange(1, 3))]
+            out.append(rpc_pb2.SeriesResponse(series=types_pb2.Series(
+                labels=lbls, chunks=chunks)).SerializeToString())
+        return out
+
+    def by_hand(reader, fs):
+        out = SeriesResult([])
+        for item in [reader.feed(f) for f in fs] + reader.finish():
+            if isinstance(item, str):
+                out.warnings.append(item)
+            elif item is not None:
+                out.series += item
+        return out
+
+    rng = random.Random(11)
+    for _ in range(300):
+        fs, hist = frames(rng), rng.random() < 0.5
+        taker = _SeriesReader("a:1", hist)
+        for f in fs:
+            taker.take(f)
+        assert taker.result() == by_hand(_SeriesReader("a:1", hist), fs)
