@@ -211,6 +211,14 @@ def _code(error: BaseException) -> grpc.StatusCode:
     return error.code() if isinstance(error, RpcError) else grpc.StatusCode.CANCELLED
 
 
+def _counting_histograms(kept: list[int]) -> Callable[[bytes, int], EncodedChunk]:
+    """_histogram_chunk that counts the chunks it keeps in ``kept[0]``."""
+    def hook(data: bytes, chunk_type: int) -> EncodedChunk:
+        kept[0] += 1
+        return _histogram_chunk(data, chunk_type)
+    return hook
+
+
 class _SeriesReader:
     """Series frames (each decoded in C) into lists of complete series and warning strings, in
     stream order: a series the store split over frames is merged, so a series is given out
@@ -218,20 +226,19 @@ class _SeriesReader:
 
     def __init__(self, address: str, native_histograms: bool) -> None:
         self.address = address
-        self.hist = self._histogram_chunk if native_histograms else None
-        self.kept_histograms = 0
+        # (histogram chunks kept, counted in a cell of their own: a bound method of the reader
+        # kept on it would be a reference cycle, and the answer it holds would then live until
+        # a full garbage collection)
+        self.kept = [0]
+        self.hist = _counting_histograms(self.kept) if native_histograms else None
         self.cur: RawSeries | None = None  # the last series: the next frame may continue it
         self.dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
         self.whole: SeriesResult | None = None  # what take() kept so far
 
-    def _histogram_chunk(self, data: bytes, chunk_type: int) -> EncodedChunk:
-        self.kept_histograms += 1
-        return _histogram_chunk(data, chunk_type)
-
     def feed(self, frame: bytes) -> list[RawSeries] | str | None:
         """What ``frame`` completes: series, a warning, or None. MalformedFrame if it is not a
         valid thanos.SeriesResponse."""
-        before = self.kept_histograms
+        before = self.kept[0]
         cur = self.cur
         try:
             kind, payload, n = series_response(frame, cur.labels if cur else None, self.hist)
@@ -244,7 +251,7 @@ class _SeriesReader:
         self.dropped += n
         if not payload:
             return None
-        plain = False if self.kept_histograms == before else None  # RawSeries.histograms
+        plain = False if self.kept[0] == before else None  # RawSeries.histograms
         first = 0
         if cur is not None and cur.labels == payload[0][0]:
             cur.chunks.extend(payload[0][1])
@@ -288,6 +295,7 @@ class _SeriesReader:
     def result(self) -> SeriesResult:
         """Everything take() kept, then what finish() gives, once the stream ended."""
         whole = self.whole or SeriesResult([])
+        self.whole = None  # (handed out: nothing of it kept here)
         if self.cur is not None:
             whole.series.append(self.cur)
         if self.dropped:

@@ -266,3 +266,30 @@ def test_range_cut_equals_a_plain_filter_of_every_chunk() -> None:
     for bad in ([None], [("l",)], [("l", (1,))], [("l", [(1, 2)])], [("l", [("a", 2, b"")])]):
         with pytest.raises(TypeError):
             chunks_in_range(bad, 0, 10)
+
+
+def test_a_series_answer_is_freed_once_its_caller_drops_it(tmp_path: Path, bucket_dir: Path
+                                                          ) -> None:
+    """The querier's StoreAPI client keeps nothing of an answer after handing it out: with the
+    cyclic garbage collector off, dropping the answer frees its series at once. (A reader that
+    kept the answer it built, inside a reference cycle, held every answer until a full
+    collection: the querier's memory grew by a whole answer per query.)"""
+    import gc
+    import weakref
+
+    async def body(gw: StoreGateway, client: StoreClient) -> None:
+        for native_histograms in (False, True):
+            client.native_histograms = native_histograms
+            got = await client.series_with_warnings(*ALL, [Matcher("=~", "job", "job.*")])
+            assert len(got.series) == 150
+            gone = weakref.ref(got.series[0])
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                del got
+                assert gone() is None, native_histograms
+            finally:
+                if enabled:
+                    gc.enable()
+
+    run(with_gateway(tmp_path, FilesystemBucket(bucket_dir), body))
