@@ -4,13 +4,12 @@ remote-write endpoint (``handler="receive"``, as Thanos's receiver) and the quer
 
 Kept as plain numbers and exported at scrape time exactly as prometheus_client's ``Counter`` and
 ``Histogram`` would be: their locked updates and Python walk over the buckets were about a dozen
-calls on every query's path; :meth:`HTTPMetrics.observe` makes two. Updated on the event
+calls on every query's path; :meth:`HTTPMetrics.observe` makes three. Updated on the event
 loop only (one thread); a scrape reads a snapshot.
 """
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -79,11 +78,8 @@ class HTTPMetrics:
         if s is None:
             s = self._by[(handler, status)] = (self.requests.labels(handler, str(status)),
                                                self.latency.labels(handler))
-        count, latency = s
-        count.value += 1.0  # as CounterSeries.inc(), HistogramSeries.observe(): no call each
-        took = time.perf_counter() - t0
-        latency.counts[bisect_left(latency.bounds, took)] += 1
-        latency.sum += took
+        s[0].inc()
+        s[1].observe(time.perf_counter() - t0)
 
 
 def http_metrics(registry: CollectorRegistry) -> HTTPMetrics:

@@ -589,9 +589,7 @@ class FanoutQueryable:
             raise
         finally:
             self._fetching = None
-        # past the deadline the query has timed out (_check_deadline, without its call)
-        if self.deadline is not None and self.loop.time() >= self.deadline:
-            raise PromQLError("timeout", TIMEOUT_MSG)
+        self._check_deadline()
         return raw
 
     def _check_deadline(self) -> None:

@@ -204,9 +204,7 @@ class InlineQuery:
         if range_ms:  # a sample is in every window covering it: at most one per step
             per_step = -(-range_ms // self.step_ms) if self.step_ms > 0 else 1
             self.windows = max(self.windows, min(per_step, self.steps))
-        lim = self.limits  # (_fits() but for the series and chunks, just checked)
-        return (self.samples <= lim.max_samples and inline_cost(
-            self.nodes, self.steps, self.series, self.samples, self.windows) <= lim.max_cost)
+        return self._fits()
 
     async def _fetch(self, key: tuple, range_ms: int) -> bool:
         """Fetch a select's data; False when it may not (more selects than allowed) or the

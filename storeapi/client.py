@@ -157,17 +157,11 @@ class _Stubs:
             return call
 
         def each(path: str):
-            m = None  # the method's counts, found at its first call (listed from then on)
-
             async def call(req: bytes, on_message: Callable[[bytes], None],
                            timeout: float | None = None, until: float | None = None,
                            metadata: bytes = b"") -> None:
-                # (as _begin and _done, in fewer steps: every query's Series call)
-                nonlocal m
-                if metrics is not None:
-                    m = m or metrics.method(path, "server_stream")
-                    m.started += 1
-                    m.sent += 1
+                # (as _begin and _done, without a _Call per call: every query's Series call)
+                m = metrics.called(path, "server_stream") if metrics is not None else None
                 t0 = time.perf_counter()
                 try:
                     await ch.unary_stream_each(path, req, timeout, on_message, until, metadata)

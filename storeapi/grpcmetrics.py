@@ -71,6 +71,14 @@ class _RpcMetrics:
         m.received += 1
         return m
 
+    def called(self, path: str, kind: str) -> "_Method":
+        """A client call of ``path`` that started, with its one request message sent; it ends
+        with ``_Method.end`` (as ``served`` on the server side)."""
+        m = self._methods.get((path, kind)) or self.method(path, kind)
+        m.started += 1
+        m.sent += 1
+        return m
+
     def method(self, path: str, kind: str) -> "_Method":
         m = self._methods.get((path, kind))
         if m is None:

@@ -654,8 +654,7 @@ class H2Channel:
         if until is not None and (deadline is None or until < deadline):
             deadline = until
         if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
-                call, (self._headers.get((method, timeout)) or self._header_block(method, timeout))
-                + metadata, self._message(request))):
+                call, self._header_block(method, timeout) + metadata, self._message(request))):
             return conn, call, deadline
         return None, call, deadline
 

@@ -187,12 +187,6 @@ class HeaderDecoder:
         self._max_block = max_block_bytes
 
     def decode(self, block: bytes) -> list[tuple[str, str]]:
-        headers = self.known.get(block)  # (the usual block: looked up in two steps)
-        if headers is not None and not self.decoder.header_table.dynamic_entries:
-            return headers
-        return self._decode(block)
-
-    def _decode(self, block: bytes) -> list[tuple[str, str]]:
         table = self.decoder.header_table
         if table.dynamic_entries:
             return self.decoder.decode(block, raw=False)
