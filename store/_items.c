@@ -363,6 +363,20 @@ fail:
     return NULL;
 }
 
+/* The chunk list of `series`, a (labels, [(mint, maxt, data), ...]) tuple of an answer
+ * (borrowed), or NULL when it is not of that shape. */
+static PyObject *series_chunks(PyObject *series) {
+    if (!PyTuple_Check(series) || PyTuple_GET_SIZE(series) != 2 ||
+        !PyList_Check(PyTuple_GET_ITEM(series, 1)))
+        return NULL;
+    return PyTuple_GET_ITEM(series, 1);
+}
+
+/* Whether `chunk` is a (mint, maxt, data, ...) tuple. */
+static inline int is_chunk(PyObject *chunk) {
+    return PyTuple_Check(chunk) && PyTuple_GET_SIZE(chunk) >= 3;
+}
+
 /* answer_sizes(answers, entry_overhead, chunk_overhead) -> (chunks, sizes): for each answer
  * (a list of (labels, [(mint, maxt, data), ...]) series, a block's whole answer to a
  * selection), its count of chunks and the bytes store.warmmemo counts for keeping it:
@@ -383,14 +397,12 @@ static PyObject *py_answer_sizes(PyObject *self, PyObject *args) {
         Py_ssize_t ns = PyList_GET_SIZE(ans);
         long long nc = 0, data = 0;
         for (Py_ssize_t s = 0; s < ns; s++) {
-            PyObject *series = PyList_GET_ITEM(ans, s);
-            if (!PyTuple_Check(series) || PyTuple_GET_SIZE(series) != 2) goto bad;
-            PyObject *cs = PyTuple_GET_ITEM(series, 1);
-            if (!PyList_Check(cs)) goto bad;
+            PyObject *cs = series_chunks(PyList_GET_ITEM(ans, s));
+            if (!cs) goto bad;
             Py_ssize_t k = PyList_GET_SIZE(cs);
             for (Py_ssize_t c = 0; c < k; c++) {
                 PyObject *chunk = PyList_GET_ITEM(cs, c);
-                if (!PyTuple_Check(chunk) || PyTuple_GET_SIZE(chunk) < 3) goto bad;
+                if (!is_chunk(chunk)) goto bad;
                 Py_ssize_t len = PyObject_Length(PyTuple_GET_ITEM(chunk, 2));
                 if (len < 0) goto fail;
                 data += len;
@@ -432,15 +444,13 @@ static PyObject *py_chunks_in_range(PyObject *self, PyObject *args) {
     if (!out) return NULL;
     for (Py_ssize_t s = 0; s < ns; s++) {
         PyObject *one = PyList_GET_ITEM(series, s);
-        if (!PyTuple_Check(one) || PyTuple_GET_SIZE(one) != 2 ||
-            !PyList_Check(PyTuple_GET_ITEM(one, 1)))
-            goto bad;
-        PyObject *cs = PyTuple_GET_ITEM(one, 1);
+        PyObject *cs = series_chunks(one);
+        if (!cs) goto bad;
         PyObject *in = PyList_New(0);
         if (!in) goto fail;
         for (Py_ssize_t c = 0; c < PyList_GET_SIZE(cs); c++) {
             PyObject *chunk = PyList_GET_ITEM(cs, c);
-            if (!PyTuple_Check(chunk) || PyTuple_GET_SIZE(chunk) < 3) {
+            if (!is_chunk(chunk)) {
                 Py_DECREF(in);
                 goto bad;
             }
