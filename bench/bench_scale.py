@@ -8,7 +8,7 @@ reference peer's ``thanos store`` + ``thanos query`` over the same bucket), runs
 queries of the issue at 1 h / 6 h / 24 h ranges ending at the newest sample, checks that all
 answer the same (within float tolerance), and prints a markdown table of promring / Prometheus
 (and promring / Thanos) ratios of the cold run (first run of that query and range since start;
-for the one-series row the median of the first runs of 7 other single series, none asked for
+for the one-series row the median of the first runs of 21 other single series, none asked for
 before: one first run of a few milliseconds moves with one hiccup) and of the warm median,
 their geometric means, and each process's peak RSS (VmHWM).
 
@@ -90,7 +90,10 @@ def dashboard_queries(scale: float) -> list[tuple[str, str]]:
     return [(name.replace("1,000", raw_n), q) for name, q in QUERIES]
 
 
-COLD_SAMPLES = 7  # first runs of distinct series behind the one-series row's cold cells
+# First runs of distinct series behind the one-series row's cold cells: 21 since session 22
+# (7 before: in bench_ab_cold.py's rounds of 7, one build's 1 h ratio ranged 0.55x-1.27x, a
+# median of 7 first runs of ~2 ms moving with one slow stretch of either side).
+COLD_SAMPLES = 21
 
 
 def one_series_cold_variants(scale: float) -> Callable[[str, int], list[str]]:
