@@ -11,8 +11,9 @@ side in turn for ``--series`` single series no query asked for before, the sides
 through all six permutations (each side follows each other side equally often: a promring
 run after the other promring's finds the interpreter's code in the caches, after
 Prometheus's it does not; rotating one order gave B/A 0.96 for two equal builds) (a new matcher and query string each: every cache misses). It prints each round's
-medians and ratios, B/A per round (whose spread is the noise floor, about +-5% here), and the
-median over all rounds. Answers are compared; any difference fails the run.
+medians and ratios, B/A per round (whose spread is the noise floor, about +-5% here), the
+median over all rounds, and each promring process's median CPU per query (from the scheduler's
+counters). Answers are compared; any difference fails the run.
 
 B is another checkout (``--b-repo``, put first on PYTHONPATH: the editable install would
 otherwise map the packages to this one) and/or extra environment (``--b-env KEY=VALUE``).
@@ -39,7 +40,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import requests  # noqa: E402
 
-from bench_fixed_cost import prometheus_over  # noqa: E402
+from bench_fixed_cost import cpu_s, prometheus_over  # noqa: E402
 from bench_scale import QUERIES, RAW_SERIES, X_SERIES  # noqa: E402
 from sidebyside import HOUR_MS, POINTS, run_query, same_answer, start_promring, stop_all  # noqa: E402
 
@@ -92,10 +93,12 @@ def main() -> None:
         cfg.write_text(f"type: FILESYSTEM\nconfig:\n  directory: {work / 'bucket'}\n")
         log = open(work / "servers.log", "ab")
         apis = {"P": prom.api}
+        pids: dict[str, list[int]] = {}  # side -> its store's and querier's pids
         for side, repo, env in (("A", None, {}),
                                 ("B", a.b_repo, dict(kv.split("=", 1) for kv in a.b_env))):
             started, apis[side] = start_side(work / side, cfg, log, repo, env)
             procs += started
+            pids[side] = [p.pid for p in started]
         sess = requests.Session()
         fresh = fresh_series(a.scale)
         orders = itertools.cycle(itertools.permutations(apis))
@@ -106,6 +109,7 @@ def main() -> None:
                 for api in apis.values():
                     run_query(sess, api, dict(params, query=q))
             firsts: dict[str, list[float]] = {s: [] for s in apis}
+            cpu: dict[str, list[list[float]]] = {s: [[], []] for s in pids}  # store, query
             ba = []
             for r in range(a.rounds):
                 for _ in range(3):
@@ -116,8 +120,11 @@ def main() -> None:
                     q = next(fresh)
                     got = {}
                     for side in next(orders):
+                        c0 = list(map(cpu_s, pids.get(side, ())))
                         t, got[side] = run_query(sess, apis[side], dict(params, query=q))
                         took[side].append(t)
+                        for k, (pid, c) in enumerate(zip(pids.get(side, ()), c0)):
+                            cpu[side][k].append(cpu_s(pid) - c)
                     for side in "AB":
                         diff = same_answer(got["P"], got[side])
                         if diff:
@@ -133,6 +140,9 @@ def main() -> None:
             print(f"== {h} h, median of {len(firsts['P'])} first runs per side: "
                   f"A/P {m['A'] / m['P']:.3f}x, B/P {m['B'] / m['P']:.3f}x, B/A {m['B'] / m['A']:.3f}"
                   f"; B/A per round {min(ba):.2f}-{max(ba):.2f}", flush=True)
+            print("   CPU per query (median, ms), store / query: " + ", ".join(
+                f"{s} {statistics.median(c[0]) * 1e3:.3f} / {statistics.median(c[1]) * 1e3:.3f}"
+                for s, c in cpu.items()), flush=True)
     finally:
         stop_all(procs)
         if prom is not None:
