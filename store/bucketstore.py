@@ -526,12 +526,7 @@ class BucketStore:
         blocks at once), read for all those blocks at once (store.coldseries), each with the
         block's count of skipped chunks before; None where a block reads on its own."""
         out: list[tuple[list[tuple[Labels, list[Chunk]]], int] | None] = [None] * len(blocks)
-        if selected and not any(map(is_, selected, repeat(None))) and \
-                max(map(len, selected)) <= MAX_SERIES:  # type: ignore[arg-type]
-            at = list(range(len(blocks)))  # every block's selection small (the usual)
-        else:
-            at = [i for i, refs in enumerate(selected)
-                  if refs is not None and len(refs) <= MAX_SERIES]
+        at = [i for i, refs in enumerate(selected) if refs is not None and len(refs) <= MAX_SERIES]
         if not at or (self.remote_cache is not None and
                            {"series", "chunks"} & set(self.remote_cache.kinds)):
             return out
@@ -539,8 +534,6 @@ class BucketStore:
         skipped = list(map(_SKIPPED, blocks))
         got = await series_many(blocks, selected,  # type: ignore[arg-type]
                                 self.cache, self._opts, self._fetch_limit, self.fetch_metrics)
-        if len(at) == len(out) and None not in got:
-            return list(zip(got, skipped))  # type: ignore[arg-type]
         for i, n, whole in zip(at, skipped, got):
             if whole is not None:
                 out[i] = (whole, n)

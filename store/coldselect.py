@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, chain, compress, count, repeat
-from operator import attrgetter, is_, is_not, itemgetter, sub
+from operator import attrgetter, is_, is_not, itemgetter
 
 import numpy as np
 
@@ -47,7 +47,6 @@ _START = _FIRST  # of a (start, end) range
 _ULID = attrgetter("ulid")
 _RANGES, _IN_ORDER = attrgetter("ranges"), attrgetter("in_order")
 _EQ_STATE = attrgetter("header.eq_state")
-_BUCKET, _INDEX_NAME = attrgetter("bucket"), attrgetter("index_name")
 MAX_SINGLE_LISTS = 64  # lists of one selection single_selections takes (its C bound)
 
 
@@ -72,11 +71,6 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
         worked_out += compress(at, map(is_not, map(out.__getitem__, at), repeat(None)))
     cap = cache.max_bytes // 64  # (selection_kept's bound, for those ``kept`` holds)
     order = sorted(worked_out)
-    if order and len(kept) == len(order) and all(shorts):  # every selection combined in C
-        got = list(map(kept.__getitem__, order))         # (the cold one-series request)
-        if max(map(len, got)) <= cap:
-            cache.put_many(list(map(keys.__getitem__, order)), got, "expanded_postings")
-            return out
     new = [(keys[i], kept[i] if shorts[i] and len(kept[i]) <= cap else None) if i in kept else
            (keys[i], blocks[i].selection_kept(matchers[i], out[i], shorts[i]))  # type: ignore[arg-type]
            for i in order]
@@ -221,15 +215,8 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
         at += k
     failed: set[int] = set()
     if reads:
-        if one_each is not None:  # a read of each block, in order: no Python step per block
-            read_blocks = list(map(blocks.__getitem__, map(_FIRST, todo)))
-            starts = list(map(_START, map(_SECOND, reads)))
-            reqs = list(zip(map(_BUCKET, read_blocks), zip(
-                map(_INDEX_NAME, read_blocks), starts,
-                map(sub, map(_SECOND, map(_SECOND, reads)), starts))))
-        else:
-            reqs = [(blocks[todo[t][0]].bucket, (blocks[todo[t][0]].index_name, g[0], g[1] - g[0]))
-                    for t, g, _ in reads]
+        reqs = [(blocks[todo[t][0]].bucket, (blocks[todo[t][0]].index_name, g[0], g[1] - g[0]))
+                for t, g, _ in reads]
         bufs = await read_batch(reqs, limit)
         if metrics is not None:
             metrics.fetched("postings", len(reads),

@@ -21,7 +21,6 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from functools import partial
 from itertools import repeat
-from operator import attrgetter
 from typing import NamedTuple
 
 from receiver.tsdb.labels import Labels
@@ -34,7 +33,6 @@ CHUNK_OVERHEAD = 120  # bytes counted per chunk (tuple, ints, bytes header)
 GROUP_OVERHEAD = 1024  # bytes counted per kept matcher set (its dict, key of <= 256 chars)
 
 Chunks = list[tuple[int, int, object]]
-_SIZE = attrgetter("size")
 
 
 class Selection(NamedTuple):
@@ -106,13 +104,6 @@ class SelectionMemo:
         """Keep Selections of one selection by block ULID (the group looked up once)."""
         group = self._d.get(key)
         cap = self.max_bytes // 16  # one entry never takes much of the budget
-        if group is None and sels and max(map(_SIZE, sels)) <= cap:  # a new selection (the
-            grow = GROUP_OVERHEAD + sum(map(_SIZE, sels))           # cold query): in C steps
-            self._d[key] = dict(zip(ulids, sels))
-            self._sizes[key] = grow
-            self.size += grow
-            self._evict()
-            return
         grow = 0
         for ulid, sel in zip(ulids, sels):
             if sel.size > cap:
