@@ -7,10 +7,11 @@ median of first runs of a few milliseconds, and one build's cell moved between 0
 over four runs on this machine (Prometheus has slow rounds too). This runs Prometheus,
 promring A and promring B side by side over the same blocks. Each round first runs the count
 query three times on every side (as bench_scale's warm runs of the row before), then asks each
-side in turn for ``--series`` single series no query asked for before, the sides' order going
-through all six permutations (each side follows each other side equally often: a promring
-run after the other promring's finds the interpreter's code in the caches, after
-Prometheus's it does not; rotating one order gave B/A 0.96 for two equal builds) (a new matcher and query string each: every cache misses). It prints each round's
+side in turn for ``--series`` single series no query asked for before (a new matcher and
+query string each: every cache misses), the sides' order going through all six permutations
+(each side follows each other side equally often: a promring run after the other promring's
+finds the interpreter's code in the caches, after Prometheus's it does not; rotating one
+order gave B/A 0.96 for two equal builds). It prints each round's
 medians and ratios, B/A per round (whose spread is the noise floor, about +-5% here), the
 median over all rounds, and each promring process's median CPU per query (from the scheduler's
 counters). Answers are compared; any difference fails the run.
@@ -41,7 +42,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import requests  # noqa: E402
 
 from bench_fixed_cost import cpu_s, prometheus_over  # noqa: E402
-from bench_scale import QUERIES, RAW_SERIES, X_SERIES  # noqa: E402
+from bench_scale import QUERIES, fresh_single_series  # noqa: E402
 from sidebyside import HOUR_MS, POINTS, run_query, same_answer, start_promring, stop_all  # noqa: E402
 
 COUNT = QUERIES[3][1]  # the row before the one-series row in bench_scale
@@ -63,12 +64,6 @@ def start_side(work: Path, bucket_cfg: Path, log, repo: Path | None,
         os.environ.clear()
         os.environ.update(saved)
     return list(procs.values()), api
-
-
-def fresh_series(scale: float):
-    """Selectors of single series no bench query reads (shard="1", newest instance first)."""
-    nx, raw = round(X_SERIES * scale), round(RAW_SERIES * scale)
-    return (f'x{{instance="i-{i:05d}"}}' for i in range(nx - 1, raw, -1))
 
 
 def main() -> None:
@@ -100,7 +95,7 @@ def main() -> None:
             procs += started
             pids[side] = [p.pid for p in started]
         sess = requests.Session()
-        fresh = fresh_series(a.scale)
+        fresh = fresh_single_series(a.scale)
         orders = itertools.cycle(itertools.permutations(apis))
         for h in map(int, a.hours.split(",")):
             params = {"start": (end_ms - h * HOUR_MS) / 1000, "end": end_ms / 1000,

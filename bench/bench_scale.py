@@ -101,14 +101,20 @@ def one_series_cold_variants(scale: float) -> Callable[[str, int], list[str]]:
     selectors of other single series that no query has asked for by then (shard="1" ones,
     which the 1,000-series rows do not read; a new set per range), so its cold cells are a
     median of first runs, not one first run of a few milliseconds."""
-    nx, raw = round(X_SERIES * scale), round(RAW_SERIES * scale)
-    fresh = iter(range(nx - 1, raw, -1))
+    fresh = fresh_single_series(scale)
 
     def variants(name: str, hours: int) -> list[str]:
         if name != "one series":
             return []
-        return [f'x{{instance="i-{i:05d}"}}' for _, i in zip(range(COLD_SAMPLES), fresh)]
+        return [q for _, q in zip(range(COLD_SAMPLES), fresh)]
     return variants
+
+
+def fresh_single_series(scale: float) -> Iterator[str]:
+    """Selectors of single series no dashboard query reads (shard="1", newest instance
+    first), each once."""
+    nx, raw = round(X_SERIES * scale), round(RAW_SERIES * scale)
+    return (f'x{{instance="i-{i:05d}"}}' for i in range(nx - 1, raw, -1))
 
 
 def query_keys(scale: float) -> dict[str, str]:
