@@ -13,6 +13,11 @@ keys and values, a hit or a request per key. A block whose read fails in any way
 error, a corrupt or truncated postings list) gets None: its own ``select`` runs again and
 fails there as it always has (so a broken block is taken out, a bucket outage fails the
 query); only then are that block's postings lookups and its failed read counted twice.
+
+The usual case of all -- one new selection of equality matchers, one uncached list of each
+block to read -- runs in C before and after its read (store._coldselect: plan, finish),
+calling the same C steps in the same order: after idle, the Python glue between those steps
+cost more than the steps. Every other case, and a failed or broken read, takes the Python.
 """
 from __future__ import annotations
 
@@ -32,12 +37,14 @@ from receiver.tsdb._blockio import checked_postings
 from receiver.tsdb.index import EMPTY
 from receiver.tsdb.labels import Matcher, MatchType
 
+from . import _coldselect as _cold
 from ._indexheader import eq_plans
+from ._lru import lookup, put_many
 from ._items import single_selections, split_items
 from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, FetchMetrics, FetchOptions,
                     PostingsPlan, _check_postings, combine_postings, combine_single,
                     matcher_chars, selection_id)
-from .cache import LRUCache
+from .cache import ENTRY_OVERHEAD, LRUCache
 from .ranges import coalesce, read_batch
 
 _POSTINGS = 0  # store._items.split_items framing of a postings list
@@ -50,10 +57,24 @@ _EQ_STATE = attrgetter("header.eq_state")
 MAX_SINGLE_LISTS = 64  # lists of one selection single_selections takes (its C bound)
 
 
+def bind_c(max_key_chars: int = MAX_KEY_MATCHER_CHARS) -> None:
+    """Hand store._coldselect the C steps, types and bounds the Python path uses, so the two
+    call the same things (``max_key_chars``: the bound of a selection kept in the cache)."""
+    _cold.bind(lookup, put_many, eq_plans, checked_postings, single_selections, PostingsPlan,
+               LRUCache, MatchType.EQ, np.frombuffer, np.int64, EMPTY, ENTRY_OVERHEAD,
+               max_key_chars)
+
+
+bind_c()
+
+
 async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence[Matcher]],
                       cache: LRUCache, opts: FetchOptions, limit: asyncio.Semaphore,
                       metrics: FetchMetrics | None) -> list[np.ndarray | None]:
     """Each block's ``select(matchers[i])``, or None where the block must do its own."""
+    fast = _cold.plan(blocks, matchers, cache)
+    if fast is not None:  # a new selection of one series in every block (the usual)
+        return await _select_cold(blocks, matchers, cache, limit, metrics, *fast)
     n = len(blocks)
     out: list[np.ndarray | None] = [None] * n
     first = matchers[0] if n else None
@@ -69,6 +90,15 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
         await _read_lists(blocks, todo, out, kept, cache, opts, limit, metrics)
         at = list(map(_FIRST, todo))
         worked_out += compress(at, map(is_not, map(out.__getitem__, at), repeat(None)))
+    _keep_selections(blocks, matchers, keys, shorts, worked_out, out, kept, cache)
+    return out
+
+
+def _keep_selections(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence[Matcher]],
+                     keys: list, shorts: list[bool], worked_out: list[int],
+                     out: list[np.ndarray | None], kept: dict[int, bytes], cache: LRUCache
+                     ) -> None:
+    """Cache the selections worked out (blocks ``worked_out``) in one insert."""
     cap = cache.max_bytes // 64  # (selection_kept's bound, for those ``kept`` holds)
     order = sorted(worked_out)
     new = [(keys[i], kept[i] if shorts[i] and len(kept[i]) <= cap else None) if i in kept else
@@ -77,6 +107,30 @@ async def select_many(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence
     new = [kv for kv in new if kv[1] is not None]
     if new:
         cache.put_many(list(map(_FIRST, new)), list(map(_SECOND, new)), "expanded_postings")
+
+
+async def _select_cold(blocks: Sequence[BucketBlock], matchers: Sequence[Sequence[Matcher]],
+                       cache: LRUCache, limit: asyncio.Semaphore, metrics: FetchMetrics | None,
+                       reqs: list, state: tuple) -> list[np.ndarray | None]:
+    """select_many of a new selection of equality matchers in every block, one list of each
+    block to read (store._coldselect.plan found that and made the postings lookup): the
+    Python glue between its C steps, cold in the CPU caches after idle, was most of its
+    cost. A failed or broken read goes on as _read_lists would from the same values."""
+    bufs = await read_batch(reqs, limit)
+    if metrics is not None:
+        metrics.fetched("postings", len(reqs), sum(map(len, filter(IS_BYTES, bufs))))
+    done = _cold.finish(state, bufs, cache)
+    if done is not None:
+        return done
+    plans, keys, raws, one_each, sel_keys, short = state
+    todo = list(enumerate(plans))
+    out: list[np.ndarray | None] = [None] * len(blocks)
+    kept: dict[int, bytes] = {}
+    reads = _one_each_reads(plans, one_each)
+    _finish_reads(blocks, todo, reads, bufs, keys, raws, out, kept, cache)
+    worked_out = [i for i, refs in enumerate(out) if refs is not None]
+    _keep_selections(blocks, matchers, sel_keys, [short] * len(blocks), worked_out, out, kept,
+                     cache)
     return out
 
 
@@ -197,8 +251,7 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
     bounds = list(accumulate(counts, initial=0))
     one_each = _one_missing_each(plans, counts, bounds, raws)
     if one_each is not None:  # the cold one-series request: one list of each block to read
-        reads = list(zip(range(len(todo)), map(ranges.__getitem__, one_each),
-                         map(list, zip(one_each))))
+        reads = _one_each_reads(plans, one_each, ranges)
     at = 0
     for t, (i, plan) in enumerate(todo if one_each is None else ()):
         k = len(plan.ranges)
@@ -213,7 +266,7 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
             reads += [(t, (gs, ge), miss[a:z])
                       for gs, ge, a, z in coalesce(starts, ends, opts.max_gap, opts.max_range)]
         at += k
-    failed: set[int] = set()
+    bufs: list = []
     if reads:
         reqs = [(blocks[todo[t][0]].bucket, (blocks[todo[t][0]].index_name, g[0], g[1] - g[0]))
                 for t, g, _ in reads]
@@ -224,6 +277,27 @@ async def _read_lists(blocks: Sequence[BucketBlock], todo: list[tuple[int, Posti
         if one_each is not None and _finish_one_each(todo, one_each, bufs, keys, raws, bounds,
                                                      out, kept, cache):
             return
+    _finish_reads(blocks, todo, reads, bufs, keys, raws, out, kept, cache)
+
+
+def _one_each_reads(plans: list[PostingsPlan], one_each: list[int],
+                    ranges: list[tuple[int, int]] | None = None
+                    ) -> list[tuple[int, tuple[int, int], list[int]]]:
+    """_read_lists's reads of _one_missing_each's lists (``ranges``: every plan's, in order)."""
+    if ranges is None:
+        ranges = list(chain.from_iterable(map(_RANGES, plans)))
+    return list(zip(range(len(plans)), map(ranges.__getitem__, one_each),
+                    map(list, zip(one_each))))
+
+
+def _finish_reads(blocks: Sequence[BucketBlock], todo: list[tuple[int, PostingsPlan]],
+                  reads: list[tuple[int, tuple[int, int], list[int]]], bufs: list,
+                  keys: list, raws: list[bytes | None], out: list[np.ndarray | None],
+                  kept: dict[int, bytes], cache: LRUCache) -> None:
+    """_read_lists's general end: each read's lists checked and cached (a block with a failed
+    or broken read left out, nothing of it kept), each block's selection combined."""
+    failed: set[int] = set()
+    if reads:
         fresh: list[tuple[int, bytes]] = []  # (position in raws, list read)
         for (t, (gs, _), pos), buf in zip(reads, bufs):
             if t in failed:

@@ -24,7 +24,10 @@ from store.bucketstore import BucketStore  # noqa: E402
 from store.cache import CacheMetrics, LRUCache  # noqa: E402
 from store.coldselect import select_many  # noqa: E402
 from test_store_gateway import run  # noqa: E402
-from test_store_series_paths import SELECTORS, bucket_dir  # noqa: E402,F401 (fixture)
+import test_store_series_paths  # noqa: E402
+from test_store_series_paths import SELECTORS  # noqa: E402
+
+bucket_dir = test_store_series_paths.bucket_dir  # (its fixture, found here by its name)
 
 
 def _counts(reg) -> dict[str, float]:
@@ -37,6 +40,15 @@ def _counts(reg) -> dict[str, float]:
                     continue
                 out[f"{s.name}{sorted(s.labels.items())}"] = s.value
     return out
+
+
+async def _synced_store(bucket: Path, local: Path) -> tuple[BucketStore, object]:
+    """A store of the bucket (1 MiB cache) after its first sync, and its registry."""
+    reg = new_registry()
+    st = BucketStore(FilesystemBucket(bucket), local, LRUCache(1 << 20, CacheMetrics(reg)), reg,
+                     verify_index=False)
+    await st.sync_once()
+    return st, reg
 
 
 def _entries(st: BucketStore) -> list:
@@ -101,10 +113,7 @@ def test_a_corrupt_postings_list_takes_only_its_block_out(tmp_path: Path,
     one-series request answers from the other two blocks and that block goes out of
     service, as when each block selected on its own."""
     async def body() -> None:
-        reg = new_registry()
-        st = BucketStore(FilesystemBucket(bucket_dir), tmp_path / "gw",
-                         LRUCache(1 << 20, CacheMetrics(reg)), reg, verify_index=False)
-        await st.sync_once()
+        st, reg = await _synced_store(bucket_dir, tmp_path / "gw")
         try:
             name = Matcher("=", "__name__", "metric_2")
             mint, maxt = st.time_range()
@@ -548,3 +557,198 @@ def test_checked_postings_cuts_and_checks_lists_as_each_read_alone() -> None:
     assert checked_postings([]) == []
     with pytest.raises(TypeError):
         checked_postings([bytearray(listed([1]))])
+
+
+# -- the cold one-series selection's C path (store._coldselect) against the Python one
+
+_NAME = ("=", "__name__", "metric_2")
+_INSTANCE = ("=", "instance", "host-00012")
+_ALL3 = (0, 1, 2)
+
+
+def _flip_a_byte(block, path: Path) -> None:
+    """A byte inside block's postings list of host-00012 changed: its checksum fails."""
+    start, _ = block.header.postings_range("instance", "host-00012")
+    raw = bytearray(path.read_bytes())
+    raw[start + 9] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _cut(block, path: Path) -> None:
+    """The index cut inside the length prefix of that list: its read comes back short."""
+    start, _ = block.header.postings_range("instance", "host-00012")
+    path.write_bytes(path.read_bytes()[:start + 6])
+
+
+def _remove(block, path: Path) -> None:
+    """The index file gone: the block's read fails."""
+    path.unlink()
+
+
+# (steps: (block positions, selector)), the step before which block 1's index is damaged
+COLD_CASES = {
+    "several blocks": ([(_ALL3, [_NAME]), (_ALL3, [_NAME, _INSTANCE]),
+                        (_ALL3, [_NAME, _INSTANCE]),
+                        (_ALL3, [_NAME, ("=", "instance", "host-00013")])], None, None),
+    "one block": ([((1,), [_NAME]), ((1,), [_NAME, _INSTANCE]), ((2,), [_NAME, _INSTANCE])],
+                  None, None),
+    "cached in some blocks": ([(_ALL3, [_NAME]), ((1,), [_NAME, _INSTANCE]),
+                               (_ALL3, [_NAME, _INSTANCE]),
+                               ((0, 2), [_NAME, ("=", "instance", "host-00013")])],
+                              None, None),
+    "corrupt list": ([(_ALL3, [_NAME]), (_ALL3, [_NAME, _INSTANCE])], 1, _flip_a_byte),
+    "truncated list": ([(_ALL3, [_NAME]), (_ALL3, [_NAME, _INSTANCE])], 1, _cut),
+    "missing index": ([(_ALL3, [_NAME]), (_ALL3, [_NAME, _INSTANCE])], 1, _remove),
+    "long matchers": ([(_ALL3, [_NAME]), (_ALL3, [_NAME, _INSTANCE])], None, None),
+    "not the fast case": ([(_ALL3, [("=", "__name__", "metric_1"), _INSTANCE]),  # two misses
+                           (_ALL3, [_NAME]),
+                           (_ALL3, [_NAME, ("=~", "instance", "host-0001[23]")]),
+                           (_ALL3, [_NAME, ("=", "env", "")]),
+                           (_ALL3, [_NAME, ("!=", "instance", "host-00012")]),
+                           (_ALL3, [_NAME, ("=", "instance", "host-nope")]),
+                           (_ALL3, [_NAME, ("=", "instance", "host-00014")])], None, None),
+}
+
+
+async def _cold_steps(tmp_path: Path, bucket_dir: Path, side: str, steps: list,
+                      damage_at: int | None, damage: Callable | None, seen: list) -> None:
+    """Each step's select_many over a fresh store of a copy of the bucket: its refs, then
+    the cache's entries in LRU order, its size and every cache and fetch counter."""
+    import shutil
+    bucket = tmp_path / side / "bucket"
+    shutil.copytree(bucket_dir, bucket)
+    st, reg = await _synced_store(bucket, tmp_path / side / "gw")
+    try:
+        blocks = list(st.blocks.values())
+        for k, (at, sel) in enumerate(steps):
+            if k == damage_at:
+                damage(blocks[1], bucket / blocks[1].ulid / INDEX_FILENAME)  # type: ignore[misc]
+            ms = [Matcher(t, n, v) for t, n, v in sel]
+            picked = [blocks[i] for i in at]
+            got = await select_many(picked, [ms] * len(picked), st.cache, st._opts,
+                                    st._fetch_limit, st.fetch_metrics)
+            seen.append(([None if g is None else g.tolist() for g in got],
+                         list(st.cache._d.items()), st.cache.size, _counts(reg)))
+    finally:
+        await st.close()
+
+
+@pytest.mark.parametrize("case", list(COLD_CASES))
+def test_the_c_path_of_a_cold_selection_equals_the_python_path(
+        tmp_path: Path, bucket_dir: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every step of each case, through store._coldselect where it applies and through the
+    Python path alone: the same refs, the same cache entries in the same LRU order, the same
+    size and counters. The C path is taken where it should be: each new selection of
+    equality matchers whose blocks miss one list each (a failed or broken read handed back
+    to the Python path after the read), never for the others."""
+    from store import coldselect
+    if case == "long matchers":  # name and instance too long to be kept (34 chars)
+        monkeypatch.setattr(coldselect, "MAX_KEY_MATCHER_CHARS", 24)
+        coldselect.bind_c(24)
+        try:
+            _c_and_python_equal(tmp_path, bucket_dir, case, monkeypatch)
+        finally:
+            coldselect.bind_c()
+    else:
+        _c_and_python_equal(tmp_path, bucket_dir, case, monkeypatch)
+
+
+def _c_and_python_equal(tmp_path: Path, bucket_dir: Path, case: str,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from store import coldselect
+    steps, damage_at, damage = COLD_CASES[case]
+    plan, finish = coldselect._cold.plan, coldselect._cold.finish
+    planned: list[bool] = []
+    finished: list[bool] = []
+    by_c: list = []
+    by_python: list = []
+
+    def counting_plan(*args):
+        got = plan(*args)
+        planned.append(got is not None)
+        return got
+
+    def counting_finish(*args):
+        got = finish(*args)
+        finished.append(got is not None)
+        return got
+    with monkeypatch.context() as m:
+        m.setattr(coldselect._cold, "plan", counting_plan)
+        m.setattr(coldselect._cold, "finish", counting_finish)
+        run(_cold_steps(tmp_path, bucket_dir, "c", steps, damage_at, damage, by_c))
+    with monkeypatch.context() as m:
+        m.setattr(coldselect._cold, "plan", lambda *args: None)
+        run(_cold_steps(tmp_path, bucket_dir, "py", steps, damage_at, damage, by_python))
+    assert len(by_c) == len(steps)
+    for k, (c, py) in enumerate(zip(by_c, by_python)):
+        assert c == py, (case, k)
+    assert len(planned) == len(steps)
+    fast = {"several blocks": [True, True, False, True],
+            "one block": [True, True, False],  # (block 2 misses both lists)
+            "cached in some blocks": [True, True, False, True],
+            "corrupt list": [True, True], "truncated list": [True, True],
+            "missing index": [True, True], "long matchers": [True, True],
+            "not the fast case": [False, True, False, False, False, False, True]}[case]
+    assert planned == fast
+    assert finished == [ok and not (damage_at == k) for k, ok in enumerate(fast) if ok]
+    if case == "long matchers":  # the second selection is not kept
+        assert sum(k[1] == "expanded_postings" for k, _ in by_c[1][1]) == 3
+    if damage is not None:  # the damaged block is left to its own select
+        assert by_c[damage_at][0][1] is None and all(by_c[damage_at][0][i] for i in (0, 2))
+
+
+def test_hostile_input_to_the_c_path_is_refused_not_crashing(tmp_path: Path,
+                                                             bucket_dir: Path) -> None:
+    """store._coldselect's calls given what select_many never gives them: the Python path
+    (None) or a TypeError, ValueError or AttributeError, never a crash; a refused call after
+    the reads leaves the cache as it was."""
+    from store import _coldselect as cold
+
+    async def body() -> None:
+        st, reg = await _synced_store(bucket_dir, tmp_path / "gw")
+        try:
+            blocks = list(st.blocks.values())
+            ms = [Matcher(*_NAME), Matcher(*_INSTANCE)]
+            c = st.cache
+            for args in [("blocks", [ms], c), (blocks, [ms] * 3, object()),
+                         ([], [], c), (blocks, [ms] * 2, c), (blocks, [ms, ms, list(ms)], c),
+                         (blocks, [[]] * 3, c), (blocks, ["ab"] * 3, c)]:
+                assert cold.plan(*args) is None
+            for args in [([object()], [ms], c), (blocks, [[1, 2]] * 3, c)]:
+                with pytest.raises(AttributeError):
+                    cold.plan(*args)
+            with pytest.raises(TypeError):
+                cold.plan(blocks, 5, c)
+            with pytest.raises(TypeError):
+                cold.plan(blocks, [ms] * 3)
+            with pytest.raises(TypeError):
+                cold.bind(*range(13))
+            before = (list(c._d.items()), c.size, _counts(reg))
+            reqs, state = cold.plan(blocks, [[Matcher(*_NAME)]] * 3, c)
+            after_plan = (list(c._d.items()), c.size, _counts(reg))
+            assert after_plan != before  # (the postings lookup was counted)
+            plans, keys, raws, miss, sel_keys, short = state
+            bad_states = [(), state[:5], (1, 2, 3, 4, 5, 6),
+                          (plans, keys, raws, [m + 1000 for m in miss], sel_keys, short),
+                          (plans, keys, raws, [-1] * 3, sel_keys, short),
+                          (plans, keys, raws[:-1], miss, sel_keys, short),
+                          ([(1,)] * 3, keys, raws, miss, sel_keys, short),
+                          (plans, keys, raws, ["x"] * 3, sel_keys, short)]
+            for bad in bad_states:
+                with pytest.raises((ValueError, TypeError)):
+                    cold.finish(bad, [b""] * 3, c)
+            with pytest.raises(ValueError):
+                cold.finish(state, [b""] * 2, c)
+            with pytest.raises(TypeError):
+                cold.finish(state, (b"",) * 3, c)
+            for bufs in ([b""] * 3, [b"\x00\x00\x00\x04" + b"\xff" * 8] * 3,
+                         [b"\xff" * 64] * 3, [None] * 3, [OSError()] * 3):
+                assert cold.finish(state, bufs, c) is None
+            assert (list(c._d.items()), c.size, _counts(reg)) == after_plan
+            bufs = [await b.bucket.get_range(*r[1]) for b, r in zip(blocks, reqs)]
+            got = cold.finish(state, bufs, c)
+            assert [g.tolist() for g in got] == \
+                [(await b.select([Matcher(*_NAME)])).tolist() for b in blocks]
+        finally:
+            await st.close()
+    run(body())
