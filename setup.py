@@ -22,6 +22,7 @@ setup(
         Extension("store._items", ["store/_items.c"], extra_compile_args=CFLAGS),
         Extension("store._lru", ["store/_lru.c"], extra_compile_args=CFLAGS),
         Extension("store._coldselect", ["store/_coldselect.c"], extra_compile_args=CFLAGS),
+        Extension("store._coldseries", ["store/_coldseries.c"], extra_compile_args=CFLAGS),
         Extension("receiver.hashring._ringc", ["receiver/hashring/_ringc.c"], extra_compile_args=CFLAGS),
         Extension("receiver.capnproto._capnpc", ["receiver/capnproto/_capnpc.c"], extra_compile_args=CFLAGS),
         Extension("common._hugearena", ["common/_hugearena.c"], extra_compile_args=CFLAGS),

@@ -13,6 +13,12 @@ chunk records checked in one, each block's answer a slice (under CPU caches empt
 calls, each block's own decode and check cost ~35 us, the most of a 24 h call after the
 postings).
 
+The usual cold call of all (every block's one series entry cached, none of its chunks, each
+block's chunks in one read) runs as two C steps around the read (store/_coldseries.c:
+plan_one_each, finish_one_each), the same C steps in the same order as the Python below, without
+the Python glue between them (~55 of its ~129 us of CPU after idle); any other case, and any
+surprise after the read, takes the Python path from where the C left it.
+
 What is cached and counted is what each block's own read (``BucketBlock.series`` over the
 whole block) would have: the same keys and values, a request per key and a hit per cached
 one, the same reads and bytes fetched (an item longer than its estimate re-read exactly, as
@@ -37,11 +43,14 @@ from typing import NamedTuple
 import numpy as np
 
 from objstore.bucket import IS_BYTES
+from ._coldseries import bind, finish_one_each, plan_one_each
+from ._indexheader import label_sets
 from ._items import chunk_tuples, item_reads, split_items
-from .block import (_ITEM_KINDS, BucketBlock, Chunk, FetchMetrics, FetchOptions, LengthAt,
-                    SmallItems, Spans, _chunk_len, _chunks_in_range, _series_len, chunk_ids,
-                    merge_external)
-from .cache import LRUCache
+from ._lru import lookup, put_many
+from .block import (_ITEM_KINDS, SMALL_ITEMS, BucketBlock, Chunk, FetchMetrics, FetchOptions,
+                    LengthAt, SmallItems, Spans, _chunk_len, _chunks_in_range, _series_len,
+                    chunk_ids, merge_external)
+from .cache import ENTRY_OVERHEAD, LRUCache
 from .coldselect import picked
 from .indexheader import IndexHeader
 from .ranges import coalesce, read_batch
@@ -79,6 +88,16 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
     """Each raw block's whole answer (every series at ``refs[i]`` with all its chunks, as
     ``blocks[i].series`` over the block's whole range gives it), or None where the block
     must read on its own."""
+    planned = plan_one_each(blocks, refs, cache, opts)
+    if planned is not None:  # the usual cold call: C steps around the read
+        reads, state = planned
+        bufs = await read_batch(reads, limit)
+        if metrics is not None:
+            metrics.fetched("chunks", len(reads), sum(map(len, filter(IS_BYTES, bufs))))
+        got = finish_one_each(state, bufs)
+        if got.__class__ is list:
+            return got
+        return await _fast_case_rest(blocks, state, bufs, got, cache, opts, limit, metrics)
     n = len(blocks)
     out: list[Answer | None] = [None] * n
     failed: set[int] = set()
@@ -235,6 +254,18 @@ async def _one_each_chunks(blocks: Sequence[BucketBlock], todo: list[int], one: 
         failed: set[int] = set()
         await _read_jobs(blocks, _chunk_jobs(blocks, has, ids), "chunks", _chunk_len, cache,
                          opts, limit, metrics, failed, keys, vals)
+    return await _one_each_answers(blocks, todo, one, out, has, ids, cuts, keys, vals, cache,
+                                   opts, limit, metrics)
+
+
+async def _one_each_answers(blocks: Sequence[BucketBlock], todo: list[int], one: _OneEach,
+                            out: list[Answer | None], has: list[int], ids: list[list[int]],
+                            cuts: list[slice], keys: list, vals: list[bytes | None],
+                            cache: LRUCache, opts: FetchOptions, limit: asyncio.Semaphore,
+                            metrics: FetchMetrics | None) -> list[Answer | None]:
+    """_one_each_chunks's answers from the chunk records looked up and read (``vals``, None
+    where a read failed), in one C call each when they are plain XOR chunks, else block by
+    block."""
     datas: list | None = None
     if None not in vals:
         try:
@@ -261,6 +292,36 @@ async def _one_each_chunks(blocks: Sequence[BucketBlock], todo: list[int], one: 
         if cut.start != cut.stop:
             out[i] = [(merge_external(lbls, ext) if ext else lbls, tuples[cut])]
     return out
+
+
+async def _fast_case_rest(blocks: Sequence[BucketBlock], state: tuple, bufs: list, code: int,
+                          cache: LRUCache, opts: FetchOptions, limit: asyncio.Semaphore,
+                          metrics: FetchMetrics | None) -> list[Answer | None]:
+    """series_many after finish_one_each left the rest to the Python path (``code`` 1: not
+    every read came back whole, nothing done with them yet; 2: the records are cached, one is
+    broken or of another encoding), from the same values that path holds there: the plan's
+    blocks, series entries, chunk keys and values (worked out again from them: their steps
+    are pure) and the reads' results."""
+    todo, raws, keys, vals = state[:4]
+    out: list[Answer | None] = [[] for _ in blocks]  # (the blocks that select nothing)
+    deque(map(out.__setitem__, todo, repeat(None)), maxlen=0)
+    one = _one_each(blocks, todo, raws)
+    assert one is not None  # (plan_one_each decoded them so)
+    bounds = list(accumulate(one.counts, initial=0))
+    cuts = list(map(slice, bounds, bounds[1:]))
+    ids = list(map(one.refs.__getitem__, cuts))
+    if code == 2:  # block by block, from the lookup made (as _one_each_answers goes on)
+        return await _finish(blocks, todo, [[r] for r in raws], out, set(), cache, opts, limit,
+                             metrics, (todo, ids, keys, vals))
+    jobs = _chunk_jobs(blocks, todo, ids)
+    one_read_each = _one_read_each(jobs, vals, set(), opts)
+    assert one_read_each is not None  # (plan_one_each planned them so)
+    reads, misses = one_read_each
+    failed: set[int] = set()
+    new = await _take_reads(blocks, jobs, "chunks", _chunk_len, reads, bufs, failed)
+    _keep_reads(jobs, misses, new, failed, keys, vals, "chunks", cache)
+    return await _one_each_answers(blocks, todo, one, out, todo, ids, cuts, keys, vals, cache,
+                                   opts, limit, metrics)
 
 
 def _look_up(blocks: Sequence[BucketBlock], at: list[int], ids: list[list[int]], kind: str,
@@ -363,36 +424,56 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
                 vals[:] = items
                 cache.put_many(keys, vals, kind)
                 return _split(vals, list(map(_IDS, jobs)))  # type: ignore[return-value]
-        again: list[tuple[int, int, int, int | None]] = []  # (job, position, start, length)
-        code = _ITEM_KINDS[kind]
-        for (t, gs, _, pos, rels), buf in zip(reads, bufs):
-            if jobs[t].block in failed:
-                continue
-            if not isinstance(buf, bytes):
+        new = await _take_reads(blocks, jobs, kind, length_at, reads, bufs, failed)
+    return _keep_reads(jobs, misses, new, failed, keys, vals, kind, cache)
+
+
+async def _take_reads(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
+                      length_at: LengthAt, reads: list[tuple[int, int, int, list[int] | range,
+                                                             bytes]],
+                      bufs: list, failed: set[int]) -> dict[int, bytes]:
+    """The items of ``reads`` (_read_jobs's) in their results ``bufs``, by position in
+    _read_jobs's ``vals``: an item longer than its estimate read again exactly; a job whose
+    read failed or whose item is malformed added to ``failed``."""
+    new: dict[int, bytes] = {}  # position in vals -> item read
+    again: list[tuple[int, int, int, int | None]] = []  # (job, position, start, length)
+    code = _ITEM_KINDS[kind]
+    for (t, gs, _, pos, rels), buf in zip(reads, bufs):
+        if jobs[t].block in failed:
+            continue
+        if not isinstance(buf, bytes):
+            failed.add(jobs[t].block)
+            continue
+        try:
+            items, lens = split_items(buf, rels, code)
+        except ValueError:  # an overflowing length prefix
+            failed.add(jobs[t].block)
+            continue
+        if None not in items:
+            new.update(zip(pos, items))
+            continue
+        for p, r, item, ln in zip(pos, array("q", rels), items, array("q", lens)):
+            if item is None:  # longer than estimated (or the object ended): read exactly
+                again.append((t, p, gs + r, ln if ln >= 0 else None))
+            else:
+                new[p] = item
+    if again:
+        got = await asyncio.gather(*(
+            blocks[jobs[t].block]._read_exact(jobs[t].obj, kind, s, ln, length_at)
+            for t, _, s, ln in again), return_exceptions=True)
+        for (t, p, _, _), raw in zip(again, got):
+            if isinstance(raw, bytes):
+                new[p] = raw
+            else:
                 failed.add(jobs[t].block)
-                continue
-            try:
-                items, lens = split_items(buf, rels, code)
-            except ValueError:  # an overflowing length prefix
-                failed.add(jobs[t].block)
-                continue
-            if None not in items:
-                new.update(zip(pos, items))
-                continue
-            for p, r, item, ln in zip(pos, array("q", rels), items, array("q", lens)):
-                if item is None:  # longer than estimated (or the object ended): read exactly
-                    again.append((t, p, gs + r, ln if ln >= 0 else None))
-                else:
-                    new[p] = item
-        if again:
-            got = await asyncio.gather(*(
-                blocks[jobs[t].block]._read_exact(jobs[t].obj, kind, s, ln, length_at)
-                for t, _, s, ln in again), return_exceptions=True)
-            for (t, p, _, _), raw in zip(again, got):
-                if isinstance(raw, bytes):
-                    new[p] = raw
-                else:
-                    failed.add(jobs[t].block)
+    return new
+
+
+def _keep_reads(jobs: list[_Job], misses: list[list[int] | range], new: dict[int, bytes],
+                failed: set[int], keys: list[tuple[str, str, int]], vals: list[bytes | None],
+                kind: str, cache: LRUCache) -> list[list[bytes] | None]:
+    """_read_jobs's answer from the items read (``new``): put in ``vals`` and the cache (one
+    insert), each job's items, None for a job whose block failed."""
     if not failed and len(new) == len(vals):  # every item read (a cold one-series call)
         vals[:] = list(map(new.__getitem__, range(len(vals))))
         cache.put_many(keys, vals, kind)
@@ -433,3 +514,8 @@ def _one_read_each(jobs: list[_Job], vals: list[bytes | None], failed: set[int],
     misses = list(map(range, bounds, bounds[1:]))
     gss, ges, _, _, rels = zip(*map(_FIRST, groups))
     return list(zip(range(len(jobs)), gss, ges, misses, rels)), misses
+
+
+# The C steps call this module's functions through its namespace (a monkeypatch reaches both
+# paths) and the LRU's and index header's C steps as store.cache and IndexHeader call them.
+bind(globals(), lookup, put_many, label_sets, ENTRY_OVERHEAD, SMALL_ITEMS)

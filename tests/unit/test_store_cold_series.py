@@ -3,8 +3,10 @@
 each block's own read, and a broken series entry or chunk still takes only its block out."""
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,10 @@ from store.coldselect import select_many  # noqa: E402
 from store.coldseries import series_many  # noqa: E402
 from test_store_cold_select import _counts, _entries, same_as_each_block  # noqa: E402
 from test_store_gateway import H2, T0, make_series, run, upload_dir  # noqa: E402
-from test_store_series_paths import SELECTORS, bucket_dir  # noqa: E402,F401 (fixture)
+import test_store_series_paths  # noqa: E402
+from test_store_series_paths import SELECTORS  # noqa: E402
+
+bucket_dir = test_store_series_paths.bucket_dir  # (the fixture, by its name here)
 
 
 def _random_selectors(n: int) -> list[list[tuple[str, str, str]]]:
@@ -175,6 +180,15 @@ def mixed_bucket(tmp_path: Path) -> Path:
     return tmp_path / "bucket"
 
 
+async def _store_with_metrics(bucket: Path, local: Path) -> tuple[BucketStore, object]:
+    """A synced store over ``bucket`` with a 16 MiB cache, and its registry (its counters)."""
+    reg = new_registry()
+    st = BucketStore(FilesystemBucket(bucket), local, LRUCache(16 << 20, CacheMetrics(reg)), reg,
+                     verify_index=False)
+    await st.sync_once()
+    return st, reg
+
+
 @pytest.mark.parametrize("warm_up", ["entries and chunks", "entries only", "one block's chunks"])
 def test_one_series_per_block_from_cached_entries_as_each_blocks_own(
         tmp_path: Path, mixed_bucket: Path, warm_up: str) -> None:
@@ -187,10 +201,7 @@ def test_one_series_per_block_from_cached_entries_as_each_blocks_own(
     async def body() -> None:
         stores = []
         for side in ("each", "all"):
-            reg = new_registry()
-            st = BucketStore(FilesystemBucket(mixed_bucket), tmp_path / side,
-                             LRUCache(16 << 20, CacheMetrics(reg)), reg, verify_index=False)
-            await st.sync_once()
+            st, reg = await _store_with_metrics(mixed_bucket, tmp_path / side)
             name = [Matcher("=", "__name__", "metric_0")]
             for k, b in enumerate(st.blocks.values()):
                 skip = warm_up == "entries only" or (warm_up != "entries and chunks" and k)
@@ -312,3 +323,319 @@ def test_each_ascending_checks_every_blocks_refs_and_only_within_a_block() -> No
         assert each_ascending(refs, counts) == reference(refs, counts), (refs, counts)
     assert each_ascending([5, 9, 1, 2], [2, 2]) and not each_ascending([5, 9, 9, 12], [3, 1])
     assert each_ascending([], [0, 0]) and each_ascending([4], [0, 1, 0])
+
+
+# -- the C steps of the usual cold call (store/_coldseries.c) against the Python path
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def _sealed(body: bytes) -> bytes:
+    """A series entry of ``body``, its length and checksum right (so the decoders get to
+    whatever the body holds)."""
+    from receiver.tsdb._blockio import crc32c
+    return _uvarint(len(body)) + body + crc32c(body).to_bytes(4, "big")
+
+
+def _body(raw: bytes) -> bytes:
+    n, i, shift = 0, 0, 0
+    while True:
+        n |= (raw[i] & 0x7F) << shift
+        shift += 7
+        i += 1
+        if raw[i - 1] < 0x80:
+            return raw[i:i + n]
+
+
+class _Recorded:
+    """What the C steps returned in each call (plan: None or "planned"; finish: "answers",
+    or its code 1 or 2), recorded through the module attributes series_many calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import store.coldseries as coldseries
+        self.plans: list[str | None] = []
+        self.finishes: list[str | int] = []
+        plan, finish = coldseries.plan_one_each, coldseries.finish_one_each
+
+        def counted_plan(*args):
+            got = plan(*args)
+            self.plans.append(None if got is None else "planned")
+            return got
+
+        def counted_finish(*args):
+            got = finish(*args)
+            self.finishes.append("answers" if isinstance(got, list) else got)
+            return got
+        monkeypatch.setattr(coldseries, "plan_one_each", counted_plan)
+        monkeypatch.setattr(coldseries, "finish_one_each", counted_finish)
+
+
+async def _cold_call(st: BucketStore, ms: list[Matcher], at: list[int] | None) -> list:
+    blocks = list(st.blocks.values())
+    if at is not None:
+        blocks = [blocks[i] for i in at]
+    refs = await select_many(blocks, [ms] * len(blocks), st.cache, st._opts, st._fetch_limit,
+                             st.fetch_metrics)
+    return await series_many(blocks, refs, st.cache,  # type: ignore[arg-type]
+                             st._opts, st._fetch_limit, st.fetch_metrics)
+
+
+def _observed(st: BucketStore, reg) -> tuple:
+    """Everything a call leaves behind: the cache's entries in LRU order, its size, the cache
+    and fetch counters and the blocks' skipped chunks."""
+    return (list(st.cache._d.items()), st.cache.size, _counts(reg),
+            [b.skipped_chunks for b in st.blocks.values()])
+
+
+async def _c_and_python(tmp_path: Path, bucket: Path, monkeypatch: pytest.MonkeyPatch,
+                        warm: Callable, change: Callable | None,
+                        calls: list[tuple[list[Matcher], list[int] | None]]) -> _Recorded:
+    """Two stores over ``bucket``, each warmed by ``warm(store)``, then ``change(stores)``
+    (the bucket or the caches, the same for both); each of ``calls`` made on one store by
+    the Python path (the C plan monkeypatched to decline) and on the other as it is: the same
+    answers (or the same error), cache entries in the same LRU order, size and counters."""
+    import store.coldseries as coldseries
+    stores = []
+    for side in ("python", "c"):
+        st, reg = await _store_with_metrics(bucket, tmp_path / side)
+        await warm(st)
+        stores.append((st, reg))
+    (py, reg_py), (c, reg_c) = stores
+    if change is not None:
+        await change([py, c])
+    recorded = _Recorded(monkeypatch)
+    try:
+        for ms, at in calls:
+            got = []
+            for st in (py, c):
+                with monkeypatch.context() as m:
+                    if st is py:
+                        m.setattr(coldseries, "plan_one_each", lambda *_: None)
+                    try:
+                        got.append(await _cold_call(st, ms, at))
+                    except Exception as e:  # noqa: BLE001 -- the same error on both sides
+                        got.append((type(e), str(e)))
+            assert got[1] == got[0], (ms, at)
+            seen_c, seen_py = _observed(c, reg_c), _observed(py, reg_py)
+            assert [k for k, _ in seen_c[0]] == [k for k, _ in seen_py[0]], (ms, at)
+            assert seen_c == seen_py, (ms, at)
+    finally:
+        for st, _ in stores:
+            await st.close()
+    return recorded
+
+
+def _entries_of(name: str) -> Callable:
+    """A warm-up caching every block's series entries of metric ``name`` (the dashboard's
+    broad query, skipping chunks)."""
+    async def warm(st: BucketStore) -> None:
+        for b in st.blocks.values():
+            assert await b.series(b.min_time, b.max_time - 1, [Matcher("=", "__name__", name)],
+                                  True)
+    return warm
+
+
+def _one(name: str, inst: int) -> list[Matcher]:
+    return [Matcher("=", "__name__", name), Matcher("=", "instance", f"host-{inst:05d}")]
+
+
+async def _chunk_file_of(st: BucketStore, bucket: Path, k: int, ms: list[Matcher]
+                         ) -> tuple[Path, int]:
+    """Block k's chunk segment file and offset of the selection's first chunk."""
+    b = list(st.blocks.values())[k]
+    ref = int.from_bytes((await b.series_entries(await b.select(ms))).c_ref[:8], sys.byteorder)
+    return bucket / b.ulid / "chunks" / segment_name(ref >> 32), ref & 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("case,plans,finishes", [
+    ("several blocks", ["planned", None], ["answers"]),
+    ("one block", ["planned", None], ["answers"]),
+    ("chunks partly cached", [None, None], []),
+    ("series entries not cached", [None, None], []),
+    ("a corrupt chunk record", ["planned", None], [2]),
+    ("a failed read", ["planned", None], [1]),
+    ("a series entry without chunks", [None, None], []),
+])
+def test_the_c_steps_answer_as_the_python_path(
+        tmp_path: Path, bucket_dir: Path, monkeypatch: pytest.MonkeyPatch, case: str,
+        plans: list, finishes: list) -> None:
+    """A never-asked one-series selection over the test bucket's blocks, then again (warm):
+    the C steps taken where they serve (``plans``/``finishes``: what they returned) and the
+    same answers, cache entries in the same LRU order, size and counters as the Python path,
+    whatever goes wrong after the plan."""
+    ms = _one("metric_2", 12)
+    at = [1] if case == "one block" else None
+    entries = _entries_of("metric_2")
+
+    async def warm(st: BucketStore) -> None:
+        if case != "series entries not cached":
+            await entries(st)
+        if case == "chunks partly cached":  # the first block's chunks of the selection too
+            b = list(st.blocks.values())[0]
+            assert await b.series(b.min_time, b.max_time - 1, ms, False)
+
+    async def change(stores: list[BucketStore]) -> None:
+        if case in ("a corrupt chunk record", "a failed read"):
+            for st in stores:  # (the same lookups on both sides)
+                path, off = await _chunk_file_of(st, bucket_dir, 1, ms)
+            if case == "a failed read":
+                path.unlink()
+            else:
+                raw = bytearray(path.read_bytes())
+                raw[off + 4] ^= 0xFF
+                path.write_bytes(bytes(raw))
+        elif case == "a series entry without chunks":
+            for st in stores:  # one label of symbol 0, no chunk
+                b = list(st.blocks.values())[1]
+                key = (b.ulid, "series", int((await b.select(ms))[0]))
+                st.cache.put(key, _sealed(b"\x01\x00\x00\x00"), "series")
+    rec = asyncio.run(_c_and_python(tmp_path, bucket_dir, monkeypatch, warm, change,
+                                    [(ms, at), (ms, at)]))
+    assert (rec.plans, rec.finishes) == (plans, finishes)
+
+
+@pytest.mark.parametrize("at,inst,finish", [
+    ([2], 10, "answers"),  # one block, under an external label
+    (None, 10, "answers"),  # two producers (each block's own labels), absent from block 1
+    (None, 3, "answers"),  # in block 0 alone
+    (None, 1, None),  # its chunks in two segment files in a block: not the C steps' case
+    (None, 4, 2),  # block 1's chunks native histograms: block by block after the read
+    (None, 42, None),  # in no block
+])
+def test_the_c_steps_answer_as_the_python_path_over_producers_and_encodings(
+        tmp_path: Path, mixed_bucket: Path, monkeypatch: pytest.MonkeyPatch,
+        at: list[int] | None, inst: int, finish: str | int | None) -> None:
+    """External labels (one producer's or two), a series absent from some blocks, chunks in
+    two segment files and histogram chunks: the same as the Python path, the C steps taken
+    where they serve (``finish``: what the second one returned; None: not planned)."""
+    rec = asyncio.run(_c_and_python(tmp_path, mixed_bucket, monkeypatch,
+                                    _entries_of("metric_0"), None, [(_one("metric_0", inst), at)]))
+    assert rec.plans == [None if finish is None else "planned"]
+    assert rec.finishes == ([] if finish is None else [finish])
+
+
+def test_the_c_steps_answer_as_the_python_path_on_hostile_entries(
+        tmp_path: Path, bucket_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block's cached series entry of each selection damaged, mostly sealed again (length
+    and checksum right: the decoders get garbage counts, symbols, times and chunk refs, most
+    often in the chunk metas at its end): never a crash, and the same answers or error, cache
+    and counters as the Python path; the C steps planned for some, declined for others."""
+    rng = random.Random(11)
+    insts = list(range(2, 150, 5))[:24]
+
+    async def change(stores: list[BucketStore]) -> None:
+        for inst in insts:
+            ms = _one("metric_2", inst)
+            k = rng.randrange(3)
+            keys = []
+            for st in stores:  # (the same lookups on both sides)
+                b = list(st.blocks.values())[k]
+                keys.append((b.ulid, "series", int((await b.select(ms))[0])))
+            body = bytearray(_body(stores[0].cache._d[keys[0]]))
+            what = rng.randrange(5)
+            if what <= 1:  # a chunk meta (or, for 1, any byte)
+                at = rng.randrange(len(body) * 2 // 3 if what == 0 else 0, len(body))
+                body[at] = rng.choice([0x00, 0x01, 0x7F, 0x80, 0xFF, rng.randrange(256)])
+            elif what == 2:
+                del body[rng.randrange(len(body)):]
+            elif what == 3:
+                body[rng.randrange(len(body) + 1):0] = bytes(
+                    rng.choice([0x00, 0x7F, 0x80, 0xFF]) for _ in range(rng.randrange(1, 12)))
+            raw = _sealed(bytes(body)) if rng.random() < .9 else bytes(body)
+            for st, key in zip(stores, keys):
+                st.cache.put(key, raw, "series")
+    rec = asyncio.run(_c_and_python(tmp_path, bucket_dir, monkeypatch, _entries_of("metric_2"),
+                                    change, [(_one("metric_2", inst), None) for inst in insts]))
+    assert None in rec.plans and "planned" in rec.plans
+    assert {1, 2, "answers"} <= set(rec.finishes)  # (a read cut short, a broken record)
+
+
+def test_the_c_steps_answer_as_the_python_path_on_hostile_reads(
+        tmp_path: Path, bucket_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranged reads coming back cut short, padded, emptied or as garbage: never a crash, and
+    the same answers, cache and counters as the Python path."""
+    import store.coldseries as coldseries
+    rng = random.Random(5)
+    read_batch = coldseries.read_batch
+    damaged: dict[tuple, list] = {}  # the same damage on both sides, by read requests
+
+    async def hostile(reads, limit):
+        got = await read_batch(reads, limit)
+        key = tuple((r[1][0], r[1][1], r[1][2]) for r in reads)
+        if key not in damaged:
+            out = []
+            for buf in got:
+                what = rng.randrange(5)
+                if what == 0:
+                    buf = buf[:rng.randrange(len(buf) + 1)]
+                elif what == 1:
+                    buf = buf + bytes(rng.randrange(256) for _ in range(20))
+                elif what == 2:
+                    buf = bytes(rng.randrange(256) for _ in range(len(buf)))
+                elif what == 3:
+                    buf = b"\xff" * 12
+                out.append(buf)
+            damaged[key] = out
+        return damaged[key]
+    monkeypatch.setattr(coldseries, "read_batch", hostile)
+    rec = asyncio.run(_c_and_python(tmp_path, bucket_dir, monkeypatch, _entries_of("metric_2"),
+                                    None, [(_one("metric_2", inst), None)
+                                           for inst in range(2, 150, 5)[:20]]))
+    assert rec.plans == ["planned"] * 20 and {1, "answers"} <= set(rec.finishes)
+
+
+def test_the_c_steps_refuse_what_is_not_theirs() -> None:
+    """plan_one_each declines anything but a plan's inputs (None: the Python path decides);
+    finish_one_each raises on anything but a plan's state; neither crashes."""
+    import numpy as np
+
+    from store.coldseries import finish_one_each, plan_one_each
+    cache = LRUCache(1 << 20)
+    for blocks, refs in [([], []), ([object()], [np.array([1])]), ([object()], [[1]]),
+                         ([object()], [np.zeros((1, 1), np.int64)]),
+                         ([object()], [np.array([1.0])]), (None, None), ([1, 2], [None])]:
+        assert plan_one_each(blocks, refs, cache, FetchOptions()) is None
+    assert plan_one_each([object()], [np.array([1])], object(), FetchOptions()) is None
+    for state in [None, (), ([0], [], [], [], ()), ([0], [], [], [], (1, cache, [], [], b"",
+                                                                     b"", b"", []))]:
+        with pytest.raises((ValueError, TypeError)):
+            finish_one_each(state, [])
+    bad = ([0], [b""], [("u", "chunks", 1)], [None],
+           (1, cache, [()], [()], (5).to_bytes(8, sys.byteorder), b"\0" * 8, b"\0" * 8, [b""]))
+    with pytest.raises(ValueError):  # (five chunks counted, one key)
+        finish_one_each(bad, [b""])
+    good = ([0], [b""], [("u", "chunks", 1)], [None],
+            (1, cache, [()], [()], (1).to_bytes(8, sys.byteorder), b"\0" * 8, b"\0" * 8,
+             [(0).to_bytes(8, sys.byteorder)]))
+    assert finish_one_each(good, [b"\x05"]) == 1  # (a record cut short: the Python path)
+    assert finish_one_each(good, [RuntimeError()]) == 1
+    assert len(cache) == 0
+
+
+def test_a_cold_one_series_call_after_the_broad_query_takes_the_c_steps(
+        tmp_path: Path, bucket_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual cold call through the store (the broad query cached the metric's series
+    entries; a never-asked one-series selection over three blocks): planned and finished by
+    the C steps, once, with one series and its chunks from every block."""
+    rec = _Recorded(monkeypatch)
+
+    async def body() -> None:
+        st = BucketStore(FilesystemBucket(bucket_dir), tmp_path / "gw", LRUCache(16 << 20),
+                         new_registry(), verify_index=False)
+        await st.sync_once()
+        try:
+            await _entries_of("metric_2")(st)
+            mint, maxt = st.time_range()
+            got = list(await st.series(mint, maxt, _one("metric_2", 12), False))
+            assert len(got) == 1 and len(got[0][1]) >= 3 and len(st.blocks) == 3
+            assert all(any(b.min_time <= c[0] < b.max_time for c in got[0][1])
+                       for b in st.blocks.values())
+        finally:
+            await st.close()
+    asyncio.run(body())
+    assert (rec.plans, rec.finishes) == (["planned"], ["answers"])
