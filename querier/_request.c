@@ -321,6 +321,90 @@ static PyObject *py_range_args(PyObject *self, PyObject *p) {
     return Py_BuildValue("(LLLOi)", (long long)start, (long long)end, (long long)step_ns, query, 0);
 }
 
+/* --- plain selectors (querier/parsecache.py's _SIMPLE, without the regex engine) --- */
+
+static int is_blank(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static int is_alpha_(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z' ? 1 : c == '_'; }
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+/* A label value character needing no unescaping: printable ASCII but '"' and '\\'. */
+static int is_value_char(unsigned char c) { return c >= ' ' && c <= '~' && c != '"' && c != '\\'; }
+
+static const unsigned char *skip_blanks(const unsigned char *p, const unsigned char *end) {
+    while (p < end && is_blank(*p)) p++;
+    return p;
+}
+
+/* simple_selector_parts(query: str) -> (name, [(label, op, value), ...]) | None: the groups
+ * parsecache._SIMPLE.fullmatch and _ONE_MATCHER.findall give of a plain selector's text
+ * (name, then optionally {label op "value", ...} with = != =~ !~, blanks between tokens, a
+ * trailing comma allowed, values of printable ASCII without '"' or '\\'); None where the
+ * regex would not match. ASCII only: any other character is not a plain selector. */
+static PyObject *py_simple_selector_parts(PyObject *self, PyObject *q) {
+    if (!PyUnicode_Check(q)) {
+        PyErr_SetString(PyExc_TypeError, "simple_selector_parts(query: str)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(q)) Py_RETURN_NONE;
+    const unsigned char *s = PyUnicode_1BYTE_DATA(q), *end = s + PyUnicode_GET_LENGTH(q), *p = s;
+    if (p >= end || !(is_alpha_(*p) || *p == ':')) Py_RETURN_NONE;
+    while (p < end && (is_alpha_(*p) || is_digit(*p) || *p == ':')) p++;
+    PyObject *name = PyUnicode_FromStringAndSize((const char *)s, p - s);
+    PyObject *ms = name ? PyList_New(0) : NULL;
+    if (ms == NULL) { Py_XDECREF(name); return NULL; }
+    if (p == end) goto ok;
+    p = skip_blanks(p, end);
+    if (p >= end || *p != '{') goto none;
+    p = skip_blanks(p + 1, end);
+    for (;;) {
+        /* label */
+        if (p >= end || !is_alpha_(*p)) {
+            /* only "}" (after at least one matcher and an optional comma) ends the body */
+            if (PyList_GET_SIZE(ms) && p < end && *p == '}') break;
+            goto none;
+        }
+        const unsigned char *l0 = p;
+        while (p < end && (is_alpha_(*p) || is_digit(*p))) p++;
+        const unsigned char *l1 = p;
+        p = skip_blanks(p, end);
+        const char *op;
+        if (end - p >= 2 && p[0] == '!' && p[1] == '=') { op = "!="; p += 2; }
+        else if (end - p >= 2 && p[0] == '=' && p[1] == '~') { op = "=~"; p += 2; }
+        else if (end - p >= 2 && p[0] == '!' && p[1] == '~') { op = "!~"; p += 2; }
+        else if (p < end && p[0] == '=') { op = "="; p += 1; }
+        else goto none;
+        p = skip_blanks(p, end);
+        if (p >= end || *p != '"') goto none;
+        const unsigned char *v0 = ++p;
+        while (p < end && is_value_char(*p)) p++;
+        if (p >= end || *p != '"') goto none;
+        PyObject *m = Py_BuildValue("(s#ss#)", (const char *)l0, (Py_ssize_t)(l1 - l0), op,
+                                    (const char *)v0, (Py_ssize_t)(p - v0));
+        if (m == NULL || PyList_Append(ms, m) < 0) { Py_XDECREF(m); goto fail; }
+        Py_DECREF(m);
+        p = skip_blanks(p + 1, end);
+        if (p < end && *p == ',') {
+            p = skip_blanks(p + 1, end);
+            continue;  /* another matcher, or the closing brace after a trailing comma */
+        }
+        if (p < end && *p == '}') break;
+        goto none;
+    }
+    if (p + 1 != end) goto none;  /* the brace ends the text */
+ok:;
+    PyObject *out = PyTuple_Pack(2, name, ms);
+    Py_DECREF(name);
+    Py_DECREF(ms);
+    return out;
+none:
+    Py_DECREF(name);
+    Py_DECREF(ms);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(name);
+    Py_DECREF(ms);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"parse_get", (PyCFunction)(void (*)(void))py_parse_get, METH_FASTCALL,
      "parse_get(buf, routes, request_type, headers_type): the complete GET request at the start "
@@ -329,6 +413,9 @@ static PyMethodDef methods[] = {
     {"range_args", py_range_args, METH_O,
      "range_args(p): (start_ms, end_ms, step_ns, query, limit) of /api/v1/query_range's usual "
      "parameters, or NotImplemented (the Python reading then decides)."},
+    {"simple_selector_parts", py_simple_selector_parts, METH_O,
+     "simple_selector_parts(query): (name, [(label, op, value), ...]) of a plain selector's "
+     "text as parsecache's regexes read it, or None where they would not match."},
     {NULL, NULL, 0, NULL},
 };
 

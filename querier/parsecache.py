@@ -17,6 +17,7 @@ from collections import OrderedDict
 from querier.promql import ast
 from querier.promql.engine import parse
 from querier.promql.lexer import _WORDS
+from querier._request import simple_selector_parts
 from receiver.tsdb.labels import InvalidRegex, MatchType, Matcher as StoreMatcher, plain_matcher
 
 # Metric name, then optional {name op "value",...} with = != =~ !~, a trailing comma allowed,
@@ -44,10 +45,10 @@ def simple_selector(query: str, names: dict[str, StoreMatcher] | None = None
     anyway, and ``names`` keeps each metric name's ``__name__`` matcher for the next query."""
     if len(query) > SIMPLE_MAX_CHARS:
         return None
-    m = _SIMPLE.fullmatch(query)
-    if m is None:
+    parts = simple_selector_parts(query)  # (the regexes' reading, in C: selector_parts)
+    if parts is None:
         return None
-    name, body = m.group(1, 2)
+    name, found = parts
     if name in _WORDS or name.lower() in ("inf", "nan"):
         return None
     ms = []
@@ -59,17 +60,27 @@ def simple_selector(query: str, names: dict[str, StoreMatcher] | None = None
                 names.clear()
             names[name] = by_name
     store = [by_name]
-    if body is not None:
-        for label, op, value in _ONE_MATCHER.findall(body):
-            if label == "__name__":
-                return None
-            try:  # a regex's check is the parser's: its error message is the parser's to give
-                store.append(plain_matcher(_STORE_OPS[op], label, value))
-            except InvalidRegex:
-                return None
-            ms.append(ast.Matcher(_OPS[op], label, value))
+    for label, op, value in found:
+        if label == "__name__":
+            return None
+        try:  # a regex's check is the parser's: its error message is the parser's to give
+            store.append(plain_matcher(_STORE_OPS[op], label, value))
+        except InvalidRegex:
+            return None
+        ms.append(ast.Matcher(_OPS[op], label, value))
     return ast.VectorSelector(name, ast.Matchers(ms), pos=(0, len(query)),
                               store_matchers=tuple(store))
+
+
+def selector_parts(query: str) -> tuple[str, list[tuple[str, str, str]]] | None:
+    """(name, [(label, op, value), ...]) of a plain selector's text, as _SIMPLE and
+    _ONE_MATCHER read it, or None where _SIMPLE does not match: the reference for the C
+    reading simple_selector uses (querier/_request.c's simple_selector_parts)."""
+    m = _SIMPLE.fullmatch(query)
+    if m is None:
+        return None
+    name, body = m.group(1, 2)
+    return name, [] if body is None else _ONE_MATCHER.findall(body)
 
 
 def _immutable(expr) -> bool:

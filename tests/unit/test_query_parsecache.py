@@ -13,7 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from querier.parsecache import MAX_NAME_MATCHERS, ParseCache, simple_selector  # noqa: E402
+from querier._request import simple_selector_parts  # noqa: E402
+from querier.parsecache import MAX_NAME_MATCHERS, ParseCache, selector_parts, simple_selector  # noqa: E402
 from querier.promql.engine import parse, selector_matchers  # noqa: E402
 from querier.promql.guard import PromQLError  # noqa: E402
 
@@ -82,6 +83,40 @@ def test_random_selectors_agree_with_the_parser() -> None:
             assert repr(fast) == _tree(q), q
             _same_store_matchers(fast, q)
     assert answered > 100
+
+
+def _random_selector(rnd: random.Random) -> str:
+    b = lambda: rnd.choice(BLANKS)  # noqa: E731
+    ms = [rnd.choice(LABELS) + b() + rnd.choice(OPS) + b() + rnd.choice(VALUES)
+          for _ in range(rnd.randrange(0, 4))]
+    return rnd.choice(NAMES) + (b() + "{" + b() + (b() + "," + b()).join(ms)
+                                + rnd.choice(["", ",", ",,"]) + b() + "}"
+                                if ms or rnd.random() < 0.2 else rnd.choice(["", "", " ", "{"]))
+
+
+def test_c_reading_of_plain_selectors_is_the_regexes_reading() -> None:
+    """simple_selector reads the text in C (querier/_request.c); on generated selectors, and on
+    each with a character dropped, doubled or replaced, it gives exactly what the regexes give
+    (the same groups, or no match)."""
+    rnd = random.Random(17)
+    matched = 0
+    alphabet = '{}=!~", \t\n,_:aZ9\\\x7f\x00é'
+    for _ in range(20000):
+        q = _random_selector(rnd)
+        variants = [q]
+        if q:
+            i = rnd.randrange(len(q))
+            variants += [q[:i] + q[i + 1:], q[:i] + q[i] + q[i:],
+                         q[:i] + rnd.choice(alphabet) + q[i + 1:]]
+        for v in variants:
+            want = selector_parts(v)
+            assert simple_selector_parts(v) == want, repr(v)
+            matched += want is not None
+    assert matched > 5000
+    for v in ["", "{", "}", 'x{a="b"}}', 'x{a="b"', "x" * 300, 'x{a="\u00e9"}']:
+        assert simple_selector_parts(v) == selector_parts(v), repr(v)
+    with pytest.raises(TypeError):
+        simple_selector_parts(b"x")  # type: ignore[arg-type]
 
 
 def test_cache_answers_plain_and_parsed_queries_alike() -> None:
