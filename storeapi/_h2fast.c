@@ -100,7 +100,34 @@ done:
     return out;
 }
 
+/* grpc_timeout(value) -> float | None: the seconds of a grpc-timeout header value, 1 to 8 ASCII
+ * digits and a unit (H M S m u n), as the gRPC spec and grpc-go have it; None if malformed. */
+static PyObject *py_grpc_timeout(PyObject *self, PyObject *arg) {
+    if (!PyUnicode_Check(arg)) { PyErr_SetString(PyExc_TypeError, "a str"); return NULL; }
+    if (!PyUnicode_IS_ASCII(arg)) Py_RETURN_NONE;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+    const char *s = (const char *)PyUnicode_1BYTE_DATA(arg);
+    if (n < 2 || n > 9) Py_RETURN_NONE;
+    uint64_t v = 0;
+    for (Py_ssize_t i = 0; i < n - 1; i++) {
+        if (s[i] < '0' || s[i] > '9') Py_RETURN_NONE;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    double unit;
+    switch (s[n - 1]) {
+    case 'H': unit = 3600.0; break;
+    case 'M': unit = 60.0; break;
+    case 'S': unit = 1.0; break;
+    case 'm': unit = 1e-3; break;
+    case 'u': unit = 1e-6; break;
+    case 'n': unit = 1e-9; break;
+    default: Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble((double)v * unit);
+}
+
 static PyMethodDef methods[] = {
+    {"grpc_timeout", py_grpc_timeout, METH_O, "Seconds of a grpc-timeout value, else None (see above)."},
     {"unary_message", py_unary_message, METH_O,
      "The one uncompressed message of a unary request body, else None (see above)."},
     {"reply", py_reply, METH_VARARGS, "A whole answer's HEADERS, DATA and trailer frames (see above)."},

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from storeapi import grpc_codec, rpc_pb2
-from storeapi._h2fast import messages, reply, unary_message
+from storeapi._h2fast import grpc_timeout, messages, reply, unary_message
 from storeapi.grpcmetrics import server_metrics
 from storeapi.h2frames import (DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, frame, literal,
                                settings_frame, split_frames)
@@ -94,6 +94,39 @@ def test_messages_in_c_match_the_python_prefixes():
     for bad in ((b"x",), [b"x", "y"], [b"x", None], "xy", None):
         with pytest.raises(TypeError):
             messages(bad)
+
+
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def _timeout_reference(value: str) -> float | None:
+    """grpc-timeout as the Python server parsed it before the C step."""
+    digits = value[:-1]
+    if not 0 < len(digits) <= 8 or not digits.isascii() or not digits.isdigit() \
+            or value[-1] not in _TIMEOUT_UNITS:
+        return None
+    return int(digits) * _TIMEOUT_UNITS[value[-1]]
+
+
+def test_grpc_timeout_in_c_matches_the_python_parse():
+    rng = random.Random(3)
+    alphabet = "0123456789HMSmunx ٣+-.é\U0001f600"
+    samples = ["", "S", "5S", "250m", "99999999n", "100000000S", "00000001H", "1٣S", "5s",
+               " 5S", "5S ", "-1S", "1.5S", "120000m", "7u", "\U0001f600S"]
+    samples += ["".join(rng.choices(alphabet, k=rng.randrange(11))) for _ in range(3000)]
+    samples += [str(rng.randrange(10 ** rng.randrange(1, 10))) + rng.choice("HMSmun")
+                for _ in range(3000)]
+    for v in samples:
+        assert grpc_timeout(v) == _timeout_reference(v), v
+    with pytest.raises(TypeError):
+        grpc_timeout(b"5S")
+
+
+def test_memo_key_chars_count_names_and_values():
+    from storeapi.server import _key_chars
+    key = ((0, "job", "api"), (2, "__name__", "a.*b"), (1, "", ""))
+    assert _key_chars(key) == sum(len(n) + len(v) for _, n, v in key) == 18
+    assert _key_chars(()) == 0
 
 
 # --- the fast path against the general path, over a socket ------------------------------------
