@@ -18,6 +18,7 @@ setup(
                   depends=["receiver/tsdb/bigbytes.h"]),
         Extension("querier.promql._groupc", ["querier/promql/_groupc.c"], extra_compile_args=CFLAGS),
         Extension("storeapi._wire", ["storeapi/_wire.c"], extra_compile_args=CFLAGS),
+        Extension("storeapi._h2fast", ["storeapi/_h2fast.c"], extra_compile_args=CFLAGS),
         Extension("store._indexheader", ["store/_indexheader.c"], extra_compile_args=CFLAGS),
         Extension("store._items", ["store/_items.c"], extra_compile_args=CFLAGS),
         Extension("store._lru", ["store/_lru.c"], extra_compile_args=CFLAGS),

@@ -1,7 +1,7 @@
 """Conversions between the StoreAPI messages and promring's label/matcher vocabulary."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from receiver.tsdb.labels import InvalidRegex, Labels, Matcher, MatchType, plain_matcher
 from storeapi import labels_pb2, types_pb2
@@ -15,8 +15,19 @@ _PB_TO_TYPE: dict[int, MatchType] = {
 _TYPE_TO_PB: dict[MatchType, int] = {v: k for k, v in _PB_TO_TYPE.items()}
 
 
-def matchers_from_pb(pbs: Iterable[types_pb2.LabelMatcher]) -> list[Matcher]:
-    """Raises ValueError on an unknown matcher type or a regex that does not compile."""
+def matchers_from_pb(pbs: Sequence[types_pb2.LabelMatcher]) -> list[Matcher]:
+    """Raises ValueError on an unknown matcher type or a regex that does not compile. The
+    usual set is built in one comprehension (three Python lines fewer per matcher on a store's
+    call); a set that fails there is built again by ``_checked_matchers``, which names the
+    matcher at fault."""
+    try:
+        return [plain_matcher(_PB_TO_TYPE[m.type], m.name, m.value) for m in pbs]
+    except (KeyError, InvalidRegex):
+        return _checked_matchers(pbs)
+
+
+def _checked_matchers(pbs: Iterable[types_pb2.LabelMatcher]) -> list[Matcher]:
+    """``matchers_from_pb`` a matcher at a time, saying which one is unknown or invalid."""
     out: list[Matcher] = []
     for m in pbs:
         mtype = _PB_TO_TYPE.get(m.type)

@@ -9,21 +9,20 @@ list size); a breach ends the connection with GOAWAY (``ConnectionError`` from
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import hpack
 
+from storeapi._h2fast import reply
 from storeapi._wire import one_stream
 from storeapi.h2frames import (
-    ACK, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, END_HEADERS, END_STREAM,
+    ACK, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, END_STREAM,
     FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
     MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_WINDOW, NO_ERROR, PADDED, PING,
     PREFACE, PROTOCOL_ERROR, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
     WINDOW_UPDATE, HeaderBlocks, HeaderDecoder, ProtocolError, frame, goaway, header_frames, parse_settings, rst_stream,
     settings_frame, split_frames, unpad, window_update)
 
-_FRAME_HEAD = struct.Struct(">IBI")  # a frame's 9-byte header: length << 8 | type, flags, id
 MAX_HEADERS = 64 << 10  # largest header list (and header block) a client may send
 STREAM_CLOSED = 0x5
 KNOWN_BLOCKS = 16  # literal-only request header blocks kept decoded per connection
@@ -318,11 +317,7 @@ class ServerConnection:
             return False
         st.send_window -= n
         self.send_window -= n
-        head = _FRAME_HEAD.pack
-        self.out.append(b"".join((
-            head(len(headers) << 8 | HEADERS, END_HEADERS, sid), headers,
-            head(n << 8 | DATA, 0, sid), data,
-            head(len(trailers) << 8 | HEADERS, END_HEADERS | END_STREAM, sid), trailers)))
+        self.out.append(reply(sid, headers, data, trailers))  # the three frames, built in C
         st.local_closed = True
         if st.remote_closed:
             del self.streams[sid]
