@@ -65,28 +65,29 @@ _CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 class _Call:
-    """One stream: response headers, then DATA (kept until read), then the end or an error."""
+    """One stream: response headers, then DATA (kept until read), then the end or an error.
 
-    __slots__ = ("sid", "headers", "chunks", "size", "ended", "error", "waiter", "send_window",
-                 "unacked", "streaming", "done", "deadline", "lazy")
+    Fields that start the same for every call are class attributes (a write makes one the
+    call's own): a call per query set thirteen fields one by one."""
+
+    sid = 0
+    size = 0  # bytes in chunks
+    ended = False
+    error: Exception | None = None
+    waiter: asyncio.Future | None = None
+    unacked = 0  # stream window consumed but not yet given back
+    done = False  # ended or failed
+    deadline: float | None = None  # loop time its waits end at (_Connection.wait)
 
     def __init__(self, streaming: bool, send_window: int, lazy: bool = False) -> None:
         """``lazy``: its reader takes the whole answer anyway, so DATA wakes it only once
         ``_LAZY_WAKE_BYTES`` are unread (or at the end): a small answer whose trailers come in
         a read of their own costs one wake-up, not two; and the wake-up runs at the end of the
         read that brought it (_Connection.data_received), not one loop iteration later."""
-        self.sid = 0
         self.headers: dict[str, str] = {}
         self.chunks: collections.deque[bytes] = collections.deque()
-        self.size = 0  # bytes in chunks
-        self.ended = False
-        self.error: Exception | None = None
-        self.waiter: asyncio.Future | None = None
         self.send_window = send_window
-        self.unacked = 0  # stream window consumed but not yet given back
         self.streaming = streaming
-        self.done = False  # ended or failed
-        self.deadline: float | None = None  # loop time its waits end at (_Connection.wait)
         self.lazy = lazy
 
     def wake(self) -> None:
@@ -488,8 +489,10 @@ class _Connection(asyncio.Protocol):
             self._data_frames(call, memoryview(data), out)
             self._write(b"".join(out))
             return True
-        # the usual request: HEADERS and its one DATA frame built in one C call
-        self._write(request_frames(self._add_stream(call), header_block, data, self.peer_frame))
+        # the usual request: HEADERS and its one DATA frame built in one C call (written
+        # straight to the transport: not closed, as checked above)
+        self.transport.write(  # type: ignore[union-attr]
+            request_frames(self._add_stream(call), header_block, data, self.peer_frame))
         call.send_window -= n  # (as _data_frames counts its frame)
         self.send_window -= n
         return True
@@ -534,6 +537,9 @@ class H2Channel:
         self._conn: _Connection | None = None
         self._connecting = asyncio.Lock()
         self._headers: dict[tuple[str, float | None], bytes] = {}  # request header blocks
+        # unary_stream_each takes a whole answer in one step (_whole); False: only by its
+        # general loop (tests compare the two)
+        self.whole_fast = True
 
     def _forget(self, conn: _Connection) -> None:
         if self._conn is conn:
@@ -723,6 +729,12 @@ class H2Channel:
                                                             metadata, deadline)
         buf = bytearray()
         try:
+            if not call.done and not call.chunks:  # (as the loop's first pass would)
+                await conn.wait(call, deadline)
+            if self.whole_fast and (msgs := self._whole(call)) is not None:
+                for msg in msgs:
+                    on_message(msg)
+                return
             while True:
                 while call.chunks:  # everything that arrived, before the end is looked at
                     for msg in self._chunk_messages(conn, call, buf):
@@ -733,6 +745,22 @@ class H2Channel:
         finally:
             if not call.done:  # failed or cancelled: the stream is reset
                 conn.cancel(call)
+
+    def _whole(self, call: _Call) -> list[bytes] | None:
+        """The messages of a call that ended OK with its whole answer unread in one DATA chunk
+        (the usual small answer: one read), as _chunk_messages and _ended would give them, in
+        one step; None, with nothing taken, when the loop must take it (it raises what this
+        raises: _messages runs first there too)."""
+        chunks = call.chunks
+        if not call.ended or len(chunks) != 1 or call.headers.get("grpc-status") != "0":
+            return None  # (ended: not failed; a done call's window is not given back)
+        buf = bytearray(chunks[0])
+        msgs = self._messages(buf, call)
+        if buf:  # it ended inside a message: the loop raises that
+            return None
+        chunks.clear()
+        call.size = 0
+        return msgs
 
     def _messages(self, buf: bytearray, call: _Call) -> list[bytes]:
         """Complete length-prefixed messages taken off the front of ``buf`` (split in C: a
