@@ -28,7 +28,7 @@ import hpack
 
 from common.eagerstep import steps_taken, take_step
 from storeapi import grpc_codec
-from storeapi._wire import grpc_messages, one_stream, request_frames
+from storeapi._wire import grpc_messages, one_stream, request_frames, whole_messages
 from storeapi.h2frames import (
     ACK, CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, ENABLE_PUSH,
     END_STREAM, FLOW_CONTROL_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
@@ -105,6 +105,7 @@ class _Connection(asyncio.Protocol):
         self.buf = bytearray()
         self.decoder = HeaderDecoder(_MAX_HEADERS, _KNOWN_BLOCKS)
         self.known_blocks = self.decoder.known  # context-free header blocks, decoded
+        self.header_table = self.decoder.decoder.header_table  # (_one_stream's lookups)
         self.calls: dict[int, _Call] = {}
         self.next_sid = 1
         self.peer_frame = DEFAULT_FRAME
@@ -196,8 +197,12 @@ class _Connection(asyncio.Protocol):
         if nbytes and (size > _STREAM_WINDOW if call.streaming
                        else size > self.channel.max_message_bytes + 5):
             return False
+        # a block HeaderDecoder.decode would look up (the table empty, the block known) is
+        # looked up here, in this line: a Python call per block otherwise
+        table, known = self.header_table, self.known_blocks
         if head is not None:
-            call.headers.update(self.decoder.decode(head))
+            call.headers.update(not table.dynamic_entries and known.get(head)
+                                or self.decoder.decode(head))
         if ndata:
             self.conn_unacked += nbytes
             if not call.streaming:
@@ -206,7 +211,8 @@ class _Connection(asyncio.Protocol):
                 call.chunks.extend(chunks)
                 call.size = size
         if tail is not None:
-            call.headers.update(self.decoder.decode(tail))
+            call.headers.update(not table.dynamic_entries and known.get(tail)
+                                or self.decoder.decode(tail))
         if ended:
             self._end(sid)
         elif ndata and (not call.lazy or size >= _LAZY_WAKE_BYTES):
@@ -659,8 +665,10 @@ class H2Channel:
         deadline = None if timeout is None else loop.time() + timeout
         if until is not None and (deadline is None or until < deadline):
             deadline = until
+        # (a kept header block looked up here: _header_block builds and keeps one)
         if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
-                call, self._header_block(method, timeout) + metadata, self._message(request))):
+                call, (self._headers.get((method, timeout)) or self._header_block(
+                    method, timeout)) + metadata, self._message(request))):
             return conn, call, deadline
         return None, call, deadline
 
@@ -748,18 +756,16 @@ class H2Channel:
 
     def _whole(self, call: _Call) -> list[bytes] | None:
         """The messages of a call that ended OK with its whole answer unread in one DATA chunk
-        (the usual small answer: one read), as _chunk_messages and _ended would give them, in
-        one step; None, with nothing taken, when the loop must take it (it raises what this
-        raises: _messages runs first there too)."""
+        of uncompressed messages within bounds (the usual small answer: one read), as
+        _chunk_messages and _ended would give them, in one step; None, with nothing taken,
+        when the loop must take it (compressed, too large or cut messages: it raises those)."""
         chunks = call.chunks
         if not call.ended or len(chunks) != 1 or call.headers.get("grpc-status") != "0":
             return None  # (ended: not failed; a done call's window is not given back)
-        buf = bytearray(chunks[0])
-        msgs = self._messages(buf, call)
-        if buf:  # it ended inside a message: the loop raises that
-            return None
-        chunks.clear()
-        call.size = 0
+        msgs = whole_messages(chunks[0], self.max_message_bytes)  # (C: None if not plain)
+        if msgs is not None:
+            chunks.clear()
+            call.size = 0
         return msgs
 
     def _messages(self, buf: bytearray, call: _Call) -> list[bytes]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import random
 import re
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from receiver.tsdb.labels import Matcher, MatchType
 from storeapi import rpc_pb2, types_pb2
+from storeapi._wire import grpc_messages, whole_messages
 from storeapi.client import MalformedFrame, StoreClient
 from storeapi.grpcmetrics import client_metrics
 from storeapi.h2client import H2Channel, RpcError
@@ -217,7 +219,8 @@ SERIES_ANSWERS: dict[str, list[bytes]] = {
 }
 
 
-async def _series_calls(name: str, whole_fast: bool) -> tuple[list, dict]:
+async def _series_calls(name: str, whole_fast: bool, spy: list[str] | None = None
+                        ) -> tuple[list, dict]:
     frames = SERIES_ANSWERS[name]
     answers = [lambda sid: _answer(sid, b"".join(_msg(f) for f in frames)),
                lambda sid: _answer(sid, _msg(SERIES_ANSWERS["one series"][0]))]
@@ -225,7 +228,11 @@ async def _series_calls(name: str, whole_fast: bool) -> tuple[list, dict]:
     reg = CollectorRegistry()
     client = StoreClient(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", timeout_s=10,
                          native_histograms=True, metrics=client_metrics(reg))
-    client._rpc().channel.whole_fast = whole_fast
+    ch = client._rpc().channel
+    ch.whole_fast = whole_fast
+    if spy is not None:
+        chunk_messages = ch._chunk_messages
+        ch._chunk_messages = lambda *a: spy.append("general") or chunk_messages(*a)
     out: list = []
     try:
         for _ in range(2):
@@ -262,9 +269,81 @@ def test_series_with_warnings_gives_the_same_series_errors_and_metrics_either_wa
         assert counts["OK"] == 2.0
 
 
+def test_the_usual_series_call_takes_the_whole_answer_in_one_step():
+    spy: list[str] = []
+    out, counts = _run(_series_calls("one series", True, spy))
+    assert spy == [] and counts["OK"] == 2.0 and len(out[0].series) == 1
+    _run(_series_calls("one series", False, spy))
+    assert spy == ["general", "general"]
+
+
 def test_series_with_warnings_merges_split_series_and_keeps_warnings():
     out, _ = _run(_series_calls("split series and a warning", True))
     first = out[0]
     assert [s.labels for s in first.series] == [(("__name__", "x"),), (("__name__", "y"),)]
     assert [c[:2] for c in first.series[0].chunks] == [(0, 10), (11, 20)]
     assert first.warnings == ["careful"]
+
+
+def _indexed_trailers(sid: int, block: bytes) -> bytes:
+    return (frame(HEADERS, END_HEADERS, sid, OK_HEAD) + frame(DATA, 0, sid, _msg(b"abc"))
+            + frame(HEADERS, END_HEADERS | END_STREAM, sid, block))
+
+
+def test_header_blocks_using_the_dynamic_table_are_decoded_in_order_not_looked_up():
+    """A literal-only block is looked up once known (_one_stream), unless the dynamic table
+    holds entries: then every block goes through the decoder, in order (a block indexing an
+    entry an earlier one added decodes to it; the same bytes once decoded to another)."""
+    add_status = b"\x40\x0bgrpc-status\x010"  # literal with incremental indexing: entry 62
+    status_7 = b"\x40\x0bgrpc-status\x017"  # (a newer entry 62)
+    blocks = [literal(b"grpc-status", "0"), literal(b"grpc-status", "0"), add_status,
+              b"\xbe", literal(b"grpc-status", "0"), status_7, b"\xbe"]
+    answers = [lambda sid, b=b: _indexed_trailers(sid, b) for b in blocks]
+
+    async def main() -> list:
+        srv = await asyncio.start_server(_server(answers), "127.0.0.1", 0)
+        ch = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", "identity")
+        out: list = []
+        try:
+            for _ in answers:
+                got: list[bytes] = []
+                try:
+                    await ch.unary_stream_each(STREAM, b"1", 10, got.append)
+                    out.append(got)
+                except RpcError as e:
+                    out.append(e)
+        finally:
+            await ch.close()
+            srv.close()
+        return _outcome(out)
+
+    got = _run(main())
+    assert got[:5] == [[b"abc"]] * 5
+    assert got[5][0] == got[6][0] == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _whole_reference(data: bytes, max_bytes: int) -> list[bytes] | None:
+    """whole_messages as grpc_messages' split: every byte taken, nothing compressed."""
+    buf = bytearray(data)
+    out, flags, _ = grpc_messages(buf, max_bytes)
+    return out if not buf and not any(flags) else None
+
+
+def test_whole_messages_in_c_matches_grpc_messages_on_random_and_hostile_answers():
+    rng = random.Random(7)
+    cases = [b"", _msg(b""), _msg(b"abc"), _msg(b"abc") + _msg(b"de"), _msg(b"abc")[:-1],
+             _msg(b"abc", 1), _msg(b"a") + _msg(b"b", 1), b"\0\xff\xff\xff\xff",
+             b"\0\x7f\xff\xff\xff" + b"x" * 9, _msg(b"x" * 100), b"\0\0\0\0"]
+    for _ in range(3000):
+        parts = [_msg(rng.randbytes(rng.randrange(12)), rng.choice((0, 0, 0, 1)))
+                 for _ in range(rng.randrange(4))]
+        data = b"".join(parts)
+        if rng.random() < 0.3 and data:
+            data = data[:rng.randrange(len(data))]
+        if rng.random() < 0.2:
+            data = rng.randbytes(rng.randrange(20))
+        cases.append(data)
+    for data in cases:
+        for max_bytes in (0, 3, 10, 1 << 20):
+            assert whole_messages(data, max_bytes) == _whole_reference(data, max_bytes), data
+            assert whole_messages(memoryview(data), max_bytes) == _whole_reference(data, max_bytes)
