@@ -128,6 +128,13 @@ async def _each_call(name: str, whole_fast: bool, spy: list[str]) -> list:
     new connection), through unary_stream_each."""
     answers = [ANSWERS[name], ANSWERS["one message"]]
     split = {0} if name == "trailers later" else set()
+    return await _calls(answers, split, whole_fast, spy)
+
+
+async def _calls(answers: list[Callable[[int], bytes]], split: set[int] = frozenset(),
+                 whole_fast: bool = True, spy: list[str] | None = None) -> list:
+    """One unary_stream_each call per answer on one channel: each one's outcome; ``spy``
+    gets "general" for each chunk the general loop takes."""
     srv = await asyncio.start_server(_server(answers, split), "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
     ch = H2Channel(f"127.0.0.1:{port}", "identity", max_message_bytes=1 << 20)
@@ -135,7 +142,8 @@ async def _each_call(name: str, whole_fast: bool, spy: list[str]) -> list:
     chunk_messages = ch._chunk_messages
 
     def counted(*args):
-        spy.append("general")
+        if spy is not None:
+            spy.append("general")
         return chunk_messages(*args)
 
     ch._chunk_messages = counted  # type: ignore[method-assign]
@@ -300,24 +308,7 @@ def test_header_blocks_using_the_dynamic_table_are_decoded_in_order_not_looked_u
               b"\xbe", literal(b"grpc-status", "0"), status_7, b"\xbe"]
     answers = [lambda sid, b=b: _indexed_trailers(sid, b) for b in blocks]
 
-    async def main() -> list:
-        srv = await asyncio.start_server(_server(answers), "127.0.0.1", 0)
-        ch = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", "identity")
-        out: list = []
-        try:
-            for _ in answers:
-                got: list[bytes] = []
-                try:
-                    await ch.unary_stream_each(STREAM, b"1", 10, got.append)
-                    out.append(got)
-                except RpcError as e:
-                    out.append(e)
-        finally:
-            await ch.close()
-            srv.close()
-        return _outcome(out)
-
-    got = _run(main())
+    got = _run(_calls(answers))
     assert got[:5] == [[b"abc"]] * 5
     assert got[5][0] == got[6][0] == grpc.StatusCode.PERMISSION_DENIED
 
