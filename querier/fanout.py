@@ -156,19 +156,17 @@ class StoreSet:
         A failed or down endpoint fails the request (StoreUnavailable), or with partial
         responses becomes a warning naming it; a connection failure also marks it down."""
         live, down = self._targets(mint, maxt, matchers, serves)
-        # (no comprehension for the usual none down and one live: each is a call on 3.11)
-        failed = ([(c.address, self.health.status[c.address].last_error) for c in down]
-                  if down else [])
-        calls = list(map(call, live))
-        if self.response_timeout_s > 0:
-            calls = [asyncio.wait_for(c, self.response_timeout_s) for c in calls]
-        if len(calls) == 1:  # one endpoint (the common case): awaited here, no Task for it
+        if len(live) == 1 and not down and self.response_timeout_s <= 0:
+            # the usual: one endpoint, none down, awaited here (no Task); its result taken
+            # without the loop over results below, which its failure goes through
+            failed: list[tuple[str, str]] = []
+            one = call(live[0])  # (raising here is not the endpoint's failure)
             try:
-                results = [await calls[0]]
+                return [await one]
             except Exception as e:  # noqa: BLE001 -- as gather(return_exceptions=True)
                 results = [e]
         else:
-            results = await asyncio.gather(*calls, return_exceptions=True)
+            results, failed = await self._gathered(live, down, call)
         out = []
         for c, r in zip(live, results):
             if isinstance(r, BaseException):
@@ -187,16 +185,37 @@ class StoreSet:
                 warnings.append(msg)
         return out
 
+    async def _gathered(self, live: list[StoreClient], down: list[StoreClient], call
+                        ) -> tuple[list, list[tuple[str, str]]]:
+        """``call(client)`` on every ``live`` endpoint (each within --store.response-timeout),
+        results or exceptions in order; and the ``down`` endpoints' (address, last error)."""
+        # (no comprehension when none is down: each is a call on 3.11)
+        failed = ([(c.address, self.health.status[c.address].last_error) for c in down]
+                  if down else [])
+        calls = list(map(call, live))
+        if self.response_timeout_s > 0:
+            calls = [asyncio.wait_for(c, self.response_timeout_s) for c in calls]
+        if len(calls) == 1:  # one endpoint: awaited here, no Task for it
+            try:
+                results = [await calls[0]]
+            except Exception as e:  # noqa: BLE001 -- as gather(return_exceptions=True)
+                results = [e]
+        else:
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        return results, failed
+
     async def series(self, mint: int, maxt: int, matchers: list[Matcher], skip_chunks: bool = False,
                      opts: SelectOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None,
                      limit: int = 0, until: float | None = None):
         """``limit`` (0: none) asks each store for at most that many series; ``until`` (a loop
         time) ends every call still running then, as an endpoint failure (DEADLINE_EXCEEDED)."""
         ms = list(matchers) + list(opts.extra_matchers)
-        results = await self._fan(mint, maxt, ms, lambda c: c.series_with_warnings(
-            mint, maxt, ms, skip_chunks=skip_chunks, without_replica_labels=opts.replica_labels,
-            limit=limit, partial_response=opts.partial_response, until=until,
-            tenant=opts.tenant), opts, warnings)
+        # (a methodcaller, not a lambda: no Python frame of its own per store)
+        results = await self._fan(mint, maxt, ms, operator.methodcaller(
+            "series_with_warnings", mint, maxt, ms, skip_chunks=skip_chunks,
+            without_replica_labels=opts.replica_labels, limit=limit,
+            partial_response=opts.partial_response, until=until, tenant=opts.tenant),
+            opts, warnings)
         out = []
         strip = frozenset(opts.replica_labels)
         for r in results:
@@ -510,6 +529,10 @@ class FanoutQueryable:
     cancels the selects in flight and fails any later one, so a worker stops fetching.
     """
 
+    # Until set (class attributes: no lines of their own per query):
+    _cancelled = False
+    _fetching: asyncio.Task | None = None  # the task of a fetch() in flight
+
     def __init__(self, stores: StoreSet, loop: asyncio.AbstractEventLoop,
                  opts: SelectOptions = DEFAULT_OPTIONS, deadline: float | None = None) -> None:
         self.stores = stores
@@ -518,10 +541,8 @@ class FanoutQueryable:
         self.deadline = deadline
         self.warnings: list[str] = []
         self._lock = threading.Lock()
-        self._cancelled = False
         self._pending: set[concurrent.futures.Future] = set()
         self._kept: dict[tuple, list] = {}  # select key -> raw series fetched on the loop
-        self._fetching: asyncio.Task | None = None  # the task of a fetch() in flight
 
     def cancel(self) -> None:
         with self._lock:

@@ -795,6 +795,39 @@ fail:
     return NULL;
 }
 
+/* whole_messages(data, max_bytes) -> list | None: the gRPC messages of data when it is exactly
+ * complete uncompressed length-prefixed messages of at most max_bytes each (a streamed call's
+ * whole answer, H2Channel._whole); None otherwise -- a compressed flag, a message too large,
+ * or a partial one at the end -- for grpc_messages' path, which takes and raises those. */
+static PyObject *py_whole_messages(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    long long max_bytes;
+    if (!PyArg_ParseTuple(args, "y*L", &data, &max_bytes)) return NULL;
+    const unsigned char *p = (const unsigned char *)data.buf;
+    Py_ssize_t pos = 0, end = data.len;
+    while (end - pos >= 5) {  /* checked whole first: nothing built for an answer refused */
+        const unsigned char *h = p + pos;
+        long long n = (long long)h[1] << 24 | (long long)h[2] << 16 | h[3] << 8 | h[4];
+        if (h[0] != 0 || n > max_bytes || end - pos - 5 < n) break;
+        pos += 5 + (Py_ssize_t)n;
+    }
+    if (pos != end) {
+        PyBuffer_Release(&data);
+        Py_RETURN_NONE;
+    }
+    PyObject *msgs = PyList_New(0);
+    for (pos = 0; msgs != NULL && pos < end;) {
+        const unsigned char *h = p + pos;
+        Py_ssize_t n = (Py_ssize_t)((long long)h[1] << 24 | (long long)h[2] << 16 | h[3] << 8 | h[4]);
+        PyObject *m = PyBytes_FromStringAndSize((const char *)h + 5, n);
+        if (m == NULL || PyList_Append(msgs, m) < 0) Py_CLEAR(msgs);
+        Py_XDECREF(m);
+        pos += 5 + n;
+    }
+    PyBuffer_Release(&data);
+    return msgs;
+}
+
 /* with_times(mint, maxt, rest) -> bytes: a SeriesRequest, its time fields (min_time = 1,
  * max_time = 2, zero omitted, each int taken modulo 2**64 as protobuf's int64) before the
  * request's other fields ``rest`` (kept per query shape by storeapi/client.py), in one
@@ -1032,6 +1065,8 @@ static PyMethodDef methods[] = {
      "Split the complete HTTP/2 frames off the front of a buffer (see the comment above)."},
     {"grpc_messages", py_grpc_messages, METH_VARARGS,
      "Take the complete gRPC messages off the front of a bytearray (see the comment above)."},
+    {"whole_messages", py_whole_messages, METH_VARARGS,
+     "The gRPC messages a whole uncompressed answer is made of, or None (see above)."},
     {"with_times", py_with_times, METH_VARARGS,
      "A SeriesRequest: its time fields, then the given rest of its fields (see above)."},
     {"one_stream", py_one_stream, METH_VARARGS,

@@ -11,7 +11,7 @@ import functools
 import itertools
 import operator
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -75,6 +75,7 @@ def _strategy(partial_response: bool) -> int:
     return types_pb2.WARN if partial_response else types_pb2.ABORT
 
 
+SERIES = "/thanos.Store/Series"
 _MAX_REQUEST_TAILS = 1024  # kept request option encodings per client (see StoreClient)...
 _MAX_KEPT_TAIL_BYTES = 4096  # ...each at most this long: at most 4 MiB in all
 
@@ -127,6 +128,7 @@ class _Stubs:
     started and one message sent when it starts, handled by code and timed when it ends."""
 
     def __init__(self, ch: H2Channel, metrics: GrpcClientMetrics | None) -> None:
+        self.channel = ch
         def uu(path: str, resp):
             async def call(req, timeout: float | None = None, metadata: bytes = b""):
                 c = _begin(metrics, path, "unary")
@@ -156,30 +158,12 @@ class _Stubs:
                 _done(c, None)
             return call
 
-        def each(path: str):
-            async def call(req: bytes, on_message: Callable[[bytes], None],
-                           timeout: float | None = None, until: float | None = None,
-                           metadata: bytes = b"") -> None:
-                # (as _begin and _done, without a _Call per call: every query's Series call)
-                m = metrics.called(path, "server_stream") if metrics is not None else None
-                t0 = time.perf_counter()
-                try:
-                    await ch.unary_stream_each(path, req, timeout, on_message, until, metadata)
-                except BaseException as e:
-                    if m is not None:
-                        m.end(_code(e), 0, t0)
-                    raise
-                if m is not None:
-                    m.end(grpc.StatusCode.OK, 0, t0)
-            return call
-
         self.info = uu("/thanos.info.Info/Info", info_pb2.InfoResponse)
         self.store_info = uu("/thanos.Store/Info", rpc_pb2.InfoResponse)
         self.label_names = uu("/thanos.Store/LabelNames", rpc_pb2.LabelNamesResponse)
         self.label_values = uu("/thanos.Store/LabelValues", rpc_pb2.LabelValuesResponse)
         # Series frames as raw bytes, decoded in C (storeapi._wire.series_response).
-        self.series_raw = us("/thanos.Store/Series", None)
-        self.series_each = each("/thanos.Store/Series")
+        self.series_raw = us(SERIES, None)
         self.rules = us("/thanos.Rules/Rules", rules_pb2.RulesResponse)
         self.metadata = us("/thanos.Metadata/MetricMetadata", metadata_pb2.MetricMetadataResponse)
         self.exemplars = us("/thanos.Exemplars/Exemplars", exemplars_pb2.ExemplarsResponse)
@@ -205,12 +189,11 @@ def _code(error: BaseException) -> grpc.StatusCode:
     return error.code() if isinstance(error, RpcError) else grpc.StatusCode.CANCELLED
 
 
-def _counting_histograms(kept: list[int]) -> Callable[[bytes, int], EncodedChunk]:
-    """_histogram_chunk that counts the chunks it keeps in ``kept[0]``."""
-    def hook(data: bytes, chunk_type: int) -> EncodedChunk:
-        kept[0] += 1
-        return _histogram_chunk(data, chunk_type)
-    return hook
+def _kept_histogram_chunk(kept: list[int], data: bytes, chunk_type: int) -> EncodedChunk:
+    """_histogram_chunk counting the chunks it keeps in ``kept[0]`` (bound to a reader's cell
+    by functools.partial: no closure built in Python per call)."""
+    kept[0] += 1
+    return _histogram_chunk(data, chunk_type)
 
 
 class _SeriesReader:
@@ -218,16 +201,19 @@ class _SeriesReader:
     stream order: a series the store split over frames is merged, so a series is given out
     once the next one starts (or at the end)."""
 
+    # Until a frame sets them (class attributes: no lines of their own per call):
+    cur: RawSeries | None = None  # the last series: the next frame may continue it
+    dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
+    whole: SeriesResult | None = None  # what take() kept so far
+
     def __init__(self, address: str, native_histograms: bool) -> None:
         self.address = address
         # (histogram chunks kept, counted in a cell of their own: a bound method of the reader
         # kept on it would be a reference cycle, and the answer it holds would then live until
         # a full garbage collection)
         self.kept = [0]
-        self.hist = _counting_histograms(self.kept) if native_histograms else None
-        self.cur: RawSeries | None = None  # the last series: the next frame may continue it
-        self.dropped = 0  # non-XOR (native histogram) or downsampled-only chunks we cannot use
-        self.whole: SeriesResult | None = None  # what take() kept so far
+        self.hist = (functools.partial(_kept_histogram_chunk, self.kept)
+                     if native_histograms else None)
 
     def feed(self, frame: bytes) -> list[RawSeries] | str | None:
         """What ``frame`` completes: series, a warning, or None. MalformedFrame if it is not a
@@ -439,11 +425,22 @@ class StoreClient:
         request = self._series_request(mint, maxt, matchers, skip_chunks, without_replica_labels,
                                        limit, partial_response)
         reader = _SeriesReader(self.address, self.native_histograms)
-        # frames taken as they arrive, in one coroutine: no async generator per layer
         request = request if isinstance(request, bytes) else request.SerializeToString()
-        await (self._stubs or self._rpc()).series_each(
-            request, reader.take, timeout=self._timeout, until=until,
-            metadata=tenant_metadata(tenant))
+        ch = self._channel or self._rpc().channel
+        # Frames taken as they arrive, in this coroutine: no async generator per layer, and
+        # no call wrapper of _Stubs (counted here as _begin and _done count, without a
+        # metrics _Call object per call).
+        m = self.metrics.called(SERIES, "server_stream") if self.metrics is not None else None
+        t0 = time.perf_counter()
+        try:
+            await ch.unary_stream_each(SERIES, request, self._timeout, reader.take, until,
+                                       tenant_metadata(tenant))
+        except BaseException as e:
+            if m is not None:
+                m.end(_code(e), 0, t0)
+            raise
+        if m is not None:
+            m.end(grpc.StatusCode.OK, 0, t0)
         return reader.result()
 
     async def series(self, mint: int, maxt: int, matchers: Iterable[Matcher],

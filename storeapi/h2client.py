@@ -28,7 +28,7 @@ import hpack
 
 from common.eagerstep import steps_taken, take_step
 from storeapi import grpc_codec
-from storeapi._wire import grpc_messages, one_stream, request_frames
+from storeapi._wire import grpc_messages, one_stream, request_frames, whole_messages
 from storeapi.h2frames import (
     ACK, CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, DEFAULT_FRAME, DEFAULT_WINDOW, ENABLE_PUSH,
     END_STREAM, FLOW_CONTROL_ERROR, GOAWAY, HEADERS, INITIAL_WINDOW_SIZE,
@@ -65,28 +65,29 @@ _CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 class _Call:
-    """One stream: response headers, then DATA (kept until read), then the end or an error."""
+    """One stream: response headers, then DATA (kept until read), then the end or an error.
 
-    __slots__ = ("sid", "headers", "chunks", "size", "ended", "error", "waiter", "send_window",
-                 "unacked", "streaming", "done", "deadline", "lazy")
+    Fields that start the same for every call are class attributes (a write makes one the
+    call's own): a call per query set thirteen fields one by one."""
+
+    sid = 0
+    size = 0  # bytes in chunks
+    ended = False
+    error: Exception | None = None
+    waiter: asyncio.Future | None = None
+    unacked = 0  # stream window consumed but not yet given back
+    done = False  # ended or failed
+    deadline: float | None = None  # loop time its waits end at (_Connection.wait)
 
     def __init__(self, streaming: bool, send_window: int, lazy: bool = False) -> None:
         """``lazy``: its reader takes the whole answer anyway, so DATA wakes it only once
         ``_LAZY_WAKE_BYTES`` are unread (or at the end): a small answer whose trailers come in
         a read of their own costs one wake-up, not two; and the wake-up runs at the end of the
         read that brought it (_Connection.data_received), not one loop iteration later."""
-        self.sid = 0
         self.headers: dict[str, str] = {}
         self.chunks: collections.deque[bytes] = collections.deque()
-        self.size = 0  # bytes in chunks
-        self.ended = False
-        self.error: Exception | None = None
-        self.waiter: asyncio.Future | None = None
         self.send_window = send_window
-        self.unacked = 0  # stream window consumed but not yet given back
         self.streaming = streaming
-        self.done = False  # ended or failed
-        self.deadline: float | None = None  # loop time its waits end at (_Connection.wait)
         self.lazy = lazy
 
     def wake(self) -> None:
@@ -104,6 +105,7 @@ class _Connection(asyncio.Protocol):
         self.buf = bytearray()
         self.decoder = HeaderDecoder(_MAX_HEADERS, _KNOWN_BLOCKS)
         self.known_blocks = self.decoder.known  # context-free header blocks, decoded
+        self.header_table = self.decoder.decoder.header_table  # (_one_stream's lookups)
         self.calls: dict[int, _Call] = {}
         self.next_sid = 1
         self.peer_frame = DEFAULT_FRAME
@@ -195,8 +197,12 @@ class _Connection(asyncio.Protocol):
         if nbytes and (size > _STREAM_WINDOW if call.streaming
                        else size > self.channel.max_message_bytes + 5):
             return False
+        # a block HeaderDecoder.decode would look up (the table empty, the block known) is
+        # looked up here, in this line: a Python call per block otherwise
+        table, known = self.header_table, self.known_blocks
         if head is not None:
-            call.headers.update(self.decoder.decode(head))
+            call.headers.update(not table.dynamic_entries and known.get(head)
+                                or self.decoder.decode(head))
         if ndata:
             self.conn_unacked += nbytes
             if not call.streaming:
@@ -205,7 +211,8 @@ class _Connection(asyncio.Protocol):
                 call.chunks.extend(chunks)
                 call.size = size
         if tail is not None:
-            call.headers.update(self.decoder.decode(tail))
+            call.headers.update(not table.dynamic_entries and known.get(tail)
+                                or self.decoder.decode(tail))
         if ended:
             self._end(sid)
         elif ndata and (not call.lazy or size >= _LAZY_WAKE_BYTES):
@@ -488,8 +495,10 @@ class _Connection(asyncio.Protocol):
             self._data_frames(call, memoryview(data), out)
             self._write(b"".join(out))
             return True
-        # the usual request: HEADERS and its one DATA frame built in one C call
-        self._write(request_frames(self._add_stream(call), header_block, data, self.peer_frame))
+        # the usual request: HEADERS and its one DATA frame built in one C call (written
+        # straight to the transport: not closed, as checked above)
+        self.transport.write(  # type: ignore[union-attr]
+            request_frames(self._add_stream(call), header_block, data, self.peer_frame))
         call.send_window -= n  # (as _data_frames counts its frame)
         self.send_window -= n
         return True
@@ -534,6 +543,9 @@ class H2Channel:
         self._conn: _Connection | None = None
         self._connecting = asyncio.Lock()
         self._headers: dict[tuple[str, float | None], bytes] = {}  # request header blocks
+        # unary_stream_each takes a whole answer in one step (_whole); False: only by its
+        # general loop (tests compare the two)
+        self.whole_fast = True
 
     def _forget(self, conn: _Connection) -> None:
         if self._conn is conn:
@@ -653,8 +665,10 @@ class H2Channel:
         deadline = None if timeout is None else loop.time() + timeout
         if until is not None and (deadline is None or until < deadline):
             deadline = until
+        # (a kept header block looked up here: _header_block builds and keeps one)
         if (conn is not None and not conn.closed and not conn.draining and conn.open_now(
-                call, self._header_block(method, timeout) + metadata, self._message(request))):
+                call, (self._headers.get((method, timeout)) or self._header_block(
+                    method, timeout)) + metadata, self._message(request))):
             return conn, call, deadline
         return None, call, deadline
 
@@ -723,6 +737,12 @@ class H2Channel:
                                                             metadata, deadline)
         buf = bytearray()
         try:
+            if not call.done and not call.chunks:  # (as the loop's first pass would)
+                await conn.wait(call, deadline)
+            if self.whole_fast and (msgs := self._whole(call)) is not None:
+                for msg in msgs:
+                    on_message(msg)
+                return
             while True:
                 while call.chunks:  # everything that arrived, before the end is looked at
                     for msg in self._chunk_messages(conn, call, buf):
@@ -733,6 +753,20 @@ class H2Channel:
         finally:
             if not call.done:  # failed or cancelled: the stream is reset
                 conn.cancel(call)
+
+    def _whole(self, call: _Call) -> list[bytes] | None:
+        """The messages of a call that ended OK with its whole answer unread in one DATA chunk
+        of uncompressed messages within bounds (the usual small answer: one read), as
+        _chunk_messages and _ended would give them, in one step; None, with nothing taken,
+        when the loop must take it (compressed, too large or cut messages: it raises those)."""
+        chunks = call.chunks
+        if not call.ended or len(chunks) != 1 or call.headers.get("grpc-status") != "0":
+            return None  # (ended: not failed; a done call's window is not given back)
+        msgs = whole_messages(chunks[0], self.max_message_bytes)  # (C: None if not plain)
+        if msgs is not None:
+            chunks.clear()
+            call.size = 0
+        return msgs
 
     def _messages(self, buf: bytearray, call: _Call) -> list[bytes]:
         """Complete length-prefixed messages taken off the front of ``buf`` (split in C: a
