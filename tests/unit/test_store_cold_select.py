@@ -42,11 +42,13 @@ def _counts(reg) -> dict[str, float]:
     return out
 
 
-async def _synced_store(bucket: Path, local: Path) -> tuple[BucketStore, object]:
-    """A store of the bucket (1 MiB cache) after its first sync, and its registry."""
+async def _synced_store(bucket: Path, local: Path, cache_bytes: int = 1 << 20
+                        ) -> tuple[BucketStore, object]:
+    """A store of the bucket (a 1 MiB cache unless told) after its first sync, and its
+    registry (its counters)."""
     reg = new_registry()
-    st = BucketStore(FilesystemBucket(bucket), local, LRUCache(1 << 20, CacheMetrics(reg)), reg,
-                     verify_index=False)
+    st = BucketStore(FilesystemBucket(bucket), local, LRUCache(cache_bytes, CacheMetrics(reg)),
+                     reg, verify_index=False)
     await st.sync_once()
     return st, reg
 

@@ -26,7 +26,7 @@ from store.bucketstore import BucketStore  # noqa: E402
 from store.cache import CacheMetrics, LRUCache  # noqa: E402
 from store.coldselect import select_many  # noqa: E402
 from store.coldseries import series_many  # noqa: E402
-from test_store_cold_select import _counts, _entries, same_as_each_block  # noqa: E402
+from test_store_cold_select import _counts, _entries, _synced_store, same_as_each_block  # noqa: E402
 from test_store_gateway import H2, T0, make_series, run, upload_dir  # noqa: E402
 import test_store_series_paths  # noqa: E402
 from test_store_series_paths import SELECTORS  # noqa: E402
@@ -182,11 +182,7 @@ def mixed_bucket(tmp_path: Path) -> Path:
 
 async def _store_with_metrics(bucket: Path, local: Path) -> tuple[BucketStore, object]:
     """A synced store over ``bucket`` with a 16 MiB cache, and its registry (its counters)."""
-    reg = new_registry()
-    st = BucketStore(FilesystemBucket(bucket), local, LRUCache(16 << 20, CacheMetrics(reg)), reg,
-                     verify_index=False)
-    await st.sync_once()
-    return st, reg
+    return await _synced_store(bucket, local, 16 << 20)
 
 
 @pytest.mark.parametrize("warm_up", ["entries and chunks", "entries only", "one block's chunks"])
