@@ -233,14 +233,7 @@ class FilesystemBucket:
         usual cold Series call: each layer's await cost more than the read); None, nothing
         read as far as anyone counts, when any range needs more: the caller then takes
         ``get_ranges``, which reads the batch again."""
-        # (_inline written out: one Python frame less on the store's cold path)
-        if not (self._batch and self._nowait and reqs) or self._dirfd < 0:
-            got = self._inline(reqs)
-        else:
-            got = _read_ranges(self._dirfd, reqs, INLINE_READ_MAX, TMP_PREFIX, self._kept,
-                               self._keep_max)
-            if got is None:
-                self._batch = False
+        got = self._inline(reqs)
         if got is None or None in got:
             return None
         self.read_paths.inline += len(reqs)

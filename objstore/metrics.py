@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .bucket import (IS_BYTES, Bucket, ObjectAttributes, ObjectNotFound, RangeRequest,
-                     UploadData, get_ranges)
+                     UploadData, get_ranges, get_ranges_now)
 
 T = TypeVar("T")
 BUCKETS = (0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90, 120)  # Thanos's
@@ -45,8 +45,6 @@ class InstrumentedBucket:
         # ``labels()`` per ranged read cost more than a page-cache read itself
         self._children: dict[str, tuple[Any, Any, Any, Any]] = {}
         self._range_adds: tuple[Callable[[float], None], ...] = ()  # see get_ranges
-        # the inner bucket's get_ranges_now, looked up once (objstore.bucket.get_ranges_now)
-        self._inner_now = getattr(type(bucket), "get_ranges_now", None)
 
     def _of(self, op: str) -> tuple[Any, Any, Any, Any]:
         c = self._children.get(op)
@@ -124,11 +122,8 @@ class InstrumentedBucket:
         """``get_ranges`` without a coroutine where the bucket inside serves the whole batch at
         once (objstore.bucket.get_ranges_now), counted the same way; else None, nothing
         counted."""
-        now = self._inner_now
-        if now is None or not reqs:
-            return None
         t0 = time.perf_counter()
-        got = now(self._bkt, reqs)
+        got = get_ranges_now(self._bkt, reqs)
         if got is not None:
             took = time.perf_counter() - t0
             ops, _, seconds, fetched = self._of("get_range")

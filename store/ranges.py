@@ -14,7 +14,7 @@ from operator import is_, itemgetter
 
 import numpy as np
 
-from objstore.bucket import Bucket, RangeRequest, get_ranges
+from objstore.bucket import Bucket, RangeRequest, get_ranges, get_ranges_now
 from common.varint import uvarint_at  # noqa: F401  (re-exported: store.block reads item lengths)
 
 # (start, end, first item index, last item index + 1) over items sorted by start.
@@ -82,8 +82,7 @@ async def read_batch(reads: Sequence[tuple[Bucket, RangeRequest]], limit: asynci
     first = reads[0][0]
     if all(map(is_, map(_FIRST, reads), repeat(first))):  # (in C: no Python step per read)
         reqs = list(map(_SECOND, reads))
-        now = getattr(type(first), "get_ranges_now", None)  # (objstore.bucket.get_ranges_now)
-        got = now(first, reqs) if now is not None else None  # all in the page cache: no await
+        got = get_ranges_now(first, reqs)  # all in the page cache: no await below here
         return await get_ranges(first, reqs, limit) if got is None else got  # type: ignore[return-value]
     out: list[bytes | BaseException | None] = [None] * len(reads)
     by_bucket: dict[int, list[int]] = {}
