@@ -321,7 +321,7 @@ static PyObject *py_range_args(PyObject *self, PyObject *p) {
     return Py_BuildValue("(LLLOi)", (long long)start, (long long)end, (long long)step_ns, query, 0);
 }
 
-/* --- plain selectors (querier/parsecache.py's _SIMPLE, without the regex engine) --- */
+/* --- plain selectors (the grammar test_query_parsecache states as regexes) --- */
 
 static int is_blank(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 static int is_alpha_(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z' ? 1 : c == '_'; }
@@ -335,7 +335,7 @@ static const unsigned char *skip_blanks(const unsigned char *p, const unsigned c
 }
 
 /* simple_selector_parts(query: str) -> (name, [(label, op, value), ...]) | None: the groups
- * parsecache._SIMPLE.fullmatch and _ONE_MATCHER.findall give of a plain selector's text
+ * test_query_parsecache's grammar (_SIMPLE, _ONE_MATCHER) gives of a plain selector's text
  * (name, then optionally {label op "value", ...} with = != =~ !~, blanks between tokens, a
  * trailing comma allowed, values of printable ASCII without '"' or '\\'); None where the
  * regex would not match. ASCII only: any other character is not a plain selector. */

@@ -11,7 +11,6 @@ cold query's cost; anything else goes to the parser.
 """
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 
 from querier.promql import ast
@@ -20,15 +19,8 @@ from querier.promql.lexer import _WORDS
 from querier._request import simple_selector_parts
 from receiver.tsdb.labels import InvalidRegex, MatchType, Matcher as StoreMatcher, plain_matcher
 
-# Metric name, then optional {name op "value",...} with = != =~ !~, a trailing comma allowed,
-# blanks between the tokens (as the lexer skips them: space, tab, CR, LF), and values of
-# printable ASCII without quotes or backslashes (no escapes to undo): what needs no lexer.
-_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_BLANK = r"[ \t\n\r]*"
-_MATCHER = rf'([a-zA-Z_][a-zA-Z0-9_]*){_BLANK}(!=|=~|!~|=){_BLANK}"([ !#-\[\]-~]*)"'
-_SIMPLE = re.compile(rf"({_NAME})(?:{_BLANK}\{{{_BLANK}({_MATCHER}(?:{_BLANK},{_BLANK}{_MATCHER})*)"
-                     rf"{_BLANK},?{_BLANK}\}})?")
-_ONE_MATCHER = re.compile(_MATCHER)
+# A plain selector's text (what needs no lexer) is read in C: querier/_request.c's
+# simple_selector_parts, whose grammar test_query_parsecache states as regexes and checks it by.
 _OPS = {"=": ast.MatchOp.Equal, "!=": ast.MatchOp.NotEqual, "=~": ast.MatchOp.Re,
         "!~": ast.MatchOp.NotRe}
 _STORE_OPS = {"=": MatchType.EQ, "!=": MatchType.NEQ, "=~": MatchType.RE, "!~": MatchType.NRE}
@@ -45,7 +37,7 @@ def simple_selector(query: str, names: dict[str, StoreMatcher] | None = None
     anyway, and ``names`` keeps each metric name's ``__name__`` matcher for the next query."""
     if len(query) > SIMPLE_MAX_CHARS:
         return None
-    parts = simple_selector_parts(query)  # (the regexes' reading, in C: selector_parts)
+    parts = simple_selector_parts(query)  # (name, [(label, op, value), ...]) or None
     if parts is None:
         return None
     name, found = parts
@@ -70,17 +62,6 @@ def simple_selector(query: str, names: dict[str, StoreMatcher] | None = None
         ms.append(ast.Matcher(_OPS[op], label, value))
     return ast.VectorSelector(name, ast.Matchers(ms), pos=(0, len(query)),
                               store_matchers=tuple(store))
-
-
-def selector_parts(query: str) -> tuple[str, list[tuple[str, str, str]]] | None:
-    """(name, [(label, op, value), ...]) of a plain selector's text, as _SIMPLE and
-    _ONE_MATCHER read it, or None where _SIMPLE does not match: the reference for the C
-    reading simple_selector uses (querier/_request.c's simple_selector_parts)."""
-    m = _SIMPLE.fullmatch(query)
-    if m is None:
-        return None
-    name, body = m.group(1, 2)
-    return name, [] if body is None else _ONE_MATCHER.findall(body)
 
 
 def _immutable(expr) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from querier._request import simple_selector_parts  # noqa: E402
-from querier.parsecache import MAX_NAME_MATCHERS, ParseCache, selector_parts, simple_selector  # noqa: E402
+from querier.parsecache import MAX_NAME_MATCHERS, ParseCache, simple_selector  # noqa: E402
 from querier.promql.engine import parse, selector_matchers  # noqa: E402
 from querier.promql.guard import PromQLError  # noqa: E402
 
@@ -25,6 +26,28 @@ OPS = ["=", "!=", "=~", "!~", "=="]
 VALUES = ['"i-00007"', '""', '"a b"', '"#~!"', '"a\\"b"', '"\\n"', "'v'", "`v`", '"é"', '"x',
           '"(i-1|i-2)"', '"("', '"[a-"', '".*"', '"x+"']
 BLANKS = ["", "", "", " ", "  ", "\t", "\n", "\r\n", "\f", "\u00a0"]
+
+
+# The plain selector's grammar, the reference the C reading (simple_selector_parts) is checked
+# by: a metric name, then optional {name op "value",...} with = != =~ !~, a trailing comma
+# allowed, blanks between the tokens (as the lexer skips them: space, tab, CR, LF), and values
+# of printable ASCII without quotes or backslashes (no escapes to undo).
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_BLANK = r"[ \t\n\r]*"
+_MATCHER = rf'([a-zA-Z_][a-zA-Z0-9_]*){_BLANK}(!=|=~|!~|=){_BLANK}"([ !#-\[\]-~]*)"'
+_SIMPLE = re.compile(rf"({_NAME})(?:{_BLANK}\{{{_BLANK}({_MATCHER}(?:{_BLANK},{_BLANK}{_MATCHER})*)"
+                     rf"{_BLANK},?{_BLANK}\}})?")
+_ONE_MATCHER = re.compile(_MATCHER)
+
+
+def selector_parts(query: str) -> tuple[str, list[tuple[str, str, str]]] | None:
+    """(name, [(label, op, value), ...]) of a plain selector's text as the grammar reads it, or
+    None where it does not match."""
+    m = _SIMPLE.fullmatch(query)
+    if m is None:
+        return None
+    name, body = m.group(1, 2)
+    return name, [] if body is None else _ONE_MATCHER.findall(body)
 
 
 def _tree(query: str) -> str | None:
