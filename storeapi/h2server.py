@@ -108,6 +108,12 @@ class _Context:
         return self._peer
 
 
+def _grpc_post(headers: dict[str, str]) -> bool:
+    """A gRPC request: a POST of an application/grpc content type (else answered 415)."""
+    return headers.get(":method") == "POST" and \
+        headers.get("content-type", "").startswith("application/grpc")
+
+
 def _metadata(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
     """A call's metadata: its request headers but the pseudo-headers."""
     return tuple((k, v) for k, v in headers.items() if not k.startswith(":"))
@@ -257,9 +263,7 @@ class _Connection(asyncio.Protocol):
         would start it when none of their checks answers it (a gRPC POST in an accepted
         encoding whose body is within the limits); else False, nothing done, and those three
         take it. Test: test_h2_fast_call compares both."""
-        if hdrs.get(":method") != "POST" \
-                or not hdrs.get("content-type", "").startswith("application/grpc") \
-                or hdrs.get("grpc-encoding", grpc_codec.IDENTITY) not in _ACCEPTED \
+        if not _grpc_post(hdrs) or hdrs.get("grpc-encoding", grpc_codec.IDENTITY) not in _ACCEPTED \
                 or self._buffered + len(body) > self._server.max_message_bytes + 5:
             return False
         self._conn.acknowledge_received_data(n, sid)
@@ -270,13 +274,12 @@ class _Connection(asyncio.Protocol):
 
     def _on_request(self, sid: int, hdrs: dict[str, str]) -> None:
         self._streams[sid] = _Stream(hdrs)
-        ctype = hdrs.get("content-type", "")
-        if hdrs.get(":method") != "POST" or not ctype.startswith("application/grpc"):
+        if not _grpc_post(hdrs):
             self._conn.send_headers(sid, _UNSUPPORTED_MEDIA, end_stream=True)
             self._drop(sid)
             return
         enc = hdrs.get("grpc-encoding", grpc_codec.IDENTITY)
-        if enc not in grpc_codec.ACCEPTED_ENCODINGS:
+        if enc not in _ACCEPTED:
             self._trailers_only(sid, grpc.StatusCode.UNIMPLEMENTED,
                                 f"grpc-encoding {enc!r} is not supported")
 
