@@ -119,11 +119,6 @@ def _metadata(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in headers.items() if not k.startswith(":"))
 
 
-# Seconds of a ``grpc-timeout`` header (1 to 8 ASCII digits and a unit, as the gRPC spec and
-# grpc-go have it); None if malformed. In C: a call's first Python lines are its costliest.
-parse_timeout = grpc_timeout
-
-
 def _status_message(details: str) -> str:
     """grpc-message is percent-encoded (printable ASCII except '%' stays as is)."""
     return quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")

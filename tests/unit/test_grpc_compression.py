@@ -14,7 +14,8 @@ from receiver.tsdb.labels import Labels, Matcher, MatchType
 from storeapi import grpc_codec, rpc_pb2
 from storeapi.client import StoreClient
 from storeapi.h2client import H2Channel, RpcError
-from storeapi.h2server import H2GrpcServer, parse_timeout
+from storeapi._h2fast import grpc_timeout as parse_timeout
+from storeapi.h2server import H2GrpcServer
 from storeapi.server import StoreServer
 
 METHOD = "/thanos.WriteableStore/RemoteWrite"
