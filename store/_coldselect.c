@@ -34,7 +34,7 @@ static PyObject *t_plan, *t_lru, *o_eq, *o_int64, *o_empty, *o_overhead;
 static Py_ssize_t max_key_chars;  /* store.block.MAX_KEY_MATCHER_CHARS */
 static PyObject *s_postings, *s_expanded, *s_every, *s_d, *s_requests, *s_hits, *s_types,
     *s_size, *s_max_bytes, *s_m, *s_added, *s_evicted, *s_counts, *s_ulid, *s_header,
-    *s_eq_state, *s_bucket, *s_index_name, *s_type, *s_name, *s_value;
+    *s_eq_state, *s_bucket, *s_index_name, *s_type, *s_name, *s_value, *s_colon;
 
 static int bound(void) {
     if (f_lookup == NULL) {
@@ -65,6 +65,19 @@ static int has_key(PyObject *d, PyObject *key) {
     return 1;
 }
 
+/* ``str(n)`` of a length, written here: PyUnicode_FromFormat's %zd runs glibc's printf,
+ * whose code is cold on every query of an idle store (about 10 us a call then). */
+static PyObject *decimal_str(Py_ssize_t n) {
+    char buf[24];
+    int k = (int)sizeof buf;
+    size_t u = (size_t)n;
+    do {
+        buf[--k] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    return PyUnicode_FromStringAndSize(buf + k, (Py_ssize_t)sizeof buf - k);
+}
+
 /* The selection's equality matchers: names, values as UTF-8, its selection_id and whether
  * it is short enough to be kept (matcher_chars <= MAX_KEY_MATCHER_CHARS). 0 when they are
  * not all ``name="non-empty"`` of plain str (the Python path), 1 when found, -1 on error. */
@@ -72,7 +85,7 @@ static int equalities(PyObject *ms, PyObject **names, PyObject **values, PyObjec
                       int *short_enough) {
     Py_ssize_t n = PyList_GET_SIZE(ms), chars = 0;
     if (n < 1) return 0;
-    PyObject *parts = PyList_New(n);
+    PyObject *parts = PyList_New(7 * n);  /* selection_id's pieces, joined at the end */
     *names = PyList_New(n);
     *values = PyList_New(n);
     if (parts == NULL || *names == NULL || *values == NULL) goto fail;
@@ -96,12 +109,16 @@ static int equalities(PyObject *ms, PyObject **names, PyObject **values, PyObjec
         if (raw == NULL) { Py_DECREF(value); goto fail; }
         PyList_SET_ITEM(*values, k, raw);
         /* selection_id's part: f"{type}{len(name)}:{name}{len(value)}:{value}" */
-        PyObject *part = PyUnicode_FromFormat("%U%zd:%U%zd:%U", type, PyUnicode_GET_LENGTH(name),
-                                              name, PyUnicode_GET_LENGTH(value), value);
+        PyObject *name_len = decimal_str(PyUnicode_GET_LENGTH(name));
+        PyObject *value_len = decimal_str(PyUnicode_GET_LENGTH(value));
+        PyObject *piece[7] = {type, name_len, s_colon, name, value_len, s_colon, value};
         chars += PyUnicode_GET_LENGTH(name) + PyUnicode_GET_LENGTH(value);
-        Py_DECREF(value);
-        if (part == NULL) goto fail;
-        PyList_SET_ITEM(parts, k, part);
+        for (int j = 0; j < 7; j++) {
+            if (piece[j] != name_len && piece[j] != value_len && piece[j] != value)
+                Py_INCREF(piece[j]);  /* (the lengths' and value's references move in) */
+            PyList_SET_ITEM(parts, 7 * k + j, piece[j]);
+        }
+        if (name_len == NULL || value_len == NULL) goto fail;
     }
     *sid = PyUnicode_Join(s_every, parts);
     Py_DECREF(parts);
@@ -538,7 +555,7 @@ PyMODINIT_FUNC PyInit__coldselect(void) {
         {&s_size, "size"}, {&s_max_bytes, "max_bytes"}, {&s_m, "_m"}, {&s_added, "added"},
         {&s_evicted, "evicted"}, {&s_counts, "counts"}, {&s_ulid, "ulid"},
         {&s_header, "header"}, {&s_eq_state, "eq_state"}, {&s_bucket, "bucket"},
-        {&s_index_name, "index_name"}, {&s_type, "type"}, {&s_name, "name"},
+        {&s_index_name, "index_name"}, {&s_type, "type"}, {&s_name, "name"}, {&s_colon, ":"},
         {&s_value, "value"},
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)

@@ -263,6 +263,9 @@ class StoreServer:
     async def _matchers(self, pbs, context: grpc.aio.ServicerContext) -> list[Matcher]:
         """The request's matchers; a dashboard's repeated sets (regexes compiled) are reused
         from a small memo (Matchers are immutable)."""
+        # (a slice: a list, not upb's container, whose iteration ends in an IndexError made
+        # with printf on every call)
+        pbs = pbs[:] if type(pbs) is not list else pbs
         key = tuple(map(_MATCHER_FIELDS, pbs))
         hit = self._matcher_memo.get(key)
         if hit is not None:
