@@ -802,6 +802,8 @@ def test_a_call_answered_at_once_runs_as_its_own_task():
     assert got == [b"now!", b"wait!"]
     assert len(seen) == 2 and None not in seen and client_task not in seen
     assert seen[0] is not seen[1]
+    # named: an unnamed Task's "Task-<n>" is formatted with printf, cold on every call
+    assert {t.get_name() for t in seen} == {"grpc call"}
 
 
 def _split_frames_reference(buf, max_frame):
