@@ -16,6 +16,7 @@ import operator
 
 import numpy as np
 
+from querier._pointsjson import matrix_body
 from querier.promql import ast
 from querier.promql._rangec import present_samples
 from querier.promql.engine import INT64_MAX, INT64_MIN
@@ -64,11 +65,11 @@ def _passed(fanout: FanoutQueryable) -> bool:
     return fanout.deadline is not None and fanout.loop.time() >= fanout.deadline
 
 
-def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, step_ms: int,
-                lookback_ms: int, max_samples: int) -> QueryResult | None:
-    """The engine's matrix for a plain selector over the raw series ``raw`` fetched for
-    [start - lookback + 1, last step], or None where the engine must decide (see _present;
-    also the sample limit and a passed deadline)."""
+def _range_present(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int,
+                   step_ms: int, lookback_ms: int, max_samples: int) -> tuple | None:
+    """(labels, pts, pvals, counts): the present points of ``raw`` at the range's steps (see
+    _present), or None where the engine must decide (also the sample limit and a passed
+    deadline)."""
     if not end_ms < INT64_MAX:
         return None
     steps_n = (end_ms - start_ms) // step_ms + 1
@@ -79,6 +80,11 @@ def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, 
     # the engine's sample budget: its steps, then the lookup's n x steps
     if steps_n + nonempty * steps_n > max_samples or _passed(fanout):
         return None
+    return labels, pts, pvals, counts
+
+
+def _matrix(labels: list, pts: bytes, pvals: bytes, counts: list[int]) -> QueryResult:
+    """The engine's matrix of present_samples' answer: the series with points, as arrays."""
     if len(counts) == 1:  # the one-series panel
         return QueryResult("matrix", [(labels[0], np.frombuffer(pts, dtype=np.int64),
                                        np.frombuffer(pvals, dtype=np.float64))] if counts[0] else [])
@@ -90,6 +96,34 @@ def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, 
             out.append((lbls, pts[at:at + count], pvals[at:at + count]))
             at += count
     return QueryResult("matrix", out)
+
+
+def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, step_ms: int,
+                lookback_ms: int, max_samples: int) -> QueryResult | None:
+    """The engine's matrix for a plain selector over the raw series ``raw`` fetched for
+    [start - lookback + 1, last step], or None where the engine must decide (see
+    _range_present)."""
+    got = _range_present(fanout, raw, start_ms, end_ms, step_ms, lookback_ms, max_samples)
+    return None if got is None else _matrix(*got)
+
+
+def plain_range_body(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int,
+                     step_ms: int, lookback_ms: int, max_samples: int, limit: int,
+                     max_bytes: int) -> list[bytes] | QueryResult | None:
+    """:func:`plain_range`'s answer as the HTTP body itself ([bytes], one piece), written in C
+    from present_samples' answer with no arrays or result objects in between, when it is the
+    matrix alone: no store warnings, no ``limit`` cutting it, labels matrix_body can write,
+    under ``max_bytes`` (a bigger answer goes out in pieces). Else plain_range's QueryResult
+    (or None), of the points already found."""
+    got = _range_present(fanout, raw, start_ms, end_ms, step_ms, lookback_ms, max_samples)
+    if got is None:
+        return None
+    labels, pts, pvals, counts = got
+    if not fanout.warnings and (not limit or len(counts) - counts.count(0) <= limit):
+        body = matrix_body(labels, pts, pvals, counts)
+        if body is not None and len(body) < max_bytes:
+            return [body]
+    return _matrix(labels, pts, pvals, counts)
 
 
 def plain_instant(fanout: FanoutQueryable, raw: list, t_ms: int, lookback_ms: int,
