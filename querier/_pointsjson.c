@@ -21,25 +21,31 @@ static const char DIGIT_PAIRS[201] =
     "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
     "8081828384858687888990919293949596979899";
 
-/* Writes u's decimal digits; returns the end. Two digits per division: a range answer
- * writes one or two numbers per point. */
+static const uint64_t POW10[20] = {
+    1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull, 100000000ull,
+    1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull, 10000000000000ull,
+    100000000000000ull, 1000000000000000ull, 10000000000000000ull, 100000000000000000ull,
+    1000000000000000000ull, 10000000000000000000ull};
+
+/* Writes s's decimal digits; returns the end. Two digits per division, from the last digit at
+ * its place (the count from the bit length): a range answer writes two numbers per point. */
 static char *put_u64(char *p, uint64_t s) {
-    char tmp[24];
-    int k = 24;
+    const int t = ((64 - __builtin_clzll(s | 1)) * 1233) >> 12;  /* floor(bits * log10 2) */
+    const int n = t + (s >= POW10[t]);
+    char *end = p + (n ? n : 1), *q = end;
     while (s >= 100) {
         const unsigned d = (unsigned)(s % 100) * 2;
         s /= 100;
-        tmp[--k] = DIGIT_PAIRS[d + 1];
-        tmp[--k] = DIGIT_PAIRS[d];
+        *--q = DIGIT_PAIRS[d + 1];
+        *--q = DIGIT_PAIRS[d];
     }
     if (s >= 10) {
-        tmp[--k] = DIGIT_PAIRS[s * 2 + 1];
-        tmp[--k] = DIGIT_PAIRS[s * 2];
+        *--q = DIGIT_PAIRS[s * 2 + 1];
+        *--q = DIGIT_PAIRS[s * 2];
     } else {
-        tmp[--k] = (char)('0' + s);
+        *--q = (char)('0' + s);
     }
-    memcpy(p, tmp + k, (size_t)(24 - k));
-    return p + (24 - k);
+    return end;
 }
 
 /* Writes t_ms as seconds[.mmm]; returns the end (at most 21 bytes). */
@@ -116,32 +122,95 @@ done:
 #define POINT_MAX 64
 #define EXACT_INT 9007199254740992.0  /* 2**53: every whole double below is an int64 */
 
+/* Writes m / 10^k as a plain decimal ("123.45", "0.00015"; m has no trailing zero if k > 0);
+ * returns the end. */
+static char *put_decimal(char *p, uint64_t m, int k) {
+    char tmp[24];
+    const int nd = (int)(put_u64(tmp, m) - tmp);
+    if (nd > k) {
+        memcpy(p, tmp, (size_t)(nd - k)); p += nd - k;
+        if (!k) return p;
+        *p++ = '.';
+        memcpy(p, tmp + nd - k, (size_t)k);
+        return p + k;
+    }
+    *p++ = '0'; *p++ = '.';
+    memset(p, '0', (size_t)(k - nd)); p += k - nd;
+    memcpy(p, tmp, (size_t)nd);
+    return p + nd;
+}
+
 /* Writes the plain decimal of the exponent-form shortest digits r ("-1.5e-05", "1e+16");
  * returns the end. For the ranges Python's repr writes in exponent form but Go's 'f' does not:
  * [1e-6, 1e-4) and [1e16, 1e21) (what numpy's format_float_positional makes of them). */
 static char *put_positional(char *p, const char *r, const char *e) {
-    char digits[24];
+    uint64_t m = 0;
     int nd = 0;
     if (*r == '-') *p++ = *r++;
-    for (; r < e && nd < 24; r++)
-        if (*r != '.') digits[nd++] = *r;
-    const long x = strtol(e + 1, NULL, 10);  /* -6, -5 or 16..20 */
-    if (x < 0) {
-        *p++ = '0'; *p++ = '.';
-        for (long i = 1; i < -x; i++) *p++ = '0';
-        memcpy(p, digits, (size_t)nd);
-        return p + nd;
+    for (; r < e && nd < 19; r++)  /* (at most 17 digits) */
+        if (*r != '.') { m = m * 10 + (uint64_t)(*r - '0'); nd++; }
+    const long z = strtol(e + 1, NULL, 10) - (nd - 1);  /* the last digit's power of ten */
+    if (z < 0) return put_decimal(p, m, (int)-z);
+    p = put_u64(p, m);
+    memset(p, '0', (size_t)z);  /* (z <= 20) */
+    return p + z;
+}
+
+typedef unsigned __int128 u128;
+
+
+static const uint64_t POW5[22] = {
+    1ull, 5ull, 25ull, 125ull, 625ull, 3125ull, 15625ull, 78125ull, 390625ull, 1953125ull,
+    9765625ull, 48828125ull, 244140625ull, 1220703125ull, 6103515625ull, 30517578125ull,
+    152587890625ull, 762939453125ull, 3814697265625ull, 19073486328125ull, 95367431640625ull,
+    476837158203125ull};
+
+/* The shortest decimal m / 10^k that reads back as a, the nearest of them if several (the
+ * digits of Python's repr and orjson's), for a not whole in [1e-4, 2**53); 0 where it leaves
+ * the answer to dtoa. Why: dtoa (PyOS_double_to_string) takes big-integer steps, several times
+ * the cost of the answer's other work per value.
+ * Exact in integers: a = f / 2^(sh-2), so a * 10^K (K for 17 or 18 digits, enough to read
+ * back) is x = 4 f 5^K in units of 2^-(sh-K), and the values reading back as a are those less
+ * than half a gap from it (2 * 5^K units, 5^K below a power of two). The integers [l, h]
+ * within are the K-digit decimals that read back; dropping digits while a multiple of 10 is
+ * left in the range gives the fewest, then the nearest one is taken. Decimals exactly on a
+ * half-gap boundary (dtoa takes them when f is even) exist only from K >= sh - 1, and a value
+ * halfway between two decimals needs dtoa's tie-break: those are left to dtoa. */
+static int shortest(double a, uint64_t *m_out, int *k_out) {
+    uint64_t bits;
+    memcpy(&bits, &a, 8);
+    const int e2 = (int)(bits >> 52) - 1023;  /* 2^e2 <= a < 2^(e2+1); -14 <= e2 <= 52 */
+    const int K = 16 - ((e2 * 78913) >> 18);  /* 16 - floor(e2 log10 2): 1 <= K <= 21 */
+    const int sh = 52 - e2 + 2 - K;  /* (half-gap boundary decimals: from sh < 2) */
+    if (sh < 2) return 0;
+    const uint64_t f = (bits & (((uint64_t)1 << 52) - 1)) | (uint64_t)1 << 52, p = POW5[K];
+    const u128 x = (u128)(f << 2) * p, unit = (u128)1 << sh;  /* x < 2^55 5^21 < 2^104 */
+    const u128 rem = x & (unit - 1);
+    if (2 * rem == unit) return 0;
+    /* (a * 10^K < 10^18: the decimals fit 64 bits) */
+    const uint64_t near = (uint64_t)(x >> sh) + (2 * rem > unit);
+    const uint64_t below = f == (uint64_t)1 << 52 ? (f << 2) - 1 : (f << 2) - 2;
+    uint64_t l = (uint64_t)(((u128)below * p) >> sh) + 1;
+    uint64_t h = (uint64_t)(((u128)((f << 2) + 2) * p - 1) >> sh);
+    int j = 0;
+    while (j < K && (l + 9) / 10 <= h / 10) {
+        l = (l + 9) / 10;
+        h /= 10;
+        j++;
     }
-    const int whole = (int)x + 1;
-    if (nd <= whole) {
-        memcpy(p, digits, (size_t)nd); p += nd;
-        memset(p, '0', (size_t)(whole - nd));
-        return p + (whole - nd);
+    if (l > h) return 0;
+    uint64_t m = near;
+    if (j) {  /* the nearest multiple of 10^j */
+        const uint64_t pj = POW10[j], half = pj / 2, r = near % pj;
+        m = (near + half) / pj;
+        if (r == half) {  /* near is the midpoint: a itself is above or below it */
+            if (!rem) return 0;  /* a is halfway: dtoa's tie-break */
+            if (2 * rem > unit) m--;  /* near was rounded up: a is below */
+        }
     }
-    memcpy(p, digits, (size_t)whole); p += whole;
-    *p++ = '.';
-    memcpy(p, digits + whole, (size_t)(nd - whole));
-    return p + (nd - whole);
+    *m_out = m < l ? l : m > h ? h : m;  /* (one of [l, h]: the nearest that reads back) */
+    *k_out = K - j;
+    return 1;
 }
 
 /* Writes v as querier.jsonfmt.format_value spells it: Go's strconv 'f' (shortest round-trip
@@ -151,9 +220,15 @@ static char *put_value(char *p, double v) {
     if (Py_IS_NAN(v)) { memcpy(p, "NaN", 3); return p + 3; }
     if (Py_IS_INFINITY(v)) { memcpy(p, v > 0 ? "+Inf" : "-Inf", 4); return p + 4; }
     const double a = fabs(v);
+    uint64_t m;
+    int k;
     if (a < EXACT_INT && v == (double)(int64_t)v && (v != 0 || !signbit(v))) {
         if (v < 0) *p++ = '-';  /* whole: counters, most gauges, with no digits to find */
         return put_u64(p, (uint64_t)a);
+    }
+    if (a >= 1e-4 && a < EXACT_INT && shortest(a, &m, &k)) {
+        if (v < 0) *p++ = '-';
+        return put_decimal(p, m, k);
     }
     char *r = PyOS_double_to_string(v, 'r', 0, 0, NULL);  /* repr's digits, no ".0" */
     if (!r) return NULL;
