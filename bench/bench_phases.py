@@ -55,7 +55,7 @@ WRAPPED = {
         ("storeapi.h2client", "_Connection", "_write", "store_out"),
         ("storeapi.h2client", "_Connection", "data_received", "store_in"),
         ("storeapi.client", "_SeriesReader", "feed", "frames"),
-        ("querier.api", "", "plain_range_body", "plain_range"),
+        ("querier.api", "", "plain_range", "plain_range"),
         ("querier.api", "", "one_matrix_json", "json"),
         ("querier.fasthttp", "FastConnection", "_send", "send"),
         ("querier.fasthttp", "FastConnection", "_write", "http_out"),

@@ -7,7 +7,12 @@
  * Prometheus (Go's strconv 'f', -1) does, drops the ".0" of whole numbers, and writes the
  * timestamps as seconds with three millisecond digits when not whole. Any token that is not a
  * plain decimal (exponent form, null for NaN/Inf) makes it return None: the caller then formats
- * that series in Python. Only the CPython C API is used.
+ * that series in Python.
+ * matrix_body writes a whole range query answer (querier/plainrange.py) from present_samples'
+ * output with no arrays, orjson or result objects in between: on a cold query each of those
+ * costs more than the formatting. It finds the shortest digits itself (see shortest), spells
+ * values as querier.jsonfmt.format_value and escapes labels as orjson does.
+ * Only the CPython C API is used.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -158,7 +163,6 @@ static char *put_positional(char *p, const char *r, const char *e) {
 
 typedef unsigned __int128 u128;
 
-
 static const uint64_t POW5[22] = {
     1ull, 5ull, 25ull, 125ull, 625ull, 3125ull, 15625ull, 78125ull, 390625ull, 1953125ull,
     9765625ull, 48828125ull, 244140625ull, 1220703125ull, 6103515625ull, 30517578125ull,
@@ -169,19 +173,20 @@ static const uint64_t POW5[22] = {
  * digits of Python's repr and orjson's), for a not whole in [1e-4, 2**53); 0 where it leaves
  * the answer to dtoa. Why: dtoa (PyOS_double_to_string) takes big-integer steps, several times
  * the cost of the answer's other work per value.
- * Exact in integers: a = f / 2^(sh-2), so a * 10^K (K for 17 or 18 digits, enough to read
- * back) is x = 4 f 5^K in units of 2^-(sh-K), and the values reading back as a are those less
- * than half a gap from it (2 * 5^K units, 5^K below a power of two). The integers [l, h]
- * within are the K-digit decimals that read back; dropping digits while a multiple of 10 is
- * left in the range gives the fewest, then the nearest one is taken. Decimals exactly on a
- * half-gap boundary (dtoa takes them when f is even) exist only from K >= sh - 1, and a value
- * halfway between two decimals needs dtoa's tie-break: those are left to dtoa. */
+ * Exact in integers: a = f / 2^s, so a * 10^K (K for 17 or 18 digits, enough to read back)
+ * is x = 4 f 5^K in units of 2^-sh (sh = s + 2 - K), and the values reading back as a are
+ * those less than half a gap from it (2 * 5^K units, 5^K below a power of two). The integers
+ * [l, h] within are the K-digit decimals that read back; dropping digits while a multiple of
+ * 10 is left in the range gives the fewest, then the nearest one is taken. Decimals exactly on
+ * a half-gap boundary (dtoa takes them when f is even) have k >= s + 1 digits, so exist within
+ * K only when sh < 2, and a value halfway between two decimals needs dtoa's tie-break: those
+ * are left to dtoa. */
 static int shortest(double a, uint64_t *m_out, int *k_out) {
     uint64_t bits;
     memcpy(&bits, &a, 8);
     const int e2 = (int)(bits >> 52) - 1023;  /* 2^e2 <= a < 2^(e2+1); -14 <= e2 <= 52 */
     const int K = 16 - ((e2 * 78913) >> 18);  /* 16 - floor(e2 log10 2): 1 <= K <= 21 */
-    const int sh = 52 - e2 + 2 - K;  /* (half-gap boundary decimals: from sh < 2) */
+    const int sh = 52 - e2 + 2 - K;
     if (sh < 2) return 0;
     const uint64_t f = (bits & (((uint64_t)1 << 52) - 1)) | (uint64_t)1 << 52, p = POW5[K];
     const u128 x = (u128)(f << 2) * p, unit = (u128)1 << sh;  /* x < 2^55 5^21 < 2^104 */

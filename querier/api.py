@@ -34,7 +34,7 @@ from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, Store
 from ._request import range_args
 from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes, plan_selects
 from .parsecache import ParseCache
-from .plainrange import plain_instant, plain_range_body, plain_selector
+from .plainrange import plain_instant, plain_range, plain_selector
 from .histjson import histogram_point, matrix_entry
 from .querymetrics import add_engine_metrics
 from .jsonfmt import format_value, points_json, ts_fragment
@@ -507,9 +507,8 @@ class QueryAPI:
         if (end_ms is not None and queued_s is None and len(planned) == 1
                 and plain_selector(expr) is not None):
             key, lb, most = planned[0][0], eopts.lookback_delta_ms, eopts.max_samples
-            direct = ((lambda raw: plain_range_body(queryable, raw[key], start_ms, end_ms,
-                                                    step_ms, lb, most, limit, CHUNK_BYTES))
-                      if step_ms > 0 else
+            direct = ((lambda raw: plain_range(queryable, raw[key], start_ms, end_ms, step_ms, lb,
+                                               most, limit, CHUNK_BYTES)) if step_ms > 0 else
                       (lambda raw: plain_instant(queryable, raw[key], start_ms, lb, most)))
         engine: Engine | None = None
 
@@ -521,7 +520,7 @@ class QueryAPI:
             run_engine, planned, direct)
         if res is None:
             return expr, None, engine
-        if type(res) is list:  # the body itself (plain_range_body)
+        if type(res) is list:  # the answer's body itself (plain_range)
             return expr, res, engine
         if queued_s is None and not queryable.warnings and (body := one_matrix_json(res)):
             return expr, body, engine

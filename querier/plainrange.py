@@ -6,7 +6,8 @@ costs several times the C work it wraps: decoding the fetched chunks and finding
 latest sample. Here the chunk decoder and one C pass that keeps only the present points
 (present_samples) run directly on the data fetched for the query's select (querier.inline), for
 exactly the case where the engine's answer is just that: float series with distinct labels, no
-modifiers, within the sample limit, no ``stats`` asked. Anything else returns None and the
+modifiers, within the sample limit, no ``stats`` asked. A range query's answer is then written
+as JSON in C straight from present_samples' output (_pointsjson.matrix_body). Anything else returns None and the
 engine evaluates as always, so every error and edge case keeps its one implementation.
 """
 from __future__ import annotations
@@ -65,24 +66,6 @@ def _passed(fanout: FanoutQueryable) -> bool:
     return fanout.deadline is not None and fanout.loop.time() >= fanout.deadline
 
 
-def _range_present(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int,
-                   step_ms: int, lookback_ms: int, max_samples: int) -> tuple | None:
-    """(labels, pts, pvals, counts): the present points of ``raw`` at the range's steps (see
-    _present), or None where the engine must decide (also the sample limit and a passed
-    deadline)."""
-    if not end_ms < INT64_MAX:
-        return None
-    steps_n = (end_ms - start_ms) // step_ms + 1
-    got = _present(fanout, raw, start_ms, step_ms, steps_n, lookback_ms)
-    if got is None:
-        return None
-    labels, (pts, pvals, counts, nonempty) = got
-    # the engine's sample budget: its steps, then the lookup's n x steps
-    if steps_n + nonempty * steps_n > max_samples or _passed(fanout):
-        return None
-    return labels, pts, pvals, counts
-
-
 def _matrix(labels: list, pts: bytes, pvals: bytes, counts: list[int]) -> QueryResult:
     """The engine's matrix of present_samples' answer: the series with points, as arrays."""
     if len(counts) == 1:  # the one-series panel
@@ -99,26 +82,25 @@ def _matrix(labels: list, pts: bytes, pvals: bytes, counts: list[int]) -> QueryR
 
 
 def plain_range(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int, step_ms: int,
-                lookback_ms: int, max_samples: int) -> QueryResult | None:
+                lookback_ms: int, max_samples: int, limit: int, max_bytes: int
+                ) -> list[bytes] | QueryResult | None:
     """The engine's matrix for a plain selector over the raw series ``raw`` fetched for
-    [start - lookback + 1, last step], or None where the engine must decide (see
-    _range_present)."""
-    got = _range_present(fanout, raw, start_ms, end_ms, step_ms, lookback_ms, max_samples)
-    return None if got is None else _matrix(*got)
-
-
-def plain_range_body(fanout: FanoutQueryable, raw: list, start_ms: int, end_ms: int,
-                     step_ms: int, lookback_ms: int, max_samples: int, limit: int,
-                     max_bytes: int) -> list[bytes] | QueryResult | None:
-    """:func:`plain_range`'s answer as the HTTP body itself ([bytes], one piece), written in C
-    from present_samples' answer with no arrays or result objects in between, when it is the
-    matrix alone: no store warnings, no ``limit`` cutting it, labels matrix_body can write,
-    under ``max_bytes`` (a bigger answer goes out in pieces). Else plain_range's QueryResult
-    (or None), of the points already found."""
-    got = _range_present(fanout, raw, start_ms, end_ms, step_ms, lookback_ms, max_samples)
+    [start - lookback + 1, last step], or None where the engine must decide (see _present;
+    also the sample limit and a passed deadline). When the answer is the matrix alone (no
+    store warnings, no ``limit`` cutting it, labels matrix_body writes, under ``max_bytes``:
+    a bigger answer goes out in pieces), the HTTP body itself ([bytes], one piece), written
+    in C from present_samples' answer: no arrays, result objects or orjson in between. Else
+    the QueryResult, of the points already found."""
+    if not end_ms < INT64_MAX:
+        return None
+    steps_n = (end_ms - start_ms) // step_ms + 1
+    got = _present(fanout, raw, start_ms, step_ms, steps_n, lookback_ms)
     if got is None:
         return None
-    labels, pts, pvals, counts = got
+    labels, (pts, pvals, counts, nonempty) = got
+    # the engine's sample budget: its steps, then the lookup's n x steps
+    if steps_n + nonempty * steps_n > max_samples or _passed(fanout):
+        return None
     if not fanout.warnings and (not limit or len(counts) - counts.count(0) <= limit):
         body = matrix_body(labels, pts, pvals, counts)
         if body is not None and len(body) < max_bytes:
