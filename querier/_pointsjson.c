@@ -333,7 +333,8 @@ static char *put_labels(char *p, PyObject *lbls) {
     return p;
 }
 
-static const char MATRIX_HEAD[] = "{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[";
+static const char MATRIX_HEAD[] =
+    "{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[";
 static const char MATRIX_TAIL[] = "]}}";
 static const char METRIC[] = "{\"metric\":";
 static const char VALUES[] = ",\"values\":[";

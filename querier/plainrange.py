@@ -6,9 +6,10 @@ costs several times the C work it wraps: decoding the fetched chunks and finding
 latest sample. Here the chunk decoder and one C pass that keeps only the present points
 (present_samples) run directly on the data fetched for the query's select (querier.inline), for
 exactly the case where the engine's answer is just that: float series with distinct labels, no
-modifiers, within the sample limit, no ``stats`` asked. A range query's answer is then written
-as JSON in C straight from present_samples' output (_pointsjson.matrix_body). Anything else returns None and the
-engine evaluates as always, so every error and edge case keeps its one implementation.
+modifiers, within the sample limit, no ``stats`` asked; a range query's answer is then written
+as JSON in C straight from present_samples' output (_pointsjson.matrix_body). Anything else
+returns None and the engine evaluates as always, so every error and edge case keeps its one
+implementation.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _present(fanout: FanoutQueryable, raw: list, start_ms: int, step_ms: int, st
     if not float_only(raw):
         return None
     labels = list(map(_LABELS, raw))
-    if not all(map(operator.lt, labels, itertools.islice(labels, 1, None))):
+    if len(labels) > 1 and not all(map(operator.lt, labels, itertools.islice(labels, 1, None))):
         return None  # not one store's sorted, distinct series: the engine merges
     ts, vals, offs = xor_decode_series(list(map(_CHUNKS, raw)), start_ms - lookback_ms + 1,
                                        last_ms)
