@@ -220,3 +220,53 @@ def test_a_plain_selector_range_query_answers_with_matrix_body(tmp_path, monkeyp
                 cut = await r.read()
             assert calls == [] and b"results truncated" in cut and cut.count(b'"metric"') == 2
     run(go())
+
+
+def test_plain_range_falls_back_to_the_result_with_the_same_answer():
+    """plain_range gives the body only for the matrix alone; with store warnings, a limit
+    cutting it, labels matrix_body declines or a body over max_bytes, the QueryResult of the
+    same points (no second decode), whose Python answer is the body's bytes."""
+    import asyncio
+
+    from querier.fanout import FanoutQueryable
+    from receiver.tsdb.chunkenc import xor_encode
+    from storeapi.client import RawSeries
+
+    ts = T0 + np.arange(120, dtype=np.int64) * 15_000
+
+    def series(lbls: tuple, vals) -> RawSeries:
+        chunk = xor_encode(ts, np.asarray(vals, dtype=np.float64))
+        return RawSeries(lbls, [(int(ts[0]), int(ts[-1]), chunk)], histograms=False)
+    raw = [series((("__name__", "m"), ("i", "0")), np.arange(120) * 0.1),
+           series((("__name__", "m"), ("i", "1")), np.arange(120) * 2.0)]
+    loop = asyncio.new_event_loop()
+    try:
+        fanout = FanoutQueryable(None, loop)
+
+        def answer(raw, limit=0, max_bytes=1 << 20):
+            return plainrange.plain_range(fanout, raw, T0, T0 + 1_800_000, 30_000, 300_000,
+                                          10 ** 6, limit, max_bytes)
+
+        def python(res: QueryResult) -> bytes:
+            return b"".join(one_matrix_json(res) if len(res.series) == 1
+                            else result_chunks(result_payload(res)))
+        for r in (raw[:1], raw):
+            body = answer(r)
+            assert type(body) is list and len(body) == 1
+            cut = [answer(r, max_bytes=len(body[0]))]
+            if len(r) > 1:  # a limit that cuts it: the api truncates the result
+                cut.append(answer(r, limit=1))
+            for res in cut:
+                assert type(res) is QueryResult and python(res) == body[0]
+            assert answer(r, limit=len(r)) == body
+            fanout.warnings.append("a store said so")
+            res = answer(r)
+            assert type(res) is QueryResult and python(res) == body[0]
+            fanout.warnings.clear()
+        unsorted = [series((("i", "0"), ("__name__", "m")), np.ones(120))]
+        res = answer(unsorted)
+        assert type(res) is QueryResult and python(res).startswith(
+            b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":'
+            b'{"i":"0","__name__":"m"}')
+    finally:
+        loop.close()
