@@ -508,7 +508,7 @@ class QueryAPI:
                 and plain_selector(expr) is not None):
             key, lb, most = planned[0][0], eopts.lookback_delta_ms, eopts.max_samples
             direct = ((lambda raw: plain_range(queryable, raw[key], start_ms, end_ms, step_ms, lb,
-                                               most)) if step_ms > 0 else
+                                               most, limit, CHUNK_BYTES)) if step_ms > 0 else
                       (lambda raw: plain_instant(queryable, raw[key], start_ms, lb, most)))
         engine: Engine | None = None
 
@@ -520,6 +520,8 @@ class QueryAPI:
             run_engine, planned, direct)
         if res is None:
             return expr, None, engine
+        if type(res) is list:  # the answer's body itself (plain_range)
+            return expr, res, engine
         if queued_s is None and not queryable.warnings and (body := one_matrix_json(res)):
             return expr, body, engine
         return expr, result_to_json(res, engine, queryable, limit, queued_s,

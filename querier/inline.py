@@ -221,8 +221,8 @@ class InlineQuery:
         to the worker (data fetched so far is kept in the fanout queryable, so the worker does
         not fetch it again). ``planned``: (key, range) of selects to fetch before evaluating
         (:func:`plan_selects`); ``direct``: given the fetched {key: raw series}, the result
-        without the engine or None (e.g. querier.plainrange), tried once the planned selects
-        are in."""
+        (or the answer's body) without the engine or None (e.g. querier.plainrange), tried
+        once the planned selects are in."""
         if not self._fits():
             return None
         fits = True
