@@ -25,7 +25,7 @@ from google.protobuf import any_pb2
 from receiver.hashring._ringc import xxh64
 from common.tls import ServerTLS, server_ssl_context
 from storeapi import hints_pb2, info_pb2, labels_pb2, rpc_pb2, types_pb2
-from storeapi.convert import labels_to_pb, matchers_from_pb
+from storeapi.convert import MatcherFields, labels_to_pb, matchers_from_fields
 from storeapi.h2server import H2GrpcServer
 from receiver.tsdb.histogram import (ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk,
                                      chunk_encoding)
@@ -52,7 +52,16 @@ _MEMO_KEY_CHARS = 1024
 _NAME, _VALUE = itemgetter(1), itemgetter(2)
 
 
-def _key_chars(key: tuple[tuple[int, str, str], ...]) -> int:
+def _matcher_key(pbs: Iterable) -> tuple[MatcherFields, ...]:
+    """The memo key of a request's matchers: upb LabelMatchers' (type, name, value) triples
+    (upb's container sliced into a list first: its own iteration ends in an IndexError made
+    with printf on every call); a PlainSeriesRequest's matchers are that tuple already."""
+    if type(pbs) is tuple:
+        return pbs
+    return tuple(map(_MATCHER_FIELDS, pbs if type(pbs) is list else pbs[:]))
+
+
+def _key_chars(key: tuple[MatcherFields, ...]) -> int:
     """The label characters of a memo key, counted in C (no generator step per matcher)."""
     return sum(map(len, map(_NAME, key))) + sum(map(len, map(_VALUE, key)))
 
@@ -207,7 +216,7 @@ class StoreServer:
         self._takes_limit = "limit" in params  # the store gateway's limits count up to it
         # ...and label their metrics with the caller's tenant (series, label names/values)
         self._takes_tenant = "tenant" in params
-        self._matcher_memo: dict[tuple[tuple[int, str, str], ...], tuple[Matcher, ...]] = {}
+        self._matcher_memo: dict[tuple[MatcherFields, ...], tuple[Matcher, ...]] = {}
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
         store = grpc.method_handlers_generic_handler(STORE_SERVICE, {
@@ -260,18 +269,15 @@ class StoreServer:
 
     # --- Series -----------------------------------------------------------------------------
 
-    async def _matchers(self, pbs, context: grpc.aio.ServicerContext) -> list[Matcher]:
-        """The request's matchers; a dashboard's repeated sets (regexes compiled) are reused
-        from a small memo (Matchers are immutable)."""
-        # (a slice: a list, not upb's container, whose iteration ends in an IndexError made
-        # with printf on every call)
-        pbs = pbs[:] if type(pbs) is not list else pbs
-        key = tuple(map(_MATCHER_FIELDS, pbs))
+    async def _matchers(self, key: tuple[MatcherFields, ...],
+                        context: grpc.aio.ServicerContext) -> list[Matcher]:
+        """The matchers of a request's matcher key (``_matcher_key``); a dashboard's repeated
+        sets (regexes compiled) are reused from a small memo (Matchers are immutable)."""
         hit = self._matcher_memo.get(key)
         if hit is not None:
             return list(hit)
         try:
-            got = matchers_from_pb(pbs)
+            got = matchers_from_fields(key)
             if _key_chars(key) <= _MEMO_KEY_CHARS:
                 if len(self._matcher_memo) >= _MEMO_ENTRIES:
                     del self._matcher_memo[next(iter(self._matcher_memo))]  # the oldest
@@ -302,7 +308,7 @@ class StoreServer:
         try:
             if not request.matchers:  # as Thanos: never "everything" by accident
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_MATCHERS)
-            matchers = await self._matchers(request.matchers, context)
+            matchers = await self._matchers(_matcher_key(request.matchers), context)
             shard = ShardFilter.of(request) if request.HasField("shard_info") else None
             mint, maxt, skip = request.min_time, request.max_time, request.skip_chunks
             wanted = request.without_replica_labels
@@ -386,7 +392,7 @@ class StoreServer:
 
     async def label_names(self, request: rpc_pb2.LabelNamesRequest,
                           context: grpc.aio.ServicerContext) -> rpc_pb2.LabelNamesResponse:
-        matchers = await self._matchers(request.matchers, context)
+        matchers = await self._matchers(_matcher_key(request.matchers), context)
         try:
             names = await _resolve(self._source.label_names(
                 request.start, request.end, matchers,
@@ -407,7 +413,7 @@ class StoreServer:
         if not request.label:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "label name parameter cannot be empty")
-        matchers = await self._matchers(request.matchers, context)
+        matchers = await self._matchers(_matcher_key(request.matchers), context)
         try:
             values = await _resolve(self._source.label_values(
                 request.label, request.start, request.end, matchers,

@@ -136,17 +136,14 @@ def _outcome(fn, pbs) -> object:
         return f"{type(e).__name__}: {e}"
 
 
-def test_matchers_from_pb_equals_the_checked_loop_on_good_and_bad_sets():
-    from storeapi import types_pb2
-    from storeapi.convert import _checked_matchers, matchers_from_pb
+def test_matchers_from_fields_equals_the_checked_loop_on_good_and_bad_sets():
+    from storeapi.convert import _checked_matchers, matchers_from_fields
     rng = random.Random(9)
     values = ["", "a", "a.*", "(", "[z-a]", "x|", "\\d+", "a{2,1}", "(?P<n>a)"]
     for _ in range(2000):
-        pbs = [types_pb2.LabelMatcher(type=rng.choice([0, 1, 2, 3, 3, 2, 7]),
-                                      name=rng.choice(["job", "__name__", ""]),
-                                      value=rng.choice(values))
-               for _ in range(rng.randrange(4))]
-        assert _outcome(matchers_from_pb, pbs) == _outcome(_checked_matchers, pbs)
+        fields = [(rng.choice([0, 1, 2, 3, 3, 2, 7]), rng.choice(["job", "__name__", ""]),
+                   rng.choice(values)) for _ in range(rng.randrange(4))]
+        assert _outcome(matchers_from_fields, fields) == _outcome(_checked_matchers, fields)
 
 
 # --- the fast path against the general path, over a socket ------------------------------------
