@@ -27,6 +27,7 @@ from common.tls import ServerTLS, server_ssl_context
 from storeapi import hints_pb2, info_pb2, labels_pb2, rpc_pb2, types_pb2
 from storeapi.convert import MatcherFields, labels_to_pb, matchers_from_fields
 from storeapi.h2server import H2GrpcServer
+from storeapi.seriesrequest import PlainSeriesRequest, series_request
 from receiver.tsdb.histogram import (ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, EncodedChunk,
                                      chunk_encoding)
 from storeapi.wire import SeriesEncoder
@@ -224,8 +225,8 @@ class StoreServer:
                 self.store_info, rpc_pb2.InfoRequest.FromString,
                 rpc_pb2.InfoResponse.SerializeToString),
             "Series": grpc.unary_stream_rpc_method_handler(
-                self.series,
-                rpc_pb2.SeriesRequest.FromString, None),  # frames are bytes already
+                self.series, series_request, None),  # (the usual request decoded in C; the
+            # frames are bytes already)
             "LabelNames": grpc.unary_unary_rpc_method_handler(
                 self.label_names, rpc_pb2.LabelNamesRequest.FromString,
                 rpc_pb2.LabelNamesResponse.SerializeToString),
@@ -295,7 +296,7 @@ class StoreServer:
         wanted = set(requested)
         return {n for ls in self._source.label_sets() for n, _ in ls if n in wanted}
 
-    async def series(self, request: rpc_pb2.SeriesRequest,
+    async def series(self, request: PlainSeriesRequest | rpc_pb2.SeriesRequest,
                      context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         # Inside the gate from the first step through the last frame (also when the caller
         # stops reading: closing this generator leaves). The gate is entered here, not by a
@@ -374,7 +375,7 @@ class StoreServer:
             if gate is not None:
                 gate.leave()
 
-    def _response_hints(self, request: rpc_pb2.SeriesRequest,
+    def _response_hints(self, request: PlainSeriesRequest | rpc_pb2.SeriesRequest,
                         matchers: list[Matcher]) -> bytes | None:
         """A final SeriesResponse with SeriesResponseHints (the blocks read), for clients that
         send SeriesRequestHints and sources that know their blocks (the store gateway)."""
