@@ -270,10 +270,11 @@ class StoreServer:
 
     # --- Series -----------------------------------------------------------------------------
 
-    async def _matchers(self, key: tuple[MatcherFields, ...],
-                        context: grpc.aio.ServicerContext) -> list[Matcher]:
-        """The matchers of a request's matcher key (``_matcher_key``); a dashboard's repeated
-        sets (regexes compiled) are reused from a small memo (Matchers are immutable)."""
+    async def _matchers(self, pbs, context: grpc.aio.ServicerContext) -> list[Matcher]:
+        """A request's matchers (upb's LabelMatchers or a PlainSeriesRequest's triples); a
+        dashboard's repeated sets (regexes compiled) are reused from a small memo, keyed by
+        ``_matcher_key`` (Matchers are immutable)."""
+        key = _matcher_key(pbs)
         hit = self._matcher_memo.get(key)
         if hit is not None:
             return list(hit)
@@ -309,7 +310,7 @@ class StoreServer:
         try:
             if not request.matchers:  # as Thanos: never "everything" by accident
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, NO_MATCHERS)
-            matchers = await self._matchers(_matcher_key(request.matchers), context)
+            matchers = await self._matchers(request.matchers, context)
             shard = ShardFilter.of(request) if request.HasField("shard_info") else None
             mint, maxt, skip = request.min_time, request.max_time, request.skip_chunks
             wanted = request.without_replica_labels
@@ -393,7 +394,7 @@ class StoreServer:
 
     async def label_names(self, request: rpc_pb2.LabelNamesRequest,
                           context: grpc.aio.ServicerContext) -> rpc_pb2.LabelNamesResponse:
-        matchers = await self._matchers(_matcher_key(request.matchers), context)
+        matchers = await self._matchers(request.matchers, context)
         try:
             names = await _resolve(self._source.label_names(
                 request.start, request.end, matchers,
@@ -414,7 +415,7 @@ class StoreServer:
         if not request.label:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "label name parameter cannot be empty")
-        matchers = await self._matchers(_matcher_key(request.matchers), context)
+        matchers = await self._matchers(request.matchers, context)
         try:
             values = await _resolve(self._source.label_values(
                 request.label, request.start, request.end, matchers,

@@ -478,9 +478,10 @@ def test_repeated_matcher_sets_answer_alike_and_their_memo_is_bounded():
     async def many_sets() -> None:
         for i in range(600):
             got = await server._matchers(  # noqa: SLF001 -- the memo's bound is the subject
-                ((types_pb2.LabelMatcher.RE, "job", f"a{i}.*"),), None)
+                [types_pb2.LabelMatcher(type=types_pb2.LabelMatcher.RE, name="job",
+                                        value=f"a{i}.*")], None)
             assert got == [Matcher(MatchType.RE, "job", f"a{i}.*")]
-        big = ((types_pb2.LabelMatcher.EQ, "job", "x" * 5000),)
+        big = [types_pb2.LabelMatcher(name="job", value="x" * 5000)]
         assert (await server._matchers(big, None))[0].value == "x" * 5000  # noqa: SLF001
         assert len(server._matcher_memo) <= 512  # noqa: SLF001
 
