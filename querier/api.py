@@ -32,7 +32,7 @@ from .downsampled import lookback_delta_for, parse_max_source_resolution
 from .rulesjson import RULE_TYPES, alerts_json, group_json, merge_groups
 from .fanout import TIMEOUT_MSG, FanoutQueryable, SelectOptions, StoreSet, StoreUnavailable
 from ._request import range_args
-from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, plan_nodes, plan_selects
+from .inline import DEFAULT_INLINE_LIMITS, InlineQuery, fetch_plain, plan_nodes, plan_selects
 from .parsecache import ParseCache
 from .plainrange import plain_instant, plain_range, plain_selector
 from .histjson import histogram_point, matrix_entry
@@ -503,21 +503,28 @@ class QueryAPI:
         if start_ms is not None and not queryable.opts.max_resolution_ms:
             planned = plan_selects(expr, start_ms, start_ms + (steps - 1) * step_ms,
                                    eopts.lookback_delta_ms)
-        direct = None
-        if (end_ms is not None and queued_s is None and len(planned) == 1
-                and plain_selector(expr) is not None):
-            key, lb, most = planned[0][0], eopts.lookback_delta_ms, eopts.max_samples
-            direct = ((lambda raw: plain_range(queryable, raw[key], start_ms, end_ms, step_ms, lb,
-                                               most, limit, CHUNK_BYTES)) if step_ms > 0 else
-                      (lambda raw: plain_instant(queryable, raw[key], start_ms, lb, most)))
         engine: Engine | None = None
 
         def run_engine(q) -> QueryResult:
             nonlocal engine
             engine = engine or Engine(eopts, timeout_s=timeout_s)
             return run(engine, q, expr)
-        res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
-            run_engine, planned, direct)
+        if (end_ms is not None and queued_s is None and len(planned) == 1
+                and plain_selector(expr) is not None):  # (querier.plainrange)
+            key = planned[0][0]
+            raw = await fetch_plain(queryable, key, nodes, steps, self.inline)
+            if raw is None:
+                return expr, None, None  # the worker's, with the data fetched
+            lb, most = eopts.lookback_delta_ms, eopts.max_samples
+            res = (plain_range(queryable, raw, start_ms, end_ms, step_ms, lb, most, limit,
+                               CHUNK_BYTES) if step_ms > 0 else
+                   plain_instant(queryable, raw, start_ms, lb, most))  # type: ignore[arg-type]
+            if res is None:  # the engine's to answer, on the loop still
+                res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).seed(
+                    key, raw).evaluate(run_engine)
+        else:
+            res = await InlineQuery(queryable, nodes, steps, step_ms, self.inline).evaluate(
+                run_engine, planned)
         if res is None:
             return expr, None, engine
         if type(res) is list:  # the answer's body itself (plain_range)

@@ -131,6 +131,32 @@ def inline_cost(nodes: int, steps: int, series: int, samples: int, windows: int)
     return nodes * (steps * max(series, 1) + samples * max(windows, 1))
 
 
+def fits_inline(lim: InlineLimits, nodes: int, steps: int, series: int = 0, chunks: int = 0,
+                samples: int = 0, windows: int = 0) -> bool:
+    """Whether an evaluation of these totals stays on the loop (``lim``)."""
+    return (series <= lim.max_series and chunks <= lim.max_chunks and samples <= lim.max_samples
+            and inline_cost(nodes, steps, series, samples, windows) <= lim.max_cost)
+
+
+async def fetch_plain(fanout: FanoutQueryable, key: tuple, nodes: int, steps: int,
+                      limits: InlineLimits) -> list[RawSeries] | None:
+    """The series of a query's one select without a range (a plain selector: no windows), as
+    :class:`InlineQuery` would fetch and count them, when they fit on the loop; else None with
+    the fetched data kept for the worker, as InlineQuery leaves it. One function, not an
+    InlineQuery, for the one-series panel, the most frequent query (querier.plainrange)."""
+    if not limits.max_selects or not fits_inline(limits, nodes, steps):
+        return None
+    matchers, mint, maxt = key
+    raw = await fanout.fetch(list(matchers), mint, maxt)
+    if len(raw) <= limits.max_series and float_only(raw):  # (as _count, in its order)
+        chunks = chunk_count(raw)
+        if chunks <= limits.max_chunks and fits_inline(limits, nodes, steps, len(raw), chunks,
+                                                       _samples(raw)):
+            return raw
+    fanout.keep(key, raw)
+    return None
+
+
 def _samples(raw: list[RawSeries]) -> int:
     """Samples in the fetched chunks: every Prometheus chunk starts with its big-endian 16-bit
     sample count (read in C steps; a chunk shorter than that is counted as it begins)."""
@@ -185,11 +211,14 @@ class InlineQuery:
         self.series = self.chunks = self.samples = self.windows = 0
 
     def _fits(self) -> bool:
-        lim = self.limits
-        return (self.series <= lim.max_series and self.chunks <= lim.max_chunks
-                and self.samples <= lim.max_samples
-                and inline_cost(self.nodes, self.steps, self.series, self.samples,
-                                self.windows) <= lim.max_cost)
+        return fits_inline(self.limits, self.nodes, self.steps, self.series, self.chunks,
+                           self.samples, self.windows)
+
+    def seed(self, key: tuple, raw: list[RawSeries]) -> "InlineQuery":
+        """This query with a select already fetched (by :func:`fetch_plain`) and counted."""
+        self.raw[key] = raw
+        self._count(raw, 0)
+        return self
 
     def _count(self, raw: list[RawSeries], range_ms: int) -> bool:
         """Add a fetched selection to the totals; False when it is too big (or holds native
@@ -216,22 +245,18 @@ class InlineQuery:
         self.raw[key] = raw
         return self._count(raw, range_ms)
 
-    async def evaluate(self, run, planned: list[tuple[tuple, int]] = (), direct=None):
+    async def evaluate(self, run, planned: list[tuple[tuple, int]] = ()):
         """The query's result, ``run(queryable)`` (the engine's evaluation), or None: hand it
         to the worker (data fetched so far is kept in the fanout queryable, so the worker does
         not fetch it again). ``planned``: (key, range) of selects to fetch before evaluating
-        (:func:`plan_selects`); ``direct``: given the fetched {key: raw series}, the result
-        (or the answer's body) without the engine or None (e.g. querier.plainrange), tried
-        once the planned selects are in."""
+        (:func:`plan_selects`)."""
         if not self._fits():
             return None
         fits = True
         for key, range_ms in planned[:self.limits.max_selects]:
             if not (fits := await self._fetch(key, range_ms)):
                 break
-        if fits and direct is not None and (res := direct(self.raw)) is not None:
-            return res
-        queryable = LoopQueryable(self.fanout, self.raw)  # (not made when direct answered)
+        queryable = LoopQueryable(self.fanout, self.raw)
         for _ in range(self.limits.max_selects + 1):
             if not fits:
                 break

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from querier.config import QueryConfig
 from querier.inline import DEFAULT_INLINE_LIMITS, InlineLimits, inline_cost
@@ -98,25 +99,30 @@ def _without_timings(body: bytes) -> bytes:
     return orjson.dumps(d)
 
 
-def test_a_query_over_the_bound_goes_to_the_worker_without_fetching_twice(tmp_path):
+@pytest.mark.parametrize("query, bound", [
+    ("sum(m)", {"max_samples": 300}),  # 3 x 200 samples is more
+    # a plain selector, fetched by querier.inline.fetch_plain under the same bounds
+    ("m", {"max_series": 2}), ("m", {"max_chunks": 2}), ("m", {"max_samples": 300})])
+def test_a_query_over_the_bound_goes_to_the_worker_without_fetching_twice(tmp_path, query, bound):
     """Fetched on the loop, found too big, then evaluated by the worker with that same data:
-    one Series call, and the answer the worker alone gives."""
+    one Series call, and the answer the worker alone gives; within the bounds, the loop
+    answers it (no worker) the same."""
     async def go():
         async with cluster(tmp_path) as c:
             await c.push(_series(3, 200))
             api = c.querier.api
             api._pool = pool = CountingPool(4)
-            params = {"query": "sum(m)", "start": str(T0 / 1000), "end": str(T0 / 1000 + 2000),
+            params = {"query": query, "start": str(T0 / 1000), "end": str(T0 / 1000 + 2000),
                       "step": "10"}
-            api.inline = replace(DEFAULT_INLINE_LIMITS, max_samples=300)  # 3 x 200 is more
-            calls = _series_calls(c)
-            async with c.http.get(c.base + QR, params=params) as r:
-                big = (r.status, await r.read())
-            assert pool.submitted == 1 and _series_calls(c) == calls + 1
-            api.inline = WORKER_ONLY
-            async with c.http.get(c.base + QR, params=params) as r:
-                assert (r.status, await r.read()) == big
-            assert big[0] == 200
+            answers = []
+            for limits, submitted in ((replace(DEFAULT_INLINE_LIMITS, **bound), 1),
+                                      (WORKER_ONLY, 1), (DEFAULT_INLINE_LIMITS, 0)):
+                api.inline = limits
+                pool.submitted, calls = 0, _series_calls(c)
+                async with c.http.get(c.base + QR, params=params) as r:
+                    answers.append((r.status, await r.read()))
+                assert (pool.submitted, _series_calls(c)) == (submitted, calls + 1), limits
+            assert answers[0][0] == 200 and answers.count(answers[0]) == 3
     run(go())
 
 
