@@ -35,6 +35,12 @@ class HistogramSeries:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1  # le: value <= bound
         self.sum += value
 
+    def observe_many(self, value: float, n: int) -> None:
+        """``observe(value)`` ``n`` times, as one update of the bucket it falls in (a batch of
+        bucket reads shares its time equally among its ranges: objstore.metrics)."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += n
+        self.sum += value * n
+
 
 class Labelled:
     """prometheus_client's ``labels()`` for plain metrics: one series per label values, made by
