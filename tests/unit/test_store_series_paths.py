@@ -219,3 +219,23 @@ async def _uncached(data_dir: Path, bucket_dir: Path, mint: int, maxt: int,
         return list(await st.series(mint, maxt, ms, False))
     finally:
         await st.close()
+
+
+def test_fetch_metrics_count_as_the_plain_counters_inc_would() -> None:
+    """FetchMetrics.fetched adds to its two counters' counts in place: the exported values
+    after a few batches (a kind outside the seeded ones too) are what two ``inc`` calls per
+    batch gave, the seeded kinds exported from the start."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    reg = CollectorRegistry()
+    m = store.block.FetchMetrics(reg)
+    text = generate_latest(reg).decode()
+    assert 'promring_store_bucket_range_requests_total{item_type="series"} 0.0' in text
+    for kind, requests, nbytes in [("postings", 3, 120), ("chunks", 1, 7), ("postings", 2, 0),
+                                   ("other", 1, 5)]:
+        m.fetched(kind, requests, nbytes)
+    v = reg.get_sample_value
+    assert [v("promring_store_bucket_range_requests_total", {"item_type": k})
+            for k in ("postings", "series", "chunks", "other")] == [5, 0, 1, 1]
+    assert [v("promring_store_bucket_fetched_bytes_total", {"item_type": k})
+            for k in ("postings", "series", "chunks", "other")] == [120, 0, 7, 5]
