@@ -8,6 +8,8 @@ or anything malformed is upb's (and so are its errors).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from storeapi import rpc_pb2
 from storeapi._wire import series_request as _decode
 
@@ -15,37 +17,41 @@ from storeapi._wire import series_request as _decode
 _ABSENT_MESSAGES = frozenset({"hints", "shard_info"})
 
 
-class PlainSeriesRequest:
+class PlainSeriesRequest(NamedTuple):
     """A SeriesRequest without hints or shard_info, read as StoreServer.series reads upb's.
     ``matchers`` are (type, name, value) tuples (StoreServer's matcher memo key as is), the
-    repeated fields tuples."""
+    repeated fields tuples.
 
-    __slots__ = ("min_time", "max_time", "matchers", "max_resolution_window", "aggregates",
-                 "partial_response_disabled", "partial_response_strategy", "skip_chunks",
-                 "step", "range", "_query_hints", "without_replica_labels", "limit",
-                 "response_batch_size")
+    A named tuple: series_request makes it from the decoder's tuple of fields in C (a plain
+    class's ``__init__`` was eight Python lines of every cold call), its fields read by name
+    in C as slots are."""
 
-    def __init__(self, min_time: int, max_time: int, matchers: tuple[tuple[int, str, str], ...],
-                 max_resolution_window: int, aggregates: tuple[int, ...],
-                 partial_response_disabled: bool, partial_response_strategy: int,
-                 skip_chunks: bool, step: int, range: int, query_hints: bool,
-                 without_replica_labels: tuple[str, ...], limit: int,
-                 response_batch_size: int) -> None:
-        self.min_time, self.max_time, self.matchers = min_time, max_time, matchers
-        self.max_resolution_window, self.aggregates = max_resolution_window, aggregates
-        self.partial_response_disabled = partial_response_disabled
-        self.partial_response_strategy, self.skip_chunks = partial_response_strategy, skip_chunks
-        self.step, self.range, self._query_hints = step, range, query_hints
-        self.without_replica_labels, self.limit = without_replica_labels, limit
-        self.response_batch_size = response_batch_size
+    min_time: int
+    max_time: int
+    matchers: tuple[tuple[int, str, str], ...]
+    max_resolution_window: int
+    aggregates: tuple[int, ...]
+    partial_response_disabled: bool
+    partial_response_strategy: int
+    skip_chunks: bool
+    step: int
+    range: int
+    has_query_hints: bool  # (upb's query_hints is a message: only its presence is kept)
+    without_replica_labels: tuple[str, ...]
+    limit: int
+    response_batch_size: int
 
     def HasField(self, name: str) -> bool:  # noqa: N802 -- protobuf's name
-        """As upb's: presence of a message field (query_hints is checked, not kept)."""
-        if name == "query_hints":
-            return self._query_hints
+        """As upb's: presence of a message field (query_hints is checked, not kept); the
+        fields never held asked first (a Series call asks for two of them)."""
         if name in _ABSENT_MESSAGES:
             return False
+        if name == "query_hints":
+            return self.has_query_hints
         raise ValueError(f"Field thanos.SeriesRequest.{name} does not have presence.")
+
+
+_new = tuple.__new__  # (the named tuple's own __new__ is a Python call)
 
 
 def series_request(raw: bytes) -> PlainSeriesRequest | rpc_pb2.SeriesRequest:
@@ -54,4 +60,4 @@ def series_request(raw: bytes) -> PlainSeriesRequest | rpc_pb2.SeriesRequest:
     fields = _decode(raw)
     if fields is None:
         return rpc_pb2.SeriesRequest.FromString(raw)
-    return PlainSeriesRequest(*fields)
+    return _new(PlainSeriesRequest, fields)

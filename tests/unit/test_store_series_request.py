@@ -251,6 +251,7 @@ def test_the_plain_request_answers_has_field_as_upb() -> None:
     raw = _thanos_request().SerializeToString()
     plain, upb = series_request(raw), rpc_pb2.SeriesRequest.FromString(raw)
     assert type(plain) is PlainSeriesRequest
+    assert plain == PlainSeriesRequest(*decode(raw))  # (made from the fields in C)
     for name in ("hints", "shard_info", "query_hints"):
         assert plain.HasField(name) == upb.HasField(name)
     for name in ("min_time", "matchers"):
