@@ -44,7 +44,8 @@ from objstore import Bucket, ObjectNotFound
 from receiver.tsdb.block import META_FILENAME, BlockMeta, parse_ulid
 from receiver.tsdb.labels import Labels, Matcher
 
-from .block import MAX_KEY_MATCHER_CHARS, BucketBlock, Chunk, FetchMetrics, FetchOptions
+from .block import (MAX_KEY_MATCHER_CHARS, BucketBlock, Chunk, FetchMetrics, FetchOptions,
+                    matcher_chars)
 from .cache import LRUCache, RemoteIndexCache
 from .coldselect import picked as _picked, select_many
 from .coldseries import series_many
@@ -442,34 +443,33 @@ class BucketStore:
         # is a Python call, and the memo hashes its key twice per call)
         key = tuple(map(_MATCHER_FIELDS, matchers))
         kept = self.memo.get(key)
-        found: list[Selection | None] = ([None] * len(blocks) if kept is None else
-                                         list(map(kept.get, map(_ULID, blocks))))
-        results: list = []
         selects = refs = chunks = 0
-        missed = kept is None  # (not ``None in found``: that calls each Selection's __eq__)
-        if missed:  # nothing of these matchers kept (a new selection): every block misses
-            results = found[:]
-            found = []
-        for sel in found:
-            if sel is None:
-                results.append(None)
-                missed = True
-                continue
-            if mint <= sel.min_time and maxt >= sel.max_time - 1:  # the whole block
-                results.append(sel.series)
-                n = sel.chunks
-            else:
-                got, n = sel.in_range(mint, maxt)
-                results.append(got)
-            selects += sel.selected
-            refs += sel.refs
-            chunks += n
-        if missed:
-            misses = list(range(len(blocks))) if not found else \
-                [i for i, sel in enumerate(found) if sel is None]
+        if kept is None:  # nothing of these matchers kept (a new selection): every block
+            results: list = [None] * len(blocks)  # misses, the cold call's few steps only
+            misses = list(range(len(blocks)))
+        else:
+            found: list[Selection | None] = list(map(kept.get, map(_ULID, blocks)))
+            results = []
+            missed = False  # (not ``None in found``: that calls each Selection's __eq__)
+            for sel in found:
+                if sel is None:
+                    results.append(None)
+                    missed = True
+                    continue
+                if mint <= sel.min_time and maxt >= sel.max_time - 1:  # the whole block
+                    results.append(sel.series)
+                    n = sel.chunks
+                else:
+                    got, n = sel.in_range(mint, maxt)
+                    results.append(got)
+                selects += sel.selected
+                refs += sel.refs
+                chunks += n
+            misses = [i for i, sel in enumerate(found) if sel is None] if missed else []
+        if misses:
             missed_blocks = _picked(blocks, misses)
             # Long matchers (the memo's key, not counted in its budget) are never kept.
-            keep = sum(len(m.name) + len(m.value) for m in matchers) <= MAX_KEY_MATCHER_CHARS
+            keep = matcher_chars(matchers) <= MAX_KEY_MATCHER_CHARS
             # (one missed block too -- the 1 h query -- is read through the batched path)
             selected = await self._select_misses(missed_blocks, matchers) \
                 if keep else [None] * len(misses)
