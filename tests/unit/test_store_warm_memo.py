@@ -202,6 +202,36 @@ def test_a_new_selection_kept_at_once_counts_as_kept_one_by_one() -> None:
         assert at_once._d == one_by_one._d and list(at_once._d) == list(one_by_one._d)
 
 
+
+def test_put_many_of_a_new_group_keeps_and_counts_as_one_by_one() -> None:
+    """put_many of a new group (a cold request's, built in C steps when every entry fits)
+    equals the one-by-one loop (_put_each, as put_many was before): repeated ULIDs, oversized
+    entries, no entries, a group that evicts older ones, a group already there."""
+    from store.warmmemo import SelectionMemo, selection_of
+
+    def sel(n: int) -> object:
+        return selection_of([((("n", "a"),), [(0, 1, b"x" * n)])], 0, 10, True, 1)
+
+    cases = [(["b0", "b1", "b2"], [10, 20, 30]), (["b0", "b1", "b0"], [10, 20, 30]),
+             (["b0", "b1"], [10, 40_000]), (["b0"], [40_000]), ([], []), (["b0"], [9_000]),
+             (["b0", "b1", "b2", "b3"], [5000, 5000, 5000, 5000])]
+    for first in (False, True):
+        for ulids, sizes in cases:
+            memos = SelectionMemo(16 * 10_000), SelectionMemo(16 * 10_000)
+            for m in memos:
+                for k in range(14):  # older groups, some evicted by the new one
+                    m.put_many(f"old{k}", ["b0"], [sel(9_000)])
+                if first:
+                    m.put_many("k", ["b1"], [sel(7)])
+            sels = [sel(n) for n in sizes]
+            memos[0].put_many("k", ulids, sels)
+            ref = memos[1]
+            ref._put_each("k", ref._d.get("k"), ulids, sels, ref.max_bytes // 16)
+            assert memos[0].size == memos[1].size <= memos[0].max_bytes, (ulids, sizes)
+            assert memos[0]._sizes == memos[1]._sizes
+            assert memos[0]._d == memos[1]._d and list(memos[0]._d) == list(memos[1]._d)
+
+
 def test_a_cold_request_over_part_of_its_blocks_answers_its_range_and_keeps_whole_blocks(
         tmp_path: Path, bucket_dir: Path) -> None:
     """The cold path keeps each block's whole answer and cuts blocks the range covers in part
