@@ -239,3 +239,22 @@ def test_fetch_metrics_count_as_the_plain_counters_inc_would() -> None:
             for k in ("postings", "series", "chunks", "other")] == [5, 0, 1, 1]
     assert [v("promring_store_bucket_fetched_bytes_total", {"item_type": k})
             for k in ("postings", "series", "chunks", "other")] == [120, 0, 7, 5]
+
+
+def test_index_matchers_decide_external_labels_and_leave_the_rest_in_order() -> None:
+    """BucketBlock.index_matchers: matchers on no external label (the usual, found in one C
+    step) are all left, in order, as a new list; one on an external label is decided by the
+    block's value (dropped when it matches, the block ruled out when not)."""
+    from types import SimpleNamespace
+
+    name, inst = Matcher("=", "__name__", "x"), Matcher("=", "instance", "i-00012")
+    on_ext = {"replica": "a", "region": "eu"}
+    for ext, ms, want in [
+            ({}, [name, inst], [name, inst]), (on_ext, [name, inst], [name, inst]),
+            (on_ext, [], []), (on_ext, [name, Matcher("=", "replica", "a"), inst], [name, inst]),
+            (on_ext, [Matcher("=~", "region", "e.*"), name], [name]),
+            (on_ext, [name, Matcher("!=", "replica", "a")], None),
+            (on_ext, [Matcher("=", "region", "us"), inst], None)]:
+        got = store.block.BucketBlock.index_matchers(SimpleNamespace(_ext=ext), ms)
+        assert got == want, (ext, ms)
+        assert got is not ms
