@@ -148,13 +148,27 @@ async def fetch_plain(fanout: FanoutQueryable, key: tuple, nodes: int, steps: in
         return None
     matchers, mint, maxt = key
     raw = await fanout.fetch(list(matchers), mint, maxt)
-    if len(raw) <= limits.max_series and float_only(raw):  # (as _count, in its order)
-        chunks = chunk_count(raw)
-        if chunks <= limits.max_chunks and fits_inline(limits, nodes, steps, len(raw), chunks,
-                                                       _samples(raw)):
-            return raw
+    fits, series, chunks, samples = _added(limits, raw, 0, 0)
+    if fits and fits_inline(limits, nodes, steps, series, chunks, samples):
+        return raw
     fanout.keep(key, raw)
     return None
+
+
+def _added(lim: InlineLimits, raw: list[RawSeries], series: int, chunks: int
+           ) -> tuple[bool, int, int, int]:
+    """(fits, series, chunks, samples of ``raw``): the fetched selection ``raw`` added to the
+    totals ``series`` and ``chunks`` in the order that bounds the work -- its series (and
+    whether any holds native histograms, decoded sample by sample: not for the loop), then
+    its chunks, then their samples, each counted only when the totals before it are within
+    ``lim``; not fits as soon as one is over (the rest then uncounted)."""
+    series += len(raw)
+    if series > lim.max_series or not float_only(raw):
+        return False, series, chunks, 0
+    chunks += chunk_count(raw)
+    if chunks > lim.max_chunks:
+        return False, series, chunks, 0
+    return True, series, chunks, _samples(raw)
 
 
 def _samples(raw: list[RawSeries]) -> int:
@@ -223,13 +237,11 @@ class InlineQuery:
     def _count(self, raw: list[RawSeries], range_ms: int) -> bool:
         """Add a fetched selection to the totals; False when it is too big (or holds native
         histograms, decoded sample by sample) for the loop."""
-        self.series += len(raw)
-        if self.series > self.limits.max_series or not float_only(raw):
+        fits, self.series, self.chunks, samples = _added(self.limits, raw, self.series,
+                                                         self.chunks)
+        if not fits:
             return False
-        self.chunks += chunk_count(raw)
-        if self.chunks > self.limits.max_chunks:
-            return False
-        self.samples += _samples(raw)
+        self.samples += samples
         if range_ms:  # a sample is in every window covering it: at most one per step
             per_step = -(-range_ms // self.step_ms) if self.step_ms > 0 else 1
             self.windows = max(self.windows, min(per_step, self.steps))
