@@ -3,7 +3,6 @@ friends) around any bucket, so bucket dashboards and alerts written for Thanos a
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -13,7 +12,7 @@ from common.httpmetrics import CounterSeries, PlainCounter
 from common.plainhist import HistogramSeries, PlainHistogram
 
 from .bucket import (IS_BYTES, Bucket, ObjectAttributes, ObjectNotFound, RangeRequest,
-                     UploadData, get_ranges)
+                     UploadData, get_ranges, get_ranges_now)
 
 T = TypeVar("T")
 BUCKETS = (0.01, 0.1, 0.3, 0.6, 1, 3, 6, 9, 20, 30, 60, 90, 120)  # Thanos's
@@ -56,8 +55,6 @@ class InstrumentedBucket:
         # operation -> its labelled (ops, failures, seconds, fetched) series, looked up once:
         # ``labels()`` per ranged read cost more than a page-cache read itself
         self._children: dict[str, _Series] = {}
-        # the inner bucket's class's get_ranges_now, looked up once (see get_ranges_now)
-        self._now = getattr(type(bucket), "get_ranges_now", None)
 
     def _of(self, op: str) -> _Series:
         c = self._children.get(op)
@@ -132,21 +129,15 @@ class InstrumentedBucket:
 
     def get_ranges_now(self, reqs: list[RangeRequest]) -> list[bytes] | None:
         """``get_ranges`` without a coroutine where the bucket inside serves the whole batch at
-        once (objstore.bucket.get_ranges_now, its class's method looked up once), counted the
-        same way; else None, nothing counted. Written out (the store's cold Series call makes
-        two of these): each update one addition, the histogram's as its observe_many."""
-        now = self._now
-        if now is None or not reqs:
-            return None
+        once (objstore.bucket.get_ranges_now), counted the same way; else None, nothing
+        counted."""
         t0 = time.perf_counter()
-        got = now(self._bkt, reqs)
+        got = get_ranges_now(self._bkt, reqs)
         if got is not None:
             n = len(reqs)
-            each = (time.perf_counter() - t0) / n
-            ops, _, seconds, fetched = self._children.get("get_range") or self._of("get_range")
+            ops, _, seconds, fetched = self._of("get_range")
             ops.value += n
-            seconds.counts[bisect_left(seconds.bounds, each)] += n  # as observe_many(each, n)
-            seconds.sum += each * n
+            seconds.observe_many((time.perf_counter() - t0) / n, n)
             fetched.value += sum(map(len, got))
         return got
 
