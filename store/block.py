@@ -100,12 +100,9 @@ class FetchMetrics:
                                       registry=registry)
 
     def fetched(self, kind: str, requests: int, nbytes: int) -> None:
-        """Count one batch of ranged reads (plain integers: see store.cache.PlainCounter),
-        added to the two counters' counts in place: as their ``inc`` would, without two
-        calls (a cold Series call counts two batches)."""
-        r, b = self.requests.counts, self.bytes.counts
-        r[kind] = r.get(kind, 0) + requests
-        b[kind] = b.get(kind, 0) + nbytes
+        """Count one batch of ranged reads (plain integers: see store.cache.PlainCounter)."""
+        self.requests.inc(kind, requests)
+        self.bytes.inc(kind, nbytes)
 
 
 @dataclass

@@ -534,8 +534,6 @@ class BucketStore:
         skipped = list(map(_SKIPPED, blocks))
         got = await series_many(blocks, selected,  # type: ignore[arg-type]
                                 self.cache, self._opts, self._fetch_limit, self.fetch_metrics)
-        if len(at) == len(got) == len(out) and None not in got:  # every block read so (the cold
-            return list(zip(got, skipped))  # call): no Python step per block
         for i, n, whole in zip(at, skipped, got):
             if whole is not None:
                 out[i] = (whole, n)

@@ -21,7 +21,6 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from functools import partial
 from itertools import repeat
-from operator import attrgetter
 from typing import NamedTuple
 
 from receiver.tsdb.labels import Labels
@@ -60,7 +59,6 @@ class Selection(NamedTuple):
 
 
 _new_selection = partial(tuple.__new__, Selection)  # (no Python-level __new__ call)
-_SIZE = attrgetter("size")
 
 
 def selection_of(series: list[tuple[Labels, Chunks]], min_time: int, max_time: int,
@@ -103,25 +101,9 @@ class SelectionMemo:
         self.put_many(key, [ulid], [sel])
 
     def put_many(self, key: Hashable, ulids: list[str], sels: list[Selection]) -> None:
-        """Keep Selections of one selection by block ULID (the group looked up once). A new
-        group whose entries all fit (a cold request's) is built and counted in C steps, no
-        Python step per block, as _put_each would; else by _put_each."""
+        """Keep Selections of one selection by block ULID (the group looked up once)."""
         group = self._d.get(key)
         cap = self.max_bytes // 16  # one entry never takes much of the budget
-        if group is None and ulids and len(sels) == len(ulids) and max(map(_SIZE, sels)) <= cap:
-            group = self._d[key] = dict(zip(ulids, sels))  # (a repeated ULID: its last entry,
-            grow = sum(map(_SIZE, group.values()))  # counted once, as _put_each counts it)
-            self._sizes[key] = GROUP_OVERHEAD + grow
-            self.size += GROUP_OVERHEAD + grow
-            if grow:
-                self._evict()
-            return
-        self._put_each(key, group, ulids, sels, cap)
-
-    def _put_each(self, key: Hashable, group: dict[str, Selection] | None, ulids: list[str],
-                  sels: list[Selection], cap: int) -> None:
-        """put_many one entry at a time (``group``: the key's, None if new), entries over
-        ``cap`` left out."""
         grow = 0
         for ulid, sel in zip(ulids, sels):
             if sel.size > cap:

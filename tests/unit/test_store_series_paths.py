@@ -222,9 +222,9 @@ async def _uncached(data_dir: Path, bucket_dir: Path, mint: int, maxt: int,
 
 
 def test_fetch_metrics_count_as_the_plain_counters_inc_would() -> None:
-    """FetchMetrics.fetched adds to its two counters' counts in place: the exported values
-    after a few batches (a kind outside the seeded ones too) are what two ``inc`` calls per
-    batch gave, the seeded kinds exported from the start."""
+    """FetchMetrics.fetched counts a batch in its two plain counters: the exported values
+    after a few batches (a kind outside the seeded ones too) are their sums, the seeded kinds
+    exported from the start."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     reg = CollectorRegistry()

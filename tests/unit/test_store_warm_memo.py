@@ -204,9 +204,8 @@ def test_a_new_selection_kept_at_once_counts_as_kept_one_by_one() -> None:
 
 
 def test_put_many_of_a_new_group_keeps_and_counts_as_one_by_one() -> None:
-    """put_many of a new group (a cold request's, built in C steps when every entry fits)
-    equals the one-by-one loop (_put_each, as put_many was before): repeated ULIDs, oversized
-    entries, no entries, a group that evicts older ones, a group already there."""
+    """put_many of a group (a cold request's) equals one put per entry: repeated ULIDs,
+    oversized entries, no entries, a group that evicts older ones, a group already there."""
     from store.warmmemo import SelectionMemo, selection_of
 
     def sel(n: int) -> object:
@@ -225,8 +224,8 @@ def test_put_many_of_a_new_group_keeps_and_counts_as_one_by_one() -> None:
                     m.put_many("k", ["b1"], [sel(7)])
             sels = [sel(n) for n in sizes]
             memos[0].put_many("k", ulids, sels)
-            ref = memos[1]
-            ref._put_each("k", ref._d.get("k"), ulids, sels, ref.max_bytes // 16)
+            for ulid, one in zip(ulids, sels):
+                memos[1].put("k", ulid, one)
             assert memos[0].size == memos[1].size <= memos[0].max_bytes, (ulids, sizes)
             assert memos[0]._sizes == memos[1]._sizes
             assert memos[0]._d == memos[1]._d and list(memos[0]._d) == list(memos[1]._d)
