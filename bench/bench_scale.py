@@ -90,10 +90,13 @@ def dashboard_queries(scale: float) -> list[tuple[str, str]]:
     return [(name.replace("1,000", raw_n), q) for name, q in QUERIES]
 
 
-# First runs of distinct series behind the one-series row's cold cells: 21 since session 22
-# (7 before: in bench_ab_cold.py's rounds of 7, one build's 1 h ratio ranged 0.55x-1.27x, a
-# median of 7 first runs of ~2 ms moving with one slow stretch of either side).
-COLD_SAMPLES = 21
+# First runs of distinct series behind the one-series row's cold cells: 99 since session 26
+# (21 from session 22, 7 before). In one run of 168 first runs per side at 1 h, the cell of
+# each group of 21 ranged from 0.50x to 1.05x (Prometheus's slow stretches: a group median
+# of 4.5 ms against its usual 1.9 ms) while the median of all 168 came out at 1.01x, and at
+# 1.00x and 1.03x in two more runs: a median of 21 first runs of ~2 ms said more about which
+# stretch it fell in than about the two servers.
+COLD_SAMPLES = 99  # x 3 ranges: 297 of the 299 fresh series at the default --scale 0.25
 
 
 def one_series_cold_variants(scale: float) -> Callable[[str, int], list[str]]:
@@ -279,7 +282,11 @@ def report(timings: list[Timing], rss: dict[str, float], mismatches: list[str], 
              *ratio_table(timings, "promring", "Prometheus", names), "",
              "Warm medians (ms), " + " / ".join(sides) + ": " + "; ".join(
                  f"{t.name} {t.hours} h " + "/".join(_ms(t.warm[s]) for s in sides)
-                 for t in timings)]
+                 for t in timings),
+             "", f"One-series cold medians (ms, of {COLD_SAMPLES} first runs), "
+             + " / ".join(sides) + ": " + "; ".join(
+                 f"{t.hours} h " + "/".join(_ms(t.cold[s]) for s in sides)
+                 for t in timings if t.name == "one series")]
     if "Thanos" in sides:
         lines += ["", "promring / Thanos v0.42.4 (`thanos store` + `thanos query` over the same "
                   "bucket):", "", *ratio_table(timings, "promring", "Thanos", names)]

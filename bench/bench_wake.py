@@ -19,6 +19,11 @@ querier's work up to its answer, answer to client (with which CPU each side ran 
     python bench/bench_wake.py --blocks /work/scale/s1 --other /work/main
     python bench/bench_wake.py --blocks /work/scale/s1 --strace 40 --split
     python bench/bench_wake.py --blocks /work/scale/s1 --split --pause-ms 10
+    python bench/bench_wake.py --blocks /work/scale/s4 --scale 4 --cold --split
+
+``--cold``: the measured queries are bench_scale's cold one-series cell's (after its four
+aggregations ran once at the range, each query asks every server for a single series no query
+asked for before), not one series asked again and again.
 """
 from __future__ import annotations
 
@@ -44,7 +49,8 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from harness import free_port, wait_ready  # noqa: E402
-from bench_fixed_cost import QUERY, prometheus_over  # noqa: E402
+from bench_fixed_cost import AGGREGATIONS, QUERY, prometheus_over  # noqa: E402
+from bench_scale import fresh_single_series  # noqa: E402
 from sidebyside import HOUR_MS, POINTS, run_query, stop_all  # noqa: E402
 
 HOPS = ("client -> querier woke", "querier: request -> store call written",
@@ -243,6 +249,9 @@ def main() -> None:
     ap.add_argument("--pause-ms", type=float, default=0.0,
                     help="idle this long before each measured query (not timed): the regime where "
                          "caches have cooled, as in bench_fixed_cost.py --pause-ms")
+    ap.add_argument("--cold", action="store_true",
+                    help="a never-asked series per measured query, as bench_scale's cold cell")
+    ap.add_argument("--scale", type=float, default=1.0, help="the blocks' bench_scale --scale")
     a = ap.parse_args()
     metas = sorted(a.blocks.glob("*/meta.json"))
     end_ms = json.loads(metas[0].read_text())["minTime"] + 2 * len(metas) * HOUR_MS - 30_000
@@ -268,12 +277,19 @@ def main() -> None:
         for _ in range(30):  # warm up
             for api, _ in sides.values():
                 run_query(sess, api, params)
+        fresh = fresh_single_series(a.scale)
+        if a.cold:  # bench_scale's order: the aggregations once at this range, then first runs
+            for q in AGGREGATIONS:
+                for api, _ in sides.values():
+                    run_query(sess, api, dict(params, query=q))
         wall: dict[str, list[float]] = {s: [] for s in sides}
         marks: dict[str, list] = {s: [] for s in sides}
         tally = {s: {p: Tally() for p in pids} for s, (_, pids) in sides.items()}
         getcpu = ctypes.CDLL(None).sched_getcpu
         ours = [s for s in sides if s != "Prometheus"]
         for i in range(a.queries):
+            if a.cold:
+                params = dict(params, query=next(fresh))
             # Prometheus first, as in bench_scale; the promring sides take turns behind it (a
             # query that follows another promring's finds the interpreter's code in the caches)
             for side in ["Prometheus"] + ours[i % len(ours):] + ours[:i % len(ours)]:

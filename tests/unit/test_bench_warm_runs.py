@@ -104,6 +104,9 @@ def test_report_says_how_many_warm_runs_each_kind_of_query_got():
     text = bench_scale.report(t, {"Prometheus": 1.0}, [], ["one series"], "head", 3, 15)
     assert "warm = median of 3 (15 for a query whose cold runs all took under 50 ms)" in text
     assert "one series 1 h 2.0/1.9" in text
+    # the one-series row's cold medians themselves, not only their ratio
+    assert (f"One-series cold medians (ms, of {bench_scale.COLD_SAMPLES} first runs), "
+            "Prometheus / promring: 1 h 3.0/3.6") in text
 
 
 def test_cold_cells_with_variants_are_the_median_of_first_runs_of_each(monkeypatch):
