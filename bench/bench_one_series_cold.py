@@ -6,7 +6,7 @@ turn. Prints, per range, the cell each group of 21 would have given (what bench_
 before session 26), the cell of all of them pooled, and each side's median in ms.
 
 A median of 21 first runs of ~2 ms moves with whichever stretch of the machine it falls in: in
-one run the groups' cells at 1 h went from 0.50x to 1.05x (two groups met Prometheus's slow
+one run the groups' cells at 1 h went from 0.50x to 1.03x (two groups met Prometheus's slow
 stretches, 3.5 and 4.5 ms against its usual 1.9) while all 168 pooled gave 1.01x, and 1.00x
 and 1.03x in two more runs. bench_scale's cell is now the median of 99 first runs.
 

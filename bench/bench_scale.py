@@ -92,7 +92,7 @@ def dashboard_queries(scale: float) -> list[tuple[str, str]]:
 
 # First runs of distinct series behind the one-series row's cold cells: 99 since session 26
 # (21 from session 22, 7 before). In one run of 168 first runs per side at 1 h, the cell of
-# each group of 21 ranged from 0.50x to 1.05x (Prometheus's slow stretches: a group median
+# each group of 21 ranged from 0.50x to 1.03x (Prometheus's slow stretches: a group median
 # of 4.5 ms against its usual 1.9 ms) while the median of all 168 came out at 1.01x, and at
 # 1.00x and 1.03x in two more runs: a median of 21 first runs of ~2 ms said more about which
 # stretch it fell in than about the two servers.
