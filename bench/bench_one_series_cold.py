@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from harness import PrometheusProcess  # noqa: E402
+from bench_fixed_cost import prometheus_over  # noqa: E402
 from bench_scale import STEP_MS, dashboard_queries, fresh_single_series  # noqa: E402
 from sidebyside import HOUR_MS, POINTS, run_query, start_promring, stop_all  # noqa: E402
 
@@ -45,10 +45,7 @@ def main() -> None:
     metas = sorted(a.blocks.glob("*/meta.json"))
     end_ms = json.loads(metas[0].read_text())["minTime"] + 2 * len(metas) * HOUR_MS - STEP_MS
     tmp = Path(tempfile.mkdtemp(prefix="bench-one-series-cold-"))
-    shutil.copytree(a.blocks, tmp / "prom" / "tsdb")
-    prom = PrometheusProcess(tmp / "prom", "global: {}\n", "--storage.tsdb.retention.time=10y",
-                             "--storage.tsdb.min-block-duration=2h",
-                             "--storage.tsdb.max-block-duration=2h")
+    prom = prometheus_over(a.blocks, tmp / "prom")
     shutil.copytree(a.blocks, tmp / "bucket")
     cfg = tmp / "objstore.yml"
     cfg.write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp / 'bucket'}\n")
