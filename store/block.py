@@ -462,10 +462,7 @@ class BucketBlock:
 
     def index_matchers(self, matchers: Sequence[Matcher]) -> list[Matcher] | None:
         """Matchers left for the index once those on external labels are decided here; None
-        when an external label rules the whole block out. Matchers on no external label (the
-        usual) are all left, found in one C step."""
-        if self._ext.keys().isdisjoint(map(_NAME, matchers)):
-            return list(matchers)
+        when an external label rules the whole block out."""
         rest = []
         for m in matchers:
             v = self._ext.get(m.name)

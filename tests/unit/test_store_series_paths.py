@@ -242,8 +242,8 @@ def test_fetch_metrics_count_as_the_plain_counters_inc_would() -> None:
 
 
 def test_index_matchers_decide_external_labels_and_leave_the_rest_in_order() -> None:
-    """BucketBlock.index_matchers: matchers on no external label (the usual, found in one C
-    step) are all left, in order, as a new list; one on an external label is decided by the
+    """BucketBlock.index_matchers: matchers on no external label (the usual) are all left,
+    in order, as a new list; one on an external label is decided by the
     block's value (dropped when it matches, the block ruled out when not)."""
     from types import SimpleNamespace
 
