@@ -12,17 +12,19 @@
  * plan_one_each(blocks, refs, cache, opts) -> None | (reads, state)
  *   Every check first, with nothing observable done: every block selects at most one series
  *   (some one), its series entry cached, its entry decoded with one or more chunks in
- *   ascending order, its label set decoded, none of its chunks cached, all of them in one real
- *   segment and one read. Anything else -- or any error on the way -- is None: the Python path
- *   runs as it always has. Then the two lookups are made as the Python path makes them
- *   (store._lru.lookup, every key counted, the series entries moved to the newest end), and
- *   the read requests (bucket, (object, start, length)) are returned with the state for
- *   finish_one_each: (todo, raws, chunk keys, chunk values, private part).
+ *   ascending order, its label set decoded, all of its chunks in one real segment and those
+ *   not cached in one read (a block whose chunks are all cached reads nothing: a range that
+ *   covers the oldest block in part leaves a broad query's chunks of it cached in part).
+ *   Anything else -- or any error on the way -- is None: the Python path runs as it always
+ *   has. Then the two lookups are made as the Python path makes them (store._lru.lookup,
+ *   every key counted, the entries found moved to the newest end), and the read requests
+ *   (bucket, (object, start, length)) are returned with the state for finish_one_each:
+ *   (todo, raws, chunk keys, chunk values, private part).
  *
  * finish_one_each(state, bufs) -> answers | 1 | 2
- *   After the reads: each read split into its chunk records, all put in the cache in one
- *   insert, checked in one read_chunks call, and each block's answer built, as the Python
- *   path builds it. 1: a read failed or did not hold all its records whole (nothing done: the
+ *   After the reads: each read split into its chunk records, those put in the cache in one
+ *   insert, all of them checked in one read_chunks call, and each block's answer built, as
+ *   the Python path builds it. 1: a read failed or did not hold all its records whole (nothing done: the
  *   Python path takes the reads from there); 2: the records are cached but one is broken or of
  *   another encoding (the Python path goes on block by block from them).
  *
@@ -116,13 +118,14 @@ static PyObject *cache_key(PyObject *ulid, PyObject *kind, PyObject *ref) {
 
 typedef struct {
     PyObject *blocks, *d, *todo, *ulids, *raws, *skeys, *dec, *labels, *exts, *ckeys, *reads,
-        *rels;
+        *rels, *poss;  /* (poss: each read's records' positions among the chunk keys) */
 } Plan;
 
 static void plan_clear(Plan *p) {
     Py_CLEAR(p->blocks); Py_CLEAR(p->d); Py_CLEAR(p->todo); Py_CLEAR(p->ulids);
     Py_CLEAR(p->raws); Py_CLEAR(p->skeys); Py_CLEAR(p->dec); Py_CLEAR(p->labels);
     Py_CLEAR(p->exts); Py_CLEAR(p->ckeys); Py_CLEAR(p->reads); Py_CLEAR(p->rels);
+    Py_CLEAR(p->poss);
 }
 
 /* Append a new reference to a list, consuming it; -1 on error. */
@@ -228,10 +231,11 @@ static int plan_labels(Plan *p) {
     return 1;
 }
 
-/* The read of block b's chunk refs `ids` (their one real segment's object, as
+/* The read of block b's chunk refs `ids` at `keep` (their one real segment's object, as
  * BucketBlock.one_segment finds it, and item_reads's one read of them), appended to p->reads
  * and p->rels. 1 ok, 0 not the fast case, -1 error. */
-static int plan_read(Plan *p, PyObject *b, PyObject *ids, int64_t seq, PyObject *opts) {
+static int plan_read(Plan *p, PyObject *b, PyObject *ids, PyObject *keep, int64_t seq,
+                     PyObject *opts) {
     PyObject *segs = PyObject_GetAttr(b, str[SEGS]), *key = PyLong_FromLongLong(seq), *seg = NULL;
     int r = -1;
     if (segs == NULL || key == NULL) goto done;
@@ -246,12 +250,12 @@ static int plan_read(Plan *p, PyObject *b, PyObject *ids, int64_t seq, PyObject 
     PyObject *sargs = PyTuple_GET_ITEM(seg, 2);
     if (!PyTuple_Check(sargs) || PyTuple_GET_SIZE(sargs) != 5) goto done;
     r = -1;
-    PyObject *args[8] = {ids, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    PyObject *args[9] = {ids, NULL, NULL, NULL, NULL, NULL, NULL, NULL, keep};
     for (int a = 0; a < 5; a++) args[a + 1] = PyTuple_GET_ITEM(sargs, a);
     PyObject *groups = NULL;
     if ((args[6] = PyObject_GetAttr(opts, str[MAX_GAP]))
         && (args[7] = PyObject_GetAttr(opts, str[MAX_RANGE])))
-        groups = call_ns(ITEM_READS, args, 8);
+        groups = call_ns(ITEM_READS, args, 9);
     Py_XDECREF(args[6]);
     Py_XDECREF(args[7]);
     if (groups == NULL) goto done;
@@ -278,8 +282,8 @@ done:
     return r;
 }
 
-/* Step 5: each block's chunk refs (none of them cached: peeked) and their one read. 1 ok, 0
- * not the fast case, -1 error. */
+/* Step 5: each block's chunk refs (peeked in the cache) and the one read of those not
+ * cached, if any. 1 ok, 0 not the fast case, -1 error. */
 static int plan_chunks(Plan *p, PyObject *opts) {
     const char *cc = PyBytes_AS_STRING(PyTuple_GET_ITEM(p->dec, 2));
     const char *rf = PyBytes_AS_STRING(PyTuple_GET_ITEM(p->dec, 5));
@@ -290,23 +294,32 @@ static int plan_chunks(Plan *p, PyObject *opts) {
         Py_ssize_t nc = (Py_ssize_t)at64(cc, j);  /* (checked by plan_decode: >= 1) */
         int64_t seq = at64(rf, at) >> 32;
         if (nc > small_items || at64(rf, at + nc - 1) >> 32 != seq) return 0;
-        PyObject *ids = PyList_New(nc);
-        if (ids == NULL) return -1;
-        for (Py_ssize_t c = 0; c < nc; c++) {
+        /* all the block's refs; the indices among them and positions among the chunk keys of
+         * those not cached */
+        PyObject *ids = PyList_New(0), *keep = PyList_New(0), *pos = PyList_New(0);
+        int r = ids && keep && pos ? 1 : -1;
+        for (Py_ssize_t c = 0; r > 0 && c < nc; c++) {
             PyObject *id = PyLong_FromLongLong(at64(rf, at + c));
-            if (id == NULL) { Py_DECREF(ids); return -1; }
-            PyList_SET_ITEM(ids, c, id);
-            PyObject *key = cache_key(ulid, str[CHUNKS], id);
+            PyObject *key = id ? cache_key(ulid, str[CHUNKS], id) : NULL;
             PyObject *v = key ? PyDict_GetItemWithError(p->d, key) : NULL;
-            if (key == NULL || v != NULL || PyErr_Occurred()) {  /* cached: not the fast case */
+            if (key == NULL || (v == NULL && PyErr_Occurred()) || PyList_Append(ids, id) < 0) {
                 Py_XDECREF(key);
-                Py_DECREF(ids);
-                return v != NULL ? 0 : -1;
+                r = -1;
+            } else if (append_new(p->ckeys, key) < 0) {
+                r = -1;
+            } else if (v == NULL && (append_new(keep, PyLong_FromSsize_t(c)) < 0
+                                     || append_new(pos, PyLong_FromSsize_t(at + c)) < 0)) {
+                r = -1;
             }
-            if (append_new(p->ckeys, key) < 0) { Py_DECREF(ids); return -1; }
+            Py_XDECREF(id);
         }
-        int r = plan_read(p, b, ids, seq, opts);
-        Py_DECREF(ids);
+        if (r > 0 && PyList_GET_SIZE(keep)) {
+            r = plan_read(p, b, ids, keep, seq, opts);
+            if (r > 0 && PyList_Append(p->poss, pos) < 0) r = -1;
+        }
+        Py_XDECREF(ids);
+        Py_XDECREF(keep);
+        Py_XDECREF(pos);
         if (r <= 0) return r;
         at += nc;
     }
@@ -324,7 +337,8 @@ static int plan_checks(Plan *p, PyObject *const *args) {
     if (!(p->todo = PyList_New(0)) || !(p->ulids = PyList_New(0)) || !(p->raws = PyList_New(0))
         || !(p->skeys = PyList_New(0)) || !(p->labels = PyList_New(0))
         || !(p->exts = PyList_New(0)) || !(p->ckeys = PyList_New(0))
-        || !(p->reads = PyList_New(0)) || !(p->rels = PyList_New(0)))
+        || !(p->reads = PyList_New(0)) || !(p->rels = PyList_New(0))
+        || !(p->poss = PyList_New(0)))
         return -1;
     int r = plan_entries(p, args[1]);
     if (r > 0) r = plan_decode(p);
@@ -367,9 +381,10 @@ static PyObject *py_plan_one_each(PyObject *self, PyObject *const *args, Py_ssiz
         Py_XDECREF(seen);
         PyObject *n = PyLong_FromSsize_t(PySequence_Fast_GET_SIZE(p.blocks));
         if (vals && n)
-            out = Py_BuildValue("(O(OOOO(OOOOOOOO)))", p.reads, p.todo, p.raws, p.ckeys, vals, n,
-                                args[2], p.labels, p.exts, PyTuple_GET_ITEM(p.dec, 2),
-                                PyTuple_GET_ITEM(p.dec, 3), PyTuple_GET_ITEM(p.dec, 4), p.rels);
+            out = Py_BuildValue("(O(OOOO(OOOOOOOOO)))", p.reads, p.todo, p.raws, p.ckeys, vals,
+                                n, args[2], p.labels, p.exts, PyTuple_GET_ITEM(p.dec, 2),
+                                PyTuple_GET_ITEM(p.dec, 3), PyTuple_GET_ITEM(p.dec, 4), p.rels,
+                                p.poss);
         Py_XDECREF(vals);
         Py_XDECREF(n);
     }
@@ -379,7 +394,7 @@ static PyObject *py_plan_one_each(PyObject *self, PyObject *const *args, Py_ssiz
 
 /* finish_one_each's state, unpacked (borrowed) and checked against itself. */
 typedef struct {
-    PyObject *todo, *raws, *keys, *vals, *cache, *labels, *exts, *rels;
+    PyObject *todo, *raws, *keys, *vals, *cache, *labels, *exts, *rels, *poss;
     const char *cc, *mint, *maxt;
     Py_ssize_t n, k, m;
 } State;
@@ -387,18 +402,20 @@ typedef struct {
 static int state_of(PyObject *st, State *s) {
     PyObject *priv;
     if (!PyTuple_Check(st) || PyTuple_GET_SIZE(st) != 5
-        || !PyTuple_Check(priv = PyTuple_GET_ITEM(st, 4)) || PyTuple_GET_SIZE(priv) != 8)
+        || !PyTuple_Check(priv = PyTuple_GET_ITEM(st, 4)) || PyTuple_GET_SIZE(priv) != 9)
         goto bad;
     s->todo = PyTuple_GET_ITEM(st, 0); s->raws = PyTuple_GET_ITEM(st, 1);
     s->keys = PyTuple_GET_ITEM(st, 2); s->vals = PyTuple_GET_ITEM(st, 3);
     s->cache = PyTuple_GET_ITEM(priv, 1); s->labels = PyTuple_GET_ITEM(priv, 2);
     s->exts = PyTuple_GET_ITEM(priv, 3); s->rels = PyTuple_GET_ITEM(priv, 7);
+    s->poss = PyTuple_GET_ITEM(priv, 8);
     PyObject *cc = PyTuple_GET_ITEM(priv, 4), *mi = PyTuple_GET_ITEM(priv, 5),
              *ma = PyTuple_GET_ITEM(priv, 6);
     if (!PyList_CheckExact(s->todo) || !PyList_CheckExact(s->keys) || !PyList_CheckExact(s->vals)
         || !PyList_CheckExact(s->labels) || !PyList_CheckExact(s->exts)
-        || !PyList_CheckExact(s->rels) || !PyBytes_CheckExact(cc) || !PyBytes_CheckExact(mi)
-        || !PyBytes_CheckExact(ma))
+        || !PyList_CheckExact(s->rels) || !PyList_CheckExact(s->poss)
+        || PyList_GET_SIZE(s->poss) != PyList_GET_SIZE(s->rels) || !PyBytes_CheckExact(cc)
+        || !PyBytes_CheckExact(mi) || !PyBytes_CheckExact(ma))
         goto bad;
     s->n = PyLong_AsSsize_t(PyTuple_GET_ITEM(priv, 0));
     if (s->n == -1 && PyErr_Occurred()) return -1;
@@ -406,7 +423,7 @@ static int state_of(PyObject *st, State *s) {
     s->cc = PyBytes_AS_STRING(cc); s->mint = PyBytes_AS_STRING(mi); s->maxt = PyBytes_AS_STRING(ma);
     if (s->k < 1 || s->k > s->n || PyBytes_GET_SIZE(cc) != 8 * s->k
         || PyList_GET_SIZE(s->labels) != s->k || PyList_GET_SIZE(s->exts) != s->k
-        || PyList_GET_SIZE(s->rels) != s->k)
+        || PyList_GET_SIZE(s->rels) > s->k)
         goto bad;
     s->m = PyList_GET_SIZE(s->keys);
     Py_ssize_t m = 0;
@@ -428,43 +445,62 @@ bad:
     return -1;
 }
 
-/* Every record of the reads, in order, when every read came back and holds its records
- * whole (new list); None when not (the Python path takes the reads); NULL on an error. */
+/* The records of the reads (a new list of (position among the chunk keys, record)), when
+ * every read came back and holds its records whole, at ascending positions whose values are
+ * missing; None when not (the Python path takes the reads); NULL on an error. */
 static PyObject *records(State *s, PyObject *bufs) {
-    if (PySequence_Fast_GET_SIZE(bufs) != s->k) Py_RETURN_NONE;
-    for (Py_ssize_t t = 0; t < s->k; t++)
+    Py_ssize_t nr = PyList_GET_SIZE(s->rels);
+    if (PySequence_Fast_GET_SIZE(bufs) != nr) Py_RETURN_NONE;
+    for (Py_ssize_t t = 0; t < nr; t++)
         if (!PyBytes_Check(PySequence_Fast_GET_ITEM(bufs, t))) Py_RETURN_NONE;
-    PyObject *items = PyList_New(0);
-    if (items == NULL) return NULL;
-    for (Py_ssize_t t = 0; t < s->k; t++) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    Py_ssize_t last = -1;
+    for (Py_ssize_t t = 0; t < nr; t++) {
         PyObject *args[3] = {PySequence_Fast_GET_ITEM(bufs, t), PyList_GET_ITEM(s->rels, t),
                              kind_chunks};
         PyObject *got = call_ns(SPLIT_ITEMS, args, 3);
         if (got == NULL) {
-            Py_DECREF(items);
+            Py_DECREF(out);
             if (!PyErr_ExceptionMatches(PyExc_ValueError)) return NULL;
             PyErr_Clear();  /* an overflowing length prefix */
             Py_RETURN_NONE;
         }
         PyObject *part = PyTuple_Check(got) && PyTuple_GET_SIZE(got) == 2
                          ? PyTuple_GET_ITEM(got, 0) : NULL;
-        int r = part && PyList_Check(part) ? PyList_SetSlice(items, PY_SSIZE_T_MAX,
-                                                             PY_SSIZE_T_MAX, part) : -2;
+        PyObject *pos = PyList_GET_ITEM(s->poss, t);
+        if (part == NULL || !PyList_Check(part) || !PyList_Check(pos)) {
+            Py_DECREF(got);
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "split_items: not (items, lengths)");
+            return NULL;
+        }
+        int whole = PyList_GET_SIZE(part) == PyList_GET_SIZE(pos);
+        for (Py_ssize_t c = 0; whole && c < PyList_GET_SIZE(part); c++) {
+            PyObject *item = PyList_GET_ITEM(part, c), *at = PyList_GET_ITEM(pos, c);
+            Py_ssize_t i = PyLong_Check(at) ? PyLong_AsSsize_t(at) : -1;
+            if (i <= last || i >= s->m || PyList_GET_ITEM(s->vals, i) != Py_None) {
+                PyErr_Clear();
+                Py_DECREF(got);
+                Py_DECREF(out);
+                PyErr_SetString(PyExc_ValueError, "finish_one_each: not a plan's state");
+                return NULL;
+            }
+            last = i;
+            whole = item != Py_None && append_new(out, PyTuple_Pack(2, at, item)) == 0;
+            if (PyErr_Occurred()) { Py_DECREF(got); Py_DECREF(out); return NULL; }
+        }
         Py_DECREF(got);
-        if (r == -2) PyErr_SetString(PyExc_TypeError, "split_items: not (items, lengths)");
-        if (r < 0) { Py_DECREF(items); return NULL; }
+        if (!whole) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
     }
-    int has_none = PySequence_Contains(items, Py_None);
-    if (has_none < 0) { Py_DECREF(items); return NULL; }
-    if (has_none || PyList_GET_SIZE(items) != s->m) {
-        Py_DECREF(items);
-        Py_RETURN_NONE;
-    }
-    return items;
+    return out;
 }
 
 /* LRUCache.put_many(keys, vals, "chunks"), as store/cache.py makes it. */
-static int put_chunks(State *s) {
+static int put_chunks(State *s, PyObject *keys, PyObject *vals) {
     PyObject *c = s->cache, *mt = PyObject_GetAttr(c, str[M]), *added = NULL, *evicted = NULL;
     if (mt == NULL) return -1;
     if (mt != Py_None) {
@@ -479,7 +515,7 @@ static int put_chunks(State *s) {
         evicted = Py_NewRef(Py_None);
     }
     Py_DECREF(mt);
-    PyObject *args[10] = {NULL, NULL, s->keys, s->vals, str[CHUNKS], NULL, NULL, entry_overhead,
+    PyObject *args[10] = {NULL, NULL, keys, vals, str[CHUNKS], NULL, NULL, entry_overhead,
                           added, evicted}, *size = NULL;
     if (added && evicted && (args[0] = PyObject_GetAttr(c, str[D]))
         && (args[1] = PyObject_GetAttr(c, str[TYPES])) && (args[5] = PyObject_GetAttr(c, str[SIZE]))
@@ -489,6 +525,27 @@ static int put_chunks(State *s) {
     Py_XDECREF(size);
     Py_XDECREF(args[0]); Py_XDECREF(args[1]); Py_XDECREF(args[5]); Py_XDECREF(args[6]);
     Py_XDECREF(added); Py_XDECREF(evicted);
+    return r;
+}
+
+/* The records read put in the chunk values at their positions and in the cache (one insert
+ * of those only, in the order of the keys, as _read_jobs puts them). 0 ok, -1 error. */
+static int keep_records(State *s, PyObject *got) {
+    Py_ssize_t n = PyList_GET_SIZE(got);
+    if (n == 0) return 0;  /* (every chunk was cached: nothing read, nothing put) */
+    PyObject *keys = PyList_New(n), *vals = PyList_New(n);
+    int r = keys && vals ? 0 : -1;
+    for (Py_ssize_t c = 0; r == 0 && c < n; c++) {
+        PyObject *pair = PyList_GET_ITEM(got, c);
+        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 0));  /* (checked by records) */
+        PyObject *item = PyTuple_GET_ITEM(pair, 1);
+        PyList_SET_ITEM(keys, c, Py_NewRef(PyList_GET_ITEM(s->keys, i)));
+        PyList_SET_ITEM(vals, c, Py_NewRef(item));
+        r = PyList_SetItem(s->vals, i, Py_NewRef(item));
+    }
+    if (r == 0) r = put_chunks(s, keys, vals);
+    Py_XDECREF(keys);
+    Py_XDECREF(vals);
     return r;
 }
 
@@ -575,9 +632,14 @@ static PyObject *py_finish_one_each(PyObject *self, PyObject *const *args, Py_ss
     Py_DECREF(bufs);
     if (items == NULL) return NULL;
     if (items == Py_None) { Py_DECREF(items); return PyLong_FromLong(1); }
-    int r = PyList_SetSlice(s.vals, 0, s.m, items);  /* vals[:] = items */
+    int r = keep_records(&s, items);
     Py_DECREF(items);
-    if (r < 0 || put_chunks(&s) < 0) return NULL;
+    if (r < 0) return NULL;
+    if (PySequence_Contains(s.vals, Py_None) != 0) {  /* (a state whose reads miss some) */
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "finish_one_each: not a plan's state");
+        return NULL;
+    }
     PyObject *got = call_ns(READ_CHUNKS, &s.vals, 1);
     if (got == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_ValueError)) return NULL;

@@ -310,14 +310,17 @@ fail:
  * `max_size` bytes (store.block._small_spans and store.ranges.coalesce, in one call). Each
  * read: [start, end) of the object, its items ids[a:z], and their offsets in it as native
  * int64 bytes (split_items's `rels`). None when an item starts outside [lo, hi) (the caller's
- * own path then raises the block's error). */
+ * own path then raises the block's error).
+ * With `keep` (ascending indices into ids: the items not cached), only those are read, each
+ * still assumed to end at the next of all items (as a block's own read works out the spans of
+ * all its refs, then coalesces those it misses); a and z then index `keep`. */
 #define MAX_SMALL_ITEMS 4096
 static PyObject *py_item_reads(PyObject *self, PyObject *args) {
-    PyObject *ids;
+    PyObject *ids, *keep = NULL;
     unsigned long long mask;
     long long mul, est, lo, hi, max_gap, max_size;
-    if (!PyArg_ParseTuple(args, "O!KLLLLLL", &PyList_Type, &ids, &mask, &mul, &est, &lo, &hi,
-                          &max_gap, &max_size))
+    if (!PyArg_ParseTuple(args, "O!KLLLLLL|O!", &PyList_Type, &ids, &mask, &mul, &est, &lo, &hi,
+                          &max_gap, &max_size, &PyList_Type, &keep))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(ids);
     if (n == 0 || n > MAX_SMALL_ITEMS || mul <= 0 || est < 0 || max_size <= 0) {
@@ -333,11 +336,32 @@ static PyObject *py_item_reads(PyObject *self, PyObject *args) {
         starts[k] = (int64_t)off * mul;
     }
     if (starts[0] < lo || starts[n - 1] >= hi) Py_RETURN_NONE;
-    for (Py_ssize_t k = 0; k < n; k++) {
+    for (Py_ssize_t k = 0; k < n; k++) {  /* (reach: each item's end, for now) */
         int64_t e = starts[k] > hi - est ? hi : starts[k] + est;
         if (k + 1 < n && starts[k + 1] < e) e = starts[k + 1];
-        reach[k] = k && reach[k - 1] > e ? reach[k - 1] : e;
+        reach[k] = e;
     }
+    if (keep != NULL) {  /* only the kept items, in place */
+        Py_ssize_t m = PyList_GET_SIZE(keep), prev = -1;
+        if (m == 0 || m > n) {
+            PyErr_SetString(PyExc_ValueError, "item_reads: bad keep");
+            return NULL;
+        }
+        for (Py_ssize_t j = 0; j < m; j++) {
+            Py_ssize_t k = PyLong_AsSsize_t(PyList_GET_ITEM(keep, j));
+            if (k == -1 && PyErr_Occurred()) return NULL;
+            if (k <= prev || k >= n) {
+                PyErr_SetString(PyExc_ValueError, "item_reads: bad keep");
+                return NULL;
+            }
+            starts[j] = starts[k];
+            reach[j] = reach[k];
+            prev = k;
+        }
+        n = m;
+    }
+    for (Py_ssize_t k = 1; k < n; k++)
+        if (reach[k - 1] > reach[k]) reach[k] = reach[k - 1];
     int split = reach[n - 1] - starts[0] > max_size;
     PyObject *out = PyList_New(0);
     if (!out) return NULL;
@@ -493,7 +517,8 @@ static PyMethodDef methods[] = {
     {"both_postings", py_both_postings, METH_VARARGS, "Refs of one raw list found in another."},
     {"single_selections", py_single_selections, METH_VARARGS,
      "Refs of one-list-per-matcher selections, as int64 and uint32 bytes."},
-    {"item_reads", py_item_reads, METH_VARARGS, "Coalesced ranged reads of a few items."},
+    {"item_reads", py_item_reads, METH_VARARGS,
+     "Coalesced ranged reads of a few items (or of those of them at `keep`)."},
     {"answer_sizes", py_answer_sizes, METH_VARARGS, "Chunk counts and memo sizes of answers."},
     {"chunks_in_range", py_chunks_in_range, METH_VARARGS, "Series cut to a time range."},
     {NULL, NULL, 0, NULL},

@@ -13,8 +13,9 @@ chunk records checked in one, each block's answer a slice (under CPU caches empt
 calls, each block's own decode and check cost ~35 us, the most of a 24 h call after the
 postings).
 
-The usual cold call of all (every block's one series entry cached, none of its chunks, each
-block's chunks in one read) runs as two C steps around the read (store/_coldseries.c:
+The usual cold call of all (every block's one series entry cached, each block's chunks not
+cached in one read, or all cached: a range that covers the oldest block in part finds the broad
+query's chunks of it cached in part) runs as two C steps around the read (store/_coldseries.c:
 plan_one_each, finish_one_each), the same C steps in the same order as the Python below, without
 the Python glue between them (~55 of its ~129 us of CPU after idle); any other case, and any
 surprise after the read, takes the Python path from where the C left it.
@@ -74,7 +75,8 @@ class _Job(NamedTuple):
 
 _job = partial(tuple.__new__, _Job)  # _job((block, obj, ids, spans, small)): no __new__ call
 _IDS, _SMALL = attrgetter("ids"), attrgetter("small")
-_FIRST, _RELS = itemgetter(0), itemgetter(4)  # (_RELS: of a read, its items' offsets)
+_FIRST, _POS, _RELS = itemgetter(0), itemgetter(3), itemgetter(4)  # (of a read: its
+# items' positions in _read_jobs's ``vals`` and their offsets in it)
 _ULID, _HEADER, _EXT_LABELS = attrgetter("ulid"), attrgetter("header"), attrgetter("ext_labels")
 _LABEL_SETS = IndexHeader.label_sets
 _ONE_SEGMENT = BucketBlock.one_segment
@@ -91,9 +93,11 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
     planned = plan_one_each(blocks, refs, cache, opts)
     if planned is not None:  # the usual cold call: C steps around the read
         reads, state = planned
-        bufs = await read_batch(reads, limit)
-        if metrics is not None:
-            metrics.fetched("chunks", len(reads), sum(map(len, filter(IS_BYTES, bufs))))
+        bufs: list = []
+        if reads:  # (none when every chunk is cached)
+            bufs = await read_batch(reads, limit)
+            if metrics is not None:
+                metrics.fetched("chunks", len(reads), sum(map(len, filter(IS_BYTES, bufs))))
         got = finish_one_each(state, bufs)
         if got.__class__ is list:
             return got
@@ -415,14 +419,19 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
         if metrics is not None:
             metrics.fetched(kind, len(reads), sum(map(len, filter(IS_BYTES, bufs))))
         if one_read_each is not None and all(map(IS_BYTES, bufs)):
-            try:  # every item whole in its read (the usual): they are ``vals`` in order
+            try:  # every item whole in its read (the usual): the missing ``vals`` in order
                 items = list(chain.from_iterable(map(_FIRST, map(
                     split_items, bufs, map(_RELS, reads), repeat(_ITEM_KINDS[kind])))))
             except ValueError:  # an overflowing length prefix: sorted out below
                 items = [None]
-            if None not in items and len(items) == len(vals):
-                vals[:] = items
-                cache.put_many(keys, vals, kind)
+            missed = list(chain.from_iterable(map(_POS, reads)))
+            if None not in items and len(items) == len(missed):
+                if len(items) == len(vals):  # none was cached (a cold one-series call)
+                    vals[:] = items
+                    cache.put_many(keys, vals, kind)
+                else:
+                    deque(map(vals.__setitem__, missed, items), maxlen=0)
+                    cache.put_many(list(map(keys.__getitem__, missed)), items, kind)
                 return _split(vals, list(map(_IDS, jobs)))  # type: ignore[return-value]
         new = await _take_reads(blocks, jobs, kind, length_at, reads, bufs, failed)
     return _keep_reads(jobs, misses, new, failed, keys, vals, kind, cache)
@@ -500,20 +509,51 @@ def _keep_reads(jobs: list[_Job], misses: list[list[int] | range], new: dict[int
 
 def _one_read_each(jobs: list[_Job], vals: list[bytes | None], failed: set[int],
                    opts: FetchOptions
-                   ) -> tuple[list[tuple[int, int, int, range, bytes]], list[range]] | None:
-    """_read_jobs's reads and misses when no item is cached, no block has failed, and each
-    job's few items (item_reads's arguments known) lie in one read (a cold one-series
-    request's entry or chunks in each block); else None. In C steps only."""
-    if not jobs or vals.count(None) != len(vals) or failed or None in map(_SMALL, jobs):
+                   ) -> tuple[list[tuple[int, int, int, range | list[int], bytes]],
+                              list[range | list[int]]] | None:
+    """_read_jobs's reads and misses when no block has failed and each job's few items not
+    cached (item_reads's arguments known) lie in one read, or are none (a cold one-series
+    request's entry or chunks in each block; a range covering the oldest block in part finds
+    some of its chunks cached by the broad query); else None. In C steps only when nothing is
+    cached."""
+    if not jobs or failed:
+        return None
+    bounds = list(accumulate(map(len, map(_IDS, jobs)), initial=0))
+    if vals.count(None) != len(vals):  # some cached: each job's missing items, if any
+        return _some_read_each(jobs, vals, bounds, opts)
+    if None in map(_SMALL, jobs):
         return None
     groups = list(map(item_reads, map(_IDS, jobs), *zip(*map(_SMALL, jobs)),
                       repeat(opts.max_gap), repeat(opts.max_range)))
     if None in groups or set(map(len, groups)) != {1}:
         return None
-    bounds = list(accumulate(map(len, map(_IDS, jobs)), initial=0))
     misses = list(map(range, bounds, bounds[1:]))
     gss, ges, _, _, rels = zip(*map(_FIRST, groups))
     return list(zip(range(len(jobs)), gss, ges, misses, rels)), misses
+
+
+def _some_read_each(jobs: list[_Job], vals: list[bytes | None], bounds: list[int],
+                    opts: FetchOptions
+                    ) -> tuple[list[tuple[int, int, int, range | list[int], bytes]],
+                               list[range | list[int]]] | None:
+    """_one_read_each where some items are cached: a job's missing items (those of ``vals``
+    that are None) in one read, a job with none missing in none."""
+    reads: list[tuple[int, int, int, range | list[int], bytes]] = []
+    misses: list[range | list[int]] = []
+    for t, (j, a, z) in enumerate(zip(jobs, bounds, bounds[1:])):
+        miss = [p for p in range(a, z) if vals[p] is None]
+        misses.append(miss)
+        if not miss:
+            continue
+        if j.small is None:
+            return None
+        groups = item_reads(j.ids, *j.small, opts.max_gap, opts.max_range,
+                            [p - a for p in miss])  # (each item's end: the next one's start)
+        if groups is None or len(groups) != 1:
+            return None
+        gs, ge, _, _, rels = groups[0]
+        reads.append((t, gs, ge, miss, rels))
+    return reads, misses
 
 
 # The C steps call this module's functions through its namespace (a monkeypatch reaches both

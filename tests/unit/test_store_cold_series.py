@@ -449,21 +449,24 @@ async def _chunk_file_of(st: BucketStore, bucket: Path, k: int, ms: list[Matcher
 
 
 @pytest.mark.parametrize("case,plans,finishes", [
-    ("several blocks", ["planned", None], ["answers"]),
-    ("one block", ["planned", None], ["answers"]),
-    ("chunks partly cached", [None, None], []),
-    ("series entries not cached", [None, None], []),
-    ("a corrupt chunk record", ["planned", None], [2]),
-    ("a failed read", ["planned", None], [1]),
+    ("several blocks", ["planned", "planned"], ["answers", "answers"]),
+    ("one block", ["planned", "planned"], ["answers", "answers"]),
+    ("chunks partly cached", ["planned", "planned"], ["answers", "answers"]),
+    ("a block's chunks partly cached", ["planned", "planned"], ["answers", "answers"]),
+    ("series entries not cached", [None, "planned"], ["answers"]),
+    ("a corrupt chunk record", ["planned", "planned"], [2, 2]),
+    ("a failed read", ["planned", "planned"], [1, 1]),
     ("a series entry without chunks", [None, None], []),
 ])
 def test_the_c_steps_answer_as_the_python_path(
         tmp_path: Path, bucket_dir: Path, monkeypatch: pytest.MonkeyPatch, case: str,
         plans: list, finishes: list) -> None:
-    """A never-asked one-series selection over the test bucket's blocks, then again (warm):
-    the C steps taken where they serve (``plans``/``finishes``: what they returned) and the
-    same answers, cache entries in the same LRU order, size and counters as the Python path,
-    whatever goes wrong after the plan."""
+    """A never-asked one-series selection over the test bucket's blocks, then again (warm:
+    every chunk cached, nothing read): the C steps taken where they serve
+    (``plans``/``finishes``: what they returned) and the same answers, cache entries in the
+    same LRU order, size and counters as the Python path, whatever goes wrong after the plan.
+    Chunks cached in part -- a block's all, or some of one block's (a broad query over a range
+    that covers the oldest block in part) -- are read only where missing, on both paths."""
     ms = _one("metric_2", 12)
     at = [1] if case == "one block" else None
     entries = _entries_of("metric_2")
@@ -474,6 +477,12 @@ def test_the_c_steps_answer_as_the_python_path(
         if case == "chunks partly cached":  # the first block's chunks of the selection too
             b = list(st.blocks.values())[0]
             assert await b.series(b.min_time, b.max_time - 1, ms, False)
+        if case == "a block's chunks partly cached":  # those of its last quarter only
+            b = list(st.blocks.values())[0]
+            assert await b.series(b.max_time - H2 // 4, b.max_time - 1, ms, False)
+            n = len((await b.series_entries(await b.select(ms))).c_ref) // 8
+            cached = [k for k in st.cache._d if k[0] == b.ulid and k[1] == "chunks"]
+            assert 0 < len(cached) < n
 
     async def change(stores: list[BucketStore]) -> None:
         if case in ("a corrupt chunk record", "a failed read"):
@@ -602,12 +611,24 @@ def test_the_c_steps_refuse_what_is_not_theirs() -> None:
         with pytest.raises((ValueError, TypeError)):
             finish_one_each(state, [])
     bad = ([0], [b""], [("u", "chunks", 1)], [None],
-           (1, cache, [()], [()], (5).to_bytes(8, sys.byteorder), b"\0" * 8, b"\0" * 8, [b""]))
+           (1, cache, [()], [()], (5).to_bytes(8, sys.byteorder), b"\0" * 8, b"\0" * 8, [b""],
+            [[0]]))
     with pytest.raises(ValueError):  # (five chunks counted, one key)
         finish_one_each(bad, [b""])
+    rel0, record = (0).to_bytes(8, sys.byteorder), b"\x01\x01\x00" + bytes(4)
+    two = ((0).to_bytes(8, sys.byteorder) + (7).to_bytes(8, sys.byteorder), record * 2)
+    for rels, poss, bufs in [([rel0], [[1]], [record]), ([rel0], [[-1]], [record]),
+                             ([rel0], [["0"]], [record]), ([two[0]], [[0, 0]], [two[1]]),
+                             ([rel0] * 2, [[0]] * 2, [record] * 2), ([], [], []),
+                             ([rel0], [], [record])]:  # (not a plan's positions of the reads)
+        bad = ([0], [b""], [("u", "chunks", 1)], [None],
+               (1, cache, [()], [()], (1).to_bytes(8, sys.byteorder), b"\0" * 8, b"\0" * 8,
+                rels, poss))
+        with pytest.raises((ValueError, TypeError)):
+            finish_one_each(bad, bufs)
     good = ([0], [b""], [("u", "chunks", 1)], [None],
             (1, cache, [()], [()], (1).to_bytes(8, sys.byteorder), b"\0" * 8, b"\0" * 8,
-             [(0).to_bytes(8, sys.byteorder)]))
+             [rel0], [[0]]))
     assert finish_one_each(good, [b"\x05"]) == 1  # (a record cut short: the Python path)
     assert finish_one_each(good, [RuntimeError()]) == 1
     assert len(cache) == 0
