@@ -9,7 +9,7 @@
  * callables the Python path uses (the functions looked up in coldseries's namespace at each
  * call, so a test's monkeypatch reaches both paths); only the glue is gone.
  *
- * plan_one_each(blocks, refs, cache, opts) -> None | (reads, state)
+ * plan_one_each(blocks, refs, cache, opts[, read]) -> None | (reads, state)
  *   Every check first, with nothing observable done: every block selects at most one series
  *   (some one), its series entry cached, its entry decoded with one or more chunks in
  *   ascending order, its label set decoded, all of its chunks in one real segment and those
@@ -19,7 +19,9 @@
  *   has. Then the two lookups are made as the Python path makes them (store._lru.lookup,
  *   every key counted, the entries found moved to the newest end), and the read requests
  *   (bucket, (object, start, length)) are returned with the state for finish_one_each:
- *   (todo, raws, chunk keys, chunk values, private part).
+ *   (todo, raws, chunk keys, chunk values, private part). With `read` true the series entries
+ *   were just looked up (and missed), read and kept by the Python path: only the chunks are
+ *   looked up here.
  *
  * finish_one_each(state, bufs) -> answers | 1 | 2
  *   After the reads: each read split into its chunk records, those put in the cache in one
@@ -358,10 +360,12 @@ static PyObject *get_many(PyObject *cache, PyObject *d, PyObject *keys, PyObject
 }
 
 static PyObject *py_plan_one_each(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "plan_one_each(blocks, refs, cache, opts)");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "plan_one_each(blocks, refs, cache, opts[, read])");
         return NULL;
     }
+    int read = nargs == 5 ? PyObject_IsTrue(args[4]) : 0;
+    if (read < 0) return NULL;
     if (ns == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "plan_one_each: bind() first");
         return NULL;
@@ -376,7 +380,7 @@ static PyObject *py_plan_one_each(PyObject *self, PyObject *const *args, Py_ssiz
     if (r == 0) {
         out = Py_NewRef(Py_None);
     } else if (r > 0) {  /* the fast case: the lookups made, as the Python path makes them */
-        PyObject *seen = get_many(args[2], p.d, p.skeys, str[SERIES]);
+        PyObject *seen = read ? Py_NewRef(Py_None) : get_many(args[2], p.d, p.skeys, str[SERIES]);
         PyObject *vals = seen ? get_many(args[2], p.d, p.ckeys, str[CHUNKS]) : NULL;
         Py_XDECREF(seen);
         PyObject *n = PyLong_FromSsize_t(PySequence_Fast_GET_SIZE(p.blocks));
@@ -682,8 +686,9 @@ static PyMethodDef methods[] = {
      "bind(namespace, lookup, put_many, label_sets, entry_overhead, small_items): what the "
      "steps call (coldseries's functions looked up in namespace at each call)."},
     {"plan_one_each", (PyCFunction)(void (*)(void))py_plan_one_each, METH_FASTCALL,
-     "plan_one_each(blocks, refs, cache, opts) -> None | (reads, state): the cold one-series "
-     "call's lookups and reads."},
+     "plan_one_each(blocks, refs, cache, opts[, read]) -> None | (reads, state): the cold "
+     "one-series call's lookups and reads (read: its series entries were just looked up, read "
+     "and kept)."},
     {"finish_one_each", (PyCFunction)(void (*)(void))py_finish_one_each, METH_FASTCALL,
      "finish_one_each(state, bufs) -> answers | 1 | 2: the rest after the reads, or which "
      "Python path goes on."},

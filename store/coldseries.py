@@ -18,7 +18,9 @@ cached in one read, or all cached: a range that covers the oldest block in part 
 query's chunks of it cached in part) runs as two C steps around the read (store/_coldseries.c:
 plan_one_each, finish_one_each), the same C steps in the same order as the Python below, without
 the Python glue between them (~55 of its ~129 us of CPU after idle); any other case, and any
-surprise after the read, takes the Python path from where the C left it.
+surprise after the read, takes the Python path from where the C left it. A series never asked
+for before whose entries no broad query cached has them read first by the Python path, then
+goes on through the same C steps.
 
 What is cached and counted is what each block's own read (``BucketBlock.series`` over the
 whole block) would have: the same keys and values, a request per key and a hit per cached
@@ -92,16 +94,7 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
     must read on its own."""
     planned = plan_one_each(blocks, refs, cache, opts)
     if planned is not None:  # the usual cold call: C steps around the read
-        reads, state = planned
-        bufs: list = []
-        if reads:  # (none when every chunk is cached)
-            bufs = await read_batch(reads, limit)
-            if metrics is not None:
-                metrics.fetched("chunks", len(reads), sum(map(len, filter(IS_BYTES, bufs))))
-        got = finish_one_each(state, bufs)
-        if got.__class__ is list:
-            return got
-        return await _fast_case_rest(blocks, state, bufs, got, cache, opts, limit, metrics)
+        return await _planned(blocks, planned, cache, opts, limit, metrics)
     n = len(blocks)
     out: list[Answer | None] = [None] * n
     failed: set[int] = set()
@@ -125,10 +118,29 @@ async def series_many(blocks: Sequence[BucketBlock], refs: Sequence[np.ndarray],
                  for i, ids_i in zip(todo, ids)],
         "series", _series_len, cache, opts, limit, metrics, failed, keys, vals)
     if not failed and len(vals) == len(todo):  # one series per block, its entry just read
+        planned = plan_one_each(blocks, refs, cache, opts, True)  # (and kept: C steps on)
+        if planned is not None:
+            return await _planned(blocks, planned, cache, opts, limit, metrics)
         one = _one_each(blocks, todo, vals)  # (a cold one-series query over several blocks)
         if one is not None:
             return await _one_each_chunks(blocks, todo, one, out, cache, opts, limit, metrics)
     return await _finish(blocks, todo, raws, out, failed, cache, opts, limit, metrics)
+
+
+async def _planned(blocks: Sequence[BucketBlock], planned: tuple, cache: LRUCache,
+                   opts: FetchOptions, limit: asyncio.Semaphore, metrics: FetchMetrics | None
+                   ) -> list[Answer | None]:
+    """series_many's answers through the C steps, from plan_one_each's plan."""
+    reads, state = planned
+    bufs: list = []
+    if reads:  # (none when every chunk is cached)
+        bufs = await read_batch(reads, limit)
+        if metrics is not None:
+            metrics.fetched("chunks", len(reads), sum(map(len, filter(IS_BYTES, bufs))))
+    got = finish_one_each(state, bufs)
+    if got.__class__ is list:
+        return got
+    return await _fast_case_rest(blocks, state, bufs, got, cache, opts, limit, metrics)
 
 
 async def _finish(blocks: Sequence[BucketBlock], todo: list[int], raws: list[list[bytes] | None],

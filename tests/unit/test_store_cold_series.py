@@ -453,7 +453,7 @@ async def _chunk_file_of(st: BucketStore, bucket: Path, k: int, ms: list[Matcher
     ("one block", ["planned", "planned"], ["answers", "answers"]),
     ("chunks partly cached", ["planned", "planned"], ["answers", "answers"]),
     ("a block's chunks partly cached", ["planned", "planned"], ["answers", "answers"]),
-    ("series entries not cached", [None, "planned"], ["answers"]),
+    ("series entries not cached", [None, "planned", "planned"], ["answers", "answers"]),
     ("a corrupt chunk record", ["planned", "planned"], [2, 2]),
     ("a failed read", ["planned", "planned"], [1, 1]),
     ("a series entry without chunks", [None, None], []),
@@ -560,10 +560,13 @@ def test_the_c_steps_answer_as_the_python_path_on_hostile_entries(
     assert {1, 2, "answers"} <= set(rec.finishes)  # (a read cut short, a broken record)
 
 
+@pytest.mark.parametrize("entries_cached", [True, False])
 def test_the_c_steps_answer_as_the_python_path_on_hostile_reads(
-        tmp_path: Path, bucket_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, bucket_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        entries_cached: bool) -> None:
     """Ranged reads coming back cut short, padded, emptied or as garbage: never a crash, and
-    the same answers, cache and counters as the Python path."""
+    the same answers, cache and counters as the Python path, also where the series entries
+    are read first (not cached) and the C steps go on from them."""
     import store.coldseries as coldseries
     rng = random.Random(5)
     read_batch = coldseries.read_batch
@@ -588,10 +591,17 @@ def test_the_c_steps_answer_as_the_python_path_on_hostile_reads(
             damaged[key] = out
         return damaged[key]
     monkeypatch.setattr(coldseries, "read_batch", hostile)
-    rec = asyncio.run(_c_and_python(tmp_path, bucket_dir, monkeypatch, _entries_of("metric_2"),
+
+    async def nothing(st: BucketStore) -> None:
+        pass
+    rec = asyncio.run(_c_and_python(tmp_path, bucket_dir, monkeypatch,
+                                    _entries_of("metric_2") if entries_cached else nothing,
                                     None, [(_one("metric_2", inst), None)
                                            for inst in range(2, 150, 5)[:20]]))
-    assert rec.plans == ["planned"] * 20 and {1, "answers"} <= set(rec.finishes)
+    if entries_cached:
+        assert rec.plans == ["planned"] * 20 and {1, "answers"} <= set(rec.finishes)
+    else:  # (planned after the entries' read where they came back whole and sound)
+        assert rec.plans.count(None) >= 20 and "planned" in rec.plans and rec.finishes
 
 
 def test_the_c_steps_refuse_what_is_not_theirs() -> None:
