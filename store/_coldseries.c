@@ -636,14 +636,17 @@ static PyObject *py_finish_one_each(PyObject *self, PyObject *const *args, Py_ss
     Py_DECREF(bufs);
     if (items == NULL) return NULL;
     if (items == Py_None) { Py_DECREF(items); return PyLong_FromLong(1); }
+    Py_ssize_t missing = 0;  /* (records checked their positions: each missing, ascending) */
+    for (Py_ssize_t i = 0; i < s.m; i++)
+        missing += PyList_GET_ITEM(s.vals, i) == Py_None;
+    if (missing != PyList_GET_SIZE(items)) {  /* a state whose reads miss some: nothing done */
+        Py_DECREF(items);
+        PyErr_SetString(PyExc_ValueError, "finish_one_each: not a plan's state");
+        return NULL;
+    }
     int r = keep_records(&s, items);
     Py_DECREF(items);
     if (r < 0) return NULL;
-    if (PySequence_Contains(s.vals, Py_None) != 0) {  /* (a state whose reads miss some) */
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "finish_one_each: not a plan's state");
-        return NULL;
-    }
     PyObject *got = call_ns(READ_CHUNKS, &s.vals, 1);
     if (got == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_ValueError)) return NULL;

@@ -636,6 +636,12 @@ def test_the_c_steps_refuse_what_is_not_theirs() -> None:
                 rels, poss))
         with pytest.raises((ValueError, TypeError)):
             finish_one_each(bad, bufs)
+    short = ([0], [b""], [("u", "chunks", 1), ("u", "chunks", 2)], [None, None],
+             (1, cache, [()], [()], (2).to_bytes(8, sys.byteorder), b"\0" * 16, b"\0" * 16,
+              [rel0], [[0]]))
+    with pytest.raises(ValueError):  # (its reads hold one of its two missing chunks)
+        finish_one_each(short, [record])
+    assert len(cache) == 0 and short[3] == [None, None]
     good = ([0], [b""], [("u", "chunks", 1)], [None],
             (1, cache, [()], [()], (1).to_bytes(8, sys.byteorder), b"\0" * 8, b"\0" * 8,
              [rel0], [[0]]))
