@@ -21,7 +21,6 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from functools import partial
 from itertools import repeat
-from operator import attrgetter
 from typing import NamedTuple
 
 from receiver.tsdb.labels import Labels
@@ -60,7 +59,6 @@ class Selection(NamedTuple):
 
 
 _new_selection = partial(tuple.__new__, Selection)  # (no Python-level __new__ call)
-_SIZE = attrgetter("size")
 
 
 def selection_of(series: list[tuple[Labels, Chunks]], min_time: int, max_time: int,
@@ -106,18 +104,6 @@ class SelectionMemo:
         """Keep Selections of one selection by block ULID (the group looked up once)."""
         group = self._d.get(key)
         cap = self.max_bytes // 16  # one entry never takes much of the budget
-        if group is None and sels:  # a new selection (a cold request's): no step per block
-            sizes = list(map(_SIZE, sels))
-            if max(sizes) <= cap:
-                group = dict(zip(ulids, sels))
-                if len(group) == len(sels):  # (else a ULID repeats: one by one below)
-                    grow = GROUP_OVERHEAD + sum(sizes)
-                    self._d[key] = group
-                    self._sizes[key] = grow
-                    self.size += grow
-                    self._evict()
-                    return
-                group = None
         grow = 0
         for ulid, sel in zip(ulids, sels):
             if sel.size > cap:
