@@ -77,8 +77,8 @@ class _Job(NamedTuple):
 
 _job = partial(tuple.__new__, _Job)  # _job((block, obj, ids, spans, small)): no __new__ call
 _IDS, _SMALL = attrgetter("ids"), attrgetter("small")
-_FIRST, _POS, _RELS = itemgetter(0), itemgetter(3), itemgetter(4)  # (of a read: its
-# items' positions in _read_jobs's ``vals`` and their offsets in it)
+# (of a read: its items' positions in _read_jobs's ``vals``, their offsets in the read)
+_FIRST, _POS, _RELS = itemgetter(0), itemgetter(3), itemgetter(4)
 _ULID, _HEADER, _EXT_LABELS = attrgetter("ulid"), attrgetter("header"), attrgetter("ext_labels")
 _LABEL_SETS = IndexHeader.label_sets
 _ONE_SEGMENT = BucketBlock.one_segment
@@ -438,12 +438,8 @@ async def _read_jobs(blocks: Sequence[BucketBlock], jobs: list[_Job], kind: str,
                 items = [None]
             missed = list(chain.from_iterable(map(_POS, reads)))
             if None not in items and len(items) == len(missed):
-                if len(items) == len(vals):  # none was cached (a cold one-series call)
-                    vals[:] = items
-                    cache.put_many(keys, vals, kind)
-                else:
-                    deque(map(vals.__setitem__, missed, items), maxlen=0)
-                    cache.put_many(list(map(keys.__getitem__, missed)), items, kind)
+                deque(map(vals.__setitem__, missed, items), maxlen=0)
+                cache.put_many(list(map(keys.__getitem__, missed)), items, kind)
                 return _split(vals, list(map(_IDS, jobs)))  # type: ignore[return-value]
         new = await _take_reads(blocks, jobs, kind, length_at, reads, bufs, failed)
     return _keep_reads(jobs, misses, new, failed, keys, vals, kind, cache)
