@@ -476,7 +476,9 @@ static PyObject *records(State *s, PyObject *bufs) {
         if (part == NULL || !PyList_Check(part) || !PyList_Check(pos)) {
             Py_DECREF(got);
             Py_DECREF(out);
-            PyErr_SetString(PyExc_TypeError, "split_items: not (items, lengths)");
+            PyErr_SetString(PyExc_TypeError, part == NULL || !PyList_Check(part)
+                            ? "split_items: not (items, lengths)"
+                            : "finish_one_each: not a plan's state");
             return NULL;
         }
         int whole = PyList_GET_SIZE(part) == PyList_GET_SIZE(pos);
